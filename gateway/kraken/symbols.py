@@ -46,13 +46,10 @@ _LEGACY_TO_CANONICAL = {"XBT": "BTC", "XDG": "DOGE"}
 _CANONICAL_TO_LEGACY = {v: k for k, v in _LEGACY_TO_CANONICAL.items()}
 
 # Quote currencies that may end a REST altname, longest first so "USDT" wins over "USD".
-_KNOWN_QUOTES = tuple(
-    sorted(
-        "USD EUR GBP CAD JPY CHF AUD AED USDT USDC PYUSD DAI RLUSD USDG XBT ETH DOT POL".split(),
-        key=len,
-        reverse=True,
-    )
-)
+_FIAT_QUOTES = ("USD", "EUR", "GBP", "CAD", "JPY", "CHF", "AUD", "AED")
+_STABLE_QUOTES = ("USDT", "USDC", "PYUSD", "DAI", "RLUSD", "USDG")
+_CRYPTO_QUOTES = ("XBT", "ETH", "DOT", "POL")
+_KNOWN_QUOTES = tuple(sorted(_FIAT_QUOTES + _STABLE_QUOTES + _CRYPTO_QUOTES, key=len, reverse=True))
 
 _ASSET = re.compile(r"^[A-Z0-9.]{1,16}$")
 
