@@ -1,0 +1,183 @@
+"""The deployment config schema.
+
+Field names follow QuickFIX/J's session-configuration vocabulary where one exists
+(SenderCompID, HeartBtInt, ReconnectInterval, StartTime/EndTime) so that FIX ops people
+recognise them, but spelled in TOML's snake_case. Every field has a default that makes the
+embedded UAT deployment run with no file at all; a real deployment overrides what it needs.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import time
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+_COMP_ID = re.compile(r"^[A-Za-z0-9_.\-]{1,64}$")
+Port = Annotated[int, Field(ge=0, le=65535)]
+
+
+class _Strict(BaseModel):
+    # extra="forbid": a misspelt key is the most common config error; it must not pass silently.
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _check_comp_id(value: str) -> str:
+    if not _COMP_ID.match(value):
+        raise ValueError("must be 1-64 characters of letters, digits, '_', '.', '-'")
+    return value
+
+
+class CredentialRef(_Strict):
+    """Where a secret lives. The TOML names the place; the value never appears in it."""
+
+    env: str | None = None
+    file: Path | None = None
+
+    @model_validator(mode="after")
+    def _one_source(self) -> CredentialRef:
+        if (self.env is None) == (self.file is None):
+            raise ValueError("give exactly one of 'env' (a variable name) or 'file' (a path)")
+        return self
+
+
+class OmsSessionConfig(_Strict):
+    """One OMS counterparty of the acceptor."""
+
+    comp_id: str = "OMS"
+    # Accounts this OMS may trade; empty means any. Keeps one desk from trading another's book.
+    accounts: tuple[str, ...] = ()
+
+    _cid = field_validator("comp_id")(_check_comp_id)
+
+
+class TlsAcceptConfig(_Strict):
+    cert_file: Path
+    key_file: Path
+    # Client addresses allowed to connect; empty means any.
+    allow_addresses: tuple[str, ...] = ()
+
+
+class OmsConfig(_Strict):
+    host: str = "127.0.0.1"
+    port: Port = 9878
+    sender_comp_id: str = "FIXGW"
+    heartbeat_interval: int = Field(default=30, ge=1, le=3600)
+    # Accept a client's clock up to this far off (FIX SendingTime accuracy check).
+    max_latency_s: int = Field(default=120, ge=1)
+    sessions: tuple[OmsSessionConfig, ...] = (OmsSessionConfig(),)
+    tls: TlsAcceptConfig | None = None
+
+    _cid = field_validator("sender_comp_id")(_check_comp_id)
+
+    @model_validator(mode="after")
+    def _unique_sessions(self) -> OmsConfig:
+        ids = [s.comp_id for s in self.sessions]
+        if len(ids) != len(set(ids)):
+            raise ValueError(f"duplicate OMS comp_id in sessions: {ids}")
+        if not ids:
+            raise ValueError("at least one OMS session is required")
+        return self
+
+
+class TlsConnectConfig(_Strict):
+    # CA bundle to verify the venue's certificate; None uses the system store.
+    ca_file: Path | None = None
+    verify: bool = True
+    server_hostname: str | None = None
+
+
+class VenueSessionConfig(_Strict):
+    """One initiator to the venue. Host/port may be left 0 when the embedded simulator is on."""
+
+    target_comp_id: str
+    host: str = "127.0.0.1"
+    port: Port = 0
+    tls: TlsConnectConfig | None = None
+
+    _cid = field_validator("target_comp_id")(_check_comp_id)
+
+
+class VenueConfig(_Strict):
+    # Kraken assigns the SenderCompID; the derivatives sessions use the same ID + "DRV".
+    sender_comp_id: str = "FIXGW"
+    heartbeat_interval: int = Field(default=30, ge=1, le=3600)
+    # Backoff between connection attempts: doubles from min to max, with jitter.
+    reconnect_min_s: float = Field(default=1.0, gt=0)
+    reconnect_max_s: float = Field(default=30.0, gt=0)
+    trading: VenueSessionConfig = VenueSessionConfig(target_comp_id="KRAKEN-TRD")
+    market_data: VenueSessionConfig = VenueSessionConfig(target_comp_id="KRAKEN-MD")
+    api_key: CredentialRef | None = None
+    api_secret: CredentialRef | None = None
+    # Kraken tag 8674: leave resting orders at the venue when our session drops, because the
+    # gateway resumes its sessions and journal after a restart and fallback transports need them.
+    cancel_orders_on_disconnect: bool = False
+    symbols: tuple[str, ...] = ("BTC/USD", "ETH/USD", "ARB/USD")
+    md_depth: int = Field(default=10, ge=1, le=1000)
+
+    _cid = field_validator("sender_comp_id")(_check_comp_id)
+
+    @model_validator(mode="after")
+    def _backoff_order(self) -> VenueConfig:
+        if self.reconnect_max_s < self.reconnect_min_s:
+            raise ValueError("reconnect_max_s must be >= reconnect_min_s")
+        if (self.api_key is None) != (self.api_secret is None):
+            raise ValueError("api_key and api_secret go together: give both or neither")
+        return self
+
+
+class ScheduleConfig(_Strict):
+    """When sessions run. Kraken runs 24/7 with a logical rollover (sequence reset) daily."""
+
+    mode: Literal["daily-reset", "non-stop"] = "daily-reset"
+    # UTC time of the daily sequence reset; Kraken's is 22:00 UTC.
+    reset_time_utc: time = time(22, 0, 0)
+
+
+class SimulatorConfig(_Strict):
+    """The embedded UAT venue. Ports 0 mean: pick free loopback ports at start."""
+
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    trading_port: Port = 0
+    md_port: Port = 0
+    seed: int = 7
+    flow_rate_hz: float = Field(default=20.0, ge=0)
+
+
+class GatewayConfig(_Strict):
+    data_dir: Path = Path("./var")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    # Log every FIX message (credentials masked) to <data_dir>/log; off keeps the hot path lean.
+    fix_message_log: bool = False
+    # Order journal: a background fsync at most this often. The write itself is synchronous
+    # (page cache), which already survives a process kill; fsync covers a machine crash.
+    journal_fsync_interval_ms: int = Field(default=50, ge=0)
+
+
+class RiskConfig(_Strict):
+    """Classic limits checked on every order (the signal rules come with the signal module)."""
+
+    max_order_qty: dict[str, str] = Field(default_factory=dict)
+    max_notional_usd: str | None = None
+
+
+class Config(_Strict):
+    gateway: GatewayConfig = GatewayConfig()
+    oms: OmsConfig = OmsConfig()
+    venue: VenueConfig = VenueConfig()
+    schedule: ScheduleConfig = ScheduleConfig()
+    simulator: SimulatorConfig = SimulatorConfig()
+    risk: RiskConfig = RiskConfig()
+
+    @model_validator(mode="after")
+    def _venue_reachable(self) -> Config:
+        if not self.simulator.enabled:
+            for name, sess in (("trading", self.venue.trading), ("market_data", self.venue.market_data)):
+                if sess.port == 0:
+                    raise ValueError(
+                        f"venue.{name}.port must be set when the embedded simulator is disabled"
+                    )
+        return self
