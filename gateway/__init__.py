@@ -12,7 +12,7 @@ Layering, lowest first; a package may import only packages above it in this list
     events      protobuf events, journal, gRPC EventService            (_proto)
     transports  Kraken REST/WS clients                                 (kraken, events, orders)
     routing     OMS <-> venue order flow and transport choice          (everything above)
-    venue_sim   the UAT venue simulator (a counterparty, not a mock)   (kraken, config, fix, marketdata)
+    venue_sim   the UAT venue simulator (a counterparty)   (kraken, config, fix, marketdata)
     admin       authenticated gRPC admin service                       (routing, events)
     server      assembles one gateway process                          (everything above)
     cli         `fixgw` and `fixgwctl` entry points                    (everything)
