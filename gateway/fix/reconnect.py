@@ -1,0 +1,87 @@
+"""Reconnect with exponential backoff for QuickFIX initiator sessions.
+
+QuickFIX retries a dead connection every ReconnectInterval seconds, forever, at a fixed pace.
+Against a venue that is down or refusing us, that hammers it and fills logs. This supervisor
+lets QuickFIX try for one interval, then disables the session (Session.logout) for a backoff
+that doubles up to a maximum, with jitter so a fleet of gateways does not reconnect in step,
+and re-enables it (Session.logon). A successful logon resets the backoff.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+from collections.abc import Iterable
+
+import quickfix as fix
+
+from gateway.fix.settings import session_key
+
+log = logging.getLogger("fixgw.reconnect")
+
+
+class _Track:
+    def __init__(self) -> None:
+        self.failures = 0
+        self.enabled_at = time.monotonic()
+        self.resume_at: float | None = None
+
+
+class ReconnectSupervisor:
+    def __init__(self, session_ids: Iterable[fix.SessionID], *, attempt_window_s: float,
+                 min_backoff_s: float, max_backoff_s: float, poll_s: float = 0.2) -> None:
+        self._ids = list(session_ids)
+        self._window = attempt_window_s
+        self._min = min_backoff_s
+        self._max = max_backoff_s
+        self._poll = poll_s
+        self._tracks = {sid.toString(): _Track() for sid in self._ids}
+        self._stop = threading.Event()
+        self._paused: set[str] = set()  # sessions an operator logged out: leave them alone
+        self._thread = threading.Thread(target=self._run, name="fix-reconnect", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=2)
+
+    def hold(self, session_id: fix.SessionID, held: bool) -> None:
+        """Operator control: a held session is not re-enabled by the supervisor."""
+        (self._paused.add if held else self._paused.discard)(session_id.toString())
+
+    def backoff(self, failures: int) -> float:
+        base = min(self._max, self._min * (2 ** max(0, failures - 1)))
+        return float(base * random.uniform(0.8, 1.2))
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._poll):
+            now = time.monotonic()
+            for sid in self._ids:
+                key = sid.toString()
+                if key in self._paused:
+                    continue
+                session = fix.Session.lookupSession(sid)
+                if session is None:
+                    continue
+                tr = self._tracks[key]
+                if session.isLoggedOn():
+                    tr.failures = 0
+                    tr.enabled_at = now
+                    continue
+                if tr.resume_at is not None:
+                    if now >= tr.resume_at:
+                        tr.resume_at = None
+                        tr.enabled_at = now
+                        session.logon()
+                    continue
+                if session.isEnabled() and now - tr.enabled_at > self._window:
+                    tr.failures += 1
+                    delay = self.backoff(tr.failures)
+                    log.info("session %s: no logon after %.1f s (attempt %d); next try in %.1f s",
+                             session_key(sid), self._window, tr.failures, delay)
+                    session.logout()
+                    tr.resume_at = now + delay

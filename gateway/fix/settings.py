@@ -1,0 +1,126 @@
+"""Rendering our config into QuickFIX session settings files.
+
+We render the classic QuickFIX .cfg text (and write it next to the stores) rather than build
+settings through the API, so ops can read exactly what the engine was given, in the format
+every FIX ops person already knows from QuickFIX and QuickFIX/J.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import quickfix as fix
+
+from gateway.config.model import ScheduleConfig
+
+FIX44 = "FIX.4.4"
+
+
+def fix_specs_dir() -> Path:
+    """`fix_specs/` at the repository root: the package is installed editable from it."""
+    return Path(__file__).resolve().parents[2] / "fix_specs"
+
+
+def data_dictionary_path() -> Path:
+    return fix_specs_dir() / "FIX44-kraken.xml"
+
+
+def schedule_settings(schedule: ScheduleConfig) -> dict[str, str]:
+    """Daily reset = StartTime == EndTime: QuickFIX then runs a 24 h session whose boundary
+    resets sequence numbers, which is exactly Kraken's 22:00 UTC logical rollover."""
+    if schedule.mode == "non-stop":
+        return {"NonStopSession": "Y"}
+    t = schedule.reset_time_utc.strftime("%H:%M:%S")
+    return {"StartTime": t, "EndTime": t, "UseLocalTime": "N"}
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def acceptor_address_policy(host: str, allow: Sequence[str]) -> dict[str, str]:
+    """QuickFIX's acceptor always binds every interface; a loopback `host` is therefore
+    enforced as an allow-list of loopback peers, so the default really is loopback-only."""
+    addresses = list(allow)
+    if not addresses and _is_loopback(host):
+        addresses = ["127.0.0.1"]
+    return {"AllowedRemoteAddresses": ",".join(addresses)} if addresses else {}
+
+
+@dataclass
+class SessionBlock:
+    sender_comp_id: str
+    target_comp_id: str
+    options: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class SettingsFile:
+    """One QuickFIX settings file: defaults plus sessions, kept as ordered key/value text."""
+
+    defaults: dict[str, str]
+    sessions: list[SessionBlock]
+
+    def render(self) -> str:
+        lines = ["# Rendered by fixgw from the deployment config; do not edit by hand.",
+                 "[DEFAULT]"]
+        lines += [f"{k}={v}" for k, v in self.defaults.items()]
+        for s in self.sessions:
+            lines += ["", "[SESSION]", f"BeginString={FIX44}",
+                      f"SenderCompID={s.sender_comp_id}", f"TargetCompID={s.target_comp_id}"]
+            lines += [f"{k}={v}" for k, v in s.options.items()]
+        return "\n".join(lines) + "\n"
+
+    def write(self, path: Path) -> fix.SessionSettings:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(self.render(), encoding="utf-8")
+        return fix.SessionSettings(str(path))
+
+
+def common_defaults(
+    *,
+    connection_type: str,
+    store_dir: Path,
+    log_dir: Path | None,
+    schedule: ScheduleConfig,
+    extra: Mapping[str, str] | None = None,
+) -> dict[str, str]:
+    store_dir.mkdir(parents=True, exist_ok=True)
+    d = {
+        "ConnectionType": connection_type,
+        "FileStorePath": str(store_dir),
+        "UseDataDictionary": "Y",
+        "DataDictionary": str(data_dictionary_path()),
+        "ValidateUserDefinedFields": "Y",
+        "ValidateFieldsHaveValues": "Y",
+        "ValidateFieldsOutOfOrder": "Y",
+        "AllowUnknownMsgFields": "N",
+        "ValidateLengthAndChecksum": "Y",
+        "CheckCompID": "Y",
+        "CheckLatency": "Y",
+        "MaxLatency": "120",
+        "SocketNodelay": "Y",
+        "PersistMessages": "Y",
+        "TimestampPrecision": "6",
+        "LogonTimeout": "10",
+        "LogoutTimeout": "2",
+    }
+    if log_dir is not None:
+        log_dir.mkdir(parents=True, exist_ok=True)
+        d["FileLogPath"] = str(log_dir)
+    d.update(schedule_settings(schedule))
+    d.update(extra or {})
+    return d
+
+
+def session_key(session_id: fix.SessionID) -> str:
+    """A stable readable name for a session: SENDER->TARGET."""
+    return f"{session_id.getSenderCompID().getValue()}->{session_id.getTargetCompID().getValue()}"
