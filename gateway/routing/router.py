@@ -1,0 +1,505 @@
+"""The order path between OMS sessions and the venue trading session.
+
+Everything here runs on QuickFIX callback threads: an OMS order is validated, gated, recorded
+and sent to the venue inside the OMS session's fromApp; a venue report is mapped and sent to
+the owning OMS inside the venue session's fromApp. No queue, no asyncio hop.
+
+Ordering rules that make a kill -9 lose nothing:
+- a new order is journaled before it is sent (a restart knows every venue ClOrdID we used);
+- a venue report is forwarded to the OMS before it is journaled, and QuickFIX only advances
+  the venue's sequence number after this callback returns: if we die in between, the venue
+  resends it, and we forward it again marked PossResend (97=Y) rather than lose it.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Final
+
+import quickfix as fix
+
+from gateway.fix import messages as m
+from gateway.fix.application import BaseHandler
+from gateway.fix.kraken_logon import KrakenCredentials, add_trading_logon_fields
+from gateway.fix.messages import get, session_send
+from gateway.fix.settings import session_key
+from gateway.orders import state
+from gateway.orders.model import Order
+from gateway.orders.store import OrderStore, ReportTarget
+from gateway.risk import validation as v
+from gateway.routing.sinks import NullSink, RoutingSink
+
+log = logging.getLogger("fixgw.routing")
+
+# CxlRejReason (102)
+TOO_LATE: Final = "0"
+UNKNOWN_ORDER: Final = "1"
+BROKER_OPTION: Final = "2"
+DUPLICATE_CL_ORD_ID: Final = "6"
+
+
+@dataclass
+class OmsContext:
+    key: str
+    session_id: fix.SessionID
+    accounts: tuple[str, ...]
+    session: fix.Session | None = None
+
+    def send(self, msg: fix.Message) -> None:
+        # Sent even while the OMS is logged out: QuickFIX stores it and the OMS gets it through
+        # its ResendRequest at the next logon. That is how the OMS never misses a report.
+        if self.session is None:
+            self.session = fix.Session.lookupSession(self.session_id)
+        if self.session is not None:
+            self.session.send(msg)
+
+
+class VenueTrading:
+    """The venue trading session as the router sees it."""
+
+    def __init__(self) -> None:
+        self.session: fix.Session | None = None
+        self.session_id: fix.SessionID | None = None
+        self.name = "venue trading session"
+
+    def is_up(self) -> bool:
+        s = self.session
+        return s is not None and bool(s.isLoggedOn())
+
+    def send(self, msg: fix.Message) -> bool:
+        return session_send(self.session, msg)
+
+
+class Router:
+    def __init__(
+        self,
+        store: OrderStore,
+        validator: v.OrderValidator,
+        sink: RoutingSink | None = None,
+        pre_trade_check: Callable[[v.ValidOrder, str], v.Rejection | None] | None = None,
+    ) -> None:
+        self.store = store
+        self.validator = validator
+        self.sink: RoutingSink = sink or NullSink()
+        self.pre_trade_check = pre_trade_check
+        self.venue = VenueTrading()
+        self.exec_ids = m.ExecIdSource("GW")
+        self._oms_by_sid: dict[str, OmsContext] = {}
+        self._oms_by_key: dict[str, OmsContext] = {}
+
+    # ---- wiring ----------------------------------------------------------------------------
+    def register_oms(self, session_id: fix.SessionID, accounts: tuple[str, ...]) -> None:
+        ctx = OmsContext(session_key(session_id), session_id, accounts)
+        self._oms_by_sid[session_id.toString()] = ctx
+        self._oms_by_key[ctx.key] = ctx
+
+    def oms_handler(self) -> OmsHandler:
+        return OmsHandler(self)
+
+    def venue_handler(
+        self, credentials: KrakenCredentials | None, cancel_on_disconnect: bool
+    ) -> VenueHandler:
+        return VenueHandler(self, credentials, cancel_on_disconnect)
+
+    # ---- OMS -> venue ------------------------------------------------------------------------
+    def on_oms_message(self, msg: fix.Message, sid: fix.SessionID) -> None:
+        ctx = self._oms_by_sid.get(sid.toString())
+        if ctx is None:
+            raise fix.UnsupportedMessageType()
+        t = m.msg_type(msg)
+        if t == "D":
+            self._new_order(msg, ctx)
+        elif t == "F":
+            self._cancel(msg, ctx)
+        elif t == "G":
+            self._replace(msg, ctx)
+        elif t == "H":
+            self._status(msg, ctx)
+        elif t == "q":
+            self._mass_cancel(msg, ctx)
+        else:
+            raise fix.UnsupportedMessageType()
+
+    def _new_order(self, msg: fix.Message, ctx: OmsContext) -> None:
+        cl = msg.getField(m.CL_ORD_ID)
+        inp = v.OrderInput(get(msg, m.SYMBOL), get(msg, m.SIDE), get(msg, m.ORDER_QTY),
+                           get(msg, m.ORD_TYPE), get(msg, m.PRICE), get(msg, m.TIME_IN_FORCE),
+                           get(msg, m.ACCOUNT))
+        if self.store.is_used(ctx.key, cl):
+            # The original order is untouched; only this message is refused.
+            self._reject_new(ctx, cl, inp, v.DUPLICATE_ORDER,
+                             f"duplicate ClOrdID {cl}: already used on this session", mark=False)
+            return
+        checked = self.validator.validate(inp, ctx.accounts)
+        if isinstance(checked, v.Rejection):
+            self._reject_new(ctx, cl, inp, checked.reason, checked.text)
+            return
+        if self.pre_trade_check is not None:
+            blocked = self.pre_trade_check(checked, ctx.key)
+            if blocked is not None:
+                self._reject_new(ctx, cl, inp, blocked.reason, blocked.text)
+                return
+        if not self.venue.is_up():
+            self._reject_new(ctx, cl, inp, v.EXCHANGE_CLOSED,
+                             f"{self.venue.name} is not logged on; order not sent "
+                             "(no fallback transport available)")
+            return
+        venue_id = self.store.venue_ids.next()
+        order = Order(oms_session=ctx.key, oms_cl_ord_id=cl, venue_cl_ord_id=venue_id,
+                      symbol=checked.symbol, side=checked.side, ord_type=checked.ord_type,
+                      qty=checked.qty, price=checked.price, tif=checked.tif,
+                      account=checked.account, oms_history=[cl])
+        self.store.add_order(order)
+        out = m.new_message("D")
+        out.setField(m.CL_ORD_ID, venue_id)
+        out.setField(m.SYMBOL, checked.symbol)
+        out.setField(m.SIDE, checked.side)
+        out.setField(m.ORDER_QTY, inp.qty or "")
+        out.setField(m.ORD_TYPE, checked.ord_type)
+        if inp.price is not None:
+            out.setField(m.PRICE, inp.price)
+        out.setField(m.TIME_IN_FORCE, checked.tif)
+        out.setField(m.TRANSACT_TIME, get(msg, m.TRANSACT_TIME) or m.utc_timestamp())
+        if not self.venue.send(out):
+            # The venue dropped between the check and the send: tell the OMS now, and record
+            # the order as rejected so a late venue report cannot revive it unseen.
+            self._reject_recorded(ctx, order, f"{self.venue.name} disconnected while sending")
+            return
+        self.sink.order_accepted(order)
+
+    def _reject_new(self, ctx: OmsContext, cl: str, inp: v.OrderInput, reason: str, text: str,
+                    mark: bool = True) -> None:
+        if mark:
+            self.store.mark_used(ctx.key, cl)
+        er = m.new_message("8")
+        er.setField(m.ORDER_ID, "NONE")
+        er.setField(m.CL_ORD_ID, cl)
+        er.setField(m.EXEC_ID, self.exec_ids.next())
+        er.setField(m.EXEC_TYPE, "8")
+        er.setField(m.ORD_STATUS, "8")
+        er.setField(m.SYMBOL, inp.symbol or "[N/A]")
+        er.setField(m.SIDE, inp.side if inp.side in ("1", "2") else "1")
+        if inp.qty:
+            er.setField(m.ORDER_QTY, inp.qty)
+        if inp.account:
+            er.setField(m.ACCOUNT, inp.account)
+        er.setField(m.LEAVES_QTY, "0")
+        er.setField(m.CUM_QTY, "0")
+        er.setField(m.AVG_PX, "0")
+        er.setField(m.ORD_REJ_REASON, reason)
+        er.setField(m.TEXT, text)
+        er.setField(m.TRANSACT_TIME, m.utc_timestamp())
+        ctx.send(er)
+        log.info("rejected order %s from %s: %s", cl, ctx.key, text)
+        self.sink.order_rejected(ctx.key, cl, inp.symbol or "", reason, text)
+
+    def _reject_recorded(self, ctx: OmsContext, order: Order, text: str) -> None:
+        exec_id = self.exec_ids.next()
+        target = ReportTarget(order, order.oms_cl_ord_id, None, "new", False)
+        self.store.apply_report(target, venue_cl_ord_id=order.venue_cl_ord_id, exec_id=exec_id,
+                                exec_type="8", ord_status="8", cum_qty="0", avg_px="0",
+                                order_id=None, qty=None, price=None)
+        self._reject_new(ctx, order.oms_cl_ord_id,
+                         v.OrderInput(order.symbol, order.side, str(order.qty), order.ord_type,
+                                      None, order.tif, order.account),
+                         v.EXCHANGE_CLOSED, text, mark=False)
+
+    def _cancel_reject(self, ctx: OmsContext, cl: str, orig: str, response_to: str,
+                       reason: str, text: str, order: Order | None) -> None:
+        r = m.new_message("9")
+        r.setField(m.ORDER_ID, order.order_id if order and order.order_id else "NONE")
+        r.setField(m.CL_ORD_ID, cl)
+        r.setField(m.ORIG_CL_ORD_ID, orig)
+        r.setField(m.ORD_STATUS, order.status if order and order.status != state.SENT else "8")
+        r.setField(m.CXL_REJ_RESPONSE_TO, response_to)
+        r.setField(m.CXL_REJ_REASON, reason)
+        r.setField(m.TEXT, text)
+        ctx.send(r)
+        log.info("cancel/replace %s on %s rejected: %s", cl, ctx.key, text)
+        self.sink.cancel_rejected(ctx.key, cl, orig, text)
+
+    def _check_amend(self, msg: fix.Message, ctx: OmsContext, response_to: str
+                     ) -> tuple[str, Order] | None:
+        cl = msg.getField(m.CL_ORD_ID)
+        orig = msg.getField(m.ORIG_CL_ORD_ID)
+        order = self.store.find(ctx.key, orig)
+        if order is None:
+            self._cancel_reject(ctx, cl, orig, response_to, UNKNOWN_ORDER,
+                                f"unknown order: OrigClOrdID {orig} was never accepted on this "
+                                "session", None)
+            return None
+        if self.store.is_used(ctx.key, cl):
+            self._cancel_reject(ctx, cl, orig, response_to, DUPLICATE_CL_ORD_ID,
+                                f"duplicate ClOrdID {cl}: already used on this session", order)
+            return None
+        if not order.is_open:
+            self._cancel_reject(ctx, cl, orig, response_to, TOO_LATE,
+                                f"too late: order {orig} is already "
+                                f"{state.NAMES.get(order.status, order.status)}", order)
+            return None
+        if not self.venue.is_up():
+            self._cancel_reject(ctx, cl, orig, response_to, BROKER_OPTION,
+                                f"{self.venue.name} is not logged on; request not sent", order)
+            return None
+        return cl, order
+
+    def _cancel(self, msg: fix.Message, ctx: OmsContext) -> None:
+        checked = self._check_amend(msg, ctx, "1")
+        if checked is None:
+            return
+        cl, order = checked
+        self._send_cancel(order, ctx, cl, "cancel")
+
+    def _send_cancel(self, order: Order, ctx: OmsContext, cl: str, kind: str) -> bool:
+        vid = self.store.venue_ids.next()
+        self.store.add_request(vid, (order.oms_session, order.oms_history[0]), cl, kind)
+        out = m.new_message("F")
+        out.setField(m.CL_ORD_ID, vid)
+        out.setField(m.ORIG_CL_ORD_ID, order.venue_cl_ord_id)
+        if order.order_id:
+            out.setField(m.ORDER_ID, order.order_id)
+        out.setField(m.SYMBOL, order.symbol)
+        out.setField(m.SIDE, order.side)
+        out.setField(m.ORDER_QTY, str(order.qty))
+        out.setField(m.TRANSACT_TIME, m.utc_timestamp())
+        sent = self.venue.send(out)
+        if not sent and kind == "cancel":
+            self._cancel_reject(ctx, cl, order.oms_cl_ord_id, "1", BROKER_OPTION,
+                                f"{self.venue.name} disconnected while sending", order)
+        return sent
+
+    def _replace(self, msg: fix.Message, ctx: OmsContext) -> None:
+        checked = self._check_amend(msg, ctx, "2")
+        if checked is None:
+            return
+        cl, order = checked
+        inp = v.OrderInput(order.symbol, get(msg, m.SIDE) or order.side, get(msg, m.ORDER_QTY),
+                           get(msg, m.ORD_TYPE) or order.ord_type, get(msg, m.PRICE),
+                           get(msg, m.TIME_IN_FORCE) or order.tif, order.account or None)
+        valid = self.validator.validate(inp, ())
+        problem = None
+        if isinstance(valid, v.Rejection):
+            problem = valid.text
+        elif valid.side != order.side or valid.ord_type != order.ord_type:
+            problem = "a replace may change only OrderQty and Price (not Side or OrdType)"
+        if problem is not None:
+            self.store.mark_used(ctx.key, cl)
+            self._cancel_reject(ctx, cl, order.oms_cl_ord_id, "2", BROKER_OPTION, problem, order)
+            return
+        assert isinstance(valid, v.ValidOrder)
+        vid = self.store.venue_ids.next()
+        self.store.add_request(vid, (order.oms_session, order.oms_history[0]), cl, "replace")
+        out = m.new_message("G")
+        out.setField(m.CL_ORD_ID, vid)
+        out.setField(m.ORIG_CL_ORD_ID, order.venue_cl_ord_id)
+        if order.order_id:
+            out.setField(m.ORDER_ID, order.order_id)
+        out.setField(m.SYMBOL, order.symbol)
+        out.setField(m.SIDE, order.side)
+        out.setField(m.ORDER_QTY, str(valid.qty))
+        out.setField(m.ORD_TYPE, order.ord_type)
+        if valid.price is not None:
+            out.setField(m.PRICE, str(valid.price))
+        out.setField(m.TIME_IN_FORCE, order.tif)
+        out.setField(m.TRANSACT_TIME, m.utc_timestamp())
+        if not self.venue.send(out):
+            self._cancel_reject(ctx, cl, order.oms_cl_ord_id, "2", BROKER_OPTION,
+                                f"{self.venue.name} disconnected while sending", order)
+
+    def _status(self, msg: fix.Message, ctx: OmsContext) -> None:
+        cl = msg.getField(m.CL_ORD_ID)
+        order = self.store.find(ctx.key, cl)
+        if order is not None and self.venue.is_up() and order.status != state.SENT:
+            out = m.new_message("H")
+            out.setField(m.CL_ORD_ID, order.venue_cl_ord_id)
+            if order.order_id:
+                out.setField(m.ORDER_ID, order.order_id)
+            out.setField(m.SYMBOL, order.symbol)
+            out.setField(m.SIDE, order.side)
+            if self.venue.send(out):
+                return
+        # Answer from our own record: the order is unknown, or the venue cannot be asked.
+        er = m.new_message("8")
+        er.setField(m.EXEC_ID, self.exec_ids.next())
+        er.setField(m.EXEC_TYPE, "I")
+        er.setField(m.CL_ORD_ID, cl)
+        if order is None:
+            er.setField(m.ORDER_ID, "NONE")
+            er.setField(m.ORD_STATUS, "8")
+            er.setField(m.SYMBOL, get(msg, m.SYMBOL) or "[N/A]")
+            er.setField(m.SIDE, get(msg, m.SIDE) or "1")
+            er.setField(m.LEAVES_QTY, "0")
+            er.setField(m.CUM_QTY, "0")
+            er.setField(m.AVG_PX, "0")
+            er.setField(m.ORD_REJ_REASON, v.UNKNOWN_ORDER)
+            er.setField(m.TEXT, f"unknown order: ClOrdID {cl} was never accepted on this session")
+        else:
+            er.setField(m.ORDER_ID, order.order_id or "NONE")
+            er.setField(m.ORD_STATUS, order.status if order.status != state.SENT else "A")
+            er.setField(m.SYMBOL, order.symbol)
+            er.setField(m.SIDE, order.side)
+            er.setField(m.ORDER_QTY, str(order.qty))
+            er.setField(m.LEAVES_QTY, str(order.leaves_qty))
+            er.setField(m.CUM_QTY, str(order.cum_qty))
+            er.setField(m.AVG_PX, str(order.avg_px))
+            er.setField(m.TEXT, "from the gateway's record: the venue session is not logged on")
+        ctx.send(er)
+
+    def _mass_cancel(self, msg: fix.Message, ctx: OmsContext) -> None:
+        """Mass cancel is scoped to the requesting OMS's own orders: the gateway cancels them
+        one by one at the venue, so one desk's request never touches another desk's orders."""
+        cl = msg.getField(m.CL_ORD_ID)
+        req_type = msg.getField(m.MASS_CANCEL_REQUEST_TYPE)
+        symbol, side = get(msg, m.SYMBOL), get(msg, m.SIDE)
+        report_id = f"MASS-{self.exec_ids.next()}"
+        rep = m.new_message("r")
+        rep.setField(m.CL_ORD_ID, cl)
+        rep.setField(m.ORDER_ID, report_id)
+        rep.setField(m.MASS_CANCEL_REQUEST_TYPE, req_type)
+        if req_type not in ("1", "7"):
+            rep.setField(m.MASS_CANCEL_RESPONSE, "0")
+            rep.setField(m.MASS_CANCEL_REJECT_REASON, "99")
+            rep.setField(m.TEXT, f"MassCancelRequestType {req_type} is not supported; "
+                                 "use 1 (by symbol) or 7 (all orders)")
+            ctx.send(rep)
+            return
+        if req_type == "1" and not symbol:
+            rep.setField(m.MASS_CANCEL_RESPONSE, "0")
+            rep.setField(m.MASS_CANCEL_REJECT_REASON, "1")
+            rep.setField(m.TEXT, "MassCancelRequestType 1 requires Symbol (55)")
+            ctx.send(rep)
+            return
+        if not self.venue.is_up():
+            rep.setField(m.MASS_CANCEL_RESPONSE, "0")
+            rep.setField(m.MASS_CANCEL_REJECT_REASON, "99")
+            rep.setField(m.TEXT, f"{self.venue.name} is not logged on; nothing canceled")
+            ctx.send(rep)
+            return
+        targets = [o for o in self.store.open_orders(ctx.key)
+                   if (req_type == "7" or o.symbol == symbol) and (side is None or o.side == side)]
+        sent = sum(1 for o in targets if self._send_cancel(o, ctx, cl, "mass"))
+        rep.setField(m.MASS_CANCEL_RESPONSE, req_type)
+        rep.setField(m.TOTAL_AFFECTED_ORDERS, str(sent))
+        ctx.send(rep)
+
+    # ---- venue -> OMS ------------------------------------------------------------------------
+    def on_venue_message(self, msg: fix.Message) -> None:
+        t = m.msg_type(msg)
+        if t == "8":
+            self._execution_report(msg)
+        elif t == "9":
+            self._venue_cancel_reject(msg)
+        elif t == "r":
+            pass  # we mass-cancel order by order; the venue's own mass report has no owner
+        else:
+            raise fix.UnsupportedMessageType()
+
+    def _forward(self, msg: fix.Message, target: ReportTarget) -> None:
+        msg.setField(m.CL_ORD_ID, target.oms_cl_ord_id)
+        if target.oms_orig_cl_ord_id is not None:
+            msg.setField(m.ORIG_CL_ORD_ID, target.oms_orig_cl_ord_id)
+        elif msg.isSetField(m.ORIG_CL_ORD_ID):
+            msg.removeField(m.ORIG_CL_ORD_ID)
+        if target.order.account:
+            msg.setField(m.ACCOUNT, target.order.account)
+        elif msg.isSetField(m.ACCOUNT):
+            msg.removeField(m.ACCOUNT)
+        header = msg.getHeader()
+        was_resent = header.isSetField(m.POSS_DUP) and header.getField(m.POSS_DUP) == "Y"
+        m.strip_resend_header(msg)
+        if was_resent:
+            # The venue resent it after our restart: the OMS may have it already (same ExecID).
+            header.setField(m.POSS_RESEND, "Y")
+        ctx = self._oms_by_key.get(target.order.oms_session)
+        if ctx is None:
+            log.error("report for %s: OMS session %s is not configured any more",
+                      target.oms_cl_ord_id, target.order.oms_session)
+            return
+        ctx.send(msg)
+
+    def _execution_report(self, msg: fix.Message) -> None:
+        venue_cl = get(msg, m.CL_ORD_ID) or ""
+        exec_id = msg.getField(m.EXEC_ID)
+        target = self.store.resolve_report(venue_cl, get(msg, m.ORIG_CL_ORD_ID), exec_id)
+        if target is None:
+            log.warning("venue report %s for unknown ClOrdID %r (OrderID %s) not forwarded",
+                        exec_id, venue_cl, get(msg, m.ORDER_ID))
+            return
+        if target.duplicate:
+            return
+        exec_type = msg.getField(m.EXEC_TYPE)
+        ord_status = msg.getField(m.ORD_STATUS)
+        cum, avg = get(msg, m.CUM_QTY), get(msg, m.AVG_PX)
+        order_id, qty, price = get(msg, m.ORDER_ID), get(msg, m.ORDER_QTY), get(msg, m.PRICE)
+        last_qty, last_px = get(msg, m.LAST_QTY), get(msg, m.LAST_PX)
+        self._forward(msg, target)
+        legal = self.store.apply_report(
+            target, venue_cl_ord_id=venue_cl, exec_id=exec_id, exec_type=exec_type,
+            ord_status=ord_status, cum_qty=cum, avg_px=avg, order_id=order_id, qty=qty,
+            price=price)
+        if not legal:
+            log.warning("order %s: venue moved OrdStatus to %s from a state FIX 4.4 does not "
+                        "allow it from; kept the venue's word", target.oms_cl_ord_id, ord_status)
+        self.sink.execution(target.order, exec_type, ord_status, exec_id,
+                            Decimal(last_qty) if last_qty else None,
+                            Decimal(last_px) if last_px else None)
+
+    def _venue_cancel_reject(self, msg: fix.Message) -> None:
+        venue_cl = get(msg, m.CL_ORD_ID) or ""
+        target = self.store.resolve_report(venue_cl, get(msg, m.ORIG_CL_ORD_ID), None)
+        if target is None:
+            log.warning("venue cancel reject for unknown ClOrdID %r not forwarded", venue_cl)
+            return
+        if target.kind == "mass":
+            return  # the OMS asked for a mass cancel; a per-order refusal is not its message
+        self._forward(msg, target)
+        self.sink.cancel_rejected(target.order.oms_session, target.oms_cl_ord_id,
+                                  target.oms_orig_cl_ord_id or "", get(msg, m.TEXT) or "")
+
+
+class OmsHandler(BaseHandler):
+    def __init__(self, router: Router) -> None:
+        self.router = router
+
+    def on_app_message(self, msg: fix.Message, session_id: fix.SessionID) -> None:
+        self.router.on_oms_message(msg, session_id)
+
+
+class VenueHandler(BaseHandler):
+    """Both venue initiators (trading and market data) share this handler."""
+
+    def __init__(self, router: Router, credentials: KrakenCredentials | None,
+                 cancel_on_disconnect: bool) -> None:
+        self.router = router
+        self.credentials = credentials
+        self.cancel_on_disconnect = cancel_on_disconnect
+        self.trading_target = "KRAKEN-TRD"
+        self.md_handler: BaseHandler | None = None
+
+    def _is_trading(self, session_id: fix.SessionID) -> bool:
+        return bool(session_id.getTargetCompID().getValue() == self.trading_target)
+
+    def on_admin_out(self, msg: fix.Message, session_id: fix.SessionID) -> None:
+        if m.msg_type(msg) == "A" and self._is_trading(session_id) and self.credentials:
+            add_trading_logon_fields(msg, self.credentials, self.cancel_on_disconnect)
+
+    def on_logon(self, session_id: fix.SessionID) -> None:
+        if self._is_trading(session_id):
+            self.router.venue.session_id = session_id
+            self.router.venue.session = fix.Session.lookupSession(session_id)
+            self.router.venue.name = f"venue trading session {session_key(session_id)}"
+        elif self.md_handler is not None:
+            self.md_handler.on_logon(session_id)
+
+    def on_logout(self, session_id: fix.SessionID) -> None:
+        if not self._is_trading(session_id) and self.md_handler is not None:
+            self.md_handler.on_logout(session_id)
+
+    def on_app_message(self, msg: fix.Message, session_id: fix.SessionID) -> None:
+        if self._is_trading(session_id):
+            self.router.on_venue_message(msg)
+        elif self.md_handler is not None:
+            self.md_handler.on_app_message(msg, session_id)
