@@ -1,0 +1,78 @@
+"""`python -m gateway.venue_sim`: the simulator on its own (also what `fixgw venue-sim` and the
+embedded mode of `fixgw run` start). Prints one JSON line with its endpoints once it listens."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import signal
+import sys
+import threading
+from pathlib import Path
+
+from gateway.fix.kraken_logon import KrakenCredentials
+from gateway.venue_sim.server import ENV_KEY, ENV_SECRET, SimOptions, VenueSimulator
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="fixgw venue-sim",
+                                description="Kraken-dialect UAT venue simulator (FIX 4.4).")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--trading-port", type=int, default=0, help="0 = a free port")
+    p.add_argument("--md-port", type=int, default=0, help="0 = a free port")
+    p.add_argument("--seed", type=int, default=7)
+    p.add_argument("--flow-rate", type=float, default=20.0,
+                   help="synthetic flow steps per second (0 = static books)")
+    p.add_argument("--client", action="append", default=None,
+                   help="client SenderCompID to accept (repeatable; default FIXGW)")
+    p.add_argument("--data-dir", type=Path, default=Path("./var/venue-sim"))
+    p.add_argument("--exit-on-stdin-eof", action="store_true", help=argparse.SUPPRESS)
+    return p
+
+
+def credentials_from_env() -> KrakenCredentials | None:
+    key, secret = os.environ.get(ENV_KEY), os.environ.get(ENV_SECRET)
+    if key and secret:
+        return KrakenCredentials(key, secret)
+    return None
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    creds = credentials_from_env()
+    if creds is None:
+        logging.getLogger("fixgw.venue_sim").warning(
+            "no %s/%s in the environment: trading logons are accepted without a signature check",
+            ENV_KEY, ENV_SECRET)
+    sim = VenueSimulator(SimOptions(
+        host=args.host, trading_port=args.trading_port, md_port=args.md_port, seed=args.seed,
+        flow_rate_hz=args.flow_rate, clients=tuple(args.client or ["FIXGW"]),
+        data_dir=args.data_dir, credentials=creds))
+    sim.start()
+    print(json.dumps({"host": args.host, "trading_port": sim.trading_port,
+                      "md_port": sim.md_port}), flush=True)
+    done = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: done.set())
+    signal.signal(signal.SIGINT, lambda *_: done.set())
+    if args.exit_on_stdin_eof:
+        def _watch() -> None:
+            # Raw os.read, not sys.stdin: a daemon thread parked in a buffered read aborts
+            # interpreter shutdown.
+            while os.read(0, 4096):
+                pass
+            done.set()
+        threading.Thread(target=_watch, daemon=True).start()
+    try:
+        while not done.wait(0.5):
+            pass
+    finally:
+        sim.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

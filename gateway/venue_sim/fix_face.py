@@ -1,0 +1,330 @@
+"""The simulator's FIX face: Kraken-dialect trading and market-data acceptor sessions over one
+matching engine.
+
+Reports are sent from the engine's listener, i.e. under the engine lock, in engine order. That
+costs some parallelism but guarantees that a fill by the synthetic flow and a cancel by the
+client can never reach the client in the opposite order from how they happened.
+
+Orders are owned by the client's account, named by the client's CompID, so a gateway that
+restarts (or later fails over to REST/WS) finds its orders again.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Sequence
+from decimal import Decimal
+
+import quickfix as fix
+
+from gateway.fix import messages as m
+from gateway.fix.application import BaseHandler
+from gateway.fix.kraken_logon import KrakenCredentials, verify_trading_logon
+from gateway.fix.messages import get
+from gateway.venue_sim import engine as e
+
+log = logging.getLogger("fixgw.venue_sim")
+
+TRADING_COMP_ID = "KRAKEN-TRD"
+MD_COMP_ID = "KRAKEN-MD"
+
+_ORD_TYPES = {"1": e.OrdType.MARKET, "2": e.OrdType.LIMIT}
+_TIFS = {"1": e.TimeInForce.GTC, "3": e.TimeInForce.IOC, "4": e.TimeInForce.FOK}
+
+
+def _s(d: Decimal | None) -> str:
+    return "0" if d is None else format(d, "f")
+
+
+class _MdSubscription:
+    def __init__(self, req_id: str, symbols: set[str], depth: int, session: fix.Session) -> None:
+        self.req_id = req_id
+        self.symbols = symbols
+        self.depth = depth
+        self.session = session
+
+
+class SimFixFace(BaseHandler):
+    def __init__(self, engine: e.MatchingEngine, credentials: KrakenCredentials | None,
+                 md_symbols: Sequence[str] | None = None) -> None:
+        self.engine = engine
+        self.credentials = credentials
+        self._trading: dict[str, fix.Session] = {}   # owner (client CompID) -> session
+        self._md: dict[str, list[_MdSubscription]] = {}  # client CompID -> subscriptions
+        self._md_lock = threading.Lock()
+        self.md_symbols = tuple(md_symbols or engine.symbols)
+        engine.add_listener(self._on_engine_events)
+
+    # ---- session events --------------------------------------------------------------------
+    @staticmethod
+    def _roles(session_id: fix.SessionID) -> tuple[str, str]:
+        return session_id.getSenderCompID().getValue(), session_id.getTargetCompID().getValue()
+
+    def on_admin_in(self, msg: fix.Message, session_id: fix.SessionID) -> None:
+        me, _client = self._roles(session_id)
+        if m.msg_type(msg) == "A" and me == TRADING_COMP_ID and self.credentials is not None:
+            problem = verify_trading_logon(msg, self.credentials)
+            if problem is not None:
+                log.warning("refused trading logon from %s: %s", _client, problem)
+                raise fix.RejectLogon(problem)
+
+    def on_logon(self, session_id: fix.SessionID) -> None:
+        me, client = self._roles(session_id)
+        if me == TRADING_COMP_ID:
+            self._trading[client] = fix.Session.lookupSession(session_id)
+
+    def on_logout(self, session_id: fix.SessionID) -> None:
+        me, client = self._roles(session_id)
+        if me == MD_COMP_ID:
+            with self._md_lock:
+                self._md.pop(client, None)
+
+    def on_app_message(self, msg: fix.Message, session_id: fix.SessionID) -> None:
+        me, client = self._roles(session_id)
+        t = m.msg_type(msg)
+        if me == TRADING_COMP_ID:
+            if t == "D":
+                self._new_order(msg, client)
+            elif t == "F":
+                self.engine.cancel(client, msg.getField(m.CL_ORD_ID), get(msg, m.ORIG_CL_ORD_ID),
+                                   get(msg, m.ORDER_ID))
+            elif t == "G":
+                self._replace(msg, client)
+            elif t == "H":
+                self._status(msg, client, session_id)
+            elif t == "q":
+                self._mass_cancel(msg, client, session_id)
+            else:
+                raise fix.UnsupportedMessageType()
+        elif t == "V":
+            self._md_request(msg, client, session_id)
+        else:
+            raise fix.UnsupportedMessageType()
+
+    # ---- trading ---------------------------------------------------------------------------
+    def _new_order(self, msg: fix.Message, owner: str) -> None:
+        cl = msg.getField(m.CL_ORD_ID)
+        ord_type = _ORD_TYPES.get(msg.getField(m.ORD_TYPE))
+        tif = _TIFS.get(get(msg, m.TIME_IN_FORCE) or "1")
+        side = msg.getField(m.SIDE)
+        if ord_type is None or tif is None or side not in ("1", "2"):
+            self._send_reject(owner, msg, "EGeneral:Invalid arguments:unsupported order type, "
+                                          "side or time in force")
+            return
+        price = get(msg, m.PRICE)
+        self.engine.submit(owner, cl, msg.getField(m.SYMBOL), e.Side(side),
+                           Decimal(msg.getField(m.ORDER_QTY)),
+                           Decimal(price) if price is not None else None, ord_type, tif)
+
+    def _send_reject(self, owner: str, msg: fix.Message, text: str) -> None:
+        er = m.new_message("8")
+        er.setField(m.ORDER_ID, "NONE")
+        er.setField(m.CL_ORD_ID, msg.getField(m.CL_ORD_ID))
+        er.setField(m.EXEC_ID, f"R{msg.getHeader().getField(m.MSG_SEQ_NUM)}-{owner}")
+        er.setField(m.EXEC_TYPE, "8")
+        er.setField(m.ORD_STATUS, "8")
+        er.setField(m.SYMBOL, msg.getField(m.SYMBOL))
+        er.setField(m.SIDE, msg.getField(m.SIDE))
+        er.setField(m.LEAVES_QTY, "0")
+        er.setField(m.CUM_QTY, "0")
+        er.setField(m.AVG_PX, "0")
+        er.setField(m.ORD_REJ_REASON, "11")
+        er.setField(m.TEXT, text)
+        self._to_owner(owner, er)
+
+    def _replace(self, msg: fix.Message, owner: str) -> None:
+        qty, price = get(msg, m.ORDER_QTY), get(msg, m.PRICE)
+        self.engine.replace(owner, msg.getField(m.CL_ORD_ID), get(msg, m.ORIG_CL_ORD_ID),
+                            Decimal(qty) if qty else None, Decimal(price) if price else None,
+                            order_id=get(msg, m.ORDER_ID))
+
+    def _status(self, msg: fix.Message, owner: str, session_id: fix.SessionID) -> None:
+        cl = get(msg, m.CL_ORD_ID)
+        snap = self.engine.order_status(owner, cl, get(msg, m.ORDER_ID))
+        if snap is None:
+            er = m.new_message("8")
+            er.setField(m.ORDER_ID, get(msg, m.ORDER_ID) or "NONE")
+            er.setField(m.CL_ORD_ID, cl or "NONE")
+            er.setField(m.EXEC_ID, f"S{msg.getHeader().getField(m.MSG_SEQ_NUM)}-{owner}")
+            er.setField(m.EXEC_TYPE, "I")
+            er.setField(m.ORD_STATUS, "8")
+            er.setField(m.SYMBOL, get(msg, m.SYMBOL) or "[N/A]")
+            er.setField(m.SIDE, get(msg, m.SIDE) or "1")
+            er.setField(m.LEAVES_QTY, "0")
+            er.setField(m.CUM_QTY, "0")
+            er.setField(m.AVG_PX, "0")
+            er.setField(m.TEXT, e.TEXT_UNKNOWN_ORDER)
+        else:
+            er = self._report(snap, "I", f"S{msg.getHeader().getField(m.MSG_SEQ_NUM)}-{owner}")
+        fix.Session.sendToTarget(er, session_id)
+
+    def _mass_cancel(self, msg: fix.Message, owner: str, session_id: fix.SessionID) -> None:
+        req_type = msg.getField(m.MASS_CANCEL_REQUEST_TYPE)
+        symbol = get(msg, m.SYMBOL) if req_type == "1" else None
+        side = get(msg, m.SIDE)
+        events = self.engine.mass_cancel(owner, symbol, e.Side(side) if side else None,
+                                         msg.getField(m.CL_ORD_ID))
+        rep = m.new_message("r")
+        rep.setField(m.CL_ORD_ID, msg.getField(m.CL_ORD_ID))
+        rep.setField(m.ORDER_ID, f"M{msg.getHeader().getField(m.MSG_SEQ_NUM)}")
+        rep.setField(m.MASS_CANCEL_REQUEST_TYPE, req_type)
+        rep.setField(m.MASS_CANCEL_RESPONSE, req_type)
+        rep.setField(m.TOTAL_AFFECTED_ORDERS,
+                     str(sum(1 for ev in events if isinstance(ev, e.Canceled))))
+        fix.Session.sendToTarget(rep, session_id)
+
+    @staticmethod
+    def _report(o: e.OrderSnapshot, exec_type: str, exec_id: str) -> fix.Message:
+        er = m.new_message("8")
+        er.setField(m.ORDER_ID, o.order_id)
+        er.setField(m.CL_ORD_ID, o.cl_ord_id)
+        er.setField(m.EXEC_ID, exec_id)
+        er.setField(m.EXEC_TYPE, exec_type)
+        er.setField(m.ORD_STATUS, o.status.value)
+        er.setField(m.SYMBOL, o.symbol)
+        er.setField(m.SIDE, o.side.value)
+        er.setField(m.ORDER_QTY, _s(o.qty))
+        er.setField(m.ORD_TYPE, o.ord_type.value)
+        if o.price is not None:
+            er.setField(m.PRICE, _s(o.price))
+        er.setField(m.TIME_IN_FORCE, o.tif.value)
+        er.setField(m.LEAVES_QTY, _s(o.leaves_qty))
+        er.setField(m.CUM_QTY, _s(o.cum_qty))
+        er.setField(m.AVG_PX, _s(o.avg_px))
+        er.setField(m.TRANSACT_TIME, m.utc_timestamp())
+        return er
+
+    def _to_owner(self, owner: str, msg: fix.Message) -> None:
+        session = self._trading.get(owner)
+        if session is not None:
+            # Sent (or stored for resend) even if the client is disconnected right now: it will
+            # ask for it by ResendRequest when it logs on again, as with a real venue.
+            session.send(msg)
+
+    def _on_engine_events(self, events: tuple[e.Event, ...]) -> None:
+        book_changes: list[e.BookChanged | e.TradePrinted] = []
+        for ev in events:
+            if isinstance(ev, (e.BookChanged, e.TradePrinted)):
+                book_changes.append(ev)
+                continue
+            if isinstance(ev, e.Accepted):
+                self._to_owner(ev.order.owner, self._report(ev.order, "0", ev.exec_id))
+            elif isinstance(ev, e.Filled):
+                er = self._report(ev.order, "F", ev.exec_id)
+                er.setField(m.LAST_QTY, _s(ev.last_qty))
+                er.setField(m.LAST_PX, _s(ev.last_px))
+                self._to_owner(ev.order.owner, er)
+            elif isinstance(ev, e.Canceled):
+                er = self._report(ev.order, "4", ev.exec_id)
+                if ev.request_cl_ord_id is not None:
+                    er.setField(m.CL_ORD_ID, ev.request_cl_ord_id)
+                    er.setField(m.ORIG_CL_ORD_ID, ev.order.cl_ord_id)
+                er.setField(m.TEXT, ev.text)
+                self._to_owner(ev.order.owner, er)
+            elif isinstance(ev, e.Replaced):
+                er = self._report(ev.order, "5", ev.exec_id)
+                er.setField(m.ORIG_CL_ORD_ID, ev.orig_cl_ord_id)
+                self._to_owner(ev.order.owner, er)
+            elif isinstance(ev, e.Rejected):
+                er = m.new_message("8")
+                er.setField(m.ORDER_ID, "NONE")
+                er.setField(m.CL_ORD_ID, ev.cl_ord_id)
+                er.setField(m.EXEC_ID, ev.exec_id)
+                er.setField(m.EXEC_TYPE, "8")
+                er.setField(m.ORD_STATUS, "8")
+                er.setField(m.SYMBOL, ev.symbol)
+                er.setField(m.SIDE, ev.side.value)
+                er.setField(m.ORDER_QTY, _s(ev.qty))
+                er.setField(m.LEAVES_QTY, "0")
+                er.setField(m.CUM_QTY, "0")
+                er.setField(m.AVG_PX, "0")
+                er.setField(m.ORD_REJ_REASON, str(int(ev.reason_code)))
+                er.setField(m.TEXT, ev.text)
+                self._to_owner(ev.owner, er)
+            elif isinstance(ev, e.CancelRejected):
+                r = m.new_message("9")
+                r.setField(m.ORDER_ID, ev.order_id or "NONE")
+                r.setField(m.CL_ORD_ID, ev.cl_ord_id)
+                r.setField(m.ORIG_CL_ORD_ID, ev.orig_cl_ord_id or "NONE")
+                r.setField(m.ORD_STATUS, ev.ord_status.value)
+                r.setField(m.CXL_REJ_RESPONSE_TO, ev.response_to.value)
+                r.setField(m.CXL_REJ_REASON, str(int(ev.reason_code)))
+                r.setField(m.TEXT, ev.reason)
+                self._to_owner(ev.owner, r)
+        if book_changes and self._md:
+            self._publish_md(book_changes)
+
+    # ---- market data -------------------------------------------------------------------------
+    def _md_request(self, msg: fix.Message, client: str, session_id: fix.SessionID) -> None:
+        req_id = msg.getField(m.MD_REQ_ID)
+        sub_type = msg.getField(m.SUBSCRIPTION_REQUEST_TYPE)
+        depth = int(get(msg, m.MARKET_DEPTH) or "10") or 1000
+        symbols: list[str] = []
+        group = fix.Group(m.NO_RELATED_SYM, m.SYMBOL)
+        for i in range(1, int(get(msg, m.NO_RELATED_SYM) or "0") + 1):
+            msg.getGroup(i, group)
+            symbols.append(group.getField(m.SYMBOL))
+        unknown = [s for s in symbols if s not in self.engine.instruments]
+        if unknown or not symbols:
+            rej = m.new_message("Y")
+            rej.setField(m.MD_REQ_ID, req_id)
+            rej.setField(m.MD_REQ_REJ_REASON, "0")
+            rej.setField(m.TEXT, f"EQuery:Unknown asset pair {','.join(unknown)}" if unknown
+                         else "no symbols requested")
+            fix.Session.sendToTarget(rej, session_id)
+            return
+        session = fix.Session.lookupSession(session_id)
+        with self._md_lock:
+            subs = self._md.setdefault(client, [])
+            subs[:] = [s for s in subs if s.req_id != req_id]
+            if sub_type == "1":
+                subs.append(_MdSubscription(req_id, set(symbols), depth, session))
+        if sub_type in ("0", "1"):
+            for sym in symbols:
+                snap = self.engine.depth_snapshot(sym, depth)
+                session.send(self._snapshot(req_id, snap))
+
+    @staticmethod
+    def _snapshot(req_id: str, snap: e.DepthSnapshot) -> fix.Message:
+        w = m.new_message("W")
+        w.setField(m.MD_REQ_ID, req_id)
+        w.setField(m.SYMBOL, snap.symbol)
+        for entry_type, levels in (("0", snap.bids), ("1", snap.asks)):
+            for px, qty in levels:
+                g = fix.Group(m.NO_MD_ENTRIES, m.MD_ENTRY_TYPE)
+                g.setField(m.MD_ENTRY_TYPE, entry_type)
+                g.setField(m.MD_ENTRY_PX, _s(px))
+                g.setField(m.MD_ENTRY_SIZE, _s(qty))
+                w.addGroup(g)
+        if not snap.bids and not snap.asks:
+            w.setField(m.NO_MD_ENTRIES, "0")
+        return w
+
+    def _publish_md(self, changes: list[e.BookChanged | e.TradePrinted]) -> None:
+        with self._md_lock:
+            subs = [s for lst in self._md.values() for s in lst]
+        for sub in subs:
+            x: fix.Message | None = None
+            for ch in changes:
+                if ch.symbol not in sub.symbols:
+                    continue
+                if x is None:
+                    x = m.new_message("X")
+                    x.setField(m.MD_REQ_ID, sub.req_id)
+                g = fix.Group(m.NO_MD_ENTRIES, m.MD_UPDATE_ACTION)
+                if isinstance(ch, e.BookChanged):
+                    g.setField(m.MD_UPDATE_ACTION, "2" if ch.new_level_qty == 0 else "1")
+                    g.setField(m.MD_ENTRY_TYPE, "0" if ch.side is e.Side.BUY else "1")
+                    g.setField(m.SYMBOL, ch.symbol)
+                    g.setField(m.MD_ENTRY_PX, _s(ch.price))
+                    g.setField(m.MD_ENTRY_SIZE, _s(ch.new_level_qty))
+                else:
+                    g.setField(m.MD_UPDATE_ACTION, "0")
+                    g.setField(m.MD_ENTRY_TYPE, "2")
+                    g.setField(m.SYMBOL, ch.symbol)
+                    g.setField(m.MD_ENTRY_PX, _s(ch.price))
+                    g.setField(m.MD_ENTRY_SIZE, _s(ch.qty))
+                x.addGroup(g)
+            if x is not None:
+                sub.session.send(x)

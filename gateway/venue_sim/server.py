@@ -1,0 +1,110 @@
+"""The simulator as a process: one matching engine, its FIX acceptor sessions (a trading and a
+market-data session per client CompID, on two ports as Kraken runs them), and the synthetic
+flow that keeps its books moving."""
+
+from __future__ import annotations
+
+import logging
+import socket
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import quickfix as fix
+
+from gateway.config.model import ScheduleConfig
+from gateway.fix.application import SessionApplication, StatusBoard
+from gateway.fix.kraken_logon import KrakenCredentials
+from gateway.fix.settings import (
+    SessionBlock,
+    SettingsFile,
+    acceptor_address_policy,
+    common_defaults,
+)
+from gateway.venue_sim.engine import MatchingEngine
+from gateway.venue_sim.fix_face import MD_COMP_ID, TRADING_COMP_ID, SimFixFace
+
+log = logging.getLogger("fixgw.venue_sim")
+
+# The simulator's test API key and secret come from these variables (set by `fixgw run` for
+# its embedded venue, which generates fresh ones at every start).
+ENV_KEY = "FIXGW_SIM_API_KEY"
+ENV_SECRET = "FIXGW_SIM_API_SECRET"
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A currently free TCP port (QuickFIX cannot bind port 0 and tell us which it got)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class SimOptions:
+    host: str = "127.0.0.1"
+    trading_port: int = 0
+    md_port: int = 0
+    seed: int = 7
+    flow_rate_hz: float = 20.0
+    clients: Sequence[str] = ("FIXGW",)
+    data_dir: Path = Path("./var/venue-sim")
+    credentials: KrakenCredentials | None = None
+    heartbeat_check_latency: bool = True
+
+
+class VenueSimulator:
+    def __init__(self, opts: SimOptions) -> None:
+        self.opts = opts
+        self.trading_port = opts.trading_port or free_port(opts.host)
+        self.md_port = opts.md_port or free_port(opts.host)
+        self.engine = MatchingEngine(seed=opts.seed)
+        self.face = SimFixFace(self.engine, opts.credentials)
+        self.flow = self._make_flow()
+        self._acceptor: fix.SocketAcceptor | None = None
+        self._keep: list[object] = []
+
+    def _make_flow(self) -> object | None:
+        try:
+            from gateway.venue_sim.flow import SyntheticFlow
+        except ImportError:  # pragma: no cover - flow lands with the engine
+            return None
+        flow = SyntheticFlow(self.engine, seed=self.opts.seed, symbols=self.engine.symbols,
+                             rate_hz=self.opts.flow_rate_hz)
+        flow.seed_books()
+        return flow
+
+    def settings(self) -> SettingsFile:
+        o = self.opts
+        defaults = common_defaults(
+            connection_type="acceptor", store_dir=o.data_dir / "store", log_dir=None,
+            schedule=ScheduleConfig(mode="non-stop"),
+            extra=acceptor_address_policy(o.host, ()))
+        sessions: list[SessionBlock] = []
+        for client in o.clients:
+            sessions.append(SessionBlock(TRADING_COMP_ID, client,
+                                         {"SocketAcceptPort": str(self.trading_port)}))
+            sessions.append(SessionBlock(MD_COMP_ID, client,
+                                         {"SocketAcceptPort": str(self.md_port)}))
+        return SettingsFile(defaults, sessions)
+
+    def start(self) -> None:
+        settings = self.settings().write(self.opts.data_dir / "venue-sim.cfg")
+        app = SessionApplication(self.face, "venue-sim", StatusBoard())
+        store = fix.FileStoreFactory(settings)
+        logs = fix.ScreenLogFactory(False, False, False)
+        self._acceptor = fix.SocketAcceptor(app, store, settings, logs)
+        self._keep += [app, settings, store, logs]
+        self._acceptor.start()
+        start = getattr(self.flow, "start", None)
+        if start is not None and self.opts.flow_rate_hz > 0:
+            start()
+        log.info("venue simulator: trading %s:%d, market data %s:%d, clients %s",
+                 self.opts.host, self.trading_port, self.opts.host, self.md_port,
+                 ",".join(self.opts.clients))
+
+    def stop(self) -> None:
+        stop = getattr(self.flow, "stop", None)
+        if stop is not None:
+            stop()
+        if self._acceptor is not None:
+            self._acceptor.stop()
