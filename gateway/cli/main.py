@@ -1,0 +1,93 @@
+"""`fixgw`: the server and user commands."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+from gateway.config.loader import ConfigError, load_config
+from gateway.fix.settings import fix_specs_dir
+
+EPILOG = """examples:
+  fixgw run                                  gateway + embedded UAT venue, OMS on 127.0.0.1:9878
+  fixgw run --oms-port 9900 --data-dir ./var2  a second gateway beside the first
+  fixgw run --config sessions/kraken-uat.toml  against Kraken's UAT (credentials from env/files)
+  fixgw venue-sim --trading-port 4001 --md-port 4000   the simulator alone
+  fixgw oms buy BTC/USD 0.01 limit 45000     send one order to a running gateway
+"""
+
+
+def default_config_path() -> Path | None:
+    p = fix_specs_dir().parent / "sessions" / "uat-sim.toml"
+    return p if p.exists() else None
+
+
+def _setup_logging(level: str) -> None:
+    logging.basicConfig(level=getattr(logging, level), stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from gateway.server.runner import run_forever
+
+    overrides: dict[str, Any] = {}
+    if args.oms_port is not None:
+        overrides["oms.port"] = args.oms_port
+    if args.data_dir is not None:
+        overrides["gateway.data_dir"] = str(args.data_dir)
+    path = args.config or default_config_path()
+    try:
+        config = load_config(path, overrides)
+    except ConfigError as exc:
+        print(f"fixgw: {exc}", file=sys.stderr)
+        return 2
+    _setup_logging(config.gateway.log_level)
+    logging.getLogger("fixgw").info("config: %s", path or "(built-in defaults)")
+    return run_forever(config)
+
+
+def cmd_venue_sim(args: argparse.Namespace, rest: list[str]) -> int:
+    from gateway.venue_sim.__main__ import main as sim_main
+
+    return sim_main(rest)
+
+
+def cmd_oms(args: argparse.Namespace) -> int:
+    from gateway.cli.oms_client import run_oms
+
+    return run_oms(args)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="fixgw", description="FIX 4.4 trading gateway.",
+                                epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="run the gateway (with its embedded UAT venue by default)")
+    run.add_argument("--config", type=Path, help="deployment TOML (default sessions/uat-sim.toml)")
+    run.add_argument("--oms-port", type=int, help="OMS acceptor port (default 9878)")
+    run.add_argument("--data-dir", type=Path, help="stores, journal and logs (default ./var)")
+    sub.add_parser("venue-sim", help="run the UAT venue simulator alone (see --help)",
+                   add_help=False)
+    from gateway.cli.oms_client import add_oms_parser
+
+    add_oms_parser(sub)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["venue-sim"]:
+        return cmd_venue_sim(argparse.Namespace(), argv[1:])
+    args = build_parser().parse_args(argv)
+    if args.command == "run":
+        return cmd_run(args)
+    if args.command == "oms":
+        return cmd_oms(args)
+    return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

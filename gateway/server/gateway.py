@@ -1,0 +1,152 @@
+"""One gateway process: the OMS acceptor, the venue initiators, the router and their stores.
+
+Start order matters: the order store is replayed before any session can deliver a message,
+the venue initiators start before the OMS acceptor so a logging-on OMS finds the venue path
+already coming up, and stop runs in reverse so every session logs out before stores close.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import quickfix as fix
+
+from gateway.config.model import Config
+from gateway.fix.application import SessionApplication, StatusBoard
+from gateway.fix.kraken_logon import KrakenCredentials
+from gateway.fix.reconnect import ReconnectSupervisor
+from gateway.fix.settings import (
+    SessionBlock,
+    SettingsFile,
+    acceptor_address_policy,
+    common_defaults,
+)
+from gateway.orders.store import OrderStore
+from gateway.risk.validation import OrderValidator
+from gateway.routing.router import Router
+
+log = logging.getLogger("fixgw.gateway")
+
+
+@dataclass(frozen=True)
+class VenueEndpoints:
+    """Where the venue's FIX sessions are: from config, or from the embedded simulator."""
+
+    trading_host: str
+    trading_port: int
+    md_host: str
+    md_port: int
+
+
+class Gateway:
+    def __init__(self, config: Config, endpoints: VenueEndpoints,
+                 credentials: KrakenCredentials | None) -> None:
+        self.config = config
+        self.endpoints = endpoints
+        self.data_dir = Path(config.gateway.data_dir)
+        self.board = StatusBoard()
+        self.store = OrderStore(self.data_dir / "orders.journal",
+                                config.gateway.journal_fsync_interval_ms)
+        symbols = set(config.venue.symbols)
+        self.validator = OrderValidator(known_symbol=symbols.__contains__)
+        self.router = Router(self.store, self.validator)
+        self.credentials = credentials
+        self._acceptor: fix.SocketAcceptor | None = None
+        self._initiator: fix.SocketInitiator | None = None
+        self._supervisor: ReconnectSupervisor | None = None
+        # QuickFIX keeps raw pointers to these: they must outlive the engines.
+        self._keep: list[object] = []
+
+    # ---- settings ----------------------------------------------------------------------------
+    def _log_dir(self, role: str) -> Path | None:
+        return self.data_dir / "log" / role if self.config.gateway.fix_message_log else None
+
+    def oms_settings(self) -> SettingsFile:
+        c = self.config
+        extra = {"SocketAcceptPort": str(c.oms.port), "MaxLatency": str(c.oms.max_latency_s)}
+        extra.update(acceptor_address_policy(
+            c.oms.host, c.oms.tls.allow_addresses if c.oms.tls else ()))
+        defaults = common_defaults(connection_type="acceptor",
+                                   store_dir=self.data_dir / "store" / "oms",
+                                   log_dir=self._log_dir("oms"), schedule=c.schedule, extra=extra)
+        sessions = [SessionBlock(c.oms.sender_comp_id, s.comp_id) for s in c.oms.sessions]
+        return SettingsFile(defaults, sessions)
+
+    def venue_settings(self) -> SettingsFile:
+        c, e = self.config, self.endpoints
+        defaults = common_defaults(
+            connection_type="initiator", store_dir=self.data_dir / "store" / "venue",
+            log_dir=self._log_dir("venue"), schedule=c.schedule,
+            extra={"HeartBtInt": str(c.venue.heartbeat_interval),
+                   "ReconnectInterval": str(max(1, int(c.venue.reconnect_min_s)))})
+        sessions = [
+            SessionBlock(c.venue.sender_comp_id, c.venue.trading.target_comp_id,
+                         {"SocketConnectHost": e.trading_host,
+                          "SocketConnectPort": str(e.trading_port)}),
+            # Market data is a snapshot stream: nothing to resend after a restart, so each logon
+            # starts at 1 (Kraken's own MD logon example sends 141=Y).
+            SessionBlock(c.venue.sender_comp_id, c.venue.market_data.target_comp_id,
+                         {"SocketConnectHost": e.md_host, "SocketConnectPort": str(e.md_port),
+                          "ResetOnLogon": "Y"}),
+        ]
+        return SettingsFile(defaults, sessions)
+
+    # ---- lifecycle ---------------------------------------------------------------------------
+    def start(self) -> None:
+        c = self.config
+        cfg_dir = self.data_dir / "quickfix"
+        venue_handler = self.router.venue_handler(self.credentials,
+                                                  c.venue.cancel_orders_on_disconnect)
+        venue_handler.trading_target = c.venue.trading.target_comp_id
+        venue_app = SessionApplication(venue_handler, "venue", self.board)
+        venue_settings = self.venue_settings().write(cfg_dir / "venue.cfg")
+        venue_store = fix.FileStoreFactory(venue_settings)
+        venue_logs = self._log_factory(venue_settings)
+        self._initiator = fix.SocketInitiator(venue_app, venue_store, venue_settings, venue_logs)
+        self._keep += [venue_app, venue_settings, venue_store, venue_logs]
+
+        oms_app = SessionApplication(self.router.oms_handler(), "oms", self.board)
+        oms_settings = self.oms_settings().write(cfg_dir / "oms.cfg")
+        for s in c.oms.sessions:
+            sid = fix.SessionID("FIX.4.4", c.oms.sender_comp_id, s.comp_id)
+            self.router.register_oms(sid, s.accounts)
+        oms_store = fix.FileStoreFactory(oms_settings)
+        oms_logs = self._log_factory(oms_settings)
+        self._acceptor = fix.SocketAcceptor(oms_app, oms_store, oms_settings, oms_logs)
+        self._keep += [oms_app, oms_settings, oms_store, oms_logs]
+
+        self._initiator.start()
+        self._supervisor = ReconnectSupervisor(
+            [fix.SessionID("FIX.4.4", c.venue.sender_comp_id, c.venue.trading.target_comp_id),
+             fix.SessionID("FIX.4.4", c.venue.sender_comp_id, c.venue.market_data.target_comp_id)],
+            attempt_window_s=max(2.0, c.venue.reconnect_min_s * 2),
+            min_backoff_s=c.venue.reconnect_min_s, max_backoff_s=c.venue.reconnect_max_s)
+        self._supervisor.start()
+        self._acceptor.start()
+        log.info("OMS acceptor listening on %s:%d (SenderCompID %s; OMS CompIDs %s)",
+                 c.oms.host, c.oms.port, c.oms.sender_comp_id,
+                 ", ".join(s.comp_id for s in c.oms.sessions))
+        log.info("venue trading initiator -> %s:%d (%s), market data -> %s:%d (%s)",
+                 self.endpoints.trading_host, self.endpoints.trading_port,
+                 c.venue.trading.target_comp_id, self.endpoints.md_host, self.endpoints.md_port,
+                 c.venue.market_data.target_comp_id)
+
+    def _log_factory(self, settings: fix.SessionSettings) -> fix.LogFactory:
+        """Full message logs to files when asked; otherwise QuickFIX's session events only
+        (logons, resends, rejects, disconnects) on stdout, which is what ops read live."""
+        if self.config.gateway.fix_message_log:
+            return fix.FileLogFactory(settings)
+        return fix.ScreenLogFactory(False, False, True)
+
+    def stop(self) -> None:
+        """Log out every session (QuickFIX waits for the Logout exchange), then close stores."""
+        if self._supervisor is not None:
+            self._supervisor.stop()
+        if self._acceptor is not None:
+            self._acceptor.stop()
+        if self._initiator is not None:
+            self._initiator.stop()
+        self.store.close()
+        log.info("gateway stopped: sessions logged out, stores flushed")

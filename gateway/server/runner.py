@@ -1,0 +1,85 @@
+"""`fixgw run`: load config, bring up the embedded venue if configured, run the gateway until
+SIGINT/SIGTERM, then log everything out cleanly."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from pathlib import Path
+from typing import Any
+
+from gateway.config.model import Config
+from gateway.fix.kraken_logon import KrakenCredentials
+from gateway.kraken.secrets import load_secret
+from gateway.server.embedded_sim import EmbeddedSimulator, random_credentials
+from gateway.server.gateway import Gateway, VenueEndpoints
+
+log = logging.getLogger("fixgw")
+
+
+def venue_credentials(config: Config) -> KrakenCredentials | None:
+    v = config.venue
+    if v.api_key is None or v.api_secret is None:
+        return None
+    return KrakenCredentials(
+        api_key=load_secret(v.api_key.env, v.api_key.file),
+        api_secret=load_secret(v.api_secret.env, v.api_secret.file),
+    )
+
+
+class Runtime:
+    """Everything `fixgw run` starts, in start order, so stop can run in reverse."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.sim: EmbeddedSimulator | None = None
+        self.gateway: Gateway | None = None
+
+    def start(self) -> dict[str, Any]:
+        c = self.config
+        data_dir = Path(c.gateway.data_dir)
+        data_dir.mkdir(parents=True, exist_ok=True)
+        creds = venue_credentials(c)
+        if c.simulator.enabled:
+            creds = creds or random_credentials()
+            self.sim = EmbeddedSimulator(c.simulator, data_dir / "venue-sim",
+                                         [c.venue.sender_comp_id], creds)
+            ep = self.sim.start()
+            endpoints = VenueEndpoints(ep.host, ep.trading_port, ep.host, ep.md_port)
+            log.info("embedded UAT venue: FIX trading %s:%d (KRAKEN-TRD), market data %s:%d "
+                     "(KRAKEN-MD)", ep.host, ep.trading_port, ep.host, ep.md_port)
+        else:
+            endpoints = VenueEndpoints(c.venue.trading.host, c.venue.trading.port,
+                                       c.venue.market_data.host, c.venue.market_data.port)
+        self.gateway = Gateway(c, endpoints, creds)
+        self.gateway.start()
+        return {"oms": f"{c.oms.host}:{c.oms.port}", "venue_trading":
+                f"{endpoints.trading_host}:{endpoints.trading_port}",
+                "venue_md": f"{endpoints.md_host}:{endpoints.md_port}"}
+
+    def stop(self) -> None:
+        if self.gateway is not None:
+            self.gateway.stop()
+        if self.sim is not None:
+            self.sim.stop()
+
+
+def run_forever(config: Config) -> int:
+    stop = threading.Event()
+
+    def _on_signal(signum: int, _frame: object) -> None:
+        log.info("received %s: logging out sessions", signal.Signals(signum).name)
+        stop.set()
+
+    signal.signal(signal.SIGINT, _on_signal)
+    signal.signal(signal.SIGTERM, _on_signal)
+    rt = Runtime(config)
+    try:
+        where = rt.start()
+        print("fixgw ready: " + ", ".join(f"{k}={v}" for k, v in where.items()), flush=True)
+        while not stop.wait(0.5):
+            pass
+    finally:
+        rt.stop()
+    return 0
