@@ -801,6 +801,7 @@ class MatchingEngine:
         ):
             stp = self._match(book, o, events, now)
         if not o.leaves_qty:
+            self._close(o)
             return
         if stp:
             self._cancel_order(o, CancelReason.SELF_TRADE, None, events, now)
@@ -1123,7 +1124,7 @@ class MatchingEngine:
 
     @_locked
     def remove_listener(self, listener: EngineListener) -> None:
-        self._listeners = [fn for fn in self._listeners if fn is not listener]
+        self._listeners = [fn for fn in self._listeners if fn != listener]  # bound methods: ==
 
     # ---- invariants (tests, soak checks) --------------------------------------------------------
 
