@@ -845,10 +845,18 @@ class MatchingEngine:
         """New order (FIX NewOrderSingle). Returns ``[Rejected]`` or ``[Accepted, ...]``.
 
         Raises TypeError for a non-Decimal qty/price: that is a face bug, not a client error,
-        and floats must never reach the book.
+        and floats must never reach the book. Plain FIX strings ("1", "2", ...) are accepted for
+        the enums and converted (ValueError if not a valid value), since the engine compares
+        enums by identity.
         """
         if type(qty) is not Decimal or (price is not None and type(price) is not Decimal):
             raise TypeError("qty and price must be decimal.Decimal")
+        if type(side) is not Side:
+            side = Side(side)
+        if type(ord_type) is not OrdType:
+            ord_type = OrdType(ord_type)
+        if type(tif) is not TimeInForce:
+            tif = TimeInForce(tif)
         now = self._now()
         self._count(owner, cl_ord_id)
         events: list[Event] = []
@@ -1032,6 +1040,8 @@ class MatchingEngine:
         """Cancel all of an owner's open orders, optionally one symbol and/or side (FIX
         OrderMassCancelRequest, Kraken CancelAll). ``cl_ord_id`` is echoed as the Canceled
         events' ``request_cl_ord_id``. Returns ``[]`` when nothing was open."""
+        if side is not None and type(side) is not Side:
+            side = Side(side)
         now = self._now()
         events: list[Event] = []
         owned = self._open_by_owner.get(owner)

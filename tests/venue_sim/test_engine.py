@@ -648,3 +648,13 @@ def test_non_crossing_submit_cost_is_microseconds() -> None:
         e.submit("GW", clids[i], BTC, BUY, qty, prices[i])
     per_order = (time.perf_counter() - t0) / n
     assert per_order < 200e-6, f"{per_order * 1e6:.1f} us per non-crossing submit"
+
+
+def test_fix_wire_strings_are_coerced_to_enums(eng: MatchingEngine) -> None:
+    """The engine compares enums by identity; a raw "2" must still be a sell, not a buy."""
+    eng.submit("A", "a1", BTC, "2", D("1"), D("45000.0"), "2", "1")  # type: ignore[arg-type]
+    assert eng.levels(BTC) == ([], [(D("45000.0"), D("1"))])
+    with pytest.raises(ValueError):
+        eng.submit("A", "a2", BTC, "7", D("1"), D("45000.0"))  # type: ignore[arg-type]
+    ev = eng.mass_cancel("A", side="2")  # type: ignore[arg-type]
+    assert len([e for e in ev if isinstance(e, Canceled)]) == 1
