@@ -100,6 +100,14 @@ class VenueSessionConfig(_Strict):
     _cid = field_validator("target_comp_id")(_check_comp_id)
 
 
+class TradingSessionConfig(VenueSessionConfig):
+    target_comp_id: str = "KRAKEN-TRD"
+
+
+class MarketDataSessionConfig(VenueSessionConfig):
+    target_comp_id: str = "KRAKEN-MD"
+
+
 class VenueConfig(_Strict):
     # Kraken assigns the SenderCompID; the derivatives sessions use the same ID + "DRV".
     sender_comp_id: str = "FIXGW"
@@ -107,8 +115,8 @@ class VenueConfig(_Strict):
     # Backoff between connection attempts: doubles from min to max, with jitter.
     reconnect_min_s: float = Field(default=1.0, gt=0)
     reconnect_max_s: float = Field(default=30.0, gt=0)
-    trading: VenueSessionConfig = VenueSessionConfig(target_comp_id="KRAKEN-TRD")
-    market_data: VenueSessionConfig = VenueSessionConfig(target_comp_id="KRAKEN-MD")
+    trading: TradingSessionConfig = TradingSessionConfig()
+    market_data: MarketDataSessionConfig = MarketDataSessionConfig()
     api_key: CredentialRef | None = None
     api_secret: CredentialRef | None = None
     # Kraken tag 8674: leave resting orders at the venue when our session drops, because the
@@ -175,7 +183,8 @@ class Config(_Strict):
     @model_validator(mode="after")
     def _venue_reachable(self) -> Config:
         if not self.simulator.enabled:
-            for name, sess in (("trading", self.venue.trading), ("market_data", self.venue.market_data)):
+            venue = self.venue
+            for name, sess in (("trading", venue.trading), ("market_data", venue.market_data)):
                 if sess.port == 0:
                     raise ValueError(
                         f"venue.{name}.port must be set when the embedded simulator is disabled"
