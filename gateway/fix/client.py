@@ -94,16 +94,22 @@ class FixClient:
             store_dir / "client.cfg")
         self._app = SessionApplication(_Collector(self), "client", StatusBoard())
         self._store = fix.FileStoreFactory(self._settings)
-        self._initiator = fix.SocketInitiator(self._app, self._store, self._settings)
+        self._initiator: fix.SocketInitiator | None = fix.SocketInitiator(
+            self._app, self._store, self._settings)
         self._session: fix.Session | None = None
 
     def start(self, wait_logon_s: float | None = 10.0) -> None:
+        assert self._initiator is not None, "a stopped client cannot be restarted"
         self._initiator.start()
         if wait_logon_s is not None and not self.logged_on.wait(wait_logon_s):
             raise TimeoutError(f"{self.sender}->{self.target}: no logon within {wait_logon_s} s")
 
     def stop(self) -> None:
-        self._initiator.stop()
+        if self._initiator is not None:
+            self._initiator.stop()
+            # Free the session from QuickFIX's process-wide registry (see Gateway.stop).
+            self._initiator = None
+            self._session = None
 
     @property
     def session(self) -> fix.Session:

@@ -31,7 +31,8 @@ class Journal:
         self._interval = fsync_interval_ms / 1000.0
         self._syncer: threading.Thread | None = None
         if fsync_interval_ms > 0:
-            self._syncer = threading.Thread(target=self._sync_loop, name="journal-fsync", daemon=True)
+            self._syncer = threading.Thread(target=self._sync_loop, name="journal-fsync",
+                                            daemon=True)
             self._syncer.start()
 
     def append(self, record: dict[str, Any]) -> None:

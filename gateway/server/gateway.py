@@ -148,5 +148,9 @@ class Gateway:
             self._acceptor.stop()
         if self._initiator is not None:
             self._initiator.stop()
+        # Dropping the engines deletes their sessions from QuickFIX's process-wide registry, so
+        # a gateway started again in this process gets fresh sessions, not stale aliases.
+        self._acceptor = self._initiator = None
+        self._keep.clear()
         self.store.close()
         log.info("gateway stopped: sessions logged out, stores flushed")
