@@ -25,6 +25,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=7)
     p.add_argument("--flow-rate", type=float, default=20.0,
                    help="synthetic flow steps per second (0 = static books)")
+    p.add_argument("--no-seed-books", action="store_true",
+                   help="start with empty books (no synthetic resting liquidity)")
     p.add_argument("--client", action="append", default=None,
                    help="client SenderCompID to accept (repeatable; default FIXGW)")
     p.add_argument("--data-dir", type=Path, default=Path("./var/venue-sim"))
@@ -51,7 +53,8 @@ def main(argv: list[str] | None = None) -> int:
     sim = VenueSimulator(SimOptions(
         host=args.host, trading_port=args.trading_port, md_port=args.md_port, seed=args.seed,
         flow_rate_hz=args.flow_rate, clients=tuple(args.client or ["FIXGW"]),
-        data_dir=args.data_dir, credentials=creds))
+        data_dir=args.data_dir, credentials=creds,
+        seed_books=not args.no_seed_books))
     sim.start()
     print(json.dumps({"host": args.host, "trading_port": sim.trading_port,
                       "md_port": sim.md_port}), flush=True)

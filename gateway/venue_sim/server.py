@@ -23,6 +23,7 @@ from gateway.fix.settings import (
 )
 from gateway.venue_sim.engine import MatchingEngine
 from gateway.venue_sim.fix_face import MD_COMP_ID, TRADING_COMP_ID, SimFixFace
+from gateway.venue_sim.flow import SyntheticFlow
 
 log = logging.getLogger("fixgw.venue_sim")
 
@@ -49,7 +50,9 @@ class SimOptions:
     clients: Sequence[str] = ("FIXGW",)
     data_dir: Path = Path("./var/venue-sim")
     credentials: KrakenCredentials | None = None
-    heartbeat_check_latency: bool = True
+    # Fill each book with resting synthetic liquidity at start; tests that want exact,
+    # hand-placed books turn it off.
+    seed_books: bool = True
 
 
 class VenueSimulator:
@@ -63,14 +66,11 @@ class VenueSimulator:
         self._acceptor: fix.SocketAcceptor | None = None
         self._keep: list[object] = []
 
-    def _make_flow(self) -> object | None:
-        try:
-            from gateway.venue_sim.flow import SyntheticFlow
-        except ImportError:  # pragma: no cover - flow lands with the engine
-            return None
+    def _make_flow(self) -> SyntheticFlow:
         flow = SyntheticFlow(self.engine, seed=self.opts.seed, symbols=self.engine.symbols,
                              rate_hz=self.opts.flow_rate_hz)
-        flow.seed_books()
+        if self.opts.seed_books:
+            flow.seed_books()
         return flow
 
     def settings(self) -> SettingsFile:
@@ -95,16 +95,15 @@ class VenueSimulator:
         self._acceptor = fix.SocketAcceptor(app, store, settings, logs)
         self._keep += [app, settings, store, logs]
         self._acceptor.start()
-        start = getattr(self.flow, "start", None)
-        if start is not None and self.opts.flow_rate_hz > 0:
-            start()
+        if self.opts.flow_rate_hz > 0:
+            self.flow.start()
         log.info("venue simulator: trading %s:%d, market data %s:%d, clients %s",
                  self.opts.host, self.trading_port, self.opts.host, self.md_port,
                  ",".join(self.opts.clients))
 
     def stop(self) -> None:
-        stop = getattr(self.flow, "stop", None)
-        if stop is not None:
-            stop()
+        self.flow.stop()
         if self._acceptor is not None:
             self._acceptor.stop()
+            self._acceptor = None
+            self._keep.clear()
