@@ -1,0 +1,113 @@
+from __future__ import annotations
+
+import itertools
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+import quickfix as fix
+
+from gateway.fix import messages as m
+from gateway.fix.client import FixClient, Received
+from gateway.fix.kraken_logon import KrakenCredentials, add_trading_logon_fields
+from tests.procs import Credentials, GatewayProcess, SimProcess
+
+_ids = itertools.count(1)
+
+
+def new_id(prefix: str = "C") -> str:
+    return f"{prefix}{time.time_ns() // 1000}-{next(_ids)}"
+
+
+def order_fields(cl: str, side: str, qty: str, price: str | None, symbol: str = "BTC/USD",
+                 ord_type: str | None = None, tif: str = "1") -> list[tuple[int, str]]:
+    f = [(m.CL_ORD_ID, cl), (m.SYMBOL, symbol), (m.SIDE, side), (m.ORDER_QTY, qty),
+         (m.ORD_TYPE, ord_type or ("2" if price is not None else "1")),
+         (m.TIME_IN_FORCE, tif), (m.TRANSACT_TIME, m.utc_timestamp())]
+    if price is not None:
+        f.append((m.PRICE, price))
+    return f
+
+
+class Oms:
+    """A FixClient with helpers for order tests."""
+
+    def __init__(self, client: FixClient) -> None:
+        self.c = client
+
+    def send(self, msg_type: str, fields: list[tuple[int, str]]) -> None:
+        assert self.c.send_fields(msg_type, fields)
+
+    def expect(self, pred: Callable[[Received], bool], timeout: float = 10.0) -> Received:
+        return self.c.next_app(timeout, pred)
+
+    def report(self, cl: str, exec_type: str, timeout: float = 10.0) -> Received:
+        return self.expect(lambda r: r.msg_type == "8" and r.fields.get(11) == cl
+                           and r.fields.get(150) == exec_type, timeout)
+
+    def buy(self, qty: str, price: str | None, **kw: str) -> str:
+        cl = new_id("B")
+        self.send("D", order_fields(cl, "1", qty, price, **kw))
+        return cl
+
+    def sell(self, qty: str, price: str | None, **kw: str) -> str:
+        cl = new_id("S")
+        self.send("D", order_fields(cl, "2", qty, price, **kw))
+        return cl
+
+
+def make_client(tmp: Path, port: int, sender: str, target: str,
+                creds: Credentials | None = None) -> FixClient:
+    c = FixClient(host="127.0.0.1", port=port, sender=sender, target=target,
+                  store_dir=tmp / f"client-{sender}-{target}")
+    if creds is not None:
+        k = KrakenCredentials(creds.api_key, creds.api_secret)
+
+        def sign(msg: fix.Message) -> None:
+            if m.msg_type(msg) == "A":
+                add_trading_logon_fields(msg, k, False)
+
+        c.on_admin_out = sign
+    return c
+
+
+@pytest.fixture(scope="module")
+def venue_pair(tmp_path_factory: pytest.TempPathFactory
+               ) -> Iterator[tuple[SimProcess, GatewayProcess, Credentials]]:
+    """One simulator (clients FIXGW and MAKER) and one gateway for a test module."""
+    tmp = tmp_path_factory.mktemp("pair")
+    creds = Credentials()
+    sim = SimProcess(tmp / "sim", creds, clients=("FIXGW", "MAKER"))
+    gw = GatewayProcess(tmp / "gw", sim, creds)
+    try:
+        yield sim, gw, creds
+    finally:
+        gw.stop()
+        sim.stop()
+
+
+@pytest.fixture(scope="module")
+def oms(venue_pair: tuple[SimProcess, GatewayProcess, Credentials],
+        tmp_path_factory: pytest.TempPathFactory) -> Iterator[Oms]:
+    _sim, gw, _creds = venue_pair
+    c = make_client(tmp_path_factory.mktemp("oms"), gw.oms_port, "OMS", "FIXGW")
+    c.start()
+    try:
+        yield Oms(c)
+    finally:
+        c.stop()
+
+
+@pytest.fixture(scope="module")
+def maker(venue_pair: tuple[SimProcess, GatewayProcess, Credentials],
+          tmp_path_factory: pytest.TempPathFactory) -> Iterator[Oms]:
+    """A second participant connected straight to the venue, to trade against the OMS."""
+    sim, _gw, creds = venue_pair
+    c = make_client(tmp_path_factory.mktemp("maker"), sim.trading_port, "MAKER", "KRAKEN-TRD",
+                    creds)
+    c.start()
+    try:
+        yield Oms(c)
+    finally:
+        c.stop()

@@ -1,0 +1,195 @@
+"""Real processes for integration tests: the venue simulator and the gateway, each started the
+way ops start them, on free loopback ports, with their output captured for assertions."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import re
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class _Output:
+    """Collects a pipe's lines on a thread so the child never blocks on a full pipe."""
+
+    def __init__(self, stream: object) -> None:
+        self.lines: list[str] = []
+        self._cond = threading.Condition()
+        self._t = threading.Thread(target=self._pump, args=(stream,), daemon=True)
+        self._t.start()
+
+    def _pump(self, stream: object) -> None:
+        for raw in iter(stream.readline, b""):  # type: ignore[attr-defined]
+            with self._cond:
+                self.lines.append(raw.decode(errors="replace").rstrip("\n"))
+                self._cond.notify_all()
+
+    def wait_for(self, pattern: str, timeout: float = 20.0, start: int = 0) -> re.Match[str]:
+        rx = re.compile(pattern)
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            i = start
+            while True:
+                while i < len(self.lines):
+                    mt = rx.search(self.lines[i])
+                    if mt:
+                        return mt
+                    i += 1
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    tail = "\n".join(self.lines[-30:])
+                    raise TimeoutError(f"no line matching {pattern!r} within {timeout} s:\n{tail}")
+                self._cond.wait(left)
+
+    def text(self) -> str:
+        with self._cond:
+            return "\n".join(self.lines)
+
+
+@dataclass
+class Credentials:
+    api_key: str = field(default_factory=lambda: "TEST" + secrets.token_hex(8))
+    api_secret: str = field(
+        default_factory=lambda: base64.b64encode(secrets.token_bytes(64)).decode())
+
+
+class SimProcess:
+    def __init__(self, data_dir: Path, creds: Credentials, clients: tuple[str, ...] = ("FIXGW",),
+                 flow_rate: float = 0.0, seed: int = 7, seed_books: bool = False) -> None:
+        env = dict(os.environ, FIXGW_SIM_API_KEY=creds.api_key,
+                   FIXGW_SIM_API_SECRET=creds.api_secret)
+        cmd = [sys.executable, "-m", "gateway.venue_sim", "--data-dir", str(data_dir),
+               "--flow-rate", str(flow_rate), "--seed", str(seed)]
+        for c in clients:
+            cmd += ["--client", c]
+        if not seed_books:
+            cmd.append("--no-seed-books")
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                     env=env, cwd=REPO)
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline()
+        if not line:
+            raise RuntimeError("venue simulator failed to start: "
+                               + self.proc.stderr.read().decode())  # type: ignore[union-attr]
+        info = json.loads(line)
+        self.host = info["host"]
+        self.trading_port = int(info["trading_port"])
+        self.md_port = int(info["md_port"])
+        self.out = _Output(self.proc.stdout)
+        self.err = _Output(self.proc.stderr)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+class GatewayProcess:
+    """`fixgw run --config <generated>` against a SimProcess (simulator disabled in config)."""
+
+    def __init__(self, data_dir: Path, sim: SimProcess, creds: Credentials,
+                 oms_port: int | None = None, oms_comp_ids: tuple[str, ...] = ("OMS",),
+                 extra_toml: str = "") -> None:
+        self.data_dir = data_dir
+        self.oms_port = oms_port or free_port()
+        self.config_path = data_dir / "gateway.toml"
+        data_dir.mkdir(parents=True, exist_ok=True)
+        sessions = "".join(f'\n[[oms.sessions]]\ncomp_id = "{c}"\n' for c in oms_comp_ids)
+        self.config_path.write_text(f"""
+[gateway]
+data_dir = "{data_dir / 'var'}"
+journal_fsync_interval_ms = 20
+
+[oms]
+port = {self.oms_port}
+{sessions}
+[venue]
+reconnect_min_s = 0.5
+reconnect_max_s = 2.0
+api_key = {{ env = "FIXGW_TEST_API_KEY" }}
+api_secret = {{ env = "FIXGW_TEST_API_SECRET" }}
+
+[venue.trading]
+port = {sim.trading_port}
+
+[venue.market_data]
+port = {sim.md_port}
+
+[schedule]
+mode = "non-stop"
+
+[simulator]
+enabled = false
+{extra_toml}
+""")
+        self._env = dict(os.environ, FIXGW_TEST_API_KEY=creds.api_key,
+                         FIXGW_TEST_API_SECRET=creds.api_secret)
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.start()
+
+    def start(self, wait_venue: bool = True) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "gateway.cli.main", "run", "--config", str(self.config_path)],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=self._env, cwd=REPO)
+        self.out = _Output(self.proc.stdout)
+        self.err = _Output(self.proc.stderr)
+        try:
+            self.out.wait_for(r"fixgw ready", timeout=30)
+        except TimeoutError as exc:
+            raise TimeoutError(f"{exc}\n--- gateway stderr ---\n{self.err.text()}") from None
+        if wait_venue:
+            self.err.wait_for(r"session FIXGW->KRAKEN-TRD \(venue\): \S+ -> logged_on", 30)
+
+    def kill(self) -> None:
+        assert self.proc is not None
+        self.proc.kill()
+        self.proc.wait()
+
+    def stop(self) -> int:
+        assert self.proc is not None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                return self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+                raise
+        return int(self.proc.returncode)
+
+
+@contextmanager
+def running_pair(tmp: Path, **gw_kwargs: object) -> Iterator[tuple[SimProcess, GatewayProcess]]:
+    creds = Credentials()
+    sim = SimProcess(tmp / "sim", creds)
+    gw = None
+    try:
+        gw = GatewayProcess(tmp / "gw", sim, creds, **gw_kwargs)  # type: ignore[arg-type]
+        yield sim, gw
+    finally:
+        if gw is not None:
+            gw.stop()
+        sim.stop()
