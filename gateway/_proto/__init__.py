@@ -1,0 +1,1 @@
+"""Generated code; regenerate with `python tools/gen_proto.py`."""
