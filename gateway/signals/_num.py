@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from decimal import Decimal
-from typing import TypeAlias
+from typing import Any, TypeAlias
 
 import numpy as np
 import numpy.typing as npt
@@ -20,7 +20,7 @@ Num: TypeAlias = Decimal | float | int
 FloatArray: TypeAlias = npt.NDArray[np.float64]
 IntArray: TypeAlias = npt.NDArray[np.intp]
 BoolArray: TypeAlias = npt.NDArray[np.bool_]
-ArrayIn: TypeAlias = FloatArray | Sequence[Num]
+ArrayIn: TypeAlias = npt.NDArray[Any] | Sequence[Num]
 
 _EMPTY: FloatArray = np.empty(0, dtype=np.float64)
 _EMPTY.setflags(write=False)
