@@ -74,11 +74,13 @@ class Credentials:
 
 class SimProcess:
     def __init__(self, data_dir: Path, creds: Credentials, clients: tuple[str, ...] = ("FIXGW",),
-                 flow_rate: float = 0.0, seed: int = 7, seed_books: bool = False) -> None:
+                 flow_rate: float = 0.0, seed: int = 7, seed_books: bool = False,
+                 trading_port: int = 0, md_port: int = 0) -> None:
         env = dict(os.environ, FIXGW_SIM_API_KEY=creds.api_key,
                    FIXGW_SIM_API_SECRET=creds.api_secret)
         cmd = [sys.executable, "-m", "gateway.venue_sim", "--data-dir", str(data_dir),
-               "--flow-rate", str(flow_rate), "--seed", str(seed)]
+               "--flow-rate", str(flow_rate), "--seed", str(seed),
+               "--trading-port", str(trading_port), "--md-port", str(md_port)]
         for c in clients:
             cmd += ["--client", c]
         if not seed_books:

@@ -1,0 +1,60 @@
+"""The README path: `fixgw run` with its embedded UAT venue, `fixgw oms` against it, and a clean
+shutdown on SIGTERM (every session logged out, stores flushed)."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.procs import REPO, _Output, free_port
+
+
+def test_run_embedded_venue_then_oms_order_then_sigterm(tmp_path: Path) -> None:
+    oms_port = free_port()
+    data = tmp_path / "var"
+    gw = subprocess.Popen([sys.executable, "-m", "gateway.cli.main", "run", "--oms-port",
+                           str(oms_port), "--data-dir", str(data)],
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=REPO)
+    out, err = _Output(gw.stdout), _Output(gw.stderr)
+    try:
+        ready = out.wait_for(r"fixgw ready: oms=127\.0\.0\.1:(\d+), venue_trading=127\.0\.0\.1:"
+                             r"(\d+), venue_md=127\.0\.0\.1:(\d+)", timeout=30)
+        assert int(ready.group(1)) == oms_port
+        assert ready.group(2) != ready.group(3)
+        err.wait_for(r"session FIXGW->KRAKEN-TRD \(venue\): \S+ -> logged_on", 20)
+        err.wait_for(r"session FIXGW->KRAKEN-MD \(venue\): \S+ -> logged_on", 20)
+
+        # The embedded venue has seeded books around 45,000: a buy far below rests.
+        oms = subprocess.run([sys.executable, "-m", "gateway.cli.main", "oms", "buy", "BTC/USD",
+                              "0.01", "limit", "30000", "--port", str(oms_port), "--wait", "5"],
+                             capture_output=True, text=True, cwd=REPO, timeout=60)
+        assert "new  status=new" in oms.stdout, oms.stdout + oms.stderr
+        # Marketable: a buy far above the best ask fills against the seeded book.
+        oms = subprocess.run([sys.executable, "-m", "gateway.cli.main", "oms", "buy", "BTC/USD",
+                              "0.001", "limit", "60000", "--port", str(oms_port), "--wait", "5"],
+                             capture_output=True, text=True, cwd=REPO, timeout=60)
+        assert "status=filled" in oms.stdout, oms.stdout + oms.stderr
+        assert oms.returncode == 0
+    finally:
+        gw.send_signal(signal.SIGTERM)
+        code = gw.wait(timeout=30)
+    assert code == 0
+    log = err.text()
+    assert "received SIGTERM: logging out sessions" in log
+    assert "session FIXGW->KRAKEN-TRD (venue): logged_on -> logged_out" in log
+    assert "gateway stopped: sessions logged out, stores flushed" in log
+    assert (data / "orders.journal").stat().st_size > 0
+    assert list((data / "store" / "venue").glob("*.seqnums"))
+
+
+def test_bad_config_names_file_and_field(tmp_path: Path) -> None:
+    cfg = tmp_path / "bad.toml"
+    cfg.write_text('[oms]\nport = "ninety"\n[venue]\nheartbeat_intervall = 30\n')
+    r = subprocess.run([sys.executable, "-m", "gateway.cli.main", "run", "--config", str(cfg)],
+                       capture_output=True, text=True, cwd=REPO, timeout=60)
+    assert r.returncode == 2
+    assert f"{cfg}: oms.port:" in r.stderr
+    assert "'ninety'" in r.stderr
+    assert f"{cfg}: venue.heartbeat_intervall: unknown field" in r.stderr
