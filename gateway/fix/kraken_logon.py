@@ -7,6 +7,7 @@ to 1 after toAdmin returns, so 1 is what gets signed.
 
 from __future__ import annotations
 
+import hmac
 import time
 from dataclasses import dataclass
 
@@ -69,6 +70,6 @@ def verify_trading_logon(
         creds.api_secret, seq, header.getField(SENDER_COMP_ID), header.getField(TARGET_COMP_ID),
         key, nonce,
     )
-    if expected != password:
+    if not hmac.compare_digest(expected.encode(), password.encode()):
         return "EAPI:Invalid signature"
     return None

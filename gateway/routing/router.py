@@ -129,6 +129,11 @@ class Router:
                            get(msg, m.ORD_TYPE), get(msg, m.PRICE), get(msg, m.TIME_IN_FORCE),
                            get(msg, m.ACCOUNT))
         if self.store.is_used(ctx.key, cl):
+            if _is_poss_dup(msg):
+                # The OMS resent an order we already took (we died before QuickFIX advanced
+                # its sequence): it has, or will get, that order's reports. Not a duplicate.
+                log.info("ignored PossDup resend of order %s from %s", cl, ctx.key)
+                return
             # The original order is untouched; only this message is refused.
             self._reject_new(ctx, cl, inp, v.DUPLICATE_ORDER,
                              f"duplicate ClOrdID {cl}: already used on this session", mark=False)
@@ -407,12 +412,11 @@ class Router:
             msg.setField(m.ACCOUNT, target.order.account)
         elif msg.isSetField(m.ACCOUNT):
             msg.removeField(m.ACCOUNT)
-        header = msg.getHeader()
-        was_resent = header.isSetField(m.POSS_DUP) and header.getField(m.POSS_DUP) == "Y"
+        was_resent = _is_poss_dup(msg)
         m.strip_resend_header(msg)
         if was_resent:
             # The venue resent it after our restart: the OMS may have it already (same ExecID).
-            header.setField(m.POSS_RESEND, "Y")
+            msg.getHeader().setField(m.POSS_RESEND, "Y")
         ctx = self._oms_by_key.get(target.order.oms_session)
         if ctx is None:
             log.error("report for %s: OMS session %s is not configured any more",
@@ -458,6 +462,11 @@ class Router:
         self._forward(msg, target)
         self.sink.cancel_rejected(target.order.oms_session, target.oms_cl_ord_id,
                                   target.oms_orig_cl_ord_id or "", get(msg, m.TEXT) or "")
+
+
+def _is_poss_dup(msg: fix.Message) -> bool:
+    header = msg.getHeader()
+    return bool(header.isSetField(m.POSS_DUP) and header.getField(m.POSS_DUP) == "Y")
 
 
 class OmsHandler(BaseHandler):
