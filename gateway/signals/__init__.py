@@ -67,7 +67,7 @@ from gateway.signals.positioning import (
 )
 from gateway.signals.regime import Consensus, Regime, Vote, classify_regime, combine_votes
 from gateway.signals.risk_figures import at_risk_share, liq_to_depth, map_gross_to_net
-from gateway.signals.snapshot import SignalSnapshot, compute_snapshot
+from gateway.signals.snapshot import SignalSnapshot, build_map, compute_snapshot
 from gateway.signals.types import Direction, Side
 
 __all__ = [
@@ -101,6 +101,7 @@ __all__ = [
     "asymmetry",
     "at_risk_share",
     "basis_bps",
+    "build_map",
     "carry_ann_bps",
     "carry_vote",
     "classify_regime",

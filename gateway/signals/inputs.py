@@ -118,7 +118,7 @@ class SignalInputs:
     positioning: PositioningRecord | None = None
     oi_history: OIHistory | None = None
     open_interest_usd: Num | None = None
-    closes: FloatArray | None = None
+    closes: ArrayIn | None = None
     closes_as_of: float | None = None
     daily_volume_base: Num | None = None
     sigma_d: float | None = None
