@@ -147,7 +147,7 @@ def simulate_cascade(
         waves.append(q)
         sold += q
         rest = sold - book_total
-        if rest <= 1e-12 * max(book_total, 1.0):
+        if bpx.size and rest <= 1e-12 * max(book_total, 1.0):  # float dust is not exhaustion
             i = min(int(np.searchsorted(cum_b, sold, side="left")), bpx.size - 1)
             b = float(bpx[i])
         else:

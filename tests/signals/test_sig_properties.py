@@ -7,7 +7,7 @@ import dataclasses
 import math
 
 import numpy as np
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from gateway.signals import (
@@ -79,6 +79,9 @@ def test_gravity_is_bounded(
     haircut=st.sampled_from([0.0, 0.5, 0.9]),
     tau=st.floats(min_value=0.0, max_value=1.0),
     vol=st.floats(min_value=0.0, max_value=1e9),
+)
+@example(  # regression: float-dust wave into an empty book once indexed book[-1]
+    side="long", book=[], clusters=[(1.0, 1e-160)], oi=0.0, haircut=0.0, tau=0.0, vol=0.0
 )
 def test_cascade_share_in_unit_interval_and_finite(
     side: str,
