@@ -90,7 +90,7 @@ def simulate_cascade(
     The shock is ``shock_price`` when given, else the further of ``price·e^∓δ`` (δ defaults to
     ``sigma_d``, i.e. 1·s at h = 1 d) and the nearest cluster beyond the price.
     """
-    if not 0.0 <= haircut < 1.0 + 1e-12:
+    if not 0.0 <= haircut <= 1.0:
         raise SignalConfigError(f"depth haircut must be in [0, 1], got {haircut}")
     if not 0.0 <= mark_transmission <= 1.0:
         raise SignalConfigError(f"mark_transmission τ must be in [0, 1], got {mark_transmission}")
@@ -106,7 +106,7 @@ def simulate_cascade(
     if bpx.shape != bq.shape or cpx.shape != cq.shape:
         raise SignalInputError("price and quantity arrays must have equal lengths")
     keep_b = (bq > 0.0) & (bpx > 0.0) & np.isfinite(bq) & np.isfinite(bpx)
-    bpx, bq = bpx[keep_b], bq[keep_b] * (1.0 - min(haircut, 1.0))
+    bpx, bq = bpx[keep_b], bq[keep_b] * (1.0 - haircut)
     order = np.argsort(sgn * bpx, kind="stable")  # sweep order: from the touch outward
     bpx, cum_b = bpx[order], np.cumsum(bq[order])
     book_total = float(cum_b[-1]) if cum_b.size else 0.0
