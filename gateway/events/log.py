@@ -1,0 +1,507 @@
+"""The gateway-wide event log: assigns sequences, keeps a ring of recent events in memory and hands
+them to a background writer that journals them to disk.
+
+Why it is shaped this way: `publish()` runs on QuickFIX callback threads, where every
+microsecond is added to order latency and blocking is not allowed. So publish does only what must
+be ordered (take a sequence, put the entry in the ring) under one short lock, and everything
+costly is deferred to whoever needs it first: serialization to the writer thread or to the first
+subscriber that sends the event, disk I/O to the writer thread, fan-out to the server's event
+loop. Subscribers pull from the ring (or the journal) by sequence, which is what makes resume,
+replay and "slow subscriber" handling the same code path, and costs publish nothing per
+subscriber.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from gateway._proto.fixgw.v1 import events_pb2
+from gateway.events.journal import Journal, JournalRangeError, JournalReader
+
+__all__ = [
+    "EventFilter",
+    "EventLog",
+    "EventLogClosed",
+    "EventLogConfig",
+    "SequenceOutOfRange",
+]
+
+_log = logging.getLogger(__name__)
+
+Event = events_pb2.Event
+
+_KIND_BY_PAYLOAD: dict[str | None, events_pb2.EventKind.ValueType] = {
+    "order": events_pb2.EVENT_KIND_ORDER,
+    "cancel_reject": events_pb2.EVENT_KIND_CANCEL_REJECT,
+    "book_snapshot": events_pb2.EVENT_KIND_BOOK_SNAPSHOT,
+    "book_delta": events_pb2.EVENT_KIND_BOOK_DELTA,
+    "trade": events_pb2.EVENT_KIND_TRADE,
+    "top_of_book": events_pb2.EVENT_KIND_TOP_OF_BOOK,
+    "session_status": events_pb2.EVENT_KIND_SESSION_STATUS,
+    "gate_decision": events_pb2.EVENT_KIND_GATE_DECISION,
+    "transport_switch": events_pb2.EVENT_KIND_TRANSPORT_SWITCH,
+    "signal_snapshot": events_pb2.EVENT_KIND_SIGNAL_SNAPSHOT,
+}
+
+# Wire tags: Event.raw_fix is field 8 (length-delimited), EventBatch.events is field 1.
+_RAW_FIX_TAG = b"\x42"
+_BATCH_EVENT_TAG = b"\x0a"
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while n >= 0x80:
+        out.append((n & 0x7F) | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
+
+
+def frame_event(wire: bytes) -> bytes:
+    """Encode one serialized Event as an `EventBatch.events` element.
+
+    Batches are assembled by concatenating these, so each event is serialized once however many
+    subscribers receive it (protobuf defines a message as the concatenation of its fields).
+    """
+    return _BATCH_EVENT_TAG + _varint(len(wire)) + wire
+
+
+def raw_suffix(raw: bytes) -> bytes:
+    """`raw_fix` encoded on its own, appended to an Event serialized without it."""
+    return _RAW_FIX_TAG + _varint(len(raw)) + raw if raw else b""
+
+
+class EventLogClosed(RuntimeError):
+    """publish() after close(): the producer outlived the log (a shutdown-order bug)."""
+
+
+class SequenceOutOfRange(LookupError):
+    """A sequence is older than what the log retains, or newer than what it has."""
+
+    def __init__(self, sequence: int, oldest: int, next_sequence: int) -> None:
+        if sequence >= next_sequence:
+            msg = f"sequence {sequence} is beyond the newest event (next is {next_sequence})"
+        else:
+            msg = f"sequence {sequence} is no longer retained; oldest available is {oldest}"
+        super().__init__(msg)
+        self.sequence = sequence
+        self.oldest = oldest
+        self.next_sequence = next_sequence
+
+
+class _Entry:
+    """A published event plus its filter keys as plain Python values (cheap to compare)."""
+
+    __slots__ = (
+        "_framed",
+        "_framed_raw",
+        "_wire",
+        "account",
+        "event",
+        "kind",
+        "raw",
+        "seq",
+        "session",
+        "source_kind",
+        "symbol",
+    )
+
+    def __init__(
+        self,
+        event: events_pb2.Event,
+        raw: bytes,
+        kind: int,
+        symbol: str,
+        account: str,
+        session: str,
+        source_kind: int,
+    ) -> None:
+        self.seq = 0
+        self.event: events_pb2.Event | None = event
+        self.raw = raw
+        self.kind = kind
+        self.symbol = symbol
+        self.account = account
+        self.session = session
+        self.source_kind = source_kind
+        self._wire: bytes | None = None
+        self._framed: bytes | None = None
+        self._framed_raw: bytes | None = None
+
+    def wire(self) -> bytes:
+        """The event serialized without raw_fix; computed once, by whichever thread needs it first.
+
+        Safe without a lock: `_wire` is assigned before `event` is dropped, so a thread that sees
+        `event is None` also sees `_wire`. Dropping the message frees its arena early; the ring
+        then holds only bytes.
+        """
+        w = self._wire
+        if w is None:
+            ev = self.event
+            if ev is None:
+                w = self._wire
+                assert w is not None
+                return w
+            w = ev.SerializeToString()
+            self._wire = w
+            self.event = None
+        return w
+
+    def framed(self, include_raw: bool) -> bytes:
+        if include_raw and self.raw:
+            f = self._framed_raw
+            if f is None:
+                f = self._framed_raw = frame_event(self.wire() + raw_suffix(self.raw))
+            return f
+        f = self._framed
+        if f is None:
+            f = self._framed = frame_event(self.wire())
+        return f
+
+
+class EventFilter:
+    """SubscribeRequest filters as frozensets; AND across fields, OR within, empty = no filter."""
+
+    __slots__ = ("accounts", "empty", "kinds", "sessions", "source_kinds", "symbols")
+
+    def __init__(
+        self,
+        *,
+        kinds: Iterable[int] = (),
+        symbols: Iterable[str] = (),
+        sessions: Iterable[str] = (),
+        accounts: Iterable[str] = (),
+        source_kinds: Iterable[int] = (),
+    ) -> None:
+        self.kinds = frozenset(int(k) for k in kinds)
+        self.symbols = frozenset(symbols)
+        self.sessions = frozenset(sessions)
+        self.accounts = frozenset(accounts)
+        self.source_kinds = frozenset(int(k) for k in source_kinds)
+        self.empty = not (
+            self.kinds or self.symbols or self.sessions or self.accounts or self.source_kinds
+        )
+
+    @classmethod
+    def from_request(cls, req: events_pb2.SubscribeRequest) -> EventFilter:
+        return cls(
+            kinds=req.kinds,
+            symbols=req.symbols,
+            sessions=req.sessions,
+            accounts=req.accounts,
+            source_kinds=req.source_kinds,
+        )
+
+    def match(self, kind: int, symbol: str, session: str, account: str, source_kind: int) -> bool:
+        return (
+            (not self.kinds or kind in self.kinds)
+            and (not self.symbols or symbol in self.symbols)
+            and (not self.sessions or session in self.sessions)
+            and (not self.accounts or account in self.accounts)
+            and (not self.source_kinds or source_kind in self.source_kinds)
+        )
+
+    def match_entry(self, e: _Entry) -> bool:
+        return self.match(e.kind, e.symbol, e.session, e.account, e.source_kind)
+
+    def match_event(self, ev: events_pb2.Event) -> bool:
+        src = ev.source
+        return self.match(ev.kind, ev.symbol, src.session, ev.account, src.kind)
+
+
+@dataclass(frozen=True, slots=True)
+class EventLogConfig:
+    """Sizing of the log.
+
+    `ring_capacity` bounds memory (roughly 0.5 KiB per event once serialized) and is how far
+    back a subscriber can be served without disk reads; it must exceed the server's
+    `max_lag_events` so that a live subscriber never has to touch the disk.
+    `journal_dir=None` keeps events in memory only (tests, tools): nothing survives a restart.
+    `fsync=False` survives a process crash (the OS has the data) but not a power loss; turning it
+    on costs one fsync per writer batch, never anything on the publishing thread.
+    """
+
+    journal_dir: Path | None = None
+    ring_capacity: int = 1 << 16
+    segment_max_bytes: int = 64 << 20
+    retention_max_bytes: int = 1 << 30
+    fsync: bool = False
+    writer_max_batch: int = 4096
+
+
+class EventLog:
+    """Sequenced, journaled, in-memory-indexed event log; see the module docstring for the why."""
+
+    def __init__(self, config: EventLogConfig | None = None) -> None:
+        cfg = config or EventLogConfig()
+        cap = cfg.ring_capacity
+        if cap < 2 or cap & (cap - 1):
+            raise ValueError("ring_capacity must be a power of two >= 2")
+        self.config = cfg
+        self._journal: Journal | None = None
+        start = 1
+        if cfg.journal_dir is not None:
+            self._journal = Journal(
+                Path(cfg.journal_dir),
+                segment_max_bytes=cfg.segment_max_bytes,
+                retention_max_bytes=cfg.retention_max_bytes,
+                fsync=cfg.fsync,
+            )
+            start = self._journal.next_sequence or 1
+        self._capacity = cap
+        self._mask = cap - 1
+        self._ring: list[_Entry | None] = [None] * cap
+        self._first = start  # first sequence this instance published: the ring's lower bound
+        self._next = start
+        self._lock = threading.Lock()
+        self._closed = False
+        self._wakers: tuple[Callable[[], None], ...] = ()
+        # Journal writer hand-off: an unbounded deque (a journal entry is never dropped) and a
+        # lock used as a binary semaphore, released by a publisher only when the writer sleeps.
+        self._pending: deque[_Entry] = deque()
+        self._durable_next = start
+        self.journal_error: BaseException | None = None
+        self._writer_idle = False
+        self._writer_wake = threading.Lock()
+        self._writer: threading.Thread | None = None
+        if self._journal is not None:
+            self._writer_wake.acquire()
+            self._writer = threading.Thread(
+                target=self._writer_main, name="fixgw-events-journal", daemon=True
+            )
+            self._writer.start()
+
+    # ----------------------------------------------------------------- publishing (hot path)
+
+    def publish(self, event: events_pb2.Event) -> int:
+        """Append an event; returns its sequence. Never blocks on I/O or on subscribers.
+
+        Takes ownership of `event`: the caller must not touch it afterwards (it is serialized
+        later on another thread). Sets `sequence` and `kind`; sets `gateway_receive_time` to now
+        unless the producer already stamped it (better: stamp when the callback started).
+        Raises ValueError for an event without payload and EventLogClosed after close().
+        """
+        raw = event.raw_fix
+        if raw:
+            event.ClearField("raw_fix")
+        if not event.HasField("gateway_receive_time"):
+            ns = time.time_ns()
+            ts = event.gateway_receive_time
+            ts.seconds = ns // 1_000_000_000
+            ts.nanos = ns % 1_000_000_000
+        kind = _KIND_BY_PAYLOAD.get(event.WhichOneof("payload"))
+        if kind is None:
+            raise ValueError("event has no payload")
+        event.kind = kind
+        src = event.source
+        entry = _Entry(event, raw, kind, event.symbol, event.account, src.session, src.kind)
+        with self._lock:
+            if self._closed:
+                raise EventLogClosed("event log is closed")
+            seq = self._next
+            event.sequence = seq
+            entry.seq = seq
+            self._ring[seq & self._mask] = entry
+            self._next = seq + 1
+            if self._writer is not None:
+                self._pending.append(entry)
+        if self._writer_idle:
+            self._writer_idle = False
+            with contextlib.suppress(RuntimeError):  # another publisher released it first
+                self._writer_wake.release()
+        for wake in self._wakers:
+            wake()
+        return seq
+
+    # ----------------------------------------------------------------------- consumers' view
+
+    @property
+    def next_sequence(self) -> int:
+        """The sequence the next published event gets."""
+        return self._next
+
+    @property
+    def ring_oldest(self) -> int:
+        """Oldest sequence still in memory."""
+        return max(self._first, self._next - self._capacity)
+
+    @property
+    def durable_next(self) -> int:
+        """First sequence not yet written to the journal (== next_sequence when caught up)."""
+        return self._durable_next if self._journal is not None else self._next
+
+    @property
+    def persistent(self) -> bool:
+        return self._journal is not None
+
+    def oldest_sequence(self) -> int:
+        """Oldest sequence a subscriber can start from (== next_sequence when the log is empty)."""
+        oldest = self.ring_oldest
+        if self._journal is not None:
+            j = self._journal.oldest_sequence()
+            if j is not None and j < oldest:
+                oldest = j
+        return oldest
+
+    def check_range(self, seq: int) -> None:
+        """Raise SequenceOutOfRange unless a subscription may start at `seq`."""
+        nxt = self._next
+        oldest = self.oldest_sequence()
+        if seq < oldest or seq > nxt:
+            raise SequenceOutOfRange(seq, oldest, nxt)
+
+    def add_waker(self, wake: Callable[[], None]) -> None:
+        """Register a callback run on the publishing thread after every publish.
+
+        It must be as cheap as publish itself (set a flag, write an eventfd); the EventServer
+        uses it to wake its event loop.
+        """
+        with self._lock:
+            self._wakers = (*self._wakers, wake)
+
+    def remove_waker(self, wake: Callable[[], None]) -> None:
+        with self._lock:
+            self._wakers = tuple(w for w in self._wakers if w is not wake)
+
+    def read_ring(
+        self,
+        start: int,
+        stop: int,
+        flt: EventFilter,
+        include_raw: bool,
+        max_events: int,
+        max_bytes: int,
+        max_scan: int = 8192,
+    ) -> tuple[list[bytes], int]:
+        """Framed events in [start, stop) that match, from memory; returns (chunks, next cursor).
+
+        Stops early at the batch limits, after `max_scan` entries (so a narrow filter cannot hog
+        the event loop), or where the ring was overwritten; the caller then continues from the
+        returned cursor (from the journal if it is no longer in memory).
+        """
+        ring = self._ring
+        mask = self._mask
+        out: list[bytes] = []
+        nbytes = 0
+        seq = start
+        end = min(stop, start + max_scan)
+        match_all = flt.empty
+        while seq < end:
+            e = ring[seq & mask]
+            if e is None or e.seq != seq:
+                break
+            seq += 1
+            if match_all or flt.match_entry(e):
+                f = e.framed(include_raw)
+                out.append(f)
+                nbytes += len(f)
+                if len(out) >= max_events or nbytes >= max_bytes:
+                    break
+        return out, seq
+
+    def journal_reader(self, from_seq: int) -> JournalReader:
+        """A sequential disk reader (raises SequenceOutOfRange when the journal lacks from_seq)."""
+        if self._journal is None:
+            raise SequenceOutOfRange(from_seq, self.oldest_sequence(), self._next)
+        try:
+            return self._journal.reader(from_seq)
+        except JournalRangeError:
+            raise SequenceOutOfRange(from_seq, self.oldest_sequence(), self._next) from None
+
+    def read(self, from_seq: int, max_events: int = 1000) -> list[events_pb2.Event]:
+        """Events from `from_seq` on, parsed (raw_fix included); for in-process consumers and
+        tests. Not for the hot path: it parses every event."""
+        self.check_range(from_seq)
+        out: list[events_pb2.Event] = []
+        seq = from_seq
+        while len(out) < max_events and seq < self._next:
+            if seq >= self.ring_oldest:
+                e = self._ring[seq & self._mask]
+                if e is not None and e.seq == seq:
+                    ev = events_pb2.Event.FromString(e.wire())
+                    if e.raw:
+                        ev.raw_fix = e.raw
+                    out.append(ev)
+                    seq += 1
+                    continue
+            if seq >= self.durable_next:
+                self.flush()
+            reader = self.journal_reader(seq)
+            try:
+                for rec in reader.read(max_events - len(out), self.durable_next):
+                    out.append(events_pb2.Event.FromString(rec.payload))
+                    seq = rec.sequence + 1
+            finally:
+                reader.close()
+        return out
+
+    # ------------------------------------------------------------------------ journal writer
+
+    def _writer_main(self) -> None:
+        journal = self._journal
+        assert journal is not None
+        pending = self._pending
+        limit = self.config.writer_max_batch
+        while True:
+            if not pending:
+                if self._closed:
+                    return
+                self._writer_idle = True
+                if not pending and not self._closed:
+                    self._writer_wake.acquire(timeout=0.5)
+                self._writer_idle = False
+                continue
+            batch: list[_Entry] = []
+            while pending and len(batch) < limit:
+                batch.append(pending.popleft())
+            if self.journal_error is None:
+                try:
+                    journal.append((e.seq, e.wire(), raw_suffix(e.raw)) for e in batch)
+                except Exception as exc:
+                    # The journal's file state is unknown after a failed write; stop journaling
+                    # rather than write a corrupt file. Live streaming continues from memory.
+                    _log.exception("event journal write failed; journaling stopped")
+                    self.journal_error = exc
+            if self.journal_error is None:
+                self._durable_next = batch[-1].seq + 1
+            else:
+                for e in batch:
+                    e.wire()  # still serialize off the publishing threads
+
+    def flush(self, timeout: float = 5.0) -> bool:
+        """Wait until everything published so far is on disk (tests, shutdown)."""
+        if self._journal is None:
+            return True
+        target = self._next
+        deadline = time.monotonic() + timeout
+        while self._durable_next < target and self.journal_error is None:
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.0005)
+        return self.journal_error is None
+
+    def close(self) -> None:
+        """Flush the journal and stop the writer; later publishes raise EventLogClosed."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+        if self._writer is not None:
+            with contextlib.suppress(RuntimeError):
+                self._writer_wake.release()
+            self._writer.join()
+        if self._journal is not None:
+            self._journal.close()
+
+    def __enter__(self) -> EventLog:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,472 @@
+"""gRPC EventService over the EventLog, with health checking and reflection.
+
+Why grpc.aio, in a thread of its own: every subscriber is a coroutine rather than a pool thread,
+so the number of streams is not capped by a thread pool and a stream blocked on a slow client
+pins no thread; all subscriber bookkeeping lives on one event loop and needs no locks; and the
+loop can be woken from QuickFIX threads with one eventfd write. The loop runs in its own thread
+so the gateway's main thread (and QuickFIX's) stays synchronous: `start()`/`stop()` are plain
+blocking calls.
+
+Delivery model: each subscriber pulls from the log by sequence (ring first, journal when it is
+further behind) and sends what it found as one `EventBatch`, so a subscriber that is behind gets
+big batches and one that is caught up gets each event as soon as the loop is woken. Events are
+serialized once (by the log) and batches are assembled from pre-framed bytes, so the per-event
+cost of a stream is a filter check and a list append.
+
+Backpressure: a subscriber's queue is its window of the ring, from its cursor to the newest
+event. Once a subscriber has caught up with the live stream, that window is bounded by
+`max_lag_events`; past it the stream ends with RESOURCE_EXHAUSTED naming the sequence to resume
+from. Publishers never wait for any of this; a subscriber that is replaying history is not bounded
+(it reads at its own pace and holds no memory of its own).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import threading
+import weakref
+from collections import deque
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, NoReturn
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from gateway._proto.fixgw.v1 import events_pb2
+from gateway.events.journal import JournalReader, JournalRecord
+from gateway.events.log import EventFilter, EventLog, SequenceOutOfRange, frame_event
+
+__all__ = ["EVENT_SERVICE_NAME", "EventServer", "EventServerConfig"]
+
+_log = logging.getLogger(__name__)
+
+EVENT_SERVICE_NAME: str = events_pb2.DESCRIPTOR.services_by_name["EventService"].full_name
+
+
+@dataclass(frozen=True, slots=True)
+class EventServerConfig:
+    """Where to listen and how big batches and subscriber windows may get.
+
+    `port=0` binds an ephemeral port (see `EventServer.port`). TLS is on when `tls_cert_file`
+    and `tls_key_file` are set; `tls_client_ca_file` additionally requires client certificates.
+    `max_lag_events` must stay below the log's ring capacity so live subscribers never read disk.
+    `max_batch_bytes` keeps a batch well under gRPC's default 4 MiB receive limit.
+    """
+
+    host: str = "127.0.0.1"
+    port: int = 50051
+    tls_cert_file: Path | None = None
+    tls_key_file: Path | None = None
+    tls_client_ca_file: Path | None = None
+    default_batch_events: int = 500
+    max_batch_events: int = 5000
+    max_batch_bytes: int = 1 << 20
+    max_lag_events: int = 50_000
+    start_timeout_s: float = 30.0
+
+    def __post_init__(self) -> None:
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            raise ValueError("tls_cert_file and tls_key_file must be set together")
+        if self.tls_client_ca_file is not None and self.tls_cert_file is None:
+            raise ValueError("tls_client_ca_file requires tls_cert_file/tls_key_file")
+        if not 1 <= self.default_batch_events <= self.max_batch_events:
+            raise ValueError("need 1 <= default_batch_events <= max_batch_events")
+        if self.max_lag_events < 1 or self.max_batch_bytes < 1:
+            raise ValueError("max_lag_events and max_batch_bytes must be positive")
+
+
+class _Subscriber:
+    __slots__ = ("cursor", "live", "overflowed", "waiting", "wake")
+
+    def __init__(self, cursor: int) -> None:
+        self.cursor = cursor  # next sequence to consider; everything before it was written
+        self.live = False  # has caught up with the newest event at least once
+        self.waiting = False  # parked on `wake` with nothing to send
+        self.overflowed = False
+        self.wake = asyncio.Event()
+
+
+class _LoopWaker:
+    """Wakes the server's loop from publishing threads at the cost of one flag test per publish
+    while the loop is already scheduled to run, and one eventfd write otherwise.
+
+    The eventfd is closed by a finalizer, i.e. only once nothing (no publisher holding the
+    callback) can write to it any more: closing it at stop() could let a late publisher write
+    into a recycled descriptor.
+    """
+
+    def __init__(self) -> None:
+        self.pending = False
+        self.fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+        weakref.finalize(self, os.close, self.fd)
+
+    def poke(self) -> None:
+        if not self.pending:
+            self.pending = True
+            os.eventfd_write(self.fd, 1)
+
+    def consume(self) -> None:
+        # Read before clearing `pending`: a poke that lands after the clear writes again, so no
+        # wake-up is ever lost (see EventServer._on_wake).
+        with contextlib.suppress(BlockingIOError):
+            os.eventfd_read(self.fd)
+        self.pending = False
+
+
+class _DiskCursor:
+    """A journal reader plus the records read but not yet sent (a batch filled up mid-read)."""
+
+    def __init__(self, reader: JournalReader) -> None:
+        self.reader = reader
+        self.pending: deque[JournalRecord] = deque()
+
+    @property
+    def position(self) -> int:
+        return self.pending[0].sequence if self.pending else self.reader.position
+
+    def fetch(
+        self,
+        flt: EventFilter,
+        include_raw: bool,
+        max_events: int,
+        max_bytes: int,
+        limit_seq: int,
+        max_scan: int = 20_000,
+    ) -> tuple[list[bytes], int]:
+        out: list[bytes] = []
+        nbytes = 0
+        scanned = 0
+        pending = self.pending
+        while len(out) < max_events and nbytes < max_bytes and scanned < max_scan:
+            if not pending:
+                pending.extend(self.reader.read(256, limit_seq))
+                if not pending:
+                    break
+            rec = pending[0]
+            scanned += 1
+            if not flt.empty and not flt.match_event(events_pb2.Event.FromString(rec.base)):
+                pending.popleft()
+                continue
+            f = frame_event(rec.payload if include_raw else rec.base)
+            if out and nbytes + len(f) > max_bytes:
+                break
+            pending.popleft()
+            out.append(f)
+            nbytes += len(f)
+        return out, self.position
+
+    def close(self) -> None:
+        self.reader.close()
+
+
+class EventServer:
+    """The EventService gRPC server; owns a thread running its asyncio loop.
+
+    Usage from any (non-asyncio) thread::
+
+        server = EventServer(log, EventServerConfig(port=0))
+        port = server.start()      # blocks until bound and serving; raises if it cannot bind
+        ...
+        server.stop(grace=1.0)     # subscribers get UNAVAILABLE with their resume sequence
+
+    The EventLog is not owned: close it after stopping the server.
+    """
+
+    def __init__(self, log: EventLog, config: EventServerConfig | None = None) -> None:
+        self._log = log
+        self.config = config or EventServerConfig()
+        self._thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._ready = threading.Event()
+        self._start_error: BaseException | None = None
+        self._stop_requested: asyncio.Event | None = None
+        self._grace: float | None = 1.0
+        self._port = 0
+        self._closing = False
+        self._subs: set[_Subscriber] = set()
+        self._waker = _LoopWaker()
+        self._health: Any = None
+
+    @property
+    def port(self) -> int:
+        """The bound port (useful with `port=0`); 0 before start()."""
+        return self._port
+
+    @property
+    def address(self) -> str:
+        host = self.config.host
+        return f"[{host}]:{self._port}" if ":" in host else f"{host}:{self._port}"
+
+    @property
+    def subscriber_count(self) -> int:
+        return len(self._subs)
+
+    def start(self) -> int:
+        """Start serving in a background thread; returns the bound port."""
+        if self._thread is not None:
+            raise RuntimeError("EventServer already started")
+        self._thread = threading.Thread(target=self._run, name="fixgw-events-grpc", daemon=True)
+        self._thread.start()
+        if not self._ready.wait(self.config.start_timeout_s):
+            raise TimeoutError("EventServer did not start in time")
+        if self._start_error is not None:
+            self._thread.join()
+            raise self._start_error
+        return self._port
+
+    def stop(self, grace: float | None = 1.0) -> None:
+        """Stop accepting, end every stream (UNAVAILABLE + resume sequence), wait for the thread.
+
+        `grace` is how long in-flight writes may take before their RPCs are cancelled.
+        """
+        thread, loop, stop_requested = self._thread, self._loop, self._stop_requested
+        if thread is None or loop is None or stop_requested is None or not thread.is_alive():
+            return
+        self._grace = grace
+        with contextlib.suppress(RuntimeError):  # loop already closed
+            loop.call_soon_threadsafe(stop_requested.set)
+        thread.join((grace or 0.0) + 30.0)
+
+    def __enter__(self) -> EventServer:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # ------------------------------------------------------------------ loop thread
+
+    def _run(self) -> None:
+        loop = asyncio.new_event_loop()
+        self._loop = loop
+        asyncio.set_event_loop(loop)
+        try:
+            loop.run_until_complete(self._serve())
+        except BaseException as exc:
+            if not self._ready.is_set():
+                self._start_error = exc
+                self._ready.set()
+            else:
+                _log.exception("EventServer loop failed")
+        finally:
+            try:
+                loop.run_until_complete(loop.shutdown_asyncgens())
+            finally:
+                loop.close()
+
+    def _bind(self, server: grpc.aio.Server) -> int:
+        cfg = self.config
+        addr = f"[{cfg.host}]:{cfg.port}" if ":" in cfg.host else f"{cfg.host}:{cfg.port}"
+        if cfg.tls_cert_file is None or cfg.tls_key_file is None:
+            port: int = server.add_insecure_port(addr)
+        else:
+            ca = Path(cfg.tls_client_ca_file).read_bytes() if cfg.tls_client_ca_file else None
+            creds = grpc.ssl_server_credentials(
+                [(Path(cfg.tls_key_file).read_bytes(), Path(cfg.tls_cert_file).read_bytes())],
+                root_certificates=ca,
+                require_client_auth=ca is not None,
+            )
+            port = server.add_secure_port(addr, creds)
+        if port == 0:  # older grpcio reports bind failures this way instead of raising
+            raise OSError(f"EventServer could not bind {addr}")
+        return port
+
+    async def _serve(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._stop_requested = asyncio.Event()
+        server = grpc.aio.server(
+            options=[
+                # Without this a second gateway could silently share the port (Linux default).
+                ("grpc.so_reuseport", 0),
+                # Detect subscribers that vanished without closing (their streams hold cursors).
+                ("grpc.keepalive_time_ms", 20_000),
+                ("grpc.keepalive_timeout_ms", 10_000),
+            ]
+        )
+        server.add_generic_rpc_handlers((self._handlers(),))
+        self._health = health.aio.HealthServicer()
+        health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
+        reflection.enable_server_reflection(
+            (EVENT_SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server
+        )
+        self._port = self._bind(server)
+        await server.start()
+        serving = health_pb2.HealthCheckResponse.SERVING
+        await self._health.set("", serving)
+        await self._health.set(EVENT_SERVICE_NAME, serving)
+        loop.add_reader(self._waker.fd, self._on_wake)
+        self._log.add_waker(self._waker.poke)
+        self._ready.set()
+        try:
+            await self._stop_requested.wait()
+        finally:
+            self._log.remove_waker(self._waker.poke)
+            loop.remove_reader(self._waker.fd)
+            self._closing = True
+            for sub in self._subs:
+                sub.wake.set()
+            await self._health.enter_graceful_shutdown()
+            await server.stop(self._grace)
+
+    def _handlers(self) -> grpc.GenericRpcHandler:
+        return grpc.method_handlers_generic_handler(
+            EVENT_SERVICE_NAME,
+            {
+                # response_serializer=None: the handler writes EventBatch bytes it assembled
+                # from pre-serialized events (see module docstring).
+                "Subscribe": grpc.unary_stream_rpc_method_handler(
+                    self._subscribe,
+                    request_deserializer=events_pb2.SubscribeRequest.FromString,
+                    response_serializer=None,
+                ),
+                "GetLogInfo": grpc.unary_unary_rpc_method_handler(
+                    self._get_log_info,
+                    request_deserializer=events_pb2.GetLogInfoRequest.FromString,
+                    response_serializer=events_pb2.GetLogInfoResponse.SerializeToString,
+                ),
+            },
+        )
+
+    def _on_wake(self) -> None:
+        """Runs on the loop after publishes: wake parked subscribers, flag those too far behind."""
+        self._waker.consume()
+        head = self._log.next_sequence
+        max_lag = self.config.max_lag_events
+        for sub in self._subs:
+            if sub.waiting:
+                sub.wake.set()
+            elif sub.live and head - sub.cursor > max_lag:
+                sub.overflowed = True
+
+    async def _get_log_info(
+        self, request: events_pb2.GetLogInfoRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> events_pb2.GetLogInfoResponse:
+        log = self._log
+        return events_pb2.GetLogInfoResponse(
+            oldest_sequence=log.oldest_sequence(),
+            next_sequence=log.next_sequence,
+            persistent=log.persistent,
+        )
+
+    @staticmethod
+    async def _abort(
+        context: grpc.aio.ServicerContext[Any, Any],
+        code: grpc.StatusCode,
+        message: str,
+        **metadata: int,
+    ) -> NoReturn:
+        trailing = tuple((k.replace("_", "-"), str(v)) for k, v in metadata.items())
+        await context.abort(code, message, trailing_metadata=trailing)
+        raise AssertionError("unreachable: abort raises")
+
+    async def _out_of_range(
+        self, context: grpc.aio.ServicerContext[Any, Any], exc: SequenceOutOfRange
+    ) -> NoReturn:
+        await self._abort(
+            context,
+            grpc.StatusCode.OUT_OF_RANGE,
+            str(exc),
+            oldest_sequence=exc.oldest,
+            next_sequence=exc.next_sequence,
+        )
+
+    async def _subscribe(
+        self, request: events_pb2.SubscribeRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> None:
+        log = self._log
+        cfg = self.config
+        flt = EventFilter.from_request(request)
+        include_raw = request.include_raw
+        max_events = min(request.max_batch_events or cfg.default_batch_events, cfg.max_batch_events)
+        max_bytes = cfg.max_batch_bytes
+        start = request.from_sequence or log.next_sequence
+        try:
+            log.check_range(start)
+        except SequenceOutOfRange as exc:
+            await self._out_of_range(context, exc)
+        if self._closing:
+            await self._abort(
+                context,
+                grpc.StatusCode.UNAVAILABLE,
+                "event server is stopping",
+                resume_sequence=start,
+            )
+        sub = _Subscriber(start)
+        self._subs.add(sub)
+        disk: _DiskCursor | None = None
+        try:
+            while True:
+                if self._closing:
+                    await self._abort(
+                        context,
+                        grpc.StatusCode.UNAVAILABLE,
+                        f"event server is stopping; resume from sequence {sub.cursor}",
+                        resume_sequence=sub.cursor,
+                    )
+                if sub.overflowed:
+                    await self._abort(
+                        context,
+                        grpc.StatusCode.RESOURCE_EXHAUSTED,
+                        f"subscriber fell more than {cfg.max_lag_events} events behind; "
+                        f"resume from sequence {sub.cursor}",
+                        resume_sequence=sub.cursor,
+                    )
+                cursor = sub.cursor
+                head = log.next_sequence
+                if cursor >= head:
+                    sub.live = True
+                    sub.wake.clear()
+                    sub.waiting = True
+                    # Re-check after announcing we wait: a publish in between would otherwise
+                    # find `waiting` False and its wake-up would be lost.
+                    if log.next_sequence <= cursor and not self._closing:
+                        await sub.wake.wait()
+                    sub.waiting = False
+                    continue
+                if cursor >= log.ring_oldest:
+                    if disk is not None:
+                        disk.close()
+                        disk = None
+                    chunks, nxt = log.read_ring(
+                        cursor, head, flt, include_raw, max_events, max_bytes
+                    )
+                else:
+                    durable = log.durable_next
+                    if cursor >= durable:
+                        # Evicted from memory but not yet on disk: the writer is behind.
+                        if log.journal_error is not None:
+                            await self._abort(
+                                context,
+                                grpc.StatusCode.UNAVAILABLE,
+                                f"event journal failed; resume from sequence {cursor} later",
+                                resume_sequence=cursor,
+                            )
+                        await asyncio.sleep(0.002)
+                        continue
+                    if disk is None or disk.position != cursor:
+                        if disk is not None:
+                            disk.close()
+                        try:
+                            reader = await asyncio.to_thread(log.journal_reader, cursor)
+                        except SequenceOutOfRange as exc:
+                            await self._out_of_range(context, exc)
+                        disk = _DiskCursor(reader)
+                    chunks, nxt = await asyncio.to_thread(
+                        disk.fetch, flt, include_raw, max_events, max_bytes, durable
+                    )
+                if chunks:
+                    await context.write(b"".join(chunks))
+                elif nxt == cursor:
+                    await asyncio.sleep(0.001)  # raced with ring eviction; retry from disk
+                else:
+                    await asyncio.sleep(0)  # only filtered-out events: let others run
+                sub.cursor = nxt
+        finally:
+            self._subs.discard(sub)
+            if disk is not None:
+                disk.close()
