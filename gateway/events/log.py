@@ -344,10 +344,10 @@ class EventLog:
     def oldest_sequence(self) -> int:
         """Oldest sequence a subscriber can start from (== next_sequence when the log is empty)."""
         oldest = self.ring_oldest
-        if self._journal is not None:
+        if self._journal is not None and self.journal_error is None:
+            # Events not yet written are queued for the journal, hence retained too.
             j = self._journal.oldest_sequence()
-            if j is not None and j < oldest:
-                oldest = j
+            oldest = min(oldest, self._first if j is None else j)
         return oldest
 
     def check_range(self, seq: int) -> None:
