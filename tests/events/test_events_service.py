@@ -455,3 +455,21 @@ def test_tls(tmp_path: Path) -> None:
     finally:
         server.stop(0)
         log.close()
+
+
+@pytest.mark.parametrize("wake_interval_s", [None, 0.005])
+def test_parked_subscriber_is_woken(
+    harness: Callable[..., Harness], wake_interval_s: float | None
+) -> None:
+    h = harness(journal=False, wake_interval_s=wake_interval_s)
+    stream = h.stub.Subscribe(events_pb2.SubscribeRequest(from_sequence=1), timeout=10)
+    got: list[int] = []
+    for i in range(5):
+        deadline = time.monotonic() + 5
+        while h.server.subscriber_count == 0 and time.monotonic() < deadline:
+            time.sleep(0.005)
+        time.sleep(0.05)  # the subscriber is parked again by now
+        h.log.publish(order(i))
+        got.extend(e.sequence for e in next(stream).events)
+    stream.cancel()
+    assert got == [1, 2, 3, 4, 5]
