@@ -40,7 +40,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from gateway._proto.fixgw.v1 import events_pb2
-from gateway.events.journal import JournalReader, JournalRecord
+from gateway.events.journal import JournalRangeError, JournalReader, JournalRecord
 from gateway.events.log import EventFilter, EventLog, SequenceOutOfRange, frame_event
 
 __all__ = ["EVENT_SERVICE_NAME", "EventServer", "EventServerConfig"]
@@ -515,9 +515,26 @@ class EventServer:
                         except SequenceOutOfRange as exc:
                             await self._out_of_range(context, exc)
                         disk = _DiskCursor(reader)
-                    chunks, nxt = await asyncio.to_thread(
-                        disk.fetch, flt, include_raw, max_events, max_bytes, durable
-                    )
+                    try:
+                        chunks, nxt = await asyncio.to_thread(
+                            disk.fetch, flt, include_raw, max_events, max_bytes, durable
+                        )
+                    except JournalRangeError:
+                        # Retention removed the next segment while we were reading.
+                        await self._out_of_range(
+                            context,
+                            SequenceOutOfRange(
+                                disk.position, log.oldest_sequence(), log.next_sequence
+                            ),
+                        )
+                    except OSError as exc:
+                        _log.error("event journal read failed at %d: %s", disk.position, exc)
+                        await self._abort(
+                            context,
+                            grpc.StatusCode.DATA_LOSS,
+                            f"event journal unreadable at sequence {disk.position}: {exc}",
+                            resume_sequence=disk.position,
+                        )
                 if chunks:
                     await context.write(b"".join(chunks))
                 elif nxt == cursor:

@@ -473,3 +473,15 @@ def test_parked_subscriber_is_woken(
         got.extend(e.sequence for e in next(stream).events)
     stream.cancel()
     assert got == [1, 2, 3, 4, 5]
+
+
+def test_port_in_use_fails_start() -> None:
+    log = EventLog()
+    first = EventServer(log, EventServerConfig(port=0))
+    port = first.start()
+    try:
+        with pytest.raises(RuntimeError, match="bind"):
+            EventServer(log, EventServerConfig(port=port)).start()
+    finally:
+        first.stop(0)
+        log.close()
