@@ -123,19 +123,22 @@ class _Entry:
         "symbol",
     )
 
+    # Set by prepare(); read only after `_wire` is set (see prepare()).
+    raw: bytes
+    symbol: str
+    account: str
+    session: str
+    source_kind: int
+    _framed: bytes | None
+    _framed_raw: bytes | None
+
     def __init__(self, event: events_pb2.Event, kind: events_pb2.EventKind.ValueType, recv_ns: int):
+        # Only what publish() knows; every store here is paid on the publishing thread.
         self.seq = 0
         self.event: events_pb2.Event | None = event
         self.kind = kind
         self.recv_ns = recv_ns
-        self.raw = b""
-        self.symbol = ""
-        self.account = ""
-        self.session = ""
-        self.source_kind = 0
         self._wire: bytes | None = None
-        self._framed: bytes | None = None
-        self._framed_raw: bytes | None = None
 
     def prepare(self) -> bytes:
         """Finish the event (sequence, kind, receive time), extract keys and raw, serialize.
@@ -157,9 +160,11 @@ class _Entry:
                 ts.seconds = ns // 1_000_000_000
                 ts.nanos = ns % 1_000_000_000
             raw = ev.raw_fix
+            self.raw = raw
             if raw:
-                self.raw = raw
                 ev.ClearField("raw_fix")
+            self._framed = None
+            self._framed_raw = None
             src = ev.source
             self.symbol = ev.symbol
             self.account = ev.account
