@@ -1,0 +1,230 @@
+#!/usr/bin/env python3
+"""`fixgw` with its order path instrumented, for finding where the gateway's time goes.
+
+    python tools/benchlib/gw_profile.py --out DIR [--cprofile] -- run --config gw.toml
+    python tools/bench_fix.py --profile-gateway DIR      # the same, inside the benchmark
+
+Why a launcher rather than edits: the benchmark must measure the gateway's code as committed,
+and whoever profiles must not leave timers in the hot path. Everything here is patched onto
+the classes in this process only, before the gateway builds its objects.
+
+Two modes:
+- timing (default): inclusive wall time and thread CPU time per call of the functions in
+  TARGETS (and of the whole QuickFIX callback per session role), ~1 µs of overhead per timed
+  call. CPU time is the figure to attribute cost with: wall time also holds waits for the GIL
+  (the OMS and venue callback threads share it) and for the CPU on a busy machine.
+- --cprofile: a cProfile per QuickFIX callback thread (cProfile only sees the thread that
+  enabled it, and QuickFIX's threads are not started by `threading`), enabled for the duration
+  of each fromApp, merged at exit. Good for the breakdown, inflates small functions.
+
+At exit (SIGTERM/SIGINT, via `fixgw run`'s own shutdown) writes DIR/gw_timing.json, and with
+--cprofile DIR/gw.pstats and DIR/gw_profile.txt.
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import functools
+import importlib
+import io
+import json
+import pstats
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+# module:Class.attr or module:function. Missing ones are skipped (the code may have moved).
+TARGETS = (
+    "gateway.routing.router:Router.on_oms_message",
+    "gateway.routing.router:Router._new_order",
+    "gateway.routing.router:Router.on_venue_message",
+    "gateway.routing.router:Router._execution_report",
+    "gateway.routing.router:Router._forward",
+    "gateway.routing.router:OmsContext.send",
+    "gateway.routing.router:VenueTrading.send",
+    "gateway.routing.router:VenueTrading.is_up",
+    "gateway.risk.validation:OrderValidator.validate",
+    "gateway.orders.store:OrderStore.is_used",
+    "gateway.orders.store:OrderStore.add_order",
+    "gateway.orders.store:OrderStore.resolve_report",
+    "gateway.orders.store:OrderStore.apply_report",
+    "gateway.orders.store:OrderStore._record",
+    "gateway.orders.store:OrderStore._apply",
+    "gateway.orders.store:VenueIdSource.next",
+    "gateway.orders.journal:Journal.append",
+    "gateway.fix.messages:utc_timestamp",
+    "gateway.fix.messages:strip_resend_header",
+    "gateway.fix.messages:msg_type",
+    "gateway.routing.router:get",
+    "gateway.routing.router:session_send",
+    "gateway.fix.application:SessionApplication.status",
+    "gateway.fix.application:SessionApplication.toApp",
+    "gateway.fix.messages:new_message",
+    "gateway.orders.model:Order.__init__",
+)
+
+_lock = threading.Lock()
+_per_thread: list[dict[str, list[int]]] = []  # name -> [calls, wall ns, cpu ns]
+_local = threading.local()
+
+
+def _acc() -> dict[str, list[int]]:
+    d: dict[str, list[int]] | None = getattr(_local, "acc", None)
+    if d is None:
+        d = _local.acc = {}
+        with _lock:
+            _per_thread.append(d)
+    return d
+
+
+def _timed(name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
+    wall, cpu = time.perf_counter_ns, time.thread_time_ns
+
+    @functools.wraps(fn)
+    def wrapper(*a: Any, **kw: Any) -> Any:
+        t0, c0 = wall(), cpu()
+        try:
+            return fn(*a, **kw)
+        finally:
+            _add(name, wall() - t0, cpu() - c0)
+
+    return wrapper
+
+
+def _add(name: str, wall_ns: int, cpu_ns: int) -> None:
+    acc = _acc()
+    slot = acc.get(name)
+    if slot is None:
+        acc[name] = [1, wall_ns, cpu_ns]
+    else:
+        slot[0] += 1
+        slot[1] += wall_ns
+        slot[2] += cpu_ns
+
+
+def _resolve(target: str) -> tuple[Any, str] | None:
+    mod_name, _, qual = target.partition(":")
+    try:
+        owner: Any = importlib.import_module(mod_name)
+    except ImportError:
+        return None
+    *path, attr = qual.split(".")
+    for p in path:
+        owner = getattr(owner, p, None)
+        if owner is None:
+            return None
+    return (owner, attr) if hasattr(owner, attr) else None
+
+
+def install_timing() -> list[str]:
+    skipped = []
+    for t in TARGETS:
+        found = _resolve(t)
+        if found is None:
+            skipped.append(t)
+            continue
+        owner, attr = found
+        raw = owner.__dict__.get(attr, getattr(owner, attr))
+        if isinstance(raw, staticmethod):
+            setattr(owner, attr, staticmethod(_timed(t, raw.__func__)))
+        else:
+            setattr(owner, attr, _timed(t, raw))
+    # The whole Python side of each callback, split by session role (oms / venue).
+    from gateway.fix.application import SessionApplication
+
+    orig = SessionApplication.fromApp
+    wall, cpu = time.perf_counter_ns, time.thread_time_ns
+
+    def from_app(self: Any, message: Any, session_id: Any) -> None:
+        t0, c0 = wall(), cpu()
+        try:
+            orig(self, message, session_id)
+        finally:
+            _add(f"fromApp[{self.role}]", wall() - t0, cpu() - c0)
+
+    SessionApplication.fromApp = from_app  # type: ignore[method-assign,assignment]
+    return skipped
+
+
+_profiles: list[cProfile.Profile] = []
+
+
+def install_cprofile() -> None:
+    from gateway.fix.application import SessionApplication
+
+    orig = SessionApplication.fromApp
+
+    def from_app(self: Any, message: Any, session_id: Any) -> None:
+        prof: cProfile.Profile | None = getattr(_local, "prof", None)
+        if prof is None:
+            prof = _local.prof = cProfile.Profile()
+            with _lock:
+                _profiles.append(prof)
+        prof.enable()
+        try:
+            orig(self, message, session_id)
+        finally:
+            prof.disable()
+
+    SessionApplication.fromApp = from_app  # type: ignore[method-assign,assignment]
+
+
+def dump(out: Path, skipped: list[str]) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    merged: dict[str, list[int]] = {}
+    with _lock:
+        for acc in _per_thread:
+            for k, (n, wall_ns, cpu_ns) in list(acc.items()):
+                slot = merged.setdefault(k, [0, 0, 0])
+                slot[0] += n
+                slot[1] += wall_ns
+                slot[2] += cpu_ns
+    report = {k: {"calls": n, "wall_ms": round(w / 1e6, 3), "cpu_ms": round(c / 1e6, 3),
+                  "wall_us_per_call": round(w / n / 1000, 2) if n else None,
+                  "cpu_us_per_call": round(c / n / 1000, 2) if n else None}
+              for k, (n, w, c) in sorted(merged.items(), key=lambda kv: -kv[1][2])}
+    (out / "gw_timing.json").write_text(json.dumps({"timings": report, "skipped": skipped},
+                                                   indent=1), encoding="utf-8")
+    with _lock:
+        profiles = list(_profiles)
+    if profiles:
+        stats = pstats.Stats(profiles[0])
+        for p in profiles[1:]:
+            stats.add(p)
+        stats.dump_stats(str(out / "gw.pstats"))
+        buf = io.StringIO()
+        pstats.Stats(str(out / "gw.pstats"), stream=buf).sort_stats("tottime").print_stats(45)
+        buf.write("\n\n")
+        pstats.Stats(str(out / "gw.pstats"), stream=buf).sort_stats("cumulative").print_stats(45)
+        (out / "gw_profile.txt").write_text(buf.getvalue(), encoding="utf-8")
+
+
+def main() -> int:
+    argv = sys.argv[1:]
+    split = argv.index("--") if "--" in argv else len(argv)
+    p = argparse.ArgumentParser(description="fixgw with an instrumented order path")
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--cprofile", action="store_true")
+    args = p.parse_args(argv[:split])
+    root = Path(__file__).resolve().parents[2]
+    if str(root) not in sys.path:
+        sys.path.insert(0, str(root))
+    skipped: list[str] = []
+    if args.cprofile:
+        install_cprofile()
+    else:
+        skipped = install_timing()
+    from gateway.cli.main import main as fixgw_main
+
+    try:
+        return fixgw_main(argv[split + 1:])
+    finally:
+        dump(args.out, skipped)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
