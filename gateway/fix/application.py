@@ -11,14 +11,27 @@ import logging
 import threading
 import time
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Protocol
 
 import quickfix as fix
 
-from gateway.fix.messages import MSG_TYPE
+from gateway.fix.messages import (
+    MSG_SEQ_NUM,
+    MSG_TYPE,
+    ORIG_SENDING_TIME,
+    POSS_DUP,
+    SENDING_TIME,
+    TEXT,
+)
 from gateway.fix.settings import session_key
 
 log = logging.getLogger("fixgw.session")
+
+REF_SEQ_NUM = 45
+REF_TAG_ID = 371
+REF_MSG_TYPE = 372
+SESSION_REJECT_REASON = 373
 
 
 @dataclass
@@ -91,6 +104,12 @@ class _StatusListener(Protocol):
     def __call__(self, status: SessionStatus, old_state: str, reason: str) -> None: ...
 
 
+# The exceptions QuickFIX's binding translates into protocol answers; any other exception
+# escaping a callback makes the binding print it and exit the process.
+_QUICKFIX_ANSWERS = (fix.RejectLogon, fix.FieldNotFound, fix.IncorrectDataFormat,
+                     fix.IncorrectTagValue, fix.UnsupportedMessageType)
+
+
 class SessionApplication(fix.Application):  # type: ignore[misc]
     def __init__(self, handler: SessionHandler, role: str, board: StatusBoard) -> None:
         super().__init__()
@@ -139,8 +158,18 @@ class SessionApplication(fix.Application):  # type: ignore[misc]
 
     def fromAdmin(self, message: fix.Message, sessionID: fix.SessionID) -> None:
         self.status(sessionID).last_received = time.time()
-        # RejectLogon must propagate to QuickFIX: it is how a logon is refused.
-        self.handler.on_admin_in(message, sessionID)
+        problem = poss_dup_problem(message)
+        if problem == _MISSING_ORIG:
+            raise fix.FieldNotFound(ORIG_SENDING_TIME)  # QuickFIX answers 373=1 371=122
+        if problem is not None:
+            send_session_reject(message, sessionID, problem)
+        try:
+            self.handler.on_admin_in(message, sessionID)
+        except _QUICKFIX_ANSWERS:
+            raise  # RejectLogon refuses a logon; the others become a session Reject
+        except Exception:
+            # Any other exception would make the QuickFIX binding end the process (Py_Exit).
+            log.exception("fromAdmin failed for %s", session_key(sessionID))
 
     def toApp(self, message: fix.Message, sessionID: fix.SessionID) -> None:
         pass
@@ -148,13 +177,61 @@ class SessionApplication(fix.Application):  # type: ignore[misc]
     def fromApp(self, message: fix.Message, sessionID: fix.SessionID) -> None:
         st = self.status(sessionID)
         st.last_received = time.time()
+        if message.getHeader().isSetField(POSS_DUP):
+            problem = poss_dup_problem(message)
+            if problem is not None:
+                # A session-level problem: a session Reject, and the message is not processed.
+                send_session_reject(message, sessionID, problem)
+                return
         try:
             self.handler.on_app_message(message, sessionID)
-        except fix.UnsupportedMessageType:
+        except _QUICKFIX_ANSWERS:
             raise
         except Exception:
             log.exception("handling %s from %s failed",
                           message.getHeader().getField(MSG_TYPE), st.key)
+
+
+# QuickFIX checks PossDupFlag/OrigSendingTime only on messages whose MsgSeqNum is too low; FIX
+# 4.4 (session test cases 2f, 2g) wants the same at the expected MsgSeqNum. These fill the gap.
+_MISSING_ORIG = ("1", "required tag missing: OrigSendingTime (122) with PossDupFlag=Y")
+_ORIG_AFTER = ("10", "SendingTime accuracy problem: OrigSendingTime (122) after SendingTime (52)")
+
+
+def _utc(value: str) -> datetime:
+    fmt = "%Y%m%d-%H:%M:%S.%f" if "." in value else "%Y%m%d-%H:%M:%S"
+    return datetime.strptime(value, fmt)
+
+
+def poss_dup_problem(msg: fix.Message) -> tuple[str, str] | None:
+    """(SessionRejectReason, text) when a PossDupFlag=Y message breaks the 122/52 rules."""
+    header = msg.getHeader()
+    if not header.isSetField(POSS_DUP) or header.getField(POSS_DUP) != "Y":
+        return None
+    if not header.isSetField(ORIG_SENDING_TIME):
+        return _MISSING_ORIG
+    try:
+        if _utc(header.getField(ORIG_SENDING_TIME)) > _utc(header.getField(SENDING_TIME)):
+            return _ORIG_AFTER
+    except ValueError:
+        return None  # a malformed timestamp is QuickFIX's own 373=6 case
+    return None
+
+
+def send_session_reject(msg: fix.Message, session_id: fix.SessionID,
+                        problem: tuple[str, str]) -> None:
+    header = msg.getHeader()
+    rej = fix.Message()
+    rej.getHeader().setField(MSG_TYPE, "3")
+    rej.setField(REF_SEQ_NUM, header.getField(MSG_SEQ_NUM))
+    rej.setField(REF_MSG_TYPE, header.getField(MSG_TYPE))
+    rej.setField(SESSION_REJECT_REASON, problem[0])
+    if problem[0] == "1":
+        rej.setField(REF_TAG_ID, str(ORIG_SENDING_TIME))
+    rej.setField(TEXT, problem[1])
+    session = fix.Session.lookupSession(session_id)
+    if session is not None:
+        session.send(rej)
 
 
 def is_logon(msg: fix.Message) -> bool:

@@ -5,8 +5,10 @@ real `fixgw run` process. The expected behaviour is taken from FIX 4.4 Volume 2 
 protocol), chiefly its "FIX Session-level Test Cases and Expected Behaviors" table; the case
 numbers cited in the docstrings (1S, 2b, 10, 14a, ...) are that table's. Where QuickFIX 1.16
 does not do what the spec requires the test still asserts the spec and is marked
-`xfail(strict=True)` with the reason taken from the engine source (/work/qfsrc/C++/Session.cpp);
-none of those is fixed by a QuickFIX setting.
+`xfail(strict=True)` with the reason taken from the engine source (QuickFIX 1.16 source, C++/Session.cpp);
+none of those is fixed by a QuickFIX setting. Cases 2f and 2g at the expected MsgSeqNum, which
+QuickFIX only checks on resends, are enforced by the gateway's own callback layer
+(gateway/fix/application.py).
 
 One gateway serves the module; each test gets its own OMS CompID, so each starts a fresh FIX
 session at MsgSeqNum 1 in both directions. Default HeartBtInt is 5 s (no heartbeat traffic
@@ -253,10 +255,6 @@ def test_poss_dup_not_yet_received_is_processed(session: RawFixClient) -> None:
     assert_alive(session)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "QuickFIX 1.16 compares OrigSendingTime with SendingTime only for a MsgSeqNum lower than "
-    "expected (Session::doTargetTooLow -> doPossDup); at the expected MsgSeqNum the message is "
-    "processed normally. No QuickFIX C++ setting enables the check."))
 def test_poss_dup_orig_sending_time_after_sending_time_rejected(session: RawFixClient) -> None:
     """2f: PossDupFlag=Y, OrigSendingTime greater than SendingTime, MsgSeqNum as expected:
     Reject with SessionRejectReason 10 (SendingTime accuracy problem), increment the inbound
@@ -278,11 +276,6 @@ def test_poss_dup_resend_orig_sending_time_after_sending_time_rejected(
     expect_logout_and_close(session)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "QuickFIX 1.16 requires OrigSendingTime only for a MsgSeqNum lower than expected "
-    "(Session::doTargetTooLow -> doPossDup); at the expected MsgSeqNum a PossDupFlag=Y message "
-    "without OrigSendingTime is processed normally. No QuickFIX C++ setting enables the check "
-    "(QuickFIX/J's RequiresOrigSendingTime has no C++ counterpart)."))
 def test_poss_dup_without_orig_sending_time_rejected(session: RawFixClient) -> None:
     """2g: PossDupFlag=Y and no OrigSendingTime: Reject with SessionRejectReason 1 (required tag
     missing) referencing tag 122, and increment the inbound MsgSeqNum."""
