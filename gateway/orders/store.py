@@ -131,9 +131,16 @@ class OrderStore:
 
     def apply_report(self, target: ReportTarget, *, venue_cl_ord_id: str, exec_id: str,
                      exec_type: str, ord_status: str, cum_qty: str | None, avg_px: str | None,
-                     order_id: str | None, qty: str | None, price: str | None) -> bool:
-        """Record a forwarded execution report; False if the status move is not FIX-legal
-        (kept anyway, since the venue owns the order, but the caller logs it)."""
+                     order_id: str | None, qty: str | None, price: str | None
+                     ) -> tuple[bool, dict[str, Any]]:
+        """Apply a venue report to the in-memory order, and return (legal, record).
+
+        The record is not journaled here: the caller forwards the report first and then calls
+        `commit`, so a crash in between makes the venue resend it (see routing.router). The
+        in-memory state moves first so that an OMS acting on the forwarded report (a replace
+        right after a fill) already sees the new state. `legal` is False when FIX 4.4 does not
+        allow the status move; the venue's word is kept anyway and the caller logs it.
+        """
         with self.lock:
             legal = state.can_transition(target.order.status, ord_status)
             rec: dict[str, Any] = {"t": "E", "k": list(self._key(target.order)), "x": exec_id,
@@ -152,8 +159,12 @@ class OrderStore:
                     rec["q"] = qty
                 if price is not None:
                     rec["p"] = price
-            self._record(rec)
-            return legal
+            self._apply(rec)
+            return legal, rec
+
+    def commit(self, rec: dict[str, Any]) -> None:
+        """Journal a record already applied in memory."""
+        self._journal.append(rec)
 
     def close(self) -> None:
         self._journal.close()

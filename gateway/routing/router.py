@@ -26,6 +26,7 @@ from gateway.fix.application import BaseHandler
 from gateway.fix.kraken_logon import KrakenCredentials, add_trading_logon_fields
 from gateway.fix.messages import get, session_send
 from gateway.fix.settings import session_key
+from gateway.marketdata.fanout import OmsMarketData
 from gateway.orders import state
 from gateway.orders.model import Order
 from gateway.orders.store import OrderStore, ReportTarget
@@ -86,6 +87,7 @@ class Router:
         self.sink: RoutingSink = sink or NullSink()
         self.pre_trade_check = pre_trade_check
         self.venue = VenueTrading()
+        self.md: OmsMarketData | None = None  # OMS market-data requests, when a feed exists
         self.exec_ids = m.ExecIdSource("GW")
         self._oms_by_sid: dict[str, OmsContext] = {}
         self._oms_by_key: dict[str, OmsContext] = {}
@@ -120,8 +122,15 @@ class Router:
             self._status(msg, ctx)
         elif t == "q":
             self._mass_cancel(msg, ctx)
+        elif t == "V" and self.md is not None:
+            self.md.on_request(msg, ctx.key, ctx.send)
         else:
             raise fix.UnsupportedMessageType()
+
+    def on_oms_logout(self, sid: fix.SessionID) -> None:
+        ctx = self._oms_by_sid.get(sid.toString())
+        if ctx is not None and self.md is not None:
+            self.md.drop(ctx.key)
 
     def _new_order(self, msg: fix.Message, ctx: OmsContext) -> None:
         cl = msg.getField(m.CL_ORD_ID)
@@ -204,9 +213,10 @@ class Router:
     def _reject_recorded(self, ctx: OmsContext, order: Order, text: str) -> None:
         exec_id = self.exec_ids.next()
         target = ReportTarget(order, order.oms_cl_ord_id, None, "new", False)
-        self.store.apply_report(target, venue_cl_ord_id=order.venue_cl_ord_id, exec_id=exec_id,
-                                exec_type="8", ord_status="8", cum_qty="0", avg_px="0",
-                                order_id=None, qty=None, price=None)
+        _legal, rec = self.store.apply_report(
+            target, venue_cl_ord_id=order.venue_cl_ord_id, exec_id=exec_id, exec_type="8",
+            ord_status="8", cum_qty="0", avg_px="0", order_id=None, qty=None, price=None)
+        self.store.commit(rec)
         self._reject_new(ctx, order.oms_cl_ord_id,
                          v.OrderInput(order.symbol, order.side, str(order.qty), order.ord_type,
                                       None, order.tif, order.account),
@@ -439,11 +449,12 @@ class Router:
         cum, avg = get(msg, m.CUM_QTY), get(msg, m.AVG_PX)
         order_id, qty, price = get(msg, m.ORDER_ID), get(msg, m.ORDER_QTY), get(msg, m.PRICE)
         last_qty, last_px = get(msg, m.LAST_QTY), get(msg, m.LAST_PX)
-        self._forward(msg, target)
-        legal = self.store.apply_report(
+        legal, rec = self.store.apply_report(
             target, venue_cl_ord_id=venue_cl, exec_id=exec_id, exec_type=exec_type,
             ord_status=ord_status, cum_qty=cum, avg_px=avg, order_id=order_id, qty=qty,
             price=price)
+        self._forward(msg, target)
+        self.store.commit(rec)
         if not legal:
             log.warning("order %s: venue moved OrdStatus to %s from a state FIX 4.4 does not "
                         "allow it from; kept the venue's word", target.oms_cl_ord_id, ord_status)
@@ -472,6 +483,9 @@ def _is_poss_dup(msg: fix.Message) -> bool:
 class OmsHandler(BaseHandler):
     def __init__(self, router: Router) -> None:
         self.router = router
+
+    def on_logout(self, session_id: fix.SessionID) -> None:
+        self.router.on_oms_logout(session_id)
 
     def on_app_message(self, msg: fix.Message, session_id: fix.SessionID) -> None:
         self.router.on_oms_message(msg, session_id)

@@ -4,6 +4,7 @@ to the venue twice."""
 
 from __future__ import annotations
 
+import contextlib
 import queue
 import time
 from collections import defaultdict
@@ -17,10 +18,8 @@ from tests.procs import Credentials, GatewayProcess, SimProcess
 def _collect(oms: Oms, until: float) -> list[Received]:
     got: list[Received] = []
     while time.monotonic() < until:
-        try:
+        with contextlib.suppress(queue.Empty):
             got.append(oms.c.inbox.get(timeout=0.2))
-        except queue.Empty:
-            pass
     return got
 
 

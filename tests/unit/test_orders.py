@@ -32,8 +32,10 @@ def test_store_rebuilds_every_mapping_after_restart(tmp_path: Path) -> None:
     s.add_request("101", ("FIXGW->OMS", "A1"), "A2", "replace")
     t = s.resolve_report("101", "100", "E1")
     assert t is not None and t.oms_cl_ord_id == "A2" and t.oms_orig_cl_ord_id == "A1"
-    s.apply_report(t, venue_cl_ord_id="101", exec_id="E1", exec_type="5", ord_status="0",
-                   cum_qty="0", avg_px="0", order_id="OABC", qty="0.5", price="44000.0")
+    _legal, rec = s.apply_report(t, venue_cl_ord_id="101", exec_id="E1", exec_type="5",
+                                 ord_status="0", cum_qty="0", avg_px="0", order_id="OABC",
+                                 qty="0.5", price="44000.0")
+    s.commit(rec)
     s.mark_used("FIXGW->OMS", "BAD1")
     s.close()
 
