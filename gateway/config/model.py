@@ -124,6 +124,8 @@ class VenueConfig(_Strict):
     cancel_orders_on_disconnect: bool = False
     symbols: tuple[str, ...] = ("BTC/USD", "ETH/USD", "ARB/USD")
     md_depth: int = Field(default=10, ge=1, le=1000)
+    # A subscribed symbol silent this long is resubscribed (fresh snapshot).
+    md_stale_after_s: float = Field(default=10.0, gt=0)
 
     _cid = field_validator("sender_comp_id")(_check_comp_id)
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from decimal import Decimal
 from pathlib import Path
 
 import quickfix as fix
@@ -23,6 +24,9 @@ from gateway.fix.settings import (
     acceptor_address_policy,
     common_defaults,
 )
+from gateway.marketdata.fanout import OmsMarketData
+from gateway.marketdata.feed import MarketDataFeed
+from gateway.marketdata.instruments import InstrumentRegistry
 from gateway.orders.store import OrderStore
 from gateway.risk.validation import OrderValidator
 from gateway.routing.router import Router
@@ -49,15 +53,30 @@ class Gateway:
         self.board = StatusBoard()
         self.store = OrderStore(self.data_dir / "orders.journal",
                                 config.gateway.journal_fsync_interval_ms)
-        symbols = set(config.venue.symbols)
-        self.validator = OrderValidator(known_symbol=symbols.__contains__)
+        self.instruments = InstrumentRegistry()
+        self.md_feed = MarketDataFeed(config.venue.symbols, config.venue.md_depth,
+                                      self.instruments, config.venue.md_stale_after_s)
+        self.validator = OrderValidator(known_symbol=self._known_symbol,
+                                         instrument_check=self._instrument_check)
         self.router = Router(self.store, self.validator)
+        self.router.md = OmsMarketData(self.md_feed)
         self.credentials = credentials
         self._acceptor: fix.SocketAcceptor | None = None
         self._initiator: fix.SocketInitiator | None = None
         self._supervisor: ReconnectSupervisor | None = None
         # QuickFIX keeps raw pointers to these: they must outlive the engines.
         self._keep: list[object] = []
+
+    def _known_symbol(self, symbol: str) -> bool:
+        """Tradable = configured and, once the venue's InstrumentList is in, listed by it."""
+        if symbol not in self.md_feed.books:
+            return False
+        return len(self.instruments) == 0 or symbol in self.instruments
+
+    def _instrument_check(self, symbol: str, qty: Decimal, price: Decimal | None) -> str | None:
+        if symbol not in self.instruments:
+            return None
+        return self.instruments.validate_order(symbol, qty, price)
 
     # ---- settings ----------------------------------------------------------------------------
     def _log_dir(self, role: str) -> Path | None:
@@ -100,6 +119,7 @@ class Gateway:
         venue_handler = self.router.venue_handler(self.credentials,
                                                   c.venue.cancel_orders_on_disconnect)
         venue_handler.trading_target = c.venue.trading.target_comp_id
+        venue_handler.md_handler = self.md_feed
         venue_app = SessionApplication(venue_handler, "venue", self.board)
         venue_settings = self.venue_settings().write(cfg_dir / "venue.cfg")
         venue_store = fix.FileStoreFactory(venue_settings)
@@ -142,6 +162,7 @@ class Gateway:
 
     def stop(self) -> None:
         """Log out every session (QuickFIX waits for the Logout exchange), then close stores."""
+        self.md_feed.stop()
         if self._supervisor is not None:
             self._supervisor.stop()
         if self._acceptor is not None:

@@ -1,0 +1,263 @@
+"""The venue market-data session (KRAKEN-MD): instruments, subscriptions and live books.
+
+At logon it asks for the InstrumentList (35=x) — tick, precision and minimum per symbol, which
+order validation then enforces — and subscribes (35=V) to each configured symbol separately,
+so one symbol can be resubscribed without disturbing the others.
+
+Integrity: a book is resubscribed (fresh snapshot) when the venue's CRC32 checksum (5041)
+disagrees with ours, when the per-symbol RptSeq (83) skips, when the book crosses, or when a
+symbol has been silent longer than `stale_after_s`. Each of those is logged and reported to the
+listeners as an integrity event with its reason. Increments for a subscription we replaced are
+ignored, so a late message from the old subscription cannot corrupt the new snapshot.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import threading
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Protocol
+
+import quickfix as fix
+
+from gateway.fix import messages as m
+from gateway.fix.application import BaseHandler
+from gateway.fix.messages import get
+from gateway.marketdata.book import Book
+from gateway.marketdata.fix_md import (
+    BID,
+    CHECKSUM_TAG,
+    OFFER,
+    TRADE,
+    MdEntry,
+    parse_incremental,
+    parse_snapshot,
+)
+from gateway.marketdata.instruments import Instrument, InstrumentRegistry
+
+log = logging.getLogger("fixgw.marketdata")
+
+SECURITY_REQ_ID = 320
+SECURITY_LIST_REQUEST_TYPE = 559
+MIN_TRADE_VOL = 562
+MIN_PRICE_INCREMENT = 969
+PRICE_PRECISION = 2349
+QTY_PRECISION = 5010
+TICK_SIZE = 5022
+
+_SIDES = {BID: "bid", OFFER: "ask"}
+
+
+class MdListener(Protocol):
+    def on_snapshot(self, symbol: str, book: Book) -> None: ...
+    def on_update(self, symbol: str, book: Book, entries: Sequence[MdEntry]) -> None: ...
+    def on_integrity(self, symbol: str, reason: str) -> None: ...
+
+
+@dataclass
+class _Sub:
+    req_id: str
+    symbol: str
+    rpt_seq: int = 0
+    synced: bool = False
+    last_rx: float = 0.0
+    resubscribes: int = 0
+
+
+class MarketDataFeed(BaseHandler):
+    def __init__(self, symbols: Sequence[str], depth: int, instruments: InstrumentRegistry,
+                 stale_after_s: float = 10.0) -> None:
+        self.symbols = tuple(symbols)
+        self.depth = depth
+        self.instruments = instruments
+        self.stale_after_s = stale_after_s
+        self.books: dict[str, Book] = {s: Book(s, max_depth=depth) for s in symbols}
+        self.listeners: list[MdListener] = []
+        self.integrity_events: list[tuple[str, str]] = []  # (symbol, reason), for ops and tests
+        self._session: fix.Session | None = None
+        self._subs: dict[str, _Sub] = {}     # symbol -> current subscription
+        self._by_req: dict[str, _Sub] = {}   # MDReqID -> subscription (current only)
+        self._ids = itertools.count(1)
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._watchdog = threading.Thread(target=self._watch, name="md-stale", daemon=True)
+        self._watchdog.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    # ---- session -----------------------------------------------------------------------------
+    def on_logon(self, session_id: fix.SessionID) -> None:
+        self._session = fix.Session.lookupSession(session_id)
+        req = m.new_message("x")
+        req.setField(SECURITY_REQ_ID, f"IL{next(self._ids)}")
+        req.setField(SECURITY_LIST_REQUEST_TYPE, "4")  # 4 = all securities
+        self._session.send(req)
+        for symbol in self.symbols:
+            self._subscribe(symbol)
+
+    def on_logout(self, session_id: fix.SessionID) -> None:
+        self._session = None
+        with self._lock:
+            for sub in self._subs.values():
+                sub.synced = False
+
+    def on_app_message(self, msg: fix.Message, session_id: fix.SessionID) -> None:
+        t = m.msg_type(msg)
+        if t == "X":
+            self._incremental(msg)
+        elif t == "W":
+            self._snapshot(msg)
+        elif t == "y":
+            self._instrument_list(msg)
+        elif t == "Y":
+            self._rejected(msg)
+        else:
+            raise fix.UnsupportedMessageType()
+
+    # ---- subscriptions -----------------------------------------------------------------------
+    def _subscribe(self, symbol: str) -> None:
+        req_id = f"MD-{symbol}-{next(self._ids)}"
+        with self._lock:
+            old = self._subs.get(symbol)
+            sub = _Sub(req_id, symbol, last_rx=time.monotonic(),
+                       resubscribes=(old.resubscribes if old else 0))
+            self._subs[symbol] = sub
+            if old is not None:
+                self._by_req.pop(old.req_id, None)
+            self._by_req[req_id] = sub
+        session = self._session
+        if session is None:
+            return
+        if old is not None:
+            session.send(self._request(old.req_id, symbol, "2"))
+        session.send(self._request(req_id, symbol, "1"))
+
+    def _request(self, req_id: str, symbol: str, sub_type: str) -> fix.Message:
+        v = m.new_message("V")
+        v.setField(m.MD_REQ_ID, req_id)
+        v.setField(m.SUBSCRIPTION_REQUEST_TYPE, sub_type)
+        v.setField(m.MARKET_DEPTH, str(self.depth))
+        v.setField(m.MD_UPDATE_TYPE, "1")
+        for entry_type in ("0", "1", "2"):
+            g = fix.Group(m.NO_MD_ENTRY_TYPES, m.MD_ENTRY_TYPE)
+            g.setField(m.MD_ENTRY_TYPE, entry_type)
+            v.addGroup(g)
+        g = fix.Group(m.NO_RELATED_SYM, m.SYMBOL)
+        g.setField(m.SYMBOL, symbol)
+        v.addGroup(g)
+        return v
+
+    def resubscribe(self, symbol: str, reason: str) -> None:
+        log.warning("market data %s: %s; resubscribing for a fresh snapshot", symbol, reason)
+        self.integrity_events.append((symbol, reason))
+        with self._lock:
+            sub = self._subs.get(symbol)
+            if sub is not None:
+                sub.resubscribes += 1
+        for listener in self.listeners:
+            listener.on_integrity(symbol, reason)
+        self._subscribe(symbol)
+
+    # ---- messages ------------------------------------------------------------------------------
+    def _snapshot(self, msg: fix.Message) -> None:
+        sub = self._by_req.get(msg.getField(m.MD_REQ_ID))
+        if sub is None:
+            return
+        bids, asks = parse_snapshot(msg)
+        book = self.books[sub.symbol]
+        book.apply_snapshot(bids, asks)
+        sub.rpt_seq = 0
+        sub.synced = True
+        sub.last_rx = time.monotonic()
+        if not self._verify(sub, book, get(msg, CHECKSUM_TAG)):
+            return
+        for listener in self.listeners:
+            listener.on_snapshot(sub.symbol, book)
+
+    def _incremental(self, msg: fix.Message) -> None:
+        sub = self._by_req.get(get(msg, m.MD_REQ_ID) or "")
+        if sub is None or not sub.synced:
+            return  # from a subscription we replaced, or before its snapshot
+        entries, rpt_seq = parse_incremental(msg)
+        updates = [(_SIDES[e.entry_type], e.price, e.qty) for e in entries
+                   if e.entry_type in _SIDES]
+        sub.last_rx = time.monotonic()
+        if rpt_seq is not None:
+            if rpt_seq != sub.rpt_seq + 1:
+                self.resubscribe(sub.symbol, f"sequence gap: RptSeq {rpt_seq} after {sub.rpt_seq}")
+                return
+            sub.rpt_seq = rpt_seq
+        book = self.books[sub.symbol]
+        book.apply_updates(updates)
+        for e in entries:
+            if e.entry_type == TRADE:
+                book.record_trade(e.price, e.qty, "sell" if e.aggressor == "2" else "buy")
+        if book.is_crossed():
+            self.resubscribe(sub.symbol, "crossed book after an update")
+            return
+        if not self._verify(sub, book, get(msg, CHECKSUM_TAG)):
+            return
+        for listener in self.listeners:
+            listener.on_update(sub.symbol, book, entries)
+
+    def _verify(self, sub: _Sub, book: Book, checksum: str | None) -> bool:
+        if checksum is None:
+            return True
+        inst = self.instruments.get(sub.symbol)
+        if inst is None:
+            return True  # precision unknown yet: the InstrumentList arrives with the first W
+        ours = book.checksum(inst.price_decimals, inst.qty_decimals)
+        if str(ours) != checksum:
+            self.resubscribe(sub.symbol, f"checksum mismatch: venue {checksum}, book {ours}")
+            return False
+        return True
+
+    def _instrument_list(self, msg: fix.Message) -> None:
+        found: list[Instrument] = []
+        g = fix.Group(m.NO_RELATED_SYM, m.SYMBOL)
+        for i in range(1, int(get(msg, m.NO_RELATED_SYM) or "0") + 1):
+            msg.getGroup(i, g)
+            try:
+                tick = get(g, TICK_SIZE) or get(g, MIN_PRICE_INCREMENT)
+                found.append(Instrument.from_precision(
+                    g.getField(m.SYMBOL), int(g.getField(PRICE_PRECISION)),
+                    int(g.getField(QTY_PRECISION)), Decimal(get(g, MIN_TRADE_VOL) or "0"),
+                    Decimal(tick) if tick else None))
+            except (fix.FieldNotFound, ValueError, ArithmeticError) as exc:
+                log.warning("InstrumentList entry %d unusable: %s", i, exc)
+        self.instruments.replace_all(found)
+        log.info("instrument list: %d instruments (%s)", len(found),
+                 ", ".join(i.symbol for i in found))
+
+    def _rejected(self, msg: fix.Message) -> None:
+        req_id = msg.getField(m.MD_REQ_ID)
+        sub = self._by_req.get(req_id)
+        reason = f"MarketDataRequest {req_id} rejected by the venue: {get(msg, m.TEXT) or ''}"
+        log.error("%s (reason %s)", reason, get(msg, m.MD_REQ_REJ_REASON))
+        if sub is not None:
+            sub.synced = False
+            self.integrity_events.append((sub.symbol, reason))
+            for listener in self.listeners:
+                listener.on_integrity(sub.symbol, reason)
+
+    # ---- staleness -----------------------------------------------------------------------------
+    def _watch(self) -> None:
+        while not self._stop.wait(min(1.0, self.stale_after_s / 4)):
+            if self._session is None:
+                continue
+            now = time.monotonic()
+            stale = [s for s in list(self._subs.values())
+                     if now - s.last_rx > self.stale_after_s]
+            for s in stale:
+                self.resubscribe(s.symbol,
+                                 f"stale feed: no update for {now - s.last_rx:.1f} s")
+
+    def subscriptions(self) -> Iterable[tuple[str, str, bool, int]]:
+        """(symbol, MDReqID, synced, resubscribes) per symbol, for ops."""
+        with self._lock:
+            return [(s.symbol, s.req_id, s.synced, s.resubscribes) for s in self._subs.values()]

@@ -1,0 +1,172 @@
+"""FIX market-data messages shared by every publisher of books (the simulator's venue feed and
+the gateway's fan-out to OMS sessions): snapshot (W) and incremental (X) builders, and the
+top-N view diff that turns "the book changed" into exactly the entries one subscriber needs.
+
+A subscriber of depth N must see a level that slides into its top N when a better one is
+consumed, and must not see changes below its depth; diffing its previous top-N view against
+the current one gives both, and keeps the checksum it computes equal to ours.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from decimal import Decimal
+
+import quickfix as fix
+
+from gateway.fix import messages as m
+from gateway.kraken.checksum import book_checksum
+from gateway.marketdata.book import Book
+
+CHECKSUM_TAG = 5041   # Kraken ChecksumOrderBook
+RPT_SEQ = 83          # per-symbol sequence of incrementals
+AGGRESSOR_SIDE = 2446
+
+BID, OFFER, TRADE = "0", "1", "2"
+NEW, CHANGE, DELETE = "0", "1", "2"
+
+
+@dataclass(slots=True, frozen=True)
+class MdEntry:
+    action: str       # 279: 0 new, 1 change, 2 delete
+    entry_type: str   # 269: 0 bid, 1 offer, 2 trade
+    price: Decimal
+    qty: Decimal
+    aggressor: str | None = None  # 2446 on trades: 1 buy, 2 sell
+
+
+def _s(d: Decimal) -> str:
+    return format(d, "f")
+
+
+@dataclass
+class TopView:
+    """What one subscriber holds for one symbol: its top-N levels and its RptSeq."""
+
+    depth: int
+    bids: dict[Decimal, Decimal] = field(default_factory=dict)
+    asks: dict[Decimal, Decimal] = field(default_factory=dict)
+    rpt_seq: int = 0
+
+    def reset_from(self, book: Book) -> None:
+        d = book.depth(self.depth)
+        self.bids = {lv.price: lv.qty for lv in d.bids}
+        self.asks = {lv.price: lv.qty for lv in d.asks}
+        self.rpt_seq = 0
+
+    def advance(self, book: Book) -> list[MdEntry]:
+        """Move the view to the book's current top N; the entries that do it, bids first."""
+        d = book.depth(self.depth)
+        new_bids = {lv.price: lv.qty for lv in d.bids}
+        new_asks = {lv.price: lv.qty for lv in d.asks}
+        out: list[MdEntry] = []
+        for entry_type, old, new in ((BID, self.bids, new_bids), (OFFER, self.asks, new_asks)):
+            for px in old.keys() - new.keys():
+                out.append(MdEntry(DELETE, entry_type, px, Decimal(0)))
+            for px, qty in new.items():
+                prev = old.get(px)
+                if prev is None:
+                    out.append(MdEntry(NEW, entry_type, px, qty))
+                elif prev != qty:
+                    out.append(MdEntry(CHANGE, entry_type, px, qty))
+        self.bids, self.asks = new_bids, new_asks
+        return out
+
+    def checksum(self, price_decimals: int, qty_decimals: int) -> int:
+        return book_checksum(sorted(self.bids.items(), reverse=True), sorted(self.asks.items()),
+                             price_decimals, qty_decimals)
+
+
+def build_snapshot(req_id: str, symbol: str, view: TopView, checksum: int | None) -> fix.Message:
+    w = m.new_message("W")
+    w.setField(m.MD_REQ_ID, req_id)
+    w.setField(m.SYMBOL, symbol)
+    n = 0
+    for entry_type, levels in ((BID, sorted(view.bids.items(), reverse=True)),
+                               (OFFER, sorted(view.asks.items()))):
+        for px, qty in levels:
+            g = fix.Group(m.NO_MD_ENTRIES, m.MD_ENTRY_TYPE)
+            g.setField(m.MD_ENTRY_TYPE, entry_type)
+            g.setField(m.MD_ENTRY_PX, _s(px))
+            g.setField(m.MD_ENTRY_SIZE, _s(qty))
+            w.addGroup(g)
+            n += 1
+    if n == 0:
+        w.setField(m.NO_MD_ENTRIES, "0")
+    if checksum is not None:
+        w.setField(CHECKSUM_TAG, str(checksum))
+    return w
+
+
+def build_incremental(req_id: str, symbol: str, entries: Iterable[MdEntry], rpt_seq: int,
+                      checksum: int | None) -> fix.Message:
+    x = m.new_message("X")
+    x.setField(m.MD_REQ_ID, req_id)
+    seq = str(rpt_seq)
+    for e in entries:
+        g = fix.Group(m.NO_MD_ENTRIES, m.MD_UPDATE_ACTION)
+        g.setField(m.MD_UPDATE_ACTION, e.action)
+        g.setField(m.MD_ENTRY_TYPE, e.entry_type)
+        g.setField(m.SYMBOL, symbol)
+        g.setField(m.MD_ENTRY_PX, _s(e.price))
+        if e.action != DELETE:
+            g.setField(m.MD_ENTRY_SIZE, _s(e.qty))
+        g.setField(RPT_SEQ, seq)
+        if e.aggressor is not None:
+            g.setField(AGGRESSOR_SIDE, e.aggressor)
+        x.addGroup(g)
+    if checksum is not None:
+        x.setField(CHECKSUM_TAG, str(checksum))
+    return x
+
+
+def request_symbols(msg: fix.Message) -> list[str]:
+    """The symbols of a MarketDataRequest (146 group)."""
+    out: list[str] = []
+    g = fix.Group(m.NO_RELATED_SYM, m.SYMBOL)
+    for i in range(1, int(m.get(msg, m.NO_RELATED_SYM) or "0") + 1):
+        msg.getGroup(i, g)
+        out.append(g.getField(m.SYMBOL))
+    return out
+
+
+def md_reject(req_id: str, reason: str, text: str) -> fix.Message:
+    """MarketDataRequestReject (35=Y); MDReqRejReason 0 = unknown symbol."""
+    rej = m.new_message("Y")
+    rej.setField(m.MD_REQ_ID, req_id)
+    rej.setField(m.MD_REQ_REJ_REASON, reason)
+    rej.setField(m.TEXT, text)
+    return rej
+
+
+def parse_incremental(msg: fix.Message) -> tuple[list[MdEntry], int | None]:
+    entries: list[MdEntry] = []
+    rpt_seq = None
+    g = fix.Group(m.NO_MD_ENTRIES, m.MD_UPDATE_ACTION)
+    for i in range(1, int(msg.getField(m.NO_MD_ENTRIES)) + 1):
+        msg.getGroup(i, g)
+        action = g.getField(m.MD_UPDATE_ACTION)
+        qty = Decimal(0) if action == DELETE else Decimal(g.getField(m.MD_ENTRY_SIZE))
+        if g.isSetField(RPT_SEQ):
+            rpt_seq = int(g.getField(RPT_SEQ))
+        aggressor = g.getField(AGGRESSOR_SIDE) if g.isSetField(AGGRESSOR_SIDE) else None
+        entries.append(MdEntry(action, g.getField(m.MD_ENTRY_TYPE),
+                               Decimal(g.getField(m.MD_ENTRY_PX)), qty, aggressor))
+    return entries, rpt_seq
+
+
+def parse_snapshot(msg: fix.Message) -> tuple[list[tuple[Decimal, Decimal]],
+                                              list[tuple[Decimal, Decimal]]]:
+    bids: list[tuple[Decimal, Decimal]] = []
+    asks: list[tuple[Decimal, Decimal]] = []
+    g = fix.Group(m.NO_MD_ENTRIES, m.MD_ENTRY_TYPE)
+    for i in range(1, int(m.get(msg, m.NO_MD_ENTRIES) or "0") + 1):
+        msg.getGroup(i, g)
+        level = (Decimal(g.getField(m.MD_ENTRY_PX)), Decimal(g.getField(m.MD_ENTRY_SIZE)))
+        (bids if g.getField(m.MD_ENTRY_TYPE) == BID else asks).append(level)
+    return bids, asks
+
+
+def trades_only(entries: Sequence[MdEntry]) -> list[MdEntry]:
+    return [e for e in entries if e.entry_type == TRADE]
