@@ -96,8 +96,17 @@ class SimProcess:
         self.host = info["host"]
         self.trading_port = int(info["trading_port"])
         self.md_port = int(info["md_port"])
+        self.control_port = int(info["control_port"])
         self.out = _Output(self.proc.stdout)
         self.err = _Output(self.proc.stderr)
+
+    def control(self, **req: object) -> dict[str, object]:
+        """One command on the simulator's control channel (see gateway/venue_sim/control.py)."""
+        with socket.create_connection(("127.0.0.1", self.control_port), timeout=10) as s:
+            s.sendall((json.dumps(req) + "\n").encode())
+            reply = json.loads(s.makefile().readline())
+        assert reply.pop("ok"), reply
+        return dict(reply)
 
     def stop(self) -> None:
         if self.proc.poll() is None:

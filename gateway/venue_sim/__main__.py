@@ -57,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
         seed_books=not args.no_seed_books))
     sim.start()
     print(json.dumps({"host": args.host, "trading_port": sim.trading_port,
-                      "md_port": sim.md_port}), flush=True)
+                      "md_port": sim.md_port, "control_port": sim.control.port}), flush=True)
     done = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: done.set())
     signal.signal(signal.SIGINT, lambda *_: done.set())

@@ -12,8 +12,6 @@ restarts (or later fails over to REST/WS) finds its orders again.
 from __future__ import annotations
 
 import logging
-import threading
-from collections.abc import Sequence
 from decimal import Decimal
 
 import quickfix as fix
@@ -23,11 +21,22 @@ from gateway.fix.application import BaseHandler
 from gateway.fix.kraken_logon import KrakenCredentials, verify_trading_logon
 from gateway.fix.messages import get
 from gateway.venue_sim import engine as e
+from gateway.venue_sim.md_publisher import MdPublisher, Subscription
 
 log = logging.getLogger("fixgw.venue_sim")
 
 TRADING_COMP_ID = "KRAKEN-TRD"
 MD_COMP_ID = "KRAKEN-MD"
+
+# InstrumentList (35=y) tags; see fix_specs/README.md for Kraken's custom ones.
+SECURITY_REQ_ID = 320
+SECURITY_RESPONSE_ID = 322
+SECURITY_REQUEST_RESULT = 560
+MIN_TRADE_VOL = 562
+MIN_PRICE_INCREMENT = 969
+PRICE_PRECISION = 2349
+QTY_PRECISION = 5010
+TICK_SIZE = 5022
 
 _ORD_TYPES = {"1": e.OrdType.MARKET, "2": e.OrdType.LIMIT}
 _TIFS = {"1": e.TimeInForce.GTC, "3": e.TimeInForce.IOC, "4": e.TimeInForce.FOK}
@@ -37,23 +46,12 @@ def _s(d: Decimal | None) -> str:
     return "0" if d is None else format(d, "f")
 
 
-class _MdSubscription:
-    def __init__(self, req_id: str, symbols: set[str], depth: int, session: fix.Session) -> None:
-        self.req_id = req_id
-        self.symbols = symbols
-        self.depth = depth
-        self.session = session
-
-
 class SimFixFace(BaseHandler):
-    def __init__(self, engine: e.MatchingEngine, credentials: KrakenCredentials | None,
-                 md_symbols: Sequence[str] | None = None) -> None:
+    def __init__(self, engine: e.MatchingEngine, credentials: KrakenCredentials | None) -> None:
         self.engine = engine
         self.credentials = credentials
         self._trading: dict[str, fix.Session] = {}   # owner (client CompID) -> session
-        self._md: dict[str, list[_MdSubscription]] = {}  # client CompID -> subscriptions
-        self._md_lock = threading.Lock()
-        self.md_symbols = tuple(md_symbols or engine.symbols)
+        self.md = MdPublisher(engine)
         engine.add_listener(self._on_engine_events)
 
     # ---- session events --------------------------------------------------------------------
@@ -77,8 +75,7 @@ class SimFixFace(BaseHandler):
     def on_logout(self, session_id: fix.SessionID) -> None:
         me, client = self._roles(session_id)
         if me == MD_COMP_ID:
-            with self._md_lock:
-                self._md.pop(client, None)
+            self.md.unsubscribe(client)
 
     def on_app_message(self, msg: fix.Message, session_id: fix.SessionID) -> None:
         me, client = self._roles(session_id)
@@ -95,10 +92,14 @@ class SimFixFace(BaseHandler):
                 self._status(msg, client, session_id)
             elif t == "q":
                 self._mass_cancel(msg, client, session_id)
+            elif t == "x":
+                self._instrument_list(msg, session_id)
             else:
                 raise fix.UnsupportedMessageType()
         elif t == "V":
             self._md_request(msg, client, session_id)
+        elif t == "x":
+            self._instrument_list(msg, session_id)
         else:
             raise fix.UnsupportedMessageType()
 
@@ -252,13 +253,16 @@ class SimFixFace(BaseHandler):
                 r.setField(m.CXL_REJ_REASON, str(int(ev.reason_code)))
                 r.setField(m.TEXT, ev.reason)
                 self._to_owner(ev.owner, r)
-        if book_changes and self._md:
-            self._publish_md(book_changes)
+        if book_changes:
+            self.md.on_events(book_changes)
 
     # ---- market data -------------------------------------------------------------------------
     def _md_request(self, msg: fix.Message, client: str, session_id: fix.SessionID) -> None:
         req_id = msg.getField(m.MD_REQ_ID)
         sub_type = msg.getField(m.SUBSCRIPTION_REQUEST_TYPE)
+        if sub_type == "2":
+            self.md.unsubscribe(client, req_id)
+            return
         depth = int(get(msg, m.MARKET_DEPTH) or "10") or 1000
         symbols: list[str] = []
         group = fix.Group(m.NO_RELATED_SYM, m.SYMBOL)
@@ -275,56 +279,24 @@ class SimFixFace(BaseHandler):
             fix.Session.sendToTarget(rej, session_id)
             return
         session = fix.Session.lookupSession(session_id)
-        with self._md_lock:
-            subs = self._md.setdefault(client, [])
-            subs[:] = [s for s in subs if s.req_id != req_id]
-            if sub_type == "1":
-                subs.append(_MdSubscription(req_id, set(symbols), depth, session))
-        if sub_type in ("0", "1"):
-            for sym in symbols:
-                snap = self.engine.depth_snapshot(sym, depth)
-                session.send(self._snapshot(req_id, snap))
+        sub = Subscription(req_id, set(symbols), depth, session)
+        snapshots = (self.md.subscribe(client, sub) if sub_type == "1"
+                     else self.md.snapshot_once(sub))
+        for w in snapshots:
+            session.send(w)
 
-    @staticmethod
-    def _snapshot(req_id: str, snap: e.DepthSnapshot) -> fix.Message:
-        w = m.new_message("W")
-        w.setField(m.MD_REQ_ID, req_id)
-        w.setField(m.SYMBOL, snap.symbol)
-        for entry_type, levels in (("0", snap.bids), ("1", snap.asks)):
-            for px, qty in levels:
-                g = fix.Group(m.NO_MD_ENTRIES, m.MD_ENTRY_TYPE)
-                g.setField(m.MD_ENTRY_TYPE, entry_type)
-                g.setField(m.MD_ENTRY_PX, _s(px))
-                g.setField(m.MD_ENTRY_SIZE, _s(qty))
-                w.addGroup(g)
-        if not snap.bids and not snap.asks:
-            w.setField(m.NO_MD_ENTRIES, "0")
-        return w
-
-    def _publish_md(self, changes: list[e.BookChanged | e.TradePrinted]) -> None:
-        with self._md_lock:
-            subs = [s for lst in self._md.values() for s in lst]
-        for sub in subs:
-            x: fix.Message | None = None
-            for ch in changes:
-                if ch.symbol not in sub.symbols:
-                    continue
-                if x is None:
-                    x = m.new_message("X")
-                    x.setField(m.MD_REQ_ID, sub.req_id)
-                g = fix.Group(m.NO_MD_ENTRIES, m.MD_UPDATE_ACTION)
-                if isinstance(ch, e.BookChanged):
-                    g.setField(m.MD_UPDATE_ACTION, "2" if ch.new_level_qty == 0 else "1")
-                    g.setField(m.MD_ENTRY_TYPE, "0" if ch.side is e.Side.BUY else "1")
-                    g.setField(m.SYMBOL, ch.symbol)
-                    g.setField(m.MD_ENTRY_PX, _s(ch.price))
-                    g.setField(m.MD_ENTRY_SIZE, _s(ch.new_level_qty))
-                else:
-                    g.setField(m.MD_UPDATE_ACTION, "0")
-                    g.setField(m.MD_ENTRY_TYPE, "2")
-                    g.setField(m.SYMBOL, ch.symbol)
-                    g.setField(m.MD_ENTRY_PX, _s(ch.price))
-                    g.setField(m.MD_ENTRY_SIZE, _s(ch.qty))
-                x.addGroup(g)
-            if x is not None:
-                sub.session.send(x)
+    def _instrument_list(self, msg: fix.Message, session_id: fix.SessionID) -> None:
+        y = m.new_message("y")
+        y.setField(SECURITY_REQ_ID, msg.getField(SECURITY_REQ_ID))
+        y.setField(SECURITY_RESPONSE_ID, f"IL{msg.getHeader().getField(m.MSG_SEQ_NUM)}")
+        y.setField(SECURITY_REQUEST_RESULT, "0")
+        for inst in self.engine.instruments.values():
+            g = fix.Group(m.NO_RELATED_SYM, m.SYMBOL)
+            g.setField(m.SYMBOL, inst.symbol)
+            g.setField(MIN_TRADE_VOL, _s(inst.min_qty))
+            g.setField(MIN_PRICE_INCREMENT, _s(inst.price_tick))
+            g.setField(PRICE_PRECISION, str(inst.price_decimals))
+            g.setField(QTY_PRECISION, str(inst.qty_decimals))
+            g.setField(TICK_SIZE, _s(inst.price_tick))
+            y.addGroup(g)
+        fix.Session.sendToTarget(y, session_id)

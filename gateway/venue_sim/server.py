@@ -9,6 +9,7 @@ import socket
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import quickfix as fix
 
@@ -21,6 +22,7 @@ from gateway.fix.settings import (
     acceptor_address_policy,
     common_defaults,
 )
+from gateway.venue_sim.control import ControlServer
 from gateway.venue_sim.engine import MatchingEngine
 from gateway.venue_sim.fix_face import MD_COMP_ID, TRADING_COMP_ID, SimFixFace
 from gateway.venue_sim.flow import SyntheticFlow
@@ -65,6 +67,23 @@ class VenueSimulator:
         self.flow = self._make_flow()
         self._acceptor: fix.SocketAcceptor | None = None
         self._keep: list[object] = []
+        self.control = ControlServer(opts.host, {
+            "ping": lambda req: {},
+            "md_fault": self._md_fault,
+            "submission_counts": lambda req: {"counts": {
+                f"{owner} {cl}": n for (owner, cl), n in self.engine.submission_counts.items()}},
+            "levels": self._levels,
+        })
+
+    def _md_fault(self, req: dict[str, Any]) -> dict[str, Any]:
+        self.face.md.inject(str(req["fault"]), str(req["symbol"]), int(req.get("count", 1)),
+                            float(req.get("seconds", 0.0)))
+        return {}
+
+    def _levels(self, req: dict[str, Any]) -> dict[str, Any]:
+        bids, asks = self.engine.levels(str(req["symbol"]), int(req.get("depth", 10)))
+        return {"bids": [[str(p), str(q)] for p, q in bids],
+                "asks": [[str(p), str(q)] for p, q in asks]}
 
     def _make_flow(self) -> SyntheticFlow:
         flow = SyntheticFlow(self.engine, seed=self.opts.seed, symbols=self.engine.symbols,
@@ -95,6 +114,7 @@ class VenueSimulator:
         self._acceptor = fix.SocketAcceptor(app, store, settings, logs)
         self._keep += [app, settings, store, logs]
         self._acceptor.start()
+        self.control.start()
         if self.opts.flow_rate_hz > 0:
             self.flow.start()
         log.info("venue simulator: trading %s:%d, market data %s:%d, clients %s",
@@ -103,6 +123,7 @@ class VenueSimulator:
 
     def stop(self) -> None:
         self.flow.stop()
+        self.control.stop()
         if self._acceptor is not None:
             self._acceptor.stop()
             self._acceptor = None
