@@ -1,0 +1,33 @@
+# The two quick-start commands (see README):
+#   make run    install into .venv if needed, then `fixgw run` (gateway + embedded UAT venue)
+#   make test   install into .venv if needed, then lint, type-check and the test suite
+# The first install compiles QuickFIX from source (~5 min on 2 cores); pip caches the wheel.
+
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
+
+.PHONY: run test check pytest bench clean-venv
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e ".[dev]"
+	rm -f $(VENV)/.installed-* && touch $(STAMP)
+
+run: $(STAMP)
+	$(BIN)/fixgw run $(ARGS)
+
+check: $(STAMP)
+	$(BIN)/python tools/gen_proto.py --check
+	$(BIN)/ruff check gateway tests tools
+	$(BIN)/mypy
+
+pytest: $(STAMP)
+	$(BIN)/python -m pytest -m "not slow" -q $(PYTEST_ARGS)
+
+test: check pytest
+
+clean-venv:
+	rm -rf $(VENV)
