@@ -65,6 +65,12 @@ TOPOLOGIES = ("direct", "relay", "gateway")
 TARGETS = {"p50_ratio_max": 1.5, "p99_ratio_max": 1.5, "min_orders_per_s": 5000}
 TIFS = {"gtc": "1", "ioc": "3"}
 GW_PROFILE = ROOT / "tools" / "benchlib" / "gw_profile.py"
+PROFILE_MODES = {
+    "timing": [],
+    "cprofile": ["--cprofile"],
+    "pin": ["--no-timing", "--pin-thread-state"],
+    "timing+pin": ["--pin-thread-state"],
+}
 
 
 @dataclass
@@ -196,10 +202,8 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     fleet = Fleet(workdir, creds)
     gw_wrapper = None
     if args.profile_gateway is not None:
-        gw_wrapper = [str(GW_PROFILE), "--out", str(Path(args.profile_gateway).resolve())]
-        if args.profile_mode == "cprofile":
-            gw_wrapper.append("--cprofile")
-        gw_wrapper.append("--")
+        gw_wrapper = [str(GW_PROFILE), "--out", str(Path(args.profile_gateway).resolve()),
+                      *PROFILE_MODES[args.profile_mode], "--"]
     t_start = time.monotonic()
     load_at_start = _loadavg()
     try:
@@ -270,7 +274,8 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
             "window": args.window, "tif": args.tif, "store": "FileStore",
             "order": f"limit buy {spec.qty} {spec.symbol} @ {spec.price}, never crosses",
             "measured_to": "first ExecutionReport (ExecType 0)",
-            "gateway_profiled": args.profile_gateway is not None,
+            "gateway_profiled": (args.profile_mode if args.profile_gateway is not None
+                                 else None),
         },
         "machine": {
             "cpu_count": os.cpu_count(),
@@ -318,7 +323,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="smoke run: 1 round, 500 timed orders, 2000 pipelined")
     p.add_argument("--profile-gateway", metavar="DIR", default=None,
                    help="run the gateway under tools/benchlib/gw_profile.py, results in DIR")
-    p.add_argument("--profile-mode", choices=("timing", "cprofile"), default="timing")
+    p.add_argument("--profile-mode", choices=sorted(PROFILE_MODES), default="timing",
+                   help="see tools/benchlib/gw_profile.py (default timing)")
     p.add_argument("--verbose", action="store_true", help="running figures on stderr")
     return p
 

@@ -1,24 +1,27 @@
 #!/usr/bin/env python3
 """`fixgw` with its order path instrumented, for finding where the gateway's time goes.
 
-    python tools/benchlib/gw_profile.py --out DIR [--cprofile] -- run --config gw.toml
-    python tools/bench_fix.py --profile-gateway DIR      # the same, inside the benchmark
+    python tools/benchlib/gw_profile.py --out DIR [--cprofile] [--pin-thread-state] -- \
+        run --config gw.toml
+    python tools/bench_fix.py --profile-gateway DIR [--profile-mode MODE]   # inside the bench
 
 Why a launcher rather than edits: the benchmark must measure the gateway's code as committed,
 and whoever profiles must not leave timers in the hot path. Everything here is patched onto
 the classes in this process only, before the gateway builds its objects.
 
-Two modes:
+Modes:
 - timing (default): inclusive wall time and thread CPU time per call of the functions in
-  TARGETS (and of the whole QuickFIX callback per session role), ~1 µs of overhead per timed
+  TARGETS (and of the whole QuickFIX callback per session role), ~1-2 µs of overhead per timed
   call. CPU time is the figure to attribute cost with: wall time also holds waits for the GIL
-  (the OMS and venue callback threads share it) and for the CPU on a busy machine.
-- --cprofile: a cProfile per QuickFIX callback thread (cProfile only sees the thread that
-  enabled it, and QuickFIX's threads are not started by `threading`), enabled for the duration
-  of each fromApp, merged at exit. Good for the breakdown, inflates small functions.
+  (the OMS and venue callback threads share it) and for a CPU on a busy machine.
+- --cprofile: one cProfile per QuickFIX callback thread, enabled for the duration of each
+  fromApp, merged at exit (cProfile only sees the thread that enabled it). Good for the
+  breakdown; inflates small functions.
+- --pin-thread-state: an experiment, see `install_pin`; with --no-timing it changes nothing
+  else, so the benchmark's figures show what it is worth.
 
-At exit (SIGTERM/SIGINT, via `fixgw run`'s own shutdown) writes DIR/gw_timing.json, and with
---cprofile DIR/gw.pstats and DIR/gw_profile.txt.
+At exit (SIGTERM/SIGINT, through `fixgw run`'s own shutdown) writes DIR/gw_timing.json, and
+with --cprofile DIR/gw.pstats and DIR/gw_profile.txt.
 """
 
 from __future__ import annotations
@@ -68,16 +71,19 @@ TARGETS = (
 )
 
 _lock = threading.Lock()
-_per_thread: list[dict[str, list[int]]] = []  # name -> [calls, wall ns, cpu ns]
-_local = threading.local()
+# OS thread id -> {name: [calls, wall ns, cpu ns]}. Keyed by id, not threading.local: QuickFIX
+# calls into Python from threads Python did not start, and each callback gets a fresh Python
+# thread state (PyGILState_Ensure/Release), so thread-local storage would not survive it.
+_by_thread: dict[int, dict[str, list[int]]] = {}
+_get_ident = threading.get_ident
 
 
 def _acc() -> dict[str, list[int]]:
-    d: dict[str, list[int]] | None = getattr(_local, "acc", None)
+    ident = _get_ident()
+    d = _by_thread.get(ident)
     if d is None:
-        d = _local.acc = {}
         with _lock:
-            _per_thread.append(d)
+            d = _by_thread.setdefault(ident, {})
     return d
 
 
@@ -104,6 +110,22 @@ def _add(name: str, wall_ns: int, cpu_ns: int) -> None:
         slot[0] += 1
         slot[1] += wall_ns
         slot[2] += cpu_ns
+
+
+_probe = threading.local()
+_probe_counts = [0, 0]  # callbacks, callbacks that found a fresh threading.local
+
+
+def _probe_thread_state() -> None:
+    _probe_counts[0] += 1
+    if not getattr(_probe, "seen", False):
+        _probe.seen = True
+        _probe_counts[1] += 1
+
+
+def _fresh_thread_state_ratio() -> float | None:
+    calls, fresh = _probe_counts
+    return round(fresh / calls, 3) if calls else None
 
 
 def _resolve(target: str) -> tuple[Any, str] | None:
@@ -140,6 +162,7 @@ def install_timing() -> list[str]:
     wall, cpu = time.perf_counter_ns, time.thread_time_ns
 
     def from_app(self: Any, message: Any, session_id: Any) -> None:
+        _probe_thread_state()
         t0, c0 = wall(), cpu()
         try:
             orig(self, message, session_id)
@@ -150,7 +173,7 @@ def install_timing() -> list[str]:
     return skipped
 
 
-_profiles: list[cProfile.Profile] = []
+_profiles: dict[int, cProfile.Profile] = {}
 
 
 def install_cprofile() -> None:
@@ -159,11 +182,11 @@ def install_cprofile() -> None:
     orig = SessionApplication.fromApp
 
     def from_app(self: Any, message: Any, session_id: Any) -> None:
-        prof: cProfile.Profile | None = getattr(_local, "prof", None)
+        ident = _get_ident()
+        prof = _profiles.get(ident)
         if prof is None:
-            prof = _local.prof = cProfile.Profile()
             with _lock:
-                _profiles.append(prof)
+                prof = _profiles.setdefault(ident, cProfile.Profile())
         prof.enable()
         try:
             orig(self, message, session_id)
@@ -173,24 +196,61 @@ def install_cprofile() -> None:
     SessionApplication.fromApp = from_app  # type: ignore[method-assign,assignment]
 
 
+_pinned: set[int] = set()
+
+
+def install_pin() -> None:
+    """Keep one Python thread state alive per QuickFIX thread (an experiment, not a fix).
+
+    SWIG's director wraps every callback in PyGILState_Ensure/Release; on a thread Python did
+    not start, that creates and destroys a PyThreadState per callback, and with it all
+    thread-local state (the decimal context, threading.local caches). One extra, never released
+    PyGILState_Ensure on the thread's first callback keeps the count above zero, so the state
+    lives on. Measures what the per-callback thread state costs the gateway.
+    """
+    import ctypes
+
+    from gateway.fix.application import SessionApplication
+
+    ensure = ctypes.pythonapi.PyGILState_Ensure
+
+    def pin() -> None:
+        ident = _get_ident()
+        if ident not in _pinned:
+            ensure()
+            _pinned.add(ident)
+
+    for name in ("fromApp", "fromAdmin", "toAdmin", "onLogon"):
+        orig = getattr(SessionApplication, name)
+
+        def wrapped(self: Any, *a: Any, _orig: Any = orig) -> Any:
+            pin()
+            return _orig(self, *a)
+
+        setattr(SessionApplication, name, wrapped)
+
+
 def dump(out: Path, skipped: list[str]) -> None:
     out.mkdir(parents=True, exist_ok=True)
     merged: dict[str, list[int]] = {}
     with _lock:
-        for acc in _per_thread:
-            for k, (n, wall_ns, cpu_ns) in list(acc.items()):
-                slot = merged.setdefault(k, [0, 0, 0])
-                slot[0] += n
-                slot[1] += wall_ns
-                slot[2] += cpu_ns
+        accs = list(_by_thread.values())
+    for acc in accs:
+        for k, (n, wall_ns, cpu_ns) in list(acc.items()):
+            slot = merged.setdefault(k, [0, 0, 0])
+            slot[0] += n
+            slot[1] += wall_ns
+            slot[2] += cpu_ns
     report = {k: {"calls": n, "wall_ms": round(w / 1e6, 3), "cpu_ms": round(c / 1e6, 3),
                   "wall_us_per_call": round(w / n / 1000, 2) if n else None,
                   "cpu_us_per_call": round(c / n / 1000, 2) if n else None}
               for k, (n, w, c) in sorted(merged.items(), key=lambda kv: -kv[1][2])}
-    (out / "gw_timing.json").write_text(json.dumps({"timings": report, "skipped": skipped},
-                                                   indent=1), encoding="utf-8")
+    (out / "gw_timing.json").write_text(json.dumps(
+        {"timings": report, "callback_threads": len(accs), "pinned_threads": len(_pinned),
+         "fresh_thread_states_per_callback": _fresh_thread_state_ratio(),
+         "skipped": skipped}, indent=1), encoding="utf-8")
     with _lock:
-        profiles = list(_profiles)
+        profiles = list(_profiles.values())
     if profiles:
         stats = pstats.Stats(profiles[0])
         for p in profiles[1:]:
@@ -208,7 +268,10 @@ def main() -> int:
     split = argv.index("--") if "--" in argv else len(argv)
     p = argparse.ArgumentParser(description="fixgw with an instrumented order path")
     p.add_argument("--out", type=Path, required=True)
-    p.add_argument("--cprofile", action="store_true")
+    p.add_argument("--cprofile", action="store_true", help="cProfile instead of timers")
+    p.add_argument("--no-timing", action="store_true", help="no timers (with --pin-...)")
+    p.add_argument("--pin-thread-state", action="store_true",
+                   help="experiment: one long-lived Python thread state per QuickFIX thread")
     args = p.parse_args(argv[:split])
     root = Path(__file__).resolve().parents[2]
     if str(root) not in sys.path:
@@ -216,8 +279,10 @@ def main() -> int:
     skipped: list[str] = []
     if args.cprofile:
         install_cprofile()
-    else:
+    elif not args.no_timing:
         skipped = install_timing()
+    if args.pin_thread_state:
+        install_pin()
     from gateway.cli.main import main as fixgw_main
 
     try:
