@@ -14,10 +14,10 @@ serialized once (by the log) and batches are assembled from pre-framed bytes, so
 cost of a stream is a filter check and a list append.
 
 Backpressure: a subscriber's queue is its window of the ring, from its cursor to the newest
-event. Once a subscriber has caught up with the live stream, that window is bounded by
-`max_lag_events`; past it the stream ends with RESOURCE_EXHAUSTED naming the sequence to resume
-from. Publishers never wait for any of this; a subscriber that is replaying history is not bounded
-(it reads at its own pace and holds no memory of its own).
+event. Once a subscriber has been within `max_lag_events` of the newest event, that window is
+bounded by it; past it the stream ends with RESOURCE_EXHAUSTED naming the sequence to resume
+from. Publishers never wait for any of this; a subscriber that is still replaying older history
+is not bounded (it reads at its own pace and holds no memory of its own).
 """
 
 from __future__ import annotations
@@ -96,7 +96,10 @@ class _Subscriber:
 
     def __init__(self, cursor: int) -> None:
         self.cursor = cursor  # next sequence to consider; everything before it was written
-        self.live = False  # has caught up with the newest event at least once
+        # Has been within max_lag_events of the newest event: from then on, falling further
+        # behind ends the stream. A subscriber replaying older history is not bounded until it
+        # gets that close (it reads at its own pace and holds no memory of its own).
+        self.live = False
         self.waiting = False  # parked on `wake` with nothing to send
         self.wake = asyncio.Event()
 
@@ -461,7 +464,10 @@ class EventServer:
                         f"event server is stopping; resume from sequence {sub.cursor}",
                         resume_sequence=sub.cursor,
                     )
-                if sub.live and log.next_sequence - sub.cursor > cfg.max_lag_events:
+                lag = log.next_sequence - sub.cursor
+                if lag <= cfg.max_lag_events:
+                    sub.live = True
+                elif sub.live:
                     # Checked after every write: a subscriber whose client stopped reading is
                     # parked in write() and is cut off as soon as that write completes.
                     await self._abort(
@@ -474,7 +480,6 @@ class EventServer:
                 cursor = sub.cursor
                 head = log.next_sequence
                 if cursor >= head:
-                    sub.live = True
                     sub.wake.clear()
                     sub.waiting = True
                     self._waker.parked += 1
