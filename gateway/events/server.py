@@ -219,6 +219,13 @@ class EventServer:
     def __init__(self, log: EventLog, config: EventServerConfig | None = None) -> None:
         self._log = log
         self.config = config or EventServerConfig()
+        if self.config.max_lag_events >= log.config.ring_capacity:
+            _log.warning(
+                "EventServer max_lag_events (%d) >= EventLog ring_capacity (%d): live "
+                "subscribers near the lag limit will be served from disk",
+                self.config.max_lag_events,
+                log.config.ring_capacity,
+            )
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._ready = threading.Event()
