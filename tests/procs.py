@@ -75,7 +75,8 @@ class Credentials:
 class SimProcess:
     def __init__(self, data_dir: Path, creds: Credentials, clients: tuple[str, ...] = ("FIXGW",),
                  flow_rate: float = 0.0, seed: int = 7, seed_books: bool = False,
-                 trading_port: int = 0, md_port: int = 0) -> None:
+                 trading_port: int = 0, md_port: int = 0,
+                 tls: tuple[Path, Path] | None = None) -> None:
         env = dict(os.environ, FIXGW_SIM_API_KEY=creds.api_key,
                    FIXGW_SIM_API_SECRET=creds.api_secret)
         cmd = [sys.executable, "-m", "gateway.venue_sim", "--data-dir", str(data_dir),
@@ -85,6 +86,8 @@ class SimProcess:
             cmd += ["--client", c]
         if not seed_books:
             cmd.append("--no-seed-books")
+        if tls is not None:
+            cmd += ["--tls-cert", str(tls[0]), "--tls-key", str(tls[1])]
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                      env=env, cwd=REPO)
         assert self.proc.stdout is not None
@@ -123,7 +126,9 @@ class GatewayProcess:
 
     def __init__(self, data_dir: Path, sim: SimProcess, creds: Credentials,
                  oms_port: int | None = None, oms_comp_ids: tuple[str, ...] = ("OMS",),
-                 extra_toml: str = "") -> None:
+                 extra_toml: str = "", venue_toml: str = "md_stale_after_s = 3600",
+                 oms_toml: str = "", trading_toml: str = "", md_toml: str = "",
+                 wait_venue: bool = True) -> None:
         self.data_dir = data_dir
         self.oms_port = oms_port or free_port()
         self.config_path = data_dir / "gateway.toml"
@@ -136,18 +141,22 @@ journal_fsync_interval_ms = 20
 
 [oms]
 port = {self.oms_port}
+{oms_toml}
 {sessions}
 [venue]
 reconnect_min_s = 0.5
 reconnect_max_s = 2.0
 api_key = {{ env = "FIXGW_TEST_API_KEY" }}
 api_secret = {{ env = "FIXGW_TEST_API_SECRET" }}
+{venue_toml}
 
 [venue.trading]
 port = {sim.trading_port}
+{trading_toml}
 
 [venue.market_data]
 port = {sim.md_port}
+{md_toml}
 
 [schedule]
 mode = "non-stop"
@@ -159,7 +168,7 @@ enabled = false
         self._env = dict(os.environ, FIXGW_TEST_API_KEY=creds.api_key,
                          FIXGW_TEST_API_SECRET=creds.api_secret)
         self.proc: subprocess.Popen[bytes] | None = None
-        self.start()
+        self.start(wait_venue)
 
     def start(self, wait_venue: bool = True) -> None:
         self.proc = subprocess.Popen(

@@ -54,10 +54,14 @@ class OmsSessionConfig(_Strict):
 
 
 class TlsAcceptConfig(_Strict):
+    """TLS on the OMS acceptor: a TLS listener on oms.host:oms.port in front of QuickFIX."""
+
     cert_file: Path
     key_file: Path
-    # Client addresses allowed to connect; empty means any.
+    # Client addresses (or CIDR networks) allowed to connect; empty means any.
     allow_addresses: tuple[str, ...] = ()
+    # Require a client certificate signed by this CA (mutual TLS).
+    client_ca_file: Path | None = None
 
 
 class OmsConfig(_Strict):
@@ -83,10 +87,19 @@ class OmsConfig(_Strict):
 
 
 class TlsConnectConfig(_Strict):
+    """TLS to the venue (Kraken requires TLS 1.2+ on FIX)."""
+
     # CA bundle to verify the venue's certificate; None uses the system store.
     ca_file: Path | None = None
+    # Kraken says verification "can be skipped for UAT"; keep it on unless you must.
     verify: bool = True
+    # SNI / name to verify; defaults to the session's host.
     server_hostname: str | None = None
+    # Client certificate, for venues that want one.
+    cert_file: Path | None = None
+    key_file: Path | None = None
+    # Our outgoing address, where the venue allow-lists source IPs.
+    source_address: str | None = None
 
 
 class VenueSessionConfig(_Strict):

@@ -8,6 +8,7 @@ every FIX ops person already knows from QuickFIX and QuickFIX/J.
 from __future__ import annotations
 
 import ipaddress
+import socket
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,6 +36,13 @@ def schedule_settings(schedule: ScheduleConfig) -> dict[str, str]:
         return {"NonStopSession": "Y"}
     t = schedule.reset_time_utc.strftime("%H:%M:%S")
     return {"StartTime": t, "EndTime": t, "UseLocalTime": "N"}
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A currently free TCP port (QuickFIX cannot bind port 0 and tell us which it got)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
 
 
 def _is_loopback(host: str) -> bool:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import quickfix as fix
 
-from gateway.config.model import Config
+from gateway.config.model import Config, TlsConnectConfig
 from gateway.fix.application import SessionApplication, StatusBoard
 from gateway.fix.kraken_logon import KrakenCredentials
 from gateway.fix.reconnect import ReconnectSupervisor
@@ -23,6 +23,7 @@ from gateway.fix.settings import (
     SettingsFile,
     acceptor_address_policy,
     common_defaults,
+    free_port,
 )
 from gateway.marketdata.fanout import OmsMarketData
 from gateway.marketdata.feed import MarketDataFeed
@@ -30,6 +31,12 @@ from gateway.marketdata.instruments import InstrumentRegistry
 from gateway.orders.store import OrderStore
 from gateway.risk.validation import OrderValidator
 from gateway.routing.router import Router
+from gateway.transports.tls_bridge import (
+    TlsClientBridge,
+    TlsServerBridge,
+    client_context,
+    server_context,
+)
 
 log = logging.getLogger("fixgw.gateway")
 
@@ -61,11 +68,13 @@ class Gateway:
         self.router = Router(self.store, self.validator)
         self.router.md = OmsMarketData(self.md_feed)
         self.credentials = credentials
-        self._acceptor: fix.SocketAcceptor | None = None
+        self._acceptor: fix.ThreadedSocketAcceptor | None = None
         self._initiator: fix.SocketInitiator | None = None
         self._supervisor: ReconnectSupervisor | None = None
         # QuickFIX keeps raw pointers to these: they must outlive the engines.
         self._keep: list[object] = []
+        self._bridges: list[TlsClientBridge | TlsServerBridge] = []
+        self._oms_internal_port = 0
 
     def _known_symbol(self, symbol: str) -> bool:
         """Tradable = configured and, once the venue's InstrumentList is in, listed by it."""
@@ -83,18 +92,45 @@ class Gateway:
         return self.data_dir / "log" / role if self.config.gateway.fix_message_log else None
 
     def oms_settings(self) -> SettingsFile:
+        """With TLS, QuickFIX listens on an internal port that only the local TLS bridge may
+        reach (QuickFIX binds every interface, so the allow-list is what keeps it private);
+        the bridge owns oms.host:oms.port and enforces the client allow-list itself."""
         c = self.config
-        extra = {"SocketAcceptPort": str(c.oms.port), "MaxLatency": str(c.oms.max_latency_s)}
-        extra.update(acceptor_address_policy(
-            c.oms.host, c.oms.tls.allow_addresses if c.oms.tls else ()))
+        if c.oms.tls is not None:
+            tls = c.oms.tls
+            self._oms_internal_port = self._oms_internal_port or free_port()
+            bridge = TlsServerBridge(c.oms.host, c.oms.port,
+                                     server_context(tls.cert_file, tls.key_file,
+                                                    tls.client_ca_file),
+                                     self._oms_internal_port,
+                                     allow_addresses=tls.allow_addresses)
+            self._bridges.append(bridge)
+            extra = {"SocketAcceptPort": str(self._oms_internal_port),
+                     "AllowedRemoteAddresses": "127.0.0.1"}
+        else:
+            extra = {"SocketAcceptPort": str(c.oms.port)}
+            extra.update(acceptor_address_policy(c.oms.host, ()))
+        extra["MaxLatency"] = str(c.oms.max_latency_s)
         defaults = common_defaults(connection_type="acceptor",
                                    store_dir=self.data_dir / "store" / "oms",
                                    log_dir=self._log_dir("oms"), schedule=c.schedule, extra=extra)
         sessions = [SessionBlock(c.oms.sender_comp_id, s.comp_id) for s in c.oms.sessions]
         return SettingsFile(defaults, sessions)
 
+    def _through_tls(self, host: str, port: int, tls: TlsConnectConfig | None) -> tuple[str, int]:
+        """Where QuickFIX connects for a venue session: straight there, or a local TLS bridge."""
+        if tls is None:
+            return host, port
+        ctx = client_context(tls.ca_file, tls.verify, tls.cert_file, tls.key_file)
+        bridge = TlsClientBridge(host, port, ctx, tls.server_hostname or host,
+                                 source_address=tls.source_address)
+        self._bridges.append(bridge)
+        return "127.0.0.1", bridge.local_port
+
     def venue_settings(self) -> SettingsFile:
         c, e = self.config, self.endpoints
+        trd_host, trd_port = self._through_tls(e.trading_host, e.trading_port, c.venue.trading.tls)
+        md_host, md_port = self._through_tls(e.md_host, e.md_port, c.venue.market_data.tls)
         defaults = common_defaults(
             connection_type="initiator", store_dir=self.data_dir / "store" / "venue",
             log_dir=self._log_dir("venue"), schedule=c.schedule,
@@ -102,12 +138,11 @@ class Gateway:
                    "ReconnectInterval": str(max(1, int(c.venue.reconnect_min_s)))})
         sessions = [
             SessionBlock(c.venue.sender_comp_id, c.venue.trading.target_comp_id,
-                         {"SocketConnectHost": e.trading_host,
-                          "SocketConnectPort": str(e.trading_port)}),
+                         {"SocketConnectHost": trd_host, "SocketConnectPort": str(trd_port)}),
             # Market data is a snapshot stream: nothing to resend after a restart, so each logon
             # starts at 1 (Kraken's own MD logon example sends 141=Y).
             SessionBlock(c.venue.sender_comp_id, c.venue.market_data.target_comp_id,
-                         {"SocketConnectHost": e.md_host, "SocketConnectPort": str(e.md_port),
+                         {"SocketConnectHost": md_host, "SocketConnectPort": str(md_port),
                           "ResetOnLogon": "Y"}),
         ]
         return SettingsFile(defaults, sessions)
@@ -134,9 +169,11 @@ class Gateway:
             self.router.register_oms(sid, s.accounts)
         oms_store = fix.FileStoreFactory(oms_settings)
         oms_logs = self._log_factory(oms_settings)
-        self._acceptor = fix.SocketAcceptor(oms_app, oms_store, oms_settings, oms_logs)
+        self._acceptor = fix.ThreadedSocketAcceptor(oms_app, oms_store, oms_settings, oms_logs)
         self._keep += [oms_app, oms_settings, oms_store, oms_logs]
 
+        for bridge in self._bridges:  # listening before QuickFIX connects or clients arrive
+            bridge.start()
         self._initiator.start()
         self._supervisor = ReconnectSupervisor(
             [fix.SessionID("FIX.4.4", c.venue.sender_comp_id, c.venue.trading.target_comp_id),
@@ -173,5 +210,8 @@ class Gateway:
         # a gateway started again in this process gets fresh sessions, not stale aliases.
         self._acceptor = self._initiator = None
         self._keep.clear()
+        for bridge in self._bridges:
+            bridge.stop()
+        self._bridges.clear()
         self.store.close()
         log.info("gateway stopped: sessions logged out, stores flushed")

@@ -27,6 +27,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="synthetic flow steps per second (0 = static books)")
     p.add_argument("--no-seed-books", action="store_true",
                    help="start with empty books (no synthetic resting liquidity)")
+    p.add_argument("--tls-cert", type=Path, help="serve FIX over TLS with this certificate")
+    p.add_argument("--tls-key", type=Path, help="... and this private key")
     p.add_argument("--client", action="append", default=None,
                    help="client SenderCompID to accept (repeatable; default FIXGW)")
     p.add_argument("--data-dir", type=Path, default=Path("./var/venue-sim"))
@@ -54,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
         host=args.host, trading_port=args.trading_port, md_port=args.md_port, seed=args.seed,
         flow_rate_hz=args.flow_rate, clients=tuple(args.client or ["FIXGW"]),
         data_dir=args.data_dir, credentials=creds,
-        seed_books=not args.no_seed_books))
+        seed_books=not args.no_seed_books, tls_cert=args.tls_cert, tls_key=args.tls_key))
     sim.start()
     print(json.dumps({"host": args.host, "trading_port": sim.trading_port,
                       "md_port": sim.md_port, "control_port": sim.control.port}), flush=True)

@@ -5,7 +5,6 @@ flow that keeps its books moving."""
 from __future__ import annotations
 
 import logging
-import socket
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +20,9 @@ from gateway.fix.settings import (
     SettingsFile,
     acceptor_address_policy,
     common_defaults,
+    free_port,
 )
+from gateway.transports.tls_bridge import TlsServerBridge, server_context
 from gateway.venue_sim.control import ControlServer
 from gateway.venue_sim.engine import MatchingEngine
 from gateway.venue_sim.fix_face import MD_COMP_ID, TRADING_COMP_ID, SimFixFace
@@ -33,13 +34,6 @@ log = logging.getLogger("fixgw.venue_sim")
 # its embedded venue, which generates fresh ones at every start).
 ENV_KEY = "FIXGW_SIM_API_KEY"
 ENV_SECRET = "FIXGW_SIM_API_SECRET"
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    """A currently free TCP port (QuickFIX cannot bind port 0 and tell us which it got)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass
@@ -55,6 +49,9 @@ class SimOptions:
     # Fill each book with resting synthetic liquidity at start; tests that want exact,
     # hand-placed books turn it off.
     seed_books: bool = True
+    # TLS on both FIX ports, as Kraken runs them (cert and key files); None = plain TCP.
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
 
 
 class VenueSimulator:
@@ -62,10 +59,19 @@ class VenueSimulator:
         self.opts = opts
         self.trading_port = opts.trading_port or free_port(opts.host)
         self.md_port = opts.md_port or free_port(opts.host)
+        # With TLS, QuickFIX listens on internal ports behind TLS bridges on the public ones.
+        self._bridges: list[TlsServerBridge] = []
+        self._fix_ports = (self.trading_port, self.md_port)
+        if opts.tls_cert is not None and opts.tls_key is not None:
+            ctx = server_context(opts.tls_cert, opts.tls_key)
+            self._fix_ports = (free_port(), free_port())
+            self._bridges = [TlsServerBridge(opts.host, public, ctx, internal)
+                             for public, internal in zip((self.trading_port, self.md_port),
+                                                         self._fix_ports, strict=True)]
         self.engine = MatchingEngine(seed=opts.seed)
         self.face = SimFixFace(self.engine, opts.credentials)
         self.flow = self._make_flow()
-        self._acceptor: fix.SocketAcceptor | None = None
+        self._acceptor: fix.ThreadedSocketAcceptor | None = None
         self._keep: list[object] = []
         self.control = ControlServer(opts.host, {
             "ping": lambda req: {},
@@ -73,7 +79,21 @@ class VenueSimulator:
             "submission_counts": lambda req: {"counts": {
                 f"{owner} {cl}": n for (owner, cl), n in self.engine.submission_counts.items()}},
             "levels": self._levels,
+            "flow": self._flow,
         })
+
+    def _flow(self, req: dict[str, Any]) -> dict[str, Any]:
+        """Start the synthetic flow at `rate_hz` (0 stops it), or run `steps` steps now."""
+        steps = int(req.get("steps", 0))
+        for _ in range(steps):
+            self.flow.step()
+        if "rate_hz" in req:
+            self.flow.stop()
+            rate = float(req["rate_hz"])
+            if rate > 0:
+                self.flow.rate_hz = rate
+                self.flow.start()
+        return {"running": self.flow.running, "last_seq": self.engine.last_seq}
 
     def _md_fault(self, req: dict[str, Any]) -> dict[str, Any]:
         self.face.md.inject(str(req["fault"]), str(req["symbol"]), int(req.get("count", 1)),
@@ -97,13 +117,13 @@ class VenueSimulator:
         defaults = common_defaults(
             connection_type="acceptor", store_dir=o.data_dir / "store", log_dir=None,
             schedule=ScheduleConfig(mode="non-stop"),
-            extra=acceptor_address_policy(o.host, ()))
+            extra=acceptor_address_policy("127.0.0.1" if self._bridges else o.host, ()))
         sessions: list[SessionBlock] = []
         for client in o.clients:
             sessions.append(SessionBlock(TRADING_COMP_ID, client,
-                                         {"SocketAcceptPort": str(self.trading_port)}))
+                                         {"SocketAcceptPort": str(self._fix_ports[0])}))
             sessions.append(SessionBlock(MD_COMP_ID, client,
-                                         {"SocketAcceptPort": str(self.md_port)}))
+                                         {"SocketAcceptPort": str(self._fix_ports[1])}))
         return SettingsFile(defaults, sessions)
 
     def start(self) -> None:
@@ -111,9 +131,11 @@ class VenueSimulator:
         app = SessionApplication(self.face, "venue-sim", StatusBoard())
         store = fix.FileStoreFactory(settings)
         logs = fix.ScreenLogFactory(False, False, False)
-        self._acceptor = fix.SocketAcceptor(app, store, settings, logs)
+        self._acceptor = fix.ThreadedSocketAcceptor(app, store, settings, logs)
         self._keep += [app, settings, store, logs]
         self._acceptor.start()
+        for bridge in self._bridges:
+            bridge.start()
         self.control.start()
         if self.opts.flow_rate_hz > 0:
             self.flow.start()
@@ -128,3 +150,5 @@ class VenueSimulator:
             self._acceptor.stop()
             self._acceptor = None
             self._keep.clear()
+        for bridge in self._bridges:
+            bridge.stop()
