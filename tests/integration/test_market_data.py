@@ -1,0 +1,211 @@
+"""Market data end to end: venue (simulator) -> gateway books -> OMS MarketDataRequest fan-out.
+
+The OMS side keeps its own book from the gateway's W/X messages, so comparing it with the
+simulator's matching-engine book checks the venue feed, the gateway's book and the fan-out at
+once. Integrity faults are injected through the simulator's control channel.
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+from collections.abc import Iterator
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+import quickfix as fix
+
+from gateway.fix.messages import new_message
+from gateway.kraken.checksum import book_checksum
+from tests.conftest import Oms, make_client, new_id, order_fields
+from tests.procs import Credentials, GatewayProcess, SimProcess
+
+_req = itertools.count(1)
+
+
+class OmsBook:
+    """An OMS-side L2 book built from the gateway's snapshots and incrementals."""
+
+    def __init__(self) -> None:
+        self.bids: dict[Decimal, Decimal] = {}
+        self.asks: dict[Decimal, Decimal] = {}
+        self.updates = 0
+        self.snapshots = 0
+        self.rpt_seq = 0
+
+    def apply(self, raw: str) -> None:
+        parts = [p.split("=", 1) for p in raw.split("\x01") if "=" in p]
+        msg_type = next(v for t, v in parts if t == "35")
+        entry: dict[str, str] = {}
+        entries: list[dict[str, str]] = []
+        first = "269" if msg_type == "W" else "279"
+        for tag, value in parts:
+            if tag == first and entry:
+                entries.append(entry)
+                entry = {}
+            if tag in ("279", "269", "270", "271", "83"):
+                entry[tag] = value
+        if entry:
+            entries.append(entry)
+        if msg_type == "W":
+            self.bids.clear()
+            self.asks.clear()
+            self.snapshots += 1
+            self.rpt_seq = 0
+        for e in entries:
+            if e.get("269") not in ("0", "1"):
+                continue
+            side = self.bids if e["269"] == "0" else self.asks
+            px = Decimal(e["270"])
+            if msg_type == "X" and e["279"] == "2":
+                side.pop(px, None)
+            else:
+                side[px] = Decimal(e["271"])
+            self.updates += 1
+        if msg_type == "X" and entries and "83" in entries[0]:
+            seq = int(entries[0]["83"])
+            assert seq == self.rpt_seq + 1, f"RptSeq {seq} after {self.rpt_seq}"
+            self.rpt_seq = seq
+
+    def top(self, n: int) -> tuple[list[tuple[Decimal, Decimal]], list[tuple[Decimal, Decimal]]]:
+        return (sorted(self.bids.items(), reverse=True)[:n], sorted(self.asks.items())[:n])
+
+
+def subscribe(oms: Oms, symbol: str, depth: int = 10) -> str:
+    req = f"R{next(_req)}"
+    v = new_message("V")
+    for tag, value in ((262, req), (263, "1"), (264, str(depth)), (265, "1")):
+        v.setField(tag, value)
+    for entry_type in ("0", "1"):
+        g = fix.Group(267, 269)
+        g.setField(269, entry_type)
+        v.addGroup(g)
+    g = fix.Group(146, 55)
+    g.setField(55, symbol)
+    v.addGroup(g)
+    assert oms.c.send(v)
+    return req
+
+
+def drain(oms: Oms, book: OmsBook, req: str, seconds: float) -> None:
+    until = time.monotonic() + seconds
+    while time.monotonic() < until:
+        try:
+            r = oms.c.next_app(timeout=0.2)
+        except TimeoutError:
+            continue
+        if r.fields.get(262) == req and r.msg_type in ("W", "X"):
+            book.apply(r.raw)
+
+
+@pytest.fixture(scope="module")
+def md_pair(tmp_path_factory: pytest.TempPathFactory
+            ) -> Iterator[tuple[SimProcess, GatewayProcess]]:
+    tmp = tmp_path_factory.mktemp("md")
+    creds = Credentials()
+    sim = SimProcess(tmp / "sim", creds, clients=("FIXGW", "MAKER"), seed_books=True)
+    gw = GatewayProcess(tmp / "gw", sim, creds, oms_comp_ids=("OMS", "OMS2", "OMS3"),
+                        venue_toml="md_stale_after_s = 2.0")
+    try:
+        yield sim, gw
+    finally:
+        gw.stop()
+        sim.stop()
+
+
+def _sim_levels(sim: SimProcess, symbol: str) -> tuple[list[tuple[Decimal, Decimal]], ...]:
+    lv = sim.control(cmd="levels", symbol=symbol, depth=10)
+    return tuple([(Decimal(p), Decimal(q)) for p, q in lv[side]] for side in ("bids", "asks"))
+
+
+def test_books_match_the_venue_after_thousands_of_updates(
+        md_pair: tuple[SimProcess, GatewayProcess], tmp_path: Path) -> None:
+    sim, gw = md_pair
+    a = Oms(make_client(tmp_path, gw.oms_port, "OMS", "FIXGW"))
+    b = Oms(make_client(tmp_path, gw.oms_port, "OMS2", "FIXGW"))
+    a.c.start()
+    b.c.start()
+    try:
+        books = {"a": OmsBook(), "b": OmsBook()}
+        reqs = {"a": subscribe(a, "BTC/USD"), "b": subscribe(b, "BTC/USD", depth=5)}
+        sim.control(cmd="flow", rate_hz=400)
+        deadline = time.monotonic() + 30
+        while books["a"].updates < 3000 and time.monotonic() < deadline:
+            drain(a, books["a"], reqs["a"], 0.5)
+            drain(b, books["b"], reqs["b"], 0.2)
+        sim.control(cmd="flow", rate_hz=0)
+        drain(a, books["a"], reqs["a"], 1.0)
+        drain(b, books["b"], reqs["b"], 1.0)
+        assert books["a"].updates >= 3000
+        bids, asks = _sim_levels(sim, "BTC/USD")
+        assert books["a"].top(10) == (bids, asks)
+        # The depth-5 subscriber holds exactly the venue's top 5, not a stale deeper level.
+        assert books["b"].top(10) == (bids[:5], asks[:5])
+        assert book_checksum(bids, asks, 1, 8) == book_checksum(*books["a"].top(10), 1, 8)
+    finally:
+        a.c.stop()
+        b.c.stop()
+
+
+@pytest.mark.parametrize(("fault", "log_reason"), [
+    ({"fault": "corrupt_checksum"}, "checksum mismatch"),
+    ({"fault": "gap"}, "sequence gap"),
+    ({"fault": "stall", "seconds": 3.5}, "stale feed"),
+])
+def test_integrity_faults_resubscribe_and_recover(
+        md_pair: tuple[SimProcess, GatewayProcess], tmp_path: Path,
+        fault: dict[str, object], log_reason: str) -> None:
+    sim, gw = md_pair
+    start = len(gw.err.lines)
+    symbol = "ETH/USD"
+    sim.control(cmd="md_fault", symbol=symbol, **fault)
+    sim.control(cmd="flow", steps=3)   # make the venue publish (and the fault bite)
+    if fault["fault"] == "stall":
+        time.sleep(float(fault["seconds"]) - 1)  # silence longer than md_stale_after_s
+    gw.err.wait_for(rf"market data {symbol}: {log_reason}.*resubscribing", 10, start=start)
+    # After the fresh snapshot the gateway's book is right again: an OMS sees the venue's book.
+    c = Oms(make_client(tmp_path, gw.oms_port, "OMS3", "FIXGW"))
+    c.c.start()
+    try:
+        book = OmsBook()
+        req = subscribe(c, symbol)
+        drain(c, book, req, 1.0)
+        assert book.snapshots == 1
+        assert book.top(10) == _sim_levels(sim, symbol)
+    finally:
+        c.c.stop()
+
+
+def test_oms_request_for_unknown_symbol_is_rejected(
+        md_pair: tuple[SimProcess, GatewayProcess], tmp_path: Path) -> None:
+    _sim, gw = md_pair
+    c = Oms(make_client(tmp_path, gw.oms_port, "OMS", "FIXGW"))
+    c.c.start()
+    try:
+        req = subscribe(c, "DOGE/USD")
+        r = c.expect(lambda r: r.msg_type == "Y" and r.fields.get(262) == req)
+        assert r.fields[281] == "0"
+        assert "DOGE/USD" in r.fields[58] and "BTC/USD" in r.fields[58]
+    finally:
+        c.c.stop()
+
+
+@pytest.mark.parametrize(("symbol", "qty", "price", "text"), [
+    ("BTC/USD", "0.01", "45000.05", "not on the tick 0.1 for BTC/USD"),
+    ("BTC/USD", "0.00001", "45000.0", "under the minimum 0.0001 for BTC/USD"),
+    ("ARB/USD", "1", "0.1110", "under the minimum 5 for ARB/USD"),
+])
+def test_orders_off_tick_or_under_minimum_are_rejected(
+        md_pair: tuple[SimProcess, GatewayProcess], tmp_path: Path,
+        symbol: str, qty: str, price: str, text: str) -> None:
+    _sim, gw = md_pair
+    c = Oms(make_client(tmp_path, gw.oms_port, "OMS2", "FIXGW"))
+    c.c.start()
+    try:
+        cl = new_id("T")
+        c.send("D", order_fields(cl, "1", qty, price, symbol=symbol))
+        r = c.report(cl, "8")
+        assert text in r.fields[58], r.fields[58]
+    finally:
+        c.c.stop()
