@@ -5,7 +5,8 @@ real `fixgw run` process. The expected behaviour is taken from FIX 4.4 Volume 2 
 protocol), chiefly its "FIX Session-level Test Cases and Expected Behaviors" table; the case
 numbers cited in the docstrings (1S, 2b, 10, 14a, ...) are that table's. Where QuickFIX 1.16
 does not do what the spec requires the test still asserts the spec and is marked
-`xfail(strict=True)` with the reason taken from the engine source (QuickFIX 1.16 source, C++/Session.cpp);
+`xfail(strict=True)` with the reason taken from the engine source (QuickFIX 1.16,
+C++/Session.cpp);
 none of those is fixed by a QuickFIX setting. Cases 2f and 2g at the expected MsgSeqNum, which
 QuickFIX only checks on resends, are enforced by the gateway's own callback layer
 (gateway/fix/application.py).
