@@ -3,7 +3,8 @@
 
     python tools/benchlib/relay.py --listen-port P --venue-port V [--sender RELAY]
 
-An acceptor toward the OMS (FIXGW -> OMS) and an initiator toward the venue (RELAY ->
+An acceptor toward the OMS (--oms-side-comp, default FIXGW; the benchmark uses RELAY so its
+OMS sessions to relay and gateway differ) and an initiator toward the venue (RELAY ->
 KRAKEN-TRD), with the same QuickFIX settings the gateway renders (FileStore, data dictionary
 validation, no message log). Each application message is copied to the other session inside
 the fromApp callback that received it; nothing is mapped, checked or recorded. So the relay
