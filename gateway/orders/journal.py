@@ -10,13 +10,11 @@ callback thread. Replay tolerates a torn last line (the process died mid-write).
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import threading
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 log = logging.getLogger(__name__)
 
@@ -35,9 +33,11 @@ class Journal:
                                             daemon=True)
             self._syncer.start()
 
-    def append(self, record: dict[str, Any]) -> None:
-        os.write(self._fd, (json.dumps(record, separators=(",", ":")) + "\n").encode())
-        self._dirty.set()
+    def append_line(self, line: str) -> None:
+        """One record, one unbuffered write; `line` must not contain a newline."""
+        os.write(self._fd, (line + "\n").encode())
+        if not self._dirty.is_set():
+            self._dirty.set()
 
     def _sync_loop(self) -> None:
         while not self._closed.is_set():
@@ -61,15 +61,13 @@ class Journal:
         os.close(self._fd)
 
     @staticmethod
-    def replay(path: Path) -> Iterator[dict[str, Any]]:
+    def replay_lines(path: Path) -> Iterator[str]:
+        """Every complete record, oldest first; a torn last line (a crash mid-write) is dropped."""
         if not path.exists():
             return
         with path.open("rb") as f:
-            for lineno, line in enumerate(f, 1):
-                if not line.endswith(b"\n"):
+            for lineno, raw in enumerate(f, 1):
+                if not raw.endswith(b"\n"):
                     log.warning("%s:%d: ignoring a torn last record", path, lineno)
                     return
-                try:
-                    yield json.loads(line)
-                except json.JSONDecodeError:
-                    log.error("%s:%d: unreadable journal record skipped", path, lineno)
+                yield raw[:-1].decode()

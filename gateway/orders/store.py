@@ -3,6 +3,19 @@ and the venue ExecIDs already forwarded, rebuilt from the journal at start.
 
 Two QuickFIX threads (OMS acceptor, venue initiator) use it, so each public method takes the
 one lock; methods are small so the lock is held for microseconds.
+
+Journal records are tab-separated lines, one per change, first field the record type:
+
+    N  oms_session  cl_ord_id  venue_cl_ord_id  symbol  side  ord_type  qty  price  tif  account
+       transport                                   a new order
+    U  oms_session  cl_ord_id                      a ClOrdID the gateway rejected (stays used)
+    Q  venue_cl_ord_id  oms_session  first_cl_ord_id  request_cl_ord_id  kind
+                                                   a cancel/replace/status/mass request
+    E  oms_session  first_cl_ord_id  exec_id  ord_status  cum_qty  avg_px  order_id
+       cur_oms_cl  cur_venue_cl  qty  price         a venue report applied ("" = unchanged)
+
+Positional text rather than JSON: on the order path every microsecond of encoding is paid on
+a cold cache per message (see tools/bench_fix.py's profile); FIX values never contain a tab.
 """
 
 from __future__ import annotations
@@ -12,7 +25,6 @@ import time
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
 
 from gateway.orders import state
 from gateway.orders.journal import Journal
@@ -61,10 +73,6 @@ class VenueIdSource:
             self._last = max(self._last, int(value))
 
 
-def _dec(v: Any) -> Decimal | None:
-    return None if v is None else Decimal(v)
-
-
 class OrderStore:
     def __init__(self, journal_path: Path, fsync_interval_ms: int = 50) -> None:
         self.lock = threading.Lock()
@@ -74,8 +82,8 @@ class OrderStore:
         self._venue_refs: dict[str, VenueRef] = {}
         self._seen_exec: set[str] = set()
         self.venue_ids = VenueIdSource()
-        for rec in Journal.replay(journal_path):
-            self._apply(rec)
+        for line in Journal.replay_lines(journal_path):
+            self._replay(line.split("\t"))
         self._journal = Journal(journal_path, fsync_interval_ms)
 
     # ---- queries -------------------------------------------------------------------------
@@ -94,27 +102,28 @@ class OrderStore:
     def venue_ref(self, venue_cl_ord_id: str) -> VenueRef | None:
         return self._venue_refs.get(venue_cl_ord_id)
 
-    # ---- changes (each is journaled before it is visible) --------------------------------
+    # ---- changes (journaled, then visible) -----------------------------------------------
     def mark_used(self, oms_session: str, cl_ord_id: str) -> None:
         """Remember a ClOrdID the gateway rejected, so a retry with it is still a duplicate."""
         with self.lock:
-            self._record({"t": "U", "s": oms_session, "c": cl_ord_id})
+            self._journal.append_line(f"U\t{oms_session}\t{cl_ord_id}")
+            self._used_cl_ord_ids.add((oms_session, cl_ord_id))
 
     def add_order(self, order: Order) -> None:
+        o = order
+        line = (f"N\t{o.oms_session}\t{o.oms_cl_ord_id}\t{o.venue_cl_ord_id}\t{o.symbol}\t"
+                f"{o.side}\t{o.ord_type}\t{o.qty}\t{'' if o.price is None else o.price}\t"
+                f"{o.tif}\t{o.account}\t{o.transport}")
         with self.lock:
-            self._record({
-                "t": "N", "s": order.oms_session, "c": order.oms_cl_ord_id,
-                "v": order.venue_cl_ord_id, "sym": order.symbol, "side": order.side,
-                "ot": order.ord_type, "q": str(order.qty),
-                "p": None if order.price is None else str(order.price), "tif": order.tif,
-                "acct": order.account, "tr": order.transport,
-            })
+            self._journal.append_line(line)
+            self._index_new(o)
 
     def add_request(self, venue_cl_ord_id: str, order_key: OrderKey, oms_cl_ord_id: str,
                     kind: str) -> None:
         with self.lock:
-            self._record({"t": "Q", "v": venue_cl_ord_id, "k": list(order_key),
-                          "c": oms_cl_ord_id, "kind": kind})
+            self._journal.append_line(f"Q\t{venue_cl_ord_id}\t{order_key[0]}\t{order_key[1]}\t"
+                                      f"{oms_cl_ord_id}\t{kind}")
+            self._index_request(venue_cl_ord_id, order_key, oms_cl_ord_id, kind)
 
     def resolve_report(self, venue_cl_ord_id: str, venue_orig: str | None,
                        exec_id: str | None) -> ReportTarget | None:
@@ -132,90 +141,84 @@ class OrderStore:
     def apply_report(self, target: ReportTarget, *, venue_cl_ord_id: str, exec_id: str,
                      exec_type: str, ord_status: str, cum_qty: str | None, avg_px: str | None,
                      order_id: str | None, qty: str | None, price: str | None
-                     ) -> tuple[bool, dict[str, Any]]:
-        """Apply a venue report to the in-memory order, and return (legal, record).
+                     ) -> tuple[bool, str]:
+        """Apply a venue report to the in-memory order, and return (legal, journal line).
 
-        The record is not journaled here: the caller forwards the report first and then calls
+        The line is not journaled here: the caller forwards the report first and then calls
         `commit`, so a crash in between makes the venue resend it (see routing.router). The
         in-memory state moves first so that an OMS acting on the forwarded report (a replace
         right after a fill) already sees the new state. `legal` is False when FIX 4.4 does not
         allow the status move; the venue's word is kept anyway and the caller logs it.
         """
+        cur_oms = cur_venue = ""
+        if exec_type in ("4", "5") or (exec_type == "0" and target.kind == "replace"):
+            # The cancel/replace request became the order's current version.
+            cur_oms, cur_venue = target.oms_cl_ord_id, venue_cl_ord_id
+        if exec_type != "5":
+            qty = price = None
+        o = target.order
+        fields = [o.oms_session, o.oms_history[0], exec_id, ord_status, cum_qty or "",
+                  avg_px or "", order_id or "", cur_oms, cur_venue, qty or "", price or ""]
         with self.lock:
-            legal = state.can_transition(target.order.status, ord_status)
-            rec: dict[str, Any] = {"t": "E", "k": list(self._key(target.order)), "x": exec_id,
-                                   "s": ord_status}
-            if cum_qty is not None:
-                rec["cq"] = cum_qty
-            if avg_px is not None:
-                rec["ap"] = avg_px
-            if order_id:
-                rec["o"] = order_id
-            if exec_type in ("4", "5") or (exec_type == "0" and target.kind == "replace"):
-                # The cancel/replace request became the order's current version.
-                rec["cur"] = [target.oms_cl_ord_id, venue_cl_ord_id]
-            if exec_type == "5":
-                if qty is not None:
-                    rec["q"] = qty
-                if price is not None:
-                    rec["p"] = price
-            self._apply(rec)
-            return legal, rec
+            legal = state.can_transition(o.status, ord_status)
+            self._apply_report(fields)
+        return legal, "E\t" + "\t".join(fields)
 
-    def commit(self, rec: dict[str, Any]) -> None:
+    def commit(self, line: str) -> None:
         """Journal a record already applied in memory."""
-        self._journal.append(rec)
+        self._journal.append_line(line)
 
     def close(self) -> None:
         self._journal.close()
 
     # ---- internals -------------------------------------------------------------------------
-    @staticmethod
-    def _key(order: Order) -> OrderKey:
-        return (order.oms_session, order.oms_history[0])
+    def _index_new(self, o: Order) -> None:
+        key = (o.oms_session, o.oms_cl_ord_id)
+        self.orders[key] = o
+        self._oms_index[key] = key
+        self._used_cl_ord_ids.add(key)
+        self._venue_refs[o.venue_cl_ord_id] = VenueRef(key, o.oms_cl_ord_id, "new")
 
-    def _record(self, rec: dict[str, Any]) -> None:
-        self._journal.append(rec)
-        self._apply(rec)
+    def _index_request(self, venue_id: str, key: OrderKey, oms_cl: str, kind: str) -> None:
+        self._venue_refs[venue_id] = VenueRef(key, oms_cl, kind)
+        if kind in ("cancel", "replace"):
+            self._used_cl_ord_ids.add((key[0], oms_cl))
+            self._oms_index[(key[0], oms_cl)] = key
 
-    def _apply(self, rec: dict[str, Any]) -> None:
-        t = rec["t"]
+    def _apply_report(self, f: list[str]) -> None:
+        (session, first, exec_id, status, cum, avg, order_id, cur_oms, cur_venue, qty,
+         price) = f
+        o = self.orders[(session, first)]
+        self._seen_exec.add(exec_id)
+        o.status = status
+        if cum:
+            o.cum_qty = Decimal(cum)
+        if avg:
+            o.avg_px = Decimal(avg)
+        if order_id:
+            o.order_id = order_id
+        if cur_oms:
+            o.oms_cl_ord_id, o.venue_cl_ord_id = cur_oms, cur_venue
+            if cur_oms not in o.oms_history:
+                o.oms_history.append(cur_oms)
+        if qty:
+            o.qty = Decimal(qty)
+        if price:
+            o.price = Decimal(price)
+
+    def _replay(self, f: list[str]) -> None:
+        t = f[0]
         if t == "N":
-            o = Order(oms_session=rec["s"], oms_cl_ord_id=rec["c"], venue_cl_ord_id=rec["v"],
-                      symbol=rec["sym"], side=rec["side"], ord_type=rec["ot"],
-                      qty=Decimal(rec["q"]), price=_dec(rec["p"]), tif=rec["tif"],
-                      account=rec.get("acct", ""), transport=rec.get("tr", "fix"),
-                      oms_history=[rec["c"]])
-            key = (o.oms_session, o.oms_cl_ord_id)
-            self.orders[key] = o
-            self._oms_index[key] = key
-            self._used_cl_ord_ids.add(key)
-            self._venue_refs[o.venue_cl_ord_id] = VenueRef(key, o.oms_cl_ord_id, "new")
-            self.venue_ids.observe(o.venue_cl_ord_id)
+            (_, session, cl, venue, sym, side, ot, q, p, tif, acct, tr) = f
+            self._index_new(Order(oms_session=session, oms_cl_ord_id=cl, venue_cl_ord_id=venue,
+                                  symbol=sym, side=side, ord_type=ot, qty=Decimal(q),
+                                  price=Decimal(p) if p else None, tif=tif, account=acct,
+                                  transport=tr, oms_history=[cl]))
+            self.venue_ids.observe(venue)
         elif t == "U":
-            self._used_cl_ord_ids.add((rec["s"], rec["c"]))
+            self._used_cl_ord_ids.add((f[1], f[2]))
         elif t == "Q":
-            key = (rec["k"][0], rec["k"][1])
-            self._venue_refs[rec["v"]] = VenueRef(key, rec["c"], rec["kind"])
-            self.venue_ids.observe(rec["v"])
-            if rec["kind"] in ("cancel", "replace"):
-                self._used_cl_ord_ids.add((key[0], rec["c"]))
-                self._oms_index[(key[0], rec["c"])] = key
+            self._index_request(f[1], (f[2], f[3]), f[4], f[5])
+            self.venue_ids.observe(f[1])
         elif t == "E":
-            o = self.orders[(rec["k"][0], rec["k"][1])]
-            self._seen_exec.add(rec["x"])
-            o.status = rec["s"]
-            if "cq" in rec:
-                o.cum_qty = Decimal(rec["cq"])
-            if "ap" in rec:
-                o.avg_px = Decimal(rec["ap"])
-            if "o" in rec:
-                o.order_id = rec["o"]
-            if "cur" in rec:
-                o.oms_cl_ord_id, o.venue_cl_ord_id = rec["cur"]
-                if o.oms_cl_ord_id not in o.oms_history:
-                    o.oms_history.append(o.oms_cl_ord_id)
-            if "q" in rec:
-                o.qty = Decimal(rec["q"])
-            if "p" in rec:
-                o.price = Decimal(rec["p"])
+            self._apply_report(f[1:])

@@ -55,8 +55,8 @@ def test_store_rebuilds_every_mapping_after_restart(tmp_path: Path) -> None:
 def test_journal_ignores_a_torn_last_record(tmp_path: Path) -> None:
     p = tmp_path / "j"
     j = Journal(p, 0)
-    j.append({"t": "U", "s": "x", "c": "1"})
+    j.append_line("U\tx\t1")
     j.close()
     with p.open("ab") as f:
-        f.write(b'{"t":"U","s":"x"')  # the process died mid-write
-    assert list(Journal.replay(p)) == [{"t": "U", "s": "x", "c": "1"}]
+        f.write(b"U\tx")  # the process died mid-write
+    assert list(Journal.replay_lines(p)) == ["U\tx\t1"]
