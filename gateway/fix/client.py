@@ -18,7 +18,7 @@ import quickfix as fix
 
 from gateway.config.model import ScheduleConfig
 from gateway.fix.application import BaseHandler, SessionApplication, StatusBoard
-from gateway.fix.messages import new_message
+from gateway.fix.messages import Fields, new_message
 from gateway.fix.settings import SessionBlock, SettingsFile, common_defaults
 
 SOH = "\x01"
@@ -60,13 +60,13 @@ class _Collector(BaseHandler):
         if self.client.on_admin_out is not None:
             self.client.on_admin_out(msg)
 
-    def on_app_message(self, msg: fix.Message, session_id: fix.SessionID) -> None:
+    def on_app_message(self, msg: fix.Message, session_id: fix.SessionID,
+                       fields: Fields) -> None:
         if self.client.on_message is not None:
             self.client.on_message(msg)
             return
-        raw = msg.toString()
-        f = parse_fix(raw)
-        self.client.inbox.put(Received(f.get(35, ""), f, raw))
+        f = {int(k): v for k, v in fields.items()}
+        self.client.inbox.put(Received(f.get(35, ""), f, msg.toString()))
 
 
 class FixClient:

@@ -74,6 +74,21 @@ MD_REQ_REJ_REASON: Final = 281
 _SIDE_NAMES: Final = {"1": "buy", "2": "sell"}
 
 
+SOH: Final = "\x01"
+Fields = dict[str, str]
+
+
+def split_fields(raw: str) -> Fields:
+    """Tag (as on the wire, e.g. "11") -> value, from one message string.
+
+    One toString() and one split replace a dozen binding calls (each of which also releases and
+    retakes the GIL): the order path reads every field it needs from this dict. For a repeated
+    tag (repeating groups) the last occurrence wins, so group content is read with QuickFIX's
+    group API instead.
+    """
+    return dict(p.split("=", 1) for p in raw.split(SOH)[:-1])
+
+
 def get(msg: fix.FieldMap, tag: int) -> str | None:
     """A field's value, or None when absent (no exception on the common path)."""
     return msg.getField(tag) if msg.isSetField(tag) else None

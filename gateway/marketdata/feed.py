@@ -26,7 +26,7 @@ import quickfix as fix
 
 from gateway.fix import messages as m
 from gateway.fix.application import BaseHandler
-from gateway.fix.messages import get
+from gateway.fix.messages import Fields, get
 from gateway.marketdata.book import Book
 from gateway.marketdata.fix_md import (
     BID,
@@ -106,7 +106,8 @@ class MarketDataFeed(BaseHandler):
             for sub in self._subs.values():
                 sub.synced = False
 
-    def on_app_message(self, msg: fix.Message, session_id: fix.SessionID) -> None:
+    def on_app_message(self, msg: fix.Message, session_id: fix.SessionID,
+                       fields: Fields) -> None:
         t = m.msg_type(msg)
         if t == "X":
             self._incremental(msg)

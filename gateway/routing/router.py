@@ -14,6 +14,7 @@ Ordering rules that make a kill -9 lose nothing:
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal
@@ -24,7 +25,7 @@ import quickfix as fix
 from gateway.fix import messages as m
 from gateway.fix.application import BaseHandler
 from gateway.fix.kraken_logon import KrakenCredentials, add_trading_logon_fields
-from gateway.fix.messages import get, session_send
+from gateway.fix.messages import Fields, session_send
 from gateway.fix.settings import session_key
 from gateway.marketdata.fanout import OmsMarketData
 from gateway.orders import state
@@ -88,6 +89,8 @@ class Router:
         self.pre_trade_check = pre_trade_check
         self.venue = VenueTrading()
         self.md: OmsMarketData | None = None  # OMS market-data requests, when a feed exists
+        self._recon: set[str] = set()  # venue ClOrdIDs asked about by `reconcile`
+        self.reconcile_delay_s = 1.0
         self.exec_ids = m.ExecIdSource("GW")
         self._oms_by_sid: dict[str, OmsContext] = {}
         self._oms_by_key: dict[str, OmsContext] = {}
@@ -107,21 +110,21 @@ class Router:
         return VenueHandler(self, credentials, cancel_on_disconnect)
 
     # ---- OMS -> venue ------------------------------------------------------------------------
-    def on_oms_message(self, msg: fix.Message, sid: fix.SessionID) -> None:
+    def on_oms_message(self, msg: fix.Message, sid: fix.SessionID, f: Fields) -> None:
         ctx = self._oms_by_sid.get(sid.toString())
         if ctx is None:
             raise fix.UnsupportedMessageType()
-        t = m.msg_type(msg)
+        t = f["35"]
         if t == "D":
-            self._new_order(msg, ctx)
+            self._new_order(ctx, f)
         elif t == "F":
-            self._cancel(msg, ctx)
+            self._cancel(ctx, f)
         elif t == "G":
-            self._replace(msg, ctx)
+            self._replace(ctx, f)
         elif t == "H":
-            self._status(msg, ctx)
+            self._status(ctx, f)
         elif t == "q":
-            self._mass_cancel(msg, ctx)
+            self._mass_cancel(ctx, f)
         elif t == "V" and self.md is not None:
             self.md.on_request(msg, ctx.key, ctx.send)
         else:
@@ -132,13 +135,12 @@ class Router:
         if ctx is not None and self.md is not None:
             self.md.drop(ctx.key)
 
-    def _new_order(self, msg: fix.Message, ctx: OmsContext) -> None:
-        cl = msg.getField(m.CL_ORD_ID)
-        inp = v.OrderInput(get(msg, m.SYMBOL), get(msg, m.SIDE), get(msg, m.ORDER_QTY),
-                           get(msg, m.ORD_TYPE), get(msg, m.PRICE), get(msg, m.TIME_IN_FORCE),
-                           get(msg, m.ACCOUNT))
+    def _new_order(self, ctx: OmsContext, f: Fields) -> None:
+        cl = f["11"]
+        inp = v.OrderInput(f.get("55"), f.get("54"), f.get("38"), f.get("40"), f.get("44"),
+                           f.get("59"), f.get("1"))
         if self.store.is_used(ctx.key, cl):
-            if _is_poss_dup(msg):
+            if f.get("43") == "Y":
                 # The OMS resent an order we already took (we died before QuickFIX advanced
                 # its sequence): it has, or will get, that order's reports. Not a duplicate.
                 log.info("ignored PossDup resend of order %s from %s", cl, ctx.key)
@@ -176,7 +178,7 @@ class Router:
         if inp.price is not None:
             out.setField(m.PRICE, inp.price)
         out.setField(m.TIME_IN_FORCE, checked.tif)
-        out.setField(m.TRANSACT_TIME, get(msg, m.TRANSACT_TIME) or m.utc_timestamp())
+        out.setField(m.TRANSACT_TIME, f.get("60") or m.utc_timestamp())
         if not self.venue.send(out):
             # The venue dropped between the check and the send: tell the OMS now, and record
             # the order as rejected so a late venue report cannot revive it unseen.
@@ -236,10 +238,10 @@ class Router:
         log.info("cancel/replace %s on %s rejected: %s", cl, ctx.key, text)
         self.sink.cancel_rejected(ctx.key, cl, orig, text)
 
-    def _check_amend(self, msg: fix.Message, ctx: OmsContext, response_to: str
+    def _check_amend(self, ctx: OmsContext, f: Fields, response_to: str
                      ) -> tuple[str, Order] | None:
-        cl = msg.getField(m.CL_ORD_ID)
-        orig = msg.getField(m.ORIG_CL_ORD_ID)
+        cl = f["11"]
+        orig = f["41"]
         order = self.store.find(ctx.key, orig)
         if order is None:
             self._cancel_reject(ctx, cl, orig, response_to, UNKNOWN_ORDER,
@@ -261,8 +263,8 @@ class Router:
             return None
         return cl, order
 
-    def _cancel(self, msg: fix.Message, ctx: OmsContext) -> None:
-        checked = self._check_amend(msg, ctx, "1")
+    def _cancel(self, ctx: OmsContext, f: Fields) -> None:
+        checked = self._check_amend(ctx, f, "1")
         if checked is None:
             return
         cl, order = checked
@@ -286,14 +288,14 @@ class Router:
                                 f"{self.venue.name} disconnected while sending", order)
         return sent
 
-    def _replace(self, msg: fix.Message, ctx: OmsContext) -> None:
-        checked = self._check_amend(msg, ctx, "2")
+    def _replace(self, ctx: OmsContext, f: Fields) -> None:
+        checked = self._check_amend(ctx, f, "2")
         if checked is None:
             return
         cl, order = checked
-        inp = v.OrderInput(order.symbol, get(msg, m.SIDE) or order.side, get(msg, m.ORDER_QTY),
-                           get(msg, m.ORD_TYPE) or order.ord_type, get(msg, m.PRICE),
-                           get(msg, m.TIME_IN_FORCE) or order.tif, order.account or None)
+        inp = v.OrderInput(order.symbol, f.get("54") or order.side, f.get("38"),
+                           f.get("40") or order.ord_type, f.get("44"),
+                           f.get("59") or order.tif, order.account or None)
         valid = self.validator.validate(inp, ())
         problem = None
         if isinstance(valid, v.Rejection):
@@ -324,8 +326,8 @@ class Router:
             self._cancel_reject(ctx, cl, order.oms_cl_ord_id, "2", BROKER_OPTION,
                                 f"{self.venue.name} disconnected while sending", order)
 
-    def _status(self, msg: fix.Message, ctx: OmsContext) -> None:
-        cl = msg.getField(m.CL_ORD_ID)
+    def _status(self, ctx: OmsContext, f: Fields) -> None:
+        cl = f["11"]
         order = self.store.find(ctx.key, cl)
         if order is not None and self.venue.is_up() and order.status != state.SENT:
             out = m.new_message("H")
@@ -344,8 +346,8 @@ class Router:
         if order is None:
             er.setField(m.ORDER_ID, "NONE")
             er.setField(m.ORD_STATUS, "8")
-            er.setField(m.SYMBOL, get(msg, m.SYMBOL) or "[N/A]")
-            er.setField(m.SIDE, get(msg, m.SIDE) or "1")
+            er.setField(m.SYMBOL, f.get("55") or "[N/A]")
+            er.setField(m.SIDE, f.get("54") or "1")
             er.setField(m.LEAVES_QTY, "0")
             er.setField(m.CUM_QTY, "0")
             er.setField(m.AVG_PX, "0")
@@ -363,12 +365,12 @@ class Router:
             er.setField(m.TEXT, "from the gateway's record: the venue session is not logged on")
         ctx.send(er)
 
-    def _mass_cancel(self, msg: fix.Message, ctx: OmsContext) -> None:
+    def _mass_cancel(self, ctx: OmsContext, f: Fields) -> None:
         """Mass cancel is scoped to the requesting OMS's own orders: the gateway cancels them
         one by one at the venue, so one desk's request never touches another desk's orders."""
-        cl = msg.getField(m.CL_ORD_ID)
-        req_type = msg.getField(m.MASS_CANCEL_REQUEST_TYPE)
-        symbol, side = get(msg, m.SYMBOL), get(msg, m.SIDE)
+        cl = f["11"]
+        req_type = f["530"]
+        symbol, side = f.get("55"), f.get("54")
         report_id = f"MASS-{self.exec_ids.next()}"
         rep = m.new_message("r")
         rep.setField(m.CL_ORD_ID, cl)
@@ -400,30 +402,67 @@ class Router:
         rep.setField(m.TOTAL_AFFECTED_ORDERS, str(sent))
         ctx.send(rep)
 
+    # ---- reconciliation ----------------------------------------------------------------------
+    def reconcile(self) -> int:
+        """Ask the venue about every order we journaled but never heard back about.
+
+        Such an order was journaled and then the gateway died, before or after the NewOrderSingle
+        left. The OMS's resend of it is (rightly) not taken as a new order, so the question is
+        settled here: the venue's status answer either gives the order's state, or says it never
+        arrived, and then it is sent now under the same venue ClOrdID (a venue refuses a second
+        open order with one ClOrdID, so this cannot create a duplicate).
+        """
+        pending = [o for o in self.store.open_orders() if o.status == state.SENT]
+        for o in pending:
+            self._recon.add(o.venue_cl_ord_id)
+            out = m.new_message("H")
+            out.setField(m.CL_ORD_ID, o.venue_cl_ord_id)
+            out.setField(m.SYMBOL, o.symbol)
+            out.setField(m.SIDE, o.side)
+            self.venue.send(out)
+        if pending:
+            log.info("reconciling %d order(s) with no venue report since before the restart",
+                     len(pending))
+        return len(pending)
+
+    def _send_new(self, order: Order) -> bool:
+        out = m.new_message("D")
+        out.setField(m.CL_ORD_ID, order.venue_cl_ord_id)
+        out.setField(m.SYMBOL, order.symbol)
+        out.setField(m.SIDE, order.side)
+        out.setField(m.ORDER_QTY, str(order.qty))
+        out.setField(m.ORD_TYPE, order.ord_type)
+        if order.price is not None:
+            out.setField(m.PRICE, str(order.price))
+        out.setField(m.TIME_IN_FORCE, order.tif)
+        out.setField(m.TRANSACT_TIME, m.utc_timestamp())
+        return self.venue.send(out)
+
     # ---- venue -> OMS ------------------------------------------------------------------------
-    def on_venue_message(self, msg: fix.Message) -> None:
-        t = m.msg_type(msg)
+    def on_venue_message(self, msg: fix.Message, f: Fields) -> None:
+        t = f["35"]
         if t == "8":
-            self._execution_report(msg)
+            self._execution_report(msg, f)
         elif t == "9":
-            self._venue_cancel_reject(msg)
+            self._venue_cancel_reject(msg, f)
         elif t == "r":
             pass  # we mass-cancel order by order; the venue's own mass report has no owner
         else:
             raise fix.UnsupportedMessageType()
 
-    def _forward(self, msg: fix.Message, target: ReportTarget) -> None:
+    def _forward(self, msg: fix.Message, f: Fields, target: ReportTarget) -> None:
         msg.setField(m.CL_ORD_ID, target.oms_cl_ord_id)
         if target.oms_orig_cl_ord_id is not None:
             msg.setField(m.ORIG_CL_ORD_ID, target.oms_orig_cl_ord_id)
-        elif msg.isSetField(m.ORIG_CL_ORD_ID):
+        elif "41" in f:
             msg.removeField(m.ORIG_CL_ORD_ID)
         if target.order.account:
             msg.setField(m.ACCOUNT, target.order.account)
-        elif msg.isSetField(m.ACCOUNT):
+        elif "1" in f:
             msg.removeField(m.ACCOUNT)
-        was_resent = _is_poss_dup(msg)
-        m.strip_resend_header(msg)
+        was_resent = f.get("43") == "Y"
+        if was_resent or "97" in f or "122" in f:
+            m.strip_resend_header(msg)
         if was_resent:
             # The venue resent it after our restart: the OMS may have it already (same ExecID).
             msg.getHeader().setField(m.POSS_RESEND, "Y")
@@ -434,26 +473,38 @@ class Router:
             return
         ctx.send(msg)
 
-    def _execution_report(self, msg: fix.Message) -> None:
-        venue_cl = get(msg, m.CL_ORD_ID) or ""
-        exec_id = msg.getField(m.EXEC_ID)
-        target = self.store.resolve_report(venue_cl, get(msg, m.ORIG_CL_ORD_ID), exec_id)
+    def _execution_report(self, msg: fix.Message, f: Fields) -> None:
+        venue_cl = f.get("11", "")
+        exec_id = f["17"]
+        target = self.store.resolve_report(venue_cl, f.get("41"), exec_id)
         if target is None:
             log.warning("venue report %s for unknown ClOrdID %r (OrderID %s) not forwarded",
-                        exec_id, venue_cl, get(msg, m.ORDER_ID))
+                        exec_id, venue_cl, f.get("37"))
             return
         if target.duplicate:
             return
-        exec_type = msg.getField(m.EXEC_TYPE)
-        ord_status = msg.getField(m.ORD_STATUS)
-        cum, avg = get(msg, m.CUM_QTY), get(msg, m.AVG_PX)
-        order_id, qty, price = get(msg, m.ORDER_ID), get(msg, m.ORDER_QTY), get(msg, m.PRICE)
-        last_qty, last_px = get(msg, m.LAST_QTY), get(msg, m.LAST_PX)
+        exec_type = f["150"]
+        ord_status = f["39"]
+        if exec_type == "I" and venue_cl in self._recon:
+            self._recon.discard(venue_cl)
+            if ord_status == "8" and target.order.status == state.SENT:
+                log.warning("order %s never reached the venue before the restart; sending it now",
+                            target.oms_cl_ord_id)
+                self._send_new(target.order)
+                return
+        elif (exec_type == "8" and target.kind == "new"
+              and target.order.status not in (state.SENT, state.PENDING_NEW)):
+            # A venue cannot reject an order it has acknowledged: this answers a duplicate
+            # submission of it (a resend racing the reconciliation), not the order itself.
+            log.warning("ignored venue reject %s for order %s, already %s: %s", exec_id,
+                        target.oms_cl_ord_id, state.NAMES.get(target.order.status), f.get("58"))
+            return
+        last_qty, last_px = f.get("32"), f.get("31")
         legal, rec = self.store.apply_report(
             target, venue_cl_ord_id=venue_cl, exec_id=exec_id, exec_type=exec_type,
-            ord_status=ord_status, cum_qty=cum, avg_px=avg, order_id=order_id, qty=qty,
-            price=price)
-        self._forward(msg, target)
+            ord_status=ord_status, cum_qty=f.get("14"), avg_px=f.get("6"),
+            order_id=f.get("37"), qty=f.get("38"), price=f.get("44"))
+        self._forward(msg, f, target)
         self.store.commit(rec)
         if not legal:
             log.warning("order %s: venue moved OrdStatus to %s from a state FIX 4.4 does not "
@@ -462,22 +513,17 @@ class Router:
                             Decimal(last_qty) if last_qty else None,
                             Decimal(last_px) if last_px else None)
 
-    def _venue_cancel_reject(self, msg: fix.Message) -> None:
-        venue_cl = get(msg, m.CL_ORD_ID) or ""
-        target = self.store.resolve_report(venue_cl, get(msg, m.ORIG_CL_ORD_ID), None)
+    def _venue_cancel_reject(self, msg: fix.Message, f: Fields) -> None:
+        venue_cl = f.get("11", "")
+        target = self.store.resolve_report(venue_cl, f.get("41"), None)
         if target is None:
             log.warning("venue cancel reject for unknown ClOrdID %r not forwarded", venue_cl)
             return
         if target.kind == "mass":
             return  # the OMS asked for a mass cancel; a per-order refusal is not its message
-        self._forward(msg, target)
+        self._forward(msg, f, target)
         self.sink.cancel_rejected(target.order.oms_session, target.oms_cl_ord_id,
-                                  target.oms_orig_cl_ord_id or "", get(msg, m.TEXT) or "")
-
-
-def _is_poss_dup(msg: fix.Message) -> bool:
-    header = msg.getHeader()
-    return bool(header.isSetField(m.POSS_DUP) and header.getField(m.POSS_DUP) == "Y")
+                                  target.oms_orig_cl_ord_id or "", f.get("58", ""))
 
 
 class OmsHandler(BaseHandler):
@@ -487,8 +533,8 @@ class OmsHandler(BaseHandler):
     def on_logout(self, session_id: fix.SessionID) -> None:
         self.router.on_oms_logout(session_id)
 
-    def on_app_message(self, msg: fix.Message, session_id: fix.SessionID) -> None:
-        self.router.on_oms_message(msg, session_id)
+    def on_app_message(self, msg: fix.Message, session_id: fix.SessionID, f: Fields) -> None:
+        self.router.on_oms_message(msg, session_id, f)
 
 
 class VenueHandler(BaseHandler):
@@ -500,6 +546,7 @@ class VenueHandler(BaseHandler):
         self.credentials = credentials
         self.cancel_on_disconnect = cancel_on_disconnect
         self.trading_target = "KRAKEN-TRD"
+        self.sender_comp_id = "FIXGW"
         self.md_handler: BaseHandler | None = None
 
     def _is_trading(self, session_id: fix.SessionID) -> bool:
@@ -514,6 +561,11 @@ class VenueHandler(BaseHandler):
             self.router.venue.session_id = session_id
             self.router.venue.session = fix.Session.lookupSession(session_id)
             self.router.venue.name = f"venue trading session {session_key(session_id)}"
+            # After the logon exchange settles (the venue's resend of anything we missed, and
+            # ours of anything it missed), ask about orders left in doubt by a restart.
+            t = threading.Timer(self.router.reconcile_delay_s, self.router.reconcile)
+            t.daemon = True
+            t.start()
         elif self.md_handler is not None:
             self.md_handler.on_logon(session_id)
 
@@ -521,8 +573,8 @@ class VenueHandler(BaseHandler):
         if not self._is_trading(session_id) and self.md_handler is not None:
             self.md_handler.on_logout(session_id)
 
-    def on_app_message(self, msg: fix.Message, session_id: fix.SessionID) -> None:
-        if self._is_trading(session_id):
-            self.router.on_venue_message(msg)
+    def on_app_message(self, msg: fix.Message, session_id: fix.SessionID, f: Fields) -> None:
+        if f.get("56") == self.sender_comp_id and f.get("49") == self.trading_target:
+            self.router.on_venue_message(msg, f)
         elif self.md_handler is not None:
-            self.md_handler.on_app_message(msg, session_id)
+            self.md_handler.on_app_message(msg, session_id, f)

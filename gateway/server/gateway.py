@@ -154,6 +154,7 @@ class Gateway:
         venue_handler = self.router.venue_handler(self.credentials,
                                                   c.venue.cancel_orders_on_disconnect)
         venue_handler.trading_target = c.venue.trading.target_comp_id
+        venue_handler.sender_comp_id = c.venue.sender_comp_id
         venue_handler.md_handler = self.md_feed
         venue_app = SessionApplication(venue_handler, "venue", self.board)
         venue_settings = self.venue_settings().write(cfg_dir / "venue.cfg")

@@ -19,7 +19,7 @@ import quickfix as fix
 from gateway.fix import messages as m
 from gateway.fix.application import BaseHandler
 from gateway.fix.kraken_logon import KrakenCredentials, verify_trading_logon
-from gateway.fix.messages import get
+from gateway.fix.messages import Fields, get
 from gateway.venue_sim import engine as e
 from gateway.venue_sim.md_publisher import MdPublisher, Subscription
 
@@ -77,7 +77,8 @@ class SimFixFace(BaseHandler):
         if me == MD_COMP_ID:
             self.md.unsubscribe(client)
 
-    def on_app_message(self, msg: fix.Message, session_id: fix.SessionID) -> None:
+    def on_app_message(self, msg: fix.Message, session_id: fix.SessionID,
+                       fields: Fields) -> None:
         me, client = self._roles(session_id)
         t = m.msg_type(msg)
         if me == TRADING_COMP_ID:
