@@ -68,7 +68,8 @@ def test_kill9_mid_flow_then_restart_loses_nothing(tmp_path: Path) -> None:
         if r.msg_type == "8":
             by_order[r.fields[11]].append(r.fields)
     missing = [cl for cl in sent if not any(f[39] == "2" for f in by_order.get(cl, []))]
-    assert not missing, f"orders without a final fill report after restart: {missing}"
+    assert not missing, (f"orders without a final fill report after restart: {missing}: "
+                         f"{[by_order.get(cl) for cl in missing]}\n{gw.err.text()[-3000:]}")
     # No order was executed twice at the venue: each order's fills add up to exactly its qty.
     for cl in sent:
         fills = {f[17]: f for f in by_order[cl] if f[150] == "F"}
@@ -84,3 +85,30 @@ def _store_seqnums(store_dir: Path) -> tuple[int, int]:
     f = next(store_dir.glob("*.seqnums"))
     sender, target = f.read_text().split(":")
     return int(sender.strip()), int(target.strip())
+
+
+def test_order_journaled_but_never_sent_is_reconciled_and_sent_once(tmp_path: Path) -> None:
+    """The gateway died between journaling an order and sending it: after restart it asks the
+    venue (OrderStatusRequest), learns the order never arrived, sends it under the same venue
+    ClOrdID, and the OMS gets the order's reports through resend."""
+    creds = Credentials()
+    sim = SimProcess(tmp_path / "sim", creds)
+    gw = GatewayProcess(tmp_path / "gw", sim, creds)
+    gw.stop()
+    venue_id = "1000000000000001"
+    journal = tmp_path / "gw" / "var" / "orders.journal"
+    with journal.open("a") as f:
+        f.write(f"N\tFIXGW->OMS\tLOST-1\t{venue_id}\tBTC/USD\t1\t2\t0.01\t30000.0\t1\t\tfix\n")
+    oms = Oms(make_client(tmp_path, gw.oms_port, "OMS", "FIXGW"))
+    try:
+        gw.start()
+        gw.err.wait_for(r"order LOST-1 never reached the venue before the restart", 10)
+        oms.c.start()
+        r = oms.report("LOST-1", "0")
+        assert r.fields[39] == "0" and r.fields[38] == "0.01000000"
+        counts = sim.control(cmd="submission_counts")["counts"]
+        assert counts == {f"FIXGW {venue_id}": 1}
+    finally:
+        oms.c.stop()
+        gw.stop()
+        sim.stop()
