@@ -1,0 +1,848 @@
+"""The pre-trade gate (shared/signals.md §8): every order, from every entry point, is checked
+here before it is routed.
+
+What it checks, in this order (the first ``block`` ends the check):
+
+1. ``kill_switch`` - an operator halt; always blocks.
+2. ``max_order_qty`` - per symbol (``"*"`` = any other symbol).
+3. ``price_collar`` - a limit price within ``price_collar_bps`` of the book mid.
+4. ``max_notional`` - qty x limit price, or x mid for market orders, in the quote currency
+   (every instrument the gateway trades is USD-quoted: ``BTC/USD``, ``PF_*USD``).
+5. ``max_orders_per_s`` - routed orders per symbol in a sliding ``rate_window_s``.
+6. ``max_open_orders`` - open orders per OMS session.
+7. signal rules (``crowded_long``, ``crowded_short``, ``min_confidence_against_bias``) over the
+   symbol's latest precomputed ``SignalSnapshot``; semantics in ``gateway.config.risk``.
+
+Each rule has an action (allow, warn, reduce, block) and, where it reads market inputs, a
+stale-input policy (allow, warn, block), both from ``GateConfig``. The result is one
+``GateDecision``: ``block`` if any rule blocked, else ``reduce`` (the smallest reduced quantity
+wins), else ``warn``, else ``allow``. ``fired`` holds one decision per rule that fired (warns,
+reduces and dry-run ``allow`` matches included), ``reasons`` their texts. The router turns a
+block into an ExecutionReport reject with ``text`` in Text (58), and publishes every decision
+as an event (``figure_details`` maps one-to-one onto ``fixgw.v1.GateFigure``).
+
+Why it is shaped like this: ``check`` runs on the FIX callback thread for every order, with a
+p99 budget of 20 µs. So the config is compiled once (per-symbol plans with the symbol's
+quantity limit and its signal rules already split by order side, thresholds as floats,
+snapshot age fields as one ``attrgetter``), the allow path allocates nothing (a precomputed
+decision per plan and side is returned), and no text, ``Decimal`` formatting or logging
+happens unless a rule fires. The gate never computes a signal: it reads snapshot fields.
+
+Counters: ``on_order_routed`` appends a monotonic timestamp to the symbol's rate deque (bounded
+at the limit, so "limit reached" is ``len == limit and oldest > now - window``: O(1), and
+``check`` never mutates it) and counts the session's open orders; ``on_order_closed`` counts
+down. Counter writes take a lock (routing and venue callbacks run on different threads);
+``check`` only reads.
+
+Reductions: quantities go down to ``lot_size(symbol)`` multiples when the caller gives that
+callable; without it, ``qty x fraction`` is exact and ``limit / price`` is floored to 8 decimal
+places, and the router must round to the instrument's lot. A reduction that rounds to 0 blocks.
+
+Plans are built at start for every symbol the config names and lazily (once) for any other
+symbol an order carries; orders reach the gate after ``OrderValidator`` has rejected unknown
+symbols, so the set is bounded by the venue's instrument list.
+
+Clocks: ``clock`` (monotonic) drives the rate window; ``wall_clock`` (epoch seconds, the frame
+of ``SignalSnapshot.as_of``) ages snapshots. Any exception inside ``check`` blocks the order
+with rule ``gate_error`` (fail closed) instead of escaping into the FIX engine.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from decimal import ROUND_DOWN, Decimal
+from operator import attrgetter
+from typing import TYPE_CHECKING, Any, Final
+
+if TYPE_CHECKING:  # the risk layer does not import gateway.config at runtime
+    from gateway.config.risk import GateConfig, SignalRuleConfig
+    from gateway.signals.snapshot import SignalSnapshot
+
+__all__ = ["ACTIONS", "Gate", "GateDecision", "GateOrder", "RuleInfo"]
+
+log = logging.getLogger(__name__)
+
+ACTIONS: Final = ("allow", "warn", "reduce", "block")
+_VERB: Final = {"block": "blocked", "warn": "warned", "reduce": "reduced", "allow": "matched"}
+_BUY_SIDES: Final = frozenset({"1", "3"})  # Buy, BuyMinus
+_SELL_SIDES: Final = frozenset({"2", "4", "5", "6"})  # Sell, SellPlus, SellShort, SellShortExempt
+_QTY_DP: Final = Decimal("1E-8")
+_INF: Final = math.inf
+
+Figure = tuple[str, str, str, str]  # (name, value, unit, limit) as in fixgw.v1.GateFigure
+
+
+@dataclass(frozen=True, slots=True)
+class GateOrder:
+    """The fields of a new order the gate looks at (already validated by ``OrderValidator``)."""
+
+    symbol: str
+    side: str  # FIX Side (54): "1" buy, "2" sell
+    qty: Decimal
+    price: Decimal | None  # None for market orders
+    ord_type: str
+    oms_session: str
+    account: str
+
+
+@dataclass(frozen=True, slots=True)
+class GateDecision:
+    """The gate's answer for one order, or one rule's part of it (in ``fired``).
+
+    ``figures`` are (name, value) strings; ``figure_details`` the same figures as
+    (name, value, unit, limit) for ``fixgw.v1.GateFigure``.
+    """
+
+    action: str  # "allow" | "warn" | "reduce" | "block"
+    rule: str | None
+    text: str
+    reasons: tuple[str, ...]
+    figures: tuple[tuple[str, str], ...]
+    reduced_qty: Decimal | None
+    stale_inputs: bool
+    fired: tuple[GateDecision, ...] = ()
+    figure_details: tuple[Figure, ...] = ()
+
+    @property
+    def passes(self) -> bool:
+        """True when the order goes to the venue (possibly reduced)."""
+        return self.action != "block"
+
+
+@dataclass(frozen=True, slots=True)
+class RuleInfo:
+    """One rule as operators see it (``Gate.rules()``)."""
+
+    name: str
+    kind: str
+    action: str
+    enabled: bool
+    stale_policy: str | None
+    params: tuple[tuple[str, str], ...]
+    symbols: tuple[str, ...] = ("*",)
+
+
+# ---------------------------------------------------------------------------------------------
+# Formatting (fire path only)
+# ---------------------------------------------------------------------------------------------
+def _plain(d: Decimal) -> str:
+    """A Decimal without exponent notation (FIX and traders both read ``10``, not ``1E+1``)."""
+    return format(d, "f")
+
+
+def _usd(d: Decimal) -> str:
+    return f"{d:,.0f}" if d == d.to_integral_value() else f"{d:,.2f}"
+
+
+def _sig(x: float, digits: int = 3) -> str:
+    """A price from a float with at least ``digits`` significant digits: 0.09 -> ``0.0900``."""
+    if not math.isfinite(x) or x == 0.0:
+        return f"{x:g}"
+    dec = max(0, digits - 1 - math.floor(math.log10(abs(x))))
+    return f"{x:.{dec}f}"
+
+
+def _pct(x: float) -> str:
+    return f"{x:.2f}%" if abs(x) < 1.0 else f"{x:.1f}%"
+
+
+def _secs(x: float | None) -> str:
+    return "missing" if x is None else f"{x:.1f} s"
+
+
+def _decision(
+    rule: str,
+    action: str,
+    detail: str,
+    figs: tuple[Figure, ...] = (),
+    *,
+    stale: bool = False,
+    reduced: Decimal | None = None,
+) -> GateDecision:
+    verb = "skipped" if stale and action == "allow" else _VERB[action]
+    text = f"{verb} by {rule}: {detail}"
+    return GateDecision(
+        action, rule, text, (text,), tuple([(f[0], f[1]) for f in figs]), reduced, stale, (), figs
+    )
+
+
+_NOTHING: Final = GateDecision("allow", None, "", (), (), None, False)  # "no rule fired" marker
+
+
+def _alone(d: GateDecision) -> GateDecision:
+    """A one-rule final decision: the rule's own decision, listed in ``fired``."""
+    return GateDecision(d.action, d.rule, d.text, d.reasons, d.figures, d.reduced_qty,
+                        d.stale_inputs, (d,), d.figure_details)
+
+
+# ---------------------------------------------------------------------------------------------
+# Signal rules, compiled per (rule, order side)
+# ---------------------------------------------------------------------------------------------
+def _long_asym(s: SignalSnapshot) -> float:
+    v = s.oi_asymmetry
+    if v is not None:
+        return v
+    return _INF if s.oi_asymmetry_status == "inf" else -_INF  # "undefined" never matches
+
+
+def _short_asym(s: SignalSnapshot) -> float:
+    v = s.oi_asymmetry
+    if v is not None:
+        return 1.0 / v if v > 0.0 else _INF  # long 0, short > 0: all short
+    return 0.0 if s.oi_asymmetry_status == "inf" else -_INF
+
+
+def _against(bias: str) -> Callable[[SignalSnapshot], float]:
+    def confidence_against(s: SignalSnapshot) -> float:
+        return s.confidence if s.bias == bias else -_INF
+
+    return confidence_against
+
+
+# param -> (snapshot attribute read, inputs it needs, is an upper bound)
+_COND: Final[dict[str, tuple[Callable[[SignalSnapshot], float] | str, tuple[str, ...], bool]]] = {
+    "min_funding_excess_bps": ("funding_excess_bps", ("age_funding_s",), False),
+    "max_funding_excess_bps": ("funding_excess_bps", ("age_funding_s",), True),
+    "min_carry_bps": ("carry_ann_bps", ("age_funding_s",), False),
+    "max_carry_bps": ("carry_ann_bps", ("age_funding_s",), True),
+    "max_gravity": ("gravity", ("age_map_s", "age_book_s"), True),
+    "min_gravity": ("gravity", ("age_map_s", "age_book_s"), False),
+    "min_oi_asymmetry": (_long_asym, ("age_positioning_s",), False),
+    "min_short_asymmetry": (_short_asym, ("age_positioning_s",), False),
+}
+_SIDE_COND: Final[dict[str, dict[str, tuple[str, tuple[str, ...]]]]] = {
+    "crowded_long": {
+        "min_liq_to_depth": ("liq_to_depth_long", ("age_map_s", "age_book_s")),
+        "min_at_risk_share": ("at_risk_share_long", ("age_map_s",)),
+    },
+    "crowded_short": {
+        "min_liq_to_depth": ("liq_to_depth_short", ("age_map_s", "age_book_s")),
+        "min_at_risk_share": ("at_risk_share_short", ("age_map_s",)),
+    },
+}
+_ALL_PARAMS: Final = (tuple(_COND), ("min_liq_to_depth", "min_at_risk_share", "min_confidence"))
+_AGE_LABEL: Final = {
+    "age_mark_s": "mark",
+    "age_funding_s": "funding",
+    "age_map_s": "liquidation map",
+    "age_book_s": "book",
+    "age_positioning_s": "positioning",
+    "max_age_s": "oldest input",
+}
+
+
+class _Cond:
+    """One threshold: fires only if ``lo <= value <= hi``."""
+
+    __slots__ = ("get", "hi", "lo", "param")
+
+    def __init__(self, param: str, get: Callable[[SignalSnapshot], float], bound: float,
+                 upper: bool) -> None:
+        self.param = param
+        self.get = get
+        self.lo = -_INF if upper else bound
+        self.hi = bound if upper else _INF
+
+
+class _SignalRule:
+    """A ``SignalRuleConfig`` compiled for one order side (buy or sell)."""
+
+    __slots__ = (
+        "action",
+        "age_names",
+        "ages",
+        "buy",
+        "cfg",
+        "cmp",
+        "conds",
+        "fraction",
+        "kind",
+        "lim",
+        "max_age",
+        "max_age_txt",
+        "name",
+        "stale_policy",
+    )
+
+    def __init__(self, cfg: SignalRuleConfig, buy: bool) -> None:
+        self.cfg = cfg
+        self.name = cfg.name
+        self.kind = cfg.kind
+        self.action = cfg.action
+        self.stale_policy = cfg.stale_policy
+        self.max_age = float(cfg.max_age_s)
+        self.fraction = cfg.reduce_to_fraction
+        self.buy = buy
+        needs: list[str] = ["age_mark_s"]
+        conds: list[_Cond] = []
+        for param, value in cfg.params.items():
+            bound = float(value)
+            if param == "min_confidence":
+                conds.append(_Cond(param, _against("short" if buy else "long"), bound, False))
+                needs.append("max_age_s")
+            elif param in _COND:
+                attr, ages, upper = _COND[param]
+                get = attrgetter(attr) if isinstance(attr, str) else attr
+                conds.append(_Cond(param, get, bound, upper))
+                needs.extend(ages)
+            else:
+                attr, ages = _SIDE_COND[cfg.kind][param]
+                conds.append(_Cond(param, attrgetter(attr), bound, False))
+                needs.extend(ages)
+        # Cheap, selective conditions first: funding rarely crosses its threshold.
+        order = [*_COND, "min_liq_to_depth", "min_at_risk_share", "min_confidence"]
+        conds.sort(key=lambda c: order.index(c.param))
+        self.conds = tuple(conds)
+        self.age_names = tuple(dict.fromkeys(needs))  # >= 2 names: attrgetter returns a tuple
+        if len(self.age_names) == 1:
+            self.age_names = (*self.age_names, "age_mark_s")
+        self.ages = attrgetter(*self.age_names)
+        # Threshold texts, formatted once: the fire path only looks them up.
+        every = {p for ps in _ALL_PARAMS for p in ps}
+        self.lim = {p: "" for p in every} | {p: _plain(v) for p, v in cfg.params.items()}
+        self.cmp = {p: "" for p in every} | {
+            p: f" ({'<=' if p.startswith('max_') else '>='} {_plain(v)})"
+            for p, v in cfg.params.items()}
+        self.max_age_txt = f"{self.max_age:g}"
+
+    def evaluate(self, order: GateOrder, snap: SignalSnapshot | None,
+                 wall: float) -> GateDecision | None:
+        """None when the rule does not fire; its decision (or its stale policy's) when it does."""
+        if snap is None:
+            return self._stale(order, f"no signal snapshot for {order.symbol}", None)
+        ages: tuple[Any, ...] = self.ages(snap)
+        if None in ages:
+            missing = [_AGE_LABEL.get(n, n) for n, a in zip(self.age_names, ages, strict=True)
+                       if a is None]
+            return self._stale(order, f"signal input missing for {order.symbol}: "
+                                      f"{', '.join(missing)}", snap)
+        lag = wall - snap.as_of
+        if lag < 0.0:
+            lag = 0.0  # clock skew between the signal host and this one: not "fresher than now"
+        oldest: float = max(ages) + lag
+        if not oldest <= self.max_age:
+            parts = [f"{_AGE_LABEL.get(n, n)} {_secs(a + lag)}"
+                     for n, a in zip(self.age_names, ages, strict=True)
+                     if not a + lag <= self.max_age]
+            return self._stale(order, f"signal inputs for {order.symbol} too old: "
+                                      f"{', '.join(parts) or _secs(oldest)} "
+                                      f"(max {self.max_age:g} s)", snap)
+        for c in self.conds:
+            v = c.get(snap)
+            if not c.lo <= v <= c.hi:
+                if v != v:  # NaN: a broken input, not a "no"
+                    return self._stale(order, f"signal figure {c.param.split('_', 1)[1]} for "
+                                              f"{order.symbol} is not a number", snap)
+                return None
+        return self._fire(order, snap, oldest)
+
+    # -- fire path ----------------------------------------------------------------------------
+    def _stale(self, order: GateOrder, why: str, snap: SignalSnapshot | None) -> GateDecision:
+        figs: tuple[Figure, ...] = (("max_age_s", self.max_age_txt, "s", ""),)
+        if snap is not None:
+            figs += (("snapshot_as_of", f"{snap.as_of:.3f}", "s", ""),)
+        return _decision(self.name, self.stale_policy,
+                         f"{why}; stale_policy {self.stale_policy}", figs, stale=True)
+
+    def _fire(self, order: GateOrder, s: SignalSnapshot, age: float) -> GateDecision:
+        if self.kind == "min_confidence_against_bias":
+            detail, figs = self._bias_text(order, s)
+        else:
+            detail, figs = self._crowded_text(order, s)
+        figs += (("input_age_s", f"{age:.1f}", "s", self.max_age_txt),)
+        if self.action != "reduce":
+            return _decision(self.name, self.action, detail, figs)
+        assert self.fraction is not None  # validated by SignalRuleConfig
+        return _decision(self.name, "reduce", detail, figs, reduced=order.qty * self.fraction)
+
+    def _crowded_text(self, order: GateOrder, s: SignalSnapshot) -> tuple[str, tuple[Figure, ...]]:
+        cmp, lim = self.cmp, self.lim
+        if self.kind == "crowded_long":
+            side, book, verb = "long", "bid", "buying"
+            fund, carry, grav, asym_p = ("min_funding_excess_bps", "min_carry_bps", "max_gravity",
+                                         "min_oi_asymmetry")
+            l2d, ars, levels = s.liq_to_depth_long, s.at_risk_share_long, s.key_levels_long
+            asym = _long_asym(s)
+        else:
+            side, book, verb = "short", "ask", "selling"
+            fund, carry, grav, asym_p = ("max_funding_excess_bps", "max_carry_bps", "min_gravity",
+                                         "min_short_asymmetry")
+            l2d, ars, levels = s.liq_to_depth_short, s.at_risk_share_short, s.key_levels_short
+            asym = _short_asym(s)
+        level = _sig(levels[0].price) if levels else ""
+        toward = f" toward {side} liquidations at {level}" if level else ""
+        if math.isfinite(asym) and asym >= 0.0:
+            asym_txt = f"{asym:.1f}x {side}"
+        elif asym == _INF:
+            asym_txt = f"all {side}"
+        else:
+            asym_txt = "split undefined"
+        ars_txt = (f", {side} liquidations near price {ars:.1%} of {side} OI"
+                   f"{cmp['min_at_risk_share']}") if lim["min_at_risk_share"] else ""
+        f_txt, c_txt = f"{s.funding_excess_bps:+.1f}", f"{s.carry_ann_bps:+.1f}"
+        text = (
+            f"{verb} {order.symbol} against crowded {side}s: "
+            f"funding excess {f_txt} bps/yr{cmp[fund]}, "
+            f"carry {c_txt} bps/yr{cmp[carry]}, "
+            f"gravity {s.gravity:+.2f}{cmp[grav]}{toward}, "
+            f"{side} liq/{book} depth {l2d:.1f}x{cmp['min_liq_to_depth']}{ars_txt}, "
+            f"OI {asym_txt} by {s.positioning_cohort}{cmp[asym_p]}"
+        )
+        figs: tuple[Figure, ...] = (
+            ("funding_excess_bps", f_txt, "bps", lim[fund]),
+            ("carry_ann_bps", c_txt, "bps", lim[carry]),
+            ("gravity", f"{s.gravity:.3f}", "ratio", lim[grav]),
+            (f"liq_to_depth_{side}", f"{l2d:.3f}", "ratio", lim["min_liq_to_depth"]),
+            (f"at_risk_share_{side}", f"{ars:.3f}", "ratio", lim["min_at_risk_share"]),
+            ("oi_asymmetry", s.oi_asymmetry_label, "", lim[asym_p]),
+            (f"key_level_{side}", level, "price", ""),
+        )
+        return text, figs
+
+    def _bias_text(self, order: GateOrder, s: SignalSnapshot) -> tuple[str, tuple[Figure, ...]]:
+        votes = "; ".join(f"{v.name} {v.direction} ({v.reason})" for v in s.votes
+                          if v.direction == s.bias)
+        detail = (f"{'buying' if self.buy else 'selling'} {order.symbol} against a {s.bias} bias: "
+                  f"confidence {s.confidence:.2f}{self.cmp['min_confidence']}, "
+                  f"agreement {s.agreement:.2f}; votes: {votes or 'none'}")
+        figs: tuple[Figure, ...] = (
+            ("bias", s.bias, "", ""),
+            ("confidence", f"{s.confidence:.3f}", "ratio", self.lim["min_confidence"]),
+            ("agreement", f"{s.agreement:.3f}", "ratio", ""),
+        )
+        return detail, figs
+
+
+# ---------------------------------------------------------------------------------------------
+# Per-symbol plan
+# ---------------------------------------------------------------------------------------------
+class _Plan:
+    """Everything ``check`` needs for one symbol, resolved once."""
+
+    __slots__ = ("allow", "max_qty", "rate_times", "rules")
+
+    def __init__(self, max_qty: Decimal | None, rate_times: deque[float] | None,
+                 rules: dict[str, tuple[_SignalRule, ...]],
+                 allow: dict[str, GateDecision]) -> None:
+        self.max_qty = max_qty
+        self.rate_times = rate_times
+        self.rules = rules  # order side -> rules for that side
+        self.allow = allow  # order side -> the precomputed allow decision
+
+
+class Gate:
+    """The pre-trade gate; see the module docstring. Thread-safe for one checking thread plus
+    counter updates and operator changes from others."""
+
+    def __init__(
+        self,
+        config: GateConfig,
+        mid: Callable[[str], tuple[Decimal | None, float | None]],
+        snapshot: Callable[[str], SignalSnapshot | None],
+        clock: Callable[[], float] = time.monotonic,
+        *,
+        wall_clock: Callable[[], float] = time.time,
+        lot_size: Callable[[str], Decimal | None] | None = None,
+    ) -> None:
+        self._cfg = config
+        self._mid = mid
+        self._snapshot = snapshot
+        self._clock = clock
+        self._wall = wall_clock
+        self._lot = lot_size
+        self._kill = bool(config.kill_switch)
+        self._lock = threading.Lock()
+        self._open: dict[str, int] = {}
+        self._times: dict[str, deque[float]] = {}
+        self._window = float(config.rate_window_s)
+        self._stale_book_s = float(config.stale_book_s)
+        configured = ["kill_switch"]
+        if config.max_order_qty:
+            configured.append("max_order_qty")
+        for name, value in (("max_notional", config.max_notional_usd),
+                            ("price_collar", config.price_collar_bps),
+                            ("max_orders_per_s", config.max_orders_per_s),
+                            ("max_open_orders", config.max_open_orders)):
+            if value is not None:
+                configured.append(name)
+        self._classic: tuple[str, ...] = tuple(configured)
+        self._enabled: dict[str, bool] = {n: True for n in self._classic}
+        for r in config.signal_rules:
+            self._enabled[r.name] = r.enabled
+        kill = _decision("kill_switch", "block", "trading halted by operator",
+                         (("kill_switch", "on", "", ""),))
+        self._kill_decision = _alone(kill)
+        self._plans: dict[str, _Plan] = {}
+        self._compile()
+
+    # -- compile ------------------------------------------------------------------------------
+    def _compile(self) -> None:
+        """(Re)build the globals and every known symbol's plan after a config or toggle change."""
+        cfg, on = self._cfg, self._enabled
+        self._max_notional = cfg.max_notional_usd if on.get("max_notional") else None
+        collar = cfg.price_collar_bps if on.get("price_collar") else None
+        self._collar_bps = collar
+        self._collar_frac = None if collar is None else collar / Decimal(10_000)
+        self._max_open = cfg.max_open_orders if on.get("max_open_orders") else None
+        self._rules_buy = tuple(_SignalRule(r, True) for r in cfg.signal_rules
+                                if on[r.name] and r.kind != "crowded_short")
+        self._rules_sell = tuple(_SignalRule(r, False) for r in cfg.signal_rules
+                                 if on[r.name] and r.kind != "crowded_long")
+        symbols = set(cfg.max_order_qty) - {"*"}
+        for r in cfg.signal_rules:
+            symbols.update(s for s in r.symbols if s != "*")
+        symbols.update(self._plans)
+        self._plans = {s: self._make_plan(s) for s in symbols}
+
+    def _make_plan(self, symbol: str) -> _Plan:
+        cfg, on = self._cfg, self._enabled
+        max_qty = None
+        if on.get("max_order_qty"):
+            max_qty = cfg.max_order_qty.get(symbol, cfg.max_order_qty.get("*"))
+        times = None
+        if cfg.max_orders_per_s is not None:
+            times = self._times.get(symbol)
+            if times is None:
+                times = self._times.setdefault(symbol, deque(maxlen=cfg.max_orders_per_s))
+        rate_times = times if on.get("max_orders_per_s") else None
+
+        def mine(rules: tuple[_SignalRule, ...]) -> tuple[_SignalRule, ...]:
+            return tuple(r for r in rules if "*" in r.cfg.symbols or symbol in r.cfg.symbols)
+
+        buy, sell = mine(self._rules_buy), mine(self._rules_sell)
+        classic = [n for n in self._classic if on[n]]
+        if max_qty is None and "max_order_qty" in classic:
+            classic.remove("max_order_qty")
+
+        def allow(rules: tuple[_SignalRule, ...]) -> GateDecision:
+            names = classic + [r.name for r in rules]
+            return GateDecision("allow", None, "",
+                                (f"passed {len(names)} checks: {', '.join(names)}",),
+                                (), None, False)
+
+        rules: dict[str, tuple[_SignalRule, ...]] = {}
+        allows: dict[str, GateDecision] = {}
+        allow_buy, allow_sell, allow_other = allow(buy), allow(sell), allow(())
+        for side in _BUY_SIDES:
+            rules[side], allows[side] = buy, allow_buy
+        for side in _SELL_SIDES:
+            rules[side], allows[side] = sell, allow_sell
+        allows[""] = allow_other
+        return _Plan(max_qty, rate_times, rules, allows)
+
+    def _plan(self, symbol: str) -> _Plan:
+        plan = self._plans.get(symbol)
+        if plan is None:
+            with self._lock:
+                plan = self._plans.get(symbol)
+                if plan is None:
+                    plan = self._plans[symbol] = self._make_plan(symbol)
+        return plan
+
+    # -- the check ----------------------------------------------------------------------------
+    def check(self, order: GateOrder) -> GateDecision:
+        """Decide one order from the counters and the latest snapshot; never raises."""
+        try:
+            if self._kill:
+                return self._kill_decision
+            plan = self._plans.get(order.symbol)
+            if plan is None:
+                plan = self._plan(order.symbol)
+            fired: list[GateDecision] = []
+            qty = order.qty
+            eff = qty  # quantity after reductions so far
+
+            max_qty = plan.max_qty
+            if max_qty is not None and qty > max_qty:
+                d = self._fire_max_qty(order, max_qty)
+                if d.action == "block":
+                    return _alone(d)
+                fired.append(d)
+                if d.reduced_qty is not None:
+                    eff = d.reduced_qty
+
+            price = order.price
+            collar = self._collar_frac
+            notional_limit = self._max_notional
+            check_collar = collar is not None and price is not None
+            value_at_mid = notional_limit is not None and price is None
+            if check_collar or value_at_mid:
+                raw_mid, age = self._mid(order.symbol)
+                mid = raw_mid
+                if mid is not None and not (
+                    mid > 0 and (age is None or age <= self._stale_book_s)
+                ):
+                    mid = None  # stale or nonsense: the stale policy decides
+                if check_collar:
+                    assert price is not None and collar is not None
+                    if mid is None:
+                        d = self._stale_book("price_collar", self._cfg.price_collar_stale_policy,
+                                             order, raw_mid, age)
+                    elif abs(price - mid) > mid * collar:
+                        d = self._fire_collar(order, price, mid, age)
+                    else:
+                        d = _NOTHING
+                    if d is not _NOTHING:
+                        if d.action == "block":
+                            return self._done(fired, d)
+                        fired.append(d)
+                if value_at_mid:
+                    if mid is not None:
+                        price = mid
+                    else:
+                        d = self._stale_book("max_notional", self._cfg.max_notional_stale_policy,
+                                             order, raw_mid, age)
+                        if d.action == "block":
+                            return self._done(fired, d)
+                        fired.append(d)
+
+            if notional_limit is not None and price is not None and eff * price > notional_limit:
+                d = self._fire_notional(order, eff, price, notional_limit)
+                if d.action == "block":
+                    return self._done(fired, d)
+                fired.append(d)
+                if d.reduced_qty is not None and d.reduced_qty < eff:
+                    eff = d.reduced_qty
+
+            times = plan.rate_times
+            if (times is not None and len(times) == times.maxlen
+                    and times[0] > self._clock() - self._window):
+                d = self._fire_rate(order, len(times))
+                if d.action == "block":
+                    return self._done(fired, d)
+                fired.append(d)
+
+            max_open = self._max_open
+            if max_open is not None:
+                n_open = self._open.get(order.oms_session, 0)
+                if n_open >= max_open:
+                    d = self._fire_open(order, n_open, max_open)
+                    if d.action == "block":
+                        return self._done(fired, d)
+                    fired.append(d)
+
+            rules = plan.rules.get(order.side)
+            if rules:
+                snap = self._snapshot(order.symbol)
+                wall = self._wall()
+                for rule in rules:
+                    sd = rule.evaluate(order, snap, wall)
+                    if sd is None:
+                        continue
+                    if sd.action == "reduce":
+                        sd = self._floor_reduce(order, sd)
+                    if sd.action == "block":
+                        return self._done(fired, sd)
+                    fired.append(sd)
+                    if sd.reduced_qty is not None and sd.reduced_qty < eff:
+                        eff = sd.reduced_qty
+
+            if not fired:
+                allow = plan.allow.get(order.side)
+                return allow if allow is not None else plan.allow[""]
+            return self._combine(fired, eff if eff != qty else None)
+        except Exception as exc:  # fail closed: nothing may escape into the FIX engine
+            log.exception("pre-trade gate failed on %r", order)
+            d = _decision("gate_error", "block",
+                          f"internal error in the pre-trade gate ({type(exc).__name__}); "
+                          "order not sent", (("error", type(exc).__name__, "", ""),))
+            return _alone(d)
+
+    @staticmethod
+    def _done(fired: list[GateDecision], block: GateDecision) -> GateDecision:
+        """A block that ends the check, listing what fired before it."""
+        if not fired:
+            return _alone(block)
+        all_fired = (*fired, block)
+        return replace(block, reasons=tuple(d.text for d in all_fired), fired=all_fired,
+                       stale_inputs=any(d.stale_inputs for d in all_fired))
+
+    @staticmethod
+    def _combine(fired: list[GateDecision], reduced: Decimal | None) -> GateDecision:
+        deciding: GateDecision | None = None
+        if reduced is not None:
+            deciding = next(d for d in fired if d.reduced_qty == reduced)
+        else:
+            deciding = next((d for d in fired if d.action == "warn"), None)
+        reasons = tuple(d.text for d in fired)
+        stale = any(d.stale_inputs for d in fired)
+        if deciding is None:  # only dry-run matches or allowed stale inputs
+            return GateDecision("allow", None, "", reasons, (), None, stale, tuple(fired))
+        action = "reduce" if reduced is not None else "warn"
+        return GateDecision(action, deciding.rule, deciding.text, reasons, deciding.figures,
+                            reduced, stale, tuple(fired), deciding.figure_details)
+
+    # -- classic limits, fire path ------------------------------------------------------------
+    def _floor(self, qty: Decimal, symbol: str) -> Decimal:
+        lot = self._lot(symbol) if self._lot is not None else None
+        if lot is not None and lot > 0:
+            return (qty // lot) * lot
+        exponent = qty.as_tuple().exponent
+        if isinstance(exponent, int) and exponent < -8:
+            return qty.quantize(_QTY_DP, rounding=ROUND_DOWN)
+        return qty
+
+    def _reduced_or_block(self, d: GateDecision, order: GateOrder, qty: Decimal) -> GateDecision:
+        q = self._floor(qty, order.symbol)
+        if q <= 0:
+            assert d.rule is not None
+            detail = d.text.split(": ", 1)[1]
+            return _decision(d.rule, "block", f"{detail}; the reduced quantity rounds to 0",
+                             d.figure_details, stale=d.stale_inputs)
+        text = f"{d.text}; sending {_plain(q)} of {_plain(order.qty)}"
+        return replace(d, text=text, reasons=(text,), reduced_qty=q)
+
+    def _floor_reduce(self, order: GateOrder, d: GateDecision) -> GateDecision:
+        assert d.reduced_qty is not None
+        return self._reduced_or_block(d, order, d.reduced_qty)
+
+    def _fire_max_qty(self, order: GateOrder, limit: Decimal) -> GateDecision:
+        action = self._cfg.max_order_qty_action
+        d = _decision("max_order_qty", action,
+                      f"qty {_plain(order.qty)} > limit {_plain(limit)} for {order.symbol}",
+                      (("order_qty", _plain(order.qty), "", _plain(limit)),))
+        return self._reduced_or_block(d, order, limit) if action == "reduce" else d
+
+    def _fire_collar(self, order: GateOrder, price: Decimal, mid: Decimal,
+                     age: float | None) -> GateDecision:
+        assert self._collar_bps is not None
+        dev_bps = abs(price - mid) / mid * 10_000
+        detail = (f"limit {_plain(price)} is {_pct(float(dev_bps) / 100)} from mid {_plain(mid)} "
+                  f"(collar {_pct(float(self._collar_bps) / 100)})")
+        figs: tuple[Figure, ...] = (
+            ("deviation_bps", f"{dev_bps:.1f}", "bps", _plain(self._collar_bps)),
+            ("limit_price", _plain(price), "price", ""),
+            ("mid", _plain(mid), "price", ""),
+            ("book_age_s", "" if age is None else f"{age:.3f}", "s", f"{self._stale_book_s:g}"),
+        )
+        return _decision("price_collar", self._cfg.price_collar_action, detail, figs)
+
+    def _stale_book(self, rule: str, policy: str, order: GateOrder, mid: Decimal | None,
+                    age: float | None) -> GateDecision:
+        if mid is None or not mid > 0:
+            why = f"no book for {order.symbol}"
+        else:
+            why = (f"book for {order.symbol} is {_secs(age)} old "
+                   f"(max {self._stale_book_s:g} s)")
+        what = ("cannot check the limit price against mid" if rule == "price_collar"
+                else "cannot value the market order")
+        figs: tuple[Figure, ...] = (
+            ("book_age_s", "" if age is None else f"{age:.3f}", "s", f"{self._stale_book_s:g}"),
+        )
+        return _decision(rule, policy, f"{why}; {what}; stale_policy {policy}", figs, stale=True)
+
+    def _fire_notional(self, order: GateOrder, qty: Decimal, price: Decimal,
+                       limit: Decimal) -> GateDecision:
+        notional = qty * price
+        src = "limit" if order.price is not None else "mid"
+        action = self._cfg.max_notional_action
+        d = _decision("max_notional", action,
+                      f"{_usd(notional)} USD > limit {_usd(limit)} USD "
+                      f"({_plain(qty)} x {src} {_plain(price)})",
+                      (("notional_usd", _plain(notional), "USD", _plain(limit)),
+                       ("order_qty", _plain(qty), "", ""),
+                       (f"{src}_price", _plain(price), "price", "")))
+        return self._reduced_or_block(d, order, limit / price) if action == "reduce" else d
+
+    def _fire_rate(self, order: GateOrder, n: int) -> GateDecision:
+        return _decision("max_orders_per_s", self._cfg.max_orders_per_s_action,
+                         f"{n} orders on {order.symbol} in the last {self._window:g} s "
+                         f"(limit {n} per {self._window:g} s)",
+                         (("orders_in_window", str(n), "", str(n)),
+                          ("window_s", f"{self._window:g}", "s", "")))
+
+    def _fire_open(self, order: GateOrder, n: int, limit: int) -> GateDecision:
+        return _decision("max_open_orders", self._cfg.max_open_orders_action,
+                         f"{n} open orders on session {order.oms_session} (limit {limit})",
+                         (("open_orders", str(n), "", str(limit)),))
+
+    # -- counters -----------------------------------------------------------------------------
+    def on_order_routed(self, order: GateOrder) -> None:
+        """The order went to the venue: count it for the rate window and the open-order limit."""
+        times = self._times.get(order.symbol)
+        if times is None and self._cfg.max_orders_per_s is not None:
+            self._plan(order.symbol)
+            times = self._times.get(order.symbol)
+        with self._lock:
+            if times is not None:
+                times.append(self._clock())
+            self._open[order.oms_session] = self._open.get(order.oms_session, 0) + 1
+
+    def on_order_closed(self, oms_session: str, symbol: str) -> None:
+        """An order reached a terminal state (filled, cancelled, rejected, expired)."""
+        with self._lock:
+            n = self._open.get(oms_session, 0)
+            if n > 1:
+                self._open[oms_session] = n - 1
+            else:
+                self._open.pop(oms_session, None)
+
+    def open_orders(self, oms_session: str) -> int:
+        """The session's open-order count as the gate sees it (for ops and tests)."""
+        return self._open.get(oms_session, 0)
+
+    # -- operator controls --------------------------------------------------------------------
+    @property
+    def kill_switch(self) -> bool:
+        """True: every order is blocked with rule ``kill_switch``."""
+        return self._kill
+
+    @kill_switch.setter
+    def kill_switch(self, on: bool) -> None:
+        self._kill = bool(on)
+
+    def set_rule_enabled(self, name: str, enabled: bool) -> None:
+        """Switch one configured rule on or off at run time (counters keep counting)."""
+        if name == "kill_switch":
+            raise ValueError("the kill switch is not a rule toggle; set Gate.kill_switch instead")
+        if name not in self._enabled:
+            known = ", ".join(n for n in self._enabled if n != "kill_switch") or "none"
+            raise KeyError(f"unknown or unconfigured gate rule {name!r}; configured: {known}")
+        with self._lock:
+            self._enabled[name] = bool(enabled)
+            self._compile()
+
+    def rules(self) -> list[RuleInfo]:
+        """Every configured rule with its action, state and parameters, for operators."""
+        cfg, out = self._cfg, [RuleInfo("kill_switch", "kill_switch", "block", self._kill,
+                                        None, ())]
+        classic: dict[str, tuple[str, str | None, tuple[tuple[str, str], ...]]] = {
+            "max_order_qty": (cfg.max_order_qty_action, None,
+                              tuple((k, _plain(v)) for k, v in cfg.max_order_qty.items())),
+            "max_notional": (cfg.max_notional_action, cfg.max_notional_stale_policy,
+                             (("limit_usd", _plain(cfg.max_notional_usd or Decimal(0))),
+                              ("stale_book_s", f"{cfg.stale_book_s:g}"))),
+            "price_collar": (cfg.price_collar_action, cfg.price_collar_stale_policy,
+                             (("collar_bps", _plain(cfg.price_collar_bps or Decimal(0))),
+                              ("stale_book_s", f"{cfg.stale_book_s:g}"))),
+            "max_orders_per_s": (cfg.max_orders_per_s_action, None,
+                                 (("max_orders", str(cfg.max_orders_per_s)),
+                                  ("window_s", f"{cfg.rate_window_s:g}"))),
+            "max_open_orders": (cfg.max_open_orders_action, None,
+                                (("max_open_orders", str(cfg.max_open_orders)),)),
+        }
+        for name in self._classic[1:]:
+            action, stale, params = classic[name]
+            out.append(RuleInfo(name, name, action, self._enabled[name], stale, params))
+        for r in cfg.signal_rules:
+            params = tuple((k, _plain(v)) for k, v in r.params.items())
+            params += (("max_age_s", f"{r.max_age_s:g}"),)
+            if r.reduce_to_fraction is not None:
+                params += (("reduce_to_fraction", _plain(r.reduce_to_fraction)),)
+            out.append(RuleInfo(r.name, r.kind, r.action, self._enabled[r.name], r.stale_policy,
+                                params, r.symbols))
+        return out
+
+    def describe(self) -> dict[str, Any]:
+        """A JSON-able view of the rules (for the admin service and logs)."""
+        return {"kill_switch": self._kill,
+                "rules": [{"name": r.name, "kind": r.kind, "action": r.action,
+                           "enabled": r.enabled, "stale_policy": r.stale_policy,
+                           "params": dict(r.params), "symbols": list(r.symbols)}
+                          for r in self.rules()]}

@@ -1,0 +1,795 @@
+"""Pre-trade gate (shared/signals.md §8): every classic limit and signal rule with each action,
+stale-input policies, operator controls, counters, config validation, the §9 worked example
+(ARB perp: a buy is blocked naming carry and gravity, a sell passes) and a property test that
+the gate always answers with one of the four actions and never raises."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import tomllib
+from collections.abc import Iterator
+from decimal import Decimal
+from typing import Any
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from pydantic import ValidationError
+
+from gateway.config.loader import format_validation_error
+from gateway.config.risk import GateConfig
+from gateway.risk.gate import ACTIONS, Gate, GateDecision, GateOrder
+from gateway.signals import (
+    Book,
+    FundingRecord,
+    LiquidationMap,
+    PositioningRecord,
+    SignalConfig,
+    SignalInputs,
+    SignalSnapshot,
+    Tier,
+    compute_snapshot,
+)
+
+NOW = 1_700_000_000.0
+H = 3600.0
+D = Decimal
+ARB = "PF_ARBUSD"
+
+CARRY_RULE: dict[str, Any] = {
+    "name": "carry_gravity_long",
+    "kind": "crowded_long",
+    "action": "block",
+    "stale_policy": "block",
+    "max_age_s": 60,
+    "params": {"min_funding_excess_bps": "1000", "max_gravity": "-0.25", "min_liq_to_depth": "1.0"},
+    "reduce_to_fraction": "0.5",
+    "symbols": [ARB],
+}
+
+
+# ---------------------------------------------------------------------------------------------
+# Fixtures
+# ---------------------------------------------------------------------------------------------
+def arb_inputs() -> SignalInputs:
+    """§9: T1 carry (r = 0.0000125 per 1 h from hourly funding records, basis -6.7 bps), T7
+    positioning (78.53e6 / 8.71e6 by top_accounts) and the seed's shape: price 0.111 with dense
+    long liquidations near 0.09 (5x longs entered at 0.1005-0.102 liquidate at 0.8889 x entry)
+    and light shorts, so gravity is negative; σ_d = 11 % puts 0.09 inside the 2·s risk band."""
+    p = 0.111
+    rng = np.random.default_rng(0)
+    liq_map = LiquidationMap(p, (Tier(5, 1.0),), as_of=NOW)
+    liq_map.add("long", np.full(50, 8e6 / 50), rng.uniform(0.1005, 0.102, 50))
+    liq_map.add("short", np.full(20, 5e4 / 20), rng.uniform(0.105, 0.112, 20))
+    k = np.arange(1, 401)
+    book = Book.of(p * np.exp(-k * 0.001), np.full(400, 2e5), p * np.exp(k * 0.001),
+                   np.full(400, 2e5), NOW - 2.0)
+    return SignalInputs(
+        ARB,
+        NOW,
+        p,
+        p / (1 - 6.7e-4),  # basis (P - S) / S = -6.7 bps
+        NOW - 1.0,
+        book=book,
+        funding=tuple(FundingRecord(NOW - j * H, 0.0000125) for j in range(5)),
+        positioning=PositioningRecord.of("top_accounts", "venue_push", 78.53e6, 8.71e6, NOW - 30),
+        open_interest_usd=87.24e6,
+        liq_map=liq_map,
+        sigma_d=0.11,
+        config=SignalConfig(tiers=(Tier(5, 1.0),)),
+    )
+
+
+@pytest.fixture(scope="module")
+def arb() -> SignalSnapshot:
+    return compute_snapshot(arb_inputs())
+
+
+class Clocks:
+    """Monotonic and wall clocks the test moves by hand."""
+
+    def __init__(self) -> None:
+        self.mono = 1000.0
+        self.wall = NOW + 5.0
+
+    def advance(self, s: float) -> None:
+        self.mono += s
+        self.wall += s
+
+
+class Market:
+    """The gate's two read callables, backed by dicts the test edits."""
+
+    def __init__(self) -> None:
+        self.mids: dict[str, tuple[Decimal | None, float | None]] = {
+            "BTC/USD": (D("45000.0"), 0.2), ARB: (D("0.111"), 0.1)}
+        self.snaps: dict[str, SignalSnapshot] = {}
+
+    def mid(self, symbol: str) -> tuple[Decimal | None, float | None]:
+        return self.mids.get(symbol, (None, None))
+
+    def snapshot(self, symbol: str) -> SignalSnapshot | None:
+        return self.snaps.get(symbol)
+
+
+def cfg(**kw: Any) -> GateConfig:
+    return GateConfig.model_validate(kw)
+
+
+def make_gate(config: GateConfig, market: Market | None = None, clocks: Clocks | None = None,
+              **kw: Any) -> tuple[Gate, Market, Clocks]:
+    market = market or Market()
+    clocks = clocks or Clocks()
+    gate = Gate(config, market.mid, market.snapshot, lambda: clocks.mono,
+                wall_clock=lambda: clocks.wall, **kw)
+    return gate, market, clocks
+
+
+def order(symbol: str = "BTC/USD", side: str = "1", qty: str = "1",
+          price: str | None = "45000.0", session: str = "OMS") -> GateOrder:
+    return GateOrder(symbol, side, D(qty), None if price is None else D(price),
+                     "1" if price is None else "2", session, "ACC")
+
+
+# ---------------------------------------------------------------------------------------------
+# Config
+# ---------------------------------------------------------------------------------------------
+BRIEF_TOML = """
+[risk]
+kill_switch = false
+max_order_qty = { "BTC/USD" = "5", "*" = "1000000" }
+max_notional_usd = "1000000"
+price_collar_bps = 500
+max_orders_per_s = 50
+max_open_orders = 200
+stale_book_s = 5
+[[risk.signal_rules]]
+name = "carry_gravity_long"
+kind = "crowded_long"
+action = "block"
+stale_policy = "block"
+max_age_s = 60
+params = { min_funding_excess_bps = "1000", max_gravity = "-0.25", min_liq_to_depth = "1.0" }
+reduce_to_fraction = "0.5"
+symbols = ["PF_ARBUSD"]
+"""
+
+
+def test_config_parses_the_documented_toml() -> None:
+    c = GateConfig.model_validate(tomllib.loads(BRIEF_TOML)["risk"])
+    assert c.max_order_qty == {"BTC/USD": D("5"), "*": D("1000000")}
+    assert c.max_notional_usd == D("1000000") and c.price_collar_bps == D("500")
+    assert c.max_orders_per_s == 50 and c.max_open_orders == 200 and c.stale_book_s == 5.0
+    r = c.signal_rules[0]
+    assert r.kind == "crowded_long" and r.params["max_gravity"] == D("-0.25")
+    assert r.reduce_to_fraction == D("0.5") and r.symbols == ("PF_ARBUSD",)
+
+
+def test_config_defaults_are_off_and_fail_closed() -> None:
+    c = GateConfig()
+    assert not c.kill_switch and c.max_order_qty == {} and c.max_notional_usd is None
+    assert c.price_collar_bps is None and c.max_orders_per_s is None
+    assert c.max_open_orders is None and c.signal_rules == ()
+    assert c.price_collar_stale_policy == c.max_notional_stale_policy == "block"
+    assert c.max_order_qty_action == c.max_notional_action == c.price_collar_action == "block"
+    assert c.rate_window_s == 1.0 and c.stale_book_s == 5.0
+    r = cfg(signal_rules=[{"name": "r", "kind": "crowded_long",
+                           "params": {"max_gravity": "-0.3"}}]).signal_rules[0]
+    assert (r.action, r.stale_policy, r.max_age_s, r.symbols, r.enabled) == (
+        "block", "warn", 60.0, ("*",), True)
+    with pytest.raises(ValidationError):
+        c.kill_switch = True  # frozen: operators use Gate.kill_switch
+
+
+def _error(**kw: Any) -> str:
+    with pytest.raises(ValidationError) as exc:
+        GateConfig.model_validate(kw)
+    return format_validation_error("risk.toml", exc.value)
+
+
+@pytest.mark.parametrize(
+    ("kw", "expected"),
+    [
+        ({"max_order_qty": {"BTC/USD": "-5"}}, "max_order_qty.BTC/USD: must be > 0"),
+        ({"max_notional_usd": "0"}, "max_notional_usd: must be > 0"),
+        ({"max_notional_usd": "lots"}, "must be a decimal number"),
+        ({"max_notional_usd": "NaN"}, "must be a finite number"),
+        ({"max_notional_usd": True}, "not a boolean"),
+        ({"price_collar_bps": -1}, "price_collar_bps: must be > 0"),
+        ({"max_orders_per_s": 0}, "max_orders_per_s"),
+        ({"max_open_orders": -3}, "max_open_orders"),
+        ({"stale_book_s": 0}, "stale_book_s"),
+        ({"price_collar_action": "reduce"}, "price_collar_action"),
+        ({"max_notional_stale_policy": "reduce"}, "max_notional_stale_policy"),
+        ({"max_notional": "1"}, "max_notional: unknown field"),
+        ({"signal_rules": [{**CARRY_RULE, "kind": "crowded_sideways"}]},
+         "signal_rules[0].kind: Input should be 'crowded_long'"),
+        ({"signal_rules": [{**CARRY_RULE, "action": "reduce", "reduce_to_fraction": None}]},
+         "reduce_to_fraction: required when action = \"reduce\""),
+        ({"signal_rules": [{**CARRY_RULE, "reduce_to_fraction": "1.5"}]},
+         "reduce_to_fraction: must be a fraction strictly between 0 and 1"),
+        ({"signal_rules": [{**CARRY_RULE, "params": {"min_gravity": "0.2"}}]},
+         "params.min_gravity: not a parameter of kind 'crowded_long'"),
+        ({"signal_rules": [{**CARRY_RULE, "params": {"max_gravity": "-2"}}]},
+         "params.max_gravity: must be within [-1, 1]"),
+        ({"signal_rules": [{**CARRY_RULE, "params": {}}]}, "params: kind 'crowded_long' needs"),
+        ({"signal_rules": [{**CARRY_RULE, "max_age_s": 0}]}, "max_age_s"),
+        ({"signal_rules": [{**CARRY_RULE, "symbols": []}]}, "symbols:"),
+        ({"signal_rules": [{**CARRY_RULE, "name": "max_notional"}]}, "built-in rule name"),
+        ({"signal_rules": [{**CARRY_RULE, "name": "1 bad"}]}, "name: '1 bad' must start"),
+        ({"signal_rules": [CARRY_RULE, CARRY_RULE]}, "'carry_gravity_long' is used twice"),
+        ({"signal_rules": [{**CARRY_RULE, "stale_policy": "reduce"}]}, "stale_policy"),
+        ({"signal_rules": [{**CARRY_RULE, "paramz": {}}]}, "paramz: unknown field"),
+    ],
+)
+def test_config_errors_name_the_field(kw: dict[str, Any], expected: str) -> None:
+    assert expected in _error(**kw)
+
+
+def test_config_floats_become_exact_decimals() -> None:
+    c = cfg(max_notional_usd=0.1, max_order_qty={"*": 3})
+    assert c.max_notional_usd == D("0.1") and c.max_order_qty["*"] == D("3")
+
+
+# ---------------------------------------------------------------------------------------------
+# Kill switch and the allow path
+# ---------------------------------------------------------------------------------------------
+def test_kill_switch_blocks_everything_until_cleared() -> None:
+    gate, _, _ = make_gate(cfg(kill_switch=True))
+    assert gate.kill_switch
+    d = gate.check(order())
+    assert d.action == "block" and d.rule == "kill_switch" and not d.passes
+    assert d.text == "blocked by kill_switch: trading halted by operator"
+    assert d.fired and d.fired[0].rule == "kill_switch"
+    gate.kill_switch = False
+    assert gate.check(order()).action == "allow"
+    gate.kill_switch = True
+    assert gate.check(order(symbol=ARB, side="2", price="0.111")).rule == "kill_switch"
+
+
+def test_allow_is_precomputed_and_lists_the_checks() -> None:
+    gate, _, _ = make_gate(cfg(max_order_qty={"*": "10"}, max_notional_usd="1000000",
+                               signal_rules=[CARRY_RULE]))
+    a, b = gate.check(order()), gate.check(order(qty="2"))
+    assert a is b  # the allow path allocates no decision
+    assert a.action == "allow" and a.rule is None and a.text == "" and a.passes
+    assert a.reasons == ("passed 3 checks: kill_switch, max_order_qty, max_notional",)
+    assert a.fired == () and not a.stale_inputs and a.reduced_qty is None
+
+
+# ---------------------------------------------------------------------------------------------
+# max_order_qty
+# ---------------------------------------------------------------------------------------------
+def test_max_order_qty_per_symbol_with_wildcard() -> None:
+    gate, _, _ = make_gate(cfg(max_order_qty={"BTC/USD": "5", "*": "1000000"}))
+    assert gate.check(order(qty="5")).action == "allow"
+    d = gate.check(order(qty="5.01"))
+    assert d.action == "block" and d.rule == "max_order_qty"
+    assert d.text == "blocked by max_order_qty: qty 5.01 > limit 5 for BTC/USD"
+    assert d.figures == (("order_qty", "5.01"),)
+    assert d.figure_details == (("order_qty", "5.01", "", "5"),)
+    assert gate.check(order(symbol="ETH/USD", qty="999999")).action == "allow"
+    assert gate.check(order(symbol="ETH/USD", qty="1000001")).rule == "max_order_qty"
+
+
+def test_max_order_qty_without_wildcard_leaves_other_symbols_alone() -> None:
+    gate, _, _ = make_gate(cfg(max_order_qty={"BTC/USD": "5"}))
+    assert gate.check(order(symbol="ETH/USD", qty="1e9", price=None)).action == "allow"
+
+
+def test_max_order_qty_warn_and_reduce() -> None:
+    gate, _, _ = make_gate(cfg(max_order_qty={"*": "5"}, max_order_qty_action="warn"))
+    d = gate.check(order(qty="8"))
+    assert d.action == "warn" and d.passes and d.text.startswith("warned by max_order_qty:")
+    assert d.reduced_qty is None and len(d.fired) == 1
+    gate, _, _ = make_gate(cfg(max_order_qty={"*": "5"}, max_order_qty_action="reduce"))
+    d = gate.check(order(qty="8"))
+    assert d.action == "reduce" and d.reduced_qty == D("5")
+    assert d.text == "reduced by max_order_qty: qty 8 > limit 5 for BTC/USD; sending 5 of 8"
+
+
+def test_allow_action_is_a_dry_run_recorded_in_the_decision() -> None:
+    gate, _, _ = make_gate(cfg(max_order_qty={"*": "5"}, max_order_qty_action="allow"))
+    d = gate.check(order(qty="8"))
+    assert d.action == "allow" and d.rule is None and d.text == ""
+    assert d.reasons == ("matched by max_order_qty: qty 8 > limit 5 for BTC/USD",)
+    assert d.fired[0].action == "allow"
+
+
+# ---------------------------------------------------------------------------------------------
+# max_notional
+# ---------------------------------------------------------------------------------------------
+def test_max_notional_limit_order() -> None:
+    gate, _, _ = make_gate(cfg(max_notional_usd="1000000"))
+    assert gate.check(order(qty="20", price="50000")).action == "allow"  # exactly at the limit
+    d = gate.check(order(qty="40", price="50000"))
+    assert d.action == "block" and d.rule == "max_notional"
+    assert d.text == ("blocked by max_notional: 2,000,000 USD > limit 1,000,000 USD "
+                      "(40 x limit 50000)")
+    assert ("notional_usd", "2000000") in d.figures
+
+
+def test_max_notional_market_order_uses_mid_and_its_stale_policy() -> None:
+    gate, market, _ = make_gate(cfg(max_notional_usd="1000000"))
+    d = gate.check(order(qty="30", price=None))  # 30 x 45000 = 1.35 M
+    assert d.rule == "max_notional" and "(30 x mid 45000.0)" in d.text
+    assert gate.check(order(qty="20", price=None)).action == "allow"
+    market.mids["BTC/USD"] = (D("45000.0"), 9.0)  # older than stale_book_s = 5
+    d = gate.check(order(qty="1", price=None))
+    assert d.action == "block" and d.stale_inputs and d.rule == "max_notional"
+    assert d.text == ("blocked by max_notional: book for BTC/USD is 9.0 s old (max 5 s); "
+                      "cannot value the market order; stale_policy block")
+    market.mids["BTC/USD"] = (None, None)
+    assert "no book for BTC/USD" in gate.check(order(qty="1", price=None)).text
+    # limit orders never need the book for notional
+    assert gate.check(order(qty="1", price="45000")).action == "allow"
+    gate, market, _ = make_gate(cfg(max_notional_usd="1000000", max_notional_stale_policy="warn"))
+    market.mids["BTC/USD"] = (None, None)
+    d = gate.check(order(qty="100", price=None))
+    assert d.action == "warn" and d.stale_inputs and d.passes
+    gate, market, _ = make_gate(cfg(max_notional_usd="1000000", max_notional_stale_policy="allow"))
+    market.mids["BTC/USD"] = (None, None)
+    d = gate.check(order(qty="100", price=None))
+    assert d.action == "allow" and d.stale_inputs and d.reasons[0].startswith("skipped by")
+
+
+def test_max_notional_reduce_to_the_limit_with_and_without_lot_size() -> None:
+    c = cfg(max_notional_usd="1000000", max_notional_action="reduce")
+    gate, _, _ = make_gate(c)
+    d = gate.check(order(qty="40", price="45000"))
+    assert d.action == "reduce" and d.reduced_qty == D("22.22222222")  # floored to 8 dp
+    gate, _, _ = make_gate(c, lot_size=lambda s: D("0.5"))
+    assert gate.check(order(qty="40", price="45000")).reduced_qty == D("22.0")
+    gate, _, _ = make_gate(c, lot_size=lambda s: D("100"))
+    d = gate.check(order(qty="40", price="45000"))
+    assert d.action == "block" and "rounds to 0" in d.text
+
+
+# ---------------------------------------------------------------------------------------------
+# price_collar
+# ---------------------------------------------------------------------------------------------
+def test_price_collar_blocks_with_trader_text() -> None:
+    gate, _, _ = make_gate(cfg(price_collar_bps=500))
+    d = gate.check(order(price="50000.0"))
+    assert d.action == "block" and d.rule == "price_collar"
+    assert d.text == ("blocked by price_collar: limit 50000.0 is 11.1% from mid 45000.0 "
+                      "(collar 5.0%)")
+    assert ("deviation_bps", "1111.1") in d.figures
+    assert gate.check(order(price="47250")).action == "allow"  # exactly 5 %
+    assert gate.check(order(price="42750")).action == "allow"
+    assert gate.check(order(price="42749")).rule == "price_collar"
+    assert gate.check(order(price=None)).action == "allow"  # market orders are not collared
+
+
+def test_price_collar_warn() -> None:
+    gate, _, _ = make_gate(cfg(price_collar_bps=25, price_collar_action="warn"))
+    d = gate.check(order(price="45200"))
+    assert d.action == "warn" and d.passes and "(collar 0.25%)" in d.text
+
+
+@pytest.mark.parametrize(("mid", "why"), [
+    ((D("45000"), 12.0), "book for BTC/USD is 12.0 s old (max 5 s)"),
+    ((None, None), "no book for BTC/USD"),
+    ((D("0"), 0.1), "no book for BTC/USD"),
+])
+def test_price_collar_stale_book_policies(mid: tuple[Decimal | None, float | None],
+                                          why: str) -> None:
+    gate, market, _ = make_gate(cfg(price_collar_bps=500))
+    market.mids["BTC/USD"] = mid
+    d = gate.check(order())
+    assert d.action == "block" and d.stale_inputs
+    assert d.text == (f"blocked by price_collar: {why}; cannot check the limit price against "
+                      "mid; stale_policy block")
+    for policy in ("warn", "allow"):
+        gate, market, _ = make_gate(cfg(price_collar_bps=500, price_collar_stale_policy=policy))
+        market.mids["BTC/USD"] = mid
+        d = gate.check(order())
+        assert d.action == policy and d.stale_inputs and d.passes
+
+
+# ---------------------------------------------------------------------------------------------
+# max_orders_per_s and max_open_orders
+# ---------------------------------------------------------------------------------------------
+def test_rate_sliding_window_per_symbol() -> None:
+    gate, _, clk = make_gate(cfg(max_orders_per_s=3))
+    o = order()
+    for _ in range(10):
+        assert gate.check(o).action == "allow"  # checking alone never counts
+    for _ in range(3):
+        assert gate.check(o).action == "allow"
+        gate.on_order_routed(o)
+        clk.advance(0.1)
+    d = gate.check(o)
+    assert d.action == "block" and d.rule == "max_orders_per_s"
+    assert d.text == ("blocked by max_orders_per_s: 3 orders on BTC/USD in the last 1 s "
+                      "(limit 3 per 1 s)")
+    assert gate.check(order(symbol="ETH/USD")).action == "allow"  # per symbol
+    clk.advance(0.71)  # the first order (t = 0) is now 1.01 s old
+    assert gate.check(o).action == "allow"
+    gate.on_order_routed(o)
+    assert gate.check(o).rule == "max_orders_per_s"
+
+
+def test_rate_warn() -> None:
+    gate, _, _ = make_gate(cfg(max_orders_per_s=1, max_orders_per_s_action="warn",
+                               rate_window_s=2.0))
+    gate.on_order_routed(order())
+    d = gate.check(order())
+    assert d.action == "warn" and "in the last 2 s" in d.text
+
+
+def test_open_orders_per_session() -> None:
+    gate, _, _ = make_gate(cfg(max_open_orders=2))
+    a, b = order(session="A"), order(session="B")
+    gate.on_order_routed(a)
+    gate.on_order_routed(a)
+    d = gate.check(a)
+    assert d.action == "block" and d.text == (
+        "blocked by max_open_orders: 2 open orders on session A (limit 2)")
+    assert gate.check(b).action == "allow"
+    gate.on_order_closed("A", "BTC/USD")
+    assert gate.open_orders("A") == 1 and gate.check(a).action == "allow"
+    for _ in range(5):
+        gate.on_order_closed("A", "BTC/USD")  # never below zero
+    assert gate.open_orders("A") == 0
+    gate, _, _ = make_gate(cfg(max_open_orders=1, max_open_orders_action="warn"))
+    gate.on_order_routed(a)
+    assert gate.check(a).action == "warn"
+
+
+# ---------------------------------------------------------------------------------------------
+# Operator controls
+# ---------------------------------------------------------------------------------------------
+def test_rule_enable_disable_and_listing() -> None:
+    gate, _, clk = make_gate(cfg(
+        max_order_qty={"*": "5"}, max_notional_usd="1000000", price_collar_bps=500,
+        max_orders_per_s=1, max_open_orders=10, signal_rules=[CARRY_RULE]))
+    big = order(qty="4", price="50000")
+    assert gate.check(big).rule == "price_collar"
+    gate.set_rule_enabled("price_collar", False)
+    assert gate.check(big).action == "allow"
+    gate.on_order_routed(big)  # counted while the rate rule is on
+    assert gate.check(big).rule == "max_orders_per_s"
+    gate.set_rule_enabled("max_orders_per_s", False)
+    gate.on_order_routed(big)
+    assert gate.check(big).action == "allow"
+    gate.set_rule_enabled("max_orders_per_s", True)  # counters kept counting meanwhile
+    assert gate.check(big).rule == "max_orders_per_s"
+    clk.advance(2.0)
+    gate.set_rule_enabled("price_collar", True)
+    assert gate.check(big).rule == "price_collar"
+    with pytest.raises(KeyError, match="unknown or unconfigured gate rule 'nope'"):
+        gate.set_rule_enabled("nope", False)
+    with pytest.raises(ValueError, match="kill_switch"):
+        gate.set_rule_enabled("kill_switch", False)
+    gate.set_rule_enabled("carry_gravity_long", False)
+    infos = {r.name: r for r in gate.rules()}
+    assert list(infos) == ["kill_switch", "max_order_qty", "max_notional", "price_collar",
+                           "max_orders_per_s", "max_open_orders", "carry_gravity_long"]
+    carry = infos["carry_gravity_long"]
+    assert (carry.kind, carry.action, carry.enabled, carry.stale_policy) == (
+        "crowded_long", "block", False, "block")
+    assert ("max_gravity", "-0.25") in carry.params and carry.symbols == (ARB,)
+    assert infos["price_collar"].params == (("collar_bps", "500"), ("stale_book_s", "5"))
+    assert infos["price_collar"].stale_policy == "block" and infos["price_collar"].enabled
+    assert gate.describe()["rules"][0]["name"] == "kill_switch"
+
+
+def test_unconfigured_rule_cannot_be_toggled() -> None:
+    gate, _, _ = make_gate(cfg())
+    with pytest.raises(KeyError):
+        gate.set_rule_enabled("price_collar", True)
+    assert [r.name for r in gate.rules()] == ["kill_switch"]
+
+
+# ---------------------------------------------------------------------------------------------
+# Combining rules
+# ---------------------------------------------------------------------------------------------
+def test_warn_then_reduce_then_block_accumulate_in_fired() -> None:
+    gate, _, _ = make_gate(cfg(max_order_qty={"*": "5"}, max_order_qty_action="reduce",
+                               price_collar_bps=100, price_collar_action="warn",
+                               max_notional_usd="100000", max_notional_action="reduce"))
+    d = gate.check(order(qty="8", price="46000"))  # 2.2 % from mid: warn
+    # qty 8 -> 5 (max_order_qty), then 5 x 46000 = 230,000 > 100,000 -> 2.17391304
+    assert d.action == "reduce" and d.rule == "max_notional"
+    assert d.reduced_qty == D("2.17391304")
+    assert [f.rule for f in d.fired] == ["max_order_qty", "price_collar", "max_notional"]
+    assert [f.action for f in d.fired] == ["reduce", "warn", "reduce"]
+    assert len(d.reasons) == 3 and d.reasons[1].startswith("warned by price_collar")
+    gate, _, _ = make_gate(cfg(price_collar_bps=100, price_collar_action="warn",
+                               max_notional_usd="100000"))
+    d = gate.check(order(qty="8", price="46000"))
+    assert d.action == "block" and d.rule == "max_notional" and d.text.startswith("blocked by")
+    assert [f.action for f in d.fired] == ["warn", "block"] and len(d.reasons) == 2
+
+
+def test_gate_fails_closed_on_internal_error() -> None:
+    def broken_mid(symbol: str) -> tuple[Decimal | None, float | None]:
+        raise RuntimeError("book gone")
+
+    gate = Gate(cfg(price_collar_bps=500), broken_mid, lambda s: None)
+    d = gate.check(order())
+    assert d.action == "block" and d.rule == "gate_error" and "RuntimeError" in d.text
+
+
+# ---------------------------------------------------------------------------------------------
+# Signal rules: the §9 worked example
+# ---------------------------------------------------------------------------------------------
+def test_worked_example_snapshot_reproduces_t1_t7_and_downward_gravity(
+        arb: SignalSnapshot) -> None:
+    assert arb.funding_interval_h == 1.0
+    assert arb.funding_ann_bps == pytest.approx(1095.0)
+    assert arb.funding_excess_bps == pytest.approx(1095.0)
+    assert arb.basis_bps == pytest.approx(-6.7, abs=1e-9)
+    assert arb.carry_ann_bps == pytest.approx(1088.3, abs=1e-9)
+    assert arb.oi_asymmetry == pytest.approx(9.016, abs=5e-4)
+    assert arb.oi_asymmetry_label == "9.0x by top_accounts"
+    assert arb.gravity < -0.25
+    assert arb.key_levels_long[0].price == pytest.approx(0.09, rel=0.01)
+    assert arb.liq_to_depth_long >= 1.0
+
+
+def test_worked_example_blocks_an_arb_buy_and_passes_a_sell(arb: SignalSnapshot) -> None:
+    gate, market, _ = make_gate(cfg(**tomllib.loads(BRIEF_TOML)["risk"]))
+    market.snaps[ARB] = arb
+    buy = gate.check(order(ARB, "1", "1000", "0.111"))
+    assert buy.action == "block" and buy.rule == "carry_gravity_long" and not buy.passes
+    t = buy.text
+    assert t.startswith("blocked by carry_gravity_long: buying PF_ARBUSD against crowded longs: ")
+    assert "funding excess +1095.0 bps/yr (>= 1000)" in t
+    assert "carry +1088.3 bps/yr" in t
+    assert f"gravity {arb.gravity:+.2f} (<= -0.25) toward long liquidations at 0.0900" in t
+    assert f"long liq/bid depth {arb.liq_to_depth_long:.1f}x (>= 1.0)" in t
+    assert t.endswith("OI 9.0x long by top_accounts")
+    figs = dict(buy.figures)
+    assert figs["funding_excess_bps"] == "+1095.0" and figs["carry_ann_bps"] == "+1088.3"
+    assert figs["gravity"] == f"{arb.gravity:.3f}" and figs["key_level_long"] == "0.0900"
+    assert figs["oi_asymmetry"] == "9.0x by top_accounts"
+    assert ("gravity", f"{arb.gravity:.3f}", "ratio", "-0.25") in buy.figure_details
+    sell = gate.check(order(ARB, "2", "1000", "0.111"))
+    assert sell.action == "allow" and sell.passes and sell.fired == ()
+    # the rule is scoped to PF_ARBUSD: the same snapshot on another symbol does not fire
+    market.snaps["PF_OPUSD"] = arb
+    market.mids["PF_OPUSD"] = (D("0.111"), 0.1)
+    assert gate.check(order("PF_OPUSD", "1", "1000", "0.111")).action == "allow"
+
+
+def test_worked_example_warn_and_reduce(arb: SignalSnapshot) -> None:
+    for action in ("warn", "reduce", "allow"):
+        gate, market, _ = make_gate(cfg(signal_rules=[{**CARRY_RULE, "action": action}]))
+        market.snaps[ARB] = arb
+        d = gate.check(order(ARB, "1", "1000", "0.111"))
+        assert d.passes and not d.stale_inputs
+        assert d.fired[0].rule == "carry_gravity_long" and "carry +1088.3" in d.fired[0].text
+        if action == "warn":
+            assert d.action == "warn" and d.text.startswith("warned by carry_gravity_long")
+        elif action == "reduce":
+            assert d.action == "reduce" and d.reduced_qty == D("500.0")
+            assert d.text.endswith("; sending 500.0 of 1000")
+        else:
+            assert d.action == "allow" and d.reasons[0].startswith("matched by")
+
+
+def test_signal_rule_does_not_fire_below_thresholds(arb: SignalSnapshot) -> None:
+    gate, market, _ = make_gate(cfg(signal_rules=[
+        {**CARRY_RULE, "params": {**CARRY_RULE["params"], "min_funding_excess_bps": "1100"}}]))
+    market.snaps[ARB] = arb
+    assert gate.check(order(ARB, "1", "1000", "0.111")).action == "allow"
+    gate, market, _ = make_gate(cfg(signal_rules=[{**CARRY_RULE, "params": {
+        "min_oi_asymmetry": "10"}}]))
+    market.snaps[ARB] = arb
+    assert gate.check(order(ARB, "1", "1000", "0.111")).action == "allow"
+
+
+def test_signal_rule_optional_conditions_in_text(arb: SignalSnapshot) -> None:
+    params = {"min_carry_bps": "1000", "min_at_risk_share": "0.05", "min_oi_asymmetry": "5"}
+    gate, market, _ = make_gate(cfg(signal_rules=[{**CARRY_RULE, "params": params}]))
+    market.snaps[ARB] = arb
+    t = gate.check(order(ARB, "1", "1000", "0.111")).text
+    assert "carry +1088.3 bps/yr (>= 1000)" in t
+    assert "of long OI (>= 0.05)" in t and t.endswith("OI 9.0x long by top_accounts (>= 5)")
+
+
+# ---------------------------------------------------------------------------------------------
+# Signal rules: stale inputs
+# ---------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("policy", ["block", "warn", "allow"])
+def test_missing_snapshot_follows_stale_policy(policy: str) -> None:
+    gate, _, _ = make_gate(cfg(signal_rules=[{**CARRY_RULE, "stale_policy": policy}]))
+    d = gate.check(order(ARB, "1", "1000", "0.111"))
+    assert d.action == policy and d.stale_inputs
+    verb = {"block": "blocked", "warn": "warned", "allow": "skipped"}[policy]
+    assert d.reasons[0] == (f"{verb} by carry_gravity_long: no signal snapshot for PF_ARBUSD; "
+                            f"stale_policy {policy}")
+    assert gate.check(order(ARB, "2", "1000", "0.111")).action == "allow"  # sells not checked
+
+
+def test_old_snapshot_and_old_or_missing_inputs_are_stale(arb: SignalSnapshot) -> None:
+    gate, market, clk = make_gate(cfg(signal_rules=[CARRY_RULE]))
+    market.snaps[ARB] = arb
+    assert gate.check(order(ARB, "1", "1", "0.111")).rule == "carry_gravity_long"
+    assert not gate.check(order(ARB, "1", "1", "0.111")).stale_inputs
+    clk.advance(60.0)  # at compute time: mark 1 s, funding 0 s, map 0 s, book 2 s; + 65 s
+    d = gate.check(order(ARB, "1", "1", "0.111"))
+    assert d.stale_inputs and d.action == "block"
+    assert d.text == ("blocked by carry_gravity_long: signal inputs for PF_ARBUSD too old: "
+                      "mark 66.0 s, funding 65.0 s, liquidation map 65.0 s, book 67.0 s "
+                      "(max 60 s); "
+                      "stale_policy block")
+    gate, market, clk = make_gate(cfg(signal_rules=[CARRY_RULE]))
+    market.snaps[ARB] = dataclasses.replace(arb, age_book_s=None)
+    d = gate.check(order(ARB, "1", "1", "0.111"))
+    assert d.stale_inputs and "signal input missing for PF_ARBUSD: book" in d.text
+    # positioning is only needed when a rule reads the asymmetry
+    market.snaps[ARB] = dataclasses.replace(arb, age_positioning_s=None)
+    assert not gate.check(order(ARB, "1", "1", "0.111")).stale_inputs
+    market.snaps[ARB] = dataclasses.replace(arb, gravity=math.nan)
+    d = gate.check(order(ARB, "1", "1", "0.111"))
+    assert d.stale_inputs and "signal figure gravity for PF_ARBUSD is not a number" in d.text
+
+
+def test_snapshot_from_the_future_counts_as_fresh(arb: SignalSnapshot) -> None:
+    gate, market, clk = make_gate(cfg(signal_rules=[CARRY_RULE]))
+    market.snaps[ARB] = arb
+    clk.wall = NOW - 30.0  # this host's clock is behind the signal host's
+    d = gate.check(order(ARB, "1", "1", "0.111"))
+    assert d.action == "block" and not d.stale_inputs
+
+
+# ---------------------------------------------------------------------------------------------
+# Signal rules: mirror and bias
+# ---------------------------------------------------------------------------------------------
+def crowded_short_snapshot(arb: SignalSnapshot) -> SignalSnapshot:
+    return dataclasses.replace(
+        arb, funding_excess_bps=-1250.0, carry_ann_bps=-1240.5, gravity=0.55,
+        liq_to_depth_short=2.1, at_risk_share_short=0.3, oi_asymmetry=1 / 6.0,
+        oi_asymmetry_label="0.2x by top_accounts", key_levels_short=arb.key_levels_long[:1])
+
+
+def test_crowded_short_mirror(arb: SignalSnapshot) -> None:
+    rule = {"name": "carry_gravity_short", "kind": "crowded_short", "action": "block",
+            "params": {"max_funding_excess_bps": "-1000", "min_gravity": "0.25",
+                       "min_liq_to_depth": "1.0", "min_short_asymmetry": "5"}}
+    gate, market, _ = make_gate(cfg(signal_rules=[rule]))
+    market.snaps[ARB] = crowded_short_snapshot(arb)
+    d = gate.check(order(ARB, "2", "1000", "0.111"))
+    assert d.action == "block" and d.rule == "carry_gravity_short"
+    assert d.text.startswith("blocked by carry_gravity_short: selling PF_ARBUSD against crowded "
+                             "shorts: funding excess -1250.0 bps/yr (<= -1000), carry -1240.5 "
+                             "bps/yr, gravity +0.55 (>= 0.25) toward short liquidations at")
+    assert "short liq/ask depth 2.1x (>= 1.0)" in d.text
+    assert d.text.endswith("OI 6.0x short by top_accounts (>= 5)")
+    assert gate.check(order(ARB, "1", "1000", "0.111")).action == "allow"
+    market.snaps[ARB] = arb  # crowded longs: the short rule does not fire on sells
+    assert gate.check(order(ARB, "2", "1000", "0.111")).action == "allow"
+
+
+def test_asymmetry_degenerate_cases(arb: SignalSnapshot) -> None:
+    long_rule = {"name": "l", "kind": "crowded_long", "params": {"min_oi_asymmetry": "5"}}
+    short_rule = {"name": "s", "kind": "crowded_short", "params": {"min_short_asymmetry": "5"}}
+    gate, market, _ = make_gate(cfg(signal_rules=[long_rule, short_rule]))
+    buy, sell = order(ARB, "1", "1", "0.111"), order(ARB, "2", "1", "0.111")
+    market.snaps[ARB] = dataclasses.replace(arb, oi_asymmetry=None, oi_asymmetry_status="inf")
+    assert gate.check(buy).rule == "l" and "OI all long by" in gate.check(buy).text
+    assert gate.check(sell).action == "allow"
+    market.snaps[ARB] = dataclasses.replace(arb, oi_asymmetry=None,
+                                            oi_asymmetry_status="undefined")
+    assert gate.check(buy).action == "allow" and gate.check(sell).action == "allow"
+    market.snaps[ARB] = dataclasses.replace(arb, oi_asymmetry=0.0)  # no longs at all
+    assert gate.check(sell).rule == "s" and "OI all short by" in gate.check(sell).text
+
+
+def test_min_confidence_against_bias(arb: SignalSnapshot) -> None:
+    assert arb.bias == "short"
+    rule = {"name": "against_bias", "kind": "min_confidence_against_bias", "action": "warn",
+            "params": {"min_confidence": "0.3"}}
+    gate, market, _ = make_gate(cfg(signal_rules=[rule]))
+    market.snaps[ARB] = arb
+    d = gate.check(order(ARB, "1", "1", "0.111"))
+    assert d.action == "warn" and d.passes
+    assert d.text.startswith("warned by against_bias: buying PF_ARBUSD against a short bias: "
+                             f"confidence {arb.confidence:.2f} (>= 0.3)")
+    assert "carry short (" in d.text and ("bias", "short") in d.figures
+    assert gate.check(order(ARB, "2", "1", "0.111")).action == "allow"
+    market.snaps[ARB] = dataclasses.replace(arb, confidence=0.1)
+    assert gate.check(order(ARB, "1", "1", "0.111")).action == "allow"
+
+
+def test_gate_reads_snapshots_and_never_computes_them(
+        arb: SignalSnapshot, monkeypatch: pytest.MonkeyPatch) -> None:
+    import gateway.signals.snapshot as snapshot_module
+
+    def forbidden(*a: object, **k: object) -> SignalSnapshot:
+        raise AssertionError("signal computation on the order path")
+
+    monkeypatch.setattr(snapshot_module, "compute_snapshot", forbidden)
+    gate, market, _ = make_gate(cfg(signal_rules=[CARRY_RULE]))
+    market.snaps[ARB] = arb
+    assert gate.check(order(ARB, "1", "1", "0.111")).rule == "carry_gravity_long"
+
+
+# ---------------------------------------------------------------------------------------------
+# Property: one of the four actions, never an exception, on arbitrary snapshots and orders
+# ---------------------------------------------------------------------------------------------
+_floats = st.floats(allow_nan=True, allow_infinity=True)
+_ages = st.one_of(st.none(), st.floats(allow_nan=True, allow_infinity=True))
+_snapshot_changes = st.fixed_dictionaries({
+    "as_of": st.floats(allow_nan=True, allow_infinity=True),
+    "funding_excess_bps": _floats, "carry_ann_bps": _floats, "gravity": _floats,
+    "liq_to_depth_long": _floats, "liq_to_depth_short": _floats,
+    "at_risk_share_long": _floats, "at_risk_share_short": _floats,
+    "oi_asymmetry": st.one_of(st.none(), _floats),
+    "oi_asymmetry_status": st.sampled_from(["finite", "inf", "undefined"]),
+    "confidence": _floats, "agreement": _floats,
+    "bias": st.sampled_from(["long", "short", "neutral"]),
+    "age_mark_s": st.floats(allow_nan=True, allow_infinity=True),
+    "age_funding_s": _ages, "age_book_s": _ages, "age_map_s": _ages,
+    "age_positioning_s": _ages, "max_age_s": st.floats(allow_nan=True, allow_infinity=True),
+})
+_decimals = st.decimals(min_value=D("1e-8"), max_value=D("1e12"), allow_nan=False,
+                        allow_infinity=False, places=8)
+_orders = st.builds(
+    GateOrder,
+    symbol=st.sampled_from([ARB, "BTC/USD", "ETH/USD"]),
+    side=st.sampled_from(["1", "2", "5", "8"]),
+    qty=_decimals,
+    price=st.one_of(st.none(), _decimals),
+    ord_type=st.sampled_from(["1", "2"]),
+    oms_session=st.sampled_from(["A", "B"]),
+    account=st.just("ACC"),
+)
+_mids = st.tuples(st.one_of(st.none(), st.decimals(min_value=D("-1"), max_value=D("1e9"),
+                                                   allow_nan=False, allow_infinity=False)),
+                  st.one_of(st.none(), st.floats(min_value=-1, max_value=100)))
+
+ALL_RULES = [
+    {**CARRY_RULE, "action": "reduce", "symbols": ["*"]},
+    {"name": "short", "kind": "crowded_short", "action": "warn", "stale_policy": "allow",
+     "params": {"max_funding_excess_bps": "-1000", "min_gravity": "0.25",
+                "min_at_risk_share": "0.1", "max_carry_bps": "0", "min_short_asymmetry": "2"}},
+    {"name": "bias", "kind": "min_confidence_against_bias", "stale_policy": "warn",
+     "params": {"min_confidence": "0.5"}},
+    {"name": "asym", "kind": "crowded_long", "params": {"min_oi_asymmetry": "2",
+                                                        "min_carry_bps": "0"}},
+]
+
+
+@pytest.fixture(scope="module")
+def full_gate(arb: SignalSnapshot) -> Iterator[tuple[Gate, Market]]:
+    market = Market()
+    clocks = Clocks()
+    c = cfg(max_order_qty={"BTC/USD": "5", "*": "1000000"}, max_order_qty_action="reduce",
+            max_notional_usd="1000000", max_notional_action="reduce", price_collar_bps=500,
+            max_orders_per_s=50, max_open_orders=200, signal_rules=ALL_RULES)
+    yield Gate(c, market.mid, market.snapshot, lambda: clocks.mono,
+               wall_clock=lambda: clocks.wall, lot_size=lambda s: D("0.001")), market
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(changes=_snapshot_changes, o=_orders, mid=_mids, have_snapshot=st.booleans(),
+       routed=st.booleans())
+def test_property_decision_is_one_of_four_actions_and_never_raises(
+        full_gate: tuple[Gate, Market], arb: SignalSnapshot, changes: dict[str, Any],
+        o: GateOrder, mid: tuple[Decimal | None, float | None], have_snapshot: bool,
+        routed: bool) -> None:
+    gate, market = full_gate
+    market.mids[o.symbol] = mid
+    market.snaps.clear()
+    if have_snapshot:
+        market.snaps[o.symbol] = dataclasses.replace(arb, **changes)
+    d = gate.check(o)
+    assert isinstance(d, GateDecision)
+    assert d.action in ACTIONS
+    assert d.rule != "gate_error", d.text  # no internal error on finite orders
+    assert all(f.action in ACTIONS for f in d.fired)
+    if d.action == "block":
+        assert d.text.startswith("blocked by ") and d.rule is not None
+    if d.action == "reduce":
+        assert d.reduced_qty is not None and 0 < d.reduced_qty < o.qty
+    else:
+        assert d.reduced_qty is None
+    if routed and d.passes:
+        gate.on_order_routed(o)
+        gate.on_order_closed(o.oms_session, o.symbol)
