@@ -131,6 +131,7 @@ class GatewayProcess:
                  wait_venue: bool = True) -> None:
         self.data_dir = data_dir
         self.oms_port = oms_port or free_port()
+        self.grpc_port = free_port()
         self.config_path = data_dir / "gateway.toml"
         data_dir.mkdir(parents=True, exist_ok=True)
         sessions = "".join(f'\n[[oms.sessions]]\ncomp_id = "{c}"\n' for c in oms_comp_ids)
@@ -163,6 +164,9 @@ mode = "non-stop"
 
 [simulator]
 enabled = false
+
+[grpc]
+port = {self.grpc_port}
 {extra_toml}
 """)
         self._env = dict(os.environ, FIXGW_TEST_API_KEY=creds.api_key,

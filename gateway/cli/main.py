@@ -13,7 +13,7 @@ from gateway.fix.settings import fix_specs_dir
 
 EPILOG = """examples:
   fixgw run                                  gateway + embedded UAT venue, OMS on 127.0.0.1:9878
-  fixgw run --oms-port 9900 --data-dir ./var2  a second gateway beside the first
+  fixgw run --oms-port 9900 --grpc-port 50061 --data-dir ./var2   a second gateway
   fixgw run --config sessions/kraken-uat.toml  against Kraken's UAT (credentials from env/files)
   fixgw venue-sim --trading-port 4001 --md-port 4000   the simulator alone
   fixgw oms buy BTC/USD 0.01 limit 45000     send one order to a running gateway
@@ -38,6 +38,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         overrides["oms.port"] = args.oms_port
     if args.data_dir is not None:
         overrides["gateway.data_dir"] = str(args.data_dir)
+    if args.grpc_port is not None:
+        overrides["grpc.port"] = args.grpc_port
     path = args.config or default_config_path()
     try:
         config = load_config(path, overrides)
@@ -69,6 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--config", type=Path, help="deployment TOML (default sessions/uat-sim.toml)")
     run.add_argument("--oms-port", type=int, help="OMS acceptor port (default 9878)")
     run.add_argument("--data-dir", type=Path, help="stores, journal and logs (default ./var)")
+    run.add_argument("--grpc-port", type=int, help="gRPC event service port (default 50051)")
     sub.add_parser("venue-sim", help="run the UAT venue simulator alone (see --help)",
                    add_help=False)
     from gateway.cli.oms_client import add_oms_parser

@@ -180,6 +180,24 @@ class GatewayConfig(_Strict):
     journal_fsync_interval_ms: int = Field(default=50, ge=0)
 
 
+class GrpcConfig(_Strict):
+    """The gRPC event (and signal) service. Port 0 = an ephemeral port, printed at start."""
+
+    host: str = "127.0.0.1"
+    port: Port = 50051
+    tls_cert_file: Path | None = None
+    tls_key_file: Path | None = None
+    tls_client_ca_file: Path | None = None
+    # Event journal retention on disk (resume survives a restart within this much history).
+    retention_mb: int = Field(default=1024, ge=1)
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> GrpcConfig:
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            raise ValueError("tls_cert_file and tls_key_file go together")
+        return self
+
+
 class RiskConfig(_Strict):
     """Classic limits checked on every order (the signal rules come with the signal module)."""
 
@@ -193,6 +211,7 @@ class Config(_Strict):
     venue: VenueConfig = VenueConfig()
     schedule: ScheduleConfig = ScheduleConfig()
     simulator: SimulatorConfig = SimulatorConfig()
+    grpc: GrpcConfig = GrpcConfig()
     risk: RiskConfig = RiskConfig()
 
     @model_validator(mode="after")

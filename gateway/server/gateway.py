@@ -15,6 +15,7 @@ from pathlib import Path
 import quickfix as fix
 
 from gateway.config.model import Config, TlsConnectConfig
+from gateway.events.log import EventLog
 from gateway.fix.application import SessionApplication, StatusBoard
 from gateway.fix.kraken_logon import KrakenCredentials
 from gateway.fix.reconnect import ReconnectSupervisor
@@ -31,6 +32,7 @@ from gateway.marketdata.instruments import InstrumentRegistry
 from gateway.orders.store import OrderStore
 from gateway.risk.validation import OrderValidator
 from gateway.routing.router import Router
+from gateway.server.event_sink import EventSink
 from gateway.transports.tls_bridge import (
     TlsClientBridge,
     TlsServerBridge,
@@ -53,7 +55,7 @@ class VenueEndpoints:
 
 class Gateway:
     def __init__(self, config: Config, endpoints: VenueEndpoints,
-                 credentials: KrakenCredentials | None) -> None:
+                 credentials: KrakenCredentials | None, events: EventLog | None = None) -> None:
         self.config = config
         self.endpoints = endpoints
         self.data_dir = Path(config.gateway.data_dir)
@@ -67,6 +69,13 @@ class Gateway:
                                          instrument_check=self._instrument_check)
         self.router = Router(self.store, self.validator)
         self.router.md = OmsMarketData(self.md_feed)
+        if events is not None:
+            v = config.venue
+            sink = EventSink(events, f"{v.sender_comp_id}->{v.trading.target_comp_id}",
+                             f"{v.sender_comp_id}->{v.market_data.target_comp_id}")
+            self.router.sink = sink
+            self.board.listeners.append(sink.session_changed)
+            self.md_feed.listeners.append(sink)
         self.credentials = credentials
         self._acceptor: fix.ThreadedSocketAcceptor | None = None
         self._initiator: fix.SocketInitiator | None = None

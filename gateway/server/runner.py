@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from gateway.config.model import Config
+from gateway.events import EventLog, EventLogConfig, EventServer, EventServerConfig
 from gateway.fix.kraken_logon import KrakenCredentials
 from gateway.kraken.secrets import load_secret
 from gateway.server.embedded_sim import EmbeddedSimulator, random_credentials
@@ -35,6 +36,8 @@ class Runtime:
         self.config = config
         self.sim: EmbeddedSimulator | None = None
         self.gateway: Gateway | None = None
+        self.events: EventLog | None = None
+        self.event_server: EventServer | None = None
 
     def start(self) -> dict[str, Any]:
         c = self.config
@@ -52,15 +55,31 @@ class Runtime:
         else:
             endpoints = VenueEndpoints(c.venue.trading.host, c.venue.trading.port,
                                        c.venue.market_data.host, c.venue.market_data.port)
-        self.gateway = Gateway(c, endpoints, creds)
+        self.events = EventLog(EventLogConfig(
+            journal_dir=data_dir / "events",
+            retention_max_bytes=c.grpc.retention_mb * 1024 * 1024))
+        self.event_server = EventServer(self.events, EventServerConfig(
+            host=c.grpc.host, port=c.grpc.port, tls_cert_file=c.grpc.tls_cert_file,
+            tls_key_file=c.grpc.tls_key_file, tls_client_ca_file=c.grpc.tls_client_ca_file))
+        grpc_port = self.event_server.start()
+        log.info("gRPC EventService on %s:%d (events journal %s)", c.grpc.host, grpc_port,
+                 data_dir / "events")
+        self.gateway = Gateway(c, endpoints, creds, self.events)
         self.gateway.start()
         return {"oms": f"{c.oms.host}:{c.oms.port}", "venue_trading":
                 f"{endpoints.trading_host}:{endpoints.trading_port}",
-                "venue_md": f"{endpoints.md_host}:{endpoints.md_port}"}
+                "venue_md": f"{endpoints.md_host}:{endpoints.md_port}",
+                "grpc": f"{c.grpc.host}:{grpc_port}"}
 
     def stop(self) -> None:
+        """Sessions first (their last events still get published), then the event service,
+        then the log (which flushes its journal), then the embedded venue."""
         if self.gateway is not None:
             self.gateway.stop()
+        if self.event_server is not None:
+            self.event_server.stop(grace=1.0)
+        if self.events is not None:
+            self.events.close()
         if self.sim is not None:
             self.sim.stop()
 

@@ -14,14 +14,17 @@ from tests.procs import REPO, _Output, free_port
 def test_run_embedded_venue_then_oms_order_then_sigterm(tmp_path: Path) -> None:
     oms_port = free_port()
     data = tmp_path / "var"
+    grpc_port = free_port()
     gw = subprocess.Popen([sys.executable, "-m", "gateway.cli.main", "run", "--oms-port",
-                           str(oms_port), "--data-dir", str(data)],
+                           str(oms_port), "--data-dir", str(data), "--grpc-port", str(grpc_port)],
                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=REPO)
     out, err = _Output(gw.stdout), _Output(gw.stderr)
     try:
         ready = out.wait_for(r"fixgw ready: oms=127\.0\.0\.1:(\d+), venue_trading=127\.0\.0\.1:"
-                             r"(\d+), venue_md=127\.0\.0\.1:(\d+)", timeout=30)
+                             r"(\d+), venue_md=127\.0\.0\.1:(\d+), grpc=127\.0\.0\.1:(\d+)",
+                             timeout=30)
         assert int(ready.group(1)) == oms_port
+        assert int(ready.group(4)) == grpc_port
         assert ready.group(2) != ready.group(3)
         err.wait_for(r"session FIXGW->KRAKEN-TRD \(venue\): \S+ -> logged_on", 20)
         err.wait_for(r"session FIXGW->KRAKEN-MD \(venue\): \S+ -> logged_on", 20)

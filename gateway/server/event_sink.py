@@ -1,0 +1,126 @@
+"""Turns what the gateway does into normalized events on the EventLog.
+
+One object listens to the router (orders, reports, cancel rejects), the session status board
+(logon/logout) and the market-data feed (snapshots, deltas, trades, top of book), and
+publishes each as a `fixgw.v1.Event`. It runs on the thread that produced the fact (a QuickFIX
+callback thread) because `EventLog.publish` never blocks and costs ~1-5 µs; a listener error is
+logged and swallowed, since a broken event must never break the order path.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from decimal import Decimal
+
+from gateway.events import builders as b
+from gateway.events.log import EventLog
+from gateway.fix.application import SessionStatus
+from gateway.marketdata.book import Book
+from gateway.marketdata.fix_md import BID, DELETE, OFFER, TRADE, MdEntry
+from gateway.orders.model import Order
+
+log = logging.getLogger("fixgw.events")
+
+_ZERO = Decimal(0)
+
+
+class EventSink:
+    def __init__(self, events: EventLog, venue_session: str, md_session: str) -> None:
+        self.events = events
+        self._venue = b.EventSource.fix(venue_session)
+        self._md = b.EventSource.fix(md_session)
+        self._oms_sources: dict[str, b.EventSource] = {}
+        self._tops: dict[str, tuple[object, object]] = {}
+
+    def _oms(self, session: str) -> b.EventSource:
+        src = self._oms_sources.get(session)
+        if src is None:
+            src = self._oms_sources[session] = b.EventSource.fix(session)
+        return src
+
+    def _publish(self, build: object) -> None:
+        try:
+            self.events.publish(build)  # type: ignore[arg-type]
+        except Exception:
+            log.exception("event not published")
+
+    # ---- RoutingSink ---------------------------------------------------------------------------
+    def order_accepted(self, order: Order) -> None:
+        now = time.time_ns()
+        self._publish(b.order_event(
+            "accepted", source=self._oms(order.oms_session), symbol=order.symbol,
+            account=order.account, cl_ord_id=order.oms_cl_ord_id,
+            venue_cl_ord_id=order.venue_cl_ord_id, side=order.side, ord_type=order.ord_type,
+            time_in_force=order.tif, price=order.price, order_qty=order.qty,
+            gateway_receive_time_ns=now))
+
+    def order_rejected(self, oms_session: str, cl_ord_id: str, symbol: str, reason: str,
+                       text: str) -> None:
+        self._publish(b.order_event(
+            "rejected", source=self._oms(oms_session), symbol=symbol, cl_ord_id=cl_ord_id,
+            ord_rej_reason=int(reason) if reason.isdigit() else None, reject_reason=text,
+            text=text))
+
+    def execution(self, order: Order, exec_type: str, ord_status: str, exec_id: str,
+                  last_qty: Decimal | None, last_px: Decimal | None) -> None:
+        self._publish(b.order_event(
+            "execution_report", source=self._venue, symbol=order.symbol,
+            account=order.account, cl_ord_id=order.oms_cl_ord_id,
+            venue_cl_ord_id=order.venue_cl_ord_id, order_id=order.order_id, exec_id=exec_id,
+            exec_type=exec_type, ord_status=ord_status, side=order.side,
+            ord_type=order.ord_type, price=order.price, order_qty=order.qty,
+            cum_qty=order.cum_qty, leaves_qty=order.leaves_qty, avg_px=order.avg_px,
+            last_px=last_px, last_qty=last_qty))
+
+    def cancel_rejected(self, oms_session: str, cl_ord_id: str, orig_cl_ord_id: str,
+                        text: str) -> None:
+        self._publish(b.cancel_reject(source=self._oms(oms_session), cl_ord_id=cl_ord_id,
+                                      orig_cl_ord_id=orig_cl_ord_id, text=text))
+
+    # ---- session status ------------------------------------------------------------------------
+    def session_changed(self, status: SessionStatus, old_state: str, reason: str) -> None:
+        kind = {"logged_on": "logon", "logged_out": "logout"}.get(status.state)
+        if kind is None:
+            return
+        self._publish(b.session_event(kind, source=b.EventSource.fix(status.key),  # type: ignore[arg-type]
+                                      text=reason or f"{old_state} -> {status.state}"))
+
+    # ---- market data (MdListener) ----------------------------------------------------------------
+    def on_snapshot(self, symbol: str, book: Book) -> None:
+        d = book.depth(1000)
+        self._publish(b.book_snapshot(source=self._md, symbol=symbol,
+                                      bids=[(lv.price, lv.qty) for lv in d.bids],
+                                      asks=[(lv.price, lv.qty) for lv in d.asks]))
+        self._top(symbol, book)
+
+    def on_update(self, symbol: str, book: Book, entries: Sequence[MdEntry]) -> None:
+        bids = [(e.price, _ZERO if e.action == DELETE else e.qty) for e in entries
+                if e.entry_type == BID]
+        asks = [(e.price, _ZERO if e.action == DELETE else e.qty) for e in entries
+                if e.entry_type == OFFER]
+        if bids or asks:
+            self._publish(b.book_delta(source=self._md, symbol=symbol, bids=bids, asks=asks))
+        for e in entries:
+            if e.entry_type == TRADE:
+                side = {"1": "buy", "2": "sell"}.get(e.aggressor or "")
+                self._publish(b.trade(source=self._md, symbol=symbol, price=e.price, qty=e.qty,
+                                      aggressor_side=side))
+        self._top(symbol, book)
+
+    def on_integrity(self, symbol: str, reason: str) -> None:
+        pass  # logged by the feed; the fresh snapshot that follows is published
+
+    def _top(self, symbol: str, book: Book) -> None:
+        top = book.top()
+        key = (top.bid, top.ask)
+        if self._tops.get(symbol) == key:
+            return
+        self._tops[symbol] = key
+        self._publish(b.top_of_book(
+            source=self._md, symbol=symbol,
+            bid_price=top.bid.price if top.bid else None,
+            bid_qty=top.bid.qty if top.bid else None,
+            ask_price=top.ask.price if top.ask else None,
+            ask_qty=top.ask.qty if top.ask else None))
