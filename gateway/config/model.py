@@ -15,6 +15,8 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from gateway.config.risk import GateConfig
+
 _COMP_ID = re.compile(r"^[A-Za-z0-9_.\-]{1,64}$")
 Port = Annotated[int, Field(ge=0, le=65535)]
 
@@ -198,13 +200,6 @@ class GrpcConfig(_Strict):
         return self
 
 
-class RiskConfig(_Strict):
-    """Classic limits checked on every order (the signal rules come with the signal module)."""
-
-    max_order_qty: dict[str, str] = Field(default_factory=dict)
-    max_notional_usd: str | None = None
-
-
 class Config(_Strict):
     gateway: GatewayConfig = GatewayConfig()
     oms: OmsConfig = OmsConfig()
@@ -212,7 +207,7 @@ class Config(_Strict):
     schedule: ScheduleConfig = ScheduleConfig()
     simulator: SimulatorConfig = SimulatorConfig()
     grpc: GrpcConfig = GrpcConfig()
-    risk: RiskConfig = RiskConfig()
+    risk: GateConfig = GateConfig()
 
     @model_validator(mode="after")
     def _venue_reachable(self) -> Config:

@@ -15,8 +15,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from decimal import Decimal
 from typing import Final
 
@@ -32,6 +31,7 @@ from gateway.orders import state
 from gateway.orders.model import Order
 from gateway.orders.store import OrderStore, ReportTarget
 from gateway.risk import validation as v
+from gateway.risk.gate import Gate, GateOrder
 from gateway.routing.sinks import NullSink, RoutingSink
 
 log = logging.getLogger("fixgw.routing")
@@ -81,12 +81,12 @@ class Router:
         store: OrderStore,
         validator: v.OrderValidator,
         sink: RoutingSink | None = None,
-        pre_trade_check: Callable[[v.ValidOrder, str], v.Rejection | None] | None = None,
+        gate: Gate | None = None,
     ) -> None:
         self.store = store
         self.validator = validator
         self.sink: RoutingSink = sink or NullSink()
-        self.pre_trade_check = pre_trade_check
+        self.gate = gate
         self.venue = VenueTrading()
         self.md: OmsMarketData | None = None  # OMS market-data requests, when a feed exists
         self._recon: set[str] = set()  # venue ClOrdIDs asked about by `reconcile`
@@ -153,11 +153,20 @@ class Router:
         if isinstance(checked, v.Rejection):
             self._reject_new(ctx, cl, inp, checked.reason, checked.text)
             return
-        if self.pre_trade_check is not None:
-            blocked = self.pre_trade_check(checked, ctx.key)
-            if blocked is not None:
-                self._reject_new(ctx, cl, inp, blocked.reason, blocked.text)
+        qty_text = inp.qty or ""
+        gate_order = None
+        if self.gate is not None:
+            gate_order = GateOrder(checked.symbol, checked.side, checked.qty, checked.price,
+                                   checked.ord_type, ctx.key, checked.account)
+            decision = self.gate.check(gate_order)
+            self.sink.gate_decided(gate_order, cl, decision)
+            if decision.action == "block":
+                self._reject_new(ctx, cl, inp, v.EXCEEDS_LIMIT, decision.text)
                 return
+            if decision.action == "reduce" and decision.reduced_qty is not None:
+                checked = replace(checked, qty=decision.reduced_qty)
+                qty_text = str(decision.reduced_qty)
+                gate_order = replace(gate_order, qty=decision.reduced_qty)
         if not self.venue.is_up():
             self._reject_new(ctx, cl, inp, v.EXCHANGE_CLOSED,
                              f"{self.venue.name} is not logged on; order not sent "
@@ -173,7 +182,7 @@ class Router:
         out.setField(m.CL_ORD_ID, venue_id)
         out.setField(m.SYMBOL, checked.symbol)
         out.setField(m.SIDE, checked.side)
-        out.setField(m.ORDER_QTY, inp.qty or "")
+        out.setField(m.ORDER_QTY, qty_text)
         out.setField(m.ORD_TYPE, checked.ord_type)
         if inp.price is not None:
             out.setField(m.PRICE, inp.price)
@@ -184,6 +193,8 @@ class Router:
             # the order as rejected so a late venue report cannot revive it unseen.
             self._reject_recorded(ctx, order, f"{self.venue.name} disconnected while sending")
             return
+        if gate_order is not None and self.gate is not None:
+            self.gate.on_order_routed(gate_order)
         self.sink.order_accepted(order)
 
     def _reject_new(self, ctx: OmsContext, cl: str, inp: v.OrderInput, reason: str, text: str,
@@ -500,12 +511,15 @@ class Router:
                         target.oms_cl_ord_id, state.NAMES.get(target.order.status), f.get("58"))
             return
         last_qty, last_px = f.get("32"), f.get("31")
+        was_open = target.order.is_open
         legal, rec = self.store.apply_report(
             target, venue_cl_ord_id=venue_cl, exec_id=exec_id, exec_type=exec_type,
             ord_status=ord_status, cum_qty=f.get("14"), avg_px=f.get("6"),
             order_id=f.get("37"), qty=f.get("38"), price=f.get("44"))
         self._forward(msg, f, target)
         self.store.commit(rec)
+        if was_open and not target.order.is_open and self.gate is not None:
+            self.gate.on_order_closed(target.order.oms_session, target.order.symbol)
         if not legal:
             log.warning("order %s: venue moved OrdStatus to %s from a state FIX 4.4 does not "
                         "allow it from; kept the venue's word", target.oms_cl_ord_id, ord_status)

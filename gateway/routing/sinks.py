@@ -10,6 +10,7 @@ from decimal import Decimal
 from typing import Protocol
 
 from gateway.orders.model import Order
+from gateway.risk.gate import GateDecision, GateOrder
 
 
 class RoutingSink(Protocol):
@@ -20,9 +21,13 @@ class RoutingSink(Protocol):
                   last_qty: Decimal | None, last_px: Decimal | None) -> None: ...
     def cancel_rejected(self, oms_session: str, cl_ord_id: str, orig_cl_ord_id: str,
                         text: str) -> None: ...
+    def gate_decided(self, order: GateOrder, cl_ord_id: str, decision: GateDecision) -> None: ...
 
 
 class NullSink:
+    def gate_decided(self, order: GateOrder, cl_ord_id: str, decision: GateDecision) -> None:
+        pass
+
     def order_accepted(self, order: Order) -> None:
         pass
 

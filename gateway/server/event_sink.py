@@ -20,6 +20,7 @@ from gateway.fix.application import SessionStatus
 from gateway.marketdata.book import Book
 from gateway.marketdata.fix_md import BID, DELETE, OFFER, TRADE, MdEntry
 from gateway.orders.model import Order
+from gateway.risk.gate import GateDecision, GateOrder
 
 log = logging.getLogger("fixgw.events")
 
@@ -78,6 +79,15 @@ class EventSink:
                         text: str) -> None:
         self._publish(b.cancel_reject(source=self._oms(oms_session), cl_ord_id=cl_ord_id,
                                       orig_cl_ord_id=orig_cl_ord_id, text=text))
+
+    def gate_decided(self, order: GateOrder, cl_ord_id: str, decision: GateDecision) -> None:
+        self._publish(b.gate_decision(
+            rule=decision.rule or "", action=decision.action,  # type: ignore[arg-type]
+            reasons=decision.reasons,
+            figures=[b.Figure(n, v, u, lim or None) for n, v, u, lim in decision.figure_details],
+            symbol=order.symbol, account=order.account, cl_ord_id=cl_ord_id, side=order.side,
+            order_qty=order.qty, price=order.price, reduced_qty=decision.reduced_qty,
+            stale_inputs=decision.stale_inputs, source=self._oms(order.oms_session)))
 
     # ---- session status ------------------------------------------------------------------------
     def session_changed(self, status: SessionStatus, old_state: str, reason: str) -> None:

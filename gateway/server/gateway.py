@@ -8,6 +8,8 @@ already coming up, and stop runs in reverse so every session logs out before sto
 from __future__ import annotations
 
 import logging
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
@@ -30,9 +32,11 @@ from gateway.marketdata.fanout import OmsMarketData
 from gateway.marketdata.feed import MarketDataFeed
 from gateway.marketdata.instruments import InstrumentRegistry
 from gateway.orders.store import OrderStore
+from gateway.risk.gate import Gate
 from gateway.risk.validation import OrderValidator
 from gateway.routing.router import Router
 from gateway.server.event_sink import EventSink
+from gateway.signals import SignalSnapshot
 from gateway.transports.tls_bridge import (
     TlsClientBridge,
     TlsServerBridge,
@@ -67,7 +71,12 @@ class Gateway:
                                       self.instruments, config.venue.md_stale_after_s)
         self.validator = OrderValidator(known_symbol=self._known_symbol,
                                          instrument_check=self._instrument_check)
-        self.router = Router(self.store, self.validator)
+        # Signal snapshots arrive from the signal runner once it is wired; until then the gate's
+        # signal rules see no snapshot and apply their stale-input policy.
+        self.snapshots: Callable[[str], SignalSnapshot | None] = lambda symbol: None
+        self.gate = Gate(config.risk, mid=self._mid, snapshot=lambda s: self.snapshots(s),
+                         lot_size=self._lot_size)
+        self.router = Router(self.store, self.validator, gate=self.gate)
         self.router.md = OmsMarketData(self.md_feed)
         if events is not None:
             v = config.venue
@@ -90,6 +99,18 @@ class Gateway:
         if symbol not in self.md_feed.books:
             return False
         return len(self.instruments) == 0 or symbol in self.instruments
+
+    def _mid(self, symbol: str) -> tuple[Decimal | None, float | None]:
+        """The gate's view of a book: (mid, age in seconds), or (None, None) without one."""
+        book = self.md_feed.books.get(symbol)
+        stamp = book.last_update if book is not None else None
+        if book is None or stamp is None:
+            return None, None
+        return book.mid(), (time.monotonic_ns() - stamp.monotonic_ns) / 1e9
+
+    def _lot_size(self, symbol: str) -> Decimal | None:
+        inst = self.instruments.get(symbol)
+        return None if inst is None else inst.qty_step
 
     def _instrument_check(self, symbol: str, qty: Decimal, price: Decimal | None) -> str | None:
         if symbol not in self.instruments:

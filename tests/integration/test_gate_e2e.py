@@ -1,0 +1,67 @@
+"""The pre-trade gate on the live order path: a block reaches the OMS as an ExecutionReport
+reject naming the rule and figures, a reduce sends the reduced quantity, and every decision is
+an event on the gRPC stream."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import grpc
+
+from gateway._proto.fixgw.v1 import events_pb2, events_pb2_grpc
+from tests.conftest import Oms, make_client
+from tests.procs import Credentials, GatewayProcess, SimProcess
+
+RISK = """
+[risk]
+max_order_qty = { "BTC/USD" = "1", "*" = "1000" }
+max_order_qty_action = "reduce"
+max_notional_usd = "100000"
+price_collar_bps = 1000
+stale_book_s = 3600
+"""
+
+
+def test_gate_blocks_and_reduces_with_reasons_and_events(tmp_path: Path) -> None:
+    creds = Credentials()
+    sim = SimProcess(tmp_path / "sim", creds, seed_books=True)   # books around 45,000
+    gw = GatewayProcess(tmp_path / "gw", sim, creds, extra_toml=RISK)
+    oms = Oms(make_client(tmp_path, gw.oms_port, "OMS", "FIXGW"))
+    try:
+        gw.err.wait_for(r"instrument list", 10)
+        time.sleep(0.5)  # the first book snapshots are in
+        oms.c.start()
+        # 33 % under mid: outside the 10 % collar.
+        far = oms.buy("0.01", "30000.0")
+        r = oms.report(far, "8")
+        assert r.fields[103] == "3"
+        assert r.fields[58].startswith("blocked by price_collar: limit 30000.0 is "), r.fields[58]
+        # 3 BTC is over the 1 BTC limit, whose action is reduce: 1 BTC goes to the venue (and
+        # 44,000 USD is then within the 100,000 notional limit).
+        ok = oms.buy("3", "44000.0")
+        ack = oms.report(ok, "0")
+        assert ack.fields[38] == "1.00000000"
+        # 50 ETH at the mid is 125,000 USD: over the notional limit.
+        big = oms.buy("50", "2500.00", symbol="ETH/USD")  # 125,000 USD > 100,000
+        r = oms.report(big, "8")
+        assert r.fields[58].startswith("blocked by max_notional:"), r.fields[58]
+
+        with grpc.insecure_channel(f"127.0.0.1:{gw.grpc_port}") as ch:
+            stub = events_pb2_grpc.EventServiceStub(ch)
+            call = stub.Subscribe(events_pb2.SubscribeRequest(
+                kinds=[events_pb2.EVENT_KIND_GATE_DECISION], from_sequence=1), timeout=3)
+            decisions = []
+            try:
+                for batch in call:
+                    decisions.extend(e.gate_decision for e in batch.events)
+            except grpc.RpcError as exc:
+                assert exc.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+        assert len(decisions) == 3
+        assert {d.rule for d in decisions} == {"price_collar", "max_order_qty", "max_notional"}
+        reduced = [d for d in decisions if d.rule == "max_order_qty"]
+        assert reduced[0].reduced_qty.rstrip("0").rstrip(".") == "1"
+    finally:
+        oms.c.stop()
+        gw.stop()
+        sim.stop()
