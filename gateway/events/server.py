@@ -30,7 +30,7 @@ import os
 import threading
 import weakref
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn, cast
@@ -214,11 +214,22 @@ class EventServer:
         server.stop(grace=1.0)     # subscribers get UNAVAILABLE with their resume sequence
 
     The EventLog is not owned: close it after stopping the server.
+
+    `extra_services` host other services on the same port (one address for operators, one TLS
+    setup): each callable registers its servicer on the `grpc.aio.Server` (on the server's loop,
+    before it starts) and returns the service's full name, which is then listed for reflection
+    and reported SERVING by health checking.
     """
 
-    def __init__(self, log: EventLog, config: EventServerConfig | None = None) -> None:
+    def __init__(
+        self,
+        log: EventLog,
+        config: EventServerConfig | None = None,
+        extra_services: Sequence[Callable[[grpc.aio.Server], str]] = (),
+    ) -> None:
         self._log = log
         self.config = config or EventServerConfig()
+        self._extra_services = tuple(extra_services)
         if self.config.max_lag_events >= log.config.ring_capacity:
             _log.warning(
                 "EventServer max_lag_events (%d) >= EventLog ring_capacity (%d): live "
@@ -335,16 +346,20 @@ class EventServer:
             ]
         )
         server.add_generic_rpc_handlers((self._handlers(),))
+        extra_names = tuple(register(server) for register in self._extra_services)
         self._health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         reflection.enable_server_reflection(
-            (EVENT_SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server
+            (EVENT_SERVICE_NAME, *extra_names, health.SERVICE_NAME, reflection.SERVICE_NAME),
+            server,
         )
         self._port = self._bind(server)
         await server.start()
         serving = health_pb2.HealthCheckResponse.SERVING
         await self._health.set("", serving)
         await self._health.set(EVENT_SERVICE_NAME, serving)
+        for name in extra_names:
+            await self._health.set(name, serving)
         interval = self.config.wake_interval_s
         poller: asyncio.Task[None] | None = None
         if interval is None:

@@ -25,37 +25,55 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16\x66ixgw/v1/signals.proto\x12\x08\x66ixgw.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xae\x02\n\x0b\x43\x61rrySignal\x12\x11\n\tbasis_bps\x18\x01 \x01(\t\x12\x17\n\x0f\x62\x61sis_reference\x18\x02 \x01(\t\x12\x14\n\x0c\x66unding_rate\x18\x03 \x01(\t\x12\x1a\n\x12\x66unding_interval_h\x18\x04 \x01(\t\x12\x16\n\x0e\x66unding_source\x18\x05 \x01(\t\x12\x17\n\x0f\x66unding_ann_bps\x18\x06 \x01(\t\x12\x18\n\x10\x62\x61seline_ann_bps\x18\x07 \x01(\t\x12\x1a\n\x12\x66unding_excess_bps\x18\x08 \x01(\t\x12\x15\n\rcarry_ann_bps\x18\t \x01(\t\x12\x1a\n\x12\x63\x61rry_horizon_days\x18\n \x01(\t\x12\'\n\x04vote\x18\x0b \x01(\x0e\x32\x19.fixgw.v1.SignalDirection\"\xad\x01\n\x11PositioningSignal\x12\x0e\n\x06\x63ohort\x18\x01 \x01(\t\x12\x0e\n\x06method\x18\x02 \x01(\t\x12\x10\n\x08long_usd\x18\x03 \x01(\t\x12\x11\n\tshort_usd\x18\x04 \x01(\t\x12\x12\n\nlong_share\x18\x05 \x01(\t\x12\x14\n\x0coi_asymmetry\x18\x06 \x01(\t\x12)\n\x05\x61s_of\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"t\n\x08KeyLevel\x12\r\n\x05price\x18\x01 \x01(\t\x12\x10\n\x08notional\x18\x02 \x01(\t\x12\x14\n\x0c\x64istance_pct\x18\x03 \x01(\t\x12\x16\n\x0e\x64istance_sigma\x18\x04 \x01(\t\x12\x19\n\x11touch_probability\x18\x05 \x01(\t\"\xca\x01\n\rGravitySignal\x12\x0f\n\x07gravity\x18\x01 \x01(\t\x12\x0f\n\x07pull_up\x18\x02 \x01(\t\x12\x11\n\tpull_down\x18\x03 \x01(\t\x12\x0c\n\x04\x62\x65ta\x18\x04 \x01(\t\x12$\n\x08supports\x18\x05 \x03(\x0b\x32\x12.fixgw.v1.KeyLevel\x12\'\n\x0bresistances\x18\x06 \x03(\x0b\x32\x12.fixgw.v1.KeyLevel\x12\'\n\x04vote\x18\x07 \x01(\x0e\x32\x19.fixgw.v1.SignalDirection\"\x92\x02\n\rCascadeResult\x12$\n\x04side\x18\x01 \x01(\x0e\x32\x16.fixgw.v1.PositionSide\x12\x15\n\rdepth_haircut\x18\x02 \x01(\t\x12\x16\n\x0eliquidated_qty\x18\x03 \x01(\t\x12\x18\n\x10liquidated_share\x18\x04 \x01(\t\x12\x11\n\tend_price\x18\x05 \x01(\t\x12\r\n\x05steps\x18\x06 \x01(\r\x12\x13\n\x0bstop_reason\x18\x07 \x01(\t\x12\x15\n\ramplification\x18\x08 \x01(\t\x12\x13\n\x0bstep_ratios\x18\t \x03(\t\x12\x17\n\x0fself_sustaining\x18\n \x01(\x08\x12\x16\n\x0e\x62ook_exhausted\x18\x0b \x01(\x08\"\x8c\x01\n\x0fSideRiskFigures\x12$\n\x04side\x18\x01 \x01(\x0e\x32\x16.fixgw.v1.PositionSide\x12\x0c\n\x04\x62\x61nd\x18\x02 \x01(\t\x12\x15\n\rat_risk_share\x18\x03 \x01(\t\x12\x14\n\x0cliq_to_depth\x18\x04 \x01(\t\x12\x18\n\x10map_gross_to_net\x18\x05 \x01(\t\"\x9a\x01\n\x0cRegimeSignal\x12$\n\x05trend\x18\x01 \x01(\x0e\x32\x15.fixgw.v1.RegimeTrend\x12\x18\n\x10\x65\x66\x66iciency_ratio\x18\x02 \x01(\t\x12.\n\nvolatility\x18\x03 \x01(\x0e\x32\x1a.fixgw.v1.VolatilityBucket\x12\x1a\n\x12realized_vol_daily\x18\x04 \x01(\t\"X\n\nSignalVote\x12\x0c\n\x04name\x18\x01 \x01(\t\x12,\n\tdirection\x18\x02 \x01(\x0e\x32\x19.fixgw.v1.SignalDirection\x12\x0e\n\x06weight\x18\x03 \x01(\t\"\xac\x04\n\x0eSignalSnapshot\x12/\n\x0b\x63omputed_at\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x33\n\x0foldest_input_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x14\n\x0chorizon_days\x18\x03 \x01(\t\x12\x17\n\x0freference_price\x18\x04 \x01(\t\x12$\n\x05\x63\x61rry\x18\x05 \x01(\x0b\x32\x15.fixgw.v1.CarrySignal\x12\x30\n\x0bpositioning\x18\x06 \x03(\x0b\x32\x1b.fixgw.v1.PositioningSignal\x12(\n\x07gravity\x18\x07 \x01(\x0b\x32\x17.fixgw.v1.GravitySignal\x12)\n\x08\x63\x61scades\x18\x08 \x03(\x0b\x32\x17.fixgw.v1.CascadeResult\x12\'\n\x04risk\x18\t \x03(\x0b\x32\x19.fixgw.v1.SideRiskFigures\x12&\n\x06regime\x18\n \x01(\x0b\x32\x16.fixgw.v1.RegimeSignal\x12#\n\x05votes\x18\x0b \x03(\x0b\x32\x14.fixgw.v1.SignalVote\x12\'\n\x04\x62ias\x18\x0c \x01(\x0e\x32\x19.fixgw.v1.SignalDirection\x12\x12\n\nconfidence\x18\r \x01(\t\x12\x11\n\tagreement\x18\x0e \x01(\t\x12\x12\n\ndivergence\x18\x0f \x01(\x08*\x88\x01\n\x0fSignalDirection\x12 \n\x1cSIGNAL_DIRECTION_UNSPECIFIED\x10\x00\x12\x19\n\x15SIGNAL_DIRECTION_LONG\x10\x01\x12\x1a\n\x16SIGNAL_DIRECTION_SHORT\x10\x02\x12\x1c\n\x18SIGNAL_DIRECTION_NEUTRAL\x10\x03*^\n\x0cPositionSide\x12\x1d\n\x19POSITION_SIDE_UNSPECIFIED\x10\x00\x12\x16\n\x12POSITION_SIDE_LONG\x10\x01\x12\x17\n\x13POSITION_SIDE_SHORT\x10\x02*`\n\x0bRegimeTrend\x12\x1c\n\x18REGIME_TREND_UNSPECIFIED\x10\x00\x12\x19\n\x15REGIME_TREND_TRENDING\x10\x01\x12\x18\n\x14REGIME_TREND_RANGING\x10\x02*\x8a\x01\n\x10VolatilityBucket\x12!\n\x1dVOLATILITY_BUCKET_UNSPECIFIED\x10\x00\x12\x19\n\x15VOLATILITY_BUCKET_LOW\x10\x01\x12\x1c\n\x18VOLATILITY_BUCKET_MEDIUM\x10\x02\x12\x1a\n\x16VOLATILITY_BUCKET_HIGH\x10\x03\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16\x66ixgw/v1/signals.proto\x12\x08\x66ixgw.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x9d\x03\n\x0b\x43\x61rrySignal\x12\x11\n\tbasis_bps\x18\x01 \x01(\t\x12\x17\n\x0f\x62\x61sis_reference\x18\x02 \x01(\t\x12\x14\n\x0c\x66unding_rate\x18\x03 \x01(\t\x12\x1a\n\x12\x66unding_interval_h\x18\x04 \x01(\t\x12\x16\n\x0e\x66unding_source\x18\x05 \x01(\t\x12\x17\n\x0f\x66unding_ann_bps\x18\x06 \x01(\t\x12\x18\n\x10\x62\x61seline_ann_bps\x18\x07 \x01(\t\x12\x1a\n\x12\x66unding_excess_bps\x18\x08 \x01(\t\x12\x15\n\rcarry_ann_bps\x18\t \x01(\t\x12\x1a\n\x12\x63\x61rry_horizon_days\x18\n \x01(\t\x12\'\n\x04vote\x18\x0b \x01(\x0e\x32\x19.fixgw.v1.SignalDirection\x12\x18\n\x10\x63\x61rry_excess_bps\x18\x0c \x01(\t\x12\x0f\n\x07vote_on\x18\r \x01(\t\x12\x15\n\rthreshold_bps\x18\x0e \x01(\t\x12\x17\n\x0freference_price\x18\x0f \x01(\t\x12\x12\n\nspot_index\x18\x10 \x01(\t\"\xf3\x01\n\x11PositioningSignal\x12\x0e\n\x06\x63ohort\x18\x01 \x01(\t\x12\x0e\n\x06method\x18\x02 \x01(\t\x12\x10\n\x08long_usd\x18\x03 \x01(\t\x12\x11\n\tshort_usd\x18\x04 \x01(\t\x12\x12\n\nlong_share\x18\x05 \x01(\t\x12\x14\n\x0coi_asymmetry\x18\x06 \x01(\t\x12)\n\x05\x61s_of\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x1b\n\x13oi_asymmetry_status\x18\x08 \x01(\t\x12\r\n\x05label\x18\t \x01(\t\x12\x18\n\x10\x61ggressor_weight\x18\n \x01(\t\"\x9a\x01\n\x08KeyLevel\x12\r\n\x05price\x18\x01 \x01(\t\x12\x10\n\x08notional\x18\x02 \x01(\t\x12\x14\n\x0c\x64istance_pct\x18\x03 \x01(\t\x12\x16\n\x0e\x64istance_sigma\x18\x04 \x01(\t\x12\x19\n\x11touch_probability\x18\x05 \x01(\t\x12$\n\x04side\x18\x06 \x01(\x0e\x32\x16.fixgw.v1.PositionSide\"\xca\x01\n\rGravitySignal\x12\x0f\n\x07gravity\x18\x01 \x01(\t\x12\x0f\n\x07pull_up\x18\x02 \x01(\t\x12\x11\n\tpull_down\x18\x03 \x01(\t\x12\x0c\n\x04\x62\x65ta\x18\x04 \x01(\t\x12$\n\x08supports\x18\x05 \x03(\x0b\x32\x12.fixgw.v1.KeyLevel\x12\'\n\x0bresistances\x18\x06 \x03(\x0b\x32\x12.fixgw.v1.KeyLevel\x12\'\n\x04vote\x18\x07 \x01(\x0e\x32\x19.fixgw.v1.SignalDirection\"\xee\x02\n\rCascadeResult\x12$\n\x04side\x18\x01 \x01(\x0e\x32\x16.fixgw.v1.PositionSide\x12\x15\n\rdepth_haircut\x18\x02 \x01(\t\x12\x16\n\x0eliquidated_qty\x18\x03 \x01(\t\x12\x18\n\x10liquidated_share\x18\x04 \x01(\t\x12\x11\n\tend_price\x18\x05 \x01(\t\x12\r\n\x05steps\x18\x06 \x01(\r\x12\x13\n\x0bstop_reason\x18\x07 \x01(\t\x12\x15\n\ramplification\x18\x08 \x01(\t\x12\x13\n\x0bstep_ratios\x18\t \x03(\t\x12\x17\n\x0fself_sustaining\x18\n \x01(\x08\x12\x16\n\x0e\x62ook_exhausted\x18\x0b \x01(\x08\x12\x13\n\x0bshock_price\x18\x0c \x01(\t\x12\x16\n\x0e\x62ook_end_price\x18\r \x01(\t\x12\x19\n\x11mark_transmission\x18\x0e \x01(\t\x12\x12\n\nwave_sizes\x18\x0f \x03(\t\"\x8c\x01\n\x0fSideRiskFigures\x12$\n\x04side\x18\x01 \x01(\x0e\x32\x16.fixgw.v1.PositionSide\x12\x0c\n\x04\x62\x61nd\x18\x02 \x01(\t\x12\x15\n\rat_risk_share\x18\x03 \x01(\t\x12\x14\n\x0cliq_to_depth\x18\x04 \x01(\t\x12\x18\n\x10map_gross_to_net\x18\x05 \x01(\t\"\x93\x02\n\x0cRegimeSignal\x12$\n\x05trend\x18\x01 \x01(\x0e\x32\x15.fixgw.v1.RegimeTrend\x12\x18\n\x10\x65\x66\x66iciency_ratio\x18\x02 \x01(\t\x12.\n\nvolatility\x18\x03 \x01(\x0e\x32\x1a.fixgw.v1.VolatilityBucket\x12\x1a\n\x12realized_vol_daily\x18\x04 \x01(\t\x12\x32\n\x0ftrend_direction\x18\x05 \x01(\x0e\x32\x19.fixgw.v1.SignalDirection\x12\x16\n\x0evol_percentile\x18\x06 \x01(\t\x12\x14\n\x0csigma_source\x18\x07 \x01(\t\x12\x15\n\rhorizon_sigma\x18\x08 \x01(\t\"h\n\nSignalVote\x12\x0c\n\x04name\x18\x01 \x01(\t\x12,\n\tdirection\x18\x02 \x01(\x0e\x32\x19.fixgw.v1.SignalDirection\x12\x0e\n\x06weight\x18\x03 \x01(\t\x12\x0e\n\x06reason\x18\x04 \x01(\t\"\xaa\x01\n\tInputAges\x12\x0e\n\x06mark_s\x18\x01 \x01(\t\x12\x0e\n\x06\x62ook_s\x18\x02 \x01(\t\x12\x11\n\tfunding_s\x18\x03 \x01(\t\x12\x15\n\rpositioning_s\x18\x04 \x01(\t\x12\x17\n\x0fopen_interest_s\x18\x05 \x01(\t\x12\x10\n\x08\x63loses_s\x18\x06 \x01(\t\x12\x19\n\x11liquidation_map_s\x18\x07 \x01(\t\x12\r\n\x05max_s\x18\x08 \x01(\t\"\xeb\x01\n\x13OpenInterestSummary\x12\x19\n\x11open_interest_usd\x18\x01 \x01(\t\x12\x18\n\x10side_oi_long_usd\x18\x02 \x01(\t\x12\x19\n\x11side_oi_short_usd\x18\x03 \x01(\t\x12\x16\n\x0eside_oi_source\x18\x04 \x01(\t\x12\x1a\n\x12map_gross_long_usd\x18\x05 \x01(\t\x12\x1b\n\x13map_gross_short_usd\x18\x06 \x01(\t\x12\x18\n\x10map_net_long_usd\x18\x07 \x01(\t\x12\x19\n\x11map_net_short_usd\x18\x08 \x01(\t\"\xc4\x05\n\x0eSignalSnapshot\x12/\n\x0b\x63omputed_at\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x33\n\x0foldest_input_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x14\n\x0chorizon_days\x18\x03 \x01(\t\x12\x17\n\x0freference_price\x18\x04 \x01(\t\x12$\n\x05\x63\x61rry\x18\x05 \x01(\x0b\x32\x15.fixgw.v1.CarrySignal\x12\x30\n\x0bpositioning\x18\x06 \x03(\x0b\x32\x1b.fixgw.v1.PositioningSignal\x12(\n\x07gravity\x18\x07 \x01(\x0b\x32\x17.fixgw.v1.GravitySignal\x12)\n\x08\x63\x61scades\x18\x08 \x03(\x0b\x32\x17.fixgw.v1.CascadeResult\x12\'\n\x04risk\x18\t \x03(\x0b\x32\x19.fixgw.v1.SideRiskFigures\x12&\n\x06regime\x18\n \x01(\x0b\x32\x16.fixgw.v1.RegimeSignal\x12#\n\x05votes\x18\x0b \x03(\x0b\x32\x14.fixgw.v1.SignalVote\x12\'\n\x04\x62ias\x18\x0c \x01(\x0e\x32\x19.fixgw.v1.SignalDirection\x12\x12\n\nconfidence\x18\r \x01(\t\x12\x11\n\tagreement\x18\x0e \x01(\t\x12\x12\n\ndivergence\x18\x0f \x01(\x08\x12\x0e\n\x06symbol\x18\x10 \x01(\t\x12!\n\x04\x61ges\x18\x11 \x01(\x0b\x32\x13.fixgw.v1.InputAges\x12\x34\n\ropen_interest\x18\x12 \x01(\x0b\x32\x1d.fixgw.v1.OpenInterestSummary\x12\x12\n\nvote_score\x18\x13 \x01(\t\x12\x19\n\x11\x64ivergent_signals\x18\x14 \x03(\t\"\"\n\x10GetSignalRequest\x12\x0e\n\x06symbol\x18\x01 \x01(\t\"*\n\x17SubscribeSignalsRequest\x12\x0f\n\x07symbols\x18\x01 \x03(\t\"\x95\x01\n\nOiInterval\x12&\n\x02ts\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06oi_usd\x18\x02 \x01(\t\x12\x0c\n\x04vwap\x18\x03 \x01(\t\x12\x0c\n\x04high\x18\x04 \x01(\t\x12\x0b\n\x03low\x18\x05 \x01(\t\x12\r\n\x05\x63lose\x18\x06 \x01(\t\x12\x17\n\x0ftaker_buy_share\x18\x07 \x01(\t\"\xc4\x01\n\x16PushPositioningRequest\x12\x0e\n\x06symbol\x18\x01 \x01(\t\x12\x0e\n\x06\x63ohort\x18\x02 \x01(\t\x12\x0e\n\x06method\x18\x03 \x01(\t\x12\x10\n\x08long_usd\x18\x04 \x01(\t\x12\x11\n\tshort_usd\x18\x05 \x01(\t\x12)\n\x05\x61s_of\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12*\n\x0coi_intervals\x18\x07 \x03(\x0b\x32\x14.fixgw.v1.OiInterval\"<\n\x17PushPositioningResponse\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\x08\x12\x0f\n\x07message\x18\x02 \x01(\t*\x88\x01\n\x0fSignalDirection\x12 \n\x1cSIGNAL_DIRECTION_UNSPECIFIED\x10\x00\x12\x19\n\x15SIGNAL_DIRECTION_LONG\x10\x01\x12\x1a\n\x16SIGNAL_DIRECTION_SHORT\x10\x02\x12\x1c\n\x18SIGNAL_DIRECTION_NEUTRAL\x10\x03*^\n\x0cPositionSide\x12\x1d\n\x19POSITION_SIDE_UNSPECIFIED\x10\x00\x12\x16\n\x12POSITION_SIDE_LONG\x10\x01\x12\x17\n\x13POSITION_SIDE_SHORT\x10\x02*`\n\x0bRegimeTrend\x12\x1c\n\x18REGIME_TREND_UNSPECIFIED\x10\x00\x12\x19\n\x15REGIME_TREND_TRENDING\x10\x01\x12\x18\n\x14REGIME_TREND_RANGING\x10\x02*\x8a\x01\n\x10VolatilityBucket\x12!\n\x1dVOLATILITY_BUCKET_UNSPECIFIED\x10\x00\x12\x19\n\x15VOLATILITY_BUCKET_LOW\x10\x01\x12\x1c\n\x18VOLATILITY_BUCKET_MEDIUM\x10\x02\x12\x1a\n\x16VOLATILITY_BUCKET_HIGH\x10\x03\x32\x98\x01\n\rSignalService\x12;\n\x03Get\x12\x1a.fixgw.v1.GetSignalRequest\x1a\x18.fixgw.v1.SignalSnapshot\x12J\n\tSubscribe\x12!.fixgw.v1.SubscribeSignalsRequest\x1a\x18.fixgw.v1.SignalSnapshot0\x01\x32\x61\n\x12PositioningService\x12K\n\x04Push\x12 .fixgw.v1.PushPositioningRequest\x1a!.fixgw.v1.PushPositioningResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'gateway._proto.fixgw.v1.signals_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_SIGNALDIRECTION']._serialized_start=2100
-  _globals['_SIGNALDIRECTION']._serialized_end=2236
-  _globals['_POSITIONSIDE']._serialized_start=2238
-  _globals['_POSITIONSIDE']._serialized_end=2332
-  _globals['_REGIMETREND']._serialized_start=2334
-  _globals['_REGIMETREND']._serialized_end=2430
-  _globals['_VOLATILITYBUCKET']._serialized_start=2433
-  _globals['_VOLATILITYBUCKET']._serialized_end=2571
+  _globals['_SIGNALDIRECTION']._serialized_start=3605
+  _globals['_SIGNALDIRECTION']._serialized_end=3741
+  _globals['_POSITIONSIDE']._serialized_start=3743
+  _globals['_POSITIONSIDE']._serialized_end=3837
+  _globals['_REGIMETREND']._serialized_start=3839
+  _globals['_REGIMETREND']._serialized_end=3935
+  _globals['_VOLATILITYBUCKET']._serialized_start=3938
+  _globals['_VOLATILITYBUCKET']._serialized_end=4076
   _globals['_CARRYSIGNAL']._serialized_start=70
-  _globals['_CARRYSIGNAL']._serialized_end=372
-  _globals['_POSITIONINGSIGNAL']._serialized_start=375
-  _globals['_POSITIONINGSIGNAL']._serialized_end=548
-  _globals['_KEYLEVEL']._serialized_start=550
-  _globals['_KEYLEVEL']._serialized_end=666
-  _globals['_GRAVITYSIGNAL']._serialized_start=669
-  _globals['_GRAVITYSIGNAL']._serialized_end=871
-  _globals['_CASCADERESULT']._serialized_start=874
-  _globals['_CASCADERESULT']._serialized_end=1148
-  _globals['_SIDERISKFIGURES']._serialized_start=1151
-  _globals['_SIDERISKFIGURES']._serialized_end=1291
-  _globals['_REGIMESIGNAL']._serialized_start=1294
-  _globals['_REGIMESIGNAL']._serialized_end=1448
-  _globals['_SIGNALVOTE']._serialized_start=1450
-  _globals['_SIGNALVOTE']._serialized_end=1538
-  _globals['_SIGNALSNAPSHOT']._serialized_start=1541
-  _globals['_SIGNALSNAPSHOT']._serialized_end=2097
+  _globals['_CARRYSIGNAL']._serialized_end=483
+  _globals['_POSITIONINGSIGNAL']._serialized_start=486
+  _globals['_POSITIONINGSIGNAL']._serialized_end=729
+  _globals['_KEYLEVEL']._serialized_start=732
+  _globals['_KEYLEVEL']._serialized_end=886
+  _globals['_GRAVITYSIGNAL']._serialized_start=889
+  _globals['_GRAVITYSIGNAL']._serialized_end=1091
+  _globals['_CASCADERESULT']._serialized_start=1094
+  _globals['_CASCADERESULT']._serialized_end=1460
+  _globals['_SIDERISKFIGURES']._serialized_start=1463
+  _globals['_SIDERISKFIGURES']._serialized_end=1603
+  _globals['_REGIMESIGNAL']._serialized_start=1606
+  _globals['_REGIMESIGNAL']._serialized_end=1881
+  _globals['_SIGNALVOTE']._serialized_start=1883
+  _globals['_SIGNALVOTE']._serialized_end=1987
+  _globals['_INPUTAGES']._serialized_start=1990
+  _globals['_INPUTAGES']._serialized_end=2160
+  _globals['_OPENINTERESTSUMMARY']._serialized_start=2163
+  _globals['_OPENINTERESTSUMMARY']._serialized_end=2398
+  _globals['_SIGNALSNAPSHOT']._serialized_start=2401
+  _globals['_SIGNALSNAPSHOT']._serialized_end=3109
+  _globals['_GETSIGNALREQUEST']._serialized_start=3111
+  _globals['_GETSIGNALREQUEST']._serialized_end=3145
+  _globals['_SUBSCRIBESIGNALSREQUEST']._serialized_start=3147
+  _globals['_SUBSCRIBESIGNALSREQUEST']._serialized_end=3189
+  _globals['_OIINTERVAL']._serialized_start=3192
+  _globals['_OIINTERVAL']._serialized_end=3341
+  _globals['_PUSHPOSITIONINGREQUEST']._serialized_start=3344
+  _globals['_PUSHPOSITIONINGREQUEST']._serialized_end=3540
+  _globals['_PUSHPOSITIONINGRESPONSE']._serialized_start=3542
+  _globals['_PUSHPOSITIONINGRESPONSE']._serialized_end=3602
+  _globals['_SIGNALSERVICE']._serialized_start=4079
+  _globals['_SIGNALSERVICE']._serialized_end=4231
+  _globals['_POSITIONINGSERVICE']._serialized_start=4233
+  _globals['_POSITIONINGSERVICE']._serialized_end=4330
 # @@protoc_insertion_point(module_scope)

@@ -147,6 +147,11 @@ class CarrySignal(_message.Message):
     CARRY_ANN_BPS_FIELD_NUMBER: _builtins.int
     CARRY_HORIZON_DAYS_FIELD_NUMBER: _builtins.int
     VOTE_FIELD_NUMBER: _builtins.int
+    CARRY_EXCESS_BPS_FIELD_NUMBER: _builtins.int
+    VOTE_ON_FIELD_NUMBER: _builtins.int
+    THRESHOLD_BPS_FIELD_NUMBER: _builtins.int
+    REFERENCE_PRICE_FIELD_NUMBER: _builtins.int
+    SPOT_INDEX_FIELD_NUMBER: _builtins.int
     basis_bps: _builtins.str
     """(P_ref - S) / S * 1e4."""
     basis_reference: _builtins.str
@@ -168,7 +173,17 @@ class CarrySignal(_message.Message):
     carry_horizon_days: _builtins.str
     """The H the carry figure used."""
     vote: Global___SignalDirection.ValueType
-    """The carry vote (on funding_excess_bps vs its threshold)."""
+    """The carry vote (on the figure named by vote_on vs its threshold)."""
+    carry_excess_bps: _builtins.str
+    """carry_ann_bps - baseline_ann_bps: the horizon-H figure the default vote compares."""
+    vote_on: _builtins.str
+    """Which figure the vote compared: "carry_excess" or "funding_excess"."""
+    threshold_bps: _builtins.str
+    """The vote threshold in bps (inclusive; short at >= +threshold, long at <= -threshold)."""
+    reference_price: _builtins.str
+    """P_ref the basis used (impact mid or mark)."""
+    spot_index: _builtins.str
+    """Spot index S the basis used."""
     def __init__(
         self,
         *,
@@ -183,10 +198,15 @@ class CarrySignal(_message.Message):
         carry_ann_bps: _builtins.str = ...,
         carry_horizon_days: _builtins.str = ...,
         vote: Global___SignalDirection.ValueType = ...,
+        carry_excess_bps: _builtins.str = ...,
+        vote_on: _builtins.str = ...,
+        threshold_bps: _builtins.str = ...,
+        reference_price: _builtins.str = ...,
+        spot_index: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["baseline_ann_bps", b"baseline_ann_bps", "basis_bps", b"basis_bps", "basis_reference", b"basis_reference", "carry_ann_bps", b"carry_ann_bps", "carry_horizon_days", b"carry_horizon_days", "funding_ann_bps", b"funding_ann_bps", "funding_excess_bps", b"funding_excess_bps", "funding_interval_h", b"funding_interval_h", "funding_rate", b"funding_rate", "funding_source", b"funding_source", "vote", b"vote"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["baseline_ann_bps", b"baseline_ann_bps", "basis_bps", b"basis_bps", "basis_reference", b"basis_reference", "carry_ann_bps", b"carry_ann_bps", "carry_excess_bps", b"carry_excess_bps", "carry_horizon_days", b"carry_horizon_days", "funding_ann_bps", b"funding_ann_bps", "funding_excess_bps", b"funding_excess_bps", "funding_interval_h", b"funding_interval_h", "funding_rate", b"funding_rate", "funding_source", b"funding_source", "reference_price", b"reference_price", "spot_index", b"spot_index", "threshold_bps", b"threshold_bps", "vote", b"vote", "vote_on", b"vote_on"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -205,6 +225,9 @@ class PositioningSignal(_message.Message):
     LONG_SHARE_FIELD_NUMBER: _builtins.int
     OI_ASYMMETRY_FIELD_NUMBER: _builtins.int
     AS_OF_FIELD_NUMBER: _builtins.int
+    OI_ASYMMETRY_STATUS_FIELD_NUMBER: _builtins.int
+    LABEL_FIELD_NUMBER: _builtins.int
+    AGGRESSOR_WEIGHT_FIELD_NUMBER: _builtins.int
     cohort: _builtins.str
     """Whose positions ("flow_estimate", "top_accounts", ...)."""
     method: _builtins.str
@@ -217,6 +240,12 @@ class PositioningSignal(_message.Message):
     """long / (long + short), in [0, 1], or "undefined"."""
     oi_asymmetry: _builtins.str
     """long / short, or "inf" / "undefined"."""
+    oi_asymmetry_status: _builtins.str
+    """"finite", "inf" (short side 0) or "undefined" (both 0)."""
+    label: _builtins.str
+    """The readout text, always with the cohort ("9.0x by top_accounts")."""
+    aggressor_weight: _builtins.str
+    """Aggressor weight alpha of the flow estimator (used when cohort is "taker_flow")."""
     @_builtins.property
     def as_of(self) -> _timestamp_pb2.Timestamp:
         """When the cohort record was taken."""
@@ -231,10 +260,13 @@ class PositioningSignal(_message.Message):
         long_share: _builtins.str = ...,
         oi_asymmetry: _builtins.str = ...,
         as_of: _timestamp_pb2.Timestamp | None = ...,
+        oi_asymmetry_status: _builtins.str = ...,
+        label: _builtins.str = ...,
+        aggressor_weight: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["as_of", b"as_of"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["as_of", b"as_of", "cohort", b"cohort", "long_share", b"long_share", "long_usd", b"long_usd", "method", b"method", "oi_asymmetry", b"oi_asymmetry", "short_usd", b"short_usd"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["aggressor_weight", b"aggressor_weight", "as_of", b"as_of", "cohort", b"cohort", "label", b"label", "long_share", b"long_share", "long_usd", b"long_usd", "method", b"method", "oi_asymmetry", b"oi_asymmetry", "oi_asymmetry_status", b"oi_asymmetry_status", "short_usd", b"short_usd"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -251,6 +283,7 @@ class KeyLevel(_message.Message):
     DISTANCE_PCT_FIELD_NUMBER: _builtins.int
     DISTANCE_SIGMA_FIELD_NUMBER: _builtins.int
     TOUCH_PROBABILITY_FIELD_NUMBER: _builtins.int
+    SIDE_FIELD_NUMBER: _builtins.int
     price: _builtins.str
     """Level price."""
     notional: _builtins.str
@@ -261,6 +294,8 @@ class KeyLevel(_message.Message):
     """Distance in horizon-sigma units."""
     touch_probability: _builtins.str
     """Probability a driftless price touches the level within the horizon."""
+    side: Global___PositionSide.ValueType
+    """Whose liquidations sit at the level (long below P, short above)."""
     def __init__(
         self,
         *,
@@ -269,10 +304,11 @@ class KeyLevel(_message.Message):
         distance_pct: _builtins.str = ...,
         distance_sigma: _builtins.str = ...,
         touch_probability: _builtins.str = ...,
+        side: Global___PositionSide.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["distance_pct", b"distance_pct", "distance_sigma", b"distance_sigma", "notional", b"notional", "price", b"price", "touch_probability", b"touch_probability"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["distance_pct", b"distance_pct", "distance_sigma", b"distance_sigma", "notional", b"notional", "price", b"price", "side", b"side", "touch_probability", b"touch_probability"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -345,6 +381,10 @@ class CascadeResult(_message.Message):
     STEP_RATIOS_FIELD_NUMBER: _builtins.int
     SELF_SUSTAINING_FIELD_NUMBER: _builtins.int
     BOOK_EXHAUSTED_FIELD_NUMBER: _builtins.int
+    SHOCK_PRICE_FIELD_NUMBER: _builtins.int
+    BOOK_END_PRICE_FIELD_NUMBER: _builtins.int
+    MARK_TRANSMISSION_FIELD_NUMBER: _builtins.int
+    WAVE_SIZES_FIELD_NUMBER: _builtins.int
     side: Global___PositionSide.ValueType
     """The side being liquidated."""
     depth_haircut: _builtins.str
@@ -365,9 +405,19 @@ class CascadeResult(_message.Message):
     """Median step ratio >= 1."""
     book_exhausted: _builtins.bool
     """The book ran out and the rest was priced by the impact model."""
+    shock_price: _builtins.str
+    """Where the initial shock put the price (P e^-delta or the nearest cluster)."""
+    book_end_price: _builtins.str
+    """Price the book sweep alone reached (before the mark transmission factor)."""
+    mark_transmission: _builtins.str
+    """Mark transmission factor tau in [0, 1] the run used."""
     @_builtins.property
     def step_ratios(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Per-step wave ratios."""
+
+    @_builtins.property
+    def wave_sizes(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Size of each wave, base units."""
 
     def __init__(
         self,
@@ -383,10 +433,14 @@ class CascadeResult(_message.Message):
         step_ratios: _abc.Iterable[_builtins.str] | None = ...,
         self_sustaining: _builtins.bool = ...,
         book_exhausted: _builtins.bool = ...,
+        shock_price: _builtins.str = ...,
+        book_end_price: _builtins.str = ...,
+        mark_transmission: _builtins.str = ...,
+        wave_sizes: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["amplification", b"amplification", "book_exhausted", b"book_exhausted", "depth_haircut", b"depth_haircut", "end_price", b"end_price", "liquidated_qty", b"liquidated_qty", "liquidated_share", b"liquidated_share", "self_sustaining", b"self_sustaining", "side", b"side", "step_ratios", b"step_ratios", "steps", b"steps", "stop_reason", b"stop_reason"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["amplification", b"amplification", "book_end_price", b"book_end_price", "book_exhausted", b"book_exhausted", "depth_haircut", b"depth_haircut", "end_price", b"end_price", "liquidated_qty", b"liquidated_qty", "liquidated_share", b"liquidated_share", "mark_transmission", b"mark_transmission", "self_sustaining", b"self_sustaining", "shock_price", b"shock_price", "side", b"side", "step_ratios", b"step_ratios", "steps", b"steps", "stop_reason", b"stop_reason", "wave_sizes", b"wave_sizes"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -440,6 +494,10 @@ class RegimeSignal(_message.Message):
     EFFICIENCY_RATIO_FIELD_NUMBER: _builtins.int
     VOLATILITY_FIELD_NUMBER: _builtins.int
     REALIZED_VOL_DAILY_FIELD_NUMBER: _builtins.int
+    TREND_DIRECTION_FIELD_NUMBER: _builtins.int
+    VOL_PERCENTILE_FIELD_NUMBER: _builtins.int
+    SIGMA_SOURCE_FIELD_NUMBER: _builtins.int
+    HORIZON_SIGMA_FIELD_NUMBER: _builtins.int
     trend: Global___RegimeTrend.ValueType
     """Trending or ranging."""
     efficiency_ratio: _builtins.str
@@ -448,6 +506,14 @@ class RegimeSignal(_message.Message):
     """Realized-volatility bucket."""
     realized_vol_daily: _builtins.str
     """Daily realized volatility of log returns (sigma_d)."""
+    trend_direction: Global___SignalDirection.ValueType
+    """Direction of the trend (neutral when ranging or unknown)."""
+    vol_percentile: _builtins.str
+    """Percentile of the current realized vol, in [0, 100], or "undefined"."""
+    sigma_source: _builtins.str
+    """Where sigma_d came from: "input", "closes" or "default"."""
+    horizon_sigma: _builtins.str
+    """Horizon volatility s = max(sigma_d * sqrt(h), s_floor), as a log-price fraction."""
     def __init__(
         self,
         *,
@@ -455,10 +521,14 @@ class RegimeSignal(_message.Message):
         efficiency_ratio: _builtins.str = ...,
         volatility: Global___VolatilityBucket.ValueType = ...,
         realized_vol_daily: _builtins.str = ...,
+        trend_direction: Global___SignalDirection.ValueType = ...,
+        vol_percentile: _builtins.str = ...,
+        sigma_source: _builtins.str = ...,
+        horizon_sigma: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["efficiency_ratio", b"efficiency_ratio", "realized_vol_daily", b"realized_vol_daily", "trend", b"trend", "volatility", b"volatility"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["efficiency_ratio", b"efficiency_ratio", "horizon_sigma", b"horizon_sigma", "realized_vol_daily", b"realized_vol_daily", "sigma_source", b"sigma_source", "trend", b"trend", "trend_direction", b"trend_direction", "vol_percentile", b"vol_percentile", "volatility", b"volatility"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -473,26 +543,132 @@ class SignalVote(_message.Message):
     NAME_FIELD_NUMBER: _builtins.int
     DIRECTION_FIELD_NUMBER: _builtins.int
     WEIGHT_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
     name: _builtins.str
-    """Sub-signal name ("carry", "positioning", "gravity", "cascade_risk", "momentum")."""
+    """Sub-signal name ("carry", "positioning", "gravity", "cascade", "momentum")."""
     direction: Global___SignalDirection.ValueType
     """Its direction."""
     weight: _builtins.str
     """Its weight."""
+    reason: _builtins.str
+    """The figure behind the vote, in words ("carry_excess 1088.3 bps vs ±1000")."""
     def __init__(
         self,
         *,
         name: _builtins.str = ...,
         direction: Global___SignalDirection.ValueType = ...,
         weight: _builtins.str = ...,
+        reason: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["direction", b"direction", "name", b"name", "weight", b"weight"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["direction", b"direction", "name", b"name", "reason", b"reason", "weight", b"weight"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___SignalVote: _TypeAlias = SignalVote  # noqa: Y015
+
+@_typing.final
+class InputAges(_message.Message):
+    """How old each input of a snapshot was when it was computed, in seconds (decimal strings;
+    empty when the input was absent).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MARK_S_FIELD_NUMBER: _builtins.int
+    BOOK_S_FIELD_NUMBER: _builtins.int
+    FUNDING_S_FIELD_NUMBER: _builtins.int
+    POSITIONING_S_FIELD_NUMBER: _builtins.int
+    OPEN_INTEREST_S_FIELD_NUMBER: _builtins.int
+    CLOSES_S_FIELD_NUMBER: _builtins.int
+    LIQUIDATION_MAP_S_FIELD_NUMBER: _builtins.int
+    MAX_S_FIELD_NUMBER: _builtins.int
+    mark_s: _builtins.str
+    """Perp mark price (ticker)."""
+    book_s: _builtins.str
+    """Spot order book."""
+    funding_s: _builtins.str
+    """Latest funding record used."""
+    positioning_s: _builtins.str
+    """Positioning record (pushed or estimated)."""
+    open_interest_s: _builtins.str
+    """Last open-interest interval."""
+    closes_s: _builtins.str
+    """Price closes (regime, realized vol)."""
+    liquidation_map_s: _builtins.str
+    """Liquidation map."""
+    max_s: _builtins.str
+    """The oldest present input."""
+    def __init__(
+        self,
+        *,
+        mark_s: _builtins.str = ...,
+        book_s: _builtins.str = ...,
+        funding_s: _builtins.str = ...,
+        positioning_s: _builtins.str = ...,
+        open_interest_s: _builtins.str = ...,
+        closes_s: _builtins.str = ...,
+        liquidation_map_s: _builtins.str = ...,
+        max_s: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["book_s", b"book_s", "closes_s", b"closes_s", "funding_s", b"funding_s", "liquidation_map_s", b"liquidation_map_s", "mark_s", b"mark_s", "max_s", b"max_s", "open_interest_s", b"open_interest_s", "positioning_s", b"positioning_s"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___InputAges: _TypeAlias = InputAges  # noqa: Y015
+
+@_typing.final
+class OpenInterestSummary(_message.Message):
+    """Open interest and how the liquidation map was scaled to it (shared/signals.md §3, §6)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    OPEN_INTEREST_USD_FIELD_NUMBER: _builtins.int
+    SIDE_OI_LONG_USD_FIELD_NUMBER: _builtins.int
+    SIDE_OI_SHORT_USD_FIELD_NUMBER: _builtins.int
+    SIDE_OI_SOURCE_FIELD_NUMBER: _builtins.int
+    MAP_GROSS_LONG_USD_FIELD_NUMBER: _builtins.int
+    MAP_GROSS_SHORT_USD_FIELD_NUMBER: _builtins.int
+    MAP_NET_LONG_USD_FIELD_NUMBER: _builtins.int
+    MAP_NET_SHORT_USD_FIELD_NUMBER: _builtins.int
+    open_interest_usd: _builtins.str
+    """Total open interest, USD."""
+    side_oi_long_usd: _builtins.str
+    """Long side OI the map was scaled to, USD."""
+    side_oi_short_usd: _builtins.str
+    """Short side OI the map was scaled to, USD."""
+    side_oi_source: _builtins.str
+    """Where the side split came from ("flow_estimate", a cohort, or "even_split")."""
+    map_gross_long_usd: _builtins.str
+    """Live long liquidation notional in the map before scaling, USD."""
+    map_gross_short_usd: _builtins.str
+    """Live short liquidation notional in the map before scaling, USD."""
+    map_net_long_usd: _builtins.str
+    """Long notional after scaling to the side OI, USD."""
+    map_net_short_usd: _builtins.str
+    """Short notional after scaling to the side OI, USD."""
+    def __init__(
+        self,
+        *,
+        open_interest_usd: _builtins.str = ...,
+        side_oi_long_usd: _builtins.str = ...,
+        side_oi_short_usd: _builtins.str = ...,
+        side_oi_source: _builtins.str = ...,
+        map_gross_long_usd: _builtins.str = ...,
+        map_gross_short_usd: _builtins.str = ...,
+        map_net_long_usd: _builtins.str = ...,
+        map_net_short_usd: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["map_gross_long_usd", b"map_gross_long_usd", "map_gross_short_usd", b"map_gross_short_usd", "map_net_long_usd", b"map_net_long_usd", "map_net_short_usd", b"map_net_short_usd", "open_interest_usd", b"open_interest_usd", "side_oi_long_usd", b"side_oi_long_usd", "side_oi_short_usd", b"side_oi_short_usd", "side_oi_source", b"side_oi_source"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___OpenInterestSummary: _TypeAlias = OpenInterestSummary  # noqa: Y015
 
 @_typing.final
 class SignalSnapshot(_message.Message):
@@ -517,6 +693,11 @@ class SignalSnapshot(_message.Message):
     CONFIDENCE_FIELD_NUMBER: _builtins.int
     AGREEMENT_FIELD_NUMBER: _builtins.int
     DIVERGENCE_FIELD_NUMBER: _builtins.int
+    SYMBOL_FIELD_NUMBER: _builtins.int
+    AGES_FIELD_NUMBER: _builtins.int
+    OPEN_INTEREST_FIELD_NUMBER: _builtins.int
+    VOTE_SCORE_FIELD_NUMBER: _builtins.int
+    DIVERGENT_SIGNALS_FIELD_NUMBER: _builtins.int
     horizon_days: _builtins.str
     """Horizon h in days used for sigma scaling."""
     reference_price: _builtins.str
@@ -529,6 +710,10 @@ class SignalSnapshot(_message.Message):
     """Share of non-neutral votes in the majority direction, in [0, 1]."""
     divergence: _builtins.bool
     """Structural signals (carry, positioning, gravity) disagree with the majority."""
+    symbol: _builtins.str
+    """The perp symbol (also in the `Event` envelope when published as an event)."""
+    vote_score: _builtins.str
+    """Weighted vote score in [-1, 1] (sign = bias)."""
     @_builtins.property
     def computed_at(self) -> _timestamp_pb2.Timestamp:
         """When the snapshot was computed."""
@@ -565,6 +750,18 @@ class SignalSnapshot(_message.Message):
     def votes(self) -> _containers.RepeatedCompositeFieldContainer[Global___SignalVote]:
         """Every sub-signal's vote."""
 
+    @_builtins.property
+    def ages(self) -> Global___InputAges:
+        """Age of every input at computed_at."""
+
+    @_builtins.property
+    def open_interest(self) -> Global___OpenInterestSummary:
+        """Open interest and liquidation-map scaling."""
+
+    @_builtins.property
+    def divergent_signals(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The structural signals that disagree with the majority."""
+
     def __init__(
         self,
         *,
@@ -583,11 +780,186 @@ class SignalSnapshot(_message.Message):
         confidence: _builtins.str = ...,
         agreement: _builtins.str = ...,
         divergence: _builtins.bool = ...,
+        symbol: _builtins.str = ...,
+        ages: Global___InputAges | None = ...,
+        open_interest: Global___OpenInterestSummary | None = ...,
+        vote_score: _builtins.str = ...,
+        divergent_signals: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["carry", b"carry", "computed_at", b"computed_at", "gravity", b"gravity", "oldest_input_at", b"oldest_input_at", "regime", b"regime"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["ages", b"ages", "carry", b"carry", "computed_at", b"computed_at", "gravity", b"gravity", "oldest_input_at", b"oldest_input_at", "open_interest", b"open_interest", "regime", b"regime"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["agreement", b"agreement", "bias", b"bias", "carry", b"carry", "cascades", b"cascades", "computed_at", b"computed_at", "confidence", b"confidence", "divergence", b"divergence", "gravity", b"gravity", "horizon_days", b"horizon_days", "oldest_input_at", b"oldest_input_at", "positioning", b"positioning", "reference_price", b"reference_price", "regime", b"regime", "risk", b"risk", "votes", b"votes"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["ages", b"ages", "agreement", b"agreement", "bias", b"bias", "carry", b"carry", "cascades", b"cascades", "computed_at", b"computed_at", "confidence", b"confidence", "divergence", b"divergence", "divergent_signals", b"divergent_signals", "gravity", b"gravity", "horizon_days", b"horizon_days", "oldest_input_at", b"oldest_input_at", "open_interest", b"open_interest", "positioning", b"positioning", "reference_price", b"reference_price", "regime", b"regime", "risk", b"risk", "symbol", b"symbol", "vote_score", b"vote_score", "votes", b"votes"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___SignalSnapshot: _TypeAlias = SignalSnapshot  # noqa: Y015
+
+@_typing.final
+class GetSignalRequest(_message.Message):
+    """Asks for one symbol's latest snapshot."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SYMBOL_FIELD_NUMBER: _builtins.int
+    symbol: _builtins.str
+    """Perp symbol ("PF_ARBUSD"); a spot symbol ("ARB/USD") is accepted when one perp maps to it."""
+    def __init__(
+        self,
+        *,
+        symbol: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["symbol", b"symbol"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetSignalRequest: _TypeAlias = GetSignalRequest  # noqa: Y015
+
+@_typing.final
+class SubscribeSignalsRequest(_message.Message):
+    """Asks for every new snapshot of some symbols."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SYMBOLS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def symbols(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Perp symbols; empty means all. Each stream starts with the latest snapshot of each symbol."""
+
+    def __init__(
+        self,
+        *,
+        symbols: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["symbols", b"symbols"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SubscribeSignalsRequest: _TypeAlias = SubscribeSignalsRequest  # noqa: Y015
+
+@_typing.final
+class OiInterval(_message.Message):
+    """One open-interest interval of a feed or backfill (shared/signals.md §2-§3)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TS_FIELD_NUMBER: _builtins.int
+    OI_USD_FIELD_NUMBER: _builtins.int
+    VWAP_FIELD_NUMBER: _builtins.int
+    HIGH_FIELD_NUMBER: _builtins.int
+    LOW_FIELD_NUMBER: _builtins.int
+    CLOSE_FIELD_NUMBER: _builtins.int
+    TAKER_BUY_SHARE_FIELD_NUMBER: _builtins.int
+    oi_usd: _builtins.str
+    """Open interest at the end of the interval, USD (>= 0)."""
+    vwap: _builtins.str
+    """Volume-weighted price of the interval; empty or <= 0: (high + low + close) / 3 is used."""
+    high: _builtins.str
+    """Highest mark of the interval."""
+    low: _builtins.str
+    """Lowest mark of the interval."""
+    close: _builtins.str
+    """Last mark of the interval."""
+    taker_buy_share: _builtins.str
+    """Share of taker volume that bought, in [0, 1]; empty means unknown (no tilt)."""
+    @_builtins.property
+    def ts(self) -> _timestamp_pb2.Timestamp:
+        """Interval end."""
+
+    def __init__(
+        self,
+        *,
+        ts: _timestamp_pb2.Timestamp | None = ...,
+        oi_usd: _builtins.str = ...,
+        vwap: _builtins.str = ...,
+        high: _builtins.str = ...,
+        low: _builtins.str = ...,
+        close: _builtins.str = ...,
+        taker_buy_share: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["ts", b"ts"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["close", b"close", "high", b"high", "low", b"low", "oi_usd", b"oi_usd", "taker_buy_share", b"taker_buy_share", "ts", b"ts", "vwap", b"vwap"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___OiInterval: _TypeAlias = OiInterval  # noqa: Y015
+
+@_typing.final
+class PushPositioningRequest(_message.Message):
+    """A cohort's long/short split, optionally with open-interest intervals."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SYMBOL_FIELD_NUMBER: _builtins.int
+    COHORT_FIELD_NUMBER: _builtins.int
+    METHOD_FIELD_NUMBER: _builtins.int
+    LONG_USD_FIELD_NUMBER: _builtins.int
+    SHORT_USD_FIELD_NUMBER: _builtins.int
+    AS_OF_FIELD_NUMBER: _builtins.int
+    OI_INTERVALS_FIELD_NUMBER: _builtins.int
+    symbol: _builtins.str
+    """Perp symbol ("PF_ARBUSD")."""
+    cohort: _builtins.str
+    """Whose positions ("top_accounts", ...); required, readouts name it."""
+    method: _builtins.str
+    """How the split was obtained ("venue_push", "scrape", ...)."""
+    long_usd: _builtins.str
+    """Long notional, USD (>= 0)."""
+    short_usd: _builtins.str
+    """Short notional, USD (>= 0)."""
+    @_builtins.property
+    def as_of(self) -> _timestamp_pb2.Timestamp:
+        """When the record was taken; at most 5 s in the future, at most 1 h old."""
+
+    @_builtins.property
+    def oi_intervals(self) -> _containers.RepeatedCompositeFieldContainer[Global___OiInterval]:
+        """Open-interest intervals, strictly increasing by ts (may be empty)."""
+
+    def __init__(
+        self,
+        *,
+        symbol: _builtins.str = ...,
+        cohort: _builtins.str = ...,
+        method: _builtins.str = ...,
+        long_usd: _builtins.str = ...,
+        short_usd: _builtins.str = ...,
+        as_of: _timestamp_pb2.Timestamp | None = ...,
+        oi_intervals: _abc.Iterable[Global___OiInterval] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["as_of", b"as_of"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["as_of", b"as_of", "cohort", b"cohort", "long_usd", b"long_usd", "method", b"method", "oi_intervals", b"oi_intervals", "short_usd", b"short_usd", "symbol", b"symbol"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PushPositioningRequest: _TypeAlias = PushPositioningRequest  # noqa: Y015
+
+@_typing.final
+class PushPositioningResponse(_message.Message):
+    """Whether a push was taken."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ACCEPTED_FIELD_NUMBER: _builtins.int
+    MESSAGE_FIELD_NUMBER: _builtins.int
+    accepted: _builtins.bool
+    """True when the record (and its intervals) will be in the next snapshot."""
+    message: _builtins.str
+    """What was taken, in words."""
+    def __init__(
+        self,
+        *,
+        accepted: _builtins.bool = ...,
+        message: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["accepted", b"accepted", "message", b"message"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PushPositioningResponse: _TypeAlias = PushPositioningResponse  # noqa: Y015

@@ -3,6 +3,7 @@
 import grpc
 import warnings
 
+from gateway._proto.fixgw.v1 import signals_pb2 as fixgw_dot_v1_dot_signals__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
 GRPC_VERSION = grpc.__version__
@@ -22,3 +23,200 @@ if _version_not_supported:
         + f' Please upgrade your grpc module to grpcio>={GRPC_GENERATED_VERSION}'
         + f' or downgrade your generated code using grpcio-tools<={GRPC_VERSION}.'
     )
+
+
+class SignalServiceStub:
+    """Latest signal snapshots, computed off the order path.
+    """
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.Get = channel.unary_unary(
+                '/fixgw.v1.SignalService/Get',
+                request_serializer=fixgw_dot_v1_dot_signals__pb2.GetSignalRequest.SerializeToString,
+                response_deserializer=fixgw_dot_v1_dot_signals__pb2.SignalSnapshot.FromString,
+                _registered_method=True)
+        self.Subscribe = channel.unary_stream(
+                '/fixgw.v1.SignalService/Subscribe',
+                request_serializer=fixgw_dot_v1_dot_signals__pb2.SubscribeSignalsRequest.SerializeToString,
+                response_deserializer=fixgw_dot_v1_dot_signals__pb2.SignalSnapshot.FromString,
+                _registered_method=True)
+
+
+class SignalServiceServicer:
+    """Latest signal snapshots, computed off the order path.
+    """
+
+    def Get(self, request, context):
+        """The latest snapshot of one symbol; NOT_FOUND when none has been computed yet.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Subscribe(self, request, context):
+        """The latest snapshot of each symbol, then every new one. A slow reader skips to newer
+        snapshots (only the latest matters) rather than holding the producer back.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_SignalServiceServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'Get': grpc.unary_unary_rpc_method_handler(
+                    servicer.Get,
+                    request_deserializer=fixgw_dot_v1_dot_signals__pb2.GetSignalRequest.FromString,
+                    response_serializer=fixgw_dot_v1_dot_signals__pb2.SignalSnapshot.SerializeToString,
+            ),
+            'Subscribe': grpc.unary_stream_rpc_method_handler(
+                    servicer.Subscribe,
+                    request_deserializer=fixgw_dot_v1_dot_signals__pb2.SubscribeSignalsRequest.FromString,
+                    response_serializer=fixgw_dot_v1_dot_signals__pb2.SignalSnapshot.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'fixgw.v1.SignalService', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('fixgw.v1.SignalService', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class SignalService:
+    """Latest signal snapshots, computed off the order path.
+    """
+
+    @staticmethod
+    def Get(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fixgw.v1.SignalService/Get',
+            fixgw_dot_v1_dot_signals__pb2.GetSignalRequest.SerializeToString,
+            fixgw_dot_v1_dot_signals__pb2.SignalSnapshot.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Subscribe(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/fixgw.v1.SignalService/Subscribe',
+            fixgw_dot_v1_dot_signals__pb2.SubscribeSignalsRequest.SerializeToString,
+            fixgw_dot_v1_dot_signals__pb2.SignalSnapshot.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+
+class PositioningServiceStub:
+    """Pushes positioning records and open-interest intervals into the signal runner.
+    """
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.Push = channel.unary_unary(
+                '/fixgw.v1.PositioningService/Push',
+                request_serializer=fixgw_dot_v1_dot_signals__pb2.PushPositioningRequest.SerializeToString,
+                response_deserializer=fixgw_dot_v1_dot_signals__pb2.PushPositioningResponse.FromString,
+                _registered_method=True)
+
+
+class PositioningServiceServicer:
+    """Pushes positioning records and open-interest intervals into the signal runner.
+    """
+
+    def Push(self, request, context):
+        """Validate and store a record; INVALID_ARGUMENT naming the field when it is malformed.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_PositioningServiceServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'Push': grpc.unary_unary_rpc_method_handler(
+                    servicer.Push,
+                    request_deserializer=fixgw_dot_v1_dot_signals__pb2.PushPositioningRequest.FromString,
+                    response_serializer=fixgw_dot_v1_dot_signals__pb2.PushPositioningResponse.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'fixgw.v1.PositioningService', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('fixgw.v1.PositioningService', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class PositioningService:
+    """Pushes positioning records and open-interest intervals into the signal runner.
+    """
+
+    @staticmethod
+    def Push(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fixgw.v1.PositioningService/Push',
+            fixgw_dot_v1_dot_signals__pb2.PushPositioningRequest.SerializeToString,
+            fixgw_dot_v1_dot_signals__pb2.PushPositioningResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)

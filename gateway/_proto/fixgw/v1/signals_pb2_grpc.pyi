@@ -10,10 +10,17 @@ never NaN.
 """
 
 from collections import abc as _abc
+from gateway._proto.fixgw.v1 import signals_pb2 as _signals_pb2
 from grpc import aio as _aio
 import abc as _abc_1
 import grpc as _grpc
+import sys
 import typing as _typing
+
+if sys.version_info >= (3, 11):
+    from typing import Self as _Self
+else:
+    from typing_extensions import Self as _Self
 
 _T = _typing.TypeVar("_T")
 
@@ -24,3 +31,83 @@ class _ServicerContext(_grpc.ServicerContext, _aio.ServicerContext):  # type: ig
 
 GRPC_GENERATED_VERSION: str
 GRPC_VERSION: str
+
+class SignalServiceStub:
+    """Latest signal snapshots, computed off the order path."""
+
+    @_typing.overload
+    def __new__(cls, channel: _grpc.Channel) -> _Self: ...
+    @_typing.overload
+    def __new__(cls, channel: _aio.Channel) -> SignalServiceAsyncStub: ...
+    Get: _grpc.UnaryUnaryMultiCallable[_signals_pb2.GetSignalRequest, _signals_pb2.SignalSnapshot]
+    """The latest snapshot of one symbol; NOT_FOUND when none has been computed yet."""
+    Subscribe: _grpc.UnaryStreamMultiCallable[_signals_pb2.SubscribeSignalsRequest, _signals_pb2.SignalSnapshot]
+    """The latest snapshot of each symbol, then every new one. A slow reader skips to newer
+    snapshots (only the latest matters) rather than holding the producer back.
+    """
+
+@_typing.type_check_only
+class SignalServiceAsyncStub(SignalServiceStub):
+    """Latest signal snapshots, computed off the order path."""
+
+    def __init__(self, channel: _aio.Channel) -> None: ...
+    Get: _aio.UnaryUnaryMultiCallable[_signals_pb2.GetSignalRequest, _signals_pb2.SignalSnapshot]  # type: ignore[assignment]
+    """The latest snapshot of one symbol; NOT_FOUND when none has been computed yet."""
+    Subscribe: _aio.UnaryStreamMultiCallable[_signals_pb2.SubscribeSignalsRequest, _signals_pb2.SignalSnapshot]  # type: ignore[assignment]
+    """The latest snapshot of each symbol, then every new one. A slow reader skips to newer
+    snapshots (only the latest matters) rather than holding the producer back.
+    """
+
+class SignalServiceServicer(metaclass=_abc_1.ABCMeta):
+    """Latest signal snapshots, computed off the order path."""
+
+    @_abc_1.abstractmethod
+    def Get(
+        self,
+        request: _signals_pb2.GetSignalRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_signals_pb2.SignalSnapshot, _abc.Awaitable[_signals_pb2.SignalSnapshot]]:
+        """The latest snapshot of one symbol; NOT_FOUND when none has been computed yet."""
+
+    @_abc_1.abstractmethod
+    def Subscribe(
+        self,
+        request: _signals_pb2.SubscribeSignalsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_signals_pb2.SignalSnapshot], _abc.AsyncIterator[_signals_pb2.SignalSnapshot]]:
+        """The latest snapshot of each symbol, then every new one. A slow reader skips to newer
+        snapshots (only the latest matters) rather than holding the producer back.
+        """
+
+def add_SignalServiceServicer_to_server(servicer: SignalServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
+
+class PositioningServiceStub:
+    """Pushes positioning records and open-interest intervals into the signal runner."""
+
+    @_typing.overload
+    def __new__(cls, channel: _grpc.Channel) -> _Self: ...
+    @_typing.overload
+    def __new__(cls, channel: _aio.Channel) -> PositioningServiceAsyncStub: ...
+    Push: _grpc.UnaryUnaryMultiCallable[_signals_pb2.PushPositioningRequest, _signals_pb2.PushPositioningResponse]
+    """Validate and store a record; INVALID_ARGUMENT naming the field when it is malformed."""
+
+@_typing.type_check_only
+class PositioningServiceAsyncStub(PositioningServiceStub):
+    """Pushes positioning records and open-interest intervals into the signal runner."""
+
+    def __init__(self, channel: _aio.Channel) -> None: ...
+    Push: _aio.UnaryUnaryMultiCallable[_signals_pb2.PushPositioningRequest, _signals_pb2.PushPositioningResponse]  # type: ignore[assignment]
+    """Validate and store a record; INVALID_ARGUMENT naming the field when it is malformed."""
+
+class PositioningServiceServicer(metaclass=_abc_1.ABCMeta):
+    """Pushes positioning records and open-interest intervals into the signal runner."""
+
+    @_abc_1.abstractmethod
+    def Push(
+        self,
+        request: _signals_pb2.PushPositioningRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_signals_pb2.PushPositioningResponse, _abc.Awaitable[_signals_pb2.PushPositioningResponse]]:
+        """Validate and store a record; INVALID_ARGUMENT naming the field when it is malformed."""
+
+def add_PositioningServiceServicer_to_server(servicer: PositioningServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
