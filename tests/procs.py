@@ -76,12 +76,13 @@ class SimProcess:
     def __init__(self, data_dir: Path, creds: Credentials, clients: tuple[str, ...] = ("FIXGW",),
                  flow_rate: float = 0.0, seed: int = 7, seed_books: bool = False,
                  trading_port: int = 0, md_port: int = 0,
-                 tls: tuple[Path, Path] | None = None) -> None:
+                 tls: tuple[Path, Path] | None = None, scenario: str = "default") -> None:
         env = dict(os.environ, FIXGW_SIM_API_KEY=creds.api_key,
                    FIXGW_SIM_API_SECRET=creds.api_secret)
         cmd = [sys.executable, "-m", "gateway.venue_sim", "--data-dir", str(data_dir),
                "--flow-rate", str(flow_rate), "--seed", str(seed),
-               "--trading-port", str(trading_port), "--md-port", str(md_port)]
+               "--trading-port", str(trading_port), "--md-port", str(md_port),
+               "--scenario", scenario]
         for c in clients:
             cmd += ["--client", c]
         if not seed_books:
@@ -100,6 +101,7 @@ class SimProcess:
         self.trading_port = int(info["trading_port"])
         self.md_port = int(info["md_port"])
         self.control_port = int(info["control_port"])
+        self.futures_rest_port = int(info["futures_rest_port"])
         self.out = _Output(self.proc.stdout)
         self.err = _Output(self.proc.stderr)
 
@@ -150,6 +152,9 @@ reconnect_max_s = 2.0
 api_key = {{ env = "FIXGW_TEST_API_KEY" }}
 api_secret = {{ env = "FIXGW_TEST_API_SECRET" }}
 {venue_toml}
+
+[venue.futures]
+base_url = "http://127.0.0.1:{sim.futures_rest_port}"
 
 [venue.trading]
 port = {sim.trading_port}

@@ -123,6 +123,18 @@ class MarketDataSessionConfig(VenueSessionConfig):
     target_comp_id: str = "KRAKEN-MD"
 
 
+class FuturesConfig(_Strict):
+    """Kraken Futures REST, polled for perp mark/index, funding and open interest (signals)."""
+
+    enabled: bool = True
+    # Empty = the embedded simulator's futures face; Kraken: https://futures.kraken.com
+    base_url: str = ""
+    poll_interval_s: float = Field(default=5.0, gt=0)
+    # Perpetual -> the spot book its basis and depth are measured against.
+    perps: dict[str, str] = Field(default_factory=lambda: {"PF_XBTUSD": "BTC/USD",
+                                                           "PF_ARBUSD": "ARB/USD"})
+
+
 class VenueConfig(_Strict):
     # Kraken assigns the SenderCompID; the derivatives sessions use the same ID + "DRV".
     sender_comp_id: str = "FIXGW"
@@ -138,6 +150,7 @@ class VenueConfig(_Strict):
     # gateway resumes its sessions and journal after a restart and fallback transports need them.
     cancel_orders_on_disconnect: bool = False
     symbols: tuple[str, ...] = ("BTC/USD", "ETH/USD", "ARB/USD")
+    futures: FuturesConfig = FuturesConfig()
     md_depth: int = Field(default=10, ge=1, le=1000)
     # A subscribed symbol silent this long is resubscribed (fresh snapshot).
     md_stale_after_s: float = Field(default=10.0, gt=0)
@@ -170,6 +183,9 @@ class SimulatorConfig(_Strict):
     md_port: Port = 0
     seed: int = 7
     flow_rate_hz: float = Field(default=20.0, ge=0)
+    # Perp market scenario of the futures face: "default", "arb-crowded-long" (signals.md §9),
+    # "legacy-4h", or a TOML/JSON scenario file.
+    scenario: str = "default"
 
 
 class GatewayConfig(_Strict):

@@ -35,6 +35,7 @@ class SimEndpoints:
     host: str
     trading_port: int
     md_port: int
+    futures_rest_port: int
 
 
 class EmbeddedSimulator:
@@ -51,6 +52,7 @@ class EmbeddedSimulator:
         cmd = [sys.executable, "-m", "gateway.venue_sim", "--host", self.cfg.host,
                "--trading-port", str(self.cfg.trading_port), "--md-port", str(self.cfg.md_port),
                "--seed", str(self.cfg.seed), "--flow-rate", str(self.cfg.flow_rate_hz),
+               "--scenario", self.cfg.scenario,
                "--data-dir", str(self.data_dir), "--exit-on-stdin-eof"]
         for c in self.clients:
             cmd += ["--client", c]
@@ -64,7 +66,8 @@ class EmbeddedSimulator:
             code = self.proc.wait(timeout=timeout_s)
             raise RuntimeError(f"embedded venue simulator exited during start (code {code})")
         ready = json.loads(line)
-        self.endpoints = SimEndpoints(ready["host"], ready["trading_port"], ready["md_port"])
+        self.endpoints = SimEndpoints(ready["host"], ready["trading_port"], ready["md_port"],
+                                      ready["futures_rest_port"])
         return self.endpoints
 
     def stop(self) -> None:

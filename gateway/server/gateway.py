@@ -55,6 +55,7 @@ class VenueEndpoints:
     trading_port: int
     md_host: str
     md_port: int
+    futures_rest_url: str = ""
 
 
 class Gateway:

@@ -49,12 +49,15 @@ class Runtime:
             self.sim = EmbeddedSimulator(c.simulator, data_dir / "venue-sim",
                                          [c.venue.sender_comp_id], creds)
             ep = self.sim.start()
-            endpoints = VenueEndpoints(ep.host, ep.trading_port, ep.host, ep.md_port)
+            endpoints = VenueEndpoints(ep.host, ep.trading_port, ep.host, ep.md_port,
+                                       c.venue.futures.base_url
+                                       or f"http://{ep.host}:{ep.futures_rest_port}")
             log.info("embedded UAT venue: FIX trading %s:%d (KRAKEN-TRD), market data %s:%d "
                      "(KRAKEN-MD)", ep.host, ep.trading_port, ep.host, ep.md_port)
         else:
             endpoints = VenueEndpoints(c.venue.trading.host, c.venue.trading.port,
-                                       c.venue.market_data.host, c.venue.market_data.port)
+                                       c.venue.market_data.host, c.venue.market_data.port,
+                                       c.venue.futures.base_url)
         self.events = EventLog(EventLogConfig(
             journal_dir=data_dir / "events",
             retention_max_bytes=c.grpc.retention_mb * 1024 * 1024))

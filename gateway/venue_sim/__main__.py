@@ -27,6 +27,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="synthetic flow steps per second (0 = static books)")
     p.add_argument("--no-seed-books", action="store_true",
                    help="start with empty books (no synthetic resting liquidity)")
+    p.add_argument("--scenario", default="default",
+                   help="perp market scenario for the futures REST face (name or TOML/JSON file)")
+    p.add_argument("--futures-port", type=int, default=0, help="futures REST port (0 = free)")
     p.add_argument("--tls-cert", type=Path, help="serve FIX over TLS with this certificate")
     p.add_argument("--tls-key", type=Path, help="... and this private key")
     p.add_argument("--client", action="append", default=None,
@@ -56,10 +59,12 @@ def main(argv: list[str] | None = None) -> int:
         host=args.host, trading_port=args.trading_port, md_port=args.md_port, seed=args.seed,
         flow_rate_hz=args.flow_rate, clients=tuple(args.client or ["FIXGW"]),
         data_dir=args.data_dir, credentials=creds,
-        seed_books=not args.no_seed_books, tls_cert=args.tls_cert, tls_key=args.tls_key))
+        seed_books=not args.no_seed_books, tls_cert=args.tls_cert, tls_key=args.tls_key,
+        scenario=args.scenario, futures_port=args.futures_port))
     sim.start()
     print(json.dumps({"host": args.host, "trading_port": sim.trading_port,
-                      "md_port": sim.md_port, "control_port": sim.control.port}), flush=True)
+                      "md_port": sim.md_port, "control_port": sim.control.port,
+                      "futures_rest_port": sim.futures.port}), flush=True)
     done = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: done.set())
     signal.signal(signal.SIGINT, lambda *_: done.set())

@@ -27,6 +27,7 @@ from gateway.venue_sim.control import ControlServer
 from gateway.venue_sim.engine import MatchingEngine
 from gateway.venue_sim.fix_face import MD_COMP_ID, TRADING_COMP_ID, SimFixFace
 from gateway.venue_sim.flow import SyntheticFlow
+from gateway.venue_sim.futures_rest import FuturesRestServer
 
 log = logging.getLogger("fixgw.venue_sim")
 
@@ -49,6 +50,9 @@ class SimOptions:
     # Fill each book with resting synthetic liquidity at start; tests that want exact,
     # hand-placed books turn it off.
     seed_books: bool = True
+    # Perpetual market scenario served by the futures REST face (see scenarios.py).
+    scenario: str = "default"
+    futures_port: int = 0
     # TLS on both FIX ports, as Kraken runs them (cert and key files); None = plain TCP.
     tls_cert: Path | None = None
     tls_key: Path | None = None
@@ -71,6 +75,11 @@ class VenueSimulator:
         self.engine = MatchingEngine(seed=opts.seed)
         self.face = SimFixFace(self.engine, opts.credentials)
         self.flow = self._make_flow()
+        creds = opts.credentials
+        self.futures = FuturesRestServer(
+            opts.scenario, host=opts.host, port=opts.futures_port,
+            api_key=creds.api_key if creds else None,
+            api_secret=creds.api_secret if creds else None)
         self._acceptor: fix.ThreadedSocketAcceptor | None = None
         self._keep: list[object] = []
         self.control = ControlServer(opts.host, {
@@ -80,7 +89,17 @@ class VenueSimulator:
                 f"{owner} {cl}": n for (owner, cl), n in self.engine.submission_counts.items()}},
             "levels": self._levels,
             "flow": self._flow,
+            "scenario": self._scenario,
         })
+
+    def _scenario(self, req: dict[str, Any]) -> dict[str, Any]:
+        """Switch the perp scenario (by name or file path), or override one perp's figures."""
+        if "name" in req:
+            self.futures.set_scenario(str(req["name"]))
+        if "symbol" in req:
+            figures = {k: v for k, v in req.items() if k not in ("cmd", "symbol", "name")}
+            self.futures.set_figures(str(req["symbol"]), **figures)
+        return {"scenario": self.futures.scenario.name}
 
     def _flow(self, req: dict[str, Any]) -> dict[str, Any]:
         """Start the synthetic flow at `rate_hz` (0 stops it), or run `steps` steps now."""
@@ -137,6 +156,7 @@ class VenueSimulator:
         for bridge in self._bridges:
             bridge.start()
         self.control.start()
+        self.futures.start()
         if self.opts.flow_rate_hz > 0:
             self.flow.start()
         log.info("venue simulator: trading %s:%d, market data %s:%d, clients %s",
@@ -146,6 +166,7 @@ class VenueSimulator:
     def stop(self) -> None:
         self.flow.stop()
         self.control.stop()
+        self.futures.stop()
         if self._acceptor is not None:
             self._acceptor.stop()
             self._acceptor = None
