@@ -1,0 +1,1 @@
+"""Signal runtime: SignalRunner, gRPC signal services and the `fixgw signals` CLI."""
