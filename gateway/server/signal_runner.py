@@ -246,6 +246,20 @@ class SignalRunner:
 
         return remove
 
+    def oi_history(self, symbol: str) -> OIHistory | None:
+        """The kept OI intervals with materialized levels (diagnostics, replay checks)."""
+        st = self._state(symbol)
+        with self._lock:
+            rows, anchor = list(st.rows), st.anchor_oi
+        return self._history(rows, anchor)
+
+    def liquidation_map(self, symbol: str) -> LiquidationMap | None:
+        """A copy of the symbol's incrementally kept map (it may be mid-update on the worker;
+        the copy is of numpy arrays the worker replaces or updates in place, so call this for
+        diagnostics, not on a hot path)."""
+        m = self._state(symbol).liq_map
+        return m.copy() if m is not None else None
+
     def stats(self, symbol: str) -> dict[str, object]:
         """Counters for diagnostics: computes, errors, last error, OI rows kept."""
         st = self._state(symbol)

@@ -261,3 +261,48 @@ def test_cli_errors(env: Env, capsys: pytest.CaptureFixture[str]) -> None:
     assert "no signal yet for PF_ETHUSD" in capsys.readouterr().err
     assert run_signals(_cli(ARB, "--addr", "127.0.0.1:1", "--timeout", "0.5")) == 2
     assert "gateway not reachable at 127.0.0.1:1" in capsys.readouterr().err
+
+
+def test_incremental_map_equals_a_cold_replay(env: Env) -> None:
+    """The runner applies only new rows to its map; that must equal replaying the history."""
+    from gateway.signals import SignalInputs, build_map, flow_estimate
+
+    t0 = time.time()
+    env.positioning.Push(arb_push(), timeout=5)
+    _fresh_after(env, t0, "9.0x by top_accounts")
+    time.sleep(0.5)  # a few more poll rows applied incrementally
+    runner = env.runner
+    hist = runner.oi_history(ARB)
+    kept = runner.liquidation_map(ARB)
+    assert hist is not None and kept is not None
+    if kept.as_of < float(hist.ts[-1]):  # a poll row landed between the two reads
+        pytest.skip("raced with a poll")
+    hist_n = hist.ts.size
+    cold = build_map(
+        SignalInputs(ARB, float(hist.ts[-1]), 0.11092563, 0.111, t0, oi_history=hist,
+                     config=runner.config),
+        flow_estimate(hist.oi_usd, hist.taker_buy_share, as_of=float(hist.ts[-1])),
+        kept.grid.center,
+    )
+    assert hist_n >= 25
+    for side in ("long", "short"):
+        assert kept.total_usd(side) == pytest.approx(cold.total_usd(side), rel=1e-9, abs=1e-6)
+
+
+def test_md_hooks_only_mark_dirty_and_compute_on_the_worker(env: Env) -> None:
+    threads: list[str] = []
+    remove = env.runner.add_listener(lambda s: threads.append(threading.current_thread().name))
+    try:
+        book = Book("ARB/USD")
+        t = time.perf_counter()
+        for _ in range(1000):
+            env.runner.on_update("ARB/USD", book, ())
+        per_call_us = (time.perf_counter() - t) * 1e3
+        assert per_call_us < 50, "the MD hook must stay cheap (flag + wake only)"
+        _wait(lambda: bool(threads))
+        time.sleep(0.3)
+        # 1000 marks in a burst collapse into a few snapshots (min_interval_s = 0.05)
+        assert set(threads) == {"fixgw-signals"}
+        assert len(threads) < 50
+    finally:
+        remove()
