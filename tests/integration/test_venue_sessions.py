@@ -74,8 +74,9 @@ def test_reports_go_only_to_the_owning_oms(tmp_path: Path) -> None:
         # The same ClOrdID on two desks is two different orders.
         cl = new_id("SAME")
         a.send("D", order_fields(cl, "1", "0.01", "41000.0"))
+        ra = a.report(cl, "0")  # DESK1 rests first: it has time priority
         b.send("D", order_fields(cl, "1", "0.02", "41000.0"))
-        ra, rb = a.report(cl, "0"), b.report(cl, "0")
+        rb = b.report(cl, "0")
         assert ra.fields[37] != rb.fields[37]
         assert ra.fields[38] == "0.01000000" and rb.fields[38] == "0.02000000"
         mk = new_id("M")
