@@ -130,6 +130,7 @@ class GatewayProcess:
                  oms_port: int | None = None, oms_comp_ids: tuple[str, ...] = ("OMS",),
                  extra_toml: str = "", venue_toml: str = "md_stale_after_s = 3600",
                  oms_toml: str = "", trading_toml: str = "", md_toml: str = "",
+                 futures_toml: str = "",
                  wait_venue: bool = True) -> None:
         self.data_dir = data_dir
         self.oms_port = oms_port or free_port()
@@ -155,6 +156,7 @@ api_secret = {{ env = "FIXGW_TEST_API_SECRET" }}
 
 [venue.futures]
 base_url = "http://127.0.0.1:{sim.futures_rest_port}"
+{futures_toml}
 
 [venue.trading]
 port = {sim.trading_port}

@@ -17,6 +17,7 @@ EPILOG = """examples:
   fixgw run --config sessions/kraken-uat.toml  against Kraken's UAT (credentials from env/files)
   fixgw venue-sim --trading-port 4001 --md-port 4000   the simulator alone
   fixgw oms buy BTC/USD 0.01 limit 45000     send one order to a running gateway
+  fixgw signals PF_ARBUSD                    the latest signal readout, in words
   fixgw kraken sign --path /0/private/AddOrder --nonce N --data '...' --secret-file F
 """
 
@@ -77,9 +78,11 @@ def build_parser() -> argparse.ArgumentParser:
                    add_help=False)
     from gateway.cli.kraken_cmd import add_kraken_parser
     from gateway.cli.oms_client import add_oms_parser
+    from gateway.cli.signals_cmd import add_signals_parser
 
     add_oms_parser(sub)
     add_kraken_parser(sub)
+    add_signals_parser(sub)
     return p
 
 
@@ -92,6 +95,10 @@ def main(argv: list[str] | None = None) -> int:
         return cmd_run(args)
     if args.command == "oms":
         return cmd_oms(args)
+    if args.command == "signals":
+        from gateway.cli.signals_cmd import run_signals
+
+        return run_signals(args)
     if args.command == "kraken":
         from gateway.cli.kraken_cmd import run_kraken
 

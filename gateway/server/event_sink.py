@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from decimal import Decimal
 
+from gateway._proto.fixgw.v1 import events_pb2
 from gateway.events import builders as b
 from gateway.events.log import EventLog
 from gateway.fix.application import SessionStatus
@@ -25,6 +26,16 @@ from gateway.risk.gate import GateDecision, GateOrder
 log = logging.getLogger("fixgw.events")
 
 _ZERO = Decimal(0)
+
+
+def _is_number(value: str) -> bool:
+    if value in ("inf", "-inf", "undefined"):
+        return True
+    try:
+        Decimal(value)
+    except ArithmeticError:
+        return False
+    return True
 
 
 class EventSink:
@@ -41,16 +52,17 @@ class EventSink:
             src = self._oms_sources[session] = b.EventSource.fix(session)
         return src
 
-    def _publish(self, build: object) -> None:
+    def _publish(self, build: Callable[[], events_pb2.Event]) -> None:
+        """Build and publish; an error in either is logged, never raised into the FIX path."""
         try:
-            self.events.publish(build)  # type: ignore[arg-type]
+            self.events.publish(build())
         except Exception:
             log.exception("event not published")
 
     # ---- RoutingSink ---------------------------------------------------------------------------
     def order_accepted(self, order: Order) -> None:
         now = time.time_ns()
-        self._publish(b.order_event(
+        self._publish(lambda: b.order_event(
             "accepted", source=self._oms(order.oms_session), symbol=order.symbol,
             account=order.account, cl_ord_id=order.oms_cl_ord_id,
             venue_cl_ord_id=order.venue_cl_ord_id, side=order.side, ord_type=order.ord_type,
@@ -59,14 +71,14 @@ class EventSink:
 
     def order_rejected(self, oms_session: str, cl_ord_id: str, symbol: str, reason: str,
                        text: str) -> None:
-        self._publish(b.order_event(
+        self._publish(lambda: b.order_event(
             "rejected", source=self._oms(oms_session), symbol=symbol, cl_ord_id=cl_ord_id,
             ord_rej_reason=int(reason) if reason.isdigit() else None, reject_reason=text,
             text=text))
 
     def execution(self, order: Order, exec_type: str, ord_status: str, exec_id: str,
                   last_qty: Decimal | None, last_px: Decimal | None) -> None:
-        self._publish(b.order_event(
+        self._publish(lambda: b.order_event(
             "execution_report", source=self._venue, symbol=order.symbol,
             account=order.account, cl_ord_id=order.oms_cl_ord_id,
             venue_cl_ord_id=order.venue_cl_ord_id, order_id=order.order_id, exec_id=exec_id,
@@ -77,14 +89,16 @@ class EventSink:
 
     def cancel_rejected(self, oms_session: str, cl_ord_id: str, orig_cl_ord_id: str,
                         text: str) -> None:
-        self._publish(b.cancel_reject(source=self._oms(oms_session), cl_ord_id=cl_ord_id,
+        self._publish(lambda: b.cancel_reject(source=self._oms(oms_session), cl_ord_id=cl_ord_id,
                                       orig_cl_ord_id=orig_cl_ord_id, text=text))
 
     def gate_decided(self, order: GateOrder, cl_ord_id: str, decision: GateDecision) -> None:
-        self._publish(b.gate_decision(
+        self._publish(lambda: b.gate_decision(
             rule=decision.rule or "", action=decision.action,  # type: ignore[arg-type]
             reasons=decision.reasons,
-            figures=[b.Figure(n, v, u, lim or None) for n, v, u, lim in decision.figure_details],
+            # Numeric figures only; descriptive ones ("9.0x by top_accounts") are in the reasons.
+            figures=[b.Figure(n, v, u, lim or None) for n, v, u, lim in decision.figure_details
+                     if _is_number(v)],
             symbol=order.symbol, account=order.account, cl_ord_id=cl_ord_id, side=order.side,
             order_qty=order.qty, price=order.price, reduced_qty=decision.reduced_qty,
             stale_inputs=decision.stale_inputs, source=self._oms(order.oms_session)))
@@ -94,13 +108,14 @@ class EventSink:
         kind = {"logged_on": "logon", "logged_out": "logout"}.get(status.state)
         if kind is None:
             return
-        self._publish(b.session_event(kind, source=b.EventSource.fix(status.key),  # type: ignore[arg-type]
-                                      text=reason or f"{old_state} -> {status.state}"))
+        self._publish(lambda: b.session_event(
+            kind,  # type: ignore[arg-type]
+            source=b.EventSource.fix(status.key), text=reason or f"{old_state} -> {status.state}"))
 
     # ---- market data (MdListener) ----------------------------------------------------------------
     def on_snapshot(self, symbol: str, book: Book) -> None:
         d = book.depth(1000)
-        self._publish(b.book_snapshot(source=self._md, symbol=symbol,
+        self._publish(lambda: b.book_snapshot(source=self._md, symbol=symbol,
                                       bids=[(lv.price, lv.qty) for lv in d.bids],
                                       asks=[(lv.price, lv.qty) for lv in d.asks]))
         self._top(symbol, book)
@@ -111,12 +126,14 @@ class EventSink:
         asks = [(e.price, _ZERO if e.action == DELETE else e.qty) for e in entries
                 if e.entry_type == OFFER]
         if bids or asks:
-            self._publish(b.book_delta(source=self._md, symbol=symbol, bids=bids, asks=asks))
+            self._publish(lambda: b.book_delta(source=self._md, symbol=symbol, bids=bids,
+                                               asks=asks))
         for e in entries:
             if e.entry_type == TRADE:
                 side = {"1": "buy", "2": "sell"}.get(e.aggressor or "")
-                self._publish(b.trade(source=self._md, symbol=symbol, price=e.price, qty=e.qty,
-                                      aggressor_side=side))
+                self._publish(lambda e=e, side=side: b.trade(  # type: ignore[misc]
+                    source=self._md, symbol=symbol, price=e.price, qty=e.qty,
+                    aggressor_side=side))
         self._top(symbol, book)
 
     def on_integrity(self, symbol: str, reason: str) -> None:
@@ -128,7 +145,7 @@ class EventSink:
         if self._tops.get(symbol) == key:
             return
         self._tops[symbol] = key
-        self._publish(b.top_of_book(
+        self._publish(lambda: b.top_of_book(
             source=self._md, symbol=symbol,
             bid_price=top.bid.price if top.bid else None,
             bid_qty=top.bid.qty if top.bid else None,

@@ -9,14 +9,15 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
 
 import quickfix as fix
+from google.protobuf import json_format
 
 from gateway.config.model import Config, TlsConnectConfig
+from gateway.events import builders
 from gateway.events.log import EventLog
 from gateway.fix.application import SessionApplication, StatusBoard
 from gateway.fix.kraken_logon import KrakenCredentials
@@ -36,7 +37,11 @@ from gateway.risk.gate import Gate
 from gateway.risk.validation import OrderValidator
 from gateway.routing.router import Router
 from gateway.server.event_sink import EventSink
+from gateway.server.signal_runner import SignalRunner
+from gateway.server.signal_services import snapshot_to_proto
 from gateway.signals import SignalSnapshot
+from gateway.transports.kraken_futures_rest import KrakenFuturesRest
+from gateway.transports.perp_poller import PerpPoller
 from gateway.transports.tls_bridge import (
     TlsClientBridge,
     TlsServerBridge,
@@ -72,10 +77,19 @@ class Gateway:
                                       self.instruments, config.venue.md_stale_after_s)
         self.validator = OrderValidator(known_symbol=self._known_symbol,
                                          instrument_check=self._instrument_check)
-        # Signal snapshots arrive from the signal runner once it is wired; until then the gate's
-        # signal rules see no snapshot and apply their stale-input policy.
-        self.snapshots: Callable[[str], SignalSnapshot | None] = lambda symbol: None
-        self.gate = Gate(config.risk, mid=self._mid, snapshot=lambda s: self.snapshots(s),
+        # Signals: recomputed off the order path on the runner's worker thread, from the spot
+        # books (as an MD listener), the perps' REST tickers/funding, and pushed positioning.
+        self.signal_runner = SignalRunner(self.md_feed.books, config.venue.futures.perps,
+                                          on_snapshot=self._publish_snapshot)
+        self.md_feed.listeners.append(self.signal_runner)
+        self.perp_poller: PerpPoller | None = None
+        fut = config.venue.futures
+        if fut.enabled and endpoints.futures_rest_url and fut.perps:
+            self.perp_poller = PerpPoller(KrakenFuturesRest(endpoints.futures_rest_url),
+                                          list(fut.perps), fut.poll_interval_s,
+                                          self.signal_runner.on_perp_update)
+        self.events = events
+        self.gate = Gate(config.risk, mid=self._mid, snapshot=self._snapshot,
                          lot_size=self._lot_size)
         self.router = Router(self.store, self.validator, gate=self.gate)
         self.router.md = OmsMarketData(self.md_feed)
@@ -100,6 +114,28 @@ class Gateway:
         if symbol not in self.md_feed.books:
             return False
         return len(self.instruments) == 0 or symbol in self.instruments
+
+    def _snapshot(self, symbol: str) -> SignalSnapshot | None:
+        """The gate's signal input for an order symbol: the perp's own snapshot, or for a spot
+        symbol the snapshot of its one perp (none when zero or several map to it)."""
+        snap = self.signal_runner.latest(symbol)
+        if snap is None:
+            perps = self.signal_runner.perps_for_spot(symbol)
+            if len(perps) == 1:
+                snap = self.signal_runner.latest(perps[0])
+        return snap
+
+    def _publish_snapshot(self, snap: SignalSnapshot) -> None:
+        if self.events is None:
+            return
+        try:
+            values = json_format.MessageToDict(snapshot_to_proto(snap),
+                                               preserving_proto_field_name=True)
+            self.events.publish(builders.signal_snapshot(symbol=snap.symbol,
+                                                         computed_at=int(snap.as_of * 1e9),
+                                                         values=values))
+        except Exception:
+            log.exception("signal snapshot for %s not published", snap.symbol)
 
     def _mid(self, symbol: str) -> tuple[Decimal | None, float | None]:
         """The gate's view of a book: (mid, age in seconds), or (None, None) without one."""
@@ -214,6 +250,9 @@ class Gateway:
             min_backoff_s=c.venue.reconnect_min_s, max_backoff_s=c.venue.reconnect_max_s)
         self._supervisor.start()
         self._acceptor.start()
+        self.signal_runner.start()
+        if self.perp_poller is not None:
+            self.perp_poller.start()
         log.info("OMS acceptor listening on %s:%d (SenderCompID %s; OMS CompIDs %s)",
                  c.oms.host, c.oms.port, c.oms.sender_comp_id,
                  ", ".join(s.comp_id for s in c.oms.sessions))
@@ -232,6 +271,9 @@ class Gateway:
     def stop(self) -> None:
         """Log out every session (QuickFIX waits for the Logout exchange), then close stores."""
         self.md_feed.stop()
+        if self.perp_poller is not None:
+            self.perp_poller.stop()
+        self.signal_runner.stop()
         if self._supervisor is not None:
             self._supervisor.stop()
         if self._acceptor is not None:

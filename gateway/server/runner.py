@@ -15,6 +15,7 @@ from gateway.fix.kraken_logon import KrakenCredentials
 from gateway.kraken.secrets import load_secret
 from gateway.server.embedded_sim import EmbeddedSimulator, random_credentials
 from gateway.server.gateway import Gateway, VenueEndpoints
+from gateway.server.signal_services import signal_service_registrations
 
 log = logging.getLogger("fixgw")
 
@@ -61,13 +62,14 @@ class Runtime:
         self.events = EventLog(EventLogConfig(
             journal_dir=data_dir / "events",
             retention_max_bytes=c.grpc.retention_mb * 1024 * 1024))
+        self.gateway = Gateway(c, endpoints, creds, self.events)
         self.event_server = EventServer(self.events, EventServerConfig(
             host=c.grpc.host, port=c.grpc.port, tls_cert_file=c.grpc.tls_cert_file,
-            tls_key_file=c.grpc.tls_key_file, tls_client_ca_file=c.grpc.tls_client_ca_file))
+            tls_key_file=c.grpc.tls_key_file, tls_client_ca_file=c.grpc.tls_client_ca_file),
+            extra_services=signal_service_registrations(self.gateway.signal_runner))
         grpc_port = self.event_server.start()
-        log.info("gRPC EventService on %s:%d (events journal %s)", c.grpc.host, grpc_port,
-                 data_dir / "events")
-        self.gateway = Gateway(c, endpoints, creds, self.events)
+        log.info("gRPC EventService, SignalService, PositioningService on %s:%d (events journal "
+                 "%s)", c.grpc.host, grpc_port, data_dir / "events")
         self.gateway.start()
         return {"oms": f"{c.oms.host}:{c.oms.port}", "venue_trading":
                 f"{endpoints.trading_host}:{endpoints.trading_port}",
