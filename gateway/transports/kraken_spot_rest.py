@@ -1,0 +1,725 @@
+"""Kraken spot REST client: the gateway's order-entry fallback when FIX is down.
+
+The one property that matters: failing over to REST (and back) must never lose or duplicate an
+order. Hence:
+
+* **No blind resend.** ``AddOrder`` is not idempotent on Kraken. After an ambiguous failure (a
+  timeout, a dropped connection, a 5xx, ``EService:Busy``...) the order may or may not be at the
+  venue. The client retries ``add_order`` only when a ``cl_ord_id`` was given, and only after
+  looking it up (``OpenOrders`` then ``ClosedOrders`` filtered on that ``cl_ord_id``): if found,
+  that order is the answer (``recovered=True``); only if the venue does not know it is the order
+  sent again. Without a ``cl_ord_id`` there is no safe lookup, so the error is raised and the
+  caller reconciles.
+* **Retries only where idempotent.** Queries (``OpenOrders``, ``QueryOrders``...) retry with
+  tenacity (exponential backoff + jitter) on retryable errors; ``CancelOrder`` retries too
+  (cancelling twice is harmless: the second answers ``EOrder:Unknown order``, which after a retry
+  is reported as ``0`` cancelled rather than an error).
+* **Every Kraken error string is classified** (:func:`classify`): retry, or an ExecutionReport
+  reject with ``OrdRejReason`` and clear text for the FIX client.
+* **Rate limits modelled client-side** (kraken-api.md §7) with the same leaky counter the
+  simulator uses: the REST call counter makes the client *wait* before a call the venue would
+  refuse (``EAPI:Rate limit exceeded`` would otherwise cost a retry and more counter); the per-pair
+  matching-engine counter makes ``add_order`` *refuse locally* (:class:`LocalRateLimitError`)
+  instead of sending an order the venue would reject. The engine counter is shared with FIX/WS
+  traffic the client cannot see, so the model is a floor, not a guarantee; venue rejects are
+  still classified. Cancels are charged but never refused locally: refusing a risk-reducing
+  request on an estimate is worse than letting the venue decide.
+* Numbers: ``json.loads(parse_float=Decimal)`` and ``Decimal(str)``; never floats for money.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import logging
+import threading
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
+from typing import Any, Literal, TypeAlias
+
+from tenacity import (
+    RetryCallState,
+    Retrying,
+    retry_if_exception,
+    stop_after_attempt,
+    wait_exponential,
+    wait_random,
+)
+
+from gateway.kraken.auth import NonceSource, decode_secret, spot_api_sign
+from gateway.kraken.symbols import parse_spot_pair
+
+__all__ = [
+    "ENGINE_TIERS",
+    "KRAKEN_ERRORS",
+    "REST_TIERS",
+    "AddOrderResult",
+    "ErrorDecision",
+    "KrakenRestError",
+    "KrakenSpotRest",
+    "LocalRateLimitError",
+    "RateTier",
+    "SpotOrder",
+    "classify",
+    "parse_order",
+]
+
+log = logging.getLogger("fixgw.transports.kraken_spot_rest")
+
+Side: TypeAlias = Literal["buy", "sell"]
+OrdTypeName: TypeAlias = Literal["market", "limit"]
+Tif: TypeAlias = Literal["GTC", "IOC", "FOK"]
+
+_LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1"})
+
+
+
+@dataclass(frozen=True, slots=True)
+class RateTier:
+    """A leaky counter's ceiling and decay per second (kraken-api.md §7)."""
+
+    max: Decimal
+    decay_per_s: Decimal
+
+
+# The tables are repeated from the simulator on purpose: production code must not import the
+# simulator, and an independent copy means a typo on one side shows up as a test failure.
+#: REST call counter per API key, by verification tier (§7).
+REST_TIERS: Mapping[str, RateTier] = {
+    "starter": RateTier(Decimal(15), Decimal("0.33")),
+    "intermediate": RateTier(Decimal(20), Decimal("0.5")),
+    "pro": RateTier(Decimal(20), Decimal(1)),
+}
+#: Matching-engine counter per pair, by tier (§7).
+ENGINE_TIERS: Mapping[str, RateTier] = {
+    "starter": RateTier(Decimal(60), Decimal(1)),
+    "intermediate": RateTier(Decimal(125), Decimal("2.34")),
+    "pro": RateTier(Decimal(180), Decimal("3.75")),
+}
+_CANCEL_AGE_COST = ((5.0, 8), (10.0, 6), (15.0, 5), (45.0, 4), (90.0, 2), (300.0, 1))
+
+
+def cancel_cost(age_s: float) -> int:
+    """Engine-counter cost of cancelling an order ``age_s`` seconds old (§7 table)."""
+    for bound, cost in _CANCEL_AGE_COST:
+        if age_s < bound:
+            return cost
+    return 0
+
+
+class _Leaky:
+    """Kraken's leaky counter (linear decay to 0). Floats: a rate estimate, not money.
+    Callers hold the client lock."""
+
+    __slots__ = ("_clock", "_t", "_v", "decay", "max")
+
+    def __init__(self, tier: RateTier, clock: Callable[[], float]) -> None:
+        self.max = float(tier.max)
+        self.decay = float(tier.decay_per_s)
+        self._clock = clock
+        self._v = 0.0
+        self._t = clock()
+
+    def value(self) -> float:
+        now = self._clock()
+        self._v = max(0.0, self._v - (now - self._t) * self.decay)
+        self._t = now
+        return self._v
+
+    def add(self, cost: float) -> None:
+        self.value()
+        self._v += cost
+
+    def wait_time(self, cost: float, limit: float) -> float:
+        excess = self.value() + cost - limit
+        return 0.0 if excess <= 1e-9 else excess / self.decay
+
+
+# FIX 4.4 OrdRejReason (103) values used below.
+REJ_UNKNOWN_SYMBOL = "1"
+REJ_EXCHANGE_CLOSED = "2"
+REJ_UNKNOWN_ORDER = "5"
+REJ_DUPLICATE = "6"
+REJ_INCORRECT_QTY = "13"
+REJ_OTHER = "99"
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorDecision:
+    """What the gateway does with one Kraken error string.
+
+    ``retry`` True: transient, another attempt may succeed (subject to idempotency rules).
+    Otherwise ``ord_rej_reason`` (FIX 103) and ``text`` (FIX 58) go into the reject sent to the
+    FIX client. ``category`` groups errors for metrics and ``KrakenRestError``.
+    """
+
+    retry: bool
+    ord_rej_reason: str
+    text: str
+    category: str = "order"
+    fresh_nonce: bool = False
+
+
+def _r(text: str, category: str = "service", *, fresh_nonce: bool = False) -> ErrorDecision:
+    return ErrorDecision(True, REJ_OTHER, text, category, fresh_nonce)
+
+
+def _x(reason: str, text: str, category: str = "order") -> ErrorDecision:
+    return ErrorDecision(False, reason, text, category)
+
+
+#: Every error string of kraken-api.md §3 (plus the simulator's engine texts), by prefix.
+#: Longest prefix wins, so ``EGeneral:Invalid arguments:Index unavailable`` beats its parent.
+KRAKEN_ERRORS: Mapping[str, ErrorDecision] = {
+    "EGeneral:Invalid arguments:Index unavailable":
+        _x(REJ_OTHER, "index price unavailable at the venue for this trigger", "arguments"),
+    "EGeneral:Invalid arguments": _x(REJ_OTHER, "venue rejected the order arguments", "arguments"),
+    "EGeneral:Temporary lockout":
+        _x(REJ_OTHER, "API key temporarily locked out at the venue (too many bad requests)",
+           "auth"),
+    "EGeneral:Permission denied": _x(REJ_OTHER, "API key lacks permission for this request",
+                                     "auth"),
+    "EGeneral:Internal error": _r("venue internal error"),
+    "EGeneral:Unknown method": _x(REJ_OTHER, "venue does not know this API method", "arguments"),
+    "EService:Unavailable": _r("venue service unavailable"),
+    "EService:Market in cancel_only mode":
+        _x(REJ_EXCHANGE_CLOSED, "market in cancel-only mode at the venue", "market_state"),
+    "EService:Market in post_only mode":
+        _x(REJ_OTHER, "market in post-only mode at the venue: only post-only limit orders",
+           "market_state"),
+    "EService:Deadline elapsed": _r("venue deadline elapsed before the request was processed"),
+    "EService:Busy": _r("venue busy"),
+    "EService: Throttled": _r("venue throttled concurrent requests", "rate_limit"),
+    "EService:Throttled": _r("venue throttled concurrent requests", "rate_limit"),
+    "EAPI:Invalid key": _x(REJ_OTHER, "venue rejected the API key", "auth"),
+    "EAPI:Invalid signature": _x(REJ_OTHER, "venue rejected the request signature", "auth"),
+    "EAPI:Invalid nonce": _r("venue rejected the nonce", "auth", fresh_nonce=True),
+    "EAPI:Rate limit exceeded": _r("venue REST rate limit exceeded", "rate_limit"),
+    "EOrder:Rate limit exceeded": _x(REJ_OTHER, "venue per-pair rate limit", "rate_limit"),
+    "EOrder:Insufficient funds": _x(REJ_OTHER, "insufficient funds at the venue"),
+    "EOrder:Order minimum not met":
+        _x(REJ_INCORRECT_QTY, "order size below the venue minimum for this pair"),
+    "EOrder:Cannot open position": _x(REJ_OTHER, "venue cannot open this margin position"),
+    "EOrder:Cannot open opposing position":
+        _x(REJ_OTHER, "venue cannot open a position opposing an existing one"),
+    "EOrder:Margin allowance exceeded": _x(REJ_OTHER, "margin allowance exceeded at the venue"),
+    "EOrder:Insufficient margin": _x(REJ_OTHER, "insufficient margin at the venue"),
+    "EOrder:Orders limit exceeded": _x(REJ_OTHER, "too many open orders at the venue"),
+    "EOrder:Positions limit exceeded": _x(REJ_OTHER, "too many open positions at the venue"),
+    "EOrder:Unknown order": _x(REJ_UNKNOWN_ORDER, "unknown order at the venue"),
+    "EOrder:Invalid price": _x(REJ_OTHER, "invalid price (off tick or not positive)"),
+    "EOrder:Duplicate": _x(REJ_DUPLICATE, "duplicate cl_ord_id: an open order already uses it"),
+    "EQuery:Unknown asset pair": _x(REJ_UNKNOWN_SYMBOL, "unknown pair at the venue"),
+}
+_BY_LENGTH = sorted(KRAKEN_ERRORS, key=len, reverse=True)
+
+
+def classify(error: str) -> ErrorDecision:
+    """Map one Kraken error string to a retry or a reject decision (prefix match).
+
+    The venue's own detail after the matched prefix (``EGeneral:Invalid arguments:volume``) is
+    appended to the text so the FIX client sees *which* argument. Unknown strings are not
+    retried (retrying an unknown error on an order could duplicate it) and keep Kraken's text.
+    """
+    for prefix in _BY_LENGTH:
+        if error.startswith(prefix):
+            d = KRAKEN_ERRORS[prefix]
+            detail = error[len(prefix):].lstrip(": ").strip()
+            if detail and not d.retry:
+                return ErrorDecision(d.retry, d.ord_rej_reason, f"{d.text}: {detail}", d.category,
+                                     d.fresh_nonce)
+            return d
+    return ErrorDecision(False, REJ_OTHER, f"venue error: {error}", "unknown")
+
+
+class KrakenRestError(Exception):
+    """A failed spot REST call. ``errors`` are Kraken's strings (or ``transport: ...``);
+    ``retryable`` says another attempt may succeed; ``ambiguous`` says the request may have been
+    executed although no answer arrived (timeouts, dropped connections, 5xx)."""
+
+    def __init__(self, errors: list[str], retryable: bool, category: str, *,
+                 ambiguous: bool = False, fresh_nonce: bool = False) -> None:
+        super().__init__("; ".join(errors))
+        self.errors = errors
+        self.retryable = retryable
+        self.category = category
+        self.ambiguous = ambiguous
+        self.fresh_nonce = fresh_nonce
+
+    @property
+    def decision(self) -> ErrorDecision:
+        """The classification of the first error (what a reject to the FIX client carries)."""
+        if self.category == "transport":
+            return ErrorDecision(True, REJ_OTHER, str(self), "transport")
+        return classify(self.errors[0]) if self.errors else classify("")
+
+
+class LocalRateLimitError(KrakenRestError):
+    """Refused by the client's own model before the venue would answer
+    ``EOrder:Rate limit exceeded``; nothing was sent."""
+
+    def __init__(self, pair: str, wait_s: float) -> None:
+        super().__init__([f"local: per-pair rate limit for {pair} (retry in {wait_s:.1f}s)"],
+                         False, "rate_limit")
+        self.pair = pair
+        self.wait_s = wait_s
+
+    @property
+    def decision(self) -> ErrorDecision:
+        return ErrorDecision(False, REJ_OTHER,
+                             f"venue per-pair rate limit (held locally, retry in "
+                             f"{self.wait_s:.1f}s)", "rate_limit")
+
+
+@dataclass(frozen=True, slots=True)
+class AddOrderResult:
+    """``txid`` None only for ``validate`` calls; ``recovered`` True when the answer came from
+    the lookup after an ambiguous failure instead of the AddOrder reply itself."""
+
+    txid: str | None
+    descr: str
+    recovered: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class SpotOrder:
+    """A Kraken order object, numbers as Decimal, pair in the gateway form ``BTC/USD``."""
+
+    txid: str
+    cl_ord_id: str | None
+    status: str
+    side: str
+    ord_type: str
+    pair: str
+    price: Decimal | None
+    volume: Decimal
+    vol_exec: Decimal
+    avg_price: Decimal
+    opentm: Decimal
+    closetm: Decimal | None
+
+    @property
+    def is_open(self) -> bool:
+        return self.status in ("pending", "open")
+
+
+def _dec(value: object, name: str) -> Decimal:
+    if isinstance(value, Decimal):
+        return value
+    if isinstance(value, int | str) and not isinstance(value, bool):
+        try:
+            d = Decimal(value)
+        except InvalidOperation:
+            raise ValueError(f"{name}: not a decimal: {value!r}") from None
+        if d.is_finite():
+            return d
+    raise ValueError(f"{name}: not a decimal: {value!r}")
+
+
+def parse_order(txid: str, obj: Mapping[str, Any]) -> SpotOrder:
+    """One Kraken order object (OpenOrders/ClosedOrders/QueryOrders) to :class:`SpotOrder`."""
+    descr = obj.get("descr")
+    if not isinstance(descr, Mapping):
+        raise ValueError(f"order {txid}: no descr")
+    ord_type = str(descr.get("ordertype", ""))
+    price = _dec(descr.get("price", "0"), "descr.price")
+    closetm = obj.get("closetm")
+    clid = obj.get("cl_ord_id")
+    return SpotOrder(
+        txid=txid,
+        cl_ord_id=str(clid) if clid else None,
+        status=str(obj.get("status", "")),
+        side=str(descr.get("type", "")),
+        ord_type=ord_type,
+        pair=parse_spot_pair(str(descr.get("pair", ""))).pair,
+        price=None if ord_type == "market" else price,
+        volume=_dec(obj.get("vol"), "vol"),
+        vol_exec=_dec(obj.get("vol_exec", "0"), "vol_exec"),
+        avg_price=_dec(obj.get("price", "0"), "price"),
+        opentm=_dec(obj.get("opentm", 0), "opentm"),
+        closetm=None if closetm is None else _dec(closetm, "closetm"),
+    )
+
+
+def _tier(tier: str | RateTier, table: Mapping[str, RateTier]) -> RateTier:
+    if isinstance(tier, RateTier):
+        return tier
+    try:
+        return table[tier]
+    except KeyError:
+        raise ValueError(f"unknown tier {tier!r}; expected one of {sorted(table)}") from None
+
+
+class KrakenSpotRest:
+    """Blocking Kraken spot REST client (``urllib``, one connection per call, thread-safe).
+
+    ``nonce`` is shared with nothing else that signs for this key in this process. ``tier``
+    selects the §7 tables for the client-side rate model (``rest_tier``/``engine_tier`` may
+    override them, e.g. to match a simulator run with custom limits). ``headroom`` is kept below
+    each ceiling because the venue charges when the request arrives and decays from there; a
+    little slack absorbs network latency. ``sleep`` is injectable so tests can observe waits.
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        api_key: str,
+        api_secret: str,
+        nonce: NonceSource,
+        timeout_s: float = 5,
+        tier: str = "starter",
+        *,
+        rest_tier: RateTier | None = None,
+        engine_tier: RateTier | None = None,
+        headroom: float = 0.5,
+        max_attempts: int = 4,
+        backoff_initial_s: float = 0.05,
+        backoff_max_s: float = 1.0,
+        user_agent: str = "fixgw/0.1",
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        decode_secret(api_secret)  # a malformed secret fails now, not as EAPI:Invalid signature
+        if max_attempts < 1:
+            raise ValueError("max_attempts must be >= 1")
+        self.base_url = base_url.rstrip("/")
+        self._key = api_key
+        self._secret = api_secret
+        self._nonce = nonce
+        self.timeout_s = timeout_s
+        self._max_attempts = max_attempts
+        self._wait = (wait_exponential(multiplier=backoff_initial_s, max=backoff_max_s)
+                      + wait_random(0, backoff_initial_s))
+        self._backoff_initial_s = backoff_initial_s
+        self._user_agent = user_agent
+        self._clock = clock
+        self._sleep = sleep
+        self._headroom = headroom
+        self._lock = threading.Lock()
+        self._rest = _Leaky(rest_tier or _tier(tier, REST_TIERS), clock)
+        self._engine_tier = engine_tier or _tier(tier, ENGINE_TIERS)
+        self._engine: dict[str, _Leaky] = {}
+        self._placed: dict[str, tuple[str, float]] = {}  # txid -> (pair, monotonic placed time)
+        self._clid_txid: dict[str, str] = {}
+        host = (urllib.parse.urlsplit(self.base_url).hostname or "").lower()
+        proxies: dict[str, str] | None = {} if host in _LOOPBACK else None
+        self._opener = urllib.request.build_opener(urllib.request.ProxyHandler(proxies))
+        #: Seconds spent waiting on the REST counter model (metrics, tests).
+        self.rate_wait_s = 0.0
+
+    # -- signing -----------------------------------------------------------------------------
+
+    def sign(self, uri_path: str, params: Iterable[tuple[str, str]],
+             nonce: int | str) -> tuple[str, dict[str, str]]:
+        """The exact body and auth headers of one private call (kraken-api.md §1).
+
+        ``nonce`` goes first, then ``params`` in the given order; the signature is computed
+        over those very bytes, which is the one thing Kraken checks. Used by every send.
+        """
+        body = urllib.parse.urlencode([("nonce", str(nonce)), *params])
+        headers = {"API-Key": self._key,
+                   "API-Sign": spot_api_sign(self._secret, uri_path, nonce, body)}
+        return body, headers
+
+    # -- public endpoints --------------------------------------------------------------------
+
+    def system_status(self) -> str:
+        """``online``, ``maintenance``, ``cancel_only`` or ``post_only``."""
+        return str(self._call_retrying("/0/public/SystemStatus", [], private=False)["status"])
+
+    def asset_pairs(self) -> dict[str, dict[str, Any]]:
+        """AssetPairs keyed by the gateway's pair form (``BTC/USD``), values as Kraken sends
+        them (decimal strings stay strings; callers take ``Decimal(...)``)."""
+        result = self._call_retrying("/0/public/AssetPairs", [], private=False)
+        out: dict[str, dict[str, Any]] = {}
+        for key, info in result.items():
+            if isinstance(info, dict):
+                out[parse_spot_pair(str(info.get("altname", key))).pair] = info
+        return out
+
+    # -- private endpoints -------------------------------------------------------------------
+
+    def get_ws_token(self) -> str:
+        return str(self._call_retrying("/0/private/GetWebSocketsToken", [])["token"])
+
+    def open_orders(self, cl_ord_id: str | None = None) -> dict[str, SpotOrder]:
+        params = [("cl_ord_id", cl_ord_id)] if cl_ord_id is not None else []
+        result = self._call_retrying("/0/private/OpenOrders", params)
+        return self._orders(result.get("open", {}))
+
+    def closed_orders(self, cl_ord_id: str | None = None,
+                      start: Decimal | None = None) -> dict[str, SpotOrder]:
+        params: list[tuple[str, str]] = []
+        if cl_ord_id is not None:
+            params.append(("cl_ord_id", cl_ord_id))
+        if start is not None:
+            params.append(("start", format(start, "f")))
+        result = self._call_retrying("/0/private/ClosedOrders", params)
+        return self._orders(result.get("closed", {}))
+
+    def query_orders(self, txids: Iterable[str], trades: bool = False) -> dict[str, SpotOrder]:
+        ids = list(txids)
+        if not ids or len(ids) > 50:
+            raise ValueError("query_orders takes 1 to 50 txids")
+        params = [("txid", ",".join(ids))] + ([("trades", "true")] if trades else [])
+        return self._orders(self._call_retrying("/0/private/QueryOrders", params))
+
+    def find_order(self, cl_ord_id: str, since_epoch_s: Decimal | None = None) -> SpotOrder | None:
+        """The venue's order for ``cl_ord_id``, open or closed, or None if it does not know it.
+
+        ``since_epoch_s`` ignores closed orders opened earlier (a recycled ``cl_ord_id`` of an
+        old order must not be mistaken for the order just sent).
+        """
+        open_ = self.open_orders(cl_ord_id=cl_ord_id)
+        for order in open_.values():
+            return order
+        for order in self.closed_orders(cl_ord_id=cl_ord_id, start=since_epoch_s).values():
+            return order
+        return None
+
+    def add_order(
+        self,
+        pair: str,
+        side: Side,
+        ord_type: OrdTypeName,
+        volume: Decimal,
+        price: Decimal | None,
+        tif: Tif = "GTC",
+        cl_ord_id: str | None = None,
+        *,
+        validate: bool = False,
+    ) -> AddOrderResult:
+        """Place one order; see the module docstring for the no-duplicate retry rule.
+
+        Raises :class:`LocalRateLimitError` (nothing sent) when the per-pair model says the
+        venue would refuse, :class:`KrakenRestError` for venue rejects (``.decision`` holds the
+        FIX reject) and for failures that could not be resolved safely.
+        """
+        if not isinstance(volume, Decimal) or (price is not None and not isinstance(price,
+                                                                                   Decimal)):
+            raise TypeError("volume and price must be Decimal")
+        canonical = parse_spot_pair(pair)
+        params: dict[str, str] = {
+            "ordertype": ord_type, "pair": canonical.rest_altname, "type": side,
+            "volume": format(volume, "f"),
+        }
+        if price is not None:
+            params["price"] = format(price, "f")
+        if tif != "GTC":
+            params["timeinforce"] = tif
+        if cl_ord_id is not None:
+            params["cl_ord_id"] = cl_ord_id
+        if validate:
+            params["validate"] = "true"
+        ordered = sorted(params.items())  # alphabetical, like Kraken's own examples
+        if not validate:
+            self._charge_add(canonical.pair)
+        first_sent = Decimal(time.time_ns()) / Decimal(1_000_000_000)
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                result = self._call("/0/private/AddOrder", ordered)
+            except KrakenRestError as exc:
+                if not exc.retryable or cl_ord_id is None or attempt >= self._max_attempts:
+                    raise
+                log.warning("AddOrder %s failed (%s); looking it up before any resend",
+                            cl_ord_id, exc)
+                self._sleep(self._backoff(attempt))
+                # Lookups retry on their own; if they cannot tell, we cannot resend safely.
+                found = self.find_order(cl_ord_id, since_epoch_s=first_sent - 5)
+                if found is not None:
+                    self._remember(found.txid, canonical.pair, cl_ord_id)
+                    descr = _descr_from_order(found)
+                    return AddOrderResult(found.txid, descr, recovered=True)
+                log.info("AddOrder %s not at the venue; sending again", cl_ord_id)
+                continue
+            descr_obj = result.get("descr", {})
+            descr = str(descr_obj.get("order", "")) if isinstance(descr_obj, Mapping) else ""
+            txids = result.get("txid") or []
+            txid = str(txids[0]) if txids else None
+            if txid is not None:
+                self._remember(txid, canonical.pair, cl_ord_id)
+            return AddOrderResult(txid, descr)
+
+    def cancel_order(self, txid: str | None = None, cl_ord_id: str | None = None) -> int:
+        """Cancel by ``txid`` or ``cl_ord_id``; returns the count cancelled (0 when a retry
+        finds the order already gone, since the earlier attempt may have cancelled it)."""
+        if (txid is None) == (cl_ord_id is None):
+            raise ValueError("give exactly one of txid or cl_ord_id")
+        txid_known = self._clid_txid.get(cl_ord_id) if cl_ord_id is not None else txid
+        self._charge_cancel(txid_known)
+        params = [("txid", txid)] if txid is not None else [("cl_ord_id", str(cl_ord_id))]
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                result = self._call("/0/private/CancelOrder", params)
+                return int(result.get("count", 0))
+            except KrakenRestError as exc:
+                if attempt > 1 and exc.errors and exc.errors[0].startswith("EOrder:Unknown order"):
+                    return 0
+                if not exc.retryable or attempt >= self._max_attempts:
+                    raise
+                self._sleep(self._backoff(attempt))
+
+    def cancel_all(self) -> int:
+        return int(self._call_retrying("/0/private/CancelAll", []).get("count", 0))
+
+    # -- rate model ----------------------------------------------------------------------------
+
+    def _wait_rest(self, cost: float = 1.0) -> None:
+        """Block until the REST counter model has room, then charge it."""
+        while True:
+            with self._lock:
+                limit = self._rest.max - self._headroom
+                wait = self._rest.wait_time(cost, limit)
+                if wait <= 0:
+                    self._rest.add(cost)
+                    return
+                self.rate_wait_s += wait
+            self._sleep(wait)
+
+    def _pair_counter(self, pair: str) -> _Leaky:
+        c = self._engine.get(pair)
+        if c is None:
+            c = self._engine[pair] = _Leaky(self._engine_tier, self._clock)
+        return c
+
+    def _charge_add(self, pair: str) -> None:
+        with self._lock:
+            c = self._pair_counter(pair)
+            limit = c.max - self._headroom
+            wait = c.wait_time(1, limit)
+            if wait > 0:
+                raise LocalRateLimitError(pair, wait)
+            c.add(1)
+
+    def _charge_cancel(self, txid: str | None) -> None:
+        with self._lock:
+            placed = self._placed.get(txid) if txid is not None else None
+            if placed is not None:
+                pair, t0 = placed
+                self._pair_counter(pair).add(cancel_cost(self._clock() - t0))
+
+    def _remember(self, txid: str, pair: str, cl_ord_id: str | None) -> None:
+        with self._lock:
+            self._placed[txid] = (pair, self._clock())
+            if cl_ord_id is not None:
+                self._clid_txid[cl_ord_id] = txid
+            if len(self._placed) > 100_000:  # bounded: drop the oldest entry
+                self._placed.pop(next(iter(self._placed)))
+
+    def pair_counter(self, pair: str) -> float:
+        """The model's current per-pair counter (metrics, tests)."""
+        with self._lock:
+            return self._pair_counter(parse_spot_pair(pair).pair).value()
+
+    # -- transport -----------------------------------------------------------------------------
+
+    def _backoff(self, attempt: int) -> float:
+        return float(min(self._backoff_initial_s * 2 ** (attempt - 1), 1.0))
+
+    def _call_retrying(self, path: str, params: list[tuple[str, str]], *,
+                       private: bool = True) -> dict[str, Any]:
+        """An idempotent call with backoff; ``EAPI:Invalid nonce`` retried once only."""
+        nonce_retries = [0]
+
+        def retryable(exc: BaseException) -> bool:
+            if not isinstance(exc, KrakenRestError) or not exc.retryable:
+                return False
+            if exc.fresh_nonce:
+                nonce_retries[0] += 1
+                return nonce_retries[0] <= 1
+            return True
+
+        retrying = Retrying(stop=stop_after_attempt(self._max_attempts), wait=self._wait,
+                            retry=retry_if_exception(retryable), before_sleep=_log_retry,
+                            sleep=self._sleep, reraise=True)
+        result: dict[str, Any] = retrying(self._call, path, params, private=private)
+        return result
+
+    def _call(self, path: str, params: list[tuple[str, str]], *,
+              private: bool = True) -> dict[str, Any]:
+        """One attempt. Private calls are signed per attempt (fresh nonce) and charged to the
+        REST counter model unless excluded (AddOrder/CancelOrder, §7)."""
+        headers = {"User-Agent": self._user_agent, "Accept": "application/json",
+                   "Content-Type": "application/x-www-form-urlencoded"}
+        if private:
+            method = path.rsplit("/", 1)[-1]
+            if method not in ("AddOrder", "CancelOrder"):
+                self._wait_rest()
+            body, auth = self.sign(path, params, self._nonce.next())
+            headers.update(auth)
+        else:
+            body = urllib.parse.urlencode(params)
+        request = urllib.request.Request(self.base_url + path, data=body.encode("utf-8"),
+                                         headers=headers, method="POST")
+        try:
+            with self._opener.open(request, timeout=self.timeout_s) as resp:
+                status, raw = int(resp.status), resp.read()
+        except urllib.error.HTTPError as exc:
+            status = int(exc.code)
+            try:
+                raw = exc.read()
+            except (OSError, http.client.HTTPException):
+                raw = b""
+            finally:
+                exc.close()
+        except (urllib.error.URLError, http.client.HTTPException, OSError) as exc:
+            reason = exc.reason if isinstance(exc, urllib.error.URLError) else exc
+            raise KrakenRestError([f"transport: {reason or type(exc).__name__}"], True,
+                                  "transport", ambiguous=True) from exc
+        return _decode(status, raw)
+
+    @staticmethod
+    def _orders(result: Mapping[str, Any]) -> dict[str, SpotOrder]:
+        out: dict[str, SpotOrder] = {}
+        for txid, obj in result.items():
+            if isinstance(obj, Mapping):
+                out[str(txid)] = parse_order(str(txid), obj)
+        return out
+
+
+def _decode(status: int, raw: bytes) -> dict[str, Any]:
+    try:
+        payload = json.loads(raw.decode("utf-8"), parse_float=Decimal)
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise KrakenRestError([f"transport: HTTP {status} with a non-JSON body"],
+                              status >= 500, "transport", ambiguous=status >= 500) from None
+    errors = payload.get("error") if isinstance(payload, dict) else None
+    if isinstance(errors, list) and errors:
+        texts = [str(e) for e in errors]
+        d = classify(texts[0])
+        # A 5xx is a proxy/outage answer: we cannot know whether the venue acted on it.
+        return _raise(texts, d.retry or status >= 500, d.category,
+                      ambiguous=status >= 500, fresh_nonce=d.fresh_nonce)
+    if status != 200 or not isinstance(payload, dict):
+        return _raise([f"transport: HTTP {status}"], status >= 500, "transport",
+                      ambiguous=status >= 500)
+    result = payload.get("result")
+    if not isinstance(result, dict):
+        return _raise(["transport: malformed response: no result object"], False, "transport")
+    return result
+
+
+def _raise(errors: list[str], retryable: bool, category: str, *, ambiguous: bool = False,
+           fresh_nonce: bool = False) -> dict[str, Any]:
+    raise KrakenRestError(errors, retryable, category, ambiguous=ambiguous,
+                          fresh_nonce=fresh_nonce)
+
+
+def _descr_from_order(order: SpotOrder) -> str:
+    head = f"{order.side} {format(order.volume, 'f')} {parse_spot_pair(order.pair).rest_altname}"
+    head += f" @ {order.ord_type}"
+    return head if order.price is None else f"{head} {format(order.price, 'f')}"
+
+
+def _log_retry(state: RetryCallState) -> None:
+    exc = state.outcome.exception() if state.outcome is not None else None
+    log.info("retrying Kraken spot REST call (attempt %d): %s", state.attempt_number, exc)

@@ -1,0 +1,780 @@
+"""The simulator's Kraken **spot REST** face over the shared :class:`MatchingEngine`.
+
+Why it exists: the gateway fails over from FIX to REST (and back) without losing or duplicating
+an order, and that can only be proven against a venue that (a) shares one book and one order
+store with the FIX face, (b) verifies what the client signs, and (c) can be made slow or broken
+on demand. Same server pattern as :mod:`gateway.venue_sim.futures_rest` (stdlib
+``ThreadingHTTPServer`` on loopback, port 0 -> ``.port``, ``start``/``stop``, ``fail_next``).
+
+Wire format (``shared/kraken-api.md`` §1, §3, §7):
+
+* every answer is ``{"error": [...], "result": {...}}`` with HTTP 200, also for errors (only the
+  injected faults and unknown paths use other statuses);
+* public ``/0/public/SystemStatus``, ``/0/public/Time``, ``/0/public/AssetPairs`` (GET or POST);
+* private ``POST /0/private/<Method>``, form-encoded, ``API-Key`` + ``API-Sign`` verified with
+  :func:`spot_api_sign` over the exact body received; the nonce must be strictly greater than the
+  last one accepted *for that key* (a rejected request does not move it, as on Kraken);
+* methods: ``AddOrder``, ``CancelOrder``, ``CancelAll``, ``OpenOrders``, ``ClosedOrders``
+  (``cl_ord_id``/``start`` filters; what a client needs to look an order up after a timeout),
+  ``QueryOrders`` and ``GetWebSocketsToken``. Order objects carry every number as a decimal
+  string except the times (JSON numbers, as Kraken sends them).
+
+Who owns what: the API key maps to the engine owner through :class:`Accounts`; that owner is the
+account's FIX CompID, so an order placed over FIX is listed and cancellable here.
+
+Rate limits (§7), modelled so the gateway's client model can be tested against a venue that
+really refuses:
+
+* the REST call counter per API key (tier max/decay), +1 per private call except ``AddOrder`` and
+  ``CancelOrder``; a call that would take it above the max is refused with
+  ``EAPI:Rate limit exceeded`` and not charged;
+* the matching-engine counter per (owner, pair): ``AddOrder`` +1 (charged even when the order is
+  then rejected, as Kraken does), ``CancelOrder`` by order age (+8 under 5 s ... +1 under 300 s);
+  over the threshold the request is refused with ``EOrder:Rate limit exceeded``. The counter is
+  only fed by this face (FIX traffic is not charged here), a known simplification.
+
+Test hooks: ``fail_next(n, status, error)`` (503 body or a 200 carrying ``EService:Busy``; the
+fault is answered *before* anything reaches the engine), ``set_delay(seconds, n, after)``
+(``after=True``: the request is processed, then the answer is held back, i.e. the order lands but
+the client times out), ``request_count(path)``, ``last_request``, ``rest_counter(key)`` and
+``engine_counter(owner, pair)``.
+"""
+
+from __future__ import annotations
+
+import base64
+import hmac
+import logging
+import threading
+import time
+from collections import defaultdict, deque
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
+from email.utils import formatdate
+from http.server import BaseHTTPRequestHandler
+from typing import Any
+from urllib.parse import parse_qs, unquote, urlsplit
+
+from gateway.kraken.auth import spot_api_sign
+from gateway.kraken.symbols import parse_spot_pair, rest_altname, to_kraken_asset, ws_v1_name
+from gateway.venue_sim.accounts import Accounts, ApiAccount
+from gateway.venue_sim.engine import (
+    Accepted,
+    Canceled,
+    CancelRejected,
+    Event,
+    Filled,
+    MatchingEngine,
+    OrderSnapshot,
+    OrdStatus,
+    OrdType,
+    Rejected,
+    Side,
+    TimeInForce,
+)
+from gateway.venue_sim.futures_rest import _Headers, _HTTPServer, dumps
+from gateway.venue_sim.instruments import Instrument, InstrumentKind
+
+__all__ = [
+    "CANCEL_AGE_COST",
+    "ENGINE_TIERS",
+    "REST_TIERS",
+    "DecayingCounter",
+    "RateTier",
+    "SpotRestServer",
+    "cancel_cost",
+]
+
+log = logging.getLogger("fixgw.venue_sim.spot_rest")
+
+
+@dataclass(frozen=True, slots=True)
+class RateTier:
+    """A leaky counter's ceiling and decay per second (kraken-api.md §7)."""
+
+    max: Decimal
+    decay_per_s: Decimal
+
+
+#: REST call counter per API key, by verification tier.
+REST_TIERS: Mapping[str, RateTier] = {
+    "starter": RateTier(Decimal(15), Decimal("0.33")),
+    "intermediate": RateTier(Decimal(20), Decimal("0.5")),
+    "pro": RateTier(Decimal(20), Decimal(1)),
+}
+#: Matching-engine counter per pair, by tier.
+ENGINE_TIERS: Mapping[str, RateTier] = {
+    "starter": RateTier(Decimal(60), Decimal(1)),
+    "intermediate": RateTier(Decimal(125), Decimal("2.34")),
+    "pro": RateTier(Decimal(180), Decimal("3.75")),
+}
+#: Cancel penalty by order age: (age upper bound in seconds, cost); older than the last is free.
+CANCEL_AGE_COST: tuple[tuple[float, int], ...] = (
+    (5.0, 8), (10.0, 6), (15.0, 5), (45.0, 4), (90.0, 2), (300.0, 1),
+)
+#: Methods that do not touch the REST call counter (they use the engine counter instead).
+ENGINE_COUNTED = frozenset({"AddOrder", "CancelOrder"})
+
+
+def cancel_cost(age_s: float) -> int:
+    """Engine-counter cost of cancelling an order ``age_s`` seconds old (§7 table)."""
+    for bound, cost in CANCEL_AGE_COST:
+        if age_s < bound:
+            return cost
+    return 0
+
+
+class DecayingCounter:
+    """Kraken's leaky counter: value decays linearly to 0; ``try_add`` refuses above ``max``.
+
+    Shared by the simulator (which refuses) and the gateway client (which waits or refuses
+    first), so both sides model exactly the same arithmetic. Floats are fine here: this is a
+    rate estimate, not money. Not thread-safe on its own; callers hold a lock.
+    """
+
+    __slots__ = ("_clock", "_t", "_v", "decay", "max")
+
+    def __init__(self, tier: RateTier, clock: Callable[[], float] = time.monotonic) -> None:
+        self.max = float(tier.max)
+        self.decay = float(tier.decay_per_s)
+        self._clock = clock
+        self._v = 0.0
+        self._t = clock()
+
+    def value(self) -> float:
+        now = self._clock()
+        self._v = max(0.0, self._v - (now - self._t) * self.decay)
+        self._t = now
+        return self._v
+
+    def try_add(self, cost: float, limit: float | None = None) -> bool:
+        """Charge ``cost`` unless that would exceed ``limit`` (default ``max``)."""
+        ceiling = self.max if limit is None else limit
+        if self.value() + cost > ceiling + 1e-9:
+            return False
+        self._v += cost
+        return True
+
+    def add(self, cost: float) -> None:
+        """Charge unconditionally (a cost the venue takes even when it refuses)."""
+        self.value()
+        self._v += cost
+
+    def wait_time(self, cost: float, limit: float | None = None) -> float:
+        """Seconds until ``cost`` fits under ``limit`` (0 if it fits now)."""
+        ceiling = self.max if limit is None else limit
+        excess = self.value() + cost - ceiling
+        return 0.0 if excess <= 0 else excess / self.decay
+
+
+# --------------------------------------------------------------------------------------------
+
+
+_STATUS = {
+    OrdStatus.NEW: "open", OrdStatus.PARTIALLY_FILLED: "open", OrdStatus.FILLED: "closed",
+    OrdStatus.CANCELED: "canceled", OrdStatus.REJECTED: "canceled",
+}
+_TIF = {"GTC": TimeInForce.GTC, "IOC": TimeInForce.IOC, "FOK": TimeInForce.FOK}
+_TYPES = {"market": OrdType.MARKET, "limit": OrdType.LIMIT}
+_SIDES = {"buy": Side.BUY, "sell": Side.SELL}
+#: Prefix of the engine ClOrdID the face invents when a REST order has none (never shown).
+_SYNTH = "_k:"
+
+E_INVALID_KEY = "EAPI:Invalid key"
+E_INVALID_SIGNATURE = "EAPI:Invalid signature"
+E_INVALID_NONCE = "EAPI:Invalid nonce"
+E_REST_RATE = "EAPI:Rate limit exceeded"
+E_ENGINE_RATE = "EOrder:Rate limit exceeded"
+E_UNKNOWN_ORDER = "EOrder:Unknown order"
+E_UNKNOWN_PAIR = "EQuery:Unknown asset pair"
+E_UNKNOWN_METHOD = "EGeneral:Unknown method"
+
+
+def _f(d: Decimal) -> str:
+    return format(d, "f")
+
+
+def _secs(ns: int) -> Decimal:
+    """Engine epoch-ns to Kraken's float seconds, exactly (4 decimals as Kraken prints)."""
+    return (Decimal(ns) / Decimal(1_000_000_000)).quantize(Decimal("0.0001"))
+
+
+class _Err(Exception):
+    """A Kraken error answer (HTTP 200 with ``error: [text]``), raised inside the handlers."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__(text)
+        self.text = text
+
+
+@dataclass(frozen=True, slots=True)
+class _Fault:
+    status: int
+    error: str
+    path_prefix: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class _Delay:
+    seconds: float
+    after: bool
+    path_prefix: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class RecordedRequest:
+    """The last request received, byte for byte, for signature tests (header names lower-case,
+    since HTTP clients re-case them: urllib sends ``Api-sign``)."""
+
+    path: str
+    headers: dict[str, str]
+    body: str
+
+
+class SpotRestServer:
+    """Kraken spot REST on loopback over ``engine``; ``start()``/``stop()``, ``.port``.
+
+    ``tier`` picks both rate-limit tables (§7); a :class:`RateTier` pair may be passed instead
+    through ``rest_tier``/``engine_tier`` for fast tests. ``clock`` (monotonic seconds) drives
+    the counters; ``wall_clock_ns`` the order ages (engine times are epoch ns by default).
+    """
+
+    def __init__(
+        self,
+        engine: MatchingEngine,
+        accounts: Accounts,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        tier: str = "starter",
+        *,
+        rest_tier: RateTier | None = None,
+        engine_tier: RateTier | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        wall_clock_ns: Callable[[], int] = time.time_ns,
+    ) -> None:
+        if tier not in REST_TIERS:
+            raise ValueError(f"unknown tier {tier!r}; expected one of {sorted(REST_TIERS)}")
+        self.engine = engine
+        self.accounts = accounts
+        self.host = host
+        self.tier = tier
+        self._rest_tier = rest_tier or REST_TIERS[tier]
+        self._engine_tier = engine_tier or ENGINE_TIERS[tier]
+        self._clock = clock
+        self._wall_ns = wall_clock_ns
+        self._lock = threading.Lock()
+        self._faults: deque[_Fault] = deque()
+        self._delays: deque[_Delay] = deque()
+        self._sticky_delay: _Delay | None = None
+        self._counts: dict[str, int] = {}
+        self._nonces: dict[str, int] = {}
+        self._rest_counters: dict[str, DecayingCounter] = {}
+        self._engine_counters: dict[tuple[str, str], DecayingCounter] = {}
+        self._synth_n = 0
+        self._trades: dict[str, list[str]] = defaultdict(list)
+        self._rest_orders: dict[str, deque[str]] = defaultdict(lambda: deque(maxlen=10_000))
+        self.last_request: RecordedRequest | None = None
+        self.status = "online"
+        engine.add_listener(self._on_events)
+        self._httpd: _HTTPServer | None = self._bind(port)
+        self.port: int = int(self._httpd.server_address[1])
+        self._thread: threading.Thread | None = None
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    @property
+    def base_url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def start(self) -> None:
+        if self.running:
+            return
+        if self._httpd is None:
+            self._httpd = self._bind(self.port)
+        self._thread = threading.Thread(target=self._httpd.serve_forever, args=(0.05,),
+                                        name=f"spot-rest:{self.port}", daemon=True)
+        self._thread.start()
+        log.info("Kraken spot REST simulator on %s (tier %s)", self.base_url, self.tier)
+
+    def stop(self) -> None:
+        httpd, self._httpd = self._httpd, None
+        if httpd is None:
+            return
+        if self._thread is not None:
+            httpd.shutdown()
+            self._thread.join(timeout=5.0)
+            self._thread = None
+        httpd.server_close()
+        httpd.drop_connections()
+
+    def close(self) -> None:
+        """Stop and detach from the engine (the engine outlives faces in tests)."""
+        self.stop()
+        self.engine.remove_listener(self._on_events)
+
+    def __enter__(self) -> SpotRestServer:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _bind(self, port: int) -> _HTTPServer:
+        return _HTTPServer((self.host, port), self._handler_class())
+
+    # -- test hooks --------------------------------------------------------------------------
+
+    def fail_next(self, n: int = 1, status: int = 503, error: str = "EService:Busy", *,
+                  path_prefix: str | None = None) -> None:
+        """Answer the next ``n`` requests (under ``path_prefix`` if given) with a fault before
+        anything reaches auth or the engine: ``status`` 503 (a proxy/outage body) or 200 with
+        ``{"error":[error]}`` (Kraken's own way of saying busy)."""
+        if n < 0:
+            raise ValueError("n must be >= 0")
+        with self._lock:
+            self._faults.extend(_Fault(status, error, path_prefix) for _ in range(n))
+
+    def set_delay(self, seconds: float, n: int | None = None, *, after: bool = True,
+                  path_prefix: str | None = None) -> None:
+        """Hold answers back by ``seconds``: the next ``n`` requests, or all (``n=None``) until
+        ``set_delay(0)``. ``after=True`` processes first and delays the answer (the order lands
+        while the client times out); ``after=False`` delays before processing."""
+        d = _Delay(seconds, after, path_prefix)
+        with self._lock:
+            if n is None:
+                self._sticky_delay = d if seconds > 0 else None
+                if seconds <= 0:
+                    self._delays.clear()
+            else:
+                self._delays.extend(d for _ in range(n))
+
+    def clear_faults(self) -> None:
+        with self._lock:
+            self._faults.clear()
+            self._delays.clear()
+            self._sticky_delay = None
+
+    def request_count(self, path: str | None = None) -> int:
+        with self._lock:
+            return sum(self._counts.values()) if path is None else self._counts.get(path, 0)
+
+    def rest_counter(self, api_key: str) -> float:
+        with self._lock:
+            c = self._rest_counters.get(api_key)
+            return 0.0 if c is None else c.value()
+
+    def engine_counter(self, owner: str, pair: str) -> float:
+        with self._lock:
+            c = self._engine_counters.get((owner, parse_spot_pair(pair).pair))
+            return 0.0 if c is None else c.value()
+
+    # -- engine listener (under the engine lock: enqueue only) -------------------------------
+
+    def _on_events(self, events: tuple[Event, ...]) -> None:
+        for ev in events:
+            if isinstance(ev, Filled):
+                self._trades[ev.order.order_id].append(ev.trade_id)
+
+    # -- request handling --------------------------------------------------------------------
+
+    def _take(self, path: str) -> tuple[_Fault | None, _Delay | None]:
+        with self._lock:
+            self._counts[path] = self._counts.get(path, 0) + 1
+            fault = delay = None
+            for i, f in enumerate(self._faults):
+                if f.path_prefix is None or path.startswith(f.path_prefix):
+                    del self._faults[i]
+                    fault = f
+                    break
+            for i, d in enumerate(self._delays):
+                if d.path_prefix is None or path.startswith(d.path_prefix):
+                    del self._delays[i]
+                    delay = d
+                    break
+            if delay is None and self._sticky_delay is not None:
+                sd = self._sticky_delay
+                if sd.path_prefix is None or path.startswith(sd.path_prefix):
+                    delay = sd
+            return fault, delay
+
+    def handle(self, method: str, raw_path: str, headers: Mapping[str, str],
+               body: str) -> tuple[int, str]:
+        """Route one request to ``(status, json body)``; public so tests can skip the socket."""
+        parts = urlsplit(raw_path)
+        path = unquote(parts.path)
+        with self._lock:
+            self.last_request = RecordedRequest(path, {k.lower(): v for k, v in headers.items()},
+                                                body)
+        fault, delay = self._take(path)
+        if delay is not None and not delay.after:
+            time.sleep(delay.seconds)
+        if fault is not None:
+            if fault.status == 200:
+                reply = (200, dumps({"error": [fault.error], "result": {}}))
+            else:
+                reply = (fault.status, dumps({"error": [fault.error]}))
+        else:
+            reply = self._route(method, path, parts.query, headers, body)
+        if delay is not None and delay.after:
+            time.sleep(delay.seconds)
+        return reply
+
+    def _route(self, method: str, path: str, query: str, headers: Mapping[str, str],
+               body: str) -> tuple[int, str]:
+        try:
+            if path.startswith("/0/public/"):
+                params = _form(query if method == "GET" else body or query)
+                result = self._public(path.removeprefix("/0/public/"), params)
+            elif path.startswith("/0/private/"):
+                if method != "POST":
+                    raise _Err("EGeneral:Invalid arguments:private methods are POST only")
+                name = path.removeprefix("/0/private/")
+                account = self._authenticate(path, headers, body)
+                params = _form(body)
+                result = self._private(name, account, params)
+            else:
+                return 404, dumps({"error": [E_UNKNOWN_METHOD], "result": {}})
+        except _Err as exc:
+            return 200, dumps({"error": [exc.text], "result": {}})
+        return 200, dumps({"error": [], "result": result})
+
+    def _authenticate(self, path: str, headers: Mapping[str, str], body: str) -> ApiAccount:
+        key = headers.get("API-Key") or ""
+        sign = headers.get("API-Sign") or ""
+        account = self.accounts.by_key(key) if key else None
+        if account is None:
+            raise _Err(E_INVALID_KEY)
+        nonce_text = _form(body).get("nonce", "")
+        if not nonce_text.isdigit():
+            raise _Err(E_INVALID_NONCE)
+        try:
+            base64.b64decode(sign, validate=True)
+        except ValueError:
+            raise _Err(E_INVALID_SIGNATURE) from None
+        expected = spot_api_sign(account.api_secret, path, nonce_text, body)
+        if not hmac.compare_digest(expected.encode(), sign.encode()):
+            raise _Err(E_INVALID_SIGNATURE)
+        nonce = int(nonce_text)
+        with self._lock:
+            if nonce <= self._nonces.get(key, 0):
+                raise _Err(E_INVALID_NONCE)
+            self._nonces[key] = nonce
+        return account
+
+    # -- public --------------------------------------------------------------------------------
+
+    def _spot_instruments(self) -> list[Instrument]:
+        return [i for i in self.engine.instruments.values() if i.kind is InstrumentKind.SPOT]
+
+    def _instrument(self, pair: str) -> Instrument:
+        try:
+            symbol = parse_spot_pair(pair).pair
+        except ValueError:
+            raise _Err(E_UNKNOWN_PAIR) from None
+        inst = self.engine.instruments.get(symbol)
+        if inst is None or inst.kind is not InstrumentKind.SPOT:
+            raise _Err(E_UNKNOWN_PAIR)
+        return inst
+
+    def _public(self, name: str, params: Mapping[str, str]) -> dict[str, object]:
+        if name == "Time":
+            now = time.time()
+            return {"unixtime": int(now), "rfc1123": formatdate(now, usegmt=True)}
+        if name == "SystemStatus":
+            stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+            return {"status": self.status, "timestamp": stamp}
+        if name == "AssetPairs":
+            insts = self._spot_instruments()
+            wanted = params.get("pair")
+            if wanted:
+                insts = [self._instrument(p) for p in wanted.split(",")]
+            return {rest_altname(i.symbol): _asset_pair(i) for i in insts}
+        raise _Err(E_UNKNOWN_METHOD)
+
+    # -- private -------------------------------------------------------------------------------
+
+    def _charge_rest(self, key: str, cost: int = 1) -> None:
+        with self._lock:
+            c = self._rest_counters.get(key)
+            if c is None:
+                c = self._rest_counters[key] = DecayingCounter(self._rest_tier, self._clock)
+            if not c.try_add(cost):
+                raise _Err(E_REST_RATE)
+
+    def _engine_counter(self, owner: str, symbol: str) -> DecayingCounter:
+        c = self._engine_counters.get((owner, symbol))
+        if c is None:
+            c = self._engine_counters[(owner, symbol)] = DecayingCounter(self._engine_tier,
+                                                                         self._clock)
+        return c
+
+    def _private(self, name: str, account: ApiAccount,
+                 params: Mapping[str, str]) -> dict[str, object]:
+        handlers: dict[str, Callable[[ApiAccount, Mapping[str, str]], dict[str, object]]] = {
+            "AddOrder": self._add_order,
+            "CancelOrder": self._cancel_order,
+            "CancelAll": self._cancel_all,
+            "OpenOrders": self._open_orders,
+            "ClosedOrders": self._closed_orders,
+            "QueryOrders": self._query_orders,
+            "GetWebSocketsToken": self._ws_token,
+        }
+        handler = handlers.get(name)
+        if handler is None:
+            raise _Err(E_UNKNOWN_METHOD)
+        if name not in ENGINE_COUNTED:
+            self._charge_rest(account.api_key)
+        return handler(account, params)
+
+    def _add_order(self, account: ApiAccount, p: Mapping[str, str]) -> dict[str, object]:
+        inst = self._instrument(p.get("pair", ""))
+        owner = account.owner
+        validate = p.get("validate", "").lower() in ("true", "1")
+        if not validate:
+            with self._lock:
+                # The fixed +1 is taken before validation: Kraken charges it even for rejects.
+                if not self._engine_counter(owner, inst.symbol).try_add(1):
+                    raise _Err(E_ENGINE_RATE)
+        ord_type = _TYPES.get(p.get("ordertype", ""))
+        if ord_type is None:
+            raise _Err("EGeneral:Invalid arguments:ordertype")
+        side = _SIDES.get(p.get("type", ""))
+        if side is None:
+            raise _Err("EGeneral:Invalid arguments:type")
+        tif = _TIF.get(p.get("timeinforce", "GTC").upper())
+        if tif is None:
+            raise _Err("EGeneral:Invalid arguments:timeinforce")
+        volume = _decimal(p.get("volume"), "volume")
+        if volume is None:
+            raise _Err("EGeneral:Invalid arguments:volume")
+        price = _decimal(p.get("price"), "price")
+        cl_ord_id = p.get("cl_ord_id")
+        if cl_ord_id is not None and "userref" in p:
+            raise _Err("EGeneral:Invalid arguments:cl_ord_id and userref are exclusive")
+        if cl_ord_id is not None and (not cl_ord_id or cl_ord_id.startswith(_SYNTH)):
+            raise _Err("EGeneral:Invalid arguments:cl_ord_id")
+        descr = _descr_order(inst, p.get("type", ""), p.get("ordertype", ""), volume, price)
+        if validate:
+            return {"descr": {"order": descr}}
+        if cl_ord_id is None:
+            with self._lock:
+                self._synth_n += 1
+                cl_ord_id = f"{_SYNTH}{self._synth_n}"
+        events = self.engine.submit(owner, cl_ord_id, inst.symbol, side, volume, price,
+                                    ord_type, tif)
+        first = events[0]
+        if isinstance(first, Rejected):
+            raise _Err(first.text)
+        assert isinstance(first, Accepted)
+        txid = first.order.order_id
+        with self._lock:
+            self._rest_orders[owner].append(txid)
+        return {"descr": {"order": descr}, "txid": [txid]}
+
+    def _find(self, owner: str, p: Mapping[str, str]) -> OrderSnapshot | None:
+        txid, clid = p.get("txid"), p.get("cl_ord_id")
+        if txid:
+            return self.engine.order_status(owner, order_id=txid)
+        if clid:
+            return self.engine.order_status(owner, cl_ord_id=clid)
+        raise _Err("EGeneral:Invalid arguments:txid or cl_ord_id required")
+
+    def _cancel_order(self, account: ApiAccount, p: Mapping[str, str]) -> dict[str, object]:
+        owner = account.owner
+        snap = self._find(owner, p)
+        if snap is None or not snap.is_open:
+            raise _Err(E_UNKNOWN_ORDER)
+        age_s = max(0, self._wall_ns() - snap.created_time) / 1e9
+        with self._lock:
+            if not self._engine_counter(owner, snap.symbol).try_add(cancel_cost(age_s)):
+                raise _Err(E_ENGINE_RATE)
+            self._synth_n += 1
+            req = f"{_SYNTH}cxl{self._synth_n}"
+        events = self.engine.cancel(owner, req, order_id=snap.order_id)
+        if events and isinstance(events[0], CancelRejected):
+            raise _Err(E_UNKNOWN_ORDER)  # closed between the lookup and the cancel
+        return {"count": sum(1 for e in events if isinstance(e, Canceled))}
+
+    def _cancel_all(self, account: ApiAccount, p: Mapping[str, str]) -> dict[str, object]:
+        events = self.engine.mass_cancel(account.owner)
+        return {"count": sum(1 for e in events if isinstance(e, Canceled))}
+
+    def _order_json(self, snap: OrderSnapshot, trades: bool) -> dict[str, object]:
+        inst = self.engine.instruments[snap.symbol]
+        side = "buy" if snap.side is Side.BUY else "sell"
+        otype = "limit" if snap.ord_type is OrdType.LIMIT else "market"
+        zero_px = Decimal(0).quantize(inst.price_quantum)
+        cost = (snap.avg_px * snap.cum_qty).quantize(inst.price_quantum) if snap.cum_qty \
+            else zero_px
+        out: dict[str, object] = {
+            "refid": None,
+            "userref": 0,
+            "status": _STATUS[snap.status],
+            "opentm": _secs(snap.created_time),
+            "starttm": 0,
+            "expiretm": 0,
+            "descr": {
+                "pair": rest_altname(snap.symbol),
+                "type": side,
+                "ordertype": otype,
+                "price": _f(snap.price if snap.price is not None else zero_px),
+                "price2": _f(zero_px),
+                "leverage": "none",
+                "order": _descr_order(inst, side, otype, snap.qty, snap.price),
+                "close": "",
+            },
+            "vol": _f(snap.qty),
+            "vol_exec": _f(snap.cum_qty),
+            "cost": _f(cost),
+            "fee": _f(zero_px),
+            "price": _f(snap.avg_px if snap.cum_qty else zero_px),
+            "stopprice": _f(zero_px),
+            "limitprice": _f(zero_px),
+            "misc": "",
+            "oflags": "fciq",
+            "timeinforce": {v: k for k, v in _TIF.items()}[snap.tif],
+        }
+        if not snap.cl_ord_id.startswith(_SYNTH):
+            out["cl_ord_id"] = snap.cl_ord_id
+        if not snap.is_open:
+            out["closetm"] = _secs(snap.transact_time)
+            out["reason"] = None if snap.status is OrdStatus.FILLED else "User requested"
+        if trades:
+            with self._lock:
+                out["trades"] = list(self._trades.get(snap.order_id, ()))
+        return out
+
+    def _open_orders(self, account: ApiAccount, p: Mapping[str, str]) -> dict[str, object]:
+        clid = p.get("cl_ord_id")
+        trades = _flag(p.get("trades"))
+        snaps = [s for s in self.engine.open_orders(account.owner)
+                 if clid is None or s.cl_ord_id == clid]
+        return {"open": {s.order_id: self._order_json(s, trades) for s in snaps}}
+
+    def _closed_orders(self, account: ApiAccount, p: Mapping[str, str]) -> dict[str, object]:
+        """Closed orders: by ``cl_ord_id`` (any face's order), else the ones placed here."""
+        owner = account.owner
+        clid = p.get("cl_ord_id")
+        start = _decimal(p.get("start"), "start")
+        if clid is not None:
+            snap = self.engine.order_status(owner, cl_ord_id=clid)
+            snaps = [] if snap is None else [snap]
+        else:
+            with self._lock:
+                txids = list(self._rest_orders.get(owner, ()))
+            snaps = [s for t in reversed(txids)
+                     if (s := self.engine.order_status(owner, order_id=t)) is not None]
+        trades = _flag(p.get("trades"))
+        closed = {s.order_id: self._order_json(s, trades) for s in snaps
+                  if not s.is_open and (start is None or _secs(s.created_time) >= start)}
+        return {"closed": closed, "count": len(closed)}
+
+    def _query_orders(self, account: ApiAccount, p: Mapping[str, str]) -> dict[str, object]:
+        txids = [t for t in p.get("txid", "").split(",") if t]
+        if not txids or len(txids) > 50:
+            raise _Err("EGeneral:Invalid arguments:txid")
+        trades = _flag(p.get("trades"))
+        out: dict[str, object] = {}
+        for t in txids:
+            snap = self.engine.order_status(account.owner, order_id=t)
+            if snap is None:
+                raise _Err(E_UNKNOWN_ORDER)
+            out[t] = self._order_json(snap, trades)
+        return out
+
+    def _ws_token(self, account: ApiAccount, p: Mapping[str, str]) -> dict[str, object]:
+        return {"token": self.accounts.issue_token(account.owner), "expires": 900}
+
+    def _handler_class(self) -> type[BaseHTTPRequestHandler]:
+        outer = self
+
+        class _Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+            server_version = "fixgw-spot-sim/1"
+            timeout = 30
+
+            def _serve(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length).decode("utf-8", "replace") if length else ""
+                try:
+                    status, text = outer.handle(self.command, self.path,
+                                                _Headers(self.headers), body)
+                except Exception:
+                    log.exception("spot REST %s %s failed", self.command, self.path)
+                    status, text = 500, dumps({"error": ["EGeneral:Internal error"]})
+                data = text.encode("utf-8")
+                try:
+                    self.send_response(status)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(data)))
+                    self.end_headers()
+                    self.wfile.write(data)
+                except OSError:  # the client gave up (timeout test): nothing to answer
+                    self.close_connection = True
+
+            do_GET = do_POST = _serve
+
+            def log_message(self, format: str, *args: Any) -> None:
+                log.debug("%s " + format, self.client_address[0], *args)
+
+        return _Handler
+
+
+# --------------------------------------------------------------------------------------------
+
+
+def _form(text: str) -> dict[str, str]:
+    """Form body to a dict (last value wins); blank values kept, as Kraken treats them."""
+    return {k: v[-1] for k, v in parse_qs(text, keep_blank_values=True).items()}
+
+
+def _flag(value: str | None) -> bool:
+    return value is not None and value.lower() in ("true", "1")
+
+
+def _decimal(value: str | None, name: str) -> Decimal | None:
+    if value is None or value == "":
+        return None
+    try:
+        d = Decimal(value)
+    except InvalidOperation:
+        raise _Err(f"EGeneral:Invalid arguments:{name}") from None
+    if not d.is_finite():
+        raise _Err(f"EGeneral:Invalid arguments:{name}")
+    return d
+
+
+def _descr_order(inst: Instrument, side: str, otype: str, volume: Decimal,
+                 price: Decimal | None) -> str:
+    """Kraken's ``descr.order`` text, e.g. ``buy 1.25000000 XBTUSD @ limit 37500.0``."""
+    vol = _f(volume.quantize(inst.qty_quantum)) if volume.adjusted() < 15 else _f(volume)
+    head = f"{side} {vol} {rest_altname(inst.symbol)} @ {otype}"
+    if price is None:
+        return head
+    px = price.quantize(inst.price_quantum) if price.adjusted() < 15 else price
+    return f"{head} {_f(px)}"
+
+
+def _asset_pair(inst: Instrument) -> dict[str, object]:
+    base, quote = to_kraken_asset(inst.base), to_kraken_asset(inst.quote)
+    return {
+        "altname": rest_altname(inst.symbol),
+        "wsname": ws_v1_name(inst.symbol),
+        "aclass_base": "currency",
+        "base": base,
+        "aclass_quote": "currency",
+        "quote": quote,
+        "pair_decimals": inst.price_decimals,
+        "cost_decimals": inst.price_decimals,
+        "lot_decimals": inst.qty_decimals,
+        "lot_multiplier": 1,
+        "ordermin": _f(inst.min_qty),
+        "costmin": "0.5",
+        "tick_size": _f(inst.price_tick),
+        "status": "online",
+    }
