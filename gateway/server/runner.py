@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import signal
+import sys
 import threading
 from pathlib import Path
 from typing import Any
@@ -65,7 +66,8 @@ class Runtime:
         self.gateway = Gateway(c, endpoints, creds, self.events)
         self.event_server = EventServer(self.events, EventServerConfig(
             host=c.grpc.host, port=c.grpc.port, tls_cert_file=c.grpc.tls_cert_file,
-            tls_key_file=c.grpc.tls_key_file, tls_client_ca_file=c.grpc.tls_client_ca_file),
+            tls_key_file=c.grpc.tls_key_file, tls_client_ca_file=c.grpc.tls_client_ca_file,
+            wake_interval_s=c.grpc.wake_interval_ms / 1000 if c.grpc.wake_interval_ms else None),
             extra_services=signal_service_registrations(self.gateway.signal_runner))
         grpc_port = self.event_server.start()
         log.info("gRPC EventService, SignalService, PositioningService on %s:%d (events journal "
@@ -90,6 +92,9 @@ class Runtime:
 
 
 def run_forever(config: Config) -> int:
+    # The FIX callback threads, the event server's loop and the signal worker share one GIL;
+    # a shorter switch interval bounds how long a FIX callback waits behind the others.
+    sys.setswitchinterval(0.0005)
     stop = threading.Event()
 
     def _on_signal(signum: int, _frame: object) -> None:
