@@ -153,7 +153,6 @@ class Router:
         if isinstance(checked, v.Rejection):
             self._reject_new(ctx, cl, inp, checked.reason, checked.text)
             return
-        qty_text = inp.qty or ""
         gate_order = None
         if self.gate is not None:
             gate_order = GateOrder(checked.symbol, checked.side, checked.qty, checked.price,
@@ -165,7 +164,6 @@ class Router:
                 return
             if decision.action == "reduce" and decision.reduced_qty is not None:
                 checked = replace(checked, qty=decision.reduced_qty)
-                qty_text = str(decision.reduced_qty)
                 gate_order = replace(gate_order, qty=decision.reduced_qty)
         if not self.venue.is_up():
             self._reject_new(ctx, cl, inp, v.EXCHANGE_CLOSED,
@@ -178,16 +176,7 @@ class Router:
                       qty=checked.qty, price=checked.price, tif=checked.tif,
                       account=checked.account, oms_history=[cl])
         self.store.add_order(order)
-        out = m.new_message("D")
-        out.setField(m.CL_ORD_ID, venue_id)
-        out.setField(m.SYMBOL, checked.symbol)
-        out.setField(m.SIDE, checked.side)
-        out.setField(m.ORDER_QTY, qty_text)
-        out.setField(m.ORD_TYPE, checked.ord_type)
-        if inp.price is not None:
-            out.setField(m.PRICE, inp.price)
-        out.setField(m.TIME_IN_FORCE, checked.tif)
-        out.setField(m.TRANSACT_TIME, f.get("60") or m.utc_timestamp())
+        out = self._order_message("D", venue_id, order, f.get("60"))
         if not self.venue.send(out):
             # The venue dropped between the check and the send: tell the OMS now, and record
             # the order as rejected so a late venue report cannot revive it unseen.
@@ -320,19 +309,7 @@ class Router:
         assert isinstance(valid, v.ValidOrder)
         vid = self.store.venue_ids.next()
         self.store.add_request(vid, (order.oms_session, order.oms_history[0]), cl, "replace")
-        out = m.new_message("G")
-        out.setField(m.CL_ORD_ID, vid)
-        out.setField(m.ORIG_CL_ORD_ID, order.venue_cl_ord_id)
-        if order.order_id:
-            out.setField(m.ORDER_ID, order.order_id)
-        out.setField(m.SYMBOL, order.symbol)
-        out.setField(m.SIDE, order.side)
-        out.setField(m.ORDER_QTY, str(valid.qty))
-        out.setField(m.ORD_TYPE, order.ord_type)
-        if valid.price is not None:
-            out.setField(m.PRICE, str(valid.price))
-        out.setField(m.TIME_IN_FORCE, order.tif)
-        out.setField(m.TRANSACT_TIME, m.utc_timestamp())
+        out = self._order_message("G", vid, order, None, valid.qty, valid.price)
         if not self.venue.send(out):
             self._cancel_reject(ctx, cl, order.oms_cl_ord_id, "2", BROKER_OPTION,
                                 f"{self.venue.name} disconnected while sending", order)
@@ -437,17 +414,30 @@ class Router:
         return len(pending)
 
     def _send_new(self, order: Order) -> bool:
-        out = m.new_message("D")
-        out.setField(m.CL_ORD_ID, order.venue_cl_ord_id)
+        return self.venue.send(self._order_message("D", order.venue_cl_ord_id, order, None))
+
+    @staticmethod
+    def _order_message(msg_type: str, venue_cl_ord_id: str, order: Order,
+                       transact_time: str | None, qty: Decimal | None = None,
+                       price: Decimal | None = None) -> fix.Message:
+        """A NewOrderSingle (D) or, with the order's venue ids as the original, a
+        CancelReplaceRequest (G) for the venue; `qty`/`price` override the order's (replace)."""
+        out = m.new_message(msg_type)
+        out.setField(m.CL_ORD_ID, venue_cl_ord_id)
+        if msg_type == "G":
+            out.setField(m.ORIG_CL_ORD_ID, order.venue_cl_ord_id)
+            if order.order_id:
+                out.setField(m.ORDER_ID, order.order_id)
         out.setField(m.SYMBOL, order.symbol)
         out.setField(m.SIDE, order.side)
-        out.setField(m.ORDER_QTY, str(order.qty))
+        out.setField(m.ORDER_QTY, str(order.qty if qty is None else qty))
         out.setField(m.ORD_TYPE, order.ord_type)
-        if order.price is not None:
-            out.setField(m.PRICE, str(order.price))
+        px = order.price if price is None else price
+        if px is not None:
+            out.setField(m.PRICE, str(px))
         out.setField(m.TIME_IN_FORCE, order.tif)
-        out.setField(m.TRANSACT_TIME, m.utc_timestamp())
-        return self.venue.send(out)
+        out.setField(m.TRANSACT_TIME, transact_time or m.utc_timestamp())
+        return out
 
     # ---- venue -> OMS ------------------------------------------------------------------------
     def on_venue_message(self, msg: fix.Message, f: Fields) -> None:
