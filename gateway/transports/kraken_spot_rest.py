@@ -39,6 +39,7 @@ import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any, Literal, TypeAlias
 
@@ -363,6 +364,12 @@ class KrakenSpotRest:
     override them, e.g. to match a simulator run with custom limits). ``headroom`` is kept below
     each ceiling because the venue charges when the request arrives and decays from there; a
     little slack absorbs network latency. ``sleep`` is injectable so tests can observe waits.
+
+    ``add_order_deadline`` sends Kraken's ``deadline`` (now + max(2 s, timeout), §3) with every
+    AddOrder: a request stuck in a queue past it is refused by the venue
+    (``EService:Deadline elapsed``) instead of landing late, which is what makes the lookup after
+    a timeout conclusive (wait for the deadline, plus ``deadline_margin_s`` of clock skew, then
+    look). Without it a request delayed in flight could land after the lookup and the resend.
     """
 
     def __init__(
@@ -377,6 +384,8 @@ class KrakenSpotRest:
         rest_tier: RateTier | None = None,
         engine_tier: RateTier | None = None,
         headroom: float = 0.5,
+        add_order_deadline: bool = True,
+        deadline_margin_s: float = 0.25,
         max_attempts: int = 4,
         backoff_initial_s: float = 0.05,
         backoff_max_s: float = 1.0,
@@ -400,6 +409,8 @@ class KrakenSpotRest:
         self._clock = clock
         self._sleep = sleep
         self._headroom = headroom
+        self._use_deadline = add_order_deadline
+        self._deadline_margin_s = deadline_margin_s
         self._lock = threading.Lock()
         self._rest = _Leaky(rest_tier or _tier(tier, REST_TIERS), clock)
         self._engine_tier = engine_tier or _tier(tier, ENGINE_TIERS)
@@ -516,13 +527,17 @@ class KrakenSpotRest:
             params["cl_ord_id"] = cl_ord_id
         if validate:
             params["validate"] = "true"
-        ordered = sorted(params.items())  # alphabetical, like Kraken's own examples
         if not validate:
             self._charge_add(canonical.pair)
         first_sent = Decimal(time.time_ns()) / Decimal(1_000_000_000)
         attempt = 0
         while True:
             attempt += 1
+            deadline: float | None = None
+            if self._use_deadline and not validate:
+                deadline = time.time() + min(60.0, max(2.0, self.timeout_s))
+                params["deadline"] = _rfc3339(deadline)
+            ordered = sorted(params.items())  # alphabetical, like Kraken's own examples
             try:
                 result = self._call("/0/private/AddOrder", ordered)
             except KrakenRestError as exc:
@@ -531,6 +546,10 @@ class KrakenSpotRest:
                 log.warning("AddOrder %s failed (%s); looking it up before any resend",
                             cl_ord_id, exc)
                 self._sleep(self._backoff(attempt))
+                if deadline is not None:
+                    # Past the deadline the venue can no longer accept that request, so a
+                    # lookup that does not find the order is conclusive.
+                    self._sleep(max(0.0, deadline + self._deadline_margin_s - time.time()))
                 # Lookups retry on their own; if they cannot tell, we cannot resend safely.
                 found = self.find_order(cl_ord_id, since_epoch_s=first_sent - 5)
                 if found is not None:
@@ -538,6 +557,7 @@ class KrakenSpotRest:
                     descr = _descr_from_order(found)
                     return AddOrderResult(found.txid, descr, recovered=True)
                 log.info("AddOrder %s not at the venue; sending again", cl_ord_id)
+                self._charge_add(canonical.pair)  # the venue charges every arrival
                 continue
             descr_obj = result.get("descr", {})
             descr = str(descr_obj.get("order", "")) if isinstance(descr_obj, Mapping) else ""
@@ -675,7 +695,25 @@ class KrakenSpotRest:
             reason = exc.reason if isinstance(exc, urllib.error.URLError) else exc
             raise KrakenRestError([f"transport: {reason or type(exc).__name__}"], True,
                                   "transport", ambiguous=True) from exc
-        return _decode(status, raw)
+        try:
+            return _decode(status, raw)
+        except KrakenRestError as exc:
+            self._sync_rate_model(path, params, exc)
+            raise
+
+    def _sync_rate_model(self, path: str, params: list[tuple[str, str]],
+                         exc: KrakenRestError) -> None:
+        """The venue said a counter is full although our model disagreed (another process or
+        transport shares the key/pair): saturate the model so the next wait is long enough."""
+        first = exc.errors[0] if exc.errors else ""
+        with self._lock:
+            if first.startswith("EAPI:Rate limit exceeded"):
+                self._rest.add(max(0.0, self._rest.max - self._rest.value()))
+            elif first.startswith("EOrder:Rate limit exceeded") and path.endswith("/AddOrder"):
+                pair = dict(params).get("pair")
+                if pair:
+                    c = self._pair_counter(parse_spot_pair(pair).pair)
+                    c.add(max(0.0, c.max - c.value()))
 
     @staticmethod
     def _orders(result: Mapping[str, Any]) -> dict[str, SpotOrder]:
@@ -718,6 +756,11 @@ def _descr_from_order(order: SpotOrder) -> str:
     head = f"{order.side} {format(order.volume, 'f')} {parse_spot_pair(order.pair).rest_altname}"
     head += f" @ {order.ord_type}"
     return head if order.price is None else f"{head} {format(order.price, 'f')}"
+
+
+def _rfc3339(epoch_s: float) -> str:
+    stamp = datetime.fromtimestamp(epoch_s, UTC).isoformat(timespec="milliseconds")
+    return stamp.replace("+00:00", "Z")
 
 
 def _log_retry(state: RetryCallState) -> None:

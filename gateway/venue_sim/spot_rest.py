@@ -14,7 +14,8 @@ Wire format (``shared/kraken-api.md`` §1, §3, §7):
 * private ``POST /0/private/<Method>``, form-encoded, ``API-Key`` + ``API-Sign`` verified with
   :func:`spot_api_sign` over the exact body received; the nonce must be strictly greater than the
   last one accepted *for that key* (a rejected request does not move it, as on Kraken);
-* methods: ``AddOrder``, ``CancelOrder``, ``CancelAll``, ``OpenOrders``, ``ClosedOrders``
+* methods: ``AddOrder`` (with Kraken's ``deadline``: processed after it -> ``EService:Deadline
+  elapsed``, never booked), ``CancelOrder``, ``CancelAll``, ``OpenOrders``, ``ClosedOrders``
   (``cl_ord_id``/``start`` filters; what a client needs to look an order up after a timeout),
   ``QueryOrders`` and ``GetWebSocketsToken``. Order objects carry every number as a decimal
   string except the times (JSON numbers, as Kraken sends them).
@@ -50,6 +51,7 @@ import time
 from collections import defaultdict, deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from decimal import Decimal, InvalidOperation
 from email.utils import formatdate
 from http.server import BaseHTTPRequestHandler
@@ -535,6 +537,7 @@ class SpotRestServer:
         inst = self._instrument(p.get("pair", ""))
         owner = account.owner
         validate = p.get("validate", "").lower() in ("true", "1")
+        self._check_deadline(p.get("deadline"))
         if not validate:
             with self._lock:
                 # The fixed +1 is taken before validation: Kraken charges it even for rejects.
@@ -575,6 +578,25 @@ class SpotRestServer:
         with self._lock:
             self._rest_orders[owner].append(txid)
         return {"descr": {"order": descr}, "txid": [txid]}
+
+    def _check_deadline(self, text: str | None) -> None:
+        """Kraken's AddOrder ``deadline`` (RFC3339, at most 60 s ahead): a request processed
+        after it is refused without reaching the book, so a client that timed out knows that
+        once the deadline has passed, an order it cannot find will never appear."""
+        if not text:
+            return
+        try:
+            when = datetime.fromisoformat(text.replace("Z", "+00:00"))
+        except ValueError:
+            raise _Err("EGeneral:Invalid arguments:deadline") from None
+        if when.tzinfo is None:
+            raise _Err("EGeneral:Invalid arguments:deadline")
+        deadline = when.timestamp()
+        now = self._wall_ns() / 1e9
+        if deadline > now + 60:
+            raise _Err("EGeneral:Invalid arguments:deadline")
+        if now > deadline:
+            raise _Err("EService:Deadline elapsed")
 
     def _find(self, owner: str, p: Mapping[str, str]) -> OrderSnapshot | None:
         txid, clid = p.get("txid"), p.get("cl_ord_id")

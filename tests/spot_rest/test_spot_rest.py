@@ -71,9 +71,10 @@ def server(engine: MatchingEngine) -> Iterator[SpotRestServer]:
 
 def client(srv: SpotRestServer, key: str = KEY, secret: str = SECRET, *,
            nonce: NonceSource | None = None, timeout_s: float = 2.0,
-           tier: str = "starter") -> KrakenSpotRest:
+           tier: str = "starter", deadline: bool = True) -> KrakenSpotRest:
     return KrakenSpotRest(srv.base_url, key, secret, nonce or NonceSource(), timeout_s=timeout_s,
-                          tier=tier, backoff_initial_s=0.01, backoff_max_s=0.05)
+                          tier=tier, backoff_initial_s=0.01, backoff_max_s=0.05,
+                          add_order_deadline=deadline, deadline_margin_s=0.05)
 
 
 _raw_nonce = itertools.count(time.time_ns() // 1000 + 10**9)
@@ -100,7 +101,7 @@ def raw_post(srv: SpotRestServer, method: str, params: list[tuple[str, str]],
 
 
 def test_api_sign_vector_on_the_exact_bytes_sent(server: SpotRestServer) -> None:
-    c = client(server, VEC_KEY, VEC_SECRET, nonce=NonceSource(
+    c = client(server, VEC_KEY, VEC_SECRET, deadline=False, nonce=NonceSource(
         units_per_second=1000, clock_ns=lambda: VEC_NONCE * 1_000_000))
     body, headers = c.sign("/0/private/AddOrder", [("ordertype", "limit"), ("pair", "XBTUSD"),
                                                    ("price", "37500"), ("type", "buy"),
@@ -351,3 +352,40 @@ def test_cancel_cost_depends_on_order_age(server: SpotRestServer) -> None:
     # +1 add, +8 cancel of an order younger than 5 s (kraken-api.md §7), minus a little decay.
     assert 8.5 < server.engine_counter("FIXGW", "ETH/USD") <= 9.0
     assert 8.5 < c.pair_counter("ETH/USD") <= 9.0
+
+
+def test_add_order_delayed_in_flight_is_refused_by_deadline_not_duplicated(
+        server: SpotRestServer, engine: MatchingEngine) -> None:
+    """The hard case: the request is stuck *before* the engine while the client times out.
+    The client waits out the deadline, finds nothing, resends; the stuck request then reaches
+    the venue after its deadline and is refused, so exactly one order exists."""
+    c = client(server, timeout_s=0.3)
+    cl = clid("dl")
+    server.set_delay(2.4, n=1, after=False, path_prefix="/0/private/AddOrder")
+    res = c.add_order("BTC/USD", "buy", "limit", Decimal("0.01"), Decimal("30000.0"), "GTC", cl)
+    assert not res.recovered and res.txid is not None
+    time.sleep(0.6)  # let the stuck request reach the venue (and be refused)
+    assert server.request_count("/0/private/AddOrder") == 2
+    assert engine.submission_count("FIXGW", cl) == 1
+    assert list(c.open_orders(cl_ord_id=cl)) == [res.txid]
+
+
+def test_venue_rate_limit_answer_saturates_the_client_model(server: SpotRestServer) -> None:
+    """Another process on the same key filled the counter: the venue's answer resets the model
+    so the retry waits for real decay instead of hammering."""
+    c = client(server)
+    server.fail_next(1, 200, "EAPI:Rate limit exceeded", path_prefix="/0/private/OpenOrders")
+    waits: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        waits.append(seconds)
+        if seconds > 1.0:  # the saturated model asks for a real decay wait: proven, stop here
+            raise TimeoutError
+        time.sleep(seconds)
+
+    c._sleep = sleep
+    with pytest.raises(TimeoutError):
+        c.open_orders()
+    # starter: the ceiling minus headroom needs ~(1 + 0.5) / 0.33 s of decay.
+    assert waits[-1] > 4.0, waits
+    assert server.request_count("/0/private/OpenOrders") == 1
