@@ -209,3 +209,26 @@ def test_orders_off_tick_or_under_minimum_are_rejected(
         assert text in r.fields[58], r.fields[58]
     finally:
         c.c.stop()
+
+
+def test_venue_md_request_reject_is_reported_and_the_symbol_is_not_tradable(
+        tmp_path: Path) -> None:
+    """A symbol the venue does not list: its MarketDataRequest gets 35=Y, which the gateway logs
+    with the venue's reason, and orders for it are rejected (not in the InstrumentList)."""
+    creds = Credentials()
+    sim = SimProcess(tmp_path / "sim", creds)
+    gw = GatewayProcess(tmp_path / "gw", sim, creds, venue_toml=(
+        'md_stale_after_s = 3600\nsymbols = ["BTC/USD", "DOGE/USD"]'))
+    c = Oms(make_client(tmp_path, gw.oms_port, "OMS", "FIXGW"))
+    try:
+        gw.err.wait_for(r"MarketDataRequest MD-DOGE/USD-\d+ rejected by the venue: "
+                        r"EQuery:Unknown asset pair DOGE/USD", 10)
+        c.c.start()
+        cl = new_id("D")
+        c.send("D", order_fields(cl, "1", "10", "0.1", symbol="DOGE/USD"))
+        r = c.report(cl, "8")
+        assert r.fields[103] == "1" and "DOGE/USD" in r.fields[58]
+    finally:
+        c.c.stop()
+        gw.stop()
+        sim.stop()
