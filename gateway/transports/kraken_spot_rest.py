@@ -303,6 +303,7 @@ class SpotOrder:
     avg_price: Decimal
     opentm: Decimal
     closetm: Decimal | None
+    trades: tuple[str, ...] = ()  # trade ids, only when asked for with ``trades=True``
 
     @property
     def is_open(self) -> bool:
@@ -344,6 +345,7 @@ def parse_order(txid: str, obj: Mapping[str, Any]) -> SpotOrder:
         avg_price=_dec(obj.get("price", "0"), "price"),
         opentm=_dec(obj.get("opentm", 0), "opentm"),
         closetm=None if closetm is None else _dec(closetm, "closetm"),
+        trades=tuple(str(t) for t in obj.get("trades") or ()),
     )
 
 
@@ -458,8 +460,11 @@ class KrakenSpotRest:
     def get_ws_token(self) -> str:
         return str(self._call_retrying("/0/private/GetWebSocketsToken", [])["token"])
 
-    def open_orders(self, cl_ord_id: str | None = None) -> dict[str, SpotOrder]:
+    def open_orders(self, cl_ord_id: str | None = None,
+                    trades: bool = False) -> dict[str, SpotOrder]:
         params = [("cl_ord_id", cl_ord_id)] if cl_ord_id is not None else []
+        if trades:
+            params.append(("trades", "true"))
         result = self._call_retrying("/0/private/OpenOrders", params)
         return self._orders(result.get("open", {}))
 

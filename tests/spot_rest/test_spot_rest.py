@@ -131,9 +131,10 @@ def test_add_query_open_cancel_roundtrip(server: SpotRestServer, engine: Matchin
     assert o.vol_exec == 0 and o.closetm is None and isinstance(o.opentm, Decimal)
     # Another participant sells into it: a partial fill shows up with exact figures.
     engine.submit("MM", "mm-1", "BTC/USD", Side.SELL, Decimal("0.2"), Decimal("40000.0"))
-    q = c.query_orders([res.txid])[res.txid]
+    q = c.query_orders([res.txid], trades=True)[res.txid]
     assert q.vol_exec == Decimal("0.20000000") and q.avg_price == Decimal("40000.0")
-    assert q.status == "open"
+    assert q.status == "open" and len(q.trades) == 1 and q.trades[0].startswith("T")
+    assert c.query_orders([res.txid])[res.txid].trades == ()
     assert c.cancel_order(cl_ord_id=cl) == 1
     q = c.query_orders([res.txid])[res.txid]
     assert q.status == "canceled" and q.closetm is not None and q.vol_exec == Decimal("0.2")
@@ -317,8 +318,10 @@ def test_rest_counter_client_waits_raw_client_is_refused(engine: MatchingEngine)
         # 23 calls under a ceiling of 20 decaying at 1/s need at least 3 s of decay.
         assert elapsed >= 3.0, elapsed
         assert c.rate_wait_s >= 3.0
-        errors = [raw_post(srv, "OpenOrders", [])["error"] for _ in range(23)]
-        assert ["EAPI:Rate limit exceeded"] in errors
+        errors: list[list[str]] = []
+        while len(errors) < 60 and ["EAPI:Rate limit exceeded"] not in errors:
+            errors.append(raw_post(srv, "OpenOrders", [])["error"])
+        assert errors[-1] == ["EAPI:Rate limit exceeded"]
         assert errors[:19] == [[]] * 19
 
 
@@ -326,20 +329,23 @@ def test_per_pair_counter_client_refuses_locally_raw_client_is_refused(
         server: SpotRestServer) -> None:  # starter: 60, -1/s
     c = client(server)
     placed = 0
+    t0 = time.monotonic()
     with pytest.raises(LocalRateLimitError) as ei:
         for _ in range(80):
             c.add_order("BTC/USD", "buy", "limit", Decimal("0.0001"), Decimal("30000.0"), "GTC",
                         clid("pp"))
             placed += 1
-    assert 58 <= placed <= 62, placed
+    assert 58 <= placed <= 61 + (time.monotonic() - t0), placed  # 60 plus what decayed
     assert "per-pair rate limit" in ei.value.decision.text and ei.value.wait_s > 0
     assert server.engine_counter("FIXGW", "BTC/USD") <= 60
     # Other pairs have their own counter.
     c.add_order("ETH/USD", "buy", "limit", Decimal("0.01"), Decimal("2000.00"), "GTC", clid("e"))
-    errors = [raw_post(server, "AddOrder", [("ordertype", "limit"), ("pair", "XBTUSD"),
-                                            ("price", "30000.0"), ("type", "buy"),
-                                            ("volume", "0.0001")])["error"] for _ in range(65)]
-    assert ["EOrder:Rate limit exceeded"] in errors
+    order = [("ordertype", "limit"), ("pair", "XBTUSD"), ("price", "30000.0"), ("type", "buy"),
+             ("volume", "0.0001")]
+    errors: list[list[str]] = []
+    while len(errors) < 150 and ["EOrder:Rate limit exceeded"] not in errors:
+        errors.append(raw_post(server, "AddOrder", order)["error"])
+    assert errors[-1] == ["EOrder:Rate limit exceeded"]
     assert errors[:58] == [[]] * 58
 
 
