@@ -355,6 +355,14 @@ class SpotRestServer:
             else:
                 self._delays.extend(d for _ in range(n))
 
+    def set_status(self, status: str) -> None:
+        """Venue state for SystemStatus and order entry: ``online``, ``maintenance`` (private
+        calls answer ``EService:Unavailable``), ``cancel_only`` or ``post_only`` (AddOrder
+        refused with Kraken's market-mode errors; cancels and queries still work)."""
+        if status not in ("online", "maintenance", "cancel_only", "post_only"):
+            raise ValueError(f"unknown system status {status!r}")
+        self.status = status
+
     def clear_faults(self) -> None:
         with self._lock:
             self._faults.clear()
@@ -529,6 +537,8 @@ class SpotRestServer:
         handler = handlers.get(name)
         if handler is None:
             raise _Err(E_UNKNOWN_METHOD)
+        if self.status == "maintenance":
+            raise _Err("EService:Unavailable")
         if name not in ENGINE_COUNTED:
             self._charge_rest(account.api_key)
         return handler(account, params)
@@ -538,6 +548,10 @@ class SpotRestServer:
         owner = account.owner
         validate = p.get("validate", "").lower() in ("true", "1")
         self._check_deadline(p.get("deadline"))
+        if self.status == "cancel_only":
+            raise _Err("EService:Market in cancel_only mode")
+        if self.status == "post_only" and "post" not in p.get("oflags", "").split(","):
+            raise _Err("EService:Market in post_only mode")
         if not validate:
             with self._lock:
                 # The fixed +1 is taken before validation: Kraken charges it even for rejects.

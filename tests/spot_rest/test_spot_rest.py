@@ -395,3 +395,23 @@ def test_venue_rate_limit_answer_saturates_the_client_model(server: SpotRestServ
     # starter: the ceiling minus headroom needs ~(1 + 0.5) / 0.33 s of decay.
     assert waits[-1] > 4.0, waits
     assert server.request_count("/0/private/OpenOrders") == 1
+
+
+def test_venue_modes_reject_orders_but_allow_cancels(server: SpotRestServer) -> None:
+    c = client(server)
+    res = c.add_order("BTC/USD", "buy", "limit", Decimal("0.01"), Decimal("30000.0"), "GTC",
+                      clid("md"))
+    server.set_status("cancel_only")
+    assert c.system_status() == "cancel_only"
+    with pytest.raises(KrakenRestError) as ei:
+        c.add_order("BTC/USD", "buy", "limit", Decimal("0.01"), Decimal("30000.0"), "GTC",
+                    clid("md"))
+    assert ei.value.decision.ord_rej_reason == "2" and not ei.value.retryable
+    assert server.request_count("/0/private/AddOrder") == 2  # refused, not retried
+    assert c.cancel_order(txid=res.txid) == 1
+    server.set_status("maintenance")
+    server_calls = server.request_count("/0/private/OpenOrders")
+    with pytest.raises(KrakenRestError) as ei:
+        c.open_orders()
+    assert ei.value.errors == ["EService:Unavailable"] and ei.value.retryable
+    assert server.request_count("/0/private/OpenOrders") - server_calls == 4  # max_attempts
