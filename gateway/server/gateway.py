@@ -93,10 +93,12 @@ class Gateway:
                          lot_size=self._lot_size)
         self.router = Router(self.store, self.validator, gate=self.gate)
         self.router.md = OmsMarketData(self.md_feed)
+        self.event_sink: EventSink | None = None
         if events is not None:
             v = config.venue
-            sink = EventSink(events, f"{v.sender_comp_id}->{v.trading.target_comp_id}",
-                             f"{v.sender_comp_id}->{v.market_data.target_comp_id}")
+            sink = self.event_sink = EventSink(
+                events, f"{v.sender_comp_id}->{v.trading.target_comp_id}",
+                f"{v.sender_comp_id}->{v.market_data.target_comp_id}")
             self.router.sink = sink
             self.board.listeners.append(sink.session_changed)
             self.md_feed.listeners.append(sink)
@@ -287,5 +289,7 @@ class Gateway:
         for bridge in self._bridges:
             bridge.stop()
         self._bridges.clear()
+        if self.event_sink is not None:
+            self.event_sink.close()  # the sessions' last events are published before the log closes
         self.store.close()
         log.info("gateway stopped: sessions logged out, stores flushed")
