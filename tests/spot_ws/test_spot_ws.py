@@ -84,7 +84,7 @@ def public(venue: Venue, depth: int = 10, **kw: Any) -> tuple[KrakenWsPublic, li
 # ---- public ------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("depth", [10, 25])
+@pytest.mark.parametrize("depth", [10, 25, 1000])
 def test_client_book_equals_engine_levels_after_thousands_of_updates(venue: Venue,
                                                                      depth: int) -> None:
     trades: list[Any] = []
