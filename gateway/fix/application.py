@@ -2,7 +2,13 @@
 
 QuickFIX calls these methods on its own socket threads; the handler runs right there (no
 hand-off), which is what keeps the order path at relay speed. An exception escaping a
-callback would be swallowed by the SWIG layer, so each is logged here with its session.
+callback other than QuickFIX's own would make the binding end the process, so each is caught
+and logged here with its session.
+
+Lock rule for handlers: QuickFIX calls onLogout from Session::disconnect with that session's
+mutex held (and parts of logon processing likewise). A logout handler must therefore never wait
+for a lock that some thread may hold while sending on that session, or the two deadlock; record
+the fact without a lock and let the sender's side clean up (see OmsMarketData.drop).
 """
 
 from __future__ import annotations

@@ -78,6 +78,8 @@ class ReconnectSupervisor:
                         tr.enabled_at = now
                         session.logon()
                     continue
+                if session.sentLogon():
+                    continue  # a logon is in flight: QuickFIX's LogonTimeout decides, not us
                 if session.isEnabled() and now - tr.enabled_at > self._window:
                     tr.failures += 1
                     delay = self.backoff(tr.failures)

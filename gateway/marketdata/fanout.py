@@ -49,6 +49,7 @@ class OmsMarketData:
         self.feed = feed
         self._lock = threading.Lock()
         self._subs: dict[str, dict[str, _OmsSub]] = {}  # oms key -> req id -> subscription
+        self._gone: set[str] = set()  # OMS sessions logged out, recorded without the lock
         feed.listeners.append(self)
 
     # ---- OMS requests --------------------------------------------------------------------------
@@ -70,14 +71,16 @@ class OmsMarketData:
         depth = self.feed.depth if depth <= 0 else min(depth, self.feed.depth)
         sub = _OmsSub(req_id, frozenset(symbols), depth, send)
         with self._lock:
+            self._gone.discard(oms_key)
             if sub_type == "1":
                 self._subs.setdefault(oms_key, {})[req_id] = sub
             for symbol in sorted(sub.symbols):
                 send(self._snapshot(sub, symbol, self.feed.books[symbol]))
 
     def drop(self, oms_key: str) -> None:
-        with self._lock:
-            self._subs.pop(oms_key, None)
+        """The OMS logged out. Called from QuickFIX's onLogout, which holds that session's mutex,
+        so no lock here: `on_update` holds our lock while sending on that same session."""
+        self._gone.add(oms_key)
 
     def subscriber_count(self) -> int:
         with self._lock:
@@ -109,6 +112,8 @@ class OmsMarketData:
 
     # ---- internals -----------------------------------------------------------------------------
     def _matching(self, symbol: str) -> list[_OmsSub]:
+        while self._gone:
+            self._subs.pop(self._gone.pop(), None)
         return [s for subs in self._subs.values() for s in subs.values() if symbol in s.symbols]
 
     def _checksum(self, symbol: str, view: TopView) -> int | None:

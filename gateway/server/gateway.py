@@ -248,7 +248,7 @@ class Gateway:
         self._supervisor = ReconnectSupervisor(
             [fix.SessionID("FIX.4.4", c.venue.sender_comp_id, c.venue.trading.target_comp_id),
              fix.SessionID("FIX.4.4", c.venue.sender_comp_id, c.venue.market_data.target_comp_id)],
-            attempt_window_s=max(2.0, c.venue.reconnect_min_s * 2),
+            attempt_window_s=max(5.0, c.venue.reconnect_min_s * 3),
             min_backoff_s=c.venue.reconnect_min_s, max_backoff_s=c.venue.reconnect_max_s)
         self._supervisor.start()
         self._acceptor.start()

@@ -75,7 +75,7 @@ class SimFixFace(BaseHandler):
     def on_logout(self, session_id: fix.SessionID) -> None:
         me, client = self._roles(session_id)
         if me == MD_COMP_ID:
-            self.md.unsubscribe(client)
+            self.md.client_gone(client)
 
     def on_app_message(self, msg: fix.Message, session_id: fix.SessionID,
                        fields: Fields) -> None:

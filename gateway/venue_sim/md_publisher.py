@@ -55,6 +55,8 @@ class MdPublisher:
         self._lock = threading.Lock()
         self._subs: dict[str, list[Subscription]] = {}  # client -> subscriptions
         self._faults = _Faults()
+        # Clients whose session logged out: recorded without the lock (see `client_gone`).
+        self._gone: set[str] = set()
         self._mirror: dict[str, Book] = {}
         for sym in engine.symbols:
             bids, asks = engine.levels(sym)
@@ -66,6 +68,7 @@ class MdPublisher:
     def subscribe(self, client: str, sub: Subscription) -> list[fix.Message]:
         """Register (replacing the same MDReqID) and return the snapshots to send."""
         with self._lock:
+            self._gone.discard(client)
             subs = self._subs.setdefault(client, [])
             subs[:] = [s for s in subs if s.req_id != sub.req_id]
             subs.append(sub)
@@ -74,6 +77,15 @@ class MdPublisher:
     def snapshot_once(self, sub: Subscription) -> list[fix.Message]:
         with self._lock:
             return [self._snapshot(sub, sym) for sym in sorted(sub.symbols)]
+
+    def client_gone(self, client: str) -> None:
+        """A client's MD session logged out: drop its subscriptions at the next publish.
+
+        Called from QuickFIX's onLogout, which runs with that session's mutex held; taking our
+        lock here would deadlock against a publisher that holds our lock while sending on that
+        very session. A set.add needs no lock.
+        """
+        self._gone.add(client)
 
     def unsubscribe(self, client: str, req_id: str | None = None) -> None:
         with self._lock:
@@ -108,6 +120,8 @@ class MdPublisher:
                 else:
                     touched.setdefault(ch.symbol, []).append(
                         MdEntry(NEW, TRADE, ch.price, ch.qty, ch.aggressor_side.value))
+            while self._gone:
+                self._subs.pop(self._gone.pop(), None)
             if not self._subs:
                 return
             now = time.monotonic()
