@@ -130,7 +130,7 @@ class GatewayProcess:
                  oms_port: int | None = None, oms_comp_ids: tuple[str, ...] = ("OMS",),
                  extra_toml: str = "", venue_toml: str = "md_stale_after_s = 3600",
                  oms_toml: str = "", trading_toml: str = "", md_toml: str = "",
-                 futures_toml: str = "",
+                 futures_toml: str = "", gateway_toml: str = "",
                  wait_venue: bool = True) -> None:
         self.data_dir = data_dir
         self.oms_port = oms_port or free_port()
@@ -142,6 +142,7 @@ class GatewayProcess:
 [gateway]
 data_dir = "{data_dir / 'var'}"
 journal_fsync_interval_ms = 20
+{gateway_toml}
 
 [oms]
 port = {self.oms_port}

@@ -8,6 +8,7 @@ import contextlib
 import queue
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from pathlib import Path
 
 from gateway.fix.client import Received
@@ -49,12 +50,13 @@ def test_kill9_mid_flow_then_restart_loses_nothing(tmp_path: Path) -> None:
         seq_before = _store_seqnums(tmp_path / "gw" / "var" / "store" / "oms")
 
         gw.start()
-        reports += _collect(oms, time.monotonic() + 6)
-        # Orders that reached the gateway only after restart (through the OMS's resend) are
-        # open now: fill them too.
+        # Every order reaches a known state at the venue (acknowledged or filled) through resend
+        # and reconciliation; wait for that rather than for a fixed time (CI machines are slow).
+        reports += _collect_until(oms, lambda got: _all_acked(got, sent), 30)
+        # Orders that reached the venue only after the restart are open now: fill them too.
         mk2 = new_id("M")
         maker.send("D", order_fields(mk2, "2", "0.40", "39000.0"))
-        reports += _collect(oms, time.monotonic() + 4)
+        reports += _collect_until(oms, lambda got: _all_filled(reports + got, sent), 30)
     finally:
         oms.c.stop()
         maker.c.stop()
@@ -78,6 +80,27 @@ def test_kill9_mid_flow_then_restart_loses_nothing(tmp_path: Path) -> None:
     all_ids = [(r.fields[17], r.fields.get(97)) for r in reports if r.msg_type == "8"]
     plain = [eid for eid, pr in all_ids if pr != "Y"]
     assert len(plain) == len(set(plain))
+
+
+def _collect_until(oms: Oms, done: Callable[[list[Received]], bool],
+                   timeout: float) -> list[Received]:
+    got: list[Received] = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and not done(got):
+        with contextlib.suppress(queue.Empty):
+            got.append(oms.c.inbox.get(timeout=0.2))
+    got += _collect(oms, time.monotonic() + 0.5)  # and whatever trails
+    return got
+
+
+def _all_acked(got: list[Received], sent: list[str]) -> bool:
+    seen = {r.fields.get(11) for r in got if r.msg_type == "8"}
+    return all(cl in seen for cl in sent)
+
+
+def _all_filled(got: list[Received], sent: list[str]) -> bool:
+    filled = {r.fields.get(11) for r in got if r.msg_type == "8" and r.fields.get(39) == "2"}
+    return all(cl in filled for cl in sent)
 
 
 def _store_seqnums(store_dir: Path) -> tuple[int, int]:
