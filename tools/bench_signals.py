@@ -323,11 +323,33 @@ def gate_decision_timing_us() -> dict[str, float] | None:
     }
 
 
+def fix_rtt_gate_on_vs_off(quick: bool) -> dict[str, Any]:
+    """NewOrderSingle -> first ExecutionReport through a real gateway, gate on vs gate off
+    (A/B rounds; see tools/benchlib/gate_rtt.py). Target: p99 ratio <= 1.1."""
+    from tools.benchlib.gate_rtt import measure_gate_rtt
+
+    if quick:
+        return measure_gate_rtt(rounds=2, orders=600, warmup=50)
+    return measure_gate_rtt(rounds=8, orders=8000, warmup=200)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--runs", type=int, default=500, help="timed runs per figure")
     parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--fix-rtt", action="store_true",
+                        help="also time the FIX round trip with the gate on vs off (two "
+                             "gateway processes; tools/benchlib/gate_rtt.py), ~30 s")
+    parser.add_argument("--only-fix-rtt", action="store_true",
+                        help="only the FIX round trip with the gate on vs off")
+    parser.add_argument("--quick", action="store_true",
+                        help="with --fix-rtt or --only-fix-rtt: smoke-sized round trip (2 rounds, "
+                             "600 orders per condition, ~10 s)")
     args = parser.parse_args(argv)
+    if args.only_fix_rtt:
+        print(json.dumps({"benchmark": "bench_signals", "python": platform.python_version(),
+                          "fix_rtt_gate_on_vs_off": fix_rtt_gate_on_vs_off(args.quick)}))
+        return 0
     runs = max(args.runs, 20)
 
     inputs = make_inputs(args.seed)
@@ -536,6 +558,8 @@ def main(argv: list[str] | None = None) -> int:
         },
         "gate_decision_us": gate_decision_timing_us(),
     }
+    if args.fix_rtt:
+        out["fix_rtt_gate_on_vs_off"] = fix_rtt_gate_on_vs_off(args.quick)
     print(json.dumps(out))
     return 0
 
