@@ -171,7 +171,8 @@ def test_integrity_faults_resubscribe_and_recover(
         book = OmsBook()
         req = subscribe(c, symbol)
         drain(c, book, req, 1.0)
-        assert book.snapshots == 1
+        # At least our request's snapshot (a resync finishing after it sends a fresh one too).
+        assert book.snapshots >= 1
         assert book.top(10) == _sim_levels(sim, symbol)
     finally:
         c.c.stop()

@@ -125,9 +125,9 @@ def test_order_journaled_but_never_sent_is_reconciled_and_sent_once(tmp_path: Pa
     oms = Oms(make_client(tmp_path, gw.oms_port, "OMS", "FIXGW"))
     try:
         gw.start()
-        gw.err.wait_for(r"order LOST-1 never reached the venue before the restart", 10)
+        gw.err.wait_for(r"order LOST-1 never reached the venue before the restart", 30)
         oms.c.start()
-        r = oms.report("LOST-1", "0")
+        r = oms.report("LOST-1", "0", timeout=30)
         assert r.fields[39] == "0" and r.fields[38] == "0.01000000"
         counts = sim.control(cmd="submission_counts")["counts"]
         assert counts == {f"FIXGW {venue_id}": 1}
