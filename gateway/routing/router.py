@@ -17,7 +17,7 @@ import logging
 import threading
 from dataclasses import dataclass, replace
 from decimal import Decimal
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 import quickfix as fix
 
@@ -34,6 +34,9 @@ from gateway.risk import validation as v
 from gateway.risk.gate import Gate, GateOrder
 from gateway.routing.sinks import NullSink, RoutingSink
 
+if TYPE_CHECKING:
+    from gateway.routing.failover import RestFallback
+
 log = logging.getLogger("fixgw.routing")
 
 # CxlRejReason (102)
@@ -41,6 +44,26 @@ TOO_LATE: Final = "0"
 UNKNOWN_ORDER: Final = "1"
 BROKER_OPTION: Final = "2"
 DUPLICATE_CL_ORD_ID: Final = "6"
+
+
+# How far along an order is, for telling a new report from a repeat (see `_advances`).
+_STAGE: Final[dict[str, int]] = {
+    state.SENT: 0, state.PENDING_NEW: 1, state.NEW: 2, state.PARTIALLY_FILLED: 2,
+    state.PENDING_CANCEL: 3, state.PENDING_REPLACE: 3, state.REPLACED: 3,
+}
+
+
+def _advances(order: Order, exec_type: str, ord_status: str, cum_qty: str | None) -> bool:
+    """True when a report tells something the order's record does not have yet: more filled,
+    or a later state. Answers to requests (status, replace) always pass."""
+    if exec_type in ("I", "5", "E"):
+        return True
+    if state.is_terminal(order.status):
+        return False
+    cum = Decimal(cum_qty) if cum_qty else order.cum_qty
+    if cum != order.cum_qty:
+        return cum > order.cum_qty
+    return _STAGE.get(ord_status, 4) > _STAGE.get(order.status, 4)
 
 
 @dataclass
@@ -94,6 +117,10 @@ class Router:
         self.exec_ids = m.ExecIdSource("GW")
         self._oms_by_sid: dict[str, OmsContext] = {}
         self._oms_by_key: dict[str, OmsContext] = {}
+        # REST order entry while the FIX trading session is down ([venue.fallback]); None = off.
+        self.fallback: RestFallback | None = None
+        # Venue reports arrive on the FIX thread and, with a fallback, on its poller thread.
+        self.report_lock = threading.RLock()
 
     # ---- wiring ----------------------------------------------------------------------------
     def register_oms(self, session_id: fix.SessionID, accounts: tuple[str, ...]) -> None:
@@ -165,7 +192,8 @@ class Router:
             if decision.action == "reduce" and decision.reduced_qty is not None:
                 checked = replace(checked, qty=decision.reduced_qty)
                 gate_order = replace(gate_order, qty=decision.reduced_qty)
-        if not self.venue.is_up():
+        rest = self._rest_active()
+        if not rest and not self.venue.is_up():
             self._reject_new(ctx, cl, inp, v.EXCHANGE_CLOSED,
                              f"{self.venue.name} is not logged on; order not sent "
                              "(no fallback transport available)")
@@ -174,8 +202,21 @@ class Router:
         order = Order(oms_session=ctx.key, oms_cl_ord_id=cl, venue_cl_ord_id=venue_id,
                       symbol=checked.symbol, side=checked.side, ord_type=checked.ord_type,
                       qty=checked.qty, price=checked.price, tif=checked.tif,
-                      account=checked.account, oms_history=[cl])
+                      account=checked.account, transport="rest" if rest else "fix",
+                      oms_history=[cl])
         self.store.add_order(order)
+        if rest:
+            assert self.fallback is not None
+            placed = self.fallback.place(order)
+            if isinstance(placed, tuple):
+                self._reject_recorded(ctx, order, placed[1], placed[0])
+                return
+            if gate_order is not None and self.gate is not None:
+                self.gate.on_order_routed(gate_order)
+            self.sink.order_accepted(order)
+            if placed is not None:
+                self.on_venue_report(placed, "rest")  # the venue's acknowledgement
+            return
         out = self._order_message("D", venue_id, order, f.get("60"))
         if not self.venue.send(out):
             # The venue dropped between the check and the send: tell the OMS now, and record
@@ -212,7 +253,11 @@ class Router:
         log.info("rejected order %s from %s: %s", cl, ctx.key, text)
         self.sink.order_rejected(ctx.key, cl, inp.symbol or "", reason, text)
 
-    def _reject_recorded(self, ctx: OmsContext, order: Order, text: str) -> None:
+    def _rest_active(self) -> bool:
+        return self.fallback is not None and self.fallback.active()
+
+    def _reject_recorded(self, ctx: OmsContext, order: Order, text: str,
+                         reason: str = v.EXCHANGE_CLOSED) -> None:
         exec_id = self.exec_ids.next()
         target = ReportTarget(order, order.oms_cl_ord_id, None, "new", False)
         _legal, rec = self.store.apply_report(
@@ -222,7 +267,7 @@ class Router:
         self._reject_new(ctx, order.oms_cl_ord_id,
                          v.OrderInput(order.symbol, order.side, str(order.qty), order.ord_type,
                                       None, order.tif, order.account),
-                         v.EXCHANGE_CLOSED, text, mark=False)
+                         reason, text, mark=False)
 
     def _cancel_reject(self, ctx: OmsContext, cl: str, orig: str, response_to: str,
                        reason: str, text: str, order: Order | None) -> None:
@@ -257,7 +302,7 @@ class Router:
                                 f"too late: order {orig} is already "
                                 f"{state.NAMES.get(order.status, order.status)}", order)
             return None
-        if not self.venue.is_up():
+        if not self.venue.is_up() and not (response_to == "1" and self._rest_active()):
             self._cancel_reject(ctx, cl, orig, response_to, BROKER_OPTION,
                                 f"{self.venue.name} is not logged on; request not sent", order)
             return None
@@ -268,6 +313,12 @@ class Router:
         if checked is None:
             return
         cl, order = checked
+        if self.fallback is not None and self.fallback.active():
+            refused = self.fallback.cancel(order, cl)
+            if refused is not None:
+                self._cancel_reject(ctx, cl, order.oms_cl_ord_id, "1", refused[0], refused[1],
+                                    order)
+            return
         self._send_cancel(order, ctx, cl, "cancel")
 
     def _send_cancel(self, order: Order, ctx: OmsContext, cl: str, kind: str) -> bool:
@@ -400,7 +451,8 @@ class Router:
         arrived, and then it is sent now under the same venue ClOrdID (a venue refuses a second
         open order with one ClOrdID, so this cannot create a duplicate).
         """
-        pending = [o for o in self.store.open_orders() if o.status == state.SENT]
+        pending = [o for o in self.store.open_orders()
+                   if o.status == state.SENT and o.transport == "fix"]
         for o in pending:
             self._recon.add(o.venue_cl_ord_id)
             out = m.new_message("H")
@@ -474,7 +526,19 @@ class Router:
             return
         ctx.send(msg)
 
-    def _execution_report(self, msg: fix.Message, f: Fields) -> None:
+    def on_venue_report(self, fields: Fields, from_transport: str) -> None:
+        """A report that did not arrive as a FIX message (the REST fallback builds the fields of
+        a venue ExecutionReport): same mapping, dedupe and journal path as a FIX report."""
+        msg = m.new_message("8")
+        for tag, value in fields.items():
+            msg.setField(int(tag), value)
+        self._execution_report(msg, fields, from_transport)
+
+    def _execution_report(self, msg: fix.Message, f: Fields, transport: str = "fix") -> None:
+        with self.report_lock:
+            self._apply_execution_report(msg, f, transport)
+
+    def _apply_execution_report(self, msg: fix.Message, f: Fields, transport: str) -> None:
         venue_cl = f.get("11", "")
         exec_id = f["17"]
         target = self.store.resolve_report(venue_cl, f.get("41"), exec_id)
@@ -486,6 +550,14 @@ class Router:
             return
         exec_type = f["150"]
         ord_status = f["39"]
+        if (self.fallback is not None or target.order.transport == "rest") and not _advances(
+                target.order, exec_type, ord_status, f.get("14")):
+            # With a REST fallback an order is reported by both the REST poller and the FIX
+            # session (resending what it stored while we were away), under different ExecIDs.
+            # Only the first report of each state goes to the OMS.
+            log.info("order %s: %s report %s repeats a state already reported; not forwarded",
+                     target.oms_cl_ord_id, transport, exec_id)
+            return
         if exec_type == "I" and venue_cl in self._recon:
             self._recon.discard(venue_cl)
             if ord_status == "8" and target.order.status == state.SENT:

@@ -36,6 +36,7 @@ class SimEndpoints:
     trading_port: int
     md_port: int
     futures_rest_port: int
+    spot_rest_port: int = 0
 
 
 class EmbeddedSimulator:
@@ -67,7 +68,8 @@ class EmbeddedSimulator:
             raise RuntimeError(f"embedded venue simulator exited during start (code {code})")
         ready = json.loads(line)
         self.endpoints = SimEndpoints(ready["host"], ready["trading_port"], ready["md_port"],
-                                      ready["futures_rest_port"])
+                                      ready["futures_rest_port"],
+                                      int(ready.get("spot_rest_port", 0)))
         return self.endpoints
 
     def stop(self) -> None:

@@ -29,18 +29,21 @@ from gateway.fix.settings import (
     common_defaults,
     free_port,
 )
+from gateway.kraken.auth import NonceSource
 from gateway.marketdata.fanout import OmsMarketData
 from gateway.marketdata.feed import MarketDataFeed
 from gateway.marketdata.instruments import InstrumentRegistry
 from gateway.orders.store import OrderStore
 from gateway.risk.gate import Gate
 from gateway.risk.validation import OrderValidator
+from gateway.routing.failover import RestFallback, TransportPolicy
 from gateway.routing.router import Router
 from gateway.server.event_sink import EventSink
 from gateway.server.signal_runner import SignalRunner
 from gateway.server.signal_services import snapshot_to_proto
 from gateway.signals import SignalSnapshot
 from gateway.transports.kraken_futures_rest import KrakenFuturesRest
+from gateway.transports.kraken_spot_rest import KrakenSpotRest
 from gateway.transports.perp_poller import PerpPoller
 from gateway.transports.tls_bridge import (
     TlsClientBridge,
@@ -61,6 +64,7 @@ class VenueEndpoints:
     md_host: str
     md_port: int
     futures_rest_url: str = ""
+    spot_rest_url: str = ""
 
 
 class Gateway:
@@ -103,6 +107,7 @@ class Gateway:
             self.board.listeners.append(sink.session_changed)
             self.md_feed.listeners.append(sink)
         self.credentials = credentials
+        self.fallback = self._build_fallback()
         self._acceptor: fix.ThreadedSocketAcceptor | None = None
         self._initiator: fix.SocketInitiator | None = None
         self._supervisor: ReconnectSupervisor | None = None
@@ -110,6 +115,39 @@ class Gateway:
         self._keep: list[object] = []
         self._bridges: list[TlsClientBridge | TlsServerBridge] = []
         self._oms_internal_port = 0
+
+    def _build_fallback(self) -> RestFallback | None:
+        """[venue.fallback]: REST order entry while the FIX trading session is down."""
+        fb = self.config.venue.fallback
+        if not fb.enabled:
+            return None
+        if self.credentials is None or not self.endpoints.spot_rest_url:
+            log.error("venue.fallback is enabled but %s: REST fallback off",
+                      "no venue api_key/api_secret is configured" if self.credentials is None
+                      else "no REST URL (venue.fallback.rest_url) is known")
+            return None
+        client = KrakenSpotRest(self.endpoints.spot_rest_url, self.credentials.api_key,
+                                self.credentials.api_secret,
+                                NonceSource(self.data_dir / "spot-rest.nonce"),
+                                timeout_s=fb.timeout_s, tier=fb.tier)
+        fallback = RestFallback(self.router, client, fb.poll_interval_s, fb.status_interval_s)
+        fallback.policy = TransportPolicy(
+            self.router.venue.is_up, lambda: fallback.rest_ok,
+            failover_after_s=fb.failover_after_s, failback_after_s=fb.failback_after_s,
+            on_switch=self._transport_switched, before_failback=fallback.reconcile,
+            force=fb.force)
+        self.router.fallback = fallback
+        return fallback
+
+    def _transport_switched(self, old: str, new: str, reason: str, automatic: bool) -> None:
+        log.warning("order flow moved from %s to %s: %s", old.upper(), new.upper(), reason)
+        if self.events is not None:
+            v = self.config.venue
+            self.events.publish(builders.transport_switch(
+                from_transport=old,  # type: ignore[arg-type]
+                to_transport=new,  # type: ignore[arg-type]
+                reason=reason, automatic=automatic,
+                session=f"{v.sender_comp_id}->{v.trading.target_comp_id}"))
 
     def _known_symbol(self, symbol: str) -> bool:
         """Tradable = configured and, once the venue's InstrumentList is in, listed by it."""
@@ -252,6 +290,8 @@ class Gateway:
             min_backoff_s=c.venue.reconnect_min_s, max_backoff_s=c.venue.reconnect_max_s)
         self._supervisor.start()
         self._acceptor.start()
+        if self.fallback is not None:
+            self.fallback.start()
         self.signal_runner.start()
         if self.perp_poller is not None:
             self.perp_poller.start()
@@ -273,6 +313,8 @@ class Gateway:
     def stop(self) -> None:
         """Log out every session (QuickFIX waits for the Logout exchange), then close stores."""
         self.md_feed.stop()
+        if self.fallback is not None:
+            self.fallback.stop()
         if self.perp_poller is not None:
             self.perp_poller.stop()
         self.signal_runner.stop()

@@ -53,13 +53,16 @@ class Runtime:
             ep = self.sim.start()
             endpoints = VenueEndpoints(ep.host, ep.trading_port, ep.host, ep.md_port,
                                        c.venue.futures.base_url
-                                       or f"http://{ep.host}:{ep.futures_rest_port}")
+                                       or f"http://{ep.host}:{ep.futures_rest_port}",
+                                       c.venue.fallback.rest_url
+                                       or (f"http://{ep.host}:{ep.spot_rest_port}"
+                                           if ep.spot_rest_port else ""))
             log.info("embedded UAT venue: FIX trading %s:%d (KRAKEN-TRD), market data %s:%d "
                      "(KRAKEN-MD)", ep.host, ep.trading_port, ep.host, ep.md_port)
         else:
             endpoints = VenueEndpoints(c.venue.trading.host, c.venue.trading.port,
                                        c.venue.market_data.host, c.venue.market_data.port,
-                                       c.venue.futures.base_url)
+                                       c.venue.futures.base_url, c.venue.fallback.rest_url)
         self.events = EventLog(EventLogConfig(
             journal_dir=data_dir / "events",
             retention_max_bytes=c.grpc.retention_mb * 1024 * 1024))

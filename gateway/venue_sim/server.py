@@ -5,6 +5,7 @@ flow that keeps its books moving."""
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,11 +24,13 @@ from gateway.fix.settings import (
     free_port,
 )
 from gateway.transports.tls_bridge import TlsServerBridge, server_context
+from gateway.venue_sim.accounts import Accounts, ApiAccount
 from gateway.venue_sim.control import ControlServer
 from gateway.venue_sim.engine import MatchingEngine
 from gateway.venue_sim.fix_face import MD_COMP_ID, TRADING_COMP_ID, SimFixFace
 from gateway.venue_sim.flow import SyntheticFlow
 from gateway.venue_sim.futures_rest import FuturesRestServer
+from gateway.venue_sim.spot_rest import SpotRestServer
 
 log = logging.getLogger("fixgw.venue_sim")
 
@@ -80,8 +83,15 @@ class VenueSimulator:
             opts.scenario, host=opts.host, port=opts.futures_port,
             api_key=creds.api_key if creds else None,
             api_secret=creds.api_secret if creds else None)
+        # Spot REST: the test API key trades as the first client CompID, so orders placed over
+        # FIX and REST are one account's orders (what failover between the two needs).
+        self.spot_rest = SpotRestServer(
+            self.engine, Accounts([ApiAccount(creds.api_key, creds.api_secret, opts.clients[0])]
+                                  if creds is not None and opts.clients else []),
+            host=opts.host)
         self._acceptor: fix.ThreadedSocketAcceptor | None = None
         self._keep: list[object] = []
+        self._timers: list[threading.Timer] = []
         self.control = ControlServer(opts.host, {
             "ping": lambda req: {},
             "md_fault": self._md_fault,
@@ -90,7 +100,25 @@ class VenueSimulator:
             "levels": self._levels,
             "flow": self._flow,
             "scenario": self._scenario,
+            "drop_fix": self._drop_fix,
         })
+
+    def _drop_fix(self, req: dict[str, Any]) -> dict[str, Any]:
+        """Log out a client's FIX trading session and refuse its logons for `refuse_s` seconds
+        (QuickFIX disables the session until `logon()`); REST and WS stay up."""
+        client = str(req.get("client", self.opts.clients[0]))
+        refuse_s = float(req.get("refuse_s", 0.0))
+        session = fix.Session.lookupSession(fix.SessionID("FIX.4.4", TRADING_COMP_ID, client))
+        if session is None:
+            raise ValueError(f"no trading session for client {client!r}")
+        was_logged_on = bool(session.isLoggedOn())
+        session.logout("dropped by the simulator's control channel")
+        t = threading.Timer(refuse_s, session.logon)
+        t.daemon = True
+        t.start()
+        self._timers.append(t)
+        log.info("dropped FIX trading session of %s; logons refused for %.1fs", client, refuse_s)
+        return {"was_logged_on": was_logged_on}
 
     def _scenario(self, req: dict[str, Any]) -> dict[str, Any]:
         """Switch the perp scenario (by name or file path), or override one perp's figures."""
@@ -157,6 +185,7 @@ class VenueSimulator:
             bridge.start()
         self.control.start()
         self.futures.start()
+        self.spot_rest.start()
         if self.opts.flow_rate_hz > 0:
             self.flow.start()
         log.info("venue simulator: trading %s:%d, market data %s:%d, clients %s",
@@ -167,6 +196,9 @@ class VenueSimulator:
         self.flow.stop()
         self.control.stop()
         self.futures.stop()
+        self.spot_rest.close()
+        for t in self._timers:
+            t.cancel()
         if self._acceptor is not None:
             self._acceptor.stop()
             self._acceptor = None
