@@ -3,6 +3,7 @@ way ops start them, on free loopback ports, with their output captured for asser
 
 from __future__ import annotations
 
+import atexit
 import base64
 import json
 import os
@@ -20,6 +21,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+
+# Every process started here, so that none outlives the test run even when a test fails
+# between starting one and its own cleanup (a leaked simulator would keep CI waiting).
+_STARTED: list[subprocess.Popen[bytes]] = []
+
+
+def _kill_leftovers() -> None:
+    for proc in _STARTED:
+        if proc.poll() is None:
+            proc.kill()
+
+
+atexit.register(_kill_leftovers)
 
 
 def free_port() -> int:
@@ -91,6 +105,7 @@ class SimProcess:
             cmd += ["--tls-cert", str(tls[0]), "--tls-key", str(tls[1])]
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                      env=env, cwd=REPO)
+        _STARTED.append(self.proc)
         assert self.proc.stdout is not None
         line = self.proc.stdout.readline()
         if not line:
@@ -187,6 +202,7 @@ port = {self.grpc_port}
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "gateway.cli.main", "run", "--config", str(self.config_path)],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=self._env, cwd=REPO)
+        _STARTED.append(self.proc)
         self.out = _Output(self.proc.stdout)
         self.err = _Output(self.proc.stderr)
         try:
