@@ -322,6 +322,13 @@ class RestFallback:
         return ok
 
     def start(self) -> None:
+        # REST-routed orders journaled before a restart with no venue answer yet: look them up
+        # by ClOrdID (the FIX reconciliation only asks about FIX-routed ones).
+        since = Decimal(time.time_ns()) / Decimal(1_000_000_000) - 86_400
+        with self._lock:
+            for o in self.router.store.open_orders():
+                if o.transport == "rest" and o.status == state.SENT:
+                    self._unresolved.setdefault(o.venue_cl_ord_id, (o, since))
         self._stop.clear()
         self._thread = threading.Thread(target=self._run, name="rest-fallback", daemon=True)
         self._thread.start()

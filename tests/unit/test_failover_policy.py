@@ -1,0 +1,81 @@
+"""TransportPolicy: when order flow moves between FIX and REST (no processes, a fake clock)."""
+
+from __future__ import annotations
+
+from gateway.routing.failover import TransportPolicy
+
+
+class World:
+    def __init__(self) -> None:
+        self.now = 0.0
+        self.fix_up = True
+        self.rest_up = True
+        self.reconciled = True
+        self.switches: list[tuple[str, str, bool]] = []
+        self.reconciles = 0
+
+    def reconcile(self) -> bool:
+        self.reconciles += 1
+        return self.reconciled
+
+    def policy(self) -> TransportPolicy:
+        return TransportPolicy(
+            lambda: self.fix_up, lambda: self.rest_up, failover_after_s=2, failback_after_s=5,
+            on_switch=lambda a, b, _r, auto: self.switches.append((a, b, auto)),
+            before_failback=self.reconcile, clock=lambda: self.now)
+
+
+def test_fails_over_after_the_delay_and_back_after_stable_fix_and_reconcile() -> None:
+    w = World()
+    p = w.policy()
+    assert p.evaluate() == "fix"
+    w.fix_up = False
+    w.now = 1.0
+    assert p.evaluate() == "fix"  # not down long enough
+    w.now = 3.1
+    assert p.evaluate() == "rest" and p.use_rest()
+    w.fix_up = True
+    w.now = 4.0
+    assert p.evaluate() == "rest"
+    w.fix_up = False  # flaps: the stability clock restarts
+    w.now = 5.0
+    assert p.evaluate() == "rest"
+    w.fix_up = True
+    w.now = 6.0
+    assert p.evaluate() == "rest"
+    w.now = 10.5
+    assert p.evaluate() == "rest" and w.reconciles == 0
+    w.now = 11.1
+    assert p.evaluate() == "fix" and w.reconciles == 1
+    assert w.switches == [("fix", "rest", True), ("rest", "fix", True)]
+
+
+def test_no_failover_without_rest_and_failback_waits_for_reconcile() -> None:
+    w = World()
+    p = w.policy()
+    p.evaluate()
+    w.rest_up = False
+    w.fix_up = False
+    p.evaluate()
+    w.now = 10
+    assert p.evaluate() == "fix"  # REST unreachable: nowhere to go
+    w.rest_up = True
+    assert p.evaluate() == "rest"
+    w.fix_up = True
+    p.evaluate()
+    w.reconciled = False
+    w.now = 20
+    assert p.evaluate() == "rest"  # REST is up but the orders are not reconciled yet
+    w.reconciled = True
+    assert p.evaluate() == "fix"
+
+
+def test_force_pins_the_transport() -> None:
+    w = World()
+    p = w.policy()
+    p.set_force("rest")
+    assert p.use_rest() and w.switches == [("fix", "rest", False)]
+    w.now = 100
+    assert p.evaluate() == "rest"  # FIX healthy, but pinned
+    p.set_force("auto")
+    assert p.evaluate() == "fix" and w.reconciles == 1
