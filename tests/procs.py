@@ -118,6 +118,7 @@ class SimProcess:
         self.control_port = int(info["control_port"])
         self.futures_rest_port = int(info["futures_rest_port"])
         self.spot_rest_port = int(info.get("spot_rest_port", 0))
+        self.spot_ws_port = int(info.get("spot_ws_port", 0))
         self.out = _Output(self.proc.stdout)
         self.err = _Output(self.proc.stderr)
 

@@ -65,7 +65,8 @@ def main(argv: list[str] | None = None) -> int:
     print(json.dumps({"host": args.host, "trading_port": sim.trading_port,
                       "md_port": sim.md_port, "control_port": sim.control.port,
                       "futures_rest_port": sim.futures.port,
-                      "spot_rest_port": sim.spot_rest.port}), flush=True)
+                      "spot_rest_port": sim.spot_rest.port,
+                      "spot_ws_port": sim.spot_ws.port}), flush=True)
     done = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: done.set())
     signal.signal(signal.SIGINT, lambda *_: done.set())

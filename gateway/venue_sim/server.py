@@ -31,6 +31,7 @@ from gateway.venue_sim.fix_face import MD_COMP_ID, TRADING_COMP_ID, SimFixFace
 from gateway.venue_sim.flow import SyntheticFlow
 from gateway.venue_sim.futures_rest import FuturesRestServer
 from gateway.venue_sim.spot_rest import SpotRestServer
+from gateway.venue_sim.spot_ws import SpotWsServer
 
 log = logging.getLogger("fixgw.venue_sim")
 
@@ -83,12 +84,13 @@ class VenueSimulator:
             opts.scenario, host=opts.host, port=opts.futures_port,
             api_key=creds.api_key if creds else None,
             api_secret=creds.api_secret if creds else None)
-        # Spot REST: the test API key trades as the first client CompID, so orders placed over
-        # FIX and REST are one account's orders (what failover between the two needs).
-        self.spot_rest = SpotRestServer(
-            self.engine, Accounts([ApiAccount(creds.api_key, creds.api_secret, opts.clients[0])]
-                                  if creds is not None and opts.clients else []),
-            host=opts.host)
+        # Spot REST and WS v2: the test API key trades as the first client CompID, so orders
+        # placed over FIX, REST and WS are one account's orders (what failover needs), and a
+        # token from REST GetWebSocketsToken opens the WS private channels.
+        self.accounts = Accounts([ApiAccount(creds.api_key, creds.api_secret, opts.clients[0])]
+                                 if creds is not None and opts.clients else [])
+        self.spot_rest = SpotRestServer(self.engine, self.accounts, host=opts.host)
+        self.spot_ws = SpotWsServer(self.engine, self.accounts, host=opts.host)
         self._acceptor: fix.ThreadedSocketAcceptor | None = None
         self._keep: list[object] = []
         self._timers: list[threading.Timer] = []
@@ -186,6 +188,7 @@ class VenueSimulator:
         self.control.start()
         self.futures.start()
         self.spot_rest.start()
+        self.spot_ws.start()
         if self.opts.flow_rate_hz > 0:
             self.flow.start()
         log.info("venue simulator: trading %s:%d, market data %s:%d, clients %s",
@@ -197,6 +200,7 @@ class VenueSimulator:
         self.control.stop()
         self.futures.stop()
         self.spot_rest.close()
+        self.spot_ws.stop()
         for t in self._timers:
             t.cancel()
         if self._acceptor is not None:
