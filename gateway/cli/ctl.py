@@ -1,17 +1,402 @@
-"""`fixgwctl`: the ops CLI over the authenticated admin service.
+"""`fixgwctl`: the ops CLI over the gateway's authenticated admin service (fixgw.v1.AdminService).
 
-The name is reserved now; its commands arrive with the admin service (ops issue).
+Connection: ``--addr`` or ``FIXGW_ADDR`` (default 127.0.0.1:50052); token: ``--token-file`` or
+``FIXGW_TOKEN_FILE`` (default ./var/admin.token, the file `fixgw run` generates when no token is
+configured). Exit codes: 0 ok, 1 action refused or not found (or not confirmed), 2 usage,
+3 gateway not reachable, 4 authentication/authorization failure.
 """
 
 from __future__ import annotations
 
+import argparse
+import json
+import os
 import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, NoReturn
+
+import grpc
+from google.protobuf import json_format
+from google.protobuf.message import Message
+
+from gateway._proto.fixgw.v1 import admin_pb2, admin_pb2_grpc
+
+DEFAULT_ADDR = "127.0.0.1:50052"
+DEFAULT_TOKEN_FILE = "./var/admin.token"
+
+EXIT_OK, EXIT_REFUSED, EXIT_USAGE, EXIT_UNREACHABLE, EXIT_AUTH = 0, 1, 2, 3, 4
+
+ROLE = {admin_pb2.SESSION_ROLE_OMS_ACCEPTOR: "oms",
+        admin_pb2.SESSION_ROLE_VENUE_TRADING: "venue-trading",
+        admin_pb2.SESSION_ROLE_VENUE_MD: "venue-md"}
+
+EXAMPLES = """\
+examples:
+  fixgwctl sessions
+  fixgwctl session FIXGW->OMS --json
+  fixgwctl logout FIXGW->KRAKEN-TRD --reason "venue maintenance" --yes
+  fixgwctl logon KRAKEN-TRD
+  fixgwctl set-seq FIXGW->OMS --sender 120 --target 87
+  fixgwctl kill-switch on
+  fixgwctl gate rules
+  fixgwctl gate disable max_notional
+  FIXGW_ADDR=10.0.0.5:50052 FIXGW_TOKEN_FILE=/etc/fixgw/ro.token fixgwctl health --json
+
+Session names are SENDER->TARGET as `fixgwctl sessions` lists them; the counterparty's CompID
+alone (OMS, KRAKEN-TRD) also works when it is unambiguous.
+exit codes: 0 ok, 1 refused/not found/not confirmed, 2 usage, 3 gateway not reachable,
+4 token missing, rejected or not allowed"""
+
+
+class CtlError(Exception):
+    def __init__(self, code: int, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+# ---- arguments -----------------------------------------------------------------------------
+def _common(p: argparse.ArgumentParser, suppress: bool) -> None:
+    """Connection and output options, accepted before and after the command."""
+    d = (lambda v: argparse.SUPPRESS) if suppress else (lambda v: v)
+    p.add_argument("--addr", default=d(None), metavar="HOST:PORT",
+                   help=f"admin service address (env FIXGW_ADDR; default {DEFAULT_ADDR})")
+    p.add_argument("--token-file", default=d(None), metavar="PATH",
+                   help=f"bearer token file (env FIXGW_TOKEN_FILE; default {DEFAULT_TOKEN_FILE})")
+    p.add_argument("--json", action="store_true", default=d(False),
+                   help="print the result as JSON (for scripts)")
+    p.add_argument("--yes", "-y", action="store_true", default=d(False),
+                   help="do not ask for confirmation of destructive commands")
+    p.add_argument("--timeout", type=float, default=d(10.0), metavar="S",
+                   help="seconds to wait for the gateway (default 10)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    fmt = argparse.RawDescriptionHelpFormatter
+    parser = _Parser(prog="fixgwctl", description="Operate a running fixgw gateway over its "
+                     "admin service.", epilog=EXAMPLES, formatter_class=fmt)
+    _common(parser, suppress=False)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+
+    def cmd(name: str, help_: str, example: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_, description=help_, formatter_class=fmt,
+                           epilog=f"example:\n  {example}")
+        _common(p, suppress=True)
+        return p
+
+    cmd("sessions", "list sessions: name, role, state, seq in/out, last heard, transport",
+        "fixgwctl sessions --json")
+    p = cmd("session", "one session in detail", "fixgwctl session FIXGW->KRAKEN-TRD")
+    p.add_argument("name", metavar="NAME")
+    p = cmd("logout", "send Logout and keep the session down until `logon` (asks to confirm)",
+            'fixgwctl logout FIXGW->OMS --reason "end of day" --yes')
+    p.add_argument("name", metavar="NAME")
+    p.add_argument("--reason", default="", help="Logout Text (58)")
+    p = cmd("logon", "enable a session again (initiators connect and log on)",
+            "fixgwctl logon FIXGW->KRAKEN-TRD")
+    p.add_argument("name", metavar="NAME")
+    p = cmd("disconnect", "drop a session's connection without Logout (asks to confirm)",
+            "fixgwctl disconnect FIXGW->KRAKEN-MD --yes")
+    p.add_argument("name", metavar="NAME")
+    p = cmd("reset-seq", "reset a session's sequence numbers to 1 (asks to confirm)",
+            "fixgwctl reset-seq FIXGW->KRAKEN-MD --yes")
+    p.add_argument("name", metavar="NAME")
+    p = cmd("set-seq", "set the next outgoing (--sender) and/or expected incoming (--target) "
+            "MsgSeqNum (asks to confirm)", "fixgwctl set-seq FIXGW->OMS --sender 120 --target 87")
+    p.add_argument("name", metavar="NAME")
+    p.add_argument("--sender", type=_positive, default=0, metavar="N")
+    p.add_argument("--target", type=_positive, default=0, metavar="M")
+    p = cmd("kill-switch", "on: block new orders and cancel every open order at the venue "
+            "(asks to confirm); off: let orders through again", "fixgwctl kill-switch on --yes")
+    p.add_argument("state", choices=("on", "off"))
+    p = cmd("gate", "pre-trade gate rules: list, enable or disable one",
+            "fixgwctl gate rules | fixgwctl gate disable price_collar --yes")
+    p.add_argument("action", choices=("rules", "enable", "disable"))
+    p.add_argument("rule", nargs="?", metavar="RULE")
+    cmd("health", "one-line health: venue sessions, OMS sessions, kill switch, transport",
+        "fixgwctl health --json")
+    return parser
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError("a MsgSeqNum is 1 or more")
+    return value
+
+
+# ---- connection -----------------------------------------------------------------------------
+def _token(path: str) -> str:
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8").strip()
+    except FileNotFoundError:
+        raise CtlError(EXIT_AUTH, f"no admin token: {p} does not exist. Point --token-file or "
+                       "FIXGW_TOKEN_FILE at the token file `fixgw run` printed at startup "
+                       "(<data-dir>/admin.token) or the one ops gave you") from None
+    except OSError as exc:
+        raise CtlError(EXIT_AUTH, f"cannot read admin token file {p}: {exc.strerror}") from None
+    if not text:
+        raise CtlError(EXIT_AUTH, f"admin token file {p} is empty")
+    return text.splitlines()[0].strip()
+
+
+class Client:
+    def __init__(self, addr: str, token_file: str, timeout: float) -> None:
+        self.addr, self.token_file, self.timeout = addr, token_file, timeout
+        self._meta = (("authorization", f"Bearer {_token(token_file)}"),)
+        self._channel = grpc.insecure_channel(addr)
+        self.stub = admin_pb2_grpc.AdminServiceStub(self._channel)
+
+    def call(self, name: str, request: Message) -> Any:
+        method: Callable[..., Any] = getattr(self.stub, name)
+        try:
+            return method(request, metadata=self._meta, timeout=self.timeout)
+        except grpc.RpcError as exc:
+            raise self._explain(exc) from None
+
+    def _explain(self, exc: grpc.RpcError) -> CtlError:
+        code, details = exc.code(), exc.details() or ""
+        if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+            return CtlError(EXIT_UNREACHABLE, f"gateway not reachable at {self.addr} ({details}). "
+                            "Is `fixgw run` up, and is its admin listener on this address? "
+                            "Set --addr or FIXGW_ADDR.")
+        if code == grpc.StatusCode.UNAUTHENTICATED:
+            return CtlError(EXIT_AUTH, f"token rejected by the gateway at {self.addr}: {details}. "
+                            f"Token file used: {self.token_file}; use the one the gateway "
+                            "printed at startup (--token-file or FIXGW_TOKEN_FILE).")
+        if code == grpc.StatusCode.PERMISSION_DENIED:
+            return CtlError(EXIT_AUTH, f"permission denied: {details}")
+        if code == grpc.StatusCode.NOT_FOUND:
+            return CtlError(EXIT_REFUSED, details)
+        if code == grpc.StatusCode.UNIMPLEMENTED:
+            return CtlError(EXIT_UNREACHABLE, f"{self.addr} does not serve the fixgw admin "
+                            "service (wrong port? the event service is a different listener)")
+        return CtlError(EXIT_REFUSED, f"{code.name}: {details}")
+
+    def close(self) -> None:
+        self._channel.close()
+
+
+# ---- output ----------------------------------------------------------------------------------
+def _as_dict(msg: Message) -> dict[str, Any]:
+    d: dict[str, Any] = json_format.MessageToDict(msg, preserving_proto_field_name=True,
+                                                  always_print_fields_with_no_presence=True)
+    return d
+
+
+def _session_dict(s: admin_pb2.Session) -> dict[str, Any]:
+    d = _as_dict(s)
+    d["role"] = ROLE.get(s.role, "unknown")
+    for k in ("next_sender_seq_num", "next_target_seq_num"):
+        d[k] = int(d[k])
+    return d
+
+
+def _age(ts: Any, present: bool) -> str:
+    if not present:
+        return "-"
+    secs = max(0.0, time.time() - ts.ToNanoseconds() / 1e9)
+    if secs < 120:
+        return f"{secs:.0f}s ago"
+    if secs < 7200:
+        return f"{secs / 60:.0f}m ago"
+    return f"{secs / 3600:.1f}h ago"
+
+
+def _table(rows: list[list[str]]) -> str:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()
+                     for r in rows)
+
+
+def _print_sessions(sessions: list[admin_pb2.Session]) -> None:
+    rows = [["NAME", "ROLE", "STATE", "SEQ IN/OUT", "LAST HEARD", "TRANSPORT", "OPEN"]]
+    for s in sessions:
+        state = s.state + (" (held)" if s.held else "") + ("" if s.enabled else " (disabled)")
+        rows.append([s.name, ROLE.get(s.role, "?"), state,
+                     f"{s.next_target_seq_num}/{s.next_sender_seq_num}",
+                     _age(s.last_received_time, s.HasField("last_received_time")),
+                     s.transport, str(s.open_orders)])
+    print(_table(rows))
+
+
+def _print_session(s: admin_pb2.Session) -> None:
+    def when(field: str) -> str:
+        if not s.HasField(field):  # type: ignore[arg-type]
+            return "never"
+        ts = getattr(s, field)
+        stamp = ts.ToDatetime().strftime("%Y-%m-%d %H:%M:%S.%f")[:-3] + " UTC"
+        return f"{stamp} ({_age(ts, True)})"
+    lines = [("name", s.name), ("role", ROLE.get(s.role, "?")), ("state", s.state),
+             ("enabled", "yes" if s.enabled else "no (logged out by operator?)"),
+             ("held", "yes (no automatic reconnect)" if s.held else "no"),
+             ("next sender seq", str(s.next_sender_seq_num)),
+             ("next target seq", str(s.next_target_seq_num)),
+             ("heartbeat interval", f"{s.heartbeat_interval_s}s" if s.heartbeat_interval_s
+              else "unknown"),
+             ("transport", s.transport), ("open orders", str(s.open_orders)),
+             ("last received", when("last_received_time")), ("last sent", when("last_sent_time")),
+             ("last logon", when("last_logon_time")), ("last logout", when("last_logout_time"))]
+    width = max(len(k) for k, _ in lines)
+    for k, v in lines:
+        print(f"{k.ljust(width)}  {v}")
+
+
+def _confirm(args: argparse.Namespace, what: str) -> None:
+    if args.yes:
+        return
+    if not sys.stdin.isatty():
+        raise CtlError(EXIT_REFUSED, f"not confirmed: {what}. Pass --yes to run it without a "
+                       "prompt (stdin is not a terminal)")
+    try:
+        answer = input(f"{what}. Proceed? [y/N] ")
+    except EOFError:
+        answer = ""
+    if answer.strip().lower() not in ("y", "yes"):
+        raise CtlError(EXIT_REFUSED, "not confirmed; nothing done")
+
+
+# ---- commands --------------------------------------------------------------------------------
+def _action(client: Client, args: argparse.Namespace, rpc: str, request: Message) -> int:
+    res: admin_pb2.ActionResult = client.call(rpc, request)
+    if args.json:
+        print(json.dumps({"ok": res.ok, "message": res.message}))
+    else:
+        print(res.message, file=sys.stdout if res.ok else sys.stderr)
+    return EXIT_OK if res.ok else EXIT_REFUSED
+
+
+def run(args: argparse.Namespace) -> int:
+    addr = args.addr or os.environ.get("FIXGW_ADDR") or DEFAULT_ADDR
+    token_file = args.token_file or os.environ.get("FIXGW_TOKEN_FILE") or DEFAULT_TOKEN_FILE
+    c = args.command
+    # Confirm before connecting: nothing is sent for a command the operator did not confirm.
+    if c == "logout":
+        _confirm(args, f"log out {args.name}; it stays down until `fixgwctl logon {args.name}`")
+    elif c == "disconnect":
+        _confirm(args, f"drop the connection of {args.name} without a Logout")
+    elif c == "reset-seq":
+        _confirm(args, f"reset the sequence numbers of {args.name} to 1 (logs it out first)")
+    elif c == "set-seq":
+        if not args.sender and not args.target:
+            raise CtlError(EXIT_USAGE, "set-seq needs --sender N and/or --target M")
+        _confirm(args, f"set {args.name}'s sequence numbers (sender {args.sender or 'unchanged'}"
+                 f", target {args.target or 'unchanged'})")
+    elif c == "kill-switch" and args.state == "on":
+        _confirm(args, "turn the kill switch ON: every new order is rejected and every open "
+                 "order is canceled at the venue")
+    elif c == "gate":
+        if args.action != "rules" and not args.rule:
+            raise CtlError(EXIT_USAGE, f"gate {args.action} needs a RULE (see `fixgwctl gate "
+                           "rules`)")
+        if args.action == "disable":
+            _confirm(args, f"disable gate rule {args.rule}")
+    client = Client(addr, token_file, args.timeout)
+    try:
+        return _dispatch(client, args)
+    finally:
+        client.close()
+
+
+def _dispatch(client: Client, args: argparse.Namespace) -> int:
+    c = args.command
+    if c == "sessions":
+        resp: admin_pb2.ListSessionsResponse = client.call("ListSessions",
+                                                           admin_pb2.ListSessionsRequest())
+        if args.json:
+            print(json.dumps([_session_dict(s) for s in resp.sessions], indent=2))
+        else:
+            _print_sessions(list(resp.sessions))
+        return EXIT_OK
+    if c == "session":
+        s: admin_pb2.Session = client.call("GetSession", admin_pb2.GetSessionRequest(
+            name=args.name))
+        if args.json:
+            print(json.dumps(_session_dict(s), indent=2))
+        else:
+            _print_session(s)
+        return EXIT_OK
+    if c == "logout":
+        return _action(client, args, "Logout",
+                       admin_pb2.LogoutRequest(name=args.name, reason=args.reason))
+    if c == "logon":
+        return _action(client, args, "Logon", admin_pb2.LogonRequest(name=args.name))
+    if c == "disconnect":
+        return _action(client, args, "Disconnect", admin_pb2.DisconnectRequest(name=args.name))
+    if c == "reset-seq":
+        return _action(client, args, "ResetSequence",
+                       admin_pb2.ResetSequenceRequest(name=args.name))
+    if c == "set-seq":
+        return _action(client, args, "SetSequence", admin_pb2.SetSequenceRequest(
+            name=args.name, next_sender=args.sender, next_target=args.target))
+    if c == "kill-switch":
+        return _action(client, args, "KillSwitch",
+                       admin_pb2.KillSwitchRequest(on=args.state == "on"))
+    if c == "gate":
+        if args.action == "rules":
+            rules: admin_pb2.GateRulesResponse = client.call("GateRules",
+                                                             admin_pb2.GateRulesRequest())
+            if args.json:
+                print(json.dumps(_as_dict(rules), indent=2))
+            else:
+                _print_rules(rules)
+            return EXIT_OK
+        return _action(client, args, "SetGateRule", admin_pb2.SetGateRuleRequest(
+            name=args.rule, enabled=args.action == "enable"))
+    if c == "health":
+        h: admin_pb2.HealthResponse = client.call("Health", admin_pb2.HealthRequest())
+        if args.json:
+            print(json.dumps(_as_dict(h), indent=2))
+        else:
+            print(f"{'HEALTHY' if h.healthy else 'UNHEALTHY'}: {h.summary}")
+            print(f"venue trading {'up' if h.venue_trading_up else 'DOWN'}, market data "
+                  f"{'up' if h.venue_md_up else 'DOWN'}, OMS sessions {h.oms_sessions_up}/"
+                  f"{h.oms_sessions} logged on, orders over {h.order_transport.upper()}, "
+                  f"{h.open_orders} open order(s), kill switch {'ON' if h.kill_switch else 'off'}")
+        return EXIT_OK if h.healthy else EXIT_REFUSED
+    raise CtlError(EXIT_USAGE, f"unknown command {c!r}")
+
+
+def _print_rules(r: admin_pb2.GateRulesResponse) -> None:
+    print(f"kill switch: {'ON (new orders blocked)' if r.kill_switch else 'off'}")
+    rows = [["RULE", "KIND", "ACTION", "ENABLED", "STALE", "SYMBOLS", "PARAMS"]]
+    for rule in r.rules:
+        rows.append([rule.name, rule.kind, rule.action, "yes" if rule.enabled else "no",
+                     rule.stale_policy or "-", ",".join(rule.symbols) or "*",
+                     " ".join(f"{k}={v}" for k, v in sorted(rule.params.items())) or "-"])
+    print(_table(rows))
 
 
 def main(argv: list[str] | None = None) -> int:
-    print("fixgwctl: the admin commands are not available in this build yet "
-          "(they come with the admin service)", file=sys.stderr)
-    return 2
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help (0) or a usage error (2)
+        return int(exc.code) if isinstance(exc.code, int) else EXIT_USAGE
+    if args.command is None:
+        parser.print_help(sys.stderr)
+        return EXIT_USAGE
+    try:
+        return run(args)
+    except CtlError as exc:
+        if args.json:
+            print(json.dumps({"ok": False, "exit_code": exc.code, "error": str(exc)}))
+        print(f"fixgwctl: {exc}", file=sys.stderr)
+        return exc.code
+    except KeyboardInterrupt:
+        print("fixgwctl: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

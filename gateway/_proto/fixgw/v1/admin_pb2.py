@@ -22,13 +22,56 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14\x66ixgw/v1/admin.proto\x12\x08\x66ixgw.v1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14\x66ixgw/v1/admin.proto\x12\x08\x66ixgw.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xc1\x03\n\x07Session\x12\x0c\n\x04name\x18\x01 \x01(\t\x12#\n\x04role\x18\x02 \x01(\x0e\x32\x15.fixgw.v1.SessionRole\x12\r\n\x05state\x18\x03 \x01(\t\x12\x1b\n\x13next_sender_seq_num\x18\x04 \x01(\x04\x12\x1b\n\x13next_target_seq_num\x18\x05 \x01(\x04\x12\x36\n\x12last_received_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x32\n\x0elast_sent_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x33\n\x0flast_logon_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x1c\n\x14heartbeat_interval_s\x18\t \x01(\r\x12\x11\n\ttransport\x18\n \x01(\t\x12\x13\n\x0bopen_orders\x18\x0b \x01(\r\x12\x34\n\x10last_logout_time\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07\x65nabled\x18\r \x01(\x08\x12\x0c\n\x04held\x18\x0e \x01(\x08\"\x15\n\x13ListSessionsRequest\";\n\x14ListSessionsResponse\x12#\n\x08sessions\x18\x01 \x03(\x0b\x32\x11.fixgw.v1.Session\"!\n\x11GetSessionRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"+\n\x0c\x41\x63tionResult\x12\n\n\x02ok\x18\x01 \x01(\x08\x12\x0f\n\x07message\x18\x02 \x01(\t\"\x1c\n\x0cLogonRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"-\n\rLogoutRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"!\n\x11\x44isconnectRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"$\n\x14ResetSequenceRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"L\n\x12SetSequenceRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0bnext_sender\x18\x02 \x01(\x04\x12\x13\n\x0bnext_target\x18\x03 \x01(\x04\"\x1f\n\x11KillSwitchRequest\x12\n\n\x02on\x18\x01 \x01(\x08\"\x12\n\x10GateRulesRequest\"\xcd\x01\n\x08GateRule\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\x0e\n\x06\x61\x63tion\x18\x03 \x01(\t\x12\x0f\n\x07\x65nabled\x18\x04 \x01(\x08\x12\x14\n\x0cstale_policy\x18\x05 \x01(\t\x12.\n\x06params\x18\x06 \x03(\x0b\x32\x1e.fixgw.v1.GateRule.ParamsEntry\x12\x0f\n\x07symbols\x18\x07 \x03(\t\x1a-\n\x0bParamsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"K\n\x11GateRulesResponse\x12\x13\n\x0bkill_switch\x18\x01 \x01(\x08\x12!\n\x05rules\x18\x02 \x03(\x0b\x32\x12.fixgw.v1.GateRule\"3\n\x12SetGateRuleRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07\x65nabled\x18\x02 \x01(\x08\"\x0f\n\rHealthRequest\"\xd3\x01\n\x0eHealthResponse\x12\x0f\n\x07healthy\x18\x01 \x01(\x08\x12\x0f\n\x07summary\x18\x02 \x01(\t\x12\x18\n\x10venue_trading_up\x18\x03 \x01(\x08\x12\x13\n\x0bvenue_md_up\x18\x04 \x01(\x08\x12\x13\n\x0bkill_switch\x18\x05 \x01(\x08\x12\x17\n\x0foms_sessions_up\x18\x06 \x01(\r\x12\x14\n\x0coms_sessions\x18\x07 \x01(\r\x12\x17\n\x0forder_transport\x18\x08 \x01(\t\x12\x13\n\x0bopen_orders\x18\t \x01(\r*\x85\x01\n\x0bSessionRole\x12\x1c\n\x18SESSION_ROLE_UNSPECIFIED\x10\x00\x12\x1d\n\x19SESSION_ROLE_OMS_ACCEPTOR\x10\x01\x12\x1e\n\x1aSESSION_ROLE_VENUE_TRADING\x10\x02\x12\x19\n\x15SESSION_ROLE_VENUE_MD\x10\x03\x32\xeb\x05\n\x0c\x41\x64minService\x12M\n\x0cListSessions\x12\x1d.fixgw.v1.ListSessionsRequest\x1a\x1e.fixgw.v1.ListSessionsResponse\x12<\n\nGetSession\x12\x1b.fixgw.v1.GetSessionRequest\x1a\x11.fixgw.v1.Session\x12\x37\n\x05Logon\x12\x16.fixgw.v1.LogonRequest\x1a\x16.fixgw.v1.ActionResult\x12\x39\n\x06Logout\x12\x17.fixgw.v1.LogoutRequest\x1a\x16.fixgw.v1.ActionResult\x12\x41\n\nDisconnect\x12\x1b.fixgw.v1.DisconnectRequest\x1a\x16.fixgw.v1.ActionResult\x12G\n\rResetSequence\x12\x1e.fixgw.v1.ResetSequenceRequest\x1a\x16.fixgw.v1.ActionResult\x12\x43\n\x0bSetSequence\x12\x1c.fixgw.v1.SetSequenceRequest\x1a\x16.fixgw.v1.ActionResult\x12\x41\n\nKillSwitch\x12\x1b.fixgw.v1.KillSwitchRequest\x1a\x16.fixgw.v1.ActionResult\x12\x44\n\tGateRules\x12\x1a.fixgw.v1.GateRulesRequest\x1a\x1b.fixgw.v1.GateRulesResponse\x12\x43\n\x0bSetGateRule\x12\x1c.fixgw.v1.SetGateRuleRequest\x1a\x16.fixgw.v1.ActionResult\x12;\n\x06Health\x12\x17.fixgw.v1.HealthRequest\x1a\x18.fixgw.v1.HealthResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'gateway._proto.fixgw.v1.admin_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
+  _globals['_GATERULE_PARAMSENTRY']._loaded_options = None
+  _globals['_GATERULE_PARAMSENTRY']._serialized_options = b'8\001'
+  _globals['_SESSIONROLE']._serialized_start=1534
+  _globals['_SESSIONROLE']._serialized_end=1667
+  _globals['_SESSION']._serialized_start=68
+  _globals['_SESSION']._serialized_end=517
+  _globals['_LISTSESSIONSREQUEST']._serialized_start=519
+  _globals['_LISTSESSIONSREQUEST']._serialized_end=540
+  _globals['_LISTSESSIONSRESPONSE']._serialized_start=542
+  _globals['_LISTSESSIONSRESPONSE']._serialized_end=601
+  _globals['_GETSESSIONREQUEST']._serialized_start=603
+  _globals['_GETSESSIONREQUEST']._serialized_end=636
+  _globals['_ACTIONRESULT']._serialized_start=638
+  _globals['_ACTIONRESULT']._serialized_end=681
+  _globals['_LOGONREQUEST']._serialized_start=683
+  _globals['_LOGONREQUEST']._serialized_end=711
+  _globals['_LOGOUTREQUEST']._serialized_start=713
+  _globals['_LOGOUTREQUEST']._serialized_end=758
+  _globals['_DISCONNECTREQUEST']._serialized_start=760
+  _globals['_DISCONNECTREQUEST']._serialized_end=793
+  _globals['_RESETSEQUENCEREQUEST']._serialized_start=795
+  _globals['_RESETSEQUENCEREQUEST']._serialized_end=831
+  _globals['_SETSEQUENCEREQUEST']._serialized_start=833
+  _globals['_SETSEQUENCEREQUEST']._serialized_end=909
+  _globals['_KILLSWITCHREQUEST']._serialized_start=911
+  _globals['_KILLSWITCHREQUEST']._serialized_end=942
+  _globals['_GATERULESREQUEST']._serialized_start=944
+  _globals['_GATERULESREQUEST']._serialized_end=962
+  _globals['_GATERULE']._serialized_start=965
+  _globals['_GATERULE']._serialized_end=1170
+  _globals['_GATERULE_PARAMSENTRY']._serialized_start=1125
+  _globals['_GATERULE_PARAMSENTRY']._serialized_end=1170
+  _globals['_GATERULESRESPONSE']._serialized_start=1172
+  _globals['_GATERULESRESPONSE']._serialized_end=1247
+  _globals['_SETGATERULEREQUEST']._serialized_start=1249
+  _globals['_SETGATERULEREQUEST']._serialized_end=1300
+  _globals['_HEALTHREQUEST']._serialized_start=1302
+  _globals['_HEALTHREQUEST']._serialized_end=1317
+  _globals['_HEALTHRESPONSE']._serialized_start=1320
+  _globals['_HEALTHRESPONSE']._serialized_end=1531
+  _globals['_ADMINSERVICE']._serialized_start=1670
+  _globals['_ADMINSERVICE']._serialized_end=2417
 # @@protoc_insertion_point(module_scope)

@@ -3,6 +3,7 @@
 import grpc
 import warnings
 
+from gateway._proto.fixgw.v1 import admin_pb2 as fixgw_dot_v1_dot_admin__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
 GRPC_VERSION = grpc.__version__
@@ -22,3 +23,505 @@ if _version_not_supported:
         + f' Please upgrade your grpc module to grpcio>={GRPC_GENERATED_VERSION}'
         + f' or downgrade your generated code using grpcio-tools<={GRPC_VERSION}.'
     )
+
+
+class AdminServiceStub:
+    """Missing associated documentation comment in .proto file."""
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.ListSessions = channel.unary_unary(
+                '/fixgw.v1.AdminService/ListSessions',
+                request_serializer=fixgw_dot_v1_dot_admin__pb2.ListSessionsRequest.SerializeToString,
+                response_deserializer=fixgw_dot_v1_dot_admin__pb2.ListSessionsResponse.FromString,
+                _registered_method=True)
+        self.GetSession = channel.unary_unary(
+                '/fixgw.v1.AdminService/GetSession',
+                request_serializer=fixgw_dot_v1_dot_admin__pb2.GetSessionRequest.SerializeToString,
+                response_deserializer=fixgw_dot_v1_dot_admin__pb2.Session.FromString,
+                _registered_method=True)
+        self.Logon = channel.unary_unary(
+                '/fixgw.v1.AdminService/Logon',
+                request_serializer=fixgw_dot_v1_dot_admin__pb2.LogonRequest.SerializeToString,
+                response_deserializer=fixgw_dot_v1_dot_admin__pb2.ActionResult.FromString,
+                _registered_method=True)
+        self.Logout = channel.unary_unary(
+                '/fixgw.v1.AdminService/Logout',
+                request_serializer=fixgw_dot_v1_dot_admin__pb2.LogoutRequest.SerializeToString,
+                response_deserializer=fixgw_dot_v1_dot_admin__pb2.ActionResult.FromString,
+                _registered_method=True)
+        self.Disconnect = channel.unary_unary(
+                '/fixgw.v1.AdminService/Disconnect',
+                request_serializer=fixgw_dot_v1_dot_admin__pb2.DisconnectRequest.SerializeToString,
+                response_deserializer=fixgw_dot_v1_dot_admin__pb2.ActionResult.FromString,
+                _registered_method=True)
+        self.ResetSequence = channel.unary_unary(
+                '/fixgw.v1.AdminService/ResetSequence',
+                request_serializer=fixgw_dot_v1_dot_admin__pb2.ResetSequenceRequest.SerializeToString,
+                response_deserializer=fixgw_dot_v1_dot_admin__pb2.ActionResult.FromString,
+                _registered_method=True)
+        self.SetSequence = channel.unary_unary(
+                '/fixgw.v1.AdminService/SetSequence',
+                request_serializer=fixgw_dot_v1_dot_admin__pb2.SetSequenceRequest.SerializeToString,
+                response_deserializer=fixgw_dot_v1_dot_admin__pb2.ActionResult.FromString,
+                _registered_method=True)
+        self.KillSwitch = channel.unary_unary(
+                '/fixgw.v1.AdminService/KillSwitch',
+                request_serializer=fixgw_dot_v1_dot_admin__pb2.KillSwitchRequest.SerializeToString,
+                response_deserializer=fixgw_dot_v1_dot_admin__pb2.ActionResult.FromString,
+                _registered_method=True)
+        self.GateRules = channel.unary_unary(
+                '/fixgw.v1.AdminService/GateRules',
+                request_serializer=fixgw_dot_v1_dot_admin__pb2.GateRulesRequest.SerializeToString,
+                response_deserializer=fixgw_dot_v1_dot_admin__pb2.GateRulesResponse.FromString,
+                _registered_method=True)
+        self.SetGateRule = channel.unary_unary(
+                '/fixgw.v1.AdminService/SetGateRule',
+                request_serializer=fixgw_dot_v1_dot_admin__pb2.SetGateRuleRequest.SerializeToString,
+                response_deserializer=fixgw_dot_v1_dot_admin__pb2.ActionResult.FromString,
+                _registered_method=True)
+        self.Health = channel.unary_unary(
+                '/fixgw.v1.AdminService/Health',
+                request_serializer=fixgw_dot_v1_dot_admin__pb2.HealthRequest.SerializeToString,
+                response_deserializer=fixgw_dot_v1_dot_admin__pb2.HealthResponse.FromString,
+                _registered_method=True)
+
+
+class AdminServiceServicer:
+    """Missing associated documentation comment in .proto file."""
+
+    def ListSessions(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetSession(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Logon(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Logout(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Disconnect(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ResetSequence(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SetSequence(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def KillSwitch(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GateRules(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SetGateRule(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Health(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_AdminServiceServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'ListSessions': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListSessions,
+                    request_deserializer=fixgw_dot_v1_dot_admin__pb2.ListSessionsRequest.FromString,
+                    response_serializer=fixgw_dot_v1_dot_admin__pb2.ListSessionsResponse.SerializeToString,
+            ),
+            'GetSession': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetSession,
+                    request_deserializer=fixgw_dot_v1_dot_admin__pb2.GetSessionRequest.FromString,
+                    response_serializer=fixgw_dot_v1_dot_admin__pb2.Session.SerializeToString,
+            ),
+            'Logon': grpc.unary_unary_rpc_method_handler(
+                    servicer.Logon,
+                    request_deserializer=fixgw_dot_v1_dot_admin__pb2.LogonRequest.FromString,
+                    response_serializer=fixgw_dot_v1_dot_admin__pb2.ActionResult.SerializeToString,
+            ),
+            'Logout': grpc.unary_unary_rpc_method_handler(
+                    servicer.Logout,
+                    request_deserializer=fixgw_dot_v1_dot_admin__pb2.LogoutRequest.FromString,
+                    response_serializer=fixgw_dot_v1_dot_admin__pb2.ActionResult.SerializeToString,
+            ),
+            'Disconnect': grpc.unary_unary_rpc_method_handler(
+                    servicer.Disconnect,
+                    request_deserializer=fixgw_dot_v1_dot_admin__pb2.DisconnectRequest.FromString,
+                    response_serializer=fixgw_dot_v1_dot_admin__pb2.ActionResult.SerializeToString,
+            ),
+            'ResetSequence': grpc.unary_unary_rpc_method_handler(
+                    servicer.ResetSequence,
+                    request_deserializer=fixgw_dot_v1_dot_admin__pb2.ResetSequenceRequest.FromString,
+                    response_serializer=fixgw_dot_v1_dot_admin__pb2.ActionResult.SerializeToString,
+            ),
+            'SetSequence': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetSequence,
+                    request_deserializer=fixgw_dot_v1_dot_admin__pb2.SetSequenceRequest.FromString,
+                    response_serializer=fixgw_dot_v1_dot_admin__pb2.ActionResult.SerializeToString,
+            ),
+            'KillSwitch': grpc.unary_unary_rpc_method_handler(
+                    servicer.KillSwitch,
+                    request_deserializer=fixgw_dot_v1_dot_admin__pb2.KillSwitchRequest.FromString,
+                    response_serializer=fixgw_dot_v1_dot_admin__pb2.ActionResult.SerializeToString,
+            ),
+            'GateRules': grpc.unary_unary_rpc_method_handler(
+                    servicer.GateRules,
+                    request_deserializer=fixgw_dot_v1_dot_admin__pb2.GateRulesRequest.FromString,
+                    response_serializer=fixgw_dot_v1_dot_admin__pb2.GateRulesResponse.SerializeToString,
+            ),
+            'SetGateRule': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetGateRule,
+                    request_deserializer=fixgw_dot_v1_dot_admin__pb2.SetGateRuleRequest.FromString,
+                    response_serializer=fixgw_dot_v1_dot_admin__pb2.ActionResult.SerializeToString,
+            ),
+            'Health': grpc.unary_unary_rpc_method_handler(
+                    servicer.Health,
+                    request_deserializer=fixgw_dot_v1_dot_admin__pb2.HealthRequest.FromString,
+                    response_serializer=fixgw_dot_v1_dot_admin__pb2.HealthResponse.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'fixgw.v1.AdminService', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('fixgw.v1.AdminService', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class AdminService:
+    """Missing associated documentation comment in .proto file."""
+
+    @staticmethod
+    def ListSessions(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fixgw.v1.AdminService/ListSessions',
+            fixgw_dot_v1_dot_admin__pb2.ListSessionsRequest.SerializeToString,
+            fixgw_dot_v1_dot_admin__pb2.ListSessionsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetSession(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fixgw.v1.AdminService/GetSession',
+            fixgw_dot_v1_dot_admin__pb2.GetSessionRequest.SerializeToString,
+            fixgw_dot_v1_dot_admin__pb2.Session.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Logon(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fixgw.v1.AdminService/Logon',
+            fixgw_dot_v1_dot_admin__pb2.LogonRequest.SerializeToString,
+            fixgw_dot_v1_dot_admin__pb2.ActionResult.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Logout(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fixgw.v1.AdminService/Logout',
+            fixgw_dot_v1_dot_admin__pb2.LogoutRequest.SerializeToString,
+            fixgw_dot_v1_dot_admin__pb2.ActionResult.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Disconnect(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fixgw.v1.AdminService/Disconnect',
+            fixgw_dot_v1_dot_admin__pb2.DisconnectRequest.SerializeToString,
+            fixgw_dot_v1_dot_admin__pb2.ActionResult.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ResetSequence(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fixgw.v1.AdminService/ResetSequence',
+            fixgw_dot_v1_dot_admin__pb2.ResetSequenceRequest.SerializeToString,
+            fixgw_dot_v1_dot_admin__pb2.ActionResult.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetSequence(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fixgw.v1.AdminService/SetSequence',
+            fixgw_dot_v1_dot_admin__pb2.SetSequenceRequest.SerializeToString,
+            fixgw_dot_v1_dot_admin__pb2.ActionResult.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def KillSwitch(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fixgw.v1.AdminService/KillSwitch',
+            fixgw_dot_v1_dot_admin__pb2.KillSwitchRequest.SerializeToString,
+            fixgw_dot_v1_dot_admin__pb2.ActionResult.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GateRules(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fixgw.v1.AdminService/GateRules',
+            fixgw_dot_v1_dot_admin__pb2.GateRulesRequest.SerializeToString,
+            fixgw_dot_v1_dot_admin__pb2.GateRulesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetGateRule(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fixgw.v1.AdminService/SetGateRule',
+            fixgw_dot_v1_dot_admin__pb2.SetGateRuleRequest.SerializeToString,
+            fixgw_dot_v1_dot_admin__pb2.ActionResult.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Health(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fixgw.v1.AdminService/Health',
+            fixgw_dot_v1_dot_admin__pb2.HealthRequest.SerializeToString,
+            fixgw_dot_v1_dot_admin__pb2.HealthResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)

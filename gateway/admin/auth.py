@@ -1,0 +1,194 @@
+"""Bearer tokens for the admin service: where they come from, and the interceptor that checks them.
+
+Two roles: ``operator`` may call everything; ``read-only`` may call only the RPCs that change
+nothing. A token comes from a file or an environment variable named in config, or, when none is
+configured, is generated at ``<data-dir>/admin.token`` (mode 0600) for the operator and that path
+is printed at startup. Tokens are compared with ``hmac.compare_digest`` against every configured
+token, so the time a check takes says nothing about which token or how much of it matched.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import hashlib
+import hmac
+import os
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final
+
+import grpc
+
+OPERATOR: Final = "operator"
+READ_ONLY: Final = "read-only"
+
+SERVICE: Final = "/fixgw.v1.AdminService/"
+# Listed explicitly: a new RPC is read-only only when someone decides it is.
+MUTATING_RPCS: Final = frozenset({
+    "Logon", "Logout", "Disconnect", "ResetSequence", "SetSequence", "KillSwitch", "SetGateRule",
+})
+READ_ONLY_RPCS: Final = frozenset({"ListSessions", "GetSession", "GateRules", "Health"})
+
+# The metadata key the role and fingerprint travel under from the interceptor to the servicer.
+PRINCIPAL_KEY: Final = "x-fixgw-principal"
+
+
+class TokenError(Exception):
+    """A configured token cannot be read (message says which source and why)."""
+
+
+def fingerprint(token: str) -> str:
+    """First 8 hex digits of the token's SHA-256: names a token in logs without revealing it."""
+    return hashlib.sha256(token.encode()).hexdigest()[:8]
+
+
+def read_token(*, file: str | Path | None = None, env: str | None = None) -> str:
+    """A token from a file (first line, stripped) or an environment variable."""
+    if (file is None) == (env is None):
+        raise TokenError("give exactly one of a token file or an environment variable")
+    if env is not None:
+        value = os.environ.get(env, "").strip()
+        if not value:
+            raise TokenError(f"admin token environment variable {env} is not set or empty")
+        return value
+    path = Path(file)  # type: ignore[arg-type]
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise TokenError(f"cannot read admin token file {path}: {exc.strerror}") from None
+    value = text.strip().splitlines()[0].strip() if text.strip() else ""
+    if not value:
+        raise TokenError(f"admin token file {path} is empty")
+    return value
+
+
+def ensure_token_file(path: Path) -> str:
+    """The token in ``path``, generating one (``secrets.token_urlsafe(32)``, mode 0600) when the
+    file does not exist. An existing file with group/other permissions is tightened to 0600."""
+    if path.exists():
+        if path.stat().st_mode & 0o077:
+            path.chmod(0o600)
+        return read_token(file=path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    token = secrets.token_urlsafe(32)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(token + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+    return token
+
+
+@dataclass(frozen=True)
+class Principal:
+    role: str
+    fingerprint: str
+
+    def __str__(self) -> str:
+        return f"{self.role}:{self.fingerprint}"
+
+
+class TokenTable:
+    """The configured tokens and their roles."""
+
+    def __init__(self, operator_token: str, read_only_token: str | None = None) -> None:
+        if not operator_token:
+            raise TokenError("the operator token is empty")
+        if read_only_token is not None and hmac.compare_digest(operator_token.encode(),
+                                                               read_only_token.encode()):
+            raise TokenError("the read-only token must differ from the operator token")
+        self._tokens: list[tuple[bytes, Principal]] = [
+            (operator_token.encode(), Principal(OPERATOR, fingerprint(operator_token)))]
+        if read_only_token:
+            self._tokens.append((read_only_token.encode(),
+                                 Principal(READ_ONLY, fingerprint(read_only_token))))
+
+    def lookup(self, presented: str) -> Principal | None:
+        """The principal for a presented token; every token is compared (no early exit)."""
+        p = presented.encode()
+        found: Principal | None = None
+        for token, principal in self._tokens:
+            if hmac.compare_digest(p, token):
+                found = principal
+        return found
+
+
+def bearer(metadata: tuple[tuple[str, str | bytes], ...] | None) -> str | None:
+    for key, value in metadata or ():
+        if key.lower() == "authorization":
+            text = value.decode() if isinstance(value, bytes) else value
+            scheme, _, token = text.partition(" ")
+            if scheme.lower() == "bearer" and token.strip():
+                return token.strip()
+            return None
+    return None
+
+
+def _deny(code: grpc.StatusCode, details: str) -> grpc.RpcMethodHandler:
+    def abort(_request: Any, context: grpc.ServicerContext) -> None:
+        context.abort(code, details)
+
+    return grpc.unary_unary_rpc_method_handler(abort)
+
+
+class AuthInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
+    """UNAUTHENTICATED without a known bearer token, PERMISSION_DENIED for a read-only token on a
+    mutating RPC (or on any RPC of this service not listed as read-only). On success the principal
+    is handed to the servicer through ``current_principal``."""
+
+    def __init__(self, tokens: TokenTable) -> None:
+        self._tokens = tokens
+
+    def intercept_service(self, continuation: Callable[[Any], grpc.RpcMethodHandler | None],
+                          handler_call_details: grpc.HandlerCallDetails
+                          ) -> grpc.RpcMethodHandler | None:
+        method: str = handler_call_details.method
+        token = bearer(handler_call_details.invocation_metadata)
+        if token is None:
+            return _deny(grpc.StatusCode.UNAUTHENTICATED,
+                         "admin call without a bearer token: pass the token from the gateway's "
+                         "admin token file (fixgwctl --token-file / FIXGW_TOKEN_FILE)")
+        principal = self._tokens.lookup(token)
+        if principal is None:
+            return _deny(grpc.StatusCode.UNAUTHENTICATED,
+                         "admin token rejected: it is not one this gateway was started with")
+        name = method.removeprefix(SERVICE)
+        if principal.role != OPERATOR and (method.startswith(SERVICE)
+                                           and name not in READ_ONLY_RPCS):
+            return _deny(grpc.StatusCode.PERMISSION_DENIED,
+                         f"{name} changes the gateway; the token given is read-only "
+                         "(use an operator token)")
+        handler = continuation(handler_call_details)
+        return _with_principal(handler, principal)
+
+
+_current: contextvars.ContextVar[Principal | None] = contextvars.ContextVar(
+    "fixgw_admin_principal", default=None)
+
+
+def _with_principal(handler: grpc.RpcMethodHandler | None, principal: Principal
+                    ) -> grpc.RpcMethodHandler | None:
+    """Wrap a unary-unary handler so the servicer can read the caller's principal
+    (``current_principal()``): the interceptor and the handler may run on different threads, so
+    the principal is set by the wrapper, on the handler's own thread, for the call's duration."""
+    if handler is None or handler.unary_unary is None:
+        return handler
+    inner = handler.unary_unary
+
+    def call(request: Any, context: grpc.ServicerContext) -> Any:
+        token = _current.set(principal)
+        try:
+            return inner(request, context)
+        finally:
+            _current.reset(token)
+
+    return grpc.unary_unary_rpc_method_handler(
+        call, request_deserializer=handler.request_deserializer,
+        response_serializer=handler.response_serializer)
+
+
+def current_principal() -> Principal:
+    """The caller of the admin RPC running on this thread."""
+    return _current.get() or Principal("unknown", "--------")

@@ -1,0 +1,386 @@
+"""AdminService over gRPC: session control, the kill switch and gate rules, for `fixgwctl`.
+
+Its own listener (127.0.0.1:50052 by default), separate from the event service, with every call
+authenticated by `AuthInterceptor` (see `gateway.admin.auth`). Mutating calls are audited
+(`gateway.admin.audit`) and published as events: session actions as ``session_status`` events of
+the session acted on, kill switch and gate-rule changes as ``gate_decision`` events of rule
+``kill_switch`` / the rule changed, from source ``gateway/admin``; the text names the operator.
+
+Threading: the RPCs run on the server's worker threads and call QuickFIX Session methods, which
+take the session's own mutex (the binding releases the GIL around them), the same way the
+reconnect supervisor does. The kill switch's cancels go through the router's cancel path
+(`Router._send_cancel`, kind "mass": a per-order venue refusal is not forwarded to the OMS, the
+venue's cancel confirmations are) or the REST fallback's, when that carries the order flow.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import time
+from collections.abc import Callable
+from concurrent import futures
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+import grpc
+import quickfix as fix
+from google.protobuf import timestamp_pb2
+
+from gateway._proto.fixgw.v1 import admin_pb2, admin_pb2_grpc
+from gateway.admin.audit import AuditLog
+from gateway.admin.auth import AuthInterceptor, TokenTable, current_principal
+from gateway.events import builders
+
+if TYPE_CHECKING:  # the admin layer drives a Gateway; it does not import the server layer
+    from gateway.server.gateway import Gateway
+
+log = logging.getLogger("fixgw.admin")
+
+ROLE_OMS = admin_pb2.SESSION_ROLE_OMS_ACCEPTOR
+ROLE_TRD = admin_pb2.SESSION_ROLE_VENUE_TRADING
+ROLE_MD = admin_pb2.SESSION_ROLE_VENUE_MD
+ROLE_NAMES = {ROLE_OMS: "oms", ROLE_TRD: "venue-trading", ROLE_MD: "venue-md"}
+
+SessionEventName = Literal["logon", "logout", "disconnect", "sequence_reset", "connecting"]
+
+
+@dataclass(frozen=True)
+class SessionRef:
+    name: str
+    session_id: fix.SessionID
+    role: int
+    tls: bool
+
+
+def _ts(epoch: float | None) -> timestamp_pb2.Timestamp | None:
+    if epoch is None:
+        return None
+    ts = timestamp_pb2.Timestamp()
+    ts.FromNanoseconds(int(epoch * 1e9))
+    return ts
+
+
+class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
+    def __init__(self, gateway: Gateway, audit: AuditLog) -> None:
+        self.gw = gateway
+        self.audit = audit
+        self._kill_ids = itertools.count(1)
+        self.refs = self._session_refs()
+
+    # ---- sessions ----------------------------------------------------------------------------
+    def _session_refs(self) -> list[SessionRef]:
+        c = self.gw.config
+        refs = [SessionRef(f"{c.oms.sender_comp_id}->{s.comp_id}",
+                           fix.SessionID("FIX.4.4", c.oms.sender_comp_id, s.comp_id), ROLE_OMS,
+                           c.oms.tls is not None) for s in c.oms.sessions]
+        v = c.venue
+        for target, role, tls in ((v.trading.target_comp_id, ROLE_TRD, v.trading.tls),
+                                  (v.market_data.target_comp_id, ROLE_MD, v.market_data.tls)):
+            refs.append(SessionRef(f"{v.sender_comp_id}->{target}",
+                                   fix.SessionID("FIX.4.4", v.sender_comp_id, target), role,
+                                   tls is not None))
+        return refs
+
+    def find(self, name: str) -> SessionRef | str:
+        """A session by its name (SENDER->TARGET) or, when unambiguous, its counterparty's
+        CompID; otherwise the message to give the operator."""
+        for r in self.refs:
+            if r.name == name:
+                return r
+        by_target = [r for r in self.refs if r.name.split("->", 1)[1] == name]
+        if len(by_target) == 1:
+            return by_target[0]
+        known = ", ".join(r.name for r in self.refs)
+        return f"no session named {name!r}; sessions: {known} (see `fixgwctl sessions`)"
+
+    def _held(self, ref: SessionRef) -> bool:
+        sup = self.gw._supervisor
+        return sup is not None and ref.session_id.toString() in sup._paused
+
+    def describe(self, ref: SessionRef) -> admin_pb2.Session:
+        st = self.gw.board.sessions.get(ref.name)
+        session = fix.Session.lookupSession(ref.session_id)
+        out = admin_pb2.Session(name=ref.name, role=ref.role)  # type: ignore[arg-type]
+        out.state = st.state if st is not None else "not created"
+        if session is not None:
+            out.next_sender_seq_num = int(session.getExpectedSenderNum())
+            out.next_target_seq_num = int(session.getExpectedTargetNum())
+            out.enabled = bool(session.isEnabled())
+        if st is not None:
+            for field, value in (("last_received_time", st.last_received),
+                                 ("last_sent_time", st.last_sent),
+                                 ("last_logon_time", st.last_logon),
+                                 ("last_logout_time", st.last_logout)):
+                ts = _ts(value)
+                if ts is not None:
+                    getattr(out, field).CopyFrom(ts)
+        if ref.role != ROLE_OMS:
+            out.heartbeat_interval_s = int(self.gw.config.venue.heartbeat_interval)
+        elif st is not None and st.extra.get("heartbeat_interval_s", "").isdigit():
+            out.heartbeat_interval_s = int(st.extra["heartbeat_interval_s"])
+        transport = "fix+tls" if ref.tls else "fix"
+        store = self.gw.router.store
+        if ref.role == ROLE_TRD:
+            if self.gw.router._rest_active():
+                transport = "rest"
+            out.open_orders = len(store.open_orders())
+        elif ref.role == ROLE_OMS:
+            out.open_orders = len(store.open_orders(ref.name))
+        out.transport = transport
+        out.held = self._held(ref)
+        return out
+
+    def ListSessions(self, request: admin_pb2.ListSessionsRequest,
+                     context: grpc.ServicerContext) -> admin_pb2.ListSessionsResponse:
+        return admin_pb2.ListSessionsResponse(sessions=[self.describe(r) for r in self.refs])
+
+    def GetSession(self, request: admin_pb2.GetSessionRequest,
+                   context: grpc.ServicerContext) -> admin_pb2.Session:
+        ref = self.find(request.name)
+        if isinstance(ref, str):
+            context.abort(grpc.StatusCode.NOT_FOUND, ref)
+        assert isinstance(ref, SessionRef)
+        return self.describe(ref)
+
+    # ---- mutating: the audited wrapper -------------------------------------------------------
+    def _act(self, what: str, args: dict[str, Any],
+             action: Callable[[], tuple[bool, str]]) -> admin_pb2.ActionResult:
+        who = str(current_principal())
+        try:
+            ok, message = action()
+        except Exception as exc:  # an action that blew up is audited and answered, not raised
+            log.exception("admin %s %s failed", what, args)
+            ok, message = False, f"{what} failed inside the gateway: {exc}"
+        self.audit.record(who=who, what=what, args=args, ok=ok, message=message)
+        log.warning("admin %s %s by %s: %s (%s)", what, args, who, "done" if ok else "refused",
+                    message)
+        return admin_pb2.ActionResult(ok=ok, message=message)
+
+    def _session_action(self, what: str, args: dict[str, Any], event: SessionEventName,
+                        do: Callable[[SessionRef, fix.Session], str]) -> admin_pb2.ActionResult:
+        def action() -> tuple[bool, str]:
+            ref = self.find(str(args["name"]))
+            if isinstance(ref, str):
+                return False, ref
+            session = fix.Session.lookupSession(ref.session_id)
+            if session is None:
+                return False, f"session {ref.name} is not running in this gateway"
+            message = do(ref, session)
+            self._publish(builders.session_event(
+                event, source=builders.EventSource.fix(ref.name),
+                direction="outbound" if event == "logout" else None,
+                text=f"admin {what} by {current_principal()}: {message}",
+                next_sender_seq_num=int(session.getExpectedSenderNum()),
+                next_target_seq_num=int(session.getExpectedTargetNum())))
+            return True, message
+        return self._act(what, args, action)
+
+    def _publish(self, event: Any) -> None:
+        if self.gw.events is not None:
+            try:
+                self.gw.events.publish(event)
+            except Exception:
+                log.exception("admin event not published")
+
+    def _hold(self, ref: SessionRef, held: bool) -> None:
+        if ref.role != ROLE_OMS and self.gw._supervisor is not None:
+            self.gw._supervisor.hold(ref.session_id, held)
+
+    def Logon(self, request: admin_pb2.LogonRequest,
+              context: grpc.ServicerContext) -> admin_pb2.ActionResult:
+        def do(ref: SessionRef, s: fix.Session) -> str:
+            self._hold(ref, False)
+            was = bool(s.isLoggedOn())
+            s.logon()
+            if was:
+                return f"{ref.name} is already logged on"
+            if ref.role == ROLE_OMS:
+                return f"{ref.name} enabled: the acceptor takes the OMS's next Logon"
+            return f"{ref.name} enabled: connecting and logging on"
+        return self._session_action("logon", {"name": request.name}, "connecting", do)
+
+    def Logout(self, request: admin_pb2.LogoutRequest,
+               context: grpc.ServicerContext) -> admin_pb2.ActionResult:
+        reason = request.reason or "logout by gateway operator"
+
+        def do(ref: SessionRef, s: fix.Session) -> str:
+            self._hold(ref, True)
+            was = bool(s.isLoggedOn())
+            s.logout(reason)
+            state = "Logout sent" if was else "was not logged on"
+            return (f"{ref.name}: {state}; session disabled until `fixgwctl logon {ref.name}`"
+                    + (" (reconnects held)" if ref.role != ROLE_OMS else ""))
+        return self._session_action("logout", {"name": request.name, "reason": reason},
+                                    "logout", do)
+
+    def Disconnect(self, request: admin_pb2.DisconnectRequest,
+                   context: grpc.ServicerContext) -> admin_pb2.ActionResult:
+        def do(ref: SessionRef, s: fix.Session) -> str:
+            s.disconnect()
+            return (f"{ref.name}: connection dropped without a Logout"
+                    + ("; the initiator reconnects" if ref.role != ROLE_OMS else ""))
+        return self._session_action("disconnect", {"name": request.name}, "disconnect", do)
+
+    def ResetSequence(self, request: admin_pb2.ResetSequenceRequest,
+                      context: grpc.ServicerContext) -> admin_pb2.ActionResult:
+        def do(ref: SessionRef, s: fix.Session) -> str:
+            s.reset()
+            return (f"{ref.name}: sequence numbers reset to 1/1 (a logged-on session was logged "
+                    "out first)")
+        return self._session_action("reset_sequence", {"name": request.name},
+                                    "sequence_reset", do)
+
+    def SetSequence(self, request: admin_pb2.SetSequenceRequest,
+                    context: grpc.ServicerContext) -> admin_pb2.ActionResult:
+        args = {"name": request.name, "next_sender": request.next_sender,
+                "next_target": request.next_target}
+        if not request.next_sender and not request.next_target:
+            return self._act("set_sequence", args, lambda: (
+                False, "nothing to set: give a next sender and/or next target MsgSeqNum (> 0)"))
+
+        def do(ref: SessionRef, s: fix.Session) -> str:
+            done = []
+            if request.next_sender:
+                s.setNextSenderMsgSeqNum(int(request.next_sender))
+                done.append(f"next outgoing MsgSeqNum {request.next_sender}")
+            if request.next_target:
+                s.setNextTargetMsgSeqNum(int(request.next_target))
+                done.append(f"next expected incoming MsgSeqNum {request.next_target}")
+            return f"{ref.name}: " + ", ".join(done)
+        return self._session_action("set_sequence", args, "sequence_reset", do)
+
+    # ---- gate ----------------------------------------------------------------------------------
+    def KillSwitch(self, request: admin_pb2.KillSwitchRequest,
+                   context: grpc.ServicerContext) -> admin_pb2.ActionResult:
+        on = bool(request.on)
+
+        def action() -> tuple[bool, str]:
+            gate = self.gw.gate
+            gate.kill_switch = on
+            if not on:
+                message = "kill switch off: new orders pass the gate again"
+            else:
+                sent, failed = self._cancel_all()
+                message = (f"kill switch on: new orders blocked; cancel sent for {sent} open "
+                           f"order(s) at the venue")
+                if failed:
+                    message += f"; {len(failed)} not sent ({'; '.join(failed[:5])})"
+            self._publish(builders.gate_decision(
+                rule="kill_switch", action="block" if on else "allow",
+                reasons=[f"{message} (by {current_principal()})"],
+                source=builders.EventSource.gateway("admin")))
+            return True, message
+        return self._act("kill_switch", {"on": on}, action)
+
+    def _cancel_all(self) -> tuple[int, list[str]]:
+        """Cancel every open order at the venue, through the router's own cancel path."""
+        router = self.gw.router
+        sent, failed = 0, []
+        for order in router.store.open_orders():
+            cl = f"KILL-{time.time_ns() // 1000}-{next(self._kill_ids)}"
+            ctx = router._oms_by_key.get(order.oms_session)
+            if ctx is None:
+                failed.append(f"{order.oms_cl_ord_id}: OMS session {order.oms_session} unknown")
+                continue
+            if router.fallback is not None and router.fallback.active():
+                refused = router.fallback.cancel(order, cl)
+                if refused is None:
+                    sent += 1
+                else:
+                    failed.append(f"{order.oms_cl_ord_id}: {refused[1]}")
+            elif not router.venue.is_up():
+                failed.append(f"{order.oms_cl_ord_id}: {router.venue.name} is not logged on")
+            elif router._send_cancel(order, ctx, cl, "mass"):
+                sent += 1
+            else:
+                failed.append(f"{order.oms_cl_ord_id}: {router.venue.name} refused the send")
+        return sent, failed
+
+    def GateRules(self, request: admin_pb2.GateRulesRequest,
+                  context: grpc.ServicerContext) -> admin_pb2.GateRulesResponse:
+        gate = self.gw.gate
+        rules = [admin_pb2.GateRule(name=r.name, kind=r.kind, action=r.action, enabled=r.enabled,
+                                    stale_policy=r.stale_policy or "", params=dict(r.params),
+                                    symbols=list(r.symbols))
+                 for r in gate.rules()]
+        return admin_pb2.GateRulesResponse(kill_switch=gate.kill_switch, rules=rules)
+
+    def SetGateRule(self, request: admin_pb2.SetGateRuleRequest,
+                    context: grpc.ServicerContext) -> admin_pb2.ActionResult:
+        def action() -> tuple[bool, str]:
+            if request.name == "kill_switch":
+                return False, ("the kill switch is not a rule toggle: "
+                               "use `fixgwctl kill-switch on|off`")
+            try:
+                self.gw.gate.set_rule_enabled(request.name, request.enabled)
+            except KeyError as exc:
+                return False, str(exc.args[0]) + " (see `fixgwctl gate rules`)"
+            message = f"gate rule {request.name} {'enabled' if request.enabled else 'disabled'}"
+            self._publish(builders.gate_decision(
+                rule=request.name, action="allow",
+                reasons=[f"{message} (by {current_principal()})"],
+                source=builders.EventSource.gateway("admin")))
+            return True, message
+        return self._act("set_gate_rule", {"name": request.name, "enabled": request.enabled},
+                         action)
+
+    # ---- health ----------------------------------------------------------------------------
+    def Health(self, request: admin_pb2.HealthRequest,
+               context: grpc.ServicerContext) -> admin_pb2.HealthResponse:
+        def up(role: int) -> bool:
+            return any(bool(s is not None and s.isLoggedOn())
+                       for r in self.refs if r.role == role
+                       for s in [fix.Session.lookupSession(r.session_id)])
+
+        rest = self.gw.router._rest_active()
+        trd, md = up(ROLE_TRD), up(ROLE_MD)
+        oms_refs = [r for r in self.refs if r.role == ROLE_OMS]
+        oms_up = sum(1 for r in oms_refs
+                     if (s := fix.Session.lookupSession(r.session_id)) is not None
+                     and s.isLoggedOn())
+        kill = self.gw.gate.kill_switch
+        problems = []
+        if not trd:
+            problems.append("venue trading session down"
+                            + (" (orders go over the REST fallback)" if rest else ""))
+        if not md:
+            problems.append("venue market-data session down")
+        if kill:
+            problems.append("kill switch on: new orders blocked")
+        healthy = (trd or rest) and md and not kill
+        return admin_pb2.HealthResponse(
+            healthy=healthy, summary="; ".join(problems) or "ok", venue_trading_up=trd,
+            venue_md_up=md, kill_switch=kill, oms_sessions_up=oms_up,
+            oms_sessions=len(oms_refs), order_transport="rest" if rest else "fix",
+            open_orders=len(self.gw.router.store.open_orders()))
+
+
+class AdminServer:
+    """The admin gRPC listener. ``start()`` returns the bound port (``port=0`` picks one)."""
+
+    def __init__(self, gateway: Gateway, *, operator_token: str, audit_path: Path,
+                 read_only_token: str | None = None, host: str = "127.0.0.1",
+                 port: int = 50052, max_workers: int = 4) -> None:
+        self.host, self.port = host, port
+        self.audit = AuditLog(audit_path)
+        self.servicer = AdminServicer(gateway, self.audit)
+        self._server = grpc.server(
+            futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="admin"),
+            interceptors=[AuthInterceptor(TokenTable(operator_token, read_only_token))])
+        admin_pb2_grpc.add_AdminServiceServicer_to_server(self.servicer, self._server)
+
+    def start(self) -> int:
+        bound = int(self._server.add_insecure_port(f"{self.host}:{self.port}"))
+        if bound == 0:
+            raise OSError(f"admin service cannot listen on {self.host}:{self.port} "
+                          "(address in use?)")
+        self._server.start()
+        self.port = bound
+        log.info("gRPC AdminService on %s:%d (audit log %s)", self.host, bound, self.audit.path)
+        return bound
+
+    def stop(self, grace: float = 1.0) -> None:
+        self._server.stop(grace).wait()
+        self.audit.close()
