@@ -1,0 +1,338 @@
+"""AdminService over gRPC against a real in-process gateway and a simulator subprocess: tokens and
+roles, session control observed on the OMS's FIX wire, the kill switch, gate rules, audit."""
+
+from __future__ import annotations
+
+import os
+import stat
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+import pytest
+
+from gateway._proto.fixgw.v1 import admin_pb2, admin_pb2_grpc
+from gateway.admin.audit import read_audit
+from gateway.admin.auth import (
+    OPERATOR,
+    READ_ONLY,
+    TokenError,
+    TokenTable,
+    ensure_token_file,
+    fingerprint,
+    read_token,
+)
+from gateway.admin.service import AdminServer
+from gateway.config import load_config
+from gateway.events import EventLog, EventLogConfig
+from gateway.fix.client import Received
+from gateway.server.gateway import Gateway, VenueEndpoints
+from gateway.server.runner import venue_credentials
+from tests.conftest import Oms, make_client, new_id
+from tests.procs import Credentials, SimProcess, free_port
+
+OMS_NAME = "FIXGW->OMS"
+TRD_NAME = "FIXGW->KRAKEN-TRD"
+
+
+def wait_until(pred: Callable[[], bool], timeout: float = 15.0, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while not pred():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out waiting for {what}")
+        time.sleep(0.05)
+
+
+@dataclass
+class Stack:
+    sim: SimProcess
+    gw: Gateway
+    server: AdminServer
+    port: int
+    oms: Oms
+    operator_token: str
+    read_only_token: str
+    operator_file: Path
+    read_only_file: Path
+    audit_path: Path
+
+    @property
+    def addr(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def admin_msgs(self, msg_type: str, timeout: float = 10.0) -> Received:
+        """The next session-level message of a type the OMS received."""
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError(f"OMS received no 35={msg_type}")
+            try:
+                r = self.oms.c.admin.get(timeout=left)
+            except Exception:
+                continue
+            if r.msg_type == msg_type:
+                return r
+
+    def drain_admin(self) -> None:
+        while not self.oms.c.admin.empty():
+            self.oms.c.admin.get_nowait()
+
+    def logged_on(self, name: str) -> bool:
+        st = self.gw.board.sessions.get(name)
+        return st is not None and st.state == "logged_on"
+
+
+@contextmanager
+def admin_stack(tmp: Path) -> Iterator[Stack]:
+    """Simulator subprocess + in-process Gateway + AdminServer on port 0 + an OMS client."""
+    creds = Credentials()
+    sim = SimProcess(tmp / "sim", creds)
+    gw: Gateway | None = None
+    server: AdminServer | None = None
+    client = None
+    mp = pytest.MonkeyPatch()
+    try:
+        mp.setenv("FIXGW_ADMIN_TEST_KEY", creds.api_key)
+        mp.setenv("FIXGW_ADMIN_TEST_SECRET", creds.api_secret)
+        oms_port = free_port()
+        config = load_config(None, {
+            "gateway.data_dir": str(tmp / "gw"),
+            "gateway.journal_fsync_interval_ms": 20,
+            "oms.port": oms_port,
+            "venue.api_key": {"env": "FIXGW_ADMIN_TEST_KEY"},
+            "venue.api_secret": {"env": "FIXGW_ADMIN_TEST_SECRET"},
+            "venue.reconnect_min_s": 0.5, "venue.reconnect_max_s": 2.0,
+            "venue.md_stale_after_s": 3600,
+            "venue.trading.port": sim.trading_port, "venue.market_data.port": sim.md_port,
+            "venue.futures.base_url": f"http://127.0.0.1:{sim.futures_rest_port}",
+            "schedule.mode": "non-stop", "simulator.enabled": False,
+            "risk.max_order_qty": {"*": "100"},
+        })
+        gw = Gateway(config, VenueEndpoints("127.0.0.1", sim.trading_port, "127.0.0.1",
+                                            sim.md_port), venue_credentials(config),
+                     EventLog(EventLogConfig()))
+        gw.start()
+        stack_gw = gw
+        wait_until(lambda: (st := stack_gw.board.sessions.get(TRD_NAME)) is not None
+                   and st.state == "logged_on", 30, "venue trading logon")
+        op_file, ro_file = tmp / "admin.token", tmp / "readonly.token"
+        op, ro = ensure_token_file(op_file), ensure_token_file(ro_file)
+        audit = tmp / "audit" / "admin-audit.jsonl"
+        server = AdminServer(gw, operator_token=op, read_only_token=ro, audit_path=audit, port=0)
+        port = server.start()
+        client = make_client(tmp / "oms", oms_port, "OMS", "FIXGW")
+        client.start()
+        yield Stack(sim, gw, server, port, Oms(client), op, ro, op_file, ro_file, audit)
+    finally:
+        if client is not None:
+            client.stop()
+        if server is not None:
+            server.stop()
+        if gw is not None:
+            gw.stop()
+            if gw.events is not None:
+                gw.events.close()
+        sim.stop()
+        mp.undo()
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    with admin_stack(tmp_path_factory.mktemp("admin")) as s:
+        yield s
+
+
+def stub(s: Stack) -> admin_pb2_grpc.AdminServiceStub:
+    return admin_pb2_grpc.AdminServiceStub(grpc.insecure_channel(s.addr))
+
+
+def auth(token: str) -> tuple[tuple[str, str]]:
+    return (("authorization", f"Bearer {token}"),)
+
+
+# ---- tokens, no gateway needed -------------------------------------------------------------
+def test_generated_token_file_is_0600_and_stable(tmp_path: Path) -> None:
+    path = tmp_path / "data" / "admin.token"
+    token = ensure_token_file(path)
+    assert len(token) >= 40
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert ensure_token_file(path) == token  # an existing file is reused, not regenerated
+    path.chmod(0o644)
+    ensure_token_file(path)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+
+
+def test_token_sources_and_roles(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FIXGW_T", " abc \n")
+    assert read_token(env="FIXGW_T") == "abc"
+    with pytest.raises(TokenError, match="FIXGW_NOPE is not set"):
+        read_token(env="FIXGW_NOPE")
+    with pytest.raises(TokenError, match="cannot read admin token file"):
+        read_token(file=tmp_path / "missing")
+    table = TokenTable("op-token", "ro-token")
+    op = table.lookup("op-token")
+    assert op is not None and op.role == OPERATOR
+    ro = table.lookup("ro-token")
+    assert ro is not None and ro.role == READ_ONLY and ro.fingerprint == fingerprint("ro-token")
+    assert table.lookup("op-toke") is None and table.lookup("") is None
+    with pytest.raises(TokenError, match="must differ"):
+        TokenTable("same", "same")
+
+
+# ---- over gRPC ---------------------------------------------------------------------------------
+def test_unauthenticated_and_permission_denied(stack: Stack) -> None:
+    st = stub(stack)
+    with pytest.raises(grpc.RpcError) as exc:
+        st.ListSessions(admin_pb2.ListSessionsRequest())
+    assert exc.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    with pytest.raises(grpc.RpcError) as exc:
+        st.Health(admin_pb2.HealthRequest(), metadata=auth("not-a-token"))
+    assert exc.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    assert "rejected" in (exc.value.details() or "")
+    # Read-only may read, may not act; the refused action reaches neither QuickFIX nor the audit.
+    st.ListSessions(admin_pb2.ListSessionsRequest(), metadata=auth(stack.read_only_token))
+    before = len(read_audit(stack.audit_path))
+    for call, req in ((st.Logout, admin_pb2.LogoutRequest(name=OMS_NAME)),
+                      (st.KillSwitch, admin_pb2.KillSwitchRequest(on=True)),
+                      (st.SetGateRule, admin_pb2.SetGateRuleRequest(name="max_order_qty"))):
+        with pytest.raises(grpc.RpcError) as exc:
+            call(req, metadata=auth(stack.read_only_token))
+        assert exc.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    assert stack.logged_on(OMS_NAME) and not stack.gw.gate.kill_switch
+    assert len(read_audit(stack.audit_path)) == before
+
+
+def test_list_and_get_sessions(stack: Stack) -> None:
+    st = stub(stack)
+    resp = st.ListSessions(admin_pb2.ListSessionsRequest(), metadata=auth(stack.operator_token))
+    by_name = {s.name: s for s in resp.sessions}
+    assert set(by_name) == {OMS_NAME, TRD_NAME, "FIXGW->KRAKEN-MD"}
+    oms = by_name[OMS_NAME]
+    assert oms.role == admin_pb2.SESSION_ROLE_OMS_ACCEPTOR and oms.state == "logged_on"
+    assert oms.next_sender_seq_num >= 2 and oms.next_target_seq_num >= 2
+    assert oms.transport == "fix" and oms.HasField("last_logon_time")
+    trd = by_name[TRD_NAME]
+    assert trd.role == admin_pb2.SESSION_ROLE_VENUE_TRADING and trd.heartbeat_interval_s > 0
+    assert by_name["FIXGW->KRAKEN-MD"].role == admin_pb2.SESSION_ROLE_VENUE_MD
+    one = st.GetSession(admin_pb2.GetSessionRequest(name="KRAKEN-TRD"),
+                        metadata=auth(stack.operator_token))
+    assert one.name == TRD_NAME
+    with pytest.raises(grpc.RpcError) as exc:
+        st.GetSession(admin_pb2.GetSessionRequest(name="NOPE"),
+                      metadata=auth(stack.operator_token))
+    assert exc.value.code() == grpc.StatusCode.NOT_FOUND
+    h = st.Health(admin_pb2.HealthRequest(), metadata=auth(stack.read_only_token))
+    assert h.venue_trading_up and h.oms_sessions_up == 1 and h.order_transport == "fix"
+
+
+def test_set_sender_seq_is_what_the_oms_sees_next(stack: Stack) -> None:
+    st = stub(stack)
+    cur = st.GetSession(admin_pb2.GetSessionRequest(name=OMS_NAME),
+                        metadata=auth(stack.operator_token))
+    n = cur.next_sender_seq_num + 40
+    res = st.SetSequence(admin_pb2.SetSequenceRequest(name=OMS_NAME, next_sender=n),
+                         metadata=auth(stack.operator_token))
+    assert res.ok, res.message
+    # An OrderStatusRequest for an unknown order: the gateway answers from its record.
+    cl = new_id("H")
+    stack.oms.send("H", [(11, cl), (55, "BTC/USD"), (54, "1")])
+    er = stack.oms.expect(lambda r: r.msg_type == "8" and r.fields.get(11) == cl)
+    assert er.fields[34] == str(n)
+    rec = read_audit(stack.audit_path)[-1]
+    assert rec["what"] == "set_sequence" and rec["args"]["next_sender"] == n
+    assert rec["result"]["ok"] and rec["who"].startswith("operator:")
+
+
+def test_logout_with_reason_holds_until_logon(stack: Stack) -> None:
+    st = stub(stack)
+    stack.drain_admin()
+    res = st.Logout(admin_pb2.LogoutRequest(name=OMS_NAME, reason="ops drill"),
+                    metadata=auth(stack.operator_token))
+    assert res.ok, res.message
+    logout = stack.admin_msgs("5")
+    assert logout.fields[58] == "ops drill"
+    # The OMS client retries every second; the disabled session keeps refusing it.
+    time.sleep(2.5)
+    assert not stack.oms.c.logged_on.is_set()
+    assert st.Logon(admin_pb2.LogonRequest(name=OMS_NAME), metadata=auth(stack.operator_token)).ok
+    assert stack.oms.c.logged_on.wait(10)
+    whats = [(r["what"], r["args"].get("reason")) for r in read_audit(stack.audit_path)[-2:]]
+    assert whats == [("logout", "ops drill"), ("logon", None)]
+    events = stack.gw.events.read(1, 100000) if stack.gw.events is not None else []
+    texts = [e.session_status.text for e in events if e.WhichOneof("payload") == "session_status"]
+    assert any("admin logout by operator:" in t for t in texts)
+
+
+def test_venue_logout_is_held_against_the_reconnect_supervisor(stack: Stack) -> None:
+    st = stub(stack)
+    op = auth(stack.operator_token)
+    assert st.Logout(admin_pb2.LogoutRequest(name=TRD_NAME, reason="maint"), metadata=op).ok
+    wait_until(lambda: not stack.logged_on(TRD_NAME), 10, "venue logout")
+    time.sleep(2.0)  # longer than reconnect_min_s and the supervisor's attempt window pace
+    assert not stack.logged_on(TRD_NAME)
+    s = st.GetSession(admin_pb2.GetSessionRequest(name=TRD_NAME), metadata=op)
+    assert s.held and not s.enabled
+    assert st.Logon(admin_pb2.LogonRequest(name=TRD_NAME), metadata=op).ok
+    wait_until(lambda: stack.logged_on(TRD_NAME), 20, "venue logon after admin logon")
+
+
+def test_kill_switch_blocks_and_cancels_then_off(stack: Stack) -> None:
+    st = stub(stack)
+    op = auth(stack.operator_token)
+    wait_until(lambda: stack.gw.router.venue.is_up(), 20, "venue up")
+    resting = [stack.oms.buy("0.01", "1000.0"), stack.oms.buy("0.02", "1001.0")]
+    for cl in resting:
+        stack.oms.report(cl, "0")
+    res = st.KillSwitch(admin_pb2.KillSwitchRequest(on=True), metadata=op)
+    assert res.ok and "cancel sent for 2 open order(s)" in res.message, res.message
+    for cl in resting:
+        def canceled(r: Received, cl: str = cl) -> bool:
+            return r.msg_type == "8" and r.fields.get(150) == "4" and r.fields.get(41) == cl
+        assert stack.oms.expect(canceled).fields[39] == "4"
+    blocked = stack.oms.buy("0.01", "1002.0")
+    rej = stack.oms.report(blocked, "8")
+    assert rej.fields[58].startswith("blocked by kill_switch")
+    rules = st.GateRules(admin_pb2.GateRulesRequest(), metadata=op)
+    assert rules.kill_switch
+    assert st.KillSwitch(admin_pb2.KillSwitchRequest(on=False), metadata=op).ok
+    ok = stack.oms.buy("0.01", "1003.0")
+    stack.oms.report(ok, "0")
+    kills = [r for r in read_audit(stack.audit_path) if r["what"] == "kill_switch"]
+    assert [r["args"]["on"] for r in kills[-2:]] == [True, False]
+    events = stack.gw.events.read(1, 100000) if stack.gw.events is not None else []
+    admin_gate = [e for e in events if e.WhichOneof("payload") == "gate_decision"
+                  and e.source.session == "admin"]
+    assert [e.gate_decision.rule for e in admin_gate][-2:] == ["kill_switch", "kill_switch"]
+
+
+def test_gate_rule_toggle_and_unknown(stack: Stack) -> None:
+    st = stub(stack)
+    op = auth(stack.operator_token)
+    names = {r.name: r for r in st.GateRules(admin_pb2.GateRulesRequest(), metadata=op).rules}
+    assert {"kill_switch", "max_order_qty"} <= set(names)
+    assert names["max_order_qty"].params["*"] == "100"
+    assert st.SetGateRule(admin_pb2.SetGateRuleRequest(name="max_order_qty", enabled=False),
+                          metadata=op).ok
+    big = stack.oms.buy("150", "1004.0")  # over the limit, but the rule is off
+    stack.oms.report(big, "0")
+    assert st.SetGateRule(admin_pb2.SetGateRuleRequest(name="max_order_qty", enabled=True),
+                          metadata=op).ok
+    big2 = stack.oms.buy("150", "1005.0")
+    assert "max_order_qty" in stack.oms.report(big2, "8").fields[58]
+    bad = st.SetGateRule(admin_pb2.SetGateRuleRequest(name="nope", enabled=False), metadata=op)
+    assert not bad.ok and "unknown" in bad.message
+    rec = read_audit(stack.audit_path)[-1]
+    assert rec["what"] == "set_gate_rule" and rec["result"]["ok"] is False
+
+
+def test_audit_file_is_append_only_json_lines(stack: Stack) -> None:
+    recs = read_audit(stack.audit_path)
+    assert recs and all({"when", "who", "what", "args", "result"} <= set(r) for r in recs)
+    assert all(r["when"].endswith("Z") for r in recs)
+    assert stat.S_IMODE(os.stat(stack.audit_path).st_mode) == 0o600
+    fp = fingerprint(stack.operator_token)
+    assert all(r["who"] == f"operator:{fp}" for r in recs)
