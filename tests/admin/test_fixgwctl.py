@@ -1,0 +1,164 @@
+"""`fixgwctl` as ops run it (a subprocess with FIXGW_ADDR / FIXGW_TOKEN_FILE) against a real
+in-process gateway, its AdminServer and the simulator; effects checked on the OMS's FIX wire."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from gateway.admin.audit import read_audit
+from gateway.fix.client import Received
+from tests.admin.test_admin import OMS_NAME, TRD_NAME, Stack, admin_stack, wait_until
+from tests.conftest import new_id
+from tests.procs import REPO, free_port
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    with admin_stack(tmp_path_factory.mktemp("ctl")) as s:
+        yield s
+
+
+def ctl(s: Stack | None, *args: str, token_file: Path | None = None, addr: str | None = None,
+        stdin: str = "") -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FIXGW_")}
+    if s is not None:
+        env["FIXGW_ADDR"] = addr or s.addr
+        env["FIXGW_TOKEN_FILE"] = str(token_file or s.operator_file)
+    return subprocess.run([sys.executable, "-m", "gateway.cli.ctl", *args], input=stdin,
+                          capture_output=True, text=True, env=env, cwd=REPO, timeout=30)
+
+
+def test_help_usage_and_unreachable(tmp_path: Path) -> None:
+    h = ctl(None, "--help")
+    assert h.returncode == 0 and "examples:" in h.stdout and "kill-switch" in h.stdout
+    sub = ctl(None, "set-seq", "--help")
+    assert sub.returncode == 0 and "--sender" in sub.stdout and "example:" in sub.stdout
+    assert ctl(None, "frobnicate").returncode == 2
+    assert ctl(None, "kill-switch", "maybe").returncode == 2
+    tok = tmp_path / "t"
+    tok.write_text("whatever\n")
+    addr = f"127.0.0.1:{free_port()}"
+    r = subprocess.run([sys.executable, "-m", "gateway.cli.ctl", "--addr", addr, "--token-file",
+                        str(tok), "sessions"], capture_output=True, text=True, cwd=REPO,
+                       timeout=30)
+    assert r.returncode == 3 and f"gateway not reachable at {addr}" in r.stderr
+
+
+def test_sessions_table_and_json(stack: Stack) -> None:
+    r = ctl(stack, "sessions")
+    assert r.returncode == 0, r.stderr
+    header, *rows = r.stdout.splitlines()
+    for col in ("NAME", "ROLE", "STATE", "SEQ IN/OUT", "LAST HEARD", "TRANSPORT"):
+        assert col in header
+    oms_row = next(row for row in rows if row.startswith(OMS_NAME))
+    assert "oms" in oms_row and "logged_on" in oms_row and "fix" in oms_row
+    assert any(row.startswith(TRD_NAME) and "venue-trading" in row for row in rows)
+    js = ctl(stack, "sessions", "--json")
+    assert js.returncode == 0
+    data = {d["name"]: d for d in json.loads(js.stdout)}
+    assert data[OMS_NAME]["role"] == "oms" and data[OMS_NAME]["next_sender_seq_num"] >= 2
+    one = ctl(stack, "session", "KRAKEN-MD", "--json")
+    assert one.returncode == 0 and json.loads(one.stdout)["role"] == "venue-md"
+    detail = ctl(stack, "session", TRD_NAME)
+    assert "heartbeat interval" in detail.stdout and "next sender seq" in detail.stdout
+    missing = ctl(stack, "session", "NOPE")
+    assert missing.returncode == 1 and "no session named 'NOPE'" in missing.stderr
+    health = ctl(stack, "health", "--json")
+    assert health.returncode == 0 and json.loads(health.stdout)["healthy"] is True
+
+
+def test_auth_failures(stack: Stack, tmp_path: Path) -> None:
+    r = ctl(stack, "sessions", token_file=tmp_path / "absent.token")
+    assert r.returncode == 4 and "does not exist" in r.stderr
+    wrong = tmp_path / "wrong.token"
+    wrong.write_text("definitely-not-the-token\n")
+    r = ctl(stack, "sessions", token_file=wrong)
+    assert r.returncode == 4 and "token rejected" in r.stderr
+    assert ctl(stack, "sessions", token_file=stack.read_only_file).returncode == 0
+    r = ctl(stack, "logout", OMS_NAME, "--yes", token_file=stack.read_only_file)
+    assert r.returncode == 4 and "permission denied" in r.stderr and "read-only" in r.stderr
+    js = ctl(stack, "logout", OMS_NAME, "--yes", "--json", token_file=stack.read_only_file)
+    assert json.loads(js.stdout)["exit_code"] == 4
+    assert stack.logged_on(OMS_NAME)
+
+
+def test_destructive_commands_need_confirmation(stack: Stack) -> None:
+    before = len(read_audit(stack.audit_path))
+    r = ctl(stack, "logout", OMS_NAME)  # stdin is not a terminal and there is no --yes
+    assert r.returncode == 1 and "--yes" in r.stderr
+    r = ctl(stack, "kill-switch", "on")
+    assert r.returncode == 1
+    assert stack.logged_on(OMS_NAME) and not stack.gw.gate.kill_switch
+    assert len(read_audit(stack.audit_path)) == before
+
+
+def test_set_seq_then_the_oms_sees_that_msgseqnum(stack: Stack) -> None:
+    cur = json.loads(ctl(stack, "session", OMS_NAME, "--json").stdout)
+    n = cur["next_sender_seq_num"] + 25
+    r = ctl(stack, "set-seq", OMS_NAME, "--sender", str(n), "--yes", "--json")
+    assert r.returncode == 0 and json.loads(r.stdout)["ok"], r.stdout + r.stderr
+    cl = new_id("H")
+    stack.oms.send("H", [(11, cl), (55, "BTC/USD"), (54, "1")])
+    er = stack.oms.expect(lambda m: m.msg_type == "8" and m.fields.get(11) == cl)
+    assert er.fields[34] == str(n)
+    assert ctl(stack, "set-seq", OMS_NAME, "--yes").returncode == 2
+
+
+def test_logout_reason_then_logon(stack: Stack) -> None:
+    stack.drain_admin()
+    r = ctl(stack, "logout", OMS_NAME, "--reason", "end of day", "--yes")
+    assert r.returncode == 0, r.stderr
+    assert stack.admin_msgs("5").fields[58] == "end of day"
+    time.sleep(1.5)
+    assert not stack.oms.c.logged_on.is_set()
+    listed = ctl(stack, "sessions").stdout
+    assert "(disabled)" in next(row for row in listed.splitlines() if row.startswith(OMS_NAME))
+    assert ctl(stack, "logon", OMS_NAME).returncode == 0
+    assert stack.oms.c.logged_on.wait(10)
+
+
+def test_kill_switch_on_cancels_and_blocks(stack: Stack) -> None:
+    wait_until(lambda: stack.gw.router.venue.is_up(), 20, "venue up")
+    cl = stack.oms.buy("0.01", "900.0")
+    stack.oms.report(cl, "0")
+    r = ctl(stack, "kill-switch", "on", "--yes")
+    assert r.returncode == 0 and "kill switch on" in r.stdout, r.stderr
+
+    def canceled(m: Received) -> bool:
+        return m.msg_type == "8" and m.fields.get(150) == "4" and m.fields.get(41) == cl
+    stack.oms.expect(canceled)
+    blocked = stack.oms.buy("0.01", "901.0")
+    assert stack.oms.report(blocked, "8").fields[58].startswith("blocked by kill_switch")
+    health = ctl(stack, "health")
+    assert health.returncode == 1 and "kill switch on" in health.stdout
+    rules = ctl(stack, "gate", "rules")
+    assert rules.returncode == 0 and "kill switch: ON" in rules.stdout
+    assert ctl(stack, "kill-switch", "off").returncode == 0  # turning it off needs no prompt
+    again = stack.oms.buy("0.01", "902.0")
+    stack.oms.report(again, "0")
+
+
+def test_gate_rules_and_toggle(stack: Stack) -> None:
+    r = ctl(stack, "gate", "rules")
+    assert r.returncode == 0
+    assert "RULE" in r.stdout and "max_order_qty" in r.stdout and "*=100" in r.stdout
+    js = json.loads(ctl(stack, "gate", "rules", "--json").stdout)
+    assert any(x["name"] == "max_order_qty" and x["enabled"] for x in js["rules"])
+    assert ctl(stack, "gate", "disable", "max_order_qty", "--yes").returncode == 0
+    assert not next(x for x in stack.gw.gate.rules() if x.name == "max_order_qty").enabled
+    assert ctl(stack, "gate", "enable", "max_order_qty").returncode == 0
+    bad = ctl(stack, "gate", "disable", "nope", "--yes")
+    assert bad.returncode == 1 and "unknown" in bad.stderr
+    assert ctl(stack, "gate", "disable").returncode == 2
+    audit = read_audit(stack.audit_path)
+    assert [(a["what"], a["args"].get("name"), a["result"]["ok"]) for a in audit[-3:]] == [
+        ("set_gate_rule", "max_order_qty", True), ("set_gate_rule", "max_order_qty", True),
+        ("set_gate_rule", "nope", False)]
