@@ -192,3 +192,35 @@ def _with_principal(handler: grpc.RpcMethodHandler | None, principal: Principal
 def current_principal() -> Principal:
     """The caller of the admin RPC running on this thread."""
     return _current.get() or Principal("unknown", "--------")
+
+
+@dataclass(frozen=True)
+class AdminTokens:
+    operator: str
+    read_only: str | None
+    # Set when the operator token was generated (or reused from a generated file): print it.
+    generated_file: Path | None
+
+
+def resolve_tokens(data_dir: Path, *, operator_file: Path | None = None,
+                   operator_env: str | None = None, read_only_file: Path | None = None,
+                   read_only_env: str | None = None) -> AdminTokens:
+    """The admin tokens for `fixgw run`: the operator token from the configured file or env var,
+    else generated at ``<data_dir>/admin.token`` (0600); the read-only token only if configured.
+    Raises TokenError naming the source when a configured token cannot be read."""
+    generated: Path | None = None
+    if operator_file is not None or operator_env is not None:
+        if operator_file is not None and operator_env is not None:
+            raise TokenError("admin operator token: give a file or an env var, not both")
+        operator = read_token(file=operator_file) if operator_file is not None else read_token(
+            env=operator_env)
+    else:
+        generated = data_dir / "admin.token"
+        operator = ensure_token_file(generated)
+    read_only: str | None = None
+    if read_only_file is not None or read_only_env is not None:
+        if read_only_file is not None and read_only_env is not None:
+            raise TokenError("admin read-only token: give a file or an env var, not both")
+        read_only = read_token(file=read_only_file) if read_only_file is not None else read_token(
+            env=read_only_env)
+    return AdminTokens(operator, read_only, generated)

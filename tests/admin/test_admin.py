@@ -24,6 +24,7 @@ from gateway.admin.auth import (
     ensure_token_file,
     fingerprint,
     read_token,
+    resolve_tokens,
 )
 from gateway.admin.service import AdminServer
 from gateway.config import load_config
@@ -181,6 +182,19 @@ def test_token_sources_and_roles(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     assert table.lookup("op-toke") is None and table.lookup("") is None
     with pytest.raises(TokenError, match="must differ"):
         TokenTable("same", "same")
+
+
+def test_resolve_tokens_generates_only_without_config(tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    gen = resolve_tokens(tmp_path / "data")
+    assert gen.generated_file == tmp_path / "data" / "admin.token" and gen.read_only is None
+    assert read_token(file=gen.generated_file) == gen.operator
+    monkeypatch.setenv("FIXGW_OP", "op-secret")
+    ro = tmp_path / "ro.token"
+    ro.write_text("ro-secret\n")
+    got = resolve_tokens(tmp_path / "other", operator_env="FIXGW_OP", read_only_file=ro)
+    assert (got.operator, got.read_only, got.generated_file) == ("op-secret", "ro-secret", None)
+    assert not (tmp_path / "other" / "admin.token").exists()
 
 
 # ---- over gRPC ---------------------------------------------------------------------------------
