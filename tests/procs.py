@@ -152,6 +152,7 @@ class GatewayProcess:
         self.data_dir = data_dir
         self.oms_port = oms_port or free_port()
         self.grpc_port = free_port()
+        self.admin_port = free_port()
         self.config_path = data_dir / "gateway.toml"
         data_dir.mkdir(parents=True, exist_ok=True)
         sessions = "".join(f'\n[[oms.sessions]]\ncomp_id = "{c}"\n' for c in oms_comp_ids)
@@ -192,6 +193,9 @@ enabled = false
 
 [grpc]
 port = {self.grpc_port}
+
+[admin]
+port = {self.admin_port}
 {extra_toml}
 """)
         self._env = dict(os.environ, FIXGW_TEST_API_KEY=creds.api_key,

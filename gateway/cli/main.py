@@ -13,7 +13,7 @@ from gateway.fix.settings import fix_specs_dir
 
 EPILOG = """examples:
   fixgw run                                  gateway + embedded UAT venue, OMS on 127.0.0.1:9878
-  fixgw run --oms-port 9900 --grpc-port 50061 --data-dir ./var2   a second gateway
+  fixgw run --oms-port 9900 --grpc-port 50061 --admin-port 50062 --data-dir ./var2
   fixgw run --config sessions/kraken-uat.toml  against Kraken's UAT (credentials from env/files)
   fixgw venue-sim --trading-port 4001 --md-port 4000   the simulator alone
   fixgw oms buy BTC/USD 0.01 limit 45000     send one order to a running gateway
@@ -42,6 +42,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         overrides["gateway.data_dir"] = str(args.data_dir)
     if args.grpc_port is not None:
         overrides["grpc.port"] = args.grpc_port
+    if args.admin_port is not None:
+        overrides["admin.port"] = args.admin_port
     path = args.config or default_config_path()
     try:
         config = load_config(path, overrides)
@@ -50,7 +52,13 @@ def cmd_run(args: argparse.Namespace) -> int:
         return 2
     _setup_logging(config.gateway.log_level)
     logging.getLogger("fixgw").info("config: %s", path or "(built-in defaults)")
-    return run_forever(config)
+    from gateway.admin.auth import TokenError
+
+    try:
+        return run_forever(config)
+    except TokenError as exc:
+        print(f"fixgw: {exc}", file=sys.stderr)
+        return 2
 
 
 def cmd_venue_sim(args: argparse.Namespace, rest: list[str]) -> int:
@@ -74,6 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--oms-port", type=int, help="OMS acceptor port (default 9878)")
     run.add_argument("--data-dir", type=Path, help="stores, journal and logs (default ./var)")
     run.add_argument("--grpc-port", type=int, help="gRPC event service port (default 50051)")
+    run.add_argument("--admin-port", type=int, help="admin service port (default 50052)")
     sub.add_parser("venue-sim", help="run the UAT venue simulator alone (see --help)",
                    add_help=False)
     from gateway.cli.kraken_cmd import add_kraken_parser

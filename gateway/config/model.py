@@ -222,6 +222,20 @@ class GrpcConfig(_Strict):
         return self
 
 
+class AdminConfig(_Strict):
+    """The authenticated AdminService used by fixgwctl, on its own loopback listener so the
+    event port can be exposed while admin stays local."""
+
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: Port = 50052
+    # { file = "..." } or { env = "..." }; none = generated at <data_dir>/admin.token (0600).
+    operator_token: CredentialRef | None = None
+    read_only_token: CredentialRef | None = None
+    # Append-only audit of every mutating admin action; default <data_dir>/admin-audit.jsonl.
+    audit_log: Path | None = None
+
+
 class Config(_Strict):
     gateway: GatewayConfig = GatewayConfig()
     oms: OmsConfig = OmsConfig()
@@ -229,6 +243,7 @@ class Config(_Strict):
     schedule: ScheduleConfig = ScheduleConfig()
     simulator: SimulatorConfig = SimulatorConfig()
     grpc: GrpcConfig = GrpcConfig()
+    admin: AdminConfig = AdminConfig()
     risk: GateConfig = GateConfig()
 
     @model_validator(mode="after")

@@ -10,6 +10,8 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from gateway.admin.auth import resolve_tokens
+from gateway.admin.service import AdminServer
 from gateway.config.model import Config
 from gateway.events import EventLog, EventLogConfig, EventServer, EventServerConfig
 from gateway.fix.kraken_logon import KrakenCredentials
@@ -40,6 +42,7 @@ class Runtime:
         self.gateway: Gateway | None = None
         self.events: EventLog | None = None
         self.event_server: EventServer | None = None
+        self.admin: AdminServer | None = None
 
     def start(self) -> dict[str, Any]:
         c = self.config
@@ -76,14 +79,34 @@ class Runtime:
         log.info("gRPC EventService, SignalService, PositioningService on %s:%d (events journal "
                  "%s)", c.grpc.host, grpc_port, data_dir / "events")
         self.gateway.start()
-        return {"oms": f"{c.oms.host}:{c.oms.port}", "venue_trading":
+        where = {}
+        a = c.admin
+        if a.enabled:
+            tok = resolve_tokens(
+                data_dir,
+                operator_file=a.operator_token.file if a.operator_token else None,
+                operator_env=a.operator_token.env if a.operator_token else None,
+                read_only_file=a.read_only_token.file if a.read_only_token else None,
+                read_only_env=a.read_only_token.env if a.read_only_token else None)
+            self.admin = AdminServer(self.gateway, operator_token=tok.operator,
+                                     read_only_token=tok.read_only,
+                                     audit_path=a.audit_log or data_dir / "admin-audit.jsonl",
+                                     host=a.host, port=a.port)
+            where["admin"] = f"{a.host}:{self.admin.start()}"
+            if tok.generated_file is not None:
+                print(f"fixgw admin token: {tok.generated_file} (mode 0600; fixgwctl reads it "
+                      "via FIXGW_TOKEN_FILE, default ./var/admin.token)", flush=True)
+        return where | {"oms": f"{c.oms.host}:{c.oms.port}", "venue_trading":
                 f"{endpoints.trading_host}:{endpoints.trading_port}",
                 "venue_md": f"{endpoints.md_host}:{endpoints.md_port}",
                 "grpc": f"{c.grpc.host}:{grpc_port}"}
 
     def stop(self) -> None:
-        """Sessions first (their last events still get published), then the event service,
-        then the log (which flushes its journal), then the embedded venue."""
+        """Admin first (no operator action mid-shutdown), then sessions (their last events
+        still get published), then the event service, then the log (which flushes its
+        journal), then the embedded venue."""
+        if self.admin is not None:
+            self.admin.stop()
         if self.gateway is not None:
             self.gateway.stop()
         if self.event_server is not None:

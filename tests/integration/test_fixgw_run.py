@@ -3,6 +3,7 @@ shutdown on SIGTERM (every session logged out, stores flushed)."""
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -14,17 +15,28 @@ from tests.procs import REPO, _Output, free_port
 def test_run_embedded_venue_then_oms_order_then_sigterm(tmp_path: Path) -> None:
     oms_port = free_port()
     data = tmp_path / "var"
-    grpc_port = free_port()
+    grpc_port, admin_port = free_port(), free_port()
     gw = subprocess.Popen([sys.executable, "-m", "gateway.cli.main", "run", "--oms-port",
-                           str(oms_port), "--data-dir", str(data), "--grpc-port", str(grpc_port)],
+                           str(oms_port), "--data-dir", str(data), "--grpc-port", str(grpc_port),
+                           "--admin-port", str(admin_port)],
                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=REPO)
     out, err = _Output(gw.stdout), _Output(gw.stderr)
     try:
-        ready = out.wait_for(r"fixgw ready: oms=127\.0\.0\.1:(\d+), venue_trading=127\.0\.0\.1:"
+        ready = out.wait_for(r"fixgw ready: admin=127\.0\.0\.1:\d+, oms=127\.0\.0\.1:(\d+), "
+                             r"venue_trading=127\.0\.0\.1:"
                              r"(\d+), venue_md=127\.0\.0\.1:(\d+), grpc=127\.0\.0\.1:(\d+)",
                              timeout=30)
         assert int(ready.group(1)) == oms_port
         assert int(ready.group(4)) == grpc_port
+        token = data / "admin.token"
+        assert token.stat().st_mode & 0o777 == 0o600
+        # fixgwctl against the running gateway: the sessions table shows the venue logged on.
+        ctl = subprocess.run([sys.executable, "-m", "gateway.cli.ctl", "sessions", "--json"],
+                             capture_output=True, text=True, cwd=REPO, timeout=60,
+                             env=dict(os.environ, FIXGW_ADDR=f"127.0.0.1:{admin_port}",
+                                      FIXGW_TOKEN_FILE=str(token)))
+        assert ctl.returncode == 0, ctl.stderr
+        assert "KRAKEN-TRD" in ctl.stdout and "logged_on" in ctl.stdout
         assert ready.group(2) != ready.group(3)
         err.wait_for(r"session FIXGW->KRAKEN-TRD \(venue\): \S+ -> logged_on", 20)
         err.wait_for(r"session FIXGW->KRAKEN-MD \(venue\): \S+ -> logged_on", 20)
