@@ -53,6 +53,12 @@ from tenacity import (
 )
 
 from gateway.kraken.auth import NonceSource, decode_secret, spot_api_sign
+from gateway.kraken.ratelimits import (
+    ENGINE_TIERS,
+    REST_TIERS,
+    RateTier,
+    cancel_cost,
+)
 from gateway.kraken.symbols import parse_spot_pair
 
 __all__ = [
@@ -80,37 +86,6 @@ _LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1"})
 
 
 
-@dataclass(frozen=True, slots=True)
-class RateTier:
-    """A leaky counter's ceiling and decay per second (kraken-api.md §7)."""
-
-    max: Decimal
-    decay_per_s: Decimal
-
-
-# The tables are repeated from the simulator on purpose: production code must not import the
-# simulator, and an independent copy means a typo on one side shows up as a test failure.
-#: REST call counter per API key, by verification tier (§7).
-REST_TIERS: Mapping[str, RateTier] = {
-    "starter": RateTier(Decimal(15), Decimal("0.33")),
-    "intermediate": RateTier(Decimal(20), Decimal("0.5")),
-    "pro": RateTier(Decimal(20), Decimal(1)),
-}
-#: Matching-engine counter per pair, by tier (§7).
-ENGINE_TIERS: Mapping[str, RateTier] = {
-    "starter": RateTier(Decimal(60), Decimal(1)),
-    "intermediate": RateTier(Decimal(125), Decimal("2.34")),
-    "pro": RateTier(Decimal(180), Decimal("3.75")),
-}
-_CANCEL_AGE_COST = ((5.0, 8), (10.0, 6), (15.0, 5), (45.0, 4), (90.0, 2), (300.0, 1))
-
-
-def cancel_cost(age_s: float) -> int:
-    """Engine-counter cost of cancelling an order ``age_s`` seconds old (§7 table)."""
-    for bound, cost in _CANCEL_AGE_COST:
-        if age_s < bound:
-            return cost
-    return 0
 
 
 class _Leaky:

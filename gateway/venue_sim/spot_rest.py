@@ -59,6 +59,14 @@ from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from gateway.kraken.auth import spot_api_sign
+from gateway.kraken.ratelimits import (
+    CANCEL_AGE_COST,
+    ENGINE_COUNTED,
+    ENGINE_TIERS,
+    REST_TIERS,
+    RateTier,
+    cancel_cost,
+)
 from gateway.kraken.symbols import parse_spot_pair, rest_altname, to_kraken_asset, ws_v1_name
 from gateway.venue_sim.accounts import Accounts, ApiAccount
 from gateway.venue_sim.engine import (
@@ -91,40 +99,6 @@ __all__ = [
 log = logging.getLogger("fixgw.venue_sim.spot_rest")
 
 
-@dataclass(frozen=True, slots=True)
-class RateTier:
-    """A leaky counter's ceiling and decay per second (kraken-api.md §7)."""
-
-    max: Decimal
-    decay_per_s: Decimal
-
-
-#: REST call counter per API key, by verification tier.
-REST_TIERS: Mapping[str, RateTier] = {
-    "starter": RateTier(Decimal(15), Decimal("0.33")),
-    "intermediate": RateTier(Decimal(20), Decimal("0.5")),
-    "pro": RateTier(Decimal(20), Decimal(1)),
-}
-#: Matching-engine counter per pair, by tier.
-ENGINE_TIERS: Mapping[str, RateTier] = {
-    "starter": RateTier(Decimal(60), Decimal(1)),
-    "intermediate": RateTier(Decimal(125), Decimal("2.34")),
-    "pro": RateTier(Decimal(180), Decimal("3.75")),
-}
-#: Cancel penalty by order age: (age upper bound in seconds, cost); older than the last is free.
-CANCEL_AGE_COST: tuple[tuple[float, int], ...] = (
-    (5.0, 8), (10.0, 6), (15.0, 5), (45.0, 4), (90.0, 2), (300.0, 1),
-)
-#: Methods that do not touch the REST call counter (they use the engine counter instead).
-ENGINE_COUNTED = frozenset({"AddOrder", "CancelOrder"})
-
-
-def cancel_cost(age_s: float) -> int:
-    """Engine-counter cost of cancelling an order ``age_s`` seconds old (§7 table)."""
-    for bound, cost in CANCEL_AGE_COST:
-        if age_s < bound:
-            return cost
-    return 0
 
 
 class DecayingCounter:
