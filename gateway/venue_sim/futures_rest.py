@@ -38,23 +38,22 @@ Test hooks: ``set_scenario``/``set_figures`` swap figures atomically while servi
 
 from __future__ import annotations
 
-import contextlib
 import hmac
 import json
 import logging
-import socket
 import threading
 import time
 from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from decimal import ROUND_CEILING, ROUND_FLOOR, ROUND_HALF_EVEN, Decimal
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from gateway.kraken.auth import decode_secret, futures_authent
+from gateway.venue_sim.http_face import HttpFace
 from gateway.venue_sim.instruments import INSTRUMENTS, Instrument
 from gateway.venue_sim.scenarios import (
     PerpFigures,
@@ -220,41 +219,7 @@ class _Reply:
     content_type: str = "application/json"
 
 
-class _HTTPServer(ThreadingHTTPServer):
-    """Tracks live connections so ``stop()`` really drops keep-alive clients, as a venue outage
-    would; otherwise a client could keep talking to a handler thread of a "stopped" server."""
-
-    daemon_threads = True
-    allow_reuse_address = True
-
-    def __init__(self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler]) -> None:
-        self._conns: set[socket.socket] = set()
-        self._conns_lock = threading.Lock()
-        super().__init__(address, handler)
-
-    def process_request(
-        self, request: socket.socket | tuple[bytes, socket.socket], client_address: Any
-    ) -> None:
-        if isinstance(request, socket.socket):
-            with self._conns_lock:
-                self._conns.add(request)
-        super().process_request(request, client_address)
-
-    def shutdown_request(self, request: socket.socket | tuple[bytes, socket.socket]) -> None:
-        if isinstance(request, socket.socket):
-            with self._conns_lock:
-                self._conns.discard(request)
-        super().shutdown_request(request)
-
-    def drop_connections(self) -> None:
-        with self._conns_lock:
-            conns, self._conns = list(self._conns), set()
-        for conn in conns:
-            with contextlib.suppress(OSError):  # already closed by the peer
-                conn.shutdown(socket.SHUT_RDWR)
-
-
-class FuturesRestServer:
+class FuturesRestServer(HttpFace):
     """Kraken Futures REST on loopback for one scenario; ``start()``/``stop()``, ``.port``.
 
     The port is bound at construction (so ``.port``/``.base_url`` are known before ``start()``)
@@ -280,7 +245,6 @@ class FuturesRestServer:
             raise ValueError("give both api_key and api_secret, or neither")
         if api_secret is not None:
             decode_secret(api_secret)  # a malformed test secret fails here, not as a 401 later
-        self.host = host
         self._api_key = api_key
         self._api_secret = api_secret
         self._clock = clock
@@ -290,55 +254,15 @@ class FuturesRestServer:
         self._counts: dict[str, int] = {}
         self._nonces: deque[str] = deque(maxlen=_NONCE_MEMORY)
         self._nonce_set: set[str] = set()
-        self._httpd: _HTTPServer | None = self._bind(port)
-        self.port: int = int(self._httpd.server_address[1])
-        self._thread: threading.Thread | None = None
+        self._init_http(host, port)
+
+    face_name = "futures-rest"
 
     # -- lifecycle ---------------------------------------------------------------------------
 
-    @property
-    def base_url(self) -> str:
-        """``http://host:port`` (clients append ``/derivatives/api/v3/...``)."""
-        return f"http://{self.host}:{self.port}"
-
-    @property
-    def running(self) -> bool:
-        return self._thread is not None and self._thread.is_alive()
-
-    def start(self) -> None:
-        """Serve on a daemon thread; after ``stop()``, rebinds the same port."""
-        if self.running:
-            return
-        if self._httpd is None:
-            self._httpd = self._bind(self.port)
-        # A short poll interval makes stop() return in ~50 ms instead of the default 0.5 s.
-        self._thread = threading.Thread(target=self._httpd.serve_forever, args=(0.05,),
-                                        name=f"futures-rest:{self.port}", daemon=True)
-        self._thread.start()
+    def _on_start(self) -> None:
         log.info("Kraken Futures REST simulator on %s (scenario %s)", self.base_url,
                  self._scenario.name)
-
-    def stop(self) -> None:
-        """Stop serving, close the listening socket and drop open connections."""
-        httpd, self._httpd = self._httpd, None
-        if httpd is None:
-            return
-        if self._thread is not None:
-            httpd.shutdown()
-            self._thread.join(timeout=5.0)
-            self._thread = None
-        httpd.server_close()
-        httpd.drop_connections()
-
-    def __enter__(self) -> FuturesRestServer:
-        self.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    def _bind(self, port: int) -> _HTTPServer:
-        return _HTTPServer((self.host, port), self._handler_class())
 
     # -- test hooks --------------------------------------------------------------------------
 

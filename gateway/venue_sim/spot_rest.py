@@ -83,7 +83,8 @@ from gateway.venue_sim.engine import (
     Side,
     TimeInForce,
 )
-from gateway.venue_sim.futures_rest import _Headers, _HTTPServer, dumps
+from gateway.venue_sim.futures_rest import _Headers, dumps
+from gateway.venue_sim.http_face import HttpFace
 from gateway.venue_sim.instruments import Instrument, InstrumentKind
 
 __all__ = [
@@ -208,7 +209,7 @@ class RecordedRequest:
     body: str
 
 
-class SpotRestServer:
+class SpotRestServer(HttpFace):
     """Kraken spot REST on loopback over ``engine``; ``start()``/``stop()``, ``.port``.
 
     ``tier`` picks both rate-limit tables (§7); a :class:`RateTier` pair may be passed instead
@@ -233,7 +234,6 @@ class SpotRestServer:
             raise ValueError(f"unknown tier {tier!r}; expected one of {sorted(REST_TIERS)}")
         self.engine = engine
         self.accounts = accounts
-        self.host = host
         self.tier = tier
         self._rest_tier = rest_tier or REST_TIERS[tier]
         self._engine_tier = engine_tier or ENGINE_TIERS[tier]
@@ -253,55 +253,19 @@ class SpotRestServer:
         self.last_request: RecordedRequest | None = None
         self.status = "online"
         engine.add_listener(self._on_events)
-        self._httpd: _HTTPServer | None = self._bind(port)
-        self.port: int = int(self._httpd.server_address[1])
-        self._thread: threading.Thread | None = None
+        self._init_http(host, port)
+
+    face_name = "spot-rest"
 
     # -- lifecycle ---------------------------------------------------------------------------
 
-    @property
-    def base_url(self) -> str:
-        return f"http://{self.host}:{self.port}"
-
-    @property
-    def running(self) -> bool:
-        return self._thread is not None and self._thread.is_alive()
-
-    def start(self) -> None:
-        if self.running:
-            return
-        if self._httpd is None:
-            self._httpd = self._bind(self.port)
-        self._thread = threading.Thread(target=self._httpd.serve_forever, args=(0.05,),
-                                        name=f"spot-rest:{self.port}", daemon=True)
-        self._thread.start()
+    def _on_start(self) -> None:
         log.info("Kraken spot REST simulator on %s (tier %s)", self.base_url, self.tier)
-
-    def stop(self) -> None:
-        httpd, self._httpd = self._httpd, None
-        if httpd is None:
-            return
-        if self._thread is not None:
-            httpd.shutdown()
-            self._thread.join(timeout=5.0)
-            self._thread = None
-        httpd.server_close()
-        httpd.drop_connections()
 
     def close(self) -> None:
         """Stop and detach from the engine (the engine outlives faces in tests)."""
         self.stop()
         self.engine.remove_listener(self._on_events)
-
-    def __enter__(self) -> SpotRestServer:
-        self.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def _bind(self, port: int) -> _HTTPServer:
-        return _HTTPServer((self.host, port), self._handler_class())
 
     # -- test hooks --------------------------------------------------------------------------
 
