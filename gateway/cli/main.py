@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
 from pathlib import Path
@@ -27,9 +28,28 @@ def default_config_path() -> Path | None:
     return p if p.exists() else None
 
 
-def _setup_logging(level: str) -> None:
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: ts (UTC ISO 8601), level, logger, msg (+ exc when any)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        out = {"ts": self.formatTime(record), "level": record.levelname, "logger": record.name,
+               "msg": record.getMessage()}
+        if record.exc_info:
+            out["exc"] = self.formatException(record.exc_info)
+        return json.dumps(out, ensure_ascii=False)
+
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
+        from datetime import UTC, datetime
+
+        return datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds")
+
+
+def _setup_logging(level: str, log_format: str = "text") -> None:
     logging.basicConfig(level=getattr(logging, level), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if log_format == "json":
+        for handler in logging.getLogger().handlers:
+            handler.setFormatter(JsonFormatter())
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -50,7 +70,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"fixgw: {exc}", file=sys.stderr)
         return 2
-    _setup_logging(config.gateway.log_level)
+    _setup_logging(config.gateway.log_level, config.gateway.log_format)
     logging.getLogger("fixgw").info("config: %s", path or "(built-in defaults)")
     from gateway.admin.auth import TokenError
 

@@ -195,6 +195,8 @@ class GatewayConfig(_Strict):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     # Log every FIX message (credentials masked) to <data_dir>/log; off keeps the hot path lean.
     fix_message_log: bool = False
+    # stderr log lines: "text" (human) or "json" (one object per line: ts, level, logger, msg).
+    log_format: Literal["text", "json"] = "text"
     # Order journal: a background fsync at most this often. The write itself is synchronous
     # (page cache), which already survives a process kill; fsync covers a machine crash.
     journal_fsync_interval_ms: int = Field(default=50, ge=0)

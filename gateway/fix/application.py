@@ -17,6 +17,7 @@ import ctypes
 import logging
 import threading
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol
@@ -34,8 +35,12 @@ from gateway.fix.messages import (
     split_fields,
 )
 from gateway.fix.settings import session_key
+from gateway.kraken.secrets import mask
 
 log = logging.getLogger("fixgw.session")
+# Every FIX message in and out, when `[gateway] fix_message_log` is on; masked (553/554 and the
+# venue secrets) before it is formatted, so no handler ever sees a credential.
+message_log = logging.getLogger("fixgw.fix.messages")
 
 REF_SEQ_NUM = 45
 REF_TAG_ID = 371
@@ -122,12 +127,27 @@ _QUICKFIX_ANSWERS = (fix.RejectLogon, fix.FieldNotFound, fix.IncorrectDataFormat
 
 
 class SessionApplication(fix.Application):  # type: ignore[misc]
-    def __init__(self, handler: SessionHandler, role: str, board: StatusBoard) -> None:
+    def __init__(self, handler: SessionHandler, role: str, board: StatusBoard,
+                 message_log_secrets: Iterable[str] | None = None) -> None:
+        """``message_log_secrets``: None = no message log; otherwise log every message to
+        ``fixgw.fix.messages`` with these strings (and every 553/554 value) masked."""
         super().__init__()
         self.handler = handler
         self.role = role
         self.board = board
         self._status: dict[str, SessionStatus] = {}
+        self._log_secrets: tuple[str, ...] | None = (
+            None if message_log_secrets is None else tuple(s for s in message_log_secrets if s))
+
+    def _log_message(self, direction: str, message: fix.Message,
+                     session_id: fix.SessionID) -> None:
+        if self._log_secrets is None:
+            return
+        try:
+            text = mask(message.toString().replace("\x01", "|"), self._log_secrets)
+            message_log.info("%s %s %s", direction, session_key(session_id), text)
+        except Exception:
+            log.exception("FIX message not logged")
 
     def status(self, session_id: fix.SessionID) -> SessionStatus:
         # Keyed by QuickFIX's own string form: one binding call, cheaper than rebuilding a key.
@@ -167,10 +187,12 @@ class SessionApplication(fix.Application):  # type: ignore[misc]
             self.handler.on_admin_out(message, sessionID)
         except Exception:
             log.exception("toAdmin failed for %s", session_key(sessionID))
+        self._log_message("OUT", message, sessionID)  # after the handler: as sent (Logon fields)
 
     def fromAdmin(self, message: fix.Message, sessionID: fix.SessionID) -> None:
         _pin_thread_state()
         self.status(sessionID).last_received = time.time()
+        self._log_message("IN", message, sessionID)
         problem = poss_dup_problem(message)
         if problem == _MISSING_ORIG:
             raise fix.FieldNotFound(ORIG_SENDING_TIME)  # QuickFIX answers 373=1 371=122
@@ -185,10 +207,13 @@ class SessionApplication(fix.Application):  # type: ignore[misc]
             log.exception("fromAdmin failed for %s", session_key(sessionID))
 
     def toApp(self, message: fix.Message, sessionID: fix.SessionID) -> None:
-        pass
+        if self._log_secrets is not None:
+            self._log_message("OUT", message, sessionID)
 
     def fromApp(self, message: fix.Message, sessionID: fix.SessionID) -> None:
         _pin_thread_state()
+        if self._log_secrets is not None:
+            self._log_message("IN", message, sessionID)
         fields = split_fields(message.toString())
         st = self._status.get(sessionID.toString()) or self.status(sessionID)
         st.last_received = time.time()

@@ -19,7 +19,7 @@ from google.protobuf import json_format
 from gateway.config.model import Config, TlsConnectConfig
 from gateway.events import builders
 from gateway.events.log import EventLog
-from gateway.fix.application import SessionApplication, StatusBoard
+from gateway.fix.application import SessionApplication, StatusBoard, message_log
 from gateway.fix.kraken_logon import KrakenCredentials
 from gateway.fix.reconnect import ReconnectSupervisor
 from gateway.fix.settings import (
@@ -30,6 +30,7 @@ from gateway.fix.settings import (
     free_port,
 )
 from gateway.kraken.auth import NonceSource
+from gateway.kraken.secrets import SecretMaskingFilter
 from gateway.marketdata.fanout import OmsMarketData
 from gateway.marketdata.feed import MarketDataFeed
 from gateway.marketdata.instruments import InstrumentRegistry
@@ -115,6 +116,7 @@ class Gateway:
         self._keep: list[object] = []
         self._bridges: list[TlsClientBridge | TlsServerBridge] = []
         self._oms_internal_port = 0
+        self._message_handler: logging.Handler | None = None
 
     def _build_fallback(self) -> RestFallback | None:
         """[venue.fallback]: REST order entry while the FIX trading session is down."""
@@ -196,7 +198,39 @@ class Gateway:
 
     # ---- settings ----------------------------------------------------------------------------
     def _log_dir(self, role: str) -> Path | None:
-        return self.data_dir / "log" / role if self.config.gateway.fix_message_log else None
+        # QuickFIX never writes message files: its FileLog would hold the raw Logon (553/554).
+        # The message log is ours (`_start_message_log`), masked.
+        return None
+
+    def _message_log_secrets(self) -> tuple[str, ...] | None:
+        """What the FIX message log masks (besides every 553/554 value); None = no log."""
+        if not self.config.gateway.fix_message_log:
+            return None
+        c = self.credentials
+        return () if c is None else (c.api_key, c.api_secret)
+
+    def _start_message_log(self) -> None:
+        """`fix_message_log`: one line per FIX message in <data_dir>/log/fix-messages.log."""
+        secrets = self._message_log_secrets()
+        if secrets is None:
+            return
+        path = self.data_dir / "log" / "fix-messages.log"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handler = logging.FileHandler(path, encoding="utf-8")
+        handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
+        handler.addFilter(SecretMaskingFilter(secrets))  # belt and braces: already masked
+        message_log.addHandler(handler)
+        message_log.setLevel(logging.INFO)
+        message_log.propagate = False  # the file only: one line per message would drown stderr
+        self._message_handler = handler
+        log.info("FIX message log (credentials masked): %s", path)
+
+    def _stop_message_log(self) -> None:
+        handler = self._message_handler
+        if handler is not None:
+            message_log.removeHandler(handler)
+            handler.close()
+            self._message_handler = None
 
     def oms_settings(self) -> SettingsFile:
         """With TLS, QuickFIX listens on an internal port that only the local TLS bridge may
@@ -263,14 +297,17 @@ class Gateway:
         venue_handler.trading_target = c.venue.trading.target_comp_id
         venue_handler.sender_comp_id = c.venue.sender_comp_id
         venue_handler.md_handler = self.md_feed
-        venue_app = SessionApplication(venue_handler, "venue", self.board)
+        self._start_message_log()
+        venue_app = SessionApplication(venue_handler, "venue", self.board,
+                                       self._message_log_secrets())
         venue_settings = self.venue_settings().write(cfg_dir / "venue.cfg")
         venue_store = fix.FileStoreFactory(venue_settings)
         venue_logs = self._log_factory(venue_settings)
         self._initiator = fix.SocketInitiator(venue_app, venue_store, venue_settings, venue_logs)
         self._keep += [venue_app, venue_settings, venue_store, venue_logs]
 
-        oms_app = SessionApplication(self.router.oms_handler(), "oms", self.board)
+        oms_app = SessionApplication(self.router.oms_handler(), "oms", self.board,
+                                     self._message_log_secrets())
         oms_settings = self.oms_settings().write(cfg_dir / "oms.cfg")
         for s in c.oms.sessions:
             sid = fix.SessionID("FIX.4.4", c.oms.sender_comp_id, s.comp_id)
@@ -304,10 +341,8 @@ class Gateway:
                  c.venue.market_data.target_comp_id)
 
     def _log_factory(self, settings: fix.SessionSettings) -> fix.LogFactory:
-        """Full message logs to files when asked; otherwise QuickFIX's session events only
-        (logons, resends, rejects, disconnects) on stdout, which is what ops read live."""
-        if self.config.gateway.fix_message_log:
-            return fix.FileLogFactory(settings)
+        """QuickFIX's session events only (logons, resends, rejects, disconnects) on stdout,
+        which is what ops read live; messages go to our masked log (`fix_message_log`)."""
         return fix.ScreenLogFactory(False, False, True)
 
     def stop(self) -> None:
@@ -334,4 +369,5 @@ class Gateway:
         if self.event_sink is not None:
             self.event_sink.close()  # the sessions' last events are published before the log closes
         self.store.close()
+        self._stop_message_log()
         log.info("gateway stopped: sessions logged out, stores flushed")

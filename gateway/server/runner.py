@@ -15,7 +15,7 @@ from gateway.admin.service import AdminServer
 from gateway.config.model import Config
 from gateway.events import EventLog, EventLogConfig, EventServer, EventServerConfig
 from gateway.fix.kraken_logon import KrakenCredentials
-from gateway.kraken.secrets import load_secret
+from gateway.kraken.secrets import SecretMaskingFilter, load_secret
 from gateway.server.embedded_sim import EmbeddedSimulator, random_credentials
 from gateway.server.gateway import Gateway, VenueEndpoints
 from gateway.server.signal_services import signal_service_registrations
@@ -43,6 +43,7 @@ class Runtime:
         self.events: EventLog | None = None
         self.event_server: EventServer | None = None
         self.admin: AdminServer | None = None
+        self._mask_filter: SecretMaskingFilter | None = None
 
     def start(self) -> dict[str, Any]:
         c = self.config
@@ -51,6 +52,12 @@ class Runtime:
         creds = venue_credentials(c)
         if c.simulator.enabled:
             creds = creds or random_credentials()
+        if creds is not None:  # no log line may carry the venue key or secret
+            self._mask_filter = SecretMaskingFilter((creds.api_key, creds.api_secret))
+            for handler in logging.getLogger().handlers:
+                handler.addFilter(self._mask_filter)
+        if c.simulator.enabled:
+            assert creds is not None
             self.sim = EmbeddedSimulator(c.simulator, data_dir / "venue-sim",
                                          [c.venue.sender_comp_id], creds)
             ep = self.sim.start()
@@ -115,6 +122,9 @@ class Runtime:
             self.events.close()
         if self.sim is not None:
             self.sim.stop()
+        if self._mask_filter is not None:
+            for handler in logging.getLogger().handlers:
+                handler.removeFilter(self._mask_filter)
 
 
 def run_forever(config: Config) -> int:
