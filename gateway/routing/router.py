@@ -436,10 +436,13 @@ class Router:
             return
         targets = [o for o in self.store.open_orders(ctx.key)
                    if (req_type == "7" or o.symbol == symbol) and (side is None or o.side == side)]
-        sent = sum(1 for o in targets if self._send_cancel(o, ctx, cl, "mass"))
+        # The report acknowledges the request before any of its cancels can be reported back,
+        # so an OMS sees 35=r first and then one ExecutionReport per canceled order.
         rep.setField(m.MASS_CANCEL_RESPONSE, req_type)
-        rep.setField(m.TOTAL_AFFECTED_ORDERS, str(sent))
+        rep.setField(m.TOTAL_AFFECTED_ORDERS, str(len(targets)))
         ctx.send(rep)
+        for o in targets:
+            self._send_cancel(o, ctx, cl, "mass")
 
     # ---- reconciliation ----------------------------------------------------------------------
     def reconcile(self) -> int:

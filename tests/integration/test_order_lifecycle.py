@@ -90,7 +90,7 @@ def test_mass_cancel_only_this_sessions_orders(oms: Oms) -> None:
     seen = set()
     for _ in range(int(rep.fields[533])):
         r = oms.expect(lambda r: r.msg_type == "8" and r.fields.get(150) == "4"
-                       and r.fields.get(11) == mcl, timeout=3)
+                       and r.fields.get(11) == mcl, timeout=10)
         seen.add(r.fields[41])
     assert {a, b} <= seen
 
