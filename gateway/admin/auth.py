@@ -28,6 +28,7 @@ SERVICE: Final = "/fixgw.v1.AdminService/"
 # Listed explicitly: a new RPC is read-only only when someone decides it is.
 MUTATING_RPCS: Final = frozenset({
     "Logon", "Logout", "Disconnect", "ResetSequence", "SetSequence", "KillSwitch", "SetGateRule",
+    "ForceTransport",
 })
 READ_ONLY_RPCS: Final = frozenset({"ListSessions", "GetSession", "GateRules", "Health"})
 

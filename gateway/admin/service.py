@@ -326,6 +326,32 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
         return self._act("set_gate_rule", {"name": request.name, "enabled": request.enabled},
                          action)
 
+    # ---- transport ---------------------------------------------------------------------------
+    def ForceTransport(self, request: admin_pb2.ForceTransportRequest,
+                       context: grpc.ServicerContext) -> admin_pb2.ActionResult:
+        want = request.transport.strip().lower()
+
+        def action() -> tuple[bool, str]:
+            if want == "ws":
+                return False, "WebSocket order transport not available in this build"
+            if want not in ("fix", "rest", "auto"):
+                return False, (f"unknown transport {request.transport!r}: give fix, rest or auto")
+            fallback = self.gw.fallback
+            policy = fallback.policy if fallback is not None else None
+            if policy is None:
+                return False, ("no transport to switch to: the REST fallback is not configured "
+                               "(set [venue.fallback] enabled = true with venue api_key/api_secret"
+                               "), so orders always go over FIX")
+            policy.set_force(want)  # type: ignore[arg-type]
+            active = policy.active
+            if want == "auto":
+                return True, f"transport follows health again (orders now over {active.upper()})"
+            message = f"transport forced to {want.upper()} (orders now over {active.upper()})"
+            if active != want:
+                message += f"; {want.upper()} is not usable yet, the switch happens when it is"
+            return True, message
+        return self._act("force_transport", {"transport": want}, action)
+
     # ---- health ----------------------------------------------------------------------------
     def Health(self, request: admin_pb2.HealthRequest,
                context: grpc.ServicerContext) -> admin_pb2.HealthResponse:

@@ -2,8 +2,10 @@
 
 Connection: ``--addr`` or ``FIXGW_ADDR`` (default 127.0.0.1:50052); token: ``--token-file`` or
 ``FIXGW_TOKEN_FILE`` (default ./var/admin.token, the file `fixgw run` generates when no token is
-configured). Exit codes: 0 ok, 1 action refused or not found (or not confirmed), 2 usage,
-3 gateway not reachable, 4 authentication/authorization failure.
+configured). `fixgwctl events` reads the event service instead (``--events-addr`` or
+``FIXGW_EVENTS_ADDR``, default 127.0.0.1:50051, no token). Exit codes: 0 ok, 1 action refused
+or not found (or not confirmed), 2 usage, 3 gateway not reachable, 4 authentication/authorization
+failure.
 """
 
 from __future__ import annotations
@@ -11,7 +13,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import queue
 import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -24,6 +28,7 @@ from google.protobuf.message import Message
 from gateway._proto.fixgw.v1 import admin_pb2, admin_pb2_grpc
 
 DEFAULT_ADDR = "127.0.0.1:50052"
+DEFAULT_EVENTS_ADDR = "127.0.0.1:50051"
 DEFAULT_TOKEN_FILE = "./var/admin.token"
 
 EXIT_OK, EXIT_REFUSED, EXIT_USAGE, EXIT_UNREACHABLE, EXIT_AUTH = 0, 1, 2, 3, 4
@@ -42,6 +47,8 @@ examples:
   fixgwctl kill-switch on
   fixgwctl gate rules
   fixgwctl gate disable max_notional
+  fixgwctl transport force rest --yes
+  fixgwctl events --kind ORDER --from 1 --follow
   FIXGW_ADDR=10.0.0.5:50052 FIXGW_TOKEN_FILE=/etc/fixgw/ro.token fixgwctl health --json
 
 Session names are SENDER->TARGET as `fixgwctl sessions` lists them; the counterparty's CompID
@@ -120,6 +127,22 @@ def build_parser() -> argparse.ArgumentParser:
             "fixgwctl gate rules | fixgwctl gate disable price_collar --yes")
     p.add_argument("action", choices=("rules", "enable", "disable"))
     p.add_argument("rule", nargs="?", metavar="RULE")
+    p = cmd("transport", "pin the order-flow transport (fix, rest) or let health decide (auto); "
+            "needs [venue.fallback] (asks to confirm)", "fixgwctl transport force rest --yes")
+    p.add_argument("action", choices=("force",))
+    p.add_argument("transport", choices=("fix", "ws", "rest", "auto"))
+    p = cmd("events", "the gateway's event stream (EventService, env FIXGW_EVENTS_ADDR, default "
+            f"{DEFAULT_EVENTS_ADDR}; no token): what is there now, or --follow to tail it",
+            "fixgwctl events --kind ORDER --from 1 --follow")
+    p.add_argument("--follow", "-f", action="store_true",
+                   help="keep tailing (resumes after the last sequence seen on a disconnect)")
+    p.add_argument("--kind", action="append", default=[], metavar="KIND",
+                   help="only this kind (ORDER, SESSION_STATUS, GATE_DECISION, ...; repeatable)")
+    p.add_argument("--from", dest="from_seq", type=int, default=0, metavar="N",
+                   help="first sequence (default: the oldest retained; with --follow, the next)")
+    p.add_argument("--events-addr", default=None, metavar="HOST:PORT",
+                   help=f"event service address (env FIXGW_EVENTS_ADDR; default "
+                   f"{DEFAULT_EVENTS_ADDR})")
     cmd("health", "one-line health: venue sessions, OMS sessions, kill switch, transport",
         "fixgwctl health --json")
     return parser
@@ -302,6 +325,12 @@ def run(args: argparse.Namespace) -> int:
                            "rules`)")
         if args.action == "disable":
             _confirm(args, f"disable gate rule {args.rule}")
+    elif c == "transport":
+        _confirm(args, "send new orders and cancels over " + (
+            "whichever transport health picks" if args.transport == "auto"
+            else args.transport.upper() + " only, whatever its health"))
+    if c == "events":
+        return _events(args)
     client = Client(addr, token_file, args.timeout)
     try:
         return _dispatch(client, args)
@@ -354,6 +383,9 @@ def _dispatch(client: Client, args: argparse.Namespace) -> int:
             return EXIT_OK
         return _action(client, args, "SetGateRule", admin_pb2.SetGateRuleRequest(
             name=args.rule, enabled=args.action == "enable"))
+    if c == "transport":
+        return _action(client, args, "ForceTransport",
+                       admin_pb2.ForceTransportRequest(transport=args.transport))
     if c == "health":
         h: admin_pb2.HealthResponse = client.call("Health", admin_pb2.HealthRequest())
         if args.json:
@@ -366,6 +398,124 @@ def _dispatch(client: Client, args: argparse.Namespace) -> int:
                   f"{h.open_orders} open order(s), kill switch {'ON' if h.kill_switch else 'off'}")
         return EXIT_OK if h.healthy else EXIT_REFUSED
     raise CtlError(EXIT_USAGE, f"unknown command {c!r}")
+
+
+# ---- events ----------------------------------------------------------------------------------
+def _event_kinds(names: list[str]) -> list[Any]:
+    from gateway._proto.fixgw.v1 import events_pb2
+
+    kinds: list[Any] = []
+    for name in names:
+        for part in name.split(","):
+            full = "EVENT_KIND_" + part.strip().upper().removeprefix("EVENT_KIND_")
+            try:
+                kinds.append(events_pb2.EventKind.Value(full))
+            except ValueError:
+                known = ", ".join(n.removeprefix("EVENT_KIND_")
+                                  for n in events_pb2.EventKind.keys()[1:])
+                raise CtlError(EXIT_USAGE, f"unknown event kind {part!r}; kinds: {known}") from None
+    return kinds
+
+
+_ORDER_KEYS = ("type", "exec_type", "ord_status", "cl_ord_id", "side", "order_qty", "price",
+               "cum_qty", "leaves_qty", "reject_reason", "text")
+
+
+def _event_line(ev: Any) -> str:
+    from gateway._proto.fixgw.v1 import events_pb2
+
+    kind = events_pb2.EventKind.Name(ev.kind).removeprefix("EVENT_KIND_")
+    payload = ev.WhichOneof("payload")
+    d: dict[str, Any] = (json_format.MessageToDict(getattr(ev, payload),
+                                                   preserving_proto_field_name=True)
+                         if payload else {})
+    keys = _ORDER_KEYS if payload == "order" else tuple(d)[:6]
+    summary = " ".join(f"{k}={d[k]}" for k in keys
+                       if k in d and not isinstance(d[k], (dict, list)))
+    return f"{ev.sequence:>8}  {kind:<17} {ev.symbol or '-':<10} {summary}"
+
+
+def _events(args: argparse.Namespace) -> int:
+    """Print events from the EventService: up to what exists now, or (--follow) forever,
+    resubscribing from the last sequence seen + 1 after a disconnect."""
+    from gateway._proto.fixgw.v1 import events_pb2, events_pb2_grpc
+
+    addr = args.events_addr or os.environ.get("FIXGW_EVENTS_ADDR") or DEFAULT_EVENTS_ADDR
+    kinds = _event_kinds(args.kind)
+    channel = grpc.insecure_channel(addr)
+    stub = events_pb2_grpc.EventServiceStub(channel)
+    try:
+        try:
+            info = stub.GetLogInfo(events_pb2.GetLogInfoRequest(), timeout=args.timeout)
+        except grpc.RpcError as exc:
+            raise CtlError(EXIT_UNREACHABLE, f"event service not reachable at {addr} "
+                           f"({exc.details()}). Set --events-addr or FIXGW_EVENTS_ADDR (the "
+                           "gateway's gRPC port, not the admin port).") from None
+        end = int(info.next_sequence) - 1  # the newest event now (without --follow: stop there)
+        start = args.from_seq or (int(info.next_sequence) if args.follow
+                                  else int(info.oldest_sequence))
+        if not args.follow and (end < 1 or start > end):
+            return EXIT_OK
+        last = max(0, start - 1)
+        while True:
+            done, last = _stream(stub, kinds, last, None if args.follow else end, args.json)
+            if done:
+                return EXIT_OK
+            print(f"fixgwctl: event stream from {addr} lost; resuming after sequence {last}",
+                  file=sys.stderr, flush=True)
+            time.sleep(1.0)
+    finally:
+        channel.close()
+
+
+def _stream(stub: Any, kinds: list[Any], last: int, end: int | None,
+            as_json: bool) -> tuple[bool, int]:
+    """One subscription from ``last + 1``: (True, last) when finished (reached ``end``, or idle
+    for a second when not following), (False, last) when the stream broke and should resume."""
+    from gateway._proto.fixgw.v1 import events_pb2
+
+    call = stub.Subscribe(events_pb2.SubscribeRequest(kinds=kinds, from_sequence=last + 1))
+    items: queue.Queue[Any] = queue.Queue()
+
+    def pump() -> None:
+        try:
+            for batch in call:
+                items.put(batch)
+            items.put(None)
+        except grpc.RpcError as exc:
+            items.put(exc)
+
+    threading.Thread(target=pump, daemon=True, name="events").start()
+    try:
+        while True:
+            try:
+                item = items.get(timeout=None if end is None else 1.0)
+            except queue.Empty:
+                return True, last  # caught up: the filter hides the rest up to `end`
+            if item is None:
+                return end is not None, last
+            if isinstance(item, grpc.RpcError):
+                code = item.code()
+                if code == grpc.StatusCode.CANCELLED:
+                    return True, last
+                if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.INTERNAL,
+                            grpc.StatusCode.UNKNOWN) and end is None:
+                    return False, last
+                raise CtlError(EXIT_UNREACHABLE if code == grpc.StatusCode.UNAVAILABLE
+                               else EXIT_REFUSED, f"event stream: {code.name}: {item.details()}")
+            for ev in item.events:
+                if end is not None and ev.sequence > end:
+                    return True, last
+                last = int(ev.sequence)
+                if as_json:
+                    print(json.dumps(json_format.MessageToDict(
+                        ev, preserving_proto_field_name=True)), flush=True)
+                else:
+                    print(_event_line(ev), flush=True)
+                if end is not None and ev.sequence >= end:
+                    return True, last
+    finally:
+        call.cancel()
 
 
 def _print_rules(r: admin_pb2.GateRulesResponse) -> None:

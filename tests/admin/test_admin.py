@@ -350,3 +350,19 @@ def test_audit_file_is_append_only_json_lines(stack: Stack) -> None:
     assert stat.S_IMODE(os.stat(stack.audit_path).st_mode) == 0o600
     fp = fingerprint(stack.operator_token)
     assert all(r["who"] == f"operator:{fp}" for r in recs)
+
+
+def test_force_transport_without_fallback_is_refused(stack: Stack) -> None:
+    st = stub(stack)
+    res = st.ForceTransport(admin_pb2.ForceTransportRequest(transport="rest"),
+                            metadata=auth(stack.operator_token))
+    assert not res.ok and "REST fallback is not configured" in res.message
+    res = st.ForceTransport(admin_pb2.ForceTransportRequest(transport="ws"),
+                            metadata=auth(stack.operator_token))
+    assert not res.ok and "WebSocket order transport not available" in res.message
+    with pytest.raises(grpc.RpcError) as exc:
+        st.ForceTransport(admin_pb2.ForceTransportRequest(transport="fix"),
+                          metadata=auth(stack.read_only_token))
+    assert exc.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    last = read_audit(stack.audit_path)[-1]
+    assert last["what"] == "force_transport" and last["result"]["ok"] is False

@@ -5,8 +5,8 @@ AdminService: the authenticated operator API used by `fixgwctl`.
 
 Every call carries `authorization: Bearer <token>` metadata. A call without a token, or with a
 token the gateway does not know, fails with UNAUTHENTICATED; a read-only token calling a
-mutating RPC (Logon, Logout, Disconnect, ResetSequence, SetSequence, KillSwitch, SetGateRule)
-fails with PERMISSION_DENIED. Every mutating call is written to the gateway's append-only
+mutating RPC (Logon, Logout, Disconnect, ResetSequence, SetSequence, KillSwitch, SetGateRule,
+ForceTransport) fails with PERMISSION_DENIED. Every mutating call is written to the gateway's append-only
 audit log (who, what, when, result) and published as an event.
 
 A refused action (unknown session, unknown rule, session not in a state that allows it) is not
@@ -546,3 +546,25 @@ class HealthResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___HealthResponse: _TypeAlias = HealthResponse  # noqa: Y015
+
+@_typing.final
+class ForceTransportRequest(_message.Message):
+    """Pin the order-flow transport or let health decide again. Needs `[venue.fallback] enabled`."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TRANSPORT_FIELD_NUMBER: _builtins.int
+    transport: _builtins.str
+    """"fix", "rest", "auto" (follow health); "ws" is refused (no WebSocket order transport)."""
+    def __init__(
+        self,
+        *,
+        transport: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["transport", b"transport"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ForceTransportRequest: _TypeAlias = ForceTransportRequest  # noqa: Y015

@@ -89,6 +89,11 @@ class AdminServiceStub:
                 request_serializer=fixgw_dot_v1_dot_admin__pb2.HealthRequest.SerializeToString,
                 response_deserializer=fixgw_dot_v1_dot_admin__pb2.HealthResponse.FromString,
                 _registered_method=True)
+        self.ForceTransport = channel.unary_unary(
+                '/fixgw.v1.AdminService/ForceTransport',
+                request_serializer=fixgw_dot_v1_dot_admin__pb2.ForceTransportRequest.SerializeToString,
+                response_deserializer=fixgw_dot_v1_dot_admin__pb2.ActionResult.FromString,
+                _registered_method=True)
 
 
 class AdminServiceServicer:
@@ -160,6 +165,12 @@ class AdminServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ForceTransport(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AdminServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -217,6 +228,11 @@ def add_AdminServiceServicer_to_server(servicer, server):
                     servicer.Health,
                     request_deserializer=fixgw_dot_v1_dot_admin__pb2.HealthRequest.FromString,
                     response_serializer=fixgw_dot_v1_dot_admin__pb2.HealthResponse.SerializeToString,
+            ),
+            'ForceTransport': grpc.unary_unary_rpc_method_handler(
+                    servicer.ForceTransport,
+                    request_deserializer=fixgw_dot_v1_dot_admin__pb2.ForceTransportRequest.FromString,
+                    response_serializer=fixgw_dot_v1_dot_admin__pb2.ActionResult.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -516,6 +532,33 @@ class AdminService:
             '/fixgw.v1.AdminService/Health',
             fixgw_dot_v1_dot_admin__pb2.HealthRequest.SerializeToString,
             fixgw_dot_v1_dot_admin__pb2.HealthResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ForceTransport(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fixgw.v1.AdminService/ForceTransport',
+            fixgw_dot_v1_dot_admin__pb2.ForceTransportRequest.SerializeToString,
+            fixgw_dot_v1_dot_admin__pb2.ActionResult.FromString,
             options,
             channel_credentials,
             insecure,

@@ -5,8 +5,8 @@ AdminService: the authenticated operator API used by `fixgwctl`.
 
 Every call carries `authorization: Bearer <token>` metadata. A call without a token, or with a
 token the gateway does not know, fails with UNAUTHENTICATED; a read-only token calling a
-mutating RPC (Logon, Logout, Disconnect, ResetSequence, SetSequence, KillSwitch, SetGateRule)
-fails with PERMISSION_DENIED. Every mutating call is written to the gateway's append-only
+mutating RPC (Logon, Logout, Disconnect, ResetSequence, SetSequence, KillSwitch, SetGateRule,
+ForceTransport) fails with PERMISSION_DENIED. Every mutating call is written to the gateway's append-only
 audit log (who, what, when, result) and published as an event.
 
 A refused action (unknown session, unknown rule, session not in a state that allows it) is not
@@ -53,6 +53,7 @@ class AdminServiceStub:
     GateRules: _grpc.UnaryUnaryMultiCallable[_admin_pb2.GateRulesRequest, _admin_pb2.GateRulesResponse]
     SetGateRule: _grpc.UnaryUnaryMultiCallable[_admin_pb2.SetGateRuleRequest, _admin_pb2.ActionResult]
     Health: _grpc.UnaryUnaryMultiCallable[_admin_pb2.HealthRequest, _admin_pb2.HealthResponse]
+    ForceTransport: _grpc.UnaryUnaryMultiCallable[_admin_pb2.ForceTransportRequest, _admin_pb2.ActionResult]
 
 @_typing.type_check_only
 class AdminServiceAsyncStub(AdminServiceStub):
@@ -68,6 +69,7 @@ class AdminServiceAsyncStub(AdminServiceStub):
     GateRules: _aio.UnaryUnaryMultiCallable[_admin_pb2.GateRulesRequest, _admin_pb2.GateRulesResponse]  # type: ignore[assignment]
     SetGateRule: _aio.UnaryUnaryMultiCallable[_admin_pb2.SetGateRuleRequest, _admin_pb2.ActionResult]  # type: ignore[assignment]
     Health: _aio.UnaryUnaryMultiCallable[_admin_pb2.HealthRequest, _admin_pb2.HealthResponse]  # type: ignore[assignment]
+    ForceTransport: _aio.UnaryUnaryMultiCallable[_admin_pb2.ForceTransportRequest, _admin_pb2.ActionResult]  # type: ignore[assignment]
 
 class AdminServiceServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -146,5 +148,12 @@ class AdminServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _admin_pb2.HealthRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_admin_pb2.HealthResponse, _abc.Awaitable[_admin_pb2.HealthResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def ForceTransport(
+        self,
+        request: _admin_pb2.ForceTransportRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_pb2.ActionResult, _abc.Awaitable[_admin_pb2.ActionResult]]: ...
 
 def add_AdminServiceServicer_to_server(servicer: AdminServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
