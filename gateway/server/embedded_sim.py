@@ -37,6 +37,7 @@ class SimEndpoints:
     md_port: int
     futures_rest_port: int
     spot_rest_port: int = 0
+    spot_ws_port: int = 0
 
 
 class EmbeddedSimulator:
@@ -69,7 +70,8 @@ class EmbeddedSimulator:
         ready = json.loads(line)
         self.endpoints = SimEndpoints(ready["host"], ready["trading_port"], ready["md_port"],
                                       ready["futures_rest_port"],
-                                      int(ready.get("spot_rest_port", 0)))
+                                      int(ready.get("spot_rest_port", 0)),
+                                      int(ready.get("spot_ws_port", 0)))
         return self.endpoints
 
     def stop(self) -> None:

@@ -68,7 +68,9 @@ class Runtime:
                                        or (f"http://{ep.host}:{ep.spot_rest_port}"
                                            if ep.spot_rest_port else ""))
             log.info("embedded UAT venue: FIX trading %s:%d (KRAKEN-TRD), market data %s:%d "
-                     "(KRAKEN-MD)", ep.host, ep.trading_port, ep.host, ep.md_port)
+                     "(KRAKEN-MD); spot REST http://%s:%d, spot WS ws://%s:%d/v2, futures REST "
+                     "http://%s:%d", ep.host, ep.trading_port, ep.host, ep.md_port, ep.host,
+                     ep.spot_rest_port, ep.host, ep.spot_ws_port, ep.host, ep.futures_rest_port)
         else:
             endpoints = VenueEndpoints(c.venue.trading.host, c.venue.trading.port,
                                        c.venue.market_data.host, c.venue.market_data.port,
