@@ -215,7 +215,7 @@ class GrpcConfig(_Strict):
     # How often the event server looks for new events while subscribers are caught up. 0 = the
     # publishing FIX thread wakes it at once (lowest delivery latency, but every order then pays
     # for waking the server); a few ms batches events per write and keeps the FIX path lean.
-    wake_interval_ms: float = Field(default=2.0, ge=0)
+    wake_interval_ms: float = Field(default=5.0, ge=0)
 
     @model_validator(mode="after")
     def _tls_pair(self) -> GrpcConfig:
