@@ -6,11 +6,11 @@ and publishes each as a `fixgw.v1.Event`.
 
 On the thread that produced the fact (a QuickFIX callback) it only freezes the event's values
 into a `functools.partial` and appends it to a deque (~1-2 µs); one builder thread turns them
-into protobuf events and publishes them, in the order they were appended, polling every
-5 ms so a FIX thread never pays for waking it (a 1 ms poll cost measurable GIL time).
-Building a protobuf event in Python costs 5-20 µs on the cold cache of a callback: measured with tools/bench_fix.py, doing it inline
-doubled the gateway's CPU per order. An error while building is logged and the event dropped;
-it can never reach the order path.
+into protobuf events and publishes them, in the order they were appended, polling every 5 ms
+so a FIX thread never pays for waking it (a 1 ms poll cost measurable GIL time). Building a
+protobuf event in Python costs 5-20 µs on the cold cache of a callback: measured with
+tools/bench_fix.py, doing it inline doubled the gateway's CPU per order. An error while
+building is logged and the event dropped; it can never reach the order path.
 """
 
 from __future__ import annotations
