@@ -7,7 +7,8 @@ models them to slow down before the venue refuses.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from decimal import Decimal
 
@@ -46,3 +47,46 @@ def cancel_cost(age_s: float) -> int:
         if age_s < bound:
             return cost
     return 0
+
+
+class DecayingCounter:
+    """Kraken's leaky counter: value decays linearly to 0; ``try_add`` refuses above ``max``.
+
+    Shared by the simulator (which refuses) and the gateway client (which waits or refuses
+    first), so both sides model exactly the same arithmetic. Floats are fine here: this is a
+    rate estimate, not money. Not thread-safe on its own; callers hold a lock.
+    """
+
+    __slots__ = ("_clock", "_t", "_v", "decay", "max")
+
+    def __init__(self, tier: RateTier, clock: Callable[[], float] = time.monotonic) -> None:
+        self.max = float(tier.max)
+        self.decay = float(tier.decay_per_s)
+        self._clock = clock
+        self._v = 0.0
+        self._t = clock()
+
+    def value(self) -> float:
+        now = self._clock()
+        self._v = max(0.0, self._v - (now - self._t) * self.decay)
+        self._t = now
+        return self._v
+
+    def try_add(self, cost: float, limit: float | None = None) -> bool:
+        """Charge ``cost`` unless that would exceed ``limit`` (default ``max``)."""
+        ceiling = self.max if limit is None else limit
+        if self.value() + cost > ceiling + 1e-9:
+            return False
+        self._v += cost
+        return True
+
+    def add(self, cost: float) -> None:
+        """Charge unconditionally (a cost the venue takes even when it refuses)."""
+        self.value()
+        self._v += cost
+
+    def wait_time(self, cost: float, limit: float | None = None) -> float:
+        """Seconds until ``cost`` fits under ``limit`` (0 if it fits now)."""
+        ceiling = self.max if limit is None else limit
+        excess = self.value() + cost - ceiling
+        return 0.0 if excess <= 1e-9 else excess / self.decay

@@ -28,7 +28,6 @@ every attempt.
 
 from __future__ import annotations
 
-import http.client
 import json
 import logging
 import urllib.error
@@ -50,6 +49,7 @@ from tenacity import (
 )
 
 from gateway.kraken.auth import NonceSource, decode_secret, futures_authent
+from gateway.transports.http import NoAnswer, exchange
 
 __all__ = [
     "RETRYABLE_ERRORS",
@@ -483,19 +483,9 @@ class KrakenFuturesRest:
             headers.update(self.signed_headers(DERIVATIVES_PREFIX + endpoint, query))
         request = urllib.request.Request(url, headers=headers, method="GET")
         try:
-            with self._opener.open(request, timeout=self.timeout_s) as resp:
-                status, raw = int(resp.status), resp.read()
-        except urllib.error.HTTPError as exc:
-            status = int(exc.code)
-            try:
-                raw = exc.read()
-            except (OSError, http.client.HTTPException):
-                raw = b""
-            finally:
-                exc.close()
-        except (urllib.error.URLError, http.client.HTTPException, OSError) as exc:
-            reason = exc.reason if isinstance(exc, urllib.error.URLError) else exc
-            raise KrakenFuturesError(f"connection failed: {reason}", None, endpoint,
+            status, raw = exchange(self._opener, request, self.timeout_s)
+        except NoAnswer as exc:
+            raise KrakenFuturesError(f"connection failed: {exc.reason}", None, endpoint,
                                      retryable=True) from exc
         return self._decode(endpoint, status, raw)
 

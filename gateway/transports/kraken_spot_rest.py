@@ -29,7 +29,6 @@ order. Hence:
 
 from __future__ import annotations
 
-import http.client
 import json
 import logging
 import threading
@@ -56,10 +55,12 @@ from gateway.kraken.auth import NonceSource, decode_secret, spot_api_sign
 from gateway.kraken.ratelimits import (
     ENGINE_TIERS,
     REST_TIERS,
+    DecayingCounter,
     RateTier,
     cancel_cost,
 )
 from gateway.kraken.symbols import parse_spot_pair
+from gateway.transports.http import NoAnswer, exchange
 
 __all__ = [
     "ENGINE_TIERS",
@@ -86,34 +87,6 @@ _LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1"})
 
 
 
-
-
-class _Leaky:
-    """Kraken's leaky counter (linear decay to 0). Floats: a rate estimate, not money.
-    Callers hold the client lock."""
-
-    __slots__ = ("_clock", "_t", "_v", "decay", "max")
-
-    def __init__(self, tier: RateTier, clock: Callable[[], float]) -> None:
-        self.max = float(tier.max)
-        self.decay = float(tier.decay_per_s)
-        self._clock = clock
-        self._v = 0.0
-        self._t = clock()
-
-    def value(self) -> float:
-        now = self._clock()
-        self._v = max(0.0, self._v - (now - self._t) * self.decay)
-        self._t = now
-        return self._v
-
-    def add(self, cost: float) -> None:
-        self.value()
-        self._v += cost
-
-    def wait_time(self, cost: float, limit: float) -> float:
-        excess = self.value() + cost - limit
-        return 0.0 if excess <= 1e-9 else excess / self.decay
 
 
 # FIX 4.4 OrdRejReason (103) values used below.
@@ -389,9 +362,9 @@ class KrakenSpotRest:
         self._use_deadline = add_order_deadline
         self._deadline_margin_s = deadline_margin_s
         self._lock = threading.Lock()
-        self._rest = _Leaky(rest_tier or _tier(tier, REST_TIERS), clock)
+        self._rest = DecayingCounter(rest_tier or _tier(tier, REST_TIERS), clock)
         self._engine_tier = engine_tier or _tier(tier, ENGINE_TIERS)
-        self._engine: dict[str, _Leaky] = {}
+        self._engine: dict[str, DecayingCounter] = {}
         self._placed: dict[str, tuple[str, float]] = {}  # txid -> (pair, monotonic placed time)
         self._clid_txid: dict[str, str] = {}
         host = (urllib.parse.urlsplit(self.base_url).hostname or "").lower()
@@ -585,10 +558,10 @@ class KrakenSpotRest:
                 self.rate_wait_s += wait
             self._sleep(wait)
 
-    def _pair_counter(self, pair: str) -> _Leaky:
+    def _pair_counter(self, pair: str) -> DecayingCounter:
         c = self._engine.get(pair)
         if c is None:
-            c = self._engine[pair] = _Leaky(self._engine_tier, self._clock)
+            c = self._engine[pair] = DecayingCounter(self._engine_tier, self._clock)
         return c
 
     def _charge_add(self, pair: str) -> None:
@@ -661,20 +634,11 @@ class KrakenSpotRest:
         request = urllib.request.Request(self.base_url + path, data=body.encode("utf-8"),
                                          headers=headers, method="POST")
         try:
-            with self._opener.open(request, timeout=self.timeout_s) as resp:
-                status, raw = int(resp.status), resp.read()
-        except urllib.error.HTTPError as exc:
-            status = int(exc.code)
-            try:
-                raw = exc.read()
-            except (OSError, http.client.HTTPException):
-                raw = b""
-            finally:
-                exc.close()
-        except (urllib.error.URLError, http.client.HTTPException, OSError) as exc:
-            reason = exc.reason if isinstance(exc, urllib.error.URLError) else exc
-            raise KrakenRestError([f"transport: {reason or type(exc).__name__}"], True,
-                                  "transport", ambiguous=True) from exc
+            status, raw = exchange(self._opener, request, self.timeout_s)
+        except NoAnswer as exc:
+            reason = exc.reason or type(exc.__cause__).__name__
+            raise KrakenRestError([f"transport: {reason}"], True, "transport",
+                                  ambiguous=True) from exc
         try:
             return _decode(status, raw)
         except KrakenRestError as exc:
