@@ -541,6 +541,45 @@ class KrakenSpotRest:
                     raise
                 self._sleep(self._backoff(attempt))
 
+    def amend_order(self, *, txid: str | None = None, cl_ord_id: str | None = None,
+                    order_qty: Decimal | None = None,
+                    limit_price: Decimal | None = None) -> str:
+        """Kraken ``AmendOrder``: change an open order's quantity and/or limit price in place
+        (txid and cl_ord_id stay the same, queue priority kept where possible); returns the
+        ``amend_id``.
+
+        Not retried after an ambiguous failure (timeout, 5xx): a second amend would be a second
+        submission, and the order's own state tells whether the first landed (the caller
+        queries it). Sent with a ``deadline`` like AddOrder, so once it has passed, an order
+        still showing the old figures means the amend will never land. Retried only on
+        answers that say the venue did not act (``EService:Busy``, ``EAPI:Invalid nonce``...).
+        """
+        if (txid is None) == (cl_ord_id is None):
+            raise ValueError("give exactly one of txid or cl_ord_id")
+        if order_qty is None and limit_price is None:
+            raise ValueError("give order_qty and/or limit_price")
+        for v in (order_qty, limit_price):
+            if v is not None and not isinstance(v, Decimal):
+                raise TypeError("order_qty and limit_price must be Decimal")
+        params: dict[str, str] = {"txid": txid} if txid is not None else {
+            "cl_ord_id": str(cl_ord_id)}
+        if order_qty is not None:
+            params["order_qty"] = format(order_qty, "f")
+        if limit_price is not None:
+            params["limit_price"] = format(limit_price, "f")
+        attempt = 0
+        while True:
+            attempt += 1
+            if self._use_deadline:
+                params["deadline"] = _rfc3339(time.time() + min(60.0, max(2.0, self.timeout_s)))
+            try:
+                result = self._call("/0/private/AmendOrder", sorted(params.items()))
+                return str(result.get("amend_id", ""))
+            except KrakenRestError as exc:
+                if exc.ambiguous or not exc.retryable or attempt >= self._max_attempts:
+                    raise
+                self._sleep(self._backoff(attempt))
+
     def cancel_all(self) -> int:
         return int(self._call_retrying("/0/private/CancelAll", []).get("count", 0))
 

@@ -1,0 +1,67 @@
+"""Kraken spot REST ``AmendOrder`` (the REST side of a FIX cancel/replace while failed over):
+the gateway's client against the simulator's face over a real MatchingEngine on loopback.
+In place, as Kraken documents it: same txid, same cl_ord_id, new quantity/price; refused for a
+closed order; an ambiguous failure is never resent (a second amend is a second submission)."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import pytest
+
+from gateway.transports.kraken_spot_rest import KrakenRestError
+from gateway.venue_sim.engine import MatchingEngine, Side
+from gateway.venue_sim.spot_rest import SpotRestServer
+from tests.spot_rest.test_spot_rest import clid, client, engine, server  # noqa: F401
+
+
+def test_amend_in_place_keeps_txid_and_cl_ord_id(server: SpotRestServer,  # noqa: F811
+                                                 engine: MatchingEngine) -> None:  # noqa: F811
+    c = client(server)
+    cl = clid("amd")
+    txid = c.add_order("BTC/USD", "buy", "limit", Decimal("0.5"), Decimal("40000"), "GTC",
+                       cl).txid
+    assert txid is not None
+    amend_id = c.amend_order(txid=txid, order_qty=Decimal("0.3"), limit_price=Decimal("40100"))
+    assert amend_id
+    o = c.query_orders([txid])[txid]
+    assert (o.txid, o.cl_ord_id, o.status) == (txid, cl, "open")
+    assert o.volume == Decimal("0.3") and o.price == Decimal("40100.0")
+    # By cl_ord_id, quantity only: the price stays.
+    c.amend_order(cl_ord_id=cl, order_qty=Decimal("0.2"))
+    o = c.query_orders([txid])[txid]
+    assert o.volume == Decimal("0.2") and o.price == Decimal("40100.0")
+    # The engine counts each amend as one more submission of the order's ClOrdID.
+    assert engine.submission_count("FIXGW", cl) == 3
+    # Fills after the amend are against the amended order.
+    engine.submit("MAKER", "m1", "BTC/USD", Side.SELL, Decimal("0.2"), Decimal("40100"))
+    o = c.query_orders([txid])[txid]
+    assert o.status == "closed" and o.vol_exec == Decimal("0.2")
+    with pytest.raises(KrakenRestError) as ei:
+        c.amend_order(txid=txid, limit_price=Decimal("40200"))
+    assert ei.value.errors[0].startswith("EOrder:Unknown order")
+    assert ei.value.decision.ord_rej_reason == "5"
+
+
+def test_amend_refusals_and_no_resend_after_a_timeout(server: SpotRestServer) -> None:  # noqa: F811
+    c = client(server)
+    txid = c.add_order("BTC/USD", "buy", "limit", Decimal("0.5"), Decimal("40000"), "GTC",
+                       clid("amd")).txid
+    assert txid is not None
+    with pytest.raises(KrakenRestError) as ei:
+        c.amend_order(txid=txid, limit_price=Decimal("40000.05"))  # off the 0.1 tick
+    assert ei.value.errors[0].startswith("EOrder:Invalid price")
+    with pytest.raises(ValueError):
+        c.amend_order(txid=txid)
+    # Busy (answered before the engine): retried, lands once.
+    server.fail_next(1, 200, "EService:Busy", path_prefix="/0/private/AmendOrder")
+    before = server.request_count("/0/private/AmendOrder")
+    c.amend_order(txid=txid, order_qty=Decimal("0.4"))
+    assert server.request_count("/0/private/AmendOrder") - before == 2
+    # A 503 (ambiguous: the venue may have acted) is raised, not resent.
+    server.fail_next(1, 503, "EService:Unavailable", path_prefix="/0/private/AmendOrder")
+    before = server.request_count("/0/private/AmendOrder")
+    with pytest.raises(KrakenRestError) as ei:
+        c.amend_order(txid=txid, order_qty=Decimal("0.3"))
+    assert ei.value.ambiguous
+    assert server.request_count("/0/private/AmendOrder") - before == 1
