@@ -119,6 +119,7 @@ class SimProcess:
         self.futures_rest_port = int(info["futures_rest_port"])
         self.spot_rest_port = int(info.get("spot_rest_port", 0))
         self.spot_ws_port = int(info.get("spot_ws_port", 0))
+        self.futures_ws_port = int(info.get("futures_ws", 0))  # Kraken Futures WS v1, /ws/v1
         self.out = _Output(self.proc.stdout)
         self.err = _Output(self.proc.stderr)
 

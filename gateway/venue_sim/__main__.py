@@ -1,5 +1,6 @@
 """`python -m gateway.venue_sim`: the simulator on its own (also what `fixgw venue-sim` and the
-embedded mode of `fixgw run` start). Prints one JSON line with its endpoints once it listens."""
+embedded mode of `fixgw run` start). Prints one JSON line with its endpoints once it listens
+(ports; the futures WebSocket's port is ``futures_ws``, its path ``/ws/v1``)."""
 
 from __future__ import annotations
 
@@ -30,6 +31,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scenario", default="default",
                    help="perp market scenario for the futures REST face (name or TOML/JSON file)")
     p.add_argument("--futures-port", type=int, default=0, help="futures REST port (0 = free)")
+    p.add_argument("--futures-ws-port", type=int, default=0,
+                   help="futures WebSocket v1 port, path /ws/v1 (0 = free)")
     p.add_argument("--tls-cert", type=Path, help="serve FIX over TLS with this certificate")
     p.add_argument("--tls-key", type=Path, help="... and this private key")
     p.add_argument("--client", action="append", default=None,
@@ -60,11 +63,13 @@ def main(argv: list[str] | None = None) -> int:
         flow_rate_hz=args.flow_rate, clients=tuple(args.client or ["FIXGW"]),
         data_dir=args.data_dir, credentials=creds,
         seed_books=not args.no_seed_books, tls_cert=args.tls_cert, tls_key=args.tls_key,
-        scenario=args.scenario, futures_port=args.futures_port))
+        scenario=args.scenario, futures_port=args.futures_port,
+        futures_ws_port=args.futures_ws_port))
     sim.start()
     print(json.dumps({"host": args.host, "trading_port": sim.trading_port,
                       "md_port": sim.md_port, "control_port": sim.control.port,
                       "futures_rest_port": sim.futures.port,
+                      "futures_ws": sim.futures_ws.port,  # Kraken Futures WS v1 at /ws/v1
                       "spot_rest_port": sim.spot_rest.port,
                       "spot_ws_port": sim.spot_ws.port}), flush=True)
     done = threading.Event()

@@ -25,11 +25,12 @@ from gateway.fix.settings import (
 )
 from gateway.transports.tls_bridge import TlsServerBridge, server_context
 from gateway.venue_sim.accounts import Accounts, ApiAccount
-from gateway.venue_sim.control import ControlServer
+from gateway.venue_sim.control import ControlServer, md_failover_handlers
 from gateway.venue_sim.engine import MatchingEngine
 from gateway.venue_sim.fix_face import MD_COMP_ID, TRADING_COMP_ID, SimFixFace
 from gateway.venue_sim.flow import SyntheticFlow
 from gateway.venue_sim.futures_rest import FuturesRestServer
+from gateway.venue_sim.futures_ws import FuturesWsServer
 from gateway.venue_sim.spot_rest import SpotRestServer
 from gateway.venue_sim.spot_ws import SpotWsServer
 
@@ -57,6 +58,8 @@ class SimOptions:
     # Perpetual market scenario served by the futures REST face (see scenarios.py).
     scenario: str = "default"
     futures_port: int = 0
+    # Kraken Futures WS v1 (ticker, heartbeat) over the same scenario; 0 = a free port.
+    futures_ws_port: int = 0
     # TLS on both FIX ports, as Kraken runs them (cert and key files); None = plain TCP.
     tls_cert: Path | None = None
     tls_key: Path | None = None
@@ -84,6 +87,9 @@ class VenueSimulator:
             opts.scenario, host=opts.host, port=opts.futures_port,
             api_key=creds.api_key if creds else None,
             api_secret=creds.api_secret if creds else None)
+        # Reads the REST face's scenario, so both faces always serve the same figures.
+        self.futures_ws = FuturesWsServer(lambda: self.futures.scenario, host=opts.host,
+                                          port=opts.futures_ws_port)
         # Spot REST and WS v2: the test API key trades as the first client CompID, so orders
         # placed over FIX, REST and WS are one account's orders (what failover needs), and a
         # token from REST GetWebSocketsToken opens the WS private channels.
@@ -103,6 +109,8 @@ class VenueSimulator:
             "flow": self._flow,
             "scenario": self._scenario,
             "drop_fix": self._drop_fix,
+            **md_failover_handlers(self.spot_ws, opts.clients[0] if opts.clients else "",
+                                   self._timers),
         })
 
     def _drop_fix(self, req: dict[str, Any]) -> dict[str, Any]:
@@ -129,6 +137,7 @@ class VenueSimulator:
         if "symbol" in req:
             figures = {k: v for k, v in req.items() if k not in ("cmd", "symbol", "name")}
             self.futures.set_figures(str(req["symbol"]), **figures)
+        self.futures_ws.notify()  # WS subscribers see the change now, not on the next tick
         return {"scenario": self.futures.scenario.name}
 
     def _flow(self, req: dict[str, Any]) -> dict[str, Any]:
@@ -187,6 +196,7 @@ class VenueSimulator:
             bridge.start()
         self.control.start()
         self.futures.start()
+        self.futures_ws.start()
         self.spot_rest.start()
         self.spot_ws.start()
         if self.opts.flow_rate_hz > 0:
@@ -199,6 +209,7 @@ class VenueSimulator:
         self.flow.stop()
         self.control.stop()
         self.futures.stop()
+        self.futures_ws.stop()
         self.spot_rest.close()
         self.spot_ws.stop()
         for t in self._timers:
