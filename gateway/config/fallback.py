@@ -37,3 +37,32 @@ class FallbackConfig(BaseModel):
         if self.rest_url and not self.rest_url.startswith(("http://", "https://")):
             raise ValueError("rest_url must be an http(s) URL")
         return self
+
+
+class MdFallbackConfig(BaseModel):
+    """`[venue.md_fallback]`: market data over Kraken spot WebSocket v2 while the FIX MD session
+    is down (public channels: no credentials needed). Off by default, like the order fallback:
+    a deployment chooses to depend on a second venue endpoint."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    enabled: bool = False
+    # Kraken spot WS v2 public URL; empty = the embedded simulator's spot WS face
+    # (Kraken: wss://ws.kraken.com/v2).
+    ws_url: str = ""
+    # FIX MD session logged out this long -> subscribe book and trade over WS.
+    failover_after_s: float = Field(default=2.0, ge=0)
+    # FIX MD logged on this long and every symbol's fresh FIX snapshot in -> back to FIX.
+    failback_after_s: float = Field(default=5.0, ge=0)
+    # "auto" follows health; "fix"/"ws" pin the market-data source.
+    force: Literal["auto", "fix", "ws"] = "auto"
+    # WS silence (no frame, not even a heartbeat) after which the client reconnects.
+    heartbeat_timeout_s: float = Field(default=5.0, gt=0)
+    # How often the policy looks at the sessions' health.
+    check_interval_s: float = Field(default=0.2, gt=0)
+
+    @model_validator(mode="after")
+    def _url(self) -> MdFallbackConfig:
+        if self.ws_url and not self.ws_url.startswith(("ws://", "wss://")):
+            raise ValueError("ws_url must be a ws:// or wss:// URL")
+        return self

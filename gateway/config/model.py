@@ -15,7 +15,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from gateway.config.fallback import FallbackConfig
+from gateway.config.fallback import FallbackConfig, MdFallbackConfig
 from gateway.config.risk import GateConfig
 
 _COMP_ID = re.compile(r"^[A-Za-z0-9_.\-]{1,64}$")
@@ -153,6 +153,7 @@ class VenueConfig(_Strict):
     symbols: tuple[str, ...] = ("BTC/USD", "ETH/USD", "ARB/USD")
     futures: FuturesConfig = FuturesConfig()
     fallback: FallbackConfig = FallbackConfig()
+    md_fallback: MdFallbackConfig = MdFallbackConfig()
     md_depth: int = Field(default=10, ge=1, le=1000)
     # A subscribed symbol silent this long is resubscribed (fresh snapshot).
     md_stale_after_s: float = Field(default=10.0, gt=0)

@@ -9,6 +9,15 @@ disagrees with ours, when the per-symbol RptSeq (83) skips, when the book crosse
 symbol has been silent longer than `stale_after_s`. Each of those is logged and reported to the
 listeners as an integrity event with its reason. Increments for a subscription we replaced are
 ignored, so a late message from the old subscription cannot corrupt the new snapshot.
+
+Another source may own the books for a while (the WS fallback while this session is down,
+``gateway.routing.md_failover``): ``hand_over_books`` makes the FIX session keep its own
+shadow books (checked exactly as usual, never shown to the listeners) while the other source
+writes the shared ``Book`` objects through ``apply_external_*``; ``take_back_books`` copies the
+shadows' verified state into the shared books and tells the listeners with a snapshot. The
+shared books keep their identity throughout, so the gate, the signals, the events and the OMS
+fan-out never notice which source feeds them. One re-entrant lock makes each FIX message, each
+external frame and each hand-over atomic, so a book never has two writers at once.
 """
 
 from __future__ import annotations
@@ -17,7 +26,7 @@ import itertools
 import logging
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Protocol
@@ -66,6 +75,7 @@ class _Sub:
     synced: bool = False
     last_rx: float = 0.0
     resubscribes: int = 0
+    rejected: bool = False  # the venue refused it (35=Y): not waited for at failback
 
 
 class MarketDataFeed(BaseHandler):
@@ -84,6 +94,14 @@ class MarketDataFeed(BaseHandler):
         self._ids = itertools.count(1)
         self._lock = threading.Lock()
         self._stop = threading.Event()
+        # Books owned by another source (see the module docstring): while set, FIX messages go
+        # to these shadow books and the listeners hear only the other source.
+        self._shadow: dict[str, Book] | None = None
+        self.source = "fix"  #: who writes `books` now: "fix", or the other source's name
+        #: called with the new `source` under the hand-over lock, before any book event of it
+        self.source_listeners: list[Callable[[str], None]] = []
+        self._owner = threading.RLock()
+        self._session_changed = time.monotonic()
         self._watchdog = threading.Thread(target=self._watch, name="md-stale", daemon=True)
         self._watchdog.start()
 
@@ -93,6 +111,7 @@ class MarketDataFeed(BaseHandler):
     # ---- session -----------------------------------------------------------------------------
     def on_logon(self, session_id: fix.SessionID) -> None:
         self._session = fix.Session.lookupSession(session_id)
+        self._session_changed = time.monotonic()
         req = m.new_message("x")
         req.setField(SECURITY_REQ_ID, f"IL{next(self._ids)}")
         req.setField(SECURITY_LIST_REQUEST_TYPE, "4")  # 4 = all securities
@@ -102,6 +121,7 @@ class MarketDataFeed(BaseHandler):
 
     def on_logout(self, session_id: fix.SessionID) -> None:
         self._session = None
+        self._session_changed = time.monotonic()
         with self._lock:
             for sub in self._subs.values():
                 sub.synced = False
@@ -110,9 +130,11 @@ class MarketDataFeed(BaseHandler):
                        fields: Fields) -> None:
         t = m.msg_type(msg)
         if t == "X":
-            self._incremental(msg)
+            with self._owner:
+                self._incremental(msg)
         elif t == "W":
-            self._snapshot(msg)
+            with self._owner:
+                self._snapshot(msg)
         elif t == "y":
             self._instrument_list(msg)
         elif t == "Y":
@@ -160,8 +182,10 @@ class MarketDataFeed(BaseHandler):
             sub = self._subs.get(symbol)
             if sub is not None:
                 sub.resubscribes += 1
-        for listener in self.listeners:
-            listener.on_integrity(symbol, reason)
+        with self._owner:
+            if self._shadow is None:
+                for listener in self.listeners:
+                    listener.on_integrity(symbol, reason)
         self._subscribe(symbol)
 
     # ---- messages ------------------------------------------------------------------------------
@@ -170,12 +194,14 @@ class MarketDataFeed(BaseHandler):
         if sub is None:
             return
         bids, asks = parse_snapshot(msg)
-        book = self.books[sub.symbol]
+        book = self._book(sub.symbol)
         book.apply_snapshot(bids, asks)
         sub.rpt_seq = 0
         sub.synced = True
         sub.last_rx = time.monotonic()
         if not self._verify(sub, book, get(msg, CHECKSUM_TAG)):
+            return
+        if self._shadow is not None:
             return
         for listener in self.listeners:
             listener.on_snapshot(sub.symbol, book)
@@ -193,7 +219,7 @@ class MarketDataFeed(BaseHandler):
                 self.resubscribe(sub.symbol, f"sequence gap: RptSeq {rpt_seq} after {sub.rpt_seq}")
                 return
             sub.rpt_seq = rpt_seq
-        book = self.books[sub.symbol]
+        book = self._book(sub.symbol)
         book.apply_updates(updates)
         for e in entries:
             if e.entry_type == TRADE:
@@ -202,6 +228,8 @@ class MarketDataFeed(BaseHandler):
             self.resubscribe(sub.symbol, "crossed book after an update")
             return
         if not self._verify(sub, book, get(msg, CHECKSUM_TAG)):
+            return
+        if self._shadow is not None:
             return
         for listener in self.listeners:
             listener.on_update(sub.symbol, book, entries)
@@ -242,9 +270,12 @@ class MarketDataFeed(BaseHandler):
         log.error("%s (reason %s)", reason, get(msg, m.MD_REQ_REJ_REASON))
         if sub is not None:
             sub.synced = False
+            sub.rejected = True
             self.integrity_events.append((sub.symbol, reason))
-            for listener in self.listeners:
-                listener.on_integrity(sub.symbol, reason)
+            with self._owner:
+                if self._shadow is None:
+                    for listener in self.listeners:
+                        listener.on_integrity(sub.symbol, reason)
 
     # ---- staleness -----------------------------------------------------------------------------
     def _watch(self) -> None:
@@ -262,3 +293,125 @@ class MarketDataFeed(BaseHandler):
         """(symbol, MDReqID, synced, resubscribes) per symbol, for ops."""
         with self._lock:
             return [(s.symbol, s.req_id, s.synced, s.resubscribes) for s in self._subs.values()]
+
+    # ---- another source owns the books (market-data failover) ---------------------------------
+    def _book(self, symbol: str) -> Book:
+        """Where a FIX message for `symbol` goes: the shared book, or its shadow."""
+        shadow = self._shadow
+        return self.books[symbol] if shadow is None else shadow[symbol]
+
+    def logged_on(self) -> bool:
+        """The venue MD session is logged on (the failover policy's health input)."""
+        return self._session is not None
+
+    def session_steady_s(self) -> float:
+        """Seconds since the MD session last logged on or out."""
+        return time.monotonic() - self._session_changed
+
+    def fix_synced(self) -> bool:
+        """Logged on, and every subscription the venue did not refuse has had its snapshot
+        since the latest (re)subscribe, i.e. the FIX books are complete and verified."""
+        if self._session is None:
+            return False
+        with self._lock:
+            subs = [self._subs.get(s) for s in self.symbols]
+        return all(sub is not None and (sub.synced or sub.rejected) for sub in subs)
+
+    def unsynced_symbols(self) -> list[str]:
+        """Symbols still waiting for a FIX snapshot (for log lines)."""
+        with self._lock:
+            return [s for s in self.symbols
+                    if (sub := self._subs.get(s)) is None or not (sub.synced or sub.rejected)]
+
+    def hand_over_books(self, source: str) -> None:
+        """`source` writes the shared books from now on (through ``apply_external_*``).
+
+        The FIX session carries on into shadow books seeded with the shared books' current
+        levels, so a FIX feed that is still up stays in sync and can take the books back."""
+        with self._owner:
+            if self._shadow is not None:
+                self._set_source(source)
+                return
+            shadow: dict[str, Book] = {}
+            for symbol, book in self.books.items():
+                copy = Book(symbol, max_depth=self.depth)
+                d = book.depth(self.depth)
+                copy.apply_snapshot(d.bids, d.asks)
+                shadow[symbol] = copy
+            self._shadow = shadow
+            self._set_source(source)
+        log.warning("market data: the books are fed by %s; the FIX MD session feeds shadow "
+                    "books until it takes them back", source)
+
+    def take_back_books(self) -> None:
+        """FIX writes the shared books again: every symbol whose FIX snapshot has arrived gets
+        the shadow's verified levels and the listeners a snapshot; the others keep the other
+        source's last levels until their FIX snapshot arrives (which then goes to them)."""
+        with self._owner:
+            shadow = self._shadow
+            if shadow is None:
+                return
+            self._shadow = None
+            self._set_source("fix")
+            with self._lock:
+                synced = {s for s, sub in self._subs.items() if sub.synced}
+            for symbol in self.symbols:
+                if symbol not in synced:
+                    continue
+                book = self.books[symbol]
+                d = shadow[symbol].depth(self.depth)
+                book.apply_snapshot(d.bids, d.asks)
+                for listener in self.listeners:
+                    listener.on_snapshot(symbol, book)
+        log.warning("market data: the FIX MD session feeds the books again%s",
+                    "" if len(synced) == len(self.symbols) else
+                    f" (still waiting for the FIX snapshot of "
+                    f"{', '.join(s for s in self.symbols if s not in synced)})")
+
+    def _set_source(self, source: str) -> None:
+        self.source = source
+        for cb in self.source_listeners:
+            try:
+                cb(source)
+            except Exception:
+                log.exception("market-data source listener failed")
+
+    def apply_external_snapshot(self, symbol: str, bids: Sequence[tuple[Decimal, Decimal]],
+                                asks: Sequence[tuple[Decimal, Decimal]]) -> bool:
+        """A verified full book from the source that owns the books; False (ignored) when FIX
+        owns them, e.g. a frame that raced the failback."""
+        with self._owner:
+            if self._shadow is None or symbol not in self.books:
+                return False
+            book = self.books[symbol]
+            book.apply_snapshot(bids, asks)
+            for listener in self.listeners:
+                listener.on_snapshot(symbol, book)
+        return True
+
+    def apply_external_update(self, symbol: str, entries: Sequence[MdEntry]) -> bool:
+        """Verified level changes and/or trades from the source that owns the books, in the
+        FIX feed's own terms (so every listener sees what it would from FIX)."""
+        with self._owner:
+            if self._shadow is None or symbol not in self.books:
+                return False
+            book = self.books[symbol]
+            updates = [(_SIDES[e.entry_type], e.price, e.qty) for e in entries
+                       if e.entry_type in _SIDES]
+            if updates:
+                book.apply_updates(updates)
+            for e in entries:
+                if e.entry_type == TRADE:
+                    book.record_trade(e.price, e.qty, "sell" if e.aggressor == "2" else "buy")
+            for listener in self.listeners:
+                listener.on_update(symbol, book, entries)
+        return True
+
+    def external_integrity(self, symbol: str, reason: str) -> None:
+        """The owning source found its copy of `symbol` broken and is rebuilding it."""
+        with self._owner:
+            if self._shadow is None or symbol not in self.books:
+                return
+            self.integrity_events.append((symbol, reason))
+            for listener in self.listeners:
+                listener.on_integrity(symbol, reason)

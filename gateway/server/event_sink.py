@@ -151,6 +151,11 @@ class EventSink:
             b.session_event, kind,
             source=b.EventSource.fix(status.key), text=reason or f"{old_state} -> {status.state}"))
 
+    def set_md_source(self, source: b.EventSource) -> None:
+        """The market-data failover moved the books to another source (FIX MD <-> WS): the
+        book, trade and top-of-book events from now on name it."""
+        self._md = source
+
     # ---- market data (MdListener) ----------------------------------------------------------------
     def on_snapshot(self, symbol: str, book: Book) -> None:
         d = book.depth(1000)

@@ -38,6 +38,7 @@ from gateway.orders.store import OrderStore
 from gateway.risk.gate import Gate
 from gateway.risk.validation import OrderValidator
 from gateway.routing.failover import RestFallback, TransportPolicy
+from gateway.routing.md_failover import MdFailover, MdSource
 from gateway.routing.router import Router
 from gateway.server.event_sink import EventSink
 from gateway.server.signal_runner import SignalRunner
@@ -66,6 +67,7 @@ class VenueEndpoints:
     md_port: int
     futures_rest_url: str = ""
     spot_rest_url: str = ""
+    spot_ws_url: str = ""
 
 
 class Gateway:
@@ -109,6 +111,7 @@ class Gateway:
             self.md_feed.listeners.append(sink)
         self.credentials = credentials
         self.fallback = self._build_fallback()
+        self.md_failover = self._build_md_failover()
         self._acceptor: fix.ThreadedSocketAcceptor | None = None
         self._initiator: fix.SocketInitiator | None = None
         self._supervisor: ReconnectSupervisor | None = None
@@ -150,6 +153,36 @@ class Gateway:
                 to_transport=new,  # type: ignore[arg-type]
                 reason=reason, automatic=automatic,
                 session=f"{v.sender_comp_id}->{v.trading.target_comp_id}"))
+
+    def _build_md_failover(self) -> MdFailover | None:
+        """[venue.md_fallback]: market data over Kraken spot WS v2 while FIX MD is down."""
+        cfg = self.config.venue.md_fallback
+        if not cfg.enabled:
+            return None
+        url = cfg.ws_url or self.endpoints.spot_ws_url
+        if not url:
+            log.error("venue.md_fallback is enabled but no WS URL (venue.md_fallback.ws_url) "
+                      "is known: market-data fallback off")
+            return None
+        self.md_feed.source_listeners.append(self._md_source_changed)
+        return MdFailover.from_config(self.md_feed, url, cfg, on_switch=self._md_switched)
+
+    def _md_session(self) -> str:
+        v = self.config.venue
+        return f"{v.sender_comp_id}->{v.market_data.target_comp_id}"
+
+    def _md_source_changed(self, source: str) -> None:
+        """Book, trade and top-of-book events name the source that fed them (FIX MD or WS)."""
+        if self.event_sink is not None:
+            self.event_sink.set_md_source(
+                builders.EventSource.fix(self._md_session()) if source == "fix"
+                else builders.EventSource.ws("kraken-spot-ws-v2"))
+
+    def _md_switched(self, old: MdSource, new: MdSource, reason: str, automatic: bool) -> None:
+        if self.events is not None:
+            self.events.publish(builders.transport_switch(
+                from_transport=old, to_transport=new, reason=reason, automatic=automatic,
+                session=self._md_session(), source=builders.EventSource.gateway("marketdata")))
 
     def _known_symbol(self, symbol: str) -> bool:
         """Tradable = configured and, once the venue's InstrumentList is in, listed by it."""
@@ -329,6 +362,8 @@ class Gateway:
         self._acceptor.start()
         if self.fallback is not None:
             self.fallback.start()
+        if self.md_failover is not None:
+            self.md_failover.start()
         self.signal_runner.start()
         if self.perp_poller is not None:
             self.perp_poller.start()
@@ -347,6 +382,8 @@ class Gateway:
 
     def stop(self) -> None:
         """Log out every session (QuickFIX waits for the Logout exchange), then close stores."""
+        if self.md_failover is not None:
+            self.md_failover.stop()
         self.md_feed.stop()
         if self.fallback is not None:
             self.fallback.stop()

@@ -66,7 +66,10 @@ class Runtime:
                                        or f"http://{ep.host}:{ep.futures_rest_port}",
                                        c.venue.fallback.rest_url
                                        or (f"http://{ep.host}:{ep.spot_rest_port}"
-                                           if ep.spot_rest_port else ""))
+                                           if ep.spot_rest_port else ""),
+                                       spot_ws_url=c.venue.md_fallback.ws_url
+                                       or (f"ws://{ep.host}:{ep.spot_ws_port}/v2"
+                                           if ep.spot_ws_port else ""))
             log.info("embedded UAT venue: FIX trading %s:%d (KRAKEN-TRD), market data %s:%d "
                      "(KRAKEN-MD); spot REST http://%s:%d, spot WS ws://%s:%d/v2, futures REST "
                      "http://%s:%d", ep.host, ep.trading_port, ep.host, ep.md_port, ep.host,

@@ -369,6 +369,32 @@ class KrakenWsPublic(_Connector):
         """True while the symbol's book is a verified copy of the venue's."""
         return self._state[symbol].live
 
+    def unsubscribe_all(self, timeout: float = 2.0) -> bool:
+        """Unsubscribe ``book`` and ``trade`` for every subscribed symbol, before ``stop`` when
+        the feed is no longer wanted (the venue counts subscriptions against a rate limit, so
+        a client that is done releases them rather than just dropping the socket). False when
+        not connected or the frames could not be sent in time; ``stop`` still closes."""
+
+        async def send() -> None:
+            syms = [s for s in self.symbols if s in self.precision]
+            if not self._book_subscribed or not syms:
+                return
+            self._book_subscribed = False
+            for st in self._state.values():
+                st.live = False  # frames still in flight are not a verified book any more
+            await self._send({"method": "unsubscribe", "req_id": next(self._req_ids),
+                              "params": {"channel": "book", "symbol": syms,
+                                         "depth": self.depth}})
+            await self._send({"method": "unsubscribe", "req_id": next(self._req_ids),
+                              "params": {"channel": "trade", "symbol": syms}})
+
+        try:
+            self._call(send(), timeout)
+        except (KrakenWsError, ConnectionClosed, OSError) as exc:
+            _log.info("%s: unsubscribe not sent (%s); closing anyway", self.url, exc)
+            return False
+        return True
+
     def _integrity(self, symbol: str, reason: str) -> None:
         st = self._state[symbol]
         st.live = False

@@ -5,6 +5,13 @@
      "count": 1, "seconds": 5}
     {"cmd": "submission_counts"}            -> {"counts": {"OWNER ClOrdID": n, ...}}
     {"cmd": "levels", "symbol": "BTC/USD", "depth": 10}
+    {"cmd": "drop_md", "client": "FIXGW", "refuse_s": 5}   -> {"was_logged_on": true}
+        log the client's FIX market-data session out (trading untouched) and refuse its
+        logons for refuse_s seconds, or until "restore_md" when refuse_s is left out
+    {"cmd": "restore_md", "client": "FIXGW"}                accept its MD logons again now
+    {"cmd": "ws_fault", "fault": "corrupt_checksum" | "stall" | "drop", "symbol": "BTC/USD",
+     "count": 1, "seconds": 5}                              spot WS v2 faults
+    {"cmd": "ws_stats"} -> {"connections": n, "book_subscriptions": n, "trade_subscriptions": n}
 
 A separate port rather than FIX messages: faults must be injectable even when the FIX sessions
 are the thing being broken. Every reply is one line: {"ok": true, ...} or {"ok": false,
@@ -19,6 +26,11 @@ import socketserver
 import threading
 from collections.abc import Callable
 from typing import Any
+
+import quickfix as fix
+
+from gateway.venue_sim.fix_face import MD_COMP_ID
+from gateway.venue_sim.spot_ws import SpotWsServer
 
 log = logging.getLogger("fixgw.venue_sim.control")
 
@@ -59,3 +71,66 @@ class ControlServer:
     def stop(self) -> None:
         self._server.shutdown()
         self._server.server_close()
+
+
+def md_failover_handlers(spot_ws: SpotWsServer, default_client: str,
+                         timers: list[threading.Timer]) -> dict[str, Handler]:
+    """Commands for market-data failover tests: break the FIX MD session alone (so the
+    gateway's WS fallback, not its order fallback, is what reacts) and the spot WS feed."""
+
+    def md_session(req: dict[str, Any]) -> tuple[str, fix.Session]:
+        client = str(req.get("client", default_client))
+        session = fix.Session.lookupSession(fix.SessionID("FIX.4.4", MD_COMP_ID, client))
+        if session is None:
+            raise ValueError(f"no market-data session for client {client!r}")
+        return client, session
+
+    def drop_md(req: dict[str, Any]) -> dict[str, Any]:
+        # QuickFIX's logout() also disables the session: logons are refused until logon().
+        client, session = md_session(req)
+        was_logged_on = bool(session.isLoggedOn())
+        session.logout("dropped by the simulator's control channel")
+        refuse_s = req.get("refuse_s")
+        if refuse_s is not None:
+            t = threading.Timer(float(refuse_s), session.logon)
+            t.daemon = True
+            t.start()
+            timers.append(t)
+        log.info("dropped FIX market-data session of %s; logons refused %s", client,
+                 "until restore_md" if refuse_s is None else f"for {float(refuse_s):.1f}s")
+        return {"was_logged_on": was_logged_on}
+
+    def restore_md(req: dict[str, Any]) -> dict[str, Any]:
+        client, session = md_session(req)
+        session.logon()
+        log.info("FIX market-data session of %s accepts logons again", client)
+        return {}
+
+    def ws_fault(req: dict[str, Any]) -> dict[str, Any]:
+        fault = str(req["fault"])
+        symbol = req.get("symbol")
+        if fault == "corrupt_checksum":
+            spot_ws.corrupt_next_checksum(str(symbol), int(req.get("count", 1)))
+        elif fault == "stall":
+            spot_ws.stall(None if symbol is None else str(symbol), float(req["seconds"]))
+        elif fault == "drop":
+            spot_ws.drop_all()
+        else:
+            raise ValueError(f"unknown ws fault {fault!r}: corrupt_checksum, stall or drop")
+        return {}
+
+    def ws_stats(req: dict[str, Any]) -> dict[str, Any]:
+        # Read on the WS face's own loop, which owns its connections (see spot_ws.py).
+        out: dict[str, Any] = {}
+
+        def collect() -> None:
+            conns = list(spot_ws._conns)
+            out["connections"] = len(conns)
+            out["book_subscriptions"] = sum(len(c.books) for c in conns)
+            out["trade_subscriptions"] = sum(len(c.trades) for c in conns)
+
+        spot_ws._post(collect)
+        return out
+
+    return {"drop_md": drop_md, "restore_md": restore_md, "ws_fault": ws_fault,
+            "ws_stats": ws_stats}

@@ -1,0 +1,260 @@
+"""Market-data failover: FIX MD session first, Kraken spot WebSocket v2 while it is down, and
+back to FIX once it is stable again.
+
+Why it is built this way:
+
+* The books are the feed's ``Book`` objects and nothing else: the gate reads their mid, the
+  signal runner their depth, the event sink and the OMS fan-out listen to the feed. So the WS
+  side does not get books of its own that others would have to switch to; it writes the feed's
+  books through the feed's external-source path (``MarketDataFeed.apply_external_*``), which
+  tells the very same listeners in the feed's own terms (snapshot, level entries, trades).
+* The WS client keeps its own checksum-verified copy (the CRC32 covers exactly what it holds)
+  and :class:`WsBookSource` forwards each verified change as the diff of a top-N view of that
+  copy (``TopView``, the depth of the FIX feed). A checksum mismatch makes the client throw its
+  copy away and resubscribe; the next verified frame reaches the feed as a snapshot, so the
+  shared book and every OMS subscriber are rebuilt from the venue's book, never patched.
+* While WS owns the books the FIX MD session, once it is back, feeds shadow books with its
+  usual checks. Failback needs that session logged on for ``failback_after_s`` *and* every
+  symbol's fresh FIX snapshot in (``MarketDataFeed.fix_synced``), so the shared books move from
+  one verified source straight to the other, without a window of stale or empty books.
+* The timing and forcing rules are the order path's :class:`TransportPolicy` (``"rest"`` there
+  stands for the fallback, here WS); the reasons in our log lines and events are our own.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from typing import Literal, TypeAlias
+
+from gateway.config.fallback import MdFallbackConfig
+from gateway.marketdata.book import Book
+from gateway.marketdata.feed import MarketDataFeed
+from gateway.marketdata.fix_md import NEW, TRADE, MdEntry, TopView
+from gateway.routing.failover import Force, TransportPolicy
+from gateway.transports.kraken_ws import KrakenWsPublic, WsTrade
+
+log = logging.getLogger("fixgw.marketdata.failover")
+
+MdSource: TypeAlias = Literal["fix", "ws"]
+#: on_switch(from_source, to_source, reason, automatic)
+MdSwitchCallback: TypeAlias = Callable[[MdSource, MdSource, str, bool], None]
+#: builds the WS client (tests may pass their own settings); same signature as KrakenWsPublic
+ClientFactory: TypeAlias = Callable[..., KrakenWsPublic]
+
+WS_DEPTHS = (10, 25, 100, 500, 1000)
+WS_SOURCE = "ws"
+_FORCE: dict[str, Force] = {"auto": "auto", "fix": "fix", "ws": "rest"}
+_AGGRESSOR = {"buy": "1", "sell": "2"}
+
+
+def ws_depth(md_depth: int) -> int:
+    """The smallest Kraken WS book depth that covers the feed's depth (Kraken accepts only
+    10/25/100/500/1000; the shared book truncates to its own depth anyway)."""
+    for d in WS_DEPTHS:
+        if d >= md_depth:
+            return d
+    raise ValueError(f"market-data depth {md_depth} is deeper than Kraken WS serves (1000)")
+
+
+class WsBookSource:
+    """Kraken WS v2 public ``book`` + ``trade`` for the feed's symbols, written into the feed's
+    books while the feed has handed them over (see the module docstring)."""
+
+    def __init__(self, feed: MarketDataFeed, url: str, *, heartbeat_timeout_s: float = 5.0,
+                 client_factory: ClientFactory = KrakenWsPublic) -> None:
+        self.feed = feed
+        self.url = url
+        self.heartbeat_timeout_s = heartbeat_timeout_s
+        self.client_factory = client_factory
+        self.client: KrakenWsPublic | None = None
+        self.snapshots = 0  #: verified WS snapshots forwarded (first and after each resync)
+        self.updates = 0  #: verified WS updates forwarded
+        self._views: dict[str, TopView | None] = {}
+        self._lock = threading.Lock()  # views: client thread vs start/stop
+
+    @property
+    def running(self) -> bool:
+        return self.client is not None
+
+    def up(self) -> bool:
+        """Usable as far as we know: not started yet (untried counts as available, there is
+        nothing better while FIX is down), or connected."""
+        client = self.client
+        return client is None or client.connected
+
+    def start(self) -> None:
+        if self.client is not None:
+            return
+        with self._lock:
+            self._views = {s: None for s in self.feed.symbols}
+        client = self.client_factory(
+            self.url, self.feed.symbols, ws_depth(self.feed.depth), on_book=self._on_book,
+            on_trade=self._on_trade, on_integrity=self._on_integrity,
+            heartbeat_timeout=self.heartbeat_timeout_s)
+        self.client = client
+        client.start()
+        log.info("market data over WS: subscribing book (depth %d) and trade for %s at %s",
+                 client.depth, ", ".join(self.feed.symbols), self.url)
+
+    def stop(self) -> None:
+        """Unsubscribe (politely, best effort) and close."""
+        client, self.client = self.client, None
+        if client is None:
+            return
+        unsubscribed = client.unsubscribe_all()
+        client.stop()
+        log.info("market data over WS: %s and closed (%d snapshots, %d updates forwarded, "
+                 "%d checksum resyncs)", "unsubscribed" if unsubscribed else "not unsubscribed",
+                 self.snapshots, self.updates, client.resyncs)
+
+    # ---- client thread ---------------------------------------------------------------------------
+    def _on_book(self, symbol: str, book: Book) -> None:
+        with self._lock:
+            if symbol not in self._views:
+                return
+            view = self._views[symbol]
+            if view is None:
+                view = TopView(self.feed.depth)
+                view.reset_from(book)
+                self._views[symbol] = view
+                entries = None
+                bids = sorted(view.bids.items(), reverse=True)
+                asks = sorted(view.asks.items())
+            else:
+                entries = view.advance(book)
+        if entries is None:
+            if self.feed.apply_external_snapshot(symbol, bids, asks):
+                self.snapshots += 1
+        elif entries and self.feed.apply_external_update(symbol, entries):
+            self.updates += 1
+
+    def _on_trade(self, trade: WsTrade) -> None:
+        self.feed.apply_external_update(trade.symbol, [MdEntry(
+            NEW, TRADE, trade.price, trade.qty, _AGGRESSOR.get(trade.side))])
+
+    def _on_integrity(self, symbol: str, reason: str) -> None:
+        with self._lock:
+            if symbol in self._views:
+                self._views[symbol] = None  # the next verified frame is a fresh snapshot
+        if reason == "checksum":
+            text = "WS book checksum mismatch; resubscribed for a fresh snapshot"
+        else:
+            text = f"WS book {reason}; rebuilt from the next snapshot"
+        log.warning("market data %s over WS: %s", symbol, text)
+        self.feed.external_integrity(symbol, text)
+
+
+class MdFailover:
+    """Which source feeds the books (FIX MD or WS) and the switches between them.
+
+    A daemon thread evaluates the policy every ``check_interval_s``; ``on_switch`` (logging is
+    ours, the callback publishes the ``transport_switch`` event) runs after each switch."""
+
+    def __init__(self, feed: MarketDataFeed, ws: WsBookSource, *, failover_after_s: float,
+                 failback_after_s: float, on_switch: MdSwitchCallback | None = None,
+                 force: Literal["auto", "fix", "ws"] = "auto",
+                 check_interval_s: float = 0.2) -> None:
+        self.feed = feed
+        self.ws = ws
+        self.on_switch = on_switch
+        self.check_interval_s = check_interval_s
+        self.switches: list[tuple[MdSource, MdSource, str]] = []
+        self.policy = TransportPolicy(
+            feed.logged_on, ws.up, failover_after_s=failover_after_s,
+            failback_after_s=failback_after_s, on_switch=self._switched,
+            before_failback=self._ready_to_fail_back, force=_FORCE[force])
+        self._waiting_for: tuple[str, ...] = ()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    @classmethod
+    def from_config(cls, feed: MarketDataFeed, ws_url: str, cfg: MdFallbackConfig,
+                    on_switch: MdSwitchCallback | None = None) -> MdFailover:
+        ws = WsBookSource(feed, ws_url, heartbeat_timeout_s=cfg.heartbeat_timeout_s)
+        return cls(feed, ws, failover_after_s=cfg.failover_after_s,
+                   failback_after_s=cfg.failback_after_s, on_switch=on_switch, force=cfg.force,
+                   check_interval_s=cfg.check_interval_s)
+
+    @property
+    def active(self) -> MdSource:
+        return "ws" if self.policy.use_rest() else "fix"
+
+    def set_force(self, force: Literal["auto", "fix", "ws"]) -> None:
+        self.policy.set_force(_FORCE[force])
+
+    def _ready_to_fail_back(self) -> bool:
+        """Failback (also a forced one) only onto complete, verified FIX books; while WS is up
+        the policy waits, with WS down it fails back and the FIX snapshots follow."""
+        if self.feed.fix_synced():
+            self._waiting_for = ()
+            return True
+        waiting = tuple(self.feed.unsynced_symbols())
+        if waiting != self._waiting_for:  # once per change, not at every evaluation
+            self._waiting_for = waiting
+            log.info("failback of market data to FIX waits for the FIX snapshot of %s",
+                     ", ".join(waiting) or "(session not logged on)")
+        return False
+
+    def _switched(self, old: str, new: str, _reason: str, automatic: bool) -> None:
+        """Runs after the policy changed its mind; moves the books and says why."""
+        steady = self.feed.session_steady_s()
+        if new == "rest":
+            reason = (f"FIX market-data session down for {steady:.1f}s" if automatic
+                      else "forced to ws by operator")
+            # Order matters: the feed first (FIX frames go to shadows and the event source
+            # says WS), then the WS client, whose first verified frames are snapshots.
+            self.feed.hand_over_books(WS_SOURCE)
+            self.ws.start()
+            frm: MdSource
+            to: MdSource
+            frm, to = "fix", "ws"
+        else:
+            if automatic:
+                reason = (f"FIX market-data session logged on and stable for {steady:.1f}s"
+                          + ("; every symbol's fresh FIX snapshot arrived"
+                             if self.feed.fix_synced() else
+                             "; WS is down, the FIX snapshots still due go to the books"))
+            else:
+                reason = "forced to fix by operator"
+            # The feed first: from here on any late WS frame is ignored; then unsubscribe.
+            self.feed.take_back_books()
+            self.ws.stop()
+            frm, to = "ws", "fix"
+        log.warning("market data moved from %s to %s: %s", frm.upper(), to.upper(), reason)
+        self.switches.append((frm, to, reason))
+        if self.on_switch is not None:
+            try:
+                self.on_switch(frm, to, reason, automatic)
+            except Exception:
+                log.exception("market-data switch callback failed")
+
+    # ---- thread --------------------------------------------------------------------------------
+    def evaluate(self) -> MdSource:
+        self.policy.evaluate()
+        return self.active
+
+    def start(self) -> None:
+        if self._thread is not None:
+            return
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._run, name="md-failover", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+            self._thread = None
+        self.ws.stop()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.check_interval_s):
+            try:
+                self.policy.evaluate()
+            except Exception:
+                log.exception("market-data failover policy")
+
+
+__all__ = ["MdFailover", "MdSource", "MdSwitchCallback", "WsBookSource", "ws_depth"]

@@ -1,0 +1,309 @@
+"""Market-data failover pieces without gateway processes: the feed's hand-over of its books
+(FIX into shadow books, the other source into the shared ones, and back), the WS source writing
+the feed's very own Book objects from a real simulator WS face over loopback (checksum fault
+included), the failover policy switching to WS after the outage, and the config's errors."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator, Sequence
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+
+from gateway.config import ConfigError, load_config
+from gateway.kraken.checksum import book_checksum
+from gateway.marketdata.book import Book
+from gateway.marketdata.feed import MarketDataFeed
+from gateway.marketdata.fix_md import TRADE, MdEntry, TopView, build_snapshot
+from gateway.marketdata.instruments import Instrument, InstrumentRegistry
+from gateway.routing.md_failover import MdFailover, WsBookSource, ws_depth
+from gateway.transports.kraken_ws import KrakenWsPublic
+from gateway.venue_sim.accounts import Accounts
+from gateway.venue_sim.engine import MatchingEngine
+from gateway.venue_sim.flow import SyntheticFlow
+from gateway.venue_sim.spot_ws import SpotWsServer
+
+D = Decimal
+BTC, ETH = "BTC/USD", "ETH/USD"
+
+
+class Recorder:
+    """An MdListener that keeps what it was told, in order."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, str]] = []
+        self.trades = 0
+
+    def on_snapshot(self, symbol: str, book: Book) -> None:
+        self.calls.append(("snapshot", symbol))
+
+    def on_update(self, symbol: str, book: Book, entries: Sequence[MdEntry]) -> None:
+        self.calls.append(("update", symbol))
+        self.trades += sum(1 for e in entries if e.entry_type == TRADE)
+
+    def on_integrity(self, symbol: str, reason: str) -> None:
+        self.calls.append(("integrity", symbol))
+
+    def count(self, kind: str, symbol: str) -> int:
+        return sum(1 for c in self.calls if c == (kind, symbol))
+
+
+def wait_for(pred: Callable[[], bool], timeout: float = 10.0, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if pred():
+            return
+        time.sleep(0.01)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def make_feed(symbols: Sequence[str] = (BTC, ETH), depth: int = 10) -> MarketDataFeed:
+    reg = InstrumentRegistry()
+    reg.replace_all([Instrument.from_precision(BTC, 1, 8, D("0.0001"), D("0.1")),
+                     Instrument.from_precision(ETH, 2, 8, D("0.001"), D("0.01"))])
+    return MarketDataFeed(symbols, depth, reg, stale_after_s=3600)
+
+
+class Venue:
+    def __init__(self) -> None:
+        self.engine = MatchingEngine(seed=5)
+        self.flow = SyntheticFlow(self.engine, seed=5, symbols=(BTC, ETH))
+        self.flow.seed_books()
+        self.server = SpotWsServer(self.engine, Accounts(), heartbeat_interval=0.2)
+        self.server.start()
+
+    def levels(self, sym: str, depth: int = 10) -> tuple[list[tuple[D, D]], list[tuple[D, D]]]:
+        return self.engine.levels(sym, depth)
+
+
+@pytest.fixture
+def venue() -> Iterator[Venue]:
+    v = Venue()
+    yield v
+    v.server.stop()
+
+
+def book_is(feed: MarketDataFeed, venue: Venue, sym: str) -> bool:
+    d = feed.books[sym].depth(feed.depth)
+    return ([tuple(lv) for lv in d.bids], [tuple(lv) for lv in d.asks]) == \
+        venue.levels(sym, feed.depth)
+
+
+def fast_client(*args: object, **kw: object) -> KrakenWsPublic:
+    return KrakenWsPublic(*args, backoff_initial=0.05, backoff_max=0.5,  # type: ignore[arg-type]
+                          **kw)  # type: ignore[arg-type]
+
+
+def test_ws_depth_is_the_smallest_kraken_depth_covering_the_feed() -> None:
+    assert [ws_depth(n) for n in (1, 5, 10, 11, 25, 26, 1000)] == [10, 10, 10, 25, 25, 100,
+                                                                    1000]
+    with pytest.raises(ValueError):
+        ws_depth(1001)
+
+
+def test_fix_frames_go_to_shadow_books_while_handed_over_and_come_back_verified() -> None:
+    feed = make_feed((BTC,))
+    rec = Recorder()
+    feed.listeners.append(rec)
+    shared = feed.books[BTC]
+    try:
+        feed._subscribe(BTC)  # no session: registers the subscription only
+        (_, req_id, synced, _), = feed.subscriptions()
+        assert not synced and feed.unsynced_symbols() == [BTC]
+        feed.hand_over_books("ws")
+        assert feed.source == "ws"
+
+        # The FIX session's snapshot arrives while WS owns the books: shadow only.
+        fix_book = Book(BTC)
+        fix_book.apply_snapshot([(D("100.0"), D("1")), (D("99.9"), D("2"))],
+                                [(D("100.1"), D("3"))])
+        view = TopView(10)
+        view.reset_from(fix_book)
+        feed.on_app_message(build_snapshot(req_id, BTC, view, view.checksum(1, 8)),
+                            None, {})  # type: ignore[arg-type]
+        assert feed.unsynced_symbols() == []
+        assert shared.level_counts() == (0, 0) and rec.calls == []
+
+        # The WS side writes the shared book and the listeners hear it.
+        assert feed.apply_external_snapshot(BTC, [(D("200.0"), D("1"))], [(D("200.5"), D("1"))])
+        assert feed.apply_external_update(BTC, [MdEntry("0", TRADE, D("200.5"), D("0.1"), "1")])
+        assert shared.top().bid == (D("200.0"), D("1")) and len(shared.trades()) == 1
+        assert rec.calls == [("snapshot", BTC), ("update", BTC)] and rec.trades == 1
+
+        # Take back: the FIX shadow's verified levels replace WS's, as a snapshot.
+        feed.take_back_books()
+        assert feed.source == "fix"
+        assert feed.books[BTC] is shared
+        d = shared.depth(10)
+        assert [tuple(lv) for lv in d.bids] == [(D("100.0"), D("1")), (D("99.9"), D("2"))]
+        assert [tuple(lv) for lv in d.asks] == [(D("100.1"), D("3"))]
+        assert rec.calls[-1] == ("snapshot", BTC)
+        # A WS frame that raced the failback is refused and reaches no listener.
+        n = len(rec.calls)
+        assert not feed.apply_external_snapshot(BTC, [(D("1.0"), D("1"))], [])
+        feed.external_integrity(BTC, "late")
+        assert len(rec.calls) == n and shared.top().bid == (D("100.0"), D("1"))
+    finally:
+        feed.stop()
+
+
+def test_source_listeners_hear_each_hand_over_before_any_book_event() -> None:
+    feed = make_feed((BTC,))
+    order: list[str] = []
+
+    class L(Recorder):
+        def on_snapshot(self, symbol: str, book: Book) -> None:
+            order.append(f"snapshot from {feed.source}")
+
+    feed.listeners.append(L())
+    feed.source_listeners.append(lambda s: order.append(f"source {s}"))
+    try:
+        feed.hand_over_books("ws")
+        feed.apply_external_snapshot(BTC, [(D("1.0"), D("1"))], [(D("2.0"), D("1"))])
+        feed._subscribe(BTC)
+        with feed._lock:
+            next(iter(feed._subs.values())).synced = True
+        feed.take_back_books()
+        assert order == ["source ws", "snapshot from ws", "source fix", "snapshot from fix"]
+    finally:
+        feed.stop()
+
+
+def test_ws_source_feeds_the_feeds_own_books_and_heals_a_corrupt_checksum(venue: Venue) -> None:
+    feed = make_feed(depth=5)  # WS depth 10, the shared books hold 5
+    rec = Recorder()
+    feed.listeners.append(rec)
+    books = dict(feed.books)
+    src = WsBookSource(feed, venue.server.url, client_factory=fast_client)
+    feed.hand_over_books("ws")
+    src.start()
+    try:
+        for sym in (BTC, ETH):
+            wait_for(lambda s=sym: book_is(feed, venue, s), what=f"{sym} first WS book")
+        for _ in range(4):
+            for _ in range(100):
+                venue.flow.step()
+            for sym in (BTC, ETH):
+                wait_for(lambda s=sym: book_is(feed, venue, s), what=f"{sym} to follow")
+        assert feed.books == books and all(feed.books[s] is books[s] for s in books)
+        assert rec.count("snapshot", BTC) == 1 and rec.count("update", BTC) > 50
+        assert rec.trades > 0 and feed.books[BTC].trades()
+        assert src.client is not None and src.client.resyncs == 0
+
+        # A corrupted checksum: the client resubscribes; the shared book is rebuilt from the
+        # fresh snapshot (listeners: integrity, then snapshot) and follows the venue again.
+        venue.server.corrupt_next_checksum(BTC)
+        wait_for(lambda: (venue.flow.step(), rec.count("integrity", BTC) >= 1)[1],
+                 what="the checksum mismatch")
+        wait_for(lambda: rec.count("snapshot", BTC) == 2, what="the fresh snapshot")
+        assert src.client.resyncs == 1
+        assert any("checksum" in r for s, r in feed.integrity_events if s == BTC)
+        for _ in range(100):
+            venue.flow.step()
+        wait_for(lambda: book_is(feed, venue, BTC), what="BTC after the resync")
+        wait_for(lambda: book_is(feed, venue, ETH), what="ETH (never disturbed)")
+        assert rec.count("snapshot", ETH) == 1
+        inst = feed.instruments.get(BTC)
+        assert inst is not None
+        assert feed.books[BTC].checksum(1, 8) == book_checksum(*venue.levels(BTC, 5), 1, 8)
+    finally:
+        src.stop()
+        feed.stop()
+
+
+def test_ws_source_stop_unsubscribes_at_the_venue(venue: Venue) -> None:
+    feed = make_feed()
+    src = WsBookSource(feed, venue.server.url, client_factory=fast_client)
+    feed.hand_over_books("ws")
+    src.start()
+    try:
+        wait_for(lambda: book_is(feed, venue, BTC), what="first WS book")
+        conns = list(venue.server._conns)
+        assert [(len(c.books), len(c.trades)) for c in conns] == [(2, 2)]
+        feed.take_back_books()
+        src.stop()
+        assert not src.running
+        # The venue saw the unsubscribes (before the socket closed, it held no subscription).
+        wait_for(lambda: not venue.server._conns, what="connection closed")
+        assert (len(conns[0].books), len(conns[0].trades)) == (0, 0)
+    finally:
+        src.stop()
+        feed.stop()
+
+
+def test_policy_fails_over_to_ws_after_the_configured_outage(venue: Venue) -> None:
+    feed = make_feed()
+    switches: list[tuple[str, str, str, bool]] = []
+    src = WsBookSource(feed, venue.server.url, client_factory=fast_client)
+    fo = MdFailover(feed, src, failover_after_s=0.5, failback_after_s=1.0,
+                    on_switch=lambda *a: switches.append(a), check_interval_s=0.05)
+    t0 = time.monotonic()
+    fo.start()
+    try:
+        # The FIX MD session never logs on here: WS after 0.5 s, not before.
+        wait_for(lambda: fo.active == "ws", what="failover")
+        assert time.monotonic() - t0 >= 0.5
+        assert switches and switches[0][:2] == ("fix", "ws") and switches[0][3] is True
+        assert "FIX market-data session down for" in switches[0][2]
+        assert feed.source == "ws"
+        wait_for(lambda: book_is(feed, venue, BTC) and book_is(feed, venue, ETH),
+                 what="books over WS")
+        # FIX is still down: no failback however long we wait.
+        time.sleep(0.3)
+        assert fo.active == "ws" and len(switches) == 1
+        # Ops pin FIX while its session is down: the books are not dropped; the switch waits
+        # for complete FIX books (the venue is up, so WS stays).
+        fo.set_force("fix")
+        time.sleep(0.2)
+        assert fo.active == "ws" and feed.source == "ws" and src.running
+        assert len(switches) == 1
+        fo.set_force("auto")
+        assert fo.active == "ws"
+    finally:
+        fo.stop()
+        feed.stop()
+
+
+def test_forcing_ws_switches_at_once_and_says_so(venue: Venue) -> None:
+    feed = make_feed()
+    switches: list[tuple[str, str, str, bool]] = []
+    src = WsBookSource(feed, venue.server.url, client_factory=fast_client)
+    fo = MdFailover(feed, src, failover_after_s=60, failback_after_s=60, force="ws",
+                    on_switch=lambda *a: switches.append(a))
+    try:
+        assert fo.evaluate() == "ws"
+        assert switches == [("fix", "ws", "forced to ws by operator", False)]
+        wait_for(lambda: book_is(feed, venue, BTC), what="books over WS")
+    finally:
+        fo.stop()
+        feed.stop()
+
+
+@pytest.mark.parametrize(("toml", "needle"), [
+    ("[venue.md_fallback]\nfailover_after_s = -1\n",
+     "venue.md_fallback.failover_after_s: Input should be greater than or equal to 0"),
+    ('[venue.md_fallback]\nws_url = "http://x"\n',
+     "venue.md_fallback: ws_url must be a ws:// or wss:// URL"),
+    ('[venue.md_fallback]\nforce = "rest"\n', "venue.md_fallback.force: Input should be"),
+    ("[venue.md_fallback]\nmd_failover_after_s = 1\n",
+     "venue.md_fallback.md_failover_after_s: unknown field"),
+])
+def test_bad_md_fallback_config_names_file_and_field(tmp_path: Path, toml: str,
+                                                     needle: str) -> None:
+    path = tmp_path / "gw.toml"
+    path.write_text(toml)
+    with pytest.raises(ConfigError) as exc:
+        load_config(path)
+    assert f"{path}: {needle}" in str(exc.value), str(exc.value)
+
+
+def test_md_fallback_config_defaults_and_values(tmp_path: Path) -> None:
+    assert not load_config(None).venue.md_fallback.enabled
+    path = tmp_path / "gw.toml"
+    path.write_text('[venue.md_fallback]\nenabled = true\nws_url = "wss://ws.kraken.com/v2"\n'
+                    "failover_after_s = 1.5\nfailback_after_s = 3\n")
+    cfg = load_config(path).venue.md_fallback
+    assert (cfg.enabled, cfg.ws_url, cfg.failover_after_s, cfg.failback_after_s) == (
+        True, "wss://ws.kraken.com/v2", 1.5, 3.0)
