@@ -9,14 +9,18 @@ on the gate's side, never a half-built snapshot).
 
 Inputs per perp symbol:
 
-* perp ticker + funding history: ``on_perp_update`` (the ``PerpPoller`` callback). Funding
+* perp ticker + funding history: ``on_perp_update`` (the ``PerpPoller`` callback, and the
+  Kraken Futures WS ticker feed's, each marking its ``source``: "rest" or "ws"). Funding
   records are the history's *relative* rates plus the ticker's prediction (marked
-  ``predicted``); mark, index, total OI (USD at mark) and 24 h volume come from the ticker, and
-  the mark's time is when we received it (the ticker has no mark timestamp).
+  ``predicted``; from the WS feed, the latest history record takes the ticker's current
+  relative rate, which is fresher); mark, index, total OI (USD at mark) and 24 h volume come
+  from the ticker, and the mark's time is when we received it (the ticker has no mark
+  timestamp), so the snapshot's mark age is the feed's freshness.
 * the spot book of the mapped spot symbol (``perps``: perp -> spot), read on the worker; the MD
   hooks ``on_update``/``on_snapshot``/``on_integrity`` only set the dirty flag.
 * positioning records: ``push_positioning`` (gRPC ``PositioningService.Push``).
-* OI intervals: ``push_oi_intervals`` from feeds/backfills, and one interval per ticker poll.
+* OI intervals: ``push_oi_intervals`` from feeds/backfills, and one interval per ticker poll
+  (at most one per ``oi_row_min_interval_s``: see below).
 
 Choices the brief leaves open:
 
@@ -37,6 +41,12 @@ Choices the brief leaves open:
   kept history; appending rows never changes earlier deltas, so this equals a full replay. A
   backfill that lands before the last applied row rebuilds the map (cold replay, rare); a mark
   more than half the grid's half-width away from its centre re-bins it around the mark.
+* Ticker rate vs OI rows: the WS feed delivers a ticker about every second, REST every poll. A
+  row per WS ticker would fill ``max_oi_rows`` within hours and shorten the map's memory, so a
+  ticker within ``oi_row_min_interval_s`` of the last row only updates mark/index/funding/OI (what
+  the snapshot shows) and widens the pending low/high; the next due row then carries the whole
+  OI change since the previous one and spans every mark seen in between. The gateway sets the
+  minimum to the REST poll interval, so the map sees the same row density from either source.
 * History is bounded (``max_oi_rows``): the oldest rows are dropped (their effect stays in the
   map); the first kept row becomes a level row so the chaining stays right.
 """
@@ -69,6 +79,7 @@ from gateway.signals import (
     flow_estimate,
 )
 from gateway.transports.kraken_futures_rest import FundingRate, PerpTicker
+from gateway.transports.kraken_futures_ws import WS_SOURCE
 
 __all__ = ["OiRow", "SignalRunner"]
 
@@ -120,6 +131,11 @@ class _PerpState:
         self.anchor_oi = 0.0  # OI level before the first level row (first poll's venue OI)
         self.prev_poll_oi: float | None = None
         self.prev_poll_mark: float | None = None
+        self.last_row_at = -math.inf  # wall time of the last ticker-derived OI row
+        self.pending_lo = math.inf  # marks seen since that row (the next row's low/high)
+        self.pending_hi = -math.inf
+        self.ticker_source: str | None = None  # "rest" (poller) or "ws" (ticker feed)
+        self.source_updates: dict[str, int] = {}
         self.last_push_ts = -math.inf  # wall time of the last pushed row's arrival
         self.rebuild = False  # a backfill landed before the last applied row
         self.liq_map: LiquidationMap | None = None
@@ -165,6 +181,7 @@ class SignalRunner:
         book_depth: int = 1000,
         max_oi_rows: int = 20_000,
         feed_priority_s: float = 900.0,
+        oi_row_min_interval_s: float = 0.0,
         clock: Callable[[], float] = time.time,
     ) -> None:
         if min_interval_s < 0:
@@ -179,6 +196,7 @@ class SignalRunner:
         self.book_depth = book_depth
         self.max_oi_rows = max_oi_rows
         self.feed_priority_s = feed_priority_s
+        self.oi_row_min_interval_s = max(float(oi_row_min_interval_s), 0.0)
         self._clock = clock
         self._states = {p.upper(): _PerpState(p.upper(), s) for p, s in perps.items()}
         self._by_spot: dict[str, tuple[str, ...]] = {}
@@ -265,7 +283,15 @@ class SignalRunner:
         st = self._state(symbol)
         with self._lock:
             return {"computes": st.computes, "errors": st.errors, "last_error": st.last_error,
-                    "oi_rows": len(st.rows), "has_ticker": st.ticker is not None}
+                    "oi_rows": len(st.rows), "has_ticker": st.ticker is not None,
+                    "ticker_source": st.ticker_source, "ticker_at": st.ticker_at,
+                    "source_updates": dict(st.source_updates)}
+
+    def ticker_source(self, symbol: str) -> str | None:
+        """Which feed delivered the perp's current ticker ("rest", "ws"; None before any)."""
+        st = self._state(symbol)
+        with self._lock:
+            return st.ticker_source
 
     # -- MD listener (MD thread: flag only) --------------------------------------------------
 
@@ -294,8 +320,10 @@ class SignalRunner:
 
     # -- producers ---------------------------------------------------------------------------
 
-    def on_perp_update(self, ticker: PerpTicker, funding: Sequence[FundingRate]) -> None:
-        """``PerpPoller`` callback: store ticker and funding, append the poll's OI interval."""
+    def on_perp_update(self, ticker: PerpTicker, funding: Sequence[FundingRate], *,
+                       source: str = "rest") -> None:
+        """``PerpPoller`` and WS feed callback: store ticker and funding (noting ``source``),
+        append an OI interval when one is due (module docstring)."""
         st = self._states.get(ticker.symbol.upper())
         if st is None:
             return
@@ -304,22 +332,39 @@ class SignalRunner:
         index = float(ticker.index_price)
         oi = float(ticker.open_interest_usd)
         records = [FundingRecord(f.epoch_s, float(f.funding_rate_rel)) for f in funding]
+        if source == WS_SOURCE and records:
+            # The feed's relative_funding_rate is the venue's own figure for the running
+            # period, the same quantity as the history's latest relativeFundingRate, and
+            # seconds old where the (REST-only) history may be a poll interval old.
+            records[-1] = FundingRecord(records[-1].ts, float(ticker.funding_rate_rel))
         pred = ticker.funding_rate_prediction_rel
         if pred is not None:
             records.append(FundingRecord(now, float(pred), predicted=True))
         entry = self._entry_price(st.spot, mark, index)
         with self._lock:
             st.ticker, st.ticker_at, st.funding = ticker, now, tuple(records)
-            prev_oi, prev_mark = st.prev_poll_oi, st.prev_poll_mark
-            st.prev_poll_oi, st.prev_poll_mark = oi, mark
-            if not st.rows and prev_oi is None:
-                st.anchor_oi = oi
-            if prev_oi is not None or not st.rows:
-                feed_live = now - st.last_push_ts < self.feed_priority_s
-                change = 0.0 if prev_oi is None or feed_live else oi - prev_oi
-                lo = min(mark, entry, prev_mark if prev_mark is not None else mark)
-                hi = max(mark, entry, prev_mark if prev_mark is not None else mark)
-                self._insert(st, [_Row(now, change, False, entry, hi, lo, mark, math.nan)])
+            switched = st.ticker_source is not None and st.ticker_source != source
+            previous, st.ticker_source = st.ticker_source, source
+            st.source_updates[source] = st.source_updates.get(source, 0) + 1
+            st.pending_lo, st.pending_hi = min(st.pending_lo, mark), max(st.pending_hi, mark)
+            due = (st.prev_poll_oi is None
+                   or now - st.last_row_at >= self.oi_row_min_interval_s)
+            if due:
+                prev_oi, prev_mark = st.prev_poll_oi, st.prev_poll_mark
+                st.prev_poll_oi, st.prev_poll_mark = oi, mark
+                span_lo, span_hi = st.pending_lo, st.pending_hi
+                st.pending_lo, st.pending_hi = math.inf, -math.inf
+                if not st.rows and prev_oi is None:
+                    st.anchor_oi = oi
+                if prev_oi is not None or not st.rows:
+                    st.last_row_at = now
+                    feed_live = now - st.last_push_ts < self.feed_priority_s
+                    change = 0.0 if prev_oi is None or feed_live else oi - prev_oi
+                    lo = min(span_lo, entry, prev_mark if prev_mark is not None else mark)
+                    hi = max(span_hi, entry, prev_mark if prev_mark is not None else mark)
+                    self._insert(st, [_Row(now, change, False, entry, hi, lo, mark, math.nan)])
+        if switched:
+            log.info("perp inputs of %s now from %s (were %s)", st.symbol, source, previous)
         self._mark(st.symbol)
 
     def push_positioning(self, symbol: str, record: PositioningRecord) -> None:

@@ -15,6 +15,14 @@ trivially restartable. Its contract with the rest of the gateway:
 * ``last_update(symbol)`` is the wall-clock time of the last update delivered *and accepted* by
   ``on_update`` (a callback that raises does not count), which is what staleness checks need:
   "the signal side last got fresh data at t".
+
+Next to the WS ticker feed (``gateway.transports.kraken_futures_ws``), ``live_elsewhere(symbol)``
+says which symbols the feed currently carries: for those the poller keeps fetching funding
+history (REST-only, and what the feed delivers with each ticker through ``funding_history``) but
+delivers no REST ticker, and when every symbol is live it skips the tickers call altogether. A
+symbol whose feed goes quiet is polled again on the next cycle; ``wake()`` runs that cycle at once
+(the feed calls it on a disconnect), so with a long ``interval_s`` the REST fallback still starts
+within one HTTP round trip.
 """
 
 from __future__ import annotations
@@ -55,6 +63,7 @@ class PerpPoller:
         max_backoff_s: float = 60.0,
         clock: Callable[[], float] = time.time,
         name: str = "perp-poller",
+        live_elsewhere: Callable[[str], bool] | None = None,
     ) -> None:
         if not symbols:
             raise ValueError("PerpPoller needs at least one symbol")
@@ -72,6 +81,9 @@ class PerpPoller:
         self._name = name
         self._lock = threading.Lock()
         self._stop = threading.Event()
+        self._wake = threading.Event()
+        self.live_elsewhere = live_elsewhere
+        self.skipped = 0  # ticker deliveries left to another feed (live_elsewhere)
         self._thread: threading.Thread | None = None
         self._funding: dict[str, list[FundingRate]] = {}
         self._funding_due: set[str] = set(self.symbols)
@@ -95,10 +107,15 @@ class PerpPoller:
         self._thread = threading.Thread(target=self._run, name=self._name, daemon=True)
         self._thread.start()
 
+    def wake(self) -> None:
+        """Run the next cycle now instead of after the interval (e.g. the WS feed went down)."""
+        self._wake.set()
+
     def stop(self, timeout_s: float = 10.0) -> None:
         """Ask the thread to finish and wait up to ``timeout_s`` (an in-flight HTTP call may run
         to its own timeout; the thread is a daemon, so it never blocks interpreter exit)."""
         self._stop.set()
+        self._wake.set()
         thread, self._thread = self._thread, None
         if thread is not None and thread is not threading.current_thread():
             thread.join(timeout_s)
@@ -114,6 +131,11 @@ class PerpPoller:
         """All symbols' last accepted update times (a copy)."""
         with self._lock:
             return dict(self._last_update)
+
+    def funding_history(self, symbol: str) -> list[FundingRate]:
+        """The latest successfully fetched funding history of ``symbol`` (empty until one)."""
+        with self._lock:
+            return list(self._funding.get(symbol.upper(), ()))
 
     def last_funding_update(self, symbol: str) -> float | None:
         """Epoch seconds of the last successful funding-history fetch of ``symbol``."""
@@ -151,9 +173,16 @@ class PerpPoller:
         if cycle % self.funding_every == 0:
             with self._lock:
                 self._funding_due.update(self.symbols)
-        tickers = self.client.tickers()
+        live = self.live_elsewhere
+        elsewhere = {s for s in self.symbols if live is not None and live(s)}
+        tickers = self.client.tickers() if len(elsewhere) < len(self.symbols) else {}
         delivered = 0
         for symbol in self.symbols:
+            if symbol in elsewhere:
+                self._refresh_funding(symbol)  # the other feed delivers it with its tickers
+                with self._lock:
+                    self.skipped += 1
+                continue
             ticker = tickers.get(symbol)
             if ticker is None:
                 log.warning("perp poller: %s not in the venue's tickers", symbol)
@@ -206,4 +235,5 @@ class PerpPoller:
                         log.info("perp poller: recovered after %d failed cycles", self._failures)
                     self._failures = 0
                 delay = self.interval_s
-            self._stop.wait(delay)
+            self._wake.wait(delay)
+            self._wake.clear()
