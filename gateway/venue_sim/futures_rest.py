@@ -18,6 +18,8 @@ Wire formats follow ``shared/kraken-api.md`` §2 and §5 and Kraken's OpenAPI ex
 * ``GET /derivatives/api/v3/historical-funding-rates?symbol=PF_ARBUSD``: ``rates`` ascending; a
   spot/index/unknown symbol is HTTP 400 ``invalidArgument``; no symbol is HTTP 400
   ``requiredArgumentMissing``.
+* ``GET /derivatives/api/v4/historicalfundingrates?symbol=PF_ARBUSD``: the same body, at the
+  path python-kraken-sdk and ccxt ``krakenfutures`` use today.
 * ``GET /derivatives/api/v3/instruments``: the scenario's perps (``flexible_futures``).
 * ``GET /derivatives/api/v3/accounts``: private. ``APIKey`` must equal the server's test key and
   ``Authent`` must equal ``futures_authent(secret, "/api/v3/accounts", query + body, Nonce)``
@@ -39,22 +41,25 @@ Test hooks: ``set_scenario``/``set_figures`` swap figures atomically while servi
 from __future__ import annotations
 
 import hmac
+import itertools
 import json
 import logging
 import threading
 import time
+import uuid
 from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from decimal import ROUND_CEILING, ROUND_FLOOR, ROUND_HALF_EVEN, Decimal
+from decimal import ROUND_CEILING, ROUND_FLOOR, ROUND_HALF_EVEN, Decimal, InvalidOperation
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from gateway.kraken.auth import decode_secret, futures_authent
+from gateway.venue_sim import engine as e
 from gateway.venue_sim.http_face import HttpFace
-from gateway.venue_sim.instruments import INSTRUMENTS, Instrument
+from gateway.venue_sim.instruments import INSTRUMENTS, Instrument, InstrumentKind
 from gateway.venue_sim.scenarios import (
     PerpFigures,
     Scenario,
@@ -68,6 +73,9 @@ log = logging.getLogger("fixgw.venue_sim.futures_rest")
 
 #: Every route lives under this prefix, as on futures.kraken.com.
 API_PREFIX = "/derivatives/api/v3"
+#: The one v4 route: funding history under the name current clients call
+#: (python-kraken-sdk ``Market.get_historical_funding_rates``, ccxt ``krakenfutures``).
+V4_FUNDING_PATH = "/derivatives/api/v4/historicalfundingrates"
 
 _NONCE_MEMORY = 10_000
 _OPENING_DATE = "2022-01-01T00:00:00.000Z"
@@ -240,6 +248,8 @@ class FuturesRestServer(HttpFace):
         api_key: str | None = None,
         api_secret: str | None = None,
         clock: Callable[[], float] = time.time,
+        engine: e.MatchingEngine | None = None,
+        owner: str = "FUTURES",
     ) -> None:
         if (api_key is None) != (api_secret is None):
             raise ValueError("give both api_key and api_secret, or neither")
@@ -254,6 +264,7 @@ class FuturesRestServer(HttpFace):
         self._counts: dict[str, int] = {}
         self._nonces: deque[str] = deque(maxlen=_NONCE_MEMORY)
         self._nonce_set: set[str] = set()
+        self.orders = _FuturesOrders(engine, owner, clock) if engine is not None else None
         self._init_http(host, port)
 
     face_name = "futures-rest"
@@ -347,9 +358,17 @@ class FuturesRestServer(HttpFace):
             if fault.raw_body is not None:
                 return _Reply(fault.status, fault.raw_body, "text/html")
             return self._error(fault.status, fault.error)
+        if path.rstrip("/") == V4_FUNDING_PATH:
+            # v4 serves the same ``rates`` body as v3 (what python-kraken-sdk and ccxt call).
+            if method != "GET":
+                return self._error(405, "notFound")
+            query4 = parse_qs(parts.query, keep_blank_values=True)
+            return self._funding(query4.get("symbol", [""])[0])
         if not path.startswith(API_PREFIX + "/"):
             return self._error(404, "notFound")
         route = path[len(API_PREFIX):]
+        if route in _ORDER_ROUTES:
+            return self._order_route(method, route, parts.query, headers, body)
         if method != "GET":
             return self._error(405, "notFound")
         query = parse_qs(parts.query, keep_blank_values=True)
@@ -363,6 +382,8 @@ class FuturesRestServer(HttpFace):
             # The scenario's perps, so that instruments, tickers and funding always agree.
             return self._ok({"instruments": [instrument_json(INSTRUMENTS[s])
                                              for s in self.scenario.perps]})
+        if route == "/orderbook":
+            return self._orderbook(query.get("symbol", [""])[0])
         if route == "/accounts":
             err = self._check_auth(route, parts.query, headers, body)
             if err is not None:
@@ -398,6 +419,47 @@ class FuturesRestServer(HttpFace):
             return self._error(400, "invalidArgument")
         rates = [r.as_json() for r in scenario.funding_history(fig.symbol, self._now())]
         return self._ok({"rates": rates})
+
+    def _orderbook(self, symbol: str) -> _Reply:
+        """``orderBook`` ``{bids, asks}`` of ``[price, size]`` numbers from the shared engine's
+        perp book (what an order sent here trades against), not from the scenario."""
+        if not symbol:
+            return self._error(400, "requiredArgumentMissing")
+        orders = self.orders
+        if orders is None:  # built without an engine: there is no book to show
+            return self._error(503, "Unavailable")
+        sym = symbol.upper()
+        if sym not in orders.symbols:
+            return self._error(400, "invalidArgument")
+        bids, asks = orders.engine.levels(sym, _BOOK_LEVELS)
+        return self._ok({"orderBook": {"bids": [[p, q] for p, q in bids],
+                                       "asks": [[p, q] for p, q in asks]}})
+
+    def _order_route(self, method: str, route: str, query: str, headers: Mapping[str, str],
+                     body: str) -> _Reply:
+        """The private order-entry routes: authenticated like ``/accounts``; parameters from
+        the query string and the form body together (ccxt sends them in the query of a POST,
+        python-kraken-sdk in the body), repeated keys kept as lists (``orderIds``)."""
+        allowed = ("GET", "POST") if route == "/orders/status" else (
+            ("GET",) if route == "/openorders" else ("POST",))
+        if method not in allowed:
+            return self._error(405, "notFound")
+        err = self._check_auth(route, query, headers, body)
+        if err is not None:
+            return self._error(401, err)
+        orders = self.orders
+        if orders is None:
+            # The face was built without an engine: no order book to trade on.
+            return self._error(503, "Unavailable")
+        params: dict[str, list[str]] = {}
+        for text in (query, body):
+            for k, v in parse_qs(text, keep_blank_values=True).items():
+                params.setdefault(k, []).extend(v)
+        try:
+            payload = orders.handle(route, params)
+        except _FutErr as exc:
+            return self._error(exc.status, exc.error)
+        return self._ok(payload)
 
     def _check_auth(self, route: str, query: str, headers: Mapping[str, str],
                     body: str) -> str | None:
@@ -471,3 +533,300 @@ class _Headers(Mapping[str, str]):
 
     def __len__(self) -> int:
         return len(self._msg.keys())
+
+
+# --------------------------------------------------------------------------------------------
+# Order entry on the shared engine
+
+_ORDER_ROUTES = frozenset({"/sendorder", "/cancelorder", "/cancelallorders", "/openorders",
+                           "/orders/status"})
+#: Levels ``/orderbook`` returns per side (Kraken returns the whole book; ours is bounded so a
+#: synthetic book cannot make one answer arbitrarily large).
+_BOOK_LEVELS = 500
+#: Namespace of the UUIDs this face shows for engine order ids: Kraken Futures order ids are
+#: UUIDs, and clients (ccxt) keep them as opaque strings, so a stable v5 UUID per engine id
+#: looks like the real thing and maps back without a guess.
+_ORDER_NS = uuid.UUID("6f1d0c58-96a4-4d43-9a49-2a8f3b1c7e10")
+_FUT_TYPES = {"lmt": (e.OrdType.LIMIT, e.TimeInForce.GTC),
+              "post": (e.OrdType.LIMIT, e.TimeInForce.GTC),
+              "ioc": (e.OrdType.LIMIT, e.TimeInForce.IOC),
+              "mkt": (e.OrdType.MARKET, e.TimeInForce.IOC)}
+_SYNTH = "_kf:"
+
+
+class _FutErr(Exception):
+    def __init__(self, status: int, error: str) -> None:
+        super().__init__(error)
+        self.status = status
+        self.error = error
+
+
+def _one(params: Mapping[str, list[str]], key: str) -> str | None:
+    values = params.get(key)
+    return values[-1] if values else None
+
+
+def _dec(text: str | None, status: str) -> Decimal | None:
+    if text is None or text == "":
+        return None
+    try:
+        d = Decimal(text)
+    except InvalidOperation:
+        raise _Refused(status) from None
+    if not d.is_finite() or d <= 0:
+        raise _Refused(status)
+    return d
+
+
+class _Refused(Exception):
+    """A ``sendStatus.status`` other than ``placed`` (Kraken answers these with HTTP 200)."""
+
+    def __init__(self, status: str) -> None:
+        super().__init__(status)
+        self.status = status
+
+
+class _FuturesOrders:
+    """Kraken Futures order entry (``sendorder``, ``cancelorder``, ``cancelallorders``,
+    ``openorders``, ``orders/status``) over the simulator's matching engine, so an order sent by
+    a futures client rests in, trades against and shows up in the same perp book the synthetic
+    flow quotes (and counts in ``submission_counts`` under ``owner``).
+
+    Shapes follow python-kraken-sdk's docstring examples of Kraken's answers and ccxt
+    ``krakenfutures.parse_order``: ``sendStatus``/``cancelStatus`` with ``orderEvents``,
+    ``openOrders`` items with ``unfilledSize``/``filledSize``, ``orders`` items wrapping
+    ``order`` with ``ENTERED_BOOK``/``FULLY_EXECUTED``/``CANCELLED``. Numbers are JSON numbers
+    from Decimal. Not modelled: trigger orders, margin/positions, the futures rate budget.
+    """
+
+    def __init__(self, engine: e.MatchingEngine, owner: str,
+                 clock: Callable[[], float]) -> None:
+        self.engine = engine
+        self.owner = owner
+        self._clock = clock
+        self.symbols = frozenset(s for s, i in engine.instruments.items()
+                                 if i.kind is InstrumentKind.PERPETUAL)
+        self._lock = threading.Lock()
+        self._uuid_to_engine: dict[str, str] = {}
+        self._placed: deque[str] = deque(maxlen=10_000)  # engine ids, oldest first
+        self._synth = itertools.count(1)
+
+    # -- ids -----------------------------------------------------------------------------------
+
+    def _public_id(self, engine_id: str) -> str:
+        uid = str(uuid.uuid5(_ORDER_NS, engine_id))
+        with self._lock:
+            self._uuid_to_engine[uid] = engine_id
+        return uid
+
+    def _engine_id(self, public_id: str) -> str | None:
+        with self._lock:
+            return self._uuid_to_engine.get(public_id.lower())
+
+    @staticmethod
+    def _cli(snap: e.OrderSnapshot) -> str | None:
+        return None if snap.cl_ord_id.startswith(_SYNTH) else snap.cl_ord_id
+
+    def _order_obj(self, snap: e.OrderSnapshot) -> dict[str, object]:
+        """The ``order`` object of order events and ``orders/status``."""
+        return {
+            "orderId": self._public_id(snap.order_id),
+            "cliOrdId": self._cli(snap),
+            "type": "lmt" if snap.ord_type is e.OrdType.LIMIT else "mkt",
+            "symbol": snap.symbol,
+            "side": "buy" if snap.side is e.Side.BUY else "sell",
+            "quantity": snap.qty,
+            "filled": snap.cum_qty,
+            "limitPrice": snap.price if snap.price is not None else Decimal(0),
+            "reduceOnly": False,
+            "timestamp": iso_utc_ms(snap.created_time / 1e9),
+            "lastUpdateTimestamp": iso_utc_ms(snap.transact_time / 1e9),
+        }
+
+    # -- routes --------------------------------------------------------------------------------
+
+    def handle(self, route: str, p: Mapping[str, list[str]]) -> dict[str, object]:
+        if route == "/sendorder":
+            return {"sendStatus": self._send(p)}
+        if route == "/cancelorder":
+            return {"cancelStatus": self._cancel(p)}
+        if route == "/cancelallorders":
+            return {"cancelStatus": self._cancel_all(p)}
+        if route == "/openorders":
+            return {"openOrders": [self._open_item(s)
+                                   for s in self.engine.open_orders(self.owner)]}
+        return {"orders": self._status(p)}
+
+    def _received(self) -> str:
+        return iso_utc_ms(self._clock())
+
+    def _send(self, p: Mapping[str, list[str]]) -> dict[str, object]:
+        received = self._received()
+        order_type, side_text = _one(p, "orderType"), _one(p, "side")
+        symbol, size_text = _one(p, "symbol"), _one(p, "size")
+        if not order_type or not side_text or not symbol or not size_text:
+            raise _FutErr(400, "requiredArgumentMissing")
+        cli = _one(p, "cliOrdId") or None
+        try:
+            result = self._place(order_type, side_text, symbol.upper(), size_text,
+                                 _one(p, "limitPrice"), cli)
+        except _Refused as r:
+            return {"status": r.status, "receivedTime": received, "orderEvents": []}
+        result["receivedTime"] = received
+        return result
+
+    def _place(self, order_type: str, side_text: str, symbol: str, size_text: str,
+               price_text: str | None, cli: str | None) -> dict[str, object]:
+        kind = _FUT_TYPES.get(order_type)
+        if kind is None:
+            raise _Refused("invalidOrderType")
+        side = {"buy": e.Side.BUY, "sell": e.Side.SELL}.get(side_text)
+        if side is None:
+            raise _Refused("invalidSide")
+        if symbol not in self.symbols:
+            raise _Refused("marketInactive")
+        size = _dec(size_text, "invalidSize")
+        assert size is not None
+        ord_type, tif = kind
+        price = _dec(price_text, "invalidPrice") if ord_type is e.OrdType.LIMIT else None
+        if ord_type is e.OrdType.LIMIT and price is None:
+            raise _Refused("invalidPrice")
+        if cli is not None and len(cli) > 100:
+            raise _Refused("clientOrderIdTooLong")
+        if order_type == "post" and price is not None:
+            bid, ask = self.engine.top_of_book(symbol)
+            opposite = ask if side is e.Side.BUY else bid
+            if opposite is not None and (price >= opposite if side is e.Side.BUY
+                                         else price <= opposite):
+                raise _Refused("postWouldExecute")
+        clid = cli if cli is not None else f"{_SYNTH}{next(self._synth)}"
+        events = self.engine.submit(self.owner, clid, symbol, side, size, price, ord_type, tif)
+        first = events[0]
+        if isinstance(first, e.Rejected):
+            raise _Refused(_REFUSALS.get(first.text, "invalidArgument"))
+        assert isinstance(first, e.Accepted)
+        with self._lock:
+            self._placed.append(first.order.order_id)
+        order_events: list[dict[str, object]] = []
+        last = first.order
+        prior = first.order
+        for ev in events[1:]:
+            if isinstance(ev, e.Filled) and ev.order.order_id == first.order.order_id:
+                order_events.append({
+                    "executionId": str(uuid.uuid5(_ORDER_NS, ev.exec_id)),
+                    "price": ev.last_px, "amount": ev.last_qty,
+                    "orderPriorEdit": None, "orderPriorExecution": self._order_obj(prior),
+                    "takerReducedQuantity": None, "type": "EXECUTION"})
+                prior = last = ev.order
+            elif isinstance(ev, e.Canceled) and ev.order.order_id == first.order.order_id:
+                last = ev.order
+        if not order_events or last.is_open:
+            placed_obj = self._order_obj(last if last.is_open else first.order)
+            order_events.insert(0, {"order": placed_obj, "reducedQuantity": None,
+                                    "type": "PLACE"})
+        if tif is e.TimeInForce.IOC and ord_type is e.OrdType.LIMIT and last.cum_qty == 0:
+            return {"order_id": self._public_id(first.order.order_id),
+                    "status": "iocWouldNotExecute", "orderEvents": []}
+        out: dict[str, object] = {"order_id": self._public_id(first.order.order_id),
+                                  "status": "placed", "orderEvents": order_events}
+        if cli is not None:
+            out["cliOrdId"] = cli
+        return out
+
+    def _find(self, p: Mapping[str, list[str]]) -> e.OrderSnapshot | None:
+        oid, cli = _one(p, "order_id") or _one(p, "orderId"), _one(p, "cliOrdId")
+        if oid:
+            engine_id = self._engine_id(oid)
+            return None if engine_id is None else self.engine.order_status(
+                self.owner, order_id=engine_id)
+        if cli:
+            return self.engine.order_status(self.owner, cl_ord_id=cli)
+        raise _FutErr(400, "requiredArgumentMissing")
+
+    def _cancel(self, p: Mapping[str, list[str]]) -> dict[str, object]:
+        received = self._received()
+        snap = self._find(p)
+        if snap is None:
+            return {"status": "notFound", "receivedTime": received}
+        out: dict[str, object] = {"order_id": self._public_id(snap.order_id),
+                                  "receivedTime": received}
+        if (cli := self._cli(snap)) is not None:
+            out["cliOrdId"] = cli
+        if not snap.is_open:
+            out["status"] = "filled" if snap.status is e.OrdStatus.FILLED else "notFound"
+            return out
+        events = self.engine.cancel(self.owner, f"{_SYNTH}x{next(self._synth)}",
+                                    order_id=snap.order_id)
+        canceled = next((ev for ev in events if isinstance(ev, e.Canceled)), None)
+        if canceled is None:  # filled between the lookup and the cancel
+            after = self.engine.order_status(self.owner, order_id=snap.order_id)
+            out["status"] = ("filled" if after is not None
+                             and after.status is e.OrdStatus.FILLED else "notFound")
+            return out
+        out["status"] = "cancelled"
+        out["orderEvents"] = [{"uid": out["order_id"], "order": self._order_obj(snap),
+                               "type": "CANCEL"}]
+        return out
+
+    def _cancel_all(self, p: Mapping[str, list[str]]) -> dict[str, object]:
+        symbol = _one(p, "symbol")
+        sym = symbol.upper() if symbol else None
+        events = self.engine.mass_cancel(self.owner, sym)
+        done = [ev.order for ev in events if isinstance(ev, e.Canceled)]
+        return {
+            "receivedTime": self._received(), "cancelOnly": symbol or "all",
+            "status": "cancelled" if done else "noOrdersToCancel",
+            "cancelledOrders": [{"order_id": self._public_id(o.order_id),
+                                 **({"cliOrdId": c} if (c := self._cli(o)) else {})}
+                                for o in done],
+            "orderEvents": [{"uid": self._public_id(o.order_id), "order": self._order_obj(o),
+                             "type": "CANCEL"} for o in done],
+        }
+
+    def _open_item(self, snap: e.OrderSnapshot) -> dict[str, object]:
+        item: dict[str, object] = {
+            "order_id": self._public_id(snap.order_id),
+            "symbol": snap.symbol,
+            "side": "buy" if snap.side is e.Side.BUY else "sell",
+            "orderType": "lmt" if snap.ord_type is e.OrdType.LIMIT else "mkt",
+            "limitPrice": snap.price if snap.price is not None else Decimal(0),
+            "unfilledSize": snap.leaves_qty,
+            "receivedTime": iso_utc_ms(snap.created_time / 1e9),
+            "status": "partiallyFilled" if snap.cum_qty else "untouched",
+            "filledSize": snap.cum_qty,
+            "reduceOnly": False,
+            "lastUpdateTime": iso_utc_ms(snap.transact_time / 1e9),
+        }
+        if (cli := self._cli(snap)) is not None:
+            item["cliOrdId"] = cli
+        return item
+
+    def _status(self, p: Mapping[str, list[str]]) -> list[dict[str, object]]:
+        """``orders/status`` for ``orderIds``/``cliOrdIds`` (repeated keys), or every order
+        placed here while no id is given; unknown ids are left out, as Kraken does."""
+        snaps: list[e.OrderSnapshot] = []
+        ids, clis = p.get("orderIds", []), p.get("cliOrdIds", [])
+        if not ids and not clis:
+            with self._lock:
+                placed = list(self._placed)
+            snaps = [s for oid in placed
+                     if (s := self.engine.order_status(self.owner, order_id=oid)) is not None]
+        for oid in ids:
+            engine_id = self._engine_id(oid)
+            if engine_id is not None and (
+                    s := self.engine.order_status(self.owner, order_id=engine_id)) is not None:
+                snaps.append(s)
+        for cli in clis:
+            if (s := self.engine.order_status(self.owner, cl_ord_id=cli)) is not None:
+                snaps.append(s)
+        return [{"order": {**self._order_obj(s), "type": "ORDER"},
+                 "status": _STATUS_NAMES[s.status], "updateReason": None, "error": None}
+                for s in snaps]
+
+
+_STATUS_NAMES = {e.OrdStatus.NEW: "ENTERED_BOOK", e.OrdStatus.PARTIALLY_FILLED: "ENTERED_BOOK",
+                 e.OrdStatus.FILLED: "FULLY_EXECUTED", e.OrdStatus.CANCELED: "CANCELLED",
+                 e.OrdStatus.REJECTED: "REJECTED"}
+_REFUSALS = {e.TEXT_INVALID_PRICE: "invalidPrice", e.TEXT_INVALID_VOLUME: "invalidSize",
+             e.TEXT_ORDER_MINIMUM: "invalidSize", e.TEXT_DUPLICATE: "clientOrderIdAlreadyExist",
+             e.TEXT_UNKNOWN_PAIR: "marketInactive"}

@@ -72,6 +72,7 @@ from gateway.kraken.symbols import parse_spot_pair, rest_altname, to_kraken_asse
 from gateway.venue_sim.accounts import Accounts, ApiAccount
 from gateway.venue_sim.engine import (
     Accepted,
+    BookChanged,
     Canceled,
     CancelRejected,
     Event,
@@ -83,6 +84,7 @@ from gateway.venue_sim.engine import (
     Rejected,
     Side,
     TimeInForce,
+    TradePrinted,
 )
 from gateway.venue_sim.futures_rest import _Headers, dumps
 from gateway.venue_sim.http_face import HttpFace
@@ -124,6 +126,16 @@ E_ENGINE_RATE = "EOrder:Rate limit exceeded"
 E_UNKNOWN_ORDER = "EOrder:Unknown order"
 E_UNKNOWN_PAIR = "EQuery:Unknown asset pair"
 E_UNKNOWN_METHOD = "EGeneral:Unknown method"
+E_UNKNOWN_ASSET = "EQuery:Unknown asset"
+
+#: Decimals Kraken's ``Assets`` gives crypto (``XXBT``: 10) and fiat (``ZUSD``: 4) assets.
+_ASSET_DECIMALS = 10
+_FIAT_DECIMALS = 4
+#: Trades read back from the engine's tape for Ticker/Trades (the engine keeps up to its
+#: ``trade_history``, 1000 per book by default: a busy simulated day is summarised from the
+#: most recent ones only, which a rehearsal client cannot tell apart).
+_TAPE = 1000
+_DAY_NS = 86_400 * 1_000_000_000
 
 
 def _f(d: Decimal) -> str:
@@ -208,6 +220,7 @@ class SpotRestServer(HttpFace):
         self._synth_n = 0
         self._trades: dict[str, list[str]] = defaultdict(list)
         self._rest_orders: dict[str, deque[str]] = defaultdict(lambda: deque(maxlen=10_000))
+        self._level_times: dict[str, dict[tuple[str, Decimal], int]] = defaultdict(dict)
         self.last_request: RecordedRequest | None = None
         self.status = "online"
         engine.add_listener(self._on_events)
@@ -285,6 +298,15 @@ class SpotRestServer(HttpFace):
         for ev in events:
             if isinstance(ev, Filled):
                 self._trades[ev.order.order_id].append(ev.trade_id)
+            elif isinstance(ev, BookChanged):
+                # Depth's per-level timestamp is the level's last change (Kraken's meaning).
+                key = ("b" if ev.side is Side.BUY else "a", ev.price)
+                with self._lock:
+                    times = self._level_times[ev.symbol]
+                    if ev.new_level_qty:
+                        times[key] = ev.time // 1_000_000_000
+                    else:
+                        times.pop(key, None)
 
     # -- request handling --------------------------------------------------------------------
 
@@ -395,12 +417,111 @@ class SpotRestServer(HttpFace):
             stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
             return {"status": self.status, "timestamp": stamp}
         if name == "AssetPairs":
-            insts = self._spot_instruments()
             wanted = params.get("pair")
-            if wanted:
-                insts = [self._instrument(p) for p in wanted.split(",")]
-            return {rest_altname(i.symbol): _asset_pair(i) for i in insts}
+            if not wanted:
+                return {rest_altname(i.symbol): _asset_pair(i)
+                        for i in self._spot_instruments()}
+            # Asked by its WS name (``BTC/USD``), Kraken keys the answer by that name, and
+            # python-kraken-sdk's SpotOrderBookClient looks the pair's decimals up that way.
+            return {(p if "/" in p else rest_altname(inst.symbol)): _asset_pair(inst)
+                    for p in wanted.split(",") if p and (inst := self._instrument(p))}
+        if name == "Assets":
+            return self._assets(params)
+        if name == "Ticker":
+            return self._ticker(params)
+        if name == "Depth":
+            return self._depth(params)
+        if name == "Trades":
+            return self._recent_trades(params)
         raise _Err(E_UNKNOWN_METHOD)
+
+    def _pairs_param(self, params: Mapping[str, str]) -> list[Instrument]:
+        """``pair=`` as a comma list (any spelling), or every spot pair when absent."""
+        wanted = params.get("pair")
+        if not wanted:
+            return self._spot_instruments()
+        return [self._instrument(p) for p in wanted.split(",") if p]
+
+    def _assets(self, params: Mapping[str, str]) -> dict[str, object]:
+        """Kraken's ``Assets``: every asset of a tradable pair, keyed as ``AssetPairs`` names
+        them in ``base``/``quote`` (ccxt maps pair currencies through this table, so the keys
+        must agree, and it reads ``altname`` to turn ``XBT`` into ``BTC``)."""
+        assets: dict[str, dict[str, object]] = {}
+        for inst in self._spot_instruments():
+            for code, decimals in ((inst.base, _ASSET_DECIMALS), (inst.quote, _FIAT_DECIMALS)):
+                key = to_kraken_asset(code)
+                if key not in assets:
+                    crypto = inst.base == code
+                    assets[key] = {
+                        "aclass": "currency",
+                        "altname": key,
+                        "decimals": decimals if crypto else _FIAT_DECIMALS,
+                        "display_decimals": 5 if crypto else 2,
+                        "status": "enabled",
+                    }
+        wanted = params.get("asset")
+        if wanted:
+            out: dict[str, object] = {}
+            for a in wanted.split(","):
+                key = to_kraken_asset(a)
+                if key not in assets:
+                    raise _Err(E_UNKNOWN_ASSET)
+                out[key] = assets[key]
+            return out
+        return dict(assets)
+
+    def _ticker(self, params: Mapping[str, str]) -> dict[str, object]:
+        """Kraken's ``Ticker`` from the engine's real book and trade tape (see :func:`_ticker`)."""
+        now_ns = self._wall_ns()
+        out: dict[str, object] = {}
+        for inst in self._pairs_param(params):
+            bids, asks = self.engine.levels(inst.symbol, 1)
+            trades = self.engine.last_trades(inst.symbol, _TAPE)
+            out[rest_altname(inst.symbol)] = _ticker_json(inst, bids, asks, trades, now_ns)
+        return out
+
+    def _depth(self, params: Mapping[str, str]) -> dict[str, object]:
+        """Kraken's ``Depth`` (``count`` 1..500, default 100): the engine's aggregated levels as
+        ``[price, volume, timestamp]`` strings, the timestamp being the level's last change."""
+        pairs = params.get("pair")
+        if not pairs or "," in pairs:
+            raise _Err("EGeneral:Invalid arguments:pair")
+        inst = self._instrument(pairs)
+        count_text = params.get("count") or "100"
+        if not count_text.isdigit():
+            raise _Err("EGeneral:Invalid arguments:count")
+        count = min(max(int(count_text), 1), 500)
+        bids, asks = self.engine.levels(inst.symbol, count)
+        now_s = self._wall_ns() // 1_000_000_000
+        with self._lock:
+            stamps = dict(self._level_times.get(inst.symbol, {}))
+
+        def rows(side: str, levels: list[tuple[Decimal, Decimal]]) -> list[list[object]]:
+            return [[_f(p.quantize(inst.price_quantum)), _f(q.quantize(inst.qty_quantum)),
+                     stamps.get((side, p), now_s)] for p, q in levels]
+
+        return {rest_altname(inst.symbol): {"asks": rows("a", asks), "bids": rows("b", bids)}}
+
+    def _recent_trades(self, params: Mapping[str, str]) -> dict[str, object]:
+        """Kraken's ``Trades``: ``[price, volume, time, b|s, l|m, misc, trade_id]`` oldest
+        first, plus ``last`` (the ``since`` cursor, in ns as Kraken gives it)."""
+        pairs = params.get("pair")
+        if not pairs or "," in pairs:
+            raise _Err("EGeneral:Invalid arguments:pair")
+        inst = self._instrument(pairs)
+        since = _decimal(params.get("since"), "since")
+        trades = self.engine.last_trades(inst.symbol, _TAPE)
+        if since is not None:
+            trades = [t for t in trades if t.time > since]
+        count_text = params.get("count")
+        if count_text and count_text.isdigit():
+            trades = trades[-max(int(count_text), 1):]
+        rows: list[list[object]] = [
+            [_f(t.price.quantize(inst.price_quantum)), _f(t.qty.quantize(inst.qty_quantum)),
+             _secs(t.time), "b" if t.aggressor_side is Side.BUY else "s", "l", "",
+             t.seq] for t in trades]
+        last = str(trades[-1].time) if trades else str(self._wall_ns())
+        return {rest_altname(inst.symbol): rows, "last": last}
 
     # -- private -------------------------------------------------------------------------------
 
@@ -739,4 +860,48 @@ def _asset_pair(inst: Instrument) -> dict[str, object]:
         "costmin": "0.5",
         "tick_size": _f(inst.price_tick),
         "status": "online",
+    }
+
+
+def _ticker_json(inst: Instrument, bids: list[tuple[Decimal, Decimal]],
+                 asks: list[tuple[Decimal, Decimal]], trades: list[TradePrinted],
+                 now_ns: int) -> dict[str, object]:
+    """One pair's ``Ticker`` entry: ``a``/``b`` ``[price, whole lot volume, lot volume]`` from
+    the best level, ``c`` the last trade, and ``v``/``p``/``t``/``l``/``h`` as ``[today,
+    last 24 hours]`` (today = since 00:00 UTC) over the engine's tape; ``o`` is today's first
+    trade price. Every number is a string at the pair's decimals, as Kraken prints them; a side
+    or window without data reads as zeros (what Kraken shows for an idle pair)."""
+    pq, qq = inst.price_quantum, inst.qty_quantum
+
+    def px(d: Decimal) -> str:
+        return _f(d.quantize(pq))
+
+    def qty(d: Decimal) -> str:
+        return _f(d.quantize(qq))
+
+    def top(levels: list[tuple[Decimal, Decimal]]) -> list[str]:
+        if not levels:
+            return [px(Decimal(0)), "0", qty(Decimal(0))]
+        p, q = levels[0]
+        return [px(p), str(int(q)), qty(q)]
+
+    day_start = now_ns - now_ns % _DAY_NS
+    windows = ([t for t in trades if t.time >= day_start],
+               [t for t in trades if t.time >= now_ns - _DAY_NS])
+    vols = [sum((t.qty for t in w), Decimal(0)) for w in windows]
+    vwaps = [sum((t.qty * t.price for t in w), Decimal(0)) / v if v else Decimal(0)
+             for w, v in zip(windows, vols, strict=True)]
+    lows = [min((t.price for t in w), default=Decimal(0)) for w in windows]
+    highs = [max((t.price for t in w), default=Decimal(0)) for w in windows]
+    last = trades[-1] if trades else None
+    return {
+        "a": top(asks),
+        "b": top(bids),
+        "c": [px(last.price), qty(last.qty)] if last else [px(Decimal(0)), qty(Decimal(0))],
+        "v": [qty(v) for v in vols],
+        "p": [px(v) for v in vwaps],
+        "t": [len(w) for w in windows],
+        "l": [px(v) for v in lows],
+        "h": [px(v) for v in highs],
+        "o": px(windows[0][0].price) if windows[0] else px(Decimal(0)),
     }

@@ -320,7 +320,14 @@ class SpotWsServer:
             reply(False, error="EGeneral:Invalid arguments:params")
             return
         if method == "ping":
-            reply(True)
+            # Kraken answers a v2 ping with ``method: "pong"`` and no ``success`` field; ccxt
+            # drops a connection whose pings go unanswered that way.
+            pong: dict[str, Any] = {"method": "pong"}
+            if req_id is not None:
+                pong["req_id"] = req_id
+            pong["time_in"] = time_in
+            pong["time_out"] = _now_rfc3339()
+            self._send(conn, pong)
         elif method == "subscribe":
             self._subscribe(conn, params, reply)
         elif method == "unsubscribe":
