@@ -217,6 +217,12 @@ class GrpcConfig(_Strict):
     # publishing FIX thread wakes it at once (lowest delivery latency, but every order then pays
     # for waking the server); a few ms batches events per write and keeps the FIX path lean.
     wake_interval_ms: float = Field(default=5.0, ge=0)
+    # Serve events from a child process (see gateway/events/process.py): subscribers then never
+    # share the gateway's GIL with the FIX threads. false = in the gateway process (debugging).
+    event_process: bool = True
+    # CPU priority of that process relative to the gateway (nice increment, 0-19): under a
+    # saturated CPU the order path wins and subscribers catch up in bigger batches.
+    event_process_nice: int = Field(default=5, ge=0, le=19)
 
     @model_validator(mode="after")
     def _tls_pair(self) -> GrpcConfig:

@@ -313,19 +313,21 @@ class EventLog:
 
     # ----------------------------------------------------------------- publishing (hot path)
 
-    def publish(self, event: events_pb2.Event) -> int:
+    def publish(self, event: events_pb2.Event, recv_ns: int | None = None) -> int:
         """Append an event; returns its sequence. Never blocks on I/O or on subscribers.
 
         Takes ownership of `event`: the caller must not touch it afterwards. The log sets
         `sequence` and `kind`, and `gateway_receive_time` to the time of this call unless the
         producer stamped it (better: stamp when the callback started) — but later, on a consumer
         thread: the caller pays for a sequence, a timestamp and one short lock, nothing else.
+        `recv_ns` is when the producer saw the fact (a deferred publisher stamps it when the
+        event is queued), used when the event carries no `gateway_receive_time` of its own.
         Raises ValueError for an event without payload and EventLogClosed after close().
         """
         kind = _KIND_BY_PAYLOAD.get(event.WhichOneof("payload"))
         if kind is None:
             raise ValueError("event has no payload")
-        entry = _Entry(event, kind, time.time_ns())
+        entry = _Entry(event, kind, time.time_ns() if recv_ns is None else recv_ns)
         with self._lock:
             if self._closed:
                 raise EventLogClosed("event log is closed")

@@ -43,7 +43,7 @@ from gateway._proto.fixgw.v1 import events_pb2
 from gateway.events.journal import JournalRangeError, JournalReader, JournalRecord
 from gateway.events.log import EventFilter, EventLog, SequenceOutOfRange, frame_event
 
-__all__ = ["EVENT_SERVICE_NAME", "EventServer", "EventServerConfig"]
+__all__ = ["EVENT_SERVICE_NAME", "EventServer", "EventServerConfig", "EventServerStats"]
 
 _log = logging.getLogger(__name__)
 
@@ -89,6 +89,13 @@ class EventServerConfig:
             raise ValueError("max_lag_events and max_batch_bytes must be positive")
         if self.wake_interval_s is not None and not 0 < self.wake_interval_s <= 1:
             raise ValueError("wake_interval_s must be in (0, 1] seconds, or None")
+
+
+@dataclass(frozen=True, slots=True)
+class EventServerStats:
+    subscribers: int
+    queued: int  # events between live subscribers' cursors and the newest event
+    cutoffs_total: int  # streams ended with RESOURCE_EXHAUSTED since start
 
 
 class _Subscriber:
@@ -219,23 +226,28 @@ class EventServer:
     setup): each callable registers its servicer on the `grpc.aio.Server` (on the server's loop,
     before it starts) and returns the service's full name, which is then listed for reflection
     and reported SERVING by health checking.
+
+    With `log=None` it serves only `extra_services` (the gateway's loopback server for the
+    services the event process forwards; see `gateway.events.process`).
     """
 
     def __init__(
         self,
-        log: EventLog,
+        log: EventLog | None,
         config: EventServerConfig | None = None,
         extra_services: Sequence[Callable[[grpc.aio.Server], str]] = (),
     ) -> None:
-        self._log = log
+        self._log: EventLog = log if log is not None else EventLog()
+        self._serves_events = log is not None
         self.config = config or EventServerConfig()
         self._extra_services = tuple(extra_services)
-        if self.config.max_lag_events >= log.config.ring_capacity:
+        self._cutoffs = 0
+        if log is not None and self.config.max_lag_events >= log.config.ring_capacity:
             _log.warning(
                 "EventServer max_lag_events (%d) >= EventLog ring_capacity (%d): live "
                 "subscribers near the lag limit will be served from disk",
                 self.config.max_lag_events,
-                log.config.ring_capacity,
+                self._log.config.ring_capacity,
             )
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -262,6 +274,18 @@ class EventServer:
     @property
     def subscriber_count(self) -> int:
         return len(self._subs)
+
+    def stats(self) -> EventServerStats:
+        """Subscribers, the events they have yet to receive, and how many were cut off.
+
+        Read from another thread without the loop: a racy but consistent-enough snapshot for
+        metrics (the set is copied first).
+        """
+        head = self._log.next_sequence
+        subs = list(self._subs)
+        return EventServerStats(subscribers=len(subs),
+                                queued=sum(max(0, head - s.cursor) for s in subs if s.live),
+                                cutoffs_total=self._cutoffs)
 
     def start(self) -> int:
         """Start serving in a background thread; returns the bound port."""
@@ -345,23 +369,33 @@ class EventServer:
                 ("grpc.keepalive_timeout_ms", 10_000),
             ]
         )
-        server.add_generic_rpc_handlers((self._handlers(),))
+        own_names: tuple[str, ...] = ()
+        if self._serves_events:
+            server.add_generic_rpc_handlers((self._handlers(),))
+            own_names = (EVENT_SERVICE_NAME,)
         extra_names = tuple(register(server) for register in self._extra_services)
         self._health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         reflection.enable_server_reflection(
-            (EVENT_SERVICE_NAME, *extra_names, health.SERVICE_NAME, reflection.SERVICE_NAME),
+            (*own_names, *extra_names, health.SERVICE_NAME, reflection.SERVICE_NAME),
             server,
         )
         self._port = self._bind(server)
         await server.start()
         serving = health_pb2.HealthCheckResponse.SERVING
         await self._health.set("", serving)
-        await self._health.set(EVENT_SERVICE_NAME, serving)
-        for name in extra_names:
+        for name in (*own_names, *extra_names):
             await self._health.set(name, serving)
         interval = self.config.wake_interval_s
         poller: asyncio.Task[None] | None = None
+        if not self._serves_events:
+            self._ready.set()
+            try:
+                await self._stop_requested.wait()
+            finally:
+                await self._health.enter_graceful_shutdown()
+                await server.stop(self._grace)
+            return
         if interval is None:
             loop.add_reader(self._waker.fd, self._on_wake)
             self._log.add_waker(self._waker.poke)
@@ -492,6 +526,7 @@ class EventServer:
                 elif sub.live:
                     # Checked after every write: a subscriber whose client stopped reading is
                     # parked in write() and is cut off as soon as that write completes.
+                    self._cutoffs += 1
                     await self._abort(
                         context,
                         grpc.StatusCode.RESOURCE_EXHAUSTED,

@@ -5,28 +5,25 @@ status board (logon/logout) and the market-data feed (snapshots, deltas, trades,
 and publishes each as a `fixgw.v1.Event`.
 
 On the thread that produced the fact (a QuickFIX callback) it only freezes the event's values
-into a `functools.partial` and appends it to a deque (~1-2 µs); one builder thread turns them
-into protobuf events and publishes them, in the order they were appended, polling every 5 ms
-so a FIX thread never pays for waking it (a 1 ms poll cost measurable GIL time). Building a
-protobuf event in Python costs 5-20 µs on the cold cache of a callback: measured with
-tools/bench_fix.py, doing it inline doubled the gateway's CPU per order. An error while
-building is logged and the event dropped; it can never reach the order path.
+into a `functools.partial` of a builder and hands it to the publisher (`publish_later`, a deque
+append of ~1-2 µs); building, sequencing, journaling and serving happen off that thread —
+in the event process by default (`gateway.events.process`). Building a protobuf event in Python
+costs 5-20 µs on the cold cache of a callback: measured with tools/bench_fix.py, doing it inline
+doubled the gateway's CPU per order. An error while building is logged and the event dropped;
+it can never reach the order path.
 """
 
 from __future__ import annotations
 
 import logging
-import threading
 import time
-from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from decimal import Decimal
 from functools import partial
 from typing import Literal
 
-from gateway._proto.fixgw.v1 import events_pb2
 from gateway.events import builders as b
-from gateway.events.log import EventLog
+from gateway.events.publisher import EventPublisher
 from gateway.fix.application import SessionStatus
 from gateway.marketdata.book import Book
 from gateway.marketdata.fix_md import BID, DELETE, OFFER, TRADE, MdEntry
@@ -51,52 +48,19 @@ def _is_number(value: str) -> bool:
 
 
 class EventSink:
-    def __init__(self, events: EventLog, venue_session: str, md_session: str,
-                 poll_s: float = 0.005) -> None:
+    def __init__(self, events: EventPublisher, venue_session: str, md_session: str) -> None:
         self.events = events
         self._venue = b.EventSource.fix(venue_session)
         self._md = b.EventSource.fix(md_session)
         self._oms_sources: dict[str, b.EventSource] = {}
         self._tops: dict[str, tuple[object, object]] = {}
-        self._pending: deque[Callable[[], events_pb2.Event]] = deque()
-        self._poll_s = poll_s
-        self._stop = threading.Event()
-        self._builder = threading.Thread(target=self._build_loop, name="event-builder",
-                                         daemon=True)
-        self._builder.start()
-
-    def close(self) -> None:
-        """Publish what is pending, then stop the builder thread."""
-        self._stop.set()
-        self._builder.join(timeout=5)
-        self._drain()
-
-    def _build_loop(self) -> None:
-        while not self._stop.is_set():
-            if not self._drain():
-                time.sleep(self._poll_s)
-
-    def _drain(self) -> bool:
-        pending = self._pending
-        did = False
-        while pending:
-            build = pending.popleft()
-            did = True
-            try:
-                self.events.publish(build())
-            except Exception:
-                log.exception("event not published")
-        return did
+        self._publish = events.publish_later
 
     def _oms(self, session: str) -> b.EventSource:
         src = self._oms_sources.get(session)
         if src is None:
             src = self._oms_sources[session] = b.EventSource.fix(session)
         return src
-
-    def _publish(self, build: Callable[[], events_pb2.Event]) -> None:
-        """Queue an event for the builder thread; `build` must hold its values already."""
-        self._pending.append(build)
 
     # ---- RoutingSink ---------------------------------------------------------------------------
     def order_accepted(self, order: Order) -> None:

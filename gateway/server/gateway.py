@@ -19,6 +19,7 @@ from google.protobuf import json_format
 from gateway.config.model import Config, TlsConnectConfig
 from gateway.events import builders
 from gateway.events.log import EventLog
+from gateway.events.publisher import EventPublisher, InProcessPublisher
 from gateway.fix.application import SessionApplication, StatusBoard, message_log
 from gateway.fix.kraken_logon import KrakenCredentials
 from gateway.fix.reconnect import ReconnectSupervisor
@@ -72,7 +73,8 @@ class VenueEndpoints:
 
 class Gateway:
     def __init__(self, config: Config, endpoints: VenueEndpoints,
-                 credentials: KrakenCredentials | None, events: EventLog | None = None) -> None:
+                 credentials: KrakenCredentials | None,
+                 events: EventPublisher | EventLog | None = None) -> None:
         self.config = config
         self.endpoints = endpoints
         self.data_dir = Path(config.gateway.data_dir)
@@ -95,16 +97,20 @@ class Gateway:
             self.perp_poller = PerpPoller(KrakenFuturesRest(endpoints.futures_rest_url),
                                           list(fut.perps), fut.poll_interval_s,
                                           self.signal_runner.on_perp_update)
-        self.events = events
+        # An EventLog given directly (tests, tools) gets an in-process publisher this gateway owns;
+        # `fixgw run` passes the event process's publisher and closes it itself.
+        self._owns_publisher = isinstance(events, EventLog)
+        self.events: EventPublisher | None = (InProcessPublisher(events)
+                                              if isinstance(events, EventLog) else events)
         self.gate = Gate(config.risk, mid=self._mid, snapshot=self._snapshot,
                          lot_size=self._lot_size)
         self.router = Router(self.store, self.validator, gate=self.gate)
         self.router.md = OmsMarketData(self.md_feed)
         self.event_sink: EventSink | None = None
-        if events is not None:
+        if self.events is not None:
             v = config.venue
             sink = self.event_sink = EventSink(
-                events, f"{v.sender_comp_id}->{v.trading.target_comp_id}",
+                self.events, f"{v.sender_comp_id}->{v.trading.target_comp_id}",
                 f"{v.sender_comp_id}->{v.market_data.target_comp_id}")
             self.router.sink = sink
             self.board.listeners.append(sink.session_changed)
@@ -403,8 +409,8 @@ class Gateway:
         for bridge in self._bridges:
             bridge.stop()
         self._bridges.clear()
-        if self.event_sink is not None:
-            self.event_sink.close()  # the sessions' last events are published before the log closes
+        if self.events is not None and self._owns_publisher:
+            self.events.close()  # the sessions' last events are published before the log closes
         self.store.close()
         self._stop_message_log()
         log.info("gateway stopped: sessions logged out, stores flushed")

@@ -14,11 +14,17 @@ from gateway.admin.auth import resolve_tokens
 from gateway.admin.service import AdminServer
 from gateway.config.model import Config
 from gateway.events import EventLog, EventLogConfig, EventServer, EventServerConfig
+from gateway.events.process import EventProcess, EventProcessSpec
+from gateway.events.server import EventServerStats
 from gateway.fix.kraken_logon import KrakenCredentials
 from gateway.kraken.secrets import SecretMaskingFilter, load_secret
 from gateway.server.embedded_sim import EmbeddedSimulator, random_credentials
 from gateway.server.gateway import Gateway, VenueEndpoints
-from gateway.server.signal_services import signal_service_registrations
+from gateway.server.signal_services import (
+    POSITIONING_SERVICE_NAME,
+    SIGNAL_SERVICE_NAME,
+    signal_service_registrations,
+)
 
 log = logging.getLogger("fixgw")
 
@@ -42,6 +48,7 @@ class Runtime:
         self.gateway: Gateway | None = None
         self.events: EventLog | None = None
         self.event_server: EventServer | None = None
+        self.event_process: EventProcess | None = None
         self.admin: AdminServer | None = None
         self._mask_filter: SecretMaskingFilter | None = None
 
@@ -78,18 +85,8 @@ class Runtime:
             endpoints = VenueEndpoints(c.venue.trading.host, c.venue.trading.port,
                                        c.venue.market_data.host, c.venue.market_data.port,
                                        c.venue.futures.base_url, c.venue.fallback.rest_url)
-        self.events = EventLog(EventLogConfig(
-            journal_dir=data_dir / "events",
-            retention_max_bytes=c.grpc.retention_mb * 1024 * 1024))
-        self.gateway = Gateway(c, endpoints, creds, self.events)
-        self.event_server = EventServer(self.events, EventServerConfig(
-            host=c.grpc.host, port=c.grpc.port, tls_cert_file=c.grpc.tls_cert_file,
-            tls_key_file=c.grpc.tls_key_file, tls_client_ca_file=c.grpc.tls_client_ca_file,
-            wake_interval_s=c.grpc.wake_interval_ms / 1000 if c.grpc.wake_interval_ms else None),
-            extra_services=signal_service_registrations(self.gateway.signal_runner))
-        grpc_port = self.event_server.start()
-        log.info("gRPC EventService, SignalService, PositioningService on %s:%d (events journal "
-                 "%s)", c.grpc.host, grpc_port, data_dir / "events")
+        grpc_port = self._start_events(endpoints, creds)
+        assert self.gateway is not None
         self.gateway.start()
         where = {}
         a = c.admin
@@ -113,6 +110,59 @@ class Runtime:
                 "venue_md": f"{endpoints.md_host}:{endpoints.md_port}",
                 "grpc": f"{c.grpc.host}:{grpc_port}"}
 
+    def _start_events(self, endpoints: VenueEndpoints, creds: KrakenCredentials | None) -> int:
+        """The gateway with its event stream; returns the public gRPC port.
+
+        By default events are served by a child process (`gateway.events.process`) that also
+        forwards SignalService/PositioningService to a loopback server in this process.
+        """
+        c = self.config
+        g = c.grpc
+        journal_dir = Path(c.gateway.data_dir) / "events"
+        wake_s = g.wake_interval_ms / 1000 if g.wake_interval_ms else None
+        if not g.event_process:
+            self.events = EventLog(EventLogConfig(
+                journal_dir=journal_dir, retention_max_bytes=g.retention_mb * 1024 * 1024))
+            self.gateway = Gateway(c, endpoints, creds, self.events)
+            self.event_server = EventServer(self.events, EventServerConfig(
+                host=g.host, port=g.port, tls_cert_file=g.tls_cert_file,
+                tls_key_file=g.tls_key_file, tls_client_ca_file=g.tls_client_ca_file,
+                wake_interval_s=wake_s),
+                extra_services=signal_service_registrations(self.gateway.signal_runner))
+            port = self.event_server.start()
+            where = "in the gateway process"
+        else:
+            self.event_process = EventProcess(EventProcessSpec(
+                journal_dir=str(journal_dir), retention_max_bytes=g.retention_mb * 1024 * 1024,
+                host=g.host, port=g.port,
+                tls_cert_file=str(g.tls_cert_file) if g.tls_cert_file else None,
+                tls_key_file=str(g.tls_key_file) if g.tls_key_file else None,
+                tls_client_ca_file=str(g.tls_client_ca_file) if g.tls_client_ca_file else None,
+                wake_interval_s=wake_s, proxy_services=[SIGNAL_SERVICE_NAME,
+                                                        POSITIONING_SERVICE_NAME],
+                nice=g.event_process_nice,
+                log_level=logging.getLevelName(logging.getLogger().getEffectiveLevel())))
+            self.gateway = Gateway(c, endpoints, creds, self.event_process.publisher)
+            # The gateway's own services, on loopback only, reached through the event process.
+            self.event_server = EventServer(None, EventServerConfig(host="127.0.0.1", port=0),
+                                            extra_services=signal_service_registrations(
+                                                self.gateway.signal_runner))
+            internal = self.event_server.start()
+            port = self.event_process.start(proxy_target=f"127.0.0.1:{internal}")
+            where = f"by the event process (pid {self.event_process.pid})"
+        log.info("gRPC EventService, SignalService, PositioningService on %s:%d, served %s "
+                 "(events journal %s)", g.host, port, where, journal_dir)
+        return port
+
+    def subscriber_stats(self) -> EventServerStats:
+        """Event subscribers now, for metrics: from the event process or the in-process server."""
+        if self.event_process is not None:
+            s = self.event_process.stats()
+            return EventServerStats(s.subscribers, s.queued, s.cutoffs_total)
+        if self.event_server is not None:
+            return self.event_server.stats()
+        return EventServerStats(0, 0, 0)
+
     def stop(self) -> None:
         """Admin first (no operator action mid-shutdown), then sessions (their last events
         still get published), then the event service, then the log (which flushes its
@@ -121,6 +171,8 @@ class Runtime:
             self.admin.stop()
         if self.gateway is not None:
             self.gateway.stop()
+        if self.event_process is not None:
+            self.event_process.stop()  # publishes what is pending, flushes the journal
         if self.event_server is not None:
             self.event_server.stop(grace=1.0)
         if self.events is not None:

@@ -14,7 +14,7 @@ from pathlib import Path
 import grpc
 import pytest
 
-from gateway._proto.fixgw.v1 import admin_pb2, admin_pb2_grpc
+from gateway._proto.fixgw.v1 import admin_pb2, admin_pb2_grpc, events_pb2
 from gateway.admin.audit import read_audit
 from gateway.admin.auth import (
     OPERATOR,
@@ -29,6 +29,7 @@ from gateway.admin.auth import (
 from gateway.admin.service import AdminServer
 from gateway.config import load_config
 from gateway.events import EventLog, EventLogConfig
+from gateway.events.publisher import InProcessPublisher
 from gateway.fix.client import Received
 from gateway.server.gateway import Gateway, VenueEndpoints
 from gateway.server.runner import venue_credentials
@@ -139,6 +140,14 @@ def admin_stack(tmp: Path) -> Iterator[Stack]:
                 gw.events.close()
         sim.stop()
         mp.undo()
+
+
+
+def published(gw: Gateway) -> list[events_pb2.Event]:
+    """Events the gateway published so far (the stack gives it an in-process EventLog)."""
+    assert isinstance(gw.events, InProcessPublisher)
+    gw.events.flush()  # deferred events first; admin events are published directly
+    return gw.events.log.read(1, 100000)
 
 
 @pytest.fixture(scope="module")
@@ -276,7 +285,7 @@ def test_logout_with_reason_holds_until_logon(stack: Stack) -> None:
     assert stack.oms.c.logged_on.wait(10)
     whats = [(r["what"], r["args"].get("reason")) for r in read_audit(stack.audit_path)[-2:]]
     assert whats == [("logout", "ops drill"), ("logon", None)]
-    events = stack.gw.events.read(1, 100000) if stack.gw.events is not None else []
+    events = published(stack.gw)
     texts = [e.session_status.text for e in events if e.WhichOneof("payload") == "session_status"]
     assert any("admin logout by operator:" in t for t in texts)
 
@@ -317,7 +326,7 @@ def test_kill_switch_blocks_and_cancels_then_off(stack: Stack) -> None:
     stack.oms.report(ok, "0")
     kills = [r for r in read_audit(stack.audit_path) if r["what"] == "kill_switch"]
     assert [r["args"]["on"] for r in kills[-2:]] == [True, False]
-    events = stack.gw.events.read(1, 100000) if stack.gw.events is not None else []
+    events = published(stack.gw)
     admin_gate = [e for e in events if e.WhichOneof("payload") == "gate_decision"
                   and e.source.session == "admin"]
     assert [e.gate_decision.rule for e in admin_gate][-2:] == ["kill_switch", "kill_switch"]
