@@ -1,5 +1,6 @@
-"""The simulator's Kraken Futures REST face: public tickers, funding history and instruments, and
-one private endpoint that checks ``Authent``.
+"""The simulator's Kraken Futures REST face: public tickers, funding history and instruments,
+``/accounts``, and order entry on the shared matching engine, every private call checking
+``Authent``.
 
 Why a real HTTP server (stdlib ``ThreadingHTTPServer`` on loopback) rather than a fake client:
 the gateway's client, third-party SDKs and ``curl`` must all be able to point at it, and the
@@ -26,6 +27,12 @@ Wire formats follow ``shared/kraken-api.md`` §2 and §5 and Kraken's OpenAPI ex
   (path **without** ``/derivatives``, the url-encoded query exactly as sent; kraken-api.md §2).
   Anything else is HTTP 401 ``{"result":"error","error":"authenticationError"}``; a repeated
   ``Nonce`` is ``nonceDuplicate``.
+
+* Order entry, when the face is given the simulator's ``engine``: ``POST /sendorder``
+  (``lmt``/``post``/``ioc``/``mkt``), ``POST /cancelorder``, ``POST /cancelallorders``,
+  ``GET /openorders``, ``GET|POST /orders/status``, all authenticated like ``/accounts``; and
+  public ``GET /orderbook?symbol=`` from the same engine book the orders trade against (see
+  :class:`_FuturesOrders`). Without an engine these answer HTTP 503.
 
 Kraken has no endpoint for open interest by side, so none is served; a scenario's positioning
 record is for tests to push over gRPC (see ``scenarios``).
