@@ -31,11 +31,25 @@ class FallbackConfig(BaseModel):
     # The account's Kraken verification tier: the client-side rate model (kraken-api.md §7).
     tier: Literal["starter", "intermediate", "pro"] = "starter"
     timeout_s: float = Field(default=5.0, gt=0)
+    # Kraken spot WS v2 private URL for the `executions` channel while failed over (fills reach
+    # the OMS as they happen; polling stays as the backstop). Empty = the embedded simulator's
+    # WS face when there is one, else polling only (Kraken: wss://ws-auth.kraken.com/v2).
+    ws_url: str = ""
+    # An order that arrives while no transport is up (FIX down, failover not yet made) is held,
+    # acknowledged PendingNew, and sent once on the first path up (FIX back, or REST after
+    # failover); held longer than this it is rejected ("held N s ... not sent"). 0 = reject at
+    # once, the behaviour before holding existed. Default: long enough to cover failover_after_s
+    # plus a REST health check, short enough that a desk is not left guessing.
+    hold_max_s: float = Field(default=10.0, ge=0)
+    # At most this many orders held at once; more are rejected at once.
+    hold_max_orders: int = Field(default=1000, ge=1)
 
     @model_validator(mode="after")
     def _url(self) -> FallbackConfig:
         if self.rest_url and not self.rest_url.startswith(("http://", "https://")):
             raise ValueError("rest_url must be an http(s) URL")
+        if self.ws_url and not self.ws_url.startswith(("ws://", "wss://")):
+            raise ValueError("ws_url must be a ws:// or wss:// URL")
         return self
 
 

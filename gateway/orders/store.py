@@ -13,6 +13,15 @@ Journal records are tab-separated lines, one per change, first field the record 
                                                    a cancel/replace/status/mass request
     E  oms_session  first_cl_ord_id  exec_id  ord_status  cum_qty  avg_px  order_id
        cur_oms_cl  cur_venue_cl  qty  price         a venue report applied ("" = unchanged)
+    S  oms_session  first_cl_ord_id  transport     a held order released onto a transport
+    A  venue_cl_ord_id  oms_session  first_cl_ord_id  oms_cl_ord_id
+                                                   the venue still knows the order by this
+                                                   ClOrdID (an in-place REST amend keeps it)
+    T  transport  previous  epoch_ms               order flow switched transport
+
+Transports (``N``/``S``): ``fix``, ``rest``, or ``held`` (accepted while no transport was up,
+not sent yet; see routing.failover). The last ``T`` tells a restarted gateway which path it was
+on, so it reconciles and resumes there rather than assuming FIX.
 
 Positional text rather than JSON: on the order path every microsecond of encoding is paid on
 a cold cache per message (see tools/bench_fix.py's profile); FIX values never contain a tab.
@@ -82,6 +91,8 @@ class OrderStore:
         self._venue_refs: dict[str, VenueRef] = {}
         self._seen_exec: set[str] = set()
         self.venue_ids = VenueIdSource()
+        #: The transport of the last journaled switch ("fix" when none was ever journaled).
+        self.last_transport = "fix"
         for line in Journal.replay_lines(journal_path):
             self._replay(line.split("\t"))
         self._journal = Journal(journal_path, fsync_interval_ms)
@@ -164,6 +175,34 @@ class OrderStore:
             self._apply_report(fields)
         return legal, "E\t" + "\t".join(fields)
 
+    def set_transport(self, order: Order, transport: str) -> None:
+        """Journal that a held order is about to go out on `transport` (before it is sent:
+        a restart then knows which path to ask about it, and never sends it again blind)."""
+        key = (order.oms_session, order.oms_history[0])
+        with self.lock:
+            self._journal.append_line(f"S\t{key[0]}\t{key[1]}\t{transport}")
+            order.transport = transport
+
+    def rebind_venue_id(self, order: Order, venue_cl_ord_id: str) -> None:
+        """The venue knows `order` by `venue_cl_ord_id` again, under its current OMS ClOrdID.
+
+        Kraken's AmendOrder changes an order in place and keeps its cl_ord_id, unlike a FIX
+        replace, which gives the order the request's ClOrdID. After a REST amend the order's
+        venue ClOrdID is therefore rebound to the one the venue still uses, so later reports
+        under it (FIX after failback, WS, REST) reach the OMS under the replace's ClOrdID, and
+        a later FIX cancel or replace names the order as the venue knows it."""
+        key = (order.oms_session, order.oms_history[0])
+        with self.lock:
+            self._journal.append_line(f"A\t{venue_cl_ord_id}\t{key[0]}\t{key[1]}\t"
+                                      f"{order.oms_cl_ord_id}")
+            self._rebind(venue_cl_ord_id, key, order.oms_cl_ord_id)
+
+    def record_switch(self, old: str, new: str) -> None:
+        """Journal a transport switch of the order flow (see `last_transport`)."""
+        with self.lock:
+            self._journal.append_line(f"T\t{new}\t{old}\t{time.time_ns() // 1_000_000}")
+            self.last_transport = new
+
     def commit(self, line: str) -> None:
         """Journal a record already applied in memory."""
         self._journal.append_line(line)
@@ -184,6 +223,10 @@ class OrderStore:
         if kind in ("cancel", "replace"):
             self._used_cl_ord_ids.add((key[0], oms_cl))
             self._oms_index[(key[0], oms_cl)] = key
+
+    def _rebind(self, venue_id: str, key: OrderKey, oms_cl: str) -> None:
+        self._venue_refs[venue_id] = VenueRef(key, oms_cl, "new")
+        self.orders[key].venue_cl_ord_id = venue_id
 
     def _apply_report(self, f: list[str]) -> None:
         (session, first, exec_id, status, cum, avg, order_id, cur_oms, cur_venue, qty,
@@ -222,3 +265,9 @@ class OrderStore:
             self.venue_ids.observe(f[1])
         elif t == "E":
             self._apply_report(f[1:])
+        elif t == "S":
+            self.orders[(f[1], f[2])].transport = f[3]
+        elif t == "A":
+            self._rebind(f[1], (f[2], f[3]), f[4])
+        elif t == "T":
+            self.last_transport = f[1]

@@ -18,6 +18,35 @@ after every REST-routed open order has been reconciled. Ops may pin it (``force`
   session, when it is back, resends the venue's own reports of those orders; the router
   forwards only reports that move an order on (``router._advances``), so the OMS sees each
   state once whichever transport told it first.
+* while failed over it also subscribes to the spot WebSocket v2 private ``executions`` channel
+  (token from REST ``GetWebSocketsToken``), so fills reach the OMS as they happen rather than
+  at the next poll; each item is turned into the same order state a poll gives, hence the same
+  ExecIDs, and the router's dedupe passes each report once whichever source told it first.
+  Polling stays on as the backstop (a WS gap, a reconnect, an item we cannot place).
+* cancel/replace (35=G) goes over REST as Kraken ``AmendOrder`` (in place: same txid, same
+  cl_ord_id, quantity and/or limit price; limit orders only) and is answered with a 35=8
+  ExecType 5 under the replace's ClOrdID as over FIX, or a 35=9. Because Kraken keeps the
+  order's cl_ord_id, the order's venue ClOrdID is rebound to it after the amend
+  (``OrderStore.rebind_venue_id``). An amend whose answer was lost is not resent: the next
+  poll shows whether it landed (the order carries the new figures: 35=8 ExecType 5) or, once
+  its deadline has passed, that it never will (35=9).
+* mass cancel (35=q) is per order, scoped to the requesting OMS's own open orders (never
+  ``CancelAll``, which would cancel every desk's orders on the account): 35=r first, then one
+  35=8 ExecType 4 per order as the venue confirms it, as over FIX.
+
+**Orders that arrive while no transport is up** (the first ``failover_after_s`` of an outage,
+or REST not reachable either). A desk would rather have its order go out a second later than
+be refused and have to resend it by hand, but it must never go out twice or silently late.
+So with ``hold_max_s > 0`` such an order is journaled as ``held`` and acknowledged with a
+35=8 ExecType A (PendingNew, Text says why), then sent exactly once, in arrival order, on the
+first path that becomes available: FIX if the session comes back, REST once the policy fails
+over. The journal records the transport chosen *before* the order is sent, so a restart asks
+that path about it instead of sending it again; an order still held at a restart is held
+again. Orders arriving while others are held queue behind them (an OMS's orders go out in the
+order it sent them). An order held longer than ``hold_max_s`` is rejected (35=8 ExecType 8,
+Text "held N s ... not sent"), a held order can be canceled at once (it never left), and a full
+queue (``hold_max_orders``) rejects new orders at once. ``hold_max_s = 0`` restores the old
+behaviour: reject immediately when no transport is up.
 """
 
 from __future__ import annotations
@@ -25,7 +54,9 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
+from dataclasses import dataclass
 from decimal import Decimal
 from typing import TYPE_CHECKING, Literal, TypeAlias
 
@@ -34,6 +65,7 @@ from gateway.fix.messages import Fields
 from gateway.orders import state
 from gateway.orders.model import Order
 from gateway.transports.kraken_spot_rest import KrakenRestError, KrakenSpotRest, SpotOrder
+from gateway.transports.kraken_ws import KrakenWsPrivate
 
 if TYPE_CHECKING:
     from gateway.routing.router import Router
@@ -53,6 +85,22 @@ TOO_LATE = "0"
 
 def _s(d: Decimal) -> str:
     return format(d.normalize(), "f") if d else "0"
+
+
+@dataclass(slots=True)
+class _Amend:
+    """An AmendOrder whose answer was lost: resolved by the order's next polled state."""
+
+    vid: str              # the replace request's venue ClOrdID (journaled with add_request)
+    oms_cl: str           # the OMS's ClOrdID of the replace
+    venue_cl: str         # the ClOrdID the venue knows the order by (kept by the amend)
+    qty: Decimal
+    price: Decimal | None
+    give_up_at: float     # monotonic: past the amend's deadline, old figures = never landed
+
+
+_WS_STATUS = {"pending_new": "open", "new": "open", "partially_filled": "open",
+              "filled": "closed", "canceled": "canceled", "expired": "expired"}
 
 
 class TransportPolicy:
@@ -132,18 +180,33 @@ class RestFallback:
     """Order entry over Kraken spot REST for the router, and the poller that reports back."""
 
     def __init__(self, router: Router, client: KrakenSpotRest, poll_interval_s: float = 0.5,
-                 status_interval_s: float = 5.0) -> None:
+                 status_interval_s: float = 5.0, *, ws_url: str = "",
+                 hold_max_s: float = 0.0, hold_max_orders: int = 1000,
+                 amend_deadline_s: float | None = None) -> None:
         self.router = router
         self.client = client
         self.poll_interval_s = poll_interval_s
         self.status_interval_s = status_interval_s
         self.policy: TransportPolicy | None = None
         self.rest_ok = False
+        self.ws_url = ws_url
+        self.ws: KrakenWsPrivate | None = None
+        self.hold_max_s = hold_max_s
+        self.hold_max_orders = hold_max_orders
+        # An amend sent with a deadline of max(2 s, timeout) (the client's rule) cannot land
+        # after this long; then old figures in a poll mean it never will.
+        self.amend_deadline_s = (amend_deadline_s if amend_deadline_s is not None
+                                 else min(60.0, max(2.0, client.timeout_s)) + 1.0)
         self._cancels: dict[str, str] = {}  # order venue ClOrdID -> pending cancel venue ClOrdID
         self._unresolved: dict[str, tuple[Order, Decimal]] = {}  # ambiguous AddOrder, by ClOrdID
+        self._amends: dict[str, _Amend] = {}  # txid -> amend with a lost answer
+        self._held: deque[tuple[Order, float]] = deque()  # (order, monotonic time held)
+        self._held_lock = threading.RLock()
         self._lock = threading.Lock()
         self._poll_lock = threading.Lock()
         self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._next_poll = 0.0
         self._thread: threading.Thread | None = None
 
     def active(self) -> bool:
@@ -180,12 +243,13 @@ class RestFallback:
         return self._fields(order, res.txid, "0", "0", Decimal(0), Decimal(0),
                             f"R{res.txid}-0-new")
 
-    def cancel(self, order: Order, oms_cl: str) -> tuple[str, str] | None:
-        """Cancel over REST; None when sent (the next poll reports it), else the
-        (CxlRejReason, Text) of a cancel reject."""
+    def cancel(self, order: Order, oms_cl: str, kind: str = "cancel") -> tuple[str, str] | None:
+        """Cancel over REST; None when sent (the WS feed or the next poll reports it), else the
+        (CxlRejReason, Text) of a cancel reject. `kind` "mass" for one order of a mass cancel
+        (its report then goes out under the mass request's ClOrdID, as over FIX)."""
         vid = self.router.store.venue_ids.next()
         self.router.store.add_request(vid, (order.oms_session, order.oms_history[0]), oms_cl,
-                                      "cancel")
+                                      kind)
         with self._lock:
             self._cancels[order.venue_cl_ord_id] = vid
         try:
@@ -200,7 +264,139 @@ class RestFallback:
             return (TOO_LATE if unknown else BROKER_OPTION), f"REST fallback: {exc.decision.text}"
         # The poller reports the cancel (not polled here: the REST counter model may make a
         # query wait, and this is the OMS session's thread).
+        self._wake.set()
         return None
+
+    def replace(self, order: Order, oms_cl: str, qty: Decimal, price: Decimal | None,
+                tif: str | None) -> tuple[str, str] | None:
+        """Cancel/replace over REST as Kraken AmendOrder; None when the OMS has been (or will
+        be) answered by a report, else the (CxlRejReason, Text) of a cancel reject."""
+        if order.ord_type != "2" or price is None:
+            return BROKER_OPTION, ("REST fallback: only limit orders can be replaced over REST "
+                                   "(Kraken AmendOrder); cancel and send a new order")
+        if tif is not None and tif != order.tif:
+            return BROKER_OPTION, ("REST fallback: TimeInForce cannot change in a replace over "
+                                   "REST (Kraken AmendOrder amends quantity and price only)")
+        if not order.order_id:
+            return BROKER_OPTION, ("REST fallback: the venue has not acknowledged the order "
+                                   "yet; send the replace again after its New")
+        store = self.router.store
+        vid = store.venue_ids.next()
+        store.add_request(vid, (order.oms_session, order.oms_history[0]), oms_cl, "replace")
+        venue_cl = order.venue_cl_ord_id
+        txid = order.order_id
+        try:
+            self.client.amend_order(txid=txid, order_qty=qty, limit_price=price)
+        except KrakenRestError as exc:
+            if exc.ambiguous:
+                log.warning("REST AmendOrder of %s outcome unknown (%s); the order's next "
+                            "polled state tells", order.oms_cl_ord_id, exc)
+                with self._lock:
+                    self._amends[txid] = _Amend(vid, oms_cl, venue_cl, qty, price,
+                                                time.monotonic() + self.amend_deadline_s)
+                self._wake.set()
+                return None
+            unknown = bool(exc.errors) and exc.errors[0].startswith("EOrder:Unknown order")
+            return (TOO_LATE if unknown else BROKER_OPTION), f"REST fallback: {exc.decision.text}"
+        log.info("order %s amended over REST: qty %s price %s (now %s)", order.oms_cl_ord_id,
+                 qty, price, oms_cl)
+        with self.router.report_lock:
+            self._emit_replaced(order, _Amend(vid, oms_cl, venue_cl, qty, price, 0.0))
+        return None
+
+    def _emit_replaced(self, order: Order, a: _Amend) -> None:
+        """The ExecType 5 the venue would have sent over FIX, then the rebind of the order to
+        the ClOrdID the venue keeps. Caller holds the router's report lock."""
+        cum = order.cum_qty
+        status = "2" if a.qty <= cum else "1" if cum > 0 else "0"
+        f = self._fields(order, order.order_id, "5", status, cum, order.avg_px,
+                         f"R{order.order_id}-amend-{a.vid}", venue_cl=a.vid)
+        f["41"] = a.venue_cl
+        f["38"] = _s(a.qty)
+        f["151"] = _s(max(a.qty - cum, Decimal(0))) if status != "2" else "0"
+        if a.price is not None:
+            f["44"] = _s(a.price)
+        self.router.on_venue_report(f, "rest")
+        if order.oms_cl_ord_id == a.oms_cl and order.venue_cl_ord_id != a.venue_cl:
+            self.router.store.rebind_venue_id(order, a.venue_cl)
+
+    def _resolve_amend(self, order: Order, so: SpotOrder) -> None:
+        """A lost AmendOrder answer, settled by the order's state (caller holds report_lock)."""
+        with self._lock:
+            a = self._amends.get(so.txid)
+        if a is None:
+            return
+        landed = so.volume == a.qty and (a.price is None or so.price == a.price)
+        if landed:
+            log.info("REST amend of %s found applied at the venue", order.oms_cl_ord_id)
+            with self._lock:
+                self._amends.pop(so.txid, None)
+            self._emit_replaced(order, a)
+        elif time.monotonic() >= a.give_up_at or not so.is_open:
+            with self._lock:
+                self._amends.pop(so.txid, None)
+            log.warning("REST amend of %s did not take effect; replace %s rejected",
+                        order.oms_cl_ord_id, a.oms_cl)
+            self.router.cancel_reject_for(order, a.oms_cl, "2", BROKER_OPTION if so.is_open
+                                          else TOO_LATE,
+                                          "REST fallback: the replace did not reach the venue"
+                                          if so.is_open else "too late: order already closed")
+
+    # ---- held orders (no transport up yet) -----------------------------------------------------
+    def should_hold(self, fix_path: bool, rest_path: bool) -> bool:
+        """True when a new order must wait in the hold queue: holding is on and either no
+        transport is up or earlier orders are still held (arrival order is kept)."""
+        if self.hold_max_s <= 0:
+            return False
+        with self._held_lock:
+            if self._held:
+                return True
+        return not fix_path and not rest_path
+
+    def hold(self, order: Order) -> bool:
+        """Queue a journaled order; False when the queue is full (the caller rejects it)."""
+        with self._held_lock:
+            if len(self._held) >= self.hold_max_orders:
+                return False
+            self._held.append((order, time.monotonic()))
+        log.info("order %s held: no transport up (sent when FIX or REST is, within %.1fs)",
+                 order.oms_cl_ord_id, self.hold_max_s)
+        self._wake.set()
+        return True
+
+    def is_held(self, order: Order) -> bool:
+        with self._held_lock:
+            return any(o is order for o, _ in self._held)
+
+    def unhold(self, order: Order) -> bool:
+        """Take a held order out of the queue (it is being canceled); False if not held."""
+        with self._held_lock:
+            for i, (o, _) in enumerate(self._held):
+                if o is order:
+                    del self._held[i]
+                    return True
+        return False
+
+    def held_count(self) -> int:
+        with self._held_lock:
+            return len(self._held)
+
+    def release_held(self) -> None:
+        """Send held orders, oldest first, on the path now up; reject those held too long."""
+        with self._held_lock:
+            while self._held:
+                order, since = self._held[0]
+                fix_up = self.router.venue.is_up() and not self.active()
+                if self.active() and self.rest_ok:
+                    path = "rest"
+                elif fix_up and (self.policy is None or self.policy.force != "rest"):
+                    path = "fix"
+                elif time.monotonic() - since >= self.hold_max_s:
+                    path = "expired"
+                else:
+                    return
+                self._held.popleft()
+                self.router.release_held(order, path, time.monotonic() - since)
 
     # ---- reports ------------------------------------------------------------------------------
     def _fields(self, order: Order, txid: str, exec_type: str, ord_status: str, cum: Decimal,
@@ -249,8 +445,52 @@ class RestFallback:
 
     def _emit(self, order: Order, so: SpotOrder) -> None:
         with self.router.report_lock:  # the order's record cannot move while we read it
+            if self._amends:
+                self._resolve_amend(order, so)
             for f in self._reports(order, so):
                 self.router.on_venue_report(f, "rest")
+
+    # ---- WebSocket executions (prompt reports while failed over) -------------------------------
+    def on_ws_execution(self, item: dict[str, object]) -> None:
+        """One ``executions`` item: the order's state as the venue tells it now, reported
+        through the same derivation as a poll (same ExecIDs, so never twice)."""
+        exec_type = str(item.get("exec_type", ""))
+        if exec_type in ("pending_new", "amended", "restated", "status"):
+            return  # no new state for the OMS (an amend is answered by the REST call)
+        status = _WS_STATUS.get(str(item.get("order_status", "")))
+        txid = item.get("order_id")
+        if status is None or not isinstance(txid, str):
+            return
+        order = next((o for o in self.router.store.open_orders() if o.order_id == txid), None)
+        if order is None:
+            return  # not ours, or already closed here (a poll got there first)
+        try:
+            so = SpotOrder(
+                txid=txid, cl_ord_id=str(item.get("cl_ord_id") or "") or None, status=status,
+                side=str(item.get("side", "")), ord_type=str(item.get("order_type", "")),
+                pair=order.symbol, price=_dec_or_none(item.get("limit_price")),
+                volume=_dec(item.get("order_qty")), vol_exec=_dec(item.get("cum_qty")),
+                avg_price=_dec(item.get("avg_price", 0)), opentm=Decimal(0), closetm=None)
+        except (TypeError, ValueError, ArithmeticError):
+            log.warning("WS executions item for %s not understood: %r", txid, item)
+            return
+        self._emit(order, so)
+
+    def _ws_wanted(self) -> bool:
+        return bool(self.ws_url) and self.active()
+
+    def _manage_ws(self) -> None:
+        """Subscribe to executions while failed over; drop the socket after failback."""
+        if self._ws_wanted():
+            if self.ws is None:
+                log.info("subscribing to WS executions at %s while failed over", self.ws_url)
+                self.ws = KrakenWsPrivate(self.ws_url, self.client.get_ws_token,
+                                          self.on_ws_execution)
+                self.ws.start()
+        elif self.ws is not None:
+            ws, self.ws = self.ws, None
+            ws.stop()
+            log.info("WS executions closed (order flow back on FIX)")
 
     def poll(self, orders: list[Order] | None = None) -> bool:
         """Query open REST-routed orders (all, or `orders`) and report state changes; True when
@@ -325,23 +565,53 @@ class RestFallback:
         # REST-routed orders journaled before a restart with no venue answer yet: look them up
         # by ClOrdID (the FIX reconciliation only asks about FIX-routed ones).
         since = Decimal(time.time_ns()) / Decimal(1_000_000_000) - 86_400
+        store = self.router.store
         with self._lock:
-            for o in self.router.store.open_orders():
+            for o in store.open_orders():
                 if o.transport == "rest" and o.status == state.SENT:
                     self._unresolved.setdefault(o.venue_cl_ord_id, (o, since))
+        # Orders still held when the gateway stopped: held again (from now), in journal order.
+        held = [o for o in store.open_orders() if o.transport == "held"]
+        with self._held_lock:
+            for o in held:
+                if self.hold_max_s > 0 and len(self._held) < self.hold_max_orders:
+                    self._held.append((o, time.monotonic()))
+                else:
+                    self._held.append((o, time.monotonic() - self.hold_max_s))  # rejected now
+        # The order flow was on REST when the gateway stopped: resume there (FIX, if it is
+        # up, is taken back through the normal reconcile-then-failback rule).
+        if (self.policy is not None and self.policy.force == "auto"
+                and store.last_transport == "rest"):
+            self.policy.active = "rest"
+            log.warning("order flow resumes on REST (journaled before the restart); back to "
+                        "FIX after reconciliation once FIX is stable")
         self._stop.clear()
         self._thread = threading.Thread(target=self._run, name="rest-fallback", daemon=True)
         self._thread.start()
 
     def stop(self) -> None:
         self._stop.set()
+        self._wake.set()
         if self._thread is not None:
             self._thread.join(timeout=10)
             self._thread = None
+        if self.ws is not None:
+            self.ws.stop()
+            self.ws = None
+
+    def kick(self) -> None:
+        """Wake the poller now (a held order may go, FIX just logged on)."""
+        self._wake.set()
+
+    def record_switch(self, old: str, new: str) -> None:
+        """Journal a switch (the policy's on_switch calls this first) and act on it now."""
+        self.router.store.record_switch(old, new)
+        self._wake.set()
 
     def _run(self) -> None:
         next_status = 0.0
         while not self._stop.is_set():
+            self._wake.clear()
             try:
                 now = time.monotonic()
                 if now >= next_status:
@@ -349,10 +619,29 @@ class RestFallback:
                     next_status = now + self.status_interval_s
                 if self.policy is not None:
                     self.policy.evaluate()
+                self._manage_ws()
+                if self.held_count():
+                    self.release_held()
                 with self._lock:
-                    unresolved = bool(self._unresolved)
-                if self.active() or unresolved:
+                    unresolved = bool(self._unresolved) or bool(self._amends)
+                if (self.active() or unresolved) and time.monotonic() >= self._next_poll:
                     self.poll()
+                    self._next_poll = time.monotonic() + self.poll_interval_s
             except Exception:
                 log.exception("REST fallback poller")
-            self._stop.wait(self.poll_interval_s)
+            # Short naps while orders are held (they go the moment a path is up), else the
+            # poll interval; a kick (new held order, cancel, FIX logon) wakes it at once.
+            nap = 0.05 if self.held_count() else self.poll_interval_s
+            self._wake.wait(nap)
+
+
+def _dec(value: object) -> Decimal:
+    if isinstance(value, Decimal):
+        return value
+    if isinstance(value, int | str) and not isinstance(value, bool):
+        return Decimal(value)
+    raise TypeError(f"not a decimal: {value!r}")
+
+
+def _dec_or_none(value: object) -> Decimal | None:
+    return None if value is None else _dec(value)

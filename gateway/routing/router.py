@@ -193,7 +193,9 @@ class Router:
                 checked = replace(checked, qty=decision.reduced_qty)
                 gate_order = replace(gate_order, qty=decision.reduced_qty)
         rest = self._rest_active()
-        if not rest and not self.venue.is_up():
+        hold = self.fallback is not None and self.fallback.should_hold(
+            self.venue.is_up() and not rest, rest and self.fallback.rest_ok)
+        if not hold and not rest and not self.venue.is_up():
             self._reject_new(ctx, cl, inp, v.EXCHANGE_CLOSED,
                              f"{self.venue.name} is not logged on; order not sent "
                              "(no fallback transport available)")
@@ -202,9 +204,24 @@ class Router:
         order = Order(oms_session=ctx.key, oms_cl_ord_id=cl, venue_cl_ord_id=venue_id,
                       symbol=checked.symbol, side=checked.side, ord_type=checked.ord_type,
                       qty=checked.qty, price=checked.price, tif=checked.tif,
-                      account=checked.account, transport="rest" if rest else "fix",
+                      account=checked.account,
+                      transport="held" if hold else "rest" if rest else "fix",
                       oms_history=[cl])
         self.store.add_order(order)
+        if hold:
+            assert self.fallback is not None
+            if not self.fallback.hold(order):
+                self._reject_recorded(ctx, order, f"{self.venue.name} is not logged on and "
+                                      f"{self.fallback.hold_max_orders} orders are already "
+                                      "held; order not sent")
+                return
+            if gate_order is not None and self.gate is not None:
+                self.gate.on_order_routed(gate_order)
+            self.sink.order_accepted(order)
+            self._pending_new(ctx, order, f"held: {self.venue.name} is not logged on; sent "
+                              "once FIX or the REST fallback is up, or rejected after "
+                              f"{self.fallback.hold_max_s:g}s")
+            return
         if rest:
             assert self.fallback is not None
             placed = self.fallback.place(order)
@@ -256,6 +273,70 @@ class Router:
     def _rest_active(self) -> bool:
         return self.fallback is not None and self.fallback.active()
 
+    def _pending_new(self, ctx: OmsContext, order: Order, text: str) -> None:
+        """ExecType A (PendingNew) for an accepted order not sent yet (held): the order
+        record stays SENT, so the venue's New that follows is the next state, as ever."""
+        er = m.new_message("8")
+        er.setField(m.ORDER_ID, "NONE")
+        er.setField(m.CL_ORD_ID, order.oms_cl_ord_id)
+        er.setField(m.EXEC_ID, self.exec_ids.next())
+        er.setField(m.EXEC_TYPE, "A")
+        er.setField(m.ORD_STATUS, "A")
+        er.setField(m.SYMBOL, order.symbol)
+        er.setField(m.SIDE, order.side)
+        er.setField(m.ORDER_QTY, str(order.qty))
+        er.setField(m.ORD_TYPE, order.ord_type)
+        if order.price is not None:
+            er.setField(m.PRICE, str(order.price))
+        if order.account:
+            er.setField(m.ACCOUNT, order.account)
+        er.setField(m.LEAVES_QTY, str(order.qty))
+        er.setField(m.CUM_QTY, "0")
+        er.setField(m.AVG_PX, "0")
+        er.setField(m.TEXT, text)
+        er.setField(m.TRANSACT_TIME, m.utc_timestamp())
+        ctx.send(er)
+
+    def release_held(self, order: Order, path: str, held_s: float) -> None:
+        """Send a held order on `path` ("fix" | "rest"), or reject it ("expired"). Runs on the
+        fallback's thread; the transport is journaled before the order leaves."""
+        ctx = self._oms_by_key.get(order.oms_session)
+        if ctx is None or not order.is_open:
+            return
+        if path == "expired":
+            self.store.set_transport(order, "none")
+            self._reject_recorded(ctx, order, f"held {held_s:.1f}s while no venue transport "
+                                  f"was up ({self.venue.name} not logged on); order not sent")
+            self._closed_at_gate(order)
+            return
+        self.store.set_transport(order, path)
+        log.info("held order %s sent over %s after %.2fs", order.oms_cl_ord_id, path.upper(),
+                 held_s)
+        if path == "rest":
+            assert self.fallback is not None
+            placed = self.fallback.place(order)
+            if isinstance(placed, tuple):
+                self._reject_recorded(ctx, order, placed[1], placed[0])
+                self._closed_at_gate(order)
+            elif placed is not None:
+                self.on_venue_report(placed, "rest")
+            return
+        if not self._send_new(order):
+            self._reject_recorded(ctx, order, f"{self.venue.name} disconnected while sending")
+            self._closed_at_gate(order)
+
+    def _closed_at_gate(self, order: Order) -> None:
+        if self.gate is not None:
+            self.gate.on_order_closed(order.oms_session, order.symbol)
+
+    def cancel_reject_for(self, order: Order, oms_cl: str, response_to: str, reason: str,
+                          text: str) -> None:
+        """A 35=9 to the order's OMS for a request that was accepted, then found refused."""
+        ctx = self._oms_by_key.get(order.oms_session)
+        if ctx is not None:
+            self._cancel_reject(ctx, oms_cl, order.oms_cl_ord_id, response_to, reason, text,
+                                order)
+
     def _reject_recorded(self, ctx: OmsContext, order: Order, text: str,
                          reason: str = v.EXCHANGE_CLOSED) -> None:
         exec_id = self.exec_ids.next()
@@ -302,9 +383,16 @@ class Router:
                                 f"too late: order {orig} is already "
                                 f"{state.NAMES.get(order.status, order.status)}", order)
             return None
-        if not self.venue.is_up() and not (response_to == "1" and self._rest_active()):
+        if (not self.venue.is_up() and not self._rest_active()
+                and not (response_to == "1" and order.transport == "held")):
             self._cancel_reject(ctx, cl, orig, response_to, BROKER_OPTION,
                                 f"{self.venue.name} is not logged on; request not sent", order)
+            return None
+        if order.transport == "held" and response_to == "2":
+            self.store.mark_used(ctx.key, cl)
+            self._cancel_reject(ctx, cl, orig, response_to, BROKER_OPTION,
+                                f"order {orig} is held (not sent yet: no venue transport up); "
+                                "cancel it or wait for its New", order)
             return None
         return cl, order
 
@@ -313,6 +401,8 @@ class Router:
         if checked is None:
             return
         cl, order = checked
+        if self._cancel_held(order, ctx, cl, "cancel"):
+            return
         if self.fallback is not None and self.fallback.active():
             refused = self.fallback.cancel(order, cl)
             if refused is not None:
@@ -320,6 +410,26 @@ class Router:
                                     order)
             return
         self._send_cancel(order, ctx, cl, "cancel")
+
+    def _cancel_held(self, order: Order, ctx: OmsContext, cl: str, kind: str) -> bool:
+        """Cancel a held order here (it never left the gateway); False if it is not held."""
+        if order.transport != "held" or self.fallback is None or not self.fallback.unhold(order):
+            return False
+        vid = self.store.venue_ids.next()
+        self.store.add_request(vid, (order.oms_session, order.oms_history[0]), cl, kind)
+        self.store.set_transport(order, "none")
+        f: Fields = {
+            "11": vid, "41": order.venue_cl_ord_id, "37": "NONE", "17": f"H{vid}-canceled",
+            "150": "4", "39": "4", "55": order.symbol, "54": order.side,
+            "38": str(order.qty), "40": order.ord_type, "59": order.tif, "151": "0",
+            "14": "0", "6": "0", "60": m.utc_timestamp(),
+            "58": "canceled while held: it had not been sent to the venue",
+        }
+        if order.price is not None:
+            f["44"] = str(order.price)
+        self.on_venue_report(f, "held")
+        log.info("held order %s canceled before it was sent", order.oms_cl_ord_id)
+        return True
 
     def _send_cancel(self, order: Order, ctx: OmsContext, cl: str, kind: str) -> bool:
         vid = self.store.venue_ids.next()
@@ -358,6 +468,13 @@ class Router:
             self._cancel_reject(ctx, cl, order.oms_cl_ord_id, "2", BROKER_OPTION, problem, order)
             return
         assert isinstance(valid, v.ValidOrder)
+        if self.fallback is not None and self.fallback.active():
+            self.store.mark_used(ctx.key, cl)
+            refused = self.fallback.replace(order, cl, valid.qty, valid.price, f.get("59"))
+            if refused is not None:
+                self._cancel_reject(ctx, cl, order.oms_cl_ord_id, "2", refused[0], refused[1],
+                                    order)
+            return
         vid = self.store.venue_ids.next()
         self.store.add_request(vid, (order.oms_session, order.oms_history[0]), cl, "replace")
         out = self._order_message("G", vid, order, None, valid.qty, valid.price)
@@ -428,20 +545,33 @@ class Router:
             rep.setField(m.TEXT, "MassCancelRequestType 1 requires Symbol (55)")
             ctx.send(rep)
             return
-        if not self.venue.is_up():
+        targets = [o for o in self.store.open_orders(ctx.key)
+                   if (req_type == "7" or o.symbol == symbol) and (side is None or o.side == side)]
+        rest = self._rest_active()
+        held = [o for o in targets if o.transport == "held"]
+        if not self.venue.is_up() and not rest and len(held) < len(targets):
             rep.setField(m.MASS_CANCEL_RESPONSE, "0")
             rep.setField(m.MASS_CANCEL_REJECT_REASON, "99")
             rep.setField(m.TEXT, f"{self.venue.name} is not logged on; nothing canceled")
             ctx.send(rep)
             return
-        targets = [o for o in self.store.open_orders(ctx.key)
-                   if (req_type == "7" or o.symbol == symbol) and (side is None or o.side == side)]
         # The report acknowledges the request before any of its cancels can be reported back,
         # so an OMS sees 35=r first and then one ExecutionReport per canceled order.
         rep.setField(m.MASS_CANCEL_RESPONSE, req_type)
         rep.setField(m.TOTAL_AFFECTED_ORDERS, str(len(targets)))
         ctx.send(rep)
         for o in targets:
+            if self._cancel_held(o, ctx, cl, "mass"):
+                continue
+            if rest:
+                # Per order over REST, this OMS's orders only (Kraken CancelAll would cancel
+                # every desk's orders on the account); a refusal is logged, as over FIX.
+                assert self.fallback is not None
+                refused = self.fallback.cancel(o, cl, "mass")
+                if refused is not None:
+                    log.info("mass cancel %s: order %s not canceled over REST: %s", cl,
+                             o.oms_cl_ord_id, refused[1])
+                continue
             self._send_cancel(o, ctx, cl, "mass")
 
     # ---- reconciliation ----------------------------------------------------------------------
@@ -553,6 +683,13 @@ class Router:
             return
         exec_type = f["150"]
         ord_status = f["39"]
+        if (exec_type == "5" and target.kind != "replace"
+                and (self.fallback is not None or target.order.transport == "rest")):
+            # A replace is answered under the replace request's ClOrdID. One under the order's
+            # own is the venue's FIX echo of an in-place REST amend, reported already.
+            log.info("order %s: %s replace report %s under the order's own ClOrdID (echo of a "
+                     "REST amend); not forwarded", target.oms_cl_ord_id, transport, exec_id)
+            return
         if (self.fallback is not None or target.order.transport == "rest") and not _advances(
                 target.order, exec_type, ord_status, f.get("14")):
             # With a REST fallback an order is reported by both the REST poller and the FIX
@@ -645,6 +782,8 @@ class VenueHandler(BaseHandler):
             t = threading.Timer(self.router.reconcile_delay_s, self.router.reconcile)
             t.daemon = True
             t.start()
+            if self.router.fallback is not None:
+                self.router.fallback.kick()  # held orders may go now
         elif self.md_handler is not None:
             self.md_handler.on_logon(session_id)
 

@@ -141,11 +141,21 @@ class Gateway:
                                 self.credentials.api_secret,
                                 NonceSource(self.data_dir / "spot-rest.nonce"),
                                 timeout_s=fb.timeout_s, tier=fb.tier)
-        fallback = RestFallback(self.router, client, fb.poll_interval_s, fb.status_interval_s)
+        fallback = RestFallback(self.router, client, fb.poll_interval_s, fb.status_interval_s,
+                                # the simulator serves private WS on its one URL; Kraken
+                                # has a separate ws-auth host, so only an explicit ws_url
+                                ws_url=fb.ws_url or (self.endpoints.spot_ws_url
+                                                     if self.config.simulator.enabled else ""),
+                                hold_max_s=fb.hold_max_s, hold_max_orders=fb.hold_max_orders)
+
+        def switched(old: str, new: str, reason: str, automatic: bool) -> None:
+            fallback.record_switch(old, new)  # journaled: a restart resumes on that path
+            self._transport_switched(old, new, reason, automatic)
+
         fallback.policy = TransportPolicy(
             self.router.venue.is_up, lambda: fallback.rest_ok,
             failover_after_s=fb.failover_after_s, failback_after_s=fb.failback_after_s,
-            on_switch=self._transport_switched, before_failback=fallback.reconcile,
+            on_switch=switched, before_failback=fallback.reconcile,
             force=fb.force)
         self.router.fallback = fallback
         return fallback

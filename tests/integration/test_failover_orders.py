@@ -1,0 +1,140 @@
+"""The order path while failed over to Kraken spot REST, over real processes on loopback:
+cancel/replace (35=G as Kraken AmendOrder) and mass cancel (35=q, per order, scoped to the
+requesting OMS), orders that arrive before failover (held, then sent once), and the OMS-side
+record checked against the venue's orders one by one with no duplicate submission."""
+
+from __future__ import annotations
+
+import time
+from decimal import Decimal
+from pathlib import Path
+
+from gateway.kraken.auth import NonceSource
+from gateway.transports.kraken_spot_rest import KrakenSpotRest
+from tests.conftest import Oms, make_client, new_id, order_fields
+from tests.integration.test_failover import Recorder
+from tests.procs import Credentials, GatewayProcess, SimProcess
+
+
+def fallback_toml(sim: SimProcess, **extra: object) -> str:
+    opts = {"enabled": "true", "rest_url": f'"http://127.0.0.1:{sim.spot_rest_port}"',
+            "failover_after_s": 1, "failback_after_s": 2, "poll_interval_s": 0.3}
+    opts.update({k: (f'"{v}"' if isinstance(v, str) and not v.replace(".", "").isdigit()
+                     else v) for k, v in extra.items()})
+    body = ", ".join(f"{k} = {v}" for k, v in opts.items())
+    return f"md_stale_after_s = 3600\nfallback = {{ {body} }}"
+
+
+def venue_orders(sim: SimProcess, creds: Credentials, txids: list[str]) -> dict[str, object]:
+    """The venue's own view of `txids` (QueryOrders with the account's key). Call it with the
+    gateway stopped: both would sign with the same key, and nonces must only go up."""
+    rest = KrakenSpotRest(f"http://127.0.0.1:{sim.spot_rest_port}", creds.api_key,
+                          creds.api_secret, NonceSource(clock_ns=lambda: time.time_ns() + 3600
+                                                        * 10**9))
+    return dict(rest.query_orders(txids))
+
+
+def fix_amend(oms: Oms, cl: str, orig: str, qty: str, price: str, tif: str = "1") -> None:
+    oms.send("G", [(11, cl), (41, orig), (55, "BTC/USD"), (54, "1"), (38, qty), (40, "2"),
+                   (44, price), (59, tif), (60, "20260101-00:00:00")])
+
+
+def test_replace_and_mass_cancel_over_rest(tmp_path: Path) -> None:
+    creds = Credentials()
+    sim = SimProcess(tmp_path / "sim", creds, clients=("FIXGW", "MAKER"))
+    gw = None
+    clients: list[Oms] = []
+    try:
+        gw = GatewayProcess(tmp_path / "gw", sim, creds, oms_comp_ids=("OMS", "OMS2"),
+                            venue_toml=fallback_toml(sim))
+        oms = Oms(make_client(tmp_path, gw.oms_port, "OMS", "FIXGW"))
+        oms2 = Oms(make_client(tmp_path, gw.oms_port, "OMS2", "FIXGW"))
+        maker = Oms(make_client(tmp_path, sim.trading_port, "MAKER", "KRAKEN-TRD", creds))
+        for c in (oms, oms2, maker):
+            c.c.start()
+            clients.append(c)
+        rec, rec2 = Recorder(oms), Recorder(oms2)
+        # FIX is used once before the outage, so the session is the venue's known client.
+        first = oms.buy("0.01", "20000.0")
+        rec.report(first, "0")
+
+        mark = len(gw.err.lines)
+        sim.control(cmd="drop_fix", client="FIXGW", refuse_s=12)
+        gw.err.wait_for(r"order flow moved from FIX to REST", 15, start=mark)
+
+        # 1. A replace over REST: 35=8 ExecType 5 under the replace's ClOrdID, new figures.
+        a = oms.buy("0.02", "30000.0")
+        txid_a = rec.report(a, "0").fields[37]
+        a2 = new_id("R")
+        fix_amend(oms, a2, a, "0.03", "30100.0")
+        r = rec.report(a2, "5")
+        assert r.fields[41] == a and r.fields[37] == txid_a and r.fields[39] == "0"
+        assert Decimal(r.fields[38]) == Decimal("0.03") and Decimal(r.fields[44]) == 30100
+        assert Decimal(r.fields[151]) == Decimal("0.03") and r.fields[17].startswith("R")
+        # A fill after it reaches the OMS under the replace's ClOrdID.
+        maker.send("D", order_fields(new_id("M"), "2", "0.01", "30100.0"))
+        f = rec.report(a2, "F")
+        assert f.fields[39] == "1" and Decimal(f.fields[14]) == Decimal("0.01")
+        # A replace REST cannot carry (AmendOrder changes quantity and price, not the
+        # TimeInForce): 35=9 that says so, and the order is untouched.
+        a3 = new_id("R")
+        fix_amend(oms, a3, a2, "0.05", "30100.0", tif="3")
+        rej = rec.wait(lambda x: x.msg_type == "9" and x.fields.get(11) == a3)
+        assert rej.fields[41] == a2 and rej.fields[434] == "2"
+        assert "TimeInForce" in rej.fields[58]
+
+        # 2. Mass cancel over REST: OMS's orders only, 35=r first, then one 150=4 per order.
+        b = oms.buy("0.01", "29000.0")
+        c = oms.buy("0.01", "29500.0")
+        d = oms2.buy("0.01", "29000.0")
+        txid_b = rec.report(b, "0").fields[37]
+        txid_c = rec.report(c, "0").fields[37]
+        txid_d = rec2.report(d, "0").fields[37]
+        mq = new_id("Q")
+        oms.send("q", [(11, mq), (530, "7"), (60, "20260101-00:00:00")])
+        mr = rec.wait(lambda x: x.msg_type == "r" and x.fields.get(11) == mq)
+        assert mr.fields[531] == "7" and mr.fields[533] == "4"  # the first FIX order, a2, b, c
+        canceled = {rec.wait(lambda x, o=o: x.msg_type == "8" and x.fields.get(11) == mq
+                             and x.fields.get(41) == o and x.fields.get(150) == "4").fields[41]
+                    for o in (first, a2, b, c)}
+        assert canceled == {first, a2, b, c}
+
+        # 3. FIX returns, the gateway reconciles and fails back; the venue's FIX resend of all
+        # of this (including its echo of the amend) must not reach the OMS a second time.
+        gw.err.wait_for(r"order flow moved from REST to FIX", 40, start=mark)
+        rec.drain(3.0)
+        rec2.drain(0.5)
+        ers = [x for x in rec.all if x.msg_type == "8"]
+        by_chain = {cl: [x.fields[150] for x in ers if x.fields.get(11) == cl
+                         or (x.fields.get(41) == cl and x.fields.get(150) in ("5", "4"))]
+                    for cl in (first, a, a2, b, c)}
+        assert by_chain[first] == ["0", "4"], by_chain
+        assert by_chain[a] == ["0", "5"], by_chain
+        assert by_chain[a2] == ["5", "F", "4"], by_chain
+        assert by_chain[b] == ["0", "4"] and by_chain[c] == ["0", "4"], by_chain
+        assert [x.fields[150] for x in rec2.all if x.msg_type == "8"] == ["0"]
+        assert len({x.fields[17] for x in ers}) == len(ers)  # no ExecID twice
+
+        counts = sim.control(cmd="submission_counts")["counts"]
+        assert isinstance(counts, dict)
+        ours = {k: n for k, n in counts.items() if k.startswith("FIXGW ")}
+        # Five new orders (OMS2's included), each once; the amended one counts its amend as
+        # one more submission (Kraken keeps the ClOrdID); the refused amend never left.
+        assert sorted(ours.values()) == [1, 1, 1, 1, 2], ours  # first, b, c, d; a amended
+        gw.stop()
+        gw = None
+
+        # 4. The OMS-side record against the venue's, order by order.
+        venue = venue_orders(sim, creds, [txid_a, txid_b, txid_c, txid_d])
+        va = venue[txid_a]
+        assert va.status == "canceled" and va.volume == Decimal("0.03")  # type: ignore[attr-defined]
+        assert va.vol_exec == Decimal("0.01") and va.price == Decimal("30100.0")  # type: ignore[attr-defined]
+        assert venue[txid_b].status == "canceled"  # type: ignore[attr-defined]
+        assert venue[txid_c].status == "canceled"  # type: ignore[attr-defined]
+        assert venue[txid_d].status == "open"  # type: ignore[attr-defined]  # OMS2's, untouched
+    finally:
+        for cl in clients:
+            cl.c.stop()
+        if gw is not None:
+            gw.stop()
+        sim.stop()
