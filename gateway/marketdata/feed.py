@@ -98,8 +98,6 @@ class MarketDataFeed(BaseHandler):
         # to these shadow books and the listeners hear only the other source.
         self._shadow: dict[str, Book] | None = None
         self.source = "fix"  #: who writes `books` now: "fix", or the other source's name
-        #: called with the new `source` under the hand-over lock, before any book event of it
-        self.source_listeners: list[Callable[[str], None]] = []
         self._owner = threading.RLock()
         self._session_changed = time.monotonic()
         self._watchdog = threading.Thread(target=self._watch, name="md-stale", daemon=True)
@@ -120,8 +118,9 @@ class MarketDataFeed(BaseHandler):
             self._subscribe(symbol)
 
     def on_logout(self, session_id: fix.SessionID) -> None:
+        if self._session is not None:  # QuickFIX repeats onLogout for each refused logon
+            self._session_changed = time.monotonic()
         self._session = None
-        self._session_changed = time.monotonic()
         with self._lock:
             for sub in self._subs.values():
                 sub.synced = False
@@ -323,14 +322,17 @@ class MarketDataFeed(BaseHandler):
             return [s for s in self.symbols
                     if (sub := self._subs.get(s)) is None or not (sub.synced or sub.rejected)]
 
-    def hand_over_books(self, source: str) -> None:
+    def hand_over_books(self, source: str, announce: Callable[[], None] | None = None) -> None:
         """`source` writes the shared books from now on (through ``apply_external_*``).
 
         The FIX session carries on into shadow books seeded with the shared books' current
-        levels, so a FIX feed that is still up stays in sync and can take the books back."""
+        levels, so a FIX feed that is still up stays in sync and can take the books back.
+        `announce` runs under the hand-over lock once `source` is set, after the old source's
+        last book event and before the new one's first: where a switch event must be queued
+        for event consumers to see it between the two."""
         with self._owner:
             if self._shadow is not None:
-                self._set_source(source)
+                self._set_source(source, announce)
                 return
             shadow: dict[str, Book] = {}
             for symbol, book in self.books.items():
@@ -339,20 +341,22 @@ class MarketDataFeed(BaseHandler):
                 copy.apply_snapshot(d.bids, d.asks)
                 shadow[symbol] = copy
             self._shadow = shadow
-            self._set_source(source)
+            self._set_source(source, announce)
         log.warning("market data: the books are fed by %s; the FIX MD session feeds shadow "
                     "books until it takes them back", source)
 
-    def take_back_books(self) -> None:
+    def take_back_books(self, announce: Callable[[], None] | None = None) -> None:
         """FIX writes the shared books again: every symbol whose FIX snapshot has arrived gets
         the shadow's verified levels and the listeners a snapshot; the others keep the other
-        source's last levels until their FIX snapshot arrives (which then goes to them)."""
+        source's last levels until their FIX snapshot arrives (which then goes to them).
+        `announce` as for ``hand_over_books``."""
         with self._owner:
             shadow = self._shadow
             if shadow is None:
+                self._set_source("fix", announce)
                 return
             self._shadow = None
-            self._set_source("fix")
+            self._set_source("fix", announce)
             with self._lock:
                 synced = {s for s, sub in self._subs.items() if sub.synced}
             for symbol in self.symbols:
@@ -368,13 +372,13 @@ class MarketDataFeed(BaseHandler):
                     f" (still waiting for the FIX snapshot of "
                     f"{', '.join(s for s in self.symbols if s not in synced)})")
 
-    def _set_source(self, source: str) -> None:
+    def _set_source(self, source: str, announce: Callable[[], None] | None) -> None:
         self.source = source
-        for cb in self.source_listeners:
+        if announce is not None:
             try:
-                cb(source)
+                announce()
             except Exception:
-                log.exception("market-data source listener failed")
+                log.exception("market-data source change announcement failed")
 
     def apply_external_snapshot(self, symbol: str, bids: Sequence[tuple[Decimal, Decimal]],
                                 asks: Sequence[tuple[Decimal, Decimal]]) -> bool:

@@ -149,8 +149,9 @@ class WsBookSource:
 class MdFailover:
     """Which source feeds the books (FIX MD or WS) and the switches between them.
 
-    A daemon thread evaluates the policy every ``check_interval_s``; ``on_switch`` (logging is
-    ours, the callback publishes the ``transport_switch`` event) runs after each switch."""
+    A daemon thread evaluates the policy every ``check_interval_s``. ``on_switch`` (logging is
+    ours, the callback publishes the ``transport_switch`` event) runs at each switch under the
+    feed's hand-over lock: it must only queue, never block."""
 
     def __init__(self, feed: MarketDataFeed, ws: WsBookSource, *, failover_after_s: float,
                  failback_after_s: float, on_switch: MdSwitchCallback | None = None,
@@ -203,13 +204,11 @@ class MdFailover:
         if new == "rest":
             reason = (f"FIX market-data session down for {steady:.1f}s" if automatic
                       else "forced to ws by operator")
-            # Order matters: the feed first (FIX frames go to shadows and the event source
-            # says WS), then the WS client, whose first verified frames are snapshots.
-            self.feed.hand_over_books(WS_SOURCE)
+            # Order matters: the feed first (FIX frames go to shadows, the switch is announced),
+            # then the WS client, whose first verified frames are snapshots.
+            self.feed.hand_over_books(WS_SOURCE, lambda: self._announce("fix", "ws", reason,
+                                                                        automatic))
             self.ws.start()
-            frm: MdSource
-            to: MdSource
-            frm, to = "fix", "ws"
         else:
             if automatic:
                 reason = (f"FIX market-data session logged on and stable for {steady:.1f}s"
@@ -219,16 +218,16 @@ class MdFailover:
             else:
                 reason = "forced to fix by operator"
             # The feed first: from here on any late WS frame is ignored; then unsubscribe.
-            self.feed.take_back_books()
+            self.feed.take_back_books(lambda: self._announce("ws", "fix", reason, automatic))
             self.ws.stop()
-            frm, to = "ws", "fix"
+
+    def _announce(self, frm: MdSource, to: MdSource, reason: str, automatic: bool) -> None:
+        """Under the feed's hand-over lock (see ``MarketDataFeed.hand_over_books``), so the
+        callback's switch event sorts between the two sources' market-data events."""
         log.warning("market data moved from %s to %s: %s", frm.upper(), to.upper(), reason)
         self.switches.append((frm, to, reason))
         if self.on_switch is not None:
-            try:
-                self.on_switch(frm, to, reason, automatic)
-            except Exception:
-                log.exception("market-data switch callback failed")
+            self.on_switch(frm, to, reason, automatic)
 
     # ---- thread --------------------------------------------------------------------------------
     def evaluate(self) -> MdSource:

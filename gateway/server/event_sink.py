@@ -23,7 +23,7 @@ from functools import partial
 from typing import Literal
 
 from gateway.events import builders as b
-from gateway.events.publisher import EventPublisher
+from gateway.events.publisher import EventBuild, EventPublisher
 from gateway.fix.application import SessionStatus
 from gateway.marketdata.book import Book
 from gateway.marketdata.fix_md import BID, DELETE, OFFER, TRADE, MdEntry
@@ -115,10 +115,14 @@ class EventSink:
             b.session_event, kind,
             source=b.EventSource.fix(status.key), text=reason or f"{old_state} -> {status.state}"))
 
-    def set_md_source(self, source: b.EventSource) -> None:
+    def set_md_source(self, source: b.EventSource,
+                      switch: EventBuild | None = None) -> None:
         """The market-data failover moved the books to another source (FIX MD <-> WS): the
-        book, trade and top-of-book events from now on name it."""
+        book, trade and top-of-book events from now on name it. `switch` (the frozen
+        transport_switch event) is queued with them, so it sorts between the two sources'."""
         self._md = source
+        if switch is not None:
+            self._publish(switch)
 
     # ---- market data (MdListener) ----------------------------------------------------------------
     def on_snapshot(self, symbol: str, book: Book) -> None:

@@ -11,6 +11,7 @@ import logging
 import time
 from dataclasses import dataclass
 from decimal import Decimal
+from functools import partial
 from pathlib import Path
 
 import quickfix as fix
@@ -180,25 +181,25 @@ class Gateway:
             log.error("venue.md_fallback is enabled but no WS URL (venue.md_fallback.ws_url) "
                       "is known: market-data fallback off")
             return None
-        self.md_feed.source_listeners.append(self._md_source_changed)
         return MdFailover.from_config(self.md_feed, url, cfg, on_switch=self._md_switched)
 
     def _md_session(self) -> str:
         v = self.config.venue
         return f"{v.sender_comp_id}->{v.market_data.target_comp_id}"
 
-    def _md_source_changed(self, source: str) -> None:
-        """Book, trade and top-of-book events name the source that fed them (FIX MD or WS)."""
-        if self.event_sink is not None:
-            self.event_sink.set_md_source(
-                builders.EventSource.fix(self._md_session()) if source == "fix"
-                else builders.EventSource.ws("kraken-spot-ws-v2"))
-
     def _md_switched(self, old: MdSource, new: MdSource, reason: str, automatic: bool) -> None:
-        if self.events is not None:
-            self.events.publish(builders.transport_switch(
-                from_transport=old, to_transport=new, reason=reason, automatic=automatic,
-                session=self._md_session(), source=builders.EventSource.gateway("marketdata")))
+        """Under the feed's hand-over lock: book, trade and top-of-book events name the source
+        that fed them, and the switch event is queued with them (between the two sources')."""
+        if self.event_sink is None:
+            return
+        session = self._md_session()
+        self.event_sink.set_md_source(
+            builders.EventSource.fix(session) if new == "fix"
+            else builders.EventSource.ws("kraken-spot-ws-v2"),
+            partial(builders.transport_switch,  # a partial: it may be pickled to the
+                    from_transport=old, to_transport=new,  # event process
+                    reason=reason, automatic=automatic, session=session,
+                    source=builders.EventSource.gateway("marketdata")))
 
     def _known_symbol(self, symbol: str) -> bool:
         """Tradable = configured and, once the venue's InstrumentList is in, listed by it."""

@@ -149,7 +149,7 @@ def test_fix_frames_go_to_shadow_books_while_handed_over_and_come_back_verified(
         feed.stop()
 
 
-def test_source_listeners_hear_each_hand_over_before_any_book_event() -> None:
+def test_each_hand_over_is_announced_between_the_two_sources_book_events() -> None:
     feed = make_feed((BTC,))
     order: list[str] = []
 
@@ -158,15 +158,14 @@ def test_source_listeners_hear_each_hand_over_before_any_book_event() -> None:
             order.append(f"snapshot from {feed.source}")
 
     feed.listeners.append(L())
-    feed.source_listeners.append(lambda s: order.append(f"source {s}"))
     try:
-        feed.hand_over_books("ws")
+        feed.hand_over_books("ws", lambda: order.append(f"now {feed.source}"))
         feed.apply_external_snapshot(BTC, [(D("1.0"), D("1"))], [(D("2.0"), D("1"))])
         feed._subscribe(BTC)
         with feed._lock:
             next(iter(feed._subs.values())).synced = True
-        feed.take_back_books()
-        assert order == ["source ws", "snapshot from ws", "source fix", "snapshot from fix"]
+        feed.take_back_books(lambda: order.append(f"now {feed.source}"))
+        assert order == ["now ws", "snapshot from ws", "now fix", "snapshot from fix"]
     finally:
         feed.stop()
 

@@ -1,0 +1,214 @@
+"""Market-data failover over real processes: the venue drops the gateway's FIX market-data
+session; after the configured outage the gateway subscribes book and trade on the venue's spot
+WebSocket v2 and feeds the same books, so an OMS subscribed to the gateway's market data keeps
+holding the venue's book as the flow moves it; a corrupted WS checksum is healed by a
+resubscribe; FIX MD comes back, and once it is stable with fresh snapshots the gateway fails
+back and unsubscribes WS. Each switch is a log line and a transport_switch event, and the
+market-data events between the switches say they came over WS."""
+
+from __future__ import annotations
+
+import time
+from decimal import Decimal
+from pathlib import Path
+
+import grpc
+
+from gateway._proto.fixgw.v1 import common_pb2, events_pb2, events_pb2_grpc
+from tests.conftest import Oms, make_client
+from tests.integration.test_market_data import OmsBook, subscribe
+from tests.procs import Credentials, GatewayProcess, SimProcess
+
+SYMBOLS = ("BTC/USD", "ETH/USD")
+K = events_pb2
+Levels = tuple[list[tuple[Decimal, Decimal]], list[tuple[Decimal, Decimal]]]
+
+
+def sim_levels(sim: SimProcess, symbol: str) -> Levels:
+    lv = sim.control(cmd="levels", symbol=symbol, depth=10)
+    bids, asks = ([(Decimal(p), Decimal(q)) for p, q in lv[side]]  # type: ignore[attr-defined]
+                  for side in ("bids", "asks"))
+    return bids, asks
+
+
+class OmsView:
+    """One OMS session subscribed to SYMBOLS, each with its own OmsBook (RptSeq-checked)."""
+
+    def __init__(self, oms: Oms) -> None:
+        self.oms = oms
+        self.by_req: dict[str, OmsBook] = {}
+        self.books: dict[str, OmsBook] = {}
+        for s in SYMBOLS:
+            book = OmsBook()
+            self.books[s] = book
+            self.by_req[subscribe(oms, s)] = book
+
+    def pump(self, seconds: float) -> None:
+        until = time.monotonic() + seconds
+        while time.monotonic() < until:
+            try:
+                r = self.oms.c.next_app(timeout=0.1)
+            except TimeoutError:
+                continue
+            book = self.by_req.get(r.fields.get(262, ""))
+            if book is not None and r.msg_type in ("W", "X"):
+                book.apply(r.raw)
+
+    def converge(self, sim: SimProcess, timeout: float = 15.0) -> None:
+        """With the venue's flow stopped: every OMS book equals the venue's top 10."""
+        deadline = time.monotonic() + timeout
+        while True:
+            self.pump(0.3)
+            want = {s: sim_levels(sim, s) for s in SYMBOLS}
+            got = {s: self.books[s].top(10) for s in SYMBOLS}
+            if got == want:
+                assert all(want[s][0] and want[s][1] for s in SYMBOLS)  # not two empty books
+                return
+            if time.monotonic() > deadline:
+                raise AssertionError(f"OMS books differ from the venue's:\n{got}\n{want}")
+
+    def move_and_converge(self, sim: SimProcess, seconds: float = 2.0) -> int:
+        """Let the venue's flow move the books, then check; returns OMS level updates seen."""
+        before = sum(b.updates for b in self.books.values())
+        sim.control(cmd="flow", rate_hz=60)
+        try:
+            self.pump(seconds)
+        finally:
+            sim.control(cmd="flow", rate_hz=0)
+        self.converge(sim)
+        return sum(b.updates for b in self.books.values()) - before
+
+
+def collect_events(port: int) -> list[events_pb2.Event]:
+    got: list[events_pb2.Event] = []
+    req = K.SubscribeRequest(from_sequence=1, kinds=[
+        K.EVENT_KIND_TRANSPORT_SWITCH, K.EVENT_KIND_BOOK_SNAPSHOT, K.EVENT_KIND_BOOK_DELTA,
+        K.EVENT_KIND_TRADE])
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as ch:
+        call = events_pb2_grpc.EventServiceStub(ch).Subscribe(req, timeout=4)
+        try:
+            for batch in call:
+                got.extend(batch.events)
+        except grpc.RpcError as exc:
+            if exc.code() != grpc.StatusCode.DEADLINE_EXCEEDED:
+                raise
+    return got
+
+
+def ws_stats(sim: SimProcess) -> dict[str, object]:
+    return sim.control(cmd="ws_stats")
+
+
+def wait_ws_stats(sim: SimProcess, want: dict[str, int], timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        got = ws_stats(sim)
+        if all(got[k] == v for k, v in want.items()):
+            return
+        assert time.monotonic() < deadline, f"simulator WS: {got}, wanted {want}"
+        time.sleep(0.1)
+
+
+def test_md_fails_over_to_ws_heals_a_bad_checksum_and_fails_back(tmp_path: Path) -> None:
+    creds = Credentials()
+    sim = SimProcess(tmp_path / "sim", creds, seed_books=True)
+    gw = None
+    client = None
+    try:
+        fallback = (f'md_fallback = {{ enabled = true, ws_url = "ws://127.0.0.1:'
+                    f'{sim.spot_ws_port}/v2", failover_after_s = 1.5, failback_after_s = 2 }}')
+        gw = GatewayProcess(tmp_path / "gw", sim, creds,
+                            venue_toml=f"md_stale_after_s = 3600\n{fallback}")
+        gw.err.wait_for(r"session FIXGW->KRAKEN-MD \(venue\): \S+ -> logged_on", 20)
+        if "market data moved from FIX to WS" in gw.err.text():  # a slow first logon
+            gw.err.wait_for(r"market data moved from WS to FIX", 20)
+        wait_ws_stats(sim, {"connections": 0})
+        client = make_client(tmp_path, gw.oms_port, "OMS", "FIXGW")
+        client.start()
+        view = OmsView(Oms(client))
+
+        # 1. FIX MD feeds the books.
+        assert view.move_and_converge(sim) > 0
+        snapshots = {s: view.books[s].snapshots for s in SYMBOLS}
+
+        # 2. The venue drops the FIX MD session (trading stays up) and refuses its logons.
+        mark = len(gw.err.lines)
+        t0 = time.monotonic()
+        assert sim.control(cmd="drop_md")["was_logged_on"] is True
+        gw.err.wait_for(r"session FIXGW->KRAKEN-MD \(venue\): logged_on -> ", 10, start=mark)
+        m = gw.err.wait_for(r"market data moved from FIX to WS: FIX market-data session down "
+                            r"for ([\d.]+)s", 15, start=mark)
+        assert float(m.group(1)) >= 1.5 and time.monotonic() - t0 >= 1.5
+        assert "FIXGW->KRAKEN-TRD (venue): logged_on ->" not in "\n".join(gw.err.lines[mark:])
+        # One WS connection with book and trade for every configured symbol.
+        wait_ws_stats(sim, {"connections": 1, "book_subscriptions": 3, "trade_subscriptions": 3})
+
+        # 3. Over WS the OMS keeps receiving the venue's book: a fresh snapshot from the WS
+        #    source, then incrementals, equal to the venue's levels after the flow moved them.
+        for _ in range(2):
+            assert view.move_and_converge(sim) > 20
+        for s in SYMBOLS:
+            assert view.books[s].snapshots > snapshots[s]
+        assert "market data moved from WS to FIX" not in "\n".join(gw.err.lines[mark:])
+
+        # 4. A corrupted WS checksum on BTC/USD: resubscribe, fresh snapshot, correct book.
+        mark = len(gw.err.lines)
+        before = {s: view.books[s].snapshots for s in SYMBOLS}
+        sim.control(cmd="ws_fault", fault="corrupt_checksum", symbol="BTC/USD")
+        deadline = time.monotonic() + 15
+        pattern = r"market data BTC/USD over WS: WS book checksum mismatch; resubscribed"
+        while True:
+            sim.control(cmd="flow", steps=3)
+            view.pump(0.2)
+            try:
+                gw.err.wait_for(pattern, 0.1, start=mark)
+                break
+            except TimeoutError:
+                assert time.monotonic() < deadline, "no checksum mismatch was detected"
+        view.converge(sim)
+        assert view.books["BTC/USD"].snapshots > before["BTC/USD"]  # rebuilt, not patched
+        assert view.move_and_converge(sim) > 0
+        wait_ws_stats(sim, {"connections": 1, "book_subscriptions": 3})  # same socket
+
+        # 5. FIX MD is back: once it has been logged on 2 s with fresh snapshots, fail back and
+        #    unsubscribe WS; the OMS still holds the venue's book as it moves.
+        mark = len(gw.err.lines)
+        before = {s: view.books[s].snapshots for s in SYMBOLS}
+        sim.control(cmd="restore_md")
+        gw.err.wait_for(r"session FIXGW->KRAKEN-MD \(venue\): \S+ -> logged_on", 20, start=mark)
+        logged_on = time.monotonic()
+        gw.err.wait_for(r"market data moved from WS to FIX: FIX market-data session logged on "
+                        r"and stable for [\d.]+s; every symbol's fresh FIX snapshot arrived",
+                        20, start=mark)
+        assert time.monotonic() - logged_on >= 1.5
+        wait_ws_stats(sim, {"connections": 0, "book_subscriptions": 0})
+        gw.err.wait_for(r"market data over WS: unsubscribed and closed", 5, start=mark)
+        view.pump(0.5)
+        for s in SYMBOLS:  # the FIX books, handed to the OMS as a snapshot
+            assert view.books[s].snapshots > before[s]
+        for _ in range(2):
+            assert view.move_and_converge(sim) > 0
+
+        # 6. Events: two transport_switch events for the MD session, and every market-data
+        #    event between them came over WS, the ones after over FIX.
+        events = collect_events(gw.grpc_port)
+        switches = [e for e in events if e.kind == K.EVENT_KIND_TRANSPORT_SWITCH
+                    and e.transport_switch.session == "FIXGW->KRAKEN-MD"]
+        assert [(e.transport_switch.from_transport, e.transport_switch.to_transport)
+                for e in switches][-2:] == [(common_pb2.TRANSPORT_FIX, common_pb2.TRANSPORT_WS),
+                                            (common_pb2.TRANSPORT_WS, common_pb2.TRANSPORT_FIX)]
+        assert all(e.transport_switch.automatic for e in switches)
+        over, back = switches[-2].sequence, switches[-1].sequence
+        during = [e for e in events if over < e.sequence < back
+                  and e.kind != K.EVENT_KIND_TRANSPORT_SWITCH]
+        after = [e for e in events if e.sequence > back]
+        assert len(during) > 20 and after
+        assert {e.source.kind for e in during} == {common_pb2.SOURCE_KIND_WS}
+        assert {e.source.kind for e in after} == {common_pb2.SOURCE_KIND_FIX}
+        assert any(e.kind == K.EVENT_KIND_BOOK_SNAPSHOT for e in during)
+    finally:
+        if client is not None:
+            client.stop()
+        if gw is not None:
+            gw.stop()
+        sim.stop()
