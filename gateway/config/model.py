@@ -125,7 +125,8 @@ class MarketDataSessionConfig(VenueSessionConfig):
 
 
 class FuturesConfig(_Strict):
-    """Kraken Futures REST, polled for perp mark/index, funding and open interest (signals)."""
+    """Kraken Futures for the signals' perp inputs (mark/index, funding, open interest): the WS
+    ticker feed when configured, REST polling for funding history and as the fallback."""
 
     enabled: bool = True
     # Empty = the embedded simulator's futures face; Kraken: https://futures.kraken.com
@@ -134,6 +135,22 @@ class FuturesConfig(_Strict):
     # Perpetual -> the spot book its basis and depth are measured against.
     perps: dict[str, str] = Field(default_factory=lambda: {"PF_XBTUSD": "BTC/USD",
                                                            "PF_ARBUSD": "ARB/USD"})
+    # WS v1 ticker feed; Kraken: wss://futures.kraken.com/ws/v1. Empty = the embedded
+    # simulator's feed when it runs, else no feed (REST polling only).
+    ws_url: str = ""
+    # false = no feed even with the embedded simulator (REST polling only).
+    ws_enabled: bool = True
+    # A perp without a ticker this long is resubscribed, a connection silent this long reopened;
+    # meanwhile REST polling delivers that perp again.
+    ws_stale_after_s: float = Field(default=10.0, gt=0)
+
+    @field_validator("ws_url")
+    @classmethod
+    def _ws_scheme(cls, value: str) -> str:
+        if value and not value.startswith(("ws://", "wss://")):
+            raise ValueError("must be a ws:// or wss:// URL (Kraken: "
+                             "wss://futures.kraken.com/ws/v1), or empty")
+        return value
 
 
 class VenueConfig(_Strict):

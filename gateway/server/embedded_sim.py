@@ -38,6 +38,7 @@ class SimEndpoints:
     futures_rest_port: int
     spot_rest_port: int = 0
     spot_ws_port: int = 0
+    futures_ws_port: int = 0  # Kraken Futures WS v1, path /ws/v1
 
 
 class EmbeddedSimulator:
@@ -71,7 +72,8 @@ class EmbeddedSimulator:
         self.endpoints = SimEndpoints(ready["host"], ready["trading_port"], ready["md_port"],
                                       ready["futures_rest_port"],
                                       int(ready.get("spot_rest_port", 0)),
-                                      int(ready.get("spot_ws_port", 0)))
+                                      int(ready.get("spot_ws_port", 0)),
+                                      int(ready.get("futures_ws", 0)))
         return self.endpoints
 
     def stop(self) -> None:

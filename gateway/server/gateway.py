@@ -47,6 +47,7 @@ from gateway.server.signal_runner import SignalRunner
 from gateway.server.signal_services import snapshot_to_proto
 from gateway.signals import SignalSnapshot
 from gateway.transports.kraken_futures_rest import KrakenFuturesRest
+from gateway.transports.kraken_futures_ws import KrakenFuturesWs
 from gateway.transports.kraken_spot_rest import KrakenSpotRest
 from gateway.transports.perp_poller import PerpPoller
 from gateway.transports.tls_bridge import (
@@ -70,6 +71,8 @@ class VenueEndpoints:
     futures_rest_url: str = ""
     spot_rest_url: str = ""
     spot_ws_url: str = ""
+    # Kraken Futures WS v1 ticker feed; empty = none (REST polling only).
+    futures_ws_url: str = ""
 
 
 class Gateway:
@@ -88,16 +91,30 @@ class Gateway:
         self.validator = OrderValidator(known_symbol=self._known_symbol,
                                          instrument_check=self._instrument_check)
         # Signals: recomputed off the order path on the runner's worker thread, from the spot
-        # books (as an MD listener), the perps' REST tickers/funding, and pushed positioning.
-        self.signal_runner = SignalRunner(self.md_feed.books, config.venue.futures.perps,
-                                          on_snapshot=self._publish_snapshot)
-        self.md_feed.listeners.append(self.signal_runner)
-        self.perp_poller: PerpPoller | None = None
+        # books (as an MD listener), the perps' tickers/funding, and pushed positioning.
+        # OI rows at the poll rate whichever feed delivers the tickers (see signal_runner).
         fut = config.venue.futures
+        self.signal_runner = SignalRunner(self.md_feed.books, fut.perps,
+                                          on_snapshot=self._publish_snapshot,
+                                          oi_row_min_interval_s=fut.poll_interval_s)
+        self.md_feed.listeners.append(self.signal_runner)
+        # Perp tickers from the WS feed while it is live; REST polls funding history always
+        # and tickers only for perps the feed does not carry (kraken_futures_ws docstring).
+        self.perp_ws: KrakenFuturesWs | None = None
+        self.perp_poller: PerpPoller | None = None
+        ws_url = endpoints.futures_ws_url if fut.ws_enabled else ""
         if fut.enabled and endpoints.futures_rest_url and fut.perps:
             self.perp_poller = PerpPoller(KrakenFuturesRest(endpoints.futures_rest_url),
                                           list(fut.perps), fut.poll_interval_s,
-                                          self.signal_runner.on_perp_update)
+                                          self.signal_runner.on_perp_update,
+                                          live_elsewhere=self._perp_ws_live if ws_url else None)
+        if fut.enabled and ws_url and fut.perps:
+            poller = self.perp_poller
+            self.perp_ws = KrakenFuturesWs(
+                ws_url, list(fut.perps), self.signal_runner.on_perp_update,
+                funding_history=poller.funding_history if poller is not None else None,
+                stale_after_s=fut.ws_stale_after_s,
+                on_down=poller.wake if poller is not None else None)
         # An EventLog given directly (tests, tools) gets an in-process publisher this gateway owns;
         # `fixgw run` passes the event process's publisher and closes it itself.
         self._owns_publisher = isinstance(events, EventLog)
@@ -382,6 +399,8 @@ class Gateway:
         if self.md_failover is not None:
             self.md_failover.start()
         self.signal_runner.start()
+        if self.perp_ws is not None:
+            self.perp_ws.start()
         if self.perp_poller is not None:
             self.perp_poller.start()
         log.info("OMS acceptor listening on %s:%d (SenderCompID %s; OMS CompIDs %s)",
@@ -391,6 +410,10 @@ class Gateway:
                  self.endpoints.trading_host, self.endpoints.trading_port,
                  c.venue.trading.target_comp_id, self.endpoints.md_host, self.endpoints.md_port,
                  c.venue.market_data.target_comp_id)
+
+    def _perp_ws_live(self, symbol: str) -> bool:
+        """The poller's question: does the WS feed carry this perp right now?"""
+        return self.perp_ws is not None and self.perp_ws.is_live(symbol)
 
     def _log_factory(self, settings: fix.SessionSettings) -> fix.LogFactory:
         """QuickFIX's session events only (logons, resends, rejects, disconnects) on stdout,
@@ -404,6 +427,8 @@ class Gateway:
         self.md_feed.stop()
         if self.fallback is not None:
             self.fallback.stop()
+        if self.perp_ws is not None:
+            self.perp_ws.stop()
         if self.perp_poller is not None:
             self.perp_poller.stop()
         self.signal_runner.stop()

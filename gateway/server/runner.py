@@ -76,15 +76,20 @@ class Runtime:
                                            if ep.spot_rest_port else ""),
                                        spot_ws_url=c.venue.md_fallback.ws_url
                                        or (f"ws://{ep.host}:{ep.spot_ws_port}/v2"
-                                           if ep.spot_ws_port else ""))
+                                           if ep.spot_ws_port else ""),
+                                       futures_ws_url=c.venue.futures.ws_url
+                                       or (f"ws://{ep.host}:{ep.futures_ws_port}/ws/v1"
+                                           if ep.futures_ws_port else ""))
             log.info("embedded UAT venue: FIX trading %s:%d (KRAKEN-TRD), market data %s:%d "
                      "(KRAKEN-MD); spot REST http://%s:%d, spot WS ws://%s:%d/v2, futures REST "
-                     "http://%s:%d", ep.host, ep.trading_port, ep.host, ep.md_port, ep.host,
-                     ep.spot_rest_port, ep.host, ep.spot_ws_port, ep.host, ep.futures_rest_port)
+                     "http://%s:%d, futures WS ws://%s:%d/ws/v1", ep.host, ep.trading_port,
+                     ep.host, ep.md_port, ep.host, ep.spot_rest_port, ep.host, ep.spot_ws_port,
+                     ep.host, ep.futures_rest_port, ep.host, ep.futures_ws_port)
         else:
             endpoints = VenueEndpoints(c.venue.trading.host, c.venue.trading.port,
                                        c.venue.market_data.host, c.venue.market_data.port,
-                                       c.venue.futures.base_url, c.venue.fallback.rest_url)
+                                       c.venue.futures.base_url, c.venue.fallback.rest_url,
+                                       futures_ws_url=c.venue.futures.ws_url)
         grpc_port = self._start_events(endpoints, creds)
         assert self.gateway is not None
         self.gateway.start()

@@ -47,6 +47,9 @@ Choices the brief leaves open:
   the snapshot shows) and widens the pending low/high; the next due row then carries the whole
   OI change since the previous one and spans every mark seen in between. The gateway sets the
   minimum to the REST poll interval, so the map sees the same row density from either source.
+  Until that row is due, snapshots see it provisionally (the history handed to
+  ``compute_snapshot`` ends with the row as it would be now; the map does not take it), so the
+  total OI, the flow estimate and the OI age follow every ticker.
 * History is bounded (``max_oi_rows``): the oldest rows are dropped (their effect stays in the
   map); the first kept row becomes a level row so the chaining stays right.
 """
@@ -134,6 +137,7 @@ class _PerpState:
         self.last_row_at = -math.inf  # wall time of the last ticker-derived OI row
         self.pending_lo = math.inf  # marks seen since that row (the next row's low/high)
         self.pending_hi = -math.inf
+        self.pending_row: _Row | None = None  # what a due row would be now (provisional)
         self.ticker_source: str | None = None  # "rest" (poller) or "ws" (ticker feed)
         self.source_updates: dict[str, int] = {}
         self.last_push_ts = -math.inf  # wall time of the last pushed row's arrival
@@ -349,20 +353,25 @@ class SignalRunner:
             st.pending_lo, st.pending_hi = min(st.pending_lo, mark), max(st.pending_hi, mark)
             due = (st.prev_poll_oi is None
                    or now - st.last_row_at >= self.oi_row_min_interval_s)
+            prev_oi, prev_mark = st.prev_poll_oi, st.prev_poll_mark
+            row: _Row | None = None
+            if prev_oi is not None or not st.rows:
+                feed_live = now - st.last_push_ts < self.feed_priority_s
+                change = 0.0 if prev_oi is None or feed_live else oi - prev_oi
+                lo = min(st.pending_lo, entry, prev_mark if prev_mark is not None else mark)
+                hi = max(st.pending_hi, entry, prev_mark if prev_mark is not None else mark)
+                row = _Row(now, change, False, entry, hi, lo, mark, math.nan)
             if due:
-                prev_oi, prev_mark = st.prev_poll_oi, st.prev_poll_mark
                 st.prev_poll_oi, st.prev_poll_mark = oi, mark
-                span_lo, span_hi = st.pending_lo, st.pending_hi
                 st.pending_lo, st.pending_hi = math.inf, -math.inf
+                st.pending_row = None
                 if not st.rows and prev_oi is None:
                     st.anchor_oi = oi
-                if prev_oi is not None or not st.rows:
+                if row is not None:
                     st.last_row_at = now
-                    feed_live = now - st.last_push_ts < self.feed_priority_s
-                    change = 0.0 if prev_oi is None or feed_live else oi - prev_oi
-                    lo = min(span_lo, entry, prev_mark if prev_mark is not None else mark)
-                    hi = max(span_hi, entry, prev_mark if prev_mark is not None else mark)
-                    self._insert(st, [_Row(now, change, False, entry, hi, lo, mark, math.nan)])
+                    self._insert(st, [row])
+            else:
+                st.pending_row = row  # shown in snapshots, not yet in the map (module doc)
         if switched:
             log.info("perp inputs of %s now from %s (were %s)", st.symbol, source, previous)
         self._mark(st.symbol)
@@ -488,12 +497,15 @@ class SignalRunner:
             rows = list(st.rows)
             anchor = st.anchor_oi
             rebuild, st.rebuild = st.rebuild, False
+            tail = st.pending_row
         if ticker is None:
             return None  # no mark yet: nothing can be computed
         now = self._clock()
         mark = float(ticker.mark_price)
         hist = self._history(rows, anchor)
         self._update_map(st, hist, mark, rebuild, now)
+        if tail is not None and (not rows or tail.ts > rows[-1].ts):
+            hist = self._history([*rows, tail], anchor)  # current OI, flow and OI age
         return compute_snapshot(
             SignalInputs(
                 st.symbol,

@@ -109,6 +109,7 @@ class VenueSimulator:
             "flow": self._flow,
             "scenario": self._scenario,
             "drop_fix": self._drop_fix,
+            "futures_ws": self._futures_ws_fault,
             **md_failover_handlers(self.spot_ws, opts.clients[0] if opts.clients else "",
                                    self._timers),
         })
@@ -129,6 +130,20 @@ class VenueSimulator:
         self._timers.append(t)
         log.info("dropped FIX trading session of %s; logons refused for %.1fs", client, refuse_s)
         return {"was_logged_on": was_logged_on}
+
+    def _futures_ws_fault(self, req: dict[str, Any]) -> dict[str, Any]:
+        """Futures WS faults: ``{"fault": "stall", "symbol": S|null, "seconds": N}`` (no tickers
+        for S; null: no tickers and no heartbeats) or ``{"fault": "drop"}`` (close every
+        connection). REST keeps serving, so a client's fallback can be exercised."""
+        fault = str(req.get("fault", ""))
+        if fault == "stall":
+            symbol = req.get("symbol")
+            self.futures_ws.stall(str(symbol) if symbol else None, float(req.get("seconds", 5.0)))
+        elif fault == "drop":
+            self.futures_ws.drop_all()
+        else:
+            raise ValueError(f"unknown futures_ws fault {fault!r}; known: stall, drop")
+        return {"connections_total": self.futures_ws.connections_total}
 
     def _scenario(self, req: dict[str, Any]) -> dict[str, Any]:
         """Switch the perp scenario (by name or file path), or override one perp's figures."""
