@@ -221,6 +221,9 @@ class SpotRestServer(HttpFace):
         self._trades: dict[str, list[str]] = defaultdict(list)
         self._rest_orders: dict[str, deque[str]] = defaultdict(lambda: deque(maxlen=10_000))
         self._level_times: dict[str, dict[tuple[str, Decimal], int]] = defaultdict(dict)
+        # A level unchanged since this face attached last changed at or before this instant,
+        # which is the closest Depth can say without a per-level time in the engine.
+        self._attached_s = wall_clock_ns() // 1_000_000_000
         self.last_request: RecordedRequest | None = None
         self.status = "online"
         engine.add_listener(self._on_events)
@@ -482,7 +485,8 @@ class SpotRestServer(HttpFace):
 
     def _depth(self, params: Mapping[str, str]) -> dict[str, object]:
         """Kraken's ``Depth`` (``count`` 1..500, default 100): the engine's aggregated levels as
-        ``[price, volume, timestamp]`` strings, the timestamp being the level's last change."""
+        ``[price, volume, timestamp]``, the timestamp being the level's last change as seen by
+        this face (the face's start for levels untouched since, e.g. the seeded book)."""
         pairs = params.get("pair")
         if not pairs or "," in pairs:
             raise _Err("EGeneral:Invalid arguments:pair")
@@ -492,13 +496,12 @@ class SpotRestServer(HttpFace):
             raise _Err("EGeneral:Invalid arguments:count")
         count = min(max(int(count_text), 1), 500)
         bids, asks = self.engine.levels(inst.symbol, count)
-        now_s = self._wall_ns() // 1_000_000_000
         with self._lock:
             stamps = dict(self._level_times.get(inst.symbol, {}))
 
         def rows(side: str, levels: list[tuple[Decimal, Decimal]]) -> list[list[object]]:
             return [[_f(p.quantize(inst.price_quantum)), _f(q.quantize(inst.qty_quantum)),
-                     stamps.get((side, p), now_s)] for p, q in levels]
+                     stamps.get((side, p), self._attached_s)] for p, q in levels]
 
         return {rest_altname(inst.symbol): {"asks": rows("a", asks), "bids": rows("b", bids)}}
 
