@@ -4,21 +4,20 @@ way ops start them, on free loopback ports, with their output captured for asser
 from __future__ import annotations
 
 import atexit
-import base64
 import json
 import os
-import re
-import secrets
 import signal
 import socket
 import subprocess
 import sys
-import threading
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
+
+from tools.benchlib.procs import Credentials, Lines, free_port
+
+__all__ = ["REPO", "Credentials", "GatewayProcess", "Lines", "SimProcess", "free_port",
+           "running_pair"]
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -34,56 +33,6 @@ def _kill_leftovers() -> None:
 
 
 atexit.register(_kill_leftovers)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class _Output:
-    """Collects a pipe's lines on a thread so the child never blocks on a full pipe."""
-
-    def __init__(self, stream: object) -> None:
-        self.lines: list[str] = []
-        self._cond = threading.Condition()
-        self._t = threading.Thread(target=self._pump, args=(stream,), daemon=True)
-        self._t.start()
-
-    def _pump(self, stream: object) -> None:
-        for raw in iter(stream.readline, b""):  # type: ignore[attr-defined]
-            with self._cond:
-                self.lines.append(raw.decode(errors="replace").rstrip("\n"))
-                self._cond.notify_all()
-
-    def wait_for(self, pattern: str, timeout: float = 20.0, start: int = 0) -> re.Match[str]:
-        rx = re.compile(pattern)
-        deadline = time.monotonic() + timeout
-        with self._cond:
-            i = start
-            while True:
-                while i < len(self.lines):
-                    mt = rx.search(self.lines[i])
-                    if mt:
-                        return mt
-                    i += 1
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    tail = "\n".join(self.lines[-30:])
-                    raise TimeoutError(f"no line matching {pattern!r} within {timeout} s:\n{tail}")
-                self._cond.wait(left)
-
-    def text(self) -> str:
-        with self._cond:
-            return "\n".join(self.lines)
-
-
-@dataclass
-class Credentials:
-    api_key: str = field(default_factory=lambda: "TEST" + secrets.token_hex(8))
-    api_secret: str = field(
-        default_factory=lambda: base64.b64encode(secrets.token_bytes(64)).decode())
 
 
 class SimProcess:
@@ -120,8 +69,8 @@ class SimProcess:
         self.spot_rest_port = int(info.get("spot_rest_port", 0))
         self.spot_ws_port = int(info.get("spot_ws_port", 0))
         self.futures_ws_port = int(info.get("futures_ws", 0))  # Kraken Futures WS v1, /ws/v1
-        self.out = _Output(self.proc.stdout)
-        self.err = _Output(self.proc.stderr)
+        self.out = Lines(self.proc.stdout)
+        self.err = Lines(self.proc.stderr)
 
     def control(self, **req: object) -> dict[str, object]:
         """One command on the simulator's control channel (see gateway/venue_sim/control.py)."""
@@ -209,8 +158,8 @@ port = {self.admin_port}
             [sys.executable, "-m", "gateway.cli.main", "run", "--config", str(self.config_path)],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=self._env, cwd=REPO)
         _STARTED.append(self.proc)
-        self.out = _Output(self.proc.stdout)
-        self.err = _Output(self.proc.stderr)
+        self.out = Lines(self.proc.stdout)
+        self.err = Lines(self.proc.stderr)
         try:
             self.out.wait_for(r"fixgw ready", timeout=30)
         except TimeoutError as exc:

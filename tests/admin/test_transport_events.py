@@ -16,7 +16,7 @@ import pytest
 
 from gateway.admin.audit import read_audit
 from tests.conftest import Oms, make_client
-from tests.procs import REPO, Credentials, GatewayProcess, SimProcess, _Output
+from tests.procs import REPO, Credentials, GatewayProcess, Lines, SimProcess
 
 
 class Env:
@@ -135,7 +135,7 @@ def test_events_follow_resumes_after_a_gateway_restart(env: Env) -> None:
     proc = subprocess.Popen([sys.executable, "-m", "gateway.cli.ctl", "events", "--follow",
                              "--kind", "ORDER"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             env=env.env(), cwd=REPO)
-    out, err = _Output(proc.stdout), _Output(proc.stderr)
+    out, err = Lines(proc.stdout), Lines(proc.stderr)
     try:
         time.sleep(1.0)  # subscribed (from the next event)
         cl = env.oms.buy("0.03", "30600.0")

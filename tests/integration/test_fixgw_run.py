@@ -9,7 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.procs import REPO, _Output, free_port
+from tests.procs import REPO, Lines, free_port
 
 
 def test_run_embedded_venue_then_oms_order_then_sigterm(tmp_path: Path) -> None:
@@ -20,7 +20,7 @@ def test_run_embedded_venue_then_oms_order_then_sigterm(tmp_path: Path) -> None:
                            str(oms_port), "--data-dir", str(data), "--grpc-port", str(grpc_port),
                            "--admin-port", str(admin_port)],
                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=REPO)
-    out, err = _Output(gw.stdout), _Output(gw.stderr)
+    out, err = Lines(gw.stdout), Lines(gw.stderr)
     try:
         ready = out.wait_for(r"fixgw ready: admin=127\.0\.0\.1:\d+, oms=127\.0\.0\.1:(\d+), "
                              r"venue_trading=127\.0\.0\.1:"

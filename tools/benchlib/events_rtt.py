@@ -41,7 +41,7 @@ import grpc
 from gateway._proto.fixgw.v1 import events_pb2, events_pb2_grpc
 from gateway.fix.client import FixClient
 from tools.benchlib.driver import OrderDriver, OrderSpec, percentile
-from tools.benchlib.procs import Credentials, Fleet, cpu_ns, free_port
+from tools.benchlib.procs import Credentials, Fleet, cpu_ns, event_process_pid, free_port
 
 P99_RATIO_MAX = 1.25
 _ATTACH_TIMEOUT_S = 20.0
@@ -124,8 +124,22 @@ def _attach(target: str, stub: events_pb2_grpc.EventServiceStub, n: int) -> list
     return streams
 
 
-def _detach(stub: events_pb2_grpc.EventServiceStub, streams: list[_Stream]) -> dict[str, Any]:
+def _quiesced_newest(stub: events_pb2_grpc.EventServiceStub) -> int:
+    """The newest sequence once the log stops growing: events reach the event process a drain
+    poll after the order that caused them, so the round's last ones may still be on their way."""
     newest = _next_sequence(stub) - 1
+    deadline = time.monotonic() + 2.0
+    while time.monotonic() < deadline:
+        time.sleep(0.05)
+        again = _next_sequence(stub) - 1
+        if again == newest:
+            break
+        newest = again
+    return newest
+
+
+def _detach(stub: events_pb2_grpc.EventServiceStub, streams: list[_Stream]) -> dict[str, Any]:
+    newest = _quiesced_newest(stub)
     t0 = time.monotonic()
     lag_at_end = max(newest - s.last for s in streams)
     deadline = t0 + _CATCH_UP_TIMEOUT_S
@@ -318,6 +332,9 @@ def measure_fix_rtt(*, rounds: int, orders: int, warmup: int, subscribers: int =
         driver.latency(0, max(warmup, 200))  # first orders: connections, caches, code paths
         pids = {"oms": os.getpid(), "gateway": gw.pid, "sim": sim.pid,
                 "subscribers": subs.pid}
+        events_pid = event_process_pid(gw.pid)
+        if events_pid is not None:
+            pids["gateway_events"] = events_pid
         setup_s = time.monotonic() - t_start
         for rnd in range(rounds):
             n = orders // rounds + (1 if rnd < orders % rounds else 0)

@@ -62,7 +62,9 @@ _PDEATHSIG = _pdeathsig_hook()
 
 
 class Lines:
-    """Collects a pipe's lines on a thread so the child never blocks on a full pipe."""
+    """Collects a pipe's lines on a thread so the child never blocks on a full pipe.
+
+    Shared by the benchmarks and the tests (tests/procs.py): both start the same processes."""
 
     def __init__(self, stream: IO[bytes]) -> None:
         self.lines: list[str] = []
@@ -78,11 +80,13 @@ class Lines:
         with self._cond:
             self._cond.notify_all()
 
-    def wait_for(self, pattern: str, timeout: float,
-                 alive: Callable[[], bool] = lambda: True) -> re.Match[str]:
+    def wait_for(self, pattern: str, timeout: float = 20.0,
+                 alive: Callable[[], bool] = lambda: True, start: int = 0) -> re.Match[str]:
+        """The first line from index `start` matching `pattern`; raises with the output's tail
+        on timeout, and at once if `alive()` says the process has exited."""
         rx = re.compile(pattern)
         deadline = time.monotonic() + timeout
-        i = 0
+        i = start
         with self._cond:
             while True:
                 while i < len(self.lines):
@@ -92,10 +96,15 @@ class Lines:
                     i += 1
                 left = deadline - time.monotonic()
                 if left <= 0:
-                    raise TimeoutError(f"no line matching {pattern!r} within {timeout} s")
+                    raise TimeoutError(f"no line matching {pattern!r} within {timeout} s:\n"
+                                       + "\n".join(self.lines[-30:]))
                 if not alive():
                     raise RuntimeError(f"process exited before printing {pattern!r}")
                 self._cond.wait(min(left, 0.2))
+
+    def text(self) -> str:
+        with self._cond:
+            return "\n".join(self.lines)
 
     def tail(self, n: int = 25) -> str:
         with self._cond:
@@ -170,6 +179,23 @@ def cpu_ns(pid: int) -> int | None:
     except (FileNotFoundError, NotADirectoryError, PermissionError):
         return None
     return total
+
+
+def event_process_pid(gateway_pid: int, timeout_s: float = 10.0) -> int | None:
+    """The gateway's event process (gateway.events.process), whose CPU is the gateway's too."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            for task in os.listdir(f"/proc/{gateway_pid}/task"):
+                with open(f"/proc/{gateway_pid}/task/{task}/children", encoding="ascii") as f:
+                    for pid in f.read().split():
+                        with open(f"/proc/{pid}/cmdline", "rb") as c:
+                            if b"gateway.events.process" in c.read():
+                                return int(pid)
+        except (FileNotFoundError, ProcessLookupError, PermissionError):
+            return None
+        time.sleep(0.1)
+    return None
 
 
 class Fleet:
