@@ -629,9 +629,10 @@ class RestFallback:
                     self._next_poll = time.monotonic() + self.poll_interval_s
             except Exception:
                 log.exception("REST fallback poller")
-            # Short naps while orders are held (they go the moment a path is up), else the
-            # poll interval; a kick (new held order, cancel, FIX logon) wakes it at once.
-            nap = 0.05 if self.held_count() else self.poll_interval_s
+            # The policy is looked at every tick whatever the poll interval (a slow poll must
+            # not slow failover), more often while orders are held (they go the moment a path
+            # is up); a kick (held order, cancel, FIX logon) wakes the loop at once.
+            nap = 0.05 if self.held_count() else min(self.poll_interval_s, 0.25)
             self._wake.wait(nap)
 
 

@@ -138,3 +138,154 @@ def test_replace_and_mass_cancel_over_rest(tmp_path: Path) -> None:
         if gw is not None:
             gw.stop()
         sim.stop()
+
+
+def test_fills_reach_the_oms_over_ws_executions_while_failed_over(tmp_path: Path) -> None:
+    """With polling slowed to 30 s, only the WS executions feed can bring a fill within
+    seconds; the reconciliation poll before failback and the venue's FIX resend then see the
+    same states and must add nothing."""
+    creds = Credentials()
+    sim = SimProcess(tmp_path / "sim", creds, clients=("FIXGW", "MAKER"))
+    gw = None
+    clients: list[Oms] = []
+    try:
+        gw = GatewayProcess(tmp_path / "gw", sim, creds, venue_toml=fallback_toml(
+            sim, poll_interval_s=30, ws_url=f"ws://127.0.0.1:{sim.spot_ws_port}/v2"))
+        oms = Oms(make_client(tmp_path, gw.oms_port, "OMS", "FIXGW"))
+        maker = Oms(make_client(tmp_path, sim.trading_port, "MAKER", "KRAKEN-TRD", creds))
+        for c in (oms, maker):
+            c.c.start()
+            clients.append(c)
+        rec = Recorder(oms)
+        mark = len(gw.err.lines)
+        sim.control(cmd="drop_fix", client="FIXGW", refuse_s=10)
+        gw.err.wait_for(r"order flow moved from FIX to REST", 15, start=mark)
+        gw.err.wait_for(r"subscribing to WS executions", 5, start=mark)
+
+        a = oms.buy("0.03", "31000.0")
+        rec.report(a, "0")  # the AddOrder answer itself
+        time.sleep(0.5)  # the executions subscription is up (connect + token)
+        maker.send("D", order_fields(new_id("M"), "2", "0.01", "31000.0"))
+        t0 = time.monotonic()
+        p = rec.wait(lambda x: x.fields.get(11) == a and x.fields.get(150) == "F", 3.0)
+        assert time.monotonic() - t0 < 3.0  # the next poll is ~30 s away
+        assert p.fields[39] == "1" and Decimal(p.fields[32]) == Decimal("0.01")
+        maker.send("D", order_fields(new_id("M"), "2", "0.02", "31000.0"))
+        f = rec.wait(lambda x: x.fields.get(11) == a and x.fields.get(39) == "2", 3.0)
+        assert Decimal(f.fields[14]) == Decimal("0.03") and Decimal(f.fields[32]) == Decimal(
+            "0.02")
+        # A cancel is confirmed over WS too, long before the next poll.
+        b = oms.buy("0.01", "30500.0")
+        rec.report(b, "0")
+        xb = new_id("X")
+        oms.send("F", [(11, xb), (41, b), (55, "BTC/USD"), (54, "1"), (38, "0.01"),
+                       (60, "20260101-00:00:00")])
+        rec.report(xb, "4", timeout=3.0)
+
+        gw.err.wait_for(r"order flow moved from REST to FIX", 40, start=mark)
+        rec.drain(3.0)
+        assert rec.exec_types(a) == ["0", "F", "F"]
+        assert rec.exec_types(b) == ["0", "4"]
+        ers = [x for x in rec.all if x.msg_type == "8"]
+        assert len({x.fields[17] for x in ers}) == len(ers)
+        counts = sim.control(cmd="submission_counts")["counts"]
+        assert isinstance(counts, dict)
+        ours = [n for k, n in counts.items() if k.startswith("FIXGW ")]
+        assert ours == [1, 1], counts
+    finally:
+        for cl in clients:
+            cl.c.stop()
+        if gw is not None:
+            gw.stop()
+        sim.stop()
+
+
+def test_orders_held_while_no_transport_is_up(tmp_path: Path) -> None:
+    """FIX down, failover not made (failover_after_s is long here): an order is held
+    (PendingNew) and sent exactly once over FIX when it returns; one held too long is rejected
+    with a Text that says so; one canceled while held never reaches the venue."""
+    creds = Credentials()
+    sim = SimProcess(tmp_path / "sim", creds, clients=("FIXGW",))
+    gw = None
+    clients: list[Oms] = []
+    try:
+        gw = GatewayProcess(tmp_path / "gw", sim, creds, venue_toml=fallback_toml(
+            sim, failover_after_s=60, hold_max_s=3))
+        oms = Oms(make_client(tmp_path, gw.oms_port, "OMS", "FIXGW"))
+        oms.c.start()
+        clients.append(oms)
+        rec = Recorder(oms)
+        mark = len(gw.err.lines)
+        sim.control(cmd="drop_fix", client="FIXGW", refuse_s=6)
+        gw.err.wait_for(r"FIXGW->KRAKEN-TRD \(venue\): logged_on -> ", 10, start=mark)
+        t_drop = time.monotonic()
+
+        expired = oms.buy("0.01", "30000.0")
+        pn = rec.report(expired, "A")
+        assert pn.fields[39] == "A" and "held" in pn.fields[58]
+        canceled = oms.buy("0.01", "30000.0")
+        rec.report(canceled, "A")
+        xc = new_id("X")
+        oms.send("F", [(11, xc), (41, canceled), (55, "BTC/USD"), (54, "1"), (38, "0.01"),
+                       (60, "20260101-00:00:00")])
+        cx = rec.report(xc, "4")
+        assert cx.fields[41] == canceled and "held" in cx.fields[58]
+        rj = rec.report(expired, "8", timeout=6)
+        assert "held" in rj.fields[58] and "not sent" in rj.fields[58]
+        assert time.monotonic() - t_drop >= 2.5
+
+        sent = oms.buy("0.01", "30000.0")  # held ~2 s, then FIX is back
+        rec.report(sent, "A")
+        gw.err.wait_for(r"FIXGW->KRAKEN-TRD \(venue\): \S+ -> logged_on", 15, start=mark)
+        new = rec.report(sent, "0", timeout=5)
+        assert not new.fields[17].startswith("R")  # the venue's own ExecID: it went over FIX
+        gw.err.wait_for(rf"held order {sent} sent over FIX", 1)
+        rec.drain(2.0)
+        assert rec.exec_types(expired) == ["A", "8"]
+        assert rec.exec_types(canceled) == ["A", "4"]
+        assert rec.exec_types(sent) == ["A", "0"]
+        counts = sim.control(cmd="submission_counts")["counts"]
+        assert isinstance(counts, dict)
+        assert list(counts.values()) == [1], counts  # only `sent` ever reached the venue
+    finally:
+        for cl in clients:
+            cl.c.stop()
+        if gw is not None:
+            gw.stop()
+        sim.stop()
+
+
+def test_order_held_at_the_outage_goes_over_rest_after_failover(tmp_path: Path) -> None:
+    creds = Credentials()
+    sim = SimProcess(tmp_path / "sim", creds, clients=("FIXGW",))
+    gw = None
+    clients: list[Oms] = []
+    try:
+        gw = GatewayProcess(tmp_path / "gw", sim, creds,
+                            venue_toml=fallback_toml(sim, failover_after_s=2))
+        oms = Oms(make_client(tmp_path, gw.oms_port, "OMS", "FIXGW"))
+        oms.c.start()
+        clients.append(oms)
+        rec = Recorder(oms)
+        mark = len(gw.err.lines)
+        sim.control(cmd="drop_fix", client="FIXGW", refuse_s=30)
+        gw.err.wait_for(r"FIXGW->KRAKEN-TRD \(venue\): logged_on -> ", 10, start=mark)
+        first = oms.buy("0.01", "30000.0")
+        second = oms.buy("0.02", "30000.0")
+        rec.report(first, "A")
+        rec.report(second, "A")
+        gw.err.wait_for(r"order flow moved from FIX to REST", 15, start=mark)
+        n1 = rec.report(first, "0")
+        n2 = rec.report(second, "0")
+        assert n1.fields[17].startswith("R") and n2.fields[17].startswith("R")
+        assert rec.all.index(n1) < rec.all.index(n2)  # in the order the OMS sent them
+        rec.drain(1.5)
+        assert rec.exec_types(first) == ["A", "0"] and rec.exec_types(second) == ["A", "0"]
+        counts = sim.control(cmd="submission_counts")["counts"]
+        assert isinstance(counts, dict) and sorted(counts.values()) == [1, 1], counts
+    finally:
+        for cl in clients:
+            cl.c.stop()
+        if gw is not None:
+            gw.stop()
+        sim.stop()
