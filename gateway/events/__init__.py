@@ -3,8 +3,10 @@ the gRPC EventService that streams it with filters, resume and backpressure.
 
 May import: gateway._proto and the standard library. Producers import this; it imports no producer.
 
-Producers build events with `gateway.events.builders` and call `EventLog.publish(event)` from any
-thread (QuickFIX callbacks included); the server process owns one EventLog and one EventServer.
+Producers freeze an event's values into a build (`gateway.events.builders`) and hand it to an
+`EventPublisher` (`gateway.events.publisher`) from any thread, QuickFIX callbacks included. The
+event process (`gateway.events.process`) owns the EventLog and the EventServer; `fixgw run`
+starts it as a child of the gateway and feeds it through a pipe.
 """
 
 from gateway.events.log import (
