@@ -356,6 +356,46 @@ def test_ccxt_pro_watch_order_book(ccxt_sim: tuple[SimProcess, Credentials]) -> 
     assert first != [list(b) for b in book["bids"]], "the book should have moved"
 
 
+def test_ccxt_pro_private_orders(ccxt_sim: tuple[SimProcess, Credentials]) -> None:
+    """ccxt.pro over the private socket (token from REST GetWebSocketsToken): ``watch_orders``
+    sees ``create_order_ws`` open and ``cancel_order_ws`` cancel the order it placed."""
+    pro = pytest.importorskip("ccxt.pro", reason="ccxt has no pro module")
+    s, creds = ccxt_sim
+    clid = _clid()
+
+    async def watched(k: Any, action: Any) -> list[tuple[str, str]]:
+        pending = asyncio.ensure_future(k.watch_orders("BTC/USD"))
+        await asyncio.sleep(0.2)  # watch first: ccxt resolves only waiting watchers
+        await asyncio.wait_for(action, 10)
+        # (id, status) now: ccxt updates its cached order dicts in place later.
+        return [(o["id"], o["status"]) for o in await asyncio.wait_for(pending, 10)]
+
+    async def run() -> tuple[Any, list[tuple[str, str]], list[tuple[str, str]], Decimal]:
+        k = pro.kraken({"apiKey": creds.api_key, "secret": creds.api_secret,
+                        "enableRateLimit": False})
+        k.urls["api"]["public"] = k.urls["api"]["private"] = _spot_url(s)
+        k.urls["api"]["ws"]["privateV2"] = _ws_url(s) + "/v2"
+        try:
+            created: list[Any] = []
+
+            async def create() -> None:
+                created.append(await k.create_order_ws("BTC/USD", "limit", "buy", 0.0031,
+                                                       30004, {"clientOrderId": clid}))
+
+            opened = await watched(k, create())
+            resting = await asyncio.to_thread(_resting, s, "BTC/USD", "30004.0")
+            closed = await watched(k, k.cancel_order_ws(created[0]["id"]))
+            return created[0], opened, closed, resting
+        finally:
+            await k.close()
+
+    created, opened, closed, resting = asyncio.run(run())
+    assert created["clientOrderId"] == clid and resting == Decimal("0.0031")
+    assert opened[-1] == (created["id"], "open")
+    assert closed[-1] == (created["id"], "canceled")
+    assert _resting(s, "BTC/USD", "30004.0") == 0 and _count(s, clid) == 1
+
+
 def test_ccxt_krakenfutures_markets_and_tickers(ccxt_sim: tuple[SimProcess, Credentials]) -> None:
     s, _ = ccxt_sim
     kf = _ccxt_futures(s)
