@@ -63,9 +63,11 @@ def test_ws_feed_drives_the_snapshot_and_rest_takes_over_when_it_dies(
 
         def get() -> signals_pb2.SignalSnapshot | None:
             try:
-                return stub.Get(signals_pb2.GetSignalRequest(symbol=ARB), timeout=2)
+                snap: signals_pb2.SignalSnapshot = stub.Get(
+                    signals_pb2.GetSignalRequest(symbol=ARB), timeout=2)
             except grpc.RpcError:
                 return None
+            return snap
 
         def bps(snap: signals_pb2.SignalSnapshot) -> float:
             return float(snap.carry.funding_ann_bps)
@@ -80,6 +82,7 @@ def test_ws_feed_drives_the_snapshot_and_rest_takes_over_when_it_dies(
             snap, _ = _until(get, lambda s: True, 5)
             assert time.time() - snap.computed_at.ToMilliseconds() / 1000 < 2.0
             assert float(snap.ages.mark_s) < 1.5
+            assert float(snap.ages.open_interest_s) < 1.5  # the feed's OI, not the hourly poll
             time.sleep(0.7)
 
         # The worked example's figures through the control port reach Get within seconds.
