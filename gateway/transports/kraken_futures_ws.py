@@ -25,7 +25,9 @@ What it does on the wire (Kraken's ``futures-websocket/ticker`` and ``heartbeat`
   reopened; reconnects back off exponentially with jitter (``backoff_initial_s`` ..
   ``backoff_max_s``, reset once a connection delivered a ticker), so a dead venue is not hammered;
 * ``{"event":"error","message":...}`` (``Invalid product id``, ``Invalid feed``, ``Json Error``)
-  is logged and kept in ``last_error``; the other products keep streaming.
+  is logged and kept in ``last_error``; the other products keep streaming;
+* Kraken closes a connection without a ping for 60 s: the ``websockets`` client pings every
+  20 s on its own (its default ``ping_interval``), which also notices a half-open socket.
 
 Parsing (:func:`parse_ws_ticker`) gives the *same* :class:`PerpTicker` the REST client gives, with
 every number a ``Decimal`` read from the JSON text (``loads`` uses ``parse_float=Decimal``):
