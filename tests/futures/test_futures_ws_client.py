@@ -266,3 +266,23 @@ def test_poller_defers_tickers_to_a_live_feed_and_takes_over_when_it_dies(
     finally:
         client.stop()
         poller.stop()
+
+
+def test_poller_delivers_only_perps_the_feed_lacks_and_wake_runs_a_cycle_now(
+        venue: tuple[FuturesRestServer, FuturesWsServer]) -> None:
+    rest, _ = venue
+    sink = Sink()
+    poller = PerpPoller(KrakenFuturesRest(rest.base_url), [ARB, XBT], 3600.0, sink,
+                        live_elsewhere=lambda s: s == ARB)
+    poller.start()
+    try:
+        _wait(lambda: poller.cycles == 1 and sink.count("rest") == 1)
+        assert sink.last(XBT) is not None and sink.last(ARB) is None
+        assert len(poller.funding_history(ARB)) == 72  # fetched for the feed's deliveries
+        assert poller.last_update(ARB) is None and poller.last_update(XBT) is not None
+        time.sleep(0.3)
+        assert poller.cycles == 1  # an hour to the next cycle ...
+        poller.wake()
+        _wait(lambda: poller.cycles == 2 and sink.count("rest") == 2, timeout=3)  # ... or now
+    finally:
+        poller.stop()
