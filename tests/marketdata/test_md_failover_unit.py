@@ -5,6 +5,7 @@ included), the failover policy switching to WS after the outage, and the config'
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Iterator, Sequence
 from decimal import Decimal
@@ -18,6 +19,7 @@ from gateway.marketdata.book import Book
 from gateway.marketdata.feed import MarketDataFeed
 from gateway.marketdata.fix_md import TRADE, MdEntry, TopView, build_snapshot
 from gateway.marketdata.instruments import Instrument, InstrumentRegistry
+from gateway.routing.failover import TransportPolicy
 from gateway.routing.md_failover import MdFailover, WsBookSource, ws_depth
 from gateway.transports.kraken_ws import KrakenWsPublic
 from gateway.venue_sim.accounts import Accounts
@@ -232,7 +234,9 @@ def test_ws_source_stop_unsubscribes_at_the_venue(venue: Venue) -> None:
         feed.stop()
 
 
-def test_policy_fails_over_to_ws_after_the_configured_outage(venue: Venue) -> None:
+def test_policy_fails_over_to_ws_after_the_configured_outage(
+        venue: Venue, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO)
     feed = make_feed()
     switches: list[tuple[str, str, str, bool]] = []
     src = WsBookSource(feed, venue.server.url, client_factory=fast_client)
@@ -260,6 +264,19 @@ def test_policy_fails_over_to_ws_after_the_configured_outage(venue: Venue) -> No
         assert len(switches) == 1
         fo.set_force("auto")
         assert fo.active == "ws"
+        # Ops read market-data wording only: none of the order policy's (FIX trading, REST).
+        texts = [r.getMessage() for r in caplog.records]
+        assert any(t.startswith("market data moved from FIX to WS: FIX market-data session")
+                   for t in texts)
+        assert any("failback of market data to FIX waits for the FIX snapshot" in t
+                   for t in texts)
+        assert not [t for t in texts if "REST" in t or "trading session" in t]
+        # ... while the order path's policy, on other threads, still logs its own lines.
+        order = TransportPolicy(lambda: False, lambda: True, failover_after_s=0,
+                                failback_after_s=0, on_switch=lambda *a: None)
+        order.evaluate()
+        assert any(r.getMessage().startswith("transport switch fix -> rest: FIX trading")
+                   for r in caplog.records)
     finally:
         fo.stop()
         feed.stop()
