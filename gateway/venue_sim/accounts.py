@@ -13,7 +13,18 @@ from __future__ import annotations
 import secrets
 import threading
 import time
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from decimal import Decimal
+from types import MappingProxyType
+
+#: What a rehearsal account holds before it trades (canonical asset codes). The venue does not
+#: refuse orders for want of funds; balances report what fills did to this starting wallet, so a
+#: bot that reads Balance/BalanceEx sees its trades move it.
+DEMO_BALANCES: Mapping[str, Decimal] = MappingProxyType({
+    "USD": Decimal("1000000"), "BTC": Decimal("10"), "ETH": Decimal("200"),
+    "ARB": Decimal("1000000"),
+})
 
 
 @dataclass(frozen=True)
@@ -21,6 +32,7 @@ class ApiAccount:
     api_key: str
     api_secret: str  # base64, as Kraken issues it
     owner: str       # the engine owner (the account's FIX CompID)
+    balances: Mapping[str, Decimal] = field(default_factory=lambda: DEMO_BALANCES, compare=False)
 
 
 class Accounts:
@@ -37,6 +49,11 @@ class Accounts:
 
     def by_key(self, api_key: str) -> ApiAccount | None:
         return self._by_key.get(api_key)
+
+    def by_owner(self, owner: str) -> ApiAccount | None:
+        """The account trading as engine ``owner`` (faces track fills for these only)."""
+        with self._lock:
+            return next((a for a in self._by_key.values() if a.owner == owner), None)
 
     def issue_token(self, owner: str) -> str:
         """A WebSocket token for `owner` (REST GetWebSocketsToken), valid for `token_ttl_s`."""

@@ -10,14 +10,19 @@ Wire format (``shared/kraken-api.md`` §1, §3, §7):
 
 * every answer is ``{"error": [...], "result": {...}}`` with HTTP 200, also for errors (only the
   injected faults and unknown paths use other statuses);
-* public ``/0/public/SystemStatus``, ``/0/public/Time``, ``/0/public/AssetPairs`` (GET or POST);
+* public ``/0/public/SystemStatus``, ``/0/public/Time``, ``/0/public/AssetPairs`` (keyed by the
+  name asked for when it is a WS name, as Kraken does), ``Assets``, and from the engine's real
+  book and tape ``Ticker``, ``Depth`` and ``Trades`` (GET or POST), so that off-the-shelf
+  clients (python-kraken-sdk, ccxt ``kraken``) work with only their base URL changed;
 * private ``POST /0/private/<Method>``, form-encoded, ``API-Key`` + ``API-Sign`` verified with
   :func:`spot_api_sign` over the exact body received; the nonce must be strictly greater than the
   last one accepted *for that key* (a rejected request does not move it, as on Kraken);
 * methods: ``AddOrder`` (with Kraken's ``deadline``: processed after it -> ``EService:Deadline
   elapsed``, never booked), ``CancelOrder``, ``CancelAll``, ``OpenOrders``, ``ClosedOrders``
   (``cl_ord_id``/``start`` filters; what a client needs to look an order up after a timeout),
-  ``QueryOrders`` and ``GetWebSocketsToken``. Order objects carry every number as a decimal
+  ``QueryOrders``, ``GetWebSocketsToken``, and ``Balance``/``BalanceEx``/``TradesHistory`` over
+  a demo wallet (:data:`~gateway.venue_sim.accounts.DEMO_BALANCES`) moved by the account's
+  fills (no fees; funds are reported, not enforced). Order objects carry every number as a decimal
   string except the times (JSON numbers, as Kraken sends them).
 
 Who owns what: the API key maps to the engine owner through :class:`Accounts`; that owner is the
@@ -136,6 +141,14 @@ _FIAT_DECIMALS = 4
 #: most recent ones only, which a rehearsal client cannot tell apart).
 _TAPE = 1000
 _DAY_NS = 86_400 * 1_000_000_000
+#: Fiat assets (4 decimals in Balance, as Kraken prints ``ZUSD``).
+_FIAT = frozenset({"USD", "EUR", "GBP", "CAD", "JPY", "CHF", "AUD"})
+#: Calls that cost 2 on the REST counter (kraken-api.md section 7).
+_HISTORY_CALLS = frozenset({"TradesHistory", "Ledgers", "QueryTrades", "QueryLedgers"})
+#: Own fills kept per account for TradesHistory.
+_FILLS_KEPT = 10_000
+#: Engine owners of the synthetic flow (never an API account; skipped before any lookup).
+_FLOW_PREFIX = "SIM-"
 
 
 def _f(d: Decimal) -> str:
@@ -221,6 +234,8 @@ class SpotRestServer(HttpFace):
         self._trades: dict[str, list[str]] = defaultdict(list)
         self._rest_orders: dict[str, deque[str]] = defaultdict(lambda: deque(maxlen=10_000))
         self._level_times: dict[str, dict[tuple[str, Decimal], int]] = defaultdict(dict)
+        self._wallets: dict[str, dict[str, Decimal]] = {}
+        self._fills: dict[str, deque[Filled]] = defaultdict(lambda: deque(maxlen=_FILLS_KEPT))
         # A level unchanged since this face attached last changed at or before this instant,
         # which is the closest Depth can say without a per-level time in the engine.
         self._attached_s = wall_clock_ns() // 1_000_000_000
@@ -301,6 +316,10 @@ class SpotRestServer(HttpFace):
         for ev in events:
             if isinstance(ev, Filled):
                 self._trades[ev.order.order_id].append(ev.trade_id)
+                if not ev.order.owner.startswith(_FLOW_PREFIX):
+                    account = self.accounts.by_owner(ev.order.owner)
+                    if account is not None:
+                        self._book_fill(account, ev)
             elif isinstance(ev, BookChanged):
                 # Depth's per-level timestamp is the level's last change (Kraken's meaning).
                 key = ("b" if ev.side is Side.BUY else "a", ev.price)
@@ -451,15 +470,14 @@ class SpotRestServer(HttpFace):
         must agree, and it reads ``altname`` to turn ``XBT`` into ``BTC``)."""
         assets: dict[str, dict[str, object]] = {}
         for inst in self._spot_instruments():
-            for code, decimals in ((inst.base, _ASSET_DECIMALS), (inst.quote, _FIAT_DECIMALS)):
+            for code in (inst.base, inst.quote):
                 key = to_kraken_asset(code)
                 if key not in assets:
-                    crypto = inst.base == code
                     assets[key] = {
                         "aclass": "currency",
                         "altname": key,
-                        "decimals": decimals if crypto else _FIAT_DECIMALS,
-                        "display_decimals": 5 if crypto else 2,
+                        "decimals": self._asset_decimals(code),
+                        "display_decimals": 2 if code in _FIAT else 5,
                         "status": "enabled",
                     }
         wanted = params.get("asset")
@@ -554,6 +572,9 @@ class SpotRestServer(HttpFace):
             "ClosedOrders": self._closed_orders,
             "QueryOrders": self._query_orders,
             "GetWebSocketsToken": self._ws_token,
+            "Balance": self._balance,
+            "BalanceEx": self._balance_ex,
+            "TradesHistory": self._trades_history,
         }
         handler = handlers.get(name)
         if handler is None:
@@ -561,7 +582,7 @@ class SpotRestServer(HttpFace):
         if self.status == "maintenance":
             raise _Err("EService:Unavailable")
         if name not in ENGINE_COUNTED:
-            self._charge_rest(account.api_key)
+            self._charge_rest(account.api_key, 2 if name in _HISTORY_CALLS else 1)
         return handler(account, params)
 
     def _add_order(self, account: ApiAccount, p: Mapping[str, str]) -> dict[str, object]:
@@ -772,6 +793,95 @@ class SpotRestServer(HttpFace):
                 raise _Err(E_UNKNOWN_ORDER)
             out[t] = self._order_json(snap, trades)
         return out
+
+    # -- balances and own trades -----------------------------------------------------------
+
+    def _wallet(self, account: ApiAccount) -> dict[str, Decimal]:
+        """The account's wallet (canonical asset -> amount); caller holds ``self._lock``."""
+        wallet = self._wallets.get(account.owner)
+        if wallet is None:
+            wallet = self._wallets[account.owner] = dict(account.balances)
+        return wallet
+
+    def _book_fill(self, account: ApiAccount, ev: Filled) -> None:
+        """Move the wallet by one fill (no fee: the simulator charges none) and keep the fill
+        for TradesHistory. Runs in the engine listener, so only dict updates."""
+        inst = self.engine.instruments[ev.order.symbol]
+        sign = 1 if ev.order.side is Side.BUY else -1
+        with self._lock:
+            wallet = self._wallet(account)
+            wallet[inst.base] = wallet.get(inst.base, Decimal(0)) + sign * ev.last_qty
+            wallet[inst.quote] = (wallet.get(inst.quote, Decimal(0))
+                                  - sign * ev.last_qty * ev.last_px)
+            self._fills[account.owner].append(ev)
+
+    def _asset_decimals(self, asset: str) -> int:
+        return _FIAT_DECIMALS if asset in _FIAT else _ASSET_DECIMALS
+
+    def _amount(self, asset: str, amount: Decimal) -> str:
+        return _f(amount.quantize(Decimal(1).scaleb(-self._asset_decimals(asset))))
+
+    def _balances(self, account: ApiAccount) -> dict[str, Decimal]:
+        assets = {code for i in self._spot_instruments() for code in (i.base, i.quote)}
+        with self._lock:
+            wallet = dict(self._wallet(account))
+        return {a: wallet.get(a, Decimal(0)) for a in sorted(assets | set(wallet))}
+
+    def _balance(self, account: ApiAccount, p: Mapping[str, str]) -> dict[str, object]:
+        """Kraken ``Balance``: asset -> amount string at the asset's decimals, keyed like
+        ``Assets`` (``XBT``), from the demo wallet moved by this account's fills."""
+        return {to_kraken_asset(a): self._amount(a, v)
+                for a, v in self._balances(account).items()}
+
+    def _balance_ex(self, account: ApiAccount, p: Mapping[str, str]) -> dict[str, object]:
+        """Kraken ``BalanceEx`` (what ccxt ``fetch_balance`` reads): ``balance`` and
+        ``hold_trade``, the part reserved by open orders (quote for resting buys, base for
+        resting sells)."""
+        held: dict[str, Decimal] = defaultdict(Decimal)
+        for o in self.engine.open_orders(account.owner):
+            inst = self.engine.instruments[o.symbol]
+            if o.side is Side.BUY and o.price is not None:
+                held[inst.quote] += o.leaves_qty * o.price
+            elif o.side is Side.SELL:
+                held[inst.base] += o.leaves_qty
+        return {to_kraken_asset(a): {"balance": self._amount(a, v),
+                                     "hold_trade": self._amount(a, held.get(a, Decimal(0)))}
+                for a, v in self._balances(account).items()}
+
+    def _trades_history(self, account: ApiAccount, p: Mapping[str, str]) -> dict[str, object]:
+        """Kraken ``TradesHistory``: this account's fills, newest first, keyed by trade txid,
+        ``start``/``end`` (unix seconds, exclusive) and ``ofs`` (50 per page) applied."""
+        start, end = _decimal(p.get("start"), "start"), _decimal(p.get("end"), "end")
+        ofs_text = p.get("ofs") or "0"
+        if not ofs_text.isdigit():
+            raise _Err("EGeneral:Invalid arguments:ofs")
+        with self._lock:
+            fills = list(self._fills.get(account.owner, ()))
+        fills.reverse()
+        fills = [f for f in fills if (start is None or _secs(f.time) > start)
+                 and (end is None or _secs(f.time) < end)]
+        page = fills[int(ofs_text):int(ofs_text) + 50]
+        trades: dict[str, object] = {}
+        for f in page:
+            inst = self.engine.instruments[f.order.symbol]
+            price = f.last_px.quantize(inst.price_quantum)
+            trades[f.trade_id] = {
+                "ordertxid": f.order.order_id,
+                "postxid": f.exec_id,
+                "pair": rest_altname(inst.symbol),
+                "time": _secs(f.time),
+                "type": "buy" if f.order.side is Side.BUY else "sell",
+                "ordertype": "limit" if f.order.ord_type is OrdType.LIMIT else "market",
+                "price": _f(price),
+                "cost": _f((f.last_px * f.last_qty).quantize(inst.price_quantum)),
+                "fee": _f(Decimal(0).quantize(inst.price_quantum)),
+                "vol": _f(f.last_qty.quantize(inst.qty_quantum)),
+                "margin": _f(Decimal(0).quantize(inst.price_quantum)),
+                "misc": "",
+                "maker": f.is_maker,
+                "trade_id": f.seq,
+            }
+        return {"trades": trades, "count": len(fills)}
 
     def _ws_token(self, account: ApiAccount, p: Mapping[str, str]) -> dict[str, object]:
         return {"token": self.accounts.issue_token(account.owner), "expires": 900}

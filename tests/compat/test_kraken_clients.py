@@ -152,6 +152,24 @@ def test_sdk_spot_ticker_and_depth_follow_the_engine(sim: tuple[SimProcess, Cred
     assert trades[-1][:2] == [f"{best_ask[0]:.2f}", "0.01000000"] and trades[-1][3] == "b"
 
 
+def test_sdk_spot_balance_and_trades_history(sim: tuple[SimProcess, Credentials]) -> None:
+    """A market sell moves the demo wallet by exactly the fill and shows in TradesHistory."""
+    from kraken.spot import Trade, User
+
+    s, creds = sim
+    user = User(key=creds.api_key, secret=creds.api_secret, url=_spot_url(s))
+    before = {k: Decimal(v) for k, v in user.get_account_balance().items()}
+    best_bid = _levels(s, "BTC/USD", 1)["bids"][0][0]
+    txid = Trade(key=creds.api_key, secret=creds.api_secret, url=_spot_url(s)).create_order(
+        ordertype="market", side="sell", pair="XBTUSD", volume="0.002")["txid"][0]
+    after = {k: Decimal(v) for k, v in user.get_account_balance().items()}
+    assert after["XBT"] == before["XBT"] - Decimal("0.002")
+    assert after["USD"] == before["USD"] + Decimal("0.002") * best_bid
+    mine = [t for t in user.get_trades_history()["trades"].values() if t["ordertxid"] == txid]
+    assert [(t["type"], t["vol"], Decimal(t["price"])) for t in mine] == [
+        ("sell", "0.00200000", best_bid)]
+
+
 def test_sdk_spot_assets(sim: tuple[SimProcess, Credentials]) -> None:
     from kraken.spot import Market
 
@@ -308,6 +326,26 @@ def test_ccxt_kraken_limit_order_query_cancel(ccxt_sim: tuple[SimProcess, Creden
     assert k.fetch_order(order["id"], "BTC/USD")["status"] == "canceled"
     assert _resting(s, "BTC/USD", "30003.0") == 0
     assert _count(s, clid) == 1
+
+
+def test_ccxt_kraken_balance_and_my_trades(ccxt_sim: tuple[SimProcess, Credentials]) -> None:
+    s, creds = ccxt_sim
+    k = _ccxt_spot(s, creds)
+    before = k.fetch_balance()
+    best_ask = _levels(s, "ETH/USD", 1)["asks"][0][0]
+    order = k.create_order("ETH/USD", "market", "buy", 0.05)
+    resting = k.create_order("ETH/USD", "limit", "buy", 0.1, 1000)
+    after = k.fetch_balance()
+    assert Decimal(str(after["ETH"]["total"])) - Decimal(str(before["ETH"]["total"])) == Decimal(
+        "0.05")
+    spent = Decimal(str(before["USD"]["total"])) - Decimal(str(after["USD"]["total"]))
+    assert spent == Decimal("0.05") * best_ask
+    assert Decimal(str(after["USD"]["used"])) == Decimal("100")  # 0.1 ETH bid at 1000 rests
+    trades = [t for t in k.fetch_my_trades("ETH/USD") if t["order"] == order["id"]]
+    assert [(t["side"], t["amount"], Decimal(str(t["price"]))) for t in trades] == [
+        ("buy", 0.05, best_ask)]
+    k.cancel_order(resting["id"])
+    assert k.fetch_balance()["USD"]["used"] == 0
 
 
 def test_ccxt_kraken_markets_book_and_ticker(ccxt_sim: tuple[SimProcess, Credentials]) -> None:
