@@ -281,4 +281,7 @@ class Config(_Strict):
                     raise ValueError(
                         f"venue.{name}.port must be set when the embedded simulator is disabled"
                     )
+            if venue.md_fallback.enabled and not venue.md_fallback.ws_url:
+                raise ValueError("venue.md_fallback.ws_url must be set when the embedded "
+                                 "simulator is disabled (Kraken: wss://ws.kraken.com/v2)")
         return self

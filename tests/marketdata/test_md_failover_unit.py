@@ -305,6 +305,10 @@ def test_forcing_ws_switches_at_once_and_says_so(venue: Venue) -> None:
     ('[venue.md_fallback]\nforce = "rest"\n', "venue.md_fallback.force: Input should be"),
     ("[venue.md_fallback]\nmd_failover_after_s = 1\n",
      "venue.md_fallback.md_failover_after_s: unknown field"),
+    ("[venue.md_fallback]\nenabled = true\n[simulator]\nenabled = false\n"
+     "[venue.trading]\nport = 1\n[venue.market_data]\nport = 2\n",
+     "(top level): venue.md_fallback.ws_url must be set when the embedded simulator is "
+     "disabled"),
 ])
 def test_bad_md_fallback_config_names_file_and_field(tmp_path: Path, toml: str,
                                                      needle: str) -> None:
