@@ -328,6 +328,21 @@ def test_ccxt_kraken_limit_order_query_cancel(ccxt_sim: tuple[SimProcess, Creden
     assert _count(s, clid) == 1
 
 
+def test_ccxt_kraken_edit_order_amends_in_place(ccxt_sim: tuple[SimProcess, Credentials]) -> None:
+    """ccxt ``edit_order`` is Kraken's AmendOrder: same txid, new size and price on the book."""
+    s, creds = ccxt_sim
+    k = _ccxt_spot(s, creds)
+    clid = _clid()
+    order = k.create_order("BTC/USD", "limit", "buy", 0.004, 30005, {"clientOrderId": clid})
+    k.edit_order(order["id"], "BTC/USD", "limit", "buy", 0.006, 30006)
+    assert _resting(s, "BTC/USD", "30005.0") == 0
+    assert _resting(s, "BTC/USD", "30006.0") == Decimal("0.006")
+    fetched = k.fetch_order(order["id"], "BTC/USD")
+    assert (fetched["amount"], fetched["price"], fetched["status"]) == (0.006, 30006, "open")
+    k.cancel_order(order["id"])
+    assert _resting(s, "BTC/USD", "30006.0") == 0
+
+
 def test_ccxt_kraken_balance_and_my_trades(ccxt_sim: tuple[SimProcess, Credentials]) -> None:
     s, creds = ccxt_sim
     k = _ccxt_spot(s, creds)
