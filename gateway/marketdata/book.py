@@ -97,6 +97,7 @@ class Book:
         "_bids",
         "_lock",
         "_max_depth",
+        "_mid_at",
         "_mono",
         "_stamp",
         "_trades",
@@ -130,6 +131,9 @@ class Book:
         self._wall = wall_ns
         self._stamp: Stamp | None = None
         self._version = 0
+        # (version, mid): the pre-trade gate asks for the mid on every order; between book
+        # changes that is one tuple read instead of a lock, two Levels and a Decimal division.
+        self._mid_at: tuple[int, Decimal | None] = (-1, None)
 
     # ------------------------------------------------------------------ writer side
 
@@ -292,10 +296,17 @@ class Book:
 
     def mid(self) -> Decimal | None:
         """(best bid + best ask) / 2, or ``None`` if either side is empty."""
-        bid, ask = self.top()
-        if bid is None or ask is None:
-            return None
-        return (bid.price + ask.price) / _TWO
+        version = self._version
+        cached = self._mid_at
+        if cached[0] == version:
+            return cached[1]
+        with self._lock:
+            bp, ap = self._bid_prices, self._ask_prices
+            mid = (bp[-1] + ap[0]) / _TWO if bp and ap else None
+        # Read before computing: a change in between leaves a stale key, so the next call
+        # computes again rather than trusting a mid that belongs to an older book.
+        self._mid_at = (version, mid)
+        return mid
 
     def spread(self) -> Decimal | None:
         """best ask - best bid (negative when crossed), or ``None`` if either side is empty."""

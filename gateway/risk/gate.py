@@ -267,6 +267,7 @@ class _SignalRule:
         "max_age",
         "max_age_txt",
         "name",
+        "stale_cache",
         "stale_policy",
     )
 
@@ -310,6 +311,9 @@ class _SignalRule:
             p: f" ({'<=' if p.startswith('max_') else '>='} {_plain(v)})"
             for p, v in cfg.params.items()}
         self.max_age_txt = f"{self.max_age:g}"
+        # (snapshot, (symbol, which inputs are stale), decision): see _too_old.
+        self.stale_cache: tuple[SignalSnapshot, tuple[str, tuple[bool, ...]],
+                                GateDecision] | None = None
 
     def evaluate(self, order: GateOrder, snap: SignalSnapshot | None,
                  wall: float) -> GateDecision | None:
@@ -327,12 +331,7 @@ class _SignalRule:
             lag = 0.0  # clock skew between the signal host and this one: not "fresher than now"
         oldest: float = max(ages) + lag
         if not oldest <= self.max_age:
-            parts = [f"{_AGE_LABEL.get(n, n)} {_secs(a + lag)}"
-                     for n, a in zip(self.age_names, ages, strict=True)
-                     if not a + lag <= self.max_age]
-            return self._stale(order, f"signal inputs for {order.symbol} too old: "
-                                      f"{', '.join(parts) or _secs(oldest)} "
-                                      f"(max {self.max_age:g} s)", snap)
+            return self._too_old(order, snap, ages, lag, oldest)
         for c in self.conds:
             v = c.get(snap)
             if not c.lo <= v <= c.hi:
@@ -341,6 +340,25 @@ class _SignalRule:
                                               f"{order.symbol} is not a number", snap)
                 return None
         return self._fire(order, snap, oldest)
+
+    def _too_old(self, order: GateOrder, snap: SignalSnapshot, ages: tuple[Any, ...],
+                 lag: float, oldest: float) -> GateDecision:
+        """The stale decision for inputs past max_age, formatted once per snapshot and set of
+        stale inputs: an input that settles hourly (funding) can be too old for every order
+        until the next snapshot, and formatting the text per order cost more than the rest of
+        the gate. The ages in the text are those of the first order that found them stale."""
+        stale = tuple(not a + lag <= self.max_age for a in ages)
+        key = (order.symbol, stale)
+        cached = self.stale_cache
+        if cached is not None and cached[0] is snap and cached[1] == key:
+            return cached[2]
+        parts = [f"{_AGE_LABEL.get(n, n)} {_secs(a + lag)}"
+                 for n, a, old in zip(self.age_names, ages, stale, strict=True) if old]
+        d = self._stale(order, f"signal inputs for {order.symbol} too old: "
+                               f"{', '.join(parts) or _secs(oldest)} "
+                               f"(max {self.max_age:g} s)", snap)
+        self.stale_cache = (snap, key, d)
+        return d
 
     # -- fire path ----------------------------------------------------------------------------
     def _stale(self, order: GateOrder, why: str, snap: SignalSnapshot | None) -> GateDecision:

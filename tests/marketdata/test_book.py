@@ -128,6 +128,11 @@ def test_depth_top_mid_spread_crossed() -> None:
     assert book.mid() == D("100.5")
     assert book.spread() == D("1.0")
     assert not book.is_crossed()
+    # mid is cached per book version: every change is seen by the next call
+    book.apply_update("ask", D("100.8"), D("1"))
+    assert book.mid() == D("100.4")
+    book.apply_update("ask", D("100.8"), D("0"))
+    assert book.mid() == D("100.5")
     book.apply_update("bid", D("101.0"), D("1"))  # locked: counts as crossed
     assert book.is_crossed()
     book.apply_update("bid", D("101.0"), D("0"))

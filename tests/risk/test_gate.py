@@ -618,6 +618,22 @@ def test_old_snapshot_and_old_or_missing_inputs_are_stale(arb: SignalSnapshot) -
                       "mark 66.0 s, funding 65.0 s, liquidation map 65.0 s, book 67.0 s "
                       "(max 60 s); "
                       "stale_policy block")
+    # Formatted once per snapshot and set of stale inputs: the next orders reuse the decision
+    # (its ages are those of the first order that found them stale) ...
+    clk.advance(1.0)
+    assert gate.check(order(ARB, "1", "1", "0.111")).text == d.text  # not "mark 67.0 s"
+    # ... until another input goes stale or a new snapshot arrives.
+    market.snaps[ARB] = fresh = dataclasses.replace(arb, age_mark_s=0.0, age_funding_s=0.0,
+                                                    age_map_s=0.0, age_book_s=0.0,
+                                                    as_of=arb.as_of + 66.0)  # lag 0
+    assert not gate.check(order(ARB, "1", "1", "0.111")).stale_inputs
+    market.snaps[ARB] = dataclasses.replace(fresh, age_funding_s=70.0)
+    d2 = gate.check(order(ARB, "1", "1", "0.111"))
+    assert d2.text == ("blocked by carry_gravity_long: signal inputs for PF_ARBUSD too old: "
+                       "funding 70.0 s (max 60 s); stale_policy block")
+    market.snaps[ARB] = dataclasses.replace(fresh, age_funding_s=70.0, age_map_s=70.0)
+    assert "funding 70.0 s, liquidation map 70.0 s" in gate.check(
+        order(ARB, "1", "1", "0.111")).text
     gate, market, clk = make_gate(cfg(signal_rules=[CARRY_RULE]))
     market.snaps[ARB] = dataclasses.replace(arb, age_book_s=None)
     d = gate.check(order(ARB, "1", "1", "0.111"))
