@@ -327,3 +327,75 @@ def test_md_fallback_config_defaults_and_values(tmp_path: Path) -> None:
     cfg = load_config(path).venue.md_fallback
     assert (cfg.enabled, cfg.ws_url, cfg.failover_after_s, cfg.failback_after_s) == (
         True, "wss://ws.kraken.com/v2", 1.5, 3.0)
+
+
+def fix_snapshot(feed: MarketDataFeed, symbol: str, bids: list[tuple[D, D]],
+                 asks: list[tuple[D, D]]) -> None:
+    """Deliver a venue FIX snapshot (35=W) for the symbol's current subscription."""
+    req_id = next(r for s, r, _, _ in feed.subscriptions() if s == symbol)
+    book = Book(symbol)
+    book.apply_snapshot(bids, asks)
+    view = TopView(10)
+    view.reset_from(book)
+    inst = feed.instruments.get(symbol)
+    assert inst is not None
+    feed.on_app_message(build_snapshot(req_id, symbol, view,
+                                       view.checksum(inst.price_decimals, inst.qty_decimals)),
+                        None, {})  # type: ignore[arg-type]
+
+
+def test_failback_waits_for_every_fresh_fix_snapshot(venue: Venue) -> None:
+    feed = make_feed()
+    for s in (BTC, ETH):
+        feed._subscribe(s)  # no session yet: registers the subscriptions only
+    src = WsBookSource(feed, venue.server.url, client_factory=fast_client)
+    fo = MdFailover(feed, src, failover_after_s=0, failback_after_s=0.3, check_interval_s=0.05)
+    fo.start()
+    try:
+        wait_for(lambda: fo.active == "ws" and book_is(feed, venue, BTC), what="WS books")
+        # The FIX MD session logs on (as QuickFIX's onLogon would record it) ...
+        feed._session = object()  # type: ignore[assignment]
+        feed._session_changed = time.monotonic()
+        time.sleep(0.8)  # well past failback_after_s
+        # ... but without its snapshots the books stay with WS.
+        assert fo.active == "ws" and feed.source == "ws" and src.running
+        assert book_is(feed, venue, BTC)
+        fix_snapshot(feed, BTC, [(D("100.0"), D("1"))], [(D("100.5"), D("2"))])
+        time.sleep(0.3)
+        assert fo.active == "ws" and feed.unsynced_symbols() == [ETH]
+        fix_snapshot(feed, ETH, [(D("10.00"), D("3"))], [(D("10.05"), D("4"))])
+        wait_for(lambda: fo.active == "fix", what="failback")
+        assert feed.source == "fix" and not src.running
+        assert feed.books[BTC].top() == ((D("100.0"), D("1")), (D("100.5"), D("2")))
+        assert feed.books[ETH].top() == ((D("10.00"), D("3")), (D("10.05"), D("4")))
+        (_, _, reason), = [sw for sw in fo.switches if sw[1] == "fix"]
+        assert "every symbol's fresh FIX snapshot arrived" in reason
+    finally:
+        feed._session = None
+        fo.stop()
+        feed.stop()
+
+
+def test_ws_connection_lost_and_back_rebuilds_the_books(venue: Venue) -> None:
+    feed = make_feed()
+    rec = Recorder()
+    feed.listeners.append(rec)
+    src = WsBookSource(feed, venue.server.url, client_factory=fast_client)
+    feed.hand_over_books("ws")
+    src.start()
+    try:
+        wait_for(lambda: book_is(feed, venue, BTC) and book_is(feed, venue, ETH),
+                 what="first WS books")
+        venue.server.drop_all()
+        wait_for(lambda: rec.count("integrity", BTC) == 1 and rec.count("integrity", ETH) == 1,
+                 what="both books marked broken")
+        for _ in range(100):
+            venue.flow.step()  # the venue moves on while we are away
+        wait_for(lambda: rec.count("snapshot", BTC) == 2 and rec.count("snapshot", ETH) == 2,
+                 what="fresh snapshots after the reconnect")
+        wait_for(lambda: book_is(feed, venue, BTC) and book_is(feed, venue, ETH),
+                 what="books equal the venue's again")
+        assert src.client is not None and src.client.connects == 2
+    finally:
+        src.stop()
+        feed.stop()
