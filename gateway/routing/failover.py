@@ -179,6 +179,9 @@ class TransportPolicy:
 class RestFallback:
     """Order entry over Kraken spot REST for the router, and the poller that reports back."""
 
+    #: REST counter units routine polls leave free for reconciliation and order lookups.
+    REST_RESERVE = 3.0
+
     def __init__(self, router: Router, client: KrakenSpotRest, poll_interval_s: float = 0.5,
                  status_interval_s: float = 5.0, *, ws_url: str = "",
                  hold_max_s: float = 0.0, hold_max_orders: int = 1000,
@@ -492,9 +495,14 @@ class RestFallback:
             ws.stop()
             log.info("WS executions closed (order flow back on FIX)")
 
-    def poll(self, orders: list[Order] | None = None) -> bool:
-        """Query open REST-routed orders (all, or `orders`) and report state changes; True when
-        every one of them is known to the venue's answer."""
+    def poll(self, orders: list[Order] | None = None, *, use_open_orders: bool = False) -> bool:
+        """Query open orders (all the gateway's, or `orders`) and report state changes; True
+        when every one of them is known to the venue's answer.
+
+        ``use_open_orders``: one ``OpenOrders`` call first (every open order of the account,
+        whatever their number), then ``QueryOrders`` (50 txids a call) only for orders not in
+        it, i.e. closed since. That is one or two REST calls for any realistic book instead of
+        one per 50 orders, which is what makes the reconciliation before failback quick."""
         with self._poll_lock:
             ok = self._resolve_unknown()
             if orders is None:
@@ -502,6 +510,16 @@ class RestFallback:
                 # only way the OMS hears of their fills (the FIX resend later repeats them).
                 orders = [o for o in self.router.store.open_orders() if o.order_id]
             by_txid = {o.order_id: o for o in orders if o.order_id}
+            if use_open_orders and by_txid:
+                try:
+                    open_ = self.client.open_orders()
+                except KrakenRestError as exc:
+                    log.warning("REST OpenOrders failed: %s", exc)
+                    return False
+                for txid, so in open_.items():
+                    order = by_txid.pop(txid, None)
+                    if order is not None:
+                        self._emit(order, so)
             txids = list(by_txid)
             for i in range(0, len(txids), 50):
                 try:
@@ -514,6 +532,15 @@ class RestFallback:
                     if txid in by_txid:
                         self._emit(by_txid[txid], so)
             return ok
+
+    def _routine_poll(self) -> None:
+        """The poller's periodic query, skipped while the REST counter model is nearly full:
+        a routine poll must never make the reconciliation before failback (or an order
+        lookup) wait on the counter. With WS executions on, polling is only the backstop."""
+        if self.client.rest_room() < self.REST_RESERVE:
+            log.debug("routine REST poll skipped: REST counter near its ceiling")
+            return
+        self.poll()
 
     def _resolve_unknown(self) -> bool:
         with self._lock:
@@ -541,11 +568,13 @@ class RestFallback:
         return ok
 
     def reconcile(self) -> bool:
-        """Before failing back to FIX: bring every REST-routed open order up to date."""
+        """Before failing back to FIX: bring every open order up to date over REST, batched
+        (one OpenOrders, then QueryOrders 50 at a time for the ones closed since)."""
+        t0 = time.monotonic()
         n = sum(1 for o in self.router.store.open_orders() if o.transport == "rest")
-        ok = self.poll()
-        log.info("reconciled %d open REST-routed order(s) before failback to FIX: %s", n,
-                 "ok" if ok else "incomplete")
+        ok = self.poll(use_open_orders=True)
+        log.info("reconciled %d open REST-routed order(s) before failback to FIX in %.2fs: %s",
+                 n, time.monotonic() - t0, "ok" if ok else "incomplete")
         return ok
 
     # ---- health and polling thread -------------------------------------------------------------
@@ -625,7 +654,7 @@ class RestFallback:
                 with self._lock:
                     unresolved = bool(self._unresolved) or bool(self._amends)
                 if (self.active() or unresolved) and time.monotonic() >= self._next_poll:
-                    self.poll()
+                    self._routine_poll()
                     self._next_poll = time.monotonic() + self.poll_interval_s
             except Exception:
                 log.exception("REST fallback poller")

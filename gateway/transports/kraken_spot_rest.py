@@ -627,6 +627,13 @@ class KrakenSpotRest:
             if len(self._placed) > 100_000:  # bounded: drop the oldest entry
                 self._placed.pop(next(iter(self._placed)))
 
+    def rest_room(self) -> float:
+        """Calls the REST counter model has room for now without waiting (below the ceiling
+        less the headroom). A background poller asks this to skip a routine query rather than
+        fill the counter, so a call that matters (reconciliation) never queues behind it."""
+        with self._lock:
+            return self._rest.max - self._headroom - self._rest.value()
+
     def pair_counter(self, pair: str) -> float:
         """The model's current per-pair counter (metrics, tests)."""
         with self._lock:

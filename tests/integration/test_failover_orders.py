@@ -289,3 +289,64 @@ def test_order_held_at_the_outage_goes_over_rest_after_failover(tmp_path: Path) 
         if gw is not None:
             gw.stop()
         sim.stop()
+
+
+def test_failback_with_30_open_orders_is_quick(tmp_path: Path) -> None:
+    """Reconciliation before failback is batched (one OpenOrders, QueryOrders 50 at a time)
+    and routine polls leave the REST counter room for it, so failback completes within
+    failback_after_s + 1.5 s of the FIX logon with 30 open REST-routed orders, after more
+    than 10 s on REST at the starter tier. Before: ~7 s with failback_after_s = 2 (the poller
+    saturated the counter, so both noticing FIX and reconciling waited ~3 s on it)."""
+    creds = Credentials()
+    sim = SimProcess(tmp_path / "sim", creds, clients=("FIXGW", "MAKER"))
+    gw = None
+    clients: list[Oms] = []
+    try:
+        gw = GatewayProcess(tmp_path / "gw", sim, creds,
+                            venue_toml=fallback_toml(sim, failback_after_s=2, poll_interval_s=0.5))
+        oms = Oms(make_client(tmp_path, gw.oms_port, "OMS", "FIXGW"))
+        maker = Oms(make_client(tmp_path, sim.trading_port, "MAKER", "KRAKEN-TRD", creds))
+        for c in (oms, maker):
+            c.c.start()
+            clients.append(c)
+        rec = Recorder(oms)
+        mark = len(gw.err.lines)
+        sim.control(cmd="drop_fix", client="FIXGW", refuse_s=14)
+        gw.err.wait_for(r"order flow moved from FIX to REST", 15, start=mark)
+        cls = [oms.buy("0.01", f"{29000 + 10 * i}.0") for i in range(30)]
+        txids = {cl: rec.report(cl, "0").fields[37] for cl in cls}
+        # Three of them fill while FIX is down (the highest bids: 29290, 29280, 29270).
+        maker.send("D", order_fields(new_id("M"), "2", "0.03", "29270.0"))
+        filled = cls[-3:]
+        logon = gw.err.wait_for(r"FIXGW->KRAKEN-TRD \(venue\): \S+ -> logged_on", 30,
+                                start=mark)
+        t_logon = time.monotonic()
+        assert logon
+        gw.err.wait_for(r"order flow moved from REST to FIX", 15, start=mark)
+        took = time.monotonic() - t_logon
+        assert took < 2 + 1.5, f"failback {took:.2f}s after the FIX logon"
+        recon = gw.err.wait_for(r"reconciled \d+ open REST-routed order\(s\) before failback "
+                                r"to FIX in ([\d.]+)s: ok", 1, start=mark)
+        assert float(recon.group(1)) < 0.5
+
+        rec.drain(3.0)
+        for cl in cls:
+            want = ["0", "F"] if cl in filled else ["0"]
+            assert rec.exec_types(cl) == want, (cl, rec.exec_types(cl))
+        counts = sim.control(cmd="submission_counts")["counts"]
+        assert isinstance(counts, dict)
+        assert sorted(n for k, n in counts.items() if k.startswith("FIXGW ")) == [1] * 30
+        gw.stop()
+        gw = None
+        venue = venue_orders(sim, creds, list(txids.values()))
+        for cl, txid in txids.items():
+            v = venue[txid]
+            want_exec = Decimal("0.01") if cl in filled else Decimal(0)
+            assert v.vol_exec == want_exec, (cl, v)  # type: ignore[attr-defined]
+            assert v.status == ("closed" if cl in filled else "open")  # type: ignore[attr-defined]
+    finally:
+        for cl in clients:
+            cl.c.stop()
+        if gw is not None:
+            gw.stop()
+        sim.stop()
