@@ -14,6 +14,8 @@ Two simulators and two `fixgw run` processes, started by `tools/benchlib/procs.F
 * the gate-ON gateway's TOML gets a realistic `[risk]` table appended (`RISK_ON_TOML`): every
   classic limit on, generous enough never to block this load, plus two warn-only signal rules
   on the bench symbol. The gate-OFF gateway has no `[risk]`: the gate's precomputed allow path.
+  The rules' `max_age_s` is 7200: funding settles hourly and its age counts from the last
+  settlement, so a shorter limit would measure the (cached) stale-input path, not the rules.
 
 This process is the OMS (one `FixClient` per gateway) and times NewOrderSingle -> first
 ExecutionReport with one order outstanding, the next order sent from inside the callback
@@ -74,7 +76,7 @@ name = "bench_crowded_long"
 kind = "crowded_long"
 action = "warn"
 stale_policy = "allow"
-max_age_s = 120
+max_age_s = 7200
 params = {{ min_funding_excess_bps = "1000", max_gravity = "-0.25", min_liq_to_depth = "1.0" }}
 symbols = ["{SYMBOL}"]
 
@@ -83,7 +85,7 @@ name = "bench_crowded_short"
 kind = "crowded_short"
 action = "warn"
 stale_policy = "allow"
-max_age_s = 120
+max_age_s = 7200
 params = {{ max_funding_excess_bps = "-1000", min_gravity = "0.25", min_liq_to_depth = "1.0" }}
 symbols = ["{SYMBOL}"]
 """
