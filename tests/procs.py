@@ -103,6 +103,8 @@ class GatewayProcess:
         self.oms_port = oms_port or free_port()
         self.grpc_port = free_port()
         self.admin_port = free_port()
+        # Never the default 9464: gateways of parallel tests would fight over it.
+        self.metrics_port = free_port()
         self.config_path = data_dir / "gateway.toml"
         data_dir.mkdir(parents=True, exist_ok=True)
         sessions = "".join(f'\n[[oms.sessions]]\ncomp_id = "{c}"\n' for c in oms_comp_ids)
@@ -143,6 +145,9 @@ enabled = false
 
 [grpc]
 port = {self.grpc_port}
+
+[metrics]
+port = {self.metrics_port}
 
 [admin]
 port = {self.admin_port}

@@ -383,13 +383,59 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
             open_orders=len(self.gw.router.store.open_orders()))
 
 
+class AdminTlsError(Exception):
+    """The admin listener's TLS files cannot be used; the message names the file and the fix."""
+
+
+def _read_pem(path: Path, what: str, key: str) -> bytes:
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise AdminTlsError(f"admin TLS: cannot read the {what} {path} ({exc.strerror}); fix "
+                            f"[admin] {key} in the config") from None
+    if b"-----BEGIN " not in data:
+        raise AdminTlsError(f"admin TLS: {path} is not a PEM file (no -----BEGIN line); "
+                            f"[admin] {key} must name the PEM {what}")
+    return data
+
+
+def admin_server_credentials(cert_file: Path, key_file: Path,
+                             client_ca_file: Path | None) -> grpc.ServerCredentials:
+    """TLS for the admin listener; with ``client_ca_file`` every client must present a
+    certificate signed by it (mutual TLS): a stolen token alone is then not enough."""
+    cert = _read_pem(cert_file, "certificate", "tls_cert_file")
+    key = _read_pem(key_file, "private key", "tls_key_file")
+    ca = (_read_pem(client_ca_file, "client CA certificate", "tls_client_ca_file")
+          if client_ca_file is not None else None)
+    return grpc.ssl_server_credentials([(key, cert)], root_certificates=ca,
+                                       require_client_auth=ca is not None)
+
+
 class AdminServer:
-    """The admin gRPC listener. ``start()`` returns the bound port (``port=0`` picks one)."""
+    """The admin gRPC listener. ``start()`` returns the bound port (``port=0`` picks one).
+
+    With ``tls_cert_file``/``tls_key_file`` it speaks TLS only; with ``tls_client_ca_file`` as
+    well, mutual TLS. The bearer token is checked in both cases: TLS protects it on the wire and
+    mutual TLS limits who may present one."""
 
     def __init__(self, gateway: Gateway, *, operator_token: str, audit_path: Path,
                  read_only_token: str | None = None, host: str = "127.0.0.1",
-                 port: int = 50052, max_workers: int = 4) -> None:
+                 port: int = 50052, max_workers: int = 4, tls_cert_file: Path | None = None,
+                 tls_key_file: Path | None = None,
+                 tls_client_ca_file: Path | None = None) -> None:
         self.host, self.port = host, port
+        self._credentials: grpc.ServerCredentials | None = None
+        if tls_cert_file is not None or tls_key_file is not None:
+            if tls_cert_file is None or tls_key_file is None:
+                raise AdminTlsError("admin TLS needs both [admin] tls_cert_file and "
+                                    "tls_key_file")
+            self._credentials = admin_server_credentials(tls_cert_file, tls_key_file,
+                                                         tls_client_ca_file)
+        elif tls_client_ca_file is not None:
+            raise AdminTlsError("[admin] tls_client_ca_file (mutual TLS) needs tls_cert_file "
+                                "and tls_key_file too")
+        self.tls = self._credentials is not None
+        self.mutual_tls = self.tls and tls_client_ca_file is not None
         self.audit = AuditLog(audit_path)
         self.servicer = AdminServicer(gateway, self.audit)
         self._server = grpc.server(
@@ -398,13 +444,17 @@ class AdminServer:
         admin_pb2_grpc.add_AdminServiceServicer_to_server(self.servicer, self._server)
 
     def start(self) -> int:
-        bound = int(self._server.add_insecure_port(f"{self.host}:{self.port}"))
+        address = f"{self.host}:{self.port}"
+        bound = int(self._server.add_secure_port(address, self._credentials)
+                    if self._credentials is not None else self._server.add_insecure_port(address))
         if bound == 0:
             raise OSError(f"admin service cannot listen on {self.host}:{self.port} "
                           "(address in use?)")
         self._server.start()
         self.port = bound
-        log.info("gRPC AdminService on %s:%d (audit log %s)", self.host, bound, self.audit.path)
+        log.info("gRPC AdminService on %s:%d%s (audit log %s)", self.host, bound,
+                 ", mutual TLS" if self.mutual_tls else ", TLS" if self.tls else "",
+                 self.audit.path)
         return bound
 
     def stop(self, grace: float = 1.0) -> None:

@@ -2,7 +2,10 @@
 
 Connection: ``--addr`` or ``FIXGW_ADDR`` (default 127.0.0.1:50052); token: ``--token-file`` or
 ``FIXGW_TOKEN_FILE`` (default ./var/admin.token, the file `fixgw run` generates when no token is
-configured). `fixgwctl events` reads the event service instead (``--events-addr`` or
+configured). TLS: ``--ca-file`` (``FIXGW_CA_FILE``) when the admin listener speaks TLS
+(``[admin] tls_cert_file``), plus ``--cert-file``/``--key-file`` (``FIXGW_CERT_FILE``,
+``FIXGW_KEY_FILE``) when it wants client certificates (``[admin] tls_client_ca_file``).
+`fixgwctl events` reads the event service instead (``--events-addr`` or
 ``FIXGW_EVENTS_ADDR``, default 127.0.0.1:50051, no token). Exit codes: 0 ok, 1 action refused
 or not found (or not confirmed), 2 usage, 3 gateway not reachable, 4 authentication/authorization
 failure.
@@ -18,6 +21,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -50,6 +54,7 @@ examples:
   fixgwctl transport force rest --yes
   fixgwctl events --kind ORDER --from 1 --follow
   FIXGW_ADDR=10.0.0.5:50052 FIXGW_TOKEN_FILE=/etc/fixgw/ro.token fixgwctl health --json
+  fixgwctl --ca-file ca.pem --cert-file ops.pem --key-file ops.key sessions   (admin over mTLS)
 
 Session names are SENDER->TARGET as `fixgwctl sessions` lists them; the counterparty's CompID
 alone (OMS, KRAKEN-TRD) also works when it is unambiguous.
@@ -77,6 +82,14 @@ def _common(p: argparse.ArgumentParser, suppress: bool) -> None:
                    help=f"admin service address (env FIXGW_ADDR; default {DEFAULT_ADDR})")
     p.add_argument("--token-file", default=d(None), metavar="PATH",
                    help=f"bearer token file (env FIXGW_TOKEN_FILE; default {DEFAULT_TOKEN_FILE})")
+    p.add_argument("--ca-file", default=d(None), metavar="PATH",
+                   help="CA certificate (PEM) to verify a TLS admin listener (env FIXGW_CA_FILE; "
+                   "default: plaintext)")
+    p.add_argument("--cert-file", default=d(None), metavar="PATH",
+                   help="client certificate (PEM) for a mutual-TLS admin listener (env "
+                   "FIXGW_CERT_FILE)")
+    p.add_argument("--key-file", default=d(None), metavar="PATH",
+                   help="private key (PEM) of --cert-file (env FIXGW_KEY_FILE)")
     p.add_argument("--json", action="store_true", default=d(False),
                    help="print the result as JSON (for scripts)")
     p.add_argument("--yes", "-y", action="store_true", default=d(False),
@@ -174,11 +187,55 @@ def _token(path: str) -> str:
     return text.splitlines()[0].strip()
 
 
+@dataclass(frozen=True)
+class TlsFiles:
+    """Where fixgwctl's TLS material is; all None = plaintext."""
+
+    ca_file: str | None = None
+    cert_file: str | None = None
+    key_file: str | None = None
+
+    @property
+    def enabled(self) -> bool:
+        return self.ca_file is not None or self.cert_file is not None
+
+    @staticmethod
+    def from_args(args: argparse.Namespace) -> TlsFiles:
+        def pick(flag: str | None, env: str) -> str | None:
+            return flag or os.environ.get(env) or None
+        tls = TlsFiles(pick(getattr(args, "ca_file", None), "FIXGW_CA_FILE"),
+                       pick(getattr(args, "cert_file", None), "FIXGW_CERT_FILE"),
+                       pick(getattr(args, "key_file", None), "FIXGW_KEY_FILE"))
+        if (tls.cert_file is None) != (tls.key_file is None):
+            raise CtlError(EXIT_USAGE, "--cert-file and --key-file go together (env "
+                           "FIXGW_CERT_FILE / FIXGW_KEY_FILE): give both for mutual TLS")
+        return tls
+
+    def credentials(self) -> grpc.ChannelCredentials:
+        def read(path: str | None, what: str, flag: str) -> bytes | None:
+            if path is None:
+                return None
+            try:
+                return Path(path).read_bytes()
+            except OSError as exc:
+                raise CtlError(EXIT_USAGE, f"cannot read the {what} {path} ({exc.strerror}); "
+                               f"check {flag}") from None
+        # Without --ca-file the system trust store verifies the gateway's certificate.
+        return grpc.ssl_channel_credentials(
+            root_certificates=read(self.ca_file, "CA certificate", "--ca-file / FIXGW_CA_FILE"),
+            private_key=read(self.key_file, "private key", "--key-file / FIXGW_KEY_FILE"),
+            certificate_chain=read(self.cert_file, "client certificate",
+                                   "--cert-file / FIXGW_CERT_FILE"))
+
+
 class Client:
-    def __init__(self, addr: str, token_file: str, timeout: float) -> None:
+    def __init__(self, addr: str, token_file: str, timeout: float,
+                 tls: TlsFiles | None = None) -> None:
         self.addr, self.token_file, self.timeout = addr, token_file, timeout
+        self.tls = tls or TlsFiles()
         self._meta = (("authorization", f"Bearer {_token(token_file)}"),)
-        self._channel = grpc.insecure_channel(addr)
+        self._channel = (grpc.secure_channel(addr, self.tls.credentials()) if self.tls.enabled
+                         else grpc.insecure_channel(addr))
         self.stub = admin_pb2_grpc.AdminServiceStub(self._channel)
 
     def call(self, name: str, request: Message) -> Any:
@@ -191,9 +248,21 @@ class Client:
     def _explain(self, exc: grpc.RpcError) -> CtlError:
         code, details = exc.code(), exc.details() or ""
         if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+            if not self.tls.enabled:
+                hint = (" If the admin listener uses TLS ([admin] tls_cert_file), pass the CA "
+                        "that signed its certificate: --ca-file or FIXGW_CA_FILE.")
+            elif self.tls.cert_file is None:
+                hint = (" TLS was used: check that --ca-file signed the gateway's admin "
+                        "certificate; if the gateway requires client certificates ([admin] "
+                        "tls_client_ca_file), pass --cert-file and --key-file (FIXGW_CERT_FILE, "
+                        "FIXGW_KEY_FILE).")
+            else:
+                hint = (" TLS was used: check that --ca-file signed the gateway's admin "
+                        "certificate and that the gateway's tls_client_ca_file signed "
+                        "--cert-file.")
             return CtlError(EXIT_UNREACHABLE, f"gateway not reachable at {self.addr} ({details}). "
                             "Is `fixgw run` up, and is its admin listener on this address? "
-                            "Set --addr or FIXGW_ADDR.")
+                            "Set --addr or FIXGW_ADDR." + hint)
         if code == grpc.StatusCode.UNAUTHENTICATED:
             return CtlError(EXIT_AUTH, f"token rejected by the gateway at {self.addr}: {details}. "
                             f"Token file used: {self.token_file}; use the one the gateway "
@@ -331,7 +400,7 @@ def run(args: argparse.Namespace) -> int:
             else args.transport.upper() + " only, whatever its health"))
     if c == "events":
         return _events(args)
-    client = Client(addr, token_file, args.timeout)
+    client = Client(addr, token_file, args.timeout, TlsFiles.from_args(args))
     try:
         return _dispatch(client, args)
     finally:

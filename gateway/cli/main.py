@@ -14,7 +14,8 @@ from gateway.fix.settings import fix_specs_dir
 
 EPILOG = """examples:
   fixgw run                                  gateway + embedded UAT venue, OMS on 127.0.0.1:9878
-  fixgw run --oms-port 9900 --grpc-port 50061 --admin-port 50062 --data-dir ./var2
+  fixgw run --oms-port 9900 --grpc-port 50061 --admin-port 50062 --metrics-port 9465 \\
+            --data-dir ./var2
   fixgw run --config sessions/kraken-uat.toml  against Kraken's UAT (credentials from env/files)
   fixgw venue-sim --trading-port 4001 --md-port 4000   the simulator alone
   fixgw oms buy BTC/USD 0.01 limit 45000     send one order to a running gateway
@@ -64,6 +65,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         overrides["grpc.port"] = args.grpc_port
     if args.admin_port is not None:
         overrides["admin.port"] = args.admin_port
+    if args.metrics_port is not None:
+        overrides["metrics.port"] = args.metrics_port
     path = args.config or default_config_path()
     try:
         config = load_config(path, overrides)
@@ -73,10 +76,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     _setup_logging(config.gateway.log_level, config.gateway.log_format)
     logging.getLogger("fixgw").info("config: %s", path or "(built-in defaults)")
     from gateway.admin.auth import TokenError
+    from gateway.admin.service import AdminTlsError
+    from gateway.metrics import MetricsServerError
 
     try:
         return run_forever(config)
-    except TokenError as exc:
+    except (TokenError, AdminTlsError, MetricsServerError) as exc:
         print(f"fixgw: {exc}", file=sys.stderr)
         return 2
 
@@ -103,6 +108,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--data-dir", type=Path, help="stores, journal and logs (default ./var)")
     run.add_argument("--grpc-port", type=int, help="gRPC event service port (default 50051)")
     run.add_argument("--admin-port", type=int, help="admin service port (default 50052)")
+    run.add_argument("--metrics-port", type=int,
+                     help="Prometheus /metrics port (default 9464; 0 = any free port)")
     sub.add_parser("venue-sim", help="run the UAT venue simulator alone (see --help)",
                    add_help=False)
     from gateway.cli.kraken_cmd import add_kraken_parser

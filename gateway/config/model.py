@@ -260,6 +260,29 @@ class AdminConfig(_Strict):
     read_only_token: CredentialRef | None = None
     # Append-only audit of every mutating admin action; default <data_dir>/admin-audit.jsonl.
     audit_log: Path | None = None
+    # TLS on the admin listener (fixgwctl --ca-file); with tls_client_ca_file, mutual TLS:
+    # clients must present a certificate signed by that CA (fixgwctl --cert-file/--key-file).
+    tls_cert_file: Path | None = None
+    tls_key_file: Path | None = None
+    tls_client_ca_file: Path | None = None
+
+    @model_validator(mode="after")
+    def _tls_files(self) -> AdminConfig:
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            raise ValueError("tls_cert_file and tls_key_file go together")
+        if self.tls_client_ca_file is not None and self.tls_cert_file is None:
+            raise ValueError("tls_client_ca_file (mutual TLS) needs tls_cert_file and "
+                             "tls_key_file: the listener must speak TLS first")
+        return self
+
+
+class MetricsConfig(_Strict):
+    """Prometheus metrics (GET /metrics) on their own listener; port 0 = an ephemeral port,
+    printed at start. Loopback by default: scrape through a local agent or expose on purpose."""
+
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: Port = 9464
 
 
 class Config(_Strict):
@@ -270,6 +293,7 @@ class Config(_Strict):
     simulator: SimulatorConfig = SimulatorConfig()
     grpc: GrpcConfig = GrpcConfig()
     admin: AdminConfig = AdminConfig()
+    metrics: MetricsConfig = MetricsConfig()
     risk: GateConfig = GateConfig()
 
     @model_validator(mode="after")

@@ -14,6 +14,7 @@ the fact without a lock and let the sender's side clean up (see OmsMarketData.dr
 from __future__ import annotations
 
 import ctypes
+import itertools
 import logging
 import threading
 import time
@@ -46,6 +47,14 @@ REF_SEQ_NUM = 45
 REF_TAG_ID = 371
 REF_MSG_TYPE = 372
 SESSION_REJECT_REASON = 373
+BUSINESS_REJECT_REASON = 380
+
+# The binding's own getFieldIfSet(FieldMap&, FieldBase&): not overloaded, so ~120 ns a call
+# where FieldMap.getField(tag) (overload dispatch) or Message.getHeader() (a new proxy each
+# call) cost 450-950 ns. Used to tell an outgoing message's type without its header. Its
+# wrapper keeps the GIL (no PyEval_SaveThread in _wrap_FieldMap_getFieldIfSet), so threads
+# may share the field objects it fills.
+_probe = fix._quickfix.FieldMap_getFieldIfSet
 
 
 @dataclass
@@ -61,6 +70,9 @@ class SessionStatus:
     last_sent: float | None = None
     logons: int = 0
     extra: dict[str, str] = field(default_factory=dict)
+    # Messages received by MsgType. One writer: QuickFIX calls fromApp/fromAdmin of a session on
+    # that session's socket thread only. Read by gateway.metrics at scrape time.
+    msgs_in: dict[str, int] = field(default_factory=dict)
 
 
 class SessionHandler(Protocol):
@@ -92,6 +104,12 @@ class BaseHandler:
         pass
 
 
+def counted(counter: itertools.count[int]) -> int:
+    """How often ``next`` was called on an ``itertools.count()`` started at 0 (its repr is
+    ``count(N)``; read at scrape time only)."""
+    return int(repr(counter)[6:-1])
+
+
 class StatusBoard:
     """Session statuses shared by every Application of one process (read by admin/CLI)."""
 
@@ -99,6 +117,31 @@ class StatusBoard:
         self._lock = threading.Lock()
         self.sessions: dict[str, SessionStatus] = {}
         self.listeners: list[_StatusListener] = []
+        # QuickFIX passes every callback of a session the same SessionID object (the Session's
+        # member), so its address identifies the session for the price of int(sid.this).
+        self.pointers: dict[int, str] = {}
+        # Outgoing messages {(session pointer, MsgType): counter} and rejects we sent
+        # {(session pointer, "3" or "j", reason code): counter}. Any thread may send on any
+        # session (the venue thread sends the OMS its reports, the admin thread a Logout), so
+        # these are itertools.count objects: next() is one C call under the GIL, an increment
+        # that cannot be lost between threads, with no lock (and cheaper than a per-thread
+        # dict). A new key is added with setdefault, atomic as well.
+        self.out: dict[tuple[int, str], itertools.count[int]] = {}
+        self.out_rejects: dict[tuple[int, str, str], itertools.count[int]] = {}
+
+    def out_counts(self) -> tuple[dict[tuple[str, str], int], dict[tuple[str, str, str], int]]:
+        """Outgoing messages {(session, MsgType): n} and rejects sent {(session, MsgType,
+        reason): n} (called at scrape time, off the FIX path)."""
+        names = dict(self.pointers)
+        msgs: dict[tuple[str, str], int] = {}
+        rejects: dict[tuple[str, str, str], int] = {}
+        for (ptr, t), c in dict(self.out).items():
+            k = (names.get(ptr, "unknown"), t)
+            msgs[k] = msgs.get(k, 0) + counted(c)
+        for (ptr, t, reason), c in dict(self.out_rejects).items():
+            r = (names.get(ptr, "unknown"), t, reason)
+            rejects[r] = rejects.get(r, 0) + counted(c)
+        return msgs, rejects
 
     def get(self, key: str, role: str) -> SessionStatus:
         with self._lock:
@@ -138,6 +181,12 @@ class SessionApplication(fix.Application):  # type: ignore[misc]
         self._status: dict[str, SessionStatus] = {}
         self._log_secrets: tuple[str, ...] | None = (
             None if message_log_secrets is None else tuple(s for s in message_log_secrets if s))
+        self._out = board.out
+        self._out_rejects = board.out_rejects
+        self._oms_role = role == "oms"
+        self._exec_type = fix.ExecType()  # filled by _probe, read by nobody
+        self._ord_type = fix.OrdType()
+        self._orig_cl_ord_id = fix.OrigClOrdID()
 
     def _log_message(self, direction: str, message: fix.Message,
                      session_id: fix.SessionID) -> None:
@@ -155,7 +204,20 @@ class SessionApplication(fix.Application):  # type: ignore[misc]
         st = self._status.get(sid)
         if st is None:
             st = self._status[sid] = self.board.get(session_key(session_id), self.role)
+            self.board.pointers[int(session_id.this)] = st.key
         return st
+
+    def _count_out_slow(self, message: fix.Message, ptr: int) -> str:
+        """MsgType from the header (~1 µs; for the types the probes in toApp do not cover), and
+        the reason of a Reject (3) or BusinessMessageReject (j) we send."""
+        t = str(message.getHeader().getField(MSG_TYPE))
+        tag = SESSION_REJECT_REASON if t == "3" else BUSINESS_REJECT_REASON if t == "j" else 0
+        if tag:
+            reason = message.getField(tag) if message.isSetField(tag) else "none"
+            k = (ptr, t, reason)
+            c = self._out_rejects.get(k)
+            next(c if c is not None else self._out_rejects.setdefault(k, itertools.count()))
+        return t
 
     # QuickFIX callbacks ----------------------------------------------------------------
     def onCreate(self, sessionID: fix.SessionID) -> None:
@@ -163,6 +225,7 @@ class SessionApplication(fix.Application):  # type: ignore[misc]
 
     def onLogon(self, sessionID: fix.SessionID) -> None:
         st = self.status(sessionID)
+        self.board.pointers[int(sessionID.this)] = st.key
         st.last_logon = time.time()
         st.logons += 1
         self.board.change(st, "logged_on")
@@ -183,6 +246,10 @@ class SessionApplication(fix.Application):  # type: ignore[misc]
     def toAdmin(self, message: fix.Message, sessionID: fix.SessionID) -> None:
         _pin_thread_state()
         self.status(sessionID).last_sent = time.time()
+        ptr = int(sessionID.this)
+        k = (ptr, self._count_out_slow(message, ptr))
+        c = self._out.get(k)
+        next(c if c is not None else self._out.setdefault(k, itertools.count()))
         try:
             self.handler.on_admin_out(message, sessionID)
         except Exception:
@@ -191,7 +258,10 @@ class SessionApplication(fix.Application):  # type: ignore[misc]
 
     def fromAdmin(self, message: fix.Message, sessionID: fix.SessionID) -> None:
         _pin_thread_state()
-        self.status(sessionID).last_received = time.time()
+        st = self.status(sessionID)
+        st.last_received = time.time()
+        t = str(message.getHeader().getField(MSG_TYPE))  # admin traffic: not the order path
+        st.msgs_in[t] = st.msgs_in.get(t, 0) + 1
         self._log_message("IN", message, sessionID)
         problem = poss_dup_problem(message)
         if problem == _MISSING_ORIG:
@@ -207,6 +277,20 @@ class SessionApplication(fix.Application):  # type: ignore[misc]
             log.exception("fromAdmin failed for %s", session_key(sessionID))
 
     def toApp(self, message: fix.Message, sessionID: fix.SessionID) -> None:
+        # Counted by MsgType without touching the header (see _probe): towards an OMS the
+        # gateway sends one type with ExecType (150), ExecutionReport; towards the venue one
+        # with OrdType (40) and no OrigClOrdID (41), NewOrderSingle. A new outgoing type that
+        # carries those fields needs its own check here. Everything else takes the slow path.
+        if self._oms_role:
+            t = ("8" if _probe(message, self._exec_type)
+                 else self._count_out_slow(message, int(sessionID.this)))
+        elif _probe(message, self._ord_type) and not _probe(message, self._orig_cl_ord_id):
+            t = "D"
+        else:
+            t = self._count_out_slow(message, int(sessionID.this))
+        k = (int(sessionID.this), t)
+        c = self._out.get(k)
+        next(c if c is not None else self._out.setdefault(k, itertools.count()))
         if self._log_secrets is not None:
             self._log_message("OUT", message, sessionID)
 
@@ -217,6 +301,8 @@ class SessionApplication(fix.Application):  # type: ignore[misc]
         fields = split_fields(message.toString())
         st = self._status.get(sessionID.toString()) or self.status(sessionID)
         st.last_received = time.time()
+        t = fields["35"]
+        st.msgs_in[t] = st.msgs_in.get(t, 0) + 1
         if fields.get("43") == "Y":
             problem = poss_dup_problem(message)
             if problem is not None:

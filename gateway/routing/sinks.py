@@ -1,16 +1,20 @@
 """Where the router reports what happened to orders (the event stream listens here).
 
 A protocol, so routing does not depend on how events are serialized or served; the default
-does nothing, which keeps the order path free of work nobody asked for.
+does nothing, which keeps the order path free of work nobody asked for. `fan_out` puts several
+sinks (events, metrics) behind the one the router calls.
 """
 
 from __future__ import annotations
 
+import logging
 from decimal import Decimal
 from typing import Protocol
 
 from gateway.orders.model import Order
 from gateway.risk.gate import GateDecision, GateOrder
+
+log = logging.getLogger("fixgw.routing")
 
 
 class RoutingSink(Protocol):
@@ -42,3 +46,68 @@ class NullSink:
     def cancel_rejected(self, oms_session: str, cl_ord_id: str, orig_cl_ord_id: str,
                         text: str) -> None:
         pass
+
+
+class FanoutSink:
+    """Several sinks behind the router's one ``sink`` (the event stream and the metrics).
+
+    Each call goes to every sink in order; a sink that raises is logged and does not keep the
+    others, or the order path, from running. Use `fan_out`, which does not wrap a lone sink.
+    """
+
+    def __init__(self, sinks: tuple[RoutingSink, ...]) -> None:
+        self.sinks = sinks
+
+    def order_accepted(self, order: Order) -> None:
+        for s in self.sinks:
+            try:
+                s.order_accepted(order)
+            except Exception:
+                log.exception("routing sink %r failed on order_accepted", s)
+
+    def order_rejected(self, oms_session: str, cl_ord_id: str, symbol: str, reason: str,
+                       text: str) -> None:
+        for s in self.sinks:
+            try:
+                s.order_rejected(oms_session, cl_ord_id, symbol, reason, text)
+            except Exception:
+                log.exception("routing sink %r failed on order_rejected", s)
+
+    def execution(self, order: Order, exec_type: str, ord_status: str, exec_id: str,
+                  last_qty: Decimal | None, last_px: Decimal | None) -> None:
+        for s in self.sinks:
+            try:
+                s.execution(order, exec_type, ord_status, exec_id, last_qty, last_px)
+            except Exception:
+                log.exception("routing sink %r failed on execution", s)
+
+    def cancel_rejected(self, oms_session: str, cl_ord_id: str, orig_cl_ord_id: str,
+                        text: str) -> None:
+        for s in self.sinks:
+            try:
+                s.cancel_rejected(oms_session, cl_ord_id, orig_cl_ord_id, text)
+            except Exception:
+                log.exception("routing sink %r failed on cancel_rejected", s)
+
+    def gate_decided(self, order: GateOrder, cl_ord_id: str, decision: GateDecision) -> None:
+        for s in self.sinks:
+            try:
+                s.gate_decided(order, cl_ord_id, decision)
+            except Exception:
+                log.exception("routing sink %r failed on gate_decided", s)
+
+
+def fan_out(*sinks: RoutingSink | None) -> RoutingSink:
+    """One sink for all of ``sinks`` (None and NullSink dropped; FanoutSinks flattened): a
+    NullSink when none is left, the sink itself when one is (no wrapper, no extra call)."""
+    flat: list[RoutingSink] = []
+    for s in sinks:
+        if isinstance(s, FanoutSink):
+            flat.extend(s.sinks)
+        elif s is not None and not isinstance(s, NullSink):
+            flat.append(s)
+    if not flat:
+        return NullSink()
+    if len(flat) == 1:
+        return flat[0]
+    return FanoutSink(tuple(flat))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal
 from functools import partial
@@ -134,6 +135,8 @@ class Gateway:
             self.board.listeners.append(sink.session_changed)
             self.md_feed.listeners.append(sink)
         self.credentials = credentials
+        # Also told of every order-flow transport switch (old, new, reason, automatic): metrics.
+        self.transport_listeners: list[Callable[[str, str, str, bool], None]] = []
         self.fallback = self._build_fallback()
         self.md_failover = self._build_md_failover()
         self._acceptor: fix.ThreadedSocketAcceptor | None = None
@@ -180,6 +183,11 @@ class Gateway:
 
     def _transport_switched(self, old: str, new: str, reason: str, automatic: bool) -> None:
         log.warning("order flow moved from %s to %s: %s", old.upper(), new.upper(), reason)
+        for listener in self.transport_listeners:
+            try:
+                listener(old, new, reason, automatic)
+            except Exception:
+                log.exception("transport switch listener failed")
         if self.events is not None:
             v = self.config.venue
             self.events.publish(builders.transport_switch(

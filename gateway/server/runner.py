@@ -18,6 +18,7 @@ from gateway.events.process import EventProcess, EventProcessSpec
 from gateway.events.server import EventServerStats
 from gateway.fix.kraken_logon import KrakenCredentials
 from gateway.kraken.secrets import SecretMaskingFilter, load_secret
+from gateway.metrics import GatewayMetrics, MetricsServer, SubscriberStats
 from gateway.server.embedded_sim import EmbeddedSimulator, random_credentials
 from gateway.server.gateway import Gateway, VenueEndpoints
 from gateway.server.signal_services import (
@@ -50,6 +51,8 @@ class Runtime:
         self.event_server: EventServer | None = None
         self.event_process: EventProcess | None = None
         self.admin: AdminServer | None = None
+        self.metrics: GatewayMetrics | None = None
+        self.metrics_server: MetricsServer | None = None
         self._mask_filter: SecretMaskingFilter | None = None
 
     def start(self) -> dict[str, Any]:
@@ -92,6 +95,7 @@ class Runtime:
                                        futures_ws_url=c.venue.futures.ws_url)
         grpc_port = self._start_events(endpoints, creds)
         assert self.gateway is not None
+        metrics_at = self._start_metrics(self.gateway)  # before any session: count from the start
         self.gateway.start()
         where = {}
         a = c.admin
@@ -105,7 +109,9 @@ class Runtime:
             self.admin = AdminServer(self.gateway, operator_token=tok.operator,
                                      read_only_token=tok.read_only,
                                      audit_path=a.audit_log or data_dir / "admin-audit.jsonl",
-                                     host=a.host, port=a.port)
+                                     host=a.host, port=a.port, tls_cert_file=a.tls_cert_file,
+                                     tls_key_file=a.tls_key_file,
+                                     tls_client_ca_file=a.tls_client_ca_file)
             where["admin"] = f"{a.host}:{self.admin.start()}"
             if tok.generated_file is not None:
                 print(f"fixgw admin token: {tok.generated_file} (mode 0600; fixgwctl reads it "
@@ -113,7 +119,7 @@ class Runtime:
         return where | {"oms": f"{c.oms.host}:{c.oms.port}", "venue_trading":
                 f"{endpoints.trading_host}:{endpoints.trading_port}",
                 "venue_md": f"{endpoints.md_host}:{endpoints.md_port}",
-                "grpc": f"{c.grpc.host}:{grpc_port}"}
+                "grpc": f"{c.grpc.host}:{grpc_port}"} | metrics_at
 
     def _start_events(self, endpoints: VenueEndpoints, creds: KrakenCredentials | None) -> int:
         """The gateway with its event stream; returns the public gRPC port.
@@ -159,6 +165,30 @@ class Runtime:
                  "(events journal %s)", g.host, port, where, journal_dir)
         return port
 
+    def _start_metrics(self, gw: Gateway) -> dict[str, str]:
+        """[metrics]: the collector wired into the router, the session board and the transport
+        switch, and its HTTP listener; returns {"metrics": host:port} for the ready line."""
+        m, c = self.config.metrics, self.config
+        if not m.enabled:
+            return {}
+        v = c.venue
+        roles = {f"{c.oms.sender_comp_id}->{s.comp_id}": "oms" for s in c.oms.sessions}
+        roles[f"{v.sender_comp_id}->{v.trading.target_comp_id}"] = "venue-trading"
+        roles[f"{v.sender_comp_id}->{v.market_data.target_comp_id}"] = "venue-md"
+        router = gw.router
+        self.metrics = GatewayMetrics(
+            gw.board, roles=roles,
+            transport=lambda: "rest" if router._rest_active() else "fix",
+            subscriber_stats=self._metrics_subscribers)
+        self.metrics.attach(router)
+        gw.transport_listeners.append(self.metrics.transport_switched)
+        self.metrics_server = MetricsServer(self.metrics, m.host, m.port)
+        return {"metrics": f"{m.host}:{self.metrics_server.start()}"}
+
+    def _metrics_subscribers(self) -> SubscriberStats:
+        s = self.subscriber_stats()
+        return SubscriberStats(s.subscribers, s.queued, s.cutoffs_total)
+
     def subscriber_stats(self) -> EventServerStats:
         """Event subscribers now, for metrics: from the event process or the in-process server."""
         if self.event_process is not None:
@@ -174,6 +204,8 @@ class Runtime:
         journal), then the embedded venue."""
         if self.admin is not None:
             self.admin.stop()
+        if self.metrics_server is not None:
+            self.metrics_server.stop()
         if self.gateway is not None:
             self.gateway.stop()
         if self.event_process is not None:
