@@ -8,6 +8,9 @@ It speaks what kraken-api.md section 4 documents, so the gateway's fallback clie
   top-N :class:`TopView` of an L2 mirror of the engine, and every update is the diff of that
   view, so a level that slides into the top N is sent and the checksum always describes exactly
   the book the subscriber can hold (Kraken's "apply, truncate to depth, checksum top 10").
+* ``ticker`` (level 1: best bid/ask from the mirror, last trade and 24 h volume, VWAP, low,
+  high and change over the engine's trade tape; ``event_trigger`` ``trades``, the default, or
+  ``bbo``), so ccxt.pro ``watch_ticker`` and SDK ticker subscribers get real numbers.
 * ``trade``, ``instrument`` (precisions from the engine's instrument table), ``heartbeat``
   (every ``heartbeat_interval`` s to every connection that subscribed to anything).
 * private ``executions`` (token from :class:`Accounts`) and the ``add_order`` /
@@ -57,6 +60,10 @@ _log = logging.getLogger(__name__)
 BOOK_DEPTHS = (10, 25, 100, 500, 1000)
 TEXT_INVALID_TOKEN = "EAPI:Invalid key"
 _TRADE_SNAPSHOT = 50
+#: Trades kept per symbol for the ticker's 24 h figures: the engine's own tape length, so the
+#: WS ticker and REST Ticker summarise the same trades.
+_TAPE = 1000
+_DAY_NS = 86_400 * 1_000_000_000
 _CORRUPT_MASK = 0x5A5A5A5A
 
 _SIDE = {e.Side.BUY: "buy", e.Side.SELL: "sell"}
@@ -80,12 +87,15 @@ class _Conn:
     out: asyncio.Queue[str | None] = field(default_factory=asyncio.Queue)
     books: dict[str, TopView] = field(default_factory=dict)
     trades: set[str] = field(default_factory=set)
+    #: symbol -> [event_trigger, last (bid, ask) prices sent] of ticker subscriptions
+    tickers: dict[str, list[Any]] = field(default_factory=dict)
     heartbeat: bool = False
     owner: str | None = None  # set by a valid executions subscription
 
     @property
     def active(self) -> bool:
-        return self.heartbeat or bool(self.books) or bool(self.trades) or self.owner is not None
+        return (self.heartbeat or bool(self.books) or bool(self.trades) or bool(self.tickers)
+                or self.owner is not None)
 
 
 class SpotWsServer:
@@ -109,6 +119,8 @@ class SpotWsServer:
         self._mirror_seq: dict[str, int] = {}
         self._trades: dict[str, deque[dict[str, Any]]] = {
             s: deque(maxlen=_TRADE_SNAPSHOT) for s in self.symbols}
+        self._tape: dict[str, deque[tuple[int, Decimal, Decimal]]] = {
+            s: deque(maxlen=_TAPE) for s in self.symbols}
         self._trade_ids = itertools.count(1)
         self._clids = itertools.count(1)
         self._stall_until: dict[str | None, float] = {}
@@ -139,6 +151,9 @@ class SpotWsServer:
                 book.apply_snapshot(snap.bids, snap.asks)
                 self._mirror[sym] = book
                 self._mirror_seq[sym] = snap.seq
+                self._tape[sym].extend((t.time, t.price, t.qty)
+                                       for t in self.engine.last_trades(sym, _TAPE)
+                                       if t.seq <= snap.seq)
             async with serve(self._handle, self.host, self.port, max_size=2**20) as server:
                 self._server = server
                 sock = next(iter(server.sockets))
@@ -267,7 +282,7 @@ class SpotWsServer:
             for c in list(self._conns):
                 if not c.active or self._stalled(None):
                     continue
-                if any(self._stalled(s) for s in (*c.books, *c.trades)):
+                if any(self._stalled(s) for s in (*c.books, *c.trades, *c.tickers)):
                     continue
                 self._send(c, {"channel": "heartbeat"})
 
@@ -378,6 +393,18 @@ class SpotWsServer:
                 conn.books[s] = view
                 reply(True, {"channel": "book", "depth": depth, "snapshot": True, "symbol": s})
                 self._send(conn, self._book_frame("snapshot", s, view, self._levels_of(view)))
+        elif channel == "ticker":
+            trigger = params.get("event_trigger", "trades")
+            if trigger not in ("trades", "bbo"):
+                reply(False, error="EGeneral:Invalid arguments:event_trigger")
+                return
+            for s in self._symbols_param(params, reply) or []:
+                item = self._ticker_item(s)
+                conn.tickers[s] = [trigger, (item["bid"], item["ask"])]
+                reply(True, {"channel": "ticker", "symbol": s, "snapshot": snapshot,
+                             "event_trigger": trigger})
+                if snapshot:
+                    self._send(conn, {"channel": "ticker", "type": "snapshot", "data": [item]})
         elif channel == "trade":
             syms = self._symbols_param(params, reply)
             for s in syms or []:
@@ -416,6 +443,12 @@ class SpotWsServer:
                 else:
                     conn.trades.discard(s)
                 reply(True, {"channel": channel, "symbol": s})
+        elif channel == "ticker":
+            for s in self._symbols_param(params, reply) or []:
+                if conn.tickers.pop(s, None) is None:
+                    reply(False, error="Subscription Not Found", symbol=s)
+                else:
+                    reply(True, {"channel": "ticker", "symbol": s})
         elif channel == "heartbeat":
             conn.heartbeat = False
             reply(True, {"channel": "heartbeat"})
@@ -446,6 +479,38 @@ class SpotWsServer:
                                       "precision_display": 5, "borrowable": False,
                                       "collateral_value": Decimal(0), "margin_rate": Decimal(0)})
         return {"assets": list(assets.values()), "pairs": pairs}
+
+    def _ticker_item(self, symbol: str) -> dict[str, Any]:
+        """One ``ticker`` data item: top of the mirror book and the last 24 h of the tape
+        (window ending at the newest trade or now, whichever is later). ``change`` is last
+        minus the window's first trade price; zeros when nothing traded in the window."""
+        top = self._mirror[symbol].top()
+        inst = self.engine.instruments[symbol]
+        zero_px, zero_qty = Decimal(0).quantize(inst.price_quantum), Decimal(0)
+        tape = self._tape[symbol]
+        since = time.time_ns() - _DAY_NS
+        window = [(p, q) for t, p, q in tape if t >= since]
+        volume = sum((q for _, q in window), Decimal(0))
+        vwap = (sum((p * q for p, q in window), Decimal(0)) / volume).quantize(
+            inst.price_quantum) if volume else zero_px
+        last = tape[-1][1] if tape else zero_px
+        change = last - window[0][0] if window else zero_px
+        pct = (change / window[0][0] * 100).quantize(Decimal("0.01")) if window else Decimal(0)
+        return {
+            "symbol": symbol,
+            "bid": top.bid.price if top.bid else zero_px,
+            "bid_qty": top.bid.qty if top.bid else zero_qty,
+            "ask": top.ask.price if top.ask else zero_px,
+            "ask_qty": top.ask.qty if top.ask else zero_qty,
+            "last": last,
+            "volume": volume,
+            "vwap": vwap,
+            "low": min((p for p, _ in window), default=zero_px),
+            "high": max((p for p, _ in window), default=zero_px),
+            "change": change,
+            "change_pct": pct,
+            "timestamp": _now_rfc3339(),
+        }
 
     # ---- book frames ----------------------------------------------------------------------------
 
@@ -498,6 +563,7 @@ class SpotWsServer:
                      "qty": ev.qty, "ord_type": "limit", "trade_id": next(self._trade_ids),
                      "timestamp": _rfc3339(ev.time)}
                 self._trades[ev.symbol].append(t)
+                self._tape[ev.symbol].append((ev.time, ev.price, ev.qty))
                 trades.setdefault(ev.symbol, []).append(t)
             elif isinstance(ev, e.Accepted | e.Filled | e.Canceled | e.Replaced):
                 private.append(ev)
@@ -508,6 +574,14 @@ class SpotWsServer:
             for sym, ts_list in trades.items():
                 if sym in c.trades and not self._stalled(sym):
                     self._send(c, {"channel": "trade", "type": "update", "data": ts_list})
+            for sym, sub in c.tickers.items():
+                if self._stalled(sym) or (sym not in trades and sym not in touched):
+                    continue
+                item = self._ticker_item(sym)
+                bbo = (item["bid"], item["ask"])
+                if (sub[0] == "trades" and sym in trades) or (sub[0] == "bbo" and bbo != sub[1]):
+                    sub[1] = bbo
+                    self._send(c, {"channel": "ticker", "type": "update", "data": [item]})
             if c.owner is not None and private and not self._stalled(None):
                 items = self._execution_items(c.owner, private)
                 if items:

@@ -274,6 +274,45 @@ def test_sdk_ws_private_executions_add_and_cancel(sim: tuple[SimProcess, Credent
     assert new is not None and new["order_status"] == "new" and new["symbol"] == "BTC/USD"
 
 
+def test_sdk_ws_ticker_follows_trades(sim: tuple[SimProcess, Credentials]) -> None:
+    """A public ``ticker`` subscription: snapshot of the top of book, then an update on the
+    trade a REST market order makes, carrying that trade's price as ``last``."""
+    from kraken.spot import SpotWSClient, Trade
+
+    s, creds = sim
+    received: list[dict[str, Any]] = []
+
+    class Client(SpotWSClient):  # type: ignore[misc]
+        async def on_message(self, message: dict[str, Any]) -> None:
+            if message.get("channel") == "ticker":
+                received.append(message)
+
+    async def run() -> Decimal:
+        client = Client(ws_url=_ws_url(s))
+        try:
+            await client.start()
+            await client.subscribe(params={"channel": "ticker", "symbol": ["ARB/USD"]})
+            await _wait_for(lambda: bool(received))
+            best_ask = _levels(s, "ARB/USD", 1)["asks"][0][0]
+            await asyncio.to_thread(
+                Trade(key=creds.api_key, secret=creds.api_secret, url=_spot_url(s)).create_order,
+                ordertype="market", side="buy", pair="ARBUSD", volume="7")
+            await _wait_for(lambda: any(m["type"] == "update" for m in received))
+            await asyncio.sleep(0.3)
+            return best_ask
+        finally:
+            await client.close()
+
+    best_ask = asyncio.run(run())
+    assert received[0]["type"] == "snapshot"
+    update = next(m for m in received if m["type"] == "update")["data"][0]
+    assert update["symbol"] == "ARB/USD" and Decimal(str(update["last"])) == best_ask
+    assert Decimal(str(update["volume"])) >= 7
+    levels = _levels(s, "ARB/USD", 1)
+    assert Decimal(str(update["bid"])) == levels["bids"][0][0]
+    assert Decimal(str(update["ask"])) == levels["asks"][0][0]
+
+
 async def _wait_for(cond: Any, timeout: float = 10.0) -> None:
     deadline = time.monotonic() + timeout
     while not cond():
@@ -407,6 +446,33 @@ def test_ccxt_pro_watch_order_book(ccxt_sim: tuple[SimProcess, Credentials]) -> 
     asks = [(Decimal(str(p)), Decimal(str(q))) for p, q in book["asks"]]
     assert (bids, asks) == (levels["bids"], levels["asks"])
     assert first != [list(b) for b in book["bids"]], "the book should have moved"
+
+
+def test_ccxt_pro_watch_ticker(ccxt_sim: tuple[SimProcess, Credentials]) -> None:
+    pro = pytest.importorskip("ccxt.pro", reason="ccxt has no pro module")
+    s, creds = ccxt_sim
+
+    async def run() -> tuple[Any, Decimal]:
+        k = pro.kraken({"enableRateLimit": False})
+        k.urls["api"]["public"] = _spot_url(s)
+        k.urls["api"]["ws"]["publicV2"] = _ws_url(s) + "/v2"
+        try:
+            await asyncio.wait_for(k.watch_ticker("BTC/USD"), 10)  # the snapshot
+            best_bid = _levels(s, "BTC/USD", 1)["bids"][0][0]
+            pending = asyncio.ensure_future(k.watch_ticker("BTC/USD"))
+            await asyncio.sleep(0.1)
+            await asyncio.to_thread(_ccxt_spot(s, creds).create_order, "BTC/USD", "market",
+                                    "sell", 0.001)
+            ticker = dict(await asyncio.wait_for(pending, 10))
+            return ticker, best_bid
+        finally:
+            await k.close()
+
+    ticker, best_bid = asyncio.run(run())
+    assert Decimal(str(ticker["last"])) == best_bid
+    levels = _levels(s, "BTC/USD", 1)
+    assert Decimal(str(ticker["bid"])) == levels["bids"][0][0]
+    assert Decimal(str(ticker["ask"])) == levels["asks"][0][0]
 
 
 def test_ccxt_pro_private_orders(ccxt_sim: tuple[SimProcess, Credentials]) -> None:
