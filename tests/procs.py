@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from tools.benchlib.procs import Credentials, Lines, free_port
+from tools.benchlib.procs import Credentials, Lines, event_process_pid, free_port
 
 __all__ = ["REPO", "Credentials", "GatewayProcess", "Lines", "SimProcess", "free_port",
            "running_pair"]
@@ -97,7 +97,7 @@ class GatewayProcess:
                  oms_port: int | None = None, oms_comp_ids: tuple[str, ...] = ("OMS",),
                  extra_toml: str = "", venue_toml: str = "md_stale_after_s = 3600",
                  oms_toml: str = "", trading_toml: str = "", md_toml: str = "",
-                 futures_toml: str = "", gateway_toml: str = "",
+                 futures_toml: str = "", gateway_toml: str = "", grpc_toml: str = "",
                  wait_venue: bool = True) -> None:
         self.data_dir = data_dir
         self.oms_port = oms_port or free_port()
@@ -145,6 +145,7 @@ enabled = false
 
 [grpc]
 port = {self.grpc_port}
+{grpc_toml}
 
 [metrics]
 port = {self.metrics_port}
@@ -176,6 +177,11 @@ port = {self.admin_port}
         assert self.proc is not None
         self.proc.kill()
         self.proc.wait()
+
+    def event_process_pid(self) -> int | None:
+        """The gateway's event process (a child running gateway.events.process), if any."""
+        assert self.proc is not None
+        return event_process_pid(self.proc.pid, timeout_s=5.0)
 
     def stop(self) -> int:
         assert self.proc is not None

@@ -9,11 +9,13 @@ from decimal import Decimal
 from pathlib import Path
 
 import grpc
+import pytest
 
-from gateway._proto.fixgw.v1 import events_pb2, events_pb2_grpc
+from gateway._proto.fixgw.v1 import events_pb2, events_pb2_grpc, signals_pb2, signals_pb2_grpc
 from gateway._proto.fixgw.v1 import orders_pb2 as O
 from tests.conftest import Oms, make_client, new_id, order_fields
 from tests.procs import Credentials, GatewayProcess, SimProcess
+from tests.tls.certs import make_pki, openssl_available
 
 K = events_pb2
 
@@ -101,5 +103,100 @@ def test_order_session_and_market_data_events_then_resume_after_restart(tmp_path
     finally:
         oms.c.stop()
         maker.c.stop()
+        gw.stop()
+        sim.stop()
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as f:
+            return f.read().split(") ", 1)[1][0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def test_gateway_killed_event_process_flushes_and_exits_then_resume(tmp_path: Path) -> None:
+    """kill -9 of the gateway: its event process still journals what it was sent, exits (no
+    orphan holding the port), and the restarted gateway serves the whole history again."""
+    creds = Credentials()
+    sim = SimProcess(tmp_path / "sim", creds)
+    gw = GatewayProcess(tmp_path / "gw", sim, creds)
+    oms = Oms(make_client(tmp_path, gw.oms_port, "OMS", "FIXGW"))
+    try:
+        oms.c.start()
+        cls = [new_id("K") for _ in range(5)]
+        for cl in cls:
+            oms.send("D", order_fields(cl, "1", "0.01", "1000.0"))
+            oms.report(cl, "0")
+        child = gw.event_process_pid()
+        assert child is not None
+        before = _collect(gw.grpc_port, K.SubscribeRequest(kinds=[K.EVENT_KIND_ORDER],
+                                                           from_sequence=1),
+                          time.monotonic() + 10,
+                          stop_when=lambda evs: sum(e.order.exec_type == O.EXEC_TYPE_NEW
+                                                    for e in evs) >= 5)
+        oms.c.stop()
+        gw.kill()
+        deadline = time.monotonic() + 10
+        while _pid_alive(child) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not _pid_alive(child), "the event process outlived its killed gateway"
+        gw.start()
+        after = _collect(gw.grpc_port, K.SubscribeRequest(from_sequence=1),
+                         time.monotonic() + 5,
+                         stop_when=lambda evs: bool(evs) and evs[-1].sequence
+                         >= before[-1].sequence)
+        seqs = [e.sequence for e in after]
+        assert seqs[: before[-1].sequence] == list(range(1, before[-1].sequence + 1))
+        old = {e.sequence: e for e in after}
+        assert all(old[e.sequence] == e for e in before)
+    finally:
+        oms.c.stop()
+        gw.stop()
+        sim.stop()
+
+
+def _wait_for_events(stub: events_pb2_grpc.EventServiceStub) -> list[events_pb2.Event]:
+    """The first batch from sequence 1 (the logons' session events; they reach the event
+    process a drain poll after they happen)."""
+    call = stub.Subscribe(K.SubscribeRequest(from_sequence=1), timeout=10)
+    try:
+        return list(next(iter(call)).events)
+    finally:
+        call.cancel()
+
+
+def test_event_port_with_tls_serves_events_and_the_gateway_signal_service(tmp_path: Path) -> None:
+    if not openssl_available():
+        pytest.skip("openssl is needed to make test certificates")
+    pki = make_pki(tmp_path / "pki")
+    creds = Credentials()
+    sim = SimProcess(tmp_path / "sim", creds)
+    gw = GatewayProcess(tmp_path / "gw", sim, creds, grpc_toml=(
+        f'tls_cert_file = "{pki.server_cert}"\ntls_key_file = "{pki.server_key}"'))
+    try:
+        tls = grpc.ssl_channel_credentials(root_certificates=pki.ca.read_bytes())
+        with grpc.secure_channel(f"127.0.0.1:{gw.grpc_port}", tls) as ch:
+            stub = events_pb2_grpc.EventServiceStub(ch)
+            got = _wait_for_events(stub)
+            assert got[0].sequence == 1 and got[0].HasField("session_status")
+            # SignalService lives in the gateway; the event process forwards it.
+            sig = signals_pb2_grpc.SignalServiceStub(ch)
+            deadline = time.monotonic() + 20
+            while True:
+                try:
+                    snap = sig.Get(signals_pb2.GetSignalRequest(symbol="PF_XBTUSD"), timeout=5)
+                    break
+                except grpc.RpcError as exc:
+                    assert exc.code() == grpc.StatusCode.NOT_FOUND, exc
+                    assert time.monotonic() < deadline, "no PF_XBTUSD snapshot in 20 s"
+                    time.sleep(0.3)
+            assert snap.symbol == "PF_XBTUSD"
+        with grpc.insecure_channel(f"127.0.0.1:{gw.grpc_port}") as plain:
+            with pytest.raises(grpc.RpcError) as err:
+                events_pb2_grpc.EventServiceStub(plain).GetLogInfo(K.GetLogInfoRequest(),
+                                                                   timeout=3)
+            assert err.value.code() == grpc.StatusCode.UNAVAILABLE
+    finally:
         gw.stop()
         sim.stop()
