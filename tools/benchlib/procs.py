@@ -286,6 +286,9 @@ mode = "non-stop"
 
 [simulator]
 enabled = false
+
+[metrics]
+port = 0
 """, encoding="utf-8")
         # `wrapper` (e.g. the profiling launcher) replaces `-m gateway.cli.main`.
         launcher = wrapper if wrapper is not None else ["-m", "gateway.cli.main"]
