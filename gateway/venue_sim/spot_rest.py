@@ -12,8 +12,9 @@ Wire format (``shared/kraken-api.md`` §1, §3, §7):
   injected faults and unknown paths use other statuses);
 * public ``/0/public/SystemStatus``, ``/0/public/Time``, ``/0/public/AssetPairs`` (keyed by the
   name asked for when it is a WS name, as Kraken does), ``Assets``, and from the engine's real
-  book and tape ``Ticker``, ``Depth`` and ``Trades`` (GET or POST), so that off-the-shelf
-  clients (python-kraken-sdk, ccxt ``kraken``) work with only their base URL changed;
+  book and tape ``Ticker``, ``Depth``, ``Trades`` and ``OHLC`` (GET or POST), so that
+  off-the-shelf clients (python-kraken-sdk, ccxt ``kraken``) work with only their base URL
+  changed;
 * private ``POST /0/private/<Method>``, form-encoded, ``API-Key`` + ``API-Sign`` verified with
   :func:`spot_api_sign` over the exact body received; the nonce must be strictly greater than the
   last one accepted *for that key* (a rejected request does not move it, as on Kraken);
@@ -141,6 +142,8 @@ _FIAT_DECIMALS = 4
 #: most recent ones only, which a rehearsal client cannot tell apart).
 _TAPE = 1000
 _DAY_NS = 86_400 * 1_000_000_000
+#: Kraken's OHLC intervals, in minutes.
+_OHLC_INTERVALS = frozenset({1, 5, 15, 30, 60, 240, 1440, 10080, 21600})
 #: Fiat assets (4 decimals in Balance, as Kraken prints ``ZUSD``).
 _FIAT = frozenset({"USD", "EUR", "GBP", "CAD", "JPY", "CHF", "AUD"})
 #: Calls that cost 2 on the REST counter (kraken-api.md section 7).
@@ -455,7 +458,45 @@ class SpotRestServer(HttpFace):
             return self._depth(params)
         if name == "Trades":
             return self._recent_trades(params)
+        if name == "OHLC":
+            return self._ohlc(params)
         raise _Err(E_UNKNOWN_METHOD)
+
+    def _ohlc(self, params: Mapping[str, str]) -> dict[str, object]:
+        """Kraken's ``OHLC``: ``[time, open, high, low, close, vwap, volume, count]`` per
+        ``interval`` minutes (Kraken's set), oldest first, at most 720, for the intervals the
+        engine's tape has trades in (the tape is the engine's last ``trade_history`` trades, so
+        history starts when the simulator did); the last candle is the current, uncommitted one
+        and ``last`` is the start of the newest committed frame, the ``since`` to poll with."""
+        pairs = params.get("pair")
+        if not pairs or "," in pairs:
+            raise _Err("EGeneral:Invalid arguments:pair")
+        inst = self._instrument(pairs)
+        interval_text = params.get("interval") or "1"
+        if not interval_text.isdigit() or int(interval_text) not in _OHLC_INTERVALS:
+            raise _Err("EGeneral:Invalid arguments:interval")
+        frame_ns = int(interval_text) * 60 * 1_000_000_000
+        since = _decimal(params.get("since"), "since")
+        candles: dict[int, list[TradePrinted]] = {}
+        for t in self.engine.last_trades(inst.symbol, _TAPE):
+            candles.setdefault(t.time - t.time % frame_ns, []).append(t)
+        now_frame = self._wall_ns() - self._wall_ns() % frame_ns
+
+        def px(d: Decimal) -> str:
+            return _f(d.quantize(inst.price_quantum))
+
+        rows: list[list[object]] = []
+        for start, ts in sorted(candles.items()):
+            if since is not None and start // 1_000_000_000 <= since:
+                continue
+            vol = sum((t.qty for t in ts), Decimal(0))
+            vwap = sum((t.qty * t.price for t in ts), Decimal(0)) / vol
+            rows.append([start // 1_000_000_000, px(ts[0].price),
+                         px(max(t.price for t in ts)), px(min(t.price for t in ts)),
+                         px(ts[-1].price), px(vwap), _f(vol.quantize(inst.qty_quantum)),
+                         len(ts)])
+        return {rest_altname(inst.symbol): rows[-720:],
+                "last": (now_frame - frame_ns) // 1_000_000_000}
 
     def _pairs_param(self, params: Mapping[str, str]) -> list[Instrument]:
         """``pair=`` as a comma list (any spelling), or every spot pair when absent."""

@@ -150,6 +150,8 @@ def test_sdk_spot_ticker_and_depth_follow_the_engine(sim: tuple[SimProcess, Cred
     assert [(Decimal(p), Decimal(q)) for p, q, _ in book["asks"]] == levels["asks"]
     trades = market.get_recent_trades(pair="ETHUSD")["ETHUSD"]
     assert trades[-1][:2] == [f"{best_ask[0]:.2f}", "0.01000000"] and trades[-1][3] == "b"
+    candle = market.get_ohlc(pair="ETHUSD", interval=1)["ETHUSD"][-1]
+    assert candle[4] == f"{best_ask[0]:.2f}" and Decimal(candle[6]) >= Decimal("0.01")
 
 
 def test_sdk_spot_balance_and_trades_history(sim: tuple[SimProcess, Credentials]) -> None:

@@ -1,7 +1,8 @@
 """The spot REST face's public market data, exactly: ``Ticker`` (today vs last-24-hours windows,
 VWAP, counts, low/high/open), ``Depth`` (levels and each level's last-change time), ``Trades``
-(rows and the ``since`` cursor), ``Assets`` and ``AssetPairs`` keyed the way Kraken keys them,
-from hand-placed orders and trades on an engine whose clock the test sets. Over loopback HTTP.
+(rows and the ``since`` cursor), ``OHLC`` candles, ``Assets`` and ``AssetPairs`` keyed the way
+Kraken keys them, from hand-placed orders and trades on an engine whose clock the test sets.
+Over loopback HTTP.
 """
 
 from __future__ import annotations
@@ -130,6 +131,25 @@ def test_trades_rows_and_since(venue: tuple[SpotRestServer, MatchingEngine]) -> 
     assert result["last"] == str(tape[-1].time)
     later = get(server, "Trades", pair="XBTUSD", since=str(tape[1].time))["XBTUSD"]
     assert [r[0] for r in later] == ["45000.0", "45100.0"]
+
+
+def test_ohlc_candles(venue: tuple[SpotRestServer, MatchingEngine]) -> None:
+    server, _ = venue
+    day = 86_400
+    today = NOW // 10**9 - (NOW // 10**9) % day
+    daily = get(server, "OHLC", pair="XBTUSD", interval="1440")
+    assert daily == {"XBTUSD": [
+        [today - day, "44000.0", "44500.0", "44000.0", "44500.0", "44166.7", "1.50000000", 2],
+        [today, "45000.0", "45100.0", "45000.0", "45100.0", "45060.0", "0.50000000", 2],
+    ], "last": today - day}
+    assert get(server, "OHLC", pair="XBTUSD", interval="1440",
+               since=str(today - day))["XBTUSD"] == daily["XBTUSD"][1:]
+    hourly = get(server, "OHLC", pair="XBTUSD", interval="60")["XBTUSD"]
+    assert [(r[0], r[4], r[7]) for r in hourly] == [
+        ((NOW - 25 * HOUR) // 10**9, "44000.0", 1), ((NOW - 20 * HOUR) // 10**9, "44500.0", 1),
+        ((NOW - 2 * HOUR) // 10**9, "45000.0", 1), ((NOW - HOUR) // 10**9, "45100.0", 1)]
+    assert get(server, "OHLC", pair="XBTUSD", interval="7") == [
+        "EGeneral:Invalid arguments:interval"]
 
 
 def test_assets_and_asset_pairs_keys(venue: tuple[SpotRestServer, MatchingEngine]) -> None:
