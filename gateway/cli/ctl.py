@@ -25,6 +25,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn
 
+# gRPC's C core logs a failed TLS handshake on stderr at INFO ("Handshake failed with error
+# SSL_ERROR_SSL ...") ahead of fixgwctl's own message, which says what to do; it reads this
+# variable once, when grpc is first imported.
+os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
+
 import grpc
 from google.protobuf import json_format
 from google.protobuf.message import Message
@@ -260,6 +265,9 @@ class Client:
                 hint = (" TLS was used: check that --ca-file signed the gateway's admin "
                         "certificate and that the gateway's tls_client_ca_file signed "
                         "--cert-file.")
+            if "handshake" in details.lower():
+                return CtlError(EXIT_UNREACHABLE, f"TLS handshake with the gateway at "
+                                f"{self.addr} failed ({details}).{hint}")
             return CtlError(EXIT_UNREACHABLE, f"gateway not reachable at {self.addr} ({details}). "
                             "Is `fixgw run` up, and is its admin listener on this address? "
                             "Set --addr or FIXGW_ADDR." + hint)

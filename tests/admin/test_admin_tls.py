@@ -77,7 +77,10 @@ def test_tls_admin_without_the_ca_says_what_to_pass(tls_gw: GatewayProcess, pki:
     assert "--ca-file or FIXGW_CA_FILE" in plain.stderr
     wrong = ctl(tls_gw, "sessions", FIXGW_CA_FILE=str(pki.other_ca))
     assert wrong.returncode == 3, wrong.stderr
+    assert "TLS handshake with the gateway at" in wrong.stderr
     assert "check that --ca-file signed the gateway's admin certificate" in wrong.stderr
+    # fixgwctl's message is the only one: no gRPC core log line in front of it.
+    assert wrong.stderr.startswith("fixgwctl: "), wrong.stderr
     missing = ctl(tls_gw, "--ca-file", str(pki.ca.parent / "absent.pem"), "sessions")
     assert missing.returncode == 2 and "cannot read the CA certificate" in missing.stderr
 
