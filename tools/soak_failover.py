@@ -14,7 +14,8 @@ postponed until it has (``flip_postponed_s`` in the summary), so every drop is o
 Invariants checked at the end (exit 1 if any fails, 2 on a setup error):
 
 * every order the OMS sent got exactly one New (150=0), or exactly one reject (150=8) with a
-  reason (58) and no New;
+  reason (58) and no New; an order held while no transport was up got at most one PendingNew
+  (150=A) before that;
 * every fill (150=F/1/2) was reported once: no ExecID twice, and per order the sum of LastQty
   equals the last CumQty the OMS saw;
 * the OMS-side record matches the venue: ``submission_counts`` are all 1, and for every acked
@@ -225,6 +226,7 @@ def check(args: argparse.Namespace, sim: SimProcess, gw: GatewayProcess, creds: 
     news: dict[str, list[Received]] = {cl: [] for cl in sent}
     rejects: dict[str, list[Received]] = {cl: [] for cl in sent}
     fills: dict[str, list[Received]] = {cl: [] for cl in sent}
+    pending: dict[str, int] = {cl: 0 for cl in sent}  # PendingNew (held: no transport up)
     exec_ids: dict[str, int] = {}
     other: dict[str, int] = {}
     for r in msgs:
@@ -237,6 +239,8 @@ def check(args: argparse.Namespace, sim: SimProcess, gw: GatewayProcess, creds: 
             continue
         if et == "0":
             news[cl].append(r)
+        elif et == "A":
+            pending[cl] += 1
         elif et == "8":
             rejects[cl].append(r)
         elif et in FILL_TYPES:
@@ -264,6 +268,10 @@ def check(args: argparse.Namespace, sim: SimProcess, gw: GatewayProcess, creds: 
             reject_reasons[key] = reject_reasons.get(key, 0) + 1
         else:
             failures.append(f"{cl}: {len(n)} New and {len(x)} Rejected reports")
+        if pending[cl] > 1:
+            failures.append(f"{cl}: {pending[cl]} PendingNew reports")
+    held = sum(1 for k in pending.values() if k)
+    held_then_sent = sum(1 for cl, k in pending.items() if k and news[cl])
 
     dup_exec = {e: k for e, k in exec_ids.items() if k > 1}
     if dup_exec:
@@ -318,6 +326,9 @@ def check(args: argparse.Namespace, sim: SimProcess, gw: GatewayProcess, creds: 
         "acked": by_transport,
         "rejected": sum(reject_reasons.values()),
         "reject_reasons": reject_reasons,
+        # Orders that arrived while no transport was up: PendingNew, then sent once or
+        # rejected after [venue.fallback] hold_max_s (ack latency includes the hold).
+        "held": {"pending_new": held, "then_acked": held_then_sent},
         "maker_sells": maker_sells,
         "fills_reported": sum(exec_ids.values()),
         "orders_with_fills": sum(1 for v in oms_cum.values() if v > 0),

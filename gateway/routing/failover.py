@@ -464,7 +464,10 @@ class RestFallback:
         txid = item.get("order_id")
         if status is None or not isinstance(txid, str):
             return
-        order = next((o for o in self.router.store.open_orders() if o.order_id == txid), None)
+        # By txid, or by our ClOrdID when the item beats the AddOrder answer (no txid yet).
+        clid = item.get("cl_ord_id")
+        order = next((o for o in self.router.store.open_orders() if o.order_id == txid
+                      or (not o.order_id and clid and o.venue_cl_ord_id == clid)), None)
         if order is None:
             return  # not ours, or already closed here (a poll got there first)
         try:
