@@ -11,6 +11,8 @@ It speaks what kraken-api.md section 4 documents, so the gateway's fallback clie
 * ``ticker`` (level 1: best bid/ask from the mirror, last trade and 24 h volume, VWAP, low,
   high and change over the engine's trade tape; ``event_trigger`` ``trades``, the default, or
   ``bbo``), so ccxt.pro ``watch_ticker`` and SDK ticker subscribers get real numbers.
+* ``ohlc`` (``interval`` minutes; snapshot of the candles on the engine's tape, then the current
+  candle on every trade), for ccxt.pro ``watch_ohlcv`` and SDK subscribers.
 * ``trade``, ``instrument`` (precisions from the engine's instrument table), ``heartbeat``
   (every ``heartbeat_interval`` s to every connection that subscribed to anything).
 * private ``executions`` (token from :class:`Accounts`) and the ``add_order`` /
@@ -64,6 +66,7 @@ _TRADE_SNAPSHOT = 50
 #: WS ticker and REST Ticker summarise the same trades.
 _TAPE = 1000
 _DAY_NS = 86_400 * 1_000_000_000
+OHLC_INTERVALS = (1, 5, 15, 30, 60, 240, 1440, 10080, 21600)
 _CORRUPT_MASK = 0x5A5A5A5A
 
 _SIDE = {e.Side.BUY: "buy", e.Side.SELL: "sell"}
@@ -89,13 +92,14 @@ class _Conn:
     trades: set[str] = field(default_factory=set)
     #: symbol -> [event_trigger, last (bid, ask) prices sent] of ticker subscriptions
     tickers: dict[str, list[Any]] = field(default_factory=dict)
+    ohlc: set[tuple[str, int]] = field(default_factory=set)  # (symbol, interval minutes)
     heartbeat: bool = False
     owner: str | None = None  # set by a valid executions subscription
 
     @property
     def active(self) -> bool:
         return (self.heartbeat or bool(self.books) or bool(self.trades) or bool(self.tickers)
-                or self.owner is not None)
+                or bool(self.ohlc) or self.owner is not None)
 
 
 class SpotWsServer:
@@ -405,6 +409,19 @@ class SpotWsServer:
                              "event_trigger": trigger})
                 if snapshot:
                     self._send(conn, {"channel": "ticker", "type": "snapshot", "data": [item]})
+        elif channel == "ohlc":
+            interval = params.get("interval", 1)
+            if interval not in OHLC_INTERVALS or isinstance(interval, bool):
+                reply(False, error="EGeneral:Invalid arguments:interval")
+                return
+            for s in self._symbols_param(params, reply) or []:
+                conn.ohlc.add((s, int(interval)))
+                reply(True, {"channel": "ohlc", "symbol": s, "snapshot": snapshot,
+                             "interval": interval})
+                if snapshot:
+                    self._send(conn, {"channel": "ohlc", "type": "snapshot",
+                                      "timestamp": _now_rfc3339(),
+                                      "data": self._candles(s, int(interval))})
         elif channel == "trade":
             syms = self._symbols_param(params, reply)
             for s in syms or []:
@@ -443,6 +460,15 @@ class SpotWsServer:
                 else:
                     conn.trades.discard(s)
                 reply(True, {"channel": channel, "symbol": s})
+        elif channel == "ohlc":
+            interval = params.get("interval", 1)
+            for s in self._symbols_param(params, reply) or []:
+                key = (s, interval if isinstance(interval, int) else 1)
+                if key not in conn.ohlc:
+                    reply(False, error="Subscription Not Found", symbol=s)
+                else:
+                    conn.ohlc.discard(key)
+                    reply(True, {"channel": "ohlc", "symbol": s, "interval": key[1]})
         elif channel == "ticker":
             for s in self._symbols_param(params, reply) or []:
                 if conn.tickers.pop(s, None) is None:
@@ -479,6 +505,31 @@ class SpotWsServer:
                                       "precision_display": 5, "borrowable": False,
                                       "collateral_value": Decimal(0), "margin_rate": Decimal(0)})
         return {"assets": list(assets.values()), "pairs": pairs}
+
+    def _candles(self, symbol: str, interval: int, *, last_only: bool = False
+                 ) -> list[dict[str, Any]]:
+        """``ohlc`` items for the tape's trades grouped by ``interval`` minutes, oldest first
+        (or only the newest candle, for updates)."""
+        frame = interval * 60 * 1_000_000_000
+        groups: dict[int, list[tuple[Decimal, Decimal]]] = {}
+        for t, p, q in self._tape[symbol]:
+            groups.setdefault(t - t % frame, []).append((p, q))
+        starts = sorted(groups)[-1:] if last_only else sorted(groups)
+        inst = self.engine.instruments[symbol]
+        out = []
+        for start in starts:
+            g = groups[start]
+            volume = sum((q for _, q in g), Decimal(0))
+            out.append({
+                "symbol": symbol, "open": g[0][0], "high": max(p for p, _ in g),
+                "low": min(p for p, _ in g), "close": g[-1][0],
+                "vwap": (sum((p * q for p, q in g), Decimal(0)) / volume).quantize(
+                    inst.price_quantum),
+                "trades": len(g), "volume": volume,
+                "interval_begin": _rfc3339(start), "interval": interval,
+                "timestamp": _rfc3339(start + frame),
+            })
+        return out
 
     def _ticker_item(self, symbol: str) -> dict[str, Any]:
         """One ``ticker`` data item: top of the mirror book and the last 24 h of the tape
@@ -574,6 +625,11 @@ class SpotWsServer:
             for sym, ts_list in trades.items():
                 if sym in c.trades and not self._stalled(sym):
                     self._send(c, {"channel": "trade", "type": "update", "data": ts_list})
+            for sym, interval in sorted(c.ohlc):
+                if sym in trades and not self._stalled(sym):
+                    self._send(c, {"channel": "ohlc", "type": "update",
+                                   "timestamp": _now_rfc3339(),
+                                   "data": self._candles(sym, interval, last_only=True)})
             for sym, sub in c.tickers.items():
                 if self._stalled(sym) or (sym not in trades and sym not in touched):
                     continue

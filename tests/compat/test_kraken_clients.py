@@ -477,6 +477,34 @@ def test_ccxt_pro_watch_ticker(ccxt_sim: tuple[SimProcess, Credentials]) -> None
     assert Decimal(str(ticker["ask"])) == levels["asks"][0][0]
 
 
+def test_ccxt_pro_watch_ohlcv(ccxt_sim: tuple[SimProcess, Credentials]) -> None:
+    """``watch_ohlcv`` (WS v2 ``ohlc``): the current 1-minute candle closes at the price of the
+    trade a market order just made, and matches REST ``OHLC``'s newest candle."""
+    pro = pytest.importorskip("ccxt.pro", reason="ccxt has no pro module")
+    s, creds = ccxt_sim
+    rest = _ccxt_spot(s, creds)
+
+    async def run() -> tuple[list[Any], Decimal]:
+        k = pro.kraken({"enableRateLimit": False})
+        k.urls["api"]["public"] = _spot_url(s)
+        k.urls["api"]["ws"]["publicV2"] = _ws_url(s) + "/v2"
+        try:
+            await asyncio.to_thread(rest.create_order, "ARB/USD", "market", "buy", 20)
+            await asyncio.wait_for(k.watch_ohlcv("ARB/USD", "1m"), 10)  # the snapshot
+            best_bid = _levels(s, "ARB/USD", 1)["bids"][0][0]
+            pending = asyncio.ensure_future(k.watch_ohlcv("ARB/USD", "1m"))
+            await asyncio.sleep(0.1)
+            await asyncio.to_thread(rest.create_order, "ARB/USD", "market", "sell", 30)
+            candles = [list(c) for c in await asyncio.wait_for(pending, 10)]
+            return candles, best_bid
+        finally:
+            await k.close()
+
+    candles, best_bid = asyncio.run(run())
+    assert Decimal(str(candles[-1][4])) == best_bid  # close = the sell's fill price
+    assert candles[-1] == rest.fetch_ohlcv("ARB/USD", "1m")[-1]
+
+
 def test_ccxt_pro_private_orders(ccxt_sim: tuple[SimProcess, Credentials]) -> None:
     """ccxt.pro over the private socket (token from REST GetWebSocketsToken): ``watch_orders``
     sees ``create_order_ws`` open and ``cancel_order_ws`` cancel the order it placed."""
