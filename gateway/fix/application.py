@@ -183,7 +183,12 @@ class SessionApplication(fix.Application):  # type: ignore[misc]
             None if message_log_secrets is None else tuple(s for s in message_log_secrets if s))
         self._out = board.out
         self._out_rejects = board.out_rejects
+        # Messages are counted for the gateway's own roles only (what /metrics shows); the
+        # simulator, test clients and benchmarks built on this class skip it. The fast type
+        # probes in toApp hold for what the gateway sends, not for what a venue sends.
         self._oms_role = role == "oms"
+        self._venue_role = role == "venue"
+        self._counted = self._oms_role or self._venue_role
         self._exec_type = fix.ExecType()  # filled by _probe, read by nobody
         self._ord_type = fix.OrdType()
         self._orig_cl_ord_id = fix.OrigClOrdID()
@@ -246,10 +251,11 @@ class SessionApplication(fix.Application):  # type: ignore[misc]
     def toAdmin(self, message: fix.Message, sessionID: fix.SessionID) -> None:
         _pin_thread_state()
         self.status(sessionID).last_sent = time.time()
-        ptr = int(sessionID.this)
-        k = (ptr, self._count_out_slow(message, ptr))
-        c = self._out.get(k)
-        next(c if c is not None else self._out.setdefault(k, itertools.count()))
+        if self._counted:
+            ptr = int(sessionID.this)
+            k = (ptr, self._count_out_slow(message, ptr))
+            c = self._out.get(k)
+            next(c if c is not None else self._out.setdefault(k, itertools.count()))
         try:
             self.handler.on_admin_out(message, sessionID)
         except Exception:
@@ -260,8 +266,9 @@ class SessionApplication(fix.Application):  # type: ignore[misc]
         _pin_thread_state()
         st = self.status(sessionID)
         st.last_received = time.time()
-        t = str(message.getHeader().getField(MSG_TYPE))  # admin traffic: not the order path
-        st.msgs_in[t] = st.msgs_in.get(t, 0) + 1
+        if self._counted:
+            t = str(message.getHeader().getField(MSG_TYPE))  # admin traffic: not the order path
+            st.msgs_in[t] = st.msgs_in.get(t, 0) + 1
         self._log_message("IN", message, sessionID)
         problem = poss_dup_problem(message)
         if problem == _MISSING_ORIG:
@@ -284,13 +291,16 @@ class SessionApplication(fix.Application):  # type: ignore[misc]
         if self._oms_role:
             t = ("8" if _probe(message, self._exec_type)
                  else self._count_out_slow(message, int(sessionID.this)))
+        elif not self._venue_role:
+            t = ""
         elif _probe(message, self._ord_type) and not _probe(message, self._orig_cl_ord_id):
             t = "D"
         else:
             t = self._count_out_slow(message, int(sessionID.this))
-        k = (int(sessionID.this), t)
-        c = self._out.get(k)
-        next(c if c is not None else self._out.setdefault(k, itertools.count()))
+        if t:
+            k = (int(sessionID.this), t)
+            c = self._out.get(k)
+            next(c if c is not None else self._out.setdefault(k, itertools.count()))
         if self._log_secrets is not None:
             self._log_message("OUT", message, sessionID)
 
@@ -301,8 +311,9 @@ class SessionApplication(fix.Application):  # type: ignore[misc]
         fields = split_fields(message.toString())
         st = self._status.get(sessionID.toString()) or self.status(sessionID)
         st.last_received = time.time()
-        t = fields["35"]
-        st.msgs_in[t] = st.msgs_in.get(t, 0) + 1
+        if self._counted:
+            t = fields["35"]
+            st.msgs_in[t] = st.msgs_in.get(t, 0) + 1
         if fields.get("43") == "Y":
             problem = poss_dup_problem(message)
             if problem is not None:
