@@ -9,7 +9,8 @@ kept by `gateway.fix.application`) into metric families, and the HTTP listener
 
 Why not prometheus_client's Counter/Histogram: their methods take a lock, and the FIX callback
 threads that produce most figures are the latency hot path (measured in µs). Here every figure
-is a plain int in a dict or list with one writer thread per key; prometheus_client only runs at
+is a plain int in a dict or list with one writer thread per key (or an ``itertools.count``, whose
+``next()`` is atomic, where several threads write one key); prometheus_client only runs at
 scrape time, in `GatewayMetrics.collect`, on the HTTP server's thread, with a private
 `CollectorRegistry` (the global one would also export process-wide defaults nobody asked for).
 

@@ -6,7 +6,9 @@ Writers (all without locks, each key with one writer thread):
   round-trip latency goes into one `LatencyHistogram`, written only under the router's
   ``report_lock`` (venue reports), so one writer at a time.
 - the sessions themselves (`gateway.fix.application`): messages in by MsgType on each
-  ``SessionStatus``, messages out and rejects sent in per-thread ``OutCounts``.
+  ``SessionStatus`` (one writer: the session's socket thread); messages out and the rejects we
+  send in ``StatusBoard.out`` / ``out_rejects``, one ``itertools.count`` per key (any thread may
+  send on a session; ``next()`` is an atomic increment).
 - `GatewayMetrics.session_changed` (a StatusBoard listener) and `transport_switched` (the
   gateway's transport-switch callback): rare events, per-thread dicts as well.
 
