@@ -30,7 +30,8 @@ Wire formats follow ``shared/kraken-api.md`` §2 and §5 and Kraken's OpenAPI ex
 
 * Order entry, when the face is given the simulator's ``engine``: ``POST /sendorder``
   (``lmt``/``post``/``ioc``/``mkt``), ``POST /cancelorder``, ``POST /cancelallorders``,
-  ``GET /openorders``, ``GET|POST /orders/status``, all authenticated like ``/accounts``; and
+  ``GET /openorders``, ``GET|POST /orders/status``, ``GET /fills``, ``GET /openpositions``
+  (net of this account's fills), all authenticated like ``/accounts``; and
   public ``GET /orderbook?symbol=`` from the same engine book the orders trade against (see
   :class:`_FuturesOrders`). Without an engine these answer HTTP 503.
 
@@ -57,6 +58,7 @@ import uuid
 from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from decimal import ROUND_CEILING, ROUND_FLOOR, ROUND_HALF_EVEN, Decimal, InvalidOperation
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
@@ -282,6 +284,12 @@ class FuturesRestServer(HttpFace):
         log.info("Kraken Futures REST simulator on %s (scenario %s)", self.base_url,
                  self._scenario.name)
 
+    def close(self) -> None:
+        """Stop, and detach from the engine when there is one (the engine outlives faces)."""
+        self.stop()
+        if self.orders is not None:
+            self.orders.close()
+
     # -- test hooks --------------------------------------------------------------------------
 
     @property
@@ -448,7 +456,7 @@ class FuturesRestServer(HttpFace):
         the query string and the form body together (ccxt sends them in the query of a POST,
         python-kraken-sdk in the body), repeated keys kept as lists (``orderIds``)."""
         allowed = ("GET", "POST") if route == "/orders/status" else (
-            ("GET",) if route == "/openorders" else ("POST",))
+            ("GET",) if route in _GET_ROUTES else ("POST",))
         if method not in allowed:
             return self._error(405, "notFound")
         err = self._check_auth(route, query, headers, body)
@@ -546,7 +554,11 @@ class _Headers(Mapping[str, str]):
 # Order entry on the shared engine
 
 _ORDER_ROUTES = frozenset({"/sendorder", "/cancelorder", "/cancelallorders", "/openorders",
-                           "/orders/status"})
+                           "/orders/status", "/fills", "/openpositions"})
+_GET_ROUTES = frozenset({"/openorders", "/fills", "/openpositions"})
+#: Own fills kept for ``/fills`` (Kraken answers the last 100 before ``lastFillTime``).
+_FILLS_KEPT = 10_000
+_FILLS_PAGE = 100
 #: Levels ``/orderbook`` returns per side (Kraken returns the whole book; ours is bounded so a
 #: synthetic book cannot make one answer arbitrarily large).
 _BOOK_LEVELS = 500
@@ -617,6 +629,34 @@ class _FuturesOrders:
         self._uuid_to_engine: dict[str, str] = {}
         self._placed: deque[str] = deque(maxlen=10_000)  # engine ids, oldest first
         self._synth = itertools.count(1)
+        self._fills: deque[e.Filled] = deque(maxlen=_FILLS_KEPT)
+        #: symbol -> (signed size, average entry price, last fill time ns)
+        self._positions: dict[str, tuple[Decimal, Decimal, int]] = {}
+        engine.add_listener(self._on_events)
+
+    def close(self) -> None:
+        self.engine.remove_listener(self._on_events)
+
+    def _on_events(self, events: tuple[e.Event, ...]) -> None:
+        """Keep this account's fills and net positions (under the engine lock: dict work
+        only). A fill adds to or reduces the position; adding moves the average entry price,
+        reducing keeps it, flipping starts the new side at the fill price."""
+        for ev in events:
+            if not isinstance(ev, e.Filled) or ev.order.owner != self.owner:
+                continue
+            signed = ev.last_qty if ev.order.side is e.Side.BUY else -ev.last_qty
+            with self._lock:
+                self._fills.append(ev)
+                size, avg, _ = self._positions.get(ev.order.symbol, (Decimal(0), Decimal(0), 0))
+                new = size + signed
+                if size == 0 or (size > 0) == (signed > 0):
+                    avg = (abs(size) * avg + ev.last_qty * ev.last_px) / abs(new)
+                elif new != 0 and (new > 0) != (size > 0):
+                    avg = ev.last_px
+                if new == 0:
+                    self._positions.pop(ev.order.symbol, None)
+                else:
+                    self._positions[ev.order.symbol] = (new, avg, ev.time)
 
     # -- ids -----------------------------------------------------------------------------------
 
@@ -662,7 +702,51 @@ class _FuturesOrders:
         if route == "/openorders":
             return {"openOrders": [self._open_item(s)
                                    for s in self.engine.open_orders(self.owner)]}
+        if route == "/fills":
+            return {"fills": self._fill_items(_one(p, "lastFillTime"))}
+        if route == "/openpositions":
+            return {"openPositions": self._position_items()}
         return {"orders": self._status(p)}
+
+    def _fill_items(self, last_fill_time: str | None) -> list[dict[str, object]]:
+        """``fills``, newest first, the 100 before ``lastFillTime`` (ISO time) if given."""
+        with self._lock:
+            fills = list(self._fills)
+        fills.reverse()
+        if last_fill_time:
+            try:
+                before = datetime.fromisoformat(last_fill_time.replace("Z", "+00:00"))
+            except ValueError:
+                raise _FutErr(400, "invalidArgument") from None
+            cutoff = int(before.timestamp() * 1000)
+            fills = [f for f in fills if f.time // 1_000_000 < cutoff]
+        out: list[dict[str, object]] = []
+        for f in fills[:_FILLS_PAGE]:
+            item: dict[str, object] = {
+                "fill_id": str(uuid.uuid5(_ORDER_NS, f.exec_id)),
+                "symbol": f.order.symbol,
+                "side": "buy" if f.order.side is e.Side.BUY else "sell",
+                "order_id": self._public_id(f.order.order_id),
+                "size": f.last_qty,
+                "price": f.last_px,
+                "fillTime": iso_utc_ms(f.time / 1e9),
+                "fillType": "maker" if f.is_maker else "taker",
+            }
+            if (cli := self._cli(f.order)) is not None:
+                item["cliOrdId"] = cli
+            out.append(item)
+        return out
+
+    def _position_items(self) -> list[dict[str, object]]:
+        """``openPositions`` from this account's fills (no funding accrues in the simulator,
+        so ``unrealizedFunding`` is 0)."""
+        with self._lock:
+            positions = dict(self._positions)
+        return [{"side": "long" if size > 0 else "short", "symbol": sym,
+                 "price": avg.quantize(Decimal("1e-10")).normalize(),
+                 "fillTime": iso_utc_ms(t / 1e9), "size": abs(size),
+                 "unrealizedFunding": Decimal(0)}
+                for sym, (size, avg, t) in sorted(positions.items())]
 
     def _received(self) -> str:
         return iso_utc_ms(self._clock())

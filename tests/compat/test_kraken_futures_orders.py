@@ -51,8 +51,7 @@ class Venue:
         return self.engine.submission_count(OWNER, cl_ord_id)
 
 
-@pytest.fixture(scope="module")
-def venue() -> Iterator[Venue]:
+def _venue() -> Iterator[Venue]:
     key = "FUT" + secrets.token_hex(6)
     secret = base64.b64encode(secrets.token_bytes(64)).decode()
     engine = MatchingEngine(seed=11)
@@ -64,6 +63,17 @@ def venue() -> Iterator[Venue]:
         yield Venue(engine, server, key, secret)
     finally:
         server.close()
+
+
+@pytest.fixture(scope="module")
+def venue() -> Iterator[Venue]:
+    yield from _venue()
+
+
+@pytest.fixture
+def fresh_venue() -> Iterator[Venue]:
+    """A venue of its own, for tests whose assertions depend on every fill the account made."""
+    yield from _venue()
 
 
 def _ccxt(v: Venue) -> Any:
@@ -184,3 +194,36 @@ def test_ccxt_post_only_that_would_cross_is_refused(venue: Venue) -> None:
         kf.create_order("ARB/USD:USD", "limit", "buy", 5, float(best_ask),
                         {"postOnly": True, "clientOrderId": cli})
     assert venue.count(cli) == 0 and venue.engine.top_of_book(SYMBOL)[1] == best_ask
+
+
+def test_fills_and_positions_follow_the_account_trades(fresh_venue: Venue) -> None:
+    """ccxt ``fetch_my_trades``/``fetch_positions`` and the SDK's ``Trade.get_fills``/
+    ``get_open_positions`` report the account's own fills and its net position: adding moves
+    the entry price, reducing keeps it, flipping starts the new side at the fill price."""
+    from kraken.futures import Trade, User
+
+    v = fresh_venue
+    kf = _ccxt(v)
+    trade = Trade(key=v.key, secret=v.secret, url=v.url)
+    user = User(key=v.key, secret=v.secret, url=v.url)
+    ask = v.engine.top_of_book(SYMBOL)[1]
+    assert ask is not None
+    bought = kf.create_order("ARB/USD:USD", "market", "buy", 10)
+    (position,) = kf.fetch_positions(["ARB/USD:USD"])
+    assert (position["side"], position["contracts"]) == ("long", 10)
+    assert Decimal(str(position["entryPrice"])) == ask
+    (mine,) = kf.fetch_my_trades("ARB/USD:USD")
+    assert (mine["order"], mine["side"], mine["amount"]) == (bought["id"], "buy", 10)
+    assert Decimal(str(mine["price"])) == ask
+
+    trade.create_order(orderType="mkt", side="sell", size=4, symbol=SYMBOL)
+    (pos,) = user.get_open_positions()["openPositions"]
+    assert (pos["side"], pos["size"], Decimal(str(pos["price"]))) == ("long", 6, ask)
+    bid = v.engine.top_of_book(SYMBOL)[0]
+    assert bid is not None
+    trade.create_order(orderType="mkt", side="sell", size=10, symbol=SYMBOL)
+    (pos,) = user.get_open_positions()["openPositions"]
+    assert (pos["side"], pos["size"], Decimal(str(pos["price"]))) == ("short", 4, bid)
+    fills = trade.get_fills()["fills"]
+    assert [(f["side"], f["size"]) for f in fills] == [("sell", 10), ("sell", 4), ("buy", 10)]
+    assert all(f["fillType"] == "taker" for f in fills)
