@@ -22,7 +22,12 @@ from gateway.config.model import Config, TlsConnectConfig
 from gateway.events import builders
 from gateway.events.log import EventLog
 from gateway.events.publisher import EventPublisher, InProcessPublisher
-from gateway.fix.application import SessionApplication, StatusBoard, message_log
+from gateway.fix.application import (
+    SessionApplication,
+    SessionStatus,
+    StatusBoard,
+    message_log,
+)
 from gateway.fix.kraken_logon import KrakenCredentials
 from gateway.fix.reconnect import ReconnectSupervisor
 from gateway.fix.settings import (
@@ -32,6 +37,7 @@ from gateway.fix.settings import (
     common_defaults,
     free_port,
 )
+from gateway.fix.store_scrub import LogonScrubber
 from gateway.kraken.auth import NonceSource
 from gateway.kraken.secrets import SecretMaskingFilter
 from gateway.marketdata.fanout import OmsMarketData
@@ -135,6 +141,9 @@ class Gateway:
             self.board.listeners.append(sink.session_changed)
             self.md_feed.listeners.append(sink)
         self.credentials = credentials
+        # The venue Logons' 553/554 are blanked out of the file store after each logon.
+        self.store_scrubber = LogonScrubber(self.data_dir / "store" / "venue")
+        self.board.listeners.append(self._scrub_after_venue_logon)
         # Also told of every order-flow transport switch (old, new, reason, automatic): metrics.
         self.transport_listeners: list[Callable[[str, str, str, bool], None]] = []
         self.fallback = self._build_fallback()
@@ -225,6 +234,11 @@ class Gateway:
                     from_transport=old, to_transport=new,  # event process
                     reason=reason, automatic=automatic, session=session,
                     source=builders.EventSource.gateway("marketdata")))
+
+    def _scrub_after_venue_logon(self, status: SessionStatus, old_state: str,
+                                 reason: str) -> None:
+        if status.role == "venue" and status.state == "logged_on":
+            self.store_scrubber.on_logon()
 
     def _known_symbol(self, symbol: str) -> bool:
         """Tradable = configured and, once the venue's InstrumentList is in, listed by it."""

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import queue
+import re
 import time
 from collections import defaultdict
 from collections.abc import Callable
@@ -65,6 +66,14 @@ def test_kill9_mid_flow_then_restart_loses_nothing(tmp_path: Path) -> None:
 
     # Sequence numbers resumed (not reset to 1) across the restart.
     assert seq_before[0] > 1 and seq_before[1] > 1
+    # The venue Logons' credentials (553 key, 554 password) were blanked in QuickFIX's file
+    # store after each logon, and the resends above worked all the same.
+    bodies = list((tmp_path / "gw" / "var" / "store" / "venue").glob("*.body"))
+    assert bodies
+    for body in bodies:
+        data = body.read_bytes()
+        assert b"\x0135=A\x01" in data and creds.api_key.encode() not in data
+        assert re.search(rb"\x01554=[^*\x01]", data) is None
     by_order: dict[str, list[dict[int, str]]] = defaultdict(list)
     for r in reports:
         if r.msg_type == "8":
