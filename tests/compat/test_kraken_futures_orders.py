@@ -227,3 +227,18 @@ def test_fills_and_positions_follow_the_account_trades(fresh_venue: Venue) -> No
     fills = trade.get_fills()["fills"]
     assert [(f["side"], f["size"]) for f in fills] == [("sell", 10), ("sell", 4), ("buy", 10)]
     assert all(f["fillType"] == "taker" for f in fills)
+
+
+def test_sdk_cancel_all_orders(fresh_venue: Venue) -> None:
+    from kraken.futures import Trade
+
+    v = fresh_venue
+    trade = Trade(key=v.key, secret=v.secret, url=v.url)
+    ids = {trade.create_order(orderType="lmt", side="buy", size=2, symbol=SYMBOL,
+                              limitPrice=price)["sendStatus"]["order_id"]
+           for price in ("0.0801", "0.0802")}
+    status = trade.cancel_all_orders(symbol=SYMBOL)["cancelStatus"]
+    assert status["status"] == "cancelled"
+    assert {o["order_id"] for o in status["cancelledOrders"]} == ids
+    assert v.resting("buy", "0.0801") == 0 and v.resting("buy", "0.0802") == 0
+    assert trade.cancel_all_orders()["cancelStatus"]["status"] == "noOrdersToCancel"
