@@ -213,6 +213,9 @@ class GatewayConfig(_Strict):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     # Log every FIX message (credentials masked) to <data_dir>/log; off keeps the hot path lean.
     fix_message_log: bool = False
+    # The message log rotates at this size, keeping this many old files (fix-messages.log.1 ..).
+    fix_message_log_max_mb: int = Field(default=256, ge=1)
+    fix_message_log_backups: int = Field(default=10, ge=0)
     # stderr log lines: "text" (human) or "json" (one object per line: ts, level, logger, msg).
     log_format: Literal["text", "json"] = "text"
     # Order journal: a background fsync at most this often. The write itself is synchronous

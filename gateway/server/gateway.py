@@ -8,6 +8,7 @@ already coming up, and stop runs in reverse so every session logs out before sto
 from __future__ import annotations
 
 import logging
+import logging.handlers
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -305,7 +306,11 @@ class Gateway:
             return
         path = self.data_dir / "log" / "fix-messages.log"
         path.parent.mkdir(parents=True, exist_ok=True)
-        handler = logging.FileHandler(path, encoding="utf-8")
+        g = self.config.gateway
+        # Rotated by size: one line per message fills a disk in days at production rates.
+        handler = logging.handlers.RotatingFileHandler(
+            path, maxBytes=g.fix_message_log_max_mb * 1024 * 1024,
+            backupCount=g.fix_message_log_backups, encoding="utf-8")
         handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
         handler.addFilter(SecretMaskingFilter(secrets))  # belt and braces: already masked
         message_log.addHandler(handler)
