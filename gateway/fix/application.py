@@ -44,6 +44,7 @@ log = logging.getLogger("fixgw.session")
 message_log = logging.getLogger("fixgw.fix.messages")
 
 REF_SEQ_NUM = 45
+HEART_BT_INT = 108
 REF_TAG_ID = 371
 REF_MSG_TYPE = 372
 SESSION_REJECT_REASON = 373
@@ -266,9 +267,12 @@ class SessionApplication(fix.Application):  # type: ignore[misc]
         _pin_thread_state()
         st = self.status(sessionID)
         st.last_received = time.time()
+        t = str(message.getHeader().getField(MSG_TYPE))  # admin traffic: not the order path
         if self._counted:
-            t = str(message.getHeader().getField(MSG_TYPE))  # admin traffic: not the order path
             st.msgs_in[t] = st.msgs_in.get(t, 0) + 1
+        if t == "A" and message.isSetField(HEART_BT_INT):
+            # The interval the counterparty asked for (an acceptor takes the OMS's): for ops.
+            st.extra["heartbeat_interval_s"] = message.getField(HEART_BT_INT)
         self._log_message("IN", message, sessionID)
         problem = poss_dup_problem(message)
         if problem == _MISSING_ORIG:

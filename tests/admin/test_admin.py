@@ -238,6 +238,7 @@ def test_list_and_get_sessions(stack: Stack) -> None:
     assert oms.role == admin_pb2.SESSION_ROLE_OMS_ACCEPTOR and oms.state == "logged_on"
     assert oms.next_sender_seq_num >= 2 and oms.next_target_seq_num >= 2
     assert oms.transport == "fix" and oms.HasField("last_logon_time")
+    assert oms.heartbeat_interval_s == 30  # the interval the OMS asked for in its Logon
     trd = by_name[TRD_NAME]
     assert trd.role == admin_pb2.SESSION_ROLE_VENUE_TRADING and trd.heartbeat_interval_s > 0
     assert by_name["FIXGW->KRAKEN-MD"].role == admin_pb2.SESSION_ROLE_VENUE_MD
