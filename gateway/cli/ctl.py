@@ -6,7 +6,8 @@ configured). TLS: ``--ca-file`` (``FIXGW_CA_FILE``) when the admin listener spea
 (``[admin] tls_cert_file``), plus ``--cert-file``/``--key-file`` (``FIXGW_CERT_FILE``,
 ``FIXGW_KEY_FILE``) when it wants client certificates (``[admin] tls_client_ca_file``).
 `fixgwctl events` reads the event service instead (``--events-addr`` or
-``FIXGW_EVENTS_ADDR``, default 127.0.0.1:50051, no token). Exit codes: 0 ok, 1 action refused
+``FIXGW_EVENTS_ADDR``, default 127.0.0.1:50051, no token; ``--events-ca-file`` or
+``FIXGW_EVENTS_CA_FILE`` when it speaks TLS). Exit codes: 0 ok, 1 action refused
 or not found (or not confirmed), 2 usage, 3 gateway not reachable, 4 authentication/authorization
 failure.
 """
@@ -161,6 +162,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--events-addr", default=None, metavar="HOST:PORT",
                    help=f"event service address (env FIXGW_EVENTS_ADDR; default "
                    f"{DEFAULT_EVENTS_ADDR})")
+    p.add_argument("--events-ca-file", default=None, metavar="PEM",
+                   help="CA certificate to verify a TLS event port ([grpc] tls_cert_file; env "
+                   "FIXGW_EVENTS_CA_FILE); --cert-file/--key-file apply when it wants client "
+                   "certificates")
     cmd("health", "one-line health: venue sessions, OMS sessions, kill switch, transport",
         "fixgwctl health --json")
     return parser
@@ -519,7 +524,11 @@ def _events(args: argparse.Namespace) -> int:
 
     addr = args.events_addr or os.environ.get("FIXGW_EVENTS_ADDR") or DEFAULT_EVENTS_ADDR
     kinds = _event_kinds(args.kind)
-    channel = grpc.insecure_channel(addr)
+    admin_tls = TlsFiles.from_args(args)
+    events_ca = args.events_ca_file or os.environ.get("FIXGW_EVENTS_CA_FILE") or None
+    tls = TlsFiles(events_ca, admin_tls.cert_file, admin_tls.key_file)
+    channel = (grpc.secure_channel(addr, tls.credentials()) if events_ca is not None
+               else grpc.insecure_channel(addr))
     stub = events_pb2_grpc.EventServiceStub(channel)
     try:
         try:
@@ -527,7 +536,8 @@ def _events(args: argparse.Namespace) -> int:
         except grpc.RpcError as exc:
             raise CtlError(EXIT_UNREACHABLE, f"event service not reachable at {addr} "
                            f"({exc.details()}). Set --events-addr or FIXGW_EVENTS_ADDR (the "
-                           "gateway's gRPC port, not the admin port).") from None
+                           "gateway's gRPC port, not the admin port); a TLS event port also "
+                           "needs --events-ca-file or FIXGW_EVENTS_CA_FILE.") from None
         end = int(info.next_sequence) - 1  # the newest event now (without --follow: stop there)
         start = args.from_seq or (int(info.next_sequence) if args.follow
                                   else int(info.oldest_sequence))

@@ -3,6 +3,9 @@ data normalized into events, and a subscriber resuming across a gateway restart.
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import threading
 import time
 from decimal import Decimal
@@ -192,6 +195,17 @@ def test_event_port_with_tls_serves_events_and_the_gateway_signal_service(tmp_pa
                     assert time.monotonic() < deadline, "no PF_XBTUSD snapshot in 20 s"
                     time.sleep(0.3)
             assert snap.symbol == "PF_XBTUSD"
+        # fixgwctl tails the TLS event port with the CA, and says what to pass without it.
+        ctl = [sys.executable, "-m", "gateway.cli.ctl", "events", "--events-addr",
+               f"127.0.0.1:{gw.grpc_port}", "--kind", "SESSION_STATUS", "--json"]
+        env = {k: v for k, v in os.environ.items() if not k.startswith("FIXGW_")}
+        ok = subprocess.run([*ctl, "--events-ca-file", str(pki.ca)], capture_output=True,
+                            text=True, timeout=60, env=env)
+        assert ok.returncode == 0, ok.stderr
+        assert '"session_status"' in ok.stdout
+        refused = subprocess.run([*ctl, "--timeout", "3"], capture_output=True, text=True,
+                                 timeout=60, env=env)
+        assert refused.returncode == 3 and "--events-ca-file" in refused.stderr
         with grpc.insecure_channel(f"127.0.0.1:{gw.grpc_port}") as plain:
             with pytest.raises(grpc.RpcError) as err:
                 events_pb2_grpc.EventServiceStub(plain).GetLogInfo(K.GetLogInfoRequest(),
