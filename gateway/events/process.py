@@ -189,6 +189,7 @@ class EventProcess:
             if "ready" in line:
                 self.port = int(line["ready"]["port"])
                 break
+        _widen_pipe(proc.stdin.fileno())
         self.publisher.attach(proc.stdin)
         return self.port
 
@@ -227,6 +228,15 @@ class EventProcess:
             else:
                 self._lines.put(line)
         self._lines.put(None)
+
+
+def _widen_pipe(fd: int, size: int = 1 << 20) -> None:
+    """Room for a burst of events (Linux pipes hold 64 KiB, ~300 events, by default), so the
+    drain thread rarely waits while the lower-priority child catches up; best effort."""
+    set_size = getattr(fcntl, "F_SETPIPE_SZ", None)
+    if set_size is not None:
+        with contextlib.suppress(OSError):
+            fcntl.fcntl(fd, set_size, size)
 
 
 # ---- the child ---------------------------------------------------------------------------------
