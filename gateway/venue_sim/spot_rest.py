@@ -236,6 +236,7 @@ class SpotRestServer(HttpFace):
         self._synth_n = 0
         self._trades: dict[str, list[str]] = defaultdict(list)
         self._rest_orders: dict[str, deque[str]] = defaultdict(lambda: deque(maxlen=10_000))
+        self._userrefs: dict[str, int] = {}  # txid -> AddOrder userref
         self._level_times: dict[str, dict[tuple[str, Decimal], int]] = defaultdict(dict)
         self._wallets: dict[str, dict[str, Decimal]] = {}
         self._fills: dict[str, deque[Filled]] = defaultdict(lambda: deque(maxlen=_FILLS_KEPT))
@@ -658,6 +659,7 @@ class SpotRestServer(HttpFace):
             raise _Err("EGeneral:Invalid arguments:cl_ord_id and userref are exclusive")
         if cl_ord_id is not None and (not cl_ord_id or cl_ord_id.startswith(_SYNTH)):
             raise _Err("EGeneral:Invalid arguments:cl_ord_id")
+        userref = _userref(p.get("userref"))
         descr = _descr_order(inst, p.get("type", ""), p.get("ordertype", ""), volume, price)
         if validate:
             return {"descr": {"order": descr}}
@@ -674,6 +676,8 @@ class SpotRestServer(HttpFace):
         txid = first.order.order_id
         with self._lock:
             self._rest_orders[owner].append(txid)
+            if userref is not None:
+                self._userrefs[txid] = userref
         return {"descr": {"order": descr}, "txid": [txid]}
 
     def _check_deadline(self, text: str | None) -> None:
@@ -703,11 +707,35 @@ class SpotRestServer(HttpFace):
             return self.engine.order_status(owner, cl_ord_id=clid)
         raise _Err("EGeneral:Invalid arguments:txid or cl_ord_id required")
 
+    def _userref_of(self, txid: str) -> int:
+        with self._lock:
+            return self._userrefs.get(txid, 0)
+
     def _cancel_order(self, account: ApiAccount, p: Mapping[str, str]) -> dict[str, object]:
+        """CancelOrder by ``txid``, ``cl_ord_id``, or (an integer ``txid``) by ``userref``:
+        every open order carrying it, as Kraken does."""
         owner = account.owner
+        txid = p.get("txid") or ""
+        if txid.lstrip("-").isdigit():
+            ref = int(txid)
+            count = 0
+            for open_snap in self.engine.open_orders(owner):
+                if self._userref_of(open_snap.order_id) == ref:
+                    count += self._cancel_one(owner, open_snap)
+            if not count:
+                raise _Err(E_UNKNOWN_ORDER)
+            return {"count": count}
         snap = self._find(owner, p)
         if snap is None or not snap.is_open:
             raise _Err(E_UNKNOWN_ORDER)
+        count = self._cancel_one(owner, snap)
+        if not count:
+            raise _Err(E_UNKNOWN_ORDER)  # closed between the lookup and the cancel
+        return {"count": count}
+
+    def _cancel_one(self, owner: str, snap: OrderSnapshot) -> int:
+        """Cancel one open order, charging the engine counter by its age; 1 if canceled, 0 if
+        it closed between the lookup and the cancel."""
         age_s = max(0, self._wall_ns() - snap.created_time) / 1e9
         with self._lock:
             if not self._engine_counter(owner, snap.symbol).try_add(cancel_cost(age_s)):
@@ -715,9 +743,7 @@ class SpotRestServer(HttpFace):
             self._synth_n += 1
             req = f"{_SYNTH}cxl{self._synth_n}"
         events = self.engine.cancel(owner, req, order_id=snap.order_id)
-        if events and isinstance(events[0], CancelRejected):
-            raise _Err(E_UNKNOWN_ORDER)  # closed between the lookup and the cancel
-        return {"count": sum(1 for e in events if isinstance(e, Canceled))}
+        return sum(1 for e in events if isinstance(e, Canceled))
 
     def _amend_order(self, account: ApiAccount, p: Mapping[str, str]) -> dict[str, object]:
         """Kraken ``AmendOrder``: ``txid`` or ``cl_ord_id``, new ``order_qty`` and/or
@@ -761,7 +787,7 @@ class SpotRestServer(HttpFace):
             else zero_px
         out: dict[str, object] = {
             "refid": None,
-            "userref": 0,
+            "userref": self._userref_of(snap.order_id),
             "status": _STATUS[snap.status],
             "opentm": _secs(snap.created_time),
             "starttm": 0,
@@ -799,9 +825,11 @@ class SpotRestServer(HttpFace):
 
     def _open_orders(self, account: ApiAccount, p: Mapping[str, str]) -> dict[str, object]:
         clid = p.get("cl_ord_id")
+        ref = _userref(p.get("userref"))
         trades = _flag(p.get("trades"))
         snaps = [s for s in self.engine.open_orders(account.owner)
-                 if clid is None or s.cl_ord_id == clid]
+                 if (clid is None or s.cl_ord_id == clid)
+                 and (ref is None or self._userref_of(s.order_id) == ref)]
         return {"open": {s.order_id: self._order_json(s, trades) for s in snaps}}
 
     def _closed_orders(self, account: ApiAccount, p: Mapping[str, str]) -> dict[str, object]:
@@ -818,8 +846,10 @@ class SpotRestServer(HttpFace):
             snaps = [s for t in reversed(txids)
                      if (s := self.engine.order_status(owner, order_id=t)) is not None]
         trades = _flag(p.get("trades"))
+        ref = _userref(p.get("userref"))
         closed = {s.order_id: self._order_json(s, trades) for s in snaps
-                  if not s.is_open and (start is None or _secs(s.created_time) >= start)}
+                  if not s.is_open and (start is None or _secs(s.created_time) >= start)
+                  and (ref is None or self._userref_of(s.order_id) == ref)}
         return {"closed": closed, "count": len(closed)}
 
     def _query_orders(self, account: ApiAccount, p: Mapping[str, str]) -> dict[str, object]:
@@ -968,6 +998,15 @@ class SpotRestServer(HttpFace):
 def _form(text: str) -> dict[str, str]:
     """Form body to a dict (last value wins); blank values kept, as Kraken treats them."""
     return {k: v[-1] for k, v in parse_qs(text, keep_blank_values=True).items()}
+
+
+def _userref(value: str | None) -> int | None:
+    """Kraken's ``userref``: a signed 32-bit integer, or absent."""
+    if value is None or value == "":
+        return None
+    if not value.lstrip("-").isdigit() or not -(2**31) <= int(value) < 2**31:
+        raise _Err("EGeneral:Invalid arguments:userref")
+    return int(value)
 
 
 def _flag(value: str | None) -> bool:

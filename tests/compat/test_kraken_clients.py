@@ -129,6 +129,28 @@ def test_sdk_spot_limit_order_query_cancel(sim: tuple[SimProcess, Credentials]) 
     assert _count(s, clid) == 1
 
 
+def test_sdk_spot_userref_groups_orders(sim: tuple[SimProcess, Credentials]) -> None:
+    """``userref`` tags orders: OpenOrders filters by it and CancelOrder with the userref as
+    ``txid`` cancels every open order carrying it."""
+    from kraken.spot import Trade, User
+
+    s, creds = sim
+    trade = Trade(key=creds.api_key, secret=creds.api_secret, url=_spot_url(s))
+    user = User(key=creds.api_key, secret=creds.api_secret, url=_spot_url(s))
+    ref = int(time.time()) % 1_000_000
+    tagged = {trade.create_order(ordertype="limit", side="buy", pair="XBTUSD", volume="0.001",
+                                 price=price, userref=ref)["txid"][0]
+              for price in ("30010.0", "30011.0")}
+    other = trade.create_order(ordertype="limit", side="buy", pair="XBTUSD", volume="0.001",
+                               price="30012.0")["txid"][0]
+    opened = user.get_open_orders(userref=ref)["open"]
+    assert set(opened) == tagged and all(o["userref"] == ref for o in opened.values())
+    assert trade.cancel_order(txid=ref)["count"] == 2
+    assert _resting(s, "BTC/USD", "30010.0") == 0 and _resting(s, "BTC/USD", "30011.0") == 0
+    assert _resting(s, "BTC/USD", "30012.0") == Decimal("0.001")
+    assert trade.cancel_order(txid=other)["count"] == 1
+
+
 def test_sdk_spot_ticker_and_depth_follow_the_engine(sim: tuple[SimProcess, Credentials]) -> None:
     from kraken.spot import Market, Trade
 
