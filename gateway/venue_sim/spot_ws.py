@@ -339,9 +339,9 @@ class SpotWsServer:
             reply(False, error="EGeneral:Invalid arguments:params")
             return
         if method == "ping":
-            # Kraken answers a v2 ping with ``method: "pong"`` and no ``success`` field; ccxt
-            # drops a connection whose pings go unanswered that way.
-            pong: dict[str, Any] = {"method": "pong"}
+            # Kraken answers a v2 ping with ``method: "pong"`` (docs: spot-websocket-v2/ping);
+            # ccxt drops a connection whose pings are not answered that way.
+            pong: dict[str, Any] = {"method": "pong", "success": True}
             if req_id is not None:
                 pong["req_id"] = req_id
             pong["time_in"] = time_in
