@@ -574,10 +574,20 @@ _SYNTH = "_kf:"
 
 
 class _FutErr(Exception):
+    """A request-level refusal: HTTP ``status`` with Kraken's ``{"result":"error"}`` body."""
+
     def __init__(self, status: int, error: str) -> None:
         super().__init__(error)
         self.status = status
         self.error = error
+
+
+class _Refused(Exception):
+    """A ``sendStatus.status`` other than ``placed`` (Kraken answers these with HTTP 200)."""
+
+    def __init__(self, status: str) -> None:
+        super().__init__(status)
+        self.status = status
 
 
 def _one(params: Mapping[str, list[str]], key: str) -> str | None:
@@ -597,25 +607,19 @@ def _dec(text: str | None, status: str) -> Decimal | None:
     return d
 
 
-class _Refused(Exception):
-    """A ``sendStatus.status`` other than ``placed`` (Kraken answers these with HTTP 200)."""
-
-    def __init__(self, status: str) -> None:
-        super().__init__(status)
-        self.status = status
-
-
 class _FuturesOrders:
     """Kraken Futures order entry (``sendorder``, ``cancelorder``, ``cancelallorders``,
-    ``openorders``, ``orders/status``) over the simulator's matching engine, so an order sent by
-    a futures client rests in, trades against and shows up in the same perp book the synthetic
-    flow quotes (and counts in ``submission_counts`` under ``owner``).
+    ``openorders``, ``orders/status``, ``fills``, ``openpositions``) over the simulator's
+    matching engine, so an order sent by a futures client rests in, trades against and shows up
+    in the same perp book the synthetic flow quotes (and counts in ``submission_counts`` under
+    ``owner``).
 
     Shapes follow python-kraken-sdk's docstring examples of Kraken's answers and ccxt
     ``krakenfutures.parse_order``: ``sendStatus``/``cancelStatus`` with ``orderEvents``,
     ``openOrders`` items with ``unfilledSize``/``filledSize``, ``orders`` items wrapping
     ``order`` with ``ENTERED_BOOK``/``FULLY_EXECUTED``/``CANCELLED``. Numbers are JSON numbers
-    from Decimal. Not modelled: trigger orders, margin/positions, the futures rate budget.
+    from Decimal. Not modelled: trigger orders, margin and PnL, funding accrual, the futures
+    rate budget.
     """
 
     def __init__(self, engine: e.MatchingEngine, owner: str,
