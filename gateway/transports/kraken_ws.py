@@ -290,7 +290,9 @@ class _Connector(_LoopThread):
                     self.connects += 1
                     await self._on_open(ws)
                     self._connected.set()
-                    while True:
+                    # Not `while True`: on Python 3.11 wait_for can swallow stop()'s cancel
+                    # when a frame arrives at the same moment, and the socket stayed open.
+                    while not self._stopping:
                         try:
                             raw = await asyncio.wait_for(ws.recv(), self.heartbeat_timeout)
                         except TimeoutError:

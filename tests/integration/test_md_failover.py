@@ -93,19 +93,22 @@ class OmsView:
 
 
 def collect_events(port: int) -> list[events_pb2.Event]:
+    """Every market-data and transport-switch event published so far (read up to the log's
+    newest sequence, so a slow event server cannot cut the list short)."""
+    kinds = {K.EVENT_KIND_TRANSPORT_SWITCH, K.EVENT_KIND_BOOK_SNAPSHOT, K.EVENT_KIND_BOOK_DELTA,
+             K.EVENT_KIND_TRADE}
     got: list[events_pb2.Event] = []
-    req = K.SubscribeRequest(from_sequence=1, kinds=[
-        K.EVENT_KIND_TRANSPORT_SWITCH, K.EVENT_KIND_BOOK_SNAPSHOT, K.EVENT_KIND_BOOK_DELTA,
-        K.EVENT_KIND_TRADE])
     with grpc.insecure_channel(f"127.0.0.1:{port}") as ch:
-        call = events_pb2_grpc.EventServiceStub(ch).Subscribe(req, timeout=4)
-        try:
-            for batch in call:
-                got.extend(batch.events)
-        except grpc.RpcError as exc:
-            if exc.code() != grpc.StatusCode.DEADLINE_EXCEEDED:
-                raise
-    return got
+        stub = events_pb2_grpc.EventServiceStub(ch)
+        newest = stub.GetLogInfo(K.GetLogInfoRequest(), timeout=10).next_sequence - 1
+        call = stub.Subscribe(K.SubscribeRequest(from_sequence=1), timeout=60)
+        for batch in call:
+            got.extend(batch.events)
+            if got and got[-1].sequence >= newest:
+                call.cancel()
+                break
+    assert got and got[-1].sequence >= newest
+    return [e for e in got if e.kind in kinds]
 
 
 def ws_stats(sim: SimProcess) -> dict[str, object]:
