@@ -86,7 +86,7 @@ class VenueSimulator:
         self.futures = FuturesRestServer(
             opts.scenario, host=opts.host, port=opts.futures_port,
             api_key=creds.api_key if creds else None,
-            api_secret=creds.api_secret if creds else None)
+            api_secret=creds.api_secret if creds else None, engine=self.engine)
         # Reads the REST face's scenario, so both faces always serve the same figures.
         self.futures_ws = FuturesWsServer(lambda: self.futures.scenario, host=opts.host,
                                           port=opts.futures_ws_port)

@@ -587,10 +587,6 @@ def test_ccxt_krakenfutures_funding_history(ccxt_sim: tuple[SimProcess, Credenti
     assert history[-1]["symbol"] == "ARB/USD:USD"
 
 
-@pytest.mark.xfail(strict=True, reason="gateway/venue_sim/server.py builds FuturesRestServer "
-                   "without engine=self.engine, so the simulator process answers /orderbook and "
-                   "order entry with 503 (the in-process face in test_kraken_futures_orders.py "
-                   "has them)")
 def test_sim_process_serves_futures_orderbook(ccxt_sim: tuple[SimProcess, Credentials]) -> None:
     from kraken.futures import Market
 
