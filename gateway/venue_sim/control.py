@@ -120,17 +120,7 @@ def md_failover_handlers(spot_ws: SpotWsServer, default_client: str,
         return {}
 
     def ws_stats(req: dict[str, Any]) -> dict[str, Any]:
-        # Read on the WS face's own loop, which owns its connections (see spot_ws.py).
-        out: dict[str, Any] = {}
-
-        def collect() -> None:
-            conns = list(spot_ws._conns)
-            out["connections"] = len(conns)
-            out["book_subscriptions"] = sum(len(c.books) for c in conns)
-            out["trade_subscriptions"] = sum(len(c.trades) for c in conns)
-
-        spot_ws._post(collect)
-        return out
+        return spot_ws.subscription_counts()
 
     return {"drop_md": drop_md, "restore_md": restore_md, "ws_fault": ws_fault,
             "ws_stats": ws_stats}

@@ -46,17 +46,17 @@ import asyncio
 import contextlib
 import json
 import logging
-import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from decimal import Decimal
+from typing import Any
 
-from websockets.asyncio.server import Server, ServerConnection, serve
-from websockets.exceptions import ConnectionClosed
+from websockets.asyncio.server import ServerConnection
 
 from gateway.venue_sim.futures_rest import dumps, ticker_json
 from gateway.venue_sim.scenarios import PerpFigures, Scenario
+from gateway.venue_sim.ws_face import WsConn, WsFace
 
 __all__ = ["WS_PATH", "FuturesWsServer", "ws_ticker_json"]
 
@@ -121,14 +121,12 @@ def ws_ticker_json(fig: PerpFigures, now: float) -> dict[str, object]:
 
 
 @dataclass(eq=False)
-class _Conn:
-    ws: ServerConnection
-    out: asyncio.Queue[str | None] = field(default_factory=asyncio.Queue)
+class _Conn(WsConn):
     tickers: set[str] = field(default_factory=set)
     heartbeat: bool = False
 
 
-class FuturesWsServer:
+class FuturesWsServer(WsFace[_Conn]):
     """Kraken Futures WS v1 ``ticker``/``heartbeat`` over a scenario source; ``start()``, ``url``.
 
     ``scenario`` is called on the face's loop for every publish, so it must be cheap and
@@ -147,82 +145,34 @@ class FuturesWsServer:
     ) -> None:
         if ticker_interval_s <= 0 or heartbeat_interval_s <= 0:
             raise ValueError("ticker_interval_s and heartbeat_interval_s must be > 0")
+        self._init_ws(host, port)
         self._scenario = scenario
-        self.host = host
-        self.port = port
         self.ticker_interval_s = ticker_interval_s
         self.heartbeat_interval_s = heartbeat_interval_s
         self._clock = clock
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
-        self._server: Server | None = None
-        self._stop_evt: asyncio.Event | None = None
         self._wake: asyncio.Event | None = None
-        self._conns: set[_Conn] = set()
-        self._stall_until: dict[str | None, float] = {}
         self._last_scenario: Scenario | None = None
-        self.connections_total = 0  #: accepted connections so far (tests count reconnects)
         self.tickers_sent = 0  #: ticker messages sent, all connections
 
-    # ---- lifecycle ------------------------------------------------------------------------------
+    # ---- the face -----------------------------------------------------------------------------
 
-    @property
-    def url(self) -> str:
-        return f"ws://{self.host}:{self.port}{WS_PATH}"
+    path = WS_PATH
+    label = "Kraken Futures WS"
 
-    def start(self) -> None:
-        """Bind and serve on a daemon thread; returns once the port is known."""
-        if self._thread is not None:
-            return
-        loop = asyncio.new_event_loop()
-        self._loop = loop
-        ready = threading.Event()
-        failure: list[BaseException] = []
+    def _new_conn(self, ws: ServerConnection) -> _Conn:
+        return _Conn(ws)
 
-        async def main() -> None:
-            self._stop_evt = asyncio.Event()
-            self._wake = asyncio.Event()
-            async with serve(self._handle, self.host, self.port, max_size=2**16) as server:
-                self._server = server
-                sock = next(iter(server.sockets))
-                self.port = int(sock.getsockname()[1])
-                tasks = [asyncio.create_task(self._publisher()),
-                         asyncio.create_task(self._heartbeats())]
-                ready.set()
-                log.info("Kraken Futures WS simulator on %s", self.url)
-                await self._stop_evt.wait()
-                for t in tasks:
-                    t.cancel()
-                for c in list(self._conns):
-                    c.out.put_nowait(None)
-                server.close()
+    async def _on_start(self) -> None:
+        self._wake = asyncio.Event()
 
-        def run() -> None:
-            asyncio.set_event_loop(loop)
-            try:
-                loop.run_until_complete(main())
-            except BaseException as exc:  # surfaced to start()'s caller
-                failure.append(exc)
-                ready.set()
-            finally:
-                loop.run_until_complete(loop.shutdown_asyncgens())
-                loop.close()
+    def _tasks(self) -> list[Coroutine[Any, Any, None]]:
+        return [self._publisher(), self._heartbeats()]
 
-        self._thread = threading.Thread(target=run, name="venue-sim-futures-ws", daemon=True)
-        self._thread.start()
-        ready.wait(10.0)
-        if failure:
-            self._thread = None
-            raise RuntimeError("futures WS face failed to start") from failure[0]
+    async def _on_open(self, conn: _Conn) -> None:
+        conn.out.put_nowait(dumps({"event": "info", "version": 1}))
 
-    def stop(self, timeout: float = 5.0) -> None:
-        loop, evt, thread = self._loop, self._stop_evt, self._thread
-        if loop is not None and evt is not None and not loop.is_closed():
-            with contextlib.suppress(RuntimeError):
-                loop.call_soon_threadsafe(evt.set)
-        if thread is not None:
-            thread.join(timeout)
-        self._thread = None
+    async def _on_message(self, conn: _Conn, raw: str | bytes) -> None:
+        self._on_request(conn, raw)
 
     # ---- hooks for the simulator and tests ------------------------------------------------------
 
@@ -236,79 +186,13 @@ class FuturesWsServer:
     def stall(self, product_id: str | None, seconds: float) -> None:
         """Send no tickers for ``product_id`` for ``seconds``; ``None``: no tickers for any
         product *and* no heartbeats (a silent connection)."""
-        until = time.monotonic() + seconds
-        key = product_id.upper() if product_id is not None else None
-        self._post(lambda: self._stall_until.__setitem__(key, until))
-
-    def drop_all(self) -> None:
-        """Close every client connection (the venue dropping sockets)."""
-        def drop() -> None:
-            for c in list(self._conns):
-                c.out.put_nowait(None)
-        self._post(drop)
+        self._stall(product_id.upper() if product_id is not None else None, seconds)
 
     def subscriptions(self) -> list[set[str]]:
         """Each open connection's subscribed tickers (diagnostics for tests)."""
         out: list[set[str]] = []
         self._post(lambda: out.extend(set(c.tickers) for c in self._conns))
         return out
-
-    def _post(self, fn: Callable[[], object]) -> None:
-        loop = self._loop
-        if loop is None:
-            raise RuntimeError("server not started")
-        done = threading.Event()
-
-        def run() -> None:
-            try:
-                fn()
-            finally:
-                done.set()
-
-        loop.call_soon_threadsafe(run)
-        done.wait(5.0)
-
-    def _stalled(self, product_id: str | None) -> bool:
-        now = time.monotonic()
-        if self._stall_until.get(None, 0.0) > now:
-            return True
-        return product_id is not None and self._stall_until.get(product_id, 0.0) > now
-
-    # ---- connections ----------------------------------------------------------------------------
-
-    async def _handle(self, ws: ServerConnection) -> None:
-        path = ws.request.path if ws.request is not None else ""
-        if path.split("?")[0].rstrip("/") != WS_PATH:
-            await ws.close(1008, "unknown path")
-            return
-        conn = _Conn(ws)
-        self._conns.add(conn)
-        self.connections_total += 1
-        writer = asyncio.create_task(self._writer(conn))
-        conn.out.put_nowait(dumps({"event": "info", "version": 1}))
-        try:
-            async for raw in ws:
-                self._on_request(conn, raw)
-        except ConnectionClosed:
-            pass
-        finally:
-            self._conns.discard(conn)
-            conn.out.put_nowait(None)
-            await writer
-
-    async def _writer(self, conn: _Conn) -> None:
-        try:
-            while True:
-                text = await conn.out.get()
-                if text is None:
-                    await conn.ws.close()
-                    return
-                await conn.ws.send(text)
-        except ConnectionClosed:
-            return
-
-    def _send(self, conn: _Conn, msg: Mapping[str, object]) -> None:
-        conn.out.put_nowait(dumps(msg))
 
     def _error(self, conn: _Conn, message: str) -> None:
         self._send(conn, {"event": "error", "message": message})

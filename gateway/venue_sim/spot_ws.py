@@ -36,24 +36,23 @@ import asyncio
 import contextlib
 import itertools
 import logging
-import threading
 import time
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Coroutine, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from websockets.asyncio.server import Server, ServerConnection, serve
-from websockets.exceptions import ConnectionClosed
+from websockets.asyncio.server import ServerConnection
 
 from gateway.marketdata.book import Book
 from gateway.marketdata.fix_md import DELETE, OFFER, TopView
-from gateway.transports.kraken_ws import dumps, loads
+from gateway.transports.kraken_ws import loads
 from gateway.venue_sim import engine as e
 from gateway.venue_sim.accounts import Accounts
 from gateway.venue_sim.instruments import InstrumentKind
+from gateway.venue_sim.ws_face import WsConn, WsFace
 
 __all__ = ["BOOK_DEPTHS", "TEXT_INVALID_TOKEN", "SpotWsServer"]
 
@@ -85,9 +84,7 @@ def _now_rfc3339() -> str:
 
 
 @dataclass(eq=False)
-class _Conn:
-    ws: ServerConnection
-    out: asyncio.Queue[str | None] = field(default_factory=asyncio.Queue)
+class _Conn(WsConn):
     books: dict[str, TopView] = field(default_factory=dict)
     trades: set[str] = field(default_factory=set)
     #: symbol -> [event_trigger, last (bid, ask) prices sent] of ticker subscriptions
@@ -102,23 +99,21 @@ class _Conn:
                 or bool(self.ohlc) or self.owner is not None)
 
 
-class SpotWsServer:
+class SpotWsServer(WsFace[_Conn]):
     """Kraken WS v2 face over a :class:`MatchingEngine`; ``start()`` binds, ``url`` to connect."""
+
+    path = "/v2"
+    label = "spot WS"
+    max_size = 2**20
 
     def __init__(self, engine: e.MatchingEngine, accounts: Accounts, host: str = "127.0.0.1",
                  port: int = 0, *, heartbeat_interval: float = 1.0) -> None:
+        self._init_ws(host, port)
         self.engine = engine
         self.accounts = accounts
-        self.host = host
-        self.port = port
         self.heartbeat_interval = heartbeat_interval
         self.symbols = tuple(s for s, i in engine.instruments.items()
                              if i.kind is InstrumentKind.SPOT and s in engine.symbols)
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
-        self._server: Server | None = None
-        self._stop_evt: asyncio.Event | None = None
-        self._conns: set[_Conn] = set()
         self._mirror: dict[str, Book] = {}
         self._mirror_seq: dict[str, int] = {}
         self._trades: dict[str, deque[dict[str, Any]]] = {
@@ -127,76 +122,33 @@ class SpotWsServer:
             s: deque(maxlen=_TAPE) for s in self.symbols}
         self._trade_ids = itertools.count(1)
         self._clids = itertools.count(1)
-        self._stall_until: dict[str | None, float] = {}
         self._corrupt: dict[str, int] = {}
-        self.connections_total = 0  #: accepted connections so far (tests count reconnects)
 
-    # ---- lifecycle ------------------------------------------------------------------------------
+    # ---- the face -----------------------------------------------------------------------------
 
-    @property
-    def url(self) -> str:
-        return f"ws://{self.host}:{self.port}/v2"
+    def _new_conn(self, ws: ServerConnection) -> _Conn:
+        return _Conn(ws)
 
-    def start(self) -> None:
-        """Bind and serve on a daemon thread; returns once the port is known."""
-        if self._thread is not None:
-            return
-        loop = asyncio.new_event_loop()
-        self._loop = loop
-        ready = threading.Event()
-        failure: list[BaseException] = []
+    async def _on_start(self) -> None:
+        self.engine.add_listener(self._on_engine_events)
+        for sym in self.symbols:
+            snap = self.engine.depth_snapshot(sym)
+            book = Book(sym)
+            book.apply_snapshot(snap.bids, snap.asks)
+            self._mirror[sym] = book
+            self._mirror_seq[sym] = snap.seq
+            self._tape[sym].extend((t.time, t.price, t.qty)
+                                   for t in self.engine.last_trades(sym, _TAPE)
+                                   if t.seq <= snap.seq)
 
-        async def main() -> None:
-            self._stop_evt = asyncio.Event()
-            self.engine.add_listener(self._on_engine_events)
-            for sym in self.symbols:
-                snap = self.engine.depth_snapshot(sym)
-                book = Book(sym)
-                book.apply_snapshot(snap.bids, snap.asks)
-                self._mirror[sym] = book
-                self._mirror_seq[sym] = snap.seq
-                self._tape[sym].extend((t.time, t.price, t.qty)
-                                       for t in self.engine.last_trades(sym, _TAPE)
-                                       if t.seq <= snap.seq)
-            async with serve(self._handle, self.host, self.port, max_size=2**20) as server:
-                self._server = server
-                sock = next(iter(server.sockets))
-                self.port = int(sock.getsockname()[1])
-                hb = asyncio.create_task(self._heartbeats())
-                ready.set()
-                await self._stop_evt.wait()
-                hb.cancel()
-                for c in list(self._conns):
-                    c.out.put_nowait(None)
-                server.close()
+    def _on_stop(self) -> None:
+        self.engine.remove_listener(self._on_engine_events)
 
-        def run() -> None:
-            asyncio.set_event_loop(loop)
-            try:
-                loop.run_until_complete(main())
-            except BaseException as exc:  # surfaced to start()'s caller
-                failure.append(exc)
-                ready.set()
-            finally:
-                self.engine.remove_listener(self._on_engine_events)
-                loop.run_until_complete(loop.shutdown_asyncgens())
-                loop.close()
+    def _tasks(self) -> list[Coroutine[Any, Any, None]]:
+        return [self._heartbeats()]
 
-        self._thread = threading.Thread(target=run, name="venue-sim-spot-ws", daemon=True)
-        self._thread.start()
-        ready.wait(10.0)
-        if failure:
-            self._thread = None
-            raise RuntimeError("spot WS face failed to start") from failure[0]
-
-    def stop(self, timeout: float = 5.0) -> None:
-        loop, evt, thread = self._loop, self._stop_evt, self._thread
-        if loop is not None and evt is not None and not loop.is_closed():
-            with contextlib.suppress(RuntimeError):
-                loop.call_soon_threadsafe(evt.set)
-        if thread is not None:
-            thread.join(timeout)
-        self._thread = None
+    async def _on_message(self, conn: _Conn, raw: str | bytes) -> None:
+        await self._on_request(conn, raw)
 
     # ---- faults ---------------------------------------------------------------------------------
 
@@ -206,77 +158,25 @@ class SpotWsServer:
         Book views are not advanced while stalled, so if the connection survives, the first
         update afterwards is the diff over the whole stall and stays checksum-correct.
         """
-        until = time.monotonic() + seconds
-        self._post(lambda: self._stall_until.__setitem__(symbol, until))
+        self._stall(symbol, seconds)
 
     def corrupt_next_checksum(self, symbol: str, count: int = 1) -> None:
         """The next ``count`` book frames for ``symbol`` carry a wrong checksum."""
         self._post(lambda: self._corrupt.__setitem__(symbol, count))
 
-    def drop_all(self) -> None:
-        """Close every client connection (the venue dropping sockets)."""
-        def drop() -> None:
-            for c in list(self._conns):
-                c.out.put_nowait(None)
-        self._post(drop)
+    def subscription_counts(self) -> dict[str, int]:
+        """Open connections and their book/trade subscriptions (control port, tests); read on
+        the face's loop, which owns the connections."""
+        out: dict[str, int] = {}
 
-    def _post(self, fn: Any) -> None:
-        loop = self._loop
-        if loop is None:
-            raise RuntimeError("server not started")
-        done = threading.Event()
+        def collect() -> None:
+            conns = list(self._conns)
+            out["connections"] = len(conns)
+            out["book_subscriptions"] = sum(len(c.books) for c in conns)
+            out["trade_subscriptions"] = sum(len(c.trades) for c in conns)
 
-        def run() -> None:
-            try:
-                fn()
-            finally:
-                done.set()
-
-        loop.call_soon_threadsafe(run)
-        done.wait(5.0)
-
-    def _stalled(self, symbol: str | None) -> bool:
-        now = time.monotonic()
-        if self._stall_until.get(None, 0.0) > now:
-            return True
-        return symbol is not None and self._stall_until.get(symbol, 0.0) > now
-
-    # ---- connections ----------------------------------------------------------------------------
-
-    async def _handle(self, ws: ServerConnection) -> None:
-        path = ws.request.path if ws.request is not None else ""
-        if path.split("?")[0].rstrip("/") != "/v2":
-            await ws.close(1008, "unknown path")
-            return
-        conn = _Conn(ws)
-        self._conns.add(conn)
-        self.connections_total += 1
-        writer = asyncio.create_task(self._writer(conn))
-        try:
-            async for raw in ws:
-                await self._on_request(conn, raw)
-        except ConnectionClosed:
-            pass
-        finally:
-            self._conns.discard(conn)
-            conn.out.put_nowait(None)
-            await writer
-
-    async def _writer(self, conn: _Conn) -> None:
-        try:
-            while True:
-                text = await conn.out.get()
-                if text is None:
-                    break
-                await conn.ws.send(text)
-        except ConnectionClosed:
-            pass
-        finally:
-            self._conns.discard(conn)
-            await conn.ws.close()
-
-    def _send(self, conn: _Conn, msg: Mapping[str, Any]) -> None:
-        conn.out.put_nowait(dumps(msg))
+        self._post(collect)
+        return out
 
     async def _heartbeats(self) -> None:
         while True:
