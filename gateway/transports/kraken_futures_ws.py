@@ -51,7 +51,6 @@ stores the input and marks the symbol dirty).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import random
 import threading
@@ -70,7 +69,7 @@ from gateway.transports.kraken_futures_rest import (
     contract_type,
     relative_from_absolute,
 )
-from gateway.transports.kraken_ws import dumps, loads
+from gateway.transports.kraken_ws import LoopThread, dumps, loads
 
 __all__ = ["WS_SOURCE", "KrakenFuturesWs", "PerpUpdateSink", "parse_ws_ticker"]
 
@@ -165,7 +164,7 @@ class _Sym:
     updates: int = 0
 
 
-class KrakenFuturesWs:
+class KrakenFuturesWs(LoopThread):
     """Ticker feed for ``symbols`` on its own event-loop thread (see module docstring).
 
     ``funding_history(symbol)`` supplies the history delivered with each ticker (the poller's
@@ -192,6 +191,7 @@ class KrakenFuturesWs:
             raise ValueError("KrakenFuturesWs needs at least one symbol")
         if stale_after_s <= 0 or backoff_initial_s <= 0 or backoff_max_s < backoff_initial_s:
             raise ValueError("need stale_after_s > 0 and 0 < backoff_initial_s <= backoff_max_s")
+        super().__init__()
         self.url = url
         self.symbols: tuple[str, ...] = tuple(dict.fromkeys(s.upper() for s in symbols))
         self.on_update = on_update
@@ -206,51 +206,14 @@ class KrakenFuturesWs:
         self._lock = threading.Lock()
         self._syms = {s: _Sym() for s in self.symbols}
         self._connected = threading.Event()
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
-        self._task: asyncio.Task[None] | None = None
-        self._stopping = False
         self.connects = 0  #: connections opened (1 + reconnects)
         self.stale_disconnects = 0  #: connections dropped for silence
         self.resubscribes = 0  #: single products resubscribed for silence
         self.parse_errors = 0  #: ticker frames that could not be parsed
         self.last_error: str | None = None  #: the venue's last error event, or a transport error
 
-    # -- lifecycle ---------------------------------------------------------------------------
-
-    def start(self) -> None:
-        """Connect and stream on a daemon thread (returns at once). Idempotent."""
-        if self._thread is not None:
-            return
-        loop = asyncio.new_event_loop()
-        self._loop = loop
-        self._stopping = False
-        started = threading.Event()
-
-        def run() -> None:
-            asyncio.set_event_loop(loop)
-            self._task = loop.create_task(self._main())
-            loop.call_soon(started.set)
-            with contextlib.suppress(asyncio.CancelledError):
-                loop.run_until_complete(self._task)
-            loop.run_until_complete(loop.shutdown_asyncgens())
-            loop.close()
-
-        self._thread = threading.Thread(target=run, name=self._name, daemon=True)
-        self._thread.start()
-        started.wait(5.0)
-
-    def stop(self, timeout_s: float = 5.0) -> None:
-        """Close the connection and end the thread."""
-        self._stopping = True
-        loop, task, thread = self._loop, self._task, self._thread
-        if loop is not None and task is not None and not loop.is_closed():
-            with contextlib.suppress(RuntimeError):
-                loop.call_soon_threadsafe(task.cancel)
-        if thread is not None and thread is not threading.current_thread():
-            thread.join(timeout_s)
-        self._thread = None
-        self._task = None
+    # start() connects and streams on a daemon thread (returns at once); stop() closes the
+    # connection and ends the thread: LoopThread.
 
     # -- observations (any thread) -----------------------------------------------------------
 

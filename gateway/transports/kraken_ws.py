@@ -176,8 +176,10 @@ def _levels(raw: Iterable[Mapping[str, Any]]) -> list[tuple[Decimal, Decimal]]:
 # --------------------------------------------------------------------------------------------
 
 
-class _LoopThread:
-    """Runs ``_main()`` on a private event loop in a daemon thread; ``stop`` cancels it."""
+class LoopThread:
+    """Runs ``_main()`` on a private event loop in a daemon thread; ``stop`` cancels it (also
+    from the loop's own thread, e.g. a callback that decides to stop). Shared by the spot and
+    futures WebSocket clients."""
 
     _name = "kraken-ws"
 
@@ -217,7 +219,7 @@ class _LoopThread:
         if loop is not None and task is not None and not loop.is_closed():
             with contextlib.suppress(RuntimeError):
                 loop.call_soon_threadsafe(task.cancel)
-        if thread is not None:
+        if thread is not None and thread is not threading.current_thread():
             thread.join(timeout)
         self._thread = None
         self._task = None
@@ -239,7 +241,7 @@ class _LoopThread:
             raise KrakenWsTimeout("no response from the venue in time") from exc
 
 
-class _Connector(_LoopThread):
+class _Connector(LoopThread):
     """Reconnect loop with exponential backoff and a silence deadline shared by both clients."""
 
     def __init__(self, url: str, heartbeat_timeout: float, backoff_initial: float,
