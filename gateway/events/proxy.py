@@ -29,6 +29,17 @@ async def _abort(context: Context, err: grpc.aio.AioRpcError) -> NoReturn:
     raise AssertionError("unreachable: abort raises")
 
 
+async def _relay(call: Any, context: Context) -> AsyncIterator[bytes]:
+    """The responses of a streaming call, its status passed on, cancelled if our client goes."""
+    try:
+        async for response in call:
+            yield response
+    except grpc.aio.AioRpcError as err:
+        await _abort(context, err)
+    finally:
+        call.cancel()
+
+
 class _Forwarder:
     """One channel to the target, created on the serving loop (aio channels bind to a loop)."""
 
@@ -55,13 +66,8 @@ class _Forwarder:
     def unary_stream(self, method: str) -> Callable[[bytes, Context], AsyncIterator[bytes]]:
         async def handle(request: bytes, context: Context) -> AsyncIterator[bytes]:
             call = self.channel.unary_stream(method)(request, timeout=context.time_remaining())
-            try:
-                async for response in call:
-                    yield response
-            except grpc.aio.AioRpcError as err:
-                await _abort(context, err)
-            finally:
-                call.cancel()
+            async for response in _relay(call, context):  # an async generator, as grpc wants
+                yield response
         return handle
 
     def stream_unary(self, method: str) -> Callable[[AsyncIterator[bytes], Context], Any]:
@@ -80,13 +86,8 @@ class _Forwarder:
         async def handle(requests: AsyncIterator[bytes],
                          context: Context) -> AsyncIterator[bytes]:
             call = self.channel.stream_stream(method)(requests, timeout=context.time_remaining())
-            try:
-                async for response in call:
-                    yield response
-            except grpc.aio.AioRpcError as err:
-                await _abort(context, err)
-            finally:
-                call.cancel()
+            async for response in _relay(call, context):
+                yield response
         return handle
 
 

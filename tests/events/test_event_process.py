@@ -130,6 +130,17 @@ def test_gateway_services_forwarded_with_status(tmp_path: Path) -> None:
         pos = signals_pb2_grpc.PositioningServiceStub(ch)
         err = status_of(lambda: pos.Push(signals_pb2.PushPositioningRequest(), timeout=5))
         assert err.code() == grpc.StatusCode.INVALID_ARGUMENT  # type: ignore[attr-defined]
+        # A server stream: its status passes through, and so does a client's cancel.
+        stream = sig.Subscribe(signals_pb2.SubscribeSignalsRequest(symbols=["PF_NOPE"]),
+                               timeout=5)
+        err = status_of(lambda: list(stream))
+        assert err.code() == grpc.StatusCode.NOT_FOUND  # type: ignore[attr-defined]
+        assert "unknown symbols PF_NOPE" in (err.details() or "")  # type: ignore[attr-defined]
+        live = sig.Subscribe(signals_pb2.SubscribeSignalsRequest(symbols=["PF_XBTUSD"]),
+                             timeout=30)
+        time.sleep(0.3)
+        live.cancel()
+        assert status_of(lambda: list(live)).code() == grpc.StatusCode.CANCELLED  # type: ignore[attr-defined]
         health = health_pb2_grpc.HealthStub(ch)
         for name in ("fixgw.v1.EventService", SIGNAL_SERVICE_NAME, POSITIONING_SERVICE_NAME):
             resp = health.Check(health_pb2.HealthCheckRequest(service=name), timeout=5)
