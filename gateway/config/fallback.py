@@ -43,6 +43,9 @@ class FallbackConfig(BaseModel):
     hold_max_s: float = Field(default=10.0, ge=0)
     # At most this many orders held at once; more are rejected at once.
     hold_max_orders: int = Field(default=1000, ge=1)
+    # While failed over and the private WebSocket (ws_url) is connected, new orders and cancels
+    # go over it (add_order/cancel_order: the policy FIX, then WS, then REST); false = REST only.
+    ws_orders: bool = True
 
     @model_validator(mode="after")
     def _url(self) -> FallbackConfig:

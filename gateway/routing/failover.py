@@ -64,8 +64,13 @@ from gateway.fix import messages as m
 from gateway.fix.messages import Fields
 from gateway.orders import state
 from gateway.orders.model import Order
-from gateway.transports.kraken_spot_rest import KrakenRestError, KrakenSpotRest, SpotOrder
-from gateway.transports.kraken_ws import KrakenWsPrivate
+from gateway.transports.kraken_spot_rest import (
+    KrakenRestError,
+    KrakenSpotRest,
+    SpotOrder,
+    classify,
+)
+from gateway.transports.kraken_ws import KrakenWsError, KrakenWsPrivate, KrakenWsRejected
 
 if TYPE_CHECKING:
     from gateway.routing.router import Router
@@ -185,7 +190,7 @@ class RestFallback:
     def __init__(self, router: Router, client: KrakenSpotRest, poll_interval_s: float = 0.5,
                  status_interval_s: float = 5.0, *, ws_url: str = "",
                  hold_max_s: float = 0.0, hold_max_orders: int = 1000,
-                 amend_deadline_s: float | None = None) -> None:
+                 amend_deadline_s: float | None = None, ws_orders: bool = True) -> None:
         self.router = router
         self.client = client
         self.poll_interval_s = poll_interval_s
@@ -194,6 +199,7 @@ class RestFallback:
         self.rest_ok = False
         self.ws_url = ws_url
         self.ws: KrakenWsPrivate | None = None
+        self.ws_orders = ws_orders  # new orders and cancels over WS while it is connected
         self.hold_max_s = hold_max_s
         self.hold_max_orders = hold_max_orders
         # An amend sent with a deadline of max(2 s, timeout) (the client's rule) cannot land
@@ -227,6 +233,8 @@ class RestFallback:
             return "99", (f"order not sent over REST fallback: side {order.side}, OrdType "
                           f"{order.ord_type}, TimeInForce {order.tif} not supported there")
         sent_at = Decimal(time.time_ns()) / Decimal(1_000_000_000)
+        if order.transport == "ws":
+            return self._place_ws(order, side, ord_type, tif, sent_at)
         try:
             res = self.client.add_order(order.symbol, side, ord_type, order.qty,  # type: ignore[arg-type]
                                         order.price, tif, order.venue_cl_ord_id)  # type: ignore[arg-type]
@@ -246,6 +254,65 @@ class RestFallback:
         return self._fields(order, res.txid, "0", "0", Decimal(0), Decimal(0),
                             f"R{res.txid}-0-new")
 
+    def order_transport(self) -> str:
+        """The path a new order takes while failed over: the private WebSocket when it is
+        connected (issue #6's policy: FIX, then WS, then REST), else REST. Journaled with the
+        order before it is sent, so a restart knows where to look it up."""
+        ws = self.ws
+        return "ws" if self.ws_orders and ws is not None and ws.connected else "rest"
+
+    def _place_ws(self, order: Order, side: str, ord_type: str, tif: str,
+                  sent_at: Decimal) -> Fields | tuple[str, str] | None:
+        """AddOrder over the private WebSocket under our venue ClOrdID. A refusal is a reject;
+        anything else after the request may have left (timeout, connection lost) is an unknown
+        outcome, settled by looking the ClOrdID up over REST, never by sending it again."""
+        ws = self.ws
+        if ws is None or not ws.connected:
+            # Nothing was sent: REST is the next path in the policy (same ClOrdID).
+            log.info("WS not connected; order %s goes over REST", order.oms_cl_ord_id)
+            self.router.store.set_transport(order, "rest")
+            return self.place(order)
+        try:
+            res = ws.add_order(symbol=order.symbol, side=side, order_type=ord_type,
+                               order_qty=order.qty, limit_price=order.price,
+                               time_in_force=tif.lower(), cl_ord_id=order.venue_cl_ord_id)
+        except KrakenWsRejected as exc:
+            d = classify(exc.error)
+            return d.ord_rej_reason, f"WS fallback: {d.text}"
+        except KrakenWsError as exc:
+            log.warning("WS add_order %s outcome unknown (%s); looking it up over REST",
+                        order.venue_cl_ord_id, exc)
+            with self._lock:
+                self._unresolved[order.venue_cl_ord_id] = (order, sent_at - 5)
+            return None
+        txid = res.get("order_id")
+        if not isinstance(txid, str) or not txid:
+            with self._lock:
+                self._unresolved[order.venue_cl_ord_id] = (order, sent_at - 5)
+            return None
+        log.info("order %s placed over WS: txid %s", order.oms_cl_ord_id, txid)
+        return self._fields(order, txid, "0", "0", Decimal(0), Decimal(0), f"R{txid}-0-new")
+
+    def _cancel_ws(self, order: Order) -> tuple[str, str] | str | None:
+        """Cancel over the private WebSocket: None when done, a (CxlRejReason, Text) refusal,
+        "unused" when the socket is not there (then REST), "unknown" when it was sent but not
+        answered (then REST too: cancelling twice is harmless, and an "unknown order" from
+        REST then only means the WS cancel got there first)."""
+        ws = self.ws
+        if not self.ws_orders or ws is None or not ws.connected or not order.order_id:
+            return "unused"
+        name = order.oms_cl_ord_id  # before the feed's cancel report can move it on
+        try:
+            ws.cancel_order(order_id=[order.order_id])
+        except KrakenWsRejected as exc:
+            unknown = exc.error.startswith("EOrder:Unknown order")
+            return (TOO_LATE if unknown else BROKER_OPTION), f"WS fallback: {exc.error}"
+        except KrakenWsError as exc:
+            log.warning("WS cancel of %s outcome unknown (%s); sending it over REST", name, exc)
+            return "unknown"
+        log.info("cancel of order %s sent over WS", name)
+        return None
+
     def cancel(self, order: Order, oms_cl: str, kind: str = "cancel") -> tuple[str, str] | None:
         """Cancel over REST; None when sent (the WS feed or the next poll reports it), else the
         (CxlRejReason, Text) of a cancel reject. `kind` "mass" for one order of a mass cancel
@@ -255,15 +322,25 @@ class RestFallback:
                                       kind)
         with self._lock:
             self._cancels[order.venue_cl_ord_id] = vid
+        by_ws = self._cancel_ws(order)
+        if by_ws is None:
+            self._wake.set()
+            return None
+        if isinstance(by_ws, tuple):
+            with self._lock:
+                self._cancels.pop(order.venue_cl_ord_id, None)
+            return by_ws
         try:
             if order.order_id:
                 self.client.cancel_order(txid=order.order_id)
             else:
                 self.client.cancel_order(cl_ord_id=order.venue_cl_ord_id)
         except KrakenRestError as exc:
+            unknown = bool(exc.errors) and exc.errors[0].startswith("EOrder:Unknown order")
+            if unknown and by_ws == "unknown":
+                return None  # the WS cancel landed after all: its report is on the way
             with self._lock:
                 self._cancels.pop(order.venue_cl_ord_id, None)
-            unknown = bool(exc.errors) and exc.errors[0].startswith("EOrder:Unknown order")
             return (TOO_LATE if unknown else BROKER_OPTION), f"REST fallback: {exc.decision.text}"
         # The poller reports the cancel (not polled here: the REST counter model may make a
         # query wait, and this is the OMS session's thread).
@@ -574,7 +651,7 @@ class RestFallback:
         """Before failing back to FIX: bring every open order up to date over REST, batched
         (one OpenOrders, then QueryOrders 50 at a time for the ones closed since)."""
         t0 = time.monotonic()
-        n = sum(1 for o in self.router.store.open_orders() if o.transport == "rest")
+        n = sum(1 for o in self.router.store.open_orders() if o.transport in ("rest", "ws"))
         ok = self.poll(use_open_orders=True)
         log.info("reconciled %d open REST-routed order(s) before failback to FIX in %.2fs: %s",
                  n, time.monotonic() - t0, "ok" if ok else "incomplete")
@@ -600,7 +677,7 @@ class RestFallback:
         store = self.router.store
         with self._lock:
             for o in store.open_orders():
-                if o.transport == "rest" and o.status == state.SENT:
+                if o.transport in ("rest", "ws") and o.status == state.SENT:
                     self._unresolved.setdefault(o.venue_cl_ord_id, (o, since))
         # Orders still held when the gateway stopped: held again (from now), in journal order.
         held = [o for o in store.open_orders() if o.transport == "held"]

@@ -205,7 +205,7 @@ class Router:
                       symbol=checked.symbol, side=checked.side, ord_type=checked.ord_type,
                       qty=checked.qty, price=checked.price, tif=checked.tif,
                       account=checked.account,
-                      transport="held" if hold else "rest" if rest else "fix",
+                      transport=self._transport_for_new(hold, rest),
                       oms_history=[cl])
         self.store.add_order(order)
         if hold:
@@ -273,6 +273,15 @@ class Router:
     def _rest_active(self) -> bool:
         return self.fallback is not None and self.fallback.active()
 
+    def _transport_for_new(self, hold: bool, failed_over: bool) -> str:
+        """Journaled with the new order: "held", "fix", or while failed over "ws" (private
+        WebSocket up) or "rest"."""
+        if hold:
+            return "held"
+        if failed_over and self.fallback is not None:
+            return self.fallback.order_transport()
+        return "fix"
+
     def _pending_new(self, ctx: OmsContext, order: Order, text: str) -> None:
         """ExecType A (PendingNew) for an accepted order not sent yet (held): the order
         record stays SENT, so the venue's New that follows is the next state, as ever."""
@@ -309,10 +318,13 @@ class Router:
                                   f"was up ({self.venue.name} not logged on); order not sent")
             self._closed_at_gate(order)
             return
+        if path == "rest":
+            assert self.fallback is not None
+            path = self.fallback.order_transport()  # "ws" while the private socket is up
         self.store.set_transport(order, path)
         log.info("held order %s sent over %s after %.2fs", order.oms_cl_ord_id, path.upper(),
                  held_s)
-        if path == "rest":
+        if path in ("rest", "ws"):
             assert self.fallback is not None
             placed = self.fallback.place(order)
             if isinstance(placed, tuple):
@@ -684,13 +696,14 @@ class Router:
         exec_type = f["150"]
         ord_status = f["39"]
         if (exec_type == "5" and target.kind != "replace"
-                and (self.fallback is not None or target.order.transport == "rest")):
+                and (self.fallback is not None or target.order.transport in ("rest", "ws"))):
             # A replace is answered under the replace request's ClOrdID. One under the order's
             # own is the venue's FIX echo of an in-place REST amend, reported already.
             log.info("order %s: %s replace report %s under the order's own ClOrdID (echo of a "
                      "REST amend); not forwarded", target.oms_cl_ord_id, transport, exec_id)
             return
-        if (self.fallback is not None or target.order.transport == "rest") and not _advances(
+        fallback_routed = target.order.transport in ("rest", "ws")
+        if (self.fallback is not None or fallback_routed) and not _advances(
                 target.order, exec_type, ord_status, f.get("14")):
             # With a REST fallback an order is reported by both the REST poller and the FIX
             # session (resending what it stored while we were away), under different ExecIDs.

@@ -177,7 +177,8 @@ class Gateway:
                                 # has a separate ws-auth host, so only an explicit ws_url
                                 ws_url=fb.ws_url or (self.endpoints.spot_ws_url
                                                      if self.config.simulator.enabled else ""),
-                                hold_max_s=fb.hold_max_s, hold_max_orders=fb.hold_max_orders)
+                                hold_max_s=fb.hold_max_s, hold_max_orders=fb.hold_max_orders,
+                                ws_orders=fb.ws_orders)
 
         def switched(old: str, new: str, reason: str, automatic: bool) -> None:
             fallback.record_switch(old, new)  # journaled: a restart resumes on that path
