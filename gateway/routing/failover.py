@@ -18,6 +18,11 @@ after every REST-routed open order has been reconciled. Ops may pin it (``force`
   session, when it is back, resends the venue's own reports of those orders; the router
   forwards only reports that move an order on (``router._advances``), so the OMS sees each
   state once whichever transport told it first.
+* while failed over and the private WebSocket is connected, new orders and cancels go over
+  it (``add_order``/``cancel_order``: the issue's policy is FIX, then WS, then REST), journaled
+  as transport ``ws`` before they leave. An ``add_order`` without an answer is looked up over
+  REST by ClOrdID (as an ambiguous AddOrder is), never resent; a cancel without an answer is
+  sent again over REST (cancelling twice is harmless).
 * while failed over it also subscribes to the spot WebSocket v2 private ``executions`` channel
   (token from REST ``GetWebSocketsToken``), so fills reach the OMS as they happen rather than
   at the next poll; each item is turned into the same order state a poll gives, hence the same
