@@ -138,8 +138,9 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     rec: OmsRecorder | None = None
     drain: Drain | None = None
     try:
+        ws = (f', ws_url = "ws://127.0.0.1:{sim.spot_ws_port}/v2"' if args.ws else "")
         fallback = (f'fallback = {{ enabled = true, rest_url = "http://127.0.0.1:'
-                    f'{sim.spot_rest_port}", failover_after_s = 1, failback_after_s = 2 }}')
+                    f'{sim.spot_rest_port}", failover_after_s = 1, failback_after_s = 2{ws} }}')
         gw = GatewayProcess(work / "gw", sim, creds,
                             venue_toml=f"md_stale_after_s = 3600\n{fallback}")
         oms = Oms(make_client(work, gw.oms_port, "OMS", "FIXGW"))
@@ -320,7 +321,7 @@ def check(args: argparse.Namespace, sim: SimProcess, gw: GatewayProcess, creds: 
         "ok": not failures,
         "config": {"minutes": args.minutes, "rate": args.rate, "flip_every_s": args.flip_every,
                    "refuse_s": args.refuse_s, "maker_every": args.maker_every,
-                   "seed": args.seed},
+                   "seed": args.seed, "ws": args.ws},
         "duration_s": round(load_s, 1),
         "orders_sent": len(sent),
         "acked": by_transport,
@@ -358,6 +359,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--drain-s", type=float, default=3.0,
                     help="seconds to wait for late reports at the end (3)")
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--ws", action="store_true",
+                    help="while failed over, orders, cancels and executions over the private "
+                         "WebSocket ([venue.fallback] ws_url), REST as the backstop")
     ap.add_argument("--keep", action="store_true",
                     help="keep the work directory (data dirs, gateway/simulator stderr)")
     args = ap.parse_args(argv)

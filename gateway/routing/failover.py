@@ -278,6 +278,10 @@ class RestFallback:
             self.router.store.set_transport(order, "rest")
             return self.place(order)
         try:
+            self.client.charge_add_elsewhere(order.symbol)  # one per-pair counter for both
+        except KrakenRestError as exc:
+            return exc.decision.ord_rej_reason, f"WS fallback: {exc.decision.text}"
+        try:
             res = ws.add_order(symbol=order.symbol, side=side, order_type=ord_type,
                                order_qty=order.qty, limit_price=order.price,
                                time_in_force=tif.lower(), cl_ord_id=order.venue_cl_ord_id)

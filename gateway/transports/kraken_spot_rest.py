@@ -627,6 +627,12 @@ class KrakenSpotRest:
             if len(self._placed) > 100_000:  # bounded: drop the oldest entry
                 self._placed.pop(next(iter(self._placed)))
 
+    def charge_add_elsewhere(self, pair: str) -> None:
+        """Charge the per-pair engine model for an order placed over another transport with the
+        same key (WS ``add_order``): the venue's counter is shared, so ours must be too. Raises
+        :class:`LocalRateLimitError` (the caller does not send) when the venue would refuse."""
+        self._charge_add(parse_spot_pair(pair).pair)
+
     def rest_room(self) -> float:
         """Calls the REST counter model has room for now without waiting (below the ceiling
         less the headroom). A background poller asks this to skip a routine query rather than
