@@ -1,0 +1,155 @@
+"""A cancel/replace over REST whose AmendOrder answer is lost: the gateway's router and REST
+fallback in process, against the simulator's spot REST face on a real loopback HTTP server
+over a real matching engine (only the OMS FIX session is replaced by a recorder).
+
+The amend is never sent twice; the order's next polled state settles it: the new figures mean
+it landed (35=8 ExecType 5 under the replace's ClOrdID), the old ones past the amend's
+deadline mean it never will (35=9)."""
+
+from __future__ import annotations
+
+import base64
+import time
+from collections.abc import Iterator
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+import quickfix as fix
+
+from gateway.fix import messages as m
+from gateway.kraken.auth import NonceSource
+from gateway.orders.store import OrderStore
+from gateway.risk.validation import OrderValidator
+from gateway.routing.failover import RestFallback, TransportPolicy
+from gateway.routing.router import OmsContext, Router
+from gateway.transports.kraken_spot_rest import KrakenSpotRest
+from gateway.venue_sim.accounts import Accounts, ApiAccount
+from gateway.venue_sim.engine import MatchingEngine
+from gateway.venue_sim.spot_rest import SpotRestServer
+
+KEY = "fixgw-amend-key"
+SECRET = base64.b64encode(b"fixgw amend test secret, long enough for HMAC-SHA512").decode()
+
+
+class World:
+    def __init__(self, tmp: Path) -> None:
+        self.engine = MatchingEngine()
+        self.server = SpotRestServer(self.engine, Accounts([ApiAccount(KEY, SECRET, "FIXGW")]))
+        self.server.start()
+        self.client = KrakenSpotRest(self.server.base_url, KEY, SECRET, NonceSource(),
+                                     timeout_s=0.5, backoff_initial_s=0.01, backoff_max_s=0.05)
+        self.store = OrderStore(tmp / "orders.journal", fsync_interval_ms=0)
+        self.router = Router(self.store, OrderValidator(lambda s: s == "BTC/USD"))
+        self.sid = fix.SessionID("FIX.4.4", "FIXGW", "OMS")
+        self.router.register_oms(self.sid, ())
+        self.sent: list[dict[int, str]] = []
+        # amend_deadline_s: the client sends deadline = now + 2 s (its floor), so past 2.5 s an
+        # amend that has not landed never will.
+        self.fallback = RestFallback(self.router, self.client, poll_interval_s=60,
+                                     amend_deadline_s=2.5)
+        self.fallback.rest_ok = True
+        self.fallback.policy = TransportPolicy(lambda: False, lambda: True, failover_after_s=0,
+                                               failback_after_s=60, on_switch=lambda *a: None,
+                                               force="rest")
+        self.fallback.policy.evaluate()
+        self.router.fallback = self.fallback
+
+    def capture(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        def send(ctx: OmsContext, msg: fix.Message) -> None:
+            self.sent.append(_fields(msg))
+        monkeypatch.setattr(OmsContext, "send", send)
+
+    def oms(self, msg_type: str, fields: list[tuple[int, str]]) -> None:
+        msg = m.new_message(msg_type)
+        for tag, value in fields:
+            msg.setField(tag, value)
+        f = {str(tag): value for tag, value in fields}
+        f["35"] = msg_type
+        self.router.on_oms_message(msg, self.sid, f)
+
+    def reports(self, cl: str) -> list[dict[int, str]]:
+        return [r for r in self.sent if r.get(11) == cl]
+
+    def close(self) -> None:
+        self.store.close()
+        self.server.close()
+
+
+def _fields(msg: fix.Message) -> dict[int, str]:
+    out: dict[int, str] = {}
+    for part in msg.toString().split("\x01"):
+        if "=" in part:
+            tag, _, value = part.partition("=")
+            out[int(tag)] = value
+    return out
+
+
+@pytest.fixture
+def world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[World]:
+    w = World(tmp_path)
+    w.capture(monkeypatch)
+    try:
+        yield w
+    finally:
+        w.close()
+
+
+def _place(w: World, cl: str) -> str:
+    w.oms("D", [(11, cl), (55, "BTC/USD"), (54, "1"), (38, "0.02"), (40, "2"), (44, "30000"),
+                (59, "1"), (60, "20260101-00:00:00")])
+    (ack,) = w.reports(cl)
+    assert ack[150] == "0" and ack[17].startswith("R")
+    return ack[37]
+
+
+def _amend(w: World, cl: str, orig: str, qty: str, price: str) -> None:
+    w.oms("G", [(11, cl), (41, orig), (55, "BTC/USD"), (54, "1"), (38, qty), (40, "2"),
+                (44, price), (59, "1"), (60, "20260101-00:00:00")])
+
+
+def test_lost_answer_amend_that_landed_is_reported_once(world: World) -> None:
+    w = world
+    txid = _place(w, "A1")
+    # The venue applies the amend but its answer comes after the client's 0.5 s timeout.
+    w.server.set_delay(1.5, 1, after=True, path_prefix="/0/private/AmendOrder")
+    _amend(w, "A2", "A1", "0.03", "30100")
+    assert w.reports("A2") == []  # nothing known yet; and nothing sent again
+    assert w.server.request_count("/0/private/AmendOrder") == 1
+    time.sleep(1.2)
+    w.fallback.poll()
+    (rep,) = w.reports("A2")
+    assert (rep[150], rep[41], rep[37]) == ("5", "A1", txid)
+    assert Decimal(rep[38]) == Decimal("0.03") and Decimal(rep[44]) == 30100
+    w.fallback.poll()  # the same state again: no second report
+    assert len(w.reports("A2")) == 1
+    assert w.server.request_count("/0/private/AmendOrder") == 1
+    # The order is known under the replace's ClOrdID from now on, at the venue's ClOrdID.
+    o = w.store.find("FIXGW->OMS", "A1")
+    assert o is not None and o.oms_cl_ord_id == "A2" and o.qty == Decimal("0.03")
+    assert w.engine.submission_count("FIXGW", o.venue_cl_ord_id) == 2  # order once, amend once
+    venue = w.client.query_orders([txid])[txid]
+    assert venue.cl_ord_id == o.venue_cl_ord_id
+
+
+def test_lost_answer_amend_that_never_landed_is_rejected_after_its_deadline(
+        world: World) -> None:
+    w = world
+    txid = _place(w, "B1")
+    # Held before processing past the client's timeout and the amend's deadline: the venue
+    # refuses it (EService:Deadline elapsed) when it finally looks, so it never lands.
+    w.server.set_delay(2.3, 1, after=False, path_prefix="/0/private/AmendOrder")
+    _amend(w, "B2", "B1", "0.03", "30100")
+    assert w.reports("B2") == []
+    w.fallback.poll()  # old figures, deadline not passed yet: still unknown
+    assert w.reports("B2") == []
+    time.sleep(2.7)
+    w.fallback.poll()
+    (rej,) = w.reports("B2")
+    assert rej[35] == "9" and rej[41] == "B1" and rej[434] == "2"
+    assert "did not reach the venue" in rej[58]
+    assert w.server.request_count("/0/private/AmendOrder") == 1  # never resent
+    venue = w.client.query_orders([txid])[txid]
+    assert venue.volume == Decimal("0.02") and venue.price == Decimal("30000.0")
+    o = w.store.find("FIXGW->OMS", "B1")
+    assert o is not None and o.oms_cl_ord_id == "B1" and o.qty == Decimal("0.02")
