@@ -4,8 +4,10 @@ QuickFIX's FileStore writes every sent message to `<session>.body`, the Kraken L
 553 (the API key) and 554 (the logon password, one-time but derived from the secret) would sit
 on disk for the whole session day. A stored Logon is never sent again — on a ResendRequest
 QuickFIX replaces admin messages with a SequenceReset-GapFill — so its credential values can be
-overwritten in place with the same number of `*`: the offsets in `<session>.header` stay valid
-and every other stored message is untouched.
+overwritten in place with the same number of `*` and its CheckSum recomputed (three digits
+either way): the offsets in `<session>.header` stay valid, the message still parses (QuickFIX
+parses each stored message, checksum included, before it gap-fills it), and every other stored
+message is untouched.
 
 Scrubbing runs after each logon of a venue session (off the QuickFIX thread), from where the
 previous scrub of that file stopped; the first one reads the whole file, so Logons written by
@@ -30,6 +32,19 @@ _LOGON = b"\x0135=A\x01"
 _TAGS = (b"553", b"554")
 
 
+def _fix_checksum(mm: mmap.mmap, logon_at: int, trailer: int) -> None:
+    """Rewrite the CheckSum (10=) of the message whose MsgType is at `logon_at` and whose
+    trailer starts at `trailer`: QuickFIX parses a stored message, checksum included, before it
+    decides to gap-fill it, so a stale checksum would fail the whole resend."""
+    start = mm.rfind(b"8=FIX", max(0, logon_at - 64), logon_at)
+    if start == -1:
+        raise ValueError(f"no BeginString before the Logon at byte {logon_at}")
+    digits = trailer + 4  # after "\x0110="
+    if mm[digits + 3:digits + 4] != _SOH:
+        raise ValueError(f"malformed CheckSum after the Logon at byte {logon_at}")
+    mm[digits:digits + 3] = b"%03d" % (sum(mm[start:trailer + 1]) % 256)
+
+
 def scrub_body(path: Path, start: int = 0, tags: Iterable[bytes] = _TAGS) -> tuple[int, int]:
     """Overwrite the values of `tags` in the Logon messages of a FileStore body file, from byte
     `start` on. Returns (values blanked, end offset scanned: where the next scrub may start)."""
@@ -47,6 +62,7 @@ def scrub_body(path: Path, start: int = 0, tags: Iterable[bytes] = _TAGS) -> tup
                 end = mm.find(b"\x0110=", pos)  # the trailer: a Logon's fields end here
                 if end == -1:
                     return blanked, pos  # a Logon still being written: next time
+                changed = False
                 for tag in tags:
                     field = mm.find(_SOH + tag + b"=", pos, end)
                     if field == -1:
@@ -56,6 +72,9 @@ def scrub_body(path: Path, start: int = 0, tags: Iterable[bytes] = _TAGS) -> tup
                     if stop > value and mm[value:stop] != b"*" * (stop - value):
                         mm[value:stop] = b"*" * (stop - value)
                         blanked += 1
+                        changed = True
+                if changed:
+                    _fix_checksum(mm, pos, end)
                 pos = mm.find(_LOGON, end)
             mm.flush()
         return blanked, size

@@ -9,8 +9,6 @@ import time
 from decimal import Decimal
 from pathlib import Path
 
-import pytest
-
 from gateway.kraken.auth import NonceSource
 from gateway.transports.kraken_spot_rest import KrakenSpotRest
 from tests.conftest import Oms, make_client, new_id, order_fields
@@ -255,10 +253,6 @@ def test_orders_held_while_no_transport_is_up_expire_or_cancel(tmp_path: Path) -
         sim.stop()
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "since 911fe9b (store_scrub blanks 553/554 of stored Logons without fixing their CheckSum) "
-    "the gateway answers no venue ResendRequest after a reconnect with a gap, so the venue "
-    "queues every later FIX order forever; the held order is sent over FIX but never acked"))
 def test_order_held_while_fix_is_down_goes_over_fix_when_it_returns(tmp_path: Path) -> None:
     """FIX down, failover not made: an order held (PendingNew) is sent exactly once over FIX
     when the session returns."""

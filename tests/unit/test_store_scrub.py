@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+import quickfix
+
 from gateway.fix.store_scrub import LogonScrubber, scrub_body
 
 SOH = "\x01"
@@ -11,17 +14,31 @@ SOH = "\x01"
 
 def fix(*fields: str) -> bytes:
     body = SOH.join(fields) + SOH
-    return (f"8=FIX.4.4{SOH}9={len(body)}{SOH}{body}10=000{SOH}").encode()
+    head = f"8=FIX.4.4{SOH}9={len(body)}{SOH}{body}".encode()
+    return head + b"10=%03d\x01" % (sum(head) % 256)
 
 
-LOGON = fix("35=A", "34=1", "49=FIXGW", "56=KRAKEN-TRD", "98=0", "108=30", "553=KEY123",
-            "554=c2VjcmV0cGFzc3dvcmQ=", "5025=1795616332242")
+def logon(key: str = "KEY123", password: str = "c2VjcmV0cGFzc3dvcmQ=", seq: int = 1) -> bytes:
+    return fix("35=A", f"34={seq}", "49=FIXGW", "56=KRAKEN-TRD", "98=0", "108=30", f"553={key}",
+               f"554={password}", "5025=1795616332242")
+
+
+def parses_with_checksum(data: bytes) -> bool:
+    """Every message in a store body parses the way QuickFIX parses a stored one before a
+    resend (BodyLength and CheckSum validated); raises InvalidMessage otherwise."""
+    for part in data.decode().split("8=FIX.4.4")[1:]:
+        quickfix.Message().setString("8=FIX.4.4" + part, True)
+    return True
+
+
+LOGON = logon()
+BLANK = logon("******", "*" * 20)
 ORDER = fix("35=D", "34=2", "49=FIXGW", "56=KRAKEN-TRD", "11=553=KEY123", "55=BTC/USD")
 
 
 def test_blanks_only_logon_credentials_keeping_every_offset(tmp_path: Path) -> None:
     body = tmp_path / "FIX.4.4-FIXGW-KRAKEN-TRD.body"
-    original = LOGON + ORDER + LOGON.replace(b"34=1", b"34=3")
+    original = LOGON + ORDER + logon(seq=3)
     body.write_bytes(original)
     blanked, end = scrub_body(body)
     data = body.read_bytes()
@@ -30,9 +47,16 @@ def test_blanks_only_logon_credentials_keeping_every_offset(tmp_path: Path) -> N
     assert ORDER in data
     assert data.count(b"553=******" + SOH.encode()) == 2
     assert data.count(b"554=" + b"*" * len("c2VjcmV0cGFzc3dvcmQ=") + SOH.encode()) == 2
-    blank = LOGON.replace(b"KEY123", b"******").replace(b"c2VjcmV0cGFzc3dvcmQ=", b"*" * 20)
-    assert data == blank + ORDER + blank.replace(b"34=1", b"34=3")
+    assert data == BLANK + ORDER + logon("******", "*" * 20, seq=3)  # checksums recomputed
+    assert parses_with_checksum(data)
     assert scrub_body(body, end) == (0, end)
+
+
+def test_a_stale_checksum_is_what_quickfix_refuses() -> None:
+    """Why the scrubber recomputes it: QuickFIX will not parse (and so not resend past) a
+    stored message whose CheckSum no longer matches."""
+    with pytest.raises(quickfix.InvalidMessage):
+        parses_with_checksum(LOGON.replace(b"KEY123", b"******"))
 
 
 def test_partial_logon_waits_and_reset_store_is_rescanned(tmp_path: Path) -> None:
