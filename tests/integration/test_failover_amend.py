@@ -153,3 +153,51 @@ def test_lost_answer_amend_that_never_landed_is_rejected_after_its_deadline(
     assert venue.volume == Decimal("0.02") and venue.price == Decimal("30000.0")
     o = w.store.find("FIXGW->OMS", "B1")
     assert o is not None and o.oms_cl_ord_id == "B1" and o.qty == Decimal("0.02")
+
+
+def test_ws_add_order_without_an_answer_is_looked_up_not_resent(world: World) -> None:
+    """Orders over the private WebSocket while failed over: one whose answer misses the
+    client's timeout is looked up over REST by ClOrdID (found: acknowledged once), never sent
+    again; with the socket down the next order goes over REST under its own ClOrdID."""
+    from gateway.venue_sim.spot_ws import SpotWsServer
+
+    w = world
+    ws_server = SpotWsServer(w.engine, w.server.accounts)
+    ws_server.start()
+    try:
+        w.fallback.ws_url = ws_server.url
+        w.fallback._manage_ws()  # what the poller does once failed over
+        ws = w.fallback.ws
+        assert ws is not None and ws.wait_connected(5)
+        time.sleep(0.3)  # token fetched and executions subscribed
+        ws.request_timeout = 0.0005  # the venue's answer always comes too late
+        w.oms("D", [(11, "W1"), (55, "BTC/USD"), (54, "1"), (38, "0.01"), (40, "2"),
+                    (44, "30000"), (59, "1"), (60, "20260101-00:00:00")])
+        order = w.store.find("FIXGW->OMS", "W1")
+        assert order is not None and order.transport == "ws"
+        assert order.venue_cl_ord_id in w.fallback._unresolved  # to be looked up, not resent
+        time.sleep(0.3)
+        # The executions feed may have told it already (matched by our ClOrdID); the lookup
+        # by ClOrdID finds the same order: one acknowledgement either way.
+        w.fallback.poll()
+        assert order.venue_cl_ord_id not in w.fallback._unresolved
+        (ack,) = w.reports("W1")
+        assert ack[150] == "0" and ack[17].startswith("R")
+        assert w.engine.submission_count("FIXGW", order.venue_cl_ord_id) == 1
+        w.fallback.poll()
+        assert len(w.reports("W1")) == 1
+
+        ws_server.stop()
+        deadline = time.monotonic() + 5
+        while ws.connected and time.monotonic() < deadline:
+            time.sleep(0.05)
+        w.oms("D", [(11, "W2"), (55, "BTC/USD"), (54, "1"), (38, "0.01"), (40, "2"),
+                    (44, "30000"), (59, "1"), (60, "20260101-00:00:00")])
+        (ack2,) = w.reports("W2")
+        assert ack2[150] == "0"
+        o2 = w.store.find("FIXGW->OMS", "W2")
+        assert o2 is not None and o2.transport == "rest"
+        assert w.engine.submission_count("FIXGW", o2.venue_cl_ord_id) == 1
+    finally:
+        w.fallback.stop()
+        ws_server.stop()
