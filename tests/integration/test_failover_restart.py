@@ -96,3 +96,49 @@ def test_kill9_while_failed_over_then_restart(tmp_path: Path) -> None:
         if gw is not None:
             gw.stop()
         sim.stop()
+
+
+def test_kill9_while_an_order_is_held_then_restart_sends_it_once(tmp_path: Path) -> None:
+    """An order held (no transport up yet) when the gateway dies is held again after the
+    restart, from its journal record, and sent exactly once when a path is up (REST here)."""
+    creds = Credentials()
+    sim = SimProcess(tmp_path / "sim", creds, clients=("FIXGW",))
+    gw = None
+    clients: list[Oms] = []
+    try:
+        gw = GatewayProcess(tmp_path / "gw", sim, creds, venue_toml=fallback_toml(
+            sim, failover_after_s=4, hold_max_s=30))
+        oms = Oms(make_client(tmp_path, gw.oms_port, "OMS", "FIXGW"))
+        oms.c.start()
+        clients.append(oms)
+        rec = Recorder(oms)
+        mark = len(gw.err.lines)
+        sim.control(cmd="drop_fix", client="FIXGW", refuse_s=60)
+        gw.err.wait_for(r"FIXGW->KRAKEN-TRD \(venue\): logged_on -> ", 10, start=mark)
+        h = oms.buy("0.01", "30000.0")
+        rec.report(h, "A")
+        gw.kill()  # before the failover: the order never left
+        journal = (tmp_path / "gw" / "var" / "orders.journal").read_text().splitlines()
+        assert [ln.split("\t")[-1] for ln in journal
+                if ln.startswith("N\t") and ln.split("\t")[2] == h] == ["held"]
+        assert sim.control(cmd="submission_counts")["counts"] == {}
+
+        gw.start(wait_venue=False)
+        gw.err.wait_for(r"order flow moved from FIX to REST", 20)
+        new = rec.report(h, "0", timeout=10)
+        assert new.fields[17].startswith("R")
+        gw.err.wait_for(rf"held order {h} sent over (REST|WS)", 1)
+        rec.drain(1.5)
+        fresh = [x for x in rec.all if x.msg_type == "8" and x.fields.get(97) != "Y"]
+        assert [x.fields[150] for x in fresh if x.fields.get(11) == h] == ["A", "0"]
+        counts = sim.control(cmd="submission_counts")["counts"]
+        assert isinstance(counts, dict) and list(counts.values()) == [1], counts
+        journal = (tmp_path / "gw" / "var" / "orders.journal").read_text().splitlines()
+        assert [ln.split("\t")[3] for ln in journal
+                if ln.startswith("S\t") and ln.split("\t")[2] == h] == ["rest"]
+    finally:
+        for cl in clients:
+            cl.c.stop()
+        if gw is not None:
+            gw.stop()
+        sim.stop()
