@@ -119,7 +119,12 @@ class TransportPolicy:
     def __init__(self, fix_up: Callable[[], bool], rest_up: Callable[[], bool], *,
                  failover_after_s: float, failback_after_s: float, on_switch: SwitchCallback,
                  before_failback: Callable[[], bool] | None = None, force: Force = "auto",
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic,
+                 logger: logging.Logger | None = log) -> None:
+        """`logger=None`: the owner logs each switch in its own words (the market-data policy
+        reuses this class, and "FIX trading session" or "REST" would mislead ops there)."""
+        self._log = logger
+        self._postponed = False  # the failback postponement is logged once per episode
         self._fix_up = fix_up
         self._rest_up = rest_up
         self.failover_after_s = failover_after_s
@@ -142,7 +147,8 @@ class TransportPolicy:
             raise ValueError(f"force must be auto, fix or rest, not {force!r}")
         with self._lock:
             self.force = force
-            log.info("transport policy: force=%s", force)
+            if self._log is not None:
+                self._log.info("transport policy: force=%s", force)
         self.evaluate()
 
     def evaluate(self) -> Transport:
@@ -171,14 +177,18 @@ class TransportPolicy:
             if want == "fix" and self._before_failback is not None:
                 if not self._before_failback():
                     if self._rest_up():
-                        log.warning("failback to FIX postponed: REST-routed orders not "
-                                    "reconciled yet")
+                        if self._log is not None and not self._postponed:
+                            self._log.warning("failback to FIX postponed: REST-routed orders "
+                                              "not reconciled yet")
+                        self._postponed = True
                         return self.active
                     reason += "; REST unreachable, FIX resends and status requests reconcile"
                 else:
                     reason += "; REST-routed orders reconciled"
             old, self.active = self.active, want
-        log.warning("transport switch %s -> %s: %s", old, want, reason)
+            self._postponed = False
+        if self._log is not None:
+            self._log.warning("transport switch %s -> %s: %s", old, want, reason)
         try:
             self._on_switch(old, want, reason, automatic)
         except Exception:

@@ -25,8 +25,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from typing import Literal, TypeAlias
 
 from gateway.config.fallback import MdFallbackConfig
@@ -48,31 +47,6 @@ WS_DEPTHS = (10, 25, 100, 500, 1000)
 WS_SOURCE = "ws"
 _FORCE: dict[str, Force] = {"auto": "auto", "fix": "fix", "ws": "rest"}
 _AGGRESSOR = {"buy": "1", "sell": "2"}
-
-
-class _QuietOrderWording(logging.Filter):
-    """TransportPolicy's own log lines speak of the order path ("FIX trading session", "REST",
-    "REST-routed orders not reconciled"); run for market data they would mislead ops, and
-    MdFailover logs its own lines for each of those moments. So while this thread runs the
-    market-data policy, the policy logger's lines below ERROR are dropped (errors still show)."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return record.levelno >= logging.ERROR or not getattr(_md_policy_thread, "on", False)
-
-
-_md_policy_thread = threading.local()
-_policy_log = logging.getLogger("fixgw.routing.failover")  # TransportPolicy's logger
-if not any(isinstance(f, _QuietOrderWording) for f in _policy_log.filters):
-    _policy_log.addFilter(_QuietOrderWording())
-
-
-@contextmanager
-def _running_md_policy() -> Iterator[None]:
-    _md_policy_thread.on = True
-    try:
-        yield
-    finally:
-        _md_policy_thread.on = False
 
 
 def ws_depth(md_depth: int) -> int:
@@ -191,7 +165,8 @@ class MdFailover:
         self.policy = TransportPolicy(
             feed.logged_on, ws.up, failover_after_s=failover_after_s,
             failback_after_s=failback_after_s, on_switch=self._switched,
-            before_failback=self._ready_to_fail_back, force=_FORCE[force])
+            before_failback=self._ready_to_fail_back, force=_FORCE[force],
+            logger=None)  # MdFailover says each switch in market-data words
         self._waiting_for: tuple[str, ...] = ()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -210,8 +185,7 @@ class MdFailover:
 
     def set_force(self, force: Literal["auto", "fix", "ws"]) -> None:
         log.info("market-data source policy: force=%s", force)
-        with _running_md_policy():
-            self.policy.set_force(_FORCE[force])
+        self.policy.set_force(_FORCE[force])
 
     def _ready_to_fail_back(self) -> bool:
         """Failback (also a forced one) only onto complete, verified FIX books; while WS is up
@@ -259,8 +233,7 @@ class MdFailover:
 
     # ---- thread --------------------------------------------------------------------------------
     def evaluate(self) -> MdSource:
-        with _running_md_policy():
-            self.policy.evaluate()
+        self.policy.evaluate()
         return self.active
 
     def start(self) -> None:

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import logging
+
+import pytest
+
 from gateway.routing.failover import TransportPolicy
 
 
@@ -79,3 +83,26 @@ def test_force_pins_the_transport() -> None:
     assert p.evaluate() == "rest"  # FIX healthy, but pinned
     p.set_force("auto")
     assert p.evaluate() == "fix" and w.reconciles == 1
+
+
+def test_postponed_failback_is_logged_once_and_a_silent_policy_logs_nothing(
+        caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="fixgw.routing.failover")
+    w = World()
+    p = w.policy()
+    w.fix_up = False
+    w.now = 3.0
+    p.evaluate()
+    w.fix_up, w.reconciled = True, False
+    for t in (9.0, 9.5, 10.0):  # checked every half second while reconciliation lags
+        w.now = t
+        assert p.evaluate() == "rest"
+    postponed = [r for r in caplog.records if "postponed" in r.getMessage()]
+    assert len(postponed) == 1
+    w.reconciled = True
+    assert p.evaluate() == "fix"
+    caplog.clear()
+    quiet = TransportPolicy(lambda: False, lambda: True, failover_after_s=0,
+                            failback_after_s=0, on_switch=lambda *_: None, logger=None)
+    quiet.set_force("rest")
+    assert quiet.evaluate() == "rest" and not caplog.records
