@@ -91,9 +91,12 @@ def test_postponed_failback_is_logged_once_and_a_silent_policy_logs_nothing(
     w = World()
     p = w.policy()
     w.fix_up = False
-    w.now = 3.0
     p.evaluate()
+    w.now = 3.0
+    assert p.evaluate() == "rest"
     w.fix_up, w.reconciled = True, False
+    w.now = 4.0
+    p.evaluate()
     for t in (9.0, 9.5, 10.0):  # checked every half second while reconciliation lags
         w.now = t
         assert p.evaluate() == "rest"
