@@ -124,7 +124,7 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
         store = self.gw.router.store
         if ref.role == ROLE_TRD:
             if self.gw.router._rest_active():
-                transport = "rest"
+                transport = self._order_transport()  # ws or rest
             out.open_orders = len(store.open_orders())
         elif ref.role == ROLE_OMS:
             out.open_orders = len(store.open_orders(ref.name))
@@ -332,25 +332,36 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
         want = request.transport.strip().lower()
 
         def action() -> tuple[bool, str]:
-            if want == "ws":
-                return False, "WebSocket order transport not available in this build"
-            if want not in ("fix", "rest", "auto"):
-                return False, (f"unknown transport {request.transport!r}: give fix, rest or auto")
+            if want not in ("fix", "ws", "rest", "auto"):
+                return False, (f"unknown transport {request.transport!r}: give fix, ws, rest or "
+                               "auto")
             fallback = self.gw.fallback
             policy = fallback.policy if fallback is not None else None
-            if policy is None:
+            if fallback is None or policy is None:
                 return False, ("no transport to switch to: the REST fallback is not configured "
                                "(set [venue.fallback] enabled = true with venue api_key/api_secret"
                                "), so orders always go over FIX")
-            policy.set_force(want)  # type: ignore[arg-type]
-            active = policy.active
+            if want == "ws" and not fallback.ws_url:
+                return False, ("no private WebSocket is configured for orders: set "
+                               "[venue.fallback] ws_url (Kraken: wss://ws-auth.kraken.com/v2)")
+            # ws and rest are both the fallback path; they differ in what it prefers.
+            fallback.prefer(want if want in ("ws", "rest") else None)
+            policy.set_force("rest" if want in ("ws", "rest") else want)  # type: ignore[arg-type]
+            now = self._order_transport()
             if want == "auto":
-                return True, f"transport follows health again (orders now over {active.upper()})"
-            message = f"transport forced to {want.upper()} (orders now over {active.upper()})"
-            if active != want:
+                return True, f"transport follows health again (orders now over {now.upper()})"
+            message = f"transport forced to {want.upper()} (orders now over {now.upper()})"
+            if now != want:
                 message += f"; {want.upper()} is not usable yet, the switch happens when it is"
             return True, message
         return self._act("force_transport", {"transport": want}, action)
+
+    def _order_transport(self) -> str:
+        """Where a new order goes now: fix, or the fallback's path (ws or rest)."""
+        fallback = self.gw.fallback
+        if fallback is None or not self.gw.router._rest_active():
+            return "fix"
+        return fallback.order_transport()
 
     # ---- health ----------------------------------------------------------------------------
     def Health(self, request: admin_pb2.HealthRequest,
@@ -379,7 +390,7 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
         return admin_pb2.HealthResponse(
             healthy=healthy, summary="; ".join(problems) or "ok", venue_trading_up=trd,
             venue_md_up=md, kill_switch=kill, oms_sessions_up=oms_up,
-            oms_sessions=len(oms_refs), order_transport="rest" if rest else "fix",
+            oms_sessions=len(oms_refs), order_transport=self._order_transport(),
             open_orders=len(self.gw.router.store.open_orders()))
 
 

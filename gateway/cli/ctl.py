@@ -146,8 +146,10 @@ def build_parser() -> argparse.ArgumentParser:
             "fixgwctl gate rules | fixgwctl gate disable price_collar --yes")
     p.add_argument("action", choices=("rules", "enable", "disable"))
     p.add_argument("rule", nargs="?", metavar="RULE")
-    p = cmd("transport", "pin the order-flow transport (fix, rest) or let health decide (auto); "
-            "needs [venue.fallback] (asks to confirm)", "fixgwctl transport force rest --yes")
+    p = cmd("transport", "pin the order-flow transport (fix; ws = the fallback over the private "
+            "WebSocket, REST while it is not connected; rest = REST only) or let health decide "
+            "(auto); needs [venue.fallback] (asks to confirm)",
+            "fixgwctl transport force rest --yes")
     p.add_argument("action", choices=("force",))
     p.add_argument("transport", choices=("fix", "ws", "rest", "auto"))
     p = cmd("events", "the gateway's event stream (EventService, env FIXGW_EVENTS_ADDR, default "

@@ -215,6 +215,7 @@ class RestFallback:
         self.ws_url = ws_url
         self.ws: KrakenWsPrivate | None = None
         self.ws_orders = ws_orders  # new orders and cancels over WS while it is connected
+        self.ws_orders_configured = ws_orders  # what `prefer` restores on auto/fix
         self.hold_max_s = hold_max_s
         self.hold_max_orders = hold_max_orders
         # An amend sent with a deadline of max(2 s, timeout) (the client's rule) cannot land
@@ -268,6 +269,13 @@ class RestFallback:
             return None
         return self._fields(order, res.txid, "0", "0", Decimal(0), Decimal(0),
                             f"R{res.txid}-0-new")
+
+    def prefer(self, path: str | None) -> None:
+        """Ops' choice of fallback path: "ws" (orders over the private WebSocket while it is
+        connected, REST otherwise), "rest" (REST only), None (back to the configuration)."""
+        if path not in ("ws", "rest", None):
+            raise ValueError(f"fallback path must be ws, rest or None, not {path!r}")
+        self.ws_orders = self.ws_orders_configured if path is None else path == "ws"
 
     def order_transport(self) -> str:
         """The path a new order takes while failed over: the private WebSocket when it is

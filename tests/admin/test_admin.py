@@ -369,7 +369,7 @@ def test_force_transport_without_fallback_is_refused(stack: Stack) -> None:
     assert not res.ok and "REST fallback is not configured" in res.message
     res = st.ForceTransport(admin_pb2.ForceTransportRequest(transport="ws"),
                             metadata=auth(stack.operator_token))
-    assert not res.ok and "WebSocket order transport not available" in res.message
+    assert not res.ok and "REST fallback is not configured" in res.message
     with pytest.raises(grpc.RpcError) as exc:
         st.ForceTransport(admin_pb2.ForceTransportRequest(transport="fix"),
                           metadata=auth(stack.read_only_token))

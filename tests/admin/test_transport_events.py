@@ -53,6 +53,7 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
         tmp / "gw", sim, creds,
         venue_toml=("md_stale_after_s = 3600\n[venue.fallback]\nenabled = true\n"
                     f'rest_url = "http://127.0.0.1:{sim.spot_rest_port}"\n'
+                    f'ws_url = "ws://127.0.0.1:{sim.spot_ws_port}/v2"\n'
                     "failback_after_s = 0.5\nfailover_after_s = 0.5\n"),
         extra_toml=f'read_only_token = {{ file = "{ro_file}" }}')
     client = make_client(tmp / "oms", gw.oms_port, "OMS", "FIXGW")
@@ -84,12 +85,30 @@ def test_force_transport_refusals(env: Env) -> None:
     r = env.ctl("transport", "force", "rest", "--yes", token_file=env.ro_file)
     assert r.returncode == 4 and "permission denied" in r.stderr and "read-only" in r.stderr
     assert len(read_audit(env.gw.data_dir / "var" / "admin-audit.jsonl")) == before
-    r = env.ctl("transport", "force", "ws", "--yes")
-    assert r.returncode == 1
-    assert "WebSocket order transport not available in this build" in r.stderr
     r = env.ctl("transport", "force", "carrier-pigeon", "--yes")
     assert r.returncode == 2
     assert _health(env)["order_transport"] == "fix"
+
+
+def test_force_ws_sends_orders_over_the_private_websocket(env: Env) -> None:
+    r = env.ctl("transport", "force", "ws", "--yes")
+    assert r.returncode == 0, r.stderr
+    assert "forced to WS" in r.stdout
+    _wait_transport(env, "ws")  # failed over, private WebSocket connected
+    mark = len(env.gw.err.lines)
+    cl = env.oms.buy("0.01", "30000.0")
+    env.oms.report(cl, "0")
+    journal = (env.gw.data_dir / "var" / "orders.journal").read_text().splitlines()
+    transport = {ln.split("\t")[2]: ln.split("\t")[-1] for ln in journal
+                 if ln.startswith("N\t")}
+    assert transport[cl] == "ws"
+    assert "placed over REST" not in "\n".join(env.gw.err.lines[mark:])
+    r = env.ctl("transport", "force", "rest", "--yes")
+    assert r.returncode == 0 and "forced to REST" in r.stdout
+    _wait_transport(env, "rest")  # the fallback path, REST only
+    r = env.ctl("transport", "force", "ws", "--yes")
+    assert r.returncode == 0
+    _wait_transport(env, "ws")
 
 
 def test_force_rest_then_auto_moves_the_order_flow(env: Env) -> None:
