@@ -13,11 +13,12 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from tools.benchlib.procs import Credentials, Lines, event_process_pid, free_port
 
-__all__ = ["REPO", "Credentials", "GatewayProcess", "Lines", "SimProcess", "free_port",
-           "running_pair"]
+__all__ = ["REPO", "Credentials", "GatewayProcess", "Lines", "SimProcess", "VenueStack",
+           "free_port", "running_pair"]
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -208,3 +209,36 @@ def running_pair(tmp: Path, **gw_kwargs: object) -> Iterator[tuple[SimProcess, G
         if gw is not None:
             gw.stop()
         sim.stop()
+
+
+class VenueStack:
+    """A simulator, the gateway in front of it and the FIX clients a test starts, all stopped on
+    exit whatever the test did (failover tests kill, restart and stop the gateway themselves).
+
+        with VenueStack(tmp_path, clients=("FIXGW", "MAKER")) as v:
+            gw = v.gateway(venue_toml=...)
+            v.clients.append(oms)            # anything with .c.stop(): tests.conftest.Oms
+    """
+
+    def __init__(self, tmp: Path, clients: tuple[str, ...] = ("FIXGW",)) -> None:
+        self.tmp = tmp
+        self.creds = Credentials()
+        self.sim = SimProcess(tmp / "sim", self.creds, clients=clients)
+        self.gw: GatewayProcess | None = None
+        self.clients: list[Any] = []
+
+    def gateway(self, **kwargs: Any) -> GatewayProcess:
+        self.gw = GatewayProcess(self.tmp / "gw", self.sim, self.creds, **kwargs)
+        return self.gw
+
+    def __enter__(self) -> VenueStack:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        try:
+            for c in self.clients:
+                c.c.stop()
+            if self.gw is not None:
+                self.gw.stop()
+        finally:
+            self.sim.stop()

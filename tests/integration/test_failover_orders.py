@@ -13,7 +13,7 @@ from gateway.kraken.auth import NonceSource
 from gateway.transports.kraken_spot_rest import KrakenSpotRest
 from tests.conftest import Oms, make_client, new_id, order_fields
 from tests.integration.test_failover import Recorder
-from tests.procs import Credentials, GatewayProcess, SimProcess
+from tests.procs import Credentials, SimProcess, VenueStack
 
 
 def fallback_toml(sim: SimProcess, **extra: object) -> str:
@@ -40,12 +40,9 @@ def fix_amend(oms: Oms, cl: str, orig: str, qty: str, price: str, tif: str = "1"
 
 
 def test_replace_and_mass_cancel_over_rest(tmp_path: Path) -> None:
-    creds = Credentials()
-    sim = SimProcess(tmp_path / "sim", creds, clients=("FIXGW", "MAKER"))
-    gw = None
-    clients: list[Oms] = []
-    try:
-        gw = GatewayProcess(tmp_path / "gw", sim, creds, oms_comp_ids=("OMS", "OMS2"),
+    with VenueStack(tmp_path, clients=("FIXGW", "MAKER")) as v:
+        creds, sim, clients = v.creds, v.sim, v.clients
+        gw = v.gateway(oms_comp_ids=("OMS", "OMS2"),
                             venue_toml=fallback_toml(sim))
         oms = Oms(make_client(tmp_path, gw.oms_port, "OMS", "FIXGW"))
         oms2 = Oms(make_client(tmp_path, gw.oms_port, "OMS2", "FIXGW"))
@@ -132,12 +129,6 @@ def test_replace_and_mass_cancel_over_rest(tmp_path: Path) -> None:
         assert venue[txid_b].status == "canceled"  # type: ignore[attr-defined]
         assert venue[txid_c].status == "canceled"  # type: ignore[attr-defined]
         assert venue[txid_d].status == "open"  # type: ignore[attr-defined]  # OMS2's, untouched
-    finally:
-        for cl in clients:
-            cl.c.stop()
-        if gw is not None:
-            gw.stop()
-        sim.stop()
 
 
 def test_orders_and_fills_over_ws_while_failed_over(tmp_path: Path) -> None:
@@ -145,12 +136,9 @@ def test_orders_and_fills_over_ws_while_failed_over(tmp_path: Path) -> None:
     and with polling slowed to 30 s only the WS executions feed can bring a fill within
     seconds; the reconciliation poll before failback and the venue's FIX resend then see the
     same states and must add nothing."""
-    creds = Credentials()
-    sim = SimProcess(tmp_path / "sim", creds, clients=("FIXGW", "MAKER"))
-    gw = None
-    clients: list[Oms] = []
-    try:
-        gw = GatewayProcess(tmp_path / "gw", sim, creds, venue_toml=fallback_toml(
+    with VenueStack(tmp_path, clients=("FIXGW", "MAKER")) as v:
+        creds, sim, clients = v.creds, v.sim, v.clients
+        gw = v.gateway(venue_toml=fallback_toml(
             sim, poll_interval_s=30, ws_url=f"ws://127.0.0.1:{sim.spot_ws_port}/v2"))
         oms = Oms(make_client(tmp_path, gw.oms_port, "OMS", "FIXGW"))
         maker = Oms(make_client(tmp_path, sim.trading_port, "MAKER", "KRAKEN-TRD", creds))
@@ -199,24 +187,15 @@ def test_orders_and_fills_over_ws_while_failed_over(tmp_path: Path) -> None:
         assert isinstance(counts, dict)
         ours = [n for k, n in counts.items() if k.startswith("FIXGW ")]
         assert ours == [1, 1], counts
-    finally:
-        for cl in clients:
-            cl.c.stop()
-        if gw is not None:
-            gw.stop()
-        sim.stop()
 
 
 def test_orders_held_while_no_transport_is_up_expire_or_cancel(tmp_path: Path) -> None:
     """FIX down, failover not made (failover_after_s is long here): an order is held
     (PendingNew); held too long it is rejected with a Text that says so; one canceled while
     held is canceled at once; neither ever reaches the venue."""
-    creds = Credentials()
-    sim = SimProcess(tmp_path / "sim", creds, clients=("FIXGW",))
-    gw = None
-    clients: list[Oms] = []
-    try:
-        gw = GatewayProcess(tmp_path / "gw", sim, creds, venue_toml=fallback_toml(
+    with VenueStack(tmp_path, clients=("FIXGW",)) as v:
+        sim, clients = v.sim, v.clients
+        gw = v.gateway(venue_toml=fallback_toml(
             sim, failover_after_s=120, hold_max_s=3))
         oms = Oms(make_client(tmp_path, gw.oms_port, "OMS", "FIXGW"))
         oms.c.start()
@@ -245,23 +224,14 @@ def test_orders_held_while_no_transport_is_up_expire_or_cancel(tmp_path: Path) -
         assert rec.exec_types(canceled) == ["A", "4"]
         counts = sim.control(cmd="submission_counts")["counts"]
         assert counts == {}, counts  # neither ever reached the venue
-    finally:
-        for cl in clients:
-            cl.c.stop()
-        if gw is not None:
-            gw.stop()
-        sim.stop()
 
 
 def test_order_held_while_fix_is_down_goes_over_fix_when_it_returns(tmp_path: Path) -> None:
     """FIX down, failover not made: an order held (PendingNew) is sent exactly once over FIX
     when the session returns."""
-    creds = Credentials()
-    sim = SimProcess(tmp_path / "sim", creds, clients=("FIXGW",))
-    gw = None
-    clients: list[Oms] = []
-    try:
-        gw = GatewayProcess(tmp_path / "gw", sim, creds, venue_toml=fallback_toml(
+    with VenueStack(tmp_path, clients=("FIXGW",)) as v:
+        sim, clients = v.sim, v.clients
+        gw = v.gateway(venue_toml=fallback_toml(
             sim, failover_after_s=120, hold_max_s=20))
         oms = Oms(make_client(tmp_path, gw.oms_port, "OMS", "FIXGW"))
         oms.c.start()
@@ -281,22 +251,12 @@ def test_order_held_while_fix_is_down_goes_over_fix_when_it_returns(tmp_path: Pa
         counts = sim.control(cmd="submission_counts")["counts"]
         assert isinstance(counts, dict)
         assert list(counts.values()) == [1], counts
-    finally:
-        for cl in clients:
-            cl.c.stop()
-        if gw is not None:
-            gw.stop()
-        sim.stop()
 
 
 def test_order_held_at_the_outage_goes_over_rest_after_failover(tmp_path: Path) -> None:
-    creds = Credentials()
-    sim = SimProcess(tmp_path / "sim", creds, clients=("FIXGW",))
-    gw = None
-    clients: list[Oms] = []
-    try:
-        gw = GatewayProcess(tmp_path / "gw", sim, creds,
-                            venue_toml=fallback_toml(sim, failover_after_s=2))
+    with VenueStack(tmp_path, clients=("FIXGW",)) as v:
+        sim, clients = v.sim, v.clients
+        gw = v.gateway(venue_toml=fallback_toml(sim, failover_after_s=2))
         oms = Oms(make_client(tmp_path, gw.oms_port, "OMS", "FIXGW"))
         oms.c.start()
         clients.append(oms)
@@ -317,12 +277,6 @@ def test_order_held_at_the_outage_goes_over_rest_after_failover(tmp_path: Path) 
         assert rec.exec_types(first) == ["A", "0"] and rec.exec_types(second) == ["A", "0"]
         counts = sim.control(cmd="submission_counts")["counts"]
         assert isinstance(counts, dict) and sorted(counts.values()) == [1, 1], counts
-    finally:
-        for cl in clients:
-            cl.c.stop()
-        if gw is not None:
-            gw.stop()
-        sim.stop()
 
 
 def test_failback_with_30_open_orders_is_quick(tmp_path: Path) -> None:
@@ -331,13 +285,9 @@ def test_failback_with_30_open_orders_is_quick(tmp_path: Path) -> None:
     failback_after_s + 1.5 s of the FIX logon with 30 open REST-routed orders, after more
     than 10 s on REST at the starter tier. Before: ~7 s with failback_after_s = 2 (the poller
     saturated the counter, so both noticing FIX and reconciling waited ~3 s on it)."""
-    creds = Credentials()
-    sim = SimProcess(tmp_path / "sim", creds, clients=("FIXGW", "MAKER"))
-    gw = None
-    clients: list[Oms] = []
-    try:
-        gw = GatewayProcess(tmp_path / "gw", sim, creds,
-                            venue_toml=fallback_toml(sim, failback_after_s=2, poll_interval_s=0.5))
+    with VenueStack(tmp_path, clients=("FIXGW", "MAKER")) as v:
+        creds, sim, clients = v.creds, v.sim, v.clients
+        gw = v.gateway(venue_toml=fallback_toml(sim, failback_after_s=2, poll_interval_s=0.5))
         oms = Oms(make_client(tmp_path, gw.oms_port, "OMS", "FIXGW"))
         maker = Oms(make_client(tmp_path, sim.trading_port, "MAKER", "KRAKEN-TRD", creds))
         for c in (oms, maker):
@@ -378,9 +328,3 @@ def test_failback_with_30_open_orders_is_quick(tmp_path: Path) -> None:
             want_exec = Decimal("0.01") if cl in filled else Decimal(0)
             assert v.vol_exec == want_exec, (cl, v)  # type: ignore[attr-defined]
             assert v.status == ("closed" if cl in filled else "open")  # type: ignore[attr-defined]
-    finally:
-        for cl in clients:
-            cl.c.stop()
-        if gw is not None:
-            gw.stop()
-        sim.stop()

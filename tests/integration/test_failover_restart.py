@@ -13,16 +13,13 @@ from pathlib import Path
 from tests.conftest import Oms, make_client, new_id, order_fields
 from tests.integration.test_failover import Recorder
 from tests.integration.test_failover_orders import fallback_toml, venue_orders
-from tests.procs import Credentials, GatewayProcess, SimProcess
+from tests.procs import VenueStack
 
 
 def test_kill9_while_failed_over_then_restart(tmp_path: Path) -> None:
-    creds = Credentials()
-    sim = SimProcess(tmp_path / "sim", creds, clients=("FIXGW", "MAKER"))
-    gw = None
-    clients: list[Oms] = []
-    try:
-        gw = GatewayProcess(tmp_path / "gw", sim, creds, venue_toml=fallback_toml(sim))
+    with VenueStack(tmp_path, clients=("FIXGW", "MAKER")) as v:
+        creds, sim, clients = v.creds, v.sim, v.clients
+        gw = v.gateway(venue_toml=fallback_toml(sim))
         oms = Oms(make_client(tmp_path, gw.oms_port, "OMS", "FIXGW"))
         maker = Oms(make_client(tmp_path, sim.trading_port, "MAKER", "KRAKEN-TRD", creds))
         for c in (oms, maker):
@@ -90,23 +87,14 @@ def test_kill9_while_failed_over_then_restart(tmp_path: Path) -> None:
         assert venue[txid_a].vol_exec == Decimal("0.02")  # type: ignore[attr-defined]
         for t in (txid_c, txid_d):
             assert venue[t].status == "open" and venue[t].vol_exec == 0  # type: ignore[attr-defined]
-    finally:
-        for cl in clients:
-            cl.c.stop()
-        if gw is not None:
-            gw.stop()
-        sim.stop()
 
 
 def test_kill9_while_an_order_is_held_then_restart_sends_it_once(tmp_path: Path) -> None:
     """An order held (no transport up yet) when the gateway dies is held again after the
     restart, from its journal record, and sent exactly once when a path is up (REST here)."""
-    creds = Credentials()
-    sim = SimProcess(tmp_path / "sim", creds, clients=("FIXGW",))
-    gw = None
-    clients: list[Oms] = []
-    try:
-        gw = GatewayProcess(tmp_path / "gw", sim, creds, venue_toml=fallback_toml(
+    with VenueStack(tmp_path, clients=("FIXGW",)) as v:
+        sim, clients = v.sim, v.clients
+        gw = v.gateway(venue_toml=fallback_toml(
             sim, failover_after_s=4, hold_max_s=30))
         oms = Oms(make_client(tmp_path, gw.oms_port, "OMS", "FIXGW"))
         oms.c.start()
@@ -136,9 +124,3 @@ def test_kill9_while_an_order_is_held_then_restart_sends_it_once(tmp_path: Path)
         journal = (tmp_path / "gw" / "var" / "orders.journal").read_text().splitlines()
         assert [ln.split("\t")[3] for ln in journal
                 if ln.startswith("S\t") and ln.split("\t")[2] == h] == ["rest"]
-    finally:
-        for cl in clients:
-            cl.c.stop()
-        if gw is not None:
-            gw.stop()
-        sim.stop()
