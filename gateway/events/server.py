@@ -237,7 +237,7 @@ class EventServer:
         config: EventServerConfig | None = None,
         extra_services: Sequence[Callable[[grpc.aio.Server], str]] = (),
     ) -> None:
-        self._log: EventLog = log if log is not None else EventLog()
+        self._log_or_none = log
         self._serves_events = log is not None
         self.config = config or EventServerConfig()
         self._extra_services = tuple(extra_services)
@@ -262,6 +262,12 @@ class EventServer:
         self._health: Any = None
 
     @property
+    def _log(self) -> EventLog:
+        """The log, for the EventService parts (only registered when there is one)."""
+        assert self._log_or_none is not None
+        return self._log_or_none
+
+    @property
     def port(self) -> int:
         """The bound port (useful with `port=0`); 0 before start()."""
         return self._port
@@ -281,7 +287,7 @@ class EventServer:
         Read from another thread without the loop: a racy but consistent-enough snapshot for
         metrics (the set is copied first).
         """
-        head = self._log.next_sequence
+        head = self._log_or_none.next_sequence if self._log_or_none is not None else 0
         subs = list(self._subs)
         return EventServerStats(subscribers=len(subs),
                                 queued=sum(max(0, head - s.cursor) for s in subs if s.live),
