@@ -49,7 +49,7 @@ from tenacity import (
 )
 
 from gateway.kraken.auth import NonceSource, decode_secret, futures_authent
-from gateway.transports.http import NoAnswer, exchange
+from gateway.transports.http import NoAnswer, exchange, opener_for
 
 __all__ = [
     "RETRYABLE_ERRORS",
@@ -79,9 +79,6 @@ API_PATH = "/api/v3"
 RETRYABLE_ERRORS = frozenset({
     "Unavailable", "Server Error", "EService:Busy", "EService:Unavailable",
 })
-
-
-_LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1"})
 
 
 class KrakenFuturesError(Exception):
@@ -348,11 +345,7 @@ class KrakenFuturesRest:
         self._wait = (wait_exponential(multiplier=backoff_initial_s, max=backoff_max_s)
                       + wait_random(0, backoff_initial_s))
         self._user_agent = user_agent
-        host = (urllib.parse.urlsplit(self.base_url).hostname or "").lower()
-        # Environment proxies apply to the real venue; a loopback simulator must never be sent
-        # through one (a CI runner with HTTP_PROXY set would otherwise fail every test).
-        proxies: dict[str, str] | None = {} if host in _LOOPBACK else None
-        self._opener = urllib.request.build_opener(urllib.request.ProxyHandler(proxies))
+        self._opener = opener_for(self.base_url)
 
     # -- public endpoints --------------------------------------------------------------------
 

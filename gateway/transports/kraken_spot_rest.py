@@ -60,7 +60,7 @@ from gateway.kraken.ratelimits import (
     cancel_cost,
 )
 from gateway.kraken.symbols import parse_spot_pair
-from gateway.transports.http import NoAnswer, exchange
+from gateway.transports.http import NoAnswer, exchange, opener_for
 
 __all__ = [
     "ENGINE_TIERS",
@@ -82,11 +82,6 @@ log = logging.getLogger("fixgw.transports.kraken_spot_rest")
 Side: TypeAlias = Literal["buy", "sell"]
 OrdTypeName: TypeAlias = Literal["market", "limit"]
 Tif: TypeAlias = Literal["GTC", "IOC", "FOK"]
-
-_LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1"})
-
-
-
 
 
 # FIX 4.4 OrdRejReason (103) values used below.
@@ -367,9 +362,7 @@ class KrakenSpotRest:
         self._engine: dict[str, DecayingCounter] = {}
         self._placed: dict[str, tuple[str, float]] = {}  # txid -> (pair, monotonic placed time)
         self._clid_txid: dict[str, str] = {}
-        host = (urllib.parse.urlsplit(self.base_url).hostname or "").lower()
-        proxies: dict[str, str] | None = {} if host in _LOOPBACK else None
-        self._opener = urllib.request.build_opener(urllib.request.ProxyHandler(proxies))
+        self._opener = opener_for(self.base_url)
         #: Seconds spent waiting on the REST counter model (metrics, tests).
         self.rate_wait_s = 0.0
 
