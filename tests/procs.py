@@ -231,6 +231,31 @@ class VenueStack:
         self.gw = GatewayProcess(self.tmp / "gw", self.sim, self.creds, **kwargs)
         return self.gw
 
+    def oms(self, comp: str = "OMS") -> Any:
+        """An OMS FIX client of the gateway, logged on and stopped on exit (tests.conftest.Oms)."""
+        from tests.conftest import Oms, make_client  # conftest imports this module
+        assert self.gw is not None, "start the gateway first"
+        return self._started(Oms(make_client(self.tmp, self.gw.oms_port, comp, "FIXGW")))
+
+    def maker(self) -> Any:
+        """The venue's other trading client (CompID MAKER), to trade against the gateway."""
+        from tests.conftest import Oms, make_client
+        return self._started(Oms(make_client(self.tmp, self.sim.trading_port, "MAKER",
+                                             "KRAKEN-TRD", self.creds)))
+
+    def drop_fix(self, refuse_s: float) -> int:
+        """The venue drops the gateway's FIX trading session and refuses it for `refuse_s`;
+        returns the gateway's log position from just before (to wait for what follows)."""
+        assert self.gw is not None
+        mark = len(self.gw.err.lines)
+        self.sim.control(cmd="drop_fix", client="FIXGW", refuse_s=refuse_s)
+        return mark
+
+    def _started(self, client: Any) -> Any:
+        client.c.start()
+        self.clients.append(client)
+        return client
+
     def __enter__(self) -> VenueStack:
         return self
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from gateway.kraken.auth import NonceSource
 from gateway.transports.kraken_spot_rest import KrakenSpotRest
-from tests.conftest import Oms, make_client, new_id, order_fields
+from tests.conftest import Oms, new_id, order_fields
 from tests.integration.test_failover import Recorder
 from tests.procs import Credentials, SimProcess, VenueStack
 
@@ -41,22 +41,15 @@ def fix_amend(oms: Oms, cl: str, orig: str, qty: str, price: str, tif: str = "1"
 
 def test_replace_and_mass_cancel_over_rest(tmp_path: Path) -> None:
     with VenueStack(tmp_path, clients=("FIXGW", "MAKER")) as v:
-        creds, sim, clients = v.creds, v.sim, v.clients
-        gw = v.gateway(oms_comp_ids=("OMS", "OMS2"),
-                            venue_toml=fallback_toml(sim))
-        oms = Oms(make_client(tmp_path, gw.oms_port, "OMS", "FIXGW"))
-        oms2 = Oms(make_client(tmp_path, gw.oms_port, "OMS2", "FIXGW"))
-        maker = Oms(make_client(tmp_path, sim.trading_port, "MAKER", "KRAKEN-TRD", creds))
-        for c in (oms, oms2, maker):
-            c.c.start()
-            clients.append(c)
+        creds, sim = v.creds, v.sim
+        gw = v.gateway(oms_comp_ids=("OMS", "OMS2"), venue_toml=fallback_toml(sim))
+        oms, oms2, maker = v.oms(), v.oms("OMS2"), v.maker()
         rec, rec2 = Recorder(oms), Recorder(oms2)
         # FIX is used once before the outage, so the session is the venue's known client.
         first = oms.buy("0.01", "20000.0")
         rec.report(first, "0")
 
-        mark = len(gw.err.lines)
-        sim.control(cmd="drop_fix", client="FIXGW", refuse_s=12)
+        mark = v.drop_fix(12)
         gw.err.wait_for(r"order flow moved from FIX to REST", 15, start=mark)
 
         # 1. A replace over REST: 35=8 ExecType 5 under the replace's ClOrdID, new figures.
@@ -137,17 +130,12 @@ def test_orders_and_fills_over_ws_while_failed_over(tmp_path: Path) -> None:
     seconds; the reconciliation poll before failback and the venue's FIX resend then see the
     same states and must add nothing."""
     with VenueStack(tmp_path, clients=("FIXGW", "MAKER")) as v:
-        creds, sim, clients = v.creds, v.sim, v.clients
+        sim = v.sim
         gw = v.gateway(venue_toml=fallback_toml(
             sim, poll_interval_s=30, ws_url=f"ws://127.0.0.1:{sim.spot_ws_port}/v2"))
-        oms = Oms(make_client(tmp_path, gw.oms_port, "OMS", "FIXGW"))
-        maker = Oms(make_client(tmp_path, sim.trading_port, "MAKER", "KRAKEN-TRD", creds))
-        for c in (oms, maker):
-            c.c.start()
-            clients.append(c)
+        oms, maker = v.oms(), v.maker()
         rec = Recorder(oms)
-        mark = len(gw.err.lines)
-        sim.control(cmd="drop_fix", client="FIXGW", refuse_s=10)
+        mark = v.drop_fix(10)
         gw.err.wait_for(r"order flow moved from FIX to REST", 15, start=mark)
         gw.err.wait_for(r"subscribing to WS executions", 5, start=mark)
 
@@ -194,15 +182,12 @@ def test_orders_held_while_no_transport_is_up_expire_or_cancel(tmp_path: Path) -
     (PendingNew); held too long it is rejected with a Text that says so; one canceled while
     held is canceled at once; neither ever reaches the venue."""
     with VenueStack(tmp_path, clients=("FIXGW",)) as v:
-        sim, clients = v.sim, v.clients
+        sim = v.sim
         gw = v.gateway(venue_toml=fallback_toml(
             sim, failover_after_s=120, hold_max_s=3))
-        oms = Oms(make_client(tmp_path, gw.oms_port, "OMS", "FIXGW"))
-        oms.c.start()
-        clients.append(oms)
+        oms = v.oms()
         rec = Recorder(oms)
-        mark = len(gw.err.lines)
-        sim.control(cmd="drop_fix", client="FIXGW", refuse_s=30)
+        mark = v.drop_fix(30)
         gw.err.wait_for(r"FIXGW->KRAKEN-TRD \(venue\): logged_on -> ", 10, start=mark)
         t_drop = time.monotonic()
 
@@ -230,15 +215,12 @@ def test_order_held_while_fix_is_down_goes_over_fix_when_it_returns(tmp_path: Pa
     """FIX down, failover not made: an order held (PendingNew) is sent exactly once over FIX
     when the session returns."""
     with VenueStack(tmp_path, clients=("FIXGW",)) as v:
-        sim, clients = v.sim, v.clients
+        sim = v.sim
         gw = v.gateway(venue_toml=fallback_toml(
             sim, failover_after_s=120, hold_max_s=20))
-        oms = Oms(make_client(tmp_path, gw.oms_port, "OMS", "FIXGW"))
-        oms.c.start()
-        clients.append(oms)
+        oms = v.oms()
         rec = Recorder(oms)
-        mark = len(gw.err.lines)
-        sim.control(cmd="drop_fix", client="FIXGW", refuse_s=4)
+        mark = v.drop_fix(4)
         gw.err.wait_for(r"FIXGW->KRAKEN-TRD \(venue\): logged_on -> ", 10, start=mark)
         sent = oms.buy("0.01", "30000.0")
         rec.report(sent, "A")
@@ -255,14 +237,11 @@ def test_order_held_while_fix_is_down_goes_over_fix_when_it_returns(tmp_path: Pa
 
 def test_order_held_at_the_outage_goes_over_rest_after_failover(tmp_path: Path) -> None:
     with VenueStack(tmp_path, clients=("FIXGW",)) as v:
-        sim, clients = v.sim, v.clients
+        sim = v.sim
         gw = v.gateway(venue_toml=fallback_toml(sim, failover_after_s=2))
-        oms = Oms(make_client(tmp_path, gw.oms_port, "OMS", "FIXGW"))
-        oms.c.start()
-        clients.append(oms)
+        oms = v.oms()
         rec = Recorder(oms)
-        mark = len(gw.err.lines)
-        sim.control(cmd="drop_fix", client="FIXGW", refuse_s=30)
+        mark = v.drop_fix(30)
         gw.err.wait_for(r"FIXGW->KRAKEN-TRD \(venue\): logged_on -> ", 10, start=mark)
         first = oms.buy("0.01", "30000.0")
         second = oms.buy("0.02", "30000.0")
@@ -286,16 +265,11 @@ def test_failback_with_30_open_orders_is_quick(tmp_path: Path) -> None:
     than 10 s on REST at the starter tier. Before: ~7 s with failback_after_s = 2 (the poller
     saturated the counter, so both noticing FIX and reconciling waited ~3 s on it)."""
     with VenueStack(tmp_path, clients=("FIXGW", "MAKER")) as v:
-        creds, sim, clients = v.creds, v.sim, v.clients
+        creds, sim = v.creds, v.sim
         gw = v.gateway(venue_toml=fallback_toml(sim, failback_after_s=2, poll_interval_s=0.5))
-        oms = Oms(make_client(tmp_path, gw.oms_port, "OMS", "FIXGW"))
-        maker = Oms(make_client(tmp_path, sim.trading_port, "MAKER", "KRAKEN-TRD", creds))
-        for c in (oms, maker):
-            c.c.start()
-            clients.append(c)
+        oms, maker = v.oms(), v.maker()
         rec = Recorder(oms)
-        mark = len(gw.err.lines)
-        sim.control(cmd="drop_fix", client="FIXGW", refuse_s=14)
+        mark = v.drop_fix(14)
         gw.err.wait_for(r"order flow moved from FIX to REST", 15, start=mark)
         cls = [oms.buy("0.01", f"{29000 + 10 * i}.0") for i in range(30)]
         txids = {cl: rec.report(cl, "0").fields[37] for cl in cls}
