@@ -235,6 +235,9 @@ class Router:
                 self.on_venue_report(placed, "rest")  # the venue's acknowledgement
             return
         out = self._order_message("D", venue_id, order, f.get("60"))
+        # Accepted is published before the send: the venue's acknowledgement is published by
+        # the venue session's thread and may otherwise overtake it in the event stream.
+        self.sink.order_accepted(order)
         if not self.venue.send(out):
             # The venue dropped between the check and the send: tell the OMS now, and record
             # the order as rejected so a late venue report cannot revive it unseen.
@@ -242,7 +245,6 @@ class Router:
             return
         if gate_order is not None and self.gate is not None:
             self.gate.on_order_routed(gate_order)
-        self.sink.order_accepted(order)
 
     def _reject_new(self, ctx: OmsContext, cl: str, inp: v.OrderInput, reason: str, text: str,
                     mark: bool = True) -> None:
