@@ -1,18 +1,25 @@
 """How producers hand events to the event log without paying for them on the FIX thread.
 
-A producer on a QuickFIX callback thread only freezes an event's values into a callable (a
-`functools.partial` of a `gateway.events.builders` function) and calls `publish_later`: a deque
-append, ~1 µs. A drain thread takes what is pending every few milliseconds and hands it on:
+A producer on a QuickFIX callback thread only states an event's values as an `EventSpec` (a
+builder's name and its keyword arguments as plain values, `gateway.events.builders`) and calls
+`publish_later`: a deque append, ~1 µs. A drain thread takes what is pending every few
+milliseconds and hands it on:
 
 * `InProcessPublisher` builds each event and publishes it into an `EventLog` in this process
   (tests, tools, and `[grpc] event_process = false`);
-* `gateway.events.process.PipePublisher` pickles the pending callables in small batches and
-  writes them to the event process, which builds, sequences, journals and serves them. The
-  gateway then pays ~4 µs of pickling per event instead of building, serializing, journaling and
-  streaming it under its own GIL (measured with tools/bench_fix.py and tools/bench_events.py).
+* `gateway.events.process.PipePublisher` marshals the pending specs in batches and writes them
+  to the event process, which builds, sequences, journals and serves them. The gateway then
+  pays ~0.5 µs of marshaling per event instead of building, serializing, journaling and
+  streaming it under its own GIL. (Pickled `functools.partial`s of the builders cost ~3 µs an
+  event on the drain thread and ~2 µs to unpickle in the child; measured with
+  tools/bench_fix.py, plain values and marshal took 0.1 off the p50 ratio.)
 
 The drain thread sleeps between polls instead of being woken, so a FIX thread never pays for
 waking it; the order of `publish_later` calls is the order of the events' sequences.
+
+The backlog is bounded (`max_pending`): if the consumer stalls or is down for long, new events are
+dropped and counted (`dropped`) rather than grown into the gateway's memory until it is killed,
+and rather than making a FIX thread wait.
 """
 
 from __future__ import annotations
@@ -21,42 +28,51 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
 from typing import Protocol
 
 from gateway._proto.fixgw.v1 import events_pb2
+from gateway.events.builders import EventSpec, from_spec
 from gateway.events.log import EventLog
 
-__all__ = ["DeferredPublisher", "EventPublisher", "InProcessPublisher", "given_event"]
+__all__ = ["DEFAULT_MAX_PENDING", "DeferredPublisher", "EventPublisher", "EventSpec",
+           "InProcessPublisher", "Pending", "publish_pending"]
 
 _log = logging.getLogger("fixgw.events")
 
+# ~0.85 KiB an event (an execution report's spec, measured): a million is ~0.85 GiB, over a
+# minute of a gateway at full speed (~15,000 events/s) — longer than a child restart takes.
+DEFAULT_MAX_PENDING = 1_000_000
+_DROP_LOG_INTERVAL_S = 10.0
+
 Event = events_pb2.Event
-EventBuild = Callable[[], Event]
+# (when queued, builder name, keyword arguments): the queue time is the event's gateway
+# receive time. A flat tuple, so a batch of them marshals as it is.
+Pending = tuple[int, str, dict[str, object]]
 
 
 class EventPublisher(Protocol):
-    """What producers publish to: a built event now, or a build deferred off their thread."""
+    """What producers publish to: a built event now, or a spec built off their thread."""
 
     def publish(self, event: Event) -> None: ...
 
-    def publish_later(self, build: EventBuild) -> None: ...
+    def publish_later(self, spec: EventSpec) -> None: ...
 
     def close(self) -> None: ...
-
-
-def given_event(wire: bytes) -> Event:
-    """A build for an event that already exists (its serialized form travels, not the object)."""
-    return Event.FromString(wire)
 
 
 class DeferredPublisher:
     """The deque and the drain thread; subclasses say what draining a batch means."""
 
-    def __init__(self, poll_s: float = 0.005, name: str = "event-drain") -> None:
-        # (when queued, build): the queue time is the event's gateway receive time.
-        self._pending: deque[tuple[int, EventBuild]] = deque()
+    def __init__(self, poll_s: float = 0.005, name: str = "event-drain",
+                 max_pending: int = DEFAULT_MAX_PENDING) -> None:
+        self._pending: deque[Pending] = deque()
         self._poll_s = poll_s
+        self._max_pending = max_pending
+        # Events refused because the backlog was full. Incremented by producers without a lock:
+        # a rare lost increment under contention is an acceptable price for never blocking them.
+        self.dropped = 0
+        self._dropped_logged = 0
+        self._dropped_logged_at = -_DROP_LOG_INTERVAL_S
         self._stop = threading.Event()
         self._closed = False
         self._drain_lock = threading.Lock()
@@ -66,8 +82,13 @@ class DeferredPublisher:
         if not self._thread.is_alive():
             self._thread.start()
 
-    def publish_later(self, build: EventBuild) -> None:
-        self._pending.append((time.time_ns(), build))
+    def publish_later(self, spec: EventSpec) -> None:
+        """Queue the event; when the backlog is full it is dropped (the newest, so what is
+        already queued keeps its order) and counted: a FIX thread must never wait for events."""
+        if len(self._pending) >= self._max_pending:
+            self.dropped += 1
+            return
+        self._pending.append((time.time_ns(), spec[0], spec[1]))
 
     def publish(self, event: Event) -> None:
         raise NotImplementedError
@@ -92,18 +113,35 @@ class DeferredPublisher:
         self._drain()
 
     def _drain(self) -> bool:
+        if self.dropped != self._dropped_logged:
+            self._report_dropped()
         pending = self._pending
-        if not pending:
+        if not pending or not self._can_deliver():
             return False
         with self._drain_lock:  # one drainer at a time keeps sequence order = queue order
-            batch: list[tuple[int, EventBuild]] = []
+            batch: list[Pending] = []
             while pending:
                 batch.append(pending.popleft())
             self._deliver(batch)
         return True
 
-    def _deliver(self, batch: list[tuple[int, EventBuild]]) -> None:
+    def _can_deliver(self) -> bool:
+        """False while there is nowhere to deliver to: what is pending then stays queued."""
+        return True
+
+    def _deliver(self, batch: list[Pending]) -> None:
         raise NotImplementedError
+
+    def _report_dropped(self) -> None:
+        """Rate-limited, off the producers' threads: a full backlog drops events at the
+        producers' rate, and one line per dropped event would flood the log."""
+        now = time.monotonic()
+        if now - self._dropped_logged_at < _DROP_LOG_INTERVAL_S:
+            return
+        self._dropped_logged_at = now
+        self._dropped_logged = self.dropped
+        _log.error("event backlog full (%d pending): %d events dropped; is the event process "
+                   "stalled?", len(self._pending), self.dropped)
 
 
 class InProcessPublisher(DeferredPublisher):
@@ -120,11 +158,20 @@ class InProcessPublisher(DeferredPublisher):
     def publish(self, event: Event) -> None:
         self.log.publish(event)
 
-    def _deliver(self, batch: list[tuple[int, EventBuild]]) -> None:
-        publish = self.log.publish
-        for recv_ns, build in batch:
-            try:
-                publish(build(), recv_ns)
-            except Exception:
-                # A bad event is dropped and logged; it can never reach the order path.
-                _log.exception("event not published")
+    def _deliver(self, batch: list[Pending]) -> None:
+        publish_pending(self.log, batch)
+
+
+def publish_pending(log: EventLog, batch: list[Pending]) -> int:
+    """Build each pending spec and publish it; a bad one is logged and dropped, never raised
+    (it can never reach the order path, and the others still go). Returns how many were
+    published, so that the event process can tell rejected events from lost ones."""
+    publish = log.publish
+    published = 0
+    for recv_ns, name, kwargs in batch:
+        try:
+            publish(from_spec((name, kwargs)), recv_ns)
+            published += 1
+        except Exception:
+            _log.exception("event %s not published", name)
+    return published

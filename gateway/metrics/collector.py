@@ -81,6 +81,11 @@ class SubscriberStats:
     subscribers: int = 0
     queued: int = 0  # events published but not yet sent, over all subscribers
     cutoffs_total: int = 0  # subscribers cut off for falling too far behind, since start
+    # The publishing side: events refused because the gateway's backlog was full, event
+    # process restarts, and events a dead event process took with it (all since start).
+    dropped_total: int = 0
+    process_restarts: int = 0
+    lost_total: int = 0
 
 
 class LatencyHistogram:
@@ -342,3 +347,9 @@ class GatewayMetrics(Collector):
                                 "yet sent, over all subscribers", value=stats.queued)
         yield CounterMetricFamily("fixgw_event_subscriber_cutoffs", "Subscribers cut off for "
                                   "falling too far behind", value=stats.cutoffs_total)
+        yield CounterMetricFamily("fixgw_events_dropped", "Events not published because the "
+                                  "gateway's event backlog was full", value=stats.dropped_total)
+        yield CounterMetricFamily("fixgw_event_process_restarts", "Event processes started "
+                                  "after one died", value=stats.process_restarts)
+        yield CounterMetricFamily("fixgw_events_lost", "Events written to an event process "
+                                  "that died before journaling them", value=stats.lost_total)

@@ -4,8 +4,9 @@ One object listens to the router (orders, reports, cancel rejects, gate decision
 status board (logon/logout) and the market-data feed (snapshots, deltas, trades, top of book),
 and publishes each as a `fixgw.v1.Event`.
 
-On the thread that produced the fact (a QuickFIX callback) it only freezes the event's values
-into a `functools.partial` of a builder and hands it to the publisher (`publish_later`, a deque
+On the thread that produced the fact (a QuickFIX callback) it only states the event as an
+`EventSpec` (a builder's name and its arguments as plain values: Decimals as their strings, a
+source as its `(kind, session)` tuple) and hands it to the publisher (`publish_later`, a deque
 append of ~1-2 µs); building, sequencing, journaling and serving happen off that thread —
 in the event process by default (`gateway.events.process`). Building a protobuf event in Python
 costs 5-20 µs on the cold cache of a callback: measured with tools/bench_fix.py, doing it inline
@@ -19,11 +20,10 @@ import logging
 import time
 from collections.abc import Sequence
 from decimal import Decimal
-from functools import partial
 from typing import Literal
 
 from gateway.events import builders as b
-from gateway.events.publisher import EventBuild, EventPublisher
+from gateway.events.publisher import EventPublisher, EventSpec
 from gateway.fix.application import SessionStatus
 from gateway.marketdata.book import Book
 from gateway.marketdata.fix_md import BID, DELETE, OFFER, TRADE, MdEntry
@@ -35,6 +35,18 @@ log = logging.getLogger("fixgw.events")
 _ZERO = Decimal(0)
 _SESSION_KINDS: dict[str, Literal["logon", "logout"]] = {"logged_on": "logon",
                                                          "logged_out": "logout"}
+
+
+Source = tuple[str, str]
+
+
+def _s(value: Decimal | None) -> str | None:
+    """A Decimal as the plain value a spec carries."""
+    return None if value is None else str(value)
+
+
+def _levels(levels: Sequence[tuple[Decimal, Decimal]]) -> list[tuple[str, str]]:
+    return [(str(p), str(q)) for p, q in levels]
 
 
 def _is_number(value: str) -> bool:
@@ -50,86 +62,89 @@ def _is_number(value: str) -> bool:
 class EventSink:
     def __init__(self, events: EventPublisher, venue_session: str, md_session: str) -> None:
         self.events = events
-        self._venue = b.EventSource.fix(venue_session)
-        self._md = b.EventSource.fix(md_session)
-        self._oms_sources: dict[str, b.EventSource] = {}
+        self._venue: Source = ("fix", venue_session)
+        self._md: Source = ("fix", md_session)
+        self._oms_sources: dict[str, Source] = {}
         self._tops: dict[str, tuple[object, object]] = {}
         self._publish = events.publish_later
 
-    def _oms(self, session: str) -> b.EventSource:
+    def _oms(self, session: str) -> Source:
         src = self._oms_sources.get(session)
         if src is None:
-            src = self._oms_sources[session] = b.EventSource.fix(session)
+            src = self._oms_sources[session] = ("fix", session)
         return src
 
     # ---- RoutingSink ---------------------------------------------------------------------------
     def order_accepted(self, order: Order) -> None:
         now = time.time_ns()
-        self._publish(partial(b.order_event,
-            "accepted", source=self._oms(order.oms_session), symbol=order.symbol,
-            account=order.account, cl_ord_id=order.oms_cl_ord_id,
-            venue_cl_ord_id=order.venue_cl_ord_id, side=order.side, ord_type=order.ord_type,
-            time_in_force=order.tif, price=order.price, order_qty=order.qty,
-            gateway_receive_time_ns=now))
+        self._publish(("order_event", {
+            "event_type": "accepted", "source": self._oms(order.oms_session),
+            "symbol": order.symbol, "account": order.account, "cl_ord_id": order.oms_cl_ord_id,
+            "venue_cl_ord_id": order.venue_cl_ord_id, "side": order.side,
+            "ord_type": order.ord_type, "time_in_force": order.tif, "price": _s(order.price),
+            "order_qty": str(order.qty), "gateway_receive_time_ns": now}))
 
     def order_rejected(self, oms_session: str, cl_ord_id: str, symbol: str, reason: str,
                        text: str) -> None:
-        self._publish(partial(b.order_event,
-            "rejected", source=self._oms(oms_session), symbol=symbol, cl_ord_id=cl_ord_id,
-            ord_rej_reason=int(reason) if reason.isdigit() else None, reject_reason=text,
-            text=text))
+        self._publish(("order_event", {
+            "event_type": "rejected", "source": self._oms(oms_session), "symbol": symbol,
+            "cl_ord_id": cl_ord_id, "ord_rej_reason": int(reason) if reason.isdigit() else None,
+            "reject_reason": text, "text": text}))
 
     def execution(self, order: Order, exec_type: str, ord_status: str, exec_id: str,
                   last_qty: Decimal | None, last_px: Decimal | None) -> None:
-        self._publish(partial(b.order_event,
-            "execution_report", source=self._venue, symbol=order.symbol,
-            account=order.account, cl_ord_id=order.oms_cl_ord_id,
-            venue_cl_ord_id=order.venue_cl_ord_id, order_id=order.order_id, exec_id=exec_id,
-            exec_type=exec_type, ord_status=ord_status, side=order.side,
-            ord_type=order.ord_type, price=order.price, order_qty=order.qty,
-            cum_qty=order.cum_qty, leaves_qty=order.leaves_qty, avg_px=order.avg_px,
-            last_px=last_px, last_qty=last_qty))
+        self._publish(("order_event", {
+            "event_type": "execution_report", "source": self._venue, "symbol": order.symbol,
+            "account": order.account, "cl_ord_id": order.oms_cl_ord_id,
+            "venue_cl_ord_id": order.venue_cl_ord_id, "order_id": order.order_id,
+            "exec_id": exec_id, "exec_type": exec_type, "ord_status": ord_status,
+            "side": order.side, "ord_type": order.ord_type, "price": _s(order.price),
+            "order_qty": str(order.qty), "cum_qty": str(order.cum_qty),
+            "leaves_qty": str(order.leaves_qty), "avg_px": _s(order.avg_px),
+            "last_px": _s(last_px), "last_qty": _s(last_qty)}))
 
     def cancel_rejected(self, oms_session: str, cl_ord_id: str, orig_cl_ord_id: str,
                         text: str) -> None:
-        self._publish(partial(b.cancel_reject, source=self._oms(oms_session), cl_ord_id=cl_ord_id,
-                                      orig_cl_ord_id=orig_cl_ord_id, text=text))
+        self._publish(("cancel_reject", {
+            "source": self._oms(oms_session), "cl_ord_id": cl_ord_id,
+            "orig_cl_ord_id": orig_cl_ord_id, "text": text}))
 
     def gate_decided(self, order: GateOrder, cl_ord_id: str, decision: GateDecision) -> None:
-        self._publish(partial(b.gate_decision,
-            rule=decision.rule or "", action=decision.action,  # type: ignore[arg-type]
-            reasons=decision.reasons,
+        self._publish(("gate_decision", {
+            "rule": decision.rule or "", "action": decision.action,
+            "reasons": decision.reasons,
             # Numeric figures only; descriptive ones ("9.0x by top_accounts") are in the reasons.
-            figures=[b.Figure(n, v, u, lim or None) for n, v, u, lim in decision.figure_details
-                     if _is_number(v)],
-            symbol=order.symbol, account=order.account, cl_ord_id=cl_ord_id, side=order.side,
-            order_qty=order.qty, price=order.price, reduced_qty=decision.reduced_qty,
-            stale_inputs=decision.stale_inputs, source=self._oms(order.oms_session)))
+            "figures": [(n, v, u, lim or None) for n, v, u, lim in decision.figure_details
+                        if _is_number(v)],
+            "symbol": order.symbol, "account": order.account, "cl_ord_id": cl_ord_id,
+            "side": order.side, "order_qty": str(order.qty), "price": _s(order.price),
+            "reduced_qty": _s(decision.reduced_qty), "stale_inputs": decision.stale_inputs,
+            "source": self._oms(order.oms_session)}))
 
     # ---- session status ------------------------------------------------------------------------
     def session_changed(self, status: SessionStatus, old_state: str, reason: str) -> None:
         kind = _SESSION_KINDS.get(status.state)
         if kind is None:
             return
-        self._publish(partial(
-            b.session_event, kind,
-            source=b.EventSource.fix(status.key), text=reason or f"{old_state} -> {status.state}"))
+        self._publish(("session_event", {
+            "status": kind, "source": ("fix", status.key),
+            "text": reason or f"{old_state} -> {status.state}"}))
 
-    def set_md_source(self, source: b.EventSource,
-                      switch: EventBuild | None = None) -> None:
+    def set_md_source(self, source: b.EventSource, switch: EventSpec | None = None) -> None:
         """The market-data failover moved the books to another source (FIX MD <-> WS): the
-        book, trade and top-of-book events from now on name it. `switch` (the frozen
-        transport_switch event) is queued with them, so it sorts between the two sources'."""
-        self._md = source
+        book, trade and top-of-book events from now on name it. `switch` (the transport_switch
+        event's spec) is queued with them, so it sorts between the two sources'."""
+        self._md = (source.kind, source.session)
         if switch is not None:
             self._publish(switch)
 
     # ---- market data (MdListener) ----------------------------------------------------------------
     def on_snapshot(self, symbol: str, book: Book) -> None:
         d = book.depth(1000)
-        self._publish(partial(b.book_snapshot, source=self._md, symbol=symbol,
-                                      bids=[(lv.price, lv.qty) for lv in d.bids],
-                                      asks=[(lv.price, lv.qty) for lv in d.asks]))
+        self._publish(("book_snapshot", {
+            "source": self._md, "symbol": symbol,
+            "bids": [(str(lv.price), str(lv.qty)) for lv in d.bids],
+            "asks": [(str(lv.price), str(lv.qty)) for lv in d.asks]}))
         self._top(symbol, book)
 
     def on_update(self, symbol: str, book: Book, entries: Sequence[MdEntry]) -> None:
@@ -138,14 +153,14 @@ class EventSink:
         asks = [(e.price, _ZERO if e.action == DELETE else e.qty) for e in entries
                 if e.entry_type == OFFER]
         if bids or asks:
-            self._publish(partial(b.book_delta, source=self._md, symbol=symbol, bids=bids,
-                                               asks=asks))
+            self._publish(("book_delta", {"source": self._md, "symbol": symbol,
+                                          "bids": _levels(bids), "asks": _levels(asks)}))
         for e in entries:
             if e.entry_type == TRADE:
                 side = {"1": "buy", "2": "sell"}.get(e.aggressor or "")
-                self._publish(partial(
-                    b.trade, source=self._md, symbol=symbol, price=e.price, qty=e.qty,
-                    aggressor_side=side))
+                self._publish(("trade", {
+                    "source": self._md, "symbol": symbol, "price": str(e.price),
+                    "qty": str(e.qty), "aggressor_side": side}))
         self._top(symbol, book)
 
     def on_integrity(self, symbol: str, reason: str) -> None:
@@ -157,9 +172,9 @@ class EventSink:
         if self._tops.get(symbol) == key:
             return
         self._tops[symbol] = key
-        self._publish(partial(b.top_of_book,
-            source=self._md, symbol=symbol,
-            bid_price=top.bid.price if top.bid else None,
-            bid_qty=top.bid.qty if top.bid else None,
-            ask_price=top.ask.price if top.ask else None,
-            ask_qty=top.ask.qty if top.ask else None))
+        self._publish(("top_of_book", {
+            "source": self._md, "symbol": symbol,
+            "bid_price": str(top.bid.price) if top.bid else None,
+            "bid_qty": str(top.bid.qty) if top.bid else None,
+            "ask_price": str(top.ask.price) if top.ask else None,
+            "ask_qty": str(top.ask.qty) if top.ask else None}))

@@ -13,7 +13,6 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal
-from functools import partial
 from pathlib import Path
 
 import quickfix as fix
@@ -232,10 +231,9 @@ class Gateway:
         self.event_sink.set_md_source(
             builders.EventSource.fix(session) if new == "fix"
             else builders.EventSource.ws("kraken-spot-ws-v2"),
-            partial(builders.transport_switch,  # a partial: it may be pickled to the
-                    from_transport=old, to_transport=new,  # event process
-                    reason=reason, automatic=automatic, session=session,
-                    source=builders.EventSource.gateway("marketdata")))
+            ("transport_switch", {"from_transport": old, "to_transport": new, "reason": reason,
+                                  "automatic": automatic, "session": session,
+                                  "source": ("gateway", "marketdata")}))
 
     def _scrub_after_venue_logon(self, status: SessionStatus, old_state: str,
                                  reason: str) -> None:

@@ -15,6 +15,7 @@ from gateway.admin.service import AdminServer
 from gateway.config.model import Config
 from gateway.events import EventLog, EventLogConfig, EventServer, EventServerConfig
 from gateway.events.process import EventProcess, EventProcessSpec
+from gateway.events.publisher import DeferredPublisher
 from gateway.events.server import EventServerStats
 from gateway.fix.kraken_logon import KrakenCredentials
 from gateway.kraken.secrets import SecretMaskingFilter, load_secret
@@ -187,7 +188,14 @@ class Runtime:
 
     def _metrics_subscribers(self) -> SubscriberStats:
         s = self.subscriber_stats()
-        return SubscriberStats(s.subscribers, s.queued, s.cutoffs_total)
+        ep, gw = self.event_process, self.gateway
+        return SubscriberStats(
+            s.subscribers, s.queued, s.cutoffs_total,
+            dropped_total=ep.publisher.dropped if ep is not None
+            else gw.events.dropped if gw is not None and isinstance(gw.events, DeferredPublisher)
+            else 0,
+            process_restarts=ep.restarts if ep is not None else 0,
+            lost_total=ep.lost_events if ep is not None else 0)
 
     def subscriber_stats(self) -> EventServerStats:
         """Event subscribers now, for metrics: from the event process or the in-process server."""

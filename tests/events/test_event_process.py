@@ -1,14 +1,18 @@
 """The event process (gateway.events.process) as a real child process: events written to its pipe
 come out of its gRPC port in order with the producer's receive time; they survive the child's
-stop and the gateway's death (stdin closed without a goodbye); the gateway's own services are
-forwarded through its port with their status codes; reflection and health list them."""
+stop and the gateway's death (stdin closed without a goodbye); a child that dies alone is
+restarted and gets what was published meanwhile, and what died with it is counted; the backlog
+is bounded; the gateway's own services are forwarded through its port with their status codes;
+reflection and health list them."""
 
 from __future__ import annotations
 
+import marshal
+import os
+import signal
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from decimal import Decimal
-from functools import partial
 from pathlib import Path
 
 import grpc
@@ -18,7 +22,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from gateway._proto.fixgw.v1 import events_pb2, events_pb2_grpc, signals_pb2, signals_pb2_grpc
 from gateway.events import EventServer, EventServerConfig
 from gateway.events import builders as b
-from gateway.events.process import EventProcess, EventProcessSpec
+from gateway.events.process import _HEADER, EventProcess, EventProcessSpec, PipePublisher
+from gateway.events.publisher import Pending
 from gateway.server.signal_runner import SignalRunner
 from gateway.server.signal_services import (
     POSITIONING_SERVICE_NAME,
@@ -30,9 +35,9 @@ from tests.events.test_events_service import collect, status_of
 SRC = b.EventSource.fix("FIXGW->KRAKEN-TRD")
 
 
-def trade(i: int) -> partial[events_pb2.Event]:
-    return partial(b.trade, source=SRC, symbol="XBT/USD", price=Decimal("65000.5"),
-                   qty=Decimal(i), aggressor_side="buy")
+def trade(i: int) -> b.EventSpec:
+    return ("trade", {"source": ("fix", SRC.session), "symbol": "XBT/USD", "price": "65000.5",
+                      "qty": str(i), "aggressor_side": "buy"})
 
 
 def spec(tmp: Path, **kw: object) -> EventProcessSpec:
@@ -70,9 +75,34 @@ def test_events_arrive_in_order_with_producer_time(proc: EventProcess) -> None:
         assert before <= e.gateway_receive_time.ToNanoseconds() <= queued_by
 
 
+def test_a_spec_marshal_cannot_carry_is_dropped_alone(proc: EventProcess,
+                                                     caplog: pytest.LogCaptureFixture) -> None:
+    """Specs carry plain values only; one holding a Decimal is logged by name and dropped, and
+    the events queued with it in the same frame still arrive, in order."""
+    bad: b.EventSpec = ("trade", {**trade(2)[1], "price": Decimal("65000.5")})
+    for s in (trade(1), bad, trade(3)):
+        proc.publisher.publish_later(s)
+    with caplog.at_level("ERROR", logger="fixgw.events"):
+        proc.publisher.flush()
+    got = collect(stub(proc), 2, from_sequence=1)
+    assert [e.trade.qty for e in got] == ["1", "3"]
+    assert "event trade not published" in caplog.text
+
+
+def test_a_spec_the_child_cannot_build_is_dropped_alone(proc: EventProcess) -> None:
+    """A spec that marshals but does not build (a float price, an unknown builder) is dropped in
+    the child; the rest of its frame is published."""
+    for s in (trade(1), ("trade", {**trade(2)[1], "price": 65000.5}), ("no_such_builder", {}),
+              trade(3)):
+        proc.publisher.publish_later(s)  # type: ignore[arg-type]
+    got = collect(stub(proc), 2, from_sequence=1)
+    assert [e.trade.qty for e in got] == ["1", "3"]
+
+
 def test_stats_report_subscribers(proc: EventProcess) -> None:
     s = stub(proc)
-    stream = s.Subscribe(events_pb2.SubscribeRequest(), timeout=10)
+    # from_sequence=1: the call starts at the first next(), possibly after the event is out.
+    stream = s.Subscribe(events_pb2.SubscribeRequest(from_sequence=1), timeout=10)
     proc.publisher.publish_later(trade(1))
     next(iter(stream))
     deadline = time.monotonic() + 5
@@ -98,6 +128,7 @@ def test_journal_survives_stop_and_parent_death(tmp_path: Path) -> None:
     # The gateway dies: the pipe closes without stop(). The child must still publish and
     # journal what it was sent, and a restarted gateway's child must wait for it to finish.
     assert second._proc is not None and second._proc.stdin is not None
+    second._stopping.set()  # a dead gateway has no watcher to start another child
     second._proc.stdin.close()
 
     third = EventProcess(spec(tmp_path))
@@ -154,3 +185,123 @@ def test_start_fails_clearly_when_port_taken(proc: EventProcess, tmp_path: Path)
     other = EventProcess(EventProcessSpec(journal_dir=None, port=proc.port, nice=0))
     with pytest.raises(RuntimeError, match="exited with code 1 before serving"):
         other.start()
+
+
+def wait_for(cond: Callable[[], bool], timeout_s: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not cond():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.02)
+
+
+def test_a_killed_child_is_restarted_and_events_published_meanwhile_arrive(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    ep = EventProcess(spec(tmp_path))
+    ep.start()
+    try:
+        for i in range(1, 51):
+            ep.publisher.publish_later(trade(i))
+        ep.publisher.flush()
+        wait_for(lambda: ep.stats().durable_next == 51)  # journaled
+        old_pid, port = ep.pid, ep.port
+        assert old_pid is not None
+        with caplog.at_level("WARNING", logger="fixgw.events"):
+            os.kill(old_pid, signal.SIGKILL)
+            # Logged once its pipe is closed (a zombie's other threads may still hold it open,
+            # so its state in /proc does not tell), and half a second before the restart.
+            wait_for(lambda: f"event process (pid {old_pid}) died (exit code -9, SIGKILL)"
+                     in caplog.text)
+            for i in range(51, 101):  # while it is down: kept, not dropped
+                ep.publisher.publish_later(trade(i))
+            wait_for(lambda: ep.restarts == 1)
+        assert ep.pid != old_pid and ep.port == port
+        for i in range(101, 121):
+            ep.publisher.publish_later(trade(i))
+        got = collect(stub(ep), 120, from_sequence=1)
+        assert [e.sequence for e in got] == list(range(1, 121))
+        assert [e.trade.qty for e in got] == [str(i) for i in range(1, 121)]
+        assert ep.lost_events == 0 and ep.publisher.dropped == 0
+    finally:
+        ep.stop()
+    assert ep.restarts == 1
+
+
+def test_events_in_the_pipe_when_the_child_dies_are_counted_lost(tmp_path: Path) -> None:
+    ep = EventProcess(spec(tmp_path))
+    ep.start()
+    try:
+        for i in range(1, 11):
+            ep.publisher.publish_later(trade(i))
+        ep.publisher.flush()
+        wait_for(lambda: ep.stats().durable_next == 11)
+        pid = ep.pid
+        assert pid is not None
+        os.kill(pid, signal.SIGSTOP)  # it reads no more: the next 20 stay in the pipe
+        for i in range(11, 31):
+            ep.publisher.publish_later(trade(i))
+        ep.publisher.flush()
+        os.kill(pid, signal.SIGKILL)
+        wait_for(lambda: ep.restarts == 1)
+        assert ep.lost_events == 20
+        ep.publisher.publish_later(trade(31))
+        got = collect(stub(ep), 11, from_sequence=1)
+        assert [e.trade.qty for e in got] == [str(i) for i in [*range(1, 11), 31]]
+    finally:
+        ep.stop()
+
+
+def test_a_failed_write_keeps_its_events_for_the_next_pipe() -> None:
+    """The frame whose write failed (EPIPE: the child is gone) is not lost: it goes, in order
+    and ahead of what was queued since, to the next child; the watcher is told."""
+    r, w = os.pipe()
+    os.close(r)
+    broken: list[bool] = []
+    pub = PipePublisher()
+    for i in range(1, 4):
+        pub.publish_later(trade(i))
+    pub.attach(os.fdopen(w, "wb"), on_broken=lambda: broken.append(True))
+    wait_for(lambda: bool(broken))
+    pub.publish_later(trade(4))
+    assert pub.detach() == 0
+    r, w = os.pipe()
+    pub.attach(os.fdopen(w, "wb"))
+    pub.close()
+    with os.fdopen(r, "rb") as out:
+        assert [p[2]["qty"] for p in frames(out.read())] == ["1", "2", "3", "4"]
+
+
+def frames(data: bytes) -> list[Pending]:
+    out: list[Pending] = []
+    while data:
+        (size,), data = _HEADER.unpack(data[:_HEADER.size]), data[_HEADER.size:]
+        out += marshal.loads(data[:size])
+        data = data[size:]
+    return out
+
+
+def test_stop_does_not_restart(proc: EventProcess) -> None:
+    proc.publisher.publish_later(trade(1))
+    assert collect(stub(proc), 1, from_sequence=1)[0].trade.qty == "1"
+    pid = proc.pid
+    proc.stop()
+    assert proc._watcher is not None and not proc._watcher.is_alive()
+    assert proc._proc is not None and proc._proc.returncode == 0
+    assert proc.pid == pid and proc.restarts == 0 and proc.lost_events == 0
+
+
+def test_backlog_is_bounded_and_drops_are_logged_once(caplog: pytest.LogCaptureFixture) -> None:
+    """With nowhere to deliver (never attached: the child stalled or down), the newest events
+    are dropped beyond max_pending and the drain reports it, rate-limited."""
+    pub = PipePublisher(max_pending=10)
+    for i in range(1, 16):
+        pub.publish_later(trade(i))
+    assert len(pub._pending) == 10 and pub.dropped == 5
+    assert [p[2]["qty"] for p in pub._pending] == [str(i) for i in range(1, 11)]
+    with caplog.at_level("ERROR", logger="fixgw.events"):
+        pub.flush()
+        pub.publish_later(trade(16))
+        pub.flush()
+    full = [r.getMessage() for r in caplog.records if "backlog full" in r.getMessage()]
+    assert full == ["event backlog full (10 pending): 5 events dropped; is the event process "
+                    "stalled?"]
+    assert pub.dropped == 6

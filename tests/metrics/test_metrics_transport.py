@@ -8,12 +8,14 @@ import os
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 
 import grpc
 import pytest
 
 from gateway._proto.fixgw.v1 import events_pb2, events_pb2_grpc
+from tests.events.test_events_service import collect
 from tests.metrics.test_metrics_e2e import scrape, value, wait_for
 from tests.procs import REPO, Credentials, GatewayProcess, SimProcess
 
@@ -104,3 +106,28 @@ def test_live_event_subscriber_is_counted(gw: GatewayProcess) -> None:
         channel.close()
     s = wait_for(port, lambda s: value(s, "fixgw_event_subscribers") == 0, timeout=10)
     assert value(s, "fixgw_event_subscribers") == 0
+
+
+def test_event_process_killed_is_restarted_and_counted(gw: GatewayProcess) -> None:
+    """kill -9 of the event process alone: the gateway starts another on the same port, the
+    restart shows in the metrics, and the stream serves the whole history again. (Last in this
+    module: it changes the gateway's event process.)"""
+    port = gw.metrics_port
+    assert value(scrape(port), "fixgw_event_process_restarts_total") == 0
+    old = gw.event_process_pid()
+    assert old is not None
+    channel = grpc.insecure_channel(f"127.0.0.1:{gw.grpc_port}")
+    stub = events_pb2_grpc.EventServiceStub(channel)
+    newest = stub.GetLogInfo(events_pb2.GetLogInfoRequest(), timeout=5).next_sequence - 1
+    assert newest >= 1  # the sessions' logons at least
+    time.sleep(0.3)  # the journal writer's interval: what was published is on disk
+    os.kill(old, 9)
+    s = wait_for(port, lambda s: value(s, "fixgw_event_process_restarts_total") == 1, timeout=20)
+    assert value(s, "fixgw_event_process_restarts_total") == 1
+    assert value(s, "fixgw_events_dropped_total") == 0
+    new = gw.event_process_pid()
+    assert new is not None and new != old
+    # Same address, and the history the dead one had journaled, gap-free.
+    got = collect(stub, newest, from_sequence=1)
+    assert [e.sequence for e in got] == list(range(1, newest + 1))
+    channel.close()
