@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
 from pathlib import Path
@@ -11,6 +10,7 @@ from typing import Any
 
 from gateway.config.loader import ConfigError, load_config
 from gateway.fix.settings import fix_specs_dir
+from gateway.log_format import setup_logging
 
 EPILOG = """examples:
   fixgw run                                  gateway + embedded UAT venue, OMS on 127.0.0.1:9878
@@ -27,30 +27,6 @@ EPILOG = """examples:
 def default_config_path() -> Path | None:
     p = fix_specs_dir().parent / "sessions" / "uat-sim.toml"
     return p if p.exists() else None
-
-
-class JsonFormatter(logging.Formatter):
-    """One JSON object per line: ts (UTC ISO 8601), level, logger, msg (+ exc when any)."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        out = {"ts": self.formatTime(record), "level": record.levelname, "logger": record.name,
-               "msg": record.getMessage()}
-        if record.exc_info:
-            out["exc"] = self.formatException(record.exc_info)
-        return json.dumps(out, ensure_ascii=False)
-
-    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
-        from datetime import UTC, datetime
-
-        return datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds")
-
-
-def _setup_logging(level: str, log_format: str = "text") -> None:
-    logging.basicConfig(level=getattr(logging, level), stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    if log_format == "json":
-        for handler in logging.getLogger().handlers:
-            handler.setFormatter(JsonFormatter())
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -73,7 +49,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"fixgw: {exc}", file=sys.stderr)
         return 2
-    _setup_logging(config.gateway.log_level, config.gateway.log_format)
+    setup_logging(config.gateway.log_level, config.gateway.log_format)
     logging.getLogger("fixgw").info("config: %s", path or "(built-in defaults)")
     from gateway.admin.auth import TokenError
     from gateway.admin.service import AdminTlsError

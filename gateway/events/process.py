@@ -66,6 +66,7 @@ from gateway.events.publisher import (
     publish_pending,
 )
 from gateway.events.server import EventServer, EventServerConfig
+from gateway.log_format import setup_logging
 
 __all__ = ["EventProcess", "EventProcessSpec", "EventProcessStats", "PipePublisher", "main"]
 
@@ -103,6 +104,7 @@ class EventProcessSpec:
     proxy_services: list[str] = field(default_factory=list)
     nice: int = 5
     log_level: str = "INFO"
+    log_format: str = "text"  # or "json": the gateway's own `[gateway] log_format`
     stats_interval_s: float = 1.0
 
 
@@ -465,6 +467,7 @@ def serve(spec: EventProcessSpec, stdin: IO[bytes]) -> None:
 
     try:
         port = server.start()
+        _log.info("serving events on %s:%d from sequence %d", spec.host, port, log.next_sequence)
         # Where this child's log starts: after a restart, the gateway tells from it how many of
         # the events it wrote to the dead child reached the journal.
         _emit({"ready": {"port": port, "next_sequence": log.next_sequence}}, out_lock)
@@ -488,8 +491,7 @@ def main(argv: list[str] | None = None) -> int:
     spec_fields = json.loads(args[0])
     spec = EventProcessSpec(**spec_fields)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    logging.basicConfig(level=getattr(logging, spec.log_level, logging.INFO), stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s [event process] %(message)s")
+    setup_logging(spec.log_level, spec.log_format, process="event process")
     try:
         serve(spec, sys.stdin.buffer)
     except Exception as exc:

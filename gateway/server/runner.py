@@ -153,7 +153,8 @@ class Runtime:
                 wake_interval_s=wake_s, proxy_services=[SIGNAL_SERVICE_NAME,
                                                         POSITIONING_SERVICE_NAME],
                 nice=g.event_process_nice,
-                log_level=logging.getLevelName(logging.getLogger().getEffectiveLevel())))
+                log_level=logging.getLevelName(logging.getLogger().getEffectiveLevel()),
+                log_format=c.gateway.log_format))
             self.gateway = Gateway(c, endpoints, creds, self.event_process.publisher)
             # The gateway's own services, on loopback only, reached through the event process.
             self.event_server = EventServer(None, EventServerConfig(host="127.0.0.1", port=0),

@@ -63,6 +63,10 @@ def test_no_credential_in_any_log_event_or_file(tmp_path: Path) -> None:
             rec = json.loads(line)
             assert {"ts", "level", "logger", "msg"} <= rec.keys()
     assert any(line.startswith("{") for line in gw.err.text().splitlines())
+    # The event process (a child) logs in the same format, its lines tagged with its name.
+    assert any(line.startswith("{") and json.loads(line).get("process") == "event process"
+               for line in gw.err.text().splitlines()), gw.err.text()[-2000:]
+    assert "[event process]" not in gw.err.text()
 
     leaks = []
     for where, text in produced.items():
