@@ -13,6 +13,9 @@ Journal records are tab-separated lines, one per change, first field the record 
                                                    a cancel/replace/status/mass request
     E  oms_session  first_cl_ord_id  exec_id  ord_status  cum_qty  avg_px  order_id
        cur_oms_cl  cur_venue_cl  qty  price         a venue report applied ("" = unchanged)
+       [epoch_ms  oms_message]                      and, for a report forwarded to the OMS,
+                                                   the exact message, journaled *before* it
+                                                   is sent (see `commit_forward`)
     S  oms_session  first_cl_ord_id  transport     a held order released onto a transport
     A  venue_cl_ord_id  oms_session  first_cl_ord_id  oms_cl_ord_id
                                                    the venue still knows the order by this
@@ -40,6 +43,48 @@ from gateway.orders.journal import Journal
 from gateway.orders.model import Order
 
 OrderKey = tuple[str, str]  # (oms_session, first OMS ClOrdID)
+
+_E_FIELDS = 12  # "E" and the report's 11 fields; a forwarded report has 2 more
+
+
+def _escape(text: str) -> str:
+    """A FIX message as one journal field: tab, newline and CR (possible in Text, never in
+    the fields the journal is split on) and the backslash are escaped."""
+    if "\\" in text or "\t" in text or "\n" in text or "\r" in text:
+        return (text.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n")
+                .replace("\r", "\\r"))
+    return text
+
+
+_UNESCAPE = {"\\": "\\", "t": "\t", "n": "\n", "r": "\r"}
+
+
+def _unescape(text: str) -> str:
+    if "\\" not in text:
+        return text
+    out: list[str] = []
+    i = 0
+    while i < len(text):
+        c = text[i]
+        if c == "\\" and i + 1 < len(text):
+            out.append(_UNESCAPE.get(text[i + 1], text[i + 1]))
+            i += 2
+        else:
+            out.append(c)
+            i += 1
+    return "".join(out)
+
+
+@dataclass(slots=True, frozen=True)
+class ForwardedReport:
+    """The last report journaled for forwarding to an OMS (from the journal's last ``E``
+    record that carries a message): the only one a kill -9 can have left unsent, because the
+    router journals and sends reports one at a time under its report lock."""
+
+    oms_session: str
+    exec_id: str
+    epoch_ms: int
+    message: str  # the ExecutionReport as it was to be sent (QuickFIX string)
 
 
 @dataclass(slots=True, frozen=True)
@@ -93,6 +138,8 @@ class OrderStore:
         self.venue_ids = VenueIdSource()
         #: The transport of the last journaled switch ("fix" when none was ever journaled).
         self.last_transport = "fix"
+        #: The journal's last report record written for forwarding (see `ForwardedReport`).
+        self.last_forward: ForwardedReport | None = None
         for line in Journal.replay_lines(journal_path):
             self._replay(line.split("\t"))
         self._journal = Journal(journal_path, fsync_interval_ms)
@@ -155,11 +202,12 @@ class OrderStore:
                      ) -> tuple[bool, str]:
         """Apply a venue report to the in-memory order, and return (legal, journal line).
 
-        The line is not journaled here: the caller forwards the report first and then calls
-        `commit`, so a crash in between makes the venue resend it (see routing.router). The
-        in-memory state moves first so that an OMS acting on the forwarded report (a replace
-        right after a fill) already sees the new state. `legal` is False when FIX 4.4 does not
-        allow the status move; the venue's word is kept anyway and the caller logs it.
+        The line is not journaled here: the caller journals it with the message it forwards
+        (`commit_forward`) before sending that, so a restart can tell whether the OMS got it
+        (see routing.router). The in-memory state moves first so that an OMS acting on the
+        forwarded report (a replace right after a fill) already sees the new state. `legal` is
+        False when FIX 4.4 does not allow the status move; the venue's word is kept anyway and
+        the caller logs it.
         """
         cur_oms = cur_venue = ""
         if exec_type in ("4", "5") or (exec_type == "0" and target.kind == "replace"):
@@ -206,6 +254,17 @@ class OrderStore:
     def commit(self, line: str) -> None:
         """Journal a record already applied in memory."""
         self._journal.append_line(line)
+
+    def commit_forward(self, line: str, oms_message: str) -> None:
+        """Journal a report record (from `apply_report`) with the exact message about to be
+        forwarded to the OMS, in the same single write, before it is sent.
+
+        Journal first, because only the journal can say what was meant to be sent: a restart
+        compares the last such record with what QuickFIX stored as sent on the OMS session
+        and sends it if it never left (routing.router.Router.unforwarded_report). The time
+        tells a record from before an OMS store reset (new session period) from one after."""
+        self._journal.append_line(
+            f"{line}\t{time.time_ns() // 1_000_000}\t{_escape(oms_message)}")
 
     def close(self) -> None:
         self._journal.close()
@@ -264,7 +323,10 @@ class OrderStore:
             self._index_request(f[1], (f[2], f[3]), f[4], f[5])
             self.venue_ids.observe(f[1])
         elif t == "E":
-            self._apply_report(f[1:])
+            self._apply_report(f[1:_E_FIELDS])
+            if len(f) >= _E_FIELDS + 2:
+                self.last_forward = ForwardedReport(f[1], f[3], int(f[_E_FIELDS]),
+                                                    _unescape(f[_E_FIELDS + 1]))
         elif t == "S":
             self.orders[(f[1], f[2])].transport = f[3]
         elif t == "A":

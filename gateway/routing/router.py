@@ -4,19 +4,27 @@ Everything here runs on QuickFIX callback threads: an OMS order is validated, ga
 and sent to the venue inside the OMS session's fromApp; a venue report is mapped and sent to
 the owning OMS inside the venue session's fromApp. No queue, no asyncio hop.
 
-Ordering rules that make a kill -9 lose nothing:
+Ordering rules that make a kill -9 lose nothing and report nothing twice:
 - a new order is journaled before it is sent (a restart knows every venue ClOrdID we used);
-- a venue report is forwarded to the OMS before it is journaled, and QuickFIX only advances
-  the venue's sequence number after this callback returns: if we die in between, the venue
-  resends it, and we forward it again marked PossResend (97=Y) rather than lose it.
+- a venue report is journaled, together with the exact ExecutionReport for the OMS, before
+  that is sent. A restart then knows every report it meant to forward: the last one (reports
+  go one at a time under `report_lock`, so only the last can be in doubt) is looked up in the
+  OMS session's QuickFIX store, which records a message as sent before it reaches the socket,
+  and sent now if it is not there (`unforwarded_report`, `redeliver`). A venue resend of a
+  journaled FIX report is then a duplicate ExecID and dropped; a REST/WS report is never
+  derived again, since the journal already has the state it reported. Forwarding first would
+  leave a report the venue never resends (REST, WS) to be re-derived after a restart under
+  another ExecID, possibly merged with later fills: the OMS would count the fill twice.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from dataclasses import dataclass, replace
 from decimal import Decimal
+from pathlib import Path
 from typing import TYPE_CHECKING, Final
 
 import quickfix as fix
@@ -25,11 +33,12 @@ from gateway.fix import messages as m
 from gateway.fix.application import BaseHandler
 from gateway.fix.kraken_logon import KrakenCredentials, add_trading_logon_fields
 from gateway.fix.messages import Fields, session_send
-from gateway.fix.settings import session_key
+from gateway.fix.settings import data_dictionary_path, session_key
+from gateway.fix.store_reader import SentStore, store_prefix
 from gateway.marketdata.fanout import OmsMarketData
 from gateway.orders import state
 from gateway.orders.model import Order
-from gateway.orders.store import OrderStore, ReportTarget
+from gateway.orders.store import ForwardedReport, OrderStore, ReportTarget
 from gateway.risk import validation as v
 from gateway.risk.gate import Gate, GateOrder
 from gateway.routing.sinks import NullSink, RoutingSink
@@ -44,6 +53,37 @@ TOO_LATE: Final = "0"
 UNKNOWN_ORDER: Final = "1"
 BROKER_OPTION: Final = "2"
 DUPLICATE_CL_ORD_ID: Final = "6"
+
+
+# TEST-ONLY fault injection, never set in production: "after_journal" or "after_forward",
+# optionally ":<ExecType>" (default F), makes the gateway exit at once (os._exit(137), as a
+# kill -9 would leave it) at that point of `Router._apply_execution_report`, for the first
+# report of that ExecType. The window it opens is microseconds wide; tests need it on demand.
+CRASH_ENV: Final = "FIXGW_TEST_CRASH_IN_REPORT"
+_CRASH_POINTS: Final = ("after_journal", "after_forward")
+
+
+def _crash_point_from_env() -> tuple[str, str] | None:
+    """The test-only crash point from `CRASH_ENV`, read once (see there)."""
+    raw = os.environ.get(CRASH_ENV, "")
+    if not raw:
+        return None
+    point, _, exec_type = raw.partition(":")
+    if point not in _CRASH_POINTS:
+        raise ValueError(f"{CRASH_ENV}={raw!r}: point must be one of {_CRASH_POINTS}")
+    log.warning("%s=%s: TEST-ONLY crash point armed", CRASH_ENV, raw)
+    return point, exec_type or "F"
+
+
+@dataclass(frozen=True, slots=True)
+class UnforwardedReport:
+    """A journaled report the OMS session's QuickFIX store shows was never sent."""
+
+    ctx: OmsContext
+    report: ForwardedReport
+    # True when the store cannot say (no store, or reset the second the report was
+    # journaled): sent marked PossResend (97=Y) with its ExecID, which an OMS dedupes.
+    poss_resend: bool
 
 
 # How far along an order is, for telling a new report from a repeat (see `_advances`).
@@ -121,6 +161,7 @@ class Router:
         self.fallback: RestFallback | None = None
         # Venue reports arrive on the FIX thread and, with a fallback, on its poller thread.
         self.report_lock = threading.RLock()
+        self._crash_at = _crash_point_from_env()  # TEST-ONLY (see CRASH_ENV)
 
     # ---- wiring ----------------------------------------------------------------------------
     def register_oms(self, session_id: fix.SessionID, accounts: tuple[str, ...]) -> None:
@@ -651,6 +692,14 @@ class Router:
             raise fix.UnsupportedMessageType()
 
     def _forward(self, msg: fix.Message, f: Fields, target: ReportTarget) -> None:
+        ctx = self._oms_message(msg, f, target)
+        if ctx is not None:
+            ctx.send(msg)
+
+    def _oms_message(self, msg: fix.Message, f: Fields, target: ReportTarget
+                     ) -> OmsContext | None:
+        """Turn the venue message into the OMS's (its ClOrdIDs, Account, resend marker) in
+        place; returns the OMS session to send it on, or None (logged) when there is none."""
         msg.setField(m.CL_ORD_ID, target.oms_cl_ord_id)
         if target.oms_orig_cl_ord_id is not None:
             msg.setField(m.ORIG_CL_ORD_ID, target.oms_orig_cl_ord_id)
@@ -670,8 +719,7 @@ class Router:
         if ctx is None:
             log.error("report for %s: OMS session %s is not configured any more",
                       target.oms_cl_ord_id, target.order.oms_session)
-            return
-        ctx.send(msg)
+        return ctx
 
     def on_venue_report(self, fields: Fields, from_transport: str) -> None:
         """A report that did not arrive as a FIX message (the REST fallback builds the fields of
@@ -733,8 +781,15 @@ class Router:
             target, venue_cl_ord_id=venue_cl, exec_id=exec_id, exec_type=exec_type,
             ord_status=ord_status, cum_qty=f.get("14"), avg_px=f.get("6"),
             order_id=f.get("37"), qty=f.get("38"), price=f.get("44"))
-        self._forward(msg, f, target)
-        self.store.commit(rec)
+        ctx = self._oms_message(msg, f, target)
+        if ctx is None:
+            self.store.commit(rec)
+        else:
+            # Journal, then send: see the module docstring for why not the other way round.
+            self.store.commit_forward(rec, msg.toString())
+            self._maybe_crash("after_journal", exec_type)
+            ctx.send(msg)
+            self._maybe_crash("after_forward", exec_type)
         if was_open and not target.order.is_open and self.gate is not None:
             self.gate.on_order_closed(target.order.oms_session, target.order.symbol)
         if not legal:
@@ -743,6 +798,62 @@ class Router:
         self.sink.execution(target.order, exec_type, ord_status, exec_id,
                             Decimal(last_qty) if last_qty else None,
                             Decimal(last_px) if last_px else None)
+
+    def _maybe_crash(self, point: str, exec_type: str) -> None:
+        """TEST-ONLY (see CRASH_ENV): die here as a kill -9 would, journal and stores as is."""
+        if self._crash_at is not None and self._crash_at == (point, exec_type):
+            log.warning("TEST-ONLY crash point %s (ExecType %s) reached: exiting", point,
+                        exec_type)
+            for h in logging.getLogger().handlers:
+                h.flush()
+            os._exit(137)
+
+    # ---- restart: a report journaled but maybe never forwarded ------------------------------
+    def unforwarded_report(self, store_dir: Path) -> UnforwardedReport | None:
+        """The journal's last report for an OMS, if the OMS session's QuickFIX store shows it
+        was never sent (the gateway died between journaling and sending it); else None.
+
+        Call it after the journal is replayed and the OMS sessions are registered, but before
+        QuickFIX opens the OMS stores (it may reset one for a new session period, and the
+        question is what the store held at the crash). Only the last such record can be in
+        doubt: reports are journaled and sent one at a time under `report_lock`."""
+        last = self.store.last_forward
+        if last is None:
+            return None
+        ctx = self._oms_by_key.get(last.oms_session)
+        if ctx is None:
+            log.error("journaled report %s: OMS session %s is not configured any more",
+                      last.exec_id, last.oms_session)
+            return None
+        sid = ctx.session_id
+        sent = SentStore.load(store_prefix(
+            store_dir, sid.getBeginString().getValue(), sid.getSenderCompID().getValue(),
+            sid.getTargetCompID().getValue(), sid.getSessionQualifier()))
+        if sent is None:
+            return UnforwardedReport(ctx, last, poss_resend=True)
+        journaled_s = last.epoch_ms // 1000
+        if sent.created_epoch_s is not None and journaled_s < sent.created_epoch_s:
+            # Journaled before this store began (a reset since): a gateway ran after it and
+            # settled it then; the store no longer shows messages from before the reset.
+            return None
+        if sent.sent_execution_reports([last.exec_id]):
+            return None  # sent (the OMS has it, or gets it through its ResendRequest)
+        same_second = sent.created_epoch_s is not None and journaled_s == sent.created_epoch_s
+        return UnforwardedReport(ctx, last, poss_resend=same_second)
+
+    def redeliver(self, pending: UnforwardedReport) -> None:
+        """Send a report found by `unforwarded_report`, exactly as it was to be sent. Call it
+        once the OMS session exists (QuickFIX stores it for the OMS's logon) and before any
+        venue report can arrive, so the OMS gets reports in the order they happened."""
+        r = pending.report
+        dd = fix.DataDictionary(str(data_dictionary_path()))
+        msg = fix.Message(r.message, dd, False)  # with the dictionary: groups stay groups
+        if pending.poss_resend:
+            msg.getHeader().setField(m.POSS_RESEND, "Y")
+        log.warning("report %s was journaled but never sent to %s before the restart; sending "
+                    "it now%s", r.exec_id, r.oms_session,
+                    " (PossResend: the OMS store cannot tell)" if pending.poss_resend else "")
+        pending.ctx.send(msg)
 
     def _venue_cancel_reject(self, msg: fix.Message, f: Fields) -> None:
         venue_cl = f.get("11", "")

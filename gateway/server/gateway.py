@@ -405,10 +405,16 @@ class Gateway:
         for s in c.oms.sessions:
             sid = fix.SessionID("FIX.4.4", c.oms.sender_comp_id, s.comp_id)
             self.router.register_oms(sid, s.accounts)
+        # A report journaled but not sent when the gateway died: found from the OMS store as
+        # the crash left it (before the acceptor opens, and maybe resets, it), sent once its
+        # session exists and before the venue sessions or the REST poller can report more.
+        unforwarded = self.router.unforwarded_report(self.data_dir / "store" / "oms")
         oms_store = fix.FileStoreFactory(oms_settings)
         oms_logs = self._log_factory(oms_settings)
         self._acceptor = fix.ThreadedSocketAcceptor(oms_app, oms_store, oms_settings, oms_logs)
         self._keep += [oms_app, oms_settings, oms_store, oms_logs]
+        if unforwarded is not None:
+            self.router.redeliver(unforwarded)
 
         for bridge in self._bridges:  # listening before QuickFIX connects or clients arrive
             bridge.start()

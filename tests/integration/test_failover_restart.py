@@ -32,9 +32,8 @@ def test_kill9_while_failed_over_then_restart(tmp_path: Path) -> None:
         txid_c = rec.report(c, "0").fields[37]
         maker.send("D", order_fields(new_id("M"), "2", "0.01", "31000.0"))
         assert rec.report(a, "F").fields[39] == "1"
-        # Killed once the partial fill is journaled: a kill between forwarding a fallback report
-        # and journaling it (microseconds, on the poller thread) is a known window that this
-        # test is not about; it would make the restart report both fills as one.
+        # Killed once the partial fill is journaled (it is journaled before it is forwarded;
+        # a kill inside that window is tests/integration/test_report_crash_window.py's case).
         journal_path = tmp_path / "gw" / "var" / "orders.journal"
         deadline = time.monotonic() + 5
         while not any((p := ln.split("\t"))[0] == "E" and p[2] == a and p[4] == "1"
