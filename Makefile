@@ -25,7 +25,7 @@ check: $(STAMP)
 	$(BIN)/mypy
 
 pytest: $(STAMP)
-	$(BIN)/python -m pytest -m "not slow" -q $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -m "not slow" -q --durations=15 $(PYTEST_ARGS)
 
 test: check pytest
 

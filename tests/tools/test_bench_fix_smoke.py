@@ -37,10 +37,17 @@ def test_bench_fix_quick_prints_complete_json() -> None:
     for pair in ("gateway_relay", "relay_direct"):
         for key in ("p50", "p99", "orders_per_s"):
             assert _positive(result["ratios"][pair][key]), f"ratios.{pair}.{key}"
-    assert result["targets"] == {"p50_ratio_max": 1.5, "p99_ratio_max": 1.5,
-                                 "min_orders_per_s": 5000}
+    targets = result["targets"]
+    assert {k: targets[k] for k in ("p50_ratio_max", "p99_ratio_max", "min_orders_per_s",
+                                    "min_orders_per_s_vs_relay")} == {
+        "p50_ratio_max": 1.5, "p99_ratio_max": 1.5, "min_orders_per_s": 5000,
+        "min_orders_per_s_vs_relay": 0.667}
+    # The absolute target scaled by this run's relay against the 7,500/s relay.
+    assert targets["min_orders_per_s_scaled_to_this_run"] == round(
+        5000 * result["relay"]["orders_per_s"] / 7500)
     meets = result["meets_targets"]
-    assert set(meets) >= {"p50", "p99", "orders_per_s", "all"}
+    assert set(meets) >= {"p50", "p99", "orders_per_s_vs_relay", "orders_per_s_absolute", "all"}
+    assert meets["all"] == (meets["p50"] and meets["p99"] and meets["orders_per_s_vs_relay"])
     assert all(isinstance(v, bool) for v in meets.values())
     assert _positive(result["machine"]["cpu_count"])
     assert result["machine"]["python"]
