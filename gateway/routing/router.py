@@ -291,10 +291,23 @@ class Router:
                     mark: bool = True) -> None:
         if mark:
             self.store.mark_used(ctx.key, cl)
+        er = self._reject_message(cl, inp, reason, text, self.exec_ids.next())
+        self._send_reject(ctx, er, cl, inp, reason, text)
+
+    def _send_reject(self, ctx: OmsContext, er: fix.Message, cl: str, inp: v.OrderInput,
+                     reason: str, text: str) -> None:
+        ctx.send(er)
+        log.info("rejected order %s from %s: %s", cl, ctx.key, text)
+        self.sink.order_rejected(ctx.key, cl, inp.symbol or "", reason, text)
+
+    @staticmethod
+    def _reject_message(cl: str, inp: v.OrderInput, reason: str, text: str,
+                        exec_id: str) -> fix.Message:
+        """The ExecutionReport (150=8, 39=8) that rejects an order, for the OMS."""
         er = m.new_message("8")
         er.setField(m.ORDER_ID, "NONE")
         er.setField(m.CL_ORD_ID, cl)
-        er.setField(m.EXEC_ID, self.exec_ids.next())
+        er.setField(m.EXEC_ID, exec_id)
         er.setField(m.EXEC_TYPE, "8")
         er.setField(m.ORD_STATUS, "8")
         er.setField(m.SYMBOL, inp.symbol or "[N/A]")
@@ -309,9 +322,7 @@ class Router:
         er.setField(m.ORD_REJ_REASON, reason)
         er.setField(m.TEXT, text)
         er.setField(m.TRANSACT_TIME, m.utc_timestamp())
-        ctx.send(er)
-        log.info("rejected order %s from %s: %s", cl, ctx.key, text)
-        self.sink.order_rejected(ctx.key, cl, inp.symbol or "", reason, text)
+        return er
 
     def _rest_active(self) -> bool:
         return self.fallback is not None and self.fallback.active()
@@ -394,16 +405,21 @@ class Router:
 
     def _reject_recorded(self, ctx: OmsContext, order: Order, text: str,
                          reason: str = v.EXCHANGE_CLOSED) -> None:
+        """Reject an order already journaled as accepted: the reject is journaled with the
+        exact message for the OMS, under the same ExecID, before it is sent, like a venue
+        report (and under the report lock, so that only the journal's last report can be in
+        doubt at a restart; see the module docstring)."""
         exec_id = self.exec_ids.next()
         target = ReportTarget(order, order.oms_cl_ord_id, None, "new", False)
-        _legal, rec = self.store.apply_report(
-            target, venue_cl_ord_id=order.venue_cl_ord_id, exec_id=exec_id, exec_type="8",
-            ord_status="8", cum_qty="0", avg_px="0", order_id=None, qty=None, price=None)
-        self.store.commit(rec)
-        self._reject_new(ctx, order.oms_cl_ord_id,
-                         v.OrderInput(order.symbol, order.side, str(order.qty), order.ord_type,
-                                      None, order.tif, order.account),
-                         reason, text, mark=False)
+        inp = v.OrderInput(order.symbol, order.side, str(order.qty), order.ord_type, None,
+                           order.tif, order.account)
+        er = self._reject_message(order.oms_cl_ord_id, inp, reason, text, exec_id)
+        with self.report_lock:
+            _legal, rec = self.store.apply_report(
+                target, venue_cl_ord_id=order.venue_cl_ord_id, exec_id=exec_id, exec_type="8",
+                ord_status="8", cum_qty="0", avg_px="0", order_id=None, qty=None, price=None)
+            self.store.commit_forward(rec, er.toString())
+            self._send_reject(ctx, er, order.oms_cl_ord_id, inp, reason, text)
 
     def _cancel_reject(self, ctx: OmsContext, cl: str, orig: str, response_to: str,
                        reason: str, text: str, order: Order | None) -> None:

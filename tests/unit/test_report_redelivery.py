@@ -174,3 +174,36 @@ def test_redeliver_sends_the_journaled_message_as_it_was(tmp_path: Path,
     (msg,) = cap.sent
     assert msg.toString() == _er("E1") if not poss_resend else msg.getHeader().getField(97) == "Y"
     assert msg.getField(17) == "E1" and msg.getField(32) == "0.01"
+
+
+def test_a_gateway_reject_is_journaled_with_its_message_before_it_is_sent(
+        tmp_path: Path) -> None:
+    """A reject the gateway makes itself for an order it journaled as accepted (the venue
+    dropped while sending, a held order expired) takes the same path as a venue report: the
+    journal gets the exact message under the ExecID the OMS receives, before the send, so a
+    restart can tell whether it left."""
+    router = _router(tmp_path)
+    order = router.store.find("FIXGW->OMS", "C1")
+    assert order is not None
+    journal = tmp_path / "orders.journal"
+    seen_at_send: list[str] = []
+
+    class _JournalAtSend(_Capture):
+        key = "FIXGW->OMS"
+
+        def send(self, msg: fix.Message) -> None:
+            seen_at_send.append(journal.read_text())
+            super().send(msg)
+
+    cap = _JournalAtSend()
+    router._reject_recorded(cap, order, "venue trading session disconnected while sending")  # type: ignore[arg-type]
+    (msg,) = cap.sent
+    exec_id = msg.getField(17)
+    assert msg.getField(150) == "8" and msg.getField(39) == "8" and msg.getField(11) == "C1"
+    assert f"\t{exec_id}\t" in seen_at_send[0]  # journaled before the send
+    router.store.close()
+    again = OrderStore(journal, fsync_interval_ms=0)
+    last = again.last_forward
+    assert last is not None and last.exec_id == exec_id
+    assert last.message == msg.toString()  # what redeliver() would send
+    again.close()
