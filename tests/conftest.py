@@ -111,3 +111,13 @@ def maker(venue_pair: tuple[SimProcess, GatewayProcess, Credentials],
         yield Oms(c)
     finally:
         c.stop()
+
+
+def wait_until(pred: Callable[[], object], timeout: float = 10.0, what: str = "condition",
+               poll_s: float = 0.01) -> None:
+    """Poll `pred` until it is true; a test failure naming `what` after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while not pred():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:g}s waiting for {what}")
+        time.sleep(poll_s)

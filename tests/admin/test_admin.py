@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 import stat
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,19 +33,11 @@ from gateway.events.publisher import InProcessPublisher
 from gateway.fix.client import Received
 from gateway.server.gateway import Gateway, VenueEndpoints
 from gateway.server.runner import venue_credentials
-from tests.conftest import Oms, make_client, new_id
+from tests.conftest import Oms, make_client, new_id, wait_until
 from tests.procs import Credentials, SimProcess, free_port
 
 OMS_NAME = "FIXGW->OMS"
 TRD_NAME = "FIXGW->KRAKEN-TRD"
-
-
-def wait_until(pred: Callable[[], bool], timeout: float = 15.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while not pred():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out waiting for {what}")
-        time.sleep(0.05)
 
 
 @dataclass

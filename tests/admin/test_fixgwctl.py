@@ -15,8 +15,8 @@ import pytest
 
 from gateway.admin.audit import read_audit
 from gateway.fix.client import Received
-from tests.admin.test_admin import OMS_NAME, TRD_NAME, Stack, admin_stack, wait_until
-from tests.conftest import new_id
+from tests.admin.test_admin import OMS_NAME, TRD_NAME, Stack, admin_stack
+from tests.conftest import new_id, wait_until
 from tests.procs import REPO, free_port
 
 

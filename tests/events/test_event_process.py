@@ -11,7 +11,7 @@ import marshal
 import os
 import signal
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
 
@@ -30,6 +30,7 @@ from gateway.server.signal_services import (
     SIGNAL_SERVICE_NAME,
     signal_service_registrations,
 )
+from tests.conftest import wait_until
 from tests.events.test_events_service import collect, status_of
 
 SRC = b.EventSource.fix("FIXGW->KRAKEN-TRD")
@@ -187,11 +188,6 @@ def test_start_fails_clearly_when_port_taken(proc: EventProcess, tmp_path: Path)
         other.start()
 
 
-def wait_for(cond: Callable[[], bool], timeout_s: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not cond():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.02)
 
 
 def test_a_killed_child_is_restarted_and_events_published_meanwhile_arrive(
@@ -202,18 +198,18 @@ def test_a_killed_child_is_restarted_and_events_published_meanwhile_arrive(
         for i in range(1, 51):
             ep.publisher.publish_later(trade(i))
         ep.publisher.flush()
-        wait_for(lambda: ep.stats().durable_next == 51)  # journaled
+        wait_until(lambda: ep.stats().durable_next == 51, 5.0)  # journaled
         old_pid, port = ep.pid, ep.port
         assert old_pid is not None
         with caplog.at_level("WARNING", logger="fixgw.events"):
             os.kill(old_pid, signal.SIGKILL)
             # Logged once its pipe is closed (a zombie's other threads may still hold it open,
             # so its state in /proc does not tell), and half a second before the restart.
-            wait_for(lambda: f"event process (pid {old_pid}) died (exit code -9, SIGKILL)"
-                     in caplog.text)
+            wait_until(lambda: f"event process (pid {old_pid}) died (exit code -9, SIGKILL)"
+                       in caplog.text, 5.0)
             for i in range(51, 101):  # while it is down: kept, not dropped
                 ep.publisher.publish_later(trade(i))
-            wait_for(lambda: ep.restarts == 1)
+            wait_until(lambda: ep.restarts == 1, 5.0)
         assert ep.pid != old_pid and ep.port == port
         for i in range(101, 121):
             ep.publisher.publish_later(trade(i))
@@ -233,7 +229,7 @@ def test_events_in_the_pipe_when_the_child_dies_are_counted_lost(tmp_path: Path)
         for i in range(1, 11):
             ep.publisher.publish_later(trade(i))
         ep.publisher.flush()
-        wait_for(lambda: ep.stats().durable_next == 11)
+        wait_until(lambda: ep.stats().durable_next == 11, 5.0)
         pid = ep.pid
         assert pid is not None
         os.kill(pid, signal.SIGSTOP)  # it reads no more: the next 20 stay in the pipe
@@ -241,7 +237,7 @@ def test_events_in_the_pipe_when_the_child_dies_are_counted_lost(tmp_path: Path)
             ep.publisher.publish_later(trade(i))
         ep.publisher.flush()
         os.kill(pid, signal.SIGKILL)
-        wait_for(lambda: ep.restarts == 1)
+        wait_until(lambda: ep.restarts == 1, 5.0)
         assert ep.lost_events == 20
         ep.publisher.publish_later(trade(31))
         got = collect(stub(ep), 11, from_sequence=1)
@@ -260,7 +256,7 @@ def test_a_failed_write_keeps_its_events_for_the_next_pipe() -> None:
     for i in range(1, 4):
         pub.publish_later(trade(i))
     pub.attach(os.fdopen(w, "wb"), on_broken=lambda: broken.append(True))
-    wait_for(lambda: bool(broken))
+    wait_until(lambda: bool(broken), 5.0)
     pub.publish_later(trade(4))
     assert pub.detach() == 0
     r, w = os.pipe()

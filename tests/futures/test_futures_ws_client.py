@@ -10,7 +10,6 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Any
 
 import pytest
 
@@ -20,18 +19,12 @@ from gateway.transports.perp_poller import PerpPoller
 from gateway.venue_sim.futures_rest import FuturesRestServer
 from gateway.venue_sim.futures_ws import FuturesWsServer, ws_ticker_json
 from gateway.venue_sim.scenarios import get_scenario
+from tests.conftest import wait_until
 
 ARB = "PF_ARBUSD"
 XBT = "PF_XBTUSD"
 
 
-def _wait(pred: Any, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return
-        time.sleep(0.02)
-    raise AssertionError("condition not met in time")
 
 
 @dataclass
@@ -80,7 +73,7 @@ def test_parsed_values_equal_the_scenario_and_the_rest_parse(
     client = KrakenFuturesWs(face.url, [ARB, XBT], sink, funding_history=lambda s: history)
     client.start()
     try:
-        _wait(lambda: sink.last(ARB) is not None and sink.last(XBT) is not None)
+        wait_until(lambda: sink.last(ARB) is not None and sink.last(XBT) is not None)
     finally:
         client.stop()
     fig = get_scenario("arb-crowded-long").perp(ARB)
@@ -118,11 +111,11 @@ def test_scenario_change_reaches_the_client(
     client = KrakenFuturesWs(face.url, [ARB], sink)
     client.start()
     try:
-        _wait(lambda: sink.last(ARB) is not None)
+        wait_until(lambda: sink.last(ARB) is not None)
         rest.set_figures(ARB, funding_rate_rel="-0.00002", funding_history_rel=(),
                          open_interest="923456789")
         face.notify()
-        _wait(lambda: (t := sink.last(ARB)) is not None and t.open_interest == 923456789,
+        wait_until(lambda: (t := sink.last(ARB)) is not None and t.open_interest == 923456789,
               timeout=3)
         t = sink.last(ARB)
         assert t is not None and t.funding_rate_rel == Decimal("-0.00002")
@@ -141,19 +134,19 @@ def test_a_silent_product_is_resubscribed_and_a_silent_connection_reopened(
                              backoff_initial_s=0.05, backoff_max_s=0.2)
     client.start()
     try:
-        _wait(lambda: client.updates(ARB) > 0 and client.updates(XBT) > 0)
+        wait_until(lambda: client.updates(ARB) > 0 and client.updates(XBT) > 0)
         # One product silent, heartbeats and the other product flowing: resubscribe, no reconnect.
         face.stall(ARB, 1.2)
-        _wait(lambda: client.resubscribes >= 1, timeout=3)
+        wait_until(lambda: client.resubscribes >= 1, timeout=3)
         assert not client.is_live(ARB) and client.is_live(XBT)
         assert client.connects == 1 and client.stale_disconnects == 0
         n = client.updates(ARB)
-        _wait(lambda: client.updates(ARB) > n, timeout=5)  # back after the stall
+        wait_until(lambda: client.updates(ARB) > n, timeout=5)  # back after the stall
         assert client.is_live(ARB)
         # Nothing at all (no tickers, no heartbeats): the connection is dropped and reopened.
         face.stall(None, 1.0)
-        _wait(lambda: client.stale_disconnects >= 1, timeout=3)
-        _wait(lambda: client.connects >= 2 and client.is_live(ARB), timeout=5)
+        wait_until(lambda: client.stale_disconnects >= 1, timeout=3)
+        wait_until(lambda: client.connects >= 2 and client.is_live(ARB), timeout=5)
     finally:
         client.stop()
 
@@ -167,11 +160,11 @@ def test_reconnects_after_the_venue_drops_the_socket_and_tells_on_down(
                              on_down=lambda: downs.append(time.time()))
     client.start()
     try:
-        _wait(lambda: client.updates(ARB) > 0)
+        wait_until(lambda: client.updates(ARB) > 0)
         face.drop_all()
-        _wait(lambda: len(downs) == 1, timeout=3)
+        wait_until(lambda: len(downs) == 1, timeout=3)
         n = client.updates(ARB)
-        _wait(lambda: client.connects == 2 and client.updates(ARB) > n, timeout=5)
+        wait_until(lambda: client.connects == 2 and client.updates(ARB) > n, timeout=5)
         assert face.connections_total == 2
     finally:
         client.stop()
@@ -184,8 +177,8 @@ def test_unknown_product_is_reported_and_does_not_block_the_others(
     client = KrakenFuturesWs(face.url, ["PF_NOPEUSD", ARB], sink)
     client.start()
     try:
-        _wait(lambda: client.updates(ARB) > 0)
-        _wait(lambda: client.last_error is not None)
+        wait_until(lambda: client.updates(ARB) > 0)
+        wait_until(lambda: client.last_error is not None)
         assert client.last_error == "error: Invalid product id"
         assert client.updates("PF_NOPEUSD") == 0
     finally:
@@ -198,7 +191,7 @@ def test_no_venue_backs_off_without_raising() -> None:
                              backoff_max_s=0.1)
     client.start()
     try:
-        _wait(lambda: client.last_error is not None, timeout=5)
+        wait_until(lambda: client.last_error is not None, timeout=5)
         assert not client.connected and not client.is_live(ARB)
     finally:
         client.stop()
@@ -245,24 +238,24 @@ def test_poller_defers_tickers_to_a_live_feed_and_takes_over_when_it_dies(
                              on_down=poller.wake, stale_after_s=0.5)
     client.start()
     try:
-        _wait(lambda: client.is_live(ARB))
+        wait_until(lambda: client.is_live(ARB))
         poller.start()
-        _wait(lambda: poller.cycles >= 4)
+        wait_until(lambda: poller.cycles >= 4)
         # Feed live: no REST tickers delivered or even fetched, funding history still fetched
         # and handed to the feed's deliveries.
         tickers_before = rest.request_count("/derivatives/api/v3/tickers")
         funding_before = rest.request_count("/derivatives/api/v3/historical-funding-rates")
         rest_deliveries = sink.count("rest")
-        _wait(lambda: poller.cycles >= 8)
+        wait_until(lambda: poller.cycles >= 8)
         assert rest.request_count("/derivatives/api/v3/tickers") == tickers_before
         assert rest.request_count("/derivatives/api/v3/historical-funding-rates") > funding_before
         assert sink.count("rest") == rest_deliveries
         assert poller.skipped >= 4
-        _wait(lambda: sink.got[-1][1] != [])
+        wait_until(lambda: sink.got[-1][1] != [])
         assert len(sink.got[-1][1]) == 72 and sink.got[-1][2] == "ws"
         # Feed gone: REST delivers again.
         client.stop()
-        _wait(lambda: sink.count("rest") > rest_deliveries, timeout=3)
+        wait_until(lambda: sink.count("rest") > rest_deliveries, timeout=3)
     finally:
         client.stop()
         poller.stop()
@@ -276,13 +269,13 @@ def test_poller_delivers_only_perps_the_feed_lacks_and_wake_runs_a_cycle_now(
                         live_elsewhere=lambda s: s == ARB)
     poller.start()
     try:
-        _wait(lambda: poller.cycles == 1 and sink.count("rest") == 1)
+        wait_until(lambda: poller.cycles == 1 and sink.count("rest") == 1)
         assert sink.last(XBT) is not None and sink.last(ARB) is None
         assert len(poller.funding_history(ARB)) == 72  # fetched for the feed's deliveries
         assert poller.last_update(ARB) is None and poller.last_update(XBT) is not None
         time.sleep(0.3)
         assert poller.cycles == 1  # an hour to the next cycle ...
         poller.wake()
-        _wait(lambda: poller.cycles == 2 and sink.count("rest") == 2, timeout=3)  # ... or now
+        wait_until(lambda: poller.cycles == 2 and sink.count("rest") == 2, timeout=3)  # ... or now
     finally:
         poller.stop()

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from decimal import Decimal
 from pathlib import Path
 
@@ -26,6 +26,7 @@ from gateway.venue_sim.accounts import Accounts
 from gateway.venue_sim.engine import MatchingEngine
 from gateway.venue_sim.flow import SyntheticFlow
 from gateway.venue_sim.spot_ws import SpotWsServer
+from tests.conftest import wait_until
 
 D = Decimal
 BTC, ETH = "BTC/USD", "ETH/USD"
@@ -50,15 +51,6 @@ class Recorder:
 
     def count(self, kind: str, symbol: str) -> int:
         return sum(1 for c in self.calls if c == (kind, symbol))
-
-
-def wait_for(pred: Callable[[], bool], timeout: float = 10.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return
-        time.sleep(0.01)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def make_feed(symbols: Sequence[str] = (BTC, ETH), depth: int = 10) -> MarketDataFeed:
@@ -182,12 +174,12 @@ def test_ws_source_feeds_the_feeds_own_books_and_heals_a_corrupt_checksum(venue:
     src.start()
     try:
         for sym in (BTC, ETH):
-            wait_for(lambda s=sym: book_is(feed, venue, s), what=f"{sym} first WS book")
+            wait_until(lambda s=sym: book_is(feed, venue, s), what=f"{sym} first WS book")
         for _ in range(4):
             for _ in range(100):
                 venue.flow.step()
             for sym in (BTC, ETH):
-                wait_for(lambda s=sym: book_is(feed, venue, s), what=f"{sym} to follow")
+                wait_until(lambda s=sym: book_is(feed, venue, s), what=f"{sym} to follow")
         assert feed.books == books and all(feed.books[s] is books[s] for s in books)
         assert rec.count("snapshot", BTC) == 1 and rec.count("update", BTC) > 50
         assert rec.trades > 0 and feed.books[BTC].trades()
@@ -196,15 +188,15 @@ def test_ws_source_feeds_the_feeds_own_books_and_heals_a_corrupt_checksum(venue:
         # A corrupted checksum: the client resubscribes; the shared book is rebuilt from the
         # fresh snapshot (listeners: integrity, then snapshot) and follows the venue again.
         venue.server.corrupt_next_checksum(BTC)
-        wait_for(lambda: (venue.flow.step(), rec.count("integrity", BTC) >= 1)[1],
+        wait_until(lambda: (venue.flow.step(), rec.count("integrity", BTC) >= 1)[1],
                  what="the checksum mismatch")
-        wait_for(lambda: rec.count("snapshot", BTC) == 2, what="the fresh snapshot")
+        wait_until(lambda: rec.count("snapshot", BTC) == 2, what="the fresh snapshot")
         assert src.client.resyncs == 1
         assert any("checksum" in r for s, r in feed.integrity_events if s == BTC)
         for _ in range(100):
             venue.flow.step()
-        wait_for(lambda: book_is(feed, venue, BTC), what="BTC after the resync")
-        wait_for(lambda: book_is(feed, venue, ETH), what="ETH (never disturbed)")
+        wait_until(lambda: book_is(feed, venue, BTC), what="BTC after the resync")
+        wait_until(lambda: book_is(feed, venue, ETH), what="ETH (never disturbed)")
         assert rec.count("snapshot", ETH) == 1
         inst = feed.instruments.get(BTC)
         assert inst is not None
@@ -220,14 +212,14 @@ def test_ws_source_stop_unsubscribes_at_the_venue(venue: Venue) -> None:
     feed.hand_over_books("ws")
     src.start()
     try:
-        wait_for(lambda: book_is(feed, venue, BTC), what="first WS book")
+        wait_until(lambda: book_is(feed, venue, BTC), what="first WS book")
         conns = list(venue.server._conns)
         assert [(len(c.books), len(c.trades)) for c in conns] == [(2, 2)]
         feed.take_back_books()
         src.stop()
         assert not src.running
         # The venue saw the unsubscribes (before the socket closed, it held no subscription).
-        wait_for(lambda: not venue.server._conns, what="connection closed")
+        wait_until(lambda: not venue.server._conns, what="connection closed")
         assert (len(conns[0].books), len(conns[0].trades)) == (0, 0)
     finally:
         src.stop()
@@ -246,12 +238,12 @@ def test_policy_fails_over_to_ws_after_the_configured_outage(
     fo.start()
     try:
         # The FIX MD session never logs on here: WS after 0.5 s, not before.
-        wait_for(lambda: fo.active == "ws", what="failover")
+        wait_until(lambda: fo.active == "ws", what="failover")
         assert time.monotonic() - t0 >= 0.5
         assert switches and switches[0][:2] == ("fix", "ws") and switches[0][3] is True
         assert "FIX market-data session down for" in switches[0][2]
         assert feed.source == "ws"
-        wait_for(lambda: book_is(feed, venue, BTC) and book_is(feed, venue, ETH),
+        wait_until(lambda: book_is(feed, venue, BTC) and book_is(feed, venue, ETH),
                  what="books over WS")
         # FIX is still down: no failback however long we wait.
         time.sleep(0.3)
@@ -291,7 +283,7 @@ def test_forcing_ws_switches_at_once_and_says_so(venue: Venue) -> None:
     try:
         assert fo.evaluate() == "ws"
         assert switches == [("fix", "ws", "forced to ws by operator", False)]
-        wait_for(lambda: book_is(feed, venue, BTC), what="books over WS")
+        wait_until(lambda: book_is(feed, venue, BTC), what="books over WS")
     finally:
         fo.stop()
         feed.stop()
@@ -352,7 +344,7 @@ def test_failback_waits_for_every_fresh_fix_snapshot(venue: Venue) -> None:
     fo = MdFailover(feed, src, failover_after_s=0, failback_after_s=0.3, check_interval_s=0.05)
     fo.start()
     try:
-        wait_for(lambda: fo.active == "ws" and book_is(feed, venue, BTC), what="WS books")
+        wait_until(lambda: fo.active == "ws" and book_is(feed, venue, BTC), what="WS books")
         # The FIX MD session logs on (as QuickFIX's onLogon would record it) ...
         feed._session = object()  # type: ignore[assignment]
         feed._session_changed = time.monotonic()
@@ -364,7 +356,7 @@ def test_failback_waits_for_every_fresh_fix_snapshot(venue: Venue) -> None:
         time.sleep(0.3)
         assert fo.active == "ws" and feed.unsynced_symbols() == [ETH]
         fix_snapshot(feed, ETH, [(D("10.00"), D("3"))], [(D("10.05"), D("4"))])
-        wait_for(lambda: fo.active == "fix", what="failback")
+        wait_until(lambda: fo.active == "fix", what="failback")
         assert feed.source == "fix" and not src.running
         assert feed.books[BTC].top() == ((D("100.0"), D("1")), (D("100.5"), D("2")))
         assert feed.books[ETH].top() == ((D("10.00"), D("3")), (D("10.05"), D("4")))
@@ -384,16 +376,16 @@ def test_ws_connection_lost_and_back_rebuilds_the_books(venue: Venue) -> None:
     feed.hand_over_books("ws")
     src.start()
     try:
-        wait_for(lambda: book_is(feed, venue, BTC) and book_is(feed, venue, ETH),
+        wait_until(lambda: book_is(feed, venue, BTC) and book_is(feed, venue, ETH),
                  what="first WS books")
         venue.server.drop_all()
-        wait_for(lambda: rec.count("integrity", BTC) == 1 and rec.count("integrity", ETH) == 1,
+        wait_until(lambda: rec.count("integrity", BTC) == 1 and rec.count("integrity", ETH) == 1,
                  what="both books marked broken")
         for _ in range(100):
             venue.flow.step()  # the venue moves on while we are away
-        wait_for(lambda: rec.count("snapshot", BTC) == 2 and rec.count("snapshot", ETH) == 2,
+        wait_until(lambda: rec.count("snapshot", BTC) == 2 and rec.count("snapshot", ETH) == 2,
                  what="fresh snapshots after the reconnect")
-        wait_for(lambda: book_is(feed, venue, BTC) and book_is(feed, venue, ETH),
+        wait_until(lambda: book_is(feed, venue, BTC) and book_is(feed, venue, ETH),
                  what="books equal the venue's again")
         assert src.client is not None and src.client.connects == 2
     finally:

@@ -32,6 +32,7 @@ from gateway.signals import SignalSnapshot
 from gateway.transports.kraken_futures_rest import KrakenFuturesRest
 from gateway.transports.perp_poller import PerpPoller
 from gateway.venue_sim.futures_rest import FuturesRestServer
+from tests.conftest import wait_until
 
 ARB = "PF_ARBUSD"
 PERPS = {ARB: "ARB/USD", "PF_XBTUSD": "BTC/USD", "PF_ETHUSD": "ETH/USD"}  # ETH: never polled
@@ -57,13 +58,6 @@ def _spot_book() -> Book:
     return book
 
 
-def _wait(pred: object, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():  # type: ignore[operator]
-            return
-        time.sleep(0.02)
-    raise AssertionError("condition not met in time")
 
 
 @pytest.fixture(scope="module")
@@ -84,7 +78,7 @@ def env() -> Iterator[Env]:
     addr = f"127.0.0.1:{port}"
     channel = grpc.insecure_channel(addr)
     try:
-        _wait(lambda: runner.latest(ARB) is not None)
+        wait_until(lambda: runner.latest(ARB) is not None)
         yield Env(runner, addr, signals_pb2_grpc.SignalServiceStub(channel),
                   signals_pb2_grpc.PositioningServiceStub(channel), channel, published)
     finally:
@@ -122,7 +116,7 @@ def _fresh_after(env: Env, t: float, label: str) -> SignalSnapshot:
     def ok() -> bool:
         s = env.runner.latest(ARB)
         return s is not None and s.as_of > t and s.oi_asymmetry_label == label
-    _wait(ok)
+    wait_until(ok)
     snap = env.runner.latest(ARB)
     assert snap is not None
     return snap
@@ -140,7 +134,7 @@ def test_poller_alone_gives_the_worked_example_carry(env: Env) -> None:
     assert snap.ages.mark_s and snap.ages.book_s and snap.ages.funding_s
     # the spot symbol resolves to its perp; BTC has no spot book but still gets carry
     assert env.signals.Get(signals_pb2.GetSignalRequest(symbol="ARB/USD")).symbol == ARB
-    _wait(lambda: env.runner.latest("PF_XBTUSD") is not None)
+    wait_until(lambda: env.runner.latest("PF_XBTUSD") is not None)
     assert env.published and all(s.symbol in PERPS for s in env.published)
 
 
@@ -299,7 +293,7 @@ def test_md_hooks_only_mark_dirty_and_compute_on_the_worker(env: Env) -> None:
             env.runner.on_update("ARB/USD", book, ())
         per_call_us = (time.perf_counter() - t) * 1e3
         assert per_call_us < 50, "the MD hook must stay cheap (flag + wake only)"
-        _wait(lambda: bool(threads))
+        wait_until(lambda: bool(threads))
         time.sleep(0.3)
         # 1000 marks in a burst collapse into a few snapshots (min_interval_s = 0.05)
         assert set(threads) == {"fixgw-signals"}

@@ -26,6 +26,7 @@ from gateway.venue_sim.accounts import Accounts
 from gateway.venue_sim.engine import MatchingEngine
 from gateway.venue_sim.flow import SyntheticFlow
 from gateway.venue_sim.spot_ws import TEXT_INVALID_TOKEN, SpotWsServer
+from tests.conftest import wait_until
 
 D = Decimal
 BTC, ETH = "BTC/USD", "ETH/USD"
@@ -53,15 +54,6 @@ def venue() -> Iterator[Venue]:
     v.server.stop()
 
 
-def wait_for(pred: Callable[[], bool], timeout: float = 10.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return
-        time.sleep(0.01)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 def book_matches(client: KrakenWsPublic, engine: MatchingEngine, sym: str) -> bool:
     if not client.is_live(sym):
         return False
@@ -77,7 +69,7 @@ def public(venue: Venue, depth: int = 10, **kw: Any) -> tuple[KrakenWsPublic, li
                        on_integrity=lambda s, r: integrity.append((s, r)),
                        backoff_initial=0.05, backoff_max=0.5, **kw)
     c.start()
-    wait_for(lambda: c.is_live(BTC) and c.is_live(ETH), what="initial snapshots")
+    wait_until(lambda: c.is_live(BTC) and c.is_live(ETH), what="initial snapshots")
     return c, integrity
 
 
@@ -93,7 +85,7 @@ def test_client_book_equals_engine_levels_after_thousands_of_updates(venue: Venu
         for _ in range(6):
             venue.steps(250)
             for sym in (BTC, ETH):
-                wait_for(lambda s=sym: book_matches(c, venue.engine, s),  # type: ignore[misc]
+                wait_until(lambda s=sym: book_matches(c, venue.engine, s),  # type: ignore[misc]
                          what=f"{sym} book to converge")
         assert c.book_updates > 2000
         assert c.resyncs == 0 and integrity == []
@@ -140,10 +132,10 @@ def test_corrupted_checksum_resubscribes_and_heals(venue: Venue) -> None:
             venue.steps(1)
             return bool(integrity)
 
-        wait_for(step_until_integrity, what="integrity callback")
+        wait_until(step_until_integrity, what="integrity callback")
         assert integrity[0] == (BTC, "checksum")
         venue.steps(100)
-        wait_for(lambda: book_matches(c, venue.engine, BTC), what="book after resync")
+        wait_until(lambda: book_matches(c, venue.engine, BTC), what="book after resync")
         assert c.resyncs == 1 and c.connects == 1
         assert book_matches(c, venue.engine, ETH)
     finally:
@@ -154,16 +146,16 @@ def test_stalled_feed_reconnects(venue: Venue) -> None:
     c, integrity = public(venue, heartbeat_timeout=1.0)
     try:
         venue.steps(20)
-        wait_for(lambda: book_matches(c, venue.engine, BTC))
+        wait_until(lambda: book_matches(c, venue.engine, BTC))
         venue.server.stall(None, 1.6)
         venue.steps(20)  # changes the venue does not publish while stalled
-        wait_for(lambda: (BTC, "disconnected") in integrity, timeout=4.0,
+        wait_until(lambda: (BTC, "disconnected") in integrity, timeout=4.0,
                  what="silence deadline")
         assert c.stale_disconnects >= 1
-        wait_for(lambda: c.connects >= 2 and book_matches(c, venue.engine, BTC)
+        wait_until(lambda: c.connects >= 2 and book_matches(c, venue.engine, BTC)
                  and book_matches(c, venue.engine, ETH), timeout=10.0, what="fresh books")
         venue.steps(50)
-        wait_for(lambda: book_matches(c, venue.engine, BTC), what="updates after reconnect")
+        wait_until(lambda: book_matches(c, venue.engine, BTC), what="updates after reconnect")
     finally:
         c.stop()
 
@@ -173,7 +165,7 @@ def test_dropped_connection_reconnects(venue: Venue) -> None:
     try:
         venue.server.drop_all()
         venue.steps(30)
-        wait_for(lambda: c.connects >= 2 and book_matches(c, venue.engine, BTC),
+        wait_until(lambda: c.connects >= 2 and book_matches(c, venue.engine, BTC),
                  what="reconnect after drop")
     finally:
         c.stop()
@@ -183,7 +175,7 @@ def test_instrument_precision_and_unknown_symbol(venue: Venue) -> None:
     c = KrakenWsPublic(venue.server.url, [BTC, "DOGE/USD"], 10, backoff_initial=0.05)
     c.start()
     try:
-        wait_for(lambda: c.is_live(BTC), what="BTC live")
+        wait_until(lambda: c.is_live(BTC), what="BTC live")
         assert c.precision == {BTC: (1, 8)}
         assert not c.is_live("DOGE/USD")
     finally:
@@ -293,7 +285,7 @@ def test_reconnect_refetches_token_and_snapshots_open_orders(venue: Venue) -> No
         snap = execs.wait(lambda i: bool(i.get("snapshot")) and i["order_id"] == res["order_id"])
         assert snap["cl_ord_id"] == "keep" and snap["order_status"] == "new"
         assert len(issued) == 2 and issued[0] != issued[1]
-        wait_for(lambda: p.connected)
+        wait_until(lambda: p.connected)
         assert p.cancel_order(order_id=[res["order_id"]]) == [{"order_id": res["order_id"]}]
     finally:
         p.stop()
@@ -303,7 +295,7 @@ def test_invalid_token_is_refused(venue: Venue) -> None:
     execs = Execs()
     p, _ = private(venue, execs, token=lambda: "not-a-token")
     try:
-        wait_for(lambda: p.last_error is not None, what="executions refusal")
+        wait_until(lambda: p.last_error is not None, what="executions refusal")
         assert p.last_error == TEXT_INVALID_TOKEN
         with pytest.raises(KrakenWsRejected) as exc:
             p.add_order(symbol=BTC, side="buy", order_type="market", order_qty=D("0.001"))
