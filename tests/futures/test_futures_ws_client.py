@@ -116,7 +116,7 @@ def test_scenario_change_reaches_the_client(
                          open_interest="923456789")
         face.notify()
         wait_until(lambda: (t := sink.last(ARB)) is not None and t.open_interest == 923456789,
-              timeout=3)
+                   timeout=3)
         t = sink.last(ARB)
         assert t is not None and t.funding_rate_rel == Decimal("-0.00002")
         assert t.funding_rate_abs == Decimal("-0.00002") * Decimal("0.11092563")

@@ -189,7 +189,7 @@ def test_ws_source_feeds_the_feeds_own_books_and_heals_a_corrupt_checksum(venue:
         # fresh snapshot (listeners: integrity, then snapshot) and follows the venue again.
         venue.server.corrupt_next_checksum(BTC)
         wait_until(lambda: (venue.flow.step(), rec.count("integrity", BTC) >= 1)[1],
-                 what="the checksum mismatch")
+                   what="the checksum mismatch")
         wait_until(lambda: rec.count("snapshot", BTC) == 2, what="the fresh snapshot")
         assert src.client.resyncs == 1
         assert any("checksum" in r for s, r in feed.integrity_events if s == BTC)
@@ -244,7 +244,7 @@ def test_policy_fails_over_to_ws_after_the_configured_outage(
         assert "FIX market-data session down for" in switches[0][2]
         assert feed.source == "ws"
         wait_until(lambda: book_is(feed, venue, BTC) and book_is(feed, venue, ETH),
-                 what="books over WS")
+                   what="books over WS")
         # FIX is still down: no failback however long we wait.
         time.sleep(0.3)
         assert fo.active == "ws" and len(switches) == 1
@@ -377,16 +377,16 @@ def test_ws_connection_lost_and_back_rebuilds_the_books(venue: Venue) -> None:
     src.start()
     try:
         wait_until(lambda: book_is(feed, venue, BTC) and book_is(feed, venue, ETH),
-                 what="first WS books")
+                   what="first WS books")
         venue.server.drop_all()
         wait_until(lambda: rec.count("integrity", BTC) == 1 and rec.count("integrity", ETH) == 1,
-                 what="both books marked broken")
+                   what="both books marked broken")
         for _ in range(100):
             venue.flow.step()  # the venue moves on while we are away
         wait_until(lambda: rec.count("snapshot", BTC) == 2 and rec.count("snapshot", ETH) == 2,
-                 what="fresh snapshots after the reconnect")
+                   what="fresh snapshots after the reconnect")
         wait_until(lambda: book_is(feed, venue, BTC) and book_is(feed, venue, ETH),
-                 what="books equal the venue's again")
+                   what="books equal the venue's again")
         assert src.client is not None and src.client.connects == 2
     finally:
         src.stop()
