@@ -14,9 +14,10 @@ What it measures, and why this way:
   is events / (last event received - first publish), i.e. end to end inside one gateway process.
 * `publish()` cost on the caller's thread (p50/p99/p99.9 in µs, timer overhead included), with
   the journal on and the gRPC server running: paced (~5k/s, like FIX traffic) with no and with
-  10 live subscribers, and back-to-back. With live subscribers parked, a paced publish also pays
-  for waking the server's event loop; the same is measured against a second server on the same
-  log configured with `wake_interval_s` (the loop polls, publishers never wake it).
+  10 live subscribers, and back-to-back. With a journal (as here) the journal writer, not the
+  publisher, wakes the server's loop once events are written (subscribers are sent only what
+  the journal has); the second server on the same log, configured with `wake_interval_s`, shows
+  the same figure, as the two only differ for a log without a journal.
 * Machine load average is reported: other processes on a 2-core box move every figure.
 * The FIX round trip (NewOrderSingle -> first ExecutionReport, µs) against one `fixgw run`
   process with 10 live EventService subscribers vs none, rounds alternating A/B; subscribers in

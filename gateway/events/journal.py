@@ -157,7 +157,10 @@ class Journal:
     def append(self, records: Iterable[tuple[int, bytes, bytes]]) -> None:
         """Append (sequence, base, raw_suffix) records in order. Writer thread only.
 
-        One `write` per batch keeps syscall count proportional to batches, not events.
+        One `write` per batch keeps syscall count proportional to batches, not events. When this
+        returns the records are with the OS (they survive a crash of this process) but, even
+        with `fsync`, not yet synced (except a segment that filled up): `sync()` does that, so
+        that the event log can serve them to subscribers first.
         """
         buf = bytearray()
         first: int | None = None
@@ -187,9 +190,12 @@ class Journal:
         assert self._active is not None
         self._active.write(buf)
         self._active.flush()
-        if self._fsync:
-            os.fsync(self._active.fileno())
         self._segments[-1].size += len(buf)
+
+    def sync(self) -> None:
+        """With `fsync`: force what `append` wrote to disk (survives a machine crash too)."""
+        if self._fsync and self._active is not None:
+            os.fsync(self._active.fileno())
 
     def _roll(self, first_seq: int) -> None:
         """Start a new segment (or reopen the last one after a restart, if it has room)."""

@@ -9,6 +9,15 @@ subscriber that sends the event, disk I/O to the writer thread, fan-out to the s
 loop. Subscribers pull from the ring (or the journal) by sequence, which is what makes resume,
 replay and "slow subscriber" handling the same code path, and costs publish nothing per
 subscriber.
+
+Visibility: with a journal, subscribers are served only events the writer has written to it
+(`visible_next`), never one that exists only in this process's memory. A subscriber resumes
+from `last_seen + 1`, and the log reopened after a crash continues from the journal's next
+sequence: had a subscriber been sent an event the journal never got, that sequence would be
+given to a different event and the client would silently miss it. Written is enough (the page
+cache survives a crash of the process; fsync, for a machine crash, follows in the background).
+The cost is the writer's poll interval and one write added to delivery latency; the writer
+wakes the subscribers' loop after each write, so publishers pay nothing more.
 """
 
 from __future__ import annotations
@@ -256,10 +265,12 @@ class EventLogConfig:
     `max_lag_events` so that a live subscriber never has to touch the disk.
     `journal_dir=None` keeps events in memory only (tests, tools): nothing survives a restart.
     `fsync=False` survives a process crash (the OS has the data) but not a power loss; turning it
-    on costs one fsync per writer batch, never anything on the publishing thread.
+    on costs one fsync per writer batch, never anything on the publishing thread, and adds
+    nothing to delivery: subscribers are served once the write returned, the fsync follows.
     `writer_interval_s` is how often an idle writer looks for work: the writer polls rather than
     being woken, because waking a sleeping thread costs the publisher a futex syscall (~3 µs on
-    a VM) per event at low rates; a live subscriber never waits for the journal.
+    a VM) per event at low rates. With a journal a live subscriber waits for the write (see the
+    module docstring), so this bounds the delivery latency it adds (2 ms: ~1 ms on average).
     """
 
     journal_dir: Path | None = None
@@ -297,7 +308,12 @@ class EventLog:
         self._next = start
         self._lock = threading.Lock()
         self._closed = False
+        # Callbacks run when events become visible (see add_waker), with whether the publishing
+        # thread may run them; `_wakers` are all of them (the writer runs them after each write),
+        # `_publish_wakers` those publish() runs: none while a journal decides visibility.
+        self._waker_specs: tuple[tuple[Callable[[], None], bool], ...] = ()
         self._wakers: tuple[Callable[[], None], ...] = ()
+        self._publish_wakers: tuple[Callable[[], None], ...] = ()
         # Journal writer hand-off: an unbounded deque (a journal entry is never dropped) that the
         # writer drains every `writer_interval_s`.
         self._pending: deque[_Entry] = deque()
@@ -337,7 +353,7 @@ class EventLog:
             self._next = seq + 1
             if self._writer is not None:
                 self._pending.append(entry)
-        for wake in self._wakers:
+        for wake in self._publish_wakers:
             wake()
         return seq
 
@@ -355,8 +371,26 @@ class EventLog:
 
     @property
     def durable_next(self) -> int:
-        """First sequence not yet written to the journal (== next_sequence when caught up)."""
+        """First sequence not yet written to the journal (== next_sequence when caught up).
+
+        Written means write(2) returned: the event survives a crash of this process (the OS has
+        it). With `fsync` configured, the writer syncs right after moving this.
+        """
         return self._durable_next if self._journal is not None else self._next
+
+    @property
+    def visible_next(self) -> int:
+        """First sequence subscribers may not be sent yet: the head of the stream they see.
+
+        With a journal it is `durable_next`: an event is served only once the journal has it,
+        so a sequence a subscriber saw is never given to another event by the log that reopens
+        the journal after a crash. Without a journal (nothing survives anyway), or once the
+        journal has failed (streaming goes on from memory, see `journal_error`), it is
+        `next_sequence`.
+        """
+        if self._journal is None or self.journal_error is not None:
+            return self._next
+        return self._durable_next
 
     @property
     def persistent(self) -> bool:
@@ -372,24 +406,42 @@ class EventLog:
         return oldest
 
     def check_range(self, seq: int) -> None:
-        """Raise SequenceOutOfRange unless a subscription may start at `seq`."""
-        nxt = self._next
+        """Raise SequenceOutOfRange unless a subscription may start at `seq`.
+
+        Up to `next_sequence`, not `visible_next`: a subscription from a published but not yet
+        visible sequence simply waits for it (in-process callers compute starts from
+        next_sequence); clients are only ever told of visible ones (GetLogInfo, the stream, and
+        the error's `next_sequence`).
+        """
         oldest = self.oldest_sequence()
-        if seq < oldest or seq > nxt:
-            raise SequenceOutOfRange(seq, oldest, nxt)
+        if seq < oldest or seq > self._next:
+            raise SequenceOutOfRange(seq, oldest, self.visible_next)
 
-    def add_waker(self, wake: Callable[[], None]) -> None:
-        """Register a callback run on the publishing thread after every publish.
+    def add_waker(self, wake: Callable[[], None], *, from_publish: bool = True) -> None:
+        """Register a callback run whenever events become visible (`visible_next` moves).
 
-        It must be as cheap as publish itself (set a flag, write an eventfd); the EventServer
-        uses it to wake its event loop.
+        With a journal that is the writer's thread, after each write; without one, or once the
+        journal has failed, the publishing thread after every publish. `from_publish=False`
+        keeps it off publishing threads altogether (then only the writer runs it, and the
+        caller must look at `visible_next` itself for a log without a working journal: the
+        EventServer's `wake_interval_s` polling). It must be as cheap as publish itself (set a
+        flag, write an eventfd); the EventServer uses it to wake its event loop.
         """
         with self._lock:
-            self._wakers = (*self._wakers, wake)
+            self._waker_specs = (*self._waker_specs, (wake, from_publish))
+            self._update_wakers()
 
     def remove_waker(self, wake: Callable[[], None]) -> None:
         with self._lock:
-            self._wakers = tuple(w for w in self._wakers if w is not wake)
+            self._waker_specs = tuple(s for s in self._waker_specs if s[0] is not wake)
+            self._update_wakers()
+
+    def _update_wakers(self) -> None:
+        """Under `_lock`: who runs which wakers, from the registrations and the journal's state."""
+        specs = self._waker_specs
+        self._wakers = tuple(w for w, _ in specs)
+        publish_decides = self._journal is None or self.journal_error is not None
+        self._publish_wakers = tuple(w for w, ok in specs if ok) if publish_decides else ()
 
     def read_ring(
         self,
@@ -440,7 +492,9 @@ class EventLog:
 
     def read(self, from_seq: int, max_events: int = 1000) -> list[events_pb2.Event]:
         """Events from `from_seq` on, parsed (raw_fix included); for in-process consumers and
-        tests. Not for the hot path: it parses every event."""
+        tests. Not for the hot path: it parses every event. Unlike a subscriber it is not held
+        to `visible_next`: an in-process reader dies with the log, so it cannot be misled by a
+        sequence reused after a crash."""
         self.check_range(from_seq)
         out: list[events_pb2.Event] = []
         seq = from_seq
@@ -487,19 +541,39 @@ class EventLog:
                     # Serializing is pure Python-held-GIL work; without a voluntary release a
                     # publisher (a QuickFIX thread) could wait a whole switch interval (5 ms).
                     time.sleep(0)
-            if self.journal_error is None:
-                try:
-                    journal.append(records)
-                except Exception as exc:
-                    # The journal's file state is unknown after a failed write; stop journaling
-                    # rather than write a corrupt file. Live streaming continues from memory.
-                    _log.exception("event journal write failed; journaling stopped")
-                    self.journal_error = exc
-            if self.journal_error is None:
-                self._durable_next = records[-1][0] + 1
+            if self.journal_error is not None:
+                continue
+            try:
+                journal.append(records)
+            except Exception as exc:
+                self._journal_failed("write", exc)
+                continue
+            # Visible to subscribers from here on (see visible_next), and they are told at once:
+            # this, not the publisher, is what makes an event deliverable.
+            self._durable_next = records[-1][0] + 1
+            for wake in self._wakers:
+                wake()
+            try:
+                journal.sync()  # after the wake-up: fsync delays no delivery
+            except Exception as exc:
+                self._journal_failed("fsync", exc)
+
+    def _journal_failed(self, what: str, exc: Exception) -> None:
+        """Stop journaling: the file's state is unknown after a failed write, and writing on could
+        corrupt it. Live streaming goes on from memory (availability over the crash guarantee,
+        which a journal that cannot be written cannot give anyway): every published event
+        becomes visible, and publishers wake subscribers from now on."""
+        _log.exception("event journal %s failed; journaling stopped, events are served from "
+                       "memory only (a crash of this process now loses them)", what)
+        self.journal_error = exc
+        with self._lock:
+            self._update_wakers()
+        for wake in self._wakers:  # what was waiting for the writer is visible now
+            wake()
 
     def flush(self, timeout: float = 5.0) -> bool:
-        """Wait until everything published so far is on disk (tests, shutdown)."""
+        """Wait until everything published so far is written to the journal, hence visible
+        (tests, shutdown)."""
         if self._journal is None:
             return True
         target = self._next

@@ -26,8 +26,11 @@ published meanwhile wait in the publisher's (bounded) backlog and go to the new 
 a frame whose write failed. What the dead child had been sent but not journaled — bytes in the
 pipe, its last couple of milliseconds of journal writes — is lost: the gateway counts the events
 written to it, and the new child's first sequence says how many reached the journal; the
-difference is logged and added to `EventProcess.lost_events`. A sequence the dead child
-streamed but did not journal is reused by the new one.
+difference is logged and added to `EventProcess.lost_events`. No subscriber ever saw those: the
+child streams an event only once its journal has it (`EventLog.visible_next`), so every
+sequence a subscriber was sent names the same event in the new child, and one that resumes
+from `last_seen + 1` misses nothing that was journaled. The price is the journal writer's poll
+(≤ 2 ms) before delivery; the writer wakes the stream's loop after each write.
 
 Wire: gateway → child, frames of a 4-byte big-endian length and a marshaled list of
 `(queued_ns, builder_name, kwargs)` (`publisher.Pending`; marshal, not pickle: plain values

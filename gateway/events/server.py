@@ -11,10 +11,13 @@ Delivery model: each subscriber pulls from the log by sequence (ring first, jour
 further behind) and sends what it found as one `EventBatch`, so a subscriber that is behind gets
 big batches and one that is caught up gets each event as soon as the loop is woken. Events are
 serialized once (by the log) and batches are assembled from pre-framed bytes, so the per-event
-cost of a stream is a filter check and a list append.
+cost of a stream is a filter check and a list append. The head of the stream is the log's
+`visible_next`, not its newest event: with a journal, a subscriber is sent an event only once
+the journal has it, so a sequence it saw still names the same event after a crash (see
+`gateway.events.log`); the journal writer wakes the loop after each write.
 
-Backpressure: a subscriber's queue is its window of the ring, from its cursor to the newest
-event. Once a subscriber has been within `max_lag_events` of the newest event, that window is
+Backpressure: a subscriber's queue is its window of the ring, from its cursor to the stream's
+head. Once a subscriber has been within `max_lag_events` of the head, that window is
 bounded by it; past it the stream ends with RESOURCE_EXHAUSTED naming the sequence to resume
 from. Publishers never wait for any of this; a subscriber that is still replaying older history
 is not bounded (it reads at its own pace and holds no memory of its own).
@@ -59,11 +62,14 @@ class EventServerConfig:
     `max_lag_events` must stay below the log's ring capacity so live subscribers never read disk.
     `max_batch_bytes` keeps a batch well under gRPC's default 4 MiB receive limit.
 
-    `wake_interval_s` chooses how a caught-up subscriber learns of a new event. None (default):
-    the publishing thread wakes the loop with one eventfd write when a subscriber is parked —
-    lowest latency, but that publish pays for waking a sleeping thread (~3-10 µs on a VM).
-    A number: the loop looks at the log that often while subscribers are parked and publishers
-    never make a syscall — publish stays ~1 µs, delivery latency grows by up to the interval.
+    `wake_interval_s` chooses how a caught-up subscriber learns of a new event when the log has
+    no journal (or its journal failed). None (default): the publishing thread wakes the loop
+    with one eventfd write when a subscriber is parked — lowest latency, but that publish pays
+    for waking a sleeping thread (~3-10 µs on a VM). A number: the loop looks at the log that
+    often while subscribers are parked and publishers never make a syscall — publish stays
+    ~1 µs, delivery latency grows by up to the interval. With a working journal, events become
+    visible when the journal writer has written them, and that thread wakes the loop in either
+    mode: publishers pay nothing, and delivery waits for the write, not for the interval.
     """
 
     host: str = "127.0.0.1"
@@ -132,8 +138,9 @@ _eventfd_write = _gil_holding_eventfd_write()
 
 
 class _LoopWaker:
-    """Wakes the server's loop from publishing threads, and only when a subscriber is parked
-    waiting for new events: a flag test per publish otherwise, one eventfd write when needed.
+    """Wakes the server's loop from the thread that made events visible (the journal writer, or
+    a publisher for a log without journal), and only when a subscriber is parked waiting for new
+    events: a flag test per call otherwise, one eventfd write when needed.
 
     Subscribers that are not parked are busy (reading or writing) and will look at the log's
     head on their own; waking the loop for them would cost every publish a syscall for nothing.
@@ -149,7 +156,7 @@ class _LoopWaker:
         weakref.finalize(self, os.close, self.fd)
 
     def poke(self) -> None:
-        # Runs after the event is visible (log head advanced). A subscriber parks by counting
+        # Runs after the event is visible (visible_next advanced). A subscriber parks by counting
         # itself in `parked` and then re-reading the head, so either it sees the event or this
         # sees `parked > 0` (the GIL makes these plain reads and writes sequentially consistent).
         if self.parked and not self.pending:
@@ -287,7 +294,7 @@ class EventServer:
         Read from another thread without the loop: a racy but consistent-enough snapshot for
         metrics (the set is copied first).
         """
-        head = self._log_or_none.next_sequence if self._log_or_none is not None else 0
+        head = self._log_or_none.visible_next if self._log_or_none is not None else 0
         subs = list(self._subs)
         return EventServerStats(subscribers=len(subs),
                                 queued=sum(max(0, head - s.cursor) for s in subs if s.live),
@@ -402,19 +409,23 @@ class EventServer:
                 await self._health.enter_graceful_shutdown()
                 await server.stop(self._grace)
             return
-        if interval is None:
+        # With a journal the writer makes events visible and wakes the loop, off the publishing
+        # threads, whatever the interval; publishers wake it only without a (working) journal,
+        # and only when no interval was asked for.
+        woken = interval is None or self._log.persistent
+        if woken:
             loop.add_reader(self._waker.fd, self._on_wake)
-            self._log.add_waker(self._waker.poke)
-        else:
+            self._log.add_waker(self._waker.poke, from_publish=interval is None)
+        if interval is not None:
             poller = loop.create_task(self._poll_log(interval))
         self._ready.set()
         try:
             await self._stop_requested.wait()
         finally:
-            if poller is None:
+            if woken:
                 self._log.remove_waker(self._waker.poke)
                 loop.remove_reader(self._waker.fd)
-            else:
+            if poller is not None:
                 poller.cancel()
             self._closing = True
             for sub in self._subs:
@@ -442,12 +453,13 @@ class EventServer:
         )
 
     async def _poll_log(self, interval: float) -> None:
-        """The `wake_interval_s` alternative to publisher wake-ups."""
+        """The `wake_interval_s` alternative to publisher wake-ups (a log without a working
+        journal; with one, the writer's wake-ups come first and this finds nothing new)."""
         log = self._log
-        seen = log.next_sequence
+        seen = log.visible_next
         while True:
             await asyncio.sleep(interval)
-            head = log.next_sequence
+            head = log.visible_next
             if head != seen:
                 seen = head
                 for sub in self._subs:
@@ -467,7 +479,9 @@ class EventServer:
         log = self._log
         return events_pb2.GetLogInfoResponse(
             oldest_sequence=log.oldest_sequence(),
-            next_sequence=log.next_sequence,
+            # Not the newest published: a client must not learn of a sequence that a crash could
+            # give to another event (one that subscribes from here would miss that event).
+            next_sequence=log.visible_next,
             persistent=log.persistent,
         )
 
@@ -502,7 +516,7 @@ class EventServer:
         include_raw = request.include_raw
         max_events = min(request.max_batch_events or cfg.default_batch_events, cfg.max_batch_events)
         max_bytes = cfg.max_batch_bytes
-        start = request.from_sequence or log.next_sequence
+        start = request.from_sequence or log.visible_next
         try:
             log.check_range(start)
         except SequenceOutOfRange as exc:
@@ -526,7 +540,9 @@ class EventServer:
                         f"event server is stopping; resume from sequence {sub.cursor}",
                         resume_sequence=sub.cursor,
                     )
-                lag = log.next_sequence - sub.cursor
+                # Against what it could have been sent: a journal writer that is behind is not
+                # the subscriber's lag.
+                lag = log.visible_next - sub.cursor
                 if lag <= cfg.max_lag_events:
                     sub.live = True
                 elif sub.live:
@@ -541,15 +557,16 @@ class EventServer:
                         resume_sequence=sub.cursor,
                     )
                 cursor = sub.cursor
-                head = log.next_sequence
+                head = log.visible_next
                 if cursor >= head:
                     sub.wake.clear()
                     sub.waiting = True
                     self._waker.parked += 1
                     try:
-                        # Re-check after announcing we park: a publish in between would
-                        # otherwise see no parked subscriber and skip the wake-up.
-                        if log.next_sequence <= cursor and not self._closing:
+                        # Re-check after announcing we park: a publish (with a journal: a
+                        # write) in between would otherwise see no parked subscriber and skip
+                        # the wake-up.
+                        if log.visible_next <= cursor and not self._closing:
                             await sub.wake.wait()
                     finally:
                         sub.waiting = False
@@ -565,7 +582,8 @@ class EventServer:
                 else:
                     durable = log.durable_next
                     if cursor >= durable:
-                        # Evicted from memory but not yet on disk: the writer is behind.
+                        # Evicted from memory but not on disk: only once the journal failed
+                        # (otherwise the head is what is on disk).
                         if log.journal_error is not None:
                             await self._abort(
                                 context,
@@ -592,7 +610,7 @@ class EventServer:
                         await self._out_of_range(
                             context,
                             SequenceOutOfRange(
-                                disk.position, log.oldest_sequence(), log.next_sequence
+                                disk.position, log.oldest_sequence(), log.visible_next
                             ),
                         )
                     except OSError as exc:

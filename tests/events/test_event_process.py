@@ -1,15 +1,17 @@
 """The event process (gateway.events.process) as a real child process: events written to its pipe
 come out of its gRPC port in order with the producer's receive time; they survive the child's
 stop and the gateway's death (stdin closed without a goodbye); a child that dies alone is
-restarted and gets what was published meanwhile, and what died with it is counted; the backlog
-is bounded; the gateway's own services are forwarded through its port with their status codes;
-reflection and health list them."""
+restarted and gets what was published meanwhile, and what died with it is counted (a subscriber
+that resumes after the kill misses nothing, and no sequence it saw names another event); the
+backlog is bounded; the gateway's own services are forwarded through its port with their status
+codes; reflection and health list them."""
 
 from __future__ import annotations
 
 import marshal
 import os
 import signal
+import threading
 import time
 from collections.abc import Iterator
 from decimal import Decimal
@@ -22,6 +24,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from gateway._proto.fixgw.v1 import events_pb2, events_pb2_grpc, signals_pb2, signals_pb2_grpc
 from gateway.events import EventServer, EventServerConfig
 from gateway.events import builders as b
+from gateway.events.journal import MAGIC, RECORD_HEADER
 from gateway.events.process import _HEADER, EventProcess, EventProcessSpec, PipePublisher
 from gateway.events.publisher import Pending
 from gateway.server.signal_runner import SignalRunner
@@ -220,6 +223,154 @@ def test_a_killed_child_is_restarted_and_events_published_meanwhile_arrive(
     finally:
         ep.stop()
     assert ep.restarts == 1
+
+
+class Follower:
+    """A subscriber on its own thread, as a client would run one: what it received, in order,
+    and how its stream ended."""
+
+    def __init__(self, ep: EventProcess, from_sequence: int) -> None:
+        self.events: list[events_pb2.Event] = []
+        self.error: grpc.RpcError | None = None
+        self._stream = stub(ep).Subscribe(
+            events_pb2.SubscribeRequest(from_sequence=from_sequence), timeout=60)
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            for batch in self._stream:
+                self.events.extend(batch.events)
+        except grpc.RpcError as exc:
+            self.error = exc
+
+    @property
+    def last(self) -> int:
+        events = self.events
+        return events[-1].sequence if events else 0
+
+    @property
+    def ended(self) -> bool:
+        return not self._thread.is_alive()
+
+    def stop(self) -> None:
+        self._stream.cancel()
+        self._thread.join(10)
+
+
+class JournalTail:
+    """The child's journal segment read from outside as it grows: what its writer has written
+    (the journal holds one segment here, starting at sequence 1)."""
+
+    def __init__(self, path: Path) -> None:
+        self._file = open(path, "rb")  # noqa: SIM115 - read on each poll, closed by close()
+        self._data = b""
+        self._offset = len(MAGIC)
+        self.next_sequence = 1
+
+    def poll(self) -> int:
+        """The sequence after the last record written whole to the file."""
+        self._data += self._file.read()
+        data, hsize = self._data, RECORD_HEADER.size
+        while self._offset + hsize <= len(data):
+            plen, _base_len, _crc, seq = RECORD_HEADER.unpack_from(data, self._offset)
+            if self._offset + hsize + plen > len(data):
+                break
+            self._offset += hsize + plen
+            self.next_sequence = seq + 1
+        return self.next_sequence
+
+    def close(self) -> None:
+        self._file.close()
+
+
+@pytest.mark.parametrize("wake_interval_s", [0.005, None])
+def test_a_subscriber_resuming_after_the_child_is_killed_misses_nothing(
+        tmp_path: Path, wake_interval_s: float | None) -> None:
+    """The stream's contract across a kill -9 of the event process: while events are published
+    continuously, a subscriber streams; the child is killed; after the restart the subscriber
+    resumes from last_seen + 1. Every sequence it saw before the kill still names the very event
+    it got (re-read from the new child), its sequences have no gap and no duplicate, and the only
+    events it never gets are the ones the gateway counts lost. Before the kill, the journal file
+    is watched from outside: the subscriber is never sent a sequence the journal does not have
+    (the old behaviour, which let the new child give such a sequence to another event)."""
+    ep = EventProcess(spec(tmp_path, wake_interval_s=wake_interval_s))
+    ep.start()
+    stop_producing = threading.Event()
+    published = 0
+
+    def produce() -> None:
+        nonlocal published
+        while not stop_producing.is_set():
+            ep.publisher.publish_later(trade(published + 1))
+            published += 1  # this thread alone writes it
+            time.sleep(0.0002)
+
+    producer = threading.Thread(target=produce, daemon=True)
+    followers: list[Follower] = []
+    tail: JournalTail | None = None
+    try:
+        producer.start()
+        first = Follower(ep, 1)
+        followers.append(first)
+        wait_until(lambda: len(first.events) >= 200, 10.0, "the subscriber to stream")
+        tail = JournalTail(tmp_path / "events" / "00000000000000000001.evj")
+        # A second of live streaming, watching for the subscriber getting ahead of the journal
+        # (its last sequence read first: a journal read after it is at least as recent); the
+        # kill comes at once if it does, so that any such sequence is one the journal lacks.
+        ahead: tuple[int, int] | None = None
+        deadline = time.monotonic() + 1.0
+        while ahead is None and time.monotonic() < deadline:
+            seen = first.last
+            written = tail.poll()
+            if seen >= written:
+                ahead = (seen, written)
+            time.sleep(0)
+        pid = ep.pid
+        assert pid is not None
+        os.kill(pid, signal.SIGKILL)
+        wait_until(lambda: first.ended, 10.0, "the subscriber's stream to end with the child")
+        assert first.error is not None
+        assert first.error.code() == grpc.StatusCode.UNAVAILABLE
+        before = list(first.events)
+        wait_until(lambda: ep.restarts == 1, 15.0, "the watcher to restart the child")
+
+        # The client resumes from last_seen + 1 while events keep coming.
+        resumed = Follower(ep, before[-1].sequence + 1)
+        followers.append(resumed)
+        time.sleep(0.3)
+        stop_producing.set()
+        producer.join(5)
+        ep.publisher.flush()
+        # Every event published reached the new child or is counted lost (none is rejected).
+        wait_until(lambda: ep.stats().next_sequence - 1 + ep.lost_events == published, 10.0,
+                   "the new child to publish the backlog")
+        last = published - ep.lost_events
+        wait_until(lambda: resumed.last >= last or resumed.ended, 10.0,
+                   "the resumed subscriber to reach the newest event")
+        after = list(resumed.events)
+
+        journal = {e.sequence: e for e in collect(stub(ep), last, from_sequence=1)}
+        assert sorted(journal) == list(range(1, last + 1))
+        changed = [(e.sequence, e.trade.qty, journal[e.sequence].trade.qty) for e in before
+                   if journal.get(e.sequence) != e]
+        assert not changed, ("sequences the subscriber saw before the kill name other events "
+                             f"after it (sequence, qty seen, qty now): {changed[:5]}")
+        assert ahead is None, (f"the subscriber was sent sequence {ahead[0]} while the journal "
+                               f"ended before {ahead[1]}")
+        assert resumed.error is None, resumed.error
+        assert [e.sequence for e in before + after] == list(range(1, last + 1))
+        assert all(journal[e.sequence] == e for e in after)
+        qtys = [int(e.trade.qty) for e in before + after]
+        assert qtys == sorted(set(qtys)), "in publishing order, each event once"
+        assert published - len(qtys) == ep.lost_events
+    finally:
+        stop_producing.set()
+        for f in followers:
+            f.stop()
+        if tail is not None:
+            tail.close()
+        ep.stop()
 
 
 def test_events_in_the_pipe_when_the_child_dies_are_counted_lost(tmp_path: Path) -> None:

@@ -1,9 +1,13 @@
-"""EventLog and journal without gRPC: sequencing, stamping, restart recovery, retention."""
+"""EventLog and journal without gRPC: sequencing, stamping, restart recovery, retention, and
+what subscribers may see (visible_next: with a journal, only what it has written) and who wakes
+them."""
 
 from __future__ import annotations
 
 import statistics
+import threading
 import time
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import pytest
@@ -11,7 +15,8 @@ import pytest
 from gateway._proto.fixgw.v1 import events_pb2
 from gateway.events import EventLog, EventLogClosed, EventLogConfig, SequenceOutOfRange
 from gateway.events import builders as b
-from gateway.events.journal import SEGMENT_SUFFIX
+from gateway.events.journal import SEGMENT_SUFFIX, Journal
+from tests.conftest import wait_until
 
 SRC = b.EventSource.fix("S1")
 
@@ -129,3 +134,128 @@ def test_publish_is_cheap_on_the_caller_thread(tmp_path: Path) -> None:
             log.publish(e)
             costs.append(time.perf_counter_ns() - t0)
     assert statistics.median(costs) < 50_000
+
+
+# ---- visibility: what subscribers may be sent, and who tells them --------------------------------
+
+WRITER = "fixgw-events-journal"
+Records = Iterable[tuple[int, bytes, bytes]]
+
+
+def journal_of(log: EventLog) -> Journal:
+    journal = log._journal
+    assert journal is not None
+    return journal
+
+
+def hold_writes(log: EventLog, monkeypatch: pytest.MonkeyPatch) -> threading.Event:
+    """The journal's writes wait until the returned event is set: the state between a publish
+    and its write, which normally lasts a couple of milliseconds, held still."""
+    gate = threading.Event()
+    journal = journal_of(log)
+    append = journal.append
+
+    def held(records: Records) -> None:
+        gate.wait(10)
+        append(records)
+
+    monkeypatch.setattr(journal, "append", held)
+    return gate
+
+
+def thread_names(into: list[str]) -> Callable[[], None]:
+    """A waker that records which thread ran it."""
+
+    def wake() -> None:
+        into.append(threading.current_thread().name)
+
+    return wake
+
+
+def test_with_a_journal_events_become_visible_once_written_and_the_writer_wakes(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    log = EventLog(EventLogConfig(journal_dir=tmp_path))
+    gate = hold_writes(log, monkeypatch)
+    woken: list[str] = []
+    log.add_waker(thread_names(woken))
+    try:
+        assert log.publish(ev(1)) == 1 and log.publish(ev(2)) == 2
+        time.sleep(0.02)  # the writer (a 2 ms poll) has them, and is held writing them
+        assert (log.next_sequence, log.durable_next, log.visible_next) == (3, 1, 1)
+        assert woken == [], "a publish makes nothing visible, so it wakes nobody"
+        gate.set()
+        wait_until(lambda: log.visible_next == 3, 5.0, "the write")
+        assert woken and set(woken) == {WRITER}
+    finally:
+        gate.set()
+        log.close()
+
+
+def test_without_a_journal_a_publish_makes_its_event_visible_and_wakes(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    with EventLog() as log:
+        woken: list[str] = []
+        writer_only: list[str] = []
+        log.add_waker(thread_names(woken))
+        log.add_waker(thread_names(writer_only), from_publish=False)
+        assert log.publish(ev(1)) == 1
+        assert log.visible_next == log.next_sequence == log.durable_next == 2
+        assert woken == [threading.current_thread().name]
+        assert writer_only == [], "from_publish=False: never run by a publisher"
+
+
+def test_a_failed_journal_serves_from_memory_and_publishers_wake(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Availability over a guarantee a broken journal cannot give: once a write fails, what was
+    waiting for it becomes visible at once (the writer wakes everyone), and from then on each
+    publish does, as without a journal; a waker kept off publishers stays off."""
+    log = EventLog(EventLogConfig(journal_dir=tmp_path))
+
+    def broken(records: Records) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(journal_of(log), "append", broken)
+    woken: list[str] = []
+    writer_only: list[str] = []
+    log.add_waker(thread_names(woken))
+    log.add_waker(thread_names(writer_only), from_publish=False)
+    try:
+        with caplog.at_level("ERROR"):
+            log.publish(ev(1))
+            wait_until(lambda: log.journal_error is not None, 5.0, "the failed write")
+        assert "event journal write failed" in caplog.text
+        assert (log.durable_next, log.visible_next) == (1, 2)
+        assert woken == [WRITER] and writer_only == [WRITER]
+        log.publish(ev(2))
+        assert log.visible_next == 3
+        assert woken == [WRITER, threading.current_thread().name]
+        assert writer_only == [WRITER]
+    finally:
+        log.close()
+
+
+def test_fsync_follows_the_write_and_does_not_hold_back_delivery(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    log = EventLog(EventLogConfig(journal_dir=tmp_path, fsync=True))
+    journal = journal_of(log)
+    gate = threading.Event()
+    synced: list[int] = []
+    sync = journal.sync
+
+    def held_sync() -> None:
+        gate.wait(10)
+        sync()
+        synced.append(log.durable_next)
+
+    monkeypatch.setattr(journal, "sync", held_sync)
+    try:
+        log.publish(ev(1))
+        wait_until(lambda: log.visible_next == 2, 5.0, "the write")
+        assert synced == [], "visible while its fsync is still to come"
+        gate.set()
+        wait_until(lambda: bool(synced), 5.0, "the fsync")
+        assert synced == [2]
+    finally:
+        gate.set()
+        log.close()

@@ -1,13 +1,15 @@
 """EventService over a real gRPC server on loopback (port 0): filters, resume, restart, retention,
-backpressure, ordering, raw FIX, health and reflection."""
+backpressure, ordering, raw FIX, health and reflection; with a journal, only what it has written
+is served."""
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from decimal import Decimal
 from pathlib import Path
 
@@ -19,6 +21,7 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from gateway._proto.fixgw.v1 import common_pb2, events_pb2, events_pb2_grpc
 from gateway.events import EventLog, EventLogConfig, EventServer, EventServerConfig
 from gateway.events import builders as b
+from tests.conftest import wait_until
 
 FIX_A = b.EventSource.fix("FIX.4.4:GW->KRAKEN")
 FIX_B = b.EventSource.fix("FIX.4.4:OMS->GW")
@@ -496,5 +499,70 @@ def test_replaying_subscriber_is_not_bounded_by_lag_limit(harness: Callable[...,
     h = harness(journal=True, ring=1 << 13, max_lag_events=100, default_batch_events=50)
     for i in range(5000):
         h.log.publish(order(i))
+    # History is what the journal has: until it is written an event is not visible, and a
+    # subscriber at the visible head is live (the writer's next batch would then be its lag).
+    assert h.log.flush()
     evs = collect(h.stub, 5000, from_sequence=1)
     assert [e.sequence for e in evs] == list(range(1, 5001))
+
+
+class Reader:
+    """Reads a stream on its own thread, so a test can check what has (not) arrived meanwhile."""
+
+    def __init__(self, stub: Stub, from_sequence: int) -> None:
+        self.seqs: list[int] = []
+        self.stream = stub.Subscribe(
+            events_pb2.SubscribeRequest(from_sequence=from_sequence), timeout=30)
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        with contextlib.suppress(grpc.RpcError):
+            for batch in self.stream:
+                self.seqs.extend(e.sequence for e in batch.events)
+
+    def stop(self) -> None:
+        self.stream.cancel()
+        self._thread.join(5)
+
+
+@pytest.mark.parametrize("wake_interval_s", [None, 0.005])
+def test_only_what_the_journal_has_written_is_served(
+    harness: Callable[..., Harness],
+    monkeypatch: pytest.MonkeyPatch,
+    wake_interval_s: float | None,
+) -> None:
+    """A sequence a subscriber was sent must name the same event after a crash of the process,
+    when the log continues from the journal: nothing is served, or even announced (GetLogInfo,
+    a subscription "from now"), before the journal has it; then the writer wakes the parked
+    subscribers, in either wake mode."""
+    h = harness(journal=True, wake_interval_s=wake_interval_s)
+    journal = h.log._journal
+    assert journal is not None
+    gate = threading.Event()
+    append = journal.append
+
+    def held(records: Iterable[tuple[int, bytes, bytes]]) -> None:
+        gate.wait(10)
+        append(records)
+
+    monkeypatch.setattr(journal, "append", held)
+    readers: list[Reader] = []
+    try:
+        readers.append(Reader(h.stub, 1))
+        wait_until(lambda: h.server.subscriber_count == 1, 5.0, "the subscription")
+        for i in range(1, 4):
+            assert h.log.publish(order(i)) == i
+        readers.append(Reader(h.stub, 0))  # "from now": the first event not yet visible
+        wait_until(lambda: h.server.subscriber_count == 2, 5.0, "the second subscription")
+        time.sleep(0.2)
+        assert [r.seqs for r in readers] == [[], []]
+        info = h.stub.GetLogInfo(events_pb2.GetLogInfoRequest(), timeout=5)
+        assert info.next_sequence == 1 and h.log.next_sequence == 4
+        gate.set()
+        wait_until(lambda: all(r.seqs == [1, 2, 3] for r in readers), 5.0, "delivery")
+        assert h.stub.GetLogInfo(events_pb2.GetLogInfoRequest(), timeout=5).next_sequence == 4
+    finally:
+        gate.set()
+        for r in readers:
+            r.stop()

@@ -349,7 +349,9 @@ class GetLogInfoResponse(_message.Message):
     oldest_sequence: _builtins.int
     """The oldest sequence a `Subscribe` can start from."""
     next_sequence: _builtins.int
-    """The sequence the next published event will get (newest + 1)."""
+    """The sequence the next event a subscriber can be sent will have (newest journaled + 1):
+    an event is streamed only once the journal has it, so subscribing from here misses nothing.
+    """
     persistent: _builtins.bool
     """Whether events survive a gateway restart (an on-disk journal is configured)."""
     def __init__(
