@@ -180,6 +180,9 @@ class SessionApplication(fix.Application):  # type: ignore[misc]
         self.role = role
         self.board = board
         self._status: dict[str, SessionStatus] = {}
+        # The same statuses by the address of QuickFIX's SessionID (see StatusBoard.pointers):
+        # fromApp finds its session for int(sid.this), with no binding call to release the GIL.
+        self._status_by_ptr: dict[int, SessionStatus] = {}
         self._log_secrets: tuple[str, ...] | None = (
             None if message_log_secrets is None else tuple(s for s in message_log_secrets if s))
         self._out = board.out
@@ -210,7 +213,9 @@ class SessionApplication(fix.Application):  # type: ignore[misc]
         st = self._status.get(sid)
         if st is None:
             st = self._status[sid] = self.board.get(session_key(session_id), self.role)
-            self.board.pointers[int(session_id.this)] = st.key
+            ptr = int(session_id.this)
+            self.board.pointers[ptr] = st.key
+            self._status_by_ptr[ptr] = st
         return st
 
     def _count_out_slow(self, message: fix.Message, ptr: int) -> str:
@@ -231,7 +236,9 @@ class SessionApplication(fix.Application):  # type: ignore[misc]
 
     def onLogon(self, sessionID: fix.SessionID) -> None:
         st = self.status(sessionID)
-        self.board.pointers[int(sessionID.this)] = st.key
+        ptr = int(sessionID.this)
+        self.board.pointers[ptr] = st.key
+        self._status_by_ptr[ptr] = st
         st.last_logon = time.time()
         st.logons += 1
         self.board.change(st, "logged_on")
@@ -313,7 +320,7 @@ class SessionApplication(fix.Application):  # type: ignore[misc]
         if self._log_secrets is not None:
             self._log_message("IN", message, sessionID)
         fields = split_fields(message.toString())
-        st = self._status.get(sessionID.toString()) or self.status(sessionID)
+        st = self._status_by_ptr.get(int(sessionID.this)) or self.status(sessionID)
         st.last_received = time.time()
         if self._counted:
             t = fields["35"]

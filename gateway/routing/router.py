@@ -32,15 +32,15 @@ import quickfix as fix
 from gateway.fix import messages as m
 from gateway.fix.application import BaseHandler
 from gateway.fix.kraken_logon import KrakenCredentials, add_trading_logon_fields
-from gateway.fix.messages import Fields, session_send
+from gateway.fix.messages import Fields
 from gateway.fix.settings import data_dictionary_path, session_key
 from gateway.fix.store_reader import SentStore, store_prefix
 from gateway.marketdata.fanout import OmsMarketData
 from gateway.orders import state
 from gateway.orders.model import Order
-from gateway.orders.store import ForwardedReport, OrderStore, ReportTarget
+from gateway.orders.store import ForwardedReport, OrderKey, OrderStore, ReportTarget
 from gateway.risk import validation as v
-from gateway.risk.gate import Gate, GateOrder
+from gateway.risk.gate import Gate, GateDecision, GateOrder
 from gateway.routing.sinks import NullSink, RoutingSink
 
 if TYPE_CHECKING:
@@ -123,19 +123,37 @@ class OmsContext:
 
 
 class VenueTrading:
-    """The venue trading session as the router sees it."""
+    """The venue trading session as the router sees it.
+
+    Whether it is logged on is a flag the session's onLogon/onLogout keep, not a call to
+    `Session.isLoggedOn`: each binding call releases the GIL, and on the order path that hands
+    it to the other FIX thread for a whole report (see tools/bench_fix.py). QuickFIX calls
+    onLogout from its disconnect, so the flag goes down with the session.
+    """
 
     def __init__(self) -> None:
         self.session: fix.Session | None = None
         self.session_id: fix.SessionID | None = None
         self.name = "venue trading session"
+        self.logged_on = False
+
+    def on_logon(self, session_id: fix.SessionID) -> None:
+        self.session_id = session_id
+        self.session = fix.Session.lookupSession(session_id)
+        self.name = f"venue trading session {session_key(session_id)}"
+        self.logged_on = self.session is not None
+
+    def on_logout(self) -> None:
+        self.logged_on = False
 
     def is_up(self) -> bool:
-        s = self.session
-        return s is not None and bool(s.isLoggedOn())
+        return self.logged_on
 
     def send(self, msg: fix.Message) -> bool:
-        return session_send(self.session, msg)
+        """Send only while logged on: QuickFIX would otherwise store the message and replay
+        it at the next logon, a silent queue the gateway never wants."""
+        s = self.session
+        return self.logged_on and s is not None and bool(s.send(msg))
 
 
 class Router:
@@ -162,6 +180,10 @@ class Router:
         # Venue reports arrive on the FIX thread and, with a fallback, on its poller thread.
         self.report_lock = threading.RLock()
         self._crash_at = _crash_point_from_env()  # TEST-ONLY (see CRASH_ENV)
+        # Accepted orders whose events are not published yet (see `_announce`).
+        self._unannounced: dict[OrderKey, tuple[Order, GateOrder | None,
+                                                GateDecision | None]] = {}
+        self._announce_lock = threading.Lock()
 
     # ---- wiring ----------------------------------------------------------------------------
     def register_oms(self, session_id: fix.SessionID, accounts: tuple[str, ...]) -> None:
@@ -221,18 +243,19 @@ class Router:
         if isinstance(checked, v.Rejection):
             self._reject_new(ctx, cl, inp, checked.reason, checked.text)
             return
-        gate_order = None
+        gate_order = decided = decision = None
         if self.gate is not None:
-            gate_order = GateOrder(checked.symbol, checked.side, checked.qty, checked.price,
-                                   checked.ord_type, ctx.key, checked.account)
-            decision = self.gate.check(gate_order)
-            self.sink.gate_decided(gate_order, cl, decision)
+            decided = GateOrder(checked.symbol, checked.side, checked.qty, checked.price,
+                                checked.ord_type, ctx.key, checked.account)
+            decision = self.gate.check(decided)
             if decision.action == "block":
+                self.sink.gate_decided(decided, cl, decision)
                 self._reject_new(ctx, cl, inp, v.EXCEEDS_LIMIT, decision.text)
                 return
+            gate_order = decided  # `decided` as the gate saw it, for its decision event
             if decision.action == "reduce" and decision.reduced_qty is not None:
                 checked = replace(checked, qty=decision.reduced_qty)
-                gate_order = replace(gate_order, qty=decision.reduced_qty)
+                gate_order = replace(decided, qty=decision.reduced_qty)
         rest = self._rest_active()
         hold = self.fallback is not None and self.fallback.should_hold(
             self.venue.is_up() and not rest, rest and self.fallback.rest_ok)
@@ -249,6 +272,12 @@ class Router:
                       transport=self._transport_for_new(hold, rest),
                       oms_history=[cl])
         self.store.add_order(order)
+        if hold or rest:
+            if decided is not None and decision is not None:
+                self.sink.gate_decided(decided, cl, decision)
+        else:
+            key = (ctx.key, cl)
+            self._unannounced[key] = (order, decided, decision)
         if hold:
             assert self.fallback is not None
             if not self.fallback.hold(order):
@@ -276,16 +305,31 @@ class Router:
                 self.on_venue_report(placed, "rest")  # the venue's acknowledgement
             return
         out = self._order_message("D", venue_id, order, f.get("60"))
-        # Accepted is published before the send: the venue's acknowledgement is published by
-        # the venue session's thread and may otherwise overtake it in the event stream.
-        self.sink.order_accepted(order)
-        if not self.venue.send(out):
+        sent = self.venue.send(out)
+        # The gate decision and "accepted" events are published after the send, off the
+        # order's way to the venue; `_announce` keeps them ahead of the venue's answer.
+        self._announce(key)
+        if not sent:
             # The venue dropped between the check and the send: tell the OMS now, and record
             # the order as rejected so a late venue report cannot revive it unseen.
             self._reject_recorded(ctx, order, f"{self.venue.name} disconnected while sending")
             return
         if gate_order is not None and self.gate is not None:
             self.gate.on_order_routed(gate_order)
+
+    def _announce(self, key: OrderKey) -> None:
+        """Publish an accepted order's gate decision and "accepted" events, once: by the OMS
+        thread right after it sends the order, or by the venue thread if the venue's answer
+        gets there first. Under `_announce_lock`, so the venue thread, which calls this before
+        it publishes any report of the order, never overtakes an announcement in progress."""
+        with self._announce_lock:
+            item = self._unannounced.pop(key, None)
+            if item is None:
+                return
+            order, gate_order, decision = item
+            if gate_order is not None and decision is not None:
+                self.sink.gate_decided(gate_order, key[1], decision)
+            self.sink.order_accepted(order)
 
     def _reject_new(self, ctx: OmsContext, cl: str, inp: v.OrderInput, reason: str, text: str,
                     mark: bool = True) -> None:
@@ -677,22 +721,25 @@ class Router:
                        transact_time: str | None, qty: Decimal | None = None,
                        price: Decimal | None = None) -> fix.Message:
         """A NewOrderSingle (D) or, with the order's venue ids as the original, a
-        CancelReplaceRequest (G) for the venue; `qty`/`price` override the order's (replace)."""
-        out = m.new_message(msg_type)
-        out.setField(m.CL_ORD_ID, venue_cl_ord_id)
+        CancelReplaceRequest (G) for the venue; `qty`/`price` override the order's (replace).
+
+        Built as one string and parsed by QuickFIX in one call rather than a dozen setField
+        calls, each of which releases the GIL (see `VenueTrading`). QuickFIX fills in the
+        header, BodyLength and CheckSum when it sends. Every value here was validated or
+        issued by the gateway or the venue, so none holds a SOH."""
+        parts = [f"8=FIX.4.4\x019=0\x0135={msg_type}\x0111={venue_cl_ord_id}\x01"]
         if msg_type == "G":
-            out.setField(m.ORIG_CL_ORD_ID, order.venue_cl_ord_id)
+            parts.append(f"41={order.venue_cl_ord_id}\x01")
             if order.order_id:
-                out.setField(m.ORDER_ID, order.order_id)
-        out.setField(m.SYMBOL, order.symbol)
-        out.setField(m.SIDE, order.side)
-        out.setField(m.ORDER_QTY, str(order.qty if qty is None else qty))
-        out.setField(m.ORD_TYPE, order.ord_type)
+                parts.append(f"37={order.order_id}\x01")
         px = order.price if price is None else price
+        parts.append(f"55={order.symbol}\x0154={order.side}\x01"
+                     f"38={order.qty if qty is None else qty}\x0140={order.ord_type}\x01")
         if px is not None:
-            out.setField(m.PRICE, str(px))
-        out.setField(m.TIME_IN_FORCE, order.tif)
-        out.setField(m.TRANSACT_TIME, transact_time or m.utc_timestamp())
+            parts.append(f"44={px}\x01")
+        parts.append(f"59={order.tif}\x0160={transact_time or m.utc_timestamp()}\x0110=000\x01")
+        out = fix.Message()
+        out.setString("".join(parts), False)
         return out
 
     # ---- venue -> OMS ------------------------------------------------------------------------
@@ -792,7 +839,9 @@ class Router:
                         target.oms_cl_ord_id, state.NAMES.get(target.order.status), f.get("58"))
             return
         last_qty, last_px = f.get("32"), f.get("31")
-        was_open = target.order.is_open
+        order = target.order
+        self._announce((order.oms_session, order.oms_history[0]))
+        was_open = order.is_open
         legal, rec = self.store.apply_report(
             target, venue_cl_ord_id=venue_cl, exec_id=exec_id, exec_type=exec_type,
             ord_status=ord_status, cum_qty=f.get("14"), avg_px=f.get("6"),
@@ -916,9 +965,7 @@ class VenueHandler(BaseHandler):
 
     def on_logon(self, session_id: fix.SessionID) -> None:
         if self._is_trading(session_id):
-            self.router.venue.session_id = session_id
-            self.router.venue.session = fix.Session.lookupSession(session_id)
-            self.router.venue.name = f"venue trading session {session_key(session_id)}"
+            self.router.venue.on_logon(session_id)
             # After the logon exchange settles (the venue's resend of anything we missed, and
             # ours of anything it missed), ask about orders left in doubt by a restart.
             t = threading.Timer(self.router.reconcile_delay_s, self.router.reconcile)
@@ -930,7 +977,9 @@ class VenueHandler(BaseHandler):
             self.md_handler.on_logon(session_id)
 
     def on_logout(self, session_id: fix.SessionID) -> None:
-        if not self._is_trading(session_id) and self.md_handler is not None:
+        if self._is_trading(session_id):
+            self.router.venue.on_logout()  # a flag only: see the lock rule in fix.application
+        elif self.md_handler is not None:
             self.md_handler.on_logout(session_id)
 
     def on_app_message(self, msg: fix.Message, session_id: fix.SessionID, f: Fields) -> None:

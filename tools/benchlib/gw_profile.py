@@ -65,7 +65,6 @@ TARGETS = (
     "gateway.fix.messages:strip_resend_header",
     "gateway.fix.messages:msg_type",
     "gateway.routing.router:get",
-    "gateway.routing.router:session_send",
     "gateway.fix.application:SessionApplication.status",
     "gateway.fix.application:SessionApplication.toApp",
     "gateway.fix.messages:new_message",
