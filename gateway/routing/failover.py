@@ -51,7 +51,11 @@ again. Orders arriving while others are held queue behind them (an OMS's orders 
 order it sent them). An order held longer than ``hold_max_s`` is rejected (35=8 ExecType 8,
 Text "held N s ... not sent"), a held order can be canceled at once (it never left), and a full
 queue (``hold_max_orders``) rejects new orders at once. ``hold_max_s = 0`` restores the old
-behaviour: reject immediately when no transport is up.
+behaviour: reject immediately when no transport is up. The release runs on the poller's thread
+and never makes an OMS thread wait for its venue calls: an order arriving during a release is
+held (PendingNew) behind the orders still queued, and a cancel of the order being sent at that
+very moment is refused with a 35=9 (send it again after the New) rather than reported canceled;
+once the order's transport is journaled the cancel goes to the venue like any other.
 """
 
 from __future__ import annotations
@@ -226,7 +230,14 @@ class RestFallback:
         self._unresolved: dict[str, tuple[Order, Decimal]] = {}  # ambiguous AddOrder, by ClOrdID
         self._amends: dict[str, _Amend] = {}  # txid -> amend with a lost answer
         self._held: deque[tuple[Order, float]] = deque()  # (order, monotonic time held)
-        self._held_lock = threading.RLock()
+        # Guards `_held` and `_releasing` only, and is never held across a venue call: the OMS
+        # thread takes it for every new order (`should_hold`) and held-order cancel (`unhold`).
+        self._held_lock = threading.Lock()
+        # One releaser drains the queue at a time; held across the venue calls of the drain.
+        self._release_lock = threading.Lock()
+        # The queue's head while `release_held` sends (or rejects) it, outside `_held_lock`:
+        # still queued (so later orders stay behind it), but no longer `unhold`-able.
+        self._releasing: Order | None = None
         self._lock = threading.Lock()
         self._poll_lock = threading.Lock()
         self._stop = threading.Event()
@@ -450,13 +461,21 @@ class RestFallback:
                                           if so.is_open else "too late: order already closed")
 
     # ---- held orders (no transport up yet) -----------------------------------------------------
+    # `should_hold`, `hold` and `unhold` run on OMS session threads, `release_held` on the
+    # poller's. `_held_lock` is only ever held for a few deque operations, never across a venue
+    # call, so an OMS thread never waits for a release in progress (a REST AddOrder can take
+    # seconds: the venue's latency, the client's rate model). The order being released stays
+    # at the head of the queue until it has been sent, so an order arriving meanwhile is held
+    # behind it, and it is marked (`_releasing`) so that a cancel cannot take it out of the
+    # queue as "never sent" while it is on its way to the venue.
     def should_hold(self, fix_path: bool, rest_path: bool) -> bool:
         """True when a new order must wait in the hold queue: holding is on and either no
-        transport is up or earlier orders are still held (arrival order is kept)."""
+        transport is up or earlier orders are still held or being released (arrival order is
+        kept: a new order never overtakes the one being sent right now)."""
         if self.hold_max_s <= 0:
             return False
         with self._held_lock:
-            if self._held:
+            if self._held or self._releasing is not None:
                 return True
         return not fix_path and not rest_path
 
@@ -475,9 +494,20 @@ class RestFallback:
         with self._held_lock:
             return any(o is order for o, _ in self._held)
 
-    def unhold(self, order: Order) -> bool:
-        """Take a held order out of the queue (it is being canceled); False if not held."""
+    def releasing(self, order: Order) -> bool:
+        """True while `order` is leaving the hold queue (being sent, or rejected as held too
+        long): too late to take it back, maybe too early for a cancel at the venue to find
+        it."""
         with self._held_lock:
+            return self._releasing is order
+
+    def unhold(self, order: Order) -> bool:
+        """Take a held order out of the queue (it is being canceled); False if it is not held,
+        or is being released right now (then it may be at the venue already: see
+        `releasing`)."""
+        with self._held_lock:
+            if order is self._releasing:
+                return False
             for i, (o, _) in enumerate(self._held):
                 if o is order:
                     del self._held[i]
@@ -489,21 +519,44 @@ class RestFallback:
             return len(self._held)
 
     def release_held(self) -> None:
-        """Send held orders, oldest first, on the path now up; reject those held too long."""
-        with self._held_lock:
-            while self._held:
-                order, since = self._held[0]
-                fix_up = self.router.venue.is_up() and not self.active()
-                if self.active() and self.rest_ok:
-                    path = "rest"
-                elif fix_up and (self.policy is None or self.policy.force != "rest"):
-                    path = "fix"
-                elif time.monotonic() - since >= self.hold_max_s:
-                    path = "expired"
-                else:
-                    return
-                self._held.popleft()
-                self.router.release_held(order, path, time.monotonic() - since)
+        """Send held orders, oldest first, on the path now up; reject those held too long.
+
+        One releaser at a time (a second caller returns at once: the first drains the queue).
+        Each order is sent outside `_held_lock` while it stays at the head of the queue, marked
+        as being released, and is taken off the queue once `Router.release_held` is done with
+        it, whatever happened there: a send that may have left is never made twice."""
+        if not self._release_lock.acquire(blocking=False):
+            return
+        try:
+            while True:
+                failed_over = self.active()
+                rest_up = failed_over and self.rest_ok
+                fix_up = (self.router.venue.is_up() and not failed_over
+                          and (self.policy is None or self.policy.force != "rest"))
+                with self._held_lock:
+                    if not self._held:
+                        return
+                    order, since = self._held[0]
+                    held_s = time.monotonic() - since
+                    if rest_up:
+                        path = "rest"
+                    elif fix_up:
+                        path = "fix"
+                    elif held_s >= self.hold_max_s:
+                        path = "expired"
+                    else:
+                        return
+                    self._releasing = order
+                try:
+                    self.router.release_held(order, path, held_s)
+                finally:
+                    with self._held_lock:
+                        # Still the head: `hold` appends at the tail, `unhold` refuses it.
+                        if self._held and self._held[0][0] is order:
+                            self._held.popleft()
+                        self._releasing = None
+        finally:
+            self._release_lock.release()
 
     # ---- reports ------------------------------------------------------------------------------
     def _fields(self, order: Order, txid: str, exec_type: str, ord_status: str, cum: Decimal,

@@ -471,7 +471,10 @@ class Router:
         r.setField(m.ORDER_ID, order.order_id if order and order.order_id else "NONE")
         r.setField(m.CL_ORD_ID, cl)
         r.setField(m.ORIG_CL_ORD_ID, orig)
-        r.setField(m.ORD_STATUS, order.status if order and order.status != state.SENT else "8")
+        # 39 is the order's status as the OMS knows it: one accepted but not yet acknowledged
+        # by the venue (or held) is PendingNew; "8" only when there is no such order.
+        r.setField(m.ORD_STATUS, "8" if order is None else
+                   state.PENDING_NEW if order.status == state.SENT else order.status)
         r.setField(m.CXL_REJ_RESPONSE_TO, response_to)
         r.setField(m.CXL_REJ_REASON, reason)
         r.setField(m.TEXT, text)
@@ -528,8 +531,24 @@ class Router:
 
     def _cancel_held(self, order: Order, ctx: OmsContext, cl: str, kind: str) -> bool:
         """Cancel a held order here (it never left the gateway); False if it is not held."""
-        if order.transport != "held" or self.fallback is None or not self.fallback.unhold(order):
+        if order.transport != "held" or self.fallback is None:
             return False
+        if not self.fallback.unhold(order):
+            if not self.fallback.releasing(order):
+                return False
+            # Leaving the hold queue this very moment (its transport was "held" just above, so
+            # it may not have left yet): not canceled here, since it is being sent, and no
+            # cancel to the venue, which may not know it yet. A refusal the OMS can send again
+            # once the order is acknowledged (by then the cancel goes the transport's way).
+            text = (f"order {order.oms_cl_ord_id} is leaving the hold queue right now (being "
+                    "sent, or rejected as held too long); send the cancel again once it is "
+                    "acknowledged")
+            if kind == "cancel":
+                self.store.mark_used(ctx.key, cl)
+                self._cancel_reject(ctx, cl, order.oms_cl_ord_id, "1", BROKER_OPTION, text, order)
+            else:
+                log.info("%s cancel %s: %s", kind, cl, text)
+            return True
         vid = self.store.venue_ids.next()
         self.store.add_request(vid, (order.oms_session, order.oms_history[0]), cl, kind)
         self.store.set_transport(order, "none")
