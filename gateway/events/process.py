@@ -105,7 +105,7 @@ class EventProcessSpec:
     wake_interval_s: float | None = 0.005
     proxy_target: str | None = None
     proxy_services: list[str] = field(default_factory=list)
-    nice: int = 5
+    nice: int = 10
     log_level: str = "INFO"
     log_format: str = "text"  # or "json": the gateway's own `[gateway] log_format`
     stats_interval_s: float = 1.0
