@@ -371,8 +371,15 @@ class Gateway:
             extra={"HeartBtInt": str(c.venue.heartbeat_interval),
                    "ReconnectInterval": str(max(1, int(c.venue.reconnect_min_s)))})
         sessions = [
+            # PersistMessages=N: a ResendRequest from the venue is answered with a gap fill,
+            # never with an old order. An order whose send failed was rejected to the OMS and
+            # must not reach the venue later; one the venue may have missed is still "sent, no
+            # report" and is settled by the status request `Router.reconcile` makes after every
+            # logon (and sent then, under its same ClOrdID, if the venue never got it). It also
+            # keeps the Logon (API key, one-time signature) out of the store.
             SessionBlock(c.venue.sender_comp_id, c.venue.trading.target_comp_id,
-                         {"SocketConnectHost": trd_host, "SocketConnectPort": str(trd_port)}),
+                         {"SocketConnectHost": trd_host, "SocketConnectPort": str(trd_port),
+                          "PersistMessages": "N"}),
             # Market data is a snapshot stream: nothing to resend after a restart, so each logon
             # starts at 1 (Kraken's own MD logon example sends 141=Y).
             SessionBlock(c.venue.sender_comp_id, c.venue.market_data.target_comp_id,

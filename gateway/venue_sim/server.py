@@ -116,7 +116,9 @@ class VenueSimulator:
 
     def _drop_fix(self, req: dict[str, Any]) -> dict[str, Any]:
         """Log out a client's FIX trading session and refuse its logons for `refuse_s` seconds
-        (QuickFIX disables the session until `logon()`); REST and WS stay up."""
+        (QuickFIX disables the session until `logon()`); REST and WS stay up. With
+        `rewind_target_seq` N, the venue then expects the client's last N messages again and
+        asks for them with a ResendRequest at the next logon."""
         client = str(req.get("client", self.opts.clients[0]))
         refuse_s = float(req.get("refuse_s", 0.0))
         session = fix.Session.lookupSession(fix.SessionID("FIX.4.4", TRADING_COMP_ID, client))
@@ -124,6 +126,11 @@ class VenueSimulator:
             raise ValueError(f"no trading session for client {client!r}")
         was_logged_on = bool(session.isLoggedOn())
         session.logout("dropped by the simulator's control channel")
+        rewind = int(req.get("rewind_target_seq", 0))
+        if rewind > 0:
+            # As if the venue had lost the client's last `rewind` messages: its next logon is
+            # "MsgSeqNum too high" and the venue asks for them again (a ResendRequest).
+            session.setNextTargetMsgSeqNum(max(1, session.getExpectedTargetNum() - rewind))
         t = threading.Timer(refuse_s, session.logon)
         t.daemon = True
         t.start()
