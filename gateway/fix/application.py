@@ -241,11 +241,13 @@ class SessionApplication(fix.Application):  # type: ignore[misc]
         self._status_by_ptr[ptr] = st
         st.last_logon = time.time()
         st.logons += 1
-        self.board.change(st, "logged_on")
+        # The handler first: whoever sees the session "logged_on" (the log line, the session
+        # event, ops) can use it at once; the router takes orders on its own logon flag.
         try:
             self.handler.on_logon(sessionID)
         except Exception:
             log.exception("on_logon failed for %s", st.key)
+        self.board.change(st, "logged_on")
 
     def onLogout(self, sessionID: fix.SessionID) -> None:
         st = self.status(sessionID)
