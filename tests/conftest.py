@@ -11,7 +11,7 @@ import quickfix as fix
 from gateway.fix import messages as m
 from gateway.fix.client import FixClient, Received
 from gateway.fix.kraken_logon import KrakenCredentials, add_trading_logon_fields
-from tests.procs import Credentials, GatewayProcess, SimProcess
+from tests.procs import Credentials, GatewayProcess, SimProcess, stop_all
 
 _ids = itertools.count(1)
 
@@ -73,9 +73,19 @@ def make_client(tmp: Path, port: int, sender: str, target: str,
 
 
 @pytest.fixture(scope="module")
-def venue_pair(tmp_path_factory: pytest.TempPathFactory
+def _pair_clients() -> list[FixClient]:
+    """The FIX clients of `oms` and `maker`, stopped by `venue_pair` (see there)."""
+    return []
+
+
+@pytest.fixture(scope="module")
+def venue_pair(tmp_path_factory: pytest.TempPathFactory, _pair_clients: list[FixClient]
                ) -> Iterator[tuple[SimProcess, GatewayProcess, Credentials]]:
-    """One simulator (clients FIXGW and MAKER) and one gateway for a test module."""
+    """One simulator (clients FIXGW and MAKER) and one gateway for a test module.
+
+    At the module's end the `oms` and `maker` clients (torn down just before, as fixtures that
+    depend on this one) and the gateway are stopped together: each spends most of its stop in
+    QuickFIX's one-second waits. Then the simulator."""
     tmp = tmp_path_factory.mktemp("pair")
     creds = Credentials()
     sim = SimProcess(tmp / "sim", creds, clients=("FIXGW", "MAKER"))
@@ -83,34 +93,32 @@ def venue_pair(tmp_path_factory: pytest.TempPathFactory
     try:
         yield sim, gw, creds
     finally:
-        gw.stop()
-        sim.stop()
+        try:
+            stop_all([*(c.stop for c in _pair_clients), gw.stop])
+        finally:
+            sim.stop()
 
 
 @pytest.fixture(scope="module")
 def oms(venue_pair: tuple[SimProcess, GatewayProcess, Credentials],
-        tmp_path_factory: pytest.TempPathFactory) -> Iterator[Oms]:
+        _pair_clients: list[FixClient], tmp_path_factory: pytest.TempPathFactory) -> Oms:
     _sim, gw, _creds = venue_pair
     c = make_client(tmp_path_factory.mktemp("oms"), gw.oms_port, "OMS", "FIXGW")
+    _pair_clients.append(c)  # stopped by venue_pair
     c.start()
-    try:
-        yield Oms(c)
-    finally:
-        c.stop()
+    return Oms(c)
 
 
 @pytest.fixture(scope="module")
 def maker(venue_pair: tuple[SimProcess, GatewayProcess, Credentials],
-          tmp_path_factory: pytest.TempPathFactory) -> Iterator[Oms]:
+          _pair_clients: list[FixClient], tmp_path_factory: pytest.TempPathFactory) -> Oms:
     """A second participant connected straight to the venue, to trade against the OMS."""
     sim, _gw, creds = venue_pair
     c = make_client(tmp_path_factory.mktemp("maker"), sim.trading_port, "MAKER", "KRAKEN-TRD",
                     creds)
+    _pair_clients.append(c)  # stopped by venue_pair
     c.start()
-    try:
-        yield Oms(c)
-    finally:
-        c.stop()
+    return Oms(c)
 
 
 def wait_until(pred: Callable[[], object], timeout: float = 10.0, what: str = "condition",

@@ -15,6 +15,13 @@ from tests.integration.test_failover import Recorder
 from tests.integration.test_failover_orders import fallback_toml, venue_orders
 from tests.procs import VenueStack
 
+# How long the venue refuses the gateway's FIX logons in the first test. Everything the test
+# needs FIX refused for (failover, the orders and fills, the kill, the restart, the order sent
+# after it) takes ~5 s on a quiet machine; the order after the restart is checked to leave
+# at least 2 s before the refusal ends, so a slow run fails that check rather than passing
+# with FIX already back. Every second more is a second of waiting for the failback.
+REFUSE_S = 12
+
 
 def test_kill9_while_failed_over_then_restart(tmp_path: Path) -> None:
     with VenueStack(tmp_path, clients=("FIXGW", "MAKER")) as v:
@@ -22,7 +29,7 @@ def test_kill9_while_failed_over_then_restart(tmp_path: Path) -> None:
         gw = v.gateway(venue_toml=fallback_toml(sim))
         oms, maker = v.oms(), v.maker()
         rec = Recorder(oms)
-        mark = v.drop_fix(22)
+        mark = v.drop_fix(REFUSE_S)
         t_drop = time.monotonic()
         gw.err.wait_for(r"order flow moved from FIX to REST", 15, start=mark)
 
@@ -58,7 +65,7 @@ def test_kill9_while_failed_over_then_restart(tmp_path: Path) -> None:
         assert Decimal(done.fields[14]) == Decimal("0.02")
         assert Decimal(done.fields[32]) == Decimal("0.01")
         # FIX is still refused: a new order goes over REST at once, not held for failover.
-        assert time.monotonic() - t_drop < 20
+        assert time.monotonic() - t_drop < REFUSE_S - 2
         d = oms.buy("0.01", "29000.0")
         nd = rec.report(d, "0")
         assert nd.fields[17].startswith("R")
@@ -97,8 +104,10 @@ def test_kill9_while_an_order_is_held_then_restart_sends_it_once(tmp_path: Path)
     restart, from its journal record, and sent exactly once when a path is up (REST here)."""
     with VenueStack(tmp_path, clients=("FIXGW",)) as v:
         sim = v.sim
+        # failover_after_s: the kill comes one order round trip after the gateway sees FIX
+        # down, far inside 2 s; after the restart the test waits this long for the failover.
         gw = v.gateway(venue_toml=fallback_toml(
-            sim, failover_after_s=4, hold_max_s=30))
+            sim, failover_after_s=2, hold_max_s=30))
         oms = v.oms()
         rec = Recorder(oms)
         mark = v.drop_fix(60)

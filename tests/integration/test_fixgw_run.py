@@ -41,9 +41,11 @@ def test_run_embedded_venue_then_oms_order_then_sigterm(tmp_path: Path) -> None:
         err.wait_for(r"session FIXGW->KRAKEN-TRD \(venue\): \S+ -> logged_on", 20)
         err.wait_for(r"session FIXGW->KRAKEN-MD \(venue\): \S+ -> logged_on", 20)
 
-        # The embedded venue has seeded books around 45,000: a buy far below rests.
+        # The embedded venue has seeded books around 45,000: a buy far below rests. A resting
+        # order never ends, so `fixgw oms` prints its reports for all of --wait (the New comes
+        # within milliseconds of the send; the logon is not part of the wait).
         oms = subprocess.run([sys.executable, "-m", "gateway.cli.main", "oms", "buy", "BTC/USD",
-                              "0.01", "limit", "30000", "--port", str(oms_port), "--wait", "5"],
+                              "0.01", "limit", "30000", "--port", str(oms_port), "--wait", "2"],
                              capture_output=True, text=True, cwd=REPO, timeout=60)
         assert "new  status=new" in oms.stdout, oms.stdout + oms.stderr
         # Marketable: a buy far above the best ask fills against the seeded book.

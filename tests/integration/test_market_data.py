@@ -16,10 +16,11 @@ from pathlib import Path
 import pytest
 import quickfix as fix
 
+from gateway.fix.client import FixClient
 from gateway.fix.messages import new_message
 from gateway.kraken.checksum import book_checksum
 from tests.conftest import Oms, make_client, new_id, order_fields
-from tests.procs import Credentials, GatewayProcess, SimProcess
+from tests.procs import Credentials, GatewayProcess, SimProcess, stop_all
 
 _req = itertools.count(1)
 
@@ -100,18 +101,46 @@ def drain(oms: Oms, book: OmsBook, req: str, seconds: float) -> None:
 
 
 @pytest.fixture(scope="module")
-def md_pair(tmp_path_factory: pytest.TempPathFactory
+def _md_clients() -> list[FixClient]:
+    """Module-scoped clients of md_pair's gateway, stopped by md_pair (with the gateway)."""
+    return []
+
+
+@pytest.fixture(scope="module")
+def md_pair(tmp_path_factory: pytest.TempPathFactory, _md_clients: list[FixClient]
             ) -> Iterator[tuple[SimProcess, GatewayProcess]]:
     tmp = tmp_path_factory.mktemp("md")
     creds = Credentials()
     sim = SimProcess(tmp / "sim", creds, clients=("FIXGW", "MAKER"), seed_books=True)
-    gw = GatewayProcess(tmp / "gw", sim, creds, oms_comp_ids=("OMS", "OMS2", "OMS3"),
+    gw = GatewayProcess(tmp / "gw", sim, creds, oms_comp_ids=("OMS", "OMS2", "OMS3", "OMS4"),
                         venue_toml="md_stale_after_s = 2.0")
     try:
         yield sim, gw
     finally:
-        gw.stop()
-        sim.stop()
+        try:  # clients and gateway together: each waits out QuickFIX's 1 s ticks
+            stop_all([*(c.stop for c in _md_clients), gw.stop])
+        finally:
+            sim.stop()
+
+
+@pytest.fixture(scope="module")
+def client_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Where the module's OMS clients keep their QuickFIX stores: one per CompID for the whole
+    module, so a test's client resumes the sequence numbers the previous test's client of that
+    CompID left with md_pair's gateway. With a fresh store it would log on with MsgSeqNum 1,
+    be logged out as too low and take a second per retry to catch up (3 s by the third test)."""
+    return tmp_path_factory.mktemp("md-clients")
+
+
+@pytest.fixture(scope="module")
+def order_oms(md_pair: tuple[SimProcess, GatewayProcess], client_dir: Path,
+              _md_clients: list[FixClient]) -> Oms:
+    """One OMS session (OMS4, no other test's) for the order checks: each sends its own order
+    and waits for the reject of its own ClOrdID, so they can share a logged-on client."""
+    c = make_client(client_dir, md_pair[1].oms_port, "OMS4", "FIXGW")
+    _md_clients.append(c)  # stopped by md_pair
+    c.start()
+    return Oms(c)
 
 
 def _sim_levels(sim: SimProcess, symbol: str) -> tuple[list[tuple[Decimal, Decimal]], ...]:
@@ -120,10 +149,10 @@ def _sim_levels(sim: SimProcess, symbol: str) -> tuple[list[tuple[Decimal, Decim
 
 
 def test_books_match_the_venue_after_thousands_of_updates(
-        md_pair: tuple[SimProcess, GatewayProcess], tmp_path: Path) -> None:
+        md_pair: tuple[SimProcess, GatewayProcess], client_dir: Path) -> None:
     sim, gw = md_pair
-    a = Oms(make_client(tmp_path, gw.oms_port, "OMS", "FIXGW"))
-    b = Oms(make_client(tmp_path, gw.oms_port, "OMS2", "FIXGW"))
+    a = Oms(make_client(client_dir, gw.oms_port, "OMS", "FIXGW"))
+    b = Oms(make_client(client_dir, gw.oms_port, "OMS2", "FIXGW"))
     a.c.start()
     b.c.start()
     try:
@@ -144,8 +173,7 @@ def test_books_match_the_venue_after_thousands_of_updates(
         assert books["b"].top(10) == (bids[:5], asks[:5])
         assert book_checksum(bids, asks, 1, 8) == book_checksum(*books["a"].top(10), 1, 8)
     finally:
-        a.c.stop()
-        b.c.stop()
+        stop_all([a.c.stop, b.c.stop])
 
 
 @pytest.mark.parametrize(("fault", "log_reason"), [
@@ -154,7 +182,7 @@ def test_books_match_the_venue_after_thousands_of_updates(
     ({"fault": "stall", "seconds": 3.5}, "stale feed"),
 ])
 def test_integrity_faults_resubscribe_and_recover(
-        md_pair: tuple[SimProcess, GatewayProcess], tmp_path: Path,
+        md_pair: tuple[SimProcess, GatewayProcess], client_dir: Path,
         fault: dict[str, object], log_reason: str) -> None:
     sim, gw = md_pair
     start = len(gw.err.lines)
@@ -165,7 +193,7 @@ def test_integrity_faults_resubscribe_and_recover(
         time.sleep(float(fault["seconds"]) - 1)  # silence longer than md_stale_after_s
     gw.err.wait_for(rf"market data {symbol}: {log_reason}.*resubscribing", 10, start=start)
     # After the fresh snapshot the gateway's book is right again: an OMS sees the venue's book.
-    c = Oms(make_client(tmp_path, gw.oms_port, "OMS3", "FIXGW"))
+    c = Oms(make_client(client_dir, gw.oms_port, "OMS3", "FIXGW"))
     c.c.start()
     try:
         book = OmsBook()
@@ -179,9 +207,9 @@ def test_integrity_faults_resubscribe_and_recover(
 
 
 def test_oms_request_for_unknown_symbol_is_rejected(
-        md_pair: tuple[SimProcess, GatewayProcess], tmp_path: Path) -> None:
+        md_pair: tuple[SimProcess, GatewayProcess], client_dir: Path) -> None:
     _sim, gw = md_pair
-    c = Oms(make_client(tmp_path, gw.oms_port, "OMS", "FIXGW"))
+    c = Oms(make_client(client_dir, gw.oms_port, "OMS", "FIXGW"))
     c.c.start()
     try:
         req = subscribe(c, "DOGE/USD")
@@ -198,18 +226,11 @@ def test_oms_request_for_unknown_symbol_is_rejected(
     ("ARB/USD", "1", "0.1110", "under the minimum 5 for ARB/USD"),
 ])
 def test_orders_off_tick_or_under_minimum_are_rejected(
-        md_pair: tuple[SimProcess, GatewayProcess], tmp_path: Path,
-        symbol: str, qty: str, price: str, text: str) -> None:
-    _sim, gw = md_pair
-    c = Oms(make_client(tmp_path, gw.oms_port, "OMS2", "FIXGW"))
-    c.c.start()
-    try:
-        cl = new_id("T")
-        c.send("D", order_fields(cl, "1", qty, price, symbol=symbol))
-        r = c.report(cl, "8")
-        assert text in r.fields[58], r.fields[58]
-    finally:
-        c.c.stop()
+        order_oms: Oms, symbol: str, qty: str, price: str, text: str) -> None:
+    cl = new_id("T")
+    order_oms.send("D", order_fields(cl, "1", qty, price, symbol=symbol))
+    r = order_oms.report(cl, "8")
+    assert text in r.fields[58], r.fields[58]
 
 
 def test_venue_md_request_reject_is_reported_and_the_symbol_is_not_tradable(
@@ -230,6 +251,7 @@ def test_venue_md_request_reject_is_reported_and_the_symbol_is_not_tradable(
         r = c.report(cl, "8")
         assert r.fields[103] == "1" and "DOGE/USD" in r.fields[58]
     finally:
-        c.c.stop()
-        gw.stop()
-        sim.stop()
+        try:  # client and gateway together: each waits out QuickFIX's 1 s ticks
+            stop_all([c.c.stop, gw.stop])
+        finally:
+            sim.stop()

@@ -16,7 +16,7 @@ from google.protobuf import timestamp_pb2
 
 from gateway._proto.fixgw.v1 import signals_pb2, signals_pb2_grpc
 from tests.conftest import Oms, make_client
-from tests.procs import REPO, Credentials, GatewayProcess, SimProcess
+from tests.procs import REPO, Credentials, GatewayProcess, SimProcess, stop_all
 
 RULES = """
 [risk]
@@ -102,6 +102,7 @@ def test_arb_perp_buy_blocked_by_carry_and_gravity_sell_passes(tmp_path: Path) -
         assert cli.returncode == 0, cli.stderr
         assert "9.0x by top_accounts" in cli.stdout and "carry" in cli.stdout.lower()
     finally:
-        oms.c.stop()
-        gw.stop()
-        sim.stop()
+        try:  # clients and gateway together: each waits out QuickFIX's 1 s ticks
+            stop_all([oms.c.stop, gw.stop])
+        finally:
+            sim.stop()
