@@ -45,6 +45,7 @@ from gateway.venue_sim.engine import MatchingEngine
 from gateway.venue_sim.spot_rest import SpotRestServer
 from tests.conftest import new_id, wait_until
 from tests.integration.test_failover import Recorder
+from tests.integration.test_failover_orders import fallback_toml
 from tests.procs import VenueStack
 
 # ---- over real processes ---------------------------------------------------------------------
@@ -138,10 +139,8 @@ def test_oms_is_answered_while_a_slow_release_is_in_flight(tmp_path: Path) -> No
 
 def _slow_release(v: VenueStack, proxy: SlowAddOrder) -> None:
     sim = v.sim
-    gw = v.gateway(venue_toml=(
-        "md_stale_after_s = 3600\nfallback = { enabled = true, "
-        f'rest_url = "{proxy.url}", failover_after_s = 1, failback_after_s = 60, '
-        "poll_interval_s = 0.3, hold_max_s = 20 }"))
+    gw = v.gateway(venue_toml=fallback_toml(sim, rest_url=proxy.url, failback_after_s=60,
+                                            hold_max_s=20))
     oms = v.oms()
     rec = Recorder(oms)
     mark = v.drop_fix(30)
