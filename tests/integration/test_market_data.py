@@ -185,8 +185,14 @@ def test_integrity_faults_resubscribe_and_recover(
         md_pair: tuple[SimProcess, GatewayProcess], client_dir: Path,
         fault: dict[str, object], log_reason: str) -> None:
     sim, gw = md_pair
-    start = len(gw.err.lines)
     symbol = "ETH/USD"
+    # md_pair's books are quiet between tests and md_stale_after_s is 2 s, so the gateway
+    # resubscribes every quiet symbol every 2-2.5 s; a fault that lands on the subscription
+    # being replaced is never seen. Fresh updates first: no resubscribe is then due for 2 s,
+    # and one already under way has its snapshot back (loopback: milliseconds) after 0.3 s.
+    sim.control(cmd="flow", steps=3)
+    time.sleep(0.3)
+    start = len(gw.err.lines)
     sim.control(cmd="md_fault", symbol=symbol, **fault)
     sim.control(cmd="flow", steps=3)   # make the venue publish (and the fault bite)
     if fault["fault"] == "stall":
