@@ -292,15 +292,30 @@ def _envelope(
     venue_time: TimeLike | None,
     gateway_receive_time_ns: int | None,
     raw_fix: bytes,
+    **payload: Any,
 ) -> events_pb2.Event:
-    ev = events_pb2.Event(symbol=symbol, account=account, raw_fix=raw_fix)
-    ev.source.kind = _SOURCE_KIND[source.kind]
-    ev.source.session = source.session
+    """The event with its common fields and `payload` (one oneof member as a dict).
+
+    Built by one constructor call with nested dicts (which protobuf accepts for message fields,
+    though the generated stubs type only the message class): upb fills the message in C, ~3x
+    faster than setting the same fields one attribute at a time. The event process builds every
+    event the gateway publishes, ~4 per order, and its CPU competes with the order path's."""
+    source_fields: Any = {"kind": _SOURCE_KIND[source.kind], "session": source.session}
+    ev = events_pb2.Event(symbol=symbol, account=account, raw_fix=raw_fix, source=source_fields,
+                          **payload)
     if venue_time is not None:
         _set_time(ev.venue_time, venue_time)
     if gateway_receive_time_ns is not None:
         _set_time(ev.gateway_receive_time, gateway_receive_time_ns)
     return ev
+
+
+def _decimals(target: dict[str, Any], **values: DecimalLike | None) -> None:
+    """`decimal_str` of each value given, into `target`; None values are left out (""): a
+    call per field present instead of one per field of the message."""
+    for name, value in values.items():
+        if value is not None:
+            target[name] = decimal_str(value, name)
 
 
 def _levels(target: Iterable[object], levels: Iterable[Level], name: str) -> None:
@@ -343,33 +358,30 @@ def order_event(
 ) -> events_pb2.Event:
     """An order event. `exec_type`, `ord_status`, `side`, `ord_type`, `time_in_force` take the
     FIX field values ("F", "2", "1", ...; side also "buy"/"sell")."""
-    ev = _envelope(source, symbol, account, venue_time, gateway_receive_time_ns, raw_fix)
-    o = ev.order
-    o.type = _ORDER_EVENT_TYPE[event_type]
-    o.exec_type = _enum(_EXEC_TYPE, exec_type, "exec_type")  # type: ignore[assignment]
-    o.ord_status = _enum(_ORD_STATUS, ord_status, "ord_status")  # type: ignore[assignment]
-    o.side = _enum(_SIDE, side, "side")  # type: ignore[assignment]
-    o.ord_type = _enum(_ORD_TYPE, ord_type, "ord_type")  # type: ignore[assignment]
-    o.time_in_force = _enum(_TIME_IN_FORCE, time_in_force, "time_in_force")  # type: ignore[assignment]
-    o.cl_ord_id = cl_ord_id
-    o.orig_cl_ord_id = orig_cl_ord_id
-    o.venue_cl_ord_id = venue_cl_ord_id
-    o.venue_orig_cl_ord_id = venue_orig_cl_ord_id
-    o.order_id = order_id
-    o.exec_id = exec_id
-    o.price = decimal_str(price, "price")
-    o.stop_px = decimal_str(stop_px, "stop_px")
-    o.order_qty = decimal_str(order_qty, "order_qty")
-    o.cum_qty = decimal_str(cum_qty, "cum_qty")
-    o.leaves_qty = decimal_str(leaves_qty, "leaves_qty")
-    o.avg_px = decimal_str(avg_px, "avg_px")
-    o.last_px = decimal_str(last_px, "last_px")
-    o.last_qty = decimal_str(last_qty, "last_qty")
+    o: dict[str, Any] = {
+        "type": _ORDER_EVENT_TYPE[event_type],
+        "cl_ord_id": cl_ord_id, "orig_cl_ord_id": orig_cl_ord_id,
+        "venue_cl_ord_id": venue_cl_ord_id, "venue_orig_cl_ord_id": venue_orig_cl_ord_id,
+        "order_id": order_id, "exec_id": exec_id, "reject_reason": reject_reason,
+    }
+    if exec_type is not None:
+        o["exec_type"] = _enum(_EXEC_TYPE, exec_type, "exec_type")
+    if ord_status is not None:
+        o["ord_status"] = _enum(_ORD_STATUS, ord_status, "ord_status")
+    if side is not None:
+        o["side"] = _enum(_SIDE, side, "side")
+    if ord_type is not None:
+        o["ord_type"] = _enum(_ORD_TYPE, ord_type, "ord_type")
+    if time_in_force is not None:
+        o["time_in_force"] = _enum(_TIME_IN_FORCE, time_in_force, "time_in_force")
+    _decimals(o, price=price, stop_px=stop_px, order_qty=order_qty, cum_qty=cum_qty,
+              leaves_qty=leaves_qty, avg_px=avg_px, last_px=last_px, last_qty=last_qty)
     if ord_rej_reason is not None:
-        o.ord_rej_reason = ord_rej_reason
-    o.reject_reason = reject_reason
-    o.text = text
-    return ev
+        o["ord_rej_reason"] = ord_rej_reason
+    if text:
+        o["text"] = text
+    return _envelope(source, symbol, account, venue_time, gateway_receive_time_ns, raw_fix,
+                     order=o)
 
 
 def cancel_reject(
@@ -547,28 +559,21 @@ def gate_decision(
     `figures` is either `Figure`s (with unit and limit) or a name -> value mapping; values may
     also be "inf" / "-inf" / "undefined" where shared/signals.md allows them.
     """
-    ev = _envelope(source, symbol, account, None, gateway_receive_time_ns, b"")
-    g = ev.gate_decision
-    g.rule = rule
-    g.action = _GATE_ACTION[action]
-    g.reasons.extend(reasons)
     items: Iterable[Figure] = (
         [Figure(k, v) for k, v in figures.items()] if isinstance(figures, Mapping) else figures
     )
-    for f in items:
-        g.figures.add(
-            name=f.name,
-            value=_figure_str(f.value, f.name),
-            unit=f.unit,
-            limit=_figure_str(f.limit, f.name) if f.limit is not None else "",
-        )
-    g.cl_ord_id = cl_ord_id
-    g.side = _enum(_SIDE, side, "side")  # type: ignore[assignment]
-    g.order_qty = decimal_str(order_qty, "order_qty")
-    g.price = decimal_str(price, "price")
-    g.reduced_qty = decimal_str(reduced_qty, "reduced_qty")
-    g.stale_inputs = stale_inputs
-    return ev
+    g: dict[str, Any] = {
+        "rule": rule, "action": _GATE_ACTION[action], "reasons": reasons,
+        "figures": [{"name": f.name, "value": _figure_str(f.value, f.name), "unit": f.unit,
+                     "limit": _figure_str(f.limit, f.name) if f.limit is not None else ""}
+                    for f in items],
+        "cl_ord_id": cl_ord_id, "stale_inputs": stale_inputs,
+    }
+    if side is not None:
+        g["side"] = _enum(_SIDE, side, "side")
+    _decimals(g, order_qty=order_qty, price=price, reduced_qty=reduced_qty)
+    return _envelope(source, symbol, account, None, gateway_receive_time_ns, b"",
+                     gate_decision=g)
 
 
 def transport_switch(
