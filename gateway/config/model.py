@@ -221,6 +221,11 @@ class GatewayConfig(_Strict):
     # Order journal: a background fsync at most this often. The write itself is synchronous
     # (page cache), which already survives a process kill; fsync covers a machine crash.
     journal_fsync_interval_ms: int = Field(default=50, ge=0)
+    # Every this many seconds, freeze what survived the young garbage collections, so no full
+    # collection walks the growing order history again (gateway/server/gc_freezer.py). 0 = off
+    # (CPython's own collections only; full ones then stall the FIX threads longer as the
+    # history grows).
+    gc_freeze_interval_s: float = Field(default=10.0, ge=0)
 
 
 class GrpcConfig(_Strict):

@@ -18,6 +18,7 @@ it (a dict copy is atomic under the GIL) and builds the metric families.
 
 from __future__ import annotations
 
+import gc
 import threading
 import time
 from bisect import bisect_left
@@ -353,3 +354,6 @@ class GatewayMetrics(Collector):
                                   "after one died", value=stats.process_restarts)
         yield CounterMetricFamily("fixgw_events_lost", "Events written to an event process "
                                   "that died before journaling them", value=stats.lost_total)
+        yield GaugeMetricFamily("fixgw_gc_frozen_objects", "Objects the garbage collector no "
+                                "longer walks (frozen by [gateway] gc_freeze_interval_s)",
+                                value=gc.get_freeze_count())

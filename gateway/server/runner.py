@@ -22,6 +22,7 @@ from gateway.kraken.secrets import SecretMaskingFilter, load_secret
 from gateway.metrics import GatewayMetrics, MetricsServer, SubscriberStats
 from gateway.server.embedded_sim import EmbeddedSimulator, random_credentials
 from gateway.server.gateway import Gateway, VenueEndpoints
+from gateway.server.gc_freezer import GcFreezer
 from gateway.server.signal_services import (
     POSITIONING_SERVICE_NAME,
     SIGNAL_SERVICE_NAME,
@@ -54,6 +55,7 @@ class Runtime:
         self.admin: AdminServer | None = None
         self.metrics: GatewayMetrics | None = None
         self.metrics_server: MetricsServer | None = None
+        self.gc_freezer: GcFreezer | None = None
         self._mask_filter: SecretMaskingFilter | None = None
 
     def start(self) -> dict[str, Any]:
@@ -98,6 +100,9 @@ class Runtime:
         assert self.gateway is not None
         metrics_at = self._start_metrics(self.gateway)  # before any session: count from the start
         self.gateway.start()
+        if c.gateway.gc_freeze_interval_s > 0:
+            self.gc_freezer = GcFreezer(c.gateway.gc_freeze_interval_s)
+            self.gc_freezer.start()
         where = {}
         a = c.admin
         if a.enabled:
@@ -211,6 +216,8 @@ class Runtime:
         """Admin first (no operator action mid-shutdown), then sessions (their last events
         still get published), then the event service, then the log (which flushes its
         journal), then the embedded venue."""
+        if self.gc_freezer is not None:
+            self.gc_freezer.stop()
         if self.admin is not None:
             self.admin.stop()
         if self.metrics_server is not None:

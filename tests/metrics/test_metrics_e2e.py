@@ -104,6 +104,8 @@ def test_sessions_up_with_roles(pair: Pair) -> None:
     assert value(s, "fixgw_order_transport", transport="fix") == 1
     assert value(s, "fixgw_order_transport", transport="rest") == 0
     assert ("fixgw_event_subscribers", frozenset()) in s
+    # The GC freezer froze the start-up heap (modules, the replayed journal, the engines).
+    assert value(s, "fixgw_gc_frozen_objects") > 10_000
 
 
 def test_orders_move_messages_latency_and_gate(pair: Pair) -> None:
