@@ -238,9 +238,9 @@ class GrpcConfig(_Strict):
     tls_client_ca_file: Path | None = None
     # Event journal retention on disk (resume survives a restart within this much history).
     retention_mb: int = Field(default=1024, ge=1)
-    # How often the event server looks for new events while subscribers are caught up. 0 = the
-    # publishing FIX thread wakes it at once (lowest delivery latency, but every order then pays
-    # for waking the server); a few ms batches events per write and keeps the FIX path lean.
+    # With `event_process = false` only: how often the in-process event server looks for new
+    # events when its journal has failed (otherwise the journal writer wakes it after each
+    # write). 0 = the publishing thread wakes it at once. The event process never polls.
     wake_interval_ms: float = Field(default=5.0, ge=0)
     # Serve events from a child process (see gateway/events/process.py): subscribers then never
     # share the gateway's GIL with the FIX threads. false = in the gateway process (debugging).

@@ -102,7 +102,7 @@ class EventProcessSpec:
     tls_cert_file: str | None = None
     tls_key_file: str | None = None
     tls_client_ca_file: str | None = None
-    wake_interval_s: float | None = 0.005
+    wake_interval_s: float | None = None  # see EventServerConfig; None: woken, never polls
     proxy_target: str | None = None
     proxy_services: list[str] = field(default_factory=list)
     nice: int = 10

@@ -180,7 +180,7 @@ def test_with_a_journal_events_become_visible_once_written_and_the_writer_wakes(
     log.add_waker(thread_names(woken))
     try:
         assert log.publish(ev(1)) == 1 and log.publish(ev(2)) == 2
-        time.sleep(0.02)  # the writer (a 2 ms poll) has them, and is held writing them
+        time.sleep(0.02)  # the writer (woken by the first publish) has them, held writing them
         assert (log.next_sequence, log.durable_next, log.visible_next) == (3, 1, 1)
         assert woken == [], "a publish makes nothing visible, so it wakes nobody"
         gate.set()
@@ -189,6 +189,23 @@ def test_with_a_journal_events_become_visible_once_written_and_the_writer_wakes(
     finally:
         gate.set()
         log.close()
+
+
+def test_the_writer_is_woken_by_a_publish_not_by_its_interval(tmp_path: Path) -> None:
+    """An idle writer sleeps until a publish finds its queue empty: with an hour-long interval
+    every event still becomes visible at once, batch after batch."""
+    log = EventLog(EventLogConfig(journal_dir=tmp_path, writer_interval_s=3600.0))
+    try:
+        for batch in range(20):
+            time.sleep(0.01)  # the writer is idle again, asleep on its kick
+            t0 = time.monotonic()
+            for i in range(batch % 3 + 1):
+                log.publish(ev(i))
+            wait_until(lambda: log.visible_next == log.next_sequence, 2.0, "the write")
+            assert time.monotonic() - t0 < 1.0
+    finally:
+        log.close()
+    assert log._writer is not None and not log._writer.is_alive(), "close stops the writer"
 
 
 def test_without_a_journal_a_publish_makes_its_event_visible_and_wakes(
