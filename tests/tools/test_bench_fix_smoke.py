@@ -35,8 +35,11 @@ def test_bench_fix_quick_prints_complete_json() -> None:
         assert t["latency_samples"] == result["config"]["latency_orders"]
 
     for pair in ("gateway_relay", "relay_direct"):
-        for key in ("p50", "p99", "orders_per_s"):
+        for key in ("p50", "p99", "orders_per_s", "p50_median_of_rounds",
+                    "p99_median_of_rounds"):
             assert _positive(result["ratios"][pair][key]), f"ratios.{pair}.{key}"
+    rounds = result["config"]["rounds"]
+    assert all(len(result[name]["p99_us_per_round"]) == rounds for name in TOPOLOGIES)
     targets = result["targets"]
     assert {k: targets[k] for k in ("p50_ratio_max", "p99_ratio_max", "min_orders_per_s",
                                     "min_orders_per_s_vs_relay")} == {

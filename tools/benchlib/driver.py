@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import statistics
 import threading
 import time
 from collections.abc import Sequence
@@ -181,3 +182,10 @@ def percentile(sorted_ns: Sequence[int], q: float) -> float:
         raise ValueError("no samples")
     rank = max(1, math.ceil(q / 100.0 * len(sorted_ns)))
     return sorted_ns[rank - 1] / 1000.0
+
+
+def median_of_ratios(numerators: Sequence[float], denominators: Sequence[float]) -> float:
+    """The median of the per-round ratios of two conditions measured round by round: robust to
+    one noisy phase (a load burst on a shared machine hits one round's tail, not all of them)."""
+    return round(statistics.median(
+        a / b for a, b in zip(numerators, denominators, strict=True)), 3)

@@ -40,7 +40,7 @@ import grpc
 
 from gateway._proto.fixgw.v1 import events_pb2, events_pb2_grpc
 from gateway.fix.client import FixClient
-from tools.benchlib.driver import OrderDriver, OrderSpec, percentile
+from tools.benchlib.driver import OrderDriver, OrderSpec, median_of_ratios, percentile
 from tools.benchlib.procs import Credentials, Fleet, cpu_ns, event_process_pid, free_port
 
 P99_RATIO_MAX = 1.25
@@ -383,9 +383,8 @@ def measure_fix_rtt(*, rounds: int, orders: int, warmup: int, subscribers: int =
         "p99_ratio": p99_ratio,
         "p999_ratio": round(with_subs["p999"] / none["p999"], 3),
         # Robust to one noisy phase (a load burst on a shared machine hits one round's p99).
-        "p99_ratio_median_of_rounds": round(statistics.median(
-            b / a for a, b in zip(none["p99_per_round"], with_subs["p99_per_round"],
-                                  strict=True)), 3),
+        "p99_ratio_median_of_rounds": median_of_ratios(with_subs["p99_per_round"],
+                                                       none["p99_per_round"]),
         "target": {"p99_ratio_max": P99_RATIO_MAX},
         "meets_target": p99_ratio <= P99_RATIO_MAX,
         "subscribers": {

@@ -37,7 +37,6 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import statistics
 import sys
 import tempfile
 import time
@@ -49,7 +48,13 @@ import grpc
 
 from gateway._proto.fixgw.v1 import signals_pb2, signals_pb2_grpc
 from gateway.fix.client import FixClient
-from tools.benchlib.driver import BenchError, OrderDriver, OrderSpec, percentile
+from tools.benchlib.driver import (
+    BenchError,
+    OrderDriver,
+    OrderSpec,
+    median_of_ratios,
+    percentile,
+)
 from tools.benchlib.events_rtt import _Condition, _grpc_port_launcher, _measure_cpu
 from tools.benchlib.procs import Child, Credentials, Fleet, free_port
 
@@ -259,8 +264,8 @@ def measure_gate_rtt(*, rounds: int, orders: int, warmup: int) -> dict[str, Any]
         "p99_ratio": p99_ratio,
         "p999_ratio": round(on["p999"] / off["p999"], 3),
         # Robust to one noisy phase (a load burst on a shared machine hits one round's p99).
-        "p99_ratio_median_of_rounds": round(statistics.median(
-            b / a for a, b in zip(off["p99_per_round"], on["p99_per_round"], strict=True)), 3),
+        "p99_ratio_median_of_rounds": median_of_ratios(on["p99_per_round"],
+                                                       off["p99_per_round"]),
         "target": {"p99_ratio_max": P99_RATIO_MAX},
         "meets_target": p99_ratio <= P99_RATIO_MAX,
         "gate_verified": {
