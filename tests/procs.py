@@ -277,6 +277,14 @@ class VenueStack:
         self.sim.control(cmd="drop_fix", client="FIXGW", refuse_s=refuse_s)
         return mark
 
+    def take_fix_down(self, refuse_s: float) -> int:
+        """`drop_fix`, then wait until the gateway's trading session has left logged_on;
+        returns the same log position."""
+        assert self.gw is not None
+        mark = self.drop_fix(refuse_s)
+        self.gw.err.wait_for(r"FIXGW->KRAKEN-TRD \(venue\): logged_on -> ", 10, start=mark)
+        return mark
+
     def _started(self, client: Any) -> Any:
         client.c.start()
         self.clients.append(client)

@@ -139,12 +139,11 @@ def test_oms_is_answered_while_a_slow_release_is_in_flight(tmp_path: Path) -> No
 
 def _slow_release(v: VenueStack, proxy: SlowAddOrder) -> None:
     sim = v.sim
-    gw = v.gateway(venue_toml=fallback_toml(sim, rest_url=proxy.url, failback_after_s=60,
-                                            hold_max_s=20))
+    v.gateway(venue_toml=fallback_toml(sim, rest_url=proxy.url, failback_after_s=60,
+                                       hold_max_s=20))
     oms = v.oms()
     rec = Recorder(oms)
-    mark = v.drop_fix(30)
-    gw.err.wait_for(r"FIXGW->KRAKEN-TRD \(venue\): logged_on -> ", 10, start=mark)
+    v.take_fix_down(30)
     h1 = oms.buy("0.01", "30000.0")
     h2 = oms.buy("0.02", "30000.0")
     h3 = oms.buy("0.03", "30000.0")

@@ -192,12 +192,11 @@ def test_orders_held_while_no_transport_is_up_expire_or_cancel(tmp_path: Path) -
     held is canceled at once; neither ever reaches the venue."""
     with VenueStack(tmp_path, clients=("FIXGW",)) as v:
         sim = v.sim
-        gw = v.gateway(venue_toml=fallback_toml(
+        v.gateway(venue_toml=fallback_toml(
             sim, failover_after_s=120, hold_max_s=HOLD_MAX_S))
         oms = v.oms()
         rec = Recorder(oms)
-        mark = v.drop_fix(30)
-        gw.err.wait_for(r"FIXGW->KRAKEN-TRD \(venue\): logged_on -> ", 10, start=mark)
+        v.take_fix_down(30)
         t_drop = time.monotonic()
 
         expired = oms.buy("0.01", "30000.0")
@@ -231,8 +230,7 @@ def test_order_held_while_fix_is_down_goes_over_fix_when_it_returns(tmp_path: Pa
         rec = Recorder(oms)
         # The order is held one round trip after the gateway sees FIX down (~1 s after the
         # drop); FIX may log on again 3 s after the drop.
-        mark = v.drop_fix(3)
-        gw.err.wait_for(r"FIXGW->KRAKEN-TRD \(venue\): logged_on -> ", 10, start=mark)
+        mark = v.take_fix_down(3)
         sent = oms.buy("0.01", "30000.0")
         rec.report(sent, "A")
         gw.err.wait_for(r"FIXGW->KRAKEN-TRD \(venue\): \S+ -> logged_on", 15, start=mark)
@@ -252,8 +250,7 @@ def test_order_held_at_the_outage_goes_over_rest_after_failover(tmp_path: Path) 
         gw = v.gateway(venue_toml=fallback_toml(sim, failover_after_s=2))
         oms = v.oms()
         rec = Recorder(oms)
-        mark = v.drop_fix(30)
-        gw.err.wait_for(r"FIXGW->KRAKEN-TRD \(venue\): logged_on -> ", 10, start=mark)
+        mark = v.take_fix_down(30)
         first = oms.buy("0.01", "30000.0")
         second = oms.buy("0.02", "30000.0")
         rec.report(first, "A")
