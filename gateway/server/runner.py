@@ -155,10 +155,7 @@ class Runtime:
                 tls_cert_file=str(g.tls_cert_file) if g.tls_cert_file else None,
                 tls_key_file=str(g.tls_key_file) if g.tls_key_file else None,
                 tls_client_ca_file=str(g.tls_client_ca_file) if g.tls_client_ca_file else None,
-                # The child publishes on its own main thread and its journal writer wakes the
-                # stream after each write: no polling loop (which cost it ~1 % of a core idle).
-                wake_interval_s=None, proxy_services=[SIGNAL_SERVICE_NAME,
-                                                      POSITIONING_SERVICE_NAME],
+                proxy_services=[SIGNAL_SERVICE_NAME, POSITIONING_SERVICE_NAME],
                 nice=g.event_process_nice,
                 log_level=logging.getLevelName(logging.getLogger().getEffectiveLevel()),
                 log_format=c.gateway.log_format))
