@@ -1,11 +1,11 @@
 """Keeps CPython's garbage collector from walking the order history.
 
-The gateway holds every order of its run in memory, so the heap grows all day. CPython starts a
-full collection whenever objects promoted to the oldest generation reach a quarter of those
-already there, and a full collection walks every tracked object with the GIL held: a FIX
-callback waits for it. With 20,000 orders in the store a full collection took 66 ms on the
-2-core test machine, with 100,000 orders 250 ms; a busy day would stall the order path for
-seconds at a time.
+The gateway holds every order of the retention in memory (a day by default), so the heap grows
+all day. CPython starts a full collection whenever objects promoted to the oldest generation
+reach a quarter of those already there, and a full collection walks every tracked object with
+the GIL held: a FIX callback waits for it. With 20,000 orders in the store a full collection
+took 66 ms on the 2-core test machine, with 100,000 orders 250 ms; a busy day would stall the
+order path for seconds at a time.
 
 Every `interval_s`, `GcFreezer` collects the two young generations (what was allocated since
 the last tick, a millisecond or so) and then `gc.freeze()`s whatever survived. Frozen objects
@@ -19,39 +19,36 @@ and by the one before each freeze. The order path makes no cycles at all: the te
 cyclic garbage that 2,000 orders leave behind, and it is zero. `frozen` (the permanent
 generation's size) is exported as a metric, so growth without orders is visible.
 
-May import: the standard library only.
+May import: the standard library and gateway.server.periodic.
 """
 
 from __future__ import annotations
 
 import gc
-import logging
-import threading
 
-log = logging.getLogger("fixgw.gc")
+from gateway.server.periodic import Periodic
 
 
 class GcFreezer:
     def __init__(self, interval_s: float) -> None:
-        if interval_s <= 0:
-            raise ValueError("interval_s must be > 0")
+        self._periodic = Periodic("gc-freezer", interval_s, self.freeze_now)
         self.interval_s = interval_s
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name="gc-freezer", daemon=True)
 
     @property
     def frozen(self) -> int:
         """Objects in the permanent generation now."""
         return gc.get_freeze_count()
 
+    @property
+    def running(self) -> bool:
+        return self._periodic.running
+
     def start(self) -> None:
         self.freeze_now()  # what start-up built (the replayed journal, the engines) at once
-        self._thread.start()
+        self._periodic.start()
 
     def stop(self) -> None:
-        self._stop.set()
-        if self._thread.is_alive():
-            self._thread.join(timeout=5)
+        self._periodic.stop()
 
     def freeze_now(self) -> int:
         """Collect the young generations, then freeze the survivors; returns how many objects
@@ -59,12 +56,3 @@ class GcFreezer:
         gc.collect(1)
         gc.freeze()
         return gc.get_freeze_count()
-
-    def _loop(self) -> None:
-        while not self._stop.wait(self.interval_s):
-            try:
-                frozen = self.freeze_now()
-            except Exception:  # never let a housekeeping thread die silently
-                log.exception("gc freeze failed")
-                continue
-            log.debug("gc: %d objects frozen", frozen)

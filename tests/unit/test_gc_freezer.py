@@ -33,7 +33,7 @@ def test_freezer_freezes_survivors_on_its_interval() -> None:
     finally:
         freezer.stop()
         gc.unfreeze()
-    assert not freezer._thread.is_alive()
+    assert not freezer.running
 
 
 def test_interval_must_be_positive() -> None:
