@@ -36,6 +36,7 @@ from prometheus_client.registry import Collector
 
 from gateway.fix.application import SessionStatus, StatusBoard
 from gateway.orders.model import Order
+from gateway.orders.store import OrderCounts
 from gateway.risk.gate import GateDecision, GateOrder
 from gateway.routing.router import Router
 from gateway.routing.sinks import fan_out
@@ -229,12 +230,14 @@ class GatewayMetrics(Collector):
 
     def __init__(self, board: StatusBoard, *, roles: Mapping[str, str] | None = None,
                  transport: Callable[[], str] | None = None,
-                 subscriber_stats: Callable[[], SubscriberStats] | None = None) -> None:
+                 subscriber_stats: Callable[[], SubscriberStats] | None = None,
+                 order_counts: Callable[[], OrderCounts] | None = None) -> None:
         self.board = board
         self.roles = dict(roles or {})
         self.sink = MetricsSink(board)
         self.transport = transport
         self.subscriber_stats = subscriber_stats
+        self.order_counts = order_counts
         self._sessions = _Shards()  # (session, role, new state)
         self._switches = _Shards()  # (from, to, automatic)
 
@@ -354,6 +357,16 @@ class GatewayMetrics(Collector):
                                   "after one died", value=stats.process_restarts)
         yield CounterMetricFamily("fixgw_events_lost", "Events written to an event process "
                                   "that died before journaling them", value=stats.lost_total)
+        if self.order_counts is not None:
+            counts = self.order_counts()
+            held = GaugeMetricFamily("fixgw_orders_in_memory", "Orders the gateway holds, open "
+                                     "and closed (closed ones until [gateway] "
+                                     "closed_order_retention_s has passed)", labels=["state"])
+            held.add_metric(["open"], counts.open)
+            held.add_metric(["closed"], counts.held - counts.open)
+            yield held
+            yield CounterMetricFamily("fixgw_orders_evicted", "Closed orders forgotten after "
+                                      "the retention", value=counts.evicted)
         yield GaugeMetricFamily("fixgw_gc_frozen_objects", "Objects the garbage collector no "
                                 "longer walks (frozen by [gateway] gc_freeze_interval_s)",
                                 value=gc.get_freeze_count())

@@ -28,6 +28,21 @@ class Order:
     transport: str = "fix"
     # Every OMS ClOrdID this order has had (original, then each replace), oldest first.
     oms_history: list[str] = field(default_factory=list)
+    # Bookkeeping of gateway.orders.store, so that a closed order can be evicted with every
+    # index entry that points at it: when it closed (wall-clock seconds; 0 = open), the venue
+    # ClOrdID it was created under and any others that have named it since (requests,
+    # rebinds), and the venue ExecIDs applied to it, tab-joined as the journal holds them.
+    # Strings rather than lists where it is every order: a string is not tracked by the garbage
+    # collector, and two more lists per order measured ~5 µs more per order in collections.
+    closed_at: float = 0.0
+    first_venue_id: str = ""
+    more_venue_ids: list[str] | None = None
+    exec_ids: str = ""
+
+    @property
+    def venue_ids(self) -> list[str]:
+        """Every venue ClOrdID that has named this order, first first."""
+        return [self.first_venue_id, *(self.more_venue_ids or ())]
 
     @property
     def leaves_qty(self) -> Decimal:

@@ -8,7 +8,7 @@ Journal records are tab-separated lines, one per change, first field the record 
 
     N  oms_session  cl_ord_id  venue_cl_ord_id  symbol  side  ord_type  qty  price  tif  account
        transport                                   a new order
-    U  oms_session  cl_ord_id                      a ClOrdID the gateway rejected (stays used)
+    U  oms_session  cl_ord_id  [epoch_ms]          a ClOrdID the gateway rejected (stays used)
     Q  venue_cl_ord_id  oms_session  first_cl_ord_id  request_cl_ord_id  kind
                                                    a cancel/replace/status/mass request
     E  oms_session  first_cl_ord_id  exec_id  ord_status  cum_qty  avg_px  order_id
@@ -22,9 +22,25 @@ Journal records are tab-separated lines, one per change, first field the record 
                                                    ClOrdID (an in-place REST amend keeps it)
     T  transport  previous  epoch_ms               order flow switched transport
 
+Written only by a compaction (`OrderStore.compact`), which rewrites the journal as the store
+now is: ``V high_water_venue_cl_ord_id``; per order its ``N`` (current quantity and price),
+a ``Q`` for every venue ClOrdID that names it, then
+``O oms_session first_cl_ord_id ord_status cum_qty avg_px order_id cur_oms_cl cur_venue_cl
+closed_at oms_history...``, ``I oms_session first_cl_ord_id cl_ord_id...`` (the OMS ClOrdIDs
+that name it) and ``X oms_session first_cl_ord_id exec_id...``; the ``U``s still
+in force; and ``F oms_session exec_id epoch_ms oms_message``, the last forwarded report.
+
 Transports (``N``/``S``): ``fix``, ``rest``, or ``held`` (accepted while no transport was up,
 not sent yet; see routing.failover). The last ``T`` tells a restarted gateway which path it was
 on, so it reconciles and resumes there rather than assuming FIX.
+
+Memory and journal stay bounded: with a retention (`[gateway] closed_order_retention_s`), an
+order closed longer ago than that is forgotten (`evict_closed`) with every index entry that
+points at it, and a ClOrdID the gateway rejected stops being a duplicate after the same time.
+A report for a forgotten order is then an unknown one (not forwarded), a status request or
+cancel for it gets an unknown-order answer, and its ClOrdID may be used again. The journal
+keeps their records until the next start, which evicts as it replays and rewrites the journal
+as a snapshot when it is mostly history (`compact_min_records`).
 
 Positional text rather than JSON: on the order path every microsecond of encoding is paid on
 a cold cache per message (see tools/bench_fix.py's profile); FIX values never contain a tab.
@@ -32,8 +48,11 @@ a cold cache per message (see tools/bench_fix.py's profile); FIX values never co
 
 from __future__ import annotations
 
+import logging
+import os
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
@@ -42,7 +61,10 @@ from gateway.orders import state
 from gateway.orders.journal import Journal
 from gateway.orders.model import Order
 
+log = logging.getLogger(__name__)
+
 OrderKey = tuple[str, str]  # (oms_session, first OMS ClOrdID)
+ClKey = tuple[str, str]  # (oms_session, an OMS ClOrdID)
 
 _E_FIELDS = 12  # "E" and the report's 11 fields; a forwarded report has 2 more
 
@@ -107,6 +129,15 @@ class ReportTarget:
     duplicate: bool
 
 
+@dataclass(slots=True, frozen=True)
+class OrderCounts:
+    """How many orders the store holds (open ones included) and has evicted since start."""
+
+    held: int
+    open: int
+    evicted: int
+
+
 class VenueIdSource:
     """Kraken spot takes "an ever-increasing positive number" (<= 18 digits) as ClOrdID: we use
     microseconds since the epoch, bumped past the last one issued so it never repeats, even
@@ -126,22 +157,74 @@ class VenueIdSource:
         if value.isdigit():
             self._last = max(self._last, int(value))
 
+    @property
+    def last(self) -> int:
+        """The highest venue ClOrdID issued or seen."""
+        return self._last
+
+
+def _due(closed: deque[Order], horizon: float) -> bool:
+    """Whether the first order queued for eviction is due (or reopened: skipped)."""
+    return bool(closed) and (not closed[0].closed_at or closed[0].closed_at <= horizon)
+
+
+def _also_named(o: Order, venue_id: str) -> None:
+    """Note that `venue_id` names `o` too (for its eviction)."""
+    if venue_id == o.first_venue_id:
+        return
+    if o.more_venue_ids is None:
+        o.more_venue_ids = [venue_id]
+    elif venue_id not in o.more_venue_ids:
+        o.more_venue_ids.append(venue_id)
+
 
 class OrderStore:
-    def __init__(self, journal_path: Path, fsync_interval_ms: int = 50) -> None:
+    def __init__(self, journal_path: Path, fsync_interval_ms: int = 50, *,
+                 closed_retention_s: float = 0.0, compact_min_records: int = 100_000) -> None:
+        """`closed_retention_s`: how long a closed order (and a rejected ClOrdID) is kept after
+        it closed; 0 keeps everything for the whole run. At start, a journal of at least
+        `compact_min_records` records, more than twice what a snapshot of the store would
+        hold, is rewritten as that snapshot."""
         self.lock = threading.Lock()
         self.orders: dict[OrderKey, Order] = {}
-        self._oms_index: dict[tuple[str, str], OrderKey] = {}
-        self._used_cl_ord_ids: set[tuple[str, str]] = set()
+        self._open: dict[OrderKey, Order] = {}
+        self._oms_index: dict[ClKey, OrderKey] = {}
+        self._used_cl_ord_ids: set[ClKey] = set()
         self._venue_refs: dict[str, VenueRef] = {}
         self._seen_exec: set[str] = set()
+        # What becomes evictable, oldest first: orders as they close (the time is the order's
+        # own `closed_at`: no tuple per order for the collector to track) and (rejected at,
+        # ClOrdID). An order that reopened (a late venue report) is skipped when it comes up;
+        # one that then closed again holds up the queue until its new time: eviction may come
+        # late, never early.
+        self._closed_queue: deque[Order] = deque()
+        self._rejected_queue: deque[tuple[float, ClKey]] = deque()
+        self.retention_s = closed_retention_s
+        #: Orders forgotten so far (by `evict_closed`, replay included).
+        self.evicted = 0
         self.venue_ids = VenueIdSource()
         #: The transport of the last journaled switch ("fix" when none was ever journaled).
         self.last_transport = "fix"
         #: The journal's last report record written for forwarding (see `ForwardedReport`).
         self.last_forward: ForwardedReport | None = None
+        # A record with no time of its own (a report not forwarded, an old ``U``) counts as
+        # made now: it is kept a full retention from this start, never evicted early.
+        self._replay_now = time.time()
+        self._skipped = 0
+        records = 0
         for line in Journal.replay_lines(journal_path):
             self._replay(line.split("\t"))
+            records += 1
+        if self._skipped:
+            log.warning("%s: %d records name an order the journal does not hold; skipped",
+                        journal_path, self._skipped)
+        self.evict_closed(self._replay_now)
+        if records >= compact_min_records:
+            snapshot = self.snapshot()
+            if records > 2 * len(snapshot):
+                self._rewrite(journal_path, snapshot)
+                log.info("%s compacted: %d records -> %d (%d orders kept)", journal_path,
+                         records, len(snapshot), len(self.orders))
         self._journal = Journal(journal_path, fsync_interval_ms)
 
     # ---- queries -------------------------------------------------------------------------
@@ -154,8 +237,11 @@ class OrderStore:
 
     def open_orders(self, oms_session: str | None = None) -> list[Order]:
         with self.lock:
-            return [o for o in self.orders.values()
-                    if o.is_open and (oms_session is None or o.oms_session == oms_session)]
+            return [o for o in self._open.values()
+                    if oms_session is None or o.oms_session == oms_session]
+
+    def counts(self) -> OrderCounts:
+        return OrderCounts(len(self.orders), len(self._open), self.evicted)
 
     def venue_ref(self, venue_cl_ord_id: str) -> VenueRef | None:
         return self._venue_refs.get(venue_cl_ord_id)
@@ -163,9 +249,11 @@ class OrderStore:
     # ---- changes (journaled, then visible) -----------------------------------------------
     def mark_used(self, oms_session: str, cl_ord_id: str) -> None:
         """Remember a ClOrdID the gateway rejected, so a retry with it is still a duplicate."""
+        now = time.time()
         with self.lock:
-            self._journal.append_line(f"U\t{oms_session}\t{cl_ord_id}")
+            self._journal.append_line(f"U\t{oms_session}\t{cl_ord_id}\t{int(now * 1000)}")
             self._used_cl_ord_ids.add((oms_session, cl_ord_id))
+            self._rejected_queue.append((now, (oms_session, cl_ord_id)))
 
     def add_order(self, order: Order) -> None:
         o = order
@@ -218,9 +306,10 @@ class OrderStore:
         o = target.order
         fields = [o.oms_session, o.oms_history[0], exec_id, ord_status, cum_qty or "",
                   avg_px or "", order_id or "", cur_oms, cur_venue, qty or "", price or ""]
+        now = time.time()
         with self.lock:
             legal = state.can_transition(o.status, ord_status)
-            self._apply_report(fields)
+            self._apply_report(fields, now)
         return legal, "E\t" + "\t".join(fields)
 
     def set_transport(self, order: Order, transport: str) -> None:
@@ -269,30 +358,152 @@ class OrderStore:
     def close(self) -> None:
         self._journal.close()
 
+    # ---- bounded memory ------------------------------------------------------------------------
+    def evict_closed(self, now: float | None = None, batch: int = 256) -> int:
+        """Forget the orders closed, and the rejected ClOrdIDs refused, more than `retention_s`
+        before `now`; returns how many orders. The lock is taken per `batch` entries, so a FIX
+        thread never waits for more than a batch (~0.5 ms)."""
+        if self.retention_s <= 0:
+            return 0
+        horizon = (time.time() if now is None else now) - self.retention_s
+        closed, rejected = self._closed_queue, self._rejected_queue
+        evicted = 0
+        more = True
+        while more:
+            with self.lock:
+                n = 0
+                while n < batch and _due(closed, horizon):
+                    o = closed.popleft()
+                    key = (o.oms_session, o.oms_history[0])
+                    if o.closed_at and self.orders.get(key) is o:
+                        self._forget(key, o)
+                        evicted += 1
+                    n += 1
+                while n < batch and rejected and rejected[0][0] <= horizon:
+                    cl_key = rejected.popleft()[1]
+                    if cl_key not in self._oms_index:  # else an order took it since: it stays
+                        self._used_cl_ord_ids.discard(cl_key)
+                    n += 1
+                more = bool(_due(closed, horizon)
+                            or (rejected and rejected[0][0] <= horizon))
+        self.evicted += evicted
+        return evicted
+
+    def _forget(self, key: OrderKey, o: Order) -> None:
+        del self.orders[key]
+        self._open.pop(key, None)
+        for cl in self._own_cls(key, o):
+            del self._oms_index[(key[0], cl)]
+            self._used_cl_ord_ids.discard((key[0], cl))
+        for venue_id in o.venue_ids:
+            ref = self._venue_refs.get(venue_id)
+            if ref is not None and ref.order_key == key:
+                del self._venue_refs[venue_id]
+        if o.exec_ids:
+            for exec_id in o.exec_ids.split("\t"):
+                self._seen_exec.discard(exec_id)
+
+    def _own_cls(self, key: OrderKey, o: Order) -> list[str]:
+        """The OMS ClOrdIDs that name the order `key` in `_oms_index` (each also used): its
+        original, and its cancel and replace requests' (which reach its history, or its venue
+        refs, or both)."""
+        candidates = dict.fromkeys(o.oms_history)
+        for venue_id in o.venue_ids:
+            ref = self._venue_refs.get(venue_id)
+            if ref is not None and ref.order_key == key:
+                candidates[ref.oms_cl_ord_id] = None
+        return [cl for cl in candidates if self._oms_index.get((key[0], cl)) == key]
+
+    def snapshot(self) -> list[str]:
+        """Journal records that rebuild the store as it is now (see the module docstring)."""
+        with self.lock:
+            lines = [f"V\t{self.venue_ids.last}"]
+            if self.last_transport != "fix":
+                lines.append(f"T\t{self.last_transport}\t\t0")
+            for key, o in self.orders.items():
+                session, first = key
+                lines.append(f"N\t{session}\t{first}\t{o.first_venue_id}\t{o.symbol}\t{o.side}\t"
+                             f"{o.ord_type}\t{o.qty}\t{'' if o.price is None else o.price}\t"
+                             f"{o.tif}\t{o.account}\t{o.transport}")
+                for venue_id in o.venue_ids:
+                    ref = self._venue_refs.get(venue_id)
+                    if ref is not None and ref.order_key == key:
+                        lines.append(f"Q\t{venue_id}\t{session}\t{first}\t"
+                                     f"{ref.oms_cl_ord_id}\t{ref.kind}")
+                lines.append("\t".join(("O", session, first, o.status, str(o.cum_qty),
+                                        str(o.avg_px), o.order_id, o.oms_cl_ord_id,
+                                        o.venue_cl_ord_id, repr(o.closed_at), *o.oms_history)))
+                lines.append("\t".join(("I", session, first, *self._own_cls(key, o))))
+                if o.exec_ids:
+                    lines.append(f"X\t{session}\t{first}\t{o.exec_ids}")
+            for at, (session, cl) in self._rejected_queue:
+                if (session, cl) in self._used_cl_ord_ids and (session, cl) not in self._oms_index:
+                    lines.append(f"U\t{session}\t{cl}\t{int(at * 1000)}")
+            lf = self.last_forward
+            if lf is not None:
+                lines.append(f"F\t{lf.oms_session}\t{lf.exec_id}\t{lf.epoch_ms}\t"
+                             f"{_escape(lf.message)}")
+            return lines
+
+    @staticmethod
+    def _rewrite(path: Path, lines: list[str]) -> None:
+        """Replace the journal by `lines`: written aside and synced, then renamed over it, so a
+        crash at any point leaves either the old journal or the new one, whole."""
+        tmp = path.with_name(path.name + ".compacting")
+        with tmp.open("w", encoding="utf-8") as fh:
+            fh.write("\n".join(lines) + "\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+        dfd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
+
     # ---- internals -------------------------------------------------------------------------
     def _index_new(self, o: Order) -> None:
         key = (o.oms_session, o.oms_cl_ord_id)
         self.orders[key] = o
+        self._open[key] = o
         self._oms_index[key] = key
         self._used_cl_ord_ids.add(key)
         self._venue_refs[o.venue_cl_ord_id] = VenueRef(key, o.oms_cl_ord_id, "new")
+        o.first_venue_id = o.venue_cl_ord_id
 
     def _index_request(self, venue_id: str, key: OrderKey, oms_cl: str, kind: str) -> None:
         self._venue_refs[venue_id] = VenueRef(key, oms_cl, kind)
+        _also_named(self.orders[key], venue_id)
         if kind in ("cancel", "replace"):
             self._used_cl_ord_ids.add((key[0], oms_cl))
             self._oms_index[(key[0], oms_cl)] = key
 
     def _rebind(self, venue_id: str, key: OrderKey, oms_cl: str) -> None:
         self._venue_refs[venue_id] = VenueRef(key, oms_cl, "new")
-        self.orders[key].venue_cl_ord_id = venue_id
+        o = self.orders[key]
+        o.venue_cl_ord_id = venue_id
+        _also_named(o, venue_id)
 
-    def _apply_report(self, f: list[str]) -> None:
+    def _closed(self, key: OrderKey, o: Order, now: float) -> None:
+        """Keep `_open` and the eviction queue in step with the order's status."""
+        if state.is_terminal(o.status):
+            if not o.closed_at:
+                o.closed_at = now
+                self._closed_queue.append(o)
+                self._open.pop(key, None)
+        elif o.closed_at:
+            o.closed_at = 0.0  # reopened by the venue's word; queued again when it closes
+            self._open[key] = o
+
+    def _apply_report(self, f: list[str], now: float) -> None:
         (session, first, exec_id, status, cum, avg, order_id, cur_oms, cur_venue, qty,
          price) = f
-        o = self.orders[(session, first)]
+        key = (session, first)
+        o = self.orders[key]
         self._seen_exec.add(exec_id)
+        o.exec_ids = f"{o.exec_ids}\t{exec_id}" if o.exec_ids else exec_id
         o.status = status
+        self._closed(key, o, now)
         if cum:
             o.cum_qty = Decimal(cum)
         if avg:
@@ -318,18 +529,53 @@ class OrderStore:
                                   transport=tr, oms_history=[cl]))
             self.venue_ids.observe(venue)
         elif t == "U":
-            self._used_cl_ord_ids.add((f[1], f[2]))
+            cl_key = (f[1], f[2])
+            self._used_cl_ord_ids.add(cl_key)
+            at = int(f[3]) / 1000 if len(f) > 3 else self._replay_now
+            self._rejected_queue.append((at, cl_key))
+        elif t == "T":
+            self.last_transport = f[1]
+        elif t == "V":
+            self.venue_ids.observe(f[1])
+        elif t == "F":
+            self.last_forward = ForwardedReport(f[1], f[2], int(f[3]), _unescape(f[4]))
+        elif t == "E":
+            forwarded = len(f) >= _E_FIELDS + 2
+            if forwarded:
+                self.last_forward = ForwardedReport(f[1], f[3], int(f[_E_FIELDS]),
+                                                    _unescape(f[_E_FIELDS + 1]))
+            if (f[1], f[2]) not in self.orders:
+                self._skipped += 1
+                return
+            self._apply_report(f[1:_E_FIELDS],
+                               int(f[_E_FIELDS]) / 1000 if forwarded else self._replay_now)
+        elif ((f[2], f[3]) if t in ("Q", "A") else (f[1], f[2])) not in self.orders:
+            self._skipped += 1  # a record of an order evicted by an earlier compaction
         elif t == "Q":
             self._index_request(f[1], (f[2], f[3]), f[4], f[5])
             self.venue_ids.observe(f[1])
-        elif t == "E":
-            self._apply_report(f[1:_E_FIELDS])
-            if len(f) >= _E_FIELDS + 2:
-                self.last_forward = ForwardedReport(f[1], f[3], int(f[_E_FIELDS]),
-                                                    _unescape(f[_E_FIELDS + 1]))
         elif t == "S":
             self.orders[(f[1], f[2])].transport = f[3]
         elif t == "A":
             self._rebind(f[1], (f[2], f[3]), f[4])
-        elif t == "T":
-            self.last_transport = f[1]
+        elif t == "O":
+            self._replay_state(f)
+        elif t == "X":
+            o = self.orders[(f[1], f[2])]
+            ids = "\t".join(f[3:])
+            o.exec_ids = f"{o.exec_ids}\t{ids}" if o.exec_ids else ids
+            self._seen_exec.update(f[3:])
+        elif t == "I":
+            key = (f[1], f[2])
+            for cl in f[3:]:
+                self._oms_index[(key[0], cl)] = key
+                self._used_cl_ord_ids.add((key[0], cl))
+
+    def _replay_state(self, f: list[str]) -> None:
+        (_, session, first, status, cum, avg, order_id, cur_oms, cur_venue, closed_at,
+         *history) = f
+        key = (session, first)
+        o = self.orders[key]
+        o.status, o.cum_qty, o.avg_px, o.order_id = status, Decimal(cum), Decimal(avg), order_id
+        o.oms_cl_ord_id, o.venue_cl_ord_id, o.oms_history = cur_oms, cur_venue, history
+        self._closed(key, o, float(closed_at))

@@ -490,7 +490,7 @@ class Router:
         if order is None:
             self._cancel_reject(ctx, cl, orig, response_to, UNKNOWN_ORDER,
                                 f"unknown order: OrigClOrdID {orig} was never accepted on this "
-                                "session", None)
+                                f"session{self._forgotten_hint()}", None)
             return None
         if self.store.is_used(ctx.key, cl):
             self._cancel_reject(ctx, cl, orig, response_to, DUPLICATE_CL_ORD_ID,
@@ -513,6 +513,11 @@ class Router:
                                 "cancel it or wait for its New", order)
             return None
         return cl, order
+
+    def _forgotten_hint(self) -> str:
+        retention = self.store.retention_s
+        return (f", or it closed more than {retention:g} s ago and was forgotten "
+                "([gateway] closed_order_retention_s)" if retention > 0 else "")
 
     def _cancel(self, ctx: OmsContext, f: Fields) -> None:
         checked = self._check_amend(ctx, f, "1")
@@ -642,7 +647,8 @@ class Router:
             er.setField(m.CUM_QTY, "0")
             er.setField(m.AVG_PX, "0")
             er.setField(m.ORD_REJ_REASON, v.UNKNOWN_ORDER)
-            er.setField(m.TEXT, f"unknown order: ClOrdID {cl} was never accepted on this session")
+            er.setField(m.TEXT, f"unknown order: ClOrdID {cl} was never accepted on this "
+                                f"session{self._forgotten_hint()}")
         else:
             er.setField(m.ORDER_ID, order.order_id or "NONE")
             er.setField(m.ORD_STATUS, order.status if order.status != state.SENT else "A")

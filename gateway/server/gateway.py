@@ -50,6 +50,7 @@ from gateway.routing.failover import RestFallback, TransportPolicy
 from gateway.routing.md_failover import MdFailover, MdSource
 from gateway.routing.router import Router
 from gateway.server.event_sink import EventSink
+from gateway.server.periodic import Periodic
 from gateway.server.signal_runner import SignalRunner
 from gateway.server.signal_services import snapshot_to_proto
 from gateway.signals import SignalSnapshot
@@ -90,8 +91,11 @@ class Gateway:
         self.endpoints = endpoints
         self.data_dir = Path(config.gateway.data_dir)
         self.board = StatusBoard()
+        retention_s = config.gateway.closed_order_retention_s
         self.store = OrderStore(self.data_dir / "orders.journal",
-                                config.gateway.journal_fsync_interval_ms)
+                                config.gateway.journal_fsync_interval_ms,
+                                closed_retention_s=retention_s)
+        self._evictor: Periodic | None = None
         self.instruments = InstrumentRegistry()
         self.md_feed = MarketDataFeed(config.venue.symbols, config.venue.md_depth,
                                       self.instruments, config.venue.md_stale_after_s)
@@ -391,6 +395,13 @@ class Gateway:
     # ---- lifecycle ---------------------------------------------------------------------------
     def start(self) -> None:
         c = self.config
+        retention_s = c.gateway.closed_order_retention_s
+        if retention_s > 0:
+            # Forgets closed orders as they pass the retention, a batch at a time between FIX
+            # messages (replay at start forgot those already past it).
+            self._evictor = Periodic("order-evictor", min(60.0, retention_s / 10),
+                                     self.store.evict_closed)
+            self._evictor.start()
         cfg_dir = self.data_dir / "quickfix"
         venue_handler = self.router.venue_handler(self.credentials,
                                                   c.venue.cancel_orders_on_disconnect)
@@ -486,6 +497,8 @@ class Gateway:
         self._bridges.clear()
         if self.events is not None and self._owns_publisher:
             self.events.close()  # the sessions' last events are published before the log closes
+        if self._evictor is not None:
+            self._evictor.stop()
         self.store.close()
         self._stop_message_log()
         log.info("gateway stopped: sessions logged out, stores flushed")

@@ -185,7 +185,7 @@ class Runtime:
         self.metrics = GatewayMetrics(
             gw.board, roles=roles,
             transport=lambda: "rest" if router._rest_active() else "fix",
-            subscriber_stats=self._metrics_subscribers)
+            subscriber_stats=self._metrics_subscribers, order_counts=gw.store.counts)
         self.metrics.attach(router)
         gw.transport_listeners.append(self.metrics.transport_switched)
         self.metrics_server = MetricsServer(self.metrics, m.host, m.port)

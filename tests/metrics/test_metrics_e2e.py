@@ -138,6 +138,9 @@ def test_orders_move_messages_latency_and_gate(pair: Pair) -> None:
     assert delta("fixgw_gate_decisions_total", rule="none", action="allow") == n
     assert delta("fixgw_rejects_total", session=OMS, kind="order",
                  reason="unknown_symbol") == 0
+    # The resting orders are held open; nothing was evicted (the retention is a day).
+    assert delta("fixgw_orders_in_memory", state="open") == n
+    assert value(after, "fixgw_orders_evicted_total") == 0
 
 
 def test_rejected_order_counts_a_reject_and_no_latency_sample(pair: Pair) -> None:

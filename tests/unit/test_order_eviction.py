@@ -1,0 +1,311 @@
+"""Closed orders are forgotten after the retention, and the journal is compacted at start
+(gateway/orders/store.py): every index that pointed at a forgotten order lets go of it, and a
+compacted journal rebuilds exactly the store it was written from."""
+
+from __future__ import annotations
+
+import time
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+
+from gateway.config import load_config
+from gateway.config.loader import ConfigError
+from gateway.orders import store as store_mod
+from gateway.orders.model import Order
+from gateway.orders.store import OrderKey, OrderStore
+
+S = "FIXGW->OMS"
+T0 = 1_790_000_000.0  # a fixed wall clock, so replayed times compare exactly
+
+
+class Clock:
+    """Stands in for the `time` module inside gateway.orders.store."""
+
+    def __init__(self, now: float) -> None:
+        self.now = now
+
+    def time(self) -> float:
+        return self.now
+
+    def time_ns(self) -> int:
+        return int(self.now * 1e9)
+
+
+@pytest.fixture
+def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
+    c = Clock(T0)
+    monkeypatch.setattr(store_mod, "time", c)
+    return c
+
+
+def _new(s: OrderStore, cl: str, venue: str) -> Order:
+    o = Order(oms_session=S, oms_cl_ord_id=cl, venue_cl_ord_id=venue, symbol="BTC/USD",
+              side="1", ord_type="2", qty=Decimal("1"), price=Decimal("45000.0"), tif="1",
+              oms_history=[cl])
+    s.add_order(o)
+    return o
+
+
+def _report(s: OrderStore, venue: str, exec_id: str, exec_type: str, status: str,
+            cum: str = "0", forward: bool = True) -> None:
+    t = s.resolve_report(venue, None, exec_id)
+    assert t is not None and not t.duplicate
+    _legal, rec = s.apply_report(t, venue_cl_ord_id=venue, exec_id=exec_id,
+                                 exec_type=exec_type, ord_status=status, cum_qty=cum,
+                                 avg_px="45000.0" if cum != "0" else "0", order_id=f"O{venue}",
+                                 qty=None, price=None)
+    if forward:
+        s.commit_forward(rec, f"8=FIX.4.4\x0135=8\x0117={exec_id}\x01")
+    else:
+        s.commit(rec)
+
+
+def _replace(s: OrderStore, first: str, orig_venue: str, venue: str, new_cl: str,
+             exec_id: str, qty: str, price: str) -> str:
+    """A replace request and the venue's Replaced report applied; returns its journal record."""
+    s.add_request(venue, (S, first), new_cl, "replace")
+    t = s.resolve_report(venue, orig_venue, exec_id)
+    assert t is not None
+    _legal, rec = s.apply_report(t, venue_cl_ord_id=venue, exec_id=exec_id, exec_type="5",
+                                 ord_status="0", cum_qty="0", avg_px="0",
+                                 order_id=f"O{orig_venue}", qty=qty, price=price)
+    return rec
+
+
+def test_a_closed_order_is_forgotten_with_every_index_after_the_retention(
+        tmp_path: Path, clock: Clock) -> None:
+    s = OrderStore(tmp_path / "j", fsync_interval_ms=0, closed_retention_s=600)
+    _new(s, "OPEN1", "100")
+    _new(s, "DONE1", "200")
+    _report(s, "100", "E1", "0", "0")
+    _report(s, "200", "E2", "0", "0")
+    # DONE1 is replaced (DONE2), a status request names it under its own ClOrdID, then filled.
+    s.commit(_replace(s, "DONE1", "200", "201", "DONE2", "E3", "2", "44000.0"))
+    s.add_request("202", (S, "DONE1"), "DONE2", "status")
+    s.add_request("203", (S, "DONE1"), "CXL1", "cancel")
+    _report(s, "201", "E4", "F", "2", cum="2")
+    assert [o.oms_cl_ord_id for o in s.open_orders()] == ["OPEN1"]
+
+    clock.now = T0 + 599
+    assert s.evict_closed() == 0
+    assert s.find(S, "DONE2") is not None
+
+    clock.now = T0 + 601
+    assert s.evict_closed() == 1
+    for cl in ("DONE1", "DONE2", "CXL1"):
+        assert s.find(S, cl) is None
+        assert not s.is_used(S, cl)
+    for venue in ("200", "201", "202", "203"):
+        assert s.venue_ref(venue) is None
+        assert s.resolve_report(venue, None, "E9") is None
+    # The open order and everything of it is untouched.
+    assert s.find(S, "OPEN1") is not None and s.is_used(S, "OPEN1")
+    again = s.resolve_report("100", None, "E1")
+    assert again is not None and again.duplicate
+    assert s.counts().held == 1 and s.counts().open == 1 and s.counts().evicted == 1
+    s.close()
+
+
+def test_an_order_reopened_by_the_venue_is_not_forgotten(tmp_path: Path, clock: Clock) -> None:
+    s = OrderStore(tmp_path / "j", fsync_interval_ms=0, closed_retention_s=600)
+    _new(s, "A1", "100")
+    _report(s, "100", "E1", "4", "4")  # canceled ...
+    clock.now = T0 + 10
+    _report(s, "100", "E2", "0", "0")  # ... then the venue says it is live after all
+    clock.now = T0 + 10_000
+    assert s.evict_closed() == 0
+    assert [o.oms_cl_ord_id for o in s.open_orders()] == ["A1"]
+    _report(s, "100", "E3", "4", "4")  # closes again: a full retention from now
+    clock.now = T0 + 10_000 + 599
+    assert s.evict_closed() == 0
+    clock.now = T0 + 10_000 + 601
+    assert s.evict_closed() == 1
+    s.close()
+
+
+def test_a_rejected_cl_ord_id_stays_a_duplicate_for_the_retention_across_a_restart(
+        tmp_path: Path, clock: Clock) -> None:
+    path = tmp_path / "j"
+    s = OrderStore(path, fsync_interval_ms=0, closed_retention_s=600)
+    s.mark_used(S, "BAD1")
+    s.close()
+    clock.now = T0 + 300
+    s = OrderStore(path, fsync_interval_ms=0, closed_retention_s=600)
+    assert s.is_used(S, "BAD1")  # the rejection's own time came back from the journal
+    s.close()
+    clock.now = T0 + 601
+    s = OrderStore(path, fsync_interval_ms=0, closed_retention_s=600)
+    assert not s.is_used(S, "BAD1")
+    s.close()
+
+
+def test_no_retention_keeps_every_order(tmp_path: Path, clock: Clock) -> None:
+    s = OrderStore(tmp_path / "j", fsync_interval_ms=0)
+    _new(s, "A1", "100")
+    _report(s, "100", "E1", "4", "4")
+    clock.now = T0 + 10**7
+    assert s.evict_closed() == 0 and s.find(S, "A1") is not None
+    s.close()
+
+
+def _state(s: OrderStore) -> dict[str, object]:
+    return {
+        "orders": dict(s.orders), "open": sorted(s._open), "oms_index": dict(s._oms_index),
+        "used": set(s._used_cl_ord_ids), "refs": dict(s._venue_refs),
+        "seen": set(s._seen_exec), "closed_q": list(s._closed_queue),
+        "rejected_q": list(s._rejected_queue), "venue_high": s.venue_ids.last,
+        "transport": s.last_transport, "last_forward": s.last_forward,
+    }
+
+
+def _history(path: Path, clock: Clock) -> None:
+    """A journal of every record kind: 300 filled orders (old), then live state."""
+    s = OrderStore(path, fsync_interval_ms=0, closed_retention_s=3600)
+    for i in range(300):
+        _new(s, f"OLD{i}", str(1000 + i))
+        _report(s, str(1000 + i), f"X{i}a", "0", "0", forward=False)
+        _report(s, str(1000 + i), f"X{i}b", "F", "2", cum="1")
+    s.mark_used(S, "BAD-OLD")
+    clock.now = T0 + 7200  # the 300 and BAD-OLD are now past the retention
+    s.mark_used(S, "BAD-NEW")
+    _new(s, "LIVE1", "5000")
+    _report(s, "5000", "L1", "0", "0")
+    rec = _replace(s, "LIVE1", "5000", "5001", "LIVE2", "L2", "3", "44000.5")
+    # The last report forwarded (later ones are not): its Text holds a tab.
+    s.commit_forward(rec, "8=FIX.4.4\x0135=8\x0158=tab\there\x01")
+    s.add_request("5002", (S, "LIVE1"), "LIVE2", "status")
+    _report(s, "5001", "L3", "F", "1", cum="1", forward=False)
+    order = s.find(S, "LIVE2")
+    assert order is not None
+    s.rebind_venue_id(order, "5001")
+    _new(s, "HELD1", "6000")
+    s.set_transport(s.orders[(S, "HELD1")], "rest")
+    _new(s, "GONE1", "7000")
+    _report(s, "7000", "G1", "8", "8", forward=False)  # closed, but recently: kept
+    s.record_switch("fix", "rest")
+    s.close()
+
+
+def test_compaction_rebuilds_exactly_the_store_it_was_written_from(
+        tmp_path: Path, clock: Clock) -> None:
+    raw, compacted = tmp_path / "raw", tmp_path / "compacted"
+    _history(raw, clock)
+    compacted.write_bytes(raw.read_bytes())
+    records = len(raw.read_text().splitlines())
+
+    clock.now = T0 + 7300
+    plain = OrderStore(raw, fsync_interval_ms=0, closed_retention_s=3600,
+                       compact_min_records=10**9)
+    assert plain.evicted == 300  # evicted while replaying, journal left as it was
+    assert len(raw.read_text().splitlines()) == records
+    first = OrderStore(compacted, fsync_interval_ms=0, closed_retention_s=3600,
+                       compact_min_records=1)
+    lines = compacted.read_text().splitlines()
+    assert len(lines) < records / 10
+    assert not any(line.startswith(("N\tFIXGW->OMS\tOLD", "U\tFIXGW->OMS\tBAD-OLD"))
+                   for line in lines)
+    first.close()
+    again = OrderStore(compacted, fsync_interval_ms=0, closed_retention_s=3600,
+                       compact_min_records=10**9)
+    assert _state(again) == _state(plain) == _state(first)
+    assert again.is_used(S, "BAD-NEW") and not again.is_used(S, "BAD-OLD")
+    live = again.find(S, "LIVE1")
+    assert live is not None and live is again.find(S, "LIVE2")
+    assert (live.qty, live.price, live.cum_qty, live.oms_history) == (
+        Decimal("3"), Decimal("44000.5"), Decimal("1"), ["LIVE1", "LIVE2"])
+    assert again.last_forward is not None and "tab\there" in again.last_forward.message
+    assert again.last_transport == "rest"
+    assert int(again.venue_ids.next()) > 7000
+    # Orders keep closing and being forgotten on the compacted journal as on the raw one.
+    # GONE1's report was not forwarded, so carries no time: it closed at the replay, T0 + 7300.
+    clock.now = T0 + 7300 + 3599
+    assert again.evict_closed() == plain.evict_closed() == 0
+    clock.now = T0 + 7300 + 3601
+    assert again.evict_closed() == plain.evict_closed() == 1
+    for s in (plain, again):
+        s.close()
+
+
+def test_a_journal_that_is_mostly_live_is_not_rewritten(tmp_path: Path, clock: Clock) -> None:
+    path = tmp_path / "j"
+    s = OrderStore(path, fsync_interval_ms=0, closed_retention_s=3600)
+    for i in range(50):
+        _new(s, f"A{i}", str(100 + i))
+    s.close()
+    before = path.read_bytes()
+    OrderStore(path, fsync_interval_ms=0, closed_retention_s=3600, compact_min_records=1).close()
+    assert path.read_bytes() == before
+
+
+def test_replay_skips_records_of_an_order_it_does_not_hold(tmp_path: Path,
+                                                           clock: Clock) -> None:
+    path = tmp_path / "j"
+    s = OrderStore(path, fsync_interval_ms=0)
+    _new(s, "A1", "100")
+    s.close()
+    with path.open("a") as f:
+        f.write("E\tFIXGW->OMS\tNOPE\tE7\t2\t1\t1\tO1\t\t\t\t\t1790000000000\t8=FIX.4.4\n")
+        f.write("S\tFIXGW->OMS\tNOPE\trest\n")
+    r = OrderStore(path, fsync_interval_ms=0)
+    assert list(r.orders) == [(S, "A1")]
+    assert r.last_forward is not None and r.last_forward.exec_id == "E7"
+    r.close()
+
+
+def test_eviction_holds_the_lock_one_batch_at_a_time(tmp_path: Path, clock: Clock) -> None:
+    s = OrderStore(tmp_path / "j", fsync_interval_ms=0, closed_retention_s=60)
+    keys: list[OrderKey] = []
+    for i in range(1000):
+        _new(s, f"A{i}", str(100 + i))
+        _report(s, str(100 + i), f"E{i}", "4", "4", forward=False)
+        keys.append((S, f"A{i}"))
+    acquired = 0
+    real = s.lock
+
+    class CountingLock:
+        def __enter__(self) -> None:
+            nonlocal acquired
+            acquired += 1
+            real.acquire()
+
+        def __exit__(self, *exc: object) -> None:
+            real.release()
+
+    s.lock = CountingLock()  # type: ignore[assignment]
+    clock.now = T0 + 61
+    assert s.evict_closed(batch=100) == 1000
+    assert acquired == 10
+    assert not s.orders and not s._venue_refs and not s._seen_exec
+    s.lock = real
+    s.close()
+
+
+def test_retention_config(tmp_path: Path) -> None:
+    assert load_config(None).gateway.closed_order_retention_s == 86_400
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[gateway]\nclosed_order_retention_s = 5\n")
+    with pytest.raises(ConfigError, match="closed_order_retention_s"):
+        load_config(bad)
+    ok = tmp_path / "ok.toml"
+    ok.write_text("[gateway]\nclosed_order_retention_s = 0\n")
+    assert load_config(ok).gateway.closed_order_retention_s == 0
+
+
+def test_periodic_job_survives_an_exception() -> None:
+    from gateway.server.periodic import Periodic
+
+    calls: list[int] = []
+
+    def job() -> None:
+        calls.append(1)
+        raise RuntimeError("boom")
+
+    p = Periodic("test-job", 0.01, job)
+    p.start()
+    deadline = time.monotonic() + 5
+    while len(calls) < 3 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    p.stop()
+    assert len(calls) >= 3 and not p.running
