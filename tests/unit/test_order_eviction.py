@@ -9,12 +9,16 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
+import quickfix as fix
 
 from gateway.config import load_config
 from gateway.config.loader import ConfigError
+from gateway.fix.messages import split_fields
 from gateway.orders import store as store_mod
 from gateway.orders.model import Order
 from gateway.orders.store import OrderKey, OrderStore
+from gateway.risk.validation import OrderValidator
+from gateway.routing.router import Router
 
 S = "FIXGW->OMS"
 T0 = 1_790_000_000.0  # a fixed wall clock, so replayed times compare exactly
@@ -309,3 +313,71 @@ def test_periodic_job_survives_an_exception() -> None:
         time.sleep(0.01)
     p.stop()
     assert len(calls) >= 3 and not p.running
+
+
+class _Sent:
+    """Stands in for a QuickFIX Session: what the router sends on it, as field dicts."""
+
+    def __init__(self) -> None:
+        self.messages: list[dict[str, str]] = []
+
+    def send(self, msg: fix.Message) -> bool:
+        self.messages.append(split_fields(msg.toString()))
+        return True
+
+
+def _msg(body: str) -> tuple[fix.Message, dict[str, str]]:
+    text = f"8=FIX.4.4\x019=0\x01{body}10=000\x01"
+    msg = fix.Message()
+    msg.setString(text, False)
+    return msg, split_fields(msg.toString())
+
+
+def test_the_router_answers_for_a_forgotten_order_as_an_unknown_one(
+        tmp_path: Path, clock: Clock) -> None:
+    store = OrderStore(tmp_path / "j", fsync_interval_ms=0, closed_retention_s=60)
+    router = Router(store, OrderValidator(known_symbol=lambda s: True))
+    sid = fix.SessionID("FIX.4.4", "FIXGW", "OMS")
+    router.register_oms(sid, ())
+    oms, venue = _Sent(), _Sent()
+    for ctx in router._oms_by_key.values():
+        ctx.session = oms  # type: ignore[assignment]
+    router.venue.session = venue  # type: ignore[assignment]
+    router.venue.logged_on = True
+
+    def oms_says(body: str) -> None:
+        msg, f = _msg(body)
+        router.on_oms_message(msg, sid, f)
+
+    def new_order() -> str:
+        oms_says("35=D\x0111=C1\x0155=BTC/USD\x0154=1\x0138=1\x0140=2\x0144=45000\x0159=1\x01"
+                 "60=20261126-01:00:00\x01")
+        return venue.messages[-1]["11"]
+
+    def venue_report(vcl: str, exec_id: str, exec_type: str, status: str) -> None:
+        router.on_venue_message(*_msg(
+            f"35=8\x016=0\x0111={vcl}\x0114=0\x0117={exec_id}\x0137=O1\x0138=1\x01"
+            f"39={status}\x0154=1\x0155=BTC/USD\x01150={exec_type}\x01151=0\x01"))
+
+    vcl = new_order()
+    venue_report(vcl, "E1", "0", "0")
+    venue_report(vcl, "E2", "4", "4")
+    assert [m["150"] for m in oms.messages] == ["0", "4"]
+    clock.now = T0 + 61
+    assert store.evict_closed() == 1
+
+    # The venue repeats a report of it: unknown now, not forwarded.
+    venue_report(vcl, "E2", "4", "4")
+    assert len(oms.messages) == 2
+    # A status request and a cancel are answered as for an unknown order, saying why.
+    oms_says("35=H\x0111=C1\x0155=BTC/USD\x0154=1\x01")
+    status = oms.messages[-1]
+    assert (status["35"], status["39"], status["103"]) == ("8", "8", "5")  # unknown order
+    assert "closed more than 60 s ago and was forgotten" in status["58"]
+    oms_says("35=F\x0111=X1\x0141=C1\x0155=BTC/USD\x0154=1\x0160=20261126-01:00:00\x01")
+    reject = oms.messages[-1]
+    assert reject["35"] == "9" and "was forgotten" in reject["58"]
+    # Its ClOrdID may be used again: a new order, sent to the venue.
+    sent_before = len(venue.messages)
+    assert new_order() != vcl and len(venue.messages) == sent_before + 1
+    store.close()
