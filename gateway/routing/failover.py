@@ -28,13 +28,14 @@ after every REST-routed open order has been reconciled. Ops may pin it (``force`
   at the next poll; each item is turned into the same order state a poll gives, hence the same
   ExecIDs, and the router's dedupe passes each report once whichever source told it first.
   Polling stays on as the backstop (a WS gap, a reconnect, an item we cannot place).
-* cancel/replace (35=G) goes over REST as Kraken ``AmendOrder`` (in place: same txid, same
+* cancel/replace (35=G) goes over the private WebSocket as ``amend_order`` while it is
+  connected, else over REST as Kraken ``AmendOrder`` (either way in place: same txid, same
   cl_ord_id, quantity and/or limit price; limit orders only) and is answered with a 35=8
   ExecType 5 under the replace's ClOrdID as over FIX, or a 35=9. Because Kraken keeps the
   order's cl_ord_id, the order's venue ClOrdID is rebound to it after the amend
-  (``OrderStore.rebind_venue_id``). An amend whose answer was lost is not resent: the next
-  poll shows whether it landed (the order carries the new figures: 35=8 ExecType 5) or, once
-  its deadline has passed, that it never will (35=9).
+  (``OrderStore.rebind_venue_id``). An amend whose answer was lost, on either path, is not
+  resent: the next poll shows whether it landed (the order carries the new figures: 35=8
+  ExecType 5) or, once its deadline has passed, that it never will (35=9).
 * mass cancel (35=q) is per order, scoped to the requesting OMS's own open orders (never
   ``CancelAll``, which would cancel every desk's orders on the account): 35=r first, then one
   35=8 ExecType 4 per order as the venue confirms it, as over FIX.
@@ -331,25 +332,34 @@ class RestFallback:
         log.info("order %s placed over WS: txid %s", order.oms_cl_ord_id, txid)
         return self._fields(order, txid, "0", "0", Decimal(0), Decimal(0), f"R{txid}-0-new")
 
-    def _cancel_ws(self, order: Order) -> tuple[str, str] | str | None:
-        """Cancel over the private WebSocket: None when done, a (CxlRejReason, Text) refusal,
-        "unused" when the socket is not there (then REST), "unknown" when it was sent but not
-        answered (then REST too: cancelling twice is harmless, and an "unknown order" from
-        REST then only means the WS cancel got there first)."""
+    def _via_ws(self, order: Order, what: str,
+                call: Callable[[KrakenWsPrivate, str], object]) -> tuple[str, str] | str | None:
+        """`call(socket, txid)` for a cancel or an amend over the private WebSocket: None when
+        done, a (CxlRejReason, Text) refusal, "unused" when the socket is not there (the caller
+        goes over REST), "unknown" when it was sent but not answered."""
         ws = self.ws
         if not self.ws_orders or ws is None or not ws.connected or not order.order_id:
             return "unused"
-        name = order.oms_cl_ord_id  # before the feed's cancel report can move it on
         try:
-            ws.cancel_order(order_id=[order.order_id])
+            call(ws, order.order_id)
         except KrakenWsRejected as exc:
             unknown = exc.error.startswith("EOrder:Unknown order")
             return (TOO_LATE if unknown else BROKER_OPTION), f"WS fallback: {exc.error}"
         except KrakenWsError as exc:
-            log.warning("WS cancel of %s outcome unknown (%s); sending it over REST", name, exc)
+            log.warning("WS %s of %s outcome unknown (%s)", what, order.oms_cl_ord_id, exc)
             return "unknown"
-        log.info("cancel of order %s sent over WS", name)
         return None
+
+    def _cancel_ws(self, order: Order) -> tuple[str, str] | str | None:
+        """Cancel over the private WebSocket (see `_via_ws`); an unanswered one is then sent
+        over REST too: cancelling twice is harmless, and an "unknown order" from REST then only
+        means the WS cancel got there first."""
+        name = order.oms_cl_ord_id  # before the feed's cancel report can move it on
+        done = self._via_ws(order, "cancel",
+                            lambda ws, txid: ws.cancel_order(order_id=[txid]))
+        if done is None:
+            log.info("cancel of order %s sent over WS", name)
+        return done
 
     def cancel(self, order: Order, oms_cl: str, kind: str = "cancel") -> tuple[str, str] | None:
         """Cancel over REST; None when sent (the WS feed or the next poll reports it), else the
@@ -403,23 +413,40 @@ class RestFallback:
         store.add_request(vid, (order.oms_session, order.oms_history[0]), oms_cl, "replace")
         venue_cl = order.venue_cl_ord_id
         txid = order.order_id
-        try:
-            self.client.amend_order(txid=txid, order_qty=qty, limit_price=price)
-        except KrakenRestError as exc:
-            if exc.ambiguous:
-                log.warning("REST AmendOrder of %s outcome unknown (%s); the order's next "
-                            "polled state tells", order.oms_cl_ord_id, exc)
-                with self._lock:
-                    self._amends[txid] = _Amend(vid, oms_cl, venue_cl, qty, price,
-                                                time.monotonic() + self.amend_deadline_s)
-                self._wake.set()
-                return None
-            unknown = bool(exc.errors) and exc.errors[0].startswith("EOrder:Unknown order")
-            return (TOO_LATE if unknown else BROKER_OPTION), f"REST fallback: {exc.decision.text}"
-        log.info("order %s amended over REST: qty %s price %s (now %s)", order.oms_cl_ord_id,
-                 qty, price, oms_cl)
+        amend = _Amend(vid, oms_cl, venue_cl, qty, price,
+                       time.monotonic() + self.amend_deadline_s)
+        # Over the private WebSocket while it is connected (the same in-place amend), else
+        # REST. Either way an amend without an answer is never sent again: the order's next
+        # polled state tells whether it landed.
+        path = "WS"
+        outcome = self._via_ws(order, "amend", lambda ws, txid: ws.amend_order(
+            order_id=txid, order_qty=qty, limit_price=price))
+        if isinstance(outcome, tuple):
+            return outcome
+        if outcome == "unused":
+            path = "REST"
+            try:
+                self.client.amend_order(txid=txid, order_qty=qty, limit_price=price)
+            except KrakenRestError as exc:
+                if not exc.ambiguous:
+                    unknown = bool(exc.errors) and exc.errors[0].startswith(
+                        "EOrder:Unknown order")
+                    return ((TOO_LATE if unknown else BROKER_OPTION),
+                            f"REST fallback: {exc.decision.text}")
+                log.warning("REST AmendOrder of %s outcome unknown (%s)", order.oms_cl_ord_id,
+                            exc)
+                outcome = "unknown"
+        if outcome == "unknown":
+            log.warning("the order's next polled state tells whether the amend of %s landed",
+                        order.oms_cl_ord_id)
+            with self._lock:
+                self._amends[txid] = amend
+            self._wake.set()
+            return None
+        log.info("order %s amended over %s: qty %s price %s (now %s)", order.oms_cl_ord_id,
+                 path, qty, price, oms_cl)
         with self.router.report_lock:
-            self._emit_replaced(order, _Amend(vid, oms_cl, venue_cl, qty, price, 0.0))
+            self._emit_replaced(order, amend)
         return None
 
     def _emit_replaced(self, order: Order, a: _Amend) -> None:

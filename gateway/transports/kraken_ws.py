@@ -657,6 +657,27 @@ class KrakenWsPrivate(_Connector):
                 raise KrakenWsRejected(str(r.get("error")), r)
         return [r.get("result") or {} for r in resps]
 
+    async def amend_order_async(
+        self, *, order_id: str | None = None, cl_ord_id: str | None = None,
+        order_qty: Decimal | None = None, limit_price: Decimal | None = None,
+    ) -> dict[str, Any]:
+        """Amend an order in place (Kraken keeps its order_id and cl_ord_id); the ``result``
+        dict (``amend_id``, and the id it was named by) on success."""
+        if not order_id and not cl_ord_id:
+            raise ValueError("give order_id or cl_ord_id")
+        if order_qty is None and limit_price is None:
+            raise ValueError("give order_qty and/or limit_price")
+        params: dict[str, Any] = {"order_id": order_id} if order_id else {"cl_ord_id": cl_ord_id}
+        if order_qty is not None:
+            params["order_qty"] = order_qty
+        if limit_price is not None:
+            params["limit_price"] = limit_price
+        (resp,) = await self._request("amend_order", params)
+        if not resp.get("success"):
+            raise KrakenWsRejected(str(resp.get("error")), resp)
+        result: dict[str, Any] = resp.get("result") or {}
+        return result
+
     # ---- blocking facade for the (threaded) order path -----------------------------------------
 
     def add_order(
@@ -674,4 +695,12 @@ class KrakenWsPrivate(_Connector):
                      cl_ord_id: Sequence[str] = ()) -> list[dict[str, Any]]:
         """Blocking :meth:`cancel_order_async` for callers on other threads."""
         return self._call(self.cancel_order_async(order_id=order_id, cl_ord_id=cl_ord_id),
+                          self.request_timeout + 1.0)
+
+    def amend_order(self, *, order_id: str | None = None, cl_ord_id: str | None = None,
+                    order_qty: Decimal | None = None,
+                    limit_price: Decimal | None = None) -> dict[str, Any]:
+        """Blocking :meth:`amend_order_async` for callers on other threads."""
+        return self._call(self.amend_order_async(order_id=order_id, cl_ord_id=cl_ord_id,
+                                                 order_qty=order_qty, limit_price=limit_price),
                           self.request_timeout + 1.0)

@@ -15,7 +15,8 @@ It speaks what kraken-api.md section 4 documents, so the gateway's fallback clie
   candle on every trade), for ccxt.pro ``watch_ohlcv`` and SDK subscribers.
 * ``trade``, ``instrument`` (precisions from the engine's instrument table), ``heartbeat``
   (every ``heartbeat_interval`` s to every connection that subscribed to anything).
-* private ``executions`` (token from :class:`Accounts`) and the ``add_order`` /
+* private ``executions`` (token from :class:`Accounts`) and the ``add_order``,
+  ``amend_order`` (in place, as REST ``AmendOrder``: same order_id and cl_ord_id) and
   ``cancel_order`` methods, mapping engine events to Kraken's field names.
 
 Threading: the engine calls our listener under its lock on whatever thread traded; the
@@ -122,6 +123,7 @@ class SpotWsServer(WsFace[_Conn]):
             s: deque(maxlen=_TAPE) for s in self.symbols}
         self._trade_ids = itertools.count(1)
         self._clids = itertools.count(1)
+        self._amends = 0  # amend_order answers so far (their amend_id)
         self._corrupt: dict[str, int] = {}
 
     # ---- the face -----------------------------------------------------------------------------
@@ -255,6 +257,8 @@ class SpotWsServer(WsFace[_Conn]):
             await self._add_order(params, reply)
         elif method == "cancel_order":
             await self._cancel_order(params, reply)
+        elif method == "amend_order":
+            await self._amend_order(params, reply)
         else:
             reply(False, error=f"EGeneral:Invalid arguments:unsupported method {method!r}")
 
@@ -684,6 +688,42 @@ class SpotWsServer(WsFace[_Conn]):
                 reply(True, result)
             else:
                 reply(False, error="EGeneral:Internal error", **{key: value})
+
+    async def _amend_order(self, params: Mapping[str, Any], reply: Any) -> None:
+        owner = self._owner(params)
+        if owner is None:
+            reply(False, error=TEXT_INVALID_TOKEN)
+            return
+        order_id, clid = params.get("order_id"), params.get("cl_ord_id")
+        if not isinstance(order_id, str | None) or not isinstance(clid, str | None) or not (
+                order_id or clid):
+            reply(False, error="EGeneral:Invalid arguments:order_id or cl_ord_id required")
+            return
+        try:
+            qty = _decimal(params.get("order_qty"))
+            price = _decimal(params.get("limit_price"))
+        except (TypeError, ValueError, InvalidOperation):
+            reply(False, error="EGeneral:Invalid arguments:order_qty/limit_price")
+            return
+        if qty is None and price is None:
+            reply(False, error="EGeneral:Invalid arguments:order_qty or limit_price required")
+            return
+        snap = await asyncio.to_thread(self.engine.order_status, owner, clid, order_id)
+        if snap is None or not snap.is_open:
+            reply(False, error=e.TEXT_UNKNOWN_ORDER)
+            return
+        # In place: the engine's replace under the order's own ClOrdID (as REST AmendOrder).
+        events = await asyncio.to_thread(self.engine.replace, owner, snap.cl_ord_id, None, qty,
+                                         price, order_id=snap.order_id)
+        first = events[0] if events else None
+        if isinstance(first, e.CancelRejected):
+            reason = first.reason
+            reply(False, error=reason if reason.startswith("E") else e.TEXT_UNKNOWN_ORDER)
+            return
+        self._amends += 1
+        result: dict[str, Any] = {"amend_id": f"TWSAMD{self._amends:06d}"}
+        result.update({"order_id": order_id} if order_id else {"cl_ord_id": clid})
+        reply(True, result)
 
 
 def _decimal(value: object) -> Decimal | None:

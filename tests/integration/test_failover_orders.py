@@ -156,15 +156,23 @@ def test_orders_and_fills_over_ws_while_failed_over(tmp_path: Path) -> None:
         f = rec.wait(lambda x: x.fields.get(11) == a and x.fields.get(39) == "2", 3.0)
         assert Decimal(f.fields[14]) == Decimal("0.03") and Decimal(f.fields[32]) == Decimal(
             "0.02")
-        # A cancel is confirmed over WS too, long before the next poll.
+        # A replace goes over WS as amend_order (in place, as REST AmendOrder would), and a
+        # cancel is confirmed over WS too, long before the next poll.
         b = oms.buy("0.01", "30500.0")
-        rec.report(b, "0")
+        txid_b = rec.report(b, "0").fields[37]
+        b2 = new_id("R")
+        fix_amend(oms, b2, b, "0.02", "30400.0")
+        r = rec.report(b2, "5", timeout=3.0)
+        assert r.fields[41] == b and r.fields[37] == txid_b and r.fields[39] == "0"
+        assert Decimal(r.fields[38]) == Decimal("0.02") and Decimal(r.fields[44]) == 30400
+        gw.err.wait_for(rf"order {b} amended over WS", 1, start=mark)
         xb = new_id("X")
-        oms.send("F", [(11, xb), (41, b), (55, "BTC/USD"), (54, "1"), (38, "0.01"),
+        oms.send("F", [(11, xb), (41, b2), (55, "BTC/USD"), (54, "1"), (38, "0.02"),
                        (60, "20260101-00:00:00")])
         rec.report(xb, "4", timeout=3.0)
-        gw.err.wait_for(rf"cancel of order {b} sent over WS", 1, start=mark)
-        assert "placed over REST" not in "\n".join(gw.err.lines[mark:])
+        gw.err.wait_for(rf"cancel of order {b2} sent over WS", 1, start=mark)
+        log = "\n".join(gw.err.lines[mark:])
+        assert "placed over REST" not in log and "amended over REST" not in log
         journal = (tmp_path / "gw" / "var" / "orders.journal").read_text().splitlines()
         assert {ln.split("\t")[2]: ln.split("\t")[-1] for ln in journal
                 if ln.startswith("N\t")} == {a: "ws", b: "ws"}
@@ -172,13 +180,15 @@ def test_orders_and_fills_over_ws_while_failed_over(tmp_path: Path) -> None:
         gw.err.wait_for(r"order flow moved from REST to FIX", 40, start=mark)
         rec.drain(3.0)
         assert rec.exec_types(a) == ["0", "F", "F"]
-        assert rec.exec_types(b) == ["0", "4"]
+        assert rec.exec_types(b) == ["0", "5"] and rec.exec_types(b2) == ["5", "4"]
         ers = [x for x in rec.all if x.msg_type == "8"]
         assert len({x.fields[17] for x in ers}) == len(ers)
         counts = sim.control(cmd="submission_counts")["counts"]
         assert isinstance(counts, dict)
-        ours = [n for k, n in counts.items() if k.startswith("FIXGW ")]
-        assert ours == [1, 1], counts
+        # Each order once; b's amend counts one more submission of its ClOrdID (Kraken keeps
+        # it), as over REST.
+        ours = sorted(n for k, n in counts.items() if k.startswith("FIXGW "))
+        assert ours == [1, 2], counts
 
 
 # How long an order may be held in the test below: the cancel of the second order comes one

@@ -275,6 +275,45 @@ def test_add_order_new_then_fill_then_cancel(venue: Venue) -> None:
         p.stop()
 
 
+def test_amend_order_in_place_then_refusals(venue: Venue) -> None:
+    execs = Execs()
+    p, _issued = private(venue, execs)
+    try:
+        bid, _ = venue.engine.top_of_book(BTC)
+        assert bid is not None
+        far = (bid * D("0.5")).quantize(D("0.1"))
+        res = p.add_order(symbol=BTC, side="buy", order_type="limit", order_qty=D("0.001"),
+                          limit_price=far, cl_ord_id="ws-amend-1")
+        oid = res["order_id"]
+        execs.wait(lambda i: i["order_id"] == oid and i["exec_type"] == "new")
+        out = p.amend_order(order_id=oid, order_qty=D("0.002"), limit_price=far - 1)
+        assert out["order_id"] == oid and out["amend_id"]
+        amended = execs.wait(lambda i: i["order_id"] == oid and i["exec_type"] == "amended")
+        assert amended["order_qty"] == D("0.002") and amended["limit_price"] == far - 1
+        # In place: the same order_id and cl_ord_id, open, with the new figures.
+        (snap,) = venue.engine.open_orders(OWNER)
+        assert (snap.order_id, snap.cl_ord_id) == (oid, "ws-amend-1")
+        assert (snap.qty, snap.price) == (D("0.002"), far - 1)
+        # By cl_ord_id, quantity only.
+        assert p.amend_order(cl_ord_id="ws-amend-1", order_qty=D("0.003"))["cl_ord_id"] == (
+            "ws-amend-1")
+        (snap,) = venue.engine.open_orders(OWNER)
+        assert (snap.qty, snap.price) == (D("0.003"), far - 1)
+
+        p.cancel_order(order_id=[oid])
+        execs.wait(lambda i: i["order_id"] == oid and i["exec_type"] == "canceled")
+        with pytest.raises(KrakenWsRejected) as closed:
+            p.amend_order(order_id=oid, order_qty=D("0.004"))
+        assert closed.value.error.startswith("EOrder:Unknown order")
+        with pytest.raises(KrakenWsRejected) as unknown:
+            p.amend_order(order_id="OAAAAA-AAAAA-AAAAAA", limit_price=far)
+        assert unknown.value.error.startswith("EOrder:Unknown order")
+        with pytest.raises(ValueError, match="order_qty and/or limit_price"):
+            p.amend_order(order_id=oid)
+    finally:
+        p.stop()
+
+
 def test_reconnect_refetches_token_and_snapshots_open_orders(venue: Venue) -> None:
     execs = Execs()
     p, issued = private(venue, execs)
