@@ -226,10 +226,10 @@ class GatewayConfig(_Strict):
     # (CPython's own collections only; full ones then stall the FIX threads longer as the
     # history grows).
     gc_freeze_interval_s: float = Field(default=10.0, ge=0)
-    # A closed order is forgotten this long after it closed (memory, a journal that does not
-    # grow across restarts), and a ClOrdID the gateway rejected stops being a duplicate. A day
-    # by default: FIX wants ClOrdIDs unique within a trading day. 0 = keep every order of the
-    # run. See gateway/orders/store.py.
+    # A closed order is forgotten this long after it closed (bounded memory, and a journal
+    # compacted once it is mostly history), and a ClOrdID the gateway rejected stops being a
+    # duplicate. A day by default: FIX wants ClOrdIDs unique within a trading day. 0 = keep
+    # every order of the run. See gateway/orders/store.py.
     closed_order_retention_s: float = Field(default=86_400.0, ge=0)
 
     @field_validator("closed_order_retention_s")

@@ -38,9 +38,16 @@ Memory and journal stay bounded: with a retention (`[gateway] closed_order_reten
 order closed longer ago than that is forgotten (`evict_closed`) with every index entry that
 points at it, and a ClOrdID the gateway rejected stops being a duplicate after the same time.
 A report for a forgotten order is then an unknown one (not forwarded), a status request or
-cancel for it gets an unknown-order answer, and its ClOrdID may be used again. The journal
-keeps their records until the next start, which evicts as it replays and rewrites the journal
-as a snapshot when it is mostly history (`compact_min_records`).
+cancel for it gets an unknown-order answer, and its ClOrdID may be used again.
+
+The journal is compacted when it is mostly history (`compact_min_records`, and more than twice
+what a snapshot would hold), at start and by `maintain` while running: the journal is sealed
+(gateway.orders.journal), a snapshot of the store is written in batches of orders, each under
+the lock, with the lock and the GIL let go in between (a FIX thread waits for one batch at
+most), and committed; replay then reads the snapshot and what was written since the seal. The
+snapshot may already hold changes made after the seal, which replay applies again: every
+record sets absolute values, so applying one again after a later state leaves the store as the
+last record says (an order closed again gets the time of its last closing record).
 
 Positional text rather than JSON: on the order path every microsecond of encoding is paid on
 a cold cache per message (see tools/bench_fix.py's profile); FIX values never contain a tab.
@@ -49,16 +56,16 @@ a cold cache per message (see tools/bench_fix.py's profile); FIX values never co
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
 from collections import deque
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
+from time import sleep as _sleep
 
 from gateway.orders import state
-from gateway.orders.journal import Journal
+from gateway.orders.journal import Journal, commit_snapshot
 from gateway.orders.model import Order
 
 log = logging.getLogger(__name__)
@@ -182,9 +189,9 @@ class OrderStore:
     def __init__(self, journal_path: Path, fsync_interval_ms: int = 50, *,
                  closed_retention_s: float = 0.0, compact_min_records: int = 100_000) -> None:
         """`closed_retention_s`: how long a closed order (and a rejected ClOrdID) is kept after
-        it closed; 0 keeps everything for the whole run. At start, a journal of at least
+        it closed; 0 keeps everything for the whole run. A journal of at least
         `compact_min_records` records, more than twice what a snapshot of the store would
-        hold, is rewritten as that snapshot."""
+        hold, is compacted (at start, and by `maintain`)."""
         self.lock = threading.Lock()
         self.orders: dict[OrderKey, Order] = {}
         self._open: dict[OrderKey, Order] = {}
@@ -211,21 +218,22 @@ class OrderStore:
         # made now: it is kept a full retention from this start, never evicted early.
         self._replay_now = time.time()
         self._skipped = 0
-        records = 0
+        # The journal's record count is `_records_base` plus what was appended since
+        # `_appended_mark` (the compaction trigger; reset by each compaction).
+        self._records_base = 0
+        self._appended_mark = 0
+        self._compact_min_records = compact_min_records
+        # The last report record journaled for forwarding, as written (see `commit_forward`).
+        self._last_forward_line: str | None = None
         for line in Journal.replay_lines(journal_path):
             self._replay(line.split("\t"))
-            records += 1
+            self._records_base += 1
         if self._skipped:
             log.warning("%s: %d records name an order the journal does not hold; skipped",
                         journal_path, self._skipped)
         self.evict_closed(self._replay_now)
-        if records >= compact_min_records:
-            snapshot = self.snapshot()
-            if records > 2 * len(snapshot):
-                self._rewrite(journal_path, snapshot)
-                log.info("%s compacted: %d records -> %d (%d orders kept)", journal_path,
-                         records, len(snapshot), len(self.orders))
         self._journal = Journal(journal_path, fsync_interval_ms)
+        self.compact_if_due()
 
     # ---- queries -------------------------------------------------------------------------
     def is_used(self, oms_session: str, cl_ord_id: str) -> bool:
@@ -352,8 +360,9 @@ class OrderStore:
         compares the last such record with what QuickFIX stored as sent on the OMS session
         and sends it if it never left (routing.router.Router.unforwarded_report). The time
         tells a record from before an OMS store reset (new session period) from one after."""
-        self._journal.append_line(
-            f"{line}\t{time.time_ns() // 1_000_000}\t{_escape(oms_message)}")
+        record = f"{line}\t{time.time_ns() // 1_000_000}\t{_escape(oms_message)}"
+        self._last_forward_line = record
+        self._journal.append_line(record)
 
     def close(self) -> None:
         self._journal.close()
@@ -414,52 +423,88 @@ class OrderStore:
                 candidates[ref.oms_cl_ord_id] = None
         return [cl for cl in candidates if self._oms_index.get((key[0], cl)) == key]
 
-    def snapshot(self) -> list[str]:
-        """Journal records that rebuild the store as it is now (see the module docstring)."""
+    def maintain(self) -> str:
+        """The periodic job: evict what is past the retention, compact when due."""
+        evicted = self.evict_closed()
+        compacted = self.compact_if_due()
+        return f"{evicted} orders evicted" + (
+            f", journal compacted to {compacted} records" if compacted is not None else "")
+
+    def records(self) -> int:
+        """Records the journal holds now (snapshot included)."""
+        return self._records_base + self._journal.appended - self._appended_mark
+
+    def compact_if_due(self) -> int | None:
+        """Compact when the journal holds at least `compact_min_records` records and more than
+        twice what a snapshot would (~5 records an order); returns the snapshot's size."""
+        n = self.records()
+        estimate = 5 * len(self.orders) + len(self._rejected_queue) + 3
+        if n < self._compact_min_records or n <= 2 * estimate:
+            return None
+        return self.compact()
+
+    def compact(self, batch: int = 500) -> int:
+        """Seal the journal, write a snapshot of the store, commit it; returns its size."""
+        number, mark = self._journal.seal()
+        lines = self.snapshot(batch)
+        commit_snapshot(self._journal.path, number, lines)
+        before = self.records()
+        self._records_base, self._appended_mark = len(lines), mark
+        log.info("%s compacted: %d records -> %d (%d orders kept)", self._journal.path, before,
+                 self.records(), len(self.orders))
+        return len(lines)
+
+    def snapshot(self, batch: int = 500) -> list[str]:
+        """Journal records that rebuild the store (see the module docstring): `batch` orders
+        at a time under the lock, the lock and the GIL let go between batches."""
         with self.lock:
             lines = [f"V\t{self.venue_ids.last}"]
             if self.last_transport != "fix":
                 lines.append(f"T\t{self.last_transport}\t\t0")
-            for key, o in self.orders.items():
-                session, first = key
-                lines.append(f"N\t{session}\t{first}\t{o.first_venue_id}\t{o.symbol}\t{o.side}\t"
-                             f"{o.ord_type}\t{o.qty}\t{'' if o.price is None else o.price}\t"
-                             f"{o.tif}\t{o.account}\t{o.transport}")
-                for venue_id in o.venue_ids:
-                    ref = self._venue_refs.get(venue_id)
-                    if ref is not None and ref.order_key == key:
-                        lines.append(f"Q\t{venue_id}\t{session}\t{first}\t"
-                                     f"{ref.oms_cl_ord_id}\t{ref.kind}")
-                lines.append("\t".join(("O", session, first, o.status, str(o.cum_qty),
-                                        str(o.avg_px), o.order_id, o.oms_cl_ord_id,
-                                        o.venue_cl_ord_id, repr(o.closed_at), *o.oms_history)))
-                lines.append("\t".join(("I", session, first, *self._own_cls(key, o))))
-                if o.exec_ids:
-                    lines.append(f"X\t{session}\t{first}\t{o.exec_ids}")
-            for at, (session, cl) in self._rejected_queue:
+            keys = list(self.orders)
+        for i in range(0, len(keys), batch):
+            if i:
+                _sleep(0.0005)
+            with self.lock:
+                for key in keys[i:i + batch]:
+                    o = self.orders.get(key)
+                    if o is not None:  # else evicted meanwhile
+                        self._order_lines(key, o, lines)
+        with self.lock:
+            for at, (session, cl) in list(self._rejected_queue):
                 if (session, cl) in self._used_cl_ord_ids and (session, cl) not in self._oms_index:
                     lines.append(f"U\t{session}\t{cl}\t{int(at * 1000)}")
-            lf = self.last_forward
+            lf = self._last_forward()
             if lf is not None:
                 lines.append(f"F\t{lf.oms_session}\t{lf.exec_id}\t{lf.epoch_ms}\t"
                              f"{_escape(lf.message)}")
-            return lines
+        return lines
 
-    @staticmethod
-    def _rewrite(path: Path, lines: list[str]) -> None:
-        """Replace the journal by `lines`: written aside and synced, then renamed over it, so a
-        crash at any point leaves either the old journal or the new one, whole."""
-        tmp = path.with_name(path.name + ".compacting")
-        with tmp.open("w", encoding="utf-8") as fh:
-            fh.write("\n".join(lines) + "\n")
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-        dfd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
+    def _last_forward(self) -> ForwardedReport | None:
+        """The last report journaled for forwarding: this run's, else the replayed one."""
+        line = self._last_forward_line
+        if line is None:
+            return self.last_forward
+        f = line.split("\t")
+        return ForwardedReport(f[1], f[3], int(f[_E_FIELDS]), _unescape(f[_E_FIELDS + 1]))
+
+    def _order_lines(self, key: OrderKey, o: Order, lines: list[str]) -> None:
+        """The snapshot records of one order (caller holds the lock)."""
+        session, first = key
+        lines.append(f"N\t{session}\t{first}\t{o.first_venue_id}\t{o.symbol}\t{o.side}\t"
+                     f"{o.ord_type}\t{o.qty}\t{'' if o.price is None else o.price}\t"
+                     f"{o.tif}\t{o.account}\t{o.transport}")
+        for venue_id in o.venue_ids:
+            ref = self._venue_refs.get(venue_id)
+            if ref is not None and ref.order_key == key:
+                lines.append(f"Q\t{venue_id}\t{session}\t{first}\t"
+                             f"{ref.oms_cl_ord_id}\t{ref.kind}")
+        lines.append("\t".join(("O", session, first, o.status, str(o.cum_qty),
+                                str(o.avg_px), o.order_id, o.oms_cl_ord_id,
+                                o.venue_cl_ord_id, repr(o.closed_at), *o.oms_history)))
+        lines.append("\t".join(("I", session, first, *self._own_cls(key, o))))
+        if o.exec_ids:
+            lines.append(f"X\t{session}\t{first}\t{o.exec_ids}")
 
     # ---- internals -------------------------------------------------------------------------
     def _index_new(self, o: Order) -> None:

@@ -397,10 +397,11 @@ class Gateway:
         c = self.config
         retention_s = c.gateway.closed_order_retention_s
         if retention_s > 0:
-            # Forgets closed orders as they pass the retention, a batch at a time between FIX
-            # messages (replay at start forgot those already past it).
-            self._evictor = Periodic("order-evictor", min(60.0, retention_s / 10),
-                                     self.store.evict_closed)
+            # Forgets closed orders as they pass the retention and compacts the journal when
+            # it is mostly history, a batch at a time between FIX messages (the replay at start
+            # did both for what was already past it).
+            self._evictor = Periodic("order-store-upkeep", min(60.0, retention_s / 10),
+                                     self.store.maintain)
             self._evictor.start()
         cfg_dir = self.data_dir / "quickfix"
         venue_handler = self.router.venue_handler(self.credentials,

@@ -1,9 +1,12 @@
-"""Closed orders are forgotten after the retention, and the journal is compacted at start
-(gateway/orders/store.py): every index that pointed at a forgotten order lets go of it, and a
-compacted journal rebuilds exactly the store it was written from."""
+"""Closed orders are forgotten after the retention, and the journal is compacted, at start and
+while running (gateway/orders/store.py): every index that pointed at a forgotten order lets go
+of it, and a compacted journal rebuilds the store it was written from — exactly when nothing
+writes meanwhile, and to the same orders and indexes when the order path writes throughout."""
 
 from __future__ import annotations
 
+import shutil
+import threading
 import time
 from decimal import Decimal
 from pathlib import Path
@@ -15,6 +18,7 @@ from gateway.config import load_config
 from gateway.config.loader import ConfigError
 from gateway.fix.messages import split_fields
 from gateway.orders import store as store_mod
+from gateway.orders.journal import Journal, replay_files
 from gateway.orders.model import Order
 from gateway.orders.store import OrderKey, OrderStore
 from gateway.risk.validation import OrderValidator
@@ -206,7 +210,10 @@ def test_compaction_rebuilds_exactly_the_store_it_was_written_from(
     assert len(raw.read_text().splitlines()) == records
     first = OrderStore(compacted, fsync_interval_ms=0, closed_retention_s=3600,
                        compact_min_records=1)
-    lines = compacted.read_text().splitlines()
+    # The snapshot, and a fresh (empty) journal after it; the sealed journal is gone.
+    assert replay_files(compacted) == [tmp_path / "compacted.snap.1", compacted]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["compacted", "compacted.snap.1", "raw"]
+    lines = list(Journal.replay_lines(compacted))
     assert len(lines) < records / 10
     assert not any(line.startswith(("N\tFIXGW->OMS\tOLD", "U\tFIXGW->OMS\tBAD-OLD"))
                    for line in lines)
@@ -381,3 +388,115 @@ def test_the_router_answers_for_a_forgotten_order_as_an_unknown_one(
     sent_before = len(venue.messages)
     assert new_order() != vcl and len(venue.messages) == sent_before + 1
     store.close()
+
+
+def _semantic(s: OrderStore) -> dict[str, object]:
+    """The store as the order path sees it: every order's figures and ids, and every index.
+    Replay order, the eviction queues and the time an order closed may differ after a
+    snapshot taken while the order path kept writing (see the store's docstring)."""
+    orders = {k: (o.status, o.cum_qty, o.avg_px, o.qty, o.price, o.order_id, o.oms_cl_ord_id,
+                  o.venue_cl_ord_id, tuple(o.oms_history), o.transport, bool(o.closed_at),
+                  frozenset(o.exec_ids.split("\t")) - {""}, frozenset(o.venue_ids))
+              for k, o in s.orders.items()}
+    return {"orders": orders, "open": set(s._open), "oms_index": dict(s._oms_index),
+            "used": set(s._used_cl_ord_ids), "refs": dict(s._venue_refs),
+            "seen": set(s._seen_exec), "rejected": {k for _, k in s._rejected_queue},
+            "transport": s.last_transport, "last_forward": s._last_forward()}
+
+
+def test_maintain_compacts_a_running_journal_and_a_restart_rebuilds_the_store(
+        tmp_path: Path, clock: Clock) -> None:
+    path = tmp_path / "orders.journal"
+    s = OrderStore(path, fsync_interval_ms=0, closed_retention_s=600, compact_min_records=300)
+    for i in range(200):
+        _new(s, f"OLD{i}", str(1000 + i))
+        _report(s, str(1000 + i), f"X{i}", "F", "2", cum="1")
+    _new(s, "LIVE1", "5000")
+    _report(s, "5000", "L1", "0", "0")
+    s.mark_used(S, "BAD1")
+    assert s.maintain() == "0 orders evicted"  # nothing past the retention: nothing to compact
+    assert replay_files(path) == [path]
+    clock.now = T0 + 601
+    s.mark_used(S, "BAD2")
+    assert s.maintain() == "200 orders evicted, journal compacted to 8 records"
+    assert replay_files(path) == [tmp_path / "orders.journal.snap.1", path]
+    assert s.records() == 8
+    # The order path goes on writing into the fresh journal.
+    _report(s, "5000", "L2", "F", "1", cum="0.5")
+    _new(s, "NEW1", "6000")
+    assert s.records() == 10
+    live = _semantic(s)
+    s.close()
+    again = OrderStore(path, fsync_interval_ms=0, closed_retention_s=600,
+                       compact_min_records=300)
+    assert _semantic(again) == live
+    assert again.find(S, "OLD1") is None and not again.is_used(S, "BAD1")
+    assert again.is_used(S, "BAD2") and again.records() == 10
+    again.close()
+
+
+def test_a_crash_at_any_step_of_a_compaction_leaves_a_journal_that_replays_whole(
+        tmp_path: Path, clock: Clock) -> None:
+    path = tmp_path / "orders.journal"
+    s = OrderStore(path, fsync_interval_ms=0, closed_retention_s=600, compact_min_records=10**9)
+    for i in range(20):
+        _new(s, f"A{i}", str(1000 + i))
+        _report(s, str(1000 + i), f"X{i}", "0", "0")
+    live = _semantic(s)
+    # Sealed, no snapshot yet (died while writing it: a half-written .tmp is left over).
+    s._journal.seal()
+    (tmp_path / "orders.journal.snap.1.tmp").write_text("V\t1\nN\tgarbage")
+    s.close()
+    r = OrderStore(path, fsync_interval_ms=0, closed_retention_s=600, compact_min_records=10**9)
+    assert _semantic(r) == live
+    # Committed, the old segment not deleted yet: the snapshot wins, the segment is ignored.
+    r.compact()
+    assert (tmp_path / "orders.journal.seg.1").exists() is False
+    shutil.copy(tmp_path / "orders.journal.snap.2", tmp_path / "orders.journal.seg.2")
+    r.close()
+    again = OrderStore(path, fsync_interval_ms=0, closed_retention_s=600,
+                       compact_min_records=10**9)
+    assert _semantic(again) == live
+    again.close()
+
+
+def test_compaction_while_the_order_path_writes_loses_nothing(tmp_path: Path) -> None:
+    """Snapshots taken in small batches while another thread adds orders, applies reports
+    (each order new, some partly filled, filled or canceled, one replaced) and rejects
+    ClOrdIDs: the restarted store has every order and index the live one has."""
+    path = tmp_path / "orders.journal"
+    s = OrderStore(path, fsync_interval_ms=0, closed_retention_s=3600,
+                   compact_min_records=10**9)
+    done = threading.Event()
+
+    def order_path() -> None:
+        for i in range(1500):
+            venue = str(10_000 + 10 * i)
+            _new(s, f"C{i}", venue)
+            _report(s, venue, f"E{i}a", "0", "0")
+            if i % 3 == 0:
+                _report(s, venue, f"E{i}b", "F", "1", cum="0.5")
+            if i % 3 == 1:
+                _report(s, venue, f"E{i}b", "4", "4", forward=False)
+            if i % 50 == 7:
+                s.commit(_replace(s, f"C{i}", venue, str(10_000 + 10 * i + 1), f"C{i}r",
+                                  f"E{i}r", "2", "44000.0"))
+            if i % 100 == 0:
+                s.mark_used(S, f"BAD{i}")
+        done.set()
+
+    writer = threading.Thread(target=order_path)
+    writer.start()
+    compactions = 0
+    while not done.is_set():
+        s.compact(batch=25)
+        compactions += 1
+    writer.join()
+    assert compactions >= 2
+    live = _semantic(s)
+    s.close()
+    again = OrderStore(path, fsync_interval_ms=0, closed_retention_s=3600,
+                       compact_min_records=10**9)
+    assert len(again.orders) == 1500
+    assert _semantic(again) == live
+    again.close()
