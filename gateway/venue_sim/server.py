@@ -207,13 +207,7 @@ class VenueSimulator:
         return SettingsFile(defaults, sessions)
 
     def start(self) -> None:
-        settings = self.settings().write(self.opts.data_dir / "venue-sim.cfg")
-        app = SessionApplication(self.face, "venue-sim", StatusBoard())
-        store = fix.FileStoreFactory(settings)
-        logs = fix.ScreenLogFactory(False, False, False)
-        self._acceptor = fix.ThreadedSocketAcceptor(app, store, settings, logs)
-        self._keep += [app, settings, store, logs]
-        self._acceptor.start()
+        self._start_fix()
         for bridge in self._bridges:
             bridge.start()
         self.control.start()
@@ -226,6 +220,46 @@ class VenueSimulator:
         log.info("venue simulator: trading %s:%d, market data %s:%d, clients %s",
                  self.opts.host, self.trading_port, self.opts.host, self.md_port,
                  ",".join(self.opts.clients))
+
+    def _start_fix(self, attempts: int = 5) -> None:
+        """Start the FIX acceptor. A port the simulator chose itself (`free_port`) can be taken
+        by another process between choosing and binding it; then it chooses again, rather
+        than failing a start that a moment later would have worked."""
+        for attempt in range(1, attempts + 1):
+            settings = self.settings().write(self.opts.data_dir / "venue-sim.cfg")
+            app = SessionApplication(self.face, "venue-sim", StatusBoard())
+            store = fix.FileStoreFactory(settings)
+            logs = fix.ScreenLogFactory(False, False, False)
+            acceptor = fix.ThreadedSocketAcceptor(app, store, settings, logs)
+            try:
+                acceptor.start()
+            except fix.RuntimeError as exc:
+                del acceptor  # its sessions leave QuickFIX's registry with it
+                if "Address already in use" not in str(exc) or attempt == attempts or (
+                        not self._choose_fix_ports_again()):
+                    raise
+                log.warning("a FIX port was taken before the simulator bound it (%s); "
+                            "listening on other free ports", exc)
+                continue
+            self._acceptor = acceptor
+            self._keep += [app, settings, store, logs]
+            return
+
+    def _choose_fix_ports_again(self) -> bool:
+        """New free ports for the FIX listeners the options left to the simulator; False
+        when every one was configured (then a taken port is the operator's to fix)."""
+        o = self.opts
+        if self._bridges:  # QuickFIX listens on internal ports, always chosen here
+            self._fix_ports = (free_port(), free_port())
+            for bridge, internal in zip(self._bridges, self._fix_ports, strict=True):
+                bridge.downstream_port = internal
+            return True
+        if o.trading_port and o.md_port:
+            return False
+        self.trading_port = o.trading_port or free_port(o.host)
+        self.md_port = o.md_port or free_port(o.host)
+        self._fix_ports = (self.trading_port, self.md_port)
+        return True
 
     def stop(self) -> None:
         self.flow.stop()
