@@ -22,13 +22,13 @@ Journal records are tab-separated lines, one per change, first field the record 
                                                    ClOrdID (an in-place REST amend keeps it)
     T  transport  previous  epoch_ms               order flow switched transport
 
-Written only by a compaction (`OrderStore.compact`), which rewrites the journal as the store
-now is: ``V high_water_venue_cl_ord_id``; per order its ``N`` (current quantity and price),
-a ``Q`` for every venue ClOrdID that names it, then
-``O oms_session first_cl_ord_id ord_status cum_qty avg_px order_id cur_oms_cl cur_venue_cl
-closed_at oms_history...``, ``I oms_session first_cl_ord_id cl_ord_id...`` (the OMS ClOrdIDs
-that name it) and ``X oms_session first_cl_ord_id exec_id...``; the ``U``s still
-in force; and ``F oms_session exec_id epoch_ms oms_message``, the last forwarded report.
+Written only by a compaction (`OrderStore.compact`), in a snapshot of the store as it is:
+``V high_water_venue_cl_ord_id``; per order its ``N`` (current quantity and price), a ``Q``
+for every venue ClOrdID that names it, then ``O oms_session first_cl_ord_id ord_status cum_qty
+avg_px order_id cur_oms_cl cur_venue_cl closed_at oms_history...``, ``I oms_session
+first_cl_ord_id cl_ord_id...`` (the OMS ClOrdIDs that name it) and ``X oms_session
+first_cl_ord_id exec_id...``; the ``U``s still in force; and ``F oms_session exec_id epoch_ms
+oms_message``, the last forwarded report.
 
 Transports (``N``/``S``): ``fix``, ``rest``, or ``held`` (accepted while no transport was up,
 not sent yet; see routing.failover). The last ``T`` tells a restarted gateway which path it was
@@ -43,11 +43,11 @@ cancel for it gets an unknown-order answer, and its ClOrdID may be used again.
 The journal is compacted when it is mostly history (`compact_min_records`, and more than twice
 what a snapshot would hold), at start and by `maintain` while running: the journal is sealed
 (gateway.orders.journal), a snapshot of the store is written in batches of orders, each under
-the lock, with the lock and the GIL let go in between (a FIX thread waits for one batch at
-most), and committed; replay then reads the snapshot and what was written since the seal. The
-snapshot may already hold changes made after the seal, which replay applies again: every
-record sets absolute values, so applying one again after a later state leaves the store as the
-last record says (an order closed again gets the time of its last closing record).
+the lock and `report_lock`, both let go with the GIL in between (a FIX thread waits for one
+batch at most), and committed; replay then reads the snapshot and what was written since the
+seal. The snapshot may already hold changes made after the seal, which replay applies again:
+every record sets absolute values, so applying one again after a later state leaves the store
+as the last record says (an order closed again gets the time of its last closing record).
 
 Positional text rather than JSON: on the order path every microsecond of encoding is paid on
 a cold cache per message (see tools/bench_fix.py's profile); FIX values never contain a tab.
@@ -193,6 +193,12 @@ class OrderStore:
         `compact_min_records` records, more than twice what a snapshot of the store would
         hold, is compacted (at start, and by `maintain`)."""
         self.lock = threading.Lock()
+        #: Held by whoever applies a venue report, from `apply_report` through its `commit`
+        #: or `commit_forward` (the router's report lock). A snapshot holds it too, so it never
+        #: sees a report applied in memory whose record is not written yet: after a crash in
+        #: between, the snapshot would hold its ExecID as seen, and the venue's resend of the
+        #: report would be dropped as a duplicate the OMS never got.
+        self.report_lock = threading.RLock()
         self.orders: dict[OrderKey, Order] = {}
         self._open: dict[OrderKey, Order] = {}
         self._oms_index: dict[ClKey, OrderKey] = {}
@@ -465,7 +471,7 @@ class OrderStore:
         for i in range(0, len(keys), batch):
             if i:
                 _sleep(0.0005)
-            with self.lock:
+            with self.report_lock, self.lock:
                 for key in keys[i:i + batch]:
                     o = self.orders.get(key)
                     if o is not None:  # else evicted meanwhile

@@ -178,7 +178,8 @@ class Router:
         # REST order entry while the FIX trading session is down ([venue.fallback]); None = off.
         self.fallback: RestFallback | None = None
         # Venue reports arrive on the FIX thread and, with a fallback, on its poller thread.
-        self.report_lock = threading.RLock()
+        # The store's: its snapshots must not see a report applied but not yet journaled.
+        self.report_lock = store.report_lock
         self._crash_at = _crash_point_from_env()  # TEST-ONLY (see CRASH_ENV)
         # Accepted orders whose events are not published yet (see `_announce`).
         self._unannounced: dict[OrderKey, tuple[Order, GateOrder | None,

@@ -60,14 +60,15 @@ def _report(s: OrderStore, venue: str, exec_id: str, exec_type: str, status: str
             cum: str = "0", forward: bool = True) -> None:
     t = s.resolve_report(venue, None, exec_id)
     assert t is not None and not t.duplicate
-    _legal, rec = s.apply_report(t, venue_cl_ord_id=venue, exec_id=exec_id,
-                                 exec_type=exec_type, ord_status=status, cum_qty=cum,
-                                 avg_px="45000.0" if cum != "0" else "0", order_id=f"O{venue}",
-                                 qty=None, price=None)
-    if forward:
-        s.commit_forward(rec, f"8=FIX.4.4\x0135=8\x0117={exec_id}\x01")
-    else:
-        s.commit(rec)
+    with s.report_lock:  # as the router applies and journals a report
+        _legal, rec = s.apply_report(t, venue_cl_ord_id=venue, exec_id=exec_id,
+                                     exec_type=exec_type, ord_status=status, cum_qty=cum,
+                                     avg_px="45000.0" if cum != "0" else "0",
+                                     order_id=f"O{venue}", qty=None, price=None)
+        if forward:
+            s.commit_forward(rec, f"8=FIX.4.4\x0135=8\x0117={exec_id}\x01")
+        else:
+            s.commit(rec)
 
 
 def _replace(s: OrderStore, first: str, orig_venue: str, venue: str, new_cl: str,
@@ -500,3 +501,32 @@ def test_compaction_while_the_order_path_writes_loses_nothing(tmp_path: Path) ->
     assert len(again.orders) == 1500
     assert _semantic(again) == live
     again.close()
+
+
+def test_a_snapshot_waits_for_a_report_applied_but_not_yet_journaled(
+        tmp_path: Path, clock: Clock) -> None:
+    s = OrderStore(tmp_path / "j", fsync_interval_ms=0, compact_min_records=10**9)
+    _new(s, "A1", "100")
+    applied, events = threading.Event(), []
+
+    def venue_thread() -> None:
+        t = s.resolve_report("100", None, "E1")
+        assert t is not None
+        with s.report_lock:
+            _legal, rec = s.apply_report(t, venue_cl_ord_id="100", exec_id="E1",
+                                         exec_type="F", ord_status="2", cum_qty="1",
+                                         avg_px="45000", order_id="O1", qty=None, price=None)
+            applied.set()
+            time.sleep(0.2)  # what a crash here would leave: applied, not journaled
+            events.append("journaled")
+            s.commit(rec)
+
+    v = threading.Thread(target=venue_thread)
+    v.start()
+    assert applied.wait(5)
+    lines = s.snapshot()
+    events.append("snapshot")
+    v.join()
+    assert events == ["journaled", "snapshot"]
+    assert any(line.startswith("X\tFIXGW->OMS\tA1\tE1") for line in lines)
+    s.close()
