@@ -620,6 +620,14 @@ class KrakenWsPrivate(_Connector):
         finally:
             self._pending.pop(req_id, None)
 
+    async def _one_result(self, method: str, params: dict[str, Any]) -> dict[str, Any]:
+        """One request, one answer: its ``result`` on success, else KrakenWsRejected."""
+        (resp,) = await self._request(method, params)
+        if not resp.get("success"):
+            raise KrakenWsRejected(str(resp.get("error")), resp)
+        result: dict[str, Any] = resp.get("result") or {}
+        return result
+
     async def add_order_async(
         self, *, symbol: str, side: str, order_type: str, order_qty: Decimal,
         limit_price: Decimal | None = None, time_in_force: str | None = None,
@@ -634,11 +642,7 @@ class KrakenWsPrivate(_Connector):
             params["time_in_force"] = time_in_force
         if cl_ord_id is not None:
             params["cl_ord_id"] = cl_ord_id
-        (resp,) = await self._request("add_order", params)
-        if not resp.get("success"):
-            raise KrakenWsRejected(str(resp.get("error")), resp)
-        result: dict[str, Any] = resp.get("result") or {}
-        return result
+        return await self._one_result("add_order", params)
 
     async def cancel_order_async(
         self, *, order_id: Sequence[str] = (), cl_ord_id: Sequence[str] = (),
@@ -672,11 +676,7 @@ class KrakenWsPrivate(_Connector):
             params["order_qty"] = order_qty
         if limit_price is not None:
             params["limit_price"] = limit_price
-        (resp,) = await self._request("amend_order", params)
-        if not resp.get("success"):
-            raise KrakenWsRejected(str(resp.get("error")), resp)
-        result: dict[str, Any] = resp.get("result") or {}
-        return result
+        return await self._one_result("amend_order", params)
 
     # ---- blocking facade for the (threaded) order path -----------------------------------------
 
