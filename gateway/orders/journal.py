@@ -71,6 +71,35 @@ def commit_snapshot(path: Path, number: int, lines: list[str]) -> Path:
     return final
 
 
+def _drop_torn_tail(path: Path) -> None:
+    """Cut a torn last record (the process died mid-write) off the file before appending to
+    it: replay ignores it, but a record appended after it would be glued to it and read as
+    one garbled line."""
+    try:
+        fd = os.open(path, os.O_RDWR)
+    except FileNotFoundError:
+        return
+    try:
+        end = os.fstat(fd).st_size
+        pos = end
+        while pos > 0:
+            start = max(0, pos - 65536)
+            chunk = os.pread(fd, pos - start, start)
+            if pos == end and chunk.endswith(b"\n"):
+                return  # whole
+            cut = chunk.rfind(b"\n")
+            if cut >= 0:
+                pos = start + cut + 1
+                break
+            pos = start
+        log.warning("%s: cutting a torn last record (%d bytes) before appending", path,
+                    end - pos)
+        os.ftruncate(fd, pos)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def _sync_dir(directory: Path) -> None:
     fd = os.open(directory, os.O_RDONLY)
     try:
@@ -83,6 +112,7 @@ class Journal:
     def __init__(self, path: Path, fsync_interval_ms: int = 50) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
+        _drop_torn_tail(path)
         self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
         # Held for each write and by `seal`, so that no record lands in a sealed segment
         # (~0.1 µs uncontended; `seal` holds it for a rename and an open, never for an fsync).

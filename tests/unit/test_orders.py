@@ -60,3 +60,24 @@ def test_journal_ignores_a_torn_last_record(tmp_path: Path) -> None:
     with p.open("ab") as f:
         f.write(b"U\tx")  # the process died mid-write
     assert list(Journal.replay_lines(p)) == ["U\tx\t1"]
+
+
+def test_journal_cuts_a_torn_last_record_before_appending(tmp_path: Path) -> None:
+    p = tmp_path / "j"
+    j = Journal(p, 0)
+    j.append_line("U\tx\t1")
+    j.close()
+    with p.open("ab") as f:
+        f.write(b"U\ty")  # the process died mid-write
+    j = Journal(p, 0)  # the next run appends
+    j.append_line("U\tz\t3")
+    j.close()
+    assert list(Journal.replay_lines(p)) == ["U\tx\t1", "U\tz\t3"]
+    # A file that is nothing but a torn record, and one that is whole, are handled too.
+    q = tmp_path / "k"
+    q.write_bytes(b"N\tpartial")
+    Journal(q, 0).close()
+    assert q.read_bytes() == b""
+    whole = p.read_bytes()
+    Journal(p, 0).close()
+    assert p.read_bytes() == whole
