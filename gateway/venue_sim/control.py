@@ -24,6 +24,7 @@ import json
 import logging
 import socketserver
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -73,8 +74,40 @@ class ControlServer:
         self._server.server_close()
 
 
+class Relogons:
+    """Re-enables FIX sessions a control command dropped, once their refusal window is over.
+
+    QuickFIX's `Session.logout()` only disables the session: the Logout goes out at the
+    session's next timer tick, up to a second later, or later on a loaded machine. The window
+    therefore starts when the session is seen logged out, not when the command ran; a timer
+    from the command raced the tick, and a short window could close before the session ever
+    dropped (a flaky failover test)."""
+
+    def __init__(self) -> None:
+        self._stop = threading.Event()
+
+    def after_drop(self, session: fix.Session, refuse_s: float,
+                   before_logon: Callable[[], object] | None = None) -> None:
+        threading.Thread(target=self._run, args=(session, refuse_s, before_logon),
+                         name="sim-relogon", daemon=True).start()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def _run(self, session: fix.Session, refuse_s: float,
+             before_logon: Callable[[], object] | None) -> None:
+        deadline = time.monotonic() + 30
+        while session.isLoggedOn() and time.monotonic() < deadline:
+            if self._stop.wait(0.02):
+                return
+        if before_logon is not None:
+            before_logon()
+        if not self._stop.wait(refuse_s):
+            session.logon()
+
+
 def md_failover_handlers(spot_ws: SpotWsServer, default_client: str,
-                         timers: list[threading.Timer]) -> dict[str, Handler]:
+                         relogons: Relogons) -> dict[str, Handler]:
     """Commands for market-data failover tests: break the FIX MD session alone (so the
     gateway's WS fallback, not its order fallback, is what reacts) and the spot WS feed."""
 
@@ -92,10 +125,7 @@ def md_failover_handlers(spot_ws: SpotWsServer, default_client: str,
         session.logout("dropped by the simulator's control channel")
         refuse_s = req.get("refuse_s")
         if refuse_s is not None:
-            t = threading.Timer(float(refuse_s), session.logon)
-            t.daemon = True
-            t.start()
-            timers.append(t)
+            relogons.after_drop(session, float(refuse_s))
         log.info("dropped FIX market-data session of %s; logons refused %s", client,
                  "until restore_md" if refuse_s is None else f"for {float(refuse_s):.1f}s")
         return {"was_logged_on": was_logged_on}

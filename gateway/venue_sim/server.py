@@ -5,7 +5,6 @@ flow that keeps its books moving."""
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +24,7 @@ from gateway.fix.settings import (
 )
 from gateway.transports.tls_bridge import TlsServerBridge, server_context
 from gateway.venue_sim.accounts import Accounts, ApiAccount
-from gateway.venue_sim.control import ControlServer, md_failover_handlers
+from gateway.venue_sim.control import ControlServer, Relogons, md_failover_handlers
 from gateway.venue_sim.engine import MatchingEngine
 from gateway.venue_sim.fix_face import MD_COMP_ID, TRADING_COMP_ID, SimFixFace
 from gateway.venue_sim.flow import SyntheticFlow
@@ -99,7 +98,7 @@ class VenueSimulator:
         self.spot_ws = SpotWsServer(self.engine, self.accounts, host=opts.host)
         self._acceptor: fix.ThreadedSocketAcceptor | None = None
         self._keep: list[object] = []
-        self._timers: list[threading.Timer] = []
+        self._relogons = Relogons()
         self.control = ControlServer(opts.host, {
             "ping": lambda req: {},
             "md_fault": self._md_fault,
@@ -111,12 +110,13 @@ class VenueSimulator:
             "drop_fix": self._drop_fix,
             "futures_ws": self._futures_ws_fault,
             **md_failover_handlers(self.spot_ws, opts.clients[0] if opts.clients else "",
-                                   self._timers),
+                                   self._relogons),
         })
 
     def _drop_fix(self, req: dict[str, Any]) -> dict[str, Any]:
         """Log out a client's FIX trading session and refuse its logons for `refuse_s` seconds
-        (QuickFIX disables the session until `logon()`); REST and WS stay up. With
+        from when it is logged out (QuickFIX disables the session until `logon()`; see
+        `Relogons`); REST and WS stay up. With
         `rewind_target_seq` N, the venue then expects the client's last N messages again and
         asks for them with a ResendRequest at the next logon."""
         client = str(req.get("client", self.opts.clients[0]))
@@ -127,14 +127,13 @@ class VenueSimulator:
         was_logged_on = bool(session.isLoggedOn())
         session.logout("dropped by the simulator's control channel")
         rewind = int(req.get("rewind_target_seq", 0))
-        if rewind > 0:
+
+        def rewind_target() -> None:
             # As if the venue had lost the client's last `rewind` messages: its next logon is
             # "MsgSeqNum too high" and the venue asks for them again (a ResendRequest).
             session.setNextTargetMsgSeqNum(max(1, session.getExpectedTargetNum() - rewind))
-        t = threading.Timer(refuse_s, session.logon)
-        t.daemon = True
-        t.start()
-        self._timers.append(t)
+
+        self._relogons.after_drop(session, refuse_s, rewind_target if rewind > 0 else None)
         log.info("dropped FIX trading session of %s; logons refused for %.1fs", client, refuse_s)
         return {"was_logged_on": was_logged_on}
 
@@ -268,8 +267,7 @@ class VenueSimulator:
         self.futures_ws.stop()
         self.spot_rest.close()
         self.spot_ws.stop()
-        for t in self._timers:
-            t.cancel()
+        self._relogons.stop()
         if self._acceptor is not None:
             self._acceptor.stop()
             self._acceptor = None
