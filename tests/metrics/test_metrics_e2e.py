@@ -192,11 +192,14 @@ def test_gate_block_by_kill_switch(pair: Pair) -> None:
         rep = pair.oms.report(cl, "8")
         assert rep.fields[103] == "3"
         block = dict(rule="kill_switch", action="block")
+        limit = dict(session=OMS, kind="order", reason="order_exceeds_limit")
+        # The reject is counted after it was sent: the OMS may have it before the counter moves.
         after = wait_for(pair.port, lambda s: value(s, "fixgw_gate_decisions_total", **block)
-                         > value(before, "fixgw_gate_decisions_total", **block))
+                         > value(before, "fixgw_gate_decisions_total", **block)
+                         and value(s, "fixgw_rejects_total", **limit)
+                         > value(before, "fixgw_rejects_total", **limit))
         assert value(after, "fixgw_gate_decisions_total", **block) - value(
             before, "fixgw_gate_decisions_total", **block) == 1
-        limit = dict(session=OMS, kind="order", reason="order_exceeds_limit")
         assert value(after, "fixgw_rejects_total", **limit) - value(
             before, "fixgw_rejects_total", **limit) == 1
         assert value(after, "fixgw_order_round_trip_seconds_count") == value(
