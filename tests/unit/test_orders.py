@@ -52,23 +52,24 @@ def test_store_rebuilds_every_mapping_after_restart(tmp_path: Path) -> None:
     s2.close()
 
 
-def test_journal_ignores_a_torn_last_record(tmp_path: Path) -> None:
-    p = tmp_path / "j"
+def _journal_torn_by_a_crash(p: Path) -> None:
+    """One whole record, then a torn one: the process died mid-write."""
     j = Journal(p, 0)
     j.append_line("U\tx\t1")
     j.close()
     with p.open("ab") as f:
-        f.write(b"U\tx")  # the process died mid-write
+        f.write(b"U\ty")
+
+
+def test_journal_ignores_a_torn_last_record(tmp_path: Path) -> None:
+    p = tmp_path / "j"
+    _journal_torn_by_a_crash(p)
     assert list(Journal.replay_lines(p)) == ["U\tx\t1"]
 
 
 def test_journal_cuts_a_torn_last_record_before_appending(tmp_path: Path) -> None:
     p = tmp_path / "j"
-    j = Journal(p, 0)
-    j.append_line("U\tx\t1")
-    j.close()
-    with p.open("ab") as f:
-        f.write(b"U\ty")  # the process died mid-write
+    _journal_torn_by_a_crash(p)
     j = Journal(p, 0)  # the next run appends
     j.append_line("U\tz\t3")
     j.close()
