@@ -320,10 +320,9 @@ class OrderStore:
         o = target.order
         fields = [o.oms_session, o.oms_history[0], exec_id, ord_status, cum_qty or "",
                   avg_px or "", order_id or "", cur_oms, cur_venue, qty or "", price or ""]
-        now = time.time()
         with self.lock:
             legal = state.can_transition(o.status, ord_status)
-            self._apply_report(fields, now)
+            self._apply_report(fields, None)
         return legal, "E\t" + "\t".join(fields)
 
     def set_transport(self, order: Order, transport: str) -> None:
@@ -410,10 +409,8 @@ class OrderStore:
         for cl in self._own_cls(key, o):
             del self._oms_index[(key[0], cl)]
             self._used_cl_ord_ids.discard((key[0], cl))
-        for venue_id in o.venue_ids:
-            ref = self._venue_refs.get(venue_id)
-            if ref is not None and ref.order_key == key:
-                del self._venue_refs[venue_id]
+        for venue_id, _ref in self._own_refs(key, o):
+            del self._venue_refs[venue_id]
         if o.exec_ids:
             for exec_id in o.exec_ids.split("\t"):
                 self._seen_exec.discard(exec_id)
@@ -423,11 +420,14 @@ class OrderStore:
         original, and its cancel and replace requests' (which reach its history, or its venue
         refs, or both)."""
         candidates = dict.fromkeys(o.oms_history)
-        for venue_id in o.venue_ids:
-            ref = self._venue_refs.get(venue_id)
-            if ref is not None and ref.order_key == key:
-                candidates[ref.oms_cl_ord_id] = None
+        for _venue_id, ref in self._own_refs(key, o):
+            candidates[ref.oms_cl_ord_id] = None
         return [cl for cl in candidates if self._oms_index.get((key[0], cl)) == key]
+
+    def _own_refs(self, key: OrderKey, o: Order) -> list[tuple[str, VenueRef]]:
+        """The venue ClOrdIDs that still name the order `key`, with what they stand for."""
+        refs = ((venue_id, self._venue_refs.get(venue_id)) for venue_id in o.venue_ids)
+        return [(v, ref) for v, ref in refs if ref is not None and ref.order_key == key]
 
     def maintain(self) -> str:
         """The periodic job: evict what is past the retention, compact when due."""
@@ -500,11 +500,8 @@ class OrderStore:
         lines.append(f"N\t{session}\t{first}\t{o.first_venue_id}\t{o.symbol}\t{o.side}\t"
                      f"{o.ord_type}\t{o.qty}\t{'' if o.price is None else o.price}\t"
                      f"{o.tif}\t{o.account}\t{o.transport}")
-        for venue_id in o.venue_ids:
-            ref = self._venue_refs.get(venue_id)
-            if ref is not None and ref.order_key == key:
-                lines.append(f"Q\t{venue_id}\t{session}\t{first}\t"
-                             f"{ref.oms_cl_ord_id}\t{ref.kind}")
+        for venue_id, ref in self._own_refs(key, o):
+            lines.append(f"Q\t{venue_id}\t{session}\t{first}\t{ref.oms_cl_ord_id}\t{ref.kind}")
         lines.append("\t".join(("O", session, first, o.status, str(o.cum_qty),
                                 str(o.avg_px), o.order_id, o.oms_cl_ord_id,
                                 o.venue_cl_ord_id, repr(o.closed_at), *o.oms_history)))
@@ -535,18 +532,19 @@ class OrderStore:
         o.venue_cl_ord_id = venue_id
         _also_named(o, venue_id)
 
-    def _closed(self, key: OrderKey, o: Order, now: float) -> None:
-        """Keep `_open` and the eviction queue in step with the order's status."""
+    def _closed(self, key: OrderKey, o: Order, now: float | None) -> None:
+        """Keep `_open` and the eviction queue in step with the order's status; `now` is when
+        it closed if it did (None: the clock is read then, not on every report)."""
         if state.is_terminal(o.status):
             if not o.closed_at:
-                o.closed_at = now
+                o.closed_at = time.time() if now is None else now
                 self._closed_queue.append(o)
                 self._open.pop(key, None)
         elif o.closed_at:
             o.closed_at = 0.0  # reopened by the venue's word; queued again when it closes
             self._open[key] = o
 
-    def _apply_report(self, f: list[str], now: float) -> None:
+    def _apply_report(self, f: list[str], now: float | None) -> None:
         (session, first, exec_id, status, cum, avg, order_id, cur_oms, cur_venue, qty,
          price) = f
         key = (session, first)

@@ -32,7 +32,6 @@ from gateway.server.periodic import Periodic
 class GcFreezer:
     def __init__(self, interval_s: float) -> None:
         self._periodic = Periodic("gc-freezer", interval_s, self.freeze_now)
-        self.interval_s = interval_s
 
     @property
     def frozen(self) -> int:

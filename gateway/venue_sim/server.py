@@ -67,8 +67,7 @@ class SimOptions:
 class VenueSimulator:
     def __init__(self, opts: SimOptions) -> None:
         self.opts = opts
-        self.trading_port = opts.trading_port or free_port(opts.host)
-        self.md_port = opts.md_port or free_port(opts.host)
+        self._choose_public_ports()
         # With TLS, QuickFIX listens on internal ports behind TLS bridges on the public ones.
         self._bridges: list[TlsServerBridge] = []
         self._fix_ports = (self.trading_port, self.md_port)
@@ -255,10 +254,15 @@ class VenueSimulator:
             return True
         if o.trading_port and o.md_port:
             return False
-        self.trading_port = o.trading_port or free_port(o.host)
-        self.md_port = o.md_port or free_port(o.host)
+        self._choose_public_ports()
         self._fix_ports = (self.trading_port, self.md_port)
         return True
+
+    def _choose_public_ports(self) -> None:
+        """The FIX ports clients connect to: as configured, else free ones."""
+        o = self.opts
+        self.trading_port = o.trading_port or free_port(o.host)
+        self.md_port = o.md_port or free_port(o.host)
 
     def stop(self) -> None:
         self.flow.stop()
