@@ -1,8 +1,15 @@
 from __future__ import annotations
 
+import errno
+import os
+import subprocess
+import sys
 from decimal import Decimal
 from pathlib import Path
 
+import pytest
+
+from gateway.orders import journal as journal_module
 from gateway.orders import state
 from gateway.orders.journal import Journal
 from gateway.orders.model import Order
@@ -82,3 +89,87 @@ def test_journal_cuts_a_torn_last_record_before_appending(tmp_path: Path) -> Non
     whole = p.read_bytes()
     Journal(p, 0).close()
     assert p.read_bytes() == whole
+
+
+def _records(n: int, first: int = 0) -> list[str]:
+    return [f"U\tFIXGW->OMS\tC{i}\t{i * 7}" for i in range(first, first + n)]
+
+
+def test_a_journal_killed_mid_run_replays_every_record_and_appends_after_them(
+        tmp_path: Path) -> None:
+    """kill -9 with the window still mapped: every record copied into it is in the file (the
+    page cache has it), followed by the window's unused zeros, which replay reads as the end
+    and the next open cuts off."""
+    p = tmp_path / "orders.journal"
+    script = ("import os, signal, sys\n"
+              "from pathlib import Path\n"
+              "from gateway.orders.journal import Journal\n"
+              "j = Journal(Path(sys.argv[1]), 0)\n"
+              "for i in range(3000):\n"
+              "    j.append_line(f'U\\tFIXGW->OMS\\tC{i}\\t{i * 7}')\n"
+              "os.kill(os.getpid(), signal.SIGKILL)\n")
+    done = subprocess.run([sys.executable, "-c", script, str(p)], timeout=30)
+    assert done.returncode == -9
+    written = "".join(line + "\n" for line in _records(3000)).encode()
+    raw = p.read_bytes()
+    assert raw.startswith(written) and len(raw) > len(written)
+    assert raw[len(written):].strip(b"\0") == b""
+    assert list(Journal.replay_lines(p)) == _records(3000)
+    j = Journal(p, 0)  # the restart
+    assert p.stat().st_size >= len(written)
+    j.append_line(_records(1, 3000)[0])
+    j.close()
+    assert p.read_bytes() == written + (_records(1, 3000)[0] + "\n").encode()
+
+
+def test_records_across_mapped_windows_replay_in_order(tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(journal_module, "_WINDOW", 8192)
+    p = tmp_path / "orders.journal"
+    j = Journal(p, 0)
+    lines = _records(2000)  # ~50 KB: several windows
+    lines.append("X" * 20000)  # one record longer than a window
+    lines += _records(10, 2000)
+    for line in lines:
+        j.append_line(line)
+    j.close()
+    assert p.read_bytes() == "".join(line + "\n" for line in lines).encode()
+    j = Journal(p, 0)  # reopened mid-window: appends continue where the records end
+    j.append_line("U\tlast")
+    j.close()
+    assert list(Journal.replay_lines(p)) == [*lines, "U\tlast"]
+
+
+def test_a_record_added_after_a_crash_tail_is_read(tmp_path: Path) -> None:
+    """Unused zeros left by a crash, then a record appended by another tool before the
+    gateway opened the journal again: replay skips the zeros and reads the record."""
+    p = tmp_path / "orders.journal"
+    p.write_bytes(b"U\ta\t1\n" + b"\0" * 5000 + b"U\tb\t2\n")
+    assert list(Journal.replay_lines(p)) == ["U\ta\t1", "U\tb\t2"]
+
+
+def test_a_full_disk_fails_the_append_and_a_later_append_recovers(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Space for the next window is reserved before it is mapped, so a full disk is an
+    OSError from append_line (the order is then not sent), never a SIGBUS on a store into
+    the mapping; once there is space again the journal goes on."""
+    monkeypatch.setattr(journal_module, "_WINDOW", 4096)
+    p = tmp_path / "orders.journal"
+    j = Journal(p, 0)
+    real = os.posix_fallocate
+
+    def full(fd: int, offset: int, length: int) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "posix_fallocate", full)
+    lines = _records(200)  # more than one window
+    with pytest.raises(OSError, match="No space left"):
+        for line in lines:
+            j.append_line(line)
+    written = j.appended
+    assert 0 < written < len(lines)
+    monkeypatch.setattr(os, "posix_fallocate", real)
+    for line in lines[written:]:
+        j.append_line(line)
+    j.close()
+    assert list(Journal.replay_lines(p)) == lines
