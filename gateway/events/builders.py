@@ -220,12 +220,24 @@ class Figure:
     limit: DecimalLike | None = None
 
 
+# Strings `decimal_str` has found plain. Prices and quantities repeat (an order's price and
+# quantity are in each of its ~4 events), and the event process checks every one; a set lookup
+# is ~6x cheaper than the regular expression. Emptied when it reaches `_PLAIN_SEEN_MAX`.
+_PLAIN_SEEN: set[str] = set()
+_PLAIN_SEEN_MAX = 1 << 16
+
+
 def decimal_str(value: DecimalLike | None, name: str = "value") -> str:
     """A plain decimal string ("" for None); refuses floats, NaN, infinities and garbage."""
     if value is None:
         return ""
     if isinstance(value, str):
+        if value in _PLAIN_SEEN:
+            return value
         if _PLAIN_DECIMAL.fullmatch(value):
+            if len(_PLAIN_SEEN) >= _PLAIN_SEEN_MAX:
+                _PLAIN_SEEN.clear()
+            _PLAIN_SEEN.add(value)
             return value  # the venue's own spelling, e.g. trailing zeros, is kept
         try:
             parsed = Decimal(value)

@@ -41,6 +41,24 @@ def test_decimal_refuses_floats_and_garbage(bad: object) -> None:
         b.decimal_str(bad)  # type: ignore[arg-type]
 
 
+def test_decimal_strings_seen_before_are_answered_alike_and_the_memory_is_bounded(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Plain strings are remembered (the event process checks the same prices and quantities
+    over and over): a second look gives the same answer, garbage is never remembered, and the
+    memory is emptied at its bound rather than growing."""
+    monkeypatch.setattr(b, "_PLAIN_SEEN", set())
+    monkeypatch.setattr(b, "_PLAIN_SEEN_MAX", 8)
+    for _ in range(2):
+        assert b.decimal_str("45000.10") == "45000.10"
+        assert b.decimal_str("1e3") == "1000"  # not plain: converted each time, not remembered
+        with pytest.raises(ValueError):
+            b.decimal_str("12abc")
+    assert {"45000.10"} == b._PLAIN_SEEN
+    for i in range(20):
+        assert b.decimal_str(f"{i}.5") == f"{i}.5"
+        assert len(b._PLAIN_SEEN) <= 8
+
+
 def test_order_event_maps_fix_values() -> None:
     ev = b.order_event(
         "execution_report",
