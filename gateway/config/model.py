@@ -263,6 +263,10 @@ class GrpcConfig(_Strict):
     # than 5: with 10 live subscribers on 2 cores, tools/bench_events.py's FIX round-trip p99
     # ratio went from 1.15-1.33 to 1.22-1.23, with the same delivery latency (p50 ~3 ms).
     event_process_nice: int = Field(default=10, ge=0, le=19)
+    # How many events a live subscriber may fall behind the newest before it is cut off with
+    # RESOURCE_EXHAUSTED (it resumes from its last sequence, from the journal). Below the event
+    # log's in-memory ring (65,536 events), so a live subscriber never reads from disk.
+    max_subscriber_lag_events: int = Field(default=50_000, ge=100, lt=1 << 16)
 
     @model_validator(mode="after")
     def _tls_pair(self) -> GrpcConfig:

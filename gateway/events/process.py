@@ -109,6 +109,7 @@ class EventProcessSpec:
     proxy_target: str | None = None
     proxy_services: list[str] = field(default_factory=list)
     nice: int = 10
+    max_lag_events: int = 50_000
     log_level: str = "INFO"
     log_format: str = "text"  # or "json": the gateway's own `[gateway] log_format`
     stats_interval_s: float = 1.0
@@ -460,7 +461,8 @@ def serve(spec: EventProcessSpec, stdin: IO[bytes]) -> None:
         tls_cert_file=Path(spec.tls_cert_file) if spec.tls_cert_file else None,
         tls_key_file=Path(spec.tls_key_file) if spec.tls_key_file else None,
         tls_client_ca_file=Path(spec.tls_client_ca_file) if spec.tls_client_ca_file else None,
-        wake_interval_s=spec.wake_interval_s), extra_services=extra)
+        wake_interval_s=spec.wake_interval_s, max_lag_events=spec.max_lag_events),
+        extra_services=extra)
     out_lock = threading.Lock()
     stop = threading.Event()
     rejected = 0

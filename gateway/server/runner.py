@@ -144,7 +144,7 @@ class Runtime:
             self.event_server = EventServer(self.events, EventServerConfig(
                 host=g.host, port=g.port, tls_cert_file=g.tls_cert_file,
                 tls_key_file=g.tls_key_file, tls_client_ca_file=g.tls_client_ca_file,
-                wake_interval_s=wake_s),
+                wake_interval_s=wake_s, max_lag_events=g.max_subscriber_lag_events),
                 extra_services=signal_service_registrations(self.gateway.signal_runner))
             port = self.event_server.start()
             where = "in the gateway process"
@@ -156,7 +156,7 @@ class Runtime:
                 tls_key_file=str(g.tls_key_file) if g.tls_key_file else None,
                 tls_client_ca_file=str(g.tls_client_ca_file) if g.tls_client_ca_file else None,
                 proxy_services=[SIGNAL_SERVICE_NAME, POSITIONING_SERVICE_NAME],
-                nice=g.event_process_nice,
+                nice=g.event_process_nice, max_lag_events=g.max_subscriber_lag_events,
                 log_level=logging.getLevelName(logging.getLogger().getEffectiveLevel()),
                 log_format=c.gateway.log_format))
             self.gateway = Gateway(c, endpoints, creds, self.event_process.publisher)

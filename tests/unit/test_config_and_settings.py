@@ -37,6 +37,8 @@ def test_shipped_session_files_validate() -> None:
     ('[simulator]\nenabled = false', "venue.trading.port must be set"),
     ('[[oms.sessions]]\ncomp_id = "A"\n[[oms.sessions]]\ncomp_id = "A"', "duplicate OMS comp_id"),
     ('[oms]\nport = 70000', "oms.port: Input should be less than or equal to 65535"),
+    ('[grpc]\nmax_subscriber_lag_events = 70000',
+     "grpc.max_subscriber_lag_events: Input should be less than 65536"),
     ("[oms\nport = 1", "not valid TOML"),
 ])
 def test_bad_config_names_file_and_field(tmp_path: Path, toml: str, needle: str) -> None:
