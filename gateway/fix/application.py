@@ -52,10 +52,24 @@ BUSINESS_REJECT_REASON = 380
 
 # The binding's own getFieldIfSet(FieldMap&, FieldBase&): not overloaded, so ~120 ns a call
 # where FieldMap.getField(tag) (overload dispatch) or Message.getHeader() (a new proxy each
-# call) cost 450-950 ns. Used to tell an outgoing message's type without its header. Its
-# wrapper keeps the GIL (no PyEval_SaveThread in _wrap_FieldMap_getFieldIfSet), so threads
-# may share the field objects it fills.
+# call) cost 450-950 ns. Used to tell an outgoing message's type without its header. Like every
+# wrapped call it releases the GIL while QuickFIX copies the field into the object it is given,
+# so each thread probes into field objects of its own (`_ProbeFields`): two threads sending at
+# once (two OMS sessions, or an OMS session and the venue thread) would otherwise copy into the
+# same C++ object together.
 _probe = fix._quickfix.FieldMap_getFieldIfSet
+
+
+class _ProbeFields(threading.local):
+    """Per thread: the field objects `_probe` fills (their values are never read)."""
+
+    def __init__(self) -> None:
+        self.exec_type = fix.ExecType()
+        self.ord_type = fix.OrdType()
+        self.orig_cl_ord_id = fix.OrigClOrdID()
+
+
+_probe_fields = _ProbeFields()
 
 
 @dataclass
@@ -193,9 +207,6 @@ class SessionApplication(fix.Application):  # type: ignore[misc]
         self._oms_role = role == "oms"
         self._venue_role = role == "venue"
         self._counted = self._oms_role or self._venue_role
-        self._exec_type = fix.ExecType()  # filled by _probe, read by nobody
-        self._ord_type = fix.OrdType()
-        self._orig_cl_ord_id = fix.OrigClOrdID()
 
     def _log_message(self, direction: str, message: fix.Message,
                      session_id: fix.SessionID) -> None:
@@ -301,12 +312,13 @@ class SessionApplication(fix.Application):  # type: ignore[misc]
         # gateway sends one type with ExecType (150), ExecutionReport; towards the venue one
         # with OrdType (40) and no OrigClOrdID (41), NewOrderSingle. A new outgoing type that
         # carries those fields needs its own check here. Everything else takes the slow path.
+        pf = _probe_fields
         if self._oms_role:
-            t = ("8" if _probe(message, self._exec_type)
+            t = ("8" if _probe(message, pf.exec_type)
                  else self._count_out_slow(message, int(sessionID.this)))
         elif not self._venue_role:
             t = ""
-        elif _probe(message, self._ord_type) and not _probe(message, self._orig_cl_ord_id):
+        elif _probe(message, pf.ord_type) and not _probe(message, pf.orig_cl_ord_id):
             t = "D"
         else:
             t = self._count_out_slow(message, int(sessionID.this))
