@@ -175,6 +175,16 @@ def _due(closed: deque[Order], horizon: float) -> bool:
     return bool(closed) and (not closed[0].closed_at or closed[0].closed_at <= horizon)
 
 
+def _forwarded_report(f: list[str]) -> ForwardedReport:
+    """The forwarded report an ``E`` record with its message (`commit_forward`) holds."""
+    return ForwardedReport(f[1], f[3], int(f[_E_FIELDS]), _unescape(f[_E_FIELDS + 1]))
+
+
+def _add_exec_ids(o: Order, ids: str) -> None:
+    """Append tab-joined ExecIDs to the order's (kept as the journal holds them)."""
+    o.exec_ids = f"{o.exec_ids}\t{ids}" if o.exec_ids else ids
+
+
 def _also_named(o: Order, venue_id: str) -> None:
     """Note that `venue_id` names `o` too (for its eviction)."""
     if venue_id == o.first_venue_id:
@@ -491,8 +501,7 @@ class OrderStore:
         line = self._last_forward_line
         if line is None:
             return self.last_forward
-        f = line.split("\t")
-        return ForwardedReport(f[1], f[3], int(f[_E_FIELDS]), _unescape(f[_E_FIELDS + 1]))
+        return _forwarded_report(line.split("\t"))
 
     def _order_lines(self, key: OrderKey, o: Order, lines: list[str]) -> None:
         """The snapshot records of one order (caller holds the lock)."""
@@ -550,7 +559,7 @@ class OrderStore:
         key = (session, first)
         o = self.orders[key]
         self._seen_exec.add(exec_id)
-        o.exec_ids = f"{o.exec_ids}\t{exec_id}" if o.exec_ids else exec_id
+        _add_exec_ids(o, exec_id)
         o.status = status
         self._closed(key, o, now)
         if cum:
@@ -591,8 +600,7 @@ class OrderStore:
         elif t == "E":
             forwarded = len(f) >= _E_FIELDS + 2
             if forwarded:
-                self.last_forward = ForwardedReport(f[1], f[3], int(f[_E_FIELDS]),
-                                                    _unescape(f[_E_FIELDS + 1]))
+                self.last_forward = _forwarded_report(f)
             if (f[1], f[2]) not in self.orders:
                 self._skipped += 1
                 return
@@ -610,9 +618,7 @@ class OrderStore:
         elif t == "O":
             self._replay_state(f)
         elif t == "X":
-            o = self.orders[(f[1], f[2])]
-            ids = "\t".join(f[3:])
-            o.exec_ids = f"{o.exec_ids}\t{ids}" if o.exec_ids else ids
+            _add_exec_ids(self.orders[(f[1], f[2])], "\t".join(f[3:]))
             self._seen_exec.update(f[3:])
         elif t == "I":
             key = (f[1], f[2])

@@ -102,6 +102,16 @@ def _s(d: Decimal) -> str:
     return format(d.normalize(), "f") if d else "0"
 
 
+def _refusal(error: str, text: str) -> tuple[str, str]:
+    """The (CxlRejReason, Text) of a cancel or amend the venue refused with `error`: too late
+    when it no longer knows the order (filled or canceled meanwhile), else broker option."""
+    return (TOO_LATE if error.startswith("EOrder:Unknown order") else BROKER_OPTION), text
+
+
+def _rest_refusal(exc: KrakenRestError) -> tuple[str, str]:
+    return _refusal(exc.errors[0] if exc.errors else "", f"REST fallback: {exc.decision.text}")
+
+
 @dataclass(slots=True)
 class _Amend:
     """An AmendOrder whose answer was lost: resolved by the order's next polled state."""
@@ -343,8 +353,7 @@ class RestFallback:
         try:
             call(ws, order.order_id)
         except KrakenWsRejected as exc:
-            unknown = exc.error.startswith("EOrder:Unknown order")
-            return (TOO_LATE if unknown else BROKER_OPTION), f"WS fallback: {exc.error}"
+            return _refusal(exc.error, f"WS fallback: {exc.error}")
         except KrakenWsError as exc:
             log.warning("WS %s of %s outcome unknown (%s)", what, order.oms_cl_ord_id, exc)
             return "unknown"
@@ -384,12 +393,12 @@ class RestFallback:
             else:
                 self.client.cancel_order(cl_ord_id=order.venue_cl_ord_id)
         except KrakenRestError as exc:
-            unknown = bool(exc.errors) and exc.errors[0].startswith("EOrder:Unknown order")
-            if unknown and by_ws == "unknown":
+            reason, text = _rest_refusal(exc)
+            if reason == TOO_LATE and by_ws == "unknown":
                 return None  # the WS cancel landed after all: its report is on the way
             with self._lock:
                 self._cancels.pop(order.venue_cl_ord_id, None)
-            return (TOO_LATE if unknown else BROKER_OPTION), f"REST fallback: {exc.decision.text}"
+            return reason, text
         # The poller reports the cancel (not polled here: the REST counter model may make a
         # query wait, and this is the OMS session's thread).
         self._wake.set()
@@ -429,10 +438,7 @@ class RestFallback:
                 self.client.amend_order(txid=txid, order_qty=qty, limit_price=price)
             except KrakenRestError as exc:
                 if not exc.ambiguous:
-                    unknown = bool(exc.errors) and exc.errors[0].startswith(
-                        "EOrder:Unknown order")
-                    return ((TOO_LATE if unknown else BROKER_OPTION),
-                            f"REST fallback: {exc.decision.text}")
+                    return _rest_refusal(exc)
                 log.warning("REST AmendOrder of %s outcome unknown (%s)", order.oms_cl_ord_id,
                             exc)
                 outcome = "unknown"
