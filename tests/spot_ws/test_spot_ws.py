@@ -230,6 +230,13 @@ def private(venue: Venue, execs: Execs, token: Callable[[], str] | None = None
     return p, issued
 
 
+def _resting_buy_price(venue: Venue) -> Decimal:
+    """A BTC buy price far below the market (half the bid, on the tick): the order rests."""
+    bid, _ = venue.engine.top_of_book(BTC)
+    assert bid is not None
+    return (bid * D("0.5")).quantize(D("0.1"))
+
+
 def test_add_order_new_then_fill_then_cancel(venue: Venue) -> None:
     execs = Execs()
     p, issued = private(venue, execs)
@@ -279,9 +286,7 @@ def test_amend_order_in_place_then_refusals(venue: Venue) -> None:
     execs = Execs()
     p, _issued = private(venue, execs)
     try:
-        bid, _ = venue.engine.top_of_book(BTC)
-        assert bid is not None
-        far = (bid * D("0.5")).quantize(D("0.1"))
+        far = _resting_buy_price(venue)
         res = p.add_order(symbol=BTC, side="buy", order_type="limit", order_qty=D("0.001"),
                           limit_price=far, cl_ord_id="ws-amend-1")
         oid = res["order_id"]
@@ -318,10 +323,8 @@ def test_reconnect_refetches_token_and_snapshots_open_orders(venue: Venue) -> No
     execs = Execs()
     p, issued = private(venue, execs)
     try:
-        bid, _ = venue.engine.top_of_book(BTC)
-        assert bid is not None
         res = p.add_order(symbol=BTC, side="buy", order_type="limit", order_qty=D("0.001"),
-                          limit_price=(bid * D("0.5")).quantize(D("0.1")), cl_ord_id="keep")
+                          limit_price=_resting_buy_price(venue), cl_ord_id="keep")
         venue.server.drop_all()
         snap = execs.wait(lambda i: bool(i.get("snapshot")) and i["order_id"] == res["order_id"])
         assert snap["cl_ord_id"] == "keep" and snap["order_status"] == "new"
