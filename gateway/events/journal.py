@@ -10,9 +10,10 @@ Layout: a directory of segment files named by the first sequence they hold
 `raw_fix` field encoded on its own. Keeping the raw bytes as a separable suffix means a reader
 serves subscribers that did not ask for raw messages by slicing, without re-serializing.
 
-Only the event log's writer thread appends; readers open their own file handles, so a reader
-never sees a half-written record as long as it stops at `durable_next` (records are written
-whole and `durable_next` moves only after the write returned). A torn tail left by a crash is
+Only the event log's writer (its thread, or its one publisher) appends; readers open their own
+file handles, so a reader never sees a half-written record as long as it stops at
+`durable_next` (records are written whole and `durable_next` moves only after the write
+returned). A torn tail left by a crash is
 truncated when the journal is reopened.
 """
 
@@ -155,7 +156,7 @@ class Journal:
         return None
 
     def append(self, records: Iterable[tuple[int, bytes, bytes]]) -> None:
-        """Append (sequence, base, raw_suffix) records in order. Writer thread only.
+        """Append (sequence, base, raw_suffix) records in order. The log's writer only.
 
         One `write` per batch keeps syscall count proportional to batches, not events. When this
         returns the records are with the OS (they survive a crash of this process) but, even

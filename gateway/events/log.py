@@ -272,6 +272,9 @@ class EventLogConfig:
     thread (events are published by the event process or a drain thread). It used to poll every
     2 ms instead, which cost an idle event process ~1.3 % of a core and added ~1 ms to delivery
     on average. `writer_interval_s` is only how often an idle writer looks anyway.
+    `writer_thread=False` is for a log whose one publisher may wait for the disk (the event
+    process's pipe reader): there is no writer thread, and that publisher journals what it
+    published with `write_pending()` (`flush` and `close` do too).
     """
 
     journal_dir: Path | None = None
@@ -281,6 +284,7 @@ class EventLogConfig:
     fsync: bool = False
     writer_max_batch: int = 4096
     writer_interval_s: float = 0.5
+    writer_thread: bool = True
 
 
 class EventLog:
@@ -322,7 +326,8 @@ class EventLog:
         self._durable_next = start
         self.journal_error: BaseException | None = None
         self._writer: threading.Thread | None = None
-        if self._journal is not None:
+        self._queues = self._journal is not None
+        if self._journal is not None and cfg.writer_thread:
             self._writer = threading.Thread(
                 target=self._writer_main, name="fixgw-events-journal", daemon=True
             )
@@ -353,8 +358,8 @@ class EventLog:
             self._ring[seq & self._mask] = entry
             self._next = seq + 1
             kick = False
-            if self._writer is not None:
-                kick = not self._pending
+            if self._queues:
+                kick = not self._pending and self._writer is not None
                 self._pending.append(entry)
         if kick:
             self._writer_kick.set()
@@ -542,30 +547,41 @@ class EventLog:
                     return
                 kick.wait(interval)
                 continue
-            records: list[tuple[int, bytes, bytes]] = []
-            while pending and len(records) < limit:
-                e = pending.popleft()
-                records.append((e.seq, e.wire(), raw_suffix(e.raw)))
-                if len(records) % _WRITER_YIELD_EVERY == 0:
-                    # Serializing is pure Python-held-GIL work; without a voluntary release a
-                    # publisher (a QuickFIX thread) could wait a whole switch interval (5 ms).
-                    time.sleep(0)
-            if self.journal_error is not None:
-                continue
-            try:
-                journal.append(records)
-            except Exception as exc:
-                self._journal_failed("write", exc)
-                continue
-            # Visible to subscribers from here on (see visible_next), and they are told at once:
-            # this, not the publisher, is what makes an event deliverable.
-            self._durable_next = records[-1][0] + 1
-            for wake in self._wakers:
-                wake()
-            try:
-                journal.sync()  # after the wake-up: fsync delays no delivery
-            except Exception as exc:
-                self._journal_failed("fsync", exc)
+            self._write_batch(journal, pending, limit, yield_every=_WRITER_YIELD_EVERY)
+
+    def write_pending(self) -> None:
+        """Journal what was published, on the calling thread (`writer_thread=False`)."""
+        journal = self._journal
+        pending = self._pending
+        while journal is not None and pending:
+            self._write_batch(journal, pending, self.config.writer_max_batch)
+
+    def _write_batch(self, journal: Journal, pending: deque[_Entry], limit: int,
+                     yield_every: int = 0) -> None:
+        records: list[tuple[int, bytes, bytes]] = []
+        while pending and len(records) < limit:
+            e = pending.popleft()
+            records.append((e.seq, e.wire(), raw_suffix(e.raw)))
+            if yield_every and len(records) % yield_every == 0:
+                # Serializing is pure Python-held-GIL work; without a voluntary release a
+                # publisher (a QuickFIX thread) could wait a whole switch interval (5 ms).
+                time.sleep(0)
+        if self.journal_error is not None:
+            return
+        try:
+            journal.append(records)
+        except Exception as exc:
+            self._journal_failed("write", exc)
+            return
+        # Visible to subscribers from here on (see visible_next), and they are told at once:
+        # this, not the publisher, is what makes an event deliverable.
+        self._durable_next = records[-1][0] + 1
+        for wake in self._wakers:
+            wake()
+        try:
+            journal.sync()  # after the wake-up: fsync delays no delivery
+        except Exception as exc:
+            self._journal_failed("fsync", exc)
 
     def _journal_failed(self, what: str, exc: Exception) -> None:
         """Stop journaling: the file's state is unknown after a failed write, and writing on could
@@ -585,6 +601,8 @@ class EventLog:
         (tests, shutdown)."""
         if self._journal is None:
             return True
+        if self._writer is None:
+            self.write_pending()
         target = self._next
         deadline = time.monotonic() + timeout
         while self._durable_next < target and self.journal_error is None:
@@ -602,6 +620,8 @@ class EventLog:
         if self._writer is not None:
             self._writer_kick.set()
             self._writer.join()
+        else:
+            self.write_pending()
         if self._journal is not None:
             self._journal.close()
 

@@ -208,6 +208,33 @@ def test_the_writer_is_woken_by_a_publish_not_by_its_interval(tmp_path: Path) ->
     assert log._writer is not None and not log._writer.is_alive(), "close stops the writer"
 
 
+def test_without_a_writer_thread_the_owner_journals_and_wakes_on_its_own_thread(
+        tmp_path: Path) -> None:
+    """The event process publishes and journals on one thread (`writer_thread=False`): nothing is
+    visible until it calls write_pending, which wakes subscribers from that thread; close and
+    flush write what is left. The journal reopens with every event."""
+    log = EventLog(EventLogConfig(journal_dir=tmp_path, writer_thread=False))
+    woken: list[str] = []
+    log.add_waker(thread_names(woken))
+    me = threading.current_thread().name
+    assert not any(t.name == WRITER for t in threading.enumerate()), "no writer thread"
+    try:
+        assert [log.publish(ev(i)) for i in range(3)] == [1, 2, 3]
+        assert (log.next_sequence, log.durable_next, log.visible_next) == (4, 1, 1)
+        assert woken == []
+        log.write_pending()
+        assert (log.durable_next, log.visible_next) == (4, 4)
+        assert woken == [me]
+        log.publish(ev(3))
+        assert log.flush() and log.visible_next == 5
+        log.publish(ev(4))
+    finally:
+        log.close()
+    with EventLog(EventLogConfig(journal_dir=tmp_path, writer_thread=False)) as again:
+        assert again.next_sequence == 6, "close wrote the last publish"
+        assert [e.order.cl_ord_id for e in again.read(1)] == [f"C{i}" for i in range(5)]
+
+
 def test_without_a_journal_a_publish_makes_its_event_visible_and_wakes(
         monkeypatch: pytest.MonkeyPatch) -> None:
     with EventLog() as log:
