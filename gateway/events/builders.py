@@ -210,6 +210,10 @@ class EventSource:
         return cls("gateway", component)
 
 
+# A Figure as a spec carries it: (name, value, unit, limit).
+FigureTuple = tuple[str, "DecimalLike", str, "DecimalLike | None"]
+
+
 @dataclass(frozen=True, slots=True)
 class Figure:
     """A gate figure with its unit and the limit it was compared with."""
@@ -554,7 +558,7 @@ def gate_decision(
     rule: str,
     action: GateActionName,
     reasons: Sequence[str] = (),
-    figures: Iterable[Figure] | Mapping[str, DecimalLike] = (),
+    figures: Iterable[Figure | FigureTuple] | Mapping[str, DecimalLike] = (),
     symbol: str = "",
     account: str = "",
     cl_ord_id: str = "",
@@ -568,17 +572,19 @@ def gate_decision(
 ) -> events_pb2.Event:
     """One gate rule's decision about one order, with the figures it used.
 
-    `figures` is either `Figure`s (with unit and limit) or a name -> value mapping; values may
-    also be "inf" / "-inf" / "undefined" where shared/signals.md allows them.
+    `figures` is either `Figure`s (with unit and limit), their `(name, value, unit, limit)`
+    tuples (as a spec carries them), or a name -> value mapping; values may also be "inf" /
+    "-inf" / "undefined" where shared/signals.md allows them.
     """
-    items: Iterable[Figure] = (
-        [Figure(k, v) for k, v in figures.items()] if isinstance(figures, Mapping) else figures
+    items: Iterable[FigureTuple] = (
+        [(k, v, "", None) for k, v in figures.items()] if isinstance(figures, Mapping)
+        else [f if isinstance(f, tuple) else (f.name, f.value, f.unit, f.limit) for f in figures]
     )
     g: dict[str, Any] = {
         "rule": rule, "action": _GATE_ACTION[action], "reasons": reasons,
-        "figures": [{"name": f.name, "value": _figure_str(f.value, f.name), "unit": f.unit,
-                     "limit": _figure_str(f.limit, f.name) if f.limit is not None else ""}
-                    for f in items],
+        "figures": [{"name": name, "value": _figure_str(value, name), "unit": unit,
+                     "limit": _figure_str(limit, name) if limit is not None else ""}
+                    for name, value, unit, limit in items],
         "cl_ord_id": cl_ord_id, "stale_inputs": stale_inputs,
     }
     if side is not None:
@@ -676,9 +682,22 @@ def from_spec(spec: EventSpec) -> events_pb2.Event:
         raise ValueError(f"no event builder named {name!r}")
     source = kwargs.get("source")
     if isinstance(source, tuple):
-        kwargs["source"] = EventSource(*source)
-    figures = kwargs.get("figures")
-    if isinstance(figures, list | tuple):
-        kwargs["figures"] = [Figure(*f) if isinstance(f, tuple) else f for f in figures]
+        kwargs["source"] = _source(source)
     event: events_pb2.Event = builder(**kwargs)
     return event
+
+
+# A spec's source tuples -> EventSource: a handful of sessions name every event's source, and
+# a lookup is ~10x cheaper than building the frozen dataclass for each event.
+_SOURCES: dict[tuple[SourceKindName, str], EventSource] = {}
+_SOURCES_MAX = 4096
+
+
+def _source(spec: tuple[SourceKindName, str]) -> EventSource:
+    source = _SOURCES.get(spec)
+    if source is None:
+        source = EventSource(*spec)
+        if len(_SOURCES) >= _SOURCES_MAX:
+            _SOURCES.clear()
+        _SOURCES[spec] = source
+    return source

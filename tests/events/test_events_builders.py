@@ -176,6 +176,17 @@ def test_session_gate_transport_cancel_reject() -> None:
     assert g.source.kind == common_pb2.SOURCE_KIND_GATEWAY and g.source.session == "gate"
     mapping = b.gate_decision(rule="max_notional", action="warn", figures={"notional": "5000"})
     assert mapping.gate_decision.figures[0].value == "5000"
+    # A spec carries figures as tuples: the same event, and the same checks on their values.
+    as_tuples = b.from_spec(("gate_decision", {
+        "rule": "carry_vs_gravity", "action": "block",
+        "reasons": ["buying against strong excess funding"],
+        "figures": [("funding_excess_bps", "1095.0", "bps", "1000"),
+                    ("oi_asymmetry", "inf", "ratio", None)],
+        "symbol": "ARB/USD", "account": "A", "cl_ord_id": "OMS-7", "side": "1",
+        "order_qty": "100"}))
+    assert as_tuples == g
+    with pytest.raises(ValueError, match="oi_asymmetry"):
+        b.gate_decision(rule="r", action="warn", figures=[("oi_asymmetry", "1e", "ratio", None)])
     ts = b.transport_switch(from_transport="fix", to_transport="rest", reason="fix_session_down")
     assert ts.transport_switch.to_transport == common_pb2.TRANSPORT_REST
     cr = b.cancel_reject(
