@@ -6,9 +6,9 @@ This is the "rehearse your bot against our UAT" promise of issue 6: every test d
 client over loopback and then checks the effect on the venue through the simulator's control
 port (``submission_counts``, ``levels``), not just that the client parsed an answer.
 
-Futures order entry runs against an in-process futures face on the same kind of engine
-(``test_kraken_futures_orders.py``): the simulator process does not hand its engine to the
-futures face yet, which the strict xfail at the bottom of this file tracks.
+The simulator process's futures face trades on its one matching engine: one order-entry round
+trip here proves the wiring; ``test_kraken_futures_orders.py`` covers futures order entry in
+depth against the same face built in-process.
 """
 
 from __future__ import annotations
@@ -70,10 +70,10 @@ def _clid() -> str:
     return uuid.uuid4().hex
 
 
-def _count(s: SimProcess, cl_ord_id: str) -> int:
+def _count(s: SimProcess, cl_ord_id: str, owner: str = OWNER) -> int:
     counts = s.control(cmd="submission_counts")["counts"]
     assert isinstance(counts, dict)
-    return int(counts.get(f"{OWNER} {cl_ord_id}", 0))
+    return int(counts.get(f"{owner} {cl_ord_id}", 0))
 
 
 def _levels(s: SimProcess, symbol: str, depth: int) -> dict[str, list[tuple[Decimal, Decimal]]]:
@@ -371,6 +371,23 @@ def test_sdk_futures_funding_v4(sim: tuple[SimProcess, Credentials]) -> None:
 
 
 # -- ccxt ----------------------------------------------------------------------------------------
+
+
+def test_sdk_futures_order_rests_in_the_sim_process_engine_and_cancels(
+        sim: tuple[SimProcess, Credentials]) -> None:
+    from kraken.futures import Trade
+
+    s, creds = sim
+    trade = Trade(key=creds.api_key, secret=creds.api_secret, url=_fut_url(s))
+    cli = str(uuid.uuid4())
+    sent = trade.create_order(orderType="lmt", side="buy", size=17, symbol="PF_ARBUSD",
+                              limitPrice=0.0901, cliOrdId=cli)["sendStatus"]
+    assert sent["status"] == "placed"
+    assert _resting(s, "PF_ARBUSD", "0.0901") == 17
+    cancelled = trade.cancel_order(order_id=sent["order_id"])["cancelStatus"]
+    assert cancelled["status"] == "cancelled"
+    assert _resting(s, "PF_ARBUSD", "0.0901") == 0
+    assert _count(s, cli, owner="FUTURES") == 1
 
 
 def test_ccxt_kraken_limit_order_query_cancel(ccxt_sim: tuple[SimProcess, Credentials]) -> None:

@@ -3,8 +3,9 @@
 serving a matching engine over loopback.
 
 The face is built here around its own engine (seeded by the synthetic flow, as the simulator
-process seeds its books) because the simulator process does not pass its engine to the futures
-face yet (see the strict xfail in ``test_kraken_clients.py``). Every test checks the engine:
+process seeds its books), so that each test reads the engine directly; the simulator process
+wires the same face to its engine (one round trip in ``test_kraken_clients.py``). Every test
+checks the engine:
 the order rests at its price, leaves on cancel, trades at the book's price, and is counted once.
 """
 
