@@ -274,7 +274,8 @@ class EventLogConfig:
     on average. `writer_interval_s` is only how often an idle writer looks anyway.
     `writer_thread=False` is for a log whose one publisher may wait for the disk (the event
     process's pipe reader): there is no writer thread, and that publisher journals what it
-    published with `write_pending()` (`flush` and `close` do too).
+    published with `write_pending()`. `flush` and `close` then write too, so only that thread
+    may call them.
     """
 
     journal_dir: Path | None = None
