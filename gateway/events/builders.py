@@ -211,7 +211,7 @@ class EventSource:
 
 
 # A Figure as a spec carries it: (name, value, unit, limit).
-FigureTuple = tuple[str, "DecimalLike", str, "DecimalLike | None"]
+FigureTuple = tuple[str, DecimalLike, str, DecimalLike | None]
 
 
 @dataclass(frozen=True, slots=True)

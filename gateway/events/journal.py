@@ -13,8 +13,7 @@ serves subscribers that did not ask for raw messages by slicing, without re-seri
 Only the event log's writer (its thread, or its one publisher) appends; readers open their own
 file handles, so a reader never sees a half-written record as long as it stops at
 `durable_next` (records are written whole and `durable_next` moves only after the write
-returned). A torn tail left by a crash is
-truncated when the journal is reopened.
+returned). A torn tail left by a crash is truncated when the journal is reopened.
 """
 
 from __future__ import annotations
