@@ -3,12 +3,14 @@ SIGINT/SIGTERM, then log everything out cleanly."""
 
 from __future__ import annotations
 
+import faulthandler
 import logging
 import signal
 import sys
 import threading
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from gateway.admin.auth import resolve_tokens
 from gateway.admin.service import AdminServer
@@ -30,6 +32,10 @@ from gateway.server.signal_services import (
 )
 
 log = logging.getLogger("fixgw")
+
+# A clean stop takes a few seconds (QuickFIX waits up to 10 s for each engine's Logouts); one
+# still running after this long is stuck somewhere, and the stacks say where.
+STOP_STACK_DUMP_S = 15.0
 
 
 def venue_credentials(config: Config) -> KrakenCredentials | None:
@@ -255,5 +261,19 @@ def run_forever(config: Config) -> int:
         while not stop.wait(0.5):
             pass
     finally:
-        rt.stop()
+        stop_or_dump_stacks(rt.stop, STOP_STACK_DUMP_S)
     return 0
+
+
+def stop_or_dump_stacks(stop: Callable[[], None], dump_after_s: float,
+                        out: IO[str] | None = None) -> None:
+    """Run `stop`; if it is still running after `dump_after_s`, write every thread's stack to
+    `out` (stderr, next to the log) and let it go on. A shutdown that hangs (a thread that
+    will not join, a session that never logs out) then says where, instead of only being
+    killed by whoever waits for it."""
+    target = out if out is not None else sys.stderr
+    faulthandler.dump_traceback_later(dump_after_s, exit=False, file=target)
+    try:
+        stop()
+    finally:
+        faulthandler.cancel_dump_traceback_later()
