@@ -11,17 +11,23 @@ import socket
 import subprocess
 import sys
 import threading
+import time
+import warnings
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from gateway.server.runner import STOP_STACK_DUMP_S
 from tools.benchlib.procs import Credentials, Lines, event_process_pid, free_port
 
 __all__ = ["REPO", "Credentials", "GatewayProcess", "Lines", "SimProcess", "VenueStack",
            "free_port", "running_pair", "stop_all"]
 
 REPO = Path(__file__).resolve().parents[1]
+# The gateway's worst clean stop: QuickFIX waits up to 10 s for each engine's Logouts, the
+# event process up to 15 s for its child; a stop past this is stuck.
+STOP_TIMEOUT_S = 45.0
 
 # Every process started here, so that none outlives the test run even when a test fails
 # between starting one and its own cleanup (a leaked simulator would keep CI waiting).
@@ -211,15 +217,27 @@ port = {self.admin_port}
         return event_process_pid(self.proc.pid, timeout_s=5.0)
 
     def stop(self) -> int:
+        """SIGTERM, and wait for the clean stop. A stop slower than the gateway's stack dump
+        (STOP_STACK_DUMP_S) is reported as a warning with the stacks, and one past
+        STOP_TIMEOUT_S fails the test: the tests check what the gateway does, not how fast it
+        logs out under a loaded machine, but a slow stop must not go unseen."""
         assert self.proc is not None
         if self.proc.poll() is None:
+            t0 = time.monotonic()
             self.proc.send_signal(signal.SIGTERM)
             try:
-                return self.proc.wait(timeout=20)
+                code = self.proc.wait(timeout=STOP_TIMEOUT_S)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
-                raise
+                raise TimeoutError(f"the gateway did not stop within {STOP_TIMEOUT_S:.0f} s of "
+                                   f"SIGTERM; the last of its log:\n{self.err.tail(200)}") from None
+            took = time.monotonic() - t0
+            if took > STOP_STACK_DUMP_S:
+                time.sleep(0.2)  # the rest of its stderr
+                warnings.warn(f"the gateway took {took:.1f} s to stop; the last of its log "
+                              f"(with its thread stacks):\n{self.err.tail(200)}", stacklevel=2)
+            return code
         return int(self.proc.returncode)
 
 
