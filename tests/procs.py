@@ -72,9 +72,10 @@ class SimProcess:
     def __init__(self, data_dir: Path, creds: Credentials, clients: tuple[str, ...] = ("FIXGW",),
                  flow_rate: float = 0.0, seed: int = 7, seed_books: bool = False,
                  trading_port: int = 0, md_port: int = 0,
-                 tls: tuple[Path, Path] | None = None, scenario: str = "default") -> None:
+                 tls: tuple[Path, Path] | None = None, scenario: str = "default",
+                 accounts_file: Path | None = None, env: dict[str, str] | None = None) -> None:
         env = dict(os.environ, FIXGW_SIM_API_KEY=creds.api_key,
-                   FIXGW_SIM_API_SECRET=creds.api_secret)
+                   FIXGW_SIM_API_SECRET=creds.api_secret, **(env or {}))
         cmd = [sys.executable, "-m", "gateway.venue_sim", "--data-dir", str(data_dir),
                "--flow-rate", str(flow_rate), "--seed", str(seed),
                "--trading-port", str(trading_port), "--md-port", str(md_port),
@@ -85,6 +86,8 @@ class SimProcess:
             cmd.append("--no-seed-books")
         if tls is not None:
             cmd += ["--tls-cert", str(tls[0]), "--tls-key", str(tls[1])]
+        if accounts_file is not None:
+            cmd += ["--accounts", str(accounts_file)]
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                      env=env, cwd=REPO)
         _STARTED.append(self.proc)

@@ -14,6 +14,7 @@ import threading
 from pathlib import Path
 
 from gateway.fix.kraken_logon import KrakenCredentials
+from gateway.venue_sim.accounts import AccountsFileError, ApiAccount, load_accounts_file
 from gateway.venue_sim.server import ENV_KEY, ENV_SECRET, SimOptions, VenueSimulator
 
 
@@ -38,6 +39,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--client", action="append", default=None,
                    help="client SenderCompID to accept (repeatable; default FIXGW)")
     p.add_argument("--data-dir", type=Path, default=Path("./var/venue-sim"))
+    p.add_argument("--accounts", type=Path, metavar="FILE",
+                   help="more API accounts for REST/WS bots (TOML [[accounts]]: api_key, "
+                        "api_secret_env or api_secret_file, owner); each has its own wallet, "
+                        "orders and nonces")
     p.add_argument("--exit-on-stdin-eof", action="store_true", help=argparse.SUPPRESS)
     return p
 
@@ -49,11 +54,28 @@ def credentials_from_env() -> KrakenCredentials | None:
     return None
 
 
+def extra_accounts(path: Path | None, creds: KrakenCredentials | None) -> list[ApiAccount]:
+    """The `--accounts` file's accounts; none of them may reuse the simulator's own key."""
+    if path is None:
+        return []
+    accounts = load_accounts_file(path)
+    for i, account in enumerate(accounts):
+        if creds is not None and account.api_key == creds.api_key:
+            raise AccountsFileError(f"{path}: accounts[{i}].api_key: is the simulator's own key "
+                                    f"({ENV_KEY}); give each bot a key of its own")
+    return accounts
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     creds = credentials_from_env()
+    try:
+        extra = extra_accounts(args.accounts, creds)
+    except AccountsFileError as exc:
+        print(f"fixgw venue-sim: {exc}", file=sys.stderr)
+        return 2
     if creds is None:
         logging.getLogger("fixgw.venue_sim").warning(
             "no %s/%s in the environment: trading logons are accepted without a signature check",
@@ -64,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
         data_dir=args.data_dir, credentials=creds,
         seed_books=not args.no_seed_books, tls_cert=args.tls_cert, tls_key=args.tls_key,
         scenario=args.scenario, futures_port=args.futures_port,
-        futures_ws_port=args.futures_ws_port))
+        futures_ws_port=args.futures_ws_port, extra_accounts=extra))
     sim.start()
     print(json.dumps({"host": args.host, "trading_port": sim.trading_port,
                       "md_port": sim.md_port, "control_port": sim.control.port,

@@ -56,7 +56,7 @@ import threading
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import ROUND_CEILING, ROUND_FLOOR, ROUND_HALF_EVEN, Decimal, InvalidOperation
@@ -243,9 +243,11 @@ class FuturesRestServer(HttpFace):
     and kept across ``stop()``/``start()``, so a client or poller configured once sees the venue
     go away and come back at the same address.
 
-    ``api_key``/``api_secret`` are the test credentials ``/accounts`` accepts; without them every
-    private call is refused. ``clock`` (epoch seconds) drives ``serverTime`` and the funding
-    history's boundaries, so tests can pin time.
+    ``api_key``/``api_secret`` are the test credentials ``/accounts`` accepts, trading as
+    ``owner``; ``extra_accounts`` are more ``(api_key, api_secret, owner)``, each its own account
+    (orders, fills, positions, nonces). Without any, every private call is refused.
+    ``clock`` (epoch seconds) drives ``serverTime`` and the funding history's boundaries, so
+    tests can pin time.
     """
 
     def __init__(
@@ -259,21 +261,33 @@ class FuturesRestServer(HttpFace):
         clock: Callable[[], float] = time.time,
         engine: e.MatchingEngine | None = None,
         owner: str = "FUTURES",
+        extra_accounts: Iterable[tuple[str, str, str]] = (),
     ) -> None:
         if (api_key is None) != (api_secret is None):
             raise ValueError("give both api_key and api_secret, or neither")
-        if api_secret is not None:
-            decode_secret(api_secret)  # a malformed test secret fails here, not as a 401 later
-        self._api_key = api_key
-        self._api_secret = api_secret
+        # api key -> (secret, engine owner): the test key first, then `extra_accounts`
+        # (key, secret, owner), each its own account with its own orders, fills and positions.
+        keys = [] if api_key is None or api_secret is None else [(api_key, api_secret, owner)]
+        keys += list(extra_accounts)
+        for _, secret, _ in keys:
+            decode_secret(secret)  # a malformed test secret fails here, not as a 401 later
+        self._keys = {key: (secret, who) for key, secret, who in keys}
         self._clock = clock
         self._lock = threading.Lock()
         self._scenario = resolve_scenario(scenario)
         self._faults: deque[_Fault] = deque()
         self._counts: dict[str, int] = {}
-        self._nonces: deque[str] = deque(maxlen=_NONCE_MEMORY)
-        self._nonce_set: set[str] = set()
-        self.orders = _FuturesOrders(engine, owner, clock) if engine is not None else None
+        # (api key, nonce) pairs seen: nonces are per key, as on Kraken.
+        self._nonces: deque[tuple[str, str]] = deque(maxlen=_NONCE_MEMORY)
+        self._nonce_set: set[tuple[str, str]] = set()
+        # Order entry per engine owner (accounts that share one share its orders); `orders` is
+        # the test key's, and what the public order book reads.
+        self._orders: dict[str, _FuturesOrders] = {}
+        if engine is not None:
+            for who in (owner, *(w for _, w in self._keys.values())):
+                if who not in self._orders:
+                    self._orders[who] = _FuturesOrders(engine, who, clock)
+        self.orders = self._orders.get(owner)
         self._init_http(host, port)
 
     face_name = "futures-rest"
@@ -287,8 +301,8 @@ class FuturesRestServer(HttpFace):
     def close(self) -> None:
         """Stop, and detach from the engine when there is one (the engine outlives faces)."""
         self.stop()
-        if self.orders is not None:
-            self.orders.close()
+        for orders in self._orders.values():
+            orders.close()
 
     # -- test hooks --------------------------------------------------------------------------
 
@@ -400,7 +414,7 @@ class FuturesRestServer(HttpFace):
         if route == "/orderbook":
             return self._orderbook(query.get("symbol", [""])[0])
         if route == "/accounts":
-            err = self._check_auth(route, parts.query, headers, body)
+            err, _ = self._check_auth(route, parts.query, headers, body)
             if err is not None:
                 return self._error(401, err)
             return self._ok({"accounts": _accounts_json()})
@@ -459,10 +473,10 @@ class FuturesRestServer(HttpFace):
             ("GET",) if route in _GET_ROUTES else ("POST",))
         if method not in allowed:
             return self._error(405, "notFound")
-        err = self._check_auth(route, query, headers, body)
+        err, owner = self._check_auth(route, query, headers, body)
         if err is not None:
             return self._error(401, err)
-        orders = self.orders
+        orders = self._orders.get(owner)
         if orders is None:
             # The face was built without an engine: no order book to trade on.
             return self._error(503, "Unavailable")
@@ -477,27 +491,28 @@ class FuturesRestServer(HttpFace):
         return self._ok(payload)
 
     def _check_auth(self, route: str, query: str, headers: Mapping[str, str],
-                    body: str) -> str | None:
-        """Kraken's ``Authent`` check (kraken-api.md §2); the error string, or ``None`` if OK."""
+                    body: str) -> tuple[str | None, str]:
+        """Kraken's ``Authent`` check (kraken-api.md §2): (the error string, or ``None`` if OK;
+        the engine owner of the key)."""
         key, authent = headers.get("APIKey"), headers.get("Authent")
         nonce = headers.get("Nonce")
-        if self._api_key is None or self._api_secret is None or not key or not authent:
-            return "authenticationError"
-        if not hmac.compare_digest(key.encode(), self._api_key.encode()):
-            return "authenticationError"
+        account = self._keys.get(key) if key else None
+        if key is None or account is None or not authent:
+            return "authenticationError", ""
+        secret, owner = account
         # Post-2024 rule: sign the url-encoded query exactly as sent, then the body.
-        expected = futures_authent(self._api_secret, "/api/v3" + route, query + body, nonce)
+        expected = futures_authent(secret, "/api/v3" + route, query + body, nonce)
         if not hmac.compare_digest(expected.encode(), authent.encode()):
-            return "authenticationError"
+            return "authenticationError", ""
         if nonce is not None:
             with self._lock:
-                if nonce in self._nonce_set:
-                    return "nonceDuplicate"
+                if (key, nonce) in self._nonce_set:
+                    return "nonceDuplicate", ""
                 if len(self._nonces) == self._nonces.maxlen:
                     self._nonce_set.discard(self._nonces[0])
-                self._nonces.append(nonce)
-                self._nonce_set.add(nonce)
-        return None
+                self._nonces.append((key, nonce))
+                self._nonce_set.add((key, nonce))
+        return None, owner
 
     def _handler_class(self) -> type[BaseHTTPRequestHandler]:
         outer = self

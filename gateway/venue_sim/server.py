@@ -62,6 +62,9 @@ class SimOptions:
     # TLS on both FIX ports, as Kraken runs them (cert and key files); None = plain TCP.
     tls_cert: Path | None = None
     tls_key: Path | None = None
+    # More API accounts (`--accounts FILE`) for bots on spot REST/WS and futures REST; FIX
+    # trading logons are checked against `credentials` only.
+    extra_accounts: Sequence[ApiAccount] = ()
 
 
 class VenueSimulator:
@@ -84,15 +87,17 @@ class VenueSimulator:
         self.futures = FuturesRestServer(
             opts.scenario, host=opts.host, port=opts.futures_port,
             api_key=creds.api_key if creds else None,
-            api_secret=creds.api_secret if creds else None, engine=self.engine)
+            api_secret=creds.api_secret if creds else None, engine=self.engine,
+            extra_accounts=[(a.api_key, a.api_secret, a.owner) for a in opts.extra_accounts])
         # Reads the REST face's scenario, so both faces always serve the same figures.
         self.futures_ws = FuturesWsServer(lambda: self.futures.scenario, host=opts.host,
                                           port=opts.futures_ws_port)
         # Spot REST and WS v2: the test API key trades as the first client CompID, so orders
         # placed over FIX, REST and WS are one account's orders (what failover needs), and a
         # token from REST GetWebSocketsToken opens the WS private channels.
-        self.accounts = Accounts([ApiAccount(creds.api_key, creds.api_secret, opts.clients[0])]
-                                 if creds is not None and opts.clients else [])
+        self.accounts = Accounts([*([ApiAccount(creds.api_key, creds.api_secret, opts.clients[0])]
+                                    if creds is not None and opts.clients else []),
+                                  *opts.extra_accounts])
         self.spot_rest = SpotRestServer(self.engine, self.accounts, host=opts.host)
         self.spot_ws = SpotWsServer(self.engine, self.accounts, host=opts.host)
         self._acceptor: fix.ThreadedSocketAcceptor | None = None

@@ -1,0 +1,110 @@
+"""Two bots on one simulator, each with its own API key from `--accounts`: python-kraken-sdk
+and ccxt (whose nonces differ, so they could not share a key) trade side by side, and each
+account sees only its own orders, on spot REST and on futures REST."""
+
+from __future__ import annotations
+
+import base64
+import secrets
+import uuid
+from collections.abc import Iterator
+from decimal import Decimal
+from typing import Any
+
+import pytest
+
+from tests.procs import Credentials, SimProcess
+
+pytest.importorskip("kraken", reason="python-kraken-sdk not installed (dev extra)")
+ccxt = pytest.importorskip("ccxt", reason="ccxt not installed (dev extra)")
+
+SDK_KEY, CCXT_KEY = "sdk-bot", "ccxt-bot"
+
+
+def _secret() -> str:
+    return base64.b64encode(secrets.token_bytes(64)).decode()
+
+
+@pytest.fixture(scope="module")
+def bots(tmp_path_factory: pytest.TempPathFactory
+         ) -> Iterator[tuple[SimProcess, dict[str, str]]]:
+    tmp = tmp_path_factory.mktemp("accounts")
+    sdk_secret, ccxt_secret = _secret(), _secret()
+    (tmp / "ccxt.secret").write_text(ccxt_secret + "\n")
+    accounts = tmp / "accounts.toml"
+    accounts.write_text(f'[[accounts]]\napi_key = "{SDK_KEY}"\napi_secret_env = "SDK_SECRET"\n'
+                        f'owner = "SDKBOT"\n\n[[accounts]]\napi_key = "{CCXT_KEY}"\n'
+                        'api_secret_file = "ccxt.secret"\nowner = "CCXTBOT"\n')
+    s = SimProcess(tmp / "sim", Credentials(), seed_books=True, accounts_file=accounts,
+                   env={"SDK_SECRET": sdk_secret})
+    try:
+        yield s, {SDK_KEY: sdk_secret, CCXT_KEY: ccxt_secret}
+    finally:
+        s.stop()
+
+
+def _count(s: SimProcess, owner: str, cl_ord_id: str) -> int:
+    counts = s.control(cmd="submission_counts")["counts"]
+    assert isinstance(counts, dict)
+    return int(counts.get(f"{owner} {cl_ord_id}", 0))
+
+
+def _ccxt(s: SimProcess, secret: str) -> Any:
+    k = ccxt.kraken({"apiKey": CCXT_KEY, "secret": secret, "enableRateLimit": False})
+    k.urls["api"]["public"] = k.urls["api"]["private"] = f"http://127.0.0.1:{s.spot_rest_port}"
+    return k
+
+
+def test_sdk_and_ccxt_bots_trade_side_by_side_each_seeing_its_own_orders(
+        bots: tuple[SimProcess, dict[str, str]]) -> None:
+    from kraken.spot import Trade, User
+
+    s, secret = bots
+    url = f"http://127.0.0.1:{s.spot_rest_port}"
+    sdk_trade = Trade(key=SDK_KEY, secret=secret[SDK_KEY], url=url)
+    sdk_user = User(key=SDK_KEY, secret=secret[SDK_KEY], url=url)
+    k = _ccxt(s, secret[CCXT_KEY])
+    sdk_cl, ccxt_cl = uuid.uuid4().hex, uuid.uuid4().hex
+    # Interleaved: the SDK's nonces (time x 10^8) are far above ccxt's; per key, both are fine.
+    sdk_txid = sdk_trade.create_order(ordertype="limit", side="buy", pair="XBTUSD",
+                                      volume="0.0021", price="30011.0",
+                                      cl_ord_id=sdk_cl)["txid"][0]
+    ccxt_order = k.create_order("BTC/USD", "limit", "buy", 0.0031, 30012,
+                                {"clientOrderId": ccxt_cl})
+    sdk_open = sdk_user.get_open_orders()["open"]
+    ccxt_open = {o["id"] for o in k.fetch_open_orders("BTC/USD")}
+    assert sdk_txid in sdk_open and ccxt_order["id"] not in sdk_open
+    assert ccxt_order["id"] in ccxt_open and sdk_txid not in ccxt_open
+    assert _count(s, "SDKBOT", sdk_cl) == 1 and _count(s, "CCXTBOT", ccxt_cl) == 1
+    # One account cannot cancel the other's order.
+    with pytest.raises(Exception, match=r"Unknown order"):
+        sdk_trade.cancel_order(txid=ccxt_order["id"])
+    k.cancel_order(ccxt_order["id"])
+    assert sdk_trade.cancel_order(txid=sdk_txid)["count"] == 1
+    levels = s.control(cmd="levels", symbol="BTC/USD", depth=1000)["bids"]
+    assert isinstance(levels, list)
+    assert not [p for p, _ in levels if Decimal(p) in (Decimal("30011"), Decimal("30012"))]
+
+
+def test_futures_orders_belong_to_the_account_that_sent_them(
+        bots: tuple[SimProcess, dict[str, str]]) -> None:
+    from kraken.futures import Trade, User
+
+    s, secret = bots
+    url = f"http://127.0.0.1:{s.futures_rest_port}"
+    sdk = Trade(key=SDK_KEY, secret=secret[SDK_KEY], url=url)
+    other = Trade(key=CCXT_KEY, secret=secret[CCXT_KEY], url=url)
+    cli = str(uuid.uuid4())
+    sent = sdk.create_order(orderType="lmt", side="buy", size=13, symbol="PF_ARBUSD",
+                            limitPrice=0.0903, cliOrdId=cli)["sendStatus"]
+    assert sent["status"] == "placed"
+    sdk_open = User(key=SDK_KEY, secret=secret[SDK_KEY], url=url).get_open_orders()
+    other_open = User(key=CCXT_KEY, secret=secret[CCXT_KEY], url=url).get_open_orders()
+    assert [o["order_id"] for o in sdk_open["openOrders"]] == [sent["order_id"]]
+    assert other_open["openOrders"] == []
+    assert other.cancel_order(order_id=sent["order_id"])["cancelStatus"]["status"] == "notFound"
+    assert sdk.cancel_order(order_id=sent["order_id"])["cancelStatus"]["status"] == "cancelled"
+    assert _count(s, "SDKBOT", cli) == 1
+    wrong = User(key=SDK_KEY, secret=secret[CCXT_KEY], url=url)
+    with pytest.raises(Exception, match="authenticationError"):
+        wrong.get_open_orders()
