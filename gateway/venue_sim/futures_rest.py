@@ -22,11 +22,12 @@ Wire formats follow ``shared/kraken-api.md`` §2 and §5 and Kraken's OpenAPI ex
 * ``GET /derivatives/api/v4/historicalfundingrates?symbol=PF_ARBUSD``: the same body, at the
   path python-kraken-sdk and ccxt ``krakenfutures`` use today.
 * ``GET /derivatives/api/v3/instruments``: the scenario's perps (``flexible_futures``).
-* ``GET /derivatives/api/v3/accounts``: private. ``APIKey`` must equal the server's test key and
-  ``Authent`` must equal ``futures_authent(secret, "/api/v3/accounts", query + body, Nonce)``
+* ``GET /derivatives/api/v3/accounts``: private. ``APIKey`` must be one of the server's keys
+  (the test key or an extra account's) and ``Authent`` must equal
+  ``futures_authent(secret, "/api/v3/accounts", query + body, Nonce)`` with that key's secret
   (path **without** ``/derivatives``, the url-encoded query exactly as sent; kraken-api.md §2).
-  Anything else is HTTP 401 ``{"result":"error","error":"authenticationError"}``; a repeated
-  ``Nonce`` is ``nonceDuplicate``.
+  Anything else is HTTP 401 ``{"result":"error","error":"authenticationError"}``; a ``Nonce``
+  the key has used is ``nonceDuplicate``.
 
 * Order entry, when the face is given the simulator's ``engine``: ``POST /sendorder``
   (``lmt``/``post``/``ioc``/``mkt``), ``POST /cancelorder``, ``POST /cancelallorders``,
