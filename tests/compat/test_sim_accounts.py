@@ -4,6 +4,7 @@ account sees only its own orders, on spot REST and on futures REST."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import secrets
 import uuid
@@ -17,6 +18,14 @@ from tests.procs import Credentials, SimProcess
 
 pytest.importorskip("kraken", reason="python-kraken-sdk not installed (dev extra)")
 ccxt = pytest.importorskip("ccxt", reason="ccxt not installed (dev extra)")
+
+from tests.compat.test_kraken_clients import (  # noqa: E402 - after the skips
+    _count,
+    _fut_url,
+    _spot_url,
+    _wait_for,
+    _ws_url,
+)
 
 SDK_KEY, CCXT_KEY = "sdk-bot", "ccxt-bot"
 
@@ -43,15 +52,9 @@ def bots(tmp_path_factory: pytest.TempPathFactory
         s.stop()
 
 
-def _count(s: SimProcess, owner: str, cl_ord_id: str) -> int:
-    counts = s.control(cmd="submission_counts")["counts"]
-    assert isinstance(counts, dict)
-    return int(counts.get(f"{owner} {cl_ord_id}", 0))
-
-
 def _ccxt(s: SimProcess, secret: str) -> Any:
     k = ccxt.kraken({"apiKey": CCXT_KEY, "secret": secret, "enableRateLimit": False})
-    k.urls["api"]["public"] = k.urls["api"]["private"] = f"http://127.0.0.1:{s.spot_rest_port}"
+    k.urls["api"]["public"] = k.urls["api"]["private"] = _spot_url(s)
     return k
 
 
@@ -60,7 +63,7 @@ def test_sdk_and_ccxt_bots_trade_side_by_side_each_seeing_its_own_orders(
     from kraken.spot import Trade, User
 
     s, secret = bots
-    url = f"http://127.0.0.1:{s.spot_rest_port}"
+    url = _spot_url(s)
     sdk_trade = Trade(key=SDK_KEY, secret=secret[SDK_KEY], url=url)
     sdk_user = User(key=SDK_KEY, secret=secret[SDK_KEY], url=url)
     k = _ccxt(s, secret[CCXT_KEY])
@@ -75,7 +78,7 @@ def test_sdk_and_ccxt_bots_trade_side_by_side_each_seeing_its_own_orders(
     ccxt_open = {o["id"] for o in k.fetch_open_orders("BTC/USD")}
     assert sdk_txid in sdk_open and ccxt_order["id"] not in sdk_open
     assert ccxt_order["id"] in ccxt_open and sdk_txid not in ccxt_open
-    assert _count(s, "SDKBOT", sdk_cl) == 1 and _count(s, "CCXTBOT", ccxt_cl) == 1
+    assert _count(s, sdk_cl, "SDKBOT") == 1 and _count(s, ccxt_cl, "CCXTBOT") == 1
     # One account cannot cancel the other's order.
     with pytest.raises(Exception, match=r"Unknown order"):
         sdk_trade.cancel_order(txid=ccxt_order["id"])
@@ -91,7 +94,7 @@ def test_futures_orders_belong_to_the_account_that_sent_them(
     from kraken.futures import Trade, User
 
     s, secret = bots
-    url = f"http://127.0.0.1:{s.futures_rest_port}"
+    url = _fut_url(s)
     sdk = Trade(key=SDK_KEY, secret=secret[SDK_KEY], url=url)
     other = Trade(key=CCXT_KEY, secret=secret[CCXT_KEY], url=url)
     cli = str(uuid.uuid4())
@@ -104,7 +107,52 @@ def test_futures_orders_belong_to_the_account_that_sent_them(
     assert other_open["openOrders"] == []
     assert other.cancel_order(order_id=sent["order_id"])["cancelStatus"]["status"] == "notFound"
     assert sdk.cancel_order(order_id=sent["order_id"])["cancelStatus"]["status"] == "cancelled"
-    assert _count(s, "SDKBOT", cli) == 1
+    assert _count(s, cli, "SDKBOT") == 1
     wrong = User(key=SDK_KEY, secret=secret[CCXT_KEY], url=url)
     with pytest.raises(Exception, match="authenticationError"):
         wrong.get_open_orders()
+
+
+def test_ws_executions_show_only_the_accounts_own_orders(
+        bots: tuple[SimProcess, dict[str, str]]) -> None:
+    """The SDK bot's private socket (token from REST with its own key) reports the order it
+    adds, and not the ccxt bot's order placed just before it."""
+    from kraken.spot import SpotWSClient, Trade
+
+    s, secret = bots
+    k = _ccxt(s, secret[CCXT_KEY])
+    mine, theirs = uuid.uuid4().hex, uuid.uuid4().hex
+    received: list[dict[str, Any]] = []
+
+    class Client(SpotWSClient):  # type: ignore[misc]
+        async def on_message(self, message: dict[str, Any]) -> None:
+            received.append(message)
+
+    def seen(clid: str) -> bool:
+        return any(d.get("cl_ord_id") == clid for m in received
+                   if m.get("channel") == "executions" for d in m.get("data", []))
+
+    async def run() -> None:
+        client = Client(key=SDK_KEY, secret=secret[SDK_KEY], rest_url=_spot_url(s),
+                        ws_url=_ws_url(s), auth_ws_url=_ws_url(s), no_public=True)
+        try:
+            await client.start()
+            await client.subscribe(params={"channel": "executions"})
+            await _wait_for(lambda: any(m.get("channel") == "executions" for m in received))
+            await asyncio.to_thread(k.create_order, "BTC/USD", "limit", "buy", 0.0017, 30013,
+                                    {"clientOrderId": theirs})
+            await client.send_message({"method": "add_order", "params": {
+                "order_type": "limit", "side": "buy", "order_qty": 0.0016,
+                "limit_price": 30014.0, "symbol": "BTC/USD", "cl_ord_id": mine}})
+            await _wait_for(lambda: seen(mine))
+        finally:
+            await client.close()
+
+    asyncio.run(run())
+    # Executions reach a socket in the engine's order: had the ccxt bot's been sent to this
+    # one, it would have come before the SDK bot's own.
+    assert not seen(theirs)
+    assert _count(s, mine, "SDKBOT") == 1 and _count(s, theirs, "CCXTBOT") == 1
+    assert Trade(key=SDK_KEY, secret=secret[SDK_KEY], url=_spot_url(s)).cancel_all_orders() == {
+        "count": 1}
+    k.cancel_all_orders()
