@@ -52,6 +52,12 @@ def bots(tmp_path_factory: pytest.TempPathFactory
         s.stop()
 
 
+def _sdk(api: Any, url: str, key: str, secret: str) -> tuple[Any, Any]:
+    """python-kraken-sdk's ``Trade`` and ``User`` of ``api`` (kraken.spot or kraken.futures)
+    for one key."""
+    return api.Trade(key=key, secret=secret, url=url), api.User(key=key, secret=secret, url=url)
+
+
 def _ccxt(s: SimProcess, secret: str) -> Any:
     k = ccxt.kraken({"apiKey": CCXT_KEY, "secret": secret, "enableRateLimit": False})
     k.urls["api"]["public"] = k.urls["api"]["private"] = _spot_url(s)
@@ -60,12 +66,10 @@ def _ccxt(s: SimProcess, secret: str) -> Any:
 
 def test_sdk_and_ccxt_bots_trade_side_by_side_each_seeing_its_own_orders(
         bots: tuple[SimProcess, dict[str, str]]) -> None:
-    from kraken.spot import Trade, User
+    import kraken.spot
 
     s, secret = bots
-    url = _spot_url(s)
-    sdk_trade = Trade(key=SDK_KEY, secret=secret[SDK_KEY], url=url)
-    sdk_user = User(key=SDK_KEY, secret=secret[SDK_KEY], url=url)
+    sdk_trade, sdk_user = _sdk(kraken.spot, _spot_url(s), SDK_KEY, secret[SDK_KEY])
     k = _ccxt(s, secret[CCXT_KEY])
     sdk_cl, ccxt_cl = uuid.uuid4().hex, uuid.uuid4().hex
     # Interleaved: the SDK's nonces (time x 10^8) are far above ccxt's; per key, both are fine.
@@ -91,24 +95,22 @@ def test_sdk_and_ccxt_bots_trade_side_by_side_each_seeing_its_own_orders(
 
 def test_futures_orders_belong_to_the_account_that_sent_them(
         bots: tuple[SimProcess, dict[str, str]]) -> None:
-    from kraken.futures import Trade, User
+    import kraken.futures
 
     s, secret = bots
-    url = _fut_url(s)
-    sdk = Trade(key=SDK_KEY, secret=secret[SDK_KEY], url=url)
-    other = Trade(key=CCXT_KEY, secret=secret[CCXT_KEY], url=url)
+    sdk, sdk_user = _sdk(kraken.futures, _fut_url(s), SDK_KEY, secret[SDK_KEY])
+    other, other_user = _sdk(kraken.futures, _fut_url(s), CCXT_KEY, secret[CCXT_KEY])
     cli = str(uuid.uuid4())
     sent = sdk.create_order(orderType="lmt", side="buy", size=13, symbol="PF_ARBUSD",
                             limitPrice=0.0903, cliOrdId=cli)["sendStatus"]
     assert sent["status"] == "placed"
-    sdk_open = User(key=SDK_KEY, secret=secret[SDK_KEY], url=url).get_open_orders()
-    other_open = User(key=CCXT_KEY, secret=secret[CCXT_KEY], url=url).get_open_orders()
-    assert [o["order_id"] for o in sdk_open["openOrders"]] == [sent["order_id"]]
-    assert other_open["openOrders"] == []
+    assert [o["order_id"] for o in sdk_user.get_open_orders()["openOrders"]] == [
+        sent["order_id"]]
+    assert other_user.get_open_orders()["openOrders"] == []
     assert other.cancel_order(order_id=sent["order_id"])["cancelStatus"]["status"] == "notFound"
     assert sdk.cancel_order(order_id=sent["order_id"])["cancelStatus"]["status"] == "cancelled"
     assert _count(s, cli, "SDKBOT") == 1
-    wrong = User(key=SDK_KEY, secret=secret[CCXT_KEY], url=url)
+    _, wrong = _sdk(kraken.futures, _fut_url(s), SDK_KEY, secret[CCXT_KEY])
     with pytest.raises(Exception, match="authenticationError"):
         wrong.get_open_orders()
 
