@@ -327,7 +327,6 @@ class EventLog:
         self._durable_next = start
         self.journal_error: BaseException | None = None
         self._writer: threading.Thread | None = None
-        self._queue_for_journal = self._journal is not None
         if self._journal is not None and cfg.writer_thread:
             self._writer = threading.Thread(
                 target=self._writer_main, name="fixgw-events-journal", daemon=True
@@ -359,7 +358,7 @@ class EventLog:
             self._ring[seq & self._mask] = entry
             self._next = seq + 1
             kick = False
-            if self._queue_for_journal:
+            if self._journal is not None:
                 kick = not self._pending and self._writer is not None
                 self._pending.append(entry)
         if kick:

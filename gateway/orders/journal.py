@@ -161,9 +161,7 @@ class Journal:
     def _map_window(self, need: int) -> None:
         """Map the file from the page holding `_end`, for at least `need` more bytes, with the
         disk space reserved first (see the module docstring)."""
-        if self._map is not None:
-            self._map.close()
-            self._map = None
+        self._close_map()
         gran = mmap.ALLOCATIONGRANULARITY
         base = self._end - self._end % gran
         size = max(_WINDOW, -(-(self._end - base + need) // gran) * gran)
@@ -191,10 +189,13 @@ class Journal:
 
     def _unmap(self) -> None:
         """Drop the mapping and the reserved space after the last record (under `_lock`)."""
+        self._close_map()
+        os.ftruncate(self._fd, self._end)
+
+    def _close_map(self) -> None:
         if self._map is not None:
             self._map.close()
             self._map = None
-        os.ftruncate(self._fd, self._end)
 
     def seal(self) -> tuple[int, int]:
         """Rename the journal to ``path.seg.N`` (synced) and go on writing a fresh `path`;
