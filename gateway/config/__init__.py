@@ -8,7 +8,6 @@ May import: gateway.kraken.
 from gateway.config.loader import ConfigError, load_config
 from gateway.config.model import (
     Config,
-    CredentialRef,
     GatewayConfig,
     OmsConfig,
     OmsSessionConfig,
@@ -17,6 +16,7 @@ from gateway.config.model import (
     VenueConfig,
     VenueSessionConfig,
 )
+from gateway.config.strict import CredentialRef, StrictModel
 
 __all__ = [
     "Config",
@@ -27,6 +27,7 @@ __all__ = [
     "OmsSessionConfig",
     "ScheduleConfig",
     "SimulatorConfig",
+    "StrictModel",
     "VenueConfig",
     "VenueSessionConfig",
     "load_config",

@@ -8,12 +8,12 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
+
+from gateway.config.strict import StrictModel
 
 
-class FallbackConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
+class FallbackConfig(StrictModel):
     enabled: bool = False
     # Kraken spot REST base URL; empty = the embedded simulator's REST face
     # (Kraken: https://api.kraken.com).
@@ -56,12 +56,10 @@ class FallbackConfig(BaseModel):
         return self
 
 
-class MdFallbackConfig(BaseModel):
+class MdFallbackConfig(StrictModel):
     """`[venue.md_fallback]`: market data over Kraken spot WebSocket v2 while the FIX MD session
     is down (public channels: no credentials needed). Off by default, like the order fallback:
     a deployment chooses to depend on a second venue endpoint."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     enabled: bool = False
     # Kraken spot WS v2 public URL; empty = the embedded simulator's spot WS face

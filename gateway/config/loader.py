@@ -9,11 +9,18 @@ from __future__ import annotations
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from gateway.config.model import Config
+from gateway.config.strict import CREDENTIAL_INLINE
+
+M = TypeVar("M", bound=BaseModel)
+
+# Errors whose input is not repeated: a missing or unknown field has nothing useful to show,
+# and a credential written into the file is the secret itself.
+_NO_ECHO = frozenset({"missing", "extra_forbidden", CREDENTIAL_INLINE})
 
 
 class ConfigError(Exception):
@@ -35,7 +42,7 @@ def format_validation_error(source: str, exc: ValidationError) -> str:
     for err in exc.errors():
         loc = _field_path(tuple(err["loc"]))
         msg = err["msg"].removeprefix("Value error, ")
-        if "input" in err and err["type"] not in ("missing", "extra_forbidden"):
+        if "input" in err and err["type"] not in _NO_ECHO:
             msg += f" (got {err['input']!r})"
         if err["type"] == "extra_forbidden":
             msg = "unknown field (check the spelling)"
@@ -43,25 +50,33 @@ def format_validation_error(source: str, exc: ValidationError) -> str:
     return "\n".join(lines)
 
 
+def read_toml(path: Path) -> dict[str, Any]:
+    """A TOML file's tables; a missing, unreadable or malformed file is a `ConfigError`."""
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: config file not found") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror or type(exc).__name__}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+
+
+def validate_model(model: type[M], raw: Mapping[str, Any], source: str) -> M:
+    """`raw` as `model`, or a `ConfigError` with one line per bad field of `source`."""
+    try:
+        return model.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(source, exc)) from None
+
+
 def load_config(path: Path | None, overrides: Mapping[str, Any] | None = None) -> Config:
     """Read and validate a TOML deployment file; `overrides` are dotted keys from CLI flags."""
-    raw: dict[str, Any] = {}
-    source = "(defaults)"
-    if path is not None:
-        source = str(path)
-        try:
-            raw = tomllib.loads(path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise ConfigError(f"{source}: config file not found") from None
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"{source}: not valid TOML: {exc}") from None
+    raw: dict[str, Any] = {} if path is None else read_toml(path)
     for dotted, value in (overrides or {}).items():
         node = raw
         *parents, leaf = dotted.split(".")
         for key in parents:
             node = node.setdefault(key, {})
         node[leaf] = value
-    try:
-        return Config.model_validate(raw)
-    except ValidationError as exc:
-        raise ConfigError(format_validation_error(source, exc)) from None
+    return validate_model(Config, raw, "(defaults)" if path is None else str(path))

@@ -13,18 +13,14 @@ from datetime import time
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from gateway.config.fallback import FallbackConfig, MdFallbackConfig
 from gateway.config.risk import GateConfig
+from gateway.config.strict import CredentialRef, StrictModel
 
 _COMP_ID = re.compile(r"^[A-Za-z0-9_.\-]{1,64}$")
 Port = Annotated[int, Field(ge=0, le=65535)]
-
-
-class _Strict(BaseModel):
-    # extra="forbid": a misspelt key is the most common config error; it must not pass silently.
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 def _check_comp_id(value: str) -> str:
@@ -33,20 +29,7 @@ def _check_comp_id(value: str) -> str:
     return value
 
 
-class CredentialRef(_Strict):
-    """Where a secret lives. The TOML names the place; the value never appears in it."""
-
-    env: str | None = None
-    file: Path | None = None
-
-    @model_validator(mode="after")
-    def _one_source(self) -> CredentialRef:
-        if (self.env is None) == (self.file is None):
-            raise ValueError("give exactly one of 'env' (a variable name) or 'file' (a path)")
-        return self
-
-
-class OmsSessionConfig(_Strict):
+class OmsSessionConfig(StrictModel):
     """One OMS counterparty of the acceptor."""
 
     comp_id: str = "OMS"
@@ -56,7 +39,7 @@ class OmsSessionConfig(_Strict):
     _cid = field_validator("comp_id")(_check_comp_id)
 
 
-class TlsAcceptConfig(_Strict):
+class TlsAcceptConfig(StrictModel):
     """TLS on the OMS acceptor: a TLS listener on oms.host:oms.port in front of QuickFIX."""
 
     cert_file: Path
@@ -67,7 +50,7 @@ class TlsAcceptConfig(_Strict):
     client_ca_file: Path | None = None
 
 
-class OmsConfig(_Strict):
+class OmsConfig(StrictModel):
     host: str = "127.0.0.1"
     port: Port = 9878
     sender_comp_id: str = "FIXGW"
@@ -89,7 +72,7 @@ class OmsConfig(_Strict):
         return self
 
 
-class TlsConnectConfig(_Strict):
+class TlsConnectConfig(StrictModel):
     """TLS to the venue (Kraken requires TLS 1.2+ on FIX)."""
 
     # CA bundle to verify the venue's certificate; None uses the system store.
@@ -105,7 +88,7 @@ class TlsConnectConfig(_Strict):
     source_address: str | None = None
 
 
-class VenueSessionConfig(_Strict):
+class VenueSessionConfig(StrictModel):
     """One initiator to the venue. Host/port may be left 0 when the embedded simulator is on."""
 
     target_comp_id: str
@@ -124,7 +107,7 @@ class MarketDataSessionConfig(VenueSessionConfig):
     target_comp_id: str = "KRAKEN-MD"
 
 
-class FuturesConfig(_Strict):
+class FuturesConfig(StrictModel):
     """Kraken Futures for the signals' perp inputs (mark/index, funding, open interest): the WS
     ticker feed when configured, REST polling for funding history and as the fallback."""
 
@@ -153,7 +136,7 @@ class FuturesConfig(_Strict):
         return value
 
 
-class VenueConfig(_Strict):
+class VenueConfig(StrictModel):
     # Kraken assigns the SenderCompID; the derivatives sessions use the same ID + "DRV".
     sender_comp_id: str = "FIXGW"
     heartbeat_interval: int = Field(default=30, ge=1, le=3600)
@@ -186,7 +169,7 @@ class VenueConfig(_Strict):
         return self
 
 
-class ScheduleConfig(_Strict):
+class ScheduleConfig(StrictModel):
     """When sessions run. Kraken runs 24/7 with a logical rollover (sequence reset) daily."""
 
     mode: Literal["daily-reset", "non-stop"] = "daily-reset"
@@ -194,7 +177,7 @@ class ScheduleConfig(_Strict):
     reset_time_utc: time = time(22, 0, 0)
 
 
-class SimulatorConfig(_Strict):
+class SimulatorConfig(StrictModel):
     """The embedded UAT venue. Ports 0 mean: pick free loopback ports at start."""
 
     enabled: bool = True
@@ -208,7 +191,7 @@ class SimulatorConfig(_Strict):
     scenario: str = "default"
 
 
-class GatewayConfig(_Strict):
+class GatewayConfig(StrictModel):
     data_dir: Path = Path("./var")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     # Log every FIX message (credentials masked) to <data_dir>/log; off keeps the hot path lean.
@@ -241,7 +224,7 @@ class GatewayConfig(_Strict):
         return v
 
 
-class GrpcConfig(_Strict):
+class GrpcConfig(StrictModel):
     """The gRPC event (and signal) service. Port 0 = an ephemeral port, printed at start."""
 
     host: str = "127.0.0.1"
@@ -275,7 +258,7 @@ class GrpcConfig(_Strict):
         return self
 
 
-class AdminConfig(_Strict):
+class AdminConfig(StrictModel):
     """The authenticated AdminService used by fixgwctl, on its own loopback listener so the
     event port can be exposed while admin stays local."""
 
@@ -303,7 +286,7 @@ class AdminConfig(_Strict):
         return self
 
 
-class MetricsConfig(_Strict):
+class MetricsConfig(StrictModel):
     """Prometheus metrics (GET /metrics) on their own listener; port 0 = an ephemeral port,
     printed at start. Loopback by default: scrape through a local agent or expose on purpose."""
 
@@ -312,7 +295,7 @@ class MetricsConfig(_Strict):
     port: Port = 9464
 
 
-class Config(_Strict):
+class Config(StrictModel):
     gateway: GatewayConfig = GatewayConfig()
     oms: OmsConfig = OmsConfig()
     venue: VenueConfig = VenueConfig()

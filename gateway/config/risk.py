@@ -85,7 +85,9 @@ import re
 from decimal import Decimal, InvalidOperation
 from typing import Annotated, Final, Literal, TypeAlias
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BeforeValidator, Field, model_validator
+
+from gateway.config.strict import StrictModel
 
 Action: TypeAlias = Literal["allow", "warn", "reduce", "block"]
 NoReduceAction: TypeAlias = Literal["allow", "warn", "block"]
@@ -138,11 +140,6 @@ _PARAM_RANGES: Final[dict[str, tuple[float, float]]] = {
 _RULE_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_.\-]{0,63}$")
 
 
-class _Strict(BaseModel):
-    # extra="forbid": a misspelt limit must fail at start, never silently mean "no limit".
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
 def _to_decimal(value: object) -> object:
     """Decimal strings (the documented form), ints, or floats via their shortest repr."""
     if isinstance(value, bool):
@@ -185,7 +182,7 @@ PositiveDecimal = Annotated[Decimal, BeforeValidator(_to_decimal), AfterValidato
 Fraction = Annotated[Decimal, BeforeValidator(_to_decimal), AfterValidator(_fraction)]
 
 
-class SignalRuleConfig(_Strict):
+class SignalRuleConfig(StrictModel):
     """One rule over the symbol's precomputed ``SignalSnapshot``; see the module docstring."""
 
     name: str
@@ -233,7 +230,7 @@ class SignalRuleConfig(_Strict):
         return self
 
 
-class GateConfig(_Strict):
+class GateConfig(StrictModel):
     """The pre-trade gate's limits and rules; defaults and semantics in the module docstring."""
 
     kill_switch: bool = False

@@ -55,6 +55,22 @@ def test_missing_config_file(tmp_path: Path) -> None:
         load_config(tmp_path / "nope.toml")
 
 
+@pytest.mark.parametrize("inline", ['"kEy-pasted-in"', "12345678901234", "['kEy-pasted-in']"])
+def test_a_credential_written_into_the_file_is_refused_without_repeating_it(
+        tmp_path: Path, inline: str) -> None:
+    """Pasting the key itself where the config names its place is refused, and the error (which
+    goes to the terminal and the log) does not quote what was pasted: pydantic's would."""
+    p = tmp_path / "d.toml"
+    p.write_text(f'[venue]\napi_key = {inline}\napi_secret = {{ env = "B" }}\n'
+                 f'[admin]\noperator_token = {inline}\n')
+    with pytest.raises(ConfigError) as exc:
+        load_config(p)
+    msg = str(exc.value)
+    assert f"{p}: venue.api_key: a credential is never written in the file" in msg
+    assert f"{p}: admin.operator_token: a credential is never written in the file" in msg
+    assert "kEy-pasted-in" not in msg and "12345678901234" not in msg
+
+
 def test_daily_reset_is_a_24h_session_at_2200_utc() -> None:
     s = schedule_settings(ScheduleConfig())
     assert s == {"StartTime": "22:00:00", "EndTime": "22:00:00", "UseLocalTime": "N"}

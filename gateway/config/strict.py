@@ -1,0 +1,46 @@
+"""The base every config model shares, and where a secret is named.
+
+A misspelt key is the most common config error: `extra="forbid"` makes it fail at start, naming
+the key, instead of silently meaning the default (for a risk limit, no limit at all). Models
+are frozen because a running gateway never edits its config.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, model_validator
+from pydantic_core import PydanticCustomError
+
+#: The error type of a credential written into the file itself. `format_validation_error`
+#: never echoes the input of such an error: the input is the secret.
+CREDENTIAL_INLINE = "credential_inline"
+
+
+class StrictModel(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class CredentialRef(StrictModel):
+    """Where a secret lives. The TOML names the place; the value never appears in it."""
+
+    env: str | None = None
+    file: Path | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _a_place_not_a_value(cls, value: object) -> object:
+        # Anything but a table is most likely the secret itself, pasted in: refuse it without
+        # repeating it (pydantic's own error would quote the input).
+        if not isinstance(value, dict | CredentialRef):
+            raise PydanticCustomError(
+                CREDENTIAL_INLINE,
+                "a credential is never written in the file: give { env = \"VARIABLE\" } or "
+                "{ file = \"path\" }")
+        return value
+
+    @model_validator(mode="after")
+    def _one_source(self) -> CredentialRef:
+        if (self.env is None) == (self.file is None):
+            raise ValueError("give exactly one of 'env' (a variable name) or 'file' (a path)")
+        return self
