@@ -13,8 +13,9 @@ import sys
 import threading
 from pathlib import Path
 
+from gateway.config import ConfigError
 from gateway.fix.kraken_logon import KrakenCredentials
-from gateway.venue_sim.accounts import AccountsFileError, ApiAccount, load_accounts_file
+from gateway.venue_sim.accounts import ApiAccount, load_accounts_file
 from gateway.venue_sim.server import ENV_KEY, ENV_SECRET, SimOptions, VenueSimulator
 
 
@@ -41,7 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-dir", type=Path, default=Path("./var/venue-sim"))
     p.add_argument("--accounts", type=Path, metavar="FILE",
                    help="more API accounts for REST/WS bots (TOML [[accounts]]: api_key, "
-                        "api_secret_env or api_secret_file, owner); each has its own wallet, "
+                        "api_secret = {env|file = ...}, owner); each has its own wallet, "
                         "orders and nonces")
     p.add_argument("--exit-on-stdin-eof", action="store_true", help=argparse.SUPPRESS)
     return p
@@ -61,7 +62,7 @@ def extra_accounts(path: Path | None, creds: KrakenCredentials | None) -> list[A
     accounts = load_accounts_file(path)
     for i, account in enumerate(accounts):
         if creds is not None and account.api_key == creds.api_key:
-            raise AccountsFileError(f"{path}: accounts[{i}].api_key: is the simulator's own key "
+            raise ConfigError(f"{path}: accounts[{i}].api_key: is the simulator's own key "
                                     f"({ENV_KEY}); give each bot a key of its own")
     return accounts
 
@@ -73,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     creds = credentials_from_env()
     try:
         extra = extra_accounts(args.accounts, creds)
-    except AccountsFileError as exc:
+    except ConfigError as exc:
         print(f"fixgw venue-sim: {exc}", file=sys.stderr)
         return 2
     if creds is None:

@@ -13,13 +13,17 @@ from __future__ import annotations
 import secrets
 import threading
 import time
-import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
 from types import MappingProxyType
+from typing import Annotated
 
+from pydantic import Field, StringConstraints
+
+from gateway.config import ConfigError, CredentialRef, StrictModel
+from gateway.config.loader import read_toml, validate_model
 from gateway.kraken.auth import decode_secret
 from gateway.kraken.secrets import load_secret
 
@@ -75,73 +79,47 @@ class Accounts:
         return entry[0]
 
 
-class AccountsFileError(ValueError):
-    """An accounts file the simulator cannot use; the message names the file and the field."""
+NonBlank = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1)]
 
 
-_ACCOUNT_FIELDS = frozenset({"api_key", "api_secret_env", "api_secret_file", "owner"})
+class _AccountEntry(StrictModel):
+    api_key: NonBlank
+    api_secret: CredentialRef
+    owner: NonBlank | None = None  # the engine owner; default the key
+
+
+class _AccountsFile(StrictModel):
+    accounts: list[_AccountEntry] = Field(min_length=1)
 
 
 def load_accounts_file(path: Path) -> list[ApiAccount]:
     """More API accounts for bots rehearsing over REST and WebSocket (`fixgw venue-sim
     --accounts FILE`). Each has its own wallet, orders and nonces, so several bots (say one on
-    python-kraken-sdk, one on ccxt, whose nonces differ) share one simulator. A TOML file:
+    python-kraken-sdk, one on ccxt, whose nonces differ) share one simulator. A TOML file, its
+    credentials named as in a deployment config:
 
         [[accounts]]
         api_key = "ccxt-bot"
-        api_secret_env = "CCXT_BOT_SECRET"    # or api_secret_file = "secrets/ccxt-bot"
-        owner = "CCXTBOT"                     # optional: the engine owner; default the key
+        api_secret = { env = "CCXT_BOT_SECRET" }   # or { file = "secrets/ccxt-bot" }
+        owner = "CCXTBOT"                          # optional: the engine owner; default the key
 
     Secrets come from the environment or a file the entry names, never from this file. A
-    relative `api_secret_file` is relative to the accounts file.
+    relative secret file is relative to the accounts file. Raises `ConfigError` naming the
+    file and the field.
     """
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise AccountsFileError(f"{path}: cannot read: {exc.strerror}") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise AccountsFileError(f"{path}: not valid TOML: {exc}") from None
-    entries = data.get("accounts")
-    if not isinstance(entries, list) or not entries:
-        raise AccountsFileError(f"{path}: accounts: expected one or more [[accounts]] tables")
+    parsed = validate_model(_AccountsFile, read_toml(path), str(path))
     out: list[ApiAccount] = []
-    for i, entry in enumerate(entries):
-        out.append(_account(path, f"accounts[{i}]", entry))
-    keys = [a.api_key for a in out]
-    for i, key in enumerate(keys):
-        if key in keys[:i]:
-            raise AccountsFileError(f"{path}: accounts[{i}].api_key: {key!r} appears twice")
+    first: dict[str, int] = {}
+    for i, entry in enumerate(parsed.accounts):
+        if entry.api_key in first:
+            raise ConfigError(f"{path}: accounts[{i}].api_key: {entry.api_key!r} appears twice "
+                              f"(first in accounts[{first[entry.api_key]}])")
+        first[entry.api_key] = i
+        ref = entry.api_secret
+        try:
+            secret = load_secret(ref.env, None if ref.file is None else path.parent / ref.file)
+            decode_secret(secret)
+        except ValueError as exc:  # SecretError (not set, unreadable) or a bad base64 secret
+            raise ConfigError(f"{path}: accounts[{i}].api_secret: {exc}") from None
+        out.append(ApiAccount(entry.api_key, secret, entry.owner or entry.api_key))
     return out
-
-
-def _account(path: Path, where: str, entry: object) -> ApiAccount:
-    def bad(name: str, problem: str) -> AccountsFileError:
-        return AccountsFileError(f"{path}: {where}.{name}: {problem}")
-
-    if not isinstance(entry, dict):
-        raise AccountsFileError(f"{path}: {where}: expected a table")
-    if "api_secret" in entry:
-        raise bad("api_secret", "not in the file: name api_secret_env or api_secret_file")
-    unknown = sorted(set(entry) - _ACCOUNT_FIELDS)
-    if unknown:
-        raise bad(unknown[0], f"unknown field (known: {', '.join(sorted(_ACCOUNT_FIELDS))})")
-    key = entry.get("api_key")
-    if not isinstance(key, str) or not key.strip():
-        raise bad("api_key", "required, a non-empty string")
-    env, file = entry.get("api_secret_env"), entry.get("api_secret_file")
-    if (env is None) == (file is None):
-        raise bad("api_secret_env", "give exactly one of api_secret_env and api_secret_file")
-    field_name = "api_secret_env" if env is not None else "api_secret_file"
-    source = env if env is not None else file
-    if not isinstance(source, str) or not source.strip():
-        raise bad(field_name, "a non-empty string")
-    try:
-        secret = (load_secret(env=source) if env is not None
-                  else load_secret(file=path.parent / source))
-        decode_secret(secret)
-    except ValueError as exc:  # SecretError (not set, unreadable) or a bad base64 secret
-        raise bad(field_name, str(exc)) from None
-    owner = entry.get("owner", key)
-    if not isinstance(owner, str) or not owner.strip():
-        raise bad("owner", "a non-empty string")
-    return ApiAccount(key, secret, owner)

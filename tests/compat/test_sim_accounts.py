@@ -41,9 +41,10 @@ def bots(tmp_path_factory: pytest.TempPathFactory
     sdk_secret, ccxt_secret = _secret(), _secret()
     (tmp / "ccxt.secret").write_text(ccxt_secret + "\n")
     accounts = tmp / "accounts.toml"
-    accounts.write_text(f'[[accounts]]\napi_key = "{SDK_KEY}"\napi_secret_env = "SDK_SECRET"\n'
-                        f'owner = "SDKBOT"\n\n[[accounts]]\napi_key = "{CCXT_KEY}"\n'
-                        'api_secret_file = "ccxt.secret"\nowner = "CCXTBOT"\n')
+    accounts.write_text(f'[[accounts]]\napi_key = "{SDK_KEY}"\n'
+                        'api_secret = { env = "SDK_SECRET" }\nowner = "SDKBOT"\n\n'
+                        f'[[accounts]]\napi_key = "{CCXT_KEY}"\n'
+                        'api_secret = { file = "ccxt.secret" }\nowner = "CCXTBOT"\n')
     s = SimProcess(tmp / "sim", Credentials(), seed_books=True, accounts_file=accounts,
                    env={"SDK_SECRET": sdk_secret})
     try:

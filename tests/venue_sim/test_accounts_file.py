@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from gateway.venue_sim.accounts import AccountsFileError, load_accounts_file
+from gateway.config import ConfigError
+from gateway.venue_sim.accounts import load_accounts_file
 from tests.procs import REPO
 
 
@@ -25,34 +26,37 @@ def test_accounts_from_env_and_file_with_default_owner(
     monkeypatch.setenv("BOT_A_SECRET", env_secret)
     (tmp_path / "b.secret").write_text(file_secret + "\n")
     path = tmp_path / "accounts.toml"
-    path.write_text('[[accounts]]\napi_key = "bot-a"\napi_secret_env = "BOT_A_SECRET"\n'
+    path.write_text('[[accounts]]\napi_key = "bot-a"\napi_secret = { env = "BOT_A_SECRET" }\n'
                     'owner = "BOTA"\n\n'
-                    '[[accounts]]\napi_key = "bot-b"\napi_secret_file = "b.secret"\n')
+                    '[[accounts]]\napi_key = "bot-b"\napi_secret = { file = "b.secret" }\n')
     a, b = load_accounts_file(path)
     assert (a.api_key, a.api_secret, a.owner) == ("bot-a", env_secret, "BOTA")
     assert (b.api_key, b.api_secret, b.owner) == ("bot-b", file_secret, "bot-b")
 
 
+_GOOD = 'api_secret = { env = "GOOD" }\n'
+
+
 @pytest.mark.parametrize(("body", "where", "says"), [
-    ('[[accounts]]\napi_secret_env = "S"\n', "accounts[0].api_key", "required"),
-    ('[[accounts]]\napi_key = "k"\n', "accounts[0].api_secret_env", "exactly one"),
-    ('[[accounts]]\napi_key = "k"\napi_secret_env = "S"\napi_secret_file = "f"\n',
-     "accounts[0].api_secret_env", "exactly one"),
+    ("[[accounts]]\n" + _GOOD, "accounts[0].api_key", "required"),
+    ('[[accounts]]\napi_key = "k"\n', "accounts[0].api_secret", "required"),
+    ('[[accounts]]\napi_key = "k"\napi_secret = { env = "S", file = "f" }\n',
+     "accounts[0].api_secret", "exactly one"),
     ('[[accounts]]\napi_key = "k"\napi_secret = "c2VjcmV0"\n', "accounts[0].api_secret",
-     "not in the file"),
-    ('[[accounts]]\napi_key = "k"\napi_secret_env = "FIXGW_TEST_UNSET_SECRET"\n',
-     "accounts[0].api_secret_env", "not set"),
-    ('[[accounts]]\napi_key = "k"\napi_secret_file = "missing"\n',
-     "accounts[0].api_secret_file", "does not exist"),
-    ('[[accounts]]\napi_key = "k"\napi_secret_env = "BAD_B64"\n', "accounts[0].api_secret_env",
+     "never written in the file"),
+    ('[[accounts]]\napi_key = "k"\napi_secret = { env = "FIXGW_TEST_UNSET_SECRET" }\n',
+     "accounts[0].api_secret", "not set"),
+    ('[[accounts]]\napi_key = "k"\napi_secret = { file = "missing" }\n',
+     "accounts[0].api_secret", "does not exist"),
+    ('[[accounts]]\napi_key = "k"\napi_secret = { env = "BAD_B64" }\n', "accounts[0].api_secret",
      "base64"),
-    ('[[accounts]]\napi_key = "k"\napi_secret_env = "GOOD"\nowner = ""\n', "accounts[0].owner",
-     "non-empty"),
-    ('[[accounts]]\napi_key = "k"\napi_secret_env = "GOOD"\nwallet = 5\n',
-     "accounts[0].wallet", "unknown field"),
-    ('[[accounts]]\napi_key = "k"\napi_secret_env = "GOOD"\n\n'
-     '[[accounts]]\napi_key = "k"\napi_secret_env = "GOOD"\n', "accounts[1].api_key", "twice"),
-    ("accounts = []\n", "accounts", "one or more"),
+    ('[[accounts]]\napi_key = "k"\n' + _GOOD + 'owner = ""\n', "accounts[0].owner",
+     "at least 1 character"),
+    ('[[accounts]]\napi_key = "k"\n' + _GOOD + "wallet = 5\n", "accounts[0].wallet",
+     "unknown field"),
+    ('[[accounts]]\napi_key = "k"\n' + _GOOD + '\n[[accounts]]\napi_key = "k"\n' + _GOOD,
+     "accounts[1].api_key", "twice"),
+    ("accounts = []\n", "accounts", "at least 1 item"),
     ("[[accounts]\n", "not valid TOML", ""),
 ])
 def test_a_bad_file_names_the_file_and_the_field(
@@ -63,11 +67,11 @@ def test_a_bad_file_names_the_file_and_the_field(
     monkeypatch.delenv("FIXGW_TEST_UNSET_SECRET", raising=False)
     path = tmp_path / "accounts.toml"
     path.write_text(body)
-    with pytest.raises(AccountsFileError) as err:
+    with pytest.raises(ConfigError) as err:
         load_accounts_file(path)
     msg = str(err.value)
-    assert msg.startswith(f"{path}: ") and where in msg and says in msg, msg
-    assert "not*base64" not in msg
+    assert msg.startswith(f"{path}: ") and f"{path}: {where}" in msg and says in msg, msg
+    assert "not*base64" not in msg and "c2VjcmV0" not in msg
 
 
 def test_the_simulator_refuses_a_bad_file_and_its_own_key(tmp_path: Path) -> None:
@@ -81,8 +85,8 @@ def test_the_simulator_refuses_a_bad_file_and_its_own_key(tmp_path: Path) -> Non
            "FIXGW_SIM_API_SECRET": secret, "BOT_SECRET": _secret()}
     path.write_text('[[accounts]]\napi_key = "bot"\n')
     bad = subprocess.run(cmd, env=env, cwd=REPO, capture_output=True, text=True, timeout=60)
-    assert bad.returncode == 2 and f"{path}: accounts[0].api_secret_env" in bad.stderr
-    path.write_text('[[accounts]]\napi_key = "main-key"\napi_secret_env = "BOT_SECRET"\n')
+    assert bad.returncode == 2 and f"{path}: accounts[0].api_secret" in bad.stderr
+    path.write_text('[[accounts]]\napi_key = "main-key"\napi_secret = { env = "BOT_SECRET" }\n')
     own = subprocess.run(cmd, env=env, cwd=REPO, capture_output=True, text=True, timeout=60)
     assert own.returncode == 2 and "accounts[0].api_key: is the simulator's own key" in own.stderr
     assert secret not in own.stderr
