@@ -69,6 +69,16 @@ TARGETS = (
     "gateway.fix.application:SessionApplication.toApp",
     "gateway.fix.messages:new_message",
     "gateway.orders.model:Order.__init__",
+    "gateway.risk.gate:Gate.check",
+    "gateway.risk.gate:Gate.on_order_routed",
+    "gateway.routing.router:Router._order_message",
+    "gateway.routing.router:Router._announce",
+    "gateway.routing.router:Router._rest_active",
+    "gateway.routing.sinks:FanoutSink.execution",
+    "gateway.routing.sinks:FanoutSink.order_accepted",
+    "gateway.routing.sinks:FanoutSink.gate_decided",
+    "gateway.fix.application:split_fields",
+    "gateway.routing.router:_advances",
 )
 
 _lock = threading.Lock()
