@@ -18,6 +18,7 @@ import quickfix as fix
 
 from gateway.config.model import ScheduleConfig
 from gateway.fix.application import BaseHandler, SessionApplication, StatusBoard
+from gateway.fix.engines import stop_engines
 from gateway.fix.messages import Fields, new_message
 from gateway.fix.settings import SessionBlock, SettingsFile, common_defaults
 
@@ -106,7 +107,7 @@ class FixClient:
 
     def stop(self) -> None:
         if self._initiator is not None:
-            self._initiator.stop()
+            stop_engines([self._initiator])
             # Free the session from QuickFIX's process-wide registry (see Gateway.stop).
             self._initiator = None
             self._session = None

@@ -28,6 +28,7 @@ from gateway.fix.application import (
     StatusBoard,
     message_log,
 )
+from gateway.fix.engines import stop_engines
 from gateway.fix.kraken_logon import KrakenCredentials
 from gateway.fix.reconnect import ReconnectSupervisor
 from gateway.fix.settings import (
@@ -485,10 +486,8 @@ class Gateway:
         self.signal_runner.stop()
         if self._supervisor is not None:
             self._supervisor.stop()
-        if self._acceptor is not None:
-            self._acceptor.stop()
-        if self._initiator is not None:
-            self._initiator.stop()
+        # The OMS and the venue sessions log out together (see gateway.fix.engines).
+        stop_engines([e for e in (self._acceptor, self._initiator) if e is not None])
         # Dropping the engines deletes their sessions from QuickFIX's process-wide registry, so
         # a gateway started again in this process gets fresh sessions, not stale aliases.
         self._acceptor = self._initiator = None

@@ -14,6 +14,7 @@ import quickfix as fix
 
 from gateway.config.model import ScheduleConfig
 from gateway.fix.application import SessionApplication, StatusBoard
+from gateway.fix.engines import stop_engines
 from gateway.fix.kraken_logon import KrakenCredentials
 from gateway.fix.settings import (
     SessionBlock,
@@ -278,7 +279,7 @@ class VenueSimulator:
         self.spot_ws.stop()
         self._relogons.stop()
         if self._acceptor is not None:
-            self._acceptor.stop()
+            stop_engines([self._acceptor])
             self._acceptor = None
             self._keep.clear()
         for bridge in self._bridges:

@@ -1,0 +1,65 @@
+"""`stop_engines`: every session logs out with a real Logout exchange, the engines stop, and the
+same sessions can run again in this process (QuickFIX's registry was freed). Over loopback TCP
+against a real initiator (`FixClient`)."""
+
+from __future__ import annotations
+
+import queue
+from pathlib import Path
+
+import quickfix as fix
+
+from gateway.config.model import ScheduleConfig
+from gateway.fix.application import BaseHandler, SessionApplication, StatusBoard
+from gateway.fix.client import FixClient, Received
+from gateway.fix.engines import stop_engines
+from gateway.fix.messages import msg_type
+from gateway.fix.settings import SessionBlock, SettingsFile, common_defaults, free_port
+
+
+class _AdminIn(BaseHandler):
+    def __init__(self) -> None:
+        self.types: queue.Queue[str] = queue.Queue()
+
+    def on_admin_in(self, msg: fix.Message, session_id: fix.SessionID) -> None:
+        self.types.put(msg_type(msg))
+
+
+def _acceptor(tmp: Path, port: int, handler: _AdminIn) -> tuple[fix.Acceptor, list[object]]:
+    defaults = common_defaults(connection_type="acceptor", store_dir=tmp / "store", log_dir=None,
+                               schedule=ScheduleConfig(mode="non-stop"))
+    defaults.update({"SocketAcceptPort": str(port), "HeartBtInt": "30"})
+    settings = SettingsFile(defaults, [SessionBlock("ACC", "INI", {})]).write(tmp / "acc.cfg")
+    app = SessionApplication(handler, "acceptor", StatusBoard())
+    store = fix.FileStoreFactory(settings)
+    return fix.ThreadedSocketAcceptor(app, store, settings), [app, settings, store]
+
+
+def _types(q: queue.Queue[Received] | queue.Queue[str]) -> list[str]:
+    out: list[str] = []
+    while not q.empty():
+        item = q.get_nowait()
+        out.append(item if isinstance(item, str) else item.msg_type)
+    return out
+
+
+def test_sessions_log_out_cleanly_and_run_again(tmp_path: Path) -> None:
+    port = free_port()
+    for run in range(2):  # the second run needs the first one's sessions gone from QuickFIX
+        seen = _AdminIn()
+        acceptor, keep = _acceptor(tmp_path, port, seen)
+        acceptor.start()
+        client = FixClient(host="127.0.0.1", port=port, sender="INI", target="ACC",
+                           store_dir=tmp_path / "client")
+        try:
+            client.start()
+            stop_engines([acceptor])
+            # The acceptor asked (Logout out) and the client answered (Logout in): a clean
+            # end, not a dropped connection.
+            assert "5" in _types(seen.types), f"run {run}: no Logout answer from the client"
+            assert "5" in _types(client.admin), f"run {run}: the client got no Logout"
+            assert not fix.Session.lookupSession(fix.SessionID("FIX.4.4", "ACC", "INI"))\
+                .isLoggedOn()
+        finally:
+            client.stop()
+            del acceptor, keep
