@@ -161,6 +161,7 @@ def venue_md_to_book_latency_us(seconds: float = 5.0, flow_rate_hz: float = 200.
 
     from gateway.config.model import ScheduleConfig
     from gateway.fix.application import SessionApplication, StatusBoard
+    from gateway.fix.engines import stop_engines
     from gateway.fix.messages import Fields
     from gateway.fix.settings import SessionBlock, SettingsFile, common_defaults
     from gateway.marketdata.feed import MarketDataFeed
@@ -201,7 +202,7 @@ def venue_md_to_book_latency_us(seconds: float = 5.0, flow_rate_hz: float = 200.
             time.sleep(seconds)
             c.sendall(json.dumps({"cmd": "flow", "rate_hz": 0}).encode() + b"\n")
             c.makefile().readline()
-        initiator.stop()
+        stop_engines([initiator])
         feed.stop()
     finally:
         sim.terminate()

@@ -30,6 +30,7 @@ from pathlib import Path
 import quickfix as fix
 
 from gateway.config.model import ScheduleConfig
+from gateway.fix.engines import stop_engines
 from gateway.fix.kraken_logon import KrakenCredentials, add_trading_logon_fields
 from gateway.fix.settings import (
     SessionBlock,
@@ -170,9 +171,7 @@ def main(argv: list[str] | None = None) -> int:
         while not done.wait(0.5):
             pass
     finally:
-        if accepting:
-            acceptor.stop()
-        initiator.stop()
+        stop_engines([acceptor, initiator] if accepting else [initiator])
     return 0
 
 
