@@ -23,8 +23,13 @@ _COMP_ID = re.compile(r"^[A-Za-z0-9_.\-]{1,64}$")
 Port = Annotated[int, Field(ge=0, le=65535)]
 
 
+def is_comp_id(value: str) -> bool:
+    """Whether `value` can be a CompID here: it also names the session's store files."""
+    return _COMP_ID.match(value) is not None
+
+
 def _check_comp_id(value: str) -> str:
-    if not _COMP_ID.match(value):
+    if not is_comp_id(value):
         raise ValueError("must be 1-64 characters of letters, digits, '_', '.', '-'")
     return value
 

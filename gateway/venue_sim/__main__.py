@@ -41,9 +41,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="client SenderCompID to accept (repeatable; default FIXGW)")
     p.add_argument("--data-dir", type=Path, default=Path("./var/venue-sim"))
     p.add_argument("--accounts", type=Path, metavar="FILE",
-                   help="more API accounts for REST/WS bots (TOML [[accounts]]: api_key, "
-                        "api_secret = {env|file = ...}, owner); each has its own wallet, "
-                        "orders and nonces")
+                   help="more API accounts (TOML [[accounts]]: api_key, api_secret = "
+                        "{env|file = ...}, owner); each has its own wallet, orders and nonces, "
+                        "and logs on over FIX as its owner's CompID")
     p.add_argument("--exit-on-stdin-eof", action="store_true", help=argparse.SUPPRESS)
     return p
 

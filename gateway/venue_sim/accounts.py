@@ -93,10 +93,11 @@ class _AccountsFile(StrictModel):
 
 
 def load_accounts_file(path: Path) -> list[ApiAccount]:
-    """More API accounts for bots rehearsing over REST and WebSocket (`fixgw venue-sim
+    """More API accounts for bots rehearsing against the simulator (`fixgw venue-sim
     --accounts FILE`). Each has its own wallet, orders and nonces, so several bots (say one on
-    python-kraken-sdk, one on ccxt, whose nonces differ) share one simulator. A TOML file, its
-    credentials named as in a deployment config:
+    python-kraken-sdk, one on ccxt, whose nonces differ) share one simulator; an account whose
+    owner is a CompID also logs on over FIX as that CompID, signed with its own key. A TOML
+    file, its credentials named as in a deployment config:
 
         [[accounts]]
         api_key = "ccxt-bot"

@@ -12,6 +12,7 @@ restarts (or later fails over to REST/WS) finds its orders again.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from decimal import Decimal
 
 import quickfix as fix
@@ -19,8 +20,9 @@ import quickfix as fix
 from gateway.fix import messages as m
 from gateway.fix.application import BaseHandler
 from gateway.fix.kraken_logon import KrakenCredentials, verify_trading_logon
-from gateway.fix.messages import Fields, get
+from gateway.fix.messages import USERNAME, Fields, get
 from gateway.venue_sim import engine as e
+from gateway.venue_sim.accounts import ApiAccount
 from gateway.venue_sim.md_publisher import MdPublisher, Subscription
 
 log = logging.getLogger("fixgw.venue_sim")
@@ -47,9 +49,13 @@ def _s(d: Decimal | None) -> str:
 
 
 class SimFixFace(BaseHandler):
-    def __init__(self, engine: e.MatchingEngine, credentials: KrakenCredentials | None) -> None:
+    def __init__(self, engine: e.MatchingEngine, credentials: KrakenCredentials | None,
+                 accounts: Sequence[ApiAccount] = ()) -> None:
         self.engine = engine
         self.credentials = credentials
+        # `--accounts` keys: each logs on as its own owner's CompID only.
+        self._accounts = {a.api_key: KrakenCredentials(a.api_key, a.api_secret) for a in accounts}
+        self._owners = {a.api_key: a.owner for a in accounts}
         self._trading: dict[str, fix.Session] = {}   # owner (client CompID) -> session
         self.md = MdPublisher(engine)
         engine.add_listener(self._on_engine_events)
@@ -60,12 +66,25 @@ class SimFixFace(BaseHandler):
         return session_id.getSenderCompID().getValue(), session_id.getTargetCompID().getValue()
 
     def on_admin_in(self, msg: fix.Message, session_id: fix.SessionID) -> None:
-        me, _client = self._roles(session_id)
-        if m.msg_type(msg) == "A" and me == TRADING_COMP_ID and self.credentials is not None:
-            problem = verify_trading_logon(msg, self.credentials)
+        me, client = self._roles(session_id)
+        if m.msg_type(msg) == "A" and me == TRADING_COMP_ID:
+            problem = self._logon_problem(msg, client)
             if problem is not None:
-                log.warning("refused trading logon from %s: %s", _client, problem)
+                log.warning("refused trading logon from %s: %s", client, problem)
                 raise fix.RejectLogon(problem)
+
+    def _logon_problem(self, msg: fix.Message, client: str) -> str | None:
+        """An `--accounts` key is checked against its own secret and owner; any other against
+        the simulator's key (none configured: any logon passes, for hand testing)."""
+        key = get(msg, USERNAME)
+        creds = self._accounts.get(key) if key is not None else None
+        if creds is not None:
+            if self._owners[creds.api_key] != client:
+                return f"EAPI:Invalid key (not the key of CompID {client})"
+            return verify_trading_logon(msg, creds)
+        if self.credentials is None:
+            return None
+        return verify_trading_logon(msg, self.credentials)
 
     def on_logon(self, session_id: fix.SessionID) -> None:
         me, client = self._roles(session_id)

@@ -12,7 +12,7 @@ from typing import Any
 
 import quickfix as fix
 
-from gateway.config.model import ScheduleConfig
+from gateway.config.model import ScheduleConfig, is_comp_id
 from gateway.fix.application import SessionApplication, StatusBoard
 from gateway.fix.engines import stop_engines
 from gateway.fix.kraken_logon import KrakenCredentials
@@ -63,9 +63,17 @@ class SimOptions:
     # TLS on both FIX ports, as Kraken runs them (cert and key files); None = plain TCP.
     tls_cert: Path | None = None
     tls_key: Path | None = None
-    # More API accounts (`--accounts FILE`) for bots on spot REST/WS and futures REST; FIX
-    # trading logons are checked against `credentials` only.
+    # More API accounts (`--accounts FILE`) for bots on spot REST/WS and futures REST. One whose
+    # owner is a valid CompID also logs on over FIX as that CompID, signed with its own key.
     extra_accounts: Sequence[ApiAccount] = ()
+
+    def fix_clients(self) -> list[str]:
+        """The client CompIDs the FIX acceptors take: `clients`, then the accounts' owners."""
+        out = list(self.clients)
+        for a in self.extra_accounts:
+            if is_comp_id(a.owner) and a.owner not in out:
+                out.append(a.owner)
+        return out
 
 
 class VenueSimulator:
@@ -82,7 +90,7 @@ class VenueSimulator:
                              for public, internal in zip((self.trading_port, self.md_port),
                                                          self._fix_ports, strict=True)]
         self.engine = MatchingEngine(seed=opts.seed)
-        self.face = SimFixFace(self.engine, opts.credentials)
+        self.face = SimFixFace(self.engine, opts.credentials, opts.extra_accounts)
         self.flow = self._make_flow()
         creds = opts.credentials
         self.futures = FuturesRestServer(
@@ -203,7 +211,7 @@ class VenueSimulator:
             schedule=ScheduleConfig(mode="non-stop"),
             extra=acceptor_address_policy("127.0.0.1" if self._bridges else o.host, ()))
         sessions: list[SessionBlock] = []
-        for client in o.clients:
+        for client in o.fix_clients():
             sessions.append(SessionBlock(TRADING_COMP_ID, client,
                                          {"SocketAcceptPort": str(self._fix_ports[0])}))
             sessions.append(SessionBlock(MD_COMP_ID, client,
@@ -223,7 +231,7 @@ class VenueSimulator:
             self.flow.start()
         log.info("venue simulator: trading %s:%d, market data %s:%d, clients %s",
                  self.opts.host, self.trading_port, self.opts.host, self.md_port,
-                 ",".join(self.opts.clients))
+                 ",".join(self.opts.fix_clients()))
 
     def _start_fix(self, attempts: int = 5) -> None:
         """Start the FIX acceptor. A port the simulator chose itself (`free_port`) can be taken

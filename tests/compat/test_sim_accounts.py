@@ -1,6 +1,8 @@
 """Two bots on one simulator, each with its own API key from `--accounts`: python-kraken-sdk
 and ccxt (whose nonces differ, so they could not share a key) trade side by side, and each
-account sees only its own orders, on spot REST and on futures REST."""
+account sees only its own orders, on spot REST and on futures REST. An account also logs on
+over FIX as its owner's CompID, signed with its own key, and its FIX orders are its REST
+orders."""
 
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from tests.conftest import Oms, make_client
 from tests.procs import Credentials, SimProcess
 
 pytest.importorskip("kraken", reason="python-kraken-sdk not installed (dev extra)")
@@ -47,6 +50,7 @@ def bots(tmp_path_factory: pytest.TempPathFactory
                         'api_secret = { file = "ccxt.secret" }\nowner = "CCXTBOT"\n')
     s = SimProcess(tmp / "sim", Credentials(), seed_books=True, accounts_file=accounts,
                    env={"SDK_SECRET": sdk_secret})
+    s.tmp = tmp  # type: ignore[attr-defined]  # for the FIX clients' stores
     try:
         yield s, {SDK_KEY: sdk_secret, CCXT_KEY: ccxt_secret}
     finally:
@@ -159,3 +163,34 @@ def test_ws_executions_show_only_the_accounts_own_orders(
     assert Trade(key=SDK_KEY, secret=secret[SDK_KEY], url=_spot_url(s)).cancel_all_orders() == {
         "count": 1}
     k.cancel_all_orders()
+
+
+def test_an_account_logs_on_over_fix_as_its_owner_and_its_fix_orders_are_its_rest_orders(
+        bots: tuple[SimProcess, dict[str, str]]) -> None:
+    """`SDKBOT` is not a `--client` of the simulator: its FIX sessions come from the accounts
+    file. Its key signs its logon; another account's key does not, even with a good
+    signature."""
+    import kraken.spot
+
+    s, secret = bots
+    tmp = s.tmp  # type: ignore[attr-defined]
+    sdk_creds = Credentials(api_key=SDK_KEY, api_secret=secret[SDK_KEY])
+    fix_bot = Oms(make_client(tmp, s.trading_port, "SDKBOT", "KRAKEN-TRD", sdk_creds))
+    impostor = make_client(tmp, s.trading_port, "CCXTBOT", "KRAKEN-TRD", sdk_creds)
+    try:
+        fix_bot.c.start()
+        cl = fix_bot.buy("0.0041", "30013.0")
+        txid = fix_bot.report(cl, "0").fields[37]
+        _, sdk_user = _sdk(kraken.spot, _spot_url(s), SDK_KEY, secret[SDK_KEY])
+        assert txid in sdk_user.get_open_orders()["open"]
+        assert _count(s, cl, "SDKBOT") == 1
+
+        impostor.start(wait_logon_s=None)
+        refused = impostor.admin.get(timeout=10)
+        while refused.msg_type != "5":
+            refused = impostor.admin.get(timeout=10)
+        assert "not the key of CompID CCXTBOT" in refused.fields.get(58, "")
+        assert not impostor.logged_on.is_set()
+    finally:
+        fix_bot.c.stop()
+        impostor.stop()

@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from gateway.config import ConfigError
-from gateway.venue_sim.accounts import load_accounts_file
+from gateway.venue_sim.accounts import ApiAccount, load_accounts_file
+from gateway.venue_sim.server import SimOptions
 from tests.procs import REPO
 
 
@@ -90,3 +91,13 @@ def test_the_simulator_refuses_a_bad_file_and_its_own_key(tmp_path: Path) -> Non
     own = subprocess.run(cmd, env=env, cwd=REPO, capture_output=True, text=True, timeout=60)
     assert own.returncode == 2 and "accounts[0].api_key: is the simulator's own key" in own.stderr
     assert secret not in own.stderr
+
+
+def test_fix_sessions_are_added_for_owners_that_can_be_comp_ids() -> None:
+    """An owner that is a CompID gets the simulator's FIX sessions; one that cannot name a
+    session's store files (a raw key, say) trades over REST and WS only."""
+    secret = _secret()
+    opts = SimOptions(clients=("FIXGW", "MAKER"), extra_accounts=[
+        ApiAccount("a", secret, "SDKBOT"), ApiAccount("b", secret, "MAKER"),
+        ApiAccount("c", secret, "k3y/with+slash=")])
+    assert opts.fix_clients() == ["FIXGW", "MAKER", "SDKBOT"]
