@@ -12,6 +12,7 @@ import secrets
 import uuid
 from collections.abc import Iterator
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -50,7 +51,6 @@ def bots(tmp_path_factory: pytest.TempPathFactory
                         'api_secret = { file = "ccxt.secret" }\nowner = "CCXTBOT"\n')
     s = SimProcess(tmp / "sim", Credentials(), seed_books=True, accounts_file=accounts,
                    env={"SDK_SECRET": sdk_secret})
-    s.tmp = tmp  # type: ignore[attr-defined]  # for the FIX clients' stores
     try:
         yield s, {SDK_KEY: sdk_secret, CCXT_KEY: ccxt_secret}
     finally:
@@ -166,17 +166,16 @@ def test_ws_executions_show_only_the_accounts_own_orders(
 
 
 def test_an_account_logs_on_over_fix_as_its_owner_and_its_fix_orders_are_its_rest_orders(
-        bots: tuple[SimProcess, dict[str, str]]) -> None:
+        bots: tuple[SimProcess, dict[str, str]], tmp_path: Path) -> None:
     """`SDKBOT` is not a `--client` of the simulator: its FIX sessions come from the accounts
     file. Its key signs its logon; another account's key does not, even with a good
     signature."""
     import kraken.spot
 
     s, secret = bots
-    tmp = s.tmp  # type: ignore[attr-defined]
     sdk_creds = Credentials(api_key=SDK_KEY, api_secret=secret[SDK_KEY])
-    fix_bot = Oms(make_client(tmp, s.trading_port, "SDKBOT", "KRAKEN-TRD", sdk_creds))
-    impostor = make_client(tmp, s.trading_port, "CCXTBOT", "KRAKEN-TRD", sdk_creds)
+    fix_bot = Oms(make_client(tmp_path, s.trading_port, "SDKBOT", "KRAKEN-TRD", sdk_creds))
+    impostor = make_client(tmp_path, s.trading_port, "CCXTBOT", "KRAKEN-TRD", sdk_creds)
     try:
         fix_bot.c.start()
         cl = fix_bot.buy("0.0041", "30013.0")
