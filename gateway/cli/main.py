@@ -57,7 +57,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     try:
         return run_forever(config)
-    except (TokenError, AdminTlsError, MetricsServerError) as exc:
+    except (TokenError, AdminTlsError, MetricsServerError, ConfigError) as exc:
         print(f"fixgw: {exc}", file=sys.stderr)
         return 2
 

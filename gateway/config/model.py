@@ -194,6 +194,9 @@ class SimulatorConfig(StrictModel):
     # Perp market scenario of the futures face: "default", "arb-crowded-long" (signals.md §9),
     # "legacy-4h", or a TOML/JSON scenario file.
     scenario: str = "default"
+    # More API accounts on the embedded venue (`fixgw venue-sim --accounts`): bots that trade
+    # on the same books as the gateway, over REST, WS or FIX. Read at start; a bad one stops it.
+    accounts_file: Path | None = None
 
 
 class GatewayConfig(StrictModel):

@@ -22,6 +22,7 @@ from pathlib import Path
 
 from gateway.config.model import SimulatorConfig
 from gateway.fix.kraken_logon import KrakenCredentials
+from gateway.venue_sim.accounts import load_accounts_file
 from gateway.venue_sim.server import ENV_KEY, ENV_SECRET
 
 
@@ -52,6 +53,10 @@ class EmbeddedSimulator:
         self.endpoints: SimEndpoints | None = None
 
     def start(self, timeout_s: float = 30.0) -> SimEndpoints:
+        """Raises ConfigError for a bad `accounts_file`, before any process is started."""
+        accounts = self.cfg.accounts_file
+        if accounts is not None:
+            load_accounts_file(accounts)  # the child reads it too; an error here names the field
         cmd = [sys.executable, "-m", "gateway.venue_sim", "--host", self.cfg.host,
                "--trading-port", str(self.cfg.trading_port), "--md-port", str(self.cfg.md_port),
                "--seed", str(self.cfg.seed), "--flow-rate", str(self.cfg.flow_rate_hz),
@@ -59,6 +64,8 @@ class EmbeddedSimulator:
                "--data-dir", str(self.data_dir), "--exit-on-stdin-eof"]
         for c in self.clients:
             cmd += ["--client", c]
+        if accounts is not None:
+            cmd += ["--accounts", str(accounts)]
         env = dict(os.environ)
         env[ENV_KEY] = self.credentials.api_key
         env[ENV_SECRET] = self.credentials.api_secret

@@ -3,12 +3,18 @@ shutdown on SIGTERM (every session logged out, stores flushed)."""
 
 from __future__ import annotations
 
+import base64
 import os
+import secrets
 import signal
 import subprocess
 import sys
+from decimal import Decimal
 from pathlib import Path
 
+import pytest
+
+from tests.conftest import Oms, make_client
 from tests.procs import REPO, Lines, free_port
 
 
@@ -75,3 +81,69 @@ def test_bad_config_names_file_and_field(tmp_path: Path) -> None:
     assert f"{cfg}: oms.port:" in r.stderr
     assert "'ninety'" in r.stderr
     assert f"{cfg}: venue.heartbeat_intervall: unknown field" in r.stderr
+
+
+def _accounts_file(tmp: Path, secret: str) -> Path:
+    (tmp / "bot.secret").write_text(secret + "\n")
+    path = tmp / "accounts.toml"
+    path.write_text('[[accounts]]\napi_key = "bot"\napi_secret = { file = "bot.secret" }\n'
+                    'owner = "BOT"\n')
+    return path
+
+
+def test_run_with_an_accounts_file_lets_a_bot_trade_with_the_oms_on_the_embedded_venue(
+        tmp_path: Path) -> None:
+    """`[simulator] accounts_file`: a python-kraken-sdk bot with its own key trades on the same
+    books as the gateway. The OMS bids inside the spread; the bot's sell at that price fills
+    against the OMS's order, not the seeded book."""
+    spot = pytest.importorskip("kraken.spot", reason="python-kraken-sdk not installed (dev extra)")
+    secret = base64.b64encode(secrets.token_bytes(64)).decode()
+    cfg = tmp_path / "gw.toml"
+    accounts = _accounts_file(tmp_path, secret)
+    cfg.write_text(f'[simulator]\nflow_rate_hz = 0\naccounts_file = "{accounts}"\n')
+    oms_port = free_port()
+    gw = subprocess.Popen([sys.executable, "-m", "gateway.cli.main", "run", "--config", str(cfg),
+                           "--oms-port", str(oms_port), "--data-dir", str(tmp_path / "var"),
+                           "--grpc-port", str(free_port()), "--admin-port", str(free_port())],
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=REPO)
+    err = Lines(gw.stderr)
+    oms = None
+    try:
+        port = err.wait_for(r"embedded UAT venue: .* spot REST http://127\.0\.0\.1:(\d+)", 30)[1]
+        err.wait_for(r"session FIXGW->KRAKEN-TRD \(venue\): \S+ -> logged_on", 20)
+        url = f"http://127.0.0.1:{port}"
+        book = spot.Market(url=url).get_order_book(pair="XBTUSD", count=1)
+        levels = next(iter(book.values()))
+        bid, ask = Decimal(levels["bids"][0][0]), Decimal(levels["asks"][0][0])
+        price = ((bid + ask) / 2).quantize(Decimal("0.1"))
+        assert bid < price < ask, (bid, ask)
+        oms = Oms(make_client(tmp_path, oms_port, "OMS", "FIXGW"))
+        oms.c.start()
+        cl = oms.buy("0.002", str(price))
+        oms.report(cl, "0")
+        bot = spot.Trade(key="bot", secret=secret, url=url)
+        txid = bot.create_order(ordertype="limit", side="sell", pair="XBTUSD", volume="0.002",
+                                price=str(price))["txid"][0]
+        fill = oms.report(cl, "F")
+        assert Decimal(fill.fields[31]) == price and fill.fields[39] == "2"
+        closed = spot.User(key="bot", secret=secret, url=url).get_orders_info(txid=txid)[txid]
+        assert closed["status"] == "closed" and Decimal(closed["vol_exec"]) == Decimal("0.002")
+    finally:
+        if oms is not None:
+            oms.c.stop()
+        gw.send_signal(signal.SIGTERM)
+        gw.wait(timeout=30)
+
+
+def test_run_refuses_a_bad_accounts_file_naming_it(tmp_path: Path) -> None:
+    accounts = tmp_path / "accounts.toml"
+    accounts.write_text('[[accounts]]\napi_key = "bot"\n'
+                        'api_secret = { env = "FIXGW_TEST_UNSET" }\n')
+    cfg = tmp_path / "gw.toml"
+    cfg.write_text(f'[simulator]\naccounts_file = "{accounts}"\n')
+    env = {k: v for k, v in os.environ.items() if k != "FIXGW_TEST_UNSET"}
+    r = subprocess.run([sys.executable, "-m", "gateway.cli.main", "run", "--config", str(cfg),
+                        "--data-dir", str(tmp_path / "var"), "--oms-port", str(free_port())],
+                       capture_output=True, text=True, cwd=REPO, timeout=60, env=env)
+    assert r.returncode == 2, r.stderr
+    assert f"{accounts}: accounts[0].api_secret: " in r.stderr and "not set" in r.stderr
