@@ -33,10 +33,13 @@ def test_bench_fix_quick_prints_complete_json() -> None:
             assert _positive(t[key]), f"{name}.{key} = {t[key]!r}"
         assert t["p50_us"] <= t["p99_us"] <= t["p999_us"]
         assert t["latency_samples"] == result["config"]["latency_orders"]
+        b2b = t["back_to_back"]  # the second latency measure (see tools/bench_fix.py)
+        assert _positive(b2b["p50_us"]) and b2b["p50_us"] <= b2b["p99_us"] <= b2b["p999_us"]
+        assert b2b["latency_samples"] == result["config"]["latency_orders"]
 
     for pair in ("gateway_relay", "relay_direct"):
         for key in ("p50", "p99", "orders_per_s", "p50_median_of_rounds",
-                    "p99_median_of_rounds"):
+                    "p99_median_of_rounds", "back_to_back_p50", "back_to_back_p99"):
             assert _positive(result["ratios"][pair][key]), f"ratios.{pair}.{key}"
     rounds = result["config"]["rounds"]
     assert all(len(result[name]["p99_us_per_round"]) == rounds for name in TOPOLOGIES)

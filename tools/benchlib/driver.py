@@ -66,9 +66,15 @@ class OrderDriver:
         return msg
 
     # ---- one order outstanding -------------------------------------------------------------
-    def latency(self, warmup: int, count: int) -> list[int]:
-        """Round trips in ns of `count` orders after `warmup` untimed ones, one at a time."""
+    def latency(self, warmup: int, count: int, settle: bool = False) -> list[int]:
+        """Round trips in ns of `count` orders after `warmup` untimed ones, one at a time.
+
+        Back to back (default): the next order goes out as soon as the previous one's first
+        report is in, while an IOC's Canceled is still on its way through every hop. With
+        `settle`, it goes out once that Canceled is in too, so each sample is one order on a
+        path that has finished the previous one."""
         total = warmup + count
+        settling = settle and self.spec.tif == "3"
         prefix = self._ids("L")
         samples: list[int] = []
         done = threading.Event()
@@ -86,12 +92,22 @@ class OrderDriver:
                 problem.append(f"send of {cl} failed (session not logged on?)")
                 done.set()
 
+        def next_or_done() -> None:
+            if state["i"] < total:
+                send_next()
+            else:
+                current[0] = ""  # the last IOC's Canceled is still to come: not ours
+                done.set()
+
         def on_message(msg: fix.Message) -> None:
             t = time.perf_counter_ns()
             if (msg.getHeader().getField(m.MSG_TYPE) != "8"
                     or msg.getField(m.CL_ORD_ID) != current[0]):
                 return  # e.g. the Canceled of the previous IOC order
             exec_type = msg.getField(m.EXEC_TYPE)
+            if settling and exec_type == "4":
+                next_or_done()  # the previous order's last report: now the next one
+                return
             if exec_type != "0":
                 problem.append(f"first report of {current[0]} has ExecType {exec_type}: "
                                f"{msg.toString().replace(chr(1), '|')}")
@@ -100,11 +116,8 @@ class OrderDriver:
             if state["i"] >= warmup:
                 samples.append(t - state["t0"])
             state["i"] += 1
-            if state["i"] < total:
-                send_next()
-            else:
-                current[0] = ""  # the last IOC's Canceled is still to come: not ours
-                done.set()
+            if not settling:
+                next_or_done()
 
         self.client.on_message = on_message
         try:
