@@ -72,6 +72,16 @@ def make_client(tmp: Path, port: int, sender: str, target: str,
     return c
 
 
+def refused_logon(c: FixClient, timeout: float = 10.0) -> str:
+    """Start `c`, expect its Logon to be refused, and return the text of the Logout (58)."""
+    c.start(wait_logon_s=None)
+    logout = c.admin.get(timeout=timeout)
+    while logout.msg_type != "5":
+        logout = c.admin.get(timeout=timeout)
+    assert not c.logged_on.is_set()
+    return logout.fields.get(58, "")
+
+
 @pytest.fixture(scope="module")
 def _pair_clients() -> list[FixClient]:
     """The FIX clients of `oms` and `maker`, stopped by `venue_pair` (see there)."""

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import Oms, make_client
+from tests.conftest import Oms, make_client, refused_logon
 from tests.procs import Credentials, SimProcess
 
 pytest.importorskip("kraken", reason="python-kraken-sdk not installed (dev extra)")
@@ -184,12 +184,7 @@ def test_an_account_logs_on_over_fix_as_its_owner_and_its_fix_orders_are_its_res
         assert txid in sdk_user.get_open_orders()["open"]
         assert _count(s, cl, "SDKBOT") == 1
 
-        impostor.start(wait_logon_s=None)
-        refused = impostor.admin.get(timeout=10)
-        while refused.msg_type != "5":
-            refused = impostor.admin.get(timeout=10)
-        assert "not the key of CompID CCXTBOT" in refused.fields.get(58, "")
-        assert not impostor.logged_on.is_set()
+        assert "not the key of CompID CCXTBOT" in refused_logon(impostor)
     finally:
         fix_bot.c.stop()
         impostor.stop()
