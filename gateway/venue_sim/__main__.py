@@ -63,7 +63,7 @@ def extra_accounts(path: Path | None, creds: KrakenCredentials | None) -> list[A
     for i, account in enumerate(accounts):
         if creds is not None and account.api_key == creds.api_key:
             raise ConfigError(f"{path}: accounts[{i}].api_key: is the simulator's own key "
-                                    f"({ENV_KEY}); give each bot a key of its own")
+                              f"({ENV_KEY}); give each bot a key of its own")
     return accounts
 
 

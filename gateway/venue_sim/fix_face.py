@@ -54,8 +54,7 @@ class SimFixFace(BaseHandler):
         self.engine = engine
         self.credentials = credentials
         # `--accounts` keys: each logs on as its own owner's CompID only.
-        self._accounts = {a.api_key: KrakenCredentials(a.api_key, a.api_secret) for a in accounts}
-        self._owners = {a.api_key: a.owner for a in accounts}
+        self._accounts = {a.api_key: a for a in accounts}
         self._trading: dict[str, fix.Session] = {}   # owner (client CompID) -> session
         self.md = MdPublisher(engine)
         engine.add_listener(self._on_engine_events)
@@ -77,11 +76,12 @@ class SimFixFace(BaseHandler):
         """An `--accounts` key is checked against its own secret and owner; any other against
         the simulator's key (none configured: any logon passes, for hand testing)."""
         key = get(msg, USERNAME)
-        creds = self._accounts.get(key) if key is not None else None
-        if creds is not None:
-            if self._owners[creds.api_key] != client:
+        account = self._accounts.get(key) if key is not None else None
+        if account is not None:
+            if account.owner != client:
                 return f"EAPI:Invalid key (not the key of CompID {client})"
-            return verify_trading_logon(msg, creds)
+            return verify_trading_logon(msg, KrakenCredentials(account.api_key,
+                                                               account.api_secret))
         if self.credentials is None:
             return None
         return verify_trading_logon(msg, self.credentials)
