@@ -5,6 +5,7 @@ against a real initiator (`FixClient`)."""
 from __future__ import annotations
 
 import queue
+import threading
 from pathlib import Path
 
 import quickfix as fix
@@ -15,6 +16,7 @@ from gateway.fix.client import FixClient, Received
 from gateway.fix.engines import stop_engines
 from gateway.fix.messages import msg_type
 from gateway.fix.settings import SessionBlock, SettingsFile, common_defaults, free_port
+from tests.fix_session.rawclient import RawFixClient
 
 
 class _AdminIn(BaseHandler):
@@ -63,3 +65,23 @@ def test_sessions_log_out_cleanly_and_run_again(tmp_path: Path) -> None:
         finally:
             client.stop()
             del acceptor, keep
+
+
+def test_a_peer_that_never_answers_the_logout_does_not_hang_the_stop(tmp_path: Path) -> None:
+    """A counterparty that takes the Logout and says nothing: QuickFIX drops it after its
+    LogoutTimeout, and the stop goes on (a shutdown must never wait on a silent peer)."""
+    port = free_port()
+    acceptor, keep = _acceptor(tmp_path, port, _AdminIn())
+    acceptor.start()
+    peer = RawFixClient("127.0.0.1", port, "INI", "ACC").connect()
+    try:
+        peer.logon(heartbeat_s=30)
+        stopper = threading.Thread(target=stop_engines, args=([acceptor],), daemon=True)
+        stopper.start()
+        peer.expect("5", timeout=5)  # asked to log out; never answers
+        stopper.join(timeout=30)
+        assert not stopper.is_alive(), "stop_engines still waiting on a silent peer"
+        assert peer.is_closed(timeout=5), peer.transcript()
+    finally:
+        peer.close()
+        del acceptor, keep
