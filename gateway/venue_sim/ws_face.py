@@ -27,6 +27,8 @@ from gateway.transports.kraken_ws import dumps
 
 __all__ = ["WsConn", "WsFace"]
 
+CLOSE_TIMEOUT_S = 1.0
+
 log = logging.getLogger("fixgw.venue_sim")
 
 
@@ -98,8 +100,10 @@ class WsFace(Generic[ConnT]):
         async def main() -> None:
             self._stop_evt = asyncio.Event()
             await self._on_start()
-            async with serve(self._handle, self.host, self.port,
-                             max_size=self.max_size) as server:
+            # close_timeout: at stop, a client that no longer reads (its own loop already
+            # stopped) would hold the face for websockets' default 10 s per connection.
+            async with serve(self._handle, self.host, self.port, max_size=self.max_size,
+                             close_timeout=CLOSE_TIMEOUT_S) as server:
                 self._server = server
                 self.port = int(next(iter(server.sockets)).getsockname()[1])
                 tasks = [asyncio.create_task(c) for c in self._tasks()]
