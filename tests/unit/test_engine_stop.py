@@ -60,8 +60,8 @@ def test_sessions_log_out_cleanly_and_run_again(tmp_path: Path) -> None:
             # end, not a dropped connection.
             assert "5" in _types(seen.types), f"run {run}: no Logout answer from the client"
             assert "5" in _types(client.admin), f"run {run}: the client got no Logout"
-            assert not fix.Session.lookupSession(fix.SessionID("FIX.4.4", "ACC", "INI"))\
-                .isLoggedOn()
+            session = fix.Session.lookupSession(fix.SessionID("FIX.4.4", "ACC", "INI"))
+            assert session is not None and not session.isLoggedOn()
         finally:
             client.stop()
             del acceptor, keep
