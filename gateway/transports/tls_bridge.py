@@ -448,6 +448,11 @@ class _Bridge:
         try:
             self._listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             self._listener.bind(addr)
+            # Listening from here, not from start(): with SO_REUSEADDR, a socket that is only
+            # bound does not keep another listener off its port on Linux, so a port picked here
+            # (port 0) could be taken before start() and fail it with EADDRINUSE (seen in CI).
+            # A client that connects before start() waits in the backlog.
+            self._listener.listen(_BACKLOG)
         except BaseException:
             self._listener.close()
             raise
@@ -467,12 +472,11 @@ class _Bridge:
         return int(self._listen_addr[1])
 
     def start(self) -> None:
-        """Start listening and accepting (one daemon thread; one more per connection)."""
+        """Start accepting (one daemon thread; one more per connection)."""
         with self._lock:
             if self._started or self._stopped:
                 raise RuntimeError(f"{self._kind} already started or stopped")
             self._started = True
-        self._listener.listen(_BACKLOG)
         self._listener.setblocking(False)
         self._accept_thread = threading.Thread(
             target=self._accept_loop, name=f"{self._kind}-{self._bound_port}-accept",

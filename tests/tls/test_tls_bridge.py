@@ -681,21 +681,23 @@ def test_quickfix_session_through_both_bridges(pki: Pki, tmp_path: Path,
     # its own thread (onStop() walks the server's socket map while onStart() deletes the
     # server) and segfaults now and then under load; the threaded acceptor locks around it.
     acceptor = fix.ThreadedSocketAcceptor(acc_app, acc_store, acc_settings)
-    sb = TlsServerBridge("127.0.0.1", 0, server_context(pki.server_cert, pki.server_key,
-                                                        client_ca_file=pki.ca),
-                         downstream_port=internal, allow_addresses=["127.0.0.1"])
-    cb = TlsClientBridge("127.0.0.1", sb.port,
-                         client_context(ca_file=pki.ca, cert_file=pki.client_cert,
-                                        key_file=pki.client_key),
-                         server_hostname="localhost")
-    ini_settings = _settings(tmp_path / "initiator.cfg",
-                             {**common, "ConnectionType": "initiator",
-                              "SocketConnectHost": "127.0.0.1",
-                              "SocketConnectPort": str(cb.local_port),
-                              "ReconnectInterval": "1"}, oms, gw)
-    initiator = fix.SocketInitiator(ini_app, ini_store, ini_settings)
+    # Listening on `internal` before the bridges pick their ports (port 0): a port that is only
+    # free, as `free_port` leaves it, could otherwise be the one a bridge's bind picks.
     acceptor.start()
     try:
+        sb = TlsServerBridge("127.0.0.1", 0, server_context(pki.server_cert, pki.server_key,
+                                                            client_ca_file=pki.ca),
+                             downstream_port=internal, allow_addresses=["127.0.0.1"])
+        cb = TlsClientBridge("127.0.0.1", sb.port,
+                             client_context(ca_file=pki.ca, cert_file=pki.client_cert,
+                                            key_file=pki.client_key),
+                             server_hostname="localhost")
+        ini_settings = _settings(tmp_path / "initiator.cfg",
+                                 {**common, "ConnectionType": "initiator",
+                                  "SocketConnectHost": "127.0.0.1",
+                                  "SocketConnectPort": str(cb.local_port),
+                                  "ReconnectInterval": "1"}, oms, gw)
+        initiator = fix.SocketInitiator(ini_app, ini_store, ini_settings)
         with running(sb, cb):
             initiator.start()
             try:
