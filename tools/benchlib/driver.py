@@ -96,7 +96,8 @@ class OrderDriver:
             if state["i"] < total:
                 send_next()
             else:
-                current[0] = ""  # the last IOC's Canceled is still to come: not ours
+                # Nothing more is ours (back to back, the last IOC's Canceled is still to come).
+                current[0] = ""
                 done.set()
 
         def on_message(msg: fix.Message) -> None:
