@@ -8,7 +8,9 @@ every FIX ops person already knows from QuickFIX and QuickFIX/J.
 from __future__ import annotations
 
 import ipaddress
+import secrets
 import socket
+import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,9 +40,44 @@ def schedule_settings(schedule: ScheduleConfig) -> dict[str, str]:
     return {"StartTime": t, "EndTime": t, "UseLocalTime": "N"}
 
 
+def _ephemeral_low() -> int:
+    """The first port of the kernel's ephemeral range (32768 on Linux by default)."""
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
+_PORT_LOW = 20000
+_PORT_HIGH = max(_PORT_LOW + 1000, _ephemeral_low())
+_issued: set[int] = set()
+_issued_lock = threading.Lock()
+
+
 def free_port(host: str = "127.0.0.1") -> int:
-    """A currently free TCP port (QuickFIX cannot bind port 0 and tell us which it got)."""
+    """A currently free TCP port (QuickFIX cannot bind port 0 and tell us which it got).
+
+    Chosen below the kernel's ephemeral range. A port from bind(0) is ephemeral: until its
+    owner binds it, any outgoing connection on the machine, or any other bind(0), may take
+    it (a test's acceptor then failed with "address already in use"). Outside that range only
+    another explicit bind can take it, and this process never hands one out twice. Random, so
+    processes that pick ports at the same time rarely pick the same one.
+    """
+    rng = secrets.SystemRandom()
+    with _issued_lock:
+        for _ in range(200):
+            port = rng.randrange(_PORT_LOW, _PORT_HIGH)
+            if port in _issued:
+                continue
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+                try:
+                    s.bind((host, port))
+                except OSError:
+                    continue
+            _issued.add(port)
+            return port
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        # The low range is crowded: an ephemeral port is still better than none.
         s.bind((host, 0))
         return int(s.getsockname()[1])
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import re
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -24,7 +23,7 @@ import grpc
 from gateway._proto.fixgw.v1 import common_pb2, events_pb2, events_pb2_grpc
 from tests.conftest import Oms, make_client
 from tests.integration.test_market_data import OmsBook, subscribe
-from tests.procs import REPO, Credentials, GatewayProcess, SimProcess, stop_all
+from tests.procs import REPO, Credentials, GatewayProcess, SimProcess, free_port, stop_all
 
 SYMBOLS = ("BTC/USD", "ETH/USD")
 # [venue.md_fallback] in the failover test: the switches wait these out, and the test checks
@@ -33,12 +32,6 @@ FAILOVER_AFTER_S = 1.0
 FAILBACK_AFTER_S = 1.0
 K = events_pb2
 Levels = tuple[list[tuple[Decimal, Decimal]], list[tuple[Decimal, Decimal]]]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def sim_levels(sim: SimProcess, symbol: str) -> Levels:

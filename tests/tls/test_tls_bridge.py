@@ -24,6 +24,7 @@ from pathlib import Path
 import pytest
 import quickfix as fix
 
+from gateway.fix.settings import free_port
 from gateway.transports.tls_bridge import (
     TlsClientBridge,
     TlsServerBridge,
@@ -173,12 +174,6 @@ def wait_log(caplog: pytest.LogCaptureFixture, pattern: str,
             lines = "\n".join(r.getMessage() for r in caplog.records if r.name == LOGGER)
             pytest.fail(f"no log line matching {pattern!r}; bridge logged:\n{lines}")
         time.sleep(0.01)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 # --------------------------------------------------------------------------------------------
@@ -681,8 +676,9 @@ def test_quickfix_session_through_both_bridges(pki: Pki, tmp_path: Path,
     # its own thread (onStop() walks the server's socket map while onStart() deletes the
     # server) and segfaults now and then under load; the threaded acceptor locks around it.
     acceptor = fix.ThreadedSocketAcceptor(acc_app, acc_store, acc_settings)
-    # Listening on `internal` before the bridges pick their ports (port 0): a port that is only
-    # free, as `free_port` leaves it, could otherwise be the one a bridge's bind picks.
+    # Listening on `internal` before the bridges pick their ports (port 0). `free_port` picks
+    # below the ephemeral range, out of reach of a bind to port 0; listening first keeps the
+    # test right even where that range is configured differently.
     acceptor.start()
     try:
         sb = TlsServerBridge("127.0.0.1", 0, server_context(pki.server_cert, pki.server_key,

@@ -18,7 +18,6 @@ import os
 import re
 import secrets
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -28,48 +27,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
+from gateway.fix.settings import free_port
+
 REPO = Path(__file__).resolve().parents[2]
 RELAY_SCRIPT = Path(__file__).resolve().parent / "relay.py"
-
-
-def _ephemeral_low() -> int:
-    """The first port of the kernel's ephemeral range (32768 on Linux by default)."""
-    try:
-        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
-    except (OSError, ValueError, IndexError):
-        return 32768
-
-
-_PORT_LOW = 20000
-_PORT_HIGH = max(_PORT_LOW + 1000, _ephemeral_low())
-_issued: set[int] = set()
-_issued_lock = threading.Lock()
-
-
-def free_port() -> int:
-    """A currently free loopback port (QuickFIX cannot bind port 0 and report it back).
-
-    Chosen below the kernel's ephemeral range: a port from bind(0) is ephemeral, and any
-    outgoing connection on the machine may take it as its source port before its owner binds
-    it (a gateway restarted after kill -9 then failed with "address already in use"). Outside
-    that range only another explicit bind can take it; this process never hands one out twice.
-    """
-    rng = secrets.SystemRandom()
-    with _issued_lock:
-        for _ in range(200):
-            port = rng.randrange(_PORT_LOW, _PORT_HIGH)
-            if port in _issued:
-                continue
-            with socket.socket() as s:
-                try:
-                    s.bind(("127.0.0.1", port))
-                except OSError:
-                    continue
-            _issued.add(port)
-            return port
-    with socket.socket() as s:  # the low range is crowded: fall back to an ephemeral one
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _pdeathsig_hook() -> Callable[[], None] | None:
