@@ -26,8 +26,11 @@ Wire formats follow ``shared/kraken-api.md`` §2 and §5 and Kraken's OpenAPI ex
   (the test key or an extra account's) and ``Authent`` must equal
   ``futures_authent(secret, "/api/v3/accounts", query + body, Nonce)`` with that key's secret
   (path **without** ``/derivatives``, the url-encoded query exactly as sent; kraken-api.md §2).
-  Anything else is HTTP 401 ``{"result":"error","error":"authenticationError"}``; a ``Nonce``
-  the key has used is ``nonceDuplicate``.
+  Anything else is ``{"result":"error","error":"authenticationError"}``; a ``Nonce`` the key
+  has used is ``nonceDuplicate``. Both inside an HTTP 200, as the live venue answers: a live
+  ``/accounts`` call with bad credentials surfaced in python-kraken-sdk as
+  ``KrakenAuthenticationError`` (its issue #303), which the SDK raises only for an error body
+  in a 200; for any other status it raises a plain exception with the status.
 
 * Order entry, when the face is given the simulator's ``engine``: ``POST /sendorder``
   (``lmt``/``post``/``ioc``/``mkt``), ``POST /cancelorder``, ``POST /cancelallorders``,
@@ -88,6 +91,8 @@ API_PREFIX = "/derivatives/api/v3"
 V4_FUNDING_PATH = "/derivatives/api/v4/historicalfundingrates"
 
 _NONCE_MEMORY = 10_000
+# authenticationError and nonceDuplicate come inside a 200, as on the live venue (see above).
+_AUTH_ERROR_STATUS = 200
 _OPENING_DATE = "2022-01-01T00:00:00.000Z"
 
 
@@ -271,7 +276,7 @@ class FuturesRestServer(HttpFace):
         keys = [] if api_key is None or api_secret is None else [(api_key, api_secret, owner)]
         keys += list(extra_accounts)
         for _, secret, _ in keys:
-            decode_secret(secret)  # a malformed test secret fails here, not as a 401 later
+            decode_secret(secret)  # a malformed test secret fails here, not as an auth error later
         self._keys = {key: (secret, who) for key, secret, who in keys}
         self._clock = clock
         self._lock = threading.Lock()
@@ -417,7 +422,7 @@ class FuturesRestServer(HttpFace):
         if route == "/accounts":
             err, _ = self._check_auth(route, parts.query, headers, body)
             if err is not None:
-                return self._error(401, err)
+                return self._error(_AUTH_ERROR_STATUS, err)
             return self._ok({"accounts": _accounts_json()})
         return self._error(404, "notFound")
 
@@ -476,7 +481,7 @@ class FuturesRestServer(HttpFace):
             return self._error(405, "notFound")
         err, owner = self._check_auth(route, query, headers, body)
         if err is not None:
-            return self._error(401, err)
+            return self._error(_AUTH_ERROR_STATUS, err)
         orders = self._orders.get(owner)
         if orders is None:
             # The face was built without an engine: no order book to trade on.

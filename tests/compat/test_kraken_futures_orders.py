@@ -143,14 +143,15 @@ def test_sdk_market_order_trades_at_the_best_ask(venue: Venue) -> None:
 
 
 def test_sdk_wrong_secret_is_refused(venue: Venue) -> None:
-    """The face answers a bad ``Authent`` with HTTP 401 ``authenticationError`` (the gateway's
-    own client relies on the 401); the SDK surfaces it as a plain exception carrying that body
-    (it maps error bodies to ``KrakenAuthenticationError`` only on HTTP 200)."""
+    """The face answers a bad ``Authent`` as the live venue does, ``authenticationError``
+    inside an HTTP 200: the SDK raises its own ``KrakenAuthenticationError`` for it (it does
+    only for an error body in a 200), as it did against the live venue (its issue #303)."""
+    from kraken.exceptions import KrakenAuthenticationError
     from kraken.futures import Trade
 
     wrong = base64.b64encode(secrets.token_bytes(64)).decode()
     cli = str(uuid.uuid4())
-    with pytest.raises(Exception, match="authenticationError"):
+    with pytest.raises(KrakenAuthenticationError):
         Trade(key=venue.key, secret=wrong, url=venue.url).create_order(
             orderType="lmt", side="buy", size=1, symbol=SYMBOL, limitPrice=0.05, cliOrdId=cli)
     assert venue.count(cli) == 0
