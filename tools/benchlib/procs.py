@@ -248,7 +248,9 @@ class Fleet:
     def start_gateway(self, name: str, sim: SimEndpoints, *, oms_comp: str,
                       wrapper: list[str] | None = None) -> Hop:
         """`fixgw run` with its embedded simulator disabled, pointed at `sim`, otherwise at
-        production defaults (journal fsync interval, validation, logging level)."""
+        production defaults (journal fsync interval, validation, logging level). Every port is
+        a `free_port`: the defaults (50051, 50052) lie in the kernel's ephemeral range, where
+        any connection's source port can hold them (a CI run failed so)."""
         data_dir = self.workdir / name
         data_dir.mkdir(parents=True, exist_ok=True)
         port = free_port()
@@ -280,6 +282,12 @@ mode = "non-stop"
 
 [simulator]
 enabled = false
+
+[grpc]
+port = {free_port()}
+
+[admin]
+port = {free_port()}
 
 [metrics]
 port = 0
