@@ -22,7 +22,7 @@ from gateway.server.runner import STOP_STACK_DUMP_S
 from tools.benchlib.procs import Credentials, Lines, event_process_pid, free_port
 
 __all__ = ["REPO", "Credentials", "GatewayProcess", "Lines", "SimProcess", "VenueStack",
-           "free_port", "running_pair", "stop_all"]
+           "free_port", "running_pair", "stop_all", "venue_less_config"]
 
 REPO = Path(__file__).resolve().parents[1]
 # The gateway's worst clean stop: QuickFIX waits up to 10 s for each engine's Logouts, the
@@ -32,6 +32,32 @@ STOP_TIMEOUT_S = 45.0
 # Every process started here, so that none outlives the test run even when a test fails
 # between starting one and its own cleanup (a leaked simulator would keep CI waiting).
 _STARTED: list[subprocess.Popen[bytes]] = []
+
+
+def venue_less_config(tmp: Path, metrics: str = "", grpc: str = "port = 0") -> Path:
+    """A gateway config with no simulator and nothing listening on its venue ports (its
+    sessions stay down): for what does not need a venue, its listeners and their settings.
+    `metrics` and `grpc` are the bodies of those sections."""
+    cfg = tmp / "gw.toml"
+    cfg.write_text(f"""
+[gateway]
+data_dir = "{tmp / 'var'}"
+[simulator]
+enabled = false
+[venue.trading]
+port = {free_port()}
+[venue.market_data]
+port = {free_port()}
+[venue.futures]
+enabled = false
+[grpc]
+{grpc}
+[admin]
+port = 0
+[metrics]
+{metrics}
+""")
+    return cfg
 
 
 def _kill_leftovers() -> None:

@@ -32,6 +32,7 @@ from gateway._proto.fixgw.v1 import admin_pb2, admin_pb2_grpc
 from gateway.admin.audit import AuditLog
 from gateway.admin.auth import AuthInterceptor, TokenTable, current_principal
 from gateway.events import builders
+from gateway.listen import grpc_bind
 
 if TYPE_CHECKING:  # the admin layer drives a Gateway; it does not import the server layer
     from gateway.server.gateway import Gateway
@@ -455,12 +456,8 @@ class AdminServer:
         admin_pb2_grpc.add_AdminServiceServicer_to_server(self.servicer, self._server)
 
     def start(self) -> int:
-        address = f"{self.host}:{self.port}"
-        bound = int(self._server.add_secure_port(address, self._credentials)
-                    if self._credentials is not None else self._server.add_insecure_port(address))
-        if bound == 0:
-            raise OSError(f"admin service cannot listen on {self.host}:{self.port} "
-                          "(address in use?)")
+        bound = grpc_bind(self._server, f"{self.host}:{self.port}", self._credentials,
+                          "admin service")
         self._server.start()
         self.port = bound
         log.info("gRPC AdminService on %s:%d%s (audit log %s)", self.host, bound,

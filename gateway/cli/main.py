@@ -53,11 +53,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     logging.getLogger("fixgw").info("config: %s", path or "(built-in defaults)")
     from gateway.admin.auth import TokenError
     from gateway.admin.service import AdminTlsError
-    from gateway.metrics import MetricsServerError
+    from gateway.listen import ListenError
 
     try:
         return run_forever(config)
-    except (TokenError, AdminTlsError, MetricsServerError, ConfigError) as exc:
+    except (TokenError, AdminTlsError, ListenError, ConfigError) as exc:
         print(f"fixgw: {exc}", file=sys.stderr)
         return 2
 

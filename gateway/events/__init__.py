@@ -1,7 +1,8 @@
 """Normalized protobuf events: the gateway-wide sequenced event log (ring + on-disk journal) and
 the gRPC EventService that streams it with filters, resume and backpressure.
 
-May import: gateway._proto and the standard library. Producers import this; it imports no producer.
+May import: gateway._proto, the low-level helpers gateway.listen and gateway.log_format, and
+the standard library. Producers import this; it imports no producer.
 
 Producers freeze an event's values into a build (`gateway.events.builders`) and hand it to an
 `EventPublisher` (`gateway.events.publisher`) from any thread, QuickFIX callbacks included. The

@@ -71,6 +71,7 @@ from gateway.events.publisher import (
     publish_pending,
 )
 from gateway.events.server import EventServer, EventServerConfig
+from gateway.listen import ListenError
 from gateway.log_format import setup_logging
 
 __all__ = ["EventProcess", "EventProcessSpec", "EventProcessStats", "PipePublisher", "main"]
@@ -88,6 +89,9 @@ _RESTART_MIN_S = 0.5
 _RESTART_MAX_S = 10.0
 _RESTART_WAIT_S = 60.0
 _REAP_WAIT_S = 5.0
+# The child's exit code when its port is taken: the parent then raises ListenError, which
+# `fixgw run` reports in one line, rather than a generic start failure.
+_EXIT_CANNOT_LISTEN = 3
 
 # The JSON lines a child writes on stdout, and None once it has exited (or its pipe broke).
 _Lines = queue.Queue[dict[str, Any] | None]
@@ -305,6 +309,10 @@ class EventProcess:
                     from None
             if line is None:
                 code = proc.wait()
+                if code == _EXIT_CANNOT_LISTEN:
+                    host = f"[{spec.host}]" if ":" in spec.host else spec.host
+                    raise ListenError(f"event service cannot listen on {host}:{spec.port} "
+                                      "(address in use?)")
                 raise RuntimeError(f"event process exited with code {code} before serving "
                                    "(see its log lines above)")
             if "ready" in line:
@@ -507,6 +515,9 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging(spec.log_level, spec.log_format, process="event process")
     try:
         serve(spec, sys.stdin.buffer)
+    except ListenError as exc:
+        _log.error("event process failed: %s", exc)
+        return _EXIT_CANNOT_LISTEN
     except Exception as exc:
         _log.error("event process failed: %s", exc)
         return 1

@@ -45,6 +45,7 @@ from grpc_reflection.v1alpha import reflection
 from gateway._proto.fixgw.v1 import events_pb2
 from gateway.events.journal import JournalRangeError, JournalReader, JournalRecord
 from gateway.events.log import EventFilter, EventLog, SequenceOutOfRange, frame_event
+from gateway.listen import grpc_bind
 
 __all__ = ["EVENT_SERVICE_NAME", "EventServer", "EventServerConfig", "EventServerStats"]
 
@@ -356,19 +357,15 @@ class EventServer:
     def _bind(self, server: grpc.aio.Server) -> int:
         cfg = self.config
         addr = f"[{cfg.host}]:{cfg.port}" if ":" in cfg.host else f"{cfg.host}:{cfg.port}"
-        if cfg.tls_cert_file is None or cfg.tls_key_file is None:
-            port: int = server.add_insecure_port(addr)
-        else:
+        creds = None
+        if cfg.tls_cert_file is not None and cfg.tls_key_file is not None:
             ca = Path(cfg.tls_client_ca_file).read_bytes() if cfg.tls_client_ca_file else None
             creds = grpc.ssl_server_credentials(
                 [(Path(cfg.tls_key_file).read_bytes(), Path(cfg.tls_cert_file).read_bytes())],
                 root_certificates=ca,
                 require_client_auth=ca is not None,
             )
-            port = server.add_secure_port(addr, creds)
-        if port == 0:  # older grpcio reports bind failures this way instead of raising
-            raise OSError(f"EventServer could not bind {addr}")
-        return port
+        return grpc_bind(server, addr, creds, "event service")
 
     async def _serve(self) -> None:
         loop = asyncio.get_running_loop()

@@ -14,7 +14,8 @@ is a plain int in a dict or list with one writer thread per key (or an ``itertoo
 scrape time, in `GatewayMetrics.collect`, on the HTTP server's thread, with a private
 `CollectorRegistry` (the global one would also export process-wide defaults nobody asked for).
 
-May import: gateway.fix, gateway.routing, gateway.orders, gateway.risk (and prometheus_client).
+May import: gateway.fix, gateway.routing, gateway.orders, gateway.risk, gateway.listen (and
+prometheus_client).
 Nothing imports it except gateway.server and gateway.cli.
 """
 

@@ -13,10 +13,12 @@ from wsgiref.simple_server import WSGIServer
 from prometheus_client import start_http_server
 from prometheus_client.registry import Collector, CollectorRegistry
 
+from gateway.listen import ListenError
+
 log = logging.getLogger("fixgw.metrics")
 
 
-class MetricsServerError(Exception):
+class MetricsServerError(ListenError):
     """The listener could not start; the message says what to change."""
 
 

@@ -21,6 +21,7 @@ from gateway.events.publisher import DeferredPublisher
 from gateway.events.server import EventServerStats
 from gateway.fix.kraken_logon import KrakenCredentials
 from gateway.kraken.secrets import SecretMaskingFilter, load_secret
+from gateway.listen import ListenError
 from gateway.metrics import GatewayMetrics, MetricsServer, SubscriberStats
 from gateway.server.embedded_sim import EmbeddedSimulator, random_credentials
 from gateway.server.gateway import Gateway, VenueEndpoints
@@ -124,7 +125,7 @@ class Runtime:
                                      host=a.host, port=a.port, tls_cert_file=a.tls_cert_file,
                                      tls_key_file=a.tls_key_file,
                                      tls_client_ca_file=a.tls_client_ca_file)
-            where["admin"] = f"{a.host}:{self.admin.start()}"
+            where["admin"] = f"{a.host}:{_listening(self.admin.start, _ADMIN_PORT_HINT)}"
             if tok.generated_file is not None:
                 print(f"fixgw admin token: {tok.generated_file} (mode 0600; fixgwctl reads it "
                       "via FIXGW_TOKEN_FILE, default ./var/admin.token)", flush=True)
@@ -152,7 +153,7 @@ class Runtime:
                 tls_key_file=g.tls_key_file, tls_client_ca_file=g.tls_client_ca_file,
                 wake_interval_s=wake_s, max_lag_events=g.max_subscriber_lag_events),
                 extra_services=signal_service_registrations(self.gateway.signal_runner))
-            port = self.event_server.start()
+            port = _listening(self.event_server.start, _GRPC_PORT_HINT)
             where = "in the gateway process"
         else:
             self.event_process = EventProcess(EventProcessSpec(
@@ -171,7 +172,9 @@ class Runtime:
                                             extra_services=signal_service_registrations(
                                                 self.gateway.signal_runner))
             internal = self.event_server.start()
-            port = self.event_process.start(proxy_target=f"127.0.0.1:{internal}")
+            process = self.event_process
+            port = _listening(lambda: process.start(proxy_target=f"127.0.0.1:{internal}"),
+                              _GRPC_PORT_HINT)
             where = f"by the event process (pid {self.event_process.pid})"
         log.info("gRPC EventService, SignalService, PositioningService on %s:%d, served %s "
                  "(events journal %s)", g.host, port, where, journal_dir)
@@ -240,6 +243,20 @@ class Runtime:
         if self._mask_filter is not None:
             for handler in logging.getLogger().handlers:
                 handler.removeFilter(self._mask_filter)
+
+
+_GRPC_PORT_HINT = "choose another port with `fixgw run --grpc-port N` or [grpc] port"
+_ADMIN_PORT_HINT = ("choose another port with `fixgw run --admin-port N` or [admin] port, or "
+                    "turn it off with [admin] enabled = false")
+
+
+def _listening(start: Callable[[], int], hint: str) -> int:
+    """`start()` a listener; a port it cannot bind stops the start with `hint` added (the
+    listener knows its address, the runner which setting names it)."""
+    try:
+        return start()
+    except ListenError as exc:
+        raise ListenError(f"{exc}; {hint}") from None
 
 
 def run_forever(config: Config) -> int:

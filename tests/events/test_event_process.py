@@ -27,6 +27,7 @@ from gateway.events import builders as b
 from gateway.events.journal import MAGIC, RECORD_HEADER
 from gateway.events.process import _HEADER, EventProcess, EventProcessSpec, PipePublisher
 from gateway.events.publisher import Pending
+from gateway.listen import ListenError
 from gateway.server.signal_runner import SignalRunner
 from gateway.server.signal_services import (
     POSITIONING_SERVICE_NAME,
@@ -187,7 +188,8 @@ def test_gateway_services_forwarded_with_status(tmp_path: Path) -> None:
 
 def test_start_fails_clearly_when_port_taken(proc: EventProcess, tmp_path: Path) -> None:
     other = EventProcess(EventProcessSpec(journal_dir=None, port=proc.port, nice=0))
-    with pytest.raises(RuntimeError, match="exited with code 1 before serving"):
+    with pytest.raises(ListenError,
+                       match=rf"event service cannot listen on 127\.0\.0\.1:{proc.port} "):
         other.start()
 
 

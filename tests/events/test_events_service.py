@@ -21,6 +21,7 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from gateway._proto.fixgw.v1 import common_pb2, events_pb2, events_pb2_grpc
 from gateway.events import EventLog, EventLogConfig, EventServer, EventServerConfig
 from gateway.events import builders as b
+from gateway.listen import ListenError
 from tests.conftest import wait_until
 
 FIX_A = b.EventSource.fix("FIX.4.4:GW->KRAKEN")
@@ -487,7 +488,8 @@ def test_port_in_use_fails_start() -> None:
     first = EventServer(log, EventServerConfig(port=0))
     port = first.start()
     try:
-        with pytest.raises(RuntimeError, match="bind"):
+        with pytest.raises(ListenError,
+                           match=rf"event service cannot listen on 127\.0\.0\.1:{port} "):
             EventServer(log, EventServerConfig(port=port)).start()
     finally:
         first.stop(0)

@@ -1,12 +1,11 @@
 """`[metrics]` and `fixgw run --metrics-port` as ops use them: a bad section fails with the file,
-the field and the problem; port 0 takes a free port and the ready line names it; a port already
-in use stops the start with exit 2 and says what to change. The gateway runs without a venue
-here (nothing listens on its venue ports): the metrics listener does not depend on one."""
+the field and the problem; port 0 takes a free port and the ready line names it (a port already
+in use: tests/integration/test_port_in_use.py). The gateway runs without a venue here (nothing
+listens on its venue ports): the metrics listener does not depend on one."""
 
 from __future__ import annotations
 
 import signal
-import socket
 import subprocess
 import sys
 import urllib.request
@@ -15,46 +14,23 @@ from pathlib import Path
 import pytest
 
 from gateway.config.loader import ConfigError, load_config
-from tests.procs import REPO, Lines, free_port
-
-
-def _config(tmp: Path, metrics: str = "") -> Path:
-    cfg = tmp / "gw.toml"
-    cfg.write_text(f"""
-[gateway]
-data_dir = "{tmp / 'var'}"
-[simulator]
-enabled = false
-[venue.trading]
-port = {free_port()}
-[venue.market_data]
-port = {free_port()}
-[venue.futures]
-enabled = false
-[grpc]
-port = 0
-[admin]
-port = 0
-[metrics]
-{metrics}
-""")
-    return cfg
+from tests.procs import REPO, Lines, venue_less_config
 
 
 def test_bad_metrics_section_names_file_and_field(tmp_path: Path) -> None:
-    cfg = _config(tmp_path, 'prot = 9464\nport = "ninety"')
+    cfg = venue_less_config(tmp_path, 'prot = 9464\nport = "ninety"')
     with pytest.raises(ConfigError) as err:
         load_config(cfg)
     text = str(err.value)
     assert f"{cfg}: metrics.prot: unknown field" in text
     assert f"{cfg}: metrics.port: Input should be a valid integer" in text
-    assert load_config(_config(tmp_path)).metrics.port == 9464
-    assert load_config(_config(tmp_path), {"metrics.port": 0}).metrics.port == 0
+    assert load_config(venue_less_config(tmp_path)).metrics.port == 9464
+    assert load_config(venue_less_config(tmp_path), {"metrics.port": 0}).metrics.port == 0
 
 
 def test_metrics_port_zero_is_ephemeral_and_printed(tmp_path: Path) -> None:
     proc = subprocess.Popen([sys.executable, "-m", "gateway.cli.main", "run", "--config",
-                             str(_config(tmp_path)), "--metrics-port", "0"],
+                             str(venue_less_config(tmp_path)), "--metrics-port", "0"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=REPO)
     try:
         assert proc.stdout is not None and proc.stderr is not None
@@ -73,16 +49,3 @@ def test_metrics_port_zero_is_ephemeral_and_printed(tmp_path: Path) -> None:
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=30) == 0
-
-
-def test_metrics_port_in_use_stops_the_start(tmp_path: Path) -> None:
-    with socket.socket() as busy:
-        busy.bind(("127.0.0.1", 0))
-        busy.listen()
-        port = busy.getsockname()[1]
-        r = subprocess.run([sys.executable, "-m", "gateway.cli.main", "run", "--config",
-                            str(_config(tmp_path)), "--metrics-port", str(port)],
-                           capture_output=True, text=True, cwd=REPO, timeout=90)
-    assert r.returncode == 2, r.stderr[-2000:]
-    assert f"metrics listener cannot bind 127.0.0.1:{port}" in r.stderr
-    assert "--metrics-port" in r.stderr and "fixgw ready" not in r.stdout

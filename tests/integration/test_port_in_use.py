@@ -1,0 +1,43 @@
+"""A listener whose port is taken stops `fixgw run` with exit 2 and one line: which listener,
+which address, and the flag or setting that picks another. Never a traceback from grpcio
+(the admin and event ports did that until the tenth session; the default 50051 and 50052 lie
+in the kernel's ephemeral range, where any connection's source port can hold them)."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.procs import REPO, venue_less_config
+
+CASES = {
+    "metrics": ("--metrics-port", "metrics listener cannot bind 127.0.0.1:{port}",
+                "[metrics] port", ""),
+    "admin": ("--admin-port", "admin service cannot listen on 127.0.0.1:{port}",
+              "[admin] enabled = false", ""),
+    "events, in their process": ("--grpc-port", "event service cannot listen on 127.0.0.1:{port}",
+                                 "[grpc] port", ""),
+    "events, in the gateway": ("--grpc-port", "event service cannot listen on 127.0.0.1:{port}",
+                               "[grpc] port", "event_process = false"),
+}
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_a_taken_port_stops_the_start_in_one_line(tmp_path: Path, case: str) -> None:
+    flag, what, setting, grpc_extra = CASES[case]
+    cfg = venue_less_config(tmp_path, grpc=f"port = 0\n{grpc_extra}")
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        r = subprocess.run([sys.executable, "-m", "gateway.cli.main", "run", "--config", str(cfg),
+                            flag, str(port)],
+                           capture_output=True, text=True, cwd=REPO, timeout=90)
+    assert r.returncode == 2, r.stderr[-3000:]
+    assert what.format(port=port) in r.stderr, r.stderr[-3000:]
+    assert flag in r.stderr and setting in r.stderr
+    assert "Traceback" not in r.stderr and "fixgw ready" not in r.stdout
