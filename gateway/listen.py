@@ -3,7 +3,7 @@
 A port that is taken must stop `fixgw run` with one line naming the listener and the address
 (and, added by the runner, the flag or setting that picks another), not a traceback from
 inside grpcio. Low-level: imports grpc and nothing of ours; the admin service and the event
-server bind through `grpc_bind`, the metrics listener raises its own subclass.
+server bind through `grpc_bind`, the metrics listener raises `ListenError` itself.
 """
 
 from __future__ import annotations

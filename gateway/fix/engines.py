@@ -50,4 +50,3 @@ def stop_engines(engines: Sequence[Engine], logout_wait_s: float = LOGOUT_WAIT_S
         t.start()
     for t in threads:
         t.join()
-

@@ -26,7 +26,7 @@ from gateway.metrics.collector import (
     MetricsSink,
     SubscriberStats,
 )
-from gateway.metrics.server import MetricsServer, MetricsServerError
+from gateway.metrics.server import MetricsServer
 
 __all__ = ["LATENCY_BUCKETS_S", "GatewayMetrics", "LatencyHistogram", "MetricsServer",
-           "MetricsServerError", "MetricsSink", "SubscriberStats"]
+           "MetricsSink", "SubscriberStats"]

@@ -18,10 +18,6 @@ from gateway.listen import ListenError
 log = logging.getLogger("fixgw.metrics")
 
 
-class MetricsServerError(ListenError):
-    """The listener could not start; the message says what to change."""
-
-
 class MetricsServer:
     """``start()`` binds and returns the port (``port=0`` picks a free one); ``stop()``."""
 
@@ -36,10 +32,8 @@ class MetricsServer:
         try:
             server, thread = start_http_server(self.port, addr=self.host, registry=self.registry)
         except OSError as exc:
-            raise MetricsServerError(
-                f"metrics listener cannot bind {self.host}:{self.port} ({exc.strerror or exc}); "
-                "choose another port with `fixgw run --metrics-port N` or [metrics] port, or "
-                "turn it off with [metrics] enabled = false") from None
+            raise ListenError(f"metrics listener cannot bind {self.host}:{self.port} "
+                              f"({exc.strerror or exc})") from None
         self._server, self._thread = server, thread
         self.port = int(server.server_port)
         log.info("Prometheus metrics on http://%s:%d/metrics", self.host, self.port)

@@ -198,7 +198,7 @@ class Runtime:
         self.metrics.attach(router)
         gw.transport_listeners.append(self.metrics.transport_switched)
         self.metrics_server = MetricsServer(self.metrics, m.host, m.port)
-        return {"metrics": f"{m.host}:{self.metrics_server.start()}"}
+        return {"metrics": f"{m.host}:{_listening(self.metrics_server.start, _METRICS_PORT_HINT)}"}
 
     def _metrics_subscribers(self) -> SubscriberStats:
         s = self.subscriber_stats()
@@ -248,6 +248,8 @@ class Runtime:
 _GRPC_PORT_HINT = "choose another port with `fixgw run --grpc-port N` or [grpc] port"
 _ADMIN_PORT_HINT = ("choose another port with `fixgw run --admin-port N` or [admin] port, or "
                     "turn it off with [admin] enabled = false")
+_METRICS_PORT_HINT = ("choose another port with `fixgw run --metrics-port N` or [metrics] port, "
+                      "or turn it off with [metrics] enabled = false")
 
 
 def _listening(start: Callable[[], int], hint: str) -> int:
