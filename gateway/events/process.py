@@ -6,8 +6,9 @@ took turns with the FIX callback threads; `tools/bench_events.py` showed the ord
 p99 doubling with ten subscribers attached. Here the gateway only marshals the events' specs
 (`gateway.events.publisher`) and writes them to this process's stdin; this process
 builds, sequences, journals and serves them, on its own GIL and at a lower CPU priority than the
-order path (`nice`), so a subscriber can cost the FIX path CPU time on a saturated machine but
-never a lock.
+order path (`nice`; the thread that builds and journals at idle priority, with a rescue when
+the machine is busy: `gateway.events.pump`), so a subscriber can cost the FIX path CPU time on
+a saturated machine but never a lock.
 
 The same port also serves the gateway's own gRPC services (SignalService, PositioningService):
 their calls are passed through unchanged to a loopback server inside the gateway
@@ -29,10 +30,10 @@ written to it, and the new child's first sequence says how many reached the jour
 difference is logged and added to `EventProcess.lost_events`. No subscriber ever saw those: the
 child streams an event only once its journal has it (`EventLog.visible_next`), so every
 sequence a subscriber was sent names the same event in the new child, and one that resumes
-from `last_seen + 1` misses nothing that was journaled. The child journals each frame on its
-main thread right after building it (`EventLogConfig.writer_thread=False`), then wakes the
-stream's loop: one thread woken per frame instead of two, and no GIL hand-off between a
-builder and a writer thread (~2 µs less CPU per event of ~12, measured in-process).
+from `last_seen + 1` misses nothing that was journaled. The child journals each frame on the
+thread that read and built it (`EventLogConfig.writer_thread=False`), then wakes the stream's
+loop: one thread woken per frame instead of two, and no GIL hand-off between a builder and a
+writer thread (~2 µs less CPU per event of ~12, measured in-process).
 
 Wire: gateway → child, frames of a 4-byte big-endian length and a marshaled list of
 `(queued_ns, builder_name, kwargs)` (`publisher.Pending`; marshal, not pickle: plain values
@@ -51,7 +52,6 @@ import marshal
 import os
 import queue
 import signal
-import struct
 import subprocess
 import sys
 import threading
@@ -70,6 +70,7 @@ from gateway.events.publisher import (
     Pending,
     publish_pending,
 )
+from gateway.events.pump import HEADER, FramePump, run_pump
 from gateway.events.server import EventServer, EventServerConfig
 from gateway.listen import ListenError
 from gateway.log_format import setup_logging
@@ -78,7 +79,6 @@ __all__ = ["EventProcess", "EventProcessSpec", "EventProcessStats", "PipePublish
 
 _log = logging.getLogger("fixgw.events")
 
-_HEADER = struct.Struct(">I")
 # Specs marshaled per write: ~0.5 µs each, so one dumps() holds the gateway's GIL for well
 # under the 0.5 ms switch interval a FIX thread might be waiting out.
 _MAX_SPECS_PER_FRAME = 64
@@ -109,12 +109,16 @@ class EventProcessSpec:
     tls_key_file: str | None = None
     tls_client_ca_file: str | None = None
     # None: the child's stream loop is woken, never polls (see EventServerConfig). The child
-    # publishes on its own main thread and its journal writer wakes the loop after each write;
+    # publishes on its reading thread and its journal writer wakes the loop after each write;
     # the 5 ms poll it used to run cost it ~1 % of a core while idle.
     wake_interval_s: float | None = None
     proxy_target: str | None = None
     proxy_services: list[str] = field(default_factory=list)
     nice: int = 10
+    # Read, build and journal at SCHED_IDLE, with a rescue at `nice` once frames have waited
+    # about `rescue_after_s` (gateway.events.pump); False: all at `nice`.
+    idle: bool = True
+    rescue_after_s: float = 0.2
     max_lag_events: int = 50_000
     log_level: str = "INFO"
     log_format: str = "text"  # or "json": the gateway's own `[gateway] log_format`
@@ -132,6 +136,8 @@ class EventProcessStats:
     next_sequence: int = 0
     durable_next: int = 0
     rejected: int = 0
+    # Times the rescue thread took over from the idle one (gateway.events.pump).
+    rescues: int = 0
 
 
 def _nothing() -> None:
@@ -192,7 +198,7 @@ class PipePublisher(DeferredPublisher):
             except ValueError:
                 chunk = self._plain_only(chunk)
                 payload = marshal.dumps(chunk)
-            if not self._write(_HEADER.pack(len(payload)) + payload):
+            if not self._write(HEADER.pack(len(payload)) + payload):
                 # A frame the child did not get whole was not published: it and the rest go,
                 # in order and ahead of anything queued since, to the next child.
                 self._pending.extendleft(reversed(chunk + batch[i + _MAX_SPECS_PER_FRAME:]))
@@ -437,11 +443,6 @@ def _lock_journal(journal_dir: Path) -> int:
             time.sleep(0.05)
 
 
-def _read_exact(stream: IO[bytes], n: int) -> bytes | None:
-    data = stream.read(n)
-    return data if data is not None and len(data) == n else None
-
-
 def _emit(line: dict[str, Any], lock: threading.Lock) -> None:
     with lock:
         sys.stdout.write(json.dumps(line) + "\n")
@@ -479,11 +480,20 @@ def serve(spec: EventProcessSpec, stdin: IO[bytes]) -> None:
     stop = threading.Event()
     rejected = 0
 
+    def handle(payload: bytes) -> None:
+        nonlocal rejected
+        batch = marshal.loads(payload)
+        rejected += len(batch) - publish_pending(log, batch)
+        log.write_pending()
+
+    pump = FramePump(stdin.fileno(), handle)
+
     def stats() -> EventProcessStats:
         s = server.stats()
         return EventProcessStats(
             subscribers=s.subscribers, queued=s.queued, cutoffs_total=s.cutoffs_total,
-            next_sequence=log.next_sequence, durable_next=log.durable_next, rejected=rejected)
+            next_sequence=log.next_sequence, durable_next=log.durable_next, rejected=rejected,
+            rescues=pump.rescues)
 
     try:
         port = server.start()
@@ -493,14 +503,9 @@ def serve(spec: EventProcessSpec, stdin: IO[bytes]) -> None:
         _emit({"ready": {"port": port, "next_sequence": log.next_sequence}}, out_lock)
         threading.Thread(target=_report_stats, args=(stats, spec.stats_interval_s, stop,
                                                      out_lock), daemon=True).start()
-        while (header := _read_exact(stdin, _HEADER.size)) is not None:
-            payload = _read_exact(stdin, _HEADER.unpack(header)[0])
-            if payload is None:
-                _log.error("event pipe closed mid-frame: the gateway stopped while writing")
-                break
-            batch = marshal.loads(payload)
-            rejected += len(batch) - publish_pending(log, batch)
-            log.write_pending()
+        run_pump(pump, idle=spec.idle, rescue_after_s=spec.rescue_after_s)
+        if pump.truncated:
+            _log.error("event pipe closed mid-frame: the gateway stopped while writing")
     finally:
         stop.set()
         server.stop(grace=1.0)

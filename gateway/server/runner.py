@@ -163,7 +163,8 @@ class Runtime:
                 tls_key_file=str(g.tls_key_file) if g.tls_key_file else None,
                 tls_client_ca_file=str(g.tls_client_ca_file) if g.tls_client_ca_file else None,
                 proxy_services=[SIGNAL_SERVICE_NAME, POSITIONING_SERVICE_NAME],
-                nice=g.event_process_nice, max_lag_events=g.max_subscriber_lag_events,
+                nice=g.event_process_nice, idle=g.event_process_idle,
+                max_lag_events=g.max_subscriber_lag_events,
                 log_level=logging.getLevelName(logging.getLogger().getEffectiveLevel()),
                 log_format=c.gateway.log_format))
             self.gateway = Gateway(c, endpoints, creds, self.event_process.publisher)

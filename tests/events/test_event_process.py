@@ -25,8 +25,9 @@ from gateway._proto.fixgw.v1 import events_pb2, events_pb2_grpc, signals_pb2, si
 from gateway.events import EventServer, EventServerConfig
 from gateway.events import builders as b
 from gateway.events.journal import MAGIC, RECORD_HEADER
-from gateway.events.process import _HEADER, EventProcess, EventProcessSpec, PipePublisher
+from gateway.events.process import EventProcess, EventProcessSpec, PipePublisher
 from gateway.events.publisher import Pending
+from gateway.events.pump import HEADER
 from gateway.listen import ListenError
 from gateway.server.signal_runner import SignalRunner
 from gateway.server.signal_services import (
@@ -422,7 +423,7 @@ def test_a_failed_write_keeps_its_events_for_the_next_pipe() -> None:
 def frames(data: bytes) -> list[Pending]:
     out: list[Pending] = []
     while data:
-        (size,), data = _HEADER.unpack(data[:_HEADER.size]), data[_HEADER.size:]
+        (size,), data = HEADER.unpack(data[:HEADER.size]), data[HEADER.size:]
         out += marshal.loads(data[:size])
         data = data[size:]
     return out
