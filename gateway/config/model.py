@@ -255,9 +255,10 @@ class GrpcConfig(StrictModel):
     # ratio went from 1.15-1.33 to 1.22-1.23, with the same delivery latency (p50 ~3 ms).
     event_process_nice: int = Field(default=10, ge=0, le=19)
     # Its thread that reads, builds and journals events runs at idle priority (SCHED_IDLE, on
-    # Linux): any busy core goes to the order path first. If events wait over ~0.2 s for an idle
+    # Linux): any busy core goes to the order path first. If events wait ~0.1-0.2 s for an idle
     # core, a thread at `event_process_nice` takes over until they are caught up
-    # (gateway/events/pump.py). false = that thread at `event_process_nice` too.
+    # (gateway/events/pump.py). Costs subscribers some delivery latency (README, bench_events).
+    # false = that thread at `event_process_nice` too.
     event_process_idle: bool = True
     # How many events a live subscriber may fall behind the newest before it is cut off with
     # RESOURCE_EXHAUSTED (it resumes from its last sequence, from the journal). Below the event
