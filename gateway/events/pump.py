@@ -4,7 +4,7 @@ Why idle priority: on a machine whose cores the order path keeps busy (tools/ben
 two vCPUs), the event process's bursts of building and journaling (~0.2-0.5 ms every 5 ms)
 held a core the OMS, gateway or venue process had just been woken for. At `nice` 10 the
 scheduler still let the burst run on; under SCHED_IDLE any normal task preempts it at once,
-and the gateway's round-trip p99 fell from ~1,000 to ~750-800 µs (bench_fix, interleaved
+and the gateway's round-trip p99 fell from ~1,000 to ~730-860 µs (bench_fix, same-day
 A/B runs). Only the thread that reads, builds and journals goes idle: the gRPC threads that
 stream to subscribers and forward the gateway's services stay at the process's `nice`.
 
