@@ -10,13 +10,18 @@ from __future__ import annotations
 
 import grpc
 
-__all__ = ["ListenError", "grpc_bind"]
+__all__ = ["ListenError", "grpc_bind", "host_port"]
 
 
 class ListenError(OSError):
     """A listener could not bind its address; the message says which and where. An OSError,
     as the bind's own error is: code that retries a start on OSError (the event process's
     restart) goes on doing so."""
+
+
+def host_port(host: str, port: int) -> str:
+    """`host:port` as gRPC and operators write it: an IPv6 host in brackets."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 def grpc_bind(server: grpc.Server | grpc.aio.Server, address: str,

@@ -72,7 +72,7 @@ from gateway.events.publisher import (
 )
 from gateway.events.pump import HEADER, FramePump, run_pump
 from gateway.events.server import EventServer, EventServerConfig
-from gateway.listen import ListenError
+from gateway.listen import ListenError, host_port
 from gateway.log_format import setup_logging
 
 __all__ = ["EventProcess", "EventProcessSpec", "EventProcessStats", "PipePublisher", "main"]
@@ -316,8 +316,8 @@ class EventProcess:
             if line is None:
                 code = proc.wait()
                 if code == _EXIT_CANNOT_LISTEN:
-                    host = f"[{spec.host}]" if ":" in spec.host else spec.host
-                    raise ListenError(f"event service cannot listen on {host}:{spec.port} "
+                    raise ListenError("event service cannot listen on "
+                                      f"{host_port(spec.host, spec.port)} "
                                       "(address in use?)")
                 raise RuntimeError(f"event process exited with code {code} before serving "
                                    "(see its log lines above)")

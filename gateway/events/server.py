@@ -45,7 +45,7 @@ from grpc_reflection.v1alpha import reflection
 from gateway._proto.fixgw.v1 import events_pb2
 from gateway.events.journal import JournalRangeError, JournalReader, JournalRecord
 from gateway.events.log import EventFilter, EventLog, SequenceOutOfRange, frame_event
-from gateway.listen import grpc_bind
+from gateway.listen import grpc_bind, host_port
 
 __all__ = ["EVENT_SERVICE_NAME", "EventServer", "EventServerConfig", "EventServerStats"]
 
@@ -282,8 +282,7 @@ class EventServer:
 
     @property
     def address(self) -> str:
-        host = self.config.host
-        return f"[{host}]:{self._port}" if ":" in host else f"{host}:{self._port}"
+        return host_port(self.config.host, self._port)
 
     @property
     def subscriber_count(self) -> int:
@@ -356,7 +355,7 @@ class EventServer:
 
     def _bind(self, server: grpc.aio.Server) -> int:
         cfg = self.config
-        addr = f"[{cfg.host}]:{cfg.port}" if ":" in cfg.host else f"{cfg.host}:{cfg.port}"
+        addr = host_port(cfg.host, cfg.port)
         creds = None
         if cfg.tls_cert_file is not None and cfg.tls_key_file is not None:
             ca = Path(cfg.tls_client_ca_file).read_bytes() if cfg.tls_client_ca_file else None
