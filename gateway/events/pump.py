@@ -27,7 +27,6 @@ May import only the standard library: the event process wires it to the log.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import select
@@ -78,31 +77,33 @@ class FramePump:
         else:
             self._eof = True
 
-    def _frame(self) -> bytes | None:
+    def _frame_end(self, offset: int = 0) -> int | None:
+        """Where the whole frame starting at `offset` in the buffer ends; None if it is not
+        all there yet."""
         buf = self._buf
-        if len(buf) < HEADER.size:
+        if len(buf) - offset < HEADER.size:
             return None
-        end = HEADER.size + HEADER.unpack_from(buf)[0]
-        if len(buf) < end:
+        end = offset + HEADER.size + HEADER.unpack_from(buf, offset)[0]
+        return end if end <= len(buf) else None
+
+    def _frame(self) -> bytes | None:
+        end = self._frame_end()
+        if end is None:
             return None
-        frame = bytes(buf[HEADER.size:end])
-        del buf[:end]
+        frame = bytes(self._buf[HEADER.size:end])
+        del self._buf[:end]
         return frame
 
     def has_frame(self) -> bool:
-        buf = self._buf
-        return len(buf) >= HEADER.size and len(buf) >= HEADER.size + HEADER.unpack_from(buf)[0]
+        return self._frame_end() is not None
 
     def received(self) -> int:
         """Frames handled or waiting whole in the pipe or the buffer, as of now."""
         with self._lock:
             self._read()
-            count, offset, buf = 0, 0, self._buf
-            while len(buf) - offset >= HEADER.size:
-                offset += HEADER.size + HEADER.unpack_from(buf, offset)[0]
-                if offset > len(buf):
-                    break
-                count += 1
+            count, offset = 0, 0
+            while (end := self._frame_end(offset)) is not None:
+                count, offset = count + 1, end
             return self.handled + count
 
     def pending(self) -> bool:
@@ -193,5 +194,4 @@ def run_pump(pump: FramePump, *, idle: bool, rescue_after_s: float) -> None:
     finally:
         stop.set()
         if rescuer is not None:
-            with contextlib.suppress(RuntimeError):
-                rescuer.join()
+            rescuer.join()
