@@ -263,11 +263,13 @@ class SessionApplication(fix.Application):  # type: ignore[misc]
     def onLogout(self, sessionID: fix.SessionID) -> None:
         st = self.status(sessionID)
         st.last_logout = time.time()
-        self.board.change(st, "logged_out")
+        # The handler first, as in onLogon: once the session is seen "logged_out" (the log
+        # line, the session event, ops), the router already refuses to send on it.
         try:
             self.handler.on_logout(sessionID)
         except Exception:
             log.exception("on_logout failed for %s", st.key)
+        self.board.change(st, "logged_out")
 
     def toAdmin(self, message: fix.Message, sessionID: fix.SessionID) -> None:
         _pin_thread_state()
