@@ -49,6 +49,8 @@ REF_TAG_ID = 371
 REF_MSG_TYPE = 372
 SESSION_REJECT_REASON = 373
 BUSINESS_REJECT_REASON = 380
+NEW_SEQ_NO = 36
+GAP_FILL_FLAG = 123
 
 # The binding's own getFieldIfSet(FieldMap&, FieldBase&): not overloaded, so ~120 ns a call
 # where FieldMap.getField(tag) (overload dispatch) or Message.getHeader() (a new proxy each
@@ -207,6 +209,9 @@ class SessionApplication(fix.Application):  # type: ignore[misc]
         self._oms_role = role == "oms"
         self._venue_role = role == "venue"
         self._counted = self._oms_role or self._venue_role
+        # Per session (by SessionID address): the Text for the Logout QuickFIX is about to send
+        # after one of its header Rejects (`_explain_logout`).
+        self._logout_text: dict[int, str] = {}
 
     def _log_message(self, direction: str, message: fix.Message,
                      session_id: fix.SessionID) -> None:
@@ -274,11 +279,15 @@ class SessionApplication(fix.Application):  # type: ignore[misc]
     def toAdmin(self, message: fix.Message, sessionID: fix.SessionID) -> None:
         _pin_thread_state()
         self.status(sessionID).last_sent = time.time()
+        ptr = int(sessionID.this)
         if self._counted:
-            ptr = int(sessionID.this)
-            k = (ptr, self._count_out_slow(message, ptr))
+            t = self._count_out_slow(message, ptr)
+            k = (ptr, t)
             c = self._out.get(k)
             next(c if c is not None else self._out.setdefault(k, itertools.count()))
+        else:
+            t = str(message.getHeader().getField(MSG_TYPE))  # admin traffic: not the order path
+        self._explain_logout(t, message, ptr)
         try:
             self.handler.on_admin_out(message, sessionID)
         except Exception:
@@ -296,6 +305,14 @@ class SessionApplication(fix.Application):  # type: ignore[misc]
             # The interval the counterparty asked for (an acceptor takes the OMS's): for ops.
             st.extra["heartbeat_interval_s"] = message.getField(HEART_BT_INT)
         self._log_message("IN", message, sessionID)
+        self._logout_text.pop(int(sessionID.this), None)
+        if t == "4" and (seq := _lowered_seq_num(message)) is not None:
+            # A rejected message is still received: the counterparty goes on at the next
+            # MsgSeqNum (QuickFIX's Reject does not count a SequenceReset, so count it here).
+            session = fix.Session.lookupSession(sessionID)
+            if session is not None:
+                session.setNextTargetMsgSeqNum(seq + 1)
+            raise fix.IncorrectTagValue(NEW_SEQ_NO)  # QuickFIX answers 373=5 371=36
         problem = poss_dup_problem(message)
         if problem == _MISSING_ORIG:
             raise fix.FieldNotFound(ORIG_SENDING_TIME)  # QuickFIX answers 373=1 371=122
@@ -308,6 +325,26 @@ class SessionApplication(fix.Application):  # type: ignore[misc]
         except Exception:
             # Any other exception would make the QuickFIX binding end the process (Py_Exit).
             log.exception("fromAdmin failed for %s", session_key(sessionID))
+
+    def _explain_logout(self, msg_type: str, message: fix.Message, ptr: int) -> None:
+        """Give the Logout that QuickFIX sends right after a CompID or SendingTime Reject a Text
+        naming the problem (FIX 4.4 session test cases 2k and 2o). QuickFIX's doBadCompID and
+        doBadTime send the Reject and then a Logout with no Text; the Reject is remembered
+        here and spent on that Logout. Any other message in or out forgets it, so a later
+        Logout (ops, shutdown, an answer to the counterparty's) never carries a stale one."""
+        if msg_type == "5":
+            text = self._logout_text.pop(ptr, None)
+            if text is not None and not message.isSetField(TEXT):
+                message.setField(TEXT, text)
+            return
+        self._logout_text.pop(ptr, None)
+        if msg_type == "3" and message.isSetField(SESSION_REJECT_REASON):
+            reason = message.getField(SESSION_REJECT_REASON)
+            text = message.getField(TEXT) if message.isSetField(TEXT) else ""
+            problem = _LOGOUT_AFTER_REJECT.get((reason, text))
+            if problem is not None:
+                ref = message.getField(REF_SEQ_NUM) if message.isSetField(REF_SEQ_NUM) else "?"
+                self._logout_text[ptr] = f"{problem} (MsgSeqNum {ref})"
 
     def toApp(self, message: fix.Message, sessionID: fix.SessionID) -> None:
         # Counted by MsgType without touching the header (see _probe): towards an OMS the
@@ -374,6 +411,30 @@ def _pin_thread_state() -> None:
 # 4.4 (session test cases 2f, 2g) wants the same at the expected MsgSeqNum. These fill the gap.
 _MISSING_ORIG = ("1", "required tag missing: OrigSendingTime (122) with PossDupFlag=Y")
 _ORIG_AFTER = ("10", "SendingTime accuracy problem: OrigSendingTime (122) after SendingTime (52)")
+
+# QuickFIX's own Rejects (reason, Text) that it follows with a bare Logout, and the Text that
+# Logout gets instead (`SessionApplication._explain_logout`). Keyed on QuickFIX's exact Text,
+# so the gateway's own reason-10 Reject above (which no Logout follows) is not taken for one.
+_LOGOUT_AFTER_REJECT = {
+    ("9", "CompID problem"): "CompID problem: incorrect SenderCompID or TargetCompID",
+    ("10", "SendingTime accuracy problem"):
+        "SendingTime accuracy problem: SendingTime not within the accepted latency",
+}
+
+
+def _lowered_seq_num(msg: fix.Message) -> int | None:
+    """The MsgSeqNum of a SequenceReset-GapFill whose NewSeqNo is not above it (FIX 4.4
+    session test case 10: "attempt to lower sequence number"), else None. QuickFIX rejects
+    only NewSeqNo below the expected MsgSeqNum; at the expected one it would take NewSeqNo ==
+    MsgSeqNum silently. QuickFIX calls fromAdmin for a GapFill only at the expected MsgSeqNum
+    (too high asks for a resend, too low is a Logout)."""
+    if not msg.isSetField(GAP_FILL_FLAG) or msg.getField(GAP_FILL_FLAG) != "Y":
+        return None
+    try:
+        seq = int(msg.getHeader().getField(MSG_SEQ_NUM))
+        return seq if int(msg.getField(NEW_SEQ_NO)) <= seq else None
+    except (fix.FieldNotFound, ValueError):
+        return None  # QuickFIX's dictionary check answers a missing or malformed NewSeqNo
 
 
 def _utc(value: str) -> datetime:
