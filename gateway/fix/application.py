@@ -427,7 +427,7 @@ def _lowered_seq_num(msg: fix.Message) -> int | None:
     session test case 10: "attempt to lower sequence number"), else None. QuickFIX rejects
     only NewSeqNo below the expected MsgSeqNum; at the expected one it would take NewSeqNo ==
     MsgSeqNum silently. QuickFIX calls fromAdmin for a GapFill only at the expected MsgSeqNum
-    (too high asks for a resend, too low is a Logout)."""
+    (too high asks for a resend; too low is ignored as a PossDup, else answered by a Logout)."""
     if not msg.isSetField(GAP_FILL_FLAG) or msg.getField(GAP_FILL_FLAG) != "Y":
         return None
     try:
