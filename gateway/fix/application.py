@@ -33,6 +33,7 @@ from gateway.fix.messages import (
     SENDING_TIME,
     TEXT,
     Fields,
+    msg_type,
     split_fields,
 )
 from gateway.fix.settings import session_key
@@ -237,7 +238,7 @@ class SessionApplication(fix.Application):  # type: ignore[misc]
     def _count_out_slow(self, message: fix.Message, ptr: int) -> str:
         """MsgType from the header (~1 µs; for the types the probes in toApp do not cover), and
         the reason of a Reject (3) or BusinessMessageReject (j) we send."""
-        t = str(message.getHeader().getField(MSG_TYPE))
+        t = msg_type(message)
         tag = SESSION_REJECT_REASON if t == "3" else BUSINESS_REJECT_REASON if t == "j" else 0
         if tag:
             reason = message.getField(tag) if message.isSetField(tag) else "none"
@@ -286,7 +287,7 @@ class SessionApplication(fix.Application):  # type: ignore[misc]
             c = self._out.get(k)
             next(c if c is not None else self._out.setdefault(k, itertools.count()))
         else:
-            t = str(message.getHeader().getField(MSG_TYPE))  # admin traffic: not the order path
+            t = msg_type(message)  # admin traffic: not the order path
         self._explain_logout(t, message, ptr)
         try:
             self.handler.on_admin_out(message, sessionID)
@@ -298,7 +299,7 @@ class SessionApplication(fix.Application):  # type: ignore[misc]
         _pin_thread_state()
         st = self.status(sessionID)
         st.last_received = time.time()
-        t = str(message.getHeader().getField(MSG_TYPE))  # admin traffic: not the order path
+        t = msg_type(message)  # admin traffic: not the order path
         if self._counted:
             st.msgs_in[t] = st.msgs_in.get(t, 0) + 1
         if t == "A" and message.isSetField(HEART_BT_INT):
@@ -326,19 +327,19 @@ class SessionApplication(fix.Application):  # type: ignore[misc]
             # Any other exception would make the QuickFIX binding end the process (Py_Exit).
             log.exception("fromAdmin failed for %s", session_key(sessionID))
 
-    def _explain_logout(self, msg_type: str, message: fix.Message, ptr: int) -> None:
+    def _explain_logout(self, t: str, message: fix.Message, ptr: int) -> None:
         """Give the Logout that QuickFIX sends right after a CompID or SendingTime Reject a Text
         naming the problem (FIX 4.4 session test cases 2k and 2o). QuickFIX's doBadCompID and
         doBadTime send the Reject and then a Logout with no Text; the Reject is remembered
         here and spent on that Logout. Any other message in or out forgets it, so a later
         Logout (ops, shutdown, an answer to the counterparty's) never carries a stale one."""
-        if msg_type == "5":
+        if t == "5":
             text = self._logout_text.pop(ptr, None)
             if text is not None and not message.isSetField(TEXT):
                 message.setField(TEXT, text)
             return
         self._logout_text.pop(ptr, None)
-        if msg_type == "3" and message.isSetField(SESSION_REJECT_REASON):
+        if t == "3" and message.isSetField(SESSION_REJECT_REASON):
             reason = message.getField(SESSION_REJECT_REASON)
             text = message.getField(TEXT) if message.isSetField(TEXT) else ""
             problem = _LOGOUT_AFTER_REJECT.get((reason, text))
@@ -474,4 +475,4 @@ def send_session_reject(msg: fix.Message, session_id: fix.SessionID,
 
 
 def is_logon(msg: fix.Message) -> bool:
-    return bool(msg.getHeader().getField(MSG_TYPE) == "A")
+    return msg_type(msg) == "A"
