@@ -86,6 +86,7 @@ TIFS = {"gtc": "1", "ioc": "3"}
 GW_PROFILE = ROOT / "tools" / "benchlib" / "gw_profile.py"
 PROFILE_MODES = {
     "timing": [],
+    "tails": ["--tails-only"],
     "cprofile": ["--cprofile"],
     "pin": ["--no-timing", "--pin-thread-state"],
     "timing+pin": ["--pin-thread-state"],

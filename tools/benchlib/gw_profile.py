@@ -14,6 +14,16 @@ Modes:
   TARGETS (and of the whole QuickFIX callback per session role), ~1-2 µs of overhead per timed
   call. CPU time is the figure to attribute cost with: wall time also holds waits for the GIL
   (the OMS and venue callback threads share it) and for a CPU on a busy machine.
+  Means hide the tail, so `tails` in gw_timing.json gives percentiles of each callback's wall,
+  CPU and off-CPU (wall - CPU) time, and of its stretch up to its first send, by where it came
+  from and where it went (`to_send[oms->venue]`: an OMS order's callback until the order is
+  handed to the venue session; `to_send[venue->oms]`: a venue report's until it is handed to
+  the OMS session; timers inside included). Only that stretch is on an order's way; what a
+  callback does after its send, and any wait there, is not. The samples span the whole run:
+  in bench_fix's throughput phase the two FIX threads wait for each other's GIL, which fills
+  the off-CPU tail, so read it from a run of latency phases alone when that is the question.
+  --tails-only keeps just those timers (mode "tails" in bench_fix): with every TARGET timed, the
+  stretch up to an OMS order's send measured ~65 µs at p50 instead of ~43.
 - --cprofile: one cProfile per QuickFIX callback thread, enabled for the duration of each
   fromApp, merged at exit (cProfile only sees the thread that enabled it). Good for the
   breakdown; inflates small functions.
@@ -39,6 +49,12 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+ROOT = Path(__file__).resolve().parents[2]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))  # run as a script from a checkout
+
+from tools.benchlib.driver import percentile  # noqa: E402
 
 # module:Class.attr or module:function. Missing ones are skipped (the code may have moved).
 TARGETS = (
@@ -87,6 +103,12 @@ _lock = threading.Lock()
 # thread state (PyGILState_Ensure/Release), so thread-local storage would not survive it.
 _by_thread: dict[int, dict[str, list[int]]] = {}
 _get_ident = threading.get_ident
+# Per call (wall ns, CPU ns) of each callback and of its stretch up to its send, for `tails`.
+_samples: dict[str, list[tuple[int, int]]] = {}
+# OS thread id -> (session role, wall ns, CPU ns) at the entry of the callback running on it,
+# until its first send.
+_entered: dict[int, tuple[str, int, int]] = {}
+TAIL_PERCENTILES = (50, 90, 99, 99.9)
 
 
 def _acc() -> dict[str, list[int]]:
@@ -110,6 +132,23 @@ def _timed(name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
             _add(name, wall() - t0, cpu() - c0)
 
     return wrapper
+
+
+def _sample(name: str, wall_ns: int, cpu_ns: int) -> None:
+    samples = _samples.get(name)
+    if samples is None:
+        with _lock:
+            samples = _samples.setdefault(name, [])
+    samples.append((wall_ns, cpu_ns))
+
+
+def tail_summary(samples: list[tuple[int, int]]) -> dict[str, Any]:
+    """Percentiles (µs) of the wall, CPU and off-CPU time of (wall ns, CPU ns) samples."""
+    kinds = {"wall_us": sorted(w for w, _ in samples), "cpu_us": sorted(c for _, c in samples),
+             "off_cpu_us": sorted(w - c for w, c in samples)}
+    return {"calls": len(samples),
+            **{kind: {f"p{q:g}": round(percentile(values, q), 1) for q in TAIL_PERCENTILES}
+               for kind, values in kinds.items()}}
 
 
 def _add(name: str, wall_ns: int, cpu_ns: int) -> None:
@@ -153,9 +192,9 @@ def _resolve(target: str) -> tuple[Any, str] | None:
     return (owner, attr) if hasattr(owner, attr) else None
 
 
-def install_timing() -> list[str]:
+def install_timing(targets: tuple[str, ...] = TARGETS) -> list[str]:
     skipped = []
-    for t in TARGETS:
+    for t in targets:
         found = _resolve(t)
         if found is None:
             skipped.append(t)
@@ -174,14 +213,38 @@ def install_timing() -> list[str]:
 
     def from_app(self: Any, message: Any, session_id: Any) -> None:
         _probe_thread_state()
+        ident = _get_ident()
         t0, c0 = wall(), cpu()
+        _entered[ident] = (self.role, t0, c0)
         try:
             orig(self, message, session_id)
         finally:
-            _add(f"fromApp[{self.role}]", wall() - t0, cpu() - c0)
+            w, c = wall() - t0, cpu() - c0
+            _entered.pop(ident, None)
+            _add(f"fromApp[{self.role}]", w, c)
+            _sample(f"fromApp[{self.role}]", w, c)
 
     SessionApplication.fromApp = from_app  # type: ignore[method-assign,assignment]
+    _install_to_send()
     return skipped
+
+
+def _install_to_send() -> None:
+    """Time each callback's stretch up to its first send (see `tails` in the docstring)."""
+    from gateway.routing.router import OmsContext, VenueTrading
+
+    wall, cpu = time.perf_counter_ns, time.thread_time_ns
+    for cls, dest in ((VenueTrading, "venue"), (OmsContext, "oms")):
+        orig = cls.send
+
+        def send(self: Any, msg: Any, _orig: Any = orig, _dest: str = dest) -> Any:
+            entry = _entered.pop(_get_ident(), None)
+            if entry is not None:
+                role, t0, c0 = entry
+                _sample(f"to_send[{role}->{_dest}]", wall() - t0, cpu() - c0)
+            return _orig(self, msg)
+
+        cls.send = send  # type: ignore[method-assign]
 
 
 _profiles: dict[int, cProfile.Profile] = {}
@@ -259,6 +322,7 @@ def dump(out: Path, skipped: list[str]) -> None:
     (out / "gw_timing.json").write_text(json.dumps(
         {"timings": report, "callback_threads": len(accs), "pinned_threads": len(_pinned),
          "fresh_thread_states_per_callback": _fresh_thread_state_ratio(),
+         "tails": {name: tail_summary(samples) for name, samples in sorted(_samples.items())},
          "skipped": skipped}, indent=1), encoding="utf-8")
     with _lock:
         profiles = list(_profiles.values())
@@ -281,17 +345,17 @@ def main() -> int:
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--cprofile", action="store_true", help="cProfile instead of timers")
     p.add_argument("--no-timing", action="store_true", help="no timers (with --pin-...)")
+    p.add_argument("--tails-only", action="store_true",
+                   help="only the callback and up-to-the-send timers behind `tails` (three "
+                        "pairs per IOC order), so they carry little of the timers' own cost")
     p.add_argument("--pin-thread-state", action="store_true",
                    help="experiment: one long-lived Python thread state per QuickFIX thread")
     args = p.parse_args(argv[:split])
-    root = Path(__file__).resolve().parents[2]
-    if str(root) not in sys.path:
-        sys.path.insert(0, str(root))
     skipped: list[str] = []
     if args.cprofile:
         install_cprofile()
     elif not args.no_timing:
-        skipped = install_timing()
+        skipped = install_timing(() if args.tails_only else TARGETS)
     if args.pin_thread_state:
         install_pin()
     from gateway.cli.main import main as fixgw_main
