@@ -61,3 +61,39 @@ def test_bench_fix_quick_prints_complete_json() -> None:
     assert result["config"]["quick"] is True
     assert result["config"]["latency_orders"] <= 1000
     assert result["config"]["throughput_orders"] <= 5000
+
+
+def test_settled_only_profiled_run_gives_the_order_paths_tails(tmp_path: Path) -> None:
+    """`--settled-only --profile-gateway DIR --profile-mode tails`, the run that says where an
+    order's time in the gateway goes (README, "What is on an order's way"): only the settled
+    figures, and the gateway's callbacks and their stretches up to the send as percentiles."""
+    out = tmp_path / "prof"
+    proc = subprocess.run([sys.executable, str(REPO / "tools" / "bench_fix.py"), "--quick",
+                           "--settled-only", "--profile-gateway", str(out),
+                           "--profile-mode", "tails"],
+                          capture_output=True, text=True, timeout=120, cwd=REPO)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    result = json.loads(proc.stdout)
+    assert result["config"]["settled_only"] is True
+    for name in TOPOLOGIES:
+        t = result[name]
+        assert _positive(t["p50_us"]) and t["p50_us"] <= t["p99_us"]
+        assert t["orders_per_s"] is None and t["back_to_back"] is None
+    gw_relay = result["ratios"]["gateway_relay"]
+    assert _positive(gw_relay["p50"]) and _positive(gw_relay["p99"])
+    assert gw_relay["orders_per_s"] is None and gw_relay["back_to_back_p99"] is None
+    assert result["meets_targets"]["all"] is False  # no throughput figure, so not met
+
+    timing = json.loads((out / "gw_timing.json").read_text())
+    assert set(timing["timings"]) == {"fromApp[oms]", "fromApp[venue]"}  # tails only
+    tails = timing["tails"]
+    orders = result["config"]["latency_orders"] + result["config"]["warmup_per_round"]
+    # IOC orders: one OMS callback and two venue reports each, every one with its send. The
+    # venue role also has the market-data session's callbacks (snapshots at logon: no send).
+    assert tails["fromApp[oms]"]["calls"] == tails["to_send[oms->venue]"]["calls"] == orders
+    assert tails["to_send[venue->oms]"]["calls"] == 2 * orders
+    assert tails["fromApp[venue]"]["calls"] >= 2 * orders
+    order, stretch = tails["fromApp[oms]"], tails["to_send[oms->venue]"]
+    for q in ("p50", "p99"):  # the stretch is part of its callback, call by call
+        assert 0 < stretch["cpu_us"][q] <= order["cpu_us"][q]
+        assert stretch["wall_us"][q] <= order["wall_us"][q]

@@ -21,7 +21,8 @@ Modes:
   the OMS session; timers inside included). Only that stretch is on an order's way; what a
   callback does after its send, and any wait there, is not. The samples span the whole run:
   in bench_fix's throughput phase the two FIX threads wait for each other's GIL, which fills
-  the off-CPU tail, so read it from a run of latency phases alone when that is the question.
+  the off-CPU tail, so read it from a run of settled latency phases alone (bench_fix
+  --settled-only) when that is the question.
   --tails-only keeps just those timers (mode "tails" in bench_fix): with every TARGET timed, the
   stretch up to an OMS order's send measured ~65 µs at p50 instead of ~43.
 - --cprofile: one cProfile per QuickFIX callback thread, enabled for the duration of each
