@@ -97,8 +97,12 @@ def main(argv: list[str] | None = None) -> int:
                       "spot_ws_port": sim.spot_ws.port}), flush=True)
     done = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: done.set())
-    signal.signal(signal.SIGINT, lambda *_: done.set())
     if args.exit_on_stdin_eof:
+        # Run by an owner (`fixgw run`, the benchmarks) that stops us by closing our stdin. A
+        # Ctrl-C in its terminal reaches us too (the whole foreground process group gets it):
+        # the owner must log its sessions out while we are still up, then stop us.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+
         def _watch() -> None:
             # Raw os.read, not sys.stdin: a daemon thread parked in a buffered read aborts
             # interpreter shutdown.
@@ -106,6 +110,8 @@ def main(argv: list[str] | None = None) -> int:
                 pass
             done.set()
         threading.Thread(target=_watch, daemon=True).start()
+    else:
+        signal.signal(signal.SIGINT, lambda *_: done.set())
     try:
         while not done.wait(0.5):
             pass

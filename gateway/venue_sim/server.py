@@ -279,6 +279,7 @@ class VenueSimulator:
         self.md_port = o.md_port or free_port(o.host)
 
     def stop(self) -> None:
+        log.info("venue simulator stopping")
         self.flow.stop()
         self.control.stop()
         self.futures.stop()

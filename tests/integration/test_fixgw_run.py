@@ -147,3 +147,30 @@ def test_run_refuses_a_bad_accounts_file_naming_it(tmp_path: Path) -> None:
                        capture_output=True, text=True, cwd=REPO, timeout=60, env=env)
     assert r.returncode == 2, r.stderr
     assert f"{accounts}: accounts[0].api_secret: " in r.stderr and "not set" in r.stderr
+
+
+def test_ctrl_c_logs_out_before_the_embedded_venue_stops(tmp_path: Path) -> None:
+    """A Ctrl-C in a terminal goes to the whole foreground process group: the embedded venue
+    gets it too. It must leave its stopping to `fixgw run`, which logs its sessions out first
+    and only then stops the venue, so the shutdown is the gateway's, not a venue outage (no
+    connection refused from the venue's REST or WebSocket faces)."""
+    gw = subprocess.Popen([sys.executable, "-m", "gateway.cli.main", "run", "--oms-port",
+                           str(free_port()), "--data-dir", str(tmp_path / "var"),
+                           "--grpc-port", str(free_port()), "--admin-port", str(free_port())],
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=REPO,
+                          start_new_session=True)  # its own group, as a terminal's job
+    err = Lines(gw.stderr)
+    Lines(gw.stdout)  # drained, so a full pipe never blocks it
+    try:
+        err.wait_for(r"session FIXGW->KRAKEN-TRD \(venue\): \S+ -> logged_on", 30)
+        err.wait_for(r"session FIXGW->KRAKEN-MD \(venue\): \S+ -> logged_on", 20)
+    finally:
+        os.killpg(gw.pid, signal.SIGINT)
+        code = gw.wait(timeout=30)
+    assert code == 0
+    log = err.text()
+    stopped = log.index("gateway stopped: sessions logged out, stores flushed")
+    assert log.index("received SIGINT: logging out sessions") < stopped
+    assert "session FIXGW->KRAKEN-TRD (venue): logged_on -> logged_out" in log[:stopped]
+    assert log.index("venue simulator stopping") > stopped
+    assert "Connection refused" not in log
