@@ -274,6 +274,9 @@ def run_forever(config: Config) -> int:
 
     signal.signal(signal.SIGINT, _on_signal)
     signal.signal(signal.SIGTERM, _on_signal)
+    # A closed terminal (an ssh session that drops) would otherwise kill the gateway mid-day
+    # without a Logout: the venue would see a dropped connection, and may cancel its orders.
+    signal.signal(signal.SIGHUP, _on_signal)
     rt = Runtime(config)
     try:
         where = rt.start()

@@ -149,11 +149,14 @@ def test_run_refuses_a_bad_accounts_file_naming_it(tmp_path: Path) -> None:
     assert f"{accounts}: accounts[0].api_secret: " in r.stderr and "not set" in r.stderr
 
 
-def test_ctrl_c_logs_out_before_the_embedded_venue_stops(tmp_path: Path) -> None:
-    """A Ctrl-C in a terminal goes to the whole foreground process group: the embedded venue
-    gets it too. It must leave its stopping to `fixgw run`, which logs its sessions out first
-    and only then stops the venue, so the shutdown is the gateway's, not a venue outage (no
-    connection refused from the venue's REST or WebSocket faces)."""
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGHUP], ids=["ctrl_c", "hangup"])
+def test_terminal_signal_logs_out_before_the_embedded_venue_stops(
+        tmp_path: Path, sig: signal.Signals) -> None:
+    """A Ctrl-C in a terminal (SIGINT) and the terminal's hangup (SIGHUP) go to the whole
+    process group: the embedded venue and the event process get them too. They must leave
+    their stopping to `fixgw run`, which logs its sessions out first and only then stops the
+    venue, so the shutdown is the gateway's, not a venue outage (no connection refused from
+    the venue's REST or WebSocket faces), and no event is lost."""
     gw = subprocess.Popen([sys.executable, "-m", "gateway.cli.main", "run", "--oms-port",
                            str(free_port()), "--data-dir", str(tmp_path / "var"),
                            "--grpc-port", str(free_port()), "--admin-port", str(free_port())],
@@ -165,12 +168,13 @@ def test_ctrl_c_logs_out_before_the_embedded_venue_stops(tmp_path: Path) -> None
         err.wait_for(r"session FIXGW->KRAKEN-TRD \(venue\): \S+ -> logged_on", 30)
         err.wait_for(r"session FIXGW->KRAKEN-MD \(venue\): \S+ -> logged_on", 20)
     finally:
-        os.killpg(gw.pid, signal.SIGINT)
+        os.killpg(gw.pid, sig)
         code = gw.wait(timeout=30)
     assert code == 0
     log = err.text()
     stopped = log.index("gateway stopped: sessions logged out, stores flushed")
-    assert log.index("received SIGINT: logging out sessions") < stopped
+    assert log.index(f"received {sig.name}: logging out sessions") < stopped
     assert "session FIXGW->KRAKEN-TRD (venue): logged_on -> logged_out" in log[:stopped]
     assert log.index("venue simulator stopping") > stopped
     assert "Connection refused" not in log
+    assert " died (" not in log  # the event process, which would be restarted, events lost
