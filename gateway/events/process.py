@@ -18,8 +18,8 @@ Lifetime: the child exits when its stdin closes, after publishing everything it 
 flushing the journal — on a clean stop and equally when the gateway is killed (-9 included), so
 no event that reached the pipe is lost and no orphan holds the port. It ignores SIGINT and SIGHUP
 (a Ctrl-C or a terminal's hangup reaches the whole process group; the gateway decides when
-events end). A lock on the journal
-directory makes a restarted gateway's new child wait for the old one to finish its flush.
+events end). A lock on the journal directory makes a restarted gateway's new child wait for the
+old one to finish its flush.
 
 If the child dies on its own (a crash, the OOM killer, a kill -9 of it alone), the gateway's
 watcher thread starts another with the same spec and port, after 0.5 s, doubling up to 10 s while
