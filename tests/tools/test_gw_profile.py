@@ -1,4 +1,5 @@
-"""tools/benchlib/gw_profile.py's tail figures: nearest-rank percentiles, as the benchmark's."""
+"""tools/benchlib/gw_profile.py: its tail figures (nearest-rank percentiles, as the benchmark's)
+and its list of timed functions."""
 
 from __future__ import annotations
 
