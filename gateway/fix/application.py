@@ -33,6 +33,7 @@ from gateway.fix.messages import (
     SENDING_TIME,
     TEXT,
     Fields,
+    get,
     msg_type,
     split_fields,
 )
@@ -241,7 +242,7 @@ class SessionApplication(fix.Application):  # type: ignore[misc]
         t = msg_type(message)
         tag = SESSION_REJECT_REASON if t == "3" else BUSINESS_REJECT_REASON if t == "j" else 0
         if tag:
-            reason = message.getField(tag) if message.isSetField(tag) else "none"
+            reason = get(message, tag) or "none"
             k = (ptr, t, reason)
             c = self._out_rejects.get(k)
             next(c if c is not None else self._out_rejects.setdefault(k, itertools.count()))
@@ -341,10 +342,10 @@ class SessionApplication(fix.Application):  # type: ignore[misc]
         self._logout_text.pop(ptr, None)
         if t == "3" and message.isSetField(SESSION_REJECT_REASON):
             reason = message.getField(SESSION_REJECT_REASON)
-            text = message.getField(TEXT) if message.isSetField(TEXT) else ""
+            text = get(message, TEXT) or ""
             problem = _LOGOUT_AFTER_REJECT.get((reason, text))
             if problem is not None:
-                ref = message.getField(REF_SEQ_NUM) if message.isSetField(REF_SEQ_NUM) else "?"
+                ref = get(message, REF_SEQ_NUM) or "?"
                 self._logout_text[ptr] = f"{problem} (MsgSeqNum {ref})"
 
     def toApp(self, message: fix.Message, sessionID: fix.SessionID) -> None:
@@ -429,7 +430,7 @@ def _lowered_seq_num(msg: fix.Message) -> int | None:
     only NewSeqNo below the expected MsgSeqNum; at the expected one it would take NewSeqNo ==
     MsgSeqNum silently. QuickFIX calls fromAdmin for a GapFill only at the expected MsgSeqNum
     (too high asks for a resend; too low is ignored as a PossDup, else answered by a Logout)."""
-    if not msg.isSetField(GAP_FILL_FLAG) or msg.getField(GAP_FILL_FLAG) != "Y":
+    if get(msg, GAP_FILL_FLAG) != "Y":
         return None
     try:
         seq = int(msg.getHeader().getField(MSG_SEQ_NUM))
@@ -446,7 +447,7 @@ def _utc(value: str) -> datetime:
 def poss_dup_problem(msg: fix.Message) -> tuple[str, str] | None:
     """(SessionRejectReason, text) when a PossDupFlag=Y message breaks the 122/52 rules."""
     header = msg.getHeader()
-    if not header.isSetField(POSS_DUP) or header.getField(POSS_DUP) != "Y":
+    if get(header, POSS_DUP) != "Y":
         return None
     if not header.isSetField(ORIG_SENDING_TIME):
         return _MISSING_ORIG

@@ -150,7 +150,7 @@ def parse_incremental(msg: fix.Message) -> tuple[list[MdEntry], int | None]:
         qty = Decimal(0) if action == DELETE else Decimal(g.getField(m.MD_ENTRY_SIZE))
         if g.isSetField(RPT_SEQ):
             rpt_seq = int(g.getField(RPT_SEQ))
-        aggressor = g.getField(AGGRESSOR_SIDE) if g.isSetField(AGGRESSOR_SIDE) else None
+        aggressor = m.get(g, AGGRESSOR_SIDE)
         entries.append(MdEntry(action, g.getField(m.MD_ENTRY_TYPE),
                                Decimal(g.getField(m.MD_ENTRY_PX)), qty, aggressor))
     return entries, rpt_seq
