@@ -99,13 +99,14 @@ class SimProcess:
                  flow_rate: float = 0.0, seed: int = 7, seed_books: bool = False,
                  trading_port: int = 0, md_port: int = 0,
                  tls: tuple[Path, Path] | None = None, scenario: str = "default",
-                 accounts_file: Path | None = None, env: dict[str, str] | None = None) -> None:
+                 accounts_file: Path | None = None, env: dict[str, str] | None = None,
+                 schedule: tuple[str, ...] = ("--non-stop",)) -> None:
         env = dict(os.environ, FIXGW_SIM_API_KEY=creds.api_key,
                    FIXGW_SIM_API_SECRET=creds.api_secret, **(env or {}))
         cmd = [sys.executable, "-m", "gateway.venue_sim", "--data-dir", str(data_dir),
                "--flow-rate", str(flow_rate), "--seed", str(seed),
                "--trading-port", str(trading_port), "--md-port", str(md_port),
-               "--scenario", scenario]
+               "--scenario", scenario, *schedule]
         for c in clients:
             cmd += ["--client", c]
         if not seed_books:
@@ -160,7 +161,7 @@ class GatewayProcess:
                  extra_toml: str = "", venue_toml: str = "md_stale_after_s = 3600",
                  oms_toml: str = "", trading_toml: str = "", md_toml: str = "",
                  futures_toml: str = "", gateway_toml: str = "", grpc_toml: str = "",
-                 wait_venue: bool = True) -> None:
+                 schedule_toml: str = 'mode = "non-stop"', wait_venue: bool = True) -> None:
         self.data_dir = data_dir
         self.oms_port = oms_port or free_port()
         self.grpc_port = free_port()
@@ -200,7 +201,7 @@ port = {sim.md_port}
 {md_toml}
 
 [schedule]
-mode = "non-stop"
+{schedule_toml}
 
 [simulator]
 enabled = false

@@ -169,8 +169,8 @@ def venue_md_to_book_latency_us(seconds: float = 5.0, flow_rate_hz: float = 200.
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-md-"))
     sim = subprocess.Popen([sys.executable, "-m", "gateway.venue_sim", "--data-dir",
-                            str(tmp / "sim"), "--flow-rate", "0"], stdout=subprocess.PIPE,
-                           stderr=subprocess.DEVNULL, cwd=ROOT)
+                            str(tmp / "sim"), "--flow-rate", "0", "--non-stop"],
+                           stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, cwd=ROOT)
     samples: list[float] = []
 
     class TimedFeed(MarketDataFeed):

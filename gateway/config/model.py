@@ -9,7 +9,7 @@ embedded UAT deployment run with no file at all; a real deployment overrides wha
 from __future__ import annotations
 
 import re
-from datetime import time
+from datetime import UTC, datetime, time
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -32,6 +32,44 @@ def _check_comp_id(value: str) -> str:
     if not is_comp_id(value):
         raise ValueError("must be 1-64 characters of letters, digits, '_', '.', '-'")
     return value
+
+
+class ScheduleConfig(StrictModel):
+    """When sessions run. Kraken runs 24/7 with a daily logical rollover: at 22:00 UTC its
+    sessions stop for about 30 s, and both sides start again from sequence number 1."""
+
+    mode: Literal["daily-reset", "non-stop"] = "daily-reset"
+    # UTC time the rollover starts (sessions are logged out); Kraken's is 22:00 UTC.
+    reset_time_utc: time = time(22, 0, 0)
+    # How long sessions stay down from then: no logon is tried or taken meanwhile, and the next
+    # logon starts a new session (sequence numbers reset). Kraken's rollover "lasts about 30 s".
+    rollover_s: int = Field(default=30, ge=1, le=3600)
+
+    def session_times(self) -> tuple[time, time]:
+        """(StartTime, EndTime) of the daily session: it ends at the reset and starts again
+        `rollover_s` later, so the session wraps midnight and is never a whole day.
+
+        Not StartTime == EndTime: QuickFIX reads that as a 24-hour session whose boundary is
+        the UTC date (its TimeRange compares dates), so sequence numbers would reset at
+        midnight UTC whatever time was configured."""
+        end = self.reset_time_utc.replace(microsecond=0)
+        start = _plus_seconds(end, self.rollover_s)
+        return start, end
+
+    def in_rollover(self, now: datetime) -> bool:
+        """Whether `now` (aware, any zone) is inside the daily rollover: sessions are down."""
+        if self.mode == "non-stop":
+            return False
+        start, end = self.session_times()
+        t = now.astimezone(UTC).time()
+        if end < start:
+            return end <= t < start
+        return t >= end or t < start  # the rollover wraps midnight
+
+
+def _plus_seconds(t: time, seconds: int) -> time:
+    total = (t.hour * 3600 + t.minute * 60 + t.second + seconds) % 86_400
+    return time(total // 3600, total // 60 % 60, total % 60)
 
 
 class OmsSessionConfig(StrictModel):
@@ -64,6 +102,9 @@ class OmsConfig(StrictModel):
     max_latency_s: int = Field(default=120, ge=1)
     sessions: tuple[OmsSessionConfig, ...] = (OmsSessionConfig(),)
     tls: TlsAcceptConfig | None = None
+    # The OMS sessions' own schedule, which must match the OMS's. None = the venue's
+    # ([schedule]): the OMS sessions then roll over (and reset sequence numbers) with it.
+    schedule: ScheduleConfig | None = None
 
     _cid = field_validator("sender_comp_id")(_check_comp_id)
 
@@ -172,14 +213,6 @@ class VenueConfig(StrictModel):
         if (self.api_key is None) != (self.api_secret is None):
             raise ValueError("api_key and api_secret go together: give both or neither")
         return self
-
-
-class ScheduleConfig(StrictModel):
-    """When sessions run. Kraken runs 24/7 with a logical rollover (sequence reset) daily."""
-
-    mode: Literal["daily-reset", "non-stop"] = "daily-reset"
-    # UTC time of the daily sequence reset; Kraken's is 22:00 UTC.
-    reset_time_utc: time = time(22, 0, 0)
 
 
 class SimulatorConfig(StrictModel):

@@ -5,6 +5,10 @@ Against a venue that is down or refusing us, that hammers it and fills logs. Thi
 lets QuickFIX try for one interval, then disables the session (Session.logout) for a backoff
 that doubles up to a maximum, with jitter so a fleet of gateways does not reconnect in step,
 and re-enables it (Session.logon). A successful logon resets the backoff.
+
+During the venue's daily rollover (`ScheduleConfig`) QuickFIX itself keeps the sessions down:
+that is not a failure, so it neither counts towards the backoff nor delays the first logon
+after it.
 """
 
 from __future__ import annotations
@@ -14,9 +18,11 @@ import random
 import threading
 import time
 from collections.abc import Iterable
+from datetime import UTC, datetime
 
 import quickfix as fix
 
+from gateway.config.model import ScheduleConfig
 from gateway.fix.settings import session_key
 
 log = logging.getLogger("fixgw.reconnect")
@@ -31,8 +37,11 @@ class _Track:
 
 class ReconnectSupervisor:
     def __init__(self, session_ids: Iterable[fix.SessionID], *, attempt_window_s: float,
-                 min_backoff_s: float, max_backoff_s: float, poll_s: float = 0.2) -> None:
+                 min_backoff_s: float, max_backoff_s: float, poll_s: float = 0.2,
+                 rollover: ScheduleConfig | None = None) -> None:
         self._ids = list(session_ids)
+        self._rollover = rollover
+        self._in_rollover = False
         self._window = attempt_window_s
         self._min = min_backoff_s
         self._max = max_backoff_s
@@ -53,6 +62,27 @@ class ReconnectSupervisor:
         """Operator control: a held session is not re-enabled by the supervisor."""
         (self._paused.add if held else self._paused.discard)(session_id.toString())
 
+    def _rolling_over(self, now: float) -> bool:
+        """Inside the daily rollover: log its start and end once, and keep every session's
+        track fresh, so the first logon after it gets a whole attempt window."""
+        inside = self._rollover is not None and self._rollover.in_rollover(datetime.now(UTC))
+        if inside != self._in_rollover:
+            self._in_rollover = inside
+            if inside:
+                assert self._rollover is not None
+                log.info("venue daily rollover: sessions are down until %s UTC, then start "
+                         "again from sequence number 1",
+                         self._rollover.session_times()[0].strftime("%H:%M:%S"))
+            else:
+                log.info("venue daily rollover over: logging on")
+        if inside:
+            for tr in self._tracks.values():
+                tr.failures = 0
+                tr.enabled_at = now
+                if tr.resume_at is not None:
+                    tr.resume_at = now
+        return inside
+
     def backoff(self, failures: int) -> float:
         base = min(self._max, self._min * (2 ** max(0, failures - 1)))
         return float(base * random.uniform(0.8, 1.2))
@@ -60,6 +90,8 @@ class ReconnectSupervisor:
     def _run(self) -> None:
         while not self._stop.wait(self._poll):
             now = time.monotonic()
+            if self._rolling_over(now):
+                continue
             for sid in self._ids:
                 key = sid.toString()
                 if key in self._paused:

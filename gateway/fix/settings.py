@@ -32,12 +32,14 @@ def data_dictionary_path() -> Path:
 
 
 def schedule_settings(schedule: ScheduleConfig) -> dict[str, str]:
-    """Daily reset = StartTime == EndTime: QuickFIX then runs a 24 h session whose boundary
-    resets sequence numbers, which is exactly Kraken's 22:00 UTC logical rollover."""
+    """Daily reset: a session that ends at the reset time and starts `rollover_s` later
+    (`ScheduleConfig.session_times`). At its end QuickFIX logs the session out; the first
+    logon after its start begins a new session, from sequence number 1 on both sides."""
     if schedule.mode == "non-stop":
         return {"NonStopSession": "Y"}
-    t = schedule.reset_time_utc.strftime("%H:%M:%S")
-    return {"StartTime": t, "EndTime": t, "UseLocalTime": "N"}
+    start, end = schedule.session_times()
+    return {"StartTime": start.strftime("%H:%M:%S"), "EndTime": end.strftime("%H:%M:%S"),
+            "UseLocalTime": "N"}
 
 
 def _ephemeral_low() -> int:

@@ -22,9 +22,10 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from gateway.config.model import SimulatorConfig
+from gateway.config.model import ScheduleConfig, SimulatorConfig
 from gateway.fix.kraken_logon import KrakenCredentials
 from gateway.venue_sim.accounts import load_accounts_file
+from gateway.venue_sim.schedule_flags import schedule_flags
 from gateway.venue_sim.server import ENV_KEY, ENV_SECRET
 
 
@@ -46,8 +47,9 @@ class SimEndpoints:
 
 class EmbeddedSimulator:
     def __init__(self, cfg: SimulatorConfig, data_dir: Path, client_comp_ids: list[str],
-                 credentials: KrakenCredentials) -> None:
+                 credentials: KrakenCredentials, schedule: ScheduleConfig) -> None:
         self.cfg = cfg
+        self.schedule = schedule  # the gateway's venue schedule: both roll over together
         self.data_dir = data_dir
         self.clients = client_comp_ids
         self.credentials = credentials
@@ -63,7 +65,8 @@ class EmbeddedSimulator:
                "--trading-port", str(self.cfg.trading_port), "--md-port", str(self.cfg.md_port),
                "--seed", str(self.cfg.seed), "--flow-rate", str(self.cfg.flow_rate_hz),
                "--scenario", self.cfg.scenario,
-               "--data-dir", str(self.data_dir), "--exit-on-stdin-eof"]
+               "--data-dir", str(self.data_dir), "--exit-on-stdin-eof",
+               *schedule_flags(self.schedule)]
         for c in self.clients:
             cmd += ["--client", c]
         if accounts is not None:

@@ -352,7 +352,8 @@ class Gateway:
         extra["MaxLatency"] = str(c.oms.max_latency_s)
         defaults = common_defaults(connection_type="acceptor",
                                    store_dir=self.data_dir / "store" / "oms",
-                                   log_dir=self._log_dir("oms"), schedule=c.schedule, extra=extra)
+                                   log_dir=self._log_dir("oms"),
+                                   schedule=c.oms.schedule or c.schedule, extra=extra)
         sessions = [SessionBlock(c.oms.sender_comp_id, s.comp_id) for s in c.oms.sessions]
         return SettingsFile(defaults, sessions)
 
@@ -443,7 +444,8 @@ class Gateway:
             [fix.SessionID("FIX.4.4", c.venue.sender_comp_id, c.venue.trading.target_comp_id),
              fix.SessionID("FIX.4.4", c.venue.sender_comp_id, c.venue.market_data.target_comp_id)],
             attempt_window_s=max(5.0, c.venue.reconnect_min_s * 3),
-            min_backoff_s=c.venue.reconnect_min_s, max_backoff_s=c.venue.reconnect_max_s)
+            min_backoff_s=c.venue.reconnect_min_s, max_backoff_s=c.venue.reconnect_max_s,
+            rollover=c.schedule)
         self._supervisor.start()
         self._acceptor.start()
         if self.fallback is not None:

@@ -79,7 +79,7 @@ class Runtime:
         if c.simulator.enabled:
             assert creds is not None
             self.sim = EmbeddedSimulator(c.simulator, data_dir / "venue-sim",
-                                         [c.venue.sender_comp_id], creds)
+                                         [c.venue.sender_comp_id], creds, c.schedule)
             ep = self.sim.start()
             endpoints = VenueEndpoints(ep.host, ep.trading_port, ep.host, ep.md_port,
                                        c.venue.futures.base_url

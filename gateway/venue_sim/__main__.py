@@ -16,6 +16,7 @@ from pathlib import Path
 from gateway.config import ConfigError
 from gateway.fix.kraken_logon import KrakenCredentials
 from gateway.venue_sim.accounts import ApiAccount, load_accounts_file
+from gateway.venue_sim.schedule_flags import add_schedule_flags, schedule_from_flags
 from gateway.venue_sim.server import ENV_KEY, ENV_SECRET, SimOptions, VenueSimulator
 
 
@@ -44,6 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="more API accounts (TOML [[accounts]]: api_key, api_secret = "
                         "{env|file = ...}, owner); each has its own wallet, orders and nonces, "
                         "and logs on over FIX as its owner's CompID")
+    add_schedule_flags(p)
     p.add_argument("--exit-on-stdin-eof", action="store_true", help=argparse.SUPPRESS)
     return p
 
@@ -68,7 +70,9 @@ def extra_accounts(path: Path | None, creds: KrakenCredentials | None) -> list[A
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    schedule = schedule_from_flags(parser, args)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     creds = credentials_from_env()
@@ -87,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
         data_dir=args.data_dir, credentials=creds,
         seed_books=not args.no_seed_books, tls_cert=args.tls_cert, tls_key=args.tls_key,
         scenario=args.scenario, futures_port=args.futures_port,
-        futures_ws_port=args.futures_ws_port, extra_accounts=extra))
+        futures_ws_port=args.futures_ws_port, extra_accounts=extra, schedule=schedule))
     sim.start()
     print(json.dumps({"host": args.host, "trading_port": sim.trading_port,
                       "md_port": sim.md_port, "control_port": sim.control.port,

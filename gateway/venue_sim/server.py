@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -66,6 +66,9 @@ class SimOptions:
     # More API accounts (`--accounts FILE`) for bots on spot REST/WS and futures REST. One whose
     # owner is a valid CompID also logs on over FIX as that CompID, signed with its own key.
     extra_accounts: Sequence[ApiAccount] = ()
+    # Kraken's daily rollover by default (22:00 UTC, ~30 s, sequence numbers reset): a client
+    # rehearsing here meets it as it would on Kraken. Tests that must not see it run non-stop.
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
 
     def fix_clients(self) -> list[str]:
         """The client CompIDs the FIX acceptors take: `clients`, then the accounts' owners."""
@@ -208,7 +211,7 @@ class VenueSimulator:
         o = self.opts
         defaults = common_defaults(
             connection_type="acceptor", store_dir=o.data_dir / "store", log_dir=None,
-            schedule=ScheduleConfig(mode="non-stop"),
+            schedule=o.schedule,
             extra=acceptor_address_policy("127.0.0.1" if self._bridges else o.host, ()))
         sessions: list[SessionBlock] = []
         for client in o.fix_clients():

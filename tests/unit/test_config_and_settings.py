@@ -1,9 +1,11 @@
 from __future__ import annotations
 
-from datetime import time
+import logging
+from datetime import UTC, date, datetime, time, timedelta, timezone
 from pathlib import Path
 
 import pytest
+import quickfix as fix
 
 from gateway.config import ConfigError, load_config
 from gateway.config.model import ScheduleConfig
@@ -71,11 +73,51 @@ def test_a_credential_written_into_the_file_is_refused_without_repeating_it(
     assert "kEy-pasted-in" not in msg and "12345678901234" not in msg
 
 
-def test_daily_reset_is_a_24h_session_at_2200_utc() -> None:
+def test_daily_reset_ends_the_session_at_2200_utc_and_starts_it_after_the_rollover() -> None:
+    """Never StartTime == EndTime: QuickFIX's TimeRange compares UTC dates for that, so the
+    reset would come at midnight whatever time was set (tests/integration/test_daily_rollover
+    checks the reset happens when configured)."""
     s = schedule_settings(ScheduleConfig())
-    assert s == {"StartTime": "22:00:00", "EndTime": "22:00:00", "UseLocalTime": "N"}
+    assert s == {"StartTime": "22:00:30", "EndTime": "22:00:00", "UseLocalTime": "N"}
     assert schedule_settings(ScheduleConfig(mode="non-stop")) == {"NonStopSession": "Y"}
-    assert schedule_settings(ScheduleConfig(reset_time_utc=time(21, 30)))["StartTime"] == "21:30:00"
+    late = ScheduleConfig(reset_time_utc=time(23, 59, 50), rollover_s=30)
+    assert late.session_times() == (time(0, 0, 20), time(23, 59, 50))
+
+
+@pytest.mark.parametrize(("reset", "rollover_s", "now", "inside"), [
+    (time(22), 30, "21:59:59", False),
+    (time(22), 30, "22:00:00", True),
+    (time(22), 30, "22:00:29", True),
+    (time(22), 30, "22:00:30", False),
+    (time(23, 59, 50), 30, "23:59:55", True),  # the rollover wraps midnight
+    (time(23, 59, 50), 30, "00:00:19", True),
+    (time(23, 59, 50), 30, "00:00:20", False),
+    (time(23, 59, 50), 30, "12:00:00", False),
+])
+def test_in_rollover(reset: time, rollover_s: int, now: str, inside: bool) -> None:
+    when = datetime.combine(date(2026, 11, 26), time.fromisoformat(now), tzinfo=UTC)
+    sched = ScheduleConfig(reset_time_utc=reset, rollover_s=rollover_s)
+    assert sched.in_rollover(when) is inside
+    # The same instant seen from another zone.
+    assert sched.in_rollover(when.astimezone(timezone(timedelta(hours=-5)))) is inside
+    assert not ScheduleConfig(mode="non-stop").in_rollover(when)
+
+
+def test_oms_sessions_may_keep_their_own_schedule(tmp_path: Path) -> None:
+    c = load_config(None, {"gateway.data_dir": str(tmp_path)})
+    gw = Gateway(c, VenueEndpoints("127.0.0.1", 1111, "127.0.0.1", 2222), None)
+    try:
+        assert "StartTime=22:00:30" in gw.oms_settings().render()  # the venue's by default
+    finally:
+        gw.store.close()
+    c = load_config(None, {"gateway.data_dir": str(tmp_path), "oms.schedule.mode": "non-stop"})
+    gw = Gateway(c, VenueEndpoints("127.0.0.1", 1111, "127.0.0.1", 2222), None)
+    try:
+        oms, venue = gw.oms_settings().render(), gw.venue_settings().render()
+    finally:
+        gw.store.close()
+    assert "NonStopSession=Y" in oms and "StartTime" not in oms
+    assert "StartTime=22:00:30" in venue and "EndTime=22:00:00" in venue
 
 
 def test_loopback_host_becomes_an_allow_list() -> None:
@@ -97,6 +139,36 @@ def test_rendered_settings_carry_config(tmp_path: Path) -> None:
     assert "TargetCompID=KRAKEN-MD" in venue and "ResetOnLogon=Y" in venue
     assert "SocketAcceptPort=9878" in oms and "TargetCompID=OMS" in oms
     assert "FIX44-kraken.xml" in oms and "ValidateUserDefinedFields=Y" in oms
+
+
+def test_the_rollover_is_no_reconnect_failure(caplog: pytest.LogCaptureFixture) -> None:
+    """Inside the venue's rollover QuickFIX keeps the sessions down on purpose: the supervisor
+    forgets the failures it counted and lets a session it had backed off log on at once when
+    the rollover ends, instead of after a backoff grown by the rollover itself (with the
+    defaults, 1 s doubling to 30 s, a 30 s rollover would cost the first logon up to ~16 s)."""
+    now = datetime.now(UTC)
+    sid = fix.SessionID("FIX.4.4", "FIXGW", "KRAKEN-TRD")
+    inside = ScheduleConfig(reset_time_utc=(now - timedelta(seconds=5)).time(), rollover_s=60)
+    sup = ReconnectSupervisor([sid], attempt_window_s=5, min_backoff_s=1, max_backoff_s=30,
+                              rollover=inside)
+    track = sup._tracks[sid.toString()]
+    track.failures, track.resume_at, track.enabled_at = 4, 1e9, 0.0
+    with caplog.at_level(logging.INFO, logger="fixgw.reconnect"):
+        assert sup._rolling_over(100.0)
+        assert sup._rolling_over(101.0)
+    assert (track.failures, track.resume_at, track.enabled_at) == (0, 101.0, 101.0)
+    back_at = (now + timedelta(seconds=55)).strftime("%H:%M:%S")
+    logged = [r.getMessage() for r in caplog.records]
+    assert len(logged) == 1 and f"sessions are down until {back_at} UTC" in logged[0]
+
+    outside = ScheduleConfig(reset_time_utc=(now + timedelta(hours=1)).time())
+    for schedule in (outside, ScheduleConfig(mode="non-stop"), None):
+        sup = ReconnectSupervisor([sid], attempt_window_s=5, min_backoff_s=1, max_backoff_s=30,
+                                  rollover=schedule)
+        track = sup._tracks[sid.toString()]
+        track.failures, track.resume_at = 4, 1e9
+        assert not sup._rolling_over(100.0)
+        assert (track.failures, track.resume_at) == (4, 1e9)
 
 
 def test_backoff_doubles_to_the_cap_with_jitter() -> None:

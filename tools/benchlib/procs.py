@@ -224,7 +224,7 @@ class Fleet:
         canceled, so its cost per order stays flat for the whole run."""
         data_dir = self.workdir / name
         cmd = [sys.executable, "-m", "gateway.venue_sim", "--data-dir", str(data_dir),
-               "--flow-rate", "0", "--no-seed-books", "--exit-on-stdin-eof"]
+               "--flow-rate", "0", "--no-seed-books", "--exit-on-stdin-eof", "--non-stop"]
         for c in clients:
             cmd += ["--client", c]
         child = self._spawn(name, cmd, {"FIXGW_SIM_API_KEY": self.creds.api_key,

@@ -1,0 +1,79 @@
+"""The venue's daily rollover, end to end: Kraken logs its FIX sessions out at 22:00 UTC, takes
+no logon for about 30 s, and both sides start again from sequence number 1. Here the simulator
+and the gateway are both given a rollover a few seconds ahead (as the embedded venue of
+`fixgw run` gets the gateway's own `[schedule]`), and the OMS session keeps its own non-stop
+schedule (`[oms] schedule`)."""
+
+from __future__ import annotations
+
+import re
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from tests.conftest import Oms, make_client, new_id
+from tests.procs import Credentials, GatewayProcess, SimProcess, stop_all
+
+ROLLOVER_S = 3
+
+
+def _seqnums(store_dir: Path, target: str) -> tuple[int, int]:
+    """(next sender, next target) MsgSeqNum of FIXGW->target in a QuickFIX FileStore."""
+    text = (store_dir / f"FIX.4.4-FIXGW-{target}.seqnums").read_text()
+    sender, target_seq = re.findall(r"\d+", text)
+    return int(sender), int(target_seq)
+
+
+def test_rollover_resets_the_venue_sessions_and_keeps_the_orders(tmp_path: Path) -> None:
+    creds = Credentials()
+    reset = (datetime.now(UTC) + timedelta(seconds=9)).replace(microsecond=0)
+    at = reset.strftime("%H:%M:%S")
+    sim = SimProcess(tmp_path / "sim", creds,
+                     schedule=("--reset-time-utc", at, "--rollover-s", str(ROLLOVER_S)))
+    gw = oms = None
+    try:
+        gw = GatewayProcess(tmp_path / "gw", sim, creds,
+                            schedule_toml=f"reset_time_utc = {at}\nrollover_s = {ROLLOVER_S}",
+                            oms_toml='schedule = { mode = "non-stop" }')
+        oms = Oms(make_client(tmp_path, gw.oms_port, "OMS", "FIXGW"))
+        oms.c.start()
+        resting = oms.buy("0.01", "30000.0")  # an empty book: it rests across the rollover
+        assert oms.report(resting, "0").fields[39] == "0"
+        for _ in range(3):  # a few more messages each way before the reset
+            cl = oms.buy("0.01", "30000.0", tif="3")
+            oms.report(cl, "4")
+        store = gw.data_dir / "var" / "store" / "venue"
+        before = _seqnums(store, "KRAKEN-TRD")
+        assert min(before) > 5, before
+        mark = len(gw.err.lines)
+        assert datetime.now(UTC) < reset, "the set-up took longer than the lead time"
+
+        gw.err.wait_for(r"venue daily rollover: sessions are down until "
+                        + re.escape((reset + timedelta(seconds=ROLLOVER_S)).strftime("%H:%M:%S")),
+                        15, start=mark)
+        gw.err.wait_for(r"session FIXGW->KRAKEN-TRD \(venue\): logged_on -> ", 5, start=mark)
+        gw.err.wait_for(r"session FIXGW->KRAKEN-TRD \(venue\): \S+ -> logged_on", 30,
+                        start=mark)
+        # No logon was taken inside the rollover, and both sides began again from 1.
+        assert datetime.now(UTC) >= reset + timedelta(seconds=ROLLOVER_S)
+        after = _seqnums(store, "KRAKEN-TRD")
+        assert max(after) < 5, (before, after)
+        for log in (gw.err.text(), sim.err.text()):
+            assert "MsgSeqNum too low" not in log
+        # The OMS session runs on its own schedule: it never went down.
+        assert not re.search(r"session FIXGW->OMS \(oms\): logged_on -> ",
+                             "\n".join(gw.err.lines[mark:]))
+
+        # The order placed before the rollover is still the gateway's and the venue's.
+        ccl = new_id("X")
+        oms.send("F", [(11, ccl), (41, resting), (55, "BTC/USD"), (54, "1"), (38, "0.01"),
+                       (60, time.strftime("%Y%m%d-%H:%M:%S", time.gmtime()))])
+        assert oms.report(ccl, "4").fields[41] == resting
+        cl = oms.buy("0.01", "30000.0")
+        assert oms.report(cl, "0").fields[39] == "0"
+    finally:
+        stops = [c for c in (oms.c.stop if oms else None, gw.stop if gw else None) if c]
+        try:
+            stop_all(stops)
+        finally:
+            sim.stop()
