@@ -16,10 +16,10 @@ their calls are passed through unchanged to a loopback server inside the gateway
 
 Lifetime: the child exits when its stdin closes, after publishing everything it was sent and
 flushing the journal — on a clean stop and equally when the gateway is killed (-9 included), so
-no event that reached the pipe is lost and no orphan holds the port. It ignores SIGINT and SIGHUP
-(a Ctrl-C or a terminal's hangup reaches the whole process group; the gateway decides when
-events end). A lock on the journal directory makes a restarted gateway's new child wait for the
-old one to finish its flush.
+no event that reached the pipe is lost and no orphan holds the port. It ignores SIGINT, SIGHUP
+and SIGTERM (a Ctrl-C, a terminal's hangup or a service manager's stop reaches the whole process
+group; the gateway decides when events end). A lock on the journal directory makes a restarted
+gateway's new child wait for the old one to finish its flush.
 
 If the child dies on its own (a crash, the OOM killer, a kill -9 of it alone), the gateway's
 watcher thread starts another with the same spec and port, after 0.5 s, doubling up to 10 s while
@@ -517,8 +517,8 @@ def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     spec_fields = json.loads(args[0])
     spec = EventProcessSpec(**spec_fields)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    for sig in (signal.SIGINT, signal.SIGHUP, signal.SIGTERM):
+        signal.signal(sig, signal.SIG_IGN)
     setup_logging(spec.log_level, spec.log_format, process="event process")
     try:
         serve(spec, sys.stdin.buffer)

@@ -3,9 +3,10 @@
 A child process rather than threads in ours: the simulator's matching engine and synthetic
 flow would otherwise compete with the gateway's FIX callbacks for one GIL, and a separate
 process is what the real venue is. The child exits when its stdin closes, so even a kill -9
-of the gateway leaves no orphan simulator behind. It ignores SIGINT and SIGHUP: a Ctrl-C in the
-terminal, or its hangup, reaches the whole process group, and the venue must stay up while
-`fixgw run` logs its sessions out (`Runtime.stop` stops it last).
+of the gateway leaves no orphan simulator behind. It ignores SIGINT, SIGHUP and SIGTERM: a
+Ctrl-C in the terminal, its hangup, or a service manager's stop reaches the whole process group,
+and the venue must stay up while `fixgw run` logs its sessions out (`Runtime.stop` stops it
+last).
 
 The embedded venue gets fresh random API credentials at each start, handed to the child
 through its environment and to the gateway in-process: no credential is ever stored.

@@ -103,11 +103,11 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, lambda *_: done.set())
     if args.exit_on_stdin_eof:
         # Run by an owner (`fixgw run`, the benchmarks) that stops us by closing our stdin. A
-        # Ctrl-C in its terminal, or the terminal's hangup, reaches us too (the whole process
-        # group gets it): the owner must log its sessions out while we are still up, then stop
-        # us.
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        signal.signal(signal.SIGHUP, signal.SIG_IGN)
+        # Ctrl-C in its terminal, the terminal's hangup, or a service manager's SIGTERM to the
+        # whole service reaches us too (the whole process group gets it): the owner must log
+        # its sessions out while we are still up, then stop us.
+        for sig in (signal.SIGINT, signal.SIGHUP, signal.SIGTERM):
+            signal.signal(sig, signal.SIG_IGN)
 
         def _watch() -> None:
             # Raw os.read, not sys.stdin: a daemon thread parked in a buffered read aborts

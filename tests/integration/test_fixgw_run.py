@@ -149,10 +149,12 @@ def test_run_refuses_a_bad_accounts_file_naming_it(tmp_path: Path) -> None:
     assert f"{accounts}: accounts[0].api_secret: " in r.stderr and "not set" in r.stderr
 
 
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGHUP], ids=["ctrl_c", "hangup"])
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGHUP, signal.SIGTERM],
+                         ids=["ctrl_c", "hangup", "service_stop"])
 def test_terminal_signal_logs_out_before_the_embedded_venue_stops(
         tmp_path: Path, sig: signal.Signals) -> None:
-    """A Ctrl-C in a terminal (SIGINT) and the terminal's hangup (SIGHUP) go to the whole
+    """A Ctrl-C in a terminal (SIGINT), the terminal's hangup (SIGHUP) and a service manager's
+    stop (SIGTERM to every process of the service: systemd's default KillMode) go to the whole
     process group: the embedded venue and the event process get them too. They must leave
     their stopping to `fixgw run`, which logs its sessions out first and only then stops the
     venue, so the shutdown is the gateway's, not a venue outage (no connection refused from

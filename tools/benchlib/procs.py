@@ -2,9 +2,10 @@
 ports with its own fresh data directory (so every FileStore and journal starts empty).
 
 Why so careful about cleanup: a benchmark that leaves a simulator or gateway behind skews the
-next run on a 2-core machine. Every child is stopped by `Fleet.close` (SIGTERM, then SIGKILL);
-the simulator and the relay also exit when their stdin closes, and every child gets
-PR_SET_PDEATHSIG on Linux, so even a SIGKILLed benchmark leaves nothing running.
+next run on a 2-core machine. Every child is stopped by `Fleet.close` (its stdin closed, which
+stops the simulator and the relay, and SIGTERM, which stops the gateway; then SIGKILL), and
+every child gets PR_SET_PDEATHSIG on Linux (the simulator, which ignores SIGTERM under an owner,
+sees its stdin close), so even a SIGKILLed benchmark leaves nothing running.
 """
 
 from __future__ import annotations
@@ -120,6 +121,11 @@ class Child:
                 f"{self.out.tail()}\n--- {self.name} stderr ---\n{self.err.tail()}")
 
     def stop(self, timeout: float = 10.0) -> None:
+        """Close its stdin (the simulator and the relay exit on that, and ignore SIGTERM from
+        an owner's process group), SIGTERM it (the gateway stops on that), then wait."""
+        if self.proc.stdin is not None:
+            with contextlib.suppress(OSError):
+                self.proc.stdin.close()
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
             try:
@@ -127,9 +133,6 @@ class Child:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
-        if self.proc.stdin is not None:
-            with contextlib.suppress(OSError):
-                self.proc.stdin.close()
 
 
 @dataclass
