@@ -292,7 +292,7 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
                 else:
                     failed.append(f"{order.oms_cl_ord_id}: {refused[1]}")
             elif not router.venue.is_up():
-                failed.append(f"{order.oms_cl_ord_id}: {router.venue.name} is not logged on")
+                failed.append(f"{order.oms_cl_ord_id}: {router.venue.not_logged_on()}")
             elif router._send_cancel(order, ctx, cl, "mass"):
                 sent += 1
             else:

@@ -102,9 +102,13 @@ class OmsConfig(StrictModel):
     max_latency_s: int = Field(default=120, ge=1)
     sessions: tuple[OmsSessionConfig, ...] = (OmsSessionConfig(),)
     tls: TlsAcceptConfig | None = None
-    # The OMS sessions' own schedule, which must match the OMS's. None = the venue's
-    # ([schedule]): the OMS sessions then roll over (and reset sequence numbers) with it.
-    schedule: ScheduleConfig | None = None
+    # The OMS sessions' schedule, which must match the OMS's own. Non-stop by default: the
+    # venue's rollover ([schedule]) is the gateway's to absorb (orders meanwhile are held, go
+    # over REST, or are rejected with a reason), and an OMS that does not reset at that very
+    # time would be logged out, its sequence numbers too high then too low, on every logon.
+    # The price: the OMS stores only reset when the OMS logs on with ResetSeqNumFlag=Y or an
+    # operator resets them (`fixgwctl reset-seq`). Set a daily reset to match an OMS that has one.
+    schedule: ScheduleConfig = ScheduleConfig(mode="non-stop")
 
     _cid = field_validator("sender_comp_id")(_check_comp_id)
 

@@ -23,12 +23,14 @@ import logging
 import os
 import threading
 from dataclasses import dataclass, replace
+from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING, Final
 
 import quickfix as fix
 
+from gateway.config.model import ScheduleConfig
 from gateway.fix import messages as m
 from gateway.fix.application import BaseHandler
 from gateway.fix.kraken_logon import KrakenCredentials, add_trading_logon_fields
@@ -136,6 +138,16 @@ class VenueTrading:
         self.session_id: fix.SessionID | None = None
         self.name = "venue trading session"
         self.logged_on = False
+        # The venue's daily rollover ([schedule]), named in what a refusal says while it lasts.
+        self.rollover: ScheduleConfig | None = None
+
+    def not_logged_on(self) -> str:
+        """Why an order or request cannot go over FIX now, for the Text the OMS reads."""
+        r = self.rollover
+        if r is not None and r.in_rollover(datetime.now(UTC)):
+            back = r.session_times()[0].strftime("%H:%M:%S")
+            return f"{self.name} is not logged on (the venue's daily rollover, until {back} UTC)"
+        return f"{self.name} is not logged on"
 
     def on_logon(self, session_id: fix.SessionID) -> None:
         self.session_id = session_id
@@ -262,7 +274,7 @@ class Router:
             self.venue.is_up() and not rest, rest and self.fallback.rest_ok)
         if not hold and not rest and not self.venue.is_up():
             self._reject_new(ctx, cl, inp, v.EXCHANGE_CLOSED,
-                             f"{self.venue.name} is not logged on; order not sent "
+                             f"{self.venue.not_logged_on()}; order not sent "
                              "(no fallback transport available)")
             return
         venue_id = self.store.venue_ids.next()
@@ -282,14 +294,14 @@ class Router:
         if hold:
             assert self.fallback is not None
             if not self.fallback.hold(order):
-                self._reject_recorded(ctx, order, f"{self.venue.name} is not logged on and "
+                self._reject_recorded(ctx, order, f"{self.venue.not_logged_on()} and "
                                       f"{self.fallback.hold_max_orders} orders are already "
                                       "held; order not sent")
                 return
             if gate_order is not None and self.gate is not None:
                 self.gate.on_order_routed(gate_order)
             self.sink.order_accepted(order)
-            self._pending_new(ctx, order, f"held: {self.venue.name} is not logged on; sent "
+            self._pending_new(ctx, order, f"held: {self.venue.not_logged_on()}; sent "
                               "once FIX or the REST fallback is up, or rejected after "
                               f"{self.fallback.hold_max_s:g}s")
             return
@@ -505,7 +517,7 @@ class Router:
         if (not self.venue.is_up() and not self._rest_active()
                 and not (response_to == "1" and order.transport == "held")):
             self._cancel_reject(ctx, cl, orig, response_to, BROKER_OPTION,
-                                f"{self.venue.name} is not logged on; request not sent", order)
+                                f"{self.venue.not_logged_on()}; request not sent", order)
             return None
         if order.transport == "held" and response_to == "2":
             self.store.mark_used(ctx.key, cl)
@@ -693,7 +705,7 @@ class Router:
         if not self.venue.is_up() and not rest and len(held) < len(targets):
             rep.setField(m.MASS_CANCEL_RESPONSE, "0")
             rep.setField(m.MASS_CANCEL_REJECT_REASON, "99")
-            rep.setField(m.TEXT, f"{self.venue.name} is not logged on; nothing canceled")
+            rep.setField(m.TEXT, f"{self.venue.not_logged_on()}; nothing canceled")
             ctx.send(rep)
             return
         # The report acknowledges the request before any of its cancels can be reported back,

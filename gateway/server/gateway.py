@@ -135,6 +135,7 @@ class Gateway:
         self.gate = Gate(config.risk, mid=self._mid, snapshot=self._snapshot,
                          lot_size=self._lot_size)
         self.router = Router(self.store, self.validator, gate=self.gate)
+        self.router.venue.rollover = config.schedule
         self.router.md = OmsMarketData(self.md_feed)
         self.event_sink: EventSink | None = None
         if self.events is not None:
@@ -353,7 +354,7 @@ class Gateway:
         defaults = common_defaults(connection_type="acceptor",
                                    store_dir=self.data_dir / "store" / "oms",
                                    log_dir=self._log_dir("oms"),
-                                   schedule=c.oms.schedule or c.schedule, extra=extra)
+                                   schedule=c.oms.schedule, extra=extra)
         sessions = [SessionBlock(c.oms.sender_comp_id, s.comp_id) for s in c.oms.sessions]
         return SettingsFile(defaults, sessions)
 

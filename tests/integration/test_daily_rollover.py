@@ -1,8 +1,8 @@
 """The venue's daily rollover, end to end: Kraken logs its FIX sessions out at 22:00 UTC, takes
 no logon for about 30 s, and both sides start again from sequence number 1. Here the simulator
 and the gateway are both given a rollover a few seconds ahead (as the embedded venue of
-`fixgw run` gets the gateway's own `[schedule]`), and the OMS session keeps its own non-stop
-schedule (`[oms] schedule`)."""
+`fixgw run` gets the gateway's own `[schedule]`); the OMS session keeps its own schedule,
+non-stop by default (`[oms] schedule`), through it."""
 
 from __future__ import annotations
 
@@ -33,8 +33,7 @@ def test_rollover_resets_the_venue_sessions_and_keeps_the_orders(tmp_path: Path)
     gw = oms = None
     try:
         gw = GatewayProcess(tmp_path / "gw", sim, creds,
-                            schedule_toml=f"reset_time_utc = {at}\nrollover_s = {ROLLOVER_S}",
-                            oms_toml='schedule = { mode = "non-stop" }')
+                            schedule_toml=f"reset_time_utc = {at}\nrollover_s = {ROLLOVER_S}")
         oms = Oms(make_client(tmp_path, gw.oms_port, "OMS", "FIXGW"))
         oms.c.start()
         resting = oms.buy("0.01", "30000.0")  # an empty book: it rests across the rollover
@@ -48,10 +47,14 @@ def test_rollover_resets_the_venue_sessions_and_keeps_the_orders(tmp_path: Path)
         mark = len(gw.err.lines)
         assert datetime.now(UTC) < reset, "the set-up took longer than the lead time"
 
-        gw.err.wait_for(r"venue daily rollover: sessions are down until "
-                        + re.escape((reset + timedelta(seconds=ROLLOVER_S)).strftime("%H:%M:%S")),
+        back = (reset + timedelta(seconds=ROLLOVER_S)).strftime("%H:%M:%S")
+        gw.err.wait_for(r"venue daily rollover: sessions are down until " + re.escape(back),
                         15, start=mark)
         gw.err.wait_for(r"session FIXGW->KRAKEN-TRD \(venue\): logged_on -> ", 5, start=mark)
+        # An order meanwhile (no REST fallback here) is refused, and the Text says why.
+        during = oms.buy("0.01", "30000.0")
+        text = oms.report(during, "8").fields[58]
+        assert f"is not logged on (the venue's daily rollover, until {back} UTC)" in text, text
         gw.err.wait_for(r"session FIXGW->KRAKEN-TRD \(venue\): \S+ -> logged_on", 30,
                         start=mark)
         # No logon was taken inside the rollover, and both sides began again from 1.
@@ -60,7 +63,7 @@ def test_rollover_resets_the_venue_sessions_and_keeps_the_orders(tmp_path: Path)
         assert max(after) < 5, (before, after)
         for log in (gw.err.text(), sim.err.text()):
             assert "MsgSeqNum too low" not in log
-        # The OMS session runs on its own schedule: it never went down.
+        # The OMS session runs on its own schedule (non-stop): it never went down.
         assert not re.search(r"session FIXGW->OMS \(oms\): logged_on -> ",
                              "\n".join(gw.err.lines[mark:]))
 

@@ -103,21 +103,22 @@ def test_in_rollover(reset: time, rollover_s: int, now: str, inside: bool) -> No
     assert not ScheduleConfig(mode="non-stop").in_rollover(when)
 
 
-def test_oms_sessions_may_keep_their_own_schedule(tmp_path: Path) -> None:
-    c = load_config(None, {"gateway.data_dir": str(tmp_path)})
-    gw = Gateway(c, VenueEndpoints("127.0.0.1", 1111, "127.0.0.1", 2222), None)
-    try:
-        assert "StartTime=22:00:30" in gw.oms_settings().render()  # the venue's by default
-    finally:
-        gw.store.close()
-    c = load_config(None, {"gateway.data_dir": str(tmp_path), "oms.schedule.mode": "non-stop"})
-    gw = Gateway(c, VenueEndpoints("127.0.0.1", 1111, "127.0.0.1", 2222), None)
-    try:
-        oms, venue = gw.oms_settings().render(), gw.venue_settings().render()
-    finally:
-        gw.store.close()
+def test_oms_sessions_run_non_stop_unless_given_a_schedule(tmp_path: Path) -> None:
+    """The venue's rollover is not the OMS's: its sessions keep their own schedule."""
+    def rendered(**overrides: object) -> tuple[str, str]:
+        c = load_config(None, {"gateway.data_dir": str(tmp_path), **overrides})
+        gw = Gateway(c, VenueEndpoints("127.0.0.1", 1111, "127.0.0.1", 2222), None)
+        try:
+            return gw.oms_settings().render(), gw.venue_settings().render()
+        finally:
+            gw.store.close()
+
+    oms, venue = rendered()
     assert "NonStopSession=Y" in oms and "StartTime" not in oms
     assert "StartTime=22:00:30" in venue and "EndTime=22:00:00" in venue
+    oms, _ = rendered(**{"oms.schedule.mode": "daily-reset",
+                         "oms.schedule.reset_time_utc": "17:00:00", "oms.schedule.rollover_s": 5})
+    assert "StartTime=17:00:05" in oms and "EndTime=17:00:00" in oms
 
 
 def test_loopback_host_becomes_an_allow_list() -> None:
