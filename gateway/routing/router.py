@@ -100,6 +100,11 @@ def _advances(order: Order, exec_type: str, ord_status: str, cum_qty: str | None
     or a later state. Answers to requests (status, replace) always pass."""
     if exec_type in ("I", "5", "E"):
         return True
+    return _is_news(order, ord_status, cum_qty)
+
+
+def _is_news(order: Order, ord_status: str, cum_qty: str | None) -> bool:
+    """Whether the venue's word (state and filled quantity) is ahead of the order's record."""
     if state.is_terminal(order.status):
         return False
     cum = Decimal(cum_qty) if cum_qty else order.cum_qty
@@ -728,7 +733,7 @@ class Router:
             self._send_cancel(o, ctx, cl, "mass")
 
     # ---- reconciliation ----------------------------------------------------------------------
-    def reconcile(self) -> int:
+    def reconcile(self, new_venue_session: bool = False) -> int:
         """Ask the venue about every order we journaled but never heard back about.
 
         Such an order was journaled and then the gateway died, before or after the NewOrderSingle
@@ -736,9 +741,18 @@ class Router:
         settled here: the venue's status answer either gives the order's state, or says it never
         arrived, and then it is sent now under the same venue ClOrdID (a venue refuses a second
         open order with one ClOrdID, so this cannot create a duplicate).
+
+        After a logon that began a new venue session (both sides from sequence number 1: the
+        daily rollover, or stores reset), every open FIX order is asked about: a report the
+        venue sent in the old session but we never got (a fill during the rollover) can no
+        longer be resent. An answer that tells nothing new is not forwarded (`_apply_...`).
         """
-        pending = [o for o in self.store.open_orders()
-                   if o.status == state.SENT and o.transport == "fix"]
+        pending = [o for o in self.store.open_orders() if o.transport == "fix"
+                   and (new_venue_session or o.status == state.SENT)]
+        if new_venue_session and pending:
+            log.info("new venue session (sequence numbers reset): asking the venue about %d "
+                     "open order(s), as what it reported in the old session cannot be resent",
+                     len(pending))
         for o in pending:
             self._recon.add(o.venue_cl_ord_id)
             out = m.new_message("H")
@@ -746,7 +760,7 @@ class Router:
             out.setField(m.SYMBOL, o.symbol)
             out.setField(m.SIDE, o.side)
             self.venue.send(out)
-        if pending:
+        if pending and not new_venue_session:
             log.info("reconciling %d order(s) with no venue report since before the restart",
                      len(pending))
         return len(pending)
@@ -869,6 +883,8 @@ class Router:
                             target.oms_cl_ord_id)
                 self._send_new(target.order)
                 return
+            if not _is_news(target.order, ord_status, f.get("14")):
+                return  # our own question, and the venue agrees: nothing for the OMS
         elif (exec_type == "8" and target.kind == "new"
               and target.order.status not in (state.SENT, state.PENDING_NEW)):
             # A venue cannot reject an order it has acknowledged: this answers a duplicate
@@ -1004,9 +1020,13 @@ class VenueHandler(BaseHandler):
     def on_logon(self, session_id: fix.SessionID) -> None:
         if self._is_trading(session_id):
             self.router.venue.on_logon(session_id)
+            session = self.router.venue.session
+            # The venue's Logon was its MsgSeqNum 1 and the one we expected: a new session.
+            new_session = session is not None and session.getExpectedTargetNum() == 2
             # After the logon exchange settles (the venue's resend of anything we missed, and
             # ours of anything it missed), ask about orders left in doubt by a restart.
-            t = threading.Timer(self.router.reconcile_delay_s, self.router.reconcile)
+            t = threading.Timer(self.router.reconcile_delay_s, self.router.reconcile,
+                                args=(new_session,))
             t.daemon = True
             t.start()
             if self.router.fallback is not None:

@@ -2,15 +2,22 @@
 no logon for about 30 s, and both sides start again from sequence number 1. Here the simulator
 and the gateway are both given a rollover a few seconds ahead (as the embedded venue of
 `fixgw run` gets the gateway's own `[schedule]`); the OMS session keeps its own schedule,
-non-stop by default (`[oms] schedule`), through it."""
+non-stop by default (`[oms] schedule`), through it. A fill while the sessions are down is
+reported in the old venue session, which no resend reaches after the reset: the gateway asks
+the venue about its open orders after the first logon of a new session."""
 
 from __future__ import annotations
 
+import base64
 import re
+import secrets
 import time
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from pathlib import Path
 
+from gateway.kraken.auth import NonceSource
+from gateway.transports.kraken_spot_rest import KrakenSpotRest
 from tests.conftest import Oms, make_client, new_id
 from tests.procs import Credentials, GatewayProcess, SimProcess, stop_all
 
@@ -26,10 +33,16 @@ def _seqnums(store_dir: Path, target: str) -> tuple[int, int]:
 
 def test_rollover_resets_the_venue_sessions_and_keeps_the_orders(tmp_path: Path) -> None:
     creds = Credentials()
+    bot_secret = base64.b64encode(secrets.token_bytes(64)).decode()
+    accounts = tmp_path / "accounts.toml"  # another trader, on the venue's REST face
+    accounts.write_text('[[accounts]]\napi_key = "bot"\napi_secret = { env = "BOT_SECRET" }\n')
     reset = (datetime.now(UTC) + timedelta(seconds=9)).replace(microsecond=0)
     at = reset.strftime("%H:%M:%S")
-    sim = SimProcess(tmp_path / "sim", creds,
+    sim = SimProcess(tmp_path / "sim", creds, accounts_file=accounts,
+                     env={"BOT_SECRET": bot_secret},
                      schedule=("--reset-time-utc", at, "--rollover-s", str(ROLLOVER_S)))
+    bot = KrakenSpotRest(f"http://127.0.0.1:{sim.spot_rest_port}", "bot", bot_secret,
+                         NonceSource())
     gw = oms = None
     try:
         gw = GatewayProcess(tmp_path / "gw", sim, creds,
@@ -38,6 +51,8 @@ def test_rollover_resets_the_venue_sessions_and_keeps_the_orders(tmp_path: Path)
         oms.c.start()
         resting = oms.buy("0.01", "30000.0")  # an empty book: it rests across the rollover
         assert oms.report(resting, "0").fields[39] == "0"
+        filled_meanwhile = oms.buy("0.01", "30010.0")  # the best bid: filled in the rollover
+        oms.report(filled_meanwhile, "0")
         for _ in range(3):  # a few more messages each way before the reset
             cl = oms.buy("0.01", "30000.0", tif="3")
             oms.report(cl, "4")
@@ -55,6 +70,8 @@ def test_rollover_resets_the_venue_sessions_and_keeps_the_orders(tmp_path: Path)
         during = oms.buy("0.01", "30000.0")
         text = oms.report(during, "8").fields[58]
         assert f"is not logged on (the venue's daily rollover, until {back} UTC)" in text, text
+        # Another trader sells into the best bid while the gateway's session is down.
+        bot.add_order("BTC/USD", "sell", "limit", Decimal("0.01"), Decimal("30010"))
         gw.err.wait_for(r"session FIXGW->KRAKEN-TRD \(venue\): \S+ -> logged_on", 30,
                         start=mark)
         # No logon was taken inside the rollover, and both sides began again from 1.
@@ -66,6 +83,11 @@ def test_rollover_resets_the_venue_sessions_and_keeps_the_orders(tmp_path: Path)
         # The OMS session runs on its own schedule (non-stop): it never went down.
         assert not re.search(r"session FIXGW->OMS \(oms\): logged_on -> ",
                              "\n".join(gw.err.lines[mark:]))
+        # The fill no resend could bring is found by asking: the OMS gets the order's status.
+        gw.err.wait_for(r"new venue session \(sequence numbers reset\): asking the venue about "
+                        r"2 open order\(s\)", 10, start=mark)
+        status = oms.report(filled_meanwhile, "I")
+        assert (status.fields[39], Decimal(status.fields[14])) == ("2", Decimal("0.01"))
 
         # The order placed before the rollover is still the gateway's and the venue's.
         ccl = new_id("X")
@@ -74,6 +96,9 @@ def test_rollover_resets_the_venue_sessions_and_keeps_the_orders(tmp_path: Path)
         assert oms.report(ccl, "4").fields[41] == resting
         cl = oms.buy("0.01", "30000.0")
         assert oms.report(cl, "0").fields[39] == "0"
+        # The open order's status answer told nothing new: it was not passed on to the OMS.
+        assert not any(r.fields.get(11) == resting and r.fields.get(150) == "I"
+                       for r in list(oms.c.inbox.queue))
     finally:
         stops = [c for c in (oms.c.stop if oms else None, gw.stop if gw else None) if c]
         try:
