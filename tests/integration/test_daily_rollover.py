@@ -36,7 +36,7 @@ def test_rollover_resets_the_venue_sessions_and_keeps_the_orders(tmp_path: Path)
     bot_secret = base64.b64encode(secrets.token_bytes(64)).decode()
     accounts = tmp_path / "accounts.toml"  # another trader, on the venue's REST face
     accounts.write_text('[[accounts]]\napi_key = "bot"\napi_secret = { env = "BOT_SECRET" }\n')
-    reset = (datetime.now(UTC) + timedelta(seconds=9)).replace(microsecond=0)
+    reset = (datetime.now(UTC) + timedelta(seconds=6)).replace(microsecond=0)
     at = reset.strftime("%H:%M:%S")
     sim = SimProcess(tmp_path / "sim", creds, accounts_file=accounts,
                      env={"BOT_SECRET": bot_secret},
