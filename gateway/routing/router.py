@@ -749,9 +749,12 @@ class Router:
         """
         pending = [o for o in self.store.open_orders() if o.transport == "fix"
                    and (new_venue_session or o.status == state.SENT)]
-        if new_venue_session and pending:
+        if pending and new_venue_session:
             log.info("new venue session (sequence numbers reset): asking the venue about %d "
                      "open order(s), as what it reported in the old session cannot be resent",
+                     len(pending))
+        elif pending:
+            log.info("reconciling %d order(s) with no venue report since before the restart",
                      len(pending))
         for o in pending:
             self._recon.add(o.venue_cl_ord_id)
@@ -760,9 +763,6 @@ class Router:
             out.setField(m.SYMBOL, o.symbol)
             out.setField(m.SIDE, o.side)
             self.venue.send(out)
-        if pending and not new_venue_session:
-            log.info("reconciling %d order(s) with no venue report since before the restart",
-                     len(pending))
         return len(pending)
 
     def _send_new(self, order: Order) -> bool:
