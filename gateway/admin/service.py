@@ -21,6 +21,7 @@ import time
 from collections.abc import Callable
 from concurrent import futures
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -380,14 +381,22 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
                      and s.isLoggedOn())
         kill = self.gw.gate.kill_switch
         problems = []
-        if not trd:
-            problems.append("venue trading session down"
-                            + (" (orders go over the REST fallback)" if rest else ""))
-        if not md:
-            problems.append("venue market-data session down")
+        schedule = self.gw.config.schedule
+        # The venue's daily rollover is scheduled downtime, not a fault to page anyone for.
+        rolling_over = not (trd and md) and schedule.in_rollover(datetime.now(UTC))
+        if rolling_over:
+            back = schedule.session_times()[0].strftime("%H:%M:%S")
+            problems.append(f"venue daily rollover: sessions down until {back} UTC (scheduled)"
+                            + ("; orders go over the REST fallback" if rest else ""))
+        else:
+            if not trd:
+                problems.append("venue trading session down"
+                                + (" (orders go over the REST fallback)" if rest else ""))
+            if not md:
+                problems.append("venue market-data session down")
         if kill:
             problems.append("kill switch on: new orders blocked")
-        healthy = (trd or rest) and md and not kill
+        healthy = (((trd or rest) and md) or rolling_over) and not kill
         return admin_pb2.HealthResponse(
             healthy=healthy, summary="; ".join(problems) or "ok", venue_trading_up=trd,
             venue_md_up=md, kill_switch=kill, oms_sessions_up=oms_up,
