@@ -135,9 +135,12 @@ class TransportPolicy:
                  failover_after_s: float, failback_after_s: float, on_switch: SwitchCallback,
                  before_failback: Callable[[], bool] | None = None, force: Force = "auto",
                  clock: Callable[[], float] = time.monotonic,
-                 logger: logging.Logger | None = log) -> None:
+                 logger: logging.Logger | None = log,
+                 why_fix_down: Callable[[], str] = lambda: "") -> None:
         """`logger=None`: the owner logs each switch in its own words (the market-data policy
-        reuses this class, and "FIX trading session" or "REST" would mislead ops there)."""
+        reuses this class, and "FIX trading session" or "REST" would mislead ops there).
+        `why_fix_down`: a note for the failover's reason, e.g. the venue's daily rollover."""
+        self._why_fix_down = why_fix_down
         self._log = logger
         self._postponed = False  # the failback postponement is logged once per episode
         self._fix_up = fix_up
@@ -183,7 +186,7 @@ class TransportPolicy:
             elif self.active == "fix" and not fix_up and steady >= self.failover_after_s:
                 if self._rest_up():
                     want = "rest"
-                    reason = f"FIX trading session down for {steady:.1f}s"
+                    reason = f"FIX trading session down for {steady:.1f}s{self._why_fix_down()}"
             elif self.active == "rest" and fix_up and steady >= self.failback_after_s:
                 want = "fix"
                 reason = f"FIX trading session logged on and stable for {steady:.1f}s"

@@ -148,11 +148,14 @@ class VenueTrading:
 
     def not_logged_on(self) -> str:
         """Why an order or request cannot go over FIX now, for the Text the OMS reads."""
+        return f"{self.name} is not logged on{self.rollover_note()}"
+
+    def rollover_note(self) -> str:
+        """' (the venue's daily rollover, until 22:00:30 UTC)' while it lasts, else ''."""
         r = self.rollover
-        if r is not None and r.in_rollover(datetime.now(UTC)):
-            back = r.session_times()[0].strftime("%H:%M:%S")
-            return f"{self.name} is not logged on (the venue's daily rollover, until {back} UTC)"
-        return f"{self.name} is not logged on"
+        if r is None or not r.in_rollover(datetime.now(UTC)):
+            return ""
+        return f" (the venue's daily rollover, until {r.session_times()[0]:%H:%M:%S} UTC)"
 
     def on_logon(self, session_id: fix.SessionID) -> None:
         self.session_id = session_id

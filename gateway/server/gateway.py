@@ -193,7 +193,7 @@ class Gateway:
             self.router.venue.is_up, lambda: fallback.rest_ok,
             failover_after_s=fb.failover_after_s, failback_after_s=fb.failback_after_s,
             on_switch=switched, before_failback=fallback.reconcile,
-            force=fb.force)
+            force=fb.force, why_fix_down=self.router.venue.rollover_note)
         self.router.fallback = fallback
         return fallback
 

@@ -54,6 +54,19 @@ def test_fails_over_after_the_delay_and_back_after_stable_fix_and_reconcile() ->
     assert w.switches == [("fix", "rest", True), ("rest", "fix", True)]
 
 
+def test_the_failover_reason_says_why_fix_is_down() -> None:
+    """The venue's daily rollover, say: the switch's log line and event name it."""
+    w, reasons = World(), []
+    p = TransportPolicy(lambda: w.fix_up, lambda: True, failover_after_s=2, failback_after_s=5,
+                        on_switch=lambda _a, _b, reason, _auto: reasons.append(reason),
+                        clock=lambda: w.now,
+                        why_fix_down=lambda: " (the venue's daily rollover, until 22:00:30 UTC)")
+    w.fix_up, w.now = False, 2.5
+    assert p.evaluate() == "rest"
+    assert reasons == ["FIX trading session down for 2.5s (the venue's daily rollover, until "
+                       "22:00:30 UTC)"]
+
+
 def test_no_failover_without_rest_and_failback_waits_for_reconcile() -> None:
     w = World()
     p = w.policy()
