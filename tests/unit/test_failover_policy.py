@@ -61,7 +61,9 @@ def test_the_failover_reason_says_why_fix_is_down() -> None:
                         on_switch=lambda _a, _b, reason, _auto: reasons.append(reason),
                         clock=lambda: w.now,
                         why_fix_down=lambda: " (the venue's daily rollover, until 22:00:30 UTC)")
-    w.fix_up, w.now = False, 2.5
+    w.fix_up, w.now = False, 0.5
+    assert p.evaluate() == "fix"
+    w.now = 3.0
     assert p.evaluate() == "rest"
     assert reasons == ["FIX trading session down for 2.5s (the venue's daily rollover, until "
                        "22:00:30 UTC)"]
