@@ -385,8 +385,8 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
         # The venue's daily rollover is scheduled downtime, not a fault to page anyone for.
         rolling_over = not (trd and md) and schedule.in_rollover(datetime.now(UTC))
         if rolling_over:
-            back = schedule.session_times()[0].strftime("%H:%M:%S")
-            problems.append(f"venue daily rollover: sessions down until {back} UTC (scheduled)"
+            problems.append(f"venue daily rollover: sessions down until {schedule.back_at()} "
+                            "(scheduled)"
                             + ("; orders go over the REST fallback" if rest else ""))
         else:
             if not trd:

@@ -56,6 +56,10 @@ class ScheduleConfig(StrictModel):
         start = _plus_seconds(end, self.rollover_s)
         return start, end
 
+    def back_at(self) -> str:
+        """When the sessions start again after the rollover, for what ops and the OMS read."""
+        return f"{self.session_times()[0]:%H:%M:%S} UTC"
+
     def in_rollover(self, now: datetime) -> bool:
         """Whether `now` (aware, any zone) is inside the daily rollover: sessions are down."""
         if self.mode == "non-stop":

@@ -70,9 +70,8 @@ class ReconnectSupervisor:
             self._in_rollover = inside
             if inside:
                 assert self._rollover is not None
-                log.info("venue daily rollover: sessions are down until %s UTC, then start "
-                         "again from sequence number 1",
-                         self._rollover.session_times()[0].strftime("%H:%M:%S"))
+                log.info("venue daily rollover: sessions are down until %s, then start again "
+                         "from sequence number 1", self._rollover.back_at())
             else:
                 log.info("venue daily rollover over: logging on")
         if inside:

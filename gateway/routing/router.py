@@ -155,7 +155,7 @@ class VenueTrading:
         r = self.rollover
         if r is None or not r.in_rollover(datetime.now(UTC)):
             return ""
-        return f" (the venue's daily rollover, until {r.session_times()[0]:%H:%M:%S} UTC)"
+        return f" (the venue's daily rollover, until {r.back_at()})"
 
     def on_logon(self, session_id: fix.SessionID) -> None:
         self.session_id = session_id
