@@ -75,6 +75,7 @@ from gateway.events.pump import HEADER, FramePump, run_pump
 from gateway.events.server import EventServer, EventServerConfig
 from gateway.listen import ListenError, host_port
 from gateway.log_format import setup_logging
+from gateway.owned_child import leave_stopping_to_owner
 
 __all__ = ["EventProcess", "EventProcessSpec", "EventProcessStats", "PipePublisher", "main"]
 
@@ -517,8 +518,7 @@ def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     spec_fields = json.loads(args[0])
     spec = EventProcessSpec(**spec_fields)
-    for sig in (signal.SIGINT, signal.SIGHUP, signal.SIGTERM):
-        signal.signal(sig, signal.SIG_IGN)
+    leave_stopping_to_owner()
     setup_logging(spec.log_level, spec.log_format, process="event process")
     try:
         serve(spec, sys.stdin.buffer)

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from gateway.config import ConfigError
 from gateway.fix.kraken_logon import KrakenCredentials
+from gateway.owned_child import leave_stopping_to_owner
 from gateway.venue_sim.accounts import ApiAccount, load_accounts_file
 from gateway.venue_sim.schedule_flags import add_schedule_flags, schedule_from_flags
 from gateway.venue_sim.server import ENV_KEY, ENV_SECRET, SimOptions, VenueSimulator
@@ -102,12 +103,9 @@ def main(argv: list[str] | None = None) -> int:
     done = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: done.set())
     if args.exit_on_stdin_eof:
-        # Run by an owner (`fixgw run`, the benchmarks) that stops us by closing our stdin. A
-        # Ctrl-C in its terminal, the terminal's hangup, or a service manager's SIGTERM to the
-        # whole service reaches us too (the whole process group gets it): the owner must log
-        # its sessions out while we are still up, then stop us.
-        for sig in (signal.SIGINT, signal.SIGHUP, signal.SIGTERM):
-            signal.signal(sig, signal.SIG_IGN)
+        # Run by an owner (`fixgw run`, the benchmarks) that stops us by closing our stdin: it
+        # must log its sessions out while we are still up.
+        leave_stopping_to_owner()
 
         def _watch() -> None:
             # Raw os.read, not sys.stdin: a daemon thread parked in a buffered read aborts

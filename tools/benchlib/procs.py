@@ -121,8 +121,8 @@ class Child:
                 f"{self.out.tail()}\n--- {self.name} stderr ---\n{self.err.tail()}")
 
     def stop(self, timeout: float = 10.0) -> None:
-        """Close its stdin (the simulator and the relay exit on that, and ignore SIGTERM from
-        an owner's process group), SIGTERM it (the gateway stops on that), then wait."""
+        """Close its stdin (the simulator and the relay exit on that; the simulator, run by an
+        owner, ignores SIGTERM), SIGTERM it (the gateway stops on that), then wait."""
         if self.proc.stdin is not None:
             with contextlib.suppress(OSError):
                 self.proc.stdin.close()
