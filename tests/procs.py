@@ -18,11 +18,16 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from gateway.config.model import ScheduleConfig
 from gateway.server.runner import STOP_STACK_DUMP_S
+from gateway.venue_sim.schedule_flags import schedule_flags
 from tools.benchlib.procs import Credentials, Lines, event_process_pid, free_port
 
 __all__ = ["REPO", "Credentials", "GatewayProcess", "Lines", "SimProcess", "VenueStack",
            "free_port", "running_pair", "stop_all", "venue_less_config"]
+
+# Test venues run without the daily rollover, so a run across 22:00 UTC is not disturbed.
+NON_STOP = ScheduleConfig(mode="non-stop")
 
 REPO = Path(__file__).resolve().parents[1]
 # The gateway's worst clean stop: QuickFIX waits up to 10 s for each engine's Logouts, the
@@ -100,13 +105,13 @@ class SimProcess:
                  trading_port: int = 0, md_port: int = 0,
                  tls: tuple[Path, Path] | None = None, scenario: str = "default",
                  accounts_file: Path | None = None, env: dict[str, str] | None = None,
-                 schedule: tuple[str, ...] = ("--non-stop",)) -> None:
+                 schedule: ScheduleConfig = NON_STOP) -> None:
         env = dict(os.environ, FIXGW_SIM_API_KEY=creds.api_key,
                    FIXGW_SIM_API_SECRET=creds.api_secret, **(env or {}))
         cmd = [sys.executable, "-m", "gateway.venue_sim", "--data-dir", str(data_dir),
                "--flow-rate", str(flow_rate), "--seed", str(seed),
                "--trading-port", str(trading_port), "--md-port", str(md_port),
-               "--scenario", scenario, *schedule]
+               "--scenario", scenario, *schedule_flags(schedule)]
         for c in clients:
             cmd += ["--client", c]
         if not seed_books:

@@ -20,6 +20,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 
+from gateway.config.model import ScheduleConfig
 from gateway.kraken.auth import NonceSource
 from gateway.transports.kraken_spot_rest import KrakenSpotRest
 from tests.conftest import Oms, make_client, new_id
@@ -55,7 +56,7 @@ def test_rollover_resets_the_venue_sessions_and_keeps_the_orders(tmp_path: Path)
     at = reset.strftime("%H:%M:%S")
     sim = SimProcess(tmp_path / "sim", creds, accounts_file=accounts,
                      env={"BOT_SECRET": bot_secret},
-                     schedule=("--reset-time-utc", at, "--rollover-s", str(ROLLOVER_S)))
+                     schedule=ScheduleConfig(reset_time_utc=reset.time(), rollover_s=ROLLOVER_S))
     bot = KrakenSpotRest(f"http://127.0.0.1:{sim.spot_rest_port}", "bot", bot_secret,
                          NonceSource())
     gw = oms = None
