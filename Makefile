@@ -24,8 +24,14 @@ check: $(STAMP)
 	$(BIN)/ruff check gateway tests tools
 	$(BIN)/mypy
 
+# Two workers: most of the suite's time is spent waiting on real processes (outages, quiet
+# periods, logons), so two halve it on 2 cores. Whole files go to one worker (loadfile), so a
+# module's shared venue and gateway are started once. PYTEST_WORKERS=0 runs it in one process.
+PYTEST_WORKERS ?= 2
+
 pytest: $(STAMP)
-	$(BIN)/python -m pytest -m "not slow" -q --durations=15 $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q --durations=15 -n $(PYTEST_WORKERS) --dist loadfile \
+		$(PYTEST_ARGS)
 
 test: check pytest
 

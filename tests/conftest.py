@@ -82,6 +82,16 @@ def refused_logon(c: FixClient, timeout: float = 10.0) -> str:
     return logout.fields.get(58, "")
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The long files first (the integration tests and the soak), in their own order.
+
+    `make test` runs two workers that each take whole files in collection order; a long file
+    taken last would run on alone at the end while the other worker waits."""
+    long_files = {item.path for item in items
+                  if "integration" in item.path.parts or item.get_closest_marker("slow")}
+    items.sort(key=lambda item: item.path not in long_files)  # stable: False (long) first
+
+
 @pytest.fixture(scope="module")
 def _pair_clients() -> list[FixClient]:
     """The FIX clients of `oms` and `maker`, stopped by `venue_pair` (see there)."""

@@ -1,5 +1,5 @@
-"""Short run of `tools/soak_failover.py` (marked slow: excluded from the default `-m 'not slow'`
-run, which is what CI uses; run it with `pytest -m slow tests/tools/test_soak_smoke.py`).
+"""Short run of `tools/soak_failover.py` (marked slow: `make test` and CI run it, in parallel
+with the rest; `make test PYTEST_ARGS='-m "not slow"'` leaves it out).
 
 Half a minute of load with one FIX drop: the script must print one JSON summary, see the flow
 go FIX -> REST -> FIX, and find every invariant holding (exit 0)."""
