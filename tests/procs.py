@@ -39,10 +39,11 @@ STOP_TIMEOUT_S = 45.0
 _STARTED: list[subprocess.Popen[bytes]] = []
 
 
-def venue_less_config(tmp: Path, metrics: str = "", grpc: str = "port = 0") -> Path:
+def venue_less_config(tmp: Path, metrics: str = "port = 0", grpc: str = "port = 0") -> Path:
     """A gateway config with no simulator and nothing listening on its venue ports (its
     sessions stay down): for what does not need a venue, its listeners and their settings.
-    `metrics` and `grpc` are the bodies of those sections."""
+    `metrics` and `grpc` are the bodies of those sections; both take any free port by default,
+    as the tests run in parallel and a default port would clash."""
     cfg = tmp / "gw.toml"
     cfg.write_text(f"""
 [gateway]

@@ -24,7 +24,7 @@ def test_run_embedded_venue_then_oms_order_then_sigterm(tmp_path: Path) -> None:
     grpc_port, admin_port = free_port(), free_port()
     gw = subprocess.Popen([sys.executable, "-m", "gateway.cli.main", "run", "--oms-port",
                            str(oms_port), "--data-dir", str(data), "--grpc-port", str(grpc_port),
-                           "--admin-port", str(admin_port)],
+                           "--admin-port", str(admin_port), "--metrics-port", "0"],
                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=REPO)
     out, err = Lines(gw.stdout), Lines(gw.stderr)
     try:
@@ -104,7 +104,8 @@ def test_run_with_an_accounts_file_lets_a_bot_trade_with_the_oms_on_the_embedded
     oms_port = free_port()
     gw = subprocess.Popen([sys.executable, "-m", "gateway.cli.main", "run", "--config", str(cfg),
                            "--oms-port", str(oms_port), "--data-dir", str(tmp_path / "var"),
-                           "--grpc-port", str(free_port()), "--admin-port", str(free_port())],
+                           "--grpc-port", str(free_port()), "--admin-port", str(free_port()),
+                           "--metrics-port", "0"],
                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=REPO)
     err = Lines(gw.stderr)
     oms = None
@@ -143,7 +144,8 @@ def test_run_refuses_a_bad_accounts_file_naming_it(tmp_path: Path) -> None:
     cfg.write_text(f'[simulator]\naccounts_file = "{accounts}"\n')
     env = {k: v for k, v in os.environ.items() if k != "FIXGW_TEST_UNSET"}
     r = subprocess.run([sys.executable, "-m", "gateway.cli.main", "run", "--config", str(cfg),
-                        "--data-dir", str(tmp_path / "var"), "--oms-port", str(free_port())],
+                        "--data-dir", str(tmp_path / "var"), "--oms-port", str(free_port()),
+                        "--metrics-port", "0"],
                        capture_output=True, text=True, cwd=REPO, timeout=60, env=env)
     assert r.returncode == 2, r.stderr
     assert f"{accounts}: accounts[0].api_secret: " in r.stderr and "not set" in r.stderr
@@ -161,7 +163,8 @@ def test_terminal_signal_logs_out_before_the_embedded_venue_stops(
     the venue's REST or WebSocket faces), and no event is lost."""
     gw = subprocess.Popen([sys.executable, "-m", "gateway.cli.main", "run", "--oms-port",
                            str(free_port()), "--data-dir", str(tmp_path / "var"),
-                           "--grpc-port", str(free_port()), "--admin-port", str(free_port())],
+                           "--grpc-port", str(free_port()), "--admin-port", str(free_port()),
+                           "--metrics-port", "0"],
                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=REPO,
                           start_new_session=True)  # its own group, as a terminal's job
     err = Lines(gw.stderr)

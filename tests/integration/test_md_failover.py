@@ -268,7 +268,7 @@ def test_fixgw_run_embedded_venue_serves_md_over_its_spot_ws_when_forced(tmp_pat
     gw = subprocess.Popen(
         [sys.executable, "-m", "gateway.cli.main", "run", "--config", str(cfg), "--oms-port",
          str(oms_port), "--data-dir", str(tmp_path / "var"), "--grpc-port", str(free_port()),
-         "--admin-port", str(free_port())],
+         "--admin-port", str(free_port()), "--metrics-port", "0"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=REPO)
     assert gw.stderr is not None
     err = _Lines(gw.stderr)

@@ -24,8 +24,9 @@ def test_bad_metrics_section_names_file_and_field(tmp_path: Path) -> None:
     text = str(err.value)
     assert f"{cfg}: metrics.prot: unknown field" in text
     assert f"{cfg}: metrics.port: Input should be a valid integer" in text
-    assert load_config(venue_less_config(tmp_path)).metrics.port == 9464
-    assert load_config(venue_less_config(tmp_path), {"metrics.port": 0}).metrics.port == 0
+    assert load_config(venue_less_config(tmp_path, metrics="")).metrics.port == 9464
+    assert load_config(venue_less_config(tmp_path, metrics=""),
+                       {"metrics.port": 0}).metrics.port == 0
 
 
 def test_metrics_port_zero_is_ephemeral_and_printed(tmp_path: Path) -> None:
