@@ -34,6 +34,7 @@ from gateway.admin.audit import AuditLog
 from gateway.admin.auth import AuthInterceptor, TokenTable, current_principal
 from gateway.events import builders
 from gateway.listen import grpc_bind
+from gateway.version import version_line
 
 if TYPE_CHECKING:  # the admin layer drives a Gateway; it does not import the server layer
     from gateway.server.gateway import Gateway
@@ -70,6 +71,8 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
         self.audit = audit
         self._kill_ids = itertools.count(1)
         self.refs = self._session_refs()
+        self._version = version_line()
+        self._started = time.monotonic()  # the servicer is made as the gateway starts
 
     # ---- sessions ----------------------------------------------------------------------------
     def _session_refs(self) -> list[SessionRef]:
@@ -401,7 +404,8 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
             healthy=healthy, summary="; ".join(problems) or "ok", venue_trading_up=trd,
             venue_md_up=md, kill_switch=kill, oms_sessions_up=oms_up,
             oms_sessions=len(oms_refs), order_transport=self._order_transport(),
-            open_orders=len(self.gw.router.store.open_orders()))
+            open_orders=len(self.gw.router.store.open_orders()), version=self._version,
+            uptime_s=int(time.monotonic() - self._started))
 
 
 class AdminTlsError(Exception):

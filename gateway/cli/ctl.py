@@ -36,6 +36,7 @@ from google.protobuf import json_format
 from google.protobuf.message import Message
 
 from gateway._proto.fixgw.v1 import admin_pb2, admin_pb2_grpc
+from gateway.cli.version import add_version_flag
 
 DEFAULT_ADDR = "127.0.0.1:50052"
 DEFAULT_EVENTS_ADDR = "127.0.0.1:50051"
@@ -109,6 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="fixgwctl", description="Operate a running fixgw gateway over its "
                      "admin service.", epilog=EXAMPLES, formatter_class=fmt)
     _common(parser, suppress=False)
+    add_version_flag(parser)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
 
     def cmd(name: str, help_: str, example: str) -> argparse.ArgumentParser:
@@ -310,15 +312,20 @@ def _session_dict(s: admin_pb2.Session) -> dict[str, Any]:
     return d
 
 
+def _duration(secs: float) -> str:
+    if secs < 120:
+        return f"{secs:.0f}s"
+    if secs < 7200:
+        return f"{secs / 60:.0f}m"
+    if secs < 172800:
+        return f"{secs / 3600:.1f}h"
+    return f"{secs / 86400:.1f}d"
+
+
 def _age(ts: Any, present: bool) -> str:
     if not present:
         return "-"
-    secs = max(0.0, time.time() - ts.ToNanoseconds() / 1e9)
-    if secs < 120:
-        return f"{secs:.0f}s ago"
-    if secs < 7200:
-        return f"{secs / 60:.0f}m ago"
-    return f"{secs / 3600:.1f}h ago"
+    return f"{_duration(max(0.0, time.time() - ts.ToNanoseconds() / 1e9))} ago"
 
 
 def _table(rows: list[list[str]]) -> str:
@@ -480,6 +487,7 @@ def _dispatch(client: Client, args: argparse.Namespace) -> int:
                   f"{'up' if h.venue_md_up else 'DOWN'}, OMS sessions {h.oms_sessions_up}/"
                   f"{h.oms_sessions} logged on, orders over {h.order_transport.upper()}, "
                   f"{h.open_orders} open order(s), kill switch {'ON' if h.kill_switch else 'off'}")
+            print(f"{h.version}, up {_duration(h.uptime_s)}")
         return EXIT_OK if h.healthy else EXIT_REFUSED
     raise CtlError(EXIT_USAGE, f"unknown command {c!r}")
 

@@ -8,9 +8,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from gateway.cli.version import add_version_flag
 from gateway.config.loader import ConfigError, load_config
 from gateway.fix.settings import fix_specs_dir
 from gateway.log_format import setup_logging
+from gateway.version import version_line
 
 EPILOG = """examples:
   fixgw run                                  gateway + embedded UAT venue, OMS on 127.0.0.1:9878
@@ -50,7 +52,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(f"fixgw: {exc}", file=sys.stderr)
         return 2
     setup_logging(config.gateway.log_level, config.gateway.log_format)
-    logging.getLogger("fixgw").info("config: %s", path or "(built-in defaults)")
+    logging.getLogger("fixgw").info("%s; config: %s", version_line("fixgw"),
+                                    path or "(built-in defaults)")
     from gateway.admin.auth import TokenError
     from gateway.admin.service import AdminTlsError
     from gateway.listen import ListenError
@@ -77,6 +80,7 @@ def cmd_oms(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="fixgw", description="FIX 4.4 trading gateway.",
                                 epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_version_flag(p)
     sub = p.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="run the gateway (with its embedded UAT venue by default)")
     run.add_argument("--config", type=Path, help="deployment TOML (default sessions/uat-sim.toml)")

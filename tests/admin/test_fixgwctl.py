@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -15,6 +16,7 @@ import pytest
 
 from gateway.admin.audit import read_audit
 from gateway.fix.client import Received
+from gateway.version import version_line
 from tests.admin.test_admin import OMS_NAME, TRD_NAME, Stack, admin_stack
 from tests.conftest import new_id, wait_until
 from tests.procs import REPO, free_port
@@ -73,6 +75,11 @@ def test_sessions_table_and_json(stack: Stack) -> None:
     assert missing.returncode == 1 and "no session named 'NOPE'" in missing.stderr
     health = ctl(stack, "health", "--json")
     assert health.returncode == 0 and json.loads(health.stdout)["healthy"] is True
+    # The running gateway's build (not necessarily fixgwctl's) and how long it has been up.
+    h = json.loads(health.stdout)
+    assert h["version"] == version_line() and int(h["uptime_s"]) >= 0
+    text = ctl(stack, "health")
+    assert re.search(rf"^{re.escape(version_line())}, up \d+s$", text.stdout, re.M), text.stdout
 
 
 def test_auth_failures(stack: Stack, tmp_path: Path) -> None:

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from gateway.version import version_line
 from tests.conftest import Oms, make_client
 from tests.procs import REPO, Lines, free_port
 
@@ -65,6 +66,7 @@ def test_run_embedded_venue_then_oms_order_then_sigterm(tmp_path: Path) -> None:
         code = gw.wait(timeout=30)
     assert code == 0
     log = err.text()
+    assert f"{version_line()}; config: " in log  # the build that ran, first thing in its log
     assert "received SIGTERM: logging out sessions" in log
     assert "session FIXGW->KRAKEN-TRD (venue): logged_on -> logged_out" in log
     assert "gateway stopped: sessions logged out, stores flushed" in log

@@ -513,6 +513,8 @@ class HealthResponse(_message.Message):
     OMS_SESSIONS_FIELD_NUMBER: _builtins.int
     ORDER_TRANSPORT_FIELD_NUMBER: _builtins.int
     OPEN_ORDERS_FIELD_NUMBER: _builtins.int
+    VERSION_FIELD_NUMBER: _builtins.int
+    UPTIME_S_FIELD_NUMBER: _builtins.int
     healthy: _builtins.bool
     """True when every session is logged on and the kill switch is off."""
     summary: _builtins.str
@@ -526,6 +528,12 @@ class HealthResponse(_message.Message):
     order_transport: _builtins.str
     """"fix" or "rest"."""
     open_orders: _builtins.int
+    version: _builtins.str
+    """The running gateway's build, e.g. "fixgw 0.1.0 (quickfix 1.16.0, grpcio 1.85.3, Python
+    3.11.7)": the one that answers, which may not be the one fixgwctl was installed with.
+    """
+    uptime_s: _builtins.int
+    """Seconds since this gateway process started."""
     def __init__(
         self,
         *,
@@ -538,10 +546,12 @@ class HealthResponse(_message.Message):
         oms_sessions: _builtins.int = ...,
         order_transport: _builtins.str = ...,
         open_orders: _builtins.int = ...,
+        version: _builtins.str = ...,
+        uptime_s: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["healthy", b"healthy", "kill_switch", b"kill_switch", "oms_sessions", b"oms_sessions", "oms_sessions_up", b"oms_sessions_up", "open_orders", b"open_orders", "order_transport", b"order_transport", "summary", b"summary", "venue_md_up", b"venue_md_up", "venue_trading_up", b"venue_trading_up"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["healthy", b"healthy", "kill_switch", b"kill_switch", "oms_sessions", b"oms_sessions", "oms_sessions_up", b"oms_sessions_up", "open_orders", b"open_orders", "order_transport", b"order_transport", "summary", b"summary", "uptime_s", b"uptime_s", "venue_md_up", b"venue_md_up", "venue_trading_up", b"venue_trading_up", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
