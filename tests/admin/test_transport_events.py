@@ -110,6 +110,9 @@ def test_force_ws_sends_orders_over_the_private_websocket(env: Env) -> None:
     r = env.ctl("transport", "force", "ws", "--yes")
     assert r.returncode == 0
     _wait_transport(env, "ws")
+    audit = read_audit(env.gw.data_dir / "var" / "admin-audit.jsonl")
+    forced = [a["args"]["transport"] for a in audit if a["what"] == "force_transport"]
+    assert forced[-3:] == ["ws", "rest", "ws"]
 
 
 def test_force_rest_then_auto_moves_the_order_flow(env: Env) -> None:
@@ -124,7 +127,7 @@ def test_force_rest_then_auto_moves_the_order_flow(env: Env) -> None:
     _wait_transport(env, "fix")
     audit = read_audit(env.gw.data_dir / "var" / "admin-audit.jsonl")
     forced = [a for a in audit if a["what"] == "force_transport"]
-    assert [a["args"]["transport"] for a in forced][-3:] == ["ws", "rest", "auto"]
+    assert [a["args"]["transport"] for a in forced][-2:] == ["rest", "auto"]
     # Both switches are on the event stream.
     ev = env.ctl("events", "--kind", "TRANSPORT_SWITCH", "--from", "1", "--json")
     assert ev.returncode == 0, ev.stderr
