@@ -487,7 +487,8 @@ def _dispatch(client: Client, args: argparse.Namespace) -> int:
                   f"{'up' if h.venue_md_up else 'DOWN'}, OMS sessions {h.oms_sessions_up}/"
                   f"{h.oms_sessions} logged on, orders over {h.order_transport.upper()}, "
                   f"{h.open_orders} open order(s), kill switch {'ON' if h.kill_switch else 'off'}")
-            print(f"{h.version}, up {_duration(h.uptime_s)}")
+            if h.version:  # a gateway from before 2026-11-27 does not send it
+                print(f"{h.version}, up {_duration(h.uptime_s)}")
         return EXIT_OK if h.healthy else EXIT_REFUSED
     raise CtlError(EXIT_USAGE, f"unknown command {c!r}")
 

@@ -14,7 +14,7 @@ class _VersionAction(argparse.Action):
     looks the versions up only when asked."""
 
     def __init__(self, option_strings: Sequence[str], dest: str = argparse.SUPPRESS,
-                 **kwargs: Any) -> None:
+                 **_kwargs: Any) -> None:
         super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS,
                          help="print the versions of fixgw, QuickFIX, grpcio and Python, and "
                               "exit")

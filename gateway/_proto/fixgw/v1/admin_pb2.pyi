@@ -533,7 +533,7 @@ class HealthResponse(_message.Message):
     3.11.7)": the one that answers, which may not be the one fixgwctl was installed with.
     """
     uptime_s: _builtins.int
-    """Seconds since this gateway process started."""
+    """Seconds since this gateway started (since its admin service was made, during the start)."""
     def __init__(
         self,
         *,
