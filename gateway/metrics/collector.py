@@ -40,6 +40,7 @@ from gateway.orders.store import OrderCounts
 from gateway.risk.gate import GateDecision, GateOrder
 from gateway.routing.router import Router
 from gateway.routing.sinks import fan_out
+from gateway.version import versions
 
 # Order round trip, in seconds: the gateway's p50 is ~0.5 ms on loopback, so the fine buckets
 # sit between 50 µs and 5 ms; the coarse ones catch a venue that stalls.
@@ -240,6 +241,8 @@ class GatewayMetrics(Collector):
         self.order_counts = order_counts
         self._sessions = _Shards()  # (session, role, new state)
         self._switches = _Shards()  # (from, to, automatic)
+        self._versions = versions()
+        self._started = time.time()  # made as the gateway starts, before its sessions
 
     # ---- listeners (rare events, off the order path) ------------------------------------------
     def session_changed(self, status: SessionStatus, old_state: str, reason: str) -> None:
@@ -367,6 +370,15 @@ class GatewayMetrics(Collector):
             yield held
             yield CounterMetricFamily("fixgw_orders_evicted", "Closed orders forgotten after "
                                       "the retention", value=counts.evicted)
+        # The usual *_build_info form: always 1, the build in its labels, so a dashboard can
+        # mark deploys and tell hosts whose QuickFIX (compiled at install) differs.
+        build = GaugeMetricFamily("fixgw_build_info", "The running build: fixgw, QuickFIX, "
+                                  "grpcio and Python versions (always 1)",
+                                  labels=list(self._versions))
+        build.add_metric(list(self._versions.values()), 1.0)
+        yield build
+        yield GaugeMetricFamily("fixgw_start_time_seconds", "When this gateway started, "
+                                "in Unix seconds", value=self._started)
         yield GaugeMetricFamily("fixgw_gc_frozen_objects", "Objects the garbage collector no "
                                 "longer walks (frozen by [gateway] gc_freeze_interval_s)",
                                 value=gc.get_freeze_count())

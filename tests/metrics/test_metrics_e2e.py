@@ -10,12 +10,14 @@ import sys
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
+from importlib import metadata
 from pathlib import Path
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from gateway.fix.client import FixClient
+from gateway.version import versions
 from tests.conftest import Oms, make_client, new_id
 from tests.procs import REPO, Credentials, GatewayProcess, SimProcess, stop_all
 
@@ -104,6 +106,10 @@ def test_sessions_up_with_roles(pair: Pair) -> None:
     assert value(s, "fixgw_order_transport", transport="fix") == 1
     assert value(s, "fixgw_order_transport", transport="rest") == 0
     assert ("fixgw_event_subscribers", frozenset()) in s
+    # The build, as the usual *_build_info gauge, and when this gateway started.
+    assert value(s, "fixgw_build_info", **versions()) == 1
+    assert versions()["fixgw"] == metadata.version("fixgw")
+    assert 0 < time.time() - value(s, "fixgw_start_time_seconds") < 600
     # The GC freezer froze the start-up heap (modules, the replayed journal, the engines).
     assert value(s, "fixgw_gc_frozen_objects") > 10_000
 
