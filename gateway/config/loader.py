@@ -42,7 +42,10 @@ def format_validation_error(source: str, exc: ValidationError) -> str:
     for err in exc.errors():
         loc = _field_path(tuple(err["loc"]))
         msg = err["msg"].removeprefix("Value error, ")
-        if "input" in err and err["type"] not in _NO_ECHO:
+        # A whole section (a rule across its fields) is not echoed: it would be the entire
+        # table, often the entire file, on one line.
+        if ("input" in err and err["type"] not in _NO_ECHO
+                and not isinstance(err["input"], dict)):
             msg += f" (got {err['input']!r})"
         if err["type"] == "extra_forbidden":
             msg = "unknown field (check the spelling)"

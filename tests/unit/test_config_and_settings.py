@@ -50,6 +50,7 @@ def test_bad_config_names_file_and_field(tmp_path: Path, toml: str, needle: str)
         load_config(p)
     assert str(p) in str(exc.value)
     assert needle in str(exc.value)
+    assert "(got {" not in str(exc.value)  # a rule across fields does not echo the section
 
 
 def test_missing_config_file(tmp_path: Path) -> None:
