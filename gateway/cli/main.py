@@ -10,6 +10,7 @@ from typing import Any
 
 from gateway.cli.version import add_version_flag
 from gateway.config.loader import ConfigError, load_config
+from gateway.config.model import Config
 from gateway.fix.settings import fix_specs_dir
 from gateway.log_format import setup_logging
 from gateway.version import version_line
@@ -19,6 +20,7 @@ EPILOG = """examples:
   fixgw run --oms-port 9900 --grpc-port 50061 --admin-port 50062 --metrics-port 9465 \\
             --data-dir ./var2
   fixgw run --config sessions/kraken-uat.toml  against Kraken's UAT (credentials from env/files)
+  fixgw run --config sessions/kraken-uat.toml --check   check it and what it names; start nothing
   fixgw venue-sim --trading-port 4001 --md-port 4000   the simulator alone
   fixgw oms buy BTC/USD 0.01 limit 45000     send one order to a running gateway
   fixgw signals PF_ARBUSD                    the latest signal readout, in words
@@ -51,6 +53,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"fixgw: {exc}", file=sys.stderr)
         return 2
+    if args.check:
+        return check_config(config, path)
     setup_logging(config.gateway.log_level, config.gateway.log_format)
     logging.getLogger("fixgw").info("%s; config: %s", version_line("fixgw"),
                                     path or "(built-in defaults)")
@@ -63,6 +67,24 @@ def cmd_run(args: argparse.Namespace) -> int:
     except (TokenError, AdminTlsError, ListenError, ConfigError) as exc:
         print(f"fixgw: {exc}", file=sys.stderr)
         return 2
+
+
+def check_config(config: Config, path: Path | None) -> int:
+    """`fixgw run --check`: 0 and what the gateway would do, or 2 and every problem found."""
+    from gateway.server.preflight import preflight, summary
+
+    name = path or "(built-in defaults)"
+    problems = preflight(config)
+    for problem in problems:
+        print(f"fixgw: {name}: {problem}", file=sys.stderr)
+    if problems:
+        print(f"fixgw: {name}: {len(problems)} problem(s); the gateway would not start",
+              file=sys.stderr)
+        return 2
+    print(f"fixgw: {name}: ok")
+    for line in summary(config):
+        print(f"  {line}")
+    return 0
 
 
 def cmd_venue_sim(args: argparse.Namespace, rest: list[str]) -> int:
@@ -90,6 +112,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--admin-port", type=int, help="admin service port (default 50052)")
     run.add_argument("--metrics-port", type=int,
                      help="Prometheus /metrics port (default 9464; 0 = any free port)")
+    run.add_argument("--check", action="store_true",
+                     help="check the config and every credential, certificate and file it "
+                          "names, print where the gateway would listen and connect, and exit "
+                          "(0 = ok, 2 = problems); starts nothing")
     sub.add_parser("venue-sim", help="run the UAT venue simulator alone (see --help)",
                    add_help=False)
     from gateway.cli.kraken_cmd import add_kraken_parser

@@ -1,0 +1,151 @@
+"""`fixgw run --check`: a deployment file and everything it names, checked without starting.
+
+Before a restart in the small hours, ops want to know that the new file will start: that
+every credential it points at resolves, that every certificate, key and CA file loads (a
+certificate with the key it is paired with), that the simulator's accounts file parses, and
+where the gateway would listen and connect. The start itself would find the same problems, but
+one at a time, and only once the old process is gone.
+
+The walk is generic (any `CredentialRef`, any field ending in ``_file``), so a setting added
+later is checked without a change here. Nothing is bound, connected, created or written; the
+values of secrets are never printed. Ports in use and the venue's reachability are not checked:
+they can change between the check and the start.
+"""
+
+from __future__ import annotations
+
+import os
+import ssl
+from collections.abc import Iterator
+from pathlib import Path
+
+from pydantic import BaseModel
+
+from gateway.config.loader import ConfigError
+from gateway.config.model import Config
+from gateway.config.strict import CredentialRef
+from gateway.kraken.secrets import SecretError, load_secret
+from gateway.venue_sim.accounts import load_accounts_file
+
+_CERT_KEY_PAIRS = (("cert_file", "key_file"), ("tls_cert_file", "tls_key_file"))
+_CA_FILES = ("client_ca_file", "ca_file", "tls_client_ca_file")
+
+
+def _sections(model: BaseModel, where: str) -> Iterator[tuple[str, BaseModel]]:
+    """Every sub-model of `model` (itself included), with its dotted place in the file."""
+    yield where, model
+    for name in type(model).model_fields:
+        value = getattr(model, name)
+        place = f"{where}.{name}" if where else name
+        if isinstance(value, BaseModel):
+            yield from _sections(value, place)
+        elif isinstance(value, list | tuple):
+            for i, item in enumerate(value):
+                if isinstance(item, BaseModel):
+                    yield from _sections(item, f"{place}[{i}]")
+
+
+def _tls_problem(section: BaseModel, field: str) -> str | None:
+    path = getattr(section, field)
+    try:
+        if field in _CA_FILES:
+            ssl.create_default_context().load_verify_locations(cafile=path)
+            return None
+        for cert, key in _CERT_KEY_PAIRS:
+            if field == cert:
+                key_path = getattr(section, key, None)
+                ssl.create_default_context().load_cert_chain(path, key_path)
+                return None
+    except FileNotFoundError:
+        return f"{path} does not exist"
+    except PermissionError:
+        return f"{path} is not readable by this user"
+    except ssl.SSLError as exc:
+        return f"{path} does not load ({exc.reason or exc})"
+    except OSError as exc:
+        return f"{path} could not be read ({exc.strerror or type(exc).__name__})"
+    return None
+
+
+def _file_problem(section: BaseModel, field: str) -> str | None:
+    path: Path = getattr(section, field)
+    if field == "accounts_file":
+        try:
+            load_accounts_file(path)
+        except ConfigError as exc:
+            return str(exc)
+        return None
+    if any(field == key for _, key in _CERT_KEY_PAIRS):
+        return None  # loaded with its certificate
+    if field in _CA_FILES or any(field == cert for cert, _ in _CERT_KEY_PAIRS):
+        return _tls_problem(section, field)
+    if not path.is_file() or not os.access(path, os.R_OK):
+        return f"{path} is not a readable file"
+    return None
+
+
+def _data_dir_problem(data_dir: Path) -> str | None:
+    """The start creates the data directory; it needs an existing, writable ancestor."""
+    p = data_dir.resolve()
+    while not p.exists():
+        p = p.parent
+    if not p.is_dir() or not os.access(p, os.W_OK | os.X_OK):
+        return f"{data_dir} cannot be written ({p} is not a writable directory)"
+    return None
+
+
+def preflight(config: Config) -> list[str]:
+    """Each problem as "<field>: <what is wrong>", in the file's order; empty when none."""
+    problems = []
+    for where, section in _sections(config, ""):
+        if isinstance(section, CredentialRef):
+            try:
+                load_secret(section.env, section.file)
+            except SecretError as exc:
+                problems.append(f"{where}: {exc}")
+            continue
+        for name in type(section).model_fields:
+            if name.endswith("_file") and getattr(section, name) is not None:
+                problem = _file_problem(section, name)
+                if problem is not None:
+                    problems.append(f"{where}.{name}: {problem}" if where else
+                                    f"{name}: {problem}")
+    problem = _data_dir_problem(Path(config.gateway.data_dir))
+    if problem is not None:
+        problems.append(f"gateway.data_dir: {problem}")
+    return problems
+
+
+def summary(config: Config) -> list[str]:
+    """Where the gateway would listen and connect, and where its secrets come from."""
+    c = config
+    oms = ", ".join(s.comp_id for s in c.oms.sessions)
+    lines = [f"OMS acceptor {c.oms.host}:{c.oms.port}{' (TLS)' if c.oms.tls else ''}, "
+             f"{c.oms.sender_comp_id} for {oms}"]
+    v = c.venue
+    if c.simulator.enabled:
+        lines.append("venue: the embedded UAT simulator, on free loopback ports")
+    else:
+        lines.append(f"venue: trading {v.trading.host}:{v.trading.port} "
+                     f"({v.sender_comp_id}->{v.trading.target_comp_id}), market data "
+                     f"{v.market_data.host}:{v.market_data.port} "
+                     f"({v.sender_comp_id}->{v.market_data.target_comp_id})")
+    if v.api_key is not None:
+        lines.append(f"venue credentials: key {_source(v.api_key)}, secret {_source(v.api_secret)}")
+    s = c.schedule
+    lines.append("schedule: non-stop" if s.mode == "non-stop" else
+                 f"schedule: daily reset at {s.reset_time_utc} UTC, sessions back after "
+                 f"{s.rollover_s} s")
+    lines.append(f"REST fallback: {'on' if v.fallback.enabled else 'off'}")
+    lines.append(f"events (gRPC) {c.grpc.host}:{c.grpc.port}; admin "
+                 + (f"{c.admin.host}:{c.admin.port}" if c.admin.enabled else "off")
+                 + "; metrics "
+                 + (f"{c.metrics.host}:{c.metrics.port}" if c.metrics.enabled else "off"))
+    lines.append(f"data: {c.gateway.data_dir}")
+    return lines
+
+
+def _source(ref: CredentialRef | None) -> str:
+    if ref is None:
+        return "-"
+    return f"from ${ref.env}" if ref.env is not None else f"from {ref.file}"

@@ -1,0 +1,115 @@
+"""`fixgw run --check`: the file and everything it names, checked; nothing started.
+
+Every problem is reported at once, each with the field and the file, and no secret value is
+ever printed."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.procs import REPO
+from tests.tls.certs import make_pki, openssl_available
+
+
+def _check(cfg: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    base = {k: v for k, v in os.environ.items() if not k.startswith("FIXGW_CHECK_")}
+    return subprocess.run([sys.executable, "-m", "gateway.cli.main", "run", "--config", str(cfg),
+                           "--check"], capture_output=True, text=True, cwd=REPO, timeout=60,
+                          env=base | (env or {}))
+
+
+@pytest.mark.skipif(not openssl_available(), reason="openssl needed to make certificates")
+def test_a_good_file_is_ok_and_says_where_the_gateway_would_listen(tmp_path: Path) -> None:
+    pki = make_pki(tmp_path / "pki")
+    secret = tmp_path / "venue.secret"
+    secret.write_text("c2VjcmV0LXZhbHVlLW5ldmVyLXByaW50ZWQ=\n")
+    data = tmp_path / "not-yet" / "var"
+    cfg = tmp_path / "gw.toml"
+    cfg.write_text(f"""
+[gateway]
+data_dir = "{data}"
+[oms]
+port = 9900
+[oms.tls]
+cert_file = "{pki.server_cert}"
+key_file = "{pki.server_key}"
+client_ca_file = "{pki.ca}"
+[venue]
+api_key = {{ env = "FIXGW_CHECK_KEY" }}
+api_secret = {{ file = "{secret}" }}
+[venue.trading]
+host = "fix.example.net"
+port = 4001
+[venue.market_data]
+host = "fix.example.net"
+port = 4000
+[simulator]
+enabled = false
+[admin]
+tls_cert_file = "{pki.server_cert}"
+tls_key_file = "{pki.server_key}"
+""")
+    r = _check(cfg, {"FIXGW_CHECK_KEY": "key-value-never-printed"})
+    assert r.returncode == 0, r.stderr
+    out = r.stdout
+    assert f"fixgw: {cfg}: ok" in out
+    assert "OMS acceptor 127.0.0.1:9900 (TLS)" in out
+    assert "venue: trading fix.example.net:4001 (FIXGW->KRAKEN-TRD)" in out
+    assert f"key from $FIXGW_CHECK_KEY, secret from {secret}" in out
+    assert "schedule: daily reset at 22:00:00 UTC, sessions back after 30 s" in out
+    assert "never-printed" not in out + r.stderr and "c2VjcmV0" not in out + r.stderr
+    # Nothing was started or created: not even the data directory.
+    assert not data.parent.exists() and "fixgw ready" not in out
+
+
+@pytest.mark.skipif(not openssl_available(), reason="openssl needed to make certificates")
+def test_every_problem_is_named_with_its_field_and_the_gateway_would_not_start(
+        tmp_path: Path) -> None:
+    pki = make_pki(tmp_path / "pki")
+    not_pem = tmp_path / "not.pem"
+    not_pem.write_text("hello\n")
+    accounts = tmp_path / "accounts.toml"
+    accounts.write_text('[[accounts]]\napi_key = "bot"\n'
+                        'api_secret = { env = "FIXGW_CHECK_UNSET_TOO" }\n')
+    cfg = tmp_path / "gw.toml"
+    cfg.write_text(f"""
+[oms.tls]
+cert_file = "{pki.server_cert}"
+key_file = "{pki.client_key}"
+[venue]
+api_key = {{ env = "FIXGW_CHECK_UNSET" }}
+api_secret = {{ file = "{tmp_path / 'missing.secret'}" }}
+[simulator]
+accounts_file = "{accounts}"
+[grpc]
+tls_cert_file = "{not_pem}"
+tls_key_file = "{pki.server_key}"
+[admin]
+tls_cert_file = "{pki.server_cert}"
+tls_key_file = "{pki.server_key}"
+tls_client_ca_file = "{tmp_path / 'no-such-ca.pem'}"
+""")
+    r = _check(cfg)
+    assert r.returncode == 2
+    err = r.stderr
+    prefix = f"fixgw: {cfg}: "
+    assert f"{prefix}oms.tls.cert_file: {pki.server_cert} does not load" in err  # key of another
+    assert f"{prefix}venue.api_key: " in err and "FIXGW_CHECK_UNSET is not set" in err
+    assert f"{prefix}venue.api_secret: " in err and "missing.secret does not exist" in err
+    assert f"{prefix}simulator.accounts_file: {accounts}: accounts[0].api_secret" in err
+    assert f"{prefix}grpc.tls_cert_file: {not_pem} does not load" in err
+    assert f"{prefix}admin.tls_client_ca_file: {tmp_path / 'no-such-ca.pem'} does not exist" in err
+    assert f"{prefix}6 problem(s); the gateway would not start" in err
+    assert "ok" not in r.stdout
+
+
+def test_a_bad_field_is_still_the_loader_s_error(tmp_path: Path) -> None:
+    cfg = tmp_path / "gw.toml"
+    cfg.write_text('[oms]\nport = "ninety"\n')
+    r = _check(cfg)
+    assert r.returncode == 2 and f"{cfg}: oms.port:" in r.stderr
