@@ -2,9 +2,9 @@
 
 Before a restart in the small hours, ops want to know that the new file will start: that
 every credential it points at resolves, that every certificate, key and CA file loads (a
-certificate with the key it is paired with), that the simulator's accounts file parses, and
-where the gateway would listen and connect. The start itself would find the same problems, but
-one at a time, and only once the old process is gone.
+certificate with the key it is paired with), that the simulator's accounts file parses, that
+no template placeholder is left, and where the gateway would listen and connect. The start
+itself would find the same problems, but one at a time, and only once the old process is gone.
 
 The walk is generic (any `CredentialRef`, any field ending in ``_file``), so a setting added
 later is checked without a change here. Nothing is bound, connected, created or written; the
@@ -28,6 +28,8 @@ from gateway.kraken.secrets import SecretError, load_secret
 from gateway.venue_sim.accounts import load_accounts_file
 
 _CERT_KEY_PAIRS = (("cert_file", "key_file"), ("tls_cert_file", "tls_key_file"))
+# What the shipped templates (sessions/kraken-uat.toml) put where only the venue can fill in.
+PLACEHOLDER = "CHANGE-ME"
 _CA_FILES = ("client_ca_file", "ca_file", "tls_client_ca_file")
 
 
@@ -105,11 +107,14 @@ def preflight(config: Config) -> list[str]:
                 problems.append(f"{where}: {exc}")
             continue
         for name in type(section).model_fields:
-            if name.endswith("_file") and getattr(section, name) is not None:
+            value = getattr(section, name)
+            if isinstance(value, str) and PLACEHOLDER in value:
+                problems.append(f"{where + '.' if where else ''}{name}: still the template's "
+                                f"{PLACEHOLDER}: set the value the venue gave you")
+            if name.endswith("_file") and value is not None:
                 problem = _file_problem(section, name)
                 if problem is not None:
-                    problems.append(f"{where}.{name}: {problem}" if where else
-                                    f"{name}: {problem}")
+                    problems.append(f"{where + '.' if where else ''}{name}: {problem}")
     problem = _data_dir_problem(Path(config.gateway.data_dir))
     if problem is not None:
         problems.append(f"gateway.data_dir: {problem}")

@@ -108,6 +108,14 @@ tls_client_ca_file = "{tmp_path / 'no-such-ca.pem'}"
     assert "ok" not in r.stdout
 
 
+def test_the_shipped_kraken_template_needs_its_comp_id_and_credentials(tmp_path: Path) -> None:
+    r = _check(REPO / "sessions" / "kraken-uat.toml")
+    assert r.returncode == 2
+    assert ("venue.sender_comp_id: still the template's CHANGE-ME: set the value the venue gave "
+            "you") in r.stderr
+    assert "venue.api_key: " in r.stderr and "KRAKEN_FIX_API_KEY is not set" in r.stderr
+
+
 def test_a_bad_field_is_still_the_loader_s_error(tmp_path: Path) -> None:
     cfg = tmp_path / "gw.toml"
     cfg.write_text('[oms]\nport = "ninety"\n')
