@@ -28,9 +28,9 @@ from gateway.kraken.secrets import SecretError, load_secret
 from gateway.venue_sim.accounts import load_accounts_file
 
 _CERT_KEY_PAIRS = (("cert_file", "key_file"), ("tls_cert_file", "tls_key_file"))
-# What the shipped templates (sessions/kraken-uat.toml) put where only the venue can fill in.
-PLACEHOLDER = "CHANGE-ME"
 _CA_FILES = ("client_ca_file", "ca_file", "tls_client_ca_file")
+# What the shipped templates (sessions/kraken-uat.toml) put where only the venue can fill in.
+_PLACEHOLDER = "CHANGE-ME"
 
 
 def _sections(model: BaseModel, where: str) -> Iterator[tuple[str, BaseModel]]:
@@ -47,42 +47,40 @@ def _sections(model: BaseModel, where: str) -> Iterator[tuple[str, BaseModel]]:
                     yield from _sections(item, f"{place}[{i}]")
 
 
-def _tls_problem(section: BaseModel, field: str) -> str | None:
-    path = getattr(section, field)
-    try:
-        if field in _CA_FILES:
-            ssl.create_default_context().load_verify_locations(cafile=path)
-            return None
-        for cert, key in _CERT_KEY_PAIRS:
-            if field == cert:
-                key_path = getattr(section, key, None)
-                ssl.create_default_context().load_cert_chain(path, key_path)
-                return None
-    except FileNotFoundError:
+def _unreadable(path: Path) -> str | None:
+    if not path.exists():
         return f"{path} does not exist"
-    except PermissionError:
-        return f"{path} is not readable by this user"
-    except ssl.SSLError as exc:
-        return f"{path} does not load ({exc.reason or exc})"
-    except OSError as exc:
-        return f"{path} could not be read ({exc.strerror or type(exc).__name__})"
+    if not path.is_file() or not os.access(path, os.R_OK):
+        return f"{path} is not a readable file"
     return None
 
 
 def _file_problem(section: BaseModel, field: str) -> str | None:
+    """What is wrong with the file in `field` of `section`, loaded as the start loads it."""
     path: Path = getattr(section, field)
-    if field == "accounts_file":
-        try:
+    problem = _unreadable(path)
+    if problem is not None:
+        return problem
+    try:
+        if field == "accounts_file":
             load_accounts_file(path)
-        except ConfigError as exc:
-            return str(exc)
-        return None
-    if any(field == key for _, key in _CERT_KEY_PAIRS):
-        return None  # loaded with its certificate
-    if field in _CA_FILES or any(field == cert for cert, _ in _CERT_KEY_PAIRS):
-        return _tls_problem(section, field)
-    if not path.is_file() or not os.access(path, os.R_OK):
-        return f"{path} is not a readable file"
+        elif field in _CA_FILES:
+            ssl.create_default_context().load_verify_locations(cafile=path)
+        else:
+            for cert, key in _CERT_KEY_PAIRS:
+                key_path = getattr(section, key, None)
+                if field == cert and (key_path is None or _unreadable(key_path) is None):
+                    # An unreadable key is its own field's problem, found on its own.
+                    ssl.create_default_context().load_cert_chain(path, key_path)
+    except ConfigError as exc:
+        return str(exc)
+    except ssl.SSLError as exc:
+        key_path = next((getattr(section, key, None) for cert, key in _CERT_KEY_PAIRS
+                         if field == cert), None)
+        paired = f" with the key {key_path}" if key_path is not None else ""
+        return f"{path}{paired} does not load ({exc.reason or exc})"
+    except OSError as exc:
+        return f"{path} could not be read ({exc.strerror or type(exc).__name__})"
     return None
 
 
@@ -108,9 +106,9 @@ def preflight(config: Config) -> list[str]:
             continue
         for name in type(section).model_fields:
             value = getattr(section, name)
-            if isinstance(value, str) and PLACEHOLDER in value:
+            if isinstance(value, str) and _PLACEHOLDER in value:
                 problems.append(f"{where + '.' if where else ''}{name}: still the template's "
-                                f"{PLACEHOLDER}: set the value the venue gave you")
+                                f"{_PLACEHOLDER}: set the value the venue gave you")
             if name.endswith("_file") and value is not None:
                 problem = _file_problem(section, name)
                 if problem is not None:

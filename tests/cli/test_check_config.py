@@ -91,20 +91,24 @@ tls_cert_file = "{not_pem}"
 tls_key_file = "{pki.server_key}"
 [admin]
 tls_cert_file = "{pki.server_cert}"
-tls_key_file = "{pki.server_key}"
+tls_key_file = "{tmp_path / 'no-such.key'}"
 tls_client_ca_file = "{tmp_path / 'no-such-ca.pem'}"
 """)
     r = _check(cfg)
     assert r.returncode == 2
     err = r.stderr
     prefix = f"fixgw: {cfg}: "
-    assert f"{prefix}oms.tls.cert_file: {pki.server_cert} does not load" in err  # key of another
+    assert (f"{prefix}oms.tls.cert_file: {pki.server_cert} with the key {pki.client_key} does "
+            "not load") in err  # another certificate's key
     assert f"{prefix}venue.api_key: " in err and "FIXGW_CHECK_UNSET is not set" in err
     assert f"{prefix}venue.api_secret: " in err and "missing.secret does not exist" in err
     assert f"{prefix}simulator.accounts_file: {accounts}: accounts[0].api_secret" in err
-    assert f"{prefix}grpc.tls_cert_file: {not_pem} does not load" in err
+    assert (f"{prefix}grpc.tls_cert_file: {not_pem} with the key {pki.server_key} does not "
+            "load") in err
+    assert f"{prefix}admin.tls_key_file: {tmp_path / 'no-such.key'} does not exist" in err
     assert f"{prefix}admin.tls_client_ca_file: {tmp_path / 'no-such-ca.pem'} does not exist" in err
-    assert f"{prefix}6 problem(s); the gateway would not start" in err
+    assert "admin.tls_cert_file" not in err  # the certificate is fine; its key is missing
+    assert f"{prefix}7 problem(s); the gateway would not start" in err
     assert "ok" not in r.stdout
 
 
