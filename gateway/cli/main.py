@@ -71,12 +71,14 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def check_config(config: Config, path: Path | None) -> int:
     """`fixgw run --check`: 0 and what the gateway would do, or 2 and every problem found."""
-    from gateway.server.preflight import preflight, summary
+    from gateway.server.preflight import port_warnings, preflight, summary
 
     name = path or "(built-in defaults)"
     problems = preflight(config)
     for problem in problems:
         print(f"fixgw: {name}: {problem}", file=sys.stderr)
+    for warning in port_warnings(config):
+        print(f"fixgw: {name}: warning: {warning}", file=sys.stderr)
     if problems:
         print(f"fixgw: {name}: {len(problems)} problem(s); the gateway would not start",
               file=sys.stderr)

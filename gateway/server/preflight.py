@@ -9,7 +9,8 @@ itself would find the same problems, but one at a time, and only once the old pr
 The walk is generic (any `CredentialRef`, any field ending in ``_file``), so a setting added
 later is checked without a change here. Nothing is bound, connected, created or written; the
 values of secrets are never printed. Ports in use and the venue's reachability are not checked:
-they can change between the check and the start.
+they can change between the check and the start; a listener port in the kernel's ephemeral range
+that is not reserved is a warning, as an outgoing connection may hold it at the next start.
 """
 
 from __future__ import annotations
@@ -117,6 +118,49 @@ def preflight(config: Config) -> list[str]:
     if problem is not None:
         problems.append(f"gateway.data_dir: {problem}")
     return problems
+
+
+_PORT_RANGE = Path("/proc/sys/net/ipv4/ip_local_port_range")
+_RESERVED_PORTS = Path("/proc/sys/net/ipv4/ip_local_reserved_ports")
+
+
+def unreserved_ephemeral(ports: dict[str, int], port_range: str, reserved: str) -> list[str]:
+    """Warnings for the listener `ports` (field -> port) that lie in the kernel's ephemeral
+    range (`port_range` as in ip_local_port_range, "32768\t60999") and are not among the
+    `reserved` ones (ip_local_reserved_ports, "50051,50060-50070"). Any outgoing connection's
+    source port can hold such a port, and the gateway then cannot start on it."""
+    low, high = (int(x) for x in port_range.split())
+    kept: set[int] = set()
+    for part in filter(None, reserved.strip().split(",")):
+        a, _, b = part.partition("-")
+        kept.update(range(int(a), int(b or a) + 1))
+    held = {f: p for f, p in ports.items() if low <= p <= high and p not in kept}
+    out = [f"{field}: {port} lies in this host's ephemeral port range ({low}-{high}) and is "
+           "not reserved: an outgoing connection can hold it, and the gateway cannot start while "
+           "one does"
+           for field, port in held.items()]
+    if held:
+        # The setting is the whole list: keep what is reserved already.
+        listed = ",".join(filter(None, [reserved.strip(),
+                                        *(str(p) for p in sorted(set(held.values())))]))
+        out.append(f"reserve {'it' if len(held) == 1 else 'them'} with sysctl -w "
+                   f"net.ipv4.ip_local_reserved_ports={listed}, or pick ports below {low}")
+    return out
+
+
+def port_warnings(config: Config) -> list[str]:
+    """What may stop a start later without being wrong now; empty off Linux."""
+    c = config
+    ports = {"oms.port": c.oms.port, "grpc.port": c.grpc.port}
+    if c.admin.enabled:
+        ports["admin.port"] = c.admin.port
+    if c.metrics.enabled:
+        ports["metrics.port"] = c.metrics.port
+    try:
+        port_range, reserved = _PORT_RANGE.read_text(), _RESERVED_PORTS.read_text()
+    except OSError:
+        return []
+    return unreserved_ephemeral({f: p for f, p in ports.items() if p}, port_range, reserved)
 
 
 def summary(config: Config) -> list[str]:

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from gateway.server.preflight import unreserved_ephemeral
 from tests.procs import REPO
 from tests.tls.certs import make_pki, openssl_available
 
@@ -125,3 +126,40 @@ def test_a_bad_field_is_still_the_loader_s_error(tmp_path: Path) -> None:
     cfg.write_text('[oms]\nport = "ninety"\n')
     r = _check(cfg)
     assert r.returncode == 2 and f"{cfg}: oms.port:" in r.stderr
+
+
+def test_a_listener_port_in_the_ephemeral_range_is_a_warning_unless_reserved() -> None:
+    ports = {"grpc.port": 50051, "admin.port": 50052, "oms.port": 9878}
+    warned = unreserved_ephemeral(ports, "32768\t60999\n", "\n")
+    assert warned[0].startswith("grpc.port: 50051 lies in this host's ephemeral port range "
+                                "(32768-60999) and is not reserved")
+    assert warned[1].startswith("admin.port: 50052 lies")
+    assert warned[2] == ("reserve them with sysctl -w net.ipv4.ip_local_reserved_ports="
+                         "50051,50052, or pick ports below 32768")
+    assert len(warned) == 3  # 9878 is below the range
+    # What is reserved already stays in the suggested list (the setting is the whole list).
+    one = unreserved_ephemeral(ports, "32768 60999", "8080,50052\n")
+    assert [w.split(":")[0] for w in one[:-1]] == ["grpc.port"]
+    assert one[-1].startswith("reserve it with sysctl -w net.ipv4.ip_local_reserved_ports="
+                              "8080,50052,50051,")
+    assert unreserved_ephemeral(ports, "32768 60999", "50000-50100") == []
+    assert unreserved_ephemeral(ports, "55000 60999", "") == []
+
+
+def test_check_warns_about_the_default_event_and_admin_ports_on_this_host(tmp_path: Path) -> None:
+    """The warning goes to stderr and does not fail the check; whether it comes depends on the
+    host's own ephemeral range and reservations, read here the way the check reads them."""
+    cfg = tmp_path / "gw.toml"
+    cfg.write_text(f'[gateway]\ndata_dir = "{tmp_path / "var"}"\n')
+    r = _check(cfg)
+    assert r.returncode == 0 and f"fixgw: {cfg}: ok" in r.stdout, r.stderr
+    try:
+        want = unreserved_ephemeral(
+            {"grpc.port": 50051, "admin.port": 50052},
+            Path("/proc/sys/net/ipv4/ip_local_port_range").read_text(),
+            Path("/proc/sys/net/ipv4/ip_local_reserved_ports").read_text())
+    except OSError:
+        want = []
+    got = [ln.removeprefix(f"fixgw: {cfg}: warning: ") for ln in r.stderr.splitlines()
+           if "warning: " in ln]
+    assert got == want
