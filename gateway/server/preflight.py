@@ -28,7 +28,7 @@ from gateway.config.strict import CredentialRef
 from gateway.kraken.secrets import SecretError, load_secret
 from gateway.venue_sim.accounts import load_accounts_file
 
-_CERT_KEY_PAIRS = (("cert_file", "key_file"), ("tls_cert_file", "tls_key_file"))
+_KEY_OF = {"cert_file": "key_file", "tls_cert_file": "tls_key_file"}  # cert field -> its key
 _CA_FILES = ("client_ca_file", "ca_file", "tls_client_ca_file")
 # What the shipped templates (sessions/kraken-uat.toml) put where only the venue can fill in.
 _PLACEHOLDER = "CHANGE-ME"
@@ -62,22 +62,18 @@ def _file_problem(section: BaseModel, field: str) -> str | None:
     problem = _unreadable(path)
     if problem is not None:
         return problem
+    key_path: Path | None = getattr(section, _KEY_OF[field]) if field in _KEY_OF else None
     try:
         if field == "accounts_file":
             load_accounts_file(path)
         elif field in _CA_FILES:
             ssl.create_default_context().load_verify_locations(cafile=path)
-        else:
-            for cert, key in _CERT_KEY_PAIRS:
-                key_path = getattr(section, key, None)
-                if field == cert and (key_path is None or _unreadable(key_path) is None):
-                    # An unreadable key is its own field's problem, found on its own.
-                    ssl.create_default_context().load_cert_chain(path, key_path)
+        elif field in _KEY_OF and (key_path is None or _unreadable(key_path) is None):
+            # An unreadable key is its own field's problem, found on its own.
+            ssl.create_default_context().load_cert_chain(path, key_path)
     except ConfigError as exc:
         return str(exc)
     except ssl.SSLError as exc:
-        key_path = next((getattr(section, key, None) for cert, key in _CERT_KEY_PAIRS
-                         if field == cert), None)
         paired = f" with the key {key_path}" if key_path is not None else ""
         return f"{path}{paired} does not load ({exc.reason or exc})"
     except OSError as exc:
@@ -177,7 +173,7 @@ def summary(config: Config) -> list[str]:
                      f"({v.sender_comp_id}->{v.trading.target_comp_id}), market data "
                      f"{v.market_data.host}:{v.market_data.port} "
                      f"({v.sender_comp_id}->{v.market_data.target_comp_id})")
-    if v.api_key is not None:
+    if v.api_key is not None and v.api_secret is not None:  # the config has both or neither
         lines.append(f"venue credentials: key {_source(v.api_key)}, secret {_source(v.api_secret)}")
     s = c.schedule
     lines.append("schedule: non-stop" if s.mode == "non-stop" else
@@ -192,7 +188,5 @@ def summary(config: Config) -> list[str]:
     return lines
 
 
-def _source(ref: CredentialRef | None) -> str:
-    if ref is None:
-        return "-"
+def _source(ref: CredentialRef) -> str:
     return f"from ${ref.env}" if ref.env is not None else f"from {ref.file}"
