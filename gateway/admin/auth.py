@@ -28,9 +28,10 @@ SERVICE: Final = "/fixgw.v1.AdminService/"
 # Listed explicitly: a new RPC is read-only only when someone decides it is.
 MUTATING_RPCS: Final = frozenset({
     "Logon", "Logout", "Disconnect", "ResetSequence", "SetSequence", "KillSwitch", "SetGateRule",
-    "ForceTransport",
+    "ForceTransport", "CancelOrders",
 })
-READ_ONLY_RPCS: Final = frozenset({"ListSessions", "GetSession", "GateRules", "Health"})
+READ_ONLY_RPCS: Final = frozenset({"ListSessions", "GetSession", "GateRules", "Health",
+                                   "ListOrders"})
 
 # The metadata key the role and fingerprint travel under from the interceptor to the servicer.
 PRINCIPAL_KEY: Final = "x-fixgw-principal"

@@ -1,4 +1,5 @@
-"""AdminService over gRPC: session control, the kill switch and gate rules, for `fixgwctl`.
+"""AdminService over gRPC for `fixgwctl`: session control, orders (look up, cancel), the kill
+switch and gate rules.
 
 Its own listener (127.0.0.1:50052 by default), separate from the event service, with every call
 authenticated by `AuthInterceptor` (see `gateway.admin.auth`). Mutating calls are audited
@@ -8,9 +9,11 @@ the session acted on, kill switch and gate-rule changes as ``gate_decision`` eve
 
 Threading: the RPCs run on the server's worker threads and call QuickFIX Session methods, which
 take the session's own mutex (the binding releases the GIL around them), the same way the
-reconnect supervisor does. The kill switch's cancels go through the router's cancel path
-(`Router._send_cancel`, kind "mass": a per-order venue refusal is not forwarded to the OMS, the
-venue's cancel confirmations are) or the REST fallback's, when that carries the order flow.
+reconnect supervisor does. The kill switch's and an operator's cancels go the way of one order of
+an OMS mass cancel (`Router.cancel_unasked`: FIX, the fallback's REST/WS, or at once for a held
+order; a per-order venue refusal is not forwarded to the OMS, the venue's confirmations are),
+each announced by a ``cancel_requested`` order event. Order lookups read copies of the order
+store's orders (`OrderStore.select`), never the live objects the FIX threads change.
 """
 
 from __future__ import annotations
@@ -33,7 +36,10 @@ from gateway._proto.fixgw.v1 import admin_pb2, admin_pb2_grpc
 from gateway.admin.audit import AuditLog
 from gateway.admin.auth import AuthInterceptor, TokenTable, current_principal
 from gateway.events import builders
+from gateway.fix.messages import side_name
 from gateway.listen import grpc_bind
+from gateway.orders import state as order_state
+from gateway.orders.model import Order
 from gateway.version import version_line
 
 if TYPE_CHECKING:  # the admin layer drives a Gateway; it does not import the server layer
@@ -69,7 +75,7 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
     def __init__(self, gateway: Gateway, audit: AuditLog) -> None:
         self.gw = gateway
         self.audit = audit
-        self._kill_ids = itertools.count(1)
+        self._cancel_ids = itertools.count(1)
         self.refs = self._session_refs()
         self._version = version_line()
         self._started = time.monotonic()  # the servicer is made as the gateway starts
@@ -267,7 +273,9 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
             if not on:
                 message = "kill switch off: new orders pass the gate again"
             else:
-                sent, failed = self._cancel_all()
+                sent, failed = self._cancel(
+                    self.gw.router.store.open_orders(), "KILL",
+                    f"kill switch turned on by {current_principal()}")
                 message = (f"kill switch on: new orders blocked; cancel sent for {sent} open "
                            f"order(s) at the venue")
                 if failed:
@@ -279,29 +287,105 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
             return True, message
         return self._act("kill_switch", {"on": on}, action)
 
-    def _cancel_all(self) -> tuple[int, list[str]]:
-        """Cancel every open order at the venue, through the router's own cancel path."""
+    def _cancel(self, orders: list[Order], prefix: str, why: str) -> tuple[int, list[str]]:
+        """Cancel open orders at the venue for their OMS (see `Router.cancel_unasked`), each
+        under its own request ClOrdID ``<prefix>-<µs>-<n>`` and announced by a
+        ``cancel_requested`` order event whose text is `why`; (sent, what was not sent)."""
         router = self.gw.router
         sent, failed = 0, []
-        for order in router.store.open_orders():
-            cl = f"KILL-{time.time_ns() // 1000}-{next(self._kill_ids)}"
-            ctx = router._oms_by_key.get(order.oms_session)
-            if ctx is None:
-                failed.append(f"{order.oms_cl_ord_id}: OMS session {order.oms_session} unknown")
+        for order in orders:
+            cl = f"{prefix}-{time.time_ns() // 1000}-{next(self._cancel_ids)}"
+            refused = router.cancel_unasked(order, cl)
+            if refused is not None:
+                failed.append(f"{order.oms_cl_ord_id}: {refused}")
                 continue
-            if router.fallback is not None and router.fallback.active():
-                refused = router.fallback.cancel(order, cl)
-                if refused is None:
-                    sent += 1
-                else:
-                    failed.append(f"{order.oms_cl_ord_id}: {refused[1]}")
-            elif not router.venue.is_up():
-                failed.append(f"{order.oms_cl_ord_id}: {router.venue.not_logged_on()}")
-            elif router._send_cancel(order, ctx, cl, "mass"):
-                sent += 1
-            else:
-                failed.append(f"{order.oms_cl_ord_id}: {router.venue.name} refused the send")
+            sent += 1
+            self._publish(builders.order_event(
+                "cancel_requested", source=builders.EventSource.gateway("admin"),
+                symbol=order.symbol, account=order.account, cl_ord_id=cl,
+                orig_cl_ord_id=order.oms_cl_ord_id, venue_orig_cl_ord_id=order.venue_cl_ord_id,
+                order_id=order.order_id, side=order.side, order_qty=order.qty,
+                price=order.price, text=why))
         return sent, failed
+
+    # ---- orders --------------------------------------------------------------------------------
+    def _order_match(self, session: str, symbol: str, order_id: str,
+                     open_only: bool) -> Callable[[Order], bool] | str:
+        """The filter of ListOrders and CancelOrders, or what to tell the operator."""
+        key = None
+        if session:
+            ref = self.find(session)
+            if isinstance(ref, str):
+                return ref
+            if ref.role != ROLE_OMS:
+                oms = ", ".join(r.name for r in self.refs if r.role == ROLE_OMS)
+                return f"{ref.name} is a venue session; orders belong to OMS sessions: {oms}"
+            key = ref.name
+        sym = symbol.strip().upper()
+
+        def match(o: Order) -> bool:
+            return ((key is None or o.oms_session == key)
+                    and (not sym or o.symbol.upper() == sym)
+                    and (not open_only or o.is_open)
+                    and (not order_id or order_id == o.order_id or order_id in o.oms_history
+                         or order_id == o.first_venue_id or order_id in (o.more_venue_ids or ())))
+        return match
+
+    def ListOrders(self, request: admin_pb2.ListOrdersRequest,
+                   context: grpc.ServicerContext) -> admin_pb2.ListOrdersResponse:
+        oid = request.id.strip()
+        match = self._order_match(request.session, request.symbol, oid,
+                                  open_only=not (request.include_closed or oid))
+        if isinstance(match, str):
+            context.abort(grpc.StatusCode.NOT_FOUND, match)
+        assert not isinstance(match, str)
+        orders, matched = self.gw.router.store.select(match, request.limit or 100)
+        return admin_pb2.ListOrdersResponse(orders=[_order_message(o) for o in orders],
+                                            matched=matched)
+
+    def CancelOrders(self, request: admin_pb2.CancelOrdersRequest,
+                     context: grpc.ServicerContext) -> admin_pb2.ActionResult:
+        oid, session, symbol = request.id.strip(), request.session, request.symbol
+        args: dict[str, Any] = {k: v for k, v in (("id", oid), ("session", session),
+                                                  ("symbol", symbol), ("all", request.all)) if v}
+
+        def action() -> tuple[bool, str]:
+            if request.all and (oid or session or symbol):
+                return False, "`all` cancels every open order: give it alone, or give filters"
+            if not (request.all or oid or session or symbol):
+                return False, ("say which orders to cancel: an order id, a session and/or a "
+                               "symbol, or all")
+            match = self._order_match(session, symbol, oid, open_only=False)
+            if isinstance(match, str):
+                return False, match
+            store = self.gw.router.store
+            targets = [o for o in store.open_orders() if match(o)]
+            scope = " and ".join(f"{k} {v}" for k, v in args.items() if k != "all")
+            if oid and len(targets) != 1:
+                if targets:
+                    names = ", ".join(f"{o.oms_cl_ord_id} ({o.oms_session})" for o in targets)
+                    return False, (f"{oid} names {len(targets)} open orders: {names}; say which "
+                                   "with the session")
+                closed, _ = store.select(match, 1)
+                if closed:
+                    o = closed[0]
+                    return False, (f"order {o.oms_cl_ord_id} ({o.oms_session}) is "
+                                   f"{_status_name(o.status)}: nothing to cancel")
+                return False, (f"no order named {oid} (an OMS ClOrdID, a venue ClOrdID or an "
+                               "OrderID)" + (f" in {session}" if session else ""))
+            if not targets:
+                return True, f"no open order with {scope or 'any id'}: nothing to cancel"
+            sent, failed = self._cancel(targets, "OPS",
+                                        f"canceled by operator {current_principal()}")
+            message = f"cancel sent for {sent} open order(s) at the venue"
+            if oid:
+                o = targets[0]
+                message = (f"cancel sent for {o.oms_cl_ord_id} ({o.oms_session}, {o.symbol}) at "
+                           "the venue" if sent else f"{o.oms_cl_ord_id} not canceled")
+            if failed:
+                message += f"; {len(failed)} not sent ({'; '.join(failed[:5])})"
+            return sent > 0, message
+        return self._act("cancel_orders", args, action)
 
     def GateRules(self, request: admin_pb2.GateRulesRequest,
                   context: grpc.ServicerContext) -> admin_pb2.GateRulesResponse:
@@ -406,6 +490,26 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
             oms_sessions=len(oms_refs), order_transport=self._order_transport(),
             open_orders=len(self.gw.router.store.open_orders()), version=self._version,
             uptime_s=int(time.monotonic() - self._started))
+
+
+def _status_name(status: str) -> str:
+    return "Sent" if status == order_state.SENT else order_state.NAMES.get(status, status)
+
+
+def _order_message(o: Order) -> admin_pb2.Order:
+    dec = builders.decimal_str  # plain digits: 0.00000000, not the 0E-8 of str()
+    out = admin_pb2.Order(
+        oms_session=o.oms_session, cl_ord_id=o.oms_cl_ord_id,
+        cl_ord_id_history=o.oms_history, venue_cl_ord_id=o.venue_cl_ord_id,
+        venue_cl_ord_ids=o.venue_ids, order_id=o.order_id, symbol=o.symbol,
+        side=side_name(o.side), ord_type=o.ord_type, time_in_force=o.tif, account=o.account,
+        order_qty=dec(o.qty), price=dec(o.price), status=_status_name(o.status),
+        open=o.is_open, cum_qty=dec(o.cum_qty), leaves_qty=dec(o.leaves_qty),
+        avg_px=dec(o.avg_px), transport=o.transport)
+    closed = _ts(o.closed_at or None)
+    if closed is not None:
+        out.closed_time.CopyFrom(closed)
+    return out
 
 
 class AdminTlsError(Exception):

@@ -23,6 +23,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from decimal import Decimal
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -55,6 +56,10 @@ examples:
   fixgwctl logout FIXGW->KRAKEN-TRD --reason "venue maintenance" --yes
   fixgwctl logon KRAKEN-TRD
   fixgwctl set-seq FIXGW->OMS --sender 120 --target 87
+  fixgwctl orders --session OMS --symbol BTC/USD
+  fixgwctl order 1700000000123-B1
+  fixgwctl cancel 1700000000123-B1 --yes
+  fixgwctl cancel --session FIXGW->OMS --yes
   fixgwctl kill-switch on
   fixgwctl gate rules
   fixgwctl gate disable max_notional
@@ -141,6 +146,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("name", metavar="NAME")
     p.add_argument("--sender", type=_positive, default=0, metavar="N")
     p.add_argument("--target", type=_positive, default=0, metavar="M")
+    p = cmd("orders", "orders the gateway holds, newest first: open ones, or --closed for "
+            "closed ones too (kept for [gateway] closed_order_retention_s)",
+            "fixgwctl orders --session OMS --symbol BTC/USD")
+    _order_filters(p)
+    p.add_argument("--closed", action="store_true", help="closed orders too")
+    p.add_argument("--limit", type=_positive, default=100, metavar="N",
+                   help="at most N orders, newest first (default 100)")
+    p = cmd("order", "one order in detail, found by any of its ids: an OMS ClOrdID (any "
+            "version), a venue ClOrdID, or the venue's OrderID",
+            "fixgwctl order 1700000000123-B1")
+    p.add_argument("id", metavar="ID")
+    p.add_argument("--session", default="", metavar="NAME",
+                   help="look in this OMS session only (when two OMSs used the same ClOrdID)")
+    p = cmd("cancel", "cancel open orders at the venue for their OMS, which gets the venue's "
+            "Canceled report (ClOrdID OPS-...): one order by ID, every open order of --session "
+            "and/or in --symbol, or --all (asks to confirm). New orders still pass; see "
+            "kill-switch", "fixgwctl cancel 1700000000123-B1 --yes")
+    p.add_argument("id", nargs="?", default="", metavar="ID",
+                   help="an OMS ClOrdID, a venue ClOrdID or the venue's OrderID")
+    _order_filters(p)
+    p.add_argument("--all", action="store_true", help="every open order of every session")
     p = cmd("kill-switch", "on: block new orders and cancel every open order at the venue "
             "(asks to confirm); off: let orders through again", "fixgwctl kill-switch on --yes")
     p.add_argument("state", choices=("on", "off"))
@@ -175,13 +201,20 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _order_filters(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--session", default="", metavar="NAME",
+                   help="this OMS session's orders (SENDER->TARGET, or the OMS's CompID)")
+    p.add_argument("--symbol", default="", metavar="SYMBOL", help="orders in this symbol")
+
+
 def _positive(text: str) -> int:
+    """A whole number of 1 or more (a MsgSeqNum, a --limit)."""
     try:
         value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
     if value < 1:
-        raise argparse.ArgumentTypeError("a MsgSeqNum is 1 or more")
+        raise argparse.ArgumentTypeError(f"{value} is too small: give 1 or more")
     return value
 
 
@@ -407,6 +440,9 @@ def run(args: argparse.Namespace) -> int:
             raise CtlError(EXIT_USAGE, "set-seq needs --sender N and/or --target M")
         _confirm(args, f"set {args.name}'s sequence numbers (sender {args.sender or 'unchanged'}"
                  f", target {args.target or 'unchanged'})")
+    elif c == "cancel":
+        scope = _cancel_scope(args)
+        _confirm(args, f"cancel {scope} at the venue")
     elif c == "kill-switch" and args.state == "on":
         _confirm(args, "turn the kill switch ON: every new order is rejected and every open "
                  "order is canceled at the venue")
@@ -460,6 +496,11 @@ def _dispatch(client: Client, args: argparse.Namespace) -> int:
     if c == "set-seq":
         return _action(client, args, "SetSequence", admin_pb2.SetSequenceRequest(
             name=args.name, next_sender=args.sender, next_target=args.target))
+    if c in ("orders", "order"):
+        return _orders(client, args)
+    if c == "cancel":
+        return _action(client, args, "CancelOrders", admin_pb2.CancelOrdersRequest(
+            id=args.id, session=args.session, symbol=args.symbol, all=args.all))
     if c == "kill-switch":
         return _action(client, args, "KillSwitch",
                        admin_pb2.KillSwitchRequest(on=args.state == "on"))
@@ -491,6 +532,85 @@ def _dispatch(client: Client, args: argparse.Namespace) -> int:
                 print(f"{h.version}, up {_duration(h.uptime_s)}")
         return EXIT_OK if h.healthy else EXIT_REFUSED
     raise CtlError(EXIT_USAGE, f"unknown command {c!r}")
+
+
+# ---- orders ----------------------------------------------------------------------------------
+_ORD_TYPES = {"1": "market", "2": "limit", "3": "stop", "4": "stop-limit"}
+_TIFS = {"0": "day", "1": "GTC", "3": "IOC", "4": "FOK", "6": "GTD"}
+
+
+def _cancel_scope(args: argparse.Namespace) -> str:
+    """What `fixgwctl cancel` is about to cancel, in words (for the confirmation)."""
+    if args.id:
+        return f"order {args.id}" + (f" of {args.session}" if args.session else "")
+    if args.all:
+        if args.session or args.symbol:
+            raise CtlError(EXIT_USAGE, "cancel --all cancels every open order: give it alone, "
+                           "or give --session/--symbol without it")
+        return "EVERY open order of every session"
+    if not (args.session or args.symbol):
+        raise CtlError(EXIT_USAGE, "cancel needs an order ID, --session and/or --symbol, or "
+                       "--all (see fixgwctl orders)")
+    return "every open order" + (f" of {args.session}" if args.session else "") + (
+        f" in {args.symbol}" if args.symbol else "")
+
+
+def _orders(client: Client, args: argparse.Namespace) -> int:
+    one = args.command == "order"
+    resp: admin_pb2.ListOrdersResponse = client.call("ListOrders", admin_pb2.ListOrdersRequest(
+        session=args.session, symbol="" if one else args.symbol, id=args.id if one else "",
+        include_closed=one or args.closed, limit=20 if one else args.limit))
+    if one and not resp.orders:
+        raise CtlError(EXIT_REFUSED, f"no order named {args.id} (an OMS ClOrdID, a venue "
+                       "ClOrdID or an OrderID)" + (f" in {args.session}" if args.session else "")
+                       + "; closed orders are kept for [gateway] closed_order_retention_s")
+    if args.json:
+        orders = [_as_dict(o) for o in resp.orders]
+        print(json.dumps(orders if one else {"orders": orders, "matched": resp.matched},
+                         indent=2))
+        return EXIT_OK
+    if one:
+        for i, o in enumerate(resp.orders):
+            if i:
+                print()
+            _print_order(o)
+        return EXIT_OK
+    if resp.orders:
+        print(_table([["SESSION", "CLORDID", "SYMBOL", "SIDE", "QTY", "PRICE", "STATUS", "FILLED",
+                       "AVG PX", "ORDERID", "VIA"]]
+                     + [[o.oms_session, o.cl_ord_id, o.symbol, o.side, o.order_qty,
+                         o.price or _ORD_TYPES.get(o.ord_type, o.ord_type), o.status, o.cum_qty,
+                         o.avg_px if _filled(o) else "-", o.order_id or "-", o.transport]
+                        for o in resp.orders]))
+    what = "order(s)" if args.closed else "open order(s)"
+    shown = f"{len(resp.orders)} of {resp.matched}" if resp.matched > len(resp.orders) else (
+        str(resp.matched))
+    print(f"{shown} {what}" + (" (--limit)" if resp.matched > len(resp.orders) else ""))
+    return EXIT_OK
+
+
+def _filled(o: admin_pb2.Order) -> bool:
+    return Decimal(o.cum_qty or "0") != 0
+
+
+def _print_order(o: admin_pb2.Order) -> None:
+    closed = (o.closed_time.ToDatetime().strftime("%Y-%m-%d %H:%M:%S UTC") + " ("
+              + _age(o.closed_time, True) + ")") if o.HasField("closed_time") else "-"
+    lines = [("session", o.oms_session), ("ClOrdID", o.cl_ord_id),
+             ("ClOrdID history", " -> ".join(o.cl_ord_id_history)),
+             ("venue ClOrdID", o.venue_cl_ord_id),
+             ("venue ClOrdIDs", ", ".join(o.venue_cl_ord_ids)),
+             ("OrderID", o.order_id or "- (no venue report yet)"),
+             ("symbol", o.symbol), ("side", o.side),
+             ("type", f"{_ORD_TYPES.get(o.ord_type, o.ord_type)}, "
+                      f"{_TIFS.get(o.time_in_force, o.time_in_force)}"),
+             ("quantity", o.order_qty), ("price", o.price or "-"),
+             ("account", o.account or "-"), ("status", o.status + ("" if o.open else " (closed)")),
+             ("filled", f"{o.cum_qty} at {o.avg_px}" if _filled(o) else o.cum_qty),
+             ("leaves", o.leaves_qty), ("transport", o.transport), ("closed", closed)]
+    width = max(len(k) for k, _ in lines)
+    for k, v in lines:
+        print(f"{k.ljust(width)}  {v}")
 
 
 # ---- events ----------------------------------------------------------------------------------

@@ -69,7 +69,7 @@ TimeLike = datetime | int | str
 Level = tuple[DecimalLike, DecimalLike]
 
 SourceKindName = Literal["fix", "rest", "ws", "gateway"]
-OrderEventTypeName = Literal["accepted", "rejected", "execution_report"]
+OrderEventTypeName = Literal["accepted", "rejected", "execution_report", "cancel_requested"]
 SessionStatusName = Literal[
     "logon",
     "logout",
@@ -93,6 +93,7 @@ _ORDER_EVENT_TYPE: dict[str, orders_pb2.OrderEventType.ValueType] = {
     "accepted": orders_pb2.ORDER_EVENT_TYPE_ACCEPTED,
     "rejected": orders_pb2.ORDER_EVENT_TYPE_REJECTED,
     "execution_report": orders_pb2.ORDER_EVENT_TYPE_EXECUTION_REPORT,
+    "cancel_requested": orders_pb2.ORDER_EVENT_TYPE_CANCEL_REQUESTED,
 }
 # FIX 4.4 ExecType (150) -> proto.
 _EXEC_TYPE: dict[str, orders_pb2.ExecType.ValueType] = {

@@ -59,7 +59,8 @@ import logging
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from decimal import Decimal
 from pathlib import Path
 from time import sleep as _sleep
@@ -263,6 +264,20 @@ class OrderStore:
         with self.lock:
             return [o for o in self._open.values()
                     if oms_session is None or o.oms_session == oms_session]
+
+    def select(self, match: Callable[[Order], bool], limit: int) -> tuple[list[Order], int]:
+        """Copies of the orders `match` takes, newest first, at most `limit`, and how many it
+        took in all; for ops tools, not the order path. The walk runs outside the lock, on a
+        list of the orders taken under it, so a FIX thread waits for that list, not for the
+        walk; the copies are taken under the lock, so none is half of a venue report."""
+        with self.lock:
+            everyone = list(self.orders.values())
+        taken = [o for o in reversed(everyone) if match(o)]
+        with self.lock:
+            copies = [replace(o, oms_history=list(o.oms_history),
+                              more_venue_ids=list(o.more_venue_ids or ()))
+                      for o in taken[:limit]]
+        return copies, len(taken)
 
     def counts(self) -> OrderCounts:
         return OrderCounts(len(self.orders), len(self._open), self.evicted)

@@ -721,19 +721,39 @@ class Router:
         rep.setField(m.MASS_CANCEL_RESPONSE, req_type)
         rep.setField(m.TOTAL_AFFECTED_ORDERS, str(len(targets)))
         ctx.send(rep)
+        # One by one, this OMS's orders only, over REST too (Kraken CancelAll would cancel every
+        # desk's orders on the account).
         for o in targets:
-            if self._cancel_held(o, ctx, cl, "mass"):
-                continue
-            if rest:
-                # Per order over REST, this OMS's orders only (Kraken CancelAll would cancel
-                # every desk's orders on the account); a refusal is logged, as over FIX.
-                assert self.fallback is not None
-                refused = self.fallback.cancel(o, cl, "mass")
-                if refused is not None:
-                    log.info("mass cancel %s: order %s not canceled over REST: %s", cl,
-                             o.oms_cl_ord_id, refused[1])
-                continue
-            self._send_cancel(o, ctx, cl, "mass")
+            why = self._cancel_one_of_many(o, ctx, cl)
+            if why is not None:
+                log.info("mass cancel %s: order %s not canceled: %s", cl, o.oms_cl_ord_id, why)
+
+    def cancel_unasked(self, order: Order, cl: str) -> str | None:
+        """Cancel an open order its OMS did not ask to cancel (the kill switch, an operator),
+        under the request ClOrdID `cl`, as one order of a mass cancel. None when the cancel is
+        on its way (or done, for a held order); else why it was not sent."""
+        ctx = self._oms_by_key.get(order.oms_session)
+        if ctx is None:
+            return f"OMS session {order.oms_session} is not in this gateway's configuration"
+        return self._cancel_one_of_many(order, ctx, cl)
+
+    def _cancel_one_of_many(self, order: Order, ctx: OmsContext, cl: str) -> str | None:
+        """Cancel `order` as part of a request about many (kind "mass"): the venue's
+        confirmation reaches the OMS under `cl`; a venue refusal is only logged, as the OMS
+        asked about no single order. None when sent (or done, for a held order); else why
+        not."""
+        if self._cancel_held(order, ctx, cl, "mass"):
+            return None if order.transport == "none" else (
+                "leaving the hold queue right now; cancel it again once it is acknowledged")
+        if self._rest_active():
+            assert self.fallback is not None
+            refused = self.fallback.cancel(order, cl, "mass")
+            return None if refused is None else refused[1]
+        if not self.venue.is_up():
+            return self.venue.not_logged_on()
+        if not self._send_cancel(order, ctx, cl, "mass"):
+            return f"{self.venue.name} disconnected while sending"
+        return None
 
     # ---- reconciliation ----------------------------------------------------------------------
     def reconcile(self, new_venue_session: bool = False) -> int:
@@ -983,11 +1003,19 @@ class Router:
         if target is None:
             log.warning("venue cancel reject for unknown ClOrdID %r not forwarded", venue_cl)
             return
+        orig = target.oms_orig_cl_ord_id or ""
         if target.kind == "mass":
-            return  # the OMS asked for a mass cancel; a per-order refusal is not its message
-        self._forward(msg, f, target)
-        self.sink.cancel_rejected(target.order.oms_session, target.oms_cl_ord_id,
-                                  target.oms_orig_cl_ord_id or "", f.get("58", ""))
+            # The OMS asked about many orders (a mass cancel) or nothing (the kill switch, an
+            # operator): a per-order refusal is not its message. Ops and the event stream get
+            # it, naming the order refused (whatever OrigClOrdID the venue echoed).
+            orig = target.order.oms_cl_ord_id
+            log.warning("venue refused to cancel order %s of %s (request %s): %s", orig,
+                        target.order.oms_session, target.oms_cl_ord_id,
+                        f.get("58", "no reason given"))
+        else:
+            self._forward(msg, f, target)
+        self.sink.cancel_rejected(target.order.oms_session, target.oms_cl_ord_id, orig,
+                                  f.get("58", ""))
 
 
 class OmsHandler(BaseHandler):

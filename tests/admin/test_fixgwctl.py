@@ -169,3 +169,49 @@ def test_gate_rules_and_toggle(stack: Stack) -> None:
     assert [(a["what"], a["args"].get("name"), a["result"]["ok"]) for a in audit[-3:]] == [
         ("set_gate_rule", "max_order_qty", True), ("set_gate_rule", "max_order_qty", True),
         ("set_gate_rule", "nope", False)]
+
+
+def test_orders_order_and_cancel(stack: Stack) -> None:
+    wait_until(lambda: stack.gw.router.venue.is_up(), 20, "venue up")
+    cl = stack.oms.buy("0.01", "903.0")
+    stack.oms.report(cl, "0")
+    eth = stack.oms.buy("0.1", "40.0", symbol="ETH/USD")
+    stack.oms.report(eth, "0")
+    table = ctl(stack, "orders", "--symbol", "BTC/USD", token_file=stack.read_only_file)
+    assert table.returncode == 0, table.stderr
+    header, *rows, footer = table.stdout.splitlines()
+    for col in ("SESSION", "CLORDID", "SYMBOL", "SIDE", "QTY", "PRICE", "STATUS", "ORDERID"):
+        assert col in header
+    row = next(r for r in rows if cl in r)
+    assert OMS_NAME in row and "buy" in row and "903.0" in row and "New" in row
+    assert not any(eth in r for r in rows) and re.fullmatch(r"\d+ open order\(s\)", footer)
+    js = json.loads(ctl(stack, "orders", "--json", "--limit", "1").stdout)
+    assert len(js["orders"]) == 1 and js["matched"] >= 2 and js["orders"][0]["cl_ord_id"] == eth
+    order_id = next(o for o in json.loads(ctl(stack, "orders", "--json").stdout)["orders"]
+                    if o["cl_ord_id"] == cl)["order_id"]
+    detail = ctl(stack, "order", order_id)  # by the venue's OrderID
+    assert detail.returncode == 0, detail.stderr
+    assert re.search(rf"^ClOrdID\s+{cl}$", detail.stdout, re.M)
+    assert re.search(r"^type\s+limit, GTC$", detail.stdout, re.M), detail.stdout
+    missing = ctl(stack, "order", "nope")
+    assert missing.returncode == 1 and "no order named nope" in missing.stderr
+    assert ctl(stack, "orders", "--limit", "0").returncode == 2
+    before = len(read_audit(stack.audit_path))
+    unconfirmed = ctl(stack, "cancel", cl)
+    assert unconfirmed.returncode == 1 and "--yes" in unconfirmed.stderr
+    assert ctl(stack, "cancel", "--yes").returncode == 2  # nothing named
+    assert ctl(stack, "cancel", "--all", "--symbol", "BTC/USD", "--yes").returncode == 2
+    assert len(read_audit(stack.audit_path)) == before
+    denied = ctl(stack, "cancel", cl, "--yes", token_file=stack.read_only_file)
+    assert denied.returncode == 4
+    done = ctl(stack, "cancel", cl, "--yes")
+    assert done.returncode == 0 and f"cancel sent for {cl}" in done.stdout, done.stderr
+    stack.oms.expect(lambda m: m.msg_type == "8" and m.fields.get(150) == "4"
+                     and m.fields.get(41) == cl)
+    wait_until(lambda: "Canceled (closed)" in ctl(stack, "order", cl).stdout, 10, "closed")
+    again = ctl(stack, "cancel", cl, "--yes", "--json")
+    assert again.returncode == 1 and "nothing to cancel" in json.loads(again.stdout)["message"]
+    rest = ctl(stack, "cancel", "--session", "OMS", "--symbol", "ETH/USD", "--yes")
+    assert rest.returncode == 0 and "cancel sent for" in rest.stdout, rest.stderr
+    stack.oms.expect(lambda m: m.msg_type == "8" and m.fields.get(150) == "4"
+                     and m.fields.get(41) == eth)

@@ -6,7 +6,7 @@ AdminService: the authenticated operator API used by `fixgwctl`.
 Every call carries `authorization: Bearer <token>` metadata. A call without a token, or with a
 token the gateway does not know, fails with UNAUTHENTICATED; a read-only token calling a
 mutating RPC (Logon, Logout, Disconnect, ResetSequence, SetSequence, KillSwitch, SetGateRule,
-ForceTransport) fails with PERMISSION_DENIED. Every mutating call is written to the gateway's append-only
+ForceTransport, CancelOrders) fails with PERMISSION_DENIED. Every mutating call is written to the gateway's append-only
 audit log (who, what, when, result) and published as an event.
 
 A refused action (unknown session, unknown rule, session not in a state that allows it) is not
@@ -92,8 +92,8 @@ class Session(_message.Message):
     heartbeat_interval_s: _builtins.int
     """HeartBtInt in seconds (0 = unknown)."""
     transport: _builtins.str
-    """Transport in use: "fix", "fix+tls", or for the venue trading session "rest" while the REST
-    fallback carries the order flow.
+    """Transport in use: "fix", "fix+tls", or for the venue trading session "ws" or "rest" while
+    the fallback carries the order flow.
     """
     open_orders: _builtins.int
     """Open orders carried by this session (OMS: its orders; venue trading: every open order)."""
@@ -526,7 +526,7 @@ class HealthResponse(_message.Message):
     """OMS sessions logged on / configured."""
     oms_sessions: _builtins.int
     order_transport: _builtins.str
-    """"fix" or "rest"."""
+    """Where a new order goes now: "fix", or the fallback's "ws" or "rest"."""
     open_orders: _builtins.int
     version: _builtins.str
     """The running gateway's build, e.g. "fixgw 0.1.0 (quickfix 1.16.0, grpcio 1.85.3, Python
@@ -565,7 +565,10 @@ class ForceTransportRequest(_message.Message):
 
     TRANSPORT_FIELD_NUMBER: _builtins.int
     transport: _builtins.str
-    """"fix", "rest", "auto" (follow health); "ws" is refused (no WebSocket order transport)."""
+    """"fix"; "ws" (the fallback, over the private WebSocket while it is connected, REST while it
+    is not; needs `[venue.fallback] ws_url`); "rest" (the fallback over REST only); "auto"
+    (follow health).
+    """
     def __init__(
         self,
         *,
@@ -578,3 +581,210 @@ class ForceTransportRequest(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ForceTransportRequest: _TypeAlias = ForceTransportRequest  # noqa: Y015
+
+@_typing.final
+class Order(_message.Message):
+    """One order as the gateway's order store holds it: whose it is, how the venue knows it, and
+    what the venue last reported. Quantities and prices are decimal strings, as on the FIX wire.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    OMS_SESSION_FIELD_NUMBER: _builtins.int
+    CL_ORD_ID_FIELD_NUMBER: _builtins.int
+    CL_ORD_ID_HISTORY_FIELD_NUMBER: _builtins.int
+    VENUE_CL_ORD_ID_FIELD_NUMBER: _builtins.int
+    VENUE_CL_ORD_IDS_FIELD_NUMBER: _builtins.int
+    ORDER_ID_FIELD_NUMBER: _builtins.int
+    SYMBOL_FIELD_NUMBER: _builtins.int
+    SIDE_FIELD_NUMBER: _builtins.int
+    ORD_TYPE_FIELD_NUMBER: _builtins.int
+    TIME_IN_FORCE_FIELD_NUMBER: _builtins.int
+    ACCOUNT_FIELD_NUMBER: _builtins.int
+    ORDER_QTY_FIELD_NUMBER: _builtins.int
+    PRICE_FIELD_NUMBER: _builtins.int
+    STATUS_FIELD_NUMBER: _builtins.int
+    OPEN_FIELD_NUMBER: _builtins.int
+    CUM_QTY_FIELD_NUMBER: _builtins.int
+    LEAVES_QTY_FIELD_NUMBER: _builtins.int
+    AVG_PX_FIELD_NUMBER: _builtins.int
+    TRANSPORT_FIELD_NUMBER: _builtins.int
+    CLOSED_TIME_FIELD_NUMBER: _builtins.int
+    oms_session: _builtins.str
+    """The owning OMS session's name, e.g. "FIXGW->OMS"."""
+    cl_ord_id: _builtins.str
+    """The OMS's ClOrdID of the order's current version (the last accepted replace's)."""
+    venue_cl_ord_id: _builtins.str
+    """The gateway's ClOrdID for the order at the venue (current version), and every venue
+    ClOrdID that has named it (its cancel, replace and status requests included).
+    """
+    order_id: _builtins.str
+    """The venue's OrderID (37); "" until the venue's first report."""
+    symbol: _builtins.str
+    side: _builtins.str
+    """"buy" or "sell"."""
+    ord_type: _builtins.str
+    """FIX OrdType (40) and TimeInForce (59) values, e.g. "2" (limit), "1" (GTC)."""
+    time_in_force: _builtins.str
+    account: _builtins.str
+    order_qty: _builtins.str
+    price: _builtins.str
+    """"" for a market order."""
+    status: _builtins.str
+    """FIX 4.4 OrdStatus name ("New", "PartiallyFilled", "Canceled", ...), or "Sent" before the
+    venue's first report.
+    """
+    open: _builtins.bool
+    cum_qty: _builtins.str
+    leaves_qty: _builtins.str
+    avg_px: _builtins.str
+    transport: _builtins.str
+    """How the order went or goes to the venue: "fix", "rest", "ws", "held" (accepted while no
+    transport was up, not sent yet) or "none" (canceled while held).
+    """
+    @_builtins.property
+    def cl_ord_id_history(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Every OMS ClOrdID the order has had, the original first."""
+
+    @_builtins.property
+    def venue_cl_ord_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    @_builtins.property
+    def closed_time(self) -> _timestamp_pb2.Timestamp:
+        """When the order closed (its last terminal report); unset while open."""
+
+    def __init__(
+        self,
+        *,
+        oms_session: _builtins.str = ...,
+        cl_ord_id: _builtins.str = ...,
+        cl_ord_id_history: _abc.Iterable[_builtins.str] | None = ...,
+        venue_cl_ord_id: _builtins.str = ...,
+        venue_cl_ord_ids: _abc.Iterable[_builtins.str] | None = ...,
+        order_id: _builtins.str = ...,
+        symbol: _builtins.str = ...,
+        side: _builtins.str = ...,
+        ord_type: _builtins.str = ...,
+        time_in_force: _builtins.str = ...,
+        account: _builtins.str = ...,
+        order_qty: _builtins.str = ...,
+        price: _builtins.str = ...,
+        status: _builtins.str = ...,
+        open: _builtins.bool = ...,
+        cum_qty: _builtins.str = ...,
+        leaves_qty: _builtins.str = ...,
+        avg_px: _builtins.str = ...,
+        transport: _builtins.str = ...,
+        closed_time: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["closed_time", b"closed_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account", b"account", "avg_px", b"avg_px", "cl_ord_id", b"cl_ord_id", "cl_ord_id_history", b"cl_ord_id_history", "closed_time", b"closed_time", "cum_qty", b"cum_qty", "leaves_qty", b"leaves_qty", "oms_session", b"oms_session", "open", b"open", "ord_type", b"ord_type", "order_id", b"order_id", "order_qty", b"order_qty", "price", b"price", "side", b"side", "status", b"status", "symbol", b"symbol", "time_in_force", b"time_in_force", "transport", b"transport", "venue_cl_ord_id", b"venue_cl_ord_id", "venue_cl_ord_ids", b"venue_cl_ord_ids"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Order: _TypeAlias = Order  # noqa: Y015
+
+@_typing.final
+class ListOrdersRequest(_message.Message):
+    """Filters combine (AND). Closed orders are kept for `[gateway] closed_order_retention_s`."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SESSION_FIELD_NUMBER: _builtins.int
+    SYMBOL_FIELD_NUMBER: _builtins.int
+    INCLUDE_CLOSED_FIELD_NUMBER: _builtins.int
+    ID_FIELD_NUMBER: _builtins.int
+    LIMIT_FIELD_NUMBER: _builtins.int
+    session: _builtins.str
+    """Only this OMS session's orders (its name, or the OMS's CompID when unambiguous)."""
+    symbol: _builtins.str
+    include_closed: _builtins.bool
+    """Closed orders too (default: open orders only)."""
+    id: _builtins.str
+    """Only orders that any of these ever named: an OMS ClOrdID (any version), a venue ClOrdID,
+    or the venue's OrderID. Implies include_closed.
+    """
+    limit: _builtins.int
+    """At most this many, newest first (0 = 100)."""
+    def __init__(
+        self,
+        *,
+        session: _builtins.str = ...,
+        symbol: _builtins.str = ...,
+        include_closed: _builtins.bool = ...,
+        id: _builtins.str = ...,
+        limit: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id", "include_closed", b"include_closed", "limit", b"limit", "session", b"session", "symbol", b"symbol"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListOrdersRequest: _TypeAlias = ListOrdersRequest  # noqa: Y015
+
+@_typing.final
+class ListOrdersResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ORDERS_FIELD_NUMBER: _builtins.int
+    MATCHED_FIELD_NUMBER: _builtins.int
+    matched: _builtins.int
+    """How many orders matched, before `limit`."""
+    @_builtins.property
+    def orders(self) -> _containers.RepeatedCompositeFieldContainer[Global___Order]:
+        """Newest first."""
+
+    def __init__(
+        self,
+        *,
+        orders: _abc.Iterable[Global___Order] | None = ...,
+        matched: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["matched", b"matched", "orders", b"orders"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListOrdersResponse: _TypeAlias = ListOrdersResponse  # noqa: Y015
+
+@_typing.final
+class CancelOrdersRequest(_message.Message):
+    """Cancel open orders at the venue for their OMS, as the kill switch does, without blocking new
+    orders. The OMS gets each venue confirmation as an unsolicited Canceled ExecutionReport
+    (ClOrdID the request's, "OPS-..."; OrigClOrdID its own); a venue refusal is logged, not
+    sent to the OMS. Give `id`, or `session` and/or `symbol`, or `all`.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    SESSION_FIELD_NUMBER: _builtins.int
+    SYMBOL_FIELD_NUMBER: _builtins.int
+    ALL_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    """One order: an OMS ClOrdID (any version), a venue ClOrdID, or the venue's OrderID. Refused
+    when it names more than one open order (add `session`) or a closed one.
+    """
+    session: _builtins.str
+    """Every open order of this OMS session (name or CompID); with `id`, the session to look in."""
+    symbol: _builtins.str
+    """Every open order in this symbol (with `session`: that session's)."""
+    all: _builtins.bool
+    """Every open order of every session (what the kill switch cancels)."""
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        session: _builtins.str = ...,
+        symbol: _builtins.str = ...,
+        all: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["all", b"all", "id", b"id", "session", b"session", "symbol", b"symbol"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CancelOrdersRequest: _TypeAlias = CancelOrdersRequest  # noqa: Y015

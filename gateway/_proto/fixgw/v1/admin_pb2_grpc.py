@@ -94,6 +94,16 @@ class AdminServiceStub:
                 request_serializer=fixgw_dot_v1_dot_admin__pb2.ForceTransportRequest.SerializeToString,
                 response_deserializer=fixgw_dot_v1_dot_admin__pb2.ActionResult.FromString,
                 _registered_method=True)
+        self.ListOrders = channel.unary_unary(
+                '/fixgw.v1.AdminService/ListOrders',
+                request_serializer=fixgw_dot_v1_dot_admin__pb2.ListOrdersRequest.SerializeToString,
+                response_deserializer=fixgw_dot_v1_dot_admin__pb2.ListOrdersResponse.FromString,
+                _registered_method=True)
+        self.CancelOrders = channel.unary_unary(
+                '/fixgw.v1.AdminService/CancelOrders',
+                request_serializer=fixgw_dot_v1_dot_admin__pb2.CancelOrdersRequest.SerializeToString,
+                response_deserializer=fixgw_dot_v1_dot_admin__pb2.ActionResult.FromString,
+                _registered_method=True)
 
 
 class AdminServiceServicer:
@@ -171,6 +181,18 @@ class AdminServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListOrders(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CancelOrders(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AdminServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -232,6 +254,16 @@ def add_AdminServiceServicer_to_server(servicer, server):
             'ForceTransport': grpc.unary_unary_rpc_method_handler(
                     servicer.ForceTransport,
                     request_deserializer=fixgw_dot_v1_dot_admin__pb2.ForceTransportRequest.FromString,
+                    response_serializer=fixgw_dot_v1_dot_admin__pb2.ActionResult.SerializeToString,
+            ),
+            'ListOrders': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListOrders,
+                    request_deserializer=fixgw_dot_v1_dot_admin__pb2.ListOrdersRequest.FromString,
+                    response_serializer=fixgw_dot_v1_dot_admin__pb2.ListOrdersResponse.SerializeToString,
+            ),
+            'CancelOrders': grpc.unary_unary_rpc_method_handler(
+                    servicer.CancelOrders,
+                    request_deserializer=fixgw_dot_v1_dot_admin__pb2.CancelOrdersRequest.FromString,
                     response_serializer=fixgw_dot_v1_dot_admin__pb2.ActionResult.SerializeToString,
             ),
     }
@@ -558,6 +590,60 @@ class AdminService:
             target,
             '/fixgw.v1.AdminService/ForceTransport',
             fixgw_dot_v1_dot_admin__pb2.ForceTransportRequest.SerializeToString,
+            fixgw_dot_v1_dot_admin__pb2.ActionResult.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListOrders(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fixgw.v1.AdminService/ListOrders',
+            fixgw_dot_v1_dot_admin__pb2.ListOrdersRequest.SerializeToString,
+            fixgw_dot_v1_dot_admin__pb2.ListOrdersResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CancelOrders(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fixgw.v1.AdminService/CancelOrders',
+            fixgw_dot_v1_dot_admin__pb2.CancelOrdersRequest.SerializeToString,
             fixgw_dot_v1_dot_admin__pb2.ActionResult.FromString,
             options,
             channel_credentials,

@@ -6,7 +6,7 @@ AdminService: the authenticated operator API used by `fixgwctl`.
 Every call carries `authorization: Bearer <token>` metadata. A call without a token, or with a
 token the gateway does not know, fails with UNAUTHENTICATED; a read-only token calling a
 mutating RPC (Logon, Logout, Disconnect, ResetSequence, SetSequence, KillSwitch, SetGateRule,
-ForceTransport) fails with PERMISSION_DENIED. Every mutating call is written to the gateway's append-only
+ForceTransport, CancelOrders) fails with PERMISSION_DENIED. Every mutating call is written to the gateway's append-only
 audit log (who, what, when, result) and published as an event.
 
 A refused action (unknown session, unknown rule, session not in a state that allows it) is not
@@ -54,6 +54,8 @@ class AdminServiceStub:
     SetGateRule: _grpc.UnaryUnaryMultiCallable[_admin_pb2.SetGateRuleRequest, _admin_pb2.ActionResult]
     Health: _grpc.UnaryUnaryMultiCallable[_admin_pb2.HealthRequest, _admin_pb2.HealthResponse]
     ForceTransport: _grpc.UnaryUnaryMultiCallable[_admin_pb2.ForceTransportRequest, _admin_pb2.ActionResult]
+    ListOrders: _grpc.UnaryUnaryMultiCallable[_admin_pb2.ListOrdersRequest, _admin_pb2.ListOrdersResponse]
+    CancelOrders: _grpc.UnaryUnaryMultiCallable[_admin_pb2.CancelOrdersRequest, _admin_pb2.ActionResult]
 
 @_typing.type_check_only
 class AdminServiceAsyncStub(AdminServiceStub):
@@ -70,6 +72,8 @@ class AdminServiceAsyncStub(AdminServiceStub):
     SetGateRule: _aio.UnaryUnaryMultiCallable[_admin_pb2.SetGateRuleRequest, _admin_pb2.ActionResult]  # type: ignore[assignment]
     Health: _aio.UnaryUnaryMultiCallable[_admin_pb2.HealthRequest, _admin_pb2.HealthResponse]  # type: ignore[assignment]
     ForceTransport: _aio.UnaryUnaryMultiCallable[_admin_pb2.ForceTransportRequest, _admin_pb2.ActionResult]  # type: ignore[assignment]
+    ListOrders: _aio.UnaryUnaryMultiCallable[_admin_pb2.ListOrdersRequest, _admin_pb2.ListOrdersResponse]  # type: ignore[assignment]
+    CancelOrders: _aio.UnaryUnaryMultiCallable[_admin_pb2.CancelOrdersRequest, _admin_pb2.ActionResult]  # type: ignore[assignment]
 
 class AdminServiceServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -153,6 +157,20 @@ class AdminServiceServicer(metaclass=_abc_1.ABCMeta):
     def ForceTransport(
         self,
         request: _admin_pb2.ForceTransportRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_pb2.ActionResult, _abc.Awaitable[_admin_pb2.ActionResult]]: ...
+
+    @_abc_1.abstractmethod
+    def ListOrders(
+        self,
+        request: _admin_pb2.ListOrdersRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_pb2.ListOrdersResponse, _abc.Awaitable[_admin_pb2.ListOrdersResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def CancelOrders(
+        self,
+        request: _admin_pb2.CancelOrdersRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_admin_pb2.ActionResult, _abc.Awaitable[_admin_pb2.ActionResult]]: ...
 

@@ -40,6 +40,12 @@ class _OrderEventTypeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_OrderE
     """
     ORDER_EVENT_TYPE_EXECUTION_REPORT: _OrderEventType.ValueType  # 3
     """An ExecutionReport (35=8): from the venue over FIX, or built from REST/WS updates."""
+    ORDER_EVENT_TYPE_CANCEL_REQUESTED: _OrderEventType.ValueType  # 4
+    """The gateway sent the venue a cancel the OMS did not ask for: an operator's `fixgwctl
+    cancel` or the kill switch. `cl_ord_id` is the request's ("OPS-..." or "KILL-..."),
+    `orig_cl_ord_id` the order's current one, `text` who asked. The venue's answer follows as
+    an EXECUTION_REPORT under the request's ClOrdID.
+    """
 
 class OrderEventType(_OrderEventType, metaclass=_OrderEventTypeEnumTypeWrapper):
     """What happened to the order, from the gateway's point of view."""
@@ -54,6 +60,12 @@ ORDER_EVENT_TYPE_REJECTED: OrderEventType.ValueType  # 2
 """
 ORDER_EVENT_TYPE_EXECUTION_REPORT: OrderEventType.ValueType  # 3
 """An ExecutionReport (35=8): from the venue over FIX, or built from REST/WS updates."""
+ORDER_EVENT_TYPE_CANCEL_REQUESTED: OrderEventType.ValueType  # 4
+"""The gateway sent the venue a cancel the OMS did not ask for: an operator's `fixgwctl
+cancel` or the kill switch. `cl_ord_id` is the request's ("OPS-..." or "KILL-..."),
+`orig_cl_ord_id` the order's current one, `text` who asked. The venue's answer follows as
+an EXECUTION_REPORT under the request's ClOrdID.
+"""
 Global___OrderEventType: _TypeAlias = OrderEventType  # noqa: Y015
 
 class _ExecType:
