@@ -247,6 +247,14 @@ port = {self.admin_port}
         self.proc.kill()
         self.proc.wait()
 
+    def fixgwctl(self, *args: str) -> subprocess.CompletedProcess[str]:
+        """`fixgwctl ARGS` against this gateway's admin service, as ops run it (FIXGW_ADDR and
+        the token file `fixgw run` generated)."""
+        env = dict(os.environ, FIXGW_ADDR=f"127.0.0.1:{self.admin_port}",
+                   FIXGW_TOKEN_FILE=str(self.data_dir / "var" / "admin.token"))
+        return subprocess.run([sys.executable, "-m", "gateway.cli.ctl", *args],
+                              capture_output=True, text=True, env=env, cwd=REPO, timeout=30)
+
     def event_process_pid(self) -> int | None:
         """The gateway's event process (a child running gateway.events.process), if any."""
         assert self.proc is not None

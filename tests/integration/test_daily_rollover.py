@@ -10,11 +10,8 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 import re
 import secrets
-import subprocess
-import sys
 import time
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -24,7 +21,7 @@ from gateway.config.model import ScheduleConfig
 from gateway.kraken.auth import NonceSource
 from gateway.transports.kraken_spot_rest import KrakenSpotRest
 from tests.conftest import Oms, make_client, new_id
-from tests.procs import REPO, Credentials, GatewayProcess, SimProcess, stop_all
+from tests.procs import Credentials, GatewayProcess, SimProcess, stop_all
 
 ROLLOVER_S = 4
 
@@ -38,10 +35,7 @@ def _seqnums(store_dir: Path, target: str) -> tuple[int, int]:
 
 def _health(gw: GatewayProcess) -> dict[str, object]:
     """`fixgwctl health --json`, as ops' monitoring runs it."""
-    env = dict(os.environ, FIXGW_ADDR=f"127.0.0.1:{gw.admin_port}",
-               FIXGW_TOKEN_FILE=str(gw.data_dir / "var" / "admin.token"))
-    r = subprocess.run([sys.executable, "-m", "gateway.cli.ctl", "health", "--json"],
-                       capture_output=True, text=True, env=env, cwd=REPO, timeout=30)
+    r = gw.fixgwctl("health", "--json")
     assert r.returncode in (0, 1), r.stderr
     health: dict[str, object] = json.loads(r.stdout)
     return health

@@ -229,6 +229,33 @@ def test_orders_held_while_no_transport_is_up_expire_or_cancel(tmp_path: Path) -
         assert counts == {}, counts  # neither ever reached the venue
 
 
+def test_operator_cancel_of_a_held_order_never_reaches_the_venue(tmp_path: Path) -> None:
+    """`fixgwctl cancel` of an order held while no transport is up cancels it in the gateway:
+    the OMS gets the Canceled report under the operator's request, the venue never hears of
+    the order, and the kill switch then has nothing left to cancel."""
+    with VenueStack(tmp_path, clients=("FIXGW",)) as v:
+        sim = v.sim
+        gw = v.gateway(venue_toml=fallback_toml(sim, failover_after_s=120, hold_max_s=60))
+        oms = v.oms()
+        rec = Recorder(oms)
+        v.take_fix_down(30)
+        held = oms.buy("0.01", "30000.0")
+        rec.report(held, "A")
+        listed = gw.fixgwctl("order", held)
+        assert listed.returncode == 0 and "transport        held" in listed.stdout, listed.stdout
+        r = gw.fixgwctl("cancel", held, "--yes")
+        assert r.returncode == 0, r.stderr
+        assert f"{held} (FIXGW->OMS, BTC/USD) canceled: it was held" in r.stdout, r.stdout
+        cx = rec.wait(lambda m: m.msg_type == "8" and m.fields.get(41) == held
+                      and m.fields.get(150) == "4")
+        assert cx.fields[11].startswith("OPS-") and "held" in cx.fields[58]
+        kill = gw.fixgwctl("kill-switch", "on", "--yes")
+        assert kill.returncode == 0 and "cancel sent for 0 open order(s)" in kill.stdout
+        rec.drain(0.5)
+        assert rec.exec_types(held) == ["A", "4"]
+        assert sim.control(cmd="submission_counts")["counts"] == {}
+
+
 def test_order_held_while_fix_is_down_goes_over_fix_when_it_returns(tmp_path: Path) -> None:
     """FIX down, failover not made: an order held (PendingNew) is sent exactly once over FIX
     when the session returns."""
