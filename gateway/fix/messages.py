@@ -9,6 +9,7 @@ from __future__ import annotations
 import itertools
 import time
 from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Final
 
 import quickfix as fix
@@ -92,6 +93,13 @@ def split_fields(raw: str) -> Fields:
         it = iter(body.replace("=", SOH).split(SOH))
         return dict(zip(it, it, strict=True))
     return dict(p.split("=", 1) for p in raw.split(SOH)[:-1])
+
+
+def decimal_field(value: Decimal) -> str:
+    """A Decimal as a FIX Qty or Price value: plain digits, always. ``str()`` writes a zero
+    with eight places as ``0E-8`` (and 0.0000001 as ``1E-7``), which FIX's float types do not
+    allow: an OMS's engine rejects the whole message (seen with a venue's CumQty=0.00000000)."""
+    return format(value, "f")
 
 
 def get(msg: fix.FieldMap, tag: int) -> str | None:

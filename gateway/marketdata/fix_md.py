@@ -36,10 +36,6 @@ class MdEntry:
     aggressor: str | None = None  # 2446 on trades: 1 buy, 2 sell
 
 
-def _s(d: Decimal) -> str:
-    return format(d, "f")
-
-
 @dataclass
 class TopView:
     """What one subscriber holds for one symbol: its top-N levels and its RptSeq."""
@@ -88,8 +84,8 @@ def build_snapshot(req_id: str, symbol: str, view: TopView, checksum: int | None
         for px, qty in levels:
             g = fix.Group(m.NO_MD_ENTRIES, m.MD_ENTRY_TYPE)
             g.setField(m.MD_ENTRY_TYPE, entry_type)
-            g.setField(m.MD_ENTRY_PX, _s(px))
-            g.setField(m.MD_ENTRY_SIZE, _s(qty))
+            g.setField(m.MD_ENTRY_PX, m.decimal_field(px))
+            g.setField(m.MD_ENTRY_SIZE, m.decimal_field(qty))
             w.addGroup(g)
             n += 1
     if n == 0:
@@ -109,9 +105,9 @@ def build_incremental(req_id: str, symbol: str, entries: Iterable[MdEntry], rpt_
         g.setField(m.MD_UPDATE_ACTION, e.action)
         g.setField(m.MD_ENTRY_TYPE, e.entry_type)
         g.setField(m.SYMBOL, symbol)
-        g.setField(m.MD_ENTRY_PX, _s(e.price))
+        g.setField(m.MD_ENTRY_PX, m.decimal_field(e.price))
         if e.action != DELETE:
-            g.setField(m.MD_ENTRY_SIZE, _s(e.qty))
+            g.setField(m.MD_ENTRY_SIZE, m.decimal_field(e.qty))
         g.setField(RPT_SEQ, seq)
         if e.aggressor is not None:
             g.setField(AGGRESSOR_SIDE, e.aggressor)

@@ -412,13 +412,13 @@ class Router:
         er.setField(m.ORD_STATUS, "A")
         er.setField(m.SYMBOL, order.symbol)
         er.setField(m.SIDE, order.side)
-        er.setField(m.ORDER_QTY, str(order.qty))
+        er.setField(m.ORDER_QTY, m.decimal_field(order.qty))
         er.setField(m.ORD_TYPE, order.ord_type)
         if order.price is not None:
-            er.setField(m.PRICE, str(order.price))
+            er.setField(m.PRICE, m.decimal_field(order.price))
         if order.account:
             er.setField(m.ACCOUNT, order.account)
-        er.setField(m.LEAVES_QTY, str(order.qty))
+        er.setField(m.LEAVES_QTY, m.decimal_field(order.qty))
         er.setField(m.CUM_QTY, "0")
         er.setField(m.AVG_PX, "0")
         er.setField(m.TEXT, text)
@@ -476,8 +476,8 @@ class Router:
         doubt at a restart; see the module docstring)."""
         exec_id = self.exec_ids.next()
         target = ReportTarget(order, order.oms_cl_ord_id, None, "new", False)
-        inp = v.OrderInput(order.symbol, order.side, str(order.qty), order.ord_type, None,
-                           order.tif, order.account)
+        inp = v.OrderInput(order.symbol, order.side, m.decimal_field(order.qty),
+                           order.ord_type, None, order.tif, order.account)
         er = self._reject_message(order.oms_cl_ord_id, inp, reason, text, exec_id)
         with self.report_lock:
             _legal, rec = self.store.apply_report(
@@ -581,12 +581,12 @@ class Router:
         f: Fields = {
             "11": vid, "41": order.venue_cl_ord_id, "37": "NONE", "17": f"H{vid}-canceled",
             "150": "4", "39": "4", "55": order.symbol, "54": order.side,
-            "38": str(order.qty), "40": order.ord_type, "59": order.tif, "151": "0",
+            "38": m.decimal_field(order.qty), "40": order.ord_type, "59": order.tif, "151": "0",
             "14": "0", "6": "0", "60": m.utc_timestamp(),
             "58": "canceled while held: it had not been sent to the venue",
         }
         if order.price is not None:
-            f["44"] = str(order.price)
+            f["44"] = m.decimal_field(order.price)
         self.on_venue_report(f, "held")
         log.info("held order %s canceled before it was sent", order.oms_cl_ord_id)
         return True
@@ -601,7 +601,7 @@ class Router:
             out.setField(m.ORDER_ID, order.order_id)
         out.setField(m.SYMBOL, order.symbol)
         out.setField(m.SIDE, order.side)
-        out.setField(m.ORDER_QTY, str(order.qty))
+        out.setField(m.ORDER_QTY, m.decimal_field(order.qty))
         out.setField(m.TRANSACT_TIME, m.utc_timestamp())
         sent = self.venue.send(out)
         if not sent and kind == "cancel":
@@ -675,10 +675,10 @@ class Router:
             er.setField(m.ORD_STATUS, order.status if order.status != state.SENT else "A")
             er.setField(m.SYMBOL, order.symbol)
             er.setField(m.SIDE, order.side)
-            er.setField(m.ORDER_QTY, str(order.qty))
-            er.setField(m.LEAVES_QTY, str(order.leaves_qty))
-            er.setField(m.CUM_QTY, str(order.cum_qty))
-            er.setField(m.AVG_PX, str(order.avg_px))
+            er.setField(m.ORDER_QTY, m.decimal_field(order.qty))
+            er.setField(m.LEAVES_QTY, m.decimal_field(order.leaves_qty))
+            er.setField(m.CUM_QTY, m.decimal_field(order.cum_qty))
+            er.setField(m.AVG_PX, m.decimal_field(order.avg_px))
             er.setField(m.TEXT, "from the gateway's record: the venue session is not logged on")
         ctx.send(er)
 
@@ -809,9 +809,9 @@ class Router:
                 parts.append(f"37={order.order_id}\x01")
         px = order.price if price is None else price
         parts.append(f"55={order.symbol}\x0154={order.side}\x01"
-                     f"38={order.qty if qty is None else qty}\x0140={order.ord_type}\x01")
+                     f"38={order.qty if qty is None else qty:f}\x0140={order.ord_type}\x01")
         if px is not None:
-            parts.append(f"44={px}\x01")
+            parts.append(f"44={px:f}\x01")
         parts.append(f"59={order.tif}\x0160={transact_time or m.utc_timestamp()}\x0110=000\x01")
         out = fix.Message()
         out.setString("".join(parts), False)

@@ -45,7 +45,7 @@ _TIFS = {"1": e.TimeInForce.GTC, "3": e.TimeInForce.IOC, "4": e.TimeInForce.FOK}
 
 
 def _s(d: Decimal | None) -> str:
-    return "0" if d is None else format(d, "f")
+    return "0" if d is None else m.decimal_field(d)
 
 
 class SimFixFace(BaseHandler):

@@ -172,3 +172,23 @@ def test_a_venue_refusal_is_not_sent_to_the_oms(stack: Stack) -> None:
     assert list_orders(stack, id=cl).orders[0].open
     assert cancel(stack, id=cl).ok
     canceled_by_operator(stack, cl)
+
+
+def test_status_while_the_venue_is_logged_out_comes_from_the_record(stack: Stack) -> None:
+    """With the venue session down (an operator's Logout), an OrderStatusRequest is answered
+    from the gateway's record, and its figures are FIX decimals: the venue reported the
+    order's CumQty as 0.00000000, which Python's str() would write as 0E-8."""
+    cl = resting(stack, "0.01", "1007.0")
+    op = auth(stack.operator_token)
+    assert stub(stack).Logout(admin_pb2.LogoutRequest(name=TRD_NAME), metadata=op).ok
+    try:
+        wait_until(lambda: not stack.gw.router.venue.is_up(), 10, "venue down")
+        stack.oms.send("H", [(11, cl), (55, "BTC/USD"), (54, "1")])
+        er = stack.oms.report(cl, "I")
+        assert "from the gateway's record" in er.fields[58] and er.fields[39] == "0"
+        for tag in (38, 14, 151, 6):
+            assert re.fullmatch(r"\d+(\.\d+)?", er.fields[tag]), (tag, er.fields[tag])
+        assert Decimal(er.fields[151]) == Decimal("0.01") and Decimal(er.fields[14]) == 0
+    finally:
+        assert stub(stack).Logon(admin_pb2.LogonRequest(name=TRD_NAME), metadata=op).ok
+        wait_until(lambda: stack.gw.router.venue.is_up(), 20, "venue back")
