@@ -26,10 +26,13 @@ from typing import Protocol
 import quickfix as fix
 
 from gateway.fix.messages import (
+    BUSINESS_REJECT_REASON,
     MSG_SEQ_NUM,
     MSG_TYPE,
     ORIG_SENDING_TIME,
     POSS_DUP,
+    REF_MSG_TYPE,
+    REF_SEQ_NUM,
     SENDING_TIME,
     TEXT,
     Fields,
@@ -45,12 +48,9 @@ log = logging.getLogger("fixgw.session")
 # venue secrets) before it is formatted, so no handler ever sees a credential.
 message_log = logging.getLogger("fixgw.fix.messages")
 
-REF_SEQ_NUM = 45
 HEART_BT_INT = 108
 REF_TAG_ID = 371
-REF_MSG_TYPE = 372
 SESSION_REJECT_REASON = 373
-BUSINESS_REJECT_REASON = 380
 NEW_SEQ_NO = 36
 GAP_FILL_FLAG = 123
 

@@ -236,6 +236,8 @@ class Router:
             self._status(ctx, f)
         elif t == "q":
             self._mass_cancel(ctx, f)
+        elif t == "AF":
+            self._mass_status(ctx, f)
         elif t == "V" and self.md is not None:
             self.md.on_request(msg, ctx.key, ctx.send)
         else:
@@ -655,32 +657,95 @@ class Router:
             if self.venue.send(out):
                 return
         # Answer from our own record: the order is unknown, or the venue cannot be asked.
+        if order is None:
+            ctx.send(self._no_order_report(
+                f.get("55"), f.get("54"), f"unknown order: ClOrdID {cl} was never accepted on "
+                f"this session{self._forgotten_hint()}", cl))
+            return
+        er = self._record_report(order, cl)
+        er.setField(m.TEXT, "from the gateway's record: " + (
+            "held, not sent to the venue yet" if order.transport == "held"
+            else "sent, not acknowledged by the venue yet" if order.status == state.SENT
+            else "the venue session is not logged on"))
+        ctx.send(er)
+
+    def _record_report(self, order: Order, cl: str) -> fix.Message:
+        """An order status ExecutionReport (ExecType I) from the gateway's record of `order`,
+        which every venue report updates; ClOrdID `cl`, the one the OMS asked about."""
         er = m.new_message("8")
         er.setField(m.EXEC_ID, self.exec_ids.next())
         er.setField(m.EXEC_TYPE, "I")
         er.setField(m.CL_ORD_ID, cl)
-        if order is None:
-            er.setField(m.ORDER_ID, "NONE")
-            er.setField(m.ORD_STATUS, "8")
-            er.setField(m.SYMBOL, f.get("55") or "[N/A]")
-            er.setField(m.SIDE, f.get("54") or "1")
-            er.setField(m.LEAVES_QTY, "0")
-            er.setField(m.CUM_QTY, "0")
-            er.setField(m.AVG_PX, "0")
-            er.setField(m.ORD_REJ_REASON, v.UNKNOWN_ORDER)
-            er.setField(m.TEXT, f"unknown order: ClOrdID {cl} was never accepted on this "
-                                f"session{self._forgotten_hint()}")
-        else:
-            er.setField(m.ORDER_ID, order.order_id or "NONE")
-            er.setField(m.ORD_STATUS, order.status if order.status != state.SENT else "A")
-            er.setField(m.SYMBOL, order.symbol)
-            er.setField(m.SIDE, order.side)
-            er.setField(m.ORDER_QTY, m.decimal_field(order.qty))
-            er.setField(m.LEAVES_QTY, m.decimal_field(order.leaves_qty))
-            er.setField(m.CUM_QTY, m.decimal_field(order.cum_qty))
-            er.setField(m.AVG_PX, m.decimal_field(order.avg_px))
-            er.setField(m.TEXT, "from the gateway's record: the venue session is not logged on")
-        ctx.send(er)
+        er.setField(m.ORDER_ID, order.order_id or "NONE")
+        er.setField(m.ORD_STATUS, order.status if order.status != state.SENT else "A")
+        er.setField(m.SYMBOL, order.symbol)
+        er.setField(m.SIDE, order.side)
+        er.setField(m.ORDER_QTY, m.decimal_field(order.qty))
+        er.setField(m.ORD_TYPE, order.ord_type)
+        if order.price is not None:
+            er.setField(m.PRICE, m.decimal_field(order.price))
+        er.setField(m.TIME_IN_FORCE, order.tif)
+        if order.account:
+            er.setField(m.ACCOUNT, order.account)
+        er.setField(m.LEAVES_QTY, m.decimal_field(order.leaves_qty))
+        er.setField(m.CUM_QTY, m.decimal_field(order.cum_qty))
+        er.setField(m.AVG_PX, m.decimal_field(order.avg_px))
+        return er
+
+    def _no_order_report(self, symbol: str | None, side: str | None, text: str,
+                         cl: str | None = None) -> fix.Message:
+        """The status ExecutionReport for no order: OrdStatus Rejected, OrdRejReason unknown
+        order, with the request's Symbol and Side where it gave them (both are required)."""
+        er = m.new_message("8")
+        er.setField(m.EXEC_ID, self.exec_ids.next())
+        er.setField(m.EXEC_TYPE, "I")
+        if cl is not None:
+            er.setField(m.CL_ORD_ID, cl)
+        er.setField(m.ORDER_ID, "NONE")
+        er.setField(m.ORD_STATUS, "8")
+        er.setField(m.SYMBOL, symbol or "[N/A]")
+        er.setField(m.SIDE, side or "1")
+        er.setField(m.LEAVES_QTY, "0")
+        er.setField(m.CUM_QTY, "0")
+        er.setField(m.AVG_PX, "0")
+        er.setField(m.ORD_REJ_REASON, v.UNKNOWN_ORDER)
+        er.setField(m.TEXT, text)
+        return er
+
+    def _mass_status(self, ctx: OmsContext, f: Fields) -> None:
+        """OrderMassStatusRequest (AF): one ExecutionReport (ExecType I) per open order of the
+        requesting OMS that matches, from the gateway's record (Kraken has no mass status to
+        ask, and the record is what every venue report updates), each with the request's
+        MassStatusReqID and TotNumReports, LastRptRequested=Y on the last. Types 1 (by Symbol)
+        and 7 (all orders); Side and Account narrow either. No match: one report for no order,
+        TotNumReports=0. Another type, or type 1 without Symbol: BusinessMessageReject."""
+        req_id, req_type = f["584"], f["585"]
+        symbol, side, account = f.get("55"), f.get("54"), f.get("1")
+        if req_type not in ("1", "7") or (req_type == "1" and not symbol):
+            rej = m.new_message("j")
+            rej.setField(m.REF_SEQ_NUM, f["34"])
+            rej.setField(m.REF_MSG_TYPE, "AF")
+            rej.setField(m.BUSINESS_REJECT_REF_ID, req_id)
+            if req_type not in ("1", "7"):
+                rej.setField(m.BUSINESS_REJECT_REASON, "0")  # other
+                rej.setField(m.TEXT, f"MassStatusReqType {req_type} is not supported; use 1 "
+                                     "(by Symbol) or 7 (all orders)")
+            else:
+                rej.setField(m.BUSINESS_REJECT_REASON, "5")  # conditionally required missing
+                rej.setField(m.TEXT, "MassStatusReqType 1 requires Symbol (55)")
+            ctx.send(rej)
+            return
+        orders = [o for o in self.store.open_orders(ctx.key)
+                  if (req_type == "7" or o.symbol == symbol) and (side is None or o.side == side)
+                  and (account is None or o.account == account)]
+        reports = [self._record_report(o, o.oms_cl_ord_id) for o in orders] or [
+            self._no_order_report(symbol, side, "no open order matches the request")]
+        for er in reports:
+            er.setField(m.MASS_STATUS_REQ_ID, req_id)
+            er.setField(m.TOT_NUM_REPORTS, str(len(orders)))
+        reports[-1].setField(m.LAST_RPT_REQUESTED, "Y")
+        for er in reports:
+            ctx.send(er)
 
     def _mass_cancel(self, ctx: OmsContext, f: Fields) -> None:
         """Mass cancel is scoped to the requesting OMS's own orders: the gateway cancels them

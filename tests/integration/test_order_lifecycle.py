@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 
+from gateway.fix.client import Received
 from tests.conftest import Oms, new_id
 
 # Prices far from each other per test so resting orders of one test never cross another's.
@@ -75,6 +76,56 @@ def test_status_of_unknown_order(oms: Oms) -> None:
     r = oms.report(cl, "I")
     assert r.fields[39] == "8"
     assert "unknown order" in r.fields[58]
+
+
+def mass_status(oms: Oms, req_type: str, *extra: tuple[int, str]) -> list[Received]:
+    """Send an OrderMassStatusRequest and collect its reports up to LastRptRequested=Y."""
+    req = new_id("MS")
+    oms.send("AF", [(584, req), (585, req_type), *extra])
+    out = [oms.expect(lambda r: r.msg_type == "8" and r.fields.get(584) == req)]
+    while out[-1].fields.get(912) != "Y":
+        out.append(oms.expect(lambda r: r.msg_type == "8" and r.fields.get(584) == req))
+    return out
+
+
+def test_mass_status_reports_every_open_order_of_the_session(oms: Oms, maker: Oms) -> None:
+    arb = oms.buy("10", "0.05", symbol="ARB/USD")
+    oms.report(arb, "0")
+    eth = oms.sell("0.2", "9000.0", symbol="ETH/USD")
+    oms.report(eth, "0")
+    filled = oms.buy("0.01", "36000.0")
+    oms.report(filled, "0")
+    mk = maker.sell("0.01", "36000.0")
+    maker.report(mk, "0")
+    assert oms.report(filled, "F").fields[39] == "2"
+
+    every = mass_status(oms, "7")
+    assert all(r.fields[150] == "I" and r.fields[911] == str(len(every)) for r in every)
+    assert [r.fields.get(912) for r in every] == [None] * (len(every) - 1) + ["Y"]
+    by_cl = {r.fields[11]: r for r in every}
+    assert {arb, eth} <= set(by_cl) and filled not in by_cl
+    a = by_cl[arb]
+    assert (a.fields[39], a.fields[55], a.fields[54], a.fields[40], a.fields[44]) == (
+        "0", "ARB/USD", "1", "2", "0.05")
+    # OrderQty as the OMS sent it; LeavesQty and CumQty as the venue last reported them.
+    assert (a.fields[38], a.fields[151], a.fields[14]) == ("10", "10.00000000", "0.00000000")
+    assert re.fullmatch(r"O[A-Z0-9]{5}-[A-Z0-9]{5}-[A-Z0-9]{6}", a.fields[37])
+
+    sells = mass_status(oms, "7", (54, "2"))
+    assert eth in {r.fields[11] for r in sells} and all(r.fields[54] == "2" for r in sells)
+    (only,) = mass_status(oms, "1", (55, "ARB/USD"), (54, "1"))
+    assert only.fields[11] == arb and only.fields[911] == "1"
+
+    (none,) = mass_status(oms, "1", (55, "ARB/USD"), (54, "2"))
+    assert none.fields[911] == "0" and none.fields[39] == "8" and none.fields[37] == "NONE"
+    assert "no open order" in none.fields[58]
+
+    for req_type, extra, reason, says in (("8", [], "0", "not supported"),
+                                          ("1", [], "5", "requires Symbol")):
+        req = new_id("MS")
+        oms.send("AF", [(584, req), (585, req_type), *extra])
+        rej = oms.expect(lambda r, req=req: r.msg_type == "j" and r.fields.get(379) == req)
+        assert rej.fields[372] == "AF" and rej.fields[380] == reason and says in rej.fields[58]
 
 
 def test_mass_cancel_only_this_sessions_orders(oms: Oms) -> None:
