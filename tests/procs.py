@@ -164,6 +164,7 @@ class GatewayProcess:
 
     def __init__(self, data_dir: Path, sim: SimProcess, creds: Credentials,
                  oms_port: int | None = None, oms_comp_ids: tuple[str, ...] = ("OMS",),
+                 session_toml: dict[str, str] | None = None,
                  extra_toml: str = "", venue_toml: str = "md_stale_after_s = 3600",
                  oms_toml: str = "", trading_toml: str = "", md_toml: str = "",
                  futures_toml: str = "", gateway_toml: str = "", grpc_toml: str = "",
@@ -176,7 +177,9 @@ class GatewayProcess:
         self.metrics_port = free_port()
         self.config_path = data_dir / "gateway.toml"
         data_dir.mkdir(parents=True, exist_ok=True)
-        sessions = "".join(f'\n[[oms.sessions]]\ncomp_id = "{c}"\n' for c in oms_comp_ids)
+        more = session_toml or {}  # per OMS CompID: lines of its [[oms.sessions]] table
+        sessions = "".join(f'\n[[oms.sessions]]\ncomp_id = "{c}"\n{more.get(c, "")}\n'
+                           for c in oms_comp_ids)
         self.config_path.write_text(f"""
 [gateway]
 data_dir = "{data_dir / 'var'}"

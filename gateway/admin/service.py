@@ -274,7 +274,7 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
                 message = "kill switch off: new orders pass the gate again"
             else:
                 sent, failed = self._cancel(
-                    self.gw.router.store.open_orders(), "KILL",
+                    self.gw.router.store.open_orders(), "KILL", "kill_switch",
                     f"kill switch turned on by {current_principal()}")
                 message = (f"kill switch on: new orders blocked; cancel sent for {sent} open "
                            f"order(s) at the venue")
@@ -287,25 +287,19 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
             return True, message
         return self._act("kill_switch", {"on": on}, action)
 
-    def _cancel(self, orders: list[Order], prefix: str, why: str) -> tuple[int, list[str]]:
-        """Cancel open orders at the venue for their OMS (see `Router.cancel_unasked`), each
-        under its own request ClOrdID ``<prefix>-<µs>-<n>`` and announced by a
-        ``cancel_requested`` order event whose text is `why`; (sent, what was not sent)."""
-        router = self.gw.router
+    def _cancel(self, orders: list[Order], prefix: str, by: str,
+                why: str) -> tuple[int, list[str]]:
+        """Cancel open orders at the venue for their OMS (`Router.cancel_unasked`, which
+        announces each), each under its own request ClOrdID ``<prefix>-<µs>-<n>``; (sent, what
+        was not sent)."""
         sent, failed = 0, []
         for order in orders:
             cl = f"{prefix}-{time.time_ns() // 1000}-{next(self._cancel_ids)}"
-            refused = router.cancel_unasked(order, cl)
-            if refused is not None:
+            refused = self.gw.router.cancel_unasked(order, cl, by, why)
+            if refused is None:
+                sent += 1
+            else:
                 failed.append(f"{order.oms_cl_ord_id}: {refused}")
-                continue
-            sent += 1
-            self._publish(builders.order_event(
-                "cancel_requested", source=builders.EventSource.gateway("admin"),
-                symbol=order.symbol, account=order.account, cl_ord_id=cl,
-                orig_cl_ord_id=order.oms_cl_ord_id, venue_orig_cl_ord_id=order.venue_cl_ord_id,
-                order_id=order.order_id, side=order.side, order_qty=order.qty,
-                price=order.price, text=why))
         return sent, failed
 
     # ---- orders --------------------------------------------------------------------------------
@@ -379,7 +373,7 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
             # held order.
             one = targets[0]
             name, was = f"{one.oms_cl_ord_id} ({one.oms_session}, {one.symbol})", one.transport
-            sent, failed = self._cancel(targets, "OPS",
+            sent, failed = self._cancel(targets, "OPS", "admin",
                                         f"canceled by operator {current_principal()}")
             message = f"cancel sent for {sent} open order(s) at the venue"
             if oid:

@@ -82,6 +82,11 @@ class OmsSessionConfig(StrictModel):
     comp_id: str = "OMS"
     # Accounts this OMS may trade; empty means any. Keeps one desk from trading another's book.
     accounts: tuple[str, ...] = ()
+    # Cancel this OMS's open orders at the venue once its session has been down this many
+    # seconds (logged out, connection lost, or not logged on since the gateway started); back
+    # in time, nothing is canceled. Unset: orders rest whatever the OMS does (the default, so
+    # a desk's resting orders survive its OMS restarting).
+    cancel_on_disconnect_s: float | None = Field(default=None, ge=0)
 
     _cid = field_validator("comp_id")(_check_comp_id)
 

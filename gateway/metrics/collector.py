@@ -179,6 +179,7 @@ class MetricsSink:
         self.rejects = _Shards()  # (oms session, kind, reason)
         self.gate = _Shards()  # (rule, action)
         self.orders = _Shards()  # (oms session, outcome)
+        self.cancels = _Shards()  # (oms session, by): cancels the gateway sent on its own
 
     # ---- RoutingSink ---------------------------------------------------------------------------
     def gate_decided(self, order: GateOrder, cl_ord_id: str, decision: GateDecision) -> None:
@@ -219,6 +220,9 @@ class MetricsSink:
     def cancel_rejected(self, oms_session: str, cl_ord_id: str, orig_cl_ord_id: str,
                         text: str) -> None:
         self.rejects.inc((oms_session, "cancel", "cancel_reject"))
+
+    def cancel_requested(self, order: Order, cl_ord_id: str, by: str, text: str) -> None:
+        self.cancels.inc((order.oms_session, by))
 
 
 class GatewayMetrics(Collector):
@@ -312,6 +316,14 @@ class GatewayMetrics(Collector):
         for (key, outcome), n in sorted(self.sink.orders.totals().items()):
             orders.add_metric([key, outcome], n)
         yield orders
+
+        cancels = CounterMetricFamily(
+            "fixgw_gateway_cancels", "Cancels the gateway sent for an OMS that did not ask: by "
+            "admin (fixgwctl cancel), kill_switch, cancel_on_disconnect (the OMS session was "
+            "down for its cancel_on_disconnect_s)", labels=["session", "by"])
+        for (key, by), n in sorted(self.sink.cancels.totals().items()):
+            cancels.add_metric([key, by], n)
+        yield cancels
 
         buckets, total = self.sink.latency.snapshot()
         hist = HistogramMetricFamily(

@@ -43,6 +43,7 @@ from gateway.orders.model import Order
 from gateway.orders.store import ForwardedReport, OrderKey, OrderStore, ReportTarget
 from gateway.risk import validation as v
 from gateway.risk.gate import Gate, GateDecision, GateOrder
+from gateway.routing.oms_disconnect import OmsDisconnectCanceller
 from gateway.routing.sinks import NullSink, RoutingSink
 
 if TYPE_CHECKING:
@@ -205,12 +206,29 @@ class Router:
         self._unannounced: dict[OrderKey, tuple[Order, GateOrder | None,
                                                 GateDecision | None]] = {}
         self._announce_lock = threading.Lock()
+        # Per OMS session, when configured: its open orders canceled once it is gone too long.
+        self.disconnects = OmsDisconnectCanceller(self.store.open_orders, self.cancel_unasked)
 
     # ---- wiring ----------------------------------------------------------------------------
-    def register_oms(self, session_id: fix.SessionID, accounts: tuple[str, ...]) -> None:
+    def register_oms(self, session_id: fix.SessionID, accounts: tuple[str, ...],
+                     cancel_on_disconnect_s: float | None = None) -> None:
         ctx = OmsContext(session_key(session_id), session_id, accounts)
         self._oms_by_sid[session_id.toString()] = ctx
         self._oms_by_key[ctx.key] = ctx
+        if cancel_on_disconnect_s is not None:
+            self.disconnects.watch(ctx.key, cancel_on_disconnect_s)
+
+    def watch_absent_oms(self) -> None:
+        """At start, before the acceptor opens: an OMS session with cancel-on-disconnect and
+        open orders is down until it logs on, like one that dropped."""
+        for key in self._oms_by_key:
+            if self.disconnects.watches(key) and self.store.open_orders(key):
+                self.disconnects.down(key, "has not logged on since the gateway started")
+
+    def close(self) -> None:
+        """The gateway is stopping: it logs the OMS sessions out itself, which must not read
+        as an OMS going away."""
+        self.disconnects.close()
 
     def oms_handler(self) -> OmsHandler:
         return OmsHandler(self)
@@ -245,8 +263,16 @@ class Router:
 
     def on_oms_logout(self, sid: fix.SessionID) -> None:
         ctx = self._oms_by_sid.get(sid.toString())
-        if ctx is not None and self.md is not None:
+        if ctx is None:
+            return
+        if self.md is not None:
             self.md.drop(ctx.key)
+        self.disconnects.down(ctx.key, "logged out or lost its connection")
+
+    def on_oms_logon(self, sid: fix.SessionID) -> None:
+        ctx = self._oms_by_sid.get(sid.toString())
+        if ctx is not None:
+            self.disconnects.up(ctx.key)
 
     def _new_order(self, ctx: OmsContext, f: Fields) -> None:
         cl = f["11"]
@@ -793,14 +819,24 @@ class Router:
             if why is not None:
                 log.info("mass cancel %s: order %s not canceled: %s", cl, o.oms_cl_ord_id, why)
 
-    def cancel_unasked(self, order: Order, cl: str) -> str | None:
-        """Cancel an open order its OMS did not ask to cancel (the kill switch, an operator),
-        under the request ClOrdID `cl`, as one order of a mass cancel. None when the cancel is
-        on its way (or done, for a held order); else why it was not sent."""
+    def cancel_unasked(self, order: Order, cl: str, by: str, why: str) -> str | None:
+        """Cancel an open order its OMS did not ask to cancel (`by` the kill switch, an
+        operator, the OMS session's cancel-on-disconnect), under the request ClOrdID `cl`, as
+        one order of a mass cancel. None when the cancel is on its way (or done, for a held
+        order); else why it was not sent.
+
+        Announced first (`RoutingSink.cancel_requested`, with `why`), so the event is ahead of
+        the venue's answer; the outcome follows as the order's Canceled report, or a cancel
+        reject (the venue's refusal, or why it was not sent)."""
         ctx = self._oms_by_key.get(order.oms_session)
         if ctx is None:
             return f"OMS session {order.oms_session} is not in this gateway's configuration"
-        return self._cancel_one_of_many(order, ctx, cl)
+        self.sink.cancel_requested(order, cl, by, why)
+        refused = self._cancel_one_of_many(order, ctx, cl)
+        if refused is not None:
+            self.sink.cancel_rejected(order.oms_session, cl, order.oms_cl_ord_id,
+                                      f"not sent: {refused}")
+        return refused
 
     def _cancel_one_of_many(self, order: Order, ctx: OmsContext, cl: str) -> str | None:
         """Cancel `order` as part of a request about many (kind "mass"): the venue's
@@ -1086,6 +1122,9 @@ class Router:
 class OmsHandler(BaseHandler):
     def __init__(self, router: Router) -> None:
         self.router = router
+
+    def on_logon(self, session_id: fix.SessionID) -> None:
+        self.router.on_oms_logon(session_id)
 
     def on_logout(self, session_id: fix.SessionID) -> None:
         self.router.on_oms_logout(session_id)

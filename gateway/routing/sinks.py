@@ -26,6 +26,7 @@ class RoutingSink(Protocol):
     def cancel_rejected(self, oms_session: str, cl_ord_id: str, orig_cl_ord_id: str,
                         text: str) -> None: ...
     def gate_decided(self, order: GateOrder, cl_ord_id: str, decision: GateDecision) -> None: ...
+    def cancel_requested(self, order: Order, cl_ord_id: str, by: str, text: str) -> None: ...
 
 
 class NullSink:
@@ -45,6 +46,9 @@ class NullSink:
 
     def cancel_rejected(self, oms_session: str, cl_ord_id: str, orig_cl_ord_id: str,
                         text: str) -> None:
+        pass
+
+    def cancel_requested(self, order: Order, cl_ord_id: str, by: str, text: str) -> None:
         pass
 
 
@@ -95,6 +99,13 @@ class FanoutSink:
                 s.gate_decided(order, cl_ord_id, decision)
             except Exception:
                 log.exception("routing sink %r failed on gate_decided", s)
+
+    def cancel_requested(self, order: Order, cl_ord_id: str, by: str, text: str) -> None:
+        for s in self.sinks:
+            try:
+                s.cancel_requested(order, cl_ord_id, by, text)
+            except Exception:
+                log.exception("routing sink %r failed on cancel_requested", s)
 
 
 def fan_out(*sinks: RoutingSink | None) -> RoutingSink:

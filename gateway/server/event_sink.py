@@ -109,6 +109,15 @@ class EventSink:
             "source": self._oms(oms_session), "cl_ord_id": cl_ord_id,
             "orig_cl_ord_id": orig_cl_ord_id, "text": text}))
 
+    def cancel_requested(self, order: Order, cl_ord_id: str, by: str, text: str) -> None:
+        self._publish(("order_event", {
+            "event_type": "cancel_requested", "source": ("gateway", by),
+            "symbol": order.symbol, "account": order.account, "cl_ord_id": cl_ord_id,
+            "orig_cl_ord_id": order.oms_cl_ord_id,
+            "venue_orig_cl_ord_id": order.venue_cl_ord_id, "order_id": order.order_id,
+            "side": order.side, "order_qty": str(order.qty), "price": _s(order.price),
+            "text": text}))
+
     def gate_decided(self, order: GateOrder, cl_ord_id: str, decision: GateDecision) -> None:
         self._publish(("gate_decision", {
             "rule": decision.rule or "", "action": decision.action,

@@ -426,7 +426,7 @@ class Gateway:
         oms_settings = self.oms_settings().write(cfg_dir / "oms.cfg")
         for s in c.oms.sessions:
             sid = fix.SessionID("FIX.4.4", c.oms.sender_comp_id, s.comp_id)
-            self.router.register_oms(sid, s.accounts)
+            self.router.register_oms(sid, s.accounts, s.cancel_on_disconnect_s)
         # A report journaled but not sent when the gateway died: found from the OMS store as
         # the crash left it (before the acceptor opens, and maybe resets, it), sent once its
         # session exists and before the venue sessions or the REST poller can report more.
@@ -437,6 +437,7 @@ class Gateway:
         self._keep += [oms_app, oms_settings, oms_store, oms_logs]
         if unforwarded is not None:
             self.router.redeliver(unforwarded)
+        self.router.watch_absent_oms()
 
         for bridge in self._bridges:  # listening before QuickFIX connects or clients arrive
             bridge.start()
@@ -477,6 +478,7 @@ class Gateway:
 
     def stop(self) -> None:
         """Log out every session (QuickFIX waits for the Logout exchange), then close stores."""
+        self.router.close()
         if self.md_failover is not None:
             self.md_failover.stop()
         self.md_feed.stop()

@@ -162,7 +162,9 @@ def port_warnings(config: Config) -> list[str]:
 def summary(config: Config) -> list[str]:
     """Where the gateway would listen and connect, and where its secrets come from."""
     c = config
-    oms = ", ".join(s.comp_id for s in c.oms.sessions)
+    oms = ", ".join(s.comp_id + ("" if s.cancel_on_disconnect_s is None else
+                                 f" (cancel on disconnect after {s.cancel_on_disconnect_s:g} s)")
+                    for s in c.oms.sessions)
     lines = [f"OMS acceptor {c.oms.host}:{c.oms.port}{' (TLS)' if c.oms.tls else ''}, "
              f"{c.oms.sender_comp_id} for {oms}"]
     v = c.venue
