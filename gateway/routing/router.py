@@ -45,6 +45,7 @@ from gateway.risk import validation as v
 from gateway.risk.gate import Gate, GateDecision, GateOrder
 from gateway.routing.oms_disconnect import OmsDisconnectCanceller
 from gateway.routing.sinks import NullSink, RoutingSink
+from gateway.routing.trading_status import CLOSED, HALTED, OPEN, Status, TradingStatusFeed
 
 if TYPE_CHECKING:
     from gateway.routing.failover import RestFallback
@@ -208,6 +209,8 @@ class Router:
         self._announce_lock = threading.Lock()
         # Per OMS session, when configured: its open orders canceled once it is gone too long.
         self.disconnects = OmsDisconnectCanceller(self.store.open_orders, self.cancel_unasked)
+        # TradingSessionStatus for the OMS sessions that ask (35=g).
+        self.trading_status_feed = TradingStatusFeed(self.trading_status)
 
     # ---- wiring ----------------------------------------------------------------------------
     def register_oms(self, session_id: fix.SessionID, accounts: tuple[str, ...],
@@ -256,6 +259,8 @@ class Router:
             self._mass_cancel(ctx, f)
         elif t == "AF":
             self._mass_status(ctx, f)
+        elif t == "g":
+            self.trading_status_feed.on_request(ctx.key, ctx.send, f)
         elif t == "V" and self.md is not None:
             self.md.on_request(msg, ctx.key, ctx.send)
         else:
@@ -267,7 +272,23 @@ class Router:
             return
         if self.md is not None:
             self.md.drop(ctx.key)
+        self.trading_status_feed.drop(ctx.key)
         self.disconnects.down(ctx.key, "logged out or lost its connection")
+
+    def trading_status(self) -> Status:
+        """(TradSesStatus, Text) for the OMS: can a new order reach the venue now?"""
+        if self.gate is not None and self.gate.kill_switch:
+            return HALTED, "kill switch on: every new order is rejected"
+        if self.venue.is_up():
+            return OPEN, f"new orders go to the venue over FIX ({self.venue.name})"
+        if self.fallback is not None and self._rest_active():
+            return OPEN, (f"new orders go to the venue over "
+                          f"{self.fallback.order_transport().upper()}: "
+                          f"{self.venue.not_logged_on()}")
+        then = ("held until FIX or the fallback is up, for up to "
+                f"{self.fallback.hold_max_s:g}s" if self.fallback is not None
+                and self.fallback.hold_max_s > 0 else "rejected")
+        return CLOSED, f"{self.venue.not_logged_on()}; new orders are {then}"
 
     def on_oms_logon(self, sid: fix.SessionID) -> None:
         ctx = self._oms_by_sid.get(sid.toString())

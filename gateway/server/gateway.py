@@ -97,6 +97,7 @@ class Gateway:
                                 config.gateway.journal_fsync_interval_ms,
                                 closed_retention_s=retention_s)
         self._evictor: Periodic | None = None
+        self._trading_status_poller: Periodic | None = None
         self.instruments = InstrumentRegistry()
         self.md_feed = MarketDataFeed(config.venue.symbols, config.venue.md_depth,
                                       self.instruments, config.venue.md_stale_after_s)
@@ -455,6 +456,9 @@ class Gateway:
         if self.md_failover is not None:
             self.md_failover.start()
         self.signal_runner.start()
+        self._trading_status_poller = Periodic("trading-status", 0.5,
+                                               self.router.trading_status_feed.poll)
+        self._trading_status_poller.start()
         if self.perp_ws is not None:
             self.perp_ws.start()
         if self.perp_poller is not None:
@@ -479,6 +483,8 @@ class Gateway:
     def stop(self) -> None:
         """Log out every session (QuickFIX waits for the Logout exchange), then close stores."""
         self.router.close()
+        if self._trading_status_poller is not None:
+            self._trading_status_poller.stop()
         if self.md_failover is not None:
             self.md_failover.stop()
         self.md_feed.stop()
