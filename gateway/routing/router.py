@@ -453,23 +453,7 @@ class Router:
     def _pending_new(self, ctx: OmsContext, order: Order, text: str) -> None:
         """ExecType A (PendingNew) for an accepted order not sent yet (held): the order
         record stays SENT, so the venue's New that follows is the next state, as ever."""
-        er = m.new_message("8")
-        er.setField(m.ORDER_ID, "NONE")
-        er.setField(m.CL_ORD_ID, order.oms_cl_ord_id)
-        er.setField(m.EXEC_ID, self.exec_ids.next())
-        er.setField(m.EXEC_TYPE, "A")
-        er.setField(m.ORD_STATUS, "A")
-        er.setField(m.SYMBOL, order.symbol)
-        er.setField(m.SIDE, order.side)
-        er.setField(m.ORDER_QTY, m.decimal_field(order.qty))
-        er.setField(m.ORD_TYPE, order.ord_type)
-        if order.price is not None:
-            er.setField(m.PRICE, m.decimal_field(order.price))
-        if order.account:
-            er.setField(m.ACCOUNT, order.account)
-        er.setField(m.LEAVES_QTY, m.decimal_field(order.qty))
-        er.setField(m.CUM_QTY, "0")
-        er.setField(m.AVG_PX, "0")
+        er = self._record_report(order, order.oms_cl_ord_id, "A", "A")
         er.setField(m.TEXT, text)
         er.setField(m.TRANSACT_TIME, m.utc_timestamp())
         ctx.send(er)
@@ -716,15 +700,19 @@ class Router:
             else "the venue session is not logged on"))
         ctx.send(er)
 
-    def _record_report(self, order: Order, cl: str) -> fix.Message:
-        """An order status ExecutionReport (ExecType I) from the gateway's record of `order`,
-        which every venue report updates; ClOrdID `cl`, the one the OMS asked about."""
+    def _record_report(self, order: Order, cl: str, exec_type: str = "I",
+                       ord_status: str | None = None) -> fix.Message:
+        """An ExecutionReport the gateway writes from its record of `order` (which every venue
+        report updates): a status answer (ExecType I) by default, under ClOrdID `cl`, the one
+        the OMS asked about; OrdStatus the order's (PendingNew while the venue has not
+        answered) unless given."""
         er = m.new_message("8")
         er.setField(m.EXEC_ID, self.exec_ids.next())
-        er.setField(m.EXEC_TYPE, "I")
+        er.setField(m.EXEC_TYPE, exec_type)
         er.setField(m.CL_ORD_ID, cl)
         er.setField(m.ORDER_ID, order.order_id or "NONE")
-        er.setField(m.ORD_STATUS, order.status if order.status != state.SENT else "A")
+        er.setField(m.ORD_STATUS, ord_status or (
+            order.status if order.status != state.SENT else "A"))
         er.setField(m.SYMBOL, order.symbol)
         er.setField(m.SIDE, order.side)
         er.setField(m.ORDER_QTY, m.decimal_field(order.qty))
