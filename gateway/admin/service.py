@@ -372,14 +372,14 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
             # Named before the cancel: it gives the order the request's ClOrdID, at once for a
             # held order.
             one = targets[0]
-            name, was = f"{one.oms_cl_ord_id} ({one.oms_session}, {one.symbol})", one.transport
+            name, path = f"{one.oms_cl_ord_id} ({one.oms_session}, {one.symbol})", one.transport
             sent, failed = self._cancel(targets, "OPS", "admin",
                                         f"canceled by operator {current_principal()}")
             message = f"cancel sent for {sent} open order(s) at the venue"
             if oid:
                 message = (f"{name} not canceled" if not sent else
                            f"{name} canceled: it was held, never sent to the venue"
-                           if was == "held" else f"cancel sent for {name} at the venue")
+                           if path == "held" else f"cancel sent for {name} at the venue")
             if failed:
                 message += f"; {len(failed)} not sent ({'; '.join(failed[:5])})"
             return sent > 0, message

@@ -52,14 +52,14 @@ ROLE = {admin_pb2.SESSION_ROLE_OMS_ACCEPTOR: "oms",
 EXAMPLES = """\
 examples:
   fixgwctl sessions
-  fixgwctl session FIXGW->OMS --json
-  fixgwctl logout FIXGW->KRAKEN-TRD --reason "venue maintenance" --yes
+  fixgwctl session 'FIXGW->OMS' --json
+  fixgwctl logout 'FIXGW->KRAKEN-TRD' --reason "venue maintenance" --yes
   fixgwctl logon KRAKEN-TRD
-  fixgwctl set-seq FIXGW->OMS --sender 120 --target 87
+  fixgwctl set-seq 'FIXGW->OMS' --sender 120 --target 87
   fixgwctl orders --session OMS --symbol BTC/USD
   fixgwctl order 1700000000123-B1
   fixgwctl cancel 1700000000123-B1 --yes
-  fixgwctl cancel --session FIXGW->OMS --yes
+  fixgwctl cancel --session 'FIXGW->OMS' --yes
   fixgwctl kill-switch on
   fixgwctl gate rules
   fixgwctl gate disable max_notional
@@ -68,8 +68,9 @@ examples:
   FIXGW_ADDR=10.0.0.5:50052 FIXGW_TOKEN_FILE=/etc/fixgw/ro.token fixgwctl health --json
   fixgwctl --ca-file ca.pem --cert-file ops.pem --key-file ops.key sessions   (admin over mTLS)
 
-Session names are SENDER->TARGET as `fixgwctl sessions` lists them; the counterparty's CompID
-alone (OMS, KRAKEN-TRD) also works when it is unambiguous.
+Session names are SENDER->TARGET as `fixgwctl sessions` lists them (quote them in a shell,
+where > redirects); the counterparty's CompID alone (OMS, KRAKEN-TRD) also works when it is
+unambiguous.
 exit codes: 0 ok, 1 refused/not found/not confirmed, 2 usage, 3 gateway not reachable,
 4 token missing, rejected or not allowed"""
 
@@ -126,23 +127,23 @@ def build_parser() -> argparse.ArgumentParser:
 
     cmd("sessions", "list sessions: name, role, state, seq in/out, last heard, transport",
         "fixgwctl sessions --json")
-    p = cmd("session", "one session in detail", "fixgwctl session FIXGW->KRAKEN-TRD")
+    p = cmd("session", "one session in detail", "fixgwctl session 'FIXGW->KRAKEN-TRD'")
     p.add_argument("name", metavar="NAME")
     p = cmd("logout", "send Logout and keep the session down until `logon` (asks to confirm)",
-            'fixgwctl logout FIXGW->OMS --reason "end of day" --yes')
+            """fixgwctl logout 'FIXGW->OMS' --reason "end of day" --yes""")
     p.add_argument("name", metavar="NAME")
     p.add_argument("--reason", default="", help="Logout Text (58)")
     p = cmd("logon", "enable a session again (initiators connect and log on)",
-            "fixgwctl logon FIXGW->KRAKEN-TRD")
+            "fixgwctl logon 'FIXGW->KRAKEN-TRD'")
     p.add_argument("name", metavar="NAME")
     p = cmd("disconnect", "drop a session's connection without Logout (asks to confirm)",
-            "fixgwctl disconnect FIXGW->KRAKEN-MD --yes")
+            "fixgwctl disconnect 'FIXGW->KRAKEN-MD' --yes")
     p.add_argument("name", metavar="NAME")
     p = cmd("reset-seq", "reset a session's sequence numbers to 1 (asks to confirm)",
-            "fixgwctl reset-seq FIXGW->KRAKEN-MD --yes")
+            "fixgwctl reset-seq 'FIXGW->KRAKEN-MD' --yes")
     p.add_argument("name", metavar="NAME")
     p = cmd("set-seq", "set the next outgoing (--sender) and/or expected incoming (--target) "
-            "MsgSeqNum (asks to confirm)", "fixgwctl set-seq FIXGW->OMS --sender 120 --target 87")
+            "MsgSeqNum (asks to confirm)", "fixgwctl set-seq 'FIXGW->OMS' --sender 120 --target 87")
     p.add_argument("name", metavar="NAME")
     p.add_argument("--sender", type=_positive, default=0, metavar="N")
     p.add_argument("--target", type=_positive, default=0, metavar="M")

@@ -275,6 +275,11 @@ class Router:
         self.trading_status_feed.drop(ctx.key)
         self.disconnects.down(ctx.key, "logged out or lost its connection")
 
+    def on_oms_logon(self, sid: fix.SessionID) -> None:
+        ctx = self._oms_by_sid.get(sid.toString())
+        if ctx is not None:
+            self.disconnects.up(ctx.key)
+
     def trading_status(self) -> Status:
         """(TradSesStatus, Text) for the OMS: can a new order reach the venue now?"""
         if self.gate is not None and self.gate.kill_switch:
@@ -289,11 +294,6 @@ class Router:
                 f"{self.fallback.hold_max_s:g}s" if self.fallback is not None
                 and self.fallback.hold_max_s > 0 else "rejected")
         return CLOSED, f"{self.venue.not_logged_on()}; new orders are {then}"
-
-    def on_oms_logon(self, sid: fix.SessionID) -> None:
-        ctx = self._oms_by_sid.get(sid.toString())
-        if ctx is not None:
-            self.disconnects.up(ctx.key)
 
     def _new_order(self, ctx: OmsContext, f: Fields) -> None:
         cl = f["11"]
