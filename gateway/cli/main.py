@@ -58,6 +58,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     setup_logging(config.gateway.log_level, config.gateway.log_format)
     logging.getLogger("fixgw").info("%s; config: %s", version_line("fixgw"),
                                     path or "(built-in defaults)")
+    from gateway.server.preflight import ignored_settings
+
+    for warning in ignored_settings(config):
+        logging.getLogger("fixgw").warning("%s: %s", path or "(built-in defaults)", warning)
     from gateway.admin.auth import TokenError
     from gateway.admin.service import AdminTlsError
     from gateway.listen import ListenError
@@ -71,13 +75,13 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def check_config(config: Config, path: Path | None) -> int:
     """`fixgw run --check`: 0 and what the gateway would do, or 2 and every problem found."""
-    from gateway.server.preflight import port_warnings, preflight, summary
+    from gateway.server.preflight import ignored_settings, port_warnings, preflight, summary
 
     name = path or "(built-in defaults)"
     problems = preflight(config)
     for problem in problems:
         print(f"fixgw: {name}: {problem}", file=sys.stderr)
-    for warning in port_warnings(config):
+    for warning in port_warnings(config) + ignored_settings(config):
         print(f"fixgw: {name}: warning: {warning}", file=sys.stderr)
     if problems:
         print(f"fixgw: {name}: {len(problems)} problem(s); the gateway would not start",

@@ -106,6 +106,8 @@ class OmsConfig(StrictModel):
     host: str = "127.0.0.1"
     port: Port = 9878
     sender_comp_id: str = "FIXGW"
+    # No effect, kept so that files which set it still load: a FIX acceptor takes HeartBtInt
+    # from each OMS's Logon. `fixgw run` and `--check` warn when a file sets it.
     heartbeat_interval: int = Field(default=30, ge=1, le=3600)
     # Accept a client's clock up to this far off (FIX SendingTime accuracy check).
     max_latency_s: int = Field(default=120, ge=1)

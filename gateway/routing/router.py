@@ -654,8 +654,12 @@ class Router:
         problem = None
         if isinstance(valid, v.Rejection):
             problem = valid.text
-        elif valid.side != order.side or valid.ord_type != order.ord_type:
-            problem = "a replace may change only OrderQty and Price (not Side or OrdType)"
+        elif (valid.side != order.side or valid.ord_type != order.ord_type
+              or valid.tif != order.tif):
+            # Kraken amends quantity and price only; another TimeInForce would be dropped
+            # without a word, so it is refused like a new Side or OrdType.
+            problem = ("a replace may change only OrderQty and Price (not Side, OrdType or "
+                       "TimeInForce)")
         if problem is not None:
             self.store.mark_used(ctx.key, cl)
             self._cancel_reject(ctx, cl, order.oms_cl_ord_id, "2", BROKER_OPTION, problem, order)

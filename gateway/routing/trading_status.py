@@ -7,7 +7,8 @@ the fallback), is the kill switch on, is the venue in its daily rollover. TradSe
 route: new orders are rejected, or held where a fallback is configured); Text says which.
 
 SubscriptionRequestType (263) 0 answers once, 1 also sends an unsolicited 35=h (325=Y) each
-time the status changes, 2 ends the subscription (no answer). `poll` notices changes (the
+time the status changes, 2 ends the subscription (no answer); a snapshot request leaves a
+subscription running. `poll` notices changes (the
 gateway calls it twice a second), so nothing that changes the status has to know about
 subscribers; a subscription ends with its OMS session's logout.
 
@@ -64,8 +65,8 @@ class TradingStatusFeed:
         with self._lock:
             if kind == "1":
                 self._subs[oms_session] = sub
-            else:
-                self._subs.pop(oms_session, None)
+            elif kind == "2":
+                self._subs.pop(oms_session, None)  # a snapshot (0) leaves a subscription be
         if kind != "2":
             send(self._message(sub, now, unsolicited=False))
 

@@ -144,6 +144,14 @@ def unreserved_ephemeral(ports: dict[str, int], port_range: str, reserved: str) 
     return out
 
 
+def ignored_settings(config: Config) -> list[str]:
+    """Settings a file sets that change nothing, so that nobody relies on them."""
+    if "heartbeat_interval" in config.oms.model_fields_set:
+        return ["oms.heartbeat_interval has no effect: the acceptor uses the HeartBtInt each "
+                "OMS sends in its Logon (FIX); remove it"]
+    return []
+
+
 def port_warnings(config: Config) -> list[str]:
     """What may stop a start later without being wrong now; empty off Linux."""
     c = config

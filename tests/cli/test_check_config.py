@@ -163,3 +163,17 @@ def test_check_warns_about_the_default_event_and_admin_ports_on_this_host(tmp_pa
     got = [ln.removeprefix(f"fixgw: {cfg}: warning: ") for ln in r.stderr.splitlines()
            if "warning: " in ln]
     assert got == want
+
+
+def test_a_setting_that_changes_nothing_is_a_warning(tmp_path: Path) -> None:
+    """[oms] heartbeat_interval: a FIX acceptor takes HeartBtInt from the OMS's Logon. The
+    file still loads (it did before), and --check says so, naming the field."""
+    cfg = tmp_path / "gw.toml"
+    cfg.write_text('[oms]\nheartbeat_interval = 60\n[[oms.sessions]]\ncomp_id = "OMS"\n'
+                   'cancel_on_disconnect_s = 30\n')
+    r = _check(cfg)
+    assert r.returncode == 0, r.stderr
+    assert f"{cfg}: warning: oms.heartbeat_interval has no effect" in r.stderr
+    assert "OMS (cancel on disconnect after 30 s)" in r.stdout
+    cfg.write_text('[oms]\nport = 9900\n')
+    assert "heartbeat_interval" not in _check(cfg).stderr

@@ -166,3 +166,16 @@ def test_replace_of_filled_order_is_too_late(oms: Oms, maker: Oms) -> None:
     r = oms.expect(lambda r: r.msg_type == "9" and r.fields.get(11) == rcl)
     assert r.fields[102] == "0" and r.fields[434] == "2"
     assert "Filled" in r.fields[58]
+
+
+def test_replace_may_not_change_time_in_force(oms: Oms) -> None:
+    """Kraken amends quantity and price only: another TimeInForce is refused with a reason, not
+    dropped without a word."""
+    cl = oms.buy("0.01", "37000.0")
+    oms.report(cl, "0")
+    rcl = new_id("R")
+    oms.send("G", [(11, rcl), (41, cl), (55, "BTC/USD"), (54, "1"), (38, "0.02"), (40, "2"),
+                   (44, "37000.0"), (59, "3"), (60, "20260101-00:00:00")])
+    rej = oms.expect(lambda r: r.msg_type == "9" and r.fields.get(11) == rcl)
+    assert rej.fields[41] == cl and rej.fields[434] == "2"
+    assert "not Side, OrdType or TimeInForce" in rej.fields[58]

@@ -64,7 +64,17 @@ def test_subscription_follows_the_kill_switch_and_the_venue(stack: Stack) -> Non
         assert st.KillSwitch(admin_pb2.KillSwitchRequest(on=False), metadata=op).ok
 
 
-def test_snapshot_only_echoes_the_session_asked_about(stack: Stack) -> None:
+def test_a_snapshot_echoes_the_session_asked_about_and_leaves_a_subscription(
+        stack: Stack) -> None:
+    op = auth(stack.operator_token)
+    sub = ask(stack, "1")
+    status(stack, sub, unsolicited=False)
     req = ask(stack, "0", (336, "DAY"))
     h = status(stack, req, unsolicited=False)
     assert (h.fields[336], h.fields[340]) == ("DAY", "2")
+    assert stub(stack).KillSwitch(admin_pb2.KillSwitchRequest(on=True), metadata=op).ok
+    try:
+        assert status(stack, sub, unsolicited=True).fields[340] == "1"
+    finally:
+        assert stub(stack).KillSwitch(admin_pb2.KillSwitchRequest(on=False), metadata=op).ok
+    ask(stack, "2")
