@@ -1,6 +1,7 @@
 """The ``[risk]`` table: pre-trade gate limits and signal rules (shared/signals.md §8).
 
-Every order from every entry point passes the gate before routing. This model is what an
+Every order from every entry point passes the gate before routing, and so does every replace
+that adds quantity or moves the price (as the order's new version). This model is what an
 operator writes; ``gateway.risk.gate.Gate`` compiles it once at start so the order path never
 parses or looks anything up by name.
 

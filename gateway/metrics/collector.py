@@ -182,9 +182,10 @@ class MetricsSink:
         self.cancels = _Shards()  # (oms session, by): cancels the gateway sent on its own
 
     # ---- RoutingSink ---------------------------------------------------------------------------
-    def gate_decided(self, order: GateOrder, cl_ord_id: str, decision: GateDecision) -> None:
+    def gate_decided(self, order: GateOrder, cl_ord_id: str, decision: GateDecision,
+                     amend: bool = False) -> None:
         self.gate.inc((decision.rule or "none", decision.action))
-        if decision.action == "block":
+        if decision.action == "block" or amend:  # a replace is no round-trip sample
             return
         st = self._board.sessions.get(order.oms_session)
         started = st.last_received if st is not None else None

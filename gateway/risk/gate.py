@@ -564,8 +564,12 @@ class Gate:
         return plan
 
     # -- the check ----------------------------------------------------------------------------
-    def check(self, order: GateOrder) -> GateDecision:
-        """Decide one order from the counters and the latest snapshot; never raises."""
+    def check(self, order: GateOrder, amend: bool = False) -> GateDecision:
+        """Decide one order from the counters and the latest snapshot; never raises.
+
+        `amend`: `order` is the new version of an open order (a replace that adds quantity or
+        moves the price): every limit applies to it except the two that count orders (the
+        rate and the open orders), since a replace adds no order."""
         try:
             if self._kill:
                 return self._kill_decision
@@ -628,7 +632,7 @@ class Gate:
                 if d.reduced_qty is not None and d.reduced_qty < eff:
                     eff = d.reduced_qty
 
-            times = plan.rate_times
+            times = None if amend else plan.rate_times
             if (times is not None and len(times) == times.maxlen
                     and times[0] > self._clock() - self._window):
                 d = self._fire_rate(order, len(times))
@@ -636,7 +640,7 @@ class Gate:
                     return self._done(fired, d)
                 fired.append(d)
 
-            max_open = self._max_open
+            max_open = None if amend else self._max_open
             if max_open is not None:
                 n_open = self._open.get(order.oms_session, 0)
                 if n_open >= max_open:

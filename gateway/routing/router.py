@@ -665,16 +665,32 @@ class Router:
             self._cancel_reject(ctx, cl, order.oms_cl_ord_id, "2", BROKER_OPTION, problem, order)
             return
         assert isinstance(valid, v.ValidOrder)
+        qty, price = valid.qty, valid.price
+        if self.gate is not None and (qty > order.qty or price != order.price):
+            # The new version adds quantity or moves the price: it passes the gate like a new
+            # order would (without the order-counting limits). Less quantity at the same price
+            # only lowers risk and is never held back, not even by the kill switch.
+            gate_order = GateOrder(order.symbol, order.side, qty, price, order.ord_type,
+                                   ctx.key, order.account)
+            decision = self.gate.check(gate_order, amend=True)
+            self.sink.gate_decided(gate_order, cl, decision, amend=True)
+            if decision.action == "block":
+                self.store.mark_used(ctx.key, cl)
+                self._cancel_reject(ctx, cl, order.oms_cl_ord_id, "2", BROKER_OPTION,
+                                    decision.text, order)
+                return
+            if decision.action == "reduce" and decision.reduced_qty is not None:
+                qty = decision.reduced_qty
         if self.fallback is not None and self.fallback.active():
             self.store.mark_used(ctx.key, cl)
-            refused = self.fallback.replace(order, cl, valid.qty, valid.price, f.get("59"))
+            refused = self.fallback.replace(order, cl, qty, price, f.get("59"))
             if refused is not None:
                 self._cancel_reject(ctx, cl, order.oms_cl_ord_id, "2", refused[0], refused[1],
                                     order)
             return
         vid = self.store.venue_ids.next()
         self.store.add_request(vid, (order.oms_session, order.oms_history[0]), cl, "replace")
-        out = self._order_message("G", vid, order, None, valid.qty, valid.price)
+        out = self._order_message("G", vid, order, None, qty, price)
         if not self.venue.send(out):
             self._cancel_reject(ctx, cl, order.oms_cl_ord_id, "2", BROKER_OPTION,
                                 f"{self.venue.name} disconnected while sending", order)

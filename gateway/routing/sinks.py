@@ -25,12 +25,14 @@ class RoutingSink(Protocol):
                   last_qty: Decimal | None, last_px: Decimal | None) -> None: ...
     def cancel_rejected(self, oms_session: str, cl_ord_id: str, orig_cl_ord_id: str,
                         text: str) -> None: ...
-    def gate_decided(self, order: GateOrder, cl_ord_id: str, decision: GateDecision) -> None: ...
+    def gate_decided(self, order: GateOrder, cl_ord_id: str, decision: GateDecision,
+                     amend: bool = False) -> None: ...
     def cancel_requested(self, order: Order, cl_ord_id: str, by: str, text: str) -> None: ...
 
 
 class NullSink:
-    def gate_decided(self, order: GateOrder, cl_ord_id: str, decision: GateDecision) -> None:
+    def gate_decided(self, order: GateOrder, cl_ord_id: str, decision: GateDecision,
+                     amend: bool = False) -> None:
         pass
 
     def order_accepted(self, order: Order) -> None:
@@ -93,10 +95,11 @@ class FanoutSink:
             except Exception:
                 log.exception("routing sink %r failed on cancel_rejected", s)
 
-    def gate_decided(self, order: GateOrder, cl_ord_id: str, decision: GateDecision) -> None:
+    def gate_decided(self, order: GateOrder, cl_ord_id: str, decision: GateDecision,
+                     amend: bool = False) -> None:
         for s in self.sinks:
             try:
-                s.gate_decided(order, cl_ord_id, decision)
+                s.gate_decided(order, cl_ord_id, decision, amend)
             except Exception:
                 log.exception("routing sink %r failed on gate_decided", s)
 

@@ -118,7 +118,8 @@ class EventSink:
             "side": order.side, "order_qty": str(order.qty), "price": _s(order.price),
             "text": text}))
 
-    def gate_decided(self, order: GateOrder, cl_ord_id: str, decision: GateDecision) -> None:
+    def gate_decided(self, order: GateOrder, cl_ord_id: str, decision: GateDecision,
+                     amend: bool = False) -> None:
         self._publish(("gate_decision", {
             "rule": decision.rule or "", "action": decision.action,
             "reasons": decision.reasons,

@@ -10,7 +10,7 @@ from pathlib import Path
 import grpc
 
 from gateway._proto.fixgw.v1 import events_pb2, events_pb2_grpc
-from tests.conftest import Oms, make_client
+from tests.conftest import Oms, make_client, new_id
 from tests.procs import Credentials, GatewayProcess, SimProcess, stop_all
 
 RISK = """
@@ -74,6 +74,51 @@ def test_gate_blocks_and_reduces_with_reasons_and_events(tmp_path: Path) -> None
         assert reduced[0].reduced_qty.rstrip("0").rstrip(".") == "1"
     finally:
         try:  # the client and the gateway together: both wait out QuickFIX's 1 s ticks
+            stop_all([oms.c.stop, gw.stop])
+        finally:
+            sim.stop()
+
+
+def test_a_replace_that_adds_risk_passes_the_gate_and_one_that_lowers_it_always_goes(
+        tmp_path: Path) -> None:
+    """A replace is the order's new version: more quantity or another price is checked like a
+    new order (an OrderCancelReject naming the rule when blocked); less quantity at the same
+    price only lowers risk and goes straight to the venue."""
+    creds = Credentials()
+    sim = SimProcess(tmp_path / "sim", creds, seed_books=True)   # books around 45,000
+    gw = GatewayProcess(tmp_path / "gw", sim, creds, extra_toml="""
+[risk]
+max_order_qty = { "BTC/USD" = "1" }
+price_collar_bps = 1000
+stale_book_s = 3600
+""")
+    oms = Oms(make_client(tmp_path, gw.oms_port, "OMS", "FIXGW"))
+    try:
+        gw.err.wait_for(r"instrument list", 10)
+        time.sleep(0.5)  # the first book snapshots are in
+        oms.c.start()
+        cl = oms.buy("0.5", "44000.0")
+        oms.report(cl, "0")
+
+        def replace(qty: str, price: str) -> str:
+            rcl = new_id("R")
+            oms.send("G", [(11, rcl), (41, cl), (55, "BTC/USD"), (54, "1"), (38, qty),
+                           (40, "2"), (44, price), (60, "20260101-00:00:00")])
+            return rcl
+
+        too_big = replace("2", "44000.0")
+        rej = oms.expect(lambda r: r.msg_type == "9" and r.fields.get(11) == too_big)
+        assert rej.fields[434] == "2" and rej.fields[58].startswith("blocked by max_order_qty")
+        too_far = replace("0.5", "30000.0")
+        rej = oms.expect(lambda r: r.msg_type == "9" and r.fields.get(11) == too_far)
+        assert rej.fields[58].startswith("blocked by price_collar"), rej.fields[58]
+        up = replace("0.8", "44100.0")
+        assert oms.report(up, "5").fields[38] == "0.80000000"
+        cl = up
+        down = replace("0.3", "44100.0")
+        assert oms.report(down, "5").fields[38] == "0.30000000"
+    finally:
+        try:
             stop_all([oms.c.stop, gw.stop])
         finally:
             sim.stop()

@@ -412,6 +412,19 @@ def test_rate_sliding_window_per_symbol() -> None:
     assert gate.check(o).rule == "max_orders_per_s"
 
 
+def test_a_replace_is_checked_without_the_limits_that_count_orders() -> None:
+    """`amend=True` (a replace's new version): the rate and open-order limits, which count
+    orders, do not apply, since a replace adds none; the quantity limit still does."""
+    gate, _, _ = make_gate(cfg(max_orders_per_s=1, max_open_orders=1,
+                               max_order_qty={"*": "2"}))
+    o = order()
+    gate.on_order_routed(o)
+    assert gate.check(o).rule in ("max_orders_per_s", "max_open_orders")
+    assert gate.check(o, amend=True).action == "allow"
+    d = gate.check(order(qty="3"), amend=True)
+    assert d.action == "block" and d.rule == "max_order_qty"
+
+
 def test_rate_warn() -> None:
     gate, _, _ = make_gate(cfg(max_orders_per_s=1, max_orders_per_s_action="warn",
                                rate_window_s=2.0))
