@@ -547,6 +547,11 @@ class Router:
                                 f"session{self._forgotten_hint()}", None)
             return None
         if self.store.is_used(ctx.key, cl):
+            if f.get("43") == "Y":
+                # A resend of a request we already took, as for a NewOrderSingle: the OMS has,
+                # or will get, its answer. Not a duplicate.
+                log.info("ignored PossDup resend of request %s from %s", cl, ctx.key)
+                return None
             self._cancel_reject(ctx, cl, orig, response_to, DUPLICATE_CL_ORD_ID,
                                 f"duplicate ClOrdID {cl}: already used on this session", order)
             return None

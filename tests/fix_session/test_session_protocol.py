@@ -150,6 +150,17 @@ def msg_type(m: simplefix.FixMessage) -> str:
     return fields_of(m).get(35, "")
 
 
+def expect_app(c: RawFixClient, msg_type_: str, cl_ord_id: str,
+               timeout: float = 10.0) -> dict[int, str]:
+    """The next application message of this type for this ClOrdID (others are skipped)."""
+    deadline = time.monotonic() + timeout
+    while (left := deadline - time.monotonic()) > 0:
+        m = c.recv(left)
+        if m is not None and msg_type(m) == msg_type_ and fields_of(m).get(11) == cl_ord_id:
+            return fields_of(m)
+    raise AssertionError(f"no 35={msg_type_} for {cl_ord_id}\n{c.transcript()}")
+
+
 # ---- 1S: logon ------------------------------------------------------------------------------
 def test_valid_logon_is_answered_with_logon(client: RawFixClient) -> None:
     """1S a: a valid Logon as first message is answered with a Logon (EncryptMethod 0, the
@@ -666,3 +677,24 @@ def test_unsupported_msg_type_business_reject(session: RawFixClient) -> None:
     f = fields_of(session.expect("j"))
     assert f.get(45) == str(seq) and f.get(372) == "R" and f.get(380) == "3", f
     assert_alive(session)
+
+
+# ---- PossDupFlag on an application message already processed ---------------------------------
+def test_possdup_resend_of_a_request_already_taken_is_ignored(session: RawFixClient) -> None:
+    """Vol. 2, PossDupFlag: the application must check a PossDup message for a duplicate. An
+    OrderCancelRequest the gateway already took, sent again with 43=Y (as an OMS does after a
+    crash before its sequence number advanced), is ignored: the OMS has its answer. Without
+    43=Y the same ClOrdID is a duplicate, and says so."""
+    order = new_order()
+    cl = dict(order)[11]
+    session.send("D", order)
+    expect_app(session, "8", cl)
+    ccl = f"CXL-{time.time_ns()}"
+    cancel = [(11, ccl), (41, cl), (55, "BTC/USD"), (54, "1"), (60, utc_timestamp())]
+    session.send("F", cancel)
+    assert expect_app(session, "8", ccl)[150] == "4"
+    session.send("F", cancel, header_overrides={43: "Y", 122: utc_timestamp()})
+    assert_silent(session, 1.0)
+    session.send("F", cancel)
+    rej = expect_app(session, "9", ccl)
+    assert rej[102] == "6" and "duplicate ClOrdID" in rej[58]
