@@ -287,7 +287,8 @@ class OrderStore:
 
     # ---- changes (journaled, then visible) -----------------------------------------------
     def mark_used(self, oms_session: str, cl_ord_id: str) -> None:
-        """Remember a ClOrdID the gateway rejected, so a retry with it is still a duplicate."""
+        """Remember a ClOrdID that names no order of its own (one the gateway rejected, or a
+        mass cancel's), so a later message with it is still a duplicate."""
         now = time.time()
         with self.lock:
             self._journal.append_line(f"U\t{oms_session}\t{cl_ord_id}\t{int(now * 1000)}")

@@ -813,34 +813,38 @@ class Router:
         cl = f["11"]
         req_type = f["530"]
         symbol, side = f.get("55"), f.get("54")
-        report_id = f"MASS-{self.exec_ids.next()}"
         rep = m.new_message("r")
         rep.setField(m.CL_ORD_ID, cl)
-        rep.setField(m.ORDER_ID, report_id)
+        rep.setField(m.ORDER_ID, f"MASS-{self.exec_ids.next()}")
         rep.setField(m.MASS_CANCEL_REQUEST_TYPE, req_type)
-        if req_type not in ("1", "7"):
+
+        def refuse(reason: str, text: str) -> None:
             rep.setField(m.MASS_CANCEL_RESPONSE, "0")
-            rep.setField(m.MASS_CANCEL_REJECT_REASON, "99")
-            rep.setField(m.TEXT, f"MassCancelRequestType {req_type} is not supported; "
-                                 "use 1 (by symbol) or 7 (all orders)")
+            rep.setField(m.MASS_CANCEL_REJECT_REASON, reason)
+            rep.setField(m.TEXT, text)
             ctx.send(rep)
+
+        if self.store.is_used(ctx.key, cl):
+            if f.get("43") == "Y":  # a resend of one we took: the OMS has its answer
+                log.info("ignored PossDup resend of mass cancel %s from %s", cl, ctx.key)
+            else:
+                refuse("99", f"duplicate ClOrdID {cl}: already used on this session")
+            return
+        if req_type not in ("1", "7"):
+            refuse("99", f"MassCancelRequestType {req_type} is not supported; use 1 (by symbol) "
+                         "or 7 (all orders)")
             return
         if req_type == "1" and not symbol:
-            rep.setField(m.MASS_CANCEL_RESPONSE, "0")
-            rep.setField(m.MASS_CANCEL_REJECT_REASON, "1")
-            rep.setField(m.TEXT, "MassCancelRequestType 1 requires Symbol (55)")
-            ctx.send(rep)
+            refuse("1", "MassCancelRequestType 1 requires Symbol (55)")
             return
         targets = [o for o in self.store.open_orders(ctx.key)
                    if (req_type == "7" or o.symbol == symbol) and (side is None or o.side == side)]
-        rest = self._rest_active()
         held = [o for o in targets if o.transport == "held"]
-        if not self.venue.is_up() and not rest and len(held) < len(targets):
-            rep.setField(m.MASS_CANCEL_RESPONSE, "0")
-            rep.setField(m.MASS_CANCEL_REJECT_REASON, "99")
-            rep.setField(m.TEXT, f"{self.venue.not_logged_on()}; nothing canceled")
-            ctx.send(rep)
+        if not self.venue.is_up() and not self._rest_active() and len(held) < len(targets):
+            refuse("99", f"{self.venue.not_logged_on()}; nothing canceled")
             return
+        # Its ClOrdID stays used, like any the OMS sent (its per-order reports carry it).
+        self.store.mark_used(ctx.key, cl)
         # The report acknowledges the request before any of its cancels can be reported back,
         # so an OMS sees 35=r first and then one ExecutionReport per canceled order.
         rep.setField(m.MASS_CANCEL_RESPONSE, req_type)

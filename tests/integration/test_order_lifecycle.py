@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 
 from gateway.fix.client import Received
-from tests.conftest import Oms, new_id
+from tests.conftest import Oms, new_id, order_fields
 
 # Prices far from each other per test so resting orders of one test never cross another's.
 
@@ -179,3 +179,20 @@ def test_replace_may_not_change_time_in_force(oms: Oms) -> None:
     rej = oms.expect(lambda r: r.msg_type == "9" and r.fields.get(11) == rcl)
     assert rej.fields[41] == cl and rej.fields[434] == "2"
     assert "not Side, OrdType or TimeInForce" in rej.fields[58]
+
+
+def test_a_mass_cancel_clordid_is_unique_like_any_other(oms: Oms) -> None:
+    """A mass cancel may not reuse a ClOrdID of this session, and its own stays used."""
+    cl = oms.buy("10", "0.04", symbol="ARB/USD")
+    oms.report(cl, "0")
+    oms.send("q", [(11, cl), (530, "1"), (55, "ARB/USD"), (60, "20260101-00:00:00")])
+    rep = oms.expect(lambda r: r.msg_type == "r" and r.fields.get(11) == cl)
+    assert rep.fields[531] == "0" and "duplicate ClOrdID" in rep.fields[58]
+    mcl = new_id("M")
+    oms.send("q", [(11, mcl), (530, "1"), (55, "ARB/USD"), (60, "20260101-00:00:00")])
+    rep = oms.expect(lambda r: r.msg_type == "r" and r.fields.get(11) == mcl)
+    assert rep.fields[531] == "1"
+    assert oms.expect(lambda r: r.msg_type == "8" and r.fields.get(41) == cl).fields[150] == "4"
+    oms.send("D", order_fields(mcl, "1", "10", "0.04", symbol="ARB/USD"))
+    rej = oms.report(mcl, "8")
+    assert rej.fields[103] == "6" and "duplicate ClOrdID" in rej.fields[58]
