@@ -830,6 +830,9 @@ class Router:
             else:
                 refuse("99", f"duplicate ClOrdID {cl}: already used on this session")
             return
+        # Used from now on, whatever the outcome, like any ClOrdID the OMS sent (the per-order
+        # reports of an accepted one carry it).
+        self.store.mark_used(ctx.key, cl)
         if req_type not in ("1", "7"):
             refuse("99", f"MassCancelRequestType {req_type} is not supported; use 1 (by symbol) "
                          "or 7 (all orders)")
@@ -843,8 +846,6 @@ class Router:
         if not self.venue.is_up() and not self._rest_active() and len(held) < len(targets):
             refuse("99", f"{self.venue.not_logged_on()}; nothing canceled")
             return
-        # Its ClOrdID stays used, like any the OMS sent (its per-order reports carry it).
-        self.store.mark_used(ctx.key, cl)
         # The report acknowledges the request before any of its cancels can be reported back,
         # so an OMS sees 35=r first and then one ExecutionReport per canceled order.
         rep.setField(m.MASS_CANCEL_RESPONSE, req_type)

@@ -8,9 +8,9 @@ route: new orders are rejected, or held where a fallback is configured); Text sa
 
 SubscriptionRequestType (263) 0 answers once, 1 also sends an unsolicited 35=h (325=Y) each
 time the status changes, 2 ends the subscription (no answer); a snapshot request leaves a
-subscription running. `poll` notices changes (the
-gateway calls it twice a second), so nothing that changes the status has to know about
-subscribers; a subscription ends with its OMS session's logout.
+subscription running. `poll` notices changes (the gateway calls it twice a second), so
+nothing that changes the status has to know about subscribers; a subscription ends with its
+OMS session's logout.
 
 Threads: requests come on the OMS sessions' threads, `poll` on its own, `drop` from a logout
 callback that may hold the session's mutex; the lock only guards the table, and nothing is sent
