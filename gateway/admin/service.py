@@ -322,7 +322,7 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
                     and (not sym or o.symbol.upper() == sym)
                     and (not open_only or o.is_open)
                     and (not order_id or order_id == o.order_id or order_id in o.oms_history
-                         or order_id == o.first_venue_id or order_id in (o.more_venue_ids or ())))
+                         or order_id in o.venue_ids))
         return match
 
     def ListOrders(self, request: admin_pb2.ListOrdersRequest,

@@ -396,6 +396,11 @@ def _print_session(s: admin_pb2.Session) -> None:
              ("transport", s.transport), ("open orders", str(s.open_orders)),
              ("last received", when("last_received_time")), ("last sent", when("last_sent_time")),
              ("last logon", when("last_logon_time")), ("last logout", when("last_logout_time"))]
+    _print_pairs(lines)
+
+
+def _print_pairs(lines: list[tuple[str, str]]) -> None:
+    """One "name  value" line each, the values in one column."""
     width = max(len(k) for k, _ in lines)
     for k, v in lines:
         print(f"{k.ljust(width)}  {v}")
@@ -609,9 +614,7 @@ def _print_order(o: admin_pb2.Order) -> None:
              ("account", o.account or "-"), ("status", o.status + ("" if o.open else " (closed)")),
              ("filled", f"{o.cum_qty} at {o.avg_px}" if _filled(o) else o.cum_qty),
              ("leaves", o.leaves_qty), ("transport", o.transport), ("closed", closed)]
-    width = max(len(k) for k, _ in lines)
-    for k, v in lines:
-        print(f"{k.ljust(width)}  {v}")
+    _print_pairs(lines)
 
 
 # ---- events ----------------------------------------------------------------------------------

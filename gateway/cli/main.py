@@ -56,12 +56,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.check:
         return check_config(config, path)
     setup_logging(config.gateway.log_level, config.gateway.log_format)
-    logging.getLogger("fixgw").info("%s; config: %s", version_line("fixgw"),
-                                    path or "(built-in defaults)")
+    name = path or "(built-in defaults)"
+    logging.getLogger("fixgw").info("%s; config: %s", version_line("fixgw"), name)
     from gateway.server.preflight import ignored_settings
 
     for warning in ignored_settings(config):
-        logging.getLogger("fixgw").warning("%s: %s", path or "(built-in defaults)", warning)
+        logging.getLogger("fixgw").warning("%s: %s", name, warning)
     from gateway.admin.auth import TokenError
     from gateway.admin.service import AdminTlsError
     from gateway.listen import ListenError

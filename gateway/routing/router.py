@@ -299,15 +299,10 @@ class Router:
         cl = f["11"]
         inp = v.OrderInput(f.get("55"), f.get("54"), f.get("38"), f.get("40"), f.get("44"),
                            f.get("59"), f.get("1"))
-        if self.store.is_used(ctx.key, cl):
-            if f.get("43") == "Y":
-                # The OMS resent an order we already took (we died before QuickFIX advanced
-                # its sequence): it has, or will get, that order's reports. Not a duplicate.
-                log.info("ignored PossDup resend of order %s from %s", cl, ctx.key)
-                return
-            # The original order is untouched; only this message is refused.
-            self._reject_new(ctx, cl, inp, v.DUPLICATE_ORDER,
-                             f"duplicate ClOrdID {cl}: already used on this session", mark=False)
+        dup = self._taken(ctx, f, "order")
+        if dup is not None:
+            if dup:  # the original order is untouched; only this message is refused
+                self._reject_new(ctx, cl, inp, v.DUPLICATE_ORDER, dup, mark=False)
             return
         checked = self.validator.validate(inp, ctx.accounts)
         if isinstance(checked, v.Rejection):
@@ -546,14 +541,10 @@ class Router:
                                 f"unknown order: OrigClOrdID {orig} was never accepted on this "
                                 f"session{self._forgotten_hint()}", None)
             return None
-        if self.store.is_used(ctx.key, cl):
-            if f.get("43") == "Y":
-                # A resend of a request we already took, as for a NewOrderSingle: the OMS has,
-                # or will get, its answer. Not a duplicate.
-                log.info("ignored PossDup resend of request %s from %s", cl, ctx.key)
-                return None
-            self._cancel_reject(ctx, cl, orig, response_to, DUPLICATE_CL_ORD_ID,
-                                f"duplicate ClOrdID {cl}: already used on this session", order)
+        dup = self._taken(ctx, f, "request")
+        if dup is not None:
+            if dup:
+                self._cancel_reject(ctx, cl, orig, response_to, DUPLICATE_CL_ORD_ID, dup, order)
             return None
         if not order.is_open:
             self._cancel_reject(ctx, cl, orig, response_to, TOO_LATE,
@@ -572,6 +563,19 @@ class Router:
                                 "cancel it or wait for its New", order)
             return None
         return cl, order
+
+    def _taken(self, ctx: OmsContext, f: Fields, what: str) -> str | None:
+        """None when the message's ClOrdID is new on this session. Otherwise "" for a PossDup
+        resend of one the gateway already took (logged; nothing to answer: the OMS has, or will
+        get, its answer, e.g. when we died before QuickFIX advanced its sequence), or the Text
+        of the duplicate reject."""
+        cl = f["11"]
+        if not self.store.is_used(ctx.key, cl):
+            return None
+        if f.get("43") == "Y":
+            log.info("ignored PossDup resend of %s %s from %s", what, cl, ctx.key)
+            return ""
+        return f"duplicate ClOrdID {cl}: already used on this session"
 
     def _forgotten_hint(self) -> str:
         retention = self.store.retention_s
@@ -824,11 +828,10 @@ class Router:
             rep.setField(m.TEXT, text)
             ctx.send(rep)
 
-        if self.store.is_used(ctx.key, cl):
-            if f.get("43") == "Y":  # a resend of one we took: the OMS has its answer
-                log.info("ignored PossDup resend of mass cancel %s from %s", cl, ctx.key)
-            else:
-                refuse("99", f"duplicate ClOrdID {cl}: already used on this session")
+        dup = self._taken(ctx, f, "mass cancel")
+        if dup is not None:
+            if dup:
+                refuse("99", dup)
             return
         # Used from now on, whatever the outcome, like any ClOrdID the OMS sent (the per-order
         # reports of an accepted one carry it).

@@ -103,13 +103,14 @@ def preflight(config: Config) -> list[str]:
             continue
         for name in type(section).model_fields:
             value = getattr(section, name)
+            field = f"{where}.{name}" if where else name
             if isinstance(value, str) and _PLACEHOLDER in value:
-                problems.append(f"{where + '.' if where else ''}{name}: still the template's "
-                                f"{_PLACEHOLDER}: set the value the venue gave you")
+                problems.append(f"{field}: still the template's {_PLACEHOLDER}: set the value "
+                                "the venue gave you")
             if name.endswith("_file") and value is not None:
                 problem = _file_problem(section, name)
                 if problem is not None:
-                    problems.append(f"{where + '.' if where else ''}{name}: {problem}")
+                    problems.append(f"{field}: {problem}")
     problem = _data_dir_problem(Path(config.gateway.data_dir))
     if problem is not None:
         problems.append(f"gateway.data_dir: {problem}")
