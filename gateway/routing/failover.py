@@ -223,7 +223,7 @@ class RestFallback:
     def __init__(self, router: Router, client: KrakenSpotRest, poll_interval_s: float = 0.5,
                  status_interval_s: float = 5.0, *, ws_url: str = "",
                  hold_max_s: float = 0.0, hold_max_orders: int = 1000,
-                 amend_deadline_s: float | None = None, ws_orders: bool = True) -> None:
+                 request_deadline_s: float | None = None, ws_orders: bool = True) -> None:
         self.router = router
         self.client = client
         self.poll_interval_s = poll_interval_s
@@ -236,12 +236,15 @@ class RestFallback:
         self.ws_orders_configured = ws_orders  # what `prefer` restores on auto/fix
         self.hold_max_s = hold_max_s
         self.hold_max_orders = hold_max_orders
-        # An amend sent with a deadline of max(2 s, timeout) (the client's rule) cannot land
-        # after this long; then old figures in a poll mean it never will.
-        self.amend_deadline_s = (amend_deadline_s if amend_deadline_s is not None
-                                 else min(60.0, max(2.0, client.timeout_s)) + 1.0)
+        # An order or amend sent with a deadline (`client.deadline_window_s` ahead) cannot
+        # land after this long: then an order a lookup does not find, or old figures in a
+        # poll, mean it never will. Before that, neither is conclusive.
+        self.request_deadline_s = (request_deadline_s if request_deadline_s is not None
+                                   else client.deadline_window_s + 1.0)
         self._cancels: dict[str, str] = {}  # order venue ClOrdID -> pending cancel venue ClOrdID
-        self._unresolved: dict[str, tuple[Order, Decimal]] = {}  # ambiguous AddOrder, by ClOrdID
+        # Orders placed with an unknown outcome, by venue ClOrdID: (order, when to look from
+        # (epoch s), monotonic time from which "not found" is final).
+        self._unresolved: dict[str, tuple[Order, Decimal, float]] = {}
         self._amends: dict[str, _Amend] = {}  # txid -> amend with a lost answer
         self._held: deque[tuple[Order, float]] = deque()  # (order, monotonic time held)
         # Guards `_held` and `_releasing` only, and is never held across a venue call: the OMS
@@ -283,8 +286,7 @@ class RestFallback:
             if exc.ambiguous:
                 log.warning("REST AddOrder %s outcome unknown (%s); looking it up",
                             order.venue_cl_ord_id, exc)
-                with self._lock:
-                    self._unresolved[order.venue_cl_ord_id] = (order, sent_at - 5)
+                self._look_up_later(order, sent_at)
                 return None
             d = exc.decision
             return d.ord_rej_reason, f"REST fallback: {d.text}"
@@ -294,6 +296,14 @@ class RestFallback:
             return None
         return self._fields(order, res.txid, "0", "0", Decimal(0), Decimal(0),
                             f"R{res.txid}-0-new")
+
+    def _look_up_later(self, order: Order, sent_at: Decimal) -> None:
+        """The order may or may not have reached the venue: the poller looks its ClOrdID up.
+        "Not found" settles it only once the request's deadline has passed, as until then
+        the venue may still take it (a request stuck in a queue or a retry)."""
+        with self._lock:
+            self._unresolved[order.venue_cl_ord_id] = (
+                order, sent_at - 5, time.monotonic() + self.request_deadline_s)
 
     def prefer(self, path: str | None) -> None:
         """Ops' choice of fallback path: "ws" (orders over the private WebSocket while it is
@@ -327,20 +337,19 @@ class RestFallback:
         try:
             res = ws.add_order(symbol=order.symbol, side=side, order_type=ord_type,
                                order_qty=order.qty, limit_price=order.price,
-                               time_in_force=tif.lower(), cl_ord_id=order.venue_cl_ord_id)
+                               time_in_force=tif.lower(), cl_ord_id=order.venue_cl_ord_id,
+                               deadline=self.client.deadline_param())
         except KrakenWsRejected as exc:
             d = classify(exc.error)
             return d.ord_rej_reason, f"WS fallback: {d.text}"
         except KrakenWsError as exc:
             log.warning("WS add_order %s outcome unknown (%s); looking it up over REST",
                         order.venue_cl_ord_id, exc)
-            with self._lock:
-                self._unresolved[order.venue_cl_ord_id] = (order, sent_at - 5)
+            self._look_up_later(order, sent_at)
             return None
         txid = res.get("order_id")
         if not isinstance(txid, str) or not txid:
-            with self._lock:
-                self._unresolved[order.venue_cl_ord_id] = (order, sent_at - 5)
+            self._look_up_later(order, sent_at)
             return None
         log.info("order %s placed over WS: txid %s", order.oms_cl_ord_id, txid)
         return self._fields(order, txid, "0", "0", Decimal(0), Decimal(0), f"R{txid}-0-new")
@@ -426,7 +435,7 @@ class RestFallback:
         venue_cl = order.venue_cl_ord_id
         txid = order.order_id
         amend = _Amend(vid, oms_cl, venue_cl, qty, price,
-                       time.monotonic() + self.amend_deadline_s)
+                       time.monotonic() + self.request_deadline_s)
         # Over the private WebSocket while it is connected (the same in-place amend), else
         # REST. Either way an amend without an answer is never sent again: the order's next
         # polled state tells whether it landed.
@@ -742,12 +751,15 @@ class RestFallback:
         with self._lock:
             pending = list(self._unresolved.items())
         ok = True
-        for clid, (order, since) in pending:
+        for clid, (order, since, final_at) in pending:
             try:
                 so = self.client.find_order(clid, since_epoch_s=since)
             except KrakenRestError as exc:
                 log.warning("REST lookup of order %s failed: %s", clid, exc)
                 ok = False
+                continue
+            if so is None and time.monotonic() < final_at:
+                ok = False  # the request may still land: look again at the next poll
                 continue
             with self._lock:
                 self._unresolved.pop(clid, None)
@@ -789,12 +801,14 @@ class RestFallback:
     def start(self) -> None:
         # REST-routed orders journaled before a restart with no venue answer yet: look them up
         # by ClOrdID (the FIX reconciliation only asks about FIX-routed ones).
+        # Each was sent before now, so its deadline is at most one deadline from now.
         since = Decimal(time.time_ns()) / Decimal(1_000_000_000) - 86_400
+        final_at = time.monotonic() + self.request_deadline_s
         store = self.router.store
         with self._lock:
             for o in store.open_orders():
                 if o.transport in ("rest", "ws") and o.status == state.SENT:
-                    self._unresolved.setdefault(o.venue_cl_ord_id, (o, since))
+                    self._unresolved.setdefault(o.venue_cl_ord_id, (o, since, final_at))
         # Orders still held when the gateway stopped: held again (from now), in journal order.
         held = [o for o in store.open_orders() if o.transport == "held"]
         with self._held_lock:

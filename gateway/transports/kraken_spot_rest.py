@@ -366,6 +366,22 @@ class KrakenSpotRest:
         #: Seconds spent waiting on the REST counter model (metrics, tests).
         self.rate_wait_s = 0.0
 
+    @property
+    def deadline_window_s(self) -> float:
+        """How far ahead an AddOrder's or AmendOrder's ``deadline`` is set. Past it (plus
+        `deadline_margin_s` for clock skew) the venue can no longer act on that request, so
+        a lookup that does not find the order then is conclusive."""
+        return min(60.0, max(2.0, self.timeout_s))
+
+    @property
+    def deadline_margin_s(self) -> float:
+        return self._deadline_margin_s
+
+    def deadline_param(self) -> str:
+        """A ``deadline`` for a request sent now (RFC 3339, as Kraken's REST and WS v2 take
+        it)."""
+        return _rfc3339(time.time() + self.deadline_window_s)
+
     # -- signing -----------------------------------------------------------------------------
 
     def sign(self, uri_path: str, params: Iterable[tuple[str, str]],
@@ -481,7 +497,7 @@ class KrakenSpotRest:
             attempt += 1
             deadline: float | None = None
             if self._use_deadline and not validate:
-                deadline = time.time() + min(60.0, max(2.0, self.timeout_s))
+                deadline = time.time() + self.deadline_window_s
                 params["deadline"] = _rfc3339(deadline)
             ordered = sorted(params.items())  # alphabetical, like Kraken's own examples
             try:
@@ -496,8 +512,15 @@ class KrakenSpotRest:
                     # Past the deadline the venue can no longer accept that request, so a
                     # lookup that does not find the order is conclusive.
                     self._sleep(max(0.0, deadline + self._deadline_margin_s - time.time()))
-                # Lookups retry on their own; if they cannot tell, we cannot resend safely.
-                found = self.find_order(cl_ord_id, since_epoch_s=first_sent - 5)
+                # Lookups retry on their own; if they cannot tell, we cannot resend safely,
+                # and nor can we call it refused: the first request may have landed.
+                try:
+                    found = self.find_order(cl_ord_id, since_epoch_s=first_sent - 5)
+                except KrakenRestError as lookup_exc:
+                    raise KrakenRestError(
+                        [f"transport: AddOrder {cl_ord_id} outcome unknown ({exc}); looking "
+                         f"it up failed: {lookup_exc}"], False, "transport",
+                        ambiguous=True) from lookup_exc
                 if found is not None:
                     self._remember(found.txid, canonical.pair, cl_ord_id)
                     descr = _descr_from_order(found)
@@ -564,7 +587,7 @@ class KrakenSpotRest:
         while True:
             attempt += 1
             if self._use_deadline:
-                params["deadline"] = _rfc3339(time.time() + min(60.0, max(2.0, self.timeout_s)))
+                params["deadline"] = self.deadline_param()
             try:
                 result = self._call("/0/private/AmendOrder", sorted(params.items()))
                 return str(result.get("amend_id", ""))

@@ -57,7 +57,6 @@ import time
 from collections import defaultdict, deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import datetime
 from decimal import Decimal, InvalidOperation
 from email.utils import formatdate
 from http.server import BaseHTTPRequestHandler
@@ -76,6 +75,7 @@ from gateway.kraken.ratelimits import (
 )
 from gateway.kraken.symbols import parse_spot_pair, rest_altname, to_kraken_asset, ws_v1_name
 from gateway.venue_sim.accounts import Accounts, ApiAccount
+from gateway.venue_sim.deadline import deadline_error
 from gateway.venue_sim.engine import (
     Accepted,
     BookChanged,
@@ -183,6 +183,7 @@ class _Delay:
     seconds: float
     after: bool
     path_prefix: str | None
+    queued: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -273,11 +274,14 @@ class SpotRestServer(HttpFace):
             self._faults.extend(_Fault(status, error, path_prefix) for _ in range(n))
 
     def set_delay(self, seconds: float, n: int | None = None, *, after: bool = True,
-                  path_prefix: str | None = None) -> None:
+                  path_prefix: str | None = None, queued: bool = False) -> None:
         """Hold answers back by ``seconds``: the next ``n`` requests, or all (``n=None``) until
         ``set_delay(0)``. ``after=True`` processes first and delays the answer (the order lands
-        while the client times out); ``after=False`` delays before processing."""
-        d = _Delay(seconds, after, path_prefix)
+        while the client times out); ``after=False`` delays before processing. ``queued=True``
+        delays between authentication (the nonce is taken) and the engine, as a request waits
+        in the venue's own queue: it can then land after later requests were answered, which
+        is what Kraken's ``deadline`` bounds."""
+        d = _Delay(seconds, after and not queued, path_prefix, queued)
         with self._lock:
             if n is None:
                 self._sticky_delay = d if seconds > 0 else None
@@ -365,7 +369,7 @@ class SpotRestServer(HttpFace):
             self.last_request = RecordedRequest(path, {k.lower(): v for k, v in headers.items()},
                                                 body)
         fault, delay = self._take(path)
-        if delay is not None and not delay.after:
+        if delay is not None and not delay.after and not delay.queued:
             time.sleep(delay.seconds)
         if fault is not None:
             if fault.status == 200:
@@ -373,13 +377,14 @@ class SpotRestServer(HttpFace):
             else:
                 reply = (fault.status, dumps({"error": [fault.error]}))
         else:
-            reply = self._route(method, path, parts.query, headers, body)
+            queued_s = delay.seconds if delay is not None and delay.queued else 0.0
+            reply = self._route(method, path, parts.query, headers, body, queued_s)
         if delay is not None and delay.after:
             time.sleep(delay.seconds)
         return reply
 
     def _route(self, method: str, path: str, query: str, headers: Mapping[str, str],
-               body: str) -> tuple[int, str]:
+               body: str, queued_s: float = 0.0) -> tuple[int, str]:
         try:
             if path.startswith("/0/public/"):
                 params = _form(query if method == "GET" else body or query)
@@ -389,6 +394,8 @@ class SpotRestServer(HttpFace):
                     raise _Err("EGeneral:Invalid arguments:private methods are POST only")
                 name = path.removeprefix("/0/private/")
                 account = self._authenticate(path, headers, body)
+                if queued_s:
+                    time.sleep(queued_s)
                 params = _form(body)
                 result = self._private(name, account, params)
             else:
@@ -681,23 +688,9 @@ class SpotRestServer(HttpFace):
         return {"descr": {"order": descr}, "txid": [txid]}
 
     def _check_deadline(self, text: str | None) -> None:
-        """Kraken's AddOrder ``deadline`` (RFC3339, at most 60 s ahead): a request processed
-        after it is refused without reaching the book, so a client that timed out knows that
-        once the deadline has passed, an order it cannot find will never appear."""
-        if not text:
-            return
-        try:
-            when = datetime.fromisoformat(text.replace("Z", "+00:00"))
-        except ValueError:
-            raise _Err("EGeneral:Invalid arguments:deadline") from None
-        if when.tzinfo is None:
-            raise _Err("EGeneral:Invalid arguments:deadline")
-        deadline = when.timestamp()
-        now = self._wall_ns() / 1e9
-        if deadline > now + 60:
-            raise _Err("EGeneral:Invalid arguments:deadline")
-        if now > deadline:
-            raise _Err("EService:Deadline elapsed")
+        error = deadline_error(text, self._wall_ns() / 1e9)
+        if error is not None:
+            raise _Err(error)
 
     def _find(self, owner: str, p: Mapping[str, str]) -> OrderSnapshot | None:
         txid, clid = p.get("txid"), p.get("cl_ord_id")

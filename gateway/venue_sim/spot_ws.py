@@ -52,6 +52,7 @@ from gateway.marketdata.fix_md import DELETE, OFFER, TopView
 from gateway.transports.kraken_ws import loads
 from gateway.venue_sim import engine as e
 from gateway.venue_sim.accounts import Accounts
+from gateway.venue_sim.deadline import deadline_error
 from gateway.venue_sim.instruments import InstrumentKind
 from gateway.venue_sim.ws_face import WsConn, WsFace
 
@@ -646,6 +647,12 @@ class SpotWsServer(WsFace[_Conn]):
         clid = params.get("cl_ord_id")
         if clid is not None and not isinstance(clid, str):
             reply(False, error="EGeneral:Invalid arguments:cl_ord_id")
+            return
+        deadline = params.get("deadline")
+        late = (deadline_error(deadline, time.time()) if isinstance(deadline, str)
+                else None if deadline is None else "EGeneral:Invalid arguments:deadline")
+        if late is not None:
+            reply(False, error=late)
             return
         engine_clid = clid if clid else f"WS-{next(self._clids)}"
         events = await asyncio.to_thread(self.engine.submit, owner, engine_clid, symbol, side,

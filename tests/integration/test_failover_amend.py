@@ -1,10 +1,11 @@
-"""A cancel/replace over REST whose AmendOrder answer is lost: the gateway's router and REST
+"""An order or a cancel/replace over REST whose answer is lost: the gateway's router and REST
 fallback in process, against the simulator's spot REST face on a real loopback HTTP server
 over a real matching engine (only the OMS FIX session is replaced by a recorder).
 
 The amend is never sent twice; the order's next polled state settles it: the new figures mean
 it landed (35=8 ExecType 5 under the replace's ClOrdID), the old ones past the amend's
-deadline mean it never will (35=9)."""
+deadline mean it never will (35=9). An order whose AddOrder outcome is unknown is looked up,
+and "not found" is taken as final only past the request's deadline."""
 
 from __future__ import annotations
 
@@ -33,21 +34,22 @@ SECRET = base64.b64encode(b"fixgw amend test secret, long enough for HMAC-SHA512
 
 
 class World:
-    def __init__(self, tmp: Path) -> None:
+    def __init__(self, tmp: Path, max_attempts: int = 4) -> None:
         self.engine = MatchingEngine()
         self.server = SpotRestServer(self.engine, Accounts([ApiAccount(KEY, SECRET, "FIXGW")]))
         self.server.start()
         self.client = KrakenSpotRest(self.server.base_url, KEY, SECRET, NonceSource(),
-                                     timeout_s=0.5, backoff_initial_s=0.01, backoff_max_s=0.05)
+                                     timeout_s=0.5, backoff_initial_s=0.01, backoff_max_s=0.05,
+                                     max_attempts=max_attempts)
         self.store = OrderStore(tmp / "orders.journal", fsync_interval_ms=0)
         self.router = Router(self.store, OrderValidator(lambda s: s == "BTC/USD"))
         self.sid = fix.SessionID("FIX.4.4", "FIXGW", "OMS")
         self.router.register_oms(self.sid, ())
         self.sent: list[dict[int, str]] = []
-        # amend_deadline_s: the client sends deadline = now + 2 s (its floor), so past 2.5 s an
+        # request_deadline_s: the client sends deadline = now + 2 s (its floor), so past 2.5 s an
         # amend that has not landed never will.
         self.fallback = RestFallback(self.router, self.client, poll_interval_s=60,
-                                     amend_deadline_s=2.5)
+                                     request_deadline_s=2.5)
         self.fallback.rest_ok = True
         self.fallback.policy = TransportPolicy(lambda: False, lambda: True, failover_after_s=0,
                                                failback_after_s=60, on_switch=lambda *a: None,
@@ -93,6 +95,23 @@ def world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[World]:
         yield w
     finally:
         w.close()
+
+
+@pytest.fixture
+def one_try_world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[World]:
+    """A client that makes one AddOrder attempt: a timeout is final at once, with no lookup
+    of its own (as after its last retry)."""
+    w = World(tmp_path, max_attempts=1)
+    w.capture(monkeypatch)
+    try:
+        yield w
+    finally:
+        w.close()
+
+
+def _send_order(w: World, cl: str) -> None:
+    w.oms("D", [(11, cl), (55, "BTC/USD"), (54, "1"), (38, "0.02"), (40, "2"), (44, "30000"),
+                (59, "1"), (60, "20260101-00:00:00")])
 
 
 def _place(w: World, cl: str) -> str:
@@ -201,3 +220,62 @@ def test_ws_add_order_without_an_answer_is_looked_up_not_resent(world: World) ->
     finally:
         w.fallback.stop()
         ws_server.stop()
+
+
+def test_order_not_found_before_its_deadline_is_looked_up_again(one_try_world: World) -> None:
+    """The AddOrder times out on the client while the venue takes it a little later. A
+    lookup in between does not find it; that is not final while the request's deadline has
+    not passed, so the order is looked up again and found: no reject, one acknowledgement."""
+    w = one_try_world
+    w.server.set_delay(1.2, 1, queued=True, path_prefix="/0/private/AddOrder")
+    _send_order(w, "U1")
+    assert w.reports("U1") == []  # outcome unknown: nothing to tell the OMS yet
+    order = w.store.find("FIXGW->OMS", "U1")
+    assert order is not None
+    assert w.fallback.poll() is False  # not found yet, and not final
+    assert w.reports("U1") == []
+    deadline = time.monotonic() + 5
+    while w.engine.submission_count("FIXGW", order.venue_cl_ord_id) == 0:
+        assert time.monotonic() < deadline, "the delayed AddOrder never reached the engine"
+        time.sleep(0.05)
+    assert w.fallback.poll() is True
+    (ack,) = w.reports("U1")
+    assert ack[150] == "0" and ack[39] == "0"
+    assert w.engine.submission_count("FIXGW", order.venue_cl_ord_id) == 1
+
+
+def test_order_not_found_past_its_deadline_is_rejected(one_try_world: World) -> None:
+    """The AddOrder reaches the venue only after its deadline, which refuses it: once that
+    deadline has passed, "not found" is final and the OMS gets the reject."""
+    w = one_try_world
+    w.server.set_delay(3.0, 1, queued=True, path_prefix="/0/private/AddOrder")
+    _send_order(w, "U2")
+    order = w.store.find("FIXGW->OMS", "U2")
+    assert order is not None
+    assert w.fallback.poll() is False
+    assert w.reports("U2") == []
+    time.sleep(w.fallback.request_deadline_s)
+    assert w.fallback.poll() is True
+    (rej,) = w.reports("U2")
+    assert rej[150] == "8" and "did not reach the venue" in rej[58]
+    time.sleep(1.0)  # the delayed request is processed now, past its deadline
+    assert w.engine.order_status("FIXGW", cl_ord_id=order.venue_cl_ord_id) is None
+
+
+def test_failed_lookup_after_a_lost_answer_is_an_unknown_outcome_not_a_reject(
+        world: World) -> None:
+    """The AddOrder lands but its answer is lost; the client's own lookup then fails (the
+    venue busy on every try). That says nothing about the order: it is looked up later, not
+    reported rejected, and its acknowledgement reaches the OMS once."""
+    w = world
+    w.server.set_delay(0.8, 1, after=True, path_prefix="/0/private/AddOrder")
+    w.server.fail_next(4, 200, "EService:Busy", path_prefix="/0/private/OpenOrders")
+    _send_order(w, "U3")
+    order = w.store.find("FIXGW->OMS", "U3")
+    assert order is not None
+    assert w.reports("U3") == []
+    assert w.engine.submission_count("FIXGW", order.venue_cl_ord_id) == 1
+    assert w.fallback.poll() is True
+    (ack,) = w.reports("U3")
+    assert ack[150] == "0"
+    assert w.engine.submission_count("FIXGW", order.venue_cl_ord_id) == 1

@@ -277,6 +277,12 @@ def test_add_order_new_then_fill_then_cancel(venue: Venue) -> None:
             p.add_order(symbol=BTC, side="sell", order_type="limit", order_qty=D("0.00000001"),
                         limit_price=ask)
         assert small.value.error == "EOrder:Order minimum not met"
+        # Kraken's deadline: a request that reaches the venue after it never reaches the book.
+        with pytest.raises(KrakenWsRejected) as late:
+            p.add_order(symbol=BTC, side="buy", order_type="limit", order_qty=D("0.001"),
+                        limit_price=far, cl_ord_id="late-1", deadline="2020-01-01T00:00:00Z")
+        assert late.value.error == "EService:Deadline elapsed"
+        assert venue.engine.order_status(OWNER, cl_ord_id="late-1") is None
         assert len(issued) == 1
     finally:
         p.stop()
