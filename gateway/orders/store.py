@@ -279,6 +279,16 @@ class OrderStore:
                       for o in taken[:limit]]
         return copies, len(taken)
 
+    def cancel_asked(self, order: Order) -> str | None:
+        """The venue ClOrdID of the latest cancel asked for `order` (its OMS's own, one order
+        of a mass cancel, or the gateway's: ops, kill switch, cancel on disconnect), or None."""
+        with self.lock:
+            for vid in reversed(order.more_venue_ids or ()):
+                ref = self._venue_refs.get(vid)
+                if ref is not None and ref.kind in ("cancel", "mass"):
+                    return vid
+        return None
+
     def counts(self) -> OrderCounts:
         return OrderCounts(len(self.orders), len(self._open), self.evicted)
 

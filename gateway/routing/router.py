@@ -105,6 +105,12 @@ def _advances(order: Order, exec_type: str, ord_status: str, cum_qty: str | None
     return _is_news(order, ord_status, cum_qty)
 
 
+def _behind(order: Order, cum_qty: str | None) -> bool:
+    """Whether the venue's word has less filled than the order's record: a report older than
+    ones already applied (the same venue, over another transport)."""
+    return bool(cum_qty) and Decimal(cum_qty or 0) < order.cum_qty
+
+
 def _is_news(order: Order, ord_status: str, cum_qty: str | None) -> bool:
     """Whether the venue's word (state and filled quantity) is ahead of the order's record."""
     if state.is_terminal(order.status):
@@ -193,6 +199,9 @@ class Router:
         self.venue = VenueTrading()
         self.md: OmsMarketData | None = None  # OMS market-data requests, when a feed exists
         self._recon: set[str] = set()  # venue ClOrdIDs asked about by `reconcile`
+        # Venue ClOrdIDs of new orders journaled and about to be sent on FIX: not in doubt, so
+        # `reconcile` must not ask about them (its question could overtake the order).
+        self._sending: set[str] = set()
         self.reconcile_delay_s = 1.0
         self.exec_ids = m.ExecIdSource("GW")
         self._oms_by_sid: dict[str, OmsContext] = {}
@@ -330,6 +339,8 @@ class Router:
                              "(no fallback transport available)")
             return
         venue_id = self.store.venue_ids.next()
+        if not hold and not rest:
+            self._sending.add(venue_id)
         order = Order(oms_session=ctx.key, oms_cl_ord_id=cl, venue_cl_ord_id=venue_id,
                       symbol=checked.symbol, side=checked.side, ord_type=checked.ord_type,
                       qty=checked.qty, price=checked.price, tif=checked.tif,
@@ -371,6 +382,7 @@ class Router:
             return
         out = self._order_message("D", venue_id, order, f.get("60"))
         sent = self.venue.send(out)
+        self._sending.discard(venue_id)
         # The gate decision and "accepted" events are published after the send, off the
         # order's way to the venue; `_announce` keeps them ahead of the venue's answer.
         self._announce(key)
@@ -468,6 +480,14 @@ class Router:
         if path == "rest":
             assert self.fallback is not None
             path = self.fallback.order_transport()  # "ws" while the private socket is up
+        refused = self._refused_now(order)
+        if refused is not None:
+            self.store.set_transport(order, "none")
+            self._settle_unsent(ctx, order, refused, f"held {held_s:.1f}s")
+            self._closed_at_gate(order)
+            return
+        if path == "fix":
+            self._sending.add(order.venue_cl_ord_id)
         self.store.set_transport(order, path)
         log.info("held order %s sent over %s after %.2fs", order.oms_cl_ord_id, path.upper(),
                  held_s)
@@ -480,9 +500,53 @@ class Router:
             elif placed is not None:
                 self.on_venue_report(placed, "rest")
             return
-        if not self._send_new(order):
+        sent = self._send_new(order)
+        self._sending.discard(order.venue_cl_ord_id)
+        if not sent:
             self._reject_recorded(ctx, order, f"{self.venue.name} disconnected while sending")
             self._closed_at_gate(order)
+
+    def _refused_now(self, order: Order) -> tuple[str, str] | None:
+        """Whether an accepted order that has not reached the venue may still be sent now
+        (a held order released, or one the venue never got before a restart or disconnect):
+        None if so, else ("cancel", why) when a cancel has been asked for it since, or
+        ("gate", why) when the pre-trade gate would stop it now (the kill switch, or a price
+        collar the market has moved away from). The gate's two order-counting limits do not
+        apply: the order was counted when it was accepted."""
+        if self.store.cancel_asked(order) is not None:
+            return "cancel", "a cancel was asked for it before it could be sent"
+        if self.gate is None:
+            return None
+        decision = self.gate.check(GateOrder(order.symbol, order.side, order.qty, order.price,
+                                             order.ord_type, order.oms_session,
+                                             order.account), amend=True)
+        if decision.action == "block":
+            return "gate", decision.text
+        if decision.action == "reduce" and decision.reduced_qty is not None:
+            return "gate", (f"{decision.text} (the gate would now reduce it to "
+                            f"{m.decimal_field(decision.reduced_qty)})")
+        return None
+
+    def _settle_unsent(self, ctx: OmsContext, order: Order, refused: tuple[str, str],
+                       when: str) -> None:
+        """Close an accepted order that never reached the venue and will not be sent: Canceled
+        if a cancel was asked for it, else Rejected with the gate's reason."""
+        kind, why = refused
+        log.warning("order %s (%s) not sent: %s", order.oms_cl_ord_id, when, why)
+        if kind == "cancel":
+            f: Fields = {
+                "11": order.venue_cl_ord_id, "37": "NONE",
+                "17": f"H{order.venue_cl_ord_id}-canceled", "150": "4", "39": "4",
+                "55": order.symbol, "54": order.side, "38": m.decimal_field(order.qty),
+                "40": order.ord_type, "59": order.tif, "151": "0", "14": "0", "6": "0",
+                "60": m.utc_timestamp(),
+                "58": f"canceled: it had not reached the venue ({why})"}
+            if order.price is not None:
+                f["44"] = m.decimal_field(order.price)
+            self.on_venue_report(f, "held")
+        else:
+            self._reject_recorded(ctx, order, f"not sent: it had not reached the venue, and "
+                                  f"{why}", v.EXCEEDS_LIMIT)
 
     def _closed_at_gate(self, order: Order) -> None:
         if self.gate is not None:
@@ -914,7 +978,8 @@ class Router:
         longer be resent. An answer that tells nothing new is not forwarded (`_apply_...`).
         """
         pending = [o for o in self.store.open_orders() if o.transport == "fix"
-                   and (new_venue_session or o.status == state.SENT)]
+                   and (new_venue_session or o.status == state.SENT)
+                   and o.venue_cl_ord_id not in self._sending]
         if pending and new_venue_session:
             log.info("new venue session (sequence numbers reset): asking the venue about %d "
                      "open order(s), as what it reported in the old session cannot be resent",
@@ -1045,12 +1110,36 @@ class Router:
         if exec_type == "I" and venue_cl in self._recon:
             self._recon.discard(venue_cl)
             if ord_status == "8" and target.order.status == state.SENT:
+                refused = self._refused_now(target.order)
+                ctx = self._oms_by_key.get(target.order.oms_session)
+                if refused is not None:
+                    if ctx is not None:
+                        self._settle_unsent(ctx, target.order, refused, "in doubt")
+                        self._closed_at_gate(target.order)
+                    else:
+                        log.warning("order %s not sent: %s", target.oms_cl_ord_id, refused[1])
+                    return
                 log.warning("order %s never reached the venue before the restart; sending it now",
                             target.oms_cl_ord_id)
                 self._send_new(target.order)
                 return
             if not _is_news(target.order, ord_status, f.get("14")):
                 return  # our own question, and the venue agrees: nothing for the OMS
+        elif exec_type == "I" and _behind(target.order, f.get("14")):
+            # A status answer older than reports already applied (a fill that came first over
+            # the WS or REST): applied, it would move the record back and make the fill news
+            # again when the venue's FIX report of it arrives. The OMS asked, so it is
+            # answered, from the record.
+            ctx = self._oms_by_key.get(target.order.oms_session)
+            log.info("order %s: venue status answer %s is behind the record (CumQty %s < %s); "
+                     "answered from the record", target.oms_cl_ord_id, exec_id, f.get("14"),
+                     target.order.cum_qty)
+            if ctx is not None:
+                er = self._record_report(target.order, target.oms_cl_ord_id)
+                er.setField(m.TEXT, "from the gateway's record: the venue's answer was older "
+                            "than reports already received")
+                ctx.send(er)
+            return
         elif (exec_type == "8" and target.kind == "new"
               and target.order.status not in (state.SENT, state.PENDING_NEW)):
             # A venue cannot reject an order it has acknowledged: this answers a duplicate

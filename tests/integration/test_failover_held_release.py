@@ -32,10 +32,12 @@ from pathlib import Path
 import pytest
 import quickfix as fix
 
+from gateway.config.risk import GateConfig
 from gateway.fix import messages as m
 from gateway.kraken.auth import NonceSource
 from gateway.orders.model import Order
 from gateway.orders.store import OrderStore
+from gateway.risk.gate import Gate
 from gateway.risk.validation import OrderValidator
 from gateway.routing.failover import RestFallback, TransportPolicy
 from gateway.routing.router import OmsContext, Router
@@ -354,5 +356,30 @@ def test_held_too_long_and_full_queue_still_rejected(desk_factory: Callable[...,
     assert d.exec_types("E1") == ["A", "8"]
     text = d.reports("E1")[-1][58]
     assert "held" in text and "not sent" in text
+    assert d.fallback.held_count() == 0
+    assert d.engine.submission_counts == {}
+
+
+def test_held_order_is_not_released_past_the_kill_switch(
+        desk_factory: Callable[..., Desk]) -> None:
+    """A held order passed the gate when it came in. If the gate would stop it by the time a
+    transport is up (here the kill switch, as after a restart with it on), it is rejected with
+    the gate's reason instead of sent."""
+    d = desk_factory()
+    assert d.buy("K1", "0.01")
+    assert d.exec_types("K1") == ["A"]
+    d.router.gate = Gate(GateConfig.model_validate({"kill_switch": True}),
+                         lambda s: (None, None), lambda s: None)
+
+    class _Venue:  # FIX is up again: the held order would go out on it
+        def send(self, msg: fix.Message) -> bool:
+            raise AssertionError("a held order went out past the kill switch")
+
+    d.router.venue.session = _Venue()  # type: ignore[assignment]
+    d.router.venue.logged_on = True
+    d.fallback.release_held()
+    assert d.exec_types("K1") == ["A", "8"]
+    text = d.reports("K1")[-1][58]
+    assert "not sent" in text and "kill_switch" in text, text
     assert d.fallback.held_count() == 0
     assert d.engine.submission_counts == {}

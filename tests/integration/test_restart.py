@@ -148,3 +148,58 @@ def test_order_journaled_but_never_sent_is_reconciled_and_sent_once(tmp_path: Pa
             stop_all([oms.c.stop, gw.stop])
         finally:
             sim.stop()
+
+
+def _restart_with_unsent_order(tmp_path: Path, lines: list[str],
+                               extra_toml: str = "") -> tuple[SimProcess, GatewayProcess, Oms]:
+    """A gateway that died after journaling `lines` (an order never sent, and what followed)."""
+    creds = Credentials()
+    sim = SimProcess(tmp_path / "sim", creds)
+    gw = GatewayProcess(tmp_path / "gw", sim, creds, extra_toml=extra_toml)
+    gw.stop()
+    with (tmp_path / "gw" / "var" / "orders.journal").open("a") as f:
+        f.writelines(line + "\n" for line in lines)
+    return sim, gw, Oms(make_client(tmp_path, gw.oms_port, "OMS", "FIXGW"))
+
+
+def test_unsent_order_with_a_cancel_asked_is_canceled_not_sent(tmp_path: Path) -> None:
+    """The OMS asked to cancel an order that had not reached the venue (the gateway died, or
+    FIX dropped, before its NewOrderSingle left). When the venue says it never got it, it is
+    not sent late: the OMS gets Canceled, and the venue never sees it."""
+    venue_id, cancel_id = "1000000000000011", "1000000000000012"
+    sim, gw, oms = _restart_with_unsent_order(tmp_path, [
+        f"N\tFIXGW->OMS\tLOST-2\t{venue_id}\tBTC/USD\t1\t2\t0.01\t30000.0\t1\t\tfix",
+        f"Q\t{cancel_id}\tFIXGW->OMS\tLOST-2\tCXL-2\tcancel"])
+    try:
+        gw.start()
+        gw.err.wait_for(r"order LOST-2 \(in doubt\) not sent: a cancel was asked", 30)
+        oms.c.start()
+        r = oms.report("LOST-2", "4", timeout=30)
+        assert r.fields[39] == "4" and "had not reached the venue" in r.fields[58]
+        assert sim.control(cmd="submission_counts")["counts"] == {}
+    finally:
+        try:
+            stop_all([oms.c.stop, gw.stop])
+        finally:
+            sim.stop()
+
+
+def test_unsent_order_is_not_sent_with_the_kill_switch_on(tmp_path: Path) -> None:
+    """An order the venue never got is checked by the pre-trade gate before it is sent late:
+    with the kill switch on it is rejected with the gate's reason instead."""
+    venue_id = "1000000000000021"
+    sim, gw, oms = _restart_with_unsent_order(tmp_path, [
+        f"N\tFIXGW->OMS\tLOST-3\t{venue_id}\tBTC/USD\t1\t2\t0.01\t30000.0\t1\t\tfix"],
+        extra_toml="[risk]\nkill_switch = true\n")
+    try:
+        gw.start()
+        gw.err.wait_for(r"order LOST-3 \(in doubt\) not sent: .*kill_switch", 30)
+        oms.c.start()
+        r = oms.report("LOST-3", "8", timeout=30)
+        assert r.fields[39] == "8" and "kill_switch" in r.fields[58], r.fields
+        assert sim.control(cmd="submission_counts")["counts"] == {}
+    finally:
+        try:
+            stop_all([oms.c.stop, gw.stop])
+        finally:
+            sim.stop()

@@ -1,0 +1,146 @@
+"""The router's handling of orders in doubt, in process (the venue session is a recorder):
+`reconcile` never asks the venue about an order that is on its way out, and a venue status
+answer older than what the record already has never moves the record back."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+import quickfix as fix
+
+from gateway.fix import messages as m
+from gateway.orders.model import Order
+from gateway.orders.store import OrderStore
+from gateway.risk.validation import OrderValidator
+from gateway.routing.router import OmsContext, Router
+
+SID = fix.SessionID("FIX.4.4", "FIXGW", "OMS")
+KEY = "FIXGW->OMS"
+
+
+class _VenueRecorder:
+    """Stands in for the venue's fix.Session: what the router sends to the venue."""
+
+    def __init__(self) -> None:
+        self.sent: list[dict[int, str]] = []
+
+    def send(self, msg: fix.Message) -> bool:
+        self.sent.append(_fields(msg))
+        return True
+
+
+def _fields(msg: fix.Message) -> dict[int, str]:
+    out: dict[int, str] = {}
+    for part in msg.toString().split("\x01"):
+        if "=" in part:
+            tag, _, value = part.partition("=")
+            out[int(tag)] = value
+    return out
+
+
+class _World:
+    def __init__(self, tmp: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.store = OrderStore(tmp / "orders.journal", fsync_interval_ms=0)
+        self.router = Router(self.store, OrderValidator(lambda s: s == "BTC/USD"))
+        self.router.register_oms(SID, ())
+        self.venue = _VenueRecorder()
+        self.router.venue.session = self.venue  # type: ignore[assignment]
+        self.router.venue.logged_on = True
+        self.oms_got: list[dict[int, str]] = []
+        monkeypatch.setattr(OmsContext, "send",
+                            lambda ctx, msg: self.oms_got.append(_fields(msg)))
+
+    def report(self, fields: dict[str, str], transport: str) -> None:
+        msg = m.new_message("8")
+        for tag, value in fields.items():
+            msg.setField(int(tag), value)
+        f = dict(fields, **{"35": "8"})
+        if transport == "fix":
+            self.router.on_venue_message(msg, f)
+        else:
+            self.router.on_venue_report(fields, transport)
+
+
+@pytest.fixture
+def world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[_World]:
+    w = _World(tmp_path, monkeypatch)
+    try:
+        yield w
+    finally:
+        w.store.close()
+
+
+def test_reconcile_does_not_ask_about_an_order_on_its_way_out(
+        world: _World, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An order journaled but not yet sent when the reconciliation after a logon runs is not
+    in doubt: asking about it could overtake it, get "unknown order", and send it twice."""
+    w = world
+    building = threading.Event()
+    release = threading.Event()
+    build = Router._order_message
+
+    def slow_build(*args: object, **kwargs: object) -> fix.Message:
+        building.set()
+        release.wait(5)
+        return build(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(Router, "_order_message", staticmethod(slow_build))
+    msg = m.new_message("D")
+    f = {"35": "D", "11": "R1", "55": "BTC/USD", "54": "1", "38": "0.01", "40": "2",
+         "44": "30000", "59": "1", "60": "20260101-00:00:00"}
+    for tag, value in f.items():
+        msg.setField(int(tag), value)
+    oms = threading.Thread(target=w.router.on_oms_message, args=(msg, SID, f))
+    oms.start()
+    try:
+        assert building.wait(5)
+        assert w.store.find(KEY, "R1") is not None  # journaled, not sent yet
+        assert w.router.reconcile() == 0
+        assert [s for s in w.venue.sent if s[35] == "H"] == []
+    finally:
+        release.set()
+        oms.join(5)
+    assert [s[35] for s in w.venue.sent] == ["D"]
+
+
+def _rest_order(w: _World) -> Order:
+    order = Order(oms_session=KEY, oms_cl_ord_id="S1", venue_cl_ord_id="200", symbol="BTC/USD",
+                  side="1", ord_type="2", qty=Decimal("0.02"), price=Decimal("30000"), tif="1",
+                  transport="ws", oms_history=["S1"])
+    w.store.add_order(order)
+    return order
+
+
+def _er(exec_id: str, exec_type: str, status: str, cum: str, last: str | None = None
+        ) -> dict[str, str]:
+    f = {"11": "200", "37": "O-200", "17": exec_id, "150": exec_type, "39": status,
+         "55": "BTC/USD", "54": "1", "38": "0.02", "14": cum, "6": "30000" if cum != "0" else "0",
+         "151": str(Decimal("0.02") - Decimal(cum))}
+    if last is not None:
+        f.update({"32": last, "31": "30000"})
+    return f
+
+
+def test_status_answer_behind_the_record_does_not_move_it_back(world: _World) -> None:
+    """A fill reached the gateway over the WebSocket first; the venue's FIX status answer,
+    written before that fill, arrives after it. Applied, it would set CumQty back to 0 and
+    the FIX copy of the fill would then be forwarded as a second fill. The OMS gets its
+    status answer from the record instead, and one fill."""
+    w = world
+    order = _rest_order(w)
+    w.report(_er("W-new", "0", "0", "0"), "ws")
+    w.report(_er("W-fill", "F", "1", "0.01", "0.01"), "ws")
+    assert order.cum_qty == Decimal("0.01")
+    w.report(_er("F-status", "I", "0", "0"), "fix")  # the venue's answer, older than the fill
+    assert order.cum_qty == Decimal("0.01") and order.status == "1"
+    status = w.oms_got[-1]
+    assert status[150] == "I" and status[14] == "0.01" and status[39] == "1"
+    assert "from the gateway's record" in status[58]
+    w.report(_er("F-fill", "F", "1", "0.01", "0.01"), "fix")  # the FIX copy of the same fill
+    fills = [r for r in w.oms_got if r[150] == "F"]
+    assert len(fills) == 1, fills
+    assert sum(Decimal(r[32]) for r in fills) == Decimal("0.01")
