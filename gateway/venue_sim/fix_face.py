@@ -57,6 +57,10 @@ class SimFixFace(BaseHandler):
         self._accounts = {a.api_key: a for a in accounts}
         self._trading: dict[str, fix.Session] = {}   # owner (client CompID) -> session
         self.md = MdPublisher(engine)
+        # ExecIDs of the reports that are not the engine's (rejects, status answers): unique
+        # across sequence resets and restarts, as a venue's are (a receiver dedupes on them).
+        self._reject_ids = m.ExecIdSource("R")
+        self._status_ids = m.ExecIdSource("S")
         engine.add_listener(self._on_engine_events)
 
     # ---- session events --------------------------------------------------------------------
@@ -142,7 +146,7 @@ class SimFixFace(BaseHandler):
         er = m.new_message("8")
         er.setField(m.ORDER_ID, "NONE")
         er.setField(m.CL_ORD_ID, msg.getField(m.CL_ORD_ID))
-        er.setField(m.EXEC_ID, f"R{msg.getHeader().getField(m.MSG_SEQ_NUM)}-{owner}")
+        er.setField(m.EXEC_ID, self._reject_ids.next())
         er.setField(m.EXEC_TYPE, "8")
         er.setField(m.ORD_STATUS, "8")
         er.setField(m.SYMBOL, msg.getField(m.SYMBOL))
@@ -167,7 +171,7 @@ class SimFixFace(BaseHandler):
             er = m.new_message("8")
             er.setField(m.ORDER_ID, get(msg, m.ORDER_ID) or "NONE")
             er.setField(m.CL_ORD_ID, cl or "NONE")
-            er.setField(m.EXEC_ID, f"S{msg.getHeader().getField(m.MSG_SEQ_NUM)}-{owner}")
+            er.setField(m.EXEC_ID, self._status_ids.next())
             er.setField(m.EXEC_TYPE, "I")
             er.setField(m.ORD_STATUS, "8")
             er.setField(m.SYMBOL, get(msg, m.SYMBOL) or "[N/A]")
@@ -177,7 +181,7 @@ class SimFixFace(BaseHandler):
             er.setField(m.AVG_PX, "0")
             er.setField(m.TEXT, e.TEXT_UNKNOWN_ORDER)
         else:
-            er = self._report(snap, "I", f"S{msg.getHeader().getField(m.MSG_SEQ_NUM)}-{owner}")
+            er = self._report(snap, "I", self._status_ids.next())
         fix.Session.sendToTarget(er, session_id)
 
     def _mass_cancel(self, msg: fix.Message, owner: str, session_id: fix.SessionID) -> None:
