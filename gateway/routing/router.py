@@ -105,6 +105,32 @@ def _advances(order: Order, exec_type: str, ord_status: str, cum_qty: str | None
     return _is_news(order, ord_status, cum_qty)
 
 
+def _fills_since(msg: fix.Message, f: Fields, order: Order) -> bool:
+    """Turn a status answer that shows more filled than the record into the trade report the
+    OMS books fills from (ExecType F), in place: LastQty the difference, LastPx the average
+    price of what was filled since (from the two CumQty/AvgPx pairs), ExecID the answer's
+    plus "-F". Only for answers after a new venue session began: the venue's own reports of
+    those fills were sent in the old session and can never be resent, so this is the only
+    report of them the OMS will get. False (nothing changed) when no more is filled."""
+    cum = Decimal(f.get("14") or 0)
+    delta = cum - order.cum_qty
+    if delta <= 0:
+        return False
+    avg = Decimal(f.get("6") or 0)
+    px = (cum * avg - order.cum_qty * order.avg_px) / delta
+    exponent = avg.as_tuple().exponent
+    places = max(8, -exponent if isinstance(exponent, int) else 8)
+    px = px.quantize(Decimal(1).scaleb(-places)).normalize()
+    updates = {"150": "F", "17": f["17"] + "-F", "32": m.decimal_field(delta),
+               "31": m.decimal_field(px),
+               "58": "fill(s) during the venue's session change, from its status answer (the "
+                     "old session's reports cannot be resent); LastPx is their average price"}
+    for tag, value in updates.items():
+        msg.setField(int(tag), value)
+    f.update(updates)
+    return True
+
+
 def _behind(order: Order, cum_qty: str | None) -> bool:
     """Whether the venue's word has less filled than the order's record: a report older than
     ones already applied (the same venue, over another transport)."""
@@ -198,7 +224,9 @@ class Router:
         self.gate = gate
         self.venue = VenueTrading()
         self.md: OmsMarketData | None = None  # OMS market-data requests, when a feed exists
-        self._recon: set[str] = set()  # venue ClOrdIDs asked about by `reconcile`
+        # Venue ClOrdIDs asked about by `reconcile` -> whether asked after a logon that began a
+        # new venue session (what the venue reported in the old one cannot be resent).
+        self._recon: dict[str, bool] = {}
         # Venue ClOrdIDs of new orders journaled and about to be sent on FIX: not in doubt, so
         # `reconcile` must not ask about them (its question could overtake the order).
         self._sending: set[str] = set()
@@ -988,7 +1016,7 @@ class Router:
             log.info("reconciling %d order(s) with no venue report since before the restart",
                      len(pending))
         for o in pending:
-            self._recon.add(o.venue_cl_ord_id)
+            self._recon[o.venue_cl_ord_id] = new_venue_session
             out = m.new_message("H")
             out.setField(m.CL_ORD_ID, o.venue_cl_ord_id)
             out.setField(m.SYMBOL, o.symbol)
@@ -1108,7 +1136,7 @@ class Router:
                      target.oms_cl_ord_id, transport, exec_id)
             return
         if exec_type == "I" and venue_cl in self._recon:
-            self._recon.discard(venue_cl)
+            new_session = self._recon.pop(venue_cl)
             if ord_status == "8" and target.order.status == state.SENT:
                 refused = self._refused_now(target.order)
                 ctx = self._oms_by_key.get(target.order.oms_session)
@@ -1125,6 +1153,8 @@ class Router:
                 return
             if not _is_news(target.order, ord_status, f.get("14")):
                 return  # our own question, and the venue agrees: nothing for the OMS
+            if new_session and _fills_since(msg, f, target.order):
+                exec_type, exec_id = "F", f["17"]
         elif exec_type == "I" and _behind(target.order, f.get("14")):
             # A status answer older than reports already applied (a fill that came first over
             # the WS or REST): applied, it would move the record back and make the fill news

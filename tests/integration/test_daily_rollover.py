@@ -98,13 +98,16 @@ def test_rollover_resets_the_venue_sessions_and_keeps_the_orders(tmp_path: Path)
         # The OMS session runs on its own schedule (non-stop): it never went down.
         assert not re.search(r"session FIXGW->OMS \(oms\): logged_on -> ",
                              "\n".join(gw.err.lines[mark:]))
-        # The fill no resend could bring is found by asking: the OMS learns the order is filled
-        # (from the status answer, 150=I; a 150=F would do as well, had the venue resent it).
+        # The fill no resend could bring is found by asking, and reaches the OMS as the trade
+        # report it books fills from (150=F, LastQty/LastPx from the status answer).
         gw.err.wait_for(r"new venue session \(sequence numbers reset\): asking the venue about "
                         r"2 open order\(s\)", 10, start=mark)
         filled = oms.expect(lambda r: r.msg_type == "8" and r.fields.get(11) == filled_meanwhile
                             and r.fields.get(39) == "2")
-        assert filled.fields[150] in ("I", "F") and Decimal(filled.fields[14]) == Decimal("0.01")
+        assert filled.fields[150] == "F" and Decimal(filled.fields[14]) == Decimal("0.01")
+        assert Decimal(filled.fields[32]) == Decimal("0.01"), filled.fields
+        assert Decimal(filled.fields[31]) == Decimal("30010"), filled.fields
+        assert "session change" in filled.fields[58]
 
         # The order placed before the rollover is still the gateway's and the venue's.
         ccl = new_id("X")

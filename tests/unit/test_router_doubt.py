@@ -144,3 +144,22 @@ def test_status_answer_behind_the_record_does_not_move_it_back(world: _World) ->
     fills = [r for r in w.oms_got if r[150] == "F"]
     assert len(fills) == 1, fills
     assert sum(Decimal(r[32]) for r in fills) == Decimal("0.01")
+
+
+def test_fills_in_an_unresendable_session_become_one_trade_report_at_their_average_price(
+        world: _World) -> None:
+    """After a new venue session began, the status answer is the only word of fills made in
+    the old one. It reaches the OMS as a trade report: LastQty what was filled since the
+    record, LastPx the average price of those fills (here 0.01 at 30030 after 0.01 at 30000)."""
+    w = world
+    order = _rest_order(w)
+    order.transport = "fix"
+    w.report(_er("V-new", "0", "0", "0"), "fix")
+    w.report(dict(_er("V-fill", "F", "1", "0.01", "0.01"), **{"6": "30000"}), "fix")
+    assert w.router.reconcile(new_venue_session=True) == 1
+    answer = dict(_er("V-status", "I", "2", "0.02"), **{"6": "30015"})
+    w.report(answer, "fix")
+    trade = w.oms_got[-1]
+    assert trade[150] == "F" and trade[39] == "2" and trade[17] == "V-status-F"
+    assert Decimal(trade[32]) == Decimal("0.01") and Decimal(trade[31]) == Decimal("30030")
+    assert order.cum_qty == Decimal("0.02") and order.status == "2"
