@@ -512,7 +512,6 @@ class Router:
         if refused is not None:
             self.store.set_transport(order, "none")
             self._settle_unsent(ctx, order, refused, f"held {held_s:.1f}s")
-            self._closed_at_gate(order)
             return
         if path == "fix":
             self._sending.add(order.venue_cl_ord_id)
@@ -558,23 +557,17 @@ class Router:
     def _settle_unsent(self, ctx: OmsContext, order: Order, refused: tuple[str, str],
                        when: str) -> None:
         """Close an accepted order that never reached the venue and will not be sent: Canceled
-        if a cancel was asked for it, else Rejected with the gate's reason."""
+        if a cancel was asked for it, else Rejected with the gate's reason. Either way the
+        gate's count of open orders lets it go."""
         kind, why = refused
         log.warning("order %s (%s) not sent: %s", order.oms_cl_ord_id, when, why)
         if kind == "cancel":
-            f: Fields = {
-                "11": order.venue_cl_ord_id, "37": "NONE",
-                "17": f"H{order.venue_cl_ord_id}-canceled", "150": "4", "39": "4",
-                "55": order.symbol, "54": order.side, "38": m.decimal_field(order.qty),
-                "40": order.ord_type, "59": order.tif, "151": "0", "14": "0", "6": "0",
-                "60": m.utc_timestamp(),
-                "58": f"canceled: it had not reached the venue ({why})"}
-            if order.price is not None:
-                f["44"] = m.decimal_field(order.price)
-            self.on_venue_report(f, "held")
+            self._cancel_unsent(order, order.venue_cl_ord_id,
+                                f"canceled: it had not reached the venue ({why})")
         else:
             self._reject_recorded(ctx, order, f"not sent: it had not reached the venue, and "
                                   f"{why}", v.EXCEEDS_LIMIT)
+            self._closed_at_gate(order)
 
     def _closed_at_gate(self, order: Order) -> None:
         if self.gate is not None:
@@ -712,18 +705,24 @@ class Router:
         vid = self.store.venue_ids.next()
         self.store.add_request(vid, (order.oms_session, order.oms_history[0]), cl, kind)
         self.store.set_transport(order, "none")
+        self._cancel_unsent(order, vid, "canceled while held: it had not been sent to the venue")
+        log.info("held order %s canceled before it was sent", order.oms_cl_ord_id)
+        return True
+
+    def _cancel_unsent(self, order: Order, vid: str, text: str) -> None:
+        """Cancel, in the gateway, an order that never reached the venue: a Canceled report
+        the gateway writes as the venue would, under venue ClOrdID `vid` (a cancel request's,
+        or the order's own), through the venue reports' path (journal, OMS, events, gate)."""
         f: Fields = {
-            "11": vid, "41": order.venue_cl_ord_id, "37": "NONE", "17": f"H{vid}-canceled",
-            "150": "4", "39": "4", "55": order.symbol, "54": order.side,
-            "38": m.decimal_field(order.qty), "40": order.ord_type, "59": order.tif, "151": "0",
-            "14": "0", "6": "0", "60": m.utc_timestamp(),
-            "58": "canceled while held: it had not been sent to the venue",
-        }
+            "11": vid, "37": "NONE", "17": f"H{vid}-canceled", "150": "4", "39": "4",
+            "55": order.symbol, "54": order.side, "38": m.decimal_field(order.qty),
+            "40": order.ord_type, "59": order.tif, "151": "0", "14": "0", "6": "0",
+            "60": m.utc_timestamp(), "58": text}
+        if vid != order.venue_cl_ord_id:
+            f["41"] = order.venue_cl_ord_id
         if order.price is not None:
             f["44"] = m.decimal_field(order.price)
         self.on_venue_report(f, "held")
-        log.info("held order %s canceled before it was sent", order.oms_cl_ord_id)
-        return True
 
     def _send_cancel(self, order: Order, ctx: OmsContext, cl: str, kind: str) -> bool:
         vid = self.store.venue_ids.next()
@@ -1143,7 +1142,6 @@ class Router:
                 if refused is not None:
                     if ctx is not None:
                         self._settle_unsent(ctx, target.order, refused, "in doubt")
-                        self._closed_at_gate(target.order)
                     else:
                         log.warning("order %s not sent: %s", target.oms_cl_ord_id, refused[1])
                     return
