@@ -209,7 +209,8 @@ class MetricsSink:
             self._pending.pop((oms_session, cl_ord_id), None)
 
     def execution(self, order: Order, exec_type: str, ord_status: str, exec_id: str,
-                  last_qty: Decimal | None, last_px: Decimal | None) -> None:
+                  last_qty: Decimal | None, last_px: Decimal | None,
+                  transport: str = "fix") -> None:
         history = order.oms_history
         key = (order.oms_session, history[0] if history else order.oms_cl_ord_id)
         started = self._pending.pop(key, None)

@@ -1082,7 +1082,7 @@ class Router:
                         "allow it from; kept the venue's word", target.oms_cl_ord_id, ord_status)
         self.sink.execution(target.order, exec_type, ord_status, exec_id,
                             Decimal(last_qty) if last_qty else None,
-                            Decimal(last_px) if last_px else None)
+                            Decimal(last_px) if last_px else None, transport)
 
     def _maybe_crash(self, point: str, exec_type: str) -> None:
         """TEST-ONLY (see CRASH_ENV): die here as a kill -9 would, journal and stores as is."""

@@ -22,7 +22,12 @@ class RoutingSink(Protocol):
     def order_rejected(self, oms_session: str, cl_ord_id: str, symbol: str, reason: str,
                        text: str) -> None: ...
     def execution(self, order: Order, exec_type: str, ord_status: str, exec_id: str,
-                  last_qty: Decimal | None, last_px: Decimal | None) -> None: ...
+                  last_qty: Decimal | None, last_px: Decimal | None,
+                  transport: str = "fix") -> None:
+        """A venue report applied to `order`; `transport` is what it came over: "fix", "rest"
+        or "ws" (the REST fallback and its private WebSocket), or "held" (written by the
+        gateway for an order it held and never sent)."""
+
     def cancel_rejected(self, oms_session: str, cl_ord_id: str, orig_cl_ord_id: str,
                         text: str) -> None: ...
     def gate_decided(self, order: GateOrder, cl_ord_id: str, decision: GateDecision,
@@ -43,7 +48,8 @@ class NullSink:
         pass
 
     def execution(self, order: Order, exec_type: str, ord_status: str, exec_id: str,
-                  last_qty: Decimal | None, last_px: Decimal | None) -> None:
+                  last_qty: Decimal | None, last_px: Decimal | None,
+                  transport: str = "fix") -> None:
         pass
 
     def cancel_rejected(self, oms_session: str, cl_ord_id: str, orig_cl_ord_id: str,
@@ -80,10 +86,11 @@ class FanoutSink:
                 log.exception("routing sink %r failed on order_rejected", s)
 
     def execution(self, order: Order, exec_type: str, ord_status: str, exec_id: str,
-                  last_qty: Decimal | None, last_px: Decimal | None) -> None:
+                  last_qty: Decimal | None, last_px: Decimal | None,
+                  transport: str = "fix") -> None:
         for s in self.sinks:
             try:
-                s.execution(order, exec_type, ord_status, exec_id, last_qty, last_px)
+                s.execution(order, exec_type, ord_status, exec_id, last_qty, last_px, transport)
             except Exception:
                 log.exception("routing sink %r failed on execution", s)
 

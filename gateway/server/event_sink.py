@@ -39,6 +39,15 @@ _SESSION_KINDS: dict[str, Literal["logon", "logout"]] = {"logged_on": "logon",
 
 Source = tuple[str, str]
 
+# Where a venue report came from when not over the FIX trading session: the REST fallback,
+# its private WebSocket (named like the market-data WebSocket: the same Kraken spot API v2),
+# or the gateway itself, which writes the report of an order it held and never sent.
+REST_SOURCE: Source = ("rest", "kraken-spot-rest")
+WS_SOURCE: Source = ("ws", "kraken-spot-ws-v2")
+HELD_SOURCE: Source = ("gateway", "router")
+_REPORT_SOURCES: dict[str, Source] = {"rest": REST_SOURCE, "ws": WS_SOURCE,
+                                      "held": HELD_SOURCE}
+
 
 def _s(value: Decimal | None) -> str | None:
     """A Decimal as the plain value a spec carries."""
@@ -92,9 +101,16 @@ class EventSink:
             "reject_reason": text, "text": text}))
 
     def execution(self, order: Order, exec_type: str, ord_status: str, exec_id: str,
-                  last_qty: Decimal | None, last_px: Decimal | None) -> None:
+                  last_qty: Decimal | None, last_px: Decimal | None,
+                  transport: str = "fix") -> None:
+        """EXECUTION_REPORT, from the source the report came over: a `source_kinds` or
+        `sessions` filter, and an auditor, must be able to tell a venue FIX report from one
+        derived from REST/WS or written by the gateway for a held order."""
         self._publish(("order_event", {
-            "event_type": "execution_report", "source": self._venue, "symbol": order.symbol,
+            "event_type": "execution_report",
+            "source": self._venue if transport == "fix" else _REPORT_SOURCES.get(
+                transport, self._venue),
+            "symbol": order.symbol,
             "account": order.account, "cl_ord_id": order.oms_cl_ord_id,
             "venue_cl_ord_id": order.venue_cl_ord_id, "order_id": order.order_id,
             "exec_id": exec_id, "exec_type": exec_type, "ord_status": ord_status,

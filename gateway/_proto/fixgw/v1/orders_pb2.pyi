@@ -39,7 +39,9 @@ class _OrderEventTypeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_OrderE
     `OrderEvent.reject_reason` says why.
     """
     ORDER_EVENT_TYPE_EXECUTION_REPORT: _OrderEventType.ValueType  # 3
-    """An ExecutionReport (35=8): from the venue over FIX, or built from REST/WS updates."""
+    """An ExecutionReport (35=8): from the venue over FIX, built from REST/WS updates, or
+    written by the gateway for an order it held and never sent; `Event.source` says which.
+    """
     ORDER_EVENT_TYPE_CANCEL_REQUESTED: _OrderEventType.ValueType  # 4
     """The gateway sent the venue a cancel the OMS did not ask for: an operator's `fixgwctl
     cancel` or the kill switch. `cl_ord_id` is the request's ("OPS-..." or "KILL-..."),
@@ -59,7 +61,9 @@ ORDER_EVENT_TYPE_REJECTED: OrderEventType.ValueType  # 2
 `OrderEvent.reject_reason` says why.
 """
 ORDER_EVENT_TYPE_EXECUTION_REPORT: OrderEventType.ValueType  # 3
-"""An ExecutionReport (35=8): from the venue over FIX, or built from REST/WS updates."""
+"""An ExecutionReport (35=8): from the venue over FIX, built from REST/WS updates, or
+written by the gateway for an order it held and never sent; `Event.source` says which.
+"""
 ORDER_EVENT_TYPE_CANCEL_REQUESTED: OrderEventType.ValueType  # 4
 """The gateway sent the venue a cancel the OMS did not ask for: an operator's `fixgwctl
 cancel` or the kill switch. `cl_ord_id` is the request's ("OPS-..." or "KILL-..."),
