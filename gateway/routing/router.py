@@ -407,7 +407,7 @@ class Router:
                      reason: str, text: str) -> None:
         ctx.send(er)
         log.info("rejected order %s from %s: %s", cl, ctx.key, text)
-        self.sink.order_rejected(ctx.key, cl, inp.symbol or "", reason, text)
+        self.sink.order_rejected(ctx.key, cl, inp.symbol or "", reason, text, inp)
 
     @staticmethod
     def _reject_message(cl: str, inp: v.OrderInput, reason: str, text: str,

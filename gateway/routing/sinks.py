@@ -3,6 +3,10 @@
 A protocol, so routing does not depend on how events are serialized or served; the default
 does nothing, which keeps the order path free of work nobody asked for. `fan_out` puts several
 sinks (events, metrics) behind the one the router calls.
+
+The router hands over what it holds at each call (the order as the OMS sent it, the order's
+record, the transport a report came over) rather than a summary: an event subscriber filters
+and audits on those values, and only the sink knows which of them its consumers need.
 """
 
 from __future__ import annotations
@@ -13,14 +17,20 @@ from typing import Protocol
 
 from gateway.orders.model import Order
 from gateway.risk.gate import GateDecision, GateOrder
+from gateway.risk.validation import OrderInput
 
 log = logging.getLogger("fixgw.routing")
 
 
 class RoutingSink(Protocol):
     def order_accepted(self, order: Order) -> None: ...
+
     def order_rejected(self, oms_session: str, cl_ord_id: str, symbol: str, reason: str,
-                       text: str) -> None: ...
+                       text: str, order: OrderInput | None = None) -> None:
+        """The gateway refused a new order: `reason` is the OrdRejReason (103) and `text` the
+        Text (58) sent to the OMS; `order` the order's fields as the OMS sent them (unparsed:
+        the reject may be about one of them)."""
+
     def execution(self, order: Order, exec_type: str, ord_status: str, exec_id: str,
                   last_qty: Decimal | None, last_px: Decimal | None,
                   transport: str = "fix") -> None:
@@ -30,6 +40,7 @@ class RoutingSink(Protocol):
 
     def cancel_rejected(self, oms_session: str, cl_ord_id: str, orig_cl_ord_id: str,
                         text: str) -> None: ...
+
     def gate_decided(self, order: GateOrder, cl_ord_id: str, decision: GateDecision,
                      amend: bool = False) -> None: ...
     def cancel_requested(self, order: Order, cl_ord_id: str, by: str, text: str) -> None: ...
@@ -44,7 +55,7 @@ class NullSink:
         pass
 
     def order_rejected(self, oms_session: str, cl_ord_id: str, symbol: str, reason: str,
-                       text: str) -> None:
+                       text: str, order: OrderInput | None = None) -> None:
         pass
 
     def execution(self, order: Order, exec_type: str, ord_status: str, exec_id: str,
@@ -78,10 +89,10 @@ class FanoutSink:
                 log.exception("routing sink %r failed on order_accepted", s)
 
     def order_rejected(self, oms_session: str, cl_ord_id: str, symbol: str, reason: str,
-                       text: str) -> None:
+                       text: str, order: OrderInput | None = None) -> None:
         for s in self.sinks:
             try:
-                s.order_rejected(oms_session, cl_ord_id, symbol, reason, text)
+                s.order_rejected(oms_session, cl_ord_id, symbol, reason, text, order)
             except Exception:
                 log.exception("routing sink %r failed on order_rejected", s)
 

@@ -27,8 +27,10 @@ from gateway.events.publisher import EventPublisher, EventSpec
 from gateway.fix.application import SessionStatus
 from gateway.marketdata.book import Book
 from gateway.marketdata.fix_md import BID, DELETE, OFFER, TRADE, MdEntry
+from gateway.orders import state
 from gateway.orders.model import Order
 from gateway.risk.gate import GateDecision, GateOrder
+from gateway.risk.validation import ORD_REJ_REASON_NAMES, OrderInput
 
 log = logging.getLogger("fixgw.events")
 
@@ -48,10 +50,36 @@ HELD_SOURCE: Source = ("gateway", "router")
 _REPORT_SOURCES: dict[str, Source] = {"rest": REST_SOURCE, "ws": WS_SOURCE,
                                       "held": HELD_SOURCE}
 
+# FIX values the event builders map; anything else from the wire is left out of the event
+# (a builder refuses an unknown value, which would drop the whole event).
+_SIDES = frozenset({"1", "2"})
+_ORD_TYPES = frozenset({"1", "2", "3", "4"})
+_TIFS = frozenset({"0", "1", "2", "3", "4", "6"})
+
 
 def _s(value: Decimal | None) -> str | None:
     """A Decimal as the plain value a spec carries."""
     return None if value is None else str(value)
+
+
+def _wire_decimal(value: str | None) -> str | None:
+    """A price or quantity as the OMS sent it, if it is a finite decimal; else None (the
+    reject may be about exactly that field, and the event is not to be lost over it)."""
+    if not value:
+        return None
+    try:
+        d = Decimal(value)
+    except ArithmeticError:
+        return None
+    return format(d, "f") if d.is_finite() else None
+
+
+def _one_of(allowed: frozenset[str], value: str | None) -> str | None:
+    return value if value in allowed else None
+
+
+def _int_code(value: str | None) -> int | None:
+    return int(value) if value and value.isdigit() and len(value) < 10 else None
 
 
 def _levels(levels: Sequence[tuple[Decimal, Decimal]]) -> list[tuple[str, str]]:
@@ -94,11 +122,23 @@ class EventSink:
             "order_qty": str(order.qty), "gateway_receive_time_ns": now}))
 
     def order_rejected(self, oms_session: str, cl_ord_id: str, symbol: str, reason: str,
-                       text: str) -> None:
-        self._publish(("order_event", {
+                       text: str, order: OrderInput | None = None) -> None:
+        """REJECTED with what the OMS sent, as far as it parses: an `accounts` filter must
+        find a desk's rejects, and a consumer must see what was refused, not only that
+        something was. `reject_reason` is the OrdRejReason's short name (as the metrics'
+        reject counter has it); `text` the sentence the OMS got."""
+        spec: dict[str, object] = {
             "event_type": "rejected", "source": self._oms(oms_session), "symbol": symbol,
-            "cl_ord_id": cl_ord_id, "ord_rej_reason": int(reason) if reason.isdigit() else None,
-            "reject_reason": text, "text": text}))
+            "cl_ord_id": cl_ord_id, "ord_status": state.REJECTED,
+            "ord_rej_reason": _int_code(reason),
+            "reject_reason": ORD_REJ_REASON_NAMES.get(reason, reason), "text": text}
+        if order is not None:
+            spec.update(
+                account=order.account or "", side=_one_of(_SIDES, order.side),
+                ord_type=_one_of(_ORD_TYPES, order.ord_type),
+                time_in_force=_one_of(_TIFS, order.tif),
+                order_qty=_wire_decimal(order.qty), price=_wire_decimal(order.price))
+        self._publish(("order_event", spec))
 
     def execution(self, order: Order, exec_type: str, ord_status: str, exec_id: str,
                   last_qty: Decimal | None, last_px: Decimal | None,

@@ -14,6 +14,7 @@ from pathlib import Path
 import grpc
 import pytest
 
+from gateway._proto.fixgw.v1 import common_pb2 as C
 from gateway._proto.fixgw.v1 import events_pb2, events_pb2_grpc, signals_pb2, signals_pb2_grpc
 from gateway._proto.fixgw.v1 import orders_pb2 as O
 from tests.conftest import Oms, make_client, new_id, order_fields
@@ -122,6 +123,42 @@ def test_order_session_and_market_data_events_then_resume_after_restart(tmp_path
     finally:
         try:  # clients and gateway together: each waits out QuickFIX's 1 s ticks
             stop_all([oms.c.stop, maker.c.stop, gw.stop])
+        finally:
+            sim.stop()
+
+
+def test_gateway_rejects_carry_the_order(tmp_path: Path) -> None:
+    """A rejected order on the stream carries what the OMS sent, so a consumer can place it: its
+    account (an `accounts` filter finds it), side, quantity, price and OrdStatus."""
+    creds = Credentials()
+    sim = SimProcess(tmp_path / "sim", creds)
+    gw = GatewayProcess(tmp_path / "gw", sim, creds)
+    oms = Oms(make_client(tmp_path, gw.oms_port, "OMS", "FIXGW"))
+    acct = "DESK-7"
+    try:
+        oms.c.start()
+        # An order for a symbol the venue does not list: refused by validation.
+        rej = new_id("RJ")
+        oms.send("D", [*order_fields(rej, "2", "0.5", "123.450", symbol="NOPE/USD"), (1, acct)])
+        er = oms.report(rej, "8")
+        assert er.fields[103] == "1"
+
+        desk = _collect(gw.grpc_port, K.SubscribeRequest(
+            from_sequence=1, accounts=[acct], kinds=[K.EVENT_KIND_ORDER]),
+            time.monotonic() + 10, stop_when=lambda evs: any(e.order.cl_ord_id == rej
+                                                             for e in evs))
+        (r,) = [e for e in desk if e.order.cl_ord_id == rej]
+        assert (r.symbol, r.account, r.source.session) == ("NOPE/USD", acct, "FIXGW->OMS")
+        o = r.order
+        assert o.type == O.ORDER_EVENT_TYPE_REJECTED and o.ord_status == O.ORD_STATUS_REJECTED
+        assert (o.side, o.order_qty, o.price) == (C.SIDE_SELL, "0.5", "123.450")
+        assert (o.ord_type, o.time_in_force) == (O.ORD_TYPE_LIMIT,
+                                                 O.TIME_IN_FORCE_GOOD_TILL_CANCEL)
+        assert o.ord_rej_reason == 1 and o.reject_reason == "unknown_symbol"
+        assert o.text == er.fields[58]
+    finally:
+        try:
+            stop_all([oms.c.stop, gw.stop])
         finally:
             sim.stop()
 

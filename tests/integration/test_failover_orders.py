@@ -256,11 +256,15 @@ def test_orders_held_while_no_transport_is_up_expire_or_cancel(tmp_path: Path) -
         counts = sim.control(cmd="submission_counts")["counts"]
         assert counts == {}, counts  # neither ever reached the venue
         # On the event stream: the Canceled report was written by the gateway (the venue never
-        # had the order).
+        # had the order), and the reject of the expired one says what was refused.
         evs = order_events(gw.grpc_port, {expired, canceled, xc}, 4)
         (cx_ev,) = [e for e in evs if e.order.exec_type == O.EXEC_TYPE_CANCELED]
         assert (cx_ev.source.kind, cx_ev.source.session) == (common_pb2.SOURCE_KIND_GATEWAY,
                                                              "router")
+        (rj_ev,) = [e for e in evs if e.order.type == O.ORDER_EVENT_TYPE_REJECTED]
+        assert rj_ev.order.cl_ord_id == expired and rj_ev.symbol == "BTC/USD"
+        assert rj_ev.order.ord_status == O.ORD_STATUS_REJECTED
+        assert (rj_ev.order.side, rj_ev.order.order_qty) == (common_pb2.SIDE_BUY, "0.01")
 
 
 def test_operator_cancel_of_a_held_order_never_reaches_the_venue(tmp_path: Path) -> None:

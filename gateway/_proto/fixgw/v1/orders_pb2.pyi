@@ -35,8 +35,9 @@ class _OrderEventTypeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_OrderE
     ORDER_EVENT_TYPE_ACCEPTED: _OrderEventType.ValueType  # 1
     """The gateway accepted a NewOrderSingle / cancel / replace from the OMS and will route it."""
     ORDER_EVENT_TYPE_REJECTED: _OrderEventType.ValueType  # 2
-    """The gateway rejected a request from the OMS itself (validation, pre-trade gate, no route);
-    `OrderEvent.reject_reason` says why.
+    """The gateway rejected a NewOrderSingle itself (validation, pre-trade gate, duplicate
+    ClOrdID, no route), or could not send one it had accepted (then it follows the ACCEPTED);
+    `OrderEvent.reject_reason` and `text` say why.
     """
     ORDER_EVENT_TYPE_EXECUTION_REPORT: _OrderEventType.ValueType  # 3
     """An ExecutionReport (35=8): from the venue over FIX, built from REST/WS updates, or
@@ -57,8 +58,9 @@ ORDER_EVENT_TYPE_UNSPECIFIED: OrderEventType.ValueType  # 0
 ORDER_EVENT_TYPE_ACCEPTED: OrderEventType.ValueType  # 1
 """The gateway accepted a NewOrderSingle / cancel / replace from the OMS and will route it."""
 ORDER_EVENT_TYPE_REJECTED: OrderEventType.ValueType  # 2
-"""The gateway rejected a request from the OMS itself (validation, pre-trade gate, no route);
-`OrderEvent.reject_reason` says why.
+"""The gateway rejected a NewOrderSingle itself (validation, pre-trade gate, duplicate
+ClOrdID, no route), or could not send one it had accepted (then it follows the ACCEPTED);
+`OrderEvent.reject_reason` and `text` say why.
 """
 ORDER_EVENT_TYPE_EXECUTION_REPORT: OrderEventType.ValueType  # 3
 """An ExecutionReport (35=8): from the venue over FIX, built from REST/WS updates, or
@@ -360,7 +362,9 @@ class OrderEvent(_message.Message):
     exec_type: Global___ExecType.ValueType
     """ExecType (150) for EXECUTION_REPORT; UNSPECIFIED otherwise."""
     ord_status: Global___OrdStatus.ValueType
-    """OrdStatus (39) after this event, as the venue (or the gateway for ACCEPTED/REJECTED) says."""
+    """OrdStatus (39) after this event: as the report says for EXECUTION_REPORT, REJECTED for
+    REJECTED; not set for ACCEPTED and CANCEL_REQUESTED.
+    """
     cl_ord_id: _builtins.str
     """The OMS's ClOrdID (11): the ID the OMS knows the order (or this request) by."""
     orig_cl_ord_id: _builtins.str
@@ -396,10 +400,13 @@ class OrderEvent(_message.Message):
     last_qty: _builtins.str
     """LastQty (32) of this fill, decimal string; empty unless a fill."""
     ord_rej_reason: _builtins.int
-    """OrdRejReason (103) when the venue rejected the order; absent when not given."""
+    """OrdRejReason (103): for REJECTED, the code the gateway sent the OMS; absent when not given."""
     reject_reason: _builtins.str
-    """For REJECTED by the gateway: a short machine-readable reason ("gate:max_notional",
-    "validation:price_tick", "route:no_transport").
+    """For REJECTED: a short machine-readable reason, the FIX 4.4 name of `ord_rej_reason`
+    ("unknown_symbol", "exchange_closed", "order_exceeds_limit", "duplicate_order",
+    "unsupported_order_characteristic", "incorrect_quantity", "unknown_account", "other"), as
+    the `reason` label of the gateway's fixgw_rejects_total metric. The sentence sent to the
+    OMS is in `text`; a gate block's rule is in the GATE_DECISION event just before.
     """
     text: _builtins.str
     """Text (58) as received or as sent to the OMS."""
