@@ -414,12 +414,14 @@ def cancel_reject(
     ord_status: str | None = None,
     response_to: str | None = None,
     cxl_rej_reason: int | None = None,
+    side: str | None = None,
     text: str = "",
     venue_time: TimeLike | None = None,
     gateway_receive_time_ns: int | None = None,
     raw_fix: bytes = b"",
 ) -> events_pb2.Event:
-    """An OrderCancelReject; `ord_status` (39) and `response_to` (434) take FIX values."""
+    """An OrderCancelReject; `ord_status` (39), `response_to` (434) and `side` (54, the
+    order's) take FIX values."""
     ev = _envelope(source, symbol, account, venue_time, gateway_receive_time_ns, raw_fix)
     c = ev.cancel_reject
     c.cl_ord_id = cl_ord_id
@@ -431,6 +433,7 @@ def cancel_reject(
     c.response_to = _enum(_CXL_REJ_RESPONSE_TO, response_to, "response_to")  # type: ignore[assignment]
     if cxl_rej_reason is not None:
         c.cxl_rej_reason = cxl_rej_reason
+    c.side = _enum(_SIDE, side, "side")  # type: ignore[assignment]
     c.text = text
     return ev
 

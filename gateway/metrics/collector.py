@@ -216,7 +216,9 @@ class MetricsSink:
             self.rejects.inc((order.oms_session, "venue", "venue_reject"))
 
     def cancel_rejected(self, oms_session: str, cl_ord_id: str, orig_cl_ord_id: str,
-                        text: str) -> None:
+                        text: str, *, order: Order | None = None,
+                        response_to: str | None = None, reason: str | None = None,
+                        ord_status: str | None = None, order_id: str | None = None) -> None:
         self.rejects.inc((oms_session, "cancel", "cancel_reject"))
 
     def cancel_requested(self, order: Order, cl_ord_id: str, by: str, text: str) -> None:

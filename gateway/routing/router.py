@@ -529,7 +529,8 @@ class Router:
         r.setField(m.TEXT, text)
         ctx.send(r)
         log.info("cancel/replace %s on %s rejected: %s", cl, ctx.key, text)
-        self.sink.cancel_rejected(ctx.key, cl, orig, text)
+        self.sink.cancel_rejected(ctx.key, cl, orig, text, order=order,
+                                  response_to=response_to, reason=reason)
 
     def _check_amend(self, ctx: OmsContext, f: Fields, response_to: str
                      ) -> tuple[str, Order] | None:
@@ -877,7 +878,7 @@ class Router:
         refused = self._cancel_one_of_many(order, ctx, cl)
         if refused is not None:
             self.sink.cancel_rejected(order.oms_session, cl, order.oms_cl_ord_id,
-                                      f"not sent: {refused}")
+                                      f"not sent: {refused}", order=order, response_to="1")
         return refused
 
     def _cancel_one_of_many(self, order: Order, ctx: OmsContext, cl: str) -> str | None:
@@ -1158,7 +1159,9 @@ class Router:
         else:
             self._forward(msg, f, target)
         self.sink.cancel_rejected(target.order.oms_session, target.oms_cl_ord_id, orig,
-                                  f.get("58", ""))
+                                  f.get("58", ""), order=target.order,
+                                  response_to=f.get("434"), reason=f.get("102"),
+                                  ord_status=f.get("39"), order_id=f.get("37"))
 
 
 class OmsHandler(BaseHandler):

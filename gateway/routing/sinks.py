@@ -39,7 +39,14 @@ class RoutingSink(Protocol):
         gateway for an order it held and never sent)."""
 
     def cancel_rejected(self, oms_session: str, cl_ord_id: str, orig_cl_ord_id: str,
-                        text: str) -> None: ...
+                        text: str, *, order: Order | None = None,
+                        response_to: str | None = None, reason: str | None = None,
+                        ord_status: str | None = None, order_id: str | None = None) -> None:
+        """A cancel/replace refused (by the gateway or the venue), or a gateway-initiated
+        cancel not sent. `order` is the order's record when the request named a known one;
+        `response_to` (434), `reason` (102), `ord_status` (39) and `order_id` (37) are the
+        values of the OrderCancelReject where there is one (None: not given; the sink may
+        derive OrdStatus and OrderID from `order`)."""
 
     def gate_decided(self, order: GateOrder, cl_ord_id: str, decision: GateDecision,
                      amend: bool = False) -> None: ...
@@ -64,7 +71,9 @@ class NullSink:
         pass
 
     def cancel_rejected(self, oms_session: str, cl_ord_id: str, orig_cl_ord_id: str,
-                        text: str) -> None:
+                        text: str, *, order: Order | None = None,
+                        response_to: str | None = None, reason: str | None = None,
+                        ord_status: str | None = None, order_id: str | None = None) -> None:
         pass
 
     def cancel_requested(self, order: Order, cl_ord_id: str, by: str, text: str) -> None:
@@ -106,10 +115,14 @@ class FanoutSink:
                 log.exception("routing sink %r failed on execution", s)
 
     def cancel_rejected(self, oms_session: str, cl_ord_id: str, orig_cl_ord_id: str,
-                        text: str) -> None:
+                        text: str, *, order: Order | None = None,
+                        response_to: str | None = None, reason: str | None = None,
+                        ord_status: str | None = None, order_id: str | None = None) -> None:
         for s in self.sinks:
             try:
-                s.cancel_rejected(oms_session, cl_ord_id, orig_cl_ord_id, text)
+                s.cancel_rejected(oms_session, cl_ord_id, orig_cl_ord_id, text, order=order,
+                                  response_to=response_to, reason=reason,
+                                  ord_status=ord_status, order_id=order_id)
             except Exception:
                 log.exception("routing sink %r failed on cancel_rejected", s)
 

@@ -55,6 +55,8 @@ _REPORT_SOURCES: dict[str, Source] = {"rest": REST_SOURCE, "ws": WS_SOURCE,
 _SIDES = frozenset({"1", "2"})
 _ORD_TYPES = frozenset({"1", "2", "3", "4"})
 _TIFS = frozenset({"0", "1", "2", "3", "4", "6"})
+_ORD_STATUSES = frozenset("012346789ABCDE")
+_RESPONSE_TO = frozenset({"1", "2"})
 
 
 def _s(value: Decimal | None) -> str | None:
@@ -160,10 +162,28 @@ class EventSink:
             "last_px": _s(last_px), "last_qty": _s(last_qty)}))
 
     def cancel_rejected(self, oms_session: str, cl_ord_id: str, orig_cl_ord_id: str,
-                        text: str) -> None:
+                        text: str, *, order: Order | None = None,
+                        response_to: str | None = None, reason: str | None = None,
+                        ord_status: str | None = None, order_id: str | None = None) -> None:
+        """CANCEL_REJECT with the order's ids, status, symbol, account and side where the
+        request named a known order, so it can be matched to the order and filtered like the
+        order's other events. OrdStatus, when not given, is what the gateway's own 35=9 says:
+        Rejected for no order, PendingNew for one the venue has not acknowledged yet."""
+        if ord_status is None:
+            ord_status = (state.REJECTED if order is None else state.PENDING_NEW
+                          if order.status == state.SENT else order.status)
+        if not order_id:
+            order_id = order.order_id if order is not None and order.order_id else "NONE"
         self._publish(("cancel_reject", {
             "source": self._oms(oms_session), "cl_ord_id": cl_ord_id,
-            "orig_cl_ord_id": orig_cl_ord_id, "text": text}))
+            "orig_cl_ord_id": orig_cl_ord_id, "text": text,
+            "symbol": order.symbol if order is not None else "",
+            "account": order.account if order is not None else "",
+            "side": order.side if order is not None and order.side in _SIDES else None,
+            "venue_orig_cl_ord_id": order.venue_cl_ord_id if order is not None else "",
+            "order_id": order_id, "ord_status": _one_of(_ORD_STATUSES, ord_status),
+            "response_to": _one_of(_RESPONSE_TO, response_to),
+            "cxl_rej_reason": _int_code(reason)}))
 
     def cancel_requested(self, order: Order, cl_ord_id: str, by: str, text: str) -> None:
         self._publish(("order_event", {

@@ -462,6 +462,7 @@ class CancelReject(_message.Message):
     RESPONSE_TO_FIELD_NUMBER: _builtins.int
     CXL_REJ_REASON_FIELD_NUMBER: _builtins.int
     TEXT_FIELD_NUMBER: _builtins.int
+    SIDE_FIELD_NUMBER: _builtins.int
     cl_ord_id: _builtins.str
     """The OMS's ClOrdID (11) of the cancel/replace request."""
     orig_cl_ord_id: _builtins.str
@@ -480,6 +481,8 @@ class CancelReject(_message.Message):
     """CxlRejReason (102); absent when not given."""
     text: _builtins.str
     """Text (58)."""
+    side: _common_pb2.Side.ValueType
+    """Side (54) of the order; UNSPECIFIED when the request named no known order."""
     def __init__(
         self,
         *,
@@ -492,10 +495,11 @@ class CancelReject(_message.Message):
         response_to: Global___CxlRejResponseTo.ValueType = ...,
         cxl_rej_reason: _builtins.int | None = ...,
         text: _builtins.str = ...,
+        side: _common_pb2.Side.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_cxl_rej_reason", b"_cxl_rej_reason", "cxl_rej_reason", b"cxl_rej_reason"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_cxl_rej_reason", b"_cxl_rej_reason", "cl_ord_id", b"cl_ord_id", "cxl_rej_reason", b"cxl_rej_reason", "ord_status", b"ord_status", "order_id", b"order_id", "orig_cl_ord_id", b"orig_cl_ord_id", "response_to", b"response_to", "text", b"text", "venue_cl_ord_id", b"venue_cl_ord_id", "venue_orig_cl_ord_id", b"venue_orig_cl_ord_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_cxl_rej_reason", b"_cxl_rej_reason", "cl_ord_id", b"cl_ord_id", "cxl_rej_reason", b"cxl_rej_reason", "ord_status", b"ord_status", "order_id", b"order_id", "orig_cl_ord_id", b"orig_cl_ord_id", "response_to", b"response_to", "side", b"side", "text", b"text", "venue_cl_ord_id", b"venue_cl_ord_id", "venue_orig_cl_ord_id", b"venue_orig_cl_ord_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__cxl_rej_reason: _TypeAlias = _typing.Literal["cxl_rej_reason"]  # noqa: Y015
     _WhichOneofArgType__cxl_rej_reason: _TypeAlias = _typing.Literal["_cxl_rej_reason", b"_cxl_rej_reason"]  # noqa: Y015
