@@ -8,8 +8,8 @@ enum value is refused (ValueError) instead of becoming "unspecified".
 
 Each builder returns an `Event` ready for `EventLog.publish()`. Common keyword arguments:
 
-* `source`: an `EventSource` (`EventSource.fix("FIX.4.4:GW->KRAKEN")`, `.rest()`, `.ws()`,
-  `.gateway("gate")`).
+* `source`: an `EventSource` (`EventSource.fix("FIXGW->KRAKEN-TRD")`, `.rest()`, `.ws()`,
+  `.gateway("router")`).
 * `venue_time`: the venue's time of the fact — a timezone-aware `datetime` (naive means UTC), an
   `int` of nanoseconds since the epoch, or a FIX UTCTimestamp string ("20240501-12:00:00.123").
 * `gateway_receive_time_ns`: `time.time_ns()` taken when the callback started; omitted, the log
@@ -195,7 +195,8 @@ class EventSource:
 
     @classmethod
     def fix(cls, session: str) -> EventSource:
-        """A FIX session, named by its QuickFIX session ID string."""
+        """A FIX session, named SENDERCOMPID->TARGETCOMPID ("FIXGW->KRAKEN-TRD"), as the
+        gateway's status board and `fixgwctl sessions` name it."""
         return cls("fix", session)
 
     @classmethod

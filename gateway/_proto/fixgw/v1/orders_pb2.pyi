@@ -33,7 +33,10 @@ class _OrderEventTypeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_OrderE
     ORDER_EVENT_TYPE_UNSPECIFIED: _OrderEventType.ValueType  # 0
     """Not set; a producer bug."""
     ORDER_EVENT_TYPE_ACCEPTED: _OrderEventType.ValueType  # 1
-    """The gateway accepted a NewOrderSingle / cancel / replace from the OMS and will route it."""
+    """The gateway accepted a NewOrderSingle from the OMS and sent it to the venue (over FIX, or
+    REST/WS while failed over) or holds it until a transport is up. Cancel and replace
+    requests have no ACCEPTED event: their outcome is an EXECUTION_REPORT or a CancelReject.
+    """
     ORDER_EVENT_TYPE_REJECTED: _OrderEventType.ValueType  # 2
     """The gateway rejected a NewOrderSingle itself (validation, pre-trade gate, duplicate
     ClOrdID, no route), or could not send one it had accepted (then it follows the ACCEPTED);
@@ -56,7 +59,10 @@ class OrderEventType(_OrderEventType, metaclass=_OrderEventTypeEnumTypeWrapper):
 ORDER_EVENT_TYPE_UNSPECIFIED: OrderEventType.ValueType  # 0
 """Not set; a producer bug."""
 ORDER_EVENT_TYPE_ACCEPTED: OrderEventType.ValueType  # 1
-"""The gateway accepted a NewOrderSingle / cancel / replace from the OMS and will route it."""
+"""The gateway accepted a NewOrderSingle from the OMS and sent it to the venue (over FIX, or
+REST/WS while failed over) or holds it until a transport is up. Cancel and replace
+requests have no ACCEPTED event: their outcome is an EXECUTION_REPORT or a CancelReject.
+"""
 ORDER_EVENT_TYPE_REJECTED: OrderEventType.ValueType  # 2
 """The gateway rejected a NewOrderSingle itself (validation, pre-trade gate, duplicate
 ClOrdID, no route), or could not send one it had accepted (then it follows the ACCEPTED);
