@@ -1,16 +1,21 @@
 #!/usr/bin/env python3
 """Follow the gateway's event stream and print it; resumes after any disconnect.
 
-    python tools/subscribe_events.py [--target 127.0.0.1:50051] [--kinds order,session_status]
+    python tools/subscribe_events.py [--addr 127.0.0.1:50051] [--kinds order,session_status]
         [--symbols XBT/USD] [--sessions ...] [--accounts ...] [--from-sequence N | --from-oldest]
-        [--include-raw] [--json] [--state-file PATH] [--tls-ca ca.pem] [--max-events N]
+        [--include-raw] [--json] [--state-file PATH] [--tls-ca ca.pem]
+        [--cert-file client.pem --key-file client.key] [--strict] [--max-events N]
 
 This is the reference for how a client should consume EventService: remember the last sequence
 processed; after a disconnect (gateway restart, network, RESOURCE_EXHAUSTED because we were too
 slow, UNAVAILABLE at shutdown) subscribe again from `last + 1` and nothing is lost or repeated.
-Only OUT_OF_RANGE means events were lost (we were away longer than the gateway retains); it is
-reported loudly and the stream continues from the oldest retained event (or exits with
-`--strict`). With `--state-file` the position also survives restarts of this client.
+A live start asks the gateway for its next sequence first (GetLogInfo), so even a disconnect
+before the first event resumes where the stream began instead of live again. Only OUT_OF_RANGE
+means events were lost (we were away longer than the gateway retains); it is reported loudly and
+the stream continues from the oldest retained event (or exits with `--strict`). DATA_LOSS (the
+gateway's journal cannot be read at our position) is not retried: it would fail the same way
+forever, so the client stops and says so. With `--state-file` the position also survives
+restarts of this client. `--target` and `--kind` are accepted for `--addr` and `--kinds`.
 """
 
 from __future__ import annotations
@@ -44,6 +49,17 @@ class EventsLost(RuntimeError):
         self.oldest = oldest
 
 
+class EventsUnreadable(RuntimeError):
+    """The gateway's journal cannot be read at our position (DATA_LOSS): retrying from the same
+    sequence fails the same way, so an operator has to look at the journal."""
+
+    def __init__(self, sequence: int, details: str) -> None:
+        super().__init__(f"the gateway cannot read event {sequence} from its journal "
+                         f"({details}); alert the gateway's operator. Skipping it is a decision: "
+                         f"restart with --from-sequence {sequence + 1} to take it")
+        self.sequence = sequence
+
+
 def _trailing(err: grpc.RpcError) -> dict[str, str]:
     md = err.trailing_metadata() if isinstance(err, grpc.Call) else None
     return {k: v if isinstance(v, str) else v.decode() for k, v in (md or ())}
@@ -61,7 +77,13 @@ def follow(
     """Yield events forever, in sequence order, resuming after every disconnect.
 
     `request.from_sequence` is the starting point (0 = live); it is advanced as events are
-    yielded, so the caller can persist `request.from_sequence` as its position.
+    yielded, so the caller can persist `request.from_sequence` as its position. A live start is
+    turned into a position first (GetLogInfo's `next_sequence`): subscribing with 0 again after a
+    disconnect would start at the events published after the reconnect and silently skip those
+    published while we were away.
+
+    Raises `EventsLost` (OUT_OF_RANGE, with `skip_lost=False`), `EventsUnreadable` (DATA_LOSS),
+    and `grpc.RpcError` for INVALID_ARGUMENT / UNIMPLEMENTED; retries everything else.
     """
     backoff = 0.2
     while True:
@@ -72,6 +94,10 @@ def follow(
         )
         try:
             stub = events_pb2_grpc.EventServiceStub(channel)
+            if request.from_sequence == 0:
+                info = stub.GetLogInfo(events_pb2.GetLogInfoRequest(), wait_for_ready=True,
+                                       timeout=30)
+                request.from_sequence = info.next_sequence
             for batch in stub.Subscribe(request, wait_for_ready=True):
                 backoff = 0.2
                 for ev in batch.events:
@@ -97,6 +123,10 @@ def follow(
                 request.from_sequence = int(md["resume-sequence"])
                 log(f"[subscribe] {details}")
                 continue
+            if code == grpc.StatusCode.DATA_LOSS:
+                raise EventsUnreadable(
+                    int(md.get("resume-sequence", request.from_sequence)), details or ""
+                ) from err
             if code in (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.UNIMPLEMENTED):
                 raise
             log(f"[subscribe] {code}: {details}; retrying in {backoff:.1f}s")
@@ -140,8 +170,10 @@ def _split(values: str | None) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--target", default="127.0.0.1:50051")
-    p.add_argument("--kinds", default="", help="comma list: order,trade,book_delta,session_status")
+    p.add_argument("--addr", "--target", dest="addr", default="127.0.0.1:50051",
+                   help="the gateway's gRPC event port, HOST:PORT")
+    p.add_argument("--kinds", "--kind", default="",
+                   help="comma list: order,trade,book_delta,session_status")
     p.add_argument("--symbols", help="comma list")
     p.add_argument("--sessions", help="comma list of session names")
     p.add_argument("--accounts", help="comma list")
@@ -152,6 +184,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", action="store_true", help="one JSON object per line")
     p.add_argument("--state-file", type=Path, help="remember the position across client restarts")
     p.add_argument("--tls-ca", type=Path, help="CA certificate: connect with TLS")
+    p.add_argument("--cert-file", type=Path,
+                   help="client certificate (PEM) for a gateway that requires mutual TLS "
+                        "([grpc] tls_client_ca_file); with --key-file")
+    p.add_argument("--key-file", type=Path, help="the client certificate's private key (PEM)")
     p.add_argument("--strict", action="store_true", help="exit 2 if events were lost")
     p.add_argument("--max-events", type=int, default=0, help="exit after N events (0 = never)")
     args = p.parse_args(argv)
@@ -167,10 +203,19 @@ def main(argv: list[str] | None = None) -> int:
         request.from_sequence = args.from_sequence
     elif args.state_file is not None and args.state_file.exists():
         request.from_sequence = int(args.state_file.read_text().strip() or 0)
-    creds = grpc.ssl_channel_credentials(args.tls_ca.read_bytes()) if args.tls_ca else None
+    if (args.cert_file is None) != (args.key_file is None):
+        p.error("--cert-file and --key-file go together")
+    creds = None
+    if args.tls_ca is not None or args.cert_file is not None:
+        # Without --tls-ca the server is verified against the system's trust store.
+        creds = grpc.ssl_channel_credentials(
+            root_certificates=args.tls_ca.read_bytes() if args.tls_ca else None,
+            private_key=args.key_file.read_bytes() if args.key_file else None,
+            certificate_chain=args.cert_file.read_bytes() if args.cert_file else None,
+        )
     if args.from_oldest and not request.from_sequence:
         with (
-            grpc.secure_channel(args.target, creds) if creds else grpc.insecure_channel(args.target)
+            grpc.secure_channel(args.addr, creds) if creds else grpc.insecure_channel(args.addr)
         ) as ch:
             info = events_pb2_grpc.EventServiceStub(ch).GetLogInfo(
                 events_pb2.GetLogInfoRequest(), wait_for_ready=True, timeout=30
@@ -180,7 +225,7 @@ def main(argv: list[str] | None = None) -> int:
     n = 0
     try:
         for ev in follow(
-            args.target,
+            args.addr,
             request,
             credentials=creds,
             skip_lost=not args.strict,
@@ -198,6 +243,9 @@ def main(argv: list[str] | None = None) -> int:
     except EventsLost as exc:
         print(f"[subscribe] {exc}", file=sys.stderr)
         return 2
+    except EventsUnreadable as exc:
+        print(f"[subscribe] DATA_LOSS: {exc}", file=sys.stderr)
+        return 3
     except KeyboardInterrupt:
         pass
     return 0

@@ -170,7 +170,12 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
         return admin_pb2.ActionResult(ok=ok, message=message)
 
     def _session_action(self, what: str, args: dict[str, Any], event: SessionEventName,
-                        do: Callable[[SessionRef, fix.Session], str]) -> admin_pb2.ActionResult:
+                        do: Callable[[SessionRef, fix.Session], str],
+                        seq_reset: tuple[int, Literal["inbound", "outbound"]] | None = None,
+                        ) -> admin_pb2.ActionResult:
+        """Run `do` on the named session, audited, and publish its session event. `seq_reset`
+        is a sequence change's (NewSeqNo, direction): session.proto promises `new_seq_no` on
+        every SEQUENCE_RESET, and a consumer should not have to parse the text for it."""
         def action() -> tuple[bool, str]:
             ref = self.find(str(args["name"]))
             if isinstance(ref, str):
@@ -179,9 +184,11 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
             if session is None:
                 return False, f"session {ref.name} is not running in this gateway"
             message = do(ref, session)
+            new_seq_no, direction = seq_reset or (
+                0, "outbound" if event == "logout" else None)
             self._publish(builders.session_event(
-                event, source=builders.EventSource.fix(ref.name),
-                direction="outbound" if event == "logout" else None,
+                event, source=builders.EventSource.fix(ref.name), direction=direction,
+                new_seq_no=new_seq_no, gap_fill=False,
                 text=f"admin {what} by {current_principal()}: {message}",
                 next_sender_seq_num=int(session.getExpectedSenderNum()),
                 next_target_seq_num=int(session.getExpectedTargetNum())))
@@ -241,7 +248,7 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
             return (f"{ref.name}: sequence numbers reset to 1/1 (a logged-on session was logged "
                     "out first)")
         return self._session_action("reset_sequence", {"name": request.name},
-                                    "sequence_reset", do)
+                                    "sequence_reset", do, seq_reset=(1, "outbound"))
 
     def SetSequence(self, request: admin_pb2.SetSequenceRequest,
                     context: grpc.ServicerContext) -> admin_pb2.ActionResult:
@@ -260,7 +267,12 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
                 s.setNextTargetMsgSeqNum(int(request.next_target))
                 done.append(f"next expected incoming MsgSeqNum {request.next_target}")
             return f"{ref.name}: " + ", ".join(done)
-        return self._session_action("set_sequence", args, "sequence_reset", do)
+        # NewSeqNo as a SequenceReset would carry it: ours when we set our next outgoing number
+        # (what the counterparty must expect next), else the incoming one we now expect.
+        seq_reset: tuple[int, Literal["inbound", "outbound"]] = (
+            (int(request.next_sender), "outbound") if request.next_sender
+            else (int(request.next_target), "inbound"))
+        return self._session_action("set_sequence", args, "sequence_reset", do, seq_reset)
 
     # ---- gate ----------------------------------------------------------------------------------
     def KillSwitch(self, request: admin_pb2.KillSwitchRequest,

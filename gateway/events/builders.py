@@ -8,8 +8,8 @@ enum value is refused (ValueError) instead of becoming "unspecified".
 
 Each builder returns an `Event` ready for `EventLog.publish()`. Common keyword arguments:
 
-* `source`: an `EventSource` (`EventSource.fix("FIX.4.4:GW->KRAKEN")`, `.rest()`, `.ws()`,
-  `.gateway("gate")`).
+* `source`: an `EventSource` (`EventSource.fix("FIXGW->KRAKEN-TRD")`, `.rest()`, `.ws()`,
+  `.gateway("router")`).
 * `venue_time`: the venue's time of the fact — a timezone-aware `datetime` (naive means UTC), an
   `int` of nanoseconds since the epoch, or a FIX UTCTimestamp string ("20240501-12:00:00.123").
 * `gateway_receive_time_ns`: `time.time_ns()` taken when the callback started; omitted, the log
@@ -195,7 +195,8 @@ class EventSource:
 
     @classmethod
     def fix(cls, session: str) -> EventSource:
-        """A FIX session, named by its QuickFIX session ID string."""
+        """A FIX session, named SENDERCOMPID->TARGETCOMPID ("FIXGW->KRAKEN-TRD"), as the
+        gateway's status board and `fixgwctl sessions` name it."""
         return cls("fix", session)
 
     @classmethod
@@ -414,12 +415,14 @@ def cancel_reject(
     ord_status: str | None = None,
     response_to: str | None = None,
     cxl_rej_reason: int | None = None,
+    side: str | None = None,
     text: str = "",
     venue_time: TimeLike | None = None,
     gateway_receive_time_ns: int | None = None,
     raw_fix: bytes = b"",
 ) -> events_pb2.Event:
-    """An OrderCancelReject; `ord_status` (39) and `response_to` (434) take FIX values."""
+    """An OrderCancelReject; `ord_status` (39), `response_to` (434) and `side` (54, the
+    order's) take FIX values."""
     ev = _envelope(source, symbol, account, venue_time, gateway_receive_time_ns, raw_fix)
     c = ev.cancel_reject
     c.cl_ord_id = cl_ord_id
@@ -431,6 +434,7 @@ def cancel_reject(
     c.response_to = _enum(_CXL_REJ_RESPONSE_TO, response_to, "response_to")  # type: ignore[assignment]
     if cxl_rej_reason is not None:
         c.cxl_rej_reason = cxl_rej_reason
+    c.side = _enum(_SIDE, side, "side")  # type: ignore[assignment]
     c.text = text
     return ev
 

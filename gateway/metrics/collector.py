@@ -38,6 +38,7 @@ from gateway.fix.application import SessionStatus, StatusBoard
 from gateway.orders.model import Order
 from gateway.orders.store import OrderCounts
 from gateway.risk.gate import GateDecision, GateOrder
+from gateway.risk.validation import ORD_REJ_REASON_NAMES, OrderInput
 from gateway.routing.router import Router
 from gateway.routing.sinks import fan_out
 from gateway.version import versions
@@ -48,12 +49,7 @@ LATENCY_BUCKETS_S: Final = (0.00005, 0.0001, 0.0002, 0.0003, 0.0005, 0.00075, 0.
                             0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 
 # OrdRejReason (103) as FIX 4.4 names them.
-ORD_REJ_REASONS: Final = {
-    "0": "broker_option", "1": "unknown_symbol", "2": "exchange_closed",
-    "3": "order_exceeds_limit", "4": "too_late_to_enter", "5": "unknown_order",
-    "6": "duplicate_order", "7": "duplicate_verbal_order", "8": "stale_order",
-    "11": "unsupported_order_characteristic", "13": "incorrect_quantity",
-    "15": "unknown_account", "16": "price_exceeds_current_price_band", "99": "other"}
+ORD_REJ_REASONS: Final = ORD_REJ_REASON_NAMES  # shared with the event stream
 # SessionRejectReason (373).
 SESSION_REJECT_REASONS: Final = {
     "0": "invalid_tag_number", "1": "required_tag_missing",
@@ -202,14 +198,15 @@ class MetricsSink:
         self.orders.inc((order.oms_session, "accepted"))
 
     def order_rejected(self, oms_session: str, cl_ord_id: str, symbol: str, reason: str,
-                       text: str) -> None:
+                       text: str, order: OrderInput | None = None) -> None:
         self.orders.inc((oms_session, "rejected"))
         self.rejects.inc((oms_session, "order", ORD_REJ_REASONS.get(reason, reason or "none")))
         if reason != "6":  # a duplicate ClOrdID is refused without touching the original order
             self._pending.pop((oms_session, cl_ord_id), None)
 
     def execution(self, order: Order, exec_type: str, ord_status: str, exec_id: str,
-                  last_qty: Decimal | None, last_px: Decimal | None) -> None:
+                  last_qty: Decimal | None, last_px: Decimal | None,
+                  transport: str = "fix") -> None:
         history = order.oms_history
         key = (order.oms_session, history[0] if history else order.oms_cl_ord_id)
         started = self._pending.pop(key, None)
@@ -219,7 +216,9 @@ class MetricsSink:
             self.rejects.inc((order.oms_session, "venue", "venue_reject"))
 
     def cancel_rejected(self, oms_session: str, cl_ord_id: str, orig_cl_ord_id: str,
-                        text: str) -> None:
+                        text: str, *, order: Order | None = None,
+                        response_to: str | None = None, reason: str | None = None,
+                        ord_status: str | None = None, order_id: str | None = None) -> None:
         self.rejects.inc((oms_session, "cancel", "cancel_reject"))
 
     def cancel_requested(self, order: Order, cl_ord_id: str, by: str, text: str) -> None:

@@ -22,6 +22,16 @@ INCORRECT_QTY: Final = "13"
 UNKNOWN_ACCOUNT: Final = "15"
 OTHER: Final = "99"
 
+# OrdRejReason (103) -> a short machine-readable name: the `reason` label of the metrics'
+# reject counter and the `reject_reason` of the event stream's REJECTED order events, so a
+# dashboard and an event consumer speak of a reject in the same words.
+ORD_REJ_REASON_NAMES: Final = {
+    "0": "broker_option", "1": "unknown_symbol", "2": "exchange_closed",
+    "3": "order_exceeds_limit", "4": "too_late_to_enter", "5": "unknown_order",
+    "6": "duplicate_order", "7": "duplicate_verbal_order", "8": "stale_order",
+    "11": "unsupported_order_characteristic", "13": "incorrect_quantity",
+    "15": "unknown_account", "16": "price_exceeds_current_price_band", "99": "other"}
+
 ORD_TYPES: Final = {"1": "Market", "2": "Limit", "3": "Stop", "4": "StopLimit",
                     "R": "TakeProfit", "T": "TakeProfitLimit", "U": "TrailingStop",
                     "V": "TrailingStopLimit"}

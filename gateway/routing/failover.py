@@ -464,12 +464,13 @@ class RestFallback:
         log.info("order %s amended over %s: qty %s price %s (now %s)", order.oms_cl_ord_id,
                  path, qty, price, oms_cl)
         with self.router.report_lock:
-            self._emit_replaced(order, amend)
+            self._emit_replaced(order, amend, path.lower())
         return None
 
-    def _emit_replaced(self, order: Order, a: _Amend) -> None:
+    def _emit_replaced(self, order: Order, a: _Amend, via: str = "rest") -> None:
         """The ExecType 5 the venue would have sent over FIX, then the rebind of the order to
-        the ClOrdID the venue keeps. Caller holds the router's report lock."""
+        the ClOrdID the venue keeps; `via` is the API that told us ("rest", "ws"), which the
+        report's event names as its source. Caller holds the router's report lock."""
         cum = order.cum_qty
         status = "2" if a.qty <= cum else "1" if cum > 0 else "0"
         f = self._fields(order, order.order_id, "5", status, cum, order.avg_px,
@@ -479,11 +480,11 @@ class RestFallback:
         f["151"] = _s(max(a.qty - cum, Decimal(0))) if status != "2" else "0"
         if a.price is not None:
             f["44"] = _s(a.price)
-        self.router.on_venue_report(f, "rest")
+        self.router.on_venue_report(f, via)
         if order.oms_cl_ord_id == a.oms_cl and order.venue_cl_ord_id != a.venue_cl:
             self.router.store.rebind_venue_id(order, a.venue_cl)
 
-    def _resolve_amend(self, order: Order, so: SpotOrder) -> None:
+    def _resolve_amend(self, order: Order, so: SpotOrder, via: str = "rest") -> None:
         """A lost AmendOrder answer, settled by the order's state (caller holds report_lock)."""
         with self._lock:
             a = self._amends.get(so.txid)
@@ -494,7 +495,7 @@ class RestFallback:
             log.info("REST amend of %s found applied at the venue", order.oms_cl_ord_id)
             with self._lock:
                 self._amends.pop(so.txid, None)
-            self._emit_replaced(order, a)
+            self._emit_replaced(order, a, via)
         elif time.monotonic() >= a.give_up_at or not so.is_open:
             with self._lock:
                 self._amends.pop(so.txid, None)
@@ -648,12 +649,14 @@ class RestFallback:
                                     venue_cl=cxl if code == "4" else None))
         return out
 
-    def _emit(self, order: Order, so: SpotOrder) -> None:
+    def _emit(self, order: Order, so: SpotOrder, via: str = "rest") -> None:
+        """Report what `so` (the order's state as REST or, `via` "ws", the private WebSocket
+        tells it) adds to the order's record."""
         with self.router.report_lock:  # the order's record cannot move while we read it
             if self._amends:
-                self._resolve_amend(order, so)
+                self._resolve_amend(order, so, via)
             for f in self._reports(order, so):
-                self.router.on_venue_report(f, "rest")
+                self.router.on_venue_report(f, via)
 
     # ---- WebSocket executions (prompt reports while failed over) -------------------------------
     def on_ws_execution(self, item: dict[str, object]) -> None:
@@ -682,7 +685,7 @@ class RestFallback:
         except (TypeError, ValueError, ArithmeticError):
             log.warning("WS executions item for %s not understood: %r", txid, item)
             return
-        self._emit(order, so)
+        self._emit(order, so, "ws")
 
     def _ws_wanted(self) -> bool:
         return bool(self.ws_url) and self.active()

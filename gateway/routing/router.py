@@ -447,7 +447,7 @@ class Router:
                      reason: str, text: str) -> None:
         ctx.send(er)
         log.info("rejected order %s from %s: %s", cl, ctx.key, text)
-        self.sink.order_rejected(ctx.key, cl, inp.symbol or "", reason, text)
+        self.sink.order_rejected(ctx.key, cl, inp.symbol or "", reason, text, inp)
 
     @staticmethod
     def _reject_message(cl: str, inp: v.OrderInput, reason: str, text: str,
@@ -614,7 +614,8 @@ class Router:
         r.setField(m.TEXT, text)
         ctx.send(r)
         log.info("cancel/replace %s on %s rejected: %s", cl, ctx.key, text)
-        self.sink.cancel_rejected(ctx.key, cl, orig, text)
+        self.sink.cancel_rejected(ctx.key, cl, orig, text, order=order,
+                                  response_to=response_to, reason=reason)
 
     def _check_amend(self, ctx: OmsContext, f: Fields, response_to: str
                      ) -> tuple[str, Order] | None:
@@ -968,7 +969,7 @@ class Router:
         refused = self._cancel_one_of_many(order, ctx, cl)
         if refused is not None:
             self.sink.cancel_rejected(order.oms_session, cl, order.oms_cl_ord_id,
-                                      f"not sent: {refused}")
+                                      f"not sent: {refused}", order=order, response_to="1")
         return refused
 
     def _cancel_one_of_many(self, order: Order, ctx: OmsContext, cl: str) -> str | None:
@@ -1199,7 +1200,7 @@ class Router:
                         "allow it from; kept the venue's word", target.oms_cl_ord_id, ord_status)
         self.sink.execution(target.order, exec_type, ord_status, exec_id,
                             Decimal(last_qty) if last_qty else None,
-                            Decimal(last_px) if last_px else None)
+                            Decimal(last_px) if last_px else None, transport)
 
     def _maybe_crash(self, point: str, exec_type: str) -> None:
         """TEST-ONLY (see CRASH_ENV): die here as a kill -9 would, journal and stores as is."""
@@ -1275,7 +1276,9 @@ class Router:
         else:
             self._forward(msg, f, target)
         self.sink.cancel_rejected(target.order.oms_session, target.oms_cl_ord_id, orig,
-                                  f.get("58", ""))
+                                  f.get("58", ""), order=target.order,
+                                  response_to=f.get("434"), reason=f.get("102"),
+                                  ord_status=f.get("39"), order_id=f.get("37"))
 
 
 class OmsHandler(BaseHandler):

@@ -27,8 +27,10 @@ from gateway.events.publisher import EventPublisher, EventSpec
 from gateway.fix.application import SessionStatus
 from gateway.marketdata.book import Book
 from gateway.marketdata.fix_md import BID, DELETE, OFFER, TRADE, MdEntry
+from gateway.orders import state
 from gateway.orders.model import Order
 from gateway.risk.gate import GateDecision, GateOrder
+from gateway.risk.validation import ORD_REJ_REASON_NAMES, OrderInput
 
 log = logging.getLogger("fixgw.events")
 
@@ -39,10 +41,47 @@ _SESSION_KINDS: dict[str, Literal["logon", "logout"]] = {"logged_on": "logon",
 
 Source = tuple[str, str]
 
+# Where a venue report came from when not over the FIX trading session: the REST fallback,
+# its private WebSocket (named like the market-data WebSocket: the same Kraken spot API v2),
+# or the gateway itself, which writes the report of an order it held and never sent.
+REST_SOURCE: Source = ("rest", "kraken-spot-rest")
+WS_SOURCE: Source = ("ws", "kraken-spot-ws-v2")
+HELD_SOURCE: Source = ("gateway", "router")
+_REPORT_SOURCES: dict[str, Source] = {"rest": REST_SOURCE, "ws": WS_SOURCE,
+                                      "held": HELD_SOURCE}
+
+# FIX values the event builders map; anything else from the wire is left out of the event
+# (a builder refuses an unknown value, which would drop the whole event).
+_SIDES = frozenset({"1", "2"})
+_ORD_TYPES = frozenset({"1", "2", "3", "4"})
+_TIFS = frozenset({"0", "1", "2", "3", "4", "6"})
+_ORD_STATUSES = frozenset("012346789ABCDE")
+_RESPONSE_TO = frozenset({"1", "2"})
+
 
 def _s(value: Decimal | None) -> str | None:
     """A Decimal as the plain value a spec carries."""
     return None if value is None else str(value)
+
+
+def _wire_decimal(value: str | None) -> str | None:
+    """A price or quantity as the OMS sent it, if it is a finite decimal; else None (the
+    reject may be about exactly that field, and the event is not to be lost over it)."""
+    if not value:
+        return None
+    try:
+        d = Decimal(value)
+    except ArithmeticError:
+        return None
+    return format(d, "f") if d.is_finite() else None
+
+
+def _one_of(allowed: frozenset[str], value: str | None) -> str | None:
+    return value if value in allowed else None
+
+
+def _int_code(value: str | None) -> int | None:
+    return int(value) if value and value.isdigit() and len(value) < 10 else None
 
 
 def _levels(levels: Sequence[tuple[Decimal, Decimal]]) -> list[tuple[str, str]]:
@@ -85,16 +124,35 @@ class EventSink:
             "order_qty": str(order.qty), "gateway_receive_time_ns": now}))
 
     def order_rejected(self, oms_session: str, cl_ord_id: str, symbol: str, reason: str,
-                       text: str) -> None:
-        self._publish(("order_event", {
+                       text: str, order: OrderInput | None = None) -> None:
+        """REJECTED with what the OMS sent, as far as it parses: an `accounts` filter must
+        find a desk's rejects, and a consumer must see what was refused, not only that
+        something was. `reject_reason` is the OrdRejReason's short name (as the metrics'
+        reject counter has it); `text` the sentence the OMS got."""
+        spec: dict[str, object] = {
             "event_type": "rejected", "source": self._oms(oms_session), "symbol": symbol,
-            "cl_ord_id": cl_ord_id, "ord_rej_reason": int(reason) if reason.isdigit() else None,
-            "reject_reason": text, "text": text}))
+            "cl_ord_id": cl_ord_id, "ord_status": state.REJECTED,
+            "ord_rej_reason": _int_code(reason),
+            "reject_reason": ORD_REJ_REASON_NAMES.get(reason, reason), "text": text}
+        if order is not None:
+            spec.update(
+                account=order.account or "", side=_one_of(_SIDES, order.side),
+                ord_type=_one_of(_ORD_TYPES, order.ord_type),
+                time_in_force=_one_of(_TIFS, order.tif),
+                order_qty=_wire_decimal(order.qty), price=_wire_decimal(order.price))
+        self._publish(("order_event", spec))
 
     def execution(self, order: Order, exec_type: str, ord_status: str, exec_id: str,
-                  last_qty: Decimal | None, last_px: Decimal | None) -> None:
+                  last_qty: Decimal | None, last_px: Decimal | None,
+                  transport: str = "fix") -> None:
+        """EXECUTION_REPORT, from the source the report came over: a `source_kinds` or
+        `sessions` filter, and an auditor, must be able to tell a venue FIX report from one
+        derived from REST/WS or written by the gateway for a held order."""
         self._publish(("order_event", {
-            "event_type": "execution_report", "source": self._venue, "symbol": order.symbol,
+            "event_type": "execution_report",
+            "source": self._venue if transport == "fix" else _REPORT_SOURCES.get(
+                transport, self._venue),
+            "symbol": order.symbol,
             "account": order.account, "cl_ord_id": order.oms_cl_ord_id,
             "venue_cl_ord_id": order.venue_cl_ord_id, "order_id": order.order_id,
             "exec_id": exec_id, "exec_type": exec_type, "ord_status": ord_status,
@@ -104,10 +162,28 @@ class EventSink:
             "last_px": _s(last_px), "last_qty": _s(last_qty)}))
 
     def cancel_rejected(self, oms_session: str, cl_ord_id: str, orig_cl_ord_id: str,
-                        text: str) -> None:
+                        text: str, *, order: Order | None = None,
+                        response_to: str | None = None, reason: str | None = None,
+                        ord_status: str | None = None, order_id: str | None = None) -> None:
+        """CANCEL_REJECT with the order's ids, status, symbol, account and side where the
+        request named a known order, so it can be matched to the order and filtered like the
+        order's other events. OrdStatus, when not given, is what the gateway's own 35=9 says:
+        Rejected for no order, PendingNew for one the venue has not acknowledged yet."""
+        if ord_status is None:
+            ord_status = (state.REJECTED if order is None else state.PENDING_NEW
+                          if order.status == state.SENT else order.status)
+        if not order_id:
+            order_id = order.order_id if order is not None and order.order_id else "NONE"
         self._publish(("cancel_reject", {
             "source": self._oms(oms_session), "cl_ord_id": cl_ord_id,
-            "orig_cl_ord_id": orig_cl_ord_id, "text": text}))
+            "orig_cl_ord_id": orig_cl_ord_id, "text": text,
+            "symbol": order.symbol if order is not None else "",
+            "account": order.account if order is not None else "",
+            "side": order.side if order is not None and order.side in _SIDES else None,
+            "venue_orig_cl_ord_id": order.venue_cl_ord_id if order is not None else "",
+            "order_id": order_id, "ord_status": _one_of(_ORD_STATUSES, ord_status),
+            "response_to": _one_of(_RESPONSE_TO, response_to),
+            "cxl_rej_reason": _int_code(reason)}))
 
     def cancel_requested(self, order: Order, cl_ord_id: str, by: str, text: str) -> None:
         self._publish(("order_event", {

@@ -14,7 +14,7 @@ from pathlib import Path
 import grpc
 import pytest
 
-from gateway._proto.fixgw.v1 import admin_pb2, admin_pb2_grpc, events_pb2
+from gateway._proto.fixgw.v1 import admin_pb2, admin_pb2_grpc, events_pb2, session_pb2
 from gateway.admin.audit import read_audit
 from gateway.admin.auth import (
     OPERATOR,
@@ -261,6 +261,14 @@ def test_set_sender_seq_is_what_the_oms_sees_next(stack: Stack) -> None:
     rec = read_audit(stack.audit_path)[-1]
     assert rec["what"] == "set_sequence" and rec["args"]["next_sender"] == n
     assert rec["result"]["ok"] and rec["who"].startswith("operator:")
+    # The SEQUENCE_RESET event carries the number set, as session.proto says it does.
+    reset = [e.session_status for e in published(stack.gw)
+             if e.WhichOneof("payload") == "session_status"
+             and e.session_status.type == session_pb2.SESSION_STATUS_TYPE_SEQUENCE_RESET
+             and e.source.session == OMS_NAME][-1]
+    assert reset.new_seq_no == n and not reset.gap_fill
+    assert reset.direction == session_pb2.DIRECTION_OUTBOUND
+    assert "admin set_sequence by operator:" in reset.text
 
 
 def test_logout_with_reason_holds_until_logon(stack: Stack) -> None:

@@ -11,7 +11,7 @@ from decimal import Decimal
 import grpc
 import pytest
 
-from gateway._proto.fixgw.v1 import admin_pb2, orders_pb2
+from gateway._proto.fixgw.v1 import admin_pb2, common_pb2, orders_pb2
 from gateway.admin.audit import read_audit
 from gateway.fix.client import Received
 from gateway.fix.messages import utc_timestamp
@@ -167,6 +167,15 @@ def test_a_venue_refusal_is_not_sent_to_the_oms(stack: Stack) -> None:
                                for e in published(stack.gw)), 10, "cancel reject event")
     finally:
         order.venue_cl_ord_id, order.order_id = real
+    # The event names the order and what the venue said (its 35=9's 434, 102 and 39).
+    (ev,) = [e for e in published(stack.gw) if e.WhichOneof("payload") == "cancel_reject"
+             and e.cancel_reject.orig_cl_ord_id == cl]
+    assert (ev.symbol, ev.source.session) == ("BTC/USD", OMS_NAME)
+    cr = ev.cancel_reject
+    assert cr.cl_ord_id.startswith("OPS-") and cr.side == common_pb2.SIDE_BUY
+    assert cr.response_to == orders_pb2.CXL_REJ_RESPONSE_TO_ORDER_CANCEL_REQUEST
+    assert cr.HasField("cxl_rej_reason") and cr.ord_status != orders_pb2.ORD_STATUS_UNSPECIFIED
+    assert cr.order_id
     with pytest.raises(TimeoutError):
         stack.oms.expect(lambda r: r.msg_type == "9", timeout=1.0)
     assert list_orders(stack, id=cl).orders[0].open

@@ -194,6 +194,8 @@ def test_session_gate_transport_cancel_reject() -> None:
     )
     assert cr.cancel_reject.response_to == orders_pb2.CXL_REJ_RESPONSE_TO_ORDER_CANCEL_REQUEST
     assert not cr.cancel_reject.HasField("cxl_rej_reason")
+    assert cr.cancel_reject.side == common_pb2.SIDE_UNSPECIFIED
+    assert b.cancel_reject(source=SRC, side="2").cancel_reject.side == common_pb2.SIDE_SELL
 
 
 def test_signal_snapshot_from_nested_mapping() -> None:

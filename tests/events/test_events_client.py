@@ -1,5 +1,7 @@
 """tools/subscribe_events.py: the reference client resumes across a gateway restart without loss
-or duplicates, and reports (then skips) events the gateway no longer retains."""
+or duplicates (also when it started live and the restart comes before its first event), reports
+(then skips) events the gateway no longer retains, stops on an unreadable journal instead of
+retrying it forever, and connects under mutual TLS."""
 
 from __future__ import annotations
 
@@ -16,6 +18,8 @@ import pytest
 from gateway._proto.fixgw.v1 import events_pb2
 from gateway.events import EventLog, EventLogConfig, EventServer, EventServerConfig
 from gateway.events import builders as b
+from gateway.events.journal import MAGIC, RECORD_HEADER
+from tests.tls.certs import make_pki, openssl_available
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -119,7 +123,8 @@ def test_cli_prints_json_and_keeps_state(
             log.publish(ev(i))
         log.publish(b.session_event("logon", source=b.EventSource.fix("S")))
         state = tmp_path / "pos"
-        args = ["--target", f"127.0.0.1:{port}", "--from-oldest", "--kinds", "order"]
+        # README's spelling (--addr, --kind); --target and --kinds are the same options.
+        args = ["--addr", f"127.0.0.1:{port}", "--from-oldest", "--kind", "order"]
         assert tool.main([*args, "--json", "--max-events", "3", "--state-file", str(state)]) == 0
         lines = capsys.readouterr().out.splitlines()
         assert [json.loads(line)["order"]["cl_ord_id"] for line in lines] == ["C1", "C2", "C3"]
@@ -130,6 +135,121 @@ def test_cli_prints_json_and_keeps_state(
         out = capsys.readouterr().out.splitlines()
         assert out[0].startswith("4 order fix:S XBT/USD")
         assert out[1].startswith("5 order")
+    finally:
+        server.stop(0)
+        log.close()
+
+
+def test_live_start_resumes_from_where_it_began_after_an_early_disconnect(tmp_path: Path) -> None:
+    """Started live, the client takes GetLogInfo's next sequence as its position at once: a
+    gateway restart before its first event must not make it skip what was published while it
+    was away (resubscribing live again would start after those events)."""
+    cfg = EventLogConfig(journal_dir=tmp_path / "j")
+    log = EventLog(cfg)
+    server = EventServer(log, EventServerConfig(port=0))
+    port = server.start()
+    for i in range(1, 6):
+        log.publish(ev(i))
+    got: list[int] = []
+    request = events_pb2.SubscribeRequest()  # from_sequence 0: live
+
+    def run() -> None:
+        for e in tool.follow(f"127.0.0.1:{port}", request, log=lambda m: None,
+                             max_backoff_s=0.5):
+            got.append(e.sequence)
+            if e.sequence >= 10:
+                return
+
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    try:
+        deadline = time.monotonic() + 10
+        while request.from_sequence == 0 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert request.from_sequence == 6  # a position before any event arrived
+        server.stop(0.5)
+        log.close()
+        log = EventLog(cfg)
+        for i in range(6, 9):  # published while the client could not be subscribed
+            log.publish(ev(i))
+        server = EventServer(log, EventServerConfig(port=port))
+        server.start()
+        for i in range(9, 11):
+            log.publish(ev(i))
+        t.join(20)
+        assert got == list(range(6, 11))
+    finally:
+        server.stop(0)
+        log.close()
+
+
+def _corrupt_record(journal_dir: Path, sequence: int) -> None:
+    """Flip one payload byte of `sequence`'s record in the (only) segment: its CRC fails."""
+    (seg,) = sorted(journal_dir.glob("*.evj"))
+    data = bytearray(seg.read_bytes())
+    pos = len(MAGIC)
+    while True:
+        plen, _blen, _crc, seq = RECORD_HEADER.unpack_from(data, pos)
+        if seq == sequence:
+            data[pos + RECORD_HEADER.size] ^= 0xFF
+            seg.write_bytes(bytes(data))
+            return
+        pos += RECORD_HEADER.size + plen
+
+
+def test_data_loss_stops_the_client_instead_of_retrying_forever(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    log = EventLog(EventLogConfig(journal_dir=tmp_path / "j", ring_capacity=16))
+    server = EventServer(log, EventServerConfig(port=0))
+    port = server.start()
+    try:
+        for i in range(1, 101):
+            log.publish(ev(i))
+        assert log.flush()
+        _corrupt_record(tmp_path / "j", 10)  # long out of the 16-event ring: read from disk
+        messages: list[str] = []
+
+        def note(msg: str) -> None:
+            messages.append(msg)
+            if len(messages) > 3:
+                raise AssertionError(f"DATA_LOSS retried: {messages}")
+
+        with pytest.raises(tool.EventsUnreadable) as exc:
+            for _ in tool.follow(f"127.0.0.1:{port}", events_pb2.SubscribeRequest(
+                    from_sequence=1), log=note, max_backoff_s=0.05):
+                pass
+        assert exc.value.sequence == 10
+        rc = tool.main(["--addr", f"127.0.0.1:{port}", "--from-sequence", "1"])
+        err = capsys.readouterr().err
+        assert rc == 3
+        assert "DATA_LOSS" in err and "cannot read event 10" in err
+    finally:
+        server.stop(0)
+        log.close()
+
+
+@pytest.mark.skipif(not openssl_available(), reason="needs the openssl CLI")
+def test_cli_presents_a_client_certificate_under_mutual_tls(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    pki = make_pki(tmp_path / "pki")
+    log = EventLog()
+    server = EventServer(log, EventServerConfig(
+        port=0, tls_cert_file=pki.server_cert, tls_key_file=pki.server_key,
+        tls_client_ca_file=pki.ca))
+    port = server.start()
+    try:
+        for i in range(1, 4):
+            log.publish(ev(i))
+        assert tool.main(["--addr", f"127.0.0.1:{port}", "--tls-ca", str(pki.ca),
+                          "--cert-file", str(pki.client_cert), "--key-file",
+                          str(pki.client_key), "--from-sequence", "1", "--max-events", "3",
+                          "--json"]) == 0  # fmt: skip
+        lines = capsys.readouterr().out.splitlines()
+        assert [json.loads(line)["order"]["cl_ord_id"] for line in lines] == ["C1", "C2", "C3"]
+        with pytest.raises(SystemExit):  # a certificate without its key is a usage error
+            tool.main(["--addr", f"127.0.0.1:{port}", "--cert-file", str(pki.client_cert)])
     finally:
         server.stop(0)
         log.close()

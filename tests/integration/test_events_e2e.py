@@ -14,6 +14,7 @@ from pathlib import Path
 import grpc
 import pytest
 
+from gateway._proto.fixgw.v1 import common_pb2 as C
 from gateway._proto.fixgw.v1 import events_pb2, events_pb2_grpc, signals_pb2, signals_pb2_grpc
 from gateway._proto.fixgw.v1 import orders_pb2 as O
 from tests.conftest import Oms, make_client, new_id, order_fields
@@ -122,6 +123,79 @@ def test_order_session_and_market_data_events_then_resume_after_restart(tmp_path
     finally:
         try:  # clients and gateway together: each waits out QuickFIX's 1 s ticks
             stop_all([oms.c.stop, maker.c.stop, gw.stop])
+        finally:
+            sim.stop()
+
+
+def test_gateway_rejects_and_cancel_rejects_carry_the_order(tmp_path: Path) -> None:
+    """The gateway's own refusals on the stream carry what a consumer needs to place them: a
+    rejected order its account (so an `accounts` filter finds it), side, quantity, price and
+    OrdStatus; a refused cancel/replace the order's OrderID, status, symbol, account, side and
+    what was refused (CxlRejResponseTo, CxlRejReason)."""
+    creds = Credentials()
+    sim = SimProcess(tmp_path / "sim", creds)
+    gw = GatewayProcess(tmp_path / "gw", sim, creds)
+    oms = Oms(make_client(tmp_path, gw.oms_port, "OMS", "FIXGW"))
+    acct = "DESK-7"
+    try:
+        oms.c.start()
+        # An order for a symbol the venue does not list: refused by validation.
+        rej = new_id("RJ")
+        oms.send("D", [*order_fields(rej, "2", "0.5", "123.450", symbol="NOPE/USD"), (1, acct)])
+        er = oms.report(rej, "8")
+        assert er.fields[103] == "1"
+        # A resting order, then a replace the gateway refuses (Kraken cannot change the TIF).
+        cl = new_id("EV")
+        oms.send("D", [*order_fields(cl, "1", "0.01", "21000.0"), (1, acct)])
+        order_id = oms.report(cl, "0").fields[37]
+        rcl = new_id("R")
+        oms.send("G", [(11, rcl), (41, cl), (55, "BTC/USD"), (54, "1"), (38, "0.02"), (40, "2"),
+                       (44, "21000.0"), (59, "3"), (1, acct), (60, "20260101-00:00:00")])
+        oms.expect(lambda r: r.msg_type == "9" and r.fields.get(11) == rcl)
+        # A cancel of an order that never was.
+        xcl = new_id("X")
+        oms.send("F", [(11, xcl), (41, "NEVER-SENT"), (55, "BTC/USD"), (54, "1"), (38, "1"),
+                       (60, "20260101-00:00:00")])
+        oms.expect(lambda r: r.msg_type == "9" and r.fields.get(11) == xcl)
+
+        desk = _collect(gw.grpc_port, K.SubscribeRequest(
+            from_sequence=1, accounts=[acct],
+            kinds=[K.EVENT_KIND_ORDER, K.EVENT_KIND_CANCEL_REJECT]), time.monotonic() + 10,
+            stop_when=lambda evs: {rej, rcl} <= {e.order.cl_ord_id or e.cancel_reject.cl_ord_id
+                                                  for e in evs})
+        (r,) = [e for e in desk if e.order.cl_ord_id == rej]
+        assert (r.symbol, r.account, r.source.session) == ("NOPE/USD", acct, "FIXGW->OMS")
+        o = r.order
+        assert o.type == O.ORDER_EVENT_TYPE_REJECTED and o.ord_status == O.ORD_STATUS_REJECTED
+        assert (o.side, o.order_qty, o.price) == (C.SIDE_SELL, "0.5", "123.450")
+        assert (o.ord_type, o.time_in_force) == (O.ORD_TYPE_LIMIT,
+                                                 O.TIME_IN_FORCE_GOOD_TILL_CANCEL)
+        assert o.ord_rej_reason == 1 and o.reject_reason == "unknown_symbol"
+        assert o.text == er.fields[58]
+
+        (c,) = [e for e in desk if e.cancel_reject.cl_ord_id == rcl]
+        assert (c.symbol, c.account, c.source.session) == ("BTC/USD", acct, "FIXGW->OMS")
+        cr = c.cancel_reject
+        assert (cr.orig_cl_ord_id, cr.order_id, cr.side) == (cl, order_id, C.SIDE_BUY)
+        assert cr.ord_status == O.ORD_STATUS_NEW
+        assert cr.response_to == O.CXL_REJ_RESPONSE_TO_ORDER_CANCEL_REPLACE_REQUEST
+        assert cr.cxl_rej_reason == 2 and "TimeInForce" in cr.text
+        assert cr.venue_orig_cl_ord_id  # the order's ClOrdID at the venue
+
+        # No order behind the cancel: no symbol or account, status Rejected, OrderID NONE.
+        unknown = _collect(gw.grpc_port, K.SubscribeRequest(
+            from_sequence=1, kinds=[K.EVENT_KIND_CANCEL_REJECT]), time.monotonic() + 10,
+            stop_when=lambda evs: any(e.cancel_reject.cl_ord_id == xcl for e in evs))
+        (u,) = [e for e in unknown if e.cancel_reject.cl_ord_id == xcl]
+        assert (u.symbol, u.account) == ("", "")
+        x = u.cancel_reject
+        assert (x.orig_cl_ord_id, x.order_id, x.side) == ("NEVER-SENT", "NONE",
+                                                          C.SIDE_UNSPECIFIED)
+        assert x.ord_status == O.ORD_STATUS_REJECTED and x.cxl_rej_reason == 1
+        assert x.response_to == O.CXL_REJ_RESPONSE_TO_ORDER_CANCEL_REQUEST
+    finally:
+        try:
+            stop_all([oms.c.stop, gw.stop])
         finally:
             sim.stop()
 

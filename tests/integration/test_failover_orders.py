@@ -9,9 +9,12 @@ import time
 from decimal import Decimal
 from pathlib import Path
 
+from gateway._proto.fixgw.v1 import common_pb2, events_pb2
+from gateway._proto.fixgw.v1 import orders_pb2 as O
 from gateway.kraken.auth import NonceSource
 from gateway.transports.kraken_spot_rest import KrakenSpotRest
 from tests.conftest import Oms, new_id, order_fields
+from tests.integration.test_events_e2e import _collect
 from tests.integration.test_failover import Recorder
 from tests.procs import Credentials, SimProcess, VenueStack
 
@@ -39,6 +42,17 @@ def fix_amend(oms: Oms, cl: str, orig: str, qty: str, price: str, tif: str = "1"
                    (44, price), (59, tif), (60, "20260101-00:00:00")])
 
 
+def order_events(grpc_port: int, cls: set[str], n: int) -> list[events_pb2.Event]:
+    """The order events of the OMS ClOrdIDs `cls` on the gateway's event stream, once there are
+    `n` of them (or after 10 s)."""
+    def mine(evs: list[events_pb2.Event]) -> list[events_pb2.Event]:
+        return [e for e in evs if e.order.cl_ord_id in cls]
+    got = _collect(grpc_port, events_pb2.SubscribeRequest(
+        from_sequence=1, kinds=[events_pb2.EVENT_KIND_ORDER]), time.monotonic() + 10,
+        stop_when=lambda evs: len(mine(evs)) >= n)
+    return mine(got)
+
+
 def test_replace_and_mass_cancel_over_rest(tmp_path: Path) -> None:
     with VenueStack(tmp_path, clients=("FIXGW", "MAKER")) as v:
         creds, sim = v.creds, v.sim
@@ -63,6 +77,12 @@ def test_replace_and_mass_cancel_over_rest(tmp_path: Path) -> None:
         assert r.fields[41] == a and r.fields[37] == txid_a and r.fields[39] == "0"
         assert Decimal(r.fields[38]) == Decimal("0.03") and Decimal(r.fields[44]) == 30100
         assert Decimal(r.fields[151]) == Decimal("0.03") and r.fields[17].startswith("R")
+        # On the event stream both reports name the REST API they came from (FIX is down).
+        reports = [e for e in order_events(gw.grpc_port, {a, a2}, 3)
+                   if e.order.type == O.ORDER_EVENT_TYPE_EXECUTION_REPORT]
+        assert [(e.order.exec_type, e.source.kind, e.source.session) for e in reports] == [
+            (O.EXEC_TYPE_NEW, common_pb2.SOURCE_KIND_REST, "kraken-spot-rest"),
+            (O.EXEC_TYPE_REPLACED, common_pb2.SOURCE_KIND_REST, "kraken-spot-rest")]
         # A fill after it reaches the OMS under the replace's ClOrdID.
         maker.send("D", order_fields(new_id("M"), "2", "0.01", "30100.0"))
         f = rec.report(a2, "F")
@@ -156,6 +176,14 @@ def test_orders_and_fills_over_ws_while_failed_over(tmp_path: Path) -> None:
         f = rec.wait(lambda x: x.fields.get(11) == a and x.fields.get(39) == "2", 3.0)
         assert Decimal(f.fields[14]) == Decimal("0.03") and Decimal(f.fields[32]) == Decimal(
             "0.02")
+        # On the event stream the fills name the WebSocket they came over, and no report of the
+        # order names the FIX session, which was down all along.
+        reports = [e for e in order_events(gw.grpc_port, {a}, 4)
+                   if e.order.type == O.ORDER_EVENT_TYPE_EXECUTION_REPORT]
+        fills = [e for e in reports if e.order.exec_type == O.EXEC_TYPE_TRADE]
+        assert [(e.source.kind, e.source.session) for e in fills] == [
+            (common_pb2.SOURCE_KIND_WS, "kraken-spot-ws-v2")] * 2
+        assert common_pb2.SOURCE_KIND_FIX not in {e.source.kind for e in reports}
         # A replace goes over WS as amend_order (in place, as REST AmendOrder would), and a
         # cancel is confirmed over WS too, long before the next poll.
         b = oms.buy("0.01", "30500.0")
@@ -202,7 +230,7 @@ def test_orders_held_while_no_transport_is_up_expire_or_cancel(tmp_path: Path) -
     held is canceled at once; neither ever reaches the venue."""
     with VenueStack(tmp_path, clients=("FIXGW",)) as v:
         sim = v.sim
-        v.gateway(venue_toml=fallback_toml(
+        gw = v.gateway(venue_toml=fallback_toml(
             sim, failover_after_s=120, hold_max_s=HOLD_MAX_S))
         oms = v.oms()
         rec = Recorder(oms)
@@ -227,6 +255,16 @@ def test_orders_held_while_no_transport_is_up_expire_or_cancel(tmp_path: Path) -
         assert rec.exec_types(canceled) == ["A", "4"]
         counts = sim.control(cmd="submission_counts")["counts"]
         assert counts == {}, counts  # neither ever reached the venue
+        # On the event stream: the Canceled report was written by the gateway (the venue never
+        # had the order), and the reject of the expired one says what was refused.
+        evs = order_events(gw.grpc_port, {expired, canceled, xc}, 4)
+        (cx_ev,) = [e for e in evs if e.order.exec_type == O.EXEC_TYPE_CANCELED]
+        assert (cx_ev.source.kind, cx_ev.source.session) == (common_pb2.SOURCE_KIND_GATEWAY,
+                                                             "router")
+        (rj_ev,) = [e for e in evs if e.order.type == O.ORDER_EVENT_TYPE_REJECTED]
+        assert rj_ev.order.cl_ord_id == expired and rj_ev.symbol == "BTC/USD"
+        assert rj_ev.order.ord_status == O.ORD_STATUS_REJECTED
+        assert (rj_ev.order.side, rj_ev.order.order_qty) == (common_pb2.SIDE_BUY, "0.01")
 
 
 def test_operator_cancel_of_a_held_order_never_reaches_the_venue(tmp_path: Path) -> None:

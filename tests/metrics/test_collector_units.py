@@ -51,13 +51,17 @@ class _Recorder(NullSink):
         self.seen: list[str] = []
 
     def cancel_rejected(self, oms_session: str, cl_ord_id: str, orig_cl_ord_id: str,
-                        text: str) -> None:
-        self.seen.append(cl_ord_id)
+                        text: str, *, order: Order | None = None,
+                        response_to: str | None = None, reason: str | None = None,
+                        ord_status: str | None = None, order_id: str | None = None) -> None:
+        self.seen.append(f"{cl_ord_id}/{response_to}/{reason}")
 
 
 class _Broken(NullSink):
     def cancel_rejected(self, oms_session: str, cl_ord_id: str, orig_cl_ord_id: str,
-                        text: str) -> None:
+                        text: str, *, order: Order | None = None,
+                        response_to: str | None = None, reason: str | None = None,
+                        ord_status: str | None = None, order_id: str | None = None) -> None:
         raise RuntimeError("boom")
 
 
@@ -68,8 +72,8 @@ def test_fan_out_wraps_only_when_needed_and_isolates_failures() -> None:
     assert isinstance(fan_out(), NullSink)
     both = fan_out(a, _Broken(), b)
     assert isinstance(both, FanoutSink)
-    both.cancel_rejected("OMS", "X1", "C1", "too late")
-    assert a.seen == ["X1"] and b.seen == ["X1"]
+    both.cancel_rejected("OMS", "X1", "C1", "too late", response_to="2", reason="0")
+    assert a.seen == ["X1/2/0"] and b.seen == ["X1/2/0"]  # every argument passed on
     # Fanning out a fan-out flattens it.
     again = fan_out(both, _Recorder())
     assert isinstance(again, FanoutSink) and len(again.sinks) == 4

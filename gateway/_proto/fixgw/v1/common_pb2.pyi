@@ -38,9 +38,11 @@ class _SourceKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_SourceKind
     SOURCE_KIND_FIX: _SourceKind.ValueType  # 1
     """A FIX session (OMS side or venue side); `Source.session` names it."""
     SOURCE_KIND_REST: _SourceKind.ValueType  # 2
-    """The venue's REST API (used when the FIX session is down); `Source.session` names the client."""
+    """The venue's REST API (used when the FIX session is down); `Source.session` names the API
+    ("kraken-spot-rest").
+    """
     SOURCE_KIND_WS: _SourceKind.ValueType  # 3
-    """The venue's WebSocket API; `Source.session` names the connection."""
+    """The venue's WebSocket API; `Source.session` names the API ("kraken-spot-ws-v2")."""
     SOURCE_KIND_GATEWAY: _SourceKind.ValueType  # 4
     """The gateway itself (risk gate, router, signal module, event log)."""
 
@@ -52,9 +54,11 @@ SOURCE_KIND_UNSPECIFIED: SourceKind.ValueType  # 0
 SOURCE_KIND_FIX: SourceKind.ValueType  # 1
 """A FIX session (OMS side or venue side); `Source.session` names it."""
 SOURCE_KIND_REST: SourceKind.ValueType  # 2
-"""The venue's REST API (used when the FIX session is down); `Source.session` names the client."""
+"""The venue's REST API (used when the FIX session is down); `Source.session` names the API
+("kraken-spot-rest").
+"""
 SOURCE_KIND_WS: SourceKind.ValueType  # 3
-"""The venue's WebSocket API; `Source.session` names the connection."""
+"""The venue's WebSocket API; `Source.session` names the API ("kraken-spot-ws-v2")."""
 SOURCE_KIND_GATEWAY: SourceKind.ValueType  # 4
 """The gateway itself (risk gate, router, signal module, event log)."""
 Global___SourceKind: _TypeAlias = SourceKind  # noqa: Y015
@@ -122,9 +126,11 @@ class Source(_message.Message):
     kind: Global___SourceKind.ValueType
     """Channel kind."""
     session: _builtins.str
-    """For FIX: the QuickFIX session ID as the gateway's config names it (e.g.
-    "FIX.4.4:FIXGW->KRAKEN"). For REST/WS: the transport's configured name. For GATEWAY: the
-    component ("gate", "router", "signals"), or empty. `SubscribeRequest.sessions` matches this.
+    """For FIX: the session as SENDERCOMPID->TARGETCOMPID, as `fixgwctl sessions` lists it (e.g.
+    "FIXGW->KRAKEN-TRD", "FIXGW->OMS"); events about one OMS's orders (including the gate's
+    decision about one of them) name that OMS session. For REST/WS: the venue API's name. For
+    GATEWAY: the component ("router", "marketdata", "signals", "admin", "kill_switch",
+    "cancel_on_disconnect"). `SubscribeRequest.sessions` matches this.
     """
     def __init__(
         self,

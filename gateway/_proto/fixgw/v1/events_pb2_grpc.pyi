@@ -13,7 +13,11 @@ every event it missed (matching its filters), in order, with no duplicates. Stre
                        `next-sequence`) say what is available.
   * RESOURCE_EXHAUSTED the subscriber fell too far behind the live stream; the message and
                        trailing metadata `resume-sequence` say where to resume.
-  * UNAVAILABLE        the gateway is shutting down; `resume-sequence` as above.
+  * UNAVAILABLE        the gateway is shutting down, or its journal failed and the event is
+                       no longer in memory (`resume-sequence` as above); or the event
+                       server is down or restarting (no metadata). Retry with backoff.
+  * DATA_LOSS          the journal could not be read at a sequence (a corrupt record);
+                       `resume-sequence` names it. Retrying from there fails the same way.
 """
 
 from collections import abc as _abc

@@ -90,7 +90,11 @@ Global___GateFigure: _TypeAlias = GateFigure  # noqa: Y015
 
 @_typing.final
 class GateDecision(_message.Message):
-    """One gate rule's decision about one order. Symbol and account are in the `Event` envelope."""
+    """One gate rule's decision about one order. Symbol and account are in the `Event` envelope;
+    `Event.source` is the OMS session's (FIX, "FIXGW->OMS"), so a `sessions` filter on an OMS
+    finds the decisions about its orders. Kill switch and rule changes by an operator come from
+    GATEWAY "admin" with no order fields.
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 

@@ -33,13 +33,19 @@ class _OrderEventTypeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_OrderE
     ORDER_EVENT_TYPE_UNSPECIFIED: _OrderEventType.ValueType  # 0
     """Not set; a producer bug."""
     ORDER_EVENT_TYPE_ACCEPTED: _OrderEventType.ValueType  # 1
-    """The gateway accepted a NewOrderSingle / cancel / replace from the OMS and will route it."""
+    """The gateway accepted a NewOrderSingle from the OMS and sent it to the venue (over FIX, or
+    REST/WS while failed over) or holds it until a transport is up. Cancel and replace
+    requests have no ACCEPTED event: their outcome is an EXECUTION_REPORT or a CancelReject.
+    """
     ORDER_EVENT_TYPE_REJECTED: _OrderEventType.ValueType  # 2
-    """The gateway rejected a request from the OMS itself (validation, pre-trade gate, no route);
-    `OrderEvent.reject_reason` says why.
+    """The gateway rejected a NewOrderSingle itself (validation, pre-trade gate, duplicate
+    ClOrdID, no route), or could not send one it had accepted (then it follows the ACCEPTED);
+    `OrderEvent.reject_reason` and `text` say why.
     """
     ORDER_EVENT_TYPE_EXECUTION_REPORT: _OrderEventType.ValueType  # 3
-    """An ExecutionReport (35=8): from the venue over FIX, or built from REST/WS updates."""
+    """An ExecutionReport (35=8): from the venue over FIX, built from REST/WS updates, or
+    written by the gateway for an order it held and never sent; `Event.source` says which.
+    """
     ORDER_EVENT_TYPE_CANCEL_REQUESTED: _OrderEventType.ValueType  # 4
     """The gateway sent the venue a cancel the OMS did not ask for: an operator's `fixgwctl
     cancel` or the kill switch. `cl_ord_id` is the request's ("OPS-..." or "KILL-..."),
@@ -53,13 +59,19 @@ class OrderEventType(_OrderEventType, metaclass=_OrderEventTypeEnumTypeWrapper):
 ORDER_EVENT_TYPE_UNSPECIFIED: OrderEventType.ValueType  # 0
 """Not set; a producer bug."""
 ORDER_EVENT_TYPE_ACCEPTED: OrderEventType.ValueType  # 1
-"""The gateway accepted a NewOrderSingle / cancel / replace from the OMS and will route it."""
+"""The gateway accepted a NewOrderSingle from the OMS and sent it to the venue (over FIX, or
+REST/WS while failed over) or holds it until a transport is up. Cancel and replace
+requests have no ACCEPTED event: their outcome is an EXECUTION_REPORT or a CancelReject.
+"""
 ORDER_EVENT_TYPE_REJECTED: OrderEventType.ValueType  # 2
-"""The gateway rejected a request from the OMS itself (validation, pre-trade gate, no route);
-`OrderEvent.reject_reason` says why.
+"""The gateway rejected a NewOrderSingle itself (validation, pre-trade gate, duplicate
+ClOrdID, no route), or could not send one it had accepted (then it follows the ACCEPTED);
+`OrderEvent.reject_reason` and `text` say why.
 """
 ORDER_EVENT_TYPE_EXECUTION_REPORT: OrderEventType.ValueType  # 3
-"""An ExecutionReport (35=8): from the venue over FIX, or built from REST/WS updates."""
+"""An ExecutionReport (35=8): from the venue over FIX, built from REST/WS updates, or
+written by the gateway for an order it held and never sent; `Event.source` says which.
+"""
 ORDER_EVENT_TYPE_CANCEL_REQUESTED: OrderEventType.ValueType  # 4
 """The gateway sent the venue a cancel the OMS did not ask for: an operator's `fixgwctl
 cancel` or the kill switch. `cl_ord_id` is the request's ("OPS-..." or "KILL-..."),
@@ -356,7 +368,9 @@ class OrderEvent(_message.Message):
     exec_type: Global___ExecType.ValueType
     """ExecType (150) for EXECUTION_REPORT; UNSPECIFIED otherwise."""
     ord_status: Global___OrdStatus.ValueType
-    """OrdStatus (39) after this event, as the venue (or the gateway for ACCEPTED/REJECTED) says."""
+    """OrdStatus (39) after this event: as the report says for EXECUTION_REPORT, REJECTED for
+    REJECTED; not set for ACCEPTED and CANCEL_REQUESTED.
+    """
     cl_ord_id: _builtins.str
     """The OMS's ClOrdID (11): the ID the OMS knows the order (or this request) by."""
     orig_cl_ord_id: _builtins.str
@@ -392,10 +406,13 @@ class OrderEvent(_message.Message):
     last_qty: _builtins.str
     """LastQty (32) of this fill, decimal string; empty unless a fill."""
     ord_rej_reason: _builtins.int
-    """OrdRejReason (103) when the venue rejected the order; absent when not given."""
+    """OrdRejReason (103): for REJECTED, the code the gateway sent the OMS; absent when not given."""
     reject_reason: _builtins.str
-    """For REJECTED by the gateway: a short machine-readable reason ("gate:max_notional",
-    "validation:price_tick", "route:no_transport").
+    """For REJECTED: a short machine-readable reason, the FIX 4.4 name of `ord_rej_reason`
+    ("unknown_symbol", "exchange_closed", "order_exceeds_limit", "duplicate_order",
+    "unsupported_order_characteristic", "incorrect_quantity", "unknown_account", "other"), as
+    the `reason` label of the gateway's fixgw_rejects_total metric. The sentence sent to the
+    OMS is in `text`; a gate block's rule is in the GATE_DECISION event just before.
     """
     text: _builtins.str
     """Text (58) as received or as sent to the OMS."""
@@ -451,6 +468,7 @@ class CancelReject(_message.Message):
     RESPONSE_TO_FIELD_NUMBER: _builtins.int
     CXL_REJ_REASON_FIELD_NUMBER: _builtins.int
     TEXT_FIELD_NUMBER: _builtins.int
+    SIDE_FIELD_NUMBER: _builtins.int
     cl_ord_id: _builtins.str
     """The OMS's ClOrdID (11) of the cancel/replace request."""
     orig_cl_ord_id: _builtins.str
@@ -469,6 +487,8 @@ class CancelReject(_message.Message):
     """CxlRejReason (102); absent when not given."""
     text: _builtins.str
     """Text (58)."""
+    side: _common_pb2.Side.ValueType
+    """Side (54) of the order; UNSPECIFIED when the request named no known order."""
     def __init__(
         self,
         *,
@@ -481,10 +501,11 @@ class CancelReject(_message.Message):
         response_to: Global___CxlRejResponseTo.ValueType = ...,
         cxl_rej_reason: _builtins.int | None = ...,
         text: _builtins.str = ...,
+        side: _common_pb2.Side.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_cxl_rej_reason", b"_cxl_rej_reason", "cxl_rej_reason", b"cxl_rej_reason"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_cxl_rej_reason", b"_cxl_rej_reason", "cl_ord_id", b"cl_ord_id", "cxl_rej_reason", b"cxl_rej_reason", "ord_status", b"ord_status", "order_id", b"order_id", "orig_cl_ord_id", b"orig_cl_ord_id", "response_to", b"response_to", "text", b"text", "venue_cl_ord_id", b"venue_cl_ord_id", "venue_orig_cl_ord_id", b"venue_orig_cl_ord_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_cxl_rej_reason", b"_cxl_rej_reason", "cl_ord_id", b"cl_ord_id", "cxl_rej_reason", b"cxl_rej_reason", "ord_status", b"ord_status", "order_id", b"order_id", "orig_cl_ord_id", b"orig_cl_ord_id", "response_to", b"response_to", "side", b"side", "text", b"text", "venue_cl_ord_id", b"venue_cl_ord_id", "venue_orig_cl_ord_id", b"venue_orig_cl_ord_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__cxl_rej_reason: _TypeAlias = _typing.Literal["cxl_rej_reason"]  # noqa: Y015
     _WhichOneofArgType__cxl_rej_reason: _TypeAlias = _typing.Literal["_cxl_rej_reason", b"_cxl_rej_reason"]  # noqa: Y015

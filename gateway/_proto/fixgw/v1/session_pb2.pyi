@@ -35,7 +35,11 @@ class _SessionStatusTypeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Ses
     SESSION_STATUS_TYPE_DISCONNECT: _SessionStatusType.ValueType  # 3
     """The TCP connection dropped without a Logout (or a heartbeat timeout)."""
     SESSION_STATUS_TYPE_SEQUENCE_RESET: _SessionStatusType.ValueType  # 4
-    """SequenceReset (35=4) sent or received; `new_seq_no` and `gap_fill` are set."""
+    """SequenceReset (35=4) sent or received, or an operator's `fixgwctl reset-seq` / `set-seq`;
+    `new_seq_no` and `gap_fill` are set. For an operator's change (no message exchanged):
+    `new_seq_no` is the next outgoing MsgSeqNum set (`direction` OUTBOUND) or, when only the
+    incoming one was set, the next expected incoming MsgSeqNum (INBOUND); `gap_fill` false.
+    """
     SESSION_STATUS_TYPE_RESEND_REQUEST: _SessionStatusType.ValueType  # 5
     """ResendRequest (35=2) sent or received; `begin_seq_no`/`end_seq_no` are set."""
     SESSION_STATUS_TYPE_CONNECTING: _SessionStatusType.ValueType  # 6
@@ -55,7 +59,11 @@ SESSION_STATUS_TYPE_LOGOUT: SessionStatusType.ValueType  # 2
 SESSION_STATUS_TYPE_DISCONNECT: SessionStatusType.ValueType  # 3
 """The TCP connection dropped without a Logout (or a heartbeat timeout)."""
 SESSION_STATUS_TYPE_SEQUENCE_RESET: SessionStatusType.ValueType  # 4
-"""SequenceReset (35=4) sent or received; `new_seq_no` and `gap_fill` are set."""
+"""SequenceReset (35=4) sent or received, or an operator's `fixgwctl reset-seq` / `set-seq`;
+`new_seq_no` and `gap_fill` are set. For an operator's change (no message exchanged):
+`new_seq_no` is the next outgoing MsgSeqNum set (`direction` OUTBOUND) or, when only the
+incoming one was set, the next expected incoming MsgSeqNum (INBOUND); `gap_fill` false.
+"""
 SESSION_STATUS_TYPE_RESEND_REQUEST: SessionStatusType.ValueType  # 5
 """ResendRequest (35=2) sent or received; `begin_seq_no`/`end_seq_no` are set."""
 SESSION_STATUS_TYPE_CONNECTING: SessionStatusType.ValueType  # 6

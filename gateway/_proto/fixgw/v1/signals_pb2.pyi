@@ -460,7 +460,10 @@ class SideRiskFigures(_message.Message):
     side: Global___PositionSide.ValueType
     """The side the figures are about."""
     band: _builtins.str
-    """The band the figures use, as a fraction of price ("0.05")."""
+    """The band the figures use: a log-price distance b (risk_band_sigmas x horizon sigma, 2
+    sigma by default; "0.05" is about 5 % of price). Longs count levels in [P e^-b, P),
+    shorts in (P, P e^b].
+    """
     at_risk_share: _builtins.str
     """Side liquidation notional within the band / side OI, in [0, 1]."""
     liq_to_depth: _builtins.str
