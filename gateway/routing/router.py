@@ -406,7 +406,7 @@ class Router:
                 self.gate.on_order_routed(gate_order)
             self.sink.order_accepted(order)
             if placed is not None:
-                self.on_venue_report(placed, "rest")  # the venue's acknowledgement
+                self.on_venue_report(placed, order.transport)  # the venue's acknowledgement
             return
         out = self._order_message("D", venue_id, order, f.get("60"))
         sent = self.venue.send(out)
@@ -525,7 +525,7 @@ class Router:
                 self._reject_recorded(ctx, order, placed[1], placed[0])
                 self._closed_at_gate(order)
             elif placed is not None:
-                self.on_venue_report(placed, "rest")
+                self.on_venue_report(placed, order.transport)
             return
         sent = self._send_new(order)
         self._sending.discard(order.venue_cl_ord_id)

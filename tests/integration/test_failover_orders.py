@@ -176,13 +176,12 @@ def test_orders_and_fills_over_ws_while_failed_over(tmp_path: Path) -> None:
         f = rec.wait(lambda x: x.fields.get(11) == a and x.fields.get(39) == "2", 3.0)
         assert Decimal(f.fields[14]) == Decimal("0.03") and Decimal(f.fields[32]) == Decimal(
             "0.02")
-        # On the event stream the fills name the WebSocket they came over, and no report of the
-        # order names the FIX session, which was down all along.
+        # On the event stream the acknowledgement and the fills name the WebSocket they came
+        # over, and no report of the order names the FIX session, which was down all along.
         reports = [e for e in order_events(gw.grpc_port, {a}, 4)
                    if e.order.type == O.ORDER_EVENT_TYPE_EXECUTION_REPORT]
-        fills = [e for e in reports if e.order.exec_type == O.EXEC_TYPE_TRADE]
-        assert [(e.source.kind, e.source.session) for e in fills] == [
-            (common_pb2.SOURCE_KIND_WS, "kraken-spot-ws-v2")] * 2
+        assert [(e.source.kind, e.source.session) for e in reports] == [
+            (common_pb2.SOURCE_KIND_WS, "kraken-spot-ws-v2")] * 3
         assert common_pb2.SOURCE_KIND_FIX not in {e.source.kind for e in reports}
         # A replace goes over WS as amend_order (in place, as REST AmendOrder would), and a
         # cancel is confirmed over WS too, long before the next poll.
