@@ -797,17 +797,29 @@ class Gate:
             self._open[order.oms_session] = self._open.get(order.oms_session, 0) + 1
 
     def on_order_closed(self, oms_session: str, symbol: str) -> None:
-        """An order reached a terminal state (filled, cancelled, rejected, expired)."""
+        """An order reached a terminal state (filled, cancelled, rejected, expired).
+
+        This may come first: the router counts an order as routed after its send, and the
+        venue's fill or reject can be handled on the venue's thread before that. The count
+        then goes below zero for that moment, and the order's +1 brings it back; clamping at
+        zero would leave that +1 counted for ever."""
         with self._lock:
-            n = self._open.get(oms_session, 0)
-            if n > 1:
-                self._open[oms_session] = n - 1
+            n = self._open.get(oms_session, 0) - 1
+            if n:
+                self._open[oms_session] = n
             else:
                 self._open.pop(oms_session, None)
 
+    def count_open(self, oms_session: str, n: int) -> None:
+        """Orders already open when the gate starts (a restart replays them from the journal):
+        counted for the open-order limit, not for the rate window."""
+        if n > 0:
+            with self._lock:
+                self._open[oms_session] = self._open.get(oms_session, 0) + n
+
     def open_orders(self, oms_session: str) -> int:
         """The session's open-order count as the gate sees it (for ops and tests)."""
-        return self._open.get(oms_session, 0)
+        return max(0, self._open.get(oms_session, 0))
 
     # -- operator controls --------------------------------------------------------------------
     @property

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import logging.handlers
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal
@@ -136,6 +137,8 @@ class Gateway:
         self.gate = Gate(config.risk, mid=self._mid, snapshot=self._snapshot,
                          lot_size=self._lot_size)
         self.router = Router(self.store, self.validator, gate=self.gate)
+        for oms_session, n in Counter(o.oms_session for o in self.store.open_orders()).items():
+            self.gate.count_open(oms_session, n)  # replayed: open before this start
         self.router.venue.rollover = config.schedule
         self.router.md = OmsMarketData(self.md_feed)
         self.event_sink: EventSink | None = None

@@ -203,3 +203,30 @@ def test_unsent_order_is_not_sent_with_the_kill_switch_on(tmp_path: Path) -> Non
             stop_all([oms.c.stop, gw.stop])
         finally:
             sim.stop()
+
+
+def test_open_order_limit_counts_orders_open_before_a_restart(tmp_path: Path) -> None:
+    """`max_open_orders` counts the orders a restart replays from the journal: with one
+    resting order and a limit of one, the next order after the restart is blocked."""
+    creds = Credentials()
+    sim = SimProcess(tmp_path / "sim", creds)
+    gw = GatewayProcess(tmp_path / "gw", sim, creds,
+                        extra_toml="[risk]\nmax_open_orders = 1\nstale_book_s = 3600\n")
+    oms = Oms(make_client(tmp_path, gw.oms_port, "OMS", "FIXGW"))
+    try:
+        oms.c.start()
+        resting = oms.buy("0.01", "30000.0")
+        assert oms.report(resting, "0").fields[39] == "0"
+        oms.c.stop()
+        gw.stop()
+        gw.start()
+        oms = Oms(make_client(tmp_path, gw.oms_port, "OMS", "FIXGW"))
+        oms.c.start()
+        blocked = oms.buy("0.01", "30000.0")
+        r = oms.report(blocked, "8")
+        assert "max_open_orders" in r.fields[58], r.fields
+    finally:
+        try:
+            stop_all([oms.c.stop, gw.stop])
+        finally:
+            sim.stop()
