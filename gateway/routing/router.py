@@ -90,6 +90,9 @@ class UnforwardedReport:
     poss_resend: bool
 
 
+# OMS messages whose ClOrdID (and a NewOrderSingle's Account) the journal records.
+_JOURNALED_FROM: Final = frozenset({"D", "F", "G", "q"})
+
 # How far along an order is, for telling a new report from a repeat (see `_advances`).
 _STAGE: Final[dict[str, int]] = {
     state.SENT: 0, state.PENDING_NEW: 1, state.NEW: 2, state.PARTIALLY_FILLED: 2,
@@ -284,7 +287,10 @@ class Router:
         if ctx is None:
             raise fix.UnsupportedMessageType()
         t = f["35"]
-        if t == "D":
+        if t in _JOURNALED_FROM and not (f.get("11", "").isprintable()
+                                         and f.get("1", "").isprintable()):
+            self._refuse_unprintable(ctx, t, f)
+        elif t == "D":
             self._new_order(ctx, f)
         elif t == "F":
             self._cancel(ctx, f)
@@ -302,6 +308,35 @@ class Router:
             self.md.on_request(msg, ctx.key, ctx.send)
         else:
             raise fix.UnsupportedMessageType()
+
+    def _refuse_unprintable(self, ctx: OmsContext, t: str, f: Fields) -> None:
+        """A ClOrdID or Account with a control character (a tab, a newline): FIX allows it, but
+        it could not be journaled as one record, and a journal that cannot be read back stops
+        the gateway's next start. Refused before anything is journaled, so the ClOrdID is not
+        taken either (it can never be used)."""
+        tag = "11" if not f.get("11", "").isprintable() else "1"
+        name = "ClOrdID" if tag == "11" else "Account"
+        cl = f.get("11", "")
+        text = (f"{name} ({tag}) holds a control character ({f[tag]!r}); use printable "
+                "characters")
+        log.warning("refused %s from %s: %s", t, ctx.key, text)
+        if t == "D":
+            inp = v.OrderInput(f.get("55"), f.get("54"), f.get("38"), f.get("40"), f.get("44"),
+                               f.get("59"), f.get("1"))
+            er = self._reject_message(cl, inp, v.OTHER, text, self.exec_ids.next())
+            self._send_reject(ctx, er, cl, inp, v.OTHER, text)
+        elif t in ("F", "G"):
+            self._cancel_reject(ctx, cl, f.get("41", ""), "1" if t == "F" else "2", "99", text,
+                                None)
+        else:
+            rep = m.new_message("r")
+            rep.setField(m.CL_ORD_ID, cl)
+            rep.setField(m.ORDER_ID, "NONE")
+            rep.setField(m.MASS_CANCEL_REQUEST_TYPE, f.get("530", "7"))
+            rep.setField(m.MASS_CANCEL_RESPONSE, "0")
+            rep.setField(m.MASS_CANCEL_REJECT_REASON, "99")
+            rep.setField(m.TEXT, text)
+            ctx.send(rep)
 
     def on_oms_logout(self, sid: fix.SessionID) -> None:
         ctx = self._oms_by_sid.get(sid.toString())

@@ -230,3 +230,44 @@ def test_open_order_limit_counts_orders_open_before_a_restart(tmp_path: Path) ->
             stop_all([oms.c.stop, gw.stop])
         finally:
             sim.stop()
+
+
+def test_control_characters_in_clordid_or_account_are_refused_and_restart_works(
+        tmp_path: Path) -> None:
+    """FIX allows a tab or a newline in a ClOrdID or an Account, but the journal keeps one
+    record per line with tab-separated fields: such a value used to be journaled and stopped
+    every later start of the gateway. It is refused, with nothing journaled."""
+    creds = Credentials()
+    sim = SimProcess(tmp_path / "sim", creds)
+    gw = GatewayProcess(tmp_path / "gw", sim, creds)
+    oms = Oms(make_client(tmp_path, gw.oms_port, "OMS", "FIXGW"))
+    try:
+        oms.c.start()
+        tab = "T\tAB"
+        oms.send("D", order_fields(tab, "1", "0.01", "30000.0"))
+        r = oms.report(tab, "8")
+        assert r.fields[103] == "99" and "ClOrdID (11) holds a control character" in r.fields[58]
+        cl = new_id("N")
+        oms.send("D", [*order_fields(cl, "1", "0.01", "30000.0"), (1, "DESK\nA")])
+        assert "Account (1) holds a control character" in oms.report(cl, "8").fields[58]
+        resting = oms.buy("0.01", "30000.0")
+        oms.report(resting, "0")
+        cx = "C\tX"
+        oms.send("F", [(11, cx), (41, resting), (55, "BTC/USD"), (54, "1"), (38, "0.01"),
+                       (60, time.strftime("%Y%m%d-%H:%M:%S", time.gmtime()))])
+        rej = oms.expect(lambda x: x.msg_type == "9" and x.fields.get(11) == cx)
+        assert "control character" in rej.fields[58]
+        oms.c.stop()
+        gw.stop()
+        journal = (tmp_path / "gw" / "var" / "orders.journal").read_text()
+        assert "T\tAB" not in journal and "DESK" not in journal
+        gw.start()  # reads its journal back
+        oms = Oms(make_client(tmp_path, gw.oms_port, "OMS", "FIXGW"))
+        oms.c.start()
+        oms.send("H", [(11, resting), (55, "BTC/USD"), (54, "1")])
+        assert oms.report(resting, "I").fields[39] == "0"
+    finally:
+        try:
+            stop_all([oms.c.stop, gw.stop])
+        finally:
+            sim.stop()
