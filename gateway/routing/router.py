@@ -134,6 +134,20 @@ def _fills_since(msg: fix.Message, f: Fields, order: Order) -> bool:
     return True
 
 
+def _not_the_order(order: Order, f: Fields) -> str | None:
+    """Why a cancel or replace does not describe the order its OrigClOrdID names, or None.
+    FIX 4.4 has the request repeat the order's Side and Instrument: a mismatch means the OMS
+    has the wrong order in mind, and acting on OrigClOrdID alone would cancel or re-price
+    another instrument's order (a BTC sell re-priced at an ETH price)."""
+    symbol, side = f.get("55"), f.get("54")
+    if symbol is not None and symbol != order.symbol:
+        return f"Symbol {symbol} is not the order's ({order.symbol}); request not sent"
+    if side is not None and side != order.side:
+        return (f"Side {side} is not the order's ({order.side}, "
+                f"{m.side_name(order.side)}); request not sent")
+    return None
+
+
 def _behind(order: Order, cum_qty: str | None) -> bool:
     """Whether the venue's word has less filled than the order's record: a report older than
     ones already applied (the same venue, over another transport)."""
@@ -672,6 +686,10 @@ class Router:
                                 f"too late: order {orig} is already "
                                 f"{state.NAMES.get(order.status, order.status)}", order)
             return None
+        mismatch = _not_the_order(order, f)
+        if mismatch is not None:
+            self._cancel_reject(ctx, cl, orig, response_to, BROKER_OPTION, mismatch, order)
+            return None
         if (not self.venue.is_up() and not self._rest_active()
                 and not (response_to == "1" and order.transport == "held")):
             self._cancel_reject(ctx, cl, orig, response_to, BROKER_OPTION,
@@ -834,7 +852,10 @@ class Router:
     def _status(self, ctx: OmsContext, f: Fields) -> None:
         cl = f["11"]
         order = self.store.find(ctx.key, cl)
-        if order is not None and self.venue.is_up() and order.status != state.SENT:
+        # A closed order is answered from its record: the venue may have forgotten it, and its
+        # "unknown order" would read as Rejected for an order that was, say, Canceled.
+        if (order is not None and self.venue.is_up() and order.status != state.SENT
+                and order.is_open):
             out = m.new_message("H")
             out.setField(m.CL_ORD_ID, order.venue_cl_ord_id)
             if order.order_id:
@@ -851,7 +872,8 @@ class Router:
             return
         er = self._record_report(order, cl)
         er.setField(m.TEXT, "from the gateway's record: " + (
-            "held, not sent to the venue yet" if order.transport == "held"
+            "the order is closed" if not order.is_open
+            else "held, not sent to the venue yet" if order.transport == "held"
             else "sent, not acknowledged by the venue yet" if order.status == state.SENT
             else "the venue session is not logged on"))
         ctx.send(er)

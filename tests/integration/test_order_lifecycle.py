@@ -45,6 +45,11 @@ def test_cancel(oms: Oms) -> None:
     r = oms.report(ccl, "4")
     assert r.fields[41] == cl
     assert r.fields[39] == "4"
+    # A closed order's status comes from the gateway's record, not the venue, which may have
+    # forgotten it (its "unknown order" would read as Rejected).
+    oms.send("H", [(11, cl), (55, "BTC/USD"), (54, "1")])
+    st = oms.report(cl, "I")
+    assert st.fields[39] == "4" and st.fields[58] == "from the gateway's record: the order is closed"
 
 
 def test_replace_then_fill_reports_new_clordid(oms: Oms, maker: Oms) -> None:
@@ -196,3 +201,25 @@ def test_a_mass_cancel_clordid_is_unique_like_any_other(oms: Oms) -> None:
     oms.send("D", order_fields(mcl, "1", "10", "0.04", symbol="ARB/USD"))
     rej = oms.report(mcl, "8")
     assert rej.fields[103] == "6" and "duplicate ClOrdID" in rej.fields[58]
+
+
+def test_cancel_or_replace_must_name_the_orders_symbol_and_side(oms: Oms) -> None:
+    """FIX 4.4 has a cancel or replace repeat the order's Side and Instrument. One that names
+    another (here ETH/USD for a BTC/USD order: a re-price at an ETH price would cross the BTC
+    book) is refused, and the order is left as it was."""
+    cl = oms.buy("0.01", "31000.0")
+    oms.report(cl, "0")
+    rcl = new_id("R")
+    oms.send("G", [(11, rcl), (41, cl), (55, "ETH/USD"), (54, "1"), (38, "0.01"), (40, "2"),
+                   (44, "3000.0"), (60, "20260101-00:00:00")])
+    rej = oms.expect(lambda r: r.msg_type == "9" and r.fields.get(11) == rcl)
+    assert rej.fields[434] == "2" and rej.fields[102] == "2"
+    assert rej.fields[58] == "Symbol ETH/USD is not the order's (BTC/USD); request not sent"
+    ccl = new_id("X")
+    oms.send("F", [(11, ccl), (41, cl), (55, "BTC/USD"), (54, "2"), (38, "0.01"),
+                   (60, "20260101-00:00:00")])
+    rej = oms.expect(lambda r: r.msg_type == "9" and r.fields.get(11) == ccl)
+    assert rej.fields[434] == "1" and "Side 2 is not the order's (1, buy)" in rej.fields[58]
+    oms.send("H", [(11, cl), (55, "BTC/USD"), (54, "1")])
+    st = oms.report(cl, "I")
+    assert st.fields[39] == "0" and st.fields[44] == "31000.0"
