@@ -71,7 +71,9 @@ class OmsMarketData:
         depth = self.feed.depth if depth <= 0 else min(depth, self.feed.depth)
         sub = _OmsSub(req_id, frozenset(symbols), depth, send)
         with self._lock:
-            self._gone.discard(oms_key)
+            if oms_key in self._gone:  # logged out since: its old subscriptions are over
+                self._gone.discard(oms_key)
+                self._subs.pop(oms_key, None)
             if sub_type == "1":
                 self._subs.setdefault(oms_key, {})[req_id] = sub
             for symbol in sorted(sub.symbols):

@@ -49,7 +49,8 @@ def test_cancel(oms: Oms) -> None:
     # forgotten it (its "unknown order" would read as Rejected).
     oms.send("H", [(11, cl), (55, "BTC/USD"), (54, "1")])
     st = oms.report(cl, "I")
-    assert st.fields[39] == "4" and st.fields[58] == "from the gateway's record: the order is closed"
+    assert st.fields[39] == "4"
+    assert st.fields[58] == "from the gateway's record: the order is closed"
 
 
 def test_replace_then_fill_reports_new_clordid(oms: Oms, maker: Oms) -> None:
