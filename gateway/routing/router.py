@@ -90,6 +90,8 @@ class UnforwardedReport:
     poss_resend: bool
 
 
+ORD_STATUS_REQ_ID: Final = 790
+
 # OMS messages whose ClOrdID (and a NewOrderSingle's Account) the journal records.
 _JOURNALED_FROM: Final = frozenset({"D", "F", "G", "q"})
 
@@ -247,6 +249,9 @@ class Router:
         # Venue ClOrdIDs of new orders journaled and about to be sent on FIX: not in doubt, so
         # `reconcile` must not ask about them (its question could overtake the order).
         self._sending: set[str] = set()
+        # OrdStatusReqID (790) of an OMS status request the venue is asked, by the venue
+        # ClOrdID asked about: FIX 4.4 echoes it on the answer.
+        self._status_req_ids: dict[str, str] = {}
         self.reconcile_delay_s = 1.0
         self.exec_ids = m.ExecIdSource("GW")
         self._oms_by_sid: dict[str, OmsContext] = {}
@@ -862,20 +867,26 @@ class Router:
                 out.setField(m.ORDER_ID, order.order_id)
             out.setField(m.SYMBOL, order.symbol)
             out.setField(m.SIDE, order.side)
+            req_id = f.get("790")
+            if req_id is not None:  # echoed on the venue's answer
+                self._status_req_ids[order.venue_cl_ord_id] = req_id
             if self.venue.send(out):
                 return
+            self._status_req_ids.pop(order.venue_cl_ord_id, None)
         # Answer from our own record: the order is unknown, or the venue cannot be asked.
         if order is None:
-            ctx.send(self._no_order_report(
+            er = self._no_order_report(
                 f.get("55"), f.get("54"), f"unknown order: ClOrdID {cl} was never accepted on "
-                f"this session{self._forgotten_hint()}", cl))
-            return
-        er = self._record_report(order, cl)
-        er.setField(m.TEXT, "from the gateway's record: " + (
-            "the order is closed" if not order.is_open
-            else "held, not sent to the venue yet" if order.transport == "held"
-            else "sent, not acknowledged by the venue yet" if order.status == state.SENT
-            else "the venue session is not logged on"))
+                f"this session{self._forgotten_hint()}", cl)
+        else:
+            er = self._record_report(order, cl)
+            er.setField(m.TEXT, "from the gateway's record: " + (
+                "the order is closed" if not order.is_open
+                else "held, not sent to the venue yet" if order.transport == "held"
+                else "sent, not acknowledged by the venue yet" if order.status == state.SENT
+                else "the venue session is not logged on"))
+        if "790" in f:
+            er.setField(ORD_STATUS_REQ_ID, f["790"])
         ctx.send(er)
 
     def _record_report(self, order: Order, cl: str, exec_type: str = "I",
@@ -1224,6 +1235,9 @@ class Router:
                 er = self._record_report(target.order, target.oms_cl_ord_id)
                 er.setField(m.TEXT, "from the gateway's record: the venue's answer was older "
                             "than reports already received")
+                req_id = self._status_req_ids.pop(venue_cl, None)
+                if req_id is not None:
+                    er.setField(ORD_STATUS_REQ_ID, req_id)
                 ctx.send(er)
             return
         elif (exec_type == "8" and target.kind == "new"
@@ -1241,6 +1255,10 @@ class Router:
             target, venue_cl_ord_id=venue_cl, exec_id=exec_id, exec_type=exec_type,
             ord_status=ord_status, cum_qty=f.get("14"), avg_px=f.get("6"),
             order_id=f.get("37"), qty=f.get("38"), price=f.get("44"))
+        if exec_type == "I" and self._status_req_ids:
+            req_id = self._status_req_ids.pop(venue_cl, None)
+            if req_id is not None:
+                msg.setField(ORD_STATUS_REQ_ID, req_id)
         ctx = self._oms_message(msg, f, target)
         if ctx is None:
             self.store.commit(rec)

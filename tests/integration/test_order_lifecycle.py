@@ -74,6 +74,13 @@ def test_status_request(oms: Oms) -> None:
     oms.send("H", [(11, cl), (55, "BTC/USD"), (54, "1")])
     r = oms.report(cl, "I")
     assert r.fields[39] == "0" and r.fields[151] == "0.03000000"
+    assert 790 not in r.fields
+    # OrdStatusReqID is echoed (FIX 4.4), on the venue's answer and on the gateway's own.
+    oms.send("H", [(11, cl), (55, "BTC/USD"), (54, "1"), (790, "ASK-1")])
+    assert oms.report(cl, "I").fields[790] == "ASK-1"
+    unknown = new_id("U")
+    oms.send("H", [(11, unknown), (55, "BTC/USD"), (54, "1"), (790, "ASK-2")])
+    assert oms.report(unknown, "I").fields[790] == "ASK-2"
 
 
 def test_status_of_unknown_order(oms: Oms) -> None:
