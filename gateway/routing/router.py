@@ -514,7 +514,7 @@ class Router:
         er.setField(m.EXEC_TYPE, "8")
         er.setField(m.ORD_STATUS, "8")
         er.setField(m.SYMBOL, inp.symbol or "[N/A]")
-        er.setField(m.SIDE, inp.side if inp.side in ("1", "2") else "1")
+        er.setField(m.SIDE, inp.side or "1")  # as the OMS sent it (the dictionary checked it)
         if inp.qty:
             er.setField(m.ORDER_QTY, inp.qty)
         if inp.account:

@@ -26,6 +26,7 @@ def _reject(oms: Oms, fields: list[tuple[int, str]]) -> dict[int, str]:
         ({"ord_type": "3"}, "11", "OrdType 3 (Stop) is not supported"),
         ({"tif": "0"}, "11", "TimeInForce 0 (Day) is not supported"),
         ({"price": "0"}, "99", "Price must be a positive number, got '0'"),
+        ({"side": "5"}, "11", "Side '5' is not supported"),
     ],
 )
 def test_invalid_order_is_rejected_with_reason(oms: Oms, kwargs: dict[str, str | None],
@@ -39,6 +40,7 @@ def test_invalid_order_is_rejected_with_reason(oms: Oms, kwargs: dict[str, str |
                                   tif=base["tif"] or "1"))
     assert f[103] == reason
     assert text in f[58]
+    assert f[54] == base["side"]  # the reject repeats the order as it was sent
 
 
 def test_duplicate_clordid_rejected_original_untouched(oms: Oms) -> None:
