@@ -287,6 +287,19 @@ class Router:
             if self.disconnects.watches(key) and self.store.open_orders(key):
                 self.disconnects.down(key, "has not logged on since the gateway started")
 
+    def settle_interrupted(self) -> None:
+        """At start: an order the gateway was closing itself when it stopped (a held order
+        being canceled or rejected: journaled as leaving with no transport, its report not
+        yet journaled) is closed now, so it is not left open for ever with its OMS told only
+        PendingNew. Canceled if a cancel was asked for it, else Rejected."""
+        for order in self.store.open_orders():
+            ctx = self._oms_by_key.get(order.oms_session)
+            if order.transport != "none" or ctx is None:
+                continue
+            refused = ("cancel", "a cancel was asked for it") if self.store.cancel_asked(
+                order) is not None else ("stopped", "the gateway stopped while closing it")
+            self._settle_unsent(ctx, order, refused, "at start")
+
     def close(self) -> None:
         """The gateway is stopping: it logs the OMS sessions out itself, which must not read
         as an OMS going away."""
@@ -429,7 +442,14 @@ class Router:
                       account=checked.account,
                       transport=self._transport_for_new(hold, rest),
                       oms_history=[cl])
-        self.store.add_order(order)
+        try:
+            self.store.add_order(order)
+        except OSError as exc:  # the journal cannot take it (disk full): nothing was sent
+            self._sending.discard(venue_id)
+            log.error("order %s from %s not journaled: %s", cl, ctx.key, exc)
+            self._reject_new(ctx, cl, inp, v.OTHER, f"not accepted: the gateway could not "
+                             f"journal it ({exc.strerror or exc}); order not sent", mark=False)
+            return
         if hold or rest:
             if decided is not None and decision is not None:
                 self.sink.gate_decided(decided, cl, decision)
@@ -611,8 +631,8 @@ class Router:
     def _settle_unsent(self, ctx: OmsContext, order: Order, refused: tuple[str, str],
                        when: str) -> None:
         """Close an accepted order that never reached the venue and will not be sent: Canceled
-        if a cancel was asked for it, else Rejected with the gate's reason. Either way the
-        gate's count of open orders lets it go."""
+        if a cancel was asked for it (kind "cancel"), else Rejected with the reason (kind
+        "gate": the gate's). Either way the gate's count of open orders lets it go."""
         kind, why = refused
         log.warning("order %s (%s) not sent: %s", order.oms_cl_ord_id, when, why)
         if kind == "cancel":
@@ -620,7 +640,7 @@ class Router:
                                 f"canceled: it had not reached the venue ({why})")
         else:
             self._reject_recorded(ctx, order, f"not sent: it had not reached the venue, and "
-                                  f"{why}", v.EXCEEDS_LIMIT)
+                                  f"{why}", v.EXCEEDS_LIMIT if kind == "gate" else v.OTHER)
             self._closed_at_gate(order)
 
     def _closed_at_gate(self, order: Order) -> None:

@@ -441,6 +441,7 @@ class Gateway:
         self._keep += [oms_app, oms_settings, oms_store, oms_logs]
         if unforwarded is not None:
             self.router.redeliver(unforwarded)
+        self.router.settle_interrupted()
         self.router.watch_absent_oms()
 
         for bridge in self._bridges:  # listening before QuickFIX connects or clients arrive

@@ -271,3 +271,27 @@ def test_control_characters_in_clordid_or_account_are_refused_and_restart_works(
             stop_all([oms.c.stop, gw.stop])
         finally:
             sim.stop()
+
+
+def test_order_the_gateway_was_closing_itself_when_it_died_is_closed_at_start(
+        tmp_path: Path) -> None:
+    """A held order on its way out of the hold queue with no transport (being rejected or
+    canceled in the gateway): journaled as such, then the gateway died before its report was.
+    At the next start it is closed (Rejected, saying why), not left open for ever."""
+    venue_id = "1000000000000031"
+    sim, gw, oms = _restart_with_unsent_order(tmp_path, [
+        f"N\tFIXGW->OMS\tLOST-4\t{venue_id}\tBTC/USD\t1\t2\t0.01\t30000.0\t1\t\theld",
+        "S\tFIXGW->OMS\tLOST-4\tnone"])
+    try:
+        gw.start()
+        gw.err.wait_for(r"order LOST-4 \(at start\) not sent: the gateway stopped while closing",
+                        30)
+        oms.c.start()
+        r = oms.report("LOST-4", "8", timeout=30)
+        assert r.fields[39] == "8" and "had not reached the venue" in r.fields[58]
+        assert sim.control(cmd="submission_counts")["counts"] == {}
+    finally:
+        try:
+            stop_all([oms.c.stop, gw.stop])
+        finally:
+            sim.stop()

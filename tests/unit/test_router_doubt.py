@@ -163,3 +163,29 @@ def test_fills_in_an_unresendable_session_become_one_trade_report_at_their_avera
     assert trade[150] == "F" and trade[39] == "2" and trade[17] == "V-status-F"
     assert Decimal(trade[32]) == Decimal("0.01") and Decimal(trade[31]) == Decimal("30030")
     assert order.cum_qty == Decimal("0.02") and order.status == "2"
+
+
+def test_an_order_the_journal_cannot_take_is_rejected_not_dropped(
+        world: _World, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The journal refuses the order (a full disk): the OMS gets a reject saying so, nothing
+    goes to the venue, and the ClOrdID is not taken (the OMS may send it again)."""
+    w = world
+    add = w.store.add_order
+
+    def full(order: Order) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(w.store, "add_order", full)
+    f = {"35": "D", "11": "J1", "55": "BTC/USD", "54": "1", "38": "0.01", "40": "2",
+         "44": "30000", "59": "1", "60": "20260101-00:00:00"}
+    msg = m.new_message("D")
+    for tag, value in f.items():
+        msg.setField(int(tag), value)
+    w.router.on_oms_message(msg, SID, f)
+    (rej,) = w.oms_got
+    assert rej[150] == "8" and rej[11] == "J1"
+    assert "could not journal it (No space left on device)" in rej[58]
+    assert w.venue.sent == []
+    monkeypatch.setattr(w.store, "add_order", add)
+    w.router.on_oms_message(msg, SID, f)
+    assert [s[35] for s in w.venue.sent] == ["D"]
