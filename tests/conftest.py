@@ -20,6 +20,11 @@ def new_id(prefix: str = "C") -> str:
     return f"{prefix}{time.time_ns() // 1000}-{next(_ids)}"
 
 
+def tag_fields(msg: fix.Message) -> dict[int, str]:
+    """A QuickFIX message's fields by tag number (the last of a repeated tag)."""
+    return {int(tag): value for tag, value in m.split_fields(msg.toString()).items()}
+
+
 def order_fields(cl: str, side: str, qty: str, price: str | None, symbol: str = "BTC/USD",
                  ord_type: str | None = None, tif: str = "1") -> list[tuple[int, str]]:
     f = [(m.CL_ORD_ID, cl), (m.SYMBOL, symbol), (m.SIDE, side), (m.ORDER_QTY, qty),

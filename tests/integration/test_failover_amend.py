@@ -28,6 +28,7 @@ from gateway.transports.kraken_spot_rest import KrakenSpotRest
 from gateway.venue_sim.accounts import Accounts, ApiAccount
 from gateway.venue_sim.engine import MatchingEngine
 from gateway.venue_sim.spot_rest import SpotRestServer
+from tests.conftest import tag_fields
 
 KEY = "fixgw-amend-key"
 SECRET = base64.b64encode(b"fixgw amend test secret, long enough for HMAC-SHA512").decode()
@@ -59,7 +60,7 @@ class World:
 
     def capture(self, monkeypatch: pytest.MonkeyPatch) -> None:
         def send(ctx: OmsContext, msg: fix.Message) -> None:
-            self.sent.append(_fields(msg))
+            self.sent.append(tag_fields(msg))
         monkeypatch.setattr(OmsContext, "send", send)
 
     def oms(self, msg_type: str, fields: list[tuple[int, str]]) -> None:
@@ -77,14 +78,6 @@ class World:
         self.store.close()
         self.server.close()
 
-
-def _fields(msg: fix.Message) -> dict[int, str]:
-    out: dict[int, str] = {}
-    for part in msg.toString().split("\x01"):
-        if "=" in part:
-            tag, _, value = part.partition("=")
-            out[int(tag)] = value
-    return out
 
 
 @pytest.fixture

@@ -45,7 +45,7 @@ from gateway.transports.kraken_spot_rest import KrakenSpotRest
 from gateway.venue_sim.accounts import Accounts, ApiAccount
 from gateway.venue_sim.engine import MatchingEngine
 from gateway.venue_sim.spot_rest import SpotRestServer
-from tests.conftest import new_id, wait_until
+from tests.conftest import new_id, tag_fields, wait_until
 from tests.integration.test_failover import Recorder
 from tests.integration.test_failover_orders import fallback_toml
 from tests.procs import VenueStack
@@ -233,8 +233,7 @@ class Desk:
         self.sent: list[dict[int, str]] = []
 
         def send(ctx: OmsContext, msg: fix.Message) -> None:
-            self.sent.append({int(t): val for t, _, val in (p.partition("=") for p in
-                              msg.toString().split("\x01") if "=" in p)})
+            self.sent.append(tag_fields(msg))
         monkeypatch.setattr(OmsContext, "send", send)
 
     def oms(self, msg_type: str, fields: list[tuple[int, str]], wait_s: float = 2.0) -> bool:

@@ -10,6 +10,19 @@ from tests.conftest import Oms, new_id, order_fields
 # Prices far from each other per test so resting orders of one test never cross another's.
 
 
+def replace(oms: Oms, orig: str, qty: str, price: str, *extra: tuple[int, str],
+            symbol: str = "BTC/USD") -> str:
+    """Send an OrderCancelReplaceRequest (a limit buy) for `orig`; returns its ClOrdID."""
+    rcl = new_id("R")
+    oms.send("G", [(11, rcl), (41, orig), (55, symbol), (54, "1"), (38, qty), (40, "2"),
+                   (44, price), *extra, (60, "20260101-00:00:00")])
+    return rcl
+
+
+def cancel_reject(oms: Oms, cl: str) -> Received:
+    return oms.expect(lambda r: r.msg_type == "9" and r.fields.get(11) == cl)
+
+
 def test_new_order_acknowledged_with_oms_clordid_and_venue_orderid(oms: Oms) -> None:
     cl = oms.buy("0.01", "30000.0")
     r = oms.report(cl, "0")
@@ -56,9 +69,7 @@ def test_cancel(oms: Oms) -> None:
 def test_replace_then_fill_reports_new_clordid(oms: Oms, maker: Oms) -> None:
     cl = oms.buy("0.5", "33000.0")
     oms.report(cl, "0")
-    rcl = new_id("R")
-    oms.send("G", [(11, rcl), (41, cl), (55, "BTC/USD"), (54, "1"), (38, "0.3"), (40, "2"),
-                   (44, "33100.0"), (60, "20260101-00:00:00")])
+    rcl = replace(oms, cl, "0.3", "33100.0")
     r = oms.report(rcl, "5")
     assert r.fields[41] == cl
     assert r.fields[38] == "0.30000000" and r.fields[44] == "33100.0"
@@ -173,10 +184,8 @@ def test_replace_of_filled_order_is_too_late(oms: Oms, maker: Oms) -> None:
     maker.report(mk, "0")
     cl = oms.buy("0.05", "36000.0")
     oms.report(cl, "F")
-    rcl = new_id("R")
-    oms.send("G", [(11, rcl), (41, cl), (55, "BTC/USD"), (54, "1"), (38, "0.1"), (40, "2"),
-                   (44, "36000.0"), (60, "20260101-00:00:00")])
-    r = oms.expect(lambda r: r.msg_type == "9" and r.fields.get(11) == rcl)
+    rcl = replace(oms, cl, "0.1", "36000.0")
+    r = cancel_reject(oms, rcl)
     assert r.fields[102] == "0" and r.fields[434] == "2"
     assert "Filled" in r.fields[58]
 
@@ -186,10 +195,8 @@ def test_replace_may_not_change_time_in_force(oms: Oms) -> None:
     dropped without a word."""
     cl = oms.buy("0.01", "37000.0")
     oms.report(cl, "0")
-    rcl = new_id("R")
-    oms.send("G", [(11, rcl), (41, cl), (55, "BTC/USD"), (54, "1"), (38, "0.02"), (40, "2"),
-                   (44, "37000.0"), (59, "3"), (60, "20260101-00:00:00")])
-    rej = oms.expect(lambda r: r.msg_type == "9" and r.fields.get(11) == rcl)
+    rcl = replace(oms, cl, "0.02", "37000.0", (59, "3"))
+    rej = cancel_reject(oms, rcl)
     assert rej.fields[41] == cl and rej.fields[434] == "2"
     assert "not Side, OrdType or TimeInForce" in rej.fields[58]
 
@@ -217,16 +224,14 @@ def test_cancel_or_replace_must_name_the_orders_symbol_and_side(oms: Oms) -> Non
     book) is refused, and the order is left as it was."""
     cl = oms.buy("0.01", "31000.0")
     oms.report(cl, "0")
-    rcl = new_id("R")
-    oms.send("G", [(11, rcl), (41, cl), (55, "ETH/USD"), (54, "1"), (38, "0.01"), (40, "2"),
-                   (44, "3000.0"), (60, "20260101-00:00:00")])
-    rej = oms.expect(lambda r: r.msg_type == "9" and r.fields.get(11) == rcl)
+    rcl = replace(oms, cl, "0.01", "3000.0", symbol="ETH/USD")
+    rej = cancel_reject(oms, rcl)
     assert rej.fields[434] == "2" and rej.fields[102] == "2"
     assert rej.fields[58] == "Symbol ETH/USD is not the order's (BTC/USD); request not sent"
     ccl = new_id("X")
     oms.send("F", [(11, ccl), (41, cl), (55, "BTC/USD"), (54, "2"), (38, "0.01"),
                    (60, "20260101-00:00:00")])
-    rej = oms.expect(lambda r: r.msg_type == "9" and r.fields.get(11) == ccl)
+    rej = cancel_reject(oms, ccl)
     assert rej.fields[434] == "1" and "Side 2 is not the order's (1, buy)" in rej.fields[58]
     oms.send("H", [(11, cl), (55, "BTC/USD"), (54, "1")])
     st = oms.report(cl, "I")

@@ -12,6 +12,8 @@ from collections import defaultdict
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
+
 from gateway.fix.client import Received
 from tests.conftest import Oms, make_client, new_id, order_fields
 from tests.procs import Credentials, GatewayProcess, SimProcess, stop_all
@@ -122,19 +124,28 @@ def _store_seqnums(store_dir: Path) -> tuple[int, int]:
     return int(sender.strip()), int(target.strip())
 
 
+def _restart_with_unsent_order(tmp_path: Path, lines: list[str],
+                               extra_toml: str = "") -> tuple[SimProcess, GatewayProcess, Oms]:
+    """A gateway that died after journaling `lines` (an order never sent, and what followed)."""
+    creds = Credentials()
+    sim = SimProcess(tmp_path / "sim", creds)
+    gw = GatewayProcess(tmp_path / "gw", sim, creds, extra_toml=extra_toml)
+    gw.stop()
+    with (tmp_path / "gw" / "var" / "orders.journal").open("a") as f:
+        f.writelines(line + "\n" for line in lines)
+    return sim, gw, Oms(make_client(tmp_path, gw.oms_port, "OMS", "FIXGW"))
+
+
+_UNSENT = "N\tFIXGW->OMS\t{cl}\t{vid}\tBTC/USD\t1\t2\t0.01\t30000.0\t1\t\t{transport}"
+
+
 def test_order_journaled_but_never_sent_is_reconciled_and_sent_once(tmp_path: Path) -> None:
     """The gateway died between journaling an order and sending it: after restart it asks the
     venue (OrderStatusRequest), learns the order never arrived, sends it under the same venue
     ClOrdID, and the OMS gets the order's reports through resend."""
-    creds = Credentials()
-    sim = SimProcess(tmp_path / "sim", creds)
-    gw = GatewayProcess(tmp_path / "gw", sim, creds)
-    gw.stop()
     venue_id = "1000000000000001"
-    journal = tmp_path / "gw" / "var" / "orders.journal"
-    with journal.open("a") as f:
-        f.write(f"N\tFIXGW->OMS\tLOST-1\t{venue_id}\tBTC/USD\t1\t2\t0.01\t30000.0\t1\t\tfix\n")
-    oms = Oms(make_client(tmp_path, gw.oms_port, "OMS", "FIXGW"))
+    sim, gw, oms = _restart_with_unsent_order(tmp_path, [
+        _UNSENT.format(cl="LOST-1", vid=venue_id, transport="fix")])
     try:
         gw.start()
         gw.err.wait_for(r"order LOST-1 never reached the venue before the restart", 30)
@@ -150,53 +161,41 @@ def test_order_journaled_but_never_sent_is_reconciled_and_sent_once(tmp_path: Pa
             sim.stop()
 
 
-def _restart_with_unsent_order(tmp_path: Path, lines: list[str],
-                               extra_toml: str = "") -> tuple[SimProcess, GatewayProcess, Oms]:
-    """A gateway that died after journaling `lines` (an order never sent, and what followed)."""
-    creds = Credentials()
-    sim = SimProcess(tmp_path / "sim", creds)
-    gw = GatewayProcess(tmp_path / "gw", sim, creds, extra_toml=extra_toml)
-    gw.stop()
-    with (tmp_path / "gw" / "var" / "orders.journal").open("a") as f:
-        f.writelines(line + "\n" for line in lines)
-    return sim, gw, Oms(make_client(tmp_path, gw.oms_port, "OMS", "FIXGW"))
-
-
-def test_unsent_order_with_a_cancel_asked_is_canceled_not_sent(tmp_path: Path) -> None:
-    """The OMS asked to cancel an order that had not reached the venue (the gateway died, or
-    FIX dropped, before its NewOrderSingle left). When the venue says it never got it, it is
-    not sent late: the OMS gets Canceled, and the venue never sees it."""
-    venue_id, cancel_id = "1000000000000011", "1000000000000012"
-    sim, gw, oms = _restart_with_unsent_order(tmp_path, [
-        f"N\tFIXGW->OMS\tLOST-2\t{venue_id}\tBTC/USD\t1\t2\t0.01\t30000.0\t1\t\tfix",
-        f"Q\t{cancel_id}\tFIXGW->OMS\tLOST-2\tCXL-2\tcancel"])
+@pytest.mark.parametrize(("lines", "extra_toml", "logged", "exec_type", "text"), [
+    # The OMS asked to cancel an order that had not reached the venue (the gateway died, or
+    # FIX dropped, before its NewOrderSingle left): when the venue says it never got it, it
+    # is not sent late but Canceled.
+    ([_UNSENT.format(cl="LOST-2", vid="1000000000000011", transport="fix"),
+      "Q\t1000000000000012\tFIXGW->OMS\tLOST-2\tCXL-2\tcancel"], "",
+     r"order LOST-2 \(in doubt\) not sent: a cancel was asked", "4",
+     "canceled: it had not reached the venue"),
+    # The pre-trade gate checks it before it is sent late: with the kill switch on it is
+    # rejected with the gate's reason.
+    ([_UNSENT.format(cl="LOST-3", vid="1000000000000021", transport="fix")],
+     "[risk]\nkill_switch = true\n", r"order LOST-3 \(in doubt\) not sent: .*kill_switch",
+     "8", "blocked by kill_switch"),
+    # A held order on its way out of the hold queue with no transport (being rejected or
+    # canceled in the gateway), then the gateway died before its report was journaled: at
+    # the next start it is closed, not left open for ever.
+    ([_UNSENT.format(cl="LOST-4", vid="1000000000000031", transport="held"),
+      "S\tFIXGW->OMS\tLOST-4\tnone"], "",
+     r"order LOST-4 \(at start\) not sent: the gateway stopped while closing", "8",
+     "not sent: it had not reached the venue"),
+], ids=["cancel-asked", "kill-switch", "closing-at-crash"])
+def test_order_that_never_reached_the_venue_is_closed_not_sent_late(
+        tmp_path: Path, lines: list[str], extra_toml: str, logged: str, exec_type: str,
+        text: str) -> None:
+    """An accepted order that never reached the venue is sent once after a restart only if
+    nothing has stopped it since; otherwise the OMS gets its end, and the venue never sees
+    it."""
+    sim, gw, oms = _restart_with_unsent_order(tmp_path, lines, extra_toml)
+    cl = lines[0].split("\t")[2]
     try:
         gw.start()
-        gw.err.wait_for(r"order LOST-2 \(in doubt\) not sent: a cancel was asked", 30)
+        gw.err.wait_for(logged, 30)
         oms.c.start()
-        r = oms.report("LOST-2", "4", timeout=30)
-        assert r.fields[39] == "4" and "had not reached the venue" in r.fields[58]
-        assert sim.control(cmd="submission_counts")["counts"] == {}
-    finally:
-        try:
-            stop_all([oms.c.stop, gw.stop])
-        finally:
-            sim.stop()
-
-
-def test_unsent_order_is_not_sent_with_the_kill_switch_on(tmp_path: Path) -> None:
-    """An order the venue never got is checked by the pre-trade gate before it is sent late:
-    with the kill switch on it is rejected with the gate's reason instead."""
-    venue_id = "1000000000000021"
-    sim, gw, oms = _restart_with_unsent_order(tmp_path, [
-        f"N\tFIXGW->OMS\tLOST-3\t{venue_id}\tBTC/USD\t1\t2\t0.01\t30000.0\t1\t\tfix"],
-        extra_toml="[risk]\nkill_switch = true\n")
-    try:
-        gw.start()
-        gw.err.wait_for(r"order LOST-3 \(in doubt\) not sent: .*kill_switch", 30)
-        oms.c.start()
-        r = oms.report("LOST-3", "8", timeout=30)
-        assert r.fields[39] == "8" and "kill_switch" in r.fields[58], r.fields
+        r = oms.report(cl, exec_type, timeout=30)
+        assert r.fields[39] == exec_type and text in r.fields[58], r.fields
         assert sim.control(cmd="submission_counts")["counts"] == {}
     finally:
         try:
@@ -266,30 +265,6 @@ def test_control_characters_in_clordid_or_account_are_refused_and_restart_works(
         oms.c.start()
         oms.send("H", [(11, resting), (55, "BTC/USD"), (54, "1")])
         assert oms.report(resting, "I").fields[39] == "0"
-    finally:
-        try:
-            stop_all([oms.c.stop, gw.stop])
-        finally:
-            sim.stop()
-
-
-def test_order_the_gateway_was_closing_itself_when_it_died_is_closed_at_start(
-        tmp_path: Path) -> None:
-    """A held order on its way out of the hold queue with no transport (being rejected or
-    canceled in the gateway): journaled as such, then the gateway died before its report was.
-    At the next start it is closed (Rejected, saying why), not left open for ever."""
-    venue_id = "1000000000000031"
-    sim, gw, oms = _restart_with_unsent_order(tmp_path, [
-        f"N\tFIXGW->OMS\tLOST-4\t{venue_id}\tBTC/USD\t1\t2\t0.01\t30000.0\t1\t\theld",
-        "S\tFIXGW->OMS\tLOST-4\tnone"])
-    try:
-        gw.start()
-        gw.err.wait_for(r"order LOST-4 \(at start\) not sent: the gateway stopped while closing",
-                        30)
-        oms.c.start()
-        r = oms.report("LOST-4", "8", timeout=30)
-        assert r.fields[39] == "8" and "had not reached the venue" in r.fields[58]
-        assert sim.control(cmd="submission_counts")["counts"] == {}
     finally:
         try:
             stop_all([oms.c.stop, gw.stop])

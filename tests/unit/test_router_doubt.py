@@ -17,6 +17,7 @@ from gateway.orders.model import Order
 from gateway.orders.store import OrderStore
 from gateway.risk.validation import OrderValidator
 from gateway.routing.router import OmsContext, Router
+from tests.conftest import tag_fields
 
 SID = fix.SessionID("FIX.4.4", "FIXGW", "OMS")
 KEY = "FIXGW->OMS"
@@ -29,17 +30,9 @@ class _VenueRecorder:
         self.sent: list[dict[int, str]] = []
 
     def send(self, msg: fix.Message) -> bool:
-        self.sent.append(_fields(msg))
+        self.sent.append(tag_fields(msg))
         return True
 
-
-def _fields(msg: fix.Message) -> dict[int, str]:
-    out: dict[int, str] = {}
-    for part in msg.toString().split("\x01"):
-        if "=" in part:
-            tag, _, value = part.partition("=")
-            out[int(tag)] = value
-    return out
 
 
 class _World:
@@ -52,7 +45,7 @@ class _World:
         self.router.venue.logged_on = True
         self.oms_got: list[dict[int, str]] = []
         monkeypatch.setattr(OmsContext, "send",
-                            lambda ctx, msg: self.oms_got.append(_fields(msg)))
+                            lambda ctx, msg: self.oms_got.append(tag_fields(msg)))
 
     def report(self, fields: dict[str, str], transport: str) -> None:
         msg = m.new_message("8")
