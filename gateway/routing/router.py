@@ -1039,7 +1039,10 @@ class Router:
         for o in targets:
             why = self._cancel_one_of_many(o, ctx, cl)
             if why is not None:
-                log.info("mass cancel %s: order %s not canceled: %s", cl, o.oms_cl_ord_id, why)
+                log.warning("mass cancel %s: order %s not canceled: %s", cl, o.oms_cl_ord_id,
+                            why)
+                self.sink.cancel_rejected(ctx.key, cl, o.oms_cl_ord_id, f"not sent: {why}",
+                                          order=o, response_to="1")
 
     def cancel_unasked(self, order: Order, cl: str, by: str, why: str) -> str | None:
         """Cancel an open order its OMS did not ask to cancel (`by` the kill switch, an

@@ -17,6 +17,7 @@ from gateway.orders.model import Order
 from gateway.orders.store import OrderStore
 from gateway.risk.validation import OrderValidator
 from gateway.routing.router import OmsContext, Router
+from gateway.routing.sinks import NullSink
 from tests.conftest import tag_fields
 
 SID = fix.SessionID("FIX.4.4", "FIXGW", "OMS")
@@ -182,3 +183,43 @@ def test_an_order_the_journal_cannot_take_is_rejected_not_dropped(
     monkeypatch.setattr(w.store, "add_order", add)
     w.router.on_oms_message(msg, SID, f)
     assert [s[35] for s in w.venue.sent] == ["D"]
+
+
+def test_a_mass_cancel_that_could_not_send_every_cancel_says_which(world: _World) -> None:
+    """The venue session drops in the middle of an OMS mass cancel: the 35=r counted both
+    orders, one cancel went out. The other order is logged and published as a cancel
+    reject (ops see which order is still open; the OMS sees it has no 150=4)."""
+    w = world
+    rejected: list[tuple[str, str, str]] = []
+
+    class _Sink(NullSink):
+        def cancel_rejected(self, oms_session: str, cl_ord_id: str, orig_cl_ord_id: str,
+                            text: str, **kw: object) -> None:
+            rejected.append((cl_ord_id, orig_cl_ord_id, text))
+
+    w.router.sink = _Sink()
+    for cl, vid in (("M1", "301"), ("M2", "302")):
+        w.store.add_order(Order(oms_session=KEY, oms_cl_ord_id=cl, venue_cl_ord_id=vid,
+                                symbol="BTC/USD", side="1", ord_type="2", qty=Decimal("0.01"),
+                                price=Decimal("30000"), tif="1", oms_history=[cl]))
+    sent = w.venue.sent
+
+    class _Dropping(_VenueRecorder):
+        def send(self, msg: fix.Message) -> bool:
+            if sent:
+                w.router.venue.logged_on = False  # the session drops after the first cancel
+                return False
+            sent.append(tag_fields(msg))
+            return True
+
+    w.router.venue.session = _Dropping()  # type: ignore[assignment]
+    f = {"35": "q", "11": "MASS-1", "530": "7", "60": "20260101-00:00:00"}
+    msg = m.new_message("q")
+    for tag, value in f.items():
+        msg.setField(int(tag), value)
+    w.router.on_oms_message(msg, SID, f)
+    (report,) = [r for r in w.oms_got if r[35] == "r"]
+    assert report[533] == "2"
+    assert [s[35] for s in sent] == ["F"]
+    assert len(rejected) == 1 and rejected[0][0] == "MASS-1"
+    assert rejected[0][2].startswith("not sent: ")
