@@ -607,6 +607,7 @@ class OrderStore:
         t = f[0]
         if t == "N":
             (_, session, cl, venue, sym, side, ot, q, p, tif, acct, tr) = f
+            self._forget_reused((session, cl))
             self._index_new(Order(oms_session=session, oms_cl_ord_id=cl, venue_cl_ord_id=venue,
                                   symbol=sym, side=side, ord_type=ot, qty=Decimal(q),
                                   price=Decimal(p) if p else None, tif=tif, account=acct,
@@ -614,6 +615,7 @@ class OrderStore:
             self.venue_ids.observe(venue)
         elif t == "U":
             cl_key = (f[1], f[2])
+            self._forget_reused(cl_key)
             self._used_cl_ord_ids.add(cl_key)
             at = int(f[3]) / 1000 if len(f) > 3 else self._replay_now
             self._rejected_queue.append((at, cl_key))
@@ -651,6 +653,16 @@ class OrderStore:
             for cl in f[3:]:
                 self._oms_index[(key[0], cl)] = key
                 self._used_cl_ord_ids.add((key[0], cl))
+
+    def _forget_reused(self, cl_key: ClKey) -> None:
+        """Replay met a ClOrdID taken again (a new order, or a reject) while it still names an
+        order: that order was evicted before the ClOrdID could be reused, so it is forgotten
+        now, as it was then. Left to the eviction at the end of replay, the new order's
+        record would be applied to it, or its eviction would free the new ClOrdID."""
+        key = self._oms_index.get(cl_key)
+        if key is not None:
+            self._forget(key, self.orders[key])
+            self.evicted += 1
 
     def _replay_state(self, f: list[str]) -> None:
         (_, session, first, status, cum, avg, order_id, cur_oms, cur_venue, closed_at,

@@ -150,6 +150,32 @@ def test_a_rejected_cl_ord_id_stays_a_duplicate_for_the_retention_across_a_resta
     s.close()
 
 
+def test_a_cl_ord_id_reused_after_eviction_replays_as_it_ran(tmp_path: Path,
+                                                             clock: Clock) -> None:
+    """Order X (replaced to X2) closes and is forgotten; the OMS then uses X again for a new
+    order and X2 for a rejected one. A restart before any compaction rebuilds that store: the
+    old order's venue ids and ClOrdIDs do not come back pointing at the new order, and the
+    rejected X2 is still a duplicate."""
+    s = OrderStore(tmp_path / "j", fsync_interval_ms=0, closed_retention_s=600)
+    _new(s, "X", "100")
+    _report(s, "100", "E1", "0", "0")
+    s.commit(_replace(s, "X", "100", "101", "X2", "E2", "2", "44000.0"))
+    _report(s, "101", "E3", "F", "2", cum="2")
+    clock.now = T0 + 601
+    assert s.evict_closed() == 1
+    _new(s, "X", "200")
+    s.mark_used(S, "X2")  # the OMS reused X2 too, and it was rejected
+    s.close()
+
+    again = OrderStore(tmp_path / "j", fsync_interval_ms=0, closed_retention_s=600)
+    assert again.venue_ref("100") is None and again.venue_ref("101") is None
+    assert again.resolve_report("101", None, "E9") is None
+    new = again.find(S, "X")
+    assert new is not None and new.venue_cl_ord_id == "200" and new.is_open
+    assert again.find(S, "X2") is None and again.is_used(S, "X2")
+    again.close()
+
+
 def test_no_retention_keeps_every_order(tmp_path: Path, clock: Clock) -> None:
     s = OrderStore(tmp_path / "j", fsync_interval_ms=0)
     _new(s, "A1", "100")
