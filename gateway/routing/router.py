@@ -664,7 +664,9 @@ class Router:
         exec_id = self.exec_ids.next()
         target = ReportTarget(order, order.oms_cl_ord_id, None, "new", False)
         inp = v.OrderInput(order.symbol, order.side, m.decimal_field(order.qty),
-                           order.ord_type, None, order.tif, order.account)
+                           order.ord_type,
+                           None if order.price is None else m.decimal_field(order.price),
+                           order.tif, order.account)
         er = self._reject_message(order.oms_cl_ord_id, inp, reason, text, exec_id)
         with self.report_lock:
             _legal, rec = self.store.apply_report(

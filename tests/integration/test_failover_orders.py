@@ -263,7 +263,8 @@ def test_orders_held_while_no_transport_is_up_expire_or_cancel(tmp_path: Path) -
         (rj_ev,) = [e for e in evs if e.order.type == O.ORDER_EVENT_TYPE_REJECTED]
         assert rj_ev.order.cl_ord_id == expired and rj_ev.symbol == "BTC/USD"
         assert rj_ev.order.ord_status == O.ORD_STATUS_REJECTED
-        assert (rj_ev.order.side, rj_ev.order.order_qty) == (common_pb2.SIDE_BUY, "0.01")
+        assert (rj_ev.order.side, rj_ev.order.order_qty, rj_ev.order.price) == (
+            common_pb2.SIDE_BUY, "0.01", "30000.0")
 
 
 def test_operator_cancel_of_a_held_order_never_reaches_the_venue(tmp_path: Path) -> None:
