@@ -259,4 +259,11 @@ class Journal:
                     if not raw.endswith(b"\n"):
                         log.warning("%s:%d: ignoring a torn last record", file, lineno)
                         break
+                    if b"\0" in raw:
+                        # Torn as well: the copy into the mapping need not run front to back
+                        # (memcpy may store a record's end before its start), so a record cut
+                        # short by a kill can end in a newline with zeros before or inside it.
+                        log.warning("%s:%d: ignoring a torn record (zero bytes in it)", file,
+                                    lineno)
+                        continue
                     yield raw[:-1].decode()

@@ -242,9 +242,21 @@ class OrderStore:
         self._compact_min_records = compact_min_records
         # The last report record journaled for forwarding, as written (see `commit_forward`).
         self._last_forward_line: str | None = None
+        unreadable = 0
         for line in Journal.replay_lines(journal_path):
-            self._replay(line.split("\t"))
+            try:
+                self._replay(line.split("\t"))
+            except (ValueError, IndexError, KeyError, ArithmeticError) as exc:
+                # A record the gateway cannot have written whole: the one a kill cut short
+                # while its end was already copied (a copy need not run front to back). Left
+                # to raise, it would stop every later start until the journal is edited.
+                unreadable += 1
+                log.error("%s: unreadable record skipped (%s: %s): %.200r", journal_path,
+                          type(exc).__name__, exc, line)
             self._records_base += 1
+        if unreadable:
+            log.error("%s: %d unreadable record(s) skipped; check the orders they name with "
+                      "the venue (fixgwctl orders)", journal_path, unreadable)
         if self._skipped:
             log.warning("%s: %d records name an order the journal does not hold; skipped",
                         journal_path, self._skipped)

@@ -148,6 +148,30 @@ def test_a_record_added_after_a_crash_tail_is_read(tmp_path: Path) -> None:
     assert list(Journal.replay_lines(p)) == ["U\ta\t1", "U\tb\t2"]
 
 
+def test_a_record_torn_out_of_order_is_skipped_and_the_store_still_opens(
+        tmp_path: Path) -> None:
+    """A kill during the copy of a record into the mapping can leave its end written and its
+    start (or a middle part) not: a line that ends in a newline, with zeros at its start or
+    inside. Replay skips it, and the store opens with every whole record (before, a record
+    that did not parse stopped every later start of the gateway)."""
+    p = tmp_path / "orders.journal"
+    whole = ("N\tFIXGW->OMS\tA1\t100\tBTC/USD\t1\t2\t0.01\t30000\t1\t\tfix\n"
+             "U\tFIXGW->OMS\tR1\t1790000000000\n")
+    record = b"E\tFIXGW->OMS\tA1\tEX1\t0\t0\t0\tO1\t\t\t\t\n"
+    inner_hole = record[:10] + b"\0" * 8 + record[18:]
+    # Its start not yet written, and what is left reads as a record that does not parse (an
+    # N with too few fields).
+    tail = b"N\tFIXGW->OMS\tB1\t101\tBTC/USD\n"
+    head_hole = b"\0" * 40 + tail
+    p.write_bytes(whole.encode() + inner_hole + head_hole)
+    assert list(Journal.replay_lines(p)) == [*whole.splitlines(), tail[:-1].decode()]
+    s = OrderStore(p, fsync_interval_ms=0)
+    a1 = s.find("FIXGW->OMS", "A1")
+    assert a1 is not None and a1.status == state.SENT and s.is_used("FIXGW->OMS", "R1")
+    assert s.find("FIXGW->OMS", "B1") is None
+    s.close()
+
+
 def test_a_full_disk_fails_the_append_and_a_later_append_recovers(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Space for the next window is reserved before it is mapped, so a full disk is an
