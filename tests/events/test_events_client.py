@@ -44,11 +44,16 @@ def ev(i: int) -> events_pb2.Event:
     )
 
 
-def test_follow_resumes_across_gateway_restart(tmp_path: Path) -> None:
+def _serve(tmp_path: Path) -> tuple[EventLogConfig, EventLog, EventServer, int]:
+    """A journaled event log and its gRPC server on a free port."""
     cfg = EventLogConfig(journal_dir=tmp_path / "j")
     log = EventLog(cfg)
     server = EventServer(log, EventServerConfig(port=0))
-    port = server.start()
+    return cfg, log, server, server.start()
+
+
+def test_follow_resumes_across_gateway_restart(tmp_path: Path) -> None:
+    cfg, log, server, port = _serve(tmp_path)
     for i in range(1, 51):
         log.publish(ev(i))
 
@@ -144,10 +149,7 @@ def test_live_start_resumes_from_where_it_began_after_an_early_disconnect(tmp_pa
     """Started live, the client takes GetLogInfo's next sequence as its position at once: a
     gateway restart before its first event must not make it skip what was published while it
     was away (resubscribing live again would start after those events)."""
-    cfg = EventLogConfig(journal_dir=tmp_path / "j")
-    log = EventLog(cfg)
-    server = EventServer(log, EventServerConfig(port=0))
-    port = server.start()
+    cfg, log, server, port = _serve(tmp_path)
     for i in range(1, 6):
         log.publish(ev(i))
     got: list[int] = []
