@@ -58,10 +58,17 @@ def cmd_run(args: argparse.Namespace) -> int:
     setup_logging(config.gateway.log_level, config.gateway.log_format)
     name = path or "(built-in defaults)"
     logging.getLogger("fixgw").info("%s; config: %s", version_line("fixgw"), name)
-    from gateway.server.preflight import ignored_settings
+    from gateway.server.preflight import ignored_settings, preflight
 
     for warning in ignored_settings(config):
         logging.getLogger("fixgw").warning("%s: %s", name, warning)
+    # What --check finds (a credential not set, a file not there) stops the start here, naming
+    # the file and the field, before any session logs on.
+    problems = preflight(config)
+    for problem in problems:
+        print(f"fixgw: {name}: {problem}", file=sys.stderr)
+    if problems:
+        return 2
     from gateway.admin.auth import TokenError
     from gateway.admin.service import AdminTlsError
     from gateway.listen import ListenError

@@ -7,6 +7,7 @@ are frozen because a running gateway never edits its config.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, model_validator
@@ -15,6 +16,8 @@ from pydantic_core import PydanticCustomError
 #: The error type of a credential written into the file itself. `format_validation_error`
 #: never echoes the input of such an error: the input is the secret.
 CREDENTIAL_INLINE = "credential_inline"
+
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
 class StrictModel(BaseModel):
@@ -43,4 +46,11 @@ class CredentialRef(StrictModel):
     def _one_source(self) -> CredentialRef:
         if (self.env is None) == (self.file is None):
             raise ValueError("give exactly one of 'env' (a variable name) or 'file' (a path)")
+        if self.env is not None and not _ENV_NAME.fullmatch(self.env):
+            # Most likely the secret pasted where its variable's name goes: refused without
+            # repeating it, as a later "variable <secret> is not set" would.
+            raise PydanticCustomError(
+                CREDENTIAL_INLINE,
+                "'env' takes the name of an environment variable (letters, digits and _, not "
+                "starting with a digit), not the secret itself")
         return self

@@ -69,6 +69,15 @@ class Runtime:
         c = self.config
         data_dir = Path(c.gateway.data_dir)
         data_dir.mkdir(parents=True, exist_ok=True)
+        a = c.admin
+        # Tokens first: a token that cannot be read stops the start before any session logs on.
+        tok = resolve_tokens(
+            data_dir,
+            operator_file=a.operator_token.file if a.operator_token else None,
+            operator_env=a.operator_token.env if a.operator_token else None,
+            read_only_file=a.read_only_token.file if a.read_only_token else None,
+            read_only_env=a.read_only_token.env if a.read_only_token else None,
+        ) if a.enabled else None
         creds = venue_credentials(c)
         if c.simulator.enabled:
             creds = creds or random_credentials()
@@ -111,14 +120,7 @@ class Runtime:
             self.gc_freezer = GcFreezer(c.gateway.gc_freeze_interval_s)
             self.gc_freezer.start()
         where = {}
-        a = c.admin
-        if a.enabled:
-            tok = resolve_tokens(
-                data_dir,
-                operator_file=a.operator_token.file if a.operator_token else None,
-                operator_env=a.operator_token.env if a.operator_token else None,
-                read_only_file=a.read_only_token.file if a.read_only_token else None,
-                read_only_env=a.read_only_token.env if a.read_only_token else None)
+        if tok is not None:
             self.admin = AdminServer(self.gateway, operator_token=tok.operator,
                                      read_only_token=tok.read_only,
                                      audit_path=a.audit_log or data_dir / "admin-audit.jsonl",

@@ -153,6 +153,30 @@ def test_run_refuses_a_bad_accounts_file_naming_it(tmp_path: Path) -> None:
     assert f"{accounts}: accounts[0].api_secret: " in r.stderr and "not set" in r.stderr
 
 
+@pytest.mark.parametrize(("toml", "field"), [
+    ('[venue]\napi_key = { env = "FIXGW_TEST_KEY" }\n'
+     'api_secret = { env = "FIXGW_TEST_UNSET" }\n', "venue.api_secret"),
+    ('[admin]\noperator_token = { env = "FIXGW_TEST_UNSET" }\n', "admin.operator_token"),
+], ids=["venue-secret", "admin-token"])
+def test_run_refuses_a_credential_not_set_naming_file_and_field(
+        tmp_path: Path, toml: str, field: str) -> None:
+    """A credential the config names but the environment does not hold stops `fixgw run`
+    before anything starts, as `--check` reports it: file, field and why, exit 2 (before, a
+    venue secret was a traceback, and an admin token was found only after the sessions had
+    logged on)."""
+    cfg = tmp_path / "gw.toml"
+    cfg.write_text(toml)
+    env = {k: v for k, v in os.environ.items() if k != "FIXGW_TEST_UNSET"}
+    env["FIXGW_TEST_KEY"] = "a-test-key"
+    r = subprocess.run([sys.executable, "-m", "gateway.cli.main", "run", "--config", str(cfg),
+                        "--data-dir", str(tmp_path / "var"), "--oms-port", str(free_port()),
+                        "--metrics-port", "0"],
+                       capture_output=True, text=True, cwd=REPO, timeout=60, env=env)
+    assert r.returncode == 2, r.stderr
+    assert f"{cfg}: {field}: " in r.stderr and "FIXGW_TEST_UNSET is not set" in r.stderr
+    assert "Traceback" not in r.stderr and "logged_on" not in r.stderr + r.stdout
+
+
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGHUP, signal.SIGTERM],
                          ids=["ctrl_c", "hangup", "service_stop"])
 def test_terminal_signal_logs_out_before_the_embedded_venue_stops(

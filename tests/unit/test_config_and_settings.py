@@ -74,6 +74,19 @@ def test_a_credential_written_into_the_file_is_refused_without_repeating_it(
     assert "kEy-pasted-in" not in msg and "12345678901234" not in msg
 
 
+def test_a_secret_pasted_as_the_variable_name_is_refused_without_repeating_it(
+        tmp_path: Path) -> None:
+    """`{ env = "<the secret>" }`: a later "variable <secret> is not set" would print it."""
+    p = tmp_path / "d.toml"
+    p.write_text('[venue]\napi_key = { env = "KRAKEN_KEY" }\n'
+                 'api_secret = { env = "c2VjcmV0+/sEcReT==" }\n')
+    with pytest.raises(ConfigError) as exc:
+        load_config(p)
+    msg = str(exc.value)
+    assert f"{p}: venue.api_secret: 'env' takes the name of an environment variable" in msg
+    assert "sEcReT" not in msg
+
+
 def test_daily_reset_ends_the_session_at_2200_utc_and_starts_it_after_the_rollover() -> None:
     """Never StartTime == EndTime: QuickFIX's TimeRange compares UTC dates for that, so the
     reset would come at midnight whatever time was set (tests/integration/test_daily_rollover
