@@ -443,10 +443,20 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
             if want == "ws" and not fallback.ws_url:
                 return False, ("no private WebSocket is configured for orders: set "
                                "[venue.fallback] ws_url (Kraken: wss://ws-auth.kraken.com/v2)")
+            before, active_before = self._order_transport(), policy.active
             # ws and rest are both the fallback path; they differ in what it prefers.
             fallback.prefer(want if want in ("ws", "rest") else None)
             policy.set_force("rest" if want in ("ws", "rest") else want)  # type: ignore[arg-type]
             now = self._order_transport()
+            if policy.active == active_before:
+                # No switch, so no transport_switch event from the policy; the operator's pin
+                # (or release) is published all the same: the stream records every change.
+                v = self.gw.config.venue
+                self._publish(builders.transport_switch(
+                    from_transport=before, to_transport=now,  # type: ignore[arg-type]
+                    reason=f"admin force_transport {want} by {current_principal()}",
+                    automatic=False,
+                    session=f"{v.sender_comp_id}->{v.trading.target_comp_id}"))
             if want == "auto":
                 return True, f"transport follows health again (orders now over {now.upper()})"
             message = f"transport forced to {want.upper()} (orders now over {now.upper()})"

@@ -133,7 +133,27 @@ def test_force_rest_then_auto_moves_the_order_flow(env: Env) -> None:
     assert ev.returncode == 0, ev.stderr
     switches = [json.loads(line)["transport_switch"] for line in ev.stdout.splitlines()]
     pairs = [(s.get("from_transport"), s.get("to_transport")) for s in switches]
-    assert pairs[-2:] == [("TRANSPORT_FIX", "TRANSPORT_REST"), ("TRANSPORT_REST", "TRANSPORT_FIX")]
+    # Also there: an operator's pin that moves nothing (from = to), and `auto` putting new
+    # orders on the private WebSocket (REST -> WS) until the flow is back on FIX.
+    moves = [p for p in pairs if p[0] != p[1]]
+    assert ("TRANSPORT_FIX", "TRANSPORT_REST") in moves
+    assert moves[-1] == ("TRANSPORT_REST", "TRANSPORT_FIX")
+
+
+def test_a_force_that_moves_nothing_is_on_the_event_stream_too(env: Env) -> None:
+    """`force fix` while on FIX moves no order but turns automatic failover off: the stream
+    records it like every operator change, naming the operator's request."""
+    _wait_transport(env, "fix")
+    assert env.ctl("transport", "force", "fix", "--yes").returncode == 0
+    try:
+        ev = env.ctl("events", "--kind", "TRANSPORT_SWITCH", "--from", "1", "--json")
+        last = json.loads(ev.stdout.splitlines()[-1])["transport_switch"]
+        assert (last.get("from_transport"), last.get("to_transport")) == (
+            "TRANSPORT_FIX", "TRANSPORT_FIX")
+        assert last.get("automatic", False) is False
+        assert "admin force_transport fix by" in last["reason"]
+    finally:
+        assert env.ctl("transport", "force", "auto", "--yes").returncode == 0
 
 
 def test_events_shows_the_order_events_of_an_order(env: Env) -> None:
