@@ -416,7 +416,7 @@ class Router:
         if self.gate is not None:
             decided = GateOrder(checked.symbol, checked.side, checked.qty, checked.price,
                                 checked.ord_type, ctx.key, checked.account)
-            decision = self.gate.check(decided)
+            decision = self._gate_check(decided, inp, ctx.accounts)
             if decision.action == "block":
                 self.sink.gate_decided(decided, cl, decision)
                 self._reject_new(ctx, cl, inp, v.EXCEEDS_LIMIT, decision.text)
@@ -495,6 +495,24 @@ class Router:
             return
         if gate_order is not None and self.gate is not None:
             self.gate.on_order_routed(gate_order)
+
+    def _gate_check(self, order: GateOrder, inp: v.OrderInput, accounts: tuple[str, ...],
+                    amend: bool = False) -> GateDecision:
+        """The gate's decision, with a reduction the venue would refuse (a quantity under its
+        minimum or off its step; the gate floors to the step only once the venue has said
+        it) turned into a block that says why: the venue's reject would cost a rate-limit
+        point and tell the OMS less."""
+        assert self.gate is not None
+        decision = self.gate.check(order, amend)
+        if decision.action != "reduce" or decision.reduced_qty is None:
+            return decision
+        smaller = self.validator.validate(replace(inp, qty=m.decimal_field(decision.reduced_qty)),
+                                          accounts)
+        if not isinstance(smaller, v.Rejection):
+            return decision
+        text = f"{decision.text}; but {smaller.text}: not sent"
+        return replace(decision, action="block", text=text, reasons=(*decision.reasons, text),
+                       reduced_qty=None)
 
     def _announce(self, key: OrderKey) -> None:
         """Publish an accepted order's gate decision and "accepted" events, once: by the OMS
@@ -853,7 +871,7 @@ class Router:
             # only lowers risk and is never held back, not even by the kill switch.
             gate_order = GateOrder(order.symbol, order.side, qty, price, order.ord_type,
                                    ctx.key, order.account)
-            decision = self.gate.check(gate_order, amend=True)
+            decision = self._gate_check(gate_order, inp, (), amend=True)
             self.sink.gate_decided(gate_order, cl, decision, amend=True)
             if decision.action == "block":
                 self.store.mark_used(ctx.key, cl)

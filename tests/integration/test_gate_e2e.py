@@ -122,3 +122,31 @@ stale_book_s = 3600
             stop_all([oms.c.stop, gw.stop])
         finally:
             sim.stop()
+
+
+def test_a_reduction_the_venue_would_refuse_is_a_block_that_says_why(tmp_path: Path) -> None:
+    """The gate reduces 10 ARB to its 3 ARB limit, but the venue's minimum is 5 ARB: sending
+    3 would only earn a venue reject (and cost a rate-limit point), so the order is refused
+    here, naming both the reduction and the minimum."""
+    creds = Credentials()
+    sim = SimProcess(tmp_path / "sim", creds, seed_books=True)
+    gw = GatewayProcess(tmp_path / "gw", sim, creds, extra_toml="""
+[risk]
+max_order_qty = { "ARB/USD" = "3" }
+max_order_qty_action = "reduce"
+""")
+    oms = Oms(make_client(tmp_path, gw.oms_port, "OMS", "FIXGW"))
+    try:
+        gw.err.wait_for(r"instrument list", 10)
+        oms.c.start()
+        cl = oms.buy("10", "0.5000", symbol="ARB/USD")
+        r = oms.report(cl, "8")
+        assert r.fields[103] == "3", r.fields
+        assert "sending 3.00000000 of 10" in r.fields[58], r.fields[58]
+        assert "under the minimum 5 for ARB/USD: not sent" in r.fields[58]
+        assert sim.control(cmd="submission_counts")["counts"] == {}
+    finally:
+        try:
+            stop_all([oms.c.stop, gw.stop])
+        finally:
+            sim.stop()
