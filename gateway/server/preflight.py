@@ -114,6 +114,15 @@ def preflight(config: Config) -> list[str]:
     problem = _data_dir_problem(Path(config.gateway.data_dir))
     if problem is not None:
         problems.append(f"gateway.data_dir: {problem}")
+    if config.risk.max_notional_usd is not None:
+        # The gate values an order as quantity x price in the quote currency, and compares it
+        # with a limit in USD: for another quote that compares the wrong amounts.
+        other = [s for s in config.venue.symbols if s.partition("/")[2] not in ("USD", "")]
+        if other:
+            problems.append(
+                f"risk.max_notional_usd: a limit in USD, but venue.symbols has "
+                f"{', '.join(other)}, not quoted in USD: the gate cannot value those orders "
+                "in USD; trade only USD-quoted symbols with this limit, or remove it")
     return problems
 
 

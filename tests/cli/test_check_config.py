@@ -113,6 +113,19 @@ tls_client_ca_file = "{tmp_path / 'no-such-ca.pem'}"
     assert "ok" not in r.stdout
 
 
+def test_a_usd_notional_limit_with_a_symbol_not_quoted_in_usd_is_a_problem(
+        tmp_path: Path) -> None:
+    """max_notional_usd compares quantity x price with USD: for ETH/BTC that would be BTC
+    taken for dollars (1,000 ETH at 0.05 read as 50 USD)."""
+    cfg = tmp_path / "gw.toml"
+    cfg.write_text('[venue]\nsymbols = ["BTC/USD", "ETH/BTC"]\n'
+                   '[risk]\nmax_notional_usd = "1000"\n')
+    r = _check(cfg)
+    assert r.returncode == 2
+    assert (f"fixgw: {cfg}: risk.max_notional_usd: a limit in USD, but venue.symbols has "
+            "ETH/BTC, not quoted in USD") in r.stderr
+
+
 def test_the_shipped_kraken_template_needs_its_comp_id_and_credentials(tmp_path: Path) -> None:
     r = _check(REPO / "sessions" / "kraken-uat.toml")
     assert r.returncode == 2
