@@ -6,8 +6,9 @@ What it checks, in this order (the first ``block`` ends the check):
 1. ``kill_switch`` - an operator halt; always blocks.
 2. ``max_order_qty`` - per symbol (``"*"`` = any other symbol).
 3. ``price_collar`` - a limit price within ``price_collar_bps`` of the book mid.
-4. ``max_notional`` - qty x limit price, or x mid for market orders, in the quote currency
-   (every instrument the gateway trades is USD-quoted: ``BTC/USD``, ``PF_*USD``).
+4. ``max_notional`` - qty x the limit price, or x mid when that is more (a limit under mid
+   fills like a market order) and for market orders, in the quote currency (USD: fixgw run
+   refuses the limit with a symbol quoted in anything else, see server.preflight).
 5. ``max_orders_per_s`` - routed orders per symbol in a sliding ``rate_window_s``.
 6. ``max_open_orders`` - open orders per OMS session.
 7. signal rules (``crowded_long``, ``crowded_short``, ``min_confidence_against_bias``) over the
@@ -594,7 +595,11 @@ class Gate:
             notional_limit = self._max_notional
             check_collar = collar is not None and price is not None
             value_at_mid = notional_limit is not None and price is None
-            if check_collar or value_at_mid:
+            # A limit order is valued at its limit, or at mid when that is more: a sell limit
+            # far under mid is as much notional as a market sell (it fills at the bids).
+            value_limit = notional_limit is not None and price is not None
+            src = "limit" if price is not None else "mid"
+            if check_collar or value_at_mid or value_limit:
                 raw_mid, age = self._mid(order.symbol)
                 mid = raw_mid
                 if mid is not None and not (
@@ -614,7 +619,11 @@ class Gate:
                         if d.action == "block":
                             return self._done(fired, d)
                         fired.append(d)
-                if value_at_mid:
+                if value_limit:
+                    assert price is not None
+                    if mid is not None and mid > price:
+                        price, src = mid, "mid"
+                elif value_at_mid:
                     if mid is not None:
                         price = mid
                     else:
@@ -625,7 +634,7 @@ class Gate:
                         fired.append(d)
 
             if notional_limit is not None and price is not None and eff * price > notional_limit:
-                d = self._fire_notional(order, eff, price, notional_limit)
+                d = self._fire_notional(order, eff, price, notional_limit, src)
                 if d.action == "block":
                     return self._done(fired, d)
                 fired.append(d)
@@ -760,9 +769,8 @@ class Gate:
         return _decision(rule, policy, f"{why}; {what}; stale_policy {policy}", figs, stale=True)
 
     def _fire_notional(self, order: GateOrder, qty: Decimal, price: Decimal,
-                       limit: Decimal) -> GateDecision:
+                       limit: Decimal, src: str) -> GateDecision:
         notional = qty * price
-        src = "limit" if order.price is not None else "mid"
         action = self._cfg.max_notional_action
         d = _decision("max_notional", action,
                       f"{_usd(notional)} USD > limit {_usd(limit)} USD "

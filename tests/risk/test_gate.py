@@ -311,6 +311,18 @@ def test_max_notional_limit_order() -> None:
     assert ("notional_usd", "2000000") in d.figures
 
 
+def test_max_notional_values_a_limit_under_mid_at_mid() -> None:
+    """A sell limit far under mid fills at the bids like a market sell: valued at its limit
+    (100 x 1 = 100 USD) it would pass any notional limit; it is valued at mid."""
+    gate, market, _ = make_gate(cfg(max_notional_usd="1000000"))
+    d = gate.check(order(side="2", qty="100", price="1"))
+    assert d.action == "block" and d.rule == "max_notional"
+    assert d.text == ("blocked by max_notional: 4,500,000 USD > limit 1,000,000 USD "
+                      "(100 x mid 45000.0)")
+    market.mids["BTC/USD"] = (None, None)  # no book: the limit price is all there is
+    assert gate.check(order(side="2", qty="100", price="1")).action == "allow"
+
+
 def test_max_notional_market_order_uses_mid_and_its_stale_policy() -> None:
     gate, market, _ = make_gate(cfg(max_notional_usd="1000000"))
     d = gate.check(order(qty="30", price=None))  # 30 x 45000 = 1.35 M
