@@ -280,8 +280,7 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
         on = bool(request.on)
 
         def action() -> tuple[bool, str]:
-            gate = self.gw.gate
-            gate.kill_switch = on
+            self.gw.set_kill_switch(on, str(current_principal()))
             if not on:
                 message = "kill switch off: new orders pass the gate again"
             else:

@@ -7,8 +7,10 @@ already coming up, and stop runs in reverse so every session logs out before sto
 
 from __future__ import annotations
 
+import json
 import logging
 import logging.handlers
+import os
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -66,6 +68,9 @@ from gateway.transports.tls_bridge import (
     client_context,
     server_context,
 )
+
+#: In the data directory while an operator's kill switch is on (see `Gateway.set_kill_switch`).
+KILL_SWITCH_FILE = "kill-switch.json"
 
 log = logging.getLogger("fixgw.gateway")
 
@@ -136,6 +141,11 @@ class Gateway:
                                               if isinstance(events, EventLog) else events)
         self.gate = Gate(config.risk, mid=self._mid, snapshot=self._snapshot,
                          lot_size=self._lot_size)
+        held = self._kill_switch_file()
+        if held is not None:
+            self.gate.kill_switch = True
+            log.warning("kill switch ON, as an operator left it (%s): new orders are blocked "
+                        "until `fixgwctl kill-switch off`", held)
         self.router = Router(self.store, self.validator, gate=self.gate)
         for oms_session, n in Counter(o.oms_session for o in self.store.open_orders()).items():
             self.gate.count_open(oms_session, n)  # replayed: open before this start
@@ -200,6 +210,35 @@ class Gateway:
             force=fb.force, why_fix_down=self.router.venue.rollover_note)
         self.router.fallback = fallback
         return fallback
+
+    def set_kill_switch(self, on: bool, by: str) -> None:
+        """The operator's kill switch, kept in the data directory while it is on: a restart,
+        `kill -9` included, must not resume trading that an operator halted."""
+        path = self.data_dir / KILL_SWITCH_FILE
+        if on:
+            self.gate.kill_switch = True
+            tmp = path.with_name(path.name + ".tmp")
+            tmp.write_text(json.dumps({"by": by, "at": time.strftime(
+                "%Y-%m-%dT%H:%M:%SZ", time.gmtime())}) + "\n", encoding="utf-8")
+            os.replace(tmp, path)
+        else:
+            path.unlink(missing_ok=True)
+            self.gate.kill_switch = False
+
+    def _kill_switch_file(self) -> str | None:
+        """Who turned the kill switch on and when, if it was on when the gateway stopped."""
+        path = self.data_dir / KILL_SWITCH_FILE
+        try:
+            text = path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            return None
+        except OSError as exc:  # unreadable: safer on than off
+            return f"{path} unreadable: {exc.strerror}"
+        try:
+            held = json.loads(text)
+            return f"by {held['by']} at {held['at']}"
+        except (ValueError, KeyError, TypeError):
+            return f"{path}"
 
     def _transport_switched(self, old: str, new: str, reason: str, automatic: bool) -> None:
         log.warning("order flow moved from %s to %s: %s", old.upper(), new.upper(), reason)

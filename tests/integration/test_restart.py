@@ -270,3 +270,30 @@ def test_control_characters_in_clordid_or_account_are_refused_and_restart_works(
             stop_all([oms.c.stop, gw.stop])
         finally:
             sim.stop()
+
+
+def test_an_operators_kill_switch_stays_on_across_a_kill_9(tmp_path: Path) -> None:
+    """Ops halt trading, then the gateway dies (kill -9) and is started again: trading stays
+    halted until an operator turns the switch off, and the log says who turned it on."""
+    creds = Credentials()
+    sim = SimProcess(tmp_path / "sim", creds)
+    gw = GatewayProcess(tmp_path / "gw", sim, creds)
+    oms = Oms(make_client(tmp_path, gw.oms_port, "OMS", "FIXGW"))
+    try:
+        r = gw.fixgwctl("kill-switch", "on", "--yes")
+        assert r.returncode == 0, r.stderr
+        gw.kill()
+        gw.start()
+        gw.err.wait_for(r"kill switch ON, as an operator left it \(by operator", 10)
+        oms.c.start()
+        blocked = oms.buy("0.01", "30000.0")
+        assert oms.report(blocked, "8").fields[58].startswith("blocked by kill_switch")
+        assert gw.fixgwctl("kill-switch", "off", "--yes").returncode == 0
+        ok = oms.buy("0.01", "30000.0")
+        oms.report(ok, "0")
+        assert not (tmp_path / "gw" / "var" / "kill-switch.json").exists()
+    finally:
+        try:
+            stop_all([oms.c.stop, gw.stop])
+        finally:
+            sim.stop()
