@@ -148,5 +148,6 @@ port = 0
     r = subprocess.run([sys.executable, "-m", "gateway.cli.main", "run", "--config",
                         str(missing)], capture_output=True, text=True, cwd=REPO, timeout=90)
     assert r.returncode == 2, r.stderr[-2000:]
-    assert "admin TLS: cannot read the certificate" in r.stderr
-    assert "fix [admin] tls_cert_file" in r.stderr
+    # Found before anything starts, as --check finds it: the file, the field, why.
+    assert f"{missing}: admin.tls_cert_file: {tmp_path / 'nope.pem'} does not exist" in r.stderr
+    assert "logged_on" not in r.stderr
