@@ -752,11 +752,17 @@ class Router:
         """None when the message's ClOrdID is new on this session. Otherwise "" for a PossDup
         resend of one the gateway already took (logged; nothing to answer: the OMS has, or will
         get, its answer, e.g. when we died before QuickFIX advanced its sequence), or the Text
-        of the duplicate reject."""
+        of the duplicate reject (also for a PossDup resend of a new order that was rejected)."""
         cl = f["11"]
         if not self.store.is_used(ctx.key, cl):
             return None
         if f.get("43") == "Y":
+            if what == "order" and self.store.find(ctx.key, cl) is None:
+                # A new order rejected before: its reject is answered again, since the first
+                # may never have left (the gateway died between journaling the ClOrdID as used
+                # and sending the reject). A second reject of a rejected order changes nothing.
+                return (f"ClOrdID {cl} was rejected before; this resend of it (PossDupFlag=Y) "
+                        "gets a reject again")
             log.info("ignored PossDup resend of %s %s from %s", what, cl, ctx.key)
             return ""
         return f"duplicate ClOrdID {cl}: already used on this session"

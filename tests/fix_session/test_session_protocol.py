@@ -698,3 +698,16 @@ def test_possdup_resend_of_a_request_already_taken_is_ignored(session: RawFixCli
     session.send("F", cancel)
     rej = expect_app(session, "9", ccl)
     assert rej[102] == "6" and "duplicate ClOrdID" in rej[58]
+
+
+def test_possdup_resend_of_a_rejected_order_is_answered_again(session: RawFixClient) -> None:
+    """A NewOrderSingle the gateway rejected, sent again with 43=Y: the gateway may have died
+    between journaling its ClOrdID and sending the reject, so the OMS may have no answer. It
+    gets a reject again (a second reject of a rejected order changes nothing)."""
+    order = new_order(replace={55: "DOGE/USD"})
+    cl = dict(order)[11]
+    session.send("D", order)
+    assert expect_app(session, "8", cl)[103] == "1"  # unknown symbol
+    session.send("D", order, header_overrides={43: "Y", 122: utc_timestamp()})
+    again = expect_app(session, "8", cl)
+    assert again[150] == "8" and again[39] == "8" and "was rejected before" in again[58]
