@@ -450,12 +450,9 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
             if policy.active == active_before:
                 # No switch, so no transport_switch event from the policy; the operator's pin
                 # (or release) is published all the same: the stream records every change.
-                v = self.gw.config.venue
-                self._publish(builders.transport_switch(
-                    from_transport=before, to_transport=now,  # type: ignore[arg-type]
-                    reason=f"admin force_transport {want} by {current_principal()}",
-                    automatic=False,
-                    session=f"{v.sender_comp_id}->{v.trading.target_comp_id}"))
+                self.gw.publish_transport_switch(
+                    before, now, f"admin force_transport {want} by {current_principal()}",
+                    automatic=False)
             if want == "auto":
                 return True, f"transport follows health again (orders now over {now.upper()})"
             message = f"transport forced to {want.upper()} (orders now over {now.upper()})"

@@ -136,6 +136,34 @@ def _fills_since(msg: fix.Message, f: Fields, order: Order) -> bool:
     return True
 
 
+def _order_input(f: Fields) -> v.OrderInput:
+    """A NewOrderSingle's order fields as the OMS sent them."""
+    return v.OrderInput(f.get("55"), f.get("54"), f.get("38"), f.get("40"), f.get("44"),
+                        f.get("59"), f.get("1"))
+
+
+def _mass_cancel_report(cl: str, req_type: str, report_id: str,
+                        refused: tuple[str, str] | None = None) -> fix.Message:
+    """An OrderMassCancelReport (35=r) for request `cl`; with `refused` (MassCancelRejectReason,
+    Text) a refusal (531=0), else the caller sets what was accepted."""
+    rep = m.new_message("r")
+    rep.setField(m.CL_ORD_ID, cl)
+    rep.setField(m.ORDER_ID, report_id)
+    rep.setField(m.MASS_CANCEL_REQUEST_TYPE, req_type)
+    if refused is not None:
+        rep.setField(m.MASS_CANCEL_RESPONSE, "0")
+        rep.setField(m.MASS_CANCEL_REJECT_REASON, refused[0])
+        rep.setField(m.TEXT, refused[1])
+    return rep
+
+
+def _gate_order(order: Order, qty: Decimal, price: Decimal | None) -> GateOrder:
+    """An accepted order as the gate sees it, at `qty` and `price` (a replace's new version,
+    or the order itself)."""
+    return GateOrder(order.symbol, order.side, qty, price, order.ord_type, order.oms_session,
+                     order.account)
+
+
 def _not_the_order(order: Order, f: Fields) -> str | None:
     """Why a cancel or replace does not describe the order its OrigClOrdID names, or None.
     FIX 4.4 has the request repeat the order's Side and Instrument: a mismatch means the OMS
@@ -353,22 +381,12 @@ class Router:
                 "characters")
         log.warning("refused %s from %s: %s", t, ctx.key, text)
         if t == "D":
-            inp = v.OrderInput(f.get("55"), f.get("54"), f.get("38"), f.get("40"), f.get("44"),
-                               f.get("59"), f.get("1"))
-            er = self._reject_message(cl, inp, v.OTHER, text, self.exec_ids.next())
-            self._send_reject(ctx, er, cl, inp, v.OTHER, text)
+            self._reject_new(ctx, cl, _order_input(f), v.OTHER, text, mark=False)
         elif t in ("F", "G"):
             self._cancel_reject(ctx, cl, f.get("41", ""), "1" if t == "F" else "2", "99", text,
                                 None)
         else:
-            rep = m.new_message("r")
-            rep.setField(m.CL_ORD_ID, cl)
-            rep.setField(m.ORDER_ID, "NONE")
-            rep.setField(m.MASS_CANCEL_REQUEST_TYPE, f.get("530", "7"))
-            rep.setField(m.MASS_CANCEL_RESPONSE, "0")
-            rep.setField(m.MASS_CANCEL_REJECT_REASON, "99")
-            rep.setField(m.TEXT, text)
-            ctx.send(rep)
+            ctx.send(_mass_cancel_report(cl, f.get("530", "7"), "NONE", ("99", text)))
 
     def on_oms_logout(self, sid: fix.SessionID) -> None:
         ctx = self._oms_by_sid.get(sid.toString())
@@ -401,8 +419,7 @@ class Router:
 
     def _new_order(self, ctx: OmsContext, f: Fields) -> None:
         cl = f["11"]
-        inp = v.OrderInput(f.get("55"), f.get("54"), f.get("38"), f.get("40"), f.get("44"),
-                           f.get("59"), f.get("1"))
+        inp = _order_input(f)
         dup = self._taken(ctx, f, "order")
         if dup is not None:
             if dup:  # the original order is untouched; only this message is refused
@@ -636,9 +653,7 @@ class Router:
             return "cancel", "a cancel was asked for it before it could be sent"
         if self.gate is None:
             return None
-        decision = self.gate.check(GateOrder(order.symbol, order.side, order.qty, order.price,
-                                             order.ord_type, order.oms_session,
-                                             order.account), amend=True)
+        decision = self.gate.check(_gate_order(order, order.qty, order.price), amend=True)
         if decision.action == "block":
             return "gate", decision.text
         if decision.action == "reduce" and decision.reduced_qty is not None:
@@ -875,8 +890,7 @@ class Router:
             # The new version adds quantity or moves the price: it passes the gate like a new
             # order would (without the order-counting limits). Less quantity at the same price
             # only lowers risk and is never held back, not even by the kill switch.
-            gate_order = GateOrder(order.symbol, order.side, qty, price, order.ord_type,
-                                   ctx.key, order.account)
+            gate_order = _gate_order(order, qty, price)
             decision = self._gate_check(gate_order, inp, (), amend=True)
             self.sink.gate_decided(gate_order, cl, decision, amend=True)
             if decision.action == "block":
@@ -1023,16 +1037,10 @@ class Router:
         cl = f["11"]
         req_type = f["530"]
         symbol, side = f.get("55"), f.get("54")
-        rep = m.new_message("r")
-        rep.setField(m.CL_ORD_ID, cl)
-        rep.setField(m.ORDER_ID, f"MASS-{self.exec_ids.next()}")
-        rep.setField(m.MASS_CANCEL_REQUEST_TYPE, req_type)
+        report_id = f"MASS-{self.exec_ids.next()}"
 
         def refuse(reason: str, text: str) -> None:
-            rep.setField(m.MASS_CANCEL_RESPONSE, "0")
-            rep.setField(m.MASS_CANCEL_REJECT_REASON, reason)
-            rep.setField(m.TEXT, text)
-            ctx.send(rep)
+            ctx.send(_mass_cancel_report(cl, req_type, report_id, (reason, text)))
 
         dup = self._taken(ctx, f, "mass cancel")
         if dup is not None:
@@ -1057,6 +1065,7 @@ class Router:
             return
         # The report acknowledges the request before any of its cancels can be reported back,
         # so an OMS sees 35=r first and then one ExecutionReport per canceled order.
+        rep = _mass_cancel_report(cl, req_type, report_id)
         rep.setField(m.MASS_CANCEL_RESPONSE, req_type)
         rep.setField(m.TOTAL_AFFECTED_ORDERS, str(len(targets)))
         ctx.send(rep)

@@ -247,6 +247,12 @@ class Gateway:
                 listener(old, new, reason, automatic)
             except Exception:
                 log.exception("transport switch listener failed")
+        self.publish_transport_switch(old, new, reason, automatic)
+
+    def publish_transport_switch(self, old: str, new: str, reason: str,
+                                 automatic: bool) -> None:
+        """The transport_switch event of the order flow (also an operator's pin that moves
+        nothing: old == new), named after the venue trading session."""
         if self.events is not None:
             v = self.config.venue
             self.events.publish(builders.transport_switch(
