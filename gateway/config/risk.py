@@ -183,6 +183,52 @@ PositiveDecimal = Annotated[Decimal, BeforeValidator(_to_decimal), AfterValidato
 Fraction = Annotated[Decimal, BeforeValidator(_to_decimal), AfterValidator(_fraction)]
 
 
+SIGNAL_INPUTS: Final = (
+    "mark",
+    "funding",
+    "liquidation_map",
+    "book",
+    "positioning",
+    "open_interest",
+    "closes",
+)
+"""The snapshot inputs a signal rule can read, as ``max_input_age_s`` keys, in listing order
+(the SignalService ``ages`` names without ``_s``; texts write ``liquidation map`` and
+``open interest``)."""
+
+PARAM_INPUTS: Final[dict[str, tuple[str, ...]]] = {
+    "min_funding_excess_bps": ("funding",),
+    "max_funding_excess_bps": ("funding",),
+    "min_carry_bps": ("funding",),
+    "max_carry_bps": ("funding",),
+    "max_gravity": ("liquidation_map", "book"),
+    "min_gravity": ("liquidation_map", "book"),
+    "min_liq_to_depth": ("liquidation_map", "book"),
+    "min_at_risk_share": ("liquidation_map",),
+    "min_oi_asymmetry": ("positioning",),
+    "min_short_asymmetry": ("positioning",),
+    "min_confidence": SIGNAL_INPUTS,  # the votes: every input the snapshot has
+}
+"""The inputs each parameter's condition reads (besides the mark, which every rule reads)."""
+
+
+class InputAges(StrictModel):
+    """``max_input_age_s``: per-input age limits in seconds; an input left out is held to the
+    rule's ``max_age_s``. A misspelt key fails like any unknown field."""
+
+    mark: float | None = Field(default=None, gt=0.0)
+    funding: float | None = Field(default=None, gt=0.0)
+    liquidation_map: float | None = Field(default=None, gt=0.0)
+    book: float | None = Field(default=None, gt=0.0)
+    positioning: float | None = Field(default=None, gt=0.0)
+    open_interest: float | None = Field(default=None, gt=0.0)
+    closes: float | None = Field(default=None, gt=0.0)
+
+    def given(self) -> dict[str, float]:
+        """The limits the operator set, in ``SIGNAL_INPUTS`` order."""
+        return {k: v for k in SIGNAL_INPUTS if (v := getattr(self, k)) is not None}
+
+
 class SignalRuleConfig(StrictModel):
     """One rule over the symbol's precomputed ``SignalSnapshot``; see the module docstring."""
 
@@ -191,6 +237,7 @@ class SignalRuleConfig(StrictModel):
     action: Action = "block"
     stale_policy: StalePolicy = "warn"
     max_age_s: float = Field(default=60.0, gt=0.0)
+    max_input_age_s: InputAges = Field(default_factory=InputAges)
     params: dict[str, DecimalValue] = Field(default_factory=dict)
     reduce_to_fraction: Fraction | None = None
     symbols: tuple[str, ...] = ("*",)
@@ -220,6 +267,13 @@ class SignalRuleConfig(StrictModel):
                 f"params: kind {self.kind!r} needs at least one of {', '.join(allowed)} "
                 "(a rule without conditions would fire on every order)"
             )
+        reads = self.inputs()
+        for key in self.max_input_age_s.given():
+            if key not in reads:
+                raise ValueError(
+                    f"max_input_age_s.{key}: rule {self.name!r} does not read {key}; its "
+                    f"conditions read {', '.join(reads)}"
+                )
         if self.action == "reduce" and self.reduce_to_fraction is None:
             raise ValueError(
                 'reduce_to_fraction: required when action = "reduce" (e.g. "0.5" halves the order)'
@@ -229,6 +283,12 @@ class SignalRuleConfig(StrictModel):
                 'symbols: give order symbols or ["*"] for all; empty names are invalid'
             )
         return self
+
+    def inputs(self) -> tuple[str, ...]:
+        """The snapshot inputs the rule's conditions read, mark first, in ``SIGNAL_INPUTS``
+        order."""
+        reads = {"mark", *(i for p in self.params for i in PARAM_INPUTS.get(p, ()))}
+        return tuple(i for i in SIGNAL_INPUTS if i in reads)
 
 
 class GateConfig(StrictModel):

@@ -10,6 +10,7 @@ import math
 import tomllib
 from collections.abc import Iterator
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -18,7 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from gateway.config.loader import format_validation_error
+from gateway.config.loader import ConfigError, format_validation_error, load_config
 from gateway.config.risk import GateConfig
 from gateway.risk.gate import ACTIONS, Gate, GateDecision, GateOrder
 from gateway.signals import (
@@ -222,10 +223,69 @@ def _error(**kw: Any) -> str:
         ({"signal_rules": [CARRY_RULE, CARRY_RULE]}, "'carry_gravity_long' is used twice"),
         ({"signal_rules": [{**CARRY_RULE, "stale_policy": "reduce"}]}, "stale_policy"),
         ({"signal_rules": [{**CARRY_RULE, "paramz": {}}]}, "paramz: unknown field"),
+        ({"signal_rules": [{**CARRY_RULE, "max_input_age_s": {"fundng": 4200}}]},
+         "signal_rules[0].max_input_age_s.fundng: unknown field"),
+        ({"signal_rules": [{**CARRY_RULE, "max_input_age_s": {"map": 60}}]},
+         "signal_rules[0].max_input_age_s.map: unknown field"),  # the key is liquidation_map
+        ({"signal_rules": [{**CARRY_RULE, "max_input_age_s": {"book": 0}}]},
+         "signal_rules[0].max_input_age_s.book: Input should be greater than 0"),
+        ({"signal_rules": [{**CARRY_RULE, "max_input_age_s": {"funding": -4200}}]},
+         "signal_rules[0].max_input_age_s.funding: Input should be greater than 0"),
+        ({"signal_rules": [{**CARRY_RULE, "max_input_age_s": {"funding": "soon"}}]},
+         "signal_rules[0].max_input_age_s.funding: Input should be a valid number"),
+        ({"signal_rules": [{**CARRY_RULE, "max_input_age_s": {"positioning": 600}}]},
+         "signal_rules[0]: max_input_age_s.positioning: rule 'carry_gravity_long' does not read "
+         "positioning; its conditions read mark, funding, liquidation_map, book"),
+        ({"signal_rules": [{**CARRY_RULE, "params": {"min_funding_excess_bps": "1000"},
+                            "max_input_age_s": {"funding": 4200, "book": 10}}]},
+         "max_input_age_s.book: rule 'carry_gravity_long' does not read book; its conditions "
+         "read mark, funding"),
+        ({"signal_rules": [{**CARRY_RULE, "max_input_age_s": 4200}]},
+         "signal_rules[0].max_input_age_s: Input should be a valid dictionary"),
     ],
 )
 def test_config_errors_name_the_field(kw: dict[str, Any], expected: str) -> None:
     assert expected in _error(**kw)
+
+
+INPUT_AGES_TOML = """
+[[signal_rules]]
+name = "carry_gravity_long"
+kind = "crowded_long"
+max_age_s = 60                                   # every input not named below
+max_input_age_s = { funding = 4200, book = 10 }  # per-input overrides, seconds
+params = { min_funding_excess_bps = "1000", max_gravity = "-0.25" }
+[[signal_rules]]
+name = "against_bias"
+kind = "min_confidence_against_bias"
+max_input_age_s = { funding = 4200, positioning = 600, open_interest = 120, closes = 86400 }
+params = { min_confidence = "0.6" }
+"""
+
+
+def test_config_per_input_age_limits() -> None:
+    carry, bias = GateConfig.model_validate(tomllib.loads(INPUT_AGES_TOML)).signal_rules
+    assert carry.max_age_s == 60.0
+    assert carry.max_input_age_s.given() == {"funding": 4200.0, "book": 10.0}
+    assert carry.inputs() == ("mark", "funding", "liquidation_map", "book")
+    # min_confidence reads every input (the votes), so any key is one it reads
+    assert bias.inputs() == ("mark", "funding", "liquidation_map", "book", "positioning",
+                             "open_interest", "closes")
+    assert list(bias.max_input_age_s.given()) == ["funding", "positioning", "open_interest",
+                                                  "closes"]
+    # none given: no overrides, the one max_age_s as before
+    assert cfg(signal_rules=[CARRY_RULE]).signal_rules[0].max_input_age_s.given() == {}
+
+
+def test_config_error_for_an_input_age_names_the_file_and_the_risk_field(
+        tmp_path: Path) -> None:
+    path = tmp_path / "gw.toml"
+    rules = INPUT_AGES_TOML.replace("[[signal_rules]]", "[[risk.signal_rules]]")
+    path.write_text("[risk]\n" + rules.replace("book = 10", "bok = 10"))
+    with pytest.raises(ConfigError) as exc:
+        load_config(path)
+    assert (f"{path}: risk.signal_rules[0].max_input_age_s.bok: unknown field (check the "
+            "spelling)") in str(exc.value)
 
 
 def test_config_floats_become_exact_decimals() -> None:
