@@ -234,7 +234,19 @@ _AGE_LABEL: Final = {
     "age_map_s": "liquidation map",
     "age_book_s": "book",
     "age_positioning_s": "positioning",
+    "age_oi_s": "open interest",
+    "age_closes_s": "closes",
     "max_age_s": "oldest input",
+}
+# snapshot age field -> its ``max_input_age_s`` key (gateway.config.risk.SIGNAL_INPUTS)
+_AGE_KEY: Final = {
+    "age_mark_s": "mark",
+    "age_funding_s": "funding",
+    "age_map_s": "liquidation_map",
+    "age_book_s": "book",
+    "age_positioning_s": "positioning",
+    "age_oi_s": "open_interest",
+    "age_closes_s": "closes",
 }
 
 
@@ -265,10 +277,14 @@ class _SignalRule:
         "fraction",
         "kind",
         "lim",
+        "limits",
         "max_age",
         "max_age_txt",
         "name",
+        "optional",
+        "required_ages",
         "stale_cache",
+        "stale_figs",
         "stale_policy",
     )
 
@@ -281,13 +297,18 @@ class _SignalRule:
         self.max_age = float(cfg.max_age_s)
         self.fraction = cfg.reduce_to_fraction
         self.buy = buy
+        overrides = cfg.max_input_age_s.given()  # input key -> seconds
         needs: list[str] = ["age_mark_s"]
+        votes: list[str] = []  # read by min_confidence only: absent = no vote, not missing
         conds: list[_Cond] = []
         for param, value in cfg.params.items():
             bound = float(value)
             if param == "min_confidence":
                 conds.append(_Cond(param, _against("short" if buy else "long"), bound, False))
-                needs.append("max_age_s")
+                if overrides:  # every input against its own limit
+                    votes.extend(_AGE_KEY)
+                else:  # one limit: the snapshot's oldest present input is enough
+                    needs.append("max_age_s")
             elif param in _COND:
                 attr, ages, upper = _COND[param]
                 get = attrgetter(attr) if isinstance(attr, str) else attr
@@ -301,10 +322,21 @@ class _SignalRule:
         order = [*_COND, "min_liq_to_depth", "min_at_risk_share", "min_confidence"]
         conds.sort(key=lambda c: order.index(c.param))
         self.conds = tuple(conds)
-        self.age_names = tuple(dict.fromkeys(needs))  # >= 2 names: attrgetter returns a tuple
+        required = set(needs)
+        self.age_names = tuple(dict.fromkeys(needs + votes))  # >= 2: attrgetter gives a tuple
         if len(self.age_names) == 1:
             self.age_names = (*self.age_names, "age_mark_s")
         self.ages = attrgetter(*self.age_names)
+        self.optional = tuple(n not in required for n in self.age_names)
+        # With optional inputs, a None among the ages is only "missing" if a required one is.
+        self.required_ages: Callable[[SignalSnapshot], tuple[Any, ...]] | None = None
+        if any(self.optional):
+            self.required_ages = attrgetter(*dict.fromkeys(needs), "age_mark_s")
+        # Per-input limits aligned with age_names; None keeps the one-limit fast path.
+        self.limits: tuple[float, ...] | None = None
+        if overrides:
+            self.limits = tuple(float(overrides.get(_AGE_KEY.get(n, ""), self.max_age))
+                                for n in self.age_names)
         # Threshold texts, formatted once: the fire path only looks them up.
         every = {p for ps in _ALL_PARAMS for p in ps}
         self.lim = {p: "" for p in every} | {p: _plain(v) for p, v in cfg.params.items()}
@@ -312,6 +344,9 @@ class _SignalRule:
             p: f" ({'<=' if p.startswith('max_') else '>='} {_plain(v)})"
             for p, v in cfg.params.items()}
         self.max_age_txt = f"{self.max_age:g}"
+        self.stale_figs: tuple[Figure, ...] = (
+            ("max_age_s", self.max_age_txt, "s", ""),
+            *((f"max_{k}_age_s", f"{v:g}", "s", "") for k, v in overrides.items()))
         # (snapshot, (symbol, which inputs are stale), decision): see _too_old.
         self.stale_cache: tuple[SignalSnapshot, tuple[str, tuple[bool, ...]],
                                 GateDecision] | None = None
@@ -323,16 +358,24 @@ class _SignalRule:
             return self._stale(order, f"no signal snapshot for {order.symbol}", None)
         ages: tuple[Any, ...] = self.ages(snap)
         if None in ages:
-            missing = [_AGE_LABEL.get(n, n) for n, a in zip(self.age_names, ages, strict=True)
-                       if a is None]
-            return self._stale(order, f"signal input missing for {order.symbol}: "
-                                      f"{', '.join(missing)}", snap)
+            required = self.required_ages
+            if required is None or None in required(snap):
+                missing = [_AGE_LABEL.get(n, n) for n, a, opt in
+                           zip(self.age_names, ages, self.optional, strict=True)
+                           if a is None and not opt]
+                return self._stale(order, f"signal input missing for {order.symbol}: "
+                                          f"{', '.join(missing)}", snap)
         lag = wall - snap.as_of
         if lag < 0.0:
             lag = 0.0  # clock skew between the signal host and this one: not "fresher than now"
-        oldest: float = max(ages) + lag
-        if not oldest <= self.max_age:
-            return self._too_old(order, snap, ages, lag, oldest)
+        limits = self.limits
+        if limits is None:  # one max_age_s for every input (no None left: none is optional)
+            if not max(ages) + lag <= self.max_age:
+                return self._too_old(order, snap, ages, lag)
+        else:
+            for a, m in zip(ages, limits, strict=True):
+                if a is not None and not a + lag <= m:
+                    return self._too_old(order, snap, ages, lag)
         for c in self.conds:
             v = c.get(snap)
             if not c.lo <= v <= c.hi:
@@ -340,41 +383,62 @@ class _SignalRule:
                     return self._stale(order, f"signal figure {c.param.split('_', 1)[1]} for "
                                               f"{order.symbol} is not a number", snap)
                 return None
-        return self._fire(order, snap, oldest)
+        return self._fire(order, snap, ages, lag)
+
+    def _age_limits(self, ages: tuple[Any, ...]) -> tuple[float, ...]:
+        return self.limits if self.limits is not None else (self.max_age,) * len(ages)
 
     def _too_old(self, order: GateOrder, snap: SignalSnapshot, ages: tuple[Any, ...],
-                 lag: float, oldest: float) -> GateDecision:
-        """The stale decision for inputs past max_age, formatted once per snapshot and set of
-        stale inputs: an input that settles hourly (funding) can be too old for every order
+                 lag: float) -> GateDecision:
+        """The stale decision for inputs past their limit, formatted once per snapshot and set
+        of stale inputs: an input that settles hourly (funding) can be too old for every order
         until the next snapshot, and formatting the text per order cost more than the rest of
-        the gate. The ages in the text are those of the first order that found them stale."""
-        stale = tuple(not a + lag <= self.max_age for a in ages)
+        the gate. The ages in the text are those of the first order that found them stale.
+        With one max_age_s the limit ends the list; with per-input limits each input has its
+        own."""
+        limits = self._age_limits(ages)
+        stale = tuple(a is not None and not a + lag <= m
+                      for a, m in zip(ages, limits, strict=True))
         key = (order.symbol, stale)
         cached = self.stale_cache
         if cached is not None and cached[0] is snap and cached[1] == key:
             return cached[2]
-        parts = [f"{_AGE_LABEL.get(n, n)} {_secs(a + lag)}"
-                 for n, a, old in zip(self.age_names, ages, stale, strict=True) if old]
-        d = self._stale(order, f"signal inputs for {order.symbol} too old: "
-                               f"{', '.join(parts) or _secs(oldest)} "
-                               f"(max {self.max_age:g} s)", snap)
+        each = self.limits is not None
+        parts = [f"{_AGE_LABEL.get(n, n)} {_secs(a + lag)}" + (f" (max {m:g} s)" if each else "")
+                 for n, a, m, old in zip(self.age_names, ages, limits, stale, strict=True)
+                 if old]
+        if each:
+            detail = ", ".join(parts)
+        else:
+            detail = (f"{', '.join(parts) or _secs(max(ages) + lag)} "
+                      f"(max {self.max_age:g} s)")
+        d = self._stale(order, f"signal inputs for {order.symbol} too old: {detail}", snap)
         self.stale_cache = (snap, key, d)
         return d
 
     # -- fire path ----------------------------------------------------------------------------
     def _stale(self, order: GateOrder, why: str, snap: SignalSnapshot | None) -> GateDecision:
-        figs: tuple[Figure, ...] = (("max_age_s", self.max_age_txt, "s", ""),)
+        figs = self.stale_figs
         if snap is not None:
             figs += (("snapshot_as_of", f"{snap.as_of:.3f}", "s", ""),)
         return _decision(self.name, self.stale_policy,
                          f"{why}; stale_policy {self.stale_policy}", figs, stale=True)
 
-    def _fire(self, order: GateOrder, s: SignalSnapshot, age: float) -> GateDecision:
+    def _fire(self, order: GateOrder, s: SignalSnapshot, ages: tuple[Any, ...],
+              lag: float) -> GateDecision:
         if self.kind == "min_confidence_against_bias":
             detail, figs = self._bias_text(order, s)
         else:
             detail, figs = self._crowded_text(order, s)
-        figs += (("input_age_s", f"{age:.1f}", "s", self.max_age_txt),)
+        if self.limits is None:
+            figs += (("input_age_s", f"{max(ages) + lag:.1f}", "s", self.max_age_txt),)
+        else:  # the oldest input against its own limit, then every input read
+            each = {_AGE_KEY[n]: (a + lag, m) for n, a, m in
+                    zip(self.age_names, ages, self.limits, strict=True) if a is not None}
+            age, limit = max(each.values())
+            figs += (("input_age_s", f"{age:.1f}", "s", f"{limit:g}"),)
+            figs += tuple((f"{k}_age_s", f"{a:.1f}", "s", f"{m:g}")
+                          for k, (a, m) in each.items())
         if self.action != "reduce":
             return _decision(self.name, self.action, detail, figs)
         assert self.fraction is not None  # validated by SignalRuleConfig

@@ -737,6 +737,133 @@ def test_old_snapshot_and_old_or_missing_inputs_are_stale(arb: SignalSnapshot) -
     assert d.stale_inputs and "signal figure gravity for PF_ARBUSD is not a number" in d.text
 
 
+AGED_RULE: dict[str, Any] = {**CARRY_RULE, "max_input_age_s": {"funding": 4200, "book": 10}}
+
+
+def test_per_input_age_limits_let_hour_old_funding_through_with_a_fresh_book(
+        arb: SignalSnapshot) -> None:
+    buy = order(ARB, "1", "1000", "0.111")
+    hourly = dataclasses.replace(arb, age_funding_s=3000.0, age_book_s=2.0)
+    # One max_age_s (60 s): funding settles hourly, so the rule is stale most of the time.
+    gate, market, clk = make_gate(cfg(signal_rules=[CARRY_RULE]))
+    clk.wall = arb.as_of  # no lag: the ages at decision time are the snapshot's
+    market.snaps[ARB] = hourly
+    d = gate.check(buy)
+    assert d.stale_inputs and "funding 3000.0 s (max 60 s)" in d.text
+    # funding held to 4200 s, book to 10 s, the rest (mark, map) to 60 s: evaluated and fires.
+    gate, market, clk = make_gate(cfg(signal_rules=[AGED_RULE]))
+    clk.wall = arb.as_of
+    market.snaps[ARB] = hourly
+    d = gate.check(buy)
+    assert d.action == "block" and d.rule == "carry_gravity_long" and not d.stale_inputs
+    assert "funding excess +1095.0 bps/yr (>= 1000)" in d.text
+    figs = d.figure_details
+    assert ("input_age_s", "3000.0", "s", "4200") in figs  # the oldest, against its own limit
+    assert [f for f in figs if f[0].endswith("_age_s") and f[0] != "input_age_s"] == [
+        ("mark_age_s", "1.0", "s", "60"), ("funding_age_s", "3000.0", "s", "4200"),
+        ("liquidation_map_age_s", "0.0", "s", "60"), ("book_age_s", "2.0", "s", "10")]
+    # The snapshot's own age counts towards every input.
+    clk.wall = arb.as_of + 8.5
+    d = gate.check(buy)
+    assert d.stale_inputs and d.text == (
+        "blocked by carry_gravity_long: signal inputs for PF_ARBUSD too old: book 10.5 s "
+        "(max 10 s); stale_policy block")
+
+
+def test_per_input_age_limits_stale_text_names_each_input_with_its_limit(
+        arb: SignalSnapshot) -> None:
+    gate, market, clk = make_gate(cfg(signal_rules=[AGED_RULE]))
+    clk.wall = arb.as_of
+    buy = order(ARB, "1", "1000", "0.111")
+    market.snaps[ARB] = dataclasses.replace(arb, age_book_s=12.0)
+    d = gate.check(buy)
+    assert d.action == "block" and d.stale_inputs
+    assert d.text == ("blocked by carry_gravity_long: signal inputs for PF_ARBUSD too old: "
+                      "book 12.0 s (max 10 s); stale_policy block")
+    assert d.figure_details[:3] == (("max_age_s", "60", "s", ""),
+                                    ("max_funding_age_s", "4200", "s", ""),
+                                    ("max_book_age_s", "10", "s", ""))
+    assert gate.check(buy).fired[0] is d.fired[0]  # formatted once per snapshot and stale set
+    market.snaps[ARB] = dataclasses.replace(arb, age_funding_s=4300.0, age_book_s=12.0,
+                                            age_mark_s=61.0)
+    assert gate.check(buy).text == (
+        "blocked by carry_gravity_long: signal inputs for PF_ARBUSD too old: "
+        "mark 61.0 s (max 60 s), funding 4300.0 s (max 4200 s), book 12.0 s (max 10 s); "
+        "stale_policy block")
+    # missing and not-a-number inputs are stale as before
+    market.snaps[ARB] = dataclasses.replace(arb, age_book_s=None)
+    assert "signal input missing for PF_ARBUSD: book" in gate.check(buy).text
+    market.snaps[ARB] = dataclasses.replace(arb, age_funding_s=math.nan)
+    assert "funding nan s (max 4200 s)" in gate.check(buy).text
+    # an input the rule does not read is not checked
+    market.snaps[ARB] = dataclasses.replace(arb, age_positioning_s=1e6)
+    assert gate.check(buy).rule == "carry_gravity_long" and not gate.check(buy).stale_inputs
+
+
+def test_min_confidence_checks_every_input_against_its_own_limit(arb: SignalSnapshot) -> None:
+    rule = {"name": "against_bias", "kind": "min_confidence_against_bias", "action": "warn",
+            "stale_policy": "block", "params": {"min_confidence": "0.3"}}
+    buy = order(ARB, "1", "1", "0.111")
+    hourly = dataclasses.replace(arb, age_funding_s=3000.0, max_age_s=3000.0)
+    # One limit: the snapshot's oldest present input against it, as before.
+    gate, market, clk = make_gate(cfg(signal_rules=[rule]))
+    clk.wall = arb.as_of
+    market.snaps[ARB] = hourly
+    assert gate.check(buy).text == ("blocked by against_bias: signal inputs for PF_ARBUSD too "
+                                    "old: oldest input 3000.0 s (max 60 s); stale_policy block")
+    # Per-input limits: funding to 4200 s, open interest to 120 s, every other input 60 s.
+    aged = {**rule, "max_input_age_s": {"funding": 4200, "open_interest": 120}}
+    gate, market, clk = make_gate(cfg(signal_rules=[aged]))
+    clk.wall = arb.as_of
+    market.snaps[ARB] = hourly
+    d = gate.check(buy)
+    assert d.action == "warn" and d.rule == "against_bias" and not d.stale_inputs
+    assert ("input_age_s", "3000.0", "s", "4200") in d.figure_details
+    assert ("positioning_age_s", "30.0", "s", "60") in d.figure_details
+    # Each input against its own limit, whatever the snapshot's oldest-input field says.
+    for changes, named in [
+        ({"age_positioning_s": 90.0}, "positioning 90.0 s (max 60 s)"),
+        ({"age_book_s": 61.0}, "book 61.0 s (max 60 s)"),
+        ({"age_oi_s": 200.0}, "open interest 200.0 s (max 120 s)"),
+        ({"age_closes_s": 70.0}, "closes 70.0 s (max 60 s)"),
+        ({"age_funding_s": 4300.0}, "funding 4300.0 s (max 4200 s)"),
+    ]:
+        market.snaps[ARB] = dataclasses.replace(hourly, **changes)
+        d = gate.check(buy)
+        assert d.action == "block" and d.stale_inputs, changes
+        assert d.text == ("blocked by against_bias: signal inputs for PF_ARBUSD too old: "
+                          f"{named}; stale_policy block")
+    # An absent input is no vote, not a missing one (as with the snapshot's oldest input);
+    # open interest and closes are absent from this snapshot already.
+    assert arb.age_oi_s is None and arb.age_closes_s is None
+    market.snaps[ARB] = dataclasses.replace(hourly, age_positioning_s=None, age_book_s=None)
+    assert gate.check(buy).action == "warn"
+    market.snaps[ARB] = dataclasses.replace(hourly, age_oi_s=100.0)
+    assert gate.check(buy).action == "warn"
+
+
+def test_config_inputs_match_what_the_gate_reads() -> None:
+    """``SignalRuleConfig.inputs()`` (which validates max_input_age_s keys) and the gate's
+    compiled age fields name the same inputs for every parameter."""
+    from gateway.config.risk import RULE_PARAMS, SIGNAL_INPUTS
+    from gateway.risk.gate import _AGE_KEY, _SignalRule
+
+    assert tuple(_AGE_KEY.values()) == SIGNAL_INPUTS
+    for kind, params in RULE_PARAMS.items():
+        for param in params:
+            bound = "0.5" if param != "max_funding_excess_bps" else "-1000"
+            plain = {"name": "r", "kind": kind, "params": {param: bound}}
+            c = cfg(signal_rules=[plain]).signal_rules[0]
+            aged = cfg(signal_rules=[{**plain, "max_input_age_s": {"mark": 5}}]).signal_rules[0]
+            for rule in (c, aged):
+                compiled = _SignalRule(rule, buy=kind != "crowded_short")
+                if compiled.limits is None and param == "min_confidence":
+                    assert compiled.age_names == ("age_mark_s", "max_age_s")
+                    continue
+                read = {_AGE_KEY[n] for n in compiled.age_names}
+                assert read == set(rule.inputs()), (kind, param)
+
+
 def test_snapshot_from_the_future_counts_as_fresh(arb: SignalSnapshot) -> None:
     gate, market, clk = make_gate(cfg(signal_rules=[CARRY_RULE]))
     market.snaps[ARB] = arb
@@ -833,7 +960,8 @@ _snapshot_changes = st.fixed_dictionaries({
     "bias": st.sampled_from(["long", "short", "neutral"]),
     "age_mark_s": st.floats(allow_nan=True, allow_infinity=True),
     "age_funding_s": _ages, "age_book_s": _ages, "age_map_s": _ages,
-    "age_positioning_s": _ages, "max_age_s": st.floats(allow_nan=True, allow_infinity=True),
+    "age_positioning_s": _ages, "age_oi_s": _ages, "age_closes_s": _ages,
+    "max_age_s": st.floats(allow_nan=True, allow_infinity=True),
 })
 _decimals = st.decimals(min_value=D("1e-8"), max_value=D("1e12"), allow_nan=False,
                         allow_infinity=False, places=8)
@@ -860,6 +988,12 @@ ALL_RULES = [
      "params": {"min_confidence": "0.5"}},
     {"name": "asym", "kind": "crowded_long", "params": {"min_oi_asymmetry": "2",
                                                         "min_carry_bps": "0"}},
+    {"name": "aged", "kind": "crowded_long", "action": "warn", "stale_policy": "warn",
+     "max_input_age_s": {"funding": 4200, "book": 10},
+     "params": {"min_funding_excess_bps": "0", "max_gravity": "0", "min_liq_to_depth": "0.5"}},
+    {"name": "aged_bias", "kind": "min_confidence_against_bias", "stale_policy": "allow",
+     "action": "reduce", "reduce_to_fraction": "0.5",
+     "max_input_age_s": {"funding": 4200, "closes": 86400}, "params": {"min_confidence": "0.2"}},
 ]
 
 
