@@ -939,6 +939,8 @@ class Gate:
         for r in cfg.signal_rules:
             params = tuple((k, _plain(v)) for k, v in r.params.items())
             params += (("max_age_s", f"{r.max_age_s:g}"),)
+            params += tuple((f"max_input_age_s.{k}", f"{v:g}")
+                            for k, v in r.max_input_age_s.given().items())
             if r.reduce_to_fraction is not None:
                 params += (("reduce_to_fraction", _plain(r.reduce_to_fraction)),)
             out.append(RuleInfo(r.name, r.kind, r.action, self._enabled[r.name], r.stale_policy,

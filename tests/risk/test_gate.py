@@ -568,6 +568,30 @@ def test_rule_enable_disable_and_listing() -> None:
     assert gate.describe()["rules"][0]["name"] == "kill_switch"
 
 
+def test_rules_listing_shows_per_input_age_limits(capsys: pytest.CaptureFixture[str]) -> None:
+    from gateway._proto.fixgw.v1 import admin_pb2
+    from gateway.cli.ctl import _print_rules
+
+    gate, _, _ = make_gate(cfg(signal_rules=[
+        {**AGED_RULE, "action": "warn"}, {**CARRY_RULE, "name": "one_limit"}]))
+    infos = {r.name: r for r in gate.rules()}
+    assert infos["carry_gravity_long"].params[-4:] == (
+        ("max_age_s", "60"), ("max_input_age_s.funding", "4200"),
+        ("max_input_age_s.book", "10"), ("reduce_to_fraction", "0.5"))
+    assert [k for k, _ in infos["one_limit"].params if k.startswith("max_input")] == []
+    listed = next(r for r in gate.describe()["rules"] if r["name"] == "carry_gravity_long")
+    assert listed["params"]["max_input_age_s.book"] == "10"
+    # What fixgwctl gate rules prints (the admin service passes params through as a map).
+    _print_rules(admin_pb2.GateRulesResponse(kill_switch=False, rules=[
+        admin_pb2.GateRule(name=r.name, kind=r.kind, action=r.action, enabled=r.enabled,
+                           stale_policy=r.stale_policy or "", params=dict(r.params),
+                           symbols=list(r.symbols)) for r in gate.rules()]))
+    out = capsys.readouterr().out
+    row = next(line for line in out.splitlines() if line.startswith("carry_gravity_long"))
+    assert "max_age_s=60 " in row
+    assert " max_input_age_s.book=10 max_input_age_s.funding=4200 " in row
+
+
 def test_unconfigured_rule_cannot_be_toggled() -> None:
     gate, _, _ = make_gate(cfg())
     with pytest.raises(KeyError):
