@@ -30,7 +30,9 @@ Example (every key optional; the values shown are the defaults unless marked "ex
                                          #   min_confidence_against_bias
     action = "block"                     # default block; allow | warn | reduce | block
     stale_policy = "warn"                # default warn; allow | warn | block
-    max_age_s = 60                       # default 60: oldest needed input, at decision time
+    max_age_s = 60                       # default 60: every input it reads, at decision time,
+                                         #   except those named in max_input_age_s
+    max_input_age_s = { funding = 4200, book = 10 }   # default {}: per-input limits, seconds
     params = { min_funding_excess_bps = "1000", max_gravity = "-0.25", min_liq_to_depth = "1.0" }
     reduce_to_fraction = "0.5"           # required when action = "reduce"; ignored otherwise
     symbols = ["PF_ARBUSD"]              # default ["*"] = every order symbol
@@ -72,11 +74,25 @@ so at least one is required). Snapshot figures are defined in shared/signals.md:
                                 sell vs "long") and confidence >= value (in [0, 1])
 
 Staleness of a signal rule: each condition names the snapshot inputs it needs (funding for
-funding/carry; map and book for gravity and liq_to_depth; map for at_risk_share; positioning
-for the asymmetry; all inputs for min_confidence; the mark always). An input's age at decision
-time is its age in the snapshot plus the snapshot's own age; if any needed input is missing,
-not a number, or older than ``max_age_s``, the rule is not evaluated and ``stale_policy``
-decides instead.
+funding/carry; liquidation map and book for gravity and liq_to_depth; liquidation map for
+at_risk_share; positioning for the asymmetry; all inputs for min_confidence; the mark always).
+An input's age at decision time is its age in the snapshot plus the snapshot's own age; if any
+needed input is missing, not a number, or older than its limit, the rule is not evaluated and
+``stale_policy`` decides instead, with a text naming each input too old and its limit.
+
+An input's limit is ``max_input_age_s.<input>`` when given, else ``max_age_s``. Inputs differ
+by nature: the funding rate settles hourly (its age runs up to an hour and then some), a book
+should be seconds old, so a rule reading both sets ``max_age_s = 60`` and
+``max_input_age_s = { funding = 4200 }`` rather than one limit that is either always stale or
+accepts an hour-old book. The keys are ``mark``, ``funding``, ``liquidation_map``, ``book``,
+``positioning``, ``open_interest`` and ``closes`` (the SignalService ``ages`` names); a key for
+an input none of the rule's conditions read is a config error naming the inputs it does read,
+as a limit that can never apply is most likely a mistake (a misspelt key fails as an unknown
+field). ``min_confidence`` reads every input the snapshot has (its votes): with one limit it
+checks the snapshot's oldest present input (``max_age_s`` field, texts say "oldest input");
+with ``max_input_age_s`` it checks each present input against its own limit (an absent input
+has no vote and is not "missing", as before). ``fixgwctl gate rules`` lists the overrides as
+``max_input_age_s.<input>`` parameters.
 """
 
 from __future__ import annotations

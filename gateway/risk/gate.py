@@ -25,9 +25,11 @@ as an event (``figure_details`` maps one-to-one onto ``fixgw.v1.GateFigure``).
 Why it is shaped like this: ``check`` runs on the FIX callback thread for every order, with a
 p99 budget of 20 µs. So the config is compiled once (per-symbol plans with the symbol's
 quantity limit and its signal rules already split by order side, thresholds as floats,
-snapshot age fields as one ``attrgetter``), the allow path allocates nothing (a precomputed
-decision per plan and side is returned), and no text, ``Decimal`` formatting or logging
-happens unless a rule fires. The gate never computes a signal: it reads snapshot fields.
+snapshot age fields as one ``attrgetter``; a rule with per-input age limits
+(``max_input_age_s``) gets a tuple of limits aligned with those fields, one without keeps a
+single ``max(ages)`` comparison), the allow path allocates nothing (a precomputed decision per
+plan and side is returned), and no text, ``Decimal`` formatting or logging happens unless a
+rule fires. The gate never computes a signal: it reads snapshot fields.
 
 Counters: ``on_order_routed`` appends a monotonic timestamp to the symbol's rate deque (bounded
 at the limit, so "limit reached" is ``len == limit and oldest > now - window``: O(1), and
