@@ -23,6 +23,7 @@ from gateway.fix.kraken_logon import KrakenCredentials
 from gateway.kraken.secrets import SecretMaskingFilter, load_secret
 from gateway.listen import ListenError
 from gateway.metrics import GatewayMetrics, MetricsServer, SubscriberStats
+from gateway.server.data_dir import prepare_data_dir
 from gateway.server.embedded_sim import EmbeddedSimulator, random_credentials
 from gateway.server.gateway import Gateway, VenueEndpoints
 from gateway.server.gc_freezer import GcFreezer
@@ -67,8 +68,7 @@ class Runtime:
 
     def start(self) -> dict[str, Any]:
         c = self.config
-        data_dir = Path(c.gateway.data_dir)
-        data_dir.mkdir(parents=True, exist_ok=True)
+        data_dir = prepare_data_dir(Path(c.gateway.data_dir))
         a = c.admin
         # Tokens first: a token that cannot be read stops the start before any session logs on.
         tok = resolve_tokens(

@@ -37,6 +37,7 @@ def test_run_embedded_venue_then_oms_order_then_sigterm(tmp_path: Path) -> None:
         assert int(ready.group(4)) == grpc_port
         token = data / "admin.token"
         assert token.stat().st_mode & 0o777 == 0o600
+        assert data.stat().st_mode & 0o777 == 0o700  # the stores inside are 0644 (QuickFIX)
         # fixgwctl against the running gateway: the sessions table shows the venue logged on.
         ctl = subprocess.run([sys.executable, "-m", "gateway.cli.ctl", "sessions", "--json"],
                              capture_output=True, text=True, cwd=REPO, timeout=60,
