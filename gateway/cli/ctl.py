@@ -9,7 +9,8 @@ configured). TLS: ``--ca-file`` (``FIXGW_CA_FILE``) when the admin listener spea
 ``FIXGW_EVENTS_ADDR``, default 127.0.0.1:50051, no token; ``--events-ca-file`` or
 ``FIXGW_EVENTS_CA_FILE`` when it speaks TLS). Exit codes: 0 ok, 1 action refused
 or not found (or not confirmed), 2 usage, 3 gateway not reachable, 4 authentication/authorization
-failure.
+failure, 5 a change (logout, kill switch, cancel...) got no answer within ``--timeout``: it
+may have taken effect, so unlike 3 it is not safe to send again without looking first.
 """
 
 from __future__ import annotations
@@ -43,7 +44,16 @@ DEFAULT_ADDR = "127.0.0.1:50052"
 DEFAULT_EVENTS_ADDR = "127.0.0.1:50051"
 DEFAULT_TOKEN_FILE = "./var/admin.token"
 
-EXIT_OK, EXIT_REFUSED, EXIT_USAGE, EXIT_UNREACHABLE, EXIT_AUTH = 0, 1, 2, 3, 4
+EXIT_OK, EXIT_REFUSED, EXIT_USAGE, EXIT_UNREACHABLE, EXIT_AUTH, EXIT_UNKNOWN = 0, 1, 2, 3, 4, 5
+
+# What shows whether a change whose answer never came took effect, by admin RPC.
+_CHECK_WITH = {
+    "Logon": "fixgwctl sessions", "Logout": "fixgwctl sessions",
+    "Disconnect": "fixgwctl sessions", "ResetSequence": "fixgwctl sessions",
+    "SetSequence": "fixgwctl sessions", "KillSwitch": "fixgwctl health",
+    "SetGateRule": "fixgwctl gate rules", "ForceTransport": "fixgwctl health",
+    "CancelOrders": "fixgwctl orders",
+}
 
 ROLE = {admin_pb2.SESSION_ROLE_OMS_ACCEPTOR: "oms",
         admin_pb2.SESSION_ROLE_VENUE_TRADING: "venue-trading",
@@ -72,7 +82,8 @@ Session names are SENDER->TARGET as `fixgwctl sessions` lists them (quote them i
 where > redirects); the counterparty's CompID alone (OMS, KRAKEN-TRD) also works when it is
 unambiguous.
 exit codes: 0 ok, 1 refused/not found/not confirmed, 2 usage, 3 gateway not reachable,
-4 token missing, rejected or not allowed"""
+4 token missing, rejected or not allowed, 5 a change got no answer within --timeout (it may
+have taken effect: check before sending it again)"""
 
 
 class CtlError(Exception):
@@ -291,10 +302,18 @@ class Client:
         try:
             return method(request, metadata=self._meta, timeout=self.timeout)
         except grpc.RpcError as exc:
-            raise self._explain(exc) from None
+            raise self._explain(exc, name) from None
 
-    def _explain(self, exc: grpc.RpcError) -> CtlError:
+    def _explain(self, exc: grpc.RpcError, name: str) -> CtlError:
         code, details = exc.code(), exc.details() or ""
+        check = _CHECK_WITH.get(name)
+        if code == grpc.StatusCode.DEADLINE_EXCEEDED and check is not None:
+            # The request may have reached the gateway, and a change (a kill switch canceling
+            # orders over a slow REST API) can take longer than the answer is waited for.
+            # "Not reachable" would invite a retry of something that may already be done.
+            return CtlError(EXIT_UNKNOWN, f"no answer from the gateway at {self.addr} within "
+                            f"{self.timeout:g} s (--timeout): the change may have taken "
+                            f"effect. Check with `{check}` before sending it again")
         if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
             if not self.tls.enabled:
                 hint = (" If the admin listener uses TLS ([admin] tls_cert_file), pass the CA "

@@ -8,12 +8,16 @@ import os
 import re
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
+from concurrent import futures
 from pathlib import Path
 
+import grpc
 import pytest
 
+from gateway._proto.fixgw.v1 import admin_pb2, admin_pb2_grpc
 from gateway.admin.audit import read_audit
 from gateway.fix.client import Received
 from gateway.version import version_line
@@ -215,3 +219,42 @@ def test_orders_order_and_cancel(stack: Stack) -> None:
     assert rest.returncode == 0 and "cancel sent for" in rest.stdout, rest.stderr
     stack.oms.expect(lambda m: m.msg_type == "8" and m.fields.get(150) == "4"
                      and m.fields.get(41) == eth)
+
+
+def test_a_change_without_an_answer_in_time_is_exit_5_not_unreachable(tmp_path: Path) -> None:
+    """A kill switch that cancels over a slow REST API can outlast --timeout: the change may
+    be done, so fixgwctl must not call the gateway unreachable (an invitation to retry)."""
+    release = threading.Event()
+
+    class Slow(admin_pb2_grpc.AdminServiceServicer):
+        def KillSwitch(self, request: admin_pb2.KillSwitchRequest,
+                       context: grpc.ServicerContext) -> admin_pb2.ActionResult:
+            release.wait(10)
+            return admin_pb2.ActionResult(ok=True, message="kill switch on")
+
+        def Health(self, request: admin_pb2.HealthRequest,
+                   context: grpc.ServicerContext) -> admin_pb2.HealthResponse:
+            release.wait(10)
+            return admin_pb2.HealthResponse(healthy=True, summary="ok")
+
+    server = grpc.server(futures.ThreadPoolExecutor(4))
+    admin_pb2_grpc.add_AdminServiceServicer_to_server(Slow(), server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    tok = tmp_path / "t"
+    tok.write_text("whatever\n")
+    base = [sys.executable, "-m", "gateway.cli.ctl", "--addr", f"127.0.0.1:{port}",
+            "--token-file", str(tok), "--timeout", "0.5"]
+    try:
+        r = subprocess.run([*base, "kill-switch", "on", "--yes"], capture_output=True,
+                           text=True, cwd=REPO, timeout=30)
+        assert r.returncode == 5, r.stderr
+        assert "may have taken effect" in r.stderr and "fixgwctl health" in r.stderr
+        assert "not reachable" not in r.stderr
+        # A question without an answer changes nothing: asking again is safe (exit 3).
+        r = subprocess.run([*base, "health"], capture_output=True, text=True, cwd=REPO,
+                           timeout=30)
+        assert r.returncode == 3, r.stderr
+    finally:
+        release.set()
+        server.stop(0)
