@@ -479,9 +479,9 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
         rest = self.gw.router._rest_active()
         trd, md = up(ROLE_TRD), up(ROLE_MD)
         oms_refs = [r for r in self.refs if r.role == ROLE_OMS]
-        oms_up = sum(1 for r in oms_refs
-                     if (s := fix.Session.lookupSession(r.session_id)) is not None
-                     and s.isLoggedOn())
+        oms_down = [r.name for r in oms_refs
+                    if (s := fix.Session.lookupSession(r.session_id)) is None
+                    or not s.isLoggedOn()]
         kill = self.gw.gate.kill_switch
         problems = []
         schedule = self.gw.config.schedule
@@ -499,10 +499,14 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
                 problems.append("venue market-data session down")
         if kill:
             problems.append("kill switch on: new orders blocked")
+        if oms_down:
+            # Named, but not unhealthy: an OMS logs off at its end of day, and a pager must
+            # not ring for a client that went home. The gateway itself is fine.
+            problems.append(f"OMS not logged on: {', '.join(oms_down)}")
         healthy = (((trd or rest) and md) or rolling_over) and not kill
         return admin_pb2.HealthResponse(
             healthy=healthy, summary="; ".join(problems) or "ok", venue_trading_up=trd,
-            venue_md_up=md, kill_switch=kill, oms_sessions_up=oms_up,
+            venue_md_up=md, kill_switch=kill, oms_sessions_up=len(oms_refs) - len(oms_down),
             oms_sessions=len(oms_refs), order_transport=self._order_transport(),
             open_orders=len(self.gw.router.store.open_orders()), version=self._version,
             uptime_s=int(time.monotonic() - self._started))

@@ -132,6 +132,10 @@ def test_logout_reason_then_logon(stack: Stack) -> None:
     assert not stack.oms.c.logged_on.is_set()
     listed = ctl(stack, "sessions").stdout
     assert "(disabled)" in next(row for row in listed.splitlines() if row.startswith(OMS_NAME))
+    # Health names the OMS that is away, without calling the gateway unhealthy for it.
+    health = json.loads(ctl(stack, "health", "--json").stdout)
+    assert health["healthy"] is True and health["oms_sessions_up"] == 0, health
+    assert health["summary"] == f"OMS not logged on: {OMS_NAME}", health
     assert ctl(stack, "logon", OMS_NAME).returncode == 0
     assert stack.oms.c.logged_on.wait(10)
 
