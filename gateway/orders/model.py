@@ -59,7 +59,7 @@ class Order:
 class PendingRequest:
     """A cancel, replace or status request we sent to the venue under its own venue ClOrdID."""
 
-    kind: str                 # "cancel" | "replace" | "status" | "mass"
+    kind: str                 # "cancel" | "replace" | "amend" | "status" | "mass"
     order_key: tuple[str, str]  # (oms_session, original oms ClOrdID) of the order it acts on
     oms_cl_ord_id: str        # the OMS's ClOrdID of the request (11 on F/G/q)
     new_qty: Decimal | None = None

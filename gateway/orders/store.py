@@ -10,16 +10,20 @@ Journal records are tab-separated lines, one per change, first field the record 
        transport                                   a new order
     U  oms_session  cl_ord_id  [epoch_ms]          a ClOrdID the gateway rejected (stays used)
     Q  venue_cl_ord_id  oms_session  first_cl_ord_id  request_cl_ord_id  kind
-                                                   a cancel/replace/status/mass request
+                                                   a cancel/replace/amend/status/mass
+                                                   request
     E  oms_session  first_cl_ord_id  exec_id  ord_status  cum_qty  avg_px  order_id
-       cur_oms_cl  cur_venue_cl  qty  price         a venue report applied ("" = unchanged)
+       cur_oms_cl  cur_venue_cl  qty  price         a venue report applied ("" = unchanged);
+                                                   an in-place amend's Replaced keeps
+                                                   cur_venue_cl, which then names cur_oms_cl
        [epoch_ms  oms_message]                      and, for a report forwarded to the OMS,
                                                    the exact message, journaled *before* it
                                                    is sent (see `commit_forward`)
     S  oms_session  first_cl_ord_id  transport     a held order released onto a transport
     A  venue_cl_ord_id  oms_session  first_cl_ord_id  oms_cl_ord_id
-                                                   the venue still knows the order by this
-                                                   ClOrdID (an in-place REST amend keeps it)
+                                                   read only: an amend's rebind, as journals
+                                                   written before 2026-11-27 kept it apart
+                                                   from its E (a kill between lost it)
     T  transport  previous  epoch_ms               order flow switched transport
 
 Written only by a compaction (`OrderStore.compact`), in a snapshot of the store as it is:
@@ -123,7 +127,7 @@ class VenueRef:
 
     order_key: OrderKey
     oms_cl_ord_id: str
-    kind: str  # "new" | "cancel" | "replace" | "status" | "mass"
+    kind: str  # "new" | "cancel" | "replace" | "amend" (REST/WS, in place) | "status" | "mass"
 
 
 @dataclass(slots=True, frozen=True)
@@ -359,13 +363,17 @@ class OrderStore:
         False when FIX 4.4 does not allow the status move; the venue's word is kept anyway and
         the caller logs it.
         """
+        o = target.order
         cur_oms = cur_venue = ""
         if exec_type in ("4", "5") or (exec_type == "0" and target.kind == "replace"):
             # The cancel/replace request became the order's current version.
             cur_oms, cur_venue = target.oms_cl_ord_id, venue_cl_ord_id
+            if target.kind == "amend":
+                # Kraken's AmendOrder changes the order in place: the venue keeps the order's
+                # ClOrdID, which now names the replace's OMS ClOrdID (see _apply_report).
+                cur_venue = o.venue_cl_ord_id
         if exec_type != "5":
             qty = price = None
-        o = target.order
         fields = [o.oms_session, o.oms_history[0], exec_id, ord_status, cum_qty or "",
                   avg_px or "", order_id or "", cur_oms, cur_venue, qty or "", price or ""]
         with self.lock:
@@ -380,20 +388,6 @@ class OrderStore:
         with self.lock:
             self._journal.append_line(f"S\t{key[0]}\t{key[1]}\t{transport}")
             order.transport = transport
-
-    def rebind_venue_id(self, order: Order, venue_cl_ord_id: str) -> None:
-        """The venue knows `order` by `venue_cl_ord_id` again, under its current OMS ClOrdID.
-
-        Kraken's AmendOrder changes an order in place and keeps its cl_ord_id, unlike a FIX
-        replace, which gives the order the request's ClOrdID. After a REST amend the order's
-        venue ClOrdID is therefore rebound to the one the venue still uses, so later reports
-        under it (FIX after failback, WS, REST) reach the OMS under the replace's ClOrdID, and
-        a later FIX cancel or replace names the order as the venue knows it."""
-        key = (order.oms_session, order.oms_history[0])
-        with self.lock:
-            self._journal.append_line(f"A\t{venue_cl_ord_id}\t{key[0]}\t{key[1]}\t"
-                                      f"{order.oms_cl_ord_id}")
-            self._rebind(venue_cl_ord_id, key, order.oms_cl_ord_id)
 
     def record_switch(self, old: str, new: str) -> None:
         """Journal a transport switch of the order flow (see `last_transport`)."""
@@ -569,7 +563,7 @@ class OrderStore:
     def _index_request(self, venue_id: str, key: OrderKey, oms_cl: str, kind: str) -> None:
         self._venue_refs[venue_id] = VenueRef(key, oms_cl, kind)
         _also_named(self.orders[key], venue_id)
-        if kind in ("cancel", "replace"):
+        if kind in ("cancel", "replace", "amend"):
             self._used_cl_ord_ids.add((key[0], oms_cl))
             self._oms_index[(key[0], oms_cl)] = key
 
@@ -607,6 +601,11 @@ class OrderStore:
         if order_id:
             o.order_id = order_id
         if cur_oms:
+            if cur_venue == o.venue_cl_ord_id and cur_oms != o.oms_cl_ord_id:
+                # An in-place amend (a FIX replace always brings a new venue ClOrdID): later
+                # reports under the ClOrdID the venue kept go to the OMS under the replace's.
+                # Part of the report's own record, so no restart sees one without the other.
+                self._venue_refs[cur_venue] = VenueRef(key, cur_oms, "new")
             o.oms_cl_ord_id, o.venue_cl_ord_id = cur_oms, cur_venue
             if cur_oms not in o.oms_history:
                 o.oms_history.append(cur_oms)
@@ -653,7 +652,7 @@ class OrderStore:
             self.venue_ids.observe(f[1])
         elif t == "S":
             self.orders[(f[1], f[2])].transport = f[3]
-        elif t == "A":
+        elif t == "A":  # an amend's rebind as journals before 2026-11-27 wrote it separately
             self._rebind(f[1], (f[2], f[3]), f[4])
         elif t == "O":
             self._replay_state(f)

@@ -32,8 +32,9 @@ after every REST-routed open order has been reconciled. Ops may pin it (``force`
   connected, else over REST as Kraken ``AmendOrder`` (either way in place: same txid, same
   cl_ord_id, quantity and/or limit price; limit orders only) and is answered with a 35=8
   ExecType 5 under the replace's ClOrdID as over FIX, or a 35=9. Because Kraken keeps the
-  order's cl_ord_id, the order's venue ClOrdID is rebound to it after the amend
-  (``OrderStore.rebind_venue_id``). An amend whose answer was lost, on either path, is not
+  order's cl_ord_id, the Replaced report (request kind ``amend`` in the order store) keeps the
+  order's venue ClOrdID and binds it to the replace's OMS ClOrdID, in the report's one journal
+  record. An amend whose answer was lost, on either path, is not
   resent: the next poll shows whether it landed (the order carries the new figures: 35=8
   ExecType 5) or, once its deadline has passed, that it never will (35=9).
 * mass cancel (35=q) is per order, scoped to the requesting OMS's own open orders (never
@@ -431,7 +432,7 @@ class RestFallback:
                                    "yet; send the replace again after its New")
         store = self.router.store
         vid = store.venue_ids.next()
-        store.add_request(vid, (order.oms_session, order.oms_history[0]), oms_cl, "replace")
+        store.add_request(vid, (order.oms_session, order.oms_history[0]), oms_cl, "amend")
         venue_cl = order.venue_cl_ord_id
         txid = order.order_id
         amend = _Amend(vid, oms_cl, venue_cl, qty, price,
@@ -468,9 +469,10 @@ class RestFallback:
         return None
 
     def _emit_replaced(self, order: Order, a: _Amend, via: str = "rest") -> None:
-        """The ExecType 5 the venue would have sent over FIX, then the rebind of the order to
-        the ClOrdID the venue keeps; `via` is the API that told us ("rest", "ws"), which the
-        report's event names as its source. Caller holds the router's report lock."""
+        """The ExecType 5 the venue would have sent over FIX (the order store keeps the order's
+        venue ClOrdID, as the venue does, since the request is an ``amend``); `via` is the API
+        that told us ("rest", "ws"), which the report's event names as its source. Caller holds
+        the router's report lock."""
         cum = order.cum_qty
         status = "2" if a.qty <= cum else "1" if cum > 0 else "0"
         f = self._fields(order, order.order_id, "5", status, cum, order.avg_px,
@@ -481,8 +483,6 @@ class RestFallback:
         if a.price is not None:
             f["44"] = _s(a.price)
         self.router.on_venue_report(f, via)
-        if order.oms_cl_ord_id == a.oms_cl and order.venue_cl_ord_id != a.venue_cl:
-            self.router.store.rebind_venue_id(order, a.venue_cl)
 
     def _resolve_amend(self, order: Order, so: SpotOrder, via: str = "rest") -> None:
         """A lost AmendOrder answer, settled by the order's state (caller holds report_lock)."""

@@ -1245,7 +1245,7 @@ class Router:
             return
         exec_type = f["150"]
         ord_status = f["39"]
-        if (exec_type == "5" and target.kind != "replace"
+        if (exec_type == "5" and target.kind not in ("replace", "amend")
                 and (self.fallback is not None or target.order.transport in ("rest", "ws"))):
             # A replace is answered under the replace request's ClOrdID. One under the order's
             # own is the venue's FIX echo of an in-place REST amend, reported already.

@@ -1,6 +1,7 @@
 """The order journal's failover records, replayed as a restart does (no processes needed):
 which transport carried each order (``N``, ``S`` for a held order released), the ClOrdID the
-venue keeps after an in-place REST amend (``A``), and the last transport switch (``T``)."""
+venue keeps after an in-place REST amend (its ``E``; ``A`` in older journals), and the last
+transport switch (``T``)."""
 
 from __future__ import annotations
 
@@ -34,15 +35,18 @@ def test_transport_amend_rebind_and_switch_survive_a_restart(tmp_path: Path) -> 
                             ord_status="0", cum_qty="0", avg_px="0", order_id="OTX-1",
                             qty=None, price=None)
     s.commit(rec)
-    s.add_request("201", ("FIXGW->OMS", "A1"), "A2", "replace")
+    s.add_request("201", ("FIXGW->OMS", "A1"), "A2", "amend")
     t = s.resolve_report("201", "200", "R-amend")
     assert t is not None and t.oms_orig_cl_ord_id == "A1"
     _, rec = s.apply_report(t, venue_cl_ord_id="201", exec_id="R-amend", exec_type="5",
                             ord_status="0", cum_qty="0", avg_px="0", order_id="OTX-1",
                             qty="0.03", price="30100")
+    # The Replaced report is the amend's only record: the venue kept the order's cl_ord_id,
+    # and a kill right after this one record must not leave it naming the old ClOrdID.
     s.commit(rec)
-    assert amended.venue_cl_ord_id == "201"
-    s.rebind_venue_id(amended, "200")  # Kraken kept the order's cl_ord_id
+    assert amended.venue_cl_ord_id == "200"
+    t = s.resolve_report("200", None, "E-live")
+    assert t is not None and t.oms_cl_ord_id == "A2"
     s.close()
 
     r = OrderStore(path, fsync_interval_ms=0)
@@ -61,3 +65,28 @@ def test_transport_amend_rebind_and_switch_survive_a_restart(tmp_path: Path) -> 
     finally:
         r.close()
     assert OrderStore(path, fsync_interval_ms=0).last_transport == "fix"
+
+
+def test_an_older_journals_separate_amend_rebind_still_replays(tmp_path: Path) -> None:
+    """Journals written before the rebind moved into the amend's report kept it as an ``A``
+    record after a Replaced that switched the venue ClOrdID: replay must still end bound."""
+    path = tmp_path / "orders.journal"
+    s = OrderStore(path, fsync_interval_ms=0)
+    s.add_order(_order("A1", "200", "rest"))
+    s.add_request("201", ("FIXGW->OMS", "A1"), "A2", "replace")
+    t = s.resolve_report("201", "200", "R-amend")
+    assert t is not None
+    _, rec = s.apply_report(t, venue_cl_ord_id="201", exec_id="R-amend", exec_type="5",
+                            ord_status="0", cum_qty="0", avg_px="0", order_id="OTX-1",
+                            qty="0.03", price="30100")
+    s.commit(rec)
+    s.commit("A\t200\tFIXGW->OMS\tA1\tA2")
+    s.close()
+    r = OrderStore(path, fsync_interval_ms=0)
+    try:
+        a = r.find("FIXGW->OMS", "A2")
+        assert a is not None and (a.oms_cl_ord_id, a.venue_cl_ord_id) == ("A2", "200")
+        t = r.resolve_report("200", None, "E-fill")
+        assert t is not None and t.oms_cl_ord_id == "A2"
+    finally:
+        r.close()
