@@ -9,7 +9,8 @@ What it checks, in this order (the first ``block`` ends the check):
 4. ``max_notional`` - qty x the limit price, or x mid when that is more (a limit under mid
    fills like a market order) and for market orders, in the quote currency (USD: fixgw run
    refuses the limit with a symbol quoted in anything else, see server.preflight).
-5. ``max_orders_per_s`` - routed orders per symbol in a sliding ``rate_window_s``.
+5. ``max_orders_per_s`` - routed orders per symbol in a sliding ``rate_window_s``, orders
+   that passed the gate and are not routed yet included (see Counters).
 6. ``max_open_orders`` - open orders per OMS session.
 7. signal rules (``crowded_long``, ``crowded_short``, ``min_confidence_against_bias``) over the
    symbol's latest precomputed ``SignalSnapshot``; semantics in ``gateway.config.risk``.
@@ -31,11 +32,26 @@ single ``max(ages)`` comparison), the allow path allocates nothing (a precompute
 plan and side is returned), and no text, ``Decimal`` formatting or logging happens unless a
 rule fires. The gate never computes a signal: it reads snapshot fields.
 
-Counters: ``on_order_routed`` appends a monotonic timestamp to the symbol's rate deque (bounded
-at the limit, so "limit reached" is ``len == limit and oldest > now - window``: O(1), and
-``check`` never mutates it) and counts the session's open orders; ``on_order_closed`` counts
-down. Counter writes take a lock (routing and venue callbacks run on different threads);
-``check`` only reads.
+Counters: ``on_order_routed`` appends a monotonic timestamp to the symbol's rate deque
+(bounded at the limit) and counts the session's open orders; ``on_order_closed`` counts down.
+The rate limit is there to keep the gateway under the venue's own, and OMS sessions send on
+their own threads (the OMS acceptor is a ThreadedSocketAcceptor), while an order is counted
+only once it is routed, after its check: a check that only read the window let N sessions
+checking one symbol at the same moment all pass at limit - 1 and overshoot by N - 1. So a
+new order that passes ``check`` takes a slot of its symbol's window (``pending``) in the
+same critical section as the window test, and the router either routes it
+(``on_order_routed`` turns the slot into the order's timestamp: counted once) or calls
+``on_order_not_routed`` on every way out that does not route it (the slot is given back); a
+check that blocks, or a rule after the rate that blocks, leaves no slot taken. "Limit
+reached" is then "routed orders in the window + pending >= limit": with the deque sorted,
+the (limit - pending)-th newest timestamp is in the window, O(1) for the few orders in flight.
+That test and the slot are one uncontended lock, taken only for a new order when
+``max_orders_per_s`` is configured (the slot is taken and counted with the rule switched
+off too, so the window is right when it is switched back on). The open-order limit counts
+per OMS session, and a session's orders are checked and routed one after the other on its
+own thread, so ``check`` only reads that count: a close on the venue's thread in between
+can only make the check stricter. Counter writes take the lock (routing and venue callbacks
+run on different threads).
 
 Reductions: quantities go down to ``lot_size(symbol)`` multiples when the caller gives that
 callable; without it, ``qty x fraction`` is exact and ``limit / price`` is floored to 8 decimal
@@ -507,23 +523,38 @@ class _SignalRule:
 # ---------------------------------------------------------------------------------------------
 # Per-symbol plan
 # ---------------------------------------------------------------------------------------------
+class _Rate:
+    """One symbol's ``max_orders_per_s`` count: when its latest routed orders were routed
+    (the last ``limit`` of them, oldest first) and how many orders passed a check and are not
+    routed yet (``pending``: each holds a slot of the window until it is routed or given
+    back). Written under the gate's lock only."""
+
+    __slots__ = ("limit", "pending", "times")
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.times: deque[float] = deque(maxlen=limit)
+        self.pending = 0
+
+
 class _Plan:
     """Everything ``check`` needs for one symbol, resolved once."""
 
-    __slots__ = ("allow", "max_qty", "rate_times", "rules")
+    __slots__ = ("allow", "max_qty", "rate", "rate_on", "rules")
 
-    def __init__(self, max_qty: Decimal | None, rate_times: deque[float] | None,
+    def __init__(self, max_qty: Decimal | None, rate: _Rate | None, rate_on: bool,
                  rules: dict[str, tuple[_SignalRule, ...]],
                  allow: dict[str, GateDecision]) -> None:
         self.max_qty = max_qty
-        self.rate_times = rate_times
+        self.rate = rate  # None: max_orders_per_s not configured
+        self.rate_on = rate_on  # the rule is enabled (its slots are counted either way)
         self.rules = rules  # order side -> rules for that side
         self.allow = allow  # order side -> the precomputed allow decision
 
 
 class Gate:
-    """The pre-trade gate; see the module docstring. Thread-safe for one checking thread plus
-    counter updates and operator changes from others."""
+    """The pre-trade gate; see the module docstring. Thread-safe: checks on any number of
+    threads (one per OMS session), counter updates and operator changes from others."""
 
     def __init__(
         self,
@@ -544,7 +575,7 @@ class Gate:
         self._kill = bool(config.kill_switch)
         self._lock = threading.Lock()
         self._open: dict[str, int] = {}
-        self._times: dict[str, deque[float]] = {}
+        self._rates: dict[str, _Rate] = {}
         self._window = float(config.rate_window_s)
         self._stale_book_s = float(config.stale_book_s)
         configured = ["kill_switch"]
@@ -575,6 +606,7 @@ class Gate:
         self._collar_bps = collar
         self._collar_frac = None if collar is None else collar / Decimal(10_000)
         self._max_open = cfg.max_open_orders if on.get("max_open_orders") else None
+        self._rate_blocks = cfg.max_orders_per_s_action == "block"
         self._rules_buy = tuple(_SignalRule(r, True) for r in cfg.signal_rules
                                 if on[r.name] and r.kind != "crowded_short")
         self._rules_sell = tuple(_SignalRule(r, False) for r in cfg.signal_rules
@@ -590,12 +622,11 @@ class Gate:
         max_qty = None
         if on.get("max_order_qty"):
             max_qty = cfg.max_order_qty.get(symbol, cfg.max_order_qty.get("*"))
-        times = None
+        rate = None
         if cfg.max_orders_per_s is not None:
-            times = self._times.get(symbol)
-            if times is None:
-                times = self._times.setdefault(symbol, deque(maxlen=cfg.max_orders_per_s))
-        rate_times = times if on.get("max_orders_per_s") else None
+            rate = self._rates.get(symbol)
+            if rate is None:
+                rate = self._rates.setdefault(symbol, _Rate(cfg.max_orders_per_s))
 
         def mine(rules: tuple[_SignalRule, ...]) -> tuple[_SignalRule, ...]:
             return tuple(r for r in rules if "*" in r.cfg.symbols or symbol in r.cfg.symbols)
@@ -619,7 +650,7 @@ class Gate:
         for side in _SELL_SIDES:
             rules[side], allows[side] = sell, allow_sell
         allows[""] = allow_other
-        return _Plan(max_qty, rate_times, rules, allows)
+        return _Plan(max_qty, rate, bool(on.get("max_orders_per_s")), rules, allows)
 
     def _plan(self, symbol: str) -> _Plan:
         plan = self._plans.get(symbol)
@@ -634,9 +665,16 @@ class Gate:
     def check(self, order: GateOrder, amend: bool = False) -> GateDecision:
         """Decide one order from the counters and the latest snapshot; never raises.
 
+        A new order that passes (any action but block) takes a slot of its symbol's
+        ``max_orders_per_s`` window when that limit is configured (enabled or not), in the
+        same critical section as the window test: the caller must then either route it and
+        call ``on_order_routed`` (which counts it), or call ``on_order_not_routed`` (which gives
+        the slot back). A blocked order takes nothing.
+
         `amend`: `order` is the new version of an open order (a replace that adds quantity or
         moves the price): every limit applies to it except the two that count orders (the
-        rate and the open orders), since a replace adds no order."""
+        rate and the open orders), since a replace adds no order; it takes no slot."""
+        held: _Rate | None = None  # the slot this check took, given back if a later rule blocks
         try:
             if self._kill:
                 return self._kill_decision
@@ -707,13 +745,27 @@ class Gate:
                 if d.reduced_qty is not None and d.reduced_qty < eff:
                     eff = d.reduced_qty
 
-            times = None if amend else plan.rate_times
-            if (times is not None and len(times) == times.maxlen
-                    and times[0] > self._clock() - self._window):
-                d = self._fire_rate(order, len(times))
-                if d.action == "block":
-                    return self._done(fired, d)
-                fired.append(d)
+            rate = None if amend else plan.rate
+            if rate is not None:
+                # Test the window and take a slot in one critical section: OMS sessions check
+                # on their own threads, and two checks at the last free slot must not both
+                # pass. Routed orders in the window plus the slots taken must stay <= limit:
+                # full when the (limit - pending)-th newest routed order is in the window.
+                full = False
+                with self._lock:
+                    if plan.rate_on:
+                        times = rate.times
+                        k = rate.limit - rate.pending
+                        n = len(times)
+                        full = k <= 0 or (n >= k and times[n - k] > self._clock() - self._window)
+                    if not (full and self._rate_blocks):
+                        rate.pending += 1
+                        held = rate
+                if full:
+                    d = self._fire_rate(order, rate.limit)
+                    if d.action == "block":
+                        return self._done(fired, d)
+                    fired.append(d)
 
             max_open = None if amend else self._max_open
             if max_open is not None:
@@ -721,6 +773,8 @@ class Gate:
                 if n_open >= max_open:
                     d = self._fire_open(order, n_open, max_open)
                     if d.action == "block":
+                        if held is not None:
+                            self._give_back(held)
                         return self._done(fired, d)
                     fired.append(d)
 
@@ -735,6 +789,8 @@ class Gate:
                     if sd.action == "reduce":
                         sd = self._floor_reduce(order, sd)
                     if sd.action == "block":
+                        if held is not None:
+                            self._give_back(held)
                         return self._done(fired, sd)
                     fired.append(sd)
                     if sd.reduced_qty is not None and sd.reduced_qty < eff:
@@ -745,6 +801,8 @@ class Gate:
                 return allow if allow is not None else plan.allow[""]
             return self._combine(fired, eff if eff != qty else None)
         except Exception as exc:  # fail closed: nothing may escape into the FIX engine
+            if held is not None:
+                self._give_back(held)
             log.exception("pre-trade gate failed on %r", order)
             d = _decision("gate_error", "block",
                           f"internal error in the pre-trade gate ({type(exc).__name__}); "
@@ -860,15 +918,33 @@ class Gate:
 
     # -- counters -----------------------------------------------------------------------------
     def on_order_routed(self, order: GateOrder) -> None:
-        """The order went to the venue: count it for the rate window and the open-order limit."""
-        times = self._times.get(order.symbol)
-        if times is None and self._cfg.max_orders_per_s is not None:
+        """The order went to the venue (sent, held for it, or placed over REST): count it for
+        the rate window, once, in place of the slot its check took, and for the open-order
+        limit. The check's `order` or the reduced copy the router sent; same symbol."""
+        rate = self._rates.get(order.symbol)
+        if rate is None and self._cfg.max_orders_per_s is not None:
             self._plan(order.symbol)
-            times = self._times.get(order.symbol)
+            rate = self._rates.get(order.symbol)
         with self._lock:
-            if times is not None:
-                times.append(self._clock())
+            if rate is not None:
+                rate.times.append(self._clock())
+                if rate.pending:  # 0: counted without a check (a caller that does not check)
+                    rate.pending -= 1
             self._open[order.oms_session] = self._open.get(order.oms_session, 0) + 1
+
+    def on_order_not_routed(self, order: GateOrder) -> None:
+        """The order passed ``check`` but was not routed after all (a reduction the venue would
+        refuse, the journal refused it, the hold queue was full, the send or the REST place
+        failed): give back the rate slot its check took. Call it once per such order, and
+        never for one whose check blocked or was an ``amend``."""
+        rate = self._rates.get(order.symbol)
+        if rate is not None:
+            self._give_back(rate)
+
+    def _give_back(self, rate: _Rate) -> None:
+        with self._lock:
+            if rate.pending:
+                rate.pending -= 1
 
     def on_order_closed(self, oms_session: str, symbol: str) -> None:
         """An order reached a terminal state (filled, cancelled, rejected, expired).

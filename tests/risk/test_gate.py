@@ -468,7 +468,8 @@ def test_rate_sliding_window_per_symbol() -> None:
     gate, _, clk = make_gate(cfg(max_orders_per_s=3))
     o = order()
     for _ in range(10):
-        assert gate.check(o).action == "allow"  # checking alone never counts
+        assert gate.check(o).action == "allow"  # an order not routed is not counted
+        gate.on_order_not_routed(o)
     for _ in range(3):
         assert gate.check(o).action == "allow"
         gate.on_order_routed(o)
@@ -503,6 +504,160 @@ def test_rate_warn() -> None:
     gate.on_order_routed(order())
     d = gate.check(order())
     assert d.action == "warn" and "in the last 2 s" in d.text
+
+
+# ---------------------------------------------------------------------------------------------
+# max_orders_per_s across OMS sessions: a passing check holds a slot until its order is routed
+# (counted) or given back (not routed), so concurrent checks cannot overshoot the limit
+# ---------------------------------------------------------------------------------------------
+def test_two_checks_before_either_order_is_routed_cannot_both_take_the_last_slot() -> None:
+    """Two OMS sessions' threads check an order each on one symbol before either order is
+    routed, one slot left: the second check blocks (it used to pass, and both were sent)."""
+    gate, _, _ = make_gate(cfg(max_orders_per_s=3))
+    for _ in range(2):  # L - 1 orders routed
+        o = order(session="A")
+        assert gate.check(o).action == "allow"
+        gate.on_order_routed(o)
+    a, b = order(session="A"), order(session="B")
+    assert gate.check(a).action == "allow"
+    d = gate.check(b)
+    assert d.action == "block" and d.rule == "max_orders_per_s"
+    assert d.text == ("blocked by max_orders_per_s: 3 orders on BTC/USD in the last 1 s "
+                      "(limit 3 per 1 s)")
+    gate.on_order_routed(a)
+    assert gate.check(b).rule == "max_orders_per_s"  # a is counted now, once: still full
+    assert gate.check(order(symbol="ETH/USD", session="B")).action == "allow"  # per symbol
+
+
+def test_an_order_that_passed_but_was_not_routed_gives_its_slot_back() -> None:
+    gate, _, clk = make_gate(cfg(max_orders_per_s=1))
+    a, b = order(session="A"), order(session="B")
+    assert gate.check(a).action == "allow"
+    assert gate.check(b).rule == "max_orders_per_s"  # a holds the only slot
+    gate.on_order_not_routed(a)  # e.g. the venue session dropped before a was sent
+    assert gate.check(b).action == "allow"
+    gate.on_order_routed(b)
+    assert gate.check(a).rule == "max_orders_per_s"
+    gate.on_order_not_routed(a)  # a blocked check holds nothing: giving back frees nothing
+    assert gate.check(a).rule == "max_orders_per_s"
+    clk.advance(1.01)
+    assert gate.check(a).action == "allow"
+
+
+def test_a_replace_never_takes_a_slot() -> None:
+    gate, _, _ = make_gate(cfg(max_orders_per_s=1))
+    o = order()
+    for _ in range(5):
+        assert gate.check(o, amend=True).action == "allow"
+    assert gate.check(o).action == "allow"  # the one slot is still free
+    assert gate.check(o).rule == "max_orders_per_s"
+    assert gate.check(o, amend=True).action == "allow"  # the rate never applies to a replace
+
+
+def test_a_routed_order_counts_exactly_once() -> None:
+    """The window is full after exactly L routed orders (not L/2: the check's slot and the
+    routing are one count), and each one leaves it after rate_window_s."""
+    gate, _, clk = make_gate(cfg(max_orders_per_s=4))
+    o = order()
+    for _ in range(4):
+        assert gate.check(o).action == "allow"
+        gate.on_order_routed(o)
+        clk.advance(0.1)
+    assert gate.check(o).rule == "max_orders_per_s"
+    clk.advance(0.61)  # the first order (t = 0) is 1.01 s old
+    assert gate.check(o).action == "allow"
+    gate.on_order_routed(o)
+    assert gate.check(o).rule == "max_orders_per_s"
+    # Counted without a check first (a caller that does not check): counted once too.
+    gate, _, _ = make_gate(cfg(max_orders_per_s=2))
+    gate.on_order_routed(o)
+    assert gate.check(o).action == "allow"
+    gate.on_order_routed(o)
+    assert gate.check(o).rule == "max_orders_per_s"
+
+
+def test_an_order_passing_with_a_rate_warn_is_counted_when_routed() -> None:
+    gate, _, clk = make_gate(cfg(max_orders_per_s=2, max_orders_per_s_action="warn"))
+    o = order()
+    for _ in range(2):  # t = 0, 0.4
+        gate.check(o)
+        gate.on_order_routed(o)
+        clk.advance(0.4)
+    d = gate.check(o)  # t = 0.8: both in the window
+    assert d.action == "warn" and d.passes
+    gate.on_order_routed(o)
+    clk.advance(0.21)  # t = 1.01: the first has left; the second and the warned one are in
+    assert gate.check(o).action == "warn"
+    # A warned order not routed yet holds its slot like any other passing order.
+    gate, _, clk = make_gate(cfg(max_orders_per_s=1, max_orders_per_s_action="warn"))
+    gate.on_order_routed(o)
+    assert gate.check(order(session="B")).action == "warn"
+    clk.advance(1.01)  # the routed order has left the window; B's is still on its way
+    assert gate.check(order(session="C")).action == "warn"
+
+
+def test_a_block_after_the_rate_step_gives_the_slot_back(arb: SignalSnapshot) -> None:
+    """The rate is checked (and its slot taken) before max_open_orders and the signal rules:
+    when one of those, or an internal error, blocks the order, the check gives the slot back."""
+    gate, market, _ = make_gate(cfg(max_orders_per_s=1, max_open_orders=1,
+                                    signal_rules=[CARRY_RULE]))
+    market.snaps[ARB] = arb
+    buy, sell = order(ARB, "1", "1000", "0.111"), order(ARB, "2", "1000", "0.111", session="B")
+    assert gate.check(buy).rule == "carry_gravity_long"
+    gate.count_open("A", 1)
+    assert gate.check(order(ARB, "2", "1000", "0.111", session="A")).rule == "max_open_orders"
+    del market.snaps[ARB]
+
+    def broken(symbol: str) -> SignalSnapshot | None:
+        raise RuntimeError("snapshot store gone")
+
+    gate2 = Gate(cfg(max_orders_per_s=1, signal_rules=[CARRY_RULE]), market.mid, broken,
+                 lambda: 1000.0, wall_clock=lambda: NOW)
+    assert gate2.check(buy).rule == "gate_error"
+    assert gate2.check(sell).action == "allow"  # sells read no signal rule here
+    market.snaps[ARB] = arb
+    assert gate.check(sell).action == "allow"  # the one slot was free
+
+
+def test_concurrent_checks_pass_exactly_the_limit() -> None:
+    """8 threads (OMS sessions) check and route orders on one symbol as fast as they can, the
+    clock standing still: exactly L orders pass in all. To make the threads interleave
+    between a check and its routing, the switch interval is made tiny and the clock lets
+    another thread run each time it is read."""
+    import sys
+    import threading
+    import time
+
+    def clock() -> float:
+        time.sleep(0)  # gives up the GIL
+        return 1000.0
+
+    limit, threads, tries, rounds = 25, 8, 60, 20
+    old = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    try:
+        for _ in range(rounds):
+            gate = Gate(cfg(max_orders_per_s=limit), Market().mid, lambda s: None, clock)
+            passed = [0] * threads
+            start = threading.Barrier(threads)
+
+            def run(i: int, gate: Gate = gate, start: threading.Barrier = start,
+                    passed: list[int] = passed) -> None:
+                o = order(session=f"OMS{i}")
+                start.wait()
+                for _ in range(tries):
+                    if gate.check(o).passes:
+                        passed[i] += 1
+                        gate.on_order_routed(o)
+
+            ts = [threading.Thread(target=run, args=(i,)) for i in range(threads)]
+            for t in ts:
+                t.start()
+            for t in ts:
+                t.join()
+            assert sum(passed) == limit, passed
+    finally:
+        sys.setswitchinterval(old)
 
 
 def test_open_orders_per_session() -> None:
@@ -1055,6 +1210,8 @@ def test_property_decision_is_one_of_four_actions_and_never_raises(
         assert d.reduced_qty is not None and 0 < d.reduced_qty < o.qty
     else:
         assert d.reduced_qty is None
-    if routed and d.passes:
+    if d.passes and routed:
         gate.on_order_routed(o)
         gate.on_order_closed(o.oms_session, o.symbol)
+    elif d.passes:
+        gate.on_order_not_routed(o)
