@@ -442,91 +442,111 @@ class Router:
             if decision.action == "reduce" and decision.reduced_qty is not None:
                 checked = replace(checked, qty=decision.reduced_qty)
                 gate_order = replace(decided, qty=decision.reduced_qty)
-        rest = self._rest_active()
-        hold = self.fallback is not None and self.fallback.should_hold(
-            self.venue.is_up() and not rest, rest and self.fallback.rest_ok)
-        if not hold and not rest and not self.venue.is_up():
-            self._reject_new(ctx, cl, inp, v.EXCHANGE_CLOSED,
-                             f"{self.venue.not_logged_on()}; order not sent "
-                             "(no fallback transport available)")
-            return
-        venue_id = self.store.venue_ids.next()
-        if not hold and not rest:
-            self._sending.add(venue_id)
-        order = Order(oms_session=ctx.key, oms_cl_ord_id=cl, venue_cl_ord_id=venue_id,
-                      symbol=checked.symbol, side=checked.side, ord_type=checked.ord_type,
-                      qty=checked.qty, price=checked.price, tif=checked.tif,
-                      account=checked.account,
-                      transport=self._transport_for_new(hold, rest),
-                      oms_history=[cl])
+        # Past the gate, the order holds a slot of its symbol's rate window (taken by its
+        # check): counted once the order is routed (sent, held or placed over REST), given
+        # back on every other way out, an exception included.
+        reserved = gate_order is not None
         try:
-            self.store.add_order(order)
-        except OSError as exc:  # the journal cannot take it (disk full): nothing was sent
+            rest = self._rest_active()
+            hold = self.fallback is not None and self.fallback.should_hold(
+                self.venue.is_up() and not rest, rest and self.fallback.rest_ok)
+            if not hold and not rest and not self.venue.is_up():
+                self._reject_new(ctx, cl, inp, v.EXCHANGE_CLOSED,
+                                 f"{self.venue.not_logged_on()}; order not sent "
+                                 "(no fallback transport available)")
+                return
+            venue_id = self.store.venue_ids.next()
+            if not hold and not rest:
+                self._sending.add(venue_id)
+            order = Order(oms_session=ctx.key, oms_cl_ord_id=cl, venue_cl_ord_id=venue_id,
+                          symbol=checked.symbol, side=checked.side, ord_type=checked.ord_type,
+                          qty=checked.qty, price=checked.price, tif=checked.tif,
+                          account=checked.account,
+                          transport=self._transport_for_new(hold, rest),
+                          oms_history=[cl])
+            try:
+                self.store.add_order(order)
+            except OSError as exc:  # the journal cannot take it (disk full): nothing was sent
+                self._sending.discard(venue_id)
+                log.error("order %s from %s not journaled: %s", cl, ctx.key, exc)
+                self._reject_new(ctx, cl, inp, v.OTHER, f"not accepted: the gateway could not "
+                                 f"journal it ({exc.strerror or exc}); order not sent", mark=False)
+                return
+            if hold or rest:
+                if decided is not None and decision is not None:
+                    self.sink.gate_decided(decided, cl, decision)
+            else:
+                key = (ctx.key, cl)
+                self._unannounced[key] = (order, decided, decision)
+            if hold:
+                assert self.fallback is not None
+                if not self.fallback.hold(order):
+                    self._reject_recorded(ctx, order, f"{self.venue.not_logged_on()} and "
+                                          f"{self.fallback.hold_max_orders} orders are already "
+                                          "held; order not sent")
+                    return
+                if gate_order is not None and self.gate is not None:
+                    self.gate.on_order_routed(gate_order)
+                    reserved = False
+                self.sink.order_accepted(order)
+                self._pending_new(ctx, order, f"held: {self.venue.not_logged_on()}; sent "
+                                  "once FIX or the REST fallback is up, or rejected after "
+                                  f"{self.fallback.hold_max_s:g}s")
+                return
+            if rest:
+                assert self.fallback is not None
+                placed = self.fallback.place(order)
+                if isinstance(placed, tuple):
+                    self._reject_recorded(ctx, order, placed[1], placed[0])
+                    return
+                if gate_order is not None and self.gate is not None:
+                    self.gate.on_order_routed(gate_order)
+                    reserved = False
+                self.sink.order_accepted(order)
+                if placed is not None:
+                    self.on_venue_report(placed, order.transport)  # the venue's acknowledgement
+                return
+            out = self._order_message("D", venue_id, order, f.get("60"))
+            sent = self.venue.send(out)
             self._sending.discard(venue_id)
-            log.error("order %s from %s not journaled: %s", cl, ctx.key, exc)
-            self._reject_new(ctx, cl, inp, v.OTHER, f"not accepted: the gateway could not "
-                             f"journal it ({exc.strerror or exc}); order not sent", mark=False)
-            return
-        if hold or rest:
-            if decided is not None and decision is not None:
-                self.sink.gate_decided(decided, cl, decision)
-        else:
-            key = (ctx.key, cl)
-            self._unannounced[key] = (order, decided, decision)
-        if hold:
-            assert self.fallback is not None
-            if not self.fallback.hold(order):
-                self._reject_recorded(ctx, order, f"{self.venue.not_logged_on()} and "
-                                      f"{self.fallback.hold_max_orders} orders are already "
-                                      "held; order not sent")
+            # The gate decision and "accepted" events are published after the send, off the
+            # order's way to the venue; `_announce` keeps them ahead of the venue's answer.
+            self._announce(key)
+            if not sent:
+                # The venue dropped between the check and the send: tell the OMS now, and record
+                # the order as rejected so a late venue report cannot revive it unseen.
+                self._reject_recorded(ctx, order, f"{self.venue.name} disconnected while sending")
                 return
             if gate_order is not None and self.gate is not None:
                 self.gate.on_order_routed(gate_order)
-            self.sink.order_accepted(order)
-            self._pending_new(ctx, order, f"held: {self.venue.not_logged_on()}; sent "
-                              "once FIX or the REST fallback is up, or rejected after "
-                              f"{self.fallback.hold_max_s:g}s")
-            return
-        if rest:
-            assert self.fallback is not None
-            placed = self.fallback.place(order)
-            if isinstance(placed, tuple):
-                self._reject_recorded(ctx, order, placed[1], placed[0])
-                return
-            if gate_order is not None and self.gate is not None:
-                self.gate.on_order_routed(gate_order)
-            self.sink.order_accepted(order)
-            if placed is not None:
-                self.on_venue_report(placed, order.transport)  # the venue's acknowledgement
-            return
-        out = self._order_message("D", venue_id, order, f.get("60"))
-        sent = self.venue.send(out)
-        self._sending.discard(venue_id)
-        # The gate decision and "accepted" events are published after the send, off the
-        # order's way to the venue; `_announce` keeps them ahead of the venue's answer.
-        self._announce(key)
-        if not sent:
-            # The venue dropped between the check and the send: tell the OMS now, and record
-            # the order as rejected so a late venue report cannot revive it unseen.
-            self._reject_recorded(ctx, order, f"{self.venue.name} disconnected while sending")
-            return
-        if gate_order is not None and self.gate is not None:
-            self.gate.on_order_routed(gate_order)
+                reserved = False
+        finally:
+            if reserved and gate_order is not None and self.gate is not None:
+                self.gate.on_order_not_routed(gate_order)
 
     def _gate_check(self, order: GateOrder, inp: v.OrderInput, accounts: tuple[str, ...],
                     amend: bool = False) -> GateDecision:
         """The gate's decision, with a reduction the venue would refuse (a quantity under its
         minimum or off its step; the gate floors to the step only once the venue has said
         it) turned into a block that says why: the venue's reject would cost a rate-limit
-        point and tell the OMS less."""
+        point and tell the OMS less. A new order's check takes a rate slot when it passes
+        (see Gate.check): such a block gives it back; any other passing decision leaves it
+        to the caller to count (routed) or give back."""
         assert self.gate is not None
         decision = self.gate.check(order, amend)
         if decision.action != "reduce" or decision.reduced_qty is None:
             return decision
-        smaller = self.validator.validate(replace(inp, qty=m.decimal_field(decision.reduced_qty)),
-                                          accounts)
+        try:
+            smaller = self.validator.validate(
+                replace(inp, qty=m.decimal_field(decision.reduced_qty)), accounts)
+        except BaseException:
+            if not amend:
+                self.gate.on_order_not_routed(order)
+            raise
         if not isinstance(smaller, v.Rejection):
             return decision
+        if not amend:  # a new order: its check took a rate slot, and it goes nowhere
+            self.gate.on_order_not_routed(order)
         text = f"{decision.text}; but {smaller.text}: not sent"
         return replace(decision, action="block", text=text, reasons=(*decision.reasons, text),
                        reduced_qty=None)

@@ -37,7 +37,7 @@ from gateway.fix import messages as m
 from gateway.kraken.auth import NonceSource
 from gateway.orders.model import Order
 from gateway.orders.store import OrderStore
-from gateway.risk.gate import Gate
+from gateway.risk.gate import Gate, GateOrder
 from gateway.risk.validation import OrderValidator
 from gateway.routing.failover import RestFallback, TransportPolicy
 from gateway.routing.router import OmsContext, Router
@@ -357,6 +357,34 @@ def test_held_too_long_and_full_queue_still_rejected(desk_factory: Callable[...,
     assert "held" in text and "not sent" in text
     assert d.fallback.held_count() == 0
     assert d.engine.submission_counts == {}
+
+
+def test_hold_queue_full_gives_the_gate_rate_slot_back(
+        desk_factory: Callable[..., Desk], monkeypatch: pytest.MonkeyPatch) -> None:
+    """A new order that passed the gate holds a slot of its symbol's rate window until it is
+    routed (held counts as routed): meanwhile another session's check cannot take the same
+    slot, and when the hold queue turns out to be full the slot is given back."""
+    d = desk_factory(hold_max_orders=1)
+    gate = Gate(GateConfig.model_validate({"max_orders_per_s": 2}), lambda s: (None, None),
+                lambda s: None, lambda: 1000.0)
+    d.router.gate = gate
+    other = GateOrder("BTC/USD", "1", Decimal("0.01"), Decimal("30000"), "2", "FIXGW->OTHER",
+                      "")
+    seen: list[str | None] = []
+    hold = d.fallback.hold
+
+    def hold_and_probe(order: Order) -> bool:
+        seen.append(gate.check(other).rule)  # another session, while this order is in flight
+        return hold(order)
+
+    assert d.buy("F1", "0.01")  # held: counted, one slot left
+    assert d.exec_types("F1") == ["A"]
+    monkeypatch.setattr(d.fallback, "hold", hold_and_probe)
+    assert d.buy("F2", "0.01")  # the queue holds one order: rejected
+    assert seen == ["max_orders_per_s"]  # F2 held the last slot while it was in flight
+    assert d.exec_types("F2") == ["8"] and "already held" in d.reports("F2")[0][58]
+    assert d.buy("F3", "0.01")  # passes the gate again (F2's slot is free), then queue full
+    assert d.exec_types("F3") == ["8"] and "already held" in d.reports("F3")[0][58]
 
 
 def test_held_order_is_not_released_past_the_kill_switch(
