@@ -83,6 +83,20 @@ def _replace(s: OrderStore, first: str, orig_venue: str, venue: str, new_cl: str
     return rec
 
 
+def _amend(s: OrderStore, first: str, venue: str, request: str, new_cl: str, exec_id: str,
+           qty: str, price: str) -> str:
+    """An amend over REST/WS and its Replaced report applied; returns its journal record."""
+    s.add_request(request, (S, first), new_cl, "amend")
+    t = s.resolve_report(request, venue, exec_id)
+    assert t is not None
+    _legal, rec = s.apply_report(t, venue_cl_ord_id=request, exec_id=exec_id, exec_type="5",
+                                 ord_status="1", cum_qty="1", avg_px="0",
+                                 order_id=None, qty=qty, price=price)
+    o = s.find(S, new_cl)
+    assert o is not None and o.venue_cl_ord_id == venue
+    return rec
+
+
 def test_a_closed_order_is_forgotten_with_every_index_after_the_retention(
         tmp_path: Path, clock: Clock) -> None:
     s = OrderStore(tmp_path / "j", fsync_interval_ms=0, closed_retention_s=600)
@@ -212,9 +226,10 @@ def _history(path: Path, clock: Clock) -> None:
     s.commit_forward(rec, "8=FIX.4.4\x0135=8\x0158=tab\there\x01")
     s.add_request("5002", (S, "LIVE1"), "LIVE2", "status")
     _report(s, "5001", "L3", "F", "1", cum="1", forward=False)
-    order = s.find(S, "LIVE2")
-    assert order is not None
-    s.rebind_venue_id(order, "5001")
+    # A rebind as journals before 2026-11-27 wrote it, then an in-place amend (request kind
+    # "amend"): the venue keeps 5001, which now names LIVE3.
+    s.commit(f"A\t5001\t{S}\tLIVE1\tLIVE2")
+    s.commit(_amend(s, "LIVE1", "5001", "5003", "LIVE3", "L4", "2", "44001"))
     _new(s, "HELD1", "6000")
     s.set_transport(s.orders[(S, "HELD1")], "rest")
     _new(s, "GONE1", "7000")
@@ -253,7 +268,11 @@ def test_compaction_rebuilds_exactly_the_store_it_was_written_from(
     live = again.find(S, "LIVE1")
     assert live is not None and live is again.find(S, "LIVE2")
     assert (live.qty, live.price, live.cum_qty, live.oms_history) == (
-        Decimal("3"), Decimal("44000.5"), Decimal("1"), ["LIVE1", "LIVE2"])
+        Decimal("2"), Decimal("44001"), Decimal("1"), ["LIVE1", "LIVE2", "LIVE3"])
+    # The amend kept the venue's ClOrdID, and a report under it is LIVE3's.
+    assert live.venue_cl_ord_id == "5001"
+    t = again.resolve_report("5001", None, "L5")
+    assert t is not None and t.oms_cl_ord_id == "LIVE3"
     assert again.last_forward is not None and "tab\there" in again.last_forward.message
     assert again.last_transport == "rest"
     assert int(again.venue_ids.next()) > 7000
