@@ -202,9 +202,8 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
             except Exception:
                 log.exception("admin event not published")
 
-    def _hold(self, ref: SessionRef, held: bool) -> None:
-        if ref.role != ROLE_OMS and self.gw._supervisor is not None:
-            self.gw._supervisor.hold(ref.session_id, held)
+    def _hold(self, ref: SessionRef, held: bool, reason: str = "") -> None:
+        self.gw.hold_session(ref.session_id, held, str(current_principal()), reason)
 
     def Logon(self, request: admin_pb2.LogonRequest,
               context: grpc.ServicerContext) -> admin_pb2.ActionResult:
@@ -224,11 +223,12 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
         reason = request.reason or "logout by gateway operator"
 
         def do(ref: SessionRef, s: fix.Session) -> str:
-            self._hold(ref, True)
+            self._hold(ref, True, reason)
             was = bool(s.isLoggedOn())
             s.logout(reason)
             state = "Logout sent" if was else "was not logged on"
-            return (f"{ref.name}: {state}; session disabled until `fixgwctl logon {ref.name}`"
+            return (f"{ref.name}: {state}; session disabled until `fixgwctl logon {ref.name}`, "
+                    "across restarts too"
                     + (" (reconnects held)" if ref.role != ROLE_OMS else ""))
         return self._session_action("logout", {"name": request.name, "reason": reason},
                                     "logout", do)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import logging
 import logging.handlers
-import os
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -54,6 +53,14 @@ from gateway.routing.failover import RestFallback, TransportPolicy
 from gateway.routing.md_failover import MdFailover, MdSource
 from gateway.routing.router import Router
 from gateway.server.event_sink import EventSink
+from gateway.server.operator_state import (
+    KILL_SWITCH_FILE,
+    SESSION_HOLDS_FILE,
+    SessionHold,
+    SessionHolds,
+    utc_now,
+    write_json_atomic,
+)
 from gateway.server.periodic import Periodic
 from gateway.server.signal_runner import SignalRunner
 from gateway.server.signal_services import snapshot_to_proto
@@ -70,7 +77,6 @@ from gateway.transports.tls_bridge import (
 )
 
 #: In the data directory while an operator's kill switch is on (see `Gateway.set_kill_switch`).
-KILL_SWITCH_FILE = "kill-switch.json"
 
 log = logging.getLogger("fixgw.gateway")
 
@@ -141,6 +147,7 @@ class Gateway:
                                               if isinstance(events, EventLog) else events)
         self.gate = Gate(config.risk, mid=self._mid, snapshot=self._snapshot,
                          lot_size=self._lot_size)
+        self.session_holds = SessionHolds(self.data_dir / SESSION_HOLDS_FILE)
         held = self._kill_switch_file()
         if held is not None:
             self.gate.kill_switch = True
@@ -217,13 +224,42 @@ class Gateway:
         path = self.data_dir / KILL_SWITCH_FILE
         if on:
             self.gate.kill_switch = True
-            tmp = path.with_name(path.name + ".tmp")
-            tmp.write_text(json.dumps({"by": by, "at": time.strftime(
-                "%Y-%m-%dT%H:%M:%SZ", time.gmtime())}) + "\n", encoding="utf-8")
-            os.replace(tmp, path)
+            write_json_atomic(path, {"by": by, "at": utc_now()})
         else:
             path.unlink(missing_ok=True)
             self.gate.kill_switch = False
+
+    def hold_session(self, session_id: fix.SessionID, held: bool, by: str = "",
+                     reason: str = "") -> None:
+        """An operator's logout (`held`) or logon of a session, kept in the data directory
+        while held: a restart must not log on a session an operator took down. The caller
+        logs the session out or on; this keeps the venue reconnects from undoing it."""
+        if self._supervisor is not None:
+            self._supervisor.hold(session_id, held)
+        key = session_id.toString()
+        if held:
+            self.session_holds.hold(key, SessionHold(
+                session_id.getBeginString().getValue(), session_id.getSenderCompID().getValue(),
+                session_id.getTargetCompID().getValue(), by, utc_now(), reason))
+        else:
+            self.session_holds.release(key)
+
+    def _apply_session_holds(self) -> list[fix.SessionID]:
+        """Log out, before anything connects, the sessions an operator left logged out."""
+        held = []
+        for h in self.session_holds.load():
+            sid = fix.SessionID(h.begin_string, h.sender_comp_id, h.target_comp_id)
+            session = fix.Session.lookupSession(sid)
+            if session is None:
+                log.warning("session %s is held logged out in %s, but this configuration has "
+                            "no such session; the hold is kept for when it has", h.name,
+                            self.session_holds.path)
+                continue
+            session.logout(h.reason)
+            held.append(sid)
+            log.warning("session %s held logged out, as an operator left it (by %s at %s: %s); "
+                        "`fixgwctl logon %s` enables it", h.name, h.by, h.at, h.reason, h.name)
+        return held
 
     def _kill_switch_file(self) -> str | None:
         """Who turned the kill switch on and when, if it was on when the gateway stopped."""
@@ -489,6 +525,7 @@ class Gateway:
         self.router.settle_interrupted()
         self.router.watch_absent_oms()
 
+        held = self._apply_session_holds()  # the sessions exist now, and none has connected
         for bridge in self._bridges:  # listening before QuickFIX connects or clients arrive
             bridge.start()
         self._initiator.start()
@@ -498,6 +535,8 @@ class Gateway:
             attempt_window_s=max(5.0, c.venue.reconnect_min_s * 3),
             min_backoff_s=c.venue.reconnect_min_s, max_backoff_s=c.venue.reconnect_max_s,
             rollover=c.schedule)
+        for sid in held:
+            self._supervisor.hold(sid, True)
         self._supervisor.start()
         self._acceptor.start()
         if self.fallback is not None:

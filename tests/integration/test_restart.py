@@ -297,3 +297,32 @@ def test_an_operators_kill_switch_stays_on_across_a_kill_9(tmp_path: Path) -> No
             stop_all([oms.c.stop, gw.stop])
         finally:
             sim.stop()
+
+
+def test_a_session_an_operator_logged_out_stays_out_across_a_kill_9(tmp_path: Path) -> None:
+    """Ops log out the venue's market-data session (venue maintenance), then the gateway dies
+    and is started again: the session stays logged out, and the log says who held it and
+    why, until an operator logs it on."""
+    creds = Credentials()
+    sim = SimProcess(tmp_path / "sim", creds)
+    gw = GatewayProcess(tmp_path / "gw", sim, creds)
+    holds = tmp_path / "gw" / "var" / "session-holds.json"
+    try:
+        gw.err.wait_for(r"session FIXGW->KRAKEN-MD \(venue\): \S+ -> logged_on", 30)
+        r = gw.fixgwctl("logout", "FIXGW->KRAKEN-MD", "--reason", "venue maintenance", "--yes")
+        assert r.returncode == 0, r.stderr
+        assert "venue maintenance" in holds.read_text()
+        gw.kill()
+        gw.start()  # waits for the trading session: it logs on as usual
+        gw.err.wait_for(r"session FIXGW->KRAKEN-MD held logged out, as an operator left it "
+                        r"\(by operator\S* at \S+: venue maintenance\)", 10)
+        time.sleep(3)  # several reconnect intervals: it must not log on meanwhile
+        assert not re.search(r"FIXGW->KRAKEN-MD \(venue\): \S+ -> logged_on", gw.err.text())
+        assert gw.fixgwctl("logon", "FIXGW->KRAKEN-MD").returncode == 0
+        gw.err.wait_for(r"session FIXGW->KRAKEN-MD \(venue\): \S+ -> logged_on", 20)
+        assert not holds.exists()
+    finally:
+        try:
+            gw.stop()
+        finally:
+            sim.stop()

@@ -1,0 +1,94 @@
+"""Operator decisions that outlive a restart: the kill switch, and sessions held logged out.
+
+Both tighten. A restart (`kill -9` included) that undid them would resume trading an operator
+halted, or log on a session an operator took down (venue maintenance, an OMS misbehaving).
+What loosens (a gate rule disabled, a transport forced) is not kept: a restart goes back to
+the config, the safer side. Each is a small JSON file in the data directory, replaced
+whole (a temporary file, then a rename), so a crash leaves the old file or the new one.
+
+May import: the standard library.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+KILL_SWITCH_FILE = "kill-switch.json"
+SESSION_HOLDS_FILE = "session-holds.json"
+
+
+def write_json_atomic(path: Path, value: Any) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(value, indent=1) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def utc_now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+@dataclass(frozen=True)
+class SessionHold:
+    """One session an operator logged out: QuickFIX's SessionID fields, who, when, why."""
+
+    begin_string: str
+    sender_comp_id: str
+    target_comp_id: str
+    by: str
+    at: str
+    reason: str
+
+    @property
+    def name(self) -> str:
+        return f"{self.sender_comp_id}->{self.target_comp_id}"
+
+
+class SessionHolds:
+    """`<data-dir>/session-holds.json`: sessions logged out by an operator until one logs
+    them on again. Read once at start; written on every hold and release (admin threads)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._lock = threading.Lock()
+        self._holds: dict[str, SessionHold] = {}
+
+    def load(self) -> list[SessionHold]:
+        """The holds left by the last run. A file that cannot be read holds nothing, loudly:
+        the kill switch, not a guess about which sessions were down, is the tool to halt."""
+        try:
+            raw = json.loads(self.path.read_text(encoding="utf-8"))
+            holds = {k: SessionHold(**v) for k, v in raw.items()}
+        except FileNotFoundError:
+            holds = {}
+        except (OSError, ValueError, TypeError, AttributeError) as exc:
+            log.error("%s unreadable (%s): no session is held logged out from it; check the "
+                      "sessions and `fixgwctl logout` any that must stay down", self.path, exc)
+            holds = {}
+        with self._lock:
+            self._holds = holds
+        return list(holds.values())
+
+    def hold(self, key: str, hold: SessionHold) -> None:
+        with self._lock:
+            self._holds[key] = hold
+            self._save()
+
+    def release(self, key: str) -> None:
+        with self._lock:
+            if self._holds.pop(key, None) is not None:
+                self._save()
+
+    def _save(self) -> None:
+        if self._holds:
+            write_json_atomic(self.path, {k: asdict(v) for k, v in self._holds.items()})
+        else:
+            self.path.unlink(missing_ok=True)
