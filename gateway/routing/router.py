@@ -15,6 +15,11 @@ Ordering rules that make a kill -9 lose nothing and report nothing twice:
   derived again, since the journal already has the state it reported. Forwarding first would
   leave a report the venue never resends (REST, WS) to be re-derived after a restart under
   another ExecID, possibly merged with later fills: the OMS would count the fill twice.
+- a venue report the journal refuses (a full disk) is parked, in order, not dropped: every
+  later report queues behind it (the OMS must not see a Filled before the PartiallyFilled it
+  follows), and `flush_parked` journals and sends them, one at a time as above, once the
+  journal takes records again. Held only in memory until then: a restart before that loses
+  them from the journal (the venue's status answer after the logon still shows the state).
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+from collections import deque
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -289,6 +295,9 @@ class Router:
         # Venue reports arrive on the FIX thread and, with a fallback, on its poller thread.
         # The store's: its snapshots must not see a report applied but not yet journaled.
         self.report_lock = store.report_lock
+        # Venue reports applied in memory that the journal refused (disk full), in order,
+        # with the OMS session each goes to (None: nothing to send); see `flush_parked`.
+        self._parked: deque[tuple[str, fix.Message | None, OmsContext | None]] = deque()
         self._crash_at = _crash_point_from_env()  # TEST-ONLY (see CRASH_ENV)
         # Accepted orders whose events are not published yet (see `_announce`).
         self._unannounced: dict[OrderKey, tuple[Order, GateOrder | None,
@@ -1338,11 +1347,9 @@ class Router:
             if req_id is not None:
                 msg.setField(ORD_STATUS_REQ_ID, req_id)
         ctx = self._oms_message(msg, f, target)
-        if ctx is None:
-            self.store.commit(rec)
-        else:
-            # Journal, then send: see the module docstring for why not the other way round.
-            self.store.commit_forward(rec, msg.toString())
+        # Journal, then send: see the module docstring for why not the other way round.
+        forward = msg if ctx is not None else None
+        if self._journaled(rec, forward, ctx, exec_id) and ctx is not None:
             self._maybe_crash("after_journal", exec_type)
             ctx.send(msg)
             self._maybe_crash("after_forward", exec_type)
@@ -1354,6 +1361,48 @@ class Router:
         self.sink.execution(target.order, exec_type, ord_status, exec_id,
                             Decimal(last_qty) if last_qty else None,
                             Decimal(last_px) if last_px else None, transport)
+
+    def _journaled(self, rec: str, msg: fix.Message | None, ctx: OmsContext | None,
+                   exec_id: str) -> bool:
+        """Journal a venue report's record (with the OMS's message when there is one to send);
+        False when it was parked instead: reports parked before it are still waiting, or the
+        journal refused it now. Caller holds `report_lock`."""
+        if not self._parked:
+            try:
+                if msg is None:
+                    self.store.commit(rec)
+                else:
+                    self.store.commit_forward(rec, msg.toString())
+                return True
+            except OSError as exc:
+                log.error("venue report %s not journaled (%s): parked, not sent to the OMS; "
+                          "sent in order with any later ones once the journal takes records "
+                          "again (free space in the data directory)", exec_id,
+                          exc.strerror or exc)
+        self._parked.append((rec, msg, ctx))
+        return False
+
+    def flush_parked(self) -> int:
+        """Journal and send the parked venue reports, in order, while the journal takes them;
+        returns how many are still parked. Called periodically (gateway upkeep)."""
+        if not self._parked:
+            return 0
+        with self.report_lock:
+            while self._parked:
+                rec, msg, ctx = self._parked[0]
+                try:
+                    if msg is None:
+                        self.store.commit(rec)
+                    else:
+                        self.store.commit_forward(rec, msg.toString())
+                except OSError:
+                    return len(self._parked)
+                self._parked.popleft()
+                if msg is not None and ctx is not None:
+                    ctx.send(msg)
+            log.warning("parked venue reports journaled and sent to the OMS: the journal takes "
+                        "records again")
+            return 0
 
     def _maybe_crash(self, point: str, exec_type: str) -> None:
         """TEST-ONLY (see CRASH_ENV): die here as a kill -9 would, journal and stores as is."""

@@ -110,6 +110,7 @@ class Gateway:
                                 closed_retention_s=retention_s)
         self._evictor: Periodic | None = None
         self._trading_status_poller: Periodic | None = None
+        self._parked_flusher: Periodic | None = None
         self.instruments = InstrumentRegistry()
         self.md_feed = MarketDataFeed(config.venue.symbols, config.venue.md_depth,
                                       self.instruments, config.venue.md_stale_after_s)
@@ -547,6 +548,9 @@ class Gateway:
         self._trading_status_poller = Periodic("trading-status", 0.5,
                                                self.router.trading_status_feed.poll)
         self._trading_status_poller.start()
+        # Venue reports the journal refused (disk full) go out once it takes records again.
+        self._parked_flusher = Periodic("parked-reports", 1.0, self.router.flush_parked)
+        self._parked_flusher.start()
         if self.perp_ws is not None:
             self.perp_ws.start()
         if self.perp_poller is not None:
@@ -573,6 +577,13 @@ class Gateway:
         self.router.close()
         if self._trading_status_poller is not None:
             self._trading_status_poller.stop()
+        if self._parked_flusher is not None:
+            self._parked_flusher.stop()
+        left = self.router.flush_parked()
+        if left:
+            log.error("%d venue report(s) never journaled nor sent to the OMS (the journal "
+                      "refused them to the end); the venue's status answers after the next "
+                      "logon show the orders' state", left)
         if self.md_failover is not None:
             self.md_failover.stop()
         self.md_feed.stop()

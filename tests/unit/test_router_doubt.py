@@ -185,6 +185,44 @@ def test_an_order_the_journal_cannot_take_is_rejected_not_dropped(
     assert [s[35] for s in w.venue.sent] == ["D"]
 
 
+def test_venue_reports_the_journal_refuses_are_parked_then_sent_in_order(
+        world: _World, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The journal refuses a venue fill (a full disk): the fill is not lost. It waits, the
+    reports after it wait behind it (the OMS must not see Filled before the partial fill),
+    and once the journal takes records again they are journaled and sent in order."""
+    w = world
+    order = _rest_order(w)
+    w.report(_er("P-new", "0", "0", "0"), "ws")
+    commit = w.store.commit_forward
+    full = True
+
+    def maybe_full(line: str, message: str) -> None:
+        if full:
+            raise OSError(28, "No space left on device")
+        commit(line, message)
+
+    monkeypatch.setattr(w.store, "commit_forward", maybe_full)
+    w.report(_er("P-fill1", "F", "1", "0.01", "0.01"), "ws")
+    w.report(_er("P-fill2", "F", "2", "0.02", "0.01"), "ws")
+    assert [r[17] for r in w.oms_got] == ["P-new"]
+    assert w.router.flush_parked() == 2  # still full: nothing sent, nothing dropped
+    assert [r[17] for r in w.oms_got] == ["P-new"]
+    full = False
+    assert w.router.flush_parked() == 0
+    assert [(r[17], r[39]) for r in w.oms_got] == [("P-new", "0"), ("P-fill1", "1"),
+                                                  ("P-fill2", "2")]
+    w.report(_er("P-fill2", "F", "2", "0.02", "0.01"), "ws")  # its venue resend: a duplicate
+    assert len(w.oms_got) == 3
+    w.store.close()
+    again = OrderStore(w.store._journal.path, fsync_interval_ms=0)  # what a restart reads
+    try:
+        replayed = again.find(KEY, "S1")
+        assert replayed is not None and replayed.status == "2"
+        assert replayed.cum_qty == Decimal("0.02") == order.cum_qty
+    finally:
+        again.close()
+
+
 def test_a_mass_cancel_that_could_not_send_every_cancel_says_which(world: _World) -> None:
     """The venue session drops in the middle of an OMS mass cancel: the 35=r counted both
     orders, one cancel went out. The other order is logged and published as a cancel
