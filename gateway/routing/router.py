@@ -582,8 +582,9 @@ class Router:
         self._send_reject(ctx, er, cl, inp, reason, text)
 
     def _send_reject(self, ctx: OmsContext, er: fix.Message, cl: str, inp: v.OrderInput,
-                     reason: str, text: str) -> None:
-        ctx.send(er)
+                     reason: str, text: str, send: bool = True) -> None:
+        if send:
+            ctx.send(er)
         log.info("rejected order %s from %s: %s", cl, ctx.key, text)
         self.sink.order_rejected(ctx.key, cl, inp.symbol or "", reason, text, inp)
 
@@ -734,8 +735,8 @@ class Router:
             _legal, rec = self.store.apply_report(
                 target, venue_cl_ord_id=order.venue_cl_ord_id, exec_id=exec_id, exec_type="8",
                 ord_status="8", cum_qty="0", avg_px="0", order_id=None, qty=None, price=None)
-            self.store.commit_forward(rec, er.toString())
-            self._send_reject(ctx, er, order.oms_cl_ord_id, inp, reason, text)
+            sent = self._journaled(rec, er, ctx, exec_id)  # parked (full disk): sent later
+            self._send_reject(ctx, er, order.oms_cl_ord_id, inp, reason, text, send=sent)
 
     def _cancel_reject(self, ctx: OmsContext, cl: str, orig: str, response_to: str,
                        reason: str, text: str, order: Order | None) -> None:
@@ -1364,7 +1365,7 @@ class Router:
 
     def _journaled(self, rec: str, msg: fix.Message | None, ctx: OmsContext | None,
                    exec_id: str) -> bool:
-        """Journal a venue report's record (with the OMS's message when there is one to send);
+        """Journal a report's record (with the OMS's message when there is one to send);
         False when it was parked instead: reports parked before it are still waiting, or the
         journal refused it now. Caller holds `report_lock`."""
         if not self._parked:

@@ -223,6 +223,35 @@ def test_venue_reports_the_journal_refuses_are_parked_then_sent_in_order(
         again.close()
 
 
+def test_a_gateway_reject_the_journal_refuses_waits_with_the_venue_reports(
+        world: _World, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The venue drops while an order is sent, and the journal refuses the reject that
+    closes it: the OMS gets the reject once the journal takes records again, not never."""
+    w = world
+    commit = w.store.commit_forward
+    full = True
+
+    def maybe_full(line: str, message: str) -> None:
+        if full:
+            raise OSError(28, "No space left on device")
+        commit(line, message)
+
+    monkeypatch.setattr(w.store, "commit_forward", maybe_full)
+    monkeypatch.setattr(w.venue, "send", lambda msg: False)
+    f = {"35": "D", "11": "K1", "55": "BTC/USD", "54": "2", "38": "0.01", "40": "2",
+         "44": "30000", "59": "1", "60": "20260101-00:00:00"}
+    msg = m.new_message("D")
+    for tag, value in f.items():
+        msg.setField(int(tag), value)
+    w.router.on_oms_message(msg, SID, f)
+    assert w.oms_got == []
+    full = False
+    assert w.router.flush_parked() == 0
+    (rej,) = w.oms_got
+    assert (rej[11], rej[150], rej[54]) == ("K1", "8", "2")
+    assert "disconnected while sending" in rej[58]
+
+
 def test_a_mass_cancel_that_could_not_send_every_cancel_says_which(world: _World) -> None:
     """The venue session drops in the middle of an OMS mass cancel: the 35=r counted both
     orders, one cancel went out. The other order is logged and published as a cancel
