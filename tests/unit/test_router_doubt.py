@@ -101,6 +101,30 @@ def test_reconcile_does_not_ask_about_an_order_on_its_way_out(
     assert [s[35] for s in w.venue.sent] == ["D"]
 
 
+def _new_order(w: _World, cl: str, side: str = "1") -> None:
+    """A limit NewOrderSingle from the OMS, on its session's thread (this one)."""
+    f = {"35": "D", "11": cl, "55": "BTC/USD", "54": side, "38": "0.01", "40": "2",
+         "44": "30000", "59": "1", "60": "20260101-00:00:00"}
+    msg = m.new_message("D")
+    for tag, value in f.items():
+        msg.setField(int(tag), value)
+    w.router.on_oms_message(msg, SID, f)
+
+
+class _Disk:
+    """The journal's disk: while `full`, every report record it is given is refused."""
+
+    def __init__(self, w: _World, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.full = True
+        self._commit = w.store.commit_forward
+        monkeypatch.setattr(w.store, "commit_forward", self._commit_forward)
+
+    def _commit_forward(self, line: str, message: str) -> None:
+        if self.full:
+            raise OSError(28, "No space left on device")
+        self._commit(line, message)
+
+
 def _rest_order(w: _World) -> Order:
     order = Order(oms_session=KEY, oms_cl_ord_id="S1", venue_cl_ord_id="200", symbol="BTC/USD",
                   side="1", ord_type="2", qty=Decimal("0.02"), price=Decimal("30000"), tif="1",
@@ -170,18 +194,13 @@ def test_an_order_the_journal_cannot_take_is_rejected_not_dropped(
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(w.store, "add_order", full)
-    f = {"35": "D", "11": "J1", "55": "BTC/USD", "54": "1", "38": "0.01", "40": "2",
-         "44": "30000", "59": "1", "60": "20260101-00:00:00"}
-    msg = m.new_message("D")
-    for tag, value in f.items():
-        msg.setField(int(tag), value)
-    w.router.on_oms_message(msg, SID, f)
+    _new_order(w, "J1")
     (rej,) = w.oms_got
     assert rej[150] == "8" and rej[11] == "J1"
     assert "could not journal it (No space left on device)" in rej[58]
     assert w.venue.sent == []
     monkeypatch.setattr(w.store, "add_order", add)
-    w.router.on_oms_message(msg, SID, f)
+    _new_order(w, "J1")
     assert [s[35] for s in w.venue.sent] == ["D"]
 
 
@@ -193,21 +212,13 @@ def test_venue_reports_the_journal_refuses_are_parked_then_sent_in_order(
     w = world
     order = _rest_order(w)
     w.report(_er("P-new", "0", "0", "0"), "ws")
-    commit = w.store.commit_forward
-    full = True
-
-    def maybe_full(line: str, message: str) -> None:
-        if full:
-            raise OSError(28, "No space left on device")
-        commit(line, message)
-
-    monkeypatch.setattr(w.store, "commit_forward", maybe_full)
+    disk = _Disk(w, monkeypatch)
     w.report(_er("P-fill1", "F", "1", "0.01", "0.01"), "ws")
     w.report(_er("P-fill2", "F", "2", "0.02", "0.01"), "ws")
     assert [r[17] for r in w.oms_got] == ["P-new"]
     assert w.router.flush_parked() == 2  # still full: nothing sent, nothing dropped
     assert [r[17] for r in w.oms_got] == ["P-new"]
-    full = False
+    disk.full = False
     assert w.router.flush_parked() == 0
     assert [(r[17], r[39]) for r in w.oms_got] == [("P-new", "0"), ("P-fill1", "1"),
                                                   ("P-fill2", "2")]
@@ -228,24 +239,11 @@ def test_a_gateway_reject_the_journal_refuses_waits_with_the_venue_reports(
     """The venue drops while an order is sent, and the journal refuses the reject that
     closes it: the OMS gets the reject once the journal takes records again, not never."""
     w = world
-    commit = w.store.commit_forward
-    full = True
-
-    def maybe_full(line: str, message: str) -> None:
-        if full:
-            raise OSError(28, "No space left on device")
-        commit(line, message)
-
-    monkeypatch.setattr(w.store, "commit_forward", maybe_full)
+    disk = _Disk(w, monkeypatch)
     monkeypatch.setattr(w.venue, "send", lambda msg: False)
-    f = {"35": "D", "11": "K1", "55": "BTC/USD", "54": "2", "38": "0.01", "40": "2",
-         "44": "30000", "59": "1", "60": "20260101-00:00:00"}
-    msg = m.new_message("D")
-    for tag, value in f.items():
-        msg.setField(int(tag), value)
-    w.router.on_oms_message(msg, SID, f)
+    _new_order(w, "K1", side="2")
     assert w.oms_got == []
-    full = False
+    disk.full = False
     assert w.router.flush_parked() == 0
     (rej,) = w.oms_got
     assert (rej[11], rej[150], rej[54]) == ("K1", "8", "2")
