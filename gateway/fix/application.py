@@ -374,7 +374,12 @@ class SessionApplication(fix.Application):  # type: ignore[misc]
         _pin_thread_state()
         if self._log_secrets is not None:
             self._log_message("IN", message, sessionID)
-        fields = split_fields(message.toString())
+        try:
+            fields = split_fields(message.toString())
+        except Exception:  # nothing may escape into QuickFIX: its binding would end the process
+            log.exception("%s message from %s could not be read; not processed", self.role,
+                          session_key(sessionID))
+            return
         st = self._status_by_ptr.get(int(sessionID.this)) or self.status(sessionID)
         st.last_received = time.time()
         if self._counted:

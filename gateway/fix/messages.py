@@ -89,6 +89,17 @@ SOH: Final = "\x01"
 Fields = dict[str, str]
 
 
+# FIX 4.4's data fields (type DATA) by the length field that precedes them
+# (tests/unit/test_fix_messages.py checks this against fix_specs/). A data value may hold any
+# byte, SOH and "=" included: only its length says where it ends.
+DATA_FIELDS: Final = {
+    "90": "91", "93": "89", "95": "96", "212": "213", "348": "349", "350": "351",
+    "352": "353", "354": "355", "356": "357", "358": "359", "360": "361", "362": "363",
+    "364": "365", "445": "446", "618": "619", "621": "622",
+}
+_DATA_LENGTHS: Final = frozenset(DATA_FIELDS)
+
+
 def split_fields(raw: str) -> Fields:
     """Tag (as on the wire, e.g. "11") -> value, from one message string.
 
@@ -96,13 +107,53 @@ def split_fields(raw: str) -> Fields:
     retakes the GIL): the order path reads every field it needs from this dict. For a repeated
     tag (repeating groups) the last occurrence wins, so group content is read with QuickFIX's
     group API instead.
+
+    A message with a data field (EncodedText and the like) is read by length, not by SOH: a
+    split would fail on a SOH inside the value, or worse, read "\x0138=100" inside it as an
+    OrderQty that QuickFIX never validated.
     """
     body = raw[:-1]
     if body.count("=") == body.count(SOH) + 1:
         # No "=" inside a value (the usual case): one split at C speed, paired by zip.
         it = iter(body.replace("=", SOH).split(SOH))
-        return dict(zip(it, it, strict=True))
-    return dict(p.split("=", 1) for p in raw.split(SOH)[:-1])
+        fields = dict(zip(it, it, strict=True))
+        if _DATA_LENGTHS.isdisjoint(fields):
+            return fields
+        return split_fields_with_data(raw)
+    fields = {}
+    for part in raw.split(SOH)[:-1]:
+        tag, eq, value = part.partition("=")
+        if not eq or tag in _DATA_LENGTHS:
+            return split_fields_with_data(raw)
+        fields[tag] = value
+    return fields
+
+
+def split_fields_with_data(raw: str) -> Fields:
+    """`split_fields` for a message with data fields: each data value is taken by the byte
+    length its length field gives (the message string carries bytes that are not UTF-8 as
+    surrogate escapes, as QuickFIX's binding hands them over). ValueError if it does not
+    parse."""
+    b = raw.encode("utf-8", "surrogateescape")
+    fields: Fields = {}
+    at, end = 0, len(b)
+    data_tag, data_len = "", 0
+    while at < end:
+        eq = b.index(b"=", at)
+        tag = b[at:eq].decode("ascii")
+        if tag == data_tag:
+            stop = eq + 1 + data_len
+            if b[stop:stop + 1] != b"\x01":
+                raise ValueError(f"data field {tag}: {data_len} bytes do not end at a SOH")
+        else:
+            stop = b.index(b"\x01", eq + 1)
+        value = b[eq + 1:stop].decode("utf-8", "surrogateescape")
+        fields[tag] = value
+        at = stop + 1
+        data_tag = DATA_FIELDS.get(tag, "")
+        if data_tag:
+            data_len = int(value)
+    return fields
 
 
 def decimal_field(value: Decimal) -> str:

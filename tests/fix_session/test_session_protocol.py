@@ -24,6 +24,7 @@ import re
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from decimal import Decimal
 
 import pytest
 import simplefix
@@ -711,3 +712,15 @@ def test_possdup_resend_of_a_rejected_order_is_answered_again(session: RawFixCli
     session.send("D", order, header_overrides={43: "Y", 122: utc_timestamp()})
     again = expect_app(session, "8", cl)
     assert again[150] == "8" and again[39] == "8" and "was rejected before" in again[58]
+
+
+def test_a_data_field_holding_soh_and_tags_is_read_by_its_length(session: RawFixClient) -> None:
+    """EncodedText (355) may hold any byte, SOH included ("ā" in UTF-16 is two 0x01 bytes).
+    The order is read by EncodedTextLen, as QuickFIX validated it: a SOH inside must not stop
+    the gateway, and "38=100", "54=Z" inside the text are text, not OrderQty and Side."""
+    text = "ā".encode("utf-16-le") + b"\x0138=100\x0154=Z"
+    order = new_order(extra=((354, str(len(text))), (355, text)))  # type: ignore[arg-type]
+    cl = dict(order)[11]
+    session.send("D", order)
+    er = expect_app(session, "8", cl)
+    assert er[150] == "0" and Decimal(er[38]) == Decimal("0.01") and er[54] == "1", er

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import xml.etree.ElementTree as ET
 from decimal import Decimal
 
 import pytest
 
-from gateway.fix.messages import decimal_field, split_fields
+from gateway.fix.messages import DATA_FIELDS, decimal_field, split_fields
+from gateway.fix.settings import data_dictionary_path
 
 
 @pytest.mark.parametrize(("value", "wire"), [
@@ -23,3 +25,24 @@ def test_decimal_field_is_plain_digits(value: str, wire: str) -> None:
 def test_split_fields_with_and_without_equals_in_values() -> None:
     assert split_fields("35=D\x0111=A\x0158=x\x01") == {"35": "D", "11": "A", "58": "x"}
     assert split_fields("35=j\x0158=a=b\x01") == {"35": "j", "58": "a=b"}
+
+
+def test_data_fields_are_every_length_and_data_pair_of_the_dictionary() -> None:
+    fields = {f.get("name"): (f.get("number"), f.get("type"))
+              for f in ET.parse(data_dictionary_path()).getroot().iter("field")
+              if f.get("number")}
+    pairs = {fields[name + suffix][0]: number for name, (number, kind) in fields.items()
+             if kind == "DATA" for suffix in ("Len", "Length")
+             if fields.get(name + suffix, ("", ""))[1] == "LENGTH"}
+    assert pairs == DATA_FIELDS
+
+
+@pytest.mark.parametrize("text", [b"plain", b"\x01\x01x\x00", b"a=b\x0138=100\x0154=Z",
+                                  "日本".encode("shift_jis")])
+def test_a_data_value_is_read_by_its_length_whatever_bytes_it_holds(text: bytes) -> None:
+    value = text.decode("utf-8", "surrogateescape")  # as QuickFIX's binding hands bytes over
+    raw = (f"8=FIX.4.4\x019=99\x0135=D\x0111=A\x0138=1\x0154=1\x0158=x=y\x01"
+           f"354={len(text)}\x01355={value}\x0110=000\x01")
+    f = split_fields(raw)
+    assert (f["38"], f["54"], f["58"], f["10"]) == ("1", "1", "x=y", "000")
+    assert f["355"].encode("utf-8", "surrogateescape") == text
