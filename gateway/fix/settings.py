@@ -14,6 +14,7 @@ import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Final
 
 import quickfix as fix
 
@@ -130,6 +131,14 @@ class SettingsFile:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(self.render(), encoding="utf-8")
         return fix.SessionSettings(str(path))
+
+
+# Validation a venue session relaxes (gateway.server.gateway.Gateway.venue_settings).
+VENUE_LENIENCY: Final = {
+    "ValidateUserDefinedFields": "N",
+    "AllowUnknownMsgFields": "Y",
+    "ValidateFieldsOutOfOrder": "N",
+}
 
 
 def common_defaults(

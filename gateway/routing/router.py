@@ -39,6 +39,7 @@ import quickfix as fix
 from gateway.config.model import ScheduleConfig
 from gateway.fix import messages as m
 from gateway.fix.application import BaseHandler
+from gateway.fix.dictionary import message_tags
 from gateway.fix.kraken_logon import KrakenCredentials, add_trading_logon_fields
 from gateway.fix.messages import Fields
 from gateway.fix.settings import data_dictionary_path, session_key
@@ -57,6 +58,8 @@ if TYPE_CHECKING:
     from gateway.routing.failover import RestFallback
 
 log = logging.getLogger("fixgw.routing")
+# What the OMS-side dictionary allows in the venue messages passed on (see _strip_unknown).
+_OMS_TAGS: Final = {t: message_tags(t) for t in ("8", "9")}
 
 # CxlRejReason (102)
 TOO_LATE: Final = "0"
@@ -297,6 +300,7 @@ class Router:
         self.report_lock = store.report_lock
         # Venue reports applied in memory that the journal refused (disk full), in order,
         # with the OMS session each goes to (None: nothing to send); see `flush_parked`.
+        self._stripped: set[str] = set()  # venue tags not passed on, logged once each
         self._parked: deque[tuple[str, fix.Message | None, OmsContext | None]] = deque()
         self._crash_at = _crash_point_from_env()  # TEST-ONLY (see CRASH_ENV)
         # Accepted orders whose events are not published yet (see `_announce`).
@@ -1245,11 +1249,25 @@ class Router:
         if was_resent:
             # The venue resent it after our restart: the OMS may have it already (same ExecID).
             msg.getHeader().setField(m.POSS_RESEND, "Y")
+        allowed = _OMS_TAGS.get(f.get("35", "8"))
+        if allowed is not None and not allowed.issuperset(f):
+            self._strip_unknown(msg, f, allowed)
         ctx = self._oms_by_key.get(target.order.oms_session)
         if ctx is None:
             log.error("report for %s: OMS session %s is not configured any more",
                       target.oms_cl_ord_id, target.order.oms_session)
         return ctx
+
+    def _strip_unknown(self, msg: fix.Message, f: Fields, allowed: frozenset[str]) -> None:
+        """Drop the venue's fields the OMS-side dictionary does not allow in this message:
+        the venue sessions accept them (see gateway.fix.dictionary), an OMS engine would
+        Reject the whole report for one. Logged once per tag."""
+        for tag in f.keys() - allowed:
+            msg.removeField(int(tag))
+            if tag not in self._stripped:
+                self._stripped.add(tag)
+                log.warning("venue field %s=%r (not in the FIX 4.4 dictionary for 35=%s) is "
+                            "not passed on to OMS sessions", tag, f[tag], f.get("35", "8"))
 
     def on_venue_report(self, fields: Fields, from_transport: str) -> None:
         """A report that did not arrive as a FIX message (the REST fallback builds the fields of

@@ -34,6 +34,7 @@ from gateway.fix.engines import stop_engines
 from gateway.fix.kraken_logon import KrakenCredentials
 from gateway.fix.reconnect import ReconnectSupervisor
 from gateway.fix.settings import (
+    VENUE_LENIENCY,
     SessionBlock,
     SettingsFile,
     acceptor_address_policy,
@@ -462,7 +463,12 @@ class Gateway:
             connection_type="initiator", store_dir=self.data_dir / "store" / "venue",
             log_dir=self._log_dir("venue"), schedule=c.schedule,
             extra={"HeartBtInt": str(c.venue.heartbeat_interval),
-                   "ReconnectInterval": str(max(1, int(c.venue.reconnect_min_s)))})
+                   "ReconnectInterval": str(max(1, int(c.venue.reconnect_min_s))),
+                   # Kraken publishes no complete tag list: a field our dictionary lacks must
+                   # not cost a session Reject, which would use up the sequence number and lose
+                   # an ExecutionReport (or refuse Kraken's Logon). Such a field is dropped
+                   # before anything is passed on to an OMS (Router._strip_unknown).
+                   **VENUE_LENIENCY})
         sessions = [
             # PersistMessages=N: a ResendRequest from the venue is answered with a gap fill,
             # never with an old order. An order whose send failed was rejected to the OMS and

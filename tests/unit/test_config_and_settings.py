@@ -154,6 +154,9 @@ def test_rendered_settings_carry_config(tmp_path: Path) -> None:
     assert "TargetCompID=KRAKEN-MD" in venue and "ResetOnLogon=Y" in venue
     assert "SocketAcceptPort=9878" in oms and "TargetCompID=OMS" in oms
     assert "FIX44-kraken.xml" in oms and "ValidateUserDefinedFields=Y" in oms
+    # An unknown venue tag must not cost a Reject (and a lost report); the OMS side is strict.
+    assert "AllowUnknownMsgFields=N" in oms and "ValidateFieldsOutOfOrder=Y" in oms
+    assert "AllowUnknownMsgFields=Y" in venue and "ValidateUserDefinedFields=N" in venue
 
 
 def test_the_rollover_is_no_reconnect_failure(caplog: pytest.LogCaptureFixture) -> None:

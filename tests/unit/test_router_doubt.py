@@ -4,6 +4,7 @@ answer older than what the record already has never moves the record back."""
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Iterator
 from decimal import Decimal
@@ -248,6 +249,23 @@ def test_a_gateway_reject_the_journal_refuses_waits_with_the_venue_reports(
     (rej,) = w.oms_got
     assert (rej[11], rej[150], rej[54]) == ("K1", "8", "2")
     assert "disconnected while sending" in rej[58]
+
+
+def test_a_venue_field_the_oms_dictionary_lacks_is_not_passed_on(
+        world: _World, caplog: pytest.LogCaptureFixture) -> None:
+    """The venue sessions take fields the dictionary does not know (Kraken may add one any
+    day); an OMS engine would Reject the whole report for it, so the gateway drops it."""
+    w = world
+    _rest_order(w).transport = "fix"
+    with caplog.at_level(logging.WARNING, "fixgw.routing"):
+        w.report(dict(_er("U-new", "0", "0", "0"), **{"5999": "kraken-extra", "553": "k"}),
+                 "fix")
+        w.report(dict(_er("U-fill", "F", "1", "0.01", "0.01"), **{"5999": "again"}), "fix")
+    new, fill = w.oms_got
+    assert (new[150], fill[150]) == ("0", "F")
+    assert 5999 not in new and 553 not in new and 5999 not in fill
+    assert new[11] == fill[11] == "S1" and new[37] == "O-200"
+    assert caplog.text.count("venue field 5999=") == 1  # once per tag, not per report
 
 
 def test_a_mass_cancel_that_could_not_send_every_cancel_says_which(world: _World) -> None:
