@@ -58,9 +58,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     setup_logging(config.gateway.log_level, config.gateway.log_format)
     name = path or "(built-in defaults)"
     logging.getLogger("fixgw").info("%s; config: %s", version_line("fixgw"), name)
-    from gateway.server.preflight import ignored_settings, preflight
+    from gateway.server.preflight import exposure_warnings, ignored_settings, preflight
 
-    for warning in ignored_settings(config):
+    for warning in exposure_warnings(config) + ignored_settings(config):
         logging.getLogger("fixgw").warning("%s: %s", name, warning)
     # What --check finds (a credential not set, a file not there) stops the start here, naming
     # the file and the field, before any session logs on.
@@ -82,13 +82,19 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def check_config(config: Config, path: Path | None) -> int:
     """`fixgw run --check`: 0 and what the gateway would do, or 2 and every problem found."""
-    from gateway.server.preflight import ignored_settings, port_warnings, preflight, summary
+    from gateway.server.preflight import (
+        exposure_warnings,
+        ignored_settings,
+        port_warnings,
+        preflight,
+        summary,
+    )
 
     name = path or "(built-in defaults)"
     problems = preflight(config)
     for problem in problems:
         print(f"fixgw: {name}: {problem}", file=sys.stderr)
-    for warning in port_warnings(config) + ignored_settings(config):
+    for warning in port_warnings(config) + exposure_warnings(config) + ignored_settings(config):
         print(f"fixgw: {name}: warning: {warning}", file=sys.stderr)
     if problems:
         print(f"fixgw: {name}: {len(problems)} problem(s); the gateway would not start",

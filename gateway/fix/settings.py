@@ -85,7 +85,7 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(s.getsockname()[1])
 
 
-def _is_loopback(host: str) -> bool:
+def is_loopback(host: str) -> bool:
     if host == "localhost":
         return True
     try:
@@ -98,7 +98,7 @@ def acceptor_address_policy(host: str, allow: Sequence[str]) -> dict[str, str]:
     """QuickFIX's acceptor always binds every interface; a loopback `host` is therefore
     enforced as an allow-list of loopback peers, so the default really is loopback-only."""
     addresses = list(allow)
-    if not addresses and _is_loopback(host):
+    if not addresses and is_loopback(host):
         addresses = ["127.0.0.1"]
     return {"AllowedRemoteAddresses": ",".join(addresses)} if addresses else {}
 

@@ -25,6 +25,7 @@ from pydantic import BaseModel
 from gateway.config.loader import ConfigError
 from gateway.config.model import Config
 from gateway.config.strict import CredentialRef
+from gateway.fix.settings import is_loopback
 from gateway.kraken.secrets import SecretError, load_secret
 from gateway.venue_sim.accounts import load_accounts_file
 
@@ -160,6 +161,24 @@ def ignored_settings(config: Config) -> list[str]:
         return ["oms.heartbeat_interval has no effect: the acceptor uses the HeartBtInt each "
                 "OMS sends in its Logon (FIX); remove it"]
     return []
+
+
+def exposure_warnings(config: Config) -> list[str]:
+    """Connections in clear text off this host, and an OMS listener wider than it says."""
+    c, out = config, []
+    host = c.oms.host
+    if c.oms.tls is None and not is_loopback(host) and host not in ("0.0.0.0", "::", ""):
+        out.append(f"oms.host: {host}, but without oms.tls the FIX acceptor listens on every "
+                   f"interface (QuickFIX 1.16 cannot bind one address): any host that reaches "
+                   f"port {c.oms.port} can try a Logon. Set [oms.tls] (its listener binds "
+                   f"{host} alone) or firewall the port")
+    if not c.simulator.enabled:
+        for name, session in (("trading", c.venue.trading), ("market_data", c.venue.market_data)):
+            if session.tls is None and not is_loopback(session.host):
+                out.append(f"venue.{name}: {session.host} is not this host and the session "
+                           f"has no [venue.{name}.tls]: FIX (orders, the logon signature) "
+                           "would go in clear text, and Kraken accepts TLS only")
+    return out
 
 
 def port_warnings(config: Config) -> list[str]:

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from gateway.server.preflight import unreserved_ephemeral
+from gateway.config import load_config
+from gateway.server.preflight import exposure_warnings, unreserved_ephemeral
 from tests.procs import REPO
 from tests.tls.certs import make_pki, openssl_available
 
@@ -132,6 +133,23 @@ def test_the_shipped_kraken_template_needs_its_comp_id_and_credentials(tmp_path:
     assert ("venue.sender_comp_id: still the template's CHANGE-ME: set the value the venue gave "
             "you") in r.stderr
     assert "venue.api_key: " in r.stderr and "KRAKEN_FIX_API_KEY is not set" in r.stderr
+    assert "clear text" not in r.stderr  # both venue sessions speak TLS
+
+
+def test_clear_text_off_the_host_and_a_wider_listener_are_warnings(tmp_path: Path) -> None:
+    cfg = tmp_path / "gw.toml"
+    cfg.write_text('[oms]\nhost = "10.0.0.5"\n[simulator]\nenabled = false\n'
+                   '[venue.trading]\nhost = "fix.example.net"\nport = 4001\n'
+                   '[venue.market_data]\nhost = "127.0.0.1"\nport = 4000\n')
+    warned = exposure_warnings(load_config(cfg))
+    assert len(warned) == 2, warned
+    assert warned[0].startswith("oms.host: 10.0.0.5, but without oms.tls the FIX acceptor "
+                                "listens on every interface")
+    assert warned[1].startswith("venue.trading: fix.example.net is not this host and the "
+                                "session has no [venue.trading.tls]")
+    r = _check(cfg)
+    assert r.returncode == 0 and f"fixgw: {cfg}: warning: oms.host: 10.0.0.5" in r.stderr
+    assert exposure_warnings(load_config(None)) == []  # the embedded default: all loopback
 
 
 def test_a_bad_field_is_still_the_loader_s_error(tmp_path: Path) -> None:

@@ -28,6 +28,9 @@ def test_shipped_session_files_validate() -> None:
     assert load_config(root / "uat-sim.toml").simulator.enabled
     kr = load_config(root / "kraken-uat.toml")
     assert not kr.simulator.enabled and kr.venue.trading.port == 4001
+    # Kraken answers plain TCP with a TLS alert: the template must speak TLS, verified.
+    assert kr.venue.trading.tls is not None and kr.venue.trading.tls.verify
+    assert kr.venue.market_data.tls is not None and kr.venue.market_data.tls.verify
     assert kr.venue.api_secret is not None and kr.venue.api_secret.env == "KRAKEN_FIX_API_SECRET"
 
 
