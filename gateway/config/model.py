@@ -45,6 +45,18 @@ class ScheduleConfig(StrictModel):
     # logon starts a new session (sequence numbers reset). Kraken's rollover "lasts about 30 s".
     rollover_s: int = Field(default=30, ge=1, le=3600)
 
+    @field_validator("reset_time_utc")
+    @classmethod
+    def _as_utc(cls, t: time) -> time:
+        """A time written with an offset ("17:00:00-05:00", "22:00:00Z") is taken at its word
+        and turned into UTC: the schedule compares plain UTC times (QuickFIX's StartTime and
+        EndTime are UTC too), and an aware one would fail that comparison at run time."""
+        offset = t.utcoffset()
+        if offset is None:
+            return t
+        s = (t.hour * 3600 + t.minute * 60 + t.second - int(offset.total_seconds())) % 86_400
+        return time(s // 3600, s // 60 % 60, s % 60, t.microsecond)
+
     def session_times(self) -> tuple[time, time]:
         """(StartTime, EndTime) of the daily session: it ends at the reset and starts again
         `rollover_s` later, so the session wraps midnight and is never a whole day.

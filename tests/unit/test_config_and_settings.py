@@ -120,6 +120,16 @@ def test_in_rollover(reset: time, rollover_s: int, now: str, inside: bool) -> No
     assert not ScheduleConfig(mode="non-stop").in_rollover(when)
 
 
+@pytest.mark.parametrize("written", ["22:00:00Z", "17:00:00-05:00", "23:00:00+01:00"])
+def test_a_reset_time_with_an_offset_becomes_utc(written: str) -> None:
+    """An aware time would fail the schedule's comparisons at run time (killing the reconnect
+    supervisor) and be rendered to QuickFIX without its offset: it is converted at load."""
+    c = load_config(None, {"schedule.reset_time_utc": written})
+    assert c.schedule.reset_time_utc == time(22, 0) and c.schedule.reset_time_utc.tzinfo is None
+    assert c.schedule.in_rollover(datetime(2026, 11, 27, 22, 0, 10, tzinfo=UTC))
+    assert c.schedule.back_at() == "22:00:30 UTC"
+
+
 def test_oms_sessions_run_non_stop_unless_given_a_schedule(tmp_path: Path) -> None:
     """The venue's rollover is not the OMS's: its sessions keep their own schedule."""
     def rendered(**overrides: object) -> tuple[str, str]:
