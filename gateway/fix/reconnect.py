@@ -49,6 +49,9 @@ class ReconnectSupervisor:
         self._tracks = {sid.toString(): _Track() for sid in self._ids}
         self._stop = threading.Event()
         self._paused: set[str] = set()  # sessions an operator logged out: leave them alone
+        # One session's check-and-act in `_run` against an operator's hold or release: a
+        # logout must not be undone by a logon the loop decided on just before it.
+        self._lock = threading.Lock()
         self._thread = threading.Thread(target=self._run, name="fix-reconnect", daemon=True)
 
     def start(self) -> None:
@@ -59,8 +62,18 @@ class ReconnectSupervisor:
         self._thread.join(timeout=2)
 
     def hold(self, session_id: fix.SessionID, held: bool) -> None:
-        """Operator control: a held session is not re-enabled by the supervisor."""
-        (self._paused.add if held else self._paused.discard)(session_id.toString())
+        """Operator control: a held session is not re-enabled by the supervisor. A release
+        starts the session's track afresh: the time it was held is no failed attempt, and
+        counting it would log the session out again just after the operator logged it on."""
+        key = session_id.toString()
+        with self._lock:
+            if held:
+                self._paused.add(key)
+                return
+            self._paused.discard(key)
+            tr = self._tracks.get(key)
+            if tr is not None:
+                tr.failures, tr.enabled_at, tr.resume_at = 0, time.monotonic(), None
 
     def _rolling_over(self, now: float) -> bool:
         """Inside the daily rollover: log its start and end once, and keep every session's
@@ -92,29 +105,35 @@ class ReconnectSupervisor:
             if self._rolling_over(now):
                 continue
             for sid in self._ids:
-                key = sid.toString()
-                if key in self._paused:
-                    continue
-                session = fix.Session.lookupSession(sid)
-                if session is None:
-                    continue
-                tr = self._tracks[key]
-                if session.isLoggedOn():
-                    tr.failures = 0
-                    tr.enabled_at = now
-                    continue
-                if tr.resume_at is not None:
-                    if now >= tr.resume_at:
-                        tr.resume_at = None
-                        tr.enabled_at = now
-                        session.logon()
-                    continue
-                if session.sentLogon():
-                    continue  # a logon is in flight: QuickFIX's LogonTimeout decides, not us
-                if session.isEnabled() and now - tr.enabled_at > self._window:
-                    tr.failures += 1
-                    delay = self.backoff(tr.failures)
-                    log.info("session %s: no logon after %.1f s (attempt %d); next try in %.1f s",
-                             session_key(sid), self._window, tr.failures, delay)
-                    session.logout()
-                    tr.resume_at = now + delay
+                with self._lock:
+                    self._check(sid, now)
+
+    def _check(self, sid: fix.SessionID, now: float) -> None:
+        """One session: back it off after a failed attempt window, or re-enable it once its
+        backoff is over (caller holds `_lock`)."""
+        key = sid.toString()
+        if key in self._paused:
+            return
+        session = fix.Session.lookupSession(sid)
+        if session is None:
+            return
+        tr = self._tracks[key]
+        if session.isLoggedOn():
+            tr.failures = 0
+            tr.enabled_at = now
+            return
+        if tr.resume_at is not None:
+            if now >= tr.resume_at:
+                tr.resume_at = None
+                tr.enabled_at = now
+                session.logon()
+            return
+        if session.sentLogon():
+            return  # a logon is in flight: QuickFIX's LogonTimeout decides, not us
+        if session.isEnabled() and now - tr.enabled_at > self._window:
+            tr.failures += 1
+            delay = self.backoff(tr.failures)
+            log.info("session %s: no logon after %.1f s (attempt %d); next try in %.1f s",
+                     session_key(sid), self._window, tr.failures, delay)
+            session.logout()
+            tr.resume_at = now + delay

@@ -3,6 +3,7 @@ from __future__ import annotations
 import logging
 from datetime import UTC, date, datetime, time, timedelta, timezone
 from pathlib import Path
+from time import monotonic
 
 import pytest
 import quickfix as fix
@@ -207,3 +208,45 @@ def test_backoff_doubles_to_the_cap_with_jitter() -> None:
     for failures, base in [(1, 1), (2, 2), (3, 4), (4, 8), (9, 8)]:
         for _ in range(20):
             assert 0.8 * base <= sup.backoff(failures) <= 1.2 * base
+
+
+class _Session:
+    """What the supervisor reads of a QuickFIX initiator session, and what it does to it."""
+
+    def __init__(self) -> None:
+        self.enabled, self.logged_on, self.calls = True, True, []
+
+    def isLoggedOn(self) -> bool:
+        return self.logged_on
+
+    def isEnabled(self) -> bool:
+        return self.enabled
+
+    def sentLogon(self) -> bool:
+        return False
+
+    def logout(self, *reason: str) -> None:
+        self.calls.append("logout")
+        self.enabled = self.logged_on = False
+
+    def logon(self) -> None:
+        self.calls.append("logon")
+        self.enabled = True
+
+
+def test_an_operators_logon_after_a_long_hold_is_not_undone(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Held for longer than the attempt window, then logged on by the operator: the time it
+    was held is no failed attempt, and the supervisor must not log it out at once."""
+    session = _Session()
+    monkeypatch.setattr(fix.Session, "lookupSession", staticmethod(lambda sid: session))
+    sid = fix.SessionID("FIX.4.4", "FIXGW", "KRAKEN-TRD")
+    sup = ReconnectSupervisor([sid], attempt_window_s=5, min_backoff_s=1, max_backoff_s=30)
+    sup._check(sid, monotonic() - 100)  # logged on, 100 s ago
+    sup.hold(sid, True)
+    session.logout()  # the operator's
+    sup._check(sid, monotonic() - 50)  # held: left alone
+    sup.hold(sid, False)
+    session.logon()  # the operator's, connecting now
+    sup._check(sid, monotonic())
+    assert session.calls == ["logout", "logon"]  # nothing of the supervisor's
