@@ -49,7 +49,7 @@ def load_secret(env: str | None = None, file: str | os.PathLike[str] | None = No
         try:
             text = path.read_text(encoding="utf-8")
         except FileNotFoundError:
-            tried.append(f"file {path} does not exist")
+            tried.append(f"file {_shown(path)} does not exist")
         except PermissionError:
             tried.append(f"file {path} is not readable by this user")
         except IsADirectoryError:
@@ -63,6 +63,19 @@ def load_secret(env: str | None = None, file: str | os.PathLike[str] | None = No
                 return text.strip()
             tried.append(f"file {path} is empty")
     raise SecretError("credential not found: " + "; ".join(tried))
+
+
+# What a pasted key or secret looks like (base64, no extension), as opposed to a file name.
+_KEY_LIKE = re.compile(r"[A-Za-z0-9+/=_-]{20,}")
+
+
+def _shown(path: Path) -> str:
+    """`path` for an error message, unless it looks like a key pasted where a file name
+    belongs (`file = "kQH5…=="`): an error must not print the secret it was given."""
+    text = str(path)
+    if _KEY_LIKE.fullmatch(text) and not text.startswith("/"):
+        return "named (not shown: it looks like a key or secret itself, not a file name)"
+    return text
 
 
 def mask(text: str, secrets: Iterable[str]) -> str:

@@ -289,6 +289,17 @@ def test_load_secret_errors_name_sources_not_values(
         load_secret(None, None)
 
 
+def test_a_secret_pasted_as_a_file_name_is_not_printed() -> None:
+    """`api_secret = { file = "kQH5…==" }`: the file does not exist, and the error (printed by
+    `fixgw run` and `--check`, and logged) must not carry the secret it was given."""
+    with pytest.raises(SecretError) as info:
+        load_secret(None, DOC_SECRET)
+    assert DOC_SECRET not in str(info.value) and "kQH5HW" not in str(info.value)
+    assert "looks like a key or secret itself" in str(info.value)
+    with pytest.raises(SecretError, match=r"/etc/fixgw/kraken\.secret does not exist"):
+        load_secret(None, "/etc/fixgw/kraken.secret")  # a path is shown
+
+
 def test_mask_secrets_and_fix_credentials() -> None:
     raw = (
         "8=FIX.4.4\x019=250\x0135=A\x0149=MYCOMPID\x0156=KRAKEN-TRD\x0134=1\x01"
