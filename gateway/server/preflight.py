@@ -26,6 +26,7 @@ from gateway.config.loader import ConfigError
 from gateway.config.model import Config
 from gateway.config.strict import CredentialRef
 from gateway.fix.settings import is_loopback
+from gateway.kraken.auth import decode_secret
 from gateway.kraken.secrets import SecretError, load_secret
 from gateway.venue_sim.accounts import load_accounts_file
 
@@ -98,8 +99,10 @@ def preflight(config: Config) -> list[str]:
     for where, section in _sections(config, ""):
         if isinstance(section, CredentialRef):
             try:
-                load_secret(section.env, section.file)
-            except SecretError as exc:
+                value = load_secret(section.env, section.file)
+                if where == "venue.api_secret":  # found at the first logon otherwise, unsigned
+                    decode_secret(value)
+            except (SecretError, ValueError) as exc:
                 problems.append(f"{where}: {exc}")
             continue
         for name in type(section).model_fields:
