@@ -116,13 +116,13 @@ class TlsAcceptConfig(StrictModel):
 
 class OmsConfig(StrictModel):
     host: str = "127.0.0.1"
-    port: Port = 9878
+    port: int = Field(default=9878, ge=1, le=65535)  # 0 would listen where nobody is told
     sender_comp_id: str = "FIXGW"
     # No effect, kept so that files which set it still load: a FIX acceptor takes HeartBtInt
     # from each OMS's Logon. `fixgw run` and `--check` warn when a file sets it.
     heartbeat_interval: int = Field(default=30, ge=1, le=3600)
     # Accept a client's clock up to this far off (FIX SendingTime accuracy check).
-    max_latency_s: int = Field(default=120, ge=1)
+    max_latency_s: int = Field(default=120, ge=1, le=86_400)
     sessions: tuple[OmsSessionConfig, ...] = (OmsSessionConfig(),)
     tls: TlsAcceptConfig | None = None
     # The OMS sessions' schedule, which must match the OMS's own. Non-stop by default: the
@@ -214,8 +214,8 @@ class VenueConfig(StrictModel):
     sender_comp_id: str = "FIXGW"
     heartbeat_interval: int = Field(default=30, ge=1, le=3600)
     # Backoff between connection attempts: doubles from min to max, with jitter.
-    reconnect_min_s: float = Field(default=1.0, gt=0)
-    reconnect_max_s: float = Field(default=30.0, gt=0)
+    reconnect_min_s: float = Field(default=1.0, gt=0, le=3600)
+    reconnect_max_s: float = Field(default=30.0, gt=0, le=86_400)
     trading: TradingSessionConfig = TradingSessionConfig()
     market_data: MarketDataSessionConfig = MarketDataSessionConfig()
     api_key: CredentialRef | None = None
