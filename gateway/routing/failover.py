@@ -442,7 +442,8 @@ class RestFallback:
         # polled state tells whether it landed.
         path = "WS"
         outcome = self._via_ws(order, "amend", lambda ws, txid: ws.amend_order(
-            order_id=txid, order_qty=qty, limit_price=price))
+            order_id=txid, order_qty=qty, limit_price=price,
+            deadline=self.client.deadline_param()))
         if isinstance(outcome, tuple):
             return outcome
         if outcome == "unused":

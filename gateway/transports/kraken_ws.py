@@ -664,9 +664,12 @@ class KrakenWsPrivate(_Connector):
     async def amend_order_async(
         self, *, order_id: str | None = None, cl_ord_id: str | None = None,
         order_qty: Decimal | None = None, limit_price: Decimal | None = None,
+        deadline: str | None = None,
     ) -> dict[str, Any]:
         """Amend an order in place (Kraken keeps its order_id and cl_ord_id); the ``result``
-        dict (``amend_id``, and the id it was named by) on success."""
+        dict (``amend_id``, and the id it was named by) on success. `deadline` (RFC 3339), as
+        for ``add_order``: past it the venue will not apply the amend, so an answer lost on
+        the way is settled by the order's state once it has passed."""
         if not order_id and not cl_ord_id:
             raise ValueError("give order_id or cl_ord_id")
         if order_qty is None and limit_price is None:
@@ -676,6 +679,8 @@ class KrakenWsPrivate(_Connector):
             params["order_qty"] = order_qty
         if limit_price is not None:
             params["limit_price"] = limit_price
+        if deadline is not None:
+            params["deadline"] = deadline
         return await self._one_result("amend_order", params)
 
     # ---- blocking facade for the (threaded) order path -----------------------------------------
@@ -698,9 +703,10 @@ class KrakenWsPrivate(_Connector):
                           self.request_timeout + 1.0)
 
     def amend_order(self, *, order_id: str | None = None, cl_ord_id: str | None = None,
-                    order_qty: Decimal | None = None,
-                    limit_price: Decimal | None = None) -> dict[str, Any]:
+                    order_qty: Decimal | None = None, limit_price: Decimal | None = None,
+                    deadline: str | None = None) -> dict[str, Any]:
         """Blocking :meth:`amend_order_async` for callers on other threads."""
         return self._call(self.amend_order_async(order_id=order_id, cl_ord_id=cl_ord_id,
-                                                 order_qty=order_qty, limit_price=limit_price),
+                                                 order_qty=order_qty, limit_price=limit_price,
+                                                 deadline=deadline),
                           self.request_timeout + 1.0)
