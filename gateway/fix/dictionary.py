@@ -46,7 +46,8 @@ def message_tags(msg_type: str) -> frozenset[str]:
     """Header, body and trailer tags a message of `msg_type` may carry; empty if the
     dictionary has no such message."""
     root = _root()
-    comps = {c.get("name", ""): c for c in root.iter("component")}
+    defined = root.find("components")  # not root.iter: messages hold empty references too
+    comps = {c.get("name", ""): c for c in (defined if defined is not None else ())}
     msg = next((x for x in root.iter("message") if x.get("msgtype") == msg_type), None)
     if msg is None:
         return frozenset()

@@ -7,6 +7,7 @@ from decimal import Decimal
 
 import pytest
 
+from gateway.fix.dictionary import message_tags
 from gateway.fix.messages import DATA_FIELDS, decimal_field, split_fields
 from gateway.fix.settings import data_dictionary_path
 
@@ -46,3 +47,12 @@ def test_a_data_value_is_read_by_its_length_whatever_bytes_it_holds(text: bytes)
     f = split_fields(raw)
     assert (f["38"], f["54"], f["58"], f["10"]) == ("1", "1", "x=y", "000")
     assert f["355"].encode("utf-8", "surrogateescape") == text
+
+
+def test_message_tags_include_header_trailer_components_and_groups() -> None:
+    er = message_tags("8")
+    # Header, body, Instrument (55), OrderQtyData (38), a group (NoContraBrokers 382, 375)
+    # and the trailer.
+    assert {"35", "49", "11", "150", "55", "38", "382", "375", "10"} <= er
+    assert "5999" not in er and "553" not in er  # 553: Logon only
+    assert message_tags("9") >= {"11", "41", "434", "102"} and message_tags("zz") == frozenset()

@@ -265,6 +265,7 @@ def test_a_venue_field_the_oms_dictionary_lacks_is_not_passed_on(
     assert (new[150], fill[150]) == ("0", "F")
     assert 5999 not in new and 553 not in new and 5999 not in fill
     assert new[11] == fill[11] == "S1" and new[37] == "O-200"
+    assert (new[55], new[38], fill[32]) == ("BTC/USD", "0.02", "0.01")  # in components
     assert caplog.text.count("venue field 5999=") == 1  # once per tag, not per report
 
 
