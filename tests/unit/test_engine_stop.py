@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import queue
 import threading
+import time
 from pathlib import Path
 
 import quickfix as fix
@@ -76,6 +77,13 @@ def test_a_peer_that_never_answers_the_logout_does_not_hang_the_stop(tmp_path: P
     peer = RawFixClient("127.0.0.1", port, "INI", "ACC").connect()
     try:
         peer.logon(heartbeat_s=30)
+        # QuickFIX sends its Logon answer a moment before it counts the session as logged on;
+        # a stop in between has nothing to log out (seen under load in CI).
+        session = fix.Session.lookupSession(fix.SessionID("FIX.4.4", "ACC", "INI"))
+        deadline = time.monotonic() + 5
+        while not session.isLoggedOn() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert session.isLoggedOn()
         stopper = threading.Thread(target=stop_engines, args=([acceptor],), daemon=True)
         stopper.start()
         peer.expect("5", timeout=5)  # asked to log out; never answers
