@@ -13,4 +13,6 @@ Modules:
     feed         ``MarketDataFeed``: the venue MD session: instruments, subscriptions, books,
                  integrity checks (checksum, RptSeq gap, crossed, stale) and resubscribe.
     fanout       ``OmsMarketData``: MarketDataRequest from OMS sessions, served from our books.
+    outbox       ``Outbox``: one OMS session's bounded market-data queue and sender thread, so
+                 an OMS that stops reading never blocks the venue thread (overflow: resync).
 """

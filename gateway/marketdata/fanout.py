@@ -6,13 +6,20 @@ the venue feed carries, and gets its own RptSeq and checksum exactly as from the
 the venue feed resyncs a book (fresh snapshot), every OMS subscription of that symbol gets a
 fresh snapshot too. A logged-out OMS loses its subscriptions (it re-requests at logon) rather
 than have a backlog of stale book updates replayed to it.
+
+Nothing here sends. The feed calls us on the venue connection's QuickFIX thread, under its own
+lock, and a send to an OMS that stops reading blocks; so every message (snapshots answering a
+request included, so that a snapshot always precedes its incrementals) goes into that OMS
+session's ``Outbox`` under our lock, and the outbox's thread sends it. An OMS whose outbox
+overflows gets no more updates until it reads again, then a fresh snapshot per subscription
+(``_resync``): see ``gateway.marketdata.outbox``.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import quickfix as fix
@@ -29,10 +36,9 @@ from gateway.marketdata.fix_md import (
     md_reject,
     request_symbols,
 )
+from gateway.marketdata.outbox import DEFAULT_LIMIT, Outbox, Send
 
 log = logging.getLogger("fixgw.marketdata.oms")
-
-Send = Callable[[fix.Message], None]
 
 
 @dataclass
@@ -40,16 +46,20 @@ class _OmsSub:
     req_id: str
     symbols: frozenset[str]
     depth: int
-    send: Send
+    outbox: Outbox
     views: dict[str, TopView] = field(default_factory=dict)
 
 
 class OmsMarketData:
-    def __init__(self, feed: MarketDataFeed) -> None:
+    def __init__(self, feed: MarketDataFeed, outbox_limit: int = DEFAULT_LIMIT) -> None:
         self.feed = feed
+        self.outbox_limit = outbox_limit
         self._lock = threading.Lock()
         self._subs: dict[str, dict[str, _OmsSub]] = {}  # oms key -> req id -> subscription
         self._gone: set[str] = set()  # OMS sessions logged out, recorded without the lock
+        # One per OMS session that ever asked; created under the lock, read by `drop` without.
+        self._outboxes: dict[str, Outbox] = {}
+        self._closed = False
         feed.listeners.append(self)
 
     # ---- OMS requests --------------------------------------------------------------------------
@@ -62,27 +72,51 @@ class OmsMarketData:
             return
         symbols = request_symbols(msg)
         unknown = [s for s in symbols if s not in self.feed.books]
-        if unknown or not symbols:
-            text = (f"unknown symbol(s) {', '.join(unknown)}: the gateway carries "
-                    f"{', '.join(self.feed.books)}" if unknown else "no symbols requested")
-            send(md_reject(req_id, "0", text))
-            return
         depth = int(m.get(msg, m.MARKET_DEPTH) or "0")
         depth = self.feed.depth if depth <= 0 else min(depth, self.feed.depth)
-        sub = _OmsSub(req_id, frozenset(symbols), depth, send)
         with self._lock:
-            if oms_key in self._gone:  # logged out since: its old subscriptions are over
-                self._gone.discard(oms_key)
-                self._subs.pop(oms_key, None)
+            if self._closed:
+                return  # the gateway is stopping
+            self._forget_gone()  # logged out since: its old subscriptions are over
+            outbox = self._outbox(oms_key, send)
+            if unknown or not symbols:
+                text = (f"unknown symbol(s) {', '.join(unknown)}: the gateway carries "
+                        f"{', '.join(self.feed.books)}" if unknown else "no symbols requested")
+                outbox.put(md_reject(req_id, "0", text), book=False)
+                return
+            sub = _OmsSub(req_id, frozenset(symbols), depth, outbox)
             if sub_type == "1":
                 self._subs.setdefault(oms_key, {})[req_id] = sub
             for symbol in sorted(sub.symbols):
-                send(self._snapshot(sub, symbol, self.feed.books[symbol]))
+                outbox.put(self._snapshot(sub, symbol, self.feed.books[symbol]), book=False)
 
     def drop(self, oms_key: str) -> None:
         """The OMS logged out. Called from QuickFIX's onLogout, which holds that session's mutex,
-        so no lock here: `on_update` holds our lock while sending on that same session."""
+        so without our lock (the lock rule in gateway.fix.application): its subscriptions go at
+        the next look under the lock (`_forget_gone`), what its outbox holds at once."""
         self._gone.add(oms_key)
+        outbox = self._outboxes.get(oms_key)
+        if outbox is not None:
+            outbox.clear()
+
+    def close(self, timeout: float = 2.0) -> None:
+        """The gateway is stopping: the sender threads end (a send still blocked on an OMS that
+        does not read ends when the engines close its socket)."""
+        with self._lock:
+            self._closed = True
+            outboxes = list(self._outboxes.values())
+        for outbox in outboxes:
+            outbox.close()
+        for outbox in outboxes:
+            if not outbox.join(timeout / max(1, len(outboxes))):
+                log.warning("market data to %s: sender still blocked in a send at stop",
+                            outbox.name)
+
+    def drained(self, timeout: float) -> bool:
+        """Every outbox has sent what it holds (for tests and tools)."""
+        with self._lock:
+            outboxes = list(self._outboxes.values())
+        return all(o.idle(timeout) for o in outboxes)
 
     def subscriber_count(self) -> int:
         with self._lock:
@@ -92,7 +126,7 @@ class OmsMarketData:
     def on_snapshot(self, symbol: str, book: Book) -> None:
         with self._lock:
             for sub in self._matching(symbol):
-                sub.send(self._snapshot(sub, symbol, book))
+                sub.outbox.put(self._snapshot(sub, symbol, book))
 
     def on_update(self, symbol: str, book: Book, entries: Sequence[MdEntry]) -> None:
         with self._lock:
@@ -106,17 +140,49 @@ class OmsMarketData:
                 if not out:
                     continue
                 view.rpt_seq += 1
-                sub.send(build_incremental(sub.req_id, symbol, out, view.rpt_seq,
-                                           self._checksum(symbol, view)))
+                sub.outbox.put(build_incremental(sub.req_id, symbol, out, view.rpt_seq,
+                                                 self._checksum(symbol, view)))
 
     def on_integrity(self, symbol: str, reason: str) -> None:
         pass  # the venue feed resubscribes; its fresh snapshot reaches on_snapshot
 
     # ---- internals -----------------------------------------------------------------------------
-    def _matching(self, symbol: str) -> list[_OmsSub]:
+    def _forget_gone(self) -> None:
         while self._gone:
-            self._subs.pop(self._gone.pop(), None)
-        return [s for subs in self._subs.values() for s in subs.values() if symbol in s.symbols]
+            key = self._gone.pop()
+            self._subs.pop(key, None)
+            outbox = self._outboxes.get(key)
+            if outbox is not None:
+                outbox.reset()
+
+    def _matching(self, symbol: str) -> list[_OmsSub]:
+        """The live subscriptions to `symbol` whose OMS reads (no resync pending)."""
+        self._forget_gone()
+        return [s for subs in self._subs.values() for s in subs.values()
+                if symbol in s.symbols and not s.outbox.resyncing]
+
+    def _outbox(self, oms_key: str, send: Send) -> Outbox:
+        outbox = self._outboxes.get(oms_key)
+        if outbox is None:
+            outbox = self._outboxes[oms_key] = Outbox(oms_key, send, self._resync,
+                                                      self.outbox_limit)
+        outbox.send = send
+        return outbox
+
+    def _resync(self, outbox: Outbox) -> None:
+        """On the outbox's thread, once an overflowed OMS reads again: a fresh snapshot of each
+        of its subscriptions, queued before any update that follows."""
+        with self._lock:
+            self._forget_gone()
+            if not outbox.resyncing:
+                return  # logged out meanwhile
+            subs = list(self._subs.get(outbox.name, {}).values())
+            for sub in subs:
+                for symbol in sorted(sub.symbols):
+                    outbox.put(self._snapshot(sub, symbol, self.feed.books[symbol]), book=False)
+            outbox.end_resync()  # after the snapshots: never seen idle between the two
+        log.warning("market data to %s: reading again; %d subscription(s) resynchronised with "
+                    "fresh snapshots", outbox.name, len(subs))
 
     def _checksum(self, symbol: str, view: TopView) -> int | None:
         inst = self.feed.instruments.get(symbol)

@@ -593,6 +593,8 @@ class Gateway:
         if self.md_failover is not None:
             self.md_failover.stop()
         self.md_feed.stop()
+        if self.router.md is not None:
+            self.router.md.close()  # its senders end before the sessions they send on go
         if self.fallback is not None:
             self.fallback.stop()
         if self.perp_ws is not None:

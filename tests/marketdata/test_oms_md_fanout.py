@@ -1,0 +1,160 @@
+"""The OMS market-data fan-out (gateway.marketdata.fanout) on its own, with a stand-in feed:
+subscriptions end when the OMS session logs out (rules of engagement, section 3), and an OMS
+that stops reading holds up neither the venue thread nor the other OMS sessions."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Iterator
+from decimal import Decimal
+from types import SimpleNamespace
+
+import pytest
+import quickfix as fix
+
+from gateway.fix import messages as m
+from gateway.marketdata.book import Book
+from gateway.marketdata.fanout import OmsMarketData
+from tests.conftest import wait_until
+from tests.integration.test_market_data import OmsBook
+
+D = Decimal
+SYMBOL = "BTC/USD"
+
+
+def _request(req_id: str, symbol: str = SYMBOL) -> fix.Message:
+    v = m.new_message("V")
+    for tag, value in ((262, req_id), (263, "1"), (264, "5"), (265, "1")):
+        v.setField(tag, value)
+    g = fix.Group(146, 55)
+    g.setField(55, symbol)
+    v.addGroup(g)
+    return v
+
+
+def _book() -> Book:
+    book = Book(SYMBOL, max_depth=10)
+    book.apply_snapshot([(D("100") - i, D("1")) for i in range(5)],
+                        [(D("101") + i, D("1")) for i in range(5)])
+    return book
+
+
+@pytest.fixture
+def book() -> Book:
+    return _book()
+
+
+@pytest.fixture
+def fanout(book: Book) -> Iterator[OmsMarketData]:
+    feed = SimpleNamespace(books={SYMBOL: book}, depth=10, instruments={}, listeners=[])
+    md = OmsMarketData(feed, outbox_limit=20)  # type: ignore[arg-type]
+    try:
+        yield md
+    finally:
+        md.close()
+
+
+def _move(book: Book, fanout: OmsMarketData, i: int) -> None:
+    """One venue update: the best bid's size changes (what the feed does, then tells us)."""
+    book.apply_update("bid", D("100"), D(2 + i))
+    fanout.on_update(SYMBOL, book, [])
+
+
+def _in_thread(work: Callable[[], None], timeout: float = 5.0) -> bool:
+    """Run `work` as the venue thread would; True if it returned within `timeout`."""
+    t = threading.Thread(target=work, daemon=True)
+    t.start()
+    t.join(timeout)
+    return not t.is_alive()
+
+
+def test_a_subscription_from_before_a_logout_is_not_revived_by_a_new_one(
+        book: Book, fanout: OmsMarketData) -> None:
+    got: list[str] = []
+
+    def send(msg: fix.Message) -> None:
+        got.append(f"{m.msg_type(msg)}:{msg.getField(m.MD_REQ_ID)}")
+
+    fanout.on_request(_request("OLD"), "FIXGW->OMS", send)
+    assert fanout.drained(5)  # sent by the OMS's outbox thread
+    fanout.drop("FIXGW->OMS")  # logged out; the book has not moved since
+    fanout.on_request(_request("NEW"), "FIXGW->OMS", send)
+    assert fanout.drained(5)
+    assert got == ["W:OLD", "W:NEW"]
+    book.apply_update("bid", D("100"), D("2"))
+    fanout.on_update(SYMBOL, book, [])
+    assert fanout.drained(5)
+    assert got[2:] == ["X:NEW"]
+    assert fanout.subscriber_count() == 1
+
+
+def test_an_oms_that_stops_reading_holds_up_neither_the_feed_nor_the_others(
+        book: Book, fanout: OmsMarketData, caplog: pytest.LogCaptureFixture) -> None:
+    """The stalled OMS's send blocks as a socket write to a full TCP buffer does. The venue
+    thread's calls return at once, the other OMS gets every update, and the stalled one, once
+    it reads again, gets a fresh snapshot of the book as it is then instead of the backlog."""
+    reading = threading.Event()
+    stalled: list[str] = []
+    healthy: list[str] = []
+
+    def stalled_send(msg: fix.Message) -> None:
+        reading.wait()
+        stalled.append(msg.toString())
+
+    def venue_thread() -> None:
+        fanout.on_request(_request("S"), "FIXGW->SLOW", stalled_send)
+        fanout.on_request(_request("H"), "FIXGW->OMS", lambda msg: healthy.append(msg.toString()))
+        for i in range(100):  # five times the outbox limit
+            _move(book, fanout, i)
+            # The other OMS reads: it has each update before the next (it never overflows).
+            wait_until(lambda n=i + 2: len(healthy) == n, 2, "the reading OMS's update", 0.001)
+
+    caplog.set_level(logging.WARNING, "fixgw.marketdata.oms")
+    try:
+        assert _in_thread(venue_thread), "the venue thread is blocked by an OMS that does not read"
+        assert fanout.drained(0.2) is False  # the stalled OMS's outbox is still busy
+        healthy_book = OmsBook()
+        for raw in healthy:
+            healthy_book.apply(raw)
+        assert healthy_book.snapshots == 1 and healthy_book.rpt_seq == 100
+        assert healthy_book.top(5) == tuple(list(side) for side in book.depth(5))
+        assert stalled == []
+    finally:
+        reading.set()  # the OMS reads again
+    assert fanout.drained(5)
+    stalled_book = OmsBook()
+    for raw in stalled:
+        stalled_book.apply(raw)
+    # Its first snapshot (the write it was blocked in), then the fresh one, no stale backlog.
+    assert [raw.split("\x0135=")[1][0] for raw in stalled] == ["W", "W"]
+    assert stalled_book.top(5) == tuple(list(side) for side in book.depth(5))
+    _move(book, fanout, 100)  # and the updates go on from the fresh snapshot
+    assert fanout.drained(5)
+    stalled_book.apply(stalled[-1])
+    assert stalled_book.rpt_seq == 1
+    assert stalled_book.top(5) == tuple(list(side) for side in book.depth(5))
+    warnings = [r.getMessage() for r in caplog.records if "not reading" in r.getMessage()]
+    assert len(warnings) == 1 and "FIXGW->SLOW" in warnings[0], warnings
+
+
+def test_a_logout_empties_the_outbox_and_close_ends_the_senders(
+        book: Book, fanout: OmsMarketData) -> None:
+    reading, sending = threading.Event(), threading.Event()
+    got: list[str] = []
+
+    def send(msg: fix.Message) -> None:
+        sending.set()
+        reading.wait()
+        got.append(m.msg_type(msg))
+
+    fanout.on_request(_request("S"), "FIXGW->SLOW", send)
+    assert sending.wait(5)
+    for i in range(5):
+        _move(book, fanout, i)  # queued behind the blocked snapshot
+    fanout.drop("FIXGW->SLOW")
+    reading.set()
+    assert fanout.drained(5)
+    assert got == ["W"]  # the one being sent at the logout; the queued updates are gone
+    fanout.close()
+    assert not [t for t in threading.enumerate() if t.name == "md-out-FIXGW->SLOW"]
