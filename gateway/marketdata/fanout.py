@@ -5,7 +5,10 @@ Each OMS subscription keeps its own top-N view (`TopView`), so it can ask for le
 the venue feed carries, and gets its own RptSeq and checksum exactly as from the venue. After
 the venue feed resyncs a book (fresh snapshot), every OMS subscription of that symbol gets a
 fresh snapshot too. A logged-out OMS loses its subscriptions (it re-requests at logon) rather
-than have a backlog of stale book updates replayed to it.
+than have a backlog of stale book updates replayed to it. Refused with 35=Y: unknown symbols
+(281=0), an MDReqID that a live subscription of the session already has (281=1: the live one
+stays), and a subscription for full refreshes only (265=0, 281=6: every update is sent as an
+incremental).
 
 Nothing here sends. The feed calls us on the venue connection's QuickFIX thread, under its own
 lock, and a send to an OMS that stops reading blocks; so every message (snapshots answering a
@@ -79,10 +82,9 @@ class OmsMarketData:
                 return  # the gateway is stopping
             self._forget_gone()  # logged out since: its old subscriptions are over
             outbox = self._outbox(oms_key, send)
-            if unknown or not symbols:
-                text = (f"unknown symbol(s) {', '.join(unknown)}: the gateway carries "
-                        f"{', '.join(self.feed.books)}" if unknown else "no symbols requested")
-                outbox.put(md_reject(req_id, "0", text), book=False)
+            refused = self._refusal(msg, oms_key, req_id, sub_type, symbols, unknown)
+            if refused is not None:
+                outbox.put(md_reject(req_id, *refused), book=False)
                 return
             sub = _OmsSub(req_id, frozenset(symbols), depth, outbox)
             if sub_type == "1":
@@ -147,6 +149,26 @@ class OmsMarketData:
         pass  # the venue feed resubscribes; its fresh snapshot reaches on_snapshot
 
     # ---- internals -----------------------------------------------------------------------------
+    def _refusal(self, msg: fix.Message, oms_key: str, req_id: str, sub_type: str,
+                 symbols: Sequence[str], unknown: Sequence[str]) -> tuple[str, str] | None:
+        """(MDReqRejReason, Text) for a request we do not serve, else None. Under the lock.
+
+        A reused MDReqID would replace the live subscription that has it and leave the OMS's
+        first book frozen without a word, so it is refused and the live one stays. Full refresh
+        only (265=0) is refused rather than served as incrementals it did not ask for."""
+        if unknown or not symbols:
+            return "0", (f"unknown symbol(s) {', '.join(unknown)}: the gateway carries "
+                         f"{', '.join(self.feed.books)}" if unknown else "no symbols requested")
+        live = self._subs.get(oms_key, {}).get(req_id)
+        if live is not None:
+            return "1", (f"MDReqID {req_id} is in use by your live subscription to "
+                         f"{', '.join(sorted(live.symbols))}; unsubscribe it (263=2) first or "
+                         f"use another MDReqID")
+        if sub_type == "1" and m.get(msg, m.MD_UPDATE_TYPE) == "0":
+            return "6", ("MDUpdateType (265) 0 (full refresh) is not supported: subscribe with "
+                         "265=1 (incremental refresh), or ask for a snapshot alone with 263=0")
+        return None
+
     def _forget_gone(self) -> None:
         while self._gone:
             key = self._gone.pop()

@@ -128,7 +128,8 @@ def request_symbols(msg: fix.Message) -> list[str]:
 
 
 def md_reject(req_id: str, reason: str, text: str) -> fix.Message:
-    """MarketDataRequestReject (35=Y); MDReqRejReason 0 = unknown symbol."""
+    """MarketDataRequestReject (35=Y). MDReqRejReason (281): 0 unknown symbol, 1 duplicate
+    MDReqID, 6 unsupported MDUpdateType."""
     rej = m.new_message("Y")
     rej.setField(m.MD_REQ_ID, req_id)
     rej.setField(m.MD_REQ_REJ_REASON, reason)

@@ -16,16 +16,16 @@ import quickfix as fix
 from gateway.fix import messages as m
 from gateway.marketdata.book import Book
 from gateway.marketdata.fanout import OmsMarketData
-from tests.conftest import wait_until
+from tests.conftest import tag_fields, wait_until
 from tests.integration.test_market_data import OmsBook
 
 D = Decimal
-SYMBOL = "BTC/USD"
+SYMBOL, OTHER = "BTC/USD", "ETH/USD"
 
 
-def _request(req_id: str, symbol: str = SYMBOL) -> fix.Message:
+def _request(req_id: str, symbol: str = SYMBOL, update_type: str = "1") -> fix.Message:
     v = m.new_message("V")
-    for tag, value in ((262, req_id), (263, "1"), (264, "5"), (265, "1")):
+    for tag, value in ((262, req_id), (263, "1"), (264, "5"), (265, update_type)):
         v.setField(tag, value)
     g = fix.Group(146, 55)
     g.setField(55, symbol)
@@ -33,8 +33,8 @@ def _request(req_id: str, symbol: str = SYMBOL) -> fix.Message:
     return v
 
 
-def _book() -> Book:
-    book = Book(SYMBOL, max_depth=10)
+def _book(symbol: str = SYMBOL) -> Book:
+    book = Book(symbol, max_depth=10)
     book.apply_snapshot([(D("100") - i, D("1")) for i in range(5)],
                         [(D("101") + i, D("1")) for i in range(5)])
     return book
@@ -47,7 +47,8 @@ def book() -> Book:
 
 @pytest.fixture
 def fanout(book: Book) -> Iterator[OmsMarketData]:
-    feed = SimpleNamespace(books={SYMBOL: book}, depth=10, instruments={}, listeners=[])
+    feed = SimpleNamespace(books={SYMBOL: book, OTHER: _book(OTHER)}, depth=10, instruments={},
+                           listeners=[])
     md = OmsMarketData(feed, outbox_limit=20)  # type: ignore[arg-type]
     try:
         yield md
@@ -59,6 +60,19 @@ def _move(book: Book, fanout: OmsMarketData, i: int) -> None:
     """One venue update: the best bid's size changes (what the feed does, then tells us)."""
     book.apply_update("bid", D("100"), D(2 + i))
     fanout.on_update(SYMBOL, book, [])
+
+
+class _Recorder:
+    """An OMS session's send: what it got, as {tag: value} per message."""
+
+    def __init__(self) -> None:
+        self.got: list[dict[int, str]] = []
+
+    def __call__(self, msg: fix.Message) -> None:
+        self.got.append({**tag_fields(msg), 35: m.msg_type(msg)})
+
+    def types(self) -> list[str]:
+        return [f"{f[35]}:{f.get(262)}" for f in self.got]
 
 
 def _in_thread(work: Callable[[], None], timeout: float = 5.0) -> bool:
@@ -158,3 +172,31 @@ def test_a_logout_empties_the_outbox_and_close_ends_the_senders(
     assert got == ["W"]  # the one being sent at the logout; the queued updates are gone
     fanout.close()
     assert not [t for t in threading.enumerate() if t.name == "md-out-FIXGW->SLOW"]
+
+
+def test_a_reused_md_req_id_is_rejected_and_the_live_subscription_stays(
+        book: Book, fanout: OmsMarketData) -> None:
+    oms = _Recorder()
+    fanout.on_request(_request("R1", SYMBOL), "FIXGW->OMS", oms)
+    fanout.on_request(_request("R1", OTHER), "FIXGW->OMS", oms)
+    assert fanout.drained(5)
+    assert oms.types() == ["W:R1", "Y:R1"]
+    rej = oms.got[1]
+    assert rej[281] == "1"  # duplicate MDReqID
+    assert "R1" in rej[58] and SYMBOL in rej[58], rej[58]
+    _move(book, fanout, 0)  # the first book still moves
+    assert fanout.drained(5)
+    assert oms.types()[2:] == ["X:R1"] and oms.got[2][55] == SYMBOL
+    assert fanout.subscriber_count() == 1
+
+
+def test_a_subscription_for_full_refreshes_only_is_rejected(
+        book: Book, fanout: OmsMarketData) -> None:
+    """265=0 would get incrementals it did not ask for: refused, with what to send instead."""
+    oms = _Recorder()
+    fanout.on_request(_request("F1", update_type="0"), "FIXGW->OMS", oms)
+    assert fanout.drained(5)
+    assert oms.types() == ["Y:F1"]
+    assert oms.got[0][281] == "6"  # unsupported MDUpdateType
+    assert "265=1" in oms.got[0][58], oms.got[0][58]
+    assert fanout.subscriber_count() == 0
