@@ -16,6 +16,11 @@ request included, so that a snapshot always precedes its incrementals) goes into
 session's ``Outbox`` under our lock, and the outbox's thread sends it. An OMS whose outbox
 overflows gets no more updates until it reads again, then a fresh snapshot per subscription
 (``_resync``): see ``gateway.marketdata.outbox``.
+
+A book the feed reports broken (``on_integrity``) is withdrawn: its subscribers get an empty
+snapshot (no entries) at once and nothing more until the feed's fresh snapshot, which they get
+as a W; a new subscriber meanwhile gets the empty one. FIX 4.4 has no "book invalid" signal;
+a full refresh with no entries is one that every W/X consumer already handles.
 """
 
 from __future__ import annotations
@@ -63,6 +68,9 @@ class OmsMarketData:
         # One per OMS session that ever asked; created under the lock, read by `drop` without.
         self._outboxes: dict[str, Outbox] = {}
         self._closed = False
+        # Symbols whose book the feed cannot vouch for (integrity failure, source lost) until
+        # its fresh snapshot: their subscribers hold an empty book and get no updates.
+        self._dead: set[str] = set()
         feed.listeners.append(self)
 
     # ---- OMS requests --------------------------------------------------------------------------
@@ -127,13 +135,14 @@ class OmsMarketData:
     # ---- venue feed listener ---------------------------------------------------------------
     def on_snapshot(self, symbol: str, book: Book) -> None:
         with self._lock:
+            self._dead.discard(symbol)
             for sub in self._matching(symbol):
                 sub.outbox.put(self._snapshot(sub, symbol, book))
 
     def on_update(self, symbol: str, book: Book, entries: Sequence[MdEntry]) -> None:
         with self._lock:
             subs = self._matching(symbol)
-            if not subs:
+            if not subs or symbol in self._dead:
                 return
             trades = [e for e in entries if e.entry_type == TRADE]
             for sub in subs:
@@ -146,7 +155,17 @@ class OmsMarketData:
                                                  self._checksum(symbol, view)))
 
     def on_integrity(self, symbol: str, reason: str) -> None:
-        pass  # the venue feed resubscribes; its fresh snapshot reaches on_snapshot
+        """The feed found `symbol`'s book broken (checksum, RptSeq gap, crossed, stale, refused
+        by the venue, its source lost) and is rebuilding it. Left alone, an OMS would keep the
+        last book it was sent and could not tell it from a quiet market; so each subscriber
+        gets a snapshot with no entries (268=0, the full refresh of an empty book) and no
+        updates until the feed's fresh snapshot reaches `on_snapshot`, which it gets as a W."""
+        with self._lock:
+            if symbol in self._dead:
+                return  # already told
+            self._dead.add(symbol)
+            for sub in self._matching(symbol):
+                sub.outbox.put(self._snapshot(sub, symbol, self.feed.books[symbol]))
 
     # ---- internals -----------------------------------------------------------------------------
     def _refusal(self, msg: fix.Message, oms_key: str, req_id: str, sub_type: str,
@@ -211,7 +230,9 @@ class OmsMarketData:
         return None if inst is None else view.checksum(inst.price_decimals, inst.qty_decimals)
 
     def _snapshot(self, sub: _OmsSub, symbol: str, book: Book) -> fix.Message:
+        """A W of `book` for `sub` (empty while the book is dead), which its view starts from."""
         view = TopView(sub.depth)
-        view.reset_from(book)
+        if symbol not in self._dead:
+            view.reset_from(book)
         sub.views[symbol] = view
         return build_snapshot(sub.req_id, symbol, view, self._checksum(symbol, view))

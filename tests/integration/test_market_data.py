@@ -34,6 +34,9 @@ class OmsBook:
         self.updates = 0
         self.snapshots = 0
         self.rpt_seq = 0
+        # The last snapshot had no entries: the gateway withdrew the book (its feed is
+        # resyncing it, e.g. a quiet symbol found stale) and a fresh snapshot is on its way.
+        self.withdrawn = False
 
     def apply(self, raw: str) -> None:
         parts = [p.split("=", 1) for p in raw.split("\x01") if "=" in p]
@@ -54,6 +57,7 @@ class OmsBook:
             self.asks.clear()
             self.snapshots += 1
             self.rpt_seq = 0
+            self.withdrawn = not entries
         for e in entries:
             if e.get("269") not in ("0", "1"):
                 continue
@@ -90,8 +94,10 @@ def subscribe(oms: Oms, symbol: str, depth: int = 10) -> str:
 
 
 def drain(oms: Oms, book: OmsBook, req: str, seconds: float) -> None:
+    """Apply what arrives for `req` for `seconds`, and on (5 s at most) while the book is
+    withdrawn: md_pair's quiet books go stale and are resynced every 2 s or so."""
     until = time.monotonic() + seconds
-    while time.monotonic() < until:
+    while time.monotonic() < until or (book.withdrawn and time.monotonic() < until + 5):
         try:
             r = oms.c.next_app(timeout=0.2)
         except TimeoutError:

@@ -1,6 +1,7 @@
 """The OMS market-data fan-out (gateway.marketdata.fanout) on its own, with a stand-in feed:
-subscriptions end when the OMS session logs out (rules of engagement, section 3), and an OMS
-that stops reading holds up neither the venue thread nor the other OMS sessions."""
+subscriptions end when the OMS session logs out (rules of engagement, section 3), an OMS
+that stops reading holds up neither the venue thread nor the other OMS sessions, requests that
+cannot be served as asked are rejected, and a book the feed finds broken is withdrawn."""
 
 from __future__ import annotations
 
@@ -16,6 +17,9 @@ import quickfix as fix
 from gateway.fix import messages as m
 from gateway.marketdata.book import Book
 from gateway.marketdata.fanout import OmsMarketData
+from gateway.marketdata.feed import MarketDataFeed
+from gateway.marketdata.fix_md import MdEntry, TopView, build_incremental, build_snapshot
+from gateway.marketdata.instruments import Instrument, InstrumentRegistry
 from tests.conftest import tag_fields, wait_until
 from tests.integration.test_market_data import OmsBook
 
@@ -67,9 +71,18 @@ class _Recorder:
 
     def __init__(self) -> None:
         self.got: list[dict[int, str]] = []
+        self.raw: list[str] = []
 
     def __call__(self, msg: fix.Message) -> None:
         self.got.append({**tag_fields(msg), 35: m.msg_type(msg)})
+        self.raw.append(msg.toString())
+
+    def book(self) -> OmsBook:
+        """The book an OMS builds from all it got (RptSeq-checked)."""
+        book = OmsBook()
+        for raw in self.raw:
+            book.apply(raw)
+        return book
 
     def types(self) -> list[str]:
         return [f"{f[35]}:{f.get(262)}" for f in self.got]
@@ -200,3 +213,54 @@ def test_a_subscription_for_full_refreshes_only_is_rejected(
     assert oms.got[0][281] == "6"  # unsupported MDUpdateType
     assert "265=1" in oms.got[0][58], oms.got[0][58]
     assert fanout.subscriber_count() == 0
+
+
+def test_a_book_the_feed_finds_broken_is_withdrawn_until_its_fresh_snapshot() -> None:
+    """A real feed: the venue's snapshot, then an integrity failure (what the feed does on a
+    checksum mismatch, an RptSeq gap, a crossed or stale book). The OMS gets an empty W at
+    once, no update while the book is dead, and the fresh W once the venue's snapshot is in."""
+    registry = InstrumentRegistry()
+    registry.replace_all([Instrument.from_precision(SYMBOL, 1, 8, D("0.0001"), D("0.1"))])
+    feed = MarketDataFeed((SYMBOL,), 10, registry, stale_after_s=3600)
+    fanout = OmsMarketData(feed)
+    oms, late = _Recorder(), _Recorder()
+
+    def venue_snapshot(book: Book) -> None:
+        (_, req_id, _, _), = feed.subscriptions()
+        view = TopView(10)
+        view.reset_from(book)
+        feed.on_app_message(build_snapshot(req_id, SYMBOL, view, view.checksum(1, 8)),
+                            None, {})  # type: ignore[arg-type]
+
+    try:
+        feed._subscribe(SYMBOL)  # no session: registers the venue subscription only
+        venue_snapshot(_book())
+        fanout.on_request(_request("R1"), "FIXGW->OMS", oms)
+        assert fanout.drained(5) and oms.book().top(5) == tuple(
+            list(side) for side in feed.books[SYMBOL].depth(5))
+
+        feed.resubscribe(SYMBOL, "checksum mismatch: venue 1, book 2")
+        feed.books[SYMBOL].apply_update("bid", D("100"), D("7"))  # a stray: not sent
+        fanout.on_update(SYMBOL, feed.books[SYMBOL], [])
+        fanout.on_request(_request("R2"), "FIXGW->OMS2", late)  # subscribes meanwhile
+        assert fanout.drained(5)
+        assert oms.types() == ["W:R1", "W:R1"] and oms.got[1][268] == "0"
+        assert oms.book().top(5) == ([], [])
+        assert late.types() == ["W:R2"] and late.got[0][268] == "0"
+
+        fresh = Book(SYMBOL)
+        fresh.apply_snapshot([(D("200.0"), D("1"))], [(D("200.5"), D("2"))])
+        venue_snapshot(fresh)  # the resubscription's snapshot
+        (_, req_id, _, _), = feed.subscriptions()
+        feed.on_app_message(build_incremental(req_id, SYMBOL, [
+            MdEntry("0", "0", D("199.9"), D("3"))], 1, None), None, {})  # type: ignore[arg-type]
+        assert fanout.drained(5)
+        for got in (oms, late):
+            assert got.types()[-2:] == [f"W:{got.got[0][262]}", f"X:{got.got[0][262]}"]
+            book = got.book()
+            assert book.rpt_seq == 1
+            assert book.top(5) == ([(D("200.0"), D("1")), (D("199.9"), D("3"))],
+                                   [(D("200.5"), D("2"))])
+    finally:
+        fanout.close()
+        feed.stop()
