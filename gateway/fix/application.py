@@ -9,6 +9,10 @@ Lock rule for handlers: QuickFIX calls onLogout from Session::disconnect with th
 mutex held (and parts of logon processing likewise). A logout handler must therefore never wait
 for a lock that some thread may hold while sending on that session, or the two deadlock; record
 the fact without a lock and let the sender's side clean up (see OmsMarketData.drop).
+
+Resends towards an OMS: QuickFIX stores every message it sends and replays the stored ones on a
+ResendRequest. ExecutionReports must be replayed; market data (35=W/X) must not (a stale book
+ahead of the live one), so toApp refuses a resent W/X and QuickFIX sends a GapFill instead.
 """
 
 from __future__ import annotations
@@ -71,9 +75,17 @@ class _ProbeFields(threading.local):
         self.exec_type = fix.ExecType()
         self.ord_type = fix.OrdType()
         self.orig_cl_ord_id = fix.OrigClOrdID()
+        self.poss_dup = fix.PossDupFlag()
 
 
 _probe_fields = _ProbeFields()
+
+# Market data towards an OMS (MarketDataSnapshotFullRefresh, MarketDataIncrementalRefresh) is
+# stored like every message (PersistMessages=Y, which the reports need), but a ResendRequest
+# must not replay a stale book ahead of the live one: toApp refuses a resent one (PossDupFlag
+# set, which QuickFIX does only on resends) and QuickFIX gap-fills it. Only these two types
+# are checked, and only after the slow path already read their type: reports never pay for it.
+_BOOK_TYPES = frozenset(("W", "X"))
 
 
 @dataclass
@@ -352,11 +364,17 @@ class SessionApplication(fix.Application):  # type: ignore[misc]
         # Counted by MsgType without touching the header (see _probe): towards an OMS the
         # gateway sends one type with ExecType (150), ExecutionReport; towards the venue one
         # with OrdType (40) and no OrigClOrdID (41), NewOrderSingle. A new outgoing type that
-        # carries those fields needs its own check here. Everything else takes the slow path.
+        # carries those fields needs its own check here. Everything else takes the slow path,
+        # where a resent W/X towards an OMS is refused (see _BOOK_TYPES).
         pf = _probe_fields
         if self._oms_role:
-            t = ("8" if _probe(message, pf.exec_type)
-                 else self._count_out_slow(message, int(sessionID.this)))
+            if _probe(message, pf.exec_type):
+                t = "8"
+            else:
+                t = self._count_out_slow(message, int(sessionID.this))
+                if (t in _BOOK_TYPES and _probe(message.getHeader(), pf.poss_dup)
+                        and pf.poss_dup.getValue()):
+                    raise fix.DoNotSend()  # a resend: QuickFIX gap-fills it (_BOOK_TYPES)
         elif not self._venue_role:
             t = ""
         elif _probe(message, pf.ord_type) and not _probe(message, pf.orig_cl_ord_id):

@@ -724,3 +724,26 @@ def test_a_data_field_holding_soh_and_tags_is_read_by_its_length(session: RawFix
     session.send("D", order)
     er = expect_app(session, "8", cl)
     assert er[150] == "0" and Decimal(er[38]) == Decimal("0.01") and er[54] == "1", er
+
+
+# ---- ResendRequest: market data is gap-filled, not replayed -----------------------------------
+def test_resend_request_gap_fills_market_data_and_resends_reports(session: RawFixClient) -> None:
+    """Rules of engagement, section 3: no book backlog is replayed. A ResendRequest over a
+    MarketDataSnapshot (35=W) gets a SequenceReset-GapFill in its place, not the stale book
+    with PossDupFlag=Y; an ExecutionReport in the same range is resent as usual."""
+    session.send("V", [(262, "RS1"), (263, "1"), (264, "5"), (265, "1"), (267, "1"),
+                       (269, "0"), (146, "1"), (55, "BTC/USD")])
+    w = fields_of(session.expect("W", 10, match=lambda f: f.get(262) == "RS1"))
+    order = new_order()
+    cl = dict(order)[11]
+    session.send("D", order)
+    expect_app(session, "8", cl)
+    session.send("2", [(7, w[34]), (16, "0")])  # ResendRequest: from the W on
+    got = [fields_of(msg) for msg in session.quiet(2.0)]
+    replayed = [f for f in got if f.get(35) in ("W", "X") and f.get(43) == "Y"]
+    assert not replayed, f"market data replayed\n{session.transcript()}"
+    gap_fills = [f for f in got if f.get(35) == "4" and f.get(123) == "Y"]
+    assert any(f[34] == w[34] and int(f[36]) > int(w[34]) for f in gap_fills), \
+        session.transcript()
+    assert any(f.get(35) == "8" and f.get(11) == cl and f.get(43) == "Y" for f in got), \
+        f"ExecutionReport not resent\n{session.transcript()}"
