@@ -7,7 +7,10 @@ once. Integrity faults are injected through the simulator's control channel.
 
 from __future__ import annotations
 
+import fcntl
 import itertools
+import socket
+import termios
 import time
 from collections.abc import Iterator
 from decimal import Decimal
@@ -20,6 +23,7 @@ from gateway.fix.client import FixClient
 from gateway.fix.messages import new_message
 from gateway.kraken.checksum import book_checksum
 from tests.conftest import Oms, make_client, new_id, order_fields
+from tests.fix_session.rawclient import RawFixClient, fields_of
 from tests.procs import Credentials, GatewayProcess, SimProcess, stop_all
 
 _req = itertools.count(1)
@@ -118,7 +122,8 @@ def md_pair(tmp_path_factory: pytest.TempPathFactory, _md_clients: list[FixClien
     tmp = tmp_path_factory.mktemp("md")
     creds = Credentials()
     sim = SimProcess(tmp / "sim", creds, clients=("FIXGW", "MAKER"), seed_books=True)
-    gw = GatewayProcess(tmp / "gw", sim, creds, oms_comp_ids=("OMS", "OMS2", "OMS3", "OMS4"),
+    gw = GatewayProcess(tmp / "gw", sim, creds,
+                        oms_comp_ids=("OMS", "OMS2", "OMS3", "OMS4", "STALLED"),
                         venue_toml="md_stale_after_s = 2.0")
     try:
         yield sim, gw
@@ -304,3 +309,61 @@ def test_venue_md_request_reject_is_reported_and_the_symbol_is_not_tradable(
             stop_all([c.c.stop, gw.stop])
         finally:
             sim.stop()
+
+
+def _unread(sock: socket.socket) -> int:
+    """Bytes the peer sent that we have not read (FIONREAD)."""
+    buf = fcntl.ioctl(sock.fileno(), termios.FIONREAD, b"\0\0\0\0")
+    return int.from_bytes(buf, "little")
+
+
+def test_an_oms_that_stops_reading_holds_up_neither_the_venue_nor_other_oms(
+        md_pair: tuple[SimProcess, GatewayProcess], client_dir: Path, order_oms: Oms) -> None:
+    """An OMS session subscribed to every book stops reading (a GC pause, SIGSTOP): its TCP
+    buffers fill and the gateway's writes to it block. The venue thread must go on: another
+    OMS still gets its market data and the reports of its orders. Then the stalled OMS reads
+    again and its session still works."""
+    sim, gw = md_pair
+    stalled = RawFixClient("127.0.0.1", gw.oms_port, "STALLED", "FIXGW")
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # fills after a few messages
+    sock.settimeout(5)
+    sock.connect(("127.0.0.1", gw.oms_port))
+    stalled.sock = sock
+    reader = Oms(make_client(client_dir, gw.oms_port, "OMS", "FIXGW"))
+    try:
+        stalled.logon(30, reset=True)  # HeartBtInt 30 s: not timed out during the test
+        for symbol in ("BTC/USD", "ETH/USD", "ARB/USD"):
+            stalled.send("V", [(262, f"S-{symbol}"), (263, "1"), (264, "10"), (265, "1"),
+                               (267, "1"), (269, "0"), (146, "1"), (55, symbol)])
+        reader.c.start()
+        book = OmsBook()
+        req = subscribe(reader, "BTC/USD")
+        sim.control(cmd="flow", rate_hz=400)
+        # Stalled: the gateway can write no more once our receive queue stops growing.
+        last, steady_since = -1, time.monotonic()
+        deadline = time.monotonic() + 30
+        while time.monotonic() - steady_since < 1.0:
+            assert time.monotonic() < deadline, "the stalled OMS's buffers never filled"
+            drain(reader, book, req, 0.2)
+            now = _unread(sock)
+            if now != last:
+                last, steady_since = now, time.monotonic()
+        before = book.updates
+        drain(reader, book, req, 1.0)
+        assert book.updates > before, "the reading OMS gets no market data"
+        cl = new_id("S")
+        order_oms.send("D", order_fields(cl, "1", "0.01", "1000.0"))
+        order_oms.report(cl, "0", timeout=10)  # the venue's New: the venue thread goes on
+    finally:
+        sim.control(cmd="flow", rate_hz=0)
+        try:
+            if stalled.sock is not None:  # reads again: the backlog, then a live session
+                stalled.send("1", [(112, "ALIVE")])  # TestRequest: answered behind the backlog
+                deadline = time.monotonic() + 15
+                while not any(fields_of(r).get(112) == "ALIVE" for r in stalled.received):
+                    assert time.monotonic() < deadline, "the stalled OMS's session is dead"
+                    stalled.recv(1.0)
+        finally:
+            stalled.close()
+            reader.c.stop()
