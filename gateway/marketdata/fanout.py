@@ -222,8 +222,8 @@ class OmsMarketData:
                 for symbol in sorted(sub.symbols):
                     outbox.put(self._snapshot(sub, symbol, self.feed.books[symbol]), book=False)
             outbox.end_resync()  # after the snapshots: never seen idle between the two
-        log.warning("market data to %s: reading again; %d subscription(s) resynchronised with "
-                    "fresh snapshots", outbox.name, len(subs))
+        log.info("market data to %s: reading again; %d subscription(s) resynchronised with "
+                 "fresh snapshots", outbox.name, len(subs))
 
     def _checksum(self, symbol: str, view: TopView) -> int | None:
         inst = self.feed.instruments.get(symbol)

@@ -2,7 +2,8 @@
 
 The OMS side keeps its own book from the gateway's W/X messages, so comparing it with the
 simulator's matching-engine book checks the venue feed, the gateway's book and the fan-out at
-once. Integrity faults are injected through the simulator's control channel.
+once. Integrity faults are injected through the simulator's control channel. An OMS that stops
+reading (a raw socket with a tiny receive buffer) must hold up neither the venue nor the others.
 """
 
 from __future__ import annotations
