@@ -7,8 +7,13 @@ so one symbol can be resubscribed without disturbing the others.
 Integrity: a book is resubscribed (fresh snapshot) when the venue's CRC32 checksum (5041)
 disagrees with ours, when the per-symbol RptSeq (83) skips, when the book crosses, or when a
 symbol has been silent longer than `stale_after_s`. Each of those is logged and reported to the
-listeners as an integrity event with its reason. Increments for a subscription we replaced are
-ignored, so a late message from the old subscription cannot corrupt the new snapshot.
+listeners as an integrity event with its reason. The first three mean the book is wrong (the
+bad update is already in it, or one is missing), so it is emptied at once and stays empty until
+the new subscription's verified snapshot: the gate finds no mid (its stale policy applies), and
+neither the signals nor a new OMS subscriber get the bad levels; the listeners are handed the
+empty book as a snapshot. A silent book is only old: it keeps its verified levels, which the
+gate judges by their age. Increments for a subscription we replaced are ignored, so a late
+message from the old subscription cannot corrupt the new snapshot.
 
 Another source may own the books for a while (the WS fallback while this session is down,
 ``gateway.routing.md_failover``): ``hand_over_books`` makes the FIX session keep its own
@@ -174,17 +179,32 @@ class MarketDataFeed(BaseHandler):
         v.addGroup(g)
         return v
 
-    def resubscribe(self, symbol: str, reason: str) -> None:
-        log.warning("market data %s: %s; resubscribing for a fresh snapshot", symbol, reason)
+    def resubscribe(self, symbol: str, reason: str, *, broken: bool = False) -> None:
+        """Replace `symbol`'s subscription (fresh snapshot), telling the listeners why.
+
+        `broken`: the book failed a check (checksum, crossed, RptSeq gap), so what it holds is
+        wrong, not merely old. It is emptied at once, under the hand-over lock, and stays empty
+        until the new subscription's verified snapshot: an empty book has no mid and no top,
+        so the gate applies its stale policy and a new OMS subscriber gets an empty snapshot
+        instead of trading on, or copying, the bad levels (the listeners get that empty book as
+        a snapshot too). A stale symbol is not broken: its levels were verified and the gate
+        judges them by their age."""
+        log.warning("market data %s: %s; %sresubscribing for a fresh snapshot", symbol, reason,
+                    "book emptied, " if broken else "")
         self.integrity_events.append((symbol, reason))
         with self._lock:
             sub = self._subs.get(symbol)
             if sub is not None:
                 sub.resubscribes += 1
         with self._owner:
+            book = self._book(symbol)
+            if broken:
+                book.clear()
             if self._shadow is None:
                 for listener in self.listeners:
                     listener.on_integrity(symbol, reason)
+                    if broken:
+                        listener.on_snapshot(symbol, book)
         self._subscribe(symbol)
 
     # ---- messages ------------------------------------------------------------------------------
@@ -215,7 +235,8 @@ class MarketDataFeed(BaseHandler):
         sub.last_rx = time.monotonic()
         if rpt_seq is not None:
             if rpt_seq != sub.rpt_seq + 1:
-                self.resubscribe(sub.symbol, f"sequence gap: RptSeq {rpt_seq} after {sub.rpt_seq}")
+                self.resubscribe(sub.symbol, f"sequence gap: RptSeq {rpt_seq} after {sub.rpt_seq}",
+                                 broken=True)
                 return
             sub.rpt_seq = rpt_seq
         book = self._book(sub.symbol)
@@ -224,7 +245,7 @@ class MarketDataFeed(BaseHandler):
             if e.entry_type == TRADE:
                 book.record_trade(e.price, e.qty, "sell" if e.aggressor == "2" else "buy")
         if book.is_crossed():
-            self.resubscribe(sub.symbol, "crossed book after an update")
+            self.resubscribe(sub.symbol, "crossed book after an update", broken=True)
             return
         if not self._verify(sub, book, get(msg, CHECKSUM_TAG)):
             return
@@ -241,7 +262,8 @@ class MarketDataFeed(BaseHandler):
             return True  # precision unknown yet: the InstrumentList arrives with the first W
         ours = book.checksum(inst.price_decimals, inst.qty_decimals)
         if str(ours) != checksum:
-            self.resubscribe(sub.symbol, f"checksum mismatch: venue {checksum}, book {ours}")
+            self.resubscribe(sub.symbol, f"checksum mismatch: venue {checksum}, book {ours}",
+                             broken=True)
             return False
         return True
 

@@ -1,0 +1,146 @@
+"""The venue MD feed's integrity handling without a venue: W/X messages are handed to
+``MarketDataFeed.on_app_message`` as QuickFIX would, and what matters is what the readers of
+the books see afterwards, the pre-trade gate above all (through the gateway's own ``_mid``)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from decimal import Decimal
+from types import SimpleNamespace
+
+import pytest
+import quickfix as fix
+
+from gateway.config.risk import GateConfig
+from gateway.fix import messages as m
+from gateway.marketdata.book import Book
+from gateway.marketdata.fanout import OmsMarketData
+from gateway.marketdata.feed import MarketDataFeed
+from gateway.marketdata.fix_md import BID, NEW, OFFER, MdEntry, TopView, build_incremental
+from gateway.marketdata.instruments import Instrument, InstrumentRegistry
+from gateway.risk.gate import Gate, GateOrder
+from gateway.server.gateway import Gateway
+from tests.marketdata.test_md_failover_unit import fix_snapshot
+from tests.marketdata.test_oms_md_logout import _request
+
+D = Decimal
+BTC = "BTC/USD"
+BIDS = [(D("100.0"), D("1")), (D("99.9"), D("2"))]
+ASKS = [(D("100.2"), D("3")), (D("100.3"), D("4"))]
+
+
+class Recorder:
+    """An MdListener that keeps what it was told (for a snapshot: the book's level counts)."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, str]] = []
+
+    def on_snapshot(self, symbol: str, book: Book) -> None:
+        self.calls.append(("snapshot", f"{symbol} {book.level_counts()}"))
+
+    def on_update(self, symbol: str, book: Book, entries: Sequence[MdEntry]) -> None:
+        self.calls.append(("update", symbol))
+
+    def on_integrity(self, symbol: str, reason: str) -> None:
+        self.calls.append(("integrity", symbol))
+
+
+@pytest.fixture
+def feed() -> Iterator[MarketDataFeed]:
+    reg = InstrumentRegistry()
+    reg.replace_all([Instrument.from_precision(BTC, 1, 8, D("0.0001"), D("0.1"))])
+    f = MarketDataFeed((BTC,), 10, reg, stale_after_s=3600)
+    f._subscribe(BTC)  # no session: registers the subscription only
+    fix_snapshot(f, BTC, BIDS, ASKS)
+    yield f
+    f.stop()
+
+
+def req_id(feed: MarketDataFeed, symbol: str = BTC) -> str:
+    return next(r for s, r, _, _ in feed.subscriptions() if s == symbol)
+
+
+def incremental(feed: MarketDataFeed, entries: list[MdEntry], rpt_seq: int,
+                checksum: int | str | None = "right") -> None:
+    """Deliver a venue 35=X for BTC's current subscription; checksum "right" = the one the
+    venue's book (ours after the entries) has."""
+    if checksum == "right":
+        after = Book(BTC)
+        d = feed.books[BTC].depth(10)
+        after.apply_snapshot(d.bids, d.asks)
+        after.apply_updates([("bid" if e.entry_type == BID else "ask", e.price, e.qty)
+                             for e in entries])
+        view = TopView(10)
+        view.reset_from(after)
+        checksum = view.checksum(1, 8)
+    assert not isinstance(checksum, str)
+    feed.on_app_message(build_incremental(req_id(feed), BTC, entries, rpt_seq, checksum),
+                        None, {})  # type: ignore[arg-type]
+
+
+def gate_for(feed: MarketDataFeed) -> Gate:
+    """A gate with a 5 % price collar that blocks on a missing or stale book, reading the
+    feed's books exactly as the gateway does."""
+    stand_in = SimpleNamespace(md_feed=feed)
+    return Gate(GateConfig.model_validate({"price_collar_bps": 500}),
+                lambda s: Gateway._mid(stand_in, s),  # type: ignore[arg-type]
+                lambda s: None)
+
+
+def limit_buy(price: str) -> GateOrder:
+    return GateOrder(BTC, "1", D("0.01"), D(price), "2", "OMS", "ACC")
+
+
+@pytest.mark.parametrize("fault", ["crossed", "checksum", "gap"])
+def test_a_broken_book_is_not_used_until_the_fresh_snapshot(feed: MarketDataFeed,
+                                                             fault: str) -> None:
+    """Crossed by an update, a checksum mismatch or a RptSeq gap: until the new subscription's
+    snapshot the gate finds no book (its stale policy blocks), whatever the update did to the
+    levels, and the listeners are told so; the snapshot brings the book back."""
+    gate = gate_for(feed)
+    rec = Recorder()
+    feed.listeners.append(rec)
+    before = req_id(feed)
+    assert gate.check(limit_buy("100.1")).action == "allow"  # mid 100.1, a sane book
+
+    if fault == "crossed":  # a bid through the asks (a missed delete of the ask)
+        incremental(feed, [MdEntry(NEW, BID, D("100.4"), D("1"))], 1)
+    elif fault == "checksum":  # the venue's book differs from ours after this update
+        incremental(feed, [MdEntry(NEW, OFFER, D("100.1"), D("5"))], 1, checksum=12345)
+    else:  # RptSeq 2 after 0: an update is missing, the book no longer matches the venue's
+        incremental(feed, [MdEntry(NEW, OFFER, D("100.1"), D("5"))], 2)
+
+    assert req_id(feed) != before  # resubscribed
+    d = gate.check(limit_buy("100.1"))
+    assert d.action == "block" and d.stale_inputs and d.rule == "price_collar", d.text
+    assert d.text.startswith(f"blocked by price_collar: no book for {BTC}")
+    book = feed.books[BTC]
+    assert book.mid() is None and book.top() == (None, None)
+    # An OMS subscribing now gets an empty book, not a copy of the bad one.
+    got: list[fix.Message] = []
+    OmsMarketData(feed).on_request(_request("R1", BTC), "FIXGW->OMS", got.append)
+    assert [m.get(w, m.NO_MD_ENTRIES) for w in got] == ["0"]
+    # Listeners: the integrity event, then the book as it now stands (empty), never an update.
+    assert rec.calls == [("integrity", BTC), ("snapshot", f"{BTC} (0, 0)")]
+    assert [s for s, _ in feed.integrity_events] == [BTC]
+
+    # Increments of the replaced subscription cannot refill it; the fresh snapshot does.
+    feed.on_app_message(build_incremental(before, BTC, [MdEntry(NEW, BID, D("99.0"), D("1"))],
+                                          3, None), None, {})  # type: ignore[arg-type]
+    assert book.level_counts() == (0, 0)
+    fix_snapshot(feed, BTC, [(D("101.0"), D("1"))], [(D("101.2"), D("1"))])
+    assert book.mid() == D("101.1")
+    assert gate.check(limit_buy("101.1")).action == "allow"
+
+
+def test_a_broken_shadow_book_stays_out_of_the_shared_one(feed: MarketDataFeed) -> None:
+    """While another source owns the books, a FIX book found broken is the FIX shadow: it is
+    emptied and resubscribed, the shared book and the listeners are left to the owner."""
+    rec = Recorder()
+    feed.listeners.append(rec)
+    shared = feed.books[BTC]
+    feed.hand_over_books("ws")
+    incremental(feed, [MdEntry(NEW, BID, D("100.4"), D("1"))], 1)  # crossed
+    assert shared.mid() == D("100.1") and rec.calls == []
+    assert feed.unsynced_symbols() == [BTC]  # the shadow waits for its fresh snapshot
+    assert feed._shadow is not None and feed._shadow[BTC].level_counts() == (0, 0)
