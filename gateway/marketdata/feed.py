@@ -5,15 +5,18 @@ order validation then enforces — and subscribes (35=V) to each configured symb
 so one symbol can be resubscribed without disturbing the others.
 
 Integrity: a book is resubscribed (fresh snapshot) when the venue's CRC32 checksum (5041)
-disagrees with ours, when the per-symbol RptSeq (83) skips, when the book crosses, or when a
-symbol has been silent longer than `stale_after_s`. Each of those is logged and reported to the
-listeners as an integrity event with its reason. The first three mean the book is wrong (the
-bad update is already in it, or one is missing), so it is emptied at once and stays empty until
-the new subscription's verified snapshot: the gate finds no mid (its stale policy applies), and
-neither the signals nor a new OMS subscriber get the bad levels; the listeners are handed the
-empty book as a snapshot. A silent book is only old: it keeps its verified levels, which the
-gate judges by their age. Increments for a subscription we replaced are ignored, so a late
-message from the old subscription cannot corrupt the new snapshot.
+disagrees with ours (or ours cannot be computed: a level finer than the instrument's
+precision is not the venue's book either), when an update cannot be applied, when the
+per-symbol RptSeq (83) skips, when the book crosses, or when a symbol has been silent longer
+than `stale_after_s`. Each of those is logged and reported to the listeners as an integrity
+event with its reason. All but the last mean the book is wrong (the bad update is already in
+it, or one is missing), so it is emptied at once and stays empty until the new subscription's
+verified snapshot: the gate finds no mid (its stale policy applies), and neither the signals
+nor a new OMS subscriber get the bad levels; the listeners are handed the empty book as a
+snapshot. A silent book is only old: it keeps its verified levels, which the gate judges by
+their age. Increments for a subscription we replaced are ignored, so a late message from the
+old subscription cannot corrupt the new snapshot. Each listener is called on its own: one
+that raises is logged (with the symbol) and neither the others nor the feed miss a beat.
 
 Another source may own the books for a while (the WS fallback while this session is down,
 ``gateway.routing.md_failover``): ``hand_over_books`` makes the FIX session keep its own
@@ -70,6 +73,11 @@ class MdListener(Protocol):
     def on_snapshot(self, symbol: str, book: Book) -> None: ...
     def on_update(self, symbol: str, book: Book, entries: Sequence[MdEntry]) -> None: ...
     def on_integrity(self, symbol: str, reason: str) -> None: ...
+
+
+def _listener_failed(listener: MdListener, hook: str, symbol: str) -> None:
+    log.exception("market data %s: listener %r failed in %s; the other listeners were told",
+                  symbol, listener, hook)
 
 
 @dataclass
@@ -201,11 +209,33 @@ class MarketDataFeed(BaseHandler):
             if broken:
                 book.clear()
             if self._shadow is None:
-                for listener in self.listeners:
-                    listener.on_integrity(symbol, reason)
-                    if broken:
-                        listener.on_snapshot(symbol, book)
+                self._tell_integrity(symbol, reason)
+                if broken:
+                    self._tell_snapshot(symbol, book)
         self._subscribe(symbol)
+
+    # Each listener is called on its own: one that raises (a bug, a full queue) is logged and
+    # the others are still told, and the feed's own bookkeeping after the call goes on.
+    def _tell_snapshot(self, symbol: str, book: Book) -> None:
+        for listener in self.listeners:
+            try:
+                listener.on_snapshot(symbol, book)
+            except Exception:
+                _listener_failed(listener, "on_snapshot", symbol)
+
+    def _tell_update(self, symbol: str, book: Book, entries: Sequence[MdEntry]) -> None:
+        for listener in self.listeners:
+            try:
+                listener.on_update(symbol, book, entries)
+            except Exception:
+                _listener_failed(listener, "on_update", symbol)
+
+    def _tell_integrity(self, symbol: str, reason: str) -> None:
+        for listener in self.listeners:
+            try:
+                listener.on_integrity(symbol, reason)
+            except Exception:
+                _listener_failed(listener, "on_integrity", symbol)
 
     # ---- messages ------------------------------------------------------------------------------
     def _snapshot(self, msg: fix.Message) -> None:
@@ -222,8 +252,7 @@ class MarketDataFeed(BaseHandler):
             return
         if self._shadow is not None:
             return
-        for listener in self.listeners:
-            listener.on_snapshot(sub.symbol, book)
+        self._tell_snapshot(sub.symbol, book)
 
     def _incremental(self, msg: fix.Message) -> None:
         sub = self._by_req.get(get(msg, m.MD_REQ_ID) or "")
@@ -240,7 +269,11 @@ class MarketDataFeed(BaseHandler):
                 return
             sub.rpt_seq = rpt_seq
         book = self._book(sub.symbol)
-        book.apply_updates(updates)
+        try:
+            book.apply_updates(updates)
+        except (ValueError, TypeError) as exc:  # e.g. a negative size: the book is half done
+            self.resubscribe(sub.symbol, f"unusable update: {exc}", broken=True)
+            return
         for e in entries:
             if e.entry_type == TRADE:
                 book.record_trade(e.price, e.qty, "sell" if e.aggressor == "2" else "buy")
@@ -251,8 +284,7 @@ class MarketDataFeed(BaseHandler):
             return
         if self._shadow is not None:
             return
-        for listener in self.listeners:
-            listener.on_update(sub.symbol, book, entries)
+        self._tell_update(sub.symbol, book, entries)
 
     def _verify(self, sub: _Sub, book: Book, checksum: str | None) -> bool:
         if checksum is None:
@@ -260,7 +292,10 @@ class MarketDataFeed(BaseHandler):
         inst = self.instruments.get(sub.symbol)
         if inst is None:
             return True  # precision unknown yet: the InstrumentList arrives with the first W
-        ours = book.checksum(inst.price_decimals, inst.qty_decimals)
+        try:
+            ours: int | str = book.checksum(inst.price_decimals, inst.qty_decimals)
+        except ValueError as exc:  # a level finer than the instrument's precision: not the
+            ours = f"not computable ({exc})"  # venue's book, as the WS client also decides
         if str(ours) != checksum:
             self.resubscribe(sub.symbol, f"checksum mismatch: venue {checksum}, book {ours}",
                              broken=True)
@@ -295,8 +330,7 @@ class MarketDataFeed(BaseHandler):
             self.integrity_events.append((sub.symbol, reason))
             with self._owner:
                 if self._shadow is None:
-                    for listener in self.listeners:
-                        listener.on_integrity(sub.symbol, reason)
+                    self._tell_integrity(sub.symbol, reason)
 
     # ---- staleness -----------------------------------------------------------------------------
     def _watch(self) -> None:
@@ -387,8 +421,7 @@ class MarketDataFeed(BaseHandler):
                 book = self.books[symbol]
                 d = shadow[symbol].depth(self.depth)
                 book.apply_snapshot(d.bids, d.asks)
-                for listener in self.listeners:
-                    listener.on_snapshot(symbol, book)
+                self._tell_snapshot(symbol, book)
         log.warning("market data: the FIX MD session feeds the books again%s",
                     "" if len(synced) == len(self.symbols) else
                     f" (still waiting for the FIX snapshot of "
@@ -411,8 +444,7 @@ class MarketDataFeed(BaseHandler):
                 return False
             book = self.books[symbol]
             book.apply_snapshot(bids, asks)
-            for listener in self.listeners:
-                listener.on_snapshot(symbol, book)
+            self._tell_snapshot(symbol, book)
         return True
 
     def apply_external_update(self, symbol: str, entries: Sequence[MdEntry]) -> bool:
@@ -429,8 +461,7 @@ class MarketDataFeed(BaseHandler):
             for e in entries:
                 if e.entry_type == TRADE:
                     book.record_trade(e.price, e.qty, "sell" if e.aggressor == "2" else "buy")
-            for listener in self.listeners:
-                listener.on_update(symbol, book, entries)
+            self._tell_update(symbol, book, entries)
         return True
 
     def external_integrity(self, symbol: str, reason: str) -> None:
@@ -439,5 +470,4 @@ class MarketDataFeed(BaseHandler):
             if self._shadow is None or symbol not in self.books:
                 return
             self.integrity_events.append((symbol, reason))
-            for listener in self.listeners:
-                listener.on_integrity(symbol, reason)
+            self._tell_integrity(symbol, reason)

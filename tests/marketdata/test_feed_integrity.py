@@ -144,3 +144,57 @@ def test_a_broken_shadow_book_stays_out_of_the_shared_one(feed: MarketDataFeed) 
     assert shared.mid() == D("100.1") and rec.calls == []
     assert feed.unsynced_symbols() == [BTC]  # the shadow waits for its fresh snapshot
     assert feed._shadow is not None and feed._shadow[BTC].level_counts() == (0, 0)
+
+
+class Failing(Recorder):
+    """A listener with a bug: every hook raises after recording the call."""
+
+    def on_snapshot(self, symbol: str, book: Book) -> None:
+        super().on_snapshot(symbol, book)
+        raise RuntimeError("listener bug")
+
+    def on_update(self, symbol: str, book: Book, entries: Sequence[MdEntry]) -> None:
+        super().on_update(symbol, book, entries)
+        raise RuntimeError("listener bug")
+
+    def on_integrity(self, symbol: str, reason: str) -> None:
+        super().on_integrity(symbol, reason)
+        raise RuntimeError("listener bug")
+
+
+@pytest.mark.parametrize(("entry", "reason"), [
+    # 100.05 has more decimals than BTC's price precision (1): no checksum can be computed
+    (MdEntry(NEW, BID, D("100.05"), D("1")), "checksum mismatch: venue 1, book not computable"),
+    (MdEntry(NEW, BID, D("99.8"), D("-1")), "unusable update: invalid level 99.8 x -1"),
+])
+def test_an_update_the_book_cannot_take_is_a_broken_book(feed: MarketDataFeed, entry: MdEntry,
+                                                         reason: str) -> None:
+    """The exception used to escape after the book had changed: no resubscribe, no integrity
+    event, listeners not told, the subscription still synced, and every later message the
+    same. Now it is an integrity failure like a checksum mismatch."""
+    rec = Recorder()
+    feed.listeners.append(rec)
+    before = req_id(feed)
+    incremental(feed, [MdEntry(NEW, BID, D("99.7"), D("1")), entry], 1, checksum=1)
+    assert req_id(feed) != before and feed.unsynced_symbols() == [BTC]
+    (symbol, why), = feed.integrity_events
+    assert symbol == BTC and why.startswith(reason), why
+    assert feed.books[BTC].level_counts() == (0, 0)
+    assert rec.calls == [("integrity", BTC), ("snapshot", f"{BTC} (0, 0)")]
+
+
+def test_a_failing_listener_does_not_keep_the_others_uninformed(
+        feed: MarketDataFeed, caplog: pytest.LogCaptureFixture) -> None:
+    bad, good = Failing(), Recorder()
+    feed.listeners[:] = [bad, good]
+    incremental(feed, [MdEntry(NEW, OFFER, D("100.1"), D("1"))], 1)
+    incremental(feed, [MdEntry(NEW, BID, D("100.4"), D("1"))], 2)  # crossed
+    fix_snapshot(feed, BTC, BIDS, ASKS)
+    want = [("update", BTC), ("integrity", BTC), ("snapshot", f"{BTC} (0, 0)"),
+            ("snapshot", f"{BTC} (2, 2)")]
+    assert bad.calls == want and good.calls == want
+    failed = [r.getMessage() for r in caplog.records if "listener" in r.getMessage()]
+    assert len(failed) == 4 and all(t.startswith(f"market data {BTC}: listener <") for t in failed)
+    assert [t.split(" failed in ")[1].split(";")[0] for t in failed] == [
+        "on_update", "on_integrity", "on_snapshot", "on_snapshot"]
+    assert feed.unsynced_symbols() == []  # the resync went through
