@@ -25,7 +25,9 @@ writes the shared ``Book`` objects through ``apply_external_*``; ``take_back_boo
 shadows' verified state into the shared books and tells the listeners with a snapshot. The
 shared books keep their identity throughout, so the gate, the signals, the events and the OMS
 fan-out never notice which source feeds them. One re-entrant lock makes each FIX message, each
-external frame and each hand-over atomic, so a book never has two writers at once.
+external frame, each hand-over and each (re)subscribe (the swap and its sends together)
+atomic, so a book never has two writers at once and the stale watchdog and the QuickFIX
+thread cannot interleave two resubscribes of one symbol.
 """
 
 from __future__ import annotations
@@ -150,27 +152,38 @@ class MarketDataFeed(BaseHandler):
         elif t == "y":
             self._instrument_list(msg)
         elif t == "Y":
-            self._rejected(msg)
+            with self._owner:
+                self._rejected(msg)
         else:
             raise fix.UnsupportedMessageType()
 
     # ---- subscriptions -----------------------------------------------------------------------
     def _subscribe(self, symbol: str) -> None:
-        req_id = f"MD-{symbol}-{next(self._ids)}"
-        with self._lock:
-            old = self._subs.get(symbol)
-            sub = _Sub(req_id, symbol, last_rx=time.monotonic(),
-                       resubscribes=(old.resubscribes if old else 0))
-            self._subs[symbol] = sub
+        """Make a new subscription `symbol`'s current one and tell the venue (ending the old).
+
+        Swap and sends are one piece under the hand-over lock: the stale watchdog and the
+        QuickFIX thread (gap, checksum, crossed) may both resubscribe a symbol, and with the
+        sends outside the lock the venue could get them interleaved (end B, start B, then
+        start A: a subscription the venue feeds and we ignore, or one we wait for that it
+        ended). FIX messages are handled under the same lock, so none is handled halfway
+        through a swap. Never `_lock` across a send: QuickFIX calls `on_logout` holding the
+        session's mutex, which `send` needs, and `on_logout` takes `_lock`."""
+        with self._owner:
+            req_id = f"MD-{symbol}-{next(self._ids)}"
+            with self._lock:
+                old = self._subs.get(symbol)
+                sub = _Sub(req_id, symbol, last_rx=time.monotonic(),
+                           resubscribes=(old.resubscribes if old else 0))
+                self._subs[symbol] = sub
+                if old is not None:
+                    self._by_req.pop(old.req_id, None)
+                self._by_req[req_id] = sub
+            session = self._session
+            if session is None:
+                return
             if old is not None:
-                self._by_req.pop(old.req_id, None)
-            self._by_req[req_id] = sub
-        session = self._session
-        if session is None:
-            return
-        if old is not None:
-            session.send(self._request(old.req_id, symbol, "2"))
-        session.send(self._request(req_id, symbol, "1"))
+                session.send(self._request(old.req_id, symbol, "2"))
+            session.send(self._request(req_id, symbol, "1"))
 
     def _request(self, req_id: str, symbol: str, sub_type: str) -> fix.Message:
         v = m.new_message("V")
@@ -197,14 +210,14 @@ class MarketDataFeed(BaseHandler):
         instead of trading on, or copying, the bad levels (the listeners get that empty book as
         a snapshot too). A stale symbol is not broken: its levels were verified and the gate
         judges them by their age."""
-        log.warning("market data %s: %s; %sresubscribing for a fresh snapshot", symbol, reason,
-                    "book emptied, " if broken else "")
-        self.integrity_events.append((symbol, reason))
-        with self._lock:
-            sub = self._subs.get(symbol)
-            if sub is not None:
-                sub.resubscribes += 1
-        with self._owner:
+        with self._owner:  # one resubscribe at a time (see _subscribe)
+            log.warning("market data %s: %s; %sresubscribing for a fresh snapshot", symbol,
+                        reason, "book emptied, " if broken else "")
+            self.integrity_events.append((symbol, reason))
+            with self._lock:
+                sub = self._subs.get(symbol)
+                if sub is not None:
+                    sub.resubscribes += 1
             book = self._book(symbol)
             if broken:
                 book.clear()
@@ -212,7 +225,7 @@ class MarketDataFeed(BaseHandler):
                 self._tell_integrity(symbol, reason)
                 if broken:
                     self._tell_snapshot(symbol, book)
-        self._subscribe(symbol)
+            self._subscribe(symbol)
 
     # Each listener is called on its own: one that raises (a bug, a full queue) is logged and
     # the others are still told, and the feed's own bookkeeping after the call goes on.
@@ -335,14 +348,28 @@ class MarketDataFeed(BaseHandler):
     # ---- staleness -----------------------------------------------------------------------------
     def _watch(self) -> None:
         while not self._stop.wait(min(1.0, self.stale_after_s / 4)):
-            if self._session is None:
-                continue
-            now = time.monotonic()
-            stale = [s for s in list(self._subs.values())
-                     if now - s.last_rx > self.stale_after_s]
-            for s in stale:
-                self.resubscribe(s.symbol,
-                                 f"stale feed: no update for {now - s.last_rx:.1f} s")
+            try:
+                self._resubscribe_stale()
+            except Exception:
+                log.exception("market-data stale check")
+
+    def _resubscribe_stale(self) -> None:
+        """Resubscribe each symbol silent longer than `stale_after_s`. The scan is lock-free;
+        each candidate is checked again under the hand-over lock, since the QuickFIX thread
+        may have resubscribed it (or the venue sent something) in between: resubscribing that
+        fresh subscription too would only throw away the snapshot it is waiting for."""
+        if self._session is None:
+            return
+        now = time.monotonic()
+        with self._lock:
+            candidates = [s for s in self._subs.values() if now - s.last_rx > self.stale_after_s]
+        for sub in candidates:
+            with self._owner:
+                silent = time.monotonic() - sub.last_rx
+                if (self._session is None or self._subs.get(sub.symbol) is not sub
+                        or silent <= self.stale_after_s):
+                    continue
+                self.resubscribe(sub.symbol, f"stale feed: no update for {silent:.1f} s")
 
     def subscriptions(self) -> Iterable[tuple[str, str, bool, int]]:
         """(symbol, MDReqID, synced, resubscribes) per symbol, for ops."""

@@ -4,6 +4,7 @@ the books see afterwards, the pre-trade gate above all (through the gateway's ow
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator, Sequence
 from decimal import Decimal
 from types import SimpleNamespace
@@ -198,3 +199,108 @@ def test_a_failing_listener_does_not_keep_the_others_uninformed(
     assert [t.split(" failed in ")[1].split(";")[0] for t in failed] == [
         "on_update", "on_integrity", "on_snapshot", "on_snapshot"]
     assert feed.unsynced_symbols() == []  # the resync went through
+
+
+class FakeSession:
+    """Records the MarketDataRequests the feed sends (MDReqID, 263), as the venue gets them.
+    `hold_next`: the next send waits (up to 1 s) for `release`, as a slow socket would."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, str]] = []
+        self.hold_next = False
+        self.holding = threading.Event()
+        self.release = threading.Event()
+
+    def send(self, msg: fix.Message) -> bool:
+        if self.hold_next:
+            self.hold_next = False
+            self.holding.set()
+            self.release.wait(1.0)
+        self.sent.append((msg.getField(m.MD_REQ_ID), msg.getField(m.SUBSCRIPTION_REQUEST_TYPE)))
+        return True
+
+    def venue_subscriptions(self) -> set[str]:
+        """What the venue feeds after these requests, checking each makes sense to it."""
+        live: set[str] = set()
+        for req, kind in self.sent:
+            if kind == "1":
+                assert req not in live, f"{req} subscribed twice: {self.sent}"
+                live.add(req)
+            else:
+                assert req in live, f"{req} ended before it was started: {self.sent}"
+                live.discard(req)
+        return live
+
+
+@pytest.fixture
+def logged_on(feed: MarketDataFeed) -> FakeSession:
+    """`feed` with a session that records what it sends and without its stale watchdog, so
+    each test decides who resubscribes when."""
+    feed.stop()
+    feed._watchdog.join(5)
+    session = FakeSession()
+    feed._session = session  # type: ignore[assignment]
+    session.sent.append((req_id(feed), "1"))  # the subscription from before (no session then)
+    return session
+
+
+def test_two_threads_resubscribing_a_symbol_leave_the_venue_one_subscription(
+        feed: MarketDataFeed, logged_on: FakeSession) -> None:
+    """The stale watchdog resubscribes BTC and its send is slow; meanwhile the QuickFIX thread
+    finds the book crossed and resubscribes too. Whatever the order, the venue must end up
+    feeding exactly the subscription the feed listens to, and never see a request out of
+    order (with the sends outside the lock it got "end B, start B, ..., start A")."""
+    session = logged_on
+    session.hold_next = True
+    watchdog = threading.Thread(target=feed.resubscribe,
+                                args=(BTC, "stale feed: no update for 12.0 s"))
+    quickfix = threading.Thread(target=feed.resubscribe,
+                                args=(BTC, "crossed book after an update"),
+                                kwargs={"broken": True})
+    watchdog.start()
+    assert session.holding.wait(5)
+    quickfix.start()
+    quickfix.join(0.3)  # with the sends serialised it waits for the watchdog's to finish
+    session.release.set()
+    watchdog.join(5)
+    quickfix.join(5)
+    assert session.venue_subscriptions() == {req_id(feed)}
+    assert [r for _, r in feed.integrity_events] == ["stale feed: no update for 12.0 s",
+                                                     "crossed book after an update"]
+
+
+class _SpyLock:
+    """Wraps the feed's hand-over lock and says when another thread starts waiting for it."""
+
+    def __init__(self, inner: threading.RLock) -> None:
+        self.inner = inner
+        self.other_waits = threading.Event()
+        self.owner = threading.get_ident()
+
+    def __enter__(self) -> None:
+        if threading.get_ident() != self.owner:
+            self.other_waits.set()
+        self.inner.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self.inner.release()
+
+
+def test_the_watchdog_leaves_a_subscription_replaced_since_its_scan_alone(
+        feed: MarketDataFeed, logged_on: FakeSession) -> None:
+    """The watchdog finds BTC silent; before it resubscribes, the QuickFIX thread has (a gap).
+    The fresh subscription is waiting for its snapshot and must not be replaced again."""
+    session = logged_on
+    with feed._lock:
+        feed._subs[BTC].last_rx -= 3600 + 5  # silent for longer than stale_after_s
+    spy = _SpyLock(feed._owner)
+    feed._owner = spy  # type: ignore[assignment]
+    with spy:  # the QuickFIX thread, handling a message
+        watchdog = threading.Thread(target=feed._resubscribe_stale)
+        watchdog.start()
+        assert spy.other_waits.wait(5)  # the watchdog has its candidates and waits
+        feed.resubscribe(BTC, "sequence gap: RptSeq 7 after 5", broken=True)
+    watchdog.join(5)
+    assert [r for _, r in feed.integrity_events] == ["sequence gap: RptSeq 7 after 5"]
+    assert [kind for _, kind in session.sent] == ["1", "2", "1"]
+    assert session.venue_subscriptions() == {req_id(feed)}
