@@ -36,6 +36,7 @@ import itertools
 import logging
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
@@ -69,6 +70,7 @@ QTY_PRECISION = 5010
 TICK_SIZE = 5022
 
 _SIDES = {BID: "bid", OFFER: "ask"}
+RECENT_INTEGRITY_EVENTS = 1000  #: how many integrity events `integrity_events` keeps
 
 
 class MdListener(Protocol):
@@ -102,7 +104,10 @@ class MarketDataFeed(BaseHandler):
         self.stale_after_s = stale_after_s
         self.books: dict[str, Book] = {s: Book(s, max_depth=depth) for s in symbols}
         self.listeners: list[MdListener] = []
-        self.integrity_events: list[tuple[str, str]] = []  # (symbol, reason), for ops and tests
+        # (symbol, reason) of the latest integrity events, for ops and tests: bounded, as a
+        # flapping feed resubscribes for the life of the process; the count is of them all.
+        self.integrity_events: deque[tuple[str, str]] = deque(maxlen=RECENT_INTEGRITY_EVENTS)
+        self.integrity_event_count = 0
         self._session: fix.Session | None = None
         self._subs: dict[str, _Sub] = {}     # symbol -> current subscription
         self._by_req: dict[str, _Sub] = {}   # MDReqID -> subscription (current only)
@@ -213,7 +218,7 @@ class MarketDataFeed(BaseHandler):
         with self._owner:  # one resubscribe at a time (see _subscribe)
             log.warning("market data %s: %s; %sresubscribing for a fresh snapshot", symbol,
                         reason, "book emptied, " if broken else "")
-            self.integrity_events.append((symbol, reason))
+            self._record_integrity(symbol, reason)
             with self._lock:
                 sub = self._subs.get(symbol)
                 if sub is not None:
@@ -226,6 +231,11 @@ class MarketDataFeed(BaseHandler):
                 if broken:
                     self._tell_snapshot(symbol, book)
             self._subscribe(symbol)
+
+    def _record_integrity(self, symbol: str, reason: str) -> None:
+        """Under the hand-over lock (every caller holds it), so the count is exact."""
+        self.integrity_events.append((symbol, reason))
+        self.integrity_event_count += 1
 
     # Each listener is called on its own: one that raises (a bug, a full queue) is logged and
     # the others are still told, and the feed's own bookkeeping after the call goes on.
@@ -340,7 +350,7 @@ class MarketDataFeed(BaseHandler):
         if sub is not None:
             sub.synced = False
             sub.rejected = True
-            self.integrity_events.append((sub.symbol, reason))
+            self._record_integrity(sub.symbol, reason)
             with self._owner:
                 if self._shadow is None:
                     self._tell_integrity(sub.symbol, reason)
@@ -496,5 +506,5 @@ class MarketDataFeed(BaseHandler):
         with self._owner:
             if self._shadow is None or symbol not in self.books:
                 return
-            self.integrity_events.append((symbol, reason))
+            self._record_integrity(symbol, reason)
             self._tell_integrity(symbol, reason)

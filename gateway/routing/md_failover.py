@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections import deque
 from collections.abc import Callable
 from typing import Literal, TypeAlias
 
@@ -45,6 +46,7 @@ ClientFactory: TypeAlias = Callable[..., KrakenWsPublic]
 
 WS_DEPTHS = (10, 25, 100, 500, 1000)
 WS_SOURCE = "ws"
+RECENT_SWITCHES = 100  #: how many switches `MdFailover.switches` keeps
 _FORCE: dict[str, Force] = {"auto": "auto", "fix": "fix", "ws": "rest"}
 _AGGRESSOR = {"buy": "1", "sell": "2"}
 
@@ -161,7 +163,9 @@ class MdFailover:
         self.ws = ws
         self.on_switch = on_switch
         self.check_interval_s = check_interval_s
-        self.switches: list[tuple[MdSource, MdSource, str]] = []
+        #: the latest switches (from, to, reason); bounded, the count is of them all
+        self.switches: deque[tuple[MdSource, MdSource, str]] = deque(maxlen=RECENT_SWITCHES)
+        self.switch_count = 0
         self.policy = TransportPolicy(
             feed.logged_on, ws.up, failover_after_s=failover_after_s,
             failback_after_s=failback_after_s, on_switch=self._switched,
@@ -228,6 +232,7 @@ class MdFailover:
         callback's switch event sorts between the two sources' market-data events."""
         log.warning("market data moved from %s to %s: %s", frm.upper(), to.upper(), reason)
         self.switches.append((frm, to, reason))
+        self.switch_count += 1
         if self.on_switch is not None:
             self.on_switch(frm, to, reason, automatic)
 

@@ -4,6 +4,7 @@ the books see afterwards, the pre-trade gate above all (through the gateway's ow
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Iterator, Sequence
 from decimal import Decimal
@@ -16,10 +17,11 @@ from gateway.config.risk import GateConfig
 from gateway.fix import messages as m
 from gateway.marketdata.book import Book
 from gateway.marketdata.fanout import OmsMarketData
-from gateway.marketdata.feed import MarketDataFeed
+from gateway.marketdata.feed import RECENT_INTEGRITY_EVENTS, MarketDataFeed
 from gateway.marketdata.fix_md import BID, NEW, OFFER, MdEntry, TopView, build_incremental
 from gateway.marketdata.instruments import Instrument, InstrumentRegistry
 from gateway.risk.gate import Gate, GateOrder
+from gateway.routing.md_failover import RECENT_SWITCHES, MdFailover, WsBookSource
 from gateway.server.gateway import Gateway
 from tests.marketdata.test_md_failover_unit import fix_snapshot
 from tests.marketdata.test_oms_md_logout import _request
@@ -304,3 +306,30 @@ def test_the_watchdog_leaves_a_subscription_replaced_since_its_scan_alone(
     assert [r for _, r in feed.integrity_events] == ["sequence gap: RptSeq 7 after 5"]
     assert [kind for _, kind in session.sent] == ["1", "2", "1"]
     assert session.venue_subscriptions() == {req_id(feed)}
+
+
+def test_integrity_events_keep_the_latest_and_count_them_all(feed: MarketDataFeed) -> None:
+    """A flapping feed resubscribes for the life of the process: the list kept for ops is
+    bounded, the count is not."""
+    n = RECENT_INTEGRITY_EVENTS + 10
+    logger = logging.getLogger("fixgw.marketdata")
+    logger.disabled = True  # n warnings are not the point here
+    try:
+        for i in range(n):
+            feed.resubscribe(BTC, f"stale feed #{i}")
+    finally:
+        logger.disabled = False
+    assert len(feed.integrity_events) == RECENT_INTEGRITY_EVENTS
+    assert feed.integrity_events[0] == (BTC, "stale feed #10")
+    assert feed.integrity_events[-1] == (BTC, f"stale feed #{n - 1}")
+    assert feed.integrity_event_count == n
+
+
+def test_md_failover_switches_keep_the_latest_and_count_them_all(feed: MarketDataFeed) -> None:
+    fo = MdFailover(feed, WsBookSource(feed, "ws://127.0.0.1:9/v2"), failover_after_s=1,
+                    failback_after_s=1)
+    n = RECENT_SWITCHES + 3
+    for i in range(n):
+        fo._announce("fix", "ws", f"switch #{i}", True)
+    assert len(fo.switches) == RECENT_SWITCHES and fo.switch_count == n
+    assert fo.switches[0][2] == "switch #3" and fo.switches[-1][2] == f"switch #{n - 1}"
