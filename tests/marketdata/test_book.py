@@ -213,42 +213,48 @@ def test_trades_ring() -> None:
         book.record_trade(D(1), D(1), "bid")
 
 
-def test_readers_never_see_a_crossed_book_from_a_consistent_writer() -> None:
-    """One writer moves a non-crossed book message by message; readers check invariants."""
+def test_readers_never_see_half_a_message() -> None:
+    """``apply_updates`` is atomic: readers see a message's book before or after, never between.
+
+    Each message moves a one-level book up one tick in venue order: the new bid goes in at the
+    old ask's price before that ask is deleted, then the new ask goes in and the old bid out.
+    After any strict prefix of a message the book is locked, one-sided or two levels deep; after
+    the whole message it is again one bid and one ask a tick apart, which is all readers may see.
+    (The previous version of this test moved the book so that no prefix was ever crossed, so a
+    level-by-level ``apply_updates`` passed it.)"""
     book = Book("X")
-    book.apply_snapshot([(D(99), D(1))], [(D(101), D(1))])
+    book.apply_snapshot([(D(100), D(1))], [(D(101), D(1))])
     stop = threading.Event()
     errors: list[str] = []
 
     def reader() -> None:
         while not stop.is_set():
             top = book.top()
-            if top.bid and top.ask and top.bid.price >= top.ask.price:
-                errors.append(f"crossed {top}")
+            if top.bid is None or top.ask is None or top.ask.price - top.bid.price != 1:
+                errors.append(f"half a message: top {top}")
+                return
             bids, asks = book.depth(5)
-            if list(bids) != sorted(bids, reverse=True) or list(asks) != sorted(asks):
-                errors.append("unsorted depth")
+            if len(bids) != 1 or len(asks) != 1:
+                errors.append(f"half a message: depth {bids} / {asks}")
+                return
 
     readers = [threading.Thread(target=reader) for _ in range(3)]
     for t in readers:
         t.start()
     try:
         for i in range(3_000):
-            base = D(100 + (i % 50))
-            # Centre moves up by one per message (bid centre-1, ask centre+1), wrapping every 50.
+            bid = D(100 + i)  # the book before: bid `bid`, ask `bid + 1`
             book.apply_updates(
                 [
-                    ("ask", base + 1, D(1)),
-                    ("ask", base, D(0)),
-                    ("bid", base - 2, D(0)),
-                    ("bid", base - 1, D(1)),
+                    ("bid", bid + 1, D(1)),  # locked with the old ask ...
+                    ("ask", bid + 1, D(0)),  # ... which goes: no ask at all ...
+                    ("ask", bid + 2, D(1)),
+                    ("bid", bid, D(0)),  # ... and two bids until the old one goes
                 ]
-                if i % 50
-                else [("bid", base + 48, D(0)), ("ask", base + 50, D(0)),
-                      ("bid", base - 1, D(1)), ("ask", base + 1, D(1))]
-            )  # fmt: skip
+            )
     finally:
         stop.set()
         for t in readers:
             t.join()
     assert errors == []
+    assert book.top() == ((D(3100), D(1)), (D(3101), D(1)))
