@@ -65,9 +65,11 @@ class MdFallbackConfig(StrictModel):
     # Kraken spot WS v2 public URL; empty = the embedded simulator's spot WS face
     # (Kraken: wss://ws.kraken.com/v2).
     ws_url: str = ""
-    # FIX MD session logged out this long -> subscribe book and trade over WS.
+    # FIX MD unhealthy this long -> subscribe book and trade over WS. Unhealthy: logged out,
+    # or logged on with a symbol the venue refuses or whose (re)subscribe goes unanswered
+    # (the watchdog resubscribes a symbol silent for venue.md_stale_after_s).
     failover_after_s: float = Field(default=2.0, ge=0)
-    # FIX MD logged on this long and every symbol's fresh FIX snapshot in -> back to FIX.
+    # FIX MD healthy this long and every symbol's fresh FIX snapshot in -> back to FIX.
     failback_after_s: float = Field(default=5.0, ge=0)
     # "auto" follows health; "fix"/"ws" pin the market-data source.
     force: Literal["auto", "fix", "ws"] = "auto"

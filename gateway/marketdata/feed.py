@@ -356,8 +356,13 @@ class MarketDataFeed(BaseHandler):
                     self._tell_integrity(sub.symbol, reason)
 
     # ---- staleness -----------------------------------------------------------------------------
+    @property
+    def watch_interval_s(self) -> float:
+        """How often the watchdog looks for silent symbols."""
+        return min(1.0, self.stale_after_s / 4)
+
     def _watch(self) -> None:
-        while not self._stop.wait(min(1.0, self.stale_after_s / 4)):
+        while not self._stop.wait(self.watch_interval_s):
             try:
                 self._resubscribe_stale()
             except Exception:
@@ -393,8 +398,37 @@ class MarketDataFeed(BaseHandler):
         return self.books[symbol] if shadow is None else shadow[symbol]
 
     def logged_on(self) -> bool:
-        """The venue MD session is logged on (the failover policy's health input)."""
+        """The venue MD session is logged on."""
         return self._session is not None
+
+    def health_problem(self) -> str | None:
+        """Why FIX market data is unfit to feed the books right now, or None if it is fit (the
+        market-data failover policy's health input; it switches only after `failover_after_s`
+        of continuous unfitness, so the milliseconds a resubscribe waits for its snapshot do
+        not count).
+
+        Fit means logged on, and every symbol live: its current subscription has its verified
+        snapshot (one the venue refused, or has not answered, is not live) and it has not been
+        silent past `stale_after_s` plus one watch period. A quiet book also goes silent, but
+        the watchdog resubscribes it at `stale_after_s` and its fresh snapshot makes it live
+        again; a session that is logged on and stalled answers no resubscribe, and its symbols
+        stay unfit."""
+        if self._session is None:
+            return "session not logged on"
+        late = self.stale_after_s + self.watch_interval_s
+        now = time.monotonic()
+        with self._lock:
+            subs = [(s, self._subs.get(s)) for s in self.symbols]
+        for symbol, sub in subs:
+            if sub is None:
+                return f"{symbol} not subscribed"
+            if sub.rejected:
+                return f"{symbol} refused by the venue"
+            if not sub.synced:
+                return f"{symbol} has no snapshot since its (re)subscribe"
+            if now - sub.last_rx > late:
+                return f"{symbol} silent for more than {late:g}s"
+        return None
 
     def session_steady_s(self) -> float:
         """Seconds since the MD session last logged on or out."""

@@ -1,5 +1,5 @@
-"""Market-data failover: FIX MD session first, Kraken spot WebSocket v2 while it is down, and
-back to FIX once it is stable again.
+"""Market-data failover: FIX MD session first, Kraken spot WebSocket v2 while FIX market data
+is unhealthy, and back to FIX once it is healthy and stable again.
 
 Why it is built this way:
 
@@ -13,10 +13,20 @@ Why it is built this way:
   copy (``TopView``, the depth of the FIX feed). A checksum mismatch makes the client throw its
   copy away and resubscribe; the next verified frame reaches the feed as a snapshot, so the
   shared book and every OMS subscriber are rebuilt from the venue's book, never patched.
+* Health is not just "logged on" (``MarketDataFeed.health_problem``): every symbol must be
+  live too, i.e. have its snapshot since the latest (re)subscribe, not be refused by the venue
+  (35=Y) and not be silent past ``md_stale_after_s`` beyond the watchdog's reach. A session
+  that is logged on but stalled answers none of the watchdog's resubscribes, and one whose
+  symbols the venue refuses feeds no book for them; both fail over after ``failover_after_s``
+  like a logout. A quiet book goes silent too, but its resubscribe is answered within
+  milliseconds, far short of ``failover_after_s``. The same health, held for
+  ``failback_after_s``, is what failback needs; so while FIX is unhealthy the books stay with
+  WS even if WS is down as well (switching between two sources that feed nothing would flap).
 * While WS owns the books the FIX MD session, once it is back, feeds shadow books with its
-  usual checks. Failback needs that session logged on for ``failback_after_s`` *and* every
-  symbol's fresh FIX snapshot in (``MarketDataFeed.fix_synced``), so the shared books move from
-  one verified source straight to the other, without a window of stale or empty books.
+  usual checks. Failback needs FIX healthy for ``failback_after_s`` *and* every symbol's fresh
+  FIX snapshot in (``MarketDataFeed.fix_synced``, also the rule for a forced failback), so the
+  shared books move from one verified source straight to the other, without a window of stale
+  or empty books.
 * The timing and forcing rules are the order path's :class:`TransportPolicy` (``"rest"`` there
   stands for the fallback, here WS); the reasons in our log lines and events are our own.
 """
@@ -25,6 +35,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections import deque
 from collections.abc import Callable
 from typing import Literal, TypeAlias
@@ -166,8 +177,12 @@ class MdFailover:
         #: the latest switches (from, to, reason); bounded, the count is of them all
         self.switches: deque[tuple[MdSource, MdSource, str]] = deque(maxlen=RECENT_SWITCHES)
         self.switch_count = 0
+        # FIX health as the policy last saw it (it starts out assuming FIX up), since when, why
+        self._healthy = True
+        self._health_changed = time.monotonic()
+        self._problem: str | None = None
         self.policy = TransportPolicy(
-            feed.logged_on, ws.up, failover_after_s=failover_after_s,
+            self._fix_healthy, ws.up, failover_after_s=failover_after_s,
             failback_after_s=failback_after_s, on_switch=self._switched,
             before_failback=self._ready_to_fail_back, force=_FORCE[force],
             logger=None)  # MdFailover says each switch in market-data words
@@ -191,6 +206,25 @@ class MdFailover:
         log.info("market-data source policy: force=%s", force)
         self.policy.set_force(_FORCE[force])
 
+    def _fix_healthy(self) -> bool:
+        """The policy's FIX health input: ``MarketDataFeed.health_problem`` finds nothing (logged
+        on, and every symbol live). Not merely logged on: a session that is logged on but
+        stalled, or whose subscriptions the venue refuses, feeds no book, and the watchdog
+        would resubscribe it forever. Not logged here: a quiet book is unhealthy for the
+        milliseconds its resubscribe takes, and the causes are the feed's log lines; the
+        switch says what it was."""
+        problem = self.feed.health_problem()
+        healthy = problem is None
+        if healthy != self._healthy:
+            self._healthy = healthy
+            self._health_changed = time.monotonic()
+        self._problem = problem
+        return healthy
+
+    def _health_steady_s(self) -> float:
+        """Seconds FIX health has been what it is now."""
+        return time.monotonic() - self._health_changed
+
     def _ready_to_fail_back(self) -> bool:
         """Failback (also a forced one) only onto complete, verified FIX books; while WS is up
         the policy waits, with WS down it fails back and the FIX snapshots follow."""
@@ -206,10 +240,15 @@ class MdFailover:
 
     def _switched(self, old: str, new: str, _reason: str, automatic: bool) -> None:
         """Runs after the policy changed its mind; moves the books and says why."""
-        steady = self.feed.session_steady_s()
+        steady = self._health_steady_s()
         if new == "rest":
-            reason = (f"FIX market-data session down for {steady:.1f}s" if automatic
-                      else "forced to ws by operator")
+            if not automatic:
+                reason = "forced to ws by operator"
+            elif not self.feed.logged_on():
+                reason = f"FIX market-data session down for {self.feed.session_steady_s():.1f}s"
+            else:
+                reason = (f"FIX market data unhealthy for {steady:.1f}s although logged on: "
+                          f"{self._problem}")
             # Order matters: the feed first (FIX frames go to shadows, the switch is announced),
             # then the WS client, whose first verified frames are snapshots.
             self.feed.hand_over_books(WS_SOURCE, lambda: self._announce("fix", "ws", reason,

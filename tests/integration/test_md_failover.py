@@ -294,3 +294,40 @@ def test_fixgw_run_embedded_venue_serves_md_over_its_spot_ws_when_forced(tmp_pat
         gw.send_signal(signal.SIGTERM)
         assert gw.wait(timeout=30) == 0
     assert any("market data over WS: unsubscribed and closed" in ln for ln in err.lines)
+
+
+def test_md_fails_over_to_ws_while_the_venue_refuses_a_symbol_over_fix(tmp_path: Path) -> None:
+    """A FIX MD session that is logged on but whose DOGE/USD subscription the venue refuses
+    (35=Y) feeds no DOGE/USD book: FIX market data is unhealthy, the books go to WS after
+    failover_after_s, and they stay there (failback wants the same health) although the
+    session is logged on and every other symbol has its FIX snapshot."""
+    creds = Credentials()
+    sim = SimProcess(tmp_path / "sim", creds, seed_books=True)
+    gw = None
+    try:
+        fallback = (f'md_fallback = {{ enabled = true, ws_url = "ws://127.0.0.1:'
+                    f'{sim.spot_ws_port}/v2", failover_after_s = {FAILOVER_AFTER_S}, '
+                    f'failback_after_s = {FAILBACK_AFTER_S} }}')
+        gw = GatewayProcess(tmp_path / "gw", sim, creds, venue_toml=(
+            f'md_stale_after_s = 3600\nsymbols = ["BTC/USD", "DOGE/USD"]\n{fallback}'))
+        gw.err.wait_for(r"MarketDataRequest MD-DOGE/USD-\d+ rejected by the venue", 20)
+        # Normally the first switch says why; after a slow first logon (longer than
+        # failover_after_s) it is the logout's, and then only staying on WS shows the rule.
+        m = gw.err.wait_for(r"market data moved from FIX to WS: (.*)", 15)
+        if not m.group(1).startswith("FIX market-data session down"):
+            why = re.fullmatch(r"FIX market data unhealthy for ([\d.]+)s although logged on: "
+                               r"DOGE/USD refused by the venue", m.group(1))
+            assert why is not None, m.group(1)
+            assert float(why.group(1)) >= FAILOVER_AFTER_S
+        gw.err.wait_for(r"session FIXGW->KRAKEN-MD \(venue\): \S+ -> logged_on", 20)
+        gw.err.wait_for(r"market data over WS: subscribing book", 5)
+        wait_ws_stats(sim, {"connections": 1})
+        time.sleep(FAILBACK_AFTER_S + 2.0)
+        assert "market data moved from WS to FIX" not in gw.err.text()
+        assert ws_stats(sim)["connections"] == 1
+    finally:
+        try:
+            if gw is not None:
+                gw.stop()
+        finally:
+            sim.stop()
