@@ -1,6 +1,8 @@
 """The venue MD feed's integrity handling without a venue: W/X messages are handed to
 ``MarketDataFeed.on_app_message`` as QuickFIX would, and what matters is what the readers of
-the books see afterwards, the pre-trade gate above all (through the gateway's own ``_mid``)."""
+the books see afterwards, the pre-trade gate above all (through the gateway's own ``_mid``).
+Also: listeners that raise, two threads resubscribing one symbol (a stand-in session records
+what the venue would get), and the bounded integrity-event and MD-switch records."""
 
 from __future__ import annotations
 
