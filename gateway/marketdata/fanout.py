@@ -34,7 +34,7 @@ import quickfix as fix
 
 from gateway.fix import messages as m
 from gateway.marketdata.book import Book
-from gateway.marketdata.feed import MarketDataFeed
+from gateway.marketdata.feed import STALE, MarketDataFeed
 from gateway.marketdata.fix_md import (
     TRADE,
     MdEntry,
@@ -155,11 +155,17 @@ class OmsMarketData:
                                                  self._checksum(symbol, view)))
 
     def on_integrity(self, symbol: str, reason: str) -> None:
-        """The feed found `symbol`'s book broken (checksum, RptSeq gap, crossed, stale, refused
+        """The feed found `symbol`'s book broken (checksum, RptSeq gap, crossed, refused
         by the venue, its source lost) and is rebuilding it. Left alone, an OMS would keep the
         last book it was sent and could not tell it from a quiet market; so each subscriber
         gets a snapshot with no entries (268=0, the full refresh of an empty book) and no
-        updates until the feed's fresh snapshot reaches `on_snapshot`, which it gets as a W."""
+        updates until the feed's fresh snapshot reaches `on_snapshot`, which it gets as a W.
+
+        Not for a staleness resync: the levels were verified and are only old (a quiet market
+        goes stale every `md_stale_after_s`), and the fresh snapshot follows in milliseconds;
+        withdrawing would flash an empty book at the OMS each time."""
+        if reason.startswith(STALE):
+            return
         with self._lock:
             if symbol in self._dead:
                 return  # already told

@@ -40,7 +40,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Protocol
+from typing import Final, Protocol
 
 import quickfix as fix
 
@@ -60,6 +60,9 @@ from gateway.marketdata.fix_md import (
 from gateway.marketdata.instruments import Instrument, InstrumentRegistry
 
 log = logging.getLogger("fixgw.marketdata")
+# How a staleness resync's reason starts: the book's levels were verified and are only old
+# (a quiet market goes stale too), unlike every other integrity reason.
+STALE: Final = "stale feed"
 
 SECURITY_REQ_ID = 320
 SECURITY_LIST_REQUEST_TYPE = 559
@@ -384,7 +387,7 @@ class MarketDataFeed(BaseHandler):
                 if (self._session is None or self._subs.get(sub.symbol) is not sub
                         or silent <= self.stale_after_s):
                     continue
-                self.resubscribe(sub.symbol, f"stale feed: no update for {silent:.1f} s")
+                self.resubscribe(sub.symbol, f"{STALE}: no update for {silent:.1f} s")
 
     def subscriptions(self) -> Iterable[tuple[str, str, bool, int]]:
         """(symbol, MDReqID, synced, resubscribes) per symbol, for ops."""

@@ -26,7 +26,7 @@ from gateway.risk.gate import Gate, GateOrder
 from gateway.routing.md_failover import RECENT_SWITCHES, MdFailover, WsBookSource
 from gateway.server.gateway import Gateway
 from tests.marketdata.test_md_failover_unit import fix_snapshot
-from tests.marketdata.test_oms_md_logout import _request
+from tests.marketdata.test_oms_md_fanout import _request
 
 D = Decimal
 BTC = "BTC/USD"
@@ -123,7 +123,12 @@ def test_a_broken_book_is_not_used_until_the_fresh_snapshot(feed: MarketDataFeed
     assert book.mid() is None and book.top() == (None, None)
     # An OMS subscribing now gets an empty book, not a copy of the bad one.
     got: list[fix.Message] = []
-    OmsMarketData(feed).on_request(_request("R1", BTC), "FIXGW->OMS", got.append)
+    fanout = OmsMarketData(feed)
+    try:
+        fanout.on_request(_request("R1", BTC), "FIXGW->OMS", got.append)
+        assert fanout.drained(5)  # sent by the OMS's outbox thread
+    finally:
+        fanout.close()
     assert [m.get(w, m.NO_MD_ENTRIES) for w in got] == ["0"]
     # Listeners: the integrity event, then the book as it now stands (empty), never an update.
     assert rec.calls == [("integrity", BTC), ("snapshot", f"{BTC} (0, 0)")]

@@ -17,7 +17,7 @@ import quickfix as fix
 from gateway.fix import messages as m
 from gateway.marketdata.book import Book
 from gateway.marketdata.fanout import OmsMarketData
-from gateway.marketdata.feed import MarketDataFeed
+from gateway.marketdata.feed import STALE, MarketDataFeed
 from gateway.marketdata.fix_md import MdEntry, TopView, build_incremental, build_snapshot
 from gateway.marketdata.instruments import Instrument, InstrumentRegistry
 from tests.conftest import tag_fields, wait_until
@@ -213,6 +213,31 @@ def test_a_subscription_for_full_refreshes_only_is_rejected(
     assert oms.got[0][281] == "6"  # unsupported MDUpdateType
     assert "265=1" in oms.got[0][58], oms.got[0][58]
     assert fanout.subscriber_count() == 0
+
+
+def test_a_quiet_book_resynced_as_stale_is_not_withdrawn() -> None:
+    """A quiet market goes stale every md_stale_after_s: its levels were verified, and the
+    fresh snapshot follows in milliseconds. The OMS keeps its book, no empty W in between."""
+    registry = InstrumentRegistry()
+    registry.replace_all([Instrument.from_precision(SYMBOL, 1, 8, D("0.0001"), D("0.1"))])
+    feed = MarketDataFeed((SYMBOL,), 10, registry, stale_after_s=3600)
+    fanout = OmsMarketData(feed)
+    oms = _Recorder()
+    try:
+        feed._subscribe(SYMBOL)
+        (_, req_id, _, _), = feed.subscriptions()
+        view = TopView(10)
+        view.reset_from(_book())
+        feed.on_app_message(build_snapshot(req_id, SYMBOL, view, view.checksum(1, 8)),
+                            None, {})  # type: ignore[arg-type]
+        fanout.on_request(_request("R1"), "FIXGW->OMS", oms)
+        assert fanout.drained(5)
+        feed.resubscribe(SYMBOL, f"{STALE}: no update for 12.0 s")
+        assert fanout.drained(5)
+        assert oms.types() == ["W:R1"] and oms.book().top(5) != ([], [])
+    finally:
+        fanout.close()
+        feed.stop()
 
 
 def test_a_book_the_feed_finds_broken_is_withdrawn_until_its_fresh_snapshot() -> None:
