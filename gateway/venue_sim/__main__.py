@@ -27,7 +27,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--trading-port", type=int, default=0, help="0 = a free port")
     p.add_argument("--md-port", type=int, default=0, help="0 = a free port")
-    p.add_argument("--seed", type=int, default=7)
+    p.add_argument("--seed", type=int, default=7,
+                   help="seed of the synthetic flow (OrderIDs/ExecIDs are fresh at every start)")
     p.add_argument("--flow-rate", type=float, default=20.0,
                    help="synthetic flow steps per second (0 = static books)")
     p.add_argument("--no-seed-books", action="store_true",

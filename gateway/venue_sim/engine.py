@@ -22,9 +22,13 @@ Design choices, and why:
   the engine; a re-entrant call raises instead of deadlocking.
 * Books are a sorted ``list`` of prices (``bisect``) plus ``dict`` price -> FIFO ``deque``:
   a non-crossing order costs a dict lookup and at most one list insertion.
-* Identifiers (OrderID, ExecID, trade id) come from a seeded counter pushed through a bijective
-  mixer, so they look like Kraken's (``OXXXXX-XXXXX-XXXXXX``), are unique by construction and
-  replay identically for a given seed.
+* Identifiers (OrderID, ExecID, trade id) come from a counter pushed through a bijective mixer,
+  so they look like Kraken's (``OXXXXX-XXXXX-XXXXXX``) and never repeat within a run. The
+  counter starts at a random point drawn at every construction, *not* from ``seed``: the FIX
+  store carries sequence numbers across a simulator restart and a receiver dedupes reports on
+  ExecID across its journal, so ids that replayed per seed would make the first reports after
+  a restart look like duplicates and be dropped. ``seed`` keeps its meaning for the books and
+  the synthetic flow, which are what tests replay.
 * Self-trade prevention is Kraken's default ``cancel_newest``: when an incoming order would
   match a resting order of the same owner, the incoming order's remainder is canceled and the
   resting order stays untouched. Different owners trade freely.
@@ -34,6 +38,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 import threading
 import time
 from bisect import bisect_left, insort
@@ -384,20 +389,31 @@ def _splitmix64(x: int) -> int:
     return x ^ (x >> 31)
 
 
+def _random_id_key() -> int:
+    """An 80-bit starting point for one run's id counters.
+
+    Random rather than seeded so a restarted simulator never reissues a previous run's ids;
+    two runs overlap only if their starting points fall within a run's id count of each other
+    on the 2**80 cycle, which is negligible. ``time_ns`` is folded in so even a degenerate
+    entropy source still differs from one start to the next.
+    """
+    return (int.from_bytes(os.urandom(10), "big") ^ _splitmix64(time.time_ns())) & _ID_MASK
+
+
 class _IdGen:
     """Kraken-looking ids (``PXXXXX-XXXXX-XXXXXX``) from a counter.
 
     The state walks ``key + n * MUL1`` (mod 2**80, odd step: never repeats within 2**80 ids) and
     each id is that value through a xorshift-multiply-xorshift mixer, every step of which is a
     bijection; so ids are unique by construction yet look random like Kraken's, which keeps
-    faces from depending on their ordering.
+    faces from depending on their ordering. ``key`` is per run (see :func:`_random_id_key`).
     """
 
     __slots__ = ("_prefix", "_x")
 
-    def __init__(self, prefix: str, seed: int) -> None:
+    def __init__(self, prefix: str, key: int) -> None:
         self._prefix = prefix
-        self._x = (_splitmix64(seed & 0xFFFFFFFFFFFFFFFF) << 16 ^ ord(prefix)) & _ID_MASK
+        self._x = (key ^ ord(prefix)) & _ID_MASK
 
     def next(self) -> str:
         self._x = x = (self._x + _MUL1) & _ID_MASK
@@ -553,6 +569,11 @@ class MatchingEngine:
     Every mutating call returns the list of events it caused, in order, including events for
     other owners (a fill against someone's resting order). The same events, as a tuple, go to
     every listener registered with :meth:`add_listener`.
+
+    Matching is deterministic given the calls (no randomness in the book), so replaying a seed
+    of the synthetic flow replays the books. ``seed`` is accepted so one seed can be passed to
+    the whole simulator, but it does not pick identifiers: those are fresh per instance (see
+    the module docstring).
     """
 
     def __init__(
@@ -576,9 +597,11 @@ class MatchingEngine:
         self._lock = threading.Lock()
         self._holder: int | None = None
         self._seq = 0
-        self._order_ids = _IdGen("O", seed)
-        self._exec_ids = _IdGen("E", seed)
-        self._trade_ids = _IdGen("T", seed)
+        del seed  # not for ids on purpose: they must differ from the previous run's
+        id_key = _random_id_key()
+        self._order_ids = _IdGen("O", id_key)
+        self._exec_ids = _IdGen("E", id_key)
+        self._trade_ids = _IdGen("T", id_key)
         self._orders: dict[str, _Order] = {}  # order_id -> order (open + retained closed)
         self._open_by_clid: dict[tuple[str, str], _Order] = {}  # (owner, current clid)
         self._clid_alias: dict[tuple[str, str], str] = {}  # (owner, any clid) -> latest order_id

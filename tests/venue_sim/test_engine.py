@@ -3,6 +3,7 @@ self-trade prevention, and that the event stream alone reproduces the books."""
 
 from __future__ import annotations
 
+import dataclasses
 import random
 import re
 import threading
@@ -423,22 +424,54 @@ def test_order_status_follows_replace_chain_and_hides_other_owners(eng: Matching
     assert eng.order_status("GW", cl_ord_id="zzz") is None
 
 
-def test_ids_unique_and_deterministic_per_seed() -> None:
-    def run(seed: int) -> list[str]:
-        e = MatchingEngine(time_source=clock(), seed=seed)
-        ids: list[str] = []
-        for i in range(300):
-            for ev in e.submit("A" if i % 2 else "B", f"c{i}", BTC, BUY if i % 3 else SELL,
-                               D("0.01"), D("45000.0")):
-                if isinstance(ev, (Accepted, Filled)):
-                    ids += [ev.order.order_id, ev.exec_id]
-        return ids
+def renumbered(events: list[Event]) -> list[Event]:
+    """The events with every OrderID, ExecID and trade id replaced by its rank of first
+    appearance: what must replay for a seed, since the ids themselves are fresh per run."""
+    names: dict[str, str] = {}
 
-    a, b, c = run(1), run(1), run(2)
-    assert a == b and a != c
-    exec_ids = a[1::2]
-    assert len(set(exec_ids)) == len(exec_ids)
-    assert all(ORDER_ID_RE.match(i) for i in a[0::2])
+    def rename(v: str) -> str:
+        return names.setdefault(v, f"#{len(names)}")
+
+    out: list[Event] = []
+    for ev in events:
+        changes: dict[str, object] = {}
+        for name in ("exec_id", "trade_id", "order_id"):
+            value = getattr(ev, name, None)
+            if isinstance(value, str):
+                changes[name] = rename(value)
+        order = getattr(ev, "order", None)
+        if order is not None:
+            changes["order"] = dataclasses.replace(order, order_id=rename(order.order_id))
+        out.append(dataclasses.replace(ev, **changes))  # type: ignore[arg-type]
+    return out
+
+
+def test_ids_unique_per_run_and_never_reissued_by_a_new_engine() -> None:
+    """A restarted simulator (a new engine, same seed) must not reissue a previous run's ids: a
+    receiver that dedupes on ExecID would drop its reports. Everything else replays."""
+    def run(seed: int) -> tuple[list[Event], dict[str, list[str]]]:
+        e = MatchingEngine(time_source=clock(), seed=seed)
+        events: list[Event] = []
+        for i in range(300):
+            events += e.submit("A" if i % 2 else "B", f"c{i}", BTC, BUY if i % 3 else SELL,
+                               D("0.01"), D("45000.0"))
+        ids: dict[str, list[str]] = {"order": [], "exec": [], "trade": []}
+        for ev in events:
+            if isinstance(ev, (Accepted, Filled)):
+                ids["exec"].append(ev.exec_id)
+            if isinstance(ev, Accepted):
+                ids["order"].append(ev.order.order_id)
+            if isinstance(ev, Filled) and ev.is_maker:
+                ids["trade"].append(ev.trade_id)
+        return events, ids
+
+    (events_a, a), (events_b, b) = run(1), run(1)
+    assert a["trade"], "the run must trade for trade ids to be compared"
+    for kind in ("order", "exec", "trade"):
+        assert len(set(a[kind])) == len(a[kind]), kind
+        assert not set(a[kind]) & set(b[kind]), f"{kind} ids reissued by a new engine"
+    assert all(ORDER_ID_RE.match(i) for i in a["order"] + b["order"])
+    assert renumbered(events_a) == renumbered(events_b)
 
 
 def test_listener_sees_every_event_in_gapless_seq_order(eng: MatchingEngine) -> None:
