@@ -1,9 +1,13 @@
 """The simulator's FIX face: Kraken-dialect trading and market-data acceptor sessions over one
 matching engine.
 
-Reports are sent from the engine's listener, i.e. under the engine lock, in engine order. That
-costs some parallelism but guarantees that a fill by the synthetic flow and a cancel by the
-client can never reach the client in the opposite order from how they happened.
+Reports are made by the engine's listener, i.e. under the engine lock, in engine order, and
+queued on the client session's outbox (`fix_outbox`), whose own thread sends them. Every other
+message to a session (status answers, mass-cancel reports, market data, instrument lists) goes
+through the same outbox, so a fill by the synthetic flow and a cancel by the client still reach
+the client in the order they happened, while a client that stops reading delays only itself:
+no socket write happens under the engine's lock (nor the market-data publisher's), and a
+session that falls too far behind is disconnected.
 
 Orders are owned by the client's account, named by the client's CompID, so a gateway that
 restarts (or later fails over to REST/WS) finds its orders again.
@@ -23,6 +27,7 @@ from gateway.fix.kraken_logon import KrakenCredentials, verify_trading_logon
 from gateway.fix.messages import USERNAME, Fields, get
 from gateway.venue_sim import engine as e
 from gateway.venue_sim.accounts import ApiAccount
+from gateway.venue_sim.fix_outbox import DEFAULT_LIMIT, Outbox, Outboxes
 from gateway.venue_sim.md_publisher import MdPublisher, Subscription
 
 log = logging.getLogger("fixgw.venue_sim")
@@ -50,18 +55,38 @@ def _s(d: Decimal | None) -> str:
 
 class SimFixFace(BaseHandler):
     def __init__(self, engine: e.MatchingEngine, credentials: KrakenCredentials | None,
-                 accounts: Sequence[ApiAccount] = ()) -> None:
+                 accounts: Sequence[ApiAccount] = (), *,
+                 outbox_limit: int = DEFAULT_LIMIT) -> None:
         self.engine = engine
         self.credentials = credentials
         # `--accounts` keys: each logs on as its own owner's CompID only.
         self._accounts = {a.api_key: a for a in accounts}
-        self._trading: dict[str, fix.Session] = {}   # owner (client CompID) -> session
+        self.outboxes = Outboxes(outbox_limit)
+        self._trading: dict[str, Outbox] = {}   # owner (client CompID) -> its session's outbox
         self.md = MdPublisher(engine)
         # ExecIDs of the reports that are not the engine's (rejects, status answers): unique
         # across sequence resets and restarts, as a venue's are (a receiver dedupes on them).
         self._reject_ids = m.ExecIdSource("R")
         self._status_ids = m.ExecIdSource("S")
         engine.add_listener(self._on_engine_events)
+
+    def stop(self) -> None:
+        """Stop taking engine events and send what is queued (before the acceptor stops)."""
+        self.engine.remove_listener(self._on_engine_events)
+        self.outboxes.stop()
+
+    def _outbox(self, session_id: fix.SessionID) -> Outbox | None:
+        me, client = self._roles(session_id)
+        if me == MD_COMP_ID:
+            # A market-data client cut off for lagging loses its subscriptions with the queue.
+            return self.outboxes.get(session_id, droppable=True,
+                                     on_cut=lambda: self.md.client_gone(client))
+        return self.outboxes.get(session_id)
+
+    def _send(self, msg: fix.Message, session_id: fix.SessionID) -> None:
+        box = self._outbox(session_id)
+        if box is not None:
+            box.put(msg)
 
     # ---- session events --------------------------------------------------------------------
     @staticmethod
@@ -93,7 +118,9 @@ class SimFixFace(BaseHandler):
     def on_logon(self, session_id: fix.SessionID) -> None:
         me, client = self._roles(session_id)
         if me == TRADING_COMP_ID:
-            self._trading[client] = fix.Session.lookupSession(session_id)
+            box = self._outbox(session_id)
+            if box is not None:
+                self._trading[client] = box
 
     def on_logout(self, session_id: fix.SessionID) -> None:
         me, client = self._roles(session_id)
@@ -182,7 +209,7 @@ class SimFixFace(BaseHandler):
             er.setField(m.TEXT, e.TEXT_UNKNOWN_ORDER)
         else:
             er = self._report(snap, "I", self._status_ids.next())
-        fix.Session.sendToTarget(er, session_id)
+        self._send(er, session_id)
 
     def _mass_cancel(self, msg: fix.Message, owner: str, session_id: fix.SessionID) -> None:
         req_type = msg.getField(m.MASS_CANCEL_REQUEST_TYPE)
@@ -197,7 +224,7 @@ class SimFixFace(BaseHandler):
         rep.setField(m.MASS_CANCEL_RESPONSE, req_type)
         rep.setField(m.TOTAL_AFFECTED_ORDERS,
                      str(sum(1 for ev in events if isinstance(ev, e.Canceled))))
-        fix.Session.sendToTarget(rep, session_id)
+        self._send(rep, session_id)  # behind the Canceled reports, queued during the call
 
     @staticmethod
     def _report(o: e.OrderSnapshot, exec_type: str, exec_id: str) -> fix.Message:
@@ -221,11 +248,11 @@ class SimFixFace(BaseHandler):
         return er
 
     def _to_owner(self, owner: str, msg: fix.Message) -> None:
-        session = self._trading.get(owner)
-        if session is not None:
+        box = self._trading.get(owner)
+        if box is not None:
             # Sent (or stored for resend) even if the client is disconnected right now: it will
             # ask for it by ResendRequest when it logs on again, as with a real venue.
-            session.send(msg)
+            box.put(msg)
 
     def _on_engine_events(self, events: tuple[e.Event, ...]) -> None:
         book_changes: list[e.BookChanged | e.TradePrinted] = []
@@ -300,14 +327,16 @@ class SimFixFace(BaseHandler):
             rej.setField(m.MD_REQ_REJ_REASON, "0")
             rej.setField(m.TEXT, f"EQuery:Unknown asset pair {','.join(unknown)}" if unknown
                          else "no symbols requested")
-            fix.Session.sendToTarget(rej, session_id)
+            self._send(rej, session_id)
             return
-        session = fix.Session.lookupSession(session_id)
-        sub = Subscription(req_id, set(symbols), depth, session)
+        box = self._outbox(session_id)
+        if box is None:
+            return
+        sub = Subscription(req_id, set(symbols), depth, box)
         snapshots = (self.md.subscribe(client, sub) if sub_type == "1"
                      else self.md.snapshot_once(sub))
         for w in snapshots:
-            session.send(w)
+            box.put(w)
 
     def _instrument_list(self, msg: fix.Message, session_id: fix.SessionID) -> None:
         y = m.new_message("y")
@@ -323,4 +352,4 @@ class SimFixFace(BaseHandler):
             g.setField(QTY_PRECISION, str(inst.qty_decimals))
             g.setField(TICK_SIZE, _s(inst.price_tick))
             y.addGroup(g)
-        fix.Session.sendToTarget(y, session_id)
+        self._send(y, session_id)

@@ -8,6 +8,10 @@ subscriber can hold. An L2 mirror of the engine's books, fed from BookChanged ev
 same lock that registers subscriptions, makes a snapshot and the increments that follow it
 consistent (no event can fall between them).
 
+Nothing here writes to a socket: messages go to each subscriber's outbox (`fix_outbox`), whose
+own thread sends them, so a subscriber that stops reading holds up neither this lock nor the
+engine's.
+
 Faults for tests (`inject`): a corrupted checksum, a dropped incremental (RptSeq gap), and a
 stalled symbol (nothing published for a while).
 """
@@ -18,6 +22,7 @@ import threading
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import quickfix as fix
 
@@ -33,12 +38,19 @@ from gateway.marketdata.fix_md import (
 from gateway.venue_sim import engine as e
 
 
+class Sink(Protocol):
+    """Where a subscriber's messages go: a session's outbox. ``put`` must not block on I/O:
+    it is called under the engine's and this publisher's locks."""
+
+    def put(self, msg: fix.Message) -> None: ...
+
+
 @dataclass
 class Subscription:
     req_id: str
     symbols: set[str]
     depth: int
-    session: fix.Session
+    out: Sink
     views: dict[str, TopView] = field(default_factory=dict)
 
 
@@ -81,9 +93,9 @@ class MdPublisher:
     def client_gone(self, client: str) -> None:
         """A client's MD session logged out: drop its subscriptions at the next publish.
 
-        Called from QuickFIX's onLogout, which runs with that session's mutex held; taking our
-        lock here would deadlock against a publisher that holds our lock while sending on that
-        very session. A set.add needs no lock.
+        Called from QuickFIX's onLogout, which runs with that session's mutex held, and from an
+        outbox cutting a slow subscriber off; a set.add needs no lock, so neither has to wait
+        for a publisher.
         """
         self._gone.add(client)
 
@@ -133,7 +145,7 @@ class MdPublisher:
                         if symbol in sub.symbols:
                             msg = self._incremental(sub, symbol, trades)
                             if msg is not None:
-                                sub.session.send(msg)
+                                sub.out.put(msg)
 
     # ---- message building ----------------------------------------------------------------------
     def _checksum(self, symbol: str, view: TopView) -> int:

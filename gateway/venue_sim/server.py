@@ -28,6 +28,7 @@ from gateway.venue_sim.accounts import Accounts, ApiAccount
 from gateway.venue_sim.control import ControlServer, Relogons, md_failover_handlers
 from gateway.venue_sim.engine import MatchingEngine
 from gateway.venue_sim.fix_face import MD_COMP_ID, TRADING_COMP_ID, SimFixFace
+from gateway.venue_sim.fix_outbox import DEFAULT_LIMIT
 from gateway.venue_sim.flow import SyntheticFlow
 from gateway.venue_sim.futures_rest import FuturesRestServer
 from gateway.venue_sim.futures_ws import FuturesWsServer
@@ -69,6 +70,9 @@ class SimOptions:
     # Kraken's daily rollover by default (22:00 UTC, ~30 s, sequence numbers reset): a client
     # rehearsing here meets it as it would on Kraken. Tests that must not see it run non-stop.
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    # Messages a FIX session may fall behind (its client not reading) before the simulator
+    # disconnects it; see fix_outbox.
+    fix_outbox_limit: int = DEFAULT_LIMIT
 
     def fix_clients(self) -> list[str]:
         """The client CompIDs the FIX acceptors take: `clients`, then the accounts' owners."""
@@ -93,7 +97,8 @@ class VenueSimulator:
                              for public, internal in zip((self.trading_port, self.md_port),
                                                          self._fix_ports, strict=True)]
         self.engine = MatchingEngine(seed=opts.seed)
-        self.face = SimFixFace(self.engine, opts.credentials, opts.extra_accounts)
+        self.face = SimFixFace(self.engine, opts.credentials, opts.extra_accounts,
+                               outbox_limit=opts.fix_outbox_limit)
         self.flow = self._make_flow()
         creds = opts.credentials
         self.futures = FuturesRestServer(
@@ -290,6 +295,9 @@ class VenueSimulator:
         self.spot_rest.close()
         self.spot_ws.stop()
         self._relogons.stop()
+        # Before the acceptor: queued reports go out while the sessions are still logged on,
+        # and no sender thread is left using a session the acceptor frees.
+        self.face.stop()
         if self._acceptor is not None:
             stop_engines([self._acceptor])
             self._acceptor = None
