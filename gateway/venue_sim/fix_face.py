@@ -333,10 +333,10 @@ class SimFixFace(BaseHandler):
         if box is None:
             return
         sub = Subscription(req_id, set(symbols), depth, box)
-        snapshots = (self.md.subscribe(client, sub) if sub_type == "1"
-                     else self.md.snapshot_once(sub))
-        for w in snapshots:
-            box.put(w)
+        if sub_type == "1":
+            self.md.subscribe(client, sub)  # queues the snapshots, ahead of any incremental
+        else:
+            self.md.snapshot_once(sub)
 
     def _instrument_list(self, msg: fix.Message, session_id: fix.SessionID) -> None:
         y = m.new_message("y")

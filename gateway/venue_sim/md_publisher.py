@@ -5,8 +5,8 @@ Each subscription has its own depth, so each gets the diff of *its* top-N view a
 engine call, not the raw level changes: a level that slides into the top N when a better one
 is consumed is sent as a new level, and the checksum always describes exactly the book the
 subscriber can hold. An L2 mirror of the engine's books, fed from BookChanged events under the
-same lock that registers subscriptions, makes a snapshot and the increments that follow it
-consistent (no event can fall between them).
+same lock that registers subscriptions and queues their snapshots, makes a snapshot and the
+increments that follow it consistent and in order (no event can fall between them).
 
 Nothing here writes to a socket: messages go to each subscriber's outbox (`fix_outbox`), whose
 own thread sends them, so a subscriber that stops reading holds up neither this lock nor the
@@ -77,18 +77,26 @@ class MdPublisher:
             self._mirror[sym] = b
 
     # ---- subscriptions -----------------------------------------------------------------------
-    def subscribe(self, client: str, sub: Subscription) -> list[fix.Message]:
-        """Register (replacing the same MDReqID) and return the snapshots to send."""
+    def subscribe(self, client: str, sub: Subscription) -> None:
+        """Register (replacing the same MDReqID) and queue its snapshots.
+
+        Queued under the lock that publishing takes, so the snapshots are on the subscriber's
+        outbox before any incremental that follows them: returned and sent after the lock, an
+        engine event in between reached the client first as an X with RptSeq 1, which a feed
+        takes for a gap."""
         with self._lock:
             self._gone.discard(client)
             subs = self._subs.setdefault(client, [])
             subs[:] = [s for s in subs if s.req_id != sub.req_id]
             subs.append(sub)
-            return [self._snapshot(sub, sym) for sym in sorted(sub.symbols)]
+            for sym in sorted(sub.symbols):
+                sub.out.put(self._snapshot(sub, sym))
 
-    def snapshot_once(self, sub: Subscription) -> list[fix.Message]:
+    def snapshot_once(self, sub: Subscription) -> None:
+        """Queue one snapshot per symbol (SubscriptionRequestType 0: no updates follow)."""
         with self._lock:
-            return [self._snapshot(sub, sym) for sym in sorted(sub.symbols)]
+            for sym in sorted(sub.symbols):
+                sub.out.put(self._snapshot(sub, sym))
 
     def client_gone(self, client: str) -> None:
         """A client's MD session logged out: drop its subscriptions at the next publish.
