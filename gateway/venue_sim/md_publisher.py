@@ -85,7 +85,11 @@ class MdPublisher:
         engine event in between reached the client first as an X with RptSeq 1, which a feed
         takes for a gap."""
         with self._lock:
-            self._gone.discard(client)
+            if client in self._gone:
+                # Logged out since its last subscriptions: they ended with that session, even
+                # if no publish has dropped them yet (a quick logout and logon).
+                self._gone.discard(client)
+                self._subs.pop(client, None)
             subs = self._subs.setdefault(client, [])
             subs[:] = [s for s in subs if s.req_id != sub.req_id]
             subs.append(sub)
@@ -99,7 +103,8 @@ class MdPublisher:
                 sub.out.put(self._snapshot(sub, sym))
 
     def client_gone(self, client: str) -> None:
-        """A client's MD session logged out: drop its subscriptions at the next publish.
+        """A client's MD session logged out: drop its subscriptions at the next publish, or at
+        its next subscribe if that comes first.
 
         Called from QuickFIX's onLogout, which runs with that session's mutex held, and from an
         outbox cutting a slow subscriber off; a set.add needs no lock, so neither has to wait

@@ -77,3 +77,16 @@ def test_the_snapshot_is_queued_before_an_incremental_that_follows_the_subscript
     monkeypatch.setattr(face.md, "subscribe", subscribe_then_the_flow_moves)
     face._md_request(md_request("r1"), "C", fix.SessionID("FIX.4.4", MD_COMP_ID, "C"))
     assert sink.got[:2] == [("W", "r1", None), ("X", "r1", "1")]
+
+
+def test_subscriptions_end_with_the_session_even_after_a_quick_logout_and_logon(
+        face: SimFixFace) -> None:
+    """QuickFIX keeps one Session per SessionID across logons, so an old subscription left in
+    place after a logout would feed the new session updates for a MDReqID it never sent."""
+    sink = Sink()
+    face.md.subscribe("C", Subscription("r1", {BTC}, 10, sink))
+    face.md.client_gone("C")  # MD logout, and no book change before the client is back
+    face.md.subscribe("C", Subscription("r2", {BTC}, 10, sink))
+    sink.got.clear()
+    move_the_book(face.engine, 1)
+    assert sink.got == [("X", "r2", "1")]
