@@ -56,6 +56,7 @@ from decimal import (
 from enum import IntEnum, StrEnum
 from typing import Concatenate, ParamSpec, TypeAlias, TypeVar
 
+from gateway.venue_sim.deadline import Deadline
 from gateway.venue_sim.instruments import INSTRUMENTS, Instrument
 
 __all__ = [
@@ -864,8 +865,14 @@ class MatchingEngine:
         price: Decimal | None = None,
         ord_type: OrdType = OrdType.LIMIT,
         tif: TimeInForce = TimeInForce.GTC,
+        *,
+        deadline: Deadline | None = None,
     ) -> list[Event]:
         """New order (FIX NewOrderSingle). Returns ``[Rejected]`` or ``[Accepted, ...]``.
+
+        ``deadline`` (Kraken's, from REST/WS) is checked once the call holds the lock: past
+        it, :class:`~gateway.venue_sim.deadline.DeadlineRefused` is raised and the request
+        leaves no trace (no event, not counted), however long it waited for the lock.
 
         Raises TypeError for a non-Decimal qty/price: that is a face bug, not a client error,
         and floats must never reach the book. Plain FIX strings ("1", "2", ...) are accepted for
@@ -880,6 +887,8 @@ class MatchingEngine:
             ord_type = OrdType(ord_type)
         if type(tif) is not TimeInForce:
             tif = TimeInForce(tif)
+        if deadline is not None:
+            deadline.check()
         now = self._now()
         self._count(owner, cl_ord_id)
         events: list[Event] = []
@@ -960,6 +969,7 @@ class MatchingEngine:
         new_price: Decimal | None = None,
         *,
         order_id: str | None = None,
+        deadline: Deadline | None = None,
     ) -> list[Event]:
         """Cancel/replace (FIX OrderCancelReplaceRequest); None keeps the current value.
 
@@ -967,11 +977,14 @@ class MatchingEngine:
         the same price keeps time priority; a price change or qty increase re-queues the order
         at the back (and it may cross, like a new order). A new qty <= cum_qty closes the order
         as FILLED with ``qty = cum_qty``. Returns ``[Replaced, ...]`` or ``[CancelRejected]``.
+        ``deadline`` as for :meth:`submit`.
         """
         if (new_qty is not None and type(new_qty) is not Decimal) or (
             new_price is not None and type(new_price) is not Decimal
         ):
             raise TypeError("new_qty and new_price must be decimal.Decimal")
+        if deadline is not None:
+            deadline.check()
         now = self._now()
         self._count(owner, cl_ord_id)
         events: list[Event] = []

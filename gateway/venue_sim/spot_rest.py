@@ -19,11 +19,13 @@ Wire format (``shared/kraken-api.md`` §1, §3, §7):
   :func:`spot_api_sign` over the exact body received; the nonce must be strictly greater than the
   last one accepted *for that key* (a rejected request does not move it, as on Kraken);
 * methods: ``AddOrder`` (with Kraken's ``deadline``: processed after it -> ``EService:Deadline
-  elapsed``, never booked), ``CancelOrder``, ``CancelAll``, ``OpenOrders``, ``ClosedOrders``
-  (``cl_ord_id``/``start`` filters; what a client needs to look an order up after a timeout),
-  ``QueryOrders``, ``GetWebSocketsToken``, and ``Balance``/``BalanceEx``/``TradesHistory`` over
-  a demo wallet (:data:`~gateway.venue_sim.accounts.DEMO_BALANCES`) moved by the account's
-  fills (no fees; funds are reported, not enforced). Order objects carry every number as a decimal
+  elapsed``, never booked; checked again by the engine under its lock, so a request that waited
+  for the engine past it does not land either), ``CancelOrder``, ``CancelAll``, ``OpenOrders``,
+  ``ClosedOrders`` (``cl_ord_id``/``start`` filters; what a client needs to look an order up
+  after a timeout), ``QueryOrders``, ``GetWebSocketsToken``, and
+  ``Balance``/``BalanceEx``/``TradesHistory`` over a demo wallet
+  (:data:`~gateway.venue_sim.accounts.DEMO_BALANCES`) moved by the account's fills (no fees;
+  funds are reported, not enforced). Order objects carry every number as a decimal
   string except the times (JSON numbers, as Kraken sends them).
 
 Who owns what: the API key maps to the engine owner through :class:`Accounts`; that owner is the
@@ -75,7 +77,7 @@ from gateway.kraken.ratelimits import (
 )
 from gateway.kraken.symbols import parse_spot_pair, rest_altname, to_kraken_asset, ws_v1_name
 from gateway.venue_sim.accounts import Accounts, ApiAccount
-from gateway.venue_sim.deadline import deadline_error
+from gateway.venue_sim.deadline import Deadline, DeadlineRefused, parse_deadline
 from gateway.venue_sim.engine import (
     Accepted,
     BookChanged,
@@ -638,7 +640,7 @@ class SpotRestServer(HttpFace):
         inst = self._instrument(p.get("pair", ""))
         owner = account.owner
         validate = p.get("validate", "").lower() in ("true", "1")
-        self._check_deadline(p.get("deadline"))
+        deadline = self._deadline(p.get("deadline"))
         if self.status == "cancel_only":
             raise _Err("EService:Market in cancel_only mode")
         if self.status == "post_only" and "post" not in p.get("oflags", "").split(","):
@@ -674,8 +676,11 @@ class SpotRestServer(HttpFace):
             with self._lock:
                 self._synth_n += 1
                 cl_ord_id = f"{_SYNTH}{self._synth_n}"
-        events = self.engine.submit(owner, cl_ord_id, inst.symbol, side, volume, price,
-                                    ord_type, tif)
+        try:
+            events = self.engine.submit(owner, cl_ord_id, inst.symbol, side, volume, price,
+                                        ord_type, tif, deadline=deadline)
+        except DeadlineRefused as exc:  # passed while the request waited for the engine
+            raise _Err(exc.error) from None
         first = events[0]
         if isinstance(first, Rejected):
             raise _Err(first.text)
@@ -687,10 +692,16 @@ class SpotRestServer(HttpFace):
                 self._userrefs[txid] = userref
         return {"descr": {"order": descr}, "txid": [txid]}
 
-    def _check_deadline(self, text: str | None) -> None:
-        error = deadline_error(text, self._wall_ns() / 1e9)
-        if error is not None:
-            raise _Err(error)
+    def _deadline(self, text: str | None) -> Deadline | None:
+        """The request's deadline, refused at once if malformed or passed; the engine checks
+        it again under its lock (see :mod:`gateway.venue_sim.deadline`)."""
+        try:
+            return parse_deadline(text, self._wall_s)
+        except DeadlineRefused as exc:
+            raise _Err(exc.error) from None
+
+    def _wall_s(self) -> float:
+        return self._wall_ns() / 1e9
 
     def _find(self, owner: str, p: Mapping[str, str]) -> OrderSnapshot | None:
         txid, clid = p.get("txid"), p.get("cl_ord_id")
@@ -745,7 +756,7 @@ class SpotRestServer(HttpFace):
         ClOrdID, so ``submission_counts`` counts an amend as one more submission of that
         ClOrdID). Engine counter: +1 plus the amend's age part (kraken-api.md section 7)."""
         owner = account.owner
-        self._check_deadline(p.get("deadline"))
+        deadline = self._deadline(p.get("deadline"))
         snap = self._find(owner, p)
         if snap is None or not snap.is_open:
             raise _Err(E_UNKNOWN_ORDER)
@@ -760,8 +771,11 @@ class SpotRestServer(HttpFace):
                 raise _Err(E_ENGINE_RATE)
             self._synth_n += 1
             amend_id = f"TAMD{self._synth_n:06d}"
-        events = self.engine.replace(owner, snap.cl_ord_id, None, qty, price,
-                                     order_id=snap.order_id)
+        try:
+            events = self.engine.replace(owner, snap.cl_ord_id, None, qty, price,
+                                         order_id=snap.order_id, deadline=deadline)
+        except DeadlineRefused as exc:  # passed while the request waited for the engine
+            raise _Err(exc.error) from None
         first = events[0] if events else None
         if isinstance(first, CancelRejected):
             raise _Err(first.reason if first.reason.startswith("E") else E_UNKNOWN_ORDER)

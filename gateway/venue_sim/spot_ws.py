@@ -39,7 +39,7 @@ import itertools
 import logging
 import time
 from collections import deque
-from collections.abc import Coroutine, Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
@@ -52,7 +52,7 @@ from gateway.marketdata.fix_md import DELETE, OFFER, TopView
 from gateway.transports.kraken_ws import loads
 from gateway.venue_sim import engine as e
 from gateway.venue_sim.accounts import Accounts
-from gateway.venue_sim.deadline import deadline_error
+from gateway.venue_sim.deadline import DeadlineRefused, parse_deadline
 from gateway.venue_sim.instruments import InstrumentKind
 from gateway.venue_sim.ws_face import WsConn, WsFace
 
@@ -109,8 +109,10 @@ class SpotWsServer(WsFace[_Conn]):
     max_size = 2**20
 
     def __init__(self, engine: e.MatchingEngine, accounts: Accounts, host: str = "127.0.0.1",
-                 port: int = 0, *, heartbeat_interval: float = 1.0) -> None:
+                 port: int = 0, *, heartbeat_interval: float = 1.0,
+                 wall_clock: Callable[[], float] = time.time) -> None:
         self._init_ws(host, port)
+        self._wall_clock = wall_clock  # epoch seconds, for Kraken's deadline (tests inject)
         self.engine = engine
         self.accounts = accounts
         self.heartbeat_interval = heartbeat_interval
@@ -648,15 +650,20 @@ class SpotWsServer(WsFace[_Conn]):
         if clid is not None and not isinstance(clid, str):
             reply(False, error="EGeneral:Invalid arguments:cl_ord_id")
             return
-        deadline = params.get("deadline")
-        late = (deadline_error(deadline, time.time()) if isinstance(deadline, str)
-                else None if deadline is None else "EGeneral:Invalid arguments:deadline")
-        if late is not None:
-            reply(False, error=late)
+        try:
+            # Checked on arrival, and by the engine again once it holds its lock.
+            deadline = parse_deadline(params.get("deadline"), self._wall_clock)
+        except DeadlineRefused as exc:
+            reply(False, error=exc.error)
             return
         engine_clid = clid if clid else f"WS-{next(self._clids)}"
-        events = await asyncio.to_thread(self.engine.submit, owner, engine_clid, symbol, side,
-                                         qty, price, ord_type, tif)
+        try:
+            events = await asyncio.to_thread(self.engine.submit, owner, engine_clid, symbol,
+                                             side, qty, price, ord_type, tif,
+                                             deadline=deadline)
+        except DeadlineRefused as exc:  # passed while the request waited for the engine
+            reply(False, error=exc.error)
+            return
         first = events[0] if events else None
         if isinstance(first, e.Rejected):
             reply(False, error=first.text)
