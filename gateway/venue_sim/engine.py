@@ -1145,6 +1145,11 @@ class MatchingEngine:
         return self.submission_counts[(owner, cl_ord_id)]
 
     @property
+    def closed_order_retention(self) -> int:
+        """How many closed orders stay known to status queries (faces keep as many)."""
+        return self._retention
+
+    @property
     def instruments(self) -> Mapping[str, Instrument]:
         return self._instruments
 

@@ -237,7 +237,12 @@ class SpotRestServer(HttpFace):
         self._rest_counters: dict[str, DecayingCounter] = {}
         self._engine_counters: dict[tuple[str, str], DecayingCounter] = {}
         self._synth_n = 0
-        self._trades: dict[str, list[str]] = defaultdict(list)
+        # Trade ids of the accounts' orders (QueryOrders trades=true), by order in the order of
+        # its first fill; as many orders as the engine keeps closed ones for status queries.
+        # Not the synthetic flow's, nor any owner without an account: nobody can ask for those,
+        # and at the flow's pace they grew without bound.
+        self._trades: dict[str, list[str]] = {}
+        self._trades_kept = engine.closed_order_retention
         self._rest_orders: dict[str, deque[str]] = defaultdict(lambda: deque(maxlen=10_000))
         self._userrefs: dict[str, int] = {}  # txid -> AddOrder userref
         self._level_times: dict[str, dict[tuple[str, Decimal], int]] = defaultdict(dict)
@@ -325,7 +330,6 @@ class SpotRestServer(HttpFace):
     def _on_events(self, events: tuple[Event, ...]) -> None:
         for ev in events:
             if isinstance(ev, Filled):
-                self._trades[ev.order.order_id].append(ev.trade_id)
                 if not ev.order.owner.startswith(_FLOW_PREFIX):
                     account = self.accounts.by_owner(ev.order.owner)
                     if account is not None:
@@ -883,7 +887,8 @@ class SpotRestServer(HttpFace):
 
     def _book_fill(self, account: ApiAccount, ev: Filled) -> None:
         """Move the wallet by one fill (no fee: the simulator charges none) and keep the fill
-        for TradesHistory. Runs in the engine listener, so only dict updates."""
+        for TradesHistory and its trade id for the order. Runs in the engine listener, so only
+        dict updates."""
         inst = self.engine.instruments[ev.order.symbol]
         sign = 1 if ev.order.side is Side.BUY else -1
         with self._lock:
@@ -892,6 +897,12 @@ class SpotRestServer(HttpFace):
             wallet[inst.quote] = (wallet.get(inst.quote, Decimal(0))
                                   - sign * ev.last_qty * ev.last_px)
             self._fills[account.owner].append(ev)
+            trades = self._trades.get(ev.order.order_id)
+            if trades is None:
+                trades = self._trades[ev.order.order_id] = []
+                if len(self._trades) > self._trades_kept:
+                    del self._trades[next(iter(self._trades))]  # the longest-known order
+            trades.append(ev.trade_id)
 
     def _asset_decimals(self, asset: str) -> int:
         return _FIAT_DECIMALS if asset in _FIAT else _ASSET_DECIMALS
