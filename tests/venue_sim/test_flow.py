@@ -150,10 +150,21 @@ def test_event_stream_reconstructs_books_under_flow() -> None:
                 else:
                     lvl[e.price] = e.new_level_qty
 
-    eng.add_listener(apply)
+    # The engine logs and swallows a listener's exception (one broken face must not stop the
+    # venue): a KeyError in `apply` must reach the test through this list instead.
+    errors: list[BaseException] = []
+
+    def listener(events: tuple[Event, ...]) -> None:
+        try:
+            apply(events)
+        except BaseException as exc:
+            errors.append(exc)
+
+    eng.add_listener(listener)
     flow.seed_books()
     for _ in range(200):
         flow.step()
+    assert not errors, errors
     for sym in eng.symbols:
         bids, asks = eng.levels(sym)
         assert sorted(mirror.get((sym, Side.BUY), {}).items(), reverse=True) == bids
