@@ -680,14 +680,15 @@ class MatchingEngine:
             return f"{TEXT_INVALID_PRICE}:price must be positive"
         if _CTX.remainder(price, inst.price_tick) != 0:
             return (f"{TEXT_INVALID_PRICE}:{inst.symbol} price must be a multiple of "
-                    f"{inst.price_tick}")
+                    f"{inst.price_tick:f}")
         return None
 
     def _qty_error(self, inst: Instrument, qty: Decimal) -> str | None:
         if not qty.is_finite() or qty <= 0 or qty.adjusted() > _MAX_ADJUSTED_EXPONENT:
             return TEXT_INVALID_VOLUME
         if _CTX.remainder(qty, inst.lot_size) != 0:
-            return f"{TEXT_INVALID_VOLUME}:{inst.symbol} qty must be a multiple of {inst.lot_size}"
+            return (f"{TEXT_INVALID_VOLUME}:{inst.symbol} qty must be a multiple of "
+                    f"{inst.lot_size:f}")  # not 1E-8
         return None
 
     def _rest(self, book: _Book, o: _Order, events: list[Event], now: int) -> None:

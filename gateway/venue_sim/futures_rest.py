@@ -819,7 +819,7 @@ class _FuturesOrders:
         events = self.engine.submit(self.owner, clid, symbol, side, size, price, ord_type, tif)
         first = events[0]
         if isinstance(first, e.Rejected):
-            raise _Refused(_REFUSALS.get(first.text, "invalidArgument"))
+            raise _Refused(_refusal(first.text))
         assert isinstance(first, e.Accepted)
         with self._lock:
             self._placed.append(first.order.order_id)
@@ -946,3 +946,13 @@ _STATUS_NAMES = {e.OrdStatus.NEW: "ENTERED_BOOK", e.OrdStatus.PARTIALLY_FILLED: 
 _REFUSALS = {e.TEXT_INVALID_PRICE: "invalidPrice", e.TEXT_INVALID_VOLUME: "invalidSize",
              e.TEXT_ORDER_MINIMUM: "invalidSize", e.TEXT_DUPLICATE: "clientOrderIdAlreadyExist",
              e.TEXT_UNKNOWN_PAIR: "marketInactive"}
+
+
+def _refusal(text: str) -> str:
+    """The ``sendStatus`` for an engine reject. Matched on the Kraken error the text starts
+    with, since the engine adds the detail after it (``EOrder:Invalid price:PF_XBTUSD price
+    must be a multiple of 0.5``): an exact match missed those and answered invalidArgument."""
+    for prefix, status in _REFUSALS.items():
+        if text == prefix or text.startswith(prefix + ":"):
+            return status
+    return "invalidArgument"

@@ -707,3 +707,13 @@ def test_fix_wire_strings_are_coerced_to_enums(eng: MatchingEngine) -> None:
         eng.submit("A", "a2", BTC, "7", D("1"), D("45000.0"))  # type: ignore[arg-type]
     ev = eng.mass_cancel("A", side="2")  # type: ignore[arg-type]
     assert len([e for e in ev if isinstance(e, Canceled)]) == 1
+
+
+def test_grid_reject_texts_print_the_tick_and_lot_in_plain_notation(eng: MatchingEngine) -> None:
+    """Kraken-style texts a client shows to people: ``0.00000001``, not ``1E-8``."""
+    off_lot = eng.submit("A", "a1", BTC, BUY, D("0.000000015"), D("45000.0"))
+    assert isinstance(off_lot[0], Rejected)
+    assert off_lot[0].text.endswith("qty must be a multiple of 0.00000001")
+    off_tick = eng.submit("A", "a2", "PF_ARBUSD", BUY, D("1"), D("0.11105"))
+    assert isinstance(off_tick[0], Rejected)
+    assert off_tick[0].text.endswith("price must be a multiple of 0.0001")
