@@ -22,13 +22,14 @@ Design choices, and why:
   the engine; a re-entrant call raises instead of deadlocking.
 * Books are a sorted ``list`` of prices (``bisect``) plus ``dict`` price -> FIFO ``deque``:
   a non-crossing order costs a dict lookup and at most one list insertion.
-* Identifiers (OrderID, ExecID, trade id) come from a counter pushed through a bijective mixer,
+* Identifiers (OrderID, ExecID, trade txid) come from a counter pushed through a bijective mixer,
   so they look like Kraken's (``OXXXXX-XXXXX-XXXXXX``) and never repeat within a run. The
   counter starts at a random point drawn at every construction, *not* from ``seed``: the FIX
   store carries sequence numbers across a simulator restart and a receiver dedupes reports on
   ExecID across its journal, so ids that replayed per seed would make the first reports after
   a restart look like duplicates and be dropped. ``seed`` keeps its meaning for the books and
-  the synthetic flow, which are what tests replay.
+  the synthetic flow, which are what tests replay. Kraken's integer trade id is a per-symbol
+  counter started at the wall clock in microseconds, so it too keeps increasing across restarts.
 * Self-trade prevention is Kraken's default ``cancel_newest``: when an incoming order would
   match a resting order of the same owner, the incoming order's remainder is canceled and the
   resting order stays untouched. Different owners trade freely.
@@ -273,14 +274,16 @@ class Rejected:
 @dataclass(frozen=True, slots=True)
 class Filled:
     """One side of one match (FIX ExecType=F). Each match emits one for the maker and one for
-    the taker, with distinct ``exec_id`` and a shared ``trade_id``."""
+    the taker, with distinct ``exec_id`` and the trade's ``trade_id`` and ``trade_txid`` (the
+    same as on its :class:`TradePrinted`)."""
 
     order: OrderSnapshot
     last_qty: Decimal
     last_px: Decimal
     exec_id: str
     is_maker: bool
-    trade_id: str
+    trade_id: int
+    trade_txid: str
     seq: int
     time: int
 
@@ -342,13 +345,20 @@ class BookChanged:
 
 @dataclass(frozen=True, slots=True)
 class TradePrinted:
-    """Public trade print; ``aggressor_side`` is the taker's side."""
+    """Public trade print; ``aggressor_side`` is the taker's side.
+
+    ``trade_id`` is Kraken's integer trade id, per symbol and increasing (REST ``Trades``,
+    ``TradesHistory``' ``trade_id``, WS ``trade`` and ``executions``); ``trade_txid`` is the
+    trade's Kraken-style txid (``TXXXXX-XXXXX-XXXXXX``: ``TradesHistory``' keys, ``QueryOrders``'
+    trades). Every face reports these two, so one trade has one id everywhere.
+    """
 
     symbol: str
     price: Decimal
     qty: Decimal
     aggressor_side: Side
-    trade_id: str
+    trade_id: int
+    trade_txid: str
     seq: int
     time: int
 
@@ -399,6 +409,13 @@ def _random_id_key() -> int:
     entropy source still differs from one start to the next.
     """
     return (int.from_bytes(os.urandom(10), "big") ^ _splitmix64(time.time_ns())) & _ID_MASK
+
+
+def _first_trade_id() -> int:
+    """A book's first integer trade id: the wall clock in microseconds, so ids keep increasing
+    across restarts (a book never trades a million times a second) and stay below 2**53, exact
+    in every client's JSON numbers."""
+    return time.time_ns() // 1000
 
 
 class _IdGen:
@@ -518,10 +535,11 @@ class _BookSide:
 
 
 class _Book:
-    __slots__ = ("asks", "bids", "inst", "price_q", "qty_q", "trades")
+    __slots__ = ("asks", "bids", "inst", "last_trade_id", "price_q", "qty_q", "trades")
 
-    def __init__(self, inst: Instrument, trade_history: int) -> None:
+    def __init__(self, inst: Instrument, trade_history: int, first_trade_id: int) -> None:
         self.inst = inst
+        self.last_trade_id = first_trade_id - 1
         self.price_q = inst.price_quantum
         self.qty_q = inst.qty_quantum
         self.bids = _BookSide(_BUY)
@@ -588,8 +606,10 @@ class MatchingEngine:
         untracked_owner_prefix: str | None = "SIM-",
     ) -> None:
         self._instruments: Mapping[str, Instrument] = dict(instruments or INSTRUMENTS)
+        first_trade_id = _first_trade_id()
         self._books: dict[str, _Book] = {
-            sym: _Book(inst, trade_history) for sym, inst in self._instruments.items()
+            sym: _Book(inst, trade_history, first_trade_id)
+            for sym, inst in self._instruments.items()
         }
         # Epoch ns by default because FIX TransactTime is wall-clock; _now() clamps it so event
         # times never step backwards even if NTP does.
@@ -774,12 +794,14 @@ class MatchingEngine:
                 self._fill(taker, q, px, now)
                 lvl.qty = _CTX.subtract(lvl.qty, q)
                 touched = True
-                trade_id = self._trade_ids.next()
+                book.last_trade_id = trade_id = book.last_trade_id + 1
+                trade_txid = self._trade_ids.next()
                 events.append(Filled(maker.snapshot(), q, px, self._exec_ids.next(), True,
-                                     trade_id, self._next_seq(), now))
+                                     trade_id, trade_txid, self._next_seq(), now))
                 events.append(Filled(taker.snapshot(), q, px, self._exec_ids.next(), False,
-                                     trade_id, self._next_seq(), now))
-                tp = TradePrinted(symbol, px, q, taker.side, trade_id, self._next_seq(), now)
+                                     trade_id, trade_txid, self._next_seq(), now))
+                tp = TradePrinted(symbol, px, q, taker.side, trade_id, trade_txid,
+                                  self._next_seq(), now)
                 events.append(tp)
                 book.trades.append(tp)
                 if not maker.leaves_qty:

@@ -595,7 +595,7 @@ class SpotRestServer(HttpFace):
         rows: list[list[object]] = [
             [_f(t.price.quantize(inst.price_quantum)), _f(t.qty.quantize(inst.qty_quantum)),
              _secs(t.time), "b" if t.aggressor_side is Side.BUY else "s", "l", "",
-             t.seq] for t in trades]
+             t.trade_id] for t in trades]
         last = str(trades[-1].time) if trades else str(self._wall_ns())
         return {rest_altname(inst.symbol): rows, "last": last}
 
@@ -902,7 +902,7 @@ class SpotRestServer(HttpFace):
                 trades = self._trades[ev.order.order_id] = []
                 if len(self._trades) > self._trades_kept:
                     del self._trades[next(iter(self._trades))]  # the longest-known order
-            trades.append(ev.trade_id)
+            trades.append(ev.trade_txid)
 
     def _asset_decimals(self, asset: str) -> int:
         return _FIAT_DECIMALS if asset in _FIAT else _ASSET_DECIMALS
@@ -954,7 +954,7 @@ class SpotRestServer(HttpFace):
         for f in page:
             inst = self.engine.instruments[f.order.symbol]
             price = f.last_px.quantize(inst.price_quantum)
-            trades[f.trade_id] = {
+            trades[f.trade_txid] = {
                 "ordertxid": f.order.order_id,
                 "postxid": f.exec_id,
                 "pair": rest_altname(inst.symbol),
@@ -968,7 +968,7 @@ class SpotRestServer(HttpFace):
                 "margin": _f(Decimal(0).quantize(inst.price_quantum)),
                 "misc": "",
                 "maker": f.is_maker,
-                "trade_id": f.seq,
+                "trade_id": f.trade_id,  # the trade's, as in Trades and on WS
             }
         return {"trades": trades, "count": len(fills)}
 

@@ -124,7 +124,6 @@ class SpotWsServer(WsFace[_Conn]):
             s: deque(maxlen=_TRADE_SNAPSHOT) for s in self.symbols}
         self._tape: dict[str, deque[tuple[int, Decimal, Decimal]]] = {
             s: deque(maxlen=_TAPE) for s in self.symbols}
-        self._trade_ids = itertools.count(1)
         self._clids = itertools.count(1)
         self._amends = 0  # amend_order answers so far (their amend_id)
         self._corrupt: dict[str, int] = {}
@@ -518,7 +517,7 @@ class SpotWsServer(WsFace[_Conn]):
                 if ev.symbol not in self._trades or ev.seq <= self._mirror_seq[ev.symbol]:
                     continue
                 t = {"symbol": ev.symbol, "side": _SIDE[ev.aggressor_side], "price": ev.price,
-                     "qty": ev.qty, "ord_type": "limit", "trade_id": next(self._trade_ids),
+                     "qty": ev.qty, "ord_type": "limit", "trade_id": ev.trade_id,
                      "timestamp": _rfc3339(ev.time)}
                 self._trades[ev.symbol].append(t)
                 self._tape[ev.symbol].append((ev.time, ev.price, ev.qty))

@@ -117,9 +117,13 @@ def test_partial_fill_across_levels_then_rest_at_limit(eng: MatchingEngine) -> N
     assert eng.levels(BTC) == ([(D("45001.0"), D("0.4"))], [(D("45002.0"), D("0.3"))])
     prints = [(t.price, t.qty, t.aggressor_side) for t in eng.last_trades(BTC, 10)]
     assert prints == [(D("45000.0"), D("0.3"), BUY), (D("45000.5"), D("0.3"), BUY)]
-    # Every match reports both sides with distinct exec ids and one shared trade id.
+    # Every match reports both sides with distinct exec ids and one shared trade id and txid,
+    # the print's.
     f = fills(ev)
     assert f[0].trade_id == f[1].trade_id and f[0].exec_id != f[1].exec_id
+    assert f[0].trade_txid == f[1].trade_txid
+    assert [(t.trade_id, t.trade_txid) for t in eng.last_trades(BTC, 1)] == [
+        (f[-1].trade_id, f[-1].trade_txid)]
     assert f[0].is_maker and not f[1].is_maker
 
 
@@ -425,19 +429,19 @@ def test_order_status_follows_replace_chain_and_hides_other_owners(eng: Matching
 
 
 def renumbered(events: list[Event]) -> list[Event]:
-    """The events with every OrderID, ExecID and trade id replaced by its rank of first
+    """The events with every OrderID, ExecID and trade id/txid replaced by its rank of first
     appearance: what must replay for a seed, since the ids themselves are fresh per run."""
-    names: dict[str, str] = {}
+    names: dict[str | int, str] = {}
 
-    def rename(v: str) -> str:
+    def rename(v: str | int) -> str:
         return names.setdefault(v, f"#{len(names)}")
 
     out: list[Event] = []
     for ev in events:
         changes: dict[str, object] = {}
-        for name in ("exec_id", "trade_id", "order_id"):
+        for name in ("exec_id", "trade_id", "trade_txid", "order_id"):
             value = getattr(ev, name, None)
-            if isinstance(value, str):
+            if isinstance(value, str | int):
                 changes[name] = rename(value)
         order = getattr(ev, "order", None)
         if order is not None:
@@ -455,19 +459,21 @@ def test_ids_unique_per_run_and_never_reissued_by_a_new_engine() -> None:
         for i in range(300):
             events += e.submit("A" if i % 2 else "B", f"c{i}", BTC, BUY if i % 3 else SELL,
                                D("0.01"), D("45000.0"))
-        ids: dict[str, list[str]] = {"order": [], "exec": [], "trade": []}
+        ids: dict[str, list[str]] = {"order": [], "exec": [], "txid": [], "trade": []}
         for ev in events:
             if isinstance(ev, (Accepted, Filled)):
                 ids["exec"].append(ev.exec_id)
             if isinstance(ev, Accepted):
                 ids["order"].append(ev.order.order_id)
             if isinstance(ev, Filled) and ev.is_maker:
-                ids["trade"].append(ev.trade_id)
+                ids["txid"].append(ev.trade_txid)
+                ids["trade"].append(f"{ev.trade_id:020d}")  # Kraken's integer trade id
         return events, ids
 
     (events_a, a), (events_b, b) = run(1), run(1)
     assert a["trade"], "the run must trade for trade ids to be compared"
-    for kind in ("order", "exec", "trade"):
+    assert min(b["trade"]) > max(a["trade"])  # and they keep increasing
+    for kind in ("order", "exec", "txid", "trade"):
         assert len(set(a[kind])) == len(a[kind]), kind
         assert not set(a[kind]) & set(b[kind]), f"{kind} ids reissued by a new engine"
     assert all(ORDER_ID_RE.match(i) for i in a["order"] + b["order"])

@@ -38,19 +38,19 @@ def make(seed: int = 5, symbols: tuple[str, ...] | None = None) -> tuple[Matchin
 
 
 def renumbered(events: list[Event]) -> list[Event]:
-    """The events with OrderIDs, ExecIDs and trade ids replaced by their rank of first
+    """The events with OrderIDs, ExecIDs and trade ids/txids replaced by their rank of first
     appearance: the engine draws fresh ids per run, and the flow replays everything else."""
-    names: dict[str, str] = {}
+    names: dict[str | int, str] = {}
 
-    def rename(v: str) -> str:
+    def rename(v: str | int) -> str:
         return names.setdefault(v, f"#{len(names)}")
 
     out: list[Event] = []
     for ev in events:
         changes: dict[str, object] = {}
-        for name in ("exec_id", "trade_id", "order_id"):
+        for name in ("exec_id", "trade_id", "trade_txid", "order_id"):
             value = getattr(ev, name, None)
-            if isinstance(value, str):
+            if isinstance(value, str | int):
                 changes[name] = rename(value)
         order = getattr(ev, "order", None)
         if order is not None:
