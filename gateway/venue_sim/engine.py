@@ -171,6 +171,7 @@ class CancelReason(StrEnum):
     IOC_REMAINDER = "ioc_remainder"
     FOK_UNFILLED = "fok_unfilled"
     SELF_TRADE = "self_trade"
+    AMEND_BELOW_FILLED = "amend_below_filled"
 
 
 # Module-level aliases: enum attribute access is a slow path on Python 3.11 and these sit on the
@@ -191,6 +192,7 @@ _CANCEL_TEXT: Mapping[CancelReason, str] = {
     CancelReason.IOC_REMAINDER: "Unfilled remainder of immediate order canceled",
     CancelReason.FOK_UNFILLED: "Fill-or-kill order could not be filled in full",
     CancelReason.SELF_TRADE: "Self trade prevention: cancel newest",
+    CancelReason.AMEND_BELOW_FILLED: "Order quantity amended below the filled quantity",
 }
 
 # Kraken-style error texts, kept in one place so faces and tests agree on them.
@@ -993,6 +995,7 @@ class MatchingEngine:
         *,
         order_id: str | None = None,
         deadline: Deadline | None = None,
+        cancel_below_filled: bool = False,
     ) -> list[Event]:
         """Cancel/replace (FIX OrderCancelReplaceRequest); None keeps the current value.
 
@@ -1001,6 +1004,11 @@ class MatchingEngine:
         at the back (and it may cross, like a new order). A new qty <= cum_qty closes the order
         as FILLED with ``qty = cum_qty``. Returns ``[Replaced, ...]`` or ``[CancelRejected]``.
         ``deadline`` as for :meth:`submit`.
+
+        ``cancel_below_filled`` is Kraken's in-place amend (REST ``AmendOrder``, WS
+        ``amend_order``): a new qty *below* cum_qty cancels the remainder instead, as Kraken
+        documents it: ``[Canceled, BookChanged]``, the order's qty and cum_qty unchanged,
+        leaves 0, status CANCELED. FIX 35=G keeps the FILLED close.
         """
         if (new_qty is not None and type(new_qty) is not Decimal) or (
             new_price is not None and type(new_price) is not Decimal
@@ -1041,6 +1049,9 @@ class MatchingEngine:
         closes = qty <= o.cum_qty
         if not closes and qty < inst.min_qty:
             return refuse(CxlRejCode.OTHER, TEXT_ORDER_MINIMUM)
+        if cancel_below_filled and qty < o.cum_qty:
+            self._cancel_resting(book, o, CancelReason.AMEND_BELOW_FILLED, None, events, now)
+            return self._publish(events)
 
         keeps_priority = price == price_before and qty <= o.qty and not closes
         level_qty = None if keeps_priority else self._unlink(book, o)

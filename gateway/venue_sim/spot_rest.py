@@ -758,7 +758,8 @@ class SpotRestServer(HttpFace):
         ``limit_price``, optional ``deadline``; answers ``{amend_id}``. In place, as on Kraken:
         the txid and the cl_ord_id stay the same (the engine's replace under the order's own
         ClOrdID, so ``submission_counts`` counts an amend as one more submission of that
-        ClOrdID). Engine counter: +1 plus the amend's age part (kraken-api.md section 7)."""
+        ClOrdID). A quantity below the filled quantity cancels the remainder (Kraken's amend
+        docs). Engine counter: +1 plus the amend's age part (kraken-api.md section 7)."""
         owner = account.owner
         deadline = self._deadline(p.get("deadline"))
         snap = self._find(owner, p)
@@ -776,8 +777,10 @@ class SpotRestServer(HttpFace):
             self._synth_n += 1
             amend_id = f"TAMD{self._synth_n:06d}"
         try:
+            # Below the filled quantity, Kraken cancels the remainder (not FIX's FILLED close).
             events = self.engine.replace(owner, snap.cl_ord_id, None, qty, price,
-                                         order_id=snap.order_id, deadline=deadline)
+                                         order_id=snap.order_id, deadline=deadline,
+                                         cancel_below_filled=True)
         except DeadlineRefused as exc:  # passed while the request waited for the engine
             raise _Err(exc.error) from None
         first = events[0] if events else None

@@ -725,9 +725,11 @@ class SpotWsServer(WsFace[_Conn]):
         if snap is None or not snap.is_open:
             reply(False, error=e.TEXT_UNKNOWN_ORDER)
             return
-        # In place: the engine's replace under the order's own ClOrdID (as REST AmendOrder).
+        # In place: the engine's replace under the order's own ClOrdID (as REST AmendOrder);
+        # below the filled quantity, the remainder is canceled (Kraken's amend docs).
         events = await asyncio.to_thread(self.engine.replace, owner, snap.cl_ord_id, None, qty,
-                                         price, order_id=snap.order_id)
+                                         price, order_id=snap.order_id,
+                                         cancel_below_filled=True)
         first = events[0] if events else None
         if isinstance(first, e.CancelRejected):
             reason = first.reason

@@ -65,3 +65,18 @@ def test_amend_refusals_and_no_resend_after_a_timeout(server: SpotRestServer) ->
         c.amend_order(txid=txid, order_qty=Decimal("0.3"))
     assert ei.value.ambiguous
     assert server.request_count("/0/private/AmendOrder") - before == 1
+
+
+def test_amend_below_the_filled_quantity_cancels_the_remainder(
+        server: SpotRestServer, engine: MatchingEngine) -> None:  # noqa: F811
+    """Kraken: "If an amend request will reduce the order quantity below the existing filled
+    quantity, the remaining quantity will be cancelled." Not closed as filled."""
+    c = client(server)
+    txid = c.add_order("BTC/USD", "buy", "limit", Decimal("1"), Decimal("40000"), "GTC",
+                       clid("amd")).txid
+    assert txid is not None
+    engine.submit("MAKER", "m-part", "BTC/USD", Side.SELL, Decimal("0.3"), Decimal("40000"))
+    assert c.amend_order(txid=txid, order_qty=Decimal("0.2"))
+    o = c.query_orders([txid])[txid]
+    assert (o.status, o.vol_exec) == ("canceled", Decimal("0.3"))
+    assert engine.open_orders("FIXGW") == [] and engine.levels("BTC/USD") == ([], [])

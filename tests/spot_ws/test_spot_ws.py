@@ -23,7 +23,7 @@ from gateway.transports.kraken_ws import (
     loads,
 )
 from gateway.venue_sim.accounts import Accounts
-from gateway.venue_sim.engine import MatchingEngine
+from gateway.venue_sim.engine import MatchingEngine, Side
 from gateway.venue_sim.flow import SyntheticFlow
 from gateway.venue_sim.spot_ws import TEXT_INVALID_TOKEN, SpotWsServer
 from tests.conftest import wait_until
@@ -321,6 +321,29 @@ def test_amend_order_in_place_then_refusals(venue: Venue) -> None:
         assert unknown.value.error.startswith("EOrder:Unknown order")
         with pytest.raises(ValueError, match="order_qty and/or limit_price"):
             p.amend_order(order_id=oid)
+    finally:
+        p.stop()
+
+
+def test_amend_below_the_filled_quantity_cancels_the_remainder(venue: Venue) -> None:
+    """Kraken's amend_order: below the filled quantity the remainder is canceled; the order
+    keeps its fills and is not reported filled."""
+    execs = Execs()
+    p, _issued = private(venue, execs)
+    try:
+        bid, ask = venue.engine.top_of_book(BTC)
+        assert bid is not None and ask is not None and ask - bid > D("0.1")
+        px = bid + D("0.1")  # the best bid, so the sell below fills this order first
+        oid = p.add_order(symbol=BTC, side="buy", order_type="limit", order_qty=D("0.003"),
+                          limit_price=px, cl_ord_id="ws-amend-cx")["order_id"]
+        venue.engine.submit("MAKER", "m-part", BTC, Side.SELL, D("0.002"), px)
+        execs.wait(lambda i: i["order_id"] == oid and i["exec_type"] == "trade")
+        assert p.amend_order(order_id=oid, order_qty=D("0.001"))["order_id"] == oid
+        cx = execs.wait(lambda i: i["order_id"] == oid and i["exec_type"] == "canceled")
+        assert (cx["order_status"], cx["cum_qty"], cx["leaves_qty"]) == (
+            "canceled", D("0.002"), D(0))
+        assert venue.engine.open_orders(OWNER) == []
+        assert not any(i["order_id"] == oid and i["exec_type"] == "filled" for i in execs.seen)
     finally:
         p.stop()
 

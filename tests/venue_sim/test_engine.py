@@ -302,6 +302,26 @@ def test_replace_to_qty_at_or_below_cum_closes_order(eng: MatchingEngine) -> Non
     assert status is not None and status.status is OrdStatus.FILLED
 
 
+def test_in_place_amend_below_cum_cancels_the_remainder(eng: MatchingEngine) -> None:
+    """Kraken's REST/WS amend: below the filled quantity, the remainder is canceled (the order
+    does not become FILLED, unlike FIX 35=G above)."""
+    eng.submit("A", "a1", BTC, BUY, D("1"), D("44000.0"))
+    eng.submit("S", "s1", BTC, SELL, D("0.3"), D("44000.0"))
+    ev = eng.replace("A", "a1", None, new_qty=D("0.2"), order_id=eng.open_orders("A")[0].order_id,
+                     cancel_below_filled=True)
+    cx = ev[0]
+    assert isinstance(cx, Canceled) and cx.reason is CancelReason.AMEND_BELOW_FILLED
+    assert (cx.order.status, cx.order.qty, cx.order.cum_qty, cx.order.leaves_qty) == (
+        OrdStatus.CANCELED, D("1"), D("0.3"), D(0))
+    assert isinstance(ev[1], BookChanged) and ev[1].new_level_qty == 0
+    assert eng.levels(BTC) == ([], []) and eng.open_orders("A") == []
+    # Down to exactly the filled quantity is not below it: nothing is left, the order is done.
+    eng.submit("A", "b1", BTC, BUY, D("1"), D("44000.0"))
+    eng.submit("S", "s2", BTC, SELL, D("0.3"), D("44000.0"))
+    ev = eng.replace("A", "b1", "b1", new_qty=D("0.3"), cancel_below_filled=True)
+    assert isinstance(ev[0], Replaced) and ev[0].order.status is OrdStatus.FILLED
+
+
 def test_replace_rejects(eng: MatchingEngine) -> None:
     rej = only(eng.replace("A", "a2", "nope", new_qty=D("1")), CancelRejected)
     assert isinstance(rej, CancelRejected)
