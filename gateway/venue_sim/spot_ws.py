@@ -721,15 +721,25 @@ class SpotWsServer(WsFace[_Conn]):
         if qty is None and price is None:
             reply(False, error="EGeneral:Invalid arguments:order_qty or limit_price required")
             return
+        try:
+            # As for add_order: on arrival, and by the engine once it holds its lock.
+            deadline = parse_deadline(params.get("deadline"), self._wall_clock)
+        except DeadlineRefused as exc:
+            reply(False, error=exc.error)
+            return
         snap = await asyncio.to_thread(self.engine.order_status, owner, clid, order_id)
         if snap is None or not snap.is_open:
             reply(False, error=e.TEXT_UNKNOWN_ORDER)
             return
         # In place: the engine's replace under the order's own ClOrdID (as REST AmendOrder);
         # below the filled quantity, the remainder is canceled (Kraken's amend docs).
-        events = await asyncio.to_thread(self.engine.replace, owner, snap.cl_ord_id, None, qty,
-                                         price, order_id=snap.order_id,
-                                         cancel_below_filled=True)
+        try:
+            events = await asyncio.to_thread(self.engine.replace, owner, snap.cl_ord_id, None,
+                                             qty, price, order_id=snap.order_id,
+                                             deadline=deadline, cancel_below_filled=True)
+        except DeadlineRefused as exc:  # passed while the request waited for the engine
+            reply(False, error=exc.error)
+            return
         first = events[0] if events else None
         if isinstance(first, e.CancelRejected):
             reason = first.reason

@@ -310,6 +310,13 @@ def test_amend_order_in_place_then_refusals(venue: Venue) -> None:
             "ws-amend-1")
         (snap,) = venue.engine.open_orders(OWNER)
         assert (snap.qty, snap.price) == (D("0.003"), far - 1)
+        # Kraken's deadline, as for add_order: an amend that arrives after it is not applied
+        # (the gateway settles an amend whose answer was lost by it).
+        with pytest.raises(KrakenWsRejected) as late:
+            p.amend_order(order_id=oid, order_qty=D("0.005"), deadline="2020-01-01T00:00:00Z")
+        assert late.value.error == "EService:Deadline elapsed"
+        (snap,) = venue.engine.open_orders(OWNER)
+        assert snap.qty == D("0.003")
 
         p.cancel_order(order_id=[oid])
         execs.wait(lambda i: i["order_id"] == oid and i["exec_type"] == "canceled")
