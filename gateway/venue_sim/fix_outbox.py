@@ -27,10 +27,6 @@ for logout).
 from __future__ import annotations
 
 import logging
-import os
-import platform
-import socket
-import stat
 import threading
 import time
 from collections import deque
@@ -38,72 +34,15 @@ from collections.abc import Callable
 
 import quickfix as fix
 
-__all__ = ["DEFAULT_LIMIT", "Outbox", "Outboxes", "close_blocked_send"]
+from gateway.fix.blocked_send import close_blocked_send
+
+__all__ = ["DEFAULT_LIMIT", "Outbox", "Outboxes"]
 
 log = logging.getLogger("fixgw.venue_sim")
 
 DEFAULT_LIMIT = 10_000  # messages a session may fall behind before it is cut off
 _CUT_WAIT_S = 5.0  # how long a cut looks for the sender blocked in its send
 _POLL_S = 0.02
-
-# send(2) as the kernel sees it (glibc's send() is the sendto syscall), per architecture.
-_SEND_SYSCALLS_BY_MACHINE: dict[str, frozenset[int]] = {
-    "x86_64": frozenset({44, 46}),  # sendto, sendmsg
-    "aarch64": frozenset({206, 211}),
-}
-_SEND_SYSCALLS = _SEND_SYSCALLS_BY_MACHINE.get(platform.machine(), frozenset())
-
-
-def _blocked_send_fd(native_id: int) -> tuple[int, str] | None:
-    """The socket a thread of this process is blocked sending on, with the syscall line that
-    named it; None if it is not in a send (or this platform cannot tell)."""
-    try:
-        with open(f"/proc/self/task/{native_id}/syscall") as f:
-            line = f.read().strip()
-    except OSError:
-        return None
-    parts = line.split()
-    if len(parts) < 2 or not parts[0].isdigit() or int(parts[0]) not in _SEND_SYSCALLS:
-        return None
-    return int(parts[1], 16), line
-
-
-def close_blocked_send(native_id: int, wait_s: float) -> bool:
-    """Shut down the socket the thread ``native_id`` is blocked sending on, within ``wait_s``.
-
-    The thread's blocked send is re-checked after the descriptor is duplicated, so the socket
-    shut down is the one it is still blocked on (a descriptor number can be reused only after
-    that send returned). ``shutdown`` rather than ``close``: a close does not wake a thread
-    blocked in a send, and the descriptor is QuickFIX's to close.
-    """
-    deadline = time.monotonic() + wait_s
-    while True:
-        found = _blocked_send_fd(native_id)
-        if found is not None:
-            fd, line = found
-            try:
-                dup = os.dup(fd)
-            except OSError:
-                dup = -1
-            if dup >= 0:
-                try:
-                    if stat.S_ISSOCK(os.fstat(dup).st_mode) and (
-                            _blocked_send_fd(native_id) == (fd, line)):
-                        s = socket.socket(fileno=dup)
-                        dup = -1  # the socket object owns it now
-                        try:
-                            s.shutdown(socket.SHUT_RDWR)
-                            return True
-                        except OSError:
-                            pass
-                        finally:
-                            s.close()
-                finally:
-                    if dup >= 0:
-                        os.close(dup)
-        if not _SEND_SYSCALLS or time.monotonic() >= deadline:
-            return False
-        time.sleep(_POLL_S)
 
 
 class Outbox:

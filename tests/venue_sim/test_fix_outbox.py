@@ -14,15 +14,15 @@ import pytest
 import quickfix as fix
 
 from gateway.config.model import ScheduleConfig
+from gateway.fix import blocked_send
 from gateway.fix import messages as m
-from gateway.venue_sim import fix_outbox
 from gateway.venue_sim.engine import Side
 from gateway.venue_sim.fix_face import MD_COMP_ID
 from gateway.venue_sim.fix_outbox import Outbox
 from gateway.venue_sim.server import SimOptions, VenueSimulator
 from tests.fix_session.rawclient import RawFixClient
 
-needs_proc = pytest.mark.skipif(not fix_outbox._SEND_SYSCALLS,
+needs_proc = pytest.mark.skipif(not blocked_send.CAN_CUT,
                                 reason="finding a blocked send needs Linux x86_64/aarch64")
 
 
