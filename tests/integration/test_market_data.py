@@ -125,7 +125,10 @@ def md_pair(tmp_path_factory: pytest.TempPathFactory, _md_clients: list[FixClien
     sim = SimProcess(tmp / "sim", creds, clients=("FIXGW", "MAKER"), seed_books=True)
     gw = GatewayProcess(tmp / "gw", sim, creds,
                         oms_comp_ids=("OMS", "OMS2", "OMS3", "OMS4", "STALLED"),
-                        venue_toml="md_stale_after_s = 2.0")
+                        venue_toml="md_stale_after_s = 2.0",
+                        # The stalled OMS must outlive its stall here, however long a loaded
+                        # machine makes it (the cut itself: tests/marketdata).
+                        oms_toml="md_cut_after_s = 600")
     try:
         yield sim, gw
     finally:
