@@ -5,35 +5,21 @@ all day and its fills must not grow the simulator's memory."""
 from __future__ import annotations
 
 import base64
-import itertools
-import json
-import urllib.parse
 from decimal import Decimal
 from typing import Any
 
-from gateway.kraken.auth import spot_api_sign
 from gateway.venue_sim.accounts import Accounts, ApiAccount
 from gateway.venue_sim.engine import MatchingEngine, Side, TradePrinted
 from gateway.venue_sim.flow import SyntheticFlow
 from gateway.venue_sim.spot_rest import SpotRestServer
+from tests.venue_sim.sim_rest import private_call
 
 D = Decimal
 BTC = "BTC/USD"
 KEY = "k"
 SECRET = base64.b64encode(b"trade ids kept test secret, forty bytes+").decode()
-_nonce = itertools.count(1)
-
-
 def rest(srv: SpotRestServer, method: str, **params: str) -> dict[str, Any]:
-    path = f"/0/private/{method}"
-    n = next(_nonce)
-    body = urllib.parse.urlencode([("nonce", str(n)), *params.items()])
-    status, text = srv.handle("POST", path, {"API-Key": KEY,
-                                             "API-Sign": spot_api_sign(SECRET, path, n, body)},
-                              body)
-    assert status == 200, text
-    out: dict[str, Any] = json.loads(text)
-    return out
+    return private_call(srv, KEY, SECRET, method, **params)
 
 
 def test_the_synthetic_flow_leaves_no_trade_ids_behind() -> None:

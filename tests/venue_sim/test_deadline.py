@@ -6,11 +6,8 @@ knows about."""
 from __future__ import annotations
 
 import base64
-import itertools
-import json
 import threading
 import time
-import urllib.parse
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -18,13 +15,13 @@ from typing import Any
 
 import pytest
 
-from gateway.kraken.auth import spot_api_sign
 from gateway.transports.kraken_ws import KrakenWsPrivate, KrakenWsRejected
 from gateway.venue_sim.accounts import Accounts, ApiAccount
 from gateway.venue_sim.deadline import TEXT_ELAPSED, Deadline, DeadlineRefused
 from gateway.venue_sim.engine import Event, MatchingEngine, Side
 from gateway.venue_sim.spot_rest import SpotRestServer
 from gateway.venue_sim.spot_ws import SpotWsServer
+from tests.venue_sim.sim_rest import private_call
 
 D = Decimal
 BTC = "BTC/USD"
@@ -115,19 +112,8 @@ def test_engine_refuses_a_request_whose_deadline_passed_without_a_trace() -> Non
 
 # ---- REST ----------------------------------------------------------------------------------------
 
-_nonce = itertools.count(1)
-
-
 def rest(srv: SpotRestServer, method: str, **params: str) -> dict[str, Any]:
-    path = f"/0/private/{method}"
-    n = next(_nonce)
-    body = urllib.parse.urlencode([("nonce", str(n)), *params.items()])
-    status, text = srv.handle("POST", path, {"API-Key": KEY,
-                                             "API-Sign": spot_api_sign(SECRET, path, n, body)},
-                              body)
-    assert status == 200, text
-    out: dict[str, Any] = json.loads(text)
-    return out
+    return private_call(srv, KEY, SECRET, method, **params)
 
 
 @pytest.fixture

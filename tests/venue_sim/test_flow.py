@@ -3,7 +3,6 @@ the gateway's resting orders."""
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from collections.abc import Callable, Iterator
 from decimal import Decimal
@@ -21,6 +20,7 @@ from gateway.venue_sim.engine import (
 )
 from gateway.venue_sim.flow import FLOW_MAKER, SyntheticFlow
 from gateway.venue_sim.instruments import SPOT_SYMBOLS
+from tests.venue_sim.test_engine import renumbered
 
 D = Decimal
 BTC = "BTC/USD"
@@ -35,28 +35,6 @@ def make(seed: int = 5, symbols: tuple[str, ...] | None = None) -> tuple[Matchin
                                                                          SyntheticFlow]:
     eng = MatchingEngine(time_source=clock(), seed=seed)
     return eng, SyntheticFlow(eng, seed=seed, symbols=symbols, rate_hz=50)
-
-
-def renumbered(events: list[Event]) -> list[Event]:
-    """The events with OrderIDs, ExecIDs and trade ids/txids replaced by their rank of first
-    appearance: the engine draws fresh ids per run, and the flow replays everything else."""
-    names: dict[str | int, str] = {}
-
-    def rename(v: str | int) -> str:
-        return names.setdefault(v, f"#{len(names)}")
-
-    out: list[Event] = []
-    for ev in events:
-        changes: dict[str, object] = {}
-        for name in ("exec_id", "trade_id", "trade_txid", "order_id"):
-            value = getattr(ev, name, None)
-            if isinstance(value, str | int):
-                changes[name] = rename(value)
-        order = getattr(ev, "order", None)
-        if order is not None:
-            changes["order"] = dataclasses.replace(order, order_id=rename(order.order_id))
-        out.append(dataclasses.replace(ev, **changes))  # type: ignore[arg-type]
-    return out
 
 
 def test_seed_books_gives_twenty_levels_per_side_everywhere() -> None:

@@ -5,9 +5,7 @@ trade does on Kraken (a client that joins them by id must find them joined)."""
 from __future__ import annotations
 
 import base64
-import itertools
 import json
-import urllib.parse
 from collections.abc import Iterator
 from contextlib import ExitStack
 from typing import Any
@@ -15,18 +13,17 @@ from typing import Any
 import pytest
 from websockets.sync.client import ClientConnection, connect
 
-from gateway.kraken.auth import spot_api_sign
 from gateway.venue_sim.accounts import Accounts, ApiAccount
 from gateway.venue_sim.engine import Event, MatchingEngine, TradePrinted
 from gateway.venue_sim.spot_rest import SpotRestServer
 from gateway.venue_sim.spot_ws import SpotWsServer
+from tests.venue_sim.sim_rest import private_call
 
 BTC = "BTC/USD"
 MAKER = ApiAccount("km", base64.b64encode(b"maker secret for the trade id test").decode(),
                    "MAKER")
 TAKER = ApiAccount("kt", base64.b64encode(b"taker secret for the trade id test").decode(),
                    "TAKER")
-_nonce = itertools.count(1)
 
 
 class Venue:
@@ -38,14 +35,8 @@ class Venue:
         self.ws.start()
 
     def private(self, account: ApiAccount, method: str, **params: str) -> Any:
-        path = f"/0/private/{method}"
-        n = next(_nonce)
-        body = urllib.parse.urlencode([("nonce", str(n)), *params.items()])
-        status, text = self.rest.handle(
-            "POST", path, {"API-Key": account.api_key,
-                           "API-Sign": spot_api_sign(account.api_secret, path, n, body)}, body)
-        out = json.loads(text)
-        assert status == 200 and out["error"] == [], text
+        out = private_call(self.rest, account.api_key, account.api_secret, method, **params)
+        assert out["error"] == [], out
         return out["result"]
 
     def public(self, method: str, query: str) -> Any:
