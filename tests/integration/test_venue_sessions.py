@@ -92,3 +92,31 @@ def test_reports_go_only_to_the_owning_oms(tmp_path: Path) -> None:
             stop_all([a.c.stop, b.c.stop, maker.c.stop, gw.stop])
         finally:
             sim.stop()
+
+
+def test_a_mass_cancel_the_venue_does_not_support_is_refused_and_cancels_nothing(
+        tmp_path: Path) -> None:
+    """A FIX client of the simulator asks a mass cancel by product (530=3): refused (531=0,
+    532=0) with a Text, and its resting order stays; 530=7 then cancels it."""
+    creds = Credentials()
+    sim = SimProcess(tmp_path / "sim", creds, clients=("MAKER",))
+    maker = Oms(make_client(tmp_path, sim.trading_port, "MAKER", "KRAKEN-TRD", creds))
+    try:
+        maker.c.start()
+        cl = new_id("R")
+        maker.send("D", order_fields(cl, "1", "0.01", "1000.0"))
+        maker.report(cl, "0")
+        mcl = new_id("MC")
+        maker.send("q", [(11, mcl), (530, "3"), (460, "2"), (60, "20260101-00:00:00")])
+        rep = maker.expect(lambda r: r.msg_type == "r" and r.fields.get(11) == mcl)
+        assert (rep.fields[531], rep.fields[532], rep.fields[533]) == ("0", "0", "0")
+        assert "not supported" in rep.fields[58]
+        mcl = new_id("MC")
+        maker.send("q", [(11, mcl), (530, "7"), (60, "20260101-00:00:00")])
+        rep = maker.expect(lambda r: r.msg_type == "r" and r.fields.get(11) == mcl)
+        assert (rep.fields[531], rep.fields[533]) == ("7", "1")
+    finally:
+        try:
+            maker.c.stop()
+        finally:
+            sim.stop()
