@@ -1178,6 +1178,12 @@ class MatchingEngine:
         """Locked read of :attr:`submission_counts` for use while other threads submit."""
         return self.submission_counts[(owner, cl_ord_id)]
 
+    @_locked
+    def submission_counts_copy(self) -> dict[tuple[str, str], int]:
+        """All of :attr:`submission_counts`, copied under the lock (a submit meanwhile would
+        change the dict's size under an iteration)."""
+        return dict(self.submission_counts)
+
     @property
     def closed_order_retention(self) -> int:
         """How many closed orders stay known to status queries (faces keep as many)."""

@@ -124,7 +124,8 @@ class VenueSimulator:
             "ping": lambda req: {},
             "md_fault": self._md_fault,
             "submission_counts": lambda req: {"counts": {
-                f"{owner} {cl}": n for (owner, cl), n in self.engine.submission_counts.items()}},
+                f"{owner} {cl}": n
+                for (owner, cl), n in self.engine.submission_counts_copy().items()}},
             "levels": self._levels,
             "flow": self._flow,
             "scenario": self._scenario,
