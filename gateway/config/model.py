@@ -124,8 +124,8 @@ class OmsConfig(StrictModel):
     # Accept a client's clock up to this far off (FIX SendingTime accuracy check).
     max_latency_s: int = Field(default=120, ge=1, le=86_400)
     # An OMS that reads nothing for this long while the gateway writes to it is disconnected
-    # (gateway.marketdata.outbox); 0 never does.
-    md_cut_after_s: float = Field(default=10.0, ge=0, le=3600)
+    # (gateway.marketdata.outbox for market data, the OMS send watch for reports); 0 never.
+    stall_cut_s: float = Field(default=10.0, ge=0, le=3600)
     sessions: tuple[OmsSessionConfig, ...] = (OmsSessionConfig(),)
     tls: TlsAcceptConfig | None = None
     # The OMS sessions' schedule, which must match the OMS's own. Non-stop by default: the

@@ -48,8 +48,10 @@ def _blocked_send_fd(native_id: int) -> tuple[int, str] | None:
     return int(parts[1], 16), line
 
 
-def close_blocked_send(native_id: int, wait_s: float) -> bool:
-    """Shut down the socket the thread ``native_id`` is blocked sending on, within ``wait_s``.
+def close_blocked_send(native_id: int, wait_s: float, local_port: int | None = None) -> bool:
+    """Shut down the socket the thread ``native_id`` is blocked sending on, within ``wait_s``;
+    with `local_port`, only a socket bound to that port (a connection an acceptor listening
+    there took: never the venue's, when a thread that sends to both is the one blocked).
 
     The thread's blocked send is re-checked after the descriptor is duplicated, so the socket
     shut down is the one it is still blocked on (a descriptor number can be reused only after
@@ -72,6 +74,8 @@ def close_blocked_send(native_id: int, wait_s: float) -> bool:
                         s = socket.socket(fileno=dup)
                         dup = -1  # the socket object owns it now
                         try:
+                            if local_port is not None and s.getsockname()[1] != local_port:
+                                return False
                             s.shutdown(socket.SHUT_RDWR)
                             return True
                         except OSError:

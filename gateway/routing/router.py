@@ -27,7 +27,9 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 from collections import deque
+from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -39,6 +41,7 @@ import quickfix as fix
 from gateway.config.model import ScheduleConfig
 from gateway.fix import messages as m
 from gateway.fix.application import BaseHandler
+from gateway.fix.blocked_send import close_blocked_send
 from gateway.fix.dictionary import message_tags
 from gateway.fix.kraken_logon import KrakenCredentials, add_trading_logon_fields
 from gateway.fix.messages import Fields
@@ -209,6 +212,10 @@ class OmsContext:
     session_id: fix.SessionID
     accounts: tuple[str, ...]
     session: fix.Session | None = None
+    # A send in progress (monotonic start, OS thread): QuickFIX's send blocks while the OMS
+    # does not read, holding the session's lock; the gateway's send watch cuts such an OMS.
+    sending_since: float = 0.0
+    sending_tid: int = 0
 
     def send(self, msg: fix.Message) -> None:
         # Sent even while the OMS is logged out: QuickFIX stores it and the OMS gets it through
@@ -216,7 +223,33 @@ class OmsContext:
         if self.session is None:
             self.session = fix.Session.lookupSession(self.session_id)
         if self.session is not None:
-            self.session.send(msg)
+            started = time.monotonic()
+            self.sending_tid, self.sending_since = threading.get_native_id(), started
+            try:
+                self.session.send(msg)
+            finally:
+                if self.sending_since == started:
+                    self.sending_since = 0.0
+
+
+def cut_stalled_oms(contexts: Iterable[OmsContext], limit_s: float, local_port: int,
+                    now: float | None = None) -> list[str]:
+    """Cut the OMS sessions whose send has been blocked longer than `limit_s` (the OMS reads
+    nothing): QuickFIX holds the session's lock through the send, so the session's own
+    timeouts cannot fire, and the thread blocked may be the venue's, holding up every report.
+    Only a socket bound to `local_port` (the OMS acceptor's) is shut down. Returns the keys
+    of the sessions cut; the OMS may log on again and gets what it missed by resend."""
+    now = time.monotonic() if now is None else now
+    cut = []
+    for ctx in contexts:
+        since = ctx.sending_since
+        if since and now - since > limit_s and close_blocked_send(ctx.sending_tid, 0.05,
+                                                                   local_port=local_port):
+            log.warning("OMS session %s has read nothing for %.0f s while the gateway sent to "
+                        "it; its connection is cut (it may log on again: reports come by "
+                        "resend)", ctx.key, now - since)
+            cut.append(ctx.key)
+    return cut
 
 
 class VenueTrading:
@@ -345,6 +378,9 @@ class Router:
         """The gateway is stopping: it logs the OMS sessions out itself, which must not read
         as an OMS going away."""
         self.disconnects.close()
+
+    def oms_contexts(self) -> list[OmsContext]:
+        return list(self._oms_by_key.values())
 
     def oms_handler(self) -> OmsHandler:
         return OmsHandler(self)

@@ -52,7 +52,7 @@ from gateway.risk.gate import Gate
 from gateway.risk.validation import OrderValidator
 from gateway.routing.failover import RestFallback, TransportPolicy
 from gateway.routing.md_failover import MdFailover, MdSource
-from gateway.routing.router import Router
+from gateway.routing.router import Router, cut_stalled_oms
 from gateway.server.event_sink import EventSink
 from gateway.server.operator_state import (
     KILL_SWITCH_FILE,
@@ -112,6 +112,7 @@ class Gateway:
         self._evictor: Periodic | None = None
         self._trading_status_poller: Periodic | None = None
         self._parked_flusher: Periodic | None = None
+        self._send_watch: Periodic | None = None
         self.instruments = InstrumentRegistry()
         self.md_feed = MarketDataFeed(config.venue.symbols, config.venue.md_depth,
                                       self.instruments, config.venue.md_stale_after_s)
@@ -159,7 +160,7 @@ class Gateway:
         for oms_session, n in Counter(o.oms_session for o in self.store.open_orders()).items():
             self.gate.count_open(oms_session, n)  # replayed: open before this start
         self.router.venue.rollover = config.schedule
-        self.router.md = OmsMarketData(self.md_feed, cut_after_s=config.oms.md_cut_after_s)
+        self.router.md = OmsMarketData(self.md_feed, cut_after_s=config.oms.stall_cut_s)
         self.event_sink: EventSink | None = None
         if self.events is not None:
             v = config.venue
@@ -557,6 +558,11 @@ class Gateway:
         # Venue reports the journal refused (disk full) go out once it takes records again.
         self._parked_flusher = Periodic("parked-reports", 1.0, self.router.flush_parked)
         self._parked_flusher.start()
+        if c.oms.stall_cut_s > 0:  # an OMS that stopped reading must not hold the venue thread
+            self._send_watch = Periodic("oms-send-watch", 1.0, lambda: cut_stalled_oms(
+                self.router.oms_contexts(), c.oms.stall_cut_s,
+                self._oms_internal_port or c.oms.port))
+            self._send_watch.start()
         if self.perp_ws is not None:
             self.perp_ws.start()
         if self.perp_poller is not None:
@@ -585,6 +591,8 @@ class Gateway:
             self._trading_status_poller.stop()
         if self._parked_flusher is not None:
             self._parked_flusher.stop()
+        if self._send_watch is not None:
+            self._send_watch.stop()
         left = self.router.flush_parked()
         if left:
             log.error("%d venue report(s) never journaled nor sent to the OMS (the journal "

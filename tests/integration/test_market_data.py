@@ -128,7 +128,7 @@ def md_pair(tmp_path_factory: pytest.TempPathFactory, _md_clients: list[FixClien
                         venue_toml="md_stale_after_s = 2.0",
                         # The stalled OMS must outlive its stall here, however long a loaded
                         # machine makes it (the cut itself: tests/marketdata).
-                        oms_toml="md_cut_after_s = 600")
+                        oms_toml="stall_cut_s = 600")
     try:
         yield sim, gw
     finally:
