@@ -230,9 +230,9 @@ class MarketDataFeed(BaseHandler):
             if broken:
                 book.clear()
             if self._shadow is None:
-                self._tell_integrity(symbol, reason)
+                self._tell("on_integrity", symbol, reason)
                 if broken:
-                    self._tell_snapshot(symbol, book)
+                    self._tell("on_snapshot", symbol, book)
             self._subscribe(symbol)
 
     def _record_integrity(self, symbol: str, reason: str) -> None:
@@ -242,26 +242,14 @@ class MarketDataFeed(BaseHandler):
 
     # Each listener is called on its own: one that raises (a bug, a full queue) is logged and
     # the others are still told, and the feed's own bookkeeping after the call goes on.
-    def _tell_snapshot(self, symbol: str, book: Book) -> None:
+    def _tell(self, event: str, symbol: str, *args: object) -> None:
+        """`listener.<event>(symbol, *args)` for each listener (on_snapshot, on_update,
+        on_integrity)."""
         for listener in self.listeners:
             try:
-                listener.on_snapshot(symbol, book)
+                getattr(listener, event)(symbol, *args)
             except Exception:
-                _listener_failed(listener, "on_snapshot", symbol)
-
-    def _tell_update(self, symbol: str, book: Book, entries: Sequence[MdEntry]) -> None:
-        for listener in self.listeners:
-            try:
-                listener.on_update(symbol, book, entries)
-            except Exception:
-                _listener_failed(listener, "on_update", symbol)
-
-    def _tell_integrity(self, symbol: str, reason: str) -> None:
-        for listener in self.listeners:
-            try:
-                listener.on_integrity(symbol, reason)
-            except Exception:
-                _listener_failed(listener, "on_integrity", symbol)
+                _listener_failed(listener, event, symbol)
 
     # ---- messages ------------------------------------------------------------------------------
     def _snapshot(self, msg: fix.Message) -> None:
@@ -278,7 +266,7 @@ class MarketDataFeed(BaseHandler):
             return
         if self._shadow is not None:
             return
-        self._tell_snapshot(sub.symbol, book)
+        self._tell("on_snapshot", sub.symbol, book)
 
     def _incremental(self, msg: fix.Message) -> None:
         sub = self._by_req.get(get(msg, m.MD_REQ_ID) or "")
@@ -310,7 +298,7 @@ class MarketDataFeed(BaseHandler):
             return
         if self._shadow is not None:
             return
-        self._tell_update(sub.symbol, book, entries)
+        self._tell("on_update", sub.symbol, book, entries)
 
     def _verify(self, sub: _Sub, book: Book, checksum: str | None) -> bool:
         if checksum is None:
@@ -356,7 +344,7 @@ class MarketDataFeed(BaseHandler):
             self._record_integrity(sub.symbol, reason)
             with self._owner:
                 if self._shadow is None:
-                    self._tell_integrity(sub.symbol, reason)
+                    self._tell("on_integrity", sub.symbol, reason)
 
     # ---- staleness -----------------------------------------------------------------------------
     @property
@@ -495,7 +483,7 @@ class MarketDataFeed(BaseHandler):
                 book = self.books[symbol]
                 d = shadow[symbol].depth(self.depth)
                 book.apply_snapshot(d.bids, d.asks)
-                self._tell_snapshot(symbol, book)
+                self._tell("on_snapshot", symbol, book)
         log.warning("market data: the FIX MD session feeds the books again%s",
                     "" if len(synced) == len(self.symbols) else
                     f" (still waiting for the FIX snapshot of "
@@ -518,7 +506,7 @@ class MarketDataFeed(BaseHandler):
                 return False
             book = self.books[symbol]
             book.apply_snapshot(bids, asks)
-            self._tell_snapshot(symbol, book)
+            self._tell("on_snapshot", symbol, book)
         return True
 
     def apply_external_update(self, symbol: str, entries: Sequence[MdEntry]) -> bool:
@@ -535,7 +523,7 @@ class MarketDataFeed(BaseHandler):
             for e in entries:
                 if e.entry_type == TRADE:
                     book.record_trade(e.price, e.qty, "sell" if e.aggressor == "2" else "buy")
-            self._tell_update(symbol, book, entries)
+            self._tell("on_update", symbol, book, entries)
         return True
 
     def external_integrity(self, symbol: str, reason: str) -> None:
@@ -544,4 +532,4 @@ class MarketDataFeed(BaseHandler):
             if self._shadow is None or symbol not in self.books:
                 return
             self._record_integrity(symbol, reason)
-            self._tell_integrity(symbol, reason)
+            self._tell("on_integrity", symbol, reason)
