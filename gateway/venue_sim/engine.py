@@ -1137,6 +1137,14 @@ class MatchingEngine:
         return o.snapshot() if o is not None else None
 
     @_locked
+    def closed_orders(self, owner: str) -> list[OrderSnapshot]:
+        """An owner's retained closed orders, newest first: Kraken's ClosedOrders lists the
+        account's orders whichever API placed them."""
+        orders = self._orders
+        return [o.snapshot() for oid in reversed(self._closed)
+                if (o := orders.get(oid)) is not None and o.owner == owner]
+
+    @_locked
     def open_orders(self, owner: str, symbol: str | None = None) -> list[OrderSnapshot]:
         """An owner's open orders in acceptance order."""
         owned = self._open_by_owner.get(owner)

@@ -243,7 +243,6 @@ class SpotRestServer(HttpFace):
         # and at the flow's pace they grew without bound.
         self._trades: dict[str, list[str]] = {}
         self._trades_kept = engine.closed_order_retention
-        self._rest_orders: dict[str, deque[str]] = defaultdict(lambda: deque(maxlen=10_000))
         self._userrefs: dict[str, int] = {}  # txid -> AddOrder userref
         self._level_times: dict[str, dict[tuple[str, Decimal], int]] = defaultdict(dict)
         self._wallets: dict[str, dict[str, Decimal]] = {}
@@ -690,9 +689,8 @@ class SpotRestServer(HttpFace):
             raise _Err(first.text)
         assert isinstance(first, Accepted)
         txid = first.order.order_id
-        with self._lock:
-            self._rest_orders[owner].append(txid)
-            if userref is not None:
+        if userref is not None:
+            with self._lock:
                 self._userrefs[txid] = userref
         return {"descr": {"order": descr}, "txid": [txid]}
 
@@ -847,7 +845,8 @@ class SpotRestServer(HttpFace):
         return {"open": {s.order_id: self._order_json(s, trades) for s in snaps}}
 
     def _closed_orders(self, account: ApiAccount, p: Mapping[str, str]) -> dict[str, object]:
-        """Closed orders: by ``cl_ord_id`` (any face's order), else the ones placed here."""
+        """Closed orders: by ``cl_ord_id``, else all the account's retained ones, newest first,
+        whichever face placed them (FIX, WS or REST), as Kraken lists them."""
         owner = account.owner
         clid = p.get("cl_ord_id")
         start = _decimal(p.get("start"), "start")
@@ -855,10 +854,7 @@ class SpotRestServer(HttpFace):
             snap = self.engine.order_status(owner, cl_ord_id=clid)
             snaps = [] if snap is None else [snap]
         else:
-            with self._lock:
-                txids = list(self._rest_orders.get(owner, ()))
-            snaps = [s for t in reversed(txids)
-                     if (s := self.engine.order_status(owner, order_id=t)) is not None]
+            snaps = self.engine.closed_orders(owner)
         trades = _flag(p.get("trades"))
         ref = _userref(p.get("userref"))
         closed = {s.order_id: self._order_json(s, trades) for s in snaps
