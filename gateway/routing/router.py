@@ -494,7 +494,7 @@ class Router:
         # Past the gate, the order holds a slot of its symbol's rate window (taken by its
         # check): counted once the order is routed (sent, held or placed over REST), given
         # back on every other way out, an exception included.
-        reserved = gate_order is not None
+        routed = False
         try:
             rest = self._rest_active()
             hold = self.fallback is not None and self.fallback.should_hold(
@@ -534,9 +534,7 @@ class Router:
                                           f"{self.fallback.hold_max_orders} orders are already "
                                           "held; order not sent")
                     return
-                if gate_order is not None and self.gate is not None:
-                    self.gate.on_order_routed(gate_order)
-                    reserved = False
+                routed = True
                 self.sink.order_accepted(order)
                 self._pending_new(ctx, order, f"held: {self.venue.not_logged_on()}; sent "
                                   "once FIX or the REST fallback is up, or rejected after "
@@ -548,9 +546,7 @@ class Router:
                 if isinstance(placed, tuple):
                     self._reject_recorded(ctx, order, placed[1], placed[0])
                     return
-                if gate_order is not None and self.gate is not None:
-                    self.gate.on_order_routed(gate_order)
-                    reserved = False
+                routed = True
                 self.sink.order_accepted(order)
                 if placed is not None:
                     self.on_venue_report(placed, order.transport)  # the venue's acknowledgement
@@ -566,12 +562,13 @@ class Router:
                 # the order as rejected so a late venue report cannot revive it unseen.
                 self._reject_recorded(ctx, order, f"{self.venue.name} disconnected while sending")
                 return
-            if gate_order is not None and self.gate is not None:
-                self.gate.on_order_routed(gate_order)
-                reserved = False
+            routed = True
         finally:
-            if reserved and gate_order is not None and self.gate is not None:
-                self.gate.on_order_not_routed(gate_order)
+            if gate_order is not None and self.gate is not None:
+                if routed:
+                    self.gate.on_order_routed(gate_order)
+                else:
+                    self.gate.on_order_not_routed(gate_order)
 
     def _gate_check(self, order: GateOrder, inp: v.OrderInput, accounts: tuple[str, ...],
                     amend: bool = False) -> GateDecision:
