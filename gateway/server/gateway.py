@@ -7,7 +7,6 @@ already coming up, and stop runs in reverse so every session logs out before sto
 
 from __future__ import annotations
 
-import json
 import logging
 import logging.handlers
 import time
@@ -57,10 +56,10 @@ from gateway.server.event_sink import EventSink
 from gateway.server.operator_state import (
     KILL_SWITCH_FILE,
     SESSION_HOLDS_FILE,
+    KillSwitchFile,
     SessionHold,
     SessionHolds,
     utc_now,
-    write_json_atomic,
 )
 from gateway.server.periodic import Periodic
 from gateway.server.signal_runner import SignalRunner
@@ -76,8 +75,6 @@ from gateway.transports.tls_bridge import (
     client_context,
     server_context,
 )
-
-#: In the data directory while an operator's kill switch is on (see `Gateway.set_kill_switch`).
 
 log = logging.getLogger("fixgw.gateway")
 
@@ -151,7 +148,8 @@ class Gateway:
         self.gate = Gate(config.risk, mid=self._mid, snapshot=self._snapshot,
                          lot_size=self._lot_size)
         self.session_holds = SessionHolds(self.data_dir / SESSION_HOLDS_FILE)
-        held = self._kill_switch_file()
+        self.kill_switch_file = KillSwitchFile(self.data_dir / KILL_SWITCH_FILE)
+        held = self.kill_switch_file.load()
         if held is not None:
             self.gate.kill_switch = True
             log.warning("kill switch ON, as an operator left it (%s): new orders are blocked "
@@ -224,12 +222,11 @@ class Gateway:
     def set_kill_switch(self, on: bool, by: str) -> None:
         """The operator's kill switch, kept in the data directory while it is on: a restart,
         `kill -9` included, must not resume trading that an operator halted."""
-        path = self.data_dir / KILL_SWITCH_FILE
         if on:
             self.gate.kill_switch = True
-            write_json_atomic(path, {"by": by, "at": utc_now()})
+            self.kill_switch_file.save(by)
         else:
-            path.unlink(missing_ok=True)
+            self.kill_switch_file.clear()
             self.gate.kill_switch = False
 
     def hold_session(self, session_id: fix.SessionID, held: bool, by: str = "",
@@ -263,21 +260,6 @@ class Gateway:
             log.warning("session %s held logged out, as an operator left it (by %s at %s: %s); "
                         "`fixgwctl logon %s` enables it", h.name, h.by, h.at, h.reason, h.name)
         return held
-
-    def _kill_switch_file(self) -> str | None:
-        """Who turned the kill switch on and when, if it was on when the gateway stopped."""
-        path = self.data_dir / KILL_SWITCH_FILE
-        try:
-            text = path.read_text(encoding="utf-8")
-        except FileNotFoundError:
-            return None
-        except OSError as exc:  # unreadable: safer on than off
-            return f"{path} unreadable: {exc.strerror}"
-        try:
-            held = json.loads(text)
-            return f"by {held['by']} at {held['at']}"
-        except (ValueError, KeyError, TypeError):
-            return f"{path}"
 
     def _transport_switched(self, old: str, new: str, reason: str, automatic: bool) -> None:
         log.warning("order flow moved from %s to %s: %s", old.upper(), new.upper(), reason)

@@ -36,6 +36,34 @@ def utc_now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
 
+class KillSwitchFile:
+    """`<data-dir>/kill-switch.json`, there while an operator's kill switch is on."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def save(self, by: str) -> None:
+        write_json_atomic(self.path, {"by": by, "at": utc_now()})
+
+    def clear(self) -> None:
+        self.path.unlink(missing_ok=True)
+
+    def load(self) -> str | None:
+        """Who turned the kill switch on and when, if it was on when the gateway stopped; a
+        file that cannot be read counts as on (safer on than off)."""
+        try:
+            text = self.path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            return f"{self.path} unreadable: {exc.strerror}"
+        try:
+            held = json.loads(text)
+            return f"by {held['by']} at {held['at']}"
+        except (ValueError, KeyError, TypeError):
+            return f"{self.path}"
+
+
 @dataclass(frozen=True)
 class SessionHold:
     """One session an operator logged out: QuickFIX's SessionID fields, who, when, why."""
