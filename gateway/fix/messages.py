@@ -178,6 +178,21 @@ def new_message(msg_type_: str) -> fix.Message:
     return m
 
 
+def mass_cancel_report(cl: str, req_type: str, report_id: str,
+                       refused: tuple[str, str] | None = None) -> fix.Message:
+    """An OrderMassCancelReport (35=r) for request `cl`; with `refused` (MassCancelRejectReason,
+    Text) a refusal (531=0), else the caller sets what was accepted."""
+    rep = new_message("r")
+    rep.setField(CL_ORD_ID, cl)
+    rep.setField(ORDER_ID, report_id)
+    rep.setField(MASS_CANCEL_REQUEST_TYPE, req_type)
+    if refused is not None:
+        rep.setField(MASS_CANCEL_RESPONSE, "0")
+        rep.setField(MASS_CANCEL_REJECT_REASON, refused[0])
+        rep.setField(TEXT, refused[1])
+    return rep
+
+
 def utc_timestamp() -> str:
     """FIX UTCTimestamp with microseconds, e.g. 20260101-12:00:00.123456."""
     return datetime.now(UTC).strftime("%Y%m%d-%H:%M:%S.%f")

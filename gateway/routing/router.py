@@ -154,21 +154,6 @@ def _order_input(f: Fields) -> v.OrderInput:
                         f.get("59"), f.get("1"))
 
 
-def _mass_cancel_report(cl: str, req_type: str, report_id: str,
-                        refused: tuple[str, str] | None = None) -> fix.Message:
-    """An OrderMassCancelReport (35=r) for request `cl`; with `refused` (MassCancelRejectReason,
-    Text) a refusal (531=0), else the caller sets what was accepted."""
-    rep = m.new_message("r")
-    rep.setField(m.CL_ORD_ID, cl)
-    rep.setField(m.ORDER_ID, report_id)
-    rep.setField(m.MASS_CANCEL_REQUEST_TYPE, req_type)
-    if refused is not None:
-        rep.setField(m.MASS_CANCEL_RESPONSE, "0")
-        rep.setField(m.MASS_CANCEL_REJECT_REASON, refused[0])
-        rep.setField(m.TEXT, refused[1])
-    return rep
-
-
 def _gate_order(order: Order, qty: Decimal, price: Decimal | None) -> GateOrder:
     """An accepted order as the gate sees it, at `qty` and `price` (a replace's new version,
     or the order itself)."""
@@ -435,7 +420,7 @@ class Router:
             self._cancel_reject(ctx, cl, f.get("41", ""), "1" if t == "F" else "2", "99", text,
                                 None)
         else:
-            ctx.send(_mass_cancel_report(cl, f.get("530", "7"), "NONE", ("99", text)))
+            ctx.send(m.mass_cancel_report(cl, f.get("530", "7"), "NONE", ("99", text)))
 
     def on_oms_logout(self, sid: fix.SessionID) -> None:
         ctx = self._oms_by_sid.get(sid.toString())
@@ -1107,7 +1092,7 @@ class Router:
         report_id = f"MASS-{self.exec_ids.next()}"
 
         def refuse(reason: str, text: str) -> None:
-            ctx.send(_mass_cancel_report(cl, req_type, report_id, (reason, text)))
+            ctx.send(m.mass_cancel_report(cl, req_type, report_id, (reason, text)))
 
         dup = self._taken(ctx, f, "mass cancel")
         if dup is not None:
@@ -1132,7 +1117,7 @@ class Router:
             return
         # The report acknowledges the request before any of its cancels can be reported back,
         # so an OMS sees 35=r first and then one ExecutionReport per canceled order.
-        rep = _mass_cancel_report(cl, req_type, report_id)
+        rep = m.mass_cancel_report(cl, req_type, report_id)
         rep.setField(m.MASS_CANCEL_RESPONSE, req_type)
         rep.setField(m.TOTAL_AFFECTED_ORDERS, str(len(targets)))
         ctx.send(rep)

@@ -213,10 +213,7 @@ class SimFixFace(BaseHandler):
 
     def _mass_cancel(self, msg: fix.Message, owner: str, session_id: fix.SessionID) -> None:
         req_type = msg.getField(m.MASS_CANCEL_REQUEST_TYPE)
-        rep = m.new_message("r")
-        rep.setField(m.CL_ORD_ID, msg.getField(m.CL_ORD_ID))
-        rep.setField(m.ORDER_ID, f"M{msg.getHeader().getField(m.MSG_SEQ_NUM)}")
-        rep.setField(m.MASS_CANCEL_REQUEST_TYPE, req_type)
+        cl, report_id = msg.getField(m.CL_ORD_ID), f"M{msg.getHeader().getField(m.MSG_SEQ_NUM)}"
         symbol = get(msg, m.SYMBOL) if req_type == "1" else None
         side = get(msg, m.SIDE)
         refused = None
@@ -225,15 +222,12 @@ class SimFixFace(BaseHandler):
                             "7 (all orders)")  # 532=0: mass cancel not supported
         elif side and side not in (s.value for s in e.Side):
             refused = ("99", f"Side {side} not supported: 1 (Buy) or 2 (Sell)")
+        rep = m.mass_cancel_report(cl, req_type, report_id, refused)
         if refused is not None:  # nothing canceled: a refusal, never a wider cancel
-            rep.setField(m.MASS_CANCEL_RESPONSE, "0")
-            rep.setField(m.MASS_CANCEL_REJECT_REASON, refused[0])
-            rep.setField(m.TEXT, refused[1])
             rep.setField(m.TOTAL_AFFECTED_ORDERS, "0")
             self._send(rep, session_id)
             return
-        events = self.engine.mass_cancel(owner, symbol, e.Side(side) if side else None,
-                                         msg.getField(m.CL_ORD_ID))
+        events = self.engine.mass_cancel(owner, symbol, e.Side(side) if side else None, cl)
         rep.setField(m.MASS_CANCEL_RESPONSE, req_type)
         rep.setField(m.TOTAL_AFFECTED_ORDERS,
                      str(sum(1 for ev in events if isinstance(ev, e.Canceled))))
