@@ -123,8 +123,8 @@ class OmsConfig(StrictModel):
     heartbeat_interval: int = Field(default=30, ge=1, le=3600)
     # Accept a client's clock up to this far off (FIX SendingTime accuracy check).
     max_latency_s: int = Field(default=120, ge=1, le=86_400)
-    # An OMS that reads nothing for this long while the gateway writes to it is disconnected
-    # (gateway.marketdata.outbox for market data, the OMS send watch for reports); 0 never.
+    # An OMS that reads nothing for this long while the gateway writes to it (reports or market
+    # data) is disconnected (gateway.routing.router.cut_stalled_oms); 0 never.
     stall_cut_s: float = Field(default=10.0, ge=0, le=3600)
     sessions: tuple[OmsSessionConfig, ...] = (OmsSessionConfig(),)
     tls: TlsAcceptConfig | None = None

@@ -44,7 +44,7 @@ from gateway.marketdata.fix_md import (
     md_reject,
     request_symbols,
 )
-from gateway.marketdata.outbox import DEFAULT_CUT_AFTER_S, DEFAULT_LIMIT, Outbox, Send
+from gateway.marketdata.outbox import DEFAULT_LIMIT, Outbox, Send
 
 log = logging.getLogger("fixgw.marketdata.oms")
 
@@ -59,11 +59,9 @@ class _OmsSub:
 
 
 class OmsMarketData:
-    def __init__(self, feed: MarketDataFeed, outbox_limit: int = DEFAULT_LIMIT,
-                 cut_after_s: float = DEFAULT_CUT_AFTER_S) -> None:
+    def __init__(self, feed: MarketDataFeed, outbox_limit: int = DEFAULT_LIMIT) -> None:
         self.feed = feed
         self.outbox_limit = outbox_limit
-        self.cut_after_s = cut_after_s
         self._lock = threading.Lock()
         self._subs: dict[str, dict[str, _OmsSub]] = {}  # oms key -> req id -> subscription
         self._gone: set[str] = set()  # OMS sessions logged out, recorded without the lock
@@ -214,7 +212,7 @@ class OmsMarketData:
         outbox = self._outboxes.get(oms_key)
         if outbox is None:
             outbox = self._outboxes[oms_key] = Outbox(oms_key, send, self._resync,
-                                                      self.outbox_limit, self.cut_after_s)
+                                                      self.outbox_limit)
         outbox.send = send
         return outbox
 

@@ -14,12 +14,10 @@ book updates for it. Once the sender has nothing left to send (the write it was 
 returned) it calls ``on_drained``, which queues a fresh snapshot per subscription (FIX allows a
 full refresh at any time) and calls ``end_resync``. One warning per episode names the session.
 
-Cut: an OMS whose socket has taken nothing for ``cut_after_s`` (a send blocked that long) is
-disconnected, as a venue drops a slow consumer: QuickFIX holds the OMS session's mutex through
-a blocked send, so the session's own timeouts cannot fire, and an ExecutionReport for that OMS
-(sent on the venue thread) would wait on the mutex, holding up every venue report. The socket
-the sender is blocked on is shut down (``gateway.fix.blocked_send``); the OMS logs on again and
-resubscribes, and gets any report it missed by resend. The check runs at each ``put``.
+A send that stays blocked (the OMS reads nothing at all) is not this module's to end: the
+fan-out's ``send`` is the OMS session's ``OmsContext.send``, which the gateway's send watch
+cuts after ``[oms] stall_cut_s`` (``gateway.routing.router.cut_stalled_oms``), whichever
+thread is blocked in it.
 
 Locking: ``put``, ``end_resync`` and ``reset`` are called under the fan-out's lock, which keeps
 ``resyncing`` consistent with what the fan-out queued; the sender takes the fan-out's lock
@@ -31,26 +29,21 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from collections import deque
 from collections.abc import Callable
 
 import quickfix as fix
-
-from gateway.fix.blocked_send import close_blocked_send
 
 log = logging.getLogger("fixgw.marketdata.oms")
 
 Send = Callable[[fix.Message], None]
 
 DEFAULT_LIMIT = 10_000  # messages waiting for one OMS session before it is resynchronised
-DEFAULT_CUT_AFTER_S = 10.0  # a send blocked this long: the OMS is disconnected (0: never)
-_CUT_WAIT_S = 1.0  # how long a cut looks for the sender in its send
 
 
 class Outbox:
     def __init__(self, name: str, send: Send, on_drained: Callable[[Outbox], None],
-                 limit: int = DEFAULT_LIMIT, cut_after_s: float = DEFAULT_CUT_AFTER_S) -> None:
+                 limit: int = DEFAULT_LIMIT) -> None:
         self.name = name  #: the OMS session, for log lines
         self.send = send  #: replaced by the fan-out at each request (the same session's send)
         self.limit = limit
@@ -62,11 +55,6 @@ class Outbox:
         self.resyncing = False  #: overflowed; fresh snapshots are due once the queue drains
         self._resync_asked = False  # on_drained is running (or ran and failed)
         self.overflows = 0  #: episodes, for ops and tests
-        self.cut_after_s = cut_after_s
-        self.cuts = 0  #: connections cut for a send blocked past cut_after_s
-        self._send_started = 0.0
-        self._cutting = False
-        self._native_id: int | None = None  # the sender thread's, for the cut
         self._thread = threading.Thread(target=self._run, name=f"md-out-{name}", daemon=True)
         self._thread.start()
 
@@ -76,11 +64,6 @@ class Outbox:
         snapshot covers it); an answer to the OMS's own request (a reject, the snapshot of a
         new subscription) is queued all the same, so no request goes unanswered."""
         with self._cond:
-            if (self._sending and not self._cutting and self.cut_after_s > 0
-                    and time.monotonic() - self._send_started > self.cut_after_s):
-                self._cutting = True
-                threading.Thread(target=self._cut, name=f"md-cut-{self.name}",
-                                 daemon=True).start()
             if self._stop or (book and self.resyncing):
                 return
             if len(self._queue) >= self.limit:
@@ -136,29 +119,8 @@ class Outbox:
         self._thread.join(timeout)
         return not self._thread.is_alive()
 
-    # ---- the cut ---------------------------------------------------------------------------------
-    def _cut(self) -> None:
-        """Shut down the socket the sender is blocked on (its own thread: the polling must not
-        run under any lock, and `put` runs on the venue thread)."""
-        blocked_s = time.monotonic() - self._send_started
-        native = self._native_id
-        done = native is not None and close_blocked_send(native, _CUT_WAIT_S)
-        with self._cond:
-            self._cutting = False
-            if done:
-                self.cuts += 1
-        if done:
-            log.warning("market data to %s: the OMS has read nothing for %.0f s; its connection "
-                        "is cut (it may log on again and resubscribe; reports come by resend)",
-                        self.name, blocked_s)
-        else:
-            log.warning("market data to %s: a send blocked for %.0f s could not be cut (this "
-                        "platform cannot tell its socket, or it returned meanwhile)", self.name,
-                        blocked_s)
-
     # ---- sender thread -------------------------------------------------------------------------
     def _run(self) -> None:
-        self._native_id = threading.get_native_id()
         while True:
             with self._cond:
                 self._cond.wait_for(lambda: self._stop or bool(self._queue) or (
@@ -169,7 +131,6 @@ class Outbox:
                 if msg is None:
                     self._resync_asked = True
                 self._sending = msg is not None
-                self._send_started = time.monotonic()
             if msg is None:
                 self._drained()
                 continue

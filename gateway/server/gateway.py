@@ -158,7 +158,7 @@ class Gateway:
         for oms_session, n in Counter(o.oms_session for o in self.store.open_orders()).items():
             self.gate.count_open(oms_session, n)  # replayed: open before this start
         self.router.venue.rollover = config.schedule
-        self.router.md = OmsMarketData(self.md_feed, cut_after_s=config.oms.stall_cut_s)
+        self.router.md = OmsMarketData(self.md_feed)
         self.event_sink: EventSink | None = None
         if self.events is not None:
             v = config.venue
