@@ -90,8 +90,6 @@ PROFILE_MODES = {
     "timing": [],
     "tails": ["--tails-only"],
     "cprofile": ["--cprofile"],
-    "pin": ["--no-timing", "--pin-thread-state"],
-    "timing+pin": ["--pin-thread-state"],
 }
 
 

@@ -289,9 +289,11 @@ class SessionApplication(fix.Application):  # type: ignore[misc]
         except Exception:
             log.exception("on_logout failed for %s", st.key)
         self.board.change(st, "logged_out")
+        # QuickFIX calls this on the thread that read the connection, which then ends (an
+        # acceptor's) or goes on with the other sessions (the initiator's): see _Pin.
+        _unpin_thread_state()
 
     def toAdmin(self, message: fix.Message, sessionID: fix.SessionID) -> None:
-        _pin_thread_state()
         self.status(sessionID).last_sent = time.time()
         ptr = int(sessionID.this)
         if self._counted:
@@ -309,7 +311,6 @@ class SessionApplication(fix.Application):  # type: ignore[misc]
         self._log_message("OUT", message, sessionID)  # after the handler: as sent (Logon fields)
 
     def fromAdmin(self, message: fix.Message, sessionID: fix.SessionID) -> None:
-        _pin_thread_state()
         st = self.status(sessionID)
         st.last_received = time.time()
         t = msg_type(message)  # admin traffic: not the order path
@@ -420,16 +421,41 @@ class SessionApplication(fix.Application):  # type: ignore[misc]
 # SWIG's director wraps every callback in PyGILState_Ensure/Release. QuickFIX's threads were not
 # started by Python, so each callback would create and destroy a Python thread state (measured
 # on every callback by tools/bench_fix.py's profiler: ~15-20 % of the gateway's CPU per order).
-# One extra, never-released Ensure on a thread's first callback keeps its state alive.
-_pinned: set[int] = set()
+# One extra Ensure on a logged-on session's first application message keeps its thread's state
+# alive, and the matching Release at the session's logout lets it go with the thread.
+#
+# Why a threading.local and not the thread's ident: QuickFIX starts a thread per connection, and
+# the C library hands a new thread the ident (pthread_t) of one that ended. Remembering idents,
+# an OMS's second connection was taken for pinned and paid the per-callback state for the rest
+# of the process, while its first connection's state leaked. A threading.local lives in the
+# thread state itself, so a new state starts unpinned. Why pin only on application messages:
+# a connection refused at logon has no logout callback to unpin it, and would leak its state.
+class _Pin(threading.local):
+    gil_state: int | None = None
+
+
+_pin = _Pin()
 _ensure = ctypes.pythonapi.PyGILState_Ensure
+_ensure.restype = ctypes.c_int
+_release = ctypes.pythonapi.PyGILState_Release
+_release.argtypes = (ctypes.c_int,)
+_release.restype = None
 
 
 def _pin_thread_state() -> None:
-    ident = threading.get_ident()
-    if ident not in _pinned:
-        _ensure()
-        _pinned.add(ident)
+    if _pin.gil_state is None:
+        _pin.gil_state = _ensure()
+
+
+def _unpin_thread_state() -> None:
+    """Give back this thread's pin, if it has one: the director's Release at the end of the
+    current callback then deletes the state (a thread QuickFIX goes on using gets a new one,
+    pinned again at its next application message). A Python thread is never pinned for good:
+    Python deletes its state when it ends, whatever the count."""
+    state = _pin.gil_state
+    if state is not None:
+        _pin.gil_state = None
+        _release(state)
 
 
 # QuickFIX checks PossDupFlag/OrigSendingTime only on messages whose MsgSeqNum is too low; FIX

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """`fixgw` with its order path instrumented, for finding where the gateway's time goes.
 
-    python tools/benchlib/gw_profile.py --out DIR [--cprofile] [--pin-thread-state] -- \
+    python tools/benchlib/gw_profile.py --out DIR [--cprofile] [--no-timing] -- \
         run --config gw.toml
     python tools/bench_fix.py --profile-gateway DIR [--profile-mode MODE]   # inside the bench
 
@@ -28,8 +28,9 @@ Modes:
 - --cprofile: one cProfile per QuickFIX callback thread, enabled for the duration of each
   fromApp, merged at exit (cProfile only sees the thread that enabled it). Good for the
   breakdown; inflates small functions.
-- --pin-thread-state: an experiment, see `install_pin`; with --no-timing it changes nothing
-  else, so the benchmark's figures show what it is worth.
+- --no-timing: no timers at all. With timers, `fresh_thread_states_per_callback` in
+  gw_timing.json shows whether the gateway's thread-state pin holds (near 0 when it does; see
+  `_Pin` in gateway/fix/application.py).
 
 At exit (SIGTERM/SIGINT, through `fixgw run`'s own shutdown) writes DIR/gw_timing.json, and
 with --cprofile DIR/gw.pstats and DIR/gw_profile.txt.
@@ -270,40 +271,6 @@ def install_cprofile() -> None:
     SessionApplication.fromApp = from_app  # type: ignore[method-assign,assignment]
 
 
-_pinned: set[int] = set()
-
-
-def install_pin() -> None:
-    """Keep one Python thread state alive per QuickFIX thread (an experiment, not a fix).
-
-    SWIG's director wraps every callback in PyGILState_Ensure/Release; on a thread Python did
-    not start, that creates and destroys a PyThreadState per callback, and with it all
-    thread-local state (the decimal context, threading.local caches). One extra, never released
-    PyGILState_Ensure on the thread's first callback keeps the count above zero, so the state
-    lives on. Measures what the per-callback thread state costs the gateway.
-    """
-    import ctypes
-
-    from gateway.fix.application import SessionApplication
-
-    ensure = ctypes.pythonapi.PyGILState_Ensure
-
-    def pin() -> None:
-        ident = _get_ident()
-        if ident not in _pinned:
-            ensure()
-            _pinned.add(ident)
-
-    for name in ("fromApp", "fromAdmin", "toAdmin", "onLogon"):
-        orig = getattr(SessionApplication, name)
-
-        def wrapped(self: Any, *a: Any, _orig: Any = orig) -> Any:
-            pin()
-            return _orig(self, *a)
-
-        setattr(SessionApplication, name, wrapped)
-
-
 def dump(out: Path, skipped: list[str]) -> None:
     out.mkdir(parents=True, exist_ok=True)
     merged: dict[str, list[int]] = {}
@@ -320,7 +287,7 @@ def dump(out: Path, skipped: list[str]) -> None:
                   "cpu_us_per_call": round(c / n / 1000, 2) if n else None}
               for k, (n, w, c) in sorted(merged.items(), key=lambda kv: -kv[1][2])}
     (out / "gw_timing.json").write_text(json.dumps(
-        {"timings": report, "callback_threads": len(accs), "pinned_threads": len(_pinned),
+        {"timings": report, "callback_threads": len(accs),
          "fresh_thread_states_per_callback": _fresh_thread_state_ratio(),
          "tails": {name: tail_summary(samples) for name, samples in sorted(_samples.items())},
          "skipped": skipped}, indent=1), encoding="utf-8")
@@ -344,20 +311,16 @@ def main() -> int:
     p = argparse.ArgumentParser(description="fixgw with an instrumented order path")
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--cprofile", action="store_true", help="cProfile instead of timers")
-    p.add_argument("--no-timing", action="store_true", help="no timers (with --pin-...)")
+    p.add_argument("--no-timing", action="store_true", help="no timers")
     p.add_argument("--tails-only", action="store_true",
                    help="only the callback and up-to-the-send timers behind `tails` (three "
                         "pairs per IOC order), so they carry little of the timers' own cost")
-    p.add_argument("--pin-thread-state", action="store_true",
-                   help="experiment: one long-lived Python thread state per QuickFIX thread")
     args = p.parse_args(argv[:split])
     skipped: list[str] = []
     if args.cprofile:
         install_cprofile()
     elif not args.no_timing:
         skipped = install_timing(() if args.tails_only else TARGETS)
-    if args.pin_thread_state:
-        install_pin()
     from gateway.cli.main import main as fixgw_main
 
     try:
