@@ -1212,11 +1212,10 @@ class Router:
         """A NewOrderSingle (D) or, with the order's venue ids as the original, a
         CancelReplaceRequest (G) for the venue; `qty`/`price` override the order's (replace).
 
-        Built as one string and parsed by QuickFIX in one call rather than a dozen setField
-        calls, each of which releases the GIL (see `VenueTrading`). QuickFIX fills in the
-        header, BodyLength and CheckSum when it sends. Every value here was validated or
-        issued by the gateway or the venue, so none holds a SOH."""
-        parts = [f"8=FIX.4.4\x019=0\x0135={msg_type}\x0111={venue_cl_ord_id}\x01"]
+        Built as one string (`m.message_from_body`: one parse rather than a dozen setField
+        calls, each of which releases the GIL; see `VenueTrading`). Every value here was
+        validated or issued by the gateway or the venue, so none holds a SOH."""
+        parts = [f"11={venue_cl_ord_id}\x01"]
         if msg_type == "G":
             parts.append(f"41={order.venue_cl_ord_id}\x01")
             if order.order_id:
@@ -1226,10 +1225,8 @@ class Router:
                      f"38={order.qty if qty is None else qty:f}\x0140={order.ord_type}\x01")
         if px is not None:
             parts.append(f"44={px:f}\x01")
-        parts.append(f"59={order.tif}\x0160={transact_time or m.utc_timestamp()}\x0110=000\x01")
-        out = fix.Message()
-        out.setString("".join(parts), False)
-        return out
+        parts.append(f"59={order.tif}\x0160={transact_time or m.utc_timestamp()}\x01")
+        return m.message_from_body(msg_type, "".join(parts))
 
     # ---- venue -> OMS ------------------------------------------------------------------------
     def on_venue_message(self, msg: fix.Message, f: Fields) -> None:

@@ -170,20 +170,12 @@ class SimFixFace(BaseHandler):
                            Decimal(price) if price is not None else None, ord_type, tif)
 
     def _send_reject(self, owner: str, msg: fix.Message, text: str) -> None:
-        er = m.new_message("8")
-        er.setField(m.ORDER_ID, "NONE")
-        er.setField(m.CL_ORD_ID, msg.getField(m.CL_ORD_ID))
-        er.setField(m.EXEC_ID, self._reject_ids.next())
-        er.setField(m.EXEC_TYPE, "8")
-        er.setField(m.ORD_STATUS, "8")
-        er.setField(m.SYMBOL, msg.getField(m.SYMBOL))
-        er.setField(m.SIDE, msg.getField(m.SIDE))
-        er.setField(m.LEAVES_QTY, "0")
-        er.setField(m.CUM_QTY, "0")
-        er.setField(m.AVG_PX, "0")
-        er.setField(m.ORD_REJ_REASON, "11")
-        er.setField(m.TEXT, text)
-        self._to_owner(owner, er)
+        self._to_owner(owner, m.message_from_fields("8", {
+            m.ORDER_ID: "NONE", m.CL_ORD_ID: msg.getField(m.CL_ORD_ID),
+            m.EXEC_ID: self._reject_ids.next(), m.EXEC_TYPE: "8", m.ORD_STATUS: "8",
+            m.SYMBOL: msg.getField(m.SYMBOL), m.SIDE: msg.getField(m.SIDE),
+            m.LEAVES_QTY: "0", m.CUM_QTY: "0", m.AVG_PX: "0", m.ORD_REJ_REASON: "11",
+            m.TEXT: text}))
 
     def _replace(self, msg: fix.Message, owner: str) -> None:
         qty, price = get(msg, m.ORDER_QTY), get(msg, m.PRICE)
@@ -195,21 +187,14 @@ class SimFixFace(BaseHandler):
         cl = get(msg, m.CL_ORD_ID)
         snap = self.engine.order_status(owner, cl, get(msg, m.ORDER_ID))
         if snap is None:
-            er = m.new_message("8")
-            er.setField(m.ORDER_ID, get(msg, m.ORDER_ID) or "NONE")
-            er.setField(m.CL_ORD_ID, cl or "NONE")
-            er.setField(m.EXEC_ID, self._status_ids.next())
-            er.setField(m.EXEC_TYPE, "I")
-            er.setField(m.ORD_STATUS, "8")
-            er.setField(m.SYMBOL, get(msg, m.SYMBOL) or "[N/A]")
-            er.setField(m.SIDE, get(msg, m.SIDE) or "1")
-            er.setField(m.LEAVES_QTY, "0")
-            er.setField(m.CUM_QTY, "0")
-            er.setField(m.AVG_PX, "0")
-            er.setField(m.TEXT, e.TEXT_UNKNOWN_ORDER)
+            f = {m.ORDER_ID: get(msg, m.ORDER_ID) or "NONE", m.CL_ORD_ID: cl or "NONE",
+                 m.EXEC_ID: self._status_ids.next(), m.EXEC_TYPE: "I", m.ORD_STATUS: "8",
+                 m.SYMBOL: get(msg, m.SYMBOL) or "[N/A]", m.SIDE: get(msg, m.SIDE) or "1",
+                 m.LEAVES_QTY: "0", m.CUM_QTY: "0", m.AVG_PX: "0",
+                 m.TEXT: e.TEXT_UNKNOWN_ORDER}
         else:
-            er = self._report(snap, "I", self._status_ids.next())
-        self._send(er, session_id)
+            f = self._report(snap, "I", self._status_ids.next())
+        self._send(m.message_from_fields("8", f), session_id)
 
     def _mass_cancel(self, msg: fix.Message, owner: str, session_id: fix.SessionID) -> None:
         req_type = msg.getField(m.MASS_CANCEL_REQUEST_TYPE)
@@ -234,25 +219,20 @@ class SimFixFace(BaseHandler):
         self._send(rep, session_id)  # behind the Canceled reports, queued during the call
 
     @staticmethod
-    def _report(o: e.OrderSnapshot, exec_type: str, exec_id: str) -> fix.Message:
-        er = m.new_message("8")
-        er.setField(m.ORDER_ID, o.order_id)
-        er.setField(m.CL_ORD_ID, o.cl_ord_id)
-        er.setField(m.EXEC_ID, exec_id)
-        er.setField(m.EXEC_TYPE, exec_type)
-        er.setField(m.ORD_STATUS, o.status.value)
-        er.setField(m.SYMBOL, o.symbol)
-        er.setField(m.SIDE, o.side.value)
-        er.setField(m.ORDER_QTY, _s(o.qty))
-        er.setField(m.ORD_TYPE, o.ord_type.value)
+    def _report(o: e.OrderSnapshot, exec_type: str, exec_id: str) -> dict[int, str]:
+        """An ExecutionReport's fields for the order as it stands (a dict, so a caller can add
+        or override some before `m.message_from_fields` builds it in one parse)."""
+        f = {m.ORDER_ID: o.order_id, m.CL_ORD_ID: o.cl_ord_id, m.EXEC_ID: exec_id,
+             m.EXEC_TYPE: exec_type, m.ORD_STATUS: o.status.value, m.SYMBOL: o.symbol,
+             m.SIDE: o.side.value, m.ORDER_QTY: _s(o.qty), m.ORD_TYPE: o.ord_type.value}
         if o.price is not None:
-            er.setField(m.PRICE, _s(o.price))
-        er.setField(m.TIME_IN_FORCE, o.tif.value)
-        er.setField(m.LEAVES_QTY, _s(o.leaves_qty))
-        er.setField(m.CUM_QTY, _s(o.cum_qty))
-        er.setField(m.AVG_PX, _s(o.avg_px))
-        er.setField(m.TRANSACT_TIME, m.utc_timestamp())
-        return er
+            f[m.PRICE] = _s(o.price)
+        f[m.TIME_IN_FORCE] = o.tif.value
+        f[m.LEAVES_QTY] = _s(o.leaves_qty)
+        f[m.CUM_QTY] = _s(o.cum_qty)
+        f[m.AVG_PX] = _s(o.avg_px)
+        f[m.TRANSACT_TIME] = m.utc_timestamp()
+        return f
 
     def _to_owner(self, owner: str, msg: fix.Message) -> None:
         box = self._trading.get(owner)
@@ -268,49 +248,38 @@ class SimFixFace(BaseHandler):
                 book_changes.append(ev)
                 continue
             if isinstance(ev, e.Accepted):
-                self._to_owner(ev.order.owner, self._report(ev.order, "0", ev.exec_id))
+                self._to_owner(ev.order.owner, m.message_from_fields(
+                    "8", self._report(ev.order, "0", ev.exec_id)))
             elif isinstance(ev, e.Filled):
-                er = self._report(ev.order, "F", ev.exec_id)
-                er.setField(m.LAST_QTY, _s(ev.last_qty))
-                er.setField(m.LAST_PX, _s(ev.last_px))
-                self._to_owner(ev.order.owner, er)
+                f = self._report(ev.order, "F", ev.exec_id)
+                f[m.LAST_QTY] = _s(ev.last_qty)
+                f[m.LAST_PX] = _s(ev.last_px)
+                self._to_owner(ev.order.owner, m.message_from_fields("8", f))
             elif isinstance(ev, e.Canceled):
-                er = self._report(ev.order, "4", ev.exec_id)
+                f = self._report(ev.order, "4", ev.exec_id)
                 if ev.request_cl_ord_id is not None:
-                    er.setField(m.CL_ORD_ID, ev.request_cl_ord_id)
-                    er.setField(m.ORIG_CL_ORD_ID, ev.order.cl_ord_id)
-                er.setField(m.TEXT, ev.text)
-                self._to_owner(ev.order.owner, er)
+                    f[m.CL_ORD_ID] = ev.request_cl_ord_id
+                    f[m.ORIG_CL_ORD_ID] = ev.order.cl_ord_id
+                f[m.TEXT] = ev.text
+                self._to_owner(ev.order.owner, m.message_from_fields("8", f))
             elif isinstance(ev, e.Replaced):
-                er = self._report(ev.order, "5", ev.exec_id)
-                er.setField(m.ORIG_CL_ORD_ID, ev.orig_cl_ord_id)
-                self._to_owner(ev.order.owner, er)
+                f = self._report(ev.order, "5", ev.exec_id)
+                f[m.ORIG_CL_ORD_ID] = ev.orig_cl_ord_id
+                self._to_owner(ev.order.owner, m.message_from_fields("8", f))
             elif isinstance(ev, e.Rejected):
-                er = m.new_message("8")
-                er.setField(m.ORDER_ID, "NONE")
-                er.setField(m.CL_ORD_ID, ev.cl_ord_id)
-                er.setField(m.EXEC_ID, ev.exec_id)
-                er.setField(m.EXEC_TYPE, "8")
-                er.setField(m.ORD_STATUS, "8")
-                er.setField(m.SYMBOL, ev.symbol)
-                er.setField(m.SIDE, ev.side.value)
-                er.setField(m.ORDER_QTY, _s(ev.qty))
-                er.setField(m.LEAVES_QTY, "0")
-                er.setField(m.CUM_QTY, "0")
-                er.setField(m.AVG_PX, "0")
-                er.setField(m.ORD_REJ_REASON, str(int(ev.reason_code)))
-                er.setField(m.TEXT, ev.text)
-                self._to_owner(ev.owner, er)
+                self._to_owner(ev.owner, m.message_from_fields("8", {
+                    m.ORDER_ID: "NONE", m.CL_ORD_ID: ev.cl_ord_id, m.EXEC_ID: ev.exec_id,
+                    m.EXEC_TYPE: "8", m.ORD_STATUS: "8", m.SYMBOL: ev.symbol,
+                    m.SIDE: ev.side.value, m.ORDER_QTY: _s(ev.qty), m.LEAVES_QTY: "0",
+                    m.CUM_QTY: "0", m.AVG_PX: "0", m.ORD_REJ_REASON: str(int(ev.reason_code)),
+                    m.TEXT: ev.text}))
             elif isinstance(ev, e.CancelRejected):
-                r = m.new_message("9")
-                r.setField(m.ORDER_ID, ev.order_id or "NONE")
-                r.setField(m.CL_ORD_ID, ev.cl_ord_id)
-                r.setField(m.ORIG_CL_ORD_ID, ev.orig_cl_ord_id or "NONE")
-                r.setField(m.ORD_STATUS, ev.ord_status.value)
-                r.setField(m.CXL_REJ_RESPONSE_TO, ev.response_to.value)
-                r.setField(m.CXL_REJ_REASON, str(int(ev.reason_code)))
-                r.setField(m.TEXT, ev.reason)
-                self._to_owner(ev.owner, r)
+                self._to_owner(ev.owner, m.message_from_fields("9", {
+                    m.ORDER_ID: ev.order_id or "NONE", m.CL_ORD_ID: ev.cl_ord_id,
+                    m.ORIG_CL_ORD_ID: ev.orig_cl_ord_id or "NONE",
+                    m.ORD_STATUS: ev.ord_status.value,
+                    m.CXL_REJ_RESPONSE_TO: ev.response_to.value,
+                    m.CXL_REJ_REASON: str(int(ev.reason_code)), m.TEXT: ev.reason}))
         if book_changes:
             self.md.on_events(book_changes)
 

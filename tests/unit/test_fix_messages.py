@@ -8,7 +8,12 @@ from decimal import Decimal
 import pytest
 
 from gateway.fix.dictionary import message_tags
-from gateway.fix.messages import DATA_FIELDS, decimal_field, split_fields
+from gateway.fix.messages import (
+    DATA_FIELDS,
+    decimal_field,
+    message_from_fields,
+    split_fields,
+)
 from gateway.fix.settings import data_dictionary_path
 
 
@@ -26,6 +31,14 @@ def test_decimal_field_is_plain_digits(value: str, wire: str) -> None:
 def test_split_fields_with_and_without_equals_in_values() -> None:
     assert split_fields("35=D\x0111=A\x0158=x\x01") == {"35": "D", "11": "A", "58": "x"}
     assert split_fields("35=j\x0158=a=b\x01") == {"35": "j", "58": "a=b"}
+
+
+def test_a_message_built_from_fields_keeps_each_value_in_its_own_field() -> None:
+    msg = message_from_fields("8", {11: "A\x0138=100", 58: "plain", 38: "1"})
+    fields = split_fields(msg.toString())
+    assert fields["35"] == "8"
+    assert fields["11"] == "A?38=100"  # a SOH in a value must not make a field of its own
+    assert fields["38"] == "1" and fields["58"] == "plain"
 
 
 def test_data_fields_are_every_length_and_data_pair_of_the_dictionary() -> None:
