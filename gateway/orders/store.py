@@ -11,7 +11,10 @@ Journal records are tab-separated lines, one per change, first field the record 
     U  oms_session  cl_ord_id  [epoch_ms]          a ClOrdID the gateway rejected (stays used)
     Q  venue_cl_ord_id  oms_session  first_cl_ord_id  request_cl_ord_id  kind
                                                    a cancel/replace/amend/status/mass
-                                                   request
+       [epoch_ms  qty  price]                      request, journaled before it is sent;
+                                                   one for the venue's FIX session has the
+                                                   time and a replace's figures (see
+                                                   `FixRequest`)
     E  oms_session  first_cl_ord_id  exec_id  ord_status  cum_qty  avg_px  order_id
        cur_oms_cl  cur_venue_cl  qty  price         a venue report applied ("" = unchanged);
                                                    an in-place amend's Replaced keeps
@@ -19,6 +22,8 @@ Journal records are tab-separated lines, one per change, first field the record 
        [epoch_ms  oms_message]                      and, for a report forwarded to the OMS,
                                                    the exact message, journaled *before* it
                                                    is sent (see `commit_forward`)
+    R  venue_cl_ord_id                             a FIX request refused (by the venue, or
+                                                   by the gateway when its send failed)
     S  oms_session  first_cl_ord_id  transport     a held order released onto a transport
     A  venue_cl_ord_id  oms_session  first_cl_ord_id  oms_cl_ord_id
                                                    read only: an amend's rebind, as journals
@@ -131,6 +136,19 @@ class VenueRef:
 
 
 @dataclass(slots=True, frozen=True)
+class FixRequest:
+    """A cancel or replace journaled for the venue's FIX session: when, and the replace's
+    figures. Kept from replay only, for `Router.find_unanswered_requests`: a kill between the
+    journal and the send leaves a request the venue never got, and the venue session keeps
+    no copy of what it sent (PersistMessages=N) to tell. A compaction's snapshot does not
+    keep them: a request still unanswered across one is not sent again by a restart."""
+
+    journaled_ms: int
+    qty: Decimal | None
+    price: Decimal | None
+
+
+@dataclass(slots=True, frozen=True)
 class ReportTarget:
     """Where a venue report goes and how its ClOrdIDs read on the OMS side."""
 
@@ -238,6 +256,7 @@ class OrderStore:
         # A record with no time of its own (a report not forwarded, an old ``U``) counts as
         # made now: it is kept a full retention from this start, never evicted early.
         self._replay_now = time.time()
+        self._replayed_fix_requests: dict[str, FixRequest] = {}
         self._skipped = 0
         # The journal's record count is `_records_base` plus what was appended since
         # `_appended_mark` (the compaction trigger; reset by each compaction).
@@ -331,11 +350,30 @@ class OrderStore:
             self._index_new(o)
 
     def add_request(self, venue_cl_ord_id: str, order_key: OrderKey, oms_cl_ord_id: str,
-                    kind: str) -> None:
+                    kind: str, fix: FixRequest | None = None) -> None:
+        """Journal a request before it is sent. `fix`: it goes out on the venue's FIX session
+        (with its time and a replace's figures, so a restart can send it if it never left)."""
+        line = (f"Q\t{venue_cl_ord_id}\t{order_key[0]}\t{order_key[1]}\t{oms_cl_ord_id}\t"
+                f"{kind}")
+        if fix is not None:
+            line += (f"\t{fix.journaled_ms}\t{'' if fix.qty is None else fix.qty}\t"
+                     f"{'' if fix.price is None else fix.price}")
         with self.lock:
-            self._journal.append_line(f"Q\t{venue_cl_ord_id}\t{order_key[0]}\t{order_key[1]}\t"
-                                      f"{oms_cl_ord_id}\t{kind}")
+            self._journal.append_line(line)
             self._index_request(venue_cl_ord_id, order_key, oms_cl_ord_id, kind)
+
+    def mark_answered(self, venue_cl_ord_id: str) -> None:
+        """Journal that a FIX request got its answer without becoming the order's version: a
+        venue's cancel reject, or the gateway's own when the send failed."""
+        with self.lock:
+            self._journal.append_line(f"R\t{venue_cl_ord_id}")
+
+    def unanswered_fix_requests(self) -> dict[str, FixRequest]:
+        """The FIX requests the journal held at start with no answer recorded (none became
+        its order's version, none was refused), by venue ClOrdID. Given once: the store
+        forgets them, as they only matter at a restart."""
+        found, self._replayed_fix_requests = self._replayed_fix_requests, {}
+        return found
 
     def resolve_report(self, venue_cl_ord_id: str, venue_orig: str | None,
                        exec_id: str | None) -> ReportTarget | None:
@@ -636,6 +674,8 @@ class OrderStore:
             self.venue_ids.observe(f[1])
         elif t == "F":
             self.last_forward = ForwardedReport(f[1], f[2], int(f[3]), _unescape(f[4]))
+        elif t == "R":
+            self._replayed_fix_requests.pop(f[1], None)
         elif t == "E":
             forwarded = len(f) >= _E_FIELDS + 2
             if forwarded:
@@ -643,6 +683,8 @@ class OrderStore:
             if (f[1], f[2]) not in self.orders:
                 self._skipped += 1
                 return
+            if f[9]:  # a request that became the order's version was answered
+                self._replayed_fix_requests.pop(f[9], None)
             self._apply_report(f[1:_E_FIELDS],
                                int(f[_E_FIELDS]) / 1000 if forwarded else self._replay_now)
         elif ((f[2], f[3]) if t in ("Q", "A") else (f[1], f[2])) not in self.orders:
@@ -650,6 +692,9 @@ class OrderStore:
         elif t == "Q":
             self._index_request(f[1], (f[2], f[3]), f[4], f[5])
             self.venue_ids.observe(f[1])
+            if len(f) >= 9:  # for FIX (journals before 2026-11-27 did not say)
+                self._replayed_fix_requests[f[1]] = FixRequest(
+                    int(f[6]), Decimal(f[7]) if f[7] else None, Decimal(f[8]) if f[8] else None)
         elif t == "S":
             self.orders[(f[1], f[2])].transport = f[3]
         elif t == "A":  # an amend's rebind as journals before 2026-11-27 wrote it separately

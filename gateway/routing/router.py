@@ -50,7 +50,13 @@ from gateway.fix.store_reader import SentStore, store_prefix
 from gateway.marketdata.fanout import OmsMarketData
 from gateway.orders import state
 from gateway.orders.model import Order
-from gateway.orders.store import ForwardedReport, OrderKey, OrderStore, ReportTarget
+from gateway.orders.store import (
+    FixRequest,
+    ForwardedReport,
+    OrderKey,
+    OrderStore,
+    ReportTarget,
+)
 from gateway.risk import validation as v
 from gateway.risk.gate import Gate, GateDecision, GateOrder
 from gateway.routing.oms_disconnect import OmsDisconnectCanceller
@@ -74,9 +80,11 @@ DUPLICATE_CL_ORD_ID: Final = "6"
 # TEST-ONLY fault injection, never set in production: "after_journal" or "after_forward",
 # optionally ":<ExecType>" (default F), makes the gateway exit at once (os._exit(137), as a
 # kill -9 would leave it) at that point of `Router._apply_execution_report`, for the first
-# report of that ExecType. The window it opens is microseconds wide; tests need it on demand.
+# report of that ExecType; "request_journaled:<MsgType>" (F or G) between journaling a cancel
+# or replace for the venue's FIX session and sending it. The windows are microseconds wide;
+# tests need them on demand.
 CRASH_ENV: Final = "FIXGW_TEST_CRASH_IN_REPORT"
-_CRASH_POINTS: Final = ("after_journal", "after_forward")
+_CRASH_POINTS: Final = ("after_journal", "after_forward", "request_journaled")
 
 
 def _crash_point_from_env() -> tuple[str, str] | None:
@@ -304,6 +312,9 @@ class Router:
         # Venue ClOrdIDs of new orders journaled and about to be sent on FIX: not in doubt, so
         # `reconcile` must not ask about them (its question could overtake the order).
         self._sending: set[str] = set()
+        # Cancels and replaces journaled before a restart with no answer, by venue ClOrdID
+        # (`find_unanswered_requests`): sent again by the first `reconcile`.
+        self._unanswered: dict[str, FixRequest] = {}
         # OrdStatusReqID (790) of an OMS status request the venue is asked, by the venue
         # ClOrdID asked about: FIX 4.4 echoes it on the answer.
         self._status_req_ids: dict[str, str] = {}
@@ -898,7 +909,20 @@ class Router:
 
     def _send_cancel(self, order: Order, ctx: OmsContext, cl: str, kind: str) -> bool:
         vid = self.store.venue_ids.next()
-        self.store.add_request(vid, (order.oms_session, order.oms_history[0]), cl, kind)
+        self.store.add_request(vid, (order.oms_session, order.oms_history[0]), cl, kind,
+                               FixRequest(time.time_ns() // 1_000_000, None, None))
+        self._maybe_crash("request_journaled", "F")
+        sent = self.venue.send(self._cancel_message(order, vid))
+        if not sent:
+            self.store.mark_answered(vid)  # refused here, below or by the caller
+        if not sent and kind == "cancel":
+            self._cancel_reject(ctx, cl, order.oms_cl_ord_id, "1", BROKER_OPTION,
+                                f"{self.venue.name} disconnected while sending", order)
+        return sent
+
+    @staticmethod
+    def _cancel_message(order: Order, vid: str) -> fix.Message:
+        """An OrderCancelRequest for the venue, under venue ClOrdID `vid`."""
         out = m.new_message("F")
         out.setField(m.CL_ORD_ID, vid)
         out.setField(m.ORIG_CL_ORD_ID, order.venue_cl_ord_id)
@@ -908,11 +932,7 @@ class Router:
         out.setField(m.SIDE, order.side)
         out.setField(m.ORDER_QTY, m.decimal_field(order.qty))
         out.setField(m.TRANSACT_TIME, m.utc_timestamp())
-        sent = self.venue.send(out)
-        if not sent and kind == "cancel":
-            self._cancel_reject(ctx, cl, order.oms_cl_ord_id, "1", BROKER_OPTION,
-                                f"{self.venue.name} disconnected while sending", order)
-        return sent
+        return out
 
     def _replace(self, ctx: OmsContext, f: Fields) -> None:
         checked = self._check_amend(ctx, f, "2")
@@ -960,9 +980,12 @@ class Router:
                                     order)
             return
         vid = self.store.venue_ids.next()
-        self.store.add_request(vid, (order.oms_session, order.oms_history[0]), cl, "replace")
+        self.store.add_request(vid, (order.oms_session, order.oms_history[0]), cl, "replace",
+                               FixRequest(time.time_ns() // 1_000_000, qty, price))
+        self._maybe_crash("request_journaled", "G")
         out = self._order_message("G", vid, order, None, qty, price)
         if not self.venue.send(out):
+            self.store.mark_answered(vid)
             self._cancel_reject(ctx, cl, order.oms_cl_ord_id, "2", BROKER_OPTION,
                                 f"{self.venue.name} disconnected while sending", order)
 
@@ -1200,6 +1223,8 @@ class Router:
             out.setField(m.SYMBOL, o.symbol)
             out.setField(m.SIDE, o.side)
             self.venue.send(out)
+        if self._unanswered:
+            self._send_unanswered_requests()
         return len(pending)
 
     def _send_new(self, order: Order) -> bool:
@@ -1441,8 +1466,7 @@ class Router:
     def _maybe_crash(self, point: str, exec_type: str) -> None:
         """TEST-ONLY (see CRASH_ENV): die here as a kill -9 would, journal and stores as is."""
         if self._crash_at is not None and self._crash_at == (point, exec_type):
-            log.warning("TEST-ONLY crash point %s (ExecType %s) reached: exiting", point,
-                        exec_type)
+            log.warning("TEST-ONLY crash point %s:%s reached: exiting", point, exec_type)
             for h in logging.getLogger().handlers:
                 h.flush()
             os._exit(137)
@@ -1480,6 +1504,57 @@ class Router:
         same_second = sent.created_epoch_s is not None and journaled_s == sent.created_epoch_s
         return UnforwardedReport(ctx, last, poss_resend=same_second)
 
+    def find_unanswered_requests(self) -> int:
+        """Find the cancels and replaces journaled for the venue's FIX session, on orders still
+        open there, that have no answer in the journal; the first `reconcile` sends each again
+        if it is still unanswered then. Returns how many. Call it once, after the replay.
+
+        Why: the gateway may have died between journaling a request and sending it. The venue
+        cannot answer what it never got, and the OMS's resend of the request (PossDupFlag) is
+        taken as the one already journaled, so the OMS would wait for ever. The venue session
+        keeps no copy of what it sent (PersistMessages=N), so whether the request left cannot
+        be looked up; but an answer the venue did send reaches us by its resend after the
+        logon, before `reconcile` runs. What is unanswered then goes out again under the venue
+        ClOrdID it was journaled with, as a new order left in doubt does: a request the venue
+        did get is refused as a duplicate ClOrdID (or its order is found closed), not done
+        twice, and that refusal reaches the OMS like any other."""
+        journaled = self.store.unanswered_fix_requests()
+        found: dict[str, FixRequest] = {}
+        for order in self.store.open_orders():
+            if order.transport == "fix":
+                for vid in order.venue_ids[1:]:
+                    req = journaled.get(vid)
+                    if req is not None and vid != order.venue_cl_ord_id:
+                        found[vid] = req
+        self._unanswered = dict(sorted(found.items(), key=lambda kv: kv[1].journaled_ms))
+        if found:
+            log.warning("%d cancel/replace request(s) journaled before the restart have no "
+                        "answer: each is sent again once the venue session is up, unless its "
+                        "answer comes first (%s)", len(found), ", ".join(self._unanswered))
+        return len(found)
+
+    def _send_unanswered_requests(self) -> None:
+        """Send what `find_unanswered_requests` found, once, if still unanswered and its order
+        still open on FIX."""
+        for vid in list(self._unanswered):
+            req = self._unanswered.pop(vid, None)  # or a venue refusal took it just now
+            if req is None:
+                continue
+            ref = self.store.venue_ref(vid)
+            order = None if ref is None else self.store.orders.get(ref.order_key)
+            if (ref is None or order is None or not order.is_open or order.transport != "fix"
+                    or order.venue_cl_ord_id == vid):
+                continue  # answered by the venue's resend, or settled another way
+            out = (self._order_message("G", vid, order, None, req.qty, req.price)
+                   if ref.kind == "replace" else self._cancel_message(order, vid))
+            if self.venue.send(out):
+                log.warning("request %s (%s of %s) journaled before the restart and never "
+                            "answered: sent to the venue again", vid, ref.kind,
+                            order.oms_cl_ord_id)
+            else:
+                log.error("request %s journaled before the restart could not be sent again "
+                          "(venue session down); the OMS must send it again", vid)
+
     def redeliver(self, pending: UnforwardedReport) -> None:
         """Send a report found by `unforwarded_report`, exactly as it was to be sent. Call it
         once the OMS session exists (QuickFIX stores it for the OMS's logon) and before any
@@ -1500,6 +1575,8 @@ class Router:
         if target is None:
             log.warning("venue cancel reject for unknown ClOrdID %r not forwarded", venue_cl)
             return
+        self.store.mark_answered(venue_cl)  # not to be sent again after a restart
+        self._unanswered.pop(venue_cl, None)
         orig = target.oms_orig_cl_ord_id or ""
         if target.kind == "mass":
             # The OMS asked about many orders (a mass cancel) or nothing (the kill switch, an

@@ -491,6 +491,9 @@ class Gateway:
         venue_app = SessionApplication(venue_handler, "venue", self.board,
                                        self._message_log_secrets())
         venue_settings = self.venue_settings().write(cfg_dir / "venue.cfg")
+        # Cancels and replaces the journal holds unanswered (the gateway may have died before
+        # sending them): sent again after the venue logon, unless the venue's resend answers.
+        self.router.find_unanswered_requests()
         venue_store = fix.FileStoreFactory(venue_settings)
         venue_logs = self._log_factory(venue_settings)
         self._initiator = fix.SocketInitiator(venue_app, venue_store, venue_settings, venue_logs)

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from gateway.fix import messages as m
 from gateway.fix.client import Received
 from gateway.routing.router import CRASH_ENV
 from tests.conftest import Oms, new_id, order_fields
@@ -103,3 +104,35 @@ def _assert_filled_once(gw: GatewayProcess, rec: Recorder, cl: str, point: str) 
     assert_each_execution_once(rec, cl, Decimal("0.02"))
     redelivered = any(JOURNALED_NOT_SENT in ln for ln in gw.err.lines)
     assert redelivered == (point == "after_journal"), gw.err.text()[-3000:]
+
+
+@pytest.mark.parametrize("msg_type", ["F", "G"])
+def test_a_request_journaled_but_never_sent_is_sent_after_the_restart(
+        tmp_path: Path, msg_type: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """kill -9 between journaling an OMS's cancel (or replace) and sending it to the venue:
+    the OMS's resend of the request is taken as the one journaled, so after the restart the
+    gateway itself sends it (once the venue's resend has shown it was never answered), and
+    the OMS gets its one answer."""
+    monkeypatch.setenv(CRASH_ENV, f"request_journaled:{msg_type}")
+    with VenueStack(tmp_path) as v:
+        gw = v.gateway()
+        oms = v.oms()
+        rec = Recorder(oms)
+        a = oms.buy("0.02", "20000.0")  # rests: far below the book
+        rec.report(a, "0")
+        x = new_id("X")
+        common = [(11, x), (41, a), (55, "BTC/USD"), (54, "1"), (60, m.utc_timestamp())]
+        if msg_type == "F":
+            oms.send("F", [*common, (38, "0.02")])
+        else:
+            oms.send("G", [*common, (38, "0.03"), (40, "2"), (44, "20000.0"), (59, "1")])
+        _crashed(gw)  # the request is in the journal; the venue never got it
+        gw.start()
+        answer = rec.report(x, "4" if msg_type == "F" else "5", 20)
+        if msg_type == "G":
+            assert Decimal(answer.fields[38]) == Decimal("0.03")
+        rec.drain(1.5)
+        answers = [r for r in rec.all if r.fields.get(11) == x and r.fields.get(97) != "Y"]
+        assert len(answers) == 1, [r.fields for r in answers]
+        assert any("journaled before the restart and never answered: sent to the venue again"
+                   in ln for ln in gw.err.lines), gw.err.text()[-3000:]

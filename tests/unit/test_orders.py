@@ -13,7 +13,7 @@ from gateway.orders import journal as journal_module
 from gateway.orders import state
 from gateway.orders.journal import Journal
 from gateway.orders.model import Order
-from gateway.orders.store import OrderStore
+from gateway.orders.store import FixRequest, OrderStore
 
 
 def _order(cl: str = "A1", venue: str = "100") -> Order:
@@ -66,6 +66,33 @@ def _journal_torn_by_a_crash(p: Path) -> None:
     j.close()
     with p.open("ab") as f:
         f.write(b"U\ty")
+
+
+def test_only_fix_requests_without_an_answer_are_unanswered_after_a_restart(
+        tmp_path: Path) -> None:
+    path = tmp_path / "orders.journal"
+    s = OrderStore(path, fsync_interval_ms=0)
+    s.add_order(_order())
+    key = ("FIXGW->OMS", "A1")
+    s.add_request("101", key, "A2", "replace", FixRequest(1, Decimal("0.5"), Decimal("44000")))
+    t = s.resolve_report("101", "100", "E1")
+    assert t is not None
+    _legal, rec = s.apply_report(t, venue_cl_ord_id="101", exec_id="E1", exec_type="5",
+                                 ord_status="0", cum_qty="0", avg_px="0", order_id="OABC",
+                                 qty="0.5", price="44000.0")
+    s.commit(rec)  # answered: 101 became the order's version
+    s.add_request("102", key, "A3", "replace", FixRequest(2, Decimal("0.4"), None))
+    s.add_request("103", key, "A4", "cancel", FixRequest(3, None, None))
+    s.mark_answered("103")  # the venue refused it
+    s.add_request("104", key, "A5", "cancel", FixRequest(4, None, None))
+    s.add_request("105", key, "A6", "cancel")  # over REST: not the FIX session's to send
+    s.close()
+
+    s2 = OrderStore(path, fsync_interval_ms=0)
+    assert s2.unanswered_fix_requests() == {
+        "102": FixRequest(2, Decimal("0.4"), None), "104": FixRequest(4, None, None)}
+    assert s2.unanswered_fix_requests() == {}  # given once
+    s2.close()
 
 
 def test_journal_ignores_a_torn_last_record(tmp_path: Path) -> None:
