@@ -64,7 +64,7 @@ class _Collector(BaseHandler):
     def on_app_message(self, msg: fix.Message, session_id: fix.SessionID,
                        fields: Fields) -> None:
         if self.client.on_message is not None:
-            self.client.on_message(msg)
+            self.client.on_message(msg, fields)
             return
         f = {int(k): v for k, v in fields.items()}
         self.client.inbox.put(Received(f.get(35, ""), f, msg.toString()))
@@ -82,7 +82,8 @@ class FixClient:
         self.inbox: queue.Queue[Received] = queue.Queue()
         self.admin: queue.Queue[Received] = queue.Queue()
         self.logged_on = threading.Event()
-        self.on_message: Callable[[fix.Message], None] | None = None
+        # Called with the message and its fields as parsed once (`split_fields`).
+        self.on_message: Callable[[fix.Message, Fields], None] | None = None
         self.on_admin_out: Callable[[fix.Message], None] | None = None
         opts = {"SocketConnectHost": host, "SocketConnectPort": str(port),
                 "HeartBtInt": str(heartbeat_s), "ReconnectInterval": "1"}
