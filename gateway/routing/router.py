@@ -1543,8 +1543,11 @@ class Router:
             ref = self.store.venue_ref(vid)
             order = None if ref is None else self.store.orders.get(ref.order_key)
             if (ref is None or order is None or not order.is_open or order.transport != "fix"
-                    or order.venue_cl_ord_id == vid):
-                continue  # answered by the venue's resend, or settled another way
+                    or order.venue_cl_ord_id == vid or order.status == state.SENT):
+                # Answered by the venue's resend, or settled another way: an order the venue
+                # never acknowledged is asked about above, and a cancel asked for it meanwhile
+                # is settled with that answer (sending it too would only draw a refusal).
+                continue
             out = (self._order_message("G", vid, order, None, req.qty, req.price)
                    if ref.kind == "replace" else self._cancel_message(order, vid))
             if self.venue.send(out):
