@@ -517,6 +517,14 @@ class Router:
                 self._reject_new(ctx, cl, inp, v.OTHER, f"not accepted: the gateway could not "
                                  f"journal it ({exc.strerror or exc}); order not sent", mark=False)
                 return
+            if self.gate is not None and self.gate.kill_switch:
+                # Turned on since this order passed the gate: the operator's sweep of open
+                # orders may have run before the order was in the store. Checked after
+                # add_order, so either the sweep sees the order or this sees the switch.
+                self._sending.discard(venue_id)
+                self._reject_recorded(ctx, order, "kill switch turned on while the order was "
+                                      "being accepted; order not sent", v.EXCEEDS_LIMIT)
+                return
             if hold or rest:
                 if decided is not None and decision is not None:
                     self.sink.gate_decided(decided, cl, decision)
@@ -1166,12 +1174,28 @@ class Router:
         ctx = self._oms_by_key.get(order.oms_session)
         if ctx is None:
             return f"OMS session {order.oms_session} is not in this gateway's configuration"
+        if not self._sent_or_settled(order):
+            return "its NewOrderSingle is still being sent; cancel it again"
+        if not order.is_open:
+            return None  # rejected while it was being sent (the kill switch): nothing to cancel
         self.sink.cancel_requested(order, cl, by, why)
         refused = self._cancel_one_of_many(order, ctx, cl)
         if refused is not None:
             self.sink.cancel_rejected(order.oms_session, cl, order.oms_cl_ord_id,
                                       f"not sent: {refused}", order=order, response_to="1")
         return refused
+
+    def _sent_or_settled(self, order: Order, wait_s: float = 0.5) -> bool:
+        """Wait (up to `wait_s`) while an OMS thread is sending the order's NewOrderSingle,
+        so a cancel follows it to the venue rather than overtaking it (the venue would refuse
+        the cancel as for an unknown order, and the order would rest). The send takes
+        microseconds; False only if it did not end in time."""
+        deadline = time.monotonic() + wait_s
+        while order.venue_cl_ord_id in self._sending:
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.0005)
+        return True
 
     def _cancel_one_of_many(self, order: Order, ctx: OmsContext, cl: str) -> str | None:
         """Cancel `order` as part of a request about many (kind "mass"): the venue's
