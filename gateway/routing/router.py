@@ -189,6 +189,27 @@ def _behind(order: Order, cum_qty: str | None) -> bool:
     return bool(cum_qty) and Decimal(cum_qty or 0) < order.cum_qty
 
 
+def _replace_caught_up(msg: fix.Message, f: Fields, order: Order) -> None:
+    """Bring a Replaced (or PendingReplace) report that is behind the order's record (it was
+    resent over FIX after fills already reported over REST/WS) up to the record, in place:
+    CumQty, AvgPx, LeavesQty and OrdStatus from the fills already booked, the new OrderQty
+    and Price from the report. Applied as sent, it would move the record's CumQty back, and
+    the venue's resend of those fills would then be news: the OMS would book them twice. Its
+    OMS still gets the answer to its replace."""
+    qty = Decimal(f["38"]) if f.get("38") else order.qty
+    cum = order.cum_qty
+    if state.is_terminal(order.status):
+        status, leaves = order.status, Decimal(0)
+    else:
+        status = state.FILLED if cum >= qty else state.PARTIALLY_FILLED
+        leaves = max(qty - cum, Decimal(0))
+    updates = {"14": m.decimal_field(cum), "6": m.decimal_field(order.avg_px),
+               "151": m.decimal_field(leaves), "39": status}
+    for tag, value in updates.items():
+        msg.setField(int(tag), value)
+    f.update(updates)
+
+
 def _is_news(order: Order, ord_status: str, cum_qty: str | None) -> bool:
     """Whether the venue's word (state and filled quantity) is ahead of the order's record."""
     if state.is_terminal(order.status):
@@ -1410,6 +1431,12 @@ class Router:
                     er.setField(ORD_STATUS_REQ_ID, req_id)
                 ctx.send(er)
             return
+        elif exec_type in ("5", "E") and _behind(target.order, f.get("14")):
+            log.info("order %s: venue replace report %s is behind the record (CumQty %s < %s); "
+                     "forwarded with the record's fills", target.oms_cl_ord_id, exec_id,
+                     f.get("14"), target.order.cum_qty)
+            _replace_caught_up(msg, f, target.order)
+            ord_status = f["39"]
         elif (exec_type == "8" and target.kind == "new"
               and target.order.status not in (state.SENT, state.PENDING_NEW)):
             # A venue cannot reject an order it has acknowledged: this answers a duplicate

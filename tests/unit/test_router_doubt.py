@@ -307,3 +307,55 @@ def test_a_mass_cancel_that_could_not_send_every_cancel_says_which(world: _World
     assert [s[35] for s in sent] == ["F"]
     assert len(rejected) == 1 and rejected[0][0] == "MASS-1"
     assert rejected[0][2].startswith("not sent: ")
+
+
+class _IdleFallback:
+    """A REST fallback that is configured but not carrying the flow right now."""
+
+    hold_max_s = 0
+
+    def active(self) -> bool:
+        return False
+
+    def should_hold(self, *_args: object) -> bool:
+        return False
+
+
+def test_a_replace_report_resent_after_a_fill_over_rest_does_not_undo_the_fill(
+        world: _World) -> None:
+    """The venue applies a replace, but its Replaced (CumQty 0) is lost as FIX drops; the
+    REST poller then reports a fill. FIX comes back and the venue resends the Replaced and then
+    its fill report: the OMS gets its replace answered with the fill already booked, and the
+    fill once."""
+    w = world
+    w.router.fallback = _IdleFallback()  # type: ignore[assignment]
+    _new_order(w, "R1")
+    vcl = next(s for s in w.venue.sent if s[35] == "D")[11]
+    base = {"55": "BTC/USD", "54": "1", "40": "2", "44": "30000", "59": "1",
+            "60": m.utc_timestamp(), "37": "OID1"}
+    w.report({**base, "11": vcl, "17": "V1", "150": "0", "39": "0", "38": "0.01",
+              "151": "0.01", "14": "0", "6": "0"}, "fix")
+    g = {"35": "G", "11": "R2", "41": "R1", "55": "BTC/USD", "54": "1", "38": "0.02",
+         "40": "2", "44": "30000", "59": "1", "60": "20260101-00:00:00"}
+    msg = m.new_message("G")
+    for tag, value in g.items():
+        msg.setField(int(tag), value)
+    w.router.on_oms_message(msg, SID, g)
+    vid2 = next(s for s in w.venue.sent if s[35] == "G")[11]
+    w.report({**base, "11": vcl, "17": "REST-1", "150": "F", "39": "1", "38": "0.02",
+              "151": "0.005", "14": "0.015", "6": "30000", "32": "0.015", "31": "30000"},
+             "rest")
+    w.report({**base, "11": vid2, "41": vcl, "17": "V2", "150": "5", "39": "0", "38": "0.02",
+              "151": "0.02", "14": "0", "6": "0", "43": "Y"}, "fix")
+    w.report({**base, "11": vid2, "17": "V3", "150": "F", "39": "1", "38": "0.02",
+              "151": "0.005", "14": "0.015", "6": "30000", "32": "0.015", "31": "30000",
+              "43": "Y"}, "fix")
+    fills = [r for r in w.oms_got if r.get(150) == "F"]
+    assert len(fills) == 1, [r for r in w.oms_got]
+    (replaced,) = [r for r in w.oms_got if r.get(150) == "5"]
+    assert (replaced[11], replaced[41], replaced[39]) == ("R2", "R1", "1")
+    assert (Decimal(replaced[14]), Decimal(replaced[151])) == (Decimal("0.015"),
+                                                               Decimal("0.005"))
+    order = w.store.find(KEY, "R2")
+    assert order is not None and order.cum_qty == Decimal("0.015")
+    assert order.qty == Decimal("0.02")
