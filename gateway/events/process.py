@@ -52,6 +52,7 @@ import logging
 import marshal
 import os
 import queue
+import select
 import signal
 import subprocess
 import sys
@@ -65,6 +66,7 @@ from typing import IO, Any
 from gateway.events.log import EventLog, EventLogConfig
 from gateway.events.proxy import proxy_registrations
 from gateway.events.publisher import (
+    CLOSE_WAIT_S,
     DEFAULT_MAX_PENDING,
     DeferredPublisher,
     Event,
@@ -84,6 +86,10 @@ _log = logging.getLogger("fixgw.events")
 # Specs marshaled per write: ~0.5 µs each, so one dumps() holds the gateway's GIL for well
 # under the 0.5 ms switch interval a FIX thread might be waiting out.
 _MAX_SPECS_PER_FRAME = 64
+#: A child that reads nothing of a frame for this long is taken as wedged (see PipePublisher).
+#: Its reading thread journals each frame it reads, so a slow disk stalls it; this is far past
+#: any fsync a working disk takes.
+WRITE_STALL_S = 30.0
 _LOCK_WAIT_S = 30.0
 # Restarting a dead child: the first try after 0.5 s, doubling up to 10 s while tries fail or
 # children die young.
@@ -153,8 +159,10 @@ class PipePublisher(DeferredPublisher):
     events stay queued, and a frame whose write failed is queued again, first, for the next child.
     """
 
-    def __init__(self, poll_s: float = 0.005, max_pending: int = DEFAULT_MAX_PENDING) -> None:
+    def __init__(self, poll_s: float = 0.005, max_pending: int = DEFAULT_MAX_PENDING,
+                 stall_s: float = WRITE_STALL_S) -> None:
         super().__init__(poll_s, "event-pipe", max_pending)
+        self._stall_s = stall_s
         self._out: IO[bytes] | None = None
         self._on_broken: Callable[[], None] = _nothing
         # Events in frames written whole to the current child: the bytes still in the pipe when
@@ -163,17 +171,26 @@ class PipePublisher(DeferredPublisher):
 
     def attach(self, out: IO[bytes], on_broken: Callable[[], None] = _nothing) -> None:
         """Write to `out` from now on; `on_broken` is called, on the drain thread, if a write
-        to it fails (the child is gone)."""
+        to it fails (the child is gone) or makes no progress for `stall_s` (the child lives but
+        no longer reads: wedged on its disk, stopped)."""
+        os.set_blocking(out.fileno(), False)  # see _write
         with self._drain_lock:
             self._out, self._on_broken, self.written = out, on_broken, 0
         self.start()
 
-    def detach(self) -> int:
+    def detach(self, lock_timeout: float = -1) -> int:
         """Stop writing to the current child and close its pipe; returns how many events were
-        written to it. Waits for a write in progress, which fails at once if the child is dead."""
-        with self._drain_lock:
+        written to it. Waits for a write in progress (at most `lock_timeout`, then the pipe is
+        left to the child's end: a write to a dead child fails at once)."""
+        if not self._drain_lock.acquire(timeout=lock_timeout):
+            _log.error("event pipe still being written after %.0f s: not closed here",
+                       lock_timeout)
+            return self.written
+        try:
             out, self._out = self._out, None
             written, self.written = self.written, 0
+        finally:
+            self._drain_lock.release()
         if out is not None:
             with contextlib.suppress(OSError):
                 out.close()
@@ -184,7 +201,7 @@ class PipePublisher(DeferredPublisher):
 
     def close(self) -> None:
         super().close()
-        self.detach()
+        self.detach(lock_timeout=CLOSE_WAIT_S)
         if self._pending:
             _log.error("%d events not published: the event process was down when the gateway "
                        "stopped", len(self._pending))
@@ -223,16 +240,38 @@ class PipePublisher(DeferredPublisher):
         return good
 
     def _write(self, data: bytes) -> bool:
+        """Write one frame; False (and `on_broken`) if the child is gone or stalled.
+
+        The pipe is non-blocking and a full one is waited on with a deadline: a child that
+        lives but stopped reading would otherwise hold this thread in a write for ever, drop
+        every later event once the backlog is full, and hang the gateway's stop. A stall is
+        no progress for `stall_s`; `EventProcess` then kills the child and starts another,
+        which gets this frame and what is queued behind it."""
         out = self._out
         if out is None:
             return False
         fd = out.fileno()
         view = memoryview(data)
+        stalled_at: float | None = None
         try:
             while view:
-                view = view[os.write(fd, view):]  # releases the GIL; blocks only this thread
+                try:
+                    view = view[os.write(fd, view):]  # releases the GIL
+                    stalled_at = None
+                    continue
+                except BlockingIOError:
+                    pass
+                now = time.monotonic()
+                if stalled_at is None:
+                    stalled_at = now
+                elif now - stalled_at >= self._stall_s:
+                    _log.error("event process has read nothing for %.0f s: taken as wedged",
+                               self._stall_s)
+                    raise BrokenPipeError("event process not reading")
+                select.select([], [fd], [], min(1.0, self._stall_s))
         except OSError:
-            # The child is gone: stop writing to it; `EventProcess` reports it and restarts one.
+            # The child is gone (or wedged): stop writing to it; `EventProcess` reports it,
+            # kills it if it still lives, and starts another.
             self._out = None
             with contextlib.suppress(OSError):
                 out.close()

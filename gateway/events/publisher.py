@@ -61,6 +61,11 @@ class EventPublisher(Protocol):
     def close(self) -> None: ...
 
 
+#: How long a close waits for the drain thread (and its delivery in progress) before it goes
+#: on without them.
+CLOSE_WAIT_S = 5.0
+
+
 class DeferredPublisher:
     """The deque and the drain thread; subclasses say what draining a batch means."""
 
@@ -95,14 +100,18 @@ class DeferredPublisher:
         raise NotImplementedError
 
     def close(self) -> None:
-        """Drain what is pending, then stop the thread. Idempotent."""
+        """Drain what is pending, then stop the thread. Idempotent. Bounded: a drain thread
+        stuck delivering (a child that stopped reading) does not hold up a shutdown."""
         if self._closed:
             return
         self._closed = True
         self._stop.set()
         if self._thread.is_alive():
-            self._thread.join(timeout=5)
-        self._drain()
+            self._thread.join(timeout=CLOSE_WAIT_S)
+        if (not self._drain(lock_timeout=CLOSE_WAIT_S) and self._pending
+                and self._thread.is_alive()):
+            _log.error("event drain still busy after %.0f s at close: %d events not "
+                       "delivered", CLOSE_WAIT_S, len(self._pending))
 
     def _loop(self) -> None:
         while not self._stop.is_set():
@@ -113,17 +122,24 @@ class DeferredPublisher:
         """Deliver everything queued so far, on the calling thread (tests, shutdown paths)."""
         self._drain()
 
-    def _drain(self) -> bool:
+    def _drain(self, lock_timeout: float = -1) -> bool:
+        """Deliver what is pending; False when there was nothing to deliver, nowhere to, or
+        (with `lock_timeout`) the drain under way did not end in time."""
         if self.dropped != self._dropped_logged:
             self._report_dropped()
         pending = self._pending
         if not pending or not self._can_deliver():
             return False
-        with self._drain_lock:  # one drainer at a time keeps sequence order = queue order
+        # One drainer at a time keeps sequence order = queue order.
+        if not self._drain_lock.acquire(timeout=lock_timeout):
+            return False
+        try:
             batch: list[Pending] = []
             while pending:
                 batch.append(pending.popleft())
             self._deliver(batch)
+        finally:
+            self._drain_lock.release()
         return True
 
     def _can_deliver(self) -> bool:

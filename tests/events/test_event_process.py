@@ -420,6 +420,52 @@ def test_a_failed_write_keeps_its_events_for_the_next_pipe() -> None:
         assert [p[2]["qty"] for p in frames(out.read())] == ["1", "2", "3", "4"]
 
 
+def test_a_child_that_stops_reading_is_taken_as_broken_and_close_does_not_hang() -> None:
+    """A live child that reads nothing (wedged on its disk, stopped) must not hold the drain
+    thread in a write for ever: the watcher is told after the stall limit, the frame is kept
+    for the next child, and a close returns."""
+    r, w = os.pipe()  # nobody reads r
+    broken = threading.Event()
+    pub = PipePublisher(stall_s=0.5)
+    pub.attach(os.fdopen(w, "wb"), on_broken=broken.set)
+    try:
+        for i in range(1, 30_001):  # several MB of frames: far more than the pipe holds
+            pub.publish_later(trade(i))
+        assert broken.wait(10), "a write to a child that reads nothing never gave up"
+        assert len(pub._pending) > 0  # what did not go is kept for the next child
+        t0 = time.monotonic()
+        pub.close()
+        assert time.monotonic() - t0 < 8
+    finally:
+        os.close(r)
+
+
+def test_a_stopped_child_is_replaced_and_gets_what_it_did_not_read(tmp_path: Path) -> None:
+    ep = EventProcess(spec(tmp_path))
+    ep.publisher._stall_s = 1.0
+    ep.start()
+    try:
+        pid = ep.pid
+        assert pid is not None
+        os.kill(pid, signal.SIGSTOP)  # alive, reading nothing
+        n = 30_000
+        for i in range(1, n + 1):
+            ep.publisher.publish_later(trade(i))
+        wait_until(lambda: ep.restarts == 1, 20.0)
+        assert ep.pid != pid
+        ep.publisher.publish_later(trade(n + 1))
+        # Every event is journaled by the new child, or counted lost (it was in the old
+        # child's pipe); none waits for ever behind the stopped one.
+        wait_until(lambda: ep.stats().durable_next - 1 + ep.lost_events == n + 1, 30.0)
+        last = ep.stats().durable_next - 1
+        (event,) = collect(stub(ep), last, from_sequence=last)
+        assert event.trade.qty == str(n + 1)
+    finally:
+        t0 = time.monotonic()
+        ep.stop()
+        assert time.monotonic() - t0 < 20
+
+
 def frames(data: bytes) -> list[Pending]:
     out: list[Pending] = []
     while data:
