@@ -4,7 +4,10 @@ Both tighten. A restart (`kill -9` included) that undid them would resume tradin
 halted, or log on a session an operator took down (venue maintenance, an OMS misbehaving).
 What loosens (a gate rule disabled, a transport forced) is not kept: a restart goes back to
 the config, the safer side. Each is a small JSON file in the data directory, replaced
-whole (a temporary file, then a rename), so a crash leaves the old file or the new one.
+whole (a temporary file, synced, renamed, the directory synced), so a crash or a power cut
+leaves the old file or the new one, and an answer "done" means it is on disk. Writers of one
+file are serialised, and each write has its own temporary name, so two admin calls at once
+cannot rename each other's half-written file.
 
 May import: the standard library.
 """
@@ -14,6 +17,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import tempfile
 import threading
 import time
 from dataclasses import asdict, dataclass
@@ -26,10 +30,36 @@ KILL_SWITCH_FILE = "kill-switch.json"
 SESSION_HOLDS_FILE = "session-holds.json"
 
 
+def fsync_dir(directory: Path) -> None:
+    """Sync a directory, so a rename or unlink in it survives a power cut (the file's own
+    fsync does not cover the directory entry that names it)."""
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def write_json_atomic(path: Path, value: Any) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(value, indent=1) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    """Replace `path` with `value` as JSON: a temporary file of its own (unique per call, so
+    concurrent writers never share one), synced, renamed over `path`, the directory synced."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(json.dumps(value, indent=1) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    fsync_dir(path.parent)
+
+
+def remove_durably(path: Path) -> None:
+    """Delete `path` (if there) and sync its directory, so the removal survives a power cut."""
+    path.unlink(missing_ok=True)
+    fsync_dir(path.parent)
 
 
 def utc_now() -> str:
@@ -41,12 +71,15 @@ class KillSwitchFile:
 
     def __init__(self, path: Path) -> None:
         self.path = path
+        self._lock = threading.Lock()  # admin calls run on several threads
 
     def save(self, by: str) -> None:
-        write_json_atomic(self.path, {"by": by, "at": utc_now()})
+        with self._lock:
+            write_json_atomic(self.path, {"by": by, "at": utc_now()})
 
     def clear(self) -> None:
-        self.path.unlink(missing_ok=True)
+        with self._lock:
+            remove_durably(self.path)
 
     def load(self) -> str | None:
         """Who turned the kill switch on and when, if it was on when the gateway stopped; a
@@ -119,4 +152,4 @@ class SessionHolds:
         if self._holds:
             write_json_atomic(self.path, {k: asdict(v) for k, v in self._holds.items()})
         else:
-            self.path.unlink(missing_ok=True)
+            remove_durably(self.path)
