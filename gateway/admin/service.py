@@ -63,6 +63,21 @@ class SessionRef:
     tls: bool
 
 
+@dataclass(frozen=True)
+class Outcome:
+    """What a mutating action did. `partial`: carried out, but not all of it (a cancel not
+    sent, a change not written to the data directory); the message says what is missing, and
+    fixgwctl exits with its own code so a script does not read it as plain success."""
+
+    ok: bool
+    message: str
+    partial: bool = False
+
+    @staticmethod
+    def of(result: tuple[bool, str] | Outcome) -> Outcome:
+        return result if isinstance(result, Outcome) else Outcome(*result)
+
+
 def _ts(epoch: float | None) -> timestamp_pb2.Timestamp | None:
     if epoch is None:
         return None
@@ -157,33 +172,37 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
 
     # ---- mutating: the audited wrapper -------------------------------------------------------
     def _act(self, what: str, args: dict[str, Any],
-             action: Callable[[], tuple[bool, str]]) -> admin_pb2.ActionResult:
+             action: Callable[[], tuple[bool, str] | Outcome]) -> admin_pb2.ActionResult:
         who = str(current_principal())
         try:
-            ok, message = action()
+            out = Outcome.of(action())
         except Exception as exc:  # an action that blew up is audited and answered, not raised
             log.exception("admin %s %s failed", what, args)
-            ok, message = False, f"{what} failed inside the gateway: {exc}"
-        self.audit.record(who=who, what=what, args=args, ok=ok, message=message)
-        log.warning("admin %s %s by %s: %s (%s)", what, args, who, "done" if ok else "refused",
-                    message)
-        return admin_pb2.ActionResult(ok=ok, message=message)
+            out = Outcome(False, f"{what} failed inside the gateway: {exc}")
+        self.audit.record(who=who, what=what, args=args, ok=out.ok, message=out.message)
+        log.warning("admin %s %s by %s: %s (%s)", what, args, who,
+                    ("done in part" if out.partial else "done") if out.ok else "refused",
+                    out.message)
+        return admin_pb2.ActionResult(ok=out.ok, message=out.message,
+                                      partial=out.ok and out.partial)
 
     def _session_action(self, what: str, args: dict[str, Any], event: SessionEventName,
-                        do: Callable[[SessionRef, fix.Session], str],
+                        do: Callable[[SessionRef, fix.Session], str | Outcome],
                         seq_reset: tuple[int, Literal["inbound", "outbound"]] | None = None,
                         ) -> admin_pb2.ActionResult:
         """Run `do` on the named session, audited, and publish its session event. `seq_reset`
         is a sequence change's (NewSeqNo, direction): session.proto promises `new_seq_no` on
         every SEQUENCE_RESET, and a consumer should not have to parse the text for it."""
-        def action() -> tuple[bool, str]:
+        def action() -> tuple[bool, str] | Outcome:
             ref = self.find(str(args["name"]))
             if isinstance(ref, str):
                 return False, ref
             session = fix.Session.lookupSession(ref.session_id)
             if session is None:
                 return False, f"session {ref.name} is not running in this gateway"
-            message = do(ref, session)
+            done = do(ref, session)
+            out = done if isinstance(done, Outcome) else Outcome(True, done)
+            message = out.message
             new_seq_no, direction = seq_reset or (
                 0, "outbound" if event == "logout" else None)
             self._publish(builders.session_event(
@@ -192,7 +211,7 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
                 text=f"admin {what} by {current_principal()}: {message}",
                 next_sender_seq_num=int(session.getExpectedSenderNum()),
                 next_target_seq_num=int(session.getExpectedTargetNum())))
-            return True, message
+            return out
         return self._act(what, args, action)
 
     def _publish(self, event: Any) -> None:
@@ -202,34 +221,49 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
             except Exception:
                 log.exception("admin event not published")
 
-    def _hold(self, ref: SessionRef, held: bool, reason: str = "") -> None:
-        self.gw.hold_session(ref.session_id, held, str(current_principal()), reason)
+    def _hold(self, ref: SessionRef, held: bool, reason: str = "") -> str | None:
+        """Hold or release the session; None when that is on disk, else the operator's note."""
+        return self.gw.hold_session(ref.session_id, held, str(current_principal()), reason)
+
+    @staticmethod
+    def _with_note(message: str, not_persisted: str | None) -> Outcome:
+        """Done; in part when the data directory refused to keep it (`not_persisted`)."""
+        if not_persisted is None:
+            return Outcome(True, message)
+        return Outcome(True, f"{message}; {not_persisted}", partial=True)
 
     def Logon(self, request: admin_pb2.LogonRequest,
               context: grpc.ServicerContext) -> admin_pb2.ActionResult:
-        def do(ref: SessionRef, s: fix.Session) -> str:
-            self._hold(ref, False)
+        def do(ref: SessionRef, s: fix.Session) -> Outcome:
+            not_persisted = self._hold(ref, False)
             was = bool(s.isLoggedOn())
             s.logon()
             if was:
-                return f"{ref.name} is already logged on"
-            if ref.role == ROLE_OMS:
-                return f"{ref.name} enabled: the acceptor takes the OMS's next Logon"
-            return f"{ref.name} enabled: connecting and logging on"
+                message = f"{ref.name} is already logged on"
+            elif ref.role == ROLE_OMS:
+                message = f"{ref.name} enabled: the acceptor takes the OMS's next Logon"
+            else:
+                message = f"{ref.name} enabled: connecting and logging on"
+            return self._with_note(message, not_persisted)
         return self._session_action("logon", {"name": request.name}, "connecting", do)
 
     def Logout(self, request: admin_pb2.LogoutRequest,
                context: grpc.ServicerContext) -> admin_pb2.ActionResult:
         reason = request.reason or "logout by gateway operator"
 
-        def do(ref: SessionRef, s: fix.Session) -> str:
-            self._hold(ref, True, reason)
+        def do(ref: SessionRef, s: fix.Session) -> Outcome:
+            # Held first, so a venue reconnect cannot undo the Logout; the Logout goes out
+            # even when the hold cannot be written (the answer says so).
+            not_persisted = self._hold(ref, True, reason)
             was = bool(s.isLoggedOn())
             s.logout(reason)
             state = "Logout sent" if was else "was not logged on"
-            return (f"{ref.name}: {state}; session disabled until `fixgwctl logon {ref.name}`, "
-                    "across restarts too"
-                    + (" (reconnects held)" if ref.role != ROLE_OMS else ""))
+            until = ("across restarts too" if not_persisted is None
+                     else "while this gateway runs")
+            return self._with_note(
+                f"{ref.name}: {state}; session disabled until `fixgwctl logon {ref.name}`, "
+                f"{until}" + (" (reconnects held)" if ref.role != ROLE_OMS else ""),
+                not_persisted)
         return self._session_action("logout", {"name": request.name, "reason": reason},
                                     "logout", do)
 
@@ -279,8 +313,8 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
                    context: grpc.ServicerContext) -> admin_pb2.ActionResult:
         on = bool(request.on)
 
-        def action() -> tuple[bool, str]:
-            self.gw.set_kill_switch(on, str(current_principal()))
+        def action() -> Outcome:
+            not_persisted = self.gw.set_kill_switch(on, str(current_principal()))
             if not on:
                 message = "kill switch off: new orders pass the gate again"
             else:
@@ -295,7 +329,7 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
                 rule="kill_switch", action="block" if on else "allow",
                 reasons=[f"{message} (by {current_principal()})"],
                 source=builders.EventSource.gateway("admin")))
-            return True, message
+            return self._with_note(message, not_persisted)
         return self._act("kill_switch", {"on": on}, action)
 
     def _cancel(self, orders: list[Order], prefix: str, by: str,

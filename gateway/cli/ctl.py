@@ -10,7 +10,10 @@ configured). TLS: ``--ca-file`` (``FIXGW_CA_FILE``) when the admin listener spea
 ``FIXGW_EVENTS_CA_FILE`` when it speaks TLS). Exit codes: 0 ok, 1 action refused
 or not found (or not confirmed), 2 usage, 3 gateway not reachable, 4 authentication/authorization
 failure, 5 a change (logout, kill switch, cancel...) got no answer within ``--timeout``: it
-may have taken effect, so unlike 3 it is not safe to send again without looking first.
+may have taken effect, so unlike 3 it is not safe to send again without looking first; 6 a
+change done in part (``ActionResult.partial``: cancels not sent, or a kill switch or logout not
+written to the data directory, so a restart would not keep it): the message says what is
+missing.
 """
 
 from __future__ import annotations
@@ -45,6 +48,7 @@ DEFAULT_EVENTS_ADDR = "127.0.0.1:50051"
 DEFAULT_TOKEN_FILE = "./var/admin.token"
 
 EXIT_OK, EXIT_REFUSED, EXIT_USAGE, EXIT_UNREACHABLE, EXIT_AUTH, EXIT_UNKNOWN = 0, 1, 2, 3, 4, 5
+EXIT_PARTIAL = 6
 
 # What shows whether a change whose answer never came took effect, by admin RPC.
 _CHECK_WITH = {
@@ -83,7 +87,8 @@ where > redirects); the counterparty's CompID alone (OMS, KRAKEN-TRD) also works
 unambiguous.
 exit codes: 0 ok, 1 refused/not found/not confirmed, 2 usage, 3 gateway not reachable,
 4 token missing, rejected or not allowed, 5 a change got no answer within --timeout (it may
-have taken effect: check before sending it again)"""
+have taken effect: check before sending it again), 6 a change done in part (cancels not sent,
+or not written to the data directory so a restart would undo it: the message says what)"""
 
 
 class CtlError(Exception):
@@ -442,11 +447,12 @@ def _confirm(args: argparse.Namespace, what: str) -> None:
 # ---- commands --------------------------------------------------------------------------------
 def _action(client: Client, args: argparse.Namespace, rpc: str, request: Message) -> int:
     res: admin_pb2.ActionResult = client.call(rpc, request)
+    partial = res.ok and res.partial
     if args.json:
-        print(json.dumps({"ok": res.ok, "message": res.message}))
+        print(json.dumps({"ok": res.ok, "partial": partial, "message": res.message}))
     else:
-        print(res.message, file=sys.stdout if res.ok else sys.stderr)
-    return EXIT_OK if res.ok else EXIT_REFUSED
+        print(res.message, file=sys.stdout if res.ok and not partial else sys.stderr)
+    return EXIT_REFUSED if not res.ok else EXIT_PARTIAL if partial else EXIT_OK
 
 
 def run(args: argparse.Namespace) -> int:

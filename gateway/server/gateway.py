@@ -219,30 +219,61 @@ class Gateway:
         self.router.fallback = fallback
         return fallback
 
-    def set_kill_switch(self, on: bool, by: str) -> None:
+    def set_kill_switch(self, on: bool, by: str) -> str | None:
         """The operator's kill switch, kept in the data directory while it is on: a restart,
-        `kill -9` included, must not resume trading that an operator halted."""
-        if on:
-            self.gate.kill_switch = True
-            self.kill_switch_file.save(by)
-        else:
-            self.kill_switch_file.clear()
-            self.gate.kill_switch = False
+        `kill -9` included, must not resume trading that an operator halted.
+
+        The switch acts in memory first and whatever the disk does: an operator halting
+        trading must not be stopped by a full or read-only data directory. Returns None when
+        the change is on disk too, else what the operator must know (it is not, and what a
+        restart would do)."""
+        self.gate.kill_switch = on
+        try:
+            if on:
+                self.kill_switch_file.save(by)
+            else:
+                self.kill_switch_file.clear()
+        except OSError as exc:
+            return self._not_persisted(
+                self.kill_switch_file.path, exc,
+                f"a restart would start with the kill switch {'OFF' if on else 'ON'}")
+        return None
 
     def hold_session(self, session_id: fix.SessionID, held: bool, by: str = "",
-                     reason: str = "") -> None:
+                     reason: str = "") -> str | None:
         """An operator's logout (`held`) or logon of a session, kept in the data directory
         while held: a restart must not log on a session an operator took down. The caller
-        logs the session out or on; this keeps the venue reconnects from undoing it."""
+        logs the session out or on; this keeps the venue reconnects from undoing it.
+
+        Held (or released) in memory whatever the disk does, so the caller's Logout or Logon
+        matches what the session shows. Returns None when the change is on disk too, else
+        what the operator must know (it is not, and what a restart would do)."""
         if self._supervisor is not None:
             self._supervisor.hold(session_id, held)
         key = session_id.toString()
-        if held:
-            self.session_holds.hold(key, SessionHold(
-                session_id.getBeginString().getValue(), session_id.getSenderCompID().getValue(),
-                session_id.getTargetCompID().getValue(), by, utc_now(), reason))
-        else:
-            self.session_holds.release(key)
+        try:
+            if held:
+                self.session_holds.hold(key, SessionHold(
+                    session_id.getBeginString().getValue(),
+                    session_id.getSenderCompID().getValue(),
+                    session_id.getTargetCompID().getValue(), by, utc_now(), reason))
+            else:
+                self.session_holds.release(key)
+        except OSError as exc:
+            name = (f"{session_id.getSenderCompID().getValue()}->"
+                    f"{session_id.getTargetCompID().getValue()}")
+            return self._not_persisted(
+                self.session_holds.path, exc,
+                f"a restart would {'log ' + name + ' on again' if held else 'keep it logged out'}")
+        return None
+
+    @staticmethod
+    def _not_persisted(path: Path, exc: OSError, after_restart: str) -> str:
+        """The operator's note for a change made in memory that the data directory refused."""
+        note = (f"NOT persisted: cannot write {path} ({exc.strerror or exc}); {after_restart}; "
+                "fix the data directory and repeat the command")
+        log.error("operator change %s", note)
+        return note
 
     def _apply_session_holds(self) -> list[fix.SessionID]:
         """Log out, before anything connects, the sessions an operator left logged out."""

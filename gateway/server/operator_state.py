@@ -139,11 +139,14 @@ class SessionHolds:
         return list(holds.values())
 
     def hold(self, key: str, hold: SessionHold) -> None:
+        """Hold `key`, in memory at once; OSError when the file cannot be written (the hold
+        stands all the same, and the next write that succeeds carries it)."""
         with self._lock:
             self._holds[key] = hold
             self._save()
 
     def release(self, key: str) -> None:
+        """Release `key`, in memory at once; OSError when the file cannot be written."""
         with self._lock:
             if self._holds.pop(key, None) is not None:
                 self._save()

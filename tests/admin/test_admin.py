@@ -376,3 +376,66 @@ def test_force_transport_without_fallback_is_refused(stack: Stack) -> None:
     assert exc.value.code() == grpc.StatusCode.PERMISSION_DENIED
     last = read_audit(stack.audit_path)[-1]
     assert last["what"] == "force_transport" and last["result"]["ok"] is False
+
+
+@contextmanager
+def unwritable(path: Path) -> Iterator[None]:
+    """`path` made impossible to replace or remove (a non-empty directory in its place), as a
+    full or read-only data directory would refuse it; even root cannot rename over it."""
+    path.mkdir()
+    (path / "blocker").write_text("")
+    try:
+        yield
+    finally:
+        (path / "blocker").unlink()
+        path.rmdir()
+
+
+def test_kill_switch_not_persisted_still_cancels_and_says_so(stack: Stack) -> None:
+    """A data directory that refuses kill-switch.json must not stop the halt: the open orders
+    are canceled, new ones blocked, and the answer is partial and says it is not kept."""
+    st = stub(stack)
+    op = auth(stack.operator_token)
+    wait_until(lambda: stack.gw.router.venue.is_up(), 20, "venue up")
+    resting = [stack.oms.buy("0.01", "1010.0"), stack.oms.buy("0.02", "1011.0")]
+    for cl in resting:
+        stack.oms.report(cl, "0")
+    with unwritable(stack.gw.data_dir / "kill-switch.json"):
+        res = st.KillSwitch(admin_pb2.KillSwitchRequest(on=True), metadata=op)
+        assert res.ok and res.partial, res.message
+        assert "cancel sent for" in res.message  # (orders of earlier tests rest too)
+        assert "NOT persisted" in res.message and "kill-switch.json" in res.message
+        assert "a restart would start with the kill switch OFF" in res.message
+        for cl in resting:
+            def canceled(r: Received, cl: str = cl) -> bool:
+                return r.msg_type == "8" and r.fields.get(150) == "4" and r.fields.get(41) == cl
+            stack.oms.expect(canceled)
+        rej = stack.oms.report(stack.oms.buy("0.01", "1012.0"), "8")
+        assert rej.fields[58].startswith("blocked by kill_switch")
+        off = st.KillSwitch(admin_pb2.KillSwitchRequest(on=False), metadata=op)
+        assert off.ok and off.partial and "start with the kill switch ON" in off.message
+        assert not stack.gw.gate.kill_switch
+    rec = [r for r in read_audit(stack.audit_path) if r["what"] == "kill_switch"][-2]
+    assert rec["result"]["ok"] and "NOT persisted" in rec["result"]["message"]
+
+
+def test_logout_not_persisted_still_logs_out_and_says_so(stack: Stack) -> None:
+    """A session hold the data directory refuses: the Logout still goes out and the session
+    is shown held, as it is while this gateway runs; the answer says a restart would not
+    keep it."""
+    st = stub(stack)
+    op = auth(stack.operator_token)
+    stack.drain_admin()
+    with unwritable(stack.gw.data_dir / "session-holds.json"):
+        res = st.Logout(admin_pb2.LogoutRequest(name=OMS_NAME, reason="disk drill"),
+                        metadata=op)
+        assert res.ok and res.partial, res.message
+        assert "Logout sent" in res.message and "while this gateway runs" in res.message
+        assert "NOT persisted" in res.message
+        assert f"a restart would log {OMS_NAME} on again" in res.message
+        assert stack.admin_msgs("5").fields[58] == "disk drill"
+        time.sleep(1.5)  # the OMS client retries every second; the session stays disabled
+        assert not stack.oms.c.logged_on.is_set()
+        back = st.Logon(admin_pb2.LogonRequest(name=OMS_NAME), metadata=op)
+        assert back.ok and back.partial and "keep it logged out" in back.message
+    assert stack.oms.c.logged_on.wait(10)

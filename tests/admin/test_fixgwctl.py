@@ -21,7 +21,7 @@ from gateway._proto.fixgw.v1 import admin_pb2, admin_pb2_grpc
 from gateway.admin.audit import read_audit
 from gateway.fix.client import Received
 from gateway.version import version_line
-from tests.admin.test_admin import OMS_NAME, TRD_NAME, Stack, admin_stack
+from tests.admin.test_admin import OMS_NAME, TRD_NAME, Stack, admin_stack, unwritable
 from tests.conftest import new_id, wait_until
 from tests.procs import REPO, free_port
 
@@ -159,6 +159,22 @@ def test_kill_switch_on_cancels_and_blocks(stack: Stack) -> None:
     assert ctl(stack, "kill-switch", "off").returncode == 0  # turning it off needs no prompt
     again = stack.oms.buy("0.01", "902.0")
     stack.oms.report(again, "0")
+
+
+def test_a_change_done_in_part_exits_6(stack: Stack) -> None:
+    """A kill switch the data directory would not keep is on all the same: not exit 0 (a
+    script would think it is kept), not 1 (it was not refused): 6, with what is missing."""
+    with unwritable(stack.gw.data_dir / "kill-switch.json"):
+        r = ctl(stack, "kill-switch", "on", "--yes")
+        assert r.returncode == 6, (r.stdout, r.stderr)
+        assert "kill switch on" in r.stderr and "NOT persisted" in r.stderr
+        assert stack.gw.gate.kill_switch
+        j = ctl(stack, "kill-switch", "off", "--json")
+        assert j.returncode == 6
+        assert json.loads(j.stdout)["partial"] is True
+    assert json.loads(ctl(stack, "kill-switch", "off", "--json").stdout) == {
+        "ok": True, "partial": False, "message": "kill switch off: new orders pass the gate again"}
+    assert "6 a change done in part" in ctl(None, "--help").stdout
 
 
 def test_gate_rules_and_toggle(stack: Stack) -> None:

@@ -201,19 +201,26 @@ class ActionResult(_message.Message):
 
     OK_FIELD_NUMBER: _builtins.int
     MESSAGE_FIELD_NUMBER: _builtins.int
+    PARTIAL_FIELD_NUMBER: _builtins.int
     ok: _builtins.bool
     """True when the action was carried out."""
     message: _builtins.str
     """What happened, or why not and what to do."""
+    partial: _builtins.bool
+    """With ok: carried out, but not all of it; the message says what is missing (cancels that
+    could not be sent, a kill switch or session hold not written to the data directory, so a
+    restart would not keep it). fixgwctl exits 6 for it.
+    """
     def __init__(
         self,
         *,
         ok: _builtins.bool = ...,
         message: _builtins.str = ...,
+        partial: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["message", b"message", "ok", b"ok"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["message", b"message", "ok", b"ok", "partial", b"partial"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
