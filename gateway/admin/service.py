@@ -315,31 +315,34 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
 
         def action() -> Outcome:
             not_persisted = self.gw.set_kill_switch(on, str(current_principal()))
+            not_sent: list[str] = []
             if not on:
                 message = "kill switch off: new orders pass the gate again"
             else:
-                sent, failed = self._cancel(
-                    self.gw.router.store.open_orders(), "KILL", "kill_switch",
+                swept = self.gw.kill_sweeper.sweep(
                     f"kill switch turned on by {current_principal()}")
-                message = (f"kill switch on: new orders blocked; cancel sent for {sent} open "
-                           f"order(s) at the venue")
-                if failed:
-                    message += f"; {len(failed)} not sent ({'; '.join(failed[:5])})"
+                not_sent = swept.not_sent
+                message = (f"kill switch on: new orders blocked; cancel sent for {swept.sent} "
+                           f"open order(s) at the venue")
+                if not_sent:
+                    message += (f"; {len(not_sent)} NOT sent ({'; '.join(not_sent[:5])}): "
+                                "sent when the venue trading session logs on again, while the "
+                                "kill switch stays on; see `fixgwctl orders`")
             self._publish(builders.gate_decision(
                 rule="kill_switch", action="block" if on else "allow",
                 reasons=[f"{message} (by {current_principal()})"],
                 source=builders.EventSource.gateway("admin")))
-            return self._with_note(message, not_persisted)
+            done = self._with_note(message, not_persisted)
+            return Outcome(True, done.message, partial=done.partial or bool(not_sent))
         return self._act("kill_switch", {"on": on}, action)
 
-    def _cancel(self, orders: list[Order], prefix: str, by: str,
-                why: str) -> tuple[int, list[str]]:
+    def _cancel(self, orders: list[Order], by: str, why: str) -> tuple[int, list[str]]:
         """Cancel open orders at the venue for their OMS (`Router.cancel_unasked`, which
-        announces each), each under its own request ClOrdID ``<prefix>-<µs>-<n>``; (sent, what
+        announces each), each under its own request ClOrdID ``OPS-<µs>-<n>``; (sent, what
         was not sent)."""
         sent, failed = 0, []
         for order in orders:
-            cl = f"{prefix}-{time.time_ns() // 1000}-{next(self._cancel_ids)}"
+            cl = f"OPS-{time.time_ns() // 1000}-{next(self._cancel_ids)}"
             refused = self.gw.router.cancel_unasked(order, cl, by, why)
             if refused is None:
                 sent += 1
@@ -388,7 +391,7 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
         args: dict[str, Any] = {k: v for k, v in (("id", oid), ("session", session),
                                                   ("symbol", symbol), ("all", request.all)) if v}
 
-        def action() -> tuple[bool, str]:
+        def action() -> tuple[bool, str] | Outcome:
             if request.all and (oid or session or symbol):
                 return False, "`all` cancels every open order: give it alone, or give filters"
             if not (request.all or oid or session or symbol):
@@ -418,7 +421,7 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
             # held order.
             one = targets[0]
             name, path = f"{one.oms_cl_ord_id} ({one.oms_session}, {one.symbol})", one.transport
-            sent, failed = self._cancel(targets, "OPS", "admin",
+            sent, failed = self._cancel(targets, "admin",
                                         f"canceled by operator {current_principal()}")
             message = f"cancel sent for {sent} open order(s) at the venue"
             if oid:
@@ -426,8 +429,9 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
                            f"{name} canceled: it was held, never sent to the venue"
                            if path == "held" else f"cancel sent for {name} at the venue")
             if failed:
-                message += f"; {len(failed)} not sent ({'; '.join(failed[:5])})"
-            return sent > 0, message
+                message += f"; {len(failed)} NOT sent ({'; '.join(failed[:5])})"
+            # Some sent, some not: done in part (fixgwctl exits 6), not a success to a script.
+            return Outcome(sent > 0, message, partial=bool(failed))
         return self._act("cancel_orders", args, action)
 
     def GateRules(self, request: admin_pb2.GateRulesRequest,

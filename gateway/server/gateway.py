@@ -53,6 +53,7 @@ from gateway.routing.failover import RestFallback, TransportPolicy
 from gateway.routing.md_failover import MdFailover, MdSource
 from gateway.routing.router import Router, cut_stalled_oms
 from gateway.server.event_sink import EventSink
+from gateway.server.kill_switch import KillSwitchSweeper
 from gateway.server.operator_state import (
     KILL_SWITCH_FILE,
     SESSION_HOLDS_FILE,
@@ -155,6 +156,13 @@ class Gateway:
             log.warning("kill switch ON, as an operator left it (%s): new orders are blocked "
                         "until `fixgwctl kill-switch off`", held)
         self.router = Router(self.store, self.validator, gate=self.gate)
+        v = config.venue
+        # Cancels the kill switch could not send go out once the venue trading session is back.
+        self.kill_sweeper = KillSwitchSweeper(
+            self.store.open_orders, self.router.cancel_unasked, lambda: self.gate.kill_switch,
+            f"{v.sender_comp_id}->{v.trading.target_comp_id}",
+            settle_s=self.router.reconcile_delay_s)
+        self.board.listeners.append(self.kill_sweeper.session_changed)
         for oms_session, n in Counter(o.oms_session for o in self.store.open_orders()).items():
             self.gate.count_open(oms_session, n)  # replayed: open before this start
         self.router.venue.rollover = config.schedule

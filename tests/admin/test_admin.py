@@ -439,3 +439,36 @@ def test_logout_not_persisted_still_logs_out_and_says_so(stack: Stack) -> None:
         back = st.Logon(admin_pb2.LogonRequest(name=OMS_NAME), metadata=op)
         assert back.ok and back.partial and "keep it logged out" in back.message
     assert stack.oms.c.logged_on.wait(10)
+
+
+def test_kill_switch_cancels_not_sent_go_out_when_the_venue_is_back(stack: Stack) -> None:
+    """Kill switch on while the venue trading session is down (no fallback): the cancels
+    cannot be sent, the answer is partial and names them, and they go out when the venue
+    logs on again, while the switch stays on."""
+    st = stub(stack)
+    op = auth(stack.operator_token)
+    wait_until(lambda: stack.gw.router.venue.is_up(), 20, "venue up")
+    resting = [stack.oms.buy("0.01", "1020.0"), stack.oms.buy("0.02", "1021.0")]
+    for cl in resting:
+        stack.oms.report(cl, "0")
+    assert st.Logout(admin_pb2.LogoutRequest(name=TRD_NAME, reason="drill"), metadata=op).ok
+    wait_until(lambda: not stack.gw.router.venue.is_up(), 10, "venue trading down")
+    try:
+        res = st.KillSwitch(admin_pb2.KillSwitchRequest(on=True), metadata=op)
+        assert res.ok and res.partial, res.message
+        assert "NOT sent" in res.message and all(cl in res.message for cl in resting)
+        assert "sent when the venue trading session logs on again" in res.message
+        with pytest.raises(TimeoutError):
+            stack.oms.expect(lambda r: r.msg_type == "8" and r.fields.get(150) == "4",
+                             timeout=1.0)
+        assert st.Logon(admin_pb2.LogonRequest(name=TRD_NAME), metadata=op).ok
+        for cl in resting:
+            def canceled(r: Received, cl: str = cl) -> bool:
+                return r.msg_type == "8" and r.fields.get(150) == "4" and r.fields.get(41) == cl
+            stack.oms.expect(canceled, timeout=30)
+        assert not [o for o in stack.gw.store.open_orders()
+                    if o.oms_cl_ord_id in resting]
+    finally:
+        st.KillSwitch(admin_pb2.KillSwitchRequest(on=False), metadata=op)
+        st.Logon(admin_pb2.LogonRequest(name=TRD_NAME), metadata=op)
+        wait_until(lambda: stack.gw.router.venue.is_up(), 20, "venue up again")

@@ -15,6 +15,7 @@ from gateway._proto.fixgw.v1 import admin_pb2, common_pb2, orders_pb2
 from gateway.admin.audit import read_audit
 from gateway.fix.client import Received
 from gateway.fix.messages import utc_timestamp
+from gateway.orders.model import Order
 from tests.admin.test_admin import OMS_NAME, TRD_NAME, Stack, admin_stack, auth, published, stub
 from tests.conftest import new_id, wait_until
 
@@ -201,3 +202,23 @@ def test_status_while_the_venue_is_logged_out_comes_from_the_record(stack: Stack
     finally:
         assert stub(stack).Logon(admin_pb2.LogonRequest(name=TRD_NAME), metadata=op).ok
         wait_until(lambda: stack.gw.router.venue.is_up(), 20, "venue back")
+
+
+def test_cancel_all_with_some_not_sent_is_done_in_part(stack: Stack) -> None:
+    """`cancel --all` that cancels one order and cannot send another (an order of an OMS
+    session the configuration no longer has, as a restart after dropping it leaves one): ok,
+    but partial, naming the one not sent; fixgwctl exits 6, not 0."""
+    cl = resting(stack, "0.01", "1008.0")
+    ghost = Order(oms_session="FIXGW->GONE", oms_cl_ord_id=new_id("G"),
+                  venue_cl_ord_id=stack.gw.store.venue_ids.next(), symbol="BTC/USD", side="1",
+                  ord_type="2", qty=Decimal("0.01"), price=Decimal("1009.0"), tif="1",
+                  status="0", oms_history=[])
+    ghost.oms_history.append(ghost.oms_cl_ord_id)
+    stack.gw.store.add_order(ghost)
+    res = cancel(stack, all=True)
+    assert res.ok and res.partial, res.message
+    assert "1 NOT sent" in res.message and ghost.oms_cl_ord_id in res.message
+    assert "not in this gateway's configuration" in res.message
+    canceled_by_operator(stack, cl)
+    refused = cancel(stack, id=ghost.oms_cl_ord_id)
+    assert not refused.ok and not refused.partial  # nothing sent: refused, not partial

@@ -1,0 +1,96 @@
+"""The kill switch's cancels: every open order when an operator turns it on, and again after
+each logon of the venue trading session while it stays on.
+
+A cancel that cannot be sent when the switch goes on (the venue trading session down and no
+REST fallback) would otherwise stay unsent for as long as the switch is on: the order rests at
+the venue, the very thing the operator halted trading to prevent. So once the venue is back,
+the orders still open are swept again, except those a cancel is already on its way for
+(PendingCancel); a restart that finds the switch on (kill-switch.json) sweeps at its first
+logon the same way.
+
+Threads: `on` runs on an admin thread; the logon comes from QuickFIX's callback, which may
+hold the session's mutex, so the re-sweep runs on a timer's thread, after the logon exchange
+settles (the venue's resend may close orders first), as `Router.reconcile` does.
+
+May import: gateway.orders, gateway.fix.application (types).
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from gateway.fix.application import SessionStatus
+from gateway.orders import state
+from gateway.orders.model import Order
+
+log = logging.getLogger("fixgw.gateway")
+
+BY = "kill_switch"
+
+
+@dataclass(frozen=True)
+class SweepResult:
+    """One sweep's cancels: how many went out, and each order not sent with why."""
+
+    sent: int = 0
+    not_sent: list[str] = field(default_factory=list)
+
+
+class KillSwitchSweeper:
+    def __init__(self, open_orders: Callable[[], list[Order]],
+                 cancel: Callable[[Order, str, str, str], str | None],
+                 is_on: Callable[[], bool], trading_session: str,
+                 settle_s: float = 1.0) -> None:
+        """`cancel(order, cl, by, why)` is `Router.cancel_unasked` (None when sent, else why
+        not); `trading_session` names the venue trading session on the status board;
+        `settle_s` is how long after its logon the re-sweep waits."""
+        self._open_orders = open_orders
+        self._cancel = cancel
+        self._is_on = is_on
+        self.trading_session = trading_session
+        self.settle_s = settle_s
+        self._ids = itertools.count(1)
+        self._lock = threading.Lock()  # one sweep at a time: two would cancel an order twice
+
+    def sweep(self, why: str, *, skip_pending: bool = False) -> SweepResult:
+        """Cancel every open order (`skip_pending`: not those with a cancel on its way), each
+        under its own request ClOrdID ``KILL-<µs>-<n>``."""
+        with self._lock:
+            sent, not_sent = 0, []
+            for order in self._open_orders():
+                if skip_pending and order.status == state.PENDING_CANCEL:
+                    continue
+                cl = f"KILL-{time.time_ns() // 1000}-{next(self._ids)}"
+                refused = self._cancel(order, cl, BY, why)
+                if refused is None:
+                    sent += 1
+                else:
+                    not_sent.append(f"{order.oms_cl_ord_id}: {refused}")
+            return SweepResult(sent, not_sent)
+
+    def session_changed(self, status: SessionStatus, old_state: str, reason: str) -> None:
+        """Status board listener: the venue trading session logged on while the switch is
+        on, so sweep again once the logon settles."""
+        if (status.key != self.trading_session or status.state != "logged_on"
+                or not self._is_on()):
+            return
+        t = threading.Timer(self.settle_s, self._sweep_after_logon)
+        t.daemon = True
+        t.name = "kill-switch re-sweep"
+        t.start()
+
+    def _sweep_after_logon(self) -> None:
+        if not self._is_on():
+            return  # turned off meanwhile
+        result = self.sweep(f"kill switch still on: venue {self.trading_session} logged on "
+                            "again", skip_pending=True)
+        if result.sent or result.not_sent:
+            log.warning("kill switch on: venue %s logged on, cancel sent for %d open order(s)%s",
+                        self.trading_session, result.sent,
+                        f"; not sent: {'; '.join(result.not_sent[:5])}"
+                        if result.not_sent else "")
