@@ -150,11 +150,6 @@ class Gateway:
                          lot_size=self._lot_size)
         self.session_holds = SessionHolds(self.data_dir / SESSION_HOLDS_FILE)
         self.kill_switch_file = KillSwitchFile(self.data_dir / KILL_SWITCH_FILE)
-        held = self.kill_switch_file.load()
-        if held is not None:
-            self.gate.kill_switch = True
-            log.warning("kill switch ON, as an operator left it (%s): new orders are blocked "
-                        "until `fixgwctl kill-switch off`", held)
         self.router = Router(self.store, self.validator, gate=self.gate)
         v = config.venue
         # Cancels the kill switch could not send go out once the venue trading session is back.
@@ -163,6 +158,12 @@ class Gateway:
             f"{v.sender_comp_id}->{v.trading.target_comp_id}",
             settle_s=self.router.reconcile_delay_s)
         self.board.listeners.append(self.kill_sweeper.session_changed)
+        held = self.kill_switch_file.load()
+        if held is not None:
+            self.gate.kill_switch = True
+            self.kill_sweeper.arm()  # its cancels not sent yet go at the first logon
+            log.warning("kill switch ON, as an operator left it (%s): new orders are blocked "
+                        "until `fixgwctl kill-switch off`", held)
         for oms_session, n in Counter(o.oms_session for o in self.store.open_orders()).items():
             self.gate.count_open(oms_session, n)  # replayed: open before this start
         self.router.venue.rollover = config.schedule
@@ -236,6 +237,8 @@ class Gateway:
         the change is on disk too, else what the operator must know (it is not, and what a
         restart would do)."""
         self.gate.kill_switch = on
+        if not on:
+            self.kill_sweeper.disarm()
         try:
             if on:
                 self.kill_switch_file.save(by)

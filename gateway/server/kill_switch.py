@@ -1,12 +1,13 @@
-"""The kill switch's cancels: every open order when an operator turns it on, and again after
-each logon of the venue trading session while it stays on.
+"""The operator's kill switch's cancels: every open order when an operator turns it on, and
+again after each logon of the venue trading session while it stays on.
 
 A cancel that cannot be sent when the switch goes on (the venue trading session down and no
 REST fallback) would otherwise stay unsent for as long as the switch is on: the order rests at
 the venue, the very thing the operator halted trading to prevent. So once the venue is back,
 the orders still open are swept again, except those a cancel is already on its way for
 (PendingCancel); a restart that finds the switch on (kill-switch.json) sweeps at its first
-logon the same way.
+logon the same way. A kill switch set in the config (`[risk] kill_switch = true`) only
+blocks: nobody asked for its cancels, so it does not arm the sweeps.
 
 Threads: `on` runs on an admin thread; the logon comes from QuickFIX's callback, which may
 hold the session's mutex, so the re-sweep runs on a timer's thread, after the logon exchange
@@ -56,10 +57,21 @@ class KillSwitchSweeper:
         self.settle_s = settle_s
         self._ids = itertools.count(1)
         self._lock = threading.Lock()  # one sweep at a time: two would cancel an order twice
+        # Set while an operator's kill switch is on (turned on, or found on at start).
+        self.armed = False
+
+    def arm(self) -> None:
+        """An operator's kill switch is on: sweep again at each venue trading logon."""
+        self.armed = True
+
+    def disarm(self) -> None:
+        """The operator turned the kill switch off."""
+        self.armed = False
 
     def sweep(self, why: str, *, skip_pending: bool = False) -> SweepResult:
         """Cancel every open order (`skip_pending`: not those with a cancel on its way), each
-        under its own request ClOrdID ``KILL-<µs>-<n>``."""
+        under its own request ClOrdID ``KILL-<µs>-<n>``; arms the sweeps after each logon."""
+        self.armed = True
         with self._lock:
             sent, not_sent = 0, []
             for order in self._open_orders():
@@ -77,15 +89,18 @@ class KillSwitchSweeper:
         """Status board listener: the venue trading session logged on while the switch is
         on, so sweep again once the logon settles."""
         if (status.key != self.trading_session or status.state != "logged_on"
-                or not self._is_on()):
+                or not self._active()):
             return
         t = threading.Timer(self.settle_s, self._sweep_after_logon)
         t.daemon = True
         t.name = "kill-switch re-sweep"
         t.start()
 
+    def _active(self) -> bool:
+        return self.armed and self._is_on()
+
     def _sweep_after_logon(self) -> None:
-        if not self._is_on():
+        if not self._active():
             return  # turned off meanwhile
         result = self.sweep(f"kill switch still on: venue {self.trading_session} logged on "
                             "again", skip_pending=True)
