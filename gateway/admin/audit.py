@@ -9,11 +9,14 @@ rare, so durability costs nothing that matters).
 from __future__ import annotations
 
 import json
+import logging
 import os
 import threading
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+log = logging.getLogger("fixgw.admin")
 
 
 class AuditLog:
@@ -38,9 +41,15 @@ class AuditLog:
         return rec
 
     def close(self) -> None:
+        """Close the file; a record still buffered that cannot be written now (disk full) was
+        logged when its write failed, so the stop goes on."""
         with self._lock:
             if not self._file.closed:
-                self._file.close()
+                try:
+                    self._file.close()
+                except OSError as exc:
+                    log.error("admin audit log %s closed with records not written (%s)",
+                              self.path, exc)
 
 
 def read_audit(path: Path) -> list[dict[str, Any]]:

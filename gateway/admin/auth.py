@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextvars
 import hashlib
 import hmac
+import logging
 import os
 import secrets
 from collections.abc import Callable
@@ -20,6 +21,8 @@ from pathlib import Path
 from typing import Any, Final
 
 import grpc
+
+log = logging.getLogger("fixgw.admin")
 
 OPERATOR: Final = "operator"
 READ_ONLY: Final = "read-only"
@@ -128,8 +131,16 @@ def bearer(metadata: tuple[tuple[str, str | bytes], ...] | None) -> str | None:
     return None
 
 
-def _deny(code: grpc.StatusCode, details: str) -> grpc.RpcMethodHandler:
+def _deny(code: grpc.StatusCode, details: str, method: str,
+          token: str | None) -> grpc.RpcMethodHandler:
+    """A handler that refuses the call, logged at WARNING with who asked (peer, the token's
+    fingerprint, never the token) and for what: a stolen or guessed token being tried, or a
+    read-only token used for a change, is something ops must be able to see. Logged in the
+    handler, where the peer is known (the interceptor only has the method and metadata)."""
     def abort(_request: Any, context: grpc.ServicerContext) -> None:
+        log.warning("admin call denied (%s): %s from %s, token %s", code.name,
+                    method.removeprefix(SERVICE), context.peer(),
+                    "none" if token is None else f"fingerprint {fingerprint(token)}")
         context.abort(code, details)
 
     return grpc.unary_unary_rpc_method_handler(abort)
@@ -151,17 +162,19 @@ class AuthInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
         if token is None:
             return _deny(grpc.StatusCode.UNAUTHENTICATED,
                          "admin call without a bearer token: pass the token from the gateway's "
-                         "admin token file (fixgwctl --token-file / FIXGW_TOKEN_FILE)")
+                         "admin token file (fixgwctl --token-file / FIXGW_TOKEN_FILE)",
+                         method, None)
         principal = self._tokens.lookup(token)
         if principal is None:
             return _deny(grpc.StatusCode.UNAUTHENTICATED,
-                         "admin token rejected: it is not one this gateway was started with")
+                         "admin token rejected: it is not one this gateway was started with",
+                         method, token)
         name = method.removeprefix(SERVICE)
         if principal.role != OPERATOR and (method.startswith(SERVICE)
                                            and name not in READ_ONLY_RPCS):
             return _deny(grpc.StatusCode.PERMISSION_DENIED,
                          f"{name} changes the gateway; the token given is read-only "
-                         "(use an operator token)")
+                         "(use an operator token)", method, token)
         handler = continuation(handler_call_details)
         return _with_principal(handler, principal)
 

@@ -179,12 +179,26 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
         except Exception as exc:  # an action that blew up is audited and answered, not raised
             log.exception("admin %s %s failed", what, args)
             out = Outcome(False, f"{what} failed inside the gateway: {exc}")
-        self.audit.record(who=who, what=what, args=args, ok=out.ok, message=out.message)
+        out = self._audited(who, what, args, out)
         log.warning("admin %s %s by %s: %s (%s)", what, args, who,
                     ("done in part" if out.partial else "done") if out.ok else "refused",
                     out.message)
         return admin_pb2.ActionResult(ok=out.ok, message=out.message,
                                       partial=out.ok and out.partial)
+
+    def _audited(self, who: str, what: str, args: dict[str, Any], out: Outcome) -> Outcome:
+        """Write the audit record of an action that has run. A record that cannot be written
+        (disk full) must not turn the answer into an error: the change happened, and an
+        operator told otherwise would repeat it. It is logged at ERROR with the whole record
+        instead, and the answer says so."""
+        try:
+            self.audit.record(who=who, what=what, args=args, ok=out.ok, message=out.message)
+        except Exception as exc:
+            log.error("admin audit record NOT written to %s (%s): %s %s by %s: ok=%s (%s)",
+                      self.audit.path, exc, what, args, who, out.ok, out.message)
+            return Outcome(out.ok, f"{out.message} (audit log NOT written: {exc}; the "
+                           "gateway log has the record)", out.partial)
+        return out
 
     def _session_action(self, what: str, args: dict[str, Any], event: SessionEventName,
                         do: Callable[[SessionRef, fix.Session], str | Outcome],

@@ -3,6 +3,7 @@ roles, session control observed on the OMS's FIX wire, the kill switch, gate rul
 
 from __future__ import annotations
 
+import logging
 import os
 import stat
 import time
@@ -472,3 +473,40 @@ def test_kill_switch_cancels_not_sent_go_out_when_the_venue_is_back(stack: Stack
         st.KillSwitch(admin_pb2.KillSwitchRequest(on=False), metadata=op)
         st.Logon(admin_pb2.LogonRequest(name=TRD_NAME), metadata=op)
         wait_until(lambda: stack.gw.router.venue.is_up(), 20, "venue up again")
+
+
+def test_an_audit_log_that_cannot_be_written_does_not_hide_the_change(stack: Stack) -> None:
+    """An audit log on a full disk (/dev/full: every write fails with ENOSPC): the action ran,
+    so the answer is its real result, saying the record is missing, not a gRPC error that
+    fixgwctl would show as UNKNOWN."""
+    server = AdminServer(stack.gw, operator_token=stack.operator_token,
+                         audit_path=Path("/dev/full"), port=0)
+    port = server.start()
+    try:
+        st = admin_pb2_grpc.AdminServiceStub(grpc.insecure_channel(f"127.0.0.1:{port}"))
+        res = st.SetGateRule(admin_pb2.SetGateRuleRequest(name="max_order_qty", enabled=True),
+                             metadata=auth(stack.operator_token))
+        assert res.ok and "audit log NOT written" in res.message, res.message
+    finally:
+        server.stop()
+
+
+def test_denied_calls_are_logged_with_peer_method_and_fingerprint(
+        stack: Stack, caplog: pytest.LogCaptureFixture) -> None:
+    st = stub(stack)
+    with caplog.at_level(logging.WARNING, "fixgw.admin"):
+        with pytest.raises(grpc.RpcError):
+            st.Health(admin_pb2.HealthRequest(), metadata=auth("guessed-token"))
+        with pytest.raises(grpc.RpcError):
+            st.KillSwitch(admin_pb2.KillSwitchRequest(on=True),
+                          metadata=auth(stack.read_only_token))
+        with pytest.raises(grpc.RpcError):
+            st.ListSessions(admin_pb2.ListSessionsRequest())
+    denied = [r.getMessage() for r in caplog.records if "denied" in r.getMessage()]
+    assert len(denied) == 3, denied
+    assert ("UNAUTHENTICATED" in denied[0] and "Health from ipv4:127.0.0.1:" in denied[0]
+            and f"fingerprint {fingerprint('guessed-token')}" in denied[0])
+    assert ("PERMISSION_DENIED" in denied[1] and "KillSwitch" in denied[1]
+            and f"fingerprint {fingerprint(stack.read_only_token)}" in denied[1])
+    assert "ListSessions" in denied[2] and "token none" in denied[2]
+    assert not any(t in caplog.text for t in ("guessed-token", stack.read_only_token))
