@@ -22,6 +22,8 @@ from typing import Any, Final
 
 import grpc
 
+from gateway.kraken.secrets import shown
+
 log = logging.getLogger("fixgw.admin")
 
 OPERATOR: Final = "operator"
@@ -56,16 +58,17 @@ def read_token(*, file: str | Path | None = None, env: str | None = None) -> str
     if env is not None:
         value = os.environ.get(env, "").strip()
         if not value:
-            raise TokenError(f"admin token environment variable {env} is not set or empty")
+            raise TokenError(f"admin token environment variable {shown(env)} is not set or "
+                             "empty")
         return value
     path = Path(file)  # type: ignore[arg-type]
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
-        raise TokenError(f"cannot read admin token file {path}: {exc.strerror}") from None
+        raise TokenError(f"cannot read admin token file {shown(path)}: {exc.strerror}") from None
     value = text.strip().splitlines()[0].strip() if text.strip() else ""
     if not value:
-        raise TokenError(f"admin token file {path} is empty")
+        raise TokenError(f"admin token file {shown(path)} is empty")
     return value
 
 

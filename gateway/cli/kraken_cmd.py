@@ -17,7 +17,7 @@ import sys
 from typing import Any
 
 from gateway.kraken.auth import fix_logon_password, futures_authent, spot_api_sign
-from gateway.kraken.secrets import SecretError, load_secret
+from gateway.kraken.secrets import ENV_NAME, SecretError, load_secret
 
 
 def add_kraken_parser(sub: Any) -> None:
@@ -41,6 +41,12 @@ def add_kraken_parser(sub: Any) -> None:
 
 
 def run_kraken(args: argparse.Namespace) -> int:
+    if args.secret_env is not None and not ENV_NAME.fullmatch(args.secret_env):
+        # Most likely the secret itself, pasted where its variable's name goes: not repeated.
+        print("fixgw kraken sign: --secret-env takes the name of an environment variable "
+              "(letters, digits and _, not starting with a digit), not the secret itself",
+              file=sys.stderr)
+        return 2
     try:
         secret = load_secret(args.secret_env, args.secret_file)
     except SecretError as exc:

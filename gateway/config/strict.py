@@ -7,17 +7,16 @@ are frozen because a running gateway never edits its config.
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, model_validator
 from pydantic_core import PydanticCustomError
 
+from gateway.kraken.secrets import ENV_NAME
+
 #: The error type of a credential written into the file itself. `format_validation_error`
 #: never echoes the input of such an error: the input is the secret.
 CREDENTIAL_INLINE = "credential_inline"
-
-_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
 class StrictModel(BaseModel):
@@ -46,7 +45,7 @@ class CredentialRef(StrictModel):
     def _one_source(self) -> CredentialRef:
         if (self.env is None) == (self.file is None):
             raise ValueError("give exactly one of 'env' (a variable name) or 'file' (a path)")
-        if self.env is not None and not _ENV_NAME.fullmatch(self.env):
+        if self.env is not None and not ENV_NAME.fullmatch(self.env):
             # Most likely the secret pasted where its variable's name goes: refused without
             # repeating it, as a later "variable <secret> is not set" would.
             raise PydanticCustomError(

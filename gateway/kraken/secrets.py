@@ -15,7 +15,8 @@ import re
 from collections.abc import Iterable
 from pathlib import Path
 
-__all__ = ["MASK", "SecretError", "SecretMaskingFilter", "load_secret", "mask"]
+__all__ = ["ENV_NAME", "MASK", "SecretError", "SecretMaskingFilter", "load_secret", "mask",
+           "shown"]
 
 MASK = "***"
 
@@ -23,6 +24,10 @@ MASK = "***"
 # a field separator: SOH on the wire, '|' in human-readable logs. The value runs to the next
 # separator. The lookbehind keeps e.g. "1553=" or "x554=" from matching.
 _FIX_CREDENTIAL_FIELD = re.compile(r"(?<![^\x01|])(55[34])=[^\x01|]*")
+
+
+# What an environment variable's name may be (POSIX: letters, digits, _, not a digit first).
+ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
 class SecretError(ValueError):
@@ -43,38 +48,53 @@ def load_secret(env: str | None = None, file: str | os.PathLike[str] | None = No
         value = os.environ.get(env)
         if value is not None and value.strip():
             return value.strip()
-        tried.append(f"environment variable {env} is {'blank' if value is not None else 'not set'}")
+        tried.append(f"environment variable {shown(env)} is "
+                     f"{'blank' if value is not None else 'not set'}")
     if file is not None:
         path = Path(file)
+        name = shown(path)
         try:
             text = path.read_text(encoding="utf-8")
         except FileNotFoundError:
-            tried.append(f"file {_shown(path)} does not exist")
+            tried.append(f"file {name} does not exist")
         except PermissionError:
-            tried.append(f"file {path} is not readable by this user")
+            tried.append(f"file {name} is not readable by this user")
         except IsADirectoryError:
-            tried.append(f"{path} is a directory, not a file")
+            tried.append(f"{name} is a directory, not a file")
         except UnicodeDecodeError:
-            tried.append(f"file {path} is not UTF-8 text")
+            tried.append(f"file {name} is not UTF-8 text")
         except OSError as exc:
-            tried.append(f"file {path} could not be read ({exc.strerror or type(exc).__name__})")
+            tried.append(f"file {name} could not be read ({exc.strerror or type(exc).__name__})")
         else:
             if text.strip():
                 return text.strip()
-            tried.append(f"file {path} is empty")
+            tried.append(f"file {name} is empty")
     raise SecretError("credential not found: " + "; ".join(tried))
 
 
 # What a pasted key or secret looks like (base64, no extension), as opposed to a file name.
 _KEY_LIKE = re.compile(r"[A-Za-z0-9+/=_-]{20,}")
+# An environment variable's name as people write them: one case (KRAKEN_API_SECRET,
+# my_secret), mostly letters. A random key of 20+ characters mixes cases, or (hex) is mostly
+# digits.
+_ONE_CASE_NAME = re.compile(r"[A-Z0-9_]+|[a-z0-9_]+")
 
 
-def _shown(path: Path) -> str:
-    """`path` for an error message, unless it looks like a key pasted where a file name
-    belongs (`file = "kQH5…=="`): an error must not print the secret it was given."""
-    text = str(path)
-    if _KEY_LIKE.fullmatch(text) and not text.startswith("/"):
-        return "named (not shown: it looks like a key or secret itself, not a file name)"
+def looks_like_a_key(text: str) -> bool:
+    """Whether `text`, given where a file name or an environment variable's name goes, is
+    more likely the key or secret itself (`file = "kQH5…=="`, `--secret-env kQH5…`)."""
+    if not _KEY_LIKE.fullmatch(text) or text.startswith("/"):
+        return False
+    letters = sum(c.isalpha() for c in text)
+    return not (_ONE_CASE_NAME.fullmatch(text) and letters * 2 >= len(text))
+
+
+def shown(name: str | os.PathLike[str]) -> str:
+    """A file name or environment variable name for a message, unless it looks like a key
+    pasted where the name belongs: an error must not print the secret it was given."""
+    text = os.fspath(name)
+    if looks_like_a_key(text):
+        return "named (not shown: it looks like a key or secret itself, not a name)"
     return text
 
 

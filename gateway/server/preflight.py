@@ -27,7 +27,7 @@ from gateway.config.model import Config
 from gateway.config.strict import CredentialRef
 from gateway.fix.settings import is_loopback
 from gateway.kraken.auth import decode_secret
-from gateway.kraken.secrets import SecretError, load_secret
+from gateway.kraken.secrets import SecretError, load_secret, shown
 from gateway.venue_sim.accounts import load_accounts_file
 
 _KEY_OF = {"cert_file": "key_file", "tls_cert_file": "tls_key_file"}  # cert field -> its key
@@ -231,4 +231,4 @@ def summary(config: Config) -> list[str]:
 
 
 def _source(ref: CredentialRef) -> str:
-    return f"from ${ref.env}" if ref.env is not None else f"from {ref.file}"
+    return f"from ${shown(ref.env)}" if ref.env is not None else f"from {shown(ref.file or '')}"

@@ -221,3 +221,20 @@ def test_a_setting_that_changes_nothing_is_a_warning(tmp_path: Path) -> None:
     assert "OMS (cancel on disconnect after 30 s)" in r.stdout
     cfg.write_text('[oms]\nport = 9900\n')
     assert "heartbeat_interval" not in _check(cfg).stderr
+
+
+def test_a_secret_pasted_as_a_variable_name_is_not_printed(tmp_path: Path) -> None:
+    """`api_secret = { env = "<the key>" }` with a key of letters and digits only: a valid
+    variable name, not set, and the error must not print it. A real variable name is shown."""
+    pasted = "CJbfPw4tnbf9enZmpewCTKEwmmzO18LXZcHQcu7HPLWre4l8V9I3y"
+    cfg = tmp_path / "gw.toml"
+    cfg.write_text(f"""
+[venue]
+api_key = {{ env = "{pasted}" }}
+api_secret = {{ env = "FIXGW_CHECK_UNSET_SECRET" }}
+""")
+    r = _check(cfg)
+    assert r.returncode == 2
+    assert pasted not in r.stdout + r.stderr
+    assert "venue.api_key: credential not found: environment variable named (not shown" in r.stderr
+    assert "environment variable FIXGW_CHECK_UNSET_SECRET is not set" in r.stderr

@@ -3,6 +3,7 @@ secret."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -54,3 +55,15 @@ def test_bad_secret_is_refused_without_echoing_it(tmp_path: Path) -> None:
     assert r.returncode == 2
     assert bad not in r.stdout + r.stderr
     assert r.stderr.strip()
+
+
+def test_a_secret_given_as_secret_env_is_refused_without_echoing_it() -> None:
+    """`--secret-env` takes a variable's name; the secret pasted there is never printed,
+    whether it could not be a name (+, /, =) or could (letters and digits only)."""
+    for pasted in (SPOT_SECRET, "CJbfPw4tnbf9enZmpewCTKEwmmzO18LXZcHQcu7HPLWre4l8V9I3y"):
+        env = {k: v for k, v in os.environ.items() if k != pasted}
+        r = subprocess.run([sys.executable, "-m", "gateway.cli.main", "kraken", "sign", "--path",
+                            "/0/private/AddOrder", "--nonce", "1", "--secret-env", pasted],
+                           capture_output=True, text=True, cwd=REPO, timeout=60, env=env)
+        assert r.returncode == 2, r.stderr
+        assert pasted not in r.stdout + r.stderr and r.stderr.strip()

@@ -327,3 +327,20 @@ def test_masking_filter_covers_args(caplog: pytest.LogCaptureFixture) -> None:
     finally:
         logger.removeFilter(filt)
     assert caplog.records[0].getMessage() == "sent 35=A|554=***| and ***"
+
+
+def test_a_secret_pasted_as_a_variable_name_is_not_printed(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A key of letters and digits is a valid variable name: not set, and not printed. Hex
+    keys are masked too; a variable's name as people write them is shown."""
+    for pasted in ("CJbfPw4tnbf9enZmpewCTKEwmmzO18LXZcHQcu7HPLWre4l8V9I3y",
+                   "3f9a0c2b7d41e8a95b6c0d1e2f3a4b5c6d7e8f90"):
+        monkeypatch.delenv(pasted, raising=False)
+        with pytest.raises(SecretError) as info:
+            load_secret(pasted)
+        assert pasted not in str(info.value)
+        assert "looks like a key or secret itself" in str(info.value)
+    for name in ("KRAKEN_FIX_API_SECRET_PROD", "kraken_fix_api_secret_prod"):
+        monkeypatch.delenv(name, raising=False)
+        with pytest.raises(SecretError, match=f"environment variable {name} is not set"):
+            load_secret(name)
