@@ -168,7 +168,8 @@ def ignored_settings(config: Config) -> list[str]:
 
 def exposure_warnings(config: Config) -> list[str]:
     """Connections in clear text off this host, and an OMS listener wider than it says."""
-    c, out = config, []
+    c = config
+    out = _grpc_listener_warnings(c)
     host = c.oms.host
     if c.oms.tls is None and not is_loopback(host) and host not in ("0.0.0.0", "::", ""):
         out.append(f"oms.host: {host}, but without oms.tls the FIX acceptor listens on every "
@@ -181,6 +182,24 @@ def exposure_warnings(config: Config) -> list[str]:
                 out.append(f"venue.{name}: {session.host} is not this host and the session "
                            f"has no [venue.{name}.tls]: FIX (orders, the logon signature) "
                            "would go in clear text, and Kraken accepts TLS only")
+    return out
+
+
+def _grpc_listener_warnings(c: Config) -> list[str]:
+    """The admin and event listeners bound off loopback without TLS: what crosses the
+    network in clear text, readable (and for admin, replayable) by anyone on the path."""
+    out = []
+    if c.admin.enabled and c.admin.tls_cert_file is None and not is_loopback(c.admin.host):
+        out.append(f"admin.host: {c.admin.host} is reachable from other hosts and the admin "
+                   "listener has no TLS: every fixgwctl call would send its bearer token in "
+                   "clear text, and anyone who reads it can log sessions out or turn the kill "
+                   "switch on. Set [admin] tls_cert_file and tls_key_file, or keep "
+                   "admin.host on 127.0.0.1")
+    if c.grpc.tls_cert_file is None and not is_loopback(c.grpc.host):
+        out.append(f"grpc.host: {c.grpc.host} is reachable from other hosts and the event "
+                   "listener has no TLS: every order and fill on the event stream, and the "
+                   "positioning pushed to the gateway, would cross the network in clear text. "
+                   "Set [grpc] tls_cert_file and tls_key_file, or keep grpc.host on 127.0.0.1")
     return out
 
 

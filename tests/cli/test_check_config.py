@@ -238,3 +238,21 @@ api_secret = {{ env = "FIXGW_CHECK_UNSET_SECRET" }}
     assert pasted not in r.stdout + r.stderr
     assert "venue.api_key: credential not found: environment variable named (not shown" in r.stderr
     assert "environment variable FIXGW_CHECK_UNSET_SECRET is not set" in r.stderr
+
+
+def test_admin_and_event_listeners_off_loopback_without_tls_are_warnings(tmp_path: Path) -> None:
+    """The admin bearer token (and the event stream's orders) would cross the network in
+    clear text: `--check` and the start say so."""
+    cfg = tmp_path / "gw.toml"
+    cfg.write_text('[admin]\nhost = "0.0.0.0"\n[grpc]\nhost = "10.0.0.5"\n')
+    warned = exposure_warnings(load_config(cfg))
+    assert len(warned) == 2, warned
+    assert warned[0].startswith("admin.host: 0.0.0.0 is reachable from other hosts and the "
+                                "admin listener has no TLS")
+    assert "bearer token in clear text" in warned[0]
+    assert warned[1].startswith("grpc.host: 10.0.0.5 is reachable from other hosts")
+    r = _check(cfg)
+    assert r.returncode == 0 and f"fixgw: {cfg}: warning: admin.host: 0.0.0.0" in r.stderr
+    off = tmp_path / "off.toml"
+    off.write_text('[admin]\nhost = "0.0.0.0"\nenabled = false\n')
+    assert exposure_warnings(load_config(off)) == []  # no admin listener, nothing exposed
