@@ -37,19 +37,18 @@ def cmd_run(args: argparse.Namespace) -> int:
     from gateway.server.runner import run_forever
 
     overrides: dict[str, Any] = {}
-    if args.oms_port is not None:
-        overrides["oms.port"] = args.oms_port
-    if args.data_dir is not None:
-        overrides["gateway.data_dir"] = str(args.data_dir)
-    if args.grpc_port is not None:
-        overrides["grpc.port"] = args.grpc_port
-    if args.admin_port is not None:
-        overrides["admin.port"] = args.admin_port
-    if args.metrics_port is not None:
-        overrides["metrics.port"] = args.metrics_port
+    flags: dict[str, str] = {}
+    for flag, dotted, value in (("--oms-port", "oms.port", args.oms_port),
+                                ("--data-dir", "gateway.data_dir",
+                                 None if args.data_dir is None else str(args.data_dir)),
+                                ("--grpc-port", "grpc.port", args.grpc_port),
+                                ("--admin-port", "admin.port", args.admin_port),
+                                ("--metrics-port", "metrics.port", args.metrics_port)):
+        if value is not None:
+            overrides[dotted], flags[dotted] = value, flag
     path = args.config or default_config_path()
     try:
-        config = load_config(path, overrides)
+        config = load_config(path, overrides, flags)
     except ConfigError as exc:
         print(f"fixgw: {exc}", file=sys.stderr)
         return 2

@@ -6,6 +6,7 @@ not a traceback; `ConfigError` carries exactly that.
 
 from __future__ import annotations
 
+import re
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
@@ -17,6 +18,10 @@ from gateway.config.model import Config
 from gateway.config.strict import CREDENTIAL_INLINE
 
 M = TypeVar("M", bound=BaseModel)
+
+# A message of a model-wide rule that starts with the field it is about ("oms.sessions[0].comp_id:
+# ...") is shown under that field rather than under "(top level)".
+_DOTTED_FIRST = re.compile(r"[a-z_]+(\[\d+\])?(\.[a-z_]+(\[\d+\])?)+: ")
 
 # Errors whose input is not repeated: a missing or unknown field has nothing useful to show,
 # and a credential written into the file is the secret itself.
@@ -37,11 +42,16 @@ def _field_path(loc: tuple[int | str, ...]) -> str:
     return "".join(parts) or "(top level)"
 
 
-def format_validation_error(source: str, exc: ValidationError) -> str:
+def format_validation_error(source: str, exc: ValidationError,
+                            flags: Mapping[str, str] | None = None) -> str:
+    """One line per bad field, each naming where its value came from: `source` (the file), or
+    for a value a command-line flag set (`flags`: dotted field -> flag), that flag."""
     lines = [f"{source}: invalid configuration"]
     for err in exc.errors():
         loc = _field_path(tuple(err["loc"]))
         msg = err["msg"].removeprefix("Value error, ")
+        if not err["loc"] and _DOTTED_FIRST.match(msg):  # a rule across sections names its field
+            loc, _, msg = msg.partition(": ")
         # A whole section (a rule across its fields) is not echoed: it would be the entire
         # table, often the entire file, on one line.
         if ("input" in err and err["type"] not in _NO_ECHO
@@ -49,7 +59,8 @@ def format_validation_error(source: str, exc: ValidationError) -> str:
             msg += f" (got {err['input']!r})"
         if err["type"] == "extra_forbidden":
             msg = "unknown field (check the spelling)"
-        lines.append(f"  {source}: {loc}: {msg}")
+        flag = (flags or {}).get(loc)
+        lines.append(f"  {flag} ({loc}): {msg}" if flag else f"  {source}: {loc}: {msg}")
     return "\n".join(lines)
 
 
@@ -65,21 +76,38 @@ def read_toml(path: Path) -> dict[str, Any]:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
 
 
-def validate_model(model: type[M], raw: Mapping[str, Any], source: str) -> M:
-    """`raw` as `model`, or a `ConfigError` with one line per bad field of `source`."""
+def validate_model(model: type[M], raw: Mapping[str, Any], source: str,
+                   flags: Mapping[str, str] | None = None) -> M:
+    """`raw` as `model`, or a `ConfigError` with one line per bad field of `source` (or of
+    the flag in `flags` that set it)."""
     try:
         return model.model_validate(raw)
     except ValidationError as exc:
-        raise ConfigError(format_validation_error(source, exc)) from None
+        raise ConfigError(format_validation_error(source, exc, flags)) from None
 
 
-def load_config(path: Path | None, overrides: Mapping[str, Any] | None = None) -> Config:
-    """Read and validate a TOML deployment file; `overrides` are dotted keys from CLI flags."""
+def load_config(path: Path | None, overrides: Mapping[str, Any] | None = None,
+                flags: Mapping[str, str] | None = None) -> Config:
+    """Read and validate a TOML deployment file; `overrides` are dotted keys from CLI flags,
+    `flags` the flag that set each (dotted key -> "--oms-port"), for the error messages."""
     raw: dict[str, Any] = {} if path is None else read_toml(path)
+    source = "(defaults)" if path is None else str(path)
     for dotted, value in (overrides or {}).items():
-        node = raw
-        *parents, leaf = dotted.split(".")
-        for key in parents:
-            node = node.setdefault(key, {})
-        node[leaf] = value
-    return validate_model(Config, raw, "(defaults)" if path is None else str(path))
+        _set_dotted(raw, dotted, value, source, (flags or {}).get(dotted))
+    return validate_model(Config, raw, source, flags)
+
+
+def _set_dotted(raw: dict[str, Any], dotted: str, value: Any, source: str,
+                flag: str | None) -> None:
+    """raw[a][b]... = value for "a.b...", creating tables; a key the file gives a value that
+    is not a table (`oms = 5`) is the file's error, named, not a TypeError."""
+    node = raw
+    *parents, leaf = dotted.split(".")
+    for depth, key in enumerate(parents):
+        node = node.setdefault(key, {})
+        if not isinstance(node, dict):
+            table = ".".join(parents[:depth + 1])
+            raise ConfigError(f"{source}: invalid configuration\n  {source}: {table}: must be a "
+                              f"table ([{table}]), not {type(node).__name__}; "
+                              f"{flag or dotted} sets {dotted} in it")
+    node[leaf] = value

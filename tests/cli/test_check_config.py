@@ -256,3 +256,29 @@ def test_admin_and_event_listeners_off_loopback_without_tls_are_warnings(tmp_pat
     off = tmp_path / "off.toml"
     off.write_text('[admin]\nhost = "0.0.0.0"\nenabled = false\n')
     assert exposure_warnings(load_config(off)) == []  # no admin listener, nothing exposed
+
+
+def _run(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "gateway.cli.main", "run", *args],
+                          capture_output=True, text=True, cwd=REPO, timeout=60)
+
+
+def test_a_bad_value_from_a_flag_names_the_flag_not_the_file(tmp_path: Path) -> None:
+    cfg = tmp_path / "gw.toml"
+    cfg.write_text('[oms]\nport = 9900\n')
+    r = _run("--config", str(cfg), "--admin-port", "70000", "--check")
+    assert r.returncode == 2
+    assert "--admin-port (admin.port): Input should be less than or equal to 65535" in r.stderr
+    assert f"{cfg}: admin.port" not in r.stderr
+
+
+def test_a_section_that_is_not_a_table_is_a_config_error_with_a_flag(tmp_path: Path) -> None:
+    """`oms = 5` in the file and --oms-port on the command line: the file's error, named, not
+    a TypeError traceback."""
+    cfg = tmp_path / "gw.toml"
+    cfg.write_text('oms = 5\n')
+    r = _run("--config", str(cfg), "--oms-port", "9901", "--check")
+    assert r.returncode == 2, r.stderr
+    assert "Traceback" not in r.stderr
+    assert (f"{cfg}: oms: must be a table ([oms]), not int; --oms-port sets oms.port in it"
+            in r.stderr)
