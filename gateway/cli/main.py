@@ -53,7 +53,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(f"fixgw: {exc}", file=sys.stderr)
         return 2
     if args.check:
-        return check_config(config, path)
+        return check_config(config, path, flags)
     setup_logging(config.gateway.log_level, config.gateway.log_format)
     name = path or "(built-in defaults)"
     logging.getLogger("fixgw").info("%s; config: %s", version_line("fixgw"), name)
@@ -65,7 +65,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     # the file and the field, before any session logs on.
     problems = preflight(config)
     for problem in problems:
-        print(f"fixgw: {name}: {problem}", file=sys.stderr)
+        print(f"fixgw: {_sourced(problem, name, flags)}", file=sys.stderr)
     if problems:
         return 2
     from gateway.admin.auth import TokenError
@@ -79,7 +79,16 @@ def cmd_run(args: argparse.Namespace) -> int:
         return 2
 
 
-def check_config(config: Config, path: Path | None) -> int:
+def _sourced(problem: str, name: str | Path, flags: dict[str, str]) -> str:
+    """A preflight problem ("<field>: ...") named by where its value came from: the flag that
+    set the field, else the file."""
+    field, _, rest = problem.partition(": ")
+    flag = flags.get(field)
+    return f"{flag} ({field}): {rest}" if flag else f"{name}: {problem}"
+
+
+def check_config(config: Config, path: Path | None,
+                 flags: dict[str, str] | None = None) -> int:
     """`fixgw run --check`: 0 and what the gateway would do, or 2 and every problem found."""
     from gateway.server.preflight import (
         exposure_warnings,
@@ -92,7 +101,7 @@ def check_config(config: Config, path: Path | None) -> int:
     name = path or "(built-in defaults)"
     problems = preflight(config)
     for problem in problems:
-        print(f"fixgw: {name}: {problem}", file=sys.stderr)
+        print(f"fixgw: {_sourced(problem, name, flags or {})}", file=sys.stderr)
     for warning in port_warnings(config) + exposure_warnings(config) + ignored_settings(config):
         print(f"fixgw: {name}: warning: {warning}", file=sys.stderr)
     if problems:

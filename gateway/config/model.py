@@ -396,3 +396,22 @@ class Config(StrictModel):
                 raise ValueError("venue.md_fallback.ws_url must be set when the embedded "
                                  "simulator is disabled (Kraken: wss://ws.kraken.com/v2)")
         return self
+
+    @model_validator(mode="after")
+    def _oms_and_venue_sessions_differ(self) -> Config:
+        """QuickFIX keeps one session per SessionID in a process-wide registry: an OMS session
+        whose ID is a venue session's (same SenderCompID, its comp_id the venue's
+        TargetCompID) would fail only at start, after the venue sessions have logged on."""
+        v = self.venue
+        if self.oms.sender_comp_id != v.sender_comp_id:
+            return self
+        venue = {v.trading.target_comp_id: "trading", v.market_data.target_comp_id: "market data"}
+        for i, s in enumerate(self.oms.sessions):
+            if s.comp_id in venue:
+                raise ValueError(
+                    f"oms.sessions[{i}].comp_id: {s.comp_id!r} makes the OMS session "
+                    f"{self.oms.sender_comp_id}->{s.comp_id} the same as the venue "
+                    f"{venue[s.comp_id]} session (oms.sender_comp_id and venue.sender_comp_id "
+                    f"are both {v.sender_comp_id!r}); give the OMS another comp_id, or "
+                    "oms.sender_comp_id another value")
+        return self

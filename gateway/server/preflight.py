@@ -15,6 +15,7 @@ that is not reserved is a warning, as an outgoing connection may hold it at the 
 
 from __future__ import annotations
 
+import hmac
 import os
 import ssl
 from collections.abc import Iterator
@@ -22,6 +23,7 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
+from gateway.admin.auth import TokenError, read_token
 from gateway.config.loader import ConfigError
 from gateway.config.model import Config
 from gateway.config.strict import CredentialRef
@@ -93,6 +95,72 @@ def _data_dir_problem(data_dir: Path) -> str | None:
     return None
 
 
+def _creatable_file_problem(path: Path) -> str | None:
+    """A file the start opens for appending (creating its directories): its nearest existing
+    ancestor must be a writable directory, and the path itself not a directory."""
+    if path.is_dir():
+        return f"{path} is a directory, not a file"
+    p = path.resolve().parent
+    while not p.exists():
+        p = p.parent
+    if not p.is_dir():
+        return f"{path} cannot be created: {p} is a file, not a directory"
+    if not os.access(p, os.W_OK | os.X_OK):
+        return f"{path} cannot be created: {p} is not writable"
+    return None
+
+
+def _admin_problems(config: Config) -> list[str]:
+    """What stops the admin service at start, found before any session logs on: its audit
+    log cannot be opened, or a read-only token that is the operator's (it would be refused
+    at start: a read-only caller could change everything)."""
+    a = config.admin
+    if not a.enabled:
+        return []
+    out = []
+    if a.audit_log is not None:
+        problem = _creatable_file_problem(a.audit_log)
+        if problem is not None:
+            out.append(f"admin.audit_log: {problem}")
+    if a.operator_token is not None and a.read_only_token is not None:
+        try:
+            op = read_token(file=a.operator_token.file, env=a.operator_token.env)
+            ro = read_token(file=a.read_only_token.file, env=a.read_only_token.env)
+        except TokenError:
+            return out  # each token's own problem is reported with its field
+        if hmac.compare_digest(op.encode(), ro.encode()):
+            out.append("admin.read_only_token: the same token as admin.operator_token: a "
+                       "read-only caller could change everything; give it a token of its own")
+    return out
+
+
+def listener_ports(config: Config) -> dict[str, int]:
+    """The listeners' ports, by field: the OMS acceptor, events, and admin and metrics when
+    enabled. 0 (any free port) is left out."""
+    c = config
+    ports = {"oms.port": c.oms.port, "grpc.port": c.grpc.port}
+    if c.admin.enabled:
+        ports["admin.port"] = c.admin.port
+    if c.metrics.enabled:
+        ports["metrics.port"] = c.metrics.port
+    return {f: p for f, p in ports.items() if p}
+
+
+def _shared_port_problems(config: Config) -> list[str]:
+    """Two listeners on one port: the second cannot bind, and the start fails only after the
+    venue sessions have logged on. (QuickFIX's acceptor binds every interface, so the OMS port
+    clashes whatever the hosts say; the others are flagged too: hosts rarely differ.)"""
+    first: dict[int, str] = {}
+    out = []
+    for field, port in listener_ports(config).items():
+        if port in first:
+            out.append(f"{field}: {port} is {first[port]} too: two listeners cannot share a "
+                       "port; give one another port")
+        else:
+            first[port] = field
+    return out
+
+
 def preflight(config: Config) -> list[str]:
     """Each problem as "<field>: <what is wrong>", in the file's order; empty when none."""
     problems = []
@@ -118,6 +186,7 @@ def preflight(config: Config) -> list[str]:
     problem = _data_dir_problem(Path(config.gateway.data_dir))
     if problem is not None:
         problems.append(f"gateway.data_dir: {problem}")
+    problems += _admin_problems(config) + _shared_port_problems(config)
     if config.risk.max_notional_usd is not None:
         # The gate values an order as quantity x price in the quote currency, and compares it
         # with a limit in USD: for another quote that compares the wrong amounts.
@@ -205,17 +274,11 @@ def _grpc_listener_warnings(c: Config) -> list[str]:
 
 def port_warnings(config: Config) -> list[str]:
     """What may stop a start later without being wrong now; empty off Linux."""
-    c = config
-    ports = {"oms.port": c.oms.port, "grpc.port": c.grpc.port}
-    if c.admin.enabled:
-        ports["admin.port"] = c.admin.port
-    if c.metrics.enabled:
-        ports["metrics.port"] = c.metrics.port
     try:
         port_range, reserved = _PORT_RANGE.read_text(), _RESERVED_PORTS.read_text()
     except OSError:
         return []
-    return unreserved_ephemeral({f: p for f, p in ports.items() if p}, port_range, reserved)
+    return unreserved_ephemeral(listener_ports(config), port_range, reserved)
 
 
 def summary(config: Config) -> list[str]:

@@ -12,8 +12,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
-from gateway.admin.auth import resolve_tokens
+from gateway.admin.auth import AdminTokens, resolve_tokens
 from gateway.admin.service import AdminServer
+from gateway.config.loader import ConfigError
 from gateway.config.model import Config
 from gateway.events import EventLog, EventLogConfig, EventServer, EventServerConfig
 from gateway.events.process import EventProcess, EventProcessSpec
@@ -48,6 +49,23 @@ def venue_credentials(config: Config) -> KrakenCredentials | None:
         api_key=load_secret(v.api_key.env, v.api_key.file),
         api_secret=load_secret(v.api_secret.env, v.api_secret.file),
     )
+
+
+def _admin_server(gateway: Gateway, config: Config, tok: AdminTokens,
+                  data_dir: Path) -> AdminServer:
+    """The admin service, not yet listening; an audit log that cannot be opened is a
+    ConfigError naming the setting (TokenError and AdminTlsError name theirs)."""
+    a = config.admin
+    audit_path = a.audit_log or data_dir / "admin-audit.jsonl"
+    try:
+        return AdminServer(gateway, operator_token=tok.operator, read_only_token=tok.read_only,
+                           audit_path=audit_path, host=a.host, port=a.port,
+                           tls_cert_file=a.tls_cert_file, tls_key_file=a.tls_key_file,
+                           tls_client_ca_file=a.tls_client_ca_file)
+    except OSError as exc:
+        raise ConfigError(f"admin audit log {audit_path} cannot be opened "
+                          f"({exc.strerror or exc}); fix [admin] audit_log"
+                          + ("" if a.audit_log else " or the data directory")) from None
 
 
 class Runtime:
@@ -115,18 +133,16 @@ class Runtime:
         grpc_port = self._start_events(endpoints, creds)
         assert self.gateway is not None
         metrics_at = self._start_metrics(self.gateway)  # before any session: count from the start
+        if tok is not None:
+            # Its token table, TLS files and audit log before any session logs on: a problem
+            # with one stops the start with nothing logged on (it listens once the gateway is up).
+            self.admin = _admin_server(self.gateway, c, tok, data_dir)
         self.gateway.start()
         if c.gateway.gc_freeze_interval_s > 0:
             self.gc_freezer = GcFreezer(c.gateway.gc_freeze_interval_s)
             self.gc_freezer.start()
         where = {}
-        if tok is not None:
-            self.admin = AdminServer(self.gateway, operator_token=tok.operator,
-                                     read_only_token=tok.read_only,
-                                     audit_path=a.audit_log or data_dir / "admin-audit.jsonl",
-                                     host=a.host, port=a.port, tls_cert_file=a.tls_cert_file,
-                                     tls_key_file=a.tls_key_file,
-                                     tls_client_ca_file=a.tls_client_ca_file)
+        if tok is not None and self.admin is not None:
             where["admin"] = f"{a.host}:{_listening(self.admin.start, _ADMIN_PORT_HINT)}"
             if tok.generated_file is not None:
                 print(f"fixgw admin token: {tok.generated_file} (mode 0600; fixgwctl reads it "

@@ -13,8 +13,10 @@ from pathlib import Path
 import pytest
 
 from gateway.config import load_config
+from gateway.config.loader import ConfigError
 from gateway.server.preflight import exposure_warnings, unreserved_ephemeral
-from tests.procs import REPO
+from gateway.server.runner import Runtime
+from tests.procs import REPO, free_port
 from tests.tls.certs import make_pki, openssl_available
 
 
@@ -258,6 +260,65 @@ def test_admin_and_event_listeners_off_loopback_without_tls_are_warnings(tmp_pat
     assert exposure_warnings(load_config(off)) == []  # no admin listener, nothing exposed
 
 
+def test_what_would_fail_only_after_the_venue_logged_on_is_a_problem(tmp_path: Path) -> None:
+    """An audit log under a file, the read-only token equal to the operator's, and two
+    listeners on one port: the start would find each only once the venue sessions have
+    logged on; --check (and the start, before anything) names each with its field."""
+    (tmp_path / "plain-file").write_text("")
+    (tmp_path / "op.token").write_text("same-token\n")
+    cfg = tmp_path / "gw.toml"
+    cfg.write_text(f"""
+[admin]
+port = 50051
+audit_log = "{tmp_path}/plain-file/audit.jsonl"
+operator_token = {{ file = "{tmp_path}/op.token" }}
+read_only_token = {{ env = "FIXGW_CHECK_RO" }}
+[grpc]
+port = 50051
+""")
+    r = _check(cfg, {"FIXGW_CHECK_RO": "same-token"})
+    assert r.returncode == 2
+    err = r.stderr
+    assert (f"{cfg}: admin.audit_log: {tmp_path}/plain-file/audit.jsonl cannot be created: "
+            f"{tmp_path}/plain-file is a file, not a directory") in err
+    assert f"{cfg}: admin.read_only_token: the same token as admin.operator_token" in err
+    assert f"{cfg}: admin.port: 50051 is grpc.port too" in err
+    assert "same-token" not in r.stdout + err
+    assert "3 problem(s)" in err
+
+
+def test_an_oms_session_that_is_a_venue_session_is_refused_naming_its_field(
+        tmp_path: Path) -> None:
+    cfg = tmp_path / "gw.toml"
+    cfg.write_text('[[oms.sessions]]\ncomp_id = "OMS"\n[[oms.sessions]]\ncomp_id = "KRAKEN-MD"\n')
+    r = _check(cfg)
+    assert r.returncode == 2
+    assert (f"{cfg}: oms.sessions[1].comp_id: 'KRAKEN-MD' makes the OMS session "
+            "FIXGW->KRAKEN-MD the same as the venue market data session") in r.stderr
+    other = tmp_path / "other.toml"
+    other.write_text('[oms]\nsender_comp_id = "GW"\n[[oms.sessions]]\ncomp_id = "KRAKEN-MD"\n')
+    assert _check(other).returncode == 0  # GW->KRAKEN-MD is not FIXGW->KRAKEN-MD
+
+
+def test_the_start_builds_the_admin_service_before_any_session_logs_on(tmp_path: Path) -> None:
+    """Whatever the check did not catch (here it is skipped): an audit log that cannot be
+    opened stops the start, naming the setting, before the venue initiator has started."""
+    (tmp_path / "plain-file").write_text("")
+    config = load_config(None, {
+        "gateway.data_dir": str(tmp_path / "var"), "oms.port": free_port(),
+        "grpc.port": 0, "grpc.event_process": False, "metrics.enabled": False,
+        "admin.port": 0, "admin.audit_log": str(tmp_path / "plain-file" / "audit.jsonl")})
+    rt = Runtime(config)
+    try:
+        with pytest.raises(ConfigError, match=r"admin audit log .*plain-file/audit\.jsonl cannot "
+                                              r"be opened .*fix \[admin\] audit_log"):
+            rt.start()
+        assert rt.gateway is not None and rt.gateway._initiator is None  # never started
+        assert not any(st.state == "logged_on" for st in rt.gateway.board.sessions.values())
+    finally:
+        rt.stop()
+
+
 def _run(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "gateway.cli.main", "run", *args],
                           capture_output=True, text=True, cwd=REPO, timeout=60)
@@ -282,3 +343,11 @@ def test_a_section_that_is_not_a_table_is_a_config_error_with_a_flag(tmp_path: P
     assert "Traceback" not in r.stderr
     assert (f"{cfg}: oms: must be a table ([oms]), not int; --oms-port sets oms.port in it"
             in r.stderr)
+
+
+def test_two_listeners_on_one_port_by_a_flag_name_the_flag(tmp_path: Path) -> None:
+    cfg = tmp_path / "gw.toml"
+    cfg.write_text('[grpc]\nport = 50061\n')
+    r = _run("--config", str(cfg), "--admin-port", "50061", "--check")
+    assert r.returncode == 2
+    assert "fixgw: --admin-port (admin.port): 50061 is grpc.port too" in r.stderr
