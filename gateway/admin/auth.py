@@ -15,6 +15,7 @@ import hmac
 import logging
 import os
 import secrets
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -74,19 +75,52 @@ def read_token(*, file: str | Path | None = None, env: str | None = None) -> str
 
 def ensure_token_file(path: Path) -> str:
     """The token in ``path``, generating one (``secrets.token_urlsafe(32)``, mode 0600) when the
-    file does not exist. An existing file with group/other permissions is tightened to 0600."""
+    file does not exist. An existing file with group/other permissions is tightened to 0600.
+
+    The file appears whole or not at all (written aside, synced, linked into place): a crash
+    mid-write must not leave an empty token file that fails every later start. An empty one
+    left by an older version is generated again, said in the log."""
     if path.exists():
         if path.stat().st_mode & 0o077:
             path.chmod(0o600)
-        return read_token(file=path)
+        if path.stat().st_size > 0:
+            return read_token(file=path)
+        log.warning("generated admin token file %s is empty (a crash while it was written): "
+                    "generating a new token", path)
+        path.unlink()
     path.parent.mkdir(parents=True, exist_ok=True)
     token = secrets.token_urlsafe(32)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write(token + "\n")
-        f.flush()
-        os.fsync(f.fileno())
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:  # mkstemp: mode 0600 already
+            f.write(token + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        try:
+            os.link(tmp, path)  # unlike a rename, fails if another start made one meanwhile
+        except FileExistsError:
+            return read_token(file=path)
+    finally:
+        os.unlink(tmp)
+    dir_fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
     return token
+
+
+def warn_if_readable_by_others(path: Path, what: str) -> None:
+    """A configured token file that group or others can read hands the token to every local
+    account that can: said at each start (the gateway does not change a file it did not
+    make)."""
+    try:
+        mode = path.stat().st_mode
+    except OSError:
+        return  # read_token reports it
+    if mode & 0o077:
+        log.warning("%s file %s can be read by %s (mode %04o): chmod 600 it", what,
+                    shown(path), "others" if mode & 0o004 else "its group", mode & 0o777)
 
 
 @dataclass(frozen=True)
@@ -230,6 +264,8 @@ def resolve_tokens(data_dir: Path, *, operator_file: Path | None = None,
     if operator_file is not None or operator_env is not None:
         if operator_file is not None and operator_env is not None:
             raise TokenError("admin operator token: give a file or an env var, not both")
+        if operator_file is not None:
+            warn_if_readable_by_others(operator_file, "admin operator token")
         operator = read_token(file=operator_file) if operator_file is not None else read_token(
             env=operator_env)
     else:
@@ -239,6 +275,8 @@ def resolve_tokens(data_dir: Path, *, operator_file: Path | None = None,
     if read_only_file is not None or read_only_env is not None:
         if read_only_file is not None and read_only_env is not None:
             raise TokenError("admin read-only token: give a file or an env var, not both")
+        if read_only_file is not None:
+            warn_if_readable_by_others(read_only_file, "admin read-only token")
         read_only = read_token(file=read_only_file) if read_only_file is not None else read_token(
             env=read_only_env)
     return AdminTokens(operator, read_only, generated)
