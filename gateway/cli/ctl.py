@@ -7,13 +7,13 @@ configured). TLS: ``--ca-file`` (``FIXGW_CA_FILE``) when the admin listener spea
 ``FIXGW_KEY_FILE``) when it wants client certificates (``[admin] tls_client_ca_file``).
 `fixgwctl events` reads the event service instead (``--events-addr`` or
 ``FIXGW_EVENTS_ADDR``, default 127.0.0.1:50051, no token; ``--events-ca-file`` or
-``FIXGW_EVENTS_CA_FILE`` when it speaks TLS). Exit codes: 0 ok, 1 action refused
-or not found (or not confirmed), 2 usage, 3 gateway not reachable, 4 authentication/authorization
-failure, 5 a change (logout, kill switch, cancel...) got no answer within ``--timeout``: it
-may have taken effect, so unlike 3 it is not safe to send again without looking first; 6 a
-change done in part (``ActionResult.partial``: cancels not sent, or a kill switch or logout not
-written to the data directory, so a restart would not keep it): the message says what is
-missing.
+``FIXGW_EVENTS_CA_FILE`` when it speaks TLS). Exit codes: 0 ok, 1 action refused or not found
+(or not confirmed; for ``health``: unhealthy), 2 usage, 3 gateway not reachable, 4
+authentication/authorization failure, 5 a change (logout, kill switch, cancel...) got no answer
+within ``--timeout``: it may have taken effect, so unlike 3 it is not safe to send again
+without looking first; 6 a change done in part (``ActionResult.partial``: cancels not sent, or
+a kill switch or logout not written to the data directory, so a restart would not keep it): the
+message says what is missing.
 """
 
 from __future__ import annotations
@@ -85,10 +85,11 @@ examples:
 Session names are SENDER->TARGET as `fixgwctl sessions` lists them (quote them in a shell,
 where > redirects); the counterparty's CompID alone (OMS, KRAKEN-TRD) also works when it is
 unambiguous.
-exit codes: 0 ok, 1 refused/not found/not confirmed, 2 usage, 3 gateway not reachable,
-4 token missing, rejected or not allowed, 5 a change got no answer within --timeout (it may
-have taken effect: check before sending it again), 6 a change done in part (cancels not sent,
-or not written to the data directory so a restart would undo it: the message says what)"""
+exit codes: 0 ok, 1 refused/not found/not confirmed (health: unhealthy), 2 usage, 3 gateway
+not reachable, 4 token missing, rejected or not allowed, 5 a change got no answer within
+--timeout (it may have taken effect: check before sending it again), 6 a change done in part
+(cancels not sent, or not written to the data directory so a restart would undo it: the
+message says what)"""
 
 
 class CtlError(Exception):
@@ -123,7 +124,7 @@ def _common(p: argparse.ArgumentParser, suppress: bool) -> None:
                    help="print the result as JSON (for scripts)")
     p.add_argument("--yes", "-y", action="store_true", default=d(False),
                    help="do not ask for confirmation of destructive commands")
-    p.add_argument("--timeout", type=float, default=d(10.0), metavar="S",
+    p.add_argument("--timeout", type=_positive_seconds, default=d(10.0), metavar="S",
                    help="seconds to wait for the gateway (default 10)")
 
 
@@ -213,8 +214,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="CA certificate to verify a TLS event port ([grpc] tls_cert_file; env "
                    "FIXGW_EVENTS_CA_FILE); --cert-file/--key-file apply when it wants client "
                    "certificates")
-    cmd("health", "one-line health: venue sessions, OMS sessions, kill switch, transport",
-        "fixgwctl health --json")
+    cmd("health", "one-line health: venue sessions, OMS sessions, kill switch, transport; "
+        "exit 0 healthy, 1 unhealthy (venue cannot take orders, market data down, or kill "
+        "switch on; an OMS not logged on is named but healthy)", "fixgwctl health --json")
     return parser
 
 
@@ -222,6 +224,18 @@ def _order_filters(p: argparse.ArgumentParser) -> None:
     p.add_argument("--session", default="", metavar="NAME",
                    help="this OMS session's orders (SENDER->TARGET, or the OMS's CompID)")
     p.add_argument("--symbol", default="", metavar="SYMBOL", help="orders in this symbol")
+
+
+def _positive_seconds(text: str) -> float:
+    """A --timeout: more than 0 seconds (0 or less would fail every call at once, reading as
+    a gateway that does not answer)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not value > 0:  # also refuses nan
+        raise argparse.ArgumentTypeError(f"{text} is not more than 0 seconds")
+    return value
 
 
 def _positive(text: str) -> int:

@@ -58,6 +58,15 @@ def test_help_usage_and_unreachable(tmp_path: Path) -> None:
     assert r.returncode == 3 and f"gateway not reachable at {addr}" in r.stderr
 
 
+def test_timeout_must_be_positive_and_health_exit_codes_are_documented() -> None:
+    for bad in ("0", "-1", "nan", "soon"):
+        r = ctl(None, "--timeout", bad, "health")
+        assert r.returncode == 2 and "--timeout" in r.stderr, (bad, r.stderr)
+    h = ctl(None, "health", "--help")
+    assert h.returncode == 0 and "exit 0 healthy, 1 unhealthy" in " ".join(h.stdout.split())
+    assert "1 refused/not found/not confirmed (health: unhealthy)" in ctl(None, "--help").stdout
+
+
 def test_sessions_table_and_json(stack: Stack) -> None:
     r = ctl(stack, "sessions")
     assert r.returncode == 0, r.stderr

@@ -523,7 +523,11 @@ class HealthResponse(_message.Message):
     VERSION_FIELD_NUMBER: _builtins.int
     UPTIME_S_FIELD_NUMBER: _builtins.int
     healthy: _builtins.bool
-    """True when every session is logged on and the kill switch is off."""
+    """True when the venue can take orders (trading session logged on, or the REST fallback in
+    use), the venue market-data session is logged on, and the kill switch is off; the venue's
+    scheduled daily rollover counts as healthy. An OMS that is not logged on is named in
+    `summary` but does not make the gateway unhealthy (an OMS logs off at its own end of day).
+    """
     summary: _builtins.str
     """"ok" or what is wrong, one clause per problem."""
     venue_trading_up: _builtins.bool
