@@ -480,15 +480,18 @@ class EventLog:
             e = ring[seq & mask]
             if e is None or e.seq != seq:
                 break
-            seq += 1
             if e._wire is None:
                 e.prepare()
             if match_all or flt.match_entry(e):
                 f = e.framed(include_raw)
+                if out and nbytes + len(f) > max_bytes:
+                    break  # it starts the next batch (one larger than the cap goes alone)
                 out.append(f)
                 nbytes += len(f)
-                if len(out) >= max_events or nbytes >= max_bytes:
+                if len(out) >= max_events:
+                    seq += 1
                     break
+            seq += 1
         return out, seq
 
     def journal_reader(self, from_seq: int) -> JournalReader:

@@ -173,7 +173,10 @@ class InProcessPublisher(DeferredPublisher):
         self.start()
 
     def publish(self, event: Event) -> None:
-        self.log.publish(event)
+        # Queued behind what was queued before it, as PipePublisher does: published at once,
+        # it would take a sequence ahead of events queued earlier (a kill switch's BLOCK
+        # before the ALLOW decided first).
+        self.publish_later(("from_wire", {"wire": event.SerializeToString()}))
 
     def _deliver(self, batch: list[Pending]) -> None:
         publish_pending(self.log, batch)

@@ -303,3 +303,42 @@ def test_fsync_follows_the_write_and_does_not_hold_back_delivery(
     finally:
         gate.set()
         log.close()
+
+
+def test_a_ring_batch_keeps_under_its_byte_cap() -> None:
+    """API-GUIDE: a batch is capped at max_batch_bytes; an event larger than that goes alone.
+    The event that would cross the cap starts the next batch (it is not consumed)."""
+    from gateway.events.log import EventFilter
+
+    with EventLog() as log:
+        for i in range(1, 4):
+            log.publish(ev(i))
+        one, _ = log.read_ring(1, 2, EventFilter(), False, 100, 1 << 20)
+        cap = len(one[0]) * 3 // 2
+        batches, seq = [], 1
+        while seq < 4:
+            chunks, seq = log.read_ring(seq, 4, EventFilter(), False, 100, cap)
+            batches.append(len(chunks))
+        assert batches == [1, 1, 1]
+        big, nxt = log.read_ring(1, 4, EventFilter(), False, 100, 1)  # smaller than any event
+        assert (len(big), nxt) == (1, 2)
+
+
+def test_in_process_publish_keeps_queue_order() -> None:
+    """`publish` (an event built by the caller) goes behind what was queued before it with
+    `publish_later`, as it does through the event process."""
+    from gateway.events.publisher import InProcessPublisher
+
+    with EventLog() as log:
+        pub = InProcessPublisher(log, poll_s=0.05)
+        try:
+            pub.publish_later(("order_event", {"event_type": "accepted", "source": ("fix", "S1"),
+                                               "symbol": "XBT/USD", "cl_ord_id": "FIRST",
+                                               "order_qty": "1"}))
+            pub.publish(b.order_event("accepted", source=SRC, symbol="XBT/USD",
+                                      cl_ord_id="SECOND", order_qty="1"))
+            pub.flush()
+            got = log.read(1)
+        finally:
+            pub.close()
+    assert [e.order.cl_ord_id for e in got] == ["FIRST", "SECOND"]
