@@ -41,6 +41,12 @@ class JournalRangeError(LookupError):
     """The requested sequence is no longer (or not yet) on disk."""
 
 
+class JournalCorruptError(OSError):
+    """A segment that is there does not read as the journal wrote it (bit rot, a record lost
+    to a machine crash): its sequences are lost, not merely retired, so a subscriber is told
+    DATA_LOSS rather than sent back to the oldest sequence to read what it had again."""
+
+
 @dataclass(frozen=True, slots=True)
 class JournalRecord:
     """One record as read back; `payload[:base_len]` is the event without its raw FIX bytes."""
@@ -281,16 +287,17 @@ class JournalReader:
             raise JournalRangeError(target) from None
         self._file = f
         if f.read(len(MAGIC)) != MAGIC:
-            raise JournalRangeError(target)
+            raise JournalCorruptError(f"{seg.path.name}: not a journal segment (bad magic)")
         seq = seg.first_seq
         hsize = RECORD_HEADER.size
         while seq < target:
             hdr = f.read(hsize)
             if len(hdr) < hsize:
-                raise JournalRangeError(target)
+                raise JournalCorruptError(f"{seg.path.name}: ends before sequence {seq}")
             plen, _blen, _crc, rseq = RECORD_HEADER.unpack(hdr)
             if rseq != seq:
-                raise JournalRangeError(target)
+                raise JournalCorruptError(f"{seg.path.name}: sequence {rseq} where {seq} was "
+                                          "expected")
             f.seek(plen, os.SEEK_CUR)
             seq += 1
         self._seg = seg

@@ -503,6 +503,17 @@ class EventServer:
             next_sequence=exc.next_sequence,
         )
 
+    async def _journal_unreadable(
+        self, context: grpc.aio.ServicerContext[Any, Any], at: int, exc: OSError
+    ) -> NoReturn:
+        _log.error("event journal read failed at %d: %s", at, exc)
+        await self._abort(
+            context,
+            grpc.StatusCode.DATA_LOSS,
+            f"event journal unreadable at sequence {at}: {exc}",
+            resume_sequence=at,
+        )
+
     async def _subscribe(
         self, request: events_pb2.SubscribeRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> None:
@@ -596,6 +607,8 @@ class EventServer:
                             reader = await asyncio.to_thread(log.journal_reader, cursor)
                         except SequenceOutOfRange as exc:
                             await self._out_of_range(context, exc)
+                        except OSError as exc:  # a corrupt segment (JournalCorruptError)
+                            await self._journal_unreadable(context, cursor, exc)
                         disk = _DiskCursor(reader)
                     try:
                         chunks, nxt = await asyncio.to_thread(
@@ -610,13 +623,7 @@ class EventServer:
                             ),
                         )
                     except OSError as exc:
-                        _log.error("event journal read failed at %d: %s", disk.position, exc)
-                        await self._abort(
-                            context,
-                            grpc.StatusCode.DATA_LOSS,
-                            f"event journal unreadable at sequence {disk.position}: {exc}",
-                            resume_sequence=disk.position,
-                        )
+                        await self._journal_unreadable(context, disk.position, exc)
                 if chunks:
                     await context.write(b"".join(chunks))
                 elif nxt == cursor:

@@ -568,3 +568,39 @@ def test_only_what_the_journal_has_written_is_served(
         gate.set()
         for r in readers:
             r.stop()
+
+
+@pytest.mark.parametrize("resume_from", [2, 10])
+def test_a_corrupt_record_is_data_loss_wherever_the_resume_point_is(
+        tmp_path: Path, resume_from: int) -> None:
+    """Record 3 of the first segment damaged (bit rot, a crash without fsync): resuming at or
+    after it is DATA_LOSS with the sequence to resume from, never OUT_OF_RANGE sending the
+    client back to the oldest sequence to read again what it had."""
+    from gateway.events.journal import MAGIC, RECORD_HEADER
+
+    cfg = EventLogConfig(journal_dir=tmp_path / "j", ring_capacity=64,
+                         segment_max_bytes=16 * 1024)
+    log = EventLog(cfg)
+    for i in range(300):
+        log.publish(order(i))
+    assert log.flush()
+    log.close()
+    first = sorted((tmp_path / "j").glob("*.evj"))[0]
+    data = bytearray(first.read_bytes())
+    off = len(MAGIC)
+    for _ in range(2):
+        off += RECORD_HEADER.size + RECORD_HEADER.unpack_from(data, off)[0]
+    plen, blen, crc, _seq = RECORD_HEADER.unpack_from(data, off)
+    RECORD_HEADER.pack_into(data, off, plen, blen, crc, 999_999)
+    first.write_bytes(bytes(data))
+    log = EventLog(cfg)
+    server = EventServer(log, EventServerConfig(port=0))
+    port = server.start()
+    try:
+        stub = events_pb2_grpc.EventServiceStub(grpc.insecure_channel(f"127.0.0.1:{port}"))
+        err = status_of(lambda: collect(stub, resume_from, from_sequence=resume_from))
+        assert err.code() == grpc.StatusCode.DATA_LOSS, (err.code(), err.details())
+        assert "resume-sequence" in dict(err.trailing_metadata() or ())
+    finally:
+        server.stop(0)
+        log.close()
