@@ -614,15 +614,26 @@ class EventLog:
             time.sleep(0.0005)
         return self.journal_error is None
 
-    def close(self) -> None:
-        """Flush the journal and stop the writer; later publishes raise EventLogClosed."""
+    @property
+    def unwritten(self) -> int:
+        """Events published but not yet handed to the journal writer's batch (a writer stuck
+        on its disk makes this grow; see `InProcessPublisher`)."""
+        return len(self._pending)
+
+    def close(self, writer_wait_s: float | None = None) -> None:
+        """Flush the journal and stop the writer; later publishes raise EventLogClosed.
+        `writer_wait_s`: give up on a writer stuck on its disk after that long (logged)."""
         with self._lock:
             if self._closed:
                 return
             self._closed = True
         if self._writer is not None:
             self._writer_kick.set()
-            self._writer.join()
+            self._writer.join(writer_wait_s)
+            if self._writer.is_alive():
+                _log.error("event journal writer still busy after %.0f s at close: %d events "
+                           "not journaled", writer_wait_s or 0, len(self._pending))
+                return  # the journal is the writer's until it returns
         else:
             self.write_pending()
         if self._journal is not None:

@@ -61,6 +61,9 @@ class EventPublisher(Protocol):
     def close(self) -> None: ...
 
 
+#: Events the in-process log may hold for its journal writer before the publisher holds back.
+MAX_UNWRITTEN = 100_000
+
 #: How long a close waits for the drain thread (and its delivery in progress) before it goes
 #: on without them.
 CLOSE_WAIT_S = 5.0
@@ -167,9 +170,11 @@ class InProcessPublisher(DeferredPublisher):
     The log is not owned: close it after this publisher.
     """
 
-    def __init__(self, log: EventLog, poll_s: float = 0.005) -> None:
+    def __init__(self, log: EventLog, poll_s: float = 0.005,
+                 max_unwritten: int = MAX_UNWRITTEN) -> None:
         super().__init__(poll_s, "event-builder")
         self.log = log
+        self._max_unwritten = max_unwritten
         self.start()
 
     def publish(self, event: Event) -> None:
@@ -177,6 +182,12 @@ class InProcessPublisher(DeferredPublisher):
         # it would take a sequence ahead of events queued earlier (a kill switch's BLOCK
         # before the ALLOW decided first).
         self.publish_later(("from_wire", {"wire": event.SerializeToString()}))
+
+    def _can_deliver(self) -> bool:
+        # A journal writer stuck on its disk must not make the log's own queue grow without
+        # bound (in the gateway's process, with the FIX engine): the events wait here instead,
+        # where the backlog is bounded and what it cannot hold is dropped and counted.
+        return self.log.unwritten < self._max_unwritten
 
     def _deliver(self, batch: list[Pending]) -> None:
         publish_pending(self.log, batch)

@@ -256,7 +256,7 @@ class Runtime:
         if self.event_server is not None:
             self.event_server.stop(grace=1.0)
         if self.events is not None:
-            self.events.close()
+            self.events.close(writer_wait_s=10.0)  # a writer stuck on its disk: stop anyway
         if self.sim is not None:
             self.sim.stop()
         if self._mask_filter is not None:

@@ -342,3 +342,43 @@ def test_in_process_publish_keeps_queue_order() -> None:
         finally:
             pub.close()
     assert [e.order.cl_ord_id for e in got] == ["FIRST", "SECOND"]
+
+
+def test_in_process_events_wait_in_the_bounded_backlog_while_the_journal_is_stuck(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A journal write that hangs (a dead disk): the log's own queue stops growing at the
+    publisher's cap, the publisher's bounded backlog holds the rest and drops (counted) what
+    it cannot, and a close does not wait for ever on the stuck writer."""
+    from gateway.events.publisher import InProcessPublisher
+
+    stuck = threading.Event()
+    release = threading.Event()
+    append = Journal.append
+
+    def hang(self: Journal, records: list[tuple[int, bytes, bytes]]) -> None:
+        stuck.set()
+        release.wait(30)
+        append(self, records)
+
+    monkeypatch.setattr(Journal, "append", hang)
+    log = EventLog(EventLogConfig(journal_dir=tmp_path / "j"))
+    pub = InProcessPublisher(log, poll_s=0.001, max_unwritten=500)
+    pub._max_pending = 2_000
+    try:
+        spec = ("order_event", {"event_type": "accepted", "source": ("fix", "S1"),
+                                "symbol": "XBT/USD", "cl_ord_id": "C", "order_qty": "1"})
+        pub.publish_later(spec)
+        assert stuck.wait(5)
+        for _ in range(40):  # at a pace the drain keeps up with
+            for _ in range(250):
+                pub.publish_later(spec)
+            time.sleep(0.005)
+        time.sleep(0.1)
+        assert log.unwritten <= 500 + 250  # at most one drained batch past the cap
+        assert pub.dropped > 0
+        t0 = time.monotonic()
+        pub.close()
+        log.close(writer_wait_s=0.5)
+        assert time.monotonic() - t0 < 15
+    finally:
+        release.set()
