@@ -182,7 +182,8 @@ class Gateway:
         self.store_scrubber = LogonScrubber(self.data_dir / "store" / "venue")
         self.board.listeners.append(self._scrub_after_venue_logon)
         # Also told of every order-flow transport switch (old, new, reason, automatic): metrics.
-        self.transport_listeners: list[Callable[[str, str, str, bool], None]] = []
+        self.transport_listeners: list[Callable[[str, str, str, bool], None]] = [
+            self.kill_sweeper.transport_switched]
         self.fallback = self._build_fallback()
         self.md_failover = self._build_md_failover()
         self._acceptor: fix.ThreadedSocketAcceptor | None = None

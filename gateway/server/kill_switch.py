@@ -1,5 +1,6 @@
 """The operator's kill switch's cancels: every open order when an operator turns it on, and
-again after each logon of the venue trading session while it stays on.
+again after each logon of the venue trading session (or move of the order flow to the REST
+fallback) while it stays on.
 
 A cancel that cannot be sent when the switch goes on (the venue trading session down and no
 REST fallback) would otherwise stay unsent for as long as the switch is on: the order rests at
@@ -91,7 +92,16 @@ class KillSwitchSweeper:
         if (status.key != self.trading_session or status.state != "logged_on"
                 or not self._active()):
             return
-        t = threading.Timer(self.settle_s, self._sweep_after_logon)
+        self._sweep_later(f"venue {self.trading_session} logged on again")
+
+    def transport_switched(self, old: str, new: str, reason: str, automatic: bool) -> None:
+        """Gateway transport listener: the order flow moved to the REST fallback while the
+        switch is on, so the cancels the FIX session could not carry go that way now."""
+        if new == "rest" and self._active():
+            self._sweep_later("the order flow moved to the REST fallback")
+
+    def _sweep_later(self, what: str) -> None:
+        t = threading.Timer(self.settle_s, self._sweep_again, args=(what,))
         t.daemon = True
         t.name = "kill-switch re-sweep"
         t.start()
@@ -99,13 +109,11 @@ class KillSwitchSweeper:
     def _active(self) -> bool:
         return self.armed and self._is_on()
 
-    def _sweep_after_logon(self) -> None:
+    def _sweep_again(self, what: str) -> None:
         if not self._active():
             return  # turned off meanwhile
-        result = self.sweep(f"kill switch still on: venue {self.trading_session} logged on "
-                            "again", skip_pending=True)
+        result = self.sweep(f"kill switch still on: {what}", skip_pending=True)
         if result.sent or result.not_sent:
-            log.warning("kill switch on: venue %s logged on, cancel sent for %d open order(s)%s",
-                        self.trading_session, result.sent,
-                        f"; not sent: {'; '.join(result.not_sent[:5])}"
+            log.warning("kill switch on: %s, cancel sent for %d open order(s)%s", what,
+                        result.sent, f"; not sent: {'; '.join(result.not_sent[:5])}"
                         if result.not_sent else "")
