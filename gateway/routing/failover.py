@@ -285,18 +285,33 @@ class RestFallback:
                                         order.price, tif, order.venue_cl_ord_id)  # type: ignore[arg-type]
         except KrakenRestError as exc:
             if exc.ambiguous:
-                log.warning("REST AddOrder %s outcome unknown (%s); looking it up",
-                            order.venue_cl_ord_id, exc)
-                self._look_up_later(order, sent_at)
+                self._unknown_outcome(order, sent_at, "REST AddOrder", exc)
                 return None
             d = exc.decision
             return d.ord_rej_reason, f"REST fallback: {d.text}"
+        except Exception as exc:  # e.g. an answer we cannot read: the order may be live
+            self._unknown_outcome(order, sent_at, "REST AddOrder", exc)
+            return None
+        if res.txid is None:  # an answer without the order's id says nothing either way
+            self._unknown_outcome(order, sent_at, "REST AddOrder", "no txid in answer")
+            return None
         log.info("order %s placed over REST: txid %s%s", order.oms_cl_ord_id, res.txid,
                  " (recovered after a retry)" if res.recovered else "")
-        if res.txid is None:
-            return None
         return self._fields(order, res.txid, "0", "0", Decimal(0), Decimal(0),
                             f"R{res.txid}-0-new")
+
+    def _unknown_outcome(self, order: Order, sent_at: Decimal, what: str,
+                         why: object) -> None:
+        """An order request that may have reached the venue but gave no usable answer: never
+        sent again, and never left without one either (the OMS would wait until a restart
+        while the order may be live): looked up by ClOrdID, which answers the OMS."""
+        if isinstance(why, Exception) and not isinstance(why, KrakenRestError | KrakenWsError):
+            log.error("%s %s failed unexpectedly; outcome unknown, looking it up",
+                      what, order.venue_cl_ord_id, exc_info=why)
+        else:
+            log.warning("%s %s outcome unknown (%s); looking it up", what,
+                        order.venue_cl_ord_id, why)
+        self._look_up_later(order, sent_at)
 
     def _look_up_later(self, order: Order, sent_at: Decimal) -> None:
         """The order may or may not have reached the venue: the poller looks its ClOrdID up.
@@ -343,14 +358,12 @@ class RestFallback:
         except KrakenWsRejected as exc:
             d = classify(exc.error)
             return d.ord_rej_reason, f"WS fallback: {d.text}"
-        except KrakenWsError as exc:
-            log.warning("WS add_order %s outcome unknown (%s); looking it up over REST",
-                        order.venue_cl_ord_id, exc)
-            self._look_up_later(order, sent_at)
+        except Exception as exc:  # KrakenWsError, or anything after the request may have left
+            self._unknown_outcome(order, sent_at, "WS add_order", exc)
             return None
         txid = res.get("order_id")
         if not isinstance(txid, str) or not txid:
-            self._look_up_later(order, sent_at)
+            self._unknown_outcome(order, sent_at, "WS add_order", "no order_id in answer")
             return None
         log.info("order %s placed over WS: txid %s", order.oms_cl_ord_id, txid)
         return self._fields(order, txid, "0", "0", Decimal(0), Decimal(0), f"R{txid}-0-new")
@@ -369,6 +382,10 @@ class RestFallback:
             return _refusal(exc.error, f"WS fallback: {exc.error}")
         except KrakenWsError as exc:
             log.warning("WS %s of %s outcome unknown (%s)", what, order.oms_cl_ord_id, exc)
+            return "unknown"
+        except Exception:  # it may have left: unknown, never an exception for the OMS thread
+            log.exception("WS %s of %s failed unexpectedly; outcome unknown", what,
+                          order.oms_cl_ord_id)
             return "unknown"
         return None
 
@@ -412,6 +429,15 @@ class RestFallback:
             with self._lock:
                 self._cancels.pop(order.venue_cl_ord_id, None)
             return reason, text
+        except Exception as exc:
+            # As after the client's last retry of an ambiguous failure: the OMS is answered
+            # now, and a cancel that did land is reported (under the order's ClOrdID) by
+            # the next poll.
+            log.exception("REST CancelOrder of %s failed unexpectedly", order.oms_cl_ord_id)
+            with self._lock:
+                self._cancels.pop(order.venue_cl_ord_id, None)
+            return BROKER_OPTION, (f"REST fallback: cancel outcome unknown ({exc}); send it "
+                                   "again if the order is not reported canceled")
         # The poller reports the cancel (not polled here: the REST counter model may make a
         # query wait, and this is the OMS session's thread).
         self._wake.set()
@@ -455,6 +481,10 @@ class RestFallback:
                     return _rest_refusal(exc)
                 log.warning("REST AmendOrder of %s outcome unknown (%s)", order.oms_cl_ord_id,
                             exc)
+                outcome = "unknown"
+            except Exception:  # it may have left: settled by the order's state, like a timeout
+                log.exception("REST AmendOrder of %s failed unexpectedly; outcome unknown",
+                              order.oms_cl_ord_id)
                 outcome = "unknown"
         if outcome == "unknown":
             log.warning("the order's next polled state tells whether the amend of %s landed",

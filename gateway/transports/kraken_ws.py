@@ -25,6 +25,7 @@ Why it looks the way it does (kraken-api.md section 4):
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import itertools
 import json
@@ -239,6 +240,8 @@ class LoopThread:
         except TimeoutError as exc:
             fut.cancel()
             raise KrakenWsTimeout("no response from the venue in time") from exc
+        except concurrent.futures.CancelledError as exc:  # the client stopped meanwhile
+            raise KrakenWsError("client stopped before the venue answered") from exc
 
 
 class _Connector(LoopThread):
@@ -266,10 +269,16 @@ class _Connector(LoopThread):
         return self._connected.wait(timeout)
 
     async def _send(self, msg: Mapping[str, Any]) -> None:
+        """Send one frame. A connection that closed since the caller looked at `connected`
+        makes websockets raise its own exceptions; they become :class:`KrakenWsError`, the one
+        transport failure callers handle (an order request's outcome is then unknown)."""
         ws = self._ws
         if ws is None:
             raise KrakenWsError("not connected")
-        await ws.send(dumps(msg))
+        try:
+            await ws.send(dumps(msg))
+        except (ConnectionClosed, WebSocketException, OSError) as exc:
+            raise KrakenWsError(f"send failed: {exc}") from exc
 
     async def _on_open(self, ws: ClientConnection) -> None:  # pragma: no cover - overridden
         raise NotImplementedError

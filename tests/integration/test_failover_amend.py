@@ -35,8 +35,9 @@ SECRET = base64.b64encode(b"fixgw amend test secret, long enough for HMAC-SHA512
 
 
 class World:
-    def __init__(self, tmp: Path, max_attempts: int = 4) -> None:
-        self.engine = MatchingEngine()
+    def __init__(self, tmp: Path, max_attempts: int = 4,
+                 engine: MatchingEngine | None = None) -> None:
+        self.engine = engine or MatchingEngine()
         self.server = SpotRestServer(self.engine, Accounts([ApiAccount(KEY, SECRET, "FIXGW")]))
         self.server.start()
         self.client = KrakenSpotRest(self.server.base_url, KEY, SECRET, NonceSource(),

@@ -1,0 +1,156 @@
+"""Audit findings on the REST/WebSocket fallback: what must hold whatever goes wrong on the
+way, each against the simulator's spot REST (and WS) faces over loopback, with the gateway's
+router, journal and fallback in process (only the OMS FIX session is replaced by a recorder).
+
+* An order request that may have left and got no usable answer, whatever the exception, is
+  looked up (never resent, never left without an answer for the OMS).
+* One order on the account we cannot read (another desk's odd pair) does not stop polling,
+  failback or held orders; no step of the poller stops the others.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+from websockets.exceptions import ConnectionClosedError
+
+from gateway.transports.kraken_spot_rest import AddOrderResult
+from gateway.venue_sim.spot_ws import SpotWsServer
+from tests.integration.test_failover_amend import World, _amend, _place, _send_order
+
+
+@pytest.fixture
+def world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[World]:
+    w = World(tmp_path)
+    w.capture(monkeypatch)
+    try:
+        yield w
+    finally:
+        w.fallback.stop()
+        w.close()
+
+
+@pytest.fixture
+def ws_world(world: World) -> Iterator[World]:
+    """`world` with the private WebSocket connected (orders, cancels, amends go over it)."""
+    server = SpotWsServer(world.engine, world.server.accounts)
+    server.start()
+    try:
+        world.fallback.ws_url = server.url
+        world.fallback._manage_ws()  # what the poller does once failed over
+        ws = world.fallback.ws
+        assert ws is not None and ws.wait_connected(5)
+        time.sleep(0.3)  # token fetched and executions subscribed
+        yield world
+    finally:
+        world.fallback.stop()
+        server.stop()
+
+
+def _wait(cond: Any, timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.02)
+
+
+# ---- A: unexpected errors after a request may have left -----------------------------------
+
+
+def test_ws_send_on_a_connection_just_closed_is_looked_up(ws_world: World,
+                                                          monkeypatch: pytest.MonkeyPatch
+                                                          ) -> None:
+    """The socket closes between the `connected` check and the send: websockets raises its
+    ConnectionClosed, which used to escape to the OMS thread with the order journaled SENT
+    and no lookup. (The close is made to happen in that instant by the connection's `send`;
+    the race itself cannot be timed from a test.)"""
+    w = ws_world
+    w.fallback.request_deadline_s = 0.3
+    ws = w.fallback.ws
+    assert ws is not None and ws._ws is not None
+
+    async def closed(*_: object) -> None:
+        raise ConnectionClosedError(None, None)
+
+    monkeypatch.setattr(ws._ws, "send", closed)
+    _send_order(w, "C1")
+    order = w.store.find("FIXGW->OMS", "C1")
+    assert order is not None and order.transport == "ws"
+    assert order.venue_cl_ord_id in w.fallback._unresolved
+    assert w.reports("C1") == []
+    time.sleep(0.35)
+    assert w.fallback.poll() is True
+    (rej,) = w.reports("C1")  # it never left: rejected once its deadline has passed
+    assert rej[150] == "8" and "did not reach the venue" in rej[58]
+    assert w.engine.submission_count("FIXGW", order.venue_cl_ord_id) == 0
+
+
+def test_unreadable_lookup_answer_after_a_timeout_is_looked_up_again(
+        world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The AddOrder lands, its answer is lost, and the client's own lookup gets an answer it
+    cannot read (here a ValueError, as parse_order raises): the order is looked up later,
+    acknowledged once, never sent again."""
+    w = world
+    w.server.set_delay(0.8, 1, after=True, path_prefix="/0/private/AddOrder")
+    real = w.client.find_order
+    calls: list[str] = []
+
+    def unreadable_once(clid: str, since_epoch_s: Decimal | None = None) -> Any:
+        calls.append(clid)
+        if len(calls) == 1:
+            raise ValueError("order X: descr.price: not a decimal: 'abc'")
+        return real(clid, since_epoch_s)
+
+    monkeypatch.setattr(w.client, "find_order", unreadable_once)
+    _send_order(w, "L1")
+    order = w.store.find("FIXGW->OMS", "L1")
+    assert order is not None and order.venue_cl_ord_id in w.fallback._unresolved
+    assert w.reports("L1") == []
+    assert w.fallback.poll() is True
+    (ack,) = w.reports("L1")
+    assert ack[150] == "0"
+    assert w.engine.submission_count("FIXGW", order.venue_cl_ord_id) == 1
+
+
+def test_add_order_answer_without_txid_is_looked_up(world: World,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """An AddOrder answer with no txid (the simulator always sends one, so the answer is
+    stripped of it here) used to leave the order SENT with nothing to look it up."""
+    w = world
+    real = w.client.add_order
+
+    def no_txid(*a: Any, **k: Any) -> AddOrderResult:
+        real(*a, **k)
+        return AddOrderResult(None, "")
+
+    monkeypatch.setattr(w.client, "add_order", no_txid)
+    _send_order(w, "T1")
+    order = w.store.find("FIXGW->OMS", "T1")
+    assert order is not None and order.venue_cl_ord_id in w.fallback._unresolved
+    assert w.fallback.poll() is True
+    (ack,) = w.reports("T1")
+    assert ack[150] == "0"
+    assert w.engine.submission_count("FIXGW", order.venue_cl_ord_id) == 1
+
+
+def test_unexpected_error_after_an_amend_is_settled_by_the_order_state(
+        world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    w = world
+    txid = _place(w, "M1")
+    real = w.client.amend_order
+
+    def lands_then_fails(**k: Any) -> str:
+        real(**k)
+        raise ValueError("amend answer not understood")
+
+    monkeypatch.setattr(w.client, "amend_order", lands_then_fails)
+    _amend(w, "M2", "M1", "0.03", "30100")
+    assert w.reports("M2") == [] and txid in w.fallback._amends
+    w.fallback.poll()
+    (rep,) = w.reports("M2")
+    assert rep[150] == "5" and Decimal(rep[38]) == Decimal("0.03")
