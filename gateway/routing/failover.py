@@ -262,6 +262,7 @@ class RestFallback:
         self._wake = threading.Event()
         self._next_poll = 0.0
         self._thread: threading.Thread | None = None
+        self._step_errors: dict[str, str] = {}  # poller step -> its last failure, logged
 
     def active(self) -> bool:
         return self.policy is not None and self.policy.use_rest()
@@ -885,29 +886,48 @@ class RestFallback:
         next_status = 0.0
         while not self._stop.is_set():
             self._wake.clear()
-            try:
-                now = time.monotonic()
-                if now >= next_status:
-                    self.check_status()
-                    next_status = now + self.status_interval_s
-                if self.policy is not None:
-                    self.policy.evaluate()
-                self._manage_ws()
-                if self.held_count():
-                    self.release_held()
-                with self._lock:
-                    unresolved = bool(self._unresolved) or bool(self._amends)
-                if (self.active() or unresolved) and time.monotonic() >= self._next_poll:
-                    self._routine_poll()
-                    self._next_poll = time.monotonic() + self.poll_interval_s
-            except Exception:
-                log.exception("REST fallback poller")
+            now = time.monotonic()
+            if now >= next_status:
+                self._step("REST status check", self.check_status)
+                next_status = now + self.status_interval_s
+            if self.policy is not None:
+                self._step("transport policy", self.policy.evaluate)
+            self._step("WS executions", self._manage_ws)
+            if self.held_count():
+                self._step("held orders release", self.release_held)
+            self._step("REST poll", self._poll_if_due)
             # The policy is looked at every tick whatever the poll interval (a slow poll must
             # not slow failover), more often while orders are held (they go the moment a path
             # is up); a kick (held order, cancel, FIX logon) wakes the loop at once.
             nap = 0.05 if self.held_count() else min(self.poll_interval_s, 0.25)
             self._wake.wait(nap)
 
+    def _step(self, name: str, step: Callable[[], object]) -> None:
+        """One step of the poller's tick, on its own: a failure in one (a bug, a venue answer
+        we cannot read) must not skip the others, or failback, the WS, held orders and the
+        polls all stop with it. Logged with its traceback when it starts failing (or fails
+        differently), then quietly until it works again."""
+        try:
+            step()
+        except Exception as exc:
+            text = f"{type(exc).__name__}: {exc}"
+            if self._step_errors.get(name) != text:
+                self._step_errors[name] = text
+                log.exception("REST fallback poller: %s failed", name)
+            else:
+                log.debug("REST fallback poller: %s failed again: %s", name, text)
+            return
+        if self._step_errors.pop(name, None) is not None:
+            log.info("REST fallback poller: %s works again", name)
+
+    def _poll_if_due(self) -> None:
+        with self._lock:
+            unresolved = bool(self._unresolved) or bool(self._amends)
+        if (self.active() or unresolved) and time.monotonic() >= self._next_poll:
+            try:
+                self._routine_poll()
+            finally:
+                self._next_poll = time.monotonic() + self.poll_interval_s
 
 def _dec(value: object) -> Decimal:
     if isinstance(value, Decimal):

@@ -317,6 +317,9 @@ class KrakenSpotRest:
     look). Without it a request delayed in flight could land after the lookup and the resend.
     """
 
+    #: Per-order memory (placed orders, ClOrdID -> txid, unreadable orders) kept at most.
+    REMEMBERED_MAX = 100_000
+
     def __init__(
         self,
         base_url: str,
@@ -362,6 +365,7 @@ class KrakenSpotRest:
         self._engine: dict[str, DecayingCounter] = {}
         self._placed: dict[str, tuple[str, float]] = {}  # txid -> (pair, monotonic placed time)
         self._clid_txid: dict[str, str] = {}
+        self._unreadable: set[str] = set()  # txids of listed orders we could not parse
         self._opener = opener_for(self.base_url)
         #: Seconds spent waiting on the REST counter model (metrics, tests).
         self.rate_wait_s = 0.0
@@ -423,7 +427,7 @@ class KrakenSpotRest:
         if trades:
             params.append(("trades", "true"))
         result = self._call_retrying("/0/private/OpenOrders", params)
-        return self._orders(result.get("open", {}))
+        return self._orders(result.get("open", {}), strict=cl_ord_id is not None)
 
     def closed_orders(self, cl_ord_id: str | None = None,
                       start: Decimal | None = None) -> dict[str, SpotOrder]:
@@ -433,7 +437,7 @@ class KrakenSpotRest:
         if start is not None:
             params.append(("start", format(start, "f")))
         result = self._call_retrying("/0/private/ClosedOrders", params)
-        return self._orders(result.get("closed", {}))
+        return self._orders(result.get("closed", {}), strict=cl_ord_id is not None)
 
     def query_orders(self, txids: Iterable[str], trades: bool = False) -> dict[str, SpotOrder]:
         ids = list(txids)
@@ -727,13 +731,36 @@ class KrakenSpotRest:
                     c = self._pair_counter(parse_spot_pair(pair).pair)
                     c.add(max(0.0, c.max - c.value()))
 
-    @staticmethod
-    def _orders(result: Mapping[str, Any]) -> dict[str, SpotOrder]:
+    def _orders(self, result: Mapping[str, Any], strict: bool = False) -> dict[str, SpotOrder]:
+        """The order objects of a listing, by txid.
+
+        One order we cannot read (a pair ``parse_spot_pair`` cannot split, placed by another
+        desk on the account) must not hide every other order of the listing: that made each
+        poll fail, and failback and held orders with it. It is skipped (logged once). With
+        `strict` (a lookup of one of our own ClOrdIDs) the order is ours, so "not listed"
+        would read as "not at the venue": an answer we cannot read is no answer instead."""
         out: dict[str, SpotOrder] = {}
         for txid, obj in result.items():
-            if isinstance(obj, Mapping):
+            if not isinstance(obj, Mapping):
+                continue
+            try:
                 out[str(txid)] = parse_order(str(txid), obj)
+            except ValueError as exc:
+                if strict:
+                    raise KrakenRestError([f"transport: order {txid} not understood: {exc}"],
+                                          False, "transport", ambiguous=True) from exc
+                self._skip_unreadable(str(txid), exc)
         return out
+
+    def _skip_unreadable(self, txid: str, exc: ValueError) -> None:
+        with self._lock:
+            if txid in self._unreadable:
+                return
+            if len(self._unreadable) >= self.REMEMBERED_MAX:
+                self._unreadable.clear()  # bounded; at worst one more log line per order
+            self._unreadable.add(txid)
+        log.warning("order %s on the account not understood, skipped in order listings: %s",
+                    txid, exc)
 
 
 def _decode(status: int, raw: bytes) -> dict[str, Any]:

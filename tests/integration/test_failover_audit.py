@@ -10,6 +10,7 @@ router, journal and fallback in process (only the OMS FIX session is replaced by
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterator
 from decimal import Decimal
@@ -19,7 +20,10 @@ from typing import Any
 import pytest
 from websockets.exceptions import ConnectionClosedError
 
+from gateway.routing.failover import TransportPolicy
 from gateway.transports.kraken_spot_rest import AddOrderResult
+from gateway.venue_sim.engine import MatchingEngine
+from gateway.venue_sim.instruments import INSTRUMENTS, Instrument, InstrumentKind
 from gateway.venue_sim.spot_ws import SpotWsServer
 from tests.integration.test_failover_amend import World, _amend, _place, _send_order
 
@@ -154,3 +158,67 @@ def test_unexpected_error_after_an_amend_is_settled_by_the_order_state(
     w.fallback.poll()
     (rep,) = w.reports("M2")
     assert rep[150] == "5" and Decimal(rep[38]) == Decimal("0.03")
+
+
+# ---- B: an order we cannot read does not stop the poller ------------------------------------
+
+ODD = Instrument(symbol="FOO/ZZZ", base="FOO", quote="ZZZ", kind=InstrumentKind.SPOT,
+                 price_tick=Decimal("0.01"), lot_size=Decimal("0.00000001"),
+                 min_qty=Decimal("0.001"), price_decimals=2, qty_decimals=8,
+                 ref_price=Decimal("1.00"))
+
+
+@pytest.fixture
+def odd_world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[World]:
+    """A venue listing, on the gateway's account, an order of another desk on a pair the
+    gateway cannot split (``FOOZZZ``: no quote currency it knows)."""
+    engine = MatchingEngine({**INSTRUMENTS, ODD.symbol: ODD})
+    w = World(tmp_path, engine=engine)
+    w.capture(monkeypatch)
+    engine.submit("FIXGW", "other-desk-1", ODD.symbol, "1", Decimal("1"), Decimal("0.50"))
+    try:
+        yield w
+    finally:
+        w.fallback.stop()
+        w.close()
+
+
+def test_unreadable_order_of_another_desk_does_not_block_failback(odd_world: World) -> None:
+    w = odd_world
+    assert set(w.client.open_orders()) == set()  # skipped, not an exception
+    txid = _place(w, "F1")
+    assert set(w.client.open_orders()) == {txid}
+    fix_up = [False]
+    w.fallback.policy = TransportPolicy(lambda: fix_up[0], lambda: True, failover_after_s=0,
+                                        failback_after_s=0, on_switch=lambda *a: None,
+                                        before_failback=w.fallback.reconcile)
+    w.fallback.policy.evaluate()
+    assert w.fallback.active()
+    w.fallback.start()
+    fix_up[0] = True  # FIX is back: reconcile (OpenOrders lists the odd order) then failback
+    _wait(lambda: not w.fallback.active())
+
+
+def test_a_failing_poller_step_does_not_stop_the_others(
+        world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Held orders go out (and the poll runs) even while another step of the poller's tick
+    keeps failing (here the policy's evaluation)."""
+    w = world
+    w.fallback.hold_max_s = 30
+    assert w.fallback.policy is not None
+
+    def broken() -> str:
+        raise RuntimeError("policy evaluation failed")
+
+    monkeypatch.setattr(w.fallback.policy, "evaluate", broken)
+    w.fallback.rest_ok = False  # no transport up (until the poller's status check): held
+    _send_order(w, "H1")
+    assert [r[150] for r in w.reports("H1")] == ["A"]
+    poller = threading.Thread(target=w.fallback._run, daemon=True)  # start()'s thread
+    poller.start()
+    try:
+        _wait(lambda: [r[150] for r in w.reports("H1")] == ["A", "0"])
+    finally:
+        w.fallback._stop.set()
+        poller.join(5)
+    assert w.fallback.held_count() == 0
