@@ -845,9 +845,14 @@ class RestFallback:
                 if o.transport in ("rest", "ws") and o.status == state.SENT:
                     self._unresolved.setdefault(o.venue_cl_ord_id, (o, since, final_at))
         # Orders still held when the gateway stopped: held again (from now), in journal order.
+        # The OMS acceptor runs before this: an order held since is queued already, and
+        # queuing it twice would send it twice.
         held = [o for o in store.open_orders() if o.transport == "held"]
         with self._held_lock:
+            queued = {id(o) for o, _ in self._held}
             for o in held:
+                if id(o) in queued:
+                    continue
                 if self.hold_max_s > 0 and len(self._held) < self.hold_max_orders:
                     self._held.append((o, time.monotonic()))
                 else:

@@ -222,3 +222,26 @@ def test_a_failing_poller_step_does_not_stop_the_others(
         w.fallback._stop.set()
         poller.join(5)
     assert w.fallback.held_count() == 0
+
+
+# ---- C: an order held before the fallback starts is queued once ----------------------------
+
+
+def test_order_held_before_start_is_queued_and_sent_once(world: World) -> None:
+    """The OMS acceptor starts before the fallback: an order held in between is in the
+    queue when `start` re-queues the orders journaled as held. Queued twice, it went out
+    twice (the second AddOrder refused as a duplicate ClOrdID and the live order reported
+    rejected)."""
+    w = world
+    w.fallback.hold_max_s = 30
+    w.fallback.rest_ok = False  # no transport up: held
+    _send_order(w, "S1")
+    assert [r[150] for r in w.reports("S1")] == ["A"]
+    w.fallback.start()
+    assert w.fallback.held_count() == 1
+    _wait(lambda: [r[150] for r in w.reports("S1")] == ["A", "0"])  # status check: REST up
+    time.sleep(0.3)
+    assert [r[150] for r in w.reports("S1")] == ["A", "0"]
+    order = w.store.find("FIXGW->OMS", "S1")
+    assert order is not None
+    assert w.engine.submission_count("FIXGW", order.venue_cl_ord_id) == 1
