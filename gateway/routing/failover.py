@@ -125,6 +125,17 @@ class _Amend:
     give_up_at: float     # monotonic: past the amend's deadline, old figures = never landed
 
 
+@dataclass(slots=True)
+class _Cancel:
+    """A cancel sent (or being sent) over REST/WS, until the venue shows the order closed:
+    canceled (answered by the Canceled under `vid`), or closed otherwise (answered too late)."""
+
+    order: Order
+    vid: str              # the cancel request's venue ClOrdID (journaled with add_request)
+    oms_cl: str           # the OMS's ClOrdID of the cancel (a mass cancel's for kind "mass")
+    kind: str             # "cancel" | "mass"
+
+
 _WS_STATUS = {"pending_new": "open", "new": "open", "partially_filled": "open",
               "filled": "closed", "canceled": "canceled", "expired": "expired"}
 
@@ -242,7 +253,7 @@ class RestFallback:
         # poll, mean it never will. Before that, neither is conclusive.
         self.request_deadline_s = (request_deadline_s if request_deadline_s is not None
                                    else client.deadline_window_s + 1.0)
-        self._cancels: dict[str, str] = {}  # order venue ClOrdID -> pending cancel venue ClOrdID
+        self._cancels: dict[str, _Cancel] = {}  # order venue ClOrdID -> its pending cancel
         # Orders placed with an unknown outcome, by venue ClOrdID: (order, when to look from
         # (epoch s), monotonic time from which "not found" is final).
         self._unresolved: dict[str, tuple[Order, Decimal, float]] = {}
@@ -409,7 +420,7 @@ class RestFallback:
         self.router.store.add_request(vid, (order.oms_session, order.oms_history[0]), oms_cl,
                                       kind)
         with self._lock:
-            self._cancels[order.venue_cl_ord_id] = vid
+            self._cancels[order.venue_cl_ord_id] = _Cancel(order, vid, oms_cl, kind)
         by_ws = self._cancel_ws(order)
         if by_ws is None:
             self._wake.set()
@@ -673,13 +684,34 @@ class RestFallback:
                                     f"R{txid}-{vol}-{'filled' if done else 'partial'}",
                                     last=(delta, px)))
         if so.status in ("canceled", "expired") and order.status not in state.TERMINAL:
-            with self._lock:
-                cxl = self._cancels.pop(order.venue_cl_ord_id, None)
+            cxl = None
+            if so.status == "canceled":  # answers our cancel, if one is pending
+                with self._lock:
+                    cxl = self._cancels.pop(order.venue_cl_ord_id, None)
             code = "4" if so.status == "canceled" else "C"
             out.append(self._fields(order, txid, code, code, so.vol_exec, so.avg_price,
                                     f"R{txid}-{vol}-{so.status}",
-                                    venue_cl=cxl if code == "4" else None))
+                                    venue_cl=cxl.vid if cxl is not None else None))
         return out
+
+    def _settle_cancel(self, order: Order, so: SpotOrder) -> None:
+        """A cancel still pending once the venue shows the order closed (filled, expired, or
+        canceled before we could tell it) is answered too late: a WS cancel without an answer
+        followed by a REST "unknown order" leaves no other answer for the OMS. Caller holds
+        the router's report lock, and has reported `so` first."""
+        if so.is_open:
+            return
+        with self._lock:
+            c = self._cancels.pop(order.venue_cl_ord_id, None)
+        if c is None:
+            return
+        name = state.NAMES.get(order.status, order.status).lower()
+        if c.kind == "mass":  # as a venue refusal of one order of a mass cancel: logged only
+            log.warning("cancel of order %s (mass cancel %s): too late, order %s",
+                        order.oms_cl_ord_id, c.oms_cl, name)
+            return
+        self.router.cancel_reject_for(order, c.oms_cl, "1", TOO_LATE,
+                                      f"too late: order {name}")
 
     def _emit(self, order: Order, so: SpotOrder, via: str = "rest") -> None:
         """Report what `so` (the order's state as REST or, `via` "ws", the private WebSocket
@@ -689,6 +721,8 @@ class RestFallback:
                 self._resolve_amend(order, so, via)
             for f in self._reports(order, so):
                 self.router.on_venue_report(f, via)
+            if self._cancels:
+                self._settle_cancel(order, so)
 
     # ---- WebSocket executions (prompt reports while failed over) -------------------------------
     def on_ws_execution(self, item: dict[str, object]) -> None:
@@ -713,7 +747,7 @@ class RestFallback:
                 side=str(item.get("side", "")), ord_type=str(item.get("order_type", "")),
                 pair=order.symbol, price=_dec_or_none(item.get("limit_price")),
                 volume=_dec(item.get("order_qty")), vol_exec=_dec(item.get("cum_qty")),
-                avg_price=_dec(item.get("avg_price", 0)), opentm=Decimal(0), closetm=None)
+                avg_price=_dec(item.get("avg_price")), opentm=Decimal(0), closetm=None)
         except (TypeError, ValueError, ArithmeticError):
             log.warning("WS executions item for %s not understood: %r", txid, item)
             return

@@ -644,8 +644,10 @@ class KrakenSpotRest:
             self._placed[txid] = (pair, self._clock())
             if cl_ord_id is not None:
                 self._clid_txid[cl_ord_id] = txid
-            if len(self._placed) > 100_000:  # bounded: drop the oldest entry
-                self._placed.pop(next(iter(self._placed)))
+            # Bounded: drop the oldest entries (only the rate model's cancel charge uses them).
+            for memory in (self._placed, self._clid_txid):
+                if len(memory) > self.REMEMBERED_MAX:
+                    memory.pop(next(iter(memory)))
 
     def charge_add_elsewhere(self, pair: str) -> None:
         """Charge the per-pair engine model for an order placed over another transport with the

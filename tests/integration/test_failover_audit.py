@@ -245,3 +245,64 @@ def test_order_held_before_start_is_queued_and_sent_once(world: World) -> None:
     order = w.store.find("FIXGW->OMS", "S1")
     assert order is not None
     assert w.engine.submission_count("FIXGW", order.venue_cl_ord_id) == 1
+
+
+# ---- G: bounded memory, a cancel that met a fill, a WS item without its average price -------
+
+
+def test_clordid_to_txid_memory_is_bounded(world: World,
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    w = world
+    monkeypatch.setattr(type(w.client), "REMEMBERED_MAX", 3)
+    for i in range(5):
+        w.client.add_order("BTC/USD", "buy", "limit", Decimal("0.01"), Decimal("30000"),
+                           cl_ord_id=f"bound-{i}")
+    assert list(w.client._clid_txid) == ["bound-2", "bound-3", "bound-4"]
+    assert len(w.client._placed) == 3
+
+
+def _cancel(w: World, cl: str, orig: str, qty: str) -> None:
+    w.oms("F", [(11, cl), (41, orig), (55, "BTC/USD"), (54, "1"), (38, qty),
+                (60, "20260101-00:00:00")])
+
+
+def test_cancel_that_met_a_fill_is_answered_too_late(ws_world: World) -> None:
+    """The WS cancel gets no answer in time and the REST cancel then finds no order: it
+    filled. That "unknown order" used to be taken as the WS cancel having landed, so the
+    OMS's cancel waited for a Canceled that never came (and the pending cancel stayed
+    for ever). The poll shows the fill: reported, then the cancel answered too late."""
+    w = ws_world
+    ws = w.fallback.ws
+    assert ws is not None
+    _send_order(w, "G1")
+    (ack,) = w.reports("G1")
+    assert ack[150] == "0"
+    ws.on_execution = None  # the executions feed misses what follows (a gap): polls tell
+    w.engine.submit("MAKER", "g-maker", "BTC/USD", "2", Decimal("0.02"), Decimal("30000"))
+    ws.request_timeout = 0  # the venue's answer to the WS cancel comes too late
+    _cancel(w, "G2", "G1", "0.02")
+    assert w.reports("G2") == []  # nothing known yet
+    w.fallback.poll()
+    assert [r[150] for r in w.reports("G1")] == ["0", "F"]
+    (rej,) = w.reports("G2")
+    assert rej[35] == "9" and rej[41] == "G1" and rej[434] == "1" and rej[102] == "0"
+    assert rej[58] == "too late: order filled"
+    assert w.fallback._cancels == {}
+    w.fallback.poll()
+    assert len(w.reports("G2")) == 1
+
+
+def test_ws_item_without_average_price_is_not_understood(world: World) -> None:
+    w = world
+    txid = _place(w, "P1")
+    order = w.store.find("FIXGW->OMS", "P1")
+    assert order is not None
+    item = {"exec_type": "trade", "order_status": "partially_filled", "order_id": txid,
+            "cl_ord_id": order.venue_cl_ord_id, "side": "buy", "order_type": "limit",
+            "limit_price": Decimal("30000"), "order_qty": Decimal("0.02"),
+            "cum_qty": Decimal("0.01")}
+    w.fallback.on_ws_execution(item)  # a fill at an average price of 0 would be booked
+    assert [r[150] for r in w.reports("P1")] == ["0"]
+    w.fallback.on_ws_execution({**item, "avg_price": Decimal("30000")})
+    fill = w.reports("P1")[-1]
+    assert fill[150] == "F" and Decimal(fill[6]) == 30000
