@@ -566,8 +566,14 @@ class KrakenWsPrivate(_Connector):
                                        list[dict[str, Any]]]] = {}
 
     async def _on_open(self, ws: ClientConnection) -> None:
-        # A fresh token per connection: they are short-lived and tied to a session.
-        self._token = await asyncio.to_thread(self.token_provider)
+        # A fresh token per connection: they are short-lived and tied to a session. A failed
+        # token request (REST down or busy) fails this connection attempt only: the reconnect
+        # loop tries again with backoff. Raised as is, it ended that loop, and the client
+        # stayed dead (and its owner, seeing a client, never made another).
+        try:
+            self._token = await asyncio.to_thread(self.token_provider)
+        except Exception as exc:
+            raise KrakenWsError(f"WebSocket token request failed: {exc}") from exc
         await self._send({"method": "subscribe", "req_id": next(self._req_ids),
                           "params": {"channel": "heartbeat"}})
         await self._send({"method": "subscribe", "req_id": next(self._req_ids),

@@ -306,3 +306,26 @@ def test_ws_item_without_average_price_is_not_understood(world: World) -> None:
     w.fallback.on_ws_execution({**item, "avg_price": Decimal("30000")})
     fill = w.reports("P1")[-1]
     assert fill[150] == "F" and Decimal(fill[6]) == 30000
+
+
+# ---- F: the private WebSocket survives a failed token request ------------------------------
+
+
+def test_private_ws_connects_after_its_token_request_failed(world: World) -> None:
+    """GetWebSocketsToken fails (every retry of the client answered busy): that connection
+    attempt fails, the next one fetches a token and connects. It used to end the client's
+    reconnect loop for good, with the fallback still holding the dead client."""
+    w = world
+    server = SpotWsServer(w.engine, w.server.accounts)
+    server.start()
+    try:
+        w.server.fail_next(4, 200, "EService:Busy", path_prefix="/0/private/GetWebSocketsToken")
+        w.fallback.ws_url = server.url
+        w.fallback._manage_ws()
+        ws = w.fallback.ws
+        assert ws is not None
+        assert ws.wait_connected(5)
+        assert w.server.request_count("/0/private/GetWebSocketsToken") == 5
+    finally:
+        w.fallback.stop()
+        server.stop()
