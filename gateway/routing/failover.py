@@ -115,8 +115,11 @@ def _rest_refusal(exc: KrakenRestError) -> tuple[str, str]:
 
 @dataclass(slots=True)
 class _Amend:
-    """An AmendOrder whose answer was lost: resolved by the order's next polled state."""
+    """An AmendOrder whose answer was lost: resolved by the order's next polled state, which
+    is asked for even once the order has closed (through FIX, say): the OMS is owed an
+    answer either way."""
 
+    order: Order
     vid: str              # the replace request's venue ClOrdID (journaled with add_request)
     oms_cl: str           # the OMS's ClOrdID of the replace
     venue_cl: str         # the ClOrdID the venue knows the order by (kept by the amend)
@@ -468,12 +471,17 @@ class RestFallback:
         if not order.order_id:
             return BROKER_OPTION, ("REST fallback: the venue has not acknowledged the order "
                                    "yet; send the replace again after its New")
+        with self._lock:
+            pending = order.order_id in self._amends
+        if pending:  # one answer per request: a second would overwrite the first's
+            return BROKER_OPTION, ("REST fallback: an earlier replace of this order has no "
+                                   "answer yet; send this one again once it is answered")
         store = self.router.store
         vid = store.venue_ids.next()
         store.add_request(vid, (order.oms_session, order.oms_history[0]), oms_cl, "amend")
         venue_cl = order.venue_cl_ord_id
         txid = order.order_id
-        amend = _Amend(vid, oms_cl, venue_cl, qty, price,
+        amend = _Amend(order, vid, oms_cl, venue_cl, qty, price,
                        time.monotonic() + self.request_deadline_s)
         # Over the private WebSocket while it is connected (the same in-place amend), else
         # REST. Either way an amend without an answer is never sent again: the order's next
@@ -518,11 +526,14 @@ class RestFallback:
         the router's report lock."""
         cum = order.cum_qty
         status = "2" if a.qty <= cum else "1" if cum > 0 else "0"
+        if state.is_terminal(order.status):  # landed before the order closed (told by FIX)
+            status = order.status
         f = self._fields(order, order.order_id, "5", status, cum, order.avg_px,
                          f"R{order.order_id}-amend-{a.vid}", venue_cl=a.vid)
         f["41"] = a.venue_cl
         f["38"] = _s(a.qty)
-        f["151"] = _s(max(a.qty - cum, Decimal(0))) if status != "2" else "0"
+        f["151"] = ("0" if state.is_terminal(status)
+                    else _s(max(a.qty - cum, Decimal(0))))
         if a.price is not None:
             f["44"] = _s(a.price)
         self.router.on_venue_report(f, via)
@@ -783,6 +794,7 @@ class RestFallback:
                 # REST-routed orders, and FIX-routed ones too: while FIX is down this is the
                 # only way the OMS hears of their fills (the FIX resend later repeats them).
                 orders = [o for o in self.router.store.open_orders() if o.order_id]
+                orders += self._closed_with_requests()
             by_txid = {o.order_id: o for o in orders if o.order_id}
             if use_open_orders and by_txid:
                 try:
@@ -806,6 +818,20 @@ class RestFallback:
                     if txid in by_txid:
                         self._emit(by_txid[txid], so)
             return ok
+
+    def _closed_with_requests(self) -> list[Order]:
+        """Orders closed at the record (through FIX, say) with a REST/WS cancel or amend
+        still pending: polled too, as their state is what answers that request."""
+        with self._lock:
+            pending = [c.order for c in self._cancels.values()]
+            pending += [a.order for a in self._amends.values()]
+        seen: set[int] = set()
+        out: list[Order] = []
+        for o in pending:
+            if o.order_id and not o.is_open and id(o) not in seen:
+                seen.add(id(o))
+                out.append(o)
+        return out
 
     def _routine_poll(self) -> None:
         """The poller's periodic query, skipped while the REST counter model is nearly full:

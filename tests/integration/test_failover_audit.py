@@ -329,3 +329,50 @@ def test_private_ws_connects_after_its_token_request_failed(world: World) -> Non
     finally:
         w.fallback.stop()
         server.stop()
+
+
+# ---- D: a pending amend is answered even if its order closes through FIX ----------------------
+
+
+def test_pending_amend_of_an_order_closed_through_fix_is_answered(world: World) -> None:
+    """The AmendOrder's answer is lost; the order is then canceled at the venue and FIX tells
+    it first. Polls used to look at open orders only: the replace never got an answer, and
+    the pending amend kept the poller querying every open order for ever."""
+    w = world
+    txid = _place(w, "D1")
+    order = w.store.find("FIXGW->OMS", "D1")
+    assert order is not None
+    # Held before processing past the client's timeout and the amend's deadline: it never
+    # lands.
+    w.server.set_delay(2.3, 1, after=False, path_prefix="/0/private/AmendOrder")
+    _amend(w, "D2", "D1", "0.03", "30100")
+    assert w.reports("D2") == [] and txid in w.fallback._amends
+    w.engine.cancel("FIXGW", "ops-cancel-1", order_id=txid)  # ops, at the venue
+    w.router.on_venue_report({  # the venue's FIX report of it, first to arrive
+        "11": order.venue_cl_ord_id, "37": txid, "17": "FIX-EXEC-1", "150": "4", "39": "4",
+        "55": "BTC/USD", "54": "1", "38": "0.02", "40": "2", "59": "1", "44": "30000",
+        "151": "0", "14": "0", "6": "0", "60": "20260101-00:00:00"}, "fix")
+    assert not order.is_open
+    w.fallback.poll()
+    (rej,) = w.reports("D2")
+    assert rej[35] == "9" and rej[434] == "2" and rej[102] == "0"
+    assert w.fallback._amends == {}
+
+
+def test_second_replace_while_one_is_pending_is_refused(world: World) -> None:
+    """A replace whose answer is lost, then another one: the second used to overwrite the
+    first's pending record, so the first (which landed) was later judged not landed (the
+    order shows the second's figures) and never got a true answer."""
+    w = world
+    _place(w, "E1")
+    w.server.set_delay(1.5, 1, after=True, path_prefix="/0/private/AmendOrder")
+    _amend(w, "E2", "E1", "0.03", "30100")
+    assert w.reports("E2") == []
+    _amend(w, "E3", "E1", "0.04", "30200")
+    (rej,) = w.reports("E3")
+    assert rej[35] == "9" and rej[434] == "2" and "no answer yet" in rej[58]
+    time.sleep(1.2)  # the first amend has landed
+    w.fallback.poll()
+    (rep,) = w.reports("E2")
+    assert rep[150] == "5" and Decimal(rep[38]) == Decimal("0.03")
+    assert w.server.request_count("/0/private/AmendOrder") == 1
