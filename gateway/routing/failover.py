@@ -125,7 +125,9 @@ class _Amend:
     venue_cl: str         # the ClOrdID the venue knows the order by (kept by the amend)
     qty: Decimal
     price: Decimal | None
-    give_up_at: float     # monotonic: past the amend's deadline, old figures = never landed
+    # Monotonic: a state asked for after this that shows the old figures means it never
+    # landed. Set when the call returned (its retries each set a later deadline).
+    give_up_at: float = 0.0
 
 
 @dataclass(slots=True)
@@ -481,8 +483,7 @@ class RestFallback:
         store.add_request(vid, (order.oms_session, order.oms_history[0]), oms_cl, "amend")
         venue_cl = order.venue_cl_ord_id
         txid = order.order_id
-        amend = _Amend(order, vid, oms_cl, venue_cl, qty, price,
-                       time.monotonic() + self.request_deadline_s)
+        amend = _Amend(order, vid, oms_cl, venue_cl, qty, price)
         # Over the private WebSocket while it is connected (the same in-place amend), else
         # REST. Either way an amend without an answer is never sent again: the order's next
         # polled state tells whether it landed.
@@ -509,6 +510,9 @@ class RestFallback:
         if outcome == "unknown":
             log.warning("the order's next polled state tells whether the amend of %s landed",
                         order.oms_cl_ord_id)
+            # From now, as for an order (`_look_up_later`): the request sent last, by this
+            # call's last retry, has its deadline at most one deadline from now.
+            amend.give_up_at = time.monotonic() + self.request_deadline_s
             with self._lock:
                 self._amends[txid] = amend
             self._wake.set()
@@ -538,8 +542,13 @@ class RestFallback:
             f["44"] = _s(a.price)
         self.router.on_venue_report(f, via)
 
-    def _resolve_amend(self, order: Order, so: SpotOrder, via: str = "rest") -> None:
-        """A lost AmendOrder answer, settled by the order's state (caller holds report_lock)."""
+    def _resolve_amend(self, order: Order, so: SpotOrder, via: str = "rest",
+                       asked_at: float | None = None) -> None:
+        """A lost AmendOrder answer, settled by the order's state (caller holds report_lock).
+        `asked_at`: when the state was asked for (monotonic). Old figures say the amend never
+        landed only in a state asked for past its give-up time: one asked for before may
+        predate the amend's landing, however late its answer came. None (a WS item): only
+        new figures or a closed order settle it; the polls go on until then."""
         with self._lock:
             a = self._amends.get(so.txid)
         if a is None:
@@ -550,7 +559,7 @@ class RestFallback:
             with self._lock:
                 self._amends.pop(so.txid, None)
             self._emit_replaced(order, a, via)
-        elif time.monotonic() >= a.give_up_at or not so.is_open:
+        elif (asked_at is not None and asked_at >= a.give_up_at) or not so.is_open:
             with self._lock:
                 self._amends.pop(so.txid, None)
             log.warning("REST amend of %s did not take effect; replace %s rejected",
@@ -724,12 +733,13 @@ class RestFallback:
         self.router.cancel_reject_for(order, c.oms_cl, "1", TOO_LATE,
                                       f"too late: order {name}")
 
-    def _emit(self, order: Order, so: SpotOrder, via: str = "rest") -> None:
+    def _emit(self, order: Order, so: SpotOrder, via: str = "rest",
+              asked_at: float | None = None) -> None:
         """Report what `so` (the order's state as REST or, `via` "ws", the private WebSocket
-        tells it) adds to the order's record."""
+        tells it) adds to the order's record; `asked_at`: when a poll asked for it."""
         with self.router.report_lock:  # the order's record cannot move while we read it
             if self._amends:
-                self._resolve_amend(order, so, via)
+                self._resolve_amend(order, so, via, asked_at)
             for f in self._reports(order, so):
                 self.router.on_venue_report(f, via)
             if self._cancels:
@@ -797,6 +807,7 @@ class RestFallback:
                 orders += self._closed_with_requests()
             by_txid = {o.order_id: o for o in orders if o.order_id}
             if use_open_orders and by_txid:
+                asked_at = time.monotonic()
                 try:
                     open_ = self.client.open_orders()
                 except KrakenRestError as exc:
@@ -805,9 +816,10 @@ class RestFallback:
                 for txid, so in open_.items():
                     order = by_txid.pop(txid, None)
                     if order is not None:
-                        self._emit(order, so)
+                        self._emit(order, so, asked_at=asked_at)
             txids = list(by_txid)
             for i in range(0, len(txids), 50):
+                asked_at = time.monotonic()
                 try:
                     found = self.client.query_orders(txids[i:i + 50])
                 except KrakenRestError as exc:
@@ -816,7 +828,7 @@ class RestFallback:
                     continue
                 for txid, so in found.items():
                     if txid in by_txid:
-                        self._emit(by_txid[txid], so)
+                        self._emit(by_txid[txid], so, asked_at=asked_at)
             return ok
 
     def _closed_with_requests(self) -> list[Order]:
@@ -847,20 +859,21 @@ class RestFallback:
             pending = list(self._unresolved.items())
         ok = True
         for clid, (order, since, final_at) in pending:
+            asked_at = time.monotonic()  # "not found" is final only if asked past final_at
             try:
                 so = self.client.find_order(clid, since_epoch_s=since)
             except KrakenRestError as exc:
                 log.warning("REST lookup of order %s failed: %s", clid, exc)
                 ok = False
                 continue
-            if so is None and time.monotonic() < final_at:
+            if so is None and asked_at < final_at:
                 ok = False  # the request may still land: look again at the next poll
                 continue
             with self._lock:
                 self._unresolved.pop(clid, None)
             if so is not None:
                 log.info("order %s found at the venue over REST: txid %s", clid, so.txid)
-                self._emit(order, so)
+                self._emit(order, so, asked_at=asked_at)
             else:
                 log.warning("order %s is not at the venue: reported rejected", clid)
                 f = self._fields(order, "NONE", "8", "8", Decimal(0), Decimal(0),

@@ -376,3 +376,33 @@ def test_second_replace_while_one_is_pending_is_refused(world: World) -> None:
     (rep,) = w.reports("E2")
     assert rep[150] == "5" and Decimal(rep[38]) == Decimal("0.03")
     assert w.server.request_count("/0/private/AmendOrder") == 1
+
+
+# ---- E: an amend is not judged "did not land" before its last retry's deadline ----------------
+
+
+def test_amend_retried_late_is_not_judged_before_its_last_deadline(world: World) -> None:
+    """AmendOrder answered busy three times (each after 0.4 s), then the fourth attempt waits
+    in the venue's queue past the client's timeout and lands ~1.7 s later, inside its own
+    deadline. The give-up time was set before the call, from the first attempt: a poll past
+    it saw the old figures and rejected a replace that then landed."""
+    w = world
+    _place(w, "K1")
+    path = "/0/private/AmendOrder"
+    w.server.fail_next(3, 200, "EService:Busy", path_prefix=path)
+    w.server.set_delay(0.4, 3, after=False, path_prefix=path)
+    w.server.set_delay(1.7, 1, queued=True, path_prefix=path)
+    t0 = time.monotonic()
+    _amend(w, "K2", "K1", "0.03", "30100")
+    assert w.reports("K2") == []
+    assert w.server.request_count(path) == 4
+    time.sleep(max(0.0, t0 + 2.6 - time.monotonic()))  # past a give-up time set at t0
+    w.fallback.poll()
+    assert w.reports("K2") == []  # old figures, but the last attempt may still land
+    deadline = time.monotonic() + 5
+    while not w.reports("K2"):
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+        w.fallback.poll()
+    (rep,) = w.reports("K2")
+    assert rep[150] == "5" and Decimal(rep[38]) == Decimal("0.03")
