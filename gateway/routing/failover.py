@@ -217,7 +217,9 @@ class TransportPolicy:
                                               "not reconciled yet")
                         self._postponed = True
                         return self.active
-                    reason += "; REST unreachable, FIX resends and status requests reconcile"
+                    reason += ("; REST unreachable, so REST/WS-routed orders are not "
+                               "reconciled (cancels and replaces pending on them are still "
+                               "looked up over REST until answered)")
                 else:
                     reason += "; REST-routed orders reconciled"
             old, self.active = self.active, want
@@ -885,13 +887,23 @@ class RestFallback:
 
     def reconcile(self) -> bool:
         """Before failing back to FIX: bring every open order up to date over REST, batched
-        (one OpenOrders, then QueryOrders 50 at a time for the ones closed since)."""
+        (one OpenOrders, then QueryOrders 50 at a time for the ones closed since). Not done
+        while a REST/WS cancel or replace is pending: only the REST/WS side can answer it
+        (the venue's FIX session never heard of it), so the flow stays here until then."""
         t0 = time.monotonic()
         n = sum(1 for o in self.router.store.open_orders() if o.transport in ("rest", "ws"))
         ok = self.poll(use_open_orders=True)
+        pending = self._requests_pending()
         log.info("reconciled %d open REST-routed order(s) before failback to FIX in %.2fs: %s",
-                 n, time.monotonic() - t0, "ok" if ok else "incomplete")
-        return ok
+                 n, time.monotonic() - t0, "ok" if ok and not pending else
+                 "incomplete" if not ok else f"{pending} cancel/replace request(s) pending")
+        return ok and not pending
+
+    def _requests_pending(self) -> int:
+        """Orders looked up, cancels and amends sent over REST/WS with no answer yet: the
+        poller polls while there are any, failed over or not."""
+        with self._lock:
+            return len(self._unresolved) + len(self._cancels) + len(self._amends)
 
     # ---- health and polling thread -------------------------------------------------------------
     def check_status(self) -> bool:
@@ -999,9 +1011,8 @@ class RestFallback:
             log.info("REST fallback poller: %s works again", name)
 
     def _poll_if_due(self) -> None:
-        with self._lock:
-            unresolved = bool(self._unresolved) or bool(self._amends)
-        if (self.active() or unresolved) and time.monotonic() >= self._next_poll:
+        if ((self.active() or self._requests_pending())
+                and time.monotonic() >= self._next_poll):
             try:
                 self._routine_poll()
             finally:

@@ -406,3 +406,32 @@ def test_amend_retried_late_is_not_judged_before_its_last_deadline(world: World)
         w.fallback.poll()
     (rep,) = w.reports("K2")
     assert rep[150] == "5" and Decimal(rep[38]) == Decimal("0.03")
+
+
+# ---- H: a REST cancel in flight at failback is still reported ----------------------------------
+
+
+def test_cancel_in_flight_at_failback_is_reported(world: World) -> None:
+    """FIX comes back while a REST cancel is on its way (the venue takes it 0.6 s later).
+    The reconciliation saw the order open and failed back, after which nothing polled: the
+    order stayed open at the record and the OMS's cancel never got its Canceled."""
+    w = world
+    fix_up = [False]
+    policy = TransportPolicy(lambda: fix_up[0], lambda: True, failover_after_s=0,
+                             failback_after_s=0, on_switch=lambda *a: None,
+                             before_failback=w.fallback.reconcile)
+    w.fallback.policy = policy
+    policy.evaluate()
+    assert w.fallback.active()
+    _place(w, "Z1")
+    w.fallback.poll_interval_s = 0.2
+    w.fallback.start()
+    w.server.set_delay(0.6, 1, after=False, path_prefix="/0/private/CancelOrder")
+    canceling = threading.Thread(target=_cancel, args=(w, "Z2", "Z1", "0.02"), daemon=True)
+    canceling.start()
+    time.sleep(0.1)
+    fix_up[0] = True
+    _wait(lambda: [r[150] for r in w.reports("Z2")] == ["4"])
+    _wait(lambda: not w.fallback.active())  # once nothing is pending
+    canceling.join(5)
+    assert w.fallback._cancels == {}
