@@ -769,8 +769,9 @@ class RestFallback:
                 txid=txid, cl_ord_id=str(item.get("cl_ord_id") or "") or None, status=status,
                 side=str(item.get("side", "")), ord_type=str(item.get("order_type", "")),
                 pair=order.symbol, price=_dec_or_none(item.get("limit_price")),
-                volume=_dec(item.get("order_qty")), vol_exec=_dec(item.get("cum_qty")),
-                avg_price=_dec(item.get("avg_price")), opentm=Decimal(0), closetm=None)
+                volume=_dec(item.get("order_qty")), vol_exec=(cum := _dec(item.get("cum_qty"))),
+                avg_price=_avg_price(item.get("avg_price"), cum), opentm=Decimal(0),
+                closetm=None)
         except (TypeError, ValueError, ArithmeticError):
             log.warning("WS executions item for %s not understood: %r", txid, item)
             return
@@ -1024,6 +1025,12 @@ def _dec(value: object) -> Decimal:
     if isinstance(value, int | str) and not isinstance(value, bool):
         return Decimal(value)
     raise TypeError(f"not a decimal: {value!r}")
+
+
+def _avg_price(value: object, cum: Decimal) -> Decimal:
+    """A WS item's average price: it may be left out while nothing is filled (it means
+    nothing then), but a fill without it is not understood (TypeError), never priced 0."""
+    return Decimal(0) if value is None and not cum else _dec(value)
 
 
 def _dec_or_none(value: object) -> Decimal | None:

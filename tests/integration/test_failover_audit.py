@@ -435,3 +435,28 @@ def test_cancel_in_flight_at_failback_is_reported(world: World) -> None:
     _wait(lambda: not w.fallback.active())  # once nothing is pending
     canceling.join(5)
     assert w.fallback._cancels == {}
+
+
+def test_ws_new_item_without_average_price_is_understood(
+        world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Nothing filled, no average price to give: the item still tells the New (it used to
+    default to 0, so refusing every item without one would lose the prompt New)."""
+    w = world
+    real = w.client.add_order
+
+    def no_txid(*a: Any, **k: Any) -> AddOrderResult:  # the New is not known from the answer
+        real(*a, **k)
+        return AddOrderResult(None, "")
+
+    monkeypatch.setattr(w.client, "add_order", no_txid)
+    _send_order(w, "Q1")
+    order = w.store.find("FIXGW->OMS", "Q1")
+    assert order is not None and w.reports("Q1") == []
+    (snap,) = w.engine.open_orders("FIXGW")
+    w.fallback.on_ws_execution({
+        "exec_type": "new", "order_status": "new", "order_id": snap.order_id,
+        "cl_ord_id": order.venue_cl_ord_id, "side": "buy", "order_type": "limit",
+        "limit_price": Decimal("30000"), "order_qty": Decimal("0.02"),
+        "cum_qty": Decimal("0")})
+    (ack,) = w.reports("Q1")
+    assert ack[150] == "0" and ack[37] == snap.order_id
