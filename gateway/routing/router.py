@@ -1262,15 +1262,37 @@ class Router:
             log.info("reconciling %d order(s) with no venue report since before the restart",
                      len(pending))
         for o in pending:
-            self._recon[o.venue_cl_ord_id] = new_venue_session
-            out = m.new_message("H")
-            out.setField(m.CL_ORD_ID, o.venue_cl_ord_id)
-            out.setField(m.SYMBOL, o.symbol)
-            out.setField(m.SIDE, o.side)
-            self.venue.send(out)
+            self._ask_status(o, new_venue_session)
         if self._unanswered:
             self._send_unanswered_requests()
         return len(pending)
+
+    def ask_about_fallback_orders(self) -> int:
+        """Once the order flow is back on FIX, ask the venue about each open order the REST/WS
+        fallback placed: a change the fallback's last poll did not see, or that FIX reports
+        under a ClOrdID we never used (a REST cancel's), reaches the OMS as a status report.
+        An answer that tells nothing new is not forwarded, and "unknown order" is not taken as
+        a reject (the venue's FIX side may not find an order placed over REST by ClOrdID).
+        Orders still unacknowledged are the fallback's to look up. Returns how many."""
+        pending = [o for o in self.store.open_orders() if o.transport in ("rest", "ws")
+                   and o.status != state.SENT]
+        for o in pending:
+            self._ask_status(o, False)
+        if pending:
+            log.info("order flow back on FIX: asking the venue about %d order(s) placed over "
+                     "the fallback", len(pending))
+        return len(pending)
+
+    def _ask_status(self, o: Order, new_venue_session: bool) -> None:
+        """An OrderStatusRequest for `o`, answered through `_recon` (see `reconcile`)."""
+        self._recon[o.venue_cl_ord_id] = new_venue_session
+        out = m.new_message("H")
+        out.setField(m.CL_ORD_ID, o.venue_cl_ord_id)
+        if o.order_id:
+            out.setField(m.ORDER_ID, o.order_id)
+        out.setField(m.SYMBOL, o.symbol)
+        out.setField(m.SIDE, o.side)
+        self.venue.send(out)
 
     def _send_new(self, order: Order) -> bool:
         return self.venue.send(self._order_message("D", order.venue_cl_ord_id, order, None))
@@ -1396,6 +1418,11 @@ class Router:
             return
         if exec_type == "I" and venue_cl in self._recon:
             new_session = self._recon.pop(venue_cl)
+            if ord_status == "8" and target.order.transport in ("rest", "ws"):
+                log.info("order %s placed over the fallback: the venue's FIX side does not "
+                         "find it (%s); its state stays as the fallback last reported",
+                         target.oms_cl_ord_id, f.get("58", "no reason given"))
+                return
             if ord_status == "8" and target.order.status == state.SENT:
                 refused = self._refused_now(target.order)
                 ctx = self._oms_by_key.get(target.order.oms_session)

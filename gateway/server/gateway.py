@@ -220,6 +220,8 @@ class Gateway:
         def switched(old: str, new: str, reason: str, automatic: bool) -> None:
             fallback.record_switch(old, new)  # journaled: a restart resumes on that path
             self._transport_switched(old, new, reason, automatic)
+            if new == "fix":
+                self.router.ask_about_fallback_orders()
 
         fallback.policy = TransportPolicy(
             self.router.venue.is_up, lambda: fallback.rest_ok,

@@ -359,3 +359,30 @@ def test_a_replace_report_resent_after_a_fill_over_rest_does_not_undo_the_fill(
     order = w.store.find(KEY, "R2")
     assert order is not None and order.cum_qty == Decimal("0.015")
     assert order.qty == Decimal("0.02")
+
+
+def test_after_failback_orders_placed_over_rest_are_asked_about_and_unknown_is_no_reject(
+        world: _World) -> None:
+    w = world
+    o = Order(oms_session=KEY, oms_cl_ord_id="RST1", venue_cl_ord_id="900", symbol="BTC/USD",
+              side="1", ord_type="2", qty=Decimal("0.01"), price=Decimal("30000"), tif="1",
+              transport="rest", oms_history=["RST1"])
+    w.store.add_order(o)
+    base = {"11": "900", "37": "OREST", "55": "BTC/USD", "54": "1", "40": "2", "44": "30000",
+            "59": "1", "38": "0.01", "60": m.utc_timestamp()}
+    w.report({**base, "17": "R-0", "150": "0", "39": "0", "151": "0.01", "14": "0", "6": "0"},
+             "rest")
+    w.oms_got.clear()
+    assert w.router.ask_about_fallback_orders() == 1
+    (h,) = [s for s in w.venue.sent if s[35] == "H"]
+    assert (h[11], h[37]) == ("900", "OREST")
+    # The venue's FIX side does not find it by that ClOrdID: not a reject of a live order.
+    w.report({**base, "17": "S-1", "150": "I", "39": "8", "151": "0", "14": "0", "6": "0",
+              "58": "unknown order"}, "fix")
+    assert w.oms_got == [] and o.is_open
+    # Canceled meanwhile (a REST cancel FIX reported under a ClOrdID we never used): news.
+    w.router.ask_about_fallback_orders()
+    w.report({**base, "17": "S-2", "150": "I", "39": "4", "151": "0", "14": "0", "6": "0"},
+             "fix")
+    assert [(r[150], r[39]) for r in w.oms_got] == [("I", "4")]
+    assert not o.is_open
