@@ -1025,12 +1025,7 @@ class Router:
         # "unknown order" would read as Rejected for an order that was, say, Canceled.
         if (order is not None and self.venue.is_up() and order.status != state.SENT
                 and order.is_open):
-            out = m.new_message("H")
-            out.setField(m.CL_ORD_ID, order.venue_cl_ord_id)
-            if order.order_id:
-                out.setField(m.ORDER_ID, order.order_id)
-            out.setField(m.SYMBOL, order.symbol)
-            out.setField(m.SIDE, order.side)
+            out = self._status_request(order)
             req_id = f.get("790")
             if req_id is not None:  # echoed on the venue's answer
                 self._status_req_ids[order.venue_cl_ord_id] = req_id
@@ -1284,15 +1279,20 @@ class Router:
         return len(pending)
 
     def _ask_status(self, o: Order, new_venue_session: bool) -> None:
-        """An OrderStatusRequest for `o`, answered through `_recon` (see `reconcile`)."""
+        """Ask the venue about `o`; the answer is settled through `_recon` (see `reconcile`)."""
         self._recon[o.venue_cl_ord_id] = new_venue_session
+        self.venue.send(self._status_request(o))
+
+    @staticmethod
+    def _status_request(o: Order) -> fix.Message:
+        """An OrderStatusRequest for the venue about `o`, by its ClOrdID and OrderID there."""
         out = m.new_message("H")
         out.setField(m.CL_ORD_ID, o.venue_cl_ord_id)
         if o.order_id:
             out.setField(m.ORDER_ID, o.order_id)
         out.setField(m.SYMBOL, o.symbol)
         out.setField(m.SIDE, o.side)
-        self.venue.send(out)
+        return out
 
     def _send_new(self, order: Order) -> bool:
         return self.venue.send(self._order_message("D", order.venue_cl_ord_id, order, None))

@@ -14,6 +14,7 @@ import time
 from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import pytest
 import quickfix as fix
@@ -168,21 +169,29 @@ def test_lost_answer_amend_that_never_landed_is_rejected_after_its_deadline(
     assert o is not None and o.oms_cl_ord_id == "B1" and o.qty == Decimal("0.02")
 
 
+def connect_private_ws(w: World) -> tuple[Any, Any]:
+    """A simulator WS face on `w`'s engine and the fallback's private WebSocket connected to
+    it, as the poller connects it once failed over: (the face, the client). The caller stops
+    the face."""
+    from gateway.venue_sim.spot_ws import SpotWsServer
+
+    server = SpotWsServer(w.engine, w.server.accounts)
+    server.start()
+    w.fallback.ws_url = server.url
+    w.fallback._manage_ws()  # what the poller does once failed over
+    ws = w.fallback.ws
+    assert ws is not None and ws.wait_connected(5)
+    time.sleep(0.3)  # token fetched and executions subscribed
+    return server, ws
+
+
 def test_ws_add_order_without_an_answer_is_looked_up_not_resent(world: World) -> None:
     """Orders over the private WebSocket while failed over: one whose answer misses the
     client's timeout is looked up over REST by ClOrdID (found: acknowledged once), never sent
     again; with the socket down the next order goes over REST under its own ClOrdID."""
-    from gateway.venue_sim.spot_ws import SpotWsServer
-
     w = world
-    ws_server = SpotWsServer(w.engine, w.server.accounts)
-    ws_server.start()
+    ws_server, ws = connect_private_ws(w)
     try:
-        w.fallback.ws_url = ws_server.url
-        w.fallback._manage_ws()  # what the poller does once failed over
-        ws = w.fallback.ws
-        assert ws is not None and ws.wait_connected(5)
-        time.sleep(0.3)  # token fetched and executions subscribed
         ws.request_timeout = 0.0005  # the venue's answer always comes too late
         w.oms("D", [(11, "W1"), (55, "BTC/USD"), (54, "1"), (38, "0.01"), (40, "2"),
                     (44, "30000"), (59, "1"), (60, "20260101-00:00:00")])

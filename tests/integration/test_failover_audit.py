@@ -25,7 +25,13 @@ from gateway.transports.kraken_spot_rest import AddOrderResult
 from gateway.venue_sim.engine import MatchingEngine
 from gateway.venue_sim.instruments import INSTRUMENTS, Instrument, InstrumentKind
 from gateway.venue_sim.spot_ws import SpotWsServer
-from tests.integration.test_failover_amend import World, _amend, _place, _send_order
+from tests.integration.test_failover_amend import (
+    World,
+    _amend,
+    _place,
+    _send_order,
+    connect_private_ws,
+)
 
 
 @pytest.fixture
@@ -42,17 +48,12 @@ def world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[World]:
 @pytest.fixture
 def ws_world(world: World) -> Iterator[World]:
     """`world` with the private WebSocket connected (orders, cancels, amends go over it)."""
-    server = SpotWsServer(world.engine, world.server.accounts)
-    server.start()
+    server, _ws = connect_private_ws(world)
     try:
-        world.fallback.ws_url = server.url
-        world.fallback._manage_ws()  # what the poller does once failed over
-        ws = world.fallback.ws
-        assert ws is not None and ws.wait_connected(5)
-        time.sleep(0.3)  # token fetched and executions subscribed
         yield world
     finally:
         world.fallback.stop()
+        server.stop()
         server.stop()
 
 

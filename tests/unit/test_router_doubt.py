@@ -69,11 +69,10 @@ def world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[_World]:
         w.store.close()
 
 
-def test_reconcile_does_not_ask_about_an_order_on_its_way_out(
-        world: _World, monkeypatch: pytest.MonkeyPatch) -> None:
-    """An order journaled but not yet sent when the reconciliation after a logon runs is not
-    in doubt: asking about it could overtake it, get "unknown order", and send it twice."""
-    w = world
+def hold_order_building(monkeypatch: pytest.MonkeyPatch) -> tuple[threading.Event,
+                                                                  threading.Event]:
+    """Hold an OMS thread in the middle of sending an order (journaled, in the router's
+    `_sending`, its message being built): (set once it is there, set it to let it go on)."""
     building = threading.Event()
     release = threading.Event()
     build = Router._order_message
@@ -84,6 +83,15 @@ def test_reconcile_does_not_ask_about_an_order_on_its_way_out(
         return build(*args, **kwargs)  # type: ignore[arg-type]
 
     monkeypatch.setattr(Router, "_order_message", staticmethod(slow_build))
+    return building, release
+
+
+def test_reconcile_does_not_ask_about_an_order_on_its_way_out(
+        world: _World, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An order journaled but not yet sent when the reconciliation after a logon runs is not
+    in doubt: asking about it could overtake it, get "unknown order", and send it twice."""
+    w = world
+    building, release = hold_order_building(monkeypatch)
     msg = m.new_message("D")
     f = {"35": "D", "11": "R1", "55": "BTC/USD", "54": "1", "38": "0.01", "40": "2",
          "44": "30000", "59": "1", "60": "20260101-00:00:00"}

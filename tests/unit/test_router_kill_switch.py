@@ -8,12 +8,10 @@ import threading
 import time
 
 import pytest
-import quickfix as fix
 
 from gateway.config.risk import GateConfig
 from gateway.risk.gate import Gate, GateDecision, GateOrder
-from gateway.routing.router import Router
-from tests.unit.test_router_doubt import _World, world
+from tests.unit.test_router_doubt import _World, hold_order_building, world
 from tests.unit.test_router_gate_rate import _answers, _buy, _sent_to_venue
 
 __all__ = ["world"]  # the fixture, shared with test_router_doubt
@@ -55,16 +53,7 @@ def test_a_sweep_cancel_follows_the_order_it_finds_being_sent(
     not overtake the NewOrderSingle (the venue would refuse it as for an unknown order, and
     the order would rest)."""
     w = world
-    building = threading.Event()
-    release = threading.Event()
-    build = Router._order_message
-
-    def slow_build(*args: object, **kwargs: object) -> fix.Message:
-        building.set()
-        release.wait(5)
-        return build(*args, **kwargs)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(Router, "_order_message", staticmethod(slow_build))
+    building, release = hold_order_building(monkeypatch)
     oms = threading.Thread(target=_buy, args=(w, "K2"), daemon=True)
     oms.start()
     assert building.wait(5)
