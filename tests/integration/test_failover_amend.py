@@ -77,6 +77,7 @@ class World:
         return [r for r in self.sent if r.get(11) == cl]
 
     def close(self) -> None:
+        self.fallback.stop()  # its poller and WebSocket, if a test started them
         self.store.close()
         self.server.close()
 

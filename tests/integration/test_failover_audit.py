@@ -31,18 +31,10 @@ from tests.integration.test_failover_amend import (
     _place,
     _send_order,
     connect_private_ws,
+    world,
 )
 
-
-@pytest.fixture
-def world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[World]:
-    w = World(tmp_path)
-    w.capture(monkeypatch)
-    try:
-        yield w
-    finally:
-        w.fallback.stop()
-        w.close()
+__all__ = ["world"]  # the fixture, shared with test_failover_amend
 
 
 @pytest.fixture
