@@ -11,10 +11,13 @@ Journal records are tab-separated lines, one per change, first field the record 
     U  oms_session  cl_ord_id  [epoch_ms]          a ClOrdID the gateway rejected (stays used)
     Q  venue_cl_ord_id  oms_session  first_cl_ord_id  request_cl_ord_id  kind
                                                    a cancel/replace/amend/status/mass
-       [epoch_ms  qty  price]                      request, journaled before it is sent;
-                                                   one for the venue's FIX session has the
-                                                   time and a replace's figures (see
-                                                   `FixRequest`)
+       [epoch_ms  qty  price  [transport]]         request, journaled before it is sent;
+                                                   a cancel or replace (amend) has the time,
+                                                   its figures and the transport that carries
+                                                   it: ``fix`` (the venue's FIX session; a
+                                                   record without the field, as written before
+                                                   2026-11-28, is one), ``rest`` or ``ws`` (the
+                                                   fallback's; see `RequestDetails`)
     E  oms_session  first_cl_ord_id  exec_id  ord_status  cum_qty  avg_px  order_id
        cur_oms_cl  cur_venue_cl  qty  price         a venue report applied ("" = unchanged);
                                                    an in-place amend's Replaced keeps
@@ -22,8 +25,12 @@ Journal records are tab-separated lines, one per change, first field the record 
        [epoch_ms  oms_message]                      and, for a report forwarded to the OMS,
                                                    the exact message, journaled *before* it
                                                    is sent (see `commit_forward`)
-    R  venue_cl_ord_id                             a FIX request refused (by the venue, or
-                                                   by the gateway when its send failed)
+    R  venue_cl_ord_id                             a request answered without becoming the
+                                                   order's version: refused (by the venue, or
+                                                   by the gateway when its send failed), or,
+                                                   over REST/WS, too late or an amend's
+                                                   Replaced (whose E names the order's own
+                                                   venue ClOrdID, not the amend's)
     S  oms_session  first_cl_ord_id  transport     a held order released onto a transport
     A  venue_cl_ord_id  oms_session  first_cl_ord_id  oms_cl_ord_id
                                                    read only: an amend's rebind, as journals
@@ -136,16 +143,21 @@ class VenueRef:
 
 
 @dataclass(slots=True, frozen=True)
-class FixRequest:
-    """A cancel or replace journaled for the venue's FIX session: when, and the replace's
-    figures. Kept from replay only, for `Router.find_unanswered_requests`: a kill between the
-    journal and the send leaves a request the venue never got, and the venue session keeps
-    no copy of what it sent (PersistMessages=N) to tell. A compaction's snapshot does not
-    keep them: a request still unanswered across one is not sent again by a restart."""
+class RequestDetails:
+    """A cancel or replace journaled before it is sent: when, a replace's figures, and the
+    transport that carries it ("fix": the venue's FIX session; "rest"/"ws": the fallback's).
+    Kept from replay only, for a restart: a kill between the journal and the send leaves a
+    request the venue never got, and a kill before its answer leaves one only the journal
+    knows about. FIX ones are for `Router.find_unanswered_requests` (the venue session keeps
+    no copy of what it sent, PersistMessages=N, to tell); REST/WS ones for
+    `RestFallback.start` (their outcome is looked up, or a cancel sent again). A compaction's
+    snapshot does not keep them: a request still unanswered across one is not taken up by a
+    restart."""
 
     journaled_ms: int
     qty: Decimal | None
     price: Decimal | None
+    transport: str = "fix"
 
 
 @dataclass(slots=True, frozen=True)
@@ -256,7 +268,8 @@ class OrderStore:
         # A record with no time of its own (a report not forwarded, an old ``U``) counts as
         # made now: it is kept a full retention from this start, never evicted early.
         self._replay_now = time.time()
-        self._replayed_fix_requests: dict[str, FixRequest] = {}
+        # Requests journaled with their details and no answer yet, by venue ClOrdID.
+        self._replayed_requests: dict[str, RequestDetails] = {}
         self._skipped = 0
         # The journal's record count is `_records_base` plus what was appended since
         # `_appended_mark` (the compaction trigger; reset by each compaction).
@@ -350,29 +363,44 @@ class OrderStore:
             self._index_new(o)
 
     def add_request(self, venue_cl_ord_id: str, order_key: OrderKey, oms_cl_ord_id: str,
-                    kind: str, fix: FixRequest | None = None) -> None:
-        """Journal a request before it is sent. `fix`: it goes out on the venue's FIX session
-        (with its time and a replace's figures, so a restart can send it if it never left)."""
+                    kind: str, fix: RequestDetails | None = None) -> None:
+        """Journal a request before it is sent. `fix`: its details (time, a replace's figures,
+        transport), so a restart can take it up if it has no answer (see `RequestDetails`)."""
         line = (f"Q\t{venue_cl_ord_id}\t{order_key[0]}\t{order_key[1]}\t{oms_cl_ord_id}\t"
                 f"{kind}")
         if fix is not None:
             line += (f"\t{fix.journaled_ms}\t{'' if fix.qty is None else fix.qty}\t"
                      f"{'' if fix.price is None else fix.price}")
+            if fix.transport != "fix":  # a FIX one as before: older gateways replay it
+                line += f"\t{fix.transport}"
         with self.lock:
             self._journal.append_line(line)
             self._index_request(venue_cl_ord_id, order_key, oms_cl_ord_id, kind)
 
     def mark_answered(self, venue_cl_ord_id: str) -> None:
-        """Journal that a FIX request got its answer without becoming the order's version: a
-        venue's cancel reject, or the gateway's own when the send failed."""
+        """Journal that a request got its answer without becoming the order's version: a
+        venue's cancel reject, the gateway's own when the send failed, or (REST/WS) a cancel
+        answered too late or an amend's Replaced."""
         with self.lock:
             self._journal.append_line(f"R\t{venue_cl_ord_id}")
 
-    def unanswered_fix_requests(self) -> dict[str, FixRequest]:
+    def unanswered_fix_requests(self) -> dict[str, RequestDetails]:
         """The FIX requests the journal held at start with no answer recorded (none became
         its order's version, none was refused), by venue ClOrdID. Given once: the store
         forgets them, as they only matter at a restart."""
-        found, self._replayed_fix_requests = self._replayed_fix_requests, {}
+        return self._take_replayed(lambda t: t == "fix")
+
+    def unanswered_fallback_requests(self) -> dict[str, RequestDetails]:
+        """As `unanswered_fix_requests`, for the cancels and amends sent over REST or WS (the
+        fallback's): given once."""
+        return self._take_replayed(lambda t: t != "fix")
+
+    def _take_replayed(self, match: Callable[[str], bool]) -> dict[str, RequestDetails]:
+        with self.lock:
+            found = {vid: r for vid, r in self._replayed_requests.items()
+                     if match(r.transport)}
+            for vid in found:
+                del self._replayed_requests[vid]
         return found
 
     def resolve_report(self, venue_cl_ord_id: str, venue_orig: str | None,
@@ -675,7 +703,7 @@ class OrderStore:
         elif t == "F":
             self.last_forward = ForwardedReport(f[1], f[2], int(f[3]), _unescape(f[4]))
         elif t == "R":
-            self._replayed_fix_requests.pop(f[1], None)
+            self._replayed_requests.pop(f[1], None)
         elif t == "E":
             forwarded = len(f) >= _E_FIELDS + 2
             if forwarded:
@@ -684,7 +712,7 @@ class OrderStore:
                 self._skipped += 1
                 return
             if f[9]:  # a request that became the order's version was answered
-                self._replayed_fix_requests.pop(f[9], None)
+                self._replayed_requests.pop(f[9], None)
             self._apply_report(f[1:_E_FIELDS],
                                int(f[_E_FIELDS]) / 1000 if forwarded else self._replay_now)
         elif ((f[2], f[3]) if t in ("Q", "A") else (f[1], f[2])) not in self.orders:
@@ -692,9 +720,10 @@ class OrderStore:
         elif t == "Q":
             self._index_request(f[1], (f[2], f[3]), f[4], f[5])
             self.venue_ids.observe(f[1])
-            if len(f) >= 9:  # for FIX (journals before 2026-11-27 did not say)
-                self._replayed_fix_requests[f[1]] = FixRequest(
-                    int(f[6]), Decimal(f[7]) if f[7] else None, Decimal(f[8]) if f[8] else None)
+            if len(f) >= 9:  # details (journals before 2026-11-27 had none; 9 fields: FIX)
+                self._replayed_requests[f[1]] = RequestDetails(
+                    int(f[6]), Decimal(f[7]) if f[7] else None, Decimal(f[8]) if f[8] else None,
+                    f[9] if len(f) >= 10 and f[9] else "fix")
         elif t == "S":
             self.orders[(f[1], f[2])].transport = f[3]
         elif t == "A":  # an amend's rebind as journals before 2026-11-27 wrote it separately

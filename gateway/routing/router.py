@@ -51,11 +51,11 @@ from gateway.marketdata.fanout import OmsMarketData
 from gateway.orders import state
 from gateway.orders.model import Order
 from gateway.orders.store import (
-    FixRequest,
     ForwardedReport,
     OrderKey,
     OrderStore,
     ReportTarget,
+    RequestDetails,
 )
 from gateway.risk import validation as v
 from gateway.risk.gate import Gate, GateDecision, GateOrder
@@ -335,7 +335,7 @@ class Router:
         self._sending: set[str] = set()
         # Cancels and replaces journaled before a restart with no answer, by venue ClOrdID
         # (`find_unanswered_requests`): sent again by the first `reconcile`.
-        self._unanswered: dict[str, FixRequest] = {}
+        self._unanswered: dict[str, RequestDetails] = {}
         # OrdStatusReqID (790) of an OMS status request the venue is asked, by the venue
         # ClOrdID asked about: FIX 4.4 echoes it on the answer.
         self._status_req_ids: dict[str, str] = {}
@@ -939,7 +939,7 @@ class Router:
     def _send_cancel(self, order: Order, ctx: OmsContext, cl: str, kind: str) -> bool:
         vid = self.store.venue_ids.next()
         self.store.add_request(vid, (order.oms_session, order.oms_history[0]), cl, kind,
-                               FixRequest(time.time_ns() // 1_000_000, None, None))
+                               RequestDetails(time.time_ns() // 1_000_000, None, None))
         self._maybe_crash("request_journaled", "F")
         sent = self.venue.send(self._cancel_message(order, vid))
         if not sent:
@@ -1010,7 +1010,7 @@ class Router:
             return
         vid = self.store.venue_ids.next()
         self.store.add_request(vid, (order.oms_session, order.oms_history[0]), cl, "replace",
-                               FixRequest(time.time_ns() // 1_000_000, qty, price))
+                               RequestDetails(time.time_ns() // 1_000_000, qty, price))
         self._maybe_crash("request_journaled", "G")
         out = self._order_message("G", vid, order, None, qty, price)
         if not self.venue.send(out):
@@ -1597,7 +1597,7 @@ class Router:
         did get is refused as a duplicate ClOrdID (or its order is found closed), not done
         twice, and that refusal reaches the OMS like any other."""
         journaled = self.store.unanswered_fix_requests()
-        found: dict[str, FixRequest] = {}
+        found: dict[str, RequestDetails] = {}
         for order in self.store.open_orders():
             if order.transport == "fix":
                 for vid in order.venue_ids[1:]:

@@ -13,7 +13,7 @@ from gateway.orders import journal as journal_module
 from gateway.orders import state
 from gateway.orders.journal import Journal
 from gateway.orders.model import Order
-from gateway.orders.store import FixRequest, OrderStore
+from gateway.orders.store import OrderStore, RequestDetails
 
 
 def _order(cl: str = "A1", venue: str = "100") -> Order:
@@ -74,25 +74,72 @@ def test_only_fix_requests_without_an_answer_are_unanswered_after_a_restart(
     s = OrderStore(path, fsync_interval_ms=0)
     s.add_order(_order())
     key = ("FIXGW->OMS", "A1")
-    s.add_request("101", key, "A2", "replace", FixRequest(1, Decimal("0.5"), Decimal("44000")))
+    s.add_request("101", key, "A2", "replace", RequestDetails(1, Decimal("0.5"), Decimal("44000")))
     t = s.resolve_report("101", "100", "E1")
     assert t is not None
     _legal, rec = s.apply_report(t, venue_cl_ord_id="101", exec_id="E1", exec_type="5",
                                  ord_status="0", cum_qty="0", avg_px="0", order_id="OABC",
                                  qty="0.5", price="44000.0")
     s.commit(rec)  # answered: 101 became the order's version
-    s.add_request("102", key, "A3", "replace", FixRequest(2, Decimal("0.4"), None))
-    s.add_request("103", key, "A4", "cancel", FixRequest(3, None, None))
+    s.add_request("102", key, "A3", "replace", RequestDetails(2, Decimal("0.4"), None))
+    s.add_request("103", key, "A4", "cancel", RequestDetails(3, None, None))
     s.mark_answered("103")  # the venue refused it
-    s.add_request("104", key, "A5", "cancel", FixRequest(4, None, None))
+    s.add_request("104", key, "A5", "cancel", RequestDetails(4, None, None))
     s.add_request("105", key, "A6", "cancel")  # over REST: not the FIX session's to send
     s.close()
 
     s2 = OrderStore(path, fsync_interval_ms=0)
     assert s2.unanswered_fix_requests() == {
-        "102": FixRequest(2, Decimal("0.4"), None), "104": FixRequest(4, None, None)}
+        "102": RequestDetails(2, Decimal("0.4"), None), "104": RequestDetails(4, None, None)}
     assert s2.unanswered_fix_requests() == {}  # given once
     s2.close()
+
+
+def test_fallback_requests_replay_apart_from_fix_ones_old_and_new_q_forms(
+        tmp_path: Path) -> None:
+    """Q records in every form a journal may hold: 6 fields (no details: before 2026-11-27),
+    9 (a FIX request's), 10 (with the transport: a REST/WS cancel or amend's too). A REST/WS
+    request answered by an R (a refusal, too late, an amend's Replaced) or by an E naming it
+    is not unanswered; each kind is given once, and never to the other's taker."""
+    path = tmp_path / "orders.journal"
+    s = OrderStore(path, fsync_interval_ms=0)
+    s.add_order(_order())
+    s.close()
+    key = "FIXGW->OMS\tA1"
+    with path.open("a") as f:
+        f.write("".join(line + "\n" for line in (
+            f"Q\t200\t{key}\tB0\tcancel",                          # old: no details
+            f"Q\t201\t{key}\tB1\treplace\t11\t0.5\t44000",        # old FIX form
+            f"Q\t202\t{key}\tB2\tcancel\t12\t\t\tfix",             # FIX, spelt out
+            f"Q\t203\t{key}\tB3\tamend\t13\t0.3\t43000\trest",     # REST amend
+            f"Q\t204\t{key}\tB4\tcancel\t14\t\t\tws",              # WS cancel
+            f"Q\t205\t{key}\tB5\tmass\t15\t\t\trest",              # REST, answered by R
+            "R\t205",
+            f"Q\t206\t{key}\tB6\tamend\t16\t0.2\t\trest",          # answered by R
+            "R\t206",
+        )))
+    s2 = OrderStore(path, fsync_interval_ms=0)
+    assert s2.unanswered_fallback_requests() == {
+        "203": RequestDetails(13, Decimal("0.3"), Decimal("43000"), "rest"),
+        "204": RequestDetails(14, None, None, "ws")}
+    assert s2.unanswered_fallback_requests() == {}  # given once
+    assert s2.unanswered_fix_requests() == {
+        "201": RequestDetails(11, Decimal("0.5"), Decimal("44000")),
+        "202": RequestDetails(12, None, None)}
+    assert s2.venue_ref("200") is not None and s2.venue_ref("203") is not None
+    # Written by this version: the same forms back.
+    s2.add_request("207", ("FIXGW->OMS", "A1"), "B7", "cancel",
+                   RequestDetails(17, None, None, "rest"))
+    s2.add_request("208", ("FIXGW->OMS", "A1"), "B8", "replace",
+                   RequestDetails(18, Decimal("0.1"), None))
+    s2.close()
+    lines = path.read_text().splitlines()
+    assert lines[-2:] == [f"Q\t207\t{key}\tB7\tcancel\t17\t\t\trest",
+                          f"Q\t208\t{key}\tB8\treplace\t18\t0.1\t"]
+    s3 = OrderStore(path, fsync_interval_ms=0)
+    assert set(s3.unanswered_fallback_requests()) == {"203", "204", "207"}
+    assert set(s3.unanswered_fix_requests()) == {"201", "202", "208"}
+    s3.close()
 
 
 def test_journal_ignores_a_torn_last_record(tmp_path: Path) -> None:
