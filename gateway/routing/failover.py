@@ -75,6 +75,7 @@ from gateway.fix import messages as m
 from gateway.fix.messages import Fields
 from gateway.orders import state
 from gateway.orders.model import Order
+from gateway.orders.store import RequestDetails
 from gateway.transports.kraken_spot_rest import (
     KrakenRestError,
     KrakenSpotRest,
@@ -408,6 +409,16 @@ class RestFallback:
             return "unknown"
         return None
 
+    def _details(self, order: Order, qty: Decimal | None,
+                 price: Decimal | None) -> RequestDetails:
+        """What to journal with a cancel or amend about to go out: its figures and the path it
+        takes first (the private WebSocket if `_via_ws` will use it, else REST), so that a
+        restart takes it up if it has no answer (see `start`)."""
+        ws = self.ws
+        path = ("ws" if self.ws_orders and ws is not None and ws.connected and order.order_id
+                else "rest")
+        return RequestDetails(time.time_ns() // 1_000_000, qty, price, path)
+
     def _cancel_ws(self, order: Order) -> tuple[str, str] | str | None:
         """Cancel over the private WebSocket (see `_via_ws`); an unanswered one is then sent
         over REST too: cancelling twice is harmless, and an "unknown order" from REST then only
@@ -423,9 +434,11 @@ class RestFallback:
         """Cancel over REST; None when sent (the WS feed or the next poll reports it), else the
         (CxlRejReason, Text) of a cancel reject. `kind` "mass" for one order of a mass cancel
         (its report then goes out under the mass request's ClOrdID, as over FIX)."""
-        vid = self.router.store.venue_ids.next()
-        self.router.store.add_request(vid, (order.oms_session, order.oms_history[0]), oms_cl,
-                                      kind)
+        store = self.router.store
+        vid = store.venue_ids.next()
+        store.add_request(vid, (order.oms_session, order.oms_history[0]), oms_cl, kind,
+                          self._details(order, None, None))
+        self.router._maybe_crash("request_journaled", kind)
         with self._lock:
             self._cancels[order.venue_cl_ord_id] = _Cancel(order, vid, oms_cl, kind)
         by_ws = self._cancel_ws(order)
@@ -435,6 +448,7 @@ class RestFallback:
         if isinstance(by_ws, tuple):
             with self._lock:
                 self._cancels.pop(order.venue_cl_ord_id, None)
+            store.mark_answered(vid)
             return by_ws
         try:
             if order.order_id:
@@ -447,6 +461,7 @@ class RestFallback:
                 return None  # the WS cancel landed after all: its report is on the way
             with self._lock:
                 self._cancels.pop(order.venue_cl_ord_id, None)
+            store.mark_answered(vid)
             return reason, text
         except Exception as exc:
             # As after the client's last retry of an ambiguous failure: the OMS is answered
@@ -455,6 +470,7 @@ class RestFallback:
             log.exception("REST CancelOrder of %s failed unexpectedly", order.oms_cl_ord_id)
             with self._lock:
                 self._cancels.pop(order.venue_cl_ord_id, None)
+            store.mark_answered(vid)
             return BROKER_OPTION, (f"REST fallback: cancel outcome unknown ({exc}); send it "
                                    "again if the order is not reported canceled")
         # The poller reports the cancel (not polled here: the REST counter model may make a
@@ -482,7 +498,9 @@ class RestFallback:
                                    "answer yet; send this one again once it is answered")
         store = self.router.store
         vid = store.venue_ids.next()
-        store.add_request(vid, (order.oms_session, order.oms_history[0]), oms_cl, "amend")
+        store.add_request(vid, (order.oms_session, order.oms_history[0]), oms_cl, "amend",
+                          self._details(order, qty, price))
+        self.router._maybe_crash("request_journaled", "amend")
         venue_cl = order.venue_cl_ord_id
         txid = order.order_id
         amend = _Amend(order, vid, oms_cl, venue_cl, qty, price)
@@ -494,6 +512,7 @@ class RestFallback:
             order_id=txid, order_qty=qty, limit_price=price,
             deadline=self.client.deadline_param()))
         if isinstance(outcome, tuple):
+            store.mark_answered(vid)
             return outcome
         if outcome == "unused":
             path = "REST"
@@ -501,6 +520,7 @@ class RestFallback:
                 self.client.amend_order(txid=txid, order_qty=qty, limit_price=price)
             except KrakenRestError as exc:
                 if not exc.ambiguous:
+                    store.mark_answered(vid)
                     return _rest_refusal(exc)
                 log.warning("REST AmendOrder of %s outcome unknown (%s)", order.oms_cl_ord_id,
                             exc)
@@ -543,6 +563,10 @@ class RestFallback:
         if a.price is not None:
             f["44"] = _s(a.price)
         self.router.on_venue_report(f, via)
+        # Its record names the order's own venue ClOrdID (the amend is in place), not the
+        # amend's: a restart tells it answered by this one (after it: a kill in between
+        # finds the amend again, and its Replaced, under the same ExecID, is not sent twice).
+        self.router.store.mark_answered(a.vid)
 
     def _resolve_amend(self, order: Order, so: SpotOrder, via: str = "rest",
                        asked_at: float | None = None) -> None:
@@ -566,6 +590,7 @@ class RestFallback:
                 self._amends.pop(so.txid, None)
             log.warning("REST amend of %s did not take effect; replace %s rejected",
                         order.oms_cl_ord_id, a.oms_cl)
+            self.router.store.mark_answered(a.vid)
             self.router.cancel_reject_for(order, a.oms_cl, "2", BROKER_OPTION if so.is_open
                                           else TOO_LATE,
                                           "REST fallback: the replace did not reach the venue"
@@ -727,6 +752,7 @@ class RestFallback:
             c = self._cancels.pop(order.venue_cl_ord_id, None)
         if c is None:
             return
+        self.router.store.mark_answered(c.vid)
         name = state.NAMES.get(order.status, order.status).lower()
         if c.kind == "mass":  # as a venue refusal of one order of a mass cancel: logged only
             log.warning("cancel of order %s (mass cancel %s): too late, order %s",

@@ -81,8 +81,9 @@ DUPLICATE_CL_ORD_ID: Final = "6"
 # optionally ":<ExecType>" (default F), makes the gateway exit at once (os._exit(137), as a
 # kill -9 would leave it) at that point of `Router._apply_execution_report`, for the first
 # report of that ExecType; "request_journaled:<MsgType>" (F or G) between journaling a cancel
-# or replace for the venue's FIX session and sending it. The windows are microseconds wide;
-# tests need them on demand.
+# or replace for the venue's FIX session and sending it, "request_journaled:<kind>" (cancel,
+# mass or amend) the same for one sent over REST/WS by the fallback. The windows are
+# microseconds wide; tests need them on demand.
 CRASH_ENV: Final = "FIXGW_TEST_CRASH_IN_REPORT"
 _CRASH_POINTS: Final = ("after_journal", "after_forward", "request_journaled")
 

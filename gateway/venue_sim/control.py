@@ -12,6 +12,8 @@
     {"cmd": "ws_fault", "fault": "corrupt_checksum" | "stall" | "drop", "symbol": "BTC/USD",
      "count": 1, "seconds": 5}                              spot WS v2 faults
     {"cmd": "ws_stats"} -> {"connections": n, "book_subscriptions": n, "trade_subscriptions": n}
+    {"cmd": "rest_fault", "fault": "delay" | "fail" | "clear", "seconds": 3, "n": 1,
+     "after": true, "path_prefix": "/0/private/AmendOrder"}  spot REST faults
 
 A separate port rather than FIX messages: faults must be injectable even when the FIX sessions
 are the thing being broken. Every reply is one line: {"ok": true, ...} or {"ok": false,

@@ -131,6 +131,7 @@ class VenueSimulator:
             "scenario": self._scenario,
             "drop_fix": self._drop_fix,
             "futures_ws": self._futures_ws_fault,
+            "rest_fault": self._rest_fault,
             **md_failover_handlers(self.spot_ws, opts.clients[0] if opts.clients else "",
                                    self._relogons),
         })
@@ -158,6 +159,30 @@ class VenueSimulator:
         self._relogons.after_drop(session, refuse_s, rewind_target if rewind > 0 else None)
         log.info("dropped FIX trading session of %s; logons refused for %.1fs", client, refuse_s)
         return {"was_logged_on": was_logged_on}
+
+    def _rest_fault(self, req: dict[str, Any]) -> dict[str, Any]:
+        """Spot REST faults (see `SpotRestServer`'s test hooks): ``{"fault": "delay",
+        "seconds": S, "n": N, "after": true, "path_prefix": P}`` (`set_delay`), ``{"fault":
+        "fail", "n": N, "status": 503, "error": E, "path_prefix": P}`` (`fail_next`) or
+        ``{"fault": "clear"}``."""
+        fault = str(req.get("fault", ""))
+        prefix = req.get("path_prefix")
+        path_prefix = str(prefix) if prefix else None
+        if fault == "delay":
+            n = req.get("n")
+            self.spot_rest.set_delay(float(req.get("seconds", 0.0)),
+                                     None if n is None else int(n),
+                                     after=bool(req.get("after", True)),
+                                     path_prefix=path_prefix)
+        elif fault == "fail":
+            self.spot_rest.fail_next(int(req.get("n", 1)), int(req.get("status", 503)),
+                                     str(req.get("error", "EService:Busy")),
+                                     path_prefix=path_prefix)
+        elif fault == "clear":
+            self.spot_rest.clear_faults()
+        else:
+            raise ValueError(f"unknown rest_fault {fault!r}; known: delay, fail, clear")
+        return {}
 
     def _futures_ws_fault(self, req: dict[str, Any]) -> dict[str, Any]:
         """Futures WS faults: ``{"fault": "stall", "symbol": S|null, "seconds": N}`` (no tickers
