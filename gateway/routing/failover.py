@@ -37,6 +37,11 @@ after every REST-routed open order has been reconciled. Ops may pin it (``force`
   record. An amend whose answer was lost, on either path, is not
   resent: the next poll shows whether it landed (the order carries the new figures: 35=8
   ExecType 5) or, once its deadline has passed, that it never will (35=9).
+* a REST/WS cancel or amend is journaled with its transport and figures before it leaves,
+  and each answer not under its own venue ClOrdID (a refusal, too late, an amend's Replaced)
+  with an ``R``: after a kill -9, ``start`` rebuilds the ones with no answer (`_cancels`,
+  `_amends`) from the journal, so the poller settles them through the same paths and the OMS
+  gets its answer once; a cancel is also sent again over REST, as it may never have left.
 * mass cancel (35=q) is per order, scoped to the requesting OMS's own open orders (never
   ``CancelAll``, which would cancel every desk's orders on the account): 35=r first, then one
   35=8 ExecType 4 per order as the venue confirms it, as over FIX.
@@ -262,6 +267,9 @@ class RestFallback:
         self.request_deadline_s = (request_deadline_s if request_deadline_s is not None
                                    else client.deadline_window_s + 1.0)
         self._cancels: dict[str, _Cancel] = {}  # order venue ClOrdID -> its pending cancel
+        # Cancels journaled before a restart with no answer: sent again over REST by the
+        # poller (`_resend_cancels`); each stays in `_cancels` until answered.
+        self._resend: list[_Cancel] = []
         # Orders placed with an unknown outcome, by venue ClOrdID: (order, when to look from
         # (epoch s), monotonic time from which "not found" is final).
         self._unresolved: dict[str, tuple[Order, Decimal, float]] = {}
@@ -956,6 +964,7 @@ class RestFallback:
             for o in store.open_orders():
                 if o.transport in ("rest", "ws") and o.status == state.SENT:
                     self._unresolved.setdefault(o.venue_cl_ord_id, (o, since, final_at))
+        self._take_up_requests(final_at)
         # Orders still held when the gateway stopped: held again (from now), in journal order.
         # The OMS acceptor runs before this: an order held since is queued already, and
         # queuing it twice would send it twice.
@@ -979,6 +988,85 @@ class RestFallback:
         self._stop.clear()
         self._thread = threading.Thread(target=self._run, name="rest-fallback", daemon=True)
         self._thread.start()
+
+    def _take_up_requests(self, give_up_at: float) -> None:
+        """REST/WS cancels and amends journaled before a restart with no answer recorded: the
+        OMS is owed one, and the venue may or may not have them. `_cancels` and `_amends` are
+        rebuilt from the journal, so the poller settles each through the usual paths (the
+        order's state: canceled, closed, the amend's figures or, past `give_up_at`, the old
+        ones). A cancel is also sent again over REST, as it may never have left (cancelling
+        twice is harmless); an amend never is (its figures tell whether it landed)."""
+        store = self.router.store
+        for vid, req in sorted(store.unanswered_fallback_requests().items(),
+                               key=lambda kv: kv[1].journaled_ms):
+            ref = store.venue_ref(vid)
+            order = None if ref is None else store.orders.get(ref.order_key)
+            if ref is None or order is None:
+                continue  # evicted meanwhile: nothing left to answer for
+            with self._lock:
+                if ref.kind in ("cancel", "mass"):
+                    c = _Cancel(order, vid, ref.oms_cl_ord_id, ref.kind)
+                    self._cancels[order.venue_cl_ord_id] = c
+                    if order.is_open:
+                        self._resend.append(c)
+                elif ref.kind == "amend" and order.order_id and req.qty is not None:
+                    self._amends[order.order_id] = _Amend(
+                        order, vid, ref.oms_cl_ord_id, order.venue_cl_ord_id, req.qty,
+                        req.price, give_up_at)
+                else:
+                    continue
+            log.warning("%s %s of order %s (%s) journaled before the restart has no answer: "
+                        "%s", ref.kind, ref.oms_cl_ord_id, order.oms_cl_ord_id, req.transport,
+                        "sent again over REST" if ref.kind != "amend" and order.is_open
+                        else "its outcome is looked up over REST")
+
+    def _resend_cancels(self) -> None:
+        """Send the cancels `_take_up_requests` found again over REST (the poller's step). A
+        refusal answers the OMS; "unknown order" (closed at the venue) is left to the poll;
+        an outcome not known is tried again at the next tick."""
+        with self._lock:
+            todo, self._resend = self._resend, []
+        again: list[_Cancel] = []
+        for c in todo:
+            o = c.order
+            with self._lock:
+                pending = self._cancels.get(o.venue_cl_ord_id) is c
+            if not pending or not o.is_open:
+                continue  # answered meanwhile, or the poll settles it
+            try:
+                if o.order_id:
+                    self.client.cancel_order(txid=o.order_id)
+                else:
+                    self.client.cancel_order(cl_ord_id=o.venue_cl_ord_id)
+            except KrakenRestError as exc:
+                if exc.ambiguous:
+                    log.warning("REST CancelOrder of %s (sent again) outcome unknown (%s)",
+                                o.oms_cl_ord_id, exc)
+                    again.append(c)
+                    continue
+                reason, text = _rest_refusal(exc)
+                if reason == TOO_LATE:
+                    continue  # the order is closed at the venue: the poll settles the cancel
+                with self._lock:
+                    self._cancels.pop(o.venue_cl_ord_id, None)
+                self.router.store.mark_answered(c.vid)
+                if c.kind == "mass":
+                    log.warning("cancel of order %s (mass cancel %s) refused: %s",
+                                o.oms_cl_ord_id, c.oms_cl, text)
+                else:
+                    self.router.cancel_reject_for(o, c.oms_cl, "1", reason, text)
+                continue
+            except Exception:
+                log.exception("REST CancelOrder of %s (sent again) failed unexpectedly",
+                              o.oms_cl_ord_id)
+                again.append(c)
+                continue
+            log.warning("cancel %s of order %s sent again over REST after the restart",
+                        c.oms_cl, o.oms_cl_ord_id)
+        if again:
+            with self._lock:
+                self._resend = again + self._resend
+        self._wake.set()
 
     def stop(self) -> None:
         self._stop.set()
@@ -1012,6 +1100,8 @@ class RestFallback:
             self._step("WS executions", self._manage_ws)
             if self.held_count():
                 self._step("held orders release", self.release_held)
+            if self._resend:
+                self._step("cancels sent again", self._resend_cancels)
             self._step("REST poll", self._poll_if_due)
             # The policy is looked at every tick whatever the poll interval (a slow poll must
             # not slow failover), more often while orders are held (they go the moment a path
