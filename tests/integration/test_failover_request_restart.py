@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from gateway.routing.router import CRASH_ENV
-from tests.conftest import new_id
+from tests.conftest import Oms, new_id
 from tests.integration.test_failover import Recorder
 from tests.integration.test_failover_orders import fallback_toml, fix_amend
 from tests.procs import GatewayProcess, VenueStack
@@ -42,15 +42,22 @@ def _failed_over(v: VenueStack, gw: GatewayProcess) -> None:
     gw.err.wait_for(r"order flow moved from FIX to REST", 15, start=mark)
 
 
+def _resting_order_over_rest(v: VenueStack) -> tuple[GatewayProcess, Oms, Recorder, str]:
+    """A gateway with the REST fallback, failed over, and an OMS order resting at the venue
+    (placed over REST): (gateway, OMS, its recorder, the order's ClOrdID)."""
+    gw = v.gateway(venue_toml=fallback_toml(v.sim))
+    oms = v.oms()
+    rec = Recorder(oms)
+    _failed_over(v, gw)
+    a = oms.buy("0.02", "25000.0")
+    rec.report(a, "0")
+    return gw, oms, rec, a
+
+
 def test_rest_amend_in_flight_at_a_kill9_is_answered_after_the_restart(
         tmp_path: Path) -> None:
     with VenueStack(tmp_path) as v:
-        gw = v.gateway(venue_toml=fallback_toml(v.sim))
-        oms = v.oms()
-        rec = Recorder(oms)
-        _failed_over(v, gw)
-        a = oms.buy("0.02", "25000.0")
-        rec.report(a, "0")
+        gw, oms, rec, a = _resting_order_over_rest(v)
         # The venue applies the amend at once and holds its answer back well past the kill.
         v.sim.control(cmd="rest_fault", fault="delay", seconds=8, n=1, after=True,
                       path_prefix="/0/private/AmendOrder")
@@ -81,12 +88,7 @@ def test_rest_cancel_journaled_but_never_sent_is_sent_after_the_restart(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(CRASH_ENV, "request_journaled:cancel")
     with VenueStack(tmp_path) as v:
-        gw = v.gateway(venue_toml=fallback_toml(v.sim))
-        oms = v.oms()
-        rec = Recorder(oms)
-        _failed_over(v, gw)
-        a = oms.buy("0.02", "25000.0")
-        rec.report(a, "0")
+        gw, oms, rec, a = _resting_order_over_rest(v)
         c = new_id("C")
         oms.send("F", [(11, c), (41, a), (55, "BTC/USD"), (54, "1"), (38, "0.02"),
                        (60, "20260101-00:00:00")])
