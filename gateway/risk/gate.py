@@ -727,6 +727,16 @@ class Gate:
                     assert price is not None
                     if mid is not None and mid > price:
                         price, src = mid, "mid"
+                    elif mid is None and order.side in _SELL_SIDES:
+                        # A sell fills at its limit or better (higher): the limit is a floor
+                        # of its value, not a bound, and without a mid nothing bounds it (a
+                        # sell at 1 fills at the bids). A buy's limit bounds its value.
+                        d = self._stale_book("max_notional",
+                                             self._cfg.max_notional_stale_policy,
+                                             order, raw_mid, age)
+                        if d.action == "block":
+                            return self._done(fired, d)
+                        fired.append(d)
                 elif value_at_mid:
                     if mid is not None:
                         price = mid
@@ -886,7 +896,9 @@ class Gate:
             why = (f"book for {order.symbol} is {_secs(age)} old "
                    f"(max {self._stale_book_s:g} s)")
         what = ("cannot check the limit price against mid" if rule == "price_collar"
-                else "cannot value the market order")
+                else "cannot value the market order" if order.price is None
+                else "cannot value the sell limit (it fills at the bids, at its limit or "
+                     "higher)")
         figs: tuple[Figure, ...] = (
             ("book_age_s", "" if age is None else f"{age:.3f}", "s", f"{self._stale_book_s:g}"),
         )

@@ -379,8 +379,22 @@ def test_max_notional_values_a_limit_under_mid_at_mid() -> None:
     assert d.action == "block" and d.rule == "max_notional"
     assert d.text == ("blocked by max_notional: 4,500,000 USD > limit 1,000,000 USD "
                       "(100 x mid 45000.0)")
-    market.mids["BTC/USD"] = (None, None)  # no book: the limit price is all there is
-    assert gate.check(order(side="2", qty="100", price="1")).action == "allow"
+    # No book: a sell's limit is only a floor of its value, so the stale policy decides; a
+    # buy's limit bounds its value, so it is valued at its limit.
+    market.mids["BTC/USD"] = (None, None)
+    d = gate.check(order(side="2", qty="100", price="1"))
+    assert d.action == "block" and d.rule == "max_notional" and d.stale_inputs
+    assert d.text == ("blocked by max_notional: no book for BTC/USD; cannot value the sell "
+                      "limit (it fills at the bids, at its limit or higher); stale_policy block")
+    assert gate.check(order(side="1", qty="10", price="45000")).action == "allow"
+    assert gate.check(order(side="1", qty="30", price="45000")).rule == "max_notional"
+    market.mids["BTC/USD"] = (D("45000.0"), 9.0)  # stale: the same as no book
+    assert gate.check(order(side="2", qty="100", price="1")).rule == "max_notional"
+    gate, market, _ = make_gate(cfg(max_notional_usd="1000000",
+                                    max_notional_stale_policy="warn"))
+    market.mids["BTC/USD"] = (None, None)
+    d = gate.check(order(side="2", qty="100", price="1"))
+    assert d.action == "warn" and d.stale_inputs  # let through with a warning
 
 
 def test_max_notional_market_order_uses_mid_and_its_stale_policy() -> None:
@@ -395,7 +409,7 @@ def test_max_notional_market_order_uses_mid_and_its_stale_policy() -> None:
                       "cannot value the market order; stale_policy block")
     market.mids["BTC/USD"] = (None, None)
     assert "no book for BTC/USD" in gate.check(order(qty="1", price=None)).text
-    # limit orders never need the book for notional
+    # a buy limit never needs the book for notional (its limit bounds its value)
     assert gate.check(order(qty="1", price="45000")).action == "allow"
     gate, market, _ = make_gate(cfg(max_notional_usd="1000000", max_notional_stale_policy="warn"))
     market.mids["BTC/USD"] = (None, None)
