@@ -161,7 +161,11 @@ class SignalSnapshot:
 
 
 def _age(now: float, as_of: float | None) -> float | None:
-    return None if as_of is None else max(0.0, now - as_of)
+    """How old an input is; None (missing: the stale policy decides) when its time is absent
+    or not a number. ``max(0.0, nan)`` is 0.0: a NaN time would read as perfectly fresh."""
+    if as_of is None or not math.isfinite(as_of):
+        return None
+    return max(0.0, now - as_of)
 
 
 def _sigma(inp: SignalInputs, cfg: SignalConfig) -> tuple[float, str]:
@@ -394,7 +398,7 @@ def compute_snapshot(inputs: SignalInputs) -> SignalSnapshot:
         "closes": _age(now, inp.closes_as_of),
         "map": _age(now, liq_map.as_of) if (inp.liq_map is not None or flow is not None) else None,
     }
-    age_mark = ages["mark"] or 0.0
+    age_mark = ages["mark"] = ages["mark"] or 0.0  # the mark is always there, its time ours
     return SignalSnapshot(
         symbol=inp.symbol,
         as_of=now,

@@ -172,3 +172,13 @@ def test_seed_arb_shape_downward_gravity_and_support_at_009() -> None:
     assert s.key_levels_long[0].price == pytest.approx(0.09, rel=0.01)
     assert s.key_levels_long[0].notional_usd > 5e6
     assert s.oi_asymmetry_label == "9.0x by taker_flow"
+
+
+def test_an_input_time_that_is_not_a_number_is_missing_not_fresh() -> None:
+    """max(0.0, nan) is 0.0: a NaN time would make the input read as perfectly fresh and a
+    rule judge on it; it is missing, and the stale policy decides."""
+    s = compute_snapshot(SignalInputs("X", NOW, 100.0, 100.0, NOW,
+                                      funding=(FundingRecord(math.nan, 0.0001),)))
+    assert s.age_funding_s is None
+    s = compute_snapshot(SignalInputs("X", NOW, 100.0, 100.0, NOW - 2.0))
+    assert s.age_mark_s == 2.0
