@@ -23,6 +23,7 @@ from typing import Any, Final
 
 import grpc
 
+from gateway.durable import fsync_dir
 from gateway.kraken.secrets import shown
 
 log = logging.getLogger("fixgw.admin")
@@ -102,11 +103,7 @@ def ensure_token_file(path: Path) -> str:
             return read_token(file=path)
     finally:
         os.unlink(tmp)
-    dir_fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    fsync_dir(path.parent)
     return token
 
 

@@ -28,6 +28,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
+from gateway.durable import fsync_dir
+
 _log = logging.getLogger(__name__)
 
 MAGIC = b"FXGWEVJ1"
@@ -218,11 +220,7 @@ class Journal:
         f.flush()
         if self._fsync:
             os.fsync(f.fileno())
-            dfd = os.open(self.directory, os.O_RDONLY)
-            try:
-                os.fsync(dfd)
-            finally:
-                os.close(dfd)
+            fsync_dir(self.directory)
         self._active = f
         with self._lock:
             self._segments.append(_Segment(first_seq, path, len(MAGIC)))

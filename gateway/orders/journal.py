@@ -40,6 +40,8 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
+from gateway.durable import fsync_dir
+
 log = logging.getLogger(__name__)
 
 
@@ -80,7 +82,7 @@ def commit_snapshot(path: Path, number: int, lines: list[str]) -> Path:
         fh.flush()
         os.fsync(fh.fileno())
     os.replace(tmp, final)
-    _sync_dir(path.parent)
+    fsync_dir(path.parent)
     for kind in ("seg", "snap"):
         for n, p in _numbered(path, kind).items():
             if n < number or (kind == "seg" and n == number):
@@ -117,14 +119,6 @@ def _drop_torn_tail(path: Path) -> None:
             log.info("%s: cutting %d bytes of unused journal space left by a crash", path,
                      end - pos)
         os.ftruncate(fd, pos)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _sync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
         os.fsync(fd)
     finally:
         os.close(fd)
@@ -211,7 +205,7 @@ class Journal:
             appended = self.appended
         os.fsync(old)  # the sealed segment, whole, before any snapshot replaces it
         os.close(old)
-        _sync_dir(self.path.parent)
+        fsync_dir(self.path.parent)
         return number, appended
 
     def _sync_loop(self) -> None:

@@ -363,16 +363,17 @@ class OrderStore:
             self._index_new(o)
 
     def add_request(self, venue_cl_ord_id: str, order_key: OrderKey, oms_cl_ord_id: str,
-                    kind: str, fix: RequestDetails | None = None) -> None:
-        """Journal a request before it is sent. `fix`: its details (time, a replace's figures,
-        transport), so a restart can take it up if it has no answer (see `RequestDetails`)."""
+                    kind: str, details: RequestDetails | None = None) -> None:
+        """Journal a request before it is sent. `details` (time, a replace's figures,
+        transport): a restart can take it up if it has no answer (see `RequestDetails`)."""
         line = (f"Q\t{venue_cl_ord_id}\t{order_key[0]}\t{order_key[1]}\t{oms_cl_ord_id}\t"
                 f"{kind}")
-        if fix is not None:
-            line += (f"\t{fix.journaled_ms}\t{'' if fix.qty is None else fix.qty}\t"
-                     f"{'' if fix.price is None else fix.price}")
-            if fix.transport != "fix":  # a FIX one as before: older gateways replay it
-                line += f"\t{fix.transport}"
+        if details is not None:
+            d = details
+            line += (f"\t{d.journaled_ms}\t{'' if d.qty is None else d.qty}\t"
+                     f"{'' if d.price is None else d.price}")
+            if d.transport != "fix":  # a FIX one as before: older gateways replay it
+                line += f"\t{d.transport}"
         with self.lock:
             self._journal.append_line(line)
             self._index_request(venue_cl_ord_id, order_key, oms_cl_ord_id, kind)

@@ -401,8 +401,8 @@ class RestFallback:
         """`call(socket, txid)` for a cancel or an amend over the private WebSocket: None when
         done, a (CxlRejReason, Text) refusal, "unused" when the socket is not there (the caller
         goes over REST), "unknown" when it was sent but not answered."""
-        ws = self.ws
-        if not self.ws_orders or ws is None or not ws.connected or not order.order_id:
+        ws = self._ws_for(order)
+        if ws is None:
             return "unused"
         try:
             call(ws, order.order_id)
@@ -417,14 +417,19 @@ class RestFallback:
             return "unknown"
         return None
 
+    def _ws_for(self, order: Order) -> KrakenWsPrivate | None:
+        """The private WebSocket, if a cancel or amend of `order` goes over it (see `_via_ws`)."""
+        ws = self.ws
+        if not self.ws_orders or ws is None or not ws.connected or not order.order_id:
+            return None
+        return ws
+
     def _details(self, order: Order, qty: Decimal | None,
                  price: Decimal | None) -> RequestDetails:
         """What to journal with a cancel or amend about to go out: its figures and the path it
         takes first (the private WebSocket if `_via_ws` will use it, else REST), so that a
         restart takes it up if it has no answer (see `start`)."""
-        ws = self.ws
-        path = ("ws" if self.ws_orders and ws is not None and ws.connected and order.order_id
-                else "rest")
+        path = "ws" if self._ws_for(order) is not None else "rest"
         return RequestDetails(time.time_ns() // 1_000_000, qty, price, path)
 
     def _cancel_ws(self, order: Order) -> tuple[str, str] | str | None:
@@ -446,7 +451,7 @@ class RestFallback:
         vid = store.venue_ids.next()
         store.add_request(vid, (order.oms_session, order.oms_history[0]), oms_cl, kind,
                           self._details(order, None, None))
-        self.router._maybe_crash("request_journaled", kind)
+        self.router.maybe_crash("request_journaled", kind)
         with self._lock:
             self._cancels[order.venue_cl_ord_id] = _Cancel(order, vid, oms_cl, kind)
         by_ws = self._cancel_ws(order)
@@ -508,7 +513,7 @@ class RestFallback:
         vid = store.venue_ids.next()
         store.add_request(vid, (order.oms_session, order.oms_history[0]), oms_cl, "amend",
                           self._details(order, qty, price))
-        self.router._maybe_crash("request_journaled", "amend")
+        self.router.maybe_crash("request_journaled", "amend")
         venue_cl = order.venue_cl_ord_id
         txid = order.order_id
         amend = _Amend(order, vid, oms_cl, venue_cl, qty, price)

@@ -349,9 +349,9 @@ class Router:
         # Venue reports arrive on the FIX thread and, with a fallback, on its poller thread.
         # The store's: its snapshots must not see a report applied but not yet journaled.
         self.report_lock = store.report_lock
+        self._stripped: set[str] = set()  # venue tags not passed on, logged once each
         # Venue reports applied in memory that the journal refused (disk full), in order,
         # with the OMS session each goes to (None: nothing to send); see `flush_parked`.
-        self._stripped: set[str] = set()  # venue tags not passed on, logged once each
         self._parked: deque[tuple[str, fix.Message | None, OmsContext | None]] = deque()
         self._crash_at = _crash_point_from_env()  # TEST-ONLY (see CRASH_ENV)
         # Accepted orders whose events are not published yet (see `_announce`).
@@ -941,13 +941,13 @@ class Router:
         vid = self.store.venue_ids.next()
         self.store.add_request(vid, (order.oms_session, order.oms_history[0]), cl, kind,
                                RequestDetails(time.time_ns() // 1_000_000, None, None))
-        self._maybe_crash("request_journaled", "F")
+        self.maybe_crash("request_journaled", "F")
         sent = self.venue.send(self._cancel_message(order, vid))
         if not sent:
-            self.store.mark_answered(vid)  # refused here, below or by the caller
-        if not sent and kind == "cancel":
-            self._cancel_reject(ctx, cl, order.oms_cl_ord_id, "1", BROKER_OPTION,
-                                f"{self.venue.name} disconnected while sending", order)
+            self.store.mark_answered(vid)  # refused here (a cancel) or by the caller (mass)
+            if kind == "cancel":
+                self._cancel_reject(ctx, cl, order.oms_cl_ord_id, "1", BROKER_OPTION,
+                                    f"{self.venue.name} disconnected while sending", order)
         return sent
 
     @staticmethod
@@ -1012,7 +1012,7 @@ class Router:
         vid = self.store.venue_ids.next()
         self.store.add_request(vid, (order.oms_session, order.oms_history[0]), cl, "replace",
                                RequestDetails(time.time_ns() // 1_000_000, qty, price))
-        self._maybe_crash("request_journaled", "G")
+        self.maybe_crash("request_journaled", "G")
         out = self._order_message("G", vid, order, None, qty, price)
         if not self.venue.send(out):
             self.store.mark_answered(vid)
@@ -1488,9 +1488,9 @@ class Router:
         # Journal, then send: see the module docstring for why not the other way round.
         forward = msg if ctx is not None else None
         if self._journaled(rec, forward, ctx, exec_id) and ctx is not None:
-            self._maybe_crash("after_journal", exec_type)
+            self.maybe_crash("after_journal", exec_type)
             ctx.send(msg)
-            self._maybe_crash("after_forward", exec_type)
+            self.maybe_crash("after_forward", exec_type)
         if was_open and not target.order.is_open and self.gate is not None:
             self.gate.on_order_closed(target.order.oms_session, target.order.symbol)
         if not legal:
@@ -1542,7 +1542,7 @@ class Router:
                         "records again")
             return 0
 
-    def _maybe_crash(self, point: str, exec_type: str) -> None:
+    def maybe_crash(self, point: str, exec_type: str) -> None:
         """TEST-ONLY (see CRASH_ENV): die here as a kill -9 would, journal and stores as is."""
         if self._crash_at is not None and self._crash_at == (point, exec_type):
             log.warning("TEST-ONLY crash point %s:%s reached: exiting", point, exec_type)

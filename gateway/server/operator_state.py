@@ -9,7 +9,7 @@ leaves the old file or the new one, and an answer "done" means it is on disk. Wr
 file are serialised, and each write has its own temporary name, so two admin calls at once
 cannot rename each other's half-written file.
 
-May import: the standard library.
+May import: the standard library and gateway.durable.
 """
 
 from __future__ import annotations
@@ -24,20 +24,12 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from gateway.durable import fsync_dir
+
 log = logging.getLogger(__name__)
 
 KILL_SWITCH_FILE = "kill-switch.json"
 SESSION_HOLDS_FILE = "session-holds.json"
-
-
-def fsync_dir(directory: Path) -> None:
-    """Sync a directory, so a rename or unlink in it survives a power cut (the file's own
-    fsync does not cover the directory entry that names it)."""
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def write_json_atomic(path: Path, value: Any) -> None:
