@@ -18,7 +18,6 @@ store's orders (`OrderStore.select`), never the live objects the FIX threads cha
 
 from __future__ import annotations
 
-import itertools
 import logging
 import time
 from collections.abc import Callable
@@ -90,7 +89,6 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
     def __init__(self, gateway: Gateway, audit: AuditLog) -> None:
         self.gw = gateway
         self.audit = audit
-        self._cancel_ids = itertools.count(1)
         self.refs = self._session_refs()
         self._version = version_line()
         self._started = time.monotonic()  # the servicer is made as the gateway starts
@@ -350,20 +348,6 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
             return Outcome(True, done.message, partial=done.partial or bool(not_sent))
         return self._act("kill_switch", {"on": on}, action)
 
-    def _cancel(self, orders: list[Order], by: str, why: str) -> tuple[int, list[str]]:
-        """Cancel open orders at the venue for their OMS (`Router.cancel_unasked`, which
-        announces each), each under its own request ClOrdID ``OPS-<µs>-<n>``; (sent, what
-        was not sent)."""
-        sent, failed = 0, []
-        for order in orders:
-            cl = f"OPS-{time.time_ns() // 1000}-{next(self._cancel_ids)}"
-            refused = self.gw.router.cancel_unasked(order, cl, by, why)
-            if refused is None:
-                sent += 1
-            else:
-                failed.append(f"{order.oms_cl_ord_id}: {refused}")
-        return sent, failed
-
     # ---- orders --------------------------------------------------------------------------------
     def _order_match(self, session: str, symbol: str, order_id: str,
                      open_only: bool) -> Callable[[Order], bool] | str:
@@ -435,7 +419,7 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
             # held order.
             one = targets[0]
             name, path = f"{one.oms_cl_ord_id} ({one.oms_session}, {one.symbol})", one.transport
-            sent, failed = self._cancel(targets, "admin",
+            sent, failed = self.gw.router.cancel_each_unasked(targets, "OPS", "admin",
                                         f"canceled by operator {current_principal()}")
             message = f"cancel sent for {sent} open order(s) at the venue"
             if oid:

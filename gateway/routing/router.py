@@ -24,6 +24,7 @@ Ordering rules that make a kill -9 lose nothing and report nothing twice:
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import threading
@@ -350,6 +351,7 @@ class Router:
         # The store's: its snapshots must not see a report applied but not yet journaled.
         self.report_lock = store.report_lock
         self._stripped: set[str] = set()  # venue tags not passed on, logged once each
+        self._unasked_ids = itertools.count(1)  # see cancel_each_unasked
         # Venue reports applied in memory that the journal refused (disk full), in order,
         # with the OMS session each goes to (None: nothing to send); see `flush_parked`.
         self._parked: deque[tuple[str, fix.Message | None, OmsContext | None]] = deque()
@@ -1201,6 +1203,20 @@ class Router:
             self.sink.cancel_rejected(order.oms_session, cl, order.oms_cl_ord_id,
                                       f"not sent: {refused}", order=order, response_to="1")
         return refused
+
+    def cancel_each_unasked(self, orders: Iterable[Order], prefix: str, by: str,
+                            why: str) -> tuple[int, list[str]]:
+        """`cancel_unasked` for each of `orders`, each under its own request ClOrdID
+        ``<prefix>-<µs>-<n>``; (how many were sent, "<ClOrdID>: why not" for the others)."""
+        sent, not_sent = 0, []
+        for order in orders:
+            cl = f"{prefix}-{time.time_ns() // 1000}-{next(self._unasked_ids)}"
+            refused = self.cancel_unasked(order, cl, by, why)
+            if refused is None:
+                sent += 1
+            else:
+                not_sent.append(f"{order.oms_cl_ord_id}: {refused}")
+        return sent, not_sent
 
     def _sent_or_settled(self, order: Order, wait_s: float = 0.5) -> bool:
         """Wait (up to `wait_s`) while an OMS thread is sending the order's NewOrderSingle,

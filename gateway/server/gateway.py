@@ -154,7 +154,7 @@ class Gateway:
         v = config.venue
         # Cancels the kill switch could not send go out once the venue trading session is back.
         self.kill_sweeper = KillSwitchSweeper(
-            self.store.open_orders, self.router.cancel_unasked, lambda: self.gate.kill_switch,
+            self.store.open_orders, self.router.cancel_each_unasked, lambda: self.gate.kill_switch,
             f"{v.sender_comp_id}->{v.trading.target_comp_id}",
             settle_s=self.router.reconcile_delay_s)
         self.board.listeners.append(self.kill_sweeper.session_changed)

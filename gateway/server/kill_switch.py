@@ -19,10 +19,8 @@ May import: gateway.orders, gateway.fix.application (types).
 
 from __future__ import annotations
 
-import itertools
 import logging
 import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -45,18 +43,17 @@ class SweepResult:
 
 class KillSwitchSweeper:
     def __init__(self, open_orders: Callable[[], list[Order]],
-                 cancel: Callable[[Order, str, str, str], str | None],
+                 cancel_each: Callable[[list[Order], str, str, str], tuple[int, list[str]]],
                  is_on: Callable[[], bool], trading_session: str,
                  settle_s: float = 1.0) -> None:
-        """`cancel(order, cl, by, why)` is `Router.cancel_unasked` (None when sent, else why
-        not); `trading_session` names the venue trading session on the status board;
-        `settle_s` is how long after its logon the re-sweep waits."""
+        """`cancel_each(orders, prefix, by, why)` is `Router.cancel_each_unasked` ((sent, why
+        each other was not)); `trading_session` names the venue trading session on the status
+        board; `settle_s` is how long after its logon the re-sweep waits."""
         self._open_orders = open_orders
-        self._cancel = cancel
+        self._cancel_each = cancel_each
         self._is_on = is_on
         self.trading_session = trading_session
         self.settle_s = settle_s
-        self._ids = itertools.count(1)
         self._lock = threading.Lock()  # one sweep at a time: two would cancel an order twice
         # Set while an operator's kill switch is on (turned on, or found on at start).
         self.armed = False
@@ -74,16 +71,9 @@ class KillSwitchSweeper:
         under its own request ClOrdID ``KILL-<µs>-<n>``; arms the sweeps after each logon."""
         self.armed = True
         with self._lock:
-            sent, not_sent = 0, []
-            for order in self._open_orders():
-                if skip_pending and order.status == state.PENDING_CANCEL:
-                    continue
-                cl = f"KILL-{time.time_ns() // 1000}-{next(self._ids)}"
-                refused = self._cancel(order, cl, BY, why)
-                if refused is None:
-                    sent += 1
-                else:
-                    not_sent.append(f"{order.oms_cl_ord_id}: {refused}")
+            orders = [o for o in self._open_orders()
+                      if not (skip_pending and o.status == state.PENDING_CANCEL)]
+            sent, not_sent = self._cancel_each(orders, "KILL", BY, why)
             return SweepResult(sent, not_sent)
 
     def session_changed(self, status: SessionStatus, old_state: str, reason: str) -> None:

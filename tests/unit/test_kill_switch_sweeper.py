@@ -22,10 +22,11 @@ class _Cancels:
         self.asked: list[tuple[str, str]] = []
         self.done = threading.Event()
 
-    def __call__(self, order: Order, cl: str, by: str, why: str) -> str | None:
-        self.asked.append((order.oms_cl_ord_id, why))
+    def __call__(self, orders: list[Order], prefix: str, by: str,
+                 why: str) -> tuple[int, list[str]]:
+        self.asked += [(o.oms_cl_ord_id, why) for o in orders]
         self.done.set()
-        return None
+        return len(orders), []
 
 
 def test_a_move_to_rest_sweeps_again_while_the_switch_is_on() -> None:
