@@ -213,7 +213,8 @@ class Runtime:
         self.metrics = GatewayMetrics(
             gw.board, roles=roles,
             transport=lambda: "rest" if router._rest_active() else "fix",
-            subscriber_stats=self._metrics_subscribers, order_counts=gw.store.counts)
+            subscriber_stats=self._metrics_subscribers, order_counts=gw.store.counts,
+            gc_freezes=lambda: self.gc_freezer.freezes if self.gc_freezer is not None else 0)
         self.metrics.attach(router)
         gw.transport_listeners.append(self.metrics.transport_switched)
         self.metrics_server = MetricsServer(self.metrics, m.host, m.port)

@@ -33,7 +33,7 @@ def test_freezer_freezes_survivors_on_its_interval() -> None:
     freezer = GcFreezer(0.05)
     try:
         freezer.start()
-        assert freezer.frozen > 0  # the test process's heap, frozen by start()
+        assert freezer.freezes == 1  # the test process's heap, frozen by start()
         kept = [[i] for i in range(5_000)]  # survivors (lists: always GC-tracked)
         deadline = time.monotonic() + 5
         while _not_frozen(kept) and time.monotonic() < deadline:
@@ -43,6 +43,29 @@ def test_freezer_freezes_survivors_on_its_interval() -> None:
         freezer.stop()
         gc.unfreeze()
     assert not freezer.running
+
+
+def test_freezing_never_counts_the_frozen_heap(monkeypatch: pytest.MonkeyPatch) -> None:
+    # gc.get_freeze_count() walks the whole permanent generation with the GIL held, a stall
+    # that grows with the heap; neither the freezer's tick nor a metrics scrape may call it.
+    from gateway.fix.application import StatusBoard
+    from gateway.metrics.collector import GatewayMetrics
+
+    def walk() -> int:
+        raise AssertionError("gc.get_freeze_count() walks every frozen object")
+
+    monkeypatch.setattr(gc, "get_freeze_count", walk)
+    freezer = GcFreezer(60)
+    try:
+        freezer.freeze_now()
+        freezer.freeze_now()
+        assert freezer.freezes == 2
+        families = {f.name: f for f in GatewayMetrics(
+            StatusBoard(), gc_freezes=lambda: freezer.freezes).collect()}
+    finally:
+        gc.unfreeze()
+    assert families["fixgw_gc_freezes"].samples[0].value == 2
+    assert families["fixgw_resident_memory_bytes"].samples[0].value > 1 << 20
 
 
 def test_interval_must_be_positive() -> None:
