@@ -7,8 +7,11 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 from typing import Any
+
+from tools.benchlib.procs import with_settings
 
 REPO = Path(__file__).resolve().parents[2]
 TOPOLOGIES = ("direct", "relay", "gateway")
@@ -97,3 +100,33 @@ def test_settled_only_profiled_run_gives_the_order_paths_tails(tmp_path: Path) -
     for q in ("p50", "p99"):  # the stretch is part of its callback, call by call
         assert 0 < stretch["cpu_us"][q] <= order["cpu_us"][q]
         assert stretch["wall_us"][q] <= order["wall_us"][q]
+
+
+def test_a_b_run_measures_a_second_gateway_with_its_own_settings() -> None:
+    """`--b-set`/`--b-env`: a second gateway measured in the same rounds (README, A/B runs).
+    Its setting takes effect: without an event process its CPU split has no `gateway_events`,
+    while the first gateway's has."""
+    proc = subprocess.run([sys.executable, str(REPO / "tools" / "bench_fix.py"), "--quick",
+                           "--settled-only", "--b-set", "grpc.event_process=false",
+                           "--b-env", "FIXGW_BENCH_MARK=b"],
+                          capture_output=True, text=True, timeout=150, cwd=REPO)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    result = json.loads(proc.stdout)
+    b = result["gateway_b"]
+    assert _positive(b["p50_us"]) and b["p50_us"] <= b["p99_us"]
+    assert b["latency_samples"] == result["config"]["latency_orders"]
+    for pair in ("gateway_b_gateway", "gateway_b_relay"):
+        assert _positive(result["ratios"][pair]["p99"]), pair
+    assert "gateway_events" in result["gateway"]["cpu_us_per_order"]["latency_phase"]
+    assert "gateway_events" not in b["cpu_us_per_order"]["latency_phase"]
+    assert result["config"]["gateway_b"] == {"checkout": None,
+                                             "set": ["grpc.event_process=false"],
+                                             "env": ["FIXGW_BENCH_MARK=b"]}
+
+
+def test_settings_go_under_their_tables() -> None:
+    text = with_settings('[gateway]\ndata_dir = "x"\n\n[oms]\nport = 1\n',
+                         [("gateway.journal_fsync_interval_ms", "0"),
+                          ("grpc.event_process_idle", "false")])
+    assert tomllib.loads(text) == {"gateway": {"data_dir": "x", "journal_fsync_interval_ms": 0},
+                                   "oms": {"port": 1}, "grpc": {"event_process_idle": False}}

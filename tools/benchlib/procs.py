@@ -23,7 +23,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
@@ -152,6 +152,22 @@ class SimEndpoints:
     pid: int
 
 
+def with_settings(toml_text: str, settings: Sequence[tuple[str, str]]) -> str:
+    """`toml_text` with (dotted key, TOML value) settings added: each goes under its table's
+    header when the text has one (TOML refuses a table opened twice), else in a new table."""
+    lines = toml_text.splitlines()
+    for key, value in settings:
+        table, _, name = key.rpartition(".")
+        if not table or not name:
+            raise ValueError(f"{key!r}: give a table and a key, e.g. gateway.gc_freeze_interval_s")
+        header = f"[{table}]"
+        if header in lines:
+            lines.insert(lines.index(header) + 1, f"{name} = {value}")
+        else:
+            lines += ["", header, f"{name} = {value}"]
+    return "\n".join(lines) + "\n"
+
+
 @dataclass(frozen=True)
 class Hop:
     """A relay or gateway: where the OMS connects, and the pid whose CPU time we account."""
@@ -203,11 +219,12 @@ class Fleet:
         self.creds = creds
         self.children: list[Child] = []
 
-    def _spawn(self, name: str, cmd: list[str], env_extra: dict[str, str]) -> Child:
+    def _spawn(self, name: str, cmd: list[str], env_extra: dict[str, str],
+               cwd: Path | None = None) -> Child:
         env = dict(os.environ, **env_extra)
         env.setdefault("PYTHONUNBUFFERED", "1")
         proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, env=env, cwd=REPO,
+                                stderr=subprocess.PIPE, env=env, cwd=cwd or REPO,
                                 preexec_fn=_PDEATHSIG)
         assert proc.stdout is not None and proc.stderr is not None
         child = Child(name, proc, Lines(proc.stdout), Lines(proc.stderr))
@@ -249,11 +266,17 @@ class Fleet:
         return Hop(port, child.proc.pid)
 
     def start_gateway(self, name: str, sim: SimEndpoints, *, oms_comp: str,
-                      wrapper: list[str] | None = None) -> Hop:
+                      wrapper: list[str] | None = None, checkout: Path | None = None,
+                      settings: Sequence[tuple[str, str]] = (),
+                      env: Mapping[str, str] | None = None) -> Hop:
         """`fixgw run` with its embedded simulator disabled, pointed at `sim`, otherwise at
         production defaults (journal fsync interval, validation, logging level). Every port is
         a `free_port`: the defaults (50051, 50052) lie in the kernel's ephemeral range, where
-        any connection's source port can hold them (a CI run failed so)."""
+        any connection's source port can hold them (a CI run failed so).
+
+        For an A/B run (bench_fix --b-*): `checkout` runs the gateway's code from another
+        working tree (a git worktree of another commit), `settings` adds TOML settings
+        (dotted key, TOML value) and `env` environment variables."""
         data_dir = self.workdir / name
         data_dir.mkdir(parents=True, exist_ok=True)
         port = free_port()
@@ -295,11 +318,18 @@ port = {free_port()}
 [metrics]
 port = 0
 """, encoding="utf-8")
+        if settings:
+            config.write_text(with_settings(config.read_text(encoding="utf-8"), settings),
+                              encoding="utf-8")
         # `wrapper` (e.g. the profiling launcher) replaces `-m gateway.cli.main`.
         launcher = wrapper if wrapper is not None else ["-m", "gateway.cli.main"]
         cmd = [sys.executable, *launcher, "run", "--config", str(config)]
-        child = self._spawn(name, cmd, {"FIXGW_BENCH_API_KEY": self.creds.api_key,
-                                        "FIXGW_BENCH_API_SECRET": self.creds.api_secret})
+        extra = {"FIXGW_BENCH_API_KEY": self.creds.api_key,
+                 "FIXGW_BENCH_API_SECRET": self.creds.api_secret, **(env or {})}
+        if checkout is not None:
+            # `-m` puts the working directory first on sys.path, ahead of the installed package.
+            extra["PYTHONPATH"] = str(checkout)
+        child = self._spawn(name, cmd, extra, cwd=checkout)
         try:
             child.out.wait_for(r"fixgw ready", 40, child.alive)
             child.err.wait_for(r"session FIXGW->KRAKEN-TRD \(venue\): \S+ -> logged_on", 40,
