@@ -212,6 +212,15 @@ class FuturesConfig(StrictModel):
         return value
 
 
+# MarketDepth (264) values the gateway asks the venue for. Kraken's FIX MarketDataRequest takes
+# 0 (full book), 1, 10, 25, 100, 500 or 1000. Its CRC32 checksum (5041) is over the top 10
+# levels of each side whatever the depth, so a book of 1 level never matches it (the gateway
+# would resubscribe it forever); a full book (0) has no bound the gateway's books (max_depth),
+# the OMS views or the WS fallback (10/25/100/500/1000) could share. What is left is exactly
+# what the WS fallback serves too, so both sources feed books of the same depth.
+MD_DEPTHS = (10, 25, 100, 500, 1000)
+
+
 class VenueConfig(StrictModel):
     # Kraken assigns the SenderCompID; the derivatives sessions use the same ID + "DRV".
     sender_comp_id: str = "FIXGW"
@@ -230,11 +239,25 @@ class VenueConfig(StrictModel):
     futures: FuturesConfig = FuturesConfig()
     fallback: FallbackConfig = FallbackConfig()
     md_fallback: MdFallbackConfig = MdFallbackConfig()
-    md_depth: int = Field(default=10, ge=1, le=1000)
+    # MarketDepth (264) of the venue MD subscriptions: one of MD_DEPTHS (see there).
+    md_depth: int = 10
     # A subscribed symbol silent this long is resubscribed (fresh snapshot).
     md_stale_after_s: float = Field(default=10.0, gt=0)
 
     _cid = field_validator("sender_comp_id")(_check_comp_id)
+
+    @field_validator("md_depth")
+    @classmethod
+    def _md_depth(cls, value: int) -> int:
+        """Refused at load rather than by the venue at each subscribe (a 35=Y per symbol, no
+        book at all) or, worse, accepted and never verifiable: see MD_DEPTHS."""
+        if value not in MD_DEPTHS:
+            raise ValueError(f"must be one of {', '.join(map(str, MD_DEPTHS))}: "
+                             "Kraken serves books of 0 (full), 1, 10, 25, 100, 500 or 1000 "
+                             "levels, its checksum (5041) covers the top 10, so fewer than 10 "
+                             "levels can never be verified, and the full book (0) has no depth "
+                             "the gateway's books or the WS fallback can hold")
+        return value
 
     @model_validator(mode="after")
     def _backoff_order(self) -> VenueConfig:
