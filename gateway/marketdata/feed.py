@@ -66,14 +66,44 @@ STALE: Final = "stale feed"
 
 SECURITY_REQ_ID = 320
 SECURITY_LIST_REQUEST_TYPE = 559
-MIN_TRADE_VOL = 562
+MIN_TRADE_VOL = 562  # Kraken: the quantity step (its example: 562=0.00000001)
 MIN_PRICE_INCREMENT = 969
 PRICE_PRECISION = 2349
 QTY_PRECISION = 5010
+QTY_MIN = 5011  # Kraken: the minimum order quantity (its example: 5011=0.0001)
 TICK_SIZE = 5022
 
 _SIDES = {BID: "bid", OFFER: "ask"}
 RECENT_INTEGRITY_EVENTS = 1000  #: how many integrity events `integrity_events` keeps
+
+
+def instrument_from_list_entry(g: fix.FieldMap) -> Instrument:
+    """One InstrumentList (35=y) NoRelatedSym entry as the instrument orders are checked against.
+
+    Kraken's entry: ``562=0.00000001|5010=8|5011=0.0001`` for BTC/USD, i.e. 562 MinTradeVol is
+    the quantity *step* and 5011 QtyMin the *minimum* order size. Read the other way round, a
+    0.00005 BTC order passed our check and cost a venue reject (and a rate-limit point).
+
+    Without 5011, 562 is taken as the minimum and the step is one unit of the quantity
+    precision (5010): a venue whose list has no QtyMin (this project's simulator until it
+    sends 5011) uses 562 for the minimum, as FIX 4.4 defines MinTradeVol; and should 562 be a
+    step after all, a minimum that small refuses nothing the venue would take, whereas taking
+    a minimum (ARB/USD's 5) as the step would refuse 7 ARB, a valid order. Raises ValueError
+    (or FieldNotFound, ArithmeticError) for an entry that cannot be used."""
+    symbol = g.getField(m.SYMBOL)
+    price_decimals = int(g.getField(PRICE_PRECISION))
+    qty_decimals = int(g.getField(QTY_PRECISION))
+    tick = get(g, TICK_SIZE) or get(g, MIN_PRICE_INCREMENT)
+    min_trade_vol = get(g, MIN_TRADE_VOL)
+    qty_min = get(g, QTY_MIN)
+    price_tick = Decimal(tick) if tick else Decimal(1).scaleb(-price_decimals)
+    if qty_min is not None:
+        minimum = Decimal(qty_min)
+        step = Decimal(min_trade_vol) if min_trade_vol else Decimal(1).scaleb(-qty_decimals)
+    else:
+        minimum = Decimal(min_trade_vol or "0")
+        step = Decimal(1).scaleb(-qty_decimals)
+    return Instrument(symbol, price_tick, step, minimum, price_decimals, qty_decimals)
 
 
 class MdListener(Protocol):
@@ -322,11 +352,7 @@ class MarketDataFeed(BaseHandler):
         for i in range(1, int(get(msg, m.NO_RELATED_SYM) or "0") + 1):
             msg.getGroup(i, g)
             try:
-                tick = get(g, TICK_SIZE) or get(g, MIN_PRICE_INCREMENT)
-                found.append(Instrument.from_precision(
-                    g.getField(m.SYMBOL), int(g.getField(PRICE_PRECISION)),
-                    int(g.getField(QTY_PRECISION)), Decimal(get(g, MIN_TRADE_VOL) or "0"),
-                    Decimal(tick) if tick else None))
+                found.append(instrument_from_list_entry(g))
             except (fix.FieldNotFound, ValueError, ArithmeticError) as exc:
                 log.warning("InstrumentList entry %d unusable: %s", i, exc)
         self.instruments.replace_all(found)
