@@ -8,11 +8,19 @@ queues here, under its own lock, and this outbox's thread does the sending with 
 Market data is the only traffic moved off the venue thread: ExecutionReports stay direct, as
 the order path must not queue behind book updates.
 
-Overflow: an OMS that leaves ``limit`` messages unsent is not reading. Its queue is cleared
-(the lost incrementals are useless now) and the outbox is *resyncing*: the fan-out queues no
-book updates for it. Once the sender has nothing left to send (the write it was blocked in has
-returned) it calls ``on_drained``, which queues a fresh snapshot per subscription (FIX allows a
-full refresh at any time) and calls ``end_resync``. One warning per episode names the session.
+Overflow: an OMS that leaves ``limit`` book messages unsent is not reading. The book traffic
+in its queue is dropped (the lost incrementals are useless now) and the outbox is *resyncing*:
+the fan-out queues no book updates for it. Once the sender has nothing left to send (the write
+it was blocked in has returned) it calls ``on_drained``, which queues a fresh snapshot per
+subscription (FIX allows a full refresh at any time) and calls ``end_resync``. One warning per
+episode names the session.
+
+The answers to the OMS's own requests (a 35=Y reject, the snapshot answering a 263=0 or a new
+263=1) are never dropped, nor counted towards the limit: the resync re-snapshots the live
+subscriptions only, so a dropped reject or one-off snapshot would leave a request unanswered
+for good, and an OMS that waits for that answer before it reads on would wait forever. They
+are as many as the OMS's requests, which a session that does not read stops sending soon
+enough (and the send watch below cuts it if it never reads again).
 
 A send that stays blocked (the OMS reads nothing at all) is not this module's to end: the
 fan-out's ``send`` is the OMS session's ``OmsContext.send``, which the gateway's send watch
@@ -48,7 +56,8 @@ class Outbox:
         self.send = send  #: replaced by the fan-out at each request (the same session's send)
         self.limit = limit
         self._on_drained = on_drained
-        self._queue: deque[fix.Message] = deque()
+        self._queue: deque[tuple[fix.Message, bool]] = deque()  # (message, is book traffic)
+        self._book_queued = 0  # book messages in _queue: what the limit bounds
         self._cond = threading.Condition(threading.Lock())
         self._sending = False
         self._stop = False
@@ -61,22 +70,27 @@ class Outbox:
     # ---- the fan-out's side (under its lock) ---------------------------------------------------
     def put(self, msg: fix.Message, book: bool = True) -> None:
         """Queue `msg`. `book`: a book update from the feed, dropped while resyncing (the fresh
-        snapshot covers it); an answer to the OMS's own request (a reject, the snapshot of a
-        new subscription) is queued all the same, so no request goes unanswered."""
+        snapshot covers it), and the overflow's trigger; an answer to the OMS's own request (a
+        reject, the snapshot of a new subscription or of a 263=0) is queued all the same and
+        survives an overflow, so no request goes unanswered (see the module docstring)."""
         with self._cond:
             if self._stop or (book and self.resyncing):
                 return
-            if len(self._queue) >= self.limit:
-                self._queue.clear()
+            if book and self._book_queued >= self.limit:
+                answers = [(q, False) for q, is_book in self._queue if not is_book]
+                self._queue = deque(answers)
+                self._book_queued = 0
                 self.resyncing = True
                 self._resync_asked = False
                 self.overflows += 1
-                log.warning("market data to %s: %d messages unsent, the OMS is not reading; "
-                            "its queue is dropped and each of its subscriptions gets a fresh "
-                            "snapshot once it reads again", self.name, self.limit)
+                log.warning("market data to %s: %d book messages unsent, the OMS is not "
+                            "reading; they are dropped (the %d answer(s) to its requests are "
+                            "kept) and each of its subscriptions gets a fresh snapshot once it "
+                            "reads again", self.name, self.limit, len(answers))
                 self._cond.notify_all()
                 return
-            self._queue.append(msg)
+            self._queue.append((msg, book))
+            self._book_queued += book
             self._cond.notify_all()
 
     def end_resync(self) -> None:
@@ -90,6 +104,7 @@ class Outbox:
         """The OMS's subscriptions are over (it logged out): nothing queued, no resync due."""
         with self._cond:
             self._queue.clear()
+            self._book_queued = 0
             self.resyncing = False
             self._resync_asked = False
             self._cond.notify_all()
@@ -99,6 +114,7 @@ class Outbox:
         """Drop what is queued (the OMS logged out). Lock-free as far as QuickFIX goes."""
         with self._cond:
             self._queue.clear()
+            self._book_queued = 0
             self._cond.notify_all()
 
     def idle(self, timeout: float) -> bool:
@@ -113,6 +129,7 @@ class Outbox:
         with self._cond:
             self._stop = True
             self._queue.clear()
+            self._book_queued = 0
             self._cond.notify_all()
 
     def join(self, timeout: float) -> bool:
@@ -127,8 +144,11 @@ class Outbox:
                     self.resyncing and not self._resync_asked))
                 if self._stop:
                     return
-                msg = self._queue.popleft() if self._queue else None
-                if msg is None:
+                msg: fix.Message | None = None
+                if self._queue:
+                    msg, is_book = self._queue.popleft()
+                    self._book_queued -= is_book
+                else:
                     self._resync_asked = True
                 self._sending = msg is not None
             if msg is None:

@@ -289,3 +289,51 @@ def test_a_book_the_feed_finds_broken_is_withdrawn_until_its_fresh_snapshot() ->
     finally:
         fanout.close()
         feed.stop()
+
+
+def _snapshot_request(req_id: str) -> fix.Message:
+    """A 263=0 request: one snapshot, no subscription (the resync does not redo it)."""
+    v = _request(req_id)
+    v.setField(263, "0")
+    return v
+
+
+def test_an_overflow_drops_book_traffic_but_never_the_answers_to_the_omss_requests(
+        book: Book, fanout: OmsMarketData) -> None:
+    """The OMS does not read (its send blocks) while book updates pile up to the outbox limit
+    (20 here) and it asks for a one-off snapshot (263=0) and for a symbol the gateway does not
+    carry. The overflow drops the queued updates; the W answering the 263=0 and the Y for the
+    unknown symbol are still sent once it reads again (the resync re-snapshots subscriptions
+    only, so a dropped answer would never come), and its subscription is resynced."""
+    reading, sending = threading.Event(), threading.Event()
+    oms = _Recorder()
+
+    def send(msg: fix.Message) -> None:
+        sending.set()
+        reading.wait()
+        oms(msg)
+
+    try:
+        fanout.on_request(_request("S1"), "FIXGW->SLOW", send)
+        assert sending.wait(5)  # its snapshot is in the blocked send
+        for i in range(19):
+            _move(book, fanout, i)
+        fanout.on_request(_snapshot_request("ONCE"), "FIXGW->SLOW", send)
+        fanout.on_request(_request("U1", "DOGE/USD"), "FIXGW->SLOW", send)
+        for i in range(19, 24):
+            _move(book, fanout, i)  # the first of these overflows the outbox
+    finally:
+        reading.set()
+    assert fanout.drained(5)
+    types = oms.types()
+    assert "W:ONCE" in types and "Y:U1" in types, types
+    assert not [t for t in types if t.startswith("X:")], types  # the backlog was dropped
+    assert types[0] == "W:S1" and types[-1] == "W:S1", types  # first and resync snapshots
+    reject = oms.got[types.index("Y:U1")]
+    assert reject[281] == "0" and "DOGE/USD" in reject[58]
+    once = OmsBook()
+    once.apply(oms.raw[types.index("W:ONCE")])
+    assert once.top(5)[0][0][0] == D("100")
+    resynced = OmsBook()
+    resynced.apply(oms.raw[-1])
+    assert resynced.top(5) == tuple(list(side) for side in book.depth(5))
