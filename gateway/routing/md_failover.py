@@ -92,10 +92,30 @@ class WsBookSource:
         return self.client is not None
 
     def up(self) -> bool:
-        """Usable as far as we know: not started yet (untried counts as available, there is
-        nothing better while FIX is down), or connected."""
+        """Connected: WS is delivering. A client not started yet, or still connecting (an
+        unreachable endpoint never gets further), is not up."""
         client = self.client
-        return client is None or client.connected
+        return client is not None and client.connected
+
+    def available(self) -> bool:
+        """Worth the books, for the policy: up, or not tried yet. Untried has to count, or FIX
+        down would never fail over (WS is only tried once it has the books); it is safe since
+        the books FIX was not feeding stay withdrawn from the OMS until WS's first verified
+        snapshot (``MarketDataFeed.hand_over_books``), so an unreachable WS freezes none."""
+        return self.client is None or self.up()
+
+    def revive(self) -> bool:
+        """A client whose thread ended (it should not: a bad frame only ends its connection)
+        is replaced by a new one; True if it was. Left alone it would own the books for good
+        while feeding nothing."""
+        client = self.client
+        if client is None or client.alive:
+            return False
+        log.error("market data over WS: the client's thread has ended; starting a new client")
+        self.client = None
+        client.stop()
+        self.start()
+        return True
 
     def start(self) -> None:
         if self.client is not None:
@@ -182,7 +202,7 @@ class MdFailover:
         self._health_changed = time.monotonic()
         self._problem: str | None = None
         self.policy = TransportPolicy(
-            self._fix_healthy, ws.up, failover_after_s=failover_after_s,
+            self._fix_healthy, ws.available, failover_after_s=failover_after_s,
             failback_after_s=failback_after_s, on_switch=self._switched,
             before_failback=self._ready_to_fail_back, force=_FORCE[force],
             logger=None)  # MdFailover says each switch in market-data words
@@ -278,6 +298,8 @@ class MdFailover:
     # ---- thread --------------------------------------------------------------------------------
     def evaluate(self) -> MdSource:
         self.policy.evaluate()
+        if self.active == "ws":
+            self.ws.revive()
         return self.active
 
     def start(self) -> None:

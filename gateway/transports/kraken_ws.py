@@ -14,6 +14,12 @@ Why it looks the way it does (kraken-api.md section 4):
 * Kraken sends a heartbeat about every second and recommends reconnecting after 5 s of silence;
   the deadline is a constructor argument so tests can use a shorter one. Reconnects back off
   exponentially (reset once a connection delivered data) so a dead venue is not hammered.
+* A frame that cannot be applied (not JSON, a negative size, a missing field, a checksum that
+  is no number: ``FRAME_ERRORS``) ends its connection, never the client's thread: the books
+  it may have half-changed are marked unsynced (``on_integrity``) and the reconnect rebuilds
+  them from fresh snapshots, backing off as for a failed connection (the bad frame does not
+  count as the connection being healthy), so a venue that keeps sending it is not hammered.
+  Whoever owns the client would otherwise hold a client that is alive to it and dead inside.
 * Private sockets authenticate with a short-lived token from REST GetWebSocketsToken, so a
   token is fetched per connection (``token_provider`` runs in a worker thread: it usually does
   blocking HTTP).
@@ -158,6 +164,15 @@ def loads(text: str | bytes) -> Any:
     return json.loads(text, parse_float=Decimal)
 
 
+# What a frame that cannot be applied raises while being parsed or applied: JSONDecodeError and
+# UnicodeDecodeError are ValueErrors, as are Book's refusals (negative size, non-positive
+# price) and int() of a bad checksum; decimal.InvalidOperation is an ArithmeticError; a field
+# missing or of the wrong shape is a KeyError, IndexError, TypeError or AttributeError.
+FRAME_ERRORS = (ValueError, ArithmeticError, LookupError, TypeError, AttributeError)
+_REASON_MAX = 200  # characters of an exception's text in a log line
+BAD_FRAME = "frame could not be applied"  #: on_integrity's reason after such a frame
+
+
 def _dec(value: object) -> Decimal:
     if isinstance(value, Decimal):
         return value
@@ -257,6 +272,8 @@ class _Connector(LoopThread):
         self.open_timeout = open_timeout
         self.connects = 0  #: successful connections so far (1 + reconnects)
         self.stale_disconnects = 0  #: connections dropped for silence
+        self.bad_frames = 0  #: connections dropped for a frame that could not be applied
+        self._drop_reason = "disconnected"  # why the connection ended, for _on_close
         self._ws: ClientConnection | None = None
         self._req_ids = itertools.count(1)
         self._connected = threading.Event()
@@ -264,6 +281,12 @@ class _Connector(LoopThread):
     @property
     def connected(self) -> bool:
         return self._connected.is_set()
+
+    @property
+    def alive(self) -> bool:
+        """Started and its thread still runs (it ends only at ``stop``)."""
+        thread = self._thread
+        return thread is not None and thread.is_alive()
 
     def wait_connected(self, timeout: float) -> bool:
         return self._connected.wait(timeout)
@@ -311,15 +334,29 @@ class _Connector(LoopThread):
                             _log.warning("%s: no message for %.1fs, reconnecting", self.url,
                                          self.heartbeat_timeout)
                             break
-                        if await self._on_message(loads(raw)):
-                            healthy = True
+                        try:
+                            if await self._on_message(loads(raw)):
+                                healthy = True
+                        except FRAME_ERRORS as exc:
+                            self.bad_frames += 1
+                            self._drop_reason = BAD_FRAME
+                            healthy = False  # back off: the venue may send it again
+                            # The exception's type and text, never the frame (a private one
+                            # may carry account data); the text is cut short all the same.
+                            _log.warning("%s: a frame could not be applied (%s: %.*s); "
+                                         "reconnecting for fresh snapshots", self.url,
+                                         type(exc).__name__, _REASON_MAX, exc)
+                            break
             except (OSError, TimeoutError, ConnectionClosed, WebSocketException,
                     KrakenWsError) as exc:
                 _log.warning("%s: connection failed: %s", self.url, exc)
+            except Exception:  # a bug of ours: this connection ends, the client goes on
+                _log.exception("%s: connection ended by an unexpected error", self.url)
             finally:
                 self._ws = None
                 self._connected.clear()
                 self._on_close()
+                self._drop_reason = "disconnected"
             if self._stopping:
                 break
             if healthy:
@@ -344,7 +381,8 @@ class KrakenWsPublic(_Connector):
 
     ``on_book(symbol, book)`` runs on the client thread after every verified snapshot/update;
     ``on_integrity(symbol, reason)`` when a book becomes untrustworthy (``"checksum"``,
-    ``"stale"``, ``"disconnected"``) before it is rebuilt. Books live in :attr:`books`.
+    ``"stale"``, ``"disconnected"``, ``BAD_FRAME``) before it is rebuilt. Books live in
+    :attr:`books`.
     """
 
     _name = "kraken-ws-public"
@@ -428,7 +466,7 @@ class KrakenWsPublic(_Connector):
     def _on_close(self) -> None:
         for sym, st in self._state.items():
             if st.live:
-                self._integrity(sym, "disconnected")
+                self._integrity(sym, self._drop_reason)
 
     async def _subscribe_books(self, symbols: Sequence[str]) -> None:
         await self._send({"method": "subscribe", "req_id": next(self._req_ids),
