@@ -17,10 +17,12 @@ session's ``Outbox`` under our lock, and the outbox's thread sends it. An OMS wh
 overflows gets no more updates until it reads again, then a fresh snapshot per subscription
 (``_resync``): see ``gateway.marketdata.outbox``.
 
-A book the feed reports broken (``on_integrity``) is withdrawn: its subscribers get an empty
-snapshot (no entries) at once and nothing more until the feed's fresh snapshot, which they get
-as a W; a new subscriber meanwhile gets the empty one. FIX 4.4 has no "book invalid" signal;
-a full refresh with no entries is one that every W/X consumer already handles.
+A book the feed reports broken or lost (``on_integrity``) is withdrawn: its subscribers get an
+empty snapshot (no entries) at once and nothing more until the feed's fresh snapshot, which they
+get as a W; a new subscriber (and a 263=0 request) meanwhile gets the empty one, never the last
+levels from before. FIX 4.4 has no "book invalid" signal; a full refresh with no entries is one
+that every W/X consumer already handles. "Lost" is the feed's ``SOURCE_LOST``: the venue MD
+session logged out or stopped answering, or the books changed source (``MarketDataFeed``).
 """
 
 from __future__ import annotations
@@ -69,7 +71,8 @@ class OmsMarketData:
         self._outboxes: dict[str, Outbox] = {}
         self._closed = False
         # Symbols whose book the feed cannot vouch for (integrity failure, source lost) until
-        # its fresh snapshot: their subscribers hold an empty book and get no updates.
+        # its fresh snapshot: their subscribers, old and new, hold an empty book and get no
+        # updates.
         self._dead: set[str] = set()
         feed.listeners.append(self)
 
@@ -156,14 +159,18 @@ class OmsMarketData:
 
     def on_integrity(self, symbol: str, reason: str) -> None:
         """The feed found `symbol`'s book broken (checksum, RptSeq gap, crossed, refused
-        by the venue, its source lost) and is rebuilding it. Left alone, an OMS would keep the
-        last book it was sent and could not tell it from a quiet market; so each subscriber
-        gets a snapshot with no entries (268=0, the full refresh of an empty book) and no
-        updates until the feed's fresh snapshot reaches `on_snapshot`, which it gets as a W.
+        by the venue) or its source lost (the MD session logged out or leaves a resubscribe
+        unanswered, see the feed's ``SOURCE_LOST``), and is rebuilding it. Left alone, an OMS
+        would keep the last book it was sent and could not tell it from a quiet market; so
+        each subscriber gets a snapshot with no entries (268=0, the full refresh of an empty
+        book) and no updates until the feed's fresh snapshot reaches `on_snapshot`, which it
+        gets as a W.
 
-        Not for a staleness resync: the levels were verified and are only old (a quiet market
-        goes stale every `md_stale_after_s`), and the fresh snapshot follows in milliseconds;
-        withdrawing would flash an empty book at the OMS each time."""
+        Not for a staleness resync (``STALE``): the levels were verified and are only old (a
+        quiet market goes stale every `md_stale_after_s`), and on a live session the fresh
+        snapshot follows in milliseconds; withdrawing would flash an empty book at the OMS each
+        time. A session that does not answer it is reported as a lost source
+        `md_stale_after_s` later, and withdrawn then."""
         if reason.startswith(STALE):
             return
         with self._lock:

@@ -18,6 +18,18 @@ their age. Increments for a subscription we replaced are ignored, so a late mess
 old subscription cannot corrupt the new snapshot. Each listener is called on its own: one
 that raises is logged (with the symbol) and neither the others nor the feed miss a beat.
 
+Source lost (reason ``SOURCE_LOST``): nothing feeds a book any more, so its levels, however
+verified, are frozen while the market moves; the listeners are told once per episode (the OMS
+fan-out withdraws the book from its subscribers) and the next snapshot they get revives it.
+That is: the MD session logged out (a drop, the daily rollover) while it fed the books; a
+(re)subscription the venue left unanswered for `stale_after_s` (logged on but stalled: a quiet
+book's stale resubscribe is answered in milliseconds, so it is never taken for this); the books
+handed to another source while FIX was not feeding them (they wait for that source's first
+snapshot, which an unreachable one never sends); and the books taken back before their FIX
+snapshot. The feed keeps the levels themselves (the gate judges them by their age); a logout
+is reported from the watchdog's thread, since QuickFIX calls `on_logout` holding the
+session's mutex and the hand-over lock must not be taken under it (see `_subscribe`).
+
 Another source may own the books for a while (the WS fallback while this session is down,
 ``gateway.routing.md_failover``): ``hand_over_books`` makes the FIX session keep its own
 shadow books (checked exactly as usual, never shown to the listeners) while the other source
@@ -63,6 +75,8 @@ log = logging.getLogger("fixgw.marketdata")
 # How a staleness resync's reason starts: the book's levels were verified and are only old
 # (a quiet market goes stale too), unlike every other integrity reason.
 STALE: Final = "stale feed"
+# How an integrity reason starts when nothing feeds the book any more (see the docstring).
+SOURCE_LOST: Final = "source lost"
 
 SECURITY_REQ_ID = 320
 SECURITY_LIST_REQUEST_TYPE = 559
@@ -153,11 +167,18 @@ class MarketDataFeed(BaseHandler):
         self.source = "fix"  #: who writes `books` now: "fix", or the other source's name
         self._owner = threading.RLock()
         self._session_changed = time.monotonic()
+        # Symbols whose listeners were told the book is broken or lost, with no snapshot since
+        # (under the hand-over lock): a loss is told once per episode.
+        self._withdrawn: set[str] = set()
+        # Why the FIX books lost their source, set by on_logout for the watchdog to tell.
+        self._lost: str | None = None
+        self._wake = threading.Event()  # wakes the watchdog early (a logout to report)
         self._watchdog = threading.Thread(target=self._watch, name="md-stale", daemon=True)
         self._watchdog.start()
 
     def stop(self) -> None:
         self._stop.set()
+        self._wake.set()
 
     # ---- session -----------------------------------------------------------------------------
     def on_logon(self, session_id: fix.SessionID) -> None:
@@ -171,8 +192,12 @@ class MarketDataFeed(BaseHandler):
             self._subscribe(symbol)
 
     def on_logout(self, session_id: fix.SessionID) -> None:
+        """The books lose their source: the watchdog tells the listeners (not this thread,
+        which holds the session's mutex; see the module docstring) within milliseconds."""
         if self._session is not None:  # QuickFIX repeats onLogout for each refused logon
             self._session_changed = time.monotonic()
+            self._lost = "FIX market-data session logged out"
+            self._wake.set()
         self._session = None
         with self._lock:
             for sub in self._subs.values():
@@ -274,7 +299,11 @@ class MarketDataFeed(BaseHandler):
     # the others are still told, and the feed's own bookkeeping after the call goes on.
     def _tell(self, event: str, symbol: str, *args: object) -> None:
         """`listener.<event>(symbol, *args)` for each listener (on_snapshot, on_update,
-        on_integrity)."""
+        on_integrity). Under the hand-over lock; keeps `_withdrawn` as the listeners see it."""
+        if event == "on_snapshot":
+            self._withdrawn.discard(symbol)
+        elif event == "on_integrity" and not str(args[0]).startswith(STALE):
+            self._withdrawn.add(symbol)
         for listener in self.listeners:
             try:
                 getattr(listener, event)(symbol, *args)
@@ -379,11 +408,47 @@ class MarketDataFeed(BaseHandler):
         return min(1.0, self.stale_after_s / 4)
 
     def _watch(self) -> None:
-        while not self._stop.wait(self.watch_interval_s):
+        while not self._stop.is_set():
+            self._wake.wait(self.watch_interval_s)
+            self._wake.clear()
+            if self._stop.is_set():
+                return
             try:
+                self._report_lost()
                 self._resubscribe_stale()
             except Exception:
                 log.exception("market-data stale check")
+
+    def _unsynced_subscribed(self) -> list[str]:
+        """Symbols with a FIX subscription that has no snapshot since its (re)subscribe: the
+        ones FIX does not feed (a symbol never subscribed has never had a FIX book)."""
+        with self._lock:
+            return [s for s in self.symbols
+                    if (sub := self._subs.get(s)) is not None and not sub.synced]
+
+    def _source_lost(self, symbols: Iterable[str], why: str) -> None:
+        """Tell the listeners that nothing feeds these books now (once per episode: not the
+        ones already told, broken or lost, and not snapshotted since). Under the hand-over
+        lock, with FIX owning the listeners' books."""
+        reason = f"{SOURCE_LOST}: {why}"
+        for symbol in symbols:
+            if symbol in self._withdrawn:
+                continue
+            log.warning("market data %s: %s; withdrawn until a fresh snapshot", symbol, reason)
+            self._record_integrity(symbol, reason)
+            self._tell("on_integrity", symbol, reason)
+
+    def _report_lost(self) -> None:
+        """The logout `on_logout` noted: every book FIX fed and has no snapshot for now (one
+        that a quick relogon already re-snapshotted is left alone). With another source owning
+        the books by now, `hand_over_books` has reported it."""
+        if self._lost is None:
+            return
+        with self._owner:
+            why, self._lost = self._lost, None
+            if why is None or self._shadow is not None:
+                return
+            self._source_lost(self._unsynced_subscribed(), why)
 
     def _resubscribe_stale(self) -> None:
         """Resubscribe each symbol silent longer than `stale_after_s`. The scan is lock-free;
@@ -401,7 +466,11 @@ class MarketDataFeed(BaseHandler):
                 if (self._session is None or self._subs.get(sub.symbol) is not sub
                         or silent <= self.stale_after_s):
                     continue
-                self.resubscribe(sub.symbol, f"{STALE}: no update for {silent:.1f} s")
+                if not sub.synced and not sub.rejected:  # logged on, and nothing answers
+                    self.resubscribe(sub.symbol, f"{SOURCE_LOST}: no snapshot {silent:.1f} s "
+                                                 f"after subscribing")
+                else:
+                    self.resubscribe(sub.symbol, f"{STALE}: no update for {silent:.1f} s")
 
     def subscriptions(self) -> Iterable[tuple[str, str, bool, int]]:
         """(symbol, MDReqID, synced, resubscribes) per symbol, for ops."""
@@ -473,11 +542,20 @@ class MarketDataFeed(BaseHandler):
         levels, so a FIX feed that is still up stays in sync and can take the books back.
         `announce` runs under the hand-over lock once `source` is set, after the old source's
         last book event and before the new one's first: where a switch event must be queued
-        for event consumers to see it between the two."""
+        for event consumers to see it between the two.
+
+        The books FIX was not feeding (logged out, stalled, refused) are withdrawn, if not
+        already: until `source`'s first verified snapshot nothing feeds them, and a source
+        that never delivers (an unreachable WS) must not leave them frozen and looking live."""
         with self._owner:
             if self._shadow is not None:
                 self._set_source(source, announce)
                 return
+            why = self._lost or ("FIX market data not live" if self._session is not None
+                                 else "FIX market-data session not logged on")
+            self._lost = None
+            self._source_lost(self._unsynced_subscribed(),
+                              f"{why}; waiting for the first snapshot from {source}")
             shadow: dict[str, Book] = {}
             for symbol, book in self.books.items():
                 copy = Book(symbol, max_depth=self.depth)
@@ -492,7 +570,8 @@ class MarketDataFeed(BaseHandler):
     def take_back_books(self, announce: Callable[[], None] | None = None) -> None:
         """FIX writes the shared books again: every symbol whose FIX snapshot has arrived gets
         the shadow's verified levels and the listeners a snapshot; the others keep the other
-        source's last levels until their FIX snapshot arrives (which then goes to them).
+        source's last levels, withdrawn (source lost), until their FIX snapshot arrives (which
+        then goes to them).
         `announce` as for ``hand_over_books``."""
         with self._owner:
             shadow = self._shadow
@@ -510,6 +589,10 @@ class MarketDataFeed(BaseHandler):
                 d = shadow[symbol].depth(self.depth)
                 book.apply_snapshot(d.bids, d.asks)
                 self._tell("on_snapshot", symbol, book)
+            # The other source stops here and FIX has no snapshot for these yet: nothing feeds
+            # them until it arrives (usually withdrawn already: the other source went down).
+            self._source_lost([s for s in self.symbols if s not in synced],
+                              "the other source stopped; waiting for the FIX snapshot")
         log.warning("market data: the FIX MD session feeds the books again%s",
                     "" if len(synced) == len(self.symbols) else
                     f" (still waiting for the FIX snapshot of "

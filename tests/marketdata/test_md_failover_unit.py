@@ -108,6 +108,10 @@ def test_fix_frames_go_to_shadow_books_while_handed_over_and_come_back_verified(
         assert not synced and feed.unsynced_symbols() == [BTC]
         feed.hand_over_books("ws")
         assert feed.source == "ws"
+        # FIX was not feeding BTC (no snapshot since its subscribe): until WS's first snapshot
+        # nothing feeds it, so the listeners are told its source is lost.
+        assert rec.calls == [("integrity", BTC)]
+        rec.calls.clear()
 
         # The FIX session's snapshot arrives while WS owns the books: shadow only.
         fix_book = Book(BTC)
