@@ -94,7 +94,7 @@ def test_a_lost_md_session_withdraws_the_oms_books_until_it_is_back(
 
         # The venue drops the MD session and refuses it for a while; its book moves on.
         mark = len(gw.err.lines)
-        assert sim.control(cmd="drop_md", refuse_s=6)["was_logged_on"] is True
+        assert sim.control(cmd="drop_md", refuse_s=8)["was_logged_on"] is True
         sim.control(cmd="flow", steps=60)
         after = venue_levels(sim)
         assert after != before
