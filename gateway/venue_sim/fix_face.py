@@ -213,6 +213,10 @@ class SimFixFace(BaseHandler):
         if req_type not in ("1", "7"):
             refused = ("0", f"MassCancelRequestType {req_type} not supported: 1 (by Symbol) or "
                             "7 (all orders)")  # 532=0: mass cancel not supported
+        elif req_type == "1" and not symbol:
+            # By Symbol without one: canceling everything would be the widest reading of a
+            # malformed request. 532=1: invalid or unknown security.
+            refused = ("1", "MassCancelRequestType 1 (by Symbol) needs Symbol (55)")
         elif side and side not in (s.value for s in e.Side):
             refused = ("99", f"Side {side} not supported: 1 (Buy) or 2 (Sell)")
         rep = m.mass_cancel_report(cl, req_type, report_id, refused)

@@ -1,0 +1,85 @@
+"""The simulator's FIX face behaves as Kraken's does where a client can tell the difference:
+refusals that never widen a cancel, reports that survive a session that was never up, status
+answers that never overtake the reports before them, and Kraken's cancel-on-disconnect (8674).
+Over loopback, with a raw client, so the wire is what is checked."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+
+from gateway.config.model import ScheduleConfig
+from gateway.venue_sim.fix_face import MD_COMP_ID, TRADING_COMP_ID
+from gateway.venue_sim.server import SimOptions, VenueSimulator
+from tests.fix_session.rawclient import RawFixClient, fields_of
+
+D = Decimal
+OWNER = "FIXGW"
+
+
+@pytest.fixture
+def sim(tmp_path: Path) -> Iterator[VenueSimulator]:
+    s = VenueSimulator(SimOptions(data_dir=tmp_path / "sim", flow_rate_hz=0, seed_books=False,
+                                  schedule=ScheduleConfig(mode="non-stop")))
+    s.start()
+    try:
+        yield s
+    finally:
+        s.stop()
+
+
+def trading_client(sim: VenueSimulator, extra: list[tuple[int, str]] | None = None,
+                   ) -> RawFixClient:
+    c = RawFixClient("127.0.0.1", sim.trading_port, OWNER, target=TRADING_COMP_ID).connect()
+    c.logon(30, reset=True, extra=extra or [])
+    return c
+
+
+def md_client(sim: VenueSimulator) -> RawFixClient:
+    c = RawFixClient("127.0.0.1", sim.md_port, OWNER, target=MD_COMP_ID).connect()
+    c.logon(30, reset=True)
+    return c
+
+
+def wait_for(cond: Callable[[], object], timeout: float = 5.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if cond():
+            return True
+        time.sleep(0.02)
+    return bool(cond())
+
+
+def new_order(c: RawFixClient, cl: str, symbol: str = "BTC/USD", side: str = "1",
+              qty: str = "0.01", price: str = "40000.0") -> None:
+    c.send("D", [(11, cl), (55, symbol), (54, side), (60, "20260101-00:00:00.000"),
+                 (38, qty), (40, "2"), (44, price), (59, "1")])
+
+
+def report(c: RawFixClient, cl: str, exec_type: str, timeout: float = 5.0) -> dict[int, str]:
+    return fields_of(c.expect("8", timeout, match=lambda f: f.get(11) == cl
+                              and f.get(150) == exec_type))
+
+
+# ---- 1: a by-symbol mass cancel without a symbol is refused, never widened ------------------
+
+def test_mass_cancel_by_symbol_without_symbol_is_refused_and_cancels_nothing(
+        sim: VenueSimulator) -> None:
+    c = trading_client(sim)
+    try:
+        new_order(c, "b1")
+        report(c, "b1", "0")
+        new_order(c, "e1", symbol="ETH/USD", price="2000.00", qty="0.01")
+        report(c, "e1", "0")
+        c.send("q", [(11, "mc1"), (530, "1"), (60, "20260101-00:00:00.000")])
+        r = fields_of(c.expect("r"))
+        assert (r[531], r[532], r.get(533)) == ("0", "1", "0"), r
+        assert not [m for m in c.quiet(0.5) if fields_of(m).get(150) == "4"]
+        assert {o.cl_ord_id for o in sim.engine.open_orders(OWNER)} == {"b1", "e1"}
+    finally:
+        c.close()
+
