@@ -43,6 +43,7 @@ MIN_TRADE_VOL = 562
 MIN_PRICE_INCREMENT = 969
 PRICE_PRECISION = 2349
 QTY_PRECISION = 5010
+QTY_MIN = 5011
 TICK_SIZE = 5022
 
 _ORD_TYPES = {"1": e.OrdType.MARKET, "2": e.OrdType.LIMIT}
@@ -334,10 +335,13 @@ class SimFixFace(BaseHandler):
         for inst in self.engine.instruments.values():
             g = fix.Group(m.NO_RELATED_SYM, m.SYMBOL)
             g.setField(m.SYMBOL, inst.symbol)
-            g.setField(MIN_TRADE_VOL, _s(inst.min_qty))
+            # Kraken's meaning, not FIX's: 562 is the quantity step, 5011 the order minimum
+            # (their doc's example: 562=0.00000001|5010=8|5011=0.0001).
+            g.setField(MIN_TRADE_VOL, _s(inst.lot_size))
             g.setField(MIN_PRICE_INCREMENT, _s(inst.price_tick))
             g.setField(PRICE_PRECISION, str(inst.price_decimals))
             g.setField(QTY_PRECISION, str(inst.qty_decimals))
+            g.setField(QTY_MIN, _s(inst.min_qty))
             g.setField(TICK_SIZE, _s(inst.price_tick))
             y.addGroup(g)
         self._send(y, session_id)

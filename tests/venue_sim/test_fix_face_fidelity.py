@@ -83,3 +83,34 @@ def test_mass_cancel_by_symbol_without_symbol_is_refused_and_cancels_nothing(
     finally:
         c.close()
 
+
+
+# ---- 7: InstrumentList carries the lot step as 562 and the minimum as 5011 ------------------
+
+def instrument_list(c: RawFixClient) -> dict[str, dict[int, str]]:
+    """35=y's NoRelatedSym entries by Symbol (each entry starts at its 55)."""
+    c.send("x", [(320, "il1"), (559, "4")])
+    msg = c.expect("y")
+    out: dict[str, dict[int, str]] = {}
+    entry: dict[int, str] | None = None
+    for tag, value in msg.pairs:
+        t, v = int(tag), value.decode()
+        if t == 55:
+            entry = out[v] = {}
+        elif entry is not None and t != 10:
+            entry[t] = v
+    return out
+
+
+def test_instrument_list_sends_the_lot_step_as_562_and_the_minimum_as_5011(
+        sim: VenueSimulator) -> None:
+    c = md_client(sim)
+    try:
+        entries = instrument_list(c)
+    finally:
+        c.close()
+    btc = entries["BTC/USD"]
+    assert (btc[562], btc[5011], btc[5010]) == ("0.00000001", "0.0001", "8"), btc
+    arb = entries["ARB/USD"]
+    assert (arb[562], arb[5011]) == ("0.00000001", "5"), arb
+    assert (btc[969], btc[2349], btc[5022]) == ("0.1", "1", "0.1"), btc
