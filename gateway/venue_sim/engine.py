@@ -236,6 +236,14 @@ class OrderSnapshot:
     status: OrdStatus
     created_time: int
     transact_time: int
+    #: Why a CANCELED order left the book (None otherwise), so a face that reports closed
+    #: orders later (REST ``reason``) gives the cause the engine knew, not a guess.
+    cancel_reason: CancelReason | None = None
+
+    @property
+    def cancel_text(self) -> str | None:
+        """The human text of ``cancel_reason`` (the FIX Text and WS ``reason`` of the cancel)."""
+        return None if self.cancel_reason is None else _CANCEL_TEXT[self.cancel_reason]
 
     @property
     def is_open(self) -> bool:
@@ -457,9 +465,9 @@ class _Order:
     """Mutable order record; only ever touched under the engine lock, exposed as snapshots."""
 
     __slots__ = (
-        "avg_px", "cl_ord_id", "clids", "created", "cum_qty", "inst", "leaves_qty", "notional",
-        "ord_type", "order_id", "orig_cl_ord_id", "owner", "price", "qty", "side", "status",
-        "symbol", "tif", "updated",
+        "avg_px", "cancel_reason", "cl_ord_id", "clids", "created", "cum_qty", "inst",
+        "leaves_qty", "notional", "ord_type", "order_id", "orig_cl_ord_id", "owner", "price",
+        "qty", "side", "status", "symbol", "tif", "updated",
     )
 
     def __init__(
@@ -485,12 +493,14 @@ class _Order:
         self.status = _NEW
         self.created = now
         self.updated = now
+        self.cancel_reason: CancelReason | None = None
 
     def snapshot(self) -> OrderSnapshot:
         return OrderSnapshot(
             self.order_id, self.owner, self.cl_ord_id, self.orig_cl_ord_id, self.symbol,
             self.side, self.ord_type, self.tif, self.price, self.qty, self.cum_qty,
             self.leaves_qty, self.avg_px, self.status, self.created, self.updated,
+            self.cancel_reason,
         )
 
 
@@ -826,6 +836,7 @@ class MatchingEngine:
         o.status = _CANCELED
         o.leaves_qty = o.qty * 0
         o.updated = now
+        o.cancel_reason = reason
         events.append(Canceled(o.snapshot(), reason, _CANCEL_TEXT[reason], self._exec_ids.next(),
                                request_cl_ord_id, self._next_seq(), now))
         self._close(o)

@@ -829,7 +829,9 @@ class SpotRestServer(HttpFace):
             out["cl_ord_id"] = snap.cl_ord_id
         if not snap.is_open:
             out["closetm"] = _secs(snap.transact_time)
-            out["reason"] = None if snap.status is OrdStatus.FILLED else "User requested"
+            # The engine's cause (IOC remainder, self-trade, FOK, ...), as FIX Text and the WS
+            # `reason` give it; "User requested" only when a user did cancel it.
+            out["reason"] = snap.cancel_text
         if trades:
             with self._lock:
                 out["trades"] = list(self._trades.get(snap.order_id, ()))
