@@ -76,6 +76,7 @@ __all__ = [
     "OrdStatus",
     "OrdType",
     "OrderSnapshot",
+    "PostOnlyRefused",
     "RejectCode",
     "Rejected",
     "Replaced",
@@ -205,6 +206,19 @@ TEXT_PRICE_ON_MARKET = "EGeneral:Invalid arguments:price not allowed on market o
 TEXT_DUPLICATE = "EOrder:Duplicate cl_ord_id"
 TEXT_UNKNOWN_ORDER = "EOrder:Unknown order"
 TEXT_ORDER_CLOSED = "EOrder:Unknown order:order already closed"
+TEXT_POST_WOULD_EXECUTE = "EOrder:Post only order would execute"
+
+
+class PostOnlyRefused(Exception):
+    """A post-only order would have taken liquidity, so it never existed: no event, not
+    counted (as a deadline refusal). Raised by :meth:`MatchingEngine.submit` under its lock,
+    so no order can cross between the check and the matching (a face that looked at the top of
+    the book first, then submitted, let the synthetic flow land in between and filled the
+    post-only order as a taker)."""
+
+    def __init__(self, error: str = TEXT_POST_WOULD_EXECUTE) -> None:
+        super().__init__(error)
+        self.error = error
 
 
 # --------------------------------------------------------------------------------------------
@@ -903,8 +917,13 @@ class MatchingEngine:
         tif: TimeInForce = TimeInForce.GTC,
         *,
         deadline: Deadline | None = None,
+        post_only: bool = False,
     ) -> list[Event]:
         """New order (FIX NewOrderSingle). Returns ``[Rejected]`` or ``[Accepted, ...]``.
+
+        ``post_only`` (a limit order that must only add liquidity): if its price would cross
+        the opposite side's best at this moment, :class:`PostOnlyRefused` is raised and the
+        request leaves no trace (no event, not counted).
 
         ``deadline`` (Kraken's, from REST/WS) is checked once the call holds the lock: past
         it, :class:`~gateway.venue_sim.deadline.DeadlineRefused` is raised and the request
@@ -925,10 +944,14 @@ class MatchingEngine:
             tif = TimeInForce(tif)
         if deadline is not None:
             deadline.check()
+        book = self._books.get(symbol)
+        if post_only and book is not None and price is not None and ord_type is _LIMIT:
+            best = book.opposite(side).best()
+            if best is not None and (price >= best if side is _BUY else price <= best):
+                raise PostOnlyRefused()
         now = self._now()
         self._count(owner, cl_ord_id)
         events: list[Event] = []
-        book = self._books.get(symbol)
         if book is None:
             failure: tuple[RejectCode, str] | None = (RejectCode.UNKNOWN_SYMBOL, TEXT_UNKNOWN_PAIR)
         elif (owner, cl_ord_id) in self._open_by_clid:

@@ -809,14 +809,14 @@ class _FuturesOrders:
             raise _Refused("invalidPrice")
         if cli is not None and len(cli) > 100:
             raise _Refused("clientOrderIdTooLong")
-        if order_type == "post" and price is not None:
-            bid, ask = self.engine.top_of_book(symbol)
-            opposite = ask if side is e.Side.BUY else bid
-            if opposite is not None and (price >= opposite if side is e.Side.BUY
-                                         else price <= opposite):
-                raise _Refused("postWouldExecute")
         clid = cli if cli is not None else f"{_SYNTH}{next(self._synth)}"
-        events = self.engine.submit(self.owner, clid, symbol, side, size, price, ord_type, tif)
+        try:
+            # Post-only is checked by the engine under its lock, atomically with the matching:
+            # the synthetic flow trades these books too and could cross in between otherwise.
+            events = self.engine.submit(self.owner, clid, symbol, side, size, price, ord_type,
+                                        tif, post_only=order_type == "post")
+        except e.PostOnlyRefused:
+            raise _Refused("postWouldExecute") from None
         first = events[0]
         if isinstance(first, e.Rejected):
             raise _Refused(_refusal(first.text))
