@@ -1160,15 +1160,24 @@ class MatchingEngine:
 
     @_locked
     def order_status(
-        self, owner: str, cl_ord_id: str | None = None, order_id: str | None = None,
+        self, owner: str, cl_ord_id: str | None = None, order_id: str | None = None, *,
+        then: Callable[[OrderSnapshot | None], object] | None = None,
     ) -> OrderSnapshot | None:
         """Latest state of an owner's order (open, or closed within the retention window).
 
         A ClOrdID resolves to the open order currently using it, else the latest order that
         ever used it (including pre-replace ClOrdIDs). Other owners' orders are invisible.
+
+        ``then`` gets the answer under the lock, as a listener gets events (so keep it to an
+        enqueue, and do not call the engine from it): a face that queues the answer there
+        queues it in engine order with the reports, so no report of a later change can
+        overtake it (a client would see a fill, then a stale status saying New).
         """
         o = self._lookup(owner, cl_ord_id, order_id)
-        return o.snapshot() if o is not None else None
+        snap = o.snapshot() if o is not None else None
+        if then is not None:
+            then(snap)
+        return snap
 
     @_locked
     def closed_orders(self, owner: str) -> list[OrderSnapshot]:

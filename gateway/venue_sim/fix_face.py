@@ -193,17 +193,23 @@ class SimFixFace(BaseHandler):
                             order_id=get(msg, m.ORDER_ID))
 
     def _status(self, msg: fix.Message, owner: str, session_id: fix.SessionID) -> None:
-        cl = get(msg, m.CL_ORD_ID)
-        snap = self.engine.order_status(owner, cl, get(msg, m.ORDER_ID))
-        if snap is None:
-            f = {m.ORDER_ID: get(msg, m.ORDER_ID) or "NONE", m.CL_ORD_ID: cl or "NONE",
-                 m.EXEC_ID: self._status_ids.next(), m.EXEC_TYPE: "I", m.ORD_STATUS: "8",
-                 m.SYMBOL: get(msg, m.SYMBOL) or "[N/A]", m.SIDE: get(msg, m.SIDE) or "1",
-                 m.LEAVES_QTY: "0", m.CUM_QTY: "0", m.AVG_PX: "0",
-                 m.TEXT: e.TEXT_UNKNOWN_ORDER}
-        else:
-            f = self._report(snap, "I", self._status_ids.next())
-        self._send(m.message_from_fields("8", f), session_id)
+        """Answer with the order as it stands, queued under the engine lock with the snapshot
+        (the engine's ``then``): queued after the lock is released, a fill queued meanwhile
+        overtook it and the client saw 150=F, then a stale 150=I (even New after Canceled)."""
+        cl, order_id = get(msg, m.CL_ORD_ID), get(msg, m.ORDER_ID)
+        unknown = {m.ORDER_ID: order_id or "NONE", m.CL_ORD_ID: cl or "NONE", m.EXEC_TYPE: "I",
+                   m.ORD_STATUS: "8", m.SYMBOL: get(msg, m.SYMBOL) or "[N/A]",
+                   m.SIDE: get(msg, m.SIDE) or "1", m.LEAVES_QTY: "0", m.CUM_QTY: "0",
+                   m.AVG_PX: "0", m.TEXT: e.TEXT_UNKNOWN_ORDER}
+
+        def answer(snap: e.OrderSnapshot | None) -> None:
+            if snap is None:
+                f = {**unknown, m.EXEC_ID: self._status_ids.next()}
+            else:
+                f = self._report(snap, "I", self._status_ids.next())
+            self._send(m.message_from_fields("8", f), session_id)
+
+        self.engine.order_status(owner, cl, order_id, then=answer)
 
     def _mass_cancel(self, msg: fix.Message, owner: str, session_id: fix.SessionID) -> None:
         req_type = msg.getField(m.MASS_CANCEL_REQUEST_TYPE)

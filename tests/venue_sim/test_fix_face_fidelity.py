@@ -5,6 +5,7 @@ Over loopback, with a raw client, so the wire is what is checked."""
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Iterator
 from decimal import Decimal
@@ -13,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from gateway.config.model import ScheduleConfig
+from gateway.venue_sim import engine as e
 from gateway.venue_sim.fix_face import MD_COMP_ID, TRADING_COMP_ID
 from gateway.venue_sim.server import SimOptions, VenueSimulator
 from tests.fix_session.rawclient import RawFixClient, fields_of
@@ -114,3 +116,38 @@ def test_instrument_list_sends_the_lot_step_as_562_and_the_minimum_as_5011(
     arb = entries["ARB/USD"]
     assert (arb[562], arb[5011]) == ("0.00000001", "5"), arb
     assert (btc[969], btc[2349], btc[5022]) == ("0.1", "1", "0.1"), btc
+
+
+# ---- 5: a status answer never overtakes the reports queued after its snapshot --------------
+
+def test_status_answer_is_queued_in_engine_order_with_a_concurrent_fill(
+        sim: VenueSimulator, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A fill lands between the status snapshot and its answer being built: the answer must
+    still reach the client before the fill's report (never 150=F, then a stale 150=I New)."""
+    c = trading_client(sim)
+    try:
+        new_order(c, "s1", price="45000.0")
+        order_id = report(c, "s1", "0")[37]
+        real = sim.face._report
+        crossed: list[threading.Thread] = []
+
+        def report_then_cross(o: e.OrderSnapshot, exec_type: str, exec_id: str,
+                              ) -> dict[int, str]:
+            if exec_type == "I" and not crossed:
+                taker = threading.Thread(target=sim.engine.submit, args=(
+                    "TAKER", "t1", "BTC/USD", e.Side.SELL, D("0.01"), D("45000.0")))
+                crossed.append(taker)
+                taker.start()
+                taker.join(1.0)  # done at once unless the answer is made under the lock
+            return real(o, exec_type, exec_id)
+
+        monkeypatch.setattr(sim.face, "_report", report_then_cross)
+        c.send("H", [(11, "s1"), (37, order_id), (54, "1"), (55, "BTC/USD")])
+        seen: list[tuple[str, str]] = []
+        while len(seen) < 2:
+            f = fields_of(c.expect("8", match=lambda f: f.get(37) == order_id))
+            seen.append((f[150], f[39]))
+        crossed[0].join(5.0)
+        assert seen == [("I", "0"), ("F", "2")], seen
+    finally:
+        c.close()
