@@ -57,8 +57,12 @@ def _s(d: Decimal | None) -> str:
 class SimFixFace(BaseHandler):
     def __init__(self, engine: e.MatchingEngine, credentials: KrakenCredentials | None,
                  accounts: Sequence[ApiAccount] = (), *,
-                 outbox_limit: int = DEFAULT_LIMIT) -> None:
+                 outbox_limit: int = DEFAULT_LIMIT, clients: Sequence[str] = ()) -> None:
         self.engine = engine
+        # The client CompIDs the acceptor has trading sessions for (the simulator's --client
+        # list and the accounts' owners): their reports are kept for a resend even before
+        # their first logon, as a venue does for a session it knows.
+        self._clients = frozenset(clients)
         self.credentials = credentials
         # `--accounts` keys: each logs on as its own owner's CompID only.
         self._accounts = {a.api_key: a for a in accounts}
@@ -255,6 +259,14 @@ class SimFixFace(BaseHandler):
 
     def _to_owner(self, owner: str, msg: fix.Message) -> None:
         box = self._trading.get(owner)
+        if box is None and owner in self._clients:
+            # Not logged on since the simulator started (an order placed over REST, or left
+            # from before a restart): QuickFIX stores what is sent to a configured session
+            # that is not logged on, and resends it on the client's ResendRequest. Dropping
+            # it here lost reports a later drop would have kept.
+            box = self.outboxes.get(fix.SessionID("FIX.4.4", TRADING_COMP_ID, owner))
+            if box is not None:
+                self._trading[owner] = box
         if box is not None:
             # Sent (or stored for resend) even if the client is disconnected right now: it will
             # ask for it by ResendRequest when it logs on again, as with a real venue.

@@ -98,7 +98,7 @@ class VenueSimulator:
                                                          self._fix_ports, strict=True)]
         self.engine = MatchingEngine(seed=opts.seed)
         self.face = SimFixFace(self.engine, opts.credentials, opts.extra_accounts,
-                               outbox_limit=opts.fix_outbox_limit)
+                               outbox_limit=opts.fix_outbox_limit, clients=opts.fix_clients())
         self.flow = self._make_flow()
         creds = opts.credentials
         self.futures = FuturesRestServer(

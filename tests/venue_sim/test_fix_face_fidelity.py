@@ -151,3 +151,24 @@ def test_status_answer_is_queued_in_engine_order_with_a_concurrent_fill(
         assert seen == [("I", "0"), ("F", "2")], seen
     finally:
         c.close()
+
+
+# ---- 4: reports for a session that never logged on are kept for its resend ----------------
+
+def test_reports_before_the_first_logon_are_resent_when_the_client_asks(
+        sim: VenueSimulator) -> None:
+    """An order of the client's account placed (over REST, say) before its FIX session ever
+    logged on: its reports wait in the session's store, as after a drop, for the resend."""
+    sim.engine.submit(OWNER, "early", "BTC/USD", e.Side.BUY, D("0.01"), D("40000.0"))
+    sim.engine.cancel(OWNER, "early-x", "early")
+    c = RawFixClient("127.0.0.1", sim.trading_port, OWNER, target=TRADING_COMP_ID).connect()
+    try:
+        logon = fields_of(c.logon(30))
+        assert int(logon[34]) == 3, logon  # two reports were stored before it
+        c.send("2", [(7, "1"), (16, "0")])
+        accepted = report(c, "early", "0")
+        canceled = report(c, "early-x", "4")
+        assert accepted.get(43) == canceled.get(43) == "Y"
+        assert canceled[41] == "early"
+    finally:
+        c.close()
