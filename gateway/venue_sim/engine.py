@@ -44,7 +44,7 @@ import threading
 import time
 from bisect import bisect_left, insort
 from collections import Counter, deque
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from decimal import (
     ROUND_HALF_EVEN,
@@ -173,6 +173,7 @@ class CancelReason(StrEnum):
     FOK_UNFILLED = "fok_unfilled"
     SELF_TRADE = "self_trade"
     AMEND_BELOW_FILLED = "amend_below_filled"
+    DISCONNECT = "disconnect"
 
 
 # Module-level aliases: enum attribute access is a slow path on Python 3.11 and these sit on the
@@ -194,6 +195,7 @@ _CANCEL_TEXT: Mapping[CancelReason, str] = {
     CancelReason.FOK_UNFILLED: "Fill-or-kill order could not be filled in full",
     CancelReason.SELF_TRADE: "Self trade prevention: cancel newest",
     CancelReason.AMEND_BELOW_FILLED: "Order quantity amended below the filled quantity",
+    CancelReason.DISCONNECT: "Canceled on disconnect (CancelOrdersOnDisconnect)",
 }
 
 # Kraken-style error texts, kept in one place so faces and tests agree on them.
@@ -1154,6 +1156,25 @@ class MatchingEngine:
                 if (symbol is None or o.symbol == symbol) and (side is None or o.side is side):
                     self._cancel_resting(self._books[o.symbol], o, CancelReason.MASS_CANCEL,
                                          cl_ord_id, events, now)
+        return self._publish(events)
+
+    @_locked
+    def cancel_orders(
+        self, owner: str, order_ids: Iterable[str],
+        reason: CancelReason = CancelReason.DISCONNECT,
+    ) -> list[Event]:
+        """Cancel those of ``order_ids`` that are the owner's and still open, silently skipping
+        the rest (Kraken's cancel-on-disconnect: the session's orders, whatever became of
+        them meanwhile, with no reject for one that has closed). Returns the Canceled and
+        BookChanged events."""
+        now = self._now()
+        events: list[Event] = []
+        owned = self._open_by_owner.get(owner)
+        if owned:
+            for oid in order_ids:
+                o = owned.get(oid)
+                if o is not None:
+                    self._cancel_resting(self._books[o.symbol], o, reason, None, events, now)
         return self._publish(events)
 
     # ---- queries --------------------------------------------------------------------------------

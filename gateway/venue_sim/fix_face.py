@@ -10,12 +10,15 @@ no socket write happens under the engine's lock (nor the market-data publisher's
 session that falls too far behind is disconnected.
 
 Orders are owned by the client's account, named by the client's CompID, so a gateway that
-restarts (or later fails over to REST/WS) finds its orders again.
+restarts (or later fails over to REST/WS) finds its orders again; unless its trading Logon
+asked otherwise: Kraken's 8674 CancelOrdersOnDisconnect is 0 (cancel) by default, and then the
+orders that session placed are canceled when it drops (its other orders, REST's and WS's, stay).
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Sequence
 from decimal import Decimal
 
@@ -24,7 +27,7 @@ import quickfix as fix
 from gateway.fix import messages as m
 from gateway.fix.application import BaseHandler
 from gateway.fix.kraken_logon import KrakenCredentials, verify_trading_logon
-from gateway.fix.messages import USERNAME, Fields, get
+from gateway.fix.messages import CANCEL_ON_DISCONNECT, USERNAME, Fields, get
 from gateway.venue_sim import engine as e
 from gateway.venue_sim.accounts import ApiAccount
 from gateway.venue_sim.fix_outbox import DEFAULT_LIMIT, Outbox, Outboxes
@@ -69,6 +72,14 @@ class SimFixFace(BaseHandler):
         self.outboxes = Outboxes(outbox_limit)
         self._roles_by_ptr: dict[int, tuple[str, str]] = {}
         self._trading: dict[str, Outbox] = {}   # owner (client CompID) -> its session's outbox
+        # Kraken's 8674 CancelOrdersOnDisconnect, per client, from its last trading Logon
+        # (0 or absent: the venue cancels the session's orders when the session drops), and
+        # the orders each trading session placed that may still be open. `_cod_lock` is only
+        # ever held for a dict or set operation (the engine listener takes it under the
+        # engine lock; nothing takes the engine lock under it).
+        self._cancel_on_disconnect: dict[str, bool] = {}
+        self._session_orders: dict[str, set[str]] = {}
+        self._cod_lock = threading.Lock()
         self.md = MdPublisher(engine)
         # ExecIDs of the reports that are not the engine's (rejects, status answers): unique
         # across sequence resets and restarts, as a venue's are (a receiver dedupes on them).
@@ -112,6 +123,7 @@ class SimFixFace(BaseHandler):
             if problem is not None:
                 log.warning("refused trading logon from %s: %s", client, problem)
                 raise fix.RejectLogon(problem)
+            self._cancel_on_disconnect[client] = get(msg, CANCEL_ON_DISCONNECT) != "1"
 
     def _logon_problem(self, msg: fix.Message, client: str) -> str | None:
         """An `--accounts` key is checked against its own secret and owner; any other against
@@ -138,6 +150,21 @@ class SimFixFace(BaseHandler):
         me, client = self._roles(session_id)
         if me == MD_COMP_ID:
             self.md.client_gone(client)
+        elif me == TRADING_COMP_ID and self._cancel_on_disconnect.get(client, True):
+            with self._cod_lock:
+                placed = self._session_orders.pop(client, set())
+            if placed:
+                # Not here: QuickFIX calls onLogout holding the session's mutex, and the
+                # engine's lock is not to be waited for under it (gateway.fix.application).
+                # The reports go to the session's store, for the resend at its next logon.
+                threading.Thread(target=self._cancel_session_orders, args=(client, placed),
+                                 name=f"venue-sim-cod-{client}", daemon=True).start()
+
+    def _cancel_session_orders(self, client: str, placed: set[str]) -> None:
+        events = self.engine.cancel_orders(client, placed)
+        n = sum(1 for ev in events if isinstance(ev, e.Canceled))
+        log.info("%s's trading session dropped with CancelOrdersOnDisconnect: %d open order(s) "
+                 "canceled", client, n)
 
     def on_app_message(self, msg: fix.Message, session_id: fix.SessionID,
                        fields: Fields) -> None:
@@ -179,8 +206,18 @@ class SimFixFace(BaseHandler):
                                           "side or time in force")
             return
         price = f.get("44")
-        self.engine.submit(owner, f["11"], f["55"], e.Side(side), Decimal(f["38"]),
-                           Decimal(price) if price is not None else None, ord_type, tif)
+        events = self.engine.submit(owner, f["11"], f["55"], e.Side(side), Decimal(f["38"]),
+                                    Decimal(price) if price is not None else None, ord_type,
+                                    tif)
+        first = events[0]
+        if isinstance(first, e.Accepted):
+            order_id, last = first.order.order_id, first.order
+            for ev in events:
+                if isinstance(ev, (e.Filled, e.Canceled)) and ev.order.order_id == order_id:
+                    last = ev.order
+            if last.is_open:  # closed later: the listener drops it from the session's orders
+                with self._cod_lock:
+                    self._session_orders.setdefault(owner, set()).add(order_id)
 
     def _send_reject(self, owner: str, msg: fix.Message, text: str) -> None:
         self._to_owner(owner, m.message_from_fields("8", {
@@ -274,10 +311,17 @@ class SimFixFace(BaseHandler):
 
     def _on_engine_events(self, events: tuple[e.Event, ...]) -> None:
         book_changes: list[e.BookChanged | e.TradePrinted] = []
+        session_orders = self._session_orders
         for ev in events:
             if isinstance(ev, (e.BookChanged, e.TradePrinted)):
                 book_changes.append(ev)
                 continue
+            if (session_orders and isinstance(ev, (e.Filled, e.Canceled, e.Replaced))
+                    and not ev.order.is_open and ev.order.owner in session_orders):
+                with self._cod_lock:
+                    placed = session_orders.get(ev.order.owner)
+                    if placed is not None:
+                        placed.discard(ev.order.order_id)
             if isinstance(ev, e.Accepted):
                 self._to_owner(ev.order.owner, m.message_from_fields(
                     "8", self._report(ev.order, "0", ev.exec_id)))

@@ -172,3 +172,64 @@ def test_reports_before_the_first_logon_are_resent_when_the_client_asks(
         assert canceled[41] == "early"
     finally:
         c.close()
+
+
+# ---- 6: Kraken's 8674 CancelOrdersOnDisconnect -----------------------------------------------
+
+def wait_report(c: RawFixClient, match: Callable[[dict[int, str]], bool],
+                timeout: float = 5.0) -> dict[int, str]:
+    """The first ExecutionReport that matches, skipping whatever comes before it."""
+    deadline = time.monotonic() + timeout
+    while (left := deadline - time.monotonic()) > 0:
+        msg = c.recv(left)
+        if msg is None:
+            if c.closed:
+                break
+            continue
+        f = fields_of(msg)
+        if f.get(35) == "8" and match(f):
+            return f
+    raise AssertionError(f"no matching 35=8 within {timeout} s\n{c.transcript()}")
+
+
+@pytest.mark.parametrize("flag", ["0", None])
+def test_cancel_on_disconnect_cancels_the_session_s_orders_and_resends_the_reports(
+        sim: VenueSimulator, flag: str | None) -> None:
+    """8674=0, or no 8674 (Kraken's default): when the session drops, the venue cancels the
+    orders that session placed (not the account's orders placed elsewhere), and the client
+    gets the Canceled reports when it asks for a resend at its next logon."""
+    c = trading_client(sim, [] if flag is None else [(8674, flag)])
+    try:
+        new_order(c, "cod1")
+        report(c, "cod1", "0")
+        new_order(c, "cod2", qty="0.02", price="39000.0")
+        report(c, "cod2", "0")
+        sim.engine.submit(OWNER, "rest1", "BTC/USD", e.Side.BUY, D("0.01"), D("38000.0"))
+        resume_at = c.send("5")  # the venue's Logout and close follow the rest1 report
+        assert c.is_closed(5.0), c.transcript()
+        assert wait_for(lambda: {o.cl_ord_id for o in sim.engine.open_orders(OWNER)}
+                        == {"rest1"}), sim.engine.open_orders(OWNER)
+        status = sim.engine.order_status(OWNER, "cod1")
+        assert status is not None and status.status is e.OrdStatus.CANCELED
+        c.connect()
+        c.logon(30, seq=resume_at + 1)
+        c.next_seq = resume_at + 2
+        c.send("2", [(7, "1"), (16, "0")])
+        for cl in ("cod1", "cod2"):
+            f = wait_report(c, lambda f, cl=cl: f.get(11) == cl and f.get(150) == "4")
+            assert f[39] == "4" and f.get(43) == "Y", f
+            assert "CancelOrdersOnDisconnect" in f[58], f
+    finally:
+        c.close()
+
+
+def test_cancel_on_disconnect_1_leaves_the_orders(sim: VenueSimulator) -> None:
+    c = trading_client(sim, [(8674, "1")])
+    try:
+        new_order(c, "keep1")
+        report(c, "keep1", "0")
+        c.logout()
+        time.sleep(0.5)
+        assert [o.cl_ord_id for o in sim.engine.open_orders(OWNER)] == ["keep1"]
+    finally:
+        c.close()
