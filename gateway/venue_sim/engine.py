@@ -1171,10 +1171,10 @@ class MatchingEngine:
         events: list[Event] = []
         owned = self._open_by_owner.get(owner)
         if owned:
-            for oid in order_ids:
-                o = owned.get(oid)
-                if o is not None:
-                    self._cancel_resting(self._books[o.symbol], o, reason, None, events, now)
+            wanted = set(order_ids)
+            # In acceptance order, so the reports come in the order the orders were placed.
+            for o in [o for oid, o in owned.items() if oid in wanted]:
+                self._cancel_resting(self._books[o.symbol], o, reason, None, events, now)
         return self._publish(events)
 
     # ---- queries --------------------------------------------------------------------------------

@@ -211,6 +211,9 @@ def test_cancel_on_disconnect_cancels_the_session_s_orders_and_resends_the_repor
                         == {"rest1"}), sim.engine.open_orders(OWNER)
         status = sim.engine.order_status(OWNER, "cod1")
         assert status is not None and status.status is e.OrdStatus.CANCELED
+        # Sent (stored, as the session is down) before the client is back: a resend's.
+        assert wait_for(lambda: all(b.pending == 0 for b in sim.face.outboxes.all()))
+        time.sleep(0.1)  # the last one taken off the queue is through its send
         c.connect()
         c.logon(30, seq=resume_at + 1)
         c.next_seq = resume_at + 2
