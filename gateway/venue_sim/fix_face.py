@@ -150,10 +150,12 @@ class SimFixFace(BaseHandler):
         me, client = self._roles(session_id)
         if me == MD_COMP_ID:
             self.md.client_gone(client)
-        elif me == TRADING_COMP_ID and self._cancel_on_disconnect.get(client, True):
+        elif me == TRADING_COMP_ID:
+            # The session's orders are the ones placed since its logon: a later session with
+            # 8674=0 does not cancel what an earlier one with 8674=1 left resting.
             with self._cod_lock:
                 placed = self._session_orders.pop(client, set())
-            if placed:
+            if placed and self._cancel_on_disconnect.get(client, True):
                 # Not here: QuickFIX calls onLogout holding the session's mutex, and the
                 # engine's lock is not to be waited for under it (gateway.fix.application).
                 # The reports go to the session's store, for the resend at its next logon.

@@ -227,6 +227,8 @@ def test_cancel_on_disconnect_cancels_the_session_s_orders_and_resends_the_repor
 
 
 def test_cancel_on_disconnect_1_leaves_the_orders(sim: VenueSimulator) -> None:
+    """8674=1 leaves them; and a later session with 8674=0 cancels only its own orders, not
+    those an earlier session left resting."""
     c = trading_client(sim, [(8674, "1")])
     try:
         new_order(c, "keep1")
@@ -234,5 +236,14 @@ def test_cancel_on_disconnect_1_leaves_the_orders(sim: VenueSimulator) -> None:
         c.logout()
         time.sleep(0.5)
         assert [o.cl_ord_id for o in sim.engine.open_orders(OWNER)] == ["keep1"]
+        c.connect()
+        c.logon(30, seq=c.next_seq, extra=[(8674, "0")])
+        c.next_seq += 1
+        new_order(c, "gone1", price="39000.0")
+        report(c, "gone1", "0")
+        c.send("5")
+        assert c.is_closed(5.0), c.transcript()
+        assert wait_for(lambda: [o.cl_ord_id for o in sim.engine.open_orders(OWNER)]
+                        == ["keep1"]), sim.engine.open_orders(OWNER)
     finally:
         c.close()
