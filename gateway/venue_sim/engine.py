@@ -208,7 +208,8 @@ TEXT_PRICE_ON_MARKET = "EGeneral:Invalid arguments:price not allowed on market o
 TEXT_DUPLICATE = "EOrder:Duplicate cl_ord_id"
 TEXT_UNKNOWN_ORDER = "EOrder:Unknown order"
 TEXT_ORDER_CLOSED = "EOrder:Unknown order:order already closed"
-TEXT_POST_WOULD_EXECUTE = "EOrder:Post only order would execute"
+# Kraken spot's error for a post-only order that would take (REST AddOrder, WS add_order).
+TEXT_POST_WOULD_EXECUTE = "EOrder:Post only order"
 
 
 class PostOnlyRefused(Exception):

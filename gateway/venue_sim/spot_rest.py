@@ -89,6 +89,7 @@ from gateway.venue_sim.engine import (
     OrderSnapshot,
     OrdStatus,
     OrdType,
+    PostOnlyRefused,
     Rejected,
     Side,
     TimeInForce,
@@ -679,10 +680,15 @@ class SpotRestServer(HttpFace):
             with self._lock:
                 self._synth_n += 1
                 cl_ord_id = f"{_SYNTH}{self._synth_n}"
+        # oflags=post: refused if it would take, checked by the engine under its lock, so an
+        # order crossing meanwhile (the synthetic flow) cannot make it a taker.
+        post_only = "post" in p.get("oflags", "").split(",")
         try:
             events = self.engine.submit(owner, cl_ord_id, inst.symbol, side, volume, price,
-                                        ord_type, tif, deadline=deadline)
+                                        ord_type, tif, deadline=deadline, post_only=post_only)
         except DeadlineRefused as exc:  # passed while the request waited for the engine
+            raise _Err(exc.error) from None
+        except PostOnlyRefused as exc:
             raise _Err(exc.error) from None
         first = events[0]
         if isinstance(first, Rejected):

@@ -665,10 +665,14 @@ class SpotWsServer(WsFace[_Conn]):
             return
         engine_clid = clid if clid else f"WS-{next(self._clids)}"
         try:
+            # post_only: refused if it would take, by the engine under its lock (see
+            # PostOnlyRefused), so an order crossing meanwhile cannot make it a taker.
             events = await asyncio.to_thread(self.engine.submit, owner, engine_clid, symbol,
                                              side, qty, price, ord_type, tif,
-                                             deadline=deadline)
-        except DeadlineRefused as exc:  # passed while the request waited for the engine
+                                             deadline=deadline,
+                                             post_only=params.get("post_only") is True)
+        except (DeadlineRefused, e.PostOnlyRefused) as exc:
+            # DeadlineRefused: passed while the request waited for the engine.
             reply(False, error=exc.error)
             return
         first = events[0] if events else None
