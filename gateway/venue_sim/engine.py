@@ -33,6 +33,13 @@ Design choices, and why:
 * Self-trade prevention is Kraken's default ``cancel_newest``: when an incoming order would
   match a resting order of the same owner, the incoming order's remainder is canceled and the
   resting order stays untouched. Different owners trade freely.
+* Kraken's cancel scope (kraken-api.md, FIX "Session and connectivity"): a FIX single cancel or
+  cancel/replace only reaches orders placed on the same FIX session; orders placed over REST or
+  WS (or by another session) need REST, WS or a mass cancel. So each order remembers the FIX
+  session that placed it (``origin``, None otherwise), and :meth:`MatchingEngine.cancel` and
+  :meth:`MatchingEngine.replace` called with ``session`` find only that session's orders,
+  refusing the others exactly as unknown orders. Status queries and mass cancels are not
+  scoped: they cover every order of the owner.
 """
 
 from __future__ import annotations
@@ -483,16 +490,20 @@ class _Order:
 
     __slots__ = (
         "avg_px", "cancel_reason", "cl_ord_id", "clids", "created", "cum_qty", "inst",
-        "leaves_qty", "notional", "ord_type", "order_id", "orig_cl_ord_id", "owner", "price",
-        "qty", "side", "status", "symbol", "tif", "updated",
+        "leaves_qty", "notional", "ord_type", "order_id", "orig_cl_ord_id", "origin", "owner",
+        "price", "qty", "side", "status", "symbol", "tif", "updated",
     )
 
     def __init__(
         self, order_id: str, owner: str, cl_ord_id: str, inst: Instrument, side: Side,
         ord_type: OrdType, tif: TimeInForce, price: Decimal | None, qty: Decimal, now: int,
+        origin: str | None = None,
     ) -> None:
         self.order_id = order_id
         self.owner = owner
+        # The FIX session that placed it (see the module docstring's cancel scope), or None:
+        # placed over REST or WS, or by the synthetic flow. Kept across replaces and amends.
+        self.origin = origin
         self.cl_ord_id = cl_ord_id
         self.orig_cl_ord_id: str | None = None
         self.clids = [cl_ord_id]
@@ -694,18 +705,25 @@ class MatchingEngine:
         if prefix is None or not owner.startswith(prefix):
             self.submission_counts[(owner, cl_ord_id)] += 1
 
-    def _lookup(self, owner: str, cl_ord_id: str | None, order_id: str | None) -> _Order | None:
-        """Find an owner's order; another owner's order is reported as unknown on purpose."""
+    def _lookup(self, owner: str, cl_ord_id: str | None, order_id: str | None,
+                session: str | None = None) -> _Order | None:
+        """Find an owner's order; another owner's order is reported as unknown on purpose.
+        With `session` (a FIX single cancel or cancel/replace: Kraken's cancel scope), only
+        an order that session placed: any other is unknown to it, as at the venue."""
         if order_id is not None:
             o = self._orders.get(order_id)
-            return o if o is not None and o.owner == owner else None
-        if cl_ord_id is None:
+            if o is None or o.owner != owner:
+                return None
+        elif cl_ord_id is None:
             return None
-        o = self._open_by_clid.get((owner, cl_ord_id))
-        if o is not None:
-            return o
-        oid = self._clid_alias.get((owner, cl_ord_id))
-        return self._orders.get(oid) if oid is not None else None
+        else:
+            o = self._open_by_clid.get((owner, cl_ord_id))
+            if o is None:
+                oid = self._clid_alias.get((owner, cl_ord_id))
+                o = self._orders.get(oid) if oid is not None else None
+        if o is not None and session is not None and o.origin != session:
+            return None
+        return o
 
     def _close(self, o: _Order) -> None:
         """Move an order out of the open indexes; keep it for status queries for a while."""
@@ -921,12 +939,17 @@ class MatchingEngine:
         *,
         deadline: Deadline | None = None,
         post_only: bool = False,
+        origin: str | None = None,
     ) -> list[Event]:
         """New order (FIX NewOrderSingle). Returns ``[Rejected]`` or ``[Accepted, ...]``.
 
         ``post_only`` (a limit order that must only add liquidity): if its price would cross
         the opposite side's best at this moment, :class:`PostOnlyRefused` is raised and the
         request leaves no trace (no event, not counted).
+
+        ``origin``: the FIX session placing it (the FIX face's name for it), None over REST/WS;
+        only that session's single cancels and cancel/replaces find the order (see the module
+        docstring's cancel scope).
 
         ``deadline`` (Kraken's, from REST/WS) is checked once the call holds the lock: past
         it, :class:`~gateway.venue_sim.deadline.DeadlineRefused` is raised and the request
@@ -971,7 +994,7 @@ class MatchingEngine:
         if price is not None:
             price = price.quantize(book.price_q, context=_CTX)
         o = _Order(self._order_ids.next(), owner, cl_ord_id, inst, side, ord_type, tif, price,
-                   qty.quantize(book.qty_q, context=_CTX), now)
+                   qty.quantize(book.qty_q, context=_CTX), now, origin)
         self._orders[o.order_id] = o
         self._open_by_clid[(owner, cl_ord_id)] = o
         self._clid_alias[(owner, cl_ord_id)] = o.order_id
@@ -990,14 +1013,18 @@ class MatchingEngine:
         cl_ord_id: str,
         orig_cl_ord_id: str | None = None,
         order_id: str | None = None,
+        *,
+        session: str | None = None,
     ) -> list[Event]:
         """Cancel one order (FIX OrderCancelRequest); ``order_id`` wins over ``orig_cl_ord_id``.
 
+        ``session``: the FIX session asking, which finds only the orders it placed (Kraken's
+        cancel scope); None (REST, WS) finds any of the owner's.
         Returns ``[Canceled, BookChanged]`` or ``[CancelRejected]``.
         """
         now = self._now()
         events: list[Event] = []
-        o = self._lookup(owner, orig_cl_ord_id, order_id)
+        o = self._lookup(owner, orig_cl_ord_id, order_id, session)
         if o is None or o.status not in (_NEW, _PARTIAL):
             events.append(self._cancel_reject(owner, cl_ord_id, orig_cl_ord_id, o,
                                               CxlRejResponseTo.CANCEL, now))
@@ -1033,6 +1060,7 @@ class MatchingEngine:
         order_id: str | None = None,
         deadline: Deadline | None = None,
         cancel_below_filled: bool = False,
+        session: str | None = None,
     ) -> list[Event]:
         """Cancel/replace (FIX OrderCancelReplaceRequest); None keeps the current value.
 
@@ -1046,6 +1074,8 @@ class MatchingEngine:
         ``amend_order``): a new qty *below* cum_qty cancels the remainder instead, as Kraken
         documents it: ``[Canceled, BookChanged]``, the order's qty and cum_qty unchanged,
         leaves 0, status CANCELED. FIX 35=G keeps the FILLED close.
+
+        ``session`` as for :meth:`cancel`: a FIX cancel/replace finds only its session's orders.
         """
         if (new_qty is not None and type(new_qty) is not Decimal) or (
             new_price is not None and type(new_price) is not Decimal
@@ -1056,7 +1086,7 @@ class MatchingEngine:
         now = self._now()
         self._count(owner, cl_ord_id)
         events: list[Event] = []
-        o = self._lookup(owner, orig_cl_ord_id, order_id)
+        o = self._lookup(owner, orig_cl_ord_id, order_id, session)
 
         def refuse(code: CxlRejCode | None = None, text: str = "") -> list[Event]:
             events.append(self._cancel_reject(owner, cl_ord_id, orig_cl_ord_id, o,

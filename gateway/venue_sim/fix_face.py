@@ -13,6 +13,10 @@ Orders are owned by the client's account, named by the client's CompID, so a gat
 restarts (or later fails over to REST/WS) finds its orders again; unless its trading Logon
 asked otherwise: Kraken's 8674 CancelOrdersOnDisconnect is 0 (cancel) by default, and then the
 orders that session placed are canceled when it drops (its other orders, REST's and WS's, stay).
+A single cancel (35=F) or cancel/replace (35=G) reaches only the orders placed on the same FIX
+session, as at Kraken ("Cancel scope", kraken-api.md): one placed over REST or WS is refused as
+an unknown order (35=9, CxlRejReason 1), so a client must cancel it over REST/WS or with a mass
+cancel (35=q), which covers every order of the account. Status requests (35=H) are not scoped.
 """
 
 from __future__ import annotations
@@ -51,6 +55,13 @@ TICK_SIZE = 5022
 
 _ORD_TYPES = {"1": e.OrdType.MARKET, "2": e.OrdType.LIMIT}
 _TIFS = {"1": e.TimeInForce.GTC, "3": e.TimeInForce.IOC, "4": e.TimeInForce.FOK}
+
+
+def _session(client: str) -> str:
+    """The engine's name for a client's FIX trading session: the origin of the orders it
+    places, and the cancel scope of its single cancels and cancel/replaces (see the module
+    docstring). One trading session per client CompID, kept across its reconnects."""
+    return f"FIX {client}"
 
 
 def _s(d: Decimal | None) -> str:
@@ -177,7 +188,7 @@ class SimFixFace(BaseHandler):
                 self._new_order(msg, fields, client)
             elif t == "F":
                 self.engine.cancel(client, msg.getField(m.CL_ORD_ID), get(msg, m.ORIG_CL_ORD_ID),
-                                   get(msg, m.ORDER_ID))
+                                   get(msg, m.ORDER_ID), session=_session(client))
             elif t == "G":
                 self._replace(msg, client)
             elif t == "H":
@@ -210,7 +221,7 @@ class SimFixFace(BaseHandler):
         price = f.get("44")
         events = self.engine.submit(owner, f["11"], f["55"], e.Side(side), Decimal(f["38"]),
                                     Decimal(price) if price is not None else None, ord_type,
-                                    tif)
+                                    tif, origin=_session(owner))
         first = events[0]
         if isinstance(first, e.Accepted):
             order_id, last = first.order.order_id, first.order
@@ -233,7 +244,7 @@ class SimFixFace(BaseHandler):
         qty, price = get(msg, m.ORDER_QTY), get(msg, m.PRICE)
         self.engine.replace(owner, msg.getField(m.CL_ORD_ID), get(msg, m.ORIG_CL_ORD_ID),
                             Decimal(qty) if qty else None, Decimal(price) if price else None,
-                            order_id=get(msg, m.ORDER_ID))
+                            order_id=get(msg, m.ORDER_ID), session=_session(owner))
 
     def _status(self, msg: fix.Message, owner: str, session_id: fix.SessionID) -> None:
         """Answer with the order as it stands, queued under the engine lock with the snapshot
