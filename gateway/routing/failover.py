@@ -45,6 +45,14 @@ after every REST-routed open order has been reconciled. Ops may pin it (``force`
 * mass cancel (35=q) is per order, scoped to the requesting OMS's own open orders (never
   ``CancelAll``, which would cancel every desk's orders on the account): 35=r first, then one
   35=8 ExecType 4 per order as the venue confirms it, as over FIX.
+* after failback, cancels and replaces of the orders placed here (transport ``rest``/``ws``)
+  still come here (``Router._by_fallback``): Kraken's FIX session only cancels or replaces
+  orders placed on it ("Cancel scope", kraken-api.md) and would refuse them as unknown. They
+  go over REST (the private WebSocket is closed once the flow is back on FIX), journaled and
+  answered exactly as above; the poller polls while any is pending, failed over or not
+  (`_requests_pending`), and `claim_cancel` lets a FIX Canceled that arrives first answer
+  the cancel instead of a poll. The orders' later fills are reported by the venue's FIX
+  session (it reports every order of the account), so they are not polled once answered.
 
 **Orders that arrive while no transport is up** (the first ``failover_after_s`` of an outage,
 or REST not reachable either). A desk would rather have its order go out a second later than
@@ -753,6 +761,19 @@ class RestFallback:
                                     f"R{txid}-{vol}-{so.status}",
                                     venue_cl=cxl.vid if cxl is not None else None))
         return out
+
+    def claim_cancel(self, order: Order) -> str | None:
+        """Take `order`'s pending REST/WS cancel as answered by a Canceled report that came
+        another way (the venue's FIX session, after failback: see
+        `Router._answers_fallback_cancel`); returns the cancel's venue ClOrdID, under which the
+        caller reports it, or None when none is pending. Caller holds the router's report
+        lock, as for every report, so a poll cannot answer it too."""
+        with self._lock:
+            c = self._cancels.get(order.venue_cl_ord_id)
+            if c is None or c.order is not order:
+                return None
+            del self._cancels[order.venue_cl_ord_id]
+        return c.vid
 
     def _settle_cancel(self, order: Order, so: SpotOrder) -> None:
         """A cancel still pending once the venue shows the order closed (filled, expired, or

@@ -20,6 +20,19 @@ Ordering rules that make a kill -9 lose nothing and report nothing twice:
   follows), and `flush_parked` journals and sends them, one at a time as above, once the
   journal takes records again. Held only in memory until then: a restart before that loses
   them from the journal (the venue's status answer after the logon still shows the state).
+
+Which path a cancel or replace takes: the venue's FIX session for an order placed on it, the
+REST/WS fallback's API while failed over and, whatever the order flow is on, for an order the
+fallback placed (transport "rest"/"ws", `_by_fallback`). Kraken's cancel scope is the reason:
+a single cancel or cancel/replace over FIX only reaches orders placed on that FIX session
+(kraken-api.md), so after failback one of those sent over FIX would be refused as an unknown
+order. This covers the OMS's cancel and replace, per-order mass cancel, the operator's cancel,
+the kill switch's sweep and the OMS cancel-on-disconnect (`_cancel_one_of_many`); each is
+journaled and answered as the fallback answers while failed over, and its poller keeps polling
+while any is pending. A FIX Canceled that beats the fallback's own answer to such a cancel is
+reported under the cancel's ClOrdID (`_answers_fallback_cancel`). Later fills and cancels of
+such orders are taken from the venue's FIX session, which reports every order of the account
+(as the simulator does; the fact sheet says nothing either way).
 """
 
 from __future__ import annotations
@@ -680,6 +693,17 @@ class Router:
     def _rest_active(self) -> bool:
         return self.fallback is not None and self.fallback.active()
 
+    def _by_fallback(self, order: Order) -> bool:
+        """Whether a cancel or replace of `order` goes over the fallback's REST/WS API rather
+        than the venue's FIX session: while failed over (every order), and for an order the
+        fallback placed (transport "rest"/"ws") whatever the order flow is on now. Kraken's
+        cancel scope: a single cancel (or cancel/replace) over FIX only reaches orders placed
+        on that FIX session, so after failback the venue would refuse one of those as an
+        unknown order and the OMS could no longer cancel or replace it (kraken-api.md, FIX
+        "Session and connectivity"). Orders placed over FIX keep going over FIX."""
+        fb = self.fallback
+        return fb is not None and (fb.active() or order.transport in ("rest", "ws"))
+
     def _transport_for_new(self, hold: bool, failed_over: bool) -> str:
         """Journaled with the new order: "held", "fix", or while failed over "ws" (private
         WebSocket up) or "rest"."""
@@ -845,7 +869,7 @@ class Router:
         if mismatch is not None:
             self._cancel_reject(ctx, cl, orig, response_to, BROKER_OPTION, mismatch, order)
             return None
-        if (not self.venue.is_up() and not self._rest_active()
+        if (not self.venue.is_up() and not self._by_fallback(order)
                 and not (response_to == "1" and order.transport == "held")):
             self._cancel_reject(ctx, cl, orig, response_to, BROKER_OPTION,
                                 f"{self.venue.not_logged_on()}; request not sent", order)
@@ -889,7 +913,8 @@ class Router:
         cl, order = checked
         if self._cancel_held(order, ctx, cl, "cancel"):
             return
-        if self.fallback is not None and self.fallback.active():
+        if self._by_fallback(order):
+            assert self.fallback is not None
             refused = self.fallback.cancel(order, cl)
             if refused is not None:
                 self._cancel_reject(ctx, cl, order.oms_cl_ord_id, "1", refused[0], refused[1],
@@ -1004,7 +1029,8 @@ class Router:
                 return
             if decision.action == "reduce" and decision.reduced_qty is not None:
                 qty = decision.reduced_qty
-        if self.fallback is not None and self.fallback.active():
+        if self._by_fallback(order):
+            assert self.fallback is not None
             self.store.mark_used(ctx.key, cl)
             refused = self.fallback.replace(order, cl, qty, price, f.get("59"))
             if refused is not None:
@@ -1161,8 +1187,10 @@ class Router:
             return
         targets = [o for o in self.store.open_orders(ctx.key)
                    if (req_type == "7" or o.symbol == symbol) and (side is None or o.side == side)]
-        held = [o for o in targets if o.transport == "held"]
-        if not self.venue.is_up() and not self._rest_active() and len(held) < len(targets):
+        # Held orders are canceled here and the fallback's go over REST/WS (`_by_fallback`):
+        # only the others need the venue's FIX session.
+        if not self.venue.is_up() and any(o.transport != "held" and not self._by_fallback(o)
+                                          for o in targets):
             refuse("99", f"{self.venue.not_logged_on()}; nothing canceled")
             return
         # The report acknowledges the request before any of its cancels can be reported back,
@@ -1238,7 +1266,7 @@ class Router:
         if self._cancel_held(order, ctx, cl, "mass"):
             return None if order.transport == "none" else (
                 "leaving the hold queue right now; cancel it again once it is acknowledged")
-        if self._rest_active():
+        if self._by_fallback(order):
             assert self.fallback is not None
             refused = self.fallback.cancel(order, cl, "mass")
             return None if refused is None else refused[1]
@@ -1417,6 +1445,10 @@ class Router:
             return
         exec_type = f["150"]
         ord_status = f["39"]
+        if (exec_type == "4" and transport == "fix" and self.fallback is not None
+                and target.kind not in ("cancel", "mass")):
+            target = self._answers_fallback_cancel(msg, f, target, exec_id)
+            venue_cl = f.get("11", "")
         if (exec_type == "5" and target.kind not in ("replace", "amend")
                 and (self.fallback is not None or target.order.transport in ("rest", "ws"))):
             # A replace is answered under the replace request's ClOrdID. One under the order's
@@ -1515,6 +1547,29 @@ class Router:
         self.sink.execution(target.order, exec_type, ord_status, exec_id,
                             Decimal(last_qty) if last_qty else None,
                             Decimal(last_px) if last_px else None, transport)
+
+    def _answers_fallback_cancel(self, msg: fix.Message, f: Fields, target: ReportTarget,
+                                 exec_id: str) -> ReportTarget:
+        """A FIX Canceled under the order's own ClOrdID while a REST/WS cancel of it is
+        pending (one of an order the fallback placed, sent after failback): the venue's FIX
+        echo of that cancel, so it answers it. Rewritten in place to the cancel's venue
+        ClOrdID, as the fallback's own report would be (`RestFallback._reports`), it reaches
+        the OMS as the Canceled of its request; forwarded as is, the OMS would get a Canceled
+        under the order's ClOrdID and then, from the next poll, a 35=9 "too late" for its
+        cancel. Returns the target to report to (`target` when no cancel is pending)."""
+        assert self.fallback is not None
+        order = target.order
+        vid = self.fallback.claim_cancel(order)
+        claimed = None if vid is None else self.store.resolve_report(
+            vid, order.venue_cl_ord_id, exec_id)
+        if vid is None or claimed is None:
+            return target
+        log.info("order %s: FIX Canceled %s answers the REST/WS cancel %s", order.oms_cl_ord_id,
+                 exec_id, claimed.oms_cl_ord_id)
+        msg.setField(m.CL_ORD_ID, vid)
+        msg.setField(m.ORIG_CL_ORD_ID, order.venue_cl_ord_id)
+        f["11"], f["41"] = vid, order.venue_cl_ord_id
+        return claimed
 
     def _journaled(self, rec: str, msg: fix.Message | None, ctx: OmsContext | None,
                    exec_id: str) -> bool:

@@ -1,0 +1,172 @@
+"""Orders the REST/WS fallback placed are canceled and replaced through it after failback, over
+real processes on loopback.
+
+Kraken's cancel scope (kraken-api.md): "a single OrderCancelRequest only affects orders placed
+on the same FIX session. Use OrderMassCancelRequest or REST for others." The simulator keeps it
+(tests/integration/test_sim_cancel_scope.py), so once the order flow is back on FIX, a cancel
+or cancel/replace the gateway sent over FIX for an order placed over REST or the private
+WebSocket during the outage would be refused as an unknown order: the OMS could no longer
+cancel or replace what it placed then. Here each of those requests (the OMS's cancel and
+replace, the operator's cancel, the kill switch's sweep) must reach the venue over REST and be
+answered as over FIX, while an order placed over FIX is still canceled over FIX."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+from tests.conftest import Oms, new_id, order_fields
+from tests.integration.test_failover import Recorder
+from tests.integration.test_failover_orders import fallback_toml, fix_amend, venue_orders
+from tests.procs import GatewayProcess, VenueStack
+
+
+def _force(gw: GatewayProcess, transport: str) -> None:
+    r = gw.fixgwctl("transport", "force", transport, "--yes")
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
+@dataclass
+class Placed:
+    """A gateway failed back to FIX after an outage during which `ws` was placed over the
+    private WebSocket and `rest` over REST; `fix` was placed over FIX before it."""
+
+    gw: GatewayProcess
+    oms: Oms
+    maker: Oms
+    rec: Recorder
+    fix: str
+    ws: str
+    rest: str
+    txids: dict[str, str]  # OMS ClOrdID -> the venue's OrderID
+    back: int              # the gateway's log position at the failback
+
+
+def _outage_and_failback(v: VenueStack) -> Placed:
+    sim = v.sim
+    gw = v.gateway(venue_toml=fallback_toml(sim, ws_url=f"ws://127.0.0.1:{sim.spot_ws_port}/v2"))
+    oms, maker = v.oms(), v.maker()
+    rec = Recorder(oms)
+    f0 = oms.buy("0.01", "20000.0")
+    txids = {f0: rec.report(f0, "0").fields[37]}
+    # The flow is pinned to the fallback once it has failed over, so the orders below go over
+    # WS and REST whenever FIX returns; `auto` then lets the gateway reconcile and fail back as
+    # after any outage.
+    mark = v.drop_fix(3)
+    gw.err.wait_for(r"order flow moved from FIX to REST", 15, start=mark)
+    _force(gw, "ws")
+    gw.err.wait_for(r"subscribing to WS executions", 5, start=mark)
+    time.sleep(1.0)  # the private socket is up (connect + token + subscribe)
+    w = oms.buy("0.02", "30000.0")
+    txids[w] = rec.report(w, "0").fields[37]
+    gw.err.wait_for(rf"order {w} placed over WS", 1, start=mark)
+    _force(gw, "rest")
+    r = oms.buy("0.02", "30200.0")
+    txids[r] = rec.report(r, "0").fields[37]
+    gw.err.wait_for(rf"order {r} placed over REST", 1, start=mark)
+    _force(gw, "auto")
+    gw.err.wait_for(r"order flow moved from REST to FIX", 30, start=mark)
+    return Placed(gw, oms, maker, rec, f0, w, r, txids, len(gw.err.lines))
+
+
+def _journaled_requests(tmp_path: Path) -> dict[str, list[str]]:
+    """The cancel/replace requests in the gateway's journal, by OMS ClOrdID: the fields of
+    each Q line (the last is the transport, for one sent over REST/WS)."""
+    journal = (tmp_path / "gw" / "var" / "orders.journal").read_text().splitlines()
+    return {q[4]: q for q in (ln.split("\t") for ln in journal if ln.startswith("Q\t"))}
+
+
+def _venue_after(v: VenueStack, p: Placed) -> dict[str, Any]:
+    """The venue's orders by OMS ClOrdID, with the gateway stopped (see `venue_orders`)."""
+    p.gw.stop()
+    v.gw = None
+    venue = venue_orders(v.sim, v.creds, list(p.txids.values()))
+    return {cl: venue[txid] for cl, txid in p.txids.items()}
+
+
+def test_oms_cancel_after_failback_goes_over_rest(tmp_path: Path) -> None:
+    """(a) The OMS cancels a WS order and a REST order after failback: each Canceled under its
+    cancel (not a 35=9 "unknown order" from the FIX session); the FIX order over FIX."""
+    with VenueStack(tmp_path, clients=("FIXGW", "MAKER")) as v:
+        p = _outage_and_failback(v)
+        xs = {p.ws: new_id("X"), p.rest: new_id("X"), p.fix: new_id("X")}
+        for orig, x in xs.items():
+            p.oms.send("F", [(11, x), (41, orig), (55, "BTC/USD"), (54, "1"), (38, "0.02"),
+                             (60, "20260101-00:00:00")])
+        for orig, x in xs.items():
+            cx = p.rec.report(x, "4")
+            assert cx.fields[41] == orig and cx.fields[39] == "4", cx.fields
+            # The fallback's ExecID ("R...") for its orders, the venue's own for the FIX one.
+            assert cx.fields[17].startswith("R") == (orig != p.fix), cx.fields
+        p.rec.drain(1.5)
+        assert [x.fields for x in p.rec.all if x.msg_type == "9"] == []
+        assert all(p.rec.exec_types(cl) == ["0", "4"] for cl in xs), p.rec.all
+        requests = _journaled_requests(tmp_path)
+        assert [requests[xs[cl]][-1] for cl in (p.ws, p.rest)] == ["rest", "rest"]
+        assert requests[xs[p.fix]][-1] != "rest"  # a FIX request: no transport field
+        venue = _venue_after(v, p)
+        assert {cl: o.status for cl, o in venue.items()} == dict.fromkeys(xs, "canceled")
+
+
+def test_oms_replace_after_failback_goes_over_rest(tmp_path: Path) -> None:
+    """(b) The OMS replaces a REST order and a WS order after failback: Replaced under the
+    replace with the new figures (Kraken AmendOrder, in place), and a fill at the new price
+    then reaches the OMS under the replace's ClOrdID."""
+    with VenueStack(tmp_path, clients=("FIXGW", "MAKER")) as v:
+        p = _outage_and_failback(v)
+        rb, wb = new_id("R"), new_id("R")
+        fix_amend(p.oms, rb, p.rest, "0.03", "30400.0")
+        fix_amend(p.oms, wb, p.ws, "0.01", "30050.0")
+        for cl, orig, qty, px in ((rb, p.rest, "0.03", 30400), (wb, p.ws, "0.01", 30050)):
+            rp = p.rec.report(cl, "5")
+            assert rp.fields[41] == orig and rp.fields[37] == p.txids[orig], rp.fields
+            assert rp.fields[39] == "0" and rp.fields[17].startswith("R"), rp.fields
+            assert Decimal(rp.fields[38]) == Decimal(qty) and Decimal(rp.fields[44]) == px
+        p.maker.send("D", order_fields(new_id("M"), "2", "0.01", "30400.0"))
+        fill = p.rec.report(rb, "F")
+        assert fill.fields[39] == "1" and Decimal(fill.fields[14]) == Decimal("0.01")
+        p.rec.drain(1.5)
+        assert [x.fields for x in p.rec.all if x.msg_type == "9"] == []
+        assert p.rec.exec_types(rb) == ["5", "F"] and p.rec.exec_types(wb) == ["5"]
+        ers = [x for x in p.rec.all if x.msg_type == "8"]
+        assert len({x.fields[17] for x in ers}) == len(ers)  # no ExecID twice
+        requests = _journaled_requests(tmp_path)
+        assert [requests[cl][-1] for cl in (rb, wb)] == ["rest", "rest"]
+        venue = _venue_after(v, p)
+        assert (venue[p.rest].status, venue[p.rest].volume, venue[p.rest].vol_exec) == (
+            "open", Decimal("0.03"), Decimal("0.01"))
+        assert (venue[p.ws].volume, venue[p.ws].price) == (Decimal("0.01"), Decimal("30050"))
+
+
+def test_operator_cancel_and_kill_switch_after_failback_reach_fallback_orders(
+        tmp_path: Path) -> None:
+    """(c) The operator's cancel of a REST order, then the kill switch's sweep of the WS order
+    and the FIX one, after failback: each order canceled at the venue, its OMS told (Canceled
+    under the OPS-/KILL- request), the FIX order's cancel over FIX."""
+    with VenueStack(tmp_path, clients=("FIXGW", "MAKER")) as v:
+        p = _outage_and_failback(v)
+        ops = p.gw.fixgwctl("cancel", p.rest, "--yes")
+        assert ops.returncode == 0, ops.stdout + ops.stderr
+        oc = p.rec.wait(lambda x: x.msg_type == "8" and x.fields.get(41) == p.rest
+                        and x.fields.get(150) == "4")
+        assert oc.fields[11].startswith("OPS-")
+        kill = p.gw.fixgwctl("kill-switch", "on", "--yes")
+        assert kill.returncode == 0 and "cancel sent for 2 open order(s)" in kill.stdout, (
+            kill.stdout + kill.stderr)
+        for orig in (p.ws, p.fix):
+            kc = p.rec.wait(lambda x, o=orig: x.msg_type == "8" and x.fields.get(41) == o
+                            and x.fields.get(150) == "4")
+            assert kc.fields[11].startswith("KILL-")
+            assert kc.fields[17].startswith("R") == (orig != p.fix), kc.fields
+        p.rec.drain(1.5)
+        assert all(p.rec.exec_types(cl) == ["0", "4"] for cl in (p.fix, p.ws, p.rest))
+        log = "\n".join(p.gw.err.lines[p.back:])
+        assert "venue refused" not in log, log
+        requests = _journaled_requests(tmp_path)
+        kinds = {q[3]: q[-1] for cl, q in requests.items() if cl.startswith(("OPS-", "KILL-"))}
+        assert kinds[p.rest] == "rest" and kinds[p.ws] == "rest" and kinds[p.fix] != "rest"
+        venue = _venue_after(v, p)
+        assert {cl: o.status for cl, o in venue.items()} == dict.fromkeys(p.txids, "canceled")
