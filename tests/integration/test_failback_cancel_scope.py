@@ -18,10 +18,18 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import pytest
+
+from gateway.fix import messages as m
+from gateway.routing.router import CRASH_ENV
+from gateway.venue_sim.engine import OrdStatus
 from tests.conftest import Oms, new_id, order_fields
 from tests.integration.test_failover import Recorder
+from tests.integration.test_failover_amend import World, _place, world
 from tests.integration.test_failover_orders import fallback_toml, fix_amend, venue_orders
 from tests.procs import GatewayProcess, VenueStack
+
+__all__ = ["world"]  # the fixture, shared with test_failover_amend
 
 
 def _force(gw: GatewayProcess, transport: str) -> None:
@@ -170,3 +178,67 @@ def test_operator_cancel_and_kill_switch_after_failback_reach_fallback_orders(
         assert kinds[p.rest] == "rest" and kinds[p.ws] == "rest" and kinds[p.fix] != "rest"
         venue = _venue_after(v, p)
         assert {cl: o.status for cl, o in venue.items()} == dict.fromkeys(p.txids, "canceled")
+
+
+def test_cancel_after_failback_journaled_at_a_kill9_is_sent_after_the_restart(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The OMS's cancel of a REST order after failback is journaled as a REST request before
+    it leaves: killed right then (a test-only crash point between the journal and the send),
+    the restarted gateway, back on FIX, takes it up from the journal, sends it over REST and
+    the OMS gets its Canceled once."""
+    monkeypatch.setenv(CRASH_ENV, "request_journaled:cancel")
+    with VenueStack(tmp_path, clients=("FIXGW", "MAKER")) as v:
+        p = _outage_and_failback(v)
+        x = new_id("X")
+        p.oms.send("F", [(11, x), (41, p.rest), (55, "BTC/USD"), (54, "1"), (38, "0.02"),
+                         (60, "20260101-00:00:00")])
+        assert p.gw.proc is not None
+        assert p.gw.proc.wait(timeout=15) == 137, p.gw.err.text()[-3000:]
+        p.gw._env.pop(CRASH_ENV)
+        assert _journaled_requests(tmp_path)[x][-1] == "rest"
+
+        p.gw.start(wait_venue=False)
+        p.gw.err.wait_for(r"cancel \S+ of order \S+ \(rest\) journaled before the restart has "
+                          r"no answer: sent again over REST", 15)
+        done = p.rec.report(x, "4", 20)
+        assert (done.fields[41], done.fields[39]) == (p.rest, "4")
+        p.rec.drain(2.0)
+        answers = [r for r in p.rec.all if r.msg_type in ("8", "9") and r.fields.get(11) == x]
+        assert [(r.msg_type, r.fields.get(150)) for r in answers] == [("8", "4")]
+        venue = _venue_after(v, p)
+        assert venue[p.rest].status == "canceled" and venue[p.ws].status == "open"
+
+
+def test_fix_canceled_before_the_poll_answers_the_rest_cancel(
+        world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    """After failback a cancel of an order placed over REST goes over REST, and the venue's
+    FIX session may report the cancel under the order's own ClOrdID before the poller sees
+    it: that report answers the OMS's cancel (Canceled under its ClOrdID), and the poll after
+    it adds nothing (no 35=9 "too late" for a cancel that worked). The router and fallback in
+    process against the simulator's REST face (`world`); the FIX report is fed as the venue
+    session would deliver it."""
+    w = world
+    txid = _place(w, "A1")  # over REST: the world starts failed over
+    assert w.fallback.policy is not None
+    w.fallback.policy.set_force("fix")  # failback: the flow is on FIX, its session up
+    monkeypatch.setattr(w.router.venue, "is_up", lambda: True)
+    assert not w.fallback.active()
+    w.oms("F", [(11, "X1"), (41, "A1"), (55, "BTC/USD"), (54, "1"), (38, "0.02"),
+                (60, "20260101-00:00:00")])
+    snap = w.engine.order_status("FIXGW", order_id=txid)
+    assert snap is not None and snap.status is OrdStatus.CANCELED  # REST carried it
+    assert w.reports("X1") == []  # the poll (60 s away) or the FIX report answers it
+    (order,) = w.store.open_orders()  # open until its cancel is answered
+    f = {"35": "8", "11": order.venue_cl_ord_id, "37": txid, "17": "EFIXECHO1", "150": "4",
+         "39": "4", "55": "BTC/USD", "54": "1", "38": "0.02", "40": "2", "44": "30000",
+         "59": "1", "151": "0", "14": "0", "6": "0", "60": "20260101-00:00:01.000"}
+    msg = m.new_message("8")
+    for tag, value in f.items():
+        if tag != "35":
+            msg.setField(int(tag), value)
+    w.router.on_venue_message(msg, f)
+    (cx,) = w.reports("X1")
+    assert (cx[35], cx[150], cx[39], cx[41]) == ("8", "4", "4", "A1"), cx
+    w.fallback.poll()
+    assert [r for r in w.sent if r[35] == "9"] == []
+    assert [r[11] for r in w.sent if r.get(150) == "4"] == ["X1"]
