@@ -77,6 +77,9 @@ def _outage_and_failback(v: VenueStack) -> Placed:
     gw.err.wait_for(rf"order {r} placed over REST", 1, start=mark)
     _force(gw, "auto")
     gw.err.wait_for(r"order flow moved from REST to FIX", 30, start=mark)
+    # The poller closes the private WebSocket on its next tick; until then a request could
+    # still go over it (as while failed over). From here on they go over REST.
+    gw.err.wait_for(r"WS executions closed \(order flow back on FIX\)", 5, start=mark)
     return Placed(gw, oms, maker, rec, f0, w, r, txids, len(gw.err.lines))
 
 
