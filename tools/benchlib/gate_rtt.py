@@ -113,14 +113,15 @@ class _GateFleet(Fleet):
         self.started[child.name] = data
         return data
 
-    def _spawn(self, name: str, cmd: list[str], env_extra: dict[str, str]) -> Child:
+    def _spawn(self, name: str, cmd: list[str], env_extra: dict[str, str],
+               cwd: Path | None = None) -> Child:
         cmd = [c for c in cmd if c != "--no-seed-books"]
         tail = self.toml_tail.get(name)
         if tail:
             config = Path(cmd[cmd.index("--config") + 1])
             with config.open("a", encoding="utf-8") as f:
                 f.write(tail)
-        return super()._spawn(name, cmd, env_extra)
+        return super()._spawn(name, cmd, env_extra, cwd)
 
 
 def _futures_toml(host: str, port: object) -> str:
