@@ -1489,19 +1489,27 @@ class Router:
                 return  # our own question, and the venue agrees: nothing for the OMS
             if new_session and _fills_since(msg, f, target.order):
                 exec_type, exec_id = "F", f["17"]
-        elif exec_type == "I" and _behind(target.order, f.get("14")):
+        elif exec_type == "I" and (_behind(target.order, f.get("14"))
+                                   or (ord_status == state.REJECTED and fallback_routed)):
             # A status answer older than reports already applied (a fill that came first over
             # the WS or REST): applied, it would move the record back and make the fill news
-            # again when the venue's FIX report of it arrives. The OMS asked, so it is
-            # answered, from the record.
+            # again when the venue's FIX report of it arrives. Or "unknown order" for one the
+            # REST/WS fallback placed, which the venue's FIX session need not know (Kraken
+            # scopes FIX to the session's own orders): applied, it would reject a live order.
+            # The OMS asked, so it is answered, from the record.
             ctx = self._oms_by_key.get(target.order.oms_session)
-            log.info("order %s: venue status answer %s is behind the record (CumQty %s < %s); "
-                     "answered from the record", target.oms_cl_ord_id, exec_id, f.get("14"),
-                     target.order.cum_qty)
+            unknown_here = ord_status == state.REJECTED
+            log.info("order %s: venue status answer %s %s; answered from the record",
+                     target.oms_cl_ord_id, exec_id,
+                     f"does not know this {target.order.transport} order over FIX"
+                     if unknown_here else
+                     f"is behind the record (CumQty {f.get('14')} < {target.order.cum_qty})")
             if ctx is not None:
                 er = self._record_report(target.order, target.oms_cl_ord_id)
-                er.setField(m.TEXT, "from the gateway's record: the venue's answer was older "
-                            "than reports already received")
+                er.setField(m.TEXT, "from the gateway's record: "
+                            + (f"the venue's FIX session does not know orders placed over "
+                               f"{target.order.transport.upper()}" if unknown_here else
+                               "the venue's answer was older than reports already received"))
                 req_id = self._status_req_ids.pop(venue_cl, None)
                 if req_id is not None:
                     er.setField(ORD_STATUS_REQ_ID, req_id)

@@ -394,3 +394,20 @@ def test_after_failback_orders_placed_over_rest_are_asked_about_and_unknown_is_n
              "fix")
     assert [(r[150], r[39]) for r in w.oms_got] == [("I", "4")]
     assert not o.is_open
+
+
+def test_unknown_over_fix_does_not_reject_an_order_the_fallback_placed(world: _World) -> None:
+    """After failback an OMS asks about an order placed over WS; Kraken's FIX session need
+    not know it (its FIX scope is the session's own orders) and answers "unknown order"
+    (150=I 39=8). Applied, that would reject a live order; the OMS is answered from the
+    record instead and the order stays open."""
+    w = world
+    order = _rest_order(w)
+    w.report(_er("W-new", "0", "0", "0"), "ws")
+    assert order.status == "0"
+    unknown = dict(_er("F-status", "I", "8", "0"), **{"58": "EOrder:Unknown order"})
+    w.report(unknown, "fix")
+    assert order.status == "0" and order.is_open
+    status = w.oms_got[-1]
+    assert status[150] == "I" and status[39] == "0"
+    assert "does not know orders placed over WS" in status[58]
