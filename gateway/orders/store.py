@@ -40,11 +40,14 @@ Journal records are tab-separated lines, one per change, first field the record 
 
 Written only by a compaction (`OrderStore.compact`), in a snapshot of the store as it is:
 ``V high_water_venue_cl_ord_id``; per order its ``N`` (current quantity and price), a ``Q``
-for every venue ClOrdID that names it, then ``O oms_session first_cl_ord_id ord_status cum_qty
-avg_px order_id cur_oms_cl cur_venue_cl closed_at oms_history...``, ``I oms_session
-first_cl_ord_id cl_ord_id...`` (the OMS ClOrdIDs that name it) and ``X oms_session
-first_cl_ord_id exec_id...``; the ``U``s still in force; and ``F oms_session exec_id epoch_ms
-oms_message``, the last forwarded report.
+for every venue ClOrdID that names it (with its details while it is unanswered: a restart
+takes it up as if it had replayed the original), then ``O oms_session first_cl_ord_id
+ord_status cum_qty avg_px order_id cur_oms_cl cur_venue_cl closed_at oms_history...``, ``I
+oms_session first_cl_ord_id cl_ord_id...`` (the OMS ClOrdIDs that name it) and ``X
+oms_session first_cl_ord_id exec_id...``; the ``U``s still in force; and ``F oms_session
+exec_id epoch_ms oms_message``, the last forwarded report. All of these are records a journal
+may hold, so a snapshot replays like one, and one written before a field was added replays as
+the journal it came from did.
 
 Transports (``N``/``S``): ``fix``, ``rest``, or ``held`` (accepted while no transport was up,
 not sent yet; see routing.failover). The last ``T`` tells a restarted gateway which path it was
@@ -146,18 +149,27 @@ class VenueRef:
 class RequestDetails:
     """A cancel or replace journaled before it is sent: when, a replace's figures, and the
     transport that carries it ("fix": the venue's FIX session; "rest"/"ws": the fallback's).
-    Kept from replay only, for a restart: a kill between the journal and the send leaves a
-    request the venue never got, and a kill before its answer leaves one only the journal
-    knows about. FIX ones are for `Router.find_unanswered_requests` (the venue session keeps
-    no copy of what it sent, PersistMessages=N, to tell); REST/WS ones for
-    `RestFallback.start` (their outcome is looked up, or a cancel sent again). A compaction's
-    snapshot does not keep them: a request still unanswered across one is not taken up by a
-    restart."""
+    For a restart: a kill between the journal and the send leaves a request the venue never
+    got, and a kill before its answer leaves one only the journal knows about. FIX ones are
+    for `Router.find_unanswered_requests` (the venue session keeps no copy of what it sent,
+    PersistMessages=N, to tell); REST/WS ones for `RestFallback.start` (their outcome is
+    looked up, or a cancel sent again). The store keeps them until answered (or their order
+    is forgotten), as replay does, so that a compaction's snapshot can write them again: a
+    request still unanswered across a compaction is taken up by a later restart too."""
 
     journaled_ms: int
     qty: Decimal | None
     price: Decimal | None
     transport: str = "fix"
+
+
+def _details_fields(d: RequestDetails) -> str:
+    """The fields a ``Q`` record carries for a request's details, tab first (see
+    `RequestDetails`); a FIX one without the transport, as older gateways wrote (and replay)
+    it."""
+    out = (f"\t{d.journaled_ms}\t{'' if d.qty is None else d.qty}\t"
+           f"{'' if d.price is None else d.price}")
+    return out if d.transport == "fix" else f"{out}\t{d.transport}"
 
 
 @dataclass(slots=True, frozen=True)
@@ -268,7 +280,10 @@ class OrderStore:
         # A record with no time of its own (a report not forwarded, an old ``U``) counts as
         # made now: it is kept a full retention from this start, never evicted early.
         self._replay_now = time.time()
-        # Requests journaled with their details and no answer yet, by venue ClOrdID.
+        # Requests journaled with their details and no answer yet, by venue ClOrdID: kept up
+        # to date while running (for a snapshot to keep them), and as replay left them, given
+        # once to the router and the fallback (`unanswered_fix_requests`).
+        self._pending_requests: dict[str, RequestDetails] = {}
         self._replayed_requests: dict[str, RequestDetails] = {}
         self._skipped = 0
         # The journal's record count is `_records_base` plus what was appended since
@@ -297,6 +312,7 @@ class OrderStore:
             log.warning("%s: %d records name an order the journal does not hold; skipped",
                         journal_path, self._skipped)
         self.evict_closed(self._replay_now)
+        self._replayed_requests = dict(self._pending_requests)
         self._journal = Journal(journal_path, fsync_interval_ms)
         self.compact_if_due()
 
@@ -369,14 +385,12 @@ class OrderStore:
         line = (f"Q\t{venue_cl_ord_id}\t{order_key[0]}\t{order_key[1]}\t{oms_cl_ord_id}\t"
                 f"{kind}")
         if details is not None:
-            d = details
-            line += (f"\t{d.journaled_ms}\t{'' if d.qty is None else d.qty}\t"
-                     f"{'' if d.price is None else d.price}")
-            if d.transport != "fix":  # a FIX one as before: older gateways replay it
-                line += f"\t{d.transport}"
+            line += _details_fields(details)
         with self.lock:
             self._journal.append_line(line)
             self._index_request(venue_cl_ord_id, order_key, oms_cl_ord_id, kind)
+            if details is not None:
+                self._pending_requests[venue_cl_ord_id] = details
 
     def mark_answered(self, venue_cl_ord_id: str) -> None:
         """Journal that a request got its answer without becoming the order's version: a
@@ -384,11 +398,13 @@ class OrderStore:
         answered too late or an amend's Replaced."""
         with self.lock:
             self._journal.append_line(f"R\t{venue_cl_ord_id}")
+            self._pending_requests.pop(venue_cl_ord_id, None)
 
     def unanswered_fix_requests(self) -> dict[str, RequestDetails]:
         """The FIX requests the journal held at start with no answer recorded (none became
-        its order's version, none was refused), by venue ClOrdID. Given once: the store
-        forgets them, as they only matter at a restart."""
+        its order's version, none was refused), by venue ClOrdID. Given once, as they are
+        taken up once per start; the store still counts each unanswered until its answer,
+        for a compaction's snapshot (see `RequestDetails`)."""
         return self._take_replayed(lambda t: t == "fix")
 
     def unanswered_fallback_requests(self) -> dict[str, RequestDetails]:
@@ -520,6 +536,7 @@ class OrderStore:
             self._used_cl_ord_ids.discard((key[0], cl))
         for venue_id, _ref in self._own_refs(key, o):
             del self._venue_refs[venue_id]
+            self._pending_requests.pop(venue_id, None)
         if o.exec_ids:
             for exec_id in o.exec_ids.split("\t"):
                 self._seen_exec.discard(exec_id)
@@ -609,7 +626,9 @@ class OrderStore:
                      f"{o.ord_type}\t{o.qty}\t{'' if o.price is None else o.price}\t"
                      f"{o.tif}\t{o.account}\t{o.transport}")
         for venue_id, ref in self._own_refs(key, o):
-            lines.append(f"Q\t{venue_id}\t{session}\t{first}\t{ref.oms_cl_ord_id}\t{ref.kind}")
+            details = self._pending_requests.get(venue_id)
+            lines.append(f"Q\t{venue_id}\t{session}\t{first}\t{ref.oms_cl_ord_id}\t{ref.kind}"
+                         f"{'' if details is None else _details_fields(details)}")
         lines.append("\t".join(("O", session, first, o.status, str(o.cum_qty),
                                 str(o.avg_px), o.order_id, o.oms_cl_ord_id,
                                 o.venue_cl_ord_id, repr(o.closed_at), *o.oms_history)))
@@ -668,6 +687,7 @@ class OrderStore:
         if order_id:
             o.order_id = order_id
         if cur_oms:
+            self._pending_requests.pop(cur_venue, None)  # the request became the order's version
             if cur_venue == o.venue_cl_ord_id and cur_oms != o.oms_cl_ord_id:
                 # An in-place amend (a FIX replace always brings a new venue ClOrdID): later
                 # reports under the ClOrdID the venue kept go to the OMS under the replace's.
@@ -704,7 +724,7 @@ class OrderStore:
         elif t == "F":
             self.last_forward = ForwardedReport(f[1], f[2], int(f[3]), _unescape(f[4]))
         elif t == "R":
-            self._replayed_requests.pop(f[1], None)
+            self._pending_requests.pop(f[1], None)
         elif t == "E":
             forwarded = len(f) >= _E_FIELDS + 2
             if forwarded:
@@ -712,8 +732,6 @@ class OrderStore:
             if (f[1], f[2]) not in self.orders:
                 self._skipped += 1
                 return
-            if f[9]:  # a request that became the order's version was answered
-                self._replayed_requests.pop(f[9], None)
             self._apply_report(f[1:_E_FIELDS],
                                int(f[_E_FIELDS]) / 1000 if forwarded else self._replay_now)
         elif ((f[2], f[3]) if t in ("Q", "A") else (f[1], f[2])) not in self.orders:
@@ -722,7 +740,7 @@ class OrderStore:
             self._index_request(f[1], (f[2], f[3]), f[4], f[5])
             self.venue_ids.observe(f[1])
             if len(f) >= 9:  # details (journals before 2026-11-27 had none; 9 fields: FIX)
-                self._replayed_requests[f[1]] = RequestDetails(
+                self._pending_requests[f[1]] = RequestDetails(
                     int(f[6]), Decimal(f[7]) if f[7] else None, Decimal(f[8]) if f[8] else None,
                     f[9] if len(f) >= 10 and f[9] else "fix")
         elif t == "S":

@@ -142,6 +142,55 @@ def test_fallback_requests_replay_apart_from_fix_ones_old_and_new_q_forms(
     s3.close()
 
 
+def test_unanswered_requests_keep_their_details_across_a_compaction(tmp_path: Path) -> None:
+    """A compaction's snapshot writes each request still unanswered with its details (time,
+    figures, transport), so a restart after it takes it up as one after the original journal
+    would; answered ones (by an R, or by becoming the order's version) are not unanswered.
+    This holds for a compaction while running, at start, and after a start took them up
+    (still unanswered: they stay so until answered)."""
+    path = tmp_path / "orders.journal"
+    s = OrderStore(path, fsync_interval_ms=0, compact_min_records=10**9)
+    s.add_order(_order())
+    key = ("FIXGW->OMS", "A1")
+    s.add_request("101", key, "A2", "replace", RequestDetails(1, Decimal("0.5"), Decimal("44000")))
+    s.add_request("102", key, "A3", "cancel", RequestDetails(2, None, None))
+    s.mark_answered("102")  # the venue refused it
+    s.add_request("103", key, "A4", "amend",
+                  RequestDetails(3, Decimal("0.3"), Decimal("43000"), "rest"))
+    s.add_request("104", key, "A5", "cancel", RequestDetails(4, None, None, "ws"))
+    s.add_request("105", key, "A6", "replace", RequestDetails(5, Decimal("0.4"), None))
+    t = s.resolve_report("105", "100", "E1")
+    assert t is not None
+    _legal, rec = s.apply_report(t, venue_cl_ord_id="105", exec_id="E1", exec_type="5",
+                                 ord_status="0", cum_qty="0", avg_px="0", order_id="OABC",
+                                 qty="0.4", price=None)
+    s.commit(rec)  # answered: 105 became the order's version
+    s.add_request("106", key, "A7", "status")  # no details: never taken up
+    assert s.compact() > 0  # while running
+    s.close()
+    fix_requests = {"101": RequestDetails(1, Decimal("0.5"), Decimal("44000"))}
+    fallback = {"103": RequestDetails(3, Decimal("0.3"), Decimal("43000"), "rest"),
+                "104": RequestDetails(4, None, None, "ws")}
+
+    s2 = OrderStore(path, fsync_interval_ms=0)  # replays the snapshot
+    s2.compact()  # as at start: before they are taken up
+    s2.close()
+
+    s3 = OrderStore(path, fsync_interval_ms=0)
+    assert s3.unanswered_fix_requests() == fix_requests
+    assert s3.unanswered_fallback_requests() == fallback
+    s3.compact()  # taken up, still unanswered: kept
+    s3.mark_answered("104")  # the WS cancel's answer, after the compaction
+    s3.close()
+
+    s4 = OrderStore(path, fsync_interval_ms=0)
+    assert s4.unanswered_fix_requests() == fix_requests
+    assert s4.unanswered_fallback_requests() == {"103": fallback["103"]}
+    o = s4.find("FIXGW->OMS", "A6")
+    assert o is not None and o.venue_cl_ord_id == "105" and o.qty == Decimal("0.4")
+    s4.close()
+
+
 def test_journal_ignores_a_torn_last_record(tmp_path: Path) -> None:
     p = tmp_path / "j"
     _journal_torn_by_a_crash(p)
