@@ -8,7 +8,9 @@ Journal records are tab-separated lines, one per change, first field the record 
 
     N  oms_session  cl_ord_id  venue_cl_ord_id  symbol  side  ord_type  qty  price  tif  account
        transport                                   a new order
-    U  oms_session  cl_ord_id  [epoch_ms]          a ClOrdID the gateway rejected (stays used)
+    U  oms_session  cl_ord_id  [epoch_ms           a ClOrdID the gateway rejected (stays used);
+       [cxl_rej_reason  text]]                     for a cancel or replace it refused, the
+                                                   answer it sent (see `Refusal`)
     Q  venue_cl_ord_id  oms_session  first_cl_ord_id  request_cl_ord_id  kind
                                                    a cancel/replace/amend/status/mass
        [epoch_ms  qty  price  [transport]]         request, journaled before it is sent;
@@ -25,12 +27,14 @@ Journal records are tab-separated lines, one per change, first field the record 
        [epoch_ms  oms_message]                      and, for a report forwarded to the OMS,
                                                    the exact message, journaled *before* it
                                                    is sent (see `commit_forward`)
-    R  venue_cl_ord_id                             a request answered without becoming the
+    R  venue_cl_ord_id  [cxl_rej_reason  text]     a request answered without becoming the
                                                    order's version: refused (by the venue, or
                                                    by the gateway when its send failed), or,
                                                    over REST/WS, too late or an amend's
                                                    Replaced (whose E names the order's own
-                                                   venue ClOrdID, not the amend's)
+                                                   venue ClOrdID, not the amend's); an OMS
+                                                   request the gateway refused itself has the
+                                                   answer it sent (see `Refusal`)
     S  oms_session  first_cl_ord_id  transport     a held order released onto a transport
     A  venue_cl_ord_id  oms_session  first_cl_ord_id  oms_cl_ord_id
                                                    read only: an amend's rebind, as journals
@@ -41,13 +45,14 @@ Journal records are tab-separated lines, one per change, first field the record 
 Written only by a compaction (`OrderStore.compact`), in a snapshot of the store as it is:
 ``V high_water_venue_cl_ord_id``; per order its ``N`` (current quantity and price), a ``Q``
 for every venue ClOrdID that names it (with its details while it is unanswered: a restart
-takes it up as if it had replayed the original), then ``O oms_session first_cl_ord_id
-ord_status cum_qty avg_px order_id cur_oms_cl cur_venue_cl closed_at oms_history...``, ``I
-oms_session first_cl_ord_id cl_ord_id...`` (the OMS ClOrdIDs that name it) and ``X
-oms_session first_cl_ord_id exec_id...``; the ``U``s still in force; and ``F oms_session
-exec_id epoch_ms oms_message``, the last forwarded report. All of these are records a journal
-may hold, so a snapshot replays like one, and one written before a field was added replays as
-the journal it came from did.
+takes it up as if it had replayed the original), an ``R`` with the answer for the request the
+gateway last refused on the order's OMS session if it is one of these, then ``O oms_session
+first_cl_ord_id ord_status cum_qty avg_px order_id cur_oms_cl cur_venue_cl closed_at
+oms_history...``, ``I oms_session first_cl_ord_id cl_ord_id...`` (the OMS ClOrdIDs that name
+it) and ``X oms_session first_cl_ord_id exec_id...``; the ``U``s still in force (a session's
+last refusal with its answer); and ``F oms_session exec_id epoch_ms oms_message``, the last
+forwarded report. All of these are records a journal may hold, so a snapshot replays like one,
+and one written before a field was added replays as the journal it came from did.
 
 Transports (``N``/``S``): ``fix``, ``rest``, or ``held`` (accepted while no transport was up,
 not sent yet; see routing.failover). The last ``T`` tells a restarted gateway which path it was
@@ -161,6 +166,33 @@ class RequestDetails:
     qty: Decimal | None
     price: Decimal | None
     transport: str = "fix"
+
+
+@dataclass(slots=True, frozen=True)
+class Refusal:
+    """An OMS cancel or replace the gateway refused itself (a 35=9 it wrote, not the venue's),
+    with the answer, journaled before that answer is sent.
+
+    Why: a kill -9 between the journal record and the send leaves the OMS without its answer,
+    and QuickFIX, which had not advanced the session's incoming sequence, has the OMS resend
+    the request (PossDupFlag=Y). Its ClOrdID is taken, so the resend is no new request; the
+    journaled answer tells the router it is one the gateway refused (not one the venue will
+    answer) and what to answer again (`OrderStore.refusal`). Only the last refusal per OMS
+    session is kept: a session's messages are handled one at a time, and only the one being
+    handled at the kill can come again as a PossDup resend."""
+
+    cl_ord_id: str
+    reason: str                  # CxlRejReason (102)
+    text: str
+    venue_cl_ord_id: str | None  # the request's, when one was journaled (an R), else None (U)
+
+
+def _refusal_fields(refusal: tuple[str, str] | None) -> str:
+    """The fields a ``U`` or ``R`` record carries for a refusal's answer, tab first ("" if
+    none): its CxlRejReason and Text (escaped: a venue's text may hold anything)."""
+    if refusal is None:
+        return ""
+    return f"\t{refusal[0]}\t{_escape(refusal[1])}"
 
 
 def _details_fields(d: RequestDetails) -> str:
@@ -285,6 +317,8 @@ class OrderStore:
         # once to the router and the fallback (`unanswered_fix_requests`).
         self._pending_requests: dict[str, RequestDetails] = {}
         self._replayed_requests: dict[str, RequestDetails] = {}
+        # Per OMS session, the last cancel or replace the gateway refused itself (`Refusal`).
+        self._refusals: dict[str, Refusal] = {}
         self._skipped = 0
         # The journal's record count is `_records_base` plus what was appended since
         # `_appended_mark` (the compaction trigger; reset by each compaction).
@@ -360,14 +394,20 @@ class OrderStore:
         return self._venue_refs.get(venue_cl_ord_id)
 
     # ---- changes (journaled, then visible) -----------------------------------------------
-    def mark_used(self, oms_session: str, cl_ord_id: str) -> None:
+    def mark_used(self, oms_session: str, cl_ord_id: str,
+                  refusal: tuple[str, str] | None = None) -> None:
         """Remember a ClOrdID that names no order of its own (one the gateway rejected, or a
-        mass cancel's), so a later message with it is still a duplicate."""
+        mass cancel's), so a later message with it is still a duplicate. `refusal`: the
+        (CxlRejReason, Text) of the 35=9 about to be sent for a cancel or replace the gateway
+        refuses, journaled with it (see `Refusal`)."""
         now = time.time()
         with self.lock:
-            self._journal.append_line(f"U\t{oms_session}\t{cl_ord_id}\t{int(now * 1000)}")
+            self._journal.append_line(f"U\t{oms_session}\t{cl_ord_id}\t{int(now * 1000)}"
+                                      f"{_refusal_fields(refusal)}")
             self._used_cl_ord_ids.add((oms_session, cl_ord_id))
             self._rejected_queue.append((now, (oms_session, cl_ord_id)))
+            if refusal is not None:
+                self._refusals[oms_session] = Refusal(cl_ord_id, *refusal, None)
 
     def add_order(self, order: Order) -> None:
         o = order
@@ -392,13 +432,24 @@ class OrderStore:
             if details is not None:
                 self._pending_requests[venue_cl_ord_id] = details
 
-    def mark_answered(self, venue_cl_ord_id: str) -> None:
+    def mark_answered(self, venue_cl_ord_id: str,
+                      refusal: tuple[str, str] | None = None) -> None:
         """Journal that a request got its answer without becoming the order's version: a
         venue's cancel reject, the gateway's own when the send failed, or (REST/WS) a cancel
-        answered too late or an amend's Replaced."""
+        answered too late or an amend's Replaced. `refusal`: the (CxlRejReason, Text) of the
+        35=9 the gateway is about to send its OMS itself, in answer to the OMS request being
+        handled (see `Refusal`; not for one answered later, which no PossDup resend asks
+        about, nor for one of a mass cancel)."""
         with self.lock:
-            self._journal.append_line(f"R\t{venue_cl_ord_id}")
-            self._pending_requests.pop(venue_cl_ord_id, None)
+            self._journal.append_line(f"R\t{venue_cl_ord_id}{_refusal_fields(refusal)}")
+            self._answered(venue_cl_ord_id, refusal)
+
+    def refusal(self, oms_session: str, cl_ord_id: str) -> tuple[str, str] | None:
+        """The (CxlRejReason, Text) the gateway answered the OMS request `cl_ord_id` with, if
+        it is the last one it refused on `oms_session` (see `Refusal`), else None."""
+        with self.lock:
+            r = self._refusals.get(oms_session)
+        return (r.reason, r.text) if r is not None and r.cl_ord_id == cl_ord_id else None
 
     def unanswered_fix_requests(self) -> dict[str, RequestDetails]:
         """The FIX requests the journal held at start with no answer recorded (none became
@@ -411,6 +462,14 @@ class OrderStore:
         """As `unanswered_fix_requests`, for the cancels and amends sent over REST or WS (the
         fallback's): given once."""
         return self._take_replayed(lambda t: t != "fix")
+
+    def _answered(self, venue_id: str, refusal: tuple[str, str] | None) -> None:
+        """Request `venue_id` has its answer (an ``R``); with `refusal`, the gateway's own
+        (caller holds the lock, or replays)."""
+        self._pending_requests.pop(venue_id, None)
+        ref = self._venue_refs.get(venue_id)
+        if refusal is not None and ref is not None:
+            self._refusals[ref.order_key[0]] = Refusal(ref.oms_cl_ord_id, *refusal, venue_id)
 
     def _take_replayed(self, match: Callable[[str], bool]) -> dict[str, RequestDetails]:
         with self.lock:
@@ -605,7 +664,10 @@ class OrderStore:
         with self.lock:
             for at, (session, cl) in list(self._rejected_queue):
                 if (session, cl) in self._used_cl_ord_ids and (session, cl) not in self._oms_index:
-                    lines.append(f"U\t{session}\t{cl}\t{int(at * 1000)}")
+                    r = self._refusals.get(session)
+                    answer = (_refusal_fields((r.reason, r.text)) if r is not None
+                              and r.venue_cl_ord_id is None and r.cl_ord_id == cl else "")
+                    lines.append(f"U\t{session}\t{cl}\t{int(at * 1000)}{answer}")
             lf = self._last_forward()
             if lf is not None:
                 lines.append(f"F\t{lf.oms_session}\t{lf.exec_id}\t{lf.epoch_ms}\t"
@@ -625,10 +687,17 @@ class OrderStore:
         lines.append(f"N\t{session}\t{first}\t{o.first_venue_id}\t{o.symbol}\t{o.side}\t"
                      f"{o.ord_type}\t{o.qty}\t{'' if o.price is None else o.price}\t"
                      f"{o.tif}\t{o.account}\t{o.transport}")
+        last_refusal = self._refusals.get(session)
+        refused = None
         for venue_id, ref in self._own_refs(key, o):
             details = self._pending_requests.get(venue_id)
             lines.append(f"Q\t{venue_id}\t{session}\t{first}\t{ref.oms_cl_ord_id}\t{ref.kind}"
                          f"{'' if details is None else _details_fields(details)}")
+            if last_refusal is not None and last_refusal.venue_cl_ord_id == venue_id:
+                refused = last_refusal
+        if refused is not None:  # after its Q: replay finds the request it answers
+            lines.append(f"R\t{refused.venue_cl_ord_id}"
+                         f"{_refusal_fields((refused.reason, refused.text))}")
         lines.append("\t".join(("O", session, first, o.status, str(o.cum_qty),
                                 str(o.avg_px), o.order_id, o.oms_cl_ord_id,
                                 o.venue_cl_ord_id, repr(o.closed_at), *o.oms_history)))
@@ -717,6 +786,8 @@ class OrderStore:
             self._used_cl_ord_ids.add(cl_key)
             at = int(f[3]) / 1000 if len(f) > 3 else self._replay_now
             self._rejected_queue.append((at, cl_key))
+            if len(f) > 5:  # a refusal's answer (see `Refusal`)
+                self._refusals[f[1]] = Refusal(f[2], f[4], _unescape(f[5]), None)
         elif t == "T":
             self.last_transport = f[1]
         elif t == "V":
@@ -724,7 +795,7 @@ class OrderStore:
         elif t == "F":
             self.last_forward = ForwardedReport(f[1], f[2], int(f[3]), _unescape(f[4]))
         elif t == "R":
-            self._pending_requests.pop(f[1], None)
+            self._answered(f[1], (f[2], _unescape(f[3])) if len(f) > 3 else None)
         elif t == "E":
             forwarded = len(f) >= _E_FIELDS + 2
             if forwarded:

@@ -454,9 +454,20 @@ class RestFallback:
     def cancel(self, order: Order, oms_cl: str, kind: str = "cancel") -> tuple[str, str] | None:
         """Cancel over REST; None when sent (the WS feed or the next poll reports it), else the
         (CxlRejReason, Text) of a cancel reject. `kind` "mass" for one order of a mass cancel
-        (its report then goes out under the mass request's ClOrdID, as over FIX)."""
+        (its report then goes out under the mass request's ClOrdID, as over FIX).
+
+        A refusal is journaled with its answer (an OMS cancel's: the router sends it next), so
+        an OMS resend of the request after a kill -9 in between is answered again (see
+        `Router._refused_before`)."""
         store = self.router.store
         vid = store.venue_ids.next()
+
+        def refused(answer: tuple[str, str]) -> tuple[str, str]:
+            with self._lock:
+                self._cancels.pop(order.venue_cl_ord_id, None)
+            store.mark_answered(vid, answer if kind == "cancel" else None)
+            return answer
+
         store.add_request(vid, (order.oms_session, order.oms_history[0]), oms_cl, kind,
                           self._details(order, None, None))
         self.router.maybe_crash("request_journaled", kind)
@@ -467,10 +478,7 @@ class RestFallback:
             self._wake.set()
             return None
         if isinstance(by_ws, tuple):
-            with self._lock:
-                self._cancels.pop(order.venue_cl_ord_id, None)
-            store.mark_answered(vid)
-            return by_ws
+            return refused(by_ws)
         try:
             if order.order_id:
                 self.client.cancel_order(txid=order.order_id)
@@ -480,20 +488,14 @@ class RestFallback:
             reason, text = _rest_refusal(exc)
             if reason == TOO_LATE and by_ws == "unknown":
                 return None  # the WS cancel landed after all: its report is on the way
-            with self._lock:
-                self._cancels.pop(order.venue_cl_ord_id, None)
-            store.mark_answered(vid)
-            return reason, text
+            return refused((reason, text))
         except Exception as exc:
             # As after the client's last retry of an ambiguous failure: the OMS is answered
             # now, and a cancel that did land is reported (under the order's ClOrdID) by
             # the next poll.
             log.exception("REST CancelOrder of %s failed unexpectedly", order.oms_cl_ord_id)
-            with self._lock:
-                self._cancels.pop(order.venue_cl_ord_id, None)
-            store.mark_answered(vid)
-            return BROKER_OPTION, (f"REST fallback: cancel outcome unknown ({exc}); send it "
-                                   "again if the order is not reported canceled")
+            return refused((BROKER_OPTION, f"REST fallback: cancel outcome unknown ({exc}); "
+                            "send it again if the order is not reported canceled"))
         # The poller reports the cancel (not polled here: the REST counter model may make a
         # query wait, and this is the OMS session's thread).
         self._wake.set()
@@ -532,8 +534,8 @@ class RestFallback:
         outcome = self._via_ws(order, "amend", lambda ws, txid: ws.amend_order(
             order_id=txid, order_qty=qty, limit_price=price,
             deadline=self.client.deadline_param()))
-        if isinstance(outcome, tuple):
-            store.mark_answered(vid)
+        if isinstance(outcome, tuple):  # journaled with its answer, as in `cancel`
+            store.mark_answered(vid, outcome)
             return outcome
         if outcome == "unused":
             path = "REST"
@@ -541,8 +543,9 @@ class RestFallback:
                 self.client.amend_order(txid=txid, order_qty=qty, limit_price=price)
             except KrakenRestError as exc:
                 if not exc.ambiguous:
-                    store.mark_answered(vid)
-                    return _rest_refusal(exc)
+                    answer = _rest_refusal(exc)
+                    store.mark_answered(vid, answer)
+                    return answer
                 log.warning("REST AmendOrder of %s outcome unknown (%s)", order.oms_cl_ord_id,
                             exc)
                 outcome = "unknown"

@@ -15,6 +15,12 @@ Ordering rules that make a kill -9 lose nothing and report nothing twice:
   derived again, since the journal already has the state it reported. Forwarding first would
   leave a report the venue never resends (REST, WS) to be re-derived after a restart under
   another ExecID, possibly merged with later fills: the OMS would count the fill twice.
+- a cancel or replace the gateway answers with its own 35=9 (refused before it could reach
+  the venue, its send failed, or the REST/WS fallback refused it) is journaled with that
+  answer, CxlRejReason and Text, before the 35=9 is sent (`_refuse`). The ClOrdID is taken
+  from then on, so the OMS's resend of the request after a kill in between (PossDupFlag=Y:
+  QuickFIX had not advanced the session's sequence) is no new request; it gets that answer
+  again rather than being ignored like a request the venue answers (`_refused_before`).
 - a venue report the journal refuses (a full disk) is parked, in order, not dropped: every
   later report queues behind it (the OMS must not see a Filled before the PartiallyFilled it
   follows), and `flush_parked` journals and sends them, one at a time as above, once the
@@ -96,10 +102,13 @@ DUPLICATE_CL_ORD_ID: Final = "6"
 # kill -9 would leave it) at that point of `Router._apply_execution_report`, for the first
 # report of that ExecType; "request_journaled:<MsgType>" (F or G) between journaling a cancel
 # or replace for the venue's FIX session and sending it, "request_journaled:<kind>" (cancel,
-# mass or amend) the same for one sent over REST/WS by the fallback. The windows are
-# microseconds wide; tests need them on demand.
+# mass or amend) the same for one sent over REST/WS by the fallback; "refusal_journaled:
+# <MsgType>" (F or G) between journaling the gateway's own refusal of an OMS cancel or replace
+# and sending its 35=9 (`Router._refuse`). The windows are microseconds wide; tests need them
+# on demand.
 CRASH_ENV: Final = "FIXGW_TEST_CRASH_IN_REPORT"
-_CRASH_POINTS: Final = ("after_journal", "after_forward", "request_journaled")
+_CRASH_POINTS: Final = ("after_journal", "after_forward", "request_journaled",
+                        "refusal_journaled")
 
 
 def _crash_point_from_env() -> tuple[str, str] | None:
@@ -855,6 +864,13 @@ class Router:
                                 f"unknown order: OrigClOrdID {orig} was never accepted on this "
                                 f"session{self._forgotten_hint()}", None)
             return None
+        if f.get("43") == "Y" and self.store.is_used(ctx.key, cl):
+            again = self._refused_before(ctx.key, cl)
+            if again is not None:
+                log.warning("PossDup resend of request %s from %s: the gateway refused it before "
+                            "(its answer may never have left): answered again", cl, ctx.key)
+                self._cancel_reject(ctx, cl, orig, response_to, again[0], again[1], order)
+                return None
         dup = self._taken(ctx, f, "request")
         if dup is not None:
             if dup:
@@ -875,18 +891,57 @@ class Router:
                                 f"{self.venue.not_logged_on()}; request not sent", order)
             return None
         if order.transport == "held" and response_to == "2":
-            self.store.mark_used(ctx.key, cl)
-            self._cancel_reject(ctx, cl, orig, response_to, BROKER_OPTION,
-                                f"order {orig} is held (not sent yet: no venue transport up); "
-                                "cancel it or wait for its New", order)
+            self._refuse(ctx, cl, orig, response_to, BROKER_OPTION,
+                         f"order {orig} is held (not sent yet: no venue transport up); "
+                         "cancel it or wait for its New", order)
             return None
         return cl, order
+
+    def _refuse(self, ctx: OmsContext, cl: str, orig: str, response_to: str, reason: str,
+                text: str, order: Order, vid: str | None = None) -> None:
+        """Answer an OMS cancel (`response_to` "1") or replace ("2") with the gateway's own
+        refusal, journaled with its answer before the 35=9 is sent: as the answer to request
+        `vid` (an ``R``) when the request was journaled under that venue ClOrdID, else as the
+        ClOrdID taken (a ``U``) unless the fallback journaled the request and its refusal
+        already (it did if the ClOrdID names the order now).
+
+        Why the answer is journaled: the ClOrdID is taken from that record on, so after a
+        kill -9 before the send the OMS's resend of the request (PossDupFlag=Y) is no new
+        request; with the answer on record it is answered again (`_refused_before`), not
+        ignored as one the venue answers."""
+        if vid is not None:
+            self.store.mark_answered(vid, (reason, text))
+        elif self.store.find(ctx.key, cl) is None:
+            self.store.mark_used(ctx.key, cl, (reason, text))
+        self.maybe_crash("refusal_journaled", "F" if response_to == "1" else "G")
+        self._cancel_reject(ctx, cl, orig, response_to, reason, text, order)
+
+    def _refused_before(self, oms_session: str, cl: str) -> tuple[str, str] | None:
+        """For a PossDup resend of a cancel or replace whose ClOrdID is taken: the (CxlRejReason,
+        Text) to answer it with again if the gateway refused it itself, else None (it went to
+        the venue, whose answer comes, or came, its own way: the venue resends it, or a restart
+        sends a request the venue never got again; see `find_unanswered_requests`).
+
+        Only the request being handled when the gateway died can come again this way (QuickFIX
+        advances the session's incoming sequence once it is handled), so its refusal, if any,
+        is the session's last one (`OrderStore.refusal`). A ClOrdID taken that names no order
+        was refused by the gateway too, in a journal without the answer (an older gateway's):
+        answered again with what can be said."""
+        journaled = self.store.refusal(oms_session, cl)
+        if journaled is not None:
+            return journaled
+        if self.store.find(oms_session, cl) is None:
+            return BROKER_OPTION, (f"ClOrdID {cl} was refused before (the journal keeps no "
+                                   "reason); this resend of it (PossDupFlag=Y) is refused again")
+        return None
 
     def _taken(self, ctx: OmsContext, f: Fields, what: str) -> str | None:
         """None when the message's ClOrdID is new on this session. Otherwise "" for a PossDup
         resend of one the gateway already took (logged; nothing to answer: the OMS has, or will
         get, its answer, e.g. when we died before QuickFIX advanced its sequence), or the Text
-        of the duplicate reject (also for a PossDup resend of a new order that was rejected)."""
+        of the duplicate reject (also for a PossDup resend of a new order that was rejected).
+        A PossDup resend of a cancel or replace the gateway refused itself is answered again
+        before this is asked (`_check_amend`)."""
         cl = f["11"]
         if not self.store.is_used(ctx.key, cl):
             return None
@@ -916,9 +971,8 @@ class Router:
         if self._by_fallback(order):
             assert self.fallback is not None
             refused = self.fallback.cancel(order, cl)
-            if refused is not None:
-                self._cancel_reject(ctx, cl, order.oms_cl_ord_id, "1", refused[0], refused[1],
-                                    order)
+            if refused is not None:  # journaled by the fallback, with its answer
+                self._refuse(ctx, cl, order.oms_cl_ord_id, "1", refused[0], refused[1], order)
             return
         self._send_cancel(order, ctx, cl, "cancel")
 
@@ -937,8 +991,7 @@ class Router:
                     "sent, or rejected as held too long); send the cancel again once it is "
                     "acknowledged")
             if kind == "cancel":
-                self.store.mark_used(ctx.key, cl)
-                self._cancel_reject(ctx, cl, order.oms_cl_ord_id, "1", BROKER_OPTION, text, order)
+                self._refuse(ctx, cl, order.oms_cl_ord_id, "1", BROKER_OPTION, text, order)
             else:
                 log.info("%s cancel %s: %s", kind, cl, text)
             return True
@@ -970,11 +1023,12 @@ class Router:
                                RequestDetails(time.time_ns() // 1_000_000, None, None))
         self.maybe_crash("request_journaled", "F")
         sent = self.venue.send(self._cancel_message(order, vid))
-        if not sent:
-            self.store.mark_answered(vid)  # refused here (a cancel) or by the caller (mass)
+        if not sent:  # refused here (a cancel) or by the caller (mass)
             if kind == "cancel":
-                self._cancel_reject(ctx, cl, order.oms_cl_ord_id, "1", BROKER_OPTION,
-                                    f"{self.venue.name} disconnected while sending", order)
+                self._refuse(ctx, cl, order.oms_cl_ord_id, "1", BROKER_OPTION,
+                             f"{self.venue.name} disconnected while sending", order, vid)
+            else:
+                self.store.mark_answered(vid)
         return sent
 
     @staticmethod
@@ -1010,8 +1064,7 @@ class Router:
             problem = ("a replace may change only OrderQty and Price (not Side, OrdType or "
                        "TimeInForce)")
         if problem is not None:
-            self.store.mark_used(ctx.key, cl)
-            self._cancel_reject(ctx, cl, order.oms_cl_ord_id, "2", BROKER_OPTION, problem, order)
+            self._refuse(ctx, cl, order.oms_cl_ord_id, "2", BROKER_OPTION, problem, order)
             return
         assert isinstance(valid, v.ValidOrder)
         qty, price = valid.qty, valid.price
@@ -1023,19 +1076,18 @@ class Router:
             decision = self._gate_check(gate_order, inp, (), amend=True)
             self.sink.gate_decided(gate_order, cl, decision, amend=True)
             if decision.action == "block":
-                self.store.mark_used(ctx.key, cl)
-                self._cancel_reject(ctx, cl, order.oms_cl_ord_id, "2", BROKER_OPTION,
-                                    decision.text, order)
+                self._refuse(ctx, cl, order.oms_cl_ord_id, "2", BROKER_OPTION, decision.text,
+                             order)
                 return
             if decision.action == "reduce" and decision.reduced_qty is not None:
                 qty = decision.reduced_qty
         if self._by_fallback(order):
             assert self.fallback is not None
-            self.store.mark_used(ctx.key, cl)
+            # The fallback journals the request (the ClOrdID is taken) and a refusal of it
+            # with its answer; one it refuses before that is journaled by `_refuse`.
             refused = self.fallback.replace(order, cl, qty, price, f.get("59"))
             if refused is not None:
-                self._cancel_reject(ctx, cl, order.oms_cl_ord_id, "2", refused[0], refused[1],
-                                    order)
+                self._refuse(ctx, cl, order.oms_cl_ord_id, "2", refused[0], refused[1], order)
             return
         vid = self.store.venue_ids.next()
         self.store.add_request(vid, (order.oms_session, order.oms_history[0]), cl, "replace",
@@ -1043,9 +1095,8 @@ class Router:
         self.maybe_crash("request_journaled", "G")
         out = self._order_message("G", vid, order, None, qty, price)
         if not self.venue.send(out):
-            self.store.mark_answered(vid)
-            self._cancel_reject(ctx, cl, order.oms_cl_ord_id, "2", BROKER_OPTION,
-                                f"{self.venue.name} disconnected while sending", order)
+            self._refuse(ctx, cl, order.oms_cl_ord_id, "2", BROKER_OPTION,
+                         f"{self.venue.name} disconnected while sending", order, vid)
 
     def _status(self, ctx: OmsContext, f: Fields) -> None:
         cl = f["11"]

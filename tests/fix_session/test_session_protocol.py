@@ -714,6 +714,26 @@ def test_possdup_resend_of_a_rejected_order_is_answered_again(session: RawFixCli
     assert again[150] == "8" and again[39] == "8" and "was rejected before" in again[58]
 
 
+def test_possdup_resend_of_a_refused_request_is_answered_again(session: RawFixClient) -> None:
+    """A replace the gateway refused itself (it may change only OrderQty and Price), sent
+    again with 43=Y: the gateway may have died between journaling the refusal and sending
+    it, so the OMS may have no answer. It gets the same 35=9 again (a second refusal of a
+    refused request changes nothing)."""
+    order = new_order()
+    cl = dict(order)[11]
+    session.send("D", order)
+    expect_app(session, "8", cl)
+    rcl = f"RPL-{time.time_ns()}"
+    replace = [(11, rcl), (41, cl), (55, "BTC/USD"), (54, "1"), (38, "0.02"), (40, "2"),
+               (44, "30000"), (59, "3"), (60, utc_timestamp())]
+    session.send("G", replace)
+    first = expect_app(session, "9", rcl)
+    assert first[102] == "2" and "may change only OrderQty and Price" in first[58]
+    session.send("G", replace, header_overrides={43: "Y", 122: utc_timestamp()})
+    again = expect_app(session, "9", rcl)
+    assert (again[41], again[434], again[102], again[58]) == (cl, "2", "2", first[58])
+
+
 def test_a_data_field_holding_soh_and_tags_is_read_by_its_length(session: RawFixClient) -> None:
     """EncodedText (355) may hold any byte, SOH included ("ā" in UTF-16 is two 0x01 bytes).
     The order is read by EncodedTextLen, as QuickFIX validated it: a SOH inside must not stop
