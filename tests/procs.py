@@ -15,6 +15,7 @@ import time
 import warnings
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -100,6 +101,10 @@ def stop_all(stops: Iterable[Callable[[], object]]) -> None:
         raise errors[0]
 
 
+
+# A book's two sides, best first: (bids, asks) of (price, qty).
+Levels = tuple[list[tuple[Decimal, Decimal]], list[tuple[Decimal, Decimal]]]
+
 class SimProcess:
     def __init__(self, data_dir: Path, creds: Credentials, clients: tuple[str, ...] = ("FIXGW",),
                  flow_rate: float = 0.0, seed: int = 7, seed_books: bool = False,
@@ -148,6 +153,14 @@ class SimProcess:
             reply = json.loads(s.makefile().readline())
         assert reply.pop("ok"), reply
         return dict(reply)
+
+    def levels(self, symbol: str, depth: int = 10) -> Levels:
+        """The venue's own book of `symbol`, (bids, asks) best first: what a client's book
+        must match."""
+        lv = self.control(cmd="levels", symbol=symbol, depth=depth)
+        bids, asks = ([(Decimal(p), Decimal(q)) for p, q in lv[side]]  # type: ignore[attr-defined]
+                      for side in ("bids", "asks"))
+        return bids, asks
 
     def stop(self) -> None:
         if self.proc.poll() is None:

@@ -158,10 +158,6 @@ def order_oms(md_pair: tuple[SimProcess, GatewayProcess], client_dir: Path,
     return Oms(c)
 
 
-def _sim_levels(sim: SimProcess, symbol: str) -> tuple[list[tuple[Decimal, Decimal]], ...]:
-    lv = sim.control(cmd="levels", symbol=symbol, depth=10)
-    return tuple([(Decimal(p), Decimal(q)) for p, q in lv[side]] for side in ("bids", "asks"))
-
 
 def test_books_match_the_venue_after_thousands_of_updates(
         md_pair: tuple[SimProcess, GatewayProcess], client_dir: Path) -> None:
@@ -182,7 +178,7 @@ def test_books_match_the_venue_after_thousands_of_updates(
         drain(a, books["a"], reqs["a"], 1.0)
         drain(b, books["b"], reqs["b"], 1.0)
         assert books["a"].updates >= 3000
-        bids, asks = _sim_levels(sim, "BTC/USD")
+        bids, asks = sim.levels("BTC/USD")
         assert books["a"].top(10) == (bids, asks)
         # The depth-5 subscriber holds exactly the venue's top 5, not a stale deeper level.
         assert books["b"].top(10) == (bids[:5], asks[:5])
@@ -259,7 +255,7 @@ def _oms_sees_the_venue_book(sim: SimProcess, gw: GatewayProcess, client_dir: Pa
         drain(c, book, req, 1.0)
         # At least our request's snapshot (a resync finishing after it sends a fresh one too).
         assert book.snapshots >= 1
-        assert book.top(10) == _sim_levels(sim, symbol)
+        assert book.top(10) == sim.levels(symbol)
     finally:
         c.c.stop()
 

@@ -14,7 +14,6 @@ import subprocess
 import sys
 import threading
 import time
-from decimal import Decimal
 from pathlib import Path
 from typing import IO
 
@@ -31,14 +30,7 @@ SYMBOLS = ("BTC/USD", "ETH/USD")
 FAILOVER_AFTER_S = 1.0
 FAILBACK_AFTER_S = 1.0
 K = events_pb2
-Levels = tuple[list[tuple[Decimal, Decimal]], list[tuple[Decimal, Decimal]]]
 
-
-def sim_levels(sim: SimProcess, symbol: str) -> Levels:
-    lv = sim.control(cmd="levels", symbol=symbol, depth=10)
-    bids, asks = ([(Decimal(p), Decimal(q)) for p, q in lv[side]]  # type: ignore[attr-defined]
-                  for side in ("bids", "asks"))
-    return bids, asks
 
 
 class OmsView:
@@ -69,7 +61,7 @@ class OmsView:
         deadline = time.monotonic() + timeout
         while True:
             self.pump(0.3)
-            want = {s: sim_levels(sim, s) for s in SYMBOLS}
+            want = {s: sim.levels(s) for s in SYMBOLS}
             got = {s: self.books[s].top(10) for s in SYMBOLS}
             if got == want:
                 assert all(want[s][0] and want[s][1] for s in SYMBOLS)  # not two empty books

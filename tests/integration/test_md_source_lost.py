@@ -8,25 +8,17 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from decimal import Decimal
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import Oms, make_client
 from tests.integration.test_market_data import OmsBook, subscribe
-from tests.procs import Credentials, GatewayProcess, SimProcess, stop_all
+from tests.procs import Credentials, GatewayProcess, Levels, SimProcess, stop_all
 
 SYMBOL = "BTC/USD"
 MD_LOGGED_ON = r"session FIXGW->KRAKEN-MD \(venue\): \S+ -> logged_on"
-Levels = tuple[list[tuple[Decimal, Decimal]], list[tuple[Decimal, Decimal]]]
 
-
-def venue_levels(sim: SimProcess) -> Levels:
-    lv = sim.control(cmd="levels", symbol=SYMBOL, depth=10)
-    bids, asks = ([(Decimal(p), Decimal(q)) for p, q in lv[side]]  # type: ignore[attr-defined]
-                  for side in ("bids", "asks"))
-    return bids, asks
 
 
 class Subscriber:
@@ -86,7 +78,7 @@ def test_a_lost_md_session_withdraws_the_oms_books_until_it_is_back(
     a_client.start()
     try:
         a = Subscriber(Oms(a_client))
-        before = venue_levels(sim)
+        before = sim.levels(SYMBOL)
         a.until("the OMS holds the venue's book", lambda: a.holds(before))
         a.pump(2.5)  # a quiet book's stale resubscribe (2 s) is no withdrawal
         assert a.holds(before)
@@ -96,7 +88,7 @@ def test_a_lost_md_session_withdraws_the_oms_books_until_it_is_back(
         mark = len(gw.err.lines)
         assert sim.control(cmd="drop_md", refuse_s=8)["was_logged_on"] is True
         sim.control(cmd="flow", steps=60)
-        after = venue_levels(sim)
+        after = sim.levels(SYMBOL)
         assert after != before
         gw.err.wait_for(r"session FIXGW->KRAKEN-MD \(venue\): logged_on -> ", 10, start=mark)
         a.until("the OMS's book withdrawn", lambda: a.book.withdrawn, timeout=5)
