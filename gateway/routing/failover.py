@@ -440,6 +440,14 @@ class RestFallback:
         path = "ws" if self._ws_for(order) is not None else "rest"
         return RequestDetails(time.time_ns() // 1_000_000, qty, price, path)
 
+    def _rest_cancel(self, order: Order) -> None:
+        """REST CancelOrder of `order`: by txid once the venue has given one, else by our
+        cl_ord_id (the venue refuses a second open order with it, so it names one order)."""
+        if order.order_id:
+            self.client.cancel_order(txid=order.order_id)
+        else:
+            self.client.cancel_order(cl_ord_id=order.venue_cl_ord_id)
+
     def _cancel_ws(self, order: Order) -> tuple[str, str] | str | None:
         """Cancel over the private WebSocket (see `_via_ws`); an unanswered one is then sent
         over REST too: cancelling twice is harmless, and an "unknown order" from REST then only
@@ -480,10 +488,7 @@ class RestFallback:
         if isinstance(by_ws, tuple):
             return refused(by_ws)
         try:
-            if order.order_id:
-                self.client.cancel_order(txid=order.order_id)
-            else:
-                self.client.cancel_order(cl_ord_id=order.venue_cl_ord_id)
+            self._rest_cancel(order)
         except KrakenRestError as exc:
             reason, text = _rest_refusal(exc)
             if reason == TOO_LATE and by_ws == "unknown":
@@ -1063,10 +1068,7 @@ class RestFallback:
             if not pending or not o.is_open:
                 continue  # answered meanwhile, or the poll settles it
             try:
-                if o.order_id:
-                    self.client.cancel_order(txid=o.order_id)
-                else:
-                    self.client.cancel_order(cl_ord_id=o.venue_cl_ord_id)
+                self._rest_cancel(o)
             except KrakenRestError as exc:
                 if exc.ambiguous:
                     log.warning("REST CancelOrder of %s (sent again) outcome unknown (%s)",
