@@ -6,7 +6,8 @@ forward happened. QuickFIX answers that: ``Session::sendRaw`` persists an applic
 (``.body`` + its index in ``.header``) and advances the next sender sequence number
 (``.seqnums``) before it writes the message to the socket. So an ExecutionReport whose ExecID
 is in a stored message with a sequence number below the stored next-sender number was sent,
-or will be through the OMS's ResendRequest; one that is not there never left.
+or will be through the OMS's ResendRequest; one that is not there never left. The same holds
+for the other answers the router journals before sending (a 35=9), found by their id.
 
 A message in ``.body`` at a sequence number not below ``.seqnums``' sender number was written
 by a process killed before it advanced the number: it was never sent, and QuickFIX will reuse
@@ -28,7 +29,6 @@ from pathlib import Path
 
 __all__ = ["SentStore", "store_prefix"]
 
-_ER = b"\x0135=8\x01"
 
 
 def store_prefix(store_dir: Path, begin_string: str, sender: str, target: str,
@@ -79,26 +79,34 @@ class SentStore:
         return cls(body, next_sender, created, tuple(entries))
 
     def sent_execution_reports(self, exec_ids: Iterable[str]) -> set[str]:
-        """Those of `exec_ids` that are the ExecID of a sent ExecutionReport in this store.
+        """Those of `exec_ids` that are the ExecID of a sent ExecutionReport in this store."""
+        return self.sent_messages("8", "17", exec_ids)
 
-        Searched from the end of ``.body`` (the reports asked about are the newest), in C
+    def sent_messages(self, msg_type: str, tag: str, values: Iterable[str]) -> set[str]:
+        """Those of `values` that are the value of `tag` in a sent message of `msg_type` in
+        this store (the router's journaled answers: a 35=8 by ExecID, a 35=9 by ClOrdID; see
+        gateway.orders.store.ANSWER_ID_TAG).
+
+        Searched from the end of ``.body`` (the messages asked about are the newest), in C
         (mmap.rfind), each hit mapped to its message through the index."""
-        wanted = list(exec_ids)
+        kind = b"\x0135=" + msg_type.encode() + b"\x01"
+        wanted = list(values)
         found: set[str] = set()
         if not wanted or not self.entries or os.path.getsize(self.body_path) == 0:
             return found
         offsets = [e[0] for e in self.entries]
         with open(self.body_path, "rb") as f, mmap.mmap(f.fileno(), 0,
                                                         access=mmap.ACCESS_READ) as mm:
-            for exec_id in wanted:
-                needle = b"\x0117=" + exec_id.encode() + b"\x01"
+            for value in wanted:
+                needle = b"\x01" + tag.encode() + b"=" + value.encode() + b"\x01"
                 end = len(mm)
                 while (pos := mm.rfind(needle, 0, end)) != -1:
                     i = bisect.bisect_right(offsets, pos) - 1
                     if i >= 0:
                         off, size, _seq = self.entries[i]
-                        if pos + len(needle) <= off + size and mm.find(_ER, off, off + size) != -1:
-                            found.add(exec_id)
+                        if (pos + len(needle) <= off + size
+                                and mm.find(kind, off, off + size) != -1):
+                            found.add(value)
                             break
                     end = pos  # not inside a sent ExecutionReport: look further back
         return found

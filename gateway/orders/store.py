@@ -27,14 +27,17 @@ Journal records are tab-separated lines, one per change, first field the record 
        [epoch_ms  oms_message]                      and, for a report forwarded to the OMS,
                                                    the exact message, journaled *before* it
                                                    is sent (see `commit_forward`)
-    R  venue_cl_ord_id  [cxl_rej_reason  text]     a request answered without becoming the
-                                                   order's version: refused (by the venue, or
+    R  venue_cl_ord_id  [cxl_rej_reason  text      a request answered without becoming the
+       [epoch_ms  oms_session  oms_message]]       order's version: refused (by the venue, or
                                                    by the gateway when its send failed), or,
                                                    over REST/WS, too late or an amend's
                                                    Replaced (whose E names the order's own
                                                    venue ClOrdID, not the amend's); an OMS
                                                    request the gateway refused itself has the
-                                                   answer it sent (see `Refusal`)
+                                                   answer it sent (see `Refusal`); one the
+                                                   fallback's poller answers with a 35=9 has
+                                                   that message (reason and text ""),
+                                                   journaled before it is sent
     S  oms_session  first_cl_ord_id  transport     a held order released onto a transport
     A  venue_cl_ord_id  oms_session  first_cl_ord_id  oms_cl_ord_id
                                                    read only: an amend's rebind, as journals
@@ -50,9 +53,10 @@ gateway last refused on the order's OMS session if it is one of these, then ``O 
 first_cl_ord_id ord_status cum_qty avg_px order_id cur_oms_cl cur_venue_cl closed_at
 oms_history...``, ``I oms_session first_cl_ord_id cl_ord_id...`` (the OMS ClOrdIDs that name
 it) and ``X oms_session first_cl_ord_id exec_id...``; the ``U``s still in force (a session's
-last refusal with its answer); and ``F oms_session exec_id epoch_ms oms_message``, the last
-forwarded report. All of these are records a journal may hold, so a snapshot replays like one,
-and one written before a field was added replays as the journal it came from did.
+last refusal with its answer); and ``F oms_session answer_id epoch_ms oms_message``, the last
+answer journaled for sending (see `ForwardedReport`). All of these are records a journal may
+hold, so a snapshot replays like one, and one written before a field was added replays as the
+journal it came from did.
 
 Transports (``N``/``S``): ``fix``, ``rest``, or ``held`` (accepted while no transport was up,
 not sent yet; see routing.failover). The last ``T`` tells a restarted gateway which path it was
@@ -129,16 +133,47 @@ def _unescape(text: str) -> str:
     return "".join(out)
 
 
+#: The field that tells a journaled answer apart in the OMS session's QuickFIX store, by
+#: MsgType: an ExecutionReport's ExecID; an OrderCancelReject's ClOrdID (the OMS request's,
+#: which gets one answer: it has no id of its own).
+ANSWER_ID_TAG: dict[str, str] = {"8": "17", "9": "11"}
+
+
+def message_field(message: str, tag: str) -> str:
+    """The value of `tag` in a QuickFIX message string ("" when absent); the first one, so
+    only for tags outside repeating groups."""
+    needle = f"\x01{tag}="
+    at = message.find(needle)
+    if at < 0:
+        return ""
+    start = at + len(needle)
+    end = message.find("\x01", start)
+    return message[start:] if end < 0 else message[start:end]
+
+
 @dataclass(slots=True, frozen=True)
 class ForwardedReport:
-    """The last report journaled for forwarding to an OMS (from the journal's last ``E``
-    record that carries a message): the only one a kill -9 can have left unsent, because the
-    router journals and sends reports one at a time under its report lock."""
+    """The last answer journaled for sending to an OMS, with its exact message, before it is
+    sent: the only one a kill -9 can have left unsent, because the router journals and sends
+    them one at a time under its report lock. From the journal's last record that carries a
+    message: an ``E`` (an ExecutionReport, the venue's or the gateway's) or an ``R`` (the
+    fallback poller's OrderCancelReject). The 35=9 is here for the same reason as reports: no
+    OMS resend asks for it again (the poller answers a request handled long before)."""
 
     oms_session: str
+    #: What identifies it in the OMS store (`ANSWER_ID_TAG`): for a 35=8 its ExecID.
     exec_id: str
     epoch_ms: int
-    message: str  # the ExecutionReport as it was to be sent (QuickFIX string)
+    message: str  # the message as it was to be sent (QuickFIX string)
+
+    @property
+    def msg_type(self) -> str:
+        return message_field(self.message, "35")
+
+    @property
+    def id_tag(self) -> str:
+        """The tag `exec_id` is the value of (see `ANSWER_ID_TAG`)."""
+        return ANSWER_ID_TAG.get(self.msg_type, "17")
 
 
 @dataclass(slots=True, frozen=True)
@@ -187,11 +222,12 @@ class Refusal:
     venue_cl_ord_id: str | None  # the request's, when one was journaled (an R), else None (U)
 
 
-def _refusal_fields(refusal: tuple[str, str] | None) -> str:
+def _refusal_fields(refusal: tuple[str, str] | None, more: bool = False) -> str:
     """The fields a ``U`` or ``R`` record carries for a refusal's answer, tab first ("" if
-    none): its CxlRejReason and Text (escaped: a venue's text may hold anything)."""
+    none): its CxlRejReason and Text (escaped: a venue's text may hold anything). `more`:
+    fields follow (an answer's message), so a missing refusal is two empty fields."""
     if refusal is None:
-        return ""
+        return "\t\t" if more else ""
     return f"\t{refusal[0]}\t{_escape(refusal[1])}"
 
 
@@ -255,8 +291,14 @@ def _due(closed: deque[Order], horizon: float) -> bool:
 
 
 def _forwarded_report(f: list[str]) -> ForwardedReport:
-    """The forwarded report an ``E`` record with its message (`commit_forward`) holds."""
-    return ForwardedReport(f[1], f[3], int(f[_E_FIELDS]), _unescape(f[_E_FIELDS + 1]))
+    """The answer a record with its message holds: an ``E`` (`commit_forward`) or an ``R``
+    (`mark_answered` with `answer`)."""
+    if f[0] == "E":
+        return ForwardedReport(f[1], f[3], int(f[_E_FIELDS]), _unescape(f[_E_FIELDS + 1]))
+    # R vid reason text epoch_ms oms_session message
+    session, epoch_ms, message = f[5], f[4], _unescape(f[6])
+    tag = ANSWER_ID_TAG.get(message_field(message, "35"), "17")
+    return ForwardedReport(session, message_field(message, tag), int(epoch_ms), message)
 
 
 def _add_exec_ids(o: Order, ids: str) -> None:
@@ -307,7 +349,7 @@ class OrderStore:
         self.venue_ids = VenueIdSource()
         #: The transport of the last journaled switch ("fix" when none was ever journaled).
         self.last_transport = "fix"
-        #: The journal's last report record written for forwarding (see `ForwardedReport`).
+        #: The journal's last answer record written for sending (see `ForwardedReport`).
         self.last_forward: ForwardedReport | None = None
         # A record with no time of its own (a report not forwarded, an old ``U``) counts as
         # made now: it is kept a full retention from this start, never evicted early.
@@ -325,7 +367,7 @@ class OrderStore:
         self._records_base = 0
         self._appended_mark = 0
         self._compact_min_records = compact_min_records
-        # The last report record journaled for forwarding, as written (see `commit_forward`).
+        # The last answer record journaled for sending, as written (see `commit_forward`).
         self._last_forward_line: str | None = None
         unreadable = 0
         for line in Journal.replay_lines(journal_path):
@@ -433,16 +475,25 @@ class OrderStore:
                 self._pending_requests[venue_cl_ord_id] = details
 
     def mark_answered(self, venue_cl_ord_id: str,
-                      refusal: tuple[str, str] | None = None) -> None:
+                      refusal: tuple[str, str] | None = None,
+                      answer: tuple[str, str] | None = None) -> None:
         """Journal that a request got its answer without becoming the order's version: a
         venue's cancel reject, the gateway's own when the send failed, or (REST/WS) a cancel
         answered too late or an amend's Replaced. `refusal`: the (CxlRejReason, Text) of the
         35=9 the gateway is about to send its OMS itself, in answer to the OMS request being
         handled (see `Refusal`; not for one answered later, which no PossDup resend asks
-        about, nor for one of a mass cancel)."""
+        about, nor for one of a mass cancel). `answer`: (OMS session, 35=9 as a QuickFIX
+        string) of one answered later (the fallback's poller), about to be sent: journaled in
+        the same record, so that a restart can tell whether it left (see `ForwardedReport`);
+        caller holds the report lock until it is sent."""
+        line = f"R\t{venue_cl_ord_id}{_refusal_fields(refusal, answer is not None)}"
+        if answer is not None:
+            line += f"\t{time.time_ns() // 1_000_000}\t{answer[0]}\t{_escape(answer[1])}"
         with self.lock:
-            self._journal.append_line(f"R\t{venue_cl_ord_id}{_refusal_fields(refusal)}")
+            self._journal.append_line(line)
             self._answered(venue_cl_ord_id, refusal)
+            if answer is not None:
+                self._last_forward_line = line
 
     def refusal(self, oms_session: str, cl_ord_id: str) -> tuple[str, str] | None:
         """The (CxlRejReason, Text) the gateway answered the OMS request `cl_ord_id` with, if
@@ -795,7 +846,9 @@ class OrderStore:
         elif t == "F":
             self.last_forward = ForwardedReport(f[1], f[2], int(f[3]), _unescape(f[4]))
         elif t == "R":
-            self._answered(f[1], (f[2], _unescape(f[3])) if len(f) > 3 else None)
+            self._answered(f[1], (f[2], _unescape(f[3])) if len(f) > 3 and f[2] else None)
+            if len(f) > 6:  # the poller's 35=9, journaled before it was sent
+                self.last_forward = _forwarded_report(f)
         elif t == "E":
             forwarded = len(f) >= _E_FIELDS + 2
             if forwarded:

@@ -41,7 +41,9 @@ after every REST-routed open order has been reconciled. Ops may pin it (``force`
   and each answer not under its own venue ClOrdID (a refusal, too late, an amend's Replaced)
   with an ``R``: after a kill -9, ``start`` rebuilds the ones with no answer (`_cancels`,
   `_amends`) from the journal, so the poller settles them through the same paths and the OMS
-  gets its answer once; a cancel is also sent again over REST, as it may never have left.
+  gets its answer once; a cancel is also sent again over REST, as it may never have left. A
+  35=9 the poller answers one with is in its ``R`` (`Router.cancel_reject_for`): a restart
+  sends it if the kill came before it left.
 * mass cancel (35=q) is per order, scoped to the requesting OMS's own open orders (never
   ``CancelAll``, which would cancel every desk's orders on the account): 35=r first, then one
   35=8 ExecType 4 per order as the venue confirms it, as over FIX.
@@ -619,9 +621,9 @@ class RestFallback:
                 self._amends.pop(so.txid, None)
             log.warning("REST amend of %s did not take effect; replace %s rejected",
                         order.oms_cl_ord_id, a.oms_cl)
-            self.router.store.mark_answered(a.vid)
-            self.router.cancel_reject_for(order, a.oms_cl, "2", BROKER_OPTION if so.is_open
-                                          else TOO_LATE,
+            # Journaled as answered with the 35=9, then sent (see `Router.cancel_reject_for`).
+            self.router.cancel_reject_for(order, a.vid, a.oms_cl, "2",
+                                          BROKER_OPTION if so.is_open else TOO_LATE,
                                           "REST fallback: the replace did not reach the venue"
                                           if so.is_open else "too late: order already closed")
 
@@ -794,13 +796,13 @@ class RestFallback:
             c = self._cancels.pop(order.venue_cl_ord_id, None)
         if c is None:
             return
-        self.router.store.mark_answered(c.vid)
         name = state.NAMES.get(order.status, order.status).lower()
         if c.kind == "mass":  # as a venue refusal of one order of a mass cancel: logged only
+            self.router.store.mark_answered(c.vid)
             log.warning("cancel of order %s (mass cancel %s): too late, order %s",
                         order.oms_cl_ord_id, c.oms_cl, name)
             return
-        self.router.cancel_reject_for(order, c.oms_cl, "1", TOO_LATE,
+        self.router.cancel_reject_for(order, c.vid, c.oms_cl, "1", TOO_LATE,
                                       f"too late: order {name}")
 
     def _emit(self, order: Order, so: SpotOrder, via: str = "rest",
@@ -1080,12 +1082,12 @@ class RestFallback:
                     continue  # the order is closed at the venue: the poll settles the cancel
                 with self._lock:
                     self._cancels.pop(o.venue_cl_ord_id, None)
-                self.router.store.mark_answered(c.vid)
                 if c.kind == "mass":
+                    self.router.store.mark_answered(c.vid)
                     log.warning("cancel of order %s (mass cancel %s) refused: %s",
                                 o.oms_cl_ord_id, c.oms_cl, text)
                 else:
-                    self.router.cancel_reject_for(o, c.oms_cl, "1", reason, text)
+                    self.router.cancel_reject_for(o, c.vid, c.oms_cl, "1", reason, text)
                 continue
             except Exception:
                 log.exception("REST CancelOrder of %s (sent again) failed unexpectedly",

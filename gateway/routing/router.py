@@ -21,6 +21,10 @@ Ordering rules that make a kill -9 lose nothing and report nothing twice:
   from then on, so the OMS's resend of the request after a kill in between (PossDupFlag=Y:
   QuickFIX had not advanced the session's sequence) is no new request; it gets that answer
   again rather than being ignored like a request the venue answers (`_refused_before`).
+- the 35=9 the fallback's poller sends for a request it settles later (`cancel_reject_for`)
+  is journaled with its exact message and sent under `report_lock`, like a report, and taken
+  up by the same restart path (`unforwarded_report`, `redeliver`; looked up in the OMS store
+  by its ClOrdID): no OMS resend asks for it again, the OMS request was handled long before.
 - a venue report the journal refuses (a full disk) is parked, in order, not dropped: every
   later report queues behind it (the OMS must not see a Filled before the PartiallyFilled it
   follows), and `flush_parked` journals and sends them, one at a time as above, once the
@@ -104,11 +108,12 @@ DUPLICATE_CL_ORD_ID: Final = "6"
 # or replace for the venue's FIX session and sending it, "request_journaled:<kind>" (cancel,
 # mass or amend) the same for one sent over REST/WS by the fallback; "refusal_journaled:
 # <MsgType>" (F or G) between journaling the gateway's own refusal of an OMS cancel or replace
-# and sending its 35=9 (`Router._refuse`). The windows are microseconds wide; tests need them
-# on demand.
+# and sending its 35=9 (`Router._refuse`); "answer_journaled:9" between journaling (an R with
+# the message) and sending a 35=9 the fallback's poller answers a request with later
+# (`Router.cancel_reject_for`). The windows are microseconds wide; tests need them on demand.
 CRASH_ENV: Final = "FIXGW_TEST_CRASH_IN_REPORT"
 _CRASH_POINTS: Final = ("after_journal", "after_forward", "request_journaled",
-                        "refusal_journaled")
+                        "refusal_journaled", "answer_journaled")
 
 
 def _crash_point_from_env() -> tuple[str, str] | None:
@@ -125,7 +130,8 @@ def _crash_point_from_env() -> tuple[str, str] | None:
 
 @dataclass(frozen=True, slots=True)
 class UnforwardedReport:
-    """A journaled report the OMS session's QuickFIX store shows was never sent."""
+    """A journaled answer (a report, the poller's 35=9; see `ForwardedReport`) the OMS
+    session's QuickFIX store shows was never sent."""
 
     ctx: OmsContext
     report: ForwardedReport
@@ -808,13 +814,30 @@ class Router:
         if self.gate is not None:
             self.gate.on_order_closed(order.oms_session, order.symbol)
 
-    def cancel_reject_for(self, order: Order, oms_cl: str, response_to: str, reason: str,
-                          text: str) -> None:
-        """A 35=9 to the order's OMS for a request that was accepted, then found refused."""
+    def cancel_reject_for(self, order: Order, vid: str, oms_cl: str, response_to: str,
+                          reason: str, text: str) -> None:
+        """Answer request `vid` (the OMS's `oms_cl`), accepted and then found refused by the
+        fallback's poller, with a 35=9 to the order's OMS: journaled as answered (an ``R``)
+        with that exact message, then sent, under `report_lock` (so it is the journal's last
+        answer until sent, as a report would be).
+
+        Why the message is journaled: the OMS request was handled long before, so no OMS
+        resend asks for its answer again; a kill -9 between the record and the send would
+        lose it. With the message on record, a restart finds it missing from the OMS store
+        and sends it (`unforwarded_report`, `redeliver`)."""
         ctx = self._oms_by_key.get(order.oms_session)
-        if ctx is not None:
-            self._cancel_reject(ctx, oms_cl, order.oms_cl_ord_id, response_to, reason, text,
-                                order)
+        with self.report_lock:
+            if ctx is None:
+                self.store.mark_answered(vid)
+                log.error("cancel reject for %s: OMS session %s is not configured any more",
+                          oms_cl, order.oms_session)
+                return
+            r = self._cancel_reject_message(oms_cl, order.oms_cl_ord_id, response_to, reason,
+                                            text, order)
+            self.store.mark_answered(vid, answer=(ctx.key, r.toString()))
+            self.maybe_crash("answer_journaled", "9")
+            self._send_cancel_reject(ctx, r, oms_cl, order.oms_cl_ord_id, response_to, reason,
+                                     text, order)
 
     def _reject_recorded(self, ctx: OmsContext, order: Order, text: str,
                          reason: str = v.EXCHANGE_CLOSED) -> None:
@@ -838,6 +861,12 @@ class Router:
 
     def _cancel_reject(self, ctx: OmsContext, cl: str, orig: str, response_to: str,
                        reason: str, text: str, order: Order | None) -> None:
+        r = self._cancel_reject_message(cl, orig, response_to, reason, text, order)
+        self._send_cancel_reject(ctx, r, cl, orig, response_to, reason, text, order)
+
+    @staticmethod
+    def _cancel_reject_message(cl: str, orig: str, response_to: str, reason: str, text: str,
+                               order: Order | None) -> fix.Message:
         r = m.new_message("9")
         r.setField(m.ORDER_ID, order.order_id if order and order.order_id else "NONE")
         r.setField(m.CL_ORD_ID, cl)
@@ -849,6 +878,11 @@ class Router:
         r.setField(m.CXL_REJ_RESPONSE_TO, response_to)
         r.setField(m.CXL_REJ_REASON, reason)
         r.setField(m.TEXT, text)
+        return r
+
+    def _send_cancel_reject(self, ctx: OmsContext, r: fix.Message, cl: str, orig: str,
+                            response_to: str, reason: str, text: str,
+                            order: Order | None) -> None:
         ctx.send(r)
         log.info("cancel/replace %s on %s rejected: %s", cl, ctx.key, text)
         self.sink.cancel_rejected(ctx.key, cl, orig, text, order=order,
@@ -1680,15 +1714,16 @@ class Router:
                 h.flush()
             os._exit(137)
 
-    # ---- restart: a report journaled but maybe never forwarded ------------------------------
+    # ---- restart: an answer journaled but maybe never forwarded ------------------------------
     def unforwarded_report(self, store_dir: Path) -> UnforwardedReport | None:
-        """The journal's last report for an OMS, if the OMS session's QuickFIX store shows it
-        was never sent (the gateway died between journaling and sending it); else None.
+        """The journal's last answer for an OMS (a report, the poller's 35=9: see
+        `ForwardedReport`), if the OMS session's QuickFIX store shows it was never sent (the
+        gateway died between journaling and sending it); else None.
 
         Call it after the journal is replayed and the OMS sessions are registered, but before
         QuickFIX opens the OMS stores (it may reset one for a new session period, and the
         question is what the store held at the crash). Only the last such record can be in
-        doubt: reports are journaled and sent one at a time under `report_lock`."""
+        doubt: answers are journaled and sent one at a time under `report_lock`."""
         last = self.store.last_forward
         if last is None:
             return None
@@ -1708,7 +1743,7 @@ class Router:
             # Journaled before this store began (a reset since): a gateway ran after it and
             # settled it then; the store no longer shows messages from before the reset.
             return None
-        if sent.sent_execution_reports([last.exec_id]):
+        if sent.sent_messages(last.msg_type, last.id_tag, [last.exec_id]):
             return None  # sent (the OMS has it, or gets it through its ResendRequest)
         same_second = sent.created_epoch_s is not None and journaled_s == sent.created_epoch_s
         return UnforwardedReport(ctx, last, poss_resend=same_second)
@@ -1768,7 +1803,7 @@ class Router:
                           "(venue session down); the OMS must send it again", vid)
 
     def redeliver(self, pending: UnforwardedReport) -> None:
-        """Send a report found by `unforwarded_report`, exactly as it was to be sent. Call it
+        """Send an answer found by `unforwarded_report`, exactly as it was to be sent. Call it
         once the OMS session exists (QuickFIX stores it for the OMS's logon) and before any
         venue report can arrive, so the OMS gets reports in the order they happened."""
         r = pending.report
@@ -1776,8 +1811,9 @@ class Router:
         msg = fix.Message(r.message, dd, False)  # with the dictionary: groups stay groups
         if pending.poss_resend:
             msg.getHeader().setField(m.POSS_RESEND, "Y")
-        log.warning("report %s was journaled but never sent to %s before the restart; sending "
-                    "it now%s", r.exec_id, r.oms_session,
+        kind = {"8": "report", "9": "cancel reject"}.get(r.msg_type, f"35={r.msg_type}")
+        log.warning("%s %s was journaled but never sent to %s before the restart; sending "
+                    "it now%s", kind, r.exec_id, r.oms_session,
                     " (PossResend: the OMS store cannot tell)" if pending.poss_resend else "")
         pending.ctx.send(msg)
 

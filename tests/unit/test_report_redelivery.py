@@ -207,3 +207,72 @@ def test_a_gateway_reject_is_journaled_with_its_message_before_it_is_sent(
     assert last is not None and last.exec_id == exec_id
     assert last.message == msg.toString()  # what redeliver() would send
     again.close()
+
+
+def _cancel_reject(cl: str) -> str:
+    msg = fix.Message()
+    msg.getHeader().setField(35, "9")
+    for tag, value in ((37, "O1"), (11, cl), (41, "C1"), (39, "0"), (434, "2"), (102, "2"),
+                       (58, "REST fallback: the replace did not reach the venue")):
+        msg.setField(tag, value)
+    return str(msg.toString())
+
+
+def test_a_poller_cancel_reject_is_a_journaled_answer(tmp_path: Path) -> None:
+    """The poller's 35=9 (in its R) is the journal's last answer like a report, found by its
+    ClOrdID, through replay and through a compaction's snapshot; it does not count as the
+    session's last refusal (the one a PossDup resend of the request being handled is answered
+    again with)."""
+    path = tmp_path / "orders.journal"
+    s = _store_with_order(path)
+    s.mark_used("FIXGW->OMS", "X1", ("2", "held"))  # the OMS thread's own refusal
+    s.add_request("101", ("FIXGW->OMS", "C1"), "R1", "amend")
+    s.mark_answered("101", answer=("FIXGW->OMS", _cancel_reject("R1")))
+    s.close()
+    again = OrderStore(path, fsync_interval_ms=0)
+    last = again.last_forward
+    assert last is not None and (last.msg_type, last.id_tag, last.exec_id) == ("9", "11", "R1")
+    assert last.oms_session == "FIXGW->OMS" and last.message == _cancel_reject("R1")
+    assert again.refusal("FIXGW->OMS", "X1") == ("2", "held")
+    again.compact()
+    again.close()
+    fourth = OrderStore(path, fsync_interval_ms=0)
+    assert fourth.last_forward == last
+    fourth.close()
+
+
+def test_sent_store_finds_a_cancel_reject(tmp_path: Path) -> None:
+    d = tmp_path / "oms"
+    qs = _quickfix_store(d)
+    qs.set(1, _cancel_reject("R1"))
+    qs.incrNextSenderMsgSeqNum()
+    qs.set(2, _cancel_reject("R2"))  # killed before the sequence number moved: never sent
+    sent = SentStore.load(store_prefix(d, "FIX.4.4", "FIXGW", "OMS"))
+    assert sent is not None
+    assert sent.sent_messages("9", "11", ["R1", "R2"]) == {"R1"}
+    assert sent.sent_messages("8", "11", ["R1"]) == set()  # a 35=9, not an ER
+
+
+def test_restart_sends_a_poller_cancel_reject_the_oms_store_lacks(tmp_path: Path) -> None:
+    d = tmp_path / "store"
+    qs = _quickfix_store(d)
+    session = Path(f"{store_prefix(d, 'FIX.4.4', 'FIXGW', 'OMS')}session")
+    session.write_text(time.strftime("%Y%m%d-%H:%M:%S", time.gmtime(time.time() - 5)))
+    qs.set(1, _er("R1"))  # an ER with ExecID R1: not the 35=9 of request R1
+    qs.incrNextSenderMsgSeqNum()
+    s = _store_with_order(tmp_path / "orders.journal")
+    s.add_request("101", ("FIXGW->OMS", "C1"), "R1", "amend")
+    s.mark_answered("101", answer=("FIXGW->OMS", _cancel_reject("R1")))
+    s.close()
+    router = r.Router(OrderStore(tmp_path / "orders.journal", fsync_interval_ms=0),
+                      OrderValidator(known_symbol=lambda s: True))
+    router.register_oms(SID, ())
+    pending = router.unforwarded_report(d)
+    assert pending is not None and not pending.poss_resend
+    cap = _Capture()
+    router.redeliver(r.UnforwardedReport(cap, pending.report, False))  # type: ignore[arg-type]
+    (msg,) = cap.sent
+    assert msg.toString() == _cancel_reject("R1")
+    qs.set(2, _cancel_reject("R1"))
+    qs.incrNextSenderMsgSeqNum()
+    assert router.unforwarded_report(d) is None

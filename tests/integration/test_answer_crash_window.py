@@ -1,0 +1,64 @@
+"""kill -9 between journaling one of the gateway's answers that no OMS resend asks for again
+and sending it, then restart: the OMS gets the answer.
+
+Such an answer: the 35=9 the REST fallback's poller sends when it settles a request later
+(here an amend whose answer was lost and which never landed: the OMS request was handled long
+before, so QuickFIX will not have the OMS resend it). It is journaled with its exact message
+(an R) before it is sent; the restart looks it up in the OMS session's QuickFIX store, as for
+a report, and sends it if it never left. The window is microseconds wide; the test-only crash
+point "answer_journaled" opens it on demand. Real gateway and simulator processes over
+loopback FIX (and the simulator's REST face)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from gateway.routing.router import CRASH_ENV
+from tests.conftest import new_id
+from tests.integration.test_failover import Recorder
+from tests.integration.test_failover_orders import fallback_toml, fix_amend
+from tests.integration.test_failover_request_restart import _failed_over, _journal
+from tests.integration.test_refusal_crash_window import _killed_at_the_crash_point, _one_refusal
+from tests.procs import VenueStack
+
+SENT_ON_RESTART = "was journaled but never sent to FIXGW->OMS before the restart; sending it now"
+
+
+def test_a_cancel_reject_the_poller_journaled_is_sent_after_a_kill9(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Over the REST fallback: the venue holds the AmendOrder past the client's timeout and
+    the amend's deadline (it never lands); once the order's polled figures say so, the poller
+    journals the replace as answered with its 35=9 (an R with the message) and the kill comes
+    before the send. The restart finds that 35=9 missing from the OMS store and sends it."""
+    monkeypatch.setenv(CRASH_ENV, "answer_journaled:9")
+    with VenueStack(tmp_path) as v:
+        # timeout 1 s: the amend's deadline is 2 s away and its outcome final after 3 s.
+        gw = v.gateway(venue_toml=fallback_toml(v.sim, timeout_s=1))
+        oms = v.oms()
+        rec = Recorder(oms)
+        _failed_over(v, gw)
+        a = oms.buy("0.02", "25000.0")  # rests: far below the book
+        rec.report(a, "0")
+        v.sim.control(cmd="rest_fault", fault="delay", seconds=4, n=1, after=False,
+                      path_prefix="/0/private/AmendOrder")
+        r = new_id("R")
+        fix_amend(oms, r, a, "0.03", "25100.0")
+        _killed_at_the_crash_point(gw)
+        journal = _journal(tmp_path)
+        [vid] = [f[1] for f in journal if f[0] == "Q" and f[4] == r]
+        answered = [f for f in journal if f[0] == "R" and f[1] == vid]
+        assert len(answered) == 1 and len(answered[0]) == 7, answered  # with the 35=9
+        assert "\x0135=9\x01" in answered[0][6]
+        assert not [x for x in rec.all if x.fields.get(11) == r]
+
+        gw.start(wait_venue=False)
+        gw.err.wait_for(r"order flow resumes on REST", 10)
+        answer = _one_refusal(rec, r)
+        assert (answer[41], answer[434], answer[102]) == (a, "2", "2")
+        assert answer[58] == "REST fallback: the replace did not reach the venue"
+        assert answer.get(97) != "Y"  # the OMS store could tell: never sent
+        assert any(f"cancel reject {r} {SENT_ON_RESTART}" in ln for ln in gw.err.lines), \
+            gw.err.text()[-3000:]
+
