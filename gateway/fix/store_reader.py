@@ -7,7 +7,7 @@ forward happened. QuickFIX answers that: ``Session::sendRaw`` persists an applic
 (``.seqnums``) before it writes the message to the socket. So an ExecutionReport whose ExecID
 is in a stored message with a sequence number below the stored next-sender number was sent,
 or will be through the OMS's ResendRequest; one that is not there never left. The same holds
-for the other answers the router journals before sending (a 35=9), found by their id.
+for the other answers the router journals before sending (a 35=9, a 35=r), found by their id.
 
 A message in ``.body`` at a sequence number not below ``.seqnums``' sender number was written
 by a process killed before it advanced the number: it was never sent, and QuickFIX will reuse
@@ -84,8 +84,8 @@ class SentStore:
 
     def sent_messages(self, msg_type: str, tag: str, values: Iterable[str]) -> set[str]:
         """Those of `values` that are the value of `tag` in a sent message of `msg_type` in
-        this store (the router's journaled answers: a 35=8 by ExecID, a 35=9 by ClOrdID; see
-        gateway.orders.store.ANSWER_ID_TAG).
+        this store (the router's journaled answers: a 35=8 by ExecID, a 35=9 by ClOrdID, a
+        35=r by OrderID; see gateway.orders.store.ANSWER_ID_TAG).
 
         Searched from the end of ``.body`` (the messages asked about are the newest), in C
         (mmap.rfind), each hit mapped to its message through the index."""

@@ -9,8 +9,11 @@ Journal records are tab-separated lines, one per change, first field the record 
     N  oms_session  cl_ord_id  venue_cl_ord_id  symbol  side  ord_type  qty  price  tif  account
        transport                                   a new order
     U  oms_session  cl_ord_id  [epoch_ms           a ClOrdID the gateway rejected (stays used);
-       [cxl_rej_reason  text]]                     for a cancel or replace it refused, the
-                                                   answer it sent (see `Refusal`)
+       [cxl_rej_reason  text                       for a cancel or replace it refused, the
+       [oms_message]]]                             answer it sent (see `Refusal`); for a mass
+                                                   cancel (reason and text ""), its 35=r,
+                                                   journaled before it is sent (see
+                                                   `ForwardedReport`)
     Q  venue_cl_ord_id  oms_session  first_cl_ord_id  request_cl_ord_id  kind
                                                    a cancel/replace/amend/status/mass
        [epoch_ms  qty  price  [transport]]         request, journaled before it is sent;
@@ -135,8 +138,9 @@ def _unescape(text: str) -> str:
 
 #: The field that tells a journaled answer apart in the OMS session's QuickFIX store, by
 #: MsgType: an ExecutionReport's ExecID; an OrderCancelReject's ClOrdID (the OMS request's,
-#: which gets one answer: it has no id of its own).
-ANSWER_ID_TAG: dict[str, str] = {"8": "17", "9": "11"}
+#: which gets one answer: it has no id of its own); an OrderMassCancelReport's OrderID (the
+#: report's own id, "MASS-...").
+ANSWER_ID_TAG: dict[str, str] = {"8": "17", "9": "11", "r": "37"}
 
 
 def message_field(message: str, tag: str) -> str:
@@ -156,9 +160,11 @@ class ForwardedReport:
     """The last answer journaled for sending to an OMS, with its exact message, before it is
     sent: the only one a kill -9 can have left unsent, because the router journals and sends
     them one at a time under its report lock. From the journal's last record that carries a
-    message: an ``E`` (an ExecutionReport, the venue's or the gateway's) or an ``R`` (the
-    fallback poller's OrderCancelReject). The 35=9 is here for the same reason as reports: no
-    OMS resend asks for it again (the poller answers a request handled long before)."""
+    message: an ``E`` (an ExecutionReport, the venue's or the gateway's), an ``R`` (the
+    fallback poller's OrderCancelReject) or a ``U`` (a mass cancel's OrderMassCancelReport).
+    The 35=9 and 35=r are here for the same reason as reports: no OMS resend asks for them
+    again (the poller answers a request already taken; the mass cancel's ClOrdID is taken
+    before its 35=r, so the OMS's PossDup resend of it is ignored)."""
 
     oms_session: str
     #: What identifies it in the OMS store (`ANSWER_ID_TAG`): for a 35=8 its ExecID.
@@ -291,12 +297,14 @@ def _due(closed: deque[Order], horizon: float) -> bool:
 
 
 def _forwarded_report(f: list[str]) -> ForwardedReport:
-    """The answer a record with its message holds: an ``E`` (`commit_forward`) or an ``R``
-    (`mark_answered` with `answer`)."""
+    """The answer a record with its message holds: an ``E`` (`commit_forward`), an ``R`` or a
+    ``U`` (`mark_answered`, `mark_used` with `answer`)."""
     if f[0] == "E":
         return ForwardedReport(f[1], f[3], int(f[_E_FIELDS]), _unescape(f[_E_FIELDS + 1]))
-    # R vid reason text epoch_ms oms_session message
-    session, epoch_ms, message = f[5], f[4], _unescape(f[6])
+    if f[0] == "R":  # R vid reason text epoch_ms oms_session message
+        session, epoch_ms, message = f[5], f[4], _unescape(f[6])
+    else:  # U oms_session cl epoch_ms reason text message
+        session, epoch_ms, message = f[1], f[3], _unescape(f[6])
     tag = ANSWER_ID_TAG.get(message_field(message, "35"), "17")
     return ForwardedReport(session, message_field(message, tag), int(epoch_ms), message)
 
@@ -437,15 +445,23 @@ class OrderStore:
 
     # ---- changes (journaled, then visible) -----------------------------------------------
     def mark_used(self, oms_session: str, cl_ord_id: str,
-                  refusal: tuple[str, str] | None = None) -> None:
+                  refusal: tuple[str, str] | None = None, answer: str | None = None) -> None:
         """Remember a ClOrdID that names no order of its own (one the gateway rejected, or a
         mass cancel's), so a later message with it is still a duplicate. `refusal`: the
         (CxlRejReason, Text) of the 35=9 about to be sent for a cancel or replace the gateway
-        refuses, journaled with it (see `Refusal`)."""
+        refuses, journaled with it (see `Refusal`). `answer`: a mass cancel's 35=r about to be
+        sent (QuickFIX string), journaled in the same record, which makes the ClOrdID taken,
+        so that a restart can tell whether it left (see `ForwardedReport`). Caller holds the
+        report lock with an `answer`, until it is sent."""
         now = time.time()
+        line = (f"U\t{oms_session}\t{cl_ord_id}\t{int(now * 1000)}"
+                f"{_refusal_fields(refusal, answer is not None)}")
+        if answer is not None:
+            line += f"\t{_escape(answer)}"
         with self.lock:
-            self._journal.append_line(f"U\t{oms_session}\t{cl_ord_id}\t{int(now * 1000)}"
-                                      f"{_refusal_fields(refusal)}")
+            self._journal.append_line(line)
+            if answer is not None:
+                self._last_forward_line = line
             self._used_cl_ord_ids.add((oms_session, cl_ord_id))
             self._rejected_queue.append((now, (oms_session, cl_ord_id)))
             if refusal is not None:
@@ -837,8 +853,10 @@ class OrderStore:
             self._used_cl_ord_ids.add(cl_key)
             at = int(f[3]) / 1000 if len(f) > 3 else self._replay_now
             self._rejected_queue.append((at, cl_key))
-            if len(f) > 5:  # a refusal's answer (see `Refusal`)
+            if len(f) > 5 and f[4]:  # a refusal's answer (see `Refusal`)
                 self._refusals[f[1]] = Refusal(f[2], f[4], _unescape(f[5]), None)
+            if len(f) > 6:  # a mass cancel's 35=r, journaled before it was sent
+                self.last_forward = _forwarded_report(f)
         elif t == "T":
             self.last_transport = f[1]
         elif t == "V":

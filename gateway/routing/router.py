@@ -21,10 +21,14 @@ Ordering rules that make a kill -9 lose nothing and report nothing twice:
   from then on, so the OMS's resend of the request after a kill in between (PossDupFlag=Y:
   QuickFIX had not advanced the session's sequence) is no new request; it gets that answer
   again rather than being ignored like a request the venue answers (`_refused_before`).
-- the 35=9 the fallback's poller sends for a request it settles later (`cancel_reject_for`)
-  is journaled with its exact message and sent under `report_lock`, like a report, and taken
-  up by the same restart path (`unforwarded_report`, `redeliver`; looked up in the OMS store
-  by its ClOrdID): no OMS resend asks for it again, the OMS request was handled long before.
+- two answers no OMS resend asks for again are journaled with their exact message and sent
+  under `report_lock`, like a report, and taken up by the same restart path
+  (`unforwarded_report`, `redeliver`; looked up in the OMS store by ClOrdID, resp. the
+  report's OrderID): the 35=9 the fallback's poller sends for a request it settles later
+  (`cancel_reject_for`: the OMS request was handled long before), and a mass cancel's 35=r
+  (its ClOrdID is taken by the same record, so the OMS's PossDup resend of the request is
+  ignored). A mass cancel whose accepted 35=r never left had none of its cancels sent
+  either: the restart carries them out at the first `reconcile`.
 - a venue report the journal refuses (a full disk) is parked, in order, not dropped: every
   later report queues behind it (the OMS must not see a Filled before the PartiallyFilled it
   follows), and `flush_parked` journals and sends them, one at a time as above, once the
@@ -110,7 +114,9 @@ DUPLICATE_CL_ORD_ID: Final = "6"
 # <MsgType>" (F or G) between journaling the gateway's own refusal of an OMS cancel or replace
 # and sending its 35=9 (`Router._refuse`); "answer_journaled:9" between journaling (an R with
 # the message) and sending a 35=9 the fallback's poller answers a request with later
-# (`Router.cancel_reject_for`). The windows are microseconds wide; tests need them on demand.
+# (`Router.cancel_reject_for`), "answer_journaled:r" between journaling a mass cancel's U with
+# its 35=r and sending that (`Router._mass_cancel`). The windows are microseconds wide; tests
+# need them on demand.
 CRASH_ENV: Final = "FIXGW_TEST_CRASH_IN_REPORT"
 _CRASH_POINTS: Final = ("after_journal", "after_forward", "request_journaled",
                         "refusal_journaled", "answer_journaled")
@@ -130,8 +136,8 @@ def _crash_point_from_env() -> tuple[str, str] | None:
 
 @dataclass(frozen=True, slots=True)
 class UnforwardedReport:
-    """A journaled answer (a report, the poller's 35=9; see `ForwardedReport`) the OMS
-    session's QuickFIX store shows was never sent."""
+    """A journaled answer (a report, the poller's 35=9, a mass cancel's 35=r; see
+    `ForwardedReport`) the OMS session's QuickFIX store shows was never sent."""
 
     ctx: OmsContext
     report: ForwardedReport
@@ -366,6 +372,9 @@ class Router:
         # Cancels and replaces journaled before a restart with no answer, by venue ClOrdID
         # (`find_unanswered_requests`): sent again by the first `reconcile`.
         self._unanswered: dict[str, RequestDetails] = {}
+        # Mass cancels whose accepted 35=r a restart sent (`redeliver`), with none of their
+        # cancels sent yet: (OMS session, the 35=r), carried out by the first `reconcile`.
+        self._unfinished_mass: list[tuple[str, fix.Message]] = []
         # OrdStatusReqID (790) of an OMS status request the venue is asked, by the venue
         # ClOrdID asked about: FIX 4.4 echoes it on the answer.
         self._status_req_ids: dict[str, str] = {}
@@ -1252,40 +1261,57 @@ class Router:
         symbol, side = f.get("55"), f.get("54")
         report_id = f"MASS-{self.exec_ids.next()}"
 
-        def refuse(reason: str, text: str) -> None:
-            ctx.send(m.mass_cancel_report(cl, req_type, report_id, (reason, text)))
-
         dup = self._taken(ctx, f, "mass cancel")
         if dup is not None:
             if dup:
-                refuse("99", dup)
+                ctx.send(m.mass_cancel_report(cl, req_type, report_id, ("99", dup)))
             return
-        # Used from now on, whatever the outcome, like any ClOrdID the OMS sent (the per-order
-        # reports of an accepted one carry it).
-        self.store.mark_used(ctx.key, cl)
+        targets: list[Order] = []
+        refused: tuple[str, str] | None = None
         if req_type not in ("1", "7"):
-            refuse("99", f"MassCancelRequestType {req_type} is not supported; use 1 (by symbol) "
-                         "or 7 (all orders)")
-            return
-        if req_type == "1" and not symbol:
-            refuse("1", "MassCancelRequestType 1 requires Symbol (55)")
-            return
-        targets = [o for o in self.store.open_orders(ctx.key)
-                   if (req_type == "7" or o.symbol == symbol) and (side is None or o.side == side)]
-        # Held orders are canceled here and the fallback's go over REST/WS (`_by_fallback`):
-        # only the others need the venue's FIX session.
-        if not self.venue.is_up() and any(o.transport != "held" and not self._by_fallback(o)
-                                          for o in targets):
-            refuse("99", f"{self.venue.not_logged_on()}; nothing canceled")
-            return
+            refused = ("99", f"MassCancelRequestType {req_type} is not supported; use 1 (by "
+                             "symbol) or 7 (all orders)")
+        elif req_type == "1" and not symbol:
+            refused = ("1", "MassCancelRequestType 1 requires Symbol (55)")
+        else:
+            targets = self._mass_targets(ctx.key, req_type, symbol, side)
+            # Held orders are canceled here and the fallback's go over REST/WS
+            # (`_by_fallback`): only the others need the venue's FIX session.
+            if not self.venue.is_up() and any(o.transport != "held" and not self._by_fallback(o)
+                                              for o in targets):
+                refused = ("99", f"{self.venue.not_logged_on()}; nothing canceled")
         # The report acknowledges the request before any of its cancels can be reported back,
-        # so an OMS sees 35=r first and then one ExecutionReport per canceled order.
-        rep = m.mass_cancel_report(cl, req_type, report_id)
-        rep.setField(m.MASS_CANCEL_RESPONSE, req_type)
-        rep.setField(m.TOTAL_AFFECTED_ORDERS, str(len(targets)))
-        ctx.send(rep)
-        # One by one, this OMS's orders only, over REST too (Kraken CancelAll would cancel every
-        # desk's orders on the account).
+        # so an OMS sees 35=r first and then one ExecutionReport per canceled order. It names
+        # the request's scope (Symbol, Side), which a restart that sends it also cancels by.
+        rep = m.mass_cancel_report(cl, req_type, report_id, refused)
+        if refused is None:
+            rep.setField(m.MASS_CANCEL_RESPONSE, req_type)
+            rep.setField(m.TOTAL_AFFECTED_ORDERS, str(len(targets)))
+        if symbol:
+            rep.setField(m.SYMBOL, symbol)
+        if side:
+            rep.setField(m.SIDE, side)
+        # The ClOrdID is used from now on, whatever the outcome, like any the OMS sent (the
+        # per-order reports of an accepted one carry it); taken by the record that journals
+        # the 35=r, as the OMS's PossDup resend of the request after a kill is ignored from
+        # then on, and only the journal can tell a restart to send it (`ForwardedReport`).
+        with self.report_lock:
+            self.store.mark_used(ctx.key, cl, answer=rep.toString())
+            self.maybe_crash("answer_journaled", "r")
+            ctx.send(rep)
+        if refused is None:
+            self._cancel_targets(ctx, cl, targets)
+
+    def _mass_targets(self, oms_session: str, req_type: str, symbol: str | None,
+                      side: str | None) -> list[Order]:
+        """The open orders of `oms_session` a mass cancel of `req_type` (1 by symbol, 7 all),
+        narrowed by Side, covers."""
+        return [o for o in self.store.open_orders(oms_session)
+                if (req_type == "7" or o.symbol == symbol) and (side is None or o.side == side)]
+
+    def _cancel_targets(self, ctx: OmsContext, cl: str, targets: list[Order]) -> None:
+        """A mass cancel's cancels: one by one, this OMS's orders only, over REST too (Kraken
+        CancelAll would cancel every desk's orders on the account)."""
         for o in targets:
             why = self._cancel_one_of_many(o, ctx, cl)
             if why is not None:
@@ -1293,6 +1319,29 @@ class Router:
                             why)
                 self.sink.cancel_rejected(ctx.key, cl, o.oms_cl_ord_id, f"not sent: {why}",
                                           order=o, response_to="1")
+
+    def _finish_mass_cancels(self) -> None:
+        """Carry out the mass cancels whose accepted 35=r a restart sent (`redeliver`): the
+        gateway died before sending it, so before any of its cancels. Their scope is taken
+        from the 35=r, on the orders open now (one closed meanwhile is reported its own way);
+        an order that already has a cancel under the mass cancel's ClOrdID is skipped (when the
+        OMS store could not tell, the first run may have got that far)."""
+        todo, self._unfinished_mass = self._unfinished_mass, []
+        for oms_session, rep in todo:
+            ctx = self._oms_by_key.get(oms_session)
+            if ctx is None:
+                continue
+            cl = m.get(rep, m.CL_ORD_ID) or ""
+            targets = []
+            for o in self._mass_targets(oms_session, m.get(rep, m.MASS_CANCEL_REQUEST_TYPE) or "",
+                                        m.get(rep, m.SYMBOL), m.get(rep, m.SIDE)):
+                asked = self.store.cancel_asked(o)
+                ref = None if asked is None else self.store.venue_ref(asked)
+                if ref is None or ref.oms_cl_ord_id != cl:
+                    targets.append(o)
+            log.warning("mass cancel %s of %s: its 35=r was sent after the restart; canceling "
+                        "its %d order(s) now", cl, oms_session, len(targets))
+            self._cancel_targets(ctx, cl, targets)
 
     def cancel_unasked(self, order: Order, cl: str, by: str, why: str) -> str | None:
         """Cancel an open order its OMS did not ask to cancel (`by` the kill switch, an
@@ -1390,6 +1439,8 @@ class Router:
             self._ask_status(o, new_venue_session)
         if self._unanswered:
             self._send_unanswered_requests()
+        if self._unfinished_mass:
+            self._finish_mass_cancels()
         return len(pending)
 
     def ask_about_fallback_orders(self) -> int:
@@ -1716,9 +1767,9 @@ class Router:
 
     # ---- restart: an answer journaled but maybe never forwarded ------------------------------
     def unforwarded_report(self, store_dir: Path) -> UnforwardedReport | None:
-        """The journal's last answer for an OMS (a report, the poller's 35=9: see
-        `ForwardedReport`), if the OMS session's QuickFIX store shows it was never sent (the
-        gateway died between journaling and sending it); else None.
+        """The journal's last answer for an OMS (a report, the poller's 35=9, a mass cancel's
+        35=r: see `ForwardedReport`), if the OMS session's QuickFIX store shows it was never
+        sent (the gateway died between journaling and sending it); else None.
 
         Call it after the journal is replayed and the OMS sessions are registered, but before
         QuickFIX opens the OMS stores (it may reset one for a new session period, and the
@@ -1805,17 +1856,22 @@ class Router:
     def redeliver(self, pending: UnforwardedReport) -> None:
         """Send an answer found by `unforwarded_report`, exactly as it was to be sent. Call it
         once the OMS session exists (QuickFIX stores it for the OMS's logon) and before any
-        venue report can arrive, so the OMS gets reports in the order they happened."""
+        venue report can arrive, so the OMS gets reports in the order they happened. An
+        accepted mass cancel's 35=r left none of its cancels sent: they go out at the first
+        `reconcile` (`_finish_mass_cancels`)."""
         r = pending.report
         dd = fix.DataDictionary(str(data_dictionary_path()))
         msg = fix.Message(r.message, dd, False)  # with the dictionary: groups stay groups
         if pending.poss_resend:
             msg.getHeader().setField(m.POSS_RESEND, "Y")
-        kind = {"8": "report", "9": "cancel reject"}.get(r.msg_type, f"35={r.msg_type}")
+        kind = {"8": "report", "9": "cancel reject", "r": "mass cancel report"}.get(
+            r.msg_type, f"35={r.msg_type}")
         log.warning("%s %s was journaled but never sent to %s before the restart; sending "
                     "it now%s", kind, r.exec_id, r.oms_session,
                     " (PossResend: the OMS store cannot tell)" if pending.poss_resend else "")
         pending.ctx.send(msg)
+        if r.msg_type == "r" and m.get(msg, m.MASS_CANCEL_RESPONSE) not in (None, "0"):
+            self._unfinished_mass.append((r.oms_session, msg))
 
     def _venue_cancel_reject(self, msg: fix.Message, f: Fields) -> None:
         venue_cl = f.get("11", "")

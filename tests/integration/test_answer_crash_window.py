@@ -1,20 +1,25 @@
 """kill -9 between journaling one of the gateway's answers that no OMS resend asks for again
 and sending it, then restart: the OMS gets the answer.
 
-Such an answer: the 35=9 the REST fallback's poller sends when it settles a request later
+Two such answers: the 35=9 the REST fallback's poller sends when it settles a request later
 (here an amend whose answer was lost and which never landed: the OMS request was handled long
-before, so QuickFIX will not have the OMS resend it). It is journaled with its exact message
-(an R) before it is sent; the restart looks it up in the OMS session's QuickFIX store, as for
-a report, and sends it if it never left. The window is microseconds wide; the test-only crash
-point "answer_journaled" opens it on demand. Real gateway and simulator processes over
+before, so QuickFIX will not have the OMS resend it), and a mass cancel's 35=r (its ClOrdID is
+taken by the record that journals the 35=r, so the OMS's PossDup resend of the request is
+ignored as one already taken). Each is journaled with its exact message (an R, resp. a U)
+before it is sent; the restart looks it up in the OMS session's QuickFIX store, as for a
+report, and sends it if it never left. A mass cancel killed there had none of its cancels
+sent either: the restart carries them out. The windows are microseconds wide; the test-only
+crash point "answer_journaled" opens them on demand. Real gateway and simulator processes over
 loopback FIX (and the simulator's REST face)."""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
 
+from gateway.fix import messages as m
 from gateway.routing.router import CRASH_ENV
 from tests.conftest import new_id
 from tests.integration.test_failover import Recorder
@@ -62,3 +67,45 @@ def test_a_cancel_reject_the_poller_journaled_is_sent_after_a_kill9(
         assert any(f"cancel reject {r} {SENT_ON_RESTART}" in ln for ln in gw.err.lines), \
             gw.err.text()[-3000:]
 
+
+def test_a_mass_cancel_report_is_sent_after_a_kill9_and_its_cancels_carried_out(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Over FIX: the mass cancel's U (with its 35=r) is journaled, the kill comes before the
+    35=r is sent, so before any of its cancels. The restart sends the 35=r and, once the venue
+    session is up, cancels the orders it covers under the mass cancel's ClOrdID."""
+    monkeypatch.setenv(CRASH_ENV, "answer_journaled:r")
+    with VenueStack(tmp_path) as v:
+        gw = v.gateway()
+        oms = v.oms()
+        rec = Recorder(oms)
+        a = oms.buy("0.02", "20000.0")  # both rest: far below the book
+        rec.report(a, "0")
+        b = oms.buy("0.01", "20100.0")
+        rec.report(b, "0")
+        # The OMS store, created at the gateway's start, must be from an earlier second than
+        # the 35=r's record for the restart to trust it (else it sends it marked PossResend).
+        time.sleep(1.1)
+        mcl = new_id("M")
+        oms.send("q", [(11, mcl), (530, "7"), (60, m.utc_timestamp())])
+        _killed_at_the_crash_point(gw)
+        taken = [f for f in _journal(tmp_path) if f[0] == "U" and f[2] == mcl]
+        assert len(taken) == 1 and len(taken[0]) == 7, taken  # with its 35=r
+        assert "\x0135=r\x01" in taken[0][6]
+        assert not [x for x in rec.all if x.fields.get(11) == mcl]
+
+        gw.start()
+        rep = rec.wait(lambda x: x.msg_type == "r" and x.fields.get(11) == mcl, 20)
+        assert (rep.fields[531], rep.fields[533]) == ("7", "2")
+        for cl in (a, b):
+            rec.wait(lambda x, cl=cl: x.msg_type == "8" and x.fields.get(11) == mcl  # type: ignore[misc]
+                     and x.fields.get(41) == cl and x.fields.get(150) == "4", 20)
+        rec.drain(2.0)
+        reports = [x for x in rec.all if x.msg_type == "r" and x.fields.get(11) == mcl]
+        assert len(reports) == 1 and reports[0].fields.get(97) != "Y", [
+            x.fields for x in reports]
+        canceled = [x.fields[41] for x in rec.all if x.msg_type == "8"
+                    and x.fields.get(11) == mcl and x.fields.get(150) == "4"]
+        assert sorted(canceled) == sorted([a, b]), canceled
+        assert not [x for x in rec.all if x.msg_type == "9" and x.fields.get(11) == mcl]
+        assert any(f"mass cancel report {rep.fields[37]} {SENT_ON_RESTART}" in ln
+                   for ln in gw.err.lines), gw.err.text()[-3000:]

@@ -218,11 +218,20 @@ def _cancel_reject(cl: str) -> str:
     return str(msg.toString())
 
 
-def test_a_poller_cancel_reject_is_a_journaled_answer(tmp_path: Path) -> None:
-    """The poller's 35=9 (in its R) is the journal's last answer like a report, found by its
-    ClOrdID, through replay and through a compaction's snapshot; it does not count as the
-    session's last refusal (the one a PossDup resend of the request being handled is answered
-    again with)."""
+def _mass_report(cl: str, report_id: str) -> str:
+    msg = fix.Message()
+    msg.getHeader().setField(35, "r")
+    for tag, value in ((11, cl), (37, report_id), (530, "7"), (531, "7"), (533, "1")):
+        msg.setField(tag, value)
+    return str(msg.toString())
+
+
+def test_a_poller_cancel_reject_and_a_mass_cancel_report_are_journaled_answers(
+        tmp_path: Path) -> None:
+    """The poller's 35=9 (in its R) and a mass cancel's 35=r (in its U) are the journal's last
+    answer like a report, found by ClOrdID resp. report OrderID, through replay and through a
+    compaction's snapshot; neither counts as the session's last refusal (the one a PossDup
+    resend of the request being handled is answered again with)."""
     path = tmp_path / "orders.journal"
     s = _store_with_order(path)
     s.mark_used("FIXGW->OMS", "X1", ("2", "held"))  # the OMS thread's own refusal
@@ -234,22 +243,33 @@ def test_a_poller_cancel_reject_is_a_journaled_answer(tmp_path: Path) -> None:
     assert last is not None and (last.msg_type, last.id_tag, last.exec_id) == ("9", "11", "R1")
     assert last.oms_session == "FIXGW->OMS" and last.message == _cancel_reject("R1")
     assert again.refusal("FIXGW->OMS", "X1") == ("2", "held")
-    again.compact()
+    again.mark_used("FIXGW->OMS", "M1", answer=_mass_report("M1", "MASS-1"))
     again.close()
+    third = OrderStore(path, fsync_interval_ms=0)
+    last = third.last_forward
+    assert last is not None and (last.msg_type, last.id_tag, last.exec_id) == ("r", "37",
+                                                                              "MASS-1")
+    assert third.is_used("FIXGW->OMS", "M1")
+    assert third.refusal("FIXGW->OMS", "X1") == ("2", "held")
+    third.compact()
+    third.close()
     fourth = OrderStore(path, fsync_interval_ms=0)
     assert fourth.last_forward == last
     fourth.close()
 
 
-def test_sent_store_finds_a_cancel_reject(tmp_path: Path) -> None:
+def test_sent_store_finds_a_cancel_reject_and_a_mass_cancel_report(tmp_path: Path) -> None:
     d = tmp_path / "oms"
     qs = _quickfix_store(d)
     qs.set(1, _cancel_reject("R1"))
     qs.incrNextSenderMsgSeqNum()
-    qs.set(2, _cancel_reject("R2"))  # killed before the sequence number moved: never sent
+    qs.set(2, _mass_report("M1", "MASS-1"))
+    qs.incrNextSenderMsgSeqNum()
+    qs.set(3, _cancel_reject("R2"))  # killed before the sequence number moved: never sent
     sent = SentStore.load(store_prefix(d, "FIX.4.4", "FIXGW", "OMS"))
     assert sent is not None
-    assert sent.sent_messages("9", "11", ["R1", "R2"]) == {"R1"}
+    assert sent.sent_messages("9", "11", ["R1", "R2", "M1"]) == {"R1"}
+    assert sent.sent_messages("r", "37", ["MASS-1", "MASS-2"]) == {"MASS-1"}
     assert sent.sent_messages("8", "11", ["R1"]) == set()  # a 35=9, not an ER
 
 

@@ -411,3 +411,45 @@ def test_unknown_over_fix_does_not_reject_an_order_the_fallback_placed(world: _W
     status = w.oms_got[-1]
     assert status[150] == "I" and status[39] == "0"
     assert "does not know orders placed over WS" in status[58]
+
+
+def test_a_mass_cancel_report_sent_at_restart_has_its_cancels_carried_out_once(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A mass cancel's 35=r journaled (in its U) but maybe never sent when the gateway died:
+    the restart sends it and, at the first reconcile, cancels what it covers (its Symbol and
+    Side, from the 35=r), on the orders open then; an order that already has a cancel under the
+    mass cancel's ClOrdID (the store could not tell, so the first run may have got that far)
+    is not canceled twice."""
+    store = OrderStore(tmp_path / "orders.journal", fsync_interval_ms=0)
+    for cl, vid, symbol, side in (("M1", "301", "BTC/USD", "1"), ("M2", "302", "BTC/USD", "1"),
+                                  ("M3", "303", "ETH/USD", "1"), ("M4", "304", "BTC/USD", "2")):
+        store.add_order(Order(oms_session=KEY, oms_cl_ord_id=cl, venue_cl_ord_id=vid,
+                              symbol=symbol, side=side, ord_type="2", qty=Decimal("0.01"),
+                              price=Decimal("30000"), tif="1", oms_history=[cl]))
+    rep = m.mass_cancel_report("MASS-1", "1", "MASS-GW1")
+    for tag, value in ((531, "1"), (533, "2"), (55, "BTC/USD"), (54, "1")):
+        rep.setField(tag, value)
+    store.mark_used(KEY, "MASS-1", answer=rep.toString())
+    store.add_request("401", (KEY, "M1"), "MASS-1", "mass")  # M1's cancel went out
+    store.close()
+
+    w = _World(tmp_path, monkeypatch)  # the restarted gateway
+    try:
+        pending = w.router.unforwarded_report(tmp_path / "no-oms-store")
+        assert pending is not None and pending.poss_resend  # no OMS store: cannot tell
+        assert (pending.report.msg_type, pending.report.exec_id) == ("r", "MASS-GW1")
+        w.router.redeliver(pending)
+        (sent,) = w.oms_got
+        assert (sent[35], sent[11], sent[533], sent[97]) == ("r", "MASS-1", "2", "Y")
+        assert w.venue.sent == []  # the venue is asked nothing before its session is up
+        w.router.reconcile()
+        cancels = [s for s in w.venue.sent if s[35] == "F"]
+        assert [c[41] for c in cancels] == ["302"], cancels  # M2 only
+        asked = w.store.cancel_asked(w.store.orders[(KEY, "M2")])
+        assert asked == cancels[0][11]
+        ref = w.store.venue_ref(asked)
+        assert ref is not None and ref.oms_cl_ord_id == "MASS-1" and ref.kind == "mass"
+        w.router.reconcile()  # carried out once
+        assert len([s for s in w.venue.sent if s[35] == "F"]) == 1
+    finally:
+        w.store.close()
