@@ -373,8 +373,9 @@ class Router:
         # (`find_unanswered_requests`): sent again by the first `reconcile`.
         self._unanswered: dict[str, RequestDetails] = {}
         # Mass cancels whose accepted 35=r a restart sent (`redeliver`), with none of their
-        # cancels sent yet: (OMS session, the 35=r), carried out by the first `reconcile`.
-        self._unfinished_mass: list[tuple[str, fix.Message]] = []
+        # cancels sent yet: (OMS session, ClOrdID, the orders it covered), carried out by the
+        # first `reconcile`.
+        self._unfinished_mass: list[tuple[str, str, list[Order]]] = []
         # OrdStatusReqID (790) of an OMS status request the venue is asked, by the venue
         # ClOrdID asked about: FIX 4.4 echoes it on the answer.
         self._status_req_ids: dict[str, str] = {}
@@ -1322,22 +1323,22 @@ class Router:
 
     def _finish_mass_cancels(self) -> None:
         """Carry out the mass cancels whose accepted 35=r a restart sent (`redeliver`): the
-        gateway died before sending it, so before any of its cancels. Their scope is taken
-        from the 35=r, on the orders open now (one closed meanwhile is reported its own way);
-        an order that already has a cancel under the mass cancel's ClOrdID is skipped (when the
-        OMS store could not tell, the first run may have got that far)."""
+        gateway died before sending it, so before any of its cancels. The orders are the ones
+        it covered at the restart (`redeliver` takes them before the OMS can place more: an
+        order placed since was not the mass cancel's to cancel), those still open now (one
+        closed meanwhile is reported its own way); an order that already has a cancel under
+        the mass cancel's ClOrdID is skipped (when the OMS store could not tell, the first run
+        may have got that far)."""
         todo, self._unfinished_mass = self._unfinished_mass, []
-        for oms_session, rep in todo:
+        for oms_session, cl, covered in todo:
             ctx = self._oms_by_key.get(oms_session)
             if ctx is None:
                 continue
-            cl = m.get(rep, m.CL_ORD_ID) or ""
             targets = []
-            for o in self._mass_targets(oms_session, m.get(rep, m.MASS_CANCEL_REQUEST_TYPE) or "",
-                                        m.get(rep, m.SYMBOL), m.get(rep, m.SIDE)):
+            for o in covered:
                 asked = self.store.cancel_asked(o)
                 ref = None if asked is None else self.store.venue_ref(asked)
-                if ref is None or ref.oms_cl_ord_id != cl:
+                if o.is_open and (ref is None or ref.oms_cl_ord_id != cl):
                     targets.append(o)
             log.warning("mass cancel %s of %s: its 35=r was sent after the restart; canceling "
                         "its %d order(s) now", cl, oms_session, len(targets))
@@ -1857,8 +1858,9 @@ class Router:
         """Send an answer found by `unforwarded_report`, exactly as it was to be sent. Call it
         once the OMS session exists (QuickFIX stores it for the OMS's logon) and before any
         venue report can arrive, so the OMS gets reports in the order they happened. An
-        accepted mass cancel's 35=r left none of its cancels sent: they go out at the first
-        `reconcile` (`_finish_mass_cancels`)."""
+        accepted mass cancel's 35=r left none of its cancels sent: the orders in its scope
+        (Symbol, Side, from the 35=r) are taken now, before the OMS can place more, and
+        canceled at the first `reconcile` (`_finish_mass_cancels`)."""
         r = pending.report
         dd = fix.DataDictionary(str(data_dictionary_path()))
         msg = fix.Message(r.message, dd, False)  # with the dictionary: groups stay groups
@@ -1871,7 +1873,11 @@ class Router:
                     " (PossResend: the OMS store cannot tell)" if pending.poss_resend else "")
         pending.ctx.send(msg)
         if r.msg_type == "r" and m.get(msg, m.MASS_CANCEL_RESPONSE) not in (None, "0"):
-            self._unfinished_mass.append((r.oms_session, msg))
+            covered = self._mass_targets(r.oms_session,
+                                         m.get(msg, m.MASS_CANCEL_REQUEST_TYPE) or "",
+                                         m.get(msg, m.SYMBOL), m.get(msg, m.SIDE))
+            self._unfinished_mass.append((r.oms_session, m.get(msg, m.CL_ORD_ID) or "",
+                                          covered))
 
     def _venue_cancel_reject(self, msg: fix.Message, f: Fields) -> None:
         venue_cl = f.get("11", "")

@@ -416,10 +416,10 @@ def test_unknown_over_fix_does_not_reject_an_order_the_fallback_placed(world: _W
 def test_a_mass_cancel_report_sent_at_restart_has_its_cancels_carried_out_once(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A mass cancel's 35=r journaled (in its U) but maybe never sent when the gateway died:
-    the restart sends it and, at the first reconcile, cancels what it covers (its Symbol and
-    Side, from the 35=r), on the orders open then; an order that already has a cancel under the
-    mass cancel's ClOrdID (the store could not tell, so the first run may have got that far)
-    is not canceled twice."""
+    the restart sends it and, at the first reconcile, cancels what it covered (its Symbol and
+    Side, from the 35=r) at the restart and is still open; not an order placed since, and not
+    one that already has a cancel under the mass cancel's ClOrdID (the store could not tell,
+    so the first run may have got that far)."""
     store = OrderStore(tmp_path / "orders.journal", fsync_interval_ms=0)
     for cl, vid, symbol, side in (("M1", "301", "BTC/USD", "1"), ("M2", "302", "BTC/USD", "1"),
                                   ("M3", "303", "ETH/USD", "1"), ("M4", "304", "BTC/USD", "2")):
@@ -442,6 +442,9 @@ def test_a_mass_cancel_report_sent_at_restart_has_its_cancels_carried_out_once(
         (sent,) = w.oms_got
         assert (sent[35], sent[11], sent[533], sent[97]) == ("r", "MASS-1", "2", "Y")
         assert w.venue.sent == []  # the venue is asked nothing before its session is up
+        w.store.add_order(Order(oms_session=KEY, oms_cl_ord_id="M5", venue_cl_ord_id="305",
+                                symbol="BTC/USD", side="1", ord_type="2", qty=Decimal("0.01"),
+                                price=Decimal("30000"), tif="1", oms_history=["M5"]))
         w.router.reconcile()
         cancels = [s for s in w.venue.sent if s[35] == "F"]
         assert [c[41] for c in cancels] == ["302"], cancels  # M2 only
