@@ -144,7 +144,12 @@ class _Sub:
 
 class MarketDataFeed(BaseHandler):
     def __init__(self, symbols: Sequence[str], depth: int, instruments: InstrumentRegistry,
-                 stale_after_s: float = 10.0) -> None:
+                 stale_after_s: float = 10.0, *,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        """`clock`: monotonic seconds, for every age and duration the feed judges (a test's
+        fake clock makes an hour-long stall take no time; the watchdog still wakes in real
+        time)."""
+        self._clock = clock
         self.symbols = tuple(symbols)
         self.depth = depth
         self.instruments = instruments
@@ -166,7 +171,7 @@ class MarketDataFeed(BaseHandler):
         self._shadow: dict[str, Book] | None = None
         self.source = "fix"  #: who writes `books` now: "fix", or the other source's name
         self._owner = threading.RLock()
-        self._session_changed = time.monotonic()
+        self._session_changed = self._clock()
         # Symbols whose listeners were told the book is broken or lost, with no snapshot since
         # (under the hand-over lock): a loss is told once per episode.
         self._withdrawn: set[str] = set()
@@ -183,7 +188,7 @@ class MarketDataFeed(BaseHandler):
     # ---- session -----------------------------------------------------------------------------
     def on_logon(self, session_id: fix.SessionID) -> None:
         self._session = fix.Session.lookupSession(session_id)
-        self._session_changed = time.monotonic()
+        self._session_changed = self._clock()
         req = m.new_message("x")
         req.setField(SECURITY_REQ_ID, f"IL{next(self._ids)}")
         req.setField(SECURITY_LIST_REQUEST_TYPE, "4")  # 4 = all securities
@@ -195,7 +200,7 @@ class MarketDataFeed(BaseHandler):
         """The books lose their source: the watchdog tells the listeners (not this thread,
         which holds the session's mutex; see the module docstring) within milliseconds."""
         if self._session is not None:  # QuickFIX repeats onLogout for each refused logon
-            self._session_changed = time.monotonic()
+            self._session_changed = self._clock()
             self._lost = "FIX market-data session logged out"
             self._wake.set()
         self._session = None
@@ -235,7 +240,7 @@ class MarketDataFeed(BaseHandler):
             req_id = f"MD-{symbol}-{next(self._ids)}"
             with self._lock:
                 old = self._subs.get(symbol)
-                sub = _Sub(req_id, symbol, last_rx=time.monotonic(),
+                sub = _Sub(req_id, symbol, last_rx=self._clock(),
                            resubscribes=(old.resubscribes if old else 0))
                 self._subs[symbol] = sub
                 if old is not None:
@@ -320,7 +325,7 @@ class MarketDataFeed(BaseHandler):
         book.apply_snapshot(bids, asks)
         sub.rpt_seq = 0
         sub.synced = True
-        sub.last_rx = time.monotonic()
+        sub.last_rx = self._clock()
         if not self._verify(sub, book, get(msg, CHECKSUM_TAG)):
             return
         if self._shadow is not None:
@@ -334,7 +339,7 @@ class MarketDataFeed(BaseHandler):
         entries, rpt_seq = parse_incremental(msg)
         updates = [(_SIDES[e.entry_type], e.price, e.qty) for e in entries
                    if e.entry_type in _SIDES]
-        sub.last_rx = time.monotonic()
+        sub.last_rx = self._clock()
         if rpt_seq is not None:
             if rpt_seq != sub.rpt_seq + 1:
                 self.resubscribe(sub.symbol, f"sequence gap: RptSeq {rpt_seq} after {sub.rpt_seq}",
@@ -457,12 +462,12 @@ class MarketDataFeed(BaseHandler):
         fresh subscription too would only throw away the snapshot it is waiting for."""
         if self._session is None:
             return
-        now = time.monotonic()
+        now = self._clock()
         with self._lock:
             candidates = [s for s in self._subs.values() if now - s.last_rx > self.stale_after_s]
         for sub in candidates:
             with self._owner:
-                silent = time.monotonic() - sub.last_rx
+                silent = self._clock() - sub.last_rx
                 if (self._session is None or self._subs.get(sub.symbol) is not sub
                         or silent <= self.stale_after_s):
                     continue
@@ -502,7 +507,7 @@ class MarketDataFeed(BaseHandler):
         if self._session is None:
             return "session not logged on"
         late = self.stale_after_s + self.watch_interval_s
-        now = time.monotonic()
+        now = self._clock()
         with self._lock:
             subs = [(s, self._subs.get(s)) for s in self.symbols]
         for symbol, sub in subs:
@@ -518,7 +523,7 @@ class MarketDataFeed(BaseHandler):
 
     def session_steady_s(self) -> float:
         """Seconds since the MD session last logged on or out."""
-        return time.monotonic() - self._session_changed
+        return self._clock() - self._session_changed
 
     def fix_synced(self) -> bool:
         """Logged on, and every subscription the venue did not refuse has had its snapshot
