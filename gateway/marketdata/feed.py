@@ -29,6 +29,9 @@ snapshot, which an unreachable one never sends); and the books taken back before
 snapshot. The feed keeps the levels themselves (the gate judges them by their age); a logout
 is reported from the watchdog's thread, since QuickFIX calls `on_logout` holding the
 session's mutex and the hand-over lock must not be taken under it (see `_subscribe`).
+A stall is resubscribed every `stale_after_s` for as long as it lasts, but logged as one
+episode per symbol: a warning when it starts, rare reminders of how long it has lasted, and a
+line with its length when the venue answers (`_resubscribe_unanswered`).
 
 Another source may own the books for a while (the WS fallback while this session is down,
 ``gateway.routing.md_failover``): ``hand_over_books`` makes the FIX session keep its own
@@ -89,6 +92,10 @@ TICK_SIZE = 5022
 
 _SIDES = {BID: "bid", OFFER: "ask"}
 RECENT_INTEGRITY_EVENTS = 1000  #: how many integrity events `integrity_events` keeps
+# A stall (logged on, resubscribes unanswered) is warned of once; its reminders come this long
+# after that warning, then each twice as long after the one before, at most this far apart.
+STALL_REMINDER_FIRST_S: Final = 60.0
+STALL_REMINDER_MAX_S: Final = 900.0
 
 
 def instrument_from_list_entry(g: fix.FieldMap) -> Instrument:
@@ -142,6 +149,26 @@ class _Sub:
     rejected: bool = False  # the venue refused it (35=Y): not waited for at failback
 
 
+@dataclass
+class _Stall:
+    """A symbol the venue stopped answering while logged on (see `_resubscribe_unanswered`)."""
+
+    since: float  # when the first subscription it left unanswered was sent
+    next_reminder: float
+    unanswered: int = 1  # subscriptions it left unanswered so far
+    reminder_s: float = STALL_REMINDER_FIRST_S  # the wait before the next reminder
+
+
+def duration(seconds: float) -> str:
+    """`seconds` for a log line: "42.0 s" under two minutes, "1 h 02 min 05 s" beyond."""
+    if seconds < 120:
+        return f"{seconds:.1f} s"
+    minutes, secs = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return (f"{hours} h {minutes:02d} min {secs:02d} s" if hours
+            else f"{minutes} min {secs:02d} s")
+
+
 class MarketDataFeed(BaseHandler):
     def __init__(self, symbols: Sequence[str], depth: int, instruments: InstrumentRegistry,
                  stale_after_s: float = 10.0, *,
@@ -175,6 +202,9 @@ class MarketDataFeed(BaseHandler):
         # Symbols whose listeners were told the book is broken or lost, with no snapshot since
         # (under the hand-over lock): a loss is told once per episode.
         self._withdrawn: set[str] = set()
+        # Symbols whose FIX (re)subscriptions the venue leaves unanswered while logged on
+        # (under the hand-over lock): see `_resubscribe_unanswered`.
+        self._stalls: dict[str, _Stall] = {}
         # Why the FIX books lost their source, set by on_logout for the watchdog to tell.
         self._lost: str | None = None
         self._wake = threading.Event()  # wakes the watchdog early (a logout to report)
@@ -268,7 +298,8 @@ class MarketDataFeed(BaseHandler):
         v.addGroup(g)
         return v
 
-    def resubscribe(self, symbol: str, reason: str, *, broken: bool = False) -> None:
+    def resubscribe(self, symbol: str, reason: str, *, broken: bool = False,
+                    quiet: bool = False) -> None:
         """Replace `symbol`'s subscription (fresh snapshot), telling the listeners why.
 
         `broken`: the book failed a check (checksum, crossed, RptSeq gap), so what it holds is
@@ -277,10 +308,14 @@ class MarketDataFeed(BaseHandler):
         so the gate applies its stale policy and a new OMS subscriber gets an empty snapshot
         instead of trading on, or copying, the bad levels (the listeners get that empty book as
         a snapshot too). A stale symbol is not broken: its levels were verified and the gate
-        judges them by their age."""
+        judges them by their age.
+
+        `quiet`: logged at debug level only, for the repeats of a stall already warned of
+        (`_resubscribe_unanswered`); everything else about the resubscribe is as usual."""
         with self._owner:  # one resubscribe at a time (see _subscribe)
-            log.warning("market data %s: %s; %sresubscribing for a fresh snapshot", symbol,
-                        reason, "book emptied, " if broken else "")
+            log.log(logging.DEBUG if quiet else logging.WARNING,
+                    "market data %s: %s; %sresubscribing for a fresh snapshot", symbol,
+                    reason, "book emptied, " if broken else "")
             self._record_integrity(symbol, reason)
             with self._lock:
                 sub = self._subs.get(symbol)
@@ -326,6 +361,13 @@ class MarketDataFeed(BaseHandler):
         sub.rpt_seq = 0
         sub.synced = True
         sub.last_rx = self._clock()
+        stall = self._stalls.pop(sub.symbol, None)
+        if stall is not None:  # the episode's one closing line, with how long it lasted
+            log.warning("market data %s: the venue answered at last: a snapshot after %s "
+                        "without one (%d subscriptions left unanswered)%s", sub.symbol,
+                        duration(sub.last_rx - stall.since), stall.unanswered,
+                        "" if self._shadow is None else
+                        f"; into the shadow book, {self.source} feeds the books until failback")
         if not self._verify(sub, book, get(msg, CHECKSUM_TAG)):
             return
         if self._shadow is not None:
@@ -472,10 +514,39 @@ class MarketDataFeed(BaseHandler):
                         or silent <= self.stale_after_s):
                     continue
                 if not sub.synced and not sub.rejected:  # logged on, and nothing answers
-                    self.resubscribe(sub.symbol, f"{SOURCE_LOST}: no snapshot {silent:.1f} s "
-                                                 f"after subscribing")
+                    self._resubscribe_unanswered(sub, silent)
                 else:
                     self.resubscribe(sub.symbol, f"{STALE}: no update for {silent:.1f} s")
+
+    def _resubscribe_unanswered(self, sub: _Sub, silent: float) -> None:
+        """Resubscribe a symbol whose subscription the venue left unanswered (logged on but
+        stalled), every `stale_after_s` as long as the stall lasts; under the hand-over lock.
+
+        Only the first of a stall is a warning (source lost: the listeners withdraw the book);
+        the repeats are debug lines, with a warning reminder of how long it has lasted after
+        `STALL_REMINDER_FIRST_S`, then at doubling intervals up to `STALL_REMINDER_MAX_S`, and
+        one line when a snapshot ends it (`_snapshot`). A warning per symbol per
+        `stale_after_s` turned an hour's stall into more than a thousand lines that buried
+        everything else. The stall lasts until a snapshot, across logouts: a session that
+        flaps while stalled is one episode, not one per logon."""
+        now = self._clock()
+        reason = f"{SOURCE_LOST}: no snapshot {silent:.1f} s after subscribing"
+        stall = self._stalls.get(sub.symbol)
+        if stall is None:
+            self._stalls[sub.symbol] = _Stall(sub.last_rx, now + STALL_REMINDER_FIRST_S)
+            self.resubscribe(sub.symbol, reason)
+            return
+        stall.unanswered += 1
+        if now >= stall.next_reminder:
+            log.warning("market data %s: still no snapshot from the venue, %s after the first "
+                        "unanswered subscription (%d left unanswered; still resubscribing every ~"
+                        "%g s); %s", sub.symbol, duration(now - stall.since), stall.unanswered,
+                        self.stale_after_s,
+                        "the book stays withdrawn" if self._shadow is None else
+                        f"{self.source} feeds the books meanwhile")
+            stall.reminder_s = min(STALL_REMINDER_MAX_S, stall.reminder_s * 2)
+            stall.next_reminder = now + stall.reminder_s
+        self.resubscribe(sub.symbol, reason, quiet=True)
 
     def subscriptions(self) -> Iterable[tuple[str, str, bool, int]]:
         """(symbol, MDReqID, synced, resubscribes) per symbol, for ops."""
