@@ -27,6 +27,12 @@ Why it is built this way:
   FIX snapshot in (``MarketDataFeed.fix_synced``, also the rule for a forced failback), so the
   shared books move from one verified source straight to the other, without a window of stale
   or empty books.
+* A WS that cannot be reached while it owns the books (down, firewalled, a wrong URL) feeds
+  nothing, and the books stay withdrawn from the OMS until it or FIX delivers a snapshot. The
+  client retries with backoff and logs each failed attempt in transport terms; ops also get it
+  in market-data terms (``WsBookSource.check_connection``): one warning naming the endpoint
+  once it has gone ``heartbeat_timeout_s`` without a connection, rare reminders of how long,
+  and one line when it connects.
 * The timing and forcing rules are the order path's :class:`TransportPolicy` (``"rest"`` there
   stands for the fallback, here WS); the reasons in our log lines and events are our own.
 """
@@ -42,7 +48,12 @@ from typing import Literal, TypeAlias
 
 from gateway.config.fallback import MdFallbackConfig
 from gateway.marketdata.book import Book
-from gateway.marketdata.feed import MarketDataFeed
+from gateway.marketdata.feed import (
+    STALL_REMINDER_FIRST_S,
+    STALL_REMINDER_MAX_S,
+    MarketDataFeed,
+    duration,
+)
 from gateway.marketdata.fix_md import NEW, TRADE, MdEntry, TopView
 from gateway.routing.failover import Force, TransportPolicy
 from gateway.transports.kraken_ws import KrakenWsPublic, WsTrade
@@ -76,8 +87,16 @@ class WsBookSource:
     books while the feed has handed them over (see the module docstring)."""
 
     def __init__(self, feed: MarketDataFeed, url: str, *, heartbeat_timeout_s: float = 5.0,
-                 client_factory: ClientFactory = KrakenWsPublic) -> None:
+                 client_factory: ClientFactory = KrakenWsPublic,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.feed = feed
+        self._clock = clock
+        # Since when the running client has had no connection (None: connected, or not
+        # running), and when its next warning is due (see check_connection).
+        self._down_since: float | None = None
+        self._warn_at = 0.0
+        self._warn_every = STALL_REMINDER_FIRST_S
+        self._warned = False
         self.url = url
         self.heartbeat_timeout_s = heartbeat_timeout_s
         self.client_factory = client_factory
@@ -126,15 +145,67 @@ class WsBookSource:
             self.url, self.feed.symbols, ws_depth(self.feed.depth), on_book=self._on_book,
             on_trade=self._on_trade, on_integrity=self._on_integrity,
             heartbeat_timeout=self.heartbeat_timeout_s)
+        self._down_since = self._clock()  # not connected yet
+        self._warn_at = self._down_since + self.heartbeat_timeout_s
+        self._warn_every = STALL_REMINDER_FIRST_S
+        self._warned = False
         self.client = client
         client.start()
         log.info("market data over WS: subscribing book (depth %d) and trade for %s at %s",
                  client.depth, ", ".join(self.feed.symbols), self.url)
 
+    def check_connection(self) -> None:
+        """Say in market-data terms when the running client cannot reach its endpoint: one
+        warning naming it once ``heartbeat_timeout_s`` has passed without a connection (a
+        silent connection is given no longer), a reminder of how long after
+        ``STALL_REMINDER_FIRST_S``, then at doubling intervals up to ``STALL_REMINDER_MAX_S``,
+        and one line when it connects. The client's own line per failed attempt names the
+        URL but not what depends on it, and an hour of them reads like noise; ops need to
+        know that the OMS's books stay withdrawn meanwhile. Called by the failover thread."""
+        client = self.client
+        if client is None:
+            return
+        now = self._clock()
+        if client.connected:
+            if self._down_since is not None and self._warned:
+                log.warning("market data over WS: connected to %s after %s without a "
+                            "connection", self.url, duration(now - self._down_since))
+            self._down_since = None
+            return
+        if self._down_since is None:  # the connection just ended
+            self._down_since = now
+            self._warn_at = now + self.heartbeat_timeout_s
+            self._warn_every = STALL_REMINDER_FIRST_S
+            self._warned = False
+            return
+        if now < self._warn_at:
+            return
+        down = duration(now - self._down_since)
+        if not self._warned:
+            log.warning("market data over WS: cannot reach %s: no connection for %s (the "
+                        "client keeps retrying with backoff); the OMS's books stay withdrawn "
+                        "until a snapshot comes from WS or, once it is back, the FIX MD "
+                        "session", self.url, down)
+            self._warned = True
+            self._warn_at = now + self._warn_every
+        else:
+            log.warning("market data over WS: still no connection to %s, for %s now; the "
+                        "OMS's books stay withdrawn", self.url, down)
+            self._warn_every = min(STALL_REMINDER_MAX_S, self._warn_every * 2)
+            self._warn_at = now + self._warn_every
+
     def stop(self) -> None:
         """Unsubscribe (politely, best effort) and close."""
         client, self.client = self.client, None
         if client is None:
+            return
+        down_since, self._down_since = self._down_since, None
+        if client.connects == 0:  # nothing to unsubscribe, nothing was forwarded
+            client.stop()
+            tried = ("" if down_since is None
+                     else f" (tried for {duration(self._clock() - down_since)})")
+            log.warning("market data over WS: closed without ever connecting to %s%s", self.url,
+                        tried)
             return
         unsubscribed = client.unsubscribe_all()
         client.stop()
@@ -300,6 +371,7 @@ class MdFailover:
         self.policy.evaluate()
         if self.active == "ws":
             self.ws.revive()
+            self.ws.check_connection()
         return self.active
 
     def start(self) -> None:

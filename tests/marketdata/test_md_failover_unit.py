@@ -395,3 +395,78 @@ def test_ws_connection_lost_and_back_rebuilds_the_books(venue: Venue) -> None:
     finally:
         src.stop()
         feed.stop()
+
+
+class _UnreachableClient:
+    """A WS client whose endpoint does not answer until the test says so (`connected`)."""
+
+    def __init__(self, url: str, symbols: Sequence[str], depth: int, **_: object) -> None:
+        self.url, self.depth = url, depth
+        self.connected = False
+        self.connects = 0
+        self.resyncs = 0
+        self.alive = True
+
+    def start(self) -> None:
+        pass
+
+    def stop(self) -> None:
+        self.alive = False
+
+    def unsubscribe_all(self) -> bool:
+        return True
+
+
+def test_an_unreachable_ws_is_one_warning_rare_reminders_and_one_line_when_it_connects(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """WS owns the books and its endpoint does not answer for an hour (the failover thread
+    checks five times a second): one warning naming the endpoint after heartbeat_timeout_s,
+    a handful of reminders saying how long, one line when it connects; and a client that
+    never connected is closed as such, not "unsubscribed"."""
+    caplog.set_level(logging.INFO, "fixgw.marketdata.failover")
+    now = [1000.0]
+    url = "ws://127.0.0.1:9/v2"
+    clients: list[_UnreachableClient] = []
+
+    def factory(*args: object, **kw: object) -> _UnreachableClient:
+        clients.append(_UnreachableClient(*args, **kw))  # type: ignore[arg-type]
+        return clients[-1]
+
+    src = WsBookSource(make_feed(), url, heartbeat_timeout_s=2.0,
+                       client_factory=factory, clock=lambda: now[0])  # type: ignore[arg-type]
+
+    def lines() -> list[str]:
+        return [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+
+    src.start()
+    for _ in range(5 * 3600):
+        now[0] += 0.2
+        src.check_connection()
+    warned = lines()
+    assert warned[0].startswith(f"market data over WS: cannot reach {url}: no connection for "
+                                f"2.")
+    assert "the OMS's books stay withdrawn" in warned[0]
+    assert 3 <= len(warned) <= 10, warned
+    assert all(w.startswith(f"market data over WS: still no connection to {url}, for ")
+               for w in warned[1:])
+    caplog.clear()
+    clients[0].connected = True
+    clients[0].connects = 1
+    for _ in range(10):
+        now[0] += 0.2
+        src.check_connection()
+    assert lines() == [f"market data over WS: connected to {url} after 1 h 00 min 00 s "
+                       f"without a connection"]
+    caplog.clear()
+    src.stop()
+    assert [r.getMessage() for r in caplog.records] == [
+        "market data over WS: unsubscribed and closed (0 snapshots, 0 updates forwarded, "
+        "0 checksum resyncs)"]
+
+    caplog.clear()  # a second client that never connects: closed as such
+    src.start()
+    now[0] += 30
+    src.check_connection()
+    src.stop()
+    assert lines()[-1] == (f"market data over WS: closed without ever connecting to {url} "
+                           f"(tried for 30.0 s)")
