@@ -323,3 +323,87 @@ def test_md_fails_over_to_ws_while_the_venue_refuses_a_symbol_over_fix(tmp_path:
                 gw.stop()
         finally:
             sim.stop()
+
+
+def test_md_fallback_ws_unreachable_withdraws_the_books_until_fix_md_is_back(
+        tmp_path: Path) -> None:
+    """The FIX MD session is lost and the WS fallback's endpoint has nothing listening. The
+    books still go to WS after failover_after_s (an untried WS counts as available), which
+    never delivers: the OMS's books are withdrawn (an empty W, also for a subscriber that comes
+    meanwhile) instead of frozen at their last levels; the gateway stays up and keeps retrying
+    both; ops get a market-data line naming the unreachable endpoint; and once FIX MD is back
+    the gateway fails back and the OMS gets the venue's book again in a fresh snapshot."""
+    creds = Credentials()
+    sim = SimProcess(tmp_path / "sim", creds, seed_books=True)
+    dead_url = f"ws://127.0.0.1:{free_port()}/v2"  # nothing listens there
+    gw = None
+    client = None
+    try:
+        fallback = (f'md_fallback = {{ enabled = true, ws_url = "{dead_url}", '
+                    f'failover_after_s = {FAILOVER_AFTER_S}, '
+                    f'failback_after_s = {FAILBACK_AFTER_S}, heartbeat_timeout_s = 2.0 }}')
+        gw = GatewayProcess(tmp_path / "gw", sim, creds,
+                            venue_toml=f"md_stale_after_s = 3600\n{fallback}")
+        gw.err.wait_for(r"session FIXGW->KRAKEN-MD \(venue\): \S+ -> logged_on", 20)
+        if "market data moved from FIX to WS" in gw.err.text():  # a slow first logon
+            gw.err.wait_for(r"market data moved from WS to FIX", 20)
+        client = make_client(tmp_path, gw.oms_port, "OMS", "FIXGW")
+        client.start()
+        view = OmsView(Oms(client))
+        view.converge(sim)  # FIX MD feeds the OMS the venue's book
+        snapshots = {s: view.books[s].snapshots for s in SYMBOLS}
+
+        # 1. The venue drops the FIX MD session and refuses it; the books go to the dead WS.
+        mark = len(gw.err.lines)
+        assert sim.control(cmd="drop_md")["was_logged_on"] is True
+        gw.err.wait_for(r"market data moved from FIX to WS: FIX market-data session down", 15,
+                        start=mark)
+        deadline = time.monotonic() + 10
+        while not all(view.books[s].withdrawn for s in SYMBOLS):
+            assert time.monotonic() < deadline, {s: view.books[s].top(3) for s in SYMBOLS}
+            view.pump(0.2)
+        withdrawn = {s: (view.books[s].snapshots, view.books[s].updates) for s in SYMBOLS}
+        assert all(withdrawn[s][0] == snapshots[s] + 1 for s in SYMBOLS)  # one empty W each
+
+        # 2. Ops see why, in market-data terms, naming the endpoint; the venue's flow moves
+        #    its book meanwhile, and the OMS's stays withdrawn (no update, no stale levels),
+        #    also for a subscriber that comes now.
+        gw.err.wait_for(rf"market data over WS: cannot reach {re.escape(dead_url)}: no "
+                        rf"connection for [\d.]+ s .*the OMS's books stay withdrawn", 10,
+                        start=mark)
+        sim.control(cmd="flow", steps=50)
+        late = OmsBook()
+        view.by_req[subscribe(view.oms, "BTC/USD")] = late
+        view.pump(2.0)
+        assert late.snapshots == 1 and late.withdrawn and late.top(10) == ([], [])
+        for s in SYMBOLS:
+            book = view.books[s]
+            assert book.withdrawn and (book.snapshots, book.updates) == withdrawn[s]
+        # Up, retrying both (the client's own line per failed attempt), nothing crashed.
+        assert gw.proc is not None and gw.proc.poll() is None
+        during = "\n".join(gw.err.lines[mark:])
+        assert during.count(f"{dead_url}: connection failed") >= 2, during
+        assert "Traceback" not in during and "Exception in thread" not in during, during
+        assert "market data moved from WS to FIX" not in during
+
+        # 3. FIX MD is back: failback (WS is down, so the FIX snapshots decide), and the OMS
+        #    gets the venue's book as a fresh snapshot, following it as it moves again.
+        mark = len(gw.err.lines)
+        sim.control(cmd="restore_md")
+        gw.err.wait_for(r"market data moved from WS to FIX: FIX market-data session logged "
+                        r"on and stable", 20, start=mark)
+        gw.err.wait_for(rf"market data over WS: closed without ever connecting to "
+                        rf"{re.escape(dead_url)}", 10, start=mark)
+        view.converge(sim)
+        for s in SYMBOLS:
+            assert not view.books[s].withdrawn and view.books[s].snapshots > withdrawn[s][0]
+        assert view.move_and_converge(sim) > 0
+        after = "\n".join(gw.err.lines[mark:])
+        assert "Traceback" not in after and "Exception in thread" not in after, after
+        assert gw.proc.poll() is None
+    finally:
+        try:  # the client and the gateway together: both wait out QuickFIX's 1 s ticks
+            stop_all([*([client.stop] if client is not None else []),
+                      *([gw.stop] if gw is not None else [])])
+        finally:
+            sim.stop()
