@@ -15,4 +15,7 @@ Modules:
     fanout       ``OmsMarketData``: MarketDataRequest from OMS sessions, served from our books.
     outbox       ``Outbox``: one OMS session's bounded market-data queue and sender thread, so
                  an OMS that stops reading never blocks the venue thread (overflow: resync).
+    episode      ``Episode``: when a long-lasting trouble's next log line (or retry) is due: one
+                 warning, rare reminders on a doubling schedule, one closing line (also used by
+                 the WS fallback and the WS clients).
 """

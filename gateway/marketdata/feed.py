@@ -63,6 +63,7 @@ from gateway.fix import messages as m
 from gateway.fix.application import BaseHandler
 from gateway.fix.messages import Fields, get
 from gateway.marketdata.book import Book
+from gateway.marketdata.episode import REMINDER_FIRST_S, REMINDER_MAX_S, Episode
 from gateway.marketdata.fix_md import (
     BID,
     CHECKSUM_TAG,
@@ -92,10 +93,10 @@ TICK_SIZE = 5022
 
 _SIDES = {BID: "bid", OFFER: "ask"}
 RECENT_INTEGRITY_EVENTS = 1000  #: how many integrity events `integrity_events` keeps
-# A stall (logged on, resubscribes unanswered) is warned of once; its reminders come this long
-# after that warning, then each twice as long after the one before, at most this far apart.
-STALL_REMINDER_FIRST_S: Final = 60.0
-STALL_REMINDER_MAX_S: Final = 900.0
+# A stall (logged on, resubscribes unanswered) is warned of once, then reminded of on the
+# episode schedule shared with the other long-lasting troubles (gateway.marketdata.episode).
+STALL_REMINDER_FIRST_S: Final = REMINDER_FIRST_S
+STALL_REMINDER_MAX_S: Final = REMINDER_MAX_S
 
 
 def instrument_from_list_entry(g: fix.FieldMap) -> Instrument:
@@ -153,20 +154,8 @@ class _Sub:
 class _Stall:
     """A symbol the venue stopped answering while logged on (see `_resubscribe_unanswered`)."""
 
-    since: float  # when the first subscription it left unanswered was sent
-    next_reminder: float
+    episode: Episode  # since the first subscription it left unanswered was sent
     unanswered: int = 1  # subscriptions it left unanswered so far
-    reminder_s: float = STALL_REMINDER_FIRST_S  # the wait before the next reminder
-
-
-def duration(seconds: float) -> str:
-    """`seconds` for a log line: "42.0 s" under two minutes, "1 h 02 min 05 s" beyond."""
-    if seconds < 120:
-        return f"{seconds:.1f} s"
-    minutes, secs = divmod(int(seconds), 60)
-    hours, minutes = divmod(minutes, 60)
-    return (f"{hours} h {minutes:02d} min {secs:02d} s" if hours
-            else f"{minutes} min {secs:02d} s")
 
 
 class MarketDataFeed(BaseHandler):
@@ -365,7 +354,7 @@ class MarketDataFeed(BaseHandler):
         if stall is not None:  # the episode's one closing line, with how long it lasted
             log.warning("market data %s: the venue answered at last: a snapshot after %s "
                         "without one (%d subscriptions left unanswered)%s", sub.symbol,
-                        duration(sub.last_rx - stall.since), stall.unanswered,
+                        stall.episode.lasted(sub.last_rx), stall.unanswered,
                         "" if self._shadow is None else
                         f"; into the shadow book, {self.source} feeds the books until failback")
         if not self._verify(sub, book, get(msg, CHECKSUM_TAG)):
@@ -523,29 +512,29 @@ class MarketDataFeed(BaseHandler):
         stalled), every `stale_after_s` as long as the stall lasts; under the hand-over lock.
 
         Only the first of a stall is a warning (source lost: the listeners withdraw the book);
-        the repeats are debug lines, with a warning reminder of how long it has lasted after
-        `STALL_REMINDER_FIRST_S`, then at doubling intervals up to `STALL_REMINDER_MAX_S`, and
-        one line when a snapshot ends it (`_snapshot`). A warning per symbol per
-        `stale_after_s` turned an hour's stall into more than a thousand lines that buried
-        everything else. The stall lasts until a snapshot, across logouts: a session that
-        flaps while stalled is one episode, not one per logon."""
+        the repeats are debug lines, with a warning reminder of how long it has lasted on the
+        `Episode` schedule (after `STALL_REMINDER_FIRST_S`, then at doubling intervals up to
+        `STALL_REMINDER_MAX_S`), and one line when a snapshot ends it (`_snapshot`). A
+        warning per symbol per `stale_after_s` turned an hour's stall into more than a thousand
+        lines that buried everything else. The stall lasts until a snapshot, across logouts: a
+        session that flaps while stalled is one episode, not one per logon."""
         now = self._clock()
         reason = f"{SOURCE_LOST}: no snapshot {silent:.1f} s after subscribing"
         stall = self._stalls.get(sub.symbol)
         if stall is None:
-            self._stalls[sub.symbol] = _Stall(sub.last_rx, now + STALL_REMINDER_FIRST_S)
+            episode = Episode(sub.last_rx, first_at=now)
+            episode.due(now)  # this warning is the episode's first line
+            self._stalls[sub.symbol] = _Stall(episode)
             self.resubscribe(sub.symbol, reason)
             return
         stall.unanswered += 1
-        if now >= stall.next_reminder:
+        if stall.episode.due(now):
             log.warning("market data %s: still no snapshot from the venue, %s after the first "
                         "unanswered subscription (%d left unanswered; still resubscribing every ~"
-                        "%g s); %s", sub.symbol, duration(now - stall.since), stall.unanswered,
+                        "%g s); %s", sub.symbol, stall.episode.lasted(now), stall.unanswered,
                         self.stale_after_s,
                         "the book stays withdrawn" if self._shadow is None else
                         f"{self.source} feeds the books meanwhile")
-            stall.reminder_s = min(STALL_REMINDER_MAX_S, stall.reminder_s * 2)
-            stall.next_reminder = now + stall.reminder_s
         self.resubscribe(sub.symbol, reason, quiet=True)
 
     def subscriptions(self) -> Iterable[tuple[str, str, bool, int]]:

@@ -48,12 +48,8 @@ from typing import Literal, TypeAlias
 
 from gateway.config.fallback import MdFallbackConfig
 from gateway.marketdata.book import Book
-from gateway.marketdata.feed import (
-    STALL_REMINDER_FIRST_S,
-    STALL_REMINDER_MAX_S,
-    MarketDataFeed,
-    duration,
-)
+from gateway.marketdata.episode import Episode
+from gateway.marketdata.feed import MarketDataFeed
 from gateway.marketdata.fix_md import NEW, TRADE, MdEntry, TopView
 from gateway.routing.failover import Force, TransportPolicy
 from gateway.transports.kraken_ws import KrakenWsPublic, WsTrade
@@ -91,12 +87,9 @@ class WsBookSource:
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.feed = feed
         self._clock = clock
-        # Since when the running client has had no connection (None: connected, or not
-        # running), and when its next warning is due (see check_connection).
-        self._down_since: float | None = None
-        self._warn_at = 0.0
-        self._warn_every = STALL_REMINDER_FIRST_S
-        self._warned = False
+        # The running client's time without a connection (None: connected, or not running),
+        # and when its next line is due (see check_connection).
+        self._outage: Episode | None = None
         self.url = url
         self.heartbeat_timeout_s = heartbeat_timeout_s
         self.client_factory = client_factory
@@ -145,10 +138,8 @@ class WsBookSource:
             self.url, self.feed.symbols, ws_depth(self.feed.depth), on_book=self._on_book,
             on_trade=self._on_trade, on_integrity=self._on_integrity,
             heartbeat_timeout=self.heartbeat_timeout_s)
-        self._down_since = self._clock()  # not connected yet
-        self._warn_at = self._down_since + self.heartbeat_timeout_s
-        self._warn_every = STALL_REMINDER_FIRST_S
-        self._warned = False
+        now = self._clock()  # not connected yet
+        self._outage = Episode(now, first_at=now + self.heartbeat_timeout_s)
         self.client = client
         client.start()
         log.info("market data over WS: subscribing book (depth %d) and trade for %s at %s",
@@ -157,53 +148,45 @@ class WsBookSource:
     def check_connection(self) -> None:
         """Say in market-data terms when the running client cannot reach its endpoint: one
         warning naming it once ``heartbeat_timeout_s`` has passed without a connection (a
-        silent connection is given no longer), a reminder of how long after
-        ``STALL_REMINDER_FIRST_S``, then at doubling intervals up to ``STALL_REMINDER_MAX_S``,
-        and one line when it connects. The client's own line per failed attempt names the
+        silent connection is given no longer), reminders of how long on the ``Episode``
+        schedule (after a minute, then at doubling intervals up to 15 min), and one line when
+        it connects. The client's own line per failed attempt names the
         URL but not what depends on it, and an hour of them reads like noise; ops need to
         know that the OMS's books stay withdrawn meanwhile. Called by the failover thread."""
         client = self.client
         if client is None:
             return
         now = self._clock()
+        outage = self._outage
         if client.connected:
-            if self._down_since is not None and self._warned:
+            if outage is not None and outage.lines:
                 log.warning("market data over WS: connected to %s after %s without a "
-                            "connection", self.url, duration(now - self._down_since))
-            self._down_since = None
+                            "connection", self.url, outage.lasted(now))
+            self._outage = None
             return
-        if self._down_since is None:  # the connection just ended
-            self._down_since = now
-            self._warn_at = now + self.heartbeat_timeout_s
-            self._warn_every = STALL_REMINDER_FIRST_S
-            self._warned = False
+        if outage is None:  # the connection just ended
+            self._outage = Episode(now, first_at=now + self.heartbeat_timeout_s)
             return
-        if now < self._warn_at:
+        if not outage.due(now):
             return
-        down = duration(now - self._down_since)
-        if not self._warned:
+        if outage.lines == 1:
             log.warning("market data over WS: cannot reach %s: no connection for %s (the "
                         "client keeps retrying with backoff); the OMS's books stay withdrawn "
                         "until a snapshot comes from WS or, once it is back, the FIX MD "
-                        "session", self.url, down)
-            self._warned = True
-            self._warn_at = now + self._warn_every
+                        "session", self.url, outage.lasted(now))
         else:
             log.warning("market data over WS: still no connection to %s, for %s now; the "
-                        "OMS's books stay withdrawn", self.url, down)
-            self._warn_every = min(STALL_REMINDER_MAX_S, self._warn_every * 2)
-            self._warn_at = now + self._warn_every
+                        "OMS's books stay withdrawn", self.url, outage.lasted(now))
 
     def stop(self) -> None:
         """Unsubscribe (politely, best effort) and close."""
         client, self.client = self.client, None
         if client is None:
             return
-        down_since, self._down_since = self._down_since, None
+        outage, self._outage = self._outage, None
         if client.connects == 0:  # nothing to unsubscribe, nothing was forwarded
             client.stop()
-            tried = ("" if down_since is None
-                     else f" (tried for {duration(self._clock() - down_since)})")
+            tried = "" if outage is None else f" (tried for {outage.lasted(self._clock())})"
             log.warning("market data over WS: closed without ever connecting to %s%s", self.url,
                         tried)
             return
