@@ -9,14 +9,16 @@ disagrees with ours (or ours cannot be computed: a level finer than the instrume
 precision is not the venue's book either), when an update cannot be applied, when the
 per-symbol RptSeq (83) skips, when the book crosses, or when a symbol has been silent longer
 than `stale_after_s`. Each of those is logged and reported to the listeners as an integrity
-event with its reason. All but the last mean the book is wrong (the bad update is already in
-it, or one is missing), so it is emptied at once and stays empty until the new subscription's
-verified snapshot: the gate finds no mid (its stale policy applies), and neither the signals
-nor a new OMS subscriber get the bad levels; the listeners are handed the empty book as a
-snapshot. A silent book is only old: it keeps its verified levels, which the gate judges by
-their age. Increments for a subscription we replaced are ignored, so a late message from the
-old subscription cannot corrupt the new snapshot. Each listener is called on its own: one
-that raises is logged (with the symbol) and neither the others nor the feed miss a beat.
+event with its reason; the staleness check only at debug level, as a quiet symbol's is routine
+(a warning when its answer shows missed updates, or when it goes unanswered). All but the
+last mean the book is wrong (the bad update is already in it, or one is missing), so it is
+emptied at once and stays empty until the new subscription's verified snapshot: the gate
+finds no mid (its stale policy applies), and neither the signals nor a new OMS subscriber get
+the bad levels; the listeners are handed the empty book as a snapshot. A silent book is only
+old: it keeps its verified levels, which the gate judges by their age. Increments for a
+subscription we replaced are ignored, so a late message from the old subscription cannot
+corrupt the new snapshot. Each listener is called on its own: one that raises is logged (with
+the symbol) and neither the others nor the feed miss a beat.
 
 Source lost (reason ``SOURCE_LOST``): nothing feeds a book any more, so its levels, however
 verified, are frozen while the market moves; the listeners are told once per episode (the OMS
@@ -62,7 +64,7 @@ import quickfix as fix
 from gateway.fix import messages as m
 from gateway.fix.application import BaseHandler
 from gateway.fix.messages import Fields, get
-from gateway.marketdata.book import Book
+from gateway.marketdata.book import Book, Depth
 from gateway.marketdata.episode import REMINDER_FIRST_S, REMINDER_MAX_S, Episode
 from gateway.marketdata.fix_md import (
     BID,
@@ -148,6 +150,9 @@ class _Sub:
     last_rx: float = 0.0
     resubscribes: int = 0
     rejected: bool = False  # the venue refused it (35=Y): not waited for at failback
+    # A staleness check's subscription: how long the symbol had been silent, and the book
+    # the check found (see `_resubscribe_stale`).
+    checking: tuple[float, Depth] | None = None
 
 
 @dataclass
@@ -299,8 +304,10 @@ class MarketDataFeed(BaseHandler):
         a snapshot too). A stale symbol is not broken: its levels were verified and the gate
         judges them by their age.
 
-        `quiet`: logged at debug level only, for the repeats of a stall already warned of
-        (`_resubscribe_unanswered`); everything else about the resubscribe is as usual."""
+        `quiet`: logged at debug level only, for a check that is routine or already warned
+        of: the staleness check of a quiet symbol (`_resubscribe_stale`) and the repeats of a
+        stall (`_resubscribe_unanswered`); everything else about the resubscribe is as
+        usual."""
         with self._owner:  # one resubscribe at a time (see _subscribe)
             log.log(logging.DEBUG if quiet else logging.WARNING,
                     "market data %s: %s; %sresubscribing for a fresh snapshot", symbol,
@@ -357,6 +364,17 @@ class MarketDataFeed(BaseHandler):
                         stall.episode.lasted(sub.last_rx), stall.unanswered,
                         "" if self._shadow is None else
                         f"; into the shadow book, {self.source} feeds the books until failback")
+        checked, sub.checking = sub.checking, None
+        if checked is not None:  # the answer to a staleness check
+            silent, held = checked
+            if book.depth(self.depth) == held:
+                log.debug("market data %s: the staleness check was answered with the book "
+                          "as held: a quiet market", sub.symbol)
+            else:
+                log.warning("market data %s: %s: no update for %.1f s, and the snapshot "
+                            "answering the resubscribe differs from the book held: updates "
+                            "were missed; the book is the snapshot's now", sub.symbol, STALE,
+                            silent)
         if not self._verify(sub, book, get(msg, CHECKSUM_TAG)):
             return
         if self._shadow is not None:
@@ -490,7 +508,15 @@ class MarketDataFeed(BaseHandler):
         """Resubscribe each symbol silent longer than `stale_after_s`. The scan is lock-free;
         each candidate is checked again under the hand-over lock, since the QuickFIX thread
         may have resubscribed it (or the venue sent something) in between: resubscribing that
-        fresh subscription too would only throw away the snapshot it is waiting for."""
+        fresh subscription too would only throw away the snapshot it is waiting for.
+
+        The staleness check is a debug line, not a warning: a symbol nobody trades goes
+        silent every `stale_after_s` on a perfectly live session, and its resubscribe is
+        answered with a good snapshot in milliseconds (which also makes its book fresh for
+        the gate again); a warning each time told ops nothing, for ever. Its answer tells
+        quiet from broken: a snapshot with other levels than the book held means updates
+        were missed, and that is a warning (`_snapshot`); a resubscribe left unanswered is
+        warned of `stale_after_s` later, as a stall (`_resubscribe_unanswered`)."""
         if self._session is None:
             return
         now = self._clock()
@@ -504,8 +530,14 @@ class MarketDataFeed(BaseHandler):
                     continue
                 if not sub.synced and not sub.rejected:  # logged on, and nothing answers
                     self._resubscribe_unanswered(sub, silent)
-                else:
-                    self.resubscribe(sub.symbol, f"{STALE}: no update for {silent:.1f} s")
+                else:  # quiet, or silent: its answer (or the lack of one) will tell
+                    held = self._book(sub.symbol).depth(self.depth)
+                    self.resubscribe(sub.symbol, f"{STALE}: no update for {silent:.1f} s",
+                                     quiet=True)
+                    with self._lock:
+                        check = self._subs.get(sub.symbol)
+                    if check is not None and not check.synced:
+                        check.checking = (silent, held)
 
     def _resubscribe_unanswered(self, sub: _Sub, silent: float) -> None:
         """Resubscribe a symbol whose subscription the venue left unanswered (logged on but

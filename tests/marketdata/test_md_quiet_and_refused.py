@@ -1,0 +1,135 @@
+"""The market-data feed's log for the two troubles that are not a stall, on a fake clock (an
+hour takes no time; the test makes the watchdog's checks itself), with a stand-in session that
+records what the feed sends and answers as the test says:
+
+* a quiet symbol on a live session: nobody trades it, so the watchdog resubscribes it every
+  `md_stale_after_s` and the venue answers each with a good snapshot. Normal for an illiquid
+  symbol: the check stays, but it is not a warning; only an unanswered one is (the stall).
+* a symbol the venue refuses (35=Y): said once as refused with the venue's reason, retried on
+  the episode schedule (not called stale), the OMS's book withdrawn once and revived when the
+  venue takes the subscription again."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from decimal import Decimal
+
+import pytest
+
+from gateway.marketdata.fanout import OmsMarketData
+from gateway.marketdata.feed import SOURCE_LOST, STALE, MarketDataFeed
+from gateway.marketdata.fix_md import md_reject
+from gateway.marketdata.instruments import Instrument, InstrumentRegistry
+from tests.marketdata.test_feed_integrity import FakeSession
+from tests.marketdata.test_md_failover_unit import fix_snapshot
+from tests.marketdata.test_md_source_lost import FakeClock, _withdrawn
+from tests.marketdata.test_oms_md_fanout import _Recorder, _request
+
+D = Decimal
+BTC = "BTC/USD"
+BIDS = [(D("100.0"), D("1")), (D("99.9"), D("2"))]
+ASKS = [(D("100.2"), D("3")), (D("100.3"), D("4"))]
+HOUR = 3600
+
+
+class Venue:
+    """The feed's FIX MD session on a fake clock: the test and the feed share `clock`."""
+
+    def __init__(self) -> None:
+        self.clock = FakeClock()
+        reg = InstrumentRegistry()
+        reg.replace_all([Instrument.from_precision(BTC, 1, 8, D("0.0001"), D("0.1"))])
+        self.feed = MarketDataFeed((BTC,), 10, reg, stale_after_s=10.0, clock=self.clock)
+        self.feed.stop()  # the test makes the watchdog's checks itself, on its clock
+        self.session = FakeSession()
+        self.feed._session = self.session  # type: ignore[assignment]
+        self.feed._subscribe(BTC)
+        fix_snapshot(self.feed, BTC, BIDS, ASKS)
+        self.fanout = OmsMarketData(self.feed)
+        self.oms = _Recorder()
+        self.fanout.on_request(_request("R1"), "FIXGW->OMS", self.oms)
+
+    def subscribes(self) -> list[str]:
+        return [req for req, kind in self.session.sent if kind == "1"]
+
+    def refuse(self, req_id: str, text: str) -> None:
+        self.feed.on_app_message(md_reject(req_id, "0", text), None, {})  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def venue() -> Iterator[Venue]:
+    v = Venue()
+    try:
+        yield v
+    finally:
+        v.fanout.close()
+        v.feed._session = None
+
+
+def _lines(caplog: pytest.LogCaptureFixture, level: int = logging.WARNING) -> list[str]:
+    """The feed's lines at `level` and above."""
+    return [r.getMessage() for r in caplog.records
+            if r.name == "fixgw.marketdata" and r.levelno >= level]
+
+
+def test_a_quiet_symbol_whose_resubscribes_are_answered_is_no_warning(
+        venue: Venue, caplog: pytest.LogCaptureFixture) -> None:
+    """An hour of a quiet BTC/USD (md_stale_after_s = 10): the watchdog still resubscribes it
+    every 11 s and each is answered with the same good snapshot; the log gets no warning at
+    all (it got one per resubscribe, 327 in the hour), only debug lines for the checks. The
+    OMS's book is never withdrawn, and each answer makes the shared book fresh for the gate
+    again (its age, `Book.last_update`, restarts: that is today's rule, kept). An answer with
+    other levels than the book held means updates were missed, not a quiet market: that is a
+    warning. And when the venue stops answering, the first unanswered check is the one
+    warning (the stall)."""
+    caplog.set_level(logging.DEBUG, "fixgw.marketdata")
+    feed, book = venue.feed, venue.feed.books[BTC]
+    caplog.clear()
+    answered = 0
+    for _ in range(HOUR):  # the watchdog's checks, one a second
+        venue.clock.now += 1.0
+        sent = len(venue.subscribes())
+        stamp = book.last_update
+        feed._resubscribe_stale()
+        if len(venue.subscribes()) > sent:  # a resubscribe: the venue answers it at once
+            fix_snapshot(feed, BTC, BIDS, ASKS)
+            answered += 1
+            assert book.last_update != stamp  # fresh for the gate again
+    assert answered > HOUR / 11 - 2
+    assert _lines(caplog) == []
+    said = _lines(caplog, logging.DEBUG)
+    assert len(said) == 2 * answered  # the check, and its answer
+    assert said[:2] == [f"market data {BTC}: {STALE}: no update for 11.0 s; resubscribing for "
+                        f"a fresh snapshot",
+                        f"market data {BTC}: the staleness check was answered with the book "
+                        f"as held: a quiet market"]
+    assert said == said[:2] * answered
+    assert sum(r.startswith(STALE) for _, r in feed.integrity_events) == answered
+    assert venue.fanout.drained(5)
+    assert len(venue.oms.got) == 1 + answered  # the first snapshot, then one per answer
+    assert all(f[35] == "W" and f[268] != "0" for f in venue.oms.got)
+    assert venue.oms.book().top(5) == (BIDS, ASKS) and not venue.oms.book().withdrawn
+    assert feed.health_problem() is None
+
+    caplog.clear()  # the venue's book moved and the updates never came: a warning
+    sent = len(venue.subscribes())
+    while len(venue.subscribes()) == sent:
+        venue.clock.now += 1.0
+        feed._resubscribe_stale()
+    moved = [(D("100.1"), D("1"))]
+    fix_snapshot(feed, BTC, moved, ASKS)
+    assert _lines(caplog) == [
+        f"market data {BTC}: {STALE}: no update for 11.0 s, and the snapshot answering the "
+        f"resubscribe differs from the book held: updates were missed; the book is the "
+        f"snapshot's now"]
+    assert venue.fanout.drained(5) and venue.oms.book().top(5) == (moved, ASKS)
+
+    caplog.clear()  # the venue stops answering: the unanswered check is the warning
+    for _ in range(25):
+        venue.clock.now += 1.0
+        feed._resubscribe_stale()
+    warned = _lines(caplog)
+    assert len(warned) == 1 and warned[0].startswith(
+        f"market data {BTC}: {SOURCE_LOST}: no snapshot 11.0 s after subscribing"), warned
+    assert venue.fanout.drained(5) and _withdrawn(venue.oms)
