@@ -33,7 +33,10 @@ is reported from the watchdog's thread, since QuickFIX calls `on_logout` holding
 session's mutex and the hand-over lock must not be taken under it (see `_subscribe`).
 A stall is resubscribed every `stale_after_s` for as long as it lasts, but logged as one
 episode per symbol: a warning when it starts, rare reminders of how long it has lasted, and a
-line with its length when the venue answers (`_resubscribe_unanswered`).
+line with its length when the venue answers (`_resubscribe_unanswered`). A subscription the
+venue refuses (35=Y) is not stale, and is one episode too: said once with the venue's reason,
+retried on the episode schedule with a reminder each time, one line when it is taken
+(`_rejected`).
 
 Another source may own the books for a while (the WS fallback while this session is down,
 ``gateway.routing.md_failover``): ``hand_over_books`` makes the FIX session keep its own
@@ -163,6 +166,15 @@ class _Stall:
     unanswered: int = 1  # subscriptions it left unanswered so far
 
 
+@dataclass
+class _Refusal:
+    """A symbol whose subscription the venue refuses (35=Y): see `_rejected`."""
+
+    text: str  # the venue's reason, as it last gave it
+    episode: Episode  # since the first refusal; due: the next retry (and its reminder)
+    refusals: int = 1
+
+
 class MarketDataFeed(BaseHandler):
     def __init__(self, symbols: Sequence[str], depth: int, instruments: InstrumentRegistry,
                  stale_after_s: float = 10.0, *,
@@ -199,6 +211,9 @@ class MarketDataFeed(BaseHandler):
         # Symbols whose FIX (re)subscriptions the venue leaves unanswered while logged on
         # (under the hand-over lock): see `_resubscribe_unanswered`.
         self._stalls: dict[str, _Stall] = {}
+        # Symbols whose subscription the venue refuses, until it takes one (under the
+        # hand-over lock): see `_rejected`.
+        self._refusals: dict[str, _Refusal] = {}
         # Why the FIX books lost their source, set by on_logout for the watchdog to tell.
         self._lost: str | None = None
         self._wake = threading.Event()  # wakes the watchdog early (a logout to report)
@@ -357,6 +372,11 @@ class MarketDataFeed(BaseHandler):
         sub.rpt_seq = 0
         sub.synced = True
         sub.last_rx = self._clock()
+        refusal = self._refusals.pop(sub.symbol, None)
+        if refusal is not None:  # the refusal episode's closing line
+            log.warning("market data %s: the venue took the subscription after %s of refusals "
+                        "(%d refusals)", sub.symbol, refusal.episode.lasted(sub.last_rx),
+                        refusal.refusals)
         stall = self._stalls.pop(sub.symbol, None)
         if stall is not None:  # the episode's one closing line, with how long it lasted
             log.warning("market data %s: the venue answered at last: a snapshot after %s "
@@ -443,17 +463,68 @@ class MarketDataFeed(BaseHandler):
                  ", ".join(i.symbol for i in found))
 
     def _rejected(self, msg: fix.Message) -> None:
+        """The venue refused a subscription (35=Y). Said once, with the venue's reason, as a
+        refusal: not stale (nothing is late, the venue said no) and not once per retry. The
+        symbol is retried on the `Episode` schedule (`_retry_refused`: after a minute, then
+        at doubling intervals up to 15 min), each retry a reminder line; a refusal for
+        another reason is said again; the snapshot of a retry it takes ends it (`_snapshot`).
+        The listeners are told at each refusal, as before: the OMS fan-out withdraws the
+        book once (an empty W) and keeps it withdrawn, also for a new subscriber, until the
+        snapshot; the symbol stays unhealthy for the market-data failover meanwhile. The
+        refusal lasts across logouts: a logon's subscribe refused again is the same one."""
         req_id = msg.getField(m.MD_REQ_ID)
         sub = self._by_req.get(req_id)
-        reason = f"MarketDataRequest {req_id} rejected by the venue: {get(msg, m.TEXT) or ''}"
-        log.error("%s (reason %s)", reason, get(msg, m.MD_REQ_REJ_REASON))
-        if sub is not None:
-            sub.synced = False
-            sub.rejected = True
-            self._record_integrity(sub.symbol, reason)
+        text = get(msg, m.TEXT) or ""
+        code = get(msg, m.MD_REQ_REJ_REASON)
+        reason = f"MarketDataRequest {req_id} rejected by the venue: {text}"
+        if sub is None:  # not a current subscription: nothing waits for it
+            log.info("%s (reason %s), for a subscription replaced since", reason, code)
+            return
+        sub.synced = False
+        sub.rejected = True
+        self._record_integrity(sub.symbol, reason)
+        now = self._clock()
+        refusal = self._refusals.get(sub.symbol)
+        if refusal is None:
+            retry = Episode(now, first_at=now + REMINDER_FIRST_S)
+            self._refusals[sub.symbol] = _Refusal(text, retry)
+            log.error("market data %s: %s (reason %s): refused, not stale; %s; retrying in "
+                      "%s, then at doubling intervals up to %s", sub.symbol, reason, code,
+                      "the OMS's book is withdrawn until it is taken" if self._shadow is None
+                      else f"{self.source} feeds the books meanwhile",
+                      f"{REMINDER_FIRST_S / 60:g} min", f"{REMINDER_MAX_S / 60:g} min")
+        else:
+            refusal.refusals += 1
+            if text != refusal.text:  # news: said again
+                refusal.text = text
+                log.error("market data %s: %s (reason %s): refused for another reason now",
+                          sub.symbol, reason, code)
+            else:
+                log.debug("market data %s: refused again (%s)", sub.symbol, reason)
+        if self._shadow is None:
+            self._tell("on_integrity", sub.symbol, reason)
+
+    def _retry_refused(self) -> None:
+        """Subscribe again each refused symbol whose retry is due (see `_rejected`); its
+        reminder line says so. Not while a subscription of it awaits its answer (a logon's,
+        or the last retry's: left unanswered, that one is a stall)."""
+        for symbol in list(self._refusals):
             with self._owner:
-                if self._shadow is None:
-                    self._tell("on_integrity", sub.symbol, reason)
+                refusal = self._refusals.get(symbol)
+                with self._lock:
+                    sub = self._subs.get(symbol)
+                if (refusal is None or sub is None or not sub.rejected
+                        or self._session is None):
+                    continue
+                now = self._clock()
+                if not refusal.episode.due(now):
+                    continue
+                log.warning("market data %s: still refused by the venue after %s (%d "
+                            "refusals; the venue's reason: %s); retrying now", symbol,
+                            refusal.episode.lasted(now), refusal.refusals, refusal.text)
+                with self._lock:
+                    sub.resubscribes += 1
+                self._subscribe(symbol)
 
     # ---- staleness -----------------------------------------------------------------------------
     @property
@@ -519,16 +590,18 @@ class MarketDataFeed(BaseHandler):
         warned of `stale_after_s` later, as a stall (`_resubscribe_unanswered`)."""
         if self._session is None:
             return
+        self._retry_refused()
         now = self._clock()
-        with self._lock:
-            candidates = [s for s in self._subs.values() if now - s.last_rx > self.stale_after_s]
+        with self._lock:  # a refused one is not late: the venue said no (`_retry_refused`)
+            candidates = [s for s in self._subs.values()
+                          if now - s.last_rx > self.stale_after_s and not s.rejected]
         for sub in candidates:
             with self._owner:
                 silent = self._clock() - sub.last_rx
                 if (self._session is None or self._subs.get(sub.symbol) is not sub
-                        or silent <= self.stale_after_s):
+                        or silent <= self.stale_after_s or sub.rejected):
                     continue
-                if not sub.synced and not sub.rejected:  # logged on, and nothing answers
+                if not sub.synced:  # logged on, and nothing answers
                     self._resubscribe_unanswered(sub, silent)
                 else:  # quiet, or silent: its answer (or the lack of one) will tell
                     held = self._book(sub.symbol).depth(self.depth)

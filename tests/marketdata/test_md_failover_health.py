@@ -153,5 +153,5 @@ def test_a_symbol_the_venue_refuses_fails_over_to_ws(
     (reason,) = reasons
     assert reason.endswith(f"although logged on: {ETH} refused by the venue"), reason
     wait_until(lambda: book_is(feed, venue, ETH), what="ETH over WS")
-    time.sleep(3 * STALE_AFTER_S)  # refused again at each of the watchdog's resubscribes
+    time.sleep(3 * STALE_AFTER_S)  # refused: not resubscribed as stale, retried after 1 min
     assert fo.active == "ws" and len(reasons) == 1

@@ -17,6 +17,7 @@ from decimal import Decimal
 
 import pytest
 
+from gateway.marketdata.episode import REMINDER_MAX_S
 from gateway.marketdata.fanout import OmsMarketData
 from gateway.marketdata.feed import SOURCE_LOST, STALE, MarketDataFeed
 from gateway.marketdata.fix_md import md_reject
@@ -133,3 +134,61 @@ def test_a_quiet_symbol_whose_resubscribes_are_answered_is_no_warning(
     assert len(warned) == 1 and warned[0].startswith(
         f"market data {BTC}: {SOURCE_LOST}: no snapshot 11.0 s after subscribing"), warned
     assert venue.fanout.drained(5) and _withdrawn(venue.oms)
+
+
+def test_a_refused_symbol_is_said_once_retried_on_the_schedule_and_withdrawn_once(
+        venue: Venue, caplog: pytest.LogCaptureFixture) -> None:
+    """The venue refuses BTC/USD's subscription (35=Y) and every retry, for an hour: the log
+    gets one error with the venue's reason, then a reminder at each retry (after a minute,
+    then at doubling intervals up to REMINDER_MAX_S), never "stale feed" (the old code
+    resubscribed it as stale every 11 s, a warning and the venue's error each time). The OMS's
+    book is withdrawn once (an empty W) and stays so, also for a late subscriber; FIX health
+    still says refused (the failover's input). When the venue takes it again, one line, and
+    the OMS gets the book."""
+    caplog.set_level(logging.DEBUG, "fixgw.marketdata")
+    feed = venue.feed
+    text = "EQuery:Unknown asset pair"
+    caplog.clear()
+    venue.refuse(venue.subscribes()[-1], text)
+    t0 = venue.clock.now
+    retries = []
+    for _ in range(HOUR):  # the watchdog's checks, one a second; every retry refused at once
+        venue.clock.now += 1.0
+        sent = len(venue.subscribes())
+        feed._resubscribe_stale()
+        if len(venue.subscribes()) > sent:
+            retries.append(venue.clock.now - t0)
+            venue.refuse(venue.subscribes()[-1], text)
+
+    assert retries == [60, 120, 240, 480, 960, 960 + REMINDER_MAX_S, 960 + 2 * REMINDER_MAX_S]
+    said = _lines(caplog)
+    assert said[0] == (
+        f"market data {BTC}: MarketDataRequest MD-{BTC}-1 rejected by the venue: {text} "
+        f"(reason 0): refused, not stale; the OMS's book is withdrawn until it is taken; "
+        f"retrying in 1 min, then at doubling intervals up to 15 min")
+    assert said[1:] == [
+        f"market data {BTC}: still refused by the venue after {lasted} ({n} refusals; the "
+        f"venue's reason: {text}); retrying now" for n, lasted in enumerate(
+            ["60.0 s", "2 min 00 s", "4 min 00 s", "8 min 00 s", "16 min 00 s", "31 min 00 s",
+             "46 min 00 s"], start=1)]
+    everything = [r.getMessage() for r in caplog.records]
+    assert not any(STALE in line for line in everything), everything
+    assert not any(r.startswith(STALE) for _, r in feed.integrity_events)
+    assert feed.health_problem() == f"{BTC} refused by the venue"
+    assert venue.fanout.drained(5) and venue.oms.types() == ["W:R1", "W:R1"]
+    assert _withdrawn(venue.oms)
+    late = _Recorder()
+    venue.fanout.on_request(_request("R2"), "FIXGW->OMS2", late)
+    assert venue.fanout.drained(5) and late.types() == ["W:R2"] and _withdrawn(late)
+
+    caplog.clear()  # the venue takes the next retry
+    while len(venue.subscribes()) == 1 + len(retries):
+        venue.clock.now += 1.0
+        feed._resubscribe_stale()
+    fix_snapshot(feed, BTC, BIDS, ASKS)
+    assert _lines(caplog)[-1] == (f"market data {BTC}: the venue took the subscription after "
+                                  f"1 h 01 min 00 s of refusals (8 refusals)")
+    assert feed.health_problem() is None
+    assert venue.fanout.drained(5)
+    for oms in (venue.oms, late):
+        assert oms.book().top(5) == (BIDS, ASKS) and not oms.book().withdrawn
