@@ -29,8 +29,9 @@ Why it is built this way:
   or empty books.
 * A WS that cannot be reached while it owns the books (down, firewalled, a wrong URL) feeds
   nothing, and the books stay withdrawn from the OMS until it or FIX delivers a snapshot. The
-  client retries with backoff and logs each failed attempt in transport terms; ops also get it
-  in market-data terms (``WsBookSource.check_connection``): one warning naming the endpoint
+  client retries with backoff and says the outage in transport terms (the error once, rare
+  reminders, how long at reconnect; each attempt at debug); ops also get it in market-data
+  terms (``WsBookSource.check_connection``): one warning naming the endpoint
   once it has gone ``heartbeat_timeout_s`` without a connection, rare reminders of how long,
   and one line when it connects.
 * The timing and forcing rules are the order path's :class:`TransportPolicy` (``"rest"`` there
@@ -150,9 +151,9 @@ class WsBookSource:
         warning naming it once ``heartbeat_timeout_s`` has passed without a connection (a
         silent connection is given no longer), reminders of how long on the ``Episode``
         schedule (after a minute, then at doubling intervals up to 15 min), and one line when
-        it connects. The client's own line per failed attempt names the
-        URL but not what depends on it, and an hour of them reads like noise; ops need to
-        know that the OMS's books stay withdrawn meanwhile. Called by the failover thread."""
+        it connects. The client's own outage lines name the URL and the error but not what
+        depends on it; ops need to know that the OMS's books stay withdrawn meanwhile. Called
+        by the failover thread."""
         client = self.client
         if client is None:
             return

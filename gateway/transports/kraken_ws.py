@@ -14,6 +14,10 @@ Why it looks the way it does (kraken-api.md section 4):
 * Kraken sends a heartbeat about every second and recommends reconnecting after 5 s of silence;
   the deadline is a constructor argument so tests can use a shorter one. Reconnects back off
   exponentially (reset once a connection delivered data) so a dead venue is not hammered.
+* An endpoint that stays unreachable is one outage in the log, not a warning per attempt
+  (every <=10 s, for as long as it lasts): one warning with the error, reminders of how long
+  on the market-data ``Episode`` schedule (after a minute, then doubling up to 15 min), one
+  line when it connects again saying how long it was down; each failed attempt at debug.
 * A frame that cannot be applied (not JSON, a negative size, a missing field, a checksum that
   is no number: ``FRAME_ERRORS``) ends its connection, never the client's thread: the books
   it may have half-changed are marked unsynced (``on_integrity``) and the reconnect rebuilds
@@ -39,6 +43,7 @@ import logging
 import math
 import random
 import threading
+import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
@@ -48,6 +53,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, WebSocketException
 
 from gateway.marketdata.book import Book
+from gateway.marketdata.episode import Episode
 
 __all__ = [
     "BookHandler",
@@ -263,8 +269,12 @@ class _Connector(LoopThread):
     """Reconnect loop with exponential backoff and a silence deadline shared by both clients."""
 
     def __init__(self, url: str, heartbeat_timeout: float, backoff_initial: float,
-                 backoff_max: float, open_timeout: float) -> None:
+                 backoff_max: float, open_timeout: float,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        """`clock`: monotonic seconds, for how long an outage has lasted (a test's fake clock
+        makes an hour of failed attempts take no time)."""
         super().__init__()
+        self._clock = clock
         self.url = url
         self.heartbeat_timeout = heartbeat_timeout
         self.backoff_initial = backoff_initial
@@ -277,6 +287,12 @@ class _Connector(LoopThread):
         self._ws: ClientConnection | None = None
         self._req_ids = itertools.count(1)
         self._connected = threading.Event()
+        self.failed_attempts = 0  #: connection attempts (or connections) that failed
+        # The outage in progress (None: connected, or not tried yet), its failed attempts,
+        # and when the last connection ended (see _attempt_failed).
+        self._outage: Episode | None = None
+        self._outage_failures = 0
+        self._ended_at: float | None = None
 
     @property
     def connected(self) -> bool:
@@ -306,6 +322,39 @@ class _Connector(LoopThread):
     async def _on_open(self, ws: ClientConnection) -> None:  # pragma: no cover - overridden
         raise NotImplementedError
 
+    def _attempt_failed(self, exc: BaseException) -> None:
+        """A connection attempt failed, or a connection failed: the first of an outage is a
+        warning with the error, the others are debug lines, with a reminder of how long now
+        and then (`Episode`). A warning per attempt, every <=`backoff_max` seconds for as long
+        as the endpoint is down, was hundreds of lines an hour saying the same thing."""
+        self.failed_attempts += 1
+        now = self._clock()
+        outage = self._outage
+        if outage is None:
+            since, self._ended_at = self._ended_at, None
+            outage = self._outage = Episode(now if since is None else since, first_at=now)
+            outage.due(now)  # this warning is the outage's first line
+            self._outage_failures = 1
+            _log.warning("%s: connection failed: %s; retrying with backoff (at most %gs "
+                         "apart), each failed attempt logged at debug level, a reminder now "
+                         "and then", self.url, exc, self.backoff_max)
+            return
+        self._outage_failures += 1
+        _log.debug("%s: connection failed again (attempt %d of this outage): %s", self.url,
+                   self._outage_failures, exc)
+        if outage.due(now):
+            _log.warning("%s: still no connection after %s (%d attempts failed, the last: %s)",
+                         self.url, outage.lasted(now), self._outage_failures, exc)
+
+    def _connected_again(self) -> None:
+        """The outage's closing line, with how long it lasted."""
+        outage, self._outage = self._outage, None
+        self._ended_at = None
+        if outage is not None:
+            _log.warning("%s: connected again after %s without a connection (%d attempts "
+                         "failed)", self.url, outage.lasted(self._clock()),
+                         self._outage_failures)
+
     async def _on_message(self, msg: Any) -> bool:  # pragma: no cover - overridden
         """Handle one frame; True when the frame proves the feed is healthy (resets backoff)."""
         raise NotImplementedError
@@ -324,6 +373,7 @@ class _Connector(LoopThread):
                     self.connects += 1
                     await self._on_open(ws)
                     self._connected.set()
+                    self._connected_again()
                     # Not `while True`: on Python 3.11 wait_for can swallow stop()'s cancel
                     # when a frame arrives at the same moment, and the socket stayed open.
                     while not self._stopping:
@@ -349,11 +399,13 @@ class _Connector(LoopThread):
                             break
             except (OSError, TimeoutError, ConnectionClosed, WebSocketException,
                     KrakenWsError) as exc:
-                _log.warning("%s: connection failed: %s", self.url, exc)
+                self._attempt_failed(exc)
             except Exception:  # a bug of ours: this connection ends, the client goes on
                 _log.exception("%s: connection ended by an unexpected error", self.url)
             finally:
                 self._ws = None
+                if self._connected.is_set():
+                    self._ended_at = self._clock()
                 self._connected.clear()
                 self._on_close()
                 self._drop_reason = "disconnected"
@@ -400,10 +452,12 @@ class KrakenWsPublic(_Connector):
         backoff_initial: float = 0.2,
         backoff_max: float = 10.0,
         open_timeout: float = 5.0,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if depth not in (10, 25, 100, 500, 1000):
             raise ValueError(f"Kraken book depth must be 10, 25, 100, 500 or 1000, not {depth}")
-        super().__init__(url, heartbeat_timeout, backoff_initial, backoff_max, open_timeout)
+        super().__init__(url, heartbeat_timeout, backoff_initial, backoff_max, open_timeout,
+                         clock)
         self.symbols = tuple(symbols)
         self.depth = depth
         self.on_book = on_book
@@ -592,8 +646,10 @@ class KrakenWsPrivate(_Connector):
         backoff_max: float = 10.0,
         open_timeout: float = 5.0,
         snap_orders: bool = True,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        super().__init__(url, heartbeat_timeout, backoff_initial, backoff_max, open_timeout)
+        super().__init__(url, heartbeat_timeout, backoff_initial, backoff_max, open_timeout,
+                         clock)
         self.token_provider = token_provider
         self.on_execution = on_execution
         self.request_timeout = request_timeout
