@@ -68,7 +68,7 @@ from gateway.fix import messages as m
 from gateway.fix.application import BaseHandler
 from gateway.fix.messages import Fields, get
 from gateway.marketdata.book import Book, Depth
-from gateway.marketdata.episode import REMINDER_FIRST_S, REMINDER_MAX_S, Episode
+from gateway.marketdata.episode import REMINDER_FIRST_S, REMINDER_MAX_S, Episode, duration
 from gateway.marketdata.fix_md import (
     BID,
     CHECKSUM_TAG,
@@ -98,6 +98,8 @@ TICK_SIZE = 5022
 
 _SIDES = {BID: "bid", OFFER: "ask"}
 RECENT_INTEGRITY_EVENTS = 1000  #: how many integrity events `integrity_events` keeps
+#: How often a symbol the venue refuses (35=Y) is subscribed again (see `MarketDataFeed._rejected`).
+REFUSED_RETRY_S: Final = 60.0
 # A stall (logged on, resubscribes unanswered) is warned of once, then reminded of on the
 # episode schedule shared with the other long-lasting troubles (gateway.marketdata.episode).
 STALL_REMINDER_FIRST_S: Final = REMINDER_FIRST_S
@@ -171,7 +173,8 @@ class _Refusal:
     """A symbol whose subscription the venue refuses (35=Y): see `_rejected`."""
 
     text: str  # the venue's reason, as it last gave it
-    episode: Episode  # since the first refusal; due: the next retry (and its reminder)
+    episode: Episode  # since the first refusal; due: the next reminder line
+    retry_at: float  # when the next subscription goes out (every REFUSED_RETRY_S)
     refusals: int = 1
 
 
@@ -465,8 +468,10 @@ class MarketDataFeed(BaseHandler):
     def _rejected(self, msg: fix.Message) -> None:
         """The venue refused a subscription (35=Y). Said once, with the venue's reason, as a
         refusal: not stale (nothing is late, the venue said no) and not once per retry. The
-        symbol is retried on the `Episode` schedule (`_retry_refused`: after a minute, then
-        at doubling intervals up to 15 min), each retry a reminder line; a refusal for
+        symbol is retried every `REFUSED_RETRY_S` (`_retry_refused`: one MarketDataRequest a
+        minute costs nothing, and a symbol the venue takes again, after a maintenance say, is
+        back within the minute), at debug level, with a reminder line on the `Episode`
+        schedule (after a minute, then at doubling intervals up to 15 min); a refusal for
         another reason is said again; the snapshot of a retry it takes ends it (`_snapshot`).
         The listeners are told at each refusal, as before: the OMS fan-out withdraws the
         book once (an empty W) and keeps it withdrawn, also for a new subscriber, until the
@@ -486,13 +491,13 @@ class MarketDataFeed(BaseHandler):
         now = self._clock()
         refusal = self._refusals.get(sub.symbol)
         if refusal is None:
-            retry = Episode(now, first_at=now + REMINDER_FIRST_S)
-            self._refusals[sub.symbol] = _Refusal(text, retry)
-            log.error("market data %s: %s (reason %s): refused, not stale; %s; retrying in "
-                      "%s, then at doubling intervals up to %s", sub.symbol, reason, code,
+            reminders = Episode(now, first_at=now + REMINDER_FIRST_S)
+            self._refusals[sub.symbol] = _Refusal(text, reminders, now + REFUSED_RETRY_S)
+            log.error("market data %s: %s (reason %s): refused, not stale; %s; retrying every "
+                      "%s", sub.symbol, reason, code,
                       "the OMS's book is withdrawn until it is taken" if self._shadow is None
                       else f"{self.source} feeds the books meanwhile",
-                      f"{REMINDER_FIRST_S / 60:g} min", f"{REMINDER_MAX_S / 60:g} min")
+                      duration(REFUSED_RETRY_S))
         else:
             refusal.refusals += 1
             if text != refusal.text:  # news: said again
@@ -505,9 +510,10 @@ class MarketDataFeed(BaseHandler):
             self._tell("on_integrity", sub.symbol, reason)
 
     def _retry_refused(self) -> None:
-        """Subscribe again each refused symbol whose retry is due (see `_rejected`); its
-        reminder line says so. Not while a subscription of it awaits its answer (a logon's,
-        or the last retry's: left unanswered, that one is a stall)."""
+        """Subscribe again each refused symbol whose retry is due (see `_rejected`), with a
+        reminder line when the episode's schedule has one due. Not while a subscription of it
+        awaits its answer (a logon's, or the last retry's: left unanswered, that one is a
+        stall)."""
         for symbol in list(self._refusals):
             with self._owner:
                 refusal = self._refusals.get(symbol)
@@ -517,11 +523,17 @@ class MarketDataFeed(BaseHandler):
                         or self._session is None):
                     continue
                 now = self._clock()
-                if not refusal.episode.due(now):
+                if now < refusal.retry_at:
                     continue
-                log.warning("market data %s: still refused by the venue after %s (%d "
-                            "refusals; the venue's reason: %s); retrying now", symbol,
-                            refusal.episode.lasted(now), refusal.refusals, refusal.text)
+                refusal.retry_at = now + REFUSED_RETRY_S
+                if refusal.episode.due(now):
+                    log.warning("market data %s: still refused by the venue after %s (%d "
+                                "refusals; the venue's reason: %s); retrying every %s",
+                                symbol, refusal.episode.lasted(now), refusal.refusals,
+                                refusal.text, duration(REFUSED_RETRY_S))
+                else:
+                    log.debug("market data %s: refused %d times; retrying", symbol,
+                              refusal.refusals)
                 with self._lock:
                     sub.resubscribes += 1
                 self._subscribe(symbol)

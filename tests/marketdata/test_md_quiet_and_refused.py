@@ -17,9 +17,8 @@ from decimal import Decimal
 
 import pytest
 
-from gateway.marketdata.episode import REMINDER_MAX_S
 from gateway.marketdata.fanout import OmsMarketData
-from gateway.marketdata.feed import SOURCE_LOST, STALE, MarketDataFeed
+from gateway.marketdata.feed import REFUSED_RETRY_S, SOURCE_LOST, STALE, MarketDataFeed
 from gateway.marketdata.fix_md import md_reject
 from gateway.marketdata.instruments import Instrument, InstrumentRegistry
 from tests.marketdata.test_feed_integrity import FakeSession
@@ -139,12 +138,12 @@ def test_a_quiet_symbol_whose_resubscribes_are_answered_is_no_warning(
 def test_a_refused_symbol_is_said_once_retried_on_the_schedule_and_withdrawn_once(
         venue: Venue, caplog: pytest.LogCaptureFixture) -> None:
     """The venue refuses BTC/USD's subscription (35=Y) and every retry, for an hour: the log
-    gets one error with the venue's reason, then a reminder at each retry (after a minute,
-    then at doubling intervals up to REMINDER_MAX_S), never "stale feed" (the old code
-    resubscribed it as stale every 11 s, a warning and the venue's error each time). The OMS's
-    book is withdrawn once (an empty W) and stays so, also for a late subscriber; FIX health
-    still says refused (the failover's input). When the venue takes it again, one line, and
-    the OMS gets the book."""
+    gets one error with the venue's reason; the symbol is retried every minute, with a
+    reminder line after a minute, then at doubling intervals up to REMINDER_MAX_S; never
+    "stale feed" (the old code resubscribed it as stale every 11 s, a warning and the venue's
+    error each time). The OMS's book is withdrawn once (an empty W) and stays so, also for a
+    late subscriber; FIX health still says refused (the failover's input). When the venue
+    takes it again, one line, and the OMS gets the book."""
     caplog.set_level(logging.DEBUG, "fixgw.marketdata")
     feed = venue.feed
     text = "EQuery:Unknown asset pair"
@@ -160,17 +159,17 @@ def test_a_refused_symbol_is_said_once_retried_on_the_schedule_and_withdrawn_onc
             retries.append(venue.clock.now - t0)
             venue.refuse(venue.subscribes()[-1], text)
 
-    assert retries == [60, 120, 240, 480, 960, 960 + REMINDER_MAX_S, 960 + 2 * REMINDER_MAX_S]
+    assert retries == [REFUSED_RETRY_S * n for n in range(1, 61)]
     said = _lines(caplog)
     assert said[0] == (
         f"market data {BTC}: MarketDataRequest MD-{BTC}-1 rejected by the venue: {text} "
         f"(reason 0): refused, not stale; the OMS's book is withdrawn until it is taken; "
-        f"retrying in 1 min, then at doubling intervals up to 15 min")
+        f"retrying every 60.0 s")
     assert said[1:] == [
         f"market data {BTC}: still refused by the venue after {lasted} ({n} refusals; the "
-        f"venue's reason: {text}); retrying now" for n, lasted in enumerate(
-            ["60.0 s", "2 min 00 s", "4 min 00 s", "8 min 00 s", "16 min 00 s", "31 min 00 s",
-             "46 min 00 s"], start=1)]
+        f"venue's reason: {text}); retrying every 60.0 s" for n, lasted in (
+            (1, "60.0 s"), (2, "2 min 00 s"), (4, "4 min 00 s"), (8, "8 min 00 s"),
+            (16, "16 min 00 s"), (31, "31 min 00 s"), (46, "46 min 00 s"))]
     everything = [r.getMessage() for r in caplog.records]
     assert not any(STALE in line for line in everything), everything
     assert not any(r.startswith(STALE) for _, r in feed.integrity_events)
@@ -187,7 +186,7 @@ def test_a_refused_symbol_is_said_once_retried_on_the_schedule_and_withdrawn_onc
         feed._resubscribe_stale()
     fix_snapshot(feed, BTC, BIDS, ASKS)
     assert _lines(caplog)[-1] == (f"market data {BTC}: the venue took the subscription after "
-                                  f"1 h 01 min 00 s of refusals (8 refusals)")
+                                  f"1 h 01 min 00 s of refusals (61 refusals)")
     assert feed.health_problem() is None
     assert venue.fanout.drained(5)
     for oms in (venue.oms, late):
