@@ -214,6 +214,8 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
                 return False, f"session {ref.name} is not running in this gateway"
             done = do(ref, session)
             out = done if isinstance(done, Outcome) else Outcome(True, done)
+            if not out.ok:  # refused: nothing changed, so no session event says it did
+                return out
             message = out.message
             new_seq_no, direction = seq_reset or (
                 0, "outbound" if event == "logout" else None)
@@ -298,13 +300,24 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
 
     def SetSequence(self, request: admin_pb2.SetSequenceRequest,
                     context: grpc.ServicerContext) -> admin_pb2.ActionResult:
-        args = {"name": request.name, "next_sender": request.next_sender,
-                "next_target": request.next_target}
+        args: dict[str, Any] = {"name": request.name, "next_sender": request.next_sender,
+                                "next_target": request.next_target}
+        if request.force:
+            args["force"] = True
         if not request.next_sender and not request.next_target:
             return self._act("set_sequence", args, lambda: (
                 False, "nothing to set: give a next sender and/or next target MsgSeqNum (> 0)"))
 
-        def do(ref: SessionRef, s: fix.Session) -> str:
+        def do(ref: SessionRef, s: fix.Session) -> str | Outcome:
+            # Live, a wrong number is a gap or a too-low MsgSeqNum for one side, and the
+            # session falls into a logon/logout loop while the command said success: only
+            # when the operator says so (force) after being told it is logged on.
+            live = bool(s.isLoggedOn())
+            if live and not request.force:
+                return Outcome(False, f"{ref.name} is logged on: nothing changed. Setting a "
+                               "sequence number live knocks the session into a logon/logout "
+                               "loop if it is wrong; log it out first (`fixgwctl logout`), or "
+                               "apply it live with force (`fixgwctl set-seq --force`)")
             done = []
             if request.next_sender:
                 s.setNextSenderMsgSeqNum(int(request.next_sender))
@@ -312,7 +325,8 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
             if request.next_target:
                 s.setNextTargetMsgSeqNum(int(request.next_target))
                 done.append(f"next expected incoming MsgSeqNum {request.next_target}")
-            return f"{ref.name}: " + ", ".join(done)
+            return f"{ref.name}: " + ", ".join(done) + (
+                " (applied live: the session is logged on)" if live else "")
         # NewSeqNo as a SequenceReset would carry it: ours when we set our next outgoing number
         # (what the counterparty must expect next), else the incoming one we now expect.
         seq_reset: tuple[int, Literal["inbound", "outbound"]] = (

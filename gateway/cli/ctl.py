@@ -69,7 +69,7 @@ examples:
   fixgwctl session 'FIXGW->OMS' --json
   fixgwctl logout 'FIXGW->KRAKEN-TRD' --reason "venue maintenance" --yes
   fixgwctl logon KRAKEN-TRD
-  fixgwctl set-seq 'FIXGW->OMS' --sender 120 --target 87
+  fixgwctl set-seq 'FIXGW->OMS' --sender 120 --target 87   (--force when it is logged on)
   fixgwctl orders --session OMS --symbol BTC/USD
   fixgwctl order 1700000000123-B1
   fixgwctl cancel 1700000000123-B1 --yes
@@ -160,10 +160,14 @@ def build_parser() -> argparse.ArgumentParser:
             "fixgwctl reset-seq 'FIXGW->KRAKEN-MD' --yes")
     p.add_argument("name", metavar="NAME")
     p = cmd("set-seq", "set the next outgoing (--sender) and/or expected incoming (--target) "
-            "MsgSeqNum (asks to confirm)", "fixgwctl set-seq 'FIXGW->OMS' --sender 120 --target 87")
+            "MsgSeqNum (asks to confirm); refused on a logged-on session without --force",
+            "fixgwctl set-seq 'FIXGW->OMS' --sender 120 --target 87")
     p.add_argument("name", metavar="NAME")
     p.add_argument("--sender", type=_positive, default=0, metavar="N")
     p.add_argument("--target", type=_positive, default=0, metavar="M")
+    p.add_argument("--force", action="store_true",
+                   help="apply it to a logged-on session too (a wrong value knocks it into a "
+                   "logon/logout loop); otherwise log the session out first")
     p = cmd("orders", "orders the gateway holds, newest first: open ones, or --closed for "
             "closed ones too (kept for [gateway] closed_order_retention_s)",
             "fixgwctl orders --session OMS --symbol BTC/USD")
@@ -483,8 +487,8 @@ def run(args: argparse.Namespace) -> int:
     elif c == "set-seq":
         if not args.sender and not args.target:
             raise CtlError(EXIT_USAGE, "set-seq needs --sender N and/or --target M")
-        _confirm(args, f"set {args.name}'s sequence numbers (sender {args.sender or 'unchanged'}"
-                 f", target {args.target or 'unchanged'})")
+        # Confirmed once the session's state is known (_set_seq): the prompt says when it
+        # is logged on.
     elif c == "cancel":
         scope = _cancel_scope(args)
         _confirm(args, f"cancel {scope} at the venue")
@@ -539,8 +543,7 @@ def _dispatch(client: Client, args: argparse.Namespace) -> int:
         return _action(client, args, "ResetSequence",
                        admin_pb2.ResetSequenceRequest(name=args.name))
     if c == "set-seq":
-        return _action(client, args, "SetSequence", admin_pb2.SetSequenceRequest(
-            name=args.name, next_sender=args.sender, next_target=args.target))
+        return _set_seq(client, args)
     if c in ("orders", "order"):
         return _orders(client, args)
     if c == "cancel":
@@ -577,6 +580,24 @@ def _dispatch(client: Client, args: argparse.Namespace) -> int:
                 print(f"{h.version}, up {_duration(h.uptime_s)}")
         return EXIT_OK if h.healthy else EXIT_REFUSED
     raise CtlError(EXIT_USAGE, f"unknown command {c!r}")
+
+
+def _set_seq(client: Client, args: argparse.Namespace) -> int:
+    """set-seq, after reading the session's state: on a logged-on session a wrong number
+    knocks it into a logon/logout loop, so that needs --force, and the prompt says so."""
+    s: admin_pb2.Session = client.call("GetSession", admin_pb2.GetSessionRequest(name=args.name))
+    what = (f"set {s.name}'s sequence numbers (sender {args.sender or 'unchanged'}, target "
+            f"{args.target or 'unchanged'})")
+    if s.state == "logged_on":
+        if not args.force:
+            raise CtlError(EXIT_REFUSED, f"{s.name} is logged on: nothing sent. Set live, a "
+                           "wrong sequence number knocks it into a logon/logout loop; log it "
+                           f"out first (`fixgwctl logout {s.name}`), or pass --force to apply "
+                           "it live")
+        what += f"; {s.name} is LOGGED ON: applied live, a wrong value breaks the session"
+    _confirm(args, what)
+    return _action(client, args, "SetSequence", admin_pb2.SetSequenceRequest(
+        name=args.name, next_sender=args.sender, next_target=args.target, force=args.force))
 
 
 # ---- orders ----------------------------------------------------------------------------------

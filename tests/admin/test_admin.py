@@ -251,9 +251,10 @@ def test_set_sender_seq_is_what_the_oms_sees_next(stack: Stack) -> None:
     cur = st.GetSession(admin_pb2.GetSessionRequest(name=OMS_NAME),
                         metadata=auth(stack.operator_token))
     n = cur.next_sender_seq_num + 40
-    res = st.SetSequence(admin_pb2.SetSequenceRequest(name=OMS_NAME, next_sender=n),
+    res = st.SetSequence(admin_pb2.SetSequenceRequest(name=OMS_NAME, next_sender=n, force=True),
                          metadata=auth(stack.operator_token))
     assert res.ok, res.message
+    assert res.message.endswith("(applied live: the session is logged on)"), res.message
     # An OrderStatusRequest for an unknown order: the gateway answers from its record.
     cl = new_id("H")
     stack.oms.send("H", [(11, cl), (55, "BTC/USD"), (54, "1")])
@@ -261,6 +262,7 @@ def test_set_sender_seq_is_what_the_oms_sees_next(stack: Stack) -> None:
     assert er.fields[34] == str(n)
     rec = read_audit(stack.audit_path)[-1]
     assert rec["what"] == "set_sequence" and rec["args"]["next_sender"] == n
+    assert rec["args"]["force"] is True
     assert rec["result"]["ok"] and rec["who"].startswith("operator:")
     # The SEQUENCE_RESET event carries the number set, as session.proto says it does.
     reset = [e.session_status for e in published(stack.gw)
@@ -270,6 +272,32 @@ def test_set_sender_seq_is_what_the_oms_sees_next(stack: Stack) -> None:
     assert reset.new_seq_no == n and not reset.gap_fill
     assert reset.direction == session_pb2.DIRECTION_OUTBOUND
     assert "admin set_sequence by operator:" in reset.text
+
+
+def test_set_seq_on_a_logged_on_session_is_refused_without_force(stack: Stack) -> None:
+    """A wrong number set live knocks the venue session into a logon/logout loop while the
+    command says success: refused unless forced, nothing changed, the refusal audited, and
+    no SEQUENCE_RESET event claims a change."""
+    st = stub(stack)
+    op = auth(stack.operator_token)
+    wait_until(lambda: stack.logged_on(TRD_NAME), 20, "venue trading logged on")
+    cur = st.GetSession(admin_pb2.GetSessionRequest(name=TRD_NAME), metadata=op)
+    reset = session_pb2.SESSION_STATUS_TYPE_SEQUENCE_RESET
+
+    def resets() -> int:
+        return sum(1 for e in published(stack.gw) if e.WhichOneof("payload") == "session_status"
+                   and e.session_status.type == reset)
+    resets_before = resets()
+    wrong = cur.next_target_seq_num + 1000
+    res = st.SetSequence(admin_pb2.SetSequenceRequest(name=TRD_NAME, next_target=wrong),
+                         metadata=op)
+    assert not res.ok, res.message
+    assert f"{TRD_NAME} is logged on: nothing changed" in res.message and "force" in res.message
+    after = st.GetSession(admin_pb2.GetSessionRequest(name=TRD_NAME), metadata=op)
+    assert after.next_target_seq_num < wrong and stack.logged_on(TRD_NAME)
+    rec = read_audit(stack.audit_path)[-1]
+    assert rec["what"] == "set_sequence" and rec["result"]["ok"] is False
+    assert resets() == resets_before
 
 
 def test_logout_with_reason_holds_until_logon(stack: Stack) -> None:

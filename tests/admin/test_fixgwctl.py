@@ -123,8 +123,18 @@ def test_destructive_commands_need_confirmation(stack: Stack) -> None:
 def test_set_seq_then_the_oms_sees_that_msgseqnum(stack: Stack) -> None:
     cur = json.loads(ctl(stack, "session", OMS_NAME, "--json").stdout)
     n = cur["next_sender_seq_num"] + 25
-    r = ctl(stack, "set-seq", OMS_NAME, "--sender", str(n), "--yes", "--json")
+    # Logged on: refused without --force, before anything is sent (no audit record).
+    before = len(read_audit(stack.audit_path))
+    r = ctl(stack, "set-seq", OMS_NAME, "--sender", str(n), "--yes")
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert f"{OMS_NAME} is logged on: nothing sent" in r.stderr and "--force" in r.stderr
+    # With --force the prompt says it is logged on (no terminal here: not confirmed).
+    r = ctl(stack, "set-seq", OMS_NAME, "--sender", str(n), "--force")
+    assert r.returncode == 1 and f"{OMS_NAME} is LOGGED ON" in r.stderr, r.stderr
+    assert len(read_audit(stack.audit_path)) == before
+    r = ctl(stack, "set-seq", OMS_NAME, "--sender", str(n), "--force", "--yes", "--json")
     assert r.returncode == 0 and json.loads(r.stdout)["ok"], r.stdout + r.stderr
+    assert "applied live: the session is logged on" in json.loads(r.stdout)["message"]
     cl = new_id("H")
     stack.oms.send("H", [(11, cl), (55, "BTC/USD"), (54, "1")])
     er = stack.oms.expect(lambda m: m.msg_type == "8" and m.fields.get(11) == cl)

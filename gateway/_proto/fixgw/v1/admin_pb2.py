@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14\x66ixgw/v1/admin.proto\x12\x08\x66ixgw.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xc1\x03\n\x07Session\x12\x0c\n\x04name\x18\x01 \x01(\t\x12#\n\x04role\x18\x02 \x01(\x0e\x32\x15.fixgw.v1.SessionRole\x12\r\n\x05state\x18\x03 \x01(\t\x12\x1b\n\x13next_sender_seq_num\x18\x04 \x01(\x04\x12\x1b\n\x13next_target_seq_num\x18\x05 \x01(\x04\x12\x36\n\x12last_received_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x32\n\x0elast_sent_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x33\n\x0flast_logon_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x1c\n\x14heartbeat_interval_s\x18\t \x01(\r\x12\x11\n\ttransport\x18\n \x01(\t\x12\x13\n\x0bopen_orders\x18\x0b \x01(\r\x12\x34\n\x10last_logout_time\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07\x65nabled\x18\r \x01(\x08\x12\x0c\n\x04held\x18\x0e \x01(\x08\"\x15\n\x13ListSessionsRequest\";\n\x14ListSessionsResponse\x12#\n\x08sessions\x18\x01 \x03(\x0b\x32\x11.fixgw.v1.Session\"!\n\x11GetSessionRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"<\n\x0c\x41\x63tionResult\x12\n\n\x02ok\x18\x01 \x01(\x08\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x0f\n\x07partial\x18\x03 \x01(\x08\"\x1c\n\x0cLogonRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"-\n\rLogoutRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"!\n\x11\x44isconnectRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"$\n\x14ResetSequenceRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"L\n\x12SetSequenceRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0bnext_sender\x18\x02 \x01(\x04\x12\x13\n\x0bnext_target\x18\x03 \x01(\x04\"\x1f\n\x11KillSwitchRequest\x12\n\n\x02on\x18\x01 \x01(\x08\"\x12\n\x10GateRulesRequest\"\xcd\x01\n\x08GateRule\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\x0e\n\x06\x61\x63tion\x18\x03 \x01(\t\x12\x0f\n\x07\x65nabled\x18\x04 \x01(\x08\x12\x14\n\x0cstale_policy\x18\x05 \x01(\t\x12.\n\x06params\x18\x06 \x03(\x0b\x32\x1e.fixgw.v1.GateRule.ParamsEntry\x12\x0f\n\x07symbols\x18\x07 \x03(\t\x1a-\n\x0bParamsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"K\n\x11GateRulesResponse\x12\x13\n\x0bkill_switch\x18\x01 \x01(\x08\x12!\n\x05rules\x18\x02 \x03(\x0b\x32\x12.fixgw.v1.GateRule\"3\n\x12SetGateRuleRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07\x65nabled\x18\x02 \x01(\x08\"\x0f\n\rHealthRequest\"\xf6\x01\n\x0eHealthResponse\x12\x0f\n\x07healthy\x18\x01 \x01(\x08\x12\x0f\n\x07summary\x18\x02 \x01(\t\x12\x18\n\x10venue_trading_up\x18\x03 \x01(\x08\x12\x13\n\x0bvenue_md_up\x18\x04 \x01(\x08\x12\x13\n\x0bkill_switch\x18\x05 \x01(\x08\x12\x17\n\x0foms_sessions_up\x18\x06 \x01(\r\x12\x14\n\x0coms_sessions\x18\x07 \x01(\r\x12\x17\n\x0forder_transport\x18\x08 \x01(\t\x12\x13\n\x0bopen_orders\x18\t \x01(\r\x12\x0f\n\x07version\x18\n \x01(\t\x12\x10\n\x08uptime_s\x18\x0b \x01(\x04\"*\n\x15\x46orceTransportRequest\x12\x11\n\ttransport\x18\x01 \x01(\t\"\xa0\x03\n\x05Order\x12\x13\n\x0boms_session\x18\x01 \x01(\t\x12\x11\n\tcl_ord_id\x18\x02 \x01(\t\x12\x19\n\x11\x63l_ord_id_history\x18\x03 \x03(\t\x12\x17\n\x0fvenue_cl_ord_id\x18\x04 \x01(\t\x12\x18\n\x10venue_cl_ord_ids\x18\x05 \x03(\t\x12\x10\n\x08order_id\x18\x06 \x01(\t\x12\x0e\n\x06symbol\x18\x07 \x01(\t\x12\x0c\n\x04side\x18\x08 \x01(\t\x12\x10\n\x08ord_type\x18\t \x01(\t\x12\x15\n\rtime_in_force\x18\n \x01(\t\x12\x0f\n\x07\x61\x63\x63ount\x18\x0b \x01(\t\x12\x11\n\torder_qty\x18\x0c \x01(\t\x12\r\n\x05price\x18\r \x01(\t\x12\x0e\n\x06status\x18\x0e \x01(\t\x12\x0c\n\x04open\x18\x0f \x01(\x08\x12\x0f\n\x07\x63um_qty\x18\x10 \x01(\t\x12\x12\n\nleaves_qty\x18\x11 \x01(\t\x12\x0e\n\x06\x61vg_px\x18\x12 \x01(\t\x12\x11\n\ttransport\x18\x13 \x01(\t\x12/\n\x0b\x63losed_time\x18\x14 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"g\n\x11ListOrdersRequest\x12\x0f\n\x07session\x18\x01 \x01(\t\x12\x0e\n\x06symbol\x18\x02 \x01(\t\x12\x16\n\x0einclude_closed\x18\x03 \x01(\x08\x12\n\n\x02id\x18\x04 \x01(\t\x12\r\n\x05limit\x18\x05 \x01(\r\"F\n\x12ListOrdersResponse\x12\x1f\n\x06orders\x18\x01 \x03(\x0b\x32\x0f.fixgw.v1.Order\x12\x0f\n\x07matched\x18\x02 \x01(\r\"O\n\x13\x43\x61ncelOrdersRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0f\n\x07session\x18\x02 \x01(\t\x12\x0e\n\x06symbol\x18\x03 \x01(\t\x12\x0b\n\x03\x61ll\x18\x04 \x01(\x08*\x85\x01\n\x0bSessionRole\x12\x1c\n\x18SESSION_ROLE_UNSPECIFIED\x10\x00\x12\x1d\n\x19SESSION_ROLE_OMS_ACCEPTOR\x10\x01\x12\x1e\n\x1aSESSION_ROLE_VENUE_TRADING\x10\x02\x12\x19\n\x15SESSION_ROLE_VENUE_MD\x10\x03\x32\xc6\x07\n\x0c\x41\x64minService\x12M\n\x0cListSessions\x12\x1d.fixgw.v1.ListSessionsRequest\x1a\x1e.fixgw.v1.ListSessionsResponse\x12<\n\nGetSession\x12\x1b.fixgw.v1.GetSessionRequest\x1a\x11.fixgw.v1.Session\x12\x37\n\x05Logon\x12\x16.fixgw.v1.LogonRequest\x1a\x16.fixgw.v1.ActionResult\x12\x39\n\x06Logout\x12\x17.fixgw.v1.LogoutRequest\x1a\x16.fixgw.v1.ActionResult\x12\x41\n\nDisconnect\x12\x1b.fixgw.v1.DisconnectRequest\x1a\x16.fixgw.v1.ActionResult\x12G\n\rResetSequence\x12\x1e.fixgw.v1.ResetSequenceRequest\x1a\x16.fixgw.v1.ActionResult\x12\x43\n\x0bSetSequence\x12\x1c.fixgw.v1.SetSequenceRequest\x1a\x16.fixgw.v1.ActionResult\x12\x41\n\nKillSwitch\x12\x1b.fixgw.v1.KillSwitchRequest\x1a\x16.fixgw.v1.ActionResult\x12\x44\n\tGateRules\x12\x1a.fixgw.v1.GateRulesRequest\x1a\x1b.fixgw.v1.GateRulesResponse\x12\x43\n\x0bSetGateRule\x12\x1c.fixgw.v1.SetGateRuleRequest\x1a\x16.fixgw.v1.ActionResult\x12;\n\x06Health\x12\x17.fixgw.v1.HealthRequest\x1a\x18.fixgw.v1.HealthResponse\x12I\n\x0e\x46orceTransport\x12\x1f.fixgw.v1.ForceTransportRequest\x1a\x16.fixgw.v1.ActionResult\x12G\n\nListOrders\x12\x1b.fixgw.v1.ListOrdersRequest\x1a\x1c.fixgw.v1.ListOrdersResponse\x12\x45\n\x0c\x43\x61ncelOrders\x12\x1d.fixgw.v1.CancelOrdersRequest\x1a\x16.fixgw.v1.ActionResultb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14\x66ixgw/v1/admin.proto\x12\x08\x66ixgw.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xc1\x03\n\x07Session\x12\x0c\n\x04name\x18\x01 \x01(\t\x12#\n\x04role\x18\x02 \x01(\x0e\x32\x15.fixgw.v1.SessionRole\x12\r\n\x05state\x18\x03 \x01(\t\x12\x1b\n\x13next_sender_seq_num\x18\x04 \x01(\x04\x12\x1b\n\x13next_target_seq_num\x18\x05 \x01(\x04\x12\x36\n\x12last_received_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x32\n\x0elast_sent_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x33\n\x0flast_logon_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x1c\n\x14heartbeat_interval_s\x18\t \x01(\r\x12\x11\n\ttransport\x18\n \x01(\t\x12\x13\n\x0bopen_orders\x18\x0b \x01(\r\x12\x34\n\x10last_logout_time\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07\x65nabled\x18\r \x01(\x08\x12\x0c\n\x04held\x18\x0e \x01(\x08\"\x15\n\x13ListSessionsRequest\";\n\x14ListSessionsResponse\x12#\n\x08sessions\x18\x01 \x03(\x0b\x32\x11.fixgw.v1.Session\"!\n\x11GetSessionRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"<\n\x0c\x41\x63tionResult\x12\n\n\x02ok\x18\x01 \x01(\x08\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x0f\n\x07partial\x18\x03 \x01(\x08\"\x1c\n\x0cLogonRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"-\n\rLogoutRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"!\n\x11\x44isconnectRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"$\n\x14ResetSequenceRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"[\n\x12SetSequenceRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0bnext_sender\x18\x02 \x01(\x04\x12\x13\n\x0bnext_target\x18\x03 \x01(\x04\x12\r\n\x05\x66orce\x18\x04 \x01(\x08\"\x1f\n\x11KillSwitchRequest\x12\n\n\x02on\x18\x01 \x01(\x08\"\x12\n\x10GateRulesRequest\"\xcd\x01\n\x08GateRule\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\x0e\n\x06\x61\x63tion\x18\x03 \x01(\t\x12\x0f\n\x07\x65nabled\x18\x04 \x01(\x08\x12\x14\n\x0cstale_policy\x18\x05 \x01(\t\x12.\n\x06params\x18\x06 \x03(\x0b\x32\x1e.fixgw.v1.GateRule.ParamsEntry\x12\x0f\n\x07symbols\x18\x07 \x03(\t\x1a-\n\x0bParamsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"K\n\x11GateRulesResponse\x12\x13\n\x0bkill_switch\x18\x01 \x01(\x08\x12!\n\x05rules\x18\x02 \x03(\x0b\x32\x12.fixgw.v1.GateRule\"3\n\x12SetGateRuleRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07\x65nabled\x18\x02 \x01(\x08\"\x0f\n\rHealthRequest\"\xf6\x01\n\x0eHealthResponse\x12\x0f\n\x07healthy\x18\x01 \x01(\x08\x12\x0f\n\x07summary\x18\x02 \x01(\t\x12\x18\n\x10venue_trading_up\x18\x03 \x01(\x08\x12\x13\n\x0bvenue_md_up\x18\x04 \x01(\x08\x12\x13\n\x0bkill_switch\x18\x05 \x01(\x08\x12\x17\n\x0foms_sessions_up\x18\x06 \x01(\r\x12\x14\n\x0coms_sessions\x18\x07 \x01(\r\x12\x17\n\x0forder_transport\x18\x08 \x01(\t\x12\x13\n\x0bopen_orders\x18\t \x01(\r\x12\x0f\n\x07version\x18\n \x01(\t\x12\x10\n\x08uptime_s\x18\x0b \x01(\x04\"*\n\x15\x46orceTransportRequest\x12\x11\n\ttransport\x18\x01 \x01(\t\"\xa0\x03\n\x05Order\x12\x13\n\x0boms_session\x18\x01 \x01(\t\x12\x11\n\tcl_ord_id\x18\x02 \x01(\t\x12\x19\n\x11\x63l_ord_id_history\x18\x03 \x03(\t\x12\x17\n\x0fvenue_cl_ord_id\x18\x04 \x01(\t\x12\x18\n\x10venue_cl_ord_ids\x18\x05 \x03(\t\x12\x10\n\x08order_id\x18\x06 \x01(\t\x12\x0e\n\x06symbol\x18\x07 \x01(\t\x12\x0c\n\x04side\x18\x08 \x01(\t\x12\x10\n\x08ord_type\x18\t \x01(\t\x12\x15\n\rtime_in_force\x18\n \x01(\t\x12\x0f\n\x07\x61\x63\x63ount\x18\x0b \x01(\t\x12\x11\n\torder_qty\x18\x0c \x01(\t\x12\r\n\x05price\x18\r \x01(\t\x12\x0e\n\x06status\x18\x0e \x01(\t\x12\x0c\n\x04open\x18\x0f \x01(\x08\x12\x0f\n\x07\x63um_qty\x18\x10 \x01(\t\x12\x12\n\nleaves_qty\x18\x11 \x01(\t\x12\x0e\n\x06\x61vg_px\x18\x12 \x01(\t\x12\x11\n\ttransport\x18\x13 \x01(\t\x12/\n\x0b\x63losed_time\x18\x14 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"g\n\x11ListOrdersRequest\x12\x0f\n\x07session\x18\x01 \x01(\t\x12\x0e\n\x06symbol\x18\x02 \x01(\t\x12\x16\n\x0einclude_closed\x18\x03 \x01(\x08\x12\n\n\x02id\x18\x04 \x01(\t\x12\r\n\x05limit\x18\x05 \x01(\r\"F\n\x12ListOrdersResponse\x12\x1f\n\x06orders\x18\x01 \x03(\x0b\x32\x0f.fixgw.v1.Order\x12\x0f\n\x07matched\x18\x02 \x01(\r\"O\n\x13\x43\x61ncelOrdersRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0f\n\x07session\x18\x02 \x01(\t\x12\x0e\n\x06symbol\x18\x03 \x01(\t\x12\x0b\n\x03\x61ll\x18\x04 \x01(\x08*\x85\x01\n\x0bSessionRole\x12\x1c\n\x18SESSION_ROLE_UNSPECIFIED\x10\x00\x12\x1d\n\x19SESSION_ROLE_OMS_ACCEPTOR\x10\x01\x12\x1e\n\x1aSESSION_ROLE_VENUE_TRADING\x10\x02\x12\x19\n\x15SESSION_ROLE_VENUE_MD\x10\x03\x32\xc6\x07\n\x0c\x41\x64minService\x12M\n\x0cListSessions\x12\x1d.fixgw.v1.ListSessionsRequest\x1a\x1e.fixgw.v1.ListSessionsResponse\x12<\n\nGetSession\x12\x1b.fixgw.v1.GetSessionRequest\x1a\x11.fixgw.v1.Session\x12\x37\n\x05Logon\x12\x16.fixgw.v1.LogonRequest\x1a\x16.fixgw.v1.ActionResult\x12\x39\n\x06Logout\x12\x17.fixgw.v1.LogoutRequest\x1a\x16.fixgw.v1.ActionResult\x12\x41\n\nDisconnect\x12\x1b.fixgw.v1.DisconnectRequest\x1a\x16.fixgw.v1.ActionResult\x12G\n\rResetSequence\x12\x1e.fixgw.v1.ResetSequenceRequest\x1a\x16.fixgw.v1.ActionResult\x12\x43\n\x0bSetSequence\x12\x1c.fixgw.v1.SetSequenceRequest\x1a\x16.fixgw.v1.ActionResult\x12\x41\n\nKillSwitch\x12\x1b.fixgw.v1.KillSwitchRequest\x1a\x16.fixgw.v1.ActionResult\x12\x44\n\tGateRules\x12\x1a.fixgw.v1.GateRulesRequest\x1a\x1b.fixgw.v1.GateRulesResponse\x12\x43\n\x0bSetGateRule\x12\x1c.fixgw.v1.SetGateRuleRequest\x1a\x16.fixgw.v1.ActionResult\x12;\n\x06Health\x12\x17.fixgw.v1.HealthRequest\x1a\x18.fixgw.v1.HealthResponse\x12I\n\x0e\x46orceTransport\x12\x1f.fixgw.v1.ForceTransportRequest\x1a\x16.fixgw.v1.ActionResult\x12G\n\nListOrders\x12\x1b.fixgw.v1.ListOrdersRequest\x1a\x1c.fixgw.v1.ListOrdersResponse\x12\x45\n\x0c\x43\x61ncelOrders\x12\x1d.fixgw.v1.CancelOrdersRequest\x1a\x16.fixgw.v1.ActionResultb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,8 +34,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_GATERULE_PARAMSENTRY']._loaded_options = None
   _globals['_GATERULE_PARAMSENTRY']._serialized_options = b'8\001'
-  _globals['_SESSIONROLE']._serialized_start=2307
-  _globals['_SESSIONROLE']._serialized_end=2440
+  _globals['_SESSIONROLE']._serialized_start=2322
+  _globals['_SESSIONROLE']._serialized_end=2455
   _globals['_SESSION']._serialized_start=68
   _globals['_SESSION']._serialized_end=517
   _globals['_LISTSESSIONSREQUEST']._serialized_start=519
@@ -55,33 +55,33 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_RESETSEQUENCEREQUEST']._serialized_start=812
   _globals['_RESETSEQUENCEREQUEST']._serialized_end=848
   _globals['_SETSEQUENCEREQUEST']._serialized_start=850
-  _globals['_SETSEQUENCEREQUEST']._serialized_end=926
-  _globals['_KILLSWITCHREQUEST']._serialized_start=928
-  _globals['_KILLSWITCHREQUEST']._serialized_end=959
-  _globals['_GATERULESREQUEST']._serialized_start=961
-  _globals['_GATERULESREQUEST']._serialized_end=979
-  _globals['_GATERULE']._serialized_start=982
-  _globals['_GATERULE']._serialized_end=1187
-  _globals['_GATERULE_PARAMSENTRY']._serialized_start=1142
-  _globals['_GATERULE_PARAMSENTRY']._serialized_end=1187
-  _globals['_GATERULESRESPONSE']._serialized_start=1189
-  _globals['_GATERULESRESPONSE']._serialized_end=1264
-  _globals['_SETGATERULEREQUEST']._serialized_start=1266
-  _globals['_SETGATERULEREQUEST']._serialized_end=1317
-  _globals['_HEALTHREQUEST']._serialized_start=1319
-  _globals['_HEALTHREQUEST']._serialized_end=1334
-  _globals['_HEALTHRESPONSE']._serialized_start=1337
-  _globals['_HEALTHRESPONSE']._serialized_end=1583
-  _globals['_FORCETRANSPORTREQUEST']._serialized_start=1585
-  _globals['_FORCETRANSPORTREQUEST']._serialized_end=1627
-  _globals['_ORDER']._serialized_start=1630
-  _globals['_ORDER']._serialized_end=2046
-  _globals['_LISTORDERSREQUEST']._serialized_start=2048
-  _globals['_LISTORDERSREQUEST']._serialized_end=2151
-  _globals['_LISTORDERSRESPONSE']._serialized_start=2153
-  _globals['_LISTORDERSRESPONSE']._serialized_end=2223
-  _globals['_CANCELORDERSREQUEST']._serialized_start=2225
-  _globals['_CANCELORDERSREQUEST']._serialized_end=2304
-  _globals['_ADMINSERVICE']._serialized_start=2443
-  _globals['_ADMINSERVICE']._serialized_end=3409
+  _globals['_SETSEQUENCEREQUEST']._serialized_end=941
+  _globals['_KILLSWITCHREQUEST']._serialized_start=943
+  _globals['_KILLSWITCHREQUEST']._serialized_end=974
+  _globals['_GATERULESREQUEST']._serialized_start=976
+  _globals['_GATERULESREQUEST']._serialized_end=994
+  _globals['_GATERULE']._serialized_start=997
+  _globals['_GATERULE']._serialized_end=1202
+  _globals['_GATERULE_PARAMSENTRY']._serialized_start=1157
+  _globals['_GATERULE_PARAMSENTRY']._serialized_end=1202
+  _globals['_GATERULESRESPONSE']._serialized_start=1204
+  _globals['_GATERULESRESPONSE']._serialized_end=1279
+  _globals['_SETGATERULEREQUEST']._serialized_start=1281
+  _globals['_SETGATERULEREQUEST']._serialized_end=1332
+  _globals['_HEALTHREQUEST']._serialized_start=1334
+  _globals['_HEALTHREQUEST']._serialized_end=1349
+  _globals['_HEALTHRESPONSE']._serialized_start=1352
+  _globals['_HEALTHRESPONSE']._serialized_end=1598
+  _globals['_FORCETRANSPORTREQUEST']._serialized_start=1600
+  _globals['_FORCETRANSPORTREQUEST']._serialized_end=1642
+  _globals['_ORDER']._serialized_start=1645
+  _globals['_ORDER']._serialized_end=2061
+  _globals['_LISTORDERSREQUEST']._serialized_start=2063
+  _globals['_LISTORDERSREQUEST']._serialized_end=2166
+  _globals['_LISTORDERSRESPONSE']._serialized_start=2168
+  _globals['_LISTORDERSRESPONSE']._serialized_end=2238
+  _globals['_CANCELORDERSREQUEST']._serialized_start=2240
+  _globals['_CANCELORDERSREQUEST']._serialized_end=2319
+  _globals['_ADMINSERVICE']._serialized_start=2458
+  _globals['_ADMINSERVICE']._serialized_end=3424
 # @@protoc_insertion_point(module_scope)

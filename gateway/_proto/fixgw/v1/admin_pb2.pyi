@@ -319,28 +319,35 @@ Global___ResetSequenceRequest: _TypeAlias = ResetSequenceRequest  # noqa: Y015
 
 @_typing.final
 class SetSequenceRequest(_message.Message):
-    """Set the next outgoing and/or next expected incoming MsgSeqNum."""
+    """Set the next outgoing and/or next expected incoming MsgSeqNum. Refused on a logged-on
+    session unless `force`: applied live, a wrong number makes the counterparty (or us) see a
+    gap or a too-low MsgSeqNum, and the session falls into a logon/logout loop.
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
     NAME_FIELD_NUMBER: _builtins.int
     NEXT_SENDER_FIELD_NUMBER: _builtins.int
     NEXT_TARGET_FIELD_NUMBER: _builtins.int
+    FORCE_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     next_sender: _builtins.int
     """Next outgoing MsgSeqNum; 0 = unchanged."""
     next_target: _builtins.int
     """Next expected incoming MsgSeqNum; 0 = unchanged."""
+    force: _builtins.bool
+    """Apply it to a logged-on session too (fixgwctl set-seq --force)."""
     def __init__(
         self,
         *,
         name: _builtins.str = ...,
         next_sender: _builtins.int = ...,
         next_target: _builtins.int = ...,
+        force: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name", "next_sender", b"next_sender", "next_target", b"next_target"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["force", b"force", "name", b"name", "next_sender", b"next_sender", "next_target", b"next_target"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
