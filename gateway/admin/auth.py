@@ -107,19 +107,6 @@ def ensure_token_file(path: Path) -> str:
     return token
 
 
-def warn_if_readable_by_others(path: Path, what: str) -> None:
-    """A configured token file that group or others can read hands the token to every local
-    account that can: said at each start (the gateway does not change a file it did not
-    make)."""
-    try:
-        mode = path.stat().st_mode
-    except OSError:
-        return  # read_token reports it
-    if mode & 0o077:
-        log.warning("%s file %s can be read by %s (mode %04o): chmod 600 it", what,
-                    shown(path), "others" if mode & 0o004 else "its group", mode & 0o777)
-
-
 @dataclass(frozen=True)
 class Principal:
     role: str
@@ -261,8 +248,6 @@ def resolve_tokens(data_dir: Path, *, operator_file: Path | None = None,
     if operator_file is not None or operator_env is not None:
         if operator_file is not None and operator_env is not None:
             raise TokenError("admin operator token: give a file or an env var, not both")
-        if operator_file is not None:
-            warn_if_readable_by_others(operator_file, "admin operator token")
         operator = read_token(file=operator_file) if operator_file is not None else read_token(
             env=operator_env)
     else:
@@ -272,8 +257,6 @@ def resolve_tokens(data_dir: Path, *, operator_file: Path | None = None,
     if read_only_file is not None or read_only_env is not None:
         if read_only_file is not None and read_only_env is not None:
             raise TokenError("admin read-only token: give a file or an env var, not both")
-        if read_only_file is not None:
-            warn_if_readable_by_others(read_only_file, "admin read-only token")
         read_only = read_token(file=read_only_file) if read_only_file is not None else read_token(
             env=read_only_env)
     return AdminTokens(operator, read_only, generated)

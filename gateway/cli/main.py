@@ -91,6 +91,7 @@ def check_config(config: Config, path: Path | None,
                  flags: dict[str, str] | None = None) -> int:
     """`fixgw run --check`: 0 and what the gateway would do, or 2 and every problem found."""
     from gateway.server.preflight import (
+        credential_file_warnings,
         exposure_warnings,
         ignored_settings,
         port_warnings,
@@ -102,7 +103,9 @@ def check_config(config: Config, path: Path | None,
     problems = preflight(config)
     for problem in problems:
         print(f"fixgw: {_sourced(problem, name, flags or {})}", file=sys.stderr)
-    for warning in port_warnings(config) + exposure_warnings(config) + ignored_settings(config):
+    warnings = (credential_file_warnings(config) + port_warnings(config)
+                + exposure_warnings(config) + ignored_settings(config))
+    for warning in warnings:
         print(f"fixgw: {name}: warning: {warning}", file=sys.stderr)
     if problems:
         print(f"fixgw: {name}: {len(problems)} problem(s); the gateway would not start",

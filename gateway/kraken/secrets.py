@@ -16,7 +16,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 __all__ = ["ENV_NAME", "MASK", "SecretError", "SecretMaskingFilter", "load_secret", "mask",
-           "shown"]
+           "open_to_others", "shown"]
 
 MASK = "***"
 
@@ -96,6 +96,25 @@ def shown(name: str | os.PathLike[str]) -> str:
     if looks_like_a_key(text):
         return "named (not shown: it looks like a key or secret itself, not a name)"
     return text
+
+
+def open_to_others(file: str | os.PathLike[str]) -> str | None:
+    """What is wrong with the mode of a credential file that group or others may use, or None.
+
+    One check for every file a credential is read from (venue key and secret, admin tokens):
+    a file others can read hands the credential to every local account that can, and the
+    gateway says so at start and in ``fixgw run --check`` rather than refusing to start (it
+    does not change a file it did not make). A file that cannot be looked at is None here:
+    reading it reports that."""
+    try:
+        mode = os.stat(file).st_mode
+    except OSError:
+        return None
+    if not mode & 0o077:
+        return None
+    who = "others" if mode & 0o007 else "its group"
+    return (f"{shown(file)} can be used by {who} (mode {mode & 0o777:04o}): every local "
+            "account that can read it has the credential; chmod 600 it")
 
 
 def mask(text: str, secrets: Iterable[str]) -> str:

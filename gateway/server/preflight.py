@@ -8,9 +8,11 @@ itself would find the same problems, but one at a time, and only once the old pr
 
 The walk is generic (any `CredentialRef`, any field ending in ``_file``), so a setting added
 later is checked without a change here. Nothing is bound, connected, created or written; the
-values of secrets are never printed. Ports in use and the venue's reachability are not checked:
-they can change between the check and the start; a listener port in the kernel's ephemeral range
-that is not reserved is a warning, as an outgoing connection may hold it at the next start.
+values of secrets are never printed; a credential file group or others can read is a warning
+(`credential_file_warnings`, said at every start too). Ports in use and the venue's
+reachability are not checked: they can change between the check and the start; a listener
+port in the kernel's ephemeral range that is not reserved is a warning, as an outgoing
+connection may hold it at the next start.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from gateway.config.model import Config
 from gateway.config.strict import CredentialRef
 from gateway.fix.settings import is_loopback
 from gateway.kraken.auth import decode_secret
-from gateway.kraken.secrets import SecretError, load_secret, shown
+from gateway.kraken.secrets import SecretError, load_secret, open_to_others, shown
 from gateway.venue_sim.accounts import load_accounts_file
 
 _KEY_OF = {"cert_file": "key_file", "tls_cert_file": "tls_key_file"}  # cert field -> its key
@@ -197,6 +199,19 @@ def preflight(config: Config) -> list[str]:
                 f"{', '.join(other)}, not quoted in USD: the gate cannot value those orders "
                 "in USD; trade only USD-quoted symbols with this limit, or remove it")
     return problems
+
+
+def credential_file_warnings(config: Config) -> list[str]:
+    """Every credential read from a file (any `CredentialRef`: venue key and secret, admin
+    tokens, whatever is added later) whose file group or others can read: a warning at start
+    and in --check, not a refusal (`open_to_others` says why)."""
+    out = []
+    for where, section in _sections(config, ""):
+        if isinstance(section, CredentialRef) and section.file is not None:
+            problem = open_to_others(section.file)
+            if problem is not None:
+                out.append(f"{where}: file {problem}")
+    return out
 
 
 _PORT_RANGE = Path("/proc/sys/net/ipv4/ip_local_port_range")

@@ -28,6 +28,7 @@ from gateway.server.data_dir import prepare_data_dir
 from gateway.server.embedded_sim import EmbeddedSimulator, random_credentials
 from gateway.server.gateway import Gateway, VenueEndpoints
 from gateway.server.gc_freezer import GcFreezer
+from gateway.server.preflight import credential_file_warnings
 from gateway.server.signal_services import (
     POSITIONING_SERVICE_NAME,
     SIGNAL_SERVICE_NAME,
@@ -86,6 +87,9 @@ class Runtime:
 
     def start(self) -> dict[str, Any]:
         c = self.config
+        # Said first, whatever stops the start later: each credential file others can read.
+        for warning in credential_file_warnings(c):
+            log.warning("%s", warning)
         data_dir = prepare_data_dir(Path(c.gateway.data_dir))
         a = c.admin
         # Tokens first: a token that cannot be read stops the start before any session logs on.

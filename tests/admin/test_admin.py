@@ -553,17 +553,3 @@ def test_an_empty_generated_token_file_is_generated_again(
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     assert "is empty (a crash while it was written): generating a new token" in caplog.text
     assert [p.name for p in path.parent.iterdir()] == ["admin.token"]  # no temporary left
-
-
-def test_a_configured_token_file_others_can_read_is_warned_about(
-        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    op, ro = tmp_path / "op.token", tmp_path / "ro.token"
-    op.write_text("op-secret\n")
-    ro.write_text("ro-secret\n")
-    op.chmod(0o644)
-    ro.chmod(0o600)
-    with caplog.at_level(logging.WARNING, "fixgw.admin"):
-        resolve_tokens(tmp_path, operator_file=op, read_only_file=ro)
-    assert f"admin operator token file {op} can be read by others (mode 0644)" in caplog.text
-    assert "read-only token" not in caplog.text
-    assert stat.S_IMODE(op.stat().st_mode) == 0o644  # not the gateway's file: not changed

@@ -5,13 +5,16 @@ ever printed."""
 
 from __future__ import annotations
 
+import logging
 import os
+import stat
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from gateway.admin.auth import TokenError
 from gateway.config import load_config
 from gateway.config.loader import ConfigError
 from gateway.server.preflight import exposure_warnings, unreserved_ephemeral
@@ -351,3 +354,62 @@ def test_two_listeners_on_one_port_by_a_flag_name_the_flag(tmp_path: Path) -> No
     r = _run("--config", str(cfg), "--admin-port", "50061", "--check")
     assert r.returncode == 2
     assert "fixgw: --admin-port (admin.port): 50061 is grpc.port too" in r.stderr
+
+
+def _credential_files(tmp_path: Path) -> tuple[Path, Path, Path]:
+    """A venue key (0600), a venue secret others can read (0644) and an operator token its
+    group can read (0640)."""
+    key, secret, op = tmp_path / "venue.key", tmp_path / "venue.secret", tmp_path / "op.token"
+    key.write_text("key-value-never-printed\n")
+    secret.write_text("c2VjcmV0LXZhbHVlLW5ldmVyLXByaW50ZWQ=\n")
+    op.write_text("op-token-never-printed\n")
+    for path, mode in ((key, 0o600), (secret, 0o644), (op, 0o640)):
+        path.chmod(mode)
+    return key, secret, op
+
+
+def test_credential_files_others_can_read_are_warnings_in_the_check(tmp_path: Path) -> None:
+    """Every file-sourced credential gets the same mode check: the venue secret as much as
+    the admin token; a warning (exit 0), not a refusal."""
+    key, secret, op = _credential_files(tmp_path)
+    cfg = tmp_path / "gw.toml"
+    cfg.write_text(f"""
+[gateway]
+data_dir = "{tmp_path / 'var'}"
+[venue]
+api_key = {{ file = "{key}" }}
+api_secret = {{ file = "{secret}" }}
+[admin]
+operator_token = {{ file = "{op}" }}
+""")
+    r = _check(cfg)
+    assert r.returncode == 0, r.stderr
+    assert (f"fixgw: {cfg}: warning: venue.api_secret: file {secret} can be used by others "
+            "(mode 0644)") in r.stderr
+    assert (f"fixgw: {cfg}: warning: admin.operator_token: file {op} can be used by its group "
+            "(mode 0640)") in r.stderr
+    assert "venue.api_key: file" not in r.stderr
+    assert "never-printed" not in r.stdout + r.stderr and "c2VjcmV0" not in r.stderr
+
+
+def test_credential_files_others_can_read_are_warned_about_at_start(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """The start says the same as --check, first, even when something else stops it (here a
+    read-only token file that is missing), and changes no file it did not make."""
+    key, secret, op = _credential_files(tmp_path)
+    config = load_config(None, {
+        "gateway.data_dir": str(tmp_path / "var"), "oms.port": free_port(),
+        "venue.api_key": {"file": str(key)}, "venue.api_secret": {"file": str(secret)},
+        "admin.operator_token": {"file": str(op)},
+        "admin.read_only_token": {"file": str(tmp_path / "missing.token")}})
+    rt = Runtime(config)
+    try:
+        with caplog.at_level(logging.WARNING, "fixgw"), pytest.raises(TokenError):
+            rt.start()
+        assert rt.gateway is None
+    finally:
+        rt.stop()
+    assert f"venue.api_secret: file {secret} can be used by others (mode 0644)" in caplog.text
+    assert f"admin.operator_token: file {op} can be used by its group (mode 0640)" in caplog.text
+    assert "venue.api_key: file" not in caplog.text and "never-printed" not in caplog.text
+    assert stat.S_IMODE(secret.stat().st_mode) == 0o644 and stat.S_IMODE(op.stat().st_mode) == 0o640
