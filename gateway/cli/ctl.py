@@ -42,6 +42,7 @@ from google.protobuf.message import Message
 
 from gateway._proto.fixgw.v1 import admin_pb2, admin_pb2_grpc
 from gateway.cli.version import add_version_flag
+from gateway.kraken.secrets import shown
 
 DEFAULT_ADDR = "127.0.0.1:50052"
 DEFAULT_EVENTS_ADDR = "127.0.0.1:50051"
@@ -255,17 +256,21 @@ def _positive(text: str) -> int:
 
 # ---- connection -----------------------------------------------------------------------------
 def _token(path: str) -> str:
+    """The token in the file at `path`. The path is named in errors through `shown`, as the
+    gateway names its credential files: the commonest mistake is the token itself given where
+    its file goes (FIXGW_TOKEN_FILE="$(cat token)"), and an error must not print it."""
     p = Path(path)
+    name = shown(path)
     try:
         text = p.read_text(encoding="utf-8").strip()
     except FileNotFoundError:
-        raise CtlError(EXIT_AUTH, f"no admin token: {p} does not exist. Point --token-file or "
+        raise CtlError(EXIT_AUTH, f"no admin token: {name} does not exist. Point --token-file or "
                        "FIXGW_TOKEN_FILE at the token file `fixgw run` printed at startup "
                        "(<data-dir>/admin.token) or the one ops gave you") from None
     except OSError as exc:
-        raise CtlError(EXIT_AUTH, f"cannot read admin token file {p}: {exc.strerror}") from None
+        raise CtlError(EXIT_AUTH, f"cannot read admin token file {name}: {exc.strerror}") from None
     if not text:
-        raise CtlError(EXIT_AUTH, f"admin token file {p} is empty")
+        raise CtlError(EXIT_AUTH, f"admin token file {name} is empty")
     return text.splitlines()[0].strip()
 
 
@@ -358,7 +363,7 @@ class Client:
                             "Set --addr or FIXGW_ADDR." + hint)
         if code == grpc.StatusCode.UNAUTHENTICATED:
             return CtlError(EXIT_AUTH, f"token rejected by the gateway at {self.addr}: {details}. "
-                            f"Token file used: {self.token_file}; use the one the gateway "
+                            f"Token file used: {shown(self.token_file)}; use the one the gateway "
                             "printed at startup (--token-file or FIXGW_TOKEN_FILE).")
         if code == grpc.StatusCode.PERMISSION_DENIED:
             return CtlError(EXIT_AUTH, f"permission denied: {details}")

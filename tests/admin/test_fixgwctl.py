@@ -297,3 +297,19 @@ def test_a_change_without_an_answer_in_time_is_exit_5_not_unreachable(tmp_path: 
     finally:
         release.set()
         server.stop(0)
+
+
+def test_a_token_given_where_its_file_goes_is_not_printed(tmp_path: Path) -> None:
+    """`FIXGW_TOKEN_FILE="$(cat admin.token)"` or `--token-file <the token>`: the token must
+    not appear in the error, which names the path the way the gateway names credential
+    files."""
+    token = "kQH5vX9_2fLr8mZpQ0aB7cYd-3eW1tUoIsNjHgFk6x"  # as token_urlsafe(32) makes them
+    addr = f"127.0.0.1:{free_port()}"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FIXGW_")}
+    for args, extra in ((("--token-file", token), {}), ((), {"FIXGW_TOKEN_FILE": token})):
+        r = subprocess.run([sys.executable, "-m", "gateway.cli.ctl", "--addr", addr, *args,
+                            "sessions"], capture_output=True, text=True, cwd=tmp_path,
+                           env=env | extra | {"PYTHONPATH": str(REPO)}, timeout=30)
+        assert r.returncode == 4, r.stderr
+        assert "no admin token" in r.stderr and "not shown" in r.stderr, r.stderr
+        assert token not in r.stdout + r.stderr
