@@ -65,9 +65,15 @@ def format_validation_error(source: str, exc: ValidationError,
 
 
 def read_toml(path: Path) -> dict[str, Any]:
-    """A TOML file's tables; a missing, unreadable or malformed file is a `ConfigError`."""
+    """A TOML file's tables; a missing, unreadable, non-UTF-8 or malformed file is a
+    `ConfigError` (TOML is UTF-8 by definition; a file saved as Latin-1 names the byte, so the
+    operator can find the accented character in a comment, not read a traceback)."""
     try:
         return tomllib.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text (TOML must be): byte offset {exc.start} "
+                          f"(0x{exc.object[exc.start]:02x}) is not valid UTF-8; save the file "
+                          "as UTF-8") from None
     except FileNotFoundError:
         raise ConfigError(f"{path}: config file not found") from None
     except OSError as exc:

@@ -413,3 +413,17 @@ def test_credential_files_others_can_read_are_warned_about_at_start(
     assert f"admin.operator_token: file {op} can be used by its group (mode 0640)" in caplog.text
     assert "venue.api_key: file" not in caplog.text and "never-printed" not in caplog.text
     assert stat.S_IMODE(secret.stat().st_mode) == 0o644 and stat.S_IMODE(op.stat().st_mode) == 0o640
+
+
+def test_a_config_file_that_is_not_utf8_is_a_config_error_naming_the_byte(
+        tmp_path: Path) -> None:
+    """A file saved as Latin-1 (an accented comment): exit 2 with the file and the byte
+    offset, at --check and at start alike, not a UnicodeDecodeError traceback (exit 1)."""
+    cfg = tmp_path / "gw.toml"
+    cfg.write_bytes(b"[oms]\nport = 9900  # caf\xe9\n")
+    for args in (("--check",), ()):
+        r = _run("--config", str(cfg), *args)
+        assert r.returncode == 2, r.stderr
+        assert "Traceback" not in r.stderr
+        assert (f"fixgw: {cfg}: not UTF-8 text (TOML must be): byte offset 24 (0xe9) is not "
+                "valid UTF-8") in r.stderr
