@@ -8,8 +8,10 @@ are frozen because a running gateway never edits its config.
 from __future__ import annotations
 
 from pathlib import Path
+from types import UnionType
+from typing import Union, get_args, get_origin
 
-from pydantic import BaseModel, ConfigDict, model_validator
+from pydantic import BaseModel, ConfigDict, ValidationInfo, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
 from gateway.kraken.secrets import ENV_NAME
@@ -17,10 +19,36 @@ from gateway.kraken.secrets import ENV_NAME
 #: The error type of a credential written into the file itself. `format_validation_error`
 #: never echoes the input of such an error: the input is the secret.
 CREDENTIAL_INLINE = "credential_inline"
+#: The error type of true/false given for a number.
+BOOL_FOR_NUMBER = "bool_for_number"
+
+
+def _a_number_not_a_bool(annotation: object) -> bool:
+    """Whether a field of this type takes an int or a float, and not a bool."""
+    if annotation is bool:
+        return False
+    if annotation in (int, float):
+        return True
+    args = get_args(annotation) if get_origin(annotation) in (Union, UnionType) else ()
+    return bool not in args and any(_a_number_not_a_bool(a) for a in args)
 
 
 class StrictModel(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_bool_for_a_number(cls, value: object, info: ValidationInfo) -> object:
+        """`port = true` is a typo or a wrong key, not 1: pydantic would take a bool as the
+        number 1 (0) for every int and float field (a port, a heartbeat interval, a risk
+        limit). Refused here, once, for every number field of every section, the field named
+        by the error's location."""
+        if isinstance(value, bool) and info.field_name is not None:
+            field = cls.model_fields.get(info.field_name)
+            if field is not None and _a_number_not_a_bool(field.annotation):
+                raise PydanticCustomError(BOOL_FOR_NUMBER,
+                                          "must be a number, not a boolean (true/false)")
+        return value
 
 
 class CredentialRef(StrictModel):

@@ -60,6 +60,27 @@ def test_bad_config_names_file_and_field(tmp_path: Path, toml: str, needle: str)
     assert "(got {" not in str(exc.value)  # a rule across fields does not echo the section
 
 
+@pytest.mark.parametrize(("toml", "field"), [
+    ("[oms]\nport = true", "oms.port"),
+    ("[oms]\nheartbeat_interval = true", "oms.heartbeat_interval"),
+    ("[venue]\nheartbeat_interval = true", "venue.heartbeat_interval"),
+    ("[venue.trading]\nport = true", "venue.trading.port"),
+    ("[admin]\nport = false", "admin.port"),
+    ("[risk]\nmax_orders_per_s = true", "risk.max_orders_per_s"),
+    ("[risk]\nmax_open_orders = true", "risk.max_open_orders"),
+    ("[venue]\nreconnect_min_s = true", "venue.reconnect_min_s"),
+    ("[venue.fallback]\nhold_max_orders = true", "venue.fallback.hold_max_orders"),
+])
+def test_a_boolean_is_not_a_number(tmp_path: Path, toml: str, field: str) -> None:
+    """pydantic would read `true` as 1 for any int (or float) field: a port 1, a heartbeat
+    every second, one order per second. Every number field refuses it, named."""
+    p = tmp_path / "d.toml"
+    p.write_text(toml)
+    with pytest.raises(ConfigError) as exc:
+        load_config(p)
+    assert f"{p}: {field}: must be a number, not a boolean (true/false)" in str(exc.value)
+
+
 def test_missing_config_file(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="config file not found"):
         load_config(tmp_path / "nope.toml")
