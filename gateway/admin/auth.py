@@ -54,7 +54,11 @@ def fingerprint(token: str) -> str:
 
 
 def read_token(*, file: str | Path | None = None, env: str | None = None) -> str:
-    """A token from a file (first line, stripped) or an environment variable."""
+    """A token from a file (first line, stripped) or an environment variable.
+
+    Only printable ASCII is a token: gRPC metadata carries nothing else, so a client could
+    never present any other (fixgwctl's call would fail as "Invalid metadata"). Refused here,
+    at start and by `fixgw run --check`, not found out by the first operator who needs it."""
     if (file is None) == (env is None):
         raise TokenError("give exactly one of a token file or an environment variable")
     if env is not None:
@@ -62,16 +66,30 @@ def read_token(*, file: str | Path | None = None, env: str | None = None) -> str
         if not value:
             raise TokenError(f"admin token environment variable {shown(env)} is not set or "
                              "empty")
-        return value
+        return _printable(value, f"admin token environment variable {shown(env)}")
     path = Path(file)  # type: ignore[arg-type]
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise TokenError(f"cannot read admin token file {shown(path)}: {exc.strerror}") from None
+    except UnicodeDecodeError as exc:
+        raise TokenError(f"admin token file {shown(path)} is not UTF-8 text (byte {exc.start}): "
+                         "a token is printable ASCII") from None
     value = text.strip().splitlines()[0].strip() if text.strip() else ""
     if not value:
         raise TokenError(f"admin token file {shown(path)} is empty")
-    return value
+    return _printable(value, f"admin token file {shown(path)}")
+
+
+def _printable(token: str, source: str) -> str:
+    """`token` when it is printable ASCII; the error names the source and the position, never
+    the token."""
+    bad = next((i for i, c in enumerate(token) if not (c.isascii() and c.isprintable())), None)
+    if bad is not None:
+        raise TokenError(f"{source}: character {bad + 1} of the token is not printable ASCII; "
+                         "gRPC metadata carries nothing else, so no client could present it: "
+                         "use letters, digits, - and _ (as the generated tokens do)")
+    return token
 
 
 def ensure_token_file(path: Path) -> str:

@@ -164,8 +164,8 @@ def build_parser() -> argparse.ArgumentParser:
             "MsgSeqNum (asks to confirm); refused on a logged-on session without --force",
             "fixgwctl set-seq 'FIXGW->OMS' --sender 120 --target 87")
     p.add_argument("name", metavar="NAME")
-    p.add_argument("--sender", type=_positive, default=0, metavar="N")
-    p.add_argument("--target", type=_positive, default=0, metavar="M")
+    p.add_argument("--sender", type=_SEQ_NUM, default=0, metavar="N")
+    p.add_argument("--target", type=_SEQ_NUM, default=0, metavar="M")
     p.add_argument("--force", action="store_true",
                    help="apply it to a logged-on session too (a wrong value knocks it into a "
                    "logon/logout loop); otherwise log the session out first")
@@ -174,7 +174,7 @@ def build_parser() -> argparse.ArgumentParser:
             "fixgwctl orders --session OMS --symbol BTC/USD")
     _order_filters(p)
     p.add_argument("--closed", action="store_true", help="closed orders too")
-    p.add_argument("--limit", type=_positive, default=100, metavar="N",
+    p.add_argument("--limit", type=_LIMIT, default=100, metavar="N",
                    help="at most N orders, newest first (default 100)")
     p = cmd("order", "one order in detail, found by any of its ids: an OMS ClOrdID (any "
             "version), a venue ClOrdID, or the venue's OrderID",
@@ -243,15 +243,25 @@ def _positive_seconds(text: str) -> float:
     return value
 
 
-def _positive(text: str) -> int:
-    """A whole number of 1 or more (a MsgSeqNum, a --limit)."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{value} is too small: give 1 or more")
-    return value
+def _positive(maximum: int) -> Callable[[str], int]:
+    """A whole number from 1 to `maximum`: the most the request's field holds (uint64 for a
+    MsgSeqNum, uint32 for --limit). A larger one would fail in the protobuf encoder with a
+    traceback instead of a usage error."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if value < 1:
+            raise argparse.ArgumentTypeError(f"{value} is too small: give 1 or more")
+        if value > maximum:
+            raise argparse.ArgumentTypeError(f"{value} is too large: give at most {maximum}")
+        return value
+    return parse
+
+
+_SEQ_NUM = _positive(2**64 - 1)  # SetSequenceRequest.next_sender/next_target: uint64
+_LIMIT = _positive(2**32 - 1)  # ListOrdersRequest.limit: uint32
 
 
 # ---- connection -----------------------------------------------------------------------------
@@ -269,9 +279,22 @@ def _token(path: str) -> str:
                        "(<data-dir>/admin.token) or the one ops gave you") from None
     except OSError as exc:
         raise CtlError(EXIT_AUTH, f"cannot read admin token file {name}: {exc.strerror}") from None
+    except UnicodeDecodeError as exc:
+        raise CtlError(EXIT_AUTH, f"admin token file {name} is not a token: byte {exc.start} is "
+                       "not UTF-8 text. Point --token-file or FIXGW_TOKEN_FILE at the token "
+                       "file the gateway uses") from None
     if not text:
         raise CtlError(EXIT_AUTH, f"admin token file {name} is empty")
-    return text.splitlines()[0].strip()
+    token = text.splitlines()[0].strip()
+    # gRPC metadata carries printable ASCII only (anything else fails the call as "Invalid
+    # metadata", read as a gateway fault), and the gateway refuses such a token at start.
+    bad = next((i for i, c in enumerate(token) if not (c.isascii() and c.isprintable())), None)
+    if bad is not None:
+        raise CtlError(EXIT_AUTH, f"admin token file {name} does not hold a token: character "
+                       f"{bad + 1} of its first line is not printable ASCII, which no gateway "
+                       "token has. Point --token-file or FIXGW_TOKEN_FILE at the token file the "
+                       "gateway uses")
+    return token
 
 
 @dataclass(frozen=True)

@@ -169,10 +169,13 @@ def preflight(config: Config) -> list[str]:
     for where, section in _sections(config, ""):
         if isinstance(section, CredentialRef):
             try:
+                if where.startswith("admin.") and where.endswith("_token"):
+                    read_token(file=section.file, env=section.env)  # read as the start reads it
+                    continue
                 value = load_secret(section.env, section.file)
                 if where == "venue.api_secret":  # found at the first logon otherwise, unsigned
                     decode_secret(value)
-            except (SecretError, ValueError) as exc:
+            except (SecretError, ValueError, TokenError) as exc:
                 problems.append(f"{where}: {exc}")
             continue
         for name in type(section).model_fields:

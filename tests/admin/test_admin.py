@@ -186,6 +186,24 @@ def test_token_sources_and_roles(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
         TokenTable("same", "same")
 
 
+def test_a_token_that_is_not_printable_ascii_is_refused(tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """No client could present it (gRPC metadata is printable ASCII): refused when read, at
+    start and by --check, naming the source and never the token."""
+    accented = tmp_path / "accented.token"
+    accented.write_text("caf\u00e9-operator-token\n", encoding="utf-8")
+    with pytest.raises(TokenError, match="character 4 of the token is not printable ASCII") as e:
+        read_token(file=accented)
+    assert str(accented) in str(e.value) and "caf" not in str(e.value).replace(str(tmp_path), "")
+    monkeypatch.setenv("FIXGW_T", "tab\there")
+    with pytest.raises(TokenError, match="FIXGW_T: character 4 of the token"):
+        read_token(env="FIXGW_T")
+    binary = tmp_path / "binary.token"
+    binary.write_bytes(b"tok\xffen\n")
+    with pytest.raises(TokenError, match="is not UTF-8 text \\(byte 3\\)"):
+        read_token(file=binary)
+
+
 def test_resolve_tokens_generates_only_without_config(tmp_path: Path,
                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     gen = resolve_tokens(tmp_path / "data")

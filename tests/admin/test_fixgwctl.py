@@ -313,3 +313,32 @@ def test_a_token_given_where_its_file_goes_is_not_printed(tmp_path: Path) -> Non
         assert r.returncode == 4, r.stderr
         assert "no admin token" in r.stderr and "not shown" in r.stderr, r.stderr
         assert token not in r.stdout + r.stderr
+
+
+def test_numbers_too_large_for_the_request_are_usage_errors(stack: Stack) -> None:
+    """A MsgSeqNum over uint64 or a --limit over uint32 would fail in the protobuf encoder
+    (a ValueError traceback, exit 1): a usage error (2) naming the most it can be."""
+    for args in (("set-seq", OMS_NAME, "--sender", str(2**64), "--force", "--yes"),
+                 ("set-seq", OMS_NAME, "--target", "99999999999999999999999", "--yes"),
+                 ("orders", "--limit", "99999999999")):
+        r = ctl(stack, *args)
+        assert r.returncode == 2, (args, r.stderr)
+        assert "is too large: give at most" in r.stderr and "Traceback" not in r.stderr
+    assert ctl(stack, "orders", "--limit", str(2**32 - 1)).returncode == 0
+
+
+def test_a_token_file_that_holds_no_token_is_an_auth_error(stack: Stack, tmp_path: Path) -> None:
+    """Bytes that are not UTF-8, or characters gRPC metadata cannot carry: exit 4 saying the
+    file holds no token, not a traceback or an "Invalid metadata" call failure (exit 1)."""
+    binary = tmp_path / "binary.token"
+    binary.write_bytes(b"\xff\xfe\x00garbage\n")
+    r = ctl(stack, "sessions", token_file=binary)
+    assert r.returncode == 4, r.stderr
+    assert f"admin token file {binary} is not a token" in r.stderr and "Traceback" not in r.stderr
+    accented = tmp_path / "accented.token"
+    accented.write_text("t\u00f6ken-with-an-umlaut\n", encoding="utf-8")
+    r = ctl(stack, "logout", OMS_NAME, "--yes", token_file=accented)
+    assert r.returncode == 4, r.stderr
+    assert "character 2 of its first line is not printable ASCII" in r.stderr
+    assert "Invalid metadata" not in r.stderr and "t\u00f6ken" not in r.stderr
+    assert stack.logged_on(OMS_NAME)

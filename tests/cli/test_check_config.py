@@ -427,3 +427,23 @@ def test_a_config_file_that_is_not_utf8_is_a_config_error_naming_the_byte(
         assert "Traceback" not in r.stderr
         assert (f"fixgw: {cfg}: not UTF-8 text (TOML must be): byte offset 24 (0xe9) is not "
                 "valid UTF-8") in r.stderr
+
+
+def test_an_admin_token_that_is_not_printable_ascii_fails_the_check(tmp_path: Path) -> None:
+    """The start would refuse it (no client could send it as gRPC metadata): so does --check,
+    naming the field, without printing the token."""
+    op = tmp_path / "op.token"
+    op.write_text("na\u00efve-token-value\n", encoding="utf-8")
+    op.chmod(0o600)
+    cfg = tmp_path / "gw.toml"
+    cfg.write_text(f"""
+[gateway]
+data_dir = "{tmp_path / 'var'}"
+[admin]
+operator_token = {{ file = "{op}" }}
+""")
+    r = _check(cfg)
+    assert r.returncode == 2, r.stderr
+    assert (f"fixgw: {cfg}: admin.operator_token: admin token file {op}: character 3 of the "
+            "token is not printable ASCII") in r.stderr
+    assert "ve-token-value" not in r.stdout + r.stderr
