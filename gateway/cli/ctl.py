@@ -126,7 +126,7 @@ def _common(p: argparse.ArgumentParser, suppress: bool) -> None:
     p.add_argument("--yes", "-y", action="store_true", default=d(False),
                    help="do not ask for confirmation of destructive commands")
     p.add_argument("--timeout", type=_positive_seconds, default=d(10.0), metavar="S",
-                   help="seconds to wait for the gateway (default 10)")
+                   help="seconds to wait for the gateway (default 10, at most 86400)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -231,15 +231,23 @@ def _order_filters(p: argparse.ArgumentParser) -> None:
     p.add_argument("--symbol", default="", metavar="SYMBOL", help="orders in this symbol")
 
 
+MAX_TIMEOUT_S = 86_400.0
+
+
 def _positive_seconds(text: str) -> float:
-    """A --timeout: more than 0 seconds (0 or less would fail every call at once, reading as
-    a gateway that does not answer)."""
+    """A --timeout: more than 0 seconds and at most a day. 0 or less would fail every call at
+    once, reading as a gateway that does not answer; so would inf or a huge number (gRPC's
+    deadline overflows), and a mutating call would then be reported as "may have taken
+    effect" (exit 5) although nothing was sent."""
     try:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
     if not value > 0:  # also refuses nan
         raise argparse.ArgumentTypeError(f"{text} is not more than 0 seconds")
+    if not value <= MAX_TIMEOUT_S:  # also refuses inf
+        raise argparse.ArgumentTypeError(f"{text} seconds is too long: give at most "
+                                         f"{MAX_TIMEOUT_S:.0f} (a day)")
     return value
 
 

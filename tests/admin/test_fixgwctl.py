@@ -19,6 +19,7 @@ import pytest
 
 from gateway._proto.fixgw.v1 import admin_pb2, admin_pb2_grpc
 from gateway.admin.audit import read_audit
+from gateway.cli.ctl import build_parser
 from gateway.fix.client import Received
 from gateway.version import version_line
 from tests.admin.test_admin import OMS_NAME, TRD_NAME, Stack, admin_stack, unwritable
@@ -59,9 +60,13 @@ def test_help_usage_and_unreachable(tmp_path: Path) -> None:
 
 
 def test_timeout_must_be_positive_and_health_exit_codes_are_documented() -> None:
-    for bad in ("0", "-1", "nan", "soon"):
+    for bad in ("0", "-1", "nan", "soon", "inf", "1e10", "86401"):
         r = ctl(None, "--timeout", bad, "health")
         assert r.returncode == 2 and "--timeout" in r.stderr, (bad, r.stderr)
+    # inf or a huge value overflowed gRPC's deadline: every call failed at once, a change
+    # reported as "may have taken effect" (exit 5) though nothing was sent.
+    assert "too long: give at most 86400" in ctl(None, "--timeout", "inf", "health").stderr
+    assert build_parser().parse_args(["--timeout", "86400", "health"]).timeout == 86400
     h = ctl(None, "health", "--help")
     assert h.returncode == 0 and "exit 0 healthy, 1 unhealthy" in " ".join(h.stdout.split())
     assert "1 refused/not found/not confirmed (health: unhealthy)" in ctl(None, "--help").stdout
