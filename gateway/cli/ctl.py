@@ -358,10 +358,41 @@ class Client:
 
     def call(self, name: str, request: Message) -> Any:
         method: Callable[..., Any] = getattr(self.stub, name)
+        timeout = self.timeout
+        if name in _CHECK_WITH:
+            timeout = self._connected(timeout)
         try:
-            return method(request, metadata=self._meta, timeout=self.timeout)
+            return method(request, metadata=self._meta, timeout=timeout)
         except grpc.RpcError as exc:
             raise self._explain(exc, name) from None
+
+    def _connected(self, timeout: float) -> float:
+        """Wait (within `timeout`) for a gRPC connection before a change is sent; the time
+        left for the call. A change whose answer never comes is exit 5, "may have taken
+        effect": that must mean it may have reached the gateway. A port that takes TCP but
+        is not gRPC (the OMS FIX port, a TLS listener without --ca-file) never connects, so
+        nothing can have been sent: exit 3, safe to correct and send again."""
+        start = time.monotonic()
+        try:
+            grpc.channel_ready_future(self._channel).result(timeout=timeout)
+        except grpc.FutureTimeoutError:
+            raise CtlError(EXIT_UNREACHABLE, f"gateway not reachable at {self.addr}: no gRPC "
+                           f"connection within {timeout:g} s (--timeout); nothing sent. Is "
+                           "this the admin listener's address (not the OMS FIX or event port)? "
+                           "Set --addr or FIXGW_ADDR." + self._tls_hint()) from None
+        return max(timeout - (time.monotonic() - start), 0.001)
+
+    def _tls_hint(self) -> str:
+        if not self.tls.enabled:
+            return (" If the admin listener uses TLS ([admin] tls_cert_file), pass the CA "
+                    "that signed its certificate: --ca-file or FIXGW_CA_FILE.")
+        if self.tls.cert_file is None:
+            return (" TLS was used: check that --ca-file signed the gateway's admin "
+                    "certificate; if the gateway requires client certificates ([admin] "
+                    "tls_client_ca_file), pass --cert-file and --key-file (FIXGW_CERT_FILE, "
+                    "FIXGW_KEY_FILE).")
+        return (" TLS was used: check that --ca-file signed the gateway's admin "
+                "certificate and that the gateway's tls_client_ca_file signed --cert-file.")
 
     def _explain(self, exc: grpc.RpcError, name: str) -> CtlError:
         code, details = exc.code(), exc.details() or ""
@@ -374,18 +405,7 @@ class Client:
                             f"{self.timeout:g} s (--timeout): the change may have taken "
                             f"effect. Check with `{check}` before sending it again")
         if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
-            if not self.tls.enabled:
-                hint = (" If the admin listener uses TLS ([admin] tls_cert_file), pass the CA "
-                        "that signed its certificate: --ca-file or FIXGW_CA_FILE.")
-            elif self.tls.cert_file is None:
-                hint = (" TLS was used: check that --ca-file signed the gateway's admin "
-                        "certificate; if the gateway requires client certificates ([admin] "
-                        "tls_client_ca_file), pass --cert-file and --key-file (FIXGW_CERT_FILE, "
-                        "FIXGW_KEY_FILE).")
-            else:
-                hint = (" TLS was used: check that --ca-file signed the gateway's admin "
-                        "certificate and that the gateway's tls_client_ca_file signed "
-                        "--cert-file.")
+            hint = self._tls_hint()
             if "handshake" in details.lower():
                 return CtlError(EXIT_UNREACHABLE, f"TLS handshake with the gateway at "
                                 f"{self.addr} failed ({details}).{hint}")

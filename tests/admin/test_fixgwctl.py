@@ -347,3 +347,17 @@ def test_a_token_file_that_holds_no_token_is_an_auth_error(stack: Stack, tmp_pat
     assert "character 2 of its first line is not printable ASCII" in r.stderr
     assert "Invalid metadata" not in r.stderr and "t\u00f6ken" not in r.stderr
     assert stack.logged_on(OMS_NAME)
+
+
+def test_a_change_sent_to_a_port_that_is_not_grpc_is_unreachable_nothing_sent(
+        stack: Stack) -> None:
+    """The OMS FIX port takes the TCP connection but never speaks gRPC: the change cannot have
+    reached the gateway, so exit 3 "nothing sent" (safe to fix --addr and send again), not 5
+    "may have taken effect"."""
+    fix_port = f"127.0.0.1:{stack.gw.config.oms.port}"
+    before = len(read_audit(stack.audit_path))
+    r = ctl(stack, "--timeout", "2", "kill-switch", "on", "--yes", addr=fix_port)
+    assert r.returncode == 3, (r.returncode, r.stderr)
+    assert f"gateway not reachable at {fix_port}" in r.stderr and "nothing sent" in r.stderr
+    assert "may have taken effect" not in r.stderr
+    assert not stack.gw.gate.kill_switch and len(read_audit(stack.audit_path)) == before
