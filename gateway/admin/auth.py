@@ -14,6 +14,7 @@ import hashlib
 import hmac
 import logging
 import os
+import re
 import secrets
 import tempfile
 from collections.abc import Callable
@@ -23,6 +24,7 @@ from typing import Any, Final
 
 import grpc
 
+from gateway.admin.audit import AuditLog
 from gateway.durable import fsync_dir
 from gateway.kraken.secrets import shown
 
@@ -170,16 +172,35 @@ def bearer(metadata: tuple[tuple[str, str | bytes], ...] | None) -> str | None:
     return None
 
 
-def _deny(code: grpc.StatusCode, details: str, method: str,
-          token: str | None) -> grpc.RpcMethodHandler:
+def _audit_name(rpc: str) -> str:
+    """The audit log's name of an RPC, as the servicer writes it: KillSwitch -> kill_switch."""
+    return re.sub(r"(?<!^)(?=[A-Z])", "_", rpc).lower()
+
+
+def _deny(code: grpc.StatusCode, details: str, method: str, token: str | None,
+          audit: AuditLog | None = None, role: str = "unknown") -> grpc.RpcMethodHandler:
     """A handler that refuses the call, logged at WARNING with who asked (peer, the token's
     fingerprint, never the token) and for what: a stolen or guessed token being tried, or a
     read-only token used for a change, is something ops must be able to see. Logged in the
-    handler, where the peer is known (the interceptor only has the method and metadata)."""
+    handler, where the peer is known (the interceptor only has the method and metadata).
+
+    A refused change also goes to the audit log (ok false, the reason): the log is where an
+    auditor looks for who tried to change what, and a change that was tried and refused
+    belongs there as much as one that ran. Reads are not audited, refused or not."""
+    name = method.removeprefix(SERVICE)
+    fp = "none" if token is None else fingerprint(token)
+
     def abort(_request: Any, context: grpc.ServicerContext) -> None:
-        log.warning("admin call denied (%s): %s from %s, token %s", code.name,
-                    method.removeprefix(SERVICE), context.peer(),
-                    "none" if token is None else f"fingerprint {fingerprint(token)}")
+        peer = context.peer()
+        log.warning("admin call denied (%s): %s from %s, token %s", code.name, name, peer,
+                    "none" if token is None else f"fingerprint {fp}")
+        if audit is not None and method.startswith(SERVICE) and name in MUTATING_RPCS:
+            try:
+                audit.record(who=f"{role}:{fp}", what=_audit_name(name), args={"peer": peer},
+                             ok=False, message=f"denied ({code.name}): {details}")
+            except Exception as exc:  # the refusal stands; the record goes to the log
+                log.error("admin audit record NOT written to %s (%s): denied %s from %s, "
+                          "token %s (%s)", audit.path, exc, name, peer, fp, code.name)
         context.abort(code, details)
 
     return grpc.unary_unary_rpc_method_handler(abort)
@@ -190,8 +211,9 @@ class AuthInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
     mutating RPC (or on any RPC of this service not listed as read-only). On success the principal
     is handed to the servicer through ``current_principal``."""
 
-    def __init__(self, tokens: TokenTable) -> None:
+    def __init__(self, tokens: TokenTable, audit: AuditLog | None = None) -> None:
         self._tokens = tokens
+        self._audit = audit  # where refused changes are recorded (see _deny)
 
     def intercept_service(self, continuation: Callable[[Any], grpc.RpcMethodHandler | None],
                           handler_call_details: grpc.HandlerCallDetails
@@ -202,18 +224,19 @@ class AuthInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
             return _deny(grpc.StatusCode.UNAUTHENTICATED,
                          "admin call without a bearer token: pass the token from the gateway's "
                          "admin token file (fixgwctl --token-file / FIXGW_TOKEN_FILE)",
-                         method, None)
+                         method, None, self._audit)
         principal = self._tokens.lookup(token)
         if principal is None:
             return _deny(grpc.StatusCode.UNAUTHENTICATED,
                          "admin token rejected: it is not one this gateway was started with",
-                         method, token)
+                         method, token, self._audit)
         name = method.removeprefix(SERVICE)
         if principal.role != OPERATOR and (method.startswith(SERVICE)
                                            and name not in READ_ONLY_RPCS):
             return _deny(grpc.StatusCode.PERMISSION_DENIED,
                          f"{name} changes the gateway; the token given is read-only "
-                         "(use an operator token)", method, token)
+                         "(use an operator token)", method, token, self._audit,
+                         principal.role)
         handler = continuation(handler_call_details)
         return _with_principal(handler, principal)
 

@@ -639,7 +639,8 @@ class AdminServer:
         self.servicer = AdminServicer(gateway, self.audit)
         self._server = grpc.server(
             futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="admin"),
-            interceptors=[AuthInterceptor(TokenTable(operator_token, read_only_token))])
+            interceptors=[AuthInterceptor(TokenTable(operator_token, read_only_token),
+                                          self.audit)])
         admin_pb2_grpc.add_AdminServiceServicer_to_server(self.servicer, self._server)
 
     def start(self) -> int:

@@ -227,7 +227,8 @@ def test_unauthenticated_and_permission_denied(stack: Stack) -> None:
         st.Health(admin_pb2.HealthRequest(), metadata=auth("not-a-token"))
     assert exc.value.code() == grpc.StatusCode.UNAUTHENTICATED
     assert "rejected" in (exc.value.details() or "")
-    # Read-only may read, may not act; the refused action reaches neither QuickFIX nor the audit.
+    # Read-only may read, may not act; the refused action does not reach QuickFIX, and the
+    # audit log records the attempt (ok false, the reason, the token's fingerprint, the peer).
     st.ListSessions(admin_pb2.ListSessionsRequest(), metadata=auth(stack.read_only_token))
     before = len(read_audit(stack.audit_path))
     for call, req in ((st.Logout, admin_pb2.LogoutRequest(name=OMS_NAME)),
@@ -236,8 +237,25 @@ def test_unauthenticated_and_permission_denied(stack: Stack) -> None:
         with pytest.raises(grpc.RpcError) as exc:
             call(req, metadata=auth(stack.read_only_token))
         assert exc.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    for metadata in (auth("guessed-token"), None):
+        with pytest.raises(grpc.RpcError) as exc:
+            st.KillSwitch(admin_pb2.KillSwitchRequest(on=True), metadata=metadata)
+        assert exc.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    with pytest.raises(grpc.RpcError):  # a refused read is logged, not audited
+        st.Health(admin_pb2.HealthRequest(), metadata=auth("guessed-token"))
     assert stack.logged_on(OMS_NAME) and not stack.gw.gate.kill_switch
-    assert len(read_audit(stack.audit_path)) == before
+    recs = read_audit(stack.audit_path)[before:]
+    ro = f"read-only:{fingerprint(stack.read_only_token)}"
+    assert [(r["what"], r["who"], r["result"]["ok"]) for r in recs] == [
+        ("logout", ro, False), ("kill_switch", ro, False), ("set_gate_rule", ro, False),
+        ("kill_switch", f"unknown:{fingerprint('guessed-token')}", False),
+        ("kill_switch", "unknown:none", False)]
+    assert all(r["args"]["peer"].startswith("ipv4:127.0.0.1:") for r in recs), recs
+    assert recs[0]["result"]["message"].startswith("denied (PERMISSION_DENIED): Logout changes")
+    assert recs[3]["result"]["message"].startswith("denied (UNAUTHENTICATED): admin token "
+                                                   "rejected")
+    text = stack.audit_path.read_text()
+    assert stack.read_only_token not in text and "guessed-token" not in text
 
 
 def test_list_and_get_sessions(stack: Stack) -> None:
@@ -406,7 +424,8 @@ def test_audit_file_is_append_only_json_lines(stack: Stack) -> None:
     assert all(r["when"].endswith("Z") for r in recs)
     assert stat.S_IMODE(os.stat(stack.audit_path).st_mode) == 0o600
     fp = fingerprint(stack.operator_token)
-    assert all(r["who"] == f"operator:{fp}" for r in recs)
+    assert all(r["who"] == f"operator:{fp}" for r in recs
+               if not r["result"]["message"].startswith("denied ("))  # refused: who tried
 
 
 def test_force_transport_without_fallback_is_refused(stack: Stack) -> None:

@@ -85,7 +85,10 @@ def test_force_transport_refusals(env: Env) -> None:
     assert r.returncode == 1 and "--yes" in r.stderr
     r = env.ctl("transport", "force", "rest", "--yes", token_file=env.ro_file)
     assert r.returncode == 4 and "permission denied" in r.stderr and "read-only" in r.stderr
-    assert len(read_audit(env.gw.data_dir / "var" / "admin-audit.jsonl")) == before
+    # Refused, and audited as refused (who tried, not what: the request is not read).
+    denied = read_audit(env.gw.data_dir / "var" / "admin-audit.jsonl")[before:]
+    assert [(a["what"], a["who"].split(":")[0], a["result"]["ok"]) for a in denied] == [
+        ("force_transport", "read-only", False)]
     r = env.ctl("transport", "force", "carrier-pigeon", "--yes")
     assert r.returncode == 2
     assert _health(env)["order_transport"] == "fix"
@@ -111,7 +114,8 @@ def test_force_ws_sends_orders_over_the_private_websocket(env: Env) -> None:
     assert r.returncode == 0
     _wait_transport(env, "ws")
     audit = read_audit(env.gw.data_dir / "var" / "admin-audit.jsonl")
-    forced = [a["args"]["transport"] for a in audit if a["what"] == "force_transport"]
+    forced = [a["args"]["transport"] for a in audit
+              if a["what"] == "force_transport" and a["result"]["ok"]]
     assert forced[-3:] == ["ws", "rest", "ws"]
 
 
@@ -126,7 +130,7 @@ def test_force_rest_then_auto_moves_the_order_flow(env: Env) -> None:
     assert r.returncode == 0 and json.loads(r.stdout)["ok"] is True
     _wait_transport(env, "fix")
     audit = read_audit(env.gw.data_dir / "var" / "admin-audit.jsonl")
-    forced = [a for a in audit if a["what"] == "force_transport"]
+    forced = [a for a in audit if a["what"] == "force_transport" and a["result"]["ok"]]
     assert [a["args"]["transport"] for a in forced][-2:] == ["rest", "auto"]
     # Both switches are on the event stream.
     ev = env.ctl("events", "--kind", "TRANSPORT_SWITCH", "--from", "1", "--json")
