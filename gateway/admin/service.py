@@ -188,14 +188,15 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
         """Write the audit record of an action that has run. A record that cannot be written
         (disk full) must not turn the answer into an error: the change happened, and an
         operator told otherwise would repeat it. It is logged at ERROR with the whole record
-        instead, and the answer says so."""
+        instead, and the answer says so and is partial (fixgwctl exits 6, as for a change not
+        written to the data directory): a script must not read it as plain success."""
         try:
             self.audit.record(who=who, what=what, args=args, ok=out.ok, message=out.message)
         except Exception as exc:
             log.error("admin audit record NOT written to %s (%s): %s %s by %s: ok=%s (%s)",
                       self.audit.path, exc, what, args, who, out.ok, out.message)
             return Outcome(out.ok, f"{out.message} (audit log NOT written: {exc}; the "
-                           "gateway log has the record)", out.partial)
+                           "gateway log has the record)", partial=True)
         return out
 
     def _session_action(self, what: str, args: dict[str, Any], event: SessionEventName,

@@ -12,8 +12,8 @@ configured). TLS: ``--ca-file`` (``FIXGW_CA_FILE``) when the admin listener spea
 authentication/authorization failure, 5 a change (logout, kill switch, cancel...) got no answer
 within ``--timeout``: it may have taken effect, so unlike 3 it is not safe to send again
 without looking first; 6 a change done in part (``ActionResult.partial``: cancels not sent, or
-a kill switch or logout not written to the data directory, so a restart would not keep it): the
-message says what is missing.
+a kill switch or logout not written to the data directory, so a restart would not keep it, or
+the audit record not written): the message says what is missing.
 """
 
 from __future__ import annotations
