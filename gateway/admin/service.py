@@ -285,17 +285,18 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
     def Disconnect(self, request: admin_pb2.DisconnectRequest,
                    context: grpc.ServicerContext) -> admin_pb2.ActionResult:
         def do(ref: SessionRef, s: fix.Session) -> str:
+            connected = _connected(s)
             s.disconnect()
-            return (f"{ref.name}: connection dropped without a Logout"
-                    + ("; the initiator reconnects" if ref.role != ROLE_OMS else ""))
+            return disconnect_reply(ref.name, ref.role != ROLE_OMS, connected,
+                                    self._held(ref) or not s.isEnabled())
         return self._session_action("disconnect", {"name": request.name}, "disconnect", do)
 
     def ResetSequence(self, request: admin_pb2.ResetSequenceRequest,
                       context: grpc.ServicerContext) -> admin_pb2.ActionResult:
         def do(ref: SessionRef, s: fix.Session) -> str:
+            was_logged_on = bool(s.isLoggedOn())
             s.reset()
-            return (f"{ref.name}: sequence numbers reset to 1/1 (a logged-on session was logged "
-                    "out first)")
+            return reset_reply(ref.name, was_logged_on)
         return self._session_action("reset_sequence", {"name": request.name},
                                     "sequence_reset", do, seq_reset=(1, "outbound"))
 
@@ -561,6 +562,38 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
             oms_sessions=len(oms_refs), order_transport=self._order_transport(),
             open_orders=len(self.gw.router.store.open_orders()), version=self._version,
             uptime_s=int(time.monotonic() - self._started))
+
+
+def _connected(s: fix.Session) -> bool:
+    """Whether the session has a counterparty on the line: logged on, or a Logon on its way
+    (QuickFIX clears these when the connection goes)."""
+    return bool(s.isLoggedOn() or s.receivedLogon() or s.sentLogon())
+
+
+def disconnect_reply(name: str, initiator: bool, connected: bool, held: bool) -> str:
+    """What `disconnect` did, from the session's state before it: no connection means nothing
+    was dropped, and a held session (logged out by an operator) does not come back by itself,
+    whatever the role; telling the operator otherwise sends them looking for a reconnect or a
+    drop that never happens."""
+    done = (f"{name}: connection dropped without a Logout" if connected
+            else f"{name}: not connected: nothing to drop")
+    if held:
+        again = (f"it stays down: held by an operator's logout until `fixgwctl logon {name}`"
+                 if initiator else
+                 f"the OMS's Logon is refused until `fixgwctl logon {name}` (logged out by an "
+                 "operator)")
+    elif initiator:
+        again = "the initiator reconnects" if connected else "the initiator keeps connecting"
+    else:
+        again = "the OMS may connect and log on again" if connected else ""
+    return f"{done}; {again}" if again else done
+
+
+def reset_reply(name: str, was_logged_on: bool) -> str:
+    """What `reset-seq` did: QuickFIX logs a logged-on session out before the reset, and only
+    then is that worth saying."""
+    return (f"{name}: sequence numbers reset to 1/1"
+            + (" (it was logged on, so it was logged out first)" if was_logged_on else ""))
 
 
 def _status_name(status: str) -> str:

@@ -539,7 +539,8 @@ def run(args: argparse.Namespace) -> int:
     elif c == "disconnect":
         _confirm(args, f"drop the connection of {args.name} without a Logout")
     elif c == "reset-seq":
-        _confirm(args, f"reset the sequence numbers of {args.name} to 1 (logs it out first)")
+        _confirm(args, f"reset the sequence numbers of {args.name} to 1 (logged out first if it "
+                 "is logged on)")
     elif c == "set-seq":
         if not args.sender and not args.target:
             raise CtlError(EXIT_USAGE, "set-seq needs --sender N and/or --target M")

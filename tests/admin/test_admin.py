@@ -27,7 +27,7 @@ from gateway.admin.auth import (
     read_token,
     resolve_tokens,
 )
-from gateway.admin.service import AdminServer
+from gateway.admin.service import AdminServer, disconnect_reply, reset_reply
 from gateway.config import load_config
 from gateway.events import EventLog, EventLogConfig
 from gateway.events.publisher import InProcessPublisher
@@ -39,6 +39,7 @@ from tests.procs import Credentials, SimProcess, free_port
 
 OMS_NAME = "FIXGW->OMS"
 TRD_NAME = "FIXGW->KRAKEN-TRD"
+MD_NAME = "FIXGW->KRAKEN-MD"
 
 
 @dataclass
@@ -217,6 +218,26 @@ def test_resolve_tokens_generates_only_without_config(tmp_path: Path,
     assert not (tmp_path / "other" / "admin.token").exists()
 
 
+def test_disconnect_and_reset_replies_follow_the_session_state() -> None:
+    """The reply says what happened: no drop without a connection, no reconnect for a held
+    initiator, no "logged out first" for a session that was not logged on."""
+    assert disconnect_reply(OMS_NAME, False, False, False) == (
+        f"{OMS_NAME}: not connected: nothing to drop")
+    assert disconnect_reply(OMS_NAME, False, True, False) == (
+        f"{OMS_NAME}: connection dropped without a Logout; the OMS may connect and log on again")
+    assert disconnect_reply(OMS_NAME, False, True, True) == (
+        f"{OMS_NAME}: connection dropped without a Logout; the OMS's Logon is refused until "
+        f"`fixgwctl logon {OMS_NAME}` (logged out by an operator)")
+    assert disconnect_reply(TRD_NAME, True, True, False) == (
+        f"{TRD_NAME}: connection dropped without a Logout; the initiator reconnects")
+    held = disconnect_reply(TRD_NAME, True, True, True)
+    assert "reconnects" not in held and held.endswith(
+        f"it stays down: held by an operator's logout until `fixgwctl logon {TRD_NAME}`")
+    assert reset_reply(MD_NAME, False) == f"{MD_NAME}: sequence numbers reset to 1/1"
+    assert reset_reply(MD_NAME, True) == (
+        f"{MD_NAME}: sequence numbers reset to 1/1 (it was logged on, so it was logged out first)")
+
+
 # ---- over gRPC ---------------------------------------------------------------------------------
 def test_unauthenticated_and_permission_denied(stack: Stack) -> None:
     st = stub(stack)
@@ -367,6 +388,32 @@ def test_venue_logout_is_held_against_the_reconnect_supervisor(stack: Stack) -> 
     assert s.held and not s.enabled
     assert st.Logon(admin_pb2.LogonRequest(name=TRD_NAME), metadata=op).ok
     wait_until(lambda: stack.logged_on(TRD_NAME), 20, "venue logon after admin logon")
+
+
+def test_disconnect_and_reset_of_a_held_venue_session_say_what_happened(stack: Stack) -> None:
+    """A venue session an operator logged out: `disconnect` drops nothing and it does not
+    reconnect; `reset-seq` did not log it out (it was not logged on). Its numbers are then
+    set back (no --force needed: not logged on) so the venue takes its next Logon."""
+    st = stub(stack)
+    op = auth(stack.operator_token)
+    wait_until(lambda: stack.logged_on(MD_NAME), 20, "market data logged on")
+    try:
+        assert st.Logout(admin_pb2.LogoutRequest(name=MD_NAME, reason="drill"), metadata=op).ok
+        wait_until(lambda: not stack.logged_on(MD_NAME), 10, "market data logged out")
+        res = st.Disconnect(admin_pb2.DisconnectRequest(name=MD_NAME), metadata=op)
+        assert res.ok and res.message == (
+            f"{MD_NAME}: not connected: nothing to drop; it stays down: held by an operator's "
+            f"logout until `fixgwctl logon {MD_NAME}`"), res.message
+        cur = st.GetSession(admin_pb2.GetSessionRequest(name=MD_NAME), metadata=op)
+        res = st.ResetSequence(admin_pb2.ResetSequenceRequest(name=MD_NAME), metadata=op)
+        assert res.ok and res.message == f"{MD_NAME}: sequence numbers reset to 1/1", res.message
+        back = st.SetSequence(admin_pb2.SetSequenceRequest(
+            name=MD_NAME, next_sender=cur.next_sender_seq_num,
+            next_target=cur.next_target_seq_num), metadata=op)
+        assert back.ok and "applied live" not in back.message, back.message
+    finally:
+        st.Logon(admin_pb2.LogonRequest(name=MD_NAME), metadata=op)
+    wait_until(lambda: stack.logged_on(MD_NAME), 20, "market data logged on again")
 
 
 def test_kill_switch_blocks_and_cancels_then_off(stack: Stack) -> None:
