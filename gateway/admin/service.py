@@ -42,6 +42,7 @@ from gateway.orders.model import Order
 from gateway.version import version_line
 
 if TYPE_CHECKING:  # the admin layer drives a Gateway; it does not import the server layer
+    from gateway.routing.router import CancelInFlight
     from gateway.server.gateway import Gateway
 
 log = logging.getLogger("fixgw.admin")
@@ -342,16 +343,22 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
         on = bool(request.on)
 
         def action() -> Outcome:
+            was_on = self.gw.gate.kill_switch
             not_persisted = self.gw.set_kill_switch(on, str(current_principal()))
             not_sent: list[str] = []
             if not on:
                 message = "kill switch off: new orders pass the gate again"
             else:
+                # Turned on again while on: it sweeps again (a cancel not sent, an order
+                # placed before), skipping each order a cancel is on its way for already.
                 swept = self.gw.kill_sweeper.sweep(
                     f"kill switch turned on by {current_principal()}")
                 not_sent = swept.not_sent
-                message = (f"kill switch on: new orders blocked; cancel sent for {swept.sent} "
-                           f"open order(s) at the venue")
+                message = (f"kill switch {'already on' if was_on else 'on'}: new orders "
+                           f"blocked; cancel sent for {swept.sent} open order(s) at the venue")
+                if swept.already:
+                    message += (f"; {len(swept.already)} already had a cancel on its way, not "
+                                f"sent again ({'; '.join(swept.already[:5])})")
                 if not_sent:
                     message += (f"; {len(not_sent)} NOT sent ({'; '.join(not_sent[:5])}): "
                                 "sent when the venue trading session logs on again, while the "
@@ -396,8 +403,10 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
             context.abort(grpc.StatusCode.NOT_FOUND, match)
         assert not isinstance(match, str)
         orders, matched = self.gw.router.store.select(match, request.limit or 100)
-        return admin_pb2.ListOrdersResponse(orders=[_order_message(o) for o in orders],
-                                            matched=matched)
+        router = self.gw.router
+        return admin_pb2.ListOrdersResponse(
+            orders=[_order_message(o, router.cancel_in_flight(o)) for o in orders],
+            matched=matched)
 
     def CancelOrders(self, request: admin_pb2.CancelOrdersRequest,
                      context: grpc.ServicerContext) -> admin_pb2.ActionResult:
@@ -435,17 +444,23 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
             # held order.
             one = targets[0]
             name, path = f"{one.oms_cl_ord_id} ({one.oms_session}, {one.symbol})", one.transport
-            sent, failed = self.gw.router.cancel_each_unasked(targets, "OPS", "admin",
-                                        f"canceled by operator {current_principal()}")
+            sent, failed, already = self.gw.router.cancel_each_unasked(
+                targets, "OPS", "admin", f"canceled by operator {current_principal()}")
             message = f"cancel sent for {sent} open order(s) at the venue"
+            if already:
+                message += (f"; {len(already)} already had a cancel on its way, not sent "
+                            f"again ({'; '.join(already[:5])})")
             if oid:
-                message = (f"{name} not canceled" if not sent else
+                message = (f"{name}: {already[0].partition(': ')[2]} and not answered yet; "
+                           "not sent again" if already else
+                           f"{name} not canceled" if not sent else
                            f"{name} canceled: it was held, never sent to the venue"
                            if path == "held" else f"cancel sent for {name} at the venue")
             if failed:
                 message += f"; {len(failed)} NOT sent ({'; '.join(failed[:5])})"
             # Some sent, some not: done in part (fixgwctl exits 6), not a success to a script.
-            return Outcome(sent > 0, message, partial=bool(failed))
+            # A cancel on its way already is what the operator asked for: no failure.
+            return Outcome(sent > 0 or bool(already), message, partial=bool(failed))
         return self._act("cancel_orders", args, action)
 
     def GateRules(self, request: admin_pb2.GateRulesRequest,
@@ -600,14 +615,20 @@ def _status_name(status: str) -> str:
     return "Sent" if status == order_state.SENT else order_state.NAMES.get(status, status)
 
 
-def _order_message(o: Order) -> admin_pb2.Order:
+def _order_message(o: Order, cancel: CancelInFlight | None = None) -> admin_pb2.Order:
+    """The admin view of `o`. `cancel`: the cancel on its way for it, shown after its FIX
+    OrdStatus (which stays as the venue last reported it, New until the venue answers the
+    cancel), so ops see why another cancel would not be sent."""
     dec = builders.decimal_str  # plain digits: 0.00000000, not the 0E-8 of str()
+    status = _status_name(o.status)
+    if cancel is not None:
+        status += f" (cancel pending: {cancel.cl_ord_id}, sent {cancel.age_s:.0f} s ago)"
     out = admin_pb2.Order(
         oms_session=o.oms_session, cl_ord_id=o.oms_cl_ord_id,
         cl_ord_id_history=o.oms_history, venue_cl_ord_id=o.venue_cl_ord_id,
         venue_cl_ord_ids=o.venue_ids, order_id=o.order_id, symbol=o.symbol,
         side=side_name(o.side), ord_type=o.ord_type, time_in_force=o.tif, account=o.account,
-        order_qty=dec(o.qty), price=dec(o.price), status=_status_name(o.status),
+        order_qty=dec(o.qty), price=dec(o.price), status=status,
         open=o.is_open, cum_qty=dec(o.cum_qty), leaves_qty=dec(o.leaves_qty),
         avg_px=dec(o.avg_px), transport=o.transport)
     closed = _ts(o.closed_at or None)

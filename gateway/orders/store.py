@@ -437,6 +437,27 @@ class OrderStore:
                     return vid
         return None
 
+    def unanswered_cancel(self, order: Order) -> tuple[str, RequestDetails] | None:
+        """The latest cancel of the open `order` (any: its OMS's, a mass cancel's, the
+        gateway's) journaled with its details and not answered yet, as (venue ClOrdID,
+        details), or None.
+
+        Why from `_pending_requests`: a cancel leaves it exactly when its answer is journaled
+        (the Canceled that makes it the order's version, or an ``R``: a refusal, the venue's
+        or the gateway's), replay rebuilds it from the same records, and a compaction's
+        snapshot keeps it; so a restarted gateway knows the same cancels unanswered as the one
+        that stopped. The order's own status says nothing: it stays New until the venue
+        answers. A closed order has nothing in flight, whatever its cancel's record says."""
+        with self.lock:
+            if not order.is_open:
+                return None
+            for vid in reversed(order.more_venue_ids or ()):
+                ref = self._venue_refs.get(vid)
+                details = self._pending_requests.get(vid)
+                if ref is not None and ref.kind in ("cancel", "mass") and details is not None:
+                    return vid, details
+        return None
+
     def counts(self) -> OrderCounts:
         return OrderCounts(len(self.orders), len(self._open), self.evicted)
 

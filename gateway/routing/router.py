@@ -146,6 +146,22 @@ class UnforwardedReport:
     poss_resend: bool
 
 
+@dataclass(frozen=True, slots=True)
+class CancelInFlight:
+    """A cancel of an order sent and not answered yet (see `Router.cancel_in_flight`)."""
+
+    venue_cl_ord_id: str
+    cl_ord_id: str  # the request's: the OMS's, a mass cancel's, the gateway's (KILL-, OPS-)
+    age_s: float
+
+    def describe(self) -> str:
+        """What ops read: which request, and how long it has been on its way."""
+        return f"cancel {self.cl_ord_id} sent {self.age_s:.0f} s ago"
+
+
+# How long a cancel without an answer counts as on its way (`Router.cancel_in_flight`).
+CANCEL_IN_FLIGHT_S: Final = 30.0
+
 ORD_STATUS_REQ_ID: Final = 790
 
 # OMS messages whose ClOrdID (and a NewOrderSingle's Account) the journal records.
@@ -316,6 +332,9 @@ class VenueTrading:
         self.session_id: fix.SessionID | None = None
         self.name = "venue trading session"
         self.logged_on = False
+        # Wall-clock ms of the last logon: a FIX cancel sent before it and never answered
+        # was lost with the connection (see `Router.cancel_in_flight`).
+        self.logged_on_ms = 0
         # The venue's daily rollover ([schedule]), named in what a refusal says while it lasts.
         self.rollover: ScheduleConfig | None = None
 
@@ -334,6 +353,7 @@ class VenueTrading:
         self.session_id = session_id
         self.session = fix.Session.lookupSession(session_id)
         self.name = f"venue trading session {session_key(session_id)}"
+        self.logged_on_ms = time.time_ns() // 1_000_000
         self.logged_on = self.session is not None
 
     def on_logout(self) -> None:
@@ -390,6 +410,14 @@ class Router:
         self.report_lock = store.report_lock
         self._stripped: set[str] = set()  # venue tags not passed on, logged once each
         self._unasked_ids = itertools.count(1)  # see cancel_each_unasked
+        # One unasked cancel decided at a time (in flight already, or send): two operator
+        # commands, or one and a kill switch sweep, must not both find an order without one.
+        self._unasked_lock = threading.Lock()
+        # How long an unanswered cancel counts as on its way (`cancel_in_flight`).
+        self.cancel_in_flight_s = CANCEL_IN_FLIGHT_S
+        # Cancels journaled before a restart and sent again after it (`_send_unanswered_
+        # requests`), by venue ClOrdID: when, wall-clock ms (they are on their way from then).
+        self._resent_ms: dict[str, int] = {}
         # Venue reports applied in memory that the journal refused (disk full), in order,
         # with the OMS session each goes to (None: nothing to send); see `flush_parked`.
         self._parked: deque[tuple[str, fix.Message | None, OmsContext | None]] = deque()
@@ -1368,18 +1396,61 @@ class Router:
         return refused
 
     def cancel_each_unasked(self, orders: Iterable[Order], prefix: str, by: str,
-                            why: str) -> tuple[int, list[str]]:
-        """`cancel_unasked` for each of `orders`, each under its own request ClOrdID
-        ``<prefix>-<µs>-<n>``; (how many were sent, "<ClOrdID>: why not" for the others)."""
-        sent, not_sent = 0, []
+                            why: str) -> tuple[int, list[str], list[str]]:
+        """`cancel_unasked` for each of `orders` that has no cancel on its way already
+        (`cancel_in_flight`), each under its own request ClOrdID ``<prefix>-<µs>-<n>``; (how
+        many were sent, "<ClOrdID>: why not" for those not sent, "<ClOrdID>: <the cancel on
+        its way>" for those skipped).
+
+        Why skip: an order's status stays New until the venue answers its cancel, so a second
+        kill switch or operator cancel while the venue is slow would send another cancel for
+        every order (double the traffic against the venue's rate limits, in an incident), and
+        each second one draws a cancel reject once the first has closed the order."""
+        sent, not_sent, already = 0, [], []
         for order in orders:
-            cl = f"{prefix}-{time.time_ns() // 1000}-{next(self._unasked_ids)}"
-            refused = self.cancel_unasked(order, cl, by, why)
-            if refused is None:
+            refused: str | None = None
+            with self._unasked_lock:
+                on_its_way = self.cancel_in_flight(order)
+                if on_its_way is None:
+                    cl = f"{prefix}-{time.time_ns() // 1000}-{next(self._unasked_ids)}"
+                    refused = self.cancel_unasked(order, cl, by, why)
+            if on_its_way is not None:
+                log.info("order %s: %s; not sent again (%s)", order.oms_cl_ord_id,
+                         on_its_way.describe(), why)
+                already.append(f"{order.oms_cl_ord_id}: {on_its_way.describe()}")
+            elif refused is None:
                 sent += 1
             else:
                 not_sent.append(f"{order.oms_cl_ord_id}: {refused}")
-        return sent, not_sent
+        return sent, not_sent, already
+
+    def cancel_in_flight(self, order: Order) -> CancelInFlight | None:
+        """The cancel of `order` that is on its way (sent, no answer yet), or None: then a
+        new cancel is the only way to get the order canceled.
+
+        The journal's record of unanswered cancels (`OrderStore.unanswered_cancel`) decides,
+        so the answer is the same after a restart; on top of it, a cancel counts as on its
+        way only while it can still be answered: for at most `cancel_in_flight_s` after it
+        was sent (or sent again after a restart), so a cancel whose answer never comes does
+        not block every later one; and, over the venue's FIX session, only if sent since the
+        session's last logon, unless the venue acknowledged it (PendingCancel): the session
+        keeps no copy of what it sent (PersistMessages=N), so one written just before a
+        disconnect may never have reached the venue, and the venue's answers to those it did
+        get arrive with its resend right after the logon."""
+        found = self.store.unanswered_cancel(order)
+        if found is None:
+            return None
+        vid, details = found
+        sent_ms = max(details.journaled_ms, self._resent_ms.get(vid, 0))
+        now_ms = time.time_ns() // 1_000_000
+        if now_ms - sent_ms > self.cancel_in_flight_s * 1000:
+            return None
+        if (details.transport == "fix" and sent_ms < self.venue.logged_on_ms
+                and order.status != state.PENDING_CANCEL and vid not in self._unanswered):
+            return None  # (one a restart found unanswered is sent again by `reconcile`)
+        ref = self.store.venue_ref(vid)
+        return CancelInFlight(vid, vid if ref is None else ref.oms_cl_ord_id,
+                              max(now_ms - sent_ms, 0) / 1000)
 
     def _sent_or_settled(self, order: Order, wait_s: float = 0.5) -> bool:
         """Wait (up to `wait_s`) while an OMS thread is sending the order's NewOrderSingle,
@@ -1847,6 +1918,8 @@ class Router:
             out = (self._order_message("G", vid, order, None, req.qty, req.price)
                    if ref.kind == "replace" else self._cancel_message(order, vid))
             if self.venue.send(out):
+                if ref.kind != "replace":
+                    self._resent_ms[vid] = time.time_ns() // 1_000_000  # see cancel_in_flight
                 log.warning("request %s (%s of %s) journaled before the restart and never "
                             "answered: sent to the venue again", vid, ref.kind,
                             order.oms_cl_ord_id)

@@ -5,10 +5,14 @@ fallback) while it stays on.
 A cancel that cannot be sent when the switch goes on (the venue trading session down and no
 REST fallback) would otherwise stay unsent for as long as the switch is on: the order rests at
 the venue, the very thing the operator halted trading to prevent. So once the venue is back,
-the orders still open are swept again, except those a cancel is already on its way for
-(PendingCancel); a restart that finds the switch on (kill-switch.json) sweeps at its first
-logon the same way. A kill switch set in the config (`[risk] kill_switch = true`) only
-blocks: nobody asked for its cancels, so it does not arm the sweeps.
+the orders still open are swept again; a restart that finds the switch on (kill-switch.json)
+sweeps at its first logon the same way. Every sweep, the operator's first included, skips the
+orders a cancel is already on its way for (`Router.cancel_in_flight`: the kill switch's own
+from an earlier sweep, an operator's, the OMS's), and says how many: their status stays New
+until the venue answers, and a second cancel each would double the traffic to a venue that
+is slow already and draw a cancel reject for each once the first has closed the order. A kill
+switch set in the config (`[risk] kill_switch = true`) only blocks: nobody asked for its
+cancels, so it does not arm the sweeps.
 
 Threads: `on` runs on an admin thread; the logon comes from QuickFIX's callback, which may
 hold the session's mutex, so the re-sweep runs on a timer's thread, after the logon exchange
@@ -25,7 +29,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from gateway.fix.application import SessionStatus
-from gateway.orders import state
 from gateway.orders.model import Order
 
 log = logging.getLogger("fixgw.gateway")
@@ -35,20 +38,24 @@ BY = "kill_switch"
 
 @dataclass(frozen=True)
 class SweepResult:
-    """One sweep's cancels: how many went out, and each order not sent with why."""
+    """One sweep's cancels: how many went out, each order not sent with why, and each order
+    skipped because a cancel is on its way for it already (with which)."""
 
     sent: int = 0
     not_sent: list[str] = field(default_factory=list)
+    already: list[str] = field(default_factory=list)
 
 
 class KillSwitchSweeper:
     def __init__(self, open_orders: Callable[[], list[Order]],
-                 cancel_each: Callable[[list[Order], str, str, str], tuple[int, list[str]]],
+                 cancel_each: Callable[[list[Order], str, str, str],
+                                       tuple[int, list[str], list[str]]],
                  is_on: Callable[[], bool], trading_session: str,
                  settle_s: float = 1.0) -> None:
         """`cancel_each(orders, prefix, by, why)` is `Router.cancel_each_unasked` ((sent, why
-        each other was not)); `trading_session` names the venue trading session on the status
-        board; `settle_s` is how long after its logon the re-sweep waits."""
+        each other was not, the cancel on its way for each skipped)); `trading_session` names
+        the venue trading session on the status board; `settle_s` is how long after its logon
+        the re-sweep waits."""
         self._open_orders = open_orders
         self._cancel_each = cancel_each
         self._is_on = is_on
@@ -66,15 +73,13 @@ class KillSwitchSweeper:
         """The operator turned the kill switch off."""
         self.armed = False
 
-    def sweep(self, why: str, *, skip_pending: bool = False) -> SweepResult:
-        """Cancel every open order (`skip_pending`: not those with a cancel on its way), each
-        under its own request ClOrdID ``KILL-<µs>-<n>``; arms the sweeps after each logon."""
+    def sweep(self, why: str) -> SweepResult:
+        """Cancel every open order but those with a cancel on its way already, each under its
+        own request ClOrdID ``KILL-<µs>-<n>``; arms the sweeps after each logon."""
         self.armed = True
         with self._lock:
-            orders = [o for o in self._open_orders()
-                      if not (skip_pending and o.status == state.PENDING_CANCEL)]
-            sent, not_sent = self._cancel_each(orders, "KILL", BY, why)
-            return SweepResult(sent, not_sent)
+            sent, not_sent, already = self._cancel_each(self._open_orders(), "KILL", BY, why)
+            return SweepResult(sent, not_sent, already)
 
     def session_changed(self, status: SessionStatus, old_state: str, reason: str) -> None:
         """Status board listener: the venue trading session logged on while the switch is
@@ -102,8 +107,10 @@ class KillSwitchSweeper:
     def _sweep_again(self, what: str) -> None:
         if not self._active():
             return  # turned off meanwhile
-        result = self.sweep(f"kill switch still on: {what}", skip_pending=True)
+        result = self.sweep(f"kill switch still on: {what}")
         if result.sent or result.not_sent:
-            log.warning("kill switch on: %s, cancel sent for %d open order(s)%s", what,
+            log.warning("kill switch on: %s, cancel sent for %d open order(s)%s%s", what,
                         result.sent, f"; not sent: {'; '.join(result.not_sent[:5])}"
-                        if result.not_sent else "")
+                        if result.not_sent else "",
+                        f"; {len(result.already)} already had a cancel on its way"
+                        if result.already else "")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import stat
 import time
 from collections.abc import Iterator
@@ -15,7 +16,13 @@ from pathlib import Path
 import grpc
 import pytest
 
-from gateway._proto.fixgw.v1 import admin_pb2, admin_pb2_grpc, events_pb2, session_pb2
+from gateway._proto.fixgw.v1 import (
+    admin_pb2,
+    admin_pb2_grpc,
+    events_pb2,
+    orders_pb2,
+    session_pb2,
+)
 from gateway.admin.audit import read_audit
 from gateway.admin.auth import (
     OPERATOR,
@@ -489,6 +496,76 @@ def test_force_transport_without_fallback_is_refused(stack: Stack) -> None:
     assert exc.value.code() == grpc.StatusCode.PERMISSION_DENIED
     last = read_audit(stack.audit_path)[-1]
     assert last["what"] == "force_transport" and last["result"]["ok"] is False
+
+
+@contextmanager
+def venue_frozen(s: Stack) -> Iterator[None]:
+    """The simulator stopped (SIGSTOP), as the audit froze the venue: the gateway's FIX
+    session stays up and its cancels go out, but none is answered until it resumes."""
+    os.kill(s.sim.proc.pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        os.kill(s.sim.proc.pid, signal.SIGCONT)
+
+
+def cancel_traffic(s: Stack, cls: list[str]) -> tuple[list[str], list[str]]:
+    """The OMS ClOrdIDs among `cls` of each cancel the gateway asked for (CANCEL_REQUESTED
+    events, one per cancel it sent) and of each cancel refused (cancel_reject events)."""
+    events = published(s.gw)
+    asked = [e.order.orig_cl_ord_id for e in events if e.WhichOneof("payload") == "order"
+             and e.order.type == orders_pb2.ORDER_EVENT_TYPE_CANCEL_REQUESTED
+             and e.order.orig_cl_ord_id in cls]
+    refused = [e.cancel_reject.orig_cl_ord_id for e in events
+               if e.WhichOneof("payload") == "cancel_reject"
+               and e.cancel_reject.orig_cl_ord_id in cls]
+    return sorted(asked), sorted(refused)
+
+
+def canceled_in_time(s: Stack, cls: list[str]) -> None:
+    """Each of `cls` reported Canceled to its OMS; then a second more, for any cancel reject
+    (the venue's answer to a second cancel) to come too."""
+    for cl in cls:
+        def canceled(r: Received, cl: str = cl) -> bool:
+            return r.msg_type == "8" and r.fields.get(150) == "4" and r.fields.get(41) == cl
+        s.oms.expect(canceled, timeout=20)
+    time.sleep(1.0)
+
+
+def test_kill_switch_on_again_sends_no_second_cancel(stack: Stack) -> None:
+    """The audit's case: the venue frozen, the kill switch turned on twice. The second finds
+    a cancel on its way for each order (their status still New: the venue has not answered)
+    and sends none, and says so; `orders` shows the pending cancel. Once the venue resumes,
+    one cancel per order reached it: no cancel rejects for second ones."""
+    st = stub(stack)
+    op = auth(stack.operator_token)
+    wait_until(lambda: stack.gw.router.venue.is_up(), 20, "venue up")
+    resting = [stack.oms.buy("0.01", "1030.0"), stack.oms.buy("0.02", "1031.0")]
+    for cl in resting:
+        stack.oms.report(cl, "0")
+    n = len(stack.gw.store.open_orders())  # earlier tests may leave some open
+    try:
+        with venue_frozen(stack):
+            first = st.KillSwitch(admin_pb2.KillSwitchRequest(on=True), metadata=op)
+            assert first.ok and not first.partial, first.message
+            assert f"kill switch on: new orders blocked; cancel sent for {n} open" in (
+                first.message)
+            assert "already" not in first.message
+            second = st.KillSwitch(admin_pb2.KillSwitchRequest(on=True), metadata=op)
+            assert second.ok and not second.partial, second.message
+            assert second.message.startswith("kill switch already on: new orders blocked; "
+                                             "cancel sent for 0 open order(s)"), second.message
+            assert f"{n} already had a cancel on its way, not sent again" in second.message
+            assert all(cl in second.message for cl in resting)
+            listed = st.ListOrders(admin_pb2.ListOrdersRequest(), metadata=op).orders
+            status = {o.cl_ord_id: o.status for o in listed}
+            assert all(status[cl].startswith("New (cancel pending: KILL-") for cl in resting), (
+                status)
+        canceled_in_time(stack, resting)
+        assert cancel_traffic(stack, resting) == (sorted(resting), [])
+        assert not [o for o in stack.gw.store.open_orders() if o.oms_cl_ord_id in resting]
+    finally:
+        st.KillSwitch(admin_pb2.KillSwitchRequest(on=False), metadata=op)
 
 
 @contextmanager

@@ -22,7 +22,16 @@ from gateway.admin.audit import read_audit
 from gateway.cli.ctl import build_parser
 from gateway.fix.client import Received
 from gateway.version import version_line
-from tests.admin.test_admin import OMS_NAME, TRD_NAME, Stack, admin_stack, unwritable
+from tests.admin.test_admin import (
+    OMS_NAME,
+    TRD_NAME,
+    Stack,
+    admin_stack,
+    cancel_traffic,
+    canceled_in_time,
+    unwritable,
+    venue_frozen,
+)
 from tests.conftest import new_id, wait_until
 from tests.procs import REPO, free_port
 
@@ -263,6 +272,36 @@ def test_orders_order_and_cancel(stack: Stack) -> None:
     assert rest.returncode == 0 and "cancel sent for" in rest.stdout, rest.stderr
     stack.oms.expect(lambda m: m.msg_type == "8" and m.fields.get(150) == "4"
                      and m.fields.get(41) == eth)
+
+
+def test_cancel_twice_while_the_venue_is_frozen_sends_one_cancel(stack: Stack) -> None:
+    """The audit's `fixgwctl cancel <ClOrdID> --yes` twice with the venue frozen: the second
+    says the cancel is on its way already and sends none (exit 0: the order is being
+    canceled, as asked); `fixgwctl order` and `orders` show the pending cancel after the FIX
+    OrdStatus, which stays New; `cancel --all` then skips it too and says so. Once the venue
+    resumes: one cancel reached it, so no cancel reject."""
+    wait_until(lambda: stack.gw.router.venue.is_up(), 20, "venue up")
+    cl = stack.oms.buy("0.01", "905.0")
+    stack.oms.report(cl, "0")
+    with venue_frozen(stack):
+        first = ctl(stack, "cancel", cl, "--yes")
+        assert first.returncode == 0 and f"cancel sent for {cl}" in first.stdout, first.stderr
+        second = ctl(stack, "cancel", cl, "--yes")
+        assert second.returncode == 0, second.stdout + second.stderr
+        assert re.search(rf"{cl} \({OMS_NAME}, BTC/USD\): cancel OPS-\S+ sent \d+ s ago and "
+                         "not answered yet; not sent again", second.stdout), second.stdout
+        shown = ctl(stack, "order", cl).stdout
+        assert re.search(r"status\s+New \(cancel pending: OPS-\S+, sent \d+ s ago\)", shown), (
+            shown)
+        row = next(r for r in ctl(stack, "orders").stdout.splitlines() if cl in r)
+        assert "New (cancel pending: OPS-" in row, row
+        every = ctl(stack, "cancel", "--all", "--yes", "--json")
+        assert every.returncode == 0, every.stdout + every.stderr
+        msg = json.loads(every.stdout)["message"]
+        assert re.search(rf"\d+ already had a cancel on its way, not sent again \([^)]*{cl}: "
+                         "cancel OPS-", msg), msg
+    canceled_in_time(stack, [cl])
+    assert cancel_traffic(stack, [cl]) == ([cl], [])
 
 
 def test_a_change_without_an_answer_in_time_is_exit_5_not_unreachable(tmp_path: Path) -> None:

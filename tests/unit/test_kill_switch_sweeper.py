@@ -23,10 +23,10 @@ class _Cancels:
         self.done = threading.Event()
 
     def __call__(self, orders: list[Order], prefix: str, by: str,
-                 why: str) -> tuple[int, list[str]]:
+                 why: str) -> tuple[int, list[str], list[str]]:
         self.asked += [(o.oms_cl_ord_id, why) for o in orders]
         self.done.set()
-        return len(orders), []
+        return len(orders), [], []
 
 
 def test_a_move_to_rest_sweeps_again_while_the_switch_is_on() -> None:
