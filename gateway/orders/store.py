@@ -237,6 +237,23 @@ def _refusal_fields(refusal: tuple[str, str] | None, more: bool = False) -> str:
     return f"\t{refusal[0]}\t{_escape(refusal[1])}"
 
 
+def _used_line(oms_session: str, cl_ord_id: str, now: float,
+               refusal: tuple[str, str] | None, answer: str | None) -> str:
+    """A ``U`` record (see `OrderStore.mark_used`)."""
+    line = (f"U\t{oms_session}\t{cl_ord_id}\t{int(now * 1000)}"
+            f"{_refusal_fields(refusal, answer is not None)}")
+    return line if answer is None else f"{line}\t{_escape(answer)}"
+
+
+def _answered_line(venue_cl_ord_id: str, refusal: tuple[str, str] | None,
+                   answer: tuple[str, str] | None) -> str:
+    """An ``R`` record (see `OrderStore.mark_answered`), timed now when it has an answer."""
+    line = f"R\t{venue_cl_ord_id}{_refusal_fields(refusal, answer is not None)}"
+    if answer is not None:
+        line += f"\t{time.time_ns() // 1_000_000}\t{answer[0]}\t{_escape(answer[1])}"
+    return line
+
+
 def _details_fields(d: RequestDetails) -> str:
     """The fields a ``Q`` record carries for a request's details, tab first (see
     `RequestDetails`); a FIX one without the transport, as older gateways wrote (and replay)
@@ -475,18 +492,38 @@ class OrderStore:
         so that a restart can tell whether it left (see `ForwardedReport`). Caller holds the
         report lock with an `answer`, until it is sent."""
         now = time.time()
-        line = (f"U\t{oms_session}\t{cl_ord_id}\t{int(now * 1000)}"
-                f"{_refusal_fields(refusal, answer is not None)}")
-        if answer is not None:
-            line += f"\t{_escape(answer)}"
+        line = _used_line(oms_session, cl_ord_id, now, refusal, answer)
         with self.lock:
             self._journal.append_line(line)
             if answer is not None:
                 self._last_forward_line = line
-            self._used_cl_ord_ids.add((oms_session, cl_ord_id))
-            self._rejected_queue.append((now, (oms_session, cl_ord_id)))
-            if refusal is not None:
-                self._refusals[oms_session] = Refusal(cl_ord_id, *refusal, None)
+            self._use(oms_session, cl_ord_id, now, refusal)
+
+    def used_for_answer(self, oms_session: str, cl_ord_id: str,
+                        answer: str) -> Callable[[], None]:
+        """`mark_used` with an `answer` (a mass cancel's 35=r) in two steps: the ClOrdID is
+        taken in memory now, and the record is written by the function returned, which the
+        caller runs now or, when the journal refuses it (a full disk), later, in order with
+        the venue reports parked behind it (the router's `flush_parked`); the record's time is
+        when it is written. Caller holds the report lock."""
+        with self.lock:
+            self._use(oms_session, cl_ord_id, time.time(), None)
+        return lambda: self._append_answer(
+            _used_line(oms_session, cl_ord_id, time.time(), None, answer))
+
+    def _use(self, oms_session: str, cl_ord_id: str, now: float,
+             refusal: tuple[str, str] | None) -> None:
+        """`mark_used` in memory (caller holds the lock)."""
+        self._used_cl_ord_ids.add((oms_session, cl_ord_id))
+        self._rejected_queue.append((now, (oms_session, cl_ord_id)))
+        if refusal is not None:
+            self._refusals[oms_session] = Refusal(cl_ord_id, *refusal, None)
+
+    def _append_answer(self, line: str) -> None:
+        """Journal a record that carries an answer for an OMS (see `ForwardedReport`)."""
+        with self.lock:
+            self._journal.append_line(line)
+            self._last_forward_line = line
 
     def add_order(self, order: Order) -> None:
         o = order
@@ -523,14 +560,23 @@ class OrderStore:
         string) of one answered later (the fallback's poller), about to be sent: journaled in
         the same record, so that a restart can tell whether it left (see `ForwardedReport`);
         caller holds the report lock until it is sent."""
-        line = f"R\t{venue_cl_ord_id}{_refusal_fields(refusal, answer is not None)}"
-        if answer is not None:
-            line += f"\t{time.time_ns() // 1_000_000}\t{answer[0]}\t{_escape(answer[1])}"
+        line = _answered_line(venue_cl_ord_id, refusal, answer)
         with self.lock:
             self._journal.append_line(line)
             self._answered(venue_cl_ord_id, refusal)
             if answer is not None:
                 self._last_forward_line = line
+
+    def answered_with(self, venue_cl_ord_id: str, oms_session: str,
+                      answer: str) -> Callable[[], None]:
+        """`mark_answered` with an `answer` (the poller's 35=9) in two steps, as
+        `used_for_answer`: the request is answered in memory now, and the record is written
+        by the function returned, now or later (`flush_parked`). Caller holds the report
+        lock."""
+        with self.lock:
+            self._answered(venue_cl_ord_id, None)
+        return lambda: self._append_answer(
+            _answered_line(venue_cl_ord_id, None, (oms_session, answer)))
 
     def refusal(self, oms_session: str, cl_ord_id: str) -> tuple[str, str] | None:
         """The (CxlRejReason, Text) the gateway answered the OMS request `cl_ord_id` with, if

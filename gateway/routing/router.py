@@ -34,6 +34,10 @@ Ordering rules that make a kill -9 lose nothing and report nothing twice:
   follows), and `flush_parked` journals and sends them, one at a time as above, once the
   journal takes records again. Held only in memory until then: a restart before that loses
   them from the journal (the venue's status answer after the logon still shows the state).
+  The gateway's own answers journaled with their message take the same path (`_journaled`):
+  its reject of an accepted order, the poller's 35=9 (its request is answered in memory
+  already: nothing else would send it) and a mass cancel's 35=r, whose cancels then wait
+  for it (the OMS sees the 35=r first; `flush_parked` carries them out once it is sent).
 
 Which path a cancel or replace takes: the venue's FIX session for an order placed on it, the
 REST/WS fallback's API while failed over and, whatever the order flow is on, for an order the
@@ -57,7 +61,7 @@ import os
 import threading
 import time
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -144,6 +148,19 @@ class UnforwardedReport:
     # True when the store cannot say (no store, or reset the second the report was
     # journaled): sent marked PossResend (97=Y) with its ExecID, which an OMS dedupes.
     poss_resend: bool
+
+
+@dataclass(frozen=True, slots=True)
+class _Parked:
+    """An answer applied in memory whose journal record the journal refused (a full disk),
+    waiting in `Router._parked`: `write` journals it, then `msg` goes to `ctx` (None: nothing
+    to send); `mass`, for an accepted mass cancel's 35=r, is its cancels to carry out once it
+    is sent ((OMS session, ClOrdID, the orders it covered), as `Router._unfinished_mass`)."""
+
+    write: Callable[[], None]
+    msg: fix.Message | None
+    ctx: OmsContext | None
+    mass: tuple[str, str, list[Order]] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -418,9 +435,10 @@ class Router:
         # Cancels journaled before a restart and sent again after it (`_send_unanswered_
         # requests`), by venue ClOrdID: when, wall-clock ms (they are on their way from then).
         self._resent_ms: dict[str, int] = {}
-        # Venue reports applied in memory that the journal refused (disk full), in order,
-        # with the OMS session each goes to (None: nothing to send); see `flush_parked`.
-        self._parked: deque[tuple[str, fix.Message | None, OmsContext | None]] = deque()
+        # Answers applied in memory that the journal refused (disk full), in order: venue
+        # reports, the gateway's rejects, the poller's 35=9, mass cancels' 35=r; see
+        # `_journaled` and `flush_parked`.
+        self._parked: deque[_Parked] = deque()
         self._crash_at = _crash_point_from_env()  # TEST-ONLY (see CRASH_ENV)
         # Accepted orders whose events are not published yet (see `_announce`).
         self._unannounced: dict[OrderKey, tuple[Order, GateOrder | None,
@@ -872,10 +890,12 @@ class Router:
                 return
             r = self._cancel_reject_message(oms_cl, order.oms_cl_ord_id, response_to, reason,
                                             text, order)
-            self.store.mark_answered(vid, answer=(ctx.key, r.toString()))
-            self.maybe_crash("answer_journaled", "9")
+            sent = self._journaled(self.store.answered_with(vid, ctx.key, r.toString()), r, ctx,
+                                   f"cancel reject for {oms_cl}")  # parked: sent later
+            if sent:
+                self.maybe_crash("answer_journaled", "9")
             self._send_cancel_reject(ctx, r, oms_cl, order.oms_cl_ord_id, response_to, reason,
-                                     text, order)
+                                     text, order, send=sent)
 
     def _reject_recorded(self, ctx: OmsContext, order: Order, text: str,
                          reason: str = v.EXCHANGE_CLOSED) -> None:
@@ -894,7 +914,8 @@ class Router:
             _legal, rec = self.store.apply_report(
                 target, venue_cl_ord_id=order.venue_cl_ord_id, exec_id=exec_id, exec_type="8",
                 ord_status="8", cum_qty="0", avg_px="0", order_id=None, qty=None, price=None)
-            sent = self._journaled(rec, er, ctx, exec_id)  # parked (full disk): sent later
+            sent = self._journaled(self._report_write(rec, er), er, ctx,  # parked: sent later
+                                   f"reject {exec_id} of order {order.oms_cl_ord_id}")
             self._send_reject(ctx, er, order.oms_cl_ord_id, inp, reason, text, send=sent)
 
     def _cancel_reject(self, ctx: OmsContext, cl: str, orig: str, response_to: str,
@@ -920,8 +941,11 @@ class Router:
 
     def _send_cancel_reject(self, ctx: OmsContext, r: fix.Message, cl: str, orig: str,
                             response_to: str, reason: str, text: str,
-                            order: Order | None) -> None:
-        ctx.send(r)
+                            order: Order | None, send: bool = True) -> None:
+        """Send `r` (unless parked: `send` False, `flush_parked` sends it) and tell the log
+        and the event stream, now either way, as for a parked venue report."""
+        if send:
+            ctx.send(r)
         log.info("cancel/replace %s on %s rejected: %s", cl, ctx.key, text)
         self.sink.cancel_rejected(ctx.key, cl, orig, text, order=order,
                                   response_to=response_to, reason=reason)
@@ -1324,11 +1348,16 @@ class Router:
         # per-order reports of an accepted one carry it); taken by the record that journals
         # the 35=r, as the OMS's PossDup resend of the request after a kill is ignored from
         # then on, and only the journal can tell a restart to send it (`ForwardedReport`).
+        # A record the journal refuses (a full disk) is parked like a venue report, with the
+        # cancels: they go out once the 35=r has (`flush_parked`), so the OMS sees it first.
         with self.report_lock:
-            self.store.mark_used(ctx.key, cl, answer=rep.toString())
-            self.maybe_crash("answer_journaled", "r")
-            ctx.send(rep)
-        if refused is None:
+            sent = self._journaled(self.store.used_for_answer(ctx.key, cl, rep.toString()),
+                                   rep, ctx, f"mass cancel report {report_id} for {cl}",
+                                   (ctx.key, cl, targets) if refused is None else None)
+            if sent:
+                self.maybe_crash("answer_journaled", "r")
+                ctx.send(rep)
+        if sent and refused is None:
             self._cancel_targets(ctx, cl, targets)
 
     def _mass_targets(self, oms_session: str, req_type: str, symbol: str | None,
@@ -1351,7 +1380,8 @@ class Router:
 
     def _finish_mass_cancels(self) -> None:
         """Carry out the mass cancels whose accepted 35=r a restart sent (`redeliver`): the
-        gateway died before sending it, so before any of its cancels. The orders are the ones
+        gateway died before sending it, so before any of its cancels; or whose 35=r the
+        journal refused and `flush_parked` sent once it took it. The orders are the ones
         it covered at the restart (`redeliver` takes them before the OMS can place more: an
         order placed since was not the mass cancel's to cancel), those still open now (one
         closed meanwhile is reported its own way); an order that already has a cancel under
@@ -1368,8 +1398,9 @@ class Router:
                 ref = None if asked is None else self.store.venue_ref(asked)
                 if o.is_open and (ref is None or ref.oms_cl_ord_id != cl):
                     targets.append(o)
-            log.warning("mass cancel %s of %s: its 35=r was sent after the restart; canceling "
-                        "its %d order(s) now", cl, oms_session, len(targets))
+            log.warning("mass cancel %s of %s: its 35=r was sent late (after a restart, or "
+                        "once the journal took it); canceling its %d order(s) now", cl,
+                        oms_session, len(targets))
             self._cancel_targets(ctx, cl, targets)
 
     def cancel_unasked(self, order: Order, cl: str, by: str, why: str) -> str | None:
@@ -1751,7 +1782,8 @@ class Router:
         ctx = self._oms_message(msg, f, target)
         # Journal, then send: see the module docstring for why not the other way round.
         forward = msg if ctx is not None else None
-        if self._journaled(rec, forward, ctx, exec_id) and ctx is not None:
+        if self._journaled(self._report_write(rec, forward), forward, ctx,
+                           f"venue report {exec_id}") and ctx is not None:
             self.maybe_crash("after_journal", exec_type)
             ctx.send(msg)
             self.maybe_crash("after_forward", exec_type)
@@ -1787,47 +1819,55 @@ class Router:
         f["11"], f["41"] = vid, order.venue_cl_ord_id
         return claimed
 
-    def _journaled(self, rec: str, msg: fix.Message | None, ctx: OmsContext | None,
-                   exec_id: str) -> bool:
-        """Journal a report's record (with the OMS's message when there is one to send);
-        False when it was parked instead: reports parked before it are still waiting, or the
-        journal refused it now. Caller holds `report_lock`."""
+    def _journaled(self, write: Callable[[], None], msg: fix.Message | None,
+                   ctx: OmsContext | None, what: str,
+                   mass: tuple[str, str, list[Order]] | None = None) -> bool:
+        """Journal an answer already applied in memory (`write`: a report's record, with the
+        OMS's message when there is one to send, or the record of the poller's 35=9 or a mass
+        cancel's 35=r); False when it was parked instead (see `_Parked`): answers parked
+        before it are still waiting, or the journal refused it now. Caller holds
+        `report_lock`; on True it sends `msg`, on False `flush_parked` does."""
         if not self._parked:
             try:
-                if msg is None:
-                    self.store.commit(rec)
-                else:
-                    self.store.commit_forward(rec, msg.toString())
+                write()
                 return True
             except OSError as exc:
-                log.error("venue report %s not journaled (%s): parked, not sent to the OMS; "
-                          "sent in order with any later ones once the journal takes records "
-                          "again (free space in the data directory)", exec_id,
-                          exc.strerror or exc)
-        self._parked.append((rec, msg, ctx))
+                log.error("%s not journaled (%s): parked, not sent to the OMS; sent in order "
+                          "with any later ones once the journal takes records again (free "
+                          "space in the data directory)", what, exc.strerror or exc)
+        self._parked.append(_Parked(write, msg, ctx, mass))
         return False
 
+    def _report_write(self, rec: str, msg: fix.Message | None) -> Callable[[], None]:
+        """How a report's record `rec` is journaled: with the message for the OMS, if any."""
+        if msg is None:
+            return lambda: self.store.commit(rec)
+        return lambda: self.store.commit_forward(rec, msg.toString())
+
     def flush_parked(self) -> int:
-        """Journal and send the parked venue reports, in order, while the journal takes them;
-        returns how many are still parked. Called periodically (gateway upkeep)."""
+        """Journal and send the parked answers, in order, while the journal takes them;
+        returns how many are still parked. Called periodically (gateway upkeep). A mass
+        cancel's cancels go out once its 35=r has (`_finish_mass_cancels`, outside the report
+        lock, as the OMS's request would send them), so the OMS still sees the 35=r first."""
         if not self._parked:
             return 0
         with self.report_lock:
             while self._parked:
-                rec, msg, ctx = self._parked[0]
+                p = self._parked[0]
                 try:
-                    if msg is None:
-                        self.store.commit(rec)
-                    else:
-                        self.store.commit_forward(rec, msg.toString())
+                    p.write()
                 except OSError:
                     return len(self._parked)
                 self._parked.popleft()
-                if msg is not None and ctx is not None:
-                    ctx.send(msg)
-            log.warning("parked venue reports journaled and sent to the OMS: the journal takes "
+                if p.msg is not None and p.ctx is not None:
+                    p.ctx.send(p.msg)
+                if p.mass is not None:
+                    self._unfinished_mass.append(p.mass)
+            log.warning("parked answers journaled and sent to the OMS: the journal takes "
                         "records again")
-            return 0
+        if self._unfinished_mass:
+            self._finish_mass_cancels()
+        return 0
 
     def maybe_crash(self, point: str, exec_type: str) -> None:
         """TEST-ONLY (see CRASH_ENV): die here as a kill -9 would, journal and stores as is."""
