@@ -616,21 +616,22 @@ def _status_name(status: str) -> str:
 
 
 def _order_message(o: Order, cancel: CancelInFlight | None = None) -> admin_pb2.Order:
-    """The admin view of `o`. `cancel`: the cancel on its way for it, shown after its FIX
-    OrdStatus (which stays as the venue last reported it, New until the venue answers the
-    cancel), so ops see why another cancel would not be sent."""
+    """The admin view of `o`. `cancel`: the cancel on its way for it, in fields of its own
+    (the FIX OrdStatus stays as the venue last reported it, New until the venue answers the
+    cancel, so a script comparing `status` is not misled), so ops see why another cancel would
+    not be sent."""
     dec = builders.decimal_str  # plain digits: 0.00000000, not the 0E-8 of str()
-    status = _status_name(o.status)
-    if cancel is not None:
-        status += f" (cancel pending: {cancel.cl_ord_id}, sent {cancel.age_s:.0f} s ago)"
     out = admin_pb2.Order(
         oms_session=o.oms_session, cl_ord_id=o.oms_cl_ord_id,
         cl_ord_id_history=o.oms_history, venue_cl_ord_id=o.venue_cl_ord_id,
         venue_cl_ord_ids=o.venue_ids, order_id=o.order_id, symbol=o.symbol,
         side=side_name(o.side), ord_type=o.ord_type, time_in_force=o.tif, account=o.account,
-        order_qty=dec(o.qty), price=dec(o.price), status=status,
+        order_qty=dec(o.qty), price=dec(o.price), status=_status_name(o.status),
         open=o.is_open, cum_qty=dec(o.cum_qty), leaves_qty=dec(o.leaves_qty),
         avg_px=dec(o.avg_px), transport=o.transport)
+    if cancel is not None:
+        out.cancel_pending_cl_ord_id = cancel.cl_ord_id
+        out.cancel_pending_age_s = cancel.age_s
     closed = _ts(o.closed_at or None)
     if closed is not None:
         out.closed_time.CopyFrom(closed)

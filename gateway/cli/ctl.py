@@ -702,7 +702,7 @@ def _orders(client: Client, args: argparse.Namespace) -> int:
         print(_table([["SESSION", "CLORDID", "SYMBOL", "SIDE", "QTY", "PRICE", "STATUS", "FILLED",
                        "AVG PX", "ORDERID", "VIA"]]
                      + [[o.oms_session, o.cl_ord_id, o.symbol, o.side, o.order_qty,
-                         o.price or _ORD_TYPES.get(o.ord_type, o.ord_type), o.status, o.cum_qty,
+                         o.price or _ORD_TYPES.get(o.ord_type, o.ord_type), _status(o), o.cum_qty,
                          o.avg_px if _filled(o) else "-", o.order_id or "-", o.transport]
                         for o in resp.orders]))
     what = "order(s)" if args.closed else "open order(s)"
@@ -710,6 +710,15 @@ def _orders(client: Client, args: argparse.Namespace) -> int:
         str(resp.matched))
     print(f"{shown} {what}" + (" (--limit)" if resp.matched > len(resp.orders) else ""))
     return EXIT_OK
+
+
+def _status(o: admin_pb2.Order) -> str:
+    """The OrdStatus, and the cancel on its way if there is one (why a kill switch or
+    `cancel` would not send another)."""
+    if not o.cancel_pending_cl_ord_id:
+        return o.status
+    return (f"{o.status} (cancel pending: {o.cancel_pending_cl_ord_id}, sent "
+            f"{o.cancel_pending_age_s:.0f} s ago)")
 
 
 def _filled(o: admin_pb2.Order) -> bool:
@@ -728,7 +737,8 @@ def _print_order(o: admin_pb2.Order) -> None:
              ("type", f"{_ORD_TYPES.get(o.ord_type, o.ord_type)}, "
                       f"{_TIFS.get(o.time_in_force, o.time_in_force)}"),
              ("quantity", o.order_qty), ("price", o.price or "-"),
-             ("account", o.account or "-"), ("status", o.status + ("" if o.open else " (closed)")),
+             ("account", o.account or "-"),
+             ("status", _status(o) + ("" if o.open else " (closed)")),
              ("filled", f"{o.cum_qty} at {o.avg_px}" if _filled(o) else o.cum_qty),
              ("leaves", o.leaves_qty), ("transport", o.transport), ("closed", closed)]
     _print_pairs(lines)

@@ -558,9 +558,9 @@ def test_kill_switch_on_again_sends_no_second_cancel(stack: Stack) -> None:
             assert f"{n} already had a cancel on its way, not sent again" in second.message
             assert all(cl in second.message for cl in resting)
             listed = st.ListOrders(admin_pb2.ListOrdersRequest(), metadata=op).orders
-            status = {o.cl_ord_id: o.status for o in listed}
-            assert all(status[cl].startswith("New (cancel pending: KILL-") for cl in resting), (
-                status)
+            pending = {o.cl_ord_id: (o.status, o.cancel_pending_cl_ord_id) for o in listed}
+            assert all(pending[cl][0] == "New" and pending[cl][1].startswith("KILL-")
+                       for cl in resting), pending
         canceled_in_time(stack, resting)
         assert cancel_traffic(stack, resting) == (sorted(resting), [])
         assert not [o for o in stack.gw.store.open_orders() if o.oms_cl_ord_id in resting]

@@ -628,6 +628,8 @@ class Order(_message.Message):
     AVG_PX_FIELD_NUMBER: _builtins.int
     TRANSPORT_FIELD_NUMBER: _builtins.int
     CLOSED_TIME_FIELD_NUMBER: _builtins.int
+    CANCEL_PENDING_CL_ORD_ID_FIELD_NUMBER: _builtins.int
+    CANCEL_PENDING_AGE_S_FIELD_NUMBER: _builtins.int
     oms_session: _builtins.str
     """The owning OMS session's name, e.g. "FIXGW->OMS"."""
     cl_ord_id: _builtins.str
@@ -660,6 +662,14 @@ class Order(_message.Message):
     """How the order went or goes to the venue: "fix", "rest", "ws", "held" (accepted while no
     transport was up, not sent yet) or "none" (canceled while held).
     """
+    cancel_pending_cl_ord_id: _builtins.str
+    """A cancel on its way for the order, not answered by the venue yet (the OMS's own, a mass
+    cancel's, the kill switch's or an operator's): its ClOrdID ("" when there is none), and
+    how long ago it was sent. A kill-switch sweep or an operator cancel skips such an order
+    rather than send it a second cancel. `status` stays the OrdStatus the venue last reported
+    (New until it answers the cancel).
+    """
+    cancel_pending_age_s: _builtins.float
     @_builtins.property
     def cl_ord_id_history(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Every OMS ClOrdID the order has had, the original first."""
@@ -693,10 +703,12 @@ class Order(_message.Message):
         avg_px: _builtins.str = ...,
         transport: _builtins.str = ...,
         closed_time: _timestamp_pb2.Timestamp | None = ...,
+        cancel_pending_cl_ord_id: _builtins.str = ...,
+        cancel_pending_age_s: _builtins.float = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["closed_time", b"closed_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["account", b"account", "avg_px", b"avg_px", "cl_ord_id", b"cl_ord_id", "cl_ord_id_history", b"cl_ord_id_history", "closed_time", b"closed_time", "cum_qty", b"cum_qty", "leaves_qty", b"leaves_qty", "oms_session", b"oms_session", "open", b"open", "ord_type", b"ord_type", "order_id", b"order_id", "order_qty", b"order_qty", "price", b"price", "side", b"side", "status", b"status", "symbol", b"symbol", "time_in_force", b"time_in_force", "transport", b"transport", "venue_cl_ord_id", b"venue_cl_ord_id", "venue_cl_ord_ids", b"venue_cl_ord_ids"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account", b"account", "avg_px", b"avg_px", "cancel_pending_age_s", b"cancel_pending_age_s", "cancel_pending_cl_ord_id", b"cancel_pending_cl_ord_id", "cl_ord_id", b"cl_ord_id", "cl_ord_id_history", b"cl_ord_id_history", "closed_time", b"closed_time", "cum_qty", b"cum_qty", "leaves_qty", b"leaves_qty", "oms_session", b"oms_session", "open", b"open", "ord_type", b"ord_type", "order_id", b"order_id", "order_qty", b"order_qty", "price", b"price", "side", b"side", "status", b"status", "symbol", b"symbol", "time_in_force", b"time_in_force", "transport", b"transport", "venue_cl_ord_id", b"venue_cl_ord_id", "venue_cl_ord_ids", b"venue_cl_ord_ids"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
