@@ -3,7 +3,8 @@
 A desk that turns it on wants no order of its resting at the venue while its OMS is away: when
 its session has been down for that many seconds (it logged out, its connection dropped, or it
 has not logged on since the gateway started), the gateway cancels the session's open orders
-the way the kill switch does (`Router.cancel_unasked`, by ``cancel_on_disconnect``). The OMS
+the way the kill switch does (`Router.cancel_each_unasked`, by ``cancel_on_disconnect``: an
+order with a cancel on its way already, its OMS's own say, gets no second one). The OMS
 gets the Canceled reports when it is back, through its session's normal resend. Logging on in
 time disarms it. A cancel that could not be sent (no venue transport up) is tried again every
 `retry_s` while the session stays down.
@@ -15,14 +16,12 @@ cancels run on the timer's thread.
 
 from __future__ import annotations
 
-import itertools
 import logging
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from gateway.orders import state
 from gateway.orders.model import Order
 
 log = logging.getLogger("fixgw.routing")
@@ -40,16 +39,17 @@ class _Watch:
 
 class OmsDisconnectCanceller:
     def __init__(self, open_orders: Callable[[str], list[Order]],
-                 cancel: Callable[[Order, str, str, str], str | None],
+                 cancel_each: Callable[[list[Order], str, str, str],
+                                       tuple[int, list[str], list[str]]],
                  retry_s: float = 5.0) -> None:
-        """`open_orders(session)` lists a session's open orders; `cancel(order, cl, by, why)`
-        is `Router.cancel_unasked` (None when sent, else why not)."""
+        """`open_orders(session)` lists a session's open orders; `cancel_each(orders, prefix,
+        by, why)` is `Router.cancel_each_unasked` ((sent, "<ClOrdID>: why not" for those not
+        sent, "<ClOrdID>: <its cancel on its way>" for those skipped))."""
         self._open_orders = open_orders
-        self._cancel = cancel
+        self._cancel_each = cancel_each
         self.retry_s = retry_s
         self._lock = threading.Lock()
         self._watch: dict[str, _Watch] = {}
-        self._ids = itertools.count(1)
         self._closed = False
 
     def watch(self, session: str, delay_s: float) -> None:
@@ -106,17 +106,10 @@ class OmsDisconnectCanceller:
             away = time.monotonic() - w.down_since
         orders = self._open_orders(session)
         text = f"cancel on disconnect: {session} {why}, down for {away:.0f}s"
-        failed = []
-        for order in orders:
-            if order.status == state.PENDING_CANCEL:
-                continue  # a cancel is already on its way
-            cl = f"COD-{time.time_ns() // 1000}-{next(self._ids)}"
-            refused = self._cancel(order, cl, BY, text)
-            if refused is not None:
-                failed.append(f"{order.oms_cl_ord_id}: {refused}")
+        sent, failed, already = self._cancel_each(orders, "COD", BY, text)
         if orders:
-            log.warning("%s: %d open order(s), cancel sent for %d%s", text, len(orders),
-                        len(orders) - len(failed),
+            log.warning("%s: %d open order(s), cancel sent for %d%s%s", text, len(orders), sent,
+                        f"; {len(already)} had a cancel on its way already" if already else "",
                         f"; not sent: {'; '.join(failed[:5])}" if failed else "")
         with self._lock:
             if generation != w.generation or self._closed:

@@ -445,7 +445,8 @@ class Router:
                                                 GateDecision | None]] = {}
         self._announce_lock = threading.Lock()
         # Per OMS session, when configured: its open orders canceled once it is gone too long.
-        self.disconnects = OmsDisconnectCanceller(self.store.open_orders, self.cancel_unasked)
+        self.disconnects = OmsDisconnectCanceller(self.store.open_orders,
+                                                  self.cancel_each_unasked)
         # TradingSessionStatus for the OMS sessions that ask (35=g).
         self.trading_status_feed = TradingStatusFeed(self.trading_status)
 

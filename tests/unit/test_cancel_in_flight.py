@@ -85,6 +85,33 @@ def test_the_oms_own_cancel_on_its_way_is_not_doubled(world: _World) -> None:
     assert sent == 0 and already[0].startswith("C2: cancel C2-X sent")
 
 
+def test_cancel_on_disconnect_does_not_double_the_oms_own_cancel(world: _World) -> None:
+    """The OMS cancels, then drops before the venue answers: its cancel-on-disconnect sweep
+    (through the same `cancel_each_unasked`) sends no second cancel for that order, and
+    cancels the one without."""
+    w = world
+    order, other = _resting(w, "C5"), _resting(w, "C6")
+    f = {"35": "F", "11": "C5-X", "41": "C5", "55": "BTC/USD", "54": "1", "38": "0.01",
+         "60": "20260101-00:00:00"}
+    msg = m.new_message("F")
+    for tag, value in f.items():
+        if tag != "35":
+            msg.setField(int(tag), value)
+    w.router.on_oms_message(msg, SID, f)
+    (oms_cancel,) = _cancels_sent(w)
+    w.router.disconnects.watch(KEY, 0.0)
+    w.router.disconnects.down(KEY, "logged out")
+    deadline = time.monotonic() + 5
+    while len(_cancels_sent(w)) < 2:
+        assert time.monotonic() < deadline, "cancel on disconnect did not fire"
+        time.sleep(0.01)
+    time.sleep(0.1)
+    sent = _cancels_sent(w)
+    assert sent[0] == oms_cancel and len(sent) == 2, sent
+    assert w.router.cancel_in_flight(other) is not None
+    on_its_way = w.router.cancel_in_flight(order)
+    assert on_its_way is not None and on_its_way.cl_ord_id == "C5-X"
+
 def test_the_mark_goes_when_the_order_closes(world: _World) -> None:
     w = world
     order = _resting(w, "C3")

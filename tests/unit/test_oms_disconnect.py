@@ -19,7 +19,9 @@ def order(cl: str, status: str = state.NEW) -> Order:
 
 
 class Venue:
-    """Records the cancels; refuses them while `down` is set."""
+    """Records the cancels; refuses them while `down` is set. `cancel_each` stands for
+    `Router.cancel_each_unasked`, which takes an order in PendingCancel for one with a cancel
+    on its way (the router asks its journal)."""
 
     def __init__(self, orders: list[Order]) -> None:
         self.orders = orders
@@ -30,18 +32,25 @@ class Venue:
     def open_orders(self, session: str) -> list[Order]:
         return [o for o in self.orders if o.oms_session == session and o.is_open]
 
-    def cancel(self, o: Order, cl: str, by: str, why: str) -> str | None:
+    def cancel_each(self, orders: list[Order], prefix: str, by: str,
+                    why: str) -> tuple[int, list[str], list[str]]:
         self.called.set()
-        if self.down:
-            return "venue trading session not logged on"
-        self.sent.append((o.oms_cl_ord_id, cl, by))
-        o.status = state.CANCELED
-        return None
+        sent, not_sent, already = 0, [], []
+        for n, o in enumerate(orders):
+            if o.status == state.PENDING_CANCEL:
+                already.append(f"{o.oms_cl_ord_id}: a cancel is on its way")
+            elif self.down:
+                not_sent.append(f"{o.oms_cl_ord_id}: venue trading session not logged on")
+            else:
+                self.sent.append((o.oms_cl_ord_id, f"{prefix}-{n}", by))
+                o.status = state.CANCELED
+                sent += 1
+        return sent, not_sent, already
 
 
 def test_fires_after_the_delay_and_skips_orders_with_a_cancel_on_its_way() -> None:
     venue = Venue([order("A"), order("B", state.PENDING_CANCEL), order("C", state.FILLED)])
-    cod = OmsDisconnectCanceller(venue.open_orders, venue.cancel)
+    cod = OmsDisconnectCanceller(venue.open_orders, venue.cancel_each)
     cod.watch(S, 0.2)
     t0 = time.monotonic()
     cod.down(S, "logged out")
@@ -54,7 +63,7 @@ def test_fires_after_the_delay_and_skips_orders_with_a_cancel_on_its_way() -> No
 
 def test_logging_on_in_time_disarms_and_unwatched_sessions_are_ignored() -> None:
     venue = Venue([order("A")])
-    cod = OmsDisconnectCanceller(venue.open_orders, venue.cancel)
+    cod = OmsDisconnectCanceller(venue.open_orders, venue.cancel_each)
     cod.down(S, "logged out")  # not watched: nothing armed
     cod.watch(S, 0.3)
     cod.down(S, "logged out")
@@ -65,7 +74,7 @@ def test_logging_on_in_time_disarms_and_unwatched_sessions_are_ignored() -> None
 def test_not_sent_is_tried_again_while_the_session_stays_down() -> None:
     venue = Venue([order("A")])
     venue.down = True
-    cod = OmsDisconnectCanceller(venue.open_orders, venue.cancel, retry_s=0.2)
+    cod = OmsDisconnectCanceller(venue.open_orders, venue.cancel_each, retry_s=0.2)
     cod.watch(S, 0.05)
     cod.down(S, "logged out")
     assert venue.called.wait(5)
@@ -79,7 +88,7 @@ def test_not_sent_is_tried_again_while_the_session_stays_down() -> None:
 
 def test_close_cancels_what_is_armed_and_arms_nothing_more() -> None:
     venue = Venue([order("A")])
-    cod = OmsDisconnectCanceller(venue.open_orders, venue.cancel)
+    cod = OmsDisconnectCanceller(venue.open_orders, venue.cancel_each)
     cod.watch(S, 0.2)
     cod.down(S, "logged out")
     cod.close()
