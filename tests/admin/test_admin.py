@@ -88,6 +88,15 @@ class Stack:
         st = self.gw.board.sessions.get(name)
         return st is not None and st.state == "logged_on"
 
+    def resting(self, *orders: tuple[str, str]) -> list[str]:
+        """Once the venue is up, buy orders of (quantity, price) (BTC/USD, priced under the
+        market so they rest), each acknowledged New; their ClOrdIDs."""
+        wait_until(lambda: self.gw.router.venue.is_up(), 20, "venue up")
+        placed = [self.oms.buy(qty, px) for qty, px in orders]
+        for cl in placed:
+            self.oms.report(cl, "0")
+        return placed
+
 
 @contextmanager
 def admin_stack(tmp: Path) -> Iterator[Stack]:
@@ -426,10 +435,7 @@ def test_disconnect_and_reset_of_a_held_venue_session_say_what_happened(stack: S
 def test_kill_switch_blocks_and_cancels_then_off(stack: Stack) -> None:
     st = stub(stack)
     op = auth(stack.operator_token)
-    wait_until(lambda: stack.gw.router.venue.is_up(), 20, "venue up")
-    resting = [stack.oms.buy("0.01", "1000.0"), stack.oms.buy("0.02", "1001.0")]
-    for cl in resting:
-        stack.oms.report(cl, "0")
+    resting = stack.resting(("0.01", "1000.0"), ("0.02", "1001.0"))
     res = st.KillSwitch(admin_pb2.KillSwitchRequest(on=True), metadata=op)
     assert res.ok and "cancel sent for 2 open order(s)" in res.message, res.message
     for cl in resting:
@@ -539,10 +545,7 @@ def test_kill_switch_on_again_sends_no_second_cancel(stack: Stack) -> None:
     one cancel per order reached it: no cancel rejects for second ones."""
     st = stub(stack)
     op = auth(stack.operator_token)
-    wait_until(lambda: stack.gw.router.venue.is_up(), 20, "venue up")
-    resting = [stack.oms.buy("0.01", "1030.0"), stack.oms.buy("0.02", "1031.0")]
-    for cl in resting:
-        stack.oms.report(cl, "0")
+    resting = stack.resting(("0.01", "1030.0"), ("0.02", "1031.0"))
     n = len(stack.gw.store.open_orders())  # earlier tests may leave some open
     try:
         with venue_frozen(stack):
@@ -586,10 +589,7 @@ def test_kill_switch_not_persisted_still_cancels_and_says_so(stack: Stack) -> No
     are canceled, new ones blocked, and the answer is partial and says it is not kept."""
     st = stub(stack)
     op = auth(stack.operator_token)
-    wait_until(lambda: stack.gw.router.venue.is_up(), 20, "venue up")
-    resting = [stack.oms.buy("0.01", "1010.0"), stack.oms.buy("0.02", "1011.0")]
-    for cl in resting:
-        stack.oms.report(cl, "0")
+    resting = stack.resting(("0.01", "1010.0"), ("0.02", "1011.0"))
     with unwritable(stack.gw.data_dir / "kill-switch.json"):
         res = st.KillSwitch(admin_pb2.KillSwitchRequest(on=True), metadata=op)
         assert res.ok and res.partial, res.message
@@ -637,10 +637,7 @@ def test_kill_switch_cancels_not_sent_go_out_when_the_venue_is_back(stack: Stack
     logs on again, while the switch stays on."""
     st = stub(stack)
     op = auth(stack.operator_token)
-    wait_until(lambda: stack.gw.router.venue.is_up(), 20, "venue up")
-    resting = [stack.oms.buy("0.01", "1020.0"), stack.oms.buy("0.02", "1021.0")]
-    for cl in resting:
-        stack.oms.report(cl, "0")
+    resting = stack.resting(("0.01", "1020.0"), ("0.02", "1021.0"))
     assert st.Logout(admin_pb2.LogoutRequest(name=TRD_NAME, reason="drill"), metadata=op).ok
     wait_until(lambda: not stack.gw.router.venue.is_up(), 10, "venue trading down")
     try:

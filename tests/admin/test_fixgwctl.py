@@ -174,9 +174,7 @@ def test_logout_reason_then_logon(stack: Stack) -> None:
 
 
 def test_kill_switch_on_cancels_and_blocks(stack: Stack) -> None:
-    wait_until(lambda: stack.gw.router.venue.is_up(), 20, "venue up")
-    cl = stack.oms.buy("0.01", "900.0")
-    stack.oms.report(cl, "0")
+    (cl,) = stack.resting(("0.01", "900.0"))
     r = ctl(stack, "kill-switch", "on", "--yes")
     assert r.returncode == 0 and "kill switch on" in r.stdout, r.stderr
 
@@ -229,9 +227,7 @@ def test_gate_rules_and_toggle(stack: Stack) -> None:
 
 
 def test_orders_order_and_cancel(stack: Stack) -> None:
-    wait_until(lambda: stack.gw.router.venue.is_up(), 20, "venue up")
-    cl = stack.oms.buy("0.01", "903.0")
-    stack.oms.report(cl, "0")
+    (cl,) = stack.resting(("0.01", "903.0"))
     eth = stack.oms.buy("0.1", "40.0", symbol="ETH/USD")
     stack.oms.report(eth, "0")
     table = ctl(stack, "orders", "--symbol", "BTC/USD", token_file=stack.read_only_file)
@@ -280,9 +276,7 @@ def test_cancel_twice_while_the_venue_is_frozen_sends_one_cancel(stack: Stack) -
     canceled, as asked); `fixgwctl order` and `orders` show the pending cancel after the FIX
     OrdStatus, which stays New; `cancel --all` then skips it too and says so. Once the venue
     resumes: one cancel reached it, so no cancel reject."""
-    wait_until(lambda: stack.gw.router.venue.is_up(), 20, "venue up")
-    cl = stack.oms.buy("0.01", "905.0")
-    stack.oms.report(cl, "0")
+    (cl,) = stack.resting(("0.01", "905.0"))
     with venue_frozen(stack):
         first = ctl(stack, "cancel", cl, "--yes")
         assert first.returncode == 0 and f"cancel sent for {cl}" in first.stdout, first.stderr

@@ -31,6 +31,20 @@ FAILOVER_AFTER_S = 1.0
 FAILBACK_AFTER_S = 1.0
 K = events_pb2
 
+def md_fallback_toml(ws_url: str, extra: str = "") -> str:
+    """The `[venue]` line of a gateway whose market data fails over to the WS at `ws_url`
+    after FAILOVER_AFTER_S and back after FAILBACK_AFTER_S (`extra`: more of its keys)."""
+    return (f'md_fallback = {{ enabled = true, ws_url = "{ws_url}", '
+            f'failover_after_s = {FAILOVER_AFTER_S}, failback_after_s = {FAILBACK_AFTER_S}'
+            f'{", " + extra if extra else ""} }}')
+
+
+def wait_fix_md_up(gw: GatewayProcess) -> None:
+    """The gateway's FIX MD session logged on and owning the books (after a slow first logon
+    the books went to WS first: wait for their way back)."""
+    gw.err.wait_for(r"session FIXGW->KRAKEN-MD \(venue\): \S+ -> logged_on", 20)
+    if "market data moved from FIX to WS" in gw.err.text():
+        gw.err.wait_for(r"market data moved from WS to FIX", 20)
 
 
 class OmsView:
@@ -122,14 +136,10 @@ def test_md_fails_over_to_ws_heals_a_bad_checksum_and_fails_back(tmp_path: Path)
     gw = None
     client = None
     try:
-        fallback = (f'md_fallback = {{ enabled = true, ws_url = "ws://127.0.0.1:'
-                    f'{sim.spot_ws_port}/v2", failover_after_s = {FAILOVER_AFTER_S}, '
-                    f'failback_after_s = {FAILBACK_AFTER_S} }}')
+        fallback = md_fallback_toml(f"ws://127.0.0.1:{sim.spot_ws_port}/v2")
         gw = GatewayProcess(tmp_path / "gw", sim, creds,
                             venue_toml=f"md_stale_after_s = 3600\n{fallback}")
-        gw.err.wait_for(r"session FIXGW->KRAKEN-MD \(venue\): \S+ -> logged_on", 20)
-        if "market data moved from FIX to WS" in gw.err.text():  # a slow first logon
-            gw.err.wait_for(r"market data moved from WS to FIX", 20)
+        wait_fix_md_up(gw)
         wait_ws_stats(sim, {"connections": 0})
         client = make_client(tmp_path, gw.oms_port, "OMS", "FIXGW")
         client.start()
@@ -297,9 +307,7 @@ def test_md_fails_over_to_ws_while_the_venue_refuses_a_symbol_over_fix(tmp_path:
     sim = SimProcess(tmp_path / "sim", creds, seed_books=True)
     gw = None
     try:
-        fallback = (f'md_fallback = {{ enabled = true, ws_url = "ws://127.0.0.1:'
-                    f'{sim.spot_ws_port}/v2", failover_after_s = {FAILOVER_AFTER_S}, '
-                    f'failback_after_s = {FAILBACK_AFTER_S} }}')
+        fallback = md_fallback_toml(f"ws://127.0.0.1:{sim.spot_ws_port}/v2")
         gw = GatewayProcess(tmp_path / "gw", sim, creds, venue_toml=(
             f'md_stale_after_s = 3600\nsymbols = ["BTC/USD", "DOGE/USD"]\n{fallback}'))
         gw.err.wait_for(r"MarketDataRequest MD-DOGE/USD-\d+ rejected by the venue", 20)
@@ -339,14 +347,10 @@ def test_md_fallback_ws_unreachable_withdraws_the_books_until_fix_md_is_back(
     gw = None
     client = None
     try:
-        fallback = (f'md_fallback = {{ enabled = true, ws_url = "{dead_url}", '
-                    f'failover_after_s = {FAILOVER_AFTER_S}, '
-                    f'failback_after_s = {FAILBACK_AFTER_S}, heartbeat_timeout_s = 2.0 }}')
+        fallback = md_fallback_toml(dead_url, "heartbeat_timeout_s = 2.0")
         gw = GatewayProcess(tmp_path / "gw", sim, creds,
                             venue_toml=f"md_stale_after_s = 3600\n{fallback}")
-        gw.err.wait_for(r"session FIXGW->KRAKEN-MD \(venue\): \S+ -> logged_on", 20)
-        if "market data moved from FIX to WS" in gw.err.text():  # a slow first logon
-            gw.err.wait_for(r"market data moved from WS to FIX", 20)
+        wait_fix_md_up(gw)
         client = make_client(tmp_path, gw.oms_port, "OMS", "FIXGW")
         client.start()
         view = OmsView(Oms(client))

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import time
 
+import quickfix as fix
+
 from gateway.fix import messages as m
 from gateway.orders import state
 from gateway.orders.model import Order
@@ -40,14 +42,26 @@ def _cancels_sent(w: _World) -> list[str]:
     return [s[11] for s in w.venue.sent if s[35] == "F"]
 
 
-def _venue_refuses(w: _World, order: Order, vid: str) -> None:
-    f = {"35": "9", "11": vid, "41": order.venue_cl_ord_id, "37": order.order_id, "39": "0",
-         "434": "1", "102": "1", "58": "order already closed"}
-    msg = m.new_message("9")
+def _message(f: dict[str, str]) -> fix.Message:
+    """The QuickFIX message of `f` (tag -> value, 35 among them), as fromApp hands it over."""
+    msg = m.new_message(f["35"])
     for tag, value in f.items():
         if tag != "35":
             msg.setField(int(tag), value)
-    w.router.on_venue_message(msg, f)
+    return msg
+
+
+def _venue_refuses(w: _World, order: Order, vid: str) -> None:
+    f = {"35": "9", "11": vid, "41": order.venue_cl_ord_id, "37": order.order_id, "39": "0",
+         "434": "1", "102": "1", "58": "order already closed"}
+    w.router.on_venue_message(_message(f), f)
+
+
+def _oms_cancels(w: _World, cl: str, orig: str) -> None:
+    """The OMS asks to cancel its order `orig` under ClOrdID `cl`."""
+    f = {"35": "F", "11": cl, "41": orig, "55": "BTC/USD", "54": "1", "38": "0.01",
+         "60": "20260101-00:00:00"}
+    w.router.on_oms_message(_message(f), SID, f)
 
 
 def test_a_second_sweep_sends_no_second_cancel_until_the_first_is_answered(
@@ -73,13 +87,7 @@ def test_a_second_sweep_sends_no_second_cancel_until_the_first_is_answered(
 def test_the_oms_own_cancel_on_its_way_is_not_doubled(world: _World) -> None:
     w = world
     order = _resting(w, "C2")
-    f = {"35": "F", "11": "C2-X", "41": "C2", "55": "BTC/USD", "54": "1", "38": "0.01",
-         "60": "20260101-00:00:00"}
-    msg = m.new_message("F")
-    for tag, value in f.items():
-        if tag != "35":
-            msg.setField(int(tag), value)
-    w.router.on_oms_message(msg, SID, f)
+    _oms_cancels(w, "C2-X", "C2")
     assert len(_cancels_sent(w)) == 1
     sent, _, already = _sweep(w, order)
     assert sent == 0 and already[0].startswith("C2: cancel C2-X sent")
@@ -91,13 +99,7 @@ def test_cancel_on_disconnect_does_not_double_the_oms_own_cancel(world: _World) 
     cancels the one without."""
     w = world
     order, other = _resting(w, "C5"), _resting(w, "C6")
-    f = {"35": "F", "11": "C5-X", "41": "C5", "55": "BTC/USD", "54": "1", "38": "0.01",
-         "60": "20260101-00:00:00"}
-    msg = m.new_message("F")
-    for tag, value in f.items():
-        if tag != "35":
-            msg.setField(int(tag), value)
-    w.router.on_oms_message(msg, SID, f)
+    _oms_cancels(w, "C5-X", "C5")
     (oms_cancel,) = _cancels_sent(w)
     w.router.disconnects.watch(KEY, 0.0)
     w.router.disconnects.down(KEY, "logged out")
