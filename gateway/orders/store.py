@@ -10,10 +10,14 @@ Journal records are tab-separated lines, one per change, first field the record 
        transport                                   a new order
     U  oms_session  cl_ord_id  [epoch_ms           a ClOrdID the gateway rejected (stays used);
        [cxl_rej_reason  text                       for a cancel or replace it refused, the
-       [oms_message]]]                             answer it sent (see `Refusal`); for a mass
+       [oms_message  [first_cl_ord_id...]]]]       answer it sent (see `Refusal`); for a mass
                                                    cancel (reason and text ""), its 35=r,
                                                    journaled before it is sent (see
-                                                   `ForwardedReport`)
+                                                   `ForwardedReport`), and, if it accepted
+                                                   the request, the orders it covers (their
+                                                   first OMS ClOrdIDs; one empty field when
+                                                   none; absent in records written before
+                                                   2026-11-29: see `MassCancel`)
     Q  venue_cl_ord_id  oms_session  first_cl_ord_id  request_cl_ord_id  kind
                                                    a cancel/replace/amend/status/mass
        [epoch_ms  qty  price  [transport]]         request, journaled before it is sent;
@@ -56,8 +60,10 @@ gateway last refused on the order's OMS session if it is one of these, then ``O 
 first_cl_ord_id ord_status cum_qty avg_px order_id cur_oms_cl cur_venue_cl closed_at
 oms_history...``, ``I oms_session first_cl_ord_id cl_ord_id...`` (the OMS ClOrdIDs that name
 it) and ``X oms_session first_cl_ord_id exec_id...``; the ``U``s still in force (a session's
-last refusal with its answer); and ``F oms_session answer_id epoch_ms oms_message``, the last
-answer journaled for sending (see `ForwardedReport`). All of these are records a journal may
+last refusal with its answer); ``M oms_session cl_ord_id first_cl_ord_id...`` per mass cancel
+not finished yet, the covered orders still open with no cancel under its ClOrdID (see
+`MassCancel`); and ``F oms_session answer_id epoch_ms oms_message``, the last answer journaled
+for sending (see `ForwardedReport`). All of these are records a journal may
 hold, so a snapshot replays like one, and one written before a field was added replays as the
 journal it came from did.
 
@@ -171,6 +177,10 @@ class ForwardedReport:
     exec_id: str
     epoch_ms: int
     message: str  # the message as it was to be sent (QuickFIX string)
+    #: For an accepted mass cancel's 35=r from its ``U``: the orders it covered (first OMS
+    #: ClOrdIDs); None when the record does not say (written before 2026-11-29, or the
+    #: snapshot's ``F``), so the router takes them from the 35=r's scope (`Router.redeliver`).
+    covered: tuple[str, ...] | None = None
 
     @property
     def msg_type(self) -> str:
@@ -180,6 +190,31 @@ class ForwardedReport:
     def id_tag(self) -> str:
         """The tag `exec_id` is the value of (see `ANSWER_ID_TAG`)."""
         return ANSWER_ID_TAG.get(self.msg_type, "17")
+
+
+@dataclass(slots=True, frozen=True)
+class MassCancel:
+    """An OMS mass cancel (35=q) not finished: `orders` are the ones it covered that are still
+    open and have no cancel journaled under its ClOrdID.
+
+    Why the journal keeps the orders a mass cancel covers (in the ``U`` that journals its 35=r,
+    before that is sent): its cancels go out one by one after the 35=r, each journaled before
+    it is sent, and a kill -9 in between leaves the rest unsent while the OMS was told "N
+    orders affected" and its PossDup resend of the request is (rightly) ignored as a ClOrdID
+    already taken. A restart finds the covered orders still open with no cancel under the
+    mass cancel's ClOrdID, and the router cancels them at its first reconcile
+    (`Router._finish_mass_cancels`). The covered list, not the request's scope, says which:
+    an order placed after the mass cancel was not its to cancel.
+
+    Finished (forgotten, and written by no snapshot) once every covered order has a cancel
+    journaled under its ClOrdID (sent; or refused, which was reported as for any of its
+    cancels) or is closed (or forgotten). Until then each start takes it up again; an order
+    skipped then because another cancel of it was on its way (`Router.cancel_in_flight`)
+    keeps it unfinished until that order closes, so it is not re-checked for ever."""
+
+    oms_session: str
+    cl_ord_id: str
+    orders: list[Order]
 
 
 @dataclass(slots=True, frozen=True)
@@ -238,11 +273,17 @@ def _refusal_fields(refusal: tuple[str, str] | None, more: bool = False) -> str:
 
 
 def _used_line(oms_session: str, cl_ord_id: str, now: float,
-               refusal: tuple[str, str] | None, answer: str | None) -> str:
-    """A ``U`` record (see `OrderStore.mark_used`)."""
+               refusal: tuple[str, str] | None, answer: str | None,
+               covered: list[str] | None = None) -> str:
+    """A ``U`` record (see `OrderStore.mark_used`); with `covered` (after an `answer`), an
+    accepted mass cancel's orders (one empty field when none: the record still says)."""
     line = (f"U\t{oms_session}\t{cl_ord_id}\t{int(now * 1000)}"
             f"{_refusal_fields(refusal, answer is not None)}")
-    return line if answer is None else f"{line}\t{_escape(answer)}"
+    if answer is not None:
+        line = f"{line}\t{_escape(answer)}"
+        if covered is not None:
+            line += "\t" + "\t".join(covered)
+    return line
 
 
 def _answered_line(venue_cl_ord_id: str, refusal: tuple[str, str] | None,
@@ -318,12 +359,16 @@ def _forwarded_report(f: list[str]) -> ForwardedReport:
     ``U`` (`mark_answered`, `mark_used` with `answer`)."""
     if f[0] == "E":
         return ForwardedReport(f[1], f[3], int(f[_E_FIELDS]), _unescape(f[_E_FIELDS + 1]))
+    covered = None
     if f[0] == "R":  # R vid reason text epoch_ms oms_session message
         session, epoch_ms, message = f[5], f[4], _unescape(f[6])
-    else:  # U oms_session cl epoch_ms reason text message
+    else:  # U oms_session cl epoch_ms reason text message [first_cl_ord_id...]
         session, epoch_ms, message = f[1], f[3], _unescape(f[6])
+        if len(f) > 7:
+            covered = tuple(cl for cl in f[7:] if cl)
     tag = ANSWER_ID_TAG.get(message_field(message, "35"), "17")
-    return ForwardedReport(session, message_field(message, tag), int(epoch_ms), message)
+    return ForwardedReport(session, message_field(message, tag), int(epoch_ms), message,
+                           covered)
 
 
 def _add_exec_ids(o: Order, ids: str) -> None:
@@ -386,6 +431,13 @@ class OrderStore:
         self._replayed_requests: dict[str, RequestDetails] = {}
         # Per OMS session, the last cancel or replace the gateway refused itself (`Refusal`).
         self._refusals: dict[str, Refusal] = {}
+        # Mass cancels not finished (see `MassCancel`), by (OMS session, ClOrdID): the first
+        # OMS ClOrdIDs of the orders they cover with no cancel journaled under it yet (one
+        # closed since is dropped when asked, `_mass_open`), in the order it covered them (a
+        # dict as an ordered set). Kept while running for a snapshot; as replay left them,
+        # given once to the router (`unfinished_mass_cancels`).
+        self._mass: dict[ClKey, dict[str, None]] = {}
+        self._replayed_mass: list[MassCancel] = []
         self._skipped = 0
         # The journal's record count is `_records_base` plus what was appended since
         # `_appended_mark` (the compaction trigger; reset by each compaction).
@@ -414,6 +466,8 @@ class OrderStore:
                         journal_path, self._skipped)
         self.evict_closed(self._replay_now)
         self._replayed_requests = dict(self._pending_requests)
+        self._replayed_mass = [MassCancel(session, cl, orders)
+                               for (session, cl), orders in self._mass_open()]
         self._journal = Journal(journal_path, fsync_interval_ms)
         self.compact_if_due()
 
@@ -475,6 +529,55 @@ class OrderStore:
                     return vid, details
         return None
 
+    def mass_cancel_sent(self, order: Order, cl_ord_id: str) -> bool:
+        """Whether a cancel of `order` under the mass cancel `cl_ord_id` is journaled (sent,
+        or refused: either way that mass cancel has done its part for the order)."""
+        with self.lock:
+            for vid in order.more_venue_ids or ():
+                ref = self._venue_refs.get(vid)
+                if ref is not None and ref.kind == "mass" and ref.oms_cl_ord_id == cl_ord_id:
+                    return True
+        return False
+
+    def unfinished_mass_cancels(self) -> list[MassCancel]:
+        """The mass cancels the journal held unfinished at start (see `MassCancel`), in the
+        order they were journaled: given once, as they are taken up once per start (by the
+        first reconcile); the store keeps each until it is finished, for a snapshot."""
+        with self.lock:
+            found, self._replayed_mass = self._replayed_mass, []
+        return found
+
+    def _mass_open(self) -> list[tuple[ClKey, list[Order]]]:
+        """The unfinished mass cancels with their covered orders still open; one with none
+        left is finished and forgotten here (caller holds the lock, or replays)."""
+        out = []
+        for key, firsts in list(self._mass.items()):
+            orders = [o for o in (self._open.get((key[0], first)) for first in firsts)
+                      if o is not None]
+            if orders:
+                out.append((key, orders))
+            else:
+                del self._mass[key]
+        return out
+
+    def _mass_covers(self, key: ClKey, covered: list[str]) -> None:
+        """A mass cancel's record (its ``U``, or a snapshot's ``M``): `covered` are the orders
+        it has still to cancel; none: finished (caller holds the lock, or replays)."""
+        if covered:
+            self._mass[key] = dict.fromkeys(covered)
+        else:
+            self._mass.pop(key, None)
+
+    def _mass_cancel_journaled(self, order_key: OrderKey, oms_cl_ord_id: str) -> None:
+        """A cancel of kind "mass" under `oms_cl_ord_id` was journaled for the order: if that
+        is a mass cancel's ClOrdID, it has that order done (caller holds the lock, or
+        replays)."""
+        todo = self._mass.get((order_key[0], oms_cl_ord_id))
+        if todo is not None:
+            todo.pop(order_key[1], None)
+            if not todo:
+                del self._mass[(order_key[0], oms_cl_ord_id)]
+
     def counts(self) -> OrderCounts:
         return OrderCounts(len(self.orders), len(self._open), self.evicted)
 
@@ -499,17 +602,20 @@ class OrderStore:
                 self._last_forward_line = line
             self._use(oms_session, cl_ord_id, now, refusal)
 
-    def used_for_answer(self, oms_session: str, cl_ord_id: str,
-                        answer: str) -> Callable[[], None]:
+    def used_for_answer(self, oms_session: str, cl_ord_id: str, answer: str,
+                        covered: list[str] | None = None) -> Callable[[], None]:
         """`mark_used` with an `answer` (a mass cancel's 35=r) in two steps: the ClOrdID is
         taken in memory now, and the record is written by the function returned, which the
         caller runs now or, when the journal refuses it (a full disk), later, in order with
         the venue reports parked behind it (the router's `flush_parked`); the record's time is
-        when it is written. Caller holds the report lock."""
+        when it is written. `covered`: an accepted mass cancel's orders (first OMS ClOrdIDs),
+        in the same record, unfinished from then on (see `MassCancel`). Caller holds the
+        report lock."""
         with self.lock:
             self._use(oms_session, cl_ord_id, time.time(), None)
+        mass = None if covered is None else ((oms_session, cl_ord_id), covered)
         return lambda: self._append_answer(
-            _used_line(oms_session, cl_ord_id, time.time(), None, answer))
+            _used_line(oms_session, cl_ord_id, time.time(), None, answer, covered), mass)
 
     def _use(self, oms_session: str, cl_ord_id: str, now: float,
              refusal: tuple[str, str] | None) -> None:
@@ -519,11 +625,16 @@ class OrderStore:
         if refusal is not None:
             self._refusals[oms_session] = Refusal(cl_ord_id, *refusal, None)
 
-    def _append_answer(self, line: str) -> None:
-        """Journal a record that carries an answer for an OMS (see `ForwardedReport`)."""
+    def _append_answer(self, line: str,
+                       mass: tuple[ClKey, list[str]] | None = None) -> None:
+        """Journal a record that carries an answer for an OMS (see `ForwardedReport`); `mass`:
+        a mass cancel's orders, in memory once the record is written (a snapshot then keeps
+        them: it must never hold what the journal does not)."""
         with self.lock:
             self._journal.append_line(line)
             self._last_forward_line = line
+            if mass is not None:
+                self._mass_covers(*mass)
 
     def add_order(self, order: Order) -> None:
         o = order
@@ -547,6 +658,8 @@ class OrderStore:
             self._index_request(venue_cl_ord_id, order_key, oms_cl_ord_id, kind)
             if details is not None:
                 self._pending_requests[venue_cl_ord_id] = details
+            if kind == "mass" and self._mass:
+                self._mass_cancel_journaled(order_key, oms_cl_ord_id)
 
     def mark_answered(self, venue_cl_ord_id: str,
                       refusal: tuple[str, str] | None = None,
@@ -802,6 +915,8 @@ class OrderStore:
                     answer = (_refusal_fields((r.reason, r.text)) if r is not None
                               and r.venue_cl_ord_id is None and r.cl_ord_id == cl else "")
                     lines.append(f"U\t{session}\t{cl}\t{int(at * 1000)}{answer}")
+            for (session, cl), orders in self._mass_open():
+                lines.append("\t".join(("M", session, cl, *(o.oms_history[0] for o in orders))))
             lf = self._last_forward()
             if lf is not None:
                 lines.append(f"F\t{lf.oms_session}\t{lf.exec_id}\t{lf.epoch_ms}\t"
@@ -924,6 +1039,10 @@ class OrderStore:
                 self._refusals[f[1]] = Refusal(f[2], f[4], _unescape(f[5]), None)
             if len(f) > 6:  # a mass cancel's 35=r, journaled before it was sent
                 self.last_forward = _forwarded_report(f)
+            if len(f) > 7:  # and, accepted, the orders it covers (see `MassCancel`)
+                self._mass_covers(cl_key, [cl for cl in f[7:] if cl])
+        elif t == "M":
+            self._mass_covers((f[1], f[2]), f[3:])
         elif t == "T":
             self.last_transport = f[1]
         elif t == "V":
@@ -948,6 +1067,8 @@ class OrderStore:
         elif t == "Q":
             self._index_request(f[1], (f[2], f[3]), f[4], f[5])
             self.venue_ids.observe(f[1])
+            if f[5] == "mass" and self._mass:
+                self._mass_cancel_journaled((f[2], f[3]), f[4])
             if len(f) >= 9:  # details (journals before 2026-11-27 had none; 9 fields: FIX)
                 self._pending_requests[f[1]] = RequestDetails(
                     int(f[6]), Decimal(f[7]) if f[7] else None, Decimal(f[8]) if f[8] else None,

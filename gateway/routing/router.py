@@ -27,8 +27,13 @@ Ordering rules that make a kill -9 lose nothing and report nothing twice:
   report's OrderID): the 35=9 the fallback's poller sends for a request it settles later
   (`cancel_reject_for`: the OMS request was handled long before), and a mass cancel's 35=r
   (its ClOrdID is taken by the same record, so the OMS's PossDup resend of the request is
-  ignored). A mass cancel whose accepted 35=r never left had none of its cancels sent
-  either: the restart carries them out at the first `reconcile`.
+  ignored).
+- an accepted mass cancel's U also names the orders it covers; its cancels, one per order,
+  are each journaled before they are sent. A kill -9 anywhere from the U to the last cancel
+  (its 35=r unsent, so none of the cancels; or in the middle of them) leaves covered orders
+  open with no cancel under its ClOrdID: the restart finds them (`MassCancel`) and cancels
+  them at the first `reconcile`, an order with a cancel on its way excepted
+  (`_finish_mass_cancels`).
 - a venue report the journal refuses (a full disk) is parked, in order, not dropped: every
   later report queues behind it (the OMS must not see a Filled before the PartiallyFilled it
   follows), and `flush_parked` journals and sends them, one at a time as above, once the
@@ -84,6 +89,7 @@ from gateway.orders import state
 from gateway.orders.model import Order
 from gateway.orders.store import (
     ForwardedReport,
+    MassCancel,
     OrderKey,
     OrderStore,
     ReportTarget,
@@ -119,11 +125,13 @@ DUPLICATE_CL_ORD_ID: Final = "6"
 # and sending its 35=9 (`Router._refuse`); "answer_journaled:9" between journaling (an R with
 # the message) and sending a 35=9 the fallback's poller answers a request with later
 # (`Router.cancel_reject_for`), "answer_journaled:r" between journaling a mass cancel's U with
-# its 35=r and sending that (`Router._mass_cancel`). The windows are microseconds wide; tests
-# need them on demand.
+# its 35=r and sending that (`Router._mass_cancel`); "mass_cancel_sent:<n>" (n required)
+# between an OMS mass cancel's per-order cancels, after the n-th was sent and before the next
+# is journaled (`Router._cancel_targets`). The windows are microseconds wide; tests need them
+# on demand.
 CRASH_ENV: Final = "FIXGW_TEST_CRASH_IN_REPORT"
 _CRASH_POINTS: Final = ("after_journal", "after_forward", "request_journaled",
-                        "refusal_journaled", "answer_journaled")
+                        "refusal_journaled", "answer_journaled", "mass_cancel_sent")
 
 
 def _crash_point_from_env() -> tuple[str, str] | None:
@@ -155,12 +163,12 @@ class _Parked:
     """An answer applied in memory whose journal record the journal refused (a full disk),
     waiting in `Router._parked`: `write` journals it, then `msg` goes to `ctx` (None: nothing
     to send); `mass`, for an accepted mass cancel's 35=r, is its cancels to carry out once it
-    is sent ((OMS session, ClOrdID, the orders it covered), as `Router._unfinished_mass`)."""
+    is sent (as `Router._unfinished_mass`)."""
 
     write: Callable[[], None]
     msg: fix.Message | None
     ctx: OmsContext | None
-    mass: tuple[str, str, list[Order]] | None = None
+    mass: MassCancel | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -409,10 +417,10 @@ class Router:
         # Cancels and replaces journaled before a restart with no answer, by venue ClOrdID
         # (`find_unanswered_requests`): sent again by the first `reconcile`.
         self._unanswered: dict[str, RequestDetails] = {}
-        # Mass cancels whose accepted 35=r a restart sent (`redeliver`), with none of their
-        # cancels sent yet: (OMS session, ClOrdID, the orders it covered), carried out by the
-        # first `reconcile`.
-        self._unfinished_mass: list[tuple[str, str, list[Order]]] = []
+        # Mass cancels with cancels still to send: found unfinished in the journal at start
+        # (`find_unanswered_requests`, `redeliver`), carried out by the first `reconcile`;
+        # or whose parked 35=r `flush_parked` just sent (see `_finish_mass_cancels`).
+        self._unfinished_mass: list[MassCancel] = []
         # OrdStatusReqID (790) of an OMS status request the venue is asked, by the venue
         # ClOrdID asked about: FIX 4.4 echoes it on the answer.
         self._status_req_ids: dict[str, str] = {}
@@ -1351,10 +1359,14 @@ class Router:
         # then on, and only the journal can tell a restart to send it (`ForwardedReport`).
         # A record the journal refuses (a full disk) is parked like a venue report, with the
         # cancels: they go out once the 35=r has (`flush_parked`), so the OMS sees it first.
+        # An accepted one's record names the orders it covers (`MassCancel`): a kill before its
+        # last cancel is journaled leaves the rest for the restart to send.
+        covered = [o.oms_history[0] for o in targets] if refused is None else None
         with self.report_lock:
-            sent = self._journaled(self.store.used_for_answer(ctx.key, cl, rep.toString()),
-                                   rep, ctx, f"mass cancel report {report_id} for {cl}",
-                                   (ctx.key, cl, targets) if refused is None else None)
+            sent = self._journaled(
+                self.store.used_for_answer(ctx.key, cl, rep.toString(), covered), rep, ctx,
+                f"mass cancel report {report_id} for {cl}",
+                MassCancel(ctx.key, cl, targets) if refused is None else None)
             if sent:
                 self.maybe_crash("answer_journaled", "r")
                 ctx.send(rep)
@@ -1370,39 +1382,58 @@ class Router:
 
     def _cancel_targets(self, ctx: OmsContext, cl: str, targets: list[Order]) -> None:
         """A mass cancel's cancels: one by one, this OMS's orders only, over REST too (Kraken
-        CancelAll would cancel every desk's orders on the account)."""
-        for o in targets:
-            why = self._cancel_one_of_many(o, ctx, cl)
-            if why is not None:
-                log.warning("mass cancel %s: order %s not canceled: %s", cl, o.oms_cl_ord_id,
-                            why)
-                self.sink.cancel_rejected(ctx.key, cl, o.oms_cl_ord_id, f"not sent: {why}",
-                                          order=o, response_to="1")
+        CancelAll would cancel every desk's orders on the account). Each is journaled before
+        it is sent; a kill between two leaves the rest to the restart (`MassCancel`)."""
+        for n, o in enumerate(targets, 1):
+            self._cancel_target(ctx, cl, o)
+            self.maybe_crash("mass_cancel_sent", str(n))
+
+    def _cancel_target(self, ctx: OmsContext, cl: str, o: Order) -> None:
+        """One order of mass cancel `cl`: sent, or logged and published as not sent."""
+        why = self._cancel_one_of_many(o, ctx, cl)
+        if why is not None:
+            log.warning("mass cancel %s: order %s not canceled: %s", cl, o.oms_cl_ord_id, why)
+            self.sink.cancel_rejected(ctx.key, cl, o.oms_cl_ord_id, f"not sent: {why}",
+                                      order=o, response_to="1")
 
     def _finish_mass_cancels(self) -> None:
-        """Carry out the mass cancels whose accepted 35=r a restart sent (`redeliver`): the
-        gateway died before sending it, so before any of its cancels; or whose 35=r the
-        journal refused and `flush_parked` sent once it took it. The orders are the ones
-        it covered at the restart (`redeliver` takes them before the OMS can place more: an
-        order placed since was not the mass cancel's to cancel), those still open now (one
-        closed meanwhile is reported its own way); an order that already has a cancel under
-        the mass cancel's ClOrdID is skipped (when the OMS store could not tell, the first run
-        may have got that far)."""
+        """Carry out the rest of the mass cancels in `_unfinished_mass`: those the journal
+        held unfinished at start (`MassCancel`: the gateway died after journaling the 35=r,
+        before sending it, so before any of its cancels, or in the middle of its cancels),
+        and one whose 35=r the journal refused and `flush_parked` sent once it took it.
+
+        The orders are the ones it covered when it was accepted (from its record: an order
+        placed since was not its to cancel), those still open now (one closed meanwhile is
+        reported its own way) with no cancel journaled under its ClOrdID (sent before the
+        kill, or by the restart: the venue's resend answers it, or `reconcile` sends it
+        again). An order with another cancel on its way (`cancel_in_flight`: its OMS's own, or
+        the kill switch's re-sweep after the logon) gets no second one; decided and sent under
+        `_unasked_lock`, as the kill switch and operator cancels are, so that neither can
+        find the order without a cancel while the other sends one."""
         todo, self._unfinished_mass = self._unfinished_mass, []
-        for oms_session, cl, covered in todo:
-            ctx = self._oms_by_key.get(oms_session)
+        for mass in todo:
+            cl = mass.cl_ord_id
+            ctx = self._oms_by_key.get(mass.oms_session)
             if ctx is None:
+                log.error("mass cancel %s: OMS session %s is not configured any more; its "
+                          "orders are not canceled", cl, mass.oms_session)
                 continue
-            targets = []
-            for o in covered:
-                asked = self.store.cancel_asked(o)
-                ref = None if asked is None else self.store.venue_ref(asked)
-                if o.is_open and (ref is None or ref.oms_cl_ord_id != cl):
-                    targets.append(o)
-            log.warning("mass cancel %s of %s: its 35=r was sent late (after a restart, or "
-                        "once the journal took it); canceling its %d order(s) now", cl,
-                        oms_session, len(targets))
-            self._cancel_targets(ctx, cl, targets)
+            sent, already = 0, []
+            for o in mass.orders:
+                with self._unasked_lock:
+                    if not o.is_open or self.store.mass_cancel_sent(o, cl):
+                        continue
+                    on_its_way = self.cancel_in_flight(o)
+                    if on_its_way is None:
+                        self._cancel_target(ctx, cl, o)
+                        sent += 1
+                if on_its_way is not None:
+                    already.append(f"{o.oms_cl_ord_id}: {on_its_way.describe()}")
+            log.warning("mass cancel %s of %s: %d covered order(s) still open had no cancel "
+                        "under it (its 35=r was sent late, or the gateway stopped while "
+                        "sending its cancels); canceled now%s", cl, mass.oms_session, sent,
+                        f"; not sent again, a cancel on its way: {'; '.join(already)}"
+                        if already else "")
 
     def cancel_unasked(self, order: Order, cl: str, by: str, why: str) -> str | None:
         """Cancel an open order its OMS did not ask to cancel (`by` the kill switch, an
@@ -1822,7 +1853,7 @@ class Router:
 
     def _journaled(self, write: Callable[[], None], msg: fix.Message | None,
                    ctx: OmsContext | None, what: str,
-                   mass: tuple[str, str, list[Order]] | None = None) -> bool:
+                   mass: MassCancel | None = None) -> bool:
         """Journal an answer already applied in memory (`write`: a report's record, with the
         OMS's message when there is one to send, or the record of the poller's 35=9 or a mass
         cancel's 35=r); False when it was parked instead (see `_Parked`): answers parked
@@ -1915,7 +1946,9 @@ class Router:
     def find_unanswered_requests(self) -> int:
         """Find the cancels and replaces journaled for the venue's FIX session, on orders still
         open there, that have no answer in the journal; the first `reconcile` sends each again
-        if it is still unanswered then. Returns how many. Call it once, after the replay.
+        if it is still unanswered then. Returns how many. Call it once, after the replay. The
+        mass cancels the journal holds unfinished are taken too (`MassCancel`): the first
+        `reconcile` carries out the rest (`_finish_mass_cancels`).
 
         Why: the gateway may have died between journaling a request and sending it. The venue
         cannot answer what it never got, and the OMS's resend of the request (PossDupFlag) is
@@ -1939,6 +1972,14 @@ class Router:
             log.warning("%d cancel/replace request(s) journaled before the restart have no "
                         "answer: each is sent again once the venue session is up, unless its "
                         "answer comes first (%s)", len(found), ", ".join(self._unanswered))
+        # The same for OMS mass cancels stopped before their last cancel (`MassCancel`).
+        mass = self.store.unfinished_mass_cancels()
+        if mass:
+            self._unfinished_mass.extend(mass)
+            log.warning("%d mass cancel(s) journaled before the restart have covered orders "
+                        "still open with no cancel sent: canceled once the venue session is "
+                        "up (%s)", len(mass), ", ".join(
+                            f"{x.cl_ord_id}: {len(x.orders)} order(s)" for x in mass))
         return len(found)
 
     def _send_unanswered_requests(self) -> None:
@@ -1972,9 +2013,11 @@ class Router:
         """Send an answer found by `unforwarded_report`, exactly as it was to be sent. Call it
         once the OMS session exists (QuickFIX stores it for the OMS's logon) and before any
         venue report can arrive, so the OMS gets reports in the order they happened. An
-        accepted mass cancel's 35=r left none of its cancels sent: the orders in its scope
-        (Symbol, Side, from the 35=r) are taken now, before the OMS can place more, and
-        canceled at the first `reconcile` (`_finish_mass_cancels`)."""
+        accepted mass cancel's 35=r left none of its cancels sent: the journal's record of the
+        orders it covered (`MassCancel`) has them canceled at the first `reconcile`
+        (`_finish_mass_cancels`). A record that does not name them (written before it did)
+        has the orders in its scope (Symbol, Side, from the 35=r) taken now instead, before
+        the OMS can place more."""
         r = pending.report
         dd = fix.DataDictionary(str(data_dictionary_path()))
         msg = fix.Message(r.message, dd, False)  # with the dictionary: groups stay groups
@@ -1986,12 +2029,13 @@ class Router:
                     "it now%s", kind, r.exec_id, r.oms_session,
                     " (PossResend: the OMS store cannot tell)" if pending.poss_resend else "")
         pending.ctx.send(msg)
-        if r.msg_type == "r" and m.get(msg, m.MASS_CANCEL_RESPONSE) not in (None, "0"):
+        if (r.msg_type == "r" and r.covered is None
+                and m.get(msg, m.MASS_CANCEL_RESPONSE) not in (None, "0")):
             covered = self._mass_targets(r.oms_session,
                                          m.get(msg, m.MASS_CANCEL_REQUEST_TYPE) or "",
                                          m.get(msg, m.SYMBOL), m.get(msg, m.SIDE))
-            self._unfinished_mass.append((r.oms_session, m.get(msg, m.CL_ORD_ID) or "",
-                                          covered))
+            self._unfinished_mass.append(MassCancel(r.oms_session,
+                                                    m.get(msg, m.CL_ORD_ID) or "", covered))
 
     def _venue_cancel_reject(self, msg: fix.Message, f: Fields) -> None:
         venue_cl = f.get("11", "")

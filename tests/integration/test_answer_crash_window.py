@@ -8,9 +8,10 @@ taken by the record that journals the 35=r, so the OMS's PossDup resend of the r
 ignored as one already taken). Each is journaled with its exact message (an R, resp. a U)
 before it is sent; the restart looks it up in the OMS session's QuickFIX store, as for a
 report, and sends it if it never left. A mass cancel killed there had none of its cancels
-sent either: the restart carries them out. The windows are microseconds wide; the test-only
-crash point "answer_journaled" opens them on demand. Real gateway and simulator processes over
-loopback FIX (and the simulator's REST face)."""
+sent either, and one killed between its per-order cancels some of them: its U names the
+orders it covers, so the restart carries out the rest. The windows are microseconds wide;
+the test-only crash points "answer_journaled" and "mass_cancel_sent" open them on demand.
+Real gateway and simulator processes over loopback FIX (and the simulator's REST face)."""
 
 from __future__ import annotations
 
@@ -89,8 +90,8 @@ def test_a_mass_cancel_report_is_sent_after_a_kill9_and_its_cancels_carried_out(
         oms.send("q", [(11, mcl), (530, "7"), (60, m.utc_timestamp())])
         _killed_at_the_crash_point(gw)
         taken = [f for f in _journal(tmp_path) if f[0] == "U" and f[2] == mcl]
-        assert len(taken) == 1 and len(taken[0]) == 7, taken  # with its 35=r
-        assert "\x0135=r\x01" in taken[0][6]
+        assert len(taken) == 1 and taken[0][7:] == [a, b], taken  # with what it covers
+        assert "\x0135=r\x01" in taken[0][6]  # and its 35=r
         assert not [x for x in rec.all if x.fields.get(11) == mcl]
 
         gw.start()
@@ -108,4 +109,50 @@ def test_a_mass_cancel_report_is_sent_after_a_kill9_and_its_cancels_carried_out(
         assert sorted(canceled) == sorted([a, b]), canceled
         assert not [x for x in rec.all if x.msg_type == "9" and x.fields.get(11) == mcl]
         assert any(f"mass cancel report {rep.fields[37]} {SENT_ON_RESTART}" in ln
+                   for ln in gw.err.lines), gw.err.text()[-3000:]
+
+
+def test_a_mass_cancel_killed_between_its_cancels_is_carried_out_after_a_restart(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Over FIX: the 35=r went out and the first order's cancel too; the kill comes before the
+    second is journaled. The OMS's PossDup resend of the request is ignored (its ClOrdID is
+    taken), so only the journal can say what is left: the restart cancels the two other
+    orders under the mass cancel's ClOrdID at its first reconcile. Each order is canceled
+    once at the venue (one cancel journaled each, none refused) and the OMS sees the three
+    Canceled under the mass cancel's ClOrdID, after its one 35=r."""
+    monkeypatch.setenv(CRASH_ENV, "mass_cancel_sent:1")
+    with VenueStack(tmp_path) as v:
+        gw = v.gateway()
+        oms = v.oms()
+        rec = Recorder(oms)
+        covered = []
+        for qty, px in (("0.02", "20000.0"), ("0.01", "20100.0"), ("0.03", "20200.0")):
+            cl = oms.buy(qty, px)  # all rest: far below the book
+            rec.report(cl, "0")
+            covered.append(cl)
+        mcl = new_id("M")
+        oms.send("q", [(11, mcl), (530, "7"), (60, m.utc_timestamp())])
+        _killed_at_the_crash_point(gw)
+        journal = _journal(tmp_path)
+        taken = [f for f in journal if f[0] == "U" and f[2] == mcl]
+        assert len(taken) == 1 and taken[0][7:] == covered, taken
+        assert len([f for f in journal if f[0] == "Q" and f[4] == mcl]) == 1  # one cancel
+
+        gw.start()
+        rep = rec.wait(lambda x: x.msg_type == "r" and x.fields.get(11) == mcl, 20)
+        assert (rep.fields[531], rep.fields[533]) == ("7", "3")
+        for cl in covered:
+            rec.wait(lambda x, cl=cl: x.msg_type == "8" and x.fields.get(11) == mcl  # type: ignore[misc]
+                     and x.fields.get(41) == cl and x.fields.get(150) == "4", 20)
+        rec.drain(2.0)
+        assert len([x for x in rec.all if x.msg_type == "r" and x.fields.get(11) == mcl]) == 1
+        canceled = [x.fields[41] for x in rec.all if x.msg_type == "8"
+                    and x.fields.get(11) == mcl and x.fields.get(150) == "4"]
+        assert sorted(canceled) == sorted(covered), canceled
+        assert not [x for x in rec.all if x.msg_type == "9"]
+        mass_qs = [f for f in _journal(tmp_path) if f[0] == "Q" and f[4] == mcl]
+        assert sorted(f[3] for f in mass_qs) == sorted(covered), mass_qs  # one each
+        assert not [ln for ln in gw.err.lines if "venue refused to cancel" in ln], \
+            gw.err.text()[-3000:]
+        assert any(f"mass cancel {mcl} of FIXGW->OMS: 2 covered order(s)" in ln
                    for ln in gw.err.lines), gw.err.text()[-3000:]
