@@ -1499,13 +1499,23 @@ class Router:
         session's last logon, unless the venue acknowledged it (PendingCancel): the session
         keeps no copy of what it sent (PersistMessages=N), so one written just before a
         disconnect may never have reached the venue, and the venue's answers to those it did
-        get arrive with its resend right after the logon."""
+        get arrive with its resend right after the logon.
+
+        One journaled before a restart and not answered since, which the first `reconcile`
+        after this logon sends again (`_send_unanswered_requests`: the venue session is up, the
+        order acknowledged), is on its way whatever its age: the kill switch's re-sweep after
+        that logon may run before the reconcile (two timers), and a cancel it sent then would
+        be the order's second once the reconcile sends the first again."""
         found = self.store.unanswered_cancel(order)
         if found is None:
             return None
         vid, details = found
         sent_ms = max(details.journaled_ms, self._resent_ms.get(vid, 0))
         now_ms = time.time_ns() // 1_000_000
+        if vid in self._unanswered and self.venue.is_up() and order.status != state.SENT:
+            ref = self.store.venue_ref(vid)
+            return CancelInFlight(vid, vid if ref is None else ref.oms_cl_ord_id,
+                                  max(now_ms - sent_ms, 0) / 1000)
         if now_ms - sent_ms > self.cancel_in_flight_s * 1000:
             return None
         if (details.transport == "fix" and sent_ms < self.venue.logged_on_ms
@@ -1984,30 +1994,49 @@ class Router:
 
     def _send_unanswered_requests(self) -> None:
         """Send what `find_unanswered_requests` found, once, if still unanswered and its order
-        still open on FIX."""
+        still open on FIX.
+
+        Each is decided and sent under `_unasked_lock`, its mark as sent again (`_resent_ms`)
+        set before the lock is let go: the kill switch's re-sweep after the same logon runs on
+        a timer of its own, and must find such a cancel either still to be sent again or sent
+        again (on its way either way, `cancel_in_flight`), never taken out of `_unanswered`
+        and not marked yet, which would send the order a second cancel. A cancel is not sent
+        again when a later cancel of its order is on its way (the kill switch's, sent over the
+        REST fallback before this logon): the order needs one."""
         for vid in list(self._unanswered):
-            req = self._unanswered.pop(vid, None)  # or a venue refusal took it just now
-            if req is None:
-                continue
-            ref = self.store.venue_ref(vid)
-            order = None if ref is None else self.store.orders.get(ref.order_key)
-            if (ref is None or order is None or not order.is_open or order.transport != "fix"
-                    or order.venue_cl_ord_id == vid or order.status == state.SENT):
-                # Answered by the venue's resend, or settled another way: an order the venue
-                # never acknowledged is asked about above, and a cancel asked for it meanwhile
-                # is settled with that answer (sending it too would only draw a refusal).
-                continue
-            out = (self._order_message("G", vid, order, None, req.qty, req.price)
-                   if ref.kind == "replace" else self._cancel_message(order, vid))
-            if self.venue.send(out):
-                if ref.kind != "replace":
-                    self._resent_ms[vid] = time.time_ns() // 1_000_000  # see cancel_in_flight
+            with self._unasked_lock:
+                self._send_unanswered(vid)
+
+    def _send_unanswered(self, vid: str) -> None:
+        """`_send_unanswered_requests` for request `vid` (caller holds `_unasked_lock`)."""
+        req = self._unanswered.pop(vid, None)  # or a venue refusal took it just now
+        if req is None:
+            return
+        ref = self.store.venue_ref(vid)
+        order = None if ref is None else self.store.orders.get(ref.order_key)
+        if (ref is None or order is None or not order.is_open or order.transport != "fix"
+                or order.venue_cl_ord_id == vid or order.status == state.SENT):
+            # Answered by the venue's resend, or settled another way: an order the venue
+            # never acknowledged is asked about above, and a cancel asked for it meanwhile
+            # is settled with that answer (sending it too would only draw a refusal).
+            return
+        if ref.kind != "replace":
+            later = self.cancel_in_flight(order)
+            if later is not None and later.venue_cl_ord_id != vid:
                 log.warning("request %s (%s of %s) journaled before the restart and never "
-                            "answered: sent to the venue again", vid, ref.kind,
-                            order.oms_cl_ord_id)
-            else:
-                log.error("request %s journaled before the restart could not be sent again "
-                          "(venue session down); the OMS must send it again", vid)
+                            "answered: not sent again, the order has a later %s", vid,
+                            ref.kind, order.oms_cl_ord_id, later.describe())
+                return
+        out = (self._order_message("G", vid, order, None, req.qty, req.price)
+               if ref.kind == "replace" else self._cancel_message(order, vid))
+        if self.venue.send(out):
+            if ref.kind != "replace":
+                self._resent_ms[vid] = time.time_ns() // 1_000_000  # see cancel_in_flight
+            log.warning("request %s (%s of %s) journaled before the restart and never "
+                        "answered: sent to the venue again", vid, ref.kind, order.oms_cl_ord_id)
+        else:
+            log.error("request %s journaled before the restart could not be sent again "
+                      "(venue session down); the OMS must send it again", vid)
 
     def redeliver(self, pending: UnforwardedReport) -> None:
         """Send an answer found by `unforwarded_report`, exactly as it was to be sent. Call it

@@ -16,7 +16,11 @@ cancels, so it does not arm the sweeps.
 
 Threads: `on` runs on an admin thread; the logon comes from QuickFIX's callback, which may
 hold the session's mutex, so the re-sweep runs on a timer's thread, after the logon exchange
-settles (the venue's resend may close orders first), as `Router.reconcile` does.
+settles (the venue's resend may close orders first), as `Router.reconcile` does. The two
+timers race: after a restart the re-sweep may run before the reconcile that sends again the
+cancels journaled before the restart and never answered. Such a cancel counts as on its way
+from the logon on (`Router.cancel_in_flight`), and the reconcile decides and sends under the
+same lock as the sweep's cancels, so either order gives each order one cancel.
 
 May import: gateway.orders, gateway.fix.application (types).
 """
