@@ -2058,13 +2058,15 @@ class Router:
                     "it now%s", kind, r.exec_id, r.oms_session,
                     " (PossResend: the OMS store cannot tell)" if pending.poss_resend else "")
         pending.ctx.send(msg)
+        cl = m.get(msg, m.CL_ORD_ID) or ""
         if (r.msg_type == "r" and r.covered is None
-                and m.get(msg, m.MASS_CANCEL_RESPONSE) not in (None, "0")):
+                and m.get(msg, m.MASS_CANCEL_RESPONSE) not in (None, "0")
+                and not any((x.oms_session, x.cl_ord_id) == (r.oms_session, cl)
+                            for x in self._unfinished_mass)):  # (a snapshot's M has it)
             covered = self._mass_targets(r.oms_session,
                                          m.get(msg, m.MASS_CANCEL_REQUEST_TYPE) or "",
                                          m.get(msg, m.SYMBOL), m.get(msg, m.SIDE))
-            self._unfinished_mass.append(MassCancel(r.oms_session,
-                                                    m.get(msg, m.CL_ORD_ID) or "", covered))
+            self._unfinished_mass.append(MassCancel(r.oms_session, cl, covered))
 
     def _venue_cancel_reject(self, msg: fix.Message, f: Fields) -> None:
         venue_cl = f.get("11", "")

@@ -204,3 +204,28 @@ def test_a_mass_cancel_carried_out_whole_leaves_nothing_unfinished(
         assert w2.router._unfinished_mass == []
     finally:
         w2.store.close()
+
+
+def test_a_snapshots_last_answer_does_not_double_an_unfinished_mass_cancel(
+        world: _World, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """After a compaction the journal's last answer is the snapshot's ``F``, which does not
+    name the orders a mass cancel covered; redelivering its 35=r (the OMS store cannot tell
+    whether it left) must not add the 35=r-scope fallback on top of the snapshot's ``M``."""
+    w = world
+    for cl in ("A", "B", "C"):
+        _resting(w, cl)
+    _killed_mid_loop(w, monkeypatch)
+    store = OrderStore(w.store._journal.path, fsync_interval_ms=0)
+    store.compact()
+    store.close()
+    w2 = _restarted(tmp_path, monkeypatch)
+    try:
+        pending = w2.router.unforwarded_report(tmp_path / "no-oms-store")
+        assert pending is not None and pending.report.msg_type == "r"
+        assert pending.report.covered is None
+        w2.router.redeliver(pending)
+        assert [x.cl_ord_id for x in w2.router._unfinished_mass] == [MASS]
+        w2.router.reconcile()
+        assert len(_cancels_sent(w2)) == 3  # A's sent again, B's and C's
+    finally:
+        w2.store.close()
