@@ -16,8 +16,8 @@ Journal records are tab-separated lines, one per change, first field the record 
                                                    `ForwardedReport`), and, if it accepted
                                                    the request, the orders it covers (their
                                                    first OMS ClOrdIDs; one empty field when
-                                                   none; absent in records written before
-                                                   2026-11-29: see `MassCancel`)
+                                                   none; absent in records older gateways
+                                                   wrote: see `MassCancel`)
     Q  venue_cl_ord_id  oms_session  first_cl_ord_id  request_cl_ord_id  kind
                                                    a cancel/replace/amend/status/mass
        [epoch_ms  qty  price  [transport]]         request, journaled before it is sent;
@@ -178,7 +178,7 @@ class ForwardedReport:
     epoch_ms: int
     message: str  # the message as it was to be sent (QuickFIX string)
     #: For an accepted mass cancel's 35=r from its ``U``: the orders it covered (first OMS
-    #: ClOrdIDs); None when the record does not say (written before 2026-11-29, or the
+    #: ClOrdIDs); None when the record does not say (an older gateway's, or the
     #: snapshot's ``F``), so the router takes them from the 35=r's scope (`Router.redeliver`).
     covered: tuple[str, ...] | None = None
 
