@@ -1410,7 +1410,8 @@ class Router:
         the kill switch's re-sweep after the logon) gets no second one; decided and sent under
         `_unasked_lock`, as the kill switch and operator cancels are, so that neither can
         find the order without a cancel while the other sends one."""
-        todo, self._unfinished_mass = self._unfinished_mass, []
+        with self.report_lock:  # `flush_parked` appends under it, from the upkeep thread
+            todo, self._unfinished_mass = self._unfinished_mass, []
         for mass in todo:
             cl = mass.cl_ord_id
             ctx = self._oms_by_key.get(mass.oms_session)
