@@ -1825,8 +1825,8 @@ class Router:
         ctx = self._oms_message(msg, f, target)
         # Journal, then send: see the module docstring for why not the other way round.
         forward = msg if ctx is not None else None
-        if self._journaled(self._report_write(rec, forward), forward, ctx,
-                           f"venue report {exec_id}") and ctx is not None:
+        if self._journaled(self._report_write(rec, forward), forward, ctx, "venue report ",
+                           ident=exec_id) and ctx is not None:
             self.maybe_crash("after_journal", exec_type)
             ctx.send(msg)
             self.maybe_crash("after_forward", exec_type)
@@ -1864,12 +1864,13 @@ class Router:
 
     def _journaled(self, write: Callable[[], None], msg: fix.Message | None,
                    ctx: OmsContext | None, what: str,
-                   mass: MassCancel | None = None) -> bool:
+                   mass: MassCancel | None = None, *, ident: str = "") -> bool:
         """Journal an answer already applied in memory (`write`: a report's record, with the
         OMS's message when there is one to send, or the record of the poller's 35=9 or a mass
         cancel's 35=r); False when it was parked instead (see `_Parked`): answers parked
         before it are still waiting, or the journal refused it now. Caller holds
-        `report_lock`; on True it sends `msg`, on False `flush_parked` does."""
+        `report_lock`; on True it sends `msg`, on False `flush_parked` does. `what` + `ident`
+        name it in the log (apart, so a venue report's path builds no string for it)."""
         if not self._parked:
             try:
                 write()
@@ -1877,7 +1878,7 @@ class Router:
             except OSError as exc:
                 log.error("%s not journaled (%s): parked, not sent to the OMS; sent in order "
                           "with any later ones once the journal takes records again (free "
-                          "space in the data directory)", what, exc.strerror or exc)
+                          "space in the data directory)", what + ident, exc.strerror or exc)
         self._parked.append(_Parked(write, msg, ctx, mass))
         return False
 
