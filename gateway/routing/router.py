@@ -33,7 +33,8 @@ Ordering rules that make a kill -9 lose nothing and report nothing twice:
   (its 35=r unsent, so none of the cancels; or in the middle of them) leaves covered orders
   open with no cancel under its ClOrdID: the restart finds them (`MassCancel`) and cancels
   them at the first `reconcile`, an order with a cancel on its way excepted
-  (`_finish_mass_cancels`).
+  (`_finish_mass_cancels`). Cancels a venue drop kept from going out go the same way, at
+  the reconcile after the next logon (`_cancel_at_logon`).
 - a venue report the journal refuses (a full disk) is parked, in order, not dropped: every
   later report queues behind it (the OMS must not see a Filled before the PartiallyFilled it
   follows), and `flush_parked` journals and sends them, one at a time as above, once the
@@ -1384,17 +1385,36 @@ class Router:
         """A mass cancel's cancels: one by one, this OMS's orders only, over REST too (Kraken
         CancelAll would cancel every desk's orders on the account). Each is journaled before
         it is sent; a kill between two leaves the rest to the restart (`MassCancel`)."""
+        later: list[Order] = []
         for n, o in enumerate(targets, 1):
-            self._cancel_target(ctx, cl, o)
+            if not self._cancel_target(ctx, cl, o):
+                later.append(o)
             self.maybe_crash("mass_cancel_sent", str(n))
+        self._cancel_at_logon(ctx.key, cl, later)
 
-    def _cancel_target(self, ctx: OmsContext, cl: str, o: Order) -> None:
-        """One order of mass cancel `cl`: sent, or logged and published as not sent."""
+    def _cancel_target(self, ctx: OmsContext, cl: str, o: Order) -> bool:
+        """One order of mass cancel `cl`: sent, or logged and published as not sent. False
+        when it was not sent because the venue's FIX session is down (it dropped during the
+        mass cancel): the cancel is then due at the next logon (`_cancel_at_logon`)."""
         why = self._cancel_one_of_many(o, ctx, cl)
-        if why is not None:
-            log.warning("mass cancel %s: order %s not canceled: %s", cl, o.oms_cl_ord_id, why)
-            self.sink.cancel_rejected(ctx.key, cl, o.oms_cl_ord_id, f"not sent: {why}",
-                                      order=o, response_to="1")
+        if why is None:
+            return True
+        log.warning("mass cancel %s: order %s not canceled: %s", cl, o.oms_cl_ord_id, why)
+        self.sink.cancel_rejected(ctx.key, cl, o.oms_cl_ord_id, f"not sent: {why}",
+                                  order=o, response_to="1")
+        return (o.transport == "held" or self._by_fallback(o)) or self.venue.is_up()
+
+    def _cancel_at_logon(self, oms_session: str, cl: str, orders: list[Order]) -> None:
+        """Mass cancel `cl`'s `orders` that the venue's FIX session dropped before they were
+        sent: carried out at the reconcile after its next logon (`_finish_mass_cancels`), as
+        the OMS was told they were affected and sends no other request for them. (The journal
+        keeps the mass cancel unfinished meanwhile, so a restart does the same.)"""
+        if not orders:
+            return
+        log.warning("mass cancel %s: %d order(s) not sent while the venue session is down; "
+                    "canceled after its next logon", cl, len(orders))
+        with self.report_lock:
+            self._unfinished_mass.append(MassCancel(oms_session, cl, orders))
 
     def _finish_mass_cancels(self) -> None:
         """Carry out the rest of the mass cancels in `_unfinished_mass`: those the journal
@@ -1419,17 +1439,20 @@ class Router:
                 log.error("mass cancel %s: OMS session %s is not configured any more; its "
                           "orders are not canceled", cl, mass.oms_session)
                 continue
-            sent, already = 0, []
+            sent, already, later = 0, [], []
             for o in mass.orders:
                 with self._unasked_lock:
                     if not o.is_open or self.store.mass_cancel_sent(o, cl):
                         continue
                     on_its_way = self.cancel_in_flight(o)
                     if on_its_way is None:
-                        self._cancel_target(ctx, cl, o)
-                        sent += 1
+                        if self._cancel_target(ctx, cl, o):
+                            sent += 1
+                        else:
+                            later.append(o)
                 if on_its_way is not None:
                     already.append(f"{o.oms_cl_ord_id}: {on_its_way.describe()}")
+            self._cancel_at_logon(mass.oms_session, cl, later)
             log.warning("mass cancel %s of %s: %d covered order(s) still open had no cancel "
                         "under it (its 35=r was sent late, or the gateway stopped while "
                         "sending its cancels); canceled now%s", cl, mass.oms_session, sent,

@@ -14,11 +14,12 @@ import time
 from pathlib import Path
 
 import pytest
+import quickfix as fix
 
 from gateway.fix import messages as m
 from gateway.orders.model import Order
 from gateway.orders.store import OrderStore
-from tests.unit.test_cancel_in_flight import _cancels_sent, _resting
+from tests.unit.test_cancel_in_flight import _cancels_sent, _message, _resting
 from tests.unit.test_router_doubt import KEY, SID, _World, world
 
 __all__ = ["world"]  # the fixture, shared with test_router_doubt
@@ -229,3 +230,39 @@ def test_a_snapshots_last_answer_does_not_double_an_unfinished_mass_cancel(
         assert len(_cancels_sent(w2)) == 3  # A's sent again, B's and C's
     finally:
         w2.store.close()
+
+
+def test_cancels_a_venue_drop_kept_from_going_out_are_sent_after_the_next_logon(
+        world: _World) -> None:
+    """The venue's FIX session drops while a mass cancel is sending its cancels: the OMS was
+    told all three orders are affected and sends no other request for them, so the two not
+    sent go out under the mass cancel's ClOrdID at the reconcile after the next logon (not
+    only after a restart), once, and not for an order closed meanwhile."""
+    w = world
+    a, b, c = (_resting(w, cl) for cl in ("A", "B", "C"))
+    record = w.venue.send
+
+    def drop_after_one_cancel(msg: fix.Message) -> bool:
+        ok = record(msg)
+        if m.msg_type(msg) == "F":
+            w.router.venue.logged_on = False  # the session drops right after the first
+        return ok
+
+    w.venue.send = drop_after_one_cancel  # type: ignore[method-assign]
+    f = {"35": "q", "11": MASS, "530": "7", "60": "20260101-00:00:00"}
+    w.router.on_oms_message(_message(f), SID, f)
+    (rep,) = [r for r in w.oms_got if r[35] == "r"]
+    assert (rep[11], rep[533]) == (MASS, "3")
+    assert [len(_mass_cancels(w, o)) for o in (a, b, c)] == [1, 0, 0]
+    # C is closed by the venue meanwhile (expired, say): not the mass cancel's any more.
+    w.report({"11": c.venue_cl_ord_id, "37": c.order_id, "17": "X-C", "150": "C", "39": "C",
+              "55": "BTC/USD", "54": "1", "38": "0.01", "14": "0", "6": "0", "151": "0"},
+             "fix")
+    assert not c.is_open
+    w.venue.send = record  # type: ignore[method-assign]
+    w.router.venue.logged_on = True  # the next logon
+    w.router.venue.logged_on_ms = time.time_ns() // 1_000_000
+    w.router.reconcile()
+    assert [len(_mass_cancels(w, o)) for o in (a, b, c)] == [1, 1, 0]
+    w.router.reconcile()  # carried out once
+    assert [len(_mass_cancels(w, o)) for o in (a, b, c)] == [1, 1, 0]
