@@ -149,11 +149,12 @@ class WsBookSource:
     def check_connection(self) -> None:
         """Say in market-data terms when the running client cannot reach its endpoint: one
         warning naming it once ``heartbeat_timeout_s`` has passed without a connection (a
-        silent connection is given no longer), reminders of how long on the ``Episode``
-        schedule (after a minute, then at doubling intervals up to 15 min), and one line when
-        it connects. The client's own outage lines name the URL and the error but not what
-        depends on it; ops need to know that the OMS's books stay withdrawn meanwhile. Called
-        by the failover thread."""
+        silent connection is given no longer), and one line when it connects. The client's
+        own outage lines name the URL and the error but not what depends on it; ops need to
+        know that the OMS's books stay withdrawn meanwhile. The reminders of how long (on the
+        ``Episode`` schedule) are debug lines here: the client's own reminders, on the same
+        schedule, already say it, and two warnings at each reminder were one too many.
+        Called by the failover thread."""
         client = self.client
         if client is None:
             return
@@ -176,8 +177,8 @@ class WsBookSource:
                         "until a snapshot comes from WS or, once it is back, the FIX MD "
                         "session", self.url, outage.lasted(now))
         else:
-            log.warning("market data over WS: still no connection to %s, for %s now; the "
-                        "OMS's books stay withdrawn", self.url, outage.lasted(now))
+            log.debug("market data over WS: still no connection to %s, for %s now; the "
+                      "OMS's books stay withdrawn", self.url, outage.lasted(now))
 
     def stop(self) -> None:
         """Unsubscribe (politely, best effort) and close."""
