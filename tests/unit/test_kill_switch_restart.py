@@ -28,18 +28,24 @@ def _re_sweep(w: _World) -> tuple[int, int]:
     return result.sent, len(result.already)
 
 
+def _swept_then_restarted(w: _World, cl: str, tmp_path: Path,
+                          monkeypatch: pytest.MonkeyPatch) -> tuple[str, _World]:
+    """Order `cl` resting, the kill switch's cancel of it journaled and sent (its venue
+    ClOrdID), and the gateway restarted on that journal before the venue answered."""
+    _resting(w, cl)
+    assert _sweep(w, w.store.orders[(KEY, cl)])[0] == 1
+    (vid,) = _cancels_sent(w)
+    w.store.close()
+    return vid, _restarted(tmp_path, monkeypatch)
+
+
 def test_the_re_sweep_before_the_reconcile_sends_no_second_cancel(
         world: _World, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The kill switch's cancel of C9 was journaled and sent, then the gateway stopped before
     the venue answered, and came back more than `cancel_in_flight_s` later. After the logon
     the re-sweep runs first: C9's cancel is the one the reconcile sends again, so the sweep
     skips it; the reconcile then sends it, and C9 gets that one cancel only."""
-    w = world
-    _resting(w, "C9")
-    assert _sweep(w, w.store.orders[(KEY, "C9")])[0] == 1
-    (vid,) = _cancels_sent(w)
-    w.store.close()
-    w2 = _restarted(tmp_path, monkeypatch)
+    vid, w2 = _swept_then_restarted(world, "C9", tmp_path, monkeypatch)
     try:
         w2.router.cancel_in_flight_s = 0.05
         time.sleep(0.1)  # journaled longer ago than a cancel counts as on its way
@@ -57,12 +63,7 @@ def test_a_cancel_from_before_the_restart_is_not_sent_again_over_a_later_one(
     """The other order: the FIX session was down after the restart and the order flow moved
     to the REST fallback, whose re-sweep sent C8 a cancel there; then FIX logs on. The
     reconcile does not send C8's cancel from before the restart again: one is on its way."""
-    w = world
-    _resting(w, "C8")
-    assert _sweep(w, w.store.orders[(KEY, "C8")])[0] == 1
-    (vid,) = _cancels_sent(w)
-    w.store.close()
-    w2 = _restarted(tmp_path, monkeypatch)
+    vid, w2 = _swept_then_restarted(world, "C8", tmp_path, monkeypatch)
     try:
         order = w2.store.orders[(KEY, "C8")]
         rest_vid = w2.store.venue_ids.next()  # the sweep's cancel over REST, as the fallback
