@@ -11,7 +11,7 @@ Example (every key optional; the values shown are the defaults unless marked "ex
     kill_switch = false                  # true: every order is blocked until an operator clears it
     max_order_qty = {}                   # per symbol, "*" = any other; e.g. { "BTC/USD" = "5" }
     max_order_qty_action = "block"       # allow | warn | reduce (to the limit) | block
-    # max_notional_usd = "1000000"       # off by default; qty x max(limit, mid) (market: mid)
+    # max_notional_usd = "1000000"       # off; qty x limit (sell: max(limit, mid); market: mid)
     max_notional_action = "block"        # allow | warn | reduce (to limit / price) | block
     max_notional_stale_policy = "block"  # market order, no fresh mid to value it: allow|warn|block
     # price_collar_bps = 500             # unset (off); limit price within 5 % of mid

@@ -6,8 +6,9 @@ What it checks, in this order (the first ``block`` ends the check):
 1. ``kill_switch`` - an operator halt; always blocks.
 2. ``max_order_qty`` - per symbol (``"*"`` = any other symbol).
 3. ``price_collar`` - a limit price within ``price_collar_bps`` of the book mid.
-4. ``max_notional`` - qty x the limit price, or x mid when that is more (a limit under mid
-   fills like a market order) and for market orders, in the quote currency (USD: fixgw run
+4. ``max_notional`` - qty x the limit price (a buy: its limit bounds what it pays), for a
+   sell x mid when that is more (a sell under mid fills at the bids like a market order), and
+   for market orders x mid, in the quote currency (USD: fixgw run
    refuses the limit with a symbol quoted in anything else, see server.preflight).
 5. ``max_orders_per_s`` - routed orders per symbol in a sliding ``rate_window_s``, orders
    that passed the gate and are not routed yet included (see Counters).
@@ -699,9 +700,12 @@ class Gate:
             notional_limit = self._max_notional
             check_collar = collar is not None and price is not None
             value_at_mid = notional_limit is not None and price is None
-            # A limit order is valued at its limit, or at mid when that is more: a sell limit
-            # far under mid is as much notional as a market sell (it fills at the bids).
-            value_limit = notional_limit is not None and price is not None
+            # A sell limit is valued at its limit, or at mid when that is more: a sell limit
+            # far under mid is as much notional as a market sell (it fills at the bids). A buy
+            # limit fills at its limit or lower, so its limit bounds its value with or without
+            # a book: valuing a resting bid at mid would block what the limit allows.
+            value_limit = (notional_limit is not None and price is not None
+                           and order.side in _SELL_SIDES)
             src = "limit" if price is not None else "mid"
             if check_collar or value_at_mid or value_limit:
                 raw_mid, age = self._mid(order.symbol)
@@ -727,10 +731,10 @@ class Gate:
                     assert price is not None
                     if mid is not None and mid > price:
                         price, src = mid, "mid"
-                    elif mid is None and order.side in _SELL_SIDES:
+                    elif mid is None:
                         # A sell fills at its limit or better (higher): the limit is a floor
                         # of its value, not a bound, and without a mid nothing bounds it (a
-                        # sell at 1 fills at the bids). A buy's limit bounds its value.
+                        # sell at 1 fills at the bids).
                         d = self._stale_book("max_notional",
                                              self._cfg.max_notional_stale_policy,
                                              order, raw_mid, age)

@@ -1229,3 +1229,22 @@ def test_property_decision_is_one_of_four_actions_and_never_raises(
         gate.on_order_closed(o.oms_session, o.symbol)
     elif d.passes:
         gate.on_order_not_routed(o)
+
+
+def test_max_notional_values_a_buy_limit_at_its_limit_even_under_mid() -> None:
+    """A buy limit fills at its limit or lower: under mid it rests as a bid and never pays mid,
+    so mid does not raise its value. It used to be valued at mid when mid was higher, so a
+    resting bid inside the limit (23 x 43000 = 989,000 USD) was blocked with a fresh book and
+    passed with none."""
+    gate, market, _ = make_gate(cfg(max_notional_usd="1000000"))
+    d = gate.check(order(side="1", qty="23", price="43000"))  # mid 45000: 1,035,000 at mid
+    assert d.action == "allow", d.text
+    market.mids["BTC/USD"] = (None, None)
+    assert gate.check(order(side="1", qty="23", price="43000")).action == "allow"
+    # the buy's limit still bounds it: over the limit at its own price blocks, book or not
+    market.mids["BTC/USD"] = (D("45000.0"), 0.2)
+    d = gate.check(order(side="1", qty="24", price="43000"))
+    assert d.rule == "max_notional" and "(24 x limit 43000)" in d.text
+    # a sell under mid is still valued at mid (it fills at the bids)
+    d = gate.check(order(side="2", qty="23", price="43000"))
+    assert d.rule == "max_notional" and "(23 x mid 45000.0)" in d.text
