@@ -34,7 +34,8 @@ plan and side is returned), and no text, ``Decimal`` formatting or logging happe
 rule fires. The gate never computes a signal: it reads snapshot fields.
 
 Counters: ``on_order_routed`` appends a monotonic timestamp to the symbol's rate deque
-(bounded at the limit) and counts the session's open orders; ``on_order_closed`` counts down.
+(dropping those out of the window) and counts the session's open orders;
+``on_order_closed`` counts down.
 The rate limit is there to keep the gateway under the venue's own, and OMS sessions send on
 their own threads (the OMS acceptor is a ThreadedSocketAcceptor), while an order is counted
 only once it is routed, after its check: a check that only read the window let N sessions
@@ -526,15 +527,18 @@ class _SignalRule:
 # ---------------------------------------------------------------------------------------------
 class _Rate:
     """One symbol's ``max_orders_per_s`` count: when its latest routed orders were routed
-    (the last ``limit`` of them, oldest first) and how many orders passed a check and are not
-    routed yet (``pending``: each holds a slot of the window until it is routed or given
-    back). Written under the gate's lock only."""
+    (oldest first; those out of the window are dropped on the next append or fire) and how
+    many orders passed a check and are not routed yet (``pending``: each holds a slot of the
+    window until it is routed or given back). Not bounded at ``limit``: with a warn or dry-run
+    action orders go on past it, and the Text must say how many are in the window, not
+    repeat the limit; with block the window holds at most ``limit``. Written under the
+    gate's lock only."""
 
     __slots__ = ("limit", "pending", "times")
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
-        self.times: deque[float] = deque(maxlen=limit)
+        self.times: deque[float] = deque()
         self.pending = 0
 
 
@@ -776,7 +780,7 @@ class Gate:
                         rate.pending += 1
                         held = rate
                 if full:
-                    d = self._fire_rate(order, rate.limit)
+                    d = self._fire_rate(order, rate)
                     if d.action == "block":
                         return self._done(fired, d)
                     fired.append(d)
@@ -920,11 +924,18 @@ class Gate:
                        (f"{src}_price", _plain(price), "price", "")))
         return self._reduced_or_block(d, order, limit / price) if action == "reduce" else d
 
-    def _fire_rate(self, order: GateOrder, n: int) -> GateDecision:
+    def _fire_rate(self, order: GateOrder, rate: _Rate) -> GateDecision:
+        """The rate rule's decision, naming the orders in the window (routed in it, or passed
+        and on their way, this one not included), which a warn lets run past the limit."""
+        with self._lock:
+            self._prune(rate.times, self._clock() - self._window)
+            # a passing check took its slot already: it is not one of the orders before it
+            n = len(rate.times) + rate.pending - (0 if self._rate_blocks else 1)
+        limit = rate.limit
         return _decision("max_orders_per_s", self._cfg.max_orders_per_s_action,
                          f"{n} orders on {order.symbol} in the last {self._window:g} s "
-                         f"(limit {n} per {self._window:g} s)",
-                         (("orders_in_window", str(n), "", str(n)),
+                         f"(limit {limit} per {self._window:g} s)",
+                         (("orders_in_window", str(n), "", str(limit)),
                           ("window_s", f"{self._window:g}", "s", "")))
 
     def _fire_open(self, order: GateOrder, n: int, limit: int) -> GateDecision:
@@ -943,7 +954,9 @@ class Gate:
             rate = self._rates.get(order.symbol)
         with self._lock:
             if rate is not None:
-                rate.times.append(self._clock())
+                now = self._clock()
+                self._prune(rate.times, now - self._window)
+                rate.times.append(now)
                 if rate.pending:  # 0: counted without a check (a caller that does not check)
                     rate.pending -= 1
             self._open[order.oms_session] = self._open.get(order.oms_session, 0) + 1
@@ -956,6 +969,13 @@ class Gate:
         rate = self._rates.get(order.symbol)
         if rate is not None:
             self._give_back(rate)
+
+    @staticmethod
+    def _prune(times: deque[float], cutoff: float) -> None:
+        """Drop routed orders out of the window (at or before `cutoff`): O(1) amortized, and
+        keeps the deque to the orders in the window. Under the gate's lock."""
+        while times and times[0] <= cutoff:
+            times.popleft()
 
     def _give_back(self, rate: _Rate) -> None:
         with self._lock:

@@ -1248,3 +1248,27 @@ def test_max_notional_values_a_buy_limit_at_its_limit_even_under_mid() -> None:
     # a sell under mid is still valued at mid (it fills at the bids)
     d = gate.check(order(side="2", qty="23", price="43000"))
     assert d.rule == "max_notional" and "(23 x mid 45000.0)" in d.text
+
+
+def test_rate_text_counts_the_orders_in_the_window_past_the_limit() -> None:
+    """With a warn (or dry-run allow) action orders go on past the limit; the Text and the
+    figure name how many are in the window, routed or on their way. They used to repeat the
+    limit ("2 orders ... (limit 2 ...)") with four in the window."""
+    gate, _, clk = make_gate(cfg(max_orders_per_s=2, max_orders_per_s_action="warn"))
+    o = order()
+    for _ in range(4):
+        gate.check(o)
+        gate.on_order_routed(o)
+        clk.advance(0.1)
+    d = gate.check(o)  # 4 routed in the last 0.4 s, this one the 5th
+    assert d.action == "warn"
+    assert d.text == ("warned by max_orders_per_s: 4 orders on BTC/USD in the last 1 s "
+                      "(limit 2 per 1 s)")
+    assert ("orders_in_window", "4") in d.figures
+    d = gate.check(o)  # the one before has passed and is not routed yet: it counts
+    assert d.text.startswith("warned by max_orders_per_s: 5 orders on BTC/USD")
+    clk.advance(0.75)  # the first two (t = 0, 0.1) have left the window
+    gate.on_order_routed(o)
+    gate.on_order_routed(o)
+    d = gate.check(o)
+    assert d.text.startswith("warned by max_orders_per_s: 4 orders on BTC/USD"), d.text
