@@ -174,7 +174,9 @@ def _pct(x: float) -> str:
 
 
 def _secs(x: float | None) -> str:
-    return "missing" if x is None else f"{x:.1f} s"
+    if x is None:
+        return "missing"
+    return "not a number" if x != x else f"{x:.1f} s"
 
 
 def _decision(
@@ -390,7 +392,9 @@ class _SignalRule:
             lag = 0.0  # clock skew between the signal host and this one: not "fresher than now"
         limits = self.limits
         if limits is None:  # one max_age_s for every input (no None left: none is optional)
-            if not max(ages) + lag <= self.max_age:
+            # max() keeps a NaN only when it comes first; the sum is NaN if any age is: a
+            # broken input timestamp is stale, not fresh, whichever input it is.
+            if not max(ages) + lag <= self.max_age or sum(ages) != sum(ages):
                 return self._too_old(order, snap, ages, lag)
         else:
             for a, m in zip(ages, limits, strict=True):

@@ -987,7 +987,7 @@ def test_per_input_age_limits_stale_text_names_each_input_with_its_limit(
     market.snaps[ARB] = dataclasses.replace(arb, age_book_s=None)
     assert "signal input missing for PF_ARBUSD: book" in gate.check(buy).text
     market.snaps[ARB] = dataclasses.replace(arb, age_funding_s=math.nan)
-    assert "funding nan s (max 4200 s)" in gate.check(buy).text
+    assert "funding not a number (max 4200 s)" in gate.check(buy).text
     # an input the rule does not read is not checked
     market.snaps[ARB] = dataclasses.replace(arb, age_positioning_s=1e6)
     assert gate.check(buy).rule == "carry_gravity_long" and not gate.check(buy).stale_inputs
@@ -1272,3 +1272,17 @@ def test_rate_text_counts_the_orders_in_the_window_past_the_limit() -> None:
     gate.on_order_routed(o)
     d = gate.check(o)
     assert d.text.startswith("warned by max_orders_per_s: 4 orders on BTC/USD"), d.text
+
+
+def test_an_input_age_that_is_not_a_number_is_stale_wherever_it_is(arb: SignalSnapshot) -> None:
+    """A NaN age (a broken input timestamp) is stale whichever input it is. With one
+    max_age_s the ages were compared through max(), which keeps a NaN only when it comes
+    first: a NaN funding age (after the mark's) passed as fresh and the rule was evaluated on
+    an input of unknown age instead of going to its stale policy."""
+    rule = {**CARRY_RULE, "stale_policy": "warn"}
+    gate, market, _ = make_gate(cfg(signal_rules=[rule]))
+    for field in ("age_mark_s", "age_funding_s", "age_map_s", "age_book_s"):
+        market.snaps[ARB] = dataclasses.replace(arb, **{field: math.nan})
+        d = gate.check(order(ARB, "1", "1", "0.111"))
+        assert d.action == "warn" and d.stale_inputs, (field, d.text)
+        assert "not a number" in d.text and "nan" not in d.text, d.text
