@@ -1187,6 +1187,16 @@ class Router:
                 return
             if decision.action == "reduce" and decision.reduced_qty is not None:
                 qty = decision.reduced_qty
+        if qty <= order.cum_qty:
+            # FIX's OrderQty is the whole order, fills included: at or below what is filled
+            # nothing would be left to work, and a venue refuses it (or takes it for a cancel
+            # of the rest); the OMS is told why here instead, with the figures.
+            by_gate = "" if qty == valid.qty else " (reduced by the gate)"
+            self._refuse(ctx, cl, order.oms_cl_ord_id, "2", BROKER_OPTION,
+                         f"OrderQty {m.decimal_field(qty)}{by_gate} is not above the "
+                         f"{m.decimal_field(order.cum_qty)} already filled: nothing would be "
+                         "left to work; cancel the order instead", order)
+            return
         if self._by_fallback(order):
             assert self.fallback is not None
             # The fallback journals the request (the ClOrdID is taken) and a refusal of it
