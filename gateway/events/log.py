@@ -409,10 +409,20 @@ class EventLog:
     def oldest_sequence(self) -> int:
         """Oldest sequence a subscriber can start from (== next_sequence when the log is empty)."""
         oldest = self.ring_oldest
-        if self._journal is not None and self.journal_error is None:
+        if self._journal is None:
+            return oldest
+        if self.journal_error is None:
             # Events not yet written are queued for the journal, hence retained too.
             j = self._journal.oldest_sequence()
-            oldest = min(oldest, self._first if j is None else j)
+            return min(oldest, self._first if j is None else j)
+        # A failed journal is still readable up to `durable_next`: it extends what memory holds
+        # as long as the two meet. Once the ring has evicted events the journal never got, the
+        # range before the ring is gone for good (a client must hear OUT_OF_RANGE, not be
+        # replayed up to the hole and then told to retry a range that will never come back).
+        if self._durable_next >= oldest:
+            j = self._journal.oldest_sequence()
+            if j is not None and j < oldest:
+                return j
         return oldest
 
     def check_range(self, seq: int) -> None:
