@@ -312,7 +312,15 @@ class JournalReader:
             if len(hdr) < hsize:
                 # End of this segment. `position` is durable, so it must be the first record of
                 # a newer segment; anything else is corruption.
-                cur, _ = self._journal._segment_for(self.position)
+                try:
+                    cur, _ = self._journal._segment_for(self.position)
+                except JournalRangeError:
+                    if out:
+                        # Retention removed what follows, but what this call read from the open
+                        # handle is good: return it; the next call raises at `position`, the
+                        # first sequence really gone, so a subscriber gets every event it could.
+                        return out
+                    raise
                 if len(hdr) or cur.first_seq != self.position or cur.path == self._seg.path:
                     raise OSError(f"journal: sequence {self.position} missing in {self._seg.path}")
                 self._open(cur, self.position)

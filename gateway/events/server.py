@@ -198,7 +198,12 @@ class _DiskCursor:
         pending = self.pending
         while len(out) < max_events and nbytes < max_bytes and scanned < max_scan:
             if not pending:
-                pending.extend(self.reader.read(256, limit_seq))
+                try:
+                    pending.extend(self.reader.read(256, limit_seq))
+                except JournalRangeError:
+                    if out:
+                        break  # send these first; the next fetch raises at the gone sequence
+                    raise
                 if not pending:
                     break
             rec = pending[0]

@@ -9,6 +9,9 @@ import grpc
 import pytest
 
 from gateway.events import EventLog, EventLogConfig, EventServer, EventServerConfig
+from gateway.events.journal import Journal, JournalRangeError
+from gateway.events.log import EventFilter
+from gateway.events.server import _DiskCursor
 from tests.conftest import wait_until
 from tests.events.test_events_service import Stub, collect, order, status_of
 
@@ -51,3 +54,57 @@ def test_after_a_journal_failure_what_the_journal_holds_can_still_be_replayed(
     finally:
         server.stop(0)
         log.close()
+
+
+def test_a_reader_overtaken_by_retention_still_returns_what_it_read(tmp_path: Path) -> None:
+    """Retention may unlink the segment a replay is reading and the next one. The reader's open
+    handle still holds its segment: what it read from it before finding the next one gone must
+    be returned (the server sends it, then OUT_OF_RANGE at the first sequence really gone), not
+    dropped with the error, which told the client "gone from X" for X past events it never
+    got and could have had."""
+    journal = Journal(tmp_path, segment_max_bytes=1024, retention_max_bytes=3 * 1024)
+    seq = 1
+
+    def append(n: int) -> None:
+        nonlocal seq
+        journal.append((s, b"x" * 100, b"") for s in range(seq, seq + n))
+        seq += n
+
+    append(20)
+    reader = journal.reader(1)
+    first = reader.read(2, seq)
+    assert [r.sequence for r in first] == [1, 2]
+    append(80)  # retention removes the reader's segment and the next one
+    oldest = journal.oldest_sequence()
+    assert oldest is not None and oldest > 20
+    got = reader.read(1000, seq)
+    assert got and got[0].sequence == 3
+    end = got[-1].sequence + 1
+    assert reader.position == end < oldest
+    with pytest.raises(JournalRangeError):
+        reader.read(1000, seq)
+    assert reader.position == end
+    reader.close()
+    journal.close()
+
+
+def test_a_disk_cursor_overtaken_by_retention_returns_its_batch_before_the_error(
+    tmp_path: Path,
+) -> None:
+    """The same one level up: a batch the server's disk cursor had filled when the next read
+    found the rest gone is returned (and sent); the next fetch raises at the gone sequence."""
+    journal = Journal(tmp_path, segment_max_bytes=1024, retention_max_bytes=3 * 1024)
+    wire = order(0).SerializeToString()
+    journal.append((s, wire, b"") for s in range(1, 21))
+    cursor = _DiskCursor(journal.reader(1))
+    journal.append((s, wire, b"") for s in range(21, 200))
+    oldest = journal.oldest_sequence()
+    assert oldest is not None and oldest > 20
+    chunks, nxt = cursor.fetch(EventFilter(), False, 5000, 1 << 20, 200)
+    assert chunks and 1 < nxt < oldest
+    assert len(chunks) == nxt - 1
+    with pytest.raises(JournalRangeError):
+        cursor.fetch(EventFilter(), False, 5000, 1 << 20, 200)
+    assert cursor.position == nxt
+    cursor.reader.close()
+    journal.close()
