@@ -3,17 +3,20 @@ server: edge cases found wanting, each pinned by a test that failed before its f
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import grpc
 import pytest
 
+from gateway._proto.fixgw.v1 import common_pb2, events_pb2
 from gateway.events import EventLog, EventLogConfig, EventServer, EventServerConfig
+from gateway.events import builders as b
 from gateway.events.journal import Journal, JournalRangeError
 from gateway.events.log import EventFilter
 from gateway.events.server import _DiskCursor
 from tests.conftest import wait_until
-from tests.events.test_events_service import Stub, collect, order, status_of
+from tests.events.test_events_service import FIX_A, FIX_B, Stub, collect, order, status_of
 
 
 def test_after_a_journal_failure_what_the_journal_holds_can_still_be_replayed(
@@ -108,3 +111,64 @@ def test_a_disk_cursor_overtaken_by_retention_returns_its_batch_before_the_error
     assert cursor.position == nxt
     cursor.reader.close()
     journal.close()
+
+
+def _mixed(log: EventLog) -> None:
+    log.publish(order(1, symbol="XBT/USD", account="A1", source=FIX_A))
+    log.publish(order(2, symbol="ETH/USD", account="A2", source=FIX_B))
+    log.publish(b.session_event("logon", source=FIX_A, next_sender_seq_num=2))
+    log.publish(b.book_delta(source=b.EventSource.ws("md"), symbol="XBT/USD", bids=[("1", "0")]))
+    log.publish(b.trade(source=FIX_B, symbol="ETH/USD", price="3000.5", qty="0.1",
+                        aggressor_side="2"))
+    log.publish(order(3, symbol="XBT/USD", account="A2", source=FIX_B))
+    log.publish(b.gate_decision(rule="max_qty", action="warn", symbol="XBT/USD", account="A1"))
+
+
+FILTERS: list[dict[str, object]] = [
+    {},
+    {"kinds": [events_pb2.EVENT_KIND_ORDER]},
+    {"kinds": [events_pb2.EVENT_KIND_TRADE, events_pb2.EVENT_KIND_SESSION_STATUS]},
+    {"symbols": ["XBT/USD"]},
+    {"sessions": ["FIX.4.4:OMS->GW"]},
+    {"accounts": ["A2"]},
+    {"symbols": ["XBT/USD"], "accounts": ["A2"]},
+    {"source_kinds": [common_pb2.SOURCE_KIND_WS]},
+    {"source_kinds": [common_pb2.SOURCE_KIND_GATEWAY]},
+    {"kinds": [events_pb2.EVENT_KIND_TOP_OF_BOOK]},
+]
+
+
+def _matching(stub: Stub, **req: object) -> list[tuple[int, bytes]]:
+    """Every match from sequence 1: the stream until its short deadline ends it."""
+    out: list[tuple[int, bytes]] = []
+    request = events_pb2.SubscribeRequest(from_sequence=1, include_raw=True, **req)  # type: ignore[arg-type]
+    stream = stub.Subscribe(request, timeout=0.5)
+    with contextlib.suppress(grpc.RpcError):
+        for batch in stream:
+            out.extend((e.sequence, e.SerializeToString()) for e in batch.events)
+    return out
+
+
+def test_filters_select_the_same_events_from_memory_and_from_the_journal(
+    tmp_path: Path,
+) -> None:
+    """A replay from disk (after a restart nothing old is in memory) must select exactly what the
+    same filter selected from memory, byte for byte."""
+    cfg = EventLogConfig(journal_dir=tmp_path / "j", ring_capacity=1 << 10)
+    results: list[list[list[tuple[int, bytes]]]] = []
+    for _restart in range(2):
+        log = EventLog(cfg)
+        if log.next_sequence == 1:
+            _mixed(log)
+        server = EventServer(log, EventServerConfig(port=0))
+        port = server.start()
+        try:
+            assert log.flush()
+            assert log.ring_oldest == (8 if results else 1)
+            stub = Stub(grpc.insecure_channel(f"127.0.0.1:{port}"))
+            results.append([_matching(stub, **flt) for flt in FILTERS])
+        finally:
+            server.stop(0)
+            log.close()
+    assert results[0] == results[1]
+    assert [len(r) for r in results[0]] == [7, 3, 2, 4, 3, 2, 1, 1, 1, 0]
