@@ -505,13 +505,17 @@ class EventLog:
         return out, seq
 
     def journal_reader(self, from_seq: int) -> JournalReader:
-        """A sequential disk reader (raises SequenceOutOfRange when the journal lacks from_seq)."""
+        """A sequential disk reader (raises SequenceOutOfRange when the journal lacks from_seq).
+
+        The error names `visible_next`, as `check_range` does: the server passes it to the
+        client, which must never learn of a sequence the journal does not have yet."""
         if self._journal is None:
-            raise SequenceOutOfRange(from_seq, self.oldest_sequence(), self._next)
+            raise SequenceOutOfRange(from_seq, self.oldest_sequence(), self.visible_next)
         try:
             return self._journal.reader(from_seq)
         except JournalRangeError:
-            raise SequenceOutOfRange(from_seq, self.oldest_sequence(), self._next) from None
+            raise SequenceOutOfRange(from_seq, self.oldest_sequence(), self.visible_next) \
+                from None
 
     def read(self, from_seq: int, max_events: int = 1000) -> list[events_pb2.Event]:
         """Events from `from_seq` on, parsed (raw_fix included); for in-process consumers and

@@ -13,9 +13,10 @@ from gateway._proto.fixgw.v1 import common_pb2, events_pb2
 from gateway.events import EventLog, EventLogConfig, EventServer, EventServerConfig
 from gateway.events import builders as b
 from gateway.events.journal import Journal, JournalRangeError
-from gateway.events.log import EventFilter
+from gateway.events.log import EventFilter, SequenceOutOfRange
 from gateway.events.server import _DiskCursor
 from tests.conftest import wait_until
+from tests.events.test_events_log import hold_writes
 from tests.events.test_events_service import FIX_A, FIX_B, Stub, collect, order, status_of
 
 
@@ -172,3 +173,25 @@ def test_filters_select_the_same_events_from_memory_and_from_the_journal(
             log.close()
     assert results[0] == results[1]
     assert [len(r) for r in results[0]] == [7, 3, 2, 4, 3, 2, 1, 1, 1, 0]
+
+
+def test_a_journal_range_error_names_only_a_visible_next_sequence(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """OUT_OF_RANGE's `next-sequence` (from a replay whose start retention removed) must be the
+    visible head, like GetLogInfo's: a sequence not yet journaled could go to another event
+    after a crash, and a client told of it could resume past events it never saw."""
+    log = EventLog(EventLogConfig(journal_dir=tmp_path / "j", ring_capacity=64))
+    try:
+        for i in range(10):
+            log.publish(order(i))
+        assert log.flush()
+        gate = hold_writes(log, monkeypatch)
+        log.publish(order(10))  # published, not yet written: visible_next stays 11
+        assert (log.visible_next, log.next_sequence) == (11, 12)
+        with pytest.raises(SequenceOutOfRange) as info:
+            log.journal_reader(0)
+        assert info.value.next_sequence == 11
+        gate.set()
+    finally:
+        log.close()
