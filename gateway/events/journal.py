@@ -43,6 +43,20 @@ class JournalRangeError(LookupError):
     """The requested sequence is no longer (or not yet) on disk."""
 
 
+class JournalGap(LookupError):
+    """Sequences [sequence, resume) were never journaled and never will be: a log that
+    streamed them from memory after its journal failed died, and the next one was started past
+    them (`EventLogConfig.min_next_sequence`) so that no sequence a client saw names another
+    event. A reader stops there, and the client is told, rather than skipping them silently."""
+
+    def __init__(self, sequence: int, resume: int) -> None:
+        super().__init__(f"sequences {sequence}..{resume - 1} were lost (the event journal had "
+                         f"failed when the event process stopped); resume from {resume} to "
+                         "skip them")
+        self.sequence = sequence
+        self.resume = resume
+
+
 class JournalCorruptError(OSError):
     """A segment that is there does not read as the journal wrote it (bit rot, a record lost
     to a machine crash): its sequences are lost, not merely retired, so a subscriber is told
@@ -177,7 +191,10 @@ class Journal:
             if first is None:
                 first = seq
                 if self._next_seq is not None and seq != self._next_seq:
-                    raise ValueError(f"journal: expected sequence {self._next_seq}, got {seq}")
+                    if seq < self._next_seq:
+                        raise ValueError(f"journal: expected sequence {self._next_seq}, "
+                                         f"got {seq}")
+                    self._skip_to(seq)
                 if self._active is None or self._segments[-1].size + 1 > self._segment_max:
                     self._roll(seq)
             payload = base + raw_suffix if raw_suffix else base
@@ -205,9 +222,25 @@ class Journal:
         if self._fsync and self._active is not None:
             os.fsync(self._active.fileno())
 
-    def _roll(self, first_seq: int) -> None:
+    def _skip_to(self, seq: int) -> None:
+        """Leave a gap before `seq` (see JournalGap): it starts a segment of its own, so that
+        segment names keep saying where each one starts; an empty last segment (it would claim
+        a sequence of the gap) is replaced."""
+        if self._active is not None:
+            self._active.close()
+            self._active = None
+        with self._lock:
+            last = self._segments[-1] if self._segments else None
+            if last is not None and last.size <= len(MAGIC):
+                self._segments.pop()
+                last.path.unlink(missing_ok=True)
+        self._next_seq = seq
+        self._roll(seq, reopen=False)
+
+    def _roll(self, first_seq: int, reopen: bool = True) -> None:
         """Start a new segment (or reopen the last one after a restart, if it has room)."""
-        if self._active is None and self._segments and self._segments[-1].size < self._segment_max:
+        if (reopen and self._active is None and self._segments
+                and self._segments[-1].size < self._segment_max):
             self._active = open(self._segments[-1].path, "ab")  # noqa: SIM115 - lives across calls
             return
         if self._active is not None:
@@ -273,10 +306,10 @@ class JournalReader:
         self._journal = journal
         self._file: BinaryIO | None = None
         self.position = from_seq
-        seg, _ = journal._segment_for(from_seq)
-        self._open(seg, from_seq)
+        seg, nxt = journal._segment_for(from_seq)
+        self._open(seg, from_seq, nxt)
 
-    def _open(self, seg: _Segment, target: int) -> None:
+    def _open(self, seg: _Segment, target: int, nxt: _Segment | None = None) -> None:
         if self._file is not None:
             self._file.close()
         try:
@@ -291,6 +324,9 @@ class JournalReader:
         while seq < target:
             hdr = f.read(hsize)
             if len(hdr) < hsize:
+                if not hdr and nxt is not None and nxt.first_seq > target:
+                    self.close()
+                    raise JournalGap(target, nxt.first_seq)  # a start inside the gap
                 raise JournalCorruptError(f"{seg.path.name}: ends before sequence {seq}")
             plen, _blen, _crc, rseq = RECORD_HEADER.unpack(hdr)
             if rseq != seq:
@@ -313,12 +349,16 @@ class JournalReader:
                 # End of this segment. `position` is durable, so it must be the first record of
                 # a newer segment; anything else is corruption.
                 try:
-                    cur, _ = self._journal._segment_for(self.position)
-                except JournalRangeError:
+                    cur, nxt = self._journal._segment_for(self.position)
+                    if (not hdr and cur.path == self._seg.path and nxt is not None
+                            and nxt.first_seq > self.position):
+                        raise JournalGap(self.position, nxt.first_seq)
+                except (JournalRangeError, JournalGap):
                     if out:
-                        # Retention removed what follows, but what this call read from the open
-                        # handle is good: return it; the next call raises at `position`, the
-                        # first sequence really gone, so a subscriber gets every event it could.
+                        # Retention removed what follows (or a gap follows), but what this call
+                        # read from the open handle is good: return it; the next call raises at
+                        # `position`, the first sequence really gone, so a subscriber gets every
+                        # event it could.
                         return out
                     raise
                 if len(hdr) or cur.first_seq != self.position or cur.path == self._seg.path:

@@ -286,6 +286,11 @@ class EventLogConfig:
     writer_max_batch: int = 4096
     writer_interval_s: float = 0.5
     writer_thread: bool = True
+    # The lowest sequence this log may give (0: no bound). A log whose journal failed streamed
+    # events from memory; if it died, the journal's next sequence was already given to events
+    # clients saw. Whoever restarts the log (the gateway, for its event process) passes how far
+    # the dead one may have got, and the journal keeps a gap that readers report (JournalGap).
+    min_next_sequence: int = 0
 
 
 class EventLog:
@@ -307,6 +312,7 @@ class EventLog:
                 fsync=cfg.fsync,
             )
             start = self._journal.next_sequence or 1
+        start = max(start, cfg.min_next_sequence)
         self._capacity = cap
         self._mask = cap - 1
         self._ring: list[_Entry | None] = [None] * cap

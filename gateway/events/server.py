@@ -43,7 +43,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from gateway._proto.fixgw.v1 import events_pb2
-from gateway.events.journal import JournalRangeError, JournalReader, JournalRecord
+from gateway.events.journal import JournalGap, JournalRangeError, JournalReader, JournalRecord
 from gateway.events.log import EventFilter, EventLog, SequenceOutOfRange, frame_event
 from gateway.listen import grpc_bind, host_port
 
@@ -200,7 +200,7 @@ class _DiskCursor:
             if not pending:
                 try:
                     pending.extend(self.reader.read(256, limit_seq))
-                except JournalRangeError:
+                except (JournalRangeError, JournalGap):
                     if out:
                         break  # send these first; the next fetch raises at the gone sequence
                     raise
@@ -519,6 +519,21 @@ class EventServer:
             resume_sequence=at,
         )
 
+    async def _gap(
+        self, context: grpc.aio.ServicerContext[Any, Any], exc: JournalGap
+    ) -> NoReturn:
+        """Sequences clients may have been sent from memory by a log whose journal had failed,
+        and that the restarted log skipped rather than give to other events: lost, so DATA_LOSS
+        (an operator decides), never a silent jump nor another event under a seen sequence."""
+        _log.error("event stream reached lost sequences: %s", exc)
+        await self._abort(
+            context,
+            grpc.StatusCode.DATA_LOSS,
+            str(exc),
+            resume_sequence=exc.sequence,
+            gap_end=exc.resume,
+        )
+
     async def _subscribe(
         self, request: events_pb2.SubscribeRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> None:
@@ -612,6 +627,8 @@ class EventServer:
                             reader = await asyncio.to_thread(log.journal_reader, cursor)
                         except SequenceOutOfRange as exc:
                             await self._out_of_range(context, exc)
+                        except JournalGap as exc:
+                            await self._gap(context, exc)
                         except OSError as exc:  # a corrupt segment (JournalCorruptError)
                             await self._journal_unreadable(context, cursor, exc)
                         disk = _DiskCursor(reader)
@@ -619,6 +636,8 @@ class EventServer:
                         chunks, nxt = await asyncio.to_thread(
                             disk.fetch, flt, include_raw, max_events, max_bytes, durable
                         )
+                    except JournalGap as exc:
+                        await self._gap(context, exc)
                     except JournalRangeError:
                         # Retention removed the next segment while we were reading.
                         await self._out_of_range(

@@ -195,3 +195,67 @@ def test_a_journal_range_error_names_only_a_visible_next_sequence(
         gate.set()
     finally:
         log.close()
+
+
+def test_a_log_restarted_after_its_journal_failed_skips_the_sequences_it_streamed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The known gap: after a journal write error the log streams from memory; a log reopened
+    on that journal continued from the journal's next sequence and gave sequences clients had
+    seen to other events. Started with `min_next_sequence` past them, it leaves a gap that a
+    replay reports (DATA_LOSS naming the lost range), before and after another restart."""
+    jdir = tmp_path / "j"
+    log = EventLog(EventLogConfig(journal_dir=jdir, ring_capacity=64, segment_max_bytes=4096))
+    for i in range(1, 31):
+        log.publish(order(i))
+    assert log.flush()
+    journal = log._journal
+    assert journal is not None
+
+    def broken(records: object) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(journal, "append", broken)
+    for i in range(31, 36):
+        log.publish(order(i))
+    wait_until(lambda: log.journal_error is not None, 5.0, "the failed write")
+    server = EventServer(log, EventServerConfig(port=0))
+    port = server.start()
+    stub = Stub(grpc.insecure_channel(f"127.0.0.1:{port}"))
+    seen = collect(stub, 35, from_sequence=31)  # a client saw 31..35, from memory only
+    assert [e.order.cl_ord_id for e in seen] == [f"C{i}" for i in range(31, 36)]
+    server.stop(0)
+    log.close()
+    monkeypatch.undo()
+
+    for _restart in range(2):  # the gap survives a further restart of the log
+        log = EventLog(EventLogConfig(journal_dir=jdir, ring_capacity=64, segment_max_bytes=4096,
+                                      min_next_sequence=36))
+        server = EventServer(log, EventServerConfig(port=0))
+        port = server.start()
+        try:
+            if log.next_sequence == 36:
+                assert log.publish(order(100)) == 36  # never 31: that is C31 to the client
+                log.publish(order(101))
+                assert log.flush()
+            stub = Stub(grpc.insecure_channel(f"127.0.0.1:{port}"))
+            got: list[events_pb2.Event] = []
+            with pytest.raises(grpc.RpcError) as info:
+                stream = stub.Subscribe(events_pb2.SubscribeRequest(from_sequence=1), timeout=10)
+                for batch in stream:
+                    got.extend(batch.events)
+            err = info.value
+            assert [e.sequence for e in got] == list(range(1, 31))
+            assert err.code() == grpc.StatusCode.DATA_LOSS
+            md = dict(err.trailing_metadata() or ())
+            assert (md["resume-sequence"], md["gap-end"]) == ("31", "36")
+            assert "sequences 31..35 were lost" in (err.details() or "")
+            # Resuming where the client stood is told the same, never given other events.
+            err = status_of(lambda s=stub: collect(s, 36, from_sequence=33))  # type: ignore[misc]
+            assert err.code() == grpc.StatusCode.DATA_LOSS
+            assert dict(err.trailing_metadata() or ())["gap-end"] == "36"
+            evs = collect(stub, 37, from_sequence=36)
+            assert [(e.sequence, e.order.cl_ord_id) for e in evs] == [(36, "C100"), (37, "C101")]
+        finally:
+            server.stop(0)
+            log.close()
