@@ -128,6 +128,9 @@ class EventProcessSpec:
     idle: bool = True
     rescue_after_s: float = 0.2
     max_lag_events: int = 50_000
+    # The lowest sequence the child's log may give (EventLogConfig.min_next_sequence): set by
+    # the gateway when it restarts a child whose journal had failed (see EventProcess._watch).
+    min_next_sequence: int = 0
     log_level: str = "INFO"
     log_format: str = "text"  # or "json": the gateway's own `[gateway] log_format`
     stats_interval_s: float = 1.0
@@ -146,6 +149,8 @@ class EventProcessStats:
     rejected: int = 0
     # Times the rescue thread took over from the idle one (gateway.events.pump).
     rescues: int = 0
+    # Its journal failed: it streams from memory, so its next sequence may exceed the journal's.
+    journal_failed: bool = False
 
 
 def _nothing() -> None:
@@ -385,6 +390,17 @@ class EventProcess:
             first, stats = self._first_sequence, self._stats
             written = self.publisher.detach()
             pid, status = self._reap()
+            if stats.journal_failed:
+                # It streamed from memory: subscribers may have seen sequences up to `first +
+                # written - 1` (each event written took at most one) that its journal lacks. The
+                # new child starts past them; its journal keeps the gap, which a replay reports
+                # (JournalGap) instead of serving other events under those sequences.
+                floor = max(first + written, stats.next_sequence, self.spec.min_next_sequence)
+                self.spec = replace(self.spec, min_next_sequence=floor)
+                _log.error("the dead event process's journal had failed: the new one starts at "
+                           "sequence %d at the lowest; sequences from %d on that its journal "
+                           "lacks are lost (a replay reaching them gets DATA_LOSS)", floor,
+                           stats.durable_next)
             unconfirmed = max(0, written - (stats.durable_next - first) - stats.rejected)
             _log.error("event process (pid %d) died (%s); restarting it in %.1f s. Up to %d "
                        "events written to it since its last stats report may be lost (the exact "
@@ -507,7 +523,8 @@ def serve(spec: EventProcessSpec, stdin: IO[bytes]) -> None:
     # Its only publisher is the loop below, which can wait for a journal write.
     log = EventLog(EventLogConfig(journal_dir=journal_dir,
                                   retention_max_bytes=spec.retention_max_bytes,
-                                  writer_thread=False))
+                                  writer_thread=False,
+                                  min_next_sequence=spec.min_next_sequence))
     extra = (proxy_registrations(spec.proxy_target, spec.proxy_services)
              if spec.proxy_target else [])
     server = EventServer(log, EventServerConfig(
@@ -534,7 +551,7 @@ def serve(spec: EventProcessSpec, stdin: IO[bytes]) -> None:
         return EventProcessStats(
             subscribers=s.subscribers, queued=s.queued, cutoffs_total=s.cutoffs_total,
             next_sequence=log.next_sequence, durable_next=log.durable_next, rejected=rejected,
-            rescues=pump.rescues)
+            rescues=pump.rescues, journal_failed=log.journal_error is not None)
 
     try:
         port = server.start()

@@ -1,0 +1,70 @@
+"""The known gap, end to end through the event process: its journal fails (a write error), it
+streams from memory, it is killed; the restarted child must not give the sequences a client saw
+to other events."""
+
+from __future__ import annotations
+
+import os
+import resource
+import signal
+from pathlib import Path
+
+import grpc
+import pytest
+
+from gateway._proto.fixgw.v1 import events_pb2
+from gateway.events.process import EventProcess
+from tests.conftest import wait_until
+from tests.events.test_event_process import spec, stub, trade
+from tests.events.test_events_service import collect
+
+
+def test_a_child_killed_after_its_journal_failed_is_restarted_past_what_it_streamed(
+        tmp_path: Path) -> None:
+    """The journal can hold ~20 KB (RLIMIT_FSIZE, inherited by the first child only: Python
+    ignores SIGXFSZ, so the write fails with EFBIG like a full disk would)."""
+    ep = EventProcess(spec(tmp_path))
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (20_000, hard))
+    try:
+        ep.start()
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+    try:
+        total = 400
+        for i in range(1, total + 1):
+            ep.publisher.publish_later(trade(i))
+        ep.publisher.flush()
+        wait_until(lambda: ep.stats().journal_failed and ep.stats().next_sequence == total + 1,
+                   10.0, "the journal failure and every event published")
+        durable = ep.stats().durable_next
+        assert 1 < durable < total
+        seen = collect(stub(ep), total, from_sequence=durable)  # from memory only
+        assert [e.trade.qty for e in seen] == [str(i) for i in range(durable, total + 1)]
+        pid = ep.pid
+        assert pid is not None
+        os.kill(pid, signal.SIGKILL)
+        wait_until(lambda: ep.restarts == 1, 10.0, "the restart")
+        ep.publisher.publish_later(trade(1000))
+        # Never a sequence the client saw, under another event.
+        evs = collect(stub(ep), total + 1, from_sequence=total + 1)
+        assert [(e.sequence, e.trade.qty) for e in evs] == [(total + 1, "1000")]
+        # A replay gets what the journal has (the failed write may have left whole records past
+        # the last reported `durable`: the same events), then DATA_LOSS for the rest.
+        got: list[events_pb2.Event] = []
+        with pytest.raises(grpc.RpcError) as info:
+            for batch in stub(ep).Subscribe(events_pb2.SubscribeRequest(from_sequence=durable),
+                                            timeout=10):
+                got.extend(batch.events)
+        err = info.value
+        assert err.code() == grpc.StatusCode.DATA_LOSS
+        md = dict(err.trailing_metadata() or ())
+        lost_from = int(md["resume-sequence"])
+        assert md["gap-end"] == str(total + 1)
+        assert [(e.sequence, e.trade.qty) for e in got] == [
+            (s, str(s)) for s in range(durable, lost_from)]
+        info = stub(ep).GetLogInfo(events_pb2.GetLogInfoRequest())
+        assert info.next_sequence == total + 2
+    finally:
+        ep.stop()
+
