@@ -53,11 +53,20 @@ class EventsUnreadable(RuntimeError):
     """The gateway's journal cannot be read at our position (DATA_LOSS): retrying from the same
     sequence fails the same way, so an operator has to look at the journal."""
 
-    def __init__(self, sequence: int, details: str) -> None:
-        super().__init__(f"the gateway cannot read event {sequence} from its journal "
-                         f"({details}); alert the gateway's operator. Skipping it is a decision: "
-                         f"restart with --from-sequence {sequence + 1} to take it")
+    def __init__(self, sequence: int, details: str, gap_end: int | None = None) -> None:
+        if gap_end is not None:
+            # Sequences the gateway lost for good (its event process died after its journal
+            # had failed): nothing to repair, but skipping them is still the user's decision.
+            msg = (f"the gateway lost events {sequence}..{gap_end - 1} ({details}); alert the "
+                   f"gateway's operator. Skipping them is a decision: restart with "
+                   f"--from-sequence {gap_end} to take it")
+        else:
+            msg = (f"the gateway cannot read event {sequence} from its journal "
+                   f"({details}); alert the gateway's operator. Skipping it is a decision: "
+                   f"restart with --from-sequence {sequence + 1} to take it")
+        super().__init__(msg)
         self.sequence = sequence
+        self.gap_end = gap_end
 
 
 def _trailing(err: grpc.RpcError) -> dict[str, str]:
@@ -125,7 +134,8 @@ def follow(
                 continue
             if code == grpc.StatusCode.DATA_LOSS:
                 raise EventsUnreadable(
-                    int(md.get("resume-sequence", request.from_sequence)), details or ""
+                    int(md.get("resume-sequence", request.from_sequence)), details or "",
+                    int(md["gap-end"]) if "gap-end" in md else None,
                 ) from err
             if code in (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.UNIMPLEMENTED):
                 raise

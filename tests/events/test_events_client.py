@@ -255,3 +255,28 @@ def test_cli_presents_a_client_certificate_under_mutual_tls(
     finally:
         server.stop(0)
         log.close()
+
+
+def test_data_loss_for_a_lost_range_names_where_to_skip_to(tmp_path: Path) -> None:
+    """A gap the gateway left after its event process died with a failed journal: the client
+    stops (no retry loop) and says which sequence skipping it means starting from."""
+    jdir = tmp_path / "j"
+    log = EventLog(EventLogConfig(journal_dir=jdir, ring_capacity=16))
+    for i in range(1, 11):
+        log.publish(ev(i))
+    log.close()
+    log = EventLog(EventLogConfig(journal_dir=jdir, ring_capacity=16, min_next_sequence=21))
+    server = EventServer(log, EventServerConfig(port=0))
+    port = server.start()
+    try:
+        log.publish(ev(21))
+        assert log.flush()
+        with pytest.raises(tool.EventsUnreadable) as exc:
+            for _ in tool.follow(f"127.0.0.1:{port}", events_pb2.SubscribeRequest(
+                    from_sequence=5), log=lambda _msg: None, max_backoff_s=0.05):
+                pass
+        assert (exc.value.sequence, exc.value.gap_end) == (11, 21)
+        assert "--from-sequence 21" in str(exc.value)
+    finally:
+        server.stop(0)
+        log.close()
