@@ -12,7 +12,7 @@ import pytest
 from gateway._proto.fixgw.v1 import common_pb2, events_pb2
 from gateway.events import EventLog, EventLogConfig, EventServer, EventServerConfig
 from gateway.events import builders as b
-from gateway.events.journal import Journal, JournalRangeError
+from gateway.events.journal import Journal, JournalGap, JournalRangeError
 from gateway.events.log import EventFilter, SequenceOutOfRange
 from gateway.events.server import _DiskCursor
 from tests.conftest import wait_until
@@ -259,3 +259,38 @@ def test_a_log_restarted_after_its_journal_failed_skips_the_sequences_it_streame
         finally:
             server.stop(0)
             log.close()
+
+
+@pytest.mark.parametrize("segment_max", [1 << 20, 3 * 120 + 8])
+def test_the_journal_keeps_a_gap_across_reopen_and_readers_report_it(
+    tmp_path: Path, segment_max: int
+) -> None:
+    """A gap in the journal (a log started past its next sequence) starts a segment of its own;
+    a reader running into it, or starting inside it, gets JournalGap with where it ends. The
+    small segment size leaves an empty segment named in the gap (a roll after a full one):
+    it is replaced, so no segment claims a lost sequence."""
+    journal = Journal(tmp_path, segment_max_bytes=segment_max)
+    journal.append((s, b"x" * 100, b"") for s in range(1, 4))
+    journal.close()
+    empty_named_in_gap = (tmp_path / "00000000000000000004.evj").exists()
+    assert empty_named_in_gap == (segment_max < 1 << 20)
+    journal = Journal(tmp_path, segment_max_bytes=segment_max)
+    journal.append((s, b"y" * 100, b"") for s in range(10, 12))
+    assert journal.next_sequence == 12 and journal.oldest_sequence() == 1
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert names[-1].startswith("00000000000000000010")
+    assert not any(p.startswith("00000000000000000004") for p in names)
+    reader = journal.reader(2)
+    assert [r.sequence for r in reader.read(100, 12)] == [2, 3]
+    with pytest.raises(JournalGap) as info:
+        reader.read(100, 12)
+    assert (info.value.sequence, info.value.resume) == (4, 10)
+    reader.close()
+    with pytest.raises(JournalGap) as info:
+        journal.reader(6)
+    assert (info.value.sequence, info.value.resume) == (6, 10)
+    reader = journal.reader(10)
+    assert [r.sequence for r in reader.read(100, 12)] == [10, 11]
+    reader.close()
+    journal.close()
+    assert Journal(tmp_path, segment_max_bytes=segment_max).next_sequence == 12
