@@ -222,6 +222,12 @@ class Journal:
         if self._fsync and self._active is not None:
             os.fsync(self._active.fileno())
 
+    def skip_to(self, seq: int) -> None:
+        """Make the journal continue at `seq` (> next_sequence), leaving a gap; done when the log
+        opens past the journal, so that readers see the gap before the next event is written."""
+        if self._next_seq is not None and seq > self._next_seq:
+            self._skip_to(seq)
+
     def _skip_to(self, seq: int) -> None:
         """Leave a gap before `seq` (see JournalGap): it starts a segment of its own, so that
         segment names keep saying where each one starts; an empty last segment (it would claim
@@ -362,6 +368,8 @@ class JournalReader:
                         return out
                     raise
                 if len(hdr) or cur.first_seq != self.position or cur.path == self._seg.path:
+                    if out:
+                        return out  # good records first; the next call fails at `position`
                     raise OSError(f"journal: sequence {self.position} missing in {self._seg.path}")
                 self._open(cur, self.position)
                 f = self._file

@@ -23,6 +23,7 @@ wakes the writer, and the writer wakes the subscribers' loop after each write.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections import deque
@@ -57,6 +58,12 @@ _KIND_BY_PAYLOAD: dict[str | None, events_pb2.EventKind.ValueType] = {
     "transport_switch": events_pb2.EVENT_KIND_TRANSPORT_SWITCH,
     "signal_snapshot": events_pb2.EVENT_KIND_SIGNAL_SNAPSHOT,
 }
+
+# After a journal failure, sequences are reserved this far ahead in the floor file (see
+# EventLog._reserve_floor): one small in-place write per half a reservation, and a reopened log
+# starts past anything the failed one may have streamed.
+_FLOOR_RESERVE = 1 << 20
+FLOOR_FILE = "sequence-floor"
 
 # Entries the journal writer serializes between voluntary GIL releases (~100-200 µs of work).
 _WRITER_YIELD_EVERY = 64
@@ -312,7 +319,11 @@ class EventLog:
                 fsync=cfg.fsync,
             )
             start = self._journal.next_sequence or 1
+            start = max(start, self._open_floor(Path(cfg.journal_dir) / FLOOR_FILE))
         start = max(start, cfg.min_next_sequence)
+        if self._journal is not None:
+            self._journal.skip_to(start)  # the gap is on disk before anything is served
+        self._floor_reserved = 0  # sequences below it are covered by the floor file
         self._capacity = cap
         self._mask = cap - 1
         self._ring: list[_Entry | None] = [None] * cap
@@ -590,6 +601,8 @@ class EventLog:
                 # publisher (a QuickFIX thread) could wait a whole switch interval (5 ms).
                 time.sleep(0)
         if self.journal_error is not None:
+            if records and records[-1][0] + _FLOOR_RESERVE // 2 >= self._floor_reserved:
+                self._reserve_floor(self._next + _FLOOR_RESERVE)
             return
         try:
             journal.append(records)
@@ -614,10 +627,49 @@ class EventLog:
         _log.exception("event journal %s failed; journaling stopped, events are served from "
                        "memory only (a crash of this process now loses them)", what)
         self.journal_error = exc
+        # Before anything only in memory becomes visible (next line's wakers): a log reopened
+        # on this journal must not give these sequences to other events.
+        self._reserve_floor(self._next + _FLOOR_RESERVE)
         with self._lock:
             self._update_wakers()
         for wake in self._wakers:  # what was waiting for the writer is visible now
             wake()
+
+    def _open_floor(self, path: Path) -> int:
+        """The lowest sequence a log on this journal may give (0: none), and the file made
+        ready for `_reserve_floor`: it exists with its full size from the start, so that
+        rewriting it in place when the disk is full needs no new block (on a filesystem that
+        overwrites in place: ext4, xfs)."""
+        self._floor_path = path
+        try:
+            text = path.read_text().strip()
+            return int(text) if text else 0
+        except FileNotFoundError:
+            pass
+        except (OSError, ValueError) as exc:
+            _log.error("event journal floor file %s unreadable: %s", path, exc)
+            return 0
+        try:
+            path.write_text(f"{0:020d}\n")
+        except OSError as exc:
+            _log.error("event journal floor file %s not created: %s", path, exc)
+        return 0
+
+    def _reserve_floor(self, floor: int) -> None:
+        """Journal failed: record that sequences below `floor` may have been streamed from
+        memory, so that the log reopened after a crash or restart starts at `floor` (the journal
+        keeps the gap; a replay reaching it gets JournalGap) instead of reusing them. Reserved
+        ahead, so this runs once per half a reservation, on the writer's side, not per event."""
+        try:
+            with open(self._floor_path, "r+b") as f:
+                f.write(f"{floor:020d}\n".encode())
+                f.flush()
+                os.fsync(f.fileno())
+        except OSError as exc:
+            _log.error("event journal floor not recorded (%s): a restart may give sequences "
+                       "streamed from memory to other events", exc)
+            return
+        self._floor_reserved = floor
 
     def flush(self, timeout: float = 5.0) -> bool:
         """Wait until everything published so far is written to the journal, hence visible

@@ -13,7 +13,7 @@ from gateway._proto.fixgw.v1 import common_pb2, events_pb2
 from gateway.events import EventLog, EventLogConfig, EventServer, EventServerConfig
 from gateway.events import builders as b
 from gateway.events.journal import Journal, JournalGap, JournalRangeError
-from gateway.events.log import EventFilter, SequenceOutOfRange
+from gateway.events.log import FLOOR_FILE, EventFilter, SequenceOutOfRange
 from gateway.events.server import _DiskCursor
 from tests.conftest import wait_until
 from tests.events.test_events_log import hold_writes
@@ -227,6 +227,9 @@ def test_a_log_restarted_after_its_journal_failed_skips_the_sequences_it_streame
     server.stop(0)
     log.close()
     monkeypatch.undo()
+    # As if the failed log could not record its floor either (that file is the next test's):
+    # what the restarting side passes is all there is.
+    (jdir / FLOOR_FILE).unlink()
 
     for _restart in range(2):  # the gap survives a further restart of the log
         log = EventLog(EventLogConfig(journal_dir=jdir, ring_capacity=64, segment_max_bytes=4096,
@@ -294,3 +297,54 @@ def test_the_journal_keeps_a_gap_across_reopen_and_readers_report_it(
     reader.close()
     journal.close()
     assert Journal(tmp_path, segment_max_bytes=segment_max).next_sequence == 12
+
+
+def test_a_log_reopened_after_its_journal_failed_starts_past_the_recorded_floor(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without anyone passing `min_next_sequence` (a gateway restart: the new gateway does not
+    know what the old one's event process streamed from memory), the log reopened on a journal
+    that had failed must not give the streamed sequences to other events: the failed log
+    recorded a floor, ahead of what it may stream, before streaming from memory."""
+    jdir = tmp_path / "j"
+    log = EventLog(EventLogConfig(journal_dir=jdir, ring_capacity=64))
+    for i in range(1, 11):
+        log.publish(order(i))
+    assert log.flush()
+    journal = log._journal
+    assert journal is not None
+
+    def broken(records: object) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(journal, "append", broken)
+    for i in range(11, 16):
+        log.publish(order(i))
+    wait_until(lambda: log.journal_error is not None, 5.0, "the failed write")
+    assert [e.sequence for e in log.read(11, 10)] == [11, 12, 13, 14, 15]  # streamable
+    log.close()
+    monkeypatch.undo()
+
+    log = EventLog(EventLogConfig(journal_dir=jdir, ring_capacity=64))
+    try:
+        floor = log.next_sequence
+        assert floor > 15
+        # The gap is there before the first new event: a replay stops at it.
+        reader = log.journal_reader(11)
+        with pytest.raises(JournalGap):
+            reader.read(10, log.durable_next)
+        reader.close()
+        assert log.publish(order(100)) == floor
+        assert log.flush()
+        reader = log.journal_reader(11)
+        with pytest.raises(JournalGap) as info:
+            reader.read(10, log.durable_next)
+        reader.close()
+        assert (info.value.sequence, info.value.resume) == (11, floor)
+    finally:
+        log.close()
+    log = EventLog(EventLogConfig(journal_dir=jdir, ring_capacity=64))  # a clean restart
+    try:
+        assert log.next_sequence == floor + 1
+    finally:
+        log.close()
