@@ -12,7 +12,7 @@ import pytest
 from gateway._proto.fixgw.v1 import common_pb2, events_pb2
 from gateway.events import EventLog, EventLogConfig, EventServer, EventServerConfig
 from gateway.events import builders as b
-from gateway.events.journal import Journal, JournalGap, JournalRangeError
+from gateway.events.journal import MAGIC, Journal, JournalGap, JournalRangeError
 from gateway.events.log import FLOOR_FILE, EventFilter, SequenceOutOfRange
 from gateway.events.server import _DiskCursor
 from tests.conftest import wait_until
@@ -346,5 +346,29 @@ def test_a_log_reopened_after_its_journal_failed_starts_past_the_recorded_floor(
     log = EventLog(EventLogConfig(journal_dir=jdir, ring_capacity=64))  # a clean restart
     try:
         assert log.next_sequence == floor + 1
+    finally:
+        log.close()
+
+
+def test_a_floor_over_an_empty_journal_starts_a_segment_of_its_own(tmp_path: Path) -> None:
+    """The journal's very first write failed (an empty segment named 1 is all there is): a log
+    started at a floor must not append to that segment (readers would find sequence 1 missing
+    in it), and a replay from inside the gap is told the events are gone."""
+    Journal(tmp_path)._roll(1)  # what a first append that then failed leaves
+    assert (tmp_path / "00000000000000000001.evj").stat().st_size == len(MAGIC)
+    log = EventLog(EventLogConfig(journal_dir=tmp_path, min_next_sequence=50))
+    try:
+        assert log.publish(order(1)) == 50
+        assert log.flush()
+        assert [e.sequence for e in log.read(50, 10)] == [50]
+        assert log.oldest_sequence() == 50
+        with pytest.raises(SequenceOutOfRange):
+            log.journal_reader(10)
+    finally:
+        log.close()
+    log = EventLog(EventLogConfig(journal_dir=tmp_path))  # what a reopen finds on disk
+    try:
+        assert log.next_sequence == 51
+        assert [e.order.cl_ord_id for e in log.read(50, 10)] == ["C1"]
     finally:
         log.close()
