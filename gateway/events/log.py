@@ -626,10 +626,10 @@ class EventLog:
         becomes visible, and publishers wake subscribers from now on."""
         _log.exception("event journal %s failed; journaling stopped, events are served from "
                        "memory only (a crash of this process now loses them)", what)
-        self.journal_error = exc
-        # Before anything only in memory becomes visible (next line's wakers): a log reopened
-        # on this journal must not give these sequences to other events.
+        # Before anything only in memory becomes visible (setting journal_error does that): a
+        # log reopened on this journal must not give these sequences to other events.
         self._reserve_floor(self._next + _FLOOR_RESERVE)
+        self.journal_error = exc
         with self._lock:
             self._update_wakers()
         for wake in self._wakers:  # what was waiting for the writer is visible now
