@@ -20,6 +20,23 @@ from tests.events.test_events_log import hold_writes
 from tests.events.test_events_service import FIX_A, FIX_B, Stub, collect, order, status_of
 
 
+def _journal_fails(log: EventLog, monkeypatch: pytest.MonkeyPatch, first: int,
+                   last: int) -> None:
+    """What was published so far is journaled; then the disk is full: events `first`..`last`
+    (order numbers) are published and the log streams them from memory only."""
+    assert log.flush()
+    journal = log._journal
+    assert journal is not None
+
+    def broken(records: object) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(journal, "append", broken)
+    for i in range(first, last + 1):
+        log.publish(order(i))
+    wait_until(lambda: log.journal_error is not None, 5.0, "the failed write")
+
+
 def test_after_a_journal_failure_what_the_journal_holds_can_still_be_replayed(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -32,17 +49,7 @@ def test_after_a_journal_failure_what_the_journal_holds_can_still_be_replayed(
     try:
         for i in range(100):
             log.publish(order(i))
-        assert log.flush()
-        journal = log._journal
-        assert journal is not None
-
-        def broken(records: object) -> None:
-            raise OSError(28, "No space left on device")
-
-        monkeypatch.setattr(journal, "append", broken)
-        for i in range(100, 110):
-            log.publish(order(i))
-        wait_until(lambda: log.journal_error is not None, 5.0, "the failed write")
+        _journal_fails(log, monkeypatch, 100, 109)
         # 1..100 on disk, 47..110 in memory: nothing is missing.
         assert log.oldest_sequence() == 1
         stub = Stub(grpc.insecure_channel(f"127.0.0.1:{port}"))
@@ -208,17 +215,7 @@ def test_a_log_restarted_after_its_journal_failed_skips_the_sequences_it_streame
     log = EventLog(EventLogConfig(journal_dir=jdir, ring_capacity=64, segment_max_bytes=4096))
     for i in range(1, 31):
         log.publish(order(i))
-    assert log.flush()
-    journal = log._journal
-    assert journal is not None
-
-    def broken(records: object) -> None:
-        raise OSError(28, "No space left on device")
-
-    monkeypatch.setattr(journal, "append", broken)
-    for i in range(31, 36):
-        log.publish(order(i))
-    wait_until(lambda: log.journal_error is not None, 5.0, "the failed write")
+    _journal_fails(log, monkeypatch, 31, 35)
     server = EventServer(log, EventServerConfig(port=0))
     port = server.start()
     stub = Stub(grpc.insecure_channel(f"127.0.0.1:{port}"))
@@ -310,17 +307,7 @@ def test_a_log_reopened_after_its_journal_failed_starts_past_the_recorded_floor(
     log = EventLog(EventLogConfig(journal_dir=jdir, ring_capacity=64))
     for i in range(1, 11):
         log.publish(order(i))
-    assert log.flush()
-    journal = log._journal
-    assert journal is not None
-
-    def broken(records: object) -> None:
-        raise OSError(28, "No space left on device")
-
-    monkeypatch.setattr(journal, "append", broken)
-    for i in range(11, 16):
-        log.publish(order(i))
-    wait_until(lambda: log.journal_error is not None, 5.0, "the failed write")
+    _journal_fails(log, monkeypatch, 11, 15)
     assert [e.sequence for e in log.read(11, 10)] == [11, 12, 13, 14, 15]  # streamable
     log.close()
     monkeypatch.undo()
