@@ -874,9 +874,20 @@ class RestFallback:
         with self._poll_lock:
             ok = self._resolve_unknown()
             if orders is None:
-                # REST-routed orders, and FIX-routed ones too: while FIX is down this is the
-                # only way the OMS hears of their fills (the FIX resend later repeats them).
-                orders = [o for o in self.router.store.open_orders() if o.order_id]
+                # REST-routed orders, and FIX-routed ones too while the order flow is on the
+                # fallback: then this is the only way the OMS hears of their fills (the FIX
+                # resend later repeats them). Not after failback (the poller still runs while
+                # fallback requests are unanswered): FIX reports those orders itself, and a
+                # poll that saw one closed by a cancel sent over FIX reported it first, as an
+                # unsolicited Canceled under the order's own ClOrdID, not the request's.
+                # (A FIX order with a REST/WS request of its own unanswered is still polled:
+                # its state is what answers that request.)
+                fallback_on = self.active()
+                with self._lock:
+                    asked = {id(r.order) for r in self._cancels.values()}
+                    asked |= {id(r.order) for r in self._amends.values()}
+                orders = [o for o in self.router.store.open_orders() if o.order_id
+                          and (fallback_on or o.transport != "fix" or id(o) in asked)]
                 orders += self._closed_with_requests()
             by_txid = {o.order_id: o for o in orders if o.order_id}
             if use_open_orders and by_txid:
