@@ -25,7 +25,11 @@ from gateway.routing.router import CRASH_ENV
 from tests.conftest import new_id
 from tests.integration.test_failover import Recorder
 from tests.integration.test_failover_orders import fallback_toml, fix_amend
-from tests.integration.test_failover_request_restart import _failed_over, _journal
+from tests.integration.test_failover_request_restart import (
+    _failed_over,
+    _journal,
+    _resting_order_over_fix,
+)
 from tests.integration.test_refusal_crash_window import _killed_at_the_crash_point, _one_refusal
 from tests.procs import VenueStack
 
@@ -76,12 +80,8 @@ def test_a_mass_cancel_report_is_sent_after_a_kill9_and_its_cancels_carried_out(
     session is up, cancels the orders it covers under the mass cancel's ClOrdID."""
     monkeypatch.setenv(CRASH_ENV, "answer_journaled:r")
     with VenueStack(tmp_path) as v:
-        gw = v.gateway()
-        oms = v.oms()
-        rec = Recorder(oms)
-        a = oms.buy("0.02", "20000.0")  # both rest: far below the book
-        rec.report(a, "0")
-        b = oms.buy("0.01", "20100.0")
+        gw, oms, rec, a = _resting_order_over_fix(v)
+        b = oms.buy("0.01", "20100.0")  # rests too: far below the book
         rec.report(b, "0")
         # The OMS store, created at the gateway's start, must be from an earlier second than
         # the 35=r's record for the restart to trust it (else it sends it marked PossResend).

@@ -42,6 +42,17 @@ def _failed_over(v: VenueStack, gw: GatewayProcess) -> None:
     gw.err.wait_for(r"order flow moved from FIX to REST", 15, start=mark)
 
 
+def _resting_order_over_fix(v: VenueStack) -> tuple[GatewayProcess, Oms, Recorder, str]:
+    """A gateway on the venue's FIX session and an OMS order resting there, far below the
+    book: (gateway, OMS, its recorder, the order's ClOrdID)."""
+    gw = v.gateway()
+    oms = v.oms()
+    rec = Recorder(oms)
+    a = oms.buy("0.02", "20000.0")
+    rec.report(a, "0")
+    return gw, oms, rec, a
+
+
 def _resting_order_over_rest(v: VenueStack) -> tuple[GatewayProcess, Oms, Recorder, str]:
     """A gateway with the REST fallback, failed over, and an OMS order resting at the venue
     (placed over REST): (gateway, OMS, its recorder, the order's ClOrdID)."""

@@ -19,7 +19,11 @@ from gateway.routing.router import CRASH_ENV
 from tests.conftest import new_id
 from tests.integration.test_failover import Recorder
 from tests.integration.test_failover_orders import fix_amend
-from tests.integration.test_failover_request_restart import _journal, _resting_order_over_rest
+from tests.integration.test_failover_request_restart import (
+    _journal,
+    _resting_order_over_fix,
+    _resting_order_over_rest,
+)
 from tests.procs import GatewayProcess, VenueStack
 
 ANSWERED_AGAIN = "the gateway refused it before (its answer may never have left): answered again"
@@ -48,11 +52,7 @@ def test_a_replace_the_gateway_refused_is_answered_after_a_kill9(
     the venue); the kill comes after its U record, before the 35=9."""
     monkeypatch.setenv(CRASH_ENV, "refusal_journaled:G")
     with VenueStack(tmp_path) as v:
-        gw = v.gateway()
-        oms = v.oms()
-        rec = Recorder(oms)
-        a = oms.buy("0.02", "20000.0")  # rests: far below the book
-        rec.report(a, "0")
+        gw, oms, rec, a = _resting_order_over_fix(v)
         x = new_id("X")
         fix_amend(oms, x, a, "0.03", "20000.0", tif="3")
         _killed_at_the_crash_point(gw)

@@ -23,6 +23,7 @@ from gateway.routing.router import CRASH_ENV
 from tests.conftest import Oms, new_id, order_fields
 from tests.integration.test_failover import Recorder
 from tests.integration.test_failover_orders import fallback_toml
+from tests.integration.test_failover_request_restart import _resting_order_over_fix
 from tests.procs import GatewayProcess, VenueStack
 
 JOURNALED_NOT_SENT = r"was journaled but never sent to FIXGW->OMS before the restart"
@@ -115,11 +116,7 @@ def test_a_request_journaled_but_never_sent_is_sent_after_the_restart(
     the OMS gets its one answer."""
     monkeypatch.setenv(CRASH_ENV, f"request_journaled:{msg_type}")
     with VenueStack(tmp_path) as v:
-        gw = v.gateway()
-        oms = v.oms()
-        rec = Recorder(oms)
-        a = oms.buy("0.02", "20000.0")  # rests: far below the book
-        rec.report(a, "0")
+        gw, oms, rec, a = _resting_order_over_fix(v)
         x = new_id("X")
         common = [(11, x), (41, a), (55, "BTC/USD"), (54, "1"), (60, m.utc_timestamp())]
         if msg_type == "F":
