@@ -392,9 +392,10 @@ class _SignalRule:
             lag = 0.0  # clock skew between the signal host and this one: not "fresher than now"
         limits = self.limits
         if limits is None:  # one max_age_s for every input (no None left: none is optional)
-            # max() keeps a NaN only when it comes first; the sum is NaN if any age is: a
-            # broken input timestamp is stale, not fresh, whichever input it is.
-            if not max(ages) + lag <= self.max_age or sum(ages) != sum(ages):
+            # Each age compared, as with per-input limits below: a NaN age (a broken input
+            # timestamp) fails its comparison and is stale, whichever input it is (max() kept
+            # a NaN only when it came first).
+            if any(not a + lag <= self.max_age for a in ages):
                 return self._too_old(order, snap, ages, lag)
         else:
             for a, m in zip(ages, limits, strict=True):
