@@ -11,13 +11,17 @@ from __future__ import annotations
 import re
 from datetime import UTC, datetime, time
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Final, Literal
 
 from pydantic import Field, field_validator, model_validator
 
 from gateway.config.fallback import FallbackConfig, MdFallbackConfig
 from gateway.config.risk import GateConfig
 from gateway.config.strict import CredentialRef, StrictModel
+
+# How long a cancel the venue has not answered counts as on its way, by default
+# (`[gateway] cancel_in_flight_s`, `Router.cancel_in_flight`).
+CANCEL_IN_FLIGHT_S: Final = 30.0
 
 _COMP_ID = re.compile(r"^[A-Za-z0-9_.\-]{1,64}$")
 Port = Annotated[int, Field(ge=0, le=65535)]
@@ -308,6 +312,14 @@ class GatewayConfig(StrictModel):
     # duplicate. A day by default: FIX wants ClOrdIDs unique within a trading day. 0 = keep
     # every order of the run. See gateway/orders/store.py.
     closed_order_retention_s: float = Field(default=86_400.0, ge=0)
+    # How long a cancel sent for an order and not answered yet counts as on its way: meanwhile
+    # the kill switch, operator cancels, cancel-on-disconnect and a restart's completion of a
+    # mass cancel send that order no second cancel (double the traffic against the venue's
+    # rate limits in an incident, and a cancel reject for each); after it they send a new one,
+    # so a cancel whose answer never comes does not block every later one. At most 10 minutes:
+    # longer would leave an order nobody can cancel again for that long. See
+    # gateway.routing.router.Router.cancel_in_flight.
+    cancel_in_flight_s: float = Field(default=CANCEL_IN_FLIGHT_S, gt=0, le=600)
 
     @field_validator("closed_order_retention_s")
     @classmethod

@@ -76,7 +76,7 @@ from typing import TYPE_CHECKING, Final
 
 import quickfix as fix
 
-from gateway.config.model import ScheduleConfig
+from gateway.config.model import CANCEL_IN_FLIGHT_S, ScheduleConfig
 from gateway.fix import messages as m
 from gateway.fix.application import BaseHandler
 from gateway.fix.blocked_send import close_blocked_send
@@ -184,9 +184,6 @@ class CancelInFlight:
         """What ops read: which request, and how long it has been on its way."""
         return f"cancel {self.cl_ord_id} sent {self.age_s:.0f} s ago"
 
-
-# How long a cancel without an answer counts as on its way (`Router.cancel_in_flight`).
-CANCEL_IN_FLIGHT_S: Final = 30.0
 
 ORD_STATUS_REQ_ID: Final = 790
 
@@ -402,6 +399,7 @@ class Router:
         validator: v.OrderValidator,
         sink: RoutingSink | None = None,
         gate: Gate | None = None,
+        cancel_in_flight_s: float = CANCEL_IN_FLIGHT_S,
     ) -> None:
         self.store = store
         self.validator = validator
@@ -439,8 +437,9 @@ class Router:
         # One unasked cancel decided at a time (in flight already, or send): two operator
         # commands, or one and a kill switch sweep, must not both find an order without one.
         self._unasked_lock = threading.Lock()
-        # How long an unanswered cancel counts as on its way (`cancel_in_flight`).
-        self.cancel_in_flight_s = CANCEL_IN_FLIGHT_S
+        # How long an unanswered cancel counts as on its way (`cancel_in_flight`);
+        # `[gateway] cancel_in_flight_s`.
+        self.cancel_in_flight_s = cancel_in_flight_s
         # Cancels journaled before a restart and sent again after it (`_send_unanswered_
         # requests`), by venue ClOrdID: when, wall-clock ms (they are on their way from then).
         self._resent_ms: dict[str, int] = {}

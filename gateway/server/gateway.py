@@ -150,7 +150,8 @@ class Gateway:
                          lot_size=self._lot_size)
         self.session_holds = SessionHolds(self.data_dir / SESSION_HOLDS_FILE)
         self.kill_switch_file = KillSwitchFile(self.data_dir / KILL_SWITCH_FILE)
-        self.router = Router(self.store, self.validator, gate=self.gate)
+        self.router = Router(self.store, self.validator, gate=self.gate,
+                             cancel_in_flight_s=config.gateway.cancel_in_flight_s)
         v = config.venue
         # Cancels the kill switch could not send go out once the venue trading session is back.
         self.kill_sweeper = KillSwitchSweeper(

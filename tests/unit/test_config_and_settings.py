@@ -48,6 +48,10 @@ def test_shipped_session_files_validate() -> None:
     ('[oms]\nport = 70000', "oms.port: Input should be less than or equal to 65535"),
     ('[grpc]\nmax_subscriber_lag_events = 70000',
      "grpc.max_subscriber_lag_events: Input should be less than 65536"),
+    ('[gateway]\ncancel_in_flight_s = 0',
+     "gateway.cancel_in_flight_s: Input should be greater than 0"),
+    ('[gateway]\ncancel_in_flight_s = 601',
+     "gateway.cancel_in_flight_s: Input should be less than or equal to 600"),
     ("[oms\nport = 1", "not valid TOML"),
 ])
 def test_bad_config_names_file_and_field(tmp_path: Path, toml: str, needle: str) -> None:
@@ -70,6 +74,7 @@ def test_bad_config_names_file_and_field(tmp_path: Path, toml: str, needle: str)
     ("[risk]\nmax_open_orders = true", "risk.max_open_orders"),
     ("[venue]\nreconnect_min_s = true", "venue.reconnect_min_s"),
     ("[venue.fallback]\nhold_max_orders = true", "venue.fallback.hold_max_orders"),
+    ("[gateway]\ncancel_in_flight_s = true", "gateway.cancel_in_flight_s"),
 ])
 def test_a_boolean_is_not_a_number(tmp_path: Path, toml: str, field: str) -> None:
     """pydantic would read `true` as 1 for any int (or float) field: a port 1, a heartbeat
