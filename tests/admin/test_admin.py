@@ -8,7 +8,7 @@ import os
 import signal
 import stat
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -99,8 +99,10 @@ class Stack:
 
 
 @contextmanager
-def admin_stack(tmp: Path) -> Iterator[Stack]:
-    """Simulator subprocess + in-process Gateway + AdminServer on port 0 + an OMS client."""
+def admin_stack(tmp: Path, settings: Mapping[str, object] | None = None) -> Iterator[Stack]:
+    """Simulator subprocess + in-process Gateway + AdminServer on port 0 + an OMS client;
+    `settings`: more config (dotted keys) over the stack's own. One stack per process at a
+    time (QuickFIX's session registry is process-wide): a module-scoped fixture each."""
     creds = Credentials()
     sim = SimProcess(tmp / "sim", creds)
     gw: Gateway | None = None
@@ -123,6 +125,7 @@ def admin_stack(tmp: Path) -> Iterator[Stack]:
             "venue.futures.base_url": f"http://127.0.0.1:{sim.futures_rest_port}",
             "schedule.mode": "non-stop", "simulator.enabled": False,
             "risk.max_order_qty": {"*": "100"},
+            **(settings or {}),
         })
         gw = Gateway(config, VenueEndpoints("127.0.0.1", sim.trading_port, "127.0.0.1",
                                             sim.md_port), venue_credentials(config),
