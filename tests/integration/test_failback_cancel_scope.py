@@ -83,11 +83,18 @@ def _outage_and_failback(v: VenueStack) -> Placed:
     return Placed(gw, oms, maker, rec, f0, w, r, txids, len(gw.err.lines))
 
 
-def _journaled_requests(tmp_path: Path) -> dict[str, list[str]]:
-    """The cancel/replace requests in the gateway's journal, by OMS ClOrdID: the fields of
-    each Q line (the last is the transport, for one sent over REST/WS)."""
+def _journaled_request_lines(tmp_path: Path) -> list[list[str]]:
+    """The cancel/replace requests in the gateway's journal, in order: the fields of each Q
+    line (Q, venue ClOrdID, OMS session, the order's first OMS ClOrdID, the request's OMS
+    ClOrdID, ...; the last is the transport, for one sent over REST/WS). A mass cancel has
+    one per order, all under its ClOrdID."""
     journal = (tmp_path / "gw" / "var" / "orders.journal").read_text().splitlines()
-    return {q[4]: q for q in (ln.split("\t") for ln in journal if ln.startswith("Q\t"))}
+    return [ln.split("\t") for ln in journal if ln.startswith("Q\t")]
+
+
+def _journaled_requests(tmp_path: Path) -> dict[str, list[str]]:
+    """The cancel/replace requests in the gateway's journal, by the request's OMS ClOrdID."""
+    return {q[4]: q for q in _journaled_request_lines(tmp_path)}
 
 
 def _venue_after(v: VenueStack, p: Placed) -> dict[str, Any]:
@@ -179,6 +186,41 @@ def test_operator_cancel_and_kill_switch_after_failback_reach_fallback_orders(
         requests = _journaled_requests(tmp_path)
         kinds = {q[3]: q[-1] for cl, q in requests.items() if cl.startswith(("OPS-", "KILL-"))}
         assert kinds[p.rest] == "rest" and kinds[p.ws] == "rest" and kinds[p.fix] != "rest"
+        venue = _venue_after(v, p)
+        assert {cl: o.status for cl, o in venue.items()} == dict.fromkeys(p.txids, "canceled")
+
+
+def test_oms_mass_cancel_after_failback_cancels_each_order_over_its_own_path(
+        tmp_path: Path) -> None:
+    """(d) The OMS's OrderMassCancelRequest (all orders) after failback, with open orders
+    placed over FIX, WS and REST: first a 35=r that accepts it for all three, then a Canceled
+    under the request for each; the WS and REST orders' cancels over REST (a FIX cancel would
+    be refused as an unknown order), the FIX order's over FIX; one cancel per order, none
+    refused, and none left open at the venue."""
+    with VenueStack(tmp_path, clients=("FIXGW", "MAKER")) as v:
+        p = _outage_and_failback(v)
+        mq = new_id("Q")
+        p.oms.send("q", [(11, mq), (530, "7"), (60, "20260101-00:00:00")])
+        mr = p.rec.wait(lambda x: x.msg_type == "r" and x.fields.get(11) == mq)
+        assert (mr.fields[531], mr.fields[533]) == ("7", "3"), mr.fields
+        for orig in (p.fix, p.ws, p.rest):
+            cx = p.rec.wait(lambda x, o=orig: x.msg_type == "8" and x.fields.get(11) == mq
+                            and x.fields.get(41) == o and x.fields.get(150) == "4")
+            assert cx.fields[39] == "4" and cx.fields[37] == p.txids[orig], cx.fields
+            # The fallback's ExecID ("R...") for its orders, the venue's own for the FIX one.
+            assert cx.fields[17].startswith("R") == (orig != p.fix), cx.fields
+        p.rec.drain(1.5)
+        answers = [x for x in p.rec.all if x.fields.get(11) == mq]
+        assert answers[0].msg_type == "r" and len(answers) == 4, [x.fields for x in answers]
+        assert [x.fields for x in p.rec.all if x.msg_type == "9"] == []
+        assert all(p.rec.exec_types(cl) == ["0", "4"] for cl in p.txids), p.rec.all
+        log = "\n".join(p.gw.err.lines[p.back:])
+        assert "venue refused" not in log and "not canceled" not in log, log
+        sent = [(q[3], q[-1]) for q in _journaled_request_lines(tmp_path) if q[4] == mq]
+        assert sorted(cl for cl, _ in sent) == sorted(p.txids), sent  # one cancel per order
+        paths = dict(sent)
+        assert (paths[p.ws], paths[p.rest]) == ("rest", "rest"), sent
+        assert paths[p.fix] not in ("rest", "ws"), sent  # a FIX request: no transport field
         venue = _venue_after(v, p)
         assert {cl: o.status for cl, o in venue.items()} == dict.fromkeys(p.txids, "canceled")
 
