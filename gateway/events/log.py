@@ -324,6 +324,8 @@ class EventLog:
         if self._journal is not None:
             self._journal.skip_to(start)  # the gap is on disk before anything is served
         self._floor_reserved = 0  # sequences below it are covered by the floor file
+        # The floor file could not be written (see _reserve_floor): held-back events wait.
+        self.floor_error: OSError | None = None
         self._capacity = cap
         self._mask = cap - 1
         self._ring: list[_Entry | None] = [None] * cap
@@ -411,13 +413,17 @@ class EventLog:
 
         With a journal it is `durable_next`: an event is served only once the journal has it,
         so a sequence a subscriber saw is never given to another event by the log that reopens
-        the journal after a crash. Without a journal (nothing survives anyway), or once the
-        journal has failed (streaming goes on from memory, see `journal_error`), it is
-        `next_sequence`.
+        the journal after a crash. Without a journal (nothing survives anyway) it is
+        `next_sequence`. Once the journal has failed (see `journal_error`) streaming goes on
+        from memory, as far as the floor file covers (see `_reserve_floor`): normally that is
+        `next_sequence` too, but while the floor cannot be written either (`floor_error`)
+        events past `durable_next` are held back, since a restart would reuse their sequences.
         """
-        if self._journal is None or self.journal_error is not None:
+        if self._journal is None:
             return self._next
-        return self._durable_next
+        if self.journal_error is None:
+            return self._durable_next
+        return min(self._next, max(self._durable_next, self._floor_reserved))
 
     @property
     def persistent(self) -> bool:
@@ -579,6 +585,8 @@ class EventLog:
             if not pending:
                 if self._closed:
                     return
+                if self.floor_error is not None:  # held-back events wait for this to work
+                    self._reserve_floor(self._next + _FLOOR_RESERVE)
                 kick.wait(interval)
                 continue
             self._write_batch(journal, pending, limit, yield_every=_WRITER_YIELD_EVERY)
@@ -625,7 +633,8 @@ class EventLog:
         which a journal that cannot be written cannot give anyway): every published event
         becomes visible, and publishers wake subscribers from now on."""
         _log.exception("event journal %s failed; journaling stopped, events are served from "
-                       "memory only (a crash of this process now loses them)", what)
+                       "memory only, as far as the sequence floor is recorded (a crash of this "
+                       "process now loses them)", what)
         # Before anything only in memory becomes visible (setting journal_error does that): a
         # log reopened on this journal must not give these sequences to other events.
         self._reserve_floor(self._next + _FLOOR_RESERVE)
@@ -659,17 +668,34 @@ class EventLog:
         """Journal failed: record that sequences below `floor` may have been streamed from
         memory, so that the log reopened after a crash or restart starts at `floor` (the journal
         keeps the gap; a replay reaching it gets JournalGap) instead of reusing them. Reserved
-        ahead, so this runs once per half a reservation, on the writer's side, not per event."""
+        ahead, so this runs once per half a reservation, on the writer's side, not per event.
+
+        Only what is below the recorded floor is streamed (`visible_next`). If the file cannot
+        be written either (a full copy-on-write disk, a read-only directory), nothing past
+        `durable_next` is: a restart would give those sequences to other events. Subscribers
+        that reach them are ended with UNAVAILABLE (the server looks at `floor_error`), and the
+        writer tries again with each batch, or each interval when idle; once a write works the
+        held-back events are streamed. Logged once each way, not per try."""
         try:
             with open(self._floor_path, "r+b") as f:
                 f.write(f"{floor:020d}\n".encode())
                 f.flush()
                 os.fsync(f.fileno())
         except OSError as exc:
-            _log.error("event journal floor not recorded (%s): a restart may give sequences "
-                       "streamed from memory to other events", exc)
+            if self.floor_error is None:
+                _log.error("event journal floor not recorded (%s): events from sequence %d on "
+                           "are held back from subscribers (a restart could give their "
+                           "sequences to other events) until it can be written", exc,
+                           self.visible_next)
+            self.floor_error = exc
             return
         self._floor_reserved = floor
+        if self.floor_error is not None:
+            self.floor_error = None
+            _log.warning("event journal floor recorded (%d): held-back events are streamed "
+                         "again", floor)
+            for wake in self._wakers:
+                wake()
 
     def flush(self, timeout: float = 5.0) -> bool:
         """Wait until everything published so far is written to the journal, hence visible

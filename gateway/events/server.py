@@ -461,7 +461,9 @@ class EventServer:
         while True:
             await asyncio.sleep(interval)
             head = log.visible_next
-            if head != seen:
+            # Held-back events (EventLog.floor_error) do not move the head: parked subscribers
+            # are woken to be told.
+            if head != seen or log.floor_error is not None:
                 seen = head
                 for sub in self._subs:
                     if sub.waiting:
@@ -534,6 +536,21 @@ class EventServer:
             gap_end=exc.resume,
         )
 
+    async def _held_back(
+        self, context: grpc.aio.ServicerContext[Any, Any], at: int, exc: OSError
+    ) -> NoReturn:
+        """Events from `at` on exist but may not be sent: the journal failed and the sequence
+        floor cannot be recorded either (see EventLog._reserve_floor), so a restart could give
+        their sequences to other events. Not a silent wait (it would look like a quiet market):
+        the client is told why and retries; they are streamed once the floor is written."""
+        await self._abort(
+            context,
+            grpc.StatusCode.UNAVAILABLE,
+            f"events from sequence {at} are held back: the event journal failed and the "
+            f"sequence floor cannot be recorded ({exc}); resume from sequence {at} later",
+            resume_sequence=at,
+        )
+
     async def _subscribe(
         self, request: events_pb2.SubscribeRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> None:
@@ -586,6 +603,8 @@ class EventServer:
                 cursor = sub.cursor
                 head = log.visible_next
                 if cursor >= head:
+                    if log.floor_error is not None and log.next_sequence > cursor:
+                        await self._held_back(context, cursor, log.floor_error)
                     sub.wake.clear()
                     sub.waiting = True
                     self._waker.parked += 1

@@ -4,6 +4,7 @@ server: edge cases found wanting, each pinned by a test that failed before its f
 from __future__ import annotations
 
 import contextlib
+import logging
 from pathlib import Path
 
 import grpc
@@ -21,9 +22,11 @@ from tests.events.test_events_service import FIX_A, FIX_B, Stub, collect, order,
 
 
 def _journal_fails(log: EventLog, monkeypatch: pytest.MonkeyPatch, first: int,
-                   last: int) -> None:
+                   last: int, *, floor_fails: bool = False) -> None:
     """What was published so far is journaled; then the disk is full: events `first`..`last`
-    (order numbers) are published and the log streams them from memory only."""
+    (order numbers) are published and the log streams them from memory only. `floor_fails`:
+    the sequence floor file cannot be written either (its directory is gone; chmod would not
+    stop root)."""
     assert log.flush()
     journal = log._journal
     assert journal is not None
@@ -32,6 +35,8 @@ def _journal_fails(log: EventLog, monkeypatch: pytest.MonkeyPatch, first: int,
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(journal, "append", broken)
+    if floor_fails:
+        monkeypatch.setattr(log, "_floor_path", journal.directory / "gone" / FLOOR_FILE)
     for i in range(first, last + 1):
         log.publish(order(i))
     wait_until(lambda: log.journal_error is not None, 5.0, "the failed write")
@@ -357,5 +362,96 @@ def test_a_floor_over_an_empty_journal_starts_a_segment_of_its_own(tmp_path: Pat
     try:
         assert log.next_sequence == 51
         assert [e.order.cl_ord_id for e in log.read(50, 10)] == ["C1"]
+    finally:
+        log.close()
+
+
+def _until_error(stub: Stub, from_sequence: int,
+                 timeout: float = 5.0) -> tuple[list[events_pb2.Event], grpc.RpcError]:
+    """What a subscription from `from_sequence` gets before its stream ends, and how it ends."""
+    got: list[events_pb2.Event] = []
+    with pytest.raises(grpc.RpcError) as info:
+        stream = stub.Subscribe(events_pb2.SubscribeRequest(from_sequence=from_sequence),
+                                timeout=timeout)
+        for batch in stream:
+            got.extend(batch.events)
+    return got, info.value
+
+
+def test_when_the_floor_cannot_be_recorded_either_no_sequence_a_client_saw_is_reused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The journal fails and the floor file cannot be written either (a full copy-on-write
+    disk, a read-only directory): nothing tells a restarted gateway how far the log streamed
+    from memory, so it streamed nothing past the journal. A client is told why (UNAVAILABLE,
+    once per try, logged once), and after the restart every sequence it received still names
+    the event it received under it."""
+    cfg = EventLogConfig(journal_dir=tmp_path / "j", ring_capacity=64)
+    log = EventLog(cfg)
+    server = EventServer(log, EventServerConfig(port=0))
+    port = server.start()
+    seen: dict[int, str] = {}
+    try:
+        for i in range(1, 11):
+            log.publish(order(i))
+        with caplog.at_level(logging.ERROR, logger="gateway.events.log"):
+            _journal_fails(log, monkeypatch, 11, 15, floor_fails=True)
+            for i in range(16, 21):  # more batches: the writer tries the floor again
+                log.publish(order(i))
+                wait_until(lambda: log.unwritten == 0, 5.0, "the writer's batch")
+        stub = Stub(grpc.insecure_channel(f"127.0.0.1:{port}"))
+        got, err = _until_error(stub, from_sequence=1)
+        seen.update((e.sequence, e.order.cl_ord_id) for e in got)
+        assert sorted(seen) == list(range(1, 11))
+        assert err.code() == grpc.StatusCode.UNAVAILABLE
+        assert dict(err.trailing_metadata() or ())["resume-sequence"] == "11"
+        assert "sequence floor cannot be recorded" in (err.details() or "")
+        err = status_of(lambda: collect(stub, 11, from_sequence=11))  # a retry: the same
+        assert err.code() == grpc.StatusCode.UNAVAILABLE
+        assert stub.GetLogInfo(events_pb2.GetLogInfoRequest()).next_sequence == 11
+        assert len([r for r in caplog.records if "floor not recorded" in r.getMessage()]) == 1
+    finally:
+        server.stop(0)
+        log.close()
+    monkeypatch.undo()
+
+    log = EventLog(cfg)  # the gateway restarts: the journal's next sequence is 11 again
+    try:
+        log.publish(order(100))
+        assert log.flush()
+        now = {e.sequence: e.order.cl_ord_id for e in log.read(1, 100)}
+        assert {s: now.get(s) for s in seen} == seen
+        assert now[log.next_sequence - 1] == "C100"
+    finally:
+        log.close()
+
+
+def test_held_back_events_are_streamed_once_the_floor_can_be_written(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The floor file becomes writable again (space freed): the idle writer records it, without
+    waiting for another event, and the held-back events are streamed; a restart starts past
+    them."""
+    cfg = EventLogConfig(journal_dir=tmp_path / "j", ring_capacity=64, writer_interval_s=0.05)
+    log = EventLog(cfg)
+    server = EventServer(log, EventServerConfig(port=0))
+    port = server.start()
+    try:
+        for i in range(1, 11):
+            log.publish(order(i))
+        _journal_fails(log, monkeypatch, 11, 15, floor_fails=True)
+        stub = Stub(grpc.insecure_channel(f"127.0.0.1:{port}"))
+        assert status_of(lambda: collect(stub, 15, from_sequence=11)).code() == \
+            grpc.StatusCode.UNAVAILABLE
+        monkeypatch.undo()  # the floor's directory is back (the journal stays stopped)
+        wait_until(lambda: log.visible_next == 16, 5.0, "the floor recorded")
+        evs = collect(stub, 15, from_sequence=11)
+        assert [e.order.cl_ord_id for e in evs] == [f"C{i}" for i in range(11, 16)]
+    finally:
+        server.stop(0)
+        log.close()
+    log = EventLog(cfg)
+    try:
+        assert log.next_sequence > 15
     finally:
         log.close()
