@@ -47,12 +47,14 @@ class JournalGap(LookupError):
     """Sequences [sequence, resume) were never journaled and never will be: a log that
     streamed them from memory after its journal failed died, and the next one was started past
     them (`EventLogConfig.min_next_sequence`) so that no sequence a client saw names another
-    event. A reader stops there, and the client is told, rather than skipping them silently."""
+    event. A reader stops there, and the client is told, rather than skipping them silently.
+    The live log whose journal failed reports the same for what its memory no longer holds
+    (`EventLog.lost_gap`), with its own `why`."""
 
-    def __init__(self, sequence: int, resume: int) -> None:
-        super().__init__(f"sequences {sequence}..{resume - 1} were lost (the event journal had "
-                         f"failed when the event process stopped); resume from {resume} to "
-                         "skip them")
+    def __init__(self, sequence: int, resume: int,
+                 why: str = "the event journal had failed when the event process stopped") -> None:
+        super().__init__(f"sequences {sequence}..{resume - 1} were lost ({why}); resume from "
+                         f"{resume} to skip them")
         self.sequence = sequence
         self.resume = resume
 

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from gateway._proto.fixgw.v1 import events_pb2
-from gateway.events.journal import Journal, JournalRangeError, JournalReader
+from gateway.events.journal import Journal, JournalGap, JournalRangeError, JournalReader
 
 __all__ = [
     "EventFilter",
@@ -434,19 +434,20 @@ class EventLog:
         oldest = self.ring_oldest
         if self._journal is None:
             return oldest
-        if self.journal_error is None:
-            # Events not yet written are queued for the journal, hence retained too.
-            j = self._journal.oldest_sequence()
-            return min(oldest, self._first if j is None else j)
-        # A failed journal is still readable up to `durable_next`: it extends what memory holds
-        # as long as the two meet. Once the ring has evicted events the journal never got, the
-        # range before the ring is gone for good (a client must hear OUT_OF_RANGE, not be
-        # replayed up to the hole and then told to retry a range that will never come back).
-        if self._durable_next >= oldest:
-            j = self._journal.oldest_sequence()
-            if j is not None and j < oldest:
-                return j
-        return oldest
+        # Events not yet written are queued for the journal, hence retained too. A failed
+        # journal is still readable up to `durable_next`, and what the ring has evicted since
+        # is lost (`lost_gap`): a replay gets what the journal has, then DATA_LOSS naming the
+        # lost range, as after a restart (JournalGap); not OUT_OF_RANGE from the ring's oldest.
+        j = self._journal.oldest_sequence()
+        return min(oldest, self._first if j is None else j)
+
+    def lost_gap(self, seq: int) -> JournalGap:
+        """The journal failed, and `seq` (at or past `durable_next`) is no longer in memory:
+        from it up to the ring's oldest event, the events are gone for good (the journal will
+        never get them). Subscribers are told so once, as for a gap a restart left (DATA_LOSS
+        with where to resume), never asked to retry a range that will not come back."""
+        return JournalGap(seq, self.ring_oldest, "the event journal had failed and memory no "
+                                                 "longer holds them")
 
     def check_range(self, seq: int) -> None:
         """Raise SequenceOutOfRange unless a subscription may start at `seq`.
@@ -559,6 +560,8 @@ class EventLog:
                     seq += 1
                     continue
             if seq >= self.durable_next:
+                if self.journal_error is not None:
+                    raise self.lost_gap(seq)
                 self.flush()
             reader = self.journal_reader(seq)
             try:

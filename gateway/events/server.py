@@ -525,8 +525,9 @@ class EventServer:
         self, context: grpc.aio.ServicerContext[Any, Any], exc: JournalGap
     ) -> NoReturn:
         """Sequences clients may have been sent from memory by a log whose journal had failed,
-        and that the restarted log skipped rather than give to other events: lost, so DATA_LOSS
-        (an operator decides), never a silent jump nor another event under a seen sequence."""
+        and that the restarted log skipped rather than give to other events, or that the live
+        one's memory no longer holds (EventLog.lost_gap): lost, so DATA_LOSS (an operator
+        decides), never a silent jump nor another event under a seen sequence."""
         _log.error("event stream reached lost sequences: %s", exc)
         await self._abort(
             context,
@@ -629,14 +630,9 @@ class EventServer:
                     durable = log.durable_next
                     if cursor >= durable:
                         # Evicted from memory but not on disk: only once the journal failed
-                        # (otherwise the head is what is on disk).
+                        # (otherwise the head is what is on disk), and then for good.
                         if log.journal_error is not None:
-                            await self._abort(
-                                context,
-                                grpc.StatusCode.UNAVAILABLE,
-                                f"event journal failed; resume from sequence {cursor} later",
-                                resume_sequence=cursor,
-                            )
+                            await self._gap(context, log.lost_gap(cursor))
                         await asyncio.sleep(0.002)
                         continue
                     if disk is None or disk.position != cursor:

@@ -61,12 +61,19 @@ def test_after_a_journal_failure_what_the_journal_holds_can_still_be_replayed(
         evs = collect(stub, 110, from_sequence=1)
         assert [e.sequence for e in evs] == list(range(1, 111))
         # Once memory no longer reaches back to what is on disk, the range between is gone
-        # for good (never written): that is OUT_OF_RANGE, from the oldest event still held.
+        # for good (never written): a replay gets what the journal has, then DATA_LOSS naming
+        # the lost range (as after a restart), and so does a start inside it.
         for i in range(110, 200):
             log.publish(order(i))
-        err = status_of(lambda: collect(stub, 200, from_sequence=1))
-        assert err.code() == grpc.StatusCode.OUT_OF_RANGE
-        assert dict(err.trailing_metadata() or ())["oldest-sequence"] == str(200 - 64 + 1)
+        assert log.oldest_sequence() == 1
+        got, err = _until_error(stub, from_sequence=1)
+        assert [e.sequence for e in got] == list(range(1, 101))
+        assert err.code() == grpc.StatusCode.DATA_LOSS
+        md = dict(err.trailing_metadata() or ())
+        assert (md["resume-sequence"], md["gap-end"]) == ("101", str(200 - 64 + 1))
+        got, err = _until_error(stub, from_sequence=120)
+        assert (got, err.code()) == ([], grpc.StatusCode.DATA_LOSS)
+        assert dict(err.trailing_metadata() or ())["gap-end"] == str(200 - 64 + 1)
     finally:
         server.stop(0)
         log.close()
@@ -454,4 +461,46 @@ def test_held_back_events_are_streamed_once_the_floor_can_be_written(
     try:
         assert log.next_sequence > 15
     finally:
+        log.close()
+
+
+def test_a_subscriber_overtaken_by_memory_after_a_journal_failure_gets_one_final_answer(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A subscriber streaming after the journal failed falls behind memory: the events between
+    its position and the oldest one still held were never journaled and are gone. It used to
+    get UNAVAILABLE ("resume later") and then, retrying, OUT_OF_RANGE: one answer, final at
+    once and the same on a retry, DATA_LOSS naming the lost range and where to resume."""
+    log = EventLog(EventLogConfig(journal_dir=tmp_path / "j", ring_capacity=64))
+    server = EventServer(log, EventServerConfig(port=0))
+    port = server.start()
+    try:
+        for i in range(100):
+            log.publish(order(i))
+        _journal_fails(log, monkeypatch, 100, 109)  # 1..100 on disk, up to 110 in memory
+        stub = Stub(grpc.insecure_channel(f"127.0.0.1:{port}"))
+        stream = stub.Subscribe(events_pb2.SubscribeRequest(from_sequence=1, max_batch_events=10),
+                                timeout=10)
+        got = list(next(stream).events)
+        for i in range(110, 200):  # memory moves past where the subscriber stands
+            log.publish(order(i))
+        with pytest.raises(grpc.RpcError) as info:
+            for batch in stream:
+                got.extend(batch.events)
+        err = info.value
+        assert err.code() == grpc.StatusCode.DATA_LOSS
+        md = dict(err.trailing_metadata() or ())
+        resume, gap_end = int(md["resume-sequence"]), int(md["gap-end"])
+        assert [e.sequence for e in got] == list(range(1, resume))
+        assert 101 <= resume < gap_end == log.ring_oldest == 200 - 64 + 1
+        assert f"resume from {gap_end}" in (err.details() or "")
+        again = status_of(lambda: collect(stub, 200, from_sequence=resume))
+        assert again.code() == grpc.StatusCode.DATA_LOSS
+        assert dict(again.trailing_metadata() or ()) == md
+        assert [e.sequence for e in collect(stub, 200, from_sequence=gap_end)] == list(
+            range(gap_end, 201))
+        with pytest.raises(JournalGap):  # an in-process reader is told the same
+            log.read(resume)
+    finally:
+        server.stop(0)
         log.close()
