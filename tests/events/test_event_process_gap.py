@@ -13,23 +13,28 @@ import grpc
 import pytest
 
 from gateway._proto.fixgw.v1 import events_pb2
+from gateway.events.log import FLOOR_FILE
 from gateway.events.process import EventProcess
 from tests.conftest import wait_until
 from tests.events.test_event_process import spec, stub, trade
 from tests.events.test_events_service import collect
 
 
-def test_a_child_killed_after_its_journal_failed_is_restarted_past_what_it_streamed(
-        tmp_path: Path) -> None:
+def _start_on_a_small_disk(ep: EventProcess) -> None:
     """The journal can hold ~20 KB (RLIMIT_FSIZE, inherited by the first child only: Python
     ignores SIGXFSZ, so the write fails with EFBIG like a full disk would)."""
-    ep = EventProcess(spec(tmp_path))
     soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
     resource.setrlimit(resource.RLIMIT_FSIZE, (20_000, hard))
     try:
         ep.start()
     finally:
         resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+
+
+def test_a_child_killed_after_its_journal_failed_is_restarted_past_what_it_streamed(
+        tmp_path: Path) -> None:
+    ep = EventProcess(spec(tmp_path))
+    _start_on_a_small_disk(ep)
     try:
         total = 400
         for i in range(1, total + 1):
@@ -71,3 +76,44 @@ def test_a_child_killed_after_its_journal_failed_is_restarted_past_what_it_strea
     finally:
         ep.stop()
 
+
+
+def test_when_the_floor_cannot_be_recorded_either_a_gateway_restart_reuses_no_seen_sequence(
+        tmp_path: Path) -> None:
+    """The journal fails and its sequence floor cannot be written either (here its path is a
+    directory: root ignores permissions); then the whole gateway restarts, so no one passes a
+    floor to the new event process. Every sequence a client received must still name the event
+    it received: the failed child streamed nothing past its journal, and told the client why."""
+    floor = tmp_path / "events" / FLOOR_FILE
+    floor.mkdir(parents=True)
+    ep = EventProcess(spec(tmp_path))
+    _start_on_a_small_disk(ep)
+    seen: dict[int, str] = {}
+    try:
+        total = 400
+        for i in range(1, total + 1):
+            ep.publisher.publish_later(trade(i))
+        ep.publisher.flush()
+        wait_until(lambda: ep.stats().journal_failed and ep.stats().next_sequence == total + 1,
+                   10.0, "the journal failure and every event published")
+        with pytest.raises(grpc.RpcError) as info:
+            for batch in stub(ep).Subscribe(events_pb2.SubscribeRequest(from_sequence=1),
+                                            timeout=5):
+                seen.update((e.sequence, e.trade.qty) for e in batch.events)
+    finally:
+        ep.stop()
+    ep = EventProcess(spec(tmp_path))  # the gateway restarts
+    ep.start()
+    try:
+        first = ep.stats().next_sequence  # its ready line's; nothing published to it yet
+        ep.publisher.publish_later(trade(1000))
+        now = {e.sequence: e.trade.qty for e in collect(stub(ep), first, from_sequence=1)}
+        assert {s: now.get(s) for s in seen} == seen
+        assert now[first] == "1000"
+    finally:
+        ep.stop()
+    err = info.value
+    assert err.code() == grpc.StatusCode.UNAVAILABLE
+    assert "sequence floor cannot be recorded" in (err.details() or "")
+    assert sorted(seen) == list(range(1, len(seen) + 1)) and len(seen) < total
+    assert dict(err.trailing_metadata() or ())["resume-sequence"] == str(len(seen) + 1)
