@@ -677,8 +677,9 @@ class EventLog:
         be written either (a full copy-on-write disk, a read-only directory), nothing past
         `durable_next` is: a restart would give those sequences to other events. Subscribers
         that reach them are ended with UNAVAILABLE (the server looks at `floor_error`), and the
-        writer tries again with each batch, or each interval when idle; once a write works the
-        held-back events are streamed. Logged once each way, not per try."""
+        writer tries again with each batch, or each interval when idle (with `writer_thread=
+        False`: with each batch only, i.e. the next publish); once a write works the held-back
+        events are streamed. Logged once each way, not per try."""
         try:
             with open(self._floor_path, "r+b") as f:
                 f.write(f"{floor:020d}\n".encode())
