@@ -6,7 +6,8 @@ Choices where §4 is silent:
   numpy: no scipy dependency and no Python loop per bin; ``K(d) = erfc(d / (s √2))``.
 * ``D_bid(k)`` is the bid notional priced in ``[level_k, P]`` (``D_ask``: ``[P, level_k]``), in
   the same price frame as the levels; it is floored at $1 so an empty book gives a finite pull
-  (an empty side pulls hardest, which is the point of β).
+  (an empty side pulls hardest, which is the point of β). Book levels with a NaN/inf/
+  non-positive price or size are no liquidity (as in the cascade), never a NaN depth.
 * Key levels: peaks of the Gaussian-smoothed density are compared with the 90th percentile of
   the *smoothed* non-zero bins (raw and smoothed heights are not comparable); ties on a plateau
   keep the leftmost bin. Peaks are ranked by smoothed height, greedily kept if ≥ 0.5·s away from
@@ -85,9 +86,15 @@ class KeyLevel:
 
 
 def _cum_notional(px: FloatArray, qty: FloatArray) -> tuple[FloatArray, FloatArray]:
+    # A level with a NaN/inf/non-positive price or size, or a notional overflowing to inf, is
+    # no liquidity (as in the cascade): one NaN size made every depth, pull and gravity NaN.
+    with np.errstate(over="ignore", invalid="ignore"):
+        notional = px * qty
+    ok = np.isfinite(notional) & (px > 0.0) & (qty > 0.0)
+    px, notional = px[ok], notional[ok]
     order = np.argsort(px, kind="stable")
     px_s = px[order]
-    cum = np.concatenate(([0.0], np.cumsum(np.maximum(px_s * qty[order], 0.0))))
+    cum = np.concatenate(([0.0], np.cumsum(notional[order])))
     return px_s, cum
 
 
@@ -125,6 +132,10 @@ def gravity(
     pull_down = _pull(levels[below], q_long[below], price, s, bid_px, bid_qty, beta)
     pull_up = _pull(levels[above], q_short[above], price, s, ask_px, ask_qty, beta)
     total = pull_up + pull_down
+    if not math.isfinite(total):
+        # An inf/NaN pull has no direction: NaN (the gate calls it "not a number"), never the
+        # clamp's silent -1.0/0.0.
+        return GravityReading(pull_up, pull_down, math.nan, s, beta)
     g = (pull_up - pull_down) / total if total > 0.0 else 0.0
     return GravityReading(pull_up, pull_down, min(1.0, max(-1.0, g)), s, beta)
 

@@ -1,0 +1,110 @@
+"""Audit regressions: unusable market-data values (NaN, inf, zero/negative levels, missing or
+duplicated records) must neither poison a figure silently nor fail a whole snapshot; what
+leaves the numpy math toward the gate is finite, or NaN the gate reports as "not a number"."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from gateway.signals import Book, OIHistory, SignalInputs, compute_snapshot, gravity
+from gateway.signals.gravity import depth_between
+
+NOW = 1_700_000_000.0
+P = 100.0
+
+
+def _floats(value: object) -> list[float]:
+    if isinstance(value, float):
+        return [value]
+    if isinstance(value, tuple):
+        return [f for v in value for f in _floats(v)]
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return [f for fld in dataclasses.fields(value) for f in _floats(getattr(value, fld.name))]
+    return []
+
+
+def _book(n: int = 100, step: float = 0.001, qty: float = 10.0) -> Book:
+    k = np.arange(1, n + 1)
+    return Book.of(
+        P * np.exp(-k * step), np.full(n, qty), P * np.exp(k * step), np.full(n, qty), NOW - 2.0
+    )
+
+
+def _history(n: int = 48, seed: int = 1) -> OIHistory:
+    rng = np.random.default_rng(seed)
+    ts = NOW - 60.0 - (n - 1 - np.arange(n)) * 300.0
+    px = P * np.exp(np.cumsum(rng.normal(0, 0.002, n)))
+    oi = 5e7 + np.cumsum(rng.normal(2e5, 5e5, n))
+    return OIHistory.of(ts, oi, px, px * 1.001, px * 0.999, px, rng.uniform(0, 1, n))
+
+
+def _inputs(**kw: object) -> SignalInputs:
+    base: dict[str, object] = dict(
+        symbol="X", now=NOW, mark=P, index=P, mark_as_of=NOW - 1.0, book=_book(),
+        oi_history=_history(),
+    )
+    base.update(kw)
+    return SignalInputs(**base)  # type: ignore[arg-type]
+
+
+bad_value = st.sampled_from([math.nan, math.inf, -math.inf, 0.0, -5.0])
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    side=st.sampled_from(["bid", "ask"]),
+    field=st.sampled_from(["px", "qty"]),
+    where=st.lists(st.integers(0, 99), min_size=1, max_size=5, unique=True),
+    value=bad_value,
+)
+def test_unusable_book_levels_are_ignored_not_propagated(
+    side: str, field: str, where: list[int], value: float
+) -> None:
+    """A level with a NaN/inf/non-positive price or size is no liquidity: gravity and
+    liq_to_depth equal those of the book without it. (A NaN size made the pulls NaN, gravity
+    read 0.0 and liq_to_depth NaN.)"""
+    good = _book()
+    cols = {"bid_px": good.bid_px.copy(), "bid_qty": good.bid_qty.copy(),
+            "ask_px": good.ask_px.copy(), "ask_qty": good.ask_qty.copy()}
+    cols[f"{side}_{field}"][where] = value
+    bad = Book.of(cols["bid_px"], cols["bid_qty"], cols["ask_px"], cols["ask_qty"], good.as_of)
+    keep = np.ones(100, dtype=bool)
+    keep[where] = False
+    other = "ask" if side == "bid" else "bid"
+    pruned_cols = {f"{side}_px": good.bid_px[keep] if side == "bid" else good.ask_px[keep],
+                   f"{side}_qty": good.bid_qty[keep] if side == "bid" else good.ask_qty[keep],
+                   f"{other}_px": good.ask_px if side == "bid" else good.bid_px,
+                   f"{other}_qty": good.ask_qty if side == "bid" else good.bid_qty}
+    pruned = Book.of(pruned_cols["bid_px"], pruned_cols["bid_qty"], pruned_cols["ask_px"],
+                     pruned_cols["ask_qty"], good.as_of)
+    s_bad = compute_snapshot(_inputs(book=bad))
+    s_ref = compute_snapshot(_inputs(book=pruned))
+    assert all(math.isfinite(x) for x in _floats(s_bad))
+    for f in ("gravity", "pull_up", "pull_down", "liq_to_depth_long", "liq_to_depth_short"):
+        assert getattr(s_bad, f) == getattr(s_ref, f), f
+    for a, b in zip(s_bad.cascade_long + s_bad.cascade_short,
+                    s_ref.cascade_long + s_ref.cascade_short, strict=True):
+        assert a == b
+
+
+def test_depth_between_ignores_overflowing_notional() -> None:
+    """px × qty overflowing to inf is not depth (inf - inf made every range NaN)."""
+    px = np.array([99.0, 98.0, 97.0])
+    qty = np.array([1.0, 1e307, 2.0])
+    d = depth_between(np.array([96.0, 98.5]), P, px, qty)
+    assert np.all(np.isfinite(d))
+    assert d[1] == 99.0
+
+
+def test_gravity_with_an_infinite_pull_is_nan_not_clamped() -> None:
+    """inf/inf is NaN and ``min(1, max(-1, nan))`` read -1.0: full downward gravity from a
+    broken cluster size."""
+    e = np.empty(0)
+    g = gravity(np.array([95.0, 105.0]), np.array([math.inf, 0.0]), np.array([0.0, 1.0]), P,
+                0.05, bid_px=e, bid_qty=e, ask_px=e, ask_qty=e, beta=0.0)
+    assert math.isnan(g.gravity)
