@@ -44,6 +44,20 @@ def to_array(xs: ArrayIn | None) -> FloatArray:
     return arr
 
 
+def carry_forward(xs: FloatArray) -> FloatArray:
+    """Unknown (NaN/inf) samples of a level series take the last known value (no change),
+    leading ones the first known value; a series with no known value reads 0."""
+    ok = np.isfinite(xs)
+    if ok.all():
+        return xs
+    if not ok.any():
+        return np.zeros_like(xs)
+    last = np.maximum.accumulate(np.where(ok, np.arange(xs.size), -1))
+    last = np.where(last < 0, int(np.argmax(ok)), last)
+    out: FloatArray = xs[last]
+    return out
+
+
 def positive_price(x: Num, name: str) -> float:
     """Prices feed logs and divisions, so a non-positive or non-finite one is rejected early."""
     v = float(x)

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from gateway.signals._num import ArrayIn, FloatArray, Num, to_array
+from gateway.signals._num import ArrayIn, FloatArray, Num, carry_forward, to_array
 from gateway.signals.carry import FundingRecord
 from gateway.signals.config import DEFAULT_CONFIG, SignalConfig
 from gateway.signals.errors import SignalInputError
@@ -54,8 +54,10 @@ class Book:
 class OIHistory:
     """Per-interval open interest with the prices needed to place and consume its entries.
 
-    ``ts``: interval end (epoch s); ``oi_usd``: OI at the end; ``vwap`` may be NaN/<= 0, then the
-    entry is ``(H + L + C) / 3`` (§3); ``taker_buy_share`` in [0, 1] drives §2's estimator.
+    ``ts``: interval end (epoch s); ``oi_usd``: OI at the end, a NaN/inf sample is unknown and
+    carries the last known level (no change; the first known one before any; 0 if none is);
+    ``vwap`` may be NaN/<= 0, then the entry is ``(H + L + C) / 3`` (§3); ``taker_buy_share``
+    in [0, 1] drives §2's estimator.
     """
 
     ts: FloatArray
@@ -77,7 +79,11 @@ class OIHistory:
         taker_buy_share: ArrayIn,
     ) -> OIHistory:
         """Convert boundary sequences and check every column has the same length."""
-        h = OIHistory(*(_frozen(x) for x in (ts, oi_usd, vwap, high, low, close, taker_buy_share)))
+        arrs = [_frozen(x) for x in (ts, oi_usd, vwap, high, low, close, taker_buy_share)]
+        if not np.isfinite(arrs[1]).all():
+            arrs[1] = carry_forward(arrs[1])  # unknown OI samples: no change (see class doc)
+            arrs[1].setflags(write=False)
+        h = OIHistory(*arrs)
         n = h.ts.size
         cols = (h.oi_usd, h.vwap, h.high, h.low, h.close, h.taker_buy_share)
         if any(c.size != n for c in cols):

@@ -24,7 +24,7 @@ from typing import Literal, TypeAlias
 
 import numpy as np
 
-from gateway.signals._num import ArrayIn, FloatArray, Num, to_array, to_float
+from gateway.signals._num import ArrayIn, FloatArray, Num, carry_forward, to_array, to_float
 from gateway.signals.errors import SignalConfigError, SignalInputError
 
 AsymmetryStatus: TypeAlias = Literal["finite", "inf", "undefined"]
@@ -115,7 +115,7 @@ def flow_estimate(
         raise SignalConfigError(f"aggressor_weight α must be in [0, 1], got {alpha}")
     if not 0.0 <= initial_long_share <= 1.0:
         raise SignalConfigError(f"initial_long_share must be in [0, 1], got {initial_long_share}")
-    oi = np.maximum(to_array(oi_usd), 0.0)
+    oi = np.maximum(carry_forward(to_array(oi_usd)), 0.0)  # NaN/inf OI: unknown, no change
     f = to_array(taker_buy_share)
     if f.shape != oi.shape:
         raise SignalInputError("oi_usd and taker_buy_share must have the same length")

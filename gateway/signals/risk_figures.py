@@ -48,6 +48,8 @@ def at_risk_share(
     side: Side,
 ) -> float:
     """shared/signals.md §6: band notional ÷ side OI, in [0, 1] (T17: 5 M / 10 M = 0.50)."""
+    if math.isnan(side_oi_usd):
+        return math.nan  # unknown OI: "not a number" to the gate (min(1, x/nan) read 1.0)
     if side_oi_usd <= 0.0:
         return 0.0
     return min(1.0, notional_in_band(levels, notional_usd, price, band, side) / side_oi_usd)

@@ -15,7 +15,8 @@ Choices where shared/signals.md is silent:
 * Side OI for map scaling: when an OI history is present, the flow estimate that built the map
   (so ``map_gross_to_net`` compares like with like); else the positioning record's long share
   times the total OI; else an even split. ``side_oi_source`` says which.
-* Total OI: last OI of the history, else ``open_interest_usd``, else the record's long + short.
+* Total OI: last OI of the history, else ``open_interest_usd`` (NaN/inf: not given), else the
+  record's long + short.
 * The reported positioning is the pushed record when there is one, else the flow estimate.
 * Cascade ``V_d``: ``daily_volume_base`` when given, else the total OI in base units.
 * Ages are ``now - as_of`` in seconds; ``None`` when the input is absent; ``max_age_s`` is the
@@ -251,7 +252,7 @@ def compute_snapshot(inputs: SignalInputs) -> SignalSnapshot:
     # total and side OI
     if inp.oi_history is not None and inp.oi_history.ts.size:
         total_oi = max(float(inp.oi_history.oi_usd[-1]), 0.0)
-    elif inp.open_interest_usd is not None:
+    elif inp.open_interest_usd is not None and math.isfinite(to_float(inp.open_interest_usd)):
         total_oi = max(to_float(inp.open_interest_usd), 0.0)
     else:
         total_oi = shown.long_usd + shown.short_usd

@@ -11,7 +11,16 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway.signals import Book, OIHistory, SignalInputs, compute_snapshot, gravity
+from gateway.signals import (
+    Book,
+    OIHistory,
+    PositioningRecord,
+    SignalInputs,
+    at_risk_share,
+    compute_snapshot,
+    flow_estimate,
+    gravity,
+)
 from gateway.signals.gravity import depth_between
 
 NOW = 1_700_000_000.0
@@ -108,3 +117,61 @@ def test_gravity_with_an_infinite_pull_is_nan_not_clamped() -> None:
     g = gravity(np.array([95.0, 105.0]), np.array([math.inf, 0.0]), np.array([0.0, 1.0]), P,
                 0.05, bid_px=e, bid_qty=e, ask_px=e, ask_qty=e, beta=0.0)
     assert math.isnan(g.gravity)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    where=st.lists(st.integers(0, 47), min_size=1, max_size=4, unique=True),
+    value=st.sampled_from([math.nan, math.inf, -math.inf]),
+)
+def test_unknown_oi_samples_carry_the_last_known_level(where: list[int], value: float) -> None:
+    """A NaN/inf OI sample is unknown, i.e. no change: the snapshot equals that of the
+    history with the previous level repeated (the first known level before any). A NaN last OI
+    made total and side OI NaN and at_risk_share 1.0 on both sides."""
+    h = _history()
+    bad_oi = h.oi_usd.copy()
+    bad_oi[where] = value
+    ref_oi = bad_oi.copy()
+    known = np.flatnonzero(np.isfinite(ref_oi))
+    for i in range(ref_oi.size):
+        if not math.isfinite(ref_oi[i]):
+            before = known[known < i]
+            ref_oi[i] = ref_oi[before[-1]] if before.size else ref_oi[known[0]]
+    cols = (h.vwap, h.high, h.low, h.close, h.taker_buy_share)
+    s_bad = compute_snapshot(_inputs(oi_history=OIHistory.of(h.ts, bad_oi, *cols)))
+    s_ref = compute_snapshot(_inputs(oi_history=OIHistory.of(h.ts, ref_oi, *cols)))
+    assert all(math.isfinite(x) for x in _floats(s_bad))
+    assert s_bad.open_interest_usd == s_ref.open_interest_usd
+    assert s_bad.at_risk_share_long == s_ref.at_risk_share_long < 1.0
+    assert s_bad.at_risk_share_short == s_ref.at_risk_share_short < 1.0
+    assert s_bad.map_net_usd_long == s_ref.map_net_usd_long
+
+
+def test_history_without_any_known_oi_reads_zero_oi() -> None:
+    h = _history(4)
+    nan = np.full(4, math.nan)
+    bad = OIHistory.of(h.ts, nan, h.vwap, h.high, h.low, h.close, h.taker_buy_share)
+    assert np.all(bad.oi_usd == 0.0)
+    s = compute_snapshot(_inputs(oi_history=bad))
+    assert all(math.isfinite(x) for x in _floats(s))
+    assert s.at_risk_share_long == 0.0 and s.open_interest_usd == 0.0
+
+
+@settings(max_examples=10, deadline=None)
+@given(value=st.sampled_from([math.nan, math.inf, -math.inf]))
+def test_unknown_open_interest_is_absent(value: float) -> None:
+    """``open_interest_usd`` NaN/inf counts as not given (the record's sides are the OI); NaN
+    made at_risk_share 1.0."""
+    rec = PositioningRecord.of("c", "m", 6e6, 4e6, NOW - 5.0)
+    s_bad = compute_snapshot(_inputs(oi_history=None, positioning=rec, open_interest_usd=value))
+    s_ref = compute_snapshot(_inputs(oi_history=None, positioning=rec))
+    assert s_bad.open_interest_usd == s_ref.open_interest_usd == 1e7
+    assert s_bad.at_risk_share_long == s_ref.at_risk_share_long
+
+
+def test_at_risk_share_of_an_unknown_side_oi_is_nan_not_one() -> None:
+    """``min(1.0, x / nan)`` is 1.0 in Python: an unknown OI must not read as "all at risk"."""
+    lv, usd = np.array([99.0]), np.array([1e6])
+    assert math.isnan(at_risk_share(lv, usd, P, math.nan, 0.1, "long"))
+    fe = flow_estimate([1e6, math.nan, 2e6], [0.5, 0.5, 1.0], as_of=NOW)
+    assert np.all(np.isfinite(fe.long_usd)) and fe.record.long_usd == 1.5e6
