@@ -98,10 +98,15 @@ class OIHistory:
         return float(self.ts[-1]) if self.ts.size else None
 
     def entry_prices(self) -> FloatArray:
-        """§3: the interval's VWAP, else its typical price ``(H + L + C) / 3``."""
-        typical = (self.high + self.low + self.close) / 3.0
-        ok = np.isfinite(self.vwap) & (self.vwap > 0.0)
-        out: FloatArray = np.where(ok, self.vwap, typical)
+        """§3: the interval's VWAP, else its typical price ``(H + L + C) / 3``, else (high or
+        low unknown) its close; NaN when none is a positive finite price (the map then drops
+        that interval's new OI and counts it in ``dropped_usd``)."""
+        hlc_ok = np.minimum(np.minimum(self.high, self.low), self.close) > 0.0
+        typical = np.where(hlc_ok, (self.high + self.low + self.close) / 3.0, np.nan)
+        out: FloatArray = np.full_like(self.vwap, np.nan)
+        for cand in (self.close, typical, self.vwap):  # later ones take precedence
+            ok = np.isfinite(cand) & (cand > 0.0)
+            out = np.where(ok, cand, out)
         return out
 
 

@@ -17,8 +17,9 @@ Choices where §3 is silent:
 * ``apply_interval`` order: decay to the interval end, consume on the interval's low/high, then
   remove falling OI *net of what consumption already removed on that side* (forced closes also
   lower OI; counting them twice would empty the map), then add rising OI at the interval's
-  entry price (VWAP, else (H+L+C)/3). New positions are added after consumption because the
-  interval's extremes may predate their entry.
+  entry price (VWAP, else (H+L+C)/3, else the close). New positions are added after consumption
+  because the interval's extremes may predate their entry. An unknown (NaN/non-positive) low or
+  high consumes nothing on its side; rising OI without any entry price goes to ``dropped_usd``.
 * ``map_gross_to_net = max(1, gross / max(side OI, $1))``: 1 when no scaling was needed, ≫ 1
   when the map still counts closed positions; the $1 floor keeps it finite when a side has no
   OI but the map still holds mass.
@@ -288,13 +289,16 @@ class LiquidationMap:
     def consume(self, low: Num, high: Num | None = None) -> tuple[float, float]:
         """Zero the bins the mark crossed: longs at or above ``low``, shorts at or below ``high``.
 
-        Returns the consumed (long, short) USD so a caller can net it against falling OI.
+        Returns the consumed (long, short) USD so a caller can net it against falling OI. A
+        bound that is not a positive finite price is unknown and consumes nothing on its side
+        (``searchsorted`` puts NaN past the grid's end: a NaN high wiped every short bin).
         """
         lo = to_float(low)
         hi = lo if high is None else to_float(high)
         c = self.grid.centers
-        i_long = int(np.searchsorted(c, lo, side="left"))
-        i_short = int(np.searchsorted(c, hi, side="right"))
+        n = c.size
+        i_long = int(np.searchsorted(c, lo, side="left")) if _is_price(lo) else n
+        i_short = int(np.searchsorted(c, hi, side="right")) if _is_price(hi) else 0
         gone_long = float(self._usd[0, i_long:].sum())
         gone_short = float(self._usd[1, :i_short].sum())
         self._usd[0, i_long:] = 0.0
@@ -325,6 +329,7 @@ class LiquidationMap:
         self.decay_to(ts)
         consumed = self.consume(low, high)
         entry = to_float(entry_price)
+        priced = _is_price(entry)  # unpriced new OI cannot be placed: dropped, and counted
         sides: tuple[tuple[Side, float], ...] = (
             ("long", to_float(long_delta_usd)),
             ("short", to_float(short_delta_usd)),
@@ -334,8 +339,10 @@ class LiquidationMap:
                 net = -delta - consumed[_ROW[s]]
                 if net > 0.0:
                     self.remove(s, net)
-            elif delta > 0.0:
+            elif delta > 0.0 and priced:
                 self.add(s, delta, entry)
+            elif delta > 0.0:
+                self.dropped_usd[_ROW[s]] += delta
 
     def replay(
         self,
@@ -420,6 +427,10 @@ class LiquidationMap:
             gross_to_net_long=gross_to_net(gross[0], ois[0]),
             gross_to_net_short=gross_to_net(gross[1], ois[1]),
         )
+
+
+def _is_price(x: float) -> bool:
+    return math.isfinite(x) and x > 0.0
 
 
 def _as_array(x: ArrayIn | Num) -> FloatArray:

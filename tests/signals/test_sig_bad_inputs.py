@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 from gateway.signals import (
     Book,
+    LiquidationMap,
     OIHistory,
     PositioningRecord,
     SignalInputs,
@@ -175,3 +176,56 @@ def test_at_risk_share_of_an_unknown_side_oi_is_nan_not_one() -> None:
     assert math.isnan(at_risk_share(lv, usd, P, math.nan, 0.1, "long"))
     fe = flow_estimate([1e6, math.nan, 2e6], [0.5, 0.5, 1.0], as_of=NOW)
     assert np.all(np.isfinite(fe.long_usd)) and fe.record.long_usd == 1.5e6
+
+
+@settings(max_examples=30, deadline=None)
+@given(bad=st.sampled_from([math.nan, math.inf, -math.inf, 0.0, -1.0]),
+       which=st.sampled_from(["low", "high", "both"]))
+def test_consume_ignores_an_unknown_bound(bad: float, which: str) -> None:
+    """An unknown bar low/high consumes nothing on its side: ``searchsorted(centres, nan)``
+    is the end of the grid, so a NaN high wiped every short bin."""
+    m = LiquidationMap(P)
+    m.add("long", [1e6, 1e6], [100.0, 110.0])
+    m.add("short", [1e6, 1e6], [100.0, 90.0])
+    before = (m.total_usd("long"), m.total_usd("short"))
+    lo = bad if which in ("low", "both") else 99.0
+    hi = bad if which in ("high", "both") else 101.0
+    m.consume(lo, hi)
+    ref = LiquidationMap(P)
+    ref.add("long", [1e6, 1e6], [100.0, 110.0])
+    ref.add("short", [1e6, 1e6], [100.0, 90.0])
+    ref.consume(99.0 if which == "high" else 1e-300, 101.0 if which == "low" else 1e300)
+    if which != "high":
+        assert m.total_usd("long") == before[0]
+    else:
+        assert m.total_usd("long") == ref.total_usd("long")
+    if which != "low":
+        assert m.total_usd("short") == before[1]
+    else:
+        assert m.total_usd("short") == ref.total_usd("short")
+
+
+def test_interval_without_any_price_drops_its_new_oi_visibly() -> None:
+    """No VWAP, high, low or close: new OI has no entry, so it is counted in ``dropped_usd``
+    instead of failing the whole snapshot ("entry prices must be positive and finite")."""
+    h = _history()
+    vwap, high, low, close = (c.copy() for c in (h.vwap, h.high, h.low, h.close))
+    oi = h.oi_usd.copy()
+    oi[-3] = oi[-4] + 1e6  # rising OI in the unpriced interval
+    for c in (vwap, high, low, close):
+        c[-3] = math.nan
+    bad = OIHistory.of(h.ts, oi, vwap, high, low, close, h.taker_buy_share)
+    entries = bad.entry_prices()
+    assert math.isnan(entries[-3]) and np.all(np.isfinite(np.delete(entries, -3)))
+    s = compute_snapshot(_inputs(oi_history=bad))
+    assert all(math.isfinite(x) for x in _floats(s))
+    m = LiquidationMap(P)
+    m.apply_interval(NOW, 1e6, 0.0, math.nan, math.nan, math.nan)
+    assert m.total_usd("long") == 0.0 and m.dropped_usd[0] == 1e6
+
+
+def test_entry_falls_back_to_close_when_high_or_low_is_unknown() -> None:
+    h = OIHistory.of([NOW], [1e6], [math.nan], [math.nan], [99.0], [100.0], [0.5])
+    assert h.entry_prices()[0] == 100.0
+    h = OIHistory.of([NOW], [1e6], [math.nan], [101.0], [-1.0], [100.0], [0.5])
+    assert h.entry_prices()[0] == 100.0
