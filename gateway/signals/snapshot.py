@@ -19,8 +19,9 @@ Choices where shared/signals.md is silent:
   record's long + short.
 * The reported positioning is the pushed record when there is one, else the flow estimate.
 * Cascade ``V_d``: ``daily_volume_base`` when given, else the total OI in base units.
-* Ages are ``now - as_of`` in seconds; ``None`` when the input is absent; ``max_age_s`` is the
-  oldest present input (the mark is always present).
+* Ages are ``now - as_of`` in seconds; ``None`` when the input is absent or its time is not a
+  number; ``max_age_s`` is the oldest present input (the mark is always present: a NaN/inf
+  ``now`` or ``mark_as_of`` is a ``SignalInputError``, never an age of 0).
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from gateway.signals._num import FloatArray, positive_price, to_array, to_float
 from gateway.signals.carry import FundingSource, VoteOn, compute_carry, select_funding
 from gateway.signals.cascade import CascadeResult, run_cascades
 from gateway.signals.config import SignalConfig
+from gateway.signals.errors import SignalInputError
 from gateway.signals.gravity import KeyLevel, gravity, key_levels
 from gateway.signals.inputs import Book, SignalInputs
 from gateway.signals.liquidation_map import LiquidationMap, ScaledMap
@@ -221,6 +223,11 @@ def _book_in_mark_frame(book: Book | None, scale: float) -> tuple[FloatArray, ..
 def compute_snapshot(inputs: SignalInputs) -> SignalSnapshot:
     """Compose shared/signals.md §1-§7 for one symbol from plain inputs (pure; no I/O)."""
     inp, cfg, now = inputs, inputs.config, float(inputs.now)
+    # Every age is measured from now and the mark's age is never absent: a NaN time would read
+    # as a perfectly fresh input (max(0.0, nan) is 0.0), so neither may be unknown.
+    for name, t in (("now", now), ("mark_as_of", float(inp.mark_as_of))):
+        if not math.isfinite(t):
+            raise SignalInputError(f"{name} must be a finite epoch time, got {t!r}")
     p = positive_price(inp.mark, "mark")
     spot = positive_price(inp.index, "spot index")
 
@@ -399,7 +406,7 @@ def compute_snapshot(inputs: SignalInputs) -> SignalSnapshot:
         "closes": _age(now, inp.closes_as_of),
         "map": _age(now, liq_map.as_of) if (inp.liq_map is not None or flow is not None) else None,
     }
-    age_mark = ages["mark"] = ages["mark"] or 0.0  # the mark is always there, its time ours
+    age_mark = ages["mark"] = ages["mark"] or 0.0  # finite (checked above); None never
     return SignalSnapshot(
         symbol=inp.symbol,
         as_of=now,

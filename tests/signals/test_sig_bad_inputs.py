@@ -8,6 +8,7 @@ import dataclasses
 import math
 
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -16,6 +17,7 @@ from gateway.signals import (
     LiquidationMap,
     OIHistory,
     PositioningRecord,
+    SignalInputError,
     SignalInputs,
     at_risk_share,
     compute_snapshot,
@@ -229,3 +231,15 @@ def test_entry_falls_back_to_close_when_high_or_low_is_unknown() -> None:
     assert h.entry_prices()[0] == 100.0
     h = OIHistory.of([NOW], [1e6], [math.nan], [101.0], [-1.0], [100.0], [0.5])
     assert h.entry_prices()[0] == 100.0
+
+
+@settings(max_examples=10, deadline=None)
+@given(t=st.sampled_from([math.nan, math.inf, -math.inf]))
+def test_a_mark_of_unknown_time_is_rejected_not_fresh(t: float) -> None:
+    """``mark_as_of`` NaN read as age 0.0 (``None or 0.0``): a perfectly fresh mark to every
+    stale-input check. The mark is the one input every figure needs, so the snapshot fails
+    (the runner keeps the previous one, which ages out at the gate)."""
+    with pytest.raises(SignalInputError, match="mark_as_of"):
+        compute_snapshot(_inputs(mark_as_of=t))
+    with pytest.raises(SignalInputError, match="now"):
+        compute_snapshot(_inputs(now=t))
