@@ -4,7 +4,10 @@ Choices where the doc is silent (also listed in the package docstring):
 
 * Funding interval per record = gap to the previous settlement, rounded to the minute (venue
   timestamps jitter by seconds; 3,601 s must not read as 1.0003 h). The first record borrows the
-  next record's gap; a lone record uses ``default_interval_h`` (Kraken: 1 h).
+  next record's gap; a lone record uses ``default_interval_h`` (Kraken: 1 h). Prints within the
+  same minute are one settlement (the later given wins); a print whose relative rate cannot be
+  known (NaN/inf, absolute without a usable mark) is skipped for the rate but its time still
+  sets the intervals, so the previous print is used and the funding age says how old it is.
 * ``24h_mean`` annualizes every settled record in the last 24 h with its *own* interval and then
   averages, so a venue switching from 4 h to 1 h settlements mid-window is still averaged
   correctly. With no record in the window it falls back to ``last`` and says so.
@@ -145,10 +148,25 @@ def infer_intervals_h(timestamps: Sequence[float], default_h: float = 1.0) -> Fl
     return np.concatenate((gaps_h[:1], gaps_h))
 
 
-def _rel(rec: FundingRecord, contract: ContractType) -> float:
-    if rec.absolute:
-        return relative_rate(rec.rate, rec.reference_price, contract)
-    return to_float(rec.rate)
+def _rel(rec: FundingRecord, contract: ContractType) -> float | None:
+    """The record's relative rate, or ``None`` when it cannot be known (a NaN/inf rate, an
+    absolute rate without a usable mark): such a print is skipped, never a NaN carry."""
+    try:
+        r = relative_rate(rec.rate, rec.reference_price, contract) if rec.absolute else (
+            to_float(rec.rate))
+    except SignalInputError:
+        return None
+    return r if math.isfinite(r) else None
+
+
+def _settlements(records: Sequence[FundingRecord]) -> list[FundingRecord]:
+    """Settled records by time, one per settlement: prints whose times round to the same
+    minute (the interval inference's resolution) are one settlement, the later given wins."""
+    by_minute: dict[float, FundingRecord] = {}
+    for r in records:
+        if not r.predicted and math.isfinite(r.ts):
+            by_minute[round(r.ts / 60.0)] = r
+    return sorted(by_minute.values(), key=lambda r: r.ts)
 
 
 def select_funding(
@@ -158,39 +176,43 @@ def select_funding(
     default_interval_h: float = 1.0,
     contract: ContractType = "linear",
 ) -> FundingReading | None:
-    """Pick the funding figure named by ``source``; fall back to ``last`` and say so."""
-    settled = sorted((r for r in records if not r.predicted), key=lambda r: r.ts)
-    predicted = [r for r in records if r.predicted]
-    if not settled and not predicted:
-        return None
+    """Pick the funding figure named by ``source``; fall back to ``last`` and say so.
+
+    Prints whose rate cannot be known are skipped (their settlement times still set the
+    intervals); ``None`` when no usable print is left.
+    """
+    settled = _settlements(records)
     intervals = infer_intervals_h([r.ts for r in settled], default_interval_h)
     last_interval = float(intervals[-1]) if intervals.size else default_interval_h
-    if source == "predicted" and predicted:
-        rec = max(predicted, key=lambda r: r.ts)
-        rate = _rel(rec, contract)
-        return FundingReading(
-            rate, last_interval, funding_ann_bps(rate, last_interval), "predicted", rec.ts
-        )
-    if not settled:
+    rates = [_rel(r, contract) for r in settled]
+    usable = [i for i, r in enumerate(rates) if r is not None]
+    predicted = [
+        (r, rate)
+        for r in records
+        if r.predicted and math.isfinite(r.ts) and (rate := _rel(r, contract)) is not None
+    ]
+    if predicted and (source == "predicted" or not usable):
         # Only a prediction exists: using it is more honest than reporting nothing.
-        rec = max(predicted, key=lambda r: r.ts)
-        rate = _rel(rec, contract)
+        rec, rate = max(predicted, key=lambda x: x[0].ts)
         return FundingReading(
             rate, last_interval, funding_ann_bps(rate, last_interval), "predicted", rec.ts
         )
+    if not usable:
+        return None
     if source == "24h_mean":
-        idx = [i for i, r in enumerate(settled) if r.ts > now - 86400.0]
+        idx = [i for i in usable if settled[i].ts > now - 86400.0]
         if idx:
-            rates = np.array([_rel(settled[i], contract) for i in idx], dtype=np.float64)
-            ivs = intervals[idx]
-            anns = rates * (HOURS_PER_YEAR / ivs) * BPS
+            window = np.array([rates[i] for i in idx], dtype=np.float64)
+            anns = window * (HOURS_PER_YEAR / intervals[idx]) * BPS
             mean_ann = float(np.mean(anns))
             # The equivalent per-interval rate at the latest interval keeps rate/ann consistent.
             rate = mean_ann / (intervals_per_year(last_interval) * BPS)
-            return FundingReading(rate, last_interval, mean_ann, "24h_mean", settled[-1].ts)
-    rec = settled[-1]
-    rate = _rel(rec, contract)
-    return FundingReading(rate, last_interval, funding_ann_bps(rate, last_interval), "last", rec.ts)
+            return FundingReading(rate, last_interval, mean_ann, "24h_mean", settled[idx[-1]].ts)
+    i = usable[-1]
+    rate_i = rates[i]
+    assert rate_i is not None
+    iv = float(intervals[i])
+    return FundingReading(rate_i, iv, funding_ann_bps(rate_i, iv), "last", settled[i].ts)
 
 
 def carry_vote(excess_bps: float, threshold_bps: float = 1000.0) -> Direction:

@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 
 from gateway.signals import (
     Book,
+    FundingRecord,
     LiquidationMap,
     OIHistory,
     PositioningRecord,
@@ -23,6 +24,7 @@ from gateway.signals import (
     compute_snapshot,
     flow_estimate,
     gravity,
+    select_funding,
 )
 from gateway.signals.gravity import depth_between
 
@@ -243,3 +245,60 @@ def test_a_mark_of_unknown_time_is_rejected_not_fresh(t: float) -> None:
         compute_snapshot(_inputs(mark_as_of=t))
     with pytest.raises(SignalInputError, match="now"):
         compute_snapshot(_inputs(now=t))
+
+
+H = 3600.0
+R = 0.0000125
+
+
+def _hourly(n: int = 5) -> list[FundingRecord]:
+    return [FundingRecord(NOW - k * H, R) for k in range(n, 0, -1)]
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    bad=st.sampled_from(
+        [
+            FundingRecord(NOW, math.nan),
+            FundingRecord(NOW, math.inf),
+            FundingRecord(NOW, -math.inf),
+            FundingRecord(NOW, 0.00125, absolute=True, reference_price=None),
+            FundingRecord(NOW, 0.00125, absolute=True, reference_price=math.nan),
+            FundingRecord(NOW, 0.00125, absolute=True, reference_price=0.0),
+        ]
+    ),
+    source=st.sampled_from(["last", "24h_mean", "predicted"]),
+)
+def test_an_unusable_funding_print_is_skipped(bad: FundingRecord, source: str) -> None:
+    """A print whose relative rate cannot be known is no print: the previous one is used, with
+    its own interval and time (so the funding age says how old it is). A NaN rate made every
+    carry figure NaN and the carry vote a silent "neutral"; an absolute rate without a usable
+    mark failed the whole snapshot."""
+    recs = (*_hourly(), bad)
+    got = select_funding(recs, NOW, source)  # type: ignore[arg-type]
+    ref = select_funding(tuple(_hourly()), NOW, source)  # type: ignore[arg-type]
+    assert got is not None and ref is not None
+    assert got.ann_bps == pytest.approx(1095.0) and got.interval_h == 1.0
+    assert got.as_of == ref.as_of == NOW - H
+    s = compute_snapshot(_inputs(funding=recs))
+    assert s.funding_ann_bps == pytest.approx(1095.0) and s.age_funding_s == pytest.approx(H)
+    assert s.vote("carry") is not None and s.vote("carry").direction == "short"  # type: ignore[union-attr]
+
+
+def test_an_unusable_prediction_falls_back_and_nothing_usable_is_missing() -> None:
+    recs = (*_hourly(), FundingRecord(NOW, math.nan, predicted=True))
+    got = select_funding(recs, NOW, "predicted")
+    assert got is not None and got.source == "last" and got.ann_bps == pytest.approx(1095.0)
+    assert select_funding((FundingRecord(NOW, math.nan),), NOW) is None
+    s = compute_snapshot(_inputs(funding=(FundingRecord(NOW, math.nan),)))
+    assert s.age_funding_s is None and s.funding_ann_bps == 0.0
+
+
+def test_a_repeated_funding_print_does_not_fail_the_snapshot() -> None:
+    """The same settlement twice (history and feed overlapping) is one print, the later given
+    wins; it raised "timestamps must be strictly increasing" and failed the snapshot."""
+    recs = (*_hourly(), FundingRecord(NOW - H, 2 * R))
+    got = select_funding(recs, NOW, "last")
+    assert got is not None and got.interval_h == 1.0 and got.ann_bps == pytest.approx(2190.0)
+    s = compute_snapshot(_inputs(funding=recs))
+    assert s.funding_ann_bps == pytest.approx(2190.0)
