@@ -19,6 +19,7 @@ Choices where shared/signals.md §2 is silent:
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Literal, TypeAlias
 
@@ -40,15 +41,20 @@ class PositioningRecord:
     short_usd: float
     as_of: float
 
+    def __post_init__(self) -> None:
+        # NaN/inf sides made long_share NaN and at_risk_share 1.0 (min(1, x/nan) is 1.0).
+        lo, sh = self.long_usd, self.short_usd
+        if not (math.isfinite(lo) and math.isfinite(sh) and lo >= 0.0 and sh >= 0.0):
+            raise SignalInputError(f"positioning sides must be finite and >= 0, got {lo}, {sh}")
+
     @staticmethod
     def of(
         cohort: str, method: str, long_usd: Num, short_usd: Num, as_of: float
     ) -> PositioningRecord:
-        """Build from boundary numbers (``Decimal`` accepted), rejecting negative sides."""
-        lo, sh = to_float(long_usd), to_float(short_usd)
-        if not (lo >= 0.0 and sh >= 0.0):
-            raise SignalInputError(f"positioning sides must be >= 0, got {lo}, {sh}")
-        return PositioningRecord(cohort, method, lo, sh, float(as_of))
+        """Build from boundary numbers (``Decimal`` accepted), rejecting negative or non-finite
+        sides (a Decimal such as 1e400 is finite but its float is inf)."""
+        return PositioningRecord(cohort, method, to_float(long_usd), to_float(short_usd),
+                                 float(as_of))
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,16 +75,18 @@ class Asymmetry:
 
 def long_share(long_usd: float, short_usd: float) -> float | None:
     """shared/signals.md §2: ``long / (long + short)``; ``None`` (undefined) when both are 0."""
-    total = long_usd + short_usd
-    if total <= 0.0:
+    big = max(long_usd, short_usd)
+    if not big > 0.0:
         return None
-    return long_usd / total
+    lo, sh = long_usd / big, short_usd / big  # scaled: long + short must not overflow to inf
+    return lo / (lo + sh)
 
 
 def oi_asymmetry(long_usd: float, short_usd: float) -> tuple[float | None, AsymmetryStatus]:
     """shared/signals.md §2: ``long / short``; "inf" when short is 0, never a division by 0."""
     if short_usd > 0.0:
-        return long_usd / short_usd, "finite"
+        ratio = long_usd / short_usd
+        return (ratio, "finite") if math.isfinite(ratio) else (None, "inf")  # overflow: "inf"
     if long_usd > 0.0:
         return None, "inf"
     return None, "undefined"

@@ -24,6 +24,8 @@ from gateway.signals import (
     compute_snapshot,
     flow_estimate,
     gravity,
+    long_share,
+    oi_asymmetry,
     select_funding,
 )
 from gateway.signals.gravity import depth_between
@@ -302,3 +304,23 @@ def test_a_repeated_funding_print_does_not_fail_the_snapshot() -> None:
     assert got is not None and got.interval_h == 1.0 and got.ann_bps == pytest.approx(2190.0)
     s = compute_snapshot(_inputs(funding=recs))
     assert s.funding_ann_bps == pytest.approx(2190.0)
+
+
+@settings(max_examples=20, deadline=None)
+@given(v=st.sampled_from([math.inf, math.nan, -1.0]), long_side=st.booleans())
+def test_positioning_record_sides_must_be_finite(v: float, long_side: bool) -> None:
+    """An inf side (a pushed "1e400" is a finite Decimal but an inf float) passed ``>= 0``:
+    long_share read NaN, the asymmetry "finite" inf, and at_risk_share 1.0."""
+    lo, sh = (v, 1e6) if long_side else (1e6, v)
+    with pytest.raises(SignalInputError):
+        PositioningRecord.of("c", "m", lo, sh, NOW)
+    with pytest.raises(SignalInputError):
+        PositioningRecord("c", "m", lo, sh, NOW)
+
+
+def test_asymmetry_and_share_survive_extreme_finite_sides() -> None:
+    """``1e300 / 1e-300`` overflows: that is "inf", not a "finite" inf; ``1e308 + 1e308`` is
+    inf, so the share read 0.0 instead of 0.5."""
+    assert oi_asymmetry(1e300, 1e-300) == (None, "inf")
+    assert long_share(1e308, 1e308) == 0.5
+    assert long_share(1e308, 0.0) == 1.0
