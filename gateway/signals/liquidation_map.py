@@ -139,11 +139,20 @@ class LogGrid:
         self.centers.setflags(write=False)
 
     def index_of(self, prices: FloatArray) -> tuple[IntArray, BoolArray]:
-        """Bin index per price and a mask of prices that fall on the grid."""
+        """Bin index per price and a mask of prices that fall on the grid.
+
+        Bin ``k`` holds ``[edges[k], edges[k+1])``; the log arithmetic is only a first guess
+        (a price on an edge came out one bin low about half the time), corrected against
+        the edges themselves.
+        """
         with np.errstate(divide="ignore", invalid="ignore"):
             pos = (np.log(prices) - self.log_lo) / self.step
-        ok = np.isfinite(pos) & (pos >= 0.0) & (pos < self.n_bins)
-        idx: IntArray = np.where(ok, pos, 0.0).astype(np.intp)
+        n = self.n_bins
+        e = self.edges
+        ok = np.isfinite(pos) & (prices >= e[0]) & (prices < e[n])
+        idx: IntArray = np.clip(np.where(ok, pos, 0.0), 0, n - 1).astype(np.intp)
+        idx -= ok & (prices < e[idx])
+        idx += ok & (prices >= e[idx + 1])
         return idx, ok
 
 

@@ -29,6 +29,7 @@ from gateway.signals import (
     select_funding,
 )
 from gateway.signals.gravity import depth_between
+from gateway.signals.liquidation_map import LogGrid
 
 NOW = 1_700_000_000.0
 P = 100.0
@@ -324,3 +325,24 @@ def test_asymmetry_and_share_survive_extreme_finite_sides() -> None:
     assert oi_asymmetry(1e300, 1e-300) == (None, "inf")
     assert long_share(1e308, 1e308) == 0.5
     assert long_share(1e308, 0.0) == 1.0
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    center=st.floats(min_value=1e-6, max_value=1e6),
+    k=st.integers(0, 1999),
+    nudge=st.sampled_from([-1, 0, 1]),
+)
+def test_grid_bins_follow_their_edges(center: float, k: int, nudge: int) -> None:
+    """A price on (or one ulp around) an edge lands in the bin whose ``[edge_k, edge_k+1)``
+    holds it: the log/step arithmetic put about half the exact edges one bin low."""
+    g = LogGrid(center, 2000, 0.5)
+    p = float(g.edges[k])
+    for _ in range(abs(nudge)):
+        p = math.nextafter(p, math.inf if nudge > 0 else -math.inf)
+    idx, ok = g.index_of(np.array([p]))
+    inside = g.edges[0] <= p < g.edges[-1]
+    assert bool(ok[0]) == inside
+    if inside:
+        i = int(idx[0])
+        assert g.edges[i] <= p < g.edges[i + 1]
