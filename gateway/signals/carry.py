@@ -238,8 +238,9 @@ def compute_carry(
     vote_on: VoteOn = "carry_excess",
 ) -> CarryReading:
     """All of §1 from plain inputs; missing funding counts as 0 and the reading says so."""
-    if impact_mid is not None:
-        p_ref, p_src = positive_price(impact_mid, "impact mid"), "impact_mid"
+    im = math.nan if impact_mid is None else to_float(impact_mid)
+    if math.isfinite(im) and im > 0.0:  # §1: "impact mid if available" (NaN/<= 0: it is not)
+        p_ref, p_src = im, "impact_mid"
     else:
         p_ref, p_src = positive_price(mark, "mark"), "mark"
     s = positive_price(spot_index, "spot index")

@@ -346,3 +346,13 @@ def test_grid_bins_follow_their_edges(center: float, k: int, nudge: int) -> None
     if inside:
         i = int(idx[0])
         assert g.edges[i] <= p < g.edges[i + 1]
+
+
+@settings(max_examples=10, deadline=None)
+@given(im=st.sampled_from([math.nan, math.inf, 0.0, -1.0]))
+def test_an_unusable_impact_mid_falls_back_to_the_mark(im: float) -> None:
+    """§1: P_ref is the impact mid *if available*, else the mark; an impact mid that is not a
+    price is not available. It failed the whole snapshot."""
+    s = compute_snapshot(_inputs(impact_mid=im, index=P * 0.999))
+    assert s.price_ref_source == "mark" and s.price_ref == P
+    assert s.basis_bps == pytest.approx((P - P * 0.999) / (P * 0.999) * 1e4)
