@@ -147,8 +147,11 @@ def simulate_cascade(
         waves.append(q)
         sold += q
         rest = sold - book_total
-        if bpx.size and rest <= 1e-12 * max(book_total, 1.0):  # float dust is not exhaustion
-            i = min(int(np.searchsorted(cum_b, sold, side="left")), bpx.size - 1)
+        dust = 1e-12 * max(book_total, 1.0)
+        if bpx.size and rest <= dust:  # float dust is not exhaustion
+            # Nor is it the next level: a sale that exactly fills levels 1..k in decimals can
+            # exceed their float cumsum (0.1 + 0.2 > 0.3) and swept level k+1 with its clusters.
+            i = min(int(np.searchsorted(cum_b, sold - dust, side="left")), bpx.size - 1)
             b = float(bpx[i])
         else:
             exhausted = True

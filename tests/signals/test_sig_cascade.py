@@ -6,6 +6,8 @@ import math
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from gateway.signals import SignalConfigError, run_cascades, simulate_cascade
 from gateway.signals.cascade import CascadeResult
@@ -211,3 +213,36 @@ def test_invalid_parameters() -> None:
         _long(BID_QTY, mark_transmission=1.5)
     with pytest.raises(SignalConfigError):
         _long(BID_QTY, haircut=-0.1)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    levels=st.lists(st.integers(1, 50), min_size=2, max_size=6),
+    k=st.integers(1, 5),
+    data=st.data(),
+)
+def test_a_wave_that_exactly_fills_levels_stops_at_the_last_one(
+    levels: list[int], k: int, data: st.DataObject
+) -> None:
+    """Selling exactly the first k levels' size touches level k, not k+1: float dust (0.1 + 0.2
+    > 0.3) swept one level deeper, fired the cluster resting there and could turn one wave
+    into a crash. Sizes are decimal tenths split into differently grouped pieces."""
+    k = min(k, len(levels) - 1)
+    units = sum(levels[:k])
+    cuts = sorted(data.draw(st.lists(st.integers(1, units - 1), max_size=4, unique=True))) if (
+        units > 1) else []
+    pieces = [b - a for a, b in zip([0, *cuts], [*cuts, units], strict=True)]
+    px = [99.0 - i for i in range(len(levels))]
+    r = simulate_cascade(
+        "long",
+        px,
+        [u * 0.1 for u in levels],
+        [99.0] * len(pieces) + [px[k]],
+        [u * 0.1 for u in pieces] + [1e6],
+        price=100.0,
+        side_oi=1e9,
+        sigma_d=0.04,
+        daily_volume=1e9,
+        shock_price=99.0,
+    )
+    assert r.steps == 1 and r.end_price == px[k - 1], (r.wave_sizes, r.end_price)
