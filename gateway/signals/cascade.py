@@ -160,7 +160,9 @@ def simulate_cascade(
             b = anchor * (1.0 + sgn * min(impact, max_impact))
         book_end = b
         if sgn * b > sgn * x:
-            x = x * (b / x) ** mark_transmission
+            # τ = 1 is exactly "x <- the last level touched": x·(b/x)^1 can round past b and
+            # leave the clusters resting at b unfired.
+            x = b if mark_transmission == 1.0 else x * (b / x) ** mark_transmission
 
     total = math.fsum(waves)
     ratios = tuple(waves[i + 1] / waves[i] for i in range(len(waves) - 1))

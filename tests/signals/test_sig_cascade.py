@@ -246,3 +246,34 @@ def test_a_wave_that_exactly_fills_levels_stops_at_the_last_one(
         shock_price=99.0,
     )
     assert r.steps == 1 and r.end_price == px[k - 1], (r.wave_sizes, r.end_price)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    side=st.sampled_from(["long", "short"]),
+    first=st.integers(1, 2000),
+    gap=st.integers(1, 2000),
+)
+def test_full_transmission_moves_the_trigger_exactly_to_the_last_level(
+    side: str, first: int, gap: int
+) -> None:
+    """τ = 1 is §5's ``x <- price of the last level touched``; ``x · (b/x)^1`` rounded below
+    an ask (115.67 -> 115.66999999999999) in about one case in ten, so the cluster resting at
+    that ask did not fire and the cascade stopped early."""
+    sgn = -1 if side == "long" else 1
+    x = 100.0 + sgn * first / 100.0
+    b = round(x + sgn * gap / 100.0, 2)
+    r = simulate_cascade(
+        "long" if side == "long" else "short",
+        [x, b, 100.0 * (1 + sgn * 0.9)],
+        [1.0, 1.0, 1e9],
+        [x, b],
+        [1.5, 7.0],
+        price=100.0,
+        side_oi=1e6,
+        sigma_d=0.04,
+        daily_volume=1e9,
+        shock_price=x,
+    )
+    assert r.wave_sizes == (1.5, 7.0), (x, b, r.end_price)
+    assert r.end_price == 100.0 * (1 + sgn * 0.9)
