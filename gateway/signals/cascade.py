@@ -108,20 +108,29 @@ def simulate_cascade(
     keep_b = (bq > 0.0) & (bpx > 0.0) & np.isfinite(bq) & np.isfinite(bpx)
     bpx, bq = bpx[keep_b], bq[keep_b] * (1.0 - haircut)
     order = np.argsort(sgn * bpx, kind="stable")  # sweep order: from the touch outward
-    bpx, cum_b = bpx[order], np.cumsum(bq[order])
+    with np.errstate(over="ignore"):
+        bpx, cum_b = bpx[order], np.cumsum(bq[order])
     book_total = float(cum_b[-1]) if cum_b.size else 0.0
 
     keep_c = (cq > 0.0) & (cpx > 0.0) & np.isfinite(cq) & np.isfinite(cpx)
     cpx, cq = cpx[keep_c], cq[keep_c]
     c_order = np.argsort(sgn * cpx, kind="stable")  # firing order: nearest first
     c_key = sgn * cpx[c_order]  # ascending; "at or past x" is c_key <= sgn*x
-    cum_c = np.concatenate(([0.0], np.cumsum(cq[c_order])))
+    with np.errstate(over="ignore"):
+        cum_c = np.concatenate(([0.0], np.cumsum(cq[c_order])))
+    if not (math.isfinite(book_total) and math.isfinite(float(cum_c[-1]))):
+        # inf - inf waves were NaN: every step NaN, liquidated_share min(1, nan) = 1.0.
+        raise SignalInputError("book or cluster quantities overflow float64")
 
     if shock_price is not None:
         x = positive_price(shock_price, "shock price")
     else:
         d = sigma_d if delta is None else delta
-        x = p * math.exp(sgn * d)
+        try:
+            x = p * math.exp(sgn * d)
+        except OverflowError:
+            msg = f"shock e^{d:g} overflows float64 (sigma_d {sigma_d:g})"
+            raise SignalInputError(msg) from None
         beyond = np.flatnonzero(c_key > sgn * p)
         if beyond.size:
             nearest = float(cpx[c_order][beyond[0]])

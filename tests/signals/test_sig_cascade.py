@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway.signals import SignalConfigError, run_cascades, simulate_cascade
+from gateway.signals import SignalConfigError, SignalInputError, run_cascades, simulate_cascade
 from gateway.signals.cascade import CascadeResult
 
 BID_PX = [99.5, 99.0, 98.0, 97.0, 95.0]
@@ -277,3 +277,17 @@ def test_full_transmission_moves_the_trigger_exactly_to_the_last_level(
     )
     assert r.wave_sizes == (1.5, 7.0), (x, b, r.end_price)
     assert r.end_price == 100.0 * (1 + sgn * 0.9)
+
+
+def test_overflowing_quantities_or_shock_are_an_input_error_not_nan() -> None:
+    """Cluster sizes summing past float64 made every wave NaN, liquidated_share 1.0
+    (``min(1, nan)``) and 50 NaN steps; a shock of e^800 raised a bare OverflowError."""
+    with pytest.raises(SignalInputError, match="overflow"):
+        simulate_cascade("long", [99.0], [1.0], [99.0, 98.0], [1e308, 1e308], price=100.0,
+                         side_oi=1e6, sigma_d=0.04, daily_volume=1e3)
+    with pytest.raises(SignalInputError, match="overflow"):
+        simulate_cascade("long", [99.0, 98.0], [1e308, 1e308], [99.0], [1.0], price=100.0,
+                         side_oi=1e6, sigma_d=0.04, daily_volume=1e3)
+    with pytest.raises(SignalInputError, match="overflow"):
+        simulate_cascade("short", [101.0], [1.0], [101.0], [1.0], price=100.0, side_oi=1e6,
+                         sigma_d=800.0, daily_volume=1e3)
