@@ -83,6 +83,10 @@ class SignalConfig:
         for name, v in positive.items():
             if not (math.isfinite(v) and v > 0.0):
                 raise SignalConfigError(f"{name} must be a finite number > 0, got {v}")
+        if self.default_sigma_d > 10.0:
+            raise SignalConfigError(
+                f"default_sigma_d is a daily σ, at most 10 (1000 %/day), got {self.default_sigma_d}"
+            )
         unit = {
             "aggressor_weight": self.aggressor_weight,
             "initial_long_share": self.initial_long_share,

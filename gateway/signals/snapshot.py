@@ -11,7 +11,8 @@ Choices where shared/signals.md is silent:
 * Price frame: the spot book is rescaled by ``mark / index`` before depth is measured, so book
   prices and liquidation levels (which live in mark terms) are compared in one frame.
 * σ_d: the ``sigma_d`` input if given, else realized σ of the closes, else
-  ``config.default_sigma_d``; ``sigma_source`` says which. ``s = max(σ_d √h, s_floor)``.
+  ``config.default_sigma_d`` (a σ_d that is not in ``(0, 10]`` is not used);
+  ``sigma_source`` says which. ``s = max(σ_d √h, s_floor)``.
 * Side OI for map scaling: when an OI history is present, the flow estimate that built the map
   (so ``map_gross_to_net`` compares like with like); else the positioning record's long share
   times the total OI; else an even split. ``side_oi_source`` says which.
@@ -171,12 +172,21 @@ def _age(now: float, as_of: float | None) -> float | None:
     return max(0.0, now - as_of)
 
 
+MAX_SIGMA_D = 10.0
+"""A daily σ above 1000 % is not a volatility (e^(2s) bands overflowed): it is not used."""
+
+
+def _usable_sigma(x: float | None) -> bool:
+    return x is not None and math.isfinite(x) and 0.0 < x <= MAX_SIGMA_D
+
+
 def _sigma(inp: SignalInputs, cfg: SignalConfig) -> tuple[float, str]:
-    if inp.sigma_d is not None and math.isfinite(inp.sigma_d) and inp.sigma_d > 0.0:
+    if _usable_sigma(inp.sigma_d):
+        assert inp.sigma_d is not None
         return float(inp.sigma_d), "input"
     if inp.closes is not None:
         rv = realized_vol(inp.closes, cfg.vol_window, cfg.closes_per_day)
-        if rv is not None and math.isfinite(rv) and rv > 0.0:
+        if rv is not None and _usable_sigma(rv):
             return rv, "closes"
     return cfg.default_sigma_d, "default"
 

@@ -18,6 +18,8 @@ from gateway.signals import (
     LiquidationMap,
     OIHistory,
     PositioningRecord,
+    SignalConfig,
+    SignalConfigError,
     SignalInputError,
     SignalInputs,
     at_risk_share,
@@ -356,3 +358,17 @@ def test_an_unusable_impact_mid_falls_back_to_the_mark(im: float) -> None:
     s = compute_snapshot(_inputs(impact_mid=im, index=P * 0.999))
     assert s.price_ref_source == "mark" and s.price_ref == P
     assert s.basis_bps == pytest.approx((P - P * 0.999) / (P * 0.999) * 1e4)
+
+
+@settings(max_examples=10, deadline=None)
+@given(sig=st.sampled_from([1e300, 1e3, 11.0]))
+def test_an_absurd_sigma_is_not_used(sig: float) -> None:
+    """A finite but absurd σ_d input (above 1000 %/day) is not a volatility: it made the risk
+    band e^(2s) overflow (a bare OverflowError failed the snapshot). It is ignored and
+    ``sigma_source`` says what was used instead."""
+    s = compute_snapshot(_inputs(sigma_d=sig))
+    assert s.sigma_source == "default" and s.sigma_d == 0.04
+    assert all(math.isfinite(x) for x in _floats(s))
+    assert compute_snapshot(_inputs(sigma_d=10.0)).sigma_source == "input"
+    with pytest.raises(SignalConfigError, match="default_sigma_d"):
+        SignalConfig(default_sigma_d=50.0)
