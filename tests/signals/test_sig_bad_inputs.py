@@ -372,3 +372,70 @@ def test_an_absurd_sigma_is_not_used(sig: float) -> None:
     assert compute_snapshot(_inputs(sigma_d=10.0)).sigma_source == "input"
     with pytest.raises(SignalConfigError, match="default_sigma_d"):
         SignalConfig(default_sigma_d=50.0)
+
+
+junk = st.sampled_from([math.nan, math.inf, -math.inf, 0.0, -1.0, 1e-300, 1e300])
+
+
+@settings(max_examples=80, deadline=None)
+@given(seed=st.integers(0, 2**20), n_junk=st.integers(0, 12), with_map=st.booleans(),
+       data=st.data())
+def test_snapshot_is_finite_whatever_junk_the_feeds_send(
+    seed: int, n_junk: int, with_map: bool, data: st.DataObject
+) -> None:
+    """NaN, ±inf, 0, negative and extreme values sprinkled over the book, the OI history, the
+    closes, the funding prints, the total OI, σ_d and the daily volume: the snapshot is either
+    a SignalInputError or finite in every float (nothing non-finite reaches the gate)."""
+    rng = np.random.default_rng(seed)
+    n = 30
+    k = np.arange(1, 51)
+    book = {"bid_px": P * np.exp(-k * 0.002), "bid_qty": rng.uniform(0, 50, 50),
+            "ask_px": P * np.exp(k * 0.002), "ask_qty": rng.uniform(0, 50, 50)}
+    px = P * np.exp(np.cumsum(rng.normal(0, 0.003, n)))
+    hist = {"oi": 5e7 + np.cumsum(rng.normal(0, 5e5, n)), "vwap": px.copy(), "high": px * 1.002,
+            "low": px * 0.998, "close": px.copy(), "taker": rng.uniform(0, 1, n)}
+    closes = P * np.exp(np.cumsum(rng.normal(0, 0.02, 40)))
+    funding = [FundingRecord(NOW - j * H, float(rng.normal(1e-5, 1e-5))) for j in range(6)]
+    for _ in range(n_junk):
+        where = data.draw(st.sampled_from(["book", "hist", "closes", "funding"]))
+        v = data.draw(junk)
+        if where == "book":
+            book[data.draw(st.sampled_from(sorted(book)))][data.draw(st.integers(0, 49))] = v
+        elif where == "hist":
+            hist[data.draw(st.sampled_from(sorted(hist)))][data.draw(st.integers(0, n - 1))] = v
+        elif where == "closes":
+            closes[data.draw(st.integers(0, 39))] = v
+        else:
+            i = data.draw(st.integers(0, 5))
+            funding[i] = FundingRecord(funding[i].ts, v)
+    extra: dict[str, object] = {}
+    if with_map:
+        m = LiquidationMap(P, as_of=NOW - 60.0)
+        m.add("long", rng.uniform(0, 1e6, 20), rng.uniform(95, 115, 20))
+        m.add("short", rng.uniform(0, 1e6, 20), rng.uniform(85, 105, 20))
+        extra = {"liq_map": m, "oi_history": None,
+                 "positioning": PositioningRecord.of("c", "m", float(rng.uniform(0, 1e7)),
+                                                     float(rng.uniform(0, 1e7)), NOW - 5.0)}
+    else:
+        ts = NOW - 300.0 * (n - np.arange(n))
+        extra = {"oi_history": OIHistory.of(ts, hist["oi"], hist["vwap"], hist["high"],
+                                            hist["low"], hist["close"], hist["taker"])}
+    inp = _inputs(
+        book=Book.of(book["bid_px"], book["bid_qty"], book["ask_px"], book["ask_qty"], NOW - 1),
+        funding=tuple(funding),
+        closes=closes,
+        closes_as_of=NOW,
+        open_interest_usd=data.draw(st.one_of(junk, st.just(1e7))),
+        sigma_d=data.draw(st.one_of(junk, st.just(0.03), st.none())),
+        daily_volume_base=data.draw(st.one_of(junk, st.just(1e5))),
+        index=P * 1.0003,
+        **extra,
+    )
+    try:
+        s = compute_snapshot(inp)
+    except SignalInputError:
+        return
+    bad = [x for x in _floats(s) if not math.isfinite(x)]
+    assert not bad
+    assert -1.0 <= s.gravity <= 1.0
+    assert 0.0 <= s.at_risk_share_long <= 1.0 and 0.0 <= s.at_risk_share_short <= 1.0
