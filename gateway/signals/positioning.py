@@ -11,7 +11,7 @@ Choices where shared/signals.md §2 is silent:
   bought). Rising OI goes to longs with weight ``α·f + (1-α)·(1-f)``; falling OI is taken from
   longs with weight ``α·(1-f) + (1-α)·f`` (a taker *sell* that lowers OI closes a long). With
   α = 0.5 both weights are 0.5 whatever ``f`` is, so no asymmetry can arise, as §2 requires.
-  A missing (NaN) ``f`` counts as 0.5: no information, no tilt.
+  A missing (NaN) or infinite ``f`` counts as 0.5: no information, no tilt.
 * After each interval the long side is clamped to [0, OI] and the short side is ``OI - long``,
   so both stay in [0, OI]; the effective per-side deltas (after clamping) are what the
   liquidation map receives. The first interval's OI has unknown entries: it gets no delta.
@@ -132,7 +132,7 @@ def flow_estimate(
         empty = np.empty(0, dtype=np.float64)
         rec = PositioningRecord(cohort, "flow_estimate", 0.0, 0.0, float(as_of))
         return FlowEstimate(empty, empty, empty, empty, rec)
-    f = np.clip(np.where(np.isnan(f), 0.5, f), 0.0, 1.0)
+    f = np.clip(np.where(np.isfinite(f), f, 0.5), 0.0, 1.0)  # NaN/inf: unknown, no tilt
     d_oi = np.diff(oi, prepend=oi[0])
     w_open = alpha * f + (1.0 - alpha) * (1.0 - f)
     w_close = alpha * (1.0 - f) + (1.0 - alpha) * f

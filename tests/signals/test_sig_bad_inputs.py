@@ -439,3 +439,17 @@ def test_snapshot_is_finite_whatever_junk_the_feeds_send(
     assert not bad
     assert -1.0 <= s.gravity <= 1.0
     assert 0.0 <= s.at_risk_share_long <= 1.0 and 0.0 <= s.at_risk_share_short <= 1.0
+
+
+@settings(max_examples=20, deadline=None)
+@given(v=st.sampled_from([math.inf, -math.inf]), i=st.integers(1, 4))
+def test_an_infinite_taker_share_is_unknown_like_nan(v: float, i: int) -> None:
+    """§2's estimator: a missing taker share gives no tilt; ±inf was clipped to 1/0, i.e.
+    read as "every taker bought/sold" and tilted the split."""
+    oi = [1e6, 1.2e6, 1.5e6, 1.4e6, 1.8e6]
+    f = [0.5, 0.6, 0.4, 0.5, 0.7]
+    junk_f, nan_f = list(f), list(f)
+    junk_f[i], nan_f[i] = v, math.nan
+    a = flow_estimate(oi, junk_f, as_of=NOW)
+    b = flow_estimate(oi, nan_f, as_of=NOW)
+    assert np.array_equal(a.long_usd, b.long_usd)
