@@ -285,6 +285,9 @@ class _Fields:
             self.problems.append(f"{field}: must be finite, got {text!r}")
             return math.nan
         x = float(d)
+        if not math.isfinite(x):  # "1e400" is a finite Decimal but no float: the math needs one
+            self.problems.append(f"{field}: out of range, got {text!r}")
+            return math.nan
         if positive and x <= 0:
             self.problems.append(f"{field}: must be > 0, got {text}")
         elif minimum is not None and x < minimum:

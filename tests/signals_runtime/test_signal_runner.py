@@ -195,6 +195,7 @@ def test_subscribe_streams_a_new_snapshot_after_a_push(env: Env) -> None:
         (lambda r: r.ClearField("cohort"), "cohort: required"),
         (lambda r: setattr(r, "long_usd", "-1"), "long_usd: must be >= 0"),
         (lambda r: setattr(r, "short_usd", "lots"), "short_usd: 'lots' is not a decimal"),
+        (lambda r: setattr(r, "long_usd", "1e400"), "long_usd: out of range, got '1e400'"),
         (lambda r: r.as_of.CopyFrom(_ts(time.time() - 7200)), "as_of: record is stale"),
         (lambda r: r.as_of.CopyFrom(_ts(time.time() + 60)), "as_of: "),
         (lambda r: r.ClearField("as_of"), "as_of: required"),
