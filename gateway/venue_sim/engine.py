@@ -217,6 +217,8 @@ TEXT_UNKNOWN_ORDER = "EOrder:Unknown order"
 TEXT_ORDER_CLOSED = "EOrder:Unknown order:order already closed"
 # Kraken spot's error for a post-only order that would take (REST AddOrder, WS add_order).
 TEXT_POST_WOULD_EXECUTE = "EOrder:Post only order"
+# A cancel/replace may change the quantity and the price only (Kraken: "amend qty/price").
+TEXT_AMEND_ONLY_QTY_PRICE = "EGeneral:Invalid arguments:only qty and price can be amended"
 
 
 class PostOnlyRefused(Exception):
@@ -1061,6 +1063,11 @@ class MatchingEngine:
         deadline: Deadline | None = None,
         cancel_below_filled: bool = False,
         session: str | None = None,
+        require_new_cl_ord_id: bool = False,
+        side: str | None = None,
+        symbol: str | None = None,
+        ord_type: str | None = None,
+        tif: str | None = None,
     ) -> list[Event]:
         """Cancel/replace (FIX OrderCancelReplaceRequest); None keeps the current value.
 
@@ -1076,6 +1083,15 @@ class MatchingEngine:
         leaves 0, status CANCELED. FIX 35=G keeps the FILLED close.
 
         ``session`` as for :meth:`cancel`: a FIX cancel/replace finds only its session's orders.
+
+        ``require_new_cl_ord_id`` (FIX 35=G): ``cl_ord_id`` must be one the order never had
+        (neither its current ClOrdID nor one from before an earlier replace), else the request
+        is refused as a duplicate (CxlRejReason 6). REST/WS amends keep their cl_ord_id.
+
+        ``side``, ``symbol``, ``ord_type``, ``tif`` (enums or their FIX wire values; None: not
+        given) are what the request says the order is: any that differs from the order is
+        refused (CxlRejReason 99), since only the quantity and the price can change. Applied as
+        a qty/price change regardless, a client was told its buy had been replaced by a sell.
         """
         if (new_qty is not None and type(new_qty) is not Decimal) or (
             new_price is not None and type(new_price) is not Decimal
@@ -1096,8 +1112,15 @@ class MatchingEngine:
         if o is None or o.status not in (_NEW, _PARTIAL):
             return refuse()
         other = self._open_by_clid.get((owner, cl_ord_id))
-        if other is not None and other is not o:
+        if (other is not None and other is not o) or (
+                require_new_cl_ord_id and cl_ord_id in o.clids):
             return refuse(CxlRejCode.DUPLICATE_CL_ORD_ID, TEXT_DUPLICATE)
+        for name, asked, has in (("side", side, o.side), ("symbol", symbol, o.symbol),
+                                 ("ord_type", ord_type, o.ord_type), ("tif", tif, o.tif)):
+            if asked is not None and asked != has:  # StrEnum == its wire value
+                return refuse(CxlRejCode.OTHER,
+                              f"{TEXT_AMEND_ONLY_QTY_PRICE}:{name} {asked} is not the "
+                              f"order's {has}")
         inst = o.inst
         book = self._books[o.symbol]
         price = price_before = o.price

@@ -241,10 +241,16 @@ class SimFixFace(BaseHandler):
             m.TEXT: text}))
 
     def _replace(self, msg: fix.Message, owner: str) -> None:
+        """Only OrderQty and Price can change, under a new ClOrdID: the engine refuses (35=9)
+        a request whose Side, Symbol, OrdType or TimeInForce is not the order's, or whose
+        ClOrdID the order already had."""
         qty, price = get(msg, m.ORDER_QTY), get(msg, m.PRICE)
         self.engine.replace(owner, msg.getField(m.CL_ORD_ID), get(msg, m.ORIG_CL_ORD_ID),
                             Decimal(qty) if qty else None, Decimal(price) if price else None,
-                            order_id=get(msg, m.ORDER_ID), session=_session(owner))
+                            order_id=get(msg, m.ORDER_ID), session=_session(owner),
+                            require_new_cl_ord_id=True, side=get(msg, m.SIDE),
+                            symbol=get(msg, m.SYMBOL), ord_type=get(msg, m.ORD_TYPE),
+                            tif=get(msg, m.TIME_IN_FORCE))
 
     def _status(self, msg: fix.Message, owner: str, session_id: fix.SessionID) -> None:
         """Answer with the order as it stands, queued under the engine lock with the snapshot

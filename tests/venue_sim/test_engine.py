@@ -743,3 +743,54 @@ def test_grid_reject_texts_print_the_tick_and_lot_in_plain_notation(eng: Matchin
     off_tick = eng.submit("A", "a2", "PF_ARBUSD", BUY, D("1"), D("0.11105"))
     assert isinstance(off_tick[0], Rejected)
     assert off_tick[0].text.endswith("price must be a multiple of 0.0001")
+
+
+# ---- replace: what a FIX cancel/replace may not change -----------------------------------------
+
+
+def test_fix_replace_must_bring_a_new_cl_ord_id(eng: MatchingEngine) -> None:
+    """FIX 35=G needs a ClOrdID the order never had: the current one (11 == 41) or one it had
+    before an earlier replace is refused as a duplicate (102=6), the order untouched. Kraken's
+    REST/WS amend keeps its cl_ord_id, so it does not ask for this."""
+    eng.submit("A", "a1", BTC, BUY, D("1"), D("44000.0"))
+    for cl, orig in (("a1", "a1"), ("a2", "a1"), ("a1", "a2")):
+        ev = eng.replace("A", cl, orig, new_qty=D("0.5"), require_new_cl_ord_id=True)
+        if cl == "a2":
+            assert isinstance(ev[0], Replaced), ev
+            continue
+        rej = only(ev, CancelRejected)
+        assert isinstance(rej, CancelRejected)
+        assert (rej.reason_code, rej.reason, rej.ord_status, rej.cl_ord_id) == (
+            CxlRejCode.DUPLICATE_CL_ORD_ID, TEXT_DUPLICATE, OrdStatus.NEW, cl)
+    st_ = eng.order_status("A", cl_ord_id="a2")
+    assert st_ is not None and (st_.cl_ord_id, st_.qty) == ("a2", D("0.5"))
+    # Without the flag (REST/WS amend) the same ClOrdID is still fine.
+    assert isinstance(eng.replace("A", "a2", "a2", new_qty=D("0.4"))[0], Replaced)
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ({"side": SELL}, "side"),
+        ({"symbol": "ETH/USD"}, "symbol"),
+        ({"ord_type": OrdType.MARKET}, "ord_type"),
+        ({"tif": TimeInForce.IOC}, "tif"),
+        ({"side": "2"}, "side"),  # FIX wire values compare as the enums do
+    ],
+)
+def test_replace_refuses_to_change_anything_but_qty_and_price(
+        eng: MatchingEngine, change: dict[str, str], field: str) -> None:
+    """A cancel/replace that names another side, symbol, order type or time in force is refused
+    (35=9), not applied as a qty/price change: replaced with the old side, a client would
+    believe its order had turned into a sell."""
+    eng.submit("A", "a1", BTC, BUY, D("1"), D("44000.0"))
+    rej = only(eng.replace("A", "a2", "a1", new_qty=D("0.5"), **change), CancelRejected)  # type: ignore[arg-type]
+    assert isinstance(rej, CancelRejected)
+    assert rej.reason_code is CxlRejCode.OTHER and field in rej.reason, rej.reason
+    assert rej.ord_status is OrdStatus.NEW and rej.order_id is not None
+    st_ = eng.order_status("A", cl_ord_id="a1")
+    assert st_ is not None and (st_.cl_ord_id, st_.qty, st_.side) == ("a1", D("1"), BUY)
+    # The same values as the order's are fine.
+    ev = eng.replace("A", "a2", "a1", new_qty=D("0.5"), side=BUY, symbol=BTC,
+                     ord_type=OrdType.LIMIT, tif=TimeInForce.GTC)
+    assert isinstance(ev[0], Replaced), ev

@@ -247,3 +247,33 @@ def test_cancel_on_disconnect_1_leaves_the_orders(sim: VenueSimulator) -> None:
                         == ["keep1"]), sim.engine.open_orders(OWNER)
     finally:
         c.close()
+
+
+# ---- 8: a cancel/replace changes OrderQty and Price only, under a new ClOrdID ---------------
+
+@pytest.mark.parametrize(
+    ("cl", "changes", "reason"),
+    [
+        ("r1", {54: "2"}, "99"),           # another side
+        ("r1", {40: "1"}, "99"),           # limit -> market
+        ("r1", {59: "3"}, "99"),           # GTC -> IOC
+        ("r1", {55: "ETH/USD"}, "99"),     # another book
+        ("o1", {}, "6"),                   # 11 == 41: not a new ClOrdID
+    ],
+)
+def test_replace_that_changes_more_than_qty_and_price_is_refused(
+        sim: VenueSimulator, cl: str, changes: dict[int, str], reason: str) -> None:
+    """Applied as a qty change instead, the client got 150=5 for a "sell" still buying."""
+    c = trading_client(sim)
+    try:
+        new_order(c, "o1", qty="0.02")
+        report(c, "o1", "0")
+        fields = {11: cl, 41: "o1", 55: "BTC/USD", 54: "1", 60: "20260101-00:00:00.000",
+                  38: "0.01", 40: "2", 44: "40000.0", 59: "1", **changes}
+        c.send("G", list(fields.items()))
+        rej = fields_of(c.expect("9", match=lambda f: f.get(11) == cl))
+        assert (rej[102], rej[434], rej[39], rej[41]) == (reason, "2", "0", "o1"), rej
+        (o,) = sim.engine.open_orders(OWNER)
+        assert (o.cl_ord_id, o.qty, o.side) == ("o1", D("0.02"), e.Side.BUY)
+    finally:
+        c.close()
