@@ -727,6 +727,17 @@ class MatchingEngine:
             return None
         return o
 
+    def _clid_in_use(self, owner: str, cl_ord_id: str) -> _Order | None:
+        """The open order that has or had ``cl_ord_id`` (current, or before a replace), if
+        any: that ClOrdID names a live order, so a new order or a replace may not take it."""
+        o = self._open_by_clid.get((owner, cl_ord_id))
+        if o is None:
+            oid = self._clid_alias.get((owner, cl_ord_id))
+            o = self._orders.get(oid) if oid is not None else None
+            if o is not None and o.status not in (_NEW, _PARTIAL):
+                o = None
+        return o
+
     def _close(self, o: _Order) -> None:
         """Move an order out of the open indexes; keep it for status queries for a while."""
         del self._open_by_clid[(o.owner, o.cl_ord_id)]
@@ -982,7 +993,7 @@ class MatchingEngine:
         events: list[Event] = []
         if book is None:
             failure: tuple[RejectCode, str] | None = (RejectCode.UNKNOWN_SYMBOL, TEXT_UNKNOWN_PAIR)
-        elif (owner, cl_ord_id) in self._open_by_clid:
+        elif self._clid_in_use(owner, cl_ord_id) is not None:
             failure = (RejectCode.DUPLICATE_ORDER, TEXT_DUPLICATE)
         else:
             failure = self._validate_new(book, qty, price, ord_type)
@@ -1111,7 +1122,7 @@ class MatchingEngine:
 
         if o is None or o.status not in (_NEW, _PARTIAL):
             return refuse()
-        other = self._open_by_clid.get((owner, cl_ord_id))
+        other = self._clid_in_use(owner, cl_ord_id)
         if (other is not None and other is not o) or (
                 require_new_cl_ord_id and cl_ord_id in o.clids):
             return refuse(CxlRejCode.DUPLICATE_CL_ORD_ID, TEXT_DUPLICATE)

@@ -794,3 +794,21 @@ def test_replace_refuses_to_change_anything_but_qty_and_price(
     ev = eng.replace("A", "a2", "a1", new_qty=D("0.5"), side=BUY, symbol=BTC,
                      ord_type=OrdType.LIMIT, tif=TimeInForce.GTC)
     assert isinstance(ev[0], Replaced), ev
+
+
+def test_cl_ord_id_an_open_order_had_before_a_replace_is_still_in_use(eng: MatchingEngine) -> None:
+    """g1 replaced by g2 is the same live order: a new order g1 (or a replace of another order
+    to g1) is a duplicate, not a second order a later cancel of 41=g1 could mean. Once the
+    order is closed, its ClOrdIDs are free again, as the current one is."""
+    eng.submit("A", "g1", BTC, BUY, D("1"), D("44000.0"))
+    eng.replace("A", "g2", "g1", new_qty=D("0.5"))
+    rej = only(eng.submit("A", "g1", BTC, BUY, D("1"), D("43000.0")), Rejected)
+    assert isinstance(rej, Rejected) and rej.reason_code is RejectCode.DUPLICATE_ORDER
+    eng.submit("A", "h1", BTC, BUY, D("1"), D("43000.0"))
+    rej2 = only(eng.replace("A", "g1", "h1", new_qty=D("0.5")), CancelRejected)
+    assert isinstance(rej2, CancelRejected)
+    assert rej2.reason_code is CxlRejCode.DUPLICATE_CL_ORD_ID
+    assert [(o.cl_ord_id, o.qty) for o in eng.open_orders("A")] == [
+        ("g2", D("0.5")), ("h1", D("1"))]
+    eng.cancel("A", "x1", "g2")
+    assert isinstance(eng.submit("A", "g1", BTC, BUY, D("1"), D("43000.0"))[0], Accepted)
