@@ -217,8 +217,9 @@ TEXT_UNKNOWN_ORDER = "EOrder:Unknown order"
 TEXT_ORDER_CLOSED = "EOrder:Unknown order:order already closed"
 # Kraken spot's error for a post-only order that would take (REST AddOrder, WS add_order).
 TEXT_POST_WOULD_EXECUTE = "EOrder:Post only order"
+TEXT_INVALID_ARGUMENTS = "EGeneral:Invalid arguments"
 # A cancel/replace may change the quantity and the price only (Kraken: "amend qty/price").
-TEXT_AMEND_ONLY_QTY_PRICE = "EGeneral:Invalid arguments:only qty and price can be amended"
+TEXT_AMEND_ONLY_QTY_PRICE = f"{TEXT_INVALID_ARGUMENTS}:only qty and price can be amended"
 
 
 class PostOnlyRefused(Exception):
@@ -593,6 +594,17 @@ class _Book:
 
     def opposite(self, side: Side) -> _BookSide:
         return self.asks if side is _BUY else self.bids
+
+
+def _mismatch(o: _Order, side: str | None, symbol: str | None, ord_type: str | None = None,
+              tif: str | None = None) -> str | None:
+    """What a cancel or replace request says about the order that is not so (None: all it
+    says matches). Values are enums or their FIX wire values (a StrEnum equals its value)."""
+    for name, asked, has in (("side", side, o.side), ("symbol", symbol, o.symbol),
+                             ("ord_type", ord_type, o.ord_type), ("tif", tif, o.tif)):
+        if asked is not None and asked != has:
+            return f"{name} {asked} is not the order's {has}"
+    return None
 
 
 _P = ParamSpec("_P")
@@ -1028,11 +1040,18 @@ class MatchingEngine:
         order_id: str | None = None,
         *,
         session: str | None = None,
+        require_new_cl_ord_id: bool = False,
+        side: str | None = None,
+        symbol: str | None = None,
     ) -> list[Event]:
         """Cancel one order (FIX OrderCancelRequest); ``order_id`` wins over ``orig_cl_ord_id``.
 
         ``session``: the FIX session asking, which finds only the orders it placed (Kraken's
         cancel scope); None (REST, WS) finds any of the owner's.
+        ``require_new_cl_ord_id`` (FIX 35=F): ``cl_ord_id`` may not be one an open order has or
+        had (the Canceled report carries it as ClOrdID, so a client would book it against that
+        order): refused as a duplicate (CxlRejReason 6). ``side``, ``symbol`` (None: not given)
+        must be the order's, else refused (CxlRejReason 99).
         Returns ``[Canceled, BookChanged]`` or ``[CancelRejected]``.
         """
         now = self._now()
@@ -1041,6 +1060,15 @@ class MatchingEngine:
         if o is None or o.status not in (_NEW, _PARTIAL):
             events.append(self._cancel_reject(owner, cl_ord_id, orig_cl_ord_id, o,
                                               CxlRejResponseTo.CANCEL, now))
+            return self._publish(events)
+        refusal: tuple[CxlRejCode, str] | None = None
+        if require_new_cl_ord_id and self._clid_in_use(owner, cl_ord_id) is not None:
+            refusal = (CxlRejCode.DUPLICATE_CL_ORD_ID, TEXT_DUPLICATE)
+        elif (mismatch := _mismatch(o, side, symbol)) is not None:
+            refusal = (CxlRejCode.OTHER, f"{TEXT_INVALID_ARGUMENTS}:{mismatch}")
+        if refusal is not None:
+            events.append(self._cancel_reject(owner, cl_ord_id, orig_cl_ord_id, o,
+                                              CxlRejResponseTo.CANCEL, now, *refusal))
             return self._publish(events)
         self._cancel_resting(self._books[o.symbol], o, CancelReason.USER, cl_ord_id, events, now)
         return self._publish(events)
@@ -1126,12 +1154,9 @@ class MatchingEngine:
         if (other is not None and other is not o) or (
                 require_new_cl_ord_id and cl_ord_id in o.clids):
             return refuse(CxlRejCode.DUPLICATE_CL_ORD_ID, TEXT_DUPLICATE)
-        for name, asked, has in (("side", side, o.side), ("symbol", symbol, o.symbol),
-                                 ("ord_type", ord_type, o.ord_type), ("tif", tif, o.tif)):
-            if asked is not None and asked != has:  # StrEnum == its wire value
-                return refuse(CxlRejCode.OTHER,
-                              f"{TEXT_AMEND_ONLY_QTY_PRICE}:{name} {asked} is not the "
-                              f"order's {has}")
+        mismatch = _mismatch(o, side, symbol, ord_type, tif)
+        if mismatch is not None:
+            return refuse(CxlRejCode.OTHER, f"{TEXT_AMEND_ONLY_QTY_PRICE}:{mismatch}")
         inst = o.inst
         book = self._books[o.symbol]
         price = price_before = o.price

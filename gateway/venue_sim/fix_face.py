@@ -187,8 +187,11 @@ class SimFixFace(BaseHandler):
             if t == "D":
                 self._new_order(msg, fields, client)
             elif t == "F":
+                # Under a ClOrdID no live order has, naming the order's Side and Symbol.
                 self.engine.cancel(client, msg.getField(m.CL_ORD_ID), get(msg, m.ORIG_CL_ORD_ID),
-                                   get(msg, m.ORDER_ID), session=_session(client))
+                                   get(msg, m.ORDER_ID), session=_session(client),
+                                   require_new_cl_ord_id=True, side=get(msg, m.SIDE),
+                                   symbol=get(msg, m.SYMBOL))
             elif t == "G":
                 self._replace(msg, client)
             elif t == "H":

@@ -812,3 +812,21 @@ def test_cl_ord_id_an_open_order_had_before_a_replace_is_still_in_use(eng: Match
         ("g2", D("0.5")), ("h1", D("1"))]
     eng.cancel("A", "x1", "g2")
     assert isinstance(eng.submit("A", "g1", BTC, BUY, D("1"), D("43000.0"))[0], Accepted)
+
+
+def test_fix_cancel_checks_its_cl_ord_id_side_and_symbol(eng: MatchingEngine) -> None:
+    eng.submit("A", "a1", BTC, BUY, D("1"), D("44000.0"))
+    eng.submit("A", "b1", BTC, BUY, D("1"), D("43000.0"))
+    for cl, kw, code in (("a1", {}, CxlRejCode.DUPLICATE_CL_ORD_ID),
+                         ("b1", {}, CxlRejCode.DUPLICATE_CL_ORD_ID),
+                         ("x1", {"side": "2"}, CxlRejCode.OTHER),
+                         ("x1", {"symbol": "ETH/USD"}, CxlRejCode.OTHER)):
+        rej = only(eng.cancel("A", cl, "a1", require_new_cl_ord_id=True, **kw), CancelRejected)  # type: ignore[arg-type]
+        assert isinstance(rej, CancelRejected)
+        assert (rej.reason_code, rej.ord_status, rej.response_to) == (
+            code, OrdStatus.NEW, CxlRejResponseTo.CANCEL), rej
+    assert len(eng.open_orders("A")) == 2
+    ev = eng.cancel("A", "x1", "a1", require_new_cl_ord_id=True, side=BUY, symbol=BTC)
+    assert isinstance(ev[0], Canceled)
+    # Without the flag (REST, WS) the ClOrdID of the request is not checked.
+    assert isinstance(eng.cancel("A", "b1", "b1")[0], Canceled)

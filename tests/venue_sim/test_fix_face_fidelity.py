@@ -277,3 +277,34 @@ def test_replace_that_changes_more_than_qty_and_price_is_refused(
         assert (o.cl_ord_id, o.qty, o.side) == ("o1", D("0.02"), e.Side.BUY)
     finally:
         c.close()
+
+
+# ---- 9: a cancel names the order's Side and Symbol, under a ClOrdID no live order has ---------
+
+@pytest.mark.parametrize(
+    ("cl", "changes", "reason"),
+    [
+        ("x1", {54: "2"}, "99"),           # the other side
+        ("x1", {55: "ETH/USD"}, "99"),     # another book
+        ("o1", {}, "6"),                   # 11 == 41: the order's own ClOrdID
+        ("o2", {}, "6"),                   # another live order's ClOrdID
+    ],
+)
+def test_cancel_with_a_mismatch_or_a_live_cl_ord_id_is_refused(
+        sim: VenueSimulator, cl: str, changes: dict[int, str], reason: str) -> None:
+    """Accepted, the Canceled report went out under 11=o2, which a client keyed on ClOrdID
+    books against its other live order o2."""
+    c = trading_client(sim)
+    try:
+        new_order(c, "o1")
+        report(c, "o1", "0")
+        new_order(c, "o2", price="39000.0")
+        report(c, "o2", "0")
+        fields = {11: cl, 41: "o1", 55: "BTC/USD", 54: "1", 38: "0.01",
+                  60: "20260101-00:00:00.000", **changes}
+        c.send("F", list(fields.items()))
+        rej = fields_of(c.expect("9", match=lambda f: f.get(11) == cl))
+        assert (rej[102], rej[434], rej[39], rej[41]) == (reason, "1", "0", "o1"), rej
+        assert {o.cl_ord_id for o in sim.engine.open_orders(OWNER)} == {"o1", "o2"}
+    finally:
+        c.close()
