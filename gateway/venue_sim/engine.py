@@ -62,7 +62,7 @@ from decimal import (
     Overflow,
 )
 from enum import IntEnum, StrEnum
-from typing import Concatenate, ParamSpec, TypeAlias, TypeVar
+from typing import Concatenate, Final, ParamSpec, TypeAlias, TypeVar
 
 from gateway.venue_sim.deadline import Deadline
 from gateway.venue_sim.instruments import INSTRUMENTS, Instrument
@@ -217,6 +217,16 @@ TEXT_UNKNOWN_ORDER = "EOrder:Unknown order"
 TEXT_ORDER_CLOSED = "EOrder:Unknown order:order already closed"
 # Kraken spot's error for a post-only order that would take (REST AddOrder, WS add_order).
 TEXT_POST_WOULD_EXECUTE = "EOrder:Post only order"
+# Prefixes of the ClOrdIDs the REST faces make up where the engine needs one and Kraken's
+# request has none (an AddOrder without cl_ord_id, every CancelOrder): spot and futures. No
+# client is ever shown one (`is_made_up_cl_ord_id`).
+SPOT_REST_CL_ORD_ID_PREFIX: Final = "_k:"
+FUTURES_REST_CL_ORD_ID_PREFIX: Final = "_kf:"
+
+
+def is_made_up_cl_ord_id(cl_ord_id: str) -> bool:
+    """Whether a REST face made `cl_ord_id` up for the engine (see the prefixes above)."""
+    return cl_ord_id.startswith((SPOT_REST_CL_ORD_ID_PREFIX, FUTURES_REST_CL_ORD_ID_PREFIX))
 TEXT_INVALID_ARGUMENTS = "EGeneral:Invalid arguments"
 # A cancel/replace may change the quantity and the price only (Kraken: "amend qty/price").
 TEXT_AMEND_ONLY_QTY_PRICE = f"{TEXT_INVALID_ARGUMENTS}:only qty and price can be amended"

@@ -354,8 +354,11 @@ class SimFixFace(BaseHandler):
                 self._to_owner(ev.order.owner, m.message_from_fields("8", f))
             elif isinstance(ev, e.Canceled):
                 f = self._report(ev.order, "4", ev.exec_id)
-                if ev.request_cl_ord_id is not None:
-                    f[m.CL_ORD_ID] = ev.request_cl_ord_id
+                # A REST cancel has no ClOrdID of its own: reported under the order's, as an
+                # unsolicited cancel, not under the one the REST face made up for the engine.
+                req = ev.request_cl_ord_id
+                if req is not None and not e.is_made_up_cl_ord_id(req):
+                    f[m.CL_ORD_ID] = req
                     f[m.ORIG_CL_ORD_ID] = ev.order.cl_ord_id
                 f[m.TEXT] = ev.text
                 self._to_owner(ev.order.owner, m.message_from_fields("8", f))

@@ -591,7 +591,7 @@ _FUT_TYPES = {"lmt": (e.OrdType.LIMIT, e.TimeInForce.GTC),
               "post": (e.OrdType.LIMIT, e.TimeInForce.GTC),
               "ioc": (e.OrdType.LIMIT, e.TimeInForce.IOC),
               "mkt": (e.OrdType.MARKET, e.TimeInForce.IOC)}
-_SYNTH = "_kf:"
+_SYNTH = e.FUTURES_REST_CL_ORD_ID_PREFIX
 
 
 class _FutErr(Exception):

@@ -79,6 +79,7 @@ from gateway.kraken.symbols import parse_spot_pair, rest_altname, to_kraken_asse
 from gateway.venue_sim.accounts import Accounts, ApiAccount
 from gateway.venue_sim.deadline import Deadline, DeadlineRefused, parse_deadline
 from gateway.venue_sim.engine import (
+    SPOT_REST_CL_ORD_ID_PREFIX,
     Accepted,
     BookChanged,
     Canceled,
@@ -124,8 +125,8 @@ _STATUS = {
 _TIF = {"GTC": TimeInForce.GTC, "IOC": TimeInForce.IOC, "FOK": TimeInForce.FOK}
 _TYPES = {"market": OrdType.MARKET, "limit": OrdType.LIMIT}
 _SIDES = {"buy": Side.BUY, "sell": Side.SELL}
-#: Prefix of the engine ClOrdID the face invents when a REST order has none (never shown).
-_SYNTH = "_k:"
+#: Prefix of the engine ClOrdID the face invents when a REST request has none (never shown).
+_SYNTH = SPOT_REST_CL_ORD_ID_PREFIX
 
 E_INVALID_KEY = "EAPI:Invalid key"
 E_INVALID_SIGNATURE = "EAPI:Invalid signature"

@@ -5,6 +5,7 @@ Over loopback, with a raw client, so the wire is what is checked."""
 
 from __future__ import annotations
 
+import base64
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -15,12 +16,17 @@ import pytest
 
 from gateway.config.model import ScheduleConfig
 from gateway.venue_sim import engine as e
+from gateway.venue_sim.accounts import Accounts, ApiAccount
 from gateway.venue_sim.fix_face import MD_COMP_ID, TRADING_COMP_ID
 from gateway.venue_sim.server import SimOptions, VenueSimulator
+from gateway.venue_sim.spot_rest import SpotRestServer
 from tests.fix_session.rawclient import RawFixClient, fields_of
+from tests.venue_sim.sim_rest import private_call
 
 D = Decimal
 OWNER = "FIXGW"
+REST_KEY = "fidelity"
+REST_SECRET = base64.b64encode(b"fix face fidelity test secret, 40 bytes!").decode()
 
 
 @pytest.fixture
@@ -308,3 +314,29 @@ def test_cancel_with_a_mismatch_or_a_live_cl_ord_id_is_refused(
         assert {o.cl_ord_id for o in sim.engine.open_orders(OWNER)} == {"o1", "o2"}
     finally:
         c.close()
+
+
+# ---- 10: a REST cancel is reported over FIX under the order's own ClOrdID -------------------
+
+def test_a_rest_cancel_is_reported_over_fix_under_the_order_s_own_cl_ord_id(
+        sim: VenueSimulator) -> None:
+    """Kraken's CancelOrder has no ClOrdID of its own, so the engine's cancel carries one the
+    REST face makes up. It went out on the FIX session as 11=_k:cxl1 41=r1, which no client
+    sent: the gateway logged an unknown ClOrdID for every REST cancel after a failback. The
+    report is an unsolicited cancel of the order now, under its own ClOrdID."""
+    rest = SpotRestServer(sim.engine, Accounts([ApiAccount(REST_KEY, REST_SECRET, OWNER)]))
+    c = trading_client(sim)
+    try:
+        placed = private_call(rest, REST_KEY, REST_SECRET, "AddOrder", pair="XBTUSD",
+                              type="buy", ordertype="limit", price="40000.0", volume="0.01",
+                              cl_ord_id="r1")
+        report(c, "r1", "0")
+        assert private_call(rest, REST_KEY, REST_SECRET, "CancelOrder",
+                            txid=placed["result"]["txid"][0])["error"] == []
+        canceled = report(c, "r1", "4")
+        assert 41 not in canceled, canceled
+        assert not any(e.is_made_up_cl_ord_id(fields_of(msg).get(11, ""))
+                       for msg in c.quiet(0.3))
+    finally:
+        c.close()
+        rest.close()
