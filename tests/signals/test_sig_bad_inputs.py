@@ -4,7 +4,6 @@ leaves the numpy math toward the gate is finite, or NaN the gate reports as "not
 
 from __future__ import annotations
 
-import dataclasses
 import math
 
 import numpy as np
@@ -32,19 +31,10 @@ from gateway.signals import (
 )
 from gateway.signals.gravity import depth_between
 from gateway.signals.liquidation_map import LogGrid
+from tests.signals.floats import floats_in
 
 NOW = 1_700_000_000.0
 P = 100.0
-
-
-def _floats(value: object) -> list[float]:
-    if isinstance(value, float):
-        return [value]
-    if isinstance(value, tuple):
-        return [f for v in value for f in _floats(v)]
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return [f for fld in dataclasses.fields(value) for f in _floats(getattr(value, fld.name))]
-    return []
 
 
 def _book(n: int = 100, step: float = 0.001, qty: float = 10.0) -> Book:
@@ -103,7 +93,7 @@ def test_unusable_book_levels_are_ignored_not_propagated(
                      pruned_cols["ask_qty"], good.as_of)
     s_bad = compute_snapshot(_inputs(book=bad))
     s_ref = compute_snapshot(_inputs(book=pruned))
-    assert all(math.isfinite(x) for x in _floats(s_bad))
+    assert all(math.isfinite(x) for x in floats_in(s_bad))
     for f in ("gravity", "pull_up", "pull_down", "liq_to_depth_long", "liq_to_depth_short"):
         assert getattr(s_bad, f) == getattr(s_ref, f), f
     for a, b in zip(s_bad.cascade_long + s_bad.cascade_short,
@@ -150,7 +140,7 @@ def test_unknown_oi_samples_carry_the_last_known_level(where: list[int], value: 
     cols = (h.vwap, h.high, h.low, h.close, h.taker_buy_share)
     s_bad = compute_snapshot(_inputs(oi_history=OIHistory.of(h.ts, bad_oi, *cols)))
     s_ref = compute_snapshot(_inputs(oi_history=OIHistory.of(h.ts, ref_oi, *cols)))
-    assert all(math.isfinite(x) for x in _floats(s_bad))
+    assert all(math.isfinite(x) for x in floats_in(s_bad))
     assert s_bad.open_interest_usd == s_ref.open_interest_usd
     assert s_bad.at_risk_share_long == s_ref.at_risk_share_long < 1.0
     assert s_bad.at_risk_share_short == s_ref.at_risk_share_short < 1.0
@@ -163,7 +153,7 @@ def test_history_without_any_known_oi_reads_zero_oi() -> None:
     bad = OIHistory.of(h.ts, nan, h.vwap, h.high, h.low, h.close, h.taker_buy_share)
     assert np.all(bad.oi_usd == 0.0)
     s = compute_snapshot(_inputs(oi_history=bad))
-    assert all(math.isfinite(x) for x in _floats(s))
+    assert all(math.isfinite(x) for x in floats_in(s))
     assert s.at_risk_share_long == 0.0 and s.open_interest_usd == 0.0
 
 
@@ -227,7 +217,7 @@ def test_interval_without_any_price_drops_its_new_oi_visibly() -> None:
     entries = bad.entry_prices()
     assert math.isnan(entries[-3]) and np.all(np.isfinite(np.delete(entries, -3)))
     s = compute_snapshot(_inputs(oi_history=bad))
-    assert all(math.isfinite(x) for x in _floats(s))
+    assert all(math.isfinite(x) for x in floats_in(s))
     m = LiquidationMap(P)
     m.apply_interval(NOW, 1e6, 0.0, math.nan, math.nan, math.nan)
     assert m.total_usd("long") == 0.0 and m.dropped_usd[0] == 1e6
@@ -368,7 +358,7 @@ def test_an_absurd_sigma_is_not_used(sig: float) -> None:
     ``sigma_source`` says what was used instead."""
     s = compute_snapshot(_inputs(sigma_d=sig))
     assert s.sigma_source == "default" and s.sigma_d == 0.04
-    assert all(math.isfinite(x) for x in _floats(s))
+    assert all(math.isfinite(x) for x in floats_in(s))
     assert compute_snapshot(_inputs(sigma_d=10.0)).sigma_source == "input"
     with pytest.raises(SignalConfigError, match="default_sigma_d"):
         SignalConfig(default_sigma_d=50.0)
@@ -435,7 +425,7 @@ def test_snapshot_is_finite_whatever_junk_the_feeds_send(
         s = compute_snapshot(inp)
     except SignalInputError:
         return
-    bad = [x for x in _floats(s) if not math.isfinite(x)]
+    bad = [x for x in floats_in(s) if not math.isfinite(x)]
     assert not bad
     assert -1.0 <= s.gravity <= 1.0
     assert 0.0 <= s.at_risk_share_long <= 1.0 and 0.0 <= s.at_risk_share_short <= 1.0

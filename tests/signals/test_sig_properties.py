@@ -3,7 +3,6 @@ map mass. Example counts are capped so the module runs in a few seconds."""
 
 from __future__ import annotations
 
-import dataclasses
 import math
 
 import numpy as np
@@ -21,6 +20,7 @@ from gateway.signals import (
     gravity,
     simulate_cascade,
 )
+from tests.signals.floats import floats_in
 
 NOW = 1_700_000_000.0
 SIDES: tuple[Side, ...] = ("long", "short")
@@ -149,16 +149,6 @@ def test_map_mass_never_negative(ops: list[tuple[str, str, float, float]]) -> No
     assert math.isfinite(sm.gross_to_net_short)
 
 
-def _floats(value: object) -> list[float]:
-    if isinstance(value, float):
-        return [value]
-    if isinstance(value, tuple):
-        return [f for v in value for f in _floats(v)]
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return [f for fld in dataclasses.fields(value) for f in _floats(getattr(value, fld.name))]
-    return []
-
-
 book_kind = st.sampled_from(["empty", "bids_only", "asks_only", "both", "none"])
 
 
@@ -220,7 +210,7 @@ def test_snapshot_finite_on_degenerate_inputs(
         closes=100 * np.exp(np.cumsum(rng.normal(0, 0.03, 30))),
     )
     s = compute_snapshot(inp)
-    assert all(math.isfinite(x) for x in _floats(s))
+    assert all(math.isfinite(x) for x in floats_in(s))
     assert -1.0 <= s.gravity <= 1.0 and 0.0 <= s.confidence <= 1.0
     assert 0.0 <= s.at_risk_share_long <= 1.0 and 0.0 <= s.at_risk_share_short <= 1.0
     assert all(0.0 <= c.liquidated_share <= 1.0 for c in s.cascade_long + s.cascade_short)

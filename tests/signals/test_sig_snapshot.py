@@ -21,6 +21,7 @@ from gateway.signals import (
     Tier,
     compute_snapshot,
 )
+from tests.signals.floats import floats_in
 
 NOW = 1_700_000_000.0
 H = 3600.0
@@ -39,17 +40,6 @@ def _history(n: int = 48, p0: float = 100.0, seed: int = 1) -> OIHistory:
     px = p0 * np.exp(np.cumsum(rng.normal(0, 0.002, n)))
     oi = 5e7 + np.cumsum(rng.normal(2e5, 5e5, n))
     return OIHistory.of(ts, oi, px, px * 1.001, px * 0.999, px, rng.uniform(0, 1, n))
-
-
-def _walk(value: object) -> list[float]:
-    """Every float reachable from a snapshot (fields, tuples, nested frozen dataclasses)."""
-    if isinstance(value, float):
-        return [value]
-    if isinstance(value, tuple):
-        return [f for v in value for f in _walk(v)]
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return [f for fld in dataclasses.fields(value) for f in _walk(getattr(value, fld.name))]
-    return []
 
 
 def test_snapshot_composes_t1_and_t7() -> None:
@@ -130,7 +120,7 @@ def test_snapshot_from_history_and_from_map_agree_and_map_is_not_mutated() -> No
     assert s2.cascade_long == s1.cascade_long
     assert len(s1.cascade_long) == 3 and [c.haircut for c in s1.cascade_long] == [0.0, 0.5, 0.9]
     assert s1.cascade("long", 0.5) is s1.cascade_long[1]
-    assert all(math.isfinite(f) for f in _walk(s1))
+    assert all(math.isfinite(f) for f in floats_in(s1))
 
 
 def test_decimal_inputs_accepted() -> None:
