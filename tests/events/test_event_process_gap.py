@@ -31,17 +31,23 @@ def _start_on_a_small_disk(ep: EventProcess) -> None:
         resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
 
 
+def _outgrow_the_disk(ep: EventProcess, total: int) -> None:
+    """Publish trades 1..`total`, more than the small disk holds: the journal fails on the
+    way, and every event is still published."""
+    for i in range(1, total + 1):
+        ep.publisher.publish_later(trade(i))
+    ep.publisher.flush()
+    wait_until(lambda: ep.stats().journal_failed and ep.stats().next_sequence == total + 1,
+               10.0, "the journal failure and every event published")
+
+
 def test_a_child_killed_after_its_journal_failed_is_restarted_past_what_it_streamed(
         tmp_path: Path) -> None:
     ep = EventProcess(spec(tmp_path))
     _start_on_a_small_disk(ep)
     try:
         total = 400
-        for i in range(1, total + 1):
-            ep.publisher.publish_later(trade(i))
-        ep.publisher.flush()
-        wait_until(lambda: ep.stats().journal_failed and ep.stats().next_sequence == total + 1,
-                   10.0, "the journal failure and every event published")
+        _outgrow_the_disk(ep, total)
         durable = ep.stats().durable_next
         assert 1 < durable < total
         seen = collect(stub(ep), total, from_sequence=durable)  # from memory only
@@ -91,11 +97,7 @@ def test_when_the_floor_cannot_be_recorded_either_a_gateway_restart_reuses_no_se
     seen: dict[int, str] = {}
     try:
         total = 400
-        for i in range(1, total + 1):
-            ep.publisher.publish_later(trade(i))
-        ep.publisher.flush()
-        wait_until(lambda: ep.stats().journal_failed and ep.stats().next_sequence == total + 1,
-                   10.0, "the journal failure and every event published")
+        _outgrow_the_disk(ep, total)
         with pytest.raises(grpc.RpcError) as info:
             for batch in stub(ep).Subscribe(events_pb2.SubscribeRequest(from_sequence=1),
                                             timeout=5):
