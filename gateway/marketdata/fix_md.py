@@ -155,13 +155,17 @@ def parse_incremental(msg: fix.Message) -> tuple[list[MdEntry], int | None]:
 
 def parse_snapshot(msg: fix.Message) -> tuple[list[tuple[Decimal, Decimal]],
                                               list[tuple[Decimal, Decimal]]]:
+    """(bids, asks) of a full refresh; entries of other types (a trade) are not levels."""
     bids: list[tuple[Decimal, Decimal]] = []
     asks: list[tuple[Decimal, Decimal]] = []
     g = fix.Group(m.NO_MD_ENTRIES, m.MD_ENTRY_TYPE)
     for i in range(1, int(m.get(msg, m.NO_MD_ENTRIES) or "0") + 1):
         msg.getGroup(i, g)
+        entry_type = g.getField(m.MD_ENTRY_TYPE)
+        if entry_type not in (BID, OFFER):
+            continue  # the last trade (269=2) a full refresh may carry: not a level of the book
         level = (Decimal(g.getField(m.MD_ENTRY_PX)), Decimal(g.getField(m.MD_ENTRY_SIZE)))
-        (bids if g.getField(m.MD_ENTRY_TYPE) == BID else asks).append(level)
+        (bids if entry_type == BID else asks).append(level)
     return bids, asks
 
 
