@@ -38,6 +38,8 @@ from gateway.fix import messages as m
 from gateway.marketdata.book import Book
 from gateway.marketdata.feed import STALE, MarketDataFeed
 from gateway.marketdata.fix_md import (
+    BID,
+    OFFER,
     TRADE,
     MdEntry,
     TopView,
@@ -50,6 +52,18 @@ from gateway.marketdata.outbox import DEFAULT_LIMIT, Outbox, Send
 
 log = logging.getLogger("fixgw.marketdata.oms")
 
+ENTRY_TYPES = frozenset((BID, OFFER, TRADE))  #: the MDEntryTypes (269) the gateway carries
+
+
+def requested_entry_types(msg: fix.Message) -> list[str]:
+    """The MDEntryTypes of a MarketDataRequest (267 group); none listed: all we carry."""
+    out: list[str] = []
+    g = fix.Group(m.NO_MD_ENTRY_TYPES, m.MD_ENTRY_TYPE)
+    for i in range(1, int(m.get(msg, m.NO_MD_ENTRY_TYPES) or "0") + 1):
+        msg.getGroup(i, g)
+        out.append(g.getField(m.MD_ENTRY_TYPE))
+    return out or sorted(ENTRY_TYPES)
+
 
 @dataclass
 class _OmsSub:
@@ -57,6 +71,7 @@ class _OmsSub:
     symbols: frozenset[str]
     depth: int
     outbox: Outbox
+    entry_types: frozenset[str] = frozenset((BID, OFFER, TRADE))  # 267: what it asked for
     views: dict[str, TopView] = field(default_factory=dict)
 
 
@@ -82,22 +97,33 @@ class OmsMarketData:
         sub_type = msg.getField(m.SUBSCRIPTION_REQUEST_TYPE)
         if sub_type == "2":
             with self._lock:
-                self._subs.get(oms_key, {}).pop(req_id, None)
+                if self._closed:
+                    return
+                self._forget_gone()
+                if self._subs.get(oms_key, {}).pop(req_id, None) is None:
+                    # Silence would leave the OMS believing it stopped a feed it never had
+                    # under that id (a typo: the one it meant goes on). FIX 4.4 has no
+                    # MDReqRejReason for it: the Text says what is wrong.
+                    self._outbox(oms_key, send).put(md_reject(
+                        req_id, None, f"no live subscription has MDReqID {req_id}: nothing "
+                        f"unsubscribed"), book=False)
             return
         symbols = request_symbols(msg)
         unknown = [s for s in symbols if s not in self.feed.books]
         depth = int(m.get(msg, m.MARKET_DEPTH) or "0")
-        depth = self.feed.depth if depth <= 0 else min(depth, self.feed.depth)
+        entry_types = requested_entry_types(msg)
         with self._lock:
             if self._closed:
                 return  # the gateway is stopping
             self._forget_gone()  # logged out since: its old subscriptions are over
             outbox = self._outbox(oms_key, send)
-            refused = self._refusal(msg, oms_key, req_id, sub_type, symbols, unknown)
+            refused = self._refusal(msg, oms_key, req_id, sub_type, symbols, unknown, depth,
+                                    entry_types)
             if refused is not None:
                 outbox.put(md_reject(req_id, *refused), book=False)
                 return
-            sub = _OmsSub(req_id, frozenset(symbols), depth, outbox)
+            sub = _OmsSub(req_id, frozenset(symbols), depth or self.feed.depth, outbox,
+                          frozenset(entry_types))
             if sub_type == "1":
                 self._subs.setdefault(oms_key, {})[req_id] = sub
             for symbol in sorted(sub.symbols):
@@ -150,7 +176,7 @@ class OmsMarketData:
             trades = [e for e in entries if e.entry_type == TRADE]
             for sub in subs:
                 view = sub.views[symbol]
-                out = view.advance(book) + trades
+                out = view.advance(book) + (trades if TRADE in sub.entry_types else [])
                 if not out:
                     continue
                 view.rpt_seq += 1
@@ -182,12 +208,16 @@ class OmsMarketData:
 
     # ---- internals -----------------------------------------------------------------------------
     def _refusal(self, msg: fix.Message, oms_key: str, req_id: str, sub_type: str,
-                 symbols: Sequence[str], unknown: Sequence[str]) -> tuple[str, str] | None:
+                 symbols: Sequence[str], unknown: Sequence[str], depth: int,
+                 entry_types: Sequence[str]) -> tuple[str, str] | None:
         """(MDReqRejReason, Text) for a request we do not serve, else None. Under the lock.
 
         A reused MDReqID would replace the live subscription that has it and leave the OMS's
         first book frozen without a word, so it is refused and the live one stays. Full refresh
-        only (265=0) is refused rather than served as incrementals it did not ask for."""
+        only (265=0) is refused rather than served as incrementals it did not ask for. So are
+        a MarketDepth beyond the levels the gateway carries (281=5: served cut to ours, the
+        desk took our last level for the end of the book) and MDEntryTypes other than bid,
+        offer and trade (281=8)."""
         if unknown or not symbols:
             return "0", (f"unknown symbol(s) {', '.join(unknown)}: the gateway carries "
                          f"{', '.join(self.feed.books)}" if unknown else "no symbols requested")
@@ -196,6 +226,14 @@ class OmsMarketData:
             return "1", (f"MDReqID {req_id} is in use by your live subscription to "
                          f"{', '.join(sorted(live.symbols))}; unsubscribe it (263=2) first or "
                          f"use another MDReqID")
+        if depth < 0 or depth > self.feed.depth:
+            return "5", (f"MarketDepth (264) {depth} is not supported: the gateway carries "
+                         f"{self.feed.depth} levels per side; ask for 1 to {self.feed.depth}, "
+                         f"or 0 for all of them")
+        unsupported = sorted(set(entry_types) - ENTRY_TYPES)
+        if unsupported:
+            return "8", (f"MDEntryType (269) {', '.join(unsupported)} not supported: the gateway "
+                         f"carries 0 (bid), 1 (offer) and 2 (trade)")
         if sub_type == "1" and m.get(msg, m.MD_UPDATE_TYPE) == "0":
             return "6", ("MDUpdateType (265) 0 (full refresh) is not supported: subscribe with "
                          "265=1 (incremental refresh), or ask for a snapshot alone with 263=0")
@@ -244,7 +282,7 @@ class OmsMarketData:
 
     def _snapshot(self, sub: _OmsSub, symbol: str, book: Book) -> fix.Message:
         """A W of `book` for `sub` (empty while the book is dead), which its view starts from."""
-        view = TopView(sub.depth)
+        view = TopView(sub.depth, sides=sub.entry_types & {BID, OFFER})
         if symbol not in self._dead:
             view.reset_from(book)
         sub.views[symbol] = view

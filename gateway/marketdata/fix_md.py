@@ -44,18 +44,21 @@ class TopView:
     bids: dict[Decimal, Decimal] = field(default_factory=dict)
     asks: dict[Decimal, Decimal] = field(default_factory=dict)
     rpt_seq: int = 0
+    #: The book sides (BID, OFFER) the subscriber asked for (267); the other stays empty.
+    sides: frozenset[str] = frozenset((BID, OFFER))
+
+    def _levels(self, book: Book) -> tuple[dict[Decimal, Decimal], dict[Decimal, Decimal]]:
+        d = book.depth(self.depth)
+        return ({lv.price: lv.qty for lv in d.bids} if BID in self.sides else {},
+                {lv.price: lv.qty for lv in d.asks} if OFFER in self.sides else {})
 
     def reset_from(self, book: Book) -> None:
-        d = book.depth(self.depth)
-        self.bids = {lv.price: lv.qty for lv in d.bids}
-        self.asks = {lv.price: lv.qty for lv in d.asks}
+        self.bids, self.asks = self._levels(book)
         self.rpt_seq = 0
 
     def advance(self, book: Book) -> list[MdEntry]:
         """Move the view to the book's current top N; the entries that do it, bids first."""
-        d = book.depth(self.depth)
-        new_bids = {lv.price: lv.qty for lv in d.bids}
-        new_asks = {lv.price: lv.qty for lv in d.asks}
+        new_bids, new_asks = self._levels(book)
         out: list[MdEntry] = []
         for entry_type, old, new in ((BID, self.bids, new_bids), (OFFER, self.asks, new_asks)):
             for px in old.keys() - new.keys():
@@ -127,12 +130,14 @@ def request_symbols(msg: fix.Message) -> list[str]:
     return out
 
 
-def md_reject(req_id: str, reason: str, text: str) -> fix.Message:
+def md_reject(req_id: str, reason: str | None, text: str) -> fix.Message:
     """MarketDataRequestReject (35=Y). MDReqRejReason (281): 0 unknown symbol, 1 duplicate
-    MDReqID, 6 unsupported MDUpdateType."""
+    MDReqID, 5 unsupported MarketDepth, 6 unsupported MDUpdateType, 8 unsupported MDEntryType;
+    None: no code fits (an unsubscribe of an unknown MDReqID), the Text says it."""
     rej = m.new_message("Y")
     rej.setField(m.MD_REQ_ID, req_id)
-    rej.setField(m.MD_REQ_REJ_REASON, reason)
+    if reason is not None:
+        rej.setField(m.MD_REQ_REJ_REASON, reason)
     rej.setField(m.TEXT, text)
     return rej
 

@@ -93,7 +93,6 @@ def test_a_venue_snapshot_with_a_trade_entry_does_not_put_the_trade_in_the_asks(
     assert (list(d.bids), list(d.asks)) == (BIDS, ASKS)
 
 
-@pytest.mark.xfail(strict=True, reason="not fixed yet")
 def test_an_unsubscribe_of_an_unknown_md_req_id_is_rejected(
         fanout: OmsMarketData) -> None:
     """263=2 naming no live subscription (a typo, one already ended): the OMS is told so
@@ -110,7 +109,6 @@ def test_an_unsubscribe_of_an_unknown_md_req_id_is_rejected(
     assert oms.types() == ["W:LIVE", "Y:NOPE"] and fanout.subscriber_count() == 0
 
 
-@pytest.mark.xfail(strict=True, reason="not fixed yet")
 def test_a_depth_beyond_the_gateways_is_rejected_not_silently_cut(
         fanout: OmsMarketData) -> None:
     """264=25 from a gateway that carries 10 levels: served 10 without a word, the desk took
@@ -124,7 +122,6 @@ def test_a_depth_beyond_the_gateways_is_rejected_not_silently_cut(
     assert fanout.subscriber_count() == 1
 
 
-@pytest.mark.xfail(strict=True, reason="not fixed yet")
 def test_each_subscription_gets_only_the_entry_types_it_asked_for(
         feed: MarketDataFeed, fanout: OmsMarketData) -> None:
     """An OMS that asks for bids and offers (267: 269=0, 269=1) got the trades too, as 269=2
@@ -150,7 +147,6 @@ def test_each_subscription_gets_only_the_entry_types_it_asked_for(
     assert book_only.book().top(5) == ([*BIDS], [(D("100.2"), D("2.5")), (D("100.3"), D("4"))])
 
 
-@pytest.mark.xfail(strict=True, reason="not fixed yet")
 def test_a_request_for_entry_types_the_gateway_does_not_carry_is_rejected(
         fanout: OmsMarketData) -> None:
     """269=4 (opening price) only: nothing the gateway could ever send; 281=8."""
