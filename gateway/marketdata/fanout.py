@@ -5,10 +5,13 @@ Each OMS subscription keeps its own top-N view (`TopView`), so it can ask for le
 the venue feed carries, and gets its own RptSeq and checksum exactly as from the venue. After
 the venue feed resyncs a book (fresh snapshot), every OMS subscription of that symbol gets a
 fresh snapshot too. A logged-out OMS loses its subscriptions (it re-requests at logon) rather
-than have a backlog of stale book updates replayed to it. Refused with 35=Y: unknown symbols
-(281=0), an MDReqID that a live subscription of the session already has (281=1: the live one
-stays), and a subscription for full refreshes only (265=0, 281=6: every update is sent as an
-incremental).
+than have a backlog of stale book updates replayed to it. A subscription gets the MDEntryTypes
+(267) it asked for (all three when it lists none). Refused with 35=Y: unknown symbols (281=0),
+an MDReqID that a live subscription of the session already has (281=1: the live one stays), a
+MarketDepth beyond the levels the gateway carries (281=5; 0 is all of them), a subscription for
+full refreshes only (265=0, 281=6: every update is sent as an incremental), an MDEntryType
+other than bid, offer and trade (281=8), and an unsubscribe (263=2) of an MDReqID that no live
+subscription of the session has (no 281: FIX 4.4 has no code for it; the Text says it).
 
 Nothing here sends. The feed calls us on the venue connection's QuickFIX thread, under its own
 lock, and a send to an OMS that stops reading blocks; so every message (snapshots answering a
@@ -277,8 +280,18 @@ class OmsMarketData:
                  "fresh snapshots", outbox.name, len(subs))
 
     def _checksum(self, symbol: str, view: TopView) -> int | None:
+        """The 5041 of `view`, or None (sent without): precision unknown, or a level finer than
+        it (a venue message without a checksum of its own can bring one). Never an exception:
+        the caller has moved the view already, and an update not sent would leave the OMS's
+        book behind ours with no gap in its RptSeq to tell it."""
         inst = self.feed.instruments.get(symbol)
-        return None if inst is None else view.checksum(inst.price_decimals, inst.qty_decimals)
+        if inst is None:
+            return None
+        try:
+            return view.checksum(inst.price_decimals, inst.qty_decimals)
+        except ValueError as exc:
+            log.debug("market data %s to the OMS without a checksum: %s", symbol, exc)
+            return None
 
     def _snapshot(self, sub: _OmsSub, symbol: str, book: Book) -> fix.Message:
         """A W of `book` for `sub` (empty while the book is dead), which its view starts from."""

@@ -156,3 +156,24 @@ def test_a_request_for_entry_types_the_gateway_does_not_carry_is_rejected(
     assert oms.types() == ["Y:OPEN"] and oms.got[0][281] == "8"
     assert fanout.subscriber_count() == 0
 
+
+
+def test_a_level_the_checksum_cannot_cover_still_reaches_the_oms(
+        feed: MarketDataFeed, fanout: OmsMarketData) -> None:
+    """A venue X without a checksum (5041 is Kraken's, not FIX's) brings a level finer than
+    the InstrumentList's precision. Our checksum for the OMS could not be computed and the
+    fan-out raised after moving the OMS's view: the X was never sent, nor any other while the
+    level stayed in its top N, and its book drifted from ours without a gap to see. It gets
+    the entries now, without a 5041."""
+    oms = _Recorder()
+    fanout.on_request(request("R"), "FIXGW->OMS", oms)
+    feed.on_app_message(build_incremental(_req_id(feed), BTC, [
+        MdEntry(NEW, "0", D("100.05"), D("1"))], 1, None), None, {})  # type: ignore[arg-type]
+    feed.on_app_message(build_incremental(_req_id(feed), BTC, [
+        MdEntry("1", "0", D("100.0"), D("3"))], 2, None), None, {})  # type: ignore[arg-type]
+    assert fanout.drained(5)
+    assert oms.types() == ["W:R", "X:R", "X:R"]
+    assert 5041 not in oms.got[1] and 5041 not in oms.got[2]
+    d = feed.books[BTC].depth(5)
+    assert oms.book().top(5) == (list(d.bids), list(d.asks))
+    assert oms.book().rpt_seq == 2
