@@ -177,3 +177,21 @@ def test_a_level_the_checksum_cannot_cover_still_reaches_the_oms(
     d = feed.books[BTC].depth(5)
     assert oms.book().top(5) == (list(d.bids), list(d.asks))
     assert oms.book().rpt_seq == 2
+
+
+@pytest.mark.parametrize("ask", ["100.0", "99.9"])  # locked (same price both sides), crossed
+def test_a_crossed_venue_snapshot_is_a_broken_book(feed: MarketDataFeed, fanout: OmsMarketData,
+                                                   ask: str) -> None:
+    """An update that crosses the book has it emptied and resubscribed; a snapshot that does
+    (its checksum right: it is the book the venue sent) went to the gate and to every OMS as
+    it was, negative spread and all."""
+    oms = _Recorder()
+    fanout.on_request(request("R"), "FIXGW->OMS", oms)
+    before = _req_id(feed)
+    fix_snapshot(feed, BTC, BIDS, [(D(ask), D("3")), (D("100.3"), D("4"))])
+    assert _req_id(feed) != before  # resubscribed
+    assert feed.books[BTC].level_counts() == (0, 0)
+    assert feed.integrity_events[-1][1].startswith("crossed"), feed.integrity_events
+    assert fanout.drained(5)
+    assert oms.book().top(5) == ([], [])  # withdrawn, never the crossed levels
+    assert not any(f.get(268) not in (None, "0") for f in oms.got[1:]), oms.got

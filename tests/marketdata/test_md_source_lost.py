@@ -81,7 +81,7 @@ def test_a_stalled_session_withdraws_the_book_once_its_resubscribe_goes_unanswer
     fanout.on_request(_request("R2"), "FIXGW->OMS2", late)
     assert fanout.drained(5) and late.types() == ["W:R2"] and _withdrawn(late)
 
-    fresh_bids = [(D("101.0"), D("1"))]
+    fresh_bids = [(D("100.1"), D("1"))]
     fix_snapshot(feed, BTC, fresh_bids, ASKS)  # the venue answers at last
     assert fanout.drained(5)
     for got in (oms, late):
