@@ -412,16 +412,17 @@ class MarketDataFeed(BaseHandler):
         sub = self._by_req.get(get(msg, m.MD_REQ_ID) or "")
         if sub is None or not sub.synced:
             return  # from a subscription we replaced, or before its snapshot
-        entries, rpt_seq = parse_incremental(msg)
+        entries, rpt_seqs = parse_incremental(msg)
         updates = [(_SIDES[e.entry_type], e.price, e.qty) for e in entries
                    if e.entry_type in _SIDES]
         sub.last_rx = self._clock()
-        if rpt_seq is not None:
-            if rpt_seq != sub.rpt_seq + 1:
-                self.resubscribe(sub.symbol, f"sequence gap: RptSeq {rpt_seq} after {sub.rpt_seq}",
+        if rpt_seqs is not None:  # numbered per message or per entry: see parse_incremental
+            first, last = rpt_seqs
+            if first != sub.rpt_seq + 1 or last < first:
+                self.resubscribe(sub.symbol, f"sequence gap: RptSeq {first} after {sub.rpt_seq}",
                                  broken=True)
                 return
-            sub.rpt_seq = rpt_seq
+            sub.rpt_seq = last
         book = self._book(sub.symbol)
         try:
             book.apply_updates(updates)

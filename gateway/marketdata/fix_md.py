@@ -142,20 +142,27 @@ def md_reject(req_id: str, reason: str | None, text: str) -> fix.Message:
     return rej
 
 
-def parse_incremental(msg: fix.Message) -> tuple[list[MdEntry], int | None]:
+def parse_incremental(msg: fix.Message) -> tuple[list[MdEntry], tuple[int, int] | None]:
+    """The entries of an X, and the (first, last) RptSeq (83) among them, if any carries one.
+
+    Both, because FIX 4.4 defines RptSeq "per instrument update": a venue may number each
+    entry (1, 2, 3 in one message) or each message (every entry 1); either way the first must
+    follow the previous message's last."""
     entries: list[MdEntry] = []
-    rpt_seq = None
+    first: int | None = None
+    last = 0
     g = fix.Group(m.NO_MD_ENTRIES, m.MD_UPDATE_ACTION)
     for i in range(1, int(msg.getField(m.NO_MD_ENTRIES)) + 1):
         msg.getGroup(i, g)
         action = g.getField(m.MD_UPDATE_ACTION)
         qty = Decimal(0) if action == DELETE else Decimal(g.getField(m.MD_ENTRY_SIZE))
         if g.isSetField(RPT_SEQ):
-            rpt_seq = int(g.getField(RPT_SEQ))
+            last = int(g.getField(RPT_SEQ))
+            first = last if first is None else first
         aggressor = m.get(g, AGGRESSOR_SIDE)
         entries.append(MdEntry(action, g.getField(m.MD_ENTRY_TYPE),
                                Decimal(g.getField(m.MD_ENTRY_PX)), qty, aggressor))
-    return entries, rpt_seq
+    return entries, None if first is None else (first, last)
 
 
 def parse_snapshot(msg: fix.Message) -> tuple[list[tuple[Decimal, Decimal]],

@@ -14,6 +14,7 @@ from gateway.marketdata.book import Book
 from gateway.marketdata.fanout import OmsMarketData
 from gateway.marketdata.feed import MarketDataFeed
 from gateway.marketdata.fix_md import (
+    BID,
     NEW,
     OFFER,
     TRADE,
@@ -195,3 +196,36 @@ def test_a_crossed_venue_snapshot_is_a_broken_book(feed: MarketDataFeed, fanout:
     assert fanout.drained(5)
     assert oms.book().top(5) == ([], [])  # withdrawn, never the crossed levels
     assert not any(f.get(268) not in (None, "0") for f in oms.got[1:]), oms.got
+
+
+def _per_entry_x(feed: MarketDataFeed, entries: list[tuple[MdEntry, int]],
+                 checksum: int | None) -> None:
+    """A venue X whose RptSeq counts entries (FIX 4.4: "sequence number per instrument
+    update"), not messages."""
+    x = build_incremental(_req_id(feed), BTC, [e for e, _ in entries], 0, checksum)
+    g = fix.Group(m.NO_MD_ENTRIES, m.MD_UPDATE_ACTION)
+    for i, (_, seq) in enumerate(entries, 1):
+        x.getGroup(i, g)
+        g.setField(83, str(seq))
+        x.replaceGroup(i, g)
+    feed.on_app_message(x, None, {})  # type: ignore[arg-type]
+
+
+def test_a_rpt_seq_per_entry_is_no_gap_but_a_skip_still_is(feed: MarketDataFeed) -> None:
+    """Two entries numbered 1 and 2 after the snapshot: the feed checked only the last one
+    against the last message's + 1, took every multi-entry X for a gap and emptied and
+    resubscribed the book each time. A skipped number is still a gap."""
+    before = _req_id(feed)
+    after = Book(BTC)
+    after.apply_snapshot([(D("100.0"), D("5")), (D("99.9"), D("2"))],
+                         [(D("100.2"), D("6")), (D("100.3"), D("4"))])
+    view = TopView(10)
+    view.reset_from(after)
+    _per_entry_x(feed, [(MdEntry("1", BID, D("100.0"), D("5")), 1),
+                        (MdEntry("1", OFFER, D("100.2"), D("6")), 2)], view.checksum(1, 8))
+    assert _req_id(feed) == before, feed.integrity_events
+    d = feed.books[BTC].depth(10)
+    assert (d.bids[0].qty, d.asks[0].qty) == (D("5"), D("6"))
+    _per_entry_x(feed, [(MdEntry("2", OFFER, D("100.3"), D("0")), 4)], None)  # 3 is missing
+    assert _req_id(feed) != before
+    assert feed.integrity_events[-1][1] == "sequence gap: RptSeq 4 after 2"
