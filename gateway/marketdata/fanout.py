@@ -74,7 +74,7 @@ class _OmsSub:
     symbols: frozenset[str]
     depth: int
     outbox: Outbox
-    entry_types: frozenset[str] = frozenset((BID, OFFER, TRADE))  # 267: what it asked for
+    entry_types: frozenset[str] = ENTRY_TYPES  # 267: what it asked for
     views: dict[str, TopView] = field(default_factory=dict)
 
 

@@ -5,15 +5,14 @@ order validation then enforces — and subscribes (35=V) to each configured symb
 so one symbol can be resubscribed without disturbing the others.
 
 Integrity: a book is resubscribed (fresh snapshot) when the venue's CRC32 checksum (5041)
-disagrees with ours (or ours cannot be computed: a level finer than the instrument's
-precision is not the venue's book either), when an update cannot be applied, when the
-per-symbol RptSeq (83) skips, when the book crosses (after an update or in a snapshot), or
-when a symbol has been silent longer than `stale_after_s`. Each of those is logged and
-reported to the listeners as an integrity event with its reason; the staleness check only at
-debug level, as a quiet symbol's is routine
-(a warning when its answer shows missed updates, or when it goes unanswered). All but the
-last mean the book is wrong (the bad update is already in it, or one is missing), so it is
-emptied at once and stays empty until the new subscription's verified snapshot: the gate
+disagrees with ours (or ours cannot be computed: a level finer than the instrument's precision
+is not the venue's book either), when an update cannot be applied, when the per-symbol RptSeq
+(83) skips, when the book crosses (after an update or in a snapshot), or when a symbol has been
+silent longer than `stale_after_s`. Each of those is logged and reported to the listeners as an
+integrity event with its reason; the staleness check only at debug level, as a quiet symbol's
+is routine (a warning when its answer shows missed updates, or when it goes unanswered). All
+but the last mean the book is wrong (the bad update is already in it, or one is missing), so it
+is emptied at once and stays empty until the new subscription's verified snapshot: the gate
 finds no mid (its stale policy applies), and neither the signals nor a new OMS subscriber get
 the bad levels; the listeners are handed the empty book as a snapshot. A silent book is only
 old: it keeps its verified levels, which the gate judges by their age. Increments for a
