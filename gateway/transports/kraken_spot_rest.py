@@ -194,6 +194,8 @@ class KrakenRestError(Exception):
         self.category = category
         self.ambiguous = ambiguous
         self.fresh_nonce = fresh_nonce
+        #: ``EAPI:Invalid nonce`` while this client had already issued a larger nonce.
+        self.nonce_raced = False
 
     @property
     def decision(self) -> ErrorDecision:
@@ -691,17 +693,44 @@ class KrakenSpotRest:
         result: dict[str, Any] = retrying(self._call, path, params, private=private)
         return result
 
+    #: Re-signings of one call that lost a nonce race to another thread of ours (see _call).
+    NONCE_RACE_RESIGNS = 8
+
     def _call(self, path: str, params: list[tuple[str, str]], *,
               private: bool = True) -> dict[str, Any]:
         """One attempt. Private calls are signed per attempt (fresh nonce) and charged to the
-        REST counter model unless excluded (AddOrder/CancelOrder, §7)."""
+        REST counter model unless excluded (AddOrder/CancelOrder, §7).
+
+        Threads sharing the key draw nonces in order but their requests can reach the venue
+        out of order, and the later arrival of a smaller nonce is refused with
+        ``EAPI:Invalid nonce`` before anything is executed (§1). When this client has handed
+        out a larger nonce since signing, that race is the explanation, and the request is
+        signed again and resent at once (safe even for AddOrder: the venue did not act on it).
+        Otherwise (clock, another process on the key) the error goes to the caller, whose
+        rule is one retry."""
+        if not private:
+            return self._send(path, params, private=False)
+        resigns = 0
+        while True:
+            try:
+                return self._send(path, params, private=True)
+            except KrakenRestError as exc:
+                if not (exc.fresh_nonce and exc.nonce_raced) or resigns >= self.NONCE_RACE_RESIGNS:
+                    raise
+                resigns += 1
+                log.debug("%s lost a nonce race to another thread; signing again", path)
+
+    def _send(self, path: str, params: list[tuple[str, str]], *,
+              private: bool) -> dict[str, Any]:
         headers = {"User-Agent": self._user_agent, "Accept": "application/json",
                    "Content-Type": "application/x-www-form-urlencoded"}
+        nonce = 0
         if private:
             method = path.rsplit("/", 1)[-1]
             if method not in ("AddOrder", "CancelOrder"):
                 self._wait_rest()
-            body, auth = self.sign(path, params, self._nonce.next())
+            nonce = self._nonce.next()
+            body, auth = self.sign(path, params, nonce)
             headers.update(auth)
         else:
             body = urllib.parse.urlencode(params)
@@ -716,6 +745,8 @@ class KrakenSpotRest:
         try:
             return _decode(status, raw)
         except KrakenRestError as exc:
+            if exc.fresh_nonce and private:
+                exc.nonce_raced = self._nonce.last > nonce
             self._sync_rate_model(path, params, exc)
             raise
 
