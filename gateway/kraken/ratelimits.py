@@ -37,6 +37,8 @@ ENGINE_TIERS: Mapping[str, RateTier] = {
 CANCEL_AGE_COST: tuple[tuple[float, int], ...] = (
     (5.0, 8), (10.0, 6), (15.0, 5), (45.0, 4), (90.0, 2), (300.0, 1),
 )
+#: Amend penalty by order age (on top of the fixed +1), same shape as ``CANCEL_AGE_COST``.
+AMEND_AGE_COST: tuple[tuple[float, int], ...] = ((5.0, 3), (10.0, 2), (15.0, 1))
 #: REST methods that do not touch the REST call counter (they use the engine counter instead).
 ENGINE_COUNTED = frozenset({"AddOrder", "CancelOrder"})
 
@@ -47,6 +49,15 @@ def cancel_cost(age_s: float) -> int:
         if age_s < bound:
             return cost
     return 0
+
+
+def amend_cost(age_s: float) -> int:
+    """Engine-counter cost of amending an order ``age_s`` seconds old: +1 fixed plus the age
+    part (kraken-api.md §7)."""
+    for bound, cost in AMEND_AGE_COST:
+        if age_s < bound:
+            return 1 + cost
+    return 1
 
 
 class DecayingCounter:

@@ -57,6 +57,7 @@ from gateway.kraken.ratelimits import (
     REST_TIERS,
     DecayingCounter,
     RateTier,
+    amend_cost,
     cancel_cost,
 )
 from gateway.kraken.symbols import parse_spot_pair
@@ -583,6 +584,8 @@ class KrakenSpotRest:
         for v in (order_qty, limit_price):
             if v is not None and not isinstance(v, Decimal):
                 raise TypeError("order_qty and limit_price must be Decimal")
+        txid_known = self._clid_txid.get(cl_ord_id) if cl_ord_id is not None else txid
+        self._charge_amend(txid_known)
         params: dict[str, str] = {"txid": txid} if txid is not None else {
             "cl_ord_id": str(cl_ord_id)}
         if order_qty is not None:
@@ -596,6 +599,7 @@ class KrakenSpotRest:
                 params["deadline"] = self.deadline_param()
             try:
                 result = self._call("/0/private/AmendOrder", sorted(params.items()))
+                self._amended(txid_known)
                 return str(result.get("amend_id", ""))
             except KrakenRestError as exc:
                 if exc.ambiguous or not exc.retryable or attempt >= self._max_attempts:
@@ -640,6 +644,25 @@ class KrakenSpotRest:
             if placed is not None:
                 pair, t0 = placed
                 self._pair_counter(pair).add(cancel_cost(self._clock() - t0))
+
+    def _charge_amend(self, txid: str | None) -> None:
+        """An amend costs +1 plus an age part on the pair's engine counter (§7). Charged, not
+        refused locally, like a cancel: the venue decides on a change to a live order."""
+        with self._lock:
+            placed = self._placed.get(txid) if txid is not None else None
+            if placed is not None:
+                pair, t0 = placed
+                self._pair_counter(pair).add(amend_cost(self._clock() - t0))
+
+    def _amended(self, txid: str | None) -> None:
+        """§7 ages an order from its creation *or last amend*: later cancel/amend costs count
+        from now."""
+        if txid is None:
+            return
+        with self._lock:
+            placed = self._placed.get(txid)
+            if placed is not None:
+                self._placed[txid] = (placed[0], self._clock())
 
     def _remember(self, txid: str, pair: str, cl_ord_id: str | None) -> None:
         with self._lock:

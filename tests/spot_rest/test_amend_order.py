@@ -80,3 +80,18 @@ def test_amend_below_the_filled_quantity_cancels_the_remainder(
     o = c.query_orders([txid])[txid]
     assert (o.status, o.vol_exec) == ("canceled", Decimal("0.3"))
     assert engine.open_orders("FIXGW") == [] and engine.levels("BTC/USD") == ([], [])
+
+
+def test_amend_is_charged_to_the_per_pair_counter_model(server: SpotRestServer) -> None:  # noqa: F811
+    """kraken-api.md §7: an amend costs +1 fixed plus +3 when the order is under 5 s old, on
+    the per-pair engine counter the venue shares with AddOrder; a model that skips amends lets
+    the client send orders the venue refuses with EOrder:Rate limit exceeded."""
+    c = client(server)
+    txid = c.add_order("ETH/USD", "buy", "limit", Decimal("0.01"), Decimal("2000.00"), "GTC",
+                       clid("amr")).txid
+    assert txid is not None
+    c.amend_order(txid=txid, limit_price=Decimal("2000.01"))
+    c.amend_order(txid=txid, limit_price=Decimal("2000.02"))
+    venue = server.engine_counter("FIXGW", "ETH/USD")
+    assert 8.5 < venue <= 9.0  # +1 add, 2 x (+1 +3) amends, minus a little decay
+    assert abs(c.pair_counter("ETH/USD") - venue) < 0.5
