@@ -820,11 +820,16 @@ class KrakenSpotRest:
 
 
 def _decode(status: int, raw: bytes) -> dict[str, Any]:
+    # An answer we cannot read says nothing about what the venue did, unless it is a 4xx (the
+    # request was refused before the API: a proxy, a WAF): a 200 or a 5xx whose body is not
+    # Kraken's envelope is ambiguous (an AddOrder is then looked up, never called refused).
+    unreadable_ambiguous = not 400 <= status < 500
     try:
         payload = json.loads(raw.decode("utf-8"), parse_float=Decimal)
     except (UnicodeDecodeError, json.JSONDecodeError):
         raise KrakenRestError([f"transport: HTTP {status} with a non-JSON body"],
-                              status >= 500, "transport", ambiguous=status >= 500) from None
+                              unreadable_ambiguous, "transport",
+                              ambiguous=unreadable_ambiguous) from None
     errors = payload.get("error") if isinstance(payload, dict) else None
     if isinstance(errors, list) and errors:
         texts = [str(e) for e in errors]
@@ -833,11 +838,12 @@ def _decode(status: int, raw: bytes) -> dict[str, Any]:
         return _raise(texts, d.retry or status >= 500, d.category,
                       ambiguous=status >= 500, fresh_nonce=d.fresh_nonce)
     if status != 200 or not isinstance(payload, dict):
-        return _raise([f"transport: HTTP {status}"], status >= 500, "transport",
-                      ambiguous=status >= 500)
+        return _raise([f"transport: HTTP {status}"], unreadable_ambiguous, "transport",
+                      ambiguous=unreadable_ambiguous)
     result = payload.get("result")
     if not isinstance(result, dict):
-        return _raise(["transport: malformed response: no result object"], False, "transport")
+        return _raise(["transport: malformed response: no result object"], True, "transport",
+                      ambiguous=True)
     return result
 
 
