@@ -500,6 +500,7 @@ class KrakenSpotRest:
             self._charge_add(canonical.pair)
         first_sent = Decimal(time.time_ns()) / Decimal(1_000_000_000)
         attempt = 0
+        nonce_refusals = 0
         while True:
             attempt += 1
             deadline: float | None = None
@@ -510,6 +511,14 @@ class KrakenSpotRest:
             try:
                 result = self._call("/0/private/AddOrder", ordered)
             except KrakenRestError as exc:
+                if _nonce_refused(exc):
+                    # Refused at authentication: the venue did not act, so a resend cannot
+                    # duplicate the order and needs no lookup; once, as for every call.
+                    nonce_refusals += 1
+                    if nonce_refusals > 1:
+                        raise
+                    attempt -= 1
+                    continue
                 if not exc.retryable or cl_ord_id is None or attempt >= self._max_attempts:
                     raise
                 log.warning("AddOrder %s failed (%s); looking it up before any resend",
@@ -552,6 +561,7 @@ class KrakenSpotRest:
         self._charge_cancel(txid_known)
         params = [("txid", txid)] if txid is not None else [("cl_ord_id", str(cl_ord_id))]
         attempt = 0
+        nonce_refusals = 0
         while True:
             attempt += 1
             try:
@@ -560,7 +570,8 @@ class KrakenSpotRest:
             except KrakenRestError as exc:
                 if attempt > 1 and exc.errors and exc.errors[0].startswith("EOrder:Unknown order"):
                     return 0
-                if not exc.retryable or attempt >= self._max_attempts:
+                nonce_refusals += _nonce_refused(exc)
+                if not exc.retryable or attempt >= self._max_attempts or nonce_refusals > 1:
                     raise
                 self._sleep(self._backoff(attempt))
 
@@ -593,6 +604,7 @@ class KrakenSpotRest:
         if limit_price is not None:
             params["limit_price"] = format(limit_price, "f")
         attempt = 0
+        nonce_refusals = 0
         while True:
             attempt += 1
             if self._use_deadline:
@@ -602,7 +614,9 @@ class KrakenSpotRest:
                 self._amended(txid_known)
                 return str(result.get("amend_id", ""))
             except KrakenRestError as exc:
-                if exc.ambiguous or not exc.retryable or attempt >= self._max_attempts:
+                nonce_refusals += _nonce_refused(exc)
+                if (exc.ambiguous or not exc.retryable or attempt >= self._max_attempts
+                        or nonce_refusals > 1):
                     raise
                 self._sleep(self._backoff(attempt))
 
@@ -817,6 +831,11 @@ class KrakenSpotRest:
             self._unreadable.add(txid)
         log.warning("order %s on the account not understood, skipped in order listings: %s",
                     txid, exc)
+
+
+def _nonce_refused(exc: KrakenRestError) -> bool:
+    """``EAPI:Invalid nonce`` in a clear answer: refused before the venue acted (§1)."""
+    return exc.fresh_nonce and not exc.ambiguous
 
 
 def _decode(status: int, raw: bytes) -> dict[str, Any]:
