@@ -656,6 +656,7 @@ class KrakenWsPrivate(_Connector):
         self.snap_orders = snap_orders
         self.last_error: str | None = None  #: last ``success: false`` of a subscription
         self._token: str | None = None
+        self._exec_sub_req: int | None = None  # req_id of this connection's executions subscribe
         self._pending: dict[int, tuple[asyncio.Future[list[dict[str, Any]]], int,
                                        list[dict[str, Any]]]] = {}
 
@@ -670,7 +671,8 @@ class KrakenWsPrivate(_Connector):
             raise KrakenWsError(f"WebSocket token request failed: {exc}") from exc
         await self._send({"method": "subscribe", "req_id": next(self._req_ids),
                           "params": {"channel": "heartbeat"}})
-        await self._send({"method": "subscribe", "req_id": next(self._req_ids),
+        self._exec_sub_req = next(self._req_ids)
+        await self._send({"method": "subscribe", "req_id": self._exec_sub_req,
                           "params": {"channel": "executions", "token": self._token,
                                      "snap_orders": self.snap_orders, "snap_trades": False}})
 
@@ -696,8 +698,16 @@ class KrakenWsPrivate(_Connector):
                         _log.exception("on_execution callback failed")
             return True
         if channel is not None:
-            return bool(channel == "heartbeat")
+            return False  # heartbeats prove the socket, not that executions flow
         req_id = msg.get("req_id")
+        if req_id is not None and req_id == self._exec_sub_req:
+            if msg.get("success") is False:
+                # A refused token (expired, revoked) leaves a socket that looks connected but
+                # carries no executions: drop it, and the next connection fetches a new token
+                # (backing off: this connection does not count as healthy).
+                self.last_error = str(msg.get("error"))
+                raise KrakenWsError(f"executions subscription refused: {self.last_error}")
+            return bool(msg.get("success"))
         entry = self._pending.get(req_id) if isinstance(req_id, int) else None
         if entry is not None:
             fut, expected, got = entry

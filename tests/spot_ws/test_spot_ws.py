@@ -377,9 +377,13 @@ def test_invalid_token_is_refused(venue: Venue) -> None:
     try:
         wait_until(lambda: p.last_error is not None, what="executions refusal")
         assert p.last_error == TEXT_INVALID_TOKEN
-        with pytest.raises(KrakenWsRejected) as exc:
+        # The refused connection is dropped (a fresh token may work); while every token is
+        # refused, an order is refused by the venue or finds no connection, never placed.
+        wait_until(lambda: p.failed_attempts >= 2, what="reconnects after the refusal")
+        with pytest.raises(KrakenWsError) as exc:
             p.add_order(symbol=BTC, side="buy", order_type="market", order_qty=D("0.001"))
-        assert exc.value.error == TEXT_INVALID_TOKEN
+        assert not isinstance(exc.value, KrakenWsRejected) or exc.value.error == \
+            TEXT_INVALID_TOKEN
         assert venue.engine.open_orders(OWNER) == []
     finally:
         p.stop()
@@ -403,5 +407,31 @@ def test_request_timeout_is_a_clear_error(venue: Venue) -> None:
             p.add_order(symbol=BTC, side="buy", order_type="limit", order_qty=D("0.001"),
                         limit_price=D("1000.0"))
         gate.set()
+    finally:
+        p.stop()
+
+
+def test_refused_token_reconnects_with_a_fresh_one(venue: Venue) -> None:
+    """A token the venue refuses (expired: they are short-lived, kraken-api.md §4) must not
+    leave a socket that looks connected but carries no executions: the connection is dropped
+    and the next one fetches a fresh token, with backoff."""
+    execs = Execs()
+    issued: list[str] = []
+
+    def provider() -> str:
+        t = "expired-token" if not issued else venue.accounts.issue_token(OWNER)
+        issued.append(t)
+        return t
+
+    p = KrakenWsPrivate(venue.server.url, provider, execs, request_timeout=3.0,
+                        backoff_initial=0.05)
+    p.start()
+    try:
+        wait_until(lambda: len(issued) >= 2, what="a second token")
+        wait_until(lambda: p.connected)
+        res = p.add_order(symbol=BTC, side="buy", order_type="limit", order_qty=D("0.001"),
+                          limit_price=_resting_buy_price(venue), cl_ord_id="fresh")
+        execs.wait(lambda i: i.get("order_id") == res["order_id"] and not i.get("snapshot"))
+        assert p.failed_attempts >= 1
     finally:
         p.stop()
