@@ -53,6 +53,13 @@ _KNOWN_QUOTES = tuple(sorted(_FIAT_QUOTES + _STABLE_QUOTES + _CRYPTO_QUOTES, key
 
 _ASSET = re.compile(r"^[A-Z0-9.]{1,16}$")
 
+# Kraken's legacy pair names (the AssetPairs keys; what Ticker, TradesHistory and Ledgers print):
+# X + a 3-letter crypto code, then Z + a 3-letter fiat code or X + a 3-letter crypto code, e.g.
+# XXBTZUSD, XETHZEUR, XETHXXBT. Only the classic fiat/crypto codes had these prefixes.
+_LEGACY_PAIR = re.compile(
+    r"^X([A-Z]{3})(?:Z(USD|EUR|GBP|CAD|JPY|CHF|AUD)|X(XBT|ETH|XDG|LTC|XRP|XLM|ETC|MLN|REP|ZEC|XMR))$"
+)
+
 
 def to_canonical_asset(asset: str) -> str:
     """Kraken legacy asset code to the common one (``XBT`` -> ``BTC``); others pass through."""
@@ -115,6 +122,10 @@ def parse_spot_pair(symbol: str) -> SpotPair:
         if not base or not quote or "/" in quote:
             raise ValueError(f"invalid spot pair {symbol!r}: expected BASE/QUOTE")
         return SpotPair(base, quote)
+    legacy = _LEGACY_PAIR.match(text)
+    if legacy is not None:
+        base, fiat, crypto = legacy.groups()
+        return SpotPair(base, fiat or crypto)
     for quote in _KNOWN_QUOTES:
         if text.endswith(quote) and len(text) > len(quote):
             return SpotPair(text[: -len(quote)], quote)

@@ -82,3 +82,15 @@ def test_futures_symbols() -> None:
 def test_bad_futures_symbols_raise(bad: str) -> None:
     with pytest.raises(ValueError):
         parse_futures_symbol(bad)
+
+
+@pytest.mark.parametrize(("legacy", "pair"), [
+    ("XXBTZUSD", "BTC/USD"), ("XETHZEUR", "ETH/EUR"), ("XETHXXBT", "ETH/BTC"),
+    ("XXDGZUSD", "DOGE/USD"), ("XLTCZUSD", "LTC/USD"), ("xxbtzgbp", "BTC/GBP"),
+])
+def test_legacy_asset_pair_names(legacy: str, pair: str) -> None:
+    """The AssetPairs *key* (and the pair Kraken writes in Ticker, TradesHistory, Ledgers) is
+    the legacy name: X + crypto code, then Z + fiat or X + crypto. Split on the quote suffix it
+    read as base ``XXBTZ``: a market that does not exist, silently."""
+    assert parse_spot_pair(legacy).pair == pair
+    assert parse_spot_pair(legacy).rest_altname == parse_spot_pair(pair).rest_altname
