@@ -356,6 +356,7 @@ class KrakenSpotRest:
         self._wait = (wait_exponential(multiplier=backoff_initial_s, max=backoff_max_s)
                       + wait_random(0, backoff_initial_s))
         self._backoff_initial_s = backoff_initial_s
+        self._backoff_max_s = backoff_max_s
         self._user_agent = user_agent
         self._clock = clock
         self._sleep = sleep
@@ -709,7 +710,7 @@ class KrakenSpotRest:
     # -- transport -----------------------------------------------------------------------------
 
     def _backoff(self, attempt: int) -> float:
-        return float(min(self._backoff_initial_s * 2 ** (attempt - 1), 1.0))
+        return float(min(self._backoff_initial_s * 2 ** (attempt - 1), self._backoff_max_s))
 
     def _call_retrying(self, path: str, params: list[tuple[str, str]], *,
                        private: bool = True) -> dict[str, Any]:
