@@ -49,6 +49,15 @@ class ScheduleConfig(StrictModel):
     # logon starts a new session (sequence numbers reset). Kraken's rollover "lasts about 30 s".
     rollover_s: int = Field(default=30, ge=1, le=3600)
 
+    @field_validator("reset_time_utc", mode="before")
+    @classmethod
+    def _a_time_not_a_number(cls, value: object) -> object:
+        """pydantic reads a number as seconds after midnight: `reset_time_utc = 22` would be
+        00:00:22, a reset at the wrong time of day that nothing else would notice."""
+        if isinstance(value, int | float):
+            raise ValueError("must be a time of day, HH:MM:SS (22:00:00), not a number")
+        return value
+
     @field_validator("reset_time_utc")
     @classmethod
     def _as_utc(cls, t: time) -> time:

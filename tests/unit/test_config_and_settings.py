@@ -279,3 +279,60 @@ def test_an_operators_logon_after_a_long_hold_is_not_undone(
     session.logon()  # the operator's, connecting now
     sup._check(sid, monotonic())
     assert session.calls == ["logout", "logon"]  # nothing of the supervisor's
+
+
+@pytest.mark.parametrize("written", ["22", "79200", "22.0"])
+@pytest.mark.parametrize("section", ["schedule", "oms.schedule"])
+def test_a_reset_time_written_as_a_number_is_refused(tmp_path: Path, written: str,
+                                                     section: str) -> None:
+    """pydantic reads a number as seconds after midnight: `reset_time_utc = 22` was 00:00:22,
+    a daily reset at the wrong time of day that --check printed as ok."""
+    p = tmp_path / "d.toml"
+    p.write_text(f"[{section}]\nreset_time_utc = {written}\n")
+    with pytest.raises(ConfigError) as exc:
+        load_config(p)
+    assert (f"{p}: {section}.reset_time_utc: must be a time of day, HH:MM:SS (22:00:00), "
+            "not a number") in str(exc.value)
+
+
+@pytest.mark.parametrize(("toml", "line"), [
+    ('[[oms.sessions]]\ncomp_id = "A"\n[[oms.sessions]]\ncomp_id = "B"\n'
+     '[[oms.sessions]]\ncomp_id = "A"',
+     "oms.sessions[2].comp_id: duplicate OMS comp_id 'A', oms.sessions[0]'s too"),
+    ("[oms]\nsessions = []", "oms.sessions: at least one OMS session is required"),
+    ("[venue]\nreconnect_min_s = 5\nreconnect_max_s = 2",
+     "venue.reconnect_max_s: must be >= reconnect_min_s (5.0)"),
+    ('[venue]\napi_key = { env = "A" }',
+     "venue.api_secret: missing: api_key and api_secret go together"),
+    ('[venue]\napi_secret = { env = "A" }',
+     "venue.api_key: missing: api_key and api_secret go together"),
+    ('[grpc]\ntls_cert_file = "/c"', "grpc.tls_key_file: missing: tls_cert_file and tls_key_file"),
+    ('[admin]\ntls_key_file = "/k"', "admin.tls_cert_file: missing: tls_cert_file and tls_key"),
+    ('[venue.fallback]\nrest_url = "api.kraken.com"',
+     "venue.fallback.rest_url: must be an http(s) URL"),
+    ("[simulator]\nenabled = false\n[venue.trading]\nport = 1",
+     "venue.market_data.port: must be set when the embedded simulator is disabled"),
+    # Two venue sessions with one SessionID: QuickFIX refused the rendered settings at start,
+    # a quickfix.ConfigError traceback ("Duplicate Session"), which --check had passed.
+    ('[venue.market_data]\ntarget_comp_id = "KRAKEN-TRD"',
+     "venue.market_data.target_comp_id: 'KRAKEN-TRD' is venue.trading.target_comp_id too"),
+])
+def test_a_rule_across_fields_names_the_field(tmp_path: Path, toml: str, line: str) -> None:
+    """Not `venue: reconnect_max_s must be ...` or `(top level): venue.trading.port must ...`:
+    the dotted field an operator has to change, as for any other error."""
+    p = tmp_path / "d.toml"
+    p.write_text(toml)
+    with pytest.raises(ConfigError) as exc:
+        load_config(p)
+    assert f"\n  {p}: {line}" in str(exc.value), str(exc.value)
+
+
+@pytest.mark.parametrize("host", ["", " ", "fix.example.net ", "fix example.net"])
+def test_a_venue_host_that_no_connection_can_use_is_refused(tmp_path: Path, host: str) -> None:
+    """An empty host or one with a space passed, and failed only at each connect (DNS), or an
+    empty one reached this host."""
+    p = tmp_path / "d.toml"
+    p.write_text(f'[venue.trading]\nhost = "{host}"\n')
+    with pytest.raises(ConfigError) as exc:
+        load_config(p)
+    assert f"{p}: venue.trading.host: must be a host name or address" in str(exc.value)
