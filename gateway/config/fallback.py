@@ -50,9 +50,9 @@ class FallbackConfig(StrictModel):
     @model_validator(mode="after")
     def _url(self) -> FallbackConfig:
         if self.rest_url and not self.rest_url.startswith(("http://", "https://")):
-            raise ValueError("rest_url must be an http(s) URL")
+            raise ValueError("rest_url: must be an http(s) URL")
         if self.ws_url and not self.ws_url.startswith(("ws://", "wss://")):
-            raise ValueError("ws_url must be a ws:// or wss:// URL")
+            raise ValueError("ws_url: must be a ws:// or wss:// URL")
         return self
 
 
@@ -81,5 +81,5 @@ class MdFallbackConfig(StrictModel):
     @model_validator(mode="after")
     def _url(self) -> MdFallbackConfig:
         if self.ws_url and not self.ws_url.startswith(("ws://", "wss://")):
-            raise ValueError("ws_url must be a ws:// or wss:// URL")
+            raise ValueError("ws_url: must be a ws:// or wss:// URL")
         return self

@@ -20,8 +20,10 @@ from gateway.config.strict import CREDENTIAL_INLINE
 M = TypeVar("M", bound=BaseModel)
 
 # A message of a model-wide rule that starts with the field it is about ("oms.sessions[0].comp_id:
-# ...") is shown under that field rather than under "(top level)".
+# ...") is shown under that field rather than under "(top level)"; a rule of a section names
+# the field within it ("reconnect_max_s: ..." of [venue] is shown under venue.reconnect_max_s).
 _DOTTED_FIRST = re.compile(r"[a-z_]+(\[\d+\])?(\.[a-z_]+(\[\d+\])?)+: ")
+_FIELD_FIRST = re.compile(r"[a-z_]+(\[\d+\])?(\.[a-z_]+(\[\d+\])?)*: ")
 
 # Errors whose input is not repeated: a missing or unknown field has nothing useful to show,
 # and a credential written into the file is the secret itself.
@@ -52,6 +54,9 @@ def format_validation_error(source: str, exc: ValidationError,
         msg = err["msg"].removeprefix("Value error, ")
         if not err["loc"] and _DOTTED_FIRST.match(msg):  # a rule across sections names its field
             loc, _, msg = msg.partition(": ")
+        elif err["type"] == "value_error" and err["loc"] and _FIELD_FIRST.match(msg):
+            field, _, msg = msg.partition(": ")  # a section's rule names its field
+            loc += ("" if field.startswith("[") else ".") + field
         # A whole section (a rule across its fields) is not echoed: it would be the entire
         # table, often the entire file, on one line.
         if ("input" in err and err["type"] not in _NO_ECHO

@@ -153,11 +153,16 @@ class OmsConfig(StrictModel):
 
     @model_validator(mode="after")
     def _unique_sessions(self) -> OmsConfig:
-        ids = [s.comp_id for s in self.sessions]
-        if len(ids) != len(set(ids)):
-            raise ValueError(f"duplicate OMS comp_id in sessions: {ids}")
-        if not ids:
-            raise ValueError("at least one OMS session is required")
+        if not self.sessions:
+            raise ValueError("sessions: at least one OMS session is required")
+        first: dict[str, int] = {}
+        for i, s in enumerate(self.sessions):
+            if s.comp_id in first:
+                # The section is always [oms]: the message names the other session in full.
+                raise ValueError(f"sessions[{i}].comp_id: duplicate OMS comp_id {s.comp_id!r}, "
+                                 f"oms.sessions[{first[s.comp_id]}]'s too: each OMS session "
+                                 "needs a comp_id of its own")
+            first[s.comp_id] = i
         return self
 
 
@@ -186,6 +191,15 @@ class VenueSessionConfig(StrictModel):
     tls: TlsConnectConfig | None = None
 
     _cid = field_validator("target_comp_id")(_check_comp_id)
+
+    @field_validator("host")
+    @classmethod
+    def _a_host(cls, value: str) -> str:
+        """Empty, or with a space (a trailing one is easy to paste), it would fail only at each
+        connect, by DNS, or (empty) reach this host."""
+        if not value or any(c.isspace() for c in value):
+            raise ValueError("must be a host name or address, without spaces")
+        return value
 
 
 class TradingSessionConfig(VenueSessionConfig):
@@ -275,9 +289,19 @@ class VenueConfig(StrictModel):
     @model_validator(mode="after")
     def _backoff_order(self) -> VenueConfig:
         if self.reconnect_max_s < self.reconnect_min_s:
-            raise ValueError("reconnect_max_s must be >= reconnect_min_s")
+            raise ValueError(f"reconnect_max_s: must be >= reconnect_min_s "
+                             f"({self.reconnect_min_s})")
         if (self.api_key is None) != (self.api_secret is None):
-            raise ValueError("api_key and api_secret go together: give both or neither")
+            missing = "api_key" if self.api_key is None else "api_secret"
+            raise ValueError(f"{missing}: missing: api_key and api_secret go together: give "
+                             "both or neither")
+        if self.trading.target_comp_id == self.market_data.target_comp_id:
+            # One SessionID for both: QuickFIX refuses the rendered settings at start
+            # ("Duplicate Session"), with a traceback, after the checks had passed.
+            raise ValueError(
+                f"market_data.target_comp_id: {self.market_data.target_comp_id!r} is "
+                "venue.trading.target_comp_id too: the two venue sessions need different "
+                "TargetCompIDs (Kraken: KRAKEN-TRD and KRAKEN-MD)")
         return self
 
 
@@ -339,6 +363,12 @@ class GatewayConfig(StrictModel):
         return v
 
 
+def _tls_pair(cert: Path | None, key: Path | None) -> None:
+    if (cert is None) != (key is None):
+        missing = "tls_cert_file" if cert is None else "tls_key_file"
+        raise ValueError(f"{missing}: missing: tls_cert_file and tls_key_file go together")
+
+
 class GrpcConfig(StrictModel):
     """The gRPC event (and signal) service. Port 0 = an ephemeral port, printed at start."""
 
@@ -374,8 +404,7 @@ class GrpcConfig(StrictModel):
 
     @model_validator(mode="after")
     def _tls_pair(self) -> GrpcConfig:
-        if (self.tls_cert_file is None) != (self.tls_key_file is None):
-            raise ValueError("tls_cert_file and tls_key_file go together")
+        _tls_pair(self.tls_cert_file, self.tls_key_file)
         return self
 
 
@@ -399,10 +428,9 @@ class AdminConfig(StrictModel):
 
     @model_validator(mode="after")
     def _tls_files(self) -> AdminConfig:
-        if (self.tls_cert_file is None) != (self.tls_key_file is None):
-            raise ValueError("tls_cert_file and tls_key_file go together")
+        _tls_pair(self.tls_cert_file, self.tls_key_file)
         if self.tls_client_ca_file is not None and self.tls_cert_file is None:
-            raise ValueError("tls_client_ca_file (mutual TLS) needs tls_cert_file and "
+            raise ValueError("tls_client_ca_file: mutual TLS needs tls_cert_file and "
                              "tls_key_file: the listener must speak TLS first")
         return self
 
@@ -434,10 +462,10 @@ class Config(StrictModel):
             for name, sess in (("trading", venue.trading), ("market_data", venue.market_data)):
                 if sess.port == 0:
                     raise ValueError(
-                        f"venue.{name}.port must be set when the embedded simulator is disabled"
+                        f"venue.{name}.port: must be set when the embedded simulator is disabled"
                     )
             if venue.md_fallback.enabled and not venue.md_fallback.ws_url:
-                raise ValueError("venue.md_fallback.ws_url must be set when the embedded "
+                raise ValueError("venue.md_fallback.ws_url: must be set when the embedded "
                                  "simulator is disabled (Kraken: wss://ws.kraken.com/v2)")
         return self
 

@@ -141,7 +141,7 @@ port = 0
     r = subprocess.run([sys.executable, "-m", "gateway.cli.main", "run", "--config", str(bad)],
                        capture_output=True, text=True, cwd=REPO, timeout=60)
     assert r.returncode == 2
-    assert "admin" in r.stderr and "tls_client_ca_file (mutual TLS) needs tls_cert_file" in r.stderr
+    assert "admin.tls_client_ca_file: mutual TLS needs tls_cert_file" in r.stderr
     missing = tmp_path / "missing.toml"
     missing.write_text(base + f'tls_cert_file = "{tmp_path / "nope.pem"}"\n'
                        f'tls_key_file = "{pki.server_key}"\n')

@@ -297,13 +297,13 @@ def test_forcing_ws_switches_at_once_and_says_so(venue: Venue) -> None:
     ("[venue.md_fallback]\nfailover_after_s = -1\n",
      "venue.md_fallback.failover_after_s: Input should be greater than or equal to 0"),
     ('[venue.md_fallback]\nws_url = "http://x"\n',
-     "venue.md_fallback: ws_url must be a ws:// or wss:// URL"),
+     "venue.md_fallback.ws_url: must be a ws:// or wss:// URL"),
     ('[venue.md_fallback]\nforce = "rest"\n', "venue.md_fallback.force: Input should be"),
     ("[venue.md_fallback]\nmd_failover_after_s = 1\n",
      "venue.md_fallback.md_failover_after_s: unknown field"),
     ("[venue.md_fallback]\nenabled = true\n[simulator]\nenabled = false\n"
      "[venue.trading]\nport = 1\n[venue.market_data]\nport = 2\n",
-     "(top level): venue.md_fallback.ws_url must be set when the embedded simulator is "
+     "venue.md_fallback.ws_url: must be set when the embedded simulator is "
      "disabled"),
 ])
 def test_bad_md_fallback_config_names_file_and_field(tmp_path: Path, toml: str,

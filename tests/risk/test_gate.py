@@ -234,7 +234,7 @@ def _error(**kw: Any) -> str:
         ({"signal_rules": [{**CARRY_RULE, "max_input_age_s": {"funding": "soon"}}]},
          "signal_rules[0].max_input_age_s.funding: Input should be a valid number"),
         ({"signal_rules": [{**CARRY_RULE, "max_input_age_s": {"positioning": 600}}]},
-         "signal_rules[0]: max_input_age_s.positioning: rule 'carry_gravity_long' does not read "
+         "signal_rules[0].max_input_age_s.positioning: rule 'carry_gravity_long' does not read "
          "positioning; its conditions read mark, funding, liquidation_map, book"),
         ({"signal_rules": [{**CARRY_RULE, "params": {"min_funding_excess_bps": "1000"},
                             "max_input_age_s": {"funding": 4200, "book": 10}}]},

@@ -40,7 +40,7 @@ def test_shipped_session_files_validate() -> None:
     ('[venue]\napi_key = { env = "A", file = "/x" }\napi_secret = { env = "B" }',
      "venue.api_key: give exactly one of 'env'"),
     ('[venue]\napi_key = { env = "A" }', "api_key and api_secret go together"),
-    ('[simulator]\nenabled = false', "venue.trading.port must be set"),
+    ('[simulator]\nenabled = false', "venue.trading.port: must be set"),
     ('[oms]\nport = 0', "oms.port: Input should be greater than or equal to 1"),
     ('[oms]\nmax_latency_s = 99999999999', "oms.max_latency_s: Input should be less than"),
     ('[venue]\nreconnect_min_s = 1e9', "venue.reconnect_min_s: Input should be less than"),
