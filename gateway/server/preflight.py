@@ -137,14 +137,19 @@ def _admin_problems(config: Config) -> list[str]:
 
 
 def listener_ports(config: Config) -> dict[str, int]:
-    """The listeners' ports, by field: the OMS acceptor, events, and admin and metrics when
-    enabled. 0 (any free port) is left out."""
+    """The listeners' ports, by field: the OMS acceptor, events, admin and metrics when
+    enabled, and the embedded simulator's FIX ports when it runs (one QuickFIX acceptor: its
+    two ports may be one). 0 (any free port) is left out."""
     c = config
     ports = {"oms.port": c.oms.port, "grpc.port": c.grpc.port}
     if c.admin.enabled:
         ports["admin.port"] = c.admin.port
     if c.metrics.enabled:
         ports["metrics.port"] = c.metrics.port
+    if c.simulator.enabled:
+        ports["simulator.trading_port"] = c.simulator.trading_port
+        if c.simulator.md_port != c.simulator.trading_port:
+            ports["simulator.md_port"] = c.simulator.md_port
     return {f: p for f, p in ports.items() if p}
 
 

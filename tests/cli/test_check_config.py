@@ -356,6 +356,25 @@ def test_two_listeners_on_one_port_by_a_flag_name_the_flag(tmp_path: Path) -> No
     assert "fixgw: --admin-port (admin.port): 50061 is grpc.port too" in r.stderr
 
 
+def test_the_embedded_venue_on_a_listener_s_port_is_a_problem(tmp_path: Path) -> None:
+    """The embedded simulator listens on its FIX ports before the gateway's acceptor binds:
+    `simulator.trading_port = 9878` passed the check, then the start failed with a
+    quickfix.RuntimeError traceback ("Address already in use") after the venue logged on."""
+    cfg = tmp_path / "gw.toml"
+    cfg.write_text("[oms]\nport = 9901\n[simulator]\ntrading_port = 9901\nmd_port = 9901\n")
+    r = _run("--config", str(cfg), "--check")
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert f"fixgw: {cfg}: simulator.trading_port: 9901 is oms.port too" in r.stderr
+    # One acceptor serves both of the simulator's sessions: one port for both is no clash.
+    assert "simulator.md_port" not in r.stderr
+    r = _run("--config", str(cfg), "--oms-port", "9902", "--check")
+    assert "simulator" not in r.stderr, r.stderr
+    # A disabled simulator listens nowhere.
+    cfg.write_text("[oms]\nport = 9901\n[simulator]\nenabled = false\ntrading_port = 9901\n"
+                   "[venue.trading]\nport = 4001\n[venue.market_data]\nport = 4000\n")
+    assert "simulator" not in _run("--config", str(cfg), "--check").stderr
+
+
 def _credential_files(tmp_path: Path) -> tuple[Path, Path, Path]:
     """A venue key (0600), a venue secret others can read (0644) and an operator token its
     group can read (0640)."""
