@@ -4,6 +4,12 @@ Field names follow QuickFIX/J's session-configuration vocabulary where one exist
 (SenderCompID, HeartBtInt, ReconnectInterval, StartTime/EndTime) so that FIX ops people
 recognise them, but spelled in TOML's snake_case. Every field has a default that makes the
 embedded UAT deployment run with no file at all; a real deployment overrides what it needs.
+
+A relative path anywhere in the file (data_dir, certificates, credential files, the audit log,
+the simulator's accounts file) is relative to the working directory `fixgw run` starts in, not
+to the file's own directory, as QuickFIX/J resolves FileStorePath; under a service manager set
+its working directory, or give absolute paths. (`fixgw run --check` prints the data directory
+resolved; the QuickFIX settings the gateway renders carry absolute paths.)
 """
 
 from __future__ import annotations

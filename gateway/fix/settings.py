@@ -149,10 +149,14 @@ def common_defaults(
     schedule: ScheduleConfig,
     extra: Mapping[str, str] | None = None,
 ) -> dict[str, str]:
+    """Paths are rendered absolute, resolved as the gateway resolves them (a relative one
+    against the working directory): the .cfg says where the files are, and QuickFIX, which
+    trims a value's surrounding spaces, reads the same directory the gateway's own readers
+    of the stores use (a relative " var" was its "var")."""
     store_dir.mkdir(parents=True, exist_ok=True)
     d = {
         "ConnectionType": connection_type,
-        "FileStorePath": str(store_dir),
+        "FileStorePath": str(store_dir.absolute()),
         "UseDataDictionary": "Y",
         "DataDictionary": str(data_dictionary_path()),
         "ValidateUserDefinedFields": "Y",
@@ -171,7 +175,7 @@ def common_defaults(
     }
     if log_dir is not None:
         log_dir.mkdir(parents=True, exist_ok=True)
-        d["FileLogPath"] = str(log_dir)
+        d["FileLogPath"] = str(log_dir.absolute())
     d.update(schedule_settings(schedule))
     d.update(extra or {})
     return d

@@ -331,7 +331,9 @@ def summary(config: Config) -> list[str]:
                  + (f"{c.admin.host}:{c.admin.port}" if c.admin.enabled else "off")
                  + "; metrics "
                  + (f"{c.metrics.host}:{c.metrics.port}" if c.metrics.enabled else "off"))
-    lines.append(f"data: {c.gateway.data_dir}")
+    data = Path(c.gateway.data_dir)
+    lines.append(f"data: {data}" if data.is_absolute() else
+                 f"data: {data} (relative to the working directory: {data.absolute()})")
     return lines
 
 

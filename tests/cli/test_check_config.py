@@ -375,6 +375,17 @@ def test_the_embedded_venue_on_a_listener_s_port_is_a_problem(tmp_path: Path) ->
     assert "simulator" not in _run("--config", str(cfg), "--check").stderr
 
 
+def test_the_check_says_where_a_relative_data_dir_is(tmp_path: Path) -> None:
+    """Relative to the working directory (not the file's): under a service manager that is
+    not where ops stand, so the check prints it resolved."""
+    cfg = tmp_path / "gw.toml"
+    cfg.write_text('[gateway]\ndata_dir = "./var/uat"\n[oms]\nport = 9901\n')
+    r = _run("--config", str(cfg), "--check")
+    assert r.returncode == 0, r.stderr
+    where = REPO / "var" / "uat"
+    assert f"  data: var/uat (relative to the working directory: {where})" in r.stdout
+
+
 def _credential_files(tmp_path: Path) -> tuple[Path, Path, Path]:
     """A venue key (0600), a venue secret others can read (0644) and an operator token its
     group can read (0640)."""

@@ -11,7 +11,13 @@ import quickfix as fix
 from gateway.config import ConfigError, load_config
 from gateway.config.model import ScheduleConfig
 from gateway.fix.reconnect import ReconnectSupervisor
-from gateway.fix.settings import acceptor_address_policy, schedule_settings
+from gateway.fix.settings import (
+    SessionBlock,
+    SettingsFile,
+    acceptor_address_policy,
+    common_defaults,
+    schedule_settings,
+)
 from gateway.server.gateway import Gateway, VenueEndpoints
 
 
@@ -336,3 +342,20 @@ def test_a_venue_host_that_no_connection_can_use_is_refused(tmp_path: Path, host
     with pytest.raises(ConfigError) as exc:
         load_config(p)
     assert f"{p}: venue.trading.host: must be a host name or address" in str(exc.value)
+
+
+@pytest.mark.parametrize("data_dir", [" var", "var/with space", "var#1"])
+def test_quickfix_stores_where_the_gateway_looks(tmp_path: Path, data_dir: str,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """A relative data_dir is relative to the working directory, for the gateway and QuickFIX
+    alike. The rendered FileStorePath is absolute: QuickFIX trims a value's spaces, so a
+    relative " var" became its "var" while the gateway's journal and the store readers
+    (unforwarded reports, the logon scrubber) used " var"."""
+    monkeypatch.chdir(tmp_path)
+    store = Path(data_dir) / "store" / "oms"
+    defaults = common_defaults(connection_type="acceptor", store_dir=store, log_dir=None,
+                               schedule=ScheduleConfig(mode="non-stop"))
+    settings = SettingsFile(defaults, [SessionBlock("FIXGW", "OMS")]).write(tmp_path / "o.cfg")
+    read = settings.get().getString("FileStorePath")
+    assert read == str(tmp_path / data_dir / "store" / "oms")
+    assert Path(read).is_dir()
