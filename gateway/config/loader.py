@@ -23,7 +23,7 @@ M = TypeVar("M", bound=BaseModel)
 # ...") is shown under that field rather than under "(top level)"; a rule of a section names
 # the field within it ("reconnect_max_s: ..." of [venue] is shown under venue.reconnect_max_s).
 _DOTTED_FIRST = re.compile(r"[a-z_]+(\[\d+\])?(\.[a-z_]+(\[\d+\])?)+: ")
-_FIELD_FIRST = re.compile(r"[a-z_]+(\[\d+\])?(\.[a-z_]+(\[\d+\])?)*: ")
+_FIELD_FIRST = re.compile(r"([a-z_]+|\[\d+\])(\[\d+\])?(\.[a-z_]+(\[\d+\])?)*: ")
 
 # Errors whose input is not repeated: a missing or unknown field has nothing useful to show,
 # and a credential written into the file is the secret itself.
@@ -52,14 +52,16 @@ def format_validation_error(source: str, exc: ValidationError,
     for err in exc.errors():
         loc = _field_path(tuple(err["loc"]))
         msg = err["msg"].removeprefix("Value error, ")
+        refined = False
         if not err["loc"] and _DOTTED_FIRST.match(msg):  # a rule across sections names its field
             loc, _, msg = msg.partition(": ")
         elif err["type"] == "value_error" and err["loc"] and _FIELD_FIRST.match(msg):
             field, _, msg = msg.partition(": ")  # a section's rule names its field
             loc += ("" if field.startswith("[") else ".") + field
+            refined = True  # its message says what it needs of the value: not the section's
         # A whole section (a rule across its fields) is not echoed: it would be the entire
         # table, often the entire file, on one line.
-        if ("input" in err and err["type"] not in _NO_ECHO
+        if ("input" in err and err["type"] not in _NO_ECHO and not refined
                 and not isinstance(err["input"], dict)):
             msg += f" (got {err['input']!r})"
         if err["type"] == "extra_forbidden":

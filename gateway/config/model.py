@@ -279,6 +279,16 @@ class VenueConfig(StrictModel):
 
     _cid = field_validator("sender_comp_id")(_check_comp_id)
 
+    @field_validator("symbols")
+    @classmethod
+    def _each_symbol_once(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        """Listed twice, a symbol was subscribed twice at each logon."""
+        for i, symbol in enumerate(value):
+            if symbol in value[:i]:
+                raise ValueError(f"[{i}]: {symbol!r} is venue.symbols[{value.index(symbol)}] "
+                                 "too: list each symbol once")
+        return value
+
     @field_validator("md_depth")
     @classmethod
     def _md_depth(cls, value: int) -> int:

@@ -359,3 +359,13 @@ def test_quickfix_stores_where_the_gateway_looks(tmp_path: Path, data_dir: str,
     read = settings.get().getString("FileStorePath")
     assert read == str(tmp_path / data_dir / "store" / "oms")
     assert Path(read).is_dir()
+
+
+def test_a_symbol_listed_twice_is_refused(tmp_path: Path) -> None:
+    """Each logon subscribed it twice (two MarketDataRequests, the second's stream replacing
+    the first's in the feed)."""
+    p = tmp_path / "d.toml"
+    p.write_text('[venue]\nsymbols = ["BTC/USD", "ETH/USD", "BTC/USD"]\n')
+    with pytest.raises(ConfigError) as exc:
+        load_config(p)
+    assert f"{p}: venue.symbols[2]: 'BTC/USD' is venue.symbols[0] too" in str(exc.value)
