@@ -10,7 +10,7 @@ import re
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, get_args
 
 from pydantic import BaseModel, ValidationError
 
@@ -44,8 +44,22 @@ def _field_path(loc: tuple[int | str, ...]) -> str:
     return "".join(parts) or "(top level)"
 
 
+def _array_of_tables(model: type[BaseModel], loc: tuple[int | str, ...]) -> bool:
+    """Whether the field at `loc` of `model` is an array whose entries are sections."""
+    annotation: Any = model
+    for name in loc:
+        if isinstance(name, int):
+            return False
+        fields = getattr(annotation, "model_fields", None)
+        if fields is None or name not in fields:
+            return False
+        annotation = fields[name].annotation
+    return any(isinstance(a, type) and issubclass(a, BaseModel) for a in get_args(annotation))
+
+
 def format_validation_error(source: str, exc: ValidationError,
-                            flags: Mapping[str, str] | None = None) -> str:
+                            flags: Mapping[str, str] | None = None,
+                            model: type[BaseModel] | None = None) -> str:
     """One line per bad field, each naming where its value came from: `source` (the file), or
     for a value a command-line flag set (`flags`: dotted field -> flag), that flag."""
     lines = [f"{source}: invalid configuration"]
@@ -66,6 +80,11 @@ def format_validation_error(source: str, exc: ValidationError,
             msg += f" (got {err['input']!r})"
         if err["type"] == "extra_forbidden":
             msg = "unknown field (check the spelling)"
+        elif err["type"] in ("tuple_type", "list_type") and isinstance(err.get("input"), dict):
+            # `[oms.sessions]` where `[[oms.sessions]]` was meant (one QuickFIX [SESSION] block).
+            msg = "must be an array, not a table" + (
+                f": write each entry as its own [[{loc}]] table"
+                if model is not None and _array_of_tables(model, tuple(err["loc"])) else "")
         flag = (flags or {}).get(loc)
         lines.append(f"  {flag} ({loc}): {msg}" if flag else f"  {source}: {loc}: {msg}")
     return "\n".join(lines)
@@ -96,7 +115,7 @@ def validate_model(model: type[M], raw: Mapping[str, Any], source: str,
     try:
         return model.model_validate(raw)
     except ValidationError as exc:
-        raise ConfigError(format_validation_error(source, exc, flags)) from None
+        raise ConfigError(format_validation_error(source, exc, flags, model)) from None
 
 
 def load_config(path: Path | None, overrides: Mapping[str, Any] | None = None,

@@ -369,3 +369,21 @@ def test_a_symbol_listed_twice_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as exc:
         load_config(p)
     assert f"{p}: venue.symbols[2]: 'BTC/USD' is venue.symbols[0] too" in str(exc.value)
+
+
+@pytest.mark.parametrize("toml", ['[oms.sessions]\ncomp_id = "DESK1"\n',
+                                  '[oms]\nsessions = { comp_id = "DESK1" }\n'])
+def test_one_oms_session_written_as_a_table_says_how_to_write_it(tmp_path: Path,
+                                                                 toml: str) -> None:
+    """QuickFIX/J people write a session as one [SESSION] block: "Input should be a valid
+    tuple" did not say that an array of tables is [[oms.sessions]]."""
+    p = tmp_path / "d.toml"
+    p.write_text(toml)
+    with pytest.raises(ConfigError) as exc:
+        load_config(p)
+    assert (f"{p}: oms.sessions: must be an array, not a table: write each entry as its own "
+            "[[oms.sessions]] table") in str(exc.value)
+    p.write_text('[venue.symbols]\nBTC = "USD"\n')
+    with pytest.raises(ConfigError) as exc:
+        load_config(p)
+    assert str(exc.value).endswith(f"{p}: venue.symbols: must be an array, not a table")
