@@ -252,10 +252,17 @@ def unreserved_ephemeral(ports: dict[str, int], port_range: str, reserved: str) 
 
 def ignored_settings(config: Config) -> list[str]:
     """Settings a file sets that change nothing, so that nobody relies on them."""
+    out = []
     if "heartbeat_interval" in config.oms.model_fields_set:
-        return ["oms.heartbeat_interval has no effect: the acceptor uses the HeartBtInt each "
-                "OMS sends in its Logon (FIX); remove it"]
-    return []
+        out.append("oms.heartbeat_interval has no effect: the acceptor uses the HeartBtInt each "
+                   "OMS sends in its Logon (FIX); remove it")
+    for where, schedule in (("schedule", config.schedule), ("oms.schedule", config.oms.schedule)):
+        if schedule.mode == "non-stop":
+            out += [f'{where}.{name} has no effect: {where}.mode is "non-stop" (no daily '
+                    'reset); remove it, or set mode = "daily-reset"'
+                    for name in ("reset_time_utc", "rollover_s")
+                    if name in schedule.model_fields_set]
+    return out
 
 
 def exposure_warnings(config: Config) -> list[str]:

@@ -228,6 +228,20 @@ def test_a_setting_that_changes_nothing_is_a_warning(tmp_path: Path) -> None:
     assert "heartbeat_interval" not in _check(cfg).stderr
 
 
+def test_a_reset_time_on_a_non_stop_schedule_is_a_warning(tmp_path: Path) -> None:
+    """A non-stop session never resets: the time given for it was silently ignored."""
+    cfg = tmp_path / "gw.toml"
+    cfg.write_text('[oms]\nport = 9901\nschedule = { mode = "non-stop", reset_time_utc = '
+                   '17:00:00 }\n[schedule]\nmode = "non-stop"\nrollover_s = 60\n')
+    r = _check(cfg)
+    assert r.returncode == 0, r.stderr
+    assert (f"{cfg}: warning: oms.schedule.reset_time_utc has no effect: oms.schedule.mode is "
+            '"non-stop" (no daily reset); remove it, or set mode = "daily-reset"') in r.stderr
+    assert f"{cfg}: warning: schedule.rollover_s has no effect: schedule.mode is" in r.stderr
+    cfg.write_text('[oms]\nport = 9901\nschedule = { reset_time_utc = 17:00:00 }\n')
+    assert "no effect" not in _check(cfg).stderr
+
+
 def test_a_secret_pasted_as_a_variable_name_is_not_printed(tmp_path: Path) -> None:
     """`api_secret = { env = "<the key>" }` with a key of letters and digits only: a valid
     variable name, not set, and the error must not print it. A real variable name is shown."""
