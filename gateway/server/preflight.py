@@ -256,6 +256,10 @@ def ignored_settings(config: Config) -> list[str]:
     if "heartbeat_interval" in config.oms.model_fields_set:
         out.append("oms.heartbeat_interval has no effect: the acceptor uses the HeartBtInt each "
                    "OMS sends in its Logon (FIX); remove it")
+    fb = config.venue.fallback
+    if fb.enabled and not config.simulator.enabled and not fb.rest_url:
+        out.append("venue.fallback.rest_url: not set, and the embedded simulator is disabled: "
+                   "no REST fallback (Kraken: https://api.kraken.com)")
     for where, schedule in (("schedule", config.schedule), ("oms.schedule", config.oms.schedule)):
         if schedule.mode == "non-stop":
             out += [f'{where}.{name} has no effect: {where}.mode is "non-stop" (no daily '
@@ -281,6 +285,10 @@ def exposure_warnings(config: Config) -> list[str]:
                 out.append(f"venue.{name}: {session.host} is not this host and the session "
                            f"has no [venue.{name}.tls]: FIX (orders, the logon signature) "
                            "would go in clear text, and Kraken accepts TLS only")
+        if c.venue.api_key is None:
+            out.append("venue.api_key: not set: the trading session's Logon would go unsigned "
+                       "(no 553/554/5025), and Kraken refuses it; give venue.api_key and "
+                       "venue.api_secret")
     return out
 
 
@@ -333,7 +341,9 @@ def summary(config: Config) -> list[str]:
     lines.append("schedule: non-stop" if s.mode == "non-stop" else
                  f"schedule: daily reset at {s.reset_time_utc} UTC, sessions back after "
                  f"{s.rollover_s} s")
-    lines.append(f"REST fallback: {'on' if v.fallback.enabled else 'off'}")
+    usable = c.simulator.enabled or (v.fallback.rest_url != "" and v.api_key is not None)
+    lines.append("REST fallback: " + ("off" if not v.fallback.enabled else
+                                      "on" if usable else "off (see the warnings)"))
     lines.append(f"events (gRPC) {c.grpc.host}:{c.grpc.port}; admin "
                  + (f"{c.admin.host}:{c.admin.port}" if c.admin.enabled else "off")
                  + "; metrics "

@@ -160,11 +160,12 @@ def test_clear_text_off_the_host_and_a_wider_listener_are_warnings(tmp_path: Pat
                    '[venue.trading]\nhost = "fix.example.net"\nport = 4001\n'
                    '[venue.market_data]\nhost = "127.0.0.1"\nport = 4000\n')
     warned = exposure_warnings(load_config(cfg))
-    assert len(warned) == 2, warned
+    assert len(warned) == 3, warned
     assert warned[0].startswith("oms.host: 10.0.0.5, but without oms.tls the FIX acceptor "
                                 "listens on every interface")
     assert warned[1].startswith("venue.trading: fix.example.net is not this host and the "
                                 "session has no [venue.trading.tls]")
+    assert warned[2].startswith("venue.api_key: not set: the trading session's Logon")
     r = _check(cfg)
     assert r.returncode == 0 and f"fixgw: {cfg}: warning: oms.host: 10.0.0.5" in r.stderr
     assert exposure_warnings(load_config(None)) == []  # the embedded default: all loopback
@@ -240,6 +241,24 @@ def test_a_reset_time_on_a_non_stop_schedule_is_a_warning(tmp_path: Path) -> Non
     assert f"{cfg}: warning: schedule.rollover_s has no effect: schedule.mode is" in r.stderr
     cfg.write_text('[oms]\nport = 9901\nschedule = { reset_time_utc = 17:00:00 }\n')
     assert "no effect" not in _check(cfg).stderr
+
+
+def test_a_real_venue_without_credentials_or_a_fallback_without_a_url_is_a_warning(
+        tmp_path: Path) -> None:
+    """With the simulator off, no api_key/api_secret sent the trading Logon unsigned (Kraken
+    refuses it, at every retry), and [venue.fallback] enabled without rest_url was no fallback
+    at all (one error line at start) while --check said "REST fallback: on"."""
+    cfg = tmp_path / "gw.toml"
+    cfg.write_text("[oms]\nport = 9901\n[simulator]\nenabled = false\n[venue.trading]\n"
+                   "port = 4001\n[venue.market_data]\nport = 4000\n[venue.fallback]\n"
+                   "enabled = true\n")
+    r = _check(cfg)
+    assert r.returncode == 0, r.stderr
+    assert (f"{cfg}: warning: venue.api_key: not set: the trading session's Logon would go "
+            "unsigned (no 553/554/5025), and Kraken refuses it") in r.stderr
+    assert (f"{cfg}: warning: venue.fallback.rest_url: not set, and the embedded simulator is "
+            "disabled: no REST fallback (Kraken: https://api.kraken.com)") in r.stderr
+    assert "REST fallback: off (see the warnings)" in r.stdout
 
 
 def test_a_secret_pasted_as_a_variable_name_is_not_printed(tmp_path: Path) -> None:
