@@ -33,6 +33,14 @@ def _a_number_not_a_bool(annotation: object) -> bool:
     return bool not in args and any(_a_number_not_a_bool(a) for a in args)
 
 
+def _a_path(annotation: object) -> bool:
+    """Whether a field of this type takes a filesystem path."""
+    if annotation is Path:
+        return True
+    args = get_args(annotation) if get_origin(annotation) in (Union, UnionType) else ()
+    return any(_a_path(a) for a in args)
+
+
 class StrictModel(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -48,6 +56,13 @@ class StrictModel(BaseModel):
             if field is not None and _a_number_not_a_bool(field.annotation):
                 raise PydanticCustomError(BOOL_FOR_NUMBER,
                                           "must be a number, not a boolean (true/false)")
+        if isinstance(value, str) and value.startswith("~") and info.field_name is not None:
+            # Taken literally, data_dir = "~/fixgw" is a directory named "~" in the working
+            # directory; a relative path is the working directory's (gateway.config.model).
+            field = cls.model_fields.get(info.field_name)
+            if field is not None and _a_path(field.annotation):
+                raise ValueError("'~' is not expanded (no shell reads this file): give the "
+                                 "full path")
         return value
 
 

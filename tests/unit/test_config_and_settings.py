@@ -387,3 +387,21 @@ def test_one_oms_session_written_as_a_table_says_how_to_write_it(tmp_path: Path,
     with pytest.raises(ConfigError) as exc:
         load_config(p)
     assert str(exc.value).endswith(f"{p}: venue.symbols: must be an array, not a table")
+
+
+@pytest.mark.parametrize(("toml", "field"), [
+    ('[gateway]\ndata_dir = "~/fixgw"', "gateway.data_dir"),
+    ('[venue]\napi_key = { file = "~/.kraken/key" }\napi_secret = { env = "S" }',
+     "venue.api_key.file"),
+    ('[oms.tls]\ncert_file = "~/c.pem"\nkey_file = "/k.pem"', "oms.tls.cert_file"),
+])
+def test_a_path_starting_with_a_tilde_is_refused(tmp_path: Path, toml: str, field: str) -> None:
+    """No shell reads the file: data_dir = "~/fixgw" made a directory named "~" in the working
+    directory (the next `rm -rf ~/...` typed to clean it up is another matter), and a
+    credential file under ~ was "does not exist"."""
+    p = tmp_path / "d.toml"
+    p.write_text(toml)
+    with pytest.raises(ConfigError) as exc:
+        load_config(p)
+    assert (f"{p}: {field}: '~' is not expanded (no shell reads this file): give the full "
+            "path") in str(exc.value)
