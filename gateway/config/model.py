@@ -14,6 +14,7 @@ resolved; the QuickFIX settings the gateway renders carry absolute paths.)
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from datetime import UTC, datetime, time
 from pathlib import Path
@@ -186,6 +187,18 @@ class TlsConnectConfig(StrictModel):
     key_file: Path | None = None
     # Our outgoing address, where the venue allow-lists source IPs.
     source_address: str | None = None
+
+    @field_validator("source_address")
+    @classmethod
+    def _an_ip(cls, value: str | None) -> str | None:
+        """Bound before every connect: a typo would fail each one, never the start."""
+        if value is not None:
+            try:
+                ipaddress.ip_address(value)
+            except ValueError:
+                raise ValueError("must be an IP address of this host (the one the venue "
+                                 "allow-lists)") from None
+        return value
 
 
 class VenueSessionConfig(StrictModel):

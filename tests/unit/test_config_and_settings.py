@@ -405,3 +405,17 @@ def test_a_path_starting_with_a_tilde_is_refused(tmp_path: Path, toml: str, fiel
         load_config(p)
     assert (f"{p}: {field}: '~' is not expanded (no shell reads this file): give the full "
             "path") in str(exc.value)
+
+
+@pytest.mark.parametrize("address", ["203.0.113.10 ", "203.0.113", "my-host"])
+def test_a_source_address_that_is_not_an_ip_address_is_refused(tmp_path: Path,
+                                                               address: str) -> None:
+    """It is bound before every connect to the venue: a typo failed each one, not the start."""
+    p = tmp_path / "d.toml"
+    p.write_text(f'[venue.trading.tls]\nsource_address = "{address}"\n')
+    with pytest.raises(ConfigError) as exc:
+        load_config(p)
+    assert (f"{p}: venue.trading.tls.source_address: must be an IP address of this host"
+            in str(exc.value))
+    p.write_text('[venue.trading.tls]\nsource_address = "2001:db8::1"\n')
+    assert load_config(p).venue.trading.tls is not None
