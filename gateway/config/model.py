@@ -133,6 +133,18 @@ class TlsAcceptConfig(StrictModel):
     # Require a client certificate signed by this CA (mutual TLS).
     client_ca_file: Path | None = None
 
+    @field_validator("allow_addresses")
+    @classmethod
+    def _networks(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        """Parsed by the TLS listener only at start otherwise, a traceback."""
+        for i, entry in enumerate(value):
+            try:
+                ipaddress.ip_network(entry.strip(), strict=False)  # as the listener reads it
+            except ValueError:
+                raise ValueError(f"[{i}]: must be an IP address or a CIDR network "
+                                 f"(10.0.0.0/24), not {entry!r}") from None
+        return value
+
 
 class OmsConfig(StrictModel):
     host: str = "127.0.0.1"

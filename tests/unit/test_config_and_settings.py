@@ -419,3 +419,17 @@ def test_a_source_address_that_is_not_an_ip_address_is_refused(tmp_path: Path,
             in str(exc.value))
     p.write_text('[venue.trading.tls]\nsource_address = "2001:db8::1"\n')
     assert load_config(p).venue.trading.tls is not None
+
+
+@pytest.mark.parametrize(("entry", "index"), [('"10.0.0.0/33"', 1), ('"desk-1"', 1)])
+def test_an_allow_list_entry_that_is_no_address_is_refused(tmp_path: Path, entry: str,
+                                                           index: int) -> None:
+    """The TLS listener parsed the list only at start: a ValueError traceback from the bridge,
+    after the checks had passed."""
+    p = tmp_path / "d.toml"
+    p.write_text(f'[oms.tls]\ncert_file = "/c"\nkey_file = "/k"\n'
+                 f'allow_addresses = ["127.0.0.1", {entry}]\n')
+    with pytest.raises(ConfigError) as exc:
+        load_config(p)
+    assert (f"{p}: oms.tls.allow_addresses[{index}]: must be an IP address or a CIDR network "
+            "(10.0.0.0/24)") in str(exc.value)
