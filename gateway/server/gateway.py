@@ -43,6 +43,7 @@ from gateway.fix.settings import (
 from gateway.fix.store_scrub import LogonScrubber
 from gateway.kraken.auth import NonceSource
 from gateway.kraken.secrets import SecretMaskingFilter
+from gateway.listen import ListenError, host_port
 from gateway.marketdata.fanout import OmsMarketData
 from gateway.marketdata.feed import MarketDataFeed
 from gateway.marketdata.instruments import InstrumentRegistry
@@ -577,7 +578,12 @@ class Gateway:
         for sid in held:
             self._supervisor.hold(sid, True)
         self._supervisor.start()
-        self._acceptor.start()
+        try:
+            self._acceptor.start()
+        except fix.RuntimeError as exc:  # the port is taken: a line to act on, not a traceback
+            raise ListenError(f"OMS acceptor cannot listen on "
+                              f"{host_port(c.oms.host, c.oms.port)} ({exc}); choose another "
+                              "port with `fixgw run --oms-port N` or [oms] port") from None
         if self.fallback is not None:
             self.fallback.start()
         if self.md_failover is not None:
