@@ -47,7 +47,7 @@ def load_secret(env: str | None = None, file: str | os.PathLike[str] | None = No
     if env is not None:
         value = os.environ.get(env)
         if value is not None and value.strip():
-            return value.strip()
+            return _one_token(value.strip(), f"environment variable {shown(env)}")
         tried.append(f"environment variable {shown(env)} is "
                      f"{'blank' if value is not None else 'not set'}")
     if file is not None:
@@ -67,9 +67,21 @@ def load_secret(env: str | None = None, file: str | os.PathLike[str] | None = No
             tried.append(f"file {name} could not be read ({exc.strerror or type(exc).__name__})")
         else:
             if text.strip():
-                return text.strip()
+                return _one_token(text.strip(), f"file {name}")
             tried.append(f"file {name} is empty")
     raise SecretError("credential not found: " + "; ".join(tried))
+
+
+def _one_token(value: str, source: str) -> str:
+    """`value` if it holds no whitespace: a key or secret is one token, and one with a newline
+    or space inside (a file of two lines, a pasted key wrapped) would go into the logon's 553
+    or the signature as it is, refused by the venue on every retry with no word of why."""
+    if any(c.isspace() for c in value):
+        lines = value.count("\n") + 1
+        raise SecretError(f"{source} holds whitespace inside the value"
+                          f"{f' ({lines} lines)' if lines > 1 else ''}: a key or secret is one "
+                          "token on one line")
+    return value
 
 
 # What a pasted key or secret looks like (base64, no extension), as opposed to a file name.

@@ -289,6 +289,23 @@ def test_load_secret_errors_name_sources_not_values(
         load_secret(None, None)
 
 
+def test_a_credential_with_whitespace_inside_is_refused_without_printing_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A key file of two lines (or a key wrapped when pasted) was read whole: its newline went
+    into the trading logon's 553 and the venue refused every logon."""
+    two = tmp_path / "key.txt"
+    two.write_text("AAAAkeyline1\nBBBBkeyline2\n")
+    with pytest.raises(SecretError, match=r"key\.txt holds whitespace inside the value \(2 lines\)"
+                       ) as info:
+        load_secret(None, two)
+    assert "keyline" not in str(info.value)
+    monkeypatch.setenv("FIXGW_TEST_SECRET", "abc def")
+    with pytest.raises(SecretError, match="FIXGW_TEST_SECRET holds whitespace inside") as info:
+        load_secret("FIXGW_TEST_SECRET", two)
+    assert "abc" not in str(info.value)
+
+
 def test_a_secret_pasted_as_a_file_name_is_not_printed() -> None:
     """`api_secret = { file = "kQH5…==" }`: the file does not exist, and the error (printed by
     `fixgw run` and `--check`, and logged) must not carry the secret it was given."""
