@@ -135,14 +135,14 @@ def test_a_usd_notional_limit_with_a_symbol_not_quoted_in_usd_is_a_problem(
 def test_a_venue_secret_that_is_not_base64_is_a_problem(tmp_path: Path) -> None:
     """Found otherwise only at the first logon, which then goes out unsigned, for ever."""
     secret = tmp_path / "venue.secret"
-    secret.write_text("not base64 at all!\n")
+    secret.write_text("not-base64-at-all!\n")
     cfg = tmp_path / "gw.toml"
     cfg.write_text(f'[venue]\napi_key = {{ env = "FIXGW_CHECK_KEY" }}\n'
                    f'api_secret = {{ file = "{secret}" }}\n')
     r = _check(cfg, {"FIXGW_CHECK_KEY": "key"})
     assert r.returncode == 2
     assert f"fixgw: {cfg}: venue.api_secret: API secret is not valid base64" in r.stderr
-    assert "not base64 at all" not in r.stderr
+    assert "not-base64-at-all" not in r.stderr
 
 
 def test_the_shipped_kraken_template_needs_its_comp_id_and_credentials(tmp_path: Path) -> None:
