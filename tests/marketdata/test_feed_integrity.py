@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from decimal import Decimal
 from types import SimpleNamespace
 
@@ -21,17 +21,14 @@ from gateway.marketdata.book import Book
 from gateway.marketdata.fanout import OmsMarketData
 from gateway.marketdata.feed import RECENT_INTEGRITY_EVENTS, MarketDataFeed
 from gateway.marketdata.fix_md import BID, NEW, OFFER, MdEntry, TopView, build_incremental
-from gateway.marketdata.instruments import Instrument, InstrumentRegistry
 from gateway.risk.gate import Gate, GateOrder
 from gateway.routing.md_failover import RECENT_SWITCHES, MdFailover, WsBookSource
 from gateway.server.gateway import Gateway
+from tests.marketdata.conftest import ASKS, BIDS, BTC
 from tests.marketdata.test_md_failover_unit import fix_snapshot
 from tests.marketdata.test_oms_md_fanout import _request
 
 D = Decimal
-BTC = "BTC/USD"
-BIDS = [(D("100.0"), D("1")), (D("99.9"), D("2"))]
-ASKS = [(D("100.2"), D("3")), (D("100.3"), D("4"))]
 
 
 class Recorder:
@@ -48,17 +45,6 @@ class Recorder:
 
     def on_integrity(self, symbol: str, reason: str) -> None:
         self.calls.append(("integrity", symbol))
-
-
-@pytest.fixture
-def feed() -> Iterator[MarketDataFeed]:
-    reg = InstrumentRegistry()
-    reg.replace_all([Instrument.from_precision(BTC, 1, 8, D("0.0001"), D("0.1"))])
-    f = MarketDataFeed((BTC,), 10, reg, stale_after_s=3600)
-    f._subscribe(BTC)  # no session: registers the subscription only
-    fix_snapshot(f, BTC, BIDS, ASKS)
-    yield f
-    f.stop()
 
 
 def req_id(feed: MarketDataFeed, symbol: str = BTC) -> str:

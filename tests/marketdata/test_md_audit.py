@@ -3,7 +3,6 @@ send, and the OMS fan-out's answers to MarketDataRequests (what it sends, and to
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from decimal import Decimal
 
 import pytest
@@ -23,34 +22,11 @@ from gateway.marketdata.fix_md import (
     build_incremental,
     build_snapshot,
 )
-from gateway.marketdata.instruments import Instrument, InstrumentRegistry
+from tests.marketdata.conftest import ASKS, BIDS, BTC
 from tests.marketdata.test_md_failover_unit import fix_snapshot
 from tests.marketdata.test_oms_md_fanout import _Recorder
 
 D = Decimal
-BTC = "BTC/USD"
-BIDS = [(D("100.0"), D("1")), (D("99.9"), D("2"))]
-ASKS = [(D("100.2"), D("3")), (D("100.3"), D("4"))]
-
-
-@pytest.fixture
-def feed() -> Iterator[MarketDataFeed]:
-    reg = InstrumentRegistry()
-    reg.replace_all([Instrument.from_precision(BTC, 1, 8, D("0.0001"), D("0.1"))])
-    f = MarketDataFeed((BTC,), 10, reg, stale_after_s=3600)
-    f._subscribe(BTC)  # no session: registers the subscription only
-    fix_snapshot(f, BTC, BIDS, ASKS)
-    yield f
-    f.stop()
-
-
-@pytest.fixture
-def fanout(feed: MarketDataFeed) -> Iterator[OmsMarketData]:
-    md = OmsMarketData(feed)
-    try:
-        yield md
-    finally:
-        md.close()
 
 
 def _req_id(feed: MarketDataFeed) -> str:

@@ -25,22 +25,18 @@ from gateway.marketdata.feed import (
 )
 from gateway.marketdata.instruments import Instrument, InstrumentRegistry
 from tests.conftest import wait_until
+from tests.marketdata.conftest import ASKS, BIDS, BTC, btc_registry
 from tests.marketdata.test_feed_integrity import FakeSession
 from tests.marketdata.test_md_failover_unit import fix_snapshot
 from tests.marketdata.test_oms_md_fanout import _Recorder, _request
 
 D = Decimal
-BTC = "BTC/USD"
-BIDS = [(D("100.0"), D("1")), (D("99.9"), D("2"))]
-ASKS = [(D("100.2"), D("3")), (D("100.3"), D("4"))]
 STALE_AFTER_S = 0.4
 
 
 @pytest.fixture
 def feed() -> Iterator[MarketDataFeed]:
-    reg = InstrumentRegistry()
-    reg.replace_all([Instrument.from_precision(BTC, 1, 8, D("0.0001"), D("0.1"))])
-    f = MarketDataFeed((BTC,), 10, reg, stale_after_s=STALE_AFTER_S)
+    f = MarketDataFeed((BTC,), 10, btc_registry(), stale_after_s=STALE_AFTER_S)
     f._session = FakeSession()  # type: ignore[assignment]
     f._subscribe(BTC)
     fix_snapshot(f, BTC, BIDS, ASKS)
@@ -49,15 +45,6 @@ def feed() -> Iterator[MarketDataFeed]:
     finally:
         f._session = None
         f.stop()
-
-
-@pytest.fixture
-def fanout(feed: MarketDataFeed) -> Iterator[OmsMarketData]:
-    md = OmsMarketData(feed)
-    try:
-        yield md
-    finally:
-        md.close()
 
 
 def _withdrawn(oms: _Recorder) -> bool:
