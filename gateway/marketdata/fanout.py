@@ -48,6 +48,7 @@ from gateway.marketdata.fix_md import (
     TopView,
     build_incremental,
     build_snapshot,
+    group_values,
     md_reject,
     request_symbols,
 )
@@ -60,12 +61,7 @@ ENTRY_TYPES = frozenset((BID, OFFER, TRADE))  #: the MDEntryTypes (269) the gate
 
 def requested_entry_types(msg: fix.Message) -> list[str]:
     """The MDEntryTypes of a MarketDataRequest (267 group); none listed: all we carry."""
-    out: list[str] = []
-    g = fix.Group(m.NO_MD_ENTRY_TYPES, m.MD_ENTRY_TYPE)
-    for i in range(1, int(m.get(msg, m.NO_MD_ENTRY_TYPES) or "0") + 1):
-        msg.getGroup(i, g)
-        out.append(g.getField(m.MD_ENTRY_TYPE))
-    return out or sorted(ENTRY_TYPES)
+    return group_values(msg, m.NO_MD_ENTRY_TYPES, m.MD_ENTRY_TYPE) or sorted(ENTRY_TYPES)
 
 
 @dataclass

@@ -120,14 +120,19 @@ def build_incremental(req_id: str, symbol: str, entries: Iterable[MdEntry], rpt_
     return x
 
 
+def group_values(msg: fix.Message, count_tag: int, tag: int) -> list[str]:
+    """The `tag` of each entry of the repeating group `count_tag` (none: empty)."""
+    out: list[str] = []
+    g = fix.Group(count_tag, tag)
+    for i in range(1, int(m.get(msg, count_tag) or "0") + 1):
+        msg.getGroup(i, g)
+        out.append(g.getField(tag))
+    return out
+
+
 def request_symbols(msg: fix.Message) -> list[str]:
     """The symbols of a MarketDataRequest (146 group)."""
-    out: list[str] = []
-    g = fix.Group(m.NO_RELATED_SYM, m.SYMBOL)
-    for i in range(1, int(m.get(msg, m.NO_RELATED_SYM) or "0") + 1):
-        msg.getGroup(i, g)
-        out.append(g.getField(m.SYMBOL))
-    return out
+    return group_values(msg, m.NO_RELATED_SYM, m.SYMBOL)
 
 
 def md_reject(req_id: str, reason: str | None, text: str) -> fix.Message:
