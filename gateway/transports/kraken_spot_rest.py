@@ -654,20 +654,21 @@ class KrakenSpotRest:
             c.add(1)
 
     def _charge_cancel(self, txid: str | None) -> None:
-        with self._lock:
-            placed = self._placed.get(txid) if txid is not None else None
-            if placed is not None:
-                pair, t0 = placed
-                self._pair_counter(pair).add(cancel_cost(self._clock() - t0))
+        self._charge_by_age(txid, cancel_cost)
 
     def _charge_amend(self, txid: str | None) -> None:
         """An amend costs +1 plus an age part on the pair's engine counter (§7). Charged, not
         refused locally, like a cancel: the venue decides on a change to a live order."""
+        self._charge_by_age(txid, amend_cost)
+
+    def _charge_by_age(self, txid: str | None, cost: Callable[[float], float]) -> None:
+        """Charge the pair of a known order `cost(its age)`; an order we did not place (or no
+        longer remember) is not charged."""
         with self._lock:
             placed = self._placed.get(txid) if txid is not None else None
             if placed is not None:
                 pair, t0 = placed
-                self._pair_counter(pair).add(amend_cost(self._clock() - t0))
+                self._pair_counter(pair).add(cost(self._clock() - t0))
 
     def _amended(self, txid: str | None) -> None:
         """§7 ages an order from its creation *or last amend*: later cancel/amend costs count
