@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
@@ -42,12 +43,10 @@ def _journal_fails(log: EventLog, monkeypatch: pytest.MonkeyPatch, first: int,
     wait_until(lambda: log.journal_error is not None, 5.0, "the failed write")
 
 
-def test_after_a_journal_failure_what_the_journal_holds_can_still_be_replayed(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """A failed write stops journaling, but what was written before stays readable: a client
-    resuming from there must be served, not told OUT_OF_RANGE ("events are gone", which makes
-    it rebuild its state or skip events it could have had)."""
+@contextlib.contextmanager
+def _journal_failed_at_101(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+                           ) -> Iterator[tuple[EventLog, Stub]]:
+    """A served log of 64 events' memory whose journal took 1..100 and failed on 101..110."""
     log = EventLog(EventLogConfig(journal_dir=tmp_path / "j", ring_capacity=64))
     server = EventServer(log, EventServerConfig(port=0))
     port = server.start()
@@ -55,9 +54,21 @@ def test_after_a_journal_failure_what_the_journal_holds_can_still_be_replayed(
         for i in range(100):
             log.publish(order(i))
         _journal_fails(log, monkeypatch, 100, 109)
+        yield log, Stub(grpc.insecure_channel(f"127.0.0.1:{port}"))
+    finally:
+        server.stop(0)
+        log.close()
+
+
+def test_after_a_journal_failure_what_the_journal_holds_can_still_be_replayed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A failed write stops journaling, but what was written before stays readable: a client
+    resuming from there must be served, not told OUT_OF_RANGE ("events are gone", which makes
+    it rebuild its state or skip events it could have had)."""
+    with _journal_failed_at_101(tmp_path, monkeypatch) as (log, stub):
         # 1..100 on disk, 47..110 in memory: nothing is missing.
         assert log.oldest_sequence() == 1
-        stub = Stub(grpc.insecure_channel(f"127.0.0.1:{port}"))
         evs = collect(stub, 110, from_sequence=1)
         assert [e.sequence for e in evs] == list(range(1, 111))
         # Once memory no longer reaches back to what is on disk, the range between is gone
@@ -74,9 +85,6 @@ def test_after_a_journal_failure_what_the_journal_holds_can_still_be_replayed(
         got, err = _until_error(stub, from_sequence=120)
         assert (got, err.code()) == ([], grpc.StatusCode.DATA_LOSS)
         assert dict(err.trailing_metadata() or ())["gap-end"] == str(200 - 64 + 1)
-    finally:
-        server.stop(0)
-        log.close()
 
 
 def test_a_reader_overtaken_by_retention_still_returns_what_it_read(tmp_path: Path) -> None:
@@ -471,14 +479,7 @@ def test_a_subscriber_overtaken_by_memory_after_a_journal_failure_gets_one_final
     its position and the oldest one still held were never journaled and are gone. It used to
     get UNAVAILABLE ("resume later") and then, retrying, OUT_OF_RANGE: one answer, final at
     once and the same on a retry, DATA_LOSS naming the lost range and where to resume."""
-    log = EventLog(EventLogConfig(journal_dir=tmp_path / "j", ring_capacity=64))
-    server = EventServer(log, EventServerConfig(port=0))
-    port = server.start()
-    try:
-        for i in range(100):
-            log.publish(order(i))
-        _journal_fails(log, monkeypatch, 100, 109)  # 1..100 on disk, up to 110 in memory
-        stub = Stub(grpc.insecure_channel(f"127.0.0.1:{port}"))
+    with _journal_failed_at_101(tmp_path, monkeypatch) as (log, stub):
         stream = stub.Subscribe(events_pb2.SubscribeRequest(from_sequence=1, max_batch_events=10),
                                 timeout=10)
         got = list(next(stream).events)
@@ -501,6 +502,3 @@ def test_a_subscriber_overtaken_by_memory_after_a_journal_failure_gets_one_final
             range(gap_end, 201))
         with pytest.raises(JournalGap):  # an in-process reader is told the same
             log.read(resume)
-    finally:
-        server.stop(0)
-        log.close()
