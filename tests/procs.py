@@ -6,6 +6,7 @@ from __future__ import annotations
 import atexit
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -172,6 +173,12 @@ class SimProcess:
                 self.proc.wait()
 
 
+# A listener of the gateway's whose port was taken (`fixgw run` says so and exits 2), and how
+# often a first start retries with new ports (see GatewayProcess._repick_ports).
+_PORT_TAKEN = re.compile(r"cannot listen on|cannot bind")
+_PORT_RACE_ATTEMPTS = 3
+
+
 class GatewayProcess:
     """`fixgw run --config <generated>` against a SimProcess (simulator disabled in config)."""
 
@@ -242,7 +249,28 @@ port = {self.admin_port}
         self._env = dict(os.environ, FIXGW_TEST_API_KEY=creds.api_key,
                          FIXGW_TEST_API_SECRET=creds.api_secret)
         self.proc: subprocess.Popen[bytes] | None = None
-        self.start(wait_venue)
+        for attempt in range(1, _PORT_RACE_ATTEMPTS + 1):
+            try:
+                self.start(wait_venue)
+                return
+            except TimeoutError as exc:
+                if attempt == _PORT_RACE_ATTEMPTS or not _PORT_TAKEN.search(str(exc)):
+                    raise
+            self._repick_ports(oms_too=oms_port is None)
+
+    def _repick_ports(self, oms_too: bool) -> None:
+        """A port `free_port` handed out was bound by another process before the gateway bound
+        it (tests running in parallel pick from the same range): the gateway said so and exited
+        (exit 2). Its listeners get new ports, the OMS's too unless the test chose it."""
+        assert self.proc is not None
+        self.proc.wait(10)
+        text = self.config_path.read_text()
+        listeners = ("grpc_port", "admin_port", "metrics_port")
+        for attr in (("oms_port", *listeners) if oms_too else listeners):
+            old, new = getattr(self, attr), free_port()
+            text = text.replace(f"\nport = {old}\n", f"\nport = {new}\n")
+            setattr(self, attr, new)
+        self.config_path.write_text(text)
 
     def start(self, wait_venue: bool = True) -> None:
         self.proc = subprocess.Popen(
@@ -251,9 +279,12 @@ port = {self.admin_port}
         _STARTED.append(self.proc)
         self.out = Lines(self.proc.stdout)
         self.err = Lines(self.proc.stderr)
+        proc = self.proc
         try:
-            self.out.wait_for(r"fixgw ready", timeout=30)
-        except TimeoutError as exc:
+            self.out.wait_for(r"fixgw ready", timeout=30, alive=lambda: proc.poll() is None)
+        except (TimeoutError, RuntimeError) as exc:
+            if proc.poll() is not None:
+                self.err.wait_closed(5)  # everything it said before it exited
             raise TimeoutError(f"{exc}\n--- gateway stderr ---\n{self.err.text()}") from None
         if wait_venue:
             self.err.wait_for(r"session FIXGW->KRAKEN-TRD \(venue\): \S+ -> logged_on", 30)

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from tests import procs
 from tests.procs import REPO, venue_less_config
 
 CASES = {
@@ -45,3 +46,27 @@ def test_a_taken_port_stops_the_start_in_one_line(tmp_path: Path, case: str) -> 
     assert what.format(port=port) in r.stderr, r.stderr[-3000:]
     assert flag in r.stderr and setting in r.stderr
     assert "Traceback" not in r.stderr and "fixgw ready" not in r.stdout
+
+
+def test_the_harness_starts_a_gateway_again_when_a_port_it_picked_was_taken(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`free_port` only finds a port free: a process of a test running in parallel may bind it
+    before the gateway does, which then exits 2 naming it (a CI run failed so). The harness
+    picks new ports and starts it again; a port the test chose itself is kept."""
+    creds = procs.Credentials()
+    sim = procs.SimProcess(tmp_path / "sim", creds)
+    try:
+        with socket.socket() as busy:
+            busy.bind(("127.0.0.1", 0))
+            busy.listen()
+            taken = busy.getsockname()[1]
+            picks = iter([taken])  # the OMS port: the first the harness picks
+            real = procs.free_port
+            monkeypatch.setattr(procs, "free_port", lambda: next(picks, None) or real())
+            gw = procs.GatewayProcess(tmp_path / "gw", sim, creds)  # TimeoutError without
+            try:
+                assert gw.oms_port != taken and gw.proc is not None and gw.proc.poll() is None
+            finally:
+                gw.stop()
+    finally:
+        sim.stop()

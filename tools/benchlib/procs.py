@@ -97,6 +97,10 @@ class Lines:
                     raise RuntimeError(f"process exited before printing {pattern!r}")
                 self._cond.wait(min(left, 0.2))
 
+    def wait_closed(self, timeout: float) -> None:
+        """Wait until the stream has ended: its process exited and every line it wrote is in."""
+        self._t.join(timeout)
+
     def text(self) -> str:
         with self._cond:
             return "\n".join(self.lines)
