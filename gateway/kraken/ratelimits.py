@@ -43,21 +43,23 @@ AMEND_AGE_COST: tuple[tuple[float, int], ...] = ((5.0, 3), (10.0, 2), (15.0, 1))
 ENGINE_COUNTED = frozenset({"AddOrder", "CancelOrder"})
 
 
-def cancel_cost(age_s: float) -> int:
-    """Engine-counter cost of cancelling an order ``age_s`` seconds old."""
-    for bound, cost in CANCEL_AGE_COST:
+def _age_part(table: tuple[tuple[float, int], ...], age_s: float) -> int:
+    """The penalty `table` gives an order ``age_s`` seconds old (0 past its last bound)."""
+    for bound, cost in table:
         if age_s < bound:
             return cost
     return 0
 
 
+def cancel_cost(age_s: float) -> int:
+    """Engine-counter cost of cancelling an order ``age_s`` seconds old."""
+    return _age_part(CANCEL_AGE_COST, age_s)
+
+
 def amend_cost(age_s: float) -> int:
     """Engine-counter cost of amending an order ``age_s`` seconds old: +1 fixed plus the age
     part (kraken-api.md §7)."""
-    for bound, cost in AMEND_AGE_COST:
-        if age_s < bound:
-            return 1 + cost
-    return 1
+    return 1 + _age_part(AMEND_AGE_COST, age_s)
 
 
 class DecayingCounter:

@@ -73,6 +73,7 @@ from gateway.kraken.ratelimits import (
     REST_TIERS,
     DecayingCounter,
     RateTier,
+    amend_cost,
     cancel_cost,
 )
 from gateway.kraken.symbols import parse_spot_pair, rest_altname, to_kraken_asset, ws_v1_name
@@ -775,9 +776,8 @@ class SpotRestServer(HttpFace):
         if qty is None and price is None:
             raise _Err("EGeneral:Invalid arguments:order_qty or limit_price required")
         age_s = max(0, self._wall_ns() - snap.created_time) / 1e9
-        cost = 1 + (3 if age_s < 5 else 2 if age_s < 10 else 1 if age_s < 15 else 0)
         with self._lock:
-            if not self._engine_counter(owner, snap.symbol).try_add(cost):
+            if not self._engine_counter(owner, snap.symbol).try_add(amend_cost(age_s)):
                 raise _Err(E_ENGINE_RATE)
             self._synth_n += 1
             amend_id = f"TAMD{self._synth_n:06d}"
