@@ -58,10 +58,15 @@ def carry_forward(xs: FloatArray) -> FloatArray:
     return out
 
 
+def is_price(x: float) -> bool:
+    """Whether `x` can be a price: finite and above 0 (NaN, inf, 0 and below cannot)."""
+    return math.isfinite(x) and x > 0.0
+
+
 def positive_price(x: Num, name: str) -> float:
     """Prices feed logs and divisions, so a non-positive or non-finite one is rejected early."""
     v = float(x)
-    if not math.isfinite(v) or v <= 0.0:
+    if not is_price(v):
         raise SignalInputError(f"{name} must be a positive finite price, got {x!r}")
     return v
 

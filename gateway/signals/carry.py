@@ -27,7 +27,7 @@ from typing import Literal, TypeAlias
 
 import numpy as np
 
-from gateway.signals._num import FloatArray, Num, positive_price, to_float
+from gateway.signals._num import FloatArray, Num, is_price, positive_price, to_float
 from gateway.signals.errors import SignalConfigError, SignalInputError
 from gateway.signals.types import Direction
 
@@ -239,7 +239,7 @@ def compute_carry(
 ) -> CarryReading:
     """All of §1 from plain inputs; missing funding counts as 0 and the reading says so."""
     im = math.nan if impact_mid is None else to_float(impact_mid)
-    if math.isfinite(im) and im > 0.0:  # §1: "impact mid if available" (NaN/<= 0: it is not)
+    if is_price(im):  # §1: "impact mid if available" (NaN/<= 0: it is not)
         p_ref, p_src = im, "impact_mid"
     else:
         p_ref, p_src = positive_price(mark, "mark"), "mark"

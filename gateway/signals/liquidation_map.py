@@ -40,6 +40,7 @@ from gateway.signals._num import (
     FloatArray,
     IntArray,
     Num,
+    is_price,
     positive_price,
     to_array,
     to_float,
@@ -306,8 +307,8 @@ class LiquidationMap:
         hi = lo if high is None else to_float(high)
         c = self.grid.centers
         n = c.size
-        i_long = int(np.searchsorted(c, lo, side="left")) if _is_price(lo) else n
-        i_short = int(np.searchsorted(c, hi, side="right")) if _is_price(hi) else 0
+        i_long = int(np.searchsorted(c, lo, side="left")) if is_price(lo) else n
+        i_short = int(np.searchsorted(c, hi, side="right")) if is_price(hi) else 0
         gone_long = float(self._usd[0, i_long:].sum())
         gone_short = float(self._usd[1, :i_short].sum())
         self._usd[0, i_long:] = 0.0
@@ -338,7 +339,7 @@ class LiquidationMap:
         self.decay_to(ts)
         consumed = self.consume(low, high)
         entry = to_float(entry_price)
-        priced = _is_price(entry)  # unpriced new OI cannot be placed: dropped, and counted
+        priced = is_price(entry)  # unpriced new OI cannot be placed: dropped, and counted
         sides: tuple[tuple[Side, float], ...] = (
             ("long", to_float(long_delta_usd)),
             ("short", to_float(short_delta_usd)),
@@ -436,10 +437,6 @@ class LiquidationMap:
             gross_to_net_long=gross_to_net(gross[0], ois[0]),
             gross_to_net_short=gross_to_net(gross[1], ois[1]),
         )
-
-
-def _is_price(x: float) -> bool:
-    return math.isfinite(x) and x > 0.0
 
 
 def _as_array(x: ArrayIn | Num) -> FloatArray:

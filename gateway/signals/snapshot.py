@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import TypeGuard
 
 import numpy as np
 
@@ -176,17 +177,16 @@ MAX_SIGMA_D = 10.0
 """A daily σ above 1000 % is not a volatility (e^(2s) bands overflowed): it is not used."""
 
 
-def _usable_sigma(x: float | None) -> bool:
+def _usable_sigma(x: float | None) -> TypeGuard[float]:
     return x is not None and math.isfinite(x) and 0.0 < x <= MAX_SIGMA_D
 
 
 def _sigma(inp: SignalInputs, cfg: SignalConfig) -> tuple[float, str]:
     if _usable_sigma(inp.sigma_d):
-        assert inp.sigma_d is not None
         return float(inp.sigma_d), "input"
     if inp.closes is not None:
         rv = realized_vol(inp.closes, cfg.vol_window, cfg.closes_per_day)
-        if rv is not None and _usable_sigma(rv):
+        if _usable_sigma(rv):
             return rv, "closes"
     return cfg.default_sigma_d, "default"
 
