@@ -75,6 +75,7 @@ from gateway.marketdata.fix_md import (
     OFFER,
     TRADE,
     MdEntry,
+    md_request,
     parse_incremental,
     parse_snapshot,
 )
@@ -292,23 +293,8 @@ class MarketDataFeed(BaseHandler):
             if session is None:
                 return
             if old is not None:
-                session.send(self._request(old.req_id, symbol, "2"))
-            session.send(self._request(req_id, symbol, "1"))
-
-    def _request(self, req_id: str, symbol: str, sub_type: str) -> fix.Message:
-        v = m.new_message("V")
-        v.setField(m.MD_REQ_ID, req_id)
-        v.setField(m.SUBSCRIPTION_REQUEST_TYPE, sub_type)
-        v.setField(m.MARKET_DEPTH, str(self.depth))
-        v.setField(m.MD_UPDATE_TYPE, "1")
-        for entry_type in ("0", "1", "2"):
-            g = fix.Group(m.NO_MD_ENTRY_TYPES, m.MD_ENTRY_TYPE)
-            g.setField(m.MD_ENTRY_TYPE, entry_type)
-            v.addGroup(g)
-        g = fix.Group(m.NO_RELATED_SYM, m.SYMBOL)
-        g.setField(m.SYMBOL, symbol)
-        v.addGroup(g)
-        return v
+                session.send(md_request(old.req_id, symbol, "2", self.depth))
+            session.send(md_request(req_id, symbol, "1", self.depth))
 
     def resubscribe(self, symbol: str, reason: str, *, broken: bool = False,
                     quiet: bool = False) -> None:

@@ -135,6 +135,26 @@ def request_symbols(msg: fix.Message) -> list[str]:
     return group_values(msg, m.NO_RELATED_SYM, m.SYMBOL)
 
 
+def md_request(req_id: str, symbol: str, sub_type: str = "1", depth: int = 10,
+               entry_types: Sequence[str] = (BID, OFFER, TRADE),
+               update_type: str = "1") -> fix.Message:
+    """A MarketDataRequest (35=V) for one symbol: SubscriptionRequestType (263) `sub_type`,
+    MarketDepth `depth`, incremental updates (265) and the MDEntryTypes (267) listed."""
+    v = m.new_message("V")
+    v.setField(m.MD_REQ_ID, req_id)
+    v.setField(m.SUBSCRIPTION_REQUEST_TYPE, sub_type)
+    v.setField(m.MARKET_DEPTH, str(depth))
+    v.setField(m.MD_UPDATE_TYPE, update_type)
+    for entry_type in entry_types:
+        g = fix.Group(m.NO_MD_ENTRY_TYPES, m.MD_ENTRY_TYPE)
+        g.setField(m.MD_ENTRY_TYPE, entry_type)
+        v.addGroup(g)
+    g = fix.Group(m.NO_RELATED_SYM, m.SYMBOL)
+    g.setField(m.SYMBOL, symbol)
+    v.addGroup(g)
+    return v
+
+
 def md_reject(req_id: str, reason: str | None, text: str) -> fix.Message:
     """MarketDataRequestReject (35=Y). MDReqRejReason (281): 0 unknown symbol, 1 duplicate
     MDReqID, 5 unsupported MarketDepth, 6 unsupported MDUpdateType, 8 unsupported MDEntryType;

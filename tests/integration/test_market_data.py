@@ -18,11 +18,10 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
-import quickfix as fix
 
 from gateway.fix.client import FixClient
-from gateway.fix.messages import new_message
 from gateway.kraken.checksum import book_checksum
+from gateway.marketdata.fix_md import md_request
 from tests.conftest import Oms, make_client, new_id, order_fields
 from tests.fix_session.rawclient import RawFixClient, fields_of
 from tests.procs import Credentials, GatewayProcess, SimProcess, stop_all
@@ -84,17 +83,7 @@ class OmsBook:
 
 def subscribe(oms: Oms, symbol: str, depth: int = 10) -> str:
     req = f"R{next(_req)}"
-    v = new_message("V")
-    for tag, value in ((262, req), (263, "1"), (264, str(depth)), (265, "1")):
-        v.setField(tag, value)
-    for entry_type in ("0", "1"):
-        g = fix.Group(267, 269)
-        g.setField(269, entry_type)
-        v.addGroup(g)
-    g = fix.Group(146, 55)
-    g.setField(55, symbol)
-    v.addGroup(g)
-    assert oms.c.send(v)
+    assert oms.c.send(md_request(req, symbol, "1", depth, ("0", "1")))
     return req
 
 

@@ -21,6 +21,7 @@ from gateway.marketdata.fix_md import (
     TopView,
     build_incremental,
     build_snapshot,
+    md_request,
 )
 from tests.marketdata.conftest import ASKS, BIDS, BTC
 from tests.marketdata.test_md_failover_unit import fix_snapshot
@@ -35,17 +36,7 @@ def _req_id(feed: MarketDataFeed) -> str:
 
 def request(req_id: str, sub_type: str = "1", depth: int = 10,
             entry_types: tuple[str, ...] = ("0", "1", "2")) -> fix.Message:
-    v = m.new_message("V")
-    for tag, value in ((262, req_id), (263, sub_type), (264, str(depth)), (265, "1")):
-        v.setField(tag, value)
-    for entry_type in entry_types:
-        g = fix.Group(267, 269)
-        g.setField(269, entry_type)
-        v.addGroup(g)
-    g = fix.Group(146, 55)
-    g.setField(55, BTC)
-    v.addGroup(g)
-    return v
+    return md_request(req_id, BTC, sub_type, depth, entry_types)
 
 
 def test_a_venue_snapshot_with_a_trade_entry_does_not_put_the_trade_in_the_asks(

@@ -18,7 +18,13 @@ from gateway.fix import messages as m
 from gateway.marketdata.book import Book
 from gateway.marketdata.fanout import OmsMarketData
 from gateway.marketdata.feed import STALE, MarketDataFeed
-from gateway.marketdata.fix_md import MdEntry, TopView, build_incremental, build_snapshot
+from gateway.marketdata.fix_md import (
+    MdEntry,
+    TopView,
+    build_incremental,
+    build_snapshot,
+    md_request,
+)
 from gateway.marketdata.instruments import Instrument, InstrumentRegistry
 from tests.conftest import tag_fields, wait_until
 from tests.integration.test_market_data import OmsBook
@@ -28,13 +34,7 @@ SYMBOL, OTHER = "BTC/USD", "ETH/USD"
 
 
 def _request(req_id: str, symbol: str = SYMBOL, update_type: str = "1") -> fix.Message:
-    v = m.new_message("V")
-    for tag, value in ((262, req_id), (263, "1"), (264, "5"), (265, update_type)):
-        v.setField(tag, value)
-    g = fix.Group(146, 55)
-    g.setField(55, symbol)
-    v.addGroup(g)
-    return v
+    return md_request(req_id, symbol, "1", 5, (), update_type)
 
 
 def _book(symbol: str = SYMBOL) -> Book:
