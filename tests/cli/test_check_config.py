@@ -5,16 +5,21 @@ ever printed."""
 
 from __future__ import annotations
 
+import contextlib
+import io
 import logging
 import os
 import stat
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
+from unittest import mock
 
 import pytest
 
 from gateway.admin.auth import TokenError
+from gateway.cli.main import main
 from gateway.config import load_config
 from gateway.config.loader import ConfigError
 from gateway.server.preflight import exposure_warnings, unreserved_ephemeral
@@ -23,11 +28,34 @@ from tests.procs import REPO, free_port
 from tests.tls.certs import make_pki, openssl_available
 
 
-def _check(cfg: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+@dataclass(frozen=True)
+class Ran:
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def _run(*args: str, env: dict[str, str] | None = None) -> Ran:
+    """`fixgw run ARGS` from the repository root, with the FIXGW_CHECK_* variables of `env` only.
+
+    With --check it runs in this process: the check starts nothing and only prints, and a
+    child's interpreter start (QuickFIX, gRPC, numpy imports) was most of each test's time.
+    Without, the gateway would start, so it is a child, as ops run it."""
     base = {k: v for k, v in os.environ.items() if not k.startswith("FIXGW_CHECK_")}
-    return subprocess.run([sys.executable, "-m", "gateway.cli.main", "run", "--config", str(cfg),
-                           "--check"], capture_output=True, text=True, cwd=REPO, timeout=60,
-                          env=base | (env or {}))
+    environ = base | (env or {})
+    if "--check" not in args:
+        p = subprocess.run([sys.executable, "-m", "gateway.cli.main", "run", *args],
+                           capture_output=True, text=True, cwd=REPO, timeout=60, env=environ)
+        return Ran(p.returncode, p.stdout, p.stderr)
+    out, err = io.StringIO(), io.StringIO()
+    with (mock.patch.dict(os.environ, environ, clear=True), contextlib.chdir(REPO),
+          contextlib.redirect_stdout(out), contextlib.redirect_stderr(err)):
+        code = main(["run", *args])
+    return Ran(code, out.getvalue(), err.getvalue())
+
+
+def _check(cfg: Path, env: dict[str, str] | None = None) -> Ran:
+    return _run("--config", str(cfg), "--check", env=env)
 
 
 @pytest.mark.skipif(not openssl_available(), reason="openssl needed to make certificates")
@@ -353,11 +381,6 @@ def test_the_start_builds_the_admin_service_before_any_session_logs_on(tmp_path:
         assert not any(st.state == "logged_on" for st in rt.gateway.board.sessions.values())
     finally:
         rt.stop()
-
-
-def _run(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "gateway.cli.main", "run", *args],
-                          capture_output=True, text=True, cwd=REPO, timeout=60)
 
 
 def test_a_bad_value_from_a_flag_names_the_flag_not_the_file(tmp_path: Path) -> None:
