@@ -8,8 +8,12 @@ What it checks, in this order (the first ``block`` ends the check):
 3. ``price_collar`` - a limit price within ``price_collar_bps`` of the book mid.
 4. ``max_notional`` - qty x the limit price (a buy: its limit bounds what it pays), for a
    sell x mid when that is more (a sell under mid fills at the bids like a market order), and
-   for market orders x mid, in the quote currency (USD: fixgw run
-   refuses the limit with a symbol quoted in anything else, see server.preflight).
+   for market orders x what they would trade at: a market buy pays the asks, so it is valued
+   at the average price of walking the visible asks for its quantity (any quantity beyond the
+   visible book at its last level), a market sell at the best bid (the most it can get); x
+   mid only when the gate has no book to read (``book`` not given). In the quote currency
+   (USD: fixgw run refuses the limit with a symbol quoted in anything else, see
+   server.preflight).
 5. ``max_orders_per_s`` - routed orders per symbol in a sliding ``rate_window_s``, orders
    that passed the gate and are not routed yet included (see Counters).
 6. ``max_open_orders`` - open orders per OMS session.
@@ -77,12 +81,13 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from decimal import ROUND_DOWN, Decimal
+from decimal import ROUND_DOWN, ROUND_UP, Decimal
 from operator import attrgetter
 from typing import TYPE_CHECKING, Any, Final
 
 if TYPE_CHECKING:  # the risk layer does not import gateway.config at runtime
     from gateway.config.risk import GateConfig, SignalRuleConfig
+    from gateway.marketdata.book import Book
     from gateway.signals.snapshot import SignalSnapshot
 
 __all__ = ["ACTIONS", "Gate", "GateDecision", "GateOrder", "RuleInfo"]
@@ -196,6 +201,65 @@ def _decision(
 
 
 _NOTHING: Final = GateDecision("allow", None, "", (), (), None, False)  # "no rule fired" marker
+
+
+@dataclass(frozen=True, slots=True)
+class _MarketValue:
+    """What a market order of some quantity would trade at, from the visible book."""
+
+    price: Decimal  # a buy: the average over the asks walked; a sell: the best bid
+    side: str  # "ask" | "bid"
+    levels: int  # levels walked (1: the best level holds it all)
+    short: Decimal | None  # quantity beyond the visible book (valued at its last level)
+
+    def how(self, qty: Decimal) -> str:
+        """How the price was found, for the Text: which figure was used."""
+        if self.levels == 1 and self.short is None:
+            return f"best {self.side} {_plain(self.price)}"
+        text = (f"{self.side} {_plain(self.price)}, the average over {self.levels} "
+                f"{self.side} levels for {_plain(qty)}")
+        if self.short is not None:
+            text += f" ({_plain(self.short)} beyond the visible book valued at its last level)"
+        return text
+
+
+def _average(cost: Decimal, qty: Decimal) -> Decimal:
+    """A buy's average price, rounded up to 8 places (never below what it pays) so that
+    Text and figures read as prices, not as 28 digits of a division."""
+    return (cost / qty).quantize(_QTY_DP, rounding=ROUND_UP).normalize()
+
+
+def _market_value(book: Book, buy: bool, qty: Decimal) -> _MarketValue | None:
+    """What a market order of `qty` trades at, or None with that side of the book empty.
+
+    A buy walks the asks from the best for its quantity (it pays each level it takes), the
+    rest beyond the visible levels at the last one (it pays that at least). A sell is valued
+    at the best bid: walking the bids could only lower its value. O(levels touched): the top
+    first, then 4, 16, ... levels (each read copies only those, under the book's lock)."""
+    top = book.top()
+    best = top.ask if buy else top.bid
+    if best is None:
+        return None
+    if not buy or best.qty >= qty:
+        return _MarketValue(best.price, "ask" if buy else "bid", 1, None)
+    n = 4
+    while True:
+        asks = book.depth(n).asks
+        if not asks:
+            return None
+        left, cost = qty, Decimal(0)
+        touched = 0
+        for level in asks:
+            touched += 1
+            take = level.qty if level.qty < left else left
+            cost += take * level.price
+            left -= take
+            if not left:
+                return _MarketValue(_average(cost, qty), "ask", touched, None)
+        if len(asks) < n:  # the whole visible book, and still short
+            cost += left * asks[-1].price
+            return _MarketValue(_average(cost, qty), "ask", touched, left)
+        n *= 4
 
 
 def _alone(d: GateDecision) -> GateDecision:
@@ -575,9 +639,13 @@ class Gate:
         *,
         wall_clock: Callable[[], float] = time.time,
         lot_size: Callable[[str], Decimal | None] | None = None,
+        book: Callable[[str], Book | None] | None = None,
     ) -> None:
         self._cfg = config
         self._mid = mid
+        # The symbol's book, to value market orders at what they would trade at (see
+        # `_market_value`); without it they are valued at mid.
+        self._book = book
         self._snapshot = snapshot
         self._clock = clock
         self._wall = wall_clock
@@ -716,6 +784,7 @@ class Gate:
             value_limit = (notional_limit is not None and price is not None
                            and order.side in _SELL_SIDES)
             src = "limit" if price is not None else "mid"
+            how = ""  # a market order's valuation from the book, for the Text
             if check_collar or value_at_mid or value_limit:
                 raw_mid, age = self._mid(order.symbol)
                 mid = raw_mid
@@ -753,6 +822,12 @@ class Gate:
                 elif value_at_mid:
                     if mid is not None:
                         price = mid
+                        book = None if self._book is None else self._book(order.symbol)
+                        walked = None if book is None else _market_value(
+                            book, order.side in _BUY_SIDES, eff)
+                        if walked is not None:
+                            price, src = walked.price, walked.side
+                            how = walked.how(eff)
                     else:
                         d = self._stale_book("max_notional", self._cfg.max_notional_stale_policy,
                                              order, raw_mid, age)
@@ -761,7 +836,7 @@ class Gate:
                         fired.append(d)
 
             if notional_limit is not None and price is not None and eff * price > notional_limit:
-                d = self._fire_notional(order, eff, price, notional_limit, src)
+                d = self._fire_notional(order, eff, price, notional_limit, src, how)
                 if d.action == "block":
                     return self._done(fired, d)
                 fired.append(d)
@@ -918,12 +993,14 @@ class Gate:
         return _decision(rule, policy, f"{why}; {what}; stale_policy {policy}", figs, stale=True)
 
     def _fire_notional(self, order: GateOrder, qty: Decimal, price: Decimal,
-                       limit: Decimal, src: str) -> GateDecision:
+                       limit: Decimal, src: str, how: str = "") -> GateDecision:
+        """`src` names the price (limit, mid, ask, bid); `how`, when given, says how it was
+        found (a market order's walk of the book)."""
         notional = qty * price
         action = self._cfg.max_notional_action
         d = _decision("max_notional", action,
                       f"{_usd(notional)} USD > limit {_usd(limit)} USD "
-                      f"({_plain(qty)} x {src} {_plain(price)})",
+                      f"({_plain(qty)} x {how or f'{src} {_plain(price)}'})",
                       (("notional_usd", _plain(notional), "USD", _plain(limit)),
                        ("order_qty", _plain(qty), "", ""),
                        (f"{src}_price", _plain(price), "price", "")))

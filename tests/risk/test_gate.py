@@ -9,7 +9,7 @@ import dataclasses
 import math
 import tomllib
 from collections.abc import Iterator
-from decimal import Decimal
+from decimal import ROUND_DOWN, Decimal
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +21,7 @@ from pydantic import ValidationError
 
 from gateway.config.loader import ConfigError, format_validation_error, load_config
 from gateway.config.risk import GateConfig
+from gateway.marketdata.book import Book as L2Book
 from gateway.risk.gate import ACTIONS, Gate, GateDecision, GateOrder
 from gateway.signals import (
     Book,
@@ -419,6 +420,64 @@ def test_max_notional_market_order_uses_mid_and_its_stale_policy() -> None:
     market.mids["BTC/USD"] = (None, None)
     d = gate.check(order(qty="100", price=None))
     assert d.action == "allow" and d.stale_inputs and d.reasons[0].startswith("skipped by")
+
+
+def _btc_book() -> L2Book:
+    """A BTC/USD book around 45,000: asks 45010 x 25, 45100 x 10, 46000 x 5; bids 44990 x 25,
+    44900 x 5 (mid 45000)."""
+    book = L2Book("BTC/USD")
+    book.apply_snapshot([(D("44990"), D("25")), (D("44900"), D("5"))],
+                        [(D("45010"), D("25")), (D("45100"), D("10")), (D("46000"), D("5"))])
+    return book
+
+
+def test_a_market_buy_is_valued_at_the_asks_it_would_take_not_at_mid() -> None:
+    """22 BTC at mid 45000 is 990,000 USD, inside a 990,000 limit; but a market buy pays the
+    asks: 22 at the best ask 45010 is 990,220 USD, over it, and the Text says which figure it
+    used. A bigger buy walks the asks: 30 BTC take 25 at 45010 and 5 at 45100 (average
+    45025); 45 BTC take the whole visible book (40) and value the other 5 at its last level,
+    46000. A market sell is valued at the best bid (the most it can get)."""
+    book = _btc_book()
+    gate, market, _ = make_gate(cfg(max_notional_usd="990000"), book=lambda s: book)
+    assert gate.check(order(qty="21.99", price=None)).action == "allow"  # 989,770 USD at 45010
+    d = gate.check(order(qty="22", price=None))
+    assert d.action == "block"
+    assert d.text == ("blocked by max_notional: 990,220 USD > limit 990,000 USD "
+                      "(22 x best ask 45010)")
+    assert ("ask_price", "45010", "price", "") in d.figure_details
+
+    gate, _, _ = make_gate(cfg(max_notional_usd="1350000"), market, book=lambda s: book)
+    d = gate.check(order(qty="30", price=None))  # 30 x 45000 = 1,350,000 at mid: at the limit
+    assert d.text == ("blocked by max_notional: 1,350,750 USD > limit 1,350,000 USD "
+                      "(30 x ask 45025, the average over 2 ask levels for 30)")
+    gate, _, _ = make_gate(cfg(max_notional_usd="2025000"), market, book=lambda s: book)
+    d = gate.check(order(qty="45", price=None))  # 45 x 45000 = 2,025,000 at mid
+    assert d.text == ("blocked by max_notional: 2,036,250 USD > limit 2,025,000 USD "
+                      "(45 x ask 45250, the average over 3 ask levels for 45 "
+                      "(5 beyond the visible book valued at its last level))")
+    gate, _, _ = make_gate(cfg(max_notional_usd="989000"), market, book=lambda s: book)
+    d = gate.check(order(side="2", qty="22", price=None))  # 22 x 44990 = 989,780
+    assert d.text == ("blocked by max_notional: 989,780 USD > limit 989,000 USD "
+                      "(22 x best bid 44990)")
+
+
+def test_a_market_buy_reduced_for_notional_is_reduced_at_the_asks_it_takes() -> None:
+    """Reduced to the limit at the walked price, so what it sends pays no more than the
+    limit even when it takes more than the best level."""
+    book = _btc_book()
+    gate, _, _ = make_gate(cfg(max_notional_usd="1350000", max_notional_action="reduce"),
+                           book=lambda s: book)
+    d = gate.check(order(qty="30", price=None))
+    assert d.action == "reduce" and d.reduced_qty is not None
+    assert d.reduced_qty == (D("1350000") / D("45025")).quantize(D("1E-8"), ROUND_DOWN)
+
+
+def test_a_market_order_with_an_empty_book_side_keeps_the_stale_policy_or_mid() -> None:
+    """The mid is fresh but the book the gate reads has no ask (it changed between the two
+    reads): the order is valued at mid as before, never at nothing."""
+    gate, _, _ = make_gate(cfg(max_notional_usd="1000000"), book=lambda s: L2Book("BTC/USD"))
+    d = gate.check(order(qty="30", price=None))
+    assert "(30 x mid 45000.0)" in d.text
 
 
 def test_max_notional_reduce_to_the_limit_with_and_without_lot_size() -> None:
