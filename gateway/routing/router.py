@@ -1352,17 +1352,8 @@ class Router:
             if not self.venue.is_up() and any(o.transport != "held" and not self._by_fallback(o)
                                               for o in targets):
                 refused = ("99", f"{self.venue.not_logged_on()}; nothing canceled")
-        # The report acknowledges the request before any of its cancels can be reported back,
-        # so an OMS sees 35=r first and then one ExecutionReport per canceled order. It names
-        # the request's scope (Symbol, Side), which a restart that sends it also cancels by.
-        rep = m.mass_cancel_report(cl, req_type, report_id, refused)
         if refused is None:
-            rep.setField(m.MASS_CANCEL_RESPONSE, req_type)
-            rep.setField(m.TOTAL_AFFECTED_ORDERS, str(len(targets)))
-        if symbol:
-            rep.setField(m.SYMBOL, symbol)
-        if side:
-            rep.setField(m.SIDE, side)
+            targets = self._without_cancel_on_its_way(cl, targets)
         # The ClOrdID is used from now on, whatever the outcome, like any the OMS sent (the
         # per-order reports of an accepted one carry it); taken by the record that journals
         # the 35=r, as the OMS's PossDup resend of the request after a kill is ignored from
@@ -1371,8 +1362,14 @@ class Router:
         # cancels: they go out once the 35=r has (`flush_parked`), so the OMS sees it first.
         # An accepted one's record names the orders it covers (`MassCancel`): a kill before its
         # last cancel is journaled leaves the rest for the restart to send.
-        covered = [o.oms_history[0] for o in targets] if refused is None else None
         with self.report_lock:
+            # Orders close only under the report lock: one that closed since it was listed
+            # (filled on the venue's thread) gets no cancel, and is not counted, so that
+            # TotalAffectedOrders is the number of cancels this request sends.
+            targets = [o for o in targets if o.is_open]
+            rep = self._mass_cancel_report(cl, req_type, report_id, refused, symbol, side,
+                                           len(targets))
+            covered = [o.oms_history[0] for o in targets] if refused is None else None
             sent = self._journaled(
                 self.store.used_for_answer(ctx.key, cl, rep.toString(), covered), rep, ctx,
                 f"mass cancel report {report_id} for {cl}",
@@ -1382,6 +1379,41 @@ class Router:
                 ctx.send(rep)
         if sent and refused is None:
             self._cancel_targets(ctx, cl, targets)
+
+    @staticmethod
+    def _mass_cancel_report(cl: str, req_type: str, report_id: str,
+                            refused: tuple[str, str] | None, symbol: str | None,
+                            side: str | None, affected: int) -> fix.Message:
+        """The 35=r for mass cancel `cl`. It acknowledges the request before any of its
+        cancels can be reported back, so an OMS sees it first and then one ExecutionReport per
+        canceled order. It names the request's scope (Symbol, Side), which a restart that
+        sends it also cancels by."""
+        rep = m.mass_cancel_report(cl, req_type, report_id, refused)
+        if refused is None:
+            rep.setField(m.MASS_CANCEL_RESPONSE, req_type)
+            rep.setField(m.TOTAL_AFFECTED_ORDERS, str(affected))
+        if symbol:
+            rep.setField(m.SYMBOL, symbol)
+        if side:
+            rep.setField(m.SIDE, side)
+        return rep
+
+    def _without_cancel_on_its_way(self, cl: str, targets: list[Order]) -> list[Order]:
+        """A mass cancel's `targets` less the orders with a cancel already on its way
+        (`cancel_in_flight`: the OMS's own, an operator's, the kill switch's), as the restart's
+        completion of a mass cancel, the kill switch and cancel-on-disconnect skip them: the
+        order is being canceled, and a second cancel would only draw a venue reject once the
+        first has closed it. Its Canceled reaches the OMS under the request that canceled it,
+        and it is not counted in TotalAffectedOrders."""
+        kept = []
+        for o in targets:
+            on_its_way = self.cancel_in_flight(o)
+            if on_its_way is None:
+                kept.append(o)
+            else:
+                log.info("mass cancel %s: order %s has a %s; not sent again", cl,
+                         o.oms_cl_ord_id, on_its_way.describe())
+        return kept
 
     def _mass_targets(self, oms_session: str, req_type: str, symbol: str | None,
                       side: str | None) -> list[Order]:
