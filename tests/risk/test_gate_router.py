@@ -9,6 +9,7 @@ from typing import Any
 
 from gateway.config.risk import GateConfig
 from gateway.fix import messages as m
+from gateway.marketdata.book import Book
 from gateway.risk.gate import Gate
 from tests.conftest import order_fields
 from tests.unit.test_router_doubt import SID, _World, world
@@ -52,3 +53,20 @@ def test_a_resting_bid_inside_the_notional_limit_reaches_the_venue(world: _World
     assert _sent_to_venue(w) == ["BID"]
     assert _answers(w, "ASK") == [(
         "8", "blocked by max_notional: 1,035,000 USD > limit 1,000,000 USD (23 x mid 45000)")]
+
+
+def test_a_market_buy_is_rejected_at_the_asks_it_would_pay_naming_them(world: _World) -> None:
+    """22 BTC at mid 45000 is 990,000 USD, within a 990,000 limit; the book's best ask is
+    45010, where a market buy of 22 pays 990,220 USD. Valued at mid it went to the venue;
+    now it is rejected and the Text names the best ask it was valued at."""
+    w = world
+    book = Book("BTC/USD")
+    book.apply_snapshot([(Decimal("44990"), Decimal("30"))], [(Decimal("45010"), Decimal("30"))])
+    w.router.gate = Gate(GateConfig.model_validate({"max_notional_usd": "990000"}),
+                         lambda s: (book.mid(), 0.1), lambda s: None, book=lambda s: book)
+    _send(w, order_fields("MKT", "1", "22", None))
+    assert _sent_to_venue(w) == []
+    assert _answers(w, "MKT") == [(
+        "8", "blocked by max_notional: 990,220 USD > limit 990,000 USD (22 x best ask 45010)")]
+    _send(w, order_fields("MKT2", "1", "21.99", None))
+    assert _sent_to_venue(w) == ["MKT2"]
