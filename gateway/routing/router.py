@@ -420,9 +420,11 @@ class Router:
         # (`find_unanswered_requests`, `redeliver`), carried out by the first `reconcile`;
         # or whose parked 35=r `flush_parked` just sent (see `_finish_mass_cancels`).
         self._unfinished_mass: list[MassCancel] = []
-        # OrdStatusReqID (790) of an OMS status request the venue is asked, by the venue
-        # ClOrdID asked about: FIX 4.4 echoes it on the answer.
-        self._status_req_ids: dict[str, str] = {}
+        # (when asked, monotonic s; OrdStatusReqID (790), None: not given) of each OMS status
+        # request the venue is asked and has not answered yet, oldest first, by the venue
+        # ClOrdID asked about: FIX 4.4 echoes it on the answer, and the venue answers in the
+        # order it was asked (see `_status_req_id`). Changed under `report_lock`.
+        self._status_req_ids: dict[str, deque[tuple[float, str | None]]] = {}
         self.reconcile_delay_s = 1.0
         self.exec_ids = m.ExecIdSource("GW")
         self._oms_by_sid: dict[str, OmsContext] = {}
@@ -1221,12 +1223,18 @@ class Router:
         if (order is not None and self.venue.is_up() and order.status != state.SENT
                 and order.is_open):
             out = self._status_request(order)
-            req_id = f.get("790")
-            if req_id is not None:  # echoed on the venue's answer
-                self._status_req_ids[order.venue_cl_ord_id] = req_id
+            vid = order.venue_cl_ord_id
+            with self.report_lock:  # echoed on the venue's answer
+                self._status_req_ids.setdefault(vid, deque()).append(
+                    (time.monotonic(), f.get("790")))
             if self.venue.send(out):
                 return
-            self._status_req_ids.pop(order.venue_cl_ord_id, None)
+            with self.report_lock:  # not asked after all: this request's own, the newest
+                asked = self._status_req_ids.get(vid)
+                if asked:
+                    asked.pop()
+                    if not asked:
+                        del self._status_req_ids[vid]
         # Answer from our own record: the order is unknown, or the venue cannot be asked.
         if order is None:
             er = self._no_order_report(
@@ -1856,7 +1864,7 @@ class Router:
                             + (f"the venue's FIX session does not know orders placed over "
                                f"{target.order.transport.upper()}" if unknown_here else
                                "the venue's answer was older than reports already received"))
-                req_id = self._status_req_ids.pop(venue_cl, None)
+                req_id = self._status_req_id(venue_cl)
                 if req_id is not None:
                     er.setField(ORD_STATUS_REQ_ID, req_id)
                 ctx.send(er)
@@ -1883,7 +1891,7 @@ class Router:
             ord_status=ord_status, cum_qty=f.get("14"), avg_px=f.get("6"),
             order_id=f.get("37"), qty=f.get("38"), price=f.get("44"))
         if exec_type == "I" and self._status_req_ids:
-            req_id = self._status_req_ids.pop(venue_cl, None)
+            req_id = self._status_req_id(venue_cl)
             if req_id is not None:
                 msg.setField(ORD_STATUS_REQ_ID, req_id)
         ctx = self._oms_message(msg, f, target)
@@ -1902,6 +1910,26 @@ class Router:
         self.sink.execution(target.order, exec_type, ord_status, exec_id,
                             Decimal(last_qty) if last_qty else None,
                             Decimal(last_px) if last_px else None, transport)
+
+    def _status_req_id(self, venue_cl: str) -> str | None:
+        """The OrdStatusReqID of the oldest OMS status request about `venue_cl` the venue has
+        not answered yet, taken off as this answer's; None when it gave none (or none is on
+        its way). Oldest first, as the venue answers in order: an OMS that asks twice before
+        the first answer gets each request's 790 on its own answer. Caller holds
+        `report_lock`."""
+        asked = self._status_req_ids.get(venue_cl)
+        if not asked:
+            return None
+        # One asked longer ago than a request counts as on its way (`cancel_in_flight_s`) was
+        # lost with a connection (the venue session keeps no copy to resend): its answer
+        # will not come, and this one is not it.
+        horizon = time.monotonic() - self.cancel_in_flight_s
+        asked_at, req_id = asked.popleft()
+        while asked_at < horizon and asked:
+            asked_at, req_id = asked.popleft()
+        if not asked:
+            del self._status_req_ids[venue_cl]
+        return req_id
 
     def _answers_fallback_cancel(self, msg: fix.Message, f: Fields, target: ReportTarget,
                                  exec_id: str) -> ReportTarget:
