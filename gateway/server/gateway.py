@@ -148,7 +148,7 @@ class Gateway:
         self.events: EventPublisher | None = (InProcessPublisher(events)
                                               if isinstance(events, EventLog) else events)
         self.gate = Gate(config.risk, mid=self._mid, snapshot=self._snapshot,
-                         lot_size=self._lot_size)
+                         lot_size=self._lot_size, book=self.md_feed.books.get)
         self.session_holds = SessionHolds(self.data_dir / SESSION_HOLDS_FILE)
         self.kill_switch_file = KillSwitchFile(self.data_dir / KILL_SWITCH_FILE)
         self.router = Router(self.store, self.validator, gate=self.gate,

@@ -46,8 +46,15 @@ def test_gate_blocks_and_reduces_with_reasons_and_events(tmp_path: Path) -> None
         big = oms.buy("50", "2500.00", symbol="ETH/USD")  # 125,000 USD > 100,000
         r = oms.report(big, "8")
         assert r.fields[58].startswith("blocked by max_notional:"), r.fields[58]
+        # A market buy is valued at the asks it would take, read from the gateway's own book
+        # of the venue's market data (not at mid).
+        market = oms.buy("50", None, symbol="ETH/USD")
+        r = oms.report(market, "8")
+        assert r.fields[58].startswith("blocked by max_notional:"), r.fields[58]
+        assert " x best ask " in r.fields[58] or " ask levels for 50" in r.fields[58], \
+            r.fields[58]
 
-        # Every gate decision in the log: read (within the same 3 s as ever) until three are
+        # Every gate decision in the log: read (within the same 3 s as ever) until four are
         # in and nothing newer is in the log, rather than for a fixed 3 s.
         with grpc.insecure_channel(f"127.0.0.1:{gw.grpc_port}") as ch:
             stub = events_pb2_grpc.EventServiceStub(ch)
@@ -62,13 +69,13 @@ def test_gate_blocks_and_reduces_with_reasons_and_events(tmp_path: Path) -> None
                 for batch in call:
                     decisions.extend(e.gate_decision for e in batch.events
                                      if e.kind == events_pb2.EVENT_KIND_GATE_DECISION)
-                    if (len(decisions) >= 3 and batch.events
+                    if (len(decisions) >= 4 and batch.events
                             and batch.events[-1].sequence >= newest()):
                         call.cancel()
                         break
             except grpc.RpcError as exc:
                 assert exc.code() == grpc.StatusCode.DEADLINE_EXCEEDED
-        assert len(decisions) == 3
+        assert len(decisions) == 4
         assert {d.rule for d in decisions} == {"price_collar", "max_order_qty", "max_notional"}
         reduced = [d for d in decisions if d.rule == "max_order_qty"]
         assert reduced[0].reduced_qty.rstrip("0").rstrip(".") == "1"
