@@ -41,8 +41,13 @@ SENT: Final = "sent"
 
 _ANY_LIVE = frozenset({NEW, PARTIALLY_FILLED, PENDING_CANCEL, PENDING_REPLACE, SUSPENDED, STOPPED})
 _ALLOWED: Final[dict[str, frozenset[str]]] = {
-    SENT: frozenset({PENDING_NEW, NEW, PARTIALLY_FILLED, FILLED, REJECTED, CANCELED, EXPIRED}),
-    PENDING_NEW: frozenset({NEW, PARTIALLY_FILLED, FILLED, REJECTED, CANCELED, EXPIRED}),
+    # A cancel or replace of an order not yet acknowledged may be answered Pending Cancel or
+    # Pending Replace before the order's New (FIX 4.4 Vol. 4 Appendix D, the scenarios of a
+    # cancel and a replace request issued for an order that has not yet been acknowledged).
+    SENT: frozenset({PENDING_NEW, NEW, PARTIALLY_FILLED, FILLED, REJECTED, CANCELED, EXPIRED,
+                     PENDING_CANCEL, PENDING_REPLACE}),
+    PENDING_NEW: frozenset({NEW, PARTIALLY_FILLED, FILLED, REJECTED, CANCELED, EXPIRED,
+                            PENDING_CANCEL, PENDING_REPLACE}),
     NEW: _ANY_LIVE | {FILLED, CANCELED, EXPIRED, DONE_FOR_DAY, REPLACED},
     PARTIALLY_FILLED: _ANY_LIVE | {FILLED, CANCELED, EXPIRED, DONE_FOR_DAY, REPLACED},
     PENDING_CANCEL: _ANY_LIVE | {FILLED, CANCELED, EXPIRED},

@@ -29,6 +29,12 @@ def test_state_machine() -> None:
     assert not state.can_transition(state.FILLED, state.NEW)
     assert not state.can_transition(state.CANCELED, state.PARTIALLY_FILLED)
     assert state.can_transition(state.NEW, state.NEW)
+    # A cancel or replace of an order the venue has not acknowledged yet (FIX 4.4 Appendix D):
+    # its Pending Cancel / Pending Replace may come before any New.
+    for pending in (state.PENDING_CANCEL, state.PENDING_REPLACE):
+        assert state.can_transition(state.PENDING_NEW, pending)
+        assert state.can_transition(state.SENT, pending)
+    assert not state.can_transition(state.PENDING_NEW, state.REPLACED)
 
 
 def test_store_rebuilds_every_mapping_after_restart(tmp_path: Path) -> None:
