@@ -88,12 +88,15 @@ def refused_logon(c: FixClient, timeout: float = 10.0) -> str:
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """The long files first (the integration tests and the soak), in their own order.
+    """The long files first (the integration tests, the benchmarks' smoke runs and the soak),
+    in their own order.
 
     `make test` runs two workers that each take whole files in collection order; a long file
-    taken last would run on alone at the end while the other worker waits."""
+    taken last would run on alone at the end while the other worker waits (the benchmark
+    smoke file, ~50 s, did)."""
+    long_dirs = {Path(__file__).parent / d for d in ("integration", "tools")}
     long_files = {item.path for item in items
-                  if "integration" in item.path.parts or item.get_closest_marker("slow")}
+                  if item.path.parent in long_dirs or item.get_closest_marker("slow")}
     items.sort(key=lambda item: item.path not in long_files)  # stable: False (long) first
 
 
