@@ -760,6 +760,20 @@ class MatchingEngine:
                 o = None
         return o
 
+    def _rekey(self, o: _Order, cl_ord_id: str) -> None:
+        """Make ``cl_ord_id`` the open order's latest ClOrdID, the previous one its
+        OrigClOrdID: FIX 4.4 chains them, and a client then knows the order by the latest (a
+        status request, a cancel or a replace naming only it must find the order). Every
+        ClOrdID of the chain stays an alias, so an older one still finds it too."""
+        owner = o.owner
+        del self._open_by_clid[(owner, o.cl_ord_id)]
+        self._open_by_clid[(owner, cl_ord_id)] = o
+        self._clid_alias[(owner, cl_ord_id)] = o.order_id
+        if cl_ord_id not in o.clids:
+            o.clids.append(cl_ord_id)
+        o.orig_cl_ord_id = o.cl_ord_id
+        o.cl_ord_id = cl_ord_id
+
     def _close(self, o: _Order) -> None:
         """Move an order out of the open indexes; keep it for status queries for a while."""
         del self._open_by_clid[(o.owner, o.cl_ord_id)]
@@ -1060,8 +1074,10 @@ class MatchingEngine:
         cancel scope); None (REST, WS) finds any of the owner's.
         ``require_new_cl_ord_id`` (FIX 35=F): ``cl_ord_id`` may not be one an open order has or
         had (the Canceled report carries it as ClOrdID, so a client would book it against that
-        order): refused as a duplicate (CxlRejReason 6). ``side``, ``symbol`` (None: not given)
-        must be the order's, else refused (CxlRejReason 99).
+        order): refused as a duplicate (CxlRejReason 6); accepted, it joins the order's ClOrdID
+        chain as its latest (FIX 4.4), so a later status request or cancel naming only it finds
+        the canceled order. ``side``, ``symbol`` (None: not given) must be the order's, else
+        refused (CxlRejReason 99).
         Returns ``[Canceled, BookChanged]`` or ``[CancelRejected]``.
         """
         now = self._now()
@@ -1080,6 +1096,8 @@ class MatchingEngine:
             events.append(self._cancel_reject(owner, cl_ord_id, orig_cl_ord_id, o,
                                               CxlRejResponseTo.CANCEL, now, *refusal))
             return self._publish(events)
+        if require_new_cl_ord_id:
+            self._rekey(o, cl_ord_id)
         self._cancel_resting(self._books[o.symbol], o, CancelReason.USER, cl_ord_id, events, now)
         return self._publish(events)
 
@@ -1191,15 +1209,8 @@ class MatchingEngine:
 
         keeps_priority = price == price_before and qty <= o.qty and not closes
         level_qty = None if keeps_priority else self._unlink(book, o)
-        # Re-key the order under its new ClOrdID.
         orig = o.cl_ord_id
-        del self._open_by_clid[(owner, orig)]
-        self._open_by_clid[(owner, cl_ord_id)] = o
-        self._clid_alias[(owner, cl_ord_id)] = o.order_id
-        if cl_ord_id not in o.clids:
-            o.clids.append(cl_ord_id)
-        o.orig_cl_ord_id = orig
-        o.cl_ord_id = cl_ord_id
+        self._rekey(o, cl_ord_id)
         o.updated = now
         if closes:
             o.qty = o.cum_qty

@@ -358,8 +358,12 @@ class SimFixFace(BaseHandler):
                 # unsolicited cancel, not under the one the REST face made up for the engine.
                 req = ev.request_cl_ord_id
                 if req is not None and not e.is_made_up_cl_ord_id(req):
+                    # A 35=F's ClOrdID is the order's latest now (the engine chained it), so
+                    # the one before it is the OrigClOrdID; a mass cancel's is not chained.
+                    o = ev.order
                     f[m.CL_ORD_ID] = req
-                    f[m.ORIG_CL_ORD_ID] = ev.order.cl_ord_id
+                    f[m.ORIG_CL_ORD_ID] = (o.orig_cl_ord_id or req) if o.cl_ord_id == req \
+                        else o.cl_ord_id
                 f[m.TEXT] = ev.text
                 self._to_owner(ev.order.owner, m.message_from_fields("8", f))
             elif isinstance(ev, e.Replaced):
