@@ -276,6 +276,10 @@ class OrderSnapshot:
     #: Why a CANCELED order left the book (None otherwise), so a face that reports closed
     #: orders later (REST ``reason``) gives the cause the engine knew, not a guess.
     cancel_reason: CancelReason | None = None
+    #: When it was created or last amended (a replace that took effect): Kraken's engine
+    #: counter ages an order from there for its cancel and amend penalties (kraken-api.md
+    #: section 7), not from ``created_time``. 0 in a snapshot not made by the engine.
+    amended_time: int = 0
 
     @property
     def cancel_text(self) -> str | None:
@@ -502,7 +506,7 @@ class _Order:
     """Mutable order record; only ever touched under the engine lock, exposed as snapshots."""
 
     __slots__ = (
-        "avg_px", "cancel_reason", "cl_ord_id", "clids", "created", "cum_qty", "inst",
+        "amended", "avg_px", "cancel_reason", "cl_ord_id", "clids", "created", "cum_qty", "inst",
         "leaves_qty", "notional", "ord_type", "order_id", "orig_cl_ord_id", "origin", "owner",
         "price", "qty", "side", "status", "symbol", "tif", "updated",
     )
@@ -534,6 +538,7 @@ class _Order:
         self.status = _NEW
         self.created = now
         self.updated = now
+        self.amended = now
         self.cancel_reason: CancelReason | None = None
 
     def snapshot(self) -> OrderSnapshot:
@@ -541,7 +546,7 @@ class _Order:
             self.order_id, self.owner, self.cl_ord_id, self.orig_cl_ord_id, self.symbol,
             self.side, self.ord_type, self.tif, self.price, self.qty, self.cum_qty,
             self.leaves_qty, self.avg_px, self.status, self.created, self.updated,
-            self.cancel_reason,
+            self.cancel_reason, self.amended,
         )
 
 
@@ -1211,7 +1216,7 @@ class MatchingEngine:
         level_qty = None if keeps_priority else self._unlink(book, o)
         orig = o.cl_ord_id
         self._rekey(o, cl_ord_id)
-        o.updated = now
+        o.updated = o.amended = now
         if closes:
             o.qty = o.cum_qty
             o.leaves_qty = o.qty * 0

@@ -38,7 +38,9 @@ really refuses:
   ``CancelOrder``; a call that would take it above the max is refused with
   ``EAPI:Rate limit exceeded`` and not charged;
 * the matching-engine counter per (owner, pair): ``AddOrder`` +1 (charged even when the order is
-  then rejected, as Kraken does), ``CancelOrder`` by order age (+8 under 5 s ... +1 under 300 s);
+  then rejected, as Kraken does), ``CancelOrder`` by order age (+8 under 5 s ... +1 under 300 s),
+  ``AmendOrder`` +1 and by age (+3 under 5 s ... ); the age counts from the order's creation
+  or its last amend, as Kraken's does (a fill does not reset it);
   over the threshold the request is refused with ``EOrder:Rate limit exceeded``. The counter is
   only fed by this face (FIX traffic is not charged here), a known simplification.
 
@@ -750,7 +752,7 @@ class SpotRestServer(HttpFace):
     def _cancel_one(self, owner: str, snap: OrderSnapshot) -> int:
         """Cancel one open order, charging the engine counter by its age; 1 if canceled, 0 if
         it closed between the lookup and the cancel."""
-        age_s = max(0, self._wall_ns() - snap.created_time) / 1e9
+        age_s = max(0, self._wall_ns() - snap.amended_time) / 1e9
         with self._lock:
             if not self._engine_counter(owner, snap.symbol).try_add(cancel_cost(age_s)):
                 raise _Err(E_ENGINE_RATE)
@@ -775,7 +777,7 @@ class SpotRestServer(HttpFace):
         price = _decimal(p.get("limit_price"), "limit_price")
         if qty is None and price is None:
             raise _Err("EGeneral:Invalid arguments:order_qty or limit_price required")
-        age_s = max(0, self._wall_ns() - snap.created_time) / 1e9
+        age_s = max(0, self._wall_ns() - snap.amended_time) / 1e9
         with self._lock:
             if not self._engine_counter(owner, snap.symbol).try_add(amend_cost(age_s)):
                 raise _Err(E_ENGINE_RATE)
