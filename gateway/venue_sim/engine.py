@@ -217,6 +217,9 @@ TEXT_UNKNOWN_ORDER = "EOrder:Unknown order"
 TEXT_ORDER_CLOSED = "EOrder:Unknown order:order already closed"
 # Kraken spot's error for a post-only order that would take (REST AddOrder, WS add_order).
 TEXT_POST_WOULD_EXECUTE = "EOrder:Post only order"
+# Post-only is for limit orders only (Kraken's oflags=post: "when ordertype = limit"): a
+# market order can only take, so accepted it filled as a taker under a flag that said never.
+TEXT_POST_ONLY_LIMIT = "EGeneral:Invalid arguments:post only is for limit orders"
 # Prefixes of the ClOrdIDs the REST faces make up where the engine needs one and Kraken's
 # request has none (an AddOrder without cl_ord_id, every CancelOrder): spot and futures. No
 # client is ever shown one (`is_made_up_cl_ord_id`).
@@ -999,7 +1002,9 @@ class MatchingEngine:
 
         ``post_only`` (a limit order that must only add liquidity): if its price would cross
         the opposite side's best at this moment, :class:`PostOnlyRefused` is raised and the
-        request leaves no trace (no event, not counted).
+        request leaves no trace (no event, not counted). Checked after the validations (an
+        invalid order is Rejected as such, wherever the book is); a post-only order that is
+        not a limit order is Rejected (OrdRejReason 11).
 
         ``origin``: the FIX session placing it (the FIX face's name for it), None over REST/WS;
         only that session's single cancels and cancel/replaces find the order (see the module
@@ -1025,19 +1030,25 @@ class MatchingEngine:
         if deadline is not None:
             deadline.check()
         book = self._books.get(symbol)
-        if post_only and book is not None and price is not None and ord_type is _LIMIT:
-            best = book.opposite(side).best()
-            if best is not None and (price >= best if side is _BUY else price <= best):
-                raise PostOnlyRefused()
-        now = self._now()
-        self._count(owner, cl_ord_id)
-        events: list[Event] = []
+        # Invalid input first, wherever the book is: an off-tick price is refused as such,
+        # not as a post-only order that would cross (which a client "fixes" by moving it).
         if book is None:
             failure: tuple[RejectCode, str] | None = (RejectCode.UNKNOWN_SYMBOL, TEXT_UNKNOWN_PAIR)
         elif self._clid_in_use(owner, cl_ord_id) is not None:
             failure = (RejectCode.DUPLICATE_ORDER, TEXT_DUPLICATE)
         else:
             failure = self._validate_new(book, qty, price, ord_type)
+            if failure is None and post_only:
+                if ord_type is not _LIMIT:
+                    failure = (RejectCode.UNSUPPORTED_ORDER_CHARACTERISTIC, TEXT_POST_ONLY_LIMIT)
+                else:
+                    assert price is not None  # a limit order passed validation
+                    best = book.opposite(side).best()
+                    if best is not None and (price >= best if side is _BUY else price <= best):
+                        raise PostOnlyRefused()
+        now = self._now()
+        self._count(owner, cl_ord_id)
+        events: list[Event] = []
         if failure is not None:
             events.append(Rejected(owner, cl_ord_id, failure[0], failure[1], symbol, side,
                                    ord_type, tif, qty, price, self._exec_ids.next(),
