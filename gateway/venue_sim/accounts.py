@@ -105,8 +105,11 @@ def load_accounts_file(path: Path) -> list[ApiAccount]:
         owner = "CCXTBOT"                          # optional: the engine owner; default the key
 
     Secrets come from the environment or a file the entry names, never from this file. A
-    relative secret file is relative to the accounts file. Raises `ConfigError` naming the
-    file and the field.
+    relative secret file is the working directory's, as every relative path of the deployment
+    config is (QuickFIX/J's convention; `gateway.config.model`): one rule whether the file is
+    named by `[simulator] accounts_file` or by `--accounts`, so `fixgw run --check` and the
+    simulator it starts read the same file. Raises `ConfigError` naming the file, the field
+    and, for a secret file not found, the path it was looked for at.
     """
     parsed = validate_model(_AccountsFile, read_toml(path), str(path))
     out: list[ApiAccount] = []
@@ -117,10 +120,17 @@ def load_accounts_file(path: Path) -> list[ApiAccount]:
                               f"(first in accounts[{first[entry.api_key]}])")
         first[entry.api_key] = i
         ref = entry.api_secret
+        # Absolute in the message, so a missing file names where it was looked for.
+        file = None if ref.file is None else ref.file.absolute()
         try:
-            secret = load_secret(ref.env, None if ref.file is None else path.parent / ref.file)
+            secret = load_secret(ref.env, file)
             decode_secret(secret)
         except ValueError as exc:  # SecretError (not set, unreadable) or a bad base64 secret
-            raise ConfigError(f"{path}: accounts[{i}].api_secret: {exc}") from None
+            hint = ""
+            if ref.file is not None and not ref.file.is_absolute() and file is not None \
+                    and not file.exists():
+                hint = (f" (the relative {ref.file} is the working directory's, "
+                        "not the accounts file's)")
+            raise ConfigError(f"{path}: accounts[{i}].api_secret: {exc}{hint}") from None
         out.append(ApiAccount(entry.api_key, secret, entry.owner or entry.api_key))
     return out

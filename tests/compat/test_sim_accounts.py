@@ -48,7 +48,7 @@ def bots(tmp_path_factory: pytest.TempPathFactory
     accounts.write_text(f'[[accounts]]\napi_key = "{SDK_KEY}"\n'
                         'api_secret = { env = "SDK_SECRET" }\nowner = "SDKBOT"\n\n'
                         f'[[accounts]]\napi_key = "{CCXT_KEY}"\n'
-                        'api_secret = { file = "ccxt.secret" }\nowner = "CCXTBOT"\n')
+                        f'api_secret = {{ file = "{tmp / "ccxt.secret"}" }}\nowner = "CCXTBOT"\n')
     s = SimProcess(tmp / "sim", Credentials(), seed_books=True, accounts_file=accounts,
                    env={"SDK_SECRET": sdk_secret})
     try:

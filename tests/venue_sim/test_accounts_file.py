@@ -25,6 +25,7 @@ def test_accounts_from_env_and_file_with_default_owner(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     env_secret, file_secret = _secret(), _secret()
     monkeypatch.setenv("BOT_A_SECRET", env_secret)
+    monkeypatch.chdir(tmp_path)  # the relative "b.secret" is the working directory's
     (tmp_path / "b.secret").write_text(file_secret + "\n")
     path = tmp_path / "accounts.toml"
     path.write_text('[[accounts]]\napi_key = "bot-a"\napi_secret = { env = "BOT_A_SECRET" }\n'
@@ -33,6 +34,34 @@ def test_accounts_from_env_and_file_with_default_owner(
     a, b = load_accounts_file(path)
     assert (a.api_key, a.api_secret, a.owner) == ("bot-a", env_secret, "BOTA")
     assert (b.api_key, b.api_secret, b.owner) == ("bot-b", file_secret, "bot-b")
+
+
+def test_a_relative_secret_file_is_the_working_directory_s_not_the_accounts_file_s(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """As every relative path of the deployment config that names the accounts file (README,
+    Configuration): before, it was the accounts file's directory's, so the same `bot.secret`
+    meant one file in `fixgw run`'s config and another in the accounts file it names."""
+    here, there = tmp_path / "cwd", tmp_path / "conf"
+    here.mkdir()
+    there.mkdir()
+    cwd_secret, beside_secret = _secret(), _secret()
+    (here / "bot.secret").write_text(cwd_secret + "\n")
+    (there / "bot.secret").write_text(beside_secret + "\n")
+    (there / "other.secret").write_text(beside_secret + "\n")
+    path = there / "accounts.toml"
+    path.write_text('[[accounts]]\napi_key = "bot"\napi_secret = { file = "bot.secret" }\n')
+    monkeypatch.chdir(here)
+    (bot,) = load_accounts_file(path)
+    assert bot.api_secret == cwd_secret
+    # Only beside the accounts file: not found, and the message names the file, the field,
+    # the path looked at and the rule.
+    path.write_text('[[accounts]]\napi_key = "bot"\napi_secret = { file = "other.secret" }\n')
+    with pytest.raises(ConfigError) as err:
+        load_accounts_file(path)
+    msg = str(err.value)
+    assert msg.startswith(f"{path}: accounts[0].api_secret: "), msg
+    assert f"file {here / 'other.secret'} does not exist" in msg, msg
+    assert "working directory" in msg and beside_secret not in msg, msg
 
 
 _GOOD = 'api_secret = { env = "GOOD" }\n'
