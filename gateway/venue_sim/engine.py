@@ -225,11 +225,16 @@ TEXT_POST_ONLY_LIMIT = "EGeneral:Invalid arguments:post only is for limit orders
 # client is ever shown one (`is_made_up_cl_ord_id`).
 SPOT_REST_CL_ORD_ID_PREFIX: Final = "_k:"
 FUTURES_REST_CL_ORD_ID_PREFIX: Final = "_kf:"
+# The spot WS face's (add_order without cl_ord_id, every cancel_order), the same way.
+SPOT_WS_CL_ORD_ID_PREFIX: Final = "_kw:"
+_MADE_UP_PREFIXES: Final = (SPOT_REST_CL_ORD_ID_PREFIX, FUTURES_REST_CL_ORD_ID_PREFIX,
+                            SPOT_WS_CL_ORD_ID_PREFIX)
 
 
 def is_made_up_cl_ord_id(cl_ord_id: str) -> bool:
-    """Whether a REST face made `cl_ord_id` up for the engine (see the prefixes above)."""
-    return cl_ord_id.startswith((SPOT_REST_CL_ORD_ID_PREFIX, FUTURES_REST_CL_ORD_ID_PREFIX))
+    """Whether a REST or WS face made `cl_ord_id` up for the engine (see the prefixes above):
+    no client may send one, and none is shown to a client."""
+    return cl_ord_id.startswith(_MADE_UP_PREFIXES)
 TEXT_INVALID_ARGUMENTS = "EGeneral:Invalid arguments"
 # A cancel/replace may change the quantity and the price only (Kraken: "amend qty/price").
 TEXT_AMEND_ONLY_QTY_PRICE = f"{TEXT_INVALID_ARGUMENTS}:only qty and price can be amended"

@@ -98,6 +98,7 @@ from gateway.venue_sim.engine import (
     Side,
     TimeInForce,
     TradePrinted,
+    is_made_up_cl_ord_id,
 )
 from gateway.venue_sim.futures_rest import _Headers, dumps
 from gateway.venue_sim.http_face import HttpFace
@@ -674,7 +675,7 @@ class SpotRestServer(HttpFace):
         cl_ord_id = p.get("cl_ord_id")
         if cl_ord_id is not None and "userref" in p:
             raise _Err("EGeneral:Invalid arguments:cl_ord_id and userref are exclusive")
-        if cl_ord_id is not None and (not cl_ord_id or cl_ord_id.startswith(_SYNTH)):
+        if cl_ord_id is not None and (not cl_ord_id or is_made_up_cl_ord_id(cl_ord_id)):
             raise _Err("EGeneral:Invalid arguments:cl_ord_id")
         userref = _userref(p.get("userref"))
         descr = _descr_order(inst, p.get("type", ""), p.get("ordertype", ""), volume, price)
@@ -834,7 +835,7 @@ class SpotRestServer(HttpFace):
             "oflags": "fciq",
             "timeinforce": {v: k for k, v in _TIF.items()}[snap.tif],
         }
-        if not snap.cl_ord_id.startswith(_SYNTH):
+        if not is_made_up_cl_ord_id(snap.cl_ord_id):  # a REST or WS face's own: never shown
             out["cl_ord_id"] = snap.cl_ord_id
         if not snap.is_open:
             out["closetm"] = _secs(snap.transact_time)

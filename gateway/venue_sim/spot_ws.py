@@ -575,13 +575,15 @@ class SpotWsServer(WsFace[_Conn]):
     def _order_item(self, o: e.OrderSnapshot, exec_type: str, exec_id: str | None = None,
                     ts: int | None = None) -> dict[str, Any]:
         item: dict[str, Any] = {
-            "order_id": o.order_id, "cl_ord_id": o.cl_ord_id, "symbol": o.symbol,
+            "order_id": o.order_id, "symbol": o.symbol,
             "exec_type": exec_type, "order_status": _STATUS.get(o.status, "new"),
             "side": _SIDE[o.side], "order_type": _ORD_TYPE[o.ord_type],
             "time_in_force": _TIF[o.tif], "order_qty": o.qty, "cum_qty": o.cum_qty,
             "leaves_qty": o.leaves_qty, "avg_price": o.avg_px,
             "timestamp": _rfc3339(o.transact_time if ts is None else ts),
         }
+        if not e.is_made_up_cl_ord_id(o.cl_ord_id):  # as Kraken: only a client's own
+            item["cl_ord_id"] = o.cl_ord_id
         if o.price is not None:
             item["limit_price"] = o.price
         if exec_id is not None:
@@ -654,7 +656,7 @@ class SpotWsServer(WsFace[_Conn]):
             reply(False, error=e.TEXT_INVALID_VOLUME)
             return
         clid = params.get("cl_ord_id")
-        if clid is not None and not isinstance(clid, str):
+        if clid is not None and (not isinstance(clid, str) or e.is_made_up_cl_ord_id(clid)):
             reply(False, error="EGeneral:Invalid arguments:cl_ord_id")
             return
         try:
@@ -663,7 +665,7 @@ class SpotWsServer(WsFace[_Conn]):
         except DeadlineRefused as exc:
             reply(False, error=exc.error)
             return
-        engine_clid = clid if clid else f"WS-{next(self._clids)}"
+        engine_clid = clid if clid else f"{e.SPOT_WS_CL_ORD_ID_PREFIX}{next(self._clids)}"
         try:
             # post_only: refused if it would take, by the engine under its lock (see
             # PostOnlyRefused), so an order crossing meanwhile cannot make it a taker.
@@ -697,7 +699,7 @@ class SpotWsServer(WsFace[_Conn]):
             return
         targets = [("order_id", str(i)) for i in ids] + [("cl_ord_id", str(c)) for c in clids]
         for key, value in targets:
-            req_clid = f"WSX-{next(self._clids)}"
+            req_clid = f"{e.SPOT_WS_CL_ORD_ID_PREFIX}x{next(self._clids)}"
             if key == "order_id":
                 events = await asyncio.to_thread(self.engine.cancel, owner, req_clid, None,
                                                  value)
