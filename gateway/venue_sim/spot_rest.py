@@ -851,9 +851,14 @@ class SpotRestServer(HttpFace):
         clid = p.get("cl_ord_id")
         ref = _userref(p.get("userref"))
         trades = _flag(p.get("trades"))
-        snaps = [s for s in self.engine.open_orders(account.owner)
-                 if (clid is None or s.cl_ord_id == clid)
-                 and (ref is None or self._userref_of(s.order_id) == ref)]
+        if clid is not None:
+            # As ClosedOrders, CancelOrder and AmendOrder find it: by any ClOrdID of its chain
+            # (a FIX replace or cancel gives it a new one), not only the latest.
+            snap = self.engine.order_status(account.owner, cl_ord_id=clid)
+            found = [] if snap is None or not snap.is_open else [snap]
+        else:
+            found = self.engine.open_orders(account.owner)
+        snaps = [s for s in found if ref is None or self._userref_of(s.order_id) == ref]
         return {"open": {s.order_id: self._order_json(s, trades) for s in snaps}}
 
     def _closed_orders(self, account: ApiAccount, p: Mapping[str, str]) -> dict[str, object]:

@@ -13,9 +13,18 @@ from pathlib import Path
 import pytest
 
 from gateway.config.model import ScheduleConfig
+from gateway.venue_sim.accounts import ApiAccount
 from gateway.venue_sim.server import SimOptions, VenueSimulator
 from tests.fix_session.rawclient import RawFixClient, fields_of
-from tests.venue_sim.test_fix_face_fidelity import new_order, report, trading_client
+from tests.venue_sim.sim_rest import private_call
+from tests.venue_sim.test_fix_face_fidelity import (
+    OWNER,
+    REST_KEY,
+    REST_SECRET,
+    new_order,
+    report,
+    trading_client,
+)
 
 _T = (60, "20260101-00:00:00.000")
 
@@ -105,5 +114,27 @@ def test_after_two_replaces_the_latest_cl_ord_id_cancels_and_the_used_ones_stay_
         canceled = report(c, "x1", "4")
         assert (canceled[41], canceled[37]) == ("r2", oid), canceled
         assert _status(c, "x1")[39] == "4"
+    finally:
+        c.close()
+
+
+def test_rest_open_orders_finds_a_replaced_order_by_any_cl_ord_id_of_its_chain(
+        venue: VenueSimulator) -> None:
+    """REST ClosedOrders, CancelOrder and AmendOrder found an order by any ClOrdID of its chain,
+    OpenOrders only by its latest: after a FIX replace o1 -> r1, OpenOrders cl_ord_id=o1 said
+    no such open order while CancelOrder cl_ord_id=o1 canceled it."""
+    venue.accounts.add(ApiAccount(REST_KEY, REST_SECRET, OWNER))
+    c = trading_client(venue)
+    try:
+        new_order(c, "o1", qty="0.02")
+        oid = report(c, "o1", "0")[37]
+        _replace(c, "r1", "o1")
+        report(c, "r1", "5")
+        for clid in ("o1", "r1"):
+            listed = private_call(venue.spot_rest, REST_KEY, REST_SECRET, "OpenOrders",
+                                  cl_ord_id=clid)
+            assert list(listed["result"]["open"]) == [oid], (clid, listed)
+        assert private_call(venue.spot_rest, REST_KEY, REST_SECRET, "OpenOrders",
+                            cl_ord_id="nope")["result"]["open"] == {}
     finally:
         c.close()
