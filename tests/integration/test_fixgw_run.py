@@ -89,8 +89,9 @@ def test_bad_config_names_file_and_field(tmp_path: Path) -> None:
 def _accounts_file(tmp: Path, secret: str) -> Path:
     (tmp / "bot.secret").write_text(secret + "\n")
     path = tmp / "accounts.toml"
-    path.write_text('[[accounts]]\napi_key = "bot"\napi_secret = { file = "bot.secret" }\n'
-                    'owner = "BOT"\n')
+    # Absolute: a relative secret file is the working directory's, not the accounts file's.
+    path.write_text('[[accounts]]\napi_key = "bot"\n'
+                    f'api_secret = {{ file = "{tmp / "bot.secret"}" }}\nowner = "BOT"\n')
     return path
 
 
