@@ -105,6 +105,14 @@ REFUSED_RETRY_S: Final = 60.0
 # episode schedule shared with the other long-lasting troubles (gateway.marketdata.episode).
 STALL_REMINDER_FIRST_S: Final = REMINDER_FIRST_S
 STALL_REMINDER_MAX_S: Final = REMINDER_MAX_S
+# A book that fails its checks again and again (a venue that keeps sending a crossed snapshot,
+# or one whose checksum is not its book's) was resubscribed the moment each snapshot failed: a
+# tight loop of MarketDataRequests and warnings. The first failure is resubscribed at once (a
+# glitch heals in milliseconds); each further one of the streak after a wait that starts here
+# and doubles up to the cap. A snapshot that passes and then holds this long ends the streak.
+BROKEN_BACKOFF_FIRST_S: Final = 0.25
+BROKEN_BACKOFF_MAX_S: Final = 30.0
+BROKEN_HOLD_S: Final = 5.0
 
 
 def instrument_from_list_entry(g: fix.FieldMap) -> Instrument:
@@ -159,6 +167,20 @@ class _Sub:
     # A staleness check's subscription: how long the symbol had been silent, and the book
     # the check found (see `_resubscribe_stale`).
     checking: tuple[float, Depth] | None = None
+    # When the watchdog sends this subscription (a broken book's backoff, see `resubscribe`);
+    # None: sent when made. Until then the venue knows nothing of it.
+    due_at: float | None = None
+
+
+@dataclass
+class _Broken:
+    """A symbol whose book failed its checks, until a snapshot has held (see `resubscribe`)."""
+
+    episode: Episode  # since the first failure; due: the next reminder line
+    reason: str  # the latest failure
+    failures: int = 1
+    delay: float = 0.0  # the wait before the latest resubscribe went out
+    good_since: float | None = None  # a snapshot passed then, and nothing failed since
 
 
 @dataclass
@@ -218,6 +240,9 @@ class MarketDataFeed(BaseHandler):
         # Symbols whose subscription the venue refuses, until it takes one (under the
         # hand-over lock): see `_rejected`.
         self._refusals: dict[str, _Refusal] = {}
+        # Symbols whose book keeps failing its checks, until a snapshot holds (under the
+        # hand-over lock): see `resubscribe`.
+        self._broken: dict[str, _Broken] = {}
         # Why the FIX books lost their source, set by on_logout for the watchdog to tell.
         self._lost: str | None = None
         self._wake = threading.Event()  # wakes the watchdog early (a logout to report)
@@ -269,8 +294,10 @@ class MarketDataFeed(BaseHandler):
             raise fix.UnsupportedMessageType()
 
     # ---- subscriptions -----------------------------------------------------------------------
-    def _subscribe(self, symbol: str) -> None:
+    def _subscribe(self, symbol: str, delay: float = 0.0) -> None:
         """Make a new subscription `symbol`'s current one and tell the venue (ending the old).
+        `delay`: the old one ends now, the new one is sent by the watchdog that much later (a
+        broken book's backoff: see `resubscribe`).
 
         Swap and sends are one piece under the hand-over lock: the stale watchdog and the
         QuickFIX thread (gap, checksum, crossed) may both resubscribe a symbol, and with the
@@ -281,10 +308,12 @@ class MarketDataFeed(BaseHandler):
         session's mutex, which `send` needs, and `on_logout` takes `_lock`."""
         with self._owner:
             req_id = f"MD-{symbol}-{next(self._ids)}"
+            now = self._clock()
             with self._lock:
                 old = self._subs.get(symbol)
-                sub = _Sub(req_id, symbol, last_rx=self._clock(),
-                           resubscribes=(old.resubscribes if old else 0))
+                sub = _Sub(req_id, symbol, last_rx=now,
+                           resubscribes=(old.resubscribes if old else 0),
+                           due_at=now + delay if delay > 0 else None)
                 self._subs[symbol] = sub
                 if old is not None:
                     self._by_req.pop(old.req_id, None)
@@ -292,9 +321,26 @@ class MarketDataFeed(BaseHandler):
             session = self._session
             if session is None:
                 return
-            if old is not None:
+            if old is not None and old.due_at is None:  # one never sent has nothing to end
                 session.send(md_request(old.req_id, symbol, "2", self.depth))
-            session.send(md_request(req_id, symbol, "1", self.depth))
+            if sub.due_at is None:
+                session.send(md_request(req_id, symbol, "1", self.depth))
+            else:
+                self._wake.set()  # the watchdog times its next look by it
+
+    def _send_due(self) -> None:
+        """Send each subscription whose backoff is over (on the watchdog's thread)."""
+        now = self._clock()
+        with self._lock:
+            due = [s for s in self._subs.values() if s.due_at is not None and s.due_at <= now]
+        for sub in due:
+            with self._owner:
+                session = self._session
+                if session is None or self._subs.get(sub.symbol) is not sub or sub.due_at is None:
+                    continue  # replaced meanwhile (a logon subscribes at once)
+                sub.due_at = None
+                sub.last_rx = self._clock()  # its answer is waited for from now
+                session.send(md_request(sub.req_id, sub.symbol, "1", self.depth))
 
     def resubscribe(self, symbol: str, reason: str, *, broken: bool = False,
                     quiet: bool = False) -> None:
@@ -311,11 +357,25 @@ class MarketDataFeed(BaseHandler):
         `quiet`: logged at debug level only, for a check that is routine or already warned
         of: the staleness check of a quiet symbol (`_resubscribe_stale`) and the repeats of a
         stall (`_resubscribe_unanswered`); everything else about the resubscribe is as
-        usual."""
+        usual.
+
+        A broken book that stays broken (a venue that keeps sending a crossed snapshot, or a
+        checksum that is not its book's) is a streak (`_broken_failure`): the first failure
+        is a warning and resubscribed at once, each further one a debug line (with a reminder
+        of how long it has lasted on the `Episode` schedule) and resubscribed after a backoff
+        (`BROKEN_BACKOFF_FIRST_S`, doubling to `BROKEN_BACKOFF_MAX_S`), until a snapshot
+        passes its checks and holds for `BROKEN_HOLD_S` (`_end_held_streaks`). Meanwhile the
+        book stays empty: a failing snapshot never reaches it (`_snapshot` checks it first),
+        and the listeners, told at the first failure, are told again only if a good snapshot
+        reached them since. Resubscribed at once, the loop was as fast as the venue could
+        answer: thousands of requests and warnings a second."""
         with self._owner:  # one resubscribe at a time (see _subscribe)
-            log.log(logging.DEBUG if quiet else logging.WARNING,
-                    "market data %s: %s; %sresubscribing for a fresh snapshot", symbol,
-                    reason, "book emptied, " if broken else "")
+            delay, tell, first = (self._broken_failure(symbol, reason) if broken
+                                  else (0.0, True, True))
+            log.log(logging.DEBUG if quiet or not first else logging.WARNING,
+                    "market data %s: %s; %sresubscribing for a fresh snapshot%s", symbol,
+                    reason, "book emptied, " if broken else "",
+                    f" in {delay:g} s" if delay else "")
             self._record_integrity(symbol, reason)
             with self._lock:
                 sub = self._subs.get(symbol)
@@ -324,11 +384,56 @@ class MarketDataFeed(BaseHandler):
             book = self._book(symbol)
             if broken:
                 book.clear()
-            if self._shadow is None:
+            if self._shadow is None and tell:
                 self._tell("on_integrity", symbol, reason)
                 if broken:
                     self._tell("on_snapshot", symbol, book)
-            self._subscribe(symbol)
+            self._subscribe(symbol, delay)
+
+    def _broken_failure(self, symbol: str, reason: str) -> tuple[float, bool, bool]:
+        """A failure of `symbol`'s book in its streak: (how long to wait before resubscribing,
+        whether the listeners must hear of it, i.e. whether it is the streak's first or a good
+        snapshot reached them since the last one, whether it is the streak's first). Logs the
+        reminders. Under the hand-over lock."""
+        now = self._clock()
+        streak = self._broken.get(symbol)
+        if (streak is not None and streak.good_since is not None
+                and now - streak.good_since >= BROKEN_HOLD_S):
+            self._end_streak(symbol, streak, now)  # held: the watchdog was not there yet
+            streak = None
+        if streak is None:
+            self._broken[symbol] = _Broken(Episode(now, first_at=now + REMINDER_FIRST_S), reason)
+            return 0.0, True, True
+        shown = streak.good_since is not None
+        streak.failures += 1
+        streak.reason = reason
+        streak.good_since = None
+        streak.delay = min(BROKEN_BACKOFF_MAX_S, streak.delay * 2 or BROKEN_BACKOFF_FIRST_S)
+        if streak.episode.due(now):
+            log.warning("market data %s: the venue's book still fails its checks, %s after the "
+                        "first failure (%d failures; the latest: %s); resubscribing with "
+                        "backoff (next in %g s, at most every %g s); the book stays withdrawn",
+                        symbol, streak.episode.lasted(now), streak.failures, reason,
+                        streak.delay, BROKEN_BACKOFF_MAX_S)
+        return streak.delay, shown, False
+
+    def _end_streak(self, symbol: str, streak: _Broken, now: float) -> None:
+        """`symbol`'s snapshot has held: its next failure is a first one again."""
+        self._broken.pop(symbol, None)
+        log.log(logging.WARNING if streak.failures > 1 else logging.DEBUG,
+                "market data %s: the book is good again: its snapshot has held for %g s, %s "
+                "after the first failure (%d failures; the last: %s)", symbol, BROKEN_HOLD_S,
+                streak.episode.lasted(now), streak.failures, streak.reason)
+
+    def _end_held_streaks(self) -> None:
+        """The watchdog's look at the streaks: each whose good snapshot has held ends."""
+        if not self._broken:
+            return
+        with self._owner:
+            now = self._clock()
+            for symbol, streak in list(self._broken.items()):
+                if streak.good_since is not None and now - streak.good_since >= BROKEN_HOLD_S:
+                    self._end_streak(symbol, streak, now)
 
     def _record_integrity(self, symbol: str, reason: str) -> None:
         """Under the hand-over lock (every caller holds it), so the count is exact."""
@@ -352,15 +457,23 @@ class MarketDataFeed(BaseHandler):
 
     # ---- messages ------------------------------------------------------------------------------
     def _snapshot(self, msg: fix.Message) -> None:
+        """A subscription's full book. Checked before the book takes it (built aside first):
+        a snapshot that fails (crossed, checksum, a level the book cannot hold) never reaches
+        the book the gate reads, not even for the moment before it is emptied again."""
         sub = self._by_req.get(msg.getField(m.MD_REQ_ID))
         if sub is None:
             return
-        bids, asks = parse_snapshot(msg)
-        book = self._book(sub.symbol)
-        book.apply_snapshot(bids, asks)
-        sub.rpt_seq = 0
-        sub.synced = True
         sub.last_rx = self._clock()
+        try:
+            bids, asks = parse_snapshot(msg)
+            fresh = Book(sub.symbol, max_depth=self.depth)
+            fresh.apply_snapshot(bids, asks)
+        except (ValueError, TypeError, ArithmeticError, fix.FieldNotFound) as exc:
+            problem: str | None = f"unusable snapshot: {exc}"
+        else:
+            problem = self._check(sub.symbol, fresh, get(msg, CHECKSUM_TAG))
+            if problem is None and fresh.is_crossed():  # whoever crossed it: never shown
+                problem = "crossed book in the snapshot"
         refusal = self._refusals.pop(sub.symbol, None)
         if refusal is not None:  # the refusal episode's closing line
             log.warning("market data %s: the venue took the subscription after %s of refusals "
@@ -373,6 +486,16 @@ class MarketDataFeed(BaseHandler):
                         stall.episode.lasted(sub.last_rx), stall.unanswered,
                         "" if self._shadow is None else
                         f"; into the shadow book, {self.source} feeds the books until failback")
+        if problem is not None:
+            self.resubscribe(sub.symbol, problem, broken=True)
+            return
+        book = self._book(sub.symbol)
+        book.apply_snapshot(bids, asks)
+        sub.rpt_seq = 0
+        sub.synced = True
+        streak = self._broken.get(sub.symbol)
+        if streak is not None:
+            streak.good_since = sub.last_rx
         checked, sub.checking = sub.checking, None
         if checked is not None:  # the answer to a staleness check
             silent, held = checked
@@ -384,11 +507,6 @@ class MarketDataFeed(BaseHandler):
                             "answering the resubscribe differs from the book held: updates "
                             "were missed; the book is the snapshot's now", sub.symbol, STALE,
                             silent)
-        if not self._verify(sub, book, get(msg, CHECKSUM_TAG)):
-            return
-        if book.is_crossed():  # as after an update: never shown, whoever crossed it
-            self.resubscribe(sub.symbol, "crossed book in the snapshot", broken=True)
-            return
         if self._shadow is not None:
             return
         self._tell("on_snapshot", sub.symbol, book)
@@ -397,10 +515,10 @@ class MarketDataFeed(BaseHandler):
         sub = self._by_req.get(get(msg, m.MD_REQ_ID) or "")
         if sub is None or not sub.synced:
             return  # from a subscription we replaced, or before its snapshot
+        sub.last_rx = self._clock()
         entries, rpt_seqs = parse_incremental(msg)
         updates = [(_SIDES[e.entry_type], e.price, e.qty) for e in entries
                    if e.entry_type in _SIDES]
-        sub.last_rx = self._clock()
         if rpt_seqs is not None:  # numbered per message or per entry: see parse_incremental
             first, last = rpt_seqs
             if first != sub.rpt_seq + 1 or last < first:
@@ -420,27 +538,28 @@ class MarketDataFeed(BaseHandler):
         if book.is_crossed():
             self.resubscribe(sub.symbol, "crossed book after an update", broken=True)
             return
-        if not self._verify(sub, book, get(msg, CHECKSUM_TAG)):
+        problem = self._check(sub.symbol, book, get(msg, CHECKSUM_TAG))
+        if problem is not None:
+            self.resubscribe(sub.symbol, problem, broken=True)
             return
         if self._shadow is not None:
             return
         self._tell("on_update", sub.symbol, book, entries)
 
-    def _verify(self, sub: _Sub, book: Book, checksum: str | None) -> bool:
+    def _check(self, symbol: str, book: Book, checksum: str | None) -> str | None:
+        """Why `book` is not the venue's, by its checksum (5041), or None."""
         if checksum is None:
-            return True
-        inst = self.instruments.get(sub.symbol)
+            return None
+        inst = self.instruments.get(symbol)
         if inst is None:
-            return True  # precision unknown yet: the InstrumentList arrives with the first W
+            return None  # precision unknown yet: the InstrumentList arrives with the first W
         try:
             ours: int | str = book.checksum(inst.price_decimals, inst.qty_decimals)
         except ValueError as exc:  # a level finer than the instrument's precision: not the
             ours = f"not computable ({exc})"  # venue's book, as the WS client also decides
         if str(ours) != checksum:
-            self.resubscribe(sub.symbol, f"checksum mismatch: venue {checksum}, book {ours}",
-                             broken=True)
-            return False
-        return True
+            return f"checksum mismatch: venue {checksum}, book {ours}"
+        return None
 
     def _instrument_list(self, msg: fix.Message) -> None:
         found: list[Instrument] = []
@@ -534,13 +653,25 @@ class MarketDataFeed(BaseHandler):
         """How often the watchdog looks for silent symbols."""
         return min(1.0, self.stale_after_s / 4)
 
+    def _next_wait_s(self) -> float:
+        """Until the watchdog's next look: a watch period, or sooner when a backoff ends."""
+        wait = self.watch_interval_s
+        if self._session is None:
+            return wait
+        now = self._clock()
+        with self._lock:
+            dues = [s.due_at for s in self._subs.values() if s.due_at is not None]
+        return max(0.01, min([wait, *(d - now for d in dues)]))
+
     def _watch(self) -> None:
         while not self._stop.is_set():
-            self._wake.wait(self.watch_interval_s)
+            self._wake.wait(self._next_wait_s())
             self._wake.clear()
             if self._stop.is_set():
                 return
             try:
+                self._send_due()
+                self._end_held_streaks()
                 self._report_lost()
                 self._resubscribe_stale()
             except Exception:
@@ -595,13 +726,15 @@ class MarketDataFeed(BaseHandler):
         self._retry_refused()
         now = self._clock()
         with self._lock:  # a refused one is not late: the venue said no (`_retry_refused`)
-            candidates = [s for s in self._subs.values()
-                          if now - s.last_rx > self.stale_after_s and not s.rejected]
+            candidates = [s for s in self._subs.values()  # (not one waiting out a backoff)
+                          if now - s.last_rx > self.stale_after_s and not s.rejected
+                          and s.due_at is None]
         for sub in candidates:
             with self._owner:
                 silent = self._clock() - sub.last_rx
                 if (self._session is None or self._subs.get(sub.symbol) is not sub
-                        or silent <= self.stale_after_s or sub.rejected):
+                        or silent <= self.stale_after_s or sub.rejected
+                        or sub.due_at is not None):
                     continue
                 if not sub.synced:  # logged on, and nothing answers
                     self._resubscribe_unanswered(sub, silent)
@@ -683,7 +816,10 @@ class MarketDataFeed(BaseHandler):
             if sub.rejected:
                 return f"{symbol} refused by the venue"
             if not sub.synced:
-                return f"{symbol} has no snapshot since its (re)subscribe"
+                streak = self._broken.get(symbol)
+                return (f"{symbol} has no snapshot since its (re)subscribe" if streak is None
+                        else f"{symbol}'s book fails its checks ({streak.failures} failures; "
+                             f"the latest: {streak.reason})")
             if now - sub.last_rx > late:
                 return f"{symbol} silent for more than {late:g}s"
         return None
