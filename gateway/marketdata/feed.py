@@ -78,6 +78,7 @@ from gateway.marketdata.fix_md import (
     md_request,
     parse_incremental,
     parse_snapshot,
+    snapshot_rpt_seq,
 )
 from gateway.marketdata.instruments import Instrument, InstrumentRegistry
 
@@ -459,7 +460,9 @@ class MarketDataFeed(BaseHandler):
     def _snapshot(self, msg: fix.Message) -> None:
         """A subscription's full book. Checked before the book takes it (built aside first):
         a snapshot that fails (crossed, checksum, a level the book cannot hold) never reaches
-        the book the gate reads, not even for the moment before it is emptied again."""
+        the book the gate reads, not even for the moment before it is emptied again. Its
+        RptSeq (83, when the venue numbers snapshots too) is the baseline of the incrementals
+        that follow: taken as 0, the first one looked like a gap, every time."""
         sub = self._by_req.get(msg.getField(m.MD_REQ_ID))
         if sub is None:
             return
@@ -468,6 +471,7 @@ class MarketDataFeed(BaseHandler):
             bids, asks = parse_snapshot(msg)
             fresh = Book(sub.symbol, max_depth=self.depth)
             fresh.apply_snapshot(bids, asks)
+            rpt_seq = snapshot_rpt_seq(msg)
         except (ValueError, TypeError, ArithmeticError, fix.FieldNotFound) as exc:
             problem: str | None = f"unusable snapshot: {exc}"
         else:
@@ -491,7 +495,7 @@ class MarketDataFeed(BaseHandler):
             return
         book = self._book(sub.symbol)
         book.apply_snapshot(bids, asks)
-        sub.rpt_seq = 0
+        sub.rpt_seq = rpt_seq
         sub.synced = True
         streak = self._broken.get(sub.symbol)
         if streak is not None:

@@ -190,6 +190,15 @@ def parse_incremental(msg: fix.Message) -> tuple[list[MdEntry], tuple[int, int] 
     return entries, None if first is None else (first, last)
 
 
+def snapshot_rpt_seq(msg: fix.Message) -> int:
+    """The RptSeq (83) of a full refresh, 0 without one: the baseline the next incremental's
+    must follow. FIX 4.4 has none on a W; a venue that numbers its snapshots too sends it in
+    the body, as FIX 5.0 defines it (an entry-level one would not pass the dictionary's group
+    layout). ValueError for one that is not a number."""
+    value = m.get(msg, RPT_SEQ)
+    return 0 if value is None else int(value)
+
+
 def parse_snapshot(msg: fix.Message) -> tuple[list[tuple[Decimal, Decimal]],
                                               list[tuple[Decimal, Decimal]]]:
     """(bids, asks) of a full refresh; entries of other types (a trade) are not levels."""

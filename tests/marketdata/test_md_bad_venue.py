@@ -38,8 +38,12 @@ from gateway.marketdata.feed import (
     MarketDataFeed,
 )
 from gateway.marketdata.fix_md import (
+    BID,
+    NEW,
     RPT_SEQ,
+    MdEntry,
     TopView,
+    build_incremental,
     build_snapshot,
 )
 from gateway.marketdata.instruments import InstrumentRegistry
@@ -228,4 +232,17 @@ def test_a_venue_that_keeps_sending_a_broken_snapshot_is_resubscribed_with_backo
     finally:
         fanout.close()
     assert BROKEN_BACKOFF_FIRST_S < 1
+
+
+def test_a_snapshot_with_rptseq_is_the_baseline_of_the_incrementals(
+        link: Link, venue: BadVenue) -> None:
+    """The venue's snapshot carries RptSeq 500 and its next incremental 501: in sequence. It
+    was taken for a gap (501 after 0): the book emptied and resubscribed, again and again."""
+    venue.answer = "rptseq"
+    venue.then = lambda req_id: [
+        build_incremental(req_id, BTC, [MdEntry(NEW, BID, D("100.1"), D("5"))], 501, None)]
+    link.start()
+    wait_until(lambda: link.feed.books[BTC].top().bid == (D("100.1"), D("5")),
+               what="the incremental after the snapshot applied")
+    assert venue.subscribes() == 1 and not link.feed.integrity_events
 
