@@ -75,6 +75,7 @@ from gateway.marketdata.fix_md import (
     OFFER,
     TRADE,
     MdEntry,
+    entry_symbols,
     md_request,
     parse_incremental,
     parse_snapshot,
@@ -244,6 +245,9 @@ class MarketDataFeed(BaseHandler):
         # Symbols whose book keeps failing its checks, until a snapshot holds (under the
         # hand-over lock): see `resubscribe`.
         self._broken: dict[str, _Broken] = {}
+        # Incrementals without MDReqID that no subscription could be found for, by why (see
+        # `_attribute`): the first of each kind is a warning, the rest debug lines.
+        self._unattributed: dict[str, int] = {}
         # Why the FIX books lost their source, set by on_logout for the watchdog to tell.
         self._lost: str | None = None
         self._wake = threading.Event()  # wakes the watchdog early (a logout to report)
@@ -516,7 +520,8 @@ class MarketDataFeed(BaseHandler):
         self._tell("on_snapshot", sub.symbol, book)
 
     def _incremental(self, msg: fix.Message) -> None:
-        sub = self._by_req.get(get(msg, m.MD_REQ_ID) or "")
+        req_id = get(msg, m.MD_REQ_ID)
+        sub = self._by_req.get(req_id) if req_id is not None else self._attribute(msg)
         if sub is None or not sub.synced:
             return  # from a subscription we replaced, or before its snapshot
         sub.last_rx = self._clock()
@@ -549,6 +554,38 @@ class MarketDataFeed(BaseHandler):
         if self._shadow is not None:
             return
         self._tell("on_update", sub.symbol, book, entries)
+
+    def _attribute(self, msg: fix.Message) -> _Sub | None:
+        """The subscription of an incremental without MDReqID (262 is optional in an X): the
+        current one of the symbol it names (55, in the body as Kraken sends it, or in every
+        entry). It cannot be from a subscription replaced since: the venue ends the old one
+        before it answers the new one with a snapshot, and an X before that is ignored (not
+        synced). One it cannot be attributed to is dropped and said: once a warning per
+        kind of trouble, then debug lines. Dropped, a venue's unlabelled updates left the
+        book silently behind the venue's."""
+        symbol = get(msg, m.SYMBOL)
+        if symbol is None:
+            named = set(entry_symbols(msg))
+            if len(named) == 1:
+                symbol = named.pop()
+            else:
+                why = ("its entries name no Symbol (55)" if not named else
+                       f"its entries name several symbols ({', '.join(sorted(named))}), and "
+                       "its one checksum and RptSeq cannot be checked against several books")
+                self._drop_unattributed("unnamed" if not named else "several", why)
+                return None
+        with self._lock:
+            sub = self._subs.get(symbol)
+        if sub is None:
+            self._drop_unattributed(f"unknown {symbol}",
+                                    f"no subscription of ours has its symbol {symbol}")
+        return sub
+
+    def _drop_unattributed(self, kind: str, why: str) -> None:
+        seen = self._unattributed[kind] = self._unattributed.get(kind, 0) + 1
+        log.log(logging.WARNING if seen == 1 else logging.DEBUG,
+                "market data: an incremental (35=X) without MDReqID (262) dropped: %s (%d "
+                "such so far; further ones are debug lines)", why, seen)
 
     def _check(self, symbol: str, book: Book, checksum: str | None) -> str | None:
         """Why `book` is not the venue's, by its checksum (5041), or None."""

@@ -199,6 +199,18 @@ def snapshot_rpt_seq(msg: fix.Message) -> int:
     return 0 if value is None else int(value)
 
 
+def entry_symbols(msg: fix.Message) -> list[str]:
+    """The Symbol (55) of each entry of an X that names one (for one without MDReqID)."""
+    out: list[str] = []
+    g = fix.Group(m.NO_MD_ENTRIES, m.MD_UPDATE_ACTION)
+    for i in range(1, int(m.get(msg, m.NO_MD_ENTRIES) or "0") + 1):
+        msg.getGroup(i, g)
+        symbol = m.get(g, m.SYMBOL)
+        if symbol is not None:
+            out.append(symbol)
+    return out
+
+
 def parse_snapshot(msg: fix.Message) -> tuple[list[tuple[Decimal, Decimal]],
                                               list[tuple[Decimal, Decimal]]]:
     """(bids, asks) of a full refresh; entries of other types (a trade) are not levels."""

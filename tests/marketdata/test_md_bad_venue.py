@@ -40,6 +40,7 @@ from gateway.marketdata.feed import (
 from gateway.marketdata.fix_md import (
     BID,
     NEW,
+    OFFER,
     RPT_SEQ,
     MdEntry,
     TopView,
@@ -245,4 +246,40 @@ def test_a_snapshot_with_rptseq_is_the_baseline_of_the_incrementals(
     wait_until(lambda: link.feed.books[BTC].top().bid == (D("100.1"), D("5")),
                what="the incremental after the snapshot applied")
     assert venue.subscribes() == 1 and not link.feed.integrity_events
+
+
+def _x_without_req_id(symbol: str, entries: list[MdEntry], rpt_seq: int, *,
+                      body_symbol: bool) -> fix.Message:
+    x = build_incremental("", symbol, entries, rpt_seq, None)
+    x.removeField(m.MD_REQ_ID)
+    if body_symbol:  # as Kraken sends it
+        x.setField(m.SYMBOL, symbol)
+    return x
+
+
+@pytest.mark.parametrize("body_symbol", [True, False])
+def test_an_incremental_without_mdreqid_goes_to_the_subscription_of_its_symbol(
+        tmp_path: Path, venue: BadVenue, body_symbol: bool,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """MDReqID (262) is optional in an X: one without it, for BTC/USD, is BTC/USD's update
+    (it was dropped, so the book silently fell behind the venue's); one for a symbol we do not
+    subscribe is dropped, with a line that says why."""
+    lk = Link(tmp_path, venue, (BTC, ETH))
+    venue.then = lambda req_id: [
+        _x_without_req_id("DOGE/USD", [MdEntry(NEW, BID, D("0.1"), D("5"))], 1,
+                          body_symbol=body_symbol),
+        _x_without_req_id(BTC, [MdEntry(NEW, OFFER, D("100.1"), D("5"))], 1,
+                          body_symbol=body_symbol),
+    ]
+    try:
+        lk.start()
+        wait_until(lambda: lk.feed.books[BTC].top().ask == (D("100.1"), D("5")),
+                   what="the incremental without MDReqID applied")
+        wait_until(lambda: lk.feed.books[ETH].depth(10) == (tuple(GOOD_BIDS), tuple(GOOD_ASKS)),
+                   what="ETH/USD's snapshot")  # not touched by BTC/USD's update
+        assert not lk.feed.integrity_events
+        dropped = [r.getMessage() for r in caplog.records if "DOGE/USD" in r.getMessage()]
+        assert dropped and "no subscription" in dropped[0], dropped
+    finally:
+        lk.stop()
 
