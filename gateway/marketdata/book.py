@@ -41,6 +41,14 @@ __all__ = ["Book", "Depth", "Level", "Side", "Stamp", "Top", "Trade", "TradeSide
 _TWO = Decimal(2)
 
 
+def _valid(price: Decimal, qty: Decimal) -> bool:
+    """A level a book can hold: finite, a price above 0, a quantity not below 0. Finite
+    first: "Infinity" passed the sign checks and sat in the book (an ask no order could
+    reach), and a NaN raised InvalidOperation from the comparison, which no caller took for
+    a bad level."""
+    return price.is_finite() and qty.is_finite() and qty >= 0 and price > 0
+
+
 class Side(StrEnum):
     """Book side. A ``StrEnum`` so plain ``"bid"``/``"ask"`` from a parser work too."""
 
@@ -217,7 +225,7 @@ class Book:
         for price, qty in levels:
             if type(price) is not Decimal or type(qty) is not Decimal:
                 raise TypeError("price and qty must be Decimal")
-            if qty < 0 or price <= 0:
+            if not _valid(price, qty):
                 raise ValueError(f"invalid level {price} x {qty}")
             if qty:
                 out[price] = qty
@@ -228,7 +236,7 @@ class Book:
         levels: dict[Decimal, Decimal], prices: list[Decimal], price: Decimal, qty: Decimal
     ) -> None:
         if qty:
-            if qty < 0 or price <= 0:
+            if not _valid(price, qty):
                 raise ValueError(f"invalid level {price} x {qty}")
             if price not in levels:
                 insort(prices, price)

@@ -525,7 +525,12 @@ class MarketDataFeed(BaseHandler):
         if sub is None or not sub.synced:
             return  # from a subscription we replaced, or before its snapshot
         sub.last_rx = self._clock()
-        entries, rpt_seqs = parse_incremental(msg)
+        try:
+            entries, rpt_seqs = parse_incremental(msg)
+        except (ValueError, ArithmeticError, fix.FieldNotFound) as exc:
+            # An update that cannot be read is one the book misses: as a gap.
+            self.resubscribe(sub.symbol, f"unusable update: {exc}", broken=True)
+            return
         updates = [(_SIDES[e.entry_type], e.price, e.qty) for e in entries
                    if e.entry_type in _SIDES]
         if rpt_seqs is not None:  # numbered per message or per entry: see parse_incremental
@@ -538,7 +543,7 @@ class MarketDataFeed(BaseHandler):
         book = self._book(sub.symbol)
         try:
             book.apply_updates(updates)
-        except (ValueError, TypeError) as exc:  # e.g. a negative size: the book is half done
+        except (ValueError, TypeError, ArithmeticError) as exc:  # a negative size: half done
             self.resubscribe(sub.symbol, f"unusable update: {exc}", broken=True)
             return
         for e in entries:

@@ -167,6 +167,18 @@ def md_reject(req_id: str, reason: str | None, text: str) -> fix.Message:
     return rej
 
 
+def number(g: fix.FieldMap, tag: int) -> Decimal:
+    """A price or size of a venue's entry. ValueError naming the field for one that is not a
+    number: QuickFIX passes any text in these fields, and decimal's own InvalidOperation
+    says only "[<class 'decimal.ConversionSyntax'>]" (a NaN or an infinity is a number here;
+    the book refuses it as a level)."""
+    text = g.getField(tag)
+    try:
+        return Decimal(text)
+    except ArithmeticError:
+        raise ValueError(f"{tag}={text!r} is not a number") from None
+
+
 def parse_incremental(msg: fix.Message) -> tuple[list[MdEntry], tuple[int, int] | None]:
     """The entries of an X, and the (first, last) RptSeq (83) among them, if any carries one.
 
@@ -180,13 +192,13 @@ def parse_incremental(msg: fix.Message) -> tuple[list[MdEntry], tuple[int, int] 
     for i in range(1, int(msg.getField(m.NO_MD_ENTRIES)) + 1):
         msg.getGroup(i, g)
         action = g.getField(m.MD_UPDATE_ACTION)
-        qty = Decimal(0) if action == DELETE else Decimal(g.getField(m.MD_ENTRY_SIZE))
+        qty = Decimal(0) if action == DELETE else number(g, m.MD_ENTRY_SIZE)
         if g.isSetField(RPT_SEQ):
             last = int(g.getField(RPT_SEQ))
             first = last if first is None else first
         aggressor = m.get(g, AGGRESSOR_SIDE)
         entries.append(MdEntry(action, g.getField(m.MD_ENTRY_TYPE),
-                               Decimal(g.getField(m.MD_ENTRY_PX)), qty, aggressor))
+                               number(g, m.MD_ENTRY_PX), qty, aggressor))
     return entries, None if first is None else (first, last)
 
 
@@ -222,7 +234,7 @@ def parse_snapshot(msg: fix.Message) -> tuple[list[tuple[Decimal, Decimal]],
         entry_type = g.getField(m.MD_ENTRY_TYPE)
         if entry_type not in (BID, OFFER):
             continue  # the last trade (269=2) a full refresh may carry: not a level of the book
-        level = (Decimal(g.getField(m.MD_ENTRY_PX)), Decimal(g.getField(m.MD_ENTRY_SIZE)))
+        level = (number(g, m.MD_ENTRY_PX), number(g, m.MD_ENTRY_SIZE))
         (bids if entry_type == BID else asks).append(level)
     return bids, asks
 

@@ -28,6 +28,7 @@ from gateway.fix.settings import (
     SessionBlock,
     SettingsFile,
     common_defaults,
+    data_dictionary_path,
     free_port,
 )
 from gateway.marketdata.book import Book
@@ -283,3 +284,35 @@ def test_an_incremental_without_mdreqid_goes_to_the_subscription_of_its_symbol(
     finally:
         lk.stop()
 
+
+def _with_size(x: fix.Message, size: str) -> fix.Message:
+    """`x` with its one entry's MDEntrySize (271) replaced by `size`, as the venue would send
+    it (QuickFIX passes any text in it)."""
+    text = x.toString()
+    assert text.count("\x01271=") == 1
+    head, _, tail = text.partition("\x01271=")
+    dd = fix.DataDictionary(str(data_dictionary_path()))
+    return fix.Message(f"{head}\x01271={size}\x01{tail.partition(chr(1))[2]}", dd, False)
+
+
+@pytest.mark.parametrize(("size", "why"), [
+    ("Infinity", "invalid level 100.1 x Infinity"),
+    ("NaN", "invalid level 100.1 x NaN"),
+    ("abc", "271='abc' is not a number"),
+])
+def test_an_update_with_a_size_that_is_not_a_quantity_is_a_broken_book(
+        link: Link, venue: BadVenue, size: str, why: str) -> None:
+    """An update whose size is not a finite number. "Infinity" went into the book (an offer
+    of infinite size, passed on to the OMS); "NaN" and "abc" raised out of the handler after
+    part of the update was applied (NaN) or before (abc): the update lost, the book silently
+    behind the venue's, still synced. Now each is an unusable update: the book is emptied
+    and resubscribed, as for a gap."""
+    venue.then = lambda req_id: [_with_size(build_incremental(
+        req_id, BTC, [MdEntry(NEW, OFFER, D("100.1"), D("5"))], 1, None), size)]
+    link.start()
+    wait_until(lambda: link.feed.integrity_events, what="the update found unusable")
+    symbol, reason = link.feed.integrity_events[0]
+    assert symbol == BTC and reason == f"unusable update: {why}", reason
+    # Each good snapshot is followed by the same update: it stays withdrawn, never infinite.
+    wait_until(lambda: len(link.feed.integrity_events) >= 3, what="the next failures")
+    assert all(lv.qty.is_finite() for lv in link.feed.books[BTC].depth(10).asks)
