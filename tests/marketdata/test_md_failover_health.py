@@ -137,7 +137,8 @@ def test_a_logged_on_but_stalled_fix_feed_fails_over_to_ws_and_back(
     fo, reasons = failover
     session.answering = False
     t0 = time.monotonic()
-    wait_until(lambda: fo.active == "ws", what="failover to WS", timeout=10)
+    # On the switch's announcement: the policy's `active` changes a moment before it.
+    wait_until(lambda: fo.active == "ws" and reasons, what="failover to WS", timeout=10)
     assert time.monotonic() - t0 >= STALE_AFTER_S + FAILOVER_AFTER_S
     assert feed.logged_on()
     (reason,) = reasons
@@ -148,7 +149,8 @@ def test_a_logged_on_but_stalled_fix_feed_fails_over_to_ws_and_back(
                what="the books over WS")
 
     session.answering = True  # the next watchdog resubscribes are answered
-    wait_until(lambda: fo.active == "fix", what="failback to FIX", timeout=10)
+    wait_until(lambda: fo.active == "fix" and len(reasons) == 2, what="failback to FIX",
+               timeout=10)
     assert reasons[1].startswith("fix: FIX market-data session logged on and stable for ")
     assert feed.books[BTC].top() == ((D("100.0"), D("1")), (D("100.5"), D("2")))
 
@@ -159,7 +161,7 @@ def test_a_symbol_the_venue_refuses_fails_over_to_ws(
     fo, reasons = failover
     session.refuse.add(ETH)
     feed.resubscribe(ETH, "stale feed: no update for 12.0 s")  # answered with a 35=Y
-    wait_until(lambda: fo.active == "ws", what="failover to WS", timeout=10)
+    wait_until(lambda: fo.active == "ws" and reasons, what="failover to WS", timeout=10)
     (reason,) = reasons
     assert reason.endswith(f"although logged on: {ETH} refused by the venue"), reason
     wait_until(lambda: book_is(feed, venue, ETH), what="ETH over WS")
