@@ -366,8 +366,9 @@ class MarketDataFeed(BaseHandler):
 
         A broken book that stays broken (a venue that keeps sending a crossed snapshot, or a
         checksum that is not its book's) is a streak (`_broken_failure`): the first failure
-        is a warning and resubscribed at once, each further one a debug line (with a reminder
-        of how long it has lasted on the `Episode` schedule) and resubscribed after a backoff
+        is a warning and resubscribed at once, each further one a debug line unless it is
+        another kind of failure (with a reminder of how long the streak has lasted on the
+        `Episode` schedule) and resubscribed after a backoff
         (`BROKEN_BACKOFF_FIRST_S`, doubling to `BROKEN_BACKOFF_MAX_S`), until a snapshot
         passes its checks and holds for `BROKEN_HOLD_S` (`_end_held_streaks`). Meanwhile the
         book stays empty: a failing snapshot never reaches it (`_snapshot` checks it first),
@@ -375,9 +376,9 @@ class MarketDataFeed(BaseHandler):
         reached them since. Resubscribed at once, the loop was as fast as the venue could
         answer: thousands of requests and warnings a second."""
         with self._owner:  # one resubscribe at a time (see _subscribe)
-            delay, tell, first = (self._broken_failure(symbol, reason) if broken
-                                  else (0.0, True, True))
-            log.log(logging.DEBUG if quiet or not first else logging.WARNING,
+            delay, tell, news = (self._broken_failure(symbol, reason) if broken
+                                 else (0.0, True, True))
+            log.log(logging.DEBUG if quiet or not news else logging.WARNING,
                     "market data %s: %s; %sresubscribing for a fresh snapshot%s", symbol,
                     reason, "book emptied, " if broken else "",
                     f" in {delay:g} s" if delay else "")
@@ -398,8 +399,9 @@ class MarketDataFeed(BaseHandler):
     def _broken_failure(self, symbol: str, reason: str) -> tuple[float, bool, bool]:
         """A failure of `symbol`'s book in its streak: (how long to wait before resubscribing,
         whether the listeners must hear of it, i.e. whether it is the streak's first or a good
-        snapshot reached them since the last one, whether it is the streak's first). Logs the
-        reminders. Under the hand-over lock."""
+        snapshot reached them since the last one, whether it is news for the log: the streak's
+        first, or another kind of failure than the one before, as a gap after a checksum
+        mismatch). Logs the reminders. Under the hand-over lock."""
         now = self._clock()
         streak = self._broken.get(symbol)
         if (streak is not None and streak.good_since is not None
@@ -410,6 +412,7 @@ class MarketDataFeed(BaseHandler):
             self._broken[symbol] = _Broken(Episode(now, first_at=now + REMINDER_FIRST_S), reason)
             return 0.0, True, True
         shown = streak.good_since is not None
+        news = reason.partition(":")[0] != streak.reason.partition(":")[0]
         streak.failures += 1
         streak.reason = reason
         streak.good_since = None
@@ -420,7 +423,7 @@ class MarketDataFeed(BaseHandler):
                         "backoff (next in %g s, at most every %g s); the book stays withdrawn",
                         symbol, streak.episode.lasted(now), streak.failures, reason,
                         streak.delay, BROKEN_BACKOFF_MAX_S)
-        return streak.delay, shown, False
+        return streak.delay, shown, news
 
     def _end_streak(self, symbol: str, streak: _Broken, now: float) -> None:
         """`symbol`'s snapshot has held: its next failure is a first one again."""
@@ -502,7 +505,7 @@ class MarketDataFeed(BaseHandler):
         sub.rpt_seq = rpt_seq
         sub.synced = True
         streak = self._broken.get(sub.symbol)
-        if streak is not None:
+        if streak is not None and streak.good_since is None:  # held since the first one
             streak.good_since = sub.last_rx
         checked, sub.checking = sub.checking, None
         if checked is not None:  # the answer to a staleness check

@@ -156,3 +156,37 @@ def test_a_snapshot_that_fails_soon_after_it_passed_keeps_backing_off(
     assert venue.fanout.drained(5)
     # the book, its withdrawal (two empty Ws), the good snapshot, its withdrawal
     assert [f[268] for f in venue.oms.got if f[35] == "W"] == ["4", "0", "0", "4", "0", "0"]
+
+
+def test_a_streak_ends_once_its_first_good_snapshot_has_held_through_later_ones(
+        venue: Venue, caplog: pytest.LogCaptureFixture) -> None:
+    """A quiet symbol gets a fresh snapshot at every staleness check (every ~2 s with
+    md_stale_after_s = 2): the hold runs from the first good snapshot after the failure, not
+    from the latest, or the streak never ended and every later fault, hours on, was a quiet
+    repeat with a backoff."""
+    venue.crossed_snapshot()
+    venue.crossed_snapshot()
+    venue.watch(BROKEN_BACKOFF_FIRST_S)
+    for _ in range(4):  # good snapshots 2 s apart: the staleness checks' answers
+        fix_snapshot(venue.feed, BTC, BIDS, ASKS)
+        venue.watch(2)
+    assert _warnings(caplog)[-1].startswith(f"market data {BTC}: the book is good again")
+    before = venue.subscribes()
+    venue.crossed_snapshot()
+    assert venue.subscribes() == before + 1  # a first failure again: at once
+
+
+def test_another_kind_of_failure_in_a_streak_is_said(
+        venue: Venue, caplog: pytest.LogCaptureFixture) -> None:
+    """A gap right after a crossed snapshot was fixed is news for ops (a warning), though it
+    keeps the backoff of the streak; the same failure again is not."""
+    venue.crossed_snapshot()
+    venue.crossed_snapshot()
+    assert len(_warnings(caplog)) == 1
+    venue.watch(BROKEN_BACKOFF_FIRST_S)
+    fix_snapshot(venue.feed, BTC, BIDS, ASKS)
+    x = build_incremental(venue.req_id(), BTC, [MdEntry(NEW, BID, D("99.8"), D("1"))], 2, None)
+    venue.feed.on_app_message(x, None, {})  # type: ignore[arg-type]  # RptSeq 2 after 0
+    (gap,) = _warnings(caplog)[1:]
+    assert gap.startswith(f"market data {BTC}: sequence gap: RptSeq 2 after 0; book emptied, "
+                          "resubscribing for a fresh snapshot in 0.5 s"), gap
