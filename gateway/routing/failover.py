@@ -384,8 +384,8 @@ class RestFallback:
             log.info("WS not connected; order %s goes over REST", order.oms_cl_ord_id)
             self.router.store.set_transport(order, "rest")
             return self.place(order)
-        try:
-            self.client.charge_add_elsewhere(order.symbol)  # one per-pair counter for both
+        try:  # one per-pair counter for both paths, as at the venue
+            self.client.charge_add_elsewhere(order.symbol, order.venue_cl_ord_id)
         except KrakenRestError as exc:
             return exc.decision.ord_rej_reason, f"WS fallback: {exc.decision.text}"
         try:
@@ -403,17 +403,23 @@ class RestFallback:
         if not isinstance(txid, str) or not txid:
             self._unknown_outcome(order, sent_at, "WS add_order", "no order_id in answer")
             return None
+        self.client.pair_rate.learn(txid, order.venue_cl_ord_id, order.symbol)
         log.info("order %s placed over WS: txid %s", order.oms_cl_ord_id, txid)
         return self._fields(order, txid, "0", "0", Decimal(0), Decimal(0), f"R{txid}-0-new")
 
-    def _via_ws(self, order: Order, what: str,
+    def _via_ws(self, order: Order, what: Literal["cancel", "amend"],
                 call: Callable[[KrakenWsPrivate, str], object]) -> tuple[str, str] | str | None:
         """`call(socket, txid)` for a cancel or an amend over the private WebSocket: None when
         done, a (CxlRejReason, Text) refusal, "unused" when the socket is not there (the caller
-        goes over REST), "unknown" when it was sent but not answered."""
+        goes over REST), "unknown" when it was sent but not answered. Charged to the REST
+        client's per-pair model first, as the REST call would be: the venue's counter is one
+        for both APIs."""
         ws = self._ws_for(order)
         if ws is None:
             return "unused"
+        rate = self.client.pair_rate
+        (rate.charge_cancel if what == "cancel" else rate.charge_amend)(
+            order.order_id, order.venue_cl_ord_id)
         try:
             call(ws, order.order_id)
         except KrakenWsRejected as exc:
@@ -594,6 +600,9 @@ class RestFallback:
         if a.price is not None:
             f["44"] = _s(a.price)
         self.router.on_venue_report(f, via)
+        # §7 ages the order from this amend on (over WS, or found landed by a poll; a REST
+        # answer restarted it already, a moment earlier).
+        self.client.pair_rate.amended(order.order_id, a.venue_cl)
         # Its record names the order's own venue ClOrdID (the amend is in place), not the
         # amend's: a restart tells it answered by this one (after it: a kill in between
         # finds the amend again, and its Replaced, under the same ExecID, is not sent twice).
@@ -822,14 +831,18 @@ class RestFallback:
         """One ``executions`` item: the order's state as the venue tells it now, reported
         through the same derivation as a poll (same ExecIDs, so never twice)."""
         exec_type = str(item.get("exec_type", ""))
+        txid = item.get("order_id")
+        clid = item.get("cl_ord_id")
+        if isinstance(txid, str) and isinstance(clid, str):
+            # An order of ours placed over WS whose ack was lost: the rate model learns its
+            # txid here (only an order it saw charged under that ClOrdID).
+            self.client.pair_rate.learn(txid, clid)
         if exec_type in ("pending_new", "amended", "restated", "status"):
             return  # no new state for the OMS (an amend is answered by the REST call)
         status = _WS_STATUS.get(str(item.get("order_status", "")))
-        txid = item.get("order_id")
         if status is None or not isinstance(txid, str):
             return
         # By txid, or by our ClOrdID when the item beats the AddOrder answer (no txid yet).
-        clid = item.get("cl_ord_id")
         order = next((o for o in self.router.store.open_orders() if o.order_id == txid
                       or (not o.order_id and clid and o.venue_cl_ord_id == clid)), None)
         if order is None:

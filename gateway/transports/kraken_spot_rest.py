@@ -20,10 +20,12 @@ order. Hence:
   simulator uses: the REST call counter makes the client *wait* before a call the venue would
   refuse (``EAPI:Rate limit exceeded`` would otherwise cost a retry and more counter); the per-pair
   matching-engine counter makes ``add_order`` *refuse locally* (:class:`LocalRateLimitError`)
-  instead of sending an order the venue would reject. The engine counter is shared with FIX/WS
-  traffic the client cannot see, so the model is a floor, not a guarantee; venue rejects are
-  still classified. Cancels are charged but never refused locally: refusing a risk-reducing
-  request on an estimate is worse than letting the venue decide.
+  instead of sending an order the venue would reject. The engine counter is one per account
+  and pair whatever the API, so the model (:class:`~gateway.kraken.pair_rate.PairRateModel`,
+  ``pair_rate``) is shared with the WS order paths, which charge it too; FIX traffic and other
+  processes on the key are not seen, so it is a floor, not a guarantee; venue rejects are still
+  classified. Cancels are charged but never refused locally: refusing a risk-reducing request
+  on an estimate is worse than letting the venue decide.
 * Numbers: ``json.loads(parse_float=Decimal)`` and ``Decimal(str)``; never floats for money.
 """
 
@@ -52,14 +54,8 @@ from tenacity import (
 )
 
 from gateway.kraken.auth import NonceSource, decode_secret, spot_api_sign
-from gateway.kraken.ratelimits import (
-    ENGINE_TIERS,
-    REST_TIERS,
-    DecayingCounter,
-    RateTier,
-    amend_cost,
-    cancel_cost,
-)
+from gateway.kraken.pair_rate import PairRateModel
+from gateway.kraken.ratelimits import ENGINE_TIERS, REST_TIERS, DecayingCounter, RateTier
 from gateway.kraken.symbols import parse_spot_pair
 from gateway.transports.http import NoAnswer, exchange, opener_for
 
@@ -365,10 +361,11 @@ class KrakenSpotRest:
         self._deadline_margin_s = deadline_margin_s
         self._lock = threading.Lock()
         self._rest = DecayingCounter(rest_tier or _tier(tier, REST_TIERS), clock)
-        self._engine_tier = engine_tier or _tier(tier, ENGINE_TIERS)
-        self._engine: dict[str, DecayingCounter] = {}
-        self._placed: dict[str, tuple[str, float]] = {}  # txid -> (pair, monotonic placed time)
-        self._clid_txid: dict[str, str] = {}
+        #: The per-pair engine counter model, shared with the WS order paths (one counter per
+        #: account and pair whatever the API, §7).
+        self.pair_rate = PairRateModel(engine_tier or _tier(tier, ENGINE_TIERS),
+                                       headroom=headroom, clock=clock,
+                                       remembered_max=self.REMEMBERED_MAX)
         self._unreadable: set[str] = set()  # txids of listed orders we could not parse
         self._opener = opener_for(self.base_url)
         #: Seconds spent waiting on the REST counter model (metrics, tests).
@@ -458,10 +455,16 @@ class KrakenSpotRest:
         """
         open_ = self.open_orders(cl_ord_id=cl_ord_id)
         for order in open_.values():
-            return order
+            return self._found(order, cl_ord_id)
         for order in self.closed_orders(cl_ord_id=cl_ord_id, start=since_epoch_s).values():
-            return order
+            return self._found(order, cl_ord_id)
         return None
+
+    def _found(self, order: SpotOrder, cl_ord_id: str) -> SpotOrder:
+        """An order of ours found by ClOrdID (its acknowledgement lost, over REST or WS): the
+        rate model learns its txid, so its cancel or amend is charged by age."""
+        self.pair_rate.learn(order.txid, cl_ord_id)
+        return order
 
     def add_order(
         self,
@@ -498,7 +501,7 @@ class KrakenSpotRest:
         if validate:
             params["validate"] = "true"
         if not validate:
-            self._charge_add(canonical.pair)
+            self._charge_add(canonical.pair, cl_ord_id)
         first_sent = Decimal(time.time_ns()) / Decimal(1_000_000_000)
         attempt = 0
         nonce_refusals = 0
@@ -539,18 +542,18 @@ class KrakenSpotRest:
                          f"it up failed: {lookup_exc}"], False, "transport",
                         ambiguous=True) from lookup_exc
                 if found is not None:
-                    self._remember(found.txid, canonical.pair, cl_ord_id)
+                    self.pair_rate.learn(found.txid, cl_ord_id, canonical.pair)
                     descr = _descr_from_order(found)
                     return AddOrderResult(found.txid, descr, recovered=True)
                 log.info("AddOrder %s not at the venue; sending again", cl_ord_id)
-                self._charge_add(canonical.pair)  # the venue charges every arrival
+                self._charge_add(canonical.pair, cl_ord_id)  # the venue charges every arrival
                 continue
             descr_obj = result.get("descr", {})
             descr = str(descr_obj.get("order", "")) if isinstance(descr_obj, Mapping) else ""
             txids = result.get("txid") or []
             txid = str(txids[0]) if txids else None
             if txid is not None:
-                self._remember(txid, canonical.pair, cl_ord_id)
+                self.pair_rate.learn(txid, cl_ord_id, canonical.pair)
             return AddOrderResult(txid, descr)
 
     def cancel_order(self, txid: str | None = None, cl_ord_id: str | None = None) -> int:
@@ -558,8 +561,7 @@ class KrakenSpotRest:
         finds the order already gone, since the earlier attempt may have cancelled it)."""
         if (txid is None) == (cl_ord_id is None):
             raise ValueError("give exactly one of txid or cl_ord_id")
-        txid_known = self._clid_txid.get(cl_ord_id) if cl_ord_id is not None else txid
-        self._charge_cancel(txid_known)
+        self.pair_rate.charge_cancel(txid, cl_ord_id)
         params = [("txid", txid)] if txid is not None else [("cl_ord_id", str(cl_ord_id))]
         attempt = 0
         nonce_refusals = 0
@@ -596,8 +598,7 @@ class KrakenSpotRest:
         for v in (order_qty, limit_price):
             if v is not None and not isinstance(v, Decimal):
                 raise TypeError("order_qty and limit_price must be Decimal")
-        txid_known = self._clid_txid.get(cl_ord_id) if cl_ord_id is not None else txid
-        self._charge_amend(txid_known)
+        self.pair_rate.charge_amend(txid, cl_ord_id)
         params: dict[str, str] = {"txid": txid} if txid is not None else {
             "cl_ord_id": str(cl_ord_id)}
         if order_qty is not None:
@@ -612,7 +613,7 @@ class KrakenSpotRest:
                 params["deadline"] = self.deadline_param()
             try:
                 result = self._call("/0/private/AmendOrder", sorted(params.items()))
-                self._amended(txid_known)
+                self.pair_rate.amended(txid, cl_ord_id)
                 return str(result.get("amend_id", ""))
             except KrakenRestError as exc:
                 nonce_refusals += _nonce_refused(exc)
@@ -638,63 +639,17 @@ class KrakenSpotRest:
                 self.rate_wait_s += wait
             self._sleep(wait)
 
-    def _pair_counter(self, pair: str) -> DecayingCounter:
-        c = self._engine.get(pair)
-        if c is None:
-            c = self._engine[pair] = DecayingCounter(self._engine_tier, self._clock)
-        return c
+    def _charge_add(self, pair: str, cl_ord_id: str | None) -> None:
+        wait = self.pair_rate.try_add(pair, cl_ord_id)
+        if wait > 0:
+            raise LocalRateLimitError(pair, wait)
 
-    def _charge_add(self, pair: str) -> None:
-        with self._lock:
-            c = self._pair_counter(pair)
-            limit = c.max - self._headroom
-            wait = c.wait_time(1, limit)
-            if wait > 0:
-                raise LocalRateLimitError(pair, wait)
-            c.add(1)
-
-    def _charge_cancel(self, txid: str | None) -> None:
-        self._charge_by_age(txid, cancel_cost)
-
-    def _charge_amend(self, txid: str | None) -> None:
-        """An amend costs +1 plus an age part on the pair's engine counter (§7). Charged, not
-        refused locally, like a cancel: the venue decides on a change to a live order."""
-        self._charge_by_age(txid, amend_cost)
-
-    def _charge_by_age(self, txid: str | None, cost: Callable[[float], float]) -> None:
-        """Charge the pair of a known order `cost(its age)`; an order we did not place (or no
-        longer remember) is not charged."""
-        with self._lock:
-            placed = self._placed.get(txid) if txid is not None else None
-            if placed is not None:
-                pair, t0 = placed
-                self._pair_counter(pair).add(cost(self._clock() - t0))
-
-    def _amended(self, txid: str | None) -> None:
-        """§7 ages an order from its creation *or last amend*: later cancel/amend costs count
-        from now."""
-        if txid is None:
-            return
-        with self._lock:
-            placed = self._placed.get(txid)
-            if placed is not None:
-                self._placed[txid] = (placed[0], self._clock())
-
-    def _remember(self, txid: str, pair: str, cl_ord_id: str | None) -> None:
-        with self._lock:
-            self._placed[txid] = (pair, self._clock())
-            if cl_ord_id is not None:
-                self._clid_txid[cl_ord_id] = txid
-            # Bounded: drop the oldest entries (only the rate model's cancel charge uses them).
-            for memory in (self._placed, self._clid_txid):
-                if len(memory) > self.REMEMBERED_MAX:
-                    memory.pop(next(iter(memory)))
-
-    def charge_add_elsewhere(self, pair: str) -> None:
+    def charge_add_elsewhere(self, pair: str, cl_ord_id: str | None = None) -> None:
         """Charge the per-pair engine model for an order placed over another transport with the
         same key (WS ``add_order``): the venue's counter is shared, so ours must be too. Raises
-        :class:`LocalRateLimitError` (the caller does not send) when the venue would refuse."""
-        self._charge_add(parse_spot_pair(pair).pair)
+        :class:`LocalRateLimitError` (the caller does not send) when the venue would refuse.
+        The caller tells ``pair_rate`` the order's txid once the venue gives it."""
+        self._charge_add(pair, cl_ord_id)
 
     def rest_room(self) -> float:
         """Calls the REST counter model has room for now without waiting (below the ceiling
@@ -705,8 +660,7 @@ class KrakenSpotRest:
 
     def pair_counter(self, pair: str) -> float:
         """The model's current per-pair counter (metrics, tests)."""
-        with self._lock:
-            return self._pair_counter(parse_spot_pair(pair).pair).value()
+        return self.pair_rate.value(pair)
 
     # -- transport -----------------------------------------------------------------------------
 
@@ -794,14 +748,13 @@ class KrakenSpotRest:
         """The venue said a counter is full although our model disagreed (another process or
         transport shares the key/pair): saturate the model so the next wait is long enough."""
         first = exc.errors[0] if exc.errors else ""
-        with self._lock:
-            if first.startswith("EAPI:Rate limit exceeded"):
+        if first.startswith("EAPI:Rate limit exceeded"):
+            with self._lock:
                 self._rest.add(max(0.0, self._rest.max - self._rest.value()))
-            elif first.startswith("EOrder:Rate limit exceeded") and path.endswith("/AddOrder"):
-                pair = dict(params).get("pair")
-                if pair:
-                    c = self._pair_counter(parse_spot_pair(pair).pair)
-                    c.add(max(0.0, c.max - c.value()))
+        elif first.startswith("EOrder:Rate limit exceeded") and path.endswith("/AddOrder"):
+            pair = dict(params).get("pair")
+            if pair:
+                self.pair_rate.saturate(pair)
 
     def _orders(self, result: Mapping[str, Any], strict: bool = False) -> dict[str, SpotOrder]:
         """The order objects of a listing, by txid.

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import base64
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -21,6 +21,7 @@ import quickfix as fix
 
 from gateway.fix import messages as m
 from gateway.kraken.auth import NonceSource
+from gateway.kraken.ratelimits import RateTier
 from gateway.orders.store import OrderStore
 from gateway.risk.validation import OrderValidator
 from gateway.routing.failover import RestFallback, TransportPolicy
@@ -37,13 +38,16 @@ SECRET = base64.b64encode(b"fixgw amend test secret, long enough for HMAC-SHA512
 
 class World:
     def __init__(self, tmp: Path, max_attempts: int = 4,
-                 engine: MatchingEngine | None = None) -> None:
+                 engine: MatchingEngine | None = None,
+                 engine_tier: RateTier | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.engine = engine or MatchingEngine()
         self.server = SpotRestServer(self.engine, Accounts([ApiAccount(KEY, SECRET, "FIXGW")]))
         self.server.start()
         self.client = KrakenSpotRest(self.server.base_url, KEY, SECRET, NonceSource(),
                                      timeout_s=0.5, backoff_initial_s=0.01, backoff_max_s=0.05,
-                                     max_attempts=max_attempts)
+                                     max_attempts=max_attempts, engine_tier=engine_tier,
+                                     clock=clock)
         self.store = OrderStore(tmp / "orders.journal", fsync_interval_ms=0)
         self.router = Router(self.store, OrderValidator(lambda s: s == "BTC/USD"))
         self.sid = fix.SessionID("FIX.4.4", "FIXGW", "OMS")

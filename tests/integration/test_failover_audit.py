@@ -245,12 +245,14 @@ def test_order_held_before_start_is_queued_and_sent_once(world: World) -> None:
 def test_clordid_to_txid_memory_is_bounded(world: World,
                                            monkeypatch: pytest.MonkeyPatch) -> None:
     w = world
-    monkeypatch.setattr(type(w.client), "REMEMBERED_MAX", 3)
+    monkeypatch.setattr(w.client.pair_rate, "remembered_max", 3)
     for i in range(5):
         w.client.add_order("BTC/USD", "buy", "limit", Decimal("0.01"), Decimal("30000"),
                            cl_ord_id=f"bound-{i}")
-    assert list(w.client._clid_txid) == ["bound-2", "bound-3", "bound-4"]
-    assert len(w.client._placed) == 3
+    rate = w.client.pair_rate
+    assert list(rate._txid_of) == ["bound-2", "bound-3", "bound-4"]
+    assert list(rate._by_clid) == ["bound-2", "bound-3", "bound-4"]
+    assert len(rate._by_txid) == 3
 
 
 def _cancel(w: World, cl: str, orig: str, qty: str) -> None:
