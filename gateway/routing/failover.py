@@ -422,8 +422,8 @@ class RestFallback:
             order.order_id, order.venue_cl_ord_id)
         try:
             call(ws, order.order_id)
-        except KrakenWsRejected as exc:
-            return _refusal(exc.error, f"WS fallback: {exc.error}")
+        except KrakenWsRejected as exc:  # in the words a REST refusal has (`classify`)
+            return _refusal(exc.error, f"WS fallback: {classify(exc.error).text}")
         except KrakenWsError as exc:
             log.warning("WS %s of %s outcome unknown (%s)", what, order.oms_cl_ord_id, exc)
             return "unknown"
