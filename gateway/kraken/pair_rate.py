@@ -30,7 +30,10 @@ from typing import TypeVar
 from gateway.kraken.ratelimits import DecayingCounter, RateTier, amend_cost, cancel_cost
 from gateway.kraken.symbols import parse_spot_pair
 
-__all__ = ["PairRateModel"]
+__all__ = ["RATE_LIMITED", "PairRateModel"]
+
+#: Kraken's answer when the pair's trading counter is full (kraken-api.md §7).
+RATE_LIMITED = "EOrder:Rate limit exceeded"
 
 _V = TypeVar("_V")
 
@@ -131,9 +134,13 @@ class PairRateModel:
 
     # -- the venue's word -----------------------------------------------------------------------
 
-    def saturate(self, pair: str) -> None:
-        """The venue said the pair's counter is full while the model disagreed (traffic it
-        cannot see): fill it, so the next wait is long enough."""
+    def add_refused(self, error: str, pair: str) -> None:
+        """An order add on `pair` got Kraken's `error`. ``EOrder:Rate limit exceeded`` says the
+        pair's counter is full while the model disagreed (traffic it cannot see: FIX, another
+        process): the model is filled, so the next add waits long enough, over REST or WS
+        alike. Other errors say nothing about the counter."""
+        if not error.startswith(RATE_LIMITED):
+            return
         with self._lock:
             c = self._counter(parse_spot_pair(pair).pair)
             c.add(max(0.0, c.max - c.value()))

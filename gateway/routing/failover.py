@@ -394,6 +394,8 @@ class RestFallback:
                                time_in_force=tif.lower(), cl_ord_id=order.venue_cl_ord_id,
                                deadline=self.client.deadline_param())
         except KrakenWsRejected as exc:
+            # A full counter told over WS holds for REST too: one counter at the venue.
+            self.client.pair_rate.add_refused(exc.error, order.symbol)
             d = classify(exc.error)
             return d.ord_rej_reason, f"WS fallback: {d.text}"
         except Exception as exc:  # KrakenWsError, or anything after the request may have left

@@ -751,10 +751,10 @@ class KrakenSpotRest:
         if first.startswith("EAPI:Rate limit exceeded"):
             with self._lock:
                 self._rest.add(max(0.0, self._rest.max - self._rest.value()))
-        elif first.startswith("EOrder:Rate limit exceeded") and path.endswith("/AddOrder"):
+        elif path.endswith("/AddOrder"):
             pair = dict(params).get("pair")
             if pair:
-                self.pair_rate.saturate(pair)
+                self.pair_rate.add_refused(first, pair)
 
     def _orders(self, result: Mapping[str, Any], strict: bool = False) -> dict[str, SpotOrder]:
         """The order objects of a listing, by txid.

@@ -197,3 +197,30 @@ def test_lookup_by_clordid_teaches_the_model_the_txid(tmp_path: Path) -> None:
         assert abs(model - venue) < 0.2
     finally:
         w.close()
+
+
+def test_ws_rate_limit_refusal_fills_the_model_rest_orders_are_paced_by(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The venue refuses a WS add_order with EOrder:Rate limit exceeded (its counter filled
+    by traffic the model cannot see; the simulator's WS face keeps no counter, so it is made
+    to answer so here): the counter is one for both APIs, so the next order over REST is held
+    back locally instead of being sent to the same refusal, as after a REST refusal."""
+    w = World(tmp_path)
+    w.capture(monkeypatch)
+    face, _ws = connect_private_ws(w)
+    try:
+        async def full(params: object, reply: Callable[..., None]) -> None:
+            reply(False, error="EOrder:Rate limit exceeded")
+
+        monkeypatch.setattr(face, "_add_order", full)
+        _send_order(w, "Q1")
+        (rej,) = w.reports("Q1")
+        assert rej[150] == "8" and rej[58] == "WS fallback: venue per-pair rate limit"
+        w.fallback.prefer("rest")
+        _send_order(w, "Q2")
+        (rej,) = w.reports("Q2")
+        assert rej[150] == "8" and "per-pair rate limit (held locally" in rej[58]
+        assert w.server.request_count("/0/private/AddOrder") == 0
+    finally:
+        w.close()
+        face.stop()
