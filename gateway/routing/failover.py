@@ -129,6 +129,15 @@ def _rest_refusal(exc: KrakenRestError) -> tuple[str, str]:
     return _refusal(exc.errors[0] if exc.errors else "", f"REST fallback: {exc.decision.text}")
 
 
+def _cancel_unknown(why: object) -> tuple[str, str]:
+    """The 35=9 of a cancel that may or may not have landed (no answer after the client's
+    retries, or a failure of ours after it may have left): the OMS is answered now, in words
+    that say so, and a cancel that did land is reported (under the order's ClOrdID) by the
+    next poll."""
+    return BROKER_OPTION, (f"REST fallback: cancel outcome unknown ({why}); send it again if "
+                           "the order is not reported canceled")
+
+
 @dataclass(slots=True)
 class _Amend:
     """An AmendOrder whose answer was lost: resolved by the order's next polled state, which
@@ -500,17 +509,17 @@ class RestFallback:
         try:
             self._rest_cancel(order)
         except KrakenRestError as exc:
+            if exc.ambiguous:  # the client's last retry got no answer either
+                log.warning("REST CancelOrder of %s outcome unknown (%s)", order.oms_cl_ord_id,
+                            exc)
+                return refused(_cancel_unknown(exc))
             reason, text = _rest_refusal(exc)
             if reason == TOO_LATE and by_ws == "unknown":
                 return None  # the WS cancel landed after all: its report is on the way
             return refused((reason, text))
         except Exception as exc:
-            # As after the client's last retry of an ambiguous failure: the OMS is answered
-            # now, and a cancel that did land is reported (under the order's ClOrdID) by
-            # the next poll.
             log.exception("REST CancelOrder of %s failed unexpectedly", order.oms_cl_ord_id)
-            return refused((BROKER_OPTION, f"REST fallback: cancel outcome unknown ({exc}); "
-                            "send it again if the order is not reported canceled"))
+            return refused(_cancel_unknown(exc))
         # The poller reports the cancel (not polled here: the REST counter model may make a
         # query wait, and this is the OMS session's thread).
         self._wake.set()
