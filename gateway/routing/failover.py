@@ -853,9 +853,7 @@ class RestFallback:
         status = _WS_STATUS.get(str(item.get("order_status", "")))
         if status is None or not isinstance(txid, str):
             return
-        # By txid, or by our ClOrdID when the item beats the AddOrder answer (no txid yet).
-        order = next((o for o in self.router.store.open_orders() if o.order_id == txid
-                      or (not o.order_id and clid and o.venue_cl_ord_id == clid)), None)
+        order = self._ws_order(txid, clid)
         if order is None:
             return  # not ours, or already closed here (a poll got there first)
         try:
@@ -870,6 +868,21 @@ class RestFallback:
             log.warning("WS executions item for %s not understood: %r", txid, item)
             return
         self._emit(order, so, "ws")
+
+    def _ws_order(self, txid: str, clid: object) -> Order | None:
+        """The open order an executions item is about: by txid, or by our ClOrdID when the
+        item beats the add_order answer (no txid yet). Looked up by the item's ClOrdID in
+        the store's index, O(1); only an item that names none of our orders that way (no
+        ClOrdID on it, another desk's order) walks the open orders, under the store's lock,
+        which the OMS threads take for every order: a walk per item made each fill of the
+        feed cost O(open orders) with that lock held."""
+        store = self.router.store
+        ref = store.venue_ref(clid) if isinstance(clid, str) and clid else None
+        o = None if ref is None else store.orders.get(ref.order_key)
+        if o is not None and o.venue_cl_ord_id == clid and o.order_id in (txid, ""):
+            return o if o.is_open else None
+        return next((o for o in store.open_orders() if o.order_id == txid
+                     or (not o.order_id and clid and o.venue_cl_ord_id == clid)), None)
 
     def _ws_wanted(self) -> bool:
         return bool(self.ws_url) and self.active()
