@@ -113,6 +113,7 @@ _SIDES = {"1": "buy", "2": "sell"}
 _TIFS = {"1": "GTC", "3": "IOC", "4": "FOK"}
 BROKER_OPTION = "2"  # CxlRejReason
 TOO_LATE = "0"
+PENDING_CANCEL = "3"  # CxlRejReason: already pending cancel or replace
 
 
 def _s(d: Decimal) -> str:
@@ -485,13 +486,20 @@ class RestFallback:
 
         A refusal is journaled with its answer (an OMS cancel's: the router sends it next), so
         an OMS resend of the request after a kill -9 in between is answered again (see
-        `Router._refused_before`)."""
+        `Router._refused_before`).
+
+        One answer per request: while an earlier cancel of the order (the OMS's, or one of a
+        mass cancel) has no answer, another is refused (CxlRejReason 3, pending cancel) and
+        not sent. It used to take the earlier one's place, which then never got an answer
+        (the order's Canceled went out under the later one, or unsolicited)."""
         store = self.router.store
         vid = store.venue_ids.next()
+        mine = _Cancel(order, vid, oms_cl, kind)
 
         def refused(answer: tuple[str, str]) -> tuple[str, str]:
             with self._lock:
-                self._cancels.pop(order.venue_cl_ord_id, None)
+                if self._cancels.get(order.venue_cl_ord_id) is mine:
+                    del self._cancels[order.venue_cl_ord_id]
             store.mark_answered(vid, answer if kind == "cancel" else None)
             return answer
 
@@ -499,7 +507,11 @@ class RestFallback:
                           self._details(order, None, None))
         self.router.maybe_crash("request_journaled", kind)
         with self._lock:
-            self._cancels[order.venue_cl_ord_id] = _Cancel(order, vid, oms_cl, kind)
+            earlier = self._cancels.setdefault(order.venue_cl_ord_id, mine)
+        if earlier is not mine:
+            return refused((PENDING_CANCEL, f"REST fallback: an earlier cancel of this order "
+                            f"({earlier.oms_cl}) has no answer yet; the order's Canceled, or "
+                            "a reject of that cancel, follows"))
         by_ws = self._cancel_ws(order)
         if by_ws is None:
             self._wake.set()
