@@ -154,6 +154,7 @@ class _Amend:
     # Monotonic: a state asked for after this that shows the old figures means it never
     # landed. Set when the call returned (its retries each set a later deadline).
     give_up_at: float = 0.0
+    path: str = "REST"    # the API it went over ("REST" | "WS"), for the OMS's Text and logs
 
 
 @dataclass(slots=True)
@@ -509,7 +510,7 @@ class RestFallback:
         with self._lock:
             earlier = self._cancels.setdefault(order.venue_cl_ord_id, mine)
         if earlier is not mine:
-            return refused((PENDING_CANCEL, f"REST fallback: an earlier cancel of this order "
+            return refused((PENDING_CANCEL, f"REST/WS fallback: an earlier cancel of this order "
                             f"({earlier.oms_cl}) has no answer yet; the order's Canceled, or "
                             "a reject of that cancel, follows"))
         by_ws = self._cancel_ws(order)
@@ -592,6 +593,7 @@ class RestFallback:
         if outcome == "unknown":
             log.warning("the order's next polled state tells whether the amend of %s landed",
                         order.oms_cl_ord_id)
+            amend.path = path
             # From now, as for an order (`_look_up_later`): the request sent last, by this
             # call's last retry, has its deadline at most one deadline from now.
             amend.give_up_at = time.monotonic() + self.request_deadline_s
@@ -644,20 +646,20 @@ class RestFallback:
             return
         landed = so.volume == a.qty and (a.price is None or so.price == a.price)
         if landed:
-            log.info("REST amend of %s found applied at the venue", order.oms_cl_ord_id)
+            log.info("%s amend of %s found applied at the venue", a.path, order.oms_cl_ord_id)
             with self._lock:
                 self._amends.pop(so.txid, None)
             self._emit_replaced(order, a, via)
         elif (asked_at is not None and asked_at >= a.give_up_at) or not so.is_open:
             with self._lock:
                 self._amends.pop(so.txid, None)
-            log.warning("REST amend of %s did not take effect; replace %s rejected",
+            log.warning("%s amend of %s did not take effect; replace %s rejected", a.path,
                         order.oms_cl_ord_id, a.oms_cl)
+            text = (f"{a.path} fallback: the replace did not reach the venue" if so.is_open
+                    else "too late: order already closed")
             # Journaled as answered with the 35=9, then sent (see `Router.cancel_reject_for`).
             self.router.cancel_reject_for(order, a.vid, a.oms_cl, "2",
-                                          BROKER_OPTION if so.is_open else TOO_LATE,
-                                          "REST fallback: the replace did not reach the venue"
-                                          if so.is_open else "too late: order already closed")
+                                          BROKER_OPTION if so.is_open else TOO_LATE, text)
 
     # ---- held orders (no transport up yet) -----------------------------------------------------
     # `should_hold`, `hold` and `unhold` run on OMS session threads, `release_held` on the
@@ -1012,7 +1014,8 @@ class RestFallback:
                 f = self._fields(order, "NONE", "8", "8", Decimal(0), Decimal(0),
                                  f"R{clid}-rejected")
                 f["103"] = "99"
-                f["58"] = "REST fallback: the order did not reach the venue"
+                f["58"] = (f"{'WS' if order.transport == 'ws' else 'REST'} fallback: the "
+                           "order did not reach the venue")
                 self.router.on_venue_report(f, "rest")
         return ok
 
@@ -1108,7 +1111,7 @@ class RestFallback:
                 elif ref.kind == "amend" and order.order_id and req.qty is not None:
                     self._amends[order.order_id] = _Amend(
                         order, vid, ref.oms_cl_ord_id, order.venue_cl_ord_id, req.qty,
-                        req.price, give_up_at)
+                        req.price, give_up_at, req.transport.upper())
                 else:
                     continue
             log.warning("%s %s of order %s (%s) journaled before the restart has no answer: "
