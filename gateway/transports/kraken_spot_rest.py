@@ -461,9 +461,11 @@ class KrakenSpotRest:
         return None
 
     def _found(self, order: SpotOrder, cl_ord_id: str) -> SpotOrder:
-        """An order of ours found by ClOrdID (its acknowledgement lost, over REST or WS): the
-        rate model learns its txid, so its cancel or amend is charged by age."""
-        self.pair_rate.learn(order.txid, cl_ord_id)
+        """An order of ours found by ClOrdID (its acknowledgement lost, over REST or WS, or
+        placed before a restart): the rate model learns its txid, so its cancel or amend is
+        charged by age (from now if the model had not seen it charged: an estimate that errs
+        high, where not knowing it charged nothing)."""
+        self.pair_rate.learn(order.txid, cl_ord_id, order.pair)
         return order
 
     def add_order(

@@ -16,9 +16,13 @@ from pathlib import Path
 
 import pytest
 
+from gateway.kraken.auth import NonceSource
 from gateway.kraken.ratelimits import RateTier
+from gateway.transports.kraken_spot_rest import KrakenSpotRest
 from gateway.venue_sim.engine import Side
 from tests.integration.test_failover_amend import (
+    KEY,
+    SECRET,
     World,
     _amend,
     _place,
@@ -224,3 +228,23 @@ def test_ws_rate_limit_refusal_fills_the_model_rest_orders_are_paced_by(
     finally:
         w.close()
         face.stop()
+
+
+def test_order_found_after_a_restart_is_charged_when_canceled(tmp_path: Path) -> None:
+    """A client that never saw an order charged (a restart: its model is new) and finds it by
+    ClOrdID, as the fallback looks up the orders left unanswered, charges its cancel too."""
+    w = World(tmp_path)
+    try:
+        w.client.add_order("BTC/USD", "buy", "limit", Decimal("0.01"), Decimal("30000"),
+                           cl_ord_id="before-restart")
+        c = KrakenSpotRest(w.server.base_url, KEY, SECRET, NonceSource())
+        found = c.find_order("before-restart")
+        assert found is not None
+        assert c.pair_rate.txid_of("before-restart") == found.txid
+        model, venue = c.pair_counter("BTC/USD"), _venue(w)
+        assert c.cancel_order(txid=found.txid) == 1
+        model, venue = c.pair_counter("BTC/USD") - model, _venue(w) - venue
+        assert 7.5 < venue <= 8.0
+        assert abs(model - venue) < 0.2
+    finally:
+        w.close()
