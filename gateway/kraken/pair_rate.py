@@ -3,10 +3,11 @@ for every API the key trades through.
 
 Kraken keeps one matching-engine counter per account and pair, whatever the API: an AddOrder
 over REST and an ``add_order`` over WebSocket fill the same counter, and a cancel or amend costs
-by the age of the order whichever API placed it and whichever cancels it. A model per transport
-let a burst split between WS and REST through at twice the venue's rate, and charged a cancel
-of a WS-placed order nothing (the REST side had never heard of the order). So the REST client
-owns one model and the WS order paths charge it too (``gateway.routing.failover``).
+by the age of the order whichever API placed it and whichever cancels it. A model that only
+REST's own cancels and amends were charged to let a burst split between WS and REST through
+faster than the venue takes it, and charged a cancel of a WS-placed order nothing (the REST side
+had never heard of the order). So the REST client owns one model and the WS order paths charge
+it too (``gateway.routing.failover``).
 
 An order's age is counted from when the model learned its txid (the venue's acknowledgement,
 over REST or WS; failing that its ``executions`` item or a lookup by ClOrdID): a little later
