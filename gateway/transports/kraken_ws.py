@@ -13,7 +13,11 @@ Why it looks the way it does (kraken-api.md section 4):
   float has already lost the digits the CRC covers.
 * Kraken sends a heartbeat about every second and recommends reconnecting after 5 s of silence;
   the deadline is a constructor argument so tests can use a shorter one. Reconnects back off
-  exponentially (reset once a connection delivered data) so a dead venue is not hammered.
+  exponentially so a dead venue is not hammered, reset only by a connection that delivered data
+  *and* outlived that deadline: a venue that acknowledges a subscription and drops the socket
+  at once reconnected every ~0.2 s for as long as it did so, and each private connection costs
+  a REST ``GetWebSocketsToken`` call, which filled the REST counter the order lookups and the
+  reconciliation before failback wait on.
 * An endpoint that stays unreachable is one outage in the log, not a warning per attempt
   (every <=10 s, for as long as it lasts): one warning with the error, reminders of how long
   on the market-data ``Episode`` schedule (after a minute, then doubling up to 15 min), one
@@ -288,6 +292,7 @@ class _Connector(LoopThread):
         self._req_ids = itertools.count(1)
         self._connected = threading.Event()
         self.failed_attempts = 0  #: connection attempts (or connections) that failed
+        self.backoff_s = backoff_initial  #: the wait before the next reconnect (before jitter)
         # The outage in progress (None: connected, or not tried yet), its failed attempts,
         # and when the last connection ended (see _attempt_failed).
         self._outage: Episode | None = None
@@ -363,15 +368,17 @@ class _Connector(LoopThread):
         """Hook: the connection is gone (fail waiters, mark books stale)."""
 
     async def _main(self) -> None:
-        delay = self.backoff_initial
+        self.backoff_s = self.backoff_initial
         while not self._stopping:
             healthy = False
+            opened: float | None = None
             try:
                 async with connect(self.url, open_timeout=self.open_timeout,
                                    max_size=2**24) as ws:
                     self._ws = ws
                     self.connects += 1
                     await self._on_open(ws)
+                    opened = self._clock()
                     self._connected.set()
                     self._connected_again()
                     # Not `while True`: on Python 3.11 wait_for can swallow stop()'s cancel
@@ -411,10 +418,11 @@ class _Connector(LoopThread):
                 self._drop_reason = "disconnected"
             if self._stopping:
                 break
-            if healthy:
-                delay = self.backoff_initial
-            await asyncio.sleep(delay * (0.8 + 0.4 * random.random()))
-            delay = min(self.backoff_max, delay * 2)
+            if (healthy and opened is not None
+                    and self._clock() - opened >= self.heartbeat_timeout):
+                self.backoff_s = self.backoff_initial  # a connection that lasted: start over
+            await asyncio.sleep(self.backoff_s * (0.8 + 0.4 * random.random()))
+            self.backoff_s = min(self.backoff_max, self.backoff_s * 2)
 
 
 # --------------------------------------------------------------------------------------------
