@@ -16,6 +16,7 @@ import time
 import warnings
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -177,6 +178,44 @@ class SimProcess:
 # often a first start retries with new ports (see GatewayProcess._repick_ports).
 _PORT_TAKEN = re.compile(r"cannot listen on|cannot bind")
 _PORT_RACE_ATTEMPTS = 3
+
+
+@dataclass(frozen=True)
+class RunPorts:
+    """The ports a `fixgw run` of a test listens on (the embedded venue picks its own)."""
+
+    oms: int
+    grpc: int
+    admin: int
+
+
+def start_fixgw_run(args: Callable[[RunPorts], list[str]], *, oms_port: int | None = None,
+                    new_session: bool = False,
+                    ) -> tuple[subprocess.Popen[bytes], Lines, Lines, RunPorts]:
+    """`fixgw run ARGS(ports)` as ops start it, once it says it is ready: (process, stdout,
+    stderr, ports). A port `free_port` handed out and another test's process bound first
+    makes it exit 2 naming the listener: it is started again on new ports (the OMS's too,
+    unless the test chose it), as `GatewayProcess` does. `new_session`: its own process group,
+    as a terminal's job."""
+    for attempt in range(1, _PORT_RACE_ATTEMPTS + 1):
+        ports = RunPorts(oms_port or free_port(), free_port(), free_port())
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "gateway.cli.main", "run", *args(ports)],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=REPO,
+            start_new_session=new_session)
+        _STARTED.append(proc)
+        out, err = Lines(proc.stdout), Lines(proc.stderr)
+        try:
+            out.wait_for(r"fixgw ready", timeout=30, alive=lambda p=proc: p.poll() is None)
+            return proc, out, err, ports
+        except (TimeoutError, RuntimeError) as exc:
+            if proc.poll() is None:
+                proc.kill()
+            proc.wait(10)
+            err.wait_closed(5)  # everything it said before it exited
+            if attempt == _PORT_RACE_ATTEMPTS or not _PORT_TAKEN.search(err.text()):
+                raise TimeoutError(f"{exc}\n--- fixgw run stderr ---\n{err.text()}") from None
+    raise AssertionError("unreachable")
 
 
 class GatewayProcess:

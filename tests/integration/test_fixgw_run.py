@@ -16,18 +16,15 @@ import pytest
 
 from gateway.version import version_line
 from tests.conftest import Oms, make_client
-from tests.procs import REPO, Lines, free_port
+from tests.procs import REPO, free_port, start_fixgw_run
 
 
 def test_run_embedded_venue_then_oms_order_then_sigterm(tmp_path: Path) -> None:
-    oms_port = free_port()
     data = tmp_path / "var"
-    grpc_port, admin_port = free_port(), free_port()
-    gw = subprocess.Popen([sys.executable, "-m", "gateway.cli.main", "run", "--oms-port",
-                           str(oms_port), "--data-dir", str(data), "--grpc-port", str(grpc_port),
-                           "--admin-port", str(admin_port), "--metrics-port", "0"],
-                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=REPO)
-    out, err = Lines(gw.stdout), Lines(gw.stderr)
+    gw, out, err, ports = start_fixgw_run(lambda p: [
+        "--oms-port", str(p.oms), "--data-dir", str(data), "--grpc-port", str(p.grpc),
+        "--admin-port", str(p.admin), "--metrics-port", "0"])
+    oms_port, grpc_port, admin_port = ports.oms, ports.grpc, ports.admin
     try:
         ready = out.wait_for(r"fixgw ready: admin=127\.0\.0\.1:\d+, oms=127\.0\.0\.1:(\d+), "
                              r"venue_trading=127\.0\.0\.1:"
@@ -105,13 +102,10 @@ def test_run_with_an_accounts_file_lets_a_bot_trade_with_the_oms_on_the_embedded
     cfg = tmp_path / "gw.toml"
     accounts = _accounts_file(tmp_path, secret)
     cfg.write_text(f'[simulator]\nflow_rate_hz = 0\naccounts_file = "{accounts}"\n')
-    oms_port = free_port()
-    gw = subprocess.Popen([sys.executable, "-m", "gateway.cli.main", "run", "--config", str(cfg),
-                           "--oms-port", str(oms_port), "--data-dir", str(tmp_path / "var"),
-                           "--grpc-port", str(free_port()), "--admin-port", str(free_port()),
-                           "--metrics-port", "0"],
-                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=REPO)
-    err = Lines(gw.stderr)
+    gw, _out, err, ports = start_fixgw_run(lambda p: [
+        "--config", str(cfg), "--oms-port", str(p.oms), "--data-dir", str(tmp_path / "var"),
+        "--grpc-port", str(p.grpc), "--admin-port", str(p.admin), "--metrics-port", "0"])
+    oms_port = ports.oms
     oms = None
     try:
         port = err.wait_for(r"embedded UAT venue: .* spot REST http://127\.0\.0\.1:(\d+)", 30)[1]
@@ -189,22 +183,18 @@ def test_terminal_signal_logs_out_before_the_embedded_venue_stops(
     their stopping to `fixgw run`, which logs its sessions out first and only then stops the
     venue, so the shutdown is the gateway's, not a venue outage (no connection refused from
     the venue's REST or WebSocket faces), and no event is lost."""
-    gw = subprocess.Popen([sys.executable, "-m", "gateway.cli.main", "run", "--oms-port",
-                           str(free_port()), "--data-dir", str(tmp_path / "var"),
-                           "--grpc-port", str(free_port()), "--admin-port", str(free_port()),
-                           "--metrics-port", "0"],
-                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=REPO,
-                          start_new_session=True)  # its own group, as a terminal's job
-    err = Lines(gw.stderr)
-    Lines(gw.stdout)  # drained, so a full pipe never blocks it
+    gw, _out, err, _ports = start_fixgw_run(lambda p: [
+        "--oms-port", str(p.oms), "--data-dir", str(tmp_path / "var"), "--grpc-port",
+        str(p.grpc), "--admin-port", str(p.admin), "--metrics-port", "0"],
+        new_session=True)  # its own group, as a terminal's job
     try:
         err.wait_for(r"session FIXGW->KRAKEN-TRD \(venue\): \S+ -> logged_on", 30)
         err.wait_for(r"session FIXGW->KRAKEN-MD \(venue\): \S+ -> logged_on", 20)
     finally:
         os.killpg(gw.pid, sig)
         code = gw.wait(timeout=30)
-    assert code == 0
     log = err.text()
+    assert code == 0, log[-4000:]
     stopped = log.index("gateway stopped: sessions logged out, stores flushed")
     assert log.index(f"received {sig.name}: logging out sessions") < stopped
     assert "session FIXGW->KRAKEN-TRD (venue): logged_on -> logged_out" in log[:stopped]

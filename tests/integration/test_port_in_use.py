@@ -6,6 +6,7 @@ acceptor's QuickFIX error did until the twenty-second)."""
 
 from __future__ import annotations
 
+import signal
 import socket
 import subprocess
 import sys
@@ -70,3 +71,25 @@ def test_the_harness_starts_a_gateway_again_when_a_port_it_picked_was_taken(
                 gw.stop()
     finally:
         sim.stop()
+
+
+def test_a_fixgw_run_of_a_test_is_started_again_when_a_port_it_picked_was_taken(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The same for the tests that start `fixgw run` with its embedded venue themselves
+    (`start_fixgw_run`): a run that exited 2 on a taken port was a failed test (a SIGTERM
+    test's gateway exited 2 right after its venue logons in a full-suite run)."""
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        taken = busy.getsockname()[1]
+        picks = iter([taken])  # the OMS port: the first the helper picks
+        real = procs.free_port
+        monkeypatch.setattr(procs, "free_port", lambda: next(picks, None) or real())
+        proc, _out, err, ports = procs.start_fixgw_run(lambda p: [
+            "--oms-port", str(p.oms), "--data-dir", str(tmp_path / "var"), "--grpc-port",
+            str(p.grpc), "--admin-port", str(p.admin), "--metrics-port", "0"])
+        try:
+            assert ports.oms != taken and proc.poll() is None
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(30) == 0, err.tail()
