@@ -386,9 +386,11 @@ class RestFallback:
 
     def _place_ws(self, order: Order, side: str, ord_type: str, tif: str,
                   sent_at: Decimal) -> Fields | tuple[str, str] | None:
-        """AddOrder over the private WebSocket under our venue ClOrdID. A refusal is a reject;
-        anything else after the request may have left (timeout, connection lost) is an unknown
-        outcome, settled by looking the ClOrdID up over REST, never by sending it again."""
+        """AddOrder over the private WebSocket under our venue ClOrdID. A refusal is a reject,
+        unless its error is one that may answer a placed order (internal error, busy: Kraken's
+        retryable ones); that and anything else after the request may have left (timeout,
+        connection lost) is an unknown outcome, settled by looking the ClOrdID up over REST,
+        never by sending it again."""
         ws = self.ws
         if ws is None or not ws.connected:
             # Nothing was sent: REST is the next path in the policy (same ClOrdID).
@@ -408,6 +410,12 @@ class RestFallback:
             # A full counter told over WS holds for REST too: one counter at the venue.
             self.client.pair_rate.add_refused(exc.error, order.symbol)
             d = classify(exc.error)
+            if d.retry:
+                # An error that may answer an order the venue did place (EGeneral:Internal
+                # error, EService:Busy...): as over REST, looked up, never taken for a
+                # reject of what may be a live order.
+                self._unknown_outcome(order, sent_at, "WS add_order", exc.error)
+                return None
             return d.ord_rej_reason, f"WS fallback: {d.text}"
         except Exception as exc:  # KrakenWsError, or anything after the request may have left
             self._unknown_outcome(order, sent_at, "WS add_order", exc)

@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable, Iterator
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import pytest
 from websockets.exceptions import ConnectionClosedError
@@ -80,3 +81,27 @@ def test_ws_replace_that_never_landed_is_rejected_as_a_ws_replace(
     assert rej[58] == "WS fallback: the replace did not reach the venue"
     o = w.store.find("FIXGW->OMS", "A1")
     assert o is not None and o.qty == Decimal("0.02")
+
+
+def test_ws_order_the_venue_placed_but_answered_with_an_internal_error_is_looked_up(
+        faced: tuple[World, SpotWsServer], monkeypatch: pytest.MonkeyPatch) -> None:
+    """`EGeneral:Internal error` (or Busy) may answer an add_order the venue did place: an
+    unknown outcome, settled by looking the ClOrdID up, not a reject of a live order."""
+    w, face = faced
+    real = face._add_order
+
+    async def placed_then_error(params: Any, reply: Callable[..., None]) -> None:
+        def internal_error(*_: object, **__: object) -> None:
+            reply(False, error="EGeneral:Internal error")
+        await real(params, internal_error)
+
+    monkeypatch.setattr(face, "_add_order", placed_then_error)
+    _send_order(w, "I1")
+    time.sleep(0.35)  # past the request's deadline
+    w.fallback.poll()
+    reports = w.reports("I1")  # the executions feed's New, or the lookup's: never a reject
+    assert [r[150] for r in reports] == ["0"], reports
+    order = w.store.find("FIXGW->OMS", "I1")
+    assert order is not None and order.is_open
+    (live,) = w.engine.open_orders("FIXGW")  # placed once, never sent again
+    assert live.cl_ord_id == order.venue_cl_ord_id and live.order_id == order.order_id
