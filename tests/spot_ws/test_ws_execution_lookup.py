@@ -10,27 +10,13 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
 from decimal import Decimal
-from pathlib import Path
 
 import pytest
 
 from gateway.orders.model import Order
 from gateway.venue_sim.engine import Side
-from tests.integration.test_failover_amend import World, _place, connect_private_ws
-
-
-@pytest.fixture
-def world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[World]:
-    w = World(tmp_path)
-    w.capture(monkeypatch)
-    server, _ws = connect_private_ws(w)
-    try:
-        yield w
-    finally:
-        w.close()
-        server.stop()
+from tests.integration.test_failover_amend import World, _place
 
 
 def test_fills_from_the_feed_do_not_walk_the_open_orders(world: World,

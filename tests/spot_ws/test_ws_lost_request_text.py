@@ -23,22 +23,16 @@ from tests.integration.test_failover_amend import (
     _amend,
     _place,
     _send_order,
-    connect_private_ws,
 )
+from tests.spot_ws.conftest import ws_world
 
 
 @pytest.fixture
 def faced(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
           ) -> Iterator[tuple[World, SpotWsServer]]:
-    w = World(tmp_path)
-    w.capture(monkeypatch)
-    face, _ws = connect_private_ws(w)
-    w.fallback.request_deadline_s = 0.3
-    try:
+    with ws_world(tmp_path, monkeypatch) as (w, face):
+        w.fallback.request_deadline_s = 0.3
         yield w, face
-    finally:
-        w.close()
-        face.stop()
 
 
 def test_ws_order_that_never_left_is_rejected_as_a_ws_order(

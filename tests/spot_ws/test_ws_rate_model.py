@@ -27,8 +27,8 @@ from tests.integration.test_failover_amend import (
     _amend,
     _place,
     _send_order,
-    connect_private_ws,
 )
+from tests.spot_ws.conftest import ws_world
 
 #: A slow decay, so a counter read a few seconds later is still what was charged (to ~0.1).
 SLOW = Decimal("0.01")
@@ -44,18 +44,6 @@ class _Clock:
         return time.monotonic() + self.ahead
 
 
-def _ws_world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-              **kw: object) -> Iterator[World]:
-    w = World(tmp_path, **kw)  # type: ignore[arg-type]
-    w.capture(monkeypatch)
-    server, _ws = connect_private_ws(w)
-    try:
-        yield w
-    finally:
-        w.close()
-        server.stop()
-
-
 @pytest.fixture
 def clock() -> _Clock:
     return _Clock()
@@ -64,14 +52,16 @@ def clock() -> _Clock:
 @pytest.fixture
 def small(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, clock: _Clock) -> Iterator[World]:
     """Failed over with the private WebSocket connected; a per-pair ceiling of 12."""
-    yield from _ws_world(tmp_path, monkeypatch, engine_tier=RateTier(Decimal(12), SLOW),
-                         clock=clock)
+    with ws_world(tmp_path, monkeypatch, engine_tier=RateTier(Decimal(12), SLOW),
+                  clock=clock) as (w, _face):
+        yield w
 
 
 @pytest.fixture
 def starter(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[World]:
     """Failed over with the private WebSocket connected; the simulator's tier (starter)."""
-    yield from _ws_world(tmp_path, monkeypatch)
+    with ws_world(tmp_path, monkeypatch) as (w, _face):
+        yield w
 
 
 def _cancel(w: World, cl: str, orig: str) -> None:
@@ -209,10 +199,7 @@ def test_ws_rate_limit_refusal_fills_the_model_rest_orders_are_paced_by(
     by traffic the model cannot see; the simulator's WS face keeps no counter, so it is made
     to answer so here): the counter is one for both APIs, so the next order over REST is held
     back locally instead of being sent to the same refusal, as after a REST refusal."""
-    w = World(tmp_path)
-    w.capture(monkeypatch)
-    face, _ws = connect_private_ws(w)
-    try:
+    with ws_world(tmp_path, monkeypatch) as (w, face):
         async def full(params: object, reply: Callable[..., None]) -> None:
             reply(False, error="EOrder:Rate limit exceeded")
 
@@ -225,9 +212,6 @@ def test_ws_rate_limit_refusal_fills_the_model_rest_orders_are_paced_by(
         (rej,) = w.reports("Q2")
         assert rej[150] == "8" and "per-pair rate limit (held locally" in rej[58]
         assert w.server.request_count("/0/private/AddOrder") == 0
-    finally:
-        w.close()
-        face.stop()
 
 
 def test_order_found_after_a_restart_is_charged_when_canceled(tmp_path: Path) -> None:

@@ -8,26 +8,10 @@ over one matching engine on loopback (only the OMS FIX session is replaced by a 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from decimal import Decimal
-from pathlib import Path
-
-import pytest
 
 from gateway.venue_sim.engine import Side
-from tests.integration.test_failover_amend import World, _amend, _place, connect_private_ws
-
-
-@pytest.fixture
-def world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[World]:
-    w = World(tmp_path)
-    w.capture(monkeypatch)
-    server, _ws = connect_private_ws(w)
-    try:
-        yield w
-    finally:
-        w.close()
-        server.stop()
+from tests.integration.test_failover_amend import World, _amend, _place
 
 
 def _refusal(w: World, cl: str) -> dict[int, str]:
