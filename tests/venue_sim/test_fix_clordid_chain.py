@@ -6,15 +6,10 @@ loopback, with a raw FIX client, so the wire is what is checked."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from decimal import Decimal
-from pathlib import Path
 
-import pytest
-
-from gateway.config.model import ScheduleConfig
 from gateway.venue_sim.accounts import ApiAccount
-from gateway.venue_sim.server import SimOptions, VenueSimulator
+from gateway.venue_sim.server import VenueSimulator
 from tests.fix_session.rawclient import RawFixClient, fields_of
 from tests.venue_sim.sim_rest import private_call
 from tests.venue_sim.test_fix_face_fidelity import (
@@ -27,17 +22,6 @@ from tests.venue_sim.test_fix_face_fidelity import (
 )
 
 _T = (60, "20260101-00:00:00.000")
-
-
-@pytest.fixture
-def venue(tmp_path: Path) -> Iterator[VenueSimulator]:
-    s = VenueSimulator(SimOptions(data_dir=tmp_path / "sim", flow_rate_hz=0, seed_books=False,
-                                  schedule=ScheduleConfig(mode="non-stop")))
-    s.start()
-    try:
-        yield s
-    finally:
-        s.stop()
 
 
 def _status(c: RawFixClient, cl: str) -> dict[int, str]:

@@ -8,17 +8,15 @@ from __future__ import annotations
 import base64
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from decimal import Decimal
-from pathlib import Path
 
 import pytest
 
-from gateway.config.model import ScheduleConfig
 from gateway.venue_sim import engine as e
 from gateway.venue_sim.accounts import Accounts, ApiAccount
 from gateway.venue_sim.fix_face import MD_COMP_ID, TRADING_COMP_ID
-from gateway.venue_sim.server import SimOptions, VenueSimulator
+from gateway.venue_sim.server import VenueSimulator
 from gateway.venue_sim.spot_rest import SpotRestServer
 from tests.fix_session.rawclient import RawFixClient, fields_of
 from tests.venue_sim.sim_rest import private_call
@@ -30,14 +28,8 @@ REST_SECRET = base64.b64encode(b"fix face fidelity test secret, 40 bytes!").deco
 
 
 @pytest.fixture
-def sim(tmp_path: Path) -> Iterator[VenueSimulator]:
-    s = VenueSimulator(SimOptions(data_dir=tmp_path / "sim", flow_rate_hz=0, seed_books=False,
-                                  schedule=ScheduleConfig(mode="non-stop")))
-    s.start()
-    try:
-        yield s
-    finally:
-        s.stop()
+def sim(venue: VenueSimulator) -> VenueSimulator:
+    return venue  # tests/venue_sim/conftest.py
 
 
 def trading_client(sim: VenueSimulator, extra: list[tuple[int, str]] | None = None,

@@ -8,18 +8,15 @@ now marked as made up (`is_made_up_cl_ord_id`) and shown to no client."""
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
 from decimal import Decimal
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from gateway.config.model import ScheduleConfig
 from gateway.transports.kraken_ws import KrakenWsPrivate, KrakenWsRejected
 from gateway.venue_sim import engine as e
 from gateway.venue_sim.accounts import ApiAccount
-from gateway.venue_sim.server import SimOptions, VenueSimulator
+from gateway.venue_sim.server import VenueSimulator
 from tests.fix_session.rawclient import fields_of
 from tests.venue_sim.sim_rest import private_call
 from tests.venue_sim.test_fix_face_fidelity import (
@@ -32,17 +29,6 @@ from tests.venue_sim.test_fix_face_fidelity import (
 )
 
 D = Decimal
-
-
-@pytest.fixture
-def venue(tmp_path: Path) -> Iterator[VenueSimulator]:
-    s = VenueSimulator(SimOptions(data_dir=tmp_path / "sim", flow_rate_hz=0, seed_books=False,
-                                  schedule=ScheduleConfig(mode="non-stop")))
-    s.start()
-    try:
-        yield s
-    finally:
-        s.stop()
 
 
 class _Ws:
