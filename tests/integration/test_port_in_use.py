@@ -10,6 +10,8 @@ import signal
 import socket
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -49,6 +51,20 @@ def test_a_taken_port_stops_the_start_in_one_line(tmp_path: Path, case: str) -> 
     assert "Traceback" not in r.stderr and "fixgw ready" not in r.stdout
 
 
+@contextmanager
+def _first_pick_taken(monkeypatch: pytest.MonkeyPatch) -> Iterator[int]:
+    """The first port the harness's `free_port` hands out (the OMS's) is one a listener of
+    ours holds, as another test's process would have bound it first; yields that port."""
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        taken = busy.getsockname()[1]
+        picks = iter([taken])
+        real = procs.free_port
+        monkeypatch.setattr(procs, "free_port", lambda: next(picks, None) or real())
+        yield taken
+
+
 def test_the_harness_starts_a_gateway_again_when_a_port_it_picked_was_taken(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """`free_port` only finds a port free: a process of a test running in parallel may bind it
@@ -57,13 +73,7 @@ def test_the_harness_starts_a_gateway_again_when_a_port_it_picked_was_taken(
     creds = procs.Credentials()
     sim = procs.SimProcess(tmp_path / "sim", creds)
     try:
-        with socket.socket() as busy:
-            busy.bind(("127.0.0.1", 0))
-            busy.listen()
-            taken = busy.getsockname()[1]
-            picks = iter([taken])  # the OMS port: the first the harness picks
-            real = procs.free_port
-            monkeypatch.setattr(procs, "free_port", lambda: next(picks, None) or real())
+        with _first_pick_taken(monkeypatch) as taken:
             gw = procs.GatewayProcess(tmp_path / "gw", sim, creds)  # TimeoutError without
             try:
                 assert gw.oms_port != taken and gw.proc is not None and gw.proc.poll() is None
@@ -76,15 +86,10 @@ def test_the_harness_starts_a_gateway_again_when_a_port_it_picked_was_taken(
 def test_a_fixgw_run_of_a_test_is_started_again_when_a_port_it_picked_was_taken(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The same for the tests that start `fixgw run` with its embedded venue themselves
-    (`start_fixgw_run`): a run that exited 2 on a taken port was a failed test (a SIGTERM
-    test's gateway exited 2 right after its venue logons in a full-suite run)."""
-    with socket.socket() as busy:
-        busy.bind(("127.0.0.1", 0))
-        busy.listen()
-        taken = busy.getsockname()[1]
-        picks = iter([taken])  # the OMS port: the first the helper picks
-        real = procs.free_port
-        monkeypatch.setattr(procs, "free_port", lambda: next(picks, None) or real())
+    (`start_fixgw_run`): a run that exited 2 on a taken port was a failed test (the likely
+    cause of a SIGTERM test's gateway exiting 2 right after its venue logons in a full-suite
+    run)."""
+    with _first_pick_taken(monkeypatch) as taken:
         proc, _out, err, ports = procs.start_fixgw_run(lambda p: [
             "--oms-port", str(p.oms), "--data-dir", str(tmp_path / "var"), "--grpc-port",
             str(p.grpc), "--admin-port", str(p.admin), "--metrics-port", "0"])
