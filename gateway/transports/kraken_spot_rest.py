@@ -8,9 +8,8 @@ order. Hence:
   venue. The client retries ``add_order`` only when a ``cl_ord_id`` was given, and only after
   looking it up (``OpenOrders`` then ``ClosedOrders`` filtered on that ``cl_ord_id``): if found,
   that order is the answer (``recovered=True``); only if the venue does not know it is the order
-  sent again. The last attempt is looked up too, so an answer such as ``EGeneral:Internal
-  error`` for an order the venue did place is never passed on as a reject. Without a
-  ``cl_ord_id`` there is no safe lookup, so the error is raised and the caller reconciles.
+  sent again. Without a ``cl_ord_id`` there is no safe lookup, so the error is raised and the
+  caller reconciles.
 * **Retries only where idempotent.** Queries (``OpenOrders``, ``QueryOrders``...) retry with
   tenacity (exponential backoff + jitter) on retryable errors; ``CancelOrder`` retries too
   (cancelling twice is harmless: the second answers ``EOrder:Unknown order``, which after a retry
@@ -526,14 +525,10 @@ class KrakenSpotRest:
                         raise
                     attempt -= 1
                     continue
-                if not exc.retryable or cl_ord_id is None:
+                if not exc.retryable or cl_ord_id is None or attempt >= self._max_attempts:
                     raise
-                # The last attempt is looked up too: an answer such as EGeneral:Internal
-                # error may come for an order the venue placed, and raised as it was, it
-                # became a clean reject while the order was live at the venue.
-                last = attempt >= self._max_attempts
-                log.warning("AddOrder %s failed (%s); looking it up %s", cl_ord_id, exc,
-                            "before answering" if last else "before any resend")
+                log.warning("AddOrder %s failed (%s); looking it up before any resend",
+                            cl_ord_id, exc)
                 self._sleep(self._backoff(attempt))
                 if deadline is not None:
                     # Past the deadline the venue can no longer accept that request, so a
@@ -552,8 +547,6 @@ class KrakenSpotRest:
                     self.pair_rate.learn(found.txid, cl_ord_id, canonical.pair)
                     descr = _descr_from_order(found)
                     return AddOrderResult(found.txid, descr, recovered=True)
-                if last:
-                    raise exc  # not at the venue: its answer stands
                 log.info("AddOrder %s not at the venue; sending again", cl_ord_id)
                 self._charge_add(canonical.pair, cl_ord_id)  # the venue charges every arrival
                 continue

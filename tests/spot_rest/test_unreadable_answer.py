@@ -78,38 +78,3 @@ def test_add_order_unreadable_200_is_looked_up_not_rejected(stub: _Scripted) -> 
     assert res.txid == "OABCDE-FGHIJ-KLMNOP"
     assert stub.paths == ["/0/private/AddOrder", "/0/private/OpenOrders",
                           "/0/private/ClosedOrders", "/0/private/AddOrder"]
-
-
-_PLACED = (b'{"error":[],"result":{"open":{"OQCLML-BW3P3-BUCMWZ":{"status":"open",'
-           b'"cl_ord_id":"u3","opentm":1700000000.1,"vol":"1","vol_exec":"0","price":"0",'
-           b'"descr":{"pair":"XBTUSD","type":"buy","ordertype":"limit","price":"30000"}}}}}')
-
-
-@pytest.mark.parametrize("error", [b"EGeneral:Internal error", b"EService:Busy"])
-def test_a_retryable_error_on_the_last_attempt_is_looked_up_not_a_reject(
-        stub: _Scripted, error: bytes) -> None:
-    """A venue answer that may come for an order it placed (an internal error, busy) on the
-    last attempt: looked up by cl_ord_id like the attempts before it. Raised as it was, the
-    OMS got a clean reject for an order live at the venue."""
-    c = KrakenSpotRest(f"http://127.0.0.1:{stub.server_port}", "k", SECRET, NonceSource(),
-                       timeout_s=1, add_order_deadline=False, max_attempts=1)
-    stub.answers.extend([(200, b'{"error":["' + error + b'"]}'), (200, _PLACED)])
-    res = c.add_order("BTC/USD", "buy", "limit", Decimal("1"), Decimal("30000"), "GTC", "u3")
-    assert res.txid == "OQCLML-BW3P3-BUCMWZ" and res.recovered
-    assert stub.paths == ["/0/private/AddOrder", "/0/private/OpenOrders"]
-
-
-def test_a_retryable_error_on_the_last_attempt_for_an_order_not_placed_is_its_answer(
-        stub: _Scripted) -> None:
-    """Looked up and not there (open or closed): the venue's answer is the outcome, as
-    before, and nothing is sent again."""
-    c = KrakenSpotRest(f"http://127.0.0.1:{stub.server_port}", "k", SECRET, NonceSource(),
-                       timeout_s=1, add_order_deadline=False, max_attempts=1)
-    stub.answers.extend([(200, b'{"error":["EGeneral:Internal error"]}'),
-                         (200, b'{"error":[],"result":{"open":{}}}'),
-                         (200, b'{"error":[],"result":{"closed":{}}}')])
-    with pytest.raises(KrakenRestError) as ei:
-        c.add_order("BTC/USD", "buy", "limit", Decimal("1"), Decimal("30000"), "GTC", "u4")
-    assert ei.value.errors == ["EGeneral:Internal error"] and not ei.value.ambiguous
-    assert stub.paths == ["/0/private/AddOrder", "/0/private/OpenOrders",
-                          "/0/private/ClosedOrders"]
