@@ -96,6 +96,7 @@ from gateway.transports.kraken_spot_rest import (
     KrakenSpotRest,
     SpotOrder,
     classify,
+    may_have_acted,
 )
 from gateway.transports.kraken_ws import KrakenWsError, KrakenWsPrivate, KrakenWsRejected
 
@@ -387,8 +388,8 @@ class RestFallback:
     def _place_ws(self, order: Order, side: str, ord_type: str, tif: str,
                   sent_at: Decimal) -> Fields | tuple[str, str] | None:
         """AddOrder over the private WebSocket under our venue ClOrdID. A refusal is a reject,
-        unless its error is one that may answer a placed order (internal error, busy: Kraken's
-        retryable ones); that and anything else after the request may have left (timeout,
+        unless its error is one that may answer a placed order (internal error, busy:
+        `may_have_acted`); that and anything else after the request may have left (timeout,
         connection lost) is an unknown outcome, settled by looking the ClOrdID up over REST,
         never by sending it again."""
         ws = self.ws
@@ -410,7 +411,7 @@ class RestFallback:
             # A full counter told over WS holds for REST too: one counter at the venue.
             self.client.pair_rate.add_refused(exc.error, order.symbol)
             d = classify(exc.error)
-            if d.retry:
+            if may_have_acted(d):
                 # An error that may answer an order the venue did place (EGeneral:Internal
                 # error, EService:Busy...): as over REST, looked up, never taken for a
                 # reject of what may be a live order.

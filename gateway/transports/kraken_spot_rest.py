@@ -8,8 +8,10 @@ order. Hence:
   venue. The client retries ``add_order`` only when a ``cl_ord_id`` was given, and only after
   looking it up (``OpenOrders`` then ``ClosedOrders`` filtered on that ``cl_ord_id``): if found,
   that order is the answer (``recovered=True``); only if the venue does not know it is the order
-  sent again. Without a ``cl_ord_id`` there is no safe lookup, so the error is raised and the
-  caller reconciles.
+  sent again. An answer that may come for a placed order (``EGeneral:Internal error``,
+  ``EService:Busy``: :func:`may_have_acted`) on the last attempt is raised as ambiguous, so the
+  caller looks the order up rather than reject a live one. Without a ``cl_ord_id`` there is
+  no safe lookup, so the error is raised and the caller reconciles.
 * **Retries only where idempotent.** Queries (``OpenOrders``, ``QueryOrders``...) retry with
   tenacity (exponential backoff + jitter) on retryable errors; ``CancelOrder`` retries too
   (cancelling twice is harmless: the second answers ``EOrder:Unknown order``, which after a retry
@@ -158,6 +160,14 @@ KRAKEN_ERRORS: Mapping[str, ErrorDecision] = {
     "EQuery:Unknown asset pair": _x(REJ_UNKNOWN_SYMBOL, "unknown pair at the venue"),
 }
 _BY_LENGTH = sorted(KRAKEN_ERRORS, key=len, reverse=True)
+
+
+def may_have_acted(d: ErrorDecision) -> bool:
+    """A retryable answer that may come for a request the venue carried out (an internal
+    error, busy, unavailable: the "service" ones), unlike a refusal at the API's door (rate
+    limits, a nonce): an order so answered may be live, so it is looked up, never taken for
+    a reject."""
+    return d.retry and d.category == "service"
 
 
 def classify(error: str) -> ErrorDecision:
@@ -525,7 +535,14 @@ class KrakenSpotRest:
                         raise
                     attempt -= 1
                     continue
-                if not exc.retryable or cl_ord_id is None or attempt >= self._max_attempts:
+                if not exc.retryable or cl_ord_id is None:
+                    raise
+                if attempt >= self._max_attempts:
+                    if not exc.ambiguous and may_have_acted(exc.decision):
+                        # The order may be live: the caller looks it up (off the OMS
+                        # thread), rather than reject it on this answer.
+                        raise KrakenRestError(exc.errors, False, exc.category,
+                                              ambiguous=True) from exc
                     raise
                 log.warning("AddOrder %s failed (%s); looking it up before any resend",
                             cl_ord_id, exc)

@@ -78,3 +78,30 @@ def test_add_order_unreadable_200_is_looked_up_not_rejected(stub: _Scripted) -> 
     assert res.txid == "OABCDE-FGHIJ-KLMNOP"
     assert stub.paths == ["/0/private/AddOrder", "/0/private/OpenOrders",
                           "/0/private/ClosedOrders", "/0/private/AddOrder"]
+
+
+@pytest.mark.parametrize("error", ["EGeneral:Internal error", "EService:Busy"])
+def test_an_answer_that_may_come_for_a_placed_order_on_the_last_attempt_is_ambiguous(
+        stub: _Scripted, error: str) -> None:
+    """An internal error or busy may answer an AddOrder the venue carried out. On the last
+    attempt it is raised as ambiguous, so the fallback looks the ClOrdID up (off the OMS
+    thread) instead of rejecting what may be a live order; nothing is sent again."""
+    c = KrakenSpotRest(f"http://127.0.0.1:{stub.server_port}", "k", SECRET, NonceSource(),
+                       timeout_s=1, add_order_deadline=False, max_attempts=1)
+    stub.answers.append((200, f'{{"error":["{error}"]}}'.encode()))
+    with pytest.raises(KrakenRestError) as ei:
+        c.add_order("BTC/USD", "buy", "limit", Decimal("1"), Decimal("30000"), "GTC", "u3")
+    assert ei.value.ambiguous and ei.value.errors == [error]
+    assert stub.paths == ["/0/private/AddOrder"]
+
+
+def test_a_refusal_at_the_api_s_door_on_the_last_attempt_stays_a_refusal(
+        stub: _Scripted) -> None:
+    """A REST rate limit refuses before the venue acts: the order is not live, the OMS gets
+    the reject with its reason."""
+    c = KrakenSpotRest(f"http://127.0.0.1:{stub.server_port}", "k", SECRET, NonceSource(),
+                       timeout_s=1, add_order_deadline=False, max_attempts=1)
+    stub.answers.append((200, b'{"error":["EAPI:Rate limit exceeded"]}'))
+    with pytest.raises(KrakenRestError) as ei:
+        c.add_order("BTC/USD", "buy", "limit", Decimal("1"), Decimal("30000"), "GTC", "u4")
+    assert not ei.value.ambiguous
