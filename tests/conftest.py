@@ -91,9 +91,9 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """The long files first (the integration tests, the benchmarks' smoke runs and the soak),
     in their own order.
 
-    `make test` runs two workers that each take whole files in collection order; a long file
-    taken last would run on alone at the end while the other worker waits (the benchmark
-    smoke file, ~50 s, did)."""
+    `make test` runs workers that each take whole files in collection order; a long file
+    taken last would run on alone at the end while the other workers wait (a benchmark smoke
+    file takes up to ~50 s)."""
     long_dirs = {Path(__file__).parent / d for d in ("integration", "tools")}
     long_files = {item.path for item in items
                   if item.path.parent in long_dirs or item.get_closest_marker("slow")}
