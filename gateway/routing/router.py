@@ -1433,11 +1433,21 @@ class Router:
     def _cancel_targets(self, ctx: OmsContext, cl: str, targets: list[Order]) -> None:
         """A mass cancel's cancels: one by one, this OMS's orders only, over REST too (Kraken
         CancelAll would cancel every desk's orders on the account). Each is journaled before
-        it is sent; a kill between two leaves the rest to the restart (`MassCancel`)."""
+        it is sent; a kill between two leaves the rest to the restart (`MassCancel`).
+
+        Whether a cancel is on its way is decided and the cancel sent under `_unasked_lock`,
+        as the restart's completion of a mass cancel, the kill switch and operator cancels do
+        (`_without_cancel_on_its_way` listed the targets before the 35=r, outside that lock):
+        a kill switch between the two would otherwise send its cancel and this one too."""
         later: list[Order] = []
         for n, o in enumerate(targets, 1):
-            if not self._cancel_target(ctx, cl, o):
-                later.append(o)
+            with self._unasked_lock:
+                on_its_way = self.cancel_in_flight(o)
+                if on_its_way is None and not self._cancel_target(ctx, cl, o):
+                    later.append(o)
+            if on_its_way is not None:
+                log.info("mass cancel %s: order %s has a %s; not sent again", cl,
+                         o.oms_cl_ord_id, on_its_way.describe())
             self.maybe_crash("mass_cancel_sent", str(n))
         self._cancel_at_logon(ctx.key, cl, later)
 
