@@ -24,11 +24,12 @@ check: $(STAMP)
 	$(BIN)/ruff check gateway tests tools
 	$(BIN)/mypy
 
-# One worker more than the CPUs: most of the suite's time is spent waiting on real processes
-# (outages, quiet periods, logons): on 2 cores three workers took ~10 min and kept the CPUs
-# only ~60 % busy; two took ~12. Whole files go to one worker (loadfile), so a module's shared venue and
+# Two workers: most of the suite's time is spent waiting on real processes (outages, quiet
+# periods, logons), so two halve it on 2 cores. Three took ~10 min instead of ~12 on a 2.5 GHz
+# Xeon, but loaded the machine enough that tests timing a simulator's flow failed in one of
+# four full runs. Whole files go to one worker (loadfile), so a module's shared venue and
 # gateway are started once. PYTEST_WORKERS=0 runs it in one process.
-PYTEST_WORKERS ?= $(shell echo $$(( $$(nproc 2>/dev/null || echo 1) + 1 )))
+PYTEST_WORKERS ?= 2
 
 pytest: $(STAMP)
 	$(BIN)/python -m pytest -q --durations=15 -n $(PYTEST_WORKERS) --dist loadfile \
